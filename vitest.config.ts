@@ -1,0 +1,46 @@
+import { defineConfig } from "vitest/config";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
+import path from "node:path";
+
+// Two kinds of tests in one `npm test`:
+//  - workers: unit tests of the pure core and integration tests of the Worker, inside workerd
+//    with real D1, R2 and Durable Objects (miniflare);
+//  - e2e: plain Node tests that start real servers (`wrangler dev`) and drive them with
+//    matrix-js-sdk or fetch.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        plugins: [
+          cloudflareTest(async () => ({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: await readD1Migrations(path.join(import.meta.dirname, "migrations")),
+                SERVER_NAME: "test.local",
+                REGISTRATION: "open",
+                RATE_LIMITS: "off",
+                REGISTRATION_SHARED_SECRET: "test-shared-secret",
+              },
+            },
+          })),
+        ],
+        test: {
+          name: "workers",
+          include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts"],
+          setupFiles: ["test/apply-migrations.ts"],
+        },
+      },
+      {
+        test: {
+          name: "e2e",
+          include: ["test/e2e/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
