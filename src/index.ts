@@ -1,7 +1,57 @@
+// Lattice: the Worker entry. Builds the hono app and exports the Durable Object classes.
 import { Hono } from "hono";
+import { cors } from "hono/cors";
 import type { AppEnv } from "./api/types";
+import { parseConfig } from "./config";
+import { onError } from "./api/middleware/errors";
+import { MatrixError } from "./api/errors";
+import { wellKnown, versions, capabilities } from "./api/client/discovery";
+import { login } from "./api/client/login";
+import { register, registrationTokenValidity } from "./api/client/register";
+import { deviceRoutes } from "./api/client/devices";
+import { account } from "./api/client/account";
+import { profile } from "./api/client/profile";
+import { admin } from "./api/admin/admin";
+import { serverKeys } from "./api/federation/keys";
+
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
 
 const app = new Hono<AppEnv>();
+
+// CORS on every response (spec: Client-Server API "Web Browser Clients").
+app.use(
+  "*",
+  cors({
+    origin: "*",
+    allowMethods: ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"],
+    allowHeaders: ["X-Requested-With", "Content-Type", "Authorization"],
+  }),
+);
+app.use("*", async (c, next) => {
+  c.set("config", parseConfig(c.env, c.req.url));
+  await next();
+});
+
+app.route("/", wellKnown);
+
+/** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
+const clientV3 = new Hono<AppEnv>();
+for (const area of [login, register, deviceRoutes, account, profile, capabilities]) clientV3.route("/", area);
+
+const client = new Hono<AppEnv>();
+client.route("/", versions);
+client.route("/v3", clientV3);
+client.route("/r0", clientV3);
+client.route("/v1", registrationTokenValidity);
+app.route("/_matrix/client", client);
+app.route("/_synapse/admin", admin);
+app.route("/_matrix/key/v2", serverKeys);
+
+app.notFound((c) => {
+  const e = new MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request");
+  return c.json(e.toJSON(), 404);
+});
+app.onError(onError);
+
 export default app;

@@ -1,8 +1,10 @@
-import type { Env } from "../src/env";
+import type { Env as LatticeEnv } from "../src/env";
+import type { D1Migration } from "cloudflare:test";
+
 declare global {
   namespace Cloudflare {
-    interface Env extends import("../src/env").Env {
-      TEST_MIGRATIONS: import("cloudflare:test").D1Migration[];
+    interface Env extends LatticeEnv {
+      TEST_MIGRATIONS: D1Migration[];
     }
   }
 }

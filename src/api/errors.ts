@@ -11,6 +11,8 @@ export class MatrixError extends Error {
     super(message);
   }
   toJSON() {
+    // A UIA "start here" challenge carries no errcode at all.
+    if (!this.errcode) return { ...this.extra };
     return { errcode: this.errcode, error: this.message, ...this.extra };
   }
 }

@@ -1,0 +1,44 @@
+// Account management (spec: Client-Server API "Account management").
+import { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { parseBody } from "../validate";
+import { requireAuth } from "../middleware/auth";
+import { authDictSchema, requireUia } from "./uia";
+import { db } from "../../db";
+import { hashPassword } from "../../services/passwords";
+import { deleteAllDevices } from "../../services/sessions";
+
+export const account = new Hono<AppEnv>();
+account.use("/account/*", requireAuth);
+
+account.post("/account/password", async (c) => {
+  const body = await parseBody(
+    c,
+    z.object({ new_password: z.string().min(1).max(512), logout_devices: z.boolean().optional(), auth: authDictSchema.optional() }),
+  );
+  const { userId, deviceId } = c.var.auth;
+  await requireUia(c, body.auth, { purpose: `password:${userId}`, flows: [["m.login.password"]], userId });
+  await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.new_password), userId).run();
+  // Default true (spec): every other device is logged out; this one stays.
+  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId);
+  return c.json({});
+});
+
+account.post("/account/deactivate", async (c) => {
+  const body = await parseBody(c, z.object({ auth: authDictSchema.optional(), erase: z.boolean().optional(), id_server: z.string().optional() }));
+  const { userId } = c.var.auth;
+  await requireUia(c, body.auth, { purpose: `deactivate:${userId}`, flows: [["m.login.password"]], userId });
+  // The user ID stays reserved forever (spec); the password goes so nobody can log in again.
+  const erase = body.erase === true;
+  await c.env.DB.prepare(
+    `UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", displayname = NULL, avatar_url = NULL" : ""} WHERE user_id = ?`,
+  )
+    .bind(userId)
+    .run();
+  await deleteAllDevices(db(c.env), userId);
+  return c.json({ id_server_unbind_result: "no-support" });
+});
+
+// No third-party identifiers are supported: the list is honestly empty.
+account.get("/account/3pid", (c) => c.json({ threepids: [] }));

@@ -1,0 +1,36 @@
+// Server discovery and feature advertisement: /.well-known, /versions, /capabilities.
+import { Hono } from "hono";
+import type { AppEnv } from "../types";
+import { requireAuth } from "../middleware/auth";
+import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../../core/room-versions";
+
+/** Spec versions we advertise: only those whose required endpoints Lattice actually serves.
+ *  Raise this as areas land (see docs/conformance.md). */
+export const SUPPORTED_SPEC_VERSIONS = ["r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1"];
+
+export const wellKnown = new Hono<AppEnv>();
+wellKnown.get("/.well-known/matrix/client", (c) => c.json({ "m.homeserver": { base_url: c.var.config.publicBaseUrl } }));
+wellKnown.get("/.well-known/matrix/server", (c) => {
+  // Delegation target for federation: the Worker itself on port 443 unless a port is in the name.
+  const host = new URL(c.var.config.publicBaseUrl).host;
+  return c.json({ "m.server": host.includes(":") ? host : `${host}:443` });
+});
+
+export const versions = new Hono<AppEnv>();
+versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: {} }));
+
+export const capabilities = new Hono<AppEnv>();
+capabilities.get("/capabilities", requireAuth, (c) => {
+  const available: Record<string, "stable" | "unstable"> = {};
+  for (const v of ROOM_VERSIONS.values()) if (v.creatable) available[v.id] = "stable";
+  return c.json({
+    capabilities: {
+      "m.change_password": { enabled: true },
+      "m.room_versions": { default: DEFAULT_ROOM_VERSION, available },
+      "m.set_displayname": { enabled: true },
+      "m.set_avatar_url": { enabled: true },
+      "m.3pid_changes": { enabled: false },
+      "m.get_login_token": { enabled: false },
+    },
+  });
+});

@@ -1,0 +1,62 @@
+// Profiles (spec: Client-Server API "Profiles").
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { MatrixError, forbidden, notFound } from "../errors";
+import { parseBody } from "../validate";
+import { authenticate } from "../middleware/auth";
+import { parseUserId } from "../../core/ids";
+import { onProfileChange } from "../../services/profile-hooks";
+
+export const profile = new Hono<AppEnv>();
+
+interface ProfileRow {
+  displayname: string | null;
+  avatar_url: string | null;
+  deactivated: number;
+}
+
+async function loadLocalProfile(c: Context<AppEnv>, userId: string): Promise<ProfileRow> {
+  const parsed = parseUserId(userId, { historical: true });
+  if (!parsed) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid user ID");
+  if (parsed.serverName !== c.var.config.serverName) {
+    // Profile queries over federation come with the federation work.
+    throw notFound("Profile not found: remote profiles are not available yet");
+  }
+  const row = await c.env.DB.prepare("SELECT displayname, avatar_url, deactivated FROM users WHERE user_id = ?").bind(userId).first<ProfileRow>();
+  if (!row) throw notFound("Profile not found");
+  return row;
+}
+
+const fields = { displayname: "displayname", avatar_url: "avatar_url" } as const;
+
+profile.get("/profile/:userId", async (c) => {
+  const row = await loadLocalProfile(c, c.req.param("userId"));
+  const out: Record<string, string> = {};
+  if (row.displayname !== null) out.displayname = row.displayname;
+  if (row.avatar_url !== null) out.avatar_url = row.avatar_url;
+  return c.json(out);
+});
+
+for (const field of Object.keys(fields) as (keyof typeof fields)[]) {
+  profile.get(`/profile/:userId/${field}`, async (c) => {
+    const row = await loadLocalProfile(c, c.req.param("userId"));
+    if (row[field] === null) throw notFound(`No ${field} set`);
+    return c.json({ [field]: row[field] });
+  });
+
+  profile.put(`/profile/:userId/${field}`, async (c) => {
+    const auth = await authenticate(c);
+    const userId = c.req.param("userId");
+    if (auth.userId !== userId) throw forbidden("Cannot set another user's profile");
+    const schema =
+      field === "avatar_url"
+        ? z.object({ avatar_url: z.string().max(1024).regex(/^(mxc:\/\/.+)?$/, "must be an mxc:// URI").nullable().optional() })
+        : z.object({ displayname: z.string().max(256).nullable().optional() });
+    const body = (await parseBody(c, schema)) as Record<string, string | null | undefined>;
+    const value = body[field] || null;
+    await c.env.DB.prepare(`UPDATE users SET ${field} = ? WHERE user_id = ?`).bind(value, userId).run();
+    await onProfileChange(c.env, c.var.config, userId);
+    return c.json({});
+  });
+}

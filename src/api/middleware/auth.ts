@@ -1,0 +1,50 @@
+// Access-token authentication (spec: Client-Server API "Client Authentication").
+// The token comes from `Authorization: Bearer` or (deprecated, still used by matrix-nio and
+// others) the `access_token` query parameter.
+import type { Context, MiddlewareHandler } from "hono";
+import type { AppEnv, Auth } from "../types";
+import { MatrixError } from "../errors";
+import { sha256Hex } from "../../services/crypto-util";
+
+export function extractAccessToken(c: Context): string | undefined {
+  const header = c.req.header("authorization");
+  if (header) {
+    const m = /^Bearer\s+(\S+)$/i.exec(header.trim());
+    if (m) return m[1];
+  }
+  return c.req.query("access_token") || undefined;
+}
+
+interface TokenRow {
+  id: number;
+  user_id: string;
+  device_id: string;
+  expires_ts: number | null;
+  is_guest: number;
+  deactivated: number;
+}
+
+/** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN. */
+export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
+  const token = extractAccessToken(c);
+  if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "Missing access token");
+  const row = await c.env.DB.prepare(
+    `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated
+     FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
+  )
+    .bind(await sha256Hex(token))
+    .first<TokenRow>();
+  if (!row || row.deactivated) {
+    throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised access token", { soft_logout: false });
+  }
+  if (row.expires_ts !== null && row.expires_ts <= Date.now()) {
+    // Expired tokens can be renewed with the refresh token: soft logout.
+    throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired", { soft_logout: true });
+  }
+  return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id };
+}
+
+export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
+  c.set("auth", await authenticate(c));
+  await next();
+};

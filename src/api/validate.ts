@@ -1,0 +1,43 @@
+// Request body parsing: JSON → zod schema → typed value, or a Matrix error.
+import type { Context } from "hono";
+import { z } from "zod";
+import { MatrixError, badJson, notJson } from "./errors";
+
+/** Largest request body we read as JSON (events themselves are limited to 65536 bytes later). */
+export const MAX_JSON_BODY = 1024 * 1024;
+
+export async function readJsonBody(c: Context): Promise<unknown> {
+  const len = Number(c.req.header("content-length") ?? "0");
+  if (len > MAX_JSON_BODY) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
+  const text = await c.req.text();
+  if (text.length > MAX_JSON_BODY) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
+  if (text.trim() === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw notJson();
+  }
+}
+
+function describe(issues: z.core.$ZodIssue[]): string {
+  return issues
+    .slice(0, 3)
+    .map((i) => (i.path.length ? `${i.path.join(".")}: ${i.message}` : i.message))
+    .join("; ");
+}
+
+/** Parse the JSON body against `schema`. Wrong shape → 400 M_BAD_JSON naming the field. */
+export async function parseBody<S extends z.ZodType>(c: Context, schema: S): Promise<z.infer<S>> {
+  const raw = await readJsonBody(c);
+  if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw badJson("Body must be a JSON object");
+  const r = schema.safeParse(raw);
+  if (!r.success) throw badJson(describe(r.error.issues));
+  return r.data;
+}
+
+/** Validate an already-parsed value (query params, nested JSON). */
+export function parseValue<S extends z.ZodType>(value: unknown, schema: S, errcode = "M_INVALID_PARAM"): z.infer<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw new MatrixError(400, errcode, describe(r.error.issues));
+  return r.data;
+}

@@ -1,0 +1,469 @@
+import { describe, it, expect } from "vitest";
+import { call, registerUser, uniqueName, SERVER } from "./helpers";
+
+describe("discovery", () => {
+  it("serves /versions without auth, with CORS", async () => {
+    const r = await call("GET", "/_matrix/client/versions", { headers: { origin: "https://app.example" } });
+    expect(r.status).toBe(200);
+    expect(r.body.versions).toContain("v1.1");
+    expect(r.headers.get("access-control-allow-origin")).toBe("*");
+  });
+  it("answers CORS preflight", async () => {
+    const r = await call("OPTIONS", "/_matrix/client/v3/login", {
+      headers: { origin: "https://app.example", "access-control-request-method": "POST" },
+    });
+    expect(r.status).toBeLessThan(300);
+    expect(r.headers.get("access-control-allow-methods")).toContain("POST");
+    expect(r.headers.get("access-control-allow-headers")).toContain("Authorization");
+  });
+  it("serves .well-known", async () => {
+    const r = await call("GET", "/.well-known/matrix/client");
+    expect(r.body["m.homeserver"].base_url).toBe("http://test.local");
+  });
+  it("answers unknown endpoints with 404 M_UNRECOGNIZED", async () => {
+    const r = await call("GET", "/_matrix/client/v3/nonexistent");
+    expect(r.status).toBe(404);
+    expect(r.body.errcode).toBe("M_UNRECOGNIZED");
+  });
+  it("serves capabilities with room versions, default 12", async () => {
+    const u = await registerUser();
+    const r = await call("GET", "/_matrix/client/v3/capabilities", { token: u.accessToken });
+    expect(r.status).toBe(200);
+    expect(r.body.capabilities["m.room_versions"].default).toBe("12");
+    expect(r.body.capabilities["m.room_versions"].available["12"]).toBe("stable");
+    expect(r.body.capabilities["m.room_versions"].available["1"]).toBeUndefined();
+  });
+  it("publishes a signed, persistent server key", async () => {
+    const a = await call("GET", "/_matrix/key/v2/server");
+    const b = await call("GET", "/_matrix/key/v2/server");
+    expect(a.status).toBe(200);
+    expect(a.body.server_name).toBe(SERVER);
+    const ids = Object.keys(a.body.verify_keys);
+    expect(ids).toHaveLength(1);
+    expect(ids[0]).toMatch(/^ed25519:[A-Za-z0-9_]+$/);
+    expect(Object.keys(b.body.verify_keys)).toEqual(ids);
+    expect(a.body.signatures[SERVER][ids[0]]).toMatch(/^[A-Za-z0-9+/]{86}$/);
+    const { verifyJsonSignature } = await import("../../src/core/signing");
+    expect(await verifyJsonSignature(a.body, SERVER, ids[0], a.body.verify_keys[ids[0]].key)).toBe(true);
+  });
+});
+
+describe("registration", () => {
+  it("runs the UIA dance with m.login.dummy and logs in", async () => {
+    const username = uniqueName("reg");
+    const first = await call("POST", "/_matrix/client/v3/register", { body: { username, password: "pw-123456" } });
+    expect(first.status).toBe(401);
+    expect(first.body.flows).toEqual([{ stages: ["m.login.dummy"] }]);
+    expect(typeof first.body.session).toBe("string");
+    const done = await call("POST", "/_matrix/client/v3/register", {
+      body: { username, password: "pw-123456", auth: { type: "m.login.dummy", session: first.body.session }, initial_device_display_name: "Phone" },
+    });
+    expect(done.status).toBe(200);
+    expect(done.body.user_id).toBe(`@${username}:${SERVER}`);
+    expect(done.body.access_token).toMatch(/^lat_/);
+    const who = await call("GET", "/_matrix/client/v3/account/whoami", { token: done.body.access_token });
+    expect(who.body).toEqual({ user_id: done.body.user_id, device_id: done.body.device_id, is_guest: false });
+  });
+  it("rejects taken and invalid usernames before UIA", async () => {
+    const u = await registerUser();
+    const local = u.userId.slice(1).split(":")[0];
+    const taken = await call("POST", "/_matrix/client/v3/register", { body: { username: local, password: "x" } });
+    expect(taken.status).toBe(400);
+    expect(taken.body.errcode).toBe("M_USER_IN_USE");
+    const bad = await call("POST", "/_matrix/client/v3/register", { body: { username: "Bad Name!", password: "x" } });
+    expect(bad.body.errcode).toBe("M_INVALID_USERNAME");
+    const long = await call("POST", "/_matrix/client/v3/register", { body: { username: "a".repeat(250), password: "x" } });
+    expect(long.body.errcode).toBe("M_INVALID_USERNAME");
+  });
+  it("checks availability", async () => {
+    const u = await registerUser();
+    const local = u.userId.slice(1).split(":")[0];
+    expect((await call("GET", `/_matrix/client/v3/register/available?username=${local}`)).body.errcode).toBe("M_USER_IN_USE");
+    expect((await call("GET", `/_matrix/client/v3/register/available?username=${uniqueName()}`)).body).toEqual({ available: true });
+    expect((await call("GET", `/_matrix/client/v3/register/available?username=%40%40`)).body.errcode).toBe("M_INVALID_USERNAME");
+  });
+  it("refuses guests clearly", async () => {
+    const r = await call("POST", "/_matrix/client/v3/register?kind=guest", { body: {} });
+    expect(r.status).toBe(403);
+    expect(r.body.errcode).toBe("M_GUEST_ACCESS_FORBIDDEN");
+  });
+  it("honours inhibit_login", async () => {
+    const username = uniqueName();
+    const first = await call("POST", "/_matrix/client/v3/register", { body: { username, password: "p" } });
+    const r = await call("POST", "/_matrix/client/v3/register", {
+      body: { username, password: "p", inhibit_login: true, auth: { type: "m.login.dummy", session: first.body.session } },
+    });
+    expect(r.status).toBe(200);
+    expect(r.body.access_token).toBeUndefined();
+  });
+  it("rejects unknown UIA sessions and unoffered stages", async () => {
+    const r = await call("POST", "/_matrix/client/v3/register", {
+      body: { username: uniqueName(), password: "p", auth: { type: "m.login.dummy", session: "nope" } },
+    });
+    expect(r.status).toBe(400);
+    const first = await call("POST", "/_matrix/client/v3/register", { body: { username: uniqueName(), password: "p" } });
+    const r2 = await call("POST", "/_matrix/client/v3/register", {
+      body: { username: uniqueName(), password: "p", auth: { type: "m.login.password", session: first.body.session } },
+    });
+    expect(r2.status).toBe(401);
+    expect(r2.body.errcode).toBe("M_UNRECOGNIZED");
+  });
+  it("answers bad bodies with M_NOT_JSON / M_BAD_JSON", async () => {
+    const notJson = await call("POST", "/_matrix/client/v3/register", { rawBody: "{nope", headers: { "content-type": "application/json" } });
+    expect(notJson.status).toBe(400);
+    expect(notJson.body.errcode).toBe("M_NOT_JSON");
+    const wrongType = await call("POST", "/_matrix/client/v3/register", { body: { username: 42 } });
+    expect(wrongType.body.errcode).toBe("M_BAD_JSON");
+    const array = await call("POST", "/_matrix/client/v3/register", { body: [1, 2] });
+    expect(array.body.errcode).toBe("M_BAD_JSON");
+    const huge = await call("POST", "/_matrix/client/v3/register", { rawBody: JSON.stringify({ username: "a".repeat(2_000_000) }) });
+    expect(huge.status).toBe(413);
+    expect(huge.body.errcode).toBe("M_TOO_LARGE");
+  });
+});
+
+describe("login", () => {
+  it("lists the password flow", async () => {
+    const r = await call("GET", "/_matrix/client/v3/login");
+    expect(r.body.flows).toEqual([{ type: "m.login.password" }]);
+  });
+  it("logs in with localpart, full MXID and the legacy user field", async () => {
+    const u = await registerUser();
+    const local = u.userId.slice(1).split(":")[0];
+    for (const body of [
+      { type: "m.login.password", identifier: { type: "m.id.user", user: local }, password: u.password },
+      { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+      { type: "m.login.password", user: local, password: u.password },
+    ]) {
+      const r = await call("POST", "/_matrix/client/v3/login", { body });
+      expect(r.status).toBe(200);
+      expect(r.body.user_id).toBe(u.userId);
+      expect(r.body.device_id).toBeTruthy();
+    }
+  });
+  it("rejects wrong passwords and unknown users alike", async () => {
+    const u = await registerUser();
+    const wrong = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: "wrong" },
+    });
+    expect(wrong.status).toBe(403);
+    expect(wrong.body.errcode).toBe("M_FORBIDDEN");
+    const unknown = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: "nobody-here" }, password: "wrong" },
+    });
+    expect(unknown.body).toEqual(wrong.body);
+    const badType = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.foo" } });
+    expect(badType.status).toBe(400);
+  });
+  it("reuses a given device_id and replaces its old token", async () => {
+    const u = await registerUser();
+    const r = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password, device_id: u.deviceId },
+    });
+    expect(r.body.device_id).toBe(u.deviceId);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: u.accessToken })).status).toBe(401);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: r.body.access_token })).status).toBe(200);
+  });
+  it("issues refresh tokens that work once", async () => {
+    const u = await registerUser();
+    const r = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password, refresh_token: true },
+    });
+    expect(r.body.refresh_token).toMatch(/^latr_/);
+    expect(r.body.expires_in_ms).toBeGreaterThan(0);
+    const refreshed = await call("POST", "/_matrix/client/v3/refresh", { body: { refresh_token: r.body.refresh_token } });
+    expect(refreshed.status).toBe(200);
+    expect(refreshed.body.access_token).not.toBe(r.body.access_token);
+    // The old access token died with its refresh token; the old refresh token is spent.
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: r.body.access_token })).status).toBe(401);
+    const again = await call("POST", "/_matrix/client/v3/refresh", { body: { refresh_token: r.body.refresh_token } });
+    expect(again.status).toBe(401);
+    expect(again.body.errcode).toBe("M_UNKNOWN_TOKEN");
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: refreshed.body.access_token })).status).toBe(200);
+  });
+  it("reports expired tokens as soft logout", async () => {
+    const u = await registerUser();
+    const r = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password, refresh_token: true },
+    });
+    const { env } = await import("cloudflare:test");
+    await env.DB.prepare("UPDATE access_tokens SET expires_ts = 1 WHERE user_id = ? AND expires_ts IS NOT NULL").bind(u.userId).run();
+    const who = await call("GET", "/_matrix/client/v3/account/whoami", { token: r.body.access_token });
+    expect(who.status).toBe(401);
+    expect(who.body).toMatchObject({ errcode: "M_UNKNOWN_TOKEN", soft_logout: true });
+  });
+  it("stores tokens only as hashes", async () => {
+    const u = await registerUser();
+    const { env } = await import("cloudflare:test");
+    const row = await env.DB.prepare("SELECT token_hash FROM access_tokens WHERE user_id = ?").bind(u.userId).first<{ token_hash: string }>();
+    expect(row!.token_hash).toMatch(/^[0-9a-f]{64}$/);
+    expect(row!.token_hash).not.toContain(u.accessToken);
+    const pw = await env.DB.prepare("SELECT password_hash FROM users WHERE user_id = ?").bind(u.userId).first<{ password_hash: string }>();
+    expect(pw!.password_hash).toMatch(/^pbkdf2-sha512\$100000\$/);
+  });
+  it("accepts the token as a query parameter, and on /r0", async () => {
+    const u = await registerUser();
+    const r = await call("GET", `/_matrix/client/r0/account/whoami?access_token=${u.accessToken}`);
+    expect(r.status).toBe(200);
+    expect(r.body.user_id).toBe(u.userId);
+  });
+  it("distinguishes missing and unknown tokens", async () => {
+    const missing = await call("GET", "/_matrix/client/v3/account/whoami");
+    expect(missing.status).toBe(401);
+    expect(missing.body.errcode).toBe("M_MISSING_TOKEN");
+    const unknown = await call("GET", "/_matrix/client/v3/account/whoami", { token: "lat_bogus" });
+    expect(unknown.body).toMatchObject({ errcode: "M_UNKNOWN_TOKEN", soft_logout: false });
+  });
+  it("logs out one device, or all", async () => {
+    const u = await registerUser();
+    const second = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+    });
+    expect((await call("POST", "/_matrix/client/v3/logout", { token: u.accessToken })).status).toBe(200);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: u.accessToken })).status).toBe(401);
+    const devs = await call("GET", "/_matrix/client/v3/devices", { token: second.body.access_token });
+    expect(devs.body.devices.map((d: any) => d.device_id)).toEqual([second.body.device_id]);
+    const third = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+    });
+    expect((await call("POST", "/_matrix/client/v3/logout/all", { token: third.body.access_token })).status).toBe(200);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: second.body.access_token })).status).toBe(401);
+  });
+});
+
+describe("devices", () => {
+  it("lists, renames and deletes devices with UIA", async () => {
+    const u = await registerUser();
+    const other = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password, initial_device_display_name: "Laptop" },
+    });
+    const list = await call("GET", "/_matrix/client/v3/devices", { token: u.accessToken });
+    expect(list.body.devices).toHaveLength(2);
+    const one = await call("GET", `/_matrix/client/v3/devices/${other.body.device_id}`, { token: u.accessToken });
+    expect(one.body.display_name).toBe("Laptop");
+    expect((await call("PUT", `/_matrix/client/v3/devices/${other.body.device_id}`, { token: u.accessToken, body: { display_name: "Desk" } })).status).toBe(200);
+    expect((await call("GET", `/_matrix/client/v3/devices/${other.body.device_id}`, { token: u.accessToken })).body.display_name).toBe("Desk");
+    expect((await call("GET", "/_matrix/client/v3/devices/NOPE", { token: u.accessToken })).status).toBe(404);
+    expect((await call("PUT", "/_matrix/client/v3/devices/NOPE", { token: u.accessToken, body: {} })).status).toBe(404);
+
+    const challenge = await call("DELETE", `/_matrix/client/v3/devices/${other.body.device_id}`, { token: u.accessToken, body: {} });
+    expect(challenge.status).toBe(401);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+    const wrong = await call("DELETE", `/_matrix/client/v3/devices/${other.body.device_id}`, {
+      token: u.accessToken,
+      body: { auth: { type: "m.login.password", session: challenge.body.session, identifier: { type: "m.id.user", user: u.userId }, password: "nope" } },
+    });
+    expect(wrong.status).toBe(401);
+    expect(wrong.body.errcode).toBe("M_FORBIDDEN");
+    const ok = await call("DELETE", `/_matrix/client/v3/devices/${other.body.device_id}`, {
+      token: u.accessToken,
+      body: { auth: { type: "m.login.password", session: challenge.body.session, identifier: { type: "m.id.user", user: u.userId }, password: u.password } },
+    });
+    expect(ok.status).toBe(200);
+    // Deleting a device revokes its tokens.
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: other.body.access_token })).status).toBe(401);
+  });
+  it("does not let a UIA session for one request authorise another", async () => {
+    const u = await registerUser();
+    const a = await call("POST", "/_matrix/client/v3/delete_devices", { token: u.accessToken, body: { devices: ["A"] } });
+    const r = await call("POST", "/_matrix/client/v3/delete_devices", {
+      token: u.accessToken,
+      body: { devices: [u.deviceId], auth: { type: "m.login.password", session: a.body.session, user: u.userId, password: u.password } },
+    });
+    expect(r.status).toBe(403);
+  });
+  it("bulk-deletes devices", async () => {
+    const u = await registerUser();
+    const other = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+    });
+    const first = await call("POST", "/_matrix/client/v3/delete_devices", { token: u.accessToken, body: { devices: [other.body.device_id, "GHOST"] } });
+    const r = await call("POST", "/_matrix/client/v3/delete_devices", {
+      token: u.accessToken,
+      body: { devices: [other.body.device_id, "GHOST"], auth: { type: "m.login.password", session: first.body.session, identifier: { type: "m.id.user", user: u.userId }, password: u.password } },
+    });
+    expect(r.status).toBe(200);
+    expect((await call("GET", "/_matrix/client/v3/devices", { token: u.accessToken })).body.devices).toHaveLength(1);
+  });
+});
+
+describe("account", () => {
+  const pwAuth = (u: { userId: string }, session: string, password: string) => ({
+    type: "m.login.password",
+    session,
+    identifier: { type: "m.id.user", user: u.userId },
+    password,
+  });
+  it("changes the password and logs out other devices", async () => {
+    const u = await registerUser();
+    const other = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+    });
+    const c1 = await call("POST", "/_matrix/client/v3/account/password", { token: u.accessToken, body: { new_password: "new-pass-1" } });
+    expect(c1.status).toBe(401);
+    const r = await call("POST", "/_matrix/client/v3/account/password", {
+      token: u.accessToken,
+      body: { new_password: "new-pass-1", auth: pwAuth(u, c1.body.session, u.password) },
+    });
+    expect(r.status).toBe(200);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: other.body.access_token })).status).toBe(401);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: u.accessToken })).status).toBe(200);
+    const login = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: "new-pass-1" },
+    });
+    expect(login.status).toBe(200);
+  });
+  it("deactivates: tokens die, login refused, ID stays reserved", async () => {
+    const u = await registerUser();
+    const c1 = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: {} });
+    const r = await call("POST", "/_matrix/client/v3/account/deactivate", {
+      token: u.accessToken,
+      body: { auth: pwAuth(u, c1.body.session, u.password), erase: true },
+    });
+    expect(r.status).toBe(200);
+    expect(r.body.id_server_unbind_result).toBe("no-support");
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: u.accessToken })).status).toBe(401);
+    const login = await call("POST", "/_matrix/client/v3/login", {
+      body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+    });
+    expect(login.status).toBe(403);
+    const local = u.userId.slice(1).split(":")[0];
+    expect((await call("GET", `/_matrix/client/v3/register/available?username=${local}`)).body.errcode).toBe("M_USER_IN_USE");
+  });
+  it("lists no third-party identifiers", async () => {
+    const u = await registerUser();
+    expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
+  });
+});
+
+describe("profile", () => {
+  it("gets and sets displayname and avatar", async () => {
+    const u = await registerUser();
+    const enc = encodeURIComponent(u.userId);
+    const initial = await call("GET", `/_matrix/client/v3/profile/${enc}`);
+    expect(initial.body.displayname).toBe(u.userId.slice(1).split(":")[0]);
+    expect((await call("PUT", `/_matrix/client/v3/profile/${enc}/displayname`, { token: u.accessToken, body: { displayname: "Alice" } })).status).toBe(200);
+    expect((await call("PUT", `/_matrix/client/v3/profile/${enc}/avatar_url`, { token: u.accessToken, body: { avatar_url: "mxc://test.local/abc" } })).status).toBe(200);
+    expect((await call("GET", `/_matrix/client/v3/profile/${enc}`)).body).toEqual({ displayname: "Alice", avatar_url: "mxc://test.local/abc" });
+    expect((await call("GET", `/_matrix/client/v3/profile/${enc}/displayname`)).body).toEqual({ displayname: "Alice" });
+  });
+  it("refuses to set another user's profile, and bad values", async () => {
+    const a = await registerUser();
+    const b = await registerUser();
+    const r = await call("PUT", `/_matrix/client/v3/profile/${encodeURIComponent(b.userId)}/displayname`, { token: a.accessToken, body: { displayname: "x" } });
+    expect(r.status).toBe(403);
+    const bad = await call("PUT", `/_matrix/client/v3/profile/${encodeURIComponent(a.userId)}/avatar_url`, { token: a.accessToken, body: { avatar_url: "http://evil" } });
+    expect(bad.body.errcode).toBe("M_BAD_JSON");
+    const wrongType = await call("PUT", `/_matrix/client/v3/profile/${encodeURIComponent(a.userId)}/displayname`, { token: a.accessToken, body: { displayname: 5 } });
+    expect(wrongType.body.errcode).toBe("M_BAD_JSON");
+  });
+  it("404s unknown users", async () => {
+    const r = await call("GET", `/_matrix/client/v3/profile/${encodeURIComponent("@ghost:test.local")}`);
+    expect(r.status).toBe(404);
+    expect(r.body.errcode).toBe("M_NOT_FOUND");
+  });
+});
+
+describe("shared-secret admin registration", () => {
+  it("creates an admin with a valid HMAC, once per nonce", async () => {
+    const { sharedSecretMac } = await import("../../src/api/admin/admin");
+    const n = await call("GET", "/_synapse/admin/v1/register");
+    const username = uniqueName("admin");
+    const mac = await sharedSecretMac("test-shared-secret", n.body.nonce, username, "pw", true);
+    const r = await call("POST", "/_synapse/admin/v1/register", { body: { nonce: n.body.nonce, username, password: "pw", admin: true, mac } });
+    expect(r.status).toBe(200);
+    expect(r.body.user_id).toBe(`@${username}:${SERVER}`);
+    const replay = await call("POST", "/_synapse/admin/v1/register", { body: { nonce: n.body.nonce, username: username + "x", password: "pw", admin: true, mac } });
+    expect(replay.status).toBe(400);
+    // Admin can mint registration tokens.
+    const t = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: r.body.access_token, body: { uses_allowed: 1 } });
+    expect(t.status).toBe(200);
+    expect(t.body.token).toHaveLength(16);
+  });
+  it("rejects a wrong HMAC", async () => {
+    const n = await call("GET", "/_synapse/admin/v1/register");
+    const r = await call("POST", "/_synapse/admin/v1/register", {
+      body: { nonce: n.body.nonce, username: uniqueName(), password: "pw", mac: "0".repeat(40) },
+    });
+    expect(r.status).toBe(403);
+  });
+  it("keeps registration-token admin endpoints for admins only", async () => {
+    const u = await registerUser();
+    const r = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: u.accessToken, body: {} });
+    expect(r.status).toBe(403);
+  });
+});
+
+describe("registration modes", () => {
+  async function withEnv(overrides: Record<string, string>, method: string, path: string, body?: unknown, token?: string) {
+    const { env, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const app = (await import("../../src/index")).default;
+    const ctx = createExecutionContext();
+    const headers: Record<string, string> = { "content-type": "application/json" };
+    if (token) headers.authorization = `Bearer ${token}`;
+    const res = await app.fetch(
+      new Request(`http://test.local${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
+      { ...env, ...overrides },
+      ctx,
+    );
+    await waitOnExecutionContext(ctx);
+    return { status: res.status, body: (await res.json()) as any };
+  }
+  it("closed: registration refused with M_FORBIDDEN", async () => {
+    const r = await withEnv({ REGISTRATION: "closed" }, "POST", "/_matrix/client/v3/register", { username: uniqueName(), password: "p" });
+    expect(r.status).toBe(403);
+    expect(r.body.errcode).toBe("M_FORBIDDEN");
+  });
+  it("token: needs a valid registration token, counts uses", async () => {
+    const { sharedSecretMac } = await import("../../src/api/admin/admin");
+    const n = await call("GET", "/_synapse/admin/v1/register");
+    const adminName = uniqueName("adm");
+    const mac = await sharedSecretMac("test-shared-secret", n.body.nonce, adminName, "pw", true);
+    const adm = await call("POST", "/_synapse/admin/v1/register", { body: { nonce: n.body.nonce, username: adminName, password: "pw", admin: true, mac } });
+    const t = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: adm.body.access_token, body: { uses_allowed: 1 } });
+    const token = t.body.token;
+
+    const valid = await withEnv({ REGISTRATION: "token" }, "GET", `/_matrix/client/v1/register/m.login.registration_token/validity?token=${token}`);
+    expect(valid.body).toEqual({ valid: true });
+    const invalid = await withEnv({ REGISTRATION: "token" }, "GET", `/_matrix/client/v1/register/m.login.registration_token/validity?token=nope`);
+    expect(invalid.body).toEqual({ valid: false });
+
+    const username = uniqueName();
+    const first = await withEnv({ REGISTRATION: "token" }, "POST", "/_matrix/client/v3/register", { username, password: "p" });
+    expect(first.status).toBe(401);
+    expect(first.body.flows).toEqual([{ stages: ["m.login.registration_token"] }]);
+    const bad = await withEnv({ REGISTRATION: "token" }, "POST", "/_matrix/client/v3/register", {
+      username, password: "p", auth: { type: "m.login.registration_token", token: "wrong", session: first.body.session },
+    });
+    expect(bad.status).toBe(401);
+    expect(bad.body.errcode).toBe("M_FORBIDDEN");
+    // m.login.dummy is not offered in token mode.
+    const dummy = await withEnv({ REGISTRATION: "token" }, "POST", "/_matrix/client/v3/register", {
+      username, password: "p", auth: { type: "m.login.dummy", session: first.body.session },
+    });
+    expect(dummy.status).toBe(401);
+    const ok = await withEnv({ REGISTRATION: "token" }, "POST", "/_matrix/client/v3/register", {
+      username, password: "p", auth: { type: "m.login.registration_token", token, session: first.body.session },
+    });
+    expect(ok.status).toBe(200);
+    const used = await withEnv({ REGISTRATION: "token" }, "GET", `/_matrix/client/v1/register/m.login.registration_token/validity?token=${token}`);
+    expect(used.body).toEqual({ valid: false });
+  });
+  it("invalid configuration gives a clear error", async () => {
+    const r = await withEnv({ REGISTRATION: "sometimes" }, "GET", "/_matrix/client/versions");
+    expect(r.status).toBe(500);
+    expect(r.body.error).toMatch(/Invalid Lattice configuration: REGISTRATION/);
+  });
+  it("rate limits logins when enabled", async () => {
+    const u = await registerUser();
+    let limited: any;
+    for (let i = 0; i < 12 && !limited; i++) {
+      const r = await withEnv({ RATE_LIMITS: "on" }, "POST", "/_matrix/client/v3/login", {
+        type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: "wrong",
+      });
+      if (r.status === 429) limited = r.body;
+    }
+    expect(limited).toMatchObject({ errcode: "M_LIMIT_EXCEEDED" });
+    expect(limited.retry_after_ms).toBeGreaterThan(0);
+  });
+});

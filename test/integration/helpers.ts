@@ -1,0 +1,56 @@
+// Helpers for workerd integration tests: requests against the real Worker (real D1, DOs, R2).
+import { SELF } from "cloudflare:test";
+
+export const SERVER = "test.local";
+export const BASE = "http://test.local";
+
+export interface Json {
+  [k: string]: any;
+}
+
+export async function call(
+  method: string,
+  path: string,
+  opts: { token?: string; body?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: Json; headers: Headers }> {
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  let body: string | undefined = opts.rawBody;
+  if (opts.body !== undefined) {
+    body = JSON.stringify(opts.body);
+    headers["content-type"] = "application/json";
+  }
+  const res = await SELF.fetch(`${BASE}${path}`, { method, headers, body });
+  const text = await res.text();
+  let parsed: Json = {};
+  try {
+    parsed = text ? JSON.parse(text) : {};
+  } catch {
+    parsed = { _text: text };
+  }
+  return { status: res.status, body: parsed, headers: res.headers };
+}
+
+let counter = 0;
+export function uniqueName(prefix = "user"): string {
+  counter++;
+  return `${prefix}${Date.now().toString(36)}${counter}`;
+}
+
+export interface TestUser {
+  userId: string;
+  accessToken: string;
+  deviceId: string;
+  password: string;
+}
+
+/** Register through the real UIA dance (open registration: m.login.dummy). */
+export async function registerUser(username = uniqueName(), password = "correct horse battery staple"): Promise<TestUser> {
+  const first = await call("POST", "/_matrix/client/v3/register", { body: { username, password } });
+  if (first.status !== 401) throw new Error(`expected UIA challenge, got ${first.status} ${JSON.stringify(first.body)}`);
+  const res = await call("POST", "/_matrix/client/v3/register", {
+    body: { username, password, auth: { type: "m.login.dummy", session: first.body.session } },
+  });
+  if (res.status !== 200) throw new Error(`register failed: ${res.status} ${JSON.stringify(res.body)}`);
+  return { userId: res.body.user_id, accessToken: res.body.access_token, deviceId: res.body.device_id, password };
+}
