@@ -39,6 +39,7 @@ export default defineConfig({
           testTimeout: 120_000,
           hookTimeout: 120_000,
           fileParallelism: false,
+          setupFiles: ["test/e2e/setup.ts"],
         },
       },
     ],

@@ -27,9 +27,13 @@ export function freePort(): Promise<number> {
   });
 }
 
-export async function startServer(vars: Record<string, string> = {}): Promise<RunningServer> {
-  const port = await freePort();
-  const state = mkdtempSync(path.join(tmpdir(), "lattice-e2e-"));
+export async function startServer(
+  vars: Record<string, string> = {},
+  opts: { stateDir?: string; port?: number } = {},
+): Promise<RunningServer> {
+  const port = opts.port ?? (await freePort());
+  // A caller-supplied state directory is kept (restart tests); a temporary one is removed.
+  const state = opts.stateDir ?? mkdtempSync(path.join(tmpdir(), "lattice-e2e-"));
   const allVars = { REGISTRATION: "open", RATE_LIMITS: "off", ...vars };
   const args = [path.join(root, "scripts/start.mjs"), "--port", String(port), "--persist-to", state];
   for (const [k, v] of Object.entries(allVars)) args.push("--var", `${k}:${v}`);
@@ -53,7 +57,7 @@ export async function startServer(vars: Record<string, string> = {}): Promise<Ru
       await exited;
       clearTimeout(t);
     }
-    rmSync(state, { recursive: true, force: true });
+    if (!opts.stateDir) rmSync(state, { recursive: true, force: true });
   };
   const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {

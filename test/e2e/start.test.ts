@@ -2,6 +2,8 @@
 import { describe, expect, it } from "vitest";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { startServer, freePort } from "./harness";
 
 describe("npm start", () => {
@@ -16,12 +18,34 @@ describe("npm start", () => {
     expect(r.stderr).toMatch(/Invalid Lattice configuration: REGISTRATION/);
   });
 
-  it("names the server localhost:<port> by default", async () => {
-    const s = await startServer();
+  it("names the server localhost:<port> and keeps its signing key and users across restarts", async () => {
+    const stateDir = mkdtempSync(path.join(tmpdir(), "lattice-restart-"));
+    const port = await freePort();
     try {
-      expect(s.serverName).toBe(`localhost:${s.port}`);
+      const first = await startServer({}, { stateDir, port });
+      expect(first.serverName).toBe(`localhost:${port}`);
+      const key1 = await (await fetch(`${first.baseUrl}/_matrix/key/v2/server`)).json();
+      const reg1 = await fetch(`${first.baseUrl}/_matrix/client/v3/register`, { method: "POST", body: JSON.stringify({ username: "keeper", password: "pw" }) });
+      const { session } = await reg1.json();
+      const reg2 = await fetch(`${first.baseUrl}/_matrix/client/v3/register`, {
+        method: "POST",
+        body: JSON.stringify({ username: "keeper", password: "pw", auth: { type: "m.login.dummy", session } }),
+      });
+      expect(reg2.status).toBe(200);
+      await first.stop();
+
+      const second = await startServer({}, { stateDir, port });
+      const key2 = await (await fetch(`${second.baseUrl}/_matrix/key/v2/server`)).json();
+      expect(Object.keys(key2.verify_keys)).toEqual(Object.keys(key1.verify_keys));
+      expect(key2.verify_keys).toEqual(key1.verify_keys);
+      const login = await fetch(`${second.baseUrl}/_matrix/client/v3/login`, {
+        method: "POST",
+        body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "keeper" }, password: "pw" }),
+      });
+      expect(login.status).toBe(200);
+      await second.stop();
     } finally {
-      await s.stop();
+      rmSync(stateDir, { recursive: true, force: true });
     }
   });
 });
