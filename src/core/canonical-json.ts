@@ -1,7 +1,130 @@
-// Canonical JSON (spec: Appendices, "Canonical JSON"). OWNER: core-crypto helper.
-export class CanonicalJsonError extends Error {}
+// Canonical JSON (spec: Appendices, "Canonical JSON").
+//
+// The shortest UTF-8 JSON encoding with object keys sorted by Unicode code point, no
+// insignificant whitespace, integers without exponent or fraction, and no `-0`. Strings are
+// escaped exactly as the spec's grammar says: `"` and `\`, the short escapes \b \t \n \f \r,
+// other C0 control characters as \u00XX (lowercase hex); everything else (including DEL and
+// non-ASCII) is written raw. The result is a JS string; encode it with TextEncoder for bytes.
+
+export class CanonicalJsonError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CanonicalJsonError";
+  }
+}
+
+/** Largest magnitude allowed by the spec: integers must be in [-(2^53)+1, (2^53)-1]. */
+export const MAX_SAFE_INTEGER = Number.MAX_SAFE_INTEGER; // 2^53 - 1
+/** Nesting deeper than this is refused (also catches cycles). Python's json, which Synapse
+ *  uses, fails at about the same depth. */
+export const MAX_DEPTH = 1000;
+
+// A lone (unpaired) UTF-16 surrogate cannot be encoded as UTF-8, so such strings have no
+// canonical encoding (Python's encoder fails on them too).
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** Whether `s` is well-formed UTF-16 (no lone surrogates). */
+export function isWellFormedString(s: string): boolean {
+  return !LONE_SURROGATE.test(s);
+}
+
+/** Compare two well-formed strings by Unicode code point (JS `<` compares UTF-16 code units,
+ *  which puts U+E000..U+FFFF after astral characters). */
+export function compareCodePoints(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codeUnitRank(x) - codeUnitRank(y);
+  }
+  return a.length - b.length;
+}
+
+// At the first differing code unit, surrogates (astral code points) must rank above every
+// BMP character; the relative order inside each group is unchanged.
+function codeUnitRank(u: number): number {
+  if (u >= 0xd800 && u <= 0xdfff) return u + 0x2000; // → 0xF800..0xFFFF
+  if (u >= 0xe000) return u - 0x800; // → 0xD800..0xF7FF
+  return u;
+}
+
+function encodeString(s: string): string {
+  if (!isWellFormedString(s)) throw new CanonicalJsonError("string contains a lone surrogate");
+  // For well-formed strings JSON.stringify escapes exactly the set the spec's grammar
+  // requires (", \, \b \t \n \f \r, other C0 controls as lowercase \u00xx) and nothing else.
+  return JSON.stringify(s);
+}
+
+function encodeNumber(n: number, strict: boolean): string {
+  if (!Number.isFinite(n)) throw new CanonicalJsonError(`number ${n} is not allowed`);
+  if (Number.isInteger(n)) {
+    if (strict && Math.abs(n) > MAX_SAFE_INTEGER) {
+      throw new CanonicalJsonError(`integer ${n} out of range`);
+    }
+    if (Object.is(n, -0)) return "0";
+    // Digits only: no exponent even for large values (non-strict mode; e.g. 1e21).
+    return Math.abs(n) < 1e21 ? String(n) : BigInt(n).toString();
+  }
+  if (strict) throw new CanonicalJsonError(`non-integer number ${n} is not allowed`);
+  // Non-strict (room versions 1–5 tolerate floats): best effort, JS's shortest form.
+  return String(n);
+}
+
+function isPlainObject(v: object): boolean {
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+function encode(value: unknown, strict: boolean, depth: number): string {
+  switch (typeof value) {
+    case "string":
+      return encodeString(value);
+    case "number":
+      return encodeNumber(value, strict);
+    case "bigint":
+      if (strict && (value > BigInt(MAX_SAFE_INTEGER) || value < -BigInt(MAX_SAFE_INTEGER))) {
+        throw new CanonicalJsonError(`integer ${value} out of range`);
+      }
+      return value.toString();
+    case "boolean":
+      return value ? "true" : "false";
+    case "object": {
+      if (value === null) return "null";
+      if (depth >= MAX_DEPTH) throw new CanonicalJsonError("JSON nested too deeply");
+      if (Array.isArray(value)) {
+        const parts: string[] = [];
+        for (let i = 0; i < value.length; i++) {
+          if (!(i in value)) throw new CanonicalJsonError("sparse arrays are not JSON");
+          parts.push(encode(value[i], strict, depth + 1));
+        }
+        return `[${parts.join(",")}]`;
+      }
+      if (!isPlainObject(value)) {
+        throw new CanonicalJsonError(`cannot encode ${Object.prototype.toString.call(value)}`);
+      }
+      const obj = value as Record<string, unknown>;
+      const keys = Object.keys(obj);
+      for (const k of keys) {
+        if (!isWellFormedString(k)) throw new CanonicalJsonError("key contains a lone surrogate");
+      }
+      keys.sort(compareCodePoints);
+      const parts = keys.map((k) => `${JSON.stringify(k)}:${encode(obj[k], strict, depth + 1)}`);
+      return `{${parts.join(",")}}`;
+    }
+    default:
+      // undefined, functions, symbols: not JSON. (JSON.stringify would silently drop an
+      // undefined property; we refuse so that what is signed is exactly what is sent.)
+      throw new CanonicalJsonError(`cannot encode a value of type ${typeof value}`);
+  }
+}
+
 /** Encode `value` as canonical JSON. `strict` (room v6+ and everything non-room) rejects
  *  floats and integers outside [-(2^53)+1, 2^53-1]. Throws CanonicalJsonError. */
 export function canonicalJson(value: unknown, opts?: { strict?: boolean }): string {
-  throw new Error("not implemented");
+  return encode(value, opts?.strict ?? false, 0);
+}
+
+/** Canonical JSON as UTF-8 bytes (what gets signed and hashed). */
+export function canonicalJsonBytes(value: unknown, opts?: { strict?: boolean }): Uint8Array {
+  return new TextEncoder().encode(canonicalJson(value, opts));
 }

@@ -1,17 +1,155 @@
 // Content hashes, reference hashes, event IDs (spec: Server-Server API "Calculating the content
-// hash for an event", "Calculating the reference hash for an event"; room versions' "Event IDs").
-// OWNER: core-crypto helper.
-import type { PDU, RoomEvent } from "./types";
+// hash for an event", "Calculating the reference hash for an event", "Signing Events"; room
+// versions' "Event IDs"; room version 12 for room IDs).
+import type { JsonObject, PDU, RoomEvent } from "./types";
 import type { RoomVersion } from "./room-versions";
-import type { SigningKey } from "./signing";
-export async function computeContentHash(pdu: PDU): Promise<string> { throw new Error("not implemented"); }
-export async function checkContentHash(pdu: PDU): Promise<boolean> { throw new Error("not implemented"); }
-export async function computeReferenceHash(pdu: PDU, rv: RoomVersion): Promise<string> { throw new Error("not implemented"); }
+import { signJson, type SigningKey } from "./signing";
+import { canonicalJsonBytes } from "./canonical-json";
+import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64";
+import { redactEvent } from "./redaction";
+
+async function sha256(bytes: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+}
+
+function without(obj: object, keys: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...(obj as Record<string, unknown>) };
+  for (const k of keys) delete out[k];
+  return out;
+}
+
+/** SHA-256 over the canonical JSON of the whole event minus `unsigned`, `signatures` and
+ *  `hashes`; unpadded standard base64. Throws CanonicalJsonError if the event is not JSON
+ *  (or, with `strict`, not strict canonical JSON). */
+export async function computeContentHash(pdu: PDU, opts?: { strict?: boolean }): Promise<string> {
+  const bytes = canonicalJsonBytes(without(pdu, ["unsigned", "signatures", "hashes"]), opts);
+  return encodeBase64(await sha256(bytes));
+}
+
+/** Whether `hashes.sha256` matches the content hash (compared after base64 decoding, as the
+ *  spec says). Never throws. A mismatch means the event must be stored redacted. */
+export async function checkContentHash(pdu: PDU): Promise<boolean> {
+  try {
+    const claimed = (pdu.hashes as Record<string, unknown> | undefined)?.sha256;
+    if (typeof claimed !== "string") return false;
+    const expected = decodeBase64(await computeContentHash(pdu));
+    const got = decodeBase64(claimed);
+    return got.length === expected.length && got.every((b, i) => b === expected[i]);
+  } catch {
+    return false;
+  }
+}
+
+/** Raw SHA-256 reference hash: redact per `rv`, drop `signatures` and `unsigned`, canonical
+ *  JSON, SHA-256. (Redaction already drops `unsigned` and any top-level `age_ts`.) */
+export async function computeReferenceHashBytes(pdu: PDU, rv: RoomVersion): Promise<Uint8Array> {
+  const redacted = without(redactEvent(pdu, rv), ["signatures", "unsigned"]);
+  return sha256(canonicalJsonBytes(redacted));
+}
+
+/** Reference hash as unpadded *standard* base64 (the form used in v1/v2 `prev_events` /
+ *  `auth_events` pairs). Event IDs use computeEventId. */
+export async function computeReferenceHash(pdu: PDU, rv: RoomVersion): Promise<string> {
+  return encodeBase64(await computeReferenceHashBytes(pdu, rv));
+}
+
 /** `$` + reference hash (v3: standard base64, v4+: URL-safe); v1/v2: pdu.event_id. */
-export async function computeEventId(pdu: PDU, rv: RoomVersion): Promise<string> { throw new Error("not implemented"); }
+export async function computeEventId(pdu: PDU, rv: RoomVersion): Promise<string> {
+  switch (rv.eventIdFormat) {
+    case 1:
+      if (typeof pdu.event_id !== "string") throw new Error(`room version ${rv.id} PDU has no event_id`);
+      return pdu.event_id;
+    case 2:
+      return "$" + encodeBase64(await computeReferenceHashBytes(pdu, rv));
+    case 3:
+      return "$" + encodeBase64Url(await computeReferenceHashBytes(pdu, rv));
+  }
+}
+
 /** v12: room ID of a room whose create event has this event ID ("!" + the hash part). */
-export function roomIdFromCreateEventId(createEventId: string): string { throw new Error("not implemented"); }
-/** Fill `hashes`, then sign the redacted form; returns the finished PDU and its event ID. */
-export async function hashAndSignEvent(pdu: Omit<PDU, "hashes" | "signatures"> & Partial<Pick<PDU, "hashes" | "signatures">>, rv: RoomVersion, serverName: string, key: SigningKey): Promise<{ pdu: PDU; eventId: string }> { throw new Error("not implemented"); }
-/** PDU → RoomEvent (event ID computed, prev/auth events normalised; v12 create gets its room ID). */
-export async function toRoomEvent(pdu: PDU, rv: RoomVersion): Promise<RoomEvent> { throw new Error("not implemented"); }
+export function roomIdFromCreateEventId(createEventId: string): string {
+  if (!createEventId.startsWith("$") || createEventId.length < 2) {
+    throw new Error(`not an event ID: ${createEventId}`);
+  }
+  return "!" + createEventId.slice(1);
+}
+
+function isV12CreateEvent(pdu: object, rv: RoomVersion): boolean {
+  const { type, state_key } = pdu as { type?: unknown; state_key?: unknown };
+  return rv.roomIdFromCreate && type === "m.room.create" && state_key === "";
+}
+
+/** Fill `hashes`, then sign the redacted form; returns the finished PDU and its event ID.
+ *  (Spec "Adding hashes and signatures to outgoing events".) Existing signatures are kept;
+ *  `hashes` is replaced; `unsigned` is kept but covered by neither hash nor signature. */
+export async function hashAndSignEvent(
+  pdu: Omit<PDU, "hashes" | "signatures"> & Partial<Pick<PDU, "hashes" | "signatures">>,
+  rv: RoomVersion,
+  serverName: string,
+  key: SigningKey,
+): Promise<{ pdu: PDU; eventId: string }> {
+  if (isV12CreateEvent(pdu, rv) && "room_id" in pdu) {
+    throw new Error("a room version 12 m.room.create event must not have a room_id");
+  }
+  const full = { ...pdu, signatures: pdu.signatures ?? {} } as PDU;
+  // The content hash covers the whole event, so this is where room v6+ strictness bites
+  // for keys that redaction would remove (the signature only sees the redacted form).
+  full.hashes = { sha256: await computeContentHash(full, { strict: rv.strictCanonicalJson }) };
+
+  const signed = await signJson(redactEvent(full, rv), serverName, key, { strict: rv.strictCanonicalJson });
+  full.signatures = signed.signatures;
+  return { pdu: full, eventId: await computeEventId(full, rv) };
+}
+
+function normaliseRefs(refs: unknown, rv: RoomVersion, field: string): string[] {
+  if (!Array.isArray(refs)) throw new Error(`${field} is not an array`);
+  return refs.map((r) => {
+    // v1/v2: [event_id, {sha256: reference hash}] pairs; v3+: plain event IDs.
+    if (rv.eventIdFormat === 1) {
+      if (Array.isArray(r) && typeof r[0] === "string") return r[0];
+    } else if (typeof r === "string") {
+      return r;
+    }
+    throw new Error(`malformed entry in ${field} for room version ${rv.id}`);
+  });
+}
+
+/** PDU → RoomEvent (event ID computed, prev/auth events normalised; v12 create gets its room ID).
+ *  For a v12 create event `room_id` is always the derived one; whether the PDU wrongly carried
+ *  a `room_id` is visible as `pdu.room_id` (auth rule 1.2 must look there).
+ *  Throws on structurally malformed PDUs. */
+export async function toRoomEvent(pdu: PDU, rv: RoomVersion): Promise<RoomEvent> {
+  const eventId = await computeEventId(pdu, rv);
+  let roomId: string;
+  if (isV12CreateEvent(pdu, rv)) {
+    roomId = roomIdFromCreateEventId(eventId);
+  } else if (typeof pdu.room_id === "string") {
+    roomId = pdu.room_id;
+  } else {
+    throw new Error("PDU has no room_id");
+  }
+  if (typeof pdu.type !== "string") throw new Error("PDU has no type");
+  if (typeof pdu.sender !== "string") throw new Error("PDU has no sender");
+
+  const content: JsonObject =
+    typeof pdu.content === "object" && pdu.content !== null && !Array.isArray(pdu.content) ? pdu.content : {};
+  const ev: RoomEvent = {
+    event_id: eventId,
+    room_id: roomId,
+    sender: pdu.sender,
+    type: pdu.type,
+    content,
+    origin_server_ts: pdu.origin_server_ts,
+    depth: pdu.depth,
+    prev_events: normaliseRefs(pdu.prev_events, rv, "prev_events"),
+    auth_events: normaliseRefs(pdu.auth_events, rv, "auth_events"),
+    pdu,
+  };
+  if (typeof pdu.state_key === "string") ev.state_key = pdu.state_key;
+  if (pdu.type === "m.room.redaction") {
+    // v11 moved `redacts` into content (the top-level copy is not protected by redaction).
+    const redacts = rv.v11Redaction ? content.redacts : pdu.redacts;
+    if (typeof redacts === "string") ev.redacts = redacts;
+  }
+  return ev;
+}
