@@ -12,6 +12,7 @@ import { deviceRoutes } from "./api/client/devices";
 import { account } from "./api/client/account";
 import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
+import { directory } from "./api/client/directory";
 import { serverKeys } from "./api/federation/keys";
 
 export { RoomDO } from "../durable-objects/room";
@@ -37,7 +38,7 @@ app.route("/", wellKnown);
 
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
-for (const area of [login, register, deviceRoutes, account, profile, capabilities]) clientV3.route("/", area);
+for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory]) clientV3.route("/", area);
 
 const client = new Hono<AppEnv>();
 client.route("/", versions);

@@ -90,3 +90,27 @@ export const registrationNonces = sqliteTable("registration_nonces", {
   createdTs: integer("created_ts").notNull(),
 });
 
+/** Local room aliases (spec: Client-Server API "Room aliases"). Only aliases on this server's
+ *  domain live here; `creator` may delete its own alias. */
+export const roomAliases = sqliteTable(
+  "room_aliases",
+  {
+    alias: text("alias").primaryKey(),
+    roomId: text("room_id").notNull(),
+    creator: text("creator").notNull(),
+    createdTs: integer("created_ts").notNull(),
+  },
+  (t) => [index("room_aliases_room").on(t.roomId)],
+);
+
+/** The published room directory (spec: "Published room directory"). A room with no row is
+ *  `private`. Listing pages through public rooms in (published_ts, room_id) order. */
+export const roomDirectory = sqliteTable(
+  "room_directory",
+  {
+    roomId: text("room_id").primaryKey(),
+    visibility: text("visibility", { enum: ["public", "private"] }).notNull(),
+    publishedTs: integer("published_ts").notNull(),
+  },
+  (t) => [index("room_directory_listing").on(t.visibility, t.publishedTs, t.roomId)],
+);

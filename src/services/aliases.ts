@@ -1,0 +1,139 @@
+// Room aliases: the local alias → room ID mapping in D1 (spec: Client-Server API "Room aliases",
+// Appendices "Room Aliases"). Plain functions over D1; the HTTP layer is src/api/client/directory.ts,
+// and createRoom (room_alias_name) and the state-event PUT (m.room.canonical_alias) call in here.
+import type { Env } from "../env";
+import { MatrixError, invalidParam } from "../api/errors";
+import { isValidRoomAlias, isValidRoomId } from "../core/ids";
+
+export interface AliasRow {
+  alias: string;
+  roomId: string;
+  creator: string;
+  createdTs: number;
+}
+
+/** Server name of an alias (everything after the first ":"), or null if the alias is invalid.
+ *  Grammar (Appendices "Room Aliases"): `#localpart:domain`, localpart any non-surrogate code
+ *  points except ":" and NUL, at most 255 bytes in all. */
+export function aliasServerName(alias: string): string | null {
+  if (!isValidRoomAlias(alias)) return null;
+  return alias.slice(alias.indexOf(":") + 1);
+}
+
+/** Throws 400 M_INVALID_PARAM unless `alias` is a valid alias on `serverName`. Spec: "it is likely
+ *  that a homeserver will reject attempts to maintain aliases on other domain names" — we do. */
+export function checkLocalAlias(alias: string, serverName: string): void {
+  const server = aliasServerName(alias);
+  if (server === null) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
+  if (server !== serverName) throw invalidParam(`Room alias ${alias} is not on this server (${serverName})`);
+}
+
+/** The alias for createRoom's `room_alias_name`: `#<name>:<server>`. Spec (createRoom): the
+ *  localpart only; a name containing ":" or making the alias invalid is M_INVALID_PARAM. */
+export function aliasFromLocalpart(localpart: string, serverName: string): string {
+  const alias = `#${localpart}:${serverName}`;
+  if (localpart.includes(":") || aliasServerName(alias) !== serverName) {
+    throw invalidParam(`room_alias_name ${JSON.stringify(localpart)} does not make a valid room alias`);
+  }
+  return alias;
+}
+
+/** True if nobody holds `alias` yet. createRoom checks this before creating the room so that a
+ *  taken alias fails with M_ROOM_IN_USE without leaving a room behind. */
+export async function isAliasAvailable(env: Env, alias: string): Promise<boolean> {
+  return !(await env.DB.prepare("SELECT 1 FROM room_aliases WHERE alias = ?").bind(alias).first());
+}
+
+/**
+ * Map `alias` → `roomId`. The caller has already checked the grammar, the domain
+ * (checkLocalAlias) and that the creator may do this. An alias that is already taken — also
+ * under a concurrent create — is 409 M_UNKNOWN (spec: PUT /directory/room/{roomAlias}, "409 A room
+ * alias with that name already exists"); createRoom maps that to 400 M_ROOM_IN_USE.
+ */
+export async function createAlias(env: Env, alias: string, roomId: string, creatorUserId: string): Promise<void> {
+  if (!isValidRoomAlias(alias)) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
+  if (!isValidRoomId(roomId)) throw invalidParam(`Room ID ${JSON.stringify(roomId)} is invalid`);
+  const r = await env.DB.prepare(
+    "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+  )
+    .bind(alias, roomId, creatorUserId, Date.now())
+    .run();
+  if (r.meta.changes !== 1) throw new MatrixError(409, "M_UNKNOWN", `Room alias ${alias} already exists`);
+}
+
+export async function getAlias(env: Env, alias: string): Promise<AliasRow | null> {
+  const row = await env.DB.prepare("SELECT alias, room_id, creator, created_ts FROM room_aliases WHERE alias = ?")
+    .bind(alias)
+    .first<{ alias: string; room_id: string; creator: string; created_ts: number }>();
+  return row && { alias: row.alias, roomId: row.room_id, creator: row.creator, createdTs: row.created_ts };
+}
+
+/**
+ * Resolve a *local* alias: `{room_id, servers}` or null. `servers` (spec: "A list of servers that
+ * are aware of this room alias") is the alias's own server, which is this one; once the RoomDO can
+ * tell us which servers have joined members, callers may add those (joining via them works too).
+ * Remote aliases need a federation query (spec: "homeservers MUST handle GET requests to resolve
+ * aliases on other servers") — not available yet, so they resolve to null here.
+ */
+export async function resolveAlias(env: Env, alias: string): Promise<{ room_id: string; servers: string[] } | null> {
+  const server = aliasServerName(alias);
+  if (server === null) return null;
+  const row = await getAlias(env, alias);
+  return row && { room_id: row.roomId, servers: [server] };
+}
+
+/** Remove `alias`. Returns false if there was no such alias. Permission checks are the caller's. */
+export async function deleteAlias(env: Env, alias: string): Promise<boolean> {
+  const r = await env.DB.prepare("DELETE FROM room_aliases WHERE alias = ?").bind(alias).run();
+  return r.meta.changes > 0;
+}
+
+/** All local aliases of a room, in creation order (spec: GET /rooms/{roomId}/aliases). */
+export async function listAliases(env: Env, roomId: string): Promise<string[]> {
+  const { results } = await env.DB.prepare("SELECT alias FROM room_aliases WHERE room_id = ? ORDER BY created_ts, alias")
+    .bind(roomId)
+    .all<{ alias: string }>();
+  return results.map((r) => r.alias);
+}
+
+/**
+ * Validate the content of an `m.room.canonical_alias` event about to be sent to `roomId`
+ * (spec: PUT /rooms/{roomId}/state/{eventType}/{stateKey}, 400 responses):
+ *  - "M_INVALID_PARAM: One or more aliases within the m.room.canonical_alias event have invalid
+ *    syntax" — also when `alias` is not a string or `alt_aliases` is not a list of strings;
+ *  - "M_BAD_ALIAS: One or more aliases within the m.room.canonical_alias event do not point to
+ *    the room ID for which the state event is to be sent to."
+ * `alias` null, empty or absent means "no canonical alias" (event schema) and is fine.
+ * Like Synapse, only `alt_aliases` entries that are new compared with `previous` (the current
+ * event's content) are checked, so an alias that drifted away does not block other edits.
+ * Aliases on other servers cannot be resolved until federation exists, so they are refused with
+ * M_BAD_ALIAS rather than accepted unchecked.
+ */
+export async function validateCanonicalAlias(
+  env: Env,
+  roomId: string,
+  content: Record<string, unknown>,
+  previous?: Record<string, unknown> | null,
+): Promise<void> {
+  const toCheck: string[] = [];
+  const alias = content.alias;
+  if (alias !== undefined && alias !== null && alias !== "") {
+    if (typeof alias !== "string" || !isValidRoomAlias(alias)) throw invalidParam("m.room.canonical_alias: alias is not a valid room alias");
+    toCheck.push(alias);
+  }
+  if (content.alt_aliases !== undefined) {
+    const alt = content.alt_aliases;
+    if (!Array.isArray(alt)) throw invalidParam("m.room.canonical_alias: alt_aliases must be a list");
+    const before = new Set(Array.isArray(previous?.alt_aliases) ? (previous.alt_aliases as unknown[]) : []);
+    for (const a of alt) {
+      if (typeof a !== "string" || !isValidRoomAlias(a)) throw invalidParam(`m.room.canonical_alias: alt_aliases contains an invalid room alias`);
+      if (!before.has(a) && !toCheck.includes(a)) toCheck.push(a);
+    }
+  }
+  for (const a of toCheck) {
+    const resolved = await resolveAlias(env, a);
+    if (resolved?.room_id !== roomId) {
+      throw new MatrixError(400, "M_BAD_ALIAS", `The alias ${a} does not point to this room`);
+    }
+  }
+}
