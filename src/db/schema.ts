@@ -256,3 +256,38 @@ export const dehydratedDevices = sqliteTable("dehydrated_devices", {
   deviceData: text("device_data").notNull(),
   createdTs: integer("created_ts").notNull(),
 });
+
+/** Other servers' signing keys (spec: Server-Server API "Retrieving server keys"), fetched
+ *  directly or through a notary. `key_json` is the whole signed key response the key came in,
+ *  kept so that we can serve it as a notary (POST /_matrix/key/v2/query) with the origin's own
+ *  signature intact. `valid_until_ts` is the response's (capped at fetch + 7 days, as the spec
+ *  requires); `expired_ts` is set for keys listed under `old_verify_keys`. */
+export const remoteServerKeys = sqliteTable(
+  "remote_server_keys",
+  {
+    serverName: text("server_name").notNull(),
+    keyId: text("key_id").notNull(),
+    publicKey: text("public_key").notNull(),
+    validUntilTs: integer("valid_until_ts").notNull(),
+    expiredTs: integer("expired_ts"),
+    fetchedTs: integer("fetched_ts").notNull(),
+    /** Where we got it: the server itself or the notary's name. */
+    fromServer: text("from_server").notNull(),
+    keyJson: text("key_json").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.serverName, t.keyId] })],
+);
+
+/** Inbound federation transactions already processed (PUT /_matrix/federation/v1/send/{txnId}):
+ *  a retransmission gets the stored response instead of being applied twice. `response` is null
+ *  while the first attempt is still being processed. Old rows are pruned. */
+export const federationInboundTxns = sqliteTable(
+  "federation_inbound_txns",
+  {
+    origin: text("origin").notNull(),
+    txnId: text("txn_id").notNull(),
+    response: text("response"),
+    receivedTs: integer("received_ts").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.origin, t.txnId] }), index("federation_inbound_txns_ts").on(t.receivedTs)],
+);
