@@ -1,5 +1,1247 @@
-// RoomDO: one per room, the only writer of that room's events. OWNER: rooms helper.
+// RoomDO: one per room, the only writer of that room's events (DESIGN.md §1: "One door per room").
+//
+// Every event — created here for a local user, or (later) received over federation — goes through
+// `admit`: format and size → hashes and signatures → auth against its auth_events → auth against
+// the state before it → soft-fail against the current state → persist (DAG edges, state group,
+// stream position) → forward extremities → current state → notify.
+//
+// Storage (the DO's own SQLite):
+//   events            one row per PDU we hold, with status accepted | rejected | soft_failed.
+//                     `stream` (the room's monotonic stream position) is set only for accepted
+//                     events: rejected and soft-failed events are never served as part of the room.
+//   edges, auth_edges prev_events and auth_events references.
+//   extremities       forward extremities (accepted events no accepted event points at yet).
+//   state_groups      state snapshots as deltas: a group's state = its parent's state + its own
+//   + entries         entries (event_id NULL = key removed). Every 64 deltas a full snapshot is
+//                     written so a lookup never walks a long chain. Each event records the group
+//                     of the state before it and after it, so state at any event is answerable
+//                     without copying state per event.
+//   current_state     the resolved state of the room now (mirrors meta.current_group).
+//   memberships       membership history (accepted member events in stream order) for history
+//                     visibility ("joined at any point after").
+//   redactions, txns  redaction index; per-device transaction IDs for idempotent sends.
+//
+// Concurrency: Durable Object input gates do not cover awaits on crypto (hashing, signing), so
+// every write runs through `serial()`, a promise chain: events are created and admitted one at a
+// time, each choosing the previous one as its prev_event. 100 concurrent sends give one chain.
+//
+// Pagination tokens ("t<n>"): a position between events; every accepted event with stream <= n is
+// before it. /messages, /context and the sync work all use this form.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
+import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
+import { splitStateKey, stateKey } from "../src/core/types";
+import { getRoomVersion, type RoomVersion } from "../src/core/room-versions";
+import { canonicalJson } from "../src/core/canonical-json";
+import {
+  authEventKeys,
+  buildAuthState,
+  checkAuthEventsShape,
+  checkEventAuth,
+  CREATE_KEY,
+  namedPowerLevel,
+  powerLevelOf,
+  requiredPowerLevel,
+  memberKey,
+} from "../src/core/auth-rules";
+import { checkContentHash, computeEventId, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { verifyJsonSignature, type SigningKey } from "../src/core/signing";
+import { redactEvent } from "../src/core/redaction";
+import { resolveState } from "../src/core/state-res";
+import { isEventVisible, parseHistoryVisibility, type HistoryVisibility } from "../src/core/history-visibility";
+import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
+import { getServerSigningKey } from "../src/services/server-key";
+import { parseConfig } from "../src/config";
 
-export class RoomDO extends DurableObject<Env> {}
+// ---------------------------------------------------------------------------------------------
+// RPC types (shared with src/services/rooms.ts).
+
+/** Who asks: reads are filtered by history visibility for this user; `deviceId` adds
+ *  unsigned.transaction_id to the events that device sent. */
+export interface Requester {
+  userId: string;
+  deviceId?: string;
+}
+
+export type RoomError = { ok: false; status: 400 | 403 | 404 | 409 | 413 | 500; errcode: string; error: string };
+export type RoomResult<T> = { ok: true; value: T } | RoomError;
+
+/** An event for the room's DO to build, sign and admit on behalf of a local user. */
+export interface LocalEventSpec {
+  type: string;
+  state_key?: string;
+  content: JsonObject;
+  sender: string;
+  /** Idempotency: a retry with the same (sender, deviceId, txnId) returns the first event ID. */
+  txn?: { deviceId: string; txnId: string; /** e.g. "redact": txn IDs are per endpoint */ scope?: string };
+  /** m.room.redaction: the event being redacted. */
+  redacts?: string;
+}
+
+export interface AdmitOutcome {
+  eventId?: string;
+  status: "accepted" | "soft_failed" | "rejected" | "invalid" | "duplicate";
+  reason?: string;
+  stream?: number;
+}
+
+export interface MessagesQuery {
+  dir: "b" | "f";
+  from?: string;
+  to?: string;
+  limit: number;
+  filter?: RoomEventFilter;
+}
+
+export interface MessagesResponse {
+  chunk: JsonObject[];
+  start: string;
+  end?: string;
+  state?: JsonObject[];
+}
+
+export interface ContextResponse {
+  event: JsonObject;
+  events_before: JsonObject[];
+  events_after: JsonObject[];
+  start: string;
+  end: string;
+  state: JsonObject[];
+}
+
+/** Room version, room ID and the stream position of the newest event. */
+export interface RoomSummary {
+  roomId: string;
+  roomVersion: string;
+  stream: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const MAX_PDU_BYTES = 65536;
+const MAX_ID_BYTES = 255;
+const SNAPSHOT_EVERY = 64;
+const MAX_PREV_EVENTS = 10;
+const EVENT_CACHE = 4096;
+const GROUP_CACHE = 256;
+const utf8 = new TextEncoder();
+
+interface StoredEvent {
+  ev: RoomEvent;
+  stream: number | null;
+  status: "accepted" | "rejected" | "soft_failed";
+  stateBefore: number | null;
+  stateAfter: number | null;
+  prevState: string | null;
+  txnDevice: string | null;
+  txnId: string | null;
+}
+
+interface EventRow {
+  event_id: string;
+  stream: number | null;
+  type: string;
+  state_key: string | null;
+  sender: string;
+  pdu: string;
+  status: string;
+  state_before: number | null;
+  state_after: number | null;
+  prev_state: string | null;
+  txn_device: string | null;
+  txn_id: string | null;
+  [k: string]: SqlStorageValue;
+}
+
+class RoomFail extends Error {
+  constructor(
+    readonly status: RoomError["status"],
+    readonly errcode: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function fail(status: RoomError["status"], errcode: string, message: string): never {
+  throw new RoomFail(status, errcode, message);
+}
+
+function asRoomError(e: unknown): RoomError {
+  if (e instanceof RoomFail) return { ok: false, status: e.status, errcode: e.errcode, error: e.message };
+  console.error("RoomDO error", e);
+  return { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Internal error in room" };
+}
+
+function parseToken(t: string | undefined): number | undefined {
+  if (t === undefined || t === "") return undefined;
+  const m = /^t?(\d+)$/.exec(t) ?? /^t(\d+)/.exec(t);
+  if (!m) fail(400, "M_INVALID_PARAM", "Invalid pagination token");
+  return Number(m[1]);
+}
+export function streamToken(n: number): string {
+  return `t${Math.max(0, n)}`;
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  event_id TEXT PRIMARY KEY,
+  stream INTEGER UNIQUE,
+  depth INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  state_key TEXT,
+  sender TEXT NOT NULL,
+  origin_server_ts INTEGER NOT NULL,
+  pdu TEXT NOT NULL,
+  status TEXT NOT NULL,
+  rejection_reason TEXT,
+  state_before INTEGER,
+  state_after INTEGER,
+  prev_state TEXT,
+  txn_device TEXT,
+  txn_id TEXT,
+  received_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
+CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
+CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
+CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
+CREATE TABLE IF NOT EXISTS extremities (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS state_groups (id INTEGER PRIMARY KEY, parent INTEGER, chain INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state_group_entries (
+  group_id INTEGER NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT,
+  PRIMARY KEY (group_id, type, state_key)
+);
+CREATE TABLE IF NOT EXISTS current_state (type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (type, state_key));
+CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, membership TEXT NOT NULL, stream INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
+CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
+CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+`;
+
+export class RoomDO extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private queue: Promise<unknown> = Promise.resolve();
+  private events = new Map<string, StoredEvent>();
+  private groups = new Map<number, StateIdMap>();
+  private roomId?: string;
+  private rv?: RoomVersion;
+  private serverName?: string;
+  private stream = 0;
+  private currentGroup: number | null = null;
+  private keyPromise?: Promise<SigningKey>;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(SCHEMA);
+    const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
+    this.roomId = meta.get("room_id");
+    this.serverName = meta.get("server_name");
+    if (meta.has("room_version")) this.rv = getRoomVersion(meta.get("room_version")!);
+    this.stream = Number(meta.get("stream") ?? "0");
+    this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+  }
+
+  // ===========================================================================================
+  // Write path.
+
+  /** Run `fn` after every earlier write has finished (see "Concurrency" above). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn, fn);
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  private setMeta(key: string, value: string | number): void {
+    this.sql.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
+  }
+
+  private requireRoom(): RoomVersion {
+    if (!this.rv || !this.roomId) fail(404, "M_NOT_FOUND", "Unknown room");
+    return this.rv;
+  }
+
+  /** Create the room: admit the (already signed) create event, then build the events the
+   *  createRoom request implies, in order. The Worker signed the create event because the room
+   *  ID (this DO's name) is derived from it in room version 12. */
+  async createRoom(args: {
+    serverName: string;
+    roomId: string;
+    roomVersion: string;
+    createPdu: PDU;
+    events: LocalEventSpec[];
+  }): Promise<RoomResult<{ roomId: string; eventIds: string[] }>> {
+    return this.serial(async () => {
+      try {
+        if (this.roomId) fail(409, "M_ROOM_IN_USE", "Room already exists");
+        const rv = getRoomVersion(args.roomVersion);
+        if (!rv) fail(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version");
+        this.roomId = args.roomId;
+        this.rv = rv;
+        this.serverName = args.serverName;
+        const out = await this.admitInner(args.createPdu, args.serverName, { local: true });
+        if (out.status !== "accepted") {
+          this.roomId = this.rv = undefined;
+          fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
+        }
+        this.setMeta("room_id", args.roomId);
+        this.setMeta("room_version", rv.id);
+        this.setMeta("server_name", args.serverName);
+        const creator = args.createPdu.sender;
+        await this.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)")
+          .bind(args.roomId, rv.id, creator, Date.now())
+          .run();
+        const eventIds = [out.eventId!];
+        for (const spec of args.events) eventIds.push(await this.createLocalEventInner(spec));
+        return { ok: true as const, value: { roomId: args.roomId, eventIds } };
+      } catch (e) {
+        return asRoomError(e);
+      }
+    });
+  }
+
+  /** Build, sign and admit an event for a local user: prev_events = the forward extremities,
+   *  auth_events by the auth events selection over the state before it, depth = max(prev) + 1. */
+  async createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {
+    return this.serial(async () => {
+      try {
+        const eventId = await this.createLocalEventInner(spec);
+        return { ok: true as const, value: { eventId, stream: this.loadEvent(eventId)?.stream ?? this.stream } };
+      } catch (e) {
+        return asRoomError(e);
+      }
+    });
+  }
+
+  /** The one door for events signed elsewhere (federation). `origin` is the sending server. */
+  async admit(pdu: PDU, origin: string): Promise<AdmitOutcome> {
+    return this.serial(() => this.admitInner(pdu, origin, { local: false }));
+  }
+
+  private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
+    const rv = this.requireRoom();
+    if (!rv.creatable) fail(400, "M_UNSUPPORTED_ROOM_VERSION", `Cannot send events in a room of version ${rv.id}`);
+    if (spec.txn) {
+      const row = this.sql
+        .exec<{ event_id: string }>("SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?", spec.sender, spec.txn.deviceId, txnKey(spec.txn))
+        .toArray()[0];
+      if (row) return row.event_id;
+    }
+    if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
+
+    const prevIds = this.sql
+      .exec<{ event_id: string }>(
+        "SELECT x.event_id FROM extremities x JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?",
+        MAX_PREV_EVENTS,
+      )
+      .toArray()
+      .map((r) => r.event_id);
+    if (prevIds.length === 0) fail(500, "M_UNKNOWN", "Room has no forward extremities");
+    const prevs = prevIds.map((id) => this.loadEvent(id)!);
+    const before = this.stateAcross(prevs).map;
+    const shape = { type: spec.type, sender: spec.sender, state_key: spec.state_key, content: spec.content };
+    const authIds: string[] = [];
+    for (const k of authEventKeys(rv, shape)) {
+      const id = before.get(k);
+      if (id) authIds.push(id);
+    }
+    const depth = Math.min(Number.MAX_SAFE_INTEGER, Math.max(...prevs.map((p) => p.ev.depth)) + 1);
+    const content = { ...spec.content };
+    const pdu: Record<string, unknown> = {
+      room_id: this.roomId,
+      sender: spec.sender,
+      type: spec.type,
+      content,
+      origin_server_ts: Date.now(),
+      depth,
+      prev_events: prevIds,
+      auth_events: authIds,
+    };
+    if (spec.state_key !== undefined) pdu.state_key = spec.state_key;
+    if (spec.redacts !== undefined) {
+      // v11 moved `redacts` into content; older versions keep it top level.
+      if (rv.v11Redaction) content.redacts = spec.redacts;
+      else pdu.redacts = spec.redacts;
+    }
+    const key = await this.signingKey();
+    const { pdu: signed } = await hashAndSignEvent(pdu as unknown as PDU, rv, this.serverName!, key);
+    const out = await this.admitInner(signed, this.serverName!, { local: true, txn: spec.txn });
+    if (out.status === "accepted" || out.status === "duplicate") return out.eventId!;
+    if (out.status === "invalid" && out.reason === "M_TOO_LARGE") fail(413, "M_TOO_LARGE", "Event is too large");
+    if (out.status === "invalid") fail(400, "M_BAD_JSON", out.reason ?? "Invalid event");
+    fail(403, "M_FORBIDDEN", out.reason ?? "Not allowed by the room's auth rules");
+  }
+
+  /** "Handling redactions": a local user may redact their own events, or others' with the
+   *  redact power level. (The auth rules only check the sender's server.) */
+  private checkLocalRedaction(spec: LocalEventSpec): void {
+    const rv = this.rv!;
+    if (!spec.redacts) fail(400, "M_BAD_JSON", "Redaction needs a target event");
+    const target = this.loadEvent(spec.redacts);
+    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found");
+    if (target.ev.sender === spec.sender) return;
+    const state = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    if (powerLevelOf(spec.sender, state, rv) < namedPowerLevel("redact", state, rv)) {
+      fail(403, "M_FORBIDDEN", "You may not redact other users' events");
+    }
+  }
+
+  private signingKey(): Promise<SigningKey> {
+    if (!this.keyPromise) {
+      const config = { ...parseConfig(this.env), serverName: this.serverName! };
+      this.keyPromise = getServerSigningKey(this.env, config).catch((e) => {
+        this.keyPromise = undefined;
+        throw e;
+      });
+    }
+    return this.keyPromise;
+  }
+
+  /** Public key for a server's key ID. Our own keys come from D1; remote keys are the
+   *  federation work's (TODO: key query / notary through a KeyRing service). */
+  protected async verifyKey(server: string, keyId: string): Promise<string | undefined> {
+    if (server === this.serverName) {
+      const k = await this.signingKey();
+      if (k.keyId === keyId) return k.publicKey;
+      const row = await this.env.DB.prepare("SELECT public_key FROM server_signing_keys WHERE key_id = ?").bind(keyId).first<{ public_key: string }>();
+      return row?.public_key;
+    }
+    return undefined;
+  }
+
+  /** Called after each accepted event is committed. The sync work wires UserDOs here (wake the
+   *  affected local users), the federation work its Sender DOs. */
+  protected notify(_event: RoomEvent, _stream: number): void {}
+
+  /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
+   *  leaves no trace. */
+  private async admitInner(pdu: PDU, origin: string, opts: { local: boolean; txn?: LocalEventSpec["txn"] }): Promise<AdmitOutcome> {
+    const rv = this.requireRoom();
+    // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
+    let encoded: string;
+    try {
+      encoded = canonicalJson(pdu, { strict: rv.strictCanonicalJson });
+    } catch (e) {
+      return { status: "invalid", reason: `not canonical JSON: ${(e as Error).message}` };
+    }
+    if (utf8.encode(encoded).length > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
+    for (const f of ["sender", "room_id", "type", "state_key", "event_id"] as const) {
+      const v = pdu[f];
+      if (v !== undefined && (typeof v !== "string" || utf8.encode(v).length > MAX_ID_BYTES)) {
+        return { status: "invalid", reason: `${f} is malformed or longer than 255 bytes` };
+      }
+    }
+    if (typeof pdu.content !== "object" || pdu.content === null || Array.isArray(pdu.content)) {
+      return { status: "invalid", reason: "content must be an object" };
+    }
+    let eventId: string;
+    try {
+      eventId = await computeEventId(pdu, rv);
+    } catch (e) {
+      return { status: "invalid", reason: (e as Error).message };
+    }
+    if (this.loadEvent(eventId)) return { status: "duplicate", eventId };
+
+    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU").
+    if (!(await checkContentHash(pdu))) {
+      if (opts.local) return { status: "invalid", eventId, reason: "content hash mismatch" };
+      pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
+    }
+    const sigError = await this.checkSignatures(pdu, rv);
+    if (sigError) return { status: "invalid", eventId, reason: sigError };
+
+    let ev: RoomEvent;
+    try {
+      ev = await toRoomEvent(pdu, rv);
+    } catch (e) {
+      return { status: "invalid", eventId, reason: (e as Error).message };
+    }
+    if (ev.room_id !== this.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
+    void origin; // federation: the origin's ACL check (m.room.server_acl) goes here.
+
+    // 3–5 and persisting run synchronously: nothing can interleave.
+    let out: AdmitOutcome;
+    try {
+      this.pendingMemberships = [];
+      out = this.ctx.storage.transactionSync(() => this.decideAndPersist(ev, opts));
+    } catch (e) {
+      // The transaction rolled back: forget in-memory state derived from it.
+      this.reloadAfterFailure();
+      throw e;
+    }
+    if (out.status === "accepted") {
+      await this.afterCommit();
+      this.notify(ev, out.stream!);
+    }
+    return out;
+  }
+
+  private reloadAfterFailure(): void {
+    this.events.clear();
+    this.groups.clear();
+    this.pendingMemberships = [];
+    const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
+    this.stream = Number(meta.get("stream") ?? "0");
+    this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+  }
+
+  private async checkSignatures(pdu: PDU, rv: RoomVersion): Promise<string | undefined> {
+    const servers = new Set<string>([domainOf(pdu.sender)]);
+    if (rv.eventIdFormat === 1 && typeof pdu.event_id === "string") servers.add(domainOf(pdu.event_id));
+    const via = (pdu.content as { join_authorised_via_users_server?: unknown }).join_authorised_via_users_server;
+    if (rv.restrictedJoins && pdu.type === "m.room.member" && typeof via === "string" && pdu.content.membership === "join") {
+      servers.add(domainOf(via));
+    }
+    const redacted = redactEvent(pdu, rv);
+    for (const server of servers) {
+      const sigs = pdu.signatures?.[server];
+      let ok = false;
+      if (sigs && typeof sigs === "object") {
+        for (const keyId of Object.keys(sigs)) {
+          const pub = await this.verifyKey(server, keyId);
+          if (pub && (await verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson }))) {
+            ok = true;
+            break;
+          }
+        }
+      }
+      if (!ok) return `no valid signature from ${server}`;
+    }
+    return undefined;
+  }
+
+  private decideAndPersist(ev: RoomEvent, opts: { local: boolean; txn?: LocalEventSpec["txn"] }): AdmitOutcome {
+    const rv = this.rv!;
+    const isCreate = ev.type === "m.room.create" && ev.state_key === "";
+    let reason: string | undefined;
+    let status: StoredEvent["status"] = "accepted";
+
+    // State before the event: the state after its prev_events, resolved when there are several.
+    const prevs: StoredEvent[] = [];
+    for (const id of ev.prev_events) {
+      const p = this.loadEvent(id);
+      // TODO(federation): fetch missing prev_events (/get_missing_events) or their state.
+      if (!p) return { status: "invalid", eventId: ev.event_id, reason: `unknown prev_event ${id}` };
+      prevs.push(p);
+    }
+    if (isCreate && (prevs.length > 0 || this.stream > 0 || this.loadCreate())) {
+      return { status: "invalid", eventId: ev.event_id, reason: "a room has exactly one create event, first" };
+    }
+    if (!isCreate && prevs.length === 0) return { status: "invalid", eventId: ev.event_id, reason: "no prev_events" };
+    const before = isCreate ? { map: new Map() as StateIdMap, group: null, resolved: false } : this.stateAcross(prevs);
+
+    // 3. Auth against the auth_events.
+    const authEvents: RoomEvent[] = [];
+    for (const id of ev.auth_events) {
+      const a = this.loadEvent(id);
+      // TODO(federation): fetch missing auth events.
+      if (!a) return { status: "invalid", eventId: ev.event_id, reason: `unknown auth_event ${id}` };
+      if (a.status === "rejected") {
+        status = "rejected";
+        reason = `rule 2.3: auth event ${id} was rejected`;
+      }
+      authEvents.push(a.ev);
+    }
+    if (status === "accepted" && !isCreate) {
+      const shape = checkAuthEventsShape(ev, authEvents, rv);
+      if (!shape.allowed) [status, reason] = ["rejected", shape.reason];
+    }
+    if (status === "accepted") {
+      const authState = buildAuthState(authEvents);
+      if (rv.roomIdFromCreate && !isCreate) {
+        const create = this.loadCreate();
+        if (create) authState.set(CREATE_KEY, create.ev);
+      }
+      const r = checkEventAuth(ev, authState, rv);
+      if (!r.allowed) [status, reason] = ["rejected", r.reason];
+    }
+    // 4. Auth against the state before the event.
+    if (status === "accepted" && !isCreate) {
+      const r = checkEventAuth(ev, this.authMapFrom(before.map, ev), rv);
+      if (!r.allowed) [status, reason] = ["rejected", `against the state before the event: ${r.reason}`];
+    }
+    // 5. Soft fail against the current state (only differs from 4. when the event is not on top).
+    if (status === "accepted" && !isCreate && before.group !== this.currentGroup) {
+      const r = checkEventAuth(ev, this.authMapFrom(this.groupState(this.currentGroup), ev), rv);
+      if (!r.allowed) [status, reason] = ["soft_failed", `against the current state: ${r.reason}`];
+    }
+    if (opts.local && status !== "accepted") return { status, eventId: ev.event_id, reason };
+
+    // Persist.
+    const beforeGroup = before.resolved ? this.newGroup(prevs[0].stateAfter, diffState(this.groupState(prevs[0].stateAfter), before.map)) : before.group;
+    let afterGroup = beforeGroup;
+    let prevState: string | null = null;
+    const sk = ev.state_key !== undefined ? stateKey(ev.type, ev.state_key) : undefined;
+    if (status === "accepted" && sk !== undefined) {
+      prevState = before.map.get(sk) ?? null;
+      afterGroup = this.newGroup(beforeGroup, new Map([[sk, ev.event_id]]));
+    }
+    const stream = status === "accepted" ? this.stream + 1 : null;
+    if (stream !== null) {
+      this.stream = stream;
+      this.setMeta("stream", stream);
+    }
+    this.sql.exec(
+      `INSERT INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, rejection_reason,
+         state_before, state_after, prev_state, txn_device, txn_id, received_ts) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+      ev.event_id,
+      stream,
+      ev.depth,
+      ev.type,
+      ev.state_key ?? null,
+      ev.sender,
+      ev.origin_server_ts,
+      JSON.stringify(ev.pdu),
+      status,
+      reason ?? null,
+      beforeGroup,
+      afterGroup,
+      prevState,
+      opts.txn?.deviceId ?? null,
+      opts.txn?.txnId ?? null,
+      Date.now(),
+    );
+    for (const p of ev.prev_events) this.sql.exec("INSERT OR IGNORE INTO edges (event_id, prev_event_id) VALUES (?, ?)", ev.event_id, p);
+    for (const a of ev.auth_events) this.sql.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) VALUES (?, ?)", ev.event_id, a);
+    if (opts.txn) {
+      this.sql.exec("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)", ev.sender, opts.txn.deviceId, txnKey(opts.txn), ev.event_id);
+    }
+    this.events.delete(ev.event_id);
+    if (status !== "accepted") return { status, eventId: ev.event_id, reason };
+
+    // Forward extremities: the event replaces its prev_events (unless something already points at it).
+    for (const p of ev.prev_events) this.sql.exec("DELETE FROM extremities WHERE event_id = ?", p);
+    const referenced = this.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' LIMIT 1", ev.event_id).toArray().length > 0;
+    if (!referenced) this.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
+
+    if (ev.type === "m.room.member" && ev.state_key !== undefined) {
+      this.sql.exec("INSERT INTO memberships (event_id, user_id, membership, stream) VALUES (?, ?, ?, ?)", ev.event_id, ev.state_key, String(ev.content.membership), stream);
+    }
+    if (ev.type === "m.room.redaction" && ev.redacts) {
+      const st = this.authMapFrom(before.map, ev);
+      const powerful = powerLevelOf(ev.sender, st, rv) >= namedPowerLevel("redact", st, rv) ? 1 : 0;
+      this.sql.exec("INSERT OR IGNORE INTO redactions (redacts, event_id, sender, powerful) VALUES (?, ?, ?, ?)", ev.redacts, ev.event_id, ev.sender, powerful);
+      this.events.delete(ev.redacts);
+    }
+
+    // Current state: the event's state when it saw everything current, else resolve both.
+    const old = this.currentGroup;
+    let next: number | null;
+    if (before.group === old || isCreate) next = afterGroup;
+    else {
+      const oldMap = this.groupState(old);
+      const resolved = resolveState(rv, [oldMap, this.groupState(afterGroup)], (id) => this.loadEvent(id)?.ev, { isRejected: (id) => this.loadEvent(id)?.status === "rejected" });
+      next = this.newGroup(old, diffState(oldMap, resolved));
+    }
+    if (next !== old) {
+      const changes =
+        old === beforeGroup && sk !== undefined && afterGroup === next
+          ? new Map([[sk, ev.event_id]])
+          : diffState(this.groupState(old), this.groupState(next));
+      this.applyCurrentState(changes);
+      this.currentGroup = next;
+      this.setMeta("current_group", next ?? 0);
+    }
+    return { status: "accepted", eventId: ev.event_id, stream: stream! };
+  }
+
+  private applyCurrentState(changes: Map<StateKey, string | null>): void {
+    const localMembers: { userId: string; eventId: string; membership: string }[] = [];
+    for (const [k, id] of changes) {
+      const [type, skey] = splitStateKey(k);
+      if (id === null) this.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
+      else this.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (type === "m.room.member" && skey.endsWith(`:${this.serverName}`)) {
+        const m = id === null ? "leave" : String(this.loadEvent(id)?.ev.content.membership ?? "leave");
+        localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
+      }
+    }
+    if (localMembers.length) this.pendingMemberships.push(...localMembers);
+  }
+
+  private pendingMemberships: { userId: string; eventId: string; membership: string }[] = [];
+
+  /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
+   *  propagation) and notify. Runs inside `serial`, so D1 sees changes in order. */
+  private async afterCommit(): Promise<void> {
+    const pending = this.pendingMemberships.splice(0);
+    if (pending.length === 0) return;
+    const now = Date.now();
+    await this.env.DB.batch(
+      pending.map((p) =>
+        this.env.DB.prepare(
+          `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
+           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
+             stream = excluded.stream, updated_ts = excluded.updated_ts,
+             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
+        ).bind(this.roomId!, p.userId, p.membership, p.eventId, this.stream, now),
+      ),
+    );
+  }
+
+  // ===========================================================================================
+  // State groups.
+
+  private groupState(g: number | null): StateIdMap {
+    if (g === null) return new Map();
+    const hit = this.groups.get(g);
+    if (hit) {
+      this.groups.delete(g);
+      this.groups.set(g, hit);
+      return hit;
+    }
+    // Walk up to a cached ancestor or a snapshot, then apply deltas downwards.
+    const chain: number[] = [];
+    let base: StateIdMap | undefined;
+    let cur: number | null = g;
+    while (cur !== null) {
+      const cached = this.groups.get(cur);
+      if (cached) {
+        base = cached;
+        break;
+      }
+      chain.push(cur);
+      const row: { parent: number | null } | undefined = this.sql.exec<{ parent: number | null }>("SELECT parent FROM state_groups WHERE id = ?", cur).toArray()[0];
+      cur = row ? row.parent : null;
+    }
+    const map: StateIdMap = new Map(base);
+    for (let i = chain.length - 1; i >= 0; i--) {
+      for (const e of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>("SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = ?", chain[i])) {
+        const k = stateKey(e.type, e.state_key);
+        if (e.event_id === null) map.delete(k);
+        else map.set(k, e.event_id);
+      }
+    }
+    this.groups.set(g, map);
+    if (this.groups.size > GROUP_CACHE) this.groups.delete(this.groups.keys().next().value!);
+    return map;
+  }
+
+  private newGroup(parent: number | null, delta: Map<StateKey, string | null>): number | null {
+    if (delta.size === 0) return parent;
+    const parentChain = parent === null ? -1 : (this.sql.exec<{ chain: number }>("SELECT chain FROM state_groups WHERE id = ?", parent).toArray()[0]?.chain ?? 0);
+    const full = new Map(this.groupState(parent));
+    for (const [k, v] of delta) {
+      if (v === null) full.delete(k);
+      else full.set(k, v);
+    }
+    const snapshot = parentChain + 1 >= SNAPSHOT_EVERY;
+    const id = (this.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
+    this.sql.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : parentChain + 1);
+    const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
+    for (const [k, v] of entries) {
+      const [type, skey] = splitStateKey(k);
+      this.sql.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)", id, type, skey, v);
+    }
+    this.groups.set(id, full);
+    if (this.groups.size > GROUP_CACHE) this.groups.delete(this.groups.keys().next().value!);
+    return id;
+  }
+
+  /** State after a set of prev events: one → its state; several → state resolution. */
+  private stateAcross(prevs: StoredEvent[]): { map: StateIdMap; group: number | null; resolved: boolean } {
+    const groups = [...new Set(prevs.map((p) => p.stateAfter))];
+    if (groups.length === 1) return { map: this.groupState(groups[0]), group: groups[0], resolved: false };
+    const map = resolveState(
+      this.rv!,
+      groups.map((g) => this.groupState(g)),
+      (id) => this.loadEvent(id)?.ev,
+      { isRejected: (id) => this.loadEvent(id)?.status === "rejected" },
+    );
+    return { map, group: null, resolved: true };
+  }
+
+  /** The state entries the auth rules consult for `ev` (its auth events selection + create). */
+  private authMapFrom(ids: StateIdMap, ev: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): StateMap {
+    const keys = authEventKeys(this.rv!, ev);
+    keys.push(CREATE_KEY);
+    return this.stateMapOf(ids, keys);
+  }
+
+  private stateMapOf(ids: StateIdMap, keys: Iterable<StateKey>): StateMap {
+    const out: StateMap = new Map();
+    for (const k of keys) {
+      const id = ids.get(k);
+      const e = id ? this.loadEvent(id) : undefined;
+      if (e) out.set(k, e.ev);
+    }
+    return out;
+  }
+
+  private currentAuthMap(keys: StateKey[]): StateMap {
+    return this.stateMapOf(this.groupState(this.currentGroup), keys);
+  }
+
+  // ===========================================================================================
+  // Event loading.
+
+  private loadEvent(id: string): StoredEvent | undefined {
+    const hit = this.events.get(id);
+    if (hit) return hit;
+    const row = this.sql.exec<EventRow>("SELECT * FROM events WHERE event_id = ?", id).toArray()[0];
+    if (!row) return undefined;
+    const se = this.fromRow(row);
+    this.events.set(id, se);
+    if (this.events.size > EVENT_CACHE) this.events.delete(this.events.keys().next().value!);
+    return se;
+  }
+
+  private fromRow(row: EventRow): StoredEvent {
+    const pdu = JSON.parse(row.pdu) as PDU;
+    const rv = this.rv!;
+    const refs = (r: unknown): string[] => (Array.isArray(r) ? r.map((x) => (Array.isArray(x) ? String(x[0]) : String(x))) : []);
+    const ev: RoomEvent = {
+      event_id: row.event_id,
+      room_id: this.roomId!,
+      sender: row.sender,
+      type: row.type,
+      content: (pdu.content ?? {}) as JsonObject,
+      origin_server_ts: pdu.origin_server_ts,
+      depth: pdu.depth,
+      prev_events: refs(pdu.prev_events),
+      auth_events: refs(pdu.auth_events),
+      pdu,
+    };
+    if (row.state_key !== null) ev.state_key = row.state_key;
+    if (row.type === "m.room.redaction") {
+      const r = rv.v11Redaction ? (pdu.content as { redacts?: unknown }).redacts : pdu.redacts;
+      if (typeof r === "string") ev.redacts = r;
+    }
+    return {
+      ev,
+      stream: row.stream,
+      status: row.status as StoredEvent["status"],
+      stateBefore: row.state_before,
+      stateAfter: row.state_after,
+      prevState: row.prev_state,
+      txnDevice: row.txn_device,
+      txnId: row.txn_id,
+    };
+  }
+
+  private loadCreate(): StoredEvent | undefined {
+    const row = this.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE type = 'm.room.create' AND state_key = '' AND status = 'accepted' LIMIT 1").toArray()[0];
+    return row ? this.loadEvent(row.event_id) : undefined;
+  }
+
+  // ===========================================================================================
+  // Client format and visibility.
+
+  /** The redaction that applies to an event, if any ("Handling redactions": same sender, or
+   *  a sender with the redact power level). */
+  private redactionOf(se: StoredEvent): StoredEvent | undefined {
+    const rows = this.sql.exec<{ event_id: string; sender: string; powerful: number }>("SELECT event_id, sender, powerful FROM redactions WHERE redacts = ?", se.ev.event_id).toArray();
+    for (const r of rows) {
+      if (r.powerful || r.sender === se.ev.sender) {
+        const red = this.loadEvent(r.event_id);
+        if (red && red.status === "accepted") return red;
+      }
+    }
+    return undefined;
+  }
+
+  /** ClientEvent format (spec: "Room Event Format"): redacted per the room version when a
+   *  redaction applies, with unsigned.age, transaction_id (sender's device), prev_content,
+   *  redacted_because. */
+  private toClient(se: StoredEvent, requester: Requester | undefined, now = Date.now(), nested = false): JsonObject {
+    const red = nested ? undefined : this.redactionOf(se);
+    const src = red ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
+    const out: JsonObject = {
+      type: se.ev.type,
+      content: (src.content ?? {}) as JsonObject,
+      event_id: se.ev.event_id,
+      room_id: this.roomId!,
+      sender: se.ev.sender,
+      origin_server_ts: se.ev.origin_server_ts,
+    };
+    if (se.ev.state_key !== undefined) out.state_key = se.ev.state_key;
+    if (se.ev.redacts !== undefined) out.redacts = se.ev.redacts;
+    const unsigned: JsonObject = { age: Math.max(0, now - se.ev.origin_server_ts) };
+    if (requester && se.txnId && se.txnDevice === requester.deviceId && se.ev.sender === requester.userId) unsigned.transaction_id = se.txnId;
+    if (se.prevState) {
+      const prev = this.loadEvent(se.prevState);
+      if (prev) {
+        const prevRed = this.redactionOf(prev);
+        unsigned.replaces_state = prev.ev.event_id;
+        unsigned.prev_content = ((prevRed ? redactEvent(prev.ev.pdu, this.rv!) : prev.ev.pdu).content ?? {}) as JsonObject;
+        unsigned.prev_sender = prev.ev.sender;
+      }
+    }
+    if (red) unsigned.redacted_because = this.toClient(red, requester, now, true);
+    out.unsigned = unsigned;
+    return out;
+  }
+
+  /** A visibility checker for one user, memoising per state group. */
+  private visibilityFor(userId: string): (se: StoredEvent) => boolean {
+    const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
+    const lastJoin = joins[0]?.stream ?? -1;
+    const memo = new Map<number | null, { hv: HistoryVisibility; m: string | undefined }>();
+    const at = (g: number | null) => {
+      let v = memo.get(g);
+      if (!v) {
+        const st = this.groupState(g);
+        const hvId = st.get(HV_KEY);
+        const mId = st.get(memberKey(userId));
+        v = {
+          hv: parseHistoryVisibility(hvId ? this.loadEvent(hvId)?.ev.content : undefined),
+          m: mId ? (this.loadEvent(mId)?.ev.content.membership as string | undefined) : undefined,
+        };
+        memo.set(g, v);
+      }
+      return v;
+    };
+    return (se) => {
+      const b = at(se.stateBefore);
+      const visibility = [b.hv];
+      const membership = [b.m];
+      if (se.ev.type === "m.room.history_visibility" && se.ev.state_key === "") visibility.push(parseHistoryVisibility(se.ev.content));
+      if (se.ev.type === "m.room.member" && se.ev.state_key === userId) membership.push(se.ev.content.membership as string);
+      return isEventVisible({ visibility, membership, joinedLater: se.stream !== null && lastJoin > se.stream });
+    };
+  }
+
+  private currentMembership(userId: string): string | undefined {
+    const id = this.groupState(this.currentGroup).get(memberKey(userId));
+    return id ? (this.loadEvent(id)?.ev.content.membership as string | undefined) : undefined;
+  }
+
+  /** Which state a user may read: current state when joined (or world_readable); the state at
+   *  their leave/kick/ban when they were a member before; nothing otherwise (M_FORBIDDEN). */
+  private readableStateGroup(userId: string): number | null {
+    const rv = this.requireRoom();
+    void rv;
+    const m = this.currentMembership(userId);
+    if (m === "join") return this.currentGroup;
+    const hvId = this.groupState(this.currentGroup).get(HV_KEY);
+    if (parseHistoryVisibility(hvId ? this.loadEvent(hvId)?.ev.content : undefined) === "world_readable") return this.currentGroup;
+    if ((m === "leave" || m === "ban") && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
+      const id = this.groupState(this.currentGroup).get(memberKey(userId))!;
+      return this.loadEvent(id)!.stateAfter;
+    }
+    fail(403, "M_FORBIDDEN", "You are not in this room");
+  }
+
+  private wrap<T>(fn: () => T): RoomResult<T> {
+    try {
+      return { ok: true, value: fn() };
+    } catch (e) {
+      return asRoomError(e);
+    }
+  }
+
+  // ===========================================================================================
+  // Read API (RPC).
+
+  /** Room version ID, or null when this DO holds no room. */
+  async getRoomVersion(): Promise<string | null> {
+    return this.rv?.id ?? null;
+  }
+
+  async getSummary(): Promise<RoomSummary | null> {
+    if (!this.roomId || !this.rv) return null;
+    return { roomId: this.roomId, roomVersion: this.rv.id, stream: this.stream };
+  }
+
+  /** The current state event (client format) for (type, stateKey), or null. No access check:
+   *  for server-side callers (directory, profile propagation, sync's stripped state). */
+  async getCurrentStateEvent(type: string, stateKey_: string): Promise<JsonObject | null> {
+    if (!this.rv) return null;
+    const id = this.groupState(this.currentGroup).get(stateKey(type, stateKey_));
+    const se = id ? this.loadEvent(id) : undefined;
+    return se ? this.toClient(se, undefined) : null;
+  }
+
+  /** All current state (client format), no access check (server-side callers). */
+  async getCurrentState(): Promise<JsonObject[]> {
+    if (!this.rv) return [];
+    const now = Date.now();
+    return [...this.groupState(this.currentGroup).values()].map((id) => this.toClient(this.loadEvent(id)!, undefined, now));
+  }
+
+  /** A user's current membership (`join`, `invite`, `leave`, `ban`, `knock`) or null. */
+  async getMembership(userId: string): Promise<string | null> {
+    if (!this.rv) return null;
+    return this.currentMembership(userId) ?? null;
+  }
+
+  /** Whether `userId` may send an event of this type now (power levels only). */
+  async canSend(userId: string, type: string, isState: boolean): Promise<boolean> {
+    const rv = this.requireRoom();
+    const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    return powerLevelOf(userId, st, rv) >= requiredPowerLevel(type, isState, st, rv);
+  }
+
+  /** Current power level of a user, and the named levels (invite, kick, ban, redact). */
+  async getPowerInfo(userId: string): Promise<{ level: number; invite: number; kick: number; ban: number; redact: number; stateDefault: number }> {
+    const rv = this.requireRoom();
+    const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    return {
+      level: powerLevelOf(userId, st, rv),
+      invite: namedPowerLevel("invite", st, rv),
+      kick: namedPowerLevel("kick", st, rv),
+      ban: namedPowerLevel("ban", st, rv),
+      redact: namedPowerLevel("redact", st, rv),
+      stateDefault: requiredPowerLevel("x.any", true, st, rv),
+    };
+  }
+
+  /** GET /state: the state the requester may see. */
+  async getState(req: Requester): Promise<RoomResult<JsonObject[]>> {
+    return this.wrap(() => {
+      const g = this.readableStateGroup(req.userId);
+      const now = Date.now();
+      return [...this.groupState(g).values()].map((id) => this.toClient(this.loadEvent(id)!, req, now));
+    });
+  }
+
+  /** GET /state/{type}/{stateKey}: the event (client format) or M_NOT_FOUND. */
+  async getStateEvent(req: Requester, type: string, key: string): Promise<RoomResult<JsonObject>> {
+    return this.wrap(() => {
+      const g = this.readableStateGroup(req.userId);
+      const id = this.groupState(g).get(stateKey(type, key));
+      if (!id) fail(404, "M_NOT_FOUND", "Event not found");
+      return this.toClient(this.loadEvent(id)!, req);
+    });
+  }
+
+  /** GET /event/{eventId}: accepted, visible to the requester, else M_NOT_FOUND. */
+  async getEventForClient(req: Requester, eventId: string): Promise<RoomResult<JsonObject>> {
+    return this.wrap(() => {
+      this.requireRoom();
+      const se = this.loadEvent(eventId);
+      if (!se || se.status !== "accepted" || !this.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
+      return this.toClient(se, req);
+    });
+  }
+
+  /** GET /members: member events at `at` (a token) or now, filtered by membership. */
+  async getMembers(req: Requester, q: { at?: string; membership?: string; notMembership?: string }): Promise<RoomResult<JsonObject[]>> {
+    return this.wrap(() => {
+      let g = this.readableStateGroup(req.userId);
+      const at = parseToken(q.at);
+      if (at !== undefined && g === this.currentGroup) g = this.groupAtStream(at);
+      const now = Date.now();
+      const out: JsonObject[] = [];
+      for (const [k, id] of this.groupState(g)) {
+        if (!k.startsWith("m.room.member\u0000")) continue;
+        const se = this.loadEvent(id)!;
+        const m = se.ev.content.membership;
+        if (q.membership && m !== q.membership) continue;
+        if (q.notMembership && m === q.notMembership) continue;
+        out.push(this.toClient(se, req, now));
+      }
+      return out;
+    });
+  }
+
+  /** GET /joined_members: requester must be joined. */
+  async getJoinedMembers(req: Requester): Promise<RoomResult<Record<string, JsonObject>>> {
+    return this.wrap(() => {
+      this.requireRoom();
+      if (this.currentMembership(req.userId) !== "join") fail(403, "M_FORBIDDEN", "You are not joined to this room");
+      const joined: Record<string, JsonObject> = {};
+      for (const [k, id] of this.groupState(this.currentGroup)) {
+        if (!k.startsWith("m.room.member\u0000")) continue;
+        const se = this.loadEvent(id)!;
+        if (se.ev.content.membership !== "join") continue;
+        const c = this.toClient(se, undefined).content as JsonObject;
+        const info: JsonObject = {};
+        info.display_name = typeof c.displayname === "string" ? c.displayname : null;
+        info.avatar_url = typeof c.avatar_url === "string" ? c.avatar_url : null;
+        joined[se.ev.state_key!] = info;
+      }
+      return joined;
+    });
+  }
+
+  /** User IDs currently joined (server-side callers: sync fan-out, federation destinations). */
+  async getJoinedUserIds(): Promise<string[]> {
+    if (!this.rv) return [];
+    const out: string[] = [];
+    for (const [k, id] of this.groupState(this.currentGroup)) {
+      if (k.startsWith("m.room.member\u0000") && this.loadEvent(id)?.ev.content.membership === "join") out.push(splitStateKey(k)[1]);
+    }
+    return out;
+  }
+
+  private groupAtStream(n: number): number | null {
+    const row = this.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
+    return row ? this.loadEvent(row.event_id)!.stateAfter : null;
+  }
+
+  private mayRead(userId: string): void {
+    // Members past and present may paginate (visibility filters each event); others only in
+    // world_readable rooms.
+    this.requireRoom();
+    if (this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
+    this.readableStateGroup(userId);
+  }
+
+  /** Member events of the senders of `events` at those events (lazy-loading members). */
+  private lazyMembers(events: StoredEvent[], req: Requester, now: number): JsonObject[] {
+    const seen = new Set<string>();
+    const out: JsonObject[] = [];
+    for (const se of events) {
+      if (seen.has(se.ev.sender)) continue;
+      seen.add(se.ev.sender);
+      const id = this.groupState(se.stateAfter).get(memberKey(se.ev.sender)) ?? this.groupState(this.currentGroup).get(memberKey(se.ev.sender));
+      const m = id ? this.loadEvent(id) : undefined;
+      if (m) out.push(this.toClient(m, req, now));
+    }
+    return out;
+  }
+
+  /** GET /messages (spec: "Syncing" → /rooms/{roomId}/messages). Stream order; tokens "t<n>". */
+  async getMessages(req: Requester, q: MessagesQuery): Promise<RoomResult<MessagesResponse>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const limit = Math.max(0, Math.min(q.limit, 1000));
+      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : 0);
+      const to = parseToken(q.to);
+      const now = Date.now();
+      const picked: StoredEvent[] = [];
+      let pos = from;
+      let exhausted = false;
+      let scanned = 0;
+      while (picked.length < limit && scanned < 2000) {
+        const rows =
+          q.dir === "b"
+            ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", pos, to ?? -1, 100).toArray()
+            : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT ?", pos, to ?? Number.MAX_SAFE_INTEGER, 100).toArray();
+        if (rows.length === 0) {
+          exhausted = true;
+          break;
+        }
+        for (const row of rows) {
+          scanned++;
+          const se = this.events.get(row.event_id) ?? this.fromRow(row);
+          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
+          if (visible(se) && matchesRoomEventFilter(q.filter, se.ev)) picked.push(se);
+          if (picked.length >= limit) break;
+        }
+      }
+      const res: MessagesResponse = { chunk: picked.map((se) => this.toClient(se, req, now)), start: streamToken(from) };
+      // "If no further events are available ... this property is omitted from the response."
+      if (!exhausted) res.end = streamToken(pos);
+      if (q.filter?.lazy_load_members) res.state = this.lazyMembers(picked, req, now);
+      return res;
+    });
+  }
+
+  /** GET /context/{eventId}. */
+  async getContext(req: Requester, eventId: string, limit: number, filter?: RoomEventFilter): Promise<RoomResult<ContextResponse>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const se = this.loadEvent(eventId);
+      if (!se || se.status !== "accepted" || !visible(se)) fail(404, "M_NOT_FOUND", "Event not found");
+      const now = Date.now();
+      const nBefore = Math.floor(limit / 2);
+      const nAfter = limit - nBefore;
+      const collect = (sqlText: string, n: number) => {
+        const out: StoredEvent[] = [];
+        if (n <= 0) return out;
+        for (const row of this.sql.exec<EventRow>(sqlText, se.stream!, Math.min(2000, n * 4 + 50)).toArray()) {
+          const x = this.events.get(row.event_id) ?? this.fromRow(row);
+          if (visible(x) && matchesRoomEventFilter(filter, x.ev)) out.push(x);
+          if (out.length >= n) break;
+        }
+        return out;
+      };
+      const before = collect("SELECT * FROM events WHERE stream IS NOT NULL AND stream < ? ORDER BY stream DESC LIMIT ?", nBefore);
+      const after = collect("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream ASC LIMIT ?", nAfter);
+      const last = after.length ? after[after.length - 1] : se;
+      const state = filter?.lazy_load_members
+        ? this.lazyMembers([...before, se, ...after], req, now)
+        : [...this.groupState(last.stateAfter).values()].map((id) => this.toClient(this.loadEvent(id)!, req, now));
+      return {
+        event: this.toClient(se, req, now),
+        events_before: before.map((x) => this.toClient(x, req, now)),
+        events_after: after.map((x) => this.toClient(x, req, now)),
+        start: streamToken((before.length ? before[before.length - 1].stream! : se.stream!) - 1),
+        end: streamToken(last.stream!),
+        state,
+      };
+    });
+  }
+
+  /** GET /v1/rooms/{roomId}/timestamp_to_event. */
+  async timestampToEvent(req: Requester, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const rows =
+        dir === "f"
+          ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts >= ? ORDER BY origin_server_ts ASC, stream ASC LIMIT 200", ts).toArray()
+          : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream DESC LIMIT 200", ts).toArray();
+      for (const row of rows) {
+        const se = this.events.get(row.event_id) ?? this.fromRow(row);
+        if (visible(se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
+      }
+      fail(404, "M_NOT_FOUND", "No event found");
+    });
+  }
+
+  /** Stripped state for invites and knocks (spec: "Stripped state"): the sync and federation
+   *  invite paths use it. */
+  async getStrippedState(): Promise<JsonObject[]> {
+    if (!this.rv) return [];
+    const types = ["m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption"];
+    const out: JsonObject[] = [];
+    const st = this.groupState(this.currentGroup);
+    for (const t of types) {
+      const id = st.get(stateKey(t, ""));
+      const se = id ? this.loadEvent(id) : undefined;
+      if (se) {
+        const c = this.toClient(se, undefined);
+        out.push({ type: c.type, state_key: c.state_key!, content: c.content, sender: c.sender });
+      }
+    }
+    return out;
+  }
+
+  /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
+   *  filtered by the user's visibility — the building block for /sync timelines. `limited` is
+   *  true when more events than `limit` exist after `since` (the newest `limit` are returned). */
+  async getTimelineSince(req: Requester, since: number, limit: number): Promise<RoomResult<{ events: JsonObject[]; limited: boolean; prevBatch: string; stream: number }>> {
+    return this.wrap(() => {
+      this.requireRoom();
+      const visible = this.visibilityFor(req.userId);
+      const rows = this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream DESC LIMIT ?", since, limit + 1).toArray();
+      const limited = rows.length > limit;
+      const take = rows.slice(0, limit).reverse().map((r) => this.events.get(r.event_id) ?? this.fromRow(r));
+      const now = Date.now();
+      const first = take[0]?.stream ?? this.stream + 1;
+      return {
+        events: take.filter(visible).map((se) => this.toClient(se, req, now)),
+        limited,
+        prevBatch: streamToken(first - 1),
+        stream: this.stream,
+      };
+    });
+  }
+}
+
+const POWER_KEY = stateKey("m.room.power_levels", "");
+const HV_KEY = stateKey("m.room.history_visibility", "");
+
+function txnKey(t: NonNullable<LocalEventSpec["txn"]>): string {
+  return t.scope ? `${t.scope}\u0000${t.txnId}` : t.txnId;
+}
+
+function domainOf(id: string): string {
+  const i = id.indexOf(":");
+  return i < 0 ? "" : id.slice(i + 1);
+}
+
+/** Entries of `next` that differ from `prev` (null = removed). */
+function diffState(prev: StateIdMap, next: StateIdMap): Map<StateKey, string | null> {
+  const out = new Map<StateKey, string | null>();
+  for (const [k, v] of next) if (prev.get(k) !== v) out.set(k, v);
+  for (const k of prev.keys()) if (!next.has(k)) out.set(k, null);
+  return out;
+}

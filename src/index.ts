@@ -12,6 +12,10 @@ import { deviceRoutes } from "./api/client/devices";
 import { account } from "./api/client/account";
 import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
+import { rooms } from "./api/client/rooms";
+import { membership } from "./api/client/membership";
+import { events } from "./api/client/events";
+import { timeline, timelineV1 } from "./api/client/timeline";
 import { directory } from "./api/client/directory";
 import { serverKeys } from "./api/federation/keys";
 
@@ -39,12 +43,14 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline]) clientV3.route("/", area);
 
 const client = new Hono<AppEnv>();
 client.route("/", versions);
 client.route("/v3", clientV3);
 client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
+client.route("/v1", timelineV1);
 app.route("/_matrix/client", client);
 app.route("/_synapse/admin", admin);
 app.route("/_matrix/key/v2", serverKeys);

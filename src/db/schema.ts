@@ -115,6 +115,33 @@ export const roomDirectory = sqliteTable(
   (t) => [index("room_directory_listing").on(t.visibility, t.publishedTs, t.roomId)],
 );
 
+/** Rooms this server knows (one RoomDO each). Written by the RoomDO when it creates or joins a
+ *  room; lets the Worker answer M_NOT_FOUND without waking a Durable Object. */
+export const rooms = sqliteTable("rooms", {
+  roomId: text("room_id").primaryKey(),
+  roomVersion: text("room_version").notNull(),
+  creator: text("creator").notNull(),
+  createdTs: integer("created_ts").notNull(),
+});
+
+/** Local users' current membership per room, mirrored by the RoomDO after each change of its
+ *  current state (for /joined_rooms, profile propagation, and sync's room list). */
+export const roomMemberships = sqliteTable(
+  "room_memberships",
+  {
+    roomId: text("room_id").notNull(),
+    userId: text("user_id").notNull(),
+    membership: text("membership").notNull(),
+    eventId: text("event_id").notNull(),
+    /** The room's stream position when the membership changed. */
+    stream: integer("stream").notNull(),
+    updatedTs: integer("updated_ts").notNull(),
+    /** POST /forget: hidden from the user until they are a member again. */
+    forgotten: integer("forgotten", { mode: "boolean" }).notNull().default(false),
+  },
+  (t) => [primaryKey({ columns: [t.roomId, t.userId] }), index("room_memberships_user").on(t.userId, t.membership)],
+);
+
 // ---------------------------------------------------------------------------------------------
 // End-to-end encryption (spec: Client-Server API "End-to-End Encryption"). The server never sees
 // plaintext; it keeps keys, counts and device lists. Storage functions: src/services/e2ee.ts.

@@ -1,7 +1,9 @@
-// Called after a user's displayname or avatar changes. The rooms work sends updated
-// m.room.member events into every room the user has joined (spec: "Events on Change of Profile
-// Information"). OWNER: rooms helper.
+// Called after a user's displayname or avatar changes: send updated m.room.member events into
+// every room the user has joined (spec: "Events on Change of Profile Information").
 import type { Env } from "../env";
 import type { Config } from "../config";
+import { propagateProfile } from "./rooms";
 
-export async function onProfileChange(_env: Env, _config: Config, _userId: string): Promise<void> {}
+export async function onProfileChange(env: Env, config: Config, userId: string): Promise<void> {
+  await propagateProfile(env, config, userId);
+}

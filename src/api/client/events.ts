@@ -1,0 +1,102 @@
+// Sending and reading room events (spec: Client-Server API "Room events": send, state, redact;
+// "Getting events for a room": /event, /state).
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { badJson } from "../errors";
+import { parseBody, readJsonBody } from "../validate";
+import { requireAuth } from "../middleware/auth";
+import { LIMITS, rateLimit } from "../middleware/rate-limit";
+import type { JsonObject } from "../../core/types";
+import { knownRoom, roomStub, unwrap } from "../../services/rooms";
+import { validateCanonicalAlias } from "../../services/aliases";
+
+export const events = new Hono<AppEnv>();
+
+async function roomFor(c: Context<AppEnv>) {
+  const roomId = c.req.param("roomId")!;
+  await knownRoom(c.env, roomId);
+  return { roomId, stub: roomStub(c.env, c.var.config, roomId) };
+}
+
+async function objectBody(c: Context<AppEnv>): Promise<JsonObject> {
+  const body = await readJsonBody(c);
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw badJson("Event content must be a JSON object");
+  return body as JsonObject;
+}
+
+function requester(c: Context<AppEnv>) {
+  return { userId: c.var.auth.userId, deviceId: c.var.auth.deviceId };
+}
+
+// PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
+events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
+  const content = await objectBody(c);
+  const { stub } = await roomFor(c);
+  await rateLimit(c, "send", c.var.auth.userId, LIMITS.sendPerUser);
+  const type = c.req.param("eventType");
+  const r = await stub.createLocalEvent({
+    type,
+    content,
+    sender: c.var.auth.userId,
+    txn: { deviceId: c.var.auth.deviceId, txnId: c.req.param("txnId") },
+    ...(type === "m.room.redaction" && typeof content.redacts === "string" ? { redacts: content.redacts } : {}),
+  });
+  return c.json({ event_id: unwrap(r).eventId });
+});
+
+// PUT /rooms/{roomId}/state/{eventType}/{stateKey} (state key may be empty).
+async function putState(c: Context<AppEnv>) {
+  const content = await objectBody(c);
+  const { roomId, stub } = await roomFor(c);
+  const type = c.req.param("eventType")!;
+  const key = c.req.param("stateKey") ?? "";
+  const sender = c.var.auth.userId;
+  const existing = await stub.getCurrentStateEvent(type, key);
+  if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);
+  // Re-sending identical state is a no-op returning the existing event (as Synapse does).
+  if (existing && existing.sender === sender && JSON.stringify(existing.content) === JSON.stringify(content)) {
+    return c.json({ event_id: existing.event_id });
+  }
+  const r = await stub.createLocalEvent({ type, state_key: key, content, sender });
+  return c.json({ event_id: unwrap(r).eventId });
+}
+events.put("/rooms/:roomId/state/:eventType", requireAuth, putState);
+events.put("/rooms/:roomId/state/:eventType/", requireAuth, putState);
+events.put("/rooms/:roomId/state/:eventType/:stateKey", requireAuth, putState);
+
+// GET /rooms/{roomId}/state/{eventType}/{stateKey}: the content (or the event with format=event).
+async function getState(c: Context<AppEnv>) {
+  const { stub } = await roomFor(c);
+  const ev = unwrap(await stub.getStateEvent(requester(c), c.req.param("eventType")!, c.req.param("stateKey") ?? ""));
+  return c.json(c.req.query("format") === "event" ? ev : ev.content);
+}
+events.get("/rooms/:roomId/state/:eventType", requireAuth, getState);
+events.get("/rooms/:roomId/state/:eventType/", requireAuth, getState);
+events.get("/rooms/:roomId/state/:eventType/:stateKey", requireAuth, getState);
+
+events.get("/rooms/:roomId/state", requireAuth, async (c) => {
+  const { stub } = await roomFor(c);
+  return c.json(unwrap(await stub.getState(requester(c))));
+});
+
+events.get("/rooms/:roomId/event/:eventId", requireAuth, async (c) => {
+  const { stub } = await roomFor(c);
+  return c.json(unwrap(await stub.getEventForClient(requester(c), c.req.param("eventId"))));
+});
+
+// PUT /rooms/{roomId}/redact/{eventId}/{txnId}.
+events.put("/rooms/:roomId/redact/:eventId/:txnId", requireAuth, async (c) => {
+  const body = await parseBody(c, z.object({ reason: z.string().max(4096).optional() }).loose());
+  const { stub } = await roomFor(c);
+  const content: JsonObject = {};
+  if (body.reason !== undefined) content.reason = body.reason;
+  const r = await stub.createLocalEvent({
+    type: "m.room.redaction",
+    content,
+    sender: c.var.auth.userId,
+    redacts: c.req.param("eventId"),
+    txn: { deviceId: c.var.auth.deviceId, txnId: c.req.param("txnId"), scope: "redact" },
+  });
+  return c.json({ event_id: unwrap(r).eventId });
+});

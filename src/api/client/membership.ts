@@ -1,0 +1,176 @@
+// Room membership (spec: Client-Server API "Room membership": joining, knocking, invites,
+// leaving, forgetting, kicking, banning; GET /joined_rooms).
+//
+// Whether a change is allowed is decided once, by the room's auth rules inside the RoomDO; the
+// handlers only add the checks the spec puts on the endpoint itself (e.g. kick needs a member).
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { MatrixError, forbidden, invalidParam } from "../errors";
+import { parseBody } from "../validate";
+import { requireAuth } from "../middleware/auth";
+import type { JsonObject } from "../../core/types";
+import { isValidUserId } from "../../core/ids";
+import { knownRoom, localProfile, resolveRoomIdOrAlias, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
+
+export const membership = new Hono<AppEnv>();
+
+const reasonSchema = z.object({ reason: z.string().max(4096).optional() }).loose();
+const targetSchema = z.object({ user_id: z.string(), reason: z.string().max(4096).optional() }).loose();
+
+async function roomFor(c: Context<AppEnv>, roomId: string) {
+  await knownRoom(c.env, roomId);
+  return roomStub(c.env, c.var.config, roomId);
+}
+
+/** Send a membership event for `target` as the caller. Auth rules refuse with M_FORBIDDEN. */
+async function sendMembership(c: Context<AppEnv>, roomId: string, target: string, content: JsonObject): Promise<string> {
+  const stub = await roomFor(c, roomId);
+  const r = await stub.createLocalEvent({ type: "m.room.member", state_key: target, sender: c.var.auth.userId, content });
+  return unwrap(r).eventId;
+}
+
+function withReason(content: JsonObject, reason: string | undefined): JsonObject {
+  if (reason !== undefined) content.reason = reason;
+  return content;
+}
+
+/** Join a local room (federated joins come with the federation work). Restricted rooms (v8+):
+ *  a local member able to invite vouches with join_authorised_via_users_server when the user is
+ *  joined to one of the rooms the join rule allows. */
+async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined): Promise<void> {
+  const userId = c.var.auth.userId;
+  // TODO(federation): rooms this server is not in need a make_join/send_join via `via` servers.
+  const rv = await knownRoom(c.env, roomId);
+  const stub = roomStub(c.env, c.var.config, roomId);
+  const current = await stub.getMembership(userId);
+  if (current === "join") return; // already joined: nothing to change
+  const content: JsonObject = withReason({ membership: "join", ...(await localProfile(c.env, userId)) }, reason);
+
+  if (rv.restrictedJoins && current !== "invite") {
+    const rules = (await stub.getCurrentStateEvent("m.room.join_rules", ""))?.content as JsonObject | undefined;
+    const rule = rules?.join_rule;
+    if (rule === "restricted" || rule === "knock_restricted") {
+      const allow = Array.isArray(rules?.allow) ? (rules!.allow as JsonObject[]) : [];
+      let allowed = false;
+      for (const a of allow) {
+        if (a?.type !== "m.room_membership" || typeof a.room_id !== "string") continue;
+        const row = await c.env.DB.prepare("SELECT 1 FROM room_memberships WHERE room_id = ? AND user_id = ? AND membership = 'join'").bind(a.room_id, userId).first();
+        if (row) {
+          allowed = true;
+          break;
+        }
+      }
+      if (!allowed) throw forbidden("You are not allowed to join this room");
+      let via: string | undefined;
+      for (const m of await stub.getJoinedUserIds()) {
+        if (!isLocalUser(c.var.config, m)) continue;
+        const p = await stub.getPowerInfo(m);
+        if (p.level >= p.invite) {
+          via = m;
+          break;
+        }
+      }
+      if (!via) throw forbidden("No local member can authorise this join");
+      content.join_authorised_via_users_server = via;
+    }
+  }
+  unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
+}
+
+membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {
+  const body = await parseBody(c, reasonSchema);
+  const roomId = await resolveRoomIdOrAlias(c.env, c.req.param("roomIdOrAlias"));
+  await join(c, roomId, body.reason);
+  return c.json({ room_id: roomId });
+});
+
+membership.post("/rooms/:roomId/join", requireAuth, async (c) => {
+  const body = await parseBody(c, reasonSchema);
+  const roomId = c.req.param("roomId");
+  await join(c, roomId, body.reason);
+  return c.json({ room_id: roomId });
+});
+
+membership.post("/knock/:roomIdOrAlias", requireAuth, async (c) => {
+  const body = await parseBody(c, reasonSchema);
+  const roomId = await resolveRoomIdOrAlias(c.env, c.req.param("roomIdOrAlias"));
+  const stub = await roomFor(c, roomId);
+  const userId = c.var.auth.userId;
+  const current = await stub.getMembership(userId);
+  if (current === "join") throw forbidden("You are already joined to this room");
+  const content = withReason({ membership: "knock", ...(await localProfile(c.env, userId)) }, body.reason);
+  unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
+  return c.json({ room_id: roomId });
+});
+
+membership.post("/rooms/:roomId/invite", requireAuth, async (c) => {
+  const body = await parseBody(c, targetSchema);
+  if (!isValidUserId(body.user_id, { historical: true })) throw invalidParam("Invalid user_id");
+  const roomId = c.req.param("roomId");
+  const stub = await roomFor(c, roomId);
+  const current = await stub.getMembership(body.user_id);
+  if (current === "join") throw forbidden(`${body.user_id} is already in the room`);
+  if (current === "ban") throw forbidden(`${body.user_id} is banned from the room`);
+  const content: JsonObject = { membership: "invite" };
+  // TODO(federation): invites of remote users go out over /invite first.
+  if (isLocalUser(c.var.config, body.user_id)) Object.assign(content, await localProfile(c.env, body.user_id));
+  await sendMembership(c, roomId, body.user_id, withReason(content, body.reason));
+  return c.json({});
+});
+
+membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
+  const body = await parseBody(c, reasonSchema);
+  const roomId = c.req.param("roomId");
+  const stub = await roomFor(c, roomId);
+  const current = await stub.getMembership(c.var.auth.userId);
+  if (current === null || current === "leave" || current === "ban") throw forbidden("You are not in this room");
+  await sendMembership(c, roomId, c.var.auth.userId, withReason({ membership: "leave" }, body.reason));
+  return c.json({});
+});
+
+membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
+  const roomId = c.req.param("roomId");
+  const userId = c.var.auth.userId;
+  const row = await c.env.DB.prepare("SELECT membership FROM room_memberships WHERE room_id = ? AND user_id = ?").bind(roomId, userId).first<{ membership: string }>();
+  if (!row) {
+    await knownRoom(c.env, roomId);
+    return c.json({});
+  }
+  // Spec: 400 M_UNKNOWN "The user has not left the room".
+  if (row.membership === "join" || row.membership === "invite" || row.membership === "knock") {
+    throw new MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it");
+  }
+  await c.env.DB.prepare("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?").bind(roomId, userId).run();
+  return c.json({});
+});
+
+membership.post("/rooms/:roomId/kick", requireAuth, async (c) => {
+  const body = await parseBody(c, targetSchema);
+  const roomId = c.req.param("roomId");
+  const stub = await roomFor(c, roomId);
+  const current = await stub.getMembership(body.user_id);
+  if (current !== "join" && current !== "invite" && current !== "knock") throw forbidden(`${body.user_id} is not in the room`);
+  await sendMembership(c, roomId, body.user_id, withReason({ membership: "leave" }, body.reason));
+  return c.json({});
+});
+
+membership.post("/rooms/:roomId/ban", requireAuth, async (c) => {
+  const body = await parseBody(c, targetSchema);
+  if (!isValidUserId(body.user_id, { historical: true })) throw invalidParam("Invalid user_id");
+  await sendMembership(c, c.req.param("roomId"), body.user_id, withReason({ membership: "ban" }, body.reason));
+  return c.json({});
+});
+
+membership.post("/rooms/:roomId/unban", requireAuth, async (c) => {
+  const body = await parseBody(c, targetSchema);
+  const roomId = c.req.param("roomId");
+  const stub = await roomFor(c, roomId);
+  if ((await stub.getMembership(body.user_id)) !== "ban") throw forbidden(`${body.user_id} is not banned`);
+  await sendMembership(c, roomId, body.user_id, withReason({ membership: "leave" }, body.reason));
+  return c.json({});
+});
+
+membership.get("/joined_rooms", requireAuth, async (c) => {
+  return c.json({ joined_rooms: await roomsOfUser(c.env, c.var.auth.userId, "join") });
+});

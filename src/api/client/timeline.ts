@@ -1,0 +1,89 @@
+// Reading a room's history and members (spec: Client-Server API "Getting events for a room":
+// /messages, /members, /joined_members, /timestamp_to_event; module "Event Context": /context).
+// Every event served passes the room's history visibility check inside the RoomDO.
+import { Hono, type Context } from "hono";
+import type { AppEnv } from "../types";
+import { invalidParam } from "../errors";
+import { requireAuth } from "../middleware/auth";
+import { knownRoom, roomStub, unwrap } from "../../services/rooms";
+import { roomEventFilterSchema, type RoomEventFilter } from "../../core/room-event-filter";
+
+export const timeline = new Hono<AppEnv>();
+/** Routes under /_matrix/client/v1. */
+export const timelineV1 = new Hono<AppEnv>();
+
+async function roomFor(c: Context<AppEnv>) {
+  const roomId = c.req.param("roomId")!;
+  await knownRoom(c.env, roomId);
+  return roomStub(c.env, c.var.config, roomId);
+}
+
+function requester(c: Context<AppEnv>) {
+  return { userId: c.var.auth.userId, deviceId: c.var.auth.deviceId };
+}
+
+/** `filter` query parameter: a RoomEventFilter as JSON. (Filter IDs from POST /filter are the
+ *  sync work's; an unknown ID is treated as no filter.) */
+function parseFilter(raw: string | undefined): RoomEventFilter | undefined {
+  if (!raw) return undefined;
+  if (!raw.trimStart().startsWith("{")) return undefined;
+  let json: unknown;
+  try {
+    json = JSON.parse(raw);
+  } catch {
+    throw invalidParam("filter is not valid JSON");
+  }
+  const r = roomEventFilterSchema.safeParse(json);
+  if (!r.success) throw invalidParam("filter is not a valid RoomEventFilter");
+  return r.data;
+}
+
+function parseLimit(raw: string | undefined, dflt: number, max = 1000): number {
+  if (raw === undefined || raw === "") return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 0) throw invalidParam("limit must be a non-negative integer");
+  return Math.min(n, max);
+}
+
+timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
+  const dir = c.req.query("dir") ?? "b";
+  if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
+  const filter = parseFilter(c.req.query("filter"));
+  const limit = parseLimit(c.req.query("limit"), filter?.limit ?? 10);
+  const stub = await roomFor(c);
+  const res = unwrap(await stub.getMessages(requester(c), { dir, from: c.req.query("from"), to: c.req.query("to"), limit, filter }));
+  return c.json(res);
+});
+
+timeline.get("/rooms/:roomId/context/:eventId", requireAuth, async (c) => {
+  const filter = parseFilter(c.req.query("filter"));
+  const limit = parseLimit(c.req.query("limit"), 10, 100);
+  const stub = await roomFor(c);
+  return c.json(unwrap(await stub.getContext(requester(c), c.req.param("eventId"), limit, filter)));
+});
+
+const MEMBERSHIPS = new Set(["join", "invite", "knock", "leave", "ban"]);
+
+timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
+  const membership = c.req.query("membership");
+  const notMembership = c.req.query("not_membership");
+  if (membership !== undefined && !MEMBERSHIPS.has(membership)) throw invalidParam("Unknown membership");
+  if (notMembership !== undefined && !MEMBERSHIPS.has(notMembership)) throw invalidParam("Unknown not_membership");
+  const stub = await roomFor(c);
+  const chunk = unwrap(await stub.getMembers(requester(c), { at: c.req.query("at"), membership, notMembership }));
+  return c.json({ chunk });
+});
+
+timeline.get("/rooms/:roomId/joined_members", requireAuth, async (c) => {
+  const stub = await roomFor(c);
+  return c.json({ joined: unwrap(await stub.getJoinedMembers(requester(c))) });
+});
+
+timelineV1.get("/rooms/:roomId/timestamp_to_event", requireAuth, async (c) => {
+  const ts = Number(c.req.query("ts"));
+  const dir = c.req.query("dir");
+  if (!Number.isInteger(ts) || c.req.query("ts") === undefined) throw invalidParam("ts must be an integer");
+  if (dir !== "f" && dir !== "b") throw invalidParam("dir must be f or b");
+  const stub = await roomFor(c);
+  return c.json(unwrap(await stub.timestampToEvent(requester(c), ts, dir)));
+});

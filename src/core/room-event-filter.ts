@@ -1,0 +1,49 @@
+// RoomEventFilter matching (spec: Client-Server API "Filtering", RoomEventFilter), pure.
+// Used by /messages and /context; the sync work can share it.
+import { z } from "zod";
+
+export const roomEventFilterSchema = z
+  .object({
+    limit: z.number().int().optional(),
+    types: z.array(z.string()).optional(),
+    not_types: z.array(z.string()).optional(),
+    senders: z.array(z.string()).optional(),
+    not_senders: z.array(z.string()).optional(),
+    rooms: z.array(z.string()).optional(),
+    not_rooms: z.array(z.string()).optional(),
+    contains_url: z.boolean().optional(),
+    lazy_load_members: z.boolean().optional(),
+    include_redundant_members: z.boolean().optional(),
+    unread_thread_notifications: z.boolean().optional(),
+  })
+  .loose();
+
+export type RoomEventFilter = z.infer<typeof roomEventFilterSchema>;
+
+/** `*` is a wildcard matching any sequence of characters (spec: "types"). */
+function typeMatches(pattern: string, type: string): boolean {
+  if (!pattern.includes("*")) return pattern === type;
+  const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
+  return re.test(type);
+}
+
+/** Whether an event passes the filter. `not_*` take precedence over the inclusive lists. */
+export function matchesRoomEventFilter(
+  f: RoomEventFilter | undefined,
+  ev: { type: string; sender: string; room_id?: string; content?: unknown },
+): boolean {
+  if (!f) return true;
+  if (f.not_types?.some((p) => typeMatches(p, ev.type))) return false;
+  if (f.types && !f.types.some((p) => typeMatches(p, ev.type))) return false;
+  if (f.not_senders?.includes(ev.sender)) return false;
+  if (f.senders && !f.senders.includes(ev.sender)) return false;
+  if (ev.room_id !== undefined) {
+    if (f.not_rooms?.includes(ev.room_id)) return false;
+    if (f.rooms && !f.rooms.includes(ev.room_id)) return false;
+  }
+  if (f.contains_url !== undefined) {
+    const url = (ev.content as { url?: unknown } | undefined)?.url;
+    if (f.contains_url !== (typeof url === "string")) return false;
+  }
+  return true;
+}

@@ -1,0 +1,166 @@
+// Worker-side glue for rooms: addressing RoomDOs (jurisdiction + location hint), turning their
+// results into Matrix errors, the D1 room registry and membership mirror, and the multi-step
+// operations that span D1 and a RoomDO (createRoom, profile propagation, upgrades).
+import type { Env } from "../env";
+import type { Config } from "../config";
+import type { RoomDO, RoomResult, LocalEventSpec } from "../../durable-objects/room";
+import { MatrixError, notFound } from "../api/errors";
+import type { JsonObject, PDU } from "../core/types";
+import { getRoomVersion, type RoomVersion } from "../core/room-versions";
+import { hashAndSignEvent, roomIdFromCreateEventId } from "../core/event-hashes";
+import { isValidRoomAlias, isValidRoomId } from "../core/ids";
+import { getServerSigningKey } from "./server-key";
+import { resolveAlias } from "./aliases";
+import { randomString } from "./crypto-util";
+
+/** The RoomDO's RPC surface as the Worker calls it. (Typed from the class directly: the generic
+ *  RPC stub types recurse too deeply over JsonObject.) */
+export type RoomStub = Pick<
+  RoomDO,
+  | "createRoom"
+  | "createLocalEvent"
+  | "admit"
+  | "getRoomVersion"
+  | "getSummary"
+  | "getCurrentStateEvent"
+  | "getCurrentState"
+  | "getMembership"
+  | "canSend"
+  | "getPowerInfo"
+  | "getState"
+  | "getStateEvent"
+  | "getEventForClient"
+  | "getMembers"
+  | "getJoinedMembers"
+  | "getJoinedUserIds"
+  | "getMessages"
+  | "getContext"
+  | "timestampToEvent"
+  | "getStrippedState"
+  | "getTimelineSince"
+>;
+
+/** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first
+ *  placed near the configured location hint (README "Data residency"). */
+export function roomStub(env: Env, config: Pick<Config, "jurisdiction" | "locationHint">, roomId: string): RoomStub {
+  const ns = config.jurisdiction ? env.ROOMS.jurisdiction(config.jurisdiction) : env.ROOMS;
+  return ns.get(ns.idFromName(roomId), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as RoomStub;
+}
+
+/** A RoomDO result → its value, or the MatrixError it describes. */
+export function unwrap<T>(r: RoomResult<T>): T {
+  if (r.ok) return r.value;
+  throw new MatrixError(r.status, r.errcode, r.error);
+}
+
+/** Room version of a room this server knows, or M_NOT_FOUND (without waking a DO). */
+export async function knownRoom(env: Env, roomId: string): Promise<RoomVersion> {
+  if (!isValidRoomId(roomId)) throw notFound("Unknown room");
+  const row = await env.DB.prepare("SELECT room_version FROM rooms WHERE room_id = ?").bind(roomId).first<{ room_version: string }>();
+  const rv = row && getRoomVersion(row.room_version);
+  if (!rv) throw notFound("Unknown room");
+  return rv;
+}
+
+/** `!room:id` or `#alias:server` → room ID (local aliases; remote ones need federation). */
+export async function resolveRoomIdOrAlias(env: Env, idOrAlias: string): Promise<string> {
+  if (idOrAlias.startsWith("#")) {
+    if (!isValidRoomAlias(idOrAlias)) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid room alias");
+    const r = await resolveAlias(env, idOrAlias);
+    if (!r) throw notFound("Room alias not found");
+    return r.room_id;
+  }
+  if (!idOrAlias.startsWith("!")) throw new MatrixError(400, "M_INVALID_PARAM", "Expected a room ID or alias");
+  return idOrAlias;
+}
+
+/** Displayname/avatar of a local user, for m.room.member content. */
+export async function localProfile(env: Env, userId: string): Promise<{ displayname?: string; avatar_url?: string }> {
+  const row = await env.DB.prepare("SELECT displayname, avatar_url FROM users WHERE user_id = ?").bind(userId).first<{ displayname: string | null; avatar_url: string | null }>();
+  const out: { displayname?: string; avatar_url?: string } = {};
+  if (row?.displayname) out.displayname = row.displayname;
+  if (row?.avatar_url) out.avatar_url = row.avatar_url;
+  return out;
+}
+
+export function isLocalUser(config: Config, userId: string): boolean {
+  return userId.endsWith(`:${config.serverName}`);
+}
+
+/** Rooms a local user is joined to (or other membership), from the D1 mirror. */
+export async function roomsOfUser(env: Env, userId: string, membership = "join"): Promise<string[]> {
+  const { results } = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = ? ORDER BY room_id")
+    .bind(userId, membership)
+    .all<{ room_id: string }>();
+  return results.map((r) => r.room_id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Room creation.
+
+export interface NewRoom {
+  creator: string;
+  roomVersion: RoomVersion;
+  /** Create event content (creation_content merged, server keys set by us). */
+  createContent: JsonObject;
+  /** Events 2..n in the spec's order (creator's join first). */
+  events: Omit<LocalEventSpec, "sender">[];
+}
+
+/** Sign the create event, derive the room ID (v12: from the create event's ID; earlier: a fresh
+ *  `!opaque:server`), and have the room's DO admit it and build the rest. */
+export async function createRoomInDO(env: Env, config: Config, room: NewRoom): Promise<{ roomId: string; stub: RoomStub }> {
+  const rv = room.roomVersion;
+  const key = await getServerSigningKey(env, config);
+  const createPdu: Record<string, unknown> = {
+    sender: room.creator,
+    type: "m.room.create",
+    state_key: "",
+    content: room.createContent,
+    origin_server_ts: Date.now(),
+    depth: 1,
+    prev_events: [],
+    auth_events: [],
+  };
+  let roomId: string;
+  if (!rv.roomIdFromCreate) {
+    roomId = `!${randomString(18)}:${config.serverName}`;
+    createPdu.room_id = roomId;
+  }
+  const { pdu, eventId } = await hashAndSignEvent(createPdu as unknown as PDU, rv, config.serverName, key);
+  if (rv.roomIdFromCreate) roomId = roomIdFromCreateEventId(eventId);
+  const stub = roomStub(env, config, roomId!);
+  unwrap(
+    await stub.createRoom({
+      serverName: config.serverName,
+      roomId: roomId!,
+      roomVersion: rv.id,
+      createPdu: pdu,
+      events: room.events.map((e) => ({ ...e, sender: room.creator })),
+    }),
+  );
+  return { roomId: roomId!, stub };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Profile propagation (spec: "Events on Change of Profile Information": the server sends an
+// updated m.room.member event into every room the user is joined to).
+
+export async function propagateProfile(env: Env, config: Config, userId: string): Promise<void> {
+  const profile = await localProfile(env, userId);
+  const roomIds = await roomsOfUser(env, userId, "join");
+  await Promise.all(
+    roomIds.map(async (roomId) => {
+      const stub = roomStub(env, config, roomId);
+      const current = await stub.getCurrentStateEvent("m.room.member", userId);
+      const content = { ...((current?.content as JsonObject | undefined) ?? {}) };
+      if (content.membership !== "join") return;
+      if ((content.displayname ?? undefined) === profile.displayname && (content.avatar_url ?? undefined) === profile.avatar_url) return;
+      delete content.displayname;
+      delete content.avatar_url;
+      Object.assign(content, profile);
+      const r = await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content });
+      if (!r.ok) console.warn(`profile propagation to ${roomId} failed: ${r.error}`);
+    }),
+  );
+}
