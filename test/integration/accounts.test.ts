@@ -25,6 +25,18 @@ describe("discovery", () => {
     expect(r.status).toBe(404);
     expect(r.body.errcode).toBe("M_UNRECOGNIZED");
   });
+  it("answers unknown endpoints under authenticated prefixes with 404, not 401", async () => {
+    const r = await call("POST", "/_matrix/client/v3/account/3pid/add", { body: {} });
+    expect(r.status).toBe(404);
+    expect(r.body.errcode).toBe("M_UNRECOGNIZED");
+  });
+  it("answers a known endpoint with the wrong method with 405 M_UNRECOGNIZED", async () => {
+    const r = await call("DELETE", "/_matrix/client/v3/login");
+    expect(r.status).toBe(405);
+    expect(r.body.errcode).toBe("M_UNRECOGNIZED");
+    const p = await call("PATCH", "/_matrix/client/v3/devices/ABC");
+    expect(p.status).toBe(405);
+  });
   it("serves capabilities with room versions, default 12", async () => {
     const u = await registerUser();
     const r = await call("GET", "/_matrix/client/v3/capabilities", { token: u.accessToken });

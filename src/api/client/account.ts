@@ -10,9 +10,8 @@ import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
 
 export const account = new Hono<AppEnv>();
-account.use("/account/*", requireAuth);
 
-account.post("/account/password", async (c) => {
+account.post("/account/password", requireAuth, async (c) => {
   const body = await parseBody(
     c,
     z.object({ new_password: z.string().min(1).max(512), logout_devices: z.boolean().optional(), auth: authDictSchema.optional() }),
@@ -25,7 +24,7 @@ account.post("/account/password", async (c) => {
   return c.json({});
 });
 
-account.post("/account/deactivate", async (c) => {
+account.post("/account/deactivate", requireAuth, async (c) => {
   const body = await parseBody(c, z.object({ auth: authDictSchema.optional(), erase: z.boolean().optional(), id_server: z.string().optional() }));
   const { userId } = c.var.auth;
   await requireUia(c, body.auth, { purpose: `deactivate:${userId}`, flows: [["m.login.password"]], userId });
@@ -41,4 +40,4 @@ account.post("/account/deactivate", async (c) => {
 });
 
 // No third-party identifiers are supported: the list is honestly empty.
-account.get("/account/3pid", (c) => c.json({ threepids: [] }));
+account.get("/account/3pid", requireAuth, (c) => c.json({ threepids: [] }));

@@ -12,9 +12,6 @@ import { devices } from "../../db/schema";
 import { deleteDevice } from "../../services/sessions";
 
 export const deviceRoutes = new Hono<AppEnv>();
-deviceRoutes.use("/devices", requireAuth);
-deviceRoutes.use("/devices/*", requireAuth);
-deviceRoutes.use("/delete_devices", requireAuth);
 
 type DeviceRow = typeof devices.$inferSelect;
 const shape = (d: DeviceRow) => ({
@@ -24,12 +21,12 @@ const shape = (d: DeviceRow) => ({
   last_seen_ip: d.lastSeenIp ?? undefined,
 });
 
-deviceRoutes.get("/devices", async (c) => {
+deviceRoutes.get("/devices", requireAuth, async (c) => {
   const rows = await db(c.env).select().from(devices).where(eq(devices.userId, c.var.auth.userId));
   return c.json({ devices: rows.map(shape) });
 });
 
-deviceRoutes.get("/devices/:deviceId", async (c) => {
+deviceRoutes.get("/devices/:deviceId", requireAuth, async (c) => {
   const [row] = await db(c.env)
     .select()
     .from(devices)
@@ -38,7 +35,7 @@ deviceRoutes.get("/devices/:deviceId", async (c) => {
   return c.json(shape(row));
 });
 
-deviceRoutes.put("/devices/:deviceId", async (c) => {
+deviceRoutes.put("/devices/:deviceId", requireAuth, async (c) => {
   const body = await parseBody(c, z.object({ display_name: z.string().max(512).optional() }));
   const deviceId = c.req.param("deviceId");
   const r = await db(c.env)
@@ -50,7 +47,7 @@ deviceRoutes.put("/devices/:deviceId", async (c) => {
   return c.json({});
 });
 
-deviceRoutes.delete("/devices/:deviceId", async (c) => {
+deviceRoutes.delete("/devices/:deviceId", requireAuth, async (c) => {
   const body = await parseBody(c, z.object({ auth: authDictSchema.optional() }));
   const { userId } = c.var.auth;
   const deviceId = c.req.param("deviceId");
@@ -61,7 +58,7 @@ deviceRoutes.delete("/devices/:deviceId", async (c) => {
   return c.json({});
 });
 
-deviceRoutes.post("/delete_devices", async (c) => {
+deviceRoutes.post("/delete_devices", requireAuth, async (c) => {
   const body = await parseBody(c, z.object({ devices: z.array(z.string()).max(1000), auth: authDictSchema.optional() }));
   const { userId } = c.var.auth;
   const ids = [...new Set(body.devices)].sort();
