@@ -6,12 +6,30 @@ import { isValidServerName } from "./core/ids";
 
 export type RegistrationMode = "closed" | "token" | "open";
 
+export interface MediaConfig {
+  /** Largest upload in bytes (advertised as `m.upload.size`). */
+  maxUploadBytes: number;
+  /** Total bytes one user may have stored; 0 = no quota. */
+  userQuotaBytes: number;
+  /** Concurrent pending async uploads (POST /_matrix/media/v1/create) per user. */
+  maxPendingUploads: number;
+  /** How long an unused /create media ID lives, ms. */
+  unusedExpiryMs: number;
+  /** Unauthenticated /_matrix/media/v3/download|thumbnail serve only media uploaded before this
+   *  time (ms since epoch); 0 = never (the spec's "freeze" from the start). */
+  legacyFreezeTs: number;
+  /** GET .../preview_url fetches pages; off by default. */
+  urlPreviews: boolean;
+}
+
 export interface Config {
   /** Server name from SERVER_NAME, or (when unset) the Host the request arrived on. */
   serverName: string;
   publicBaseUrl: string;
   registration: RegistrationMode;
   registrationSharedSecret?: string;
+  /** Content repository limits and switches (docs/media.md). */
+  media: MediaConfig;
   rateLimits: boolean;
   signingKey?: string;
   jurisdiction?: DurableObjectJurisdiction;
@@ -28,6 +46,12 @@ const schema = z.object({
   PUBLIC_BASEURL: z.url().optional(),
   REGISTRATION: z.enum(["closed", "token", "open"]).default("closed"),
   REGISTRATION_SHARED_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+  MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).max(5 * 1024 ** 3).default(50 * 1024 * 1024),
+  MEDIA_USER_QUOTA_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
+  MEDIA_MAX_PENDING_UPLOADS: z.coerce.number().int().min(1).default(10),
+  MEDIA_UNUSED_EXPIRY_MS: z.coerce.number().int().min(60_000).default(24 * 3600_000),
+  MEDIA_LEGACY_FREEZE_TS: z.coerce.number().int().min(0).default(0),
+  URL_PREVIEWS: z.enum(["on", "off"]).default("off"),
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
   SIGNING_KEY: z
     .string()
@@ -64,6 +88,14 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       publicBaseUrl: v.PUBLIC_BASEURL?.replace(/\/+$/, ""),
       registration: v.REGISTRATION,
       registrationSharedSecret: v.REGISTRATION_SHARED_SECRET,
+      media: {
+        maxUploadBytes: v.MAX_UPLOAD_BYTES,
+        userQuotaBytes: v.MEDIA_USER_QUOTA_BYTES,
+        maxPendingUploads: v.MEDIA_MAX_PENDING_UPLOADS,
+        unusedExpiryMs: v.MEDIA_UNUSED_EXPIRY_MS,
+        legacyFreezeTs: v.MEDIA_LEGACY_FREEZE_TS,
+        urlPreviews: v.URL_PREVIEWS === "on",
+      },
       rateLimits: v.RATE_LIMITS === "on",
       signingKey: v.SIGNING_KEY,
       jurisdiction: v.DATA_JURISDICTION,

@@ -11,6 +11,12 @@ export interface Env {
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;
   REGISTRATION_SHARED_SECRET?: string;
+  MAX_UPLOAD_BYTES?: string;
+  MEDIA_USER_QUOTA_BYTES?: string;
+  MEDIA_MAX_PENDING_UPLOADS?: string;
+  MEDIA_UNUSED_EXPIRY_MS?: string;
+  MEDIA_LEGACY_FREEZE_TS?: string;
+  URL_PREVIEWS?: string;
   RATE_LIMITS?: string;
   SIGNING_KEY?: string;
   DATA_JURISDICTION?: string;
