@@ -1186,6 +1186,19 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
+  /** The stored PDU (federation format) of an event, with its status; null if unknown. For
+   *  federation (/event, backfill) and tests. */
+  async getPdu(eventId: string): Promise<{ pdu: PDU; status: string; stream: number | null } | null> {
+    if (!this.rv) return null;
+    const se = this.loadEvent(eventId);
+    return se ? { pdu: se.ev.pdu, status: se.status, stream: se.stream } : null;
+  }
+
+  /** Current forward extremities (event IDs). */
+  async getForwardExtremities(): Promise<string[]> {
+    return this.sql.exec<{ event_id: string }>("SELECT event_id FROM extremities").toArray().map((r) => r.event_id);
+  }
+
   /** Stripped state for invites and knocks (spec: "Stripped state"): the sync and federation
    *  invite paths use it. */
   async getStrippedState(): Promise<JsonObject[]> {

@@ -38,6 +38,8 @@ export type RoomStub = Pick<
   | "timestampToEvent"
   | "getStrippedState"
   | "getTimelineSince"
+  | "getPdu"
+  | "getForwardExtremities"
 >;
 
 /** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first
