@@ -35,6 +35,14 @@ export interface Config {
   jurisdiction?: DurableObjectJurisdiction;
   locationHint?: DurableObjectLocationHint;
   accessTokenLifetimeMs: number;
+  /** Federation: plain http to peers named localhost:<port> / 127.0.0.1:<port> (dev and tests). */
+  federationHttpLoopback: boolean;
+  /** Notary servers asked for keys when a server cannot be reached directly. */
+  trustedKeyServers: string[];
+  /** DNS-over-HTTPS JSON endpoint for SRV and address lookups (Workers have no DNS API). */
+  dnsResolverUrl: string;
+  /** Previous signing keys, published under old_verify_keys (key rotation). */
+  oldVerifyKeys: { keyId: string; publicKey: string; expiredTs: number }[];
 }
 
 export class ConfigError extends Error {}
@@ -60,6 +68,21 @@ const schema = z.object({
   DATA_JURISDICTION: z.enum(["eu", "fedramp"]).optional(),
   DATA_LOCATION_HINT: z.enum(LOCATION_HINTS).optional(),
   ACCESS_TOKEN_LIFETIME_MS: z.coerce.number().int().min(60_000).optional(),
+  FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
+  TRUSTED_KEY_SERVERS: z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
+    .refine((l) => l.every(isValidServerName), "must be a comma-separated list of server names")
+    .optional(),
+  DNS_RESOLVER_URL: z.url().refine((u) => u.startsWith("https://") || u.startsWith("http://"), "must be an http(s) URL").optional(),
+  OLD_VERIFY_KEYS: z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
+    .refine(
+      (l) => l.every((x) => /^ed25519:[A-Za-z0-9_]+ [A-Za-z0-9+/]{43}=? [0-9]{1,15}$/.test(x)),
+      'must be a comma-separated list of "ed25519:<key id> <base64 public key> <expired_ts ms>"',
+    )
+    .optional(),
 });
 
 const cache = new WeakMap<object, Omit<Config, "serverName" | "publicBaseUrl"> & { serverName?: string; publicBaseUrl?: string }>();
@@ -101,6 +124,13 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       jurisdiction: v.DATA_JURISDICTION,
       locationHint: v.DATA_LOCATION_HINT,
       accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS ?? 24 * 3600_000,
+      federationHttpLoopback: v.FEDERATION_HTTP_LOOPBACK === "true",
+      trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
+      dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",
+      oldVerifyKeys: (v.OLD_VERIFY_KEYS ?? []).map((x) => {
+        const [keyId, publicKey, ts] = x.split(" ");
+        return { keyId, publicKey: publicKey.replace(/=$/, ""), expiredTs: Number(ts) };
+      }),
     };
     cache.set(env, parsed);
   }

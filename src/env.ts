@@ -1,5 +1,6 @@
 import type { RoomDO } from "../durable-objects/room";
 import type { RateLimiterDO } from "../durable-objects/rate-limiter";
+import type { SenderDO } from "../durable-objects/sender";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
 export interface Env {
@@ -7,6 +8,7 @@ export interface Env {
   MEDIA: R2Bucket;
   ROOMS: DurableObjectNamespace<RoomDO>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiterDO>;
+  FEDERATION_SENDER: DurableObjectNamespace<SenderDO>;
   SERVER_NAME?: string;
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;
@@ -22,4 +24,8 @@ export interface Env {
   DATA_JURISDICTION?: string;
   DATA_LOCATION_HINT?: string;
   ACCESS_TOKEN_LIFETIME_MS?: string;
+  FEDERATION_HTTP_LOOPBACK?: string;
+  TRUSTED_KEY_SERVERS?: string;
+  DNS_RESOLVER_URL?: string;
+  OLD_VERIFY_KEYS?: string;
 }

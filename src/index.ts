@@ -18,9 +18,11 @@ import { events } from "./api/client/events";
 import { timeline, timelineV1 } from "./api/client/timeline";
 import { directory } from "./api/client/directory";
 import { serverKeys } from "./api/federation/keys";
+import { federation } from "./api/federation";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
+export { SenderDO } from "../durable-objects/sender";
 
 const app = new Hono<AppEnv>();
 
@@ -54,6 +56,7 @@ client.route("/v1", timelineV1);
 app.route("/_matrix/client", client);
 app.route("/_synapse/admin", admin);
 app.route("/_matrix/key/v2", serverKeys);
+app.route("/_matrix/federation", federation);
 
 // Unknown endpoint → 404 M_UNRECOGNIZED; known endpoint, wrong method → 405 M_UNRECOGNIZED
 // (spec: Client-Server API "Common error codes").

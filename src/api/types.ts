@@ -12,5 +12,10 @@ export interface Auth {
 
 export type AppEnv = {
   Bindings: Env;
-  Variables: { config: Config; auth: Auth };
+  Variables: {
+    config: Config;
+    auth: Auth;
+    /** Federation routes: the sending server, verified from its X-Matrix signature. */
+    origin: string;
+  };
 };

@@ -1,0 +1,19 @@
+// /_matrix/federation/*: the version endpoint is public; everything else requires a valid
+// X-Matrix signature (src/api/middleware/federation-auth.ts) and sees c.var.origin.
+import { Hono } from "hono";
+import type { AppEnv } from "../types";
+import { federationAuth } from "../middleware/federation-auth";
+import { federationVersion } from "./version";
+import { transactions } from "./transactions";
+import { queries } from "./queries";
+
+export const federation = new Hono<AppEnv>();
+federation.route("/", federationVersion);
+
+/** Authenticated federation routes. Other federation areas (joins, backfill, ...) add themselves
+ *  here: `federationAuthed.route("/", myArea)`. */
+export const federationAuthed = new Hono<AppEnv>();
+federationAuthed.use("*", federationAuth);
+federationAuthed.route("/", transactions);
+federationAuthed.route("/", queries);
+federation.route("/", federationAuthed);

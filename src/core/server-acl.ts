@@ -1,0 +1,58 @@
+// Server ACLs (spec: Client-Server API "Server Access Control Lists (ACLs) for rooms", the
+// m.room.server_acl event schema, and Server-Server API "Server Access Control Lists"). Pure.
+
+/** Glob-style matching (spec: Appendices "Glob-style matching"): `*` any run of characters,
+ *  `?` exactly one; case-insensitive here, as server ACLs require. */
+export function globMatches(pattern: string, value: string): boolean {
+  const p = pattern.toLowerCase();
+  const v = value.toLowerCase();
+  // Iterative matcher with backtracking to the last `*` (linear-ish, no regex blow-up).
+  let pi = 0;
+  let vi = 0;
+  let star = -1;
+  let mark = 0;
+  while (vi < v.length) {
+    if (pi < p.length && (p[pi] === "?" || p[pi] === v[vi])) {
+      pi++;
+      vi++;
+    } else if (pi < p.length && p[pi] === "*") {
+      star = pi++;
+      mark = vi;
+    } else if (star >= 0) {
+      pi = star + 1;
+      vi = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (pi < p.length && p[pi] === "*") pi++;
+  return pi === p.length;
+}
+
+/** The host of a server name without its port ("evil.com:8448" → "evil.com", "[::1]:80" → "[::1]"). */
+export function hostWithoutPort(serverName: string): string {
+  if (serverName.startsWith("[")) {
+    const close = serverName.indexOf("]");
+    return close >= 0 ? serverName.slice(0, close + 1) : serverName;
+  }
+  const colon = serverName.lastIndexOf(":");
+  return colon >= 0 ? serverName.slice(0, colon) : serverName;
+}
+
+function isIpLiteral(host: string): boolean {
+  return host.startsWith("[") || /^[0-9]{1,3}(\.[0-9]{1,3}){3}$/.test(host);
+}
+
+/** Whether `serverName` may take part in a room whose current m.room.server_acl content is
+ *  `acl` (undefined/null: the room has no ACL). Rules in the spec's order:
+ *  1. no ACL → allow; 2. IP literal and allow_ip_literals === false → deny;
+ *  3. matches deny → deny; 4. matches allow → allow; 5. otherwise deny. */
+export function isServerAllowedByAcl(acl: Record<string, unknown> | null | undefined, serverName: string): boolean {
+  if (!acl) return true;
+  const host = hostWithoutPort(serverName);
+  // "Defaults to true if missing or otherwise not a boolean."
+  if (acl.allow_ip_literals === false && isIpLiteral(host)) return false;
+  const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
+  if (list(acl.deny).some((g) => globMatches(g, host))) return false;
+  return list(acl.allow).some((g) => globMatches(g, host));
+}
