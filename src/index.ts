@@ -18,6 +18,9 @@ import { events } from "./api/client/events";
 import { timeline, timelineV1 } from "./api/client/timeline";
 import { directory } from "./api/client/directory";
 import { serverKeys } from "./api/federation/keys";
+import { keys } from "./api/client/keys";
+import { crossSigning } from "./api/client/cross-signing";
+import { keyBackup } from "./api/client/key-backup";
 import { federation } from "./api/federation";
 
 export { RoomDO } from "../durable-objects/room";
@@ -46,6 +49,7 @@ app.route("/", wellKnown);
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline]) clientV3.route("/", area);
+for (const area of [keys, crossSigning, keyBackup]) clientV3.route("/", area);
 
 const client = new Hono<AppEnv>();
 client.route("/", versions);

@@ -4,6 +4,7 @@ import { and, eq, isNull } from "drizzle-orm";
 import type { DB } from "../db";
 import { accessTokens, devices, refreshTokens } from "../db/schema";
 import { randomString, randomToken, sha256Hex } from "./crypto-util";
+import { deleteDeviceE2ee } from "./e2ee";
 
 export interface IssuedTokens {
   access_token: string;
@@ -74,10 +75,12 @@ export async function revokeDeviceTokens(d: DB, userId: string, deviceId: string
   await d.delete(refreshTokens).where(and(eq(refreshTokens.userId, userId), eq(refreshTokens.deviceId, deviceId)));
 }
 
-/** Delete a device and everything that authenticates as it. */
+/** Delete a device and everything that authenticates as it, with its E2EE keys and one-time
+ *  keys; the device-list change is announced (spec: "Device management"). */
 export async function deleteDevice(d: DB, userId: string, deviceId: string): Promise<void> {
   await revokeDeviceTokens(d, userId, deviceId);
   await d.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
+  await deleteDeviceE2ee(d, userId, deviceId);
 }
 
 export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string): Promise<void> {

@@ -1,0 +1,152 @@
+// Device and one-time keys (spec: Client-Server API "End-to-End Encryption" → "Key management
+// API": POST /keys/upload, /keys/query, /keys/claim, GET /keys/changes).
+import { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { invalidParam, MatrixError } from "../errors";
+import { parseBody } from "../validate";
+import { requireAuth } from "../middleware/auth";
+import { parseUserId } from "../../core/ids";
+import {
+  changedDeviceLists,
+  checkDeviceKeys,
+  claimKey,
+  deviceListPositionFromToken,
+  oneTimeKeyCounts,
+  queryCrossSigningKeys,
+  queryDeviceKeys,
+  storeDeviceKeys,
+  storeFallbackKeys,
+  storeOneTimeKeys,
+  type DeviceKeysInput,
+  type Json,
+} from "../../services/e2ee";
+
+export const keys = new Hono<AppEnv>();
+keys.use("/keys/upload", requireAuth);
+keys.use("/keys/query", requireAuth);
+keys.use("/keys/claim", requireAuth);
+keys.use("/keys/changes", requireAuth);
+
+const signaturesSchema = z.record(z.string(), z.record(z.string(), z.string()));
+
+export const deviceKeysSchema = z
+  .object({
+    user_id: z.string(),
+    device_id: z.string(),
+    algorithms: z.array(z.string()),
+    keys: z.record(z.string(), z.string()),
+    signatures: signaturesSchema,
+  })
+  .loose();
+
+/** A one-time or fallback key: a bare curve25519 key, or a signed key object. */
+const keyMapSchema = z.record(z.string(), z.union([z.string(), z.object({ key: z.string() }).loose()]));
+
+export const uploadSchema = z.object({
+  device_keys: deviceKeysSchema.optional(),
+  one_time_keys: keyMapSchema.optional(),
+  fallback_keys: keyMapSchema.optional(),
+  // The MSC2732 name some clients still send.
+  "org.matrix.msc2732.fallback_keys": keyMapSchema.optional(),
+});
+
+/** Upload keys for one device: identity keys, one-time keys, fallback keys. Shared by
+ *  POST /keys/upload and the dehydrated-device PUT (MSC3814). */
+export async function uploadKeysFor(
+  env: AppEnv["Bindings"],
+  userId: string,
+  deviceId: string,
+  body: z.infer<typeof uploadSchema>,
+): Promise<void> {
+  if (body.device_keys) {
+    const err = await checkDeviceKeys(body.device_keys as DeviceKeysInput, userId, deviceId);
+    if (err) throw new MatrixError(400, "M_INVALID_PARAM", err);
+    await storeDeviceKeys(env, userId, deviceId, body.device_keys);
+  }
+  if (body.one_time_keys) await storeOneTimeKeys(env, userId, deviceId, body.one_time_keys);
+  const fallback = body.fallback_keys ?? body["org.matrix.msc2732.fallback_keys"];
+  if (fallback) await storeFallbackKeys(env, userId, deviceId, fallback);
+}
+
+// POST /keys/upload — "Publishes end-to-end encryption keys for the device."
+keys.post("/keys/upload", async (c) => {
+  const body = await parseBody(c, uploadSchema);
+  const { userId, deviceId } = c.var.auth;
+  await uploadKeysFor(c.env, userId, deviceId, body);
+  return c.json({ one_time_key_counts: await oneTimeKeyCounts(c.env, userId, deviceId) });
+});
+
+/** Split users into local ones and remote servers. Remote users would be asked over federation
+ *  (GET /_matrix/federation/v1/user/keys/query); until then their servers go to `failures`. */
+function partition(userIds: string[], serverName: string): { local: string[]; failures: Record<string, Json> } {
+  const local: string[] = [];
+  const failures: Record<string, Json> = {};
+  for (const u of userIds) {
+    const parsed = parseUserId(u, { historical: true });
+    if (!parsed) continue;
+    if (parsed.serverName === serverName) local.push(u);
+    else failures[parsed.serverName] = { status: 503, message: "Federated key queries are not available" };
+  }
+  return { local, failures };
+}
+
+// POST /keys/query — "Returns the current devices and identity keys for the given users."
+keys.post("/keys/query", async (c) => {
+  const body = await parseBody(
+    c,
+    z.object({ device_keys: z.record(z.string(), z.array(z.string())), timeout: z.number().optional(), token: z.string().optional() }),
+  );
+  const requester = c.var.auth.userId;
+  const { local, failures } = partition(Object.keys(body.device_keys), c.var.config.serverName);
+  const out = {
+    device_keys: {} as Record<string, Json>,
+    master_keys: {} as Record<string, Json>,
+    self_signing_keys: {} as Record<string, Json>,
+    user_signing_keys: {} as Record<string, Json>,
+    failures,
+  };
+  await Promise.all(
+    local.map(async (u) => {
+      const [devs, cs] = await Promise.all([queryDeviceKeys(c.env, u, body.device_keys[u]), queryCrossSigningKeys(c.env, requester, u)]);
+      out.device_keys[u] = devs;
+      if (cs.master) out.master_keys[u] = cs.master;
+      if (cs.self_signing) out.self_signing_keys[u] = cs.self_signing;
+      if (cs.user_signing) out.user_signing_keys[u] = cs.user_signing;
+    }),
+  );
+  return c.json(out);
+});
+
+// POST /keys/claim — "Claims one-time keys for use in pre-key messages." Each claim takes a key
+// atomically (services/e2ee.ts claimKey); an exhausted device yields its fallback key.
+keys.post("/keys/claim", async (c) => {
+  const body = await parseBody(
+    c,
+    z.object({ one_time_keys: z.record(z.string(), z.record(z.string(), z.string())), timeout: z.number().optional() }),
+  );
+  const { local, failures } = partition(Object.keys(body.one_time_keys), c.var.config.serverName);
+  const claimed: Record<string, Record<string, Record<string, unknown>>> = {};
+  for (const u of local) {
+    for (const [deviceId, algorithm] of Object.entries(body.one_time_keys[u])) {
+      const k = await claimKey(c.env, u, deviceId, algorithm);
+      if (k) ((claimed[u] ??= {})[deviceId] ??= {})[k.keyId] = k.key;
+    }
+  }
+  return c.json({ one_time_keys: claimed, failures });
+});
+
+// GET /keys/changes?from=&to= — users whose device lists changed between two sync tokens and
+// who share a room with the caller. `left` (users who no longer share a room) comes from
+// membership changes, which /sync reports; here it is always empty (see docs/architecture.md).
+keys.get("/keys/changes", async (c) => {
+  const from = c.req.query("from");
+  const to = c.req.query("to");
+  if (!from) throw new MatrixError(400, "M_MISSING_PARAM", "from is required");
+  if (!to) throw new MatrixError(400, "M_MISSING_PARAM", "to is required");
+  const f = deviceListPositionFromToken(from);
+  const t = deviceListPositionFromToken(to);
+  if (f === null || t === null) throw invalidParam("Invalid from/to token");
+  const changed = await changedDeviceLists(c.env, c.var.auth.userId, f, t);
+  return c.json({ changed, left: [] });
+});
