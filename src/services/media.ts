@@ -1,0 +1,292 @@
+// Content repository storage: metadata in D1 (`media`), bytes in R2.
+//
+// R2 layout (one prefix per origin server, so remote media cached later sits beside local media):
+//   media/<server_name>/<media_id>                      the content
+//   thumbnails/<server_name>/<media_id>/<W>x<H>-<method> generated thumbnails
+//   url-previews/<sha256 of url>                        cached preview_url answers (JSON)
+import type { Env } from "../env";
+import type { MediaConfig } from "../config";
+import { MatrixError, forbidden, notFound, tooLarge } from "../api/errors";
+import { randomString } from "./crypto-util";
+
+export interface MediaRecord {
+  serverName: string;
+  mediaId: string;
+  uploader: string | null;
+  contentType: string | null;
+  filename: string | null;
+  size: number | null;
+  sha256: string | null;
+  r2Key: string;
+  createdTs: number;
+  uploadedTs: number | null;
+  uploadStartedTs: number | null;
+  unusedExpiresTs: number | null;
+  quarantined: boolean;
+  quarantinedBy: string | null;
+}
+
+interface MediaRow {
+  server_name: string;
+  media_id: string;
+  uploader: string | null;
+  content_type: string | null;
+  filename: string | null;
+  size: number | null;
+  sha256: string | null;
+  r2_key: string;
+  created_ts: number;
+  uploaded_ts: number | null;
+  upload_started_ts: number | null;
+  unused_expires_ts: number | null;
+  quarantined: number;
+  quarantined_by: string | null;
+}
+
+const fromRow = (r: MediaRow): MediaRecord => ({
+  serverName: r.server_name,
+  mediaId: r.media_id,
+  uploader: r.uploader,
+  contentType: r.content_type,
+  filename: r.filename,
+  size: r.size,
+  sha256: r.sha256,
+  r2Key: r.r2_key,
+  createdTs: r.created_ts,
+  uploadedTs: r.uploaded_ts,
+  uploadStartedTs: r.upload_started_ts,
+  unusedExpiresTs: r.unused_expires_ts,
+  quarantined: !!r.quarantined,
+  quarantinedBy: r.quarantined_by,
+});
+
+export const mediaKey = (serverName: string, mediaId: string) => `media/${serverName}/${mediaId}`;
+export const thumbnailPrefix = (serverName: string, mediaId: string) => `thumbnails/${serverName}/${mediaId}/`;
+
+/** A PUT that started this long ago and never finished no longer holds the media ID. */
+const STALE_UPLOAD_MS = 15 * 60_000;
+
+export function newMediaId(): string {
+  return randomString(24);
+}
+
+export async function getMedia(env: Env, serverName: string, mediaId: string): Promise<MediaRecord | null> {
+  const row = await env.DB.prepare("SELECT * FROM media WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).first<MediaRow>();
+  return row ? fromRow(row) : null;
+}
+
+export async function isServerAdmin(env: Env, userId: string): Promise<boolean> {
+  const row = await env.DB.prepare("SELECT admin FROM users WHERE user_id = ?").bind(userId).first<{ admin: number }>();
+  return !!row?.admin;
+}
+
+/** Bytes of finished uploads a user has stored. */
+export async function storedBytes(env: Env, userId: string): Promise<number> {
+  const row = await env.DB.prepare("SELECT COALESCE(SUM(size), 0) AS n FROM media WHERE uploader = ? AND uploaded_ts IS NOT NULL")
+    .bind(userId)
+    .first<{ n: number }>();
+  return row?.n ?? 0;
+}
+
+/** Spec "Security considerations": too much stored → 403 M_FORBIDDEN. */
+async function checkQuota(env: Env, cfg: MediaConfig, userId: string, incoming: number): Promise<void> {
+  if (cfg.userQuotaBytes === 0) return;
+  if ((await storedBytes(env, userId)) + incoming > cfg.userQuotaBytes) {
+    throw forbidden(`Media quota exceeded: ${cfg.userQuotaBytes} bytes per user`);
+  }
+}
+
+function hex(buf: ArrayBuffer): string {
+  return Array.from(new Uint8Array(buf), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Stream `body` into R2 at `key`, hashing on the way. With a Content-Length the bytes go straight
+ *  through (R2 needs a known length: FixedLengthStream); without one (chunked uploads) they are
+ *  collected up to `maxBytes` and then written. Too large → 413 M_TOO_LARGE. */
+export async function writeContent(
+  env: Env,
+  key: string,
+  body: ReadableStream<Uint8Array> | null,
+  contentLength: number | undefined,
+  maxBytes: number,
+  contentType: string,
+): Promise<{ size: number; sha256: string }> {
+  const tooBig = () => tooLarge(`Cannot upload files larger than ${maxBytes} bytes`);
+  if (contentLength !== undefined && contentLength > maxBytes) throw tooBig();
+  const httpMetadata = { contentType };
+  if (!body || contentLength === 0) {
+    const empty = new Uint8Array(0);
+    await env.MEDIA.put(key, empty, { httpMetadata });
+    return { size: 0, sha256: hex(await crypto.subtle.digest("SHA-256", empty)) };
+  }
+  if (contentLength !== undefined) {
+    const digest = new crypto.DigestStream("SHA-256");
+    const digestWriter = digest.getWriter();
+    let size = 0;
+    const hashing = new TransformStream<Uint8Array, Uint8Array>({
+      async transform(chunk, controller) {
+        size += chunk.byteLength;
+        if (size > contentLength) throw new Error("body longer than Content-Length");
+        await digestWriter.write(chunk);
+        controller.enqueue(chunk);
+      },
+    });
+    const fixed = new FixedLengthStream(contentLength);
+    const piping = body.pipeThrough(hashing).pipeTo(fixed.writable);
+    try {
+      await Promise.all([env.MEDIA.put(key, fixed.readable, { httpMetadata }), piping]);
+    } catch {
+      await env.MEDIA.delete(key).catch(() => undefined);
+      throw new MatrixError(400, "M_UNKNOWN", "Upload body did not match its Content-Length");
+    }
+    await digestWriter.close();
+    return { size, sha256: hex(await digest.digest) };
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > maxBytes) {
+      await reader.cancel();
+      throw tooBig();
+    }
+    chunks.push(value);
+  }
+  const all = new Uint8Array(size);
+  let at = 0;
+  for (const ch of chunks) {
+    all.set(ch, at);
+    at += ch.byteLength;
+  }
+  await env.MEDIA.put(key, all, { httpMetadata });
+  return { size, sha256: hex(await crypto.subtle.digest("SHA-256", all)) };
+}
+
+export interface UploadInput {
+  userId: string;
+  contentType: string;
+  filename: string | null;
+  body: ReadableStream<Uint8Array> | null;
+  contentLength: number | undefined;
+}
+
+/** Store a finished upload and record it (POST /_matrix/media/v3/upload). */
+export async function uploadMedia(env: Env, cfg: MediaConfig, serverName: string, input: UploadInput): Promise<string> {
+  await checkQuota(env, cfg, input.userId, input.contentLength ?? 0);
+  const mediaId = newMediaId();
+  const key = mediaKey(serverName, mediaId);
+  const { size, sha256 } = await writeContent(env, key, input.body, input.contentLength, cfg.maxUploadBytes, input.contentType);
+  if (input.contentLength === undefined) {
+    // Chunked upload: the size is known only now.
+    try {
+      await checkQuota(env, cfg, input.userId, size);
+    } catch (e) {
+      await env.MEDIA.delete(key);
+      throw e;
+    }
+  }
+  const now = Date.now();
+  await env.DB.prepare(
+    `INSERT INTO media (server_name, media_id, uploader, content_type, filename, size, sha256, r2_key, created_ts, uploaded_ts)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+  )
+    .bind(serverName, mediaId, input.userId, input.contentType, input.filename, size, sha256, key, now, now)
+    .run();
+  return mediaId;
+}
+
+/** Forget media IDs from /create whose time ran out without content (a bounded batch per call). */
+export async function purgeExpiredPending(env: Env, now = Date.now()): Promise<void> {
+  await env.DB.prepare(
+    `DELETE FROM media WHERE rowid IN (SELECT rowid FROM media
+       WHERE uploaded_ts IS NULL AND unused_expires_ts IS NOT NULL AND unused_expires_ts < ? LIMIT 100)`,
+  )
+    .bind(now)
+    .run();
+}
+
+/** POST /_matrix/media/v1/create: reserve a media ID for a later PUT. The spec asks servers to
+ *  limit concurrent pending uploads per user with 429 M_LIMIT_EXCEEDED. */
+export async function createPendingMedia(env: Env, cfg: MediaConfig, serverName: string, userId: string): Promise<{ mediaId: string; expiresTs: number }> {
+  const now = Date.now();
+  await purgeExpiredPending(env, now);
+  const pending = await env.DB.prepare("SELECT COUNT(*) AS n FROM media WHERE uploader = ? AND uploaded_ts IS NULL AND unused_expires_ts >= ?")
+    .bind(userId, now)
+    .first<{ n: number }>();
+  if ((pending?.n ?? 0) >= cfg.maxPendingUploads) {
+    throw new MatrixError(429, "M_LIMIT_EXCEEDED", `Too many pending uploads (at most ${cfg.maxPendingUploads})`, {
+      retry_after_ms: cfg.unusedExpiryMs,
+    });
+  }
+  const mediaId = newMediaId();
+  const expiresTs = now + cfg.unusedExpiryMs;
+  await env.DB.prepare(
+    `INSERT INTO media (server_name, media_id, uploader, r2_key, created_ts, unused_expires_ts) VALUES (?, ?, ?, ?, ?, ?)`,
+  )
+    .bind(serverName, mediaId, userId, mediaKey(serverName, mediaId), now, expiresTs)
+    .run();
+  return { mediaId, expiresTs };
+}
+
+/** PUT /_matrix/media/v3/upload/{serverName}/{mediaId}: content for a reserved ID. Unknown or
+ *  expired → 404 M_NOT_FOUND; someone else's → 403 M_FORBIDDEN; already has content (or another
+ *  PUT is writing it) → 409 M_CANNOT_OVERWRITE_MEDIA. */
+export async function uploadToPending(env: Env, cfg: MediaConfig, serverName: string, mediaId: string, input: UploadInput): Promise<void> {
+  const now = Date.now();
+  const row = await getMedia(env, serverName, mediaId);
+  if (!row || row.uploader === null) throw notFound("Unknown media ID");
+  if (row.uploader !== input.userId) throw forbidden("This media ID was created by another user");
+  if (row.uploadedTs !== null) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded");
+  if (row.unusedExpiresTs !== null && row.unusedExpiresTs < now) throw notFound("Media ID has expired");
+  await checkQuota(env, cfg, input.userId, input.contentLength ?? 0);
+  const claim = await env.DB.prepare(
+    `UPDATE media SET upload_started_ts = ? WHERE server_name = ? AND media_id = ? AND uploaded_ts IS NULL
+       AND (upload_started_ts IS NULL OR upload_started_ts < ?)`,
+  )
+    .bind(now, serverName, mediaId, now - STALE_UPLOAD_MS)
+    .run();
+  if (claim.meta.changes !== 1) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media is already being uploaded");
+  let result: { size: number; sha256: string };
+  try {
+    result = await writeContent(env, row.r2Key, input.body, input.contentLength, cfg.maxUploadBytes, input.contentType);
+    if (input.contentLength === undefined) await checkQuota(env, cfg, input.userId, result.size);
+  } catch (e) {
+    await env.MEDIA.delete(row.r2Key).catch(() => undefined);
+    await env.DB.prepare("UPDATE media SET upload_started_ts = NULL WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).run();
+    throw e;
+  }
+  await env.DB.prepare(
+    `UPDATE media SET content_type = ?, filename = ?, size = ?, sha256 = ?, uploaded_ts = ?, upload_started_ts = NULL,
+       unused_expires_ts = NULL WHERE server_name = ? AND media_id = ?`,
+  )
+    .bind(input.contentType, input.filename, result.size, result.sha256, Date.now(), serverName, mediaId)
+    .run();
+}
+
+/** Quarantine (or release) one item: quarantined media answers 404 to everyone but server
+ *  admins. For the admin API. Returns false when there is no such media. */
+export async function quarantineMedia(env: Env, serverName: string, mediaId: string, by: string | null, quarantined = true): Promise<boolean> {
+  const r = await env.DB.prepare("UPDATE media SET quarantined = ?, quarantined_by = ? WHERE server_name = ? AND media_id = ?")
+    .bind(quarantined ? 1 : 0, quarantined ? by : null, serverName, mediaId)
+    .run();
+  return r.meta.changes === 1;
+}
+
+/** Delete one item: its content, its thumbnails and its row. For the admin API. */
+export async function deleteMedia(env: Env, serverName: string, mediaId: string): Promise<boolean> {
+  const row = await getMedia(env, serverName, mediaId);
+  if (!row) return false;
+  const prefix = thumbnailPrefix(serverName, mediaId);
+  for (let cursor: string | undefined; ; ) {
+    const list = await env.MEDIA.list({ prefix, cursor });
+    if (list.objects.length) await env.MEDIA.delete(list.objects.map((o) => o.key));
+    if (!list.truncated) break;
+    cursor = list.cursor;
+  }
+  await env.MEDIA.delete(row.r2Key);
+  await env.DB.prepare("DELETE FROM media WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).run();
+  return true;
+}
