@@ -1,0 +1,105 @@
+// URL previews with a fake fetch (no traffic leaves the test): Open Graph extraction, og:image
+// stored as local media, every redirect hop re-checked by the SSRF guard, caching.
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:test";
+import { previewUrl, type Fetcher } from "../../src/services/url-preview";
+import { parseConfig } from "../../src/config";
+import { MatrixError } from "../../src/api/errors";
+import { makeImage } from "./media-fixtures";
+
+const cfg = parseConfig(env).media;
+const base = { env, cfg, serverName: "test.local", userId: "@previewer:test.local" };
+
+function fakeWeb(pages: Record<string, () => Response>): { fetcher: Fetcher; requested: string[] } {
+  const requested: string[] = [];
+  const fetcher: Fetcher = async (url, init) => {
+    requested.push(url);
+    expect(init.redirect).toBe("manual");
+    const page = pages[url];
+    if (!page) return new Response("not found", { status: 404 });
+    return page();
+  };
+  return { fetcher, requested };
+}
+
+const html = (body: string) => () => new Response(body, { headers: { "content-type": "text/html; charset=utf-8" } });
+const redirect = (to: string) => () => new Response(null, { status: 302, headers: { location: to } });
+
+async function rejection(p: Promise<unknown>): Promise<MatrixError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof MatrixError) return e;
+    throw e;
+  }
+  throw new Error("expected a MatrixError");
+}
+
+describe("previewUrl", () => {
+  it("returns Open Graph data and stores og:image as local media", async () => {
+    const png = makeImage("png", 64, 48);
+    const { fetcher, requested } = fakeWeb({
+      "https://blog.example/post": html(
+        `<html><head><title>T</title><meta property="og:title" content="Post"><meta property="og:image" content="/i.png"></head></html>`,
+      ),
+      "https://blog.example/i.png": () => new Response(png, { headers: { "content-type": "image/png" } }),
+    });
+    const og = await previewUrl({ ...base, fetcher }, "https://blog.example/post");
+    expect(og).toMatchObject({
+      "og:title": "Post",
+      "og:image:type": "image/png",
+      "og:image:width": 64,
+      "og:image:height": 48,
+      "matrix:image:size": png.byteLength,
+    });
+    const mediaId = String(og["og:image"]).replace(/^mxc:\/\/test\.local\//, "");
+    const stored = await env.MEDIA.get(`media/test.local/${mediaId}`);
+    expect(new Uint8Array(await stored!.arrayBuffer())).toEqual(png);
+    expect(requested).toEqual(["https://blog.example/post", "https://blog.example/i.png"]);
+
+    // cached: no second fetch
+    const again = await previewUrl({ ...base, fetcher }, "https://blog.example/post");
+    expect(again).toEqual(og);
+    expect(requested).toHaveLength(2);
+  });
+
+  it("re-checks redirect targets and never fetches a blocked one", async () => {
+    const { fetcher, requested } = fakeWeb({
+      "https://short.example/x": redirect("http://169.254.169.254/latest/meta-data/"),
+      "https://short.example/y": redirect("http://[::1]:8008/_matrix/client/versions"),
+    });
+    for (const u of ["https://short.example/x", "https://short.example/y"]) {
+      const e = await rejection(previewUrl({ ...base, fetcher }, u));
+      expect(e.status).toBe(403);
+      expect(e.errcode).toBe("M_FORBIDDEN");
+    }
+    expect(requested).toEqual(["https://short.example/x", "https://short.example/y"]);
+  });
+
+  it("drops an og:image that points inside, keeping the rest of the preview", async () => {
+    const { fetcher, requested } = fakeWeb({
+      "https://p.example/": html(`<meta property="og:title" content="T"><meta property="og:image" content="http://10.0.0.1/secret.png">`),
+    });
+    expect(await previewUrl({ ...base, fetcher }, "https://p.example/")).toEqual({ "og:title": "T" });
+    expect(requested).toEqual(["https://p.example/"]);
+  });
+
+  it("stops after too many redirects and reports failures as 502", async () => {
+    const { fetcher } = fakeWeb({
+      "https://loop.example/1": redirect("/2"),
+      "https://loop.example/2": redirect("/3"),
+      "https://loop.example/3": redirect("/4"),
+      "https://loop.example/4": redirect("/5"),
+    });
+    expect((await rejection(previewUrl({ ...base, fetcher }, "https://loop.example/1"))).status).toBe(502);
+    expect((await rejection(previewUrl({ ...base, fetcher }, "https://loop.example/missing"))).status).toBe(502);
+  });
+
+  it("refuses blocked URLs without fetching", async () => {
+    const { fetcher, requested } = fakeWeb({});
+    for (const u of ["http://127.0.0.1/", "http://[::1]/", "http://10.0.0.1/", "http://169.254.169.254/", "http://[fd00::1]/"]) {
+      expect((await rejection(previewUrl({ ...base, fetcher }, u))).errcode).toBe("M_FORBIDDEN");
+    }
+    expect(requested).toEqual([]);
+  });
+});
