@@ -6,7 +6,15 @@ import { env, SELF, runDurableObjectAlarm } from "cloudflare:test";
 import { call, registerUser, SERVER, BASE } from "./helpers";
 import { generateSigningKey, signJson, verifyJsonSignature, type SigningKey } from "../../src/core/signing";
 import { signRequest, formatXMatrix, parseXMatrix } from "../../src/core/x-matrix";
-import { storeKeyResponse, validateKeyResponse, resetKeyFetchThrottle, type ServerKeys } from "../../src/services/federation/keys";
+import {
+  getVerifyKey,
+  ownKeyResponse,
+  storeKeyResponse,
+  validateKeyResponse,
+  resetKeyFetchThrottle,
+  type ServerKeys,
+} from "../../src/services/federation/keys";
+import { parseConfig } from "../../src/config";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { registerEduHandler } from "../../src/services/federation/inbound";
 import { clearDiscoveryCache } from "../../src/services/federation/discovery";
@@ -193,6 +201,63 @@ describe("keys and notary", () => {
     expect(p.body.server_keys.map((k: ServerKeys) => k.server_name).sort()).toEqual([REMOTE, SERVER].sort());
     expect((await call("POST", "/_matrix/key/v2/query", { body: { server_keys: {} } })).body).toEqual({ server_keys: [] });
     expect((await call("POST", "/_matrix/key/v2/query", { body: { nope: 1 } })).status).toBe(400);
+  });
+});
+
+describe("key validity rules", () => {
+  it("requests need a current key; events may use old keys before they expired; validity is capped at 7 days", async () => {
+    const cur = await generateSigningKey("ed25519:cur");
+    const old = await generateSigningKey("ed25519:old");
+    const now = Date.now();
+    const resp = await signJson(
+      {
+        server_name: "rot.test",
+        verify_keys: { [cur.keyId]: { key: cur.publicKey } },
+        old_verify_keys: { [old.keyId]: { key: old.publicKey, expired_ts: now - 1000 } },
+        valid_until_ts: now + 365 * 24 * 3600_000,
+      },
+      "rot.test",
+      cur,
+    );
+    expect(await validateKeyResponse(resp, "rot.test")).toBeUndefined();
+    await storeKeyResponse(env, resp, "rot.test", now);
+    const ctx = { env, config: parseConfig(env) };
+    const c = await getVerifyKey(ctx, "rot.test", cur.keyId, { purpose: "request" });
+    expect(c?.publicKey).toBe(cur.publicKey);
+    expect(c!.validUntilTs).toBeLessThanOrEqual(now + 7 * 24 * 3600_000);
+    // Old keys never authenticate requests...
+    expect(await getVerifyKey(ctx, "rot.test", old.keyId, { purpose: "request" })).toBeUndefined();
+    // ...but verify events from before they expired, not after.
+    expect((await getVerifyKey(ctx, "rot.test", old.keyId, { purpose: "event", ts: now - 5000 }))?.publicKey).toBe(old.publicKey);
+    expect(await getVerifyKey(ctx, "rot.test", old.keyId, { purpose: "event", ts: now })).toBeUndefined();
+    // Beyond valid_until_ts (capped): not valid for an event from then.
+    expect(await getVerifyKey(ctx, "rot.test", cur.keyId, { purpose: "event", ts: now + 8 * 24 * 3600_000 })).toBeUndefined();
+    expect((await getVerifyKey(ctx, "rot.test", cur.keyId, { purpose: "event" }))?.publicKey).toBe(cur.publicKey);
+  });
+
+  it("an expired cached key is refetched; a response for another server is refused", async () => {
+    const k = await generateSigningKey();
+    const stale = await keyResponse("stale.test", k, -1000); // already expired
+    await storeKeyResponse(env, stale, "stale.test");
+    const ctx = { env, config: parseConfig(env) };
+    let fetches = 0;
+    setFederationFetch(async (input) => {
+      // Discovery (well-known, DNS-over-HTTPS) goes through the same fetch; count key fetches.
+      if (String(input) === "https://stale.test:8448/_matrix/key/v2/server") fetches++;
+      return Response.json(await keyResponse("stale.test", k));
+    });
+    expect((await getVerifyKey(ctx, "stale.test", k.keyId, { purpose: "request" }))?.publicKey).toBe(k.publicKey);
+    expect(fetches).toBe(1);
+    const k2 = await generateSigningKey();
+    setFederationFetch(async () => Response.json(await keyResponse("liar.test", k2)));
+    expect(await getVerifyKey(ctx, "victim.test", k2.keyId, { purpose: "request" })).toBeUndefined();
+  });
+
+  it("publishes configured old keys (key rotation) under old_verify_keys", async () => {
+    const config = { ...parseConfig(env), oldVerifyKeys: [{ keyId: "ed25519:retired", publicKey: "A".repeat(43), expiredTs: 1234 }] };
+    const r = await ownKeyResponse(env, config);
+    expect(r.old_verify_keys).toMatchObject({ "ed25519:retired": { key: "A".repeat(43), expired_ts: 1234 } });
+    expect(await validateKeyResponse(r, SERVER)).toBeUndefined();
   });
 });
 

@@ -322,3 +322,11 @@ async function cachedResponses(env: Env, server: string): Promise<{ valid_until_
   }
   return out;
 }
+
+/** For the RoomDO's signature checks (server-server API "Validating hashes and signatures on
+ *  received events"): the public key `server` signed an event with, or undefined. Pass the
+ *  event's origin_server_ts as `ts` when the room version enforces key validity (v5+). */
+export async function verifyKeyForEvent(env: Env, config: Config, server: string, keyId: string, ts?: number): Promise<string | undefined> {
+  const k = await getVerifyKey({ env, config }, server, keyId, { purpose: "event", ts });
+  return k?.publicKey;
+}
