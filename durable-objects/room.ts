@@ -52,6 +52,8 @@ import { isEventVisible, parseHistoryVisibility, type HistoryVisibility } from "
 import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
+import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { buildNotice, notifyRoomEvent, recipientsOf } from "../src/services/notifier";
 
 // ---------------------------------------------------------------------------------------------
 // RPC types (shared with src/services/rooms.ts).
@@ -273,7 +275,7 @@ export class RoomDO extends DurableObject<Env> {
     createPdu: PDU;
     events: LocalEventSpec[];
   }): Promise<RoomResult<{ roomId: string; eventIds: string[] }>> {
-    return this.serial(async () => {
+    const r = await this.serial(async () => {
       try {
         if (this.roomId) fail(409, "M_ROOM_IN_USE", "Room already exists");
         const rv = getRoomVersion(args.roomVersion);
@@ -300,12 +302,14 @@ export class RoomDO extends DurableObject<Env> {
         return asRoomError(e);
       }
     });
+    if (r.ok) await this.fannedOut(r.value.eventIds);
+    return r;
   }
 
   /** Build, sign and admit an event for a local user: prev_events = the forward extremities,
    *  auth_events by the auth events selection over the state before it, depth = max(prev) + 1. */
   async createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {
-    return this.serial(async () => {
+    const r = await this.serial(async () => {
       try {
         const eventId = await this.createLocalEventInner(spec);
         return { ok: true as const, value: { eventId, stream: this.loadEvent(eventId)?.stream ?? this.stream } };
@@ -313,11 +317,24 @@ export class RoomDO extends DurableObject<Env> {
         return asRoomError(e);
       }
     });
+    if (r.ok) await this.fannedOut([r.value.eventId]);
+    return r;
   }
 
   /** The one door for events signed elsewhere (federation). `origin` is the sending server. */
   async admit(pdu: PDU, origin: string): Promise<AdmitOutcome> {
-    return this.serial(() => this.admitInner(pdu, origin, { local: false }));
+    const out = await this.serial(() => this.admitInner(pdu, origin, { local: false }));
+    if (out.eventId) await this.fannedOut([out.eventId]);
+    return out;
+  }
+
+  /** Fan-outs still in flight, by event ID (see notify). */
+  private fanOuts = new Map<string, Promise<void>>();
+
+  /** Wait until the sync hubs have heard of these events, so a send that returns is visible in
+   *  the recipients' next /sync. Outside `serial`: the next write does not wait for fan-out. */
+  private async fannedOut(eventIds: string[]): Promise<void> {
+    await Promise.all(eventIds.map((id) => this.fanOuts.get(id)));
   }
 
   private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
@@ -412,8 +429,41 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   /** Called after each accepted event is committed. The sync work wires UserDOs here (wake the
-   *  affected local users), the federation work its Sender DOs. */
-  protected notify(_event: RoomEvent, _stream: number): void {}
+   *  affected local users), the federation work its Sender DOs. Not awaited inside `serial`;
+   *  the write RPCs wait for it before returning (fannedOut), so when a send returns every local
+   *  recipient's sync hub knows about the event (src/services/notifier.ts). */
+  protected async notify(event: RoomEvent, stream: number): Promise<void> {
+    const room = this.fanOutFacts();
+    const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    const notice = buildNotice({
+      roomId: this.roomId!,
+      stream,
+      event: { event_id: event.event_id, room_id: this.roomId!, type: event.type, sender: event.sender, content: event.content, origin_server_ts: event.origin_server_ts, ...(event.state_key !== undefined ? { state_key: event.state_key } : {}) },
+      memberCount: room.memberCount,
+      senderPowerLevel: powerLevelOf(event.sender, st, this.rv!),
+      powerLevels: st.get(POWER_KEY)?.content,
+      encrypted: room.encrypted,
+    });
+    await notifyRoomEvent(this.env, notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.serverName}`)));
+  }
+
+  private fanOutCache?: { group: number | null; joinedLocal: string[]; memberCount: number; encrypted: boolean };
+
+  /** Joined local users, joined count and encryption of the current state (cached per group). */
+  private fanOutFacts(): { joinedLocal: string[]; memberCount: number; encrypted: boolean } {
+    if (this.fanOutCache && this.fanOutCache.group === this.currentGroup) return this.fanOutCache;
+    const joinedLocal: string[] = [];
+    let memberCount = 0;
+    const st = this.groupState(this.currentGroup);
+    for (const [k, id] of st) {
+      if (!k.startsWith("m.room.member\u0000") || this.loadEvent(id)?.ev.content.membership !== "join") continue;
+      memberCount++;
+      const u = splitStateKey(k)[1];
+      if (u.endsWith(`:${this.serverName}`)) joinedLocal.push(u);
+    }
+    this.fanOutCache = { group: this.currentGroup, joinedLocal, memberCount, encrypted: st.has(stateKey("m.room.encryption", "")) };
+    return this.fanOutCache;
+  }
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
    *  leaves no trace. */
@@ -473,7 +523,9 @@ export class RoomDO extends DurableObject<Env> {
     }
     if (out.status === "accepted") {
       await this.afterCommit();
-      this.notify(ev, out.stream!);
+      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      this.fanOuts.set(ev.event_id, fan);
+      void fan.finally(() => this.fanOuts.delete(ev.event_id));
     }
     return out;
   }
@@ -1215,6 +1267,29 @@ export class RoomDO extends DurableObject<Env> {
       }
     }
     return out;
+  }
+
+  /** /sync's view of this room for one user between two stream positions (the user's sync hub
+   *  supplies them): timeline, state / state_after, summary. See durable-objects/room-sync.ts. */
+  async syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
+    return this.wrap(() => {
+      this.requireRoom();
+      return syncRoomView<StoredEvent>(
+        {
+          eventsDesc: (upTo, since, limit) =>
+            this.sql
+              .exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", upTo, since, limit)
+              .toArray()
+              .map((r) => this.events.get(r.event_id) ?? this.fromRow(r)),
+          visibleFor: (u) => this.visibilityFor(u),
+          stateAt: (n) => this.groupState(this.groupAtStream(n)),
+          load: (id) => this.loadEvent(id),
+          toClient: (e, now) => this.toClient(e, req, now),
+        },
+        req.userId,
+        q,
+      );
+    });
   }
 
   /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,

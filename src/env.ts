@@ -1,5 +1,6 @@
 import type { RoomDO } from "../durable-objects/room";
 import type { RateLimiterDO } from "../durable-objects/rate-limiter";
+import type { UserDO } from "../durable-objects/user";
 import type { SenderDO } from "../durable-objects/sender";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
@@ -8,6 +9,8 @@ export interface Env {
   MEDIA: R2Bucket;
   ROOMS: DurableObjectNamespace<RoomDO>;
   RATE_LIMITER: DurableObjectNamespace<RateLimiterDO>;
+  /** Sync hubs, one per local user (durable-objects/user.ts). */
+  USERS: DurableObjectNamespace<UserDO>;
   FEDERATION_SENDER: DurableObjectNamespace<SenderDO>;
   SERVER_NAME?: string;
   PUBLIC_BASEURL?: string;
@@ -24,6 +27,8 @@ export interface Env {
   DATA_JURISDICTION?: string;
   DATA_LOCATION_HINT?: string;
   ACCESS_TOKEN_LIFETIME_MS?: string;
+  /** "off" disables presence (big servers do): PUT is accepted, nothing is fanned out. */
+  PRESENCE?: string;
   FEDERATION_HTTP_LOOPBACK?: string;
   TRUSTED_KEY_SERVERS?: string;
   DNS_RESOLVER_URL?: string;

@@ -18,6 +18,13 @@ import { events } from "./api/client/events";
 import { timeline, timelineV1 } from "./api/client/timeline";
 import { directory } from "./api/client/directory";
 import { serverKeys } from "./api/federation/keys";
+import { sync } from "./api/client/sync";
+import { filters } from "./api/client/filter";
+import { typing } from "./api/client/typing";
+import { receipts } from "./api/client/receipts";
+import { accountData } from "./api/client/account-data";
+import { presence } from "./api/client/presence";
+import { pushRules } from "./api/client/push-rules";
 import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { keys } from "./api/client/keys";
 import { crossSigning } from "./api/client/cross-signing";
@@ -26,6 +33,7 @@ import { federation } from "./api/federation";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
+export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
 
 const app = new Hono<AppEnv>();
@@ -50,6 +58,7 @@ app.route("/", wellKnown);
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline]) clientV3.route("/", area);
+for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup]) clientV3.route("/", area);
 
 const client = new Hono<AppEnv>();

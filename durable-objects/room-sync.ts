@@ -1,0 +1,148 @@
+// /sync's view of one room for one user, computed inside the RoomDO (RoomDO.syncRoom) from a
+// narrow set of its primitives, so the algorithm reads as one piece (spec: Client-Server API
+// "Syncing", GET /sync → rooms.join / rooms.leave; MSC4222 state_after; "Lazy-loading room
+// members").
+//
+// Ranges are room stream positions: the hub (UserDO) says the client has seen everything up to
+// `since` and may now see up to `upTo`. The timeline is the newest `limit` visible events in
+// (since, upTo]; when more exist it is `limited` and `prev_batch` ("t<n>", the /messages token
+// form) points just before the oldest returned event, so /messages dir=b from there reaches every
+// event of the gap.
+import type { JsonObject, RoomEvent, StateIdMap } from "../src/core/types";
+import { splitStateKey, stateKey } from "../src/core/types";
+import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
+
+export interface SyncEvent {
+  ev: RoomEvent;
+  stream: number | null;
+}
+
+/** What syncRoomView needs from the RoomDO. */
+export interface RoomSyncAccess<E extends SyncEvent> {
+  /** Accepted events with since < stream <= upTo, newest first, at most `limit`. */
+  eventsDesc(upTo: number, since: number, limit: number): E[];
+  /** History-visibility check for one user. */
+  visibleFor(userId: string): (e: E) => boolean;
+  /** Room state at a stream position (after the newest event with stream <= n). */
+  stateAt(n: number): StateIdMap;
+  load(eventId: string): E | undefined;
+  toClient(e: E, now: number): JsonObject;
+}
+
+export interface RoomSyncQuery {
+  /** Room stream position already seen; null = the room is new to the client. */
+  since: number | null;
+  upTo: number;
+  limit: number;
+  timeline?: RoomEventFilter;
+  state?: RoomEventFilter;
+  lazyLoadMembers: boolean;
+  fullState: boolean;
+  /** MSC4222 / v1.16 use_state_after: state up to the end of the timeline in `state_after`. */
+  useStateAfter: boolean;
+}
+
+export interface RoomSyncView {
+  timeline: { events: JsonObject[]; limited: boolean; prev_batch: string };
+  state?: { events: JsonObject[] };
+  state_after?: { events: JsonObject[] };
+  summary: { "m.heroes": string[]; "m.joined_member_count": number; "m.invited_member_count": number };
+}
+
+const SCAN_PAGE = 100;
+const SCAN_MAX = 5000;
+const MEMBER_PREFIX = "m.room.member\u0000";
+
+export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userId: string, q: RoomSyncQuery): RoomSyncView {
+  const now = Date.now();
+  const visible = room.visibleFor(userId);
+  const floor = q.since ?? -1;
+  const timelineFilter = q.timeline ? { ...q.timeline, rooms: undefined, not_rooms: undefined } : undefined;
+
+  // Timeline: newest first until `limit` are picked, then look for one more to decide `limited`.
+  const picked: E[] = [];
+  let limited = false;
+  let pos = q.upTo;
+  let scanned = 0;
+  outer: while (scanned < SCAN_MAX) {
+    const page = room.eventsDesc(pos, floor, SCAN_PAGE);
+    if (page.length === 0) break;
+    for (const e of page) {
+      scanned++;
+      pos = e.stream! - 1;
+      if (!visible(e) || !matchesRoomEventFilter(timelineFilter, e.ev)) continue;
+      if (picked.length >= q.limit) {
+        limited = true;
+        break outer;
+      }
+      picked.push(e);
+    }
+    if (page.length < SCAN_PAGE) break;
+  }
+  if (scanned >= SCAN_MAX && pos > floor) limited = true;
+  picked.reverse();
+  const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
+  const timeline = {
+    events: picked.map((e) => room.toClient(e, now)),
+    limited,
+    prev_batch: `t${Math.max(0, limited || picked.length ? startStream : q.upTo)}`,
+  };
+
+  // State: between `since` and the start (state) or end (state_after) of the timeline.
+  const fresh = q.since === null || q.fullState;
+  const target = room.stateAt(q.useStateAfter ? q.upTo : startStream);
+  const base: StateIdMap = fresh ? new Map() : room.stateAt(q.since!);
+  const ids = new Map<string, string>();
+  for (const [k, id] of target) if (base.get(k) !== id) ids.set(k, id);
+  if (!q.useStateAfter) {
+    // Events in the timeline are not repeated in `state` (they take effect through it).
+    const inTimeline = new Set(picked.map((e) => e.ev.event_id));
+    for (const [k, id] of ids) if (inTimeline.has(id)) ids.delete(k);
+  }
+  if (q.lazyLoadMembers) {
+    // Only members needed to render the timeline (plus, on a fresh room, my own), but always
+    // member changes in the gap of an incremental sync ("MUST return membership events for
+    // events in the gap").
+    const needed = new Set(picked.map((e) => e.ev.sender));
+    if (fresh) needed.add(userId);
+    if (fresh) for (const k of [...ids.keys()]) if (k.startsWith(MEMBER_PREFIX) && !needed.has(splitStateKey(k)[1])) ids.delete(k);
+    const inTimeline = new Set(picked.map((e) => e.ev.event_id));
+    for (const u of needed) {
+      const k = stateKey("m.room.member", u);
+      const id = target.get(k);
+      if (id && !ids.has(k) && (q.useStateAfter || !inTimeline.has(id))) ids.set(k, id);
+    }
+  }
+  const stateFilter = q.state ? { ...q.state, rooms: undefined, not_rooms: undefined, contains_url: undefined } : undefined;
+  const stateEvents: JsonObject[] = [];
+  for (const id of ids.values()) {
+    const e = room.load(id);
+    if (e && matchesRoomEventFilter(stateFilter, e.ev)) stateEvents.push(room.toClient(e, now));
+  }
+
+  const view: RoomSyncView = { timeline, summary: summarize(room, room.stateAt(q.upTo), userId) };
+  if (q.useStateAfter) view.state_after = { events: stateEvents };
+  else view.state = { events: stateEvents };
+  return view;
+}
+
+/** Room summary (spec: "summary"): joined/invited counts and up to 5 heroes (other members,
+ *  joined or invited first, else those who left), in user ID order. */
+function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
+  let joined = 0;
+  let invited = 0;
+  const active: string[] = [];
+  const gone: string[] = [];
+  for (const [k, id] of st) {
+    if (!k.startsWith(MEMBER_PREFIX)) continue;
+    const m = room.load(id)?.ev.content.membership;
+    const u = k.slice(MEMBER_PREFIX.length);
+    if (m === "join") joined++;
+    if (m === "invite") invited++;
+    if (u === userId) continue;
+    if (m === "join" || m === "invite") active.push(u);
+    else gone.push(u);
+  }
+  const heroes = (active.length ? active : gone).sort().slice(0, 5);
+  return { "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited };
+}

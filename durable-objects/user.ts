@@ -1,0 +1,885 @@
+// UserDO: one per local user, the sync hub (DESIGN.md §1, issue 4).
+//
+// Everything that can change what a user's /sync returns is pushed here (fan-out on write), and
+// each push takes the next position `pos` of this user's own stream:
+//   - RoomDOs, after committing an event, call roomEvent() on every affected local user's hub
+//     (src/services/notifier.ts) with the room's new stream position;
+//   - the Worker pushes typing, receipts, account data, presence;
+//   - the E2EE work pushes to-device messages, device-list changes and key counts (see
+//     "E2EE API" below).
+// A sync token `s<pos>_<epoch>` names a position in this stream: `room_log` remembers, for every
+// position, which room moved to which room stream position, so for a token P the hub knows
+// exactly which rooms changed after P and, per room, the range (stream at P, stream at the new
+// position] the client has not seen. /sync fetches only those ranges from the RoomDOs.
+// `epoch` is random per hub: a token from another user (or from a wiped hub) is refused, never
+// silently reset.
+//
+// Long-polling: sync() waits on an in-memory promise that every push resolves, so a request held
+// here is released the moment something relevant arrives, or at its timeout.
+//
+// Storage (this DO's SQLite):
+//   meta           epoch, pos, user_id, push rules (JSON)
+//   room_log       (upos, room_id, stream): one row per change of a room for this user;
+//                  stream NULL for non-timeline changes (ephemeral, room account data, counts)
+//   rooms          current membership per room (+ stream of that member event, inviter,
+//                  display name in the room)
+//   membership_log (upos, room_id, membership, stream): own membership history, for "what was my
+//                  membership at token P"
+//   room_events    (room_id, stream, event_id, thread_id, notify, highlight): push-rule outcome
+//                  of every event fanned out here; unread counts and receipts use it
+//   read_marks     (room_id, thread_id, stream): where my read receipts are
+//   receipts       latest receipt per (room, user, type, thread) seen in my rooms
+//   account_data   global ('' room) and per-room account data
+//   filters        POST /user/{userId}/filter
+//   presence       presence of me and of users I share a room with
+//   to_device      inbox, per device; deleted once the client syncs past it
+//   device_lists   users whose devices changed / who I no longer share an encrypted room with
+//   device_keys    per-device one-time key counts and unused fallback key types
+import { DurableObject } from "cloudflare:workers";
+import type { Env } from "../src/env";
+import type { JsonObject, JsonValue } from "../src/core/types";
+import {
+  effectiveRules,
+  emptyUserRules,
+  evaluatePushRules,
+  type PushAction,
+  type PushKind,
+  type PushRule,
+  type Ruleset,
+  type UserPushRules,
+  PUSH_KINDS,
+  defaultRules,
+} from "../src/core/push-rules";
+
+// ---------------------------------------------------------------------------------------------
+// RPC types.
+
+/** What a RoomDO tells a hub about one committed event (src/services/notifier.ts builds it). */
+export interface RoomEventNotice {
+  roomId: string;
+  /** The room's stream position of this event: every accepted event with stream <= this is
+   *  committed in the RoomDO, so a sync may read up to here. */
+  stream: number;
+  event: {
+    event_id: string;
+    room_id: string;
+    type: string;
+    sender: string;
+    state_key?: string;
+    content: JsonObject;
+    origin_server_ts: number;
+  };
+  /** Joined members after the event (push rule room_member_count). */
+  memberCount: number;
+  /** Sender's power level and the room's power levels content (sender_notification_permission). */
+  senderPowerLevel: number;
+  powerLevels?: JsonObject;
+  /** Whether the room is encrypted (device_lists: sharing an encrypted room). */
+  encrypted?: boolean;
+}
+
+export type Membership = "join" | "invite" | "leave" | "ban" | "knock";
+
+export interface SyncRequest {
+  userId: string;
+  deviceId: string;
+  since?: string;
+  timeoutMs: number;
+  fullState: boolean;
+  /** Filter's room.include_leave (initial sync only; newly left rooms always come). */
+  includeLeave: boolean;
+  /** Separate per-thread unread counts (RoomEventFilter unread_thread_notifications). */
+  threadCounts: boolean;
+}
+
+export interface SyncRoomDelta {
+  roomId: string;
+  membership: Membership;
+  /** Room stream position the client has already seen (null: nothing, treat as initial). */
+  since: number | null;
+  /** Room stream position to sync up to (inclusive). */
+  upTo: number;
+  inviter?: string;
+  unread: { notification_count: number; highlight_count: number };
+  threads?: Record<string, { notification_count: number; highlight_count: number }>;
+  accountData: JsonObject[];
+  ephemeral: JsonObject[];
+}
+
+export interface SyncDelta {
+  nextBatch: string;
+  /** Whether anything at all changed (false after a timeout with nothing new). */
+  changed: boolean;
+  rooms: SyncRoomDelta[];
+  accountData: JsonObject[];
+  presence: JsonObject[];
+  toDevice: JsonObject[];
+  deviceLists: { changed: string[]; left: string[] };
+  oneTimeKeyCounts: Record<string, number>;
+  fallbackKeyTypes: string[];
+  ignoredUsers: string[];
+}
+
+export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
+
+export interface NotificationRow {
+  roomId: string;
+  eventId: string;
+  stream: number;
+  ts: number;
+  actions: PushAction[];
+  highlight: boolean;
+  read: boolean;
+  upos: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const MAX_TIMEOUT_MS = 5 * 60_000;
+const TO_DEVICE_BATCH = 100;
+const PRESENCE_IDLE_MS = 5 * 60_000;
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS room_log (upos INTEGER PRIMARY KEY, room_id TEXT NOT NULL, stream INTEGER);
+CREATE INDEX IF NOT EXISTS room_log_room ON room_log(room_id, upos);
+CREATE TABLE IF NOT EXISTS rooms (room_id TEXT PRIMARY KEY, membership TEXT NOT NULL, member_stream INTEGER NOT NULL,
+  stream INTEGER NOT NULL, inviter TEXT, display_name TEXT);
+CREATE TABLE IF NOT EXISTS membership_log (upos INTEGER PRIMARY KEY, room_id TEXT NOT NULL, membership TEXT NOT NULL, stream INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS membership_log_room ON membership_log(room_id, upos);
+CREATE TABLE IF NOT EXISTS room_events (room_id TEXT NOT NULL, stream INTEGER NOT NULL, event_id TEXT NOT NULL, thread_id TEXT,
+  notify INTEGER NOT NULL, highlight INTEGER NOT NULL, actions TEXT, ts INTEGER NOT NULL, upos INTEGER NOT NULL,
+  PRIMARY KEY (room_id, stream));
+CREATE INDEX IF NOT EXISTS room_events_id ON room_events(event_id);
+CREATE INDEX IF NOT EXISTS room_events_notify ON room_events(upos) WHERE notify = 1;
+CREATE TABLE IF NOT EXISTS read_marks (room_id TEXT NOT NULL, thread_id TEXT NOT NULL, stream INTEGER NOT NULL, PRIMARY KEY (room_id, thread_id));
+CREATE TABLE IF NOT EXISTS receipts (room_id TEXT NOT NULL, user_id TEXT NOT NULL, rtype TEXT NOT NULL, thread_id TEXT NOT NULL,
+  event_id TEXT NOT NULL, ts INTEGER NOT NULL, upos INTEGER NOT NULL, PRIMARY KEY (room_id, user_id, rtype, thread_id));
+CREATE INDEX IF NOT EXISTS receipts_upos ON receipts(upos);
+CREATE TABLE IF NOT EXISTS account_data (room_id TEXT NOT NULL, type TEXT NOT NULL, content TEXT NOT NULL, upos INTEGER NOT NULL,
+  PRIMARY KEY (room_id, type));
+CREATE INDEX IF NOT EXISTS account_data_upos ON account_data(upos);
+CREATE TABLE IF NOT EXISTS filters (id INTEGER PRIMARY KEY AUTOINCREMENT, json TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS presence (user_id TEXT PRIMARY KEY, presence TEXT NOT NULL, status_msg TEXT, last_active_ts INTEGER NOT NULL,
+  upos INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS to_device (id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, upos INTEGER NOT NULL,
+  sender TEXT NOT NULL, type TEXT NOT NULL, content TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS to_device_dev ON to_device(device_id, upos);
+CREATE TABLE IF NOT EXISTS device_lists (user_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, left INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT PRIMARY KEY, otk_counts TEXT NOT NULL, fallback_types TEXT NOT NULL);
+`;
+
+interface Position {
+  pos: number;
+}
+
+function randomEpoch(): string {
+  const b = new Uint8Array(6);
+  crypto.getRandomValues(b);
+  return [...b].map((x) => x.toString(36).padStart(2, "0")).join("").slice(0, 8);
+}
+
+/** Thread of an event (module "Threading": m.relates_to.rel_type m.thread → the root). */
+function threadOf(content: JsonObject): string | null {
+  const rel = content["m.relates_to"];
+  if (rel && typeof rel === "object" && !Array.isArray(rel) && rel.rel_type === "m.thread" && typeof rel.event_id === "string") return rel.event_id;
+  return null;
+}
+
+export class UserDO extends DurableObject<Env> {
+  private sql: SqlStorage;
+  private epoch: string;
+  private pos: number;
+  private userId?: string;
+  private waiters = new Set<() => void>();
+  private rules?: Ruleset;
+  /** Typing, in memory only (ephemeral by nature): room → user → expiry (ms epoch). */
+  private typingState = new Map<string, Map<string, number>>();
+  private typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.sql = ctx.storage.sql;
+    this.sql.exec(SCHEMA);
+    const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
+    this.epoch = meta.get("epoch") ?? randomEpoch();
+    if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
+    this.pos = Number(meta.get("pos") ?? "0");
+    this.userId = meta.get("user_id");
+  }
+
+  private setMeta(key: string, value: string | number): void {
+    this.sql.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
+  }
+
+  private me(userId: string): string {
+    if (!this.userId) {
+      this.userId = userId;
+      this.setMeta("user_id", userId);
+    }
+    return this.userId;
+  }
+
+  /** Take the next position of this user's stream. */
+  private next(): number {
+    this.pos++;
+    this.setMeta("pos", this.pos);
+    return this.pos;
+  }
+
+  /** Release every waiting /sync (they re-check what changed for them). */
+  private wake(): void {
+    const ws = [...this.waiters];
+    this.waiters.clear();
+    for (const w of ws) w();
+  }
+
+  private token(pos: number): string {
+    return `s${pos}_${this.epoch}`;
+  }
+
+  /** Parse a since token: position, or an error for malformed/foreign/future tokens. */
+  private parseToken(t: string): Position | { error: string } {
+    const m = /^s(\d{1,15})_([0-9a-z]+)$/.exec(t);
+    if (!m) return { error: "Malformed since token" };
+    if (m[2] !== this.epoch) return { error: "The since token was not issued to this user (or this server's sync state was reset): start again with an initial sync" };
+    const pos = Number(m[1]);
+    if (pos > this.pos) return { error: "The since token is from the future" };
+    return { pos };
+  }
+
+  // ===========================================================================================
+  // Fan-in from RoomDOs (src/services/notifier.ts).
+
+  /** One committed room event that concerns this user: a room they are joined to, or a member
+   *  event about them (invite, join, leave, kick, ban, knock). */
+  async roomEvent(userId: string, n: RoomEventNotice): Promise<void> {
+    const me = this.me(userId);
+    const ev = n.event;
+    this.ctx.storage.transactionSync(() => {
+      const upos = this.next();
+      this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, n.roomId, n.stream);
+      const room = this.sql.exec<{ stream: number }>("SELECT stream FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
+      if (room) this.sql.exec("UPDATE rooms SET stream = MAX(stream, ?) WHERE room_id = ?", n.stream, n.roomId);
+      // Fan-outs may arrive out of order: only a newer member event changes my membership.
+      const memberStream = this.sql.exec<{ s: number }>("SELECT member_stream AS s FROM rooms WHERE room_id = ?", n.roomId).toArray()[0]?.s ?? -1;
+      if (ev.type === "m.room.member" && ev.state_key === me && n.stream > memberStream) {
+        const membership = String(ev.content.membership ?? "leave") as Membership;
+        const dn = typeof ev.content.displayname === "string" ? ev.content.displayname : null;
+        const inviter = membership === "invite" ? ev.sender : null;
+        this.sql.exec(
+          `INSERT INTO rooms (room_id, membership, member_stream, stream, inviter, display_name) VALUES (?, ?, ?, ?, ?, ?)
+           ON CONFLICT(room_id) DO UPDATE SET membership = excluded.membership, member_stream = excluded.member_stream,
+             stream = MAX(rooms.stream, excluded.stream), inviter = excluded.inviter, display_name = excluded.display_name`,
+          n.roomId,
+          membership,
+          n.stream,
+          n.stream,
+          inviter,
+          dn,
+        );
+        this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, n.roomId, membership, n.stream);
+      } else if (!room && !(ev.type === "m.room.member" && ev.state_key === me)) {
+        // An event of a room we have no membership record for (e.g. the hub was created after
+        // the user joined): remember the room as joined, since RoomDOs only notify members.
+        this.sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, 'join', ?, ?)", n.roomId, n.stream, n.stream);
+        this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, 'join', ?)", upos, n.roomId, n.stream);
+      }
+      // Device lists: someone new now shares an encrypted room with me (module "End-to-End
+      // Encryption": device_lists.changed).
+      if (n.encrypted && ev.type === "m.room.member" && ev.state_key && ev.state_key !== me && ev.content.membership === "join") {
+        this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, 0) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = 0", ev.state_key, upos);
+      }
+      // Push rules, evaluated now for this recipient (counts are kept from the outcome).
+      const roomRow = this.sql.exec<{ display_name: string | null }>("SELECT display_name FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
+      const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
+        userId: me,
+        displayName: roomRow?.display_name ?? undefined,
+        memberCount: n.memberCount,
+        senderPowerLevel: n.senderPowerLevel,
+        powerLevels: n.powerLevels,
+      });
+      this.sql.exec(
+        "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        n.roomId,
+        n.stream,
+        ev.event_id,
+        threadOf(ev.content),
+        out.notify ? 1 : 0,
+        out.highlight ? 1 : 0,
+        out.notify ? JSON.stringify(out.actions) : null,
+        ev.origin_server_ts,
+        upos,
+      );
+      // My own event implies I have read up to it (Synapse does the same), so counts start
+      // again after what I sent.
+      if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
+    });
+    this.wake();
+  }
+
+  // ===========================================================================================
+  // Ephemeral: typing and receipts (pushed by the Worker to every local member of the room).
+
+  /** `userId` typing in `roomId` until now + timeoutMs (0: stopped). */
+  async typing(userId: string, roomId: string, typer: string, timeoutMs: number): Promise<void> {
+    this.me(userId);
+    let room = this.typingState.get(roomId);
+    if (!room) this.typingState.set(roomId, (room = new Map()));
+    const was = room.has(typer) && room.get(typer)! > Date.now();
+    const timerKey = `${roomId}\u0000${typer}`;
+    const old = this.typingTimers.get(timerKey);
+    if (old) clearTimeout(old);
+    this.typingTimers.delete(timerKey);
+    if (timeoutMs > 0) {
+      room.set(typer, Date.now() + timeoutMs);
+      // Expiry: the typer stops typing when the timeout passes (module "Typing Notifications").
+      this.typingTimers.set(
+        timerKey,
+        setTimeout(() => {
+          this.typingTimers.delete(timerKey);
+          if ((room!.get(typer) ?? 0) <= Date.now() + 5) {
+            room!.delete(typer);
+            this.touchRoom(roomId);
+          }
+        }, timeoutMs),
+      );
+      if (was) return; // still typing: nothing new to tell clients
+    } else {
+      if (!room.delete(typer)) return;
+    }
+    this.touchRoom(roomId);
+  }
+
+  /** A non-timeline change of a room (ephemeral, account data, counts): log it and wake. */
+  private touchRoom(roomId: string): void {
+    const upos = this.next();
+    this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, roomId);
+    this.wake();
+  }
+
+  /** A receipt in one of my rooms (mine or another member's). `threadId` "" = unthreaded. */
+  async receipt(userId: string, r: { roomId: string; userId: string; type: string; eventId: string; threadId: string; ts: number }): Promise<void> {
+    const me = this.me(userId);
+    if (r.type === "m.read.private" && r.userId !== me) return;
+    this.ctx.storage.transactionSync(() => {
+      const upos = this.next();
+      this.sql.exec(
+        `INSERT INTO receipts (room_id, user_id, rtype, thread_id, event_id, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT(room_id, user_id, rtype, thread_id) DO UPDATE SET event_id = excluded.event_id, ts = excluded.ts, upos = excluded.upos`,
+        r.roomId,
+        r.userId,
+        r.type,
+        r.threadId,
+        r.eventId,
+        r.ts,
+        upos,
+      );
+      this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, r.roomId);
+      if (r.userId === me && (r.type === "m.read" || r.type === "m.read.private")) {
+        const row = this.sql.exec<{ stream: number }>("SELECT stream FROM room_events WHERE room_id = ? AND event_id = ?", r.roomId, r.eventId).toArray()[0];
+        if (row) this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+      }
+    });
+    this.wake();
+  }
+
+  /** Move a read mark forward (never back). thread null = unthreaded (covers every thread). */
+  private markRead(roomId: string, thread: string | null, stream: number): void {
+    this.sql.exec(
+      "INSERT INTO read_marks (room_id, thread_id, stream) VALUES (?, ?, ?) ON CONFLICT(room_id, thread_id) DO UPDATE SET stream = MAX(stream, excluded.stream)",
+      roomId,
+      thread ?? "",
+      stream,
+    );
+  }
+
+  // ===========================================================================================
+  // Account data and filters.
+
+  async setAccountData(userId: string, roomId: string | null, type: string, content: JsonObject): Promise<void> {
+    this.me(userId);
+    this.ctx.storage.transactionSync(() => {
+      const upos = this.next();
+      this.sql.exec(
+        "INSERT INTO account_data (room_id, type, content, upos) VALUES (?, ?, ?, ?) ON CONFLICT(room_id, type) DO UPDATE SET content = excluded.content, upos = excluded.upos",
+        roomId ?? "",
+        type,
+        JSON.stringify(content),
+        upos,
+      );
+      if (roomId) this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, roomId);
+    });
+    this.wake();
+  }
+
+  async getAccountData(roomId: string | null, type: string): Promise<JsonObject | null> {
+    const row = this.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = ? AND type = ?", roomId ?? "", type).toArray()[0];
+    return row ? (JSON.parse(row.content) as JsonObject) : null;
+  }
+
+  async createFilter(userId: string, filter: JsonObject): Promise<string> {
+    this.me(userId);
+    const json = JSON.stringify(filter);
+    const existing = this.sql.exec<{ id: number }>("SELECT id FROM filters WHERE json = ? LIMIT 1", json).toArray()[0];
+    if (existing) return String(existing.id);
+    return String(this.sql.exec<{ id: number }>("INSERT INTO filters (json) VALUES (?) RETURNING id", json).one().id);
+  }
+
+  /** The stored filter as JSON text (or null). */
+  async getFilter(filterId: string): Promise<string | null> {
+    if (!/^\d{1,15}$/.test(filterId)) return null;
+    const row = this.sql.exec<{ json: string }>("SELECT json FROM filters WHERE id = ?", Number(filterId)).toArray()[0];
+    return row ? row.json : null;
+  }
+
+  // ===========================================================================================
+  // Push rules (module "Push Notifications" → "Push Rules: API").
+
+  private userRules(): UserPushRules {
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'push_rules'").toArray()[0];
+    return row ? (JSON.parse(row.value) as UserPushRules) : emptyUserRules();
+  }
+
+  private ruleset(): Ruleset {
+    if (!this.rules) this.rules = effectiveRules(this.userId!, this.userRules());
+    return this.rules;
+  }
+
+  private saveRules(u: UserPushRules): void {
+    this.setMeta("push_rules", JSON.stringify(u));
+    this.rules = undefined;
+    this.setAccountDataInternal("m.push_rules", { global: this.ruleset() as unknown as JsonValue } as JsonObject);
+  }
+
+  /** "m.push_rules" account data mirrors the ruleset so clients see changes through sync. */
+  private setAccountDataInternal(type: string, content: JsonObject): void {
+    const upos = this.next();
+    this.sql.exec(
+      "INSERT INTO account_data (room_id, type, content, upos) VALUES ('', ?, ?, ?) ON CONFLICT(room_id, type) DO UPDATE SET content = excluded.content, upos = excluded.upos",
+      type,
+      JSON.stringify(content),
+      upos,
+    );
+    this.wake();
+  }
+
+  async getPushRules(userId: string): Promise<Ruleset> {
+    this.me(userId);
+    return this.ruleset();
+  }
+
+  async putPushRule(
+    userId: string,
+    kind: PushKind,
+    ruleId: string,
+    body: { actions: PushAction[]; conditions?: JsonObject[]; pattern?: string },
+    placement: { before?: string; after?: string },
+  ): Promise<HubResult<null>> {
+    this.me(userId);
+    if (ruleId.startsWith(".")) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "Server-default rules cannot be replaced" };
+    const u = this.userRules();
+    const list = u.rules[kind].filter((r) => r.rule_id !== ruleId);
+    const old = u.rules[kind].find((r) => r.rule_id === ruleId);
+    const rule: PushRule = { rule_id: ruleId, default: false, enabled: old?.enabled ?? true, actions: body.actions };
+    if (kind === "override" || kind === "underride") rule.conditions = (body.conditions ?? []) as unknown as PushRule["conditions"];
+    if (kind === "content") {
+      if (typeof body.pattern !== "string") return { ok: false, status: 400, errcode: "M_MISSING_PARAM", error: "Content rules need a pattern" };
+      rule.pattern = body.pattern;
+    }
+    const anchor = placement.before ?? placement.after;
+    let at = placement.before || placement.after ? -1 : (u.rules[kind].findIndex((r) => r.rule_id === ruleId) === -1 ? 0 : u.rules[kind].findIndex((r) => r.rule_id === ruleId));
+    if (anchor !== undefined) {
+      const i = list.findIndex((r) => r.rule_id === anchor);
+      // "before/after ... This must be the ID of an existing rule" of the user's own rules.
+      if (i < 0) return { ok: false, status: 404, errcode: "M_NOT_FOUND", error: `No rule ${anchor} to place this rule relative to` };
+      at = placement.before !== undefined ? i : i + 1;
+    }
+    list.splice(Math.min(at, list.length), 0, rule);
+    u.rules[kind] = list;
+    this.saveRules(u);
+    return { ok: true, value: null };
+  }
+
+  async deletePushRule(userId: string, kind: PushKind, ruleId: string): Promise<HubResult<null>> {
+    this.me(userId);
+    const u = this.userRules();
+    if (!u.rules[kind].some((r) => r.rule_id === ruleId)) {
+      if (defaultRules(userId)[kind].some((r) => r.rule_id === ruleId)) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "Server-default rules cannot be deleted" };
+      return { ok: false, status: 404, errcode: "M_NOT_FOUND", error: "No such push rule" };
+    }
+    u.rules[kind] = u.rules[kind].filter((r) => r.rule_id !== ruleId);
+    this.saveRules(u);
+    return { ok: true, value: null };
+  }
+
+  /** enabled / actions of a rule (user-defined or server-default). */
+  async setPushRuleAttr(userId: string, kind: PushKind, ruleId: string, attr: { enabled?: boolean; actions?: PushAction[] }): Promise<HubResult<null>> {
+    this.me(userId);
+    const u = this.userRules();
+    const own = u.rules[kind].find((r) => r.rule_id === ruleId);
+    if (own) {
+      if (attr.enabled !== undefined) own.enabled = attr.enabled;
+      if (attr.actions) own.actions = attr.actions;
+    } else if (defaultRules(userId)[kind].some((r) => r.rule_id === ruleId)) {
+      u.defaults[ruleId] = { ...u.defaults[ruleId], ...attr };
+    } else return { ok: false, status: 404, errcode: "M_NOT_FOUND", error: "No such push rule" };
+    this.saveRules(u);
+    return { ok: true, value: null };
+  }
+
+  /** GET /notifications: notifying events, newest first, `from` = an upos to continue below. */
+  async notifications(userId: string, q: { from?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRow[]> {
+    this.me(userId);
+    const rows = this.sql
+      .exec<{ room_id: string; event_id: string; stream: number; ts: number; actions: string; highlight: number; upos: number }>(
+        `SELECT room_id, event_id, stream, ts, actions, highlight, upos FROM room_events WHERE notify = 1 AND upos < ? ${q.onlyHighlight ? "AND highlight = 1" : ""}
+         ORDER BY upos DESC LIMIT ?`,
+        q.from ?? Number.MAX_SAFE_INTEGER,
+        q.limit,
+      )
+      .toArray();
+    return rows.map((r) => {
+      const mark = this.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM read_marks WHERE room_id = ?", r.room_id).one().s ?? -1;
+      return { roomId: r.room_id, eventId: r.event_id, stream: r.stream, ts: r.ts, actions: JSON.parse(r.actions), highlight: !!r.highlight, read: r.stream <= mark, upos: r.upos };
+    });
+  }
+
+  // ===========================================================================================
+  // Presence (module "Presence").
+
+  /** My presence, set by PUT /presence or /sync's set_presence. Returns whether it changed
+   *  (the Worker then fans it out to users I share a room with). */
+  async setPresence(userId: string, presence: string, statusMsg?: string | null): Promise<boolean> {
+    const me = this.me(userId);
+    const now = Date.now();
+    const cur = this.sql.exec<{ presence: string; status_msg: string | null; last_active_ts: number }>("SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = ?", me).toArray()[0];
+    const msg = statusMsg === undefined ? (cur?.status_msg ?? null) : statusMsg;
+    if (cur && cur.presence === presence && cur.status_msg === msg) {
+      // Only activity: refresh last_active without waking anyone (spec: last_active_ago).
+      if (now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
+      return false;
+    }
+    this.storePresence(me, presence, msg, now);
+    return true;
+  }
+
+  /** Another user's presence changed (fanned in by the Worker). */
+  async presenceOf(userId: string, other: { userId: string; presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
+    this.me(userId);
+    this.storePresence(other.userId, other.presence, other.statusMsg, other.lastActiveTs);
+  }
+
+  private storePresence(user: string, presence: string, msg: string | null, ts: number): void {
+    const upos = this.next();
+    this.sql.exec(
+      `INSERT INTO presence (user_id, presence, status_msg, last_active_ts, upos) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT(user_id) DO UPDATE SET presence = excluded.presence, status_msg = excluded.status_msg, last_active_ts = excluded.last_active_ts, upos = excluded.upos`,
+      user,
+      presence,
+      msg,
+      ts,
+      upos,
+    );
+    this.wake();
+  }
+
+  async getPresence(userId: string): Promise<{ presence: string; statusMsg: string | null; lastActiveTs: number } | null> {
+    const row = this.sql.exec<{ presence: string; status_msg: string | null; last_active_ts: number }>("SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = ?", userId).toArray()[0];
+    return row ? { presence: row.presence, statusMsg: row.status_msg, lastActiveTs: row.last_active_ts } : null;
+  }
+
+  // ===========================================================================================
+  // E2EE API (for the E2EE work; module "Send-to-Device messaging", "End-to-End Encryption").
+  //
+  //   pushToDevice(userId, deviceId | "*", messages)  queue to-device messages; "*" = all of
+  //                                                   `devices` (pass the user's device IDs)
+  //   deviceListChanged(userId, changedUserId)        a user's devices/cross-signing keys changed
+  //                                                   (or they now share an encrypted room)
+  //   deviceListLeft(userId, leftUserId)              no longer share any encrypted room
+  //   setDeviceKeyCounts(userId, deviceId, counts, fallbackTypes)
+  //                                                   current one-time key counts per algorithm
+  //                                                   and unused fallback key algorithms
+  //   deleteDevice(userId, deviceId)                  drop a deleted device's inbox and counts
+  // Each call wakes the user's long-polling syncs.
+
+  async pushToDevice(userId: string, deviceIds: string[], messages: { sender: string; type: string; content: JsonObject }[]): Promise<void> {
+    this.me(userId);
+    if (deviceIds.length === 0 || messages.length === 0) return;
+    this.ctx.storage.transactionSync(() => {
+      for (const d of deviceIds) {
+        for (const m of messages) {
+          const upos = this.next();
+          this.sql.exec("INSERT INTO to_device (device_id, upos, sender, type, content) VALUES (?, ?, ?, ?, ?)", d, upos, m.sender, m.type, JSON.stringify(m.content));
+        }
+      }
+    });
+    this.wake();
+  }
+
+  async deviceListChanged(userId: string, changedUserId: string): Promise<void> {
+    this.me(userId);
+    const upos = this.next();
+    this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, 0) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = 0", changedUserId, upos);
+    this.wake();
+  }
+
+  async deviceListLeft(userId: string, leftUserId: string): Promise<void> {
+    this.me(userId);
+    const upos = this.next();
+    this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, 1) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = 1", leftUserId, upos);
+    this.wake();
+  }
+
+  async setDeviceKeyCounts(userId: string, deviceId: string, counts: Record<string, number>, fallbackTypes: string[]): Promise<void> {
+    this.me(userId);
+    this.sql.exec(
+      "INSERT INTO device_keys (device_id, otk_counts, fallback_types) VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET otk_counts = excluded.otk_counts, fallback_types = excluded.fallback_types",
+      deviceId,
+      JSON.stringify(counts),
+      JSON.stringify(fallbackTypes),
+    );
+    this.next();
+    this.wake();
+  }
+
+  async deleteDevice(userId: string, deviceId: string): Promise<void> {
+    this.me(userId);
+    this.sql.exec("DELETE FROM to_device WHERE device_id = ?", deviceId);
+    this.sql.exec("DELETE FROM device_keys WHERE device_id = ?", deviceId);
+  }
+
+  // ===========================================================================================
+  // Sync.
+
+  /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
+  async getRooms(): Promise<{ roomId: string; membership: Membership; stream: number }[]> {
+    return this.sql
+      .exec<{ room_id: string; membership: string; stream: number }>("SELECT room_id, membership, stream FROM rooms ORDER BY room_id")
+      .toArray()
+      .map((r) => ({ roomId: r.room_id, membership: r.membership as Membership, stream: r.stream }));
+  }
+
+  /** Current position token (what an initial sync right now would return). */
+  async currentToken(): Promise<string> {
+    return this.token(this.pos);
+  }
+
+  /** What changed for this user/device after `since` — waiting up to `timeoutMs` for something
+   *  to change when nothing has. An invalid token → ok:false (M_INVALID_PARAM). */
+  async sync(req: SyncRequest): Promise<HubResult<SyncDelta>> {
+    this.me(req.userId);
+    let since: number | undefined;
+    if (req.since !== undefined) {
+      const p = this.parseToken(req.since);
+      if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
+      since = p.pos;
+    }
+    const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
+    // To-device messages before the token were delivered: acknowledge (delete) them.
+    if (since !== undefined) this.sql.exec("DELETE FROM to_device WHERE device_id = ? AND upos <= ?", req.deviceId, since);
+    for (;;) {
+      const delta = this.delta(req, since);
+      if (since === undefined || req.fullState || delta.changed || Date.now() >= deadline) return { ok: true, value: delta };
+      // Nothing for this device yet: wait for the next push (or the deadline), then look again
+      // from the same token (pushes for other devices wake us too).
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(done, Math.max(0, deadline - Date.now()));
+        const self = this;
+        function done() {
+          clearTimeout(t);
+          self.waiters.delete(done);
+          resolve();
+        }
+        this.waiters.add(done);
+      });
+    }
+  }
+
+  /** The delta (since, Q] where Q is the current position, or lower when the to-device batch is
+   *  capped (then everything else is computed up to the same Q, so nothing is skipped). */
+  private delta(req: SyncRequest, since: number | undefined): SyncDelta {
+    const me = this.userId!;
+    const from = since ?? 0;
+    let q = this.pos;
+    // To-device (module "Send-to-Device messaging": "...server should ... deliver ... once").
+    const td = this.sql
+      .exec<{ upos: number; sender: string; type: string; content: string }>(
+        "SELECT upos, sender, type, content FROM to_device WHERE device_id = ? AND upos > ? ORDER BY upos LIMIT ?",
+        req.deviceId,
+        from,
+        TO_DEVICE_BATCH + 1,
+      )
+      .toArray();
+    if (td.length > TO_DEVICE_BATCH) {
+      td.length = TO_DEVICE_BATCH;
+      q = td[td.length - 1].upos;
+    }
+    const toDevice = td.map((m) => ({ sender: m.sender, type: m.type, content: JSON.parse(m.content) as JsonObject }));
+    const initial = since === undefined;
+
+    // Rooms.
+    const rooms: SyncRoomDelta[] = [];
+    const roomIds = initial
+      ? this.sql.exec<{ room_id: string }>("SELECT room_id FROM rooms").toArray().map((r) => r.room_id)
+      : this.sql.exec<{ room_id: string }>("SELECT DISTINCT room_id FROM room_log WHERE upos > ? AND upos <= ?", from, q).toArray().map((r) => r.room_id);
+    const fullStateRooms = req.fullState && !initial ? this.sql.exec<{ room_id: string }>("SELECT room_id FROM rooms WHERE membership = 'join'").toArray().map((r) => r.room_id) : [];
+    const all = new Set([...roomIds, ...fullStateRooms]);
+    const threadsWanted = req.threadCounts;
+    for (const roomId of all) {
+      const memAt = (p: number) =>
+        this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, p).toArray()[0];
+      const nowM = memAt(q);
+      if (!nowM) continue;
+      const membership = nowM.membership as Membership;
+      const streamAt = (p: number) => this.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM room_log WHERE room_id = ? AND upos <= ?", roomId, p).one().s;
+      const upTo = streamAt(q) ?? nowM.stream;
+      let roomSince: number | null = null;
+      if (!initial) {
+        const thenM = memAt(from);
+        if (membership === "leave" || membership === "ban") {
+          // Already left before the token and my membership did not change since: skip.
+          if (thenM && (thenM.membership === "leave" || thenM.membership === "ban") && thenM.stream === nowM.stream) continue;
+          // Left (kicked, banned, rejected an invite) after the token: the events since then,
+          // up to and including the leave.
+          if (thenM) roomSince = streamAt(from);
+        } else if (membership === "join" && thenM?.membership === "join") {
+          // Still joined (own profile changes are new member events of the same join).
+          roomSince = streamAt(from);
+        }
+        // Otherwise newly joined, invited or knocking: the room is new to the client.
+      } else if ((membership === "leave" || membership === "ban") && !req.includeLeave) continue;
+      const inviter =
+        membership === "invite" ? (this.sql.exec<{ inviter: string | null }>("SELECT inviter FROM rooms WHERE room_id = ?", roomId).toArray()[0]?.inviter ?? undefined) : undefined;
+      const counts = this.unreadCounts(roomId, threadsWanted);
+      rooms.push({
+        roomId,
+        membership,
+        since: roomSince,
+        upTo,
+        inviter,
+        unread: counts.main,
+        threads: threadsWanted ? counts.threads : undefined,
+        accountData: this.accountDataSince(roomId, initial ? -1 : from, q),
+        ephemeral: membership === "join" ? this.ephemeralSince(roomId, initial ? -1 : from, q) : [],
+      });
+    }
+
+    const accountData = this.accountDataSince("", initial ? -1 : from, q);
+    const presence = this.sql
+      .exec<{ user_id: string; presence: string; status_msg: string | null; last_active_ts: number }>(
+        "SELECT user_id, presence, status_msg, last_active_ts FROM presence WHERE upos > ? AND upos <= ?",
+        initial ? -1 : from,
+        q,
+      )
+      .toArray()
+      .map((r) => presenceEvent(r.user_id, r.presence, r.status_msg, r.last_active_ts));
+    const dl = this.sql.exec<{ user_id: string; left: number }>("SELECT user_id, left FROM device_lists WHERE upos > ? AND upos <= ?", from, q).toArray();
+    const keys = this.sql.exec<{ otk_counts: string; fallback_types: string }>("SELECT otk_counts, fallback_types FROM device_keys WHERE device_id = ?", req.deviceId).toArray()[0];
+    const ignoredRow = this.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+    const ignored = ignoredRow ? Object.keys(((JSON.parse(ignoredRow.content) as JsonObject).ignored_users as JsonObject | undefined) ?? {}) : [];
+    const changed =
+      rooms.length > 0 || accountData.length > 0 || presence.length > 0 || toDevice.length > 0 || (!initial && dl.length > 0);
+    return {
+      nextBatch: this.token(q),
+      changed,
+      rooms,
+      accountData,
+      presence,
+      toDevice,
+      deviceLists: { changed: dl.filter((r) => !r.left && r.user_id !== me).map((r) => r.user_id), left: dl.filter((r) => r.left).map((r) => r.user_id) },
+      oneTimeKeyCounts: keys ? JSON.parse(keys.otk_counts) : {},
+      fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
+      ignoredUsers: ignored,
+    };
+  }
+
+  private accountDataSince(roomId: string, from: number, q: number): JsonObject[] {
+    return this.sql
+      .exec<{ type: string; content: string }>("SELECT type, content FROM account_data WHERE room_id = ? AND upos > ? AND upos <= ? ORDER BY upos", roomId, from, q)
+      .toArray()
+      .map((r) => ({ type: r.type, content: JSON.parse(r.content) as JsonObject }));
+  }
+
+  /** m.typing (current typers, when typing changed in the window) and m.receipt (receipts that
+   *  changed in the window; module "Receipts": content keyed by event ID, then type, user). */
+  private ephemeralSince(roomId: string, from: number, q: number): JsonObject[] {
+    const out: JsonObject[] = [];
+    const typers = this.typingState.get(roomId);
+    const now = Date.now();
+    const current = typers ? [...typers].filter(([, exp]) => exp > now).map(([u]) => u) : [];
+    const typingChanged =
+      from < 0 ? current.length > 0 : this.sql.exec("SELECT 1 FROM room_log WHERE room_id = ? AND stream IS NULL AND upos > ? AND upos <= ? LIMIT 1", roomId, from, q).toArray().length > 0;
+    if (typingChanged && (typers || from >= 0)) out.push({ type: "m.typing", content: { user_ids: current } });
+    const rs = this.sql
+      .exec<{ user_id: string; rtype: string; thread_id: string; event_id: string; ts: number }>(
+        "SELECT user_id, rtype, thread_id, event_id, ts FROM receipts WHERE room_id = ? AND upos > ? AND upos <= ?",
+        roomId,
+        from,
+        q,
+      )
+      .toArray();
+    if (rs.length) {
+      const content: JsonObject = {};
+      for (const r of rs) {
+        const byType = ((content[r.event_id] ??= {}) as JsonObject);
+        const byUser = ((byType[r.rtype] ??= {}) as JsonObject);
+        const info: JsonObject = { ts: r.ts };
+        if (r.thread_id) info.thread_id = r.thread_id;
+        byUser[r.user_id] = info;
+      }
+      out.push({ type: "m.receipt", content });
+    }
+    return out;
+  }
+
+  /** unread_notifications (and unread_thread_notifications when asked): notifying events after
+   *  my read marks. An unthreaded receipt covers every thread; a "main" one the main timeline. */
+  private unreadCounts(roomId: string, threads: boolean): { main: { notification_count: number; highlight_count: number }; threads: Record<string, { notification_count: number; highlight_count: number }> } {
+    const marks = new Map(this.sql.exec<{ thread_id: string; stream: number }>("SELECT thread_id, stream FROM read_marks WHERE room_id = ?", roomId).toArray().map((r) => [r.thread_id, r.stream]));
+    const base = marks.get("") ?? -1;
+    const rows = this.sql
+      .exec<{ thread_id: string | null; n: number; h: number }>(
+        "SELECT thread_id, COUNT(*) AS n, SUM(highlight) AS h FROM room_events WHERE room_id = ? AND notify = 1 AND stream > ? GROUP BY thread_id",
+        roomId,
+        base,
+      )
+      .toArray();
+    const main = { notification_count: 0, highlight_count: 0 };
+    const perThread: Record<string, { notification_count: number; highlight_count: number }> = {};
+    for (const r of rows) {
+      const key = r.thread_id ?? "main";
+      const mark = marks.get(key) ?? -1;
+      let n = r.n;
+      let h = r.h;
+      if (mark > base) {
+        const c = this.sql
+          .exec<{ n: number; h: number | null }>(
+            `SELECT COUNT(*) AS n, SUM(highlight) AS h FROM room_events WHERE room_id = ? AND notify = 1 AND stream > ? AND ${r.thread_id === null ? "thread_id IS NULL" : "thread_id = ?"}`,
+            ...(r.thread_id === null ? [roomId, mark] : [roomId, mark, r.thread_id]),
+          )
+          .one();
+        n = c.n;
+        h = c.h ?? 0;
+      }
+      if (n === 0) continue;
+      if (threads && r.thread_id !== null) perThread[r.thread_id] = { notification_count: n, highlight_count: h };
+      else {
+        main.notification_count += n;
+        main.highlight_count += h;
+      }
+    }
+    return { main, threads: perThread };
+  }
+}
+
+export function presenceEvent(userId: string, presence: string, statusMsg: string | null, lastActiveTs: number): JsonObject {
+  const ago = Math.max(0, Date.now() - lastActiveTs);
+  // Idle by timeout: online with no activity for a while reads as unavailable.
+  const shown = presence === "online" && ago > PRESENCE_IDLE_MS ? "unavailable" : presence;
+  const content: JsonObject = { presence: shown, last_active_ago: ago, currently_active: shown === "online" };
+  if (statusMsg !== null) content.status_msg = statusMsg;
+  return { type: "m.presence", sender: userId, content };
+}
+
+export { PUSH_KINDS };

@@ -1,0 +1,38 @@
+// Presence (spec: module "Presence"; OpenAPI presence.yaml): GET/PUT /presence/{userId}/status.
+// The user's own hub keeps their presence; changes are fanned out to local users sharing a room.
+// PRESENCE=off (wrangler var) turns fan-out and sync delivery off, as big servers do.
+import { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { forbidden, notFound } from "../errors";
+import { requireAuth } from "../middleware/auth";
+import { parseBody } from "../validate";
+import { fanOutPresence, userStub } from "../../services/notifier";
+import { isLocalUser } from "../../services/rooms";
+import { presenceEvent } from "../../../durable-objects/user";
+
+export const presence = new Hono<AppEnv>();
+
+const body = z.object({ presence: z.enum(["online", "offline", "unavailable"]), status_msg: z.string().max(1024).nullable().optional() });
+
+presence.put("/presence/:userId/status", requireAuth, async (c) => {
+  const userId = c.req.param("userId");
+  if (userId !== c.var.auth.userId) throw forbidden("Cannot set another user's presence");
+  const b = await parseBody(c, body);
+  const hub = userStub(c.env, userId, c.var.config);
+  const changed = await hub.setPresence(userId, b.presence, b.status_msg === undefined ? undefined : b.status_msg);
+  if (changed && c.env.PRESENCE !== "off") {
+    const p = await hub.getPresence(userId);
+    await fanOutPresence(c.env, c.var.config, userId, { presence: b.presence, statusMsg: p?.statusMsg ?? null, lastActiveTs: p?.lastActiveTs ?? Date.now() });
+  }
+  return c.json({});
+});
+
+presence.get("/presence/:userId/status", requireAuth, async (c) => {
+  const userId = c.req.param("userId");
+  if (!isLocalUser(c.var.config, userId)) throw notFound("Presence of remote users is not known here");
+  const p = await userStub(c.env, userId, c.var.config).getPresence(userId);
+  if (!p) return c.json({ presence: "offline" });
+  const ev = presenceEvent(userId, p.presence, p.statusMsg, p.lastActiveTs).content as Record<string, unknown>;
+  return c.json(ev);
+});

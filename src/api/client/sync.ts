@@ -1,0 +1,207 @@
+// GET /sync (spec: Client-Server API "Syncing"; OpenAPI client-server/sync.yaml).
+//
+// 1. The user's hub (UserDO) answers "what changed since this token" — waiting up to `timeout`
+//    when nothing has — with, per changed room, the room stream range the client has not seen.
+// 2. Only those rooms are asked for their view of that range (RoomDO.syncRoom), in parallel.
+// 3. The filter shapes the result; if it leaves nothing and time remains, wait again from the new
+//    token (a long-poll must not return early just because the change was filtered out).
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { MatrixError, invalidParam } from "../errors";
+import { requireAuth } from "../middleware/auth";
+import { roomStub, unwrap } from "../../services/rooms";
+import { fanOutPresence, userStub } from "../../services/notifier";
+import { resolveFilter } from "./filter";
+import { applyEventFields, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
+import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
+import type { JsonObject } from "../../core/types";
+import type { Requester, RoomResult } from "../../../durable-objects/room";
+import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
+
+/** RoomDO.syncRoom (the generated stub type drops it: its RPC type instantiation is too deep). */
+interface SyncRoomRpc {
+  syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>>;
+}
+
+export const sync = new Hono<AppEnv>();
+
+const bool = z
+  .enum(["true", "false", "1", "0"])
+  .optional()
+  .transform((v) => v === "true" || v === "1");
+
+const querySchema = z.object({
+  since: z.string().max(200).optional(),
+  timeout: z.coerce.number().int().min(0).optional(),
+  full_state: bool,
+  set_presence: z.enum(["offline", "online", "unavailable"]).optional(),
+  use_state_after: bool,
+  "org.matrix.msc4222.use_state_after": bool,
+  filter: z.string().max(16_384).optional(),
+});
+
+interface SyncOptions {
+  userId: string;
+  deviceId: string;
+  filter?: Filter;
+  fullState: boolean;
+  useStateAfter: boolean;
+  threadCounts: boolean;
+}
+
+sync.get("/sync", requireAuth, async (c) => {
+  const parsed = querySchema.safeParse(c.req.query());
+  if (!parsed.success) throw invalidParam(`Invalid query: ${parsed.error.issues[0].path.join(".")}: ${parsed.error.issues[0].message}`);
+  const q = parsed.data;
+  const { userId, deviceId } = c.var.auth;
+  const filter = await resolveFilter(c, q.filter);
+  const opts: SyncOptions = {
+    userId,
+    deviceId,
+    filter,
+    fullState: q.full_state,
+    useStateAfter: q.use_state_after || q["org.matrix.msc4222.use_state_after"],
+    threadCounts: !!filter?.room?.timeline?.unread_thread_notifications,
+  };
+  const hub = userStub(c.env, userId, c.var.config);
+
+  // set_presence: "automatically marked as online when it uses this API" unless offline.
+  if (q.set_presence !== "offline" && c.env.PRESENCE !== "off") {
+    const state = q.set_presence ?? "online";
+    if (await hub.setPresence(userId, state)) {
+      const p = { presence: state, statusMsg: (await hub.getPresence(userId))?.statusMsg ?? null, lastActiveTs: Date.now() };
+      c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, p).catch((e) => console.error("presence fan-out", e)));
+    }
+  }
+
+  // full_state: "the timeout parameter will be ignored and the query will return immediately".
+  const deadline = Date.now() + (q.full_state ? 0 : (q.timeout ?? 0));
+  let since = q.since;
+  for (;;) {
+    const r = await hub.sync({
+      userId,
+      deviceId,
+      since,
+      timeoutMs: Math.max(0, deadline - Date.now()),
+      fullState: opts.fullState,
+      includeLeave: !!filter?.room?.include_leave,
+      threadCounts: opts.threadCounts,
+    });
+    if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    const body = await buildResponse(c, r.value, opts);
+    if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
+    since = r.value.nextBatch;
+  }
+});
+
+/** Nothing a client would act on (used to keep long-polling). */
+function isEmpty(body: JsonObject): boolean {
+  const rooms = body.rooms as Record<string, JsonObject>;
+  const sections = ["join", "invite", "leave", "knock"].some((k) => Object.keys(rooms[k] ?? {}).length > 0);
+  const lists = (x: JsonValueLike) => ((x as { events?: unknown[] })?.events?.length ?? 0) > 0;
+  const dl = body.device_lists as { changed: string[]; left: string[] };
+  return !sections && !lists(body.account_data) && !lists(body.presence) && !lists(body.to_device) && dl.changed.length === 0 && dl.left.length === 0;
+}
+type JsonValueLike = unknown;
+
+async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): Promise<JsonObject> {
+  const f = o.filter;
+  const ignored = new Set(d.ignoredUsers);
+  const join: Record<string, JsonObject> = {};
+  const invite: Record<string, JsonObject> = {};
+  const leave: Record<string, JsonObject> = {};
+  const knock: Record<string, JsonObject> = {};
+  const rooms = d.rooms.filter((r) => roomIncluded(f?.room, r.roomId));
+  await Promise.all(
+    rooms.map(async (r) => {
+      switch (r.membership) {
+        case "join": {
+          const room = await joinedRoom(c, r, o, ignored);
+          if (room) join[r.roomId] = room;
+          break;
+        }
+        case "leave":
+        case "ban": {
+          leave[r.roomId] = await roomTimeline(c, r, o, ignored);
+          const ad = roomSectionFilter(f?.room?.account_data, r.roomId, r.accountData);
+          leave[r.roomId].account_data = { events: ad };
+          break;
+        }
+        case "invite": {
+          // Module "Ignoring Users": invites from ignored users are not shown.
+          if (r.inviter && ignored.has(r.inviter)) break;
+          invite[r.roomId] = { invite_state: { events: await strippedState(c, r.roomId, o.userId) } };
+          break;
+        }
+        case "knock":
+          knock[r.roomId] = { knock_state: { events: await strippedState(c, r.roomId, o.userId) } };
+          break;
+      }
+    }),
+  );
+  const eventFields = (evs: JsonObject[]) => (f?.event_fields ? evs.map((e) => applyEventFields(e, f.event_fields)) : evs);
+  for (const room of Object.values({ ...join, ...leave })) {
+    const tl = room.timeline as { events: JsonObject[] };
+    tl.events = eventFields(tl.events);
+    for (const k of ["state", "state_after"]) if (room[k]) (room[k] as { events: JsonObject[] }).events = eventFields((room[k] as { events: JsonObject[] }).events);
+  }
+  return {
+    next_batch: d.nextBatch,
+    rooms: { join, invite, leave, knock },
+    account_data: { events: filterEvents(f?.account_data, d.accountData as (JsonObject & { type: string })[]) },
+    presence: { events: c.env.PRESENCE === "off" ? [] : filterEvents(f?.presence, d.presence as (JsonObject & { type: string; sender: string })[]) },
+    to_device: { events: d.toDevice },
+    device_lists: d.deviceLists,
+    device_one_time_keys_count: d.oneTimeKeyCounts,
+    device_unused_fallback_key_types: d.fallbackKeyTypes,
+  };
+}
+
+/** Timeline and state of a room from its RoomDO for the hub's range (join and leave). */
+async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject> {
+  const rf = roomSyncFilter(o.filter);
+  const timeline = ignored.size ? { ...rf.timeline, not_senders: [...(rf.timeline?.not_senders ?? []), ...ignored] } : rf.timeline;
+  const view = unwrap(
+    await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).syncRoom(
+      { userId: o.userId, deviceId: o.deviceId },
+      {
+        since: o.fullState ? r.since : r.since,
+        upTo: r.upTo,
+        limit: timelineLimit(o.filter),
+        timeline,
+        state: rf.state,
+        lazyLoadMembers: rf.lazyLoadMembers,
+        fullState: o.fullState,
+        useStateAfter: o.useStateAfter,
+      },
+    ),
+  );
+  return view as unknown as JsonObject;
+}
+
+async function joinedRoom(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject | null> {
+  const f = o.filter;
+  let room: JsonObject;
+  if (r.since !== null && r.since >= r.upTo && !o.fullState) {
+    // Nothing new in the timeline (only ephemeral, account data or counts changed).
+    room = { timeline: { events: [], limited: false, prev_batch: `t${r.upTo}` } };
+    room[o.useStateAfter ? "state_after" : "state"] = { events: [] };
+  } else {
+    room = await roomTimeline(c, r, o, ignored);
+  }
+  room.ephemeral = { events: roomSectionFilter(f?.room?.ephemeral, r.roomId, r.ephemeral) };
+  room.account_data = { events: roomSectionFilter(f?.room?.account_data, r.roomId, r.accountData) };
+  room.unread_notifications = r.unread;
+  if (o.threadCounts) room.unread_thread_notifications = r.threads ?? {};
+  return room;
+}
+
+/** Invite/knock state (spec: "Stripped state"): the room's stripped state plus my member event. */
+async function strippedState(c: Context<AppEnv>, roomId: string, userId: string): Promise<JsonObject[]> {
+  const stub = roomStub(c.env, c.var.config, roomId);
+  const [stripped, me] = await Promise.all([stub.getStrippedState(), stub.getCurrentStateEvent("m.room.member", userId)]);
+  const out = [...stripped];
+  if (me) out.push({ type: me.type, state_key: me.state_key!, content: me.content, sender: me.sender });
+  return out;
+}

@@ -1,0 +1,109 @@
+// Fan-out on write (DESIGN.md §1): after a RoomDO commits an event it tells the UserDOs (sync
+// hubs) of the affected local users; typing, receipts and presence are fanned out the same way by
+// the Worker. Each hub records the change in its own stream and wakes its long-polling /sync.
+import type { Env } from "../env";
+import type { Config } from "../config";
+import { parseConfig } from "../config";
+import type { UserDO, RoomEventNotice } from "../../durable-objects/user";
+import type { JsonObject } from "../core/types";
+
+/** The hub's RPC surface. (Typed from the class directly: the generated stub type gives up on
+ *  the recursive JSON types in these signatures — "type instantiation is excessively deep".) */
+export type UserStub = Pick<
+  UserDO,
+  | "roomEvent"
+  | "typing"
+  | "receipt"
+  | "setAccountData"
+  | "getAccountData"
+  | "createFilter"
+  | "getFilter"
+  | "getPushRules"
+  | "putPushRule"
+  | "deletePushRule"
+  | "setPushRuleAttr"
+  | "notifications"
+  | "setPresence"
+  | "presenceOf"
+  | "getPresence"
+  | "pushToDevice"
+  | "deviceListChanged"
+  | "deviceListLeft"
+  | "setDeviceKeyCounts"
+  | "deleteDevice"
+  | "getRooms"
+  | "currentToken"
+  | "sync"
+>;
+
+/** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */
+export function userStub(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): UserStub {
+  const c = config ?? parseConfig(env);
+  const ns = c.jurisdiction ? env.USERS.jurisdiction(c.jurisdiction) : env.USERS;
+  return ns.get(ns.idFromName(userId), c.locationHint ? { locationHint: c.locationHint } : undefined) as unknown as UserStub;
+}
+
+/** Which local users a committed event concerns: everyone joined now, plus the target of a
+ *  member event (so invitees, the kicked and the banned hear about it). Pure. */
+export function recipientsOf(ev: { type: string; state_key?: string }, joinedLocal: string[], isLocal: (userId: string) => boolean): string[] {
+  const out = new Set(joinedLocal);
+  if (ev.type === "m.room.member" && ev.state_key && isLocal(ev.state_key)) out.add(ev.state_key);
+  return [...out];
+}
+
+/** Tell every recipient's hub about a committed event. Waits for all of them, so when a send
+ *  returns, every local recipient's next /sync includes the event. A failing hub is logged, not
+ *  fatal: the event is committed regardless. */
+export async function notifyRoomEvent(env: Env, notice: RoomEventNotice, recipients: string[]): Promise<void> {
+  const config = parseConfig(env);
+  const results = await Promise.allSettled(recipients.map((u) => userStub(env, u, config).roomEvent(u, notice)));
+  for (const [i, r] of results.entries()) {
+    if (r.status === "rejected") console.error(`sync fan-out to ${recipients[i]} failed`, r.reason);
+  }
+}
+
+async function each(env: Env, config: Config, users: string[], fn: (stub: UserStub, userId: string) => Promise<unknown>): Promise<void> {
+  const results = await Promise.allSettled(users.map((u) => fn(userStub(env, u, config), u)));
+  for (const [i, r] of results.entries()) if (r.status === "rejected") console.error(`fan-out to ${users[i]} failed`, r.reason);
+}
+
+/** Typing (module "Typing Notifications") to every local member of the room. */
+export function fanOutTyping(env: Env, config: Config, roomId: string, typer: string, timeoutMs: number, localMembers: string[]): Promise<void> {
+  return each(env, config, localMembers, (s, u) => s.typing(u, roomId, typer, timeoutMs));
+}
+
+/** A receipt (module "Receipts"): public ones to every local member, private ones to the owner. */
+export function fanOutReceipt(
+  env: Env,
+  config: Config,
+  r: { roomId: string; userId: string; type: string; eventId: string; threadId: string; ts: number },
+  localMembers: string[],
+): Promise<void> {
+  const users = r.type === "m.read.private" ? [r.userId] : [...new Set([...localMembers, r.userId])];
+  return each(env, config, users, (s, u) => s.receipt(u, r));
+}
+
+/** Presence (module "Presence"): to local users who share a room with `userId` (from the D1
+ *  membership mirror). */
+export async function fanOutPresence(env: Env, config: Config, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
+  const { results } = await env.DB.prepare(
+    `SELECT DISTINCT b.user_id FROM room_memberships a JOIN room_memberships b ON a.room_id = b.room_id
+     WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join' AND b.user_id != ?`,
+  )
+    .bind(userId, userId)
+    .all<{ user_id: string }>();
+  await each(env, config, results.map((r) => r.user_id), (s, u) => s.presenceOf(u, { userId, ...p }));
+}
+
+/** The notice a RoomDO sends for one committed event (pure; the RoomDO supplies room facts). */
+export function buildNotice(args: {
+  roomId: string;
+  stream: number;
+  event: RoomEventNotice["event"];
+  memberCount: number;
+  senderPowerLevel: number;
+  powerLevels?: JsonObject;
+  encrypted: boolean;
+}): RoomEventNotice {
+  return { ...args };
+}
