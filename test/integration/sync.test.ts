@@ -1,0 +1,361 @@
+// /sync and its neighbours, against the real Worker (D1, RoomDOs, UserDOs in workerd).
+import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:test";
+import { call, registerUser, type Json, type TestUser } from "./helpers";
+
+const V3 = "/_matrix/client/v3";
+const enc = encodeURIComponent;
+let txn = 0;
+
+async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
+  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id;
+}
+async function join(u: TestUser, roomId: string) {
+  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+async function send(u: TestUser, roomId: string, body: string, extra: Json = {}): Promise<string> {
+  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body, ...extra } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id;
+}
+async function sync(u: TestUser, q: Record<string, string | number | boolean> = {}) {
+  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
+  return call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
+}
+async function pair() {
+  const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+  const roomId = await createRoom(alice);
+  await join(bob, roomId);
+  return { alice, bob, roomId };
+}
+
+describe("initial and incremental sync", () => {
+  it("returns joined rooms with timeline, state before the timeline, summary and a token", async () => {
+    const { alice, bob, roomId } = await pair();
+    await send(alice, roomId, "hello");
+    const r = await sync(bob);
+    expect(r.status).toBe(200);
+    expect(r.body.next_batch).toMatch(/^s\d+_[0-9a-z]+$/);
+    const room = r.body.rooms.join[roomId];
+    expect(room.timeline.events.map((e: Json) => e.type)).toContain("m.room.message");
+    // The whole short history fits the default limit: state before it is empty.
+    expect(room.timeline.events[0].type).toBe("m.room.create");
+    expect(room.state.events).toEqual([]);
+    const small = (await sync(bob, { filter: JSON.stringify({ room: { timeline: { limit: 1 } } }) })).body.rooms.join[roomId];
+    expect(small.timeline.limited).toBe(true);
+    expect(small.state.events.map((e: Json) => e.type)).toContain("m.room.create");
+    // State is the state at the *start* of the timeline: nothing in both.
+    const tlIds = new Set(room.timeline.events.map((e: Json) => e.event_id));
+    expect(room.state.events.filter((e: Json) => tlIds.has(e.event_id))).toEqual([]);
+    expect(room.summary["m.joined_member_count"]).toBe(2);
+    expect(room.summary["m.heroes"]).toEqual([alice.userId]);
+    expect(r.body.device_one_time_keys_count).toEqual({});
+    expect(r.body.device_unused_fallback_key_types).toEqual([]);
+
+    // Incremental: only what is new.
+    const e2 = await send(alice, roomId, "second");
+    const r2 = await sync(bob, { since: r.body.next_batch });
+    expect(r2.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toEqual([e2]);
+    expect(r2.body.rooms.join[roomId].timeline.limited).toBe(false);
+    // Nothing new: empty and immediate with timeout 0.
+    const r3 = await sync(bob, { since: r2.body.next_batch });
+    expect(r3.body.rooms.join[roomId]).toBeUndefined();
+    expect(r3.body.next_batch).toBe(r2.body.next_batch);
+  });
+
+  it("delivers every one of 120 events exactly once through limited syncs and /messages from prev_batch", async () => {
+    const { alice, bob, roomId } = await pair();
+    const filter = JSON.stringify({ room: { timeline: { limit: 10 } } });
+    let token = (await sync(bob, { filter })).body.next_batch;
+    const seen: string[] = [];
+    const sent: string[] = [];
+    const known = new Set<string>();
+    let n = 0;
+    for (const batch of [35, 1, 50, 10, 24]) {
+      for (let i = 0; i < batch; i++) sent.push(await send(alice, roomId, `m${n++}`));
+      const r = await sync(bob, { since: token, filter });
+      expect(r.status).toBe(200);
+      token = r.body.next_batch;
+      const tl = r.body.rooms.join[roomId].timeline;
+      const fresh = tl.events.filter((e: Json) => e.type === "m.room.message").map((e: Json) => e.event_id);
+      expect(fresh.length).toBeLessThanOrEqual(10);
+      expect(tl.limited).toBe(batch > 10);
+      // Fill the gap: page back from prev_batch until we meet an event we already have.
+      const gap: string[] = [];
+      if (tl.limited) {
+        let from = tl.prev_batch;
+        outer: for (;;) {
+          const page = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=7&from=${enc(from)}`, { token: bob.accessToken });
+          expect(page.status).toBe(200);
+          for (const e of page.body.chunk as Json[]) {
+            if (known.has(e.event_id)) break outer;
+            if (e.type === "m.room.message") gap.unshift(e.event_id);
+            else known.add(e.event_id);
+          }
+          if (!page.body.end) break;
+          from = page.body.end;
+        }
+      }
+      for (const id of [...gap, ...fresh]) {
+        seen.push(id);
+        known.add(id);
+      }
+      // Anything non-message in the timeline counts as known too.
+      for (const e of tl.events) known.add(e.event_id);
+    }
+    expect(seen.length).toBe(120);
+    expect(new Set(seen).size).toBe(120);
+    expect(seen).toEqual(sent);
+  });
+
+  it("long-polling returns as soon as a message arrives", async () => {
+    const { alice, bob, roomId } = await pair();
+    const token = (await sync(bob)).body.next_batch;
+    const started = Date.now();
+    const pending = sync(bob, { since: token, timeout: 20_000 });
+    await new Promise((r) => setTimeout(r, 150));
+    const id = await send(alice, roomId, "wake up");
+    const r = await pending;
+    const elapsed = Date.now() - started;
+    expect(r.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toEqual([id]);
+    expect(elapsed).toBeLessThan(10_000);
+  });
+
+  it("long-polling times out empty", async () => {
+    const bob = await registerUser();
+    const token = (await sync(bob)).body.next_batch;
+    const started = Date.now();
+    const r = await sync(bob, { since: token, timeout: 300 });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+    expect(r.status).toBe(200);
+    expect(r.body.next_batch).toBe(token);
+  });
+
+  it("refuses malformed and foreign since tokens with M_INVALID_PARAM", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const a = (await sync(alice)).body.next_batch;
+    await sync(bob);
+    const bad = await sync(bob, { since: "garbage" });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errcode).toBe("M_INVALID_PARAM");
+    const foreign = await sync(bob, { since: a });
+    expect(foreign.status).toBe(400);
+    expect(foreign.body.errcode).toBe("M_INVALID_PARAM");
+    const future = await sync(alice, { since: a.replace(/^s\d+/, "s999999") });
+    expect(future.status).toBe(400);
+    expect(future.body.errcode).toBe("M_INVALID_PARAM");
+  });
+
+  it("state_after (MSC4222 and stable) replaces state", async () => {
+    const { alice, bob, roomId } = await pair();
+    const token = (await sync(bob)).body.next_batch;
+    await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: alice.accessToken, body: { topic: "T" } });
+    for (const param of ["use_state_after", "org.matrix.msc4222.use_state_after"]) {
+      const r = await sync(bob, { since: token, [param]: true });
+      const room = r.body.rooms.join[roomId];
+      expect(room.state).toBeUndefined();
+      expect(room.state_after.events.map((e: Json) => e.type)).toEqual(["m.room.topic"]);
+    }
+    const initial = await sync(bob, { use_state_after: true });
+    expect(initial.body.rooms.join[roomId].state_after.events.map((e: Json) => e.type)).toContain("m.room.topic");
+  });
+});
+
+describe("memberships in sync", () => {
+  it("shows invites with stripped state, and kicks in leave with the final event", async () => {
+    const [alice, carol] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "private_chat", name: "Secret" });
+    const t0 = (await sync(carol)).body.next_batch;
+    const inv = await call("POST", `${V3}/rooms/${enc(roomId)}/invite`, { token: alice.accessToken, body: { user_id: carol.userId } });
+    expect(inv.status).toBe(200);
+    const r = await sync(carol, { since: t0 });
+    const state = r.body.rooms.invite[roomId].invite_state.events as Json[];
+    expect(state.find((e) => e.type === "m.room.name")?.content.name).toBe("Secret");
+    expect(state.find((e) => e.type === "m.room.member" && e.state_key === carol.userId)?.content.membership).toBe("invite");
+
+    await join(carol, roomId);
+    const r2 = await sync(carol, { since: r.body.next_batch });
+    const joined = r2.body.rooms.join[roomId];
+    // Newly joined: the room is new to the client, so everything up to now is there.
+    expect([...joined.state.events, ...joined.timeline.events].map((e: Json) => e.type)).toContain("m.room.create");
+    expect(r2.body.rooms.invite[roomId]).toBeUndefined();
+    const kick = await call("POST", `${V3}/rooms/${enc(roomId)}/kick`, { token: alice.accessToken, body: { user_id: carol.userId, reason: "bye" } });
+    expect(kick.status).toBe(200);
+    await send(alice, roomId, "after the kick");
+    const r3 = await sync(carol, { since: r2.body.next_batch });
+    expect(r3.body.rooms.join[roomId]).toBeUndefined();
+    const left = r3.body.rooms.leave[roomId];
+    const last = left.timeline.events[left.timeline.events.length - 1];
+    expect(last.type).toBe("m.room.member");
+    expect(last.content.membership).toBe("leave");
+    expect(left.timeline.events.some((e: Json) => e.content?.body === "after the kick")).toBe(false);
+  });
+});
+
+describe("filters", () => {
+  it("stores filters, and applies types, limits, lazy-loading and room lists", async () => {
+    const { alice, bob, roomId } = await pair();
+    const bad = await call("POST", `${V3}/user/${enc(bob.userId)}/filter`, { token: bob.accessToken, body: { room: { timeline: { limit: "x" } } } });
+    expect(bad.status).toBe(400);
+    const other = await call("POST", `${V3}/user/${enc(alice.userId)}/filter`, { token: bob.accessToken, body: {} });
+    expect(other.status).toBe(403);
+    const def = { room: { timeline: { limit: 2, types: ["m.room.message"] }, state: { lazy_load_members: true } } };
+    const created = await call("POST", `${V3}/user/${enc(bob.userId)}/filter`, { token: bob.accessToken, body: def });
+    expect(created.status).toBe(200);
+    const got = await call("GET", `${V3}/user/${enc(bob.userId)}/filter/${created.body.filter_id}`, { token: bob.accessToken });
+    expect(got.body).toEqual(def);
+    expect((await call("GET", `${V3}/user/${enc(bob.userId)}/filter/99999`, { token: bob.accessToken })).status).toBe(404);
+
+    for (let i = 0; i < 3; i++) await send(alice, roomId, `f${i}`);
+    const r = await sync(bob, { filter: created.body.filter_id });
+    const room = r.body.rooms.join[roomId];
+    expect(room.timeline.events.map((e: Json) => e.content.body)).toEqual(["f1", "f2"]);
+    expect(room.timeline.limited).toBe(true);
+    // Lazy-loading: members of the timeline's senders and my own, no one else's.
+    const members = room.state.events.filter((e: Json) => e.type === "m.room.member").map((e: Json) => e.state_key).sort();
+    expect(members).toEqual([alice.userId, bob.userId].sort());
+
+    const none = await sync(bob, { filter: JSON.stringify({ room: { not_rooms: [roomId] } }) });
+    expect(none.body.rooms.join[roomId]).toBeUndefined();
+    expect((await sync(bob, { filter: "{not json" })).body.errcode).toBe("M_INVALID_PARAM");
+    expect((await sync(bob, { filter: "12345" })).body.errcode).toBe("M_INVALID_PARAM");
+  });
+});
+
+describe("ephemeral and per-user data", () => {
+  it("typing reaches the other member and expires", async () => {
+    const { alice, bob, roomId } = await pair();
+    const token = (await sync(bob)).body.next_batch;
+    const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/typing/${enc(alice.userId)}`, { token: alice.accessToken, body: { typing: true, timeout: 400 } });
+    expect(r.status).toBe(200);
+    const s1 = await sync(bob, { since: token, timeout: 5000 });
+    const typing = s1.body.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === "m.typing");
+    expect(typing.content.user_ids).toEqual([alice.userId]);
+    // Expiry wakes the long-poll with an empty typing list.
+    const s2 = await sync(bob, { since: s1.body.next_batch, timeout: 5000 });
+    expect(s2.body.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === "m.typing").content.user_ids).toEqual([]);
+    const forbidden = await call("PUT", `${V3}/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { token: alice.accessToken, body: { typing: true } });
+    expect(forbidden.status).toBe(403);
+  });
+
+  it("counts unread notifications, clears them with receipts and shares public receipts", async () => {
+    const { alice, bob, roomId } = await pair();
+    const token = (await sync(bob)).body.next_batch;
+    await send(alice, roomId, "one");
+    await send(alice, roomId, "two");
+    const last = await send(alice, roomId, `hey @bob`, { "m.mentions": { user_ids: [bob.userId] } });
+    const s1 = await sync(bob, { since: token });
+    expect(s1.body.rooms.join[roomId].unread_notifications).toEqual({ notification_count: 3, highlight_count: 1 });
+    const aliceToken = (await sync(alice)).body.next_batch;
+    const rc = await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(last)}`, { token: bob.accessToken, body: {} });
+    expect(rc.status).toBe(200);
+    const s2 = await sync(bob, { since: s1.body.next_batch });
+    expect(s2.body.rooms.join[roomId].unread_notifications).toEqual({ notification_count: 0, highlight_count: 0 });
+    const sa = await sync(alice, { since: aliceToken });
+    const receipt = sa.body.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === "m.receipt");
+    expect(receipt.content[last]["m.read"][bob.userId].ts).toBeTypeOf("number");
+    // Private receipts stay private; read markers set m.fully_read.
+    const t2 = sa.body.next_batch;
+    await call("POST", `${V3}/rooms/${enc(roomId)}/read_markers`, { token: bob.accessToken, body: { "m.fully_read": last, "m.read.private": last } });
+    const sb = await sync(bob, { since: s2.body.next_batch });
+    expect(sb.body.rooms.join[roomId].account_data.events).toContainEqual({ type: "m.fully_read", content: { event_id: last } });
+    expect(sb.body.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === "m.receipt").content[last]["m.read.private"][bob.userId]).toBeDefined();
+    const sa2 = await sync(alice, { since: t2 });
+    expect(sa2.body.rooms.join[roomId]).toBeUndefined();
+    const badThread = await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(last)}`, { token: bob.accessToken, body: { thread_id: "" } });
+    expect(badThread.body.errcode).toBe("M_INVALID_PARAM");
+  });
+
+  it("stores global and room account data and tags, delivered through sync", async () => {
+    const { bob, roomId } = await pair();
+    const token = (await sync(bob)).body.next_batch;
+    const base = `${V3}/user/${enc(bob.userId)}`;
+    expect((await call("GET", `${base}/account_data/org.example`, { token: bob.accessToken })).status).toBe(404);
+    expect((await call("PUT", `${base}/account_data/org.example`, { token: bob.accessToken, body: { a: 1 } })).status).toBe(200);
+    expect((await call("GET", `${base}/account_data/org.example`, { token: bob.accessToken })).body).toEqual({ a: 1 });
+    expect((await call("PUT", `${base}/rooms/${enc(roomId)}/account_data/org.room`, { token: bob.accessToken, body: { b: 2 } })).status).toBe(200);
+    expect((await call("PUT", `${base}/rooms/${enc(roomId)}/tags/m.favourite`, { token: bob.accessToken, body: { order: 0.5 } })).status).toBe(200);
+    expect((await call("GET", `${base}/rooms/${enc(roomId)}/tags`, { token: bob.accessToken })).body).toEqual({ tags: { "m.favourite": { order: 0.5 } } });
+    expect((await call("PUT", `${base}/rooms/${enc(roomId)}/account_data/m.fully_read`, { token: bob.accessToken, body: {} })).status).toBe(405);
+    const r = await sync(bob, { since: token });
+    expect(r.body.account_data.events).toContainEqual({ type: "org.example", content: { a: 1 } });
+    const roomAd = r.body.rooms.join[roomId].account_data.events;
+    expect(roomAd).toContainEqual({ type: "org.room", content: { b: 2 } });
+    expect(roomAd).toContainEqual({ type: "m.tag", content: { tags: { "m.favourite": { order: 0.5 } } } });
+    expect((await call("DELETE", `${base}/rooms/${enc(roomId)}/tags/m.favourite`, { token: bob.accessToken })).status).toBe(200);
+    expect((await call("GET", `${base}/rooms/${enc(roomId)}/tags`, { token: bob.accessToken })).body).toEqual({ tags: {} });
+  });
+
+  it("hides ignored users' events", async () => {
+    const { alice, bob, roomId } = await pair();
+    const token = (await sync(bob)).body.next_batch;
+    await call("PUT", `${V3}/user/${enc(bob.userId)}/account_data/m.ignored_user_list`, { token: bob.accessToken, body: { ignored_users: { [alice.userId]: {} } } });
+    await send(alice, roomId, "ignored");
+    const r = await sync(bob, { since: token });
+    const tl = r.body.rooms.join[roomId]?.timeline.events ?? [];
+    expect(tl.some((e: Json) => e.content?.body === "ignored")).toBe(false);
+  });
+
+  it("presence: PUT/GET and delivery to room-mates", async () => {
+    const { alice, bob } = await pair();
+    const token = (await sync(bob, { set_presence: "offline" })).body.next_batch;
+    expect((await call("PUT", `${V3}/presence/${enc(alice.userId)}/status`, { token: alice.accessToken, body: { presence: "unavailable", status_msg: "lunch" } })).status).toBe(200);
+    const g = await call("GET", `${V3}/presence/${enc(alice.userId)}/status`, { token: bob.accessToken });
+    expect(g.body.presence).toBe("unavailable");
+    expect(g.body.status_msg).toBe("lunch");
+    const r = await sync(bob, { since: token, set_presence: "offline" });
+    expect(r.body.presence.events).toContainEqual(expect.objectContaining({ type: "m.presence", sender: alice.userId }));
+  });
+
+  it("to-device messages and device list changes pushed into the hub are delivered once", async () => {
+    const bob = await registerUser();
+    const hub = env.USERS.get(env.USERS.idFromName(bob.userId));
+    const t0 = (await sync(bob)).body.next_batch;
+    await hub.pushToDevice(bob.userId, [bob.deviceId], [{ sender: "@x:test.local", type: "m.test", content: { n: 1 } }]);
+    await hub.deviceListChanged(bob.userId, "@x:test.local");
+    await hub.setDeviceKeyCounts(bob.userId, bob.deviceId, { signed_curve25519: 5 }, ["signed_curve25519"]);
+    const r = await sync(bob, { since: t0 });
+    expect(r.body.to_device.events).toEqual([{ sender: "@x:test.local", type: "m.test", content: { n: 1 } }]);
+    expect(r.body.device_lists.changed).toEqual(["@x:test.local"]);
+    expect(r.body.device_one_time_keys_count).toEqual({ signed_curve25519: 5 });
+    expect(r.body.device_unused_fallback_key_types).toEqual(["signed_curve25519"]);
+    const again = await sync(bob, { since: r.body.next_batch });
+    expect(again.body.to_device.events).toEqual([]);
+  });
+});
+
+describe("push rules API", () => {
+  it("lists defaults, creates, orders, toggles and deletes rules; counts follow the rules", async () => {
+    const { alice, bob, roomId } = await pair();
+    const all = await call("GET", `${V3}/pushrules/`, { token: bob.accessToken });
+    expect(all.body.global.override[0].rule_id).toBe(".m.rule.master");
+    expect(all.body.global.underride.map((r: Json) => r.rule_id)).toContain(".m.rule.message");
+    const base = `${V3}/pushrules/global`;
+    expect((await call("PUT", `${base}/room/${enc(roomId)}`, { token: bob.accessToken, body: { actions: [] } })).status).toBe(200);
+    expect((await call("GET", `${base}/room/${enc(roomId)}/actions`, { token: bob.accessToken })).body).toEqual({ actions: [] });
+    const token = (await sync(bob)).body.next_batch;
+    await send(alice, roomId, "muted");
+    const r = await sync(bob, { since: token });
+    expect(r.body.rooms.join[roomId].unread_notifications.notification_count).toBe(0);
+    expect(r.body.account_data.events.map((e: Json) => e.type)).not.toContain("m.push_rules");
+    expect((await call("PUT", `${base}/room/${enc(roomId)}/enabled`, { token: bob.accessToken, body: { enabled: false } })).status).toBe(200);
+    await send(alice, roomId, "loud");
+    const r2 = await sync(bob, { since: r.body.next_batch });
+    expect(r2.body.rooms.join[roomId].unread_notifications.notification_count).toBe(1);
+    expect((await call("PUT", `${base}/override/a.rule?before=nope`, { token: bob.accessToken, body: { actions: ["notify"], conditions: [] } })).status).toBe(404);
+    expect((await call("PUT", `${base}/override/a.rule`, { token: bob.accessToken, body: { actions: ["notify"], conditions: [] } })).status).toBe(200);
+    expect((await call("PUT", `${base}/override/b.rule?before=a.rule`, { token: bob.accessToken, body: { actions: [], conditions: [] } })).status).toBe(200);
+    const ov = (await call("GET", `${V3}/pushrules/`, { token: bob.accessToken })).body.global.override.map((x: Json) => x.rule_id);
+    expect(ov.slice(0, 3)).toEqual([".m.rule.master", "b.rule", "a.rule"]);
+    expect((await call("DELETE", `${base}/override/b.rule`, { token: bob.accessToken })).status).toBe(200);
+    expect((await call("DELETE", `${base}/override/.m.rule.master`, { token: bob.accessToken })).status).toBe(400);
+    expect((await call("PUT", `${base}/override/.m.rule.master/enabled`, { token: bob.accessToken, body: { enabled: true } })).status).toBe(200);
+    expect((await call("GET", `${base}/override/.m.rule.master/enabled`, { token: bob.accessToken })).body).toEqual({ enabled: true });
+    expect((await call("GET", `${base}/override/nope`, { token: bob.accessToken })).status).toBe(404);
+    const notifs = await call("GET", `${V3}/notifications`, { token: bob.accessToken });
+    expect(notifs.body.notifications.map((n: Json) => n.event.content.body)).toEqual(["loud"]);
+  });
+});
