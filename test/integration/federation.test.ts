@@ -313,6 +313,20 @@ describe("SenderDO", () => {
   });
 });
 
+describe("SenderDO queue bound", () => {
+  it("drops EDUs first, then the oldest PDUs, when a dead peer's queue overflows", async () => {
+    const dest = "gone.test:8448";
+    const stub = env.FEDERATION_SENDER.get(env.FEDERATION_SENDER.idFromName(dest));
+    await stub.enqueue(SERVER, dest, [], [{ edu_type: "m.typing", content: {} }]);
+    await stub.enqueue(SERVER, dest, Array.from({ length: 5000 }, (_, n) => ({ n })), []);
+    const st = await stub.status();
+    expect(st.queued).toBe(5000);
+    expect(st.dropped).toBe(1); // the EDU went first
+    await stub.enqueue(SERVER, dest, [{ n: 5000 }], []);
+    expect((await stub.status()).queued).toBe(5000);
+  });
+});
+
 // Keep SELF/BASE referenced for readers who extend this file with raw requests.
 void SELF;
 void BASE;
