@@ -22,6 +22,7 @@ import {
 import { canonicalJson } from "../core/canonical-json";
 import { verifyJsonSignature } from "../core/signing";
 import { MatrixError } from "../api/errors";
+import { userStub } from "./notifier";
 
 export type Json = Record<string, unknown>;
 export type Signatures = Record<string, Record<string, string>>;
@@ -46,27 +47,30 @@ function mergeSignatures(obj: Json, extra: { signerUserId: string; signerKeyId: 
 // Device-list stream (spec: "Tracking the device list for a user"). Every change to a user's
 // devices, device keys or cross-signing keys appends a row; the row ID is the stream position.
 
-/** Hook through which the sync hub learns of changes (set by whoever owns the UserDO wiring).
- *  Called after the change is durable in D1; failures are logged, never surfaced. */
-export type DeviceListListener = (env: Env, userId: string, position: number) => Promise<void>;
-const listeners: DeviceListListener[] = [];
-export function onDeviceListChange(l: DeviceListListener): void {
-  listeners.push(l);
-}
-
-/** Record that `userId`'s device list changed; returns the new stream position. */
+/** Record that `userId`'s device list changed; returns the new device-list stream position.
+ *  With `env`, the sync hubs (UserDO) of every local user sharing a room with `userId`, and of
+ *  `userId` themself, are told, so their next /sync carries `device_lists.changed`. Hub
+ *  failures are logged: the change is durable in D1 and /keys/changes still reports it. */
 export async function markDeviceListChanged(d: DB, userId: string, env?: Env): Promise<number> {
   const [row] = await d.insert(deviceListStream).values({ userId, ts: Date.now() }).returning({ id: deviceListStream.streamId });
   if (env) {
-    for (const l of listeners) {
-      try {
-        await l(env, userId, row.id);
-      } catch (e) {
-        console.warn("device list listener failed", e);
-      }
-    }
+    const users = await usersSharingRoomWith(env, userId);
+    const results = await Promise.allSettled(users.map((u) => userStub(env, u).deviceListChanged(u, userId)));
+    for (const [i, r] of results.entries()) if (r.status === "rejected") console.error(`device-list fan-out to ${users[i]} failed`, r.reason);
   }
   return row.id;
+}
+
+/** Tell a device's sync hub its current one-time key counts and unused fallback key types
+ *  (/sync `device_one_time_keys_count`, `device_unused_fallback_key_types`). Called after every
+ *  upload and claim. */
+export async function pushKeyCounts(env: Env, userId: string, deviceId: string): Promise<void> {
+  const [counts, fallback] = await Promise.all([oneTimeKeyCounts(env, userId, deviceId), unusedFallbackKeyTypes(env, userId, deviceId)]);
+  try {
+    await userStub(env, userId).setDeviceKeyCounts(userId, deviceId, counts, fallback);
+  } catch (e) {
+    console.error(`key-count push to ${userId} failed`, e);
+  }
 }
 
 /** The current device-list stream position (0 when nothing ever changed). */
@@ -422,6 +426,13 @@ export async function deleteDeviceE2ee(d: DB, userId: string, deviceId: string, 
     d.delete(fallbackKeys).where(and(eq(fallbackKeys.userId, userId), eq(fallbackKeys.deviceId, deviceId))),
     d.delete(crossSigningSignatures).where(and(eq(crossSigningSignatures.targetUserId, userId), eq(crossSigningSignatures.targetKeyId, deviceId))),
   ]);
+  if (env) {
+    try {
+      await userStub(env, userId).deleteDevice(userId, deviceId);
+    } catch (e) {
+      console.error(`hub deleteDevice for ${userId} failed`, e);
+    }
+  }
   await markDeviceListChanged(d, userId, env);
 }
 
@@ -631,4 +642,92 @@ export async function getDeviceKeys(env: Env, userId: string, deviceId: string):
 /** Whether `userId` has a device with this ID (any device, keys or not). */
 export async function deviceExists(env: Env, userId: string, deviceId: string): Promise<boolean> {
   return !!(await env.DB.prepare("SELECT 1 AS x FROM devices WHERE user_id = ? AND device_id = ?").bind(userId, deviceId).first());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Send-to-device messaging (spec: module "Send-to-Device messaging"). Messages go into the
+// recipient's sync hub (UserDO), which delivers each exactly once and deletes it when the
+// device syncs past it.
+
+export interface ToDeviceMessage {
+  sender: string;
+  type: string;
+  content: Json;
+}
+
+/** Claim a transaction ID of PUT /sendToDevice for one device. False if it was already used
+ *  (the request is a retry and must not deliver again). */
+export async function claimToDeviceTxn(env: Env, userId: string, deviceId: string, txnId: string): Promise<boolean> {
+  const row = await env.DB.prepare(
+    "INSERT INTO to_device_txns (user_id, device_id, txn_id, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING txn_id",
+  )
+    .bind(userId, deviceId, txnId, Date.now())
+    .first();
+  return !!row;
+}
+
+export async function releaseToDeviceTxn(env: Env, userId: string, deviceId: string, txnId: string): Promise<void> {
+  await env.DB.prepare("DELETE FROM to_device_txns WHERE user_id = ? AND device_id = ? AND txn_id = ?").bind(userId, deviceId, txnId).run();
+}
+
+/** Queue messages for a local user's devices: `messages` maps device ID (or "*" for all of
+ *  the user's devices) to content. Unknown device IDs are dropped. */
+export async function deliverToDevice(env: Env, sender: string, type: string, userId: string, messages: Record<string, Json>): Promise<void> {
+  const { results } = await env.DB.prepare("SELECT device_id FROM devices WHERE user_id = ?").bind(userId).all<{ device_id: string }>();
+  const known = new Set(results.map((r) => r.device_id));
+  const perDevice = new Map<string, Json>();
+  // A message for "*" goes to every device; an explicit entry for a device wins over it.
+  if (messages["*"]) for (const d of known) perDevice.set(d, messages["*"]);
+  for (const [deviceId, content] of Object.entries(messages)) if (deviceId !== "*" && known.has(deviceId)) perDevice.set(deviceId, content);
+  if (perDevice.size === 0) return;
+  const stub = userStub(env, userId);
+  // Group devices that receive identical content into one hub call.
+  const groups = new Map<string, { content: Json; devices: string[] }>();
+  for (const [d, content] of perDevice) {
+    const key = canonicalJson(content);
+    const g = groups.get(key) ?? { content, devices: [] };
+    g.devices.push(d);
+    groups.set(key, g);
+  }
+  for (const g of groups.values()) await stub.pushToDevice(userId, g.devices, [{ sender, type, content: g.content as never }]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dehydrated devices (MSC3814, `org.matrix.msc3814.v1`): a device whose private keys are kept
+// encrypted on the server, so messages sent while the user has no client online can be
+// decrypted later. At most one per user; the device itself is an ordinary row of `devices`
+// (without access tokens), so it shows in /keys/query and receives to-device messages.
+
+export async function getDehydratedDevice(env: Env, userId: string): Promise<{ deviceId: string; deviceData: Json } | null> {
+  const row = await env.DB.prepare("SELECT device_id, device_data FROM dehydrated_devices WHERE user_id = ?")
+    .bind(userId)
+    .first<{ device_id: string; device_data: string }>();
+  return row ? { deviceId: row.device_id, deviceData: JSON.parse(row.device_data) } : null;
+}
+
+/** Record the dehydrated device (creating its device row); returns the previous one's device
+ *  ID, which the caller deletes. */
+export async function putDehydratedDevice(
+  env: Env,
+  userId: string,
+  deviceId: string,
+  deviceData: Json,
+  displayName: string | undefined,
+): Promise<string | null> {
+  const old = await getDehydratedDevice(env, userId);
+  const now = Date.now();
+  await env.DB.batch([
+    env.DB.prepare(
+      "INSERT INTO devices (user_id, device_id, display_name, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET display_name = excluded.display_name",
+    ).bind(userId, deviceId, displayName ?? null, now),
+    env.DB.prepare(
+      `INSERT INTO dehydrated_devices (user_id, device_id, device_data, created_ts) VALUES (?, ?, ?, ?)
+       ON CONFLICT (user_id) DO UPDATE SET device_id = excluded.device_id, device_data = excluded.device_data, created_ts = excluded.created_ts`,
+    ).bind(userId, deviceId, JSON.stringify(deviceData), now),
+  ]);
+  return old && old.deviceId !== deviceId ? old.deviceId : null;
+}
+
+export async function forgetDehydratedDevice(env: Env, userId: string): Promise<void> {
+  await env.DB.prepare("DELETE FROM dehydrated_devices WHERE user_id = ?").bind(userId).run();
 }

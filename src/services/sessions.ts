@@ -5,6 +5,7 @@ import type { DB } from "../db";
 import { accessTokens, devices, refreshTokens } from "../db/schema";
 import { randomString, randomToken, sha256Hex } from "./crypto-util";
 import { deleteDeviceE2ee } from "./e2ee";
+import type { Env } from "../env";
 
 export interface IssuedTokens {
   access_token: string;
@@ -76,14 +77,14 @@ export async function revokeDeviceTokens(d: DB, userId: string, deviceId: string
 }
 
 /** Delete a device and everything that authenticates as it, with its E2EE keys and one-time
- *  keys; the device-list change is announced (spec: "Device management"). */
-export async function deleteDevice(d: DB, userId: string, deviceId: string): Promise<void> {
+ *  keys; with `env`, the device-list change reaches the sync hubs (spec: "Device management"). */
+export async function deleteDevice(d: DB, userId: string, deviceId: string, env?: Env): Promise<void> {
   await revokeDeviceTokens(d, userId, deviceId);
   await d.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
-  await deleteDeviceE2ee(d, userId, deviceId);
+  await deleteDeviceE2ee(d, userId, deviceId, env);
 }
 
-export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string): Promise<void> {
+export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env): Promise<void> {
   const all = await d.select({ deviceId: devices.deviceId }).from(devices).where(eq(devices.userId, userId));
-  for (const { deviceId } of all) if (deviceId !== exceptDeviceId) await deleteDevice(d, userId, deviceId);
+  for (const { deviceId } of all) if (deviceId !== exceptDeviceId) await deleteDevice(d, userId, deviceId, env);
 }

@@ -344,5 +344,7 @@ describe("GET /keys/changes and device deletion", () => {
     expect((await call("GET", `${V3}/keys/changes?from=abc&to=1`, { token: a.accessToken })).body.errcode).toBe("M_INVALID_PARAM");
     // Sync-style tokens carrying a "dl<N>" segment are understood.
     expect((await call("GET", `${V3}/keys/changes?from=s1_dl0_t2&to=s5_dl999999_t2`, { token: a.accessToken })).status).toBe(200);
+    // Plain sync tokens are accepted (conservatively: every change).
+    expect((await call("GET", `${V3}/keys/changes?from=s1_abc&to=s9_abc`, { token: a.accessToken })).body.changed).toEqual([]);
   });
 });

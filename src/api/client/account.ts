@@ -20,7 +20,7 @@ account.post("/account/password", requireAuth, async (c) => {
   await requireUia(c, body.auth, { purpose: `password:${userId}`, flows: [["m.login.password"]], userId });
   await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.new_password), userId).run();
   // Default true (spec): every other device is logged out; this one stays.
-  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId);
+  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
   return c.json({});
 });
 
@@ -35,7 +35,7 @@ account.post("/account/deactivate", requireAuth, async (c) => {
   )
     .bind(userId)
     .run();
-  await deleteAllDevices(db(c.env), userId);
+  await deleteAllDevices(db(c.env), userId, undefined, c.env);
   return c.json({ id_server_unbind_result: "no-support" });
 });
 

@@ -54,7 +54,7 @@ deviceRoutes.delete("/devices/:deviceId", requireAuth, async (c) => {
   const [row] = await db(c.env).select().from(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
   if (!row) throw notFound("Device not found");
   await requireUia(c, body.auth, { purpose: `delete_device:${userId}:${deviceId}`, flows: [["m.login.password"]], userId });
-  await deleteDevice(db(c.env), userId, deviceId);
+  await deleteDevice(db(c.env), userId, deviceId, c.env);
   return c.json({});
 });
 
@@ -67,6 +67,6 @@ deviceRoutes.post("/delete_devices", requireAuth, async (c) => {
   const existing = ids.length
     ? await d.select({ deviceId: devices.deviceId }).from(devices).where(and(eq(devices.userId, userId), inArray(devices.deviceId, ids)))
     : [];
-  for (const { deviceId } of existing) await deleteDevice(d, userId, deviceId);
+  for (const { deviceId } of existing) await deleteDevice(d, userId, deviceId, c.env);
   return c.json({});
 });

@@ -13,6 +13,7 @@ import {
   claimKey,
   deviceListPositionFromToken,
   oneTimeKeyCounts,
+  pushKeyCounts,
   queryCrossSigningKeys,
   queryDeviceKeys,
   storeDeviceKeys,
@@ -67,6 +68,7 @@ export async function uploadKeysFor(
   if (body.one_time_keys) await storeOneTimeKeys(env, userId, deviceId, body.one_time_keys);
   const fallback = body.fallback_keys ?? body["org.matrix.msc2732.fallback_keys"];
   if (fallback) await storeFallbackKeys(env, userId, deviceId, fallback);
+  if (body.one_time_keys || fallback) await pushKeyCounts(env, userId, deviceId);
 }
 
 // POST /keys/upload — "Publishes end-to-end encryption keys for the device."
@@ -130,23 +132,36 @@ keys.post("/keys/claim", async (c) => {
   for (const u of local) {
     for (const [deviceId, algorithm] of Object.entries(body.one_time_keys[u])) {
       const k = await claimKey(c.env, u, deviceId, algorithm);
-      if (k) ((claimed[u] ??= {})[deviceId] ??= {})[k.keyId] = k.key;
+      if (!k) continue;
+      ((claimed[u] ??= {})[deviceId] ??= {})[k.keyId] = k.key;
+      // The owner's next /sync shows the lower count, so the device uploads more.
+      c.executionCtx.waitUntil(pushKeyCounts(c.env, u, deviceId));
     }
   }
   return c.json({ one_time_keys: claimed, failures });
 });
 
+/** A /sync `next_batch` issued by the UserDO ("s<pos>_<epoch>"), which carries no device-list
+ *  position. */
+const SYNC_TOKEN = /^s[0-9]{1,15}_[0-9a-z]+$/;
+
 // GET /keys/changes?from=&to= — users whose device lists changed between two sync tokens and
-// who share a room with the caller. `left` (users who no longer share a room) comes from
-// membership changes, which /sync reports; here it is always empty (see docs/architecture.md).
+// who share a room with the caller. Tokens carrying a device-list position ("dl<N>" segment or
+// a bare number) are exact. A plain UserDO sync token has no such position, so the answer is
+// every user sharing a room whose device list ever changed: over-reporting only makes the client
+// re-query keys, whereas missing a change would break encryption. `left` (users who no longer
+// share a room) comes from membership changes, which /sync reports; here it is always empty.
 keys.get("/keys/changes", async (c) => {
   const from = c.req.query("from");
   const to = c.req.query("to");
   if (!from) throw new MatrixError(400, "M_MISSING_PARAM", "from is required");
   if (!to) throw new MatrixError(400, "M_MISSING_PARAM", "to is required");
-  const f = deviceListPositionFromToken(from);
-  const t = deviceListPositionFromToken(to);
-  if (f === null || t === null) throw invalidParam("Invalid from/to token");
+  const position = (t: string) => deviceListPositionFromToken(t) ?? (SYNC_TOKEN.test(t) ? "sync" : null);
+  const pf = position(from);
+  const pt = position(to);
+  if (pf === null || pt === null) throw invalidParam("Invalid from/to token");
+  const f = typeof pf === "number" ? pf : 0;
+  const t = typeof pt === "number" ? pt : Number.MAX_SAFE_INTEGER;
   const changed = await changedDeviceLists(c.env, c.var.auth.userId, f, t);
   return c.json({ changed, left: [] });
 });

@@ -87,12 +87,12 @@ login.post("/refresh", async (c) => {
 
 login.post("/logout", requireAuth, async (c) => {
   const { userId, deviceId } = c.var.auth;
-  await deleteDevice(db(c.env), userId, deviceId);
+  await deleteDevice(db(c.env), userId, deviceId, c.env);
   return c.json({});
 });
 
 login.post("/logout/all", requireAuth, async (c) => {
-  await deleteAllDevices(db(c.env), c.var.auth.userId);
+  await deleteAllDevices(db(c.env), c.var.auth.userId, undefined, c.env);
   return c.json({});
 });
 

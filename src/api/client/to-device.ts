@@ -1,0 +1,37 @@
+// Send-to-device messaging (spec: module "Send-to-Device messaging",
+// PUT /sendToDevice/{eventType}/{txnId}).
+import { Hono } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { parseBody } from "../validate";
+import { requireAuth } from "../middleware/auth";
+import { parseUserId } from "../../core/ids";
+import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn, type Json } from "../../services/e2ee";
+
+export const toDevice = new Hono<AppEnv>();
+toDevice.use("/sendToDevice/*", requireAuth);
+
+// "The messages to send. A map from user ID, to a map from device ID to message body. The
+// device ID may also be `*`, meaning all known devices for the user."
+const bodySchema = z.object({ messages: z.record(z.string(), z.record(z.string(), z.record(z.string(), z.unknown()))) });
+
+toDevice.put("/sendToDevice/:eventType/:txnId", async (c) => {
+  const body = await parseBody(c, bodySchema);
+  const { eventType, txnId } = c.req.param();
+  const { userId, deviceId } = c.var.auth;
+  // Idempotent per (device, txnId): a retried request returns {} without delivering again.
+  if (!(await claimToDeviceTxn(c.env, userId, deviceId, txnId))) return c.json({});
+  try {
+    for (const [target, perDevice] of Object.entries(body.messages)) {
+      const server = parseUserId(target, { historical: true })?.serverName;
+      // Remote recipients need the m.direct_to_device EDU over federation (not wired yet).
+      if (server !== c.var.config.serverName) continue;
+      await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
+    }
+  } catch (e) {
+    // Nothing may be lost: let the client's retry with the same txnId deliver.
+    await releaseToDeviceTxn(c.env, userId, deviceId, txnId);
+    throw e;
+  }
+  return c.json({});
+});
