@@ -53,7 +53,7 @@ describe("media with matrix-js-sdk", () => {
     } as any);
 
     const ev = await bob.fetchRoomEvent(room_id, event_id);
-    const mxc = ev.content.url as string;
+    const mxc = ev.content?.url as string;
     expect(mxc).toBe(content_uri);
 
     const auth = { Authorization: `Bearer ${bob.getAccessToken()}` };
