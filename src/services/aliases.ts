@@ -2,8 +2,10 @@
 // Appendices "Room Aliases"). Plain functions over D1; the HTTP layer is src/api/client/directory.ts,
 // and createRoom (room_alias_name) and the state-event PUT (m.room.canonical_alias) call in here.
 import type { Env } from "../env";
+import type { Config } from "../config";
 import { MatrixError, invalidParam } from "../api/errors";
-import { isValidRoomAlias, isValidRoomId } from "../core/ids";
+import { isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
+import { FederationError, federationContext, federationRequest, type FederationContext } from "./federation/client";
 
 export interface AliasRow {
   alias: string;
@@ -72,14 +74,54 @@ export async function getAlias(env: Env, alias: string): Promise<AliasRow | null
  * Resolve a *local* alias: `{room_id, servers}` or null. `servers` (spec: "A list of servers that
  * are aware of this room alias") is the alias's own server, which is this one; once the RoomDO can
  * tell us which servers have joined members, callers may add those (joining via them works too).
- * Remote aliases need a federation query (spec: "homeservers MUST handle GET requests to resolve
- * aliases on other servers") — not available yet, so they resolve to null here.
+ * Only our own table is consulted: remote aliases resolve to null here; resolveAnyAlias /
+ * resolveRemoteAlias ask their server over federation.
  */
 export async function resolveAlias(env: Env, alias: string): Promise<{ room_id: string; servers: string[] } | null> {
   const server = aliasServerName(alias);
   if (server === null) return null;
   const row = await getAlias(env, alias);
   return row && { room_id: row.roomId, servers: [server] };
+}
+
+/**
+ * Resolve an alias on another server over federation (spec: Server-Server API "Querying for
+ * information", GET /_matrix/federation/v1/query/directory): `{room_id, servers}`, or null when
+ * that server says it does not know the alias (404). An unreachable server or a malformed answer
+ * is 502 M_UNKNOWN, so a client can tell "no such alias" from "could not ask".
+ */
+export async function resolveRemoteAlias(
+  env: Env,
+  config: Config,
+  alias: string,
+  ctx: FederationContext = federationContext(env, config),
+): Promise<{ room_id: string; servers: string[] } | null> {
+  const server = aliasServerName(alias);
+  if (server === null) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
+  let body: unknown;
+  try {
+    body = (await federationRequest(ctx, server, "GET", "/_matrix/federation/v1/query/directory", { query: { room_alias: alias }, timeoutMs: 15_000 })).body;
+  } catch (e) {
+    if (e instanceof FederationError && e.status === 404) return null;
+    const why = e instanceof Error ? e.message : String(e);
+    throw new MatrixError(502, "M_UNKNOWN", `Could not resolve ${alias} on ${server}: ${why}`);
+  }
+  const o = (body ?? {}) as { room_id?: unknown; servers?: unknown };
+  if (typeof o.room_id !== "string" || !isValidRoomId(o.room_id)) {
+    throw new MatrixError(502, "M_UNKNOWN", `${server} answered the alias query without a valid room_id`);
+  }
+  const servers = Array.isArray(o.servers) ? o.servers.filter((s): s is string => typeof s === "string" && isValidServerName(s)) : [];
+  // The alias's own server knows the room (it just told us), so joining via it is worth a try.
+  if (!servers.includes(server)) servers.unshift(server);
+  return { room_id: o.room_id, servers };
+}
+
+/** Resolve any alias: local from D1, remote over federation (spec: "homeservers MUST handle GET
+ *  requests to resolve aliases on other servers; they should do this using the federation API"). */
+export async function resolveAnyAlias(env: Env, config: Config, alias: string): Promise<{ room_id: string; servers: string[] } | null> {
+  const server = aliasServerName(alias);
+  if (server === null) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
+  return server === config.serverName ? resolveAlias(env, alias) : resolveRemoteAlias(env, config, alias);
 }
 
 /** Remove `alias`. Returns false if there was no such alias. Permission checks are the caller's. */
@@ -106,8 +148,8 @@ export async function listAliases(env: Env, roomId: string): Promise<string[]> {
  * `alias` null, empty or absent means "no canonical alias" (event schema) and is fine.
  * Like Synapse, only `alt_aliases` entries that are new compared with `previous` (the current
  * event's content) are checked, so an alias that drifted away does not block other edits.
- * Aliases on other servers cannot be resolved until federation exists, so they are refused with
- * M_BAD_ALIAS rather than accepted unchecked.
+ * Aliases on other servers are not looked up over federation here (a state PUT should not hang on
+ * a remote server): they are refused with M_BAD_ALIAS rather than accepted unchecked.
  */
 export async function validateCanonicalAlias(
   env: Env,

@@ -4,11 +4,14 @@
 // which is the only owner of room state.
 import type { Env } from "../env";
 import { parseConfig } from "../config";
+import { roomStub } from "./rooms";
 import { MatrixError } from "../api/errors";
 import type { JsonObject, RoomEvent, StateMap } from "../core/types";
 import { CREATE_KEY, POWER_LEVELS_KEY, memberKey, membershipOf, powerLevelOf, requiredPowerLevel } from "../core/auth-rules";
 import { getRoomVersion } from "../core/room-versions";
 import { decodeBase64, encodeBase64Url } from "../core/base64";
+import { isValidRoomId } from "../core/ids";
+import { FederationError, federationRequest, type FederationContext } from "./federation/client";
 
 // ---------------------------------------------------------------------------------------------
 // Visibility (D1).
@@ -67,15 +70,9 @@ interface RoomDoRpc {
   getJoinedUserIds(): Promise<string[]>;
 }
 
-/** The room's DO, in the configured jurisdiction (DESIGN.md §1 "Data residency"). */
-function roomStub(env: Env, roomId: string): RoomDoRpc {
-  const config = parseConfig(env);
-  const ns = config.jurisdiction ? env.ROOMS.jurisdiction(config.jurisdiction) : env.ROOMS;
-  return ns.get(ns.idFromName(roomId), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as RoomDoRpc;
-}
-
+/** The room's current state, read from its RoomDO (addressed in the configured jurisdiction). */
 export function roomState(env: Env, roomId: string): RoomStateReader {
-  const stub = roomStub(env, roomId);
+  const stub = roomStub(env, parseConfig(env), roomId) as unknown as RoomDoRpc;
   return {
     get: async (type, key) => (await stub.getCurrentStateEvent(type, key)) ?? null,
     joinedMemberCount: async () => (await stub.getJoinedUserIds()).length,
@@ -167,15 +164,16 @@ export interface PublicRoomChunk {
  *  text/plain), else the legacy `topic` string (spec: m.room.topic; PublishedRoomsChunk.topic
  *  "Omitted if no text/plain mimetype exists"). */
 function plainTopic(content: Record<string, unknown>): string | undefined {
-  const block = asObject(content["m.topic"]);
-  const reprs = block["m.text"];
+  // "If the topic property is absent, null, or empty then the topic is unset."
+  if (typeof content.topic !== "string" || content.topic === "") return undefined;
+  const reprs = asObject(content["m.topic"])["m.text"];
   if (Array.isArray(reprs)) {
     for (const r of reprs) {
       const o = asObject(r);
       if ((o.mimetype === undefined || o.mimetype === "text/plain") && typeof o.body === "string") return o.body;
     }
   }
-  return typeof content.topic === "string" ? content.topic : undefined;
+  return content.topic;
 }
 
 /** Build a room's directory entry from its current state, or null if the room is unknown. */
@@ -336,5 +334,53 @@ export async function listPublicRooms(
     // the first batch"); later ones page back from their first room (or from the token's room).
     if (o.since) out.prev_batch = encodePageToken(first ? { dir: "b", key: first } : { dir: "b", key: o.since.key, inclusive: !o.since.inclusive });
   }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other servers' directories (spec: GET/POST /publicRooms `server`; Server-Server API
+// "Public Room Directory", GET/POST /_matrix/federation/v1/publicRooms).
+
+export interface RemoteListRequest {
+  limit?: number;
+  since?: string;
+  filter?: { generic_search_term?: string; room_types?: (string | null)[] };
+  include_all_networks?: boolean;
+  third_party_instance_id?: string;
+}
+
+/** Ask `server` for a page of its directory: GET when there is no filter, POST otherwise. The
+ *  answer is checked for shape (entries without a valid room_id are dropped). A 4xx from the peer
+ *  is passed on with its status and errcode; an unreachable peer is 502 M_UNKNOWN. */
+export async function fetchRemotePublicRooms(
+  ctx: FederationContext,
+  server: string,
+  req: RemoteListRequest,
+): Promise<{ chunk: JsonObject[]; next_batch?: string; prev_batch?: string; total_room_count_estimate?: number }> {
+  const path = "/_matrix/federation/v1/publicRooms";
+  let body: unknown;
+  try {
+    body = req.filter
+      ? (await federationRequest(ctx, server, "POST", path, { body: req, timeoutMs: 20_000 })).body
+      : (
+          await federationRequest(ctx, server, "GET", path, {
+            query: { limit: req.limit, since: req.since, include_all_networks: req.include_all_networks, third_party_instance_id: req.third_party_instance_id },
+            timeoutMs: 20_000,
+          })
+        ).body;
+  } catch (e) {
+    if (e instanceof FederationError && e.status !== undefined && e.status >= 400 && e.status < 500) {
+      throw new MatrixError(e.status as 400, e.errcode ?? "M_UNKNOWN", `${server}: ${e.message}`);
+    }
+    throw new MatrixError(502, "M_UNKNOWN", `Could not fetch the room directory of ${server}: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const o = asObject(body);
+  if (!Array.isArray(o.chunk)) throw new MatrixError(502, "M_UNKNOWN", `${server} answered without a chunk list`);
+  const out: { chunk: JsonObject[]; next_batch?: string; prev_batch?: string; total_room_count_estimate?: number } = {
+    chunk: o.chunk.filter((e): e is JsonObject => typeof asObject(e).room_id === "string" && isValidRoomId(asObject(e).room_id as string)),
+  };
+  if (typeof o.next_batch === "string" && o.next_batch !== "") out.next_batch = o.next_batch;
+  if (typeof o.prev_batch === "string" && o.prev_batch !== "") out.prev_batch = o.prev_batch;
+  if (typeof o.total_room_count_estimate === "number" && Number.isSafeInteger(o.total_room_count_estimate)) out.total_room_count_estimate = o.total_room_count_estimate;
   return out;
 }

@@ -1,10 +1,11 @@
 // Room aliases and the published room directory, through the real Worker (spec: Client-Server API
 // "Room aliases", "Published room directory").
-import { describe, it, expect, beforeAll } from "vitest";
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { env } from "cloudflare:test";
 import { call, registerUser, uniqueName, SERVER, type TestUser } from "./helpers";
 import { createAlias, deleteAlias, listAliases, resolveAlias, validateCanonicalAlias, aliasFromLocalpart, isAliasAvailable } from "../../src/services/aliases";
 import { MatrixError } from "../../src/api/errors";
+import { setFederationFetch } from "../../src/services/federation/client";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
@@ -151,10 +152,83 @@ describe("GET /directory/room/{roomAlias}", () => {
     expectError(await call("GET", `${V3}/directory/room/${enc("nosigil")}`), 400, "M_INVALID_PARAM");
     expectError(await call("GET", `${V3}/directory/room/${enc("#a:b:c:d")}`), 400, "M_INVALID_PARAM");
   });
-  it("remote aliases: 404 saying federation is not available yet", async () => {
-    const r = await call("GET", `${V3}/directory/room/${enc("#room:elsewhere.example")}`);
-    expectError(r, 404, "M_NOT_FOUND");
-    expect(r.body.error).toMatch(/federation/);
+});
+
+describe("remote aliases and directories over federation", () => {
+  const REMOTE = "remote.test:8448"; // explicit port: discovery goes straight to https://remote.test:8448
+  let requests: { url: string; method: string; body?: string; auth?: string }[] = [];
+  function peer(answer: (url: URL, method: string, body?: string) => Response | Promise<Response>) {
+    requests = [];
+    setFederationFetch(async (input, init) => {
+      const url = new URL(String(input instanceof Request ? input.url : input));
+      const body = typeof init?.body === "string" ? init.body : undefined;
+      const headers = new Headers(init?.headers);
+      requests.push({ url: url.toString(), method: init?.method ?? "GET", body, auth: headers.get("authorization") ?? undefined });
+      return answer(url, init?.method ?? "GET", body);
+    });
+  }
+  afterAll(() => setFederationFetch(async () => Promise.reject(new Error("offline (test)"))));
+
+  it("GET /directory/room resolves a remote alias with a signed federation query", async () => {
+    peer((url) =>
+      url.pathname === "/_matrix/federation/v1/query/directory" && url.searchParams.get("room_alias") === `#room:${REMOTE}`
+        ? Response.json({ room_id: "!abc:remote.test", servers: ["other.test", 7] })
+        : new Response("{}", { status: 500 }),
+    );
+    const r = await call("GET", `${V3}/directory/room/${enc(`#room:${REMOTE}`)}`);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toEqual({ room_id: "!abc:remote.test", servers: [REMOTE, "other.test"] });
+    expect(requests[0].url).toBe(`https://${REMOTE}/_matrix/federation/v1/query/directory?room_alias=${enc(`#room:${REMOTE}`)}`);
+    expect(requests[0].auth).toMatch(/^X-Matrix /);
+  });
+  it("remote 404 → 404 M_NOT_FOUND; unreachable or garbage → 502", async () => {
+    peer(() => Response.json({ errcode: "M_NOT_FOUND", error: "nope" }, { status: 404 }));
+    expectError(await call("GET", `${V3}/directory/room/${enc(`#gone:${REMOTE}`)}`), 404, "M_NOT_FOUND");
+    peer(() => Promise.reject(new Error("connection refused")));
+    expectError(await call("GET", `${V3}/directory/room/${enc(`#x:${REMOTE}`)}`), 502, "M_UNKNOWN");
+    peer(() => Response.json({ room_id: "not a room" }));
+    expectError(await call("GET", `${V3}/directory/room/${enc(`#x:${REMOTE}`)}`), 502, "M_UNKNOWN");
+  });
+
+  it("GET /publicRooms?server= fetches the remote directory (authenticated users only)", async () => {
+    peer((url) =>
+      Response.json({
+        chunk: [{ room_id: "!r1:remote.test", num_joined_members: 4, world_readable: false, guest_can_join: false, name: "Far" }, { no: "room_id" }],
+        next_batch: "their-token",
+        total_room_count_estimate: 9,
+        _q: url.search,
+      }),
+    );
+    expectError(await call("GET", `${V3}/publicRooms?server=${enc(REMOTE)}`), 401, "M_MISSING_TOKEN");
+    const r = await call("GET", `${V3}/publicRooms?server=${enc(REMOTE)}&limit=5&since=abc`, { token: alice.accessToken });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body).toEqual({
+      chunk: [{ room_id: "!r1:remote.test", num_joined_members: 4, world_readable: false, guest_can_join: false, name: "Far" }],
+      next_batch: "their-token",
+      total_room_count_estimate: 9,
+    });
+    expect(requests).toHaveLength(1);
+    const u = new URL(requests[0].url);
+    expect(u.pathname).toBe("/_matrix/federation/v1/publicRooms");
+    expect(u.searchParams.get("limit")).toBe("5");
+    expect(u.searchParams.get("since")).toBe("abc");
+  });
+  it("POST /publicRooms?server= with a filter POSTs it to the remote server", async () => {
+    peer(() => Response.json({ chunk: [] }));
+    const body = { limit: 3, filter: { generic_search_term: "cheese" } };
+    const r = await call("POST", `${V3}/publicRooms?server=${enc(REMOTE)}`, { token: alice.accessToken, body });
+    expect(r.status).toBe(200);
+    expect(r.body).toEqual({ chunk: [] });
+    expect(requests[0].method).toBe("POST");
+    expect(JSON.parse(requests[0].body!)).toEqual(body);
+  });
+  it("remote directory errors: a peer's 4xx passes through; unreachable or malformed is 502", async () => {
+    peer(() => Response.json({ errcode: "M_FORBIDDEN", error: "not for you" }, { status: 403 }));
+    expectError(await call("GET", `${V3}/publicRooms?server=${enc(REMOTE)}`, { token: alice.accessToken }), 403, "M_FORBIDDEN");
+    peer(() => Promise.reject(new Error("down")));
+    expectError(await call("POST", `${V3}/publicRooms?server=${enc(REMOTE)}`, { token: alice.accessToken, body: {} }), 502, "M_UNKNOWN");
+    peer(() => Response.json({ rooms: [] }));
+    expectError(await call("GET", `${V3}/publicRooms?server=${enc(REMOTE)}`, { token: alice.accessToken }), 502, "M_UNKNOWN");
   });
 });
 
@@ -214,14 +288,11 @@ describe("/publicRooms: parameters and errors", () => {
     expect(typeof r.body.total_room_count_estimate).toBe("number");
     expectError(await call("GET", `${V3}/publicRooms`, { token: "bogus" }), 401, "M_UNKNOWN_TOKEN");
   });
-  it("GET: bad limit, bad since, other servers", async () => {
+  it("GET: bad limit, bad since, bad server name", async () => {
     expectError(await call("GET", `${V3}/publicRooms?limit=abc`), 400, "M_INVALID_PARAM");
     expectError(await call("GET", `${V3}/publicRooms?limit=-1`), 400, "M_INVALID_PARAM");
     expectError(await call("GET", `${V3}/publicRooms?since=garbage`), 400, "M_INVALID_PARAM");
     expectError(await call("GET", `${V3}/publicRooms?server=${enc("not a server")}`), 400, "M_INVALID_PARAM");
-    const remote = await call("GET", `${V3}/publicRooms?server=elsewhere.example`);
-    expectError(remote, 404, "M_NOT_FOUND");
-    expect(remote.body.error).toMatch(/federation/);
     expect((await call("GET", `${V3}/publicRooms?server=${SERVER}&limit=5`)).status).toBe(200);
   });
   it("POST needs a token and a well-typed body", async () => {
@@ -235,10 +306,208 @@ describe("/publicRooms: parameters and errors", () => {
     expectError(await call("POST", p, { token: alice.accessToken, body: { filter: { room_types: "m.space" } } }), 400, "M_BAD_JSON");
     expectError(await call("POST", p, { token: alice.accessToken, body: { since: "garbage" } }), 400, "M_INVALID_PARAM");
     expectError(await call("POST", p, { token: alice.accessToken, body: { include_all_networks: true, third_party_instance_id: "irc" } }), 400, "M_INVALID_PARAM");
-    expectError(await call("POST", `${p}?server=elsewhere.example`, { token: alice.accessToken, body: {} }), 404, "M_NOT_FOUND");
     const tp = await call("POST", p, { token: alice.accessToken, body: { third_party_instance_id: "irc" } });
     expect(tp.status).toBe(200);
     expect(tp.body.chunk).toEqual([]);
     expect((await call("POST", p, { token: alice.accessToken, body: {} })).status).toBe(200);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Through real rooms (createRoom → RoomDO).
+
+async function createRoom(user: TestUser, body: Record<string, unknown>): Promise<string> {
+  const r = await call("POST", `${V3}/createRoom`, { token: user.accessToken, body });
+  if (r.status !== 200) throw new Error(`createRoom: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body.room_id;
+}
+async function join(user: TestUser, idOrAlias: string) {
+  const r = await call("POST", `${V3}/join/${enc(idOrAlias)}`, { token: user.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id as string;
+}
+async function setState(user: TestUser, roomId: string, type: string, content: unknown) {
+  return call("PUT", `${V3}/rooms/${enc(roomId)}/state/${type}/`, { token: user.accessToken, body: content });
+}
+async function publicRooms(user?: TestUser, body?: Record<string, unknown>) {
+  const r = body ? await call("POST", `${V3}/publicRooms`, { token: user!.accessToken, body }) : await call("GET", `${V3}/publicRooms`);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+describe("aliases and directory on real rooms", () => {
+  let carol: TestUser;
+  let roomId: string;
+  let lobby: string;
+  beforeAll(async () => {
+    carol = await registerUser(uniqueName("carol"));
+    const name = uniqueName("lobby");
+    lobby = `#${name}:${SERVER}`;
+    roomId = await createRoom(alice, {
+      preset: "public_chat",
+      visibility: "public",
+      room_alias_name: name,
+      name: "Cheese Lobby",
+      topic: "All things dairy",
+    });
+  });
+
+  it("createRoom's room_alias_name resolves, is listed, and is the canonical alias", async () => {
+    const r = await call("GET", `${V3}/directory/room/${enc(lobby)}`);
+    expect(r.body).toEqual({ room_id: roomId, servers: [SERVER] });
+    const aliases = await call("GET", `${V3}/rooms/${enc(roomId)}/aliases`, { token: alice.accessToken });
+    expect(aliases.body).toEqual({ aliases: [lobby] });
+    const canon = await call("GET", `${V3}/rooms/${enc(roomId)}/state/m.room.canonical_alias/`, { token: alice.accessToken });
+    expect(canon.body.alias).toBe(lobby);
+  });
+
+  it("createRoom with a taken alias is M_ROOM_IN_USE", async () => {
+    const r = await call("POST", `${V3}/createRoom`, { token: bob.accessToken, body: { room_alias_name: lobby.slice(1, lobby.indexOf(":")) } });
+    expectError(r, 400, "M_ROOM_IN_USE");
+  });
+
+  it("visibility: public from createRoom; listed with the room's current state", async () => {
+    expect((await call("GET", `${V3}/directory/list/room/${enc(roomId)}`)).body).toEqual({ visibility: "public" });
+    const list = await publicRooms();
+    const entry = list.chunk.find((e: any) => e.room_id === roomId);
+    expect(entry).toEqual({
+      room_id: roomId,
+      name: "Cheese Lobby",
+      topic: "All things dairy",
+      canonical_alias: lobby,
+      num_joined_members: 1,
+      world_readable: false,
+      guest_can_join: false,
+      join_rule: "public",
+    });
+    expect(list.total_room_count_estimate).toBeGreaterThanOrEqual(1);
+  });
+
+  it("joining by alias works and the member count follows", async () => {
+    expect(await join(bob, lobby)).toBe(roomId);
+    const entry = (await publicRooms()).chunk.find((e: any) => e.room_id === roomId);
+    expect(entry.num_joined_members).toBe(2);
+  });
+
+  it("PUT alias: members may add one; duplicates are 409; outsiders 403; unknown rooms 404", async () => {
+    const bobs = `#${uniqueName("bobs")}:${SERVER}`;
+    const put = (alias: string, user: TestUser, id = roomId) => call("PUT", `${V3}/directory/room/${enc(alias)}`, { token: user.accessToken, body: { room_id: id } });
+    expect((await put(bobs, bob)).status).toBe(200);
+    expectError(await put(bobs, alice), 409, "M_UNKNOWN");
+    expectError(await put(lobby, bob), 409, "M_UNKNOWN");
+    expectError(await put(`#${uniqueName("carols")}:${SERVER}`, carol), 403, "M_FORBIDDEN");
+    expectError(await put(`#${uniqueName("ghost")}:${SERVER}`, alice, NO_ROOM), 404, "M_NOT_FOUND");
+    const aliases = await call("GET", `${V3}/rooms/${enc(roomId)}/aliases`, { token: bob.accessToken });
+    expect(aliases.body.aliases).toEqual([lobby, bobs]);
+  });
+
+  it("GET /rooms/{id}/aliases: outsiders 403 until history is world_readable", async () => {
+    expectError(await call("GET", `${V3}/rooms/${enc(roomId)}/aliases`, { token: carol.accessToken }), 403, "M_FORBIDDEN");
+    expect((await setState(alice, roomId, "m.room.history_visibility", { history_visibility: "world_readable" })).status).toBe(200);
+    const r = await call("GET", `${V3}/rooms/${enc(roomId)}/aliases`, { token: carol.accessToken });
+    expect(r.status).toBe(200);
+    expect(r.body.aliases).toContain(lobby);
+    expect((await publicRooms()).chunk.find((e: any) => e.room_id === roomId).world_readable).toBe(true);
+    expect((await setState(alice, roomId, "m.room.history_visibility", { history_visibility: "shared" })).status).toBe(200);
+  });
+
+  it("DELETE alias: not someone else's without power; the creator's own, or with power, yes", async () => {
+    const a1 = `#${uniqueName("del")}:${SERVER}`;
+    const a2 = `#${uniqueName("del")}:${SERVER}`;
+    for (const a of [a1, a2]) {
+      expect((await call("PUT", `${V3}/directory/room/${enc(a)}`, { token: alice.accessToken, body: { room_id: roomId } })).status).toBe(200);
+    }
+    const b1 = `#${uniqueName("del")}:${SERVER}`;
+    expect((await call("PUT", `${V3}/directory/room/${enc(b1)}`, { token: bob.accessToken, body: { room_id: roomId } })).status).toBe(200);
+    // Bob (power 0, joined) may not delete Alice's alias.
+    expectError(await call("DELETE", `${V3}/directory/room/${enc(a1)}`, { token: bob.accessToken }), 403, "M_FORBIDDEN");
+    // Carol (not in the room) neither.
+    expectError(await call("DELETE", `${V3}/directory/room/${enc(a1)}`, { token: carol.accessToken }), 403, "M_FORBIDDEN");
+    // Bob may delete his own.
+    expect((await call("DELETE", `${V3}/directory/room/${enc(b1)}`, { token: bob.accessToken })).status).toBe(200);
+    // Alice (creator, infinite power in v12) may delete her own and others'.
+    expect((await call("DELETE", `${V3}/directory/room/${enc(a1)}`, { token: alice.accessToken })).status).toBe(200);
+    const b2 = `#${uniqueName("del")}:${SERVER}`;
+    expect((await call("PUT", `${V3}/directory/room/${enc(b2)}`, { token: bob.accessToken, body: { room_id: roomId } })).status).toBe(200);
+    expect((await call("DELETE", `${V3}/directory/room/${enc(b2)}`, { token: alice.accessToken })).status).toBe(200);
+    const left = (await call("GET", `${V3}/rooms/${enc(roomId)}/aliases`, { token: alice.accessToken })).body.aliases;
+    expect(left).toContain(a2);
+    expect(left).not.toContain(a1);
+    expect(left).not.toContain(b1);
+    expect(left).not.toContain(b2);
+  });
+
+  it("a member given the canonical_alias power level may delete others' aliases and change visibility", async () => {
+    const room = await createRoom(alice, { preset: "public_chat", power_level_content_override: { events: { "m.room.canonical_alias": 10 }, users: { [bob.userId]: 10 } } });
+    await join(bob, room);
+    await join(carol, room);
+    const a = `#${uniqueName("pl")}:${SERVER}`;
+    expect((await call("PUT", `${V3}/directory/room/${enc(a)}`, { token: carol.accessToken, body: { room_id: room } })).status).toBe(200);
+    expect((await call("DELETE", `${V3}/directory/room/${enc(a)}`, { token: bob.accessToken })).status).toBe(200);
+    expect((await call("PUT", `${V3}/directory/list/room/${enc(room)}`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    expect((await call("GET", `${V3}/directory/list/room/${enc(room)}`)).body.visibility).toBe("public");
+    expectError(await call("PUT", `${V3}/directory/list/room/${enc(room)}`, { token: carol.accessToken, body: { visibility: "private" } }), 403, "M_FORBIDDEN");
+    expect((await call("PUT", `${V3}/directory/list/room/${enc(room)}`, { token: bob.accessToken, body: { visibility: "private" } })).status).toBe(200);
+  });
+
+  it("PUT /directory/list/room: only with power; private hides the room", async () => {
+    expectError(await call("PUT", `${V3}/directory/list/room/${enc(roomId)}`, { token: bob.accessToken, body: { visibility: "private" } }), 403, "M_FORBIDDEN");
+    expectError(await call("PUT", `${V3}/directory/list/room/${enc(roomId)}`, { token: carol.accessToken, body: { visibility: "private" } }), 403, "M_FORBIDDEN");
+    expect((await call("PUT", `${V3}/directory/list/room/${enc(roomId)}`, { token: alice.accessToken, body: { visibility: "private" } })).status).toBe(200);
+    expect((await call("GET", `${V3}/directory/list/room/${enc(roomId)}`)).body.visibility).toBe("private");
+    expect((await publicRooms()).chunk.map((e: any) => e.room_id)).not.toContain(roomId);
+    expect((await call("PUT", `${V3}/directory/list/room/${enc(roomId)}`, { token: alice.accessToken, body: {} })).status).toBe(200);
+    expect((await publicRooms()).chunk.map((e: any) => e.room_id)).toContain(roomId);
+  });
+
+  it("canonical alias state: M_BAD_ALIAS unless the alias points here", async () => {
+    const other = await createRoom(bob, { room_alias_name: uniqueName("other") });
+    const otherAlias = (await call("GET", `${V3}/rooms/${enc(other)}/aliases`, { token: bob.accessToken })).body.aliases[0];
+    expectError(await setState(alice, roomId, "m.room.canonical_alias", { alias: otherAlias }), 400, "M_BAD_ALIAS");
+    expectError(await setState(alice, roomId, "m.room.canonical_alias", { alias: lobby, alt_aliases: [`#missing:${SERVER}`] }), 400, "M_BAD_ALIAS");
+    expectError(await setState(alice, roomId, "m.room.canonical_alias", { alias: "not an alias" }), 400, "M_INVALID_PARAM");
+    const extra = `#${uniqueName("alt")}:${SERVER}`;
+    expect((await call("PUT", `${V3}/directory/room/${enc(extra)}`, { token: alice.accessToken, body: { room_id: roomId } })).status).toBe(200);
+    expect((await setState(alice, roomId, "m.room.canonical_alias", { alias: lobby, alt_aliases: [extra] })).status).toBe(200);
+  });
+
+  it("publicRooms: search over name, topic and alias; room_types; paging over HTTP", async () => {
+    const tag = uniqueName("zz");
+    const made = [];
+    for (let i = 0; i < 3; i++) {
+      made.push(await createRoom(alice, { visibility: "public", name: `${tag} room ${i}`, topic: i === 1 ? "blue cheese" : "plain" }));
+    }
+    const space = await createRoom(alice, { visibility: "public", name: `${tag} space`, creation_content: { type: "m.space" } });
+    const byName = await publicRooms(alice, { filter: { generic_search_term: tag.toUpperCase() } });
+    expect(byName.chunk.map((e: any) => e.room_id)).toEqual([...made, space]);
+    expect(byName.total_room_count_estimate).toBeUndefined();
+    const byTopic = await publicRooms(alice, { filter: { generic_search_term: "BLUE" } });
+    expect(byTopic.chunk.map((e: any) => e.room_id)).toEqual([made[1]]);
+    const byAlias = await publicRooms(alice, { filter: { generic_search_term: lobby.slice(1, 8) } });
+    expect(byAlias.chunk.map((e: any) => e.room_id)).toEqual([roomId]);
+    const spaces = await publicRooms(alice, { filter: { generic_search_term: tag, room_types: ["m.space"] } });
+    expect(spaces.chunk).toHaveLength(1);
+    expect(spaces.chunk[0]).toMatchObject({ room_id: space, room_type: "m.space" });
+    const plain = await publicRooms(alice, { filter: { generic_search_term: tag, room_types: [null] } });
+    expect(plain.chunk.map((e: any) => e.room_id)).toEqual(made);
+
+    // Page through everything one room at a time, forwards over GET, then back over POST.
+    const all = await publicRooms();
+    const ids: string[] = [];
+    const tokens: (string | undefined)[] = [];
+    let page = (await call("GET", `${V3}/publicRooms?limit=1`)).body;
+    expect(page.prev_batch).toBeUndefined();
+    while (true) {
+      expect(page.chunk).toHaveLength(1);
+      ids.push(page.chunk[0].room_id);
+      tokens.push(page.prev_batch);
+      if (!page.next_batch) break;
+      page = (await call("GET", `${V3}/publicRooms?limit=1&since=${enc(page.next_batch)}`)).body;
+      expect(page.total_room_count_estimate).toBe(all.chunk.length);
+    }
+    expect(ids).toEqual(all.chunk.map((e: any) => e.room_id));
+    expect(ids.length).toBe(all.total_room_count_estimate);
+    const back = await publicRooms(alice, { limit: 2, since: tokens[tokens.length - 1] });
+    expect(back.chunk.map((e: any) => e.room_id)).toEqual(ids.slice(-3, -1));
   });
 });

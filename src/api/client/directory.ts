@@ -8,7 +8,9 @@ import { MatrixError, forbidden, invalidParam, notFound } from "../errors";
 import { parseBody, parseValue } from "../validate";
 import { authenticate, extractAccessToken } from "../middleware/auth";
 import { isValidRoomId, isValidServerName } from "../../core/ids";
-import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, getAlias, listAliases, resolveAlias } from "../../services/aliases";
+import { knownRoom } from "../../services/rooms";
+import { federationContext } from "../../services/federation/client";
+import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, getAlias, listAliases, resolveAlias, resolveRemoteAlias } from "../../services/aliases";
 import {
   MAX_PAGE,
   canEditRoomDirectory,
@@ -19,7 +21,7 @@ import {
   isServerAdmin,
   isWorldReadable,
   listPublicRooms,
-  roomExists,
+  fetchRemotePublicRooms,
   roomState,
   setRoomVisibility,
   type ListOptions,
@@ -54,8 +56,8 @@ directory.put("/directory/room/:roomAlias", async (c) => {
   checkLocalAlias(alias, c.var.config.serverName);
   const { room_id: roomId } = await parseBody(c, putAliasBody);
   if (!isValidRoomId(roomId)) throw invalidParam(`room_id ${JSON.stringify(roomId)} is not a valid room ID`);
+  await knownRoom(c.env, roomId);
   const room = roomState(c.env, roomId);
-  if (!(await roomExists(room))) throw notFound("Room not found");
   if (!(await isJoined(room, auth.userId)) && !(await isServerAdmin(c.env, auth.userId))) {
     throw forbidden("You must be joined to the room to create an alias for it");
   }
@@ -68,12 +70,9 @@ directory.get("/directory/room/:roomAlias", async (c) => {
   const alias = c.req.param("roomAlias");
   const server = aliasServerName(alias);
   if (server === null) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
-  if (server !== c.var.config.serverName) {
-    // "homeservers MUST handle GET requests to resolve aliases on other servers; they should do
-    // this using the federation API" — which this server does not speak yet.
-    throw notFound(`Room alias ${alias} not found: resolving aliases on other servers needs federation, which this server does not support yet`);
-  }
-  const resolved = await resolveAlias(c.env, alias);
+  // "homeservers MUST handle GET requests to resolve aliases on other servers; they should do
+  // this using the federation API" (unreachable server: 502).
+  const resolved = server === c.var.config.serverName ? await resolveAlias(c.env, alias) : await resolveRemoteAlias(c.env, c.var.config, alias);
   if (!resolved) throw notFound(`Room alias ${alias} not found`);
   return c.json(resolved);
 });
@@ -114,7 +113,7 @@ directory.get("/rooms/:roomId/aliases", async (c) => {
 // server". No authentication.
 directory.get("/directory/list/room/:roomId", async (c) => {
   const roomId = roomIdParam(c);
-  if (!(await roomExists(roomState(c.env, roomId)))) throw notFound("Room not found");
+  await knownRoom(c.env, roomId);
   return c.json({ visibility: await getRoomVisibility(c.env, roomId) });
 });
 
@@ -128,8 +127,8 @@ directory.put("/directory/list/room/:roomId", async (c) => {
   const auth = await authenticateMember(c);
   const roomId = roomIdParam(c);
   const { visibility } = await parseBody(c, putVisibilityBody);
+  await knownRoom(c.env, roomId);
   const room = roomState(c.env, roomId);
-  if (!(await roomExists(room))) throw notFound("Room not found");
   if (!(await canEditRoomDirectory(c.env, room, roomId, auth.userId))) {
     throw forbidden("You need the power to send m.room.canonical_alias to change the room's directory visibility");
   }
@@ -140,13 +139,13 @@ directory.put("/directory/list/room/:roomId", async (c) => {
 // ---------------------------------------------------------------------------------------------
 // GET/POST /publicRooms: one page of the published room directory.
 
-/** `server`: "The server to fetch the published room directory from. Defaults to the local server."
- *  Other servers' directories need federation (GET /_matrix/federation/v1/publicRooms): not yet. */
-function checkServerParam(c: Context<AppEnv>): void {
+/** `server`: "The server to fetch the published room directory from. Defaults to the local
+ *  server." Returns the remote server's name, or undefined for ours. */
+function remoteServerParam(c: Context<AppEnv>): string | undefined {
   const server = c.req.query("server");
-  if (server === undefined || server === c.var.config.serverName) return;
+  if (server === undefined || server === "" || server === c.var.config.serverName) return undefined;
   if (!isValidServerName(server)) throw invalidParam(`server ${JSON.stringify(server)} is not a valid server name`);
-  throw notFound(`Cannot list the room directory of ${server}: querying other servers needs federation, which this server does not support yet`);
+  return server;
 }
 
 async function respondPublicRooms(c: Context<AppEnv>, o: ListOptions & { filtered: boolean }) {
@@ -171,9 +170,15 @@ const limitQuery = z
 // is sent must still be valid.
 directory.get("/publicRooms", async (c) => {
   if (extractAccessToken(c)) await authenticate(c);
-  checkServerParam(c);
+  const remote = remoteServerParam(c);
   const limit = parseValue(c.req.query("limit"), limitQuery);
   const since = c.req.query("since");
+  if (remote) {
+    // Another server's directory over federation; its tokens are its own, passed through as-is.
+    // Like Synapse, only for authenticated users (an open proxy to any server is not on offer).
+    if (!extractAccessToken(c)) throw new MatrixError(401, "M_MISSING_TOKEN", "Listing another server's directory requires an access token");
+    return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, { limit: limit || undefined, since: since || undefined }));
+  }
   return respondPublicRooms(c, {
     limit: pageSize(limit),
     since: since ? decodePageToken(since) : undefined,
@@ -196,12 +201,13 @@ const publicRoomsBody = z.object({
 
 directory.post("/publicRooms", async (c) => {
   await authenticate(c);
-  checkServerParam(c);
+  const remote = remoteServerParam(c);
   const body = await parseBody(c, publicRoomsBody);
   // third_party_instance_id: "Can only be used if include_all_networks is false."
   if (body.include_all_networks && body.third_party_instance_id !== undefined) {
     throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
   }
+  if (remote) return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, body));
   // Rooms published by application services under a third-party network: none exist yet, so a
   // request for one network's rooms is an empty list (include_all_networks adds nothing either).
   if (body.third_party_instance_id !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
