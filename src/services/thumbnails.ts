@@ -15,11 +15,12 @@ import {
 } from "../core/media";
 import { thumbnailPrefix, type MediaRecord } from "./media";
 
-/** Largest source we read for thumbnailing (bytes) and decode (pixels: 4 bytes each in WASM
- *  memory, which a Worker isolate shares within its 128 MB). Larger → 413 M_TOO_LARGE, as the
- *  spec's security considerations ask. */
+/** Largest source we read for thumbnailing (bytes) and decode (pixels). Decoding holds the
+ *  decoded image (3–4 bytes per pixel) and its RGBA copy in WASM memory at once, and WASM memory
+ *  never shrinks within an isolate of 128 MB: 4096×3072 (a 12 MP phone photo) peaks near 90 MB.
+ *  Larger → 413 M_TOO_LARGE, as the spec's security considerations ask. */
 export const MAX_THUMBNAIL_SOURCE_BYTES = 20 * 1024 * 1024;
-export const MAX_THUMBNAIL_PIXELS = 16_000_000;
+export const MAX_THUMBNAIL_PIXELS = 4096 * 3072;
 const JPEG_QUALITY = 80;
 
 export interface ThumbnailResult {

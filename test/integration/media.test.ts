@@ -379,6 +379,14 @@ describe("thumbnails", () => {
     const fake = await upload(alice.accessToken, "<html>not a png</html>", "image/png");
     res = await raw("GET", thumb(fake, "width=32&height=32"), { token: alice.accessToken });
     expect(res.status).toBe(400);
+    // a decompression bomb is refused from its header, before decoding
+    const bomb = makeImage("png", 10, 10);
+    new DataView(bomb.buffer, bomb.byteOffset).setUint32(16, 20000);
+    new DataView(bomb.buffer, bomb.byteOffset).setUint32(20, 20000);
+    const bombId = await upload(alice.accessToken, bomb, "image/png");
+    res = await raw("GET", thumb(bombId, "width=32&height=32"), { token: alice.accessToken });
+    expect(res.status).toBe(413);
+    expect(await errcode(res)).toBe("M_TOO_LARGE");
     for (const q of ["width=-1&height=32", "width=32", "width=a&height=b", "width=32&height=32&method=stretch"]) {
       res = await raw("GET", thumb(jpegId, q), { token: alice.accessToken });
       expect(res.status, q).toBe(400);
