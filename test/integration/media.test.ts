@@ -396,6 +396,11 @@ describe("thumbnails", () => {
 });
 
 describe("legacy unauthenticated endpoints (frozen)", () => {
+  it("/versions tells clients that authenticated media is available (MSC3916)", async () => {
+    const res = await call("GET", "/_matrix/client/versions");
+    expect(res.body.unstable_features["org.matrix.msc3916.stable"]).toBe(true);
+  });
+
   it("refuse media uploaded after the freeze with 404 M_NOT_FOUND, serve older media", async () => {
     const id = await upload(alice.accessToken, makeImage("png", 200, 200), "image/png", "old.png");
     for (const path of [`/_matrix/media/v3/download/${SERVER}/${id}`, `/_matrix/media/v3/thumbnail/${SERVER}/${id}?width=32&height=32&method=crop`, `/_matrix/media/r0/download/${SERVER}/${id}`]) {
