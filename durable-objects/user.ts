@@ -787,7 +787,9 @@ export class UserDO extends DurableObject<Env> {
       accountData,
       presence,
       toDevice,
-      deviceLists: { changed: dl.filter((r) => !r.left && r.user_id !== me).map((r) => r.user_id), left: dl.filter((r) => r.left).map((r) => r.user_id) },
+      // The user's own ID is included: their other devices must learn of a new or deleted
+      // device of theirs (Rust crypto re-queries own keys only on this signal).
+      deviceLists: { changed: dl.filter((r) => !r.left).map((r) => r.user_id), left: dl.filter((r) => r.left).map((r) => r.user_id) },
       oneTimeKeyCounts: keys ? JSON.parse(keys.otk_counts) : {},
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
