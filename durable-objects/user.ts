@@ -138,6 +138,7 @@ export interface NotificationRow {
 const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
 const PRESENCE_IDLE_MS = 5 * 60_000;
+const PRESENCE_OFFLINE_MS = 30 * 60_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -877,8 +878,8 @@ export class UserDO extends DurableObject<Env> {
 
 export function presenceEvent(userId: string, presence: string, statusMsg: string | null, lastActiveTs: number): JsonObject {
   const ago = Math.max(0, Date.now() - lastActiveTs);
-  // Idle by timeout: online with no activity for a while reads as unavailable.
-  const shown = presence === "online" && ago > PRESENCE_IDLE_MS ? "unavailable" : presence;
+  // Idle by timeout: no activity for a while reads as unavailable, a long while as offline.
+  const shown = presence !== "offline" && ago > PRESENCE_OFFLINE_MS ? "offline" : presence === "online" && ago > PRESENCE_IDLE_MS ? "unavailable" : presence;
   const content: JsonObject = { presence: shown, last_active_ago: ago, currently_active: shown === "online" };
   if (statusMsg !== null) content.status_msg = statusMsg;
   return { type: "m.presence", sender: userId, content };

@@ -107,3 +107,11 @@ export function buildNotice(args: {
 }): RoomEventNotice {
   return { ...args };
 }
+
+/** Users `userId` ignores (m.ignored_user_list account data, module "Ignoring Users"): for
+ *  /messages and /context to add to the filter's not_senders. */
+export async function ignoredUserIds(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): Promise<string[]> {
+  const content = await userStub(env, userId, config).getAccountData(null, "m.ignored_user_list");
+  const list = content?.ignored_users;
+  return list && typeof list === "object" && !Array.isArray(list) ? Object.keys(list) : [];
+}
