@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
 import { call, registerUser } from "./helpers";
+import type { RoomStub } from "../../src/services/rooms";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
@@ -27,7 +28,7 @@ describe("concurrent sends", () => {
 
     const page = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=f&limit=1000`, { token: owner.accessToken });
     const chunk = page.body.chunk as { event_id: string; type: string }[];
-    const stub = env.ROOMS.get(env.ROOMS.idFromName(roomId));
+    const stub = env.ROOMS.get(env.ROOMS.idFromName(roomId)) as unknown as RoomStub;
     const pdus = await Promise.all(chunk.map((e) => stub.getPdu(e.event_id)));
     // Streams 1..n without gaps; each event's only prev_event is its predecessor.
     pdus.forEach((p, i) => {

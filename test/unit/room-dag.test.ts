@@ -8,6 +8,7 @@ import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-
 import { generateSigningKey, type SigningKey } from "../../src/core/signing";
 import { getServerSigningKey } from "../../src/services/server-key";
 import { parseConfig } from "../../src/config";
+import type { RoomStub } from "../../src/services/rooms";
 
 const SERVER = "test.local";
 const rv = getRoomVersion("12")!;
@@ -16,7 +17,7 @@ const bob = "@bob:test.local";
 const carol = "@carol:test.local";
 
 let key: SigningKey;
-let stub: DurableObjectStub<import("../../durable-objects/room").RoomDO>;
+let stub: RoomStub;
 let roomId: string;
 
 async function sign(fields: Record<string, unknown>, k = key, server = SERVER): Promise<{ pdu: PDU; eventId: string }> {
@@ -48,7 +49,7 @@ beforeAll(async () => {
   key = await getServerSigningKey(env, { ...parseConfig(env), serverName: SERVER });
   const create = await sign({ type: "m.room.create", state_key: "", sender: alice, content: { room_version: "12" }, depth: 1, prev_events: [], auth_events: [] });
   roomId = roomIdFromCreateEventId(create.eventId);
-  stub = env.ROOMS.get(env.ROOMS.idFromName(roomId));
+  stub = env.ROOMS.get(env.ROOMS.idFromName(roomId)) as unknown as RoomStub;
   const r = await stub.createRoom({
     serverName: SERVER,
     roomId,
@@ -144,7 +145,7 @@ describe("RoomDO admit", () => {
     // Auth events from another room.
     const create2 = await sign({ type: "m.room.create", state_key: "", sender: alice, content: { room_version: "12", x: 1 }, depth: 1, prev_events: [], auth_events: [] });
     const room2 = roomIdFromCreateEventId(create2.eventId);
-    const stub2 = env.ROOMS.get(env.ROOMS.idFromName(room2));
+    const stub2 = env.ROOMS.get(env.ROOMS.idFromName(room2)) as unknown as RoomStub;
     expect((await stub2.createRoom({ serverName: SERVER, roomId: room2, roomVersion: "12", createPdu: create2.pdu, events: [{ type: "m.room.member", state_key: alice, sender: alice, content: { membership: "join" } }] })).ok).toBe(true);
     const foreignJoin = (await stub2.getCurrentStateEvent("m.room.member", alice))!.event_id as string;
     const [tip2] = await stub.getForwardExtremities();
