@@ -653,6 +653,28 @@ export class UserDO extends DurableObject<Env> {
   // ===========================================================================================
   // Sync.
 
+  /** Once per hub: adopt memberships that predate it from the D1 mirror (rooms joined before
+   *  this hub existed, e.g. data from before the sync hub was deployed). */
+  private async bootstrap(): Promise<void> {
+    if (this.sql.exec("SELECT 1 FROM meta WHERE key = 'bootstrapped'").toArray().length) return;
+    const { results } = await this.env.DB.prepare("SELECT room_id, membership, stream FROM room_memberships WHERE user_id = ? AND forgotten = 0")
+      .bind(this.userId)
+      .all<{ room_id: string; membership: string; stream: number }>();
+    let added = false;
+    this.ctx.storage.transactionSync(() => {
+      for (const r of results) {
+        if (this.sql.exec("SELECT 1 FROM rooms WHERE room_id = ?", r.room_id).toArray().length) continue;
+        const upos = this.next();
+        this.sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, ?, ?, ?)", r.room_id, r.membership, r.stream, r.stream);
+        this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, r.room_id, r.membership, r.stream);
+        this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, r.room_id, r.stream);
+        added = true;
+      }
+      this.setMeta("bootstrapped", 1);
+    });
+    if (added) this.wake();
+  }
+
   /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
   async getRooms(): Promise<{ roomId: string; membership: Membership; stream: number }[]> {
     return this.sql
@@ -670,6 +692,7 @@ export class UserDO extends DurableObject<Env> {
    *  to change when nothing has. An invalid token → ok:false (M_INVALID_PARAM). */
   async sync(req: SyncRequest): Promise<HubResult<SyncDelta>> {
     this.me(req.userId);
+    await this.bootstrap();
     let since: number | undefined;
     if (req.since !== undefined) {
       const p = this.parseToken(req.since);

@@ -99,11 +99,10 @@ sync.get("/sync", requireAuth, async (c) => {
 function isEmpty(body: JsonObject): boolean {
   const rooms = body.rooms as Record<string, JsonObject>;
   const sections = ["join", "invite", "leave", "knock"].some((k) => Object.keys(rooms[k] ?? {}).length > 0);
-  const lists = (x: JsonValueLike) => ((x as { events?: unknown[] })?.events?.length ?? 0) > 0;
+  const lists = (x: unknown) => ((x as { events?: unknown[] } | undefined)?.events?.length ?? 0) > 0;
   const dl = body.device_lists as { changed: string[]; left: string[] };
   return !sections && !lists(body.account_data) && !lists(body.presence) && !lists(body.to_device) && dl.changed.length === 0 && dl.left.length === 0;
 }
-type JsonValueLike = unknown;
 
 async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): Promise<JsonObject> {
   const f = o.filter;
@@ -166,7 +165,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
     await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).syncRoom(
       { userId: o.userId, deviceId: o.deviceId },
       {
-        since: o.fullState ? r.since : r.since,
+        since: r.since,
         upTo: r.upTo,
         limit: timelineLimit(o.filter),
         timeline,
