@@ -9,7 +9,7 @@
 // form) points just before the oldest returned event, so /messages dir=b from there reaches every
 // event of the gap.
 import type { JsonObject, RoomEvent, StateIdMap } from "../src/core/types";
-import { splitStateKey, stateKey } from "../src/core/types";
+import { stateKey } from "../src/core/types";
 import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
 
 export interface SyncEvent {
@@ -88,39 +88,41 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
     prev_batch: `t${Math.max(0, limited || picked.length ? startStream : q.upTo)}`,
   };
 
-  // State: between `since` and the start (state) or end (state_after) of the timeline.
+  // State. `state_after`: what changed between `since` and the end of the timeline. `state`:
+  // between `since` and the start of the timeline — computed as Synapse does, from the state at
+  // both ends minus what the timeline itself carries, so state events a timeline filter removed
+  // (or that the gap hid) are not lost: ((start ∪ end) − since) − timeline.
   const fresh = q.since === null || q.fullState;
-  const target = room.stateAt(q.useStateAfter ? q.upTo : startStream);
   const base: StateIdMap = fresh ? new Map() : room.stateAt(q.since!);
-  const ids = new Map<string, string>();
-  for (const [k, id] of target) if (base.get(k) !== id) ids.set(k, id);
-  if (!q.useStateAfter) {
-    // Events in the timeline are not repeated in `state` (they take effect through it).
-    const inTimeline = new Set(picked.map((e) => e.ev.event_id));
-    for (const [k, id] of ids) if (inTimeline.has(id)) ids.delete(k);
+  const end = room.stateAt(q.upTo);
+  const start = q.useStateAfter ? end : room.stateAt(startStream);
+  const inTimeline = new Set(picked.map((e) => e.ev.event_id));
+  const entries = new Map<string, string>(); // event ID → state key
+  for (const st of q.useStateAfter ? [end] : [start, end]) {
+    for (const [k, id] of st) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id))) entries.set(id, k);
   }
   if (q.lazyLoadMembers) {
     // Only members needed to render the timeline (plus, on a fresh room, my own), but always
     // member changes in the gap of an incremental sync ("MUST return membership events for
     // events in the gap").
     const needed = new Set(picked.map((e) => e.ev.sender));
-    if (fresh) needed.add(userId);
-    if (fresh) for (const k of [...ids.keys()]) if (k.startsWith(MEMBER_PREFIX) && !needed.has(splitStateKey(k)[1])) ids.delete(k);
-    const inTimeline = new Set(picked.map((e) => e.ev.event_id));
+    if (fresh) {
+      needed.add(userId);
+      for (const [id, k] of entries) if (k.startsWith(MEMBER_PREFIX) && !needed.has(k.slice(MEMBER_PREFIX.length))) entries.delete(id);
+    }
     for (const u of needed) {
-      const k = stateKey("m.room.member", u);
-      const id = target.get(k);
-      if (id && !ids.has(k) && (q.useStateAfter || !inTimeline.has(id))) ids.set(k, id);
+      const id = start.get(stateKey("m.room.member", u));
+      if (id && (q.useStateAfter || !inTimeline.has(id))) entries.set(id, stateKey("m.room.member", u));
     }
   }
   const stateFilter = q.state ? { ...q.state, rooms: undefined, not_rooms: undefined, contains_url: undefined } : undefined;
   const stateEvents: JsonObject[] = [];
-  for (const id of ids.values()) {
+  for (const id of entries.keys()) {
     const e = room.load(id);
     if (e && matchesRoomEventFilter(stateFilter, e.ev)) stateEvents.push(room.toClient(e, now));
   }
 
-  const view: RoomSyncView = { timeline, summary: summarize(room, room.stateAt(q.upTo), userId) };
+  const view: RoomSyncView = { timeline, summary: summarize(room, end, userId) };
   if (q.useStateAfter) view.state_after = { events: stateEvents };
   else view.state = { events: stateEvents };
   return view;

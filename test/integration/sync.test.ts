@@ -218,6 +218,14 @@ describe("filters", () => {
     const members = room.state.events.filter((e: Json) => e.type === "m.room.member").map((e: Json) => e.state_key).sort();
     expect(members).toEqual([alice.userId, bob.userId].sort());
 
+    // A state change the timeline filter hides still reaches the client through `state`.
+    const t1 = r.body.next_batch;
+    await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: alice.accessToken, body: { topic: "hidden from the timeline" } });
+    await send(alice, roomId, "after topic");
+    const r1 = await sync(bob, { since: t1, filter: created.body.filter_id });
+    expect(r1.body.rooms.join[roomId].timeline.events.map((e: Json) => e.content.body)).toEqual(["after topic"]);
+    expect(r1.body.rooms.join[roomId].state.events.map((e: Json) => e.type)).toContain("m.room.topic");
+
     const none = await sync(bob, { filter: JSON.stringify({ room: { not_rooms: [roomId] } }) });
     expect(none.body.rooms.join[roomId]).toBeUndefined();
     expect((await sync(bob, { filter: "{not json" })).body.errcode).toBe("M_INVALID_PARAM");
