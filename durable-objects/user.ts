@@ -790,6 +790,8 @@ export class UserDO extends DurableObject<Env> {
     }
 
     const accountData = this.accountDataSince("", initial ? -1 : from, q);
+    // Clients read the ruleset from m.push_rules account data (Synapse always sends it).
+    if (initial && !accountData.some((e) => e.type === "m.push_rules")) accountData.push({ type: "m.push_rules", content: { global: this.ruleset() as unknown as JsonValue } });
     const presence = this.sql
       .exec<{ user_id: string; presence: string; status_msg: string | null; last_active_ts: number }>(
         "SELECT user_id, presence, status_msg, last_active_ts FROM presence WHERE upos > ? AND upos <= ?",

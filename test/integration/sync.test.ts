@@ -367,3 +367,47 @@ describe("push rules API", () => {
     expect(notifs.body.notifications.map((n: Json) => n.event.content.body)).toEqual(["loud"]);
   });
 });
+
+describe("more sync options", () => {
+  it("include_leave, full_state, event_fields and m.push_rules in initial sync", async () => {
+    const { alice, bob, roomId } = await pair();
+    const first = await sync(bob);
+    expect(first.body.account_data.events.find((e: Json) => e.type === "m.push_rules").content.global.override[0].rule_id).toBe(".m.rule.master");
+    const fields = await sync(bob, { filter: JSON.stringify({ event_fields: ["type", "content.body"], room: { timeline: { limit: 3 } } }) });
+    for (const e of fields.body.rooms.join[roomId].timeline.events) expect(Object.keys(e).sort()).toEqual(e.content?.body ? ["content", "type"] : ["type"]);
+    const full = await sync(bob, { since: first.body.next_batch, full_state: true, timeout: 10_000 });
+    expect(full.body.rooms.join[roomId].state.events.length + full.body.rooms.join[roomId].timeline.events.length).toBeGreaterThan(0);
+    expect(full.body.rooms.join[roomId].timeline.events).toEqual([]);
+    expect(full.body.rooms.join[roomId].state.events.map((e: Json) => e.type)).toContain("m.room.create");
+
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const plain = await sync(bob);
+    expect(plain.body.rooms.leave[roomId]).toBeUndefined();
+    const withLeave = await sync(bob, { filter: JSON.stringify({ room: { include_leave: true } }) });
+    const tl = withLeave.body.rooms.leave[roomId].timeline.events;
+    expect(tl[tl.length - 1]).toMatchObject({ type: "m.room.member", state_key: bob.userId, content: { membership: "leave" } });
+    void alice;
+  });
+
+  it("threaded receipts and unread_thread_notifications", async () => {
+    const { alice, bob, roomId } = await pair();
+    const root = await send(alice, roomId, "root");
+    const t = (await sync(bob)).body.next_batch;
+    const inThread = await send(alice, roomId, "in thread", { "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    await send(alice, roomId, "main");
+    const filter = JSON.stringify({ room: { timeline: { unread_thread_notifications: true } } });
+    const r = await sync(bob, { since: t, filter });
+    const room = r.body.rooms.join[roomId];
+    expect(room.unread_notifications.notification_count).toBe(2); // root + main (root sent before t, unread)
+    expect(room.unread_thread_notifications[root]).toEqual({ notification_count: 1, highlight_count: 0 });
+    await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(inThread)}`, { token: bob.accessToken, body: { thread_id: root } });
+    const r2 = await sync(bob, { since: r.body.next_batch, filter });
+    expect(r2.body.rooms.join[roomId].unread_thread_notifications).toEqual({});
+    expect(r2.body.rooms.join[roomId].unread_notifications.notification_count).toBe(2);
+    const receipt = r2.body.rooms.join[roomId].ephemeral.events.find((e: Json) => e.type === "m.receipt");
+    expect(receipt.content[inThread]["m.read"][bob.userId].thread_id).toBe(root);
+    // Without the filter option, thread counts fold into the room's count.
+    const r3 = await sync(bob, { since: r.body.next_batch });
+    expect(r3.body.rooms.join[roomId].unread_thread_notifications).toBeUndefined();
+  });
+});
