@@ -341,6 +341,7 @@ describe("push rules API", () => {
     const all = await call("GET", `${V3}/pushrules/`, { token: bob.accessToken });
     expect(all.body.global.override[0].rule_id).toBe(".m.rule.master");
     expect(all.body.global.underride.map((r: Json) => r.rule_id)).toContain(".m.rule.message");
+    expect((await call("GET", `${V3}/pushrules/global/`, { token: bob.accessToken })).body.override[0].rule_id).toBe(".m.rule.master");
     const base = `${V3}/pushrules/global`;
     expect((await call("PUT", `${base}/room/${enc(roomId)}`, { token: bob.accessToken, body: { actions: [] } })).status).toBe(200);
     expect((await call("GET", `${base}/room/${enc(roomId)}/actions`, { token: bob.accessToken })).body).toEqual({ actions: [] });

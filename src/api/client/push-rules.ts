@@ -41,6 +41,10 @@ pushRules.get("/pushrules/", requireAuth, async (c) => {
   return c.json({ global: rules });
 });
 
+pushRules.get("/pushrules/global/", requireAuth, async (c) => {
+  return c.json(await userStub(c.env, c.var.auth.userId, c.var.config).getPushRules(c.var.auth.userId));
+});
+
 pushRules.get("/pushrules/:scope/:kind/:ruleId", requireAuth, async (c) => c.json((await findRule(c)).rule));
 
 const ruleBody = z.object({
