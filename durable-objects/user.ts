@@ -784,8 +784,9 @@ export class UserDO extends DurableObject<Env> {
         inviter,
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,
-        accountData: this.accountDataSince(roomId, initial ? -1 : from, q),
-        ephemeral: membership === "join" ? this.ephemeralSince(roomId, initial ? -1 : from, q) : [],
+        // A room new to the client gets all of its account data and receipts, not just changes.
+        accountData: this.accountDataSince(roomId, roomSince === null ? -1 : from, q),
+        ephemeral: membership === "join" ? this.ephemeralSince(roomId, roomSince === null ? -1 : from, q) : [],
       });
     }
 
