@@ -32,6 +32,23 @@ export async function startSession(
   return issueTokens(d, opts.userId, opts.deviceId, opts.refresh, opts.lifetimeMs);
 }
 
+/** Log a client in after /register or /login: new or given device, tokens, the common response
+ *  fields (spec: the `/login` and `/register` responses share them). */
+export async function clientSession(
+  d: DB,
+  opts: { userId: string; serverName: string; lifetimeMs: number; deviceId?: string; displayName?: string; refresh?: boolean },
+): Promise<{ user_id: string; device_id: string; home_server: string } & IssuedTokens> {
+  const deviceId = opts.deviceId ?? newDeviceId();
+  const tokens = await startSession(d, {
+    userId: opts.userId,
+    deviceId,
+    displayName: opts.displayName,
+    refresh: opts.refresh === true,
+    lifetimeMs: opts.lifetimeMs,
+  });
+  return { user_id: opts.userId, device_id: deviceId, home_server: opts.serverName, ...tokens };
+}
+
 async function issueTokens(d: DB, userId: string, deviceId: string, refresh: boolean, lifetimeMs: number): Promise<IssuedTokens> {
   const now = Date.now();
   const access = randomToken("lat");

@@ -10,7 +10,7 @@ import { authenticate } from "../middleware/auth";
 import { createUser, validateNewLocalpart } from "../../services/accounts";
 import { randomString, timingSafeEqualStrings } from "../../services/crypto-util";
 import { db } from "../../db";
-import { newDeviceId, startSession } from "../../services/sessions";
+import { clientSession } from "../../services/sessions";
 
 export const admin = new Hono<AppEnv>();
 
@@ -57,9 +57,7 @@ admin.post("/v1/register", async (c) => {
   const localpart = body.username.toLowerCase();
   const userId = validateNewLocalpart(localpart, config.serverName);
   await createUser(c.env, { userId, localpart, password: body.password, admin: body.admin === true, displayname: body.displayname });
-  const deviceId = newDeviceId();
-  const tokens = await startSession(db(c.env), { userId, deviceId, refresh: false, lifetimeMs: config.accessTokenLifetimeMs });
-  return c.json({ user_id: userId, device_id: deviceId, home_server: config.serverName, ...tokens });
+  return c.json(await clientSession(db(c.env), { userId, serverName: config.serverName, lifetimeMs: config.accessTokenLifetimeMs }));
 });
 
 async function requireAdmin(c: Context<AppEnv>): Promise<string> {

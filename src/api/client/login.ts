@@ -8,7 +8,7 @@ import { requireAuth } from "../middleware/auth";
 import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
 import { db } from "../../db";
 import { verifyPassword } from "../../services/passwords";
-import { deleteAllDevices, deleteDevice, newDeviceId, refreshSession, startSession } from "../../services/sessions";
+import { deleteAllDevices, deleteDevice, clientSession, refreshSession } from "../../services/sessions";
 
 /** `alice` or `@alice:server` → full user ID on this server (case-folded localpart, as Synapse does). */
 export function resolveLoginUser(user: string, serverName: string): string {
@@ -61,21 +61,15 @@ login.post("/login", async (c) => {
   if (!user || !ok) throw forbidden("Invalid username or password");
   if (user.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
 
-  const deviceId = body.device_id ?? newDeviceId();
-  const tokens = await startSession(db(c.env), {
+  const session = await clientSession(db(c.env), {
     userId,
-    deviceId,
-    displayName: body.initial_device_display_name,
-    refresh: body.refresh_token === true,
+    serverName: config.serverName,
     lifetimeMs: config.accessTokenLifetimeMs,
+    deviceId: body.device_id,
+    displayName: body.initial_device_display_name,
+    refresh: body.refresh_token,
   });
-  return c.json({
-    user_id: userId,
-    device_id: deviceId,
-    home_server: config.serverName,
-    well_known: { "m.homeserver": { base_url: config.publicBaseUrl } },
-    ...tokens,
-  });
+  return c.json({ ...session, well_known: { "m.homeserver": { base_url: config.publicBaseUrl } } });
 });
 
 login.post("/refresh", async (c) => {

@@ -9,7 +9,7 @@ import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
 import { authDictSchema, requireUia, type Stage } from "./uia";
 import { db } from "../../db";
 import { createUser, userExists, validateNewLocalpart } from "../../services/accounts";
-import { newDeviceId, startSession } from "../../services/sessions";
+import { clientSession } from "../../services/sessions";
 import { randomString } from "../../services/crypto-util";
 
 const registerSchema = z.object({
@@ -55,15 +55,15 @@ register.post("/register", async (c) => {
     await c.env.DB.prepare("UPDATE registration_tokens SET completed = completed + 1 WHERE token = ?").bind(tokenUsed).run();
   }
   if (body.inhibit_login) return c.json({ user_id: userId, home_server: config.serverName });
-  const deviceId = body.device_id ?? newDeviceId();
-  const tokens = await startSession(db(c.env), {
+  const session = await clientSession(db(c.env), {
     userId,
-    deviceId,
-    displayName: body.initial_device_display_name,
-    refresh: body.refresh_token === true,
+    serverName: config.serverName,
     lifetimeMs: config.accessTokenLifetimeMs,
+    deviceId: body.device_id,
+    displayName: body.initial_device_display_name,
+    refresh: body.refresh_token,
   });
-  return c.json({ user_id: userId, device_id: deviceId, home_server: config.serverName, ...tokens });
+  return c.json(session);
 });
 
 register.get("/register/available", async (c) => {
