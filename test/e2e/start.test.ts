@@ -49,3 +49,35 @@ describe("npm start", () => {
     }
   });
 });
+
+describe("npm run register-user", () => {
+  it("creates the first admin through shared-secret registration while registration is closed", async () => {
+    const secret = "e2e-shared-secret-0123456789";
+    const s = await startServer({ REGISTRATION: "closed", REGISTRATION_SHARED_SECRET: secret });
+    try {
+      const closed = await fetch(`${s.baseUrl}/_matrix/client/v3/register`, { method: "POST", body: JSON.stringify({ username: "x", password: "y" }) });
+      expect(closed.status).toBe(403);
+      const r = spawnSync(
+        process.execPath,
+        [path.resolve(import.meta.dirname, "../../scripts/register-user.mjs"), `@root:${s.serverName}`, "--admin", "--password", "root-pass", "--url", s.baseUrl],
+        { encoding: "utf8", timeout: 60_000, env: { ...process.env, REGISTRATION_SHARED_SECRET: secret } },
+      );
+      expect(r.stderr).toBe("");
+      expect(r.stdout).toContain(`Created @root:${s.serverName} (admin)`);
+      const login = await fetch(`${s.baseUrl}/_matrix/client/v3/login`, {
+        method: "POST",
+        body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: "root" }, password: "root-pass" }),
+      });
+      expect(login.status).toBe(200);
+      const wrong = spawnSync(
+        process.execPath,
+        [path.resolve(import.meta.dirname, "../../scripts/register-user.mjs"), "mallory", "--password", "x", "--url", s.baseUrl, "--secret", "not-the-secret-at-all"],
+        { encoding: "utf8", timeout: 60_000 },
+      );
+      expect(wrong.status).toBe(1);
+      expect(wrong.stderr).toContain("HMAC incorrect");
+    } finally {
+      await s.stop();
+    }
+  });
+});
