@@ -23,13 +23,19 @@ if (!baseUrl) {
   baseUrl = server.baseUrl;
 }
 
-async function api(method, path, token, body) {
+async function api(method, path, token, body, attempt = 0) {
   const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
     method,
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  const json = await res.json();
+  const text = await res.text();
+  // `wrangler dev` reloads when watched files change (a shared working tree): retry briefly.
+  if ((res.status === 503 || !text.startsWith("{")) && attempt < 10) {
+    await new Promise((r) => setTimeout(r, 1000));
+    return api(method, path, token, body, attempt + 1);
+  }
+  const json = JSON.parse(text);
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
 }

@@ -195,6 +195,22 @@ describe("memberships in sync", () => {
   });
 });
 
+describe("knocking in sync", () => {
+  it("shows the knocker rooms.knock and the room the knock", async () => {
+    const [alice, carol] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "private_chat", name: "Knock here", initial_state: [{ type: "m.room.join_rules", state_key: "", content: { join_rule: "knock" } }] });
+    const [ta, tc] = [(await sync(alice)).body.next_batch, (await sync(carol)).body.next_batch];
+    const k = await call("POST", `${V3}/knock/${enc(roomId)}`, { token: carol.accessToken, body: { reason: "let me in" } });
+    expect(k.status, JSON.stringify(k.body)).toBe(200);
+    const rc = await sync(carol, { since: tc });
+    const ks = rc.body.rooms.knock[roomId].knock_state.events as Json[];
+    expect(ks.find((e) => e.type === "m.room.member" && e.state_key === carol.userId)?.content.membership).toBe("knock");
+    expect(ks.find((e) => e.type === "m.room.join_rules")?.content.join_rule).toBe("knock");
+    const ra = await sync(alice, { since: ta });
+    expect(ra.body.rooms.join[roomId].timeline.events.some((e: Json) => e.type === "m.room.member" && e.content.membership === "knock")).toBe(true);
+  });
+});
+
 describe("filters", () => {
   it("stores filters, and applies types, limits, lazy-loading and room lists", async () => {
     const { alice, bob, roomId } = await pair();
