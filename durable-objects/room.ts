@@ -54,6 +54,10 @@ import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
 import { buildNotice, notifyRoomEvent, recipientsOf } from "../src/services/notifier";
+import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
+import { enqueuePdu } from "../src/services/federation/sender";
+import { isServerAllowedByAcl } from "../src/core/server-acl";
+import { signJson } from "../src/core/signing";
 
 // ---------------------------------------------------------------------------------------------
 // RPC types (shared with src/services/rooms.ts).
@@ -82,9 +86,32 @@ export interface LocalEventSpec {
 
 export interface AdmitOutcome {
   eventId?: string;
-  status: "accepted" | "soft_failed" | "rejected" | "invalid" | "duplicate";
+  /** "missing": prev_events or auth_events we do not hold (listed in `missing`); nothing was
+   *  stored — the federation layer fetches them (get_missing_events, /event_auth, /state_ids)
+   *  and tries again. */
+  status: "accepted" | "soft_failed" | "rejected" | "invalid" | "duplicate" | "missing";
   reason?: string;
   stream?: number;
+  missing?: string[];
+}
+
+/** How an event enters the DAG besides the normal forward path (see admitInner). */
+export interface AdmitMode {
+  local: boolean;
+  txn?: LocalEventSpec["txn"];
+  /** Store without a place in the timeline or state (auth chain / state received from another
+   *  server): checked against its auth_events only (spec "Checks performed on receipt of a
+   *  PDU", step 4 only; steps 5–6 do not apply to outliers). */
+  outlier?: boolean;
+  /** State after prev events we do not hold (from /state_ids at those events, or the state a
+   *  send_join answer returned): resolved together with the state of the prev events we hold. */
+  extraStates?: StateIdMap[];
+  /** History fetched with /backfill: stored at this (negative) stream position, never changes
+   *  current state or forward extremities, no fan-out. */
+  backfillStream?: number;
+  /** We are the resident server of a send_join/send_leave/send_knock: forward the event to the
+   *  other servers in the room. */
+  rebroadcast?: boolean;
 }
 
 export interface MessagesQuery {
@@ -121,6 +148,7 @@ export interface RoomSummary {
 // ---------------------------------------------------------------------------------------------
 
 const MAX_PDU_BYTES = 65536;
+const MIN_STREAM = -1e12;
 const MAX_ID_BYTES = 255;
 const SNAPSHOT_EVERY = 64;
 const MAX_PREV_EVENTS = 10;
@@ -177,12 +205,13 @@ function asRoomError(e: unknown): RoomError {
 
 function parseToken(t: string | undefined): number | undefined {
   if (t === undefined || t === "") return undefined;
-  const m = /^t?(\d+)$/.exec(t) ?? /^t(\d+)/.exec(t);
+  // Backfilled history sits at negative stream positions (below the event we joined at).
+  const m = /^t?(-?\d+)$/.exec(t) ?? /^t(-?\d+)/.exec(t);
   if (!m) fail(400, "M_INVALID_PARAM", "Invalid pagination token");
   return Number(m[1]);
 }
 export function streamToken(n: number): string {
-  return `t${Math.max(0, n)}`;
+  return `t${Math.max(MIN_STREAM, n)}`;
 }
 
 const SCHEMA = `
@@ -418,15 +447,28 @@ export class RoomDO extends DurableObject<Env> {
 
   /** Public key for a server's key ID. Our own keys come from D1; remote keys are the
    *  federation work's (TODO: key query / notary through a KeyRing service). */
-  protected async verifyKey(server: string, keyId: string): Promise<string | undefined> {
+  protected async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
     if (server === this.serverName) {
       const k = await this.signingKey();
       if (k.keyId === keyId) return k.publicKey;
       const row = await this.env.DB.prepare("SELECT public_key FROM server_signing_keys WHERE key_id = ?").bind(keyId).first<{ public_key: string }>();
       return row?.public_key;
     }
-    return undefined;
+    // Remote keys: the federation key ring (cache, then the server itself, then notaries). A
+    // short-lived memo keeps a 10,000-event send_join answer from asking D1 per event; the
+    // validity rule is the key ring's (valid_until_ts covers ts; an old key until it expired).
+    const memoKey = `${server}\u0000${keyId}`;
+    const hit = this.keyMemo.get(memoKey);
+    if (hit && hit.until > Date.now() && (ts === undefined || (hit.k.validUntilTs >= ts && (hit.k.expiredTs === undefined || hit.k.expiredTs > ts)))) return hit.k.publicKey;
+    const config = { ...parseConfig(this.env), serverName: this.serverName! };
+    const k = await getVerifyKey({ env: this.env, config }, server, keyId, { purpose: "event", ts });
+    if (k) {
+      if (this.keyMemo.size > 1024) this.keyMemo.clear();
+      this.keyMemo.set(memoKey, { k, until: Date.now() + 60_000 });
+    }
+    return k?.publicKey;
   }
+  private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
 
   /** Called after each accepted event is committed. The sync work wires UserDOs here (wake the
    *  affected local users), the federation work its Sender DOs. Not awaited inside `serial`;
@@ -445,29 +487,46 @@ export class RoomDO extends DurableObject<Env> {
       encrypted: room.encrypted,
     });
     await notifyRoomEvent(this.env, notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.serverName}`)));
+    // Federation: events that originate here (and joins/leaves/knocks we accepted as the
+    // resident server) go to every server with a joined member, and to the target of a
+    // membership change (invitee, kicked, banned) — Server-Server API "PDUs".
+    const rebroadcast = this.rebroadcast.delete(event.event_id);
+    if (domainOf(event.sender) !== this.serverName && !rebroadcast) return;
+    const destinations = new Set(room.joinedServers);
+    if (event.type === "m.room.member" && event.state_key) destinations.add(domainOf(event.state_key));
+    if (rebroadcast) destinations.delete(domainOf(event.sender));
+    destinations.delete(this.serverName!);
+    if (destinations.size === 0) return;
+    const config = { ...parseConfig(this.env), serverName: this.serverName! };
+    await enqueuePdu(this.env, config, destinations, event.pdu as unknown as Record<string, unknown>).catch((e) => console.error("enqueuePdu failed", e));
   }
 
-  private fanOutCache?: { group: number | null; joinedLocal: string[]; memberCount: number; encrypted: boolean };
+  /** Event IDs accepted through send_join/send_leave/send_knock, to be forwarded by notify. */
+  private rebroadcast = new Set<string>();
+
+  private fanOutCache?: { group: number | null; joinedLocal: string[]; joinedServers: Set<string>; memberCount: number; encrypted: boolean };
 
   /** Joined local users, joined count and encryption of the current state (cached per group). */
-  private fanOutFacts(): { joinedLocal: string[]; memberCount: number; encrypted: boolean } {
+  private fanOutFacts(): { joinedLocal: string[]; joinedServers: Set<string>; memberCount: number; encrypted: boolean } {
     if (this.fanOutCache && this.fanOutCache.group === this.currentGroup) return this.fanOutCache;
     const joinedLocal: string[] = [];
+    const joinedServers = new Set<string>();
     let memberCount = 0;
     const st = this.groupState(this.currentGroup);
     for (const [k, id] of st) {
       if (!k.startsWith("m.room.member\u0000") || this.loadEvent(id)?.ev.content.membership !== "join") continue;
       memberCount++;
       const u = splitStateKey(k)[1];
+      joinedServers.add(domainOf(u));
       if (u.endsWith(`:${this.serverName}`)) joinedLocal.push(u);
     }
-    this.fanOutCache = { group: this.currentGroup, joinedLocal, memberCount, encrypted: st.has(stateKey("m.room.encryption", "")) };
+    this.fanOutCache = { group: this.currentGroup, joinedLocal, joinedServers, memberCount, encrypted: st.has(stateKey("m.room.encryption", "")) };
     return this.fanOutCache;
   }
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
    *  leaves no trace. */
-  private async admitInner(pdu: PDU, origin: string, opts: { local: boolean; txn?: LocalEventSpec["txn"] }): Promise<AdmitOutcome> {
+  private async admitInner(pdu: PDU, origin: string, opts: AdmitMode): Promise<AdmitOutcome> {
     const rv = this.requireRoom();
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
     let encoded: string;
@@ -492,7 +551,10 @@ export class RoomDO extends DurableObject<Env> {
     } catch (e) {
       return { status: "invalid", reason: (e as Error).message };
     }
-    if (this.loadEvent(eventId)) return { status: "duplicate", eventId };
+    const known = this.loadEvent(eventId);
+    // An outlier (state or auth chain from another server) may later arrive as part of the
+    // timeline: then it is admitted again, this time with a place in the DAG.
+    if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
 
     // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU").
     if (!(await checkContentHash(pdu))) {
@@ -509,7 +571,13 @@ export class RoomDO extends DurableObject<Env> {
       return { status: "invalid", eventId, reason: (e as Error).message };
     }
     if (ev.room_id !== this.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
-    void origin; // federation: the origin's ACL check (m.room.server_acl) goes here.
+    // Server ACLs (Server-Server API "Server Access Control Lists"): PDUs from a denied origin
+    // are dropped, whatever path they came by.
+    if (!opts.local && origin !== this.serverName) {
+      const aclId = this.currentGroup === null ? undefined : this.groupState(this.currentGroup).get(ACL_KEY);
+      const acl = aclId ? this.loadEvent(aclId)?.ev.content : undefined;
+      if (!isServerAllowedByAcl(acl ?? null, origin)) return { status: "invalid", eventId, reason: "origin is denied by the room's server ACL" };
+    }
 
     // 3–5 and persisting run synchronously: nothing can interleave.
     let out: AdmitOutcome;
@@ -521,7 +589,8 @@ export class RoomDO extends DurableObject<Env> {
       this.reloadAfterFailure();
       throw e;
     }
-    if (out.status === "accepted") {
+    if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) {
+      if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
       await this.afterCommit();
       const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
       this.fanOuts.set(ev.event_id, fan);
@@ -552,7 +621,7 @@ export class RoomDO extends DurableObject<Env> {
       let ok = false;
       if (sigs && typeof sigs === "object") {
         for (const keyId of Object.keys(sigs)) {
-          const pub = await this.verifyKey(server, keyId);
+          const pub = await this.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
           if (pub && (await verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson }))) {
             ok = true;
             break;
@@ -564,38 +633,49 @@ export class RoomDO extends DurableObject<Env> {
     return undefined;
   }
 
-  private decideAndPersist(ev: RoomEvent, opts: { local: boolean; txn?: LocalEventSpec["txn"] }): AdmitOutcome {
+  private decideAndPersist(ev: RoomEvent, opts: AdmitMode): AdmitOutcome {
     const rv = this.rv!;
     const isCreate = ev.type === "m.room.create" && ev.state_key === "";
+    const backfill = opts.backfillStream !== undefined;
     let reason: string | undefined;
     let status: StoredEvent["status"] = "accepted";
 
     // State before the event: the state after its prev_events, resolved when there are several.
+    // Prev events we do not hold (or hold only as outliers, without state) need their state
+    // supplied by the caller (extraStates); otherwise the federation layer must fetch them.
     const prevs: StoredEvent[] = [];
-    for (const id of ev.prev_events) {
-      const p = this.loadEvent(id);
-      // TODO(federation): fetch missing prev_events (/get_missing_events) or their state.
-      if (!p) return { status: "invalid", eventId: ev.event_id, reason: `unknown prev_event ${id}` };
-      prevs.push(p);
+    const missing: string[] = [];
+    if (!opts.outlier) {
+      for (const id of ev.prev_events) {
+        const p = this.loadEvent(id);
+        if (p && !isOutlier(p)) prevs.push(p);
+        else missing.push(id);
+      }
     }
-    if (isCreate && (prevs.length > 0 || this.stream > 0 || this.loadCreate())) {
+    const knownCreate = isCreate ? this.loadCreate() : undefined;
+    if (isCreate && (ev.prev_events.length > 0 || (!opts.outlier && !backfill && this.stream > 0) || (knownCreate && knownCreate.ev.event_id !== ev.event_id))) {
       return { status: "invalid", eventId: ev.event_id, reason: "a room has exactly one create event, first" };
     }
-    if (!isCreate && prevs.length === 0) return { status: "invalid", eventId: ev.event_id, reason: "no prev_events" };
-    const before = isCreate ? { map: new Map() as StateIdMap, group: null, resolved: false } : this.stateAcross(prevs);
+    if (!isCreate && !opts.outlier && ev.prev_events.length === 0) return { status: "invalid", eventId: ev.event_id, reason: "no prev_events" };
+    if (missing.length && !opts.extraStates && !backfill) return { status: "missing", eventId: ev.event_id, reason: `unknown prev_events`, missing };
+    const before = isCreate || opts.outlier ? { map: new Map() as StateIdMap, group: null, resolved: false } : this.stateBefore(prevs, opts.extraStates ?? []);
 
     // 3. Auth against the auth_events.
     const authEvents: RoomEvent[] = [];
+    const missingAuth: string[] = [];
     for (const id of ev.auth_events) {
       const a = this.loadEvent(id);
-      // TODO(federation): fetch missing auth events.
-      if (!a) return { status: "invalid", eventId: ev.event_id, reason: `unknown auth_event ${id}` };
+      if (!a) {
+        missingAuth.push(id);
+        continue;
+      }
       if (a.status === "rejected") {
         status = "rejected";
         reason = `rule 2.3: auth event ${id} was rejected`;
       }
       authEvents.push(a.ev);
     }
+    if (missingAuth.length) return { status: "missing", eventId: ev.event_id, reason: "unknown auth_events", missing: missingAuth };
     if (status === "accepted" && !isCreate) {
       const shape = checkAuthEventsShape(ev, authEvents, rv);
       if (!shape.allowed) [status, reason] = ["rejected", shape.reason];
@@ -609,31 +689,43 @@ export class RoomDO extends DurableObject<Env> {
       const r = checkEventAuth(ev, authState, rv);
       if (!r.allowed) [status, reason] = ["rejected", r.reason];
     }
-    // 4. Auth against the state before the event.
-    if (status === "accepted" && !isCreate) {
+    // 4. Auth against the state before the event. (Not for outliers, which have no place in
+    // the DAG, nor for backfilled history, whose state before is only approximated.)
+    if (status === "accepted" && !isCreate && !opts.outlier && !backfill) {
       const r = checkEventAuth(ev, this.authMapFrom(before.map, ev), rv);
       if (!r.allowed) [status, reason] = ["rejected", `against the state before the event: ${r.reason}`];
     }
     // 5. Soft fail against the current state (only differs from 4. when the event is not on top).
-    if (status === "accepted" && !isCreate && before.group !== this.currentGroup) {
+    if (status === "accepted" && !isCreate && !opts.outlier && !backfill && before.group !== this.currentGroup) {
       const r = checkEventAuth(ev, this.authMapFrom(this.groupState(this.currentGroup), ev), rv);
       if (!r.allowed) [status, reason] = ["soft_failed", `against the current state: ${r.reason}`];
     }
     if (opts.local && status !== "accepted") return { status, eventId: ev.event_id, reason };
 
     // Persist.
-    const beforeGroup = before.resolved ? this.newGroup(prevs[0].stateAfter, diffState(this.groupState(prevs[0].stateAfter), before.map)) : before.group;
-    let afterGroup = beforeGroup;
+    const wasOutlier = this.loadEvent(ev.event_id);
+    if (wasOutlier) this.sql.exec("DELETE FROM events WHERE event_id = ?", ev.event_id);
+    let beforeGroup: number | null = null;
+    let afterGroup: number | null = null;
     let prevState: string | null = null;
     const sk = ev.state_key !== undefined ? stateKey(ev.type, ev.state_key) : undefined;
-    if (status === "accepted" && sk !== undefined) {
-      prevState = before.map.get(sk) ?? null;
-      afterGroup = this.newGroup(beforeGroup, new Map([[sk, ev.event_id]]));
+    if (!opts.outlier) {
+      const parent = prevs[0]?.stateAfter ?? null;
+      beforeGroup = before.resolved ? this.newGroup(parent, diffState(this.groupState(parent), before.map)) : before.group;
+      afterGroup = beforeGroup;
+      if (status === "accepted" && sk !== undefined) {
+        prevState = before.map.get(sk) ?? null;
+        afterGroup = this.newGroup(beforeGroup, new Map([[sk, ev.event_id]]));
+      }
     }
-    const stream = status === "accepted" ? this.stream + 1 : null;
-    if (stream !== null) {
-      this.stream = stream;
-      this.setMeta("stream", stream);
+    let stream: number | null = null;
+    if (status === "accepted" && !opts.outlier) {
+      if (backfill) stream = opts.backfillStream!;
+      else {
+        stream = this.stream + 1;
+        this.stream = stream;
+        this.setMeta("stream", stream);
+      }
     }
     this.sql.exec(
       `INSERT INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, rejection_reason,
@@ -661,15 +753,10 @@ export class RoomDO extends DurableObject<Env> {
       this.sql.exec("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)", ev.sender, opts.txn.deviceId, txnKey(opts.txn), ev.event_id);
     }
     this.events.delete(ev.event_id);
-    if (status !== "accepted") return { status, eventId: ev.event_id, reason };
-
-    // Forward extremities: the event replaces its prev_events (unless something already points at it).
-    for (const p of ev.prev_events) this.sql.exec("DELETE FROM extremities WHERE event_id = ?", p);
-    const referenced = this.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' LIMIT 1", ev.event_id).toArray().length > 0;
-    if (!referenced) this.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
+    if (status !== "accepted" || opts.outlier) return { status, eventId: ev.event_id, reason };
 
     if (ev.type === "m.room.member" && ev.state_key !== undefined) {
-      this.sql.exec("INSERT INTO memberships (event_id, user_id, membership, stream) VALUES (?, ?, ?, ?)", ev.event_id, ev.state_key, String(ev.content.membership), stream);
+      this.sql.exec("INSERT OR REPLACE INTO memberships (event_id, user_id, membership, stream) VALUES (?, ?, ?, ?)", ev.event_id, ev.state_key, String(ev.content.membership), stream);
     }
     if (ev.type === "m.room.redaction" && ev.redacts) {
       const st = this.authMapFrom(before.map, ev);
@@ -677,6 +764,13 @@ export class RoomDO extends DurableObject<Env> {
       this.sql.exec("INSERT OR IGNORE INTO redactions (redacts, event_id, sender, powerful) VALUES (?, ?, ?, ?)", ev.redacts, ev.event_id, ev.sender, powerful);
       this.events.delete(ev.redacts);
     }
+    // Backfilled history has no say in the present: no extremities, no current state.
+    if (backfill) return { status: "accepted", eventId: ev.event_id, stream: stream! };
+
+    // Forward extremities: the event replaces its prev_events (unless something already points at it).
+    for (const p of ev.prev_events) this.sql.exec("DELETE FROM extremities WHERE event_id = ?", p);
+    const referenced = this.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
+    if (!referenced) this.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
 
     // Current state: the event's state when it saw everything current, else resolve both.
     const old = this.currentGroup;
@@ -790,6 +884,16 @@ export class RoomDO extends DurableObject<Env> {
     this.groups.set(id, full);
     if (this.groups.size > GROUP_CACHE) this.groups.delete(this.groups.keys().next().value!);
     return id;
+  }
+
+  /** State before an event: across its prev events we hold, and the states supplied for
+   *  those we do not (see AdmitMode.extraStates). */
+  private stateBefore(prevs: StoredEvent[], extra: StateIdMap[]): { map: StateIdMap; group: number | null; resolved: boolean } {
+    if (extra.length === 0) return this.stateAcross(prevs);
+    const maps = [...new Set(prevs.map((p) => p.stateAfter))].map((g) => this.groupState(g)).concat(extra);
+    if (maps.length === 1) return { map: maps[0], group: null, resolved: true };
+    const map = resolveState(this.rv!, maps, (id) => this.loadEvent(id)?.ev, { isRejected: (id) => this.loadEvent(id)?.status === "rejected" });
+    return { map, group: null, resolved: true };
   }
 
   /** State after a set of prev events: one → its state; several → state resolution. */
@@ -1152,7 +1256,7 @@ export class RoomDO extends DurableObject<Env> {
       this.mayRead(req.userId);
       const visible = this.visibilityFor(req.userId);
       const limit = Math.max(0, Math.min(q.limit, 1000));
-      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : 0);
+      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : MIN_STREAM);
       const to = parseToken(q.to);
       const now = Date.now();
       const picked: StoredEvent[] = [];
@@ -1162,7 +1266,7 @@ export class RoomDO extends DurableObject<Env> {
       while (picked.length < limit && scanned < 2000) {
         const rows =
           q.dir === "b"
-            ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", pos, to ?? -1, 100).toArray()
+            ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", pos, to ?? MIN_STREAM, 100).toArray()
             : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT ?", pos, to ?? Number.MAX_SAFE_INTEGER, 100).toArray();
         if (rows.length === 0) {
           exhausted = true;
@@ -1315,6 +1419,12 @@ export class RoomDO extends DurableObject<Env> {
 }
 
 const POWER_KEY = stateKey("m.room.power_levels", "");
+const ACL_KEY = stateKey("m.room.server_acl", "");
+
+/** Stored without a place in the DAG: auth chain or state received from another server. */
+function isOutlier(se: StoredEvent): boolean {
+  return se.stream === null && se.stateAfter === null && se.status === "accepted";
+}
 const HV_KEY = stateKey("m.room.history_visibility", "");
 
 function txnKey(t: NonNullable<LocalEventSpec["txn"]>): string {
