@@ -375,6 +375,19 @@ export class RoomDO extends DurableObject<Env> {
         .toArray()[0];
       if (row) return row.event_id;
     }
+    const { pdu: signed } = await this.buildLocalPdu(spec);
+    const out = await this.admitInner(signed, this.serverName!, { local: true, txn: spec.txn });
+    if (out.status === "accepted" || out.status === "duplicate") return out.eventId!;
+    if (out.status === "invalid" && out.reason === "M_TOO_LARGE") fail(413, "M_TOO_LARGE", "Event is too large");
+    if (out.status === "invalid") fail(400, "M_BAD_JSON", out.reason ?? "Invalid event");
+    fail(403, "M_FORBIDDEN", out.reason ?? "Not allowed by the room's auth rules");
+  }
+
+  /** Build and sign a local user's event: prev_events = the forward extremities, auth_events
+   *  by the auth events selection over the state before it, depth = max(prev) + 1. */
+  private async buildLocalPdu(spec: LocalEventSpec): Promise<{ pdu: PDU; eventId: string }> {
+    const rv = this.requireRoom();
+    if (this.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
     if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
 
     const prevIds = this.sql
@@ -412,12 +425,7 @@ export class RoomDO extends DurableObject<Env> {
       else pdu.redacts = spec.redacts;
     }
     const key = await this.signingKey();
-    const { pdu: signed } = await hashAndSignEvent(pdu as unknown as PDU, rv, this.serverName!, key);
-    const out = await this.admitInner(signed, this.serverName!, { local: true, txn: spec.txn });
-    if (out.status === "accepted" || out.status === "duplicate") return out.eventId!;
-    if (out.status === "invalid" && out.reason === "M_TOO_LARGE") fail(413, "M_TOO_LARGE", "Event is too large");
-    if (out.status === "invalid") fail(400, "M_BAD_JSON", out.reason ?? "Invalid event");
-    fail(403, "M_FORBIDDEN", out.reason ?? "Not allowed by the room's auth rules");
+    return hashAndSignEvent(pdu as unknown as PDU, rv, this.serverName!, key);
   }
 
   /** "Handling redactions": a local user may redact their own events, or others' with the
@@ -1105,6 +1113,10 @@ export class RoomDO extends DurableObject<Env> {
    *  for server-side callers (directory, profile propagation, sync's stripped state). */
   async getCurrentStateEvent(type: string, stateKey_: string): Promise<JsonObject | null> {
     if (!this.rv) return null;
+    if (type === "m.room.member" && this.isPartial()) {
+      const se = this.partialMember(stateKey_);
+      return se ? this.toClient(se, undefined) : null;
+    }
     const id = this.groupState(this.currentGroup).get(stateKey(type, stateKey_));
     const se = id ? this.loadEvent(id) : undefined;
     return se ? this.toClient(se, undefined) : null;
@@ -1120,6 +1132,7 @@ export class RoomDO extends DurableObject<Env> {
   /** A user's current membership (`join`, `invite`, `leave`, `ban`, `knock`) or null. */
   async getMembership(userId: string): Promise<string | null> {
     if (!this.rv) return null;
+    if (this.isPartial()) return (this.partialMember(userId)?.ev.content.membership as string | undefined) ?? null;
     return this.currentMembership(userId) ?? null;
   }
 
@@ -1359,6 +1372,10 @@ export class RoomDO extends DurableObject<Env> {
    *  invite paths use it. */
   async getStrippedState(): Promise<JsonObject[]> {
     if (!this.rv) return [];
+    if (this.isPartial()) {
+      const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'stripped_state'").toArray()[0];
+      return row ? (JSON.parse(row.value) as JsonObject[]) : [];
+    }
     const types = ["m.room.create", "m.room.name", "m.room.avatar", "m.room.topic", "m.room.join_rules", "m.room.canonical_alias", "m.room.encryption"];
     const out: JsonObject[] = [];
     const st = this.groupState(this.currentGroup);
@@ -1414,6 +1431,524 @@ export class RoomDO extends DurableObject<Env> {
         prevBatch: streamToken(first - 1),
         stream: this.stream,
       };
+    });
+  }
+
+  // ===========================================================================================
+  // Federation (Server-Server API): serving other servers, and taking part in rooms that were
+  // created elsewhere. The Worker routes (src/api/federation/rooms.ts) and the joining side
+  // (src/services/federation/rooms.ts) call these.
+
+  /** A room we only know through an invite or knock (stripped state, our member event as an
+   *  outlier), until we join it. */
+  private isPartial(): boolean {
+    return this.sql.exec("SELECT 1 FROM meta WHERE key = 'partial' AND value = '1'").toArray().length > 0;
+  }
+
+  private partialMember(userId: string): StoredEvent | undefined {
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_member\u0000${userId}`).toArray()[0];
+    return row ? this.loadEvent(row.value) : undefined;
+  }
+
+  /** Whether any user of `server` is joined now (Synapse's "host in room" check for /state,
+   *  /backfill, /get_missing_events, /event_auth). */
+  private serverInRoom(server: string): boolean {
+    return this.fanOutFacts().joinedServers.has(server);
+  }
+
+  /** History visibility for a server (Server-Server API: servers "should not send events the
+   *  requesting server is not allowed to see"): a server may see an event if any of its users
+   *  could. world_readable and shared: any server (a joining server's users would see shared
+   *  history); invited: one of its users invited or joined at the event; joined: joined.
+   *  Outliers (auth and state events, no place in the timeline) are served as they are. */
+  private serverMaySee(server: string, se: StoredEvent): boolean {
+    if (se.stateAfter === null && se.stream === null) return true;
+    const st = this.groupState(se.stateBefore);
+    const hvId = st.get(HV_KEY);
+    const hv = parseHistoryVisibility(hvId ? this.loadEvent(hvId)?.ev.content : undefined);
+    if (hv === "world_readable" || hv === "shared") return true;
+    const suffix = `:${server}`;
+    for (const [k, id] of st) {
+      if (!k.startsWith("m.room.member\u0000") || !k.endsWith(suffix)) continue;
+      const m = this.loadEvent(id)?.ev.content.membership;
+      if (m === "join" || (hv === "invited" && m === "invite")) return true;
+    }
+    return false;
+  }
+
+  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here or when
+   *  the server may not see it (the DAG stays intact either way). */
+  private wirePdu(se: StoredEvent, server?: string): PDU {
+    const { unsigned: _u, ...pdu } = se.ev.pdu;
+    void _u;
+    if ((server !== undefined && !this.serverMaySee(server, se)) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
+    return pdu as PDU;
+  }
+
+  /** The auth chain of a set of events (their auth events, recursively), in DAG order. */
+  private authChain(ids: Iterable<string>): StoredEvent[] {
+    const seen = new Set<string>();
+    const out: StoredEvent[] = [];
+    const stack = [...ids].flatMap((id) => this.loadEvent(id)?.ev.auth_events ?? []);
+    while (stack.length) {
+      const id = stack.pop()!;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const se = this.loadEvent(id);
+      if (!se) continue;
+      out.push(se);
+      for (const a of se.ev.auth_events) if (!seen.has(a)) stack.push(a);
+    }
+    return out.sort((a, b) => a.ev.depth - b.ev.depth);
+  }
+
+  /** Common preamble of the serving endpoints: a full room, an allowed and present server. */
+  private requireServer(origin: string, opts: { inRoom: boolean }): void {
+    this.requireRoom();
+    if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
+    if (opts.inRoom && !this.serverInRoom(origin)) fail(403, "M_FORBIDDEN", "Your server has no joined member in this room");
+  }
+
+  /** GET /v1/make_join, /v1/make_leave, /v1/make_knock: an unsigned membership event template
+   *  on top of our forward extremities, after checking the auth rules would allow it now. */
+  async fedTemplate(args: { userId: string; membership: "join" | "leave" | "knock"; authorisedVia?: string }): Promise<RoomResult<{ room_version: string; event: JsonObject }>> {
+    return this.serial(async () => {
+      try {
+        const rv = this.requireRoom();
+        if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
+        const content: JsonObject = { membership: args.membership };
+        if (args.authorisedVia) content.join_authorised_via_users_server = args.authorisedVia;
+        const prevIds = this.sql
+          .exec<{ event_id: string }>("SELECT x.event_id FROM extremities x JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?", MAX_PREV_EVENTS)
+          .toArray()
+          .map((r) => r.event_id);
+        const prevs = prevIds.map((id) => this.loadEvent(id)!);
+        const before = this.stateAcross(prevs).map;
+        const shape = { type: "m.room.member", sender: args.userId, state_key: args.userId, content };
+        const authIds: string[] = [];
+        for (const k of authEventKeys(rv, shape)) {
+          const id = before.get(k);
+          if (id) authIds.push(id);
+        }
+        // Refuse early what the auth rules would refuse (spec: 403 "not allowed to join").
+        const probe: RoomEvent = { ...shape, event_id: "$probe", room_id: this.roomId!, origin_server_ts: Date.now(), depth: 0, prev_events: prevIds, auth_events: authIds, pdu: {} as PDU };
+        const r = checkEventAuth(probe, this.authMapFrom(this.groupState(this.currentGroup), probe), rv);
+        if (!r.allowed) fail(403, "M_FORBIDDEN", `Not allowed: ${r.reason}`);
+        const event: JsonObject = {
+          room_id: this.roomId!,
+          sender: args.userId,
+          state_key: args.userId,
+          type: "m.room.member",
+          content,
+          origin: domainOf(args.userId),
+          origin_server_ts: Date.now(),
+          depth: Math.max(...prevs.map((p) => p.ev.depth)) + 1,
+          prev_events: prevIds,
+          auth_events: authIds,
+        };
+        return { ok: true as const, value: { room_version: rv.id, event } };
+      } catch (e) {
+        return asRoomError(e);
+      }
+    });
+  }
+
+  /** PUT /v2/send_join, /v2/send_leave, /v1/send_knock: check that the event is the membership
+   *  change it claims to be from the server that sent it, co-sign a restricted join we
+   *  authorised, admit it, and forward it to the other servers in the room. For joins the
+   *  answer carries the state before the join and its auth chain. */
+  async fedSendMembership(args: {
+    eventId: string;
+    pdu: PDU;
+    origin: string;
+    membership: "join" | "leave" | "knock";
+    omitMembers?: boolean;
+  }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+    let accepted = false;
+    const r = await this.serial(async () => {
+      try {
+        const rv = this.requireRoom();
+        if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
+        let pdu = args.pdu;
+        if (pdu.type !== "m.room.member" || typeof pdu.state_key !== "string" || pdu.state_key !== pdu.sender) fail(400, "M_BAD_JSON", "Not a membership event of its sender");
+        if (pdu.content?.membership !== args.membership) fail(400, "M_BAD_JSON", `Membership must be ${args.membership}`);
+        if (domainOf(pdu.sender) !== args.origin) fail(403, "M_FORBIDDEN", "The sender is not a user of the requesting server");
+        if (pdu.room_id !== this.roomId) fail(400, "M_BAD_JSON", "Event is for another room");
+        let eventId: string;
+        try {
+          eventId = await computeEventId(pdu, rv);
+        } catch {
+          fail(400, "M_BAD_JSON", "Malformed event");
+        }
+        if (eventId !== args.eventId) fail(400, "M_BAD_JSON", "Event ID does not match the event");
+        // Restricted rooms: the resident server whose user authorised the join signs it too.
+        const via = pdu.content.join_authorised_via_users_server;
+        if (args.membership === "join" && rv.restrictedJoins && typeof via === "string" && domainOf(via) === this.serverName) {
+          const key = await this.signingKey();
+          const signed = await signJson(redactEvent(pdu, rv), this.serverName!, key, { strict: rv.strictCanonicalJson });
+          pdu = { ...pdu, signatures: { ...pdu.signatures, [this.serverName!]: signed.signatures[this.serverName!] } };
+        }
+        const out = await this.admitInner(pdu, args.origin, { local: false, rebroadcast: true });
+        if (out.status === "missing") fail(400, "M_BAD_JSON", "Event refers to events this server does not have");
+        if (out.status !== "accepted" && out.status !== "duplicate") fail(403, "M_FORBIDDEN", `Event refused: ${out.reason ?? out.status}`);
+        accepted = out.status === "accepted";
+        const se = this.loadEvent(eventId)!;
+        if (se.status !== "accepted") fail(403, "M_FORBIDDEN", `Event refused: ${se.status}`);
+        if (args.membership === "leave") return { ok: true as const, value: {} };
+        if (args.membership === "knock") return { ok: true as const, value: { stripped: await this.getStrippedState() } };
+        // "The resolved current room state prior to the join event" and its auth chain.
+        const stateMap = this.groupState(se.stateBefore);
+        let stateIds = [...stateMap.values()];
+        let omitted = false;
+        if (args.omitMembers) {
+          // Keep the members a client needs to name the room (heroes) when it has no name.
+          const named = stateMap.has(stateKey("m.room.name", "")) || stateMap.has(stateKey("m.room.canonical_alias", ""));
+          const heroes = named ? [] : [...stateMap.keys()].filter((k) => k.startsWith("m.room.member\u0000") && splitStateKey(k)[1] !== pdu.sender).map((k) => splitStateKey(k)[1]).sort().slice(0, 5);
+          const keep = new Set(heroes.map((u) => stateMap.get(memberKey(u))!));
+          stateIds = stateIds.filter((id) => keep.has(id) || this.loadEvent(id)?.ev.type !== "m.room.member");
+          omitted = true;
+        }
+        const inState = new Set(stateIds);
+        const chain = this.authChain([...stateIds, eventId]).filter((x) => !(args.omitMembers && inState.has(x.ev.event_id)));
+        const value: { state: PDU[]; auth_chain: PDU[]; servers_in_room: string[]; event?: PDU; members_omitted?: boolean } = {
+          state: stateIds.map((id) => this.wirePdu(this.loadEvent(id)!)),
+          auth_chain: chain.map((x) => this.wirePdu(x)),
+          servers_in_room: [...this.fanOutFacts().joinedServers],
+        };
+        if (pdu !== args.pdu) value.event = pdu;
+        if (omitted) value.members_omitted = true;
+        return { ok: true as const, value };
+      } catch (e) {
+        return asRoomError(e);
+      }
+    });
+    if (accepted) await this.fannedOut([args.eventId]);
+    return r;
+  }
+
+  /** GET /v1/state_ids and /v1/state: the state before `eventId` (Synapse: "the state at the
+   *  event, not including said event") and its auth chain. */
+  async fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
+    return this.wrap(() => {
+      this.requireServer(origin, { inRoom: true });
+      const se = this.loadEvent(eventId);
+      if (!se || se.stream === null || se.status !== "accepted" || !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
+      const state = [...this.groupState(se.stateBefore).values()];
+      const chain = this.authChain(state);
+      if (ids) return { pdu_ids: state, auth_chain_ids: chain.map((x) => x.ev.event_id) };
+      return { pdus: state.map((id) => this.wirePdu(this.loadEvent(id)!)), auth_chain: chain.map((x) => this.wirePdu(x)) };
+    });
+  }
+
+  /** GET /v1/event_auth: the auth chain of one event. */
+  async fedEventAuth(origin: string, eventId: string): Promise<RoomResult<PDU[]>> {
+    return this.wrap(() => {
+      this.requireServer(origin, { inRoom: true });
+      const se = this.loadEvent(eventId);
+      if (!se || !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
+      return this.authChain([eventId]).map((x) => this.wirePdu(x));
+    });
+  }
+
+  /** GET /v1/event: one event, if the server may see it (redacted otherwise... no: not found,
+   *  unless it is in the room, where the redacted form keeps the DAG intact). */
+  async fedEvent(origin: string, eventId: string): Promise<RoomResult<PDU>> {
+    return this.wrap(() => {
+      this.requireServer(origin, { inRoom: false });
+      const se = this.loadEvent(eventId);
+      if (!se || se.status === "rejected") fail(404, "M_NOT_FOUND", "Event not found");
+      if (!this.serverInRoom(origin) && !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
+      return this.wirePdu(se, origin);
+    });
+  }
+
+  /** GET /v1/backfill: up to `limit` events before and including `v`, walking prev_events
+   *  breadth-first, newest (deepest) first. */
+  async fedBackfill(origin: string, v: string[], limit: number): Promise<RoomResult<PDU[]>> {
+    return this.wrap(() => {
+      this.requireServer(origin, { inRoom: true });
+      const out: StoredEvent[] = [];
+      const seen = new Set<string>();
+      let frontier = v.filter((id) => this.loadEvent(id));
+      while (frontier.length && out.length < limit) {
+        const level: StoredEvent[] = [];
+        for (const id of frontier) {
+          if (seen.has(id)) continue;
+          seen.add(id);
+          const se = this.loadEvent(id);
+          if (se && se.status !== "rejected" && !isOutlier(se)) level.push(se);
+        }
+        level.sort((a, b) => b.ev.depth - a.ev.depth || (b.stream ?? 0) - (a.stream ?? 0));
+        for (const se of level) if (out.length < limit) out.push(se);
+        frontier = level.flatMap((se) => se.ev.prev_events).filter((id) => !seen.has(id));
+      }
+      return out.map((se) => this.wirePdu(se, origin));
+    });
+  }
+
+  /** POST /v1/get_missing_events: events between `earliest` (exclusive) and `latest`
+   *  (exclusive), walking back from `latest`, at or above `minDepth`, oldest first. */
+  async fedMissingEvents(origin: string, earliest: string[], latest: string[], limit: number, minDepth: number): Promise<RoomResult<PDU[]>> {
+    return this.wrap(() => {
+      this.requireServer(origin, { inRoom: true });
+      const stop = new Set(earliest);
+      const seen = new Set<string>(latest);
+      const out: StoredEvent[] = [];
+      let frontier = latest.flatMap((id) => this.loadEvent(id)?.ev.prev_events ?? []);
+      while (frontier.length && out.length < limit) {
+        const next: string[] = [];
+        for (const id of frontier) {
+          if (seen.has(id) || stop.has(id)) continue;
+          seen.add(id);
+          const se = this.loadEvent(id);
+          if (!se || isOutlier(se) || se.ev.depth < minDepth) continue;
+          if (out.length < limit) out.push(se);
+          next.push(...se.ev.prev_events);
+        }
+        frontier = next;
+      }
+      return out.sort((a, b) => a.ev.depth - b.ev.depth).map((se) => this.wirePdu(se, origin));
+    });
+  }
+
+  /** PUT /v2/invite on our side, and our user's knock/rejection in a room we are not in: keep
+   *  the (already signed) member event as an outlier and the stripped state, and tell the
+   *  user's sync hub. The room stays "partial" until a join seeds it. */
+  async storeRemoteMembership(args: { serverName: string; roomId: string; roomVersion: string; pdu: PDU; stripped?: JsonObject[] }): Promise<RoomResult<{ eventId: string }>> {
+    const r = await this.serial(async () => {
+      try {
+        const rv = getRoomVersion(args.roomVersion);
+        if (!rv) fail(400, "M_INCOMPATIBLE_ROOM_VERSION", "Unsupported room version");
+        if (this.roomId && !this.isPartial()) {
+          // We are in the room already: the event is an ordinary PDU.
+          const out = await this.admitInner(args.pdu, domainOf(args.pdu.sender), { local: false });
+          if (out.status === "missing" || out.status === "invalid" || out.status === "rejected") fail(403, "M_FORBIDDEN", out.reason ?? out.status);
+          return { ok: true as const, value: { eventId: out.eventId!, fan: out.status === "accepted" ? out.eventId : undefined } };
+        }
+        this.roomId = args.roomId;
+        this.rv = rv;
+        this.serverName = args.serverName;
+        const ev = await toRoomEvent(args.pdu, rv).catch((e: Error) => fail(400, "M_BAD_JSON", e.message));
+        if (ev.room_id !== args.roomId || ev.type !== "m.room.member" || !ev.state_key) fail(400, "M_BAD_JSON", "Not a membership event for this room");
+        const sigError = await this.checkSignatures(args.pdu, rv);
+        if (sigError) fail(403, "M_FORBIDDEN", sigError);
+        const stream = this.stream + 1;
+        this.ctx.storage.transactionSync(() => {
+          this.setMeta("room_id", args.roomId);
+          this.setMeta("room_version", rv.id);
+          this.setMeta("server_name", args.serverName);
+          this.setMeta("partial", "1");
+          if (args.stripped) this.setMeta("stripped_state", JSON.stringify(args.stripped));
+          this.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
+          this.setMeta("stream", stream);
+          this.sql.exec(
+            `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)
+             VALUES (?, NULL, ?, ?, ?, ?, ?, ?, 'accepted', NULL, NULL, ?)`,
+            ev.event_id, ev.depth, ev.type, ev.state_key!, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), Date.now(),
+          );
+        });
+        this.stream = stream;
+        this.events.delete(ev.event_id);
+        const membership = String(ev.content.membership);
+        await this.env.DB.prepare(
+          `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
+           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts`,
+        ).bind(args.roomId, ev.state_key!, membership, ev.event_id, stream, Date.now()).run();
+        const notice = buildNotice({
+          roomId: args.roomId,
+          stream,
+          event: { event_id: ev.event_id, room_id: args.roomId, type: ev.type, sender: ev.sender, content: ev.content, origin_server_ts: ev.origin_server_ts, state_key: ev.state_key! },
+          memberCount: 0,
+          senderPowerLevel: 0,
+          powerLevels: undefined,
+          encrypted: false,
+        });
+        if (ev.state_key!.endsWith(`:${args.serverName}`)) await notifyRoomEvent(this.env, notice, [ev.state_key!]);
+        return { ok: true as const, value: { eventId: ev.event_id, fan: undefined as string | undefined } };
+      } catch (e) {
+        return asRoomError(e);
+      }
+    });
+    if (!r.ok) return r;
+    if (r.value.fan) await this.fannedOut([r.value.fan]);
+    return { ok: true, value: { eventId: r.value.eventId } };
+  }
+
+  /** Whether this DO holds only an invite/knock for the room (see storeRemoteMembership). */
+  async getPartialInfo(): Promise<{ partial: boolean; roomVersion?: string; members: Record<string, { membership: string; sender: string; eventId: string }> }> {
+    const partial = this.isPartial();
+    const members: Record<string, { membership: string; sender: string; eventId: string }> = {};
+    if (partial) {
+      for (const row of this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta WHERE key LIKE 'partial_member%'").toArray()) {
+        const se = this.loadEvent(row.value);
+        if (se) members[row.key.split("\u0000")[1]] = { membership: String(se.ev.content.membership), sender: se.ev.sender, eventId: se.ev.event_id };
+      }
+    }
+    return { partial, roomVersion: this.rv?.id, members };
+  }
+
+  /** Joining a room held elsewhere (Server-Server API "Joining Rooms"): validate the state and
+   *  auth chain a resident server returned from send_join — signatures, content hashes (an
+   *  event whose hash does not match is redacted), the auth rules for each event in auth-chain
+   *  order — make that state the room's starting state and admit our join on top of it. */
+  async seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+    let joinId: string | undefined;
+    const r = await this.serial(async () => {
+      try {
+        const rv = getRoomVersion(args.roomVersion);
+        if (!rv) fail(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version");
+        if (this.roomId && !this.isPartial()) fail(409, "M_UNKNOWN", "Already in this room");
+        this.roomId = args.roomId;
+        this.rv = rv;
+        this.serverName = args.serverName;
+        // Parse everything, keeping the first copy of each event.
+        const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
+        const stateIds = new Set<string>();
+        const parse = async (raw: unknown, inState: boolean) => {
+          if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
+          try {
+            const pdu = raw as PDU;
+            const ev = await toRoomEvent(pdu, rv);
+            if (ev.room_id !== args.roomId) return;
+            if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev });
+            if (inState) stateIds.add(ev.event_id);
+          } catch {
+            /* malformed: dropped */
+          }
+        };
+        for (const x of args.authChain) await parse(x, false);
+        for (const x of args.state) await parse(x, true);
+        // Admit as outliers in auth order (Kahn's algorithm over auth_events; depth breaks ties).
+        const pending = new Map(byId);
+        let rejected = 0;
+        let progress = true;
+        while (pending.size && progress) {
+          progress = false;
+          const ready = [...pending.values()].filter(({ ev }) => ev.auth_events.every((a) => !pending.has(a))).sort((a, b) => a.ev.depth - b.ev.depth);
+          for (const { pdu, ev } of ready) {
+            pending.delete(ev.event_id);
+            progress = true;
+            const out = await this.admitInner(pdu, args.origin, { local: false, outlier: true });
+            if (out.status !== "accepted" && out.status !== "duplicate") rejected++;
+          }
+        }
+        rejected += pending.size; // auth cycles: never admitted
+        // The starting state: the state events that passed.
+        const state: StateIdMap = new Map();
+        for (const id of stateIds) {
+          const se = this.loadEvent(id);
+          if (!se || se.status !== "accepted" || se.ev.state_key === undefined) continue;
+          const k = stateKey(se.ev.type, se.ev.state_key);
+          if (state.has(k)) fail(400, "M_BAD_JSON", `Two state events for ${se.ev.type}/${se.ev.state_key}`);
+          state.set(k, id);
+        }
+        const create = state.get(CREATE_KEY);
+        if (!create) fail(400, "M_BAD_JSON", "The returned state has no create event");
+        if (this.loadEvent(create)!.ev.content.room_version !== undefined && String(this.loadEvent(create)!.ev.content.room_version) !== rv.id) {
+          fail(400, "M_BAD_JSON", "The create event names another room version");
+        }
+        const out = await this.admitInner(args.join, args.serverName, { local: false, extraStates: [state] });
+        if (out.status !== "accepted") fail(403, "M_FORBIDDEN", `Our join was refused: ${out.reason ?? out.status}`);
+        joinId = out.eventId;
+        this.setMeta("room_id", args.roomId);
+        this.setMeta("room_version", rv.id);
+        this.setMeta("server_name", args.serverName);
+        this.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+        const creator = this.loadEvent(create)!.ev.sender;
+        await this.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now()).run();
+        return { ok: true as const, value: { eventId: out.eventId!, stream: out.stream!, rejected } };
+      } catch (e) {
+        if (!joinId && !this.sql.exec("SELECT 1 FROM meta WHERE key = 'room_id'").toArray().length) {
+          this.roomId = undefined;
+          this.rv = undefined;
+        }
+        return asRoomError(e);
+      }
+    });
+    if (joinId) await this.fannedOut([joinId]);
+    return r;
+  }
+
+  /** Admit events received over federation as outliers (missing auth events, state at a gap). */
+  async admitOutliers(pdus: PDU[], origin: string): Promise<AdmitOutcome[]> {
+    return this.serial(async () => {
+      const out: AdmitOutcome[] = [];
+      const rv = this.requireRoom();
+      const parsed = (await Promise.all(pdus.map((p) => toRoomEvent(p, rv).then((ev) => ({ p, ev }), () => undefined)))).filter((x) => x !== undefined);
+      parsed.sort((a, b) => a.ev.depth - b.ev.depth);
+      for (const { p } of parsed) out.push(await this.admitInner(p, origin, { local: false, outlier: true }));
+      return out;
+    });
+  }
+
+  /** Admit a PDU whose missing prev events' states the caller fetched (/state_ids). */
+  async admitWithStates(pdu: PDU, origin: string, states: Record<string, string>[]): Promise<AdmitOutcome> {
+    const extra = states.map((s) => new Map(Object.entries(s)) as StateIdMap);
+    const out = await this.serial(() => this.admitInner(pdu, origin, { local: false, extraStates: extra }));
+    if (out.eventId && out.status === "accepted") await this.fannedOut([out.eventId]);
+    return out;
+  }
+
+  /** The oldest events of our timeline and the prev events they point at that we do not
+   *  hold: where /backfill continues from. */
+  async getBackfillPoints(): Promise<{ oldestStream: number; missing: string[]; complete: boolean }> {
+    if (!this.rv) return { oldestStream: 0, missing: [], complete: true };
+    const oldest = this.sql.exec<{ m: number | null }>("SELECT MIN(stream) AS m FROM events WHERE stream IS NOT NULL").one().m ?? 0;
+    const rows = this.sql
+      .exec<{ prev: string }>(
+        `SELECT DISTINCT e.prev_event_id AS prev FROM edges e JOIN events x ON x.event_id = e.event_id
+         WHERE x.stream IS NOT NULL AND x.stream <= ? AND NOT EXISTS (SELECT 1 FROM events y WHERE y.event_id = e.prev_event_id AND y.stream IS NOT NULL)
+         LIMIT 20`,
+        oldest + 50,
+      )
+      .toArray();
+    const create = this.loadCreate();
+    return { oldestStream: oldest, missing: rows.map((r) => r.prev), complete: rows.length === 0 || (create !== undefined && create.stream !== null) };
+  }
+
+  /** Events from /backfill: newest first, each stored below everything we have, with the state
+   *  before its earliest known child as its (approximate) state; no effect on current state. */
+  async admitBackfill(pdus: PDU[], origin: string): Promise<{ admitted: number; missingAuth: string[] }> {
+    return this.serial(async () => {
+      const rv = this.requireRoom();
+      const parsed = (await Promise.all(pdus.map((p) => toRoomEvent(p, rv).then((ev) => ({ p, ev }), () => undefined)))).filter((x) => x !== undefined);
+      parsed.sort((a, b) => b.ev.depth - a.ev.depth);
+      let admitted = 0;
+      const missingAuth = new Set<string>();
+      for (const { p, ev } of parsed) {
+        const known = this.loadEvent(ev.event_id);
+        if (known && !isOutlier(known)) continue;
+        const child = this.sql
+          .exec<{ event_id: string }>(
+            "SELECT x.event_id FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.stream IS NOT NULL ORDER BY x.stream ASC LIMIT 1",
+            ev.event_id,
+          )
+          .toArray()[0];
+        if (!child) continue; // not connected to what we hold
+        let childBefore = new Map(this.groupState(this.loadEvent(child.event_id)!.stateBefore));
+        // The child's state includes this event when it is a state event: take it back out.
+        if (ev.state_key !== undefined && childBefore.get(stateKey(ev.type, ev.state_key)) === ev.event_id) {
+          childBefore = new Map(childBefore);
+          childBefore.delete(stateKey(ev.type, ev.state_key));
+        }
+        const minStream = this.sql.exec<{ m: number | null }>("SELECT MIN(stream) AS m FROM events WHERE stream IS NOT NULL").one().m ?? 1;
+        const out = await this.admitInner(p, origin, { local: false, backfillStream: Math.min(minStream, 1) - 1, extraStates: [childBefore] });
+        if (out.status === "accepted") admitted++;
+        if (out.status === "missing") for (const m of out.missing ?? []) missingAuth.add(m);
+      }
+      return { admitted, missingAuth: [...missingAuth] };
+    });
+  }
+
+  /** Build and sign a local event without admitting it (outbound invites: the invitee's server
+   *  signs it first, then it comes back through admit). */
+  async prepareLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ pdu: PDU; eventId: string }>> {
+    return this.serial(async () => {
+      try {
+        return { ok: true as const, value: await this.buildLocalPdu(spec) };
+      } catch (e) {
+        return asRoomError(e);
+      }
     });
   }
 }

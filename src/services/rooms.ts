@@ -40,6 +40,22 @@ export type RoomStub = Pick<
   | "getTimelineSince"
   | "getPdu"
   | "getForwardExtremities"
+  // Federation (src/api/federation/rooms.ts, src/services/federation/rooms.ts).
+  | "fedTemplate"
+  | "fedSendMembership"
+  | "fedStateAt"
+  | "fedEventAuth"
+  | "fedEvent"
+  | "fedBackfill"
+  | "fedMissingEvents"
+  | "storeRemoteMembership"
+  | "getPartialInfo"
+  | "seedFromJoin"
+  | "admitOutliers"
+  | "admitWithStates"
+  | "getBackfillPoints"
+  | "admitBackfill"
+  | "prepareLocalEvent"
 >;
 
 /** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first
