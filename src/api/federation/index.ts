@@ -6,6 +6,7 @@ import { federationAuth } from "../middleware/federation-auth";
 import { federationVersion } from "./version";
 import { transactions } from "./transactions";
 import { queries } from "./queries";
+import { federationRooms } from "./rooms";
 
 export const federation = new Hono<AppEnv>();
 federation.route("/", federationVersion);
@@ -16,4 +17,5 @@ export const federationAuthed = new Hono<AppEnv>();
 federationAuthed.use("*", federationAuth);
 federationAuthed.route("/", transactions);
 federationAuthed.route("/", queries);
+federationAuthed.route("/", federationRooms);
 federation.route("/", federationAuthed);
