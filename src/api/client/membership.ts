@@ -11,7 +11,10 @@ import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import type { JsonObject } from "../../core/types";
 import { isValidUserId } from "../../core/ids";
-import { knownRoom, localProfile, resolveRoomIdOrAlias, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
+import { isValidRoomAlias } from "../../core/ids";
+import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
+import { resolveAnyAlias } from "../../services/aliases";
+import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom } from "../../services/federation/membership";
 
 export const membership = new Hono<AppEnv>();
 
@@ -35,12 +38,47 @@ function withReason(content: JsonObject, reason: string | undefined): JsonObject
   return content;
 }
 
-/** Join a local room (federated joins come with the federation work). Restricted rooms (v8+):
+/** Whether this server holds the room (created here or joined over federation). Rooms known
+ *  only through an invite or knock are "partial" and not in the D1 registry. */
+async function roomHere(c: Context<AppEnv>, roomId: string): Promise<boolean> {
+  return !!(await c.env.DB.prepare("SELECT 1 FROM rooms WHERE room_id = ?").bind(roomId).first());
+}
+
+/** `!room:id` or `#alias:server` (local or remote alias) → room ID and servers to join via. */
+async function resolveTarget(c: Context<AppEnv>, idOrAlias: string): Promise<{ roomId: string; servers: string[] }> {
+  if (idOrAlias.startsWith("#")) {
+    if (!isValidRoomAlias(idOrAlias)) throw invalidParam("Invalid room alias");
+    const r = await resolveAnyAlias(c.env, c.var.config, idOrAlias);
+    if (!r) throw new MatrixError(404, "M_NOT_FOUND", "Room alias not found");
+    return { roomId: r.room_id, servers: r.servers };
+  }
+  if (!idOrAlias.startsWith("!")) throw invalidParam("Expected a room ID or alias");
+  return { roomId: idOrAlias, servers: [] };
+}
+
+/** Servers named by `via` (and the deprecated `server_name`) query parameters. */
+function viaParams(c: Context<AppEnv>): string[] {
+  return [...(c.req.queries("via") ?? []), ...(c.req.queries("server_name") ?? [])];
+}
+
+/** The inviter's (or knock target's) server of a partial room, to reach it through. */
+async function partialServers(c: Context<AppEnv>, roomId: string, userId: string): Promise<string[]> {
+  const info = await roomStub(c.env, c.var.config, roomId).getPartialInfo();
+  const m = info.members[userId];
+  return m ? [m.sender.slice(m.sender.indexOf(":") + 1)] : [];
+}
+
+/** Join a room. Rooms this server is not in are joined over federation (make_join/send_join
+ *  via the given servers, the inviter's server, the room ID's server). Restricted rooms (v8+):
  *  a local member able to invite vouches with join_authorised_via_users_server when the user is
  *  joined to one of the rooms the join rule allows. */
-async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined): Promise<void> {
+async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined, servers: string[] = []): Promise<void> {
   const userId = c.var.auth.userId;
-  // TODO(federation): rooms this server is not in need a make_join/send_join via `via` servers.
+  if (!(await roomHere(c, roomId))) {
+    const content = withReason({ ...(await localProfile(c.env, userId)) }, reason);
+    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId))], content);
+    return;
+  }
   const rv = await knownRoom(c.env, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
   const current = await stub.getMembership(userId);
@@ -80,23 +118,28 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
 
 membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
-  const roomId = await resolveRoomIdOrAlias(c.env, c.req.param("roomIdOrAlias"));
-  await join(c, roomId, body.reason);
+  const { roomId, servers } = await resolveTarget(c, c.req.param("roomIdOrAlias"));
+  await join(c, roomId, body.reason, [...viaParams(c), ...servers]);
   return c.json({ room_id: roomId });
 });
 
 membership.post("/rooms/:roomId/join", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const roomId = c.req.param("roomId");
-  await join(c, roomId, body.reason);
+  await join(c, roomId, body.reason, viaParams(c));
   return c.json({ room_id: roomId });
 });
 
 membership.post("/knock/:roomIdOrAlias", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
-  const roomId = await resolveRoomIdOrAlias(c.env, c.req.param("roomIdOrAlias"));
-  const stub = await roomFor(c, roomId);
+  const { roomId, servers } = await resolveTarget(c, c.req.param("roomIdOrAlias"));
   const userId = c.var.auth.userId;
+  if (!(await roomHere(c, roomId))) {
+    const content = withReason({ ...(await localProfile(c.env, userId)) }, body.reason);
+    await knockRemoteRoom(c.env, c.var.config, userId, roomId, [...viaParams(c), ...servers], content);
+    return c.json({ room_id: roomId });
+  }
+  const stub = await roomFor(c, roomId);
   const current = await stub.getMembership(userId);
   if (current === "join") throw forbidden("You are already joined to this room");
   const content = withReason({ membership: "knock", ...(await localProfile(c.env, userId)) }, body.reason);
@@ -113,8 +156,12 @@ membership.post("/rooms/:roomId/invite", requireAuth, async (c) => {
   if (current === "join") throw forbidden(`${body.user_id} is already in the room`);
   if (current === "ban") throw forbidden(`${body.user_id} is banned from the room`);
   const content: JsonObject = { membership: "invite" };
-  // TODO(federation): invites of remote users go out over /invite first.
-  if (isLocalUser(c.var.config, body.user_id)) Object.assign(content, await localProfile(c.env, body.user_id));
+  if (!isLocalUser(c.var.config, body.user_id)) {
+    // The invitee's server co-signs first (Server-Server API "Inviting to a room").
+    await inviteRemoteUser(c.env, c.var.config, stub, roomId, c.var.auth.userId, body.user_id, withReason(content, body.reason));
+    return c.json({});
+  }
+  Object.assign(content, await localProfile(c.env, body.user_id));
   await sendMembership(c, roomId, body.user_id, withReason(content, body.reason));
   return c.json({});
 });
@@ -122,6 +169,14 @@ membership.post("/rooms/:roomId/invite", requireAuth, async (c) => {
 membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const roomId = c.req.param("roomId");
+  if (!(await roomHere(c, roomId))) {
+    // Rejecting an invite (or retracting a knock) in a room we are not in: through the
+    // inviting server (Server-Server API "Leaving Rooms (Rejecting Invites)").
+    const servers = await partialServers(c, roomId, c.var.auth.userId);
+    if (servers.length === 0) throw forbidden("You are not in this room");
+    await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, withReason({}, body.reason));
+    return c.json({});
+  }
   const stub = await roomFor(c, roomId);
   const current = await stub.getMembership(c.var.auth.userId);
   if (current === null || current === "leave" || current === "ban") throw forbidden("You are not in this room");

@@ -1,6 +1,7 @@
 // Reading a room's history and members (spec: Client-Server API "Getting events for a room":
 // /messages, /members, /joined_members, /timestamp_to_event; module "Event Context": /context).
 // Every event served passes the room's history visibility check inside the RoomDO.
+import { backfillFromRemote } from "../../services/federation/membership";
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
@@ -51,7 +52,15 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   const filter = parseFilter(c.req.query("filter"));
   const limit = parseLimit(c.req.query("limit"), filter?.limit ?? 10);
   const stub = await roomFor(c);
-  const res = unwrap(await stub.getMessages(requester(c), { dir, from: c.req.query("from"), to: c.req.query("to"), limit, filter }));
+  const query = { dir: dir as "b" | "f", from: c.req.query("from"), to: c.req.query("to"), limit, filter };
+  let res = unwrap(await stub.getMessages(requester(c), query));
+  // Paging back past the oldest event we hold in a room joined over federation: ask a
+  // resident server for more (/backfill), then answer from what we now hold. Bounded.
+  for (let i = 0; i < 3 && dir === "b" && res.chunk.length < limit && !query.to; i++) {
+    const got = await backfillFromRemote(c.env, c.var.config, c.req.param("roomId"), Math.max(limit * 2, 50)).catch(() => 0);
+    if (got === 0) break;
+    res = unwrap(await stub.getMessages(requester(c), query));
+  }
   return c.json(res);
 });
 

@@ -18,6 +18,7 @@ import { computeEventId } from "../../core/event-hashes";
 import { isValidRoomId } from "../../core/ids";
 import { isServerAllowedByAcl } from "../../core/server-acl";
 import { MatrixError } from "../../api/errors";
+import { admitFederatedPdu } from "./membership";
 
 export const MAX_PDUS = 50;
 export const MAX_EDUS = 100;
@@ -62,7 +63,8 @@ export async function handOffPdu(env: Env, config: Config, origin: string, pdu: 
   if (!(await isServerAllowedInRoom(env, config, roomId, origin))) return { error: "Server is denied by the room's server ACL" };
   let out: AdmitOutcome;
   try {
-    out = await roomStub(env, config, roomId).admit(pdu, origin);
+    // admit, fetching missing prev/auth events from the origin when there is a gap.
+    out = await admitFederatedPdu(env, config, origin, roomId, pdu);
   } catch (e) {
     console.error("admit failed", roomId, e);
     return { error: "Internal error processing event" };

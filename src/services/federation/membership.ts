@@ -1,0 +1,314 @@
+// Federated rooms, joining side (spec: Server-Server API "Joining Rooms", "Inviting to a room",
+// "Leaving Rooms (Rejecting Invites)", "Knocking upon a room", "Backfilling and retrieving
+// missing events"). The RoomDO validates and stores; this module talks to the other servers.
+//
+//   joinRemoteRoom      make_join → sign → v2/send_join → RoomDO.seedFromJoin (state and auth
+//                       chain validated there), trying each candidate server in turn
+//   inviteRemoteUser    our signed invite → PUT v2/invite at the invitee's server → admit the
+//                       co-signed event
+//   leaveRemoteRoom     make_leave/v2/send_leave through a resident server (rejecting an invite
+//                       or retracting a knock in a room we are not in)
+//   knockRemoteRoom     make_knock/send_knock
+//   admitFederatedPdu   a PDU from /send: admit; fetch missing auth events (/event_auth) and
+//                       prev events (get_missing_events, then /state_ids at the gap) — bounded
+//   backfillFromRemote  /backfill from a resident server when a client pages past our history
+import type { Env } from "../../env";
+import type { Config } from "../../config";
+import type { AdmitOutcome } from "../../../durable-objects/room";
+import type { JsonObject, PDU } from "../../core/types";
+import { ROOM_VERSIONS, getRoomVersion, type RoomVersion } from "../../core/room-versions";
+import { computeEventId, hashAndSignEvent } from "../../core/event-hashes";
+import { parseServerName } from "../../core/ids";
+import { MatrixError } from "../../api/errors";
+import { getServerSigningKey } from "../server-key";
+import { roomStub, unwrap, type RoomStub } from "../rooms";
+import { federationContext, federationRequest, FederationError } from "./client";
+
+/** Room versions we can take part in (make_join/make_knock `ver`). */
+const SUPPORTED_VERSIONS = [...ROOM_VERSIONS.values()].filter((v) => v.eventIdFormat !== 1).map((v) => v.id);
+const MAX_CANDIDATES = 5;
+const JOIN_TIMEOUT_MS = 120_000;
+const MAX_GAP_EVENTS = 20;
+const MAX_STATE_FETCH = 200;
+
+function domainOf(id: string): string {
+  const i = id.indexOf(":");
+  return i < 0 ? "" : id.slice(i + 1);
+}
+
+const enc = encodeURIComponent;
+
+/** Candidate servers: the caller's list, then the room ID's domain (pre-v12 room IDs name their
+ *  creator's server), without ourselves or duplicates. */
+export function candidateServers(config: Config, roomId: string, servers: string[]): string[] {
+  const out: string[] = [];
+  for (const s of [...servers, domainOf(roomId)]) {
+    if (!s || s === config.serverName || out.includes(s) || !parseServerName(s)) continue;
+    out.push(s);
+  }
+  return out.slice(0, MAX_CANDIDATES);
+}
+
+interface Template {
+  room_version: string;
+  event: JsonObject;
+}
+
+/** A make_* template → our signed membership event. Only the fields a template may set are
+ *  taken; content is ours (plus join_authorised_via_users_server for restricted joins). */
+async function fillTemplate(env: Env, config: Config, t: Template, roomId: string, userId: string, membership: string, content: JsonObject): Promise<{ rv: RoomVersion; pdu: PDU; eventId: string }> {
+  const rv = getRoomVersion(String(t.room_version ?? "1"));
+  if (!rv || !SUPPORTED_VERSIONS.includes(rv.id)) throw new MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", `Room version ${t.room_version} is not supported`);
+  const e = t.event ?? {};
+  if (e.type !== "m.room.member" || e.state_key !== userId || e.sender !== userId || e.room_id !== roomId || (e.content as JsonObject | undefined)?.membership !== membership) {
+    throw new FederationError("the resident server returned a bad template");
+  }
+  if (!Array.isArray(e.prev_events) || !Array.isArray(e.auth_events) || typeof e.depth !== "number") throw new FederationError("template without prev/auth events");
+  const c: JsonObject = { ...content, membership };
+  const via = (e.content as JsonObject).join_authorised_via_users_server;
+  if (typeof via === "string") c.join_authorised_via_users_server = via;
+  const pdu = {
+    room_id: roomId,
+    sender: userId,
+    type: "m.room.member",
+    state_key: userId,
+    content: c,
+    origin_server_ts: Date.now(),
+    depth: e.depth,
+    prev_events: e.prev_events,
+    auth_events: e.auth_events,
+  } as unknown as PDU;
+  const key = await getServerSigningKey(env, config);
+  const signed = await hashAndSignEvent(pdu, rv, config.serverName, key);
+  return { rv, ...signed };
+}
+
+/** Try `fn` against each server until one succeeds; the last error otherwise. */
+async function viaServers<T>(servers: string[], fn: (server: string) => Promise<T>): Promise<T> {
+  if (servers.length === 0) throw new MatrixError(404, "M_NOT_FOUND", "No server to reach the room through");
+  let last: unknown;
+  for (const s of servers) {
+    try {
+      return await fn(s);
+    } catch (e) {
+      last = e;
+      // The room refused us (403) on a server that answered: the others will agree.
+      if (e instanceof MatrixError && e.status === 403) throw e;
+      console.warn(`federation: ${s} failed: ${(e as Error).message}`);
+    }
+  }
+  if (last instanceof MatrixError) throw last;
+  if (last instanceof FederationError && last.status === 403) throw new MatrixError(403, "M_FORBIDDEN", last.message);
+  if (last instanceof FederationError && last.status === 404) throw new MatrixError(404, "M_NOT_FOUND", last.message);
+  throw new MatrixError(502, "M_UNKNOWN", `Could not reach the room: ${(last as Error)?.message ?? "unknown error"}`);
+}
+
+/** Join a room this server is not in. */
+export async function joinRemoteRoom(env: Env, config: Config, userId: string, roomId: string, servers: string[], content: JsonObject): Promise<void> {
+  const ctx = federationContext(env, config);
+  const stub = roomStub(env, config, roomId);
+  await viaServers(candidateServers(config, roomId, servers), async (server) => {
+    const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}`, { query: { ver: SUPPORTED_VERSIONS }, timeoutMs: 30_000 });
+    const { rv, pdu, eventId } = await fillTemplate(env, config, t.body, roomId, userId, "join", content);
+    const r = await federationRequest<{ state?: unknown[]; auth_chain?: unknown[]; event?: PDU }>(ctx, server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`, {
+      body: pdu,
+      timeoutMs: JOIN_TIMEOUT_MS,
+      maxBytes: 256 * 1024 * 1024,
+    });
+    if (!Array.isArray(r.body.state) || !Array.isArray(r.body.auth_chain)) throw new FederationError(`${server} answered send_join without state`);
+    // Restricted joins come back co-signed by the authorising server: same event, more signatures.
+    let join = pdu;
+    if (r.body.event && typeof r.body.event === "object") {
+      const same = await computeEventId(r.body.event, rv).then((id) => id === eventId, () => false);
+      if (same) join = r.body.event;
+    }
+    unwrap(await stub.seedFromJoin({ serverName: config.serverName, roomId, roomVersion: rv.id, origin: server, join, state: r.body.state, authChain: r.body.auth_chain }));
+  });
+}
+
+/** Knock on a room this server is not in. */
+export async function knockRemoteRoom(env: Env, config: Config, userId: string, roomId: string, servers: string[], content: JsonObject): Promise<void> {
+  const ctx = federationContext(env, config);
+  const stub = roomStub(env, config, roomId);
+  await viaServers(candidateServers(config, roomId, servers), async (server) => {
+    const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_knock/${enc(roomId)}/${enc(userId)}`, { query: { ver: SUPPORTED_VERSIONS } });
+    const { rv, pdu, eventId } = await fillTemplate(env, config, t.body, roomId, userId, "knock", content);
+    const r = await federationRequest<{ knock_room_state?: JsonObject[] }>(ctx, server, "PUT", `/_matrix/federation/v1/send_knock/${enc(roomId)}/${enc(eventId)}`, { body: pdu });
+    const stripped = Array.isArray(r.body.knock_room_state) ? r.body.knock_room_state.slice(0, 50) : [];
+    unwrap(await stub.storeRemoteMembership({ serverName: config.serverName, roomId, roomVersion: rv.id, pdu, stripped }));
+  });
+}
+
+/** Leave a room we are not in (reject an invite, retract a knock) through a resident server:
+ *  the inviter's server first. */
+export async function leaveRemoteRoom(env: Env, config: Config, userId: string, roomId: string, servers: string[], content: JsonObject): Promise<void> {
+  const ctx = federationContext(env, config);
+  const stub = roomStub(env, config, roomId);
+  await viaServers(candidateServers(config, roomId, servers), async (server) => {
+    const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_leave/${enc(roomId)}/${enc(userId)}`);
+    const { rv, pdu, eventId } = await fillTemplate(env, config, t.body, roomId, userId, "leave", content);
+    await federationRequest(ctx, server, "PUT", `/_matrix/federation/v2/send_leave/${enc(roomId)}/${enc(eventId)}`, { body: pdu });
+    unwrap(await stub.storeRemoteMembership({ serverName: config.serverName, roomId, roomVersion: rv.id, pdu }));
+  });
+}
+
+/** Invite a remote user: their server co-signs the invite (PUT v2/invite with stripped state),
+ *  then the co-signed event enters the room through admit (and goes to the room's servers). */
+export async function inviteRemoteUser(env: Env, config: Config, stub: RoomStub, roomId: string, inviter: string, invitee: string, content: JsonObject): Promise<void> {
+  const rvId = await stub.getRoomVersion();
+  const rv = rvId ? getRoomVersion(rvId) : undefined;
+  if (!rv) throw new MatrixError(404, "M_NOT_FOUND", "Unknown room");
+  const { pdu, eventId } = unwrap(await stub.prepareLocalEvent({ type: "m.room.member", state_key: invitee, sender: inviter, content }));
+  const stripped = await stub.getStrippedState();
+  // The inviter's member event belongs in the stripped state too.
+  const me = await stub.getCurrentStateEvent("m.room.member", inviter);
+  if (me) stripped.push({ type: "m.room.member", state_key: inviter, sender: inviter, content: me.content as JsonObject });
+  const ctx = federationContext(env, config);
+  let r;
+  try {
+    r = await federationRequest<{ event?: PDU }>(ctx, domainOf(invitee), "PUT", `/_matrix/federation/v2/invite/${enc(roomId)}/${enc(eventId)}`, {
+      body: { room_version: rv.id, event: pdu, invite_room_state: stripped },
+    });
+  } catch (e) {
+    if (e instanceof FederationError && e.status !== undefined && e.status < 500) throw new MatrixError(403, "M_FORBIDDEN", `The invitee's server refused the invite: ${e.message}`);
+    throw new MatrixError(502, "M_UNKNOWN", `Could not reach the invitee's server: ${(e as Error).message}`);
+  }
+  const signed = r.body.event;
+  if (!signed || (await computeEventId(signed, rv).catch(() => "")) !== eventId) throw new MatrixError(502, "M_UNKNOWN", "The invitee's server returned another event");
+  const out = await stub.admit(signed, config.serverName);
+  if (out.status !== "accepted" && out.status !== "duplicate") throw new MatrixError(403, "M_FORBIDDEN", `Invite refused: ${out.reason ?? out.status}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receiving events with gaps.
+
+async function fetchEvent(env: Env, config: Config, server: string, roomId: string, eventId: string): Promise<PDU | undefined> {
+  try {
+    const r = await federationRequest<{ pdus?: PDU[] }>(federationContext(env, config), server, "GET", `/_matrix/federation/v1/event/${enc(eventId)}`, { query: { room_id: roomId }, timeoutMs: 15_000 });
+    return r.body.pdus?.[0];
+  } catch {
+    return undefined;
+  }
+}
+
+async function fetchAuthChain(env: Env, config: Config, stub: RoomStub, origin: string, roomId: string, eventId: string): Promise<void> {
+  try {
+    const r = await federationRequest<{ auth_chain?: PDU[] }>(federationContext(env, config), origin, "GET", `/_matrix/federation/v1/event_auth/${enc(roomId)}/${enc(eventId)}`, { timeoutMs: 30_000 });
+    if (Array.isArray(r.body.auth_chain)) await stub.admitOutliers(r.body.auth_chain.slice(0, 5000), origin);
+  } catch (e) {
+    console.warn(`event_auth from ${origin} failed: ${(e as Error).message}`);
+  }
+}
+
+/** State after event `prevId` as `origin` sees it: /state_ids (the state before it), the events
+ *  we lack fetched and stored as outliers, plus the event itself when it is a state event. */
+async function stateAfter(env: Env, config: Config, stub: RoomStub, rv: RoomVersion, origin: string, roomId: string, prevId: string): Promise<Record<string, string> | undefined> {
+  const ctx = federationContext(env, config);
+  let ids: { pdu_ids?: string[]; auth_chain_ids?: string[] };
+  try {
+    ids = (await federationRequest<typeof ids>(ctx, origin, "GET", `/_matrix/federation/v1/state_ids/${enc(roomId)}`, { query: { event_id: prevId }, timeoutMs: 30_000 })).body;
+  } catch {
+    return undefined;
+  }
+  const wanted = [...(ids.auth_chain_ids ?? []), ...(ids.pdu_ids ?? []), prevId];
+  const lacking: string[] = [];
+  for (const id of wanted) if (!(await stub.getPdu(id))) lacking.push(id);
+  if (lacking.length > MAX_STATE_FETCH) return undefined;
+  const fetched = (await Promise.all(lacking.map((id) => fetchEvent(env, config, origin, roomId, id)))).filter((p): p is PDU => !!p);
+  if (fetched.length) await stub.admitOutliers(fetched, origin);
+  const state: Record<string, string> = {};
+  for (const id of [...(ids.pdu_ids ?? []), prevId]) {
+    const p = await stub.getPdu(id);
+    if (!p || p.status === "rejected" || typeof p.pdu.state_key !== "string") continue;
+    if (id === prevId && (await computeEventId(p.pdu, rv)) !== prevId) continue;
+    state[`${p.pdu.type}\u0000${p.pdu.state_key}`] = id;
+  }
+  return state;
+}
+
+/** Admit a PDU that arrived over federation, filling gaps (spec "Backfilling and retrieving
+ *  missing events": get_missing_events first; when the gap is wider, the state at the missing
+ *  prev events from /state_ids). Every loop is bounded. */
+export async function admitFederatedPdu(env: Env, config: Config, origin: string, roomId: string, pdu: PDU, depth = 0): Promise<AdmitOutcome> {
+  const stub = roomStub(env, config, roomId);
+  let out = await stub.admit(pdu, origin);
+  if (out.status !== "missing" || depth > 1) return out;
+  const rvId = await stub.getRoomVersion();
+  const rv = rvId ? getRoomVersion(rvId) : undefined;
+  if (!rv || !out.eventId) return out;
+  if (out.reason === "unknown auth_events") {
+    await fetchAuthChain(env, config, stub, origin, roomId, out.eventId);
+    out = await stub.admit(pdu, origin);
+    if (out.status !== "missing") return out;
+  }
+  if (out.reason === "unknown prev_events") {
+    try {
+      const r = await federationRequest<{ events?: PDU[] }>(federationContext(env, config), origin, "POST", `/_matrix/federation/v1/get_missing_events/${enc(roomId)}`, {
+        body: { earliest_events: await stub.getForwardExtremities(), latest_events: [out.eventId], limit: MAX_GAP_EVENTS, min_depth: 0 },
+        timeoutMs: 30_000,
+      });
+      const events = (r.body.events ?? []).slice(0, MAX_GAP_EVENTS).sort((a, b) => (a.depth ?? 0) - (b.depth ?? 0));
+      for (const e of events) {
+        if (e?.room_id !== roomId) continue;
+        await admitFederatedPdu(env, config, origin, roomId, e, depth + 1);
+      }
+    } catch (e) {
+      console.warn(`get_missing_events from ${origin} failed: ${(e as Error).message}`);
+    }
+    out = await stub.admit(pdu, origin);
+  }
+  if (out.status === "missing" && out.reason === "unknown auth_events") {
+    await fetchAuthChain(env, config, stub, origin, roomId, out.eventId!);
+    out = await stub.admit(pdu, origin);
+  }
+  if (out.status === "missing" && out.reason === "unknown prev_events") {
+    // Still a gap: take the state at each missing prev event from the origin.
+    const states: Record<string, string>[] = [];
+    for (const prevId of (out.missing ?? []).slice(0, 5)) {
+      const s = await stateAfter(env, config, stub, rv, origin, roomId, prevId);
+      if (!s) return { status: "invalid", eventId: out.eventId, reason: `could not fetch the state at ${prevId}` };
+      states.push(s);
+    }
+    out = await stub.admitWithStates(pdu, origin, states);
+    if (out.status === "missing" && out.reason === "unknown auth_events") {
+      await fetchAuthChain(env, config, stub, origin, roomId, out.eventId!);
+      out = await stub.admitWithStates(pdu, origin, states);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backfill.
+
+/** Fetch up to `limit` events of history before what we hold from a resident server. Returns
+ *  how many were stored (0: nothing more to get). */
+export async function backfillFromRemote(env: Env, config: Config, roomId: string, limit: number): Promise<number> {
+  const stub = roomStub(env, config, roomId);
+  const points = await stub.getBackfillPoints();
+  if (points.complete || points.missing.length === 0) return 0;
+  const servers = new Set<string>();
+  for (const u of await stub.getJoinedUserIds()) servers.add(domainOf(u));
+  servers.delete(config.serverName);
+  const ctx = federationContext(env, config);
+  for (const server of [...servers].slice(0, MAX_CANDIDATES)) {
+    try {
+      const r = await federationRequest<{ pdus?: PDU[] }>(ctx, server, "GET", `/_matrix/federation/v1/backfill/${enc(roomId)}`, {
+        query: { v: points.missing, limit: Math.min(100, limit) },
+        timeoutMs: 30_000,
+      });
+      const pdus = (r.body.pdus ?? []).filter((p) => p?.room_id === roomId || p?.type === "m.room.create").slice(0, 100);
+      if (pdus.length === 0) continue;
+      let res = await stub.admitBackfill(pdus, server);
+      if (res.missingAuth.length) {
+        const fetched = (await Promise.all(res.missingAuth.slice(0, 50).map((id) => fetchEvent(env, config, server, roomId, id)))).filter((p): p is PDU => !!p);
+        await stub.admitOutliers(fetched, server);
+        res = await stub.admitBackfill(pdus, server);
+      }
+      return res.admitted;
+    } catch (e) {
+      console.warn(`backfill from ${server} failed: ${(e as Error).message}`);
+    }
+  }
+  return 0;
+}
