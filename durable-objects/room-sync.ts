@@ -23,6 +23,10 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   eventsDesc(upTo: number, since: number, limit: number): E[];
   /** History-visibility check for one user. */
   visibleFor(userId: string): (e: E) => boolean;
+  /** Stream position of the join that starts the user's current membership (null if not
+   *  joined): every later event is visible to them ("if the user was joined ... allow"), without
+   *  looking up the state before each event. */
+  joinedSince(userId: string): number | null;
   /** Room state at a stream position (after the newest event with stream <= n). */
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
@@ -55,7 +59,9 @@ const MEMBER_PREFIX = "m.room.member\u0000";
 
 export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userId: string, q: RoomSyncQuery): RoomSyncView {
   const now = Date.now();
-  const visible = room.visibleFor(userId);
+  const slowVisible = room.visibleFor(userId);
+  const joinedAt = room.joinedSince(userId);
+  const visible = (e: E) => (joinedAt !== null && e.stream! > joinedAt) || slowVisible(e);
   const floor = q.since ?? -1;
   const timelineFilter = q.timeline ? { ...q.timeline, rooms: undefined, not_rooms: undefined } : undefined;
 

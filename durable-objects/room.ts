@@ -1403,6 +1403,15 @@ export class RoomDO extends DurableObject<Env> {
               .toArray()
               .map((r) => this.events.get(r.event_id) ?? this.fromRow(r)),
           visibleFor: (u) => this.visibilityFor(u),
+          joinedSince: (u) => {
+            // Start of the user's current unbroken run of joins (null when not joined now).
+            let since: number | null = null;
+            for (const r of this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 50", u)) {
+              if (r.membership !== "join") break;
+              since = r.stream;
+            }
+            return since;
+          },
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),

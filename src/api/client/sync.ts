@@ -41,6 +41,9 @@ const querySchema = z.object({
   filter: z.string().max(16_384).optional(),
 });
 
+/** How many RoomDOs one /sync asks at once. */
+const ROOM_CONCURRENCY = 64;
+
 interface SyncOptions {
   userId: string;
   deviceId: string;
@@ -112,33 +115,37 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
   const leave: Record<string, JsonObject> = {};
   const knock: Record<string, JsonObject> = {};
   const rooms = d.rooms.filter((r) => roomIncluded(f?.room, r.roomId));
-  await Promise.all(
-    rooms.map(async (r) => {
-      switch (r.membership) {
-        case "join": {
-          const room = await joinedRoom(c, r, o, ignored);
-          if (room) join[r.roomId] = room;
-          break;
-        }
-        case "leave":
-        case "ban": {
-          leave[r.roomId] = await roomTimeline(c, r, o, ignored);
-          const ad = roomSectionFilter(f?.room?.account_data, r.roomId, r.accountData);
-          leave[r.roomId].account_data = { events: ad };
-          break;
-        }
-        case "invite": {
-          // Module "Ignoring Users": invites from ignored users are not shown.
-          if (r.inviter && ignored.has(r.inviter)) break;
-          invite[r.roomId] = { invite_state: { events: await strippedState(c, r.roomId, o.userId) } };
-          break;
-        }
-        case "knock":
-          knock[r.roomId] = { knock_state: { events: await strippedState(c, r.roomId, o.userId) } };
-          break;
+  // Rooms are fetched in parallel, at most ROOM_CONCURRENCY at a time.
+  let next = 0;
+  const worker = async () => {
+    while (next < rooms.length) await one(rooms[next++]);
+  };
+  const one = async (r: SyncRoomDelta) => {
+    switch (r.membership) {
+      case "join": {
+        const room = await joinedRoom(c, r, o, ignored);
+        if (room) join[r.roomId] = room;
+        break;
       }
-    }),
-  );
+      case "leave":
+      case "ban": {
+        leave[r.roomId] = await roomTimeline(c, r, o, ignored);
+        const ad = roomSectionFilter(f?.room?.account_data, r.roomId, r.accountData);
+        leave[r.roomId].account_data = { events: ad };
+        break;
+      }
+      case "invite": {
+        // Module "Ignoring Users": invites from ignored users are not shown.
+        if (r.inviter && ignored.has(r.inviter)) break;
+        invite[r.roomId] = { invite_state: { events: await strippedState(c, r.roomId, o.userId) } };
+        break;
+      }
+      case "knock":
+        knock[r.roomId] = { knock_state: { events: await strippedState(c, r.roomId, o.userId) } };
+        break;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, rooms.length) }, worker));
   const eventFields = (evs: JsonObject[]) => (f?.event_fields ? evs.map((e) => applyEventFields(e, f.event_fields)) : evs);
   for (const room of Object.values({ ...join, ...leave })) {
     const tl = room.timeline as { events: JsonObject[] };
