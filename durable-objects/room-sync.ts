@@ -70,8 +70,10 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   let limited = false;
   let pos = q.upTo;
   let scanned = 0;
+  // The first page is just big enough for the common case (limit + 1 visible events).
+  let pageSize = Math.min(SCAN_PAGE, q.limit + 1);
   outer: while (scanned < SCAN_MAX) {
-    const page = room.eventsDesc(pos, floor, SCAN_PAGE);
+    const page = room.eventsDesc(pos, floor, pageSize);
     if (page.length === 0) break;
     for (const e of page) {
       scanned++;
@@ -83,7 +85,8 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
       }
       picked.push(e);
     }
-    if (page.length < SCAN_PAGE) break;
+    if (page.length < pageSize) break;
+    pageSize = SCAN_PAGE;
   }
   if (scanned >= SCAN_MAX && pos > floor) limited = true;
   picked.reverse();
