@@ -701,7 +701,11 @@ export class UserDO extends DurableObject<Env> {
     }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.
-    if (since !== undefined) this.sql.exec("DELETE FROM to_device WHERE device_id = ? AND upos <= ?", req.deviceId, since);
+    // (Checked first: a write holds the response until storage confirms it, so do not write
+    // when there is nothing to delete.)
+    if (since !== undefined && this.sql.exec("SELECT 1 FROM to_device WHERE device_id = ? AND upos <= ? LIMIT 1", req.deviceId, since).toArray().length) {
+      this.sql.exec("DELETE FROM to_device WHERE device_id = ? AND upos <= ?", req.deviceId, since);
+    }
     for (;;) {
       const delta = this.delta(req, since);
       if (since === undefined || req.fullState || delta.changed || Date.now() >= deadline) return { ok: true, value: delta };
