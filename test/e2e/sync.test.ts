@@ -43,13 +43,13 @@ function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 
   });
 }
 
-async function started(client: sdk.MatrixClient): Promise<void> {
+async function started(client: sdk.MatrixClient, opts: sdk.IStartClientOpts = {}): Promise<void> {
   const ready = new Promise<void>((resolve) => {
     client.on(sdk.ClientEvent.Sync, (state) => {
       if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) resolve();
     });
   });
-  await client.startClient({ initialSyncLimit: 20 });
+  await client.startClient({ initialSyncLimit: 20, ...opts });
   await ready;
 }
 
@@ -57,7 +57,8 @@ describe("matrix-js-sdk startClient()", () => {
   it("two clients see each other's messages, typing, receipts and unread counts", async () => {
     const alice = await newClient("alice");
     const bob = await newClient("bob");
-    await Promise.all([started(alice), started(bob)]);
+    // Bob's client lazy-loads members, as Element does.
+    await Promise.all([started(alice), started(bob, { lazyLoadMembers: true })]);
 
     const { room_id: roomId } = await alice.createRoom({ preset: sdk.Preset.PrivateChat, invite: [bob.getUserId()!], name: "e2e sync" });
     await until("bob's invite", () => bob.getRoom(roomId)?.getMyMembership() === sdk.KnownMembership.Invite);
