@@ -90,6 +90,8 @@ export interface SyncRequest {
   includeLeave: boolean;
   /** Separate per-thread unread counts (RoomEventFilter unread_thread_notifications). */
   threadCounts: boolean;
+  /** set_presence (absent: leave presence alone). Saves the Worker a separate call. */
+  setPresence?: string;
 }
 
 export interface SyncRoomDelta {
@@ -118,6 +120,8 @@ export interface SyncDelta {
   oneTimeKeyCounts: Record<string, number>;
   fallbackKeyTypes: string[];
   ignoredUsers: string[];
+  /** Set when `setPresence` changed my presence: the Worker fans it out. */
+  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
 }
 
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
@@ -699,6 +703,11 @@ export class UserDO extends DurableObject<Env> {
       if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
       since = p.pos;
     }
+    let presenceChanged: SyncDelta["presenceChanged"];
+    if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {
+      const p = (await this.getPresence(req.userId))!;
+      presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs };
+    }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.
     // (Checked first: a write holds the response until storage confirms it, so do not write
@@ -708,7 +717,7 @@ export class UserDO extends DurableObject<Env> {
     }
     for (;;) {
       const delta = this.delta(req, since);
-      if (since === undefined || req.fullState || delta.changed || Date.now() >= deadline) return { ok: true, value: delta };
+      if (since === undefined || req.fullState || delta.changed || Date.now() >= deadline) return { ok: true, value: { ...delta, presenceChanged } };
       // Nothing for this device yet: wait for the next push (or the deadline), then look again
       // from the same token (pushes for other devices wake us too).
       await new Promise<void>((resolve) => {

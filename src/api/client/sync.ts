@@ -69,14 +69,9 @@ sync.get("/sync", requireAuth, async (c) => {
   };
   const hub = userStub(c.env, userId, c.var.config);
 
-  // set_presence: "automatically marked as online when it uses this API" unless offline.
-  if (q.set_presence !== "offline" && c.env.PRESENCE !== "off") {
-    const state = q.set_presence ?? "online";
-    if (await hub.setPresence(userId, state)) {
-      const p = { presence: state, statusMsg: (await hub.getPresence(userId))?.statusMsg ?? null, lastActiveTs: Date.now() };
-      c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, p).catch((e) => console.error("presence fan-out", e)));
-    }
-  }
+  // set_presence: "automatically marked as online when it uses this API" unless offline. The
+  // hub applies it with the first sync call and says whether it changed.
+  const setPresence = q.set_presence !== "offline" && c.env.PRESENCE !== "off" ? (q.set_presence ?? "online") : undefined;
 
   // full_state: "the timeout parameter will be ignored and the query will return immediately".
   const deadline = Date.now() + (q.full_state ? 0 : (q.timeout ?? 0));
@@ -90,8 +85,11 @@ sync.get("/sync", requireAuth, async (c) => {
       fullState: opts.fullState,
       includeLeave: !!filter?.room?.include_leave,
       threadCounts: opts.threadCounts,
+      setPresence: since === q.since ? setPresence : undefined,
     });
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    const changedPresence = r.value.presenceChanged;
+    if (changedPresence) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("presence fan-out", e)));
     const body = await buildResponse(c, r.value, opts);
     if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
     since = r.value.nextBatch;
