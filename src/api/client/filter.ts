@@ -33,6 +33,9 @@ filters.get("/user/:userId/filter/:filterId", requireAuth, async (c) => {
   return c.body(f, 200, { "content-type": "application/json" });
 });
 
+const FILTER_CACHE = 1024;
+const filterCache = new Map<string, Filter>();
+
 /** The `filter` query parameter of /sync (and /messages): inline JSON when it starts with `{`,
  *  else the ID of a stored filter ("The server will detect whether it is an ID or a JSON object
  *  by whether the first character is a '{'"). Unknown IDs and invalid JSON → M_INVALID_PARAM. */
@@ -46,9 +49,17 @@ export async function resolveFilter(c: Context<AppEnv>, raw: string | undefined)
       throw invalidParam("filter is not valid JSON");
     }
   } else {
+    // Stored filters never change, so an isolate-level cache saves a hub call on every /sync.
+    const key = `${c.var.auth.userId}\n${raw}`;
+    const cached = filterCache.get(key);
+    if (cached) return cached;
     const stored = await userStub(c.env, c.var.auth.userId, c.var.config).getFilter(raw);
     if (!stored) throw invalidParam(`Unknown filter ID ${raw}`);
-    json = JSON.parse(stored);
+    const r = parseFilter(JSON.parse(stored));
+    if (!r.ok) throw invalidParam(`Invalid filter: ${r.error}`);
+    if (filterCache.size >= FILTER_CACHE) filterCache.delete(filterCache.keys().next().value!);
+    filterCache.set(key, r.filter);
+    return r.filter;
   }
   const r = parseFilter(json);
   if (!r.ok) throw invalidParam(`Invalid filter: ${r.error}`);
