@@ -290,3 +290,42 @@ export async function deleteMedia(env: Env, serverName: string, mediaId: string)
   await env.DB.prepare("DELETE FROM media WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).run();
   return true;
 }
+
+/** timeout_ms for downloads: default 20 s (spec), and we impose that as the maximum too. */
+export const MAX_MEDIA_WAIT_MS = 20_000;
+const POLL_MS = 250;
+
+/** A finished item, waiting up to `timeoutMs` for a pending async upload to arrive (spec:
+ *  timeout_ms; 504 M_NOT_YET_UPLOADED when it does not). Unknown or expired → 404. Quarantine is
+ *  the caller's decision (admins may still see it through the client API). */
+export async function awaitUploaded(env: Env, serverName: string, mediaId: string, timeoutMs: number | undefined): Promise<MediaRecord> {
+  const deadline = Date.now() + Math.min(timeoutMs ?? MAX_MEDIA_WAIT_MS, MAX_MEDIA_WAIT_MS);
+  let row = await getMedia(env, serverName, mediaId);
+  for (;;) {
+    if (!row) throw notFound("Unknown media");
+    if (row.uploadedTs !== null) return row;
+    if (row.unusedExpiresTs !== null && row.unusedExpiresTs < Date.now()) throw notFound("Unknown media");
+    if (Date.now() + POLL_MS > deadline) throw new MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded");
+    await new Promise((r) => setTimeout(r, POLL_MS));
+    row = await getMedia(env, serverName, mediaId);
+  }
+}
+
+/** Record remote media fetched over federation, already written to R2 at mediaKey(server, id).
+ *  Remote rows have no uploader (which also keeps them out of every user's quota) and a
+ *  server_name other than ours. A re-fetch refreshes the metadata but never lifts a quarantine. */
+export async function recordRemoteMedia(
+  env: Env,
+  m: { serverName: string; mediaId: string; contentType: string; filename: string | null; size: number; sha256: string },
+): Promise<MediaRecord> {
+  const now = Date.now();
+  await env.DB.prepare(
+    `INSERT INTO media (server_name, media_id, uploader, content_type, filename, size, sha256, r2_key, created_ts, uploaded_ts)
+     VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (server_name, media_id) DO UPDATE SET content_type = excluded.content_type, filename = excluded.filename,
+       size = excluded.size, sha256 = excluded.sha256, uploaded_ts = excluded.uploaded_ts`,
+  )
+    .bind(m.serverName, m.mediaId, m.contentType, m.filename, m.size, m.sha256, mediaKey(m.serverName, m.mediaId), now, now)
+    .run();
+  return (await getMedia(env, m.serverName, m.mediaId))!;
+}

@@ -9,6 +9,7 @@ import { call, registerUser, SERVER, BASE, type TestUser } from "./helpers";
 import { makeGif, makeImage } from "../unit/media-fixtures";
 import { deleteMedia, quarantineMedia } from "../../src/services/media";
 import { MEDIA_CSP } from "../../src/core/media";
+import { setFederationFetch } from "../../src/services/federation/client";
 
 type Body = BodyInit | null | undefined;
 
@@ -69,6 +70,9 @@ function decode(bytes: ArrayBuffer): { width: number; height: number; pixel: (x:
 let alice: TestUser;
 let bob: TestUser;
 beforeAll(async () => {
+  // Other servers' media is fetched over federation: here every other server answers 404 (no
+  // traffic leaves the test; test/integration/federation-media.test.ts covers real answers).
+  setFederationFetch(async () => new Response(JSON.stringify({ errcode: "M_NOT_FOUND", error: "no" }), { status: 404 }));
   [alice, bob] = await Promise.all([registerUser(), registerUser()]);
 });
 

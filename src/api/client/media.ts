@@ -16,6 +16,8 @@ import { rateLimit, type Limit } from "../middleware/rate-limit";
 import { contentDisposition, isInlineSafe, isValidMediaId, mediaSecurityHeaders, normaliseUploadContentType } from "../../core/media";
 import { isValidServerName } from "../../core/ids";
 import {
+  MAX_MEDIA_WAIT_MS,
+  awaitUploaded,
   createPendingMedia,
   getMedia,
   isServerAdmin,
@@ -26,16 +28,14 @@ import {
 } from "../../services/media";
 import { getThumbnail } from "../../services/thumbnails";
 import { previewUrl } from "../../services/url-preview";
+import { federationContext } from "../../services/federation/client";
+import { fetchRemoteMedia } from "../../services/federation/media";
 
 const MEDIA_LIMITS = {
   uploadPerUser: { perSecond: 1, burst: 30 },
   createPerUser: { perSecond: 1, burst: 30 },
   previewPerUser: { perSecond: 0.5, burst: 10 },
 } satisfies Record<string, Limit>;
-
-/** timeout_ms: default 20 s (spec), and we impose that as the maximum too. */
-const MAX_WAIT_MS = 20_000;
-const POLL_MS = 250;
 
 const filenameQuery = z.object({ filename: z.string().max(1024).optional() });
 const downloadQuery = z.object({ timeout_ms: z.coerce.number().int().min(0).optional() });
@@ -65,31 +65,39 @@ function noGuests(c: Context<AppEnv>): void {
   if (c.var.auth.isGuest) throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot upload media");
 }
 
-/** The item named by the path, if this server can serve it. Other servers' media comes with the
- *  federation work: until then it is honestly not found. */
-function localTarget(c: Context<AppEnv>): { serverName: string; mediaId: string } {
+/** The item named by the path, checked against the spec grammar ("Security considerations":
+ *  sanitise both halves of the mxc:// URI) before anything reaches D1 or R2. */
+function mediaTarget(c: Context<AppEnv>): { serverName: string; mediaId: string } {
   const serverName = c.req.param("serverName") ?? "";
   const mediaId = c.req.param("mediaId") ?? "";
-  // Spec "Security considerations": sanitise both halves of the mxc:// URI.
   if (!isValidServerName(serverName) || !isValidMediaId(mediaId)) throw notFound("Unknown media");
-  if (serverName !== c.var.config.serverName) throw notFound("Remote media is not available on this server yet");
   return { serverName, mediaId };
 }
 
+/** Uploads name only our own media IDs. */
+function localTarget(c: Context<AppEnv>): { serverName: string; mediaId: string } {
+  const t = mediaTarget(c);
+  if (t.serverName !== c.var.config.serverName) throw notFound("Unknown media");
+  return t;
+}
+
 /** Find the media, waiting up to timeout_ms for a pending async upload to arrive (spec:
- *  timeout_ms; 504 M_NOT_YET_UPLOADED when it does not). Quarantined media is invisible to all
- *  but server admins. */
-async function findServable(c: Context<AppEnv>, viewer: string | undefined, timeoutMs: number | undefined): Promise<MediaRecord> {
-  const { serverName, mediaId } = localTarget(c);
-  const deadline = Date.now() + Math.min(timeoutMs ?? MAX_WAIT_MS, MAX_WAIT_MS);
-  let row = await getMedia(c.env, serverName, mediaId);
-  for (;;) {
-    if (!row) throw notFound("Unknown media");
-    if (row.uploadedTs !== null) break;
-    if (row.unusedExpiresTs !== null && row.unusedExpiresTs < Date.now()) throw notFound("Unknown media");
-    if (Date.now() + POLL_MS > deadline) throw new MatrixError(504, "M_NOT_YET_UPLOADED", "Content has not yet been uploaded");
-    await new Promise((r) => setTimeout(r, POLL_MS));
-    row = await getMedia(c.env, serverName, mediaId);
+ *  timeout_ms; 504 M_NOT_YET_UPLOADED when it does not). Another server's media comes from our R2
+ *  cache or, the first time, over federation (`remote`; the deprecated unauthenticated endpoints
+ *  never fetch). Quarantined media is invisible to all but server admins, cached remote media
+ *  included. */
+async function findServable(c: Context<AppEnv>, viewer: string | undefined, timeoutMs: number | undefined, remote = false): Promise<MediaRecord> {
+  const { serverName, mediaId } = mediaTarget(c);
+  let row: MediaRecord;
+  if (serverName === c.var.config.serverName) row = await awaitUploaded(c.env, serverName, mediaId, timeoutMs);
+  else {
+    const cached = await getMedia(c.env, serverName, mediaId);
+    if (cached?.uploadedTs != null) row = cached;
+    else if (!remote) throw notFound("Unknown media");
+    else {
+      const wait = Math.min(timeoutMs ?? MAX_MEDIA_WAIT_MS, MAX_MEDIA_WAIT_MS);
+      row = await fetchRemoteMedia(federationContext(c.env, c.var.config), serverName, mediaId, { timeoutMs: wait });
+    }
   }
   if (row.quarantined && !(viewer && (await isServerAdmin(c.env, viewer)))) throw notFound("Unknown media");
   return row;
@@ -181,14 +189,15 @@ clientMediaRoutes.get("/preview_url", requireAuth, (c) => previewResponse(c));
 
 const authedDownload = async (c: Context<AppEnv>) => {
   const q = parseValue(c.req.query(), downloadQuery.passthrough());
-  return serveDownload(c, await findServable(c, c.var.auth.userId, q.timeout_ms));
+  return serveDownload(c, await findServable(c, c.var.auth.userId, q.timeout_ms, true));
 };
 clientMediaRoutes.get("/download/:serverName/:mediaId", requireAuth, authedDownload);
 clientMediaRoutes.get("/download/:serverName/:mediaId/:fileName", requireAuth, authedDownload);
 
 clientMediaRoutes.get("/thumbnail/:serverName/:mediaId", requireAuth, async (c) => {
   const q = parseValue(c.req.query(), thumbnailQuery);
-  return serveThumbnail(c, await findServable(c, c.var.auth.userId, q.timeout_ms));
+  // Remote media: thumbnails are generated here from the cached original (fetched first).
+  return serveThumbnail(c, await findServable(c, c.var.auth.userId, q.timeout_ms, true));
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import { federationVersion } from "./version";
 import { transactions } from "./transactions";
 import { queries } from "./queries";
 import { federationRooms } from "./rooms";
+import { federationMedia } from "./media";
 
 export const federation = new Hono<AppEnv>();
 federation.route("/", federationVersion);
@@ -18,4 +19,5 @@ federationAuthed.use("*", federationAuth);
 federationAuthed.route("/", transactions);
 federationAuthed.route("/", queries);
 federationAuthed.route("/", federationRooms);
+federationAuthed.route("/", federationMedia);
 federation.route("/", federationAuthed);

@@ -84,15 +84,16 @@ export function buildUri(path: string, query?: FederationRequestOptions["query"]
   return parts.length ? `${path}?${parts.join("&")}` : path;
 }
 
-/** Make one request to `destination`. Resolves with the parsed JSON of a 2xx answer; throws
- *  FederationError otherwise (with `status`/`errcode` when the peer answered). */
-export async function federationRequest<T = unknown>(
+/** Send one signed request to `destination` and hand back the raw Response (any status), for
+ *  answers that are not JSON (federation media is multipart/mixed). The caller reads the body
+ *  with its own size limit. Network failures throw FederationError. */
+export async function federationFetch(
   ctx: FederationContext,
   destination: string,
   method: "GET" | "PUT" | "POST" | "DELETE",
   path: string,
-  opts: FederationRequestOptions = {},
-): Promise<{ status: number; body: T }> {
+  opts: FederationRequestOptions & { accept?: string } = {},
+): Promise<Response> {
   const { config } = ctx;
   if (!isValidServerName(destination)) throw new FederationError(`invalid destination ${destination}`);
   if (destination === config.serverName) throw new FederationError("refusing to federate with ourselves");
@@ -110,7 +111,7 @@ export async function federationRequest<T = unknown>(
     throw new FederationError(`refusing plain HTTP to ${destination}`);
   }
   const uri = buildUri(path, opts.query);
-  const headers: Record<string, string> = { accept: "application/json" };
+  const headers: Record<string, string> = { accept: opts.accept ?? "application/json" };
   // Host per the discovery step. (Workers may ignore it for cross-zone requests; see discovery.ts.)
   if (target.host !== base.host) headers.host = target.host;
   let bodyText: string | undefined;
@@ -128,12 +129,23 @@ export async function federationRequest<T = unknown>(
       content: opts.body,
     });
   }
-  let res: Response;
   try {
-    res = await deps.fetch(`${target.baseUrl}${uri}`, { method, headers, body: bodyText, redirect: "manual", signal: timeout });
+    return await deps.fetch(`${target.baseUrl}${uri}`, { method, headers, body: bodyText, redirect: "manual", signal: timeout });
   } catch (e) {
     throw new FederationError(`request to ${destination} failed: ${(e as Error).message}`);
   }
+}
+
+/** Make one request to `destination`. Resolves with the parsed JSON of a 2xx answer; throws
+ *  FederationError otherwise (with `status`/`errcode` when the peer answered). */
+export async function federationRequest<T = unknown>(
+  ctx: FederationContext,
+  destination: string,
+  method: "GET" | "PUT" | "POST" | "DELETE",
+  path: string,
+  opts: FederationRequestOptions = {},
+): Promise<{ status: number; body: T }> {
+  const res = await federationFetch(ctx, destination, method, path, opts);
   let text: string;
   try {
     text = await readLimited(res, opts.maxBytes ?? DEFAULT_MAX_BYTES);
