@@ -1129,6 +1129,20 @@ export class RoomDO extends DurableObject<Env> {
     return [...this.groupState(this.currentGroup).values()].map((id) => this.toClient(this.loadEvent(id)!, undefined, now));
   }
 
+  /** Current state events of one type (client format), no access check: the space hierarchy
+   *  reads a room's m.space.child events without loading its members. */
+  async getCurrentStateOfType(type: string): Promise<JsonObject[]> {
+    if (!this.rv) return [];
+    const out: JsonObject[] = [];
+    const now = Date.now();
+    for (const [k, id] of this.groupState(this.currentGroup)) {
+      if (splitStateKey(k)[0] !== type) continue;
+      const se = this.loadEvent(id);
+      if (se) out.push(this.toClient(se, undefined, now));
+    }
+    return out;
+  }
+
   /** A user's current membership (`join`, `invite`, `leave`, `ban`, `knock`) or null. */
   async getMembership(userId: string): Promise<string | null> {
     if (!this.rv) return null;

@@ -24,6 +24,7 @@ export type RoomStub = Pick<
   | "getSummary"
   | "getCurrentStateEvent"
   | "getCurrentState"
+  | "getCurrentStateOfType"
   | "getMembership"
   | "canSend"
   | "getPowerInfo"
