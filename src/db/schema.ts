@@ -355,3 +355,55 @@ export const media = sqliteTable(
     index("media_sha256").on(t.sha256),
   ],
 );
+
+// ---------------------------------------------------------------------------------------------
+// Remote users' E2EE state (spec: Server-Server API "End-to-End Encryption" and "Device
+// Management"). Storage functions: src/services/federation/device-lists.ts.
+
+/** One row per remote user whose device list we cache. `stream_id` is the last device-list
+ *  stream ID their server told us (GET /user/devices or m.device_list_update). `stale` is set
+ *  when an update arrived whose `prev_id` we had not seen, or a resync failed: the cache must
+ *  not be trusted until the next successful GET /user/devices. */
+export const remoteDeviceLists = sqliteTable("remote_device_lists", {
+  userId: text("user_id").primaryKey(),
+  streamId: integer("stream_id"),
+  stale: integer("stale", { mode: "boolean" }).notNull().default(false),
+  updatedTs: integer("updated_ts").notNull(),
+});
+
+/** Cached devices of remote users: the signed `device_keys` object (null when the device has
+ *  uploaded none) and display name. */
+export const remoteDevices = sqliteTable(
+  "remote_devices",
+  {
+    userId: text("user_id").notNull(),
+    deviceId: text("device_id").notNull(),
+    keyJson: text("key_json"),
+    displayName: text("display_name"),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.deviceId] })],
+);
+
+/** Cached cross-signing keys of remote users (master and self-signing; the user-signing key is
+ *  never shared over federation). From m.signing_key_update, GET /user/devices, /user/keys/query. */
+export const remoteCrossSigningKeys = sqliteTable(
+  "remote_cross_signing_keys",
+  {
+    userId: text("user_id").notNull(),
+    keyType: text("key_type").notNull(),
+    keyJson: text("key_json").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.keyType] })],
+);
+
+/** `message_id`s of m.direct_to_device EDUs already delivered, per origin (a message resent in
+ *  another transaction is delivered once). Pruned after a week. */
+export const federationInboundToDevice = sqliteTable(
+  "federation_inbound_to_device",
+  {
+    origin: text("origin").notNull(),
+    messageId: text("message_id").notNull(),
+    receivedTs: integer("received_ts").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.origin, t.messageId] }), index("federation_inbound_to_device_ts").on(t.receivedTs)],
+);
