@@ -44,6 +44,10 @@ export interface RoomSyncQuery {
   fullState: boolean;
   /** MSC4222 / v1.16 use_state_after: state up to the end of the timeline in `state_after`. */
   useStateAfter: boolean;
+  /** Users the requester ignores (module "Ignoring Users"): their non-state events are left out
+   *  of the timeline; their state events still come ("Servers must still send state events sent
+   *  by ignored users to clients"). */
+  ignoredSenders?: string[];
 }
 
 export interface RoomSyncView {
@@ -61,7 +65,9 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   const now = Date.now();
   const slowVisible = room.visibleFor(userId);
   const joinedAt = room.joinedSince(userId);
-  const visible = (e: E) => (joinedAt !== null && e.stream! > joinedAt) || slowVisible(e);
+  const ignored = new Set(q.ignoredSenders ?? []);
+  const hidden = (e: E) => ignored.size > 0 && e.ev.state_key === undefined && ignored.has(e.ev.sender);
+  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e));
   const floor = q.since ?? -1;
   const timelineFilter = q.timeline ? { ...q.timeline, rooms: undefined, not_rooms: undefined } : undefined;
 

@@ -109,9 +109,18 @@ export function buildNotice(args: {
 }
 
 /** Users `userId` ignores (m.ignored_user_list account data, module "Ignoring Users"): for
- *  /messages and /context to add to the filter's not_senders. */
+ *  /messages and /context to drop their events (see withoutIgnored). */
 export async function ignoredUserIds(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): Promise<string[]> {
   const content = await userStub(env, userId, config).getAccountData(null, "m.ignored_user_list");
   const list = content?.ignored_users;
   return list && typeof list === "object" && !Array.isArray(list) ? Object.keys(list) : [];
+}
+
+/** Module "Ignoring Users": "the client will no longer receive events sent by that user, with
+ *  the exception of state events" and "Servers must still send state events sent by ignored
+ *  users to clients". So: drop non-state events whose sender is ignored. Pure. */
+export function withoutIgnored<E extends { sender?: unknown; state_key?: unknown }>(events: E[], ignored: ReadonlySet<string> | readonly string[]): E[] {
+  const set = ignored instanceof Set ? ignored : new Set(ignored as readonly string[]);
+  if (set.size === 0) return events;
+  return events.filter((e) => e.state_key !== undefined || typeof e.sender !== "string" || !set.has(e.sender));
 }

@@ -323,6 +323,61 @@ describe("ephemeral and per-user data", () => {
     expect(tl.some((e: Json) => e.content?.body === "ignored")).toBe(false);
   });
 
+  it("ignored users: /sync and /messages and /context drop their messages but keep their state events", async () => {
+    const { alice, bob, roomId } = await pair();
+    const carol = await registerUser();
+    await join(carol, roomId);
+    const before = await send(alice, roomId, "before ignoring");
+    const token = (await sync(bob)).body.next_batch;
+    await call("PUT", `${V3}/user/${enc(bob.userId)}/account_data/m.ignored_user_list`, { token: bob.accessToken, body: { ignored_users: { [alice.userId]: {} } } });
+    const hidden = await send(alice, roomId, "from alice, ignored");
+    const topic = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: alice.accessToken, body: { topic: "still shown" } });
+    expect(topic.status).toBe(200);
+    const shown = await send(carol, roomId, "from carol");
+
+    // /sync: alice's message is gone, her state event is not ("Servers must still send state
+    // events sent by ignored users to clients").
+    const r = await sync(bob, { since: token });
+    const tl = r.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id);
+    expect(tl).not.toContain(hidden);
+    expect(tl).toContain(topic.body.event_id);
+    expect(tl).toContain(shown);
+
+    // /messages, backwards from the end: same rule; paging on reaches older history exactly
+    // once, without alice's messages (including the one from before she was ignored).
+    const seen: string[] = [];
+    let from: string | undefined;
+    for (let i = 0; i < 20; i++) {
+      const m = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=2${from ? `&from=${from}` : ""}`, { token: bob.accessToken });
+      expect(m.status).toBe(200);
+      seen.push(...m.body.chunk.map((e: Json) => e.event_id));
+      for (const e of m.body.chunk) if (e.sender === alice.userId) expect(e.state_key).toBeDefined();
+      if (!m.body.end) break;
+      from = m.body.end;
+    }
+    expect(seen).not.toContain(hidden);
+    expect(seen).not.toContain(before);
+    expect(seen).toContain(topic.body.event_id);
+    expect(seen).toContain(shown);
+    expect(new Set(seen).size).toBe(seen.length);
+    // carol (not ignoring) sees alice's message.
+    const mc = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, { token: carol.accessToken });
+    expect(mc.body.chunk.map((e: Json) => e.event_id)).toContain(hidden);
+
+    // /context around carol's message: alice's message is not among the neighbours.
+    const ctx = await call("GET", `${V3}/rooms/${enc(roomId)}/context/${enc(shown)}?limit=10`, { token: bob.accessToken });
+    expect(ctx.status).toBe(200);
+    const around = [...ctx.body.events_before, ...ctx.body.events_after].map((e: Json) => e.event_id);
+    expect(around).not.toContain(hidden);
+    expect(around).toContain(topic.body.event_id);
+
+    // Un-ignoring: alice's new messages come again.
+    await call("PUT", `${V3}/user/${enc(bob.userId)}/account_data/m.ignored_user_list`, { token: bob.accessToken, body: { ignored_users: {} } });
+    const again = await send(alice, roomId, "visible again");
+    const m2 = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=1`, { token: bob.accessToken });
+    expect(m2.body.chunk.map((e: Json) => e.event_id)).toEqual([again]);
+  });
+
   it("presence: PUT/GET and delivery to room-mates", async () => {
     const { alice, bob } = await pair();
     const token = (await sync(bob, { set_presence: "offline" })).body.next_batch;

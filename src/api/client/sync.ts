@@ -165,7 +165,6 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
 /** Timeline and state of a room from its RoomDO for the hub's range (join and leave). */
 async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject> {
   const rf = roomSyncFilter(o.filter);
-  const timeline = ignored.size ? { ...rf.timeline, not_senders: [...(rf.timeline?.not_senders ?? []), ...ignored] } : rf.timeline;
   const view = unwrap(
     await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).syncRoom(
       { userId: o.userId, deviceId: o.deviceId },
@@ -173,11 +172,12 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
         since: r.since,
         upTo: r.upTo,
         limit: timelineLimit(o.filter),
-        timeline,
+        timeline: rf.timeline,
         state: rf.state,
         lazyLoadMembers: rf.lazyLoadMembers,
         fullState: o.fullState,
         useStateAfter: o.useStateAfter,
+        ignoredSenders: ignored.size ? [...ignored] : undefined,
       },
     ),
   );

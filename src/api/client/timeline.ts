@@ -8,6 +8,7 @@ import { invalidParam } from "../errors";
 import { requireAuth } from "../middleware/auth";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { roomEventFilterSchema, type RoomEventFilter } from "../../core/room-event-filter";
+import { ignoredUserIds, withoutIgnored } from "../../services/notifier";
 
 export const timeline = new Hono<AppEnv>();
 /** Routes under /_matrix/client/v1. */
@@ -51,7 +52,7 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
   const filter = parseFilter(c.req.query("filter"));
   const limit = parseLimit(c.req.query("limit"), filter?.limit ?? 10);
-  const stub = await roomFor(c);
+  const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
   const query = { dir: dir as "b" | "f", from: c.req.query("from"), to: c.req.query("to"), limit, filter };
   let res = unwrap(await stub.getMessages(requester(c), query));
   // Paging back past the oldest event we hold in a room joined over federation: ask a
@@ -61,14 +62,22 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
     if (got === 0) break;
     res = unwrap(await stub.getMessages(requester(c), query));
   }
+  // Module "Ignoring Users": ignored users' events never reach the client (state events
+  // excepted). Dropped after paging, so `end` still continues exactly where the room stopped: a
+  // chunk may be shorter than `limit` (even empty), which the spec allows.
+  res.chunk = withoutIgnored(res.chunk, ignored);
   return c.json(res);
 });
 
 timeline.get("/rooms/:roomId/context/:eventId", requireAuth, async (c) => {
   const filter = parseFilter(c.req.query("filter"));
   const limit = parseLimit(c.req.query("limit"), 10, 100);
-  const stub = await roomFor(c);
-  return c.json(unwrap(await stub.getContext(requester(c), c.req.param("eventId"), limit, filter)));
+  const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
+  const res = unwrap(await stub.getContext(requester(c), c.req.param("eventId"), limit, filter));
+  // Module "Ignoring Users" (as for /messages): the surrounding events skip ignored senders.
+  res.events_before = withoutIgnored(res.events_before, ignored);
+  res.events_after = withoutIgnored(res.events_after, ignored);
+  return c.json(res);
 });
 
 const MEMBERSHIPS = new Set(["join", "invite", "knock", "leave", "ban"]);
