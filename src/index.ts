@@ -32,6 +32,7 @@ import { toDevice } from "./api/client/to-device";
 import { dehydratedDevice } from "./api/client/dehydrated-device";
 import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { federation } from "./api/federation";
+import { spaces } from "./api/client/spaces";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -69,6 +70,7 @@ client.route("/v3", clientV3);
 client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
+client.route("/v1", spaces);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);

@@ -8,6 +8,8 @@ import { transactions } from "./transactions";
 import { queries } from "./queries";
 import { federationRooms } from "./rooms";
 import { federationMedia } from "./media";
+import { federationSpaces } from "./spaces";
+import { federationDirectory } from "./directory";
 
 export const federation = new Hono<AppEnv>();
 federation.route("/", federationVersion);
@@ -20,4 +22,6 @@ federationAuthed.route("/", transactions);
 federationAuthed.route("/", queries);
 federationAuthed.route("/", federationRooms);
 federationAuthed.route("/", federationMedia);
+federationAuthed.route("/", federationSpaces);
+federationAuthed.route("/", federationDirectory);
 federation.route("/", federationAuthed);

@@ -1,0 +1,71 @@
+// Public room directory over federation (spec: Server-Server API "Public Room Directory";
+// public_rooms.yaml):
+//   GET  /_matrix/federation/v1/publicRooms?limit=&since=&include_all_networks=&third_party_instance_id=
+//   POST /_matrix/federation/v1/publicRooms   {limit, since, filter, include_all_networks, third_party_instance_id}
+// The same listing as the client's /publicRooms (src/services/room-directory.ts). Server ACLs do
+// not apply: the directory is not a room.
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { invalidParam } from "../errors";
+import { parseBody, parseValue } from "../validate";
+import { MAX_PAGE, countPublicRooms, decodePageToken, listPublicRooms, type ListOptions } from "../../services/room-directory";
+
+export const federationDirectory = new Hono<AppEnv>();
+
+const getQuery = z.object({
+  limit: z.coerce.number().int().min(0).optional(),
+  since: z.string().max(1000).optional(),
+  include_all_networks: z.enum(["true", "false"]).optional(),
+  third_party_instance_id: z.string().optional(),
+});
+
+const postBody = z.object({
+  limit: z.number().int().min(0).optional(),
+  since: z.string().max(1000).optional(),
+  filter: z
+    .object({
+      generic_search_term: z.string().max(1000).optional(),
+      room_types: z.array(z.string().nullable()).optional(),
+    })
+    .optional(),
+  include_all_networks: z.boolean().optional(),
+  third_party_instance_id: z.string().optional(),
+});
+
+async function respond(c: Context<AppEnv>, o: { limit?: number; since?: string; term?: string; roomTypes?: (string | null)[]; thirdParty?: string }) {
+  // Rooms of third-party networks (application services): none are published yet.
+  if (o.thirdParty !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
+  const opts: ListOptions = {
+    limit: o.limit === undefined || o.limit === 0 ? MAX_PAGE : Math.min(o.limit, MAX_PAGE),
+    since: o.since ? decodePageToken(o.since) : undefined,
+    searchTerm: o.term,
+    roomTypes: o.roomTypes,
+  };
+  const filtered = o.term !== undefined || o.roomTypes !== undefined;
+  const [page, total] = await Promise.all([listPublicRooms(c.env, opts), filtered ? undefined : countPublicRooms(c.env)]);
+  return c.json(total === undefined ? page : { ...page, total_room_count_estimate: total });
+}
+
+federationDirectory.get("/v1/publicRooms", async (c) => {
+  const q = parseValue(c.req.query(), getQuery);
+  if (q.include_all_networks === "true" && q.third_party_instance_id !== undefined) {
+    throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
+  }
+  return respond(c, { limit: q.limit, since: q.since || undefined, thirdParty: q.third_party_instance_id });
+});
+
+federationDirectory.post("/v1/publicRooms", async (c) => {
+  const b = await parseBody(c, postBody);
+  if (b.include_all_networks && b.third_party_instance_id !== undefined) {
+    throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
+  }
+  return respond(c, {
+    limit: b.limit,
+    since: b.since || undefined,
+    term: b.filter?.generic_search_term?.trim() || undefined,
+    // An empty room_types list is treated like an absent one (as the client endpoint does).
+    roomTypes: b.filter?.room_types?.length ? b.filter.room_types : undefined,
+    thirdParty: b.third_party_instance_id,
+  });
+});
