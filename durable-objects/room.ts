@@ -512,24 +512,64 @@ export class RoomDO extends DurableObject<Env> {
   /** Event IDs accepted through send_join/send_leave/send_knock, to be forwarded by notify. */
   private rebroadcast = new Set<string>();
 
-  private fanOutCache?: { group: number | null; joinedLocal: string[]; joinedServers: Set<string>; memberCount: number; encrypted: boolean };
+  private fanOutCache?: FanOutFacts;
 
-  /** Joined local users, joined count and encryption of the current state (cached per group). */
-  private fanOutFacts(): { joinedLocal: string[]; joinedServers: Set<string>; memberCount: number; encrypted: boolean } {
+  /** Joined local users, joined count and encryption of the current state (cached per group,
+   *  and carried forward across state changes by advanceFanOutFacts). */
+  private fanOutFacts(): FanOutFacts {
     if (this.fanOutCache && this.fanOutCache.group === this.currentGroup) return this.fanOutCache;
     const joinedLocal: string[] = [];
-    const joinedServers = new Set<string>();
-    let memberCount = 0;
+    const joined = new Set<string>();
+    const serverCounts = new Map<string, number>();
     const st = this.groupState(this.currentGroup);
     for (const [k, id] of st) {
       if (!k.startsWith("m.room.member\u0000") || this.loadEvent(id)?.ev.content.membership !== "join") continue;
-      memberCount++;
       const u = splitStateKey(k)[1];
-      joinedServers.add(domainOf(u));
+      joined.add(u);
+      serverCounts.set(domainOf(u), (serverCounts.get(domainOf(u)) ?? 0) + 1);
       if (u.endsWith(`:${this.serverName}`)) joinedLocal.push(u);
     }
-    this.fanOutCache = { group: this.currentGroup, joinedLocal, joinedServers, memberCount, encrypted: st.has(stateKey("m.room.encryption", "")) };
+    this.fanOutCache = {
+      group: this.currentGroup,
+      joinedLocal,
+      joinedServers: new Set(serverCounts.keys()),
+      memberCount: joined.size,
+      encrypted: st.has(stateKey("m.room.encryption", "")),
+      joined,
+      serverCounts,
+    };
     return this.fanOutCache;
+  }
+
+  /** The current state moved from `old` to `next` by `changes`: update the cached fan-out facts
+   *  from the changed entries only. Rescanning every member event on each join made joins
+   *  O(members) event loads each — quadratic for a room filling up, and past the event cache
+   *  (4096) every one a storage read. Holders of the previous facts object keep a consistent
+   *  snapshot: its arrays and sets are replaced, not mutated. */
+  private advanceFanOutFacts(old: number | null, next: number | null, changes: Map<StateKey, string | null>): void {
+    const f = this.fanOutCache;
+    if (!f || f.group !== old) return;
+    let { joinedLocal, joinedServers, encrypted } = f;
+    for (const [k, id] of changes) {
+      if (k === ENCRYPTION_KEY) {
+        encrypted = id !== null;
+        continue;
+      }
+      if (!k.startsWith("m.room.member\u0000")) continue;
+      const u = splitStateKey(k)[1];
+      const was = f.joined.has(u);
+      const now = id !== null && this.loadEvent(id)?.ev.content.membership === "join";
+      if (was === now) continue;
+      const server = domainOf(u);
+      const count = (f.serverCounts.get(server) ?? 0) + (now ? 1 : -1);
+      if (now) f.joined.add(u);
+      else f.joined.delete(u);
+      if (count > 0) f.serverCounts.set(server, count);
+      else f.serverCounts.delete(server);
+      if ((count > 0) !== joinedServers.has(server)) joinedServers = new Set(f.serverCounts.keys());
+      if (u.endsWith(`:${this.serverName}`)) joinedLocal = now ? [...joinedLocal, u] : joinedLocal.filter((x) => x !== u);
+    }
+    this.fanOutCache = { ...f, group: next, joinedLocal, joinedServers, memberCount: f.joined.size, encrypted };
   }
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
@@ -609,6 +649,7 @@ export class RoomDO extends DurableObject<Env> {
 
   private reloadAfterFailure(): void {
     this.events.clear();
+    this.fanOutCache = undefined;
     this.groups.clear();
     this.pendingMemberships = [];
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
@@ -797,6 +838,7 @@ export class RoomDO extends DurableObject<Env> {
       this.applyCurrentState(changes);
       this.currentGroup = next;
       this.setMeta("current_group", next ?? 0);
+      this.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
   }
@@ -1628,7 +1670,8 @@ export class RoomDO extends DurableObject<Env> {
           const named = stateMap.has(stateKey("m.room.name", "")) || stateMap.has(stateKey("m.room.canonical_alias", ""));
           const heroes = named ? [] : [...stateMap.keys()].filter((k) => k.startsWith("m.room.member\u0000") && splitStateKey(k)[1] !== pdu.sender).map((k) => splitStateKey(k)[1]).sort().slice(0, 5);
           const keep = new Set(heroes.map((u) => stateMap.get(memberKey(u))!));
-          stateIds = stateIds.filter((id) => keep.has(id) || this.loadEvent(id)?.ev.type !== "m.room.member");
+          // By state key, not by loading each event: a large room's members would each be a read.
+          stateIds = [...stateMap].filter(([k, id]) => keep.has(id) || !k.startsWith("m.room.member\u0000")).map(([, id]) => id);
           omitted = true;
         }
         const inState = new Set(stateIds);
@@ -1984,6 +2027,17 @@ function isOutlier(se: StoredEvent): boolean {
   return se.stream === null && se.stateAfter === null && se.status === "accepted";
 }
 const HV_KEY = stateKey("m.room.history_visibility", "");
+const ENCRYPTION_KEY = stateKey("m.room.encryption", "");
+interface FanOutFacts {
+  group: number | null;
+  joinedLocal: string[];
+  joinedServers: Set<string>;
+  memberCount: number;
+  encrypted: boolean;
+  /** Internal to the cache: every joined user, and joined users per server. */
+  joined: Set<string>;
+  serverCounts: Map<string, number>;
+}
 
 function txnKey(t: NonNullable<LocalEventSpec["txn"]>): string {
   return t.scope ? `${t.scope}\u0000${t.txnId}` : t.txnId;
