@@ -196,6 +196,7 @@ describe("make_join / send_join", () => {
     expect(slim.status).toBe(200);
     expect(slim.body.members_omitted).toBe(true);
     expect(slim.body.servers_in_room).toEqual(expect.arrayContaining([SERVER, REMOTE]));
+    expect(slim.body.servers_in_room).not.toContain(OTHER); // its only member left above
     // The room has a name: no heroes are needed, so no member events beyond those in the auth
     // chain of the remaining state (the creator's join, which authorises power levels etc.).
     const slimState = slim.body.state as PDU[];
