@@ -23,6 +23,7 @@ import { canonicalJson } from "../core/canonical-json";
 import { verifyJsonSignature } from "../core/signing";
 import { MatrixError } from "../api/errors";
 import { userStub } from "./notifier";
+import { publishDeviceListChange, type DeviceListChange } from "./federation/device-lists";
 
 export type Json = Record<string, unknown>;
 export type Signatures = Record<string, Record<string, string>>;
@@ -51,8 +52,10 @@ function mergeSignatures(obj: Json, extra: { signerUserId: string; signerKeyId: 
  *  With `env`, the sync hubs (UserDO) of every local user sharing a room with `userId`, and of
  *  `userId` themself, are told, so their next /sync carries `device_lists.changed`. Hub
  *  failures are logged: the change is durable in D1 and /keys/changes still reports it. */
-export async function markDeviceListChanged(d: DB, userId: string, env?: Env): Promise<number> {
+export async function markDeviceListChanged(d: DB, userId: string, env?: Env, federate?: DeviceListChange): Promise<number> {
   const [row] = await d.insert(deviceListStream).values({ userId, ts: Date.now() }).returning({ id: deviceListStream.streamId });
+  // Other servers sharing a room hear of it too (m.device_list_update / m.signing_key_update).
+  if (env && federate) await publishDeviceListChange(env, userId, row.id, federate);
   if (env) {
     const users = await usersSharingRoomWith(env, userId);
     const results = await Promise.allSettled(users.map((u) => userStub(env, u).deviceListChanged(u, userId)));
@@ -179,7 +182,7 @@ export async function storeDeviceKeys(env: Env, userId: string, deviceId: string
     .insert(deviceKeys)
     .values({ userId, deviceId, keyJson: JSON.stringify(keys), updatedTs: Date.now() })
     .onConflictDoUpdate({ target: [deviceKeys.userId, deviceKeys.deviceId], set: { keyJson: JSON.stringify(keys), updatedTs: Date.now() } });
-  await markDeviceListChanged(d, userId, env);
+  await markDeviceListChanged(d, userId, env, { devices: [deviceId] });
   return true;
 }
 
@@ -336,7 +339,7 @@ export async function storeCrossSigningKeys(env: Env, userId: string, keys: Part
       .onConflictDoUpdate({ target: [crossSigningKeys.userId, crossSigningKeys.keyType], set: row });
     changed = true;
   }
-  if (changed) await markDeviceListChanged(d, userId, env);
+  if (changed) await markDeviceListChanged(d, userId, env, { signingKeys: true });
 }
 
 /** Store one signature from POST /keys/signatures/upload. */
@@ -433,7 +436,7 @@ export async function deleteDeviceE2ee(d: DB, userId: string, deviceId: string, 
       console.error(`hub deleteDevice for ${userId} failed`, e);
     }
   }
-  await markDeviceListChanged(d, userId, env);
+  await markDeviceListChanged(d, userId, env, { devices: [deviceId] });
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -172,7 +172,8 @@ crossSigning.post("/keys/signatures/upload", async (c) => {
   const body = await parseBody(c, z.record(z.string(), z.record(z.string(), z.record(z.string(), z.unknown()))));
   const signer = c.var.auth.userId;
   const failures: Record<string, Record<string, Failure>> = {};
-  const changed = new Set<string>();
+  // Signer → the signer's own keys that gained a signature (devices, or the master key).
+  const changed = new Map<string, Set<string>>();
   for (const [targetUser, objects] of Object.entries(body)) {
     const local = parseUserId(targetUser, { historical: true })?.serverName === c.var.config.serverName;
     for (const [keyId, obj] of Object.entries(objects)) {
@@ -182,9 +183,14 @@ crossSigning.post("/keys/signatures/upload", async (c) => {
       if (failure) (failures[targetUser] ??= {})[keyId] = failure;
       // Signatures on own keys change the owner's list; a user-signing signature on someone
       // else's master key is only visible to its maker, so it is again the signer's list.
-      else changed.add(signer);
+      else {
+        const mine = changed.get(signer) ?? changed.set(signer, new Set()).get(signer)!;
+        if (targetUser === signer) mine.add(keyId);
+      }
     }
   }
-  for (const u of changed) await markDeviceListChanged(db(c.env), u, c.env);
+  // Federated as device-list updates of the signed devices and a signing-key update (only keys
+  // that are devices produce the former; see publishDeviceListChange).
+  for (const [u, ids] of changed) await markDeviceListChanged(db(c.env), u, c.env, { devices: [...ids], signingKeys: ids.size > 0 });
   return c.json({ failures });
 });

@@ -10,7 +10,6 @@ import { parseUserId } from "../../core/ids";
 import {
   changedDeviceLists,
   checkDeviceKeys,
-  claimKey,
   deviceListPositionFromToken,
   oneTimeKeyCounts,
   pushKeyCounts,
@@ -22,6 +21,7 @@ import {
   type DeviceKeysInput,
   type Json,
 } from "../../services/e2ee";
+import { claimLocalKeys, claimRemoteKeys, federationTimeout, queryRemoteKeys } from "../../services/federation/device-lists";
 
 export const keys = new Hono<AppEnv>();
 keys.use("/keys/upload", requireAuth);
@@ -79,34 +79,39 @@ keys.post("/keys/upload", async (c) => {
   return c.json({ one_time_key_counts: await oneTimeKeyCounts(c.env, userId, deviceId) });
 });
 
-/** Split users into local ones and remote servers. Remote users would be asked over federation
- *  (GET /_matrix/federation/v1/user/keys/query); until then their servers go to `failures`. */
-function partition(userIds: string[], serverName: string): { local: string[]; failures: Record<string, Json> } {
+/** Split requested users into local ones and the rest (asked over federation; invalid IDs
+ *  are dropped). */
+function partition<T>(requested: Record<string, T>, serverName: string): { local: string[]; remote: Record<string, T> } {
   const local: string[] = [];
-  const failures: Record<string, Json> = {};
-  for (const u of userIds) {
+  const remote: Record<string, T> = {};
+  for (const [u, v] of Object.entries(requested)) {
     const parsed = parseUserId(u, { historical: true });
     if (!parsed) continue;
     if (parsed.serverName === serverName) local.push(u);
-    else failures[parsed.serverName] = { status: 503, message: "Federated key queries are not available" };
+    else remote[u] = v;
   }
-  return { local, failures };
+  return { local, remote };
 }
 
 // POST /keys/query — "Returns the current devices and identity keys for the given users."
+// Remote users: from the device-list cache when we track them, else one request per server
+// (POST /_matrix/federation/v1/user/keys/query); unreachable servers are listed in `failures`.
 keys.post("/keys/query", async (c) => {
   const body = await parseBody(
     c,
     z.object({ device_keys: z.record(z.string(), z.array(z.string())), timeout: z.number().optional(), token: z.string().optional() }),
   );
   const requester = c.var.auth.userId;
-  const { local, failures } = partition(Object.keys(body.device_keys), c.var.config.serverName);
+  const { local, remote } = partition(body.device_keys, c.var.config.serverName);
+  const fed = Object.keys(remote).length
+    ? queryRemoteKeys(c.env, c.var.config, requester, remote, federationTimeout(body.timeout))
+    : Promise.resolve({ device_keys: {}, master_keys: {}, self_signing_keys: {}, failures: {} });
   const out = {
     device_keys: {} as Record<string, Json>,
     master_keys: {} as Record<string, Json>,
     self_signing_keys: {} as Record<string, Json>,
     user_signing_keys: {} as Record<string, Json>,
-    failures,
+    failures: {} as Record<string, Json>,
   };
   await Promise.all(
     local.map(async (u) => {
@@ -117,28 +122,29 @@ keys.post("/keys/query", async (c) => {
       if (cs.user_signing) out.user_signing_keys[u] = cs.user_signing;
     }),
   );
+  const r = await fed;
+  Object.assign(out.device_keys, r.device_keys);
+  Object.assign(out.master_keys, r.master_keys);
+  Object.assign(out.self_signing_keys, r.self_signing_keys);
+  out.failures = r.failures;
   return c.json(out);
 });
 
 // POST /keys/claim — "Claims one-time keys for use in pre-key messages." Each claim takes a key
-// atomically (services/e2ee.ts claimKey); an exhausted device yields its fallback key.
+// atomically (services/e2ee.ts claimKey); an exhausted device yields its fallback key. Remote
+// users: one POST /_matrix/federation/v1/user/keys/claim per server.
 keys.post("/keys/claim", async (c) => {
   const body = await parseBody(
     c,
     z.object({ one_time_keys: z.record(z.string(), z.record(z.string(), z.string())), timeout: z.number().optional() }),
   );
-  const { local, failures } = partition(Object.keys(body.one_time_keys), c.var.config.serverName);
-  const claimed: Record<string, Record<string, Record<string, unknown>>> = {};
-  for (const u of local) {
-    for (const [deviceId, algorithm] of Object.entries(body.one_time_keys[u])) {
-      const k = await claimKey(c.env, u, deviceId, algorithm);
-      if (!k) continue;
-      ((claimed[u] ??= {})[deviceId] ??= {})[k.keyId] = k.key;
-      // The owner's next /sync shows the lower count, so the device uploads more.
-      c.executionCtx.waitUntil(pushKeyCounts(c.env, u, deviceId));
-    }
-  }
-  return c.json({ one_time_keys: claimed, failures });
+  const { local, remote } = partition(body.one_time_keys, c.var.config.serverName);
+  const fed = Object.keys(remote).length
+    ? claimRemoteKeys(c.env, c.var.config, remote, federationTimeout(body.timeout))
+    : Promise.resolve({ one_time_keys: {}, failures: {} });
+  const claimed = await claimLocalKeys(c.env, Object.fromEntries(local.map((u) => [u, body.one_time_keys[u]])), (p) => c.executionCtx.waitUntil(p));
+  const r = await fed;
+  return c.json({ one_time_keys: { ...claimed, ...r.one_time_keys }, failures: r.failures });
 });
 
 /** A /sync `next_batch` issued by the UserDO ("s<pos>_<epoch>"), which carries no device-list

@@ -8,6 +8,7 @@ import { forbidden, notFound } from "../errors";
 import { requireAuth } from "../middleware/auth";
 import { parseBody } from "../validate";
 import { fanOutPresence, userStub } from "../../services/notifier";
+import { sendPresence } from "../../services/federation/edus";
 import { isLocalUser } from "../../services/rooms";
 import { presenceEvent } from "../../../durable-objects/user";
 
@@ -23,7 +24,10 @@ presence.put("/presence/:userId/status", requireAuth, async (c) => {
   const changed = await hub.setPresence(userId, b.presence, b.status_msg === undefined ? undefined : b.status_msg);
   if (changed && c.env.PRESENCE !== "off") {
     const p = await hub.getPresence(userId);
-    await fanOutPresence(c.env, c.var.config, userId, { presence: b.presence, statusMsg: p?.statusMsg ?? null, lastActiveTs: p?.lastActiveTs ?? Date.now() });
+    const state = { presence: b.presence, statusMsg: p?.statusMsg ?? null, lastActiveTs: p?.lastActiveTs ?? Date.now() };
+    await fanOutPresence(c.env, c.var.config, userId, state);
+    // And to servers sharing a room (spec: Server-Server API "Presence").
+    c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, state).catch((e) => console.error("m.presence EDU failed", e)));
   }
   return c.json({});
 });

@@ -10,6 +10,7 @@ import { requireAuth } from "../middleware/auth";
 import { parseBody } from "../validate";
 import { isLocalUser, knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { fanOutReceipt, userStub } from "../../services/notifier";
+import { sendReceipt as sendReceiptEdu } from "../../services/federation/edus";
 
 export const receipts = new Hono<AppEnv>();
 
@@ -32,7 +33,10 @@ async function sendReceipt(c: Context<AppEnv>, roomId: string, type: string, eve
     return;
   }
   const members = type === "m.read.private" ? [] : (await stub.getJoinedUserIds()).filter((u) => isLocalUser(c.var.config, u));
-  await fanOutReceipt(c.env, c.var.config, { roomId, userId, type, eventId, threadId, ts: Date.now() }, members);
+  const receipt = { roomId, userId, type, eventId, threadId, ts: Date.now() };
+  await fanOutReceipt(c.env, c.var.config, receipt, members);
+  // Public receipts go to the room's other servers as m.receipt (spec: Server-Server API "Receipts").
+  if (type === "m.read") c.executionCtx.waitUntil(sendReceiptEdu(c.env, c.var.config, receipt).catch((e) => console.error("m.receipt EDU failed", e)));
 }
 
 const receiptBody = z.object({ thread_id: z.unknown().optional() }).loose();

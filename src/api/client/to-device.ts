@@ -7,6 +7,7 @@ import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { parseUserId } from "../../core/ids";
 import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn, type Json } from "../../services/e2ee";
+import { sendToDevice } from "../../services/federation/edus";
 
 export const toDevice = new Hono<AppEnv>();
 toDevice.use("/sendToDevice/*", requireAuth);
@@ -22,12 +23,16 @@ toDevice.put("/sendToDevice/:eventType/:txnId", async (c) => {
   // Idempotent per (device, txnId): a retried request returns {} without delivering again.
   if (!(await claimToDeviceTxn(c.env, userId, deviceId, txnId))) return c.json({});
   try {
+    const remote: Record<string, Record<string, Json>> = {};
     for (const [target, perDevice] of Object.entries(body.messages)) {
       const server = parseUserId(target, { historical: true })?.serverName;
-      // Remote recipients need the m.direct_to_device EDU over federation (not wired yet).
-      if (server !== c.var.config.serverName) continue;
-      await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
+      if (!server) continue;
+      // Recipients on other servers: one m.direct_to_device EDU per server (spec: Server-Server
+      // API "Send-to-device messaging").
+      if (server !== c.var.config.serverName) remote[target] = perDevice as Record<string, Json>;
+      else await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
     }
+    if (Object.keys(remote).length) await sendToDevice(c.env, c.var.config, userId, eventType, remote);
   } catch (e) {
     // Nothing may be lost: let the client's retry with the same txnId deliver.
     await releaseToDeviceTxn(c.env, userId, deviceId, txnId);

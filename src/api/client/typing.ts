@@ -9,6 +9,7 @@ import { requireAuth } from "../middleware/auth";
 import { parseBody } from "../validate";
 import { isLocalUser, knownRoom, roomStub } from "../../services/rooms";
 import { fanOutTyping } from "../../services/notifier";
+import { sendTyping } from "../../services/federation/edus";
 
 export const typing = new Hono<AppEnv>();
 
@@ -28,5 +29,7 @@ typing.put("/rooms/:roomId/typing/:userId", requireAuth, async (c) => {
   const members = (await stub.getJoinedUserIds()).filter((u) => isLocalUser(c.var.config, u));
   const timeout = b.typing ? Math.min(b.timeout ?? 30_000, MAX_TYPING_MS) : 0;
   await fanOutTyping(c.env, c.var.config, roomId, userId, timeout, members);
+  // Other servers in the room get an m.typing EDU (spec: Server-Server API "Typing Notifications").
+  c.executionCtx.waitUntil(sendTyping(c.env, c.var.config, roomId, userId, b.typing).catch((e) => console.error("m.typing EDU failed", e)));
   return c.json({});
 });

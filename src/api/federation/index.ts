@@ -8,6 +8,7 @@ import { transactions } from "./transactions";
 import { queries } from "./queries";
 import { federationRooms } from "./rooms";
 import { federationMedia } from "./media";
+import { federationE2ee } from "./e2ee";
 import { federationSpaces } from "./spaces";
 import { federationDirectory } from "./directory";
 
@@ -22,6 +23,7 @@ federationAuthed.route("/", transactions);
 federationAuthed.route("/", queries);
 federationAuthed.route("/", federationRooms);
 federationAuthed.route("/", federationMedia);
+federationAuthed.route("/", federationE2ee);
 federationAuthed.route("/", federationSpaces);
 federationAuthed.route("/", federationDirectory);
 federation.route("/", federationAuthed);

@@ -1,0 +1,92 @@
+// Who shares rooms with whom, across servers: the destinations of outbound EDUs (typing,
+// receipts, presence, device-list updates) and the local recipients of inbound ones.
+//
+// The D1 membership mirror (room_memberships) holds local users only; remote members are known
+// to each room's RoomDO. So "servers in a room" asks the RoomDO, and "local users sharing a room
+// with a remote user" takes the rooms that have local members and asks those RoomDOs whether
+// the remote user is in them (bounded; in parallel).
+import type { Env } from "../../env";
+import type { Config } from "../../config";
+import { roomStub } from "../rooms";
+import { parseUserId } from "../../core/ids";
+
+/** At most this many rooms are asked about one remote user. */
+const MAX_ROOMS_SCANNED = 2000;
+/** RoomDO calls in flight at once. */
+const CONCURRENCY = 32;
+
+export function serverOf(userId: string): string | undefined {
+  return parseUserId(userId, { historical: true })?.serverName;
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+/** Other servers with a joined member in `roomId` (where room-scoped EDUs go). */
+export async function remoteServersInRoom(env: Env, config: Config, roomId: string): Promise<string[]> {
+  const members = await roomStub(env, config, roomId).getJoinedUserIds();
+  const servers = new Set<string>();
+  for (const u of members) {
+    const s = serverOf(u);
+    if (s && s !== config.serverName) servers.add(s);
+  }
+  return [...servers].sort();
+}
+
+/** Other servers sharing at least one room with local user `userId` (where presence and
+ *  device-list EDUs about them go). */
+export async function remoteServersSharingRoomWith(env: Env, config: Config, userId: string): Promise<string[]> {
+  const { results } = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join' LIMIT ?")
+    .bind(userId, MAX_ROOMS_SCANNED)
+    .all<{ room_id: string }>();
+  const perRoom = await mapLimit(results, CONCURRENCY, (r) => remoteServersInRoom(env, config, r.room_id).catch(() => [] as string[]));
+  return [...new Set(perRoom.flat())].sort();
+}
+
+/** Rooms (among those with local joined members, or only `amongRoomsOf`'s rooms) in which the
+ *  remote user `remoteUserId` is joined or invited. */
+export async function roomsSharedWithRemote(env: Env, config: Config, remoteUserId: string, amongRoomsOf?: string): Promise<string[]> {
+  const stmt = amongRoomsOf
+    ? env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join' LIMIT ?").bind(amongRoomsOf, MAX_ROOMS_SCANNED)
+    : env.DB.prepare("SELECT DISTINCT room_id FROM room_memberships WHERE membership = 'join' LIMIT ?").bind(MAX_ROOMS_SCANNED);
+  const { results } = await stmt.all<{ room_id: string }>();
+  const hits = await mapLimit(results, CONCURRENCY, async (r) => {
+    const m = await roomStub(env, config, r.room_id)
+      .getMembership(remoteUserId)
+      .catch(() => null);
+    return m === "join" || m === "invite" ? r.room_id : null;
+  });
+  return hits.filter((r): r is string => r !== null);
+}
+
+/** Local users joined to a room with the remote user `remoteUserId` (who must hear of their
+ *  device-list changes and presence). */
+export async function localUsersSharingRoomWithRemote(env: Env, config: Config, remoteUserId: string): Promise<string[]> {
+  const rooms = await roomsSharedWithRemote(env, config, remoteUserId);
+  return localJoinedMembers(env, rooms);
+}
+
+/** Local users joined to any of `roomIds` (D1 mirror). */
+export async function localJoinedMembers(env: Env, roomIds: string[]): Promise<string[]> {
+  const out = new Set<string>();
+  for (let i = 0; i < roomIds.length; i += 80) {
+    const chunk = roomIds.slice(i, i + 80);
+    const { results } = await env.DB.prepare(
+      `SELECT DISTINCT user_id FROM room_memberships WHERE membership = 'join' AND room_id IN (${chunk.map(() => "?").join(",")})`,
+    )
+      .bind(...chunk)
+      .all<{ user_id: string }>();
+    for (const r of results) out.add(r.user_id);
+  }
+  return [...out].sort();
+}
