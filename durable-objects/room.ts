@@ -1411,6 +1411,25 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
+  /** GET /_matrix/federation/v1/timestamp_to_event: as timestampToEvent, with the requesting
+   *  server's history visibility (serverMaySee) instead of a user's. */
+  async fedTimestampToEvent(origin: string, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
+    return this.wrap(() => {
+      this.requireServer(origin, { inRoom: false });
+      const inRoom = this.serverInRoom(origin);
+      const rows =
+        dir === "f"
+          ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts >= ? ORDER BY origin_server_ts ASC, stream ASC LIMIT 200", ts).toArray()
+          : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream DESC LIMIT 200", ts).toArray();
+      for (const row of rows) {
+        const se = this.events.get(row.event_id) ?? this.fromRow(row);
+        if (se.status === "rejected") continue;
+        if (inRoom || this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
+      }
+      fail(404, "M_NOT_FOUND", "No event found");
+    });
+  }
+
   /** The stored PDU (federation format) of an event, with its status; null if unknown. For
    *  federation (/event, backfill) and tests. */
   async getPdu(eventId: string): Promise<{ pdu: PDU; status: string; stream: number | null } | null> {

@@ -37,6 +37,7 @@ export type RoomStub = Pick<
   | "getMessages"
   | "getContext"
   | "timestampToEvent"
+  | "fedTimestampToEvent"
   | "getStrippedState"
   | "getTimelineSince"
   | "getPdu"

@@ -286,3 +286,36 @@ describe("GET/POST /_matrix/federation/v1/publicRooms", () => {
     expect((await fed("POST", "/v1/publicRooms", { include_all_networks: true, third_party_instance_id: "x" })).status).toBe(400);
   });
 });
+
+describe("GET /_matrix/federation/v1/timestamp_to_event/{roomId}", () => {
+  it("finds the closest visible event in either direction", async () => {
+    const first = await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=0&dir=f`);
+    expect(first.status).toBe(200);
+    const create = (await ok(alice, "GET", `/rooms/${enc(pub)}/messages?dir=f&limit=1`)).chunk[0];
+    expect(first.body).toEqual({ event_id: create.event_id, origin_server_ts: create.origin_server_ts });
+    const sent = await ok(alice, "PUT", `/rooms/${enc(pub)}/send/m.room.message/ts1`, { msgtype: "m.text", body: "latest" });
+    const last = await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=${Date.now() + 60_000}&dir=b`);
+    expect(last.status).toBe(200);
+    expect(last.body.event_id).toBe(sent.event_id);
+    const none = await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=${Date.now() + 60_000}&dir=f`);
+    expect(none.status).toBe(404);
+  });
+
+  it("history visibility for servers, unknown rooms, bad parameters, unsigned", async () => {
+    const joinedOnly = await createRoom(alice, {
+      preset: "public_chat",
+      initial_state: [{ type: "m.room.history_visibility", state_key: "", content: { history_visibility: "joined" } }],
+    });
+    await ok(alice, "PUT", `/rooms/${enc(joinedOnly)}/send/m.room.message/x1`, { msgtype: "m.text", body: "members only" });
+    const hidden = await fed("GET", `/v1/timestamp_to_event/${enc(joinedOnly)}?ts=${Date.now() + 60_000}&dir=b`);
+    // Only events before the history_visibility change (state set at creation) could be shown.
+    if (hidden.status === 200) {
+      const ev = await ok(alice, "GET", `/rooms/${enc(joinedOnly)}/event/${enc(hidden.body.event_id)}`);
+      expect(ev.type).not.toBe("m.room.message");
+    } else expect(hidden.status).toBe(404);
+    expect((await fed("GET", `/v1/timestamp_to_event/${enc("!nope:test.local")}?ts=0&dir=f`)).status).toBe(404);
+    expect((await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=0&dir=x`)).status).toBe(400);
+    expect((await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?dir=f`)).status).toBe(400);
+    expect((await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=0&dir=f`, undefined, false)).status).toBe(401);
+  });
+});

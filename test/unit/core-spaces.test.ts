@@ -1,8 +1,9 @@
 // Space children: validity, the spec's ordering, summary sanitising, hierarchy tokens.
 import { describe, it, expect } from "vitest";
+import type { JsonObject } from "../../src/core/types";
 import { childVia, decodeHierarchyToken, encodeHierarchyToken, sanitizeSummary, spaceChildren, validOrder } from "../../src/core/spaces";
 
-const child = (id: string, ts: number, content: Record<string, unknown>) => ({ type: "m.space.child", state_key: id, origin_server_ts: ts, sender: "@a:x", content });
+const child = (id: string, ts: number, content: JsonObject): JsonObject => ({ type: "m.space.child", state_key: id, origin_server_ts: ts, sender: "@a:x", content });
 
 describe("spaceChildren", () => {
   it("orders as the spec's example: valid order first (code points), then timestamp, then room ID", () => {
@@ -27,7 +28,7 @@ describe("spaceChildren", () => {
   });
 
   it("drops children without a usable via or room ID, and filters suggested", () => {
-    const events = [
+    const events: JsonObject[] = [
       child("!a:x", 1, { via: ["x"], suggested: true }),
       child("!b:x", 2, {}),
       child("!c:x", 3, { via: [] }),

@@ -11,6 +11,7 @@ import { federationMedia } from "./media";
 import { federationE2ee } from "./e2ee";
 import { federationSpaces } from "./spaces";
 import { federationDirectory } from "./directory";
+import { federationTimestamp } from "./timestamp";
 
 export const federation = new Hono<AppEnv>();
 federation.route("/", federationVersion);
@@ -26,4 +27,5 @@ federationAuthed.route("/", federationMedia);
 federationAuthed.route("/", federationE2ee);
 federationAuthed.route("/", federationSpaces);
 federationAuthed.route("/", federationDirectory);
+federationAuthed.route("/", federationTimestamp);
 federation.route("/", federationAuthed);
