@@ -1,0 +1,127 @@
+// Convergence of current state under every arrival order (workerd). The same forked DAG shape
+// is built in several rooms: a local fork (the room's server changes topic and power levels) and
+// two concurrent remote branches from remote.test (topic + power levels; topic + name). Each
+// room receives the remote events in a different order (parents always before children). The
+// resulting current state must be the same in all rooms (compared by content: event IDs differ
+// between rooms), and equal to what a merge event built on all forward extremities sees.
+// Spec: Server-Server API "Room State Resolution"; the current state of a room is the resolution
+// of the states at its forward extremities, whatever order their events arrived in.
+import { describe, it, expect, beforeAll } from "vitest";
+import { env } from "cloudflare:test";
+import { call, registerUser, SERVER, type TestUser } from "./helpers";
+import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
+import { signRequest } from "../../src/core/x-matrix";
+import { hashAndSignEvent } from "../../src/core/event-hashes";
+import { getRoomVersion } from "../../src/core/room-versions";
+import type { PDU } from "../../src/core/types";
+import { storeKeyResponse } from "../../src/services/federation/keys";
+import { setFederationFetch } from "../../src/services/federation/client";
+
+const REMOTE = "remote.test";
+const REM = `@rem:${REMOTE}`;
+let key: SigningKey;
+let alice: TestUser;
+const enc = encodeURIComponent;
+const rv = getRoomVersion("12")!;
+
+async function fed(method: string, path: string, body?: unknown) {
+  const uri = `/_matrix/federation${path}`;
+  const authorization = await signRequest(key, { method, uri, origin: REMOTE, destination: SERVER, content: body });
+  return call(method, uri, { body, headers: { authorization } });
+}
+async function ok(method: string, path: string, body?: unknown) {
+  const r = await call(method, `/_matrix/client/v3${path}`, { token: alice.accessToken, body });
+  if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+beforeAll(async () => {
+  setFederationFetch(async () => {
+    throw new Error("offline (test)");
+  });
+  key = await generateSigningKey();
+  await storeKeyResponse(env, await signJson({ server_name: REMOTE, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 }, REMOTE, key), REMOTE);
+  alice = await registerUser();
+});
+
+interface Built {
+  roomId: string;
+  remote: Record<string, PDU>;
+}
+
+/** A room with rem joined as PL 100, then the local fork; returns the remote branches (not
+ *  yet delivered), built on the last event before the local fork. */
+async function buildRoom(ts: number): Promise<Built> {
+  const roomId = (await ok("POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id;
+  const t = await fed("GET", `/v1/make_join/${enc(roomId)}/${enc(REM)}?ver=12`);
+  const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: ts } as PDU, rv, REMOTE, key);
+  expect((await fed("PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}`, j.pdu)).status).toBe(200);
+  const pl = await ok("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels/`);
+  await ok("PUT", `/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl, users: { ...pl.users, [REM]: 100 } });
+  const state = (await ok("GET", `/rooms/${enc(roomId)}/state`)) as unknown as { type: string; state_key: string; event_id: string }[];
+  const id = (type: string, k = "") => state.find((e) => e.type === type && e.state_key === k)!.event_id;
+  const base = (await ok("GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=1`)).chunk[0].event_id as string;
+  const depth = ((await fed("GET", `/v1/event/${enc(base)}`)).body.pdus[0] as PDU).depth;
+
+  // The local fork, on top of `base`: topic, then rem demoted to 50 and @x raised.
+  await ok("PUT", `/rooms/${enc(roomId)}/state/m.room.topic/`, { topic: "local topic" });
+  const pl2 = await ok("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels/`);
+  await ok("PUT", `/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl2, users: { ...pl2.users, [REM]: 50, [`@x:${SERVER}`]: 20 } });
+
+  // Remote branches, both on `base`, signed by remote.test; timestamps fixed so that every room
+  // sees the same tie-breaks.
+  const mk = async (type: string, content: Record<string, unknown>, prev: string, d: number, at: number, auth = [id("m.room.power_levels"), id("m.room.member", REM)]) =>
+    (await hashAndSignEvent({ room_id: roomId, sender: REM, type, state_key: "", content, origin_server_ts: at, depth: d, prev_events: [prev], auth_events: auth } as unknown as PDU, rv, REMOTE, key)).pdu;
+  const x1 = await mk("m.room.topic", { topic: "remote topic X" }, base, depth + 1, ts + 10);
+  const x1Id = (await hashAndSignEvent(x1, rv, REMOTE, key)).eventId;
+  const x2 = await mk("m.room.power_levels", { ...pl, users: { ...pl.users, [REM]: 100, [`@y:${REMOTE}`]: 30 } }, x1Id, depth + 2, ts + 20);
+  const y1 = await mk("m.room.topic", { topic: "remote topic Y" }, base, depth + 1, ts + 15);
+  const y1Id = (await hashAndSignEvent(y1, rv, REMOTE, key)).eventId;
+  const y2 = await mk("m.room.name", { name: "remote name Y" }, y1Id, depth + 2, ts + 25);
+  return { roomId, remote: { x1, x2, y1, y2 } };
+}
+
+async function deliver(roomId: string, pdus: PDU[]) {
+  for (const p of pdus) {
+    const r = await fed("PUT", `/v1/send/conv${Math.random().toString(36).slice(2)}`, { origin: REMOTE, origin_server_ts: Date.now(), pdus: [p] });
+    expect(r.status).toBe(200);
+    for (const [eid, res] of Object.entries(r.body.pdus as Record<string, { error?: string }>)) expect([eid, res.error]).toEqual([eid, undefined]);
+  }
+  void roomId;
+}
+
+/** Current state by content (event IDs differ between rooms): type|key → content sans room-specific bits. */
+async function stateByContent(roomId: string): Promise<Record<string, unknown>> {
+  const st = (await ok("GET", `/rooms/${enc(roomId)}/state`)) as unknown as { type: string; state_key: string; content: Record<string, unknown> }[];
+  const out: Record<string, unknown> = {};
+  for (const e of st) if (e.type !== "m.room.create") out[`${e.type}|${e.state_key}`] = e.content;
+  return out;
+}
+
+describe("current state converges whatever the arrival order", () => {
+  it("four interleavings of two remote branches against a local fork give one state", async () => {
+    const orders = [
+      ["x1", "x2", "y1", "y2"],
+      ["y1", "y2", "x1", "x2"],
+      ["x1", "y1", "x2", "y2"],
+      ["y1", "x1", "y2", "x2"],
+    ];
+    const ts = Date.now() + 60_000; // after the local fork in every room
+    const results: Record<string, unknown>[] = [];
+    const merged: Record<string, unknown>[] = [];
+    for (const order of orders) {
+      const b = await buildRoom(ts);
+      await deliver(b.roomId, order.map((k) => b.remote[k]));
+      results.push(await stateByContent(b.roomId));
+      // A local event now merges all forward extremities; the state it is built on is the
+      // resolution across them. After it the room has one extremity.
+      await ok("PUT", `/rooms/${enc(b.roomId)}/send/m.room.message/merge`, { msgtype: "m.text", body: "merge" });
+      merged.push(await stateByContent(b.roomId));
+    }
+    for (let i = 1; i < orders.length; i++) {
+      expect({ order: orders[i].join(","), state: results[i] }).toEqual({ order: orders[i].join(","), state: results[0] });
+      expect({ order: orders[i].join(","), state: merged[i] }).toEqual({ order: orders[i].join(","), state: merged[0] });
+    }
+    expect(merged[0]).toEqual(results[0]);
+  });
+});
