@@ -34,6 +34,8 @@
 //   presence       presence of me and of users I share a room with
 //   to_device      inbox, per device; deleted once the client syncs past it
 //   device_lists   users whose devices changed / who I no longer share an encrypted room with
+//                  (latest entry per user, for /sync)
+//   device_list_log every such entry by position (GET /keys/changes between two tokens)
 //   device_keys    per-device one-time key counts and unused fallback key types
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
@@ -50,6 +52,7 @@ import {
   PUSH_KINDS,
   defaultRules,
 } from "../src/core/push-rules";
+import { noLongerSharingRoom } from "../src/services/e2ee";
 
 // ---------------------------------------------------------------------------------------------
 // RPC types.
@@ -171,12 +174,16 @@ CREATE TABLE IF NOT EXISTS to_device (id INTEGER PRIMARY KEY AUTOINCREMENT, devi
   sender TEXT NOT NULL, type TEXT NOT NULL, content TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS to_device_dev ON to_device(device_id, upos);
 CREATE TABLE IF NOT EXISTS device_lists (user_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, left INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS device_list_log (upos INTEGER NOT NULL, user_id TEXT NOT NULL, left INTEGER NOT NULL, PRIMARY KEY (upos, user_id));
 CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT PRIMARY KEY, otk_counts TEXT NOT NULL, fallback_types TEXT NOT NULL);
 `;
 
 interface Position {
   pos: number;
 }
+
+/** Device-list work a membership notice implies (see deviceListsAfterMembership). */
+type DeviceListFollowUp = { kind: "i-joined" | "i-left"; roomId: string } | { kind: "they-left"; roomId: string; userId: string };
 
 function randomEpoch(): string {
   const b = new Uint8Array(6);
@@ -211,6 +218,11 @@ export class UserDO extends DurableObject<Env> {
     if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
     this.pos = Number(meta.get("pos") ?? "0");
     this.userId = meta.get("user_id");
+    if (!meta.has("dl_log")) {
+      // Hubs from before device_list_log: start it from the latest entry per user.
+      this.sql.exec("INSERT OR IGNORE INTO device_list_log (upos, user_id, left) SELECT upos, user_id, left FROM device_lists");
+      this.setMeta("dl_log", 1);
+    }
   }
 
   private setMeta(key: string, value: string | number): void {
@@ -259,66 +271,140 @@ export class UserDO extends DurableObject<Env> {
   /** One committed room event that concerns this user: a room they are joined to, or a member
    *  event about them (invite, join, leave, kick, ban, knock). */
   async roomEvent(userId: string, n: RoomEventNotice): Promise<void> {
+    await this.roomEvents(userId, [n]);
+  }
+
+  /** Several notices in one storage transaction (the RoomDO batches what queued up for this
+   *  hub while a previous call was in flight). Idempotent: a notice already recorded (same room
+   *  and stream) is skipped, so the RoomDO may deliver again after a failure or restart. */
+  async roomEvents(userId: string, notices: RoomEventNotice[]): Promise<void> {
     const me = this.me(userId);
+    const followUps: DeviceListFollowUp[] = [];
+    this.ctx.storage.transactionSync(() => {
+      for (const n of notices) {
+        const f = this.applyNotice(me, n);
+        if (f) followUps.push(f);
+      }
+    });
+    this.wake();
+    for (const f of followUps) await this.deviceListsAfterMembership(me, f);
+  }
+
+  /** Record one notice (inside the caller's transaction). Returns the device-list follow-up a
+   *  membership change in an encrypted room needs (D1 lookups, done after the transaction). */
+  private applyNotice(me: string, n: RoomEventNotice): DeviceListFollowUp | null {
     const ev = n.event;
+    if (this.sql.exec("SELECT 1 FROM room_events WHERE room_id = ? AND stream = ?", n.roomId, n.stream).toArray().length) return null;
+    let followUp: DeviceListFollowUp | null = null;
+    const upos = this.next();
+    this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, n.roomId, n.stream);
+    const room = this.sql.exec<{ stream: number }>("SELECT stream FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
+    if (room) this.sql.exec("UPDATE rooms SET stream = MAX(stream, ?) WHERE room_id = ?", n.stream, n.roomId);
+    // Fan-outs may arrive out of order: only a newer member event changes my membership.
+    const memberStream = this.sql.exec<{ s: number }>("SELECT member_stream AS s FROM rooms WHERE room_id = ?", n.roomId).toArray()[0]?.s ?? -1;
+    if (ev.type === "m.room.member" && ev.state_key === me && n.stream > memberStream) {
+      const membership = String(ev.content.membership ?? "leave") as Membership;
+      const before = this.sql.exec<{ membership: string }>("SELECT membership FROM rooms WHERE room_id = ?", n.roomId).toArray()[0]?.membership;
+      if (n.encrypted && membership === "join" && before !== "join") followUp = { kind: "i-joined", roomId: n.roomId };
+      if (n.encrypted && (membership === "leave" || membership === "ban") && before === "join") followUp = { kind: "i-left", roomId: n.roomId };
+      const dn = typeof ev.content.displayname === "string" ? ev.content.displayname : null;
+      const inviter = membership === "invite" ? ev.sender : null;
+      this.sql.exec(
+        `INSERT INTO rooms (room_id, membership, member_stream, stream, inviter, display_name) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(room_id) DO UPDATE SET membership = excluded.membership, member_stream = excluded.member_stream,
+           stream = MAX(rooms.stream, excluded.stream), inviter = excluded.inviter, display_name = excluded.display_name`,
+        n.roomId,
+        membership,
+        n.stream,
+        n.stream,
+        inviter,
+        dn,
+      );
+      this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, n.roomId, membership, n.stream);
+    } else if (!room && !(ev.type === "m.room.member" && ev.state_key === me)) {
+      // An event of a room we have no membership record for (e.g. the hub was created after
+      // the user joined): remember the room as joined, since RoomDOs only notify members.
+      this.sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, 'join', ?, ?)", n.roomId, n.stream, n.stream);
+      this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, 'join', ?)", upos, n.roomId, n.stream);
+    }
+    // Device lists: someone new now shares an encrypted room with me (module "End-to-End
+    // Encryption": device_lists.changed).
+    if (n.encrypted && ev.type === "m.room.member" && ev.state_key && ev.state_key !== me && ev.content.membership === "join") {
+      this.recordDeviceList(ev.state_key, upos, false);
+    }
+    // ... and someone left (or was kicked or banned from) an encrypted room of mine: if that
+    // was the last room we shared, they go to device_lists.left (checked after the transaction).
+    if (n.encrypted && ev.type === "m.room.member" && ev.state_key && ev.state_key !== me && (ev.content.membership === "leave" || ev.content.membership === "ban")) {
+      followUp = { kind: "they-left", roomId: n.roomId, userId: ev.state_key };
+    }
+    // The room just became encrypted: everyone in it now shares an encrypted room with me.
+    if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
+    // Push rules, evaluated now for this recipient (counts are kept from the outcome).
+    const roomRow = this.sql.exec<{ display_name: string | null }>("SELECT display_name FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
+    const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
+      userId: me,
+      displayName: roomRow?.display_name ?? undefined,
+      memberCount: n.memberCount,
+      senderPowerLevel: n.senderPowerLevel,
+      powerLevels: n.powerLevels,
+    });
+    this.sql.exec(
+      "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      n.roomId,
+      n.stream,
+      ev.event_id,
+      threadOf(ev.content),
+      out.notify ? 1 : 0,
+      out.highlight ? 1 : 0,
+      out.notify ? JSON.stringify(out.actions) : null,
+      ev.origin_server_ts,
+      upos,
+    );
+    // My own event implies I have read up to it (Synapse does the same), so counts start
+    // again after what I sent.
+    if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
+    return followUp;
+  }
+
+  /** Device lists after a membership change in an encrypted room (module "End-to-End
+   *  Encryption", "Tracking the device list for a user" and the /sync `device_lists` field:
+   *  `changed` = "users who ... now share an encrypted room with the client", `left` = "users
+   *  with whom we do not share any encrypted rooms anymore"). "Sharing a room" is the same
+   *  relation the device-list fan-out uses (services/e2ee.ts: I am joined, they are joined or
+   *  invited), read from the D1 membership mirror, which the RoomDO updates before notifying. A
+   *  failed lookup is logged: device lists are then conservative (no `left`), never wrong. */
+  private async deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void> {
+    let users: string[] = [];
+    try {
+      if (f.kind === "they-left") users = await noLongerSharingRoom(this.env, me, [f.userId]);
+      else if (f.kind === "i-left") {
+        // Members of the room I left with whom I no longer share any room.
+        const { results } = await this.env.DB.prepare(
+          `SELECT r.user_id AS user_id FROM room_memberships r
+           WHERE r.room_id = ?1 AND r.user_id != ?2 AND r.membership IN ('join', 'invite') AND NOT EXISTS (
+             SELECT 1 FROM room_memberships mine JOIN room_memberships theirs ON theirs.room_id = mine.room_id
+             WHERE mine.user_id = ?2 AND mine.membership = 'join' AND theirs.user_id = r.user_id AND theirs.membership IN ('join', 'invite'))`,
+        )
+          .bind(f.roomId, me)
+          .all<{ user_id: string }>();
+        users = results.map((r) => r.user_id);
+      } else {
+        const { results } = await this.env.DB.prepare("SELECT user_id FROM room_memberships WHERE room_id = ? AND user_id != ? AND membership IN ('join', 'invite')")
+          .bind(f.roomId, me)
+          .all<{ user_id: string }>();
+        users = results.map((r) => r.user_id);
+      }
+    } catch (e) {
+      console.error(`device-list lookup for ${me} failed`, e);
+      return;
+    }
+    if (users.length === 0) return;
+    const left = f.kind !== "i-joined";
     this.ctx.storage.transactionSync(() => {
       const upos = this.next();
-      this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, n.roomId, n.stream);
-      const room = this.sql.exec<{ stream: number }>("SELECT stream FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
-      if (room) this.sql.exec("UPDATE rooms SET stream = MAX(stream, ?) WHERE room_id = ?", n.stream, n.roomId);
-      // Fan-outs may arrive out of order: only a newer member event changes my membership.
-      const memberStream = this.sql.exec<{ s: number }>("SELECT member_stream AS s FROM rooms WHERE room_id = ?", n.roomId).toArray()[0]?.s ?? -1;
-      if (ev.type === "m.room.member" && ev.state_key === me && n.stream > memberStream) {
-        const membership = String(ev.content.membership ?? "leave") as Membership;
-        const dn = typeof ev.content.displayname === "string" ? ev.content.displayname : null;
-        const inviter = membership === "invite" ? ev.sender : null;
-        this.sql.exec(
-          `INSERT INTO rooms (room_id, membership, member_stream, stream, inviter, display_name) VALUES (?, ?, ?, ?, ?, ?)
-           ON CONFLICT(room_id) DO UPDATE SET membership = excluded.membership, member_stream = excluded.member_stream,
-             stream = MAX(rooms.stream, excluded.stream), inviter = excluded.inviter, display_name = excluded.display_name`,
-          n.roomId,
-          membership,
-          n.stream,
-          n.stream,
-          inviter,
-          dn,
-        );
-        this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, n.roomId, membership, n.stream);
-      } else if (!room && !(ev.type === "m.room.member" && ev.state_key === me)) {
-        // An event of a room we have no membership record for (e.g. the hub was created after
-        // the user joined): remember the room as joined, since RoomDOs only notify members.
-        this.sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, 'join', ?, ?)", n.roomId, n.stream, n.stream);
-        this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, 'join', ?)", upos, n.roomId, n.stream);
+      for (const u of users) {
+        this.recordDeviceList(u, upos, left);
       }
-      // Device lists: someone new now shares an encrypted room with me (module "End-to-End
-      // Encryption": device_lists.changed).
-      if (n.encrypted && ev.type === "m.room.member" && ev.state_key && ev.state_key !== me && ev.content.membership === "join") {
-        this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, 0) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = 0", ev.state_key, upos);
-      }
-      // Push rules, evaluated now for this recipient (counts are kept from the outcome).
-      const roomRow = this.sql.exec<{ display_name: string | null }>("SELECT display_name FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
-      const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
-        userId: me,
-        displayName: roomRow?.display_name ?? undefined,
-        memberCount: n.memberCount,
-        senderPowerLevel: n.senderPowerLevel,
-        powerLevels: n.powerLevels,
-      });
-      this.sql.exec(
-        "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        n.roomId,
-        n.stream,
-        ev.event_id,
-        threadOf(ev.content),
-        out.notify ? 1 : 0,
-        out.highlight ? 1 : 0,
-        out.notify ? JSON.stringify(out.actions) : null,
-        ev.origin_server_ts,
-        upos,
-      );
-      // My own event implies I have read up to it (Synapse does the same), so counts start
-      // again after what I sent.
-      if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
     });
     this.wake();
   }
@@ -624,16 +710,48 @@ export class UserDO extends DurableObject<Env> {
 
   async deviceListChanged(userId: string, changedUserId: string): Promise<void> {
     this.me(userId);
-    const upos = this.next();
-    this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, 0) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = 0", changedUserId, upos);
+    this.ctx.storage.transactionSync(() => this.recordDeviceList(changedUserId, this.next(), false));
     this.wake();
   }
 
   async deviceListLeft(userId: string, leftUserId: string): Promise<void> {
     this.me(userId);
-    const upos = this.next();
-    this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, 1) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = 1", leftUserId, upos);
+    this.ctx.storage.transactionSync(() => this.recordDeviceList(leftUserId, this.next(), true));
     this.wake();
+  }
+
+  /** A device-list entry at `upos`: `device_lists` keeps the latest per user (what /sync
+   *  reports), `device_list_log` every one (what GET /keys/changes reports between two tokens). */
+  private recordDeviceList(user: string, upos: number, left: boolean): void {
+    const l = left ? 1 : 0;
+    this.sql.exec("INSERT INTO device_lists (user_id, upos, left) VALUES (?, ?, ?) ON CONFLICT(user_id) DO UPDATE SET upos = excluded.upos, left = excluded.left", user, upos, l);
+    this.sql.exec("INSERT OR REPLACE INTO device_list_log (upos, user_id, left) VALUES (?, ?, ?)", upos, user, l);
+  }
+
+  /** GET /keys/changes between two of this user's sync tokens (module "End-to-End
+   *  Encryption", "Tracking the device list for a user": the users whose device lists changed,
+   *  or who came to share an encrypted room, after `from` and up to `to` — exactly what the
+   *  `device_lists` of the /sync responses in between carried; `left` likewise). A user's last
+   *  entry in the range decides between changed and left. */
+  async deviceListChanges(userId: string, from: string, to: string): Promise<HubResult<{ changed: string[]; left: string[] }>> {
+    this.me(userId);
+    const f = this.parseToken(from);
+    if ("error" in f) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: `from: ${f.error}` };
+    const t = this.parseToken(to);
+    if ("error" in t) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: `to: ${t.error}` };
+    if (f.pos < this.logFloor()) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "from: this sync token is too old; do an initial sync (without since) and query the keys of all tracked users" };
+    const last = new Map<string, boolean>();
+    for (const r of this.sql.exec<{ user_id: string; left: number }>("SELECT user_id, left FROM device_list_log WHERE upos > ? AND upos <= ? ORDER BY upos", f.pos, t.pos)) {
+      last.set(r.user_id, r.left === 1);
+    }
+    const changed = [...last].filter(([, l]) => !l).map(([u]) => u).sort();
+    const left = [...last].filter(([, l]) => l).map(([u]) => u).sort();
+    return { ok: true, value: { changed, left } };
+  }
+
+  /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */
+  private logFloor(): number {
+    return Number(this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'log_floor'").toArray()[0]?.value ?? "0");
   }
 
   async setDeviceKeyCounts(userId: string, deviceId: string, counts: Record<string, number>, fallbackTypes: string[]): Promise<void> {

@@ -12,6 +12,7 @@ import type { JsonObject } from "../core/types";
 export type UserStub = Pick<
   UserDO,
   | "roomEvent"
+  | "roomEvents"
   | "typing"
   | "receipt"
   | "setAccountData"
@@ -29,6 +30,7 @@ export type UserStub = Pick<
   | "pushToDevice"
   | "deviceListChanged"
   | "deviceListLeft"
+  | "deviceListChanges"
   | "setDeviceKeyCounts"
   | "deleteDevice"
   | "getRooms"

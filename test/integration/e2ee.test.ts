@@ -344,7 +344,49 @@ describe("GET /keys/changes and device deletion", () => {
     expect((await call("GET", `${V3}/keys/changes?from=abc&to=1`, { token: a.accessToken })).body.errcode).toBe("M_INVALID_PARAM");
     // Sync-style tokens carrying a "dl<N>" segment are understood.
     expect((await call("GET", `${V3}/keys/changes?from=s1_dl0_t2&to=s5_dl999999_t2`, { token: a.accessToken })).status).toBe(200);
-    // Plain sync tokens are accepted (conservatively: every change).
-    expect((await call("GET", `${V3}/keys/changes?from=s1_abc&to=s9_abc`, { token: a.accessToken })).body.changed).toEqual([]);
+    // Sync tokens are the caller's own hub's: a token it did not issue is refused (as by /sync),
+    // not answered with a guess; mixing a sync token with a device-list position too.
+    const foreign = await call("GET", `${V3}/keys/changes?from=s1_abc&to=s9_abc`, { token: a.accessToken });
+    expect(foreign.status).toBe(400);
+    expect(foreign.body.errcode).toBe("M_INVALID_PARAM");
+    const t = (await call("GET", `${V3}/sync`, { token: a.accessToken })).body.next_batch;
+    expect((await call("GET", `${V3}/keys/changes?from=${t}&to=5`, { token: a.accessToken })).body.errcode).toBe("M_INVALID_PARAM");
+    const b = await registerUser();
+    const tb = (await call("GET", `${V3}/sync`, { token: b.accessToken })).body.next_batch;
+    expect((await call("GET", `${V3}/keys/changes?from=${tb}&to=${tb}`, { token: a.accessToken })).body.errcode).toBe("M_INVALID_PARAM");
+  });
+
+  it("between two /sync tokens: exactly the users whose device lists changed in between, and those left", async () => {
+    const [a, b, c, d] = await Promise.all([registerUser(), registerUser(), registerUser(), registerUser()]);
+    const encrypted = { preset: "public_chat", initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] };
+    const room = await call("POST", `${V3}/createRoom`, { token: a.accessToken, body: encrypted });
+    for (const u of [b, c, d]) expect((await call("POST", `${V3}/join/${encodeURIComponent(room.body.room_id)}`, { token: u.accessToken, body: {} })).status).toBe(200);
+    const syncA = async () => (await call("GET", `${V3}/sync`, { token: a.accessToken })).body.next_batch as string;
+    const changes = async (from: string, to: string) => {
+      const r = await call("GET", `${V3}/keys/changes?from=${from}&to=${to}`, { token: a.accessToken });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      return r.body as { changed: string[]; left: string[] };
+    };
+    // c changes keys before t1 (not in range), b between t1 and t2, d after t2 (not in range).
+    await uploadDeviceKeys(c);
+    const t1 = await syncA();
+    await uploadDeviceKeys(b);
+    await uploadDeviceKeys(await login(b));
+    const t2 = await syncA();
+    await uploadDeviceKeys(d);
+    const t3 = await syncA();
+    expect(await changes(t1, t2)).toEqual({ changed: [b.userId], left: [] });
+    expect(await changes(t2, t3)).toEqual({ changed: [d.userId], left: [] });
+    expect(await changes(t1, t3)).toEqual({ changed: [b.userId, d.userId].sort(), left: [] });
+    expect(await changes(t3, t3)).toEqual({ changed: [], left: [] });
+    // d leaves: no longer shares a room with a → left; changed again if d rejoins.
+    expect((await call("POST", `${V3}/rooms/${encodeURIComponent(room.body.room_id)}/leave`, { token: d.accessToken, body: {} })).status).toBe(200);
+    const t4 = await syncA();
+    expect(await changes(t3, t4)).toEqual({ changed: [], left: [d.userId] });
+    // The last entry in the range decides: d left then came back → changed, not left.
+    expect((await call("POST", `${V3}/join/${encodeURIComponent(room.body.room_id)}`, { token: d.accessToken, body: {} })).status).toBe(200);
+    const t5 = await syncA();
+    expect(await changes(t3, t5)).toEqual({ changed: [d.userId], left: [] });
+    expect(await changes(t4, t5)).toEqual({ changed: [d.userId], left: [] });
   });
 });

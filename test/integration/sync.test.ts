@@ -406,6 +406,90 @@ describe("ephemeral and per-user data", () => {
   });
 });
 
+describe("device_lists on membership changes in encrypted rooms", () => {
+  const encrypted = { preset: "public_chat", initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] };
+  const dl = async (u: TestUser, since: string) => {
+    const r = await sync(u, { since, timeout: 0 });
+    expect(r.status).toBe(200);
+    return { changed: [...r.body.device_lists.changed].sort(), left: [...r.body.device_lists.left].sort(), next: r.body.next_batch as string };
+  };
+  const sorted = (...xs: string[]) => [...xs].sort();
+
+  it("left when the last shared room is left (leave, kick, ban); changed when sharing starts again", async () => {
+    const [alice, bob, carol] = await Promise.all([registerUser(), registerUser(), registerUser()]);
+    const room1 = await createRoom(alice, encrypted);
+    const room2 = await createRoom(alice, encrypted);
+    let ta = (await sync(alice)).body.next_batch;
+    let tb = (await sync(bob)).body.next_batch;
+    let tc = (await sync(carol)).body.next_batch;
+
+    // bob and carol join room1, carol also room2: everyone now shares an encrypted room.
+    await join(bob, room1);
+    await join(carol, room1);
+    await join(carol, room2);
+    let a = await dl(alice, ta);
+    expect(a.changed).toEqual(sorted(bob.userId, carol.userId));
+    expect(a.left).toEqual([]);
+    let b = await dl(bob, tb);
+    // bob, on joining, learns of everyone already there (and of carol, who came later).
+    expect(b.changed).toEqual(sorted(alice.userId, carol.userId));
+    let c = await dl(carol, tc);
+    expect(c.changed).toEqual(sorted(alice.userId, bob.userId));
+    [ta, tb, tc] = [a.next, b.next, c.next];
+
+    // Kick bob from room1, his only room: he and the others stop sharing.
+    const kick = await call("POST", `${V3}/rooms/${enc(room1)}/kick`, { token: alice.accessToken, body: { user_id: bob.userId } });
+    expect(kick.status).toBe(200);
+    a = await dl(alice, ta);
+    expect(a.left).toEqual([bob.userId]);
+    expect(a.changed).toEqual([]);
+    b = await dl(bob, tb);
+    expect(b.left).toEqual(sorted(alice.userId, carol.userId));
+    c = await dl(carol, tc);
+    expect(c.left).toEqual([bob.userId]);
+    [ta, tb, tc] = [a.next, b.next, c.next];
+
+    // carol leaves room1 but still shares room2 with alice: nobody is "left".
+    expect((await call("POST", `${V3}/rooms/${enc(room1)}/leave`, { token: carol.accessToken, body: {} })).status).toBe(200);
+    a = await dl(alice, ta);
+    expect(a.left).toEqual([]);
+    c = await dl(carol, tc);
+    expect(c.left).toEqual([]);
+    [ta, tc] = [a.next, c.next];
+
+    // bob comes back: shared again, so changed (he may have new devices meanwhile).
+    await join(bob, room1);
+    a = await dl(alice, ta);
+    expect(a.changed).toEqual([bob.userId]);
+    expect(a.left).toEqual([]);
+    b = await dl(bob, tb);
+    expect(b.changed).toEqual([alice.userId]);
+    expect(b.left).toEqual([]);
+    [ta, tb] = [a.next, b.next];
+
+    // A ban is a leave too.
+    expect((await call("POST", `${V3}/rooms/${enc(room1)}/ban`, { token: alice.accessToken, body: { user_id: bob.userId } })).status).toBe(200);
+    expect((await dl(alice, ta)).left).toEqual([bob.userId]);
+    expect((await dl(bob, tb)).left).toEqual([alice.userId]);
+  });
+
+  it("a room that becomes encrypted marks its members changed; unencrypted rooms do not touch device lists", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice);
+    let tb = (await sync(bob)).body.next_batch;
+    await join(bob, roomId);
+    let b = await dl(bob, tb);
+    expect(b.changed).toEqual([]);
+    tb = b.next;
+    const ta = (await sync(alice)).body.next_batch;
+    const e = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.encryption/`, { token: alice.accessToken, body: { algorithm: "m.megolm.v1.aes-sha2" } });
+    expect(e.status).toBe(200);
+    expect((await dl(alice, ta)).changed).toEqual([bob.userId]);
+    b = await dl(bob, tb);
+    expect(b.changed).toEqual([alice.userId]);
+  });
+});
+
 describe("push rules API", () => {
   it("lists defaults, creates, orders, toggles and deletes rules; counts follow the rules", async () => {
     const { alice, bob, roomId } = await pair();

@@ -21,6 +21,7 @@ import {
   type DeviceKeysInput,
   type Json,
 } from "../../services/e2ee";
+import { userStub } from "../../services/notifier";
 import { claimLocalKeys, claimRemoteKeys, federationTimeout, queryRemoteKeys } from "../../services/federation/device-lists";
 
 export const keys = new Hono<AppEnv>();
@@ -147,27 +148,30 @@ keys.post("/keys/claim", async (c) => {
   return c.json({ one_time_keys: { ...claimed, ...r.one_time_keys }, failures: r.failures });
 });
 
-/** A /sync `next_batch` issued by the UserDO ("s<pos>_<epoch>"), which carries no device-list
- *  position. */
+/** A /sync `next_batch` issued by the UserDO ("s<pos>_<epoch>"). */
 const SYNC_TOKEN = /^s[0-9]{1,15}_[0-9a-z]+$/;
 
-// GET /keys/changes?from=&to= — users whose device lists changed between two sync tokens and
-// who share a room with the caller. Tokens carrying a device-list position ("dl<N>" segment or
-// a bare number) are exact. A plain UserDO sync token has no such position, so the answer is
-// every user sharing a room whose device list ever changed: over-reporting only makes the client
-// re-query keys, whereas missing a change would break encryption. `left` (users who no longer
-// share a room) comes from membership changes, which /sync reports; here it is always empty.
+// GET /keys/changes?from=&to= (module "End-to-End Encryption", "Tracking the device list for a
+// user": a client back from being offline asks which users' device lists changed since its last
+// stored next_batch). Between two /sync tokens the caller's sync hub answers exactly: the users
+// the `device_lists` of the /sync responses in between named as changed, and those it named as
+// left (UserDO.deviceListChanges). A token from another user or a reset hub is an error, as in
+// /sync. Legacy device-list positions (a bare number or a "dl<N>" segment) are answered from
+// the D1 device-list stream (changes of users sharing a room now; no `left`).
 keys.get("/keys/changes", async (c) => {
   const from = c.req.query("from");
   const to = c.req.query("to");
   if (!from) throw new MatrixError(400, "M_MISSING_PARAM", "from is required");
   if (!to) throw new MatrixError(400, "M_MISSING_PARAM", "to is required");
-  const position = (t: string) => deviceListPositionFromToken(t) ?? (SYNC_TOKEN.test(t) ? "sync" : null);
-  const pf = position(from);
-  const pt = position(to);
-  if (pf === null || pt === null) throw invalidParam("Invalid from/to token");
-  const f = typeof pf === "number" ? pf : 0;
-  const t = typeof pt === "number" ? pt : Number.MAX_SAFE_INTEGER;
-  const changed = await changedDeviceLists(c.env, c.var.auth.userId, f, t);
+  const userId = c.var.auth.userId;
+  if (SYNC_TOKEN.test(from) && SYNC_TOKEN.test(to)) {
+    const r = await userStub(c.env, userId, c.var.config).deviceListChanges(userId, from, to);
+    if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    return c.json(r.value);
+  }
+  const f = SYNC_TOKEN.test(from) ? null : deviceListPositionFromToken(from);
+  const t = SYNC_TOKEN.test(to) ? null : deviceListPositionFromToken(to);
+  if (f === null || t === null) throw invalidParam("from and to must both be /sync next_batch tokens (or both device-list positions)");
+  const changed = await changedDeviceLists(c.env, userId, f, t);
   return c.json({ changed, left: [] });
 });
