@@ -1,18 +1,83 @@
-// Federated join of a large room: server A hosts a room with N joined members (and S extra
-// state events); a user on server B joins it (make_join → send_join → B validates the whole
-// state and auth chain: signatures, hashes, auth rules → seeds its RoomDO), then sees the room.
+// Federated join of a large room: server A hosts a room with N joined members and S extra state
+// events; a user on server B joins it (make_join → send_join → B validates the whole state and
+// auth chain: signatures, hashes, auth rules → seeds its RoomDO), then sees the room in /sync.
 //
-//   node bench/federation-join.mjs [members=1000] [extraState=0]
-// Starts two loopback servers (FEDERATION_HTTP_LOOPBACK) itself. Members are registered through
-// the real UIA flow and joined with 8 in flight, which is what dominates set-up time.
+//   node --import tsx bench/federation-join.mjs [members=1000] [extraState=0] [--local]
+//
+// Starts two loopback Lattice servers (FEDERATION_HTTP_LOOPBACK) itself. How the members get in:
+//  - default: a third, fake homeserver run by this script on loopback (it serves its signing key
+//    and accepts transactions) joins its users through A's real federation endpoints, make_join
+//    and v2/send_join?omit_members=true, FJ_WIDTH (16) in flight. No debug path on the server: every member
+//    event is signed by the fake server and goes through A's admit pipeline like any remote join.
+//  - --local: members are local users of A, registered through the real UIA flow (PBKDF2) and
+//    joined through the client API; slow (about 2 users/s here), so only for small N.
+// `tsx` is needed to import the protocol code (src/core) for signing.
+import { createServer } from "node:http";
 import { registerBenchUser } from "./util.mjs";
 
-const N = Number(process.argv[2] ?? 1000);
-const S = Number(process.argv[3] ?? 0);
-const { startServer } = await import("../test/e2e/harness.ts");
+const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
+const LOCAL = process.argv.includes("--local");
+const N = Number(args[0] ?? 1000);
+const S = Number(args[1] ?? 0);
+/** Remote member joins in flight (the RoomDO admits them one at a time; overlapping requests
+ *  hides request and storage-commit latency). */
+const WIDTH = Number(process.env.FJ_WIDTH ?? 16);
+const { startServer, freePort } = await import("../test/e2e/harness.ts");
+const { generateSigningKey, signJson } = await import("../src/core/signing.ts");
+const { signRequest } = await import("../src/core/x-matrix.ts");
+const { hashAndSignEvent } = await import("../src/core/event-hashes.ts");
+const { getRoomVersion } = await import("../src/core/room-versions.ts");
+const enc = encodeURIComponent;
+
 const vars = { RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" };
 const [a, b] = await Promise.all([startServer(vars), startServer(vars)]);
+// Interrupted: stop the servers (their own process groups) rather than leave them running.
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    void Promise.all([a.stop(), b.stop()]).finally(() => process.exit(130));
+  });
+}
 
+// -- the fake member server --------------------------------------------------------------------
+const fport = await freePort();
+const fname = `127.0.0.1:${fport}`;
+const fkey = await generateSigningKey("ed25519:bench");
+const keyResponse = () =>
+  signJson({ server_name: fname, verify_keys: { [fkey.keyId]: { key: fkey.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 24 * 3600_000 }, fname, fkey);
+const fake = createServer(async (req, res) => {
+  for await (const _ of req); // drain the body
+  const send = (status, body) => {
+    res.writeHead(status, { "content-type": "application/json" });
+    res.end(JSON.stringify(body));
+  };
+  if (req.method === "GET" && req.url === "/_matrix/key/v2/server") return send(200, await keyResponse());
+  if (req.method === "PUT" && req.url.startsWith("/_matrix/federation/v1/send/")) return send(200, { pdus: {} });
+  if (req.method === "GET" && req.url === "/_matrix/federation/v1/version") return send(200, { server: { name: "bench-fake" } });
+  send(404, { errcode: "M_NOT_FOUND", error: "fake server" });
+});
+await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
+
+async function fedRequest(method, path, body) {
+  const authorization = await signRequest(fkey, { method, uri: path, origin: fname, destination: a.serverName, content: body });
+  const res = await fetch(`${a.baseUrl}${path}`, {
+    method,
+    headers: { authorization, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text.slice(0, 300)}`);
+  return JSON.parse(text);
+}
+
+/** One member of the fake server joins through A's federation API. */
+async function remoteMemberJoins(roomId, i) {
+  const userId = `@m${i}:${fname}`;
+  const t = await fedRequest("GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}?ver=12`);
+  const { pdu, eventId } = await hashAndSignEvent({ ...t.event, origin_server_ts: Date.now() }, getRoomVersion(t.room_version), fname, fkey);
+  await fedRequest("PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}?omit_members=true`, pdu);
+}
+
+// -- client API ---------------------------------------------------------------------------------
 /** wrangler dev reloads the worker when files in the tree change ("Your worker restarted
  *  mid-request", 503): retry those. */
 async function api(base, method, path, token, body, attempt = 0) {
@@ -44,51 +109,78 @@ async function apiOnce(base, method, path, token, body) {
 
 async function pool(items, width, fn) {
   let i = 0;
-  await Promise.all(Array.from({ length: width }, async () => {
-    while (i < items.length) await fn(items[i++]);
-  }));
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (i < items.length) await fn(items[i++]);
+    }),
+  );
+}
+
+async function withRetry(fn, what) {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (attempt >= 3) throw new Error(`${what}: ${e.message}`);
+      await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+    }
+  }
 }
 
 try {
   const tag = Date.now().toString(36);
   const owner = await registerBenchUser(a.baseUrl, `fjowner${tag}`);
-  const { room_id: roomId } = await api(a.baseUrl, "POST", "/createRoom", owner.token, { preset: "public_chat", name: "big" });
+  const { room_id: roomId } = await api(a.baseUrl, "POST", "/createRoom", owner.token, { preset: "public_chat", name: "big", room_version: "12" });
   const t0 = performance.now();
-  await pool([...Array(N - 1).keys()], 2, async (i) => {
-    let u;
-    for (let attempt = 0; !u; attempt++) {
-      try {
-        u = await registerBenchUser(a.baseUrl, `fj${tag}m${i}`);
-      } catch (e) {
-        if (attempt >= 3) throw e;
-        await new Promise((r) => setTimeout(r, 500));
-      }
+  let done = 0;
+  const progress = setInterval(() => process.stderr.write(`  set-up: ${done} members/state events, ${Math.round((performance.now() - t0) / 1000)} s\n`), 15_000);
+  await pool([...Array(N - 1).keys()], LOCAL ? 2 : WIDTH, async (i) => {
+    if (LOCAL) {
+      const u = await withRetry(() => registerBenchUser(a.baseUrl, `fj${tag}m${i}`), "register");
+      await api(a.baseUrl, "POST", `/rooms/${enc(roomId)}/join`, u.token, {});
+    } else {
+      await withRetry(() => remoteMemberJoins(roomId, i), `member ${i}`);
     }
-    await api(a.baseUrl, "POST", `/rooms/${encodeURIComponent(roomId)}/join`, u.token, {});
+    done++;
   });
+  const membersMs = performance.now() - t0;
   await pool([...Array(S).keys()], 8, async (i) => {
-    await api(a.baseUrl, "PUT", `/rooms/${encodeURIComponent(roomId)}/state/bench.state/k${i}`, owner.token, { i });
+    await api(a.baseUrl, "PUT", `/rooms/${enc(roomId)}/state/bench.state/k${i}`, owner.token, { i });
+    done++;
   });
+  clearInterval(progress);
   const setup = performance.now() - t0;
   const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
   const t1 = performance.now();
-  await api(b.baseUrl, "POST", `/join/${encodeURIComponent(roomId)}?via=${encodeURIComponent(a.serverName)}`, joiner.token, {});
+  await api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
   const joined = performance.now() - t1;
-  // The joining user sees the room: it is in their sync with its name and member count.
+  // The joining user sees the room: it is in their sync (lazy-loaded members, as Element asks).
+  const lazy = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } }));
   let seen;
   for (let i = 0; i < 100 && !seen; i++) {
-    const s = await api(b.baseUrl, "GET", "/sync?timeout=0", joiner.token);
+    const s = await api(b.baseUrl, "GET", `/sync?timeout=0&filter=${lazy}`, joiner.token);
     if (s.rooms?.join?.[roomId]) seen = performance.now() - t1;
+    else await new Promise((r) => setTimeout(r, 100));
   }
-  const members = await api(b.baseUrl, "GET", `/rooms/${encodeURIComponent(roomId)}/joined_members`, joiner.token);
-  console.log(JSON.stringify({
-    members: N,
-    extraState: S,
-    setupMs: Math.round(setup),
-    joinMs: Math.round(joined),
-    joinToSyncMs: seen === undefined ? null : Math.round(seen),
-    membersSeenOnB: Object.keys(members.joined).length,
-  }));
+  // A full initial sync (no filter: every member event) for the joiner.
+  const t2 = performance.now();
+  const full = await api(b.baseUrl, "GET", "/sync?timeout=0", joiner.token);
+  const fullSyncMs = performance.now() - t2;
+  const members = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+  console.log(
+    JSON.stringify({
+      members: N,
+      extraState: S,
+      seeding: LOCAL ? "local users (client API)" : "remote users (make_join/send_join from a fake server)",
+      membersSetupMs: Math.round(membersMs),
+      setupMs: Math.round(setup),
+      joinMs: Math.round(joined),
+      joinToSyncMs: seen === undefined ? null : Math.round(seen),
+      fullInitialSyncMs: Math.round(fullSyncMs),
+      stateEventsInFullSync: full.rooms?.join?.[roomId]?.state?.events?.length ?? null,
+      membersSeenOnB: Object.keys(members.joined).length,
+    }),
+  );
 } finally {
-  await Promise.all([a.stop(), b.stop()]);
+  await Promise.all([a.stop(), b.stop(), new Promise((r) => fake.close(r))]);
 }
