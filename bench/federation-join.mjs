@@ -12,6 +12,8 @@
 //  - --local: members are local users of A, registered through the real UIA flow (PBKDF2) and
 //    joined through the client API; slow (about 2 users/s here), so only for small N.
 // `tsx` is needed to import the protocol code (src/core) for signing.
+// `wrangler dev` reloads the Worker whenever a file in the tree changes; for long runs use a
+// quiet copy: `git archive HEAD | tar -x -C /tmp/lb && ln -s $PWD/node_modules /tmp/lb/ && cd /tmp/lb`.
 import { createServer } from "node:http";
 import { registerBenchUser } from "./util.mjs";
 
@@ -121,8 +123,9 @@ async function withRetry(fn, what) {
     try {
       return await fn();
     } catch (e) {
-      if (attempt >= 3) throw new Error(`${what}: ${e.message}`);
-      await new Promise((r) => setTimeout(r, 500 * (attempt + 1)));
+      // Up to ~30 s: enough to ride out a `wrangler dev` reload (state persists across it).
+      if (attempt >= 7) throw new Error(`${what}: ${e.message}`);
+      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
     }
   }
 }
