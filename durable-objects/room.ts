@@ -53,7 +53,8 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
-import { buildNotice, notifyRoomEvent, recipientsOf } from "../src/services/notifier";
+import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
+import type { RoomEventNotice } from "./user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
@@ -273,6 +274,11 @@ export class RoomDO extends DurableObject<Env> {
     if (meta.has("room_version")) this.rv = getRoomVersion(meta.get("room_version")!);
     this.stream = Number(meta.get("stream") ?? "0");
     this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+    this.hubs = new HubFanOut(env);
+    // Rooms from before the watermark existed count as delivered.
+    this.hubDone = meta.has("hub_done") ? Number(meta.get("hub_done")) : this.stream;
+    // Notices not known to be delivered when this object last stopped: redeliver (alarm()).
+    if (this.hubDone < this.stream) void ctx.storage.setAlarm(Date.now());
   }
 
   // ===========================================================================================
@@ -480,8 +486,9 @@ export class RoomDO extends DurableObject<Env> {
 
   /** Called after each accepted event is committed. The sync work wires UserDOs here (wake the
    *  affected local users), the federation work its Sender DOs. Not awaited inside `serial`;
-   *  the write RPCs wait for it before returning (fannedOut), so when a send returns every local
-   *  recipient's sync hub knows about the event (src/services/notifier.ts). */
+   *  the write RPCs wait for it before returning (fannedOut): for the sync hubs that is the hub
+   *  of the event's own user (read-your-writes), the others are told asynchronously with
+   *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
   protected async notify(event: RoomEvent, stream: number): Promise<void> {
     const room = this.fanOutFacts();
     const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
@@ -494,7 +501,7 @@ export class RoomDO extends DurableObject<Env> {
       powerLevels: st.get(POWER_KEY)?.content,
       encrypted: room.encrypted,
     });
-    await notifyRoomEvent(this.env, notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.serverName}`)));
+    await this.notifyHubs(notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.serverName}`)));
     // Federation: events that originate here (and joins/leaves/knocks we accepted as the
     // resident server) go to every server with a joined member, and to the target of a
     // membership change (invitee, kicked, banned) — Server-Server API "PDUs".
@@ -507,6 +514,93 @@ export class RoomDO extends DurableObject<Env> {
     if (destinations.size === 0) return;
     const config = { ...parseConfig(this.env), serverName: this.serverName! };
     await enqueuePdu(this.env, config, destinations, event.pdu as unknown as Record<string, unknown>).catch((e) => console.error("enqueuePdu failed", e));
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sync-hub delivery (src/services/notifier.ts HubFanOut). Every accepted timeline event must
+  // reach the hubs of its local recipients, even if this object stops mid-way: `hub_done` (meta)
+  // is a watermark — every event with stream <= it has reached all its hubs. Events above it
+  // are redelivered by alarm() after a restart (hubs skip notices they already hold).
+
+  private hubs: HubFanOut;
+  private hubDone: number;
+  /** Streams handed to the fan-out and not yet delivered everywhere; highest handed. */
+  private hubPending = new Set<number>();
+  private hubMax = 0;
+  private alarmArmed = false;
+
+  private async notifyHubs(notice: RoomEventNotice, recipients: string[]): Promise<void> {
+    this.hubPending.add(notice.stream);
+    this.hubMax = Math.max(this.hubMax, notice.stream);
+    if (!this.alarmArmed) {
+      // Backstop if this object stops before delivery completes.
+      this.alarmArmed = true;
+      void this.ctx.storage.setAlarm(Date.now() + HUB_REDELIVER_MS);
+    }
+    await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
+  }
+
+  private hubSettled(stream: number): void {
+    this.hubPending.delete(stream);
+    let done = this.hubMax;
+    for (const p of this.hubPending) done = Math.min(done, p - 1);
+    if (done > this.hubDone) {
+      this.hubDone = done;
+      this.setMeta("hub_done", done);
+    }
+  }
+
+  /** Redeliver what the watermark says may be missing (after a restart), or check again later
+   *  while deliveries are still being retried in memory. */
+  async alarm(): Promise<void> {
+    this.alarmArmed = false;
+    if (this.hubDone >= this.stream || !this.rv) return;
+    if (this.hubPending.size > 0) {
+      this.alarmArmed = true;
+      await this.ctx.storage.setAlarm(Date.now() + HUB_REDELIVER_MS);
+      return;
+    }
+    const rows = this.sql
+      .exec<EventRow>("SELECT * FROM events WHERE stream > ? AND stream <= ? AND status = 'accepted' AND state_after IS NOT NULL ORDER BY stream LIMIT 1000", this.hubDone, this.stream)
+      .toArray();
+    if (rows.length === 0) {
+      this.hubDone = this.stream;
+      this.setMeta("hub_done", this.hubDone);
+      return;
+    }
+    const deliveries: Promise<void>[] = [];
+    for (const row of rows) {
+      const se = this.events.get(row.event_id) ?? this.fromRow(row);
+      const { notice, recipients } = this.noticeAt(se);
+      deliveries.push(this.notifyHubs(notice, recipients));
+    }
+    await Promise.all(deliveries);
+  }
+
+  /** The notice for an event from the state after it (for redelivery; notify() uses the
+   *  current state, which is the same for the newest event). */
+  private noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
+    const st = this.groupState(se.stateAfter);
+    const joinedLocal: string[] = [];
+    let memberCount = 0;
+    for (const [k, id] of st) {
+      if (!k.startsWith("m.room.member\u0000") || this.loadEvent(id)?.ev.content.membership !== "join") continue;
+      memberCount++;
+      const u = splitStateKey(k)[1];
+      if (u.endsWith(`:${this.serverName}`)) joinedLocal.push(u);
+    }
+    const auth = this.stateMapOf(st, [POWER_KEY, CREATE_KEY]);
+    const event = se.ev;
+    const notice = buildNotice({
+      roomId: this.roomId!,
+      stream: se.stream!,
+      event: { event_id: event.event_id, room_id: this.roomId!, type: event.type, sender: event.sender, content: event.content, origin_server_ts: event.origin_server_ts, ...(event.state_key !== undefined ? { state_key: event.state_key } : {}) },
+      memberCount,
+      senderPowerLevel: powerLevelOf(event.sender, auth, this.rv!),
+      powerLevels: auth.get(POWER_KEY)?.content,
+      encrypted: st.has(ENCRYPTION_KEY),
+    });
+    return { notice, recipients: recipientsOf(event, joinedLocal, (u) => u.endsWith(`:${this.serverName}`)) };
   }
 
   /** Event IDs accepted through send_join/send_leave/send_knock, to be forwarded by notify. */
@@ -1848,7 +1942,7 @@ export class RoomDO extends DurableObject<Env> {
           powerLevels: undefined,
           encrypted: false,
         });
-        if (ev.state_key!.endsWith(`:${args.serverName}`)) await notifyRoomEvent(this.env, notice, [ev.state_key!]);
+        if (ev.state_key!.endsWith(`:${args.serverName}`)) await this.hubs.notify(notice, [ev.state_key!]);
         return { ok: true as const, value: { eventId: ev.event_id, fan: undefined as string | undefined } };
       } catch (e) {
         return asRoomError(e);
@@ -2046,6 +2140,8 @@ function isOutlier(se: StoredEvent): boolean {
   return se.stream === null && se.stateAfter === null && se.status === "accepted";
 }
 const HV_KEY = stateKey("m.room.history_visibility", "");
+/** How long the hub fan-out may stay incomplete before alarm() checks on it. */
+const HUB_REDELIVER_MS = 30_000;
 const ENCRYPTION_KEY = stateKey("m.room.encryption", "");
 interface FanOutFacts {
   group: number | null;

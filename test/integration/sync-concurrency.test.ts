@@ -1,6 +1,7 @@
 // Many senders while several clients long-poll: every client sees every event exactly once, in
 // stream order (the order /messages returns).
 import { describe, expect, it } from "vitest";
+import { env, runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { call, registerUser, type Json, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
@@ -47,5 +48,87 @@ describe("sync under concurrent sends", () => {
     const order = (page.body.chunk as Json[]).filter((e) => e.type === "m.room.message").map((e) => e.event_id);
     expect(order).toHaveLength(60);
     for (const s of seen) expect(s).toEqual(order);
+  });
+});
+
+// Fan-out semantics (src/services/notifier.ts HubFanOut): a send waits for the sender's own hub
+// only; other members' hubs are told asynchronously, in order, batched, with retries; the RoomDO
+// keeps a watermark (meta hub_done) of what reached every hub and redelivers above it after a
+// restart (alarm). Hubs skip notices they already hold.
+describe("sync fan-out delivery", () => {
+  const hub = (u: TestUser) => env.USERS.get(env.USERS.idFromName(u.userId));
+  const room = (roomId: string) => env.ROOMS.get(env.ROOMS.idFromName(roomId));
+
+  it("the sender reads their own write at once; another member's long-poll wakes with it", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = (await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } })).body.room_id as string;
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const ta = (await call("GET", `${V3}/sync`, { token: alice.accessToken })).body.next_batch;
+    const tb = (await call("GET", `${V3}/sync`, { token: bob.accessToken })).body.next_batch;
+    const poll = call("GET", `${V3}/sync?timeout=10000&since=${enc(tb)}`, { token: bob.accessToken });
+    const sent = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/fo1`, { token: alice.accessToken, body: { msgtype: "m.text", body: "x" } });
+    // timeout=0: the sender's hub had the event before the send returned.
+    const mine = await call("GET", `${V3}/sync?timeout=0&since=${enc(ta)}`, { token: alice.accessToken });
+    expect(mine.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toEqual([sent.body.event_id]);
+    const theirs = await poll;
+    expect(theirs.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toEqual([sent.body.event_id]);
+  });
+
+  it("a notice lost on the way (hub never got it, room restarted) is redelivered from the watermark, exactly once", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = (await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } })).body.room_id as string;
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const tb = (await call("GET", `${V3}/sync`, { token: bob.accessToken })).body.next_batch;
+    const sent = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/lost1`, { token: alice.accessToken, body: { msgtype: "m.text", body: "lost" } });
+    const poll = await call("GET", `${V3}/sync?timeout=5000&since=${enc(tb)}`, { token: bob.accessToken });
+    expect(poll.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toEqual([sent.body.event_id]);
+    const stream = (await room(roomId).getPdu(sent.body.event_id))!.stream!;
+
+    // Simulate the failure: bob's hub never recorded the notice, and the RoomDO stopped before
+    // it was delivered (its persisted watermark is below the event, nothing pending in memory).
+    await runInDurableObject(hub(bob), async (_i, state) => {
+      state.storage.sql.exec("DELETE FROM room_events WHERE room_id = ? AND stream = ?", roomId, stream);
+      state.storage.sql.exec("DELETE FROM room_log WHERE room_id = ? AND stream = ?", roomId, stream);
+      state.storage.sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ?", stream - 1, roomId);
+    });
+    const t0 = (await call("GET", `${V3}/sync`, { token: bob.accessToken })).body.next_batch;
+    const none = await call("GET", `${V3}/sync?timeout=0&since=${enc(tb)}`, { token: bob.accessToken });
+    expect(none.body.rooms.join[roomId]).toBeUndefined();
+    await runInDurableObject(room(roomId), async (inst, state) => {
+      state.storage.sql.exec("UPDATE meta SET value = ? WHERE key = 'hub_done'", String(stream - 1));
+      (inst as unknown as { hubDone: number; hubPending: Set<number> }).hubDone = stream - 1;
+      (inst as unknown as { hubPending: Set<number> }).hubPending.clear();
+    });
+    expect(await runDurableObjectAlarm(room(roomId))).toBe(true);
+    // Bob now gets it (once), alice's hub (which had it) does not show it twice.
+    const after = await call("GET", `${V3}/sync?timeout=5000&since=${enc(t0)}`, { token: bob.accessToken });
+    expect(after.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toEqual([sent.body.event_id]);
+    const again = await call("GET", `${V3}/sync?timeout=0&since=${enc(after.body.next_batch)}`, { token: bob.accessToken });
+    expect(again.body.rooms.join[roomId]).toBeUndefined();
+    const ta = await call("GET", `${V3}/sync`, { token: alice.accessToken });
+    const ids = ta.body.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id);
+    expect(ids.filter((id: string) => id === sent.body.event_id)).toHaveLength(1);
+    const rows = await runInDurableObject(room(roomId), async (_i, state) => state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'hub_done'").one().value);
+    expect(Number(rows)).toBeGreaterThanOrEqual(stream);
+  });
+
+  it("hubs ignore a notice they already hold (redelivery is safe)", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = (await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } })).body.room_id as string;
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const sent = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/dup1`, { token: alice.accessToken, body: { msgtype: "m.text", body: "dup" } });
+    const first = await call("GET", `${V3}/sync?timeout=5000`, { token: bob.accessToken });
+    const stream = (await room(roomId).getPdu(sent.body.event_id))!.stream!;
+    const ev = first.body.rooms.join[roomId].timeline.events.find((e: Json) => e.event_id === sent.body.event_id);
+    const notice = {
+      roomId,
+      stream,
+      event: { event_id: ev.event_id, room_id: roomId, type: ev.type, sender: ev.sender, content: ev.content, origin_server_ts: ev.origin_server_ts },
+      memberCount: 2,
+      senderPowerLevel: 100,
+    };
+    await hub(bob).roomEvents(bob.userId, [notice, notice]);
+    const r = await call("GET", `${V3}/sync?timeout=0&since=${enc(first.body.next_batch)}`, { token: bob.accessToken });
+    expect(r.body.rooms.join[roomId]).toBeUndefined();
   });
 });
