@@ -50,6 +50,11 @@ interface SyncOptions {
   filter?: Filter;
   fullState: boolean;
   useStateAfter: boolean;
+  /** Asked with the unstable parameter: answer under the unstable key as well as the stable
+   *  one (MSC4222: `org.matrix.msc4222.state_after`). matrix-js-sdk asks this way and reads only
+   *  the unstable key; without it a client that joins a room whose earlier state is not in the
+   *  timeline (any federated join, any limited timeline) never learns m.room.encryption. */
+  unstableStateAfter: boolean;
   threadCounts: boolean;
 }
 
@@ -65,6 +70,7 @@ sync.get("/sync", requireAuth, async (c) => {
     filter,
     fullState: q.full_state,
     useStateAfter: q.use_state_after || q["org.matrix.msc4222.use_state_after"],
+    unstableStateAfter: !q.use_state_after && q["org.matrix.msc4222.use_state_after"],
     threadCounts: !!filter?.room?.timeline?.unread_thread_notifications,
   };
   const hub = userStub(c.env, userId, c.var.config);
@@ -149,6 +155,7 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
     const tl = room.timeline as { events: JsonObject[] };
     tl.events = eventFields(tl.events);
     for (const k of ["state", "state_after"]) if (room[k]) (room[k] as { events: JsonObject[] }).events = eventFields((room[k] as { events: JsonObject[] }).events);
+    if (o.unstableStateAfter && room.state_after) room["org.matrix.msc4222.state_after"] = room.state_after;
   }
   return {
     next_batch: d.nextBatch,
