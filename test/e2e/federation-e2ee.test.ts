@@ -2,8 +2,10 @@
 // alice on A and bob on B share a room. Alice's typing and read receipt reach bob's /sync; bob's
 // /keys/query for alice returns her device keys (GET over POST /user/keys/query); bob claims one
 // of her one-time keys (POST /user/keys/claim); a to-device message from bob reaches alice's
-// device exactly once (m.direct_to_device). Every wait is bounded.
+// device exactly once (m.direct_to_device). Then matrix-js-sdk with Rust crypto (the stack
+// Element uses) exchanges encrypted messages across the two servers. Every wait is bounded.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import * as sdk from "matrix-js-sdk";
 import { startServer, freePort, type RunningServer } from "./harness";
 import { generateSigningKey, signJson } from "../../src/core/signing";
 
@@ -103,7 +105,10 @@ beforeAll(async () => {
   await ok(alice, "POST", "/keys/upload", { device_keys: aliceDevice, one_time_keys: aliceOtks });
 }, 120_000);
 
+const sdkClients: sdk.MatrixClient[] = [];
+
 afterAll(async () => {
+  for (const c of sdkClients) c.stopClient();
   await Promise.all([a?.stop(), b?.stop()]);
 });
 
@@ -181,4 +186,54 @@ describe("EDUs and E2EE across two servers", () => {
     got.push(...((await aliceSync()).to_device?.events ?? []).filter((e: Json) => e.type === "m.e2e.test"));
     expect(got).toEqual([{ type: "m.e2e.test", sender: bob.userId, content: { secret: "olm-ish" } }]);
   });
+});
+
+/** Register `username` on `server`, log a device in, start Rust crypto and sync. */
+async function sdkDevice(server: RunningServer, username: string): Promise<sdk.MatrixClient> {
+  const u = await register(server, username);
+  const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: u.token, userId: u.userId, deviceId: u.deviceId });
+  await client.initRustCrypto({ useIndexedDB: false });
+  const ready = new Promise<void>((resolve) => {
+    client.on(sdk.ClientEvent.Sync, (state) => {
+      if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) resolve();
+    });
+  });
+  await client.startClient({ initialSyncLimit: 20 });
+  await ready;
+  sdkClients.push(client);
+  return client;
+}
+
+/** The decrypted body of the message with `body` in the room as `client` sees it. */
+async function decrypted(client: sdk.MatrixClient, roomId: string, body: string): Promise<string> {
+  return until(`${client.getUserId()} to decrypt "${body}"`, async () => {
+    const r = client.getRoom(roomId);
+    if (!r) return undefined;
+    for (const ev of r.getLiveTimeline().getEvents()) {
+      if (ev.getWireType() !== "m.room.encrypted") continue;
+      await client.decryptEventIfNeeded(ev);
+      if (!ev.isDecryptionFailure() && ev.getContent().body === body) return body;
+    }
+    return undefined;
+  }, 30_000);
+}
+
+describe("matrix-js-sdk + Rust crypto across two servers", () => {
+  it("carol on A and dave on B exchange encrypted messages that both decrypt", async () => {
+    const [carol, dave] = await Promise.all([sdkDevice(a, "carol"), sdkDevice(b, "dave")]);
+    const { room_id: roomId } = await carol.createRoom({
+      preset: sdk.Preset.PublicChat,
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    // Dave joins over federation while his client runs: the room's state (m.room.encryption
+    // included) reaches the SDK through MSC4222 state_after, so it encrypts.
+    await dave.joinRoom(roomId, { viaServers: [a.serverName] });
+    await until("dave's client to know the room is encrypted", async () => !!dave.getRoom(roomId)?.currentState.getStateEvents("m.room.encryption", ""));
+    await until("carol to see dave joined", async () => carol.getRoom(roomId)?.getMember(dave.getUserId()!)?.membership === "join");
+
+    await carol.sendTextMessage(roomId, "hello dave, across servers");
+    expect(await decrypted(dave, roomId, "hello dave, across servers")).toBe("hello dave, across servers");
+    await dave.sendTextMessage(roomId, "hi carol");
+    expect(await decrypted(carol, roomId, "hi carol")).toBe("hi carol");
+  }, 80_000);
 });
