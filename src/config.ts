@@ -31,6 +31,10 @@ export interface Config {
   /** Content repository limits and switches (docs/media.md). */
   media: MediaConfig;
   rateLimits: boolean;
+  /** Where the client's address comes from: Cloudflare's edge sets CF-Connecting-IP and
+   *  overwrites any client value; anywhere else (wrangler dev, self-hosted workerd) a client can
+   *  send that header itself, so "none" ignores it and per-address limits are skipped. */
+  clientAddressHeader: "cf-connecting-ip" | "none";
   signingKey?: string;
   jurisdiction?: DurableObjectJurisdiction;
   locationHint?: DurableObjectLocationHint;
@@ -61,6 +65,7 @@ const schema = z.object({
   MEDIA_LEGACY_FREEZE_TS: z.coerce.number().int().min(0).default(0),
   URL_PREVIEWS: z.enum(["on", "off"]).default("off"),
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+  CLIENT_ADDRESS: z.enum(["cf-connecting-ip", "none"]).default("cf-connecting-ip"),
   SIGNING_KEY: z
     .string()
     .regex(/^ed25519 [A-Za-z0-9_]+ [A-Za-z0-9+/]{43}=?$/, 'must be "ed25519 <key id> <base64 seed>"')
@@ -120,6 +125,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
         urlPreviews: v.URL_PREVIEWS === "on",
       },
       rateLimits: v.RATE_LIMITS === "on",
+      clientAddressHeader: v.CLIENT_ADDRESS,
       signingKey: v.SIGNING_KEY,
       jurisdiction: v.DATA_JURISDICTION,
       locationHint: v.DATA_LOCATION_HINT,

@@ -23,6 +23,7 @@ export interface Env {
   MEDIA_LEGACY_FREEZE_TS?: string;
   URL_PREVIEWS?: string;
   RATE_LIMITS?: string;
+  CLIENT_ADDRESS?: string;
   SIGNING_KEY?: string;
   DATA_JURISDICTION?: string;
   DATA_LOCATION_HINT?: string;

@@ -466,6 +466,34 @@ describe("registration modes", () => {
     expect(r.status).toBe(500);
     expect(r.body.error).toMatch(/Invalid Lattice configuration: REGISTRATION/);
   });
+  async function failedLogins(env: Record<string, string>, n: number, ip: (i: number) => string) {
+    const { env: base, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const app = (await import("../../src/index")).default;
+    let limited = 0;
+    for (let i = 0; i < n; i++) {
+      const ctx = createExecutionContext();
+      const res = await app.fetch(
+        new Request("http://test.local/_matrix/client/v3/login", {
+          method: "POST",
+          headers: { "content-type": "application/json", "cf-connecting-ip": ip(i) },
+          body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: uniqueName("nobody") }, password: "x" }),
+        }),
+        { ...base, ...env },
+        ctx,
+      );
+      await waitOnExecutionContext(ctx);
+      if (res.status === 429) limited++;
+    }
+    return limited;
+  }
+  it("limits failed logins per client address (different accounts, one address)", async () => {
+    expect(await failedLogins({ RATE_LIMITS: "on" }, 14, () => "198.51.100.7")).toBeGreaterThan(0);
+  });
+  it("with CLIENT_ADDRESS=none ignores a client-sent CF-Connecting-IP entirely", async () => {
+    // Where nothing overwrites the header, trusting it would let a client pick its bucket; with
+    // "none" the address is not used at all (no shared bucket for everyone), per-account limits stay.
+    expect(await failedLogins({ RATE_LIMITS: "on", CLIENT_ADDRESS: "none" }, 14, () => "198.51.100.8")).toBe(0);
+  });
   it("rate limits logins when enabled", async () => {
     const u = await registerUser();
     let limited: any;

@@ -16,15 +16,20 @@ export const LIMITS = {
   sendPerUser: { perSecond: 10, burst: 50 },
 } satisfies Record<string, Limit>;
 
-/** The client's address as the platform reports it. On Cloudflare the edge sets
- *  CF-Connecting-IP and overwrites any value a client sent; under `wrangler dev` miniflare sets
- *  it from the socket. Nothing else (X-Forwarded-For, ...) is trusted. */
-export function clientAddress(c: Context<AppEnv>): string {
-  return c.req.header("cf-connecting-ip") ?? "unknown";
+/** The client's address as the platform reports it, or undefined where no trustworthy source
+ *  exists. On Cloudflare the edge sets CF-Connecting-IP and overwrites any value a client sent.
+ *  Under `wrangler dev` or self-hosted workerd a client can send that header itself, so
+ *  CLIENT_ADDRESS=none (what `npm start` sets) ignores it. Nothing else (X-Forwarded-For, ...) is
+ *  ever trusted. */
+export function clientAddress(c: Context<AppEnv>): string | undefined {
+  if (c.var.config.clientAddressHeader === "none") return undefined;
+  return c.req.header("cf-connecting-ip") || undefined;
 }
 
-export async function rateLimit(c: Context<AppEnv>, action: string, who: string, limit: Limit): Promise<void> {
-  if (!c.var.config.rateLimits) return;
+/** Take a token from the (action, who) bucket. `who` undefined (no trustworthy client address)
+ *  skips the limit rather than lumping every client into one bucket; per-account limits remain. */
+export async function rateLimit(c: Context<AppEnv>, action: string, who: string | undefined, limit: Limit): Promise<void> {
+  if (!c.var.config.rateLimits || who === undefined) return;
   const key = `${action}:${who}`;
   const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(key));
   const wait = await stub.take(key, limit.perSecond, limit.burst);
