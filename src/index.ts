@@ -5,6 +5,7 @@ import type { AppEnv } from "./api/types";
 import { parseConfig } from "./config";
 import { onError } from "./api/middleware/errors";
 import { MatrixError } from "./api/errors";
+import { routeMatcher } from "./api/route-match";
 import { wellKnown, versions, capabilities } from "./api/client/discovery";
 import { login } from "./api/client/login";
 import { register, registrationTokenValidity } from "./api/client/register";
@@ -81,13 +82,7 @@ app.route("/_matrix/federation", federation);
 
 // Unknown endpoint → 404 M_UNRECOGNIZED; known endpoint, wrong method → 405 M_UNRECOGNIZED
 // (spec: Client-Server API "Common error codes").
-let routePatterns: { method: string; re: RegExp }[] | undefined;
-function knownPath(path: string): boolean {
-  routePatterns ??= app.routes
-    .filter((r) => r.method !== "ALL" && !r.path.includes("*"))
-    .map((r) => ({ method: r.method, re: new RegExp(`^${r.path.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\/:[^/]+/g, "/[^/]+")}$`) }));
-  return routePatterns.some((r) => r.re.test(path));
-}
+const knownPath = routeMatcher(() => app.routes);
 app.notFound((c) => {
   const path = new URL(c.req.url).pathname;
   const status = knownPath(path) ? 405 : 404;

@@ -115,8 +115,12 @@ describe("request authentication", () => {
     const stranger = await generateSigningKey();
     const unknown = await signedCall("GET", path, { key: stranger, origin: "stranger.test" });
     expect(unknown.status).toBe(401);
-    // An unknown path still demands a signature.
-    expect((await call("GET", "/_matrix/federation/v1/nonexistent")).status).toBe(401);
+    // An unknown path is 404 M_UNRECOGNIZED (spec: unknown endpoints), signed or not; a known one
+    // without a signature is 401.
+    const unknownPath = await call("GET", "/_matrix/federation/v1/nonexistent");
+    expect(unknownPath.status).toBe(404);
+    expect(unknownPath.body.errcode).toBe("M_UNRECOGNIZED");
+    expect((await call("GET", "/_matrix/federation/v1/event/$abc")).status).toBe(401);
   });
 
   it("fetches an unknown origin's key from the origin itself", async () => {

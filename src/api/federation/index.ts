@@ -3,6 +3,7 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../types";
 import { federationAuth } from "../middleware/federation-auth";
+import { routeMatcher } from "../route-match";
 import { federationVersion } from "./version";
 import { transactions } from "./transactions";
 import { queries } from "./queries";
@@ -19,7 +20,9 @@ federation.route("/", federationVersion);
 /** Authenticated federation routes. Other federation areas (joins, backfill, ...) add themselves
  *  here: `federationAuthed.route("/", myArea)`. */
 export const federationAuthed = new Hono<AppEnv>();
-federationAuthed.use("*", federationAuth);
+// Signature checks only for paths that exist: an unknown path is 404 M_UNRECOGNIZED, not 401.
+const knownFederationPath = routeMatcher(() => federationAuthed.routes, "/_matrix/federation");
+federationAuthed.use("*", (c, next) => (knownFederationPath(c.req.path) ? federationAuth(c, next) : next()));
 federationAuthed.route("/", transactions);
 federationAuthed.route("/", queries);
 federationAuthed.route("/", federationRooms);
