@@ -8,6 +8,7 @@ import type { Env } from "../env";
 import type { MediaConfig } from "../config";
 import { MatrixError, forbidden, notFound, tooLarge } from "../api/errors";
 import { randomString } from "./crypto-util";
+import { readStreamLimited } from "./read-limited";
 
 export interface MediaRecord {
   serverName: string;
@@ -142,25 +143,8 @@ export async function writeContent(
     await digestWriter.close();
     return { size, sha256: hex(await digest.digest) };
   }
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  const reader = body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > maxBytes) {
-      await reader.cancel();
-      throw tooBig();
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const ch of chunks) {
-    all.set(ch, at);
-    at += ch.byteLength;
-  }
+  const all = await readStreamLimited(body, maxBytes, tooBig);
+  const size = all.byteLength;
   await env.MEDIA.put(key, all, { httpMetadata });
   return { size, sha256: hex(await crypto.subtle.digest("SHA-256", all)) };
 }

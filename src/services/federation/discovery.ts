@@ -9,6 +9,7 @@
 // name. For SRV results we therefore connect to https://<target>:<port> and send the Host
 // header the spec asks for; the peer's certificate must then be valid for the SRV target.
 import { parseServerName } from "../../core/ids";
+import { readStreamLimited } from "../read-limited";
 
 export interface ResolvedServer {
   /** The server name that was resolved (what request signatures name as destination). */
@@ -197,26 +198,7 @@ export async function readLimited(res: Response, max: number): Promise<string> {
     throw new Error("response too large");
   }
   if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel();
-      throw new Error("response too large");
-    }
-    chunks.push(value);
-  }
-  const all = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    all.set(c, off);
-    off += c.byteLength;
-  }
-  return new TextDecoder().decode(all);
+  return new TextDecoder().decode(await readStreamLimited(res.body, max, () => new Error("response too large")));
 }
 
 /** Cache lifetime from Cache-Control (max-age / no-store), clamped to [0, 48 h]. */

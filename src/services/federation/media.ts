@@ -17,6 +17,7 @@ import { normaliseUploadContentType } from "../../core/media";
 import { checkPreviewUrl } from "../../core/url-guard";
 import { mediaKey, recordRemoteMedia, type MediaRecord } from "../media";
 import { randomString } from "../crypto-util";
+import { readStreamLimited } from "../read-limited";
 
 /** Room for the JSON part, headers and boundaries around the content. */
 const ENVELOPE_SLACK = 64 * 1024;
@@ -34,26 +35,7 @@ export async function readBytesLimited(res: Response, max: number): Promise<Uint
     throw tooLargeRemote();
   }
   if (!res.body) return new Uint8Array(0);
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > max) {
-      await reader.cancel();
-      throw tooLargeRemote();
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.byteLength;
-  }
-  return out;
+  return readStreamLimited(res.body, max, tooLargeRemote);
 }
 
 /** A remote error answer turned into ours: 404 stays 404, "not yet uploaded" stays 504, too
