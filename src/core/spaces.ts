@@ -1,7 +1,7 @@
 // Spaces (spec: Client-Server API "Spaces"): which m.space.child events count, their order, and
 // the shape of room summaries exchanged over federation. Pure code, no I/O.
 import { isValidRoomId } from "./ids";
-import type { JsonObject } from "./types";
+import type { JsonObject, PublicRoomChunk } from "./types";
 
 /** A child as the hierarchy APIs show it: a stripped state event plus origin_server_ts
  *  (spec: SpaceHierarchyRoomsChunk.children_state / StrippedChildStateEvent). */
@@ -62,17 +62,7 @@ export function spaceChildren(events: readonly JsonObject[], suggestedOnly: bool
 
 /** A room summary (spec: RoomSummary + children_state) as we send it and as we accept it from
  *  another server. */
-export interface SpaceRoomSummary {
-  room_id: string;
-  num_joined_members: number;
-  world_readable: boolean;
-  guest_can_join: boolean;
-  name?: string;
-  topic?: string;
-  canonical_alias?: string;
-  avatar_url?: string;
-  join_rule?: string;
-  room_type?: string;
+export interface SpaceRoomSummary extends PublicRoomChunk {
   allowed_room_ids?: string[];
   encryption?: string;
   room_version?: string;

@@ -63,3 +63,18 @@ export function splitStateKey(k: StateKey): [string, string] {
 export type StateMap = Map<StateKey, RoomEvent>;
 /** Room state by event ID: (type, state_key) → event ID. */
 export type StateIdMap = Map<StateKey, string>;
+
+/** A room as the published room directory lists it (spec: PublishedRoomsChunk); the space
+ *  hierarchy's summaries (src/core/spaces.ts) are the same fields and a few more. */
+export interface PublicRoomChunk {
+  room_id: string;
+  num_joined_members: number;
+  world_readable: boolean;
+  guest_can_join: boolean;
+  name?: string;
+  topic?: string;
+  canonical_alias?: string;
+  avatar_url?: string;
+  join_rule?: string;
+  room_type?: string;
+}

@@ -6,7 +6,7 @@ import type { Env } from "../env";
 import { parseConfig } from "../config";
 import { roomStub } from "./rooms";
 import { MatrixError } from "../api/errors";
-import type { JsonObject, RoomEvent, StateMap } from "../core/types";
+import type { JsonObject, PublicRoomChunk, RoomEvent, StateMap } from "../core/types";
 import { CREATE_KEY, POWER_LEVELS_KEY, memberKey, membershipOf, powerLevelOf, requiredPowerLevel } from "../core/auth-rules";
 import { getRoomVersion } from "../core/room-versions";
 import { decodeBase64, encodeBase64Url } from "../core/base64";
@@ -145,20 +145,7 @@ export async function canEditRoomDirectory(env: Env, reader: RoomStateReader, ro
 }
 
 // ---------------------------------------------------------------------------------------------
-// Public room summaries (spec: PublishedRoomsChunk).
-
-export interface PublicRoomChunk {
-  room_id: string;
-  num_joined_members: number;
-  world_readable: boolean;
-  guest_can_join: boolean;
-  name?: string;
-  topic?: string;
-  canonical_alias?: string;
-  avatar_url?: string;
-  join_rule?: string;
-  room_type?: string;
-}
+// Public room summaries (spec: PublishedRoomsChunk; the PublicRoomChunk type is in src/core/types.ts).
 
 /** The plain-text topic: `m.topic`'s text/plain representation (a missing mimetype means
  *  text/plain), else the legacy `topic` string (spec: m.room.topic; PublishedRoomsChunk.topic
