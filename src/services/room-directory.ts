@@ -324,6 +324,33 @@ export async function listPublicRooms(
   return out;
 }
 
+/** A /publicRooms request for our own directory, as clients and other servers send it. */
+export interface LocalListRequest {
+  limit?: number;
+  /** A page token of ours; an empty string is the first page. */
+  since?: string;
+  filter?: { generic_search_term?: string; room_types?: (string | null)[] };
+}
+
+/** Our directory's answer to /publicRooms (client GET/POST and federation GET/POST alike). A
+ *  missing or zero limit means "no limit"; we still page, at MAX_PAGE rooms. A blank search term
+ *  and an empty room_types list are treated like absent ones (as Synapse does).
+ *  total_room_count_estimate: "An estimate on the total number of published rooms, if the server
+ *  has an estimate" — we know it exactly when unfiltered; with a filter we give none. */
+export async function localPublicRooms(env: Env, req: LocalListRequest): Promise<ListResult & { total_room_count_estimate?: number }> {
+  const searchTerm = req.filter?.generic_search_term?.trim() || undefined;
+  const roomTypes = req.filter?.room_types?.length ? req.filter.room_types : undefined;
+  const opts: ListOptions = {
+    limit: req.limit === undefined || req.limit === 0 ? MAX_PAGE : Math.min(req.limit, MAX_PAGE),
+    since: req.since ? decodePageToken(req.since) : undefined,
+    searchTerm,
+    roomTypes,
+  };
+  const filtered = searchTerm !== undefined || roomTypes !== undefined;
+  const [page, total] = await Promise.all([listPublicRooms(env, opts), filtered ? undefined : countPublicRooms(env)]);
+  return total === undefined ? page : { ...page, total_room_count_estimate: total };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Other servers' directories (spec: GET/POST /publicRooms `server`; Server-Server API
 // "Public Room Directory", GET/POST /_matrix/federation/v1/publicRooms).

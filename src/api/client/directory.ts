@@ -12,19 +12,15 @@ import { knownRoom } from "../../services/rooms";
 import { federationContext } from "../../services/federation/client";
 import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, getAlias, listAliases, resolveAlias, resolveRemoteAlias } from "../../services/aliases";
 import {
-  MAX_PAGE,
   canEditRoomDirectory,
-  countPublicRooms,
-  decodePageToken,
   getRoomVisibility,
   isJoined,
   isServerAdmin,
   isWorldReadable,
-  listPublicRooms,
+  localPublicRooms,
   fetchRemotePublicRooms,
   roomState,
   setRoomVisibility,
-  type ListOptions,
 } from "../../services/room-directory";
 
 export const directory = new Hono<AppEnv>();
@@ -148,18 +144,6 @@ function remoteServerParam(c: Context<AppEnv>): string | undefined {
   return server;
 }
 
-async function respondPublicRooms(c: Context<AppEnv>, o: ListOptions & { filtered: boolean }) {
-  const [page, total] = await Promise.all([listPublicRooms(c.env, o), o.filtered ? undefined : countPublicRooms(c.env)]);
-  // total_room_count_estimate: "An estimate on the total number of published rooms, if the server
-  // has an estimate" — we know it exactly when unfiltered; with a filter we give none.
-  return c.json(total === undefined ? page : { ...page, total_room_count_estimate: total });
-}
-
-/** A missing or zero limit means "no limit" to clients; we still page, at MAX_PAGE rooms. */
-function pageSize(limit: number | undefined): number {
-  return limit === undefined || limit === 0 ? MAX_PAGE : Math.min(limit, MAX_PAGE);
-}
-
 const limitQuery = z
   .string()
   .regex(/^[0-9]+$/, "limit must be a non-negative integer")
@@ -179,11 +163,7 @@ directory.get("/publicRooms", async (c) => {
     if (!extractAccessToken(c)) throw new MatrixError(401, "M_MISSING_TOKEN", "Listing another server's directory requires an access token");
     return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, { limit: limit || undefined, since: since || undefined }));
   }
-  return respondPublicRooms(c, {
-    limit: pageSize(limit),
-    since: since ? decodePageToken(since) : undefined,
-    filtered: false,
-  });
+  return c.json(await localPublicRooms(c.env, { limit, since }));
 });
 
 const publicRoomsBody = z.object({
@@ -211,14 +191,5 @@ directory.post("/publicRooms", async (c) => {
   // Rooms published by application services under a third-party network: none exist yet, so a
   // request for one network's rooms is an empty list (include_all_networks adds nothing either).
   if (body.third_party_instance_id !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
-  const term = body.filter?.generic_search_term?.trim() || undefined;
-  // An empty room_types list is treated like an absent one (as Synapse does).
-  const roomTypes = body.filter?.room_types?.length ? body.filter.room_types : undefined;
-  return respondPublicRooms(c, {
-    limit: pageSize(body.limit),
-    since: body.since ? decodePageToken(body.since) : undefined,
-    searchTerm: term,
-    roomTypes,
-    filtered: term !== undefined || roomTypes !== undefined,
-  });
+  return c.json(await localPublicRooms(c.env, body));
 });

@@ -9,7 +9,7 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
 import { parseBody, parseValue } from "../validate";
-import { MAX_PAGE, countPublicRooms, decodePageToken, listPublicRooms, type ListOptions } from "../../services/room-directory";
+import { localPublicRooms, type LocalListRequest } from "../../services/room-directory";
 
 export const federationDirectory = new Hono<AppEnv>();
 
@@ -33,18 +33,10 @@ const postBody = z.object({
   third_party_instance_id: z.string().optional(),
 });
 
-async function respond(c: Context<AppEnv>, o: { limit?: number; since?: string; term?: string; roomTypes?: (string | null)[]; thirdParty?: string }) {
+async function respond(c: Context<AppEnv>, req: LocalListRequest & { thirdParty?: string }) {
   // Rooms of third-party networks (application services): none are published yet.
-  if (o.thirdParty !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
-  const opts: ListOptions = {
-    limit: o.limit === undefined || o.limit === 0 ? MAX_PAGE : Math.min(o.limit, MAX_PAGE),
-    since: o.since ? decodePageToken(o.since) : undefined,
-    searchTerm: o.term,
-    roomTypes: o.roomTypes,
-  };
-  const filtered = o.term !== undefined || o.roomTypes !== undefined;
-  const [page, total] = await Promise.all([listPublicRooms(c.env, opts), filtered ? undefined : countPublicRooms(c.env)]);
-  return c.json(total === undefined ? page : { ...page, total_room_count_estimate: total });
+  if (req.thirdParty !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
+  return c.json(await localPublicRooms(c.env, req));
 }
 
 federationDirectory.get("/v1/publicRooms", async (c) => {
@@ -52,7 +44,7 @@ federationDirectory.get("/v1/publicRooms", async (c) => {
   if (q.include_all_networks === "true" && q.third_party_instance_id !== undefined) {
     throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
   }
-  return respond(c, { limit: q.limit, since: q.since || undefined, thirdParty: q.third_party_instance_id });
+  return respond(c, { limit: q.limit, since: q.since, thirdParty: q.third_party_instance_id });
 });
 
 federationDirectory.post("/v1/publicRooms", async (c) => {
@@ -60,12 +52,5 @@ federationDirectory.post("/v1/publicRooms", async (c) => {
   if (b.include_all_networks && b.third_party_instance_id !== undefined) {
     throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
   }
-  return respond(c, {
-    limit: b.limit,
-    since: b.since || undefined,
-    term: b.filter?.generic_search_term?.trim() || undefined,
-    // An empty room_types list is treated like an absent one (as the client endpoint does).
-    roomTypes: b.filter?.room_types?.length ? b.filter.room_types : undefined,
-    thirdParty: b.third_party_instance_id,
-  });
+  return respond(c, { limit: b.limit, since: b.since, filter: b.filter, thirdParty: b.third_party_instance_id });
 });
