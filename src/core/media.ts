@@ -1,6 +1,7 @@
 // Pure helpers for the content repository (spec: Client-Server API "Content repository"):
 // media ID grammar, Content-Type / Content-Disposition for serving, image header sniffing and
 // thumbnail size planning. No I/O here; src/services/media.ts and thumbnails.ts do the work.
+import { z } from "zod";
 
 /** Spec "Matrix Content (mxc://) URIs": the media-id segment MUST consist of only `A-Za-z0-9`,
  *  `_` and `-`. (Security considerations: whitelisting these characters defeats traversal.) */
@@ -213,6 +214,17 @@ export function sniffImage(bytes: Uint8Array): ImageInfo | undefined {
 // Thumbnail planning (spec: "Thumbnails").
 
 export type ThumbnailMethod = "crop" | "scale";
+
+/** Query of a download (client and federation alike): how long to wait for a pending upload. */
+export const downloadQuery = z.object({ timeout_ms: z.coerce.number().int().min(0).optional() });
+/** Query of a thumbnail request: the same parameters on the client and the federation API. */
+export const thumbnailQuery = z.object({
+  width: z.coerce.number().int().min(1).max(100_000),
+  height: z.coerce.number().int().min(1).max(100_000),
+  method: z.enum(["crop", "scale"]).default("scale"),
+  animated: z.enum(["true", "false"]).optional(),
+  timeout_ms: z.coerce.number().int().min(0).optional(),
+});
 export interface SizeClass {
   width: number;
   height: number;

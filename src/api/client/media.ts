@@ -13,7 +13,7 @@ import { MatrixError, notFound, unrecognized } from "../errors";
 import { parseValue } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { rateLimit, type Limit } from "../middleware/rate-limit";
-import { contentDisposition, isInlineSafe, isValidMediaId, mediaSecurityHeaders, normaliseUploadContentType } from "../../core/media";
+import { contentDisposition, downloadQuery, isInlineSafe, isValidMediaId, mediaSecurityHeaders, normaliseUploadContentType, thumbnailQuery } from "../../core/media";
 import { isValidServerName } from "../../core/ids";
 import {
   MAX_MEDIA_WAIT_MS,
@@ -38,14 +38,6 @@ const MEDIA_LIMITS = {
 } satisfies Record<string, Limit>;
 
 const filenameQuery = z.object({ filename: z.string().max(1024).optional() });
-const downloadQuery = z.object({ timeout_ms: z.coerce.number().int().min(0).optional() });
-const thumbnailQuery = z.object({
-  width: z.coerce.number().int().min(1).max(100_000),
-  height: z.coerce.number().int().min(1).max(100_000),
-  method: z.enum(["crop", "scale"]).default("scale"),
-  animated: z.enum(["true", "false"]).optional(),
-  timeout_ms: z.coerce.number().int().min(0).optional(),
-});
 const previewQuery = z.object({ url: z.string().min(1).max(4096), ts: z.coerce.number().int().optional() });
 
 function uploadInput(c: Context<AppEnv>): UploadInput {

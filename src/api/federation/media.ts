@@ -6,25 +6,16 @@
 // Location). Only this server's own media is served (the path names no server); quarantined media
 // is 404 to every server. X-Matrix authentication comes from federationAuthed.
 import { Hono, type Context } from "hono";
-import { z } from "zod";
 import type { AppEnv } from "../types";
 import { notFound } from "../errors";
 import { parseValue } from "../validate";
-import { contentDisposition, isInlineSafe, isValidMediaId } from "../../core/media";
+import { contentDisposition, downloadQuery, isInlineSafe, isValidMediaId, thumbnailQuery } from "../../core/media";
 import { awaitUploaded, type MediaRecord } from "../../services/media";
 import { getThumbnail } from "../../services/thumbnails";
 import { multipartMediaResponse } from "../../services/federation/media";
 
 export const federationMedia = new Hono<AppEnv>();
 
-const downloadQuery = z.object({ timeout_ms: z.coerce.number().int().min(0).optional() });
-const thumbnailQuery = z.object({
-  width: z.coerce.number().int().min(1).max(100_000),
-  height: z.coerce.number().int().min(1).max(100_000),
-  method: z.enum(["crop", "scale"]).default("scale"),
-  animated: z.enum(["true", "false"]).optional(),
-  timeout_ms: z.coerce.number().int().min(0).optional(),
-});
 
 /** Our own finished, unquarantined media, waiting for a pending upload up to timeout_ms. */
 async function servable(c: Context<AppEnv>, timeoutMs: number | undefined): Promise<MediaRecord> {
