@@ -184,6 +184,10 @@ try {
       membersSeenOnB: Object.keys(members.joined).length,
     }),
   );
+} catch (e) {
+  // What the servers said (a crashed or restarted isolate shows here).
+  console.error(`A's output (tail):\n${a.output().slice(-4000)}\nB's output (tail):\n${b.output().slice(-2000)}`);
+  throw e;
 } finally {
   await Promise.all([a.stop(), b.stop(), new Promise((r) => fake.close(r))]);
 }

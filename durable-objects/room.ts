@@ -155,6 +155,9 @@ const SNAPSHOT_EVERY = 64;
 const MAX_PREV_EVENTS = 10;
 const EVENT_CACHE = 4096;
 const GROUP_CACHE = 256;
+/** Bound on the state-group cache by total entries too: in a 10,000-member room every cached
+ *  group is a 10,000-entry map, and 256 of them do not fit a 128 MB isolate. */
+const GROUP_CACHE_ENTRIES = 200_000;
 const utf8 = new TextEncoder();
 
 interface StoredEvent {
@@ -745,6 +748,7 @@ export class RoomDO extends DurableObject<Env> {
     this.events.clear();
     this.fanOutCache = undefined;
     this.groups.clear();
+    this.groupEntries = 0;
     this.pendingMemberships = [];
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.stream = Number(meta.get("stream") ?? "0");
@@ -1004,8 +1008,7 @@ export class RoomDO extends DurableObject<Env> {
         else map.set(k, e.event_id);
       }
     }
-    this.groups.set(g, map);
-    if (this.groups.size > GROUP_CACHE) this.groups.delete(this.groups.keys().next().value!);
+    this.cacheGroup(g, map);
     return map;
   }
 
@@ -1025,9 +1028,24 @@ export class RoomDO extends DurableObject<Env> {
       const [type, skey] = splitStateKey(k);
       this.sql.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)", id, type, skey, v);
     }
-    this.groups.set(id, full);
-    if (this.groups.size > GROUP_CACHE) this.groups.delete(this.groups.keys().next().value!);
+    this.cacheGroup(id, full);
     return id;
+  }
+
+  private groupEntries = 0;
+
+  /** LRU-cache a group's full state, bounded by count and by total entries. */
+  private cacheGroup(id: number, map: StateIdMap): void {
+    const old = this.groups.get(id);
+    if (old) this.groupEntries -= old.size;
+    this.groups.delete(id);
+    this.groups.set(id, map);
+    this.groupEntries += map.size;
+    while (this.groups.size > 1 && (this.groups.size > GROUP_CACHE || this.groupEntries > GROUP_CACHE_ENTRIES)) {
+      const [k, m] = this.groups.entries().next().value!;
+      this.groups.delete(k);
+      this.groupEntries -= m.size;
+    }
   }
 
   /** State before an event: across its prev events we hold, and the states supplied for
