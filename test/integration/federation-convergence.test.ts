@@ -7,14 +7,12 @@
 // Spec: Server-Server API "Room State Resolution"; the current state of a room is the resolution
 // of the states at its forward extremities, whatever order their events arrived in.
 import { describe, it, expect, beforeAll } from "vitest";
-import { env } from "cloudflare:test";
-import { call, registerUser, SERVER, type TestUser } from "./helpers";
-import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
+import { call, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import type { SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
-import { storeKeyResponse } from "../../src/services/federation/keys";
 import { setFederationFetch } from "../../src/services/federation/client";
 
 const REMOTE = "remote.test";
@@ -36,11 +34,8 @@ async function ok(method: string, path: string, body?: unknown) {
 }
 
 beforeAll(async () => {
-  setFederationFetch(async () => {
-    throw new Error("offline (test)");
-  });
-  key = await generateSigningKey();
-  await storeKeyResponse(env, await signJson({ server_name: REMOTE, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 }, REMOTE, key), REMOTE);
+  setFederationFetch(offline);
+  key = await seedRemoteKey(REMOTE);
   alice = await registerUser();
 });
 

@@ -6,14 +6,14 @@
 // are signed here, and outbound federation goes to a fake fetch.
 import { describe, it, expect, beforeAll, afterEach } from "vitest";
 import { env, runDurableObjectAlarm } from "cloudflare:test";
-import { call, registerUser, SERVER, type TestUser } from "./helpers";
+import { call, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
 import { makeCrossSigning, makeDeviceKeys, makeOneTimeKeys, uploadDeviceKeys } from "./e2ee-helpers";
-import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
+import { generateSigningKey, type SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
-import { storeKeyResponse, resetKeyFetchThrottle } from "../../src/services/federation/keys";
+import { resetKeyFetchThrottle } from "../../src/services/federation/keys";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { clearDiscoveryCache } from "../../src/services/federation/discovery";
 
@@ -23,17 +23,6 @@ const OTHER = "other.test:8448";
 const BASE_URL = `https://${REMOTE}`;
 const keys: Record<string, SigningKey> = {};
 const enc = encodeURIComponent;
-
-const offline: typeof fetch = async () => {
-  throw new Error("offline (test)");
-};
-
-async function seedKey(server: string): Promise<void> {
-  const key = await generateSigningKey();
-  keys[server] = key;
-  const resp = await signJson({ server_name: server, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 }, server, key);
-  await storeKeyResponse(env, resp, server);
-}
 
 async function fed(origin: string, method: string, path: string, body?: unknown) {
   const uri = `/_matrix/federation${path}`;
@@ -83,7 +72,7 @@ let firstEvent: string;
 
 beforeAll(async () => {
   setFederationFetch(offline);
-  for (const s of [REMOTE, OTHER]) await seedKey(s);
+  for (const s of [REMOTE, OTHER]) keys[s] = await seedRemoteKey(s);
   alice = await registerUser();
   room = (await ok(alice, "POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id;
   await remoteJoin(room, REM);

@@ -7,11 +7,10 @@ import { describe, it, expect, beforeAll, afterEach } from "vitest";
 import { SELF, env, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { PhotonImage } from "@cf-wasm/photon";
 import app from "../../src/index";
-import { BASE, SERVER, registerUser, type TestUser } from "./helpers";
+import { BASE, SERVER, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import { makeImage } from "../unit/media-fixtures";
-import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
+import type { SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
-import { storeKeyResponse } from "../../src/services/federation/keys";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { multipartEnvelope, parseFederationMedia } from "../../src/core/multipart";
 import { MEDIA_CSP } from "../../src/core/media";
@@ -20,10 +19,6 @@ import { getMedia, quarantineMedia } from "../../src/services/media";
 const REMOTE = "remote.test";
 let remoteKey: SigningKey;
 let alice: TestUser;
-
-const offline: typeof fetch = async () => {
-  throw new Error("offline (test)");
-};
 
 async function fedGet(path: string, opts: { sign?: boolean } = {}): Promise<Response> {
   const uri = `/_matrix/federation${path}`;
@@ -60,13 +55,7 @@ function decode(bytes: ArrayBuffer | Uint8Array) {
 
 beforeAll(async () => {
   setFederationFetch(offline);
-  remoteKey = await generateSigningKey();
-  const resp = await signJson(
-    { server_name: REMOTE, verify_keys: { [remoteKey.keyId]: { key: remoteKey.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 },
-    REMOTE,
-    remoteKey,
-  );
-  await storeKeyResponse(env, resp, REMOTE);
+  remoteKey = await seedRemoteKey(REMOTE);
   alice = await registerUser();
 });
 

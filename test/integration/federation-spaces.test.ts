@@ -3,11 +3,9 @@
 // Room Directory"). remote.test is simulated: its key is seeded, its requests signed here, and
 // its /hierarchy answers come from a fake federation fetch.
 import { describe, it, expect, beforeAll, afterEach } from "vitest";
-import { env } from "cloudflare:test";
-import { call, registerUser, SERVER, type TestUser } from "./helpers";
-import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
+import { call, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import type { SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
-import { storeKeyResponse } from "../../src/services/federation/keys";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { clearHierarchyCache } from "../../src/services/space-hierarchy";
 
@@ -16,10 +14,6 @@ const enc = encodeURIComponent;
 let remoteKey: SigningKey;
 let alice: TestUser;
 let bob: TestUser;
-
-const offline: typeof fetch = async () => {
-  throw new Error("offline (test)");
-};
 
 async function fed(method: string, path: string, body?: unknown, sign = true) {
   const uri = `/_matrix/federation${path}`;
@@ -100,13 +94,7 @@ function fakeRemote(): typeof fetch {
 
 beforeAll(async () => {
   setFederationFetch(offline);
-  remoteKey = await generateSigningKey();
-  const resp = await signJson(
-    { server_name: REMOTE, verify_keys: { [remoteKey.keyId]: { key: remoteKey.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 },
-    REMOTE,
-    remoteKey,
-  );
-  await storeKeyResponse(env, resp, REMOTE);
+  remoteKey = await seedRemoteKey(REMOTE);
   [alice, bob] = await Promise.all([registerUser(), registerUser()]);
   space = await createRoom(alice, { preset: "public_chat", name: "Top space", creation_content: { type: "m.space" }, visibility: "public" });
   pub = await createRoom(alice, { preset: "public_chat", name: "Public room", visibility: "public" });

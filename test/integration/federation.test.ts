@@ -3,7 +3,7 @@
 // and the SenderDO's batching and retries.
 import { describe, it, expect, beforeAll, afterEach } from "vitest";
 import { env, SELF, runDurableObjectAlarm } from "cloudflare:test";
-import { call, registerUser, SERVER, BASE } from "./helpers";
+import { call, offline, registerUser, SERVER, BASE } from "./helpers";
 import { generateSigningKey, signJson, verifyJsonSignature, type SigningKey } from "../../src/core/signing";
 import { signRequest, formatXMatrix, parseXMatrix } from "../../src/core/x-matrix";
 import {
@@ -41,10 +41,6 @@ async function signedCall(
 
 /** No real network in these tests: every outbound federation request fails unless a test
  *  installs its own fake. */
-const offline: typeof fetch = async () => {
-  throw new Error("offline (test)");
-};
-
 /** Run the DO's alarm until `done()` holds (automatic alarms may run too), bounded. */
 async function driveAlarms(stub: Parameters<typeof runDurableObjectAlarm>[0], done: () => boolean | Promise<boolean>, max = 30) {
   for (let i = 0; i < max && !(await done()); i++) {

@@ -1,5 +1,7 @@
 // Helpers for workerd integration tests: requests against the real Worker (real D1, DOs, R2).
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
+import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
+import { storeKeyResponse } from "../../src/services/federation/keys";
 
 export const SERVER = "test.local";
 export const BASE = "http://test.local";
@@ -53,4 +55,18 @@ export async function registerUser(username = uniqueName(), password = "correct 
   });
   if (res.status !== 200) throw new Error(`register failed: ${res.status} ${JSON.stringify(res.body)}`);
   return { userId: res.body.user_id, accessToken: res.body.access_token, deviceId: res.body.device_id, password };
+}
+
+/** A federation fetch for tests where nothing may leave the test: every request fails. */
+export const offline: typeof fetch = async () => {
+  throw new Error("offline (test)");
+};
+
+/** Give the simulated remote `server` a new signing key and store its key response (valid for an
+ *  hour) as if it had been fetched, so requests signed with the key are accepted. */
+export async function seedRemoteKey(server: string): Promise<SigningKey> {
+  const key = await generateSigningKey();
+  const resp = await signJson({ server_name: server, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 }, server, key);
+  await storeKeyResponse(env, resp, server);
+  return key;
 }
