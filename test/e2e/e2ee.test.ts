@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
+import { sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -19,14 +20,7 @@ afterAll(async () => {
 const PASSWORD = "e2ee-pass-word";
 
 async function register(username: string): Promise<void> {
-  const anon = sdk.createClient({ baseUrl: server.baseUrl });
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: PASSWORD });
-  } catch (e: any) {
-    session = e.data.session;
-  }
-  await anon.registerRequest({ username, password: PASSWORD, auth: { type: "m.login.dummy", session } });
+  await sdkRegister(server.baseUrl, username, PASSWORD);
 }
 
 /** Log in a new device, start Rust crypto and sync, and wait until the first sync is done. */
@@ -35,13 +29,7 @@ async function device(username: string): Promise<sdk.MatrixClient> {
   const login = await anon.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: username }, password: PASSWORD });
   const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
   await client.initRustCrypto({ useIndexedDB: false });
-  const ready = new Promise<void>((resolve) => {
-    client.on(sdk.ClientEvent.Sync, (state) => {
-      if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) resolve();
-    });
-  });
-  await client.startClient({ initialSyncLimit: 20 });
-  await ready;
+  await startSynced(client);
   clients.push(client);
   return client;
 }

@@ -7,49 +7,18 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, freePort, type RunningServer } from "./harness";
+import { ok, registerUser, startSynced, type Json, type User } from "./client";
 import { generateSigningKey, signJson } from "../../src/core/signing";
 
 let a: RunningServer;
 let b: RunningServer;
 
-interface User {
-  server: RunningServer;
-  userId: string;
-  deviceId: string;
-  token: string;
-}
 let alice: User;
 let bob: User;
 let room: string;
 const enc = encodeURIComponent;
-type Json = Record<string, any>;
 
-async function api(u: User, method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> {
-  const r = await fetch(`${u.server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as Json };
-}
-
-async function ok(u: User, method: string, path: string, body?: unknown): Promise<Json> {
-  const r = await api(u, method, path, body);
-  if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-async function register(server: RunningServer, username: string): Promise<User> {
-  const url = `${server.baseUrl}/_matrix/client/v3/register`;
-  const pw = "pw-fed-e2ee";
-  const first = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: pw }) });
-  let body = (await first.json()) as Json;
-  if (!body.access_token) {
-    const r = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: pw, auth: { type: "m.login.dummy", session: body.session } }) });
-    body = (await r.json()) as Json;
-  }
-  return { server, userId: body.user_id, deviceId: body.device_id, token: body.access_token };
-}
+const register = (server: RunningServer, username: string) => registerUser(server, username, "pw-fed-e2ee");
 
 /** Poll until `fn` returns a truthy value (bounded). */
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
@@ -193,13 +162,7 @@ async function sdkDevice(server: RunningServer, username: string): Promise<sdk.M
   const u = await register(server, username);
   const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: u.token, userId: u.userId, deviceId: u.deviceId });
   await client.initRustCrypto({ useIndexedDB: false });
-  const ready = new Promise<void>((resolve) => {
-    client.on(sdk.ClientEvent.Sync, (state) => {
-      if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) resolve();
-    });
-  });
-  await client.startClient({ initialSyncLimit: 20 });
-  await ready;
+  await startSynced(client);
   sdkClients.push(client);
   return client;
 }

@@ -6,41 +6,17 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { deflateSync } from "node:zlib";
 import { startServer, freePort, type RunningServer } from "./harness";
+import { ok, registerUser, type User } from "./client";
 
 let a: RunningServer;
 let b: RunningServer;
 
-interface User {
-  server: RunningServer;
-  userId: string;
-  token: string;
-}
 let alice: User;
 let bob: User;
 
 const enc = encodeURIComponent;
 
-async function register(server: RunningServer, username: string): Promise<User> {
-  const url = `${server.baseUrl}/_matrix/client/v3/register`;
-  const first = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-media" }) });
-  let body = (await first.json()) as { session?: string; access_token?: string; user_id?: string };
-  if (!body.access_token) {
-    const r = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-media", auth: { type: "m.login.dummy", session: body.session } }) });
-    body = (await r.json()) as typeof body;
-  }
-  return { server, userId: body.user_id!, token: body.access_token! };
-}
-
-async function ok<T = Record<string, any>>(u: User, method: string, path: string, body?: unknown): Promise<T> {
-  const r = await fetch(`${u.server.baseUrl}${path.startsWith("/_matrix") ? path : `/_matrix/client/v3${path}`}`, {
-    method,
-    headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = (await r.json()) as T;
-  if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(json)}`);
-  return json;
-}
+const register = (server: RunningServer, username: string) => registerUser(server, username, "pw-fed-media");
 
 const get = (u: User, path: string) => fetch(`${u.server.baseUrl}${path}`, { headers: { authorization: `Bearer ${u.token}` } });
 

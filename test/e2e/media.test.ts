@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { PhotonImage } from "@cf-wasm/photon/node";
 import { startServer, type RunningServer } from "./harness";
+import { registerSdkClient } from "./client";
 
 let server: RunningServer;
 beforeAll(async () => {
@@ -15,16 +16,7 @@ afterAll(async () => {
 });
 
 async function register(name: string): Promise<sdk.MatrixClient> {
-  const anon = sdk.createClient({ baseUrl: server.baseUrl });
-  const username = `${name}${Date.now()}`;
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: "media-e2e-pw" });
-  } catch (e: any) {
-    session = e.data.session;
-  }
-  const reg = await anon.registerRequest({ username, password: "media-e2e-pw", auth: { type: "m.login.dummy", session } });
-  return sdk.createClient({ baseUrl: server.baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id });
+  return registerSdkClient(server.baseUrl, `${name}${Date.now()}`, "media-e2e-pw");
 }
 
 function testJpeg(width: number, height: number): Uint8Array {

@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
+import { registerSdkClient } from "./client";
 
 let server: RunningServer;
 beforeAll(async () => {
@@ -14,16 +15,7 @@ afterAll(async () => {
 });
 
 async function newClient(name: string): Promise<sdk.MatrixClient> {
-  const anon = sdk.createClient({ baseUrl: server.baseUrl });
-  const username = `${name}${Date.now().toString(36)}`;
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: "pw-e2e-rooms" });
-  } catch (e: any) {
-    session = e.data.session;
-  }
-  const reg = await anon.registerRequest({ username, password: "pw-e2e-rooms", auth: { type: "m.login.dummy", session } });
-  return sdk.createClient({ baseUrl: server.baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id });
+  return registerSdkClient(server.baseUrl, `${name}${Date.now().toString(36)}`, "pw-e2e-rooms");
 }
 
 type Ev = { type: string; sender: string; event_id: string; content: Record<string, any>; unsigned?: Record<string, any>; state_key?: string };

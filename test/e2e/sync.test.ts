@@ -3,6 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
+import { registerSdkClient, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -17,15 +18,7 @@ afterAll(async () => {
 
 async function newClient(name: string): Promise<sdk.MatrixClient> {
   const username = `${name}${Date.now().toString(36)}`;
-  const anon = sdk.createClient({ baseUrl: server.baseUrl });
-  let session: string | undefined;
-  try {
-    await anon.registerRequest({ username, password: "pw-123456" });
-  } catch (e: any) {
-    session = e.data.session;
-  }
-  const reg = await anon.registerRequest({ username, password: "pw-123456", auth: { type: "m.login.dummy", session } });
-  const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id });
+  const client = await registerSdkClient(server.baseUrl, username, "pw-123456");
   clients.push(client);
   return client;
 }
@@ -43,22 +36,12 @@ function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 
   });
 }
 
-async function started(client: sdk.MatrixClient, opts: sdk.IStartClientOpts = {}): Promise<void> {
-  const ready = new Promise<void>((resolve) => {
-    client.on(sdk.ClientEvent.Sync, (state) => {
-      if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) resolve();
-    });
-  });
-  await client.startClient({ initialSyncLimit: 20, ...opts });
-  await ready;
-}
-
 describe("matrix-js-sdk startClient()", () => {
   it("two clients see each other's messages, typing, receipts and unread counts", async () => {
     const alice = await newClient("alice");
     const bob = await newClient("bob");
     // Bob's client lazy-loads members, as Element does.
-    await Promise.all([started(alice), started(bob, { lazyLoadMembers: true })]);
+    await Promise.all([startSynced(alice), startSynced(bob, { lazyLoadMembers: true })]);
 
     const { room_id: roomId } = await alice.createRoom({ preset: sdk.Preset.PrivateChat, invite: [bob.getUserId()!], name: "e2e sync" });
     await until("bob's invite", () => bob.getRoom(roomId)?.getMyMembership() === sdk.KnownMembership.Invite);

@@ -1,0 +1,75 @@
+// Client helpers shared by the e2e tests: registering an account through the m.login.dummy UIA
+// stage (with matrix-js-sdk or with plain fetch), starting an SDK client until its first sync,
+// and authenticated JSON requests as a registered user.
+import * as sdk from "matrix-js-sdk";
+import type { RunningServer } from "./harness";
+
+/** Register with matrix-js-sdk: the first request only fetches the UIA session, the second
+ *  completes m.login.dummy. Returns the registration response. */
+export async function sdkRegister(baseUrl: string, username: string, password: string) {
+  const anon = sdk.createClient({ baseUrl });
+  let session: string | undefined;
+  try {
+    await anon.registerRequest({ username, password });
+  } catch (e: any) {
+    session = e.data.session;
+  }
+  return anon.registerRequest({ username, password, auth: { type: "m.login.dummy", session } });
+}
+
+/** Register a new account and return a (not yet started) client logged in as it. */
+export async function registerSdkClient(baseUrl: string, username: string, password: string): Promise<sdk.MatrixClient> {
+  const reg = await sdkRegister(baseUrl, username, password);
+  return sdk.createClient({ baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id });
+}
+
+/** Start syncing and wait until the first sync is done. */
+export async function startSynced(client: sdk.MatrixClient, opts: sdk.IStartClientOpts = {}): Promise<void> {
+  const ready = new Promise<void>((resolve) => {
+    client.on(sdk.ClientEvent.Sync, (state) => {
+      if (state === sdk.SyncState.Prepared || state === sdk.SyncState.Syncing) resolve();
+    });
+  });
+  await client.startClient({ initialSyncLimit: 20, ...opts });
+  await ready;
+}
+
+export type Json = Record<string, any>;
+
+/** A user registered over plain HTTP (see registerUser). */
+export interface User {
+  server: RunningServer;
+  userId: string;
+  deviceId: string;
+  token: string;
+}
+
+/** Register `username` on `server` with fetch: a first request without auth, then m.login.dummy
+ *  with the session it returned (unless the first one already succeeded). */
+export async function registerUser(server: RunningServer, username: string, password: string): Promise<User> {
+  const url = `${server.baseUrl}/_matrix/client/v3/register`;
+  const first = await fetch(url, { method: "POST", body: JSON.stringify({ username, password }) });
+  let body = (await first.json()) as Json;
+  if (!body.access_token) {
+    const r = await fetch(url, { method: "POST", body: JSON.stringify({ username, password, auth: { type: "m.login.dummy", session: body.session } }) });
+    body = (await r.json()) as Json;
+  }
+  return { server, userId: body.user_id, deviceId: body.device_id, token: body.access_token };
+}
+
+/** A JSON request as `u`; `path` is under /_matrix/client/v3 unless it starts with /_matrix. */
+export async function api<T = Json>(u: User, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const r = await fetch(`${u.server.baseUrl}${path.startsWith("/_matrix") ? path : `/_matrix/client/v3${path}`}`, {
+    method,
+    headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json()) as T };
+}
+
+/** Like api, but anything other than 200 throws (with the server's name and the answer). */
+export async function ok<T = Json>(u: User, method: string, path: string, body?: unknown): Promise<T> {
+  const r = await api<T>(u, method, path, body);
+  if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
