@@ -170,6 +170,7 @@ try {
   const full = await api(b.baseUrl, "GET", "/sync?timeout=0", joiner.token);
   const fullSyncMs = performance.now() - t2;
   const members = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+  const membersOnA = await api(a.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, owner.token);
   console.log(
     JSON.stringify({
       members: N,
@@ -181,6 +182,7 @@ try {
       joinToSyncMs: seen === undefined ? null : Math.round(seen),
       fullInitialSyncMs: Math.round(fullSyncMs),
       stateEventsInFullSync: full.rooms?.join?.[roomId]?.state?.events?.length ?? null,
+      membersOnA: Object.keys(membersOnA.joined).length,
       membersSeenOnB: Object.keys(members.joined).length,
     }),
   );
