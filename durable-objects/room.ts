@@ -363,7 +363,38 @@ export class RoomDO extends DurableObject<Env> {
   async admit(pdu: PDU, origin: string): Promise<AdmitOutcome> {
     const out = await this.serial(() => this.admitInner(pdu, origin, { local: false }));
     if (out.eventId) await this.fannedOut([out.eventId]);
+    if (out.status === "accepted") this.mergeExtremitiesLater();
     return out;
+  }
+
+  private merging = false;
+
+  /** Keep the forward extremities at most MAX_PREV_EVENTS. Concurrent remote events (e.g. many
+   *  joins at once) can leave more branches than one event may cite; then local events — and the
+   *  join templates other servers build on — see only some of them, and a server joining later
+   *  misses the state of the others until something merges them. As Synapse does, a local member
+   *  sends `org.matrix.dummy_event`s, each citing MAX_PREV_EVENTS extremities, until few remain. */
+  private mergeExtremitiesLater(): void {
+    if (this.merging) return;
+    const count = () => this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM extremities").one().n;
+    if (count() <= MAX_PREV_EVENTS) return;
+    const sender = this.fanOutFacts().joinedLocal[0];
+    if (!sender) return;
+    this.merging = true;
+    const run = async () => {
+      try {
+        // Each dummy event replaces up to MAX_PREV_EVENTS extremities by one; bounded rounds.
+        for (let round = 0; round < 20 && count() > MAX_PREV_EVENTS; round++) {
+          const r = await this.createLocalEvent({ type: "org.matrix.dummy_event", content: {}, sender });
+          if (!r.ok) break;
+        }
+      } catch (e) {
+        console.error("merging forward extremities failed", e);
+      } finally {
+        this.merging = false;
+      }
+    };
+    this.ctx.waitUntil(run());
   }
 
   /** Fan-outs still in flight, by event ID (see notify). */

@@ -120,3 +120,49 @@ describe("current state converges whatever the arrival order", () => {
     expect(merged[0]).toEqual(results[0]);
   });
 });
+
+describe("forward extremities", () => {
+  it("more concurrent remote branches than one event may cite are merged by dummy events", async () => {
+    const roomId = (await ok("POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id;
+    const t = await fed("GET", `/v1/make_join/${enc(roomId)}/${enc(REM)}?ver=12`);
+    const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: Date.now() } as PDU, rv, REMOTE, key);
+    expect((await fed("PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}`, j.pdu)).status).toBe(200);
+    const state = (await ok("GET", `/rooms/${enc(roomId)}/state`)) as unknown as { type: string; state_key: string; event_id: string }[];
+    const id = (type: string, k = "") => state.find((e) => e.type === type && e.state_key === k)!.event_id;
+    const base = (await ok("GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=1`)).chunk[0].event_id as string;
+    const depth = ((await fed("GET", `/v1/event/${enc(base)}`)).body.pdus[0] as PDU).depth;
+
+    // 12 messages from the remote server, all on the same parent: 12 branches.
+    const pdus: PDU[] = [];
+    for (let i = 0; i < 12; i++) {
+      const { pdu } = await hashAndSignEvent(
+        { room_id: roomId, sender: REM, type: "m.room.message", content: { msgtype: "m.text", body: `branch ${i}` }, origin_server_ts: Date.now() + i, depth: depth + 1, prev_events: [base], auth_events: [id("m.room.power_levels"), id("m.room.member", REM)] } as unknown as PDU,
+        rv,
+        REMOTE,
+        key,
+      );
+      pdus.push(pdu);
+    }
+    const r = await fed("PUT", `/v1/send/branches${Date.now()}`, { origin: REMOTE, origin_server_ts: Date.now(), pdus });
+    expect(r.status).toBe(200);
+    for (const res of Object.values(r.body.pdus as Record<string, { error?: string }>)) expect(res.error).toBeUndefined();
+
+    const { env } = await import("cloudflare:test");
+    const room = env.ROOMS.get(env.ROOMS.idFromName(roomId)) as unknown as import("../../src/services/rooms").RoomStub;
+    let extremities: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      extremities = await room.getForwardExtremities();
+      if (extremities.length <= 10) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    expect(extremities.length).toBeLessThanOrEqual(10);
+    // The merge is a dummy event from the room's local member citing ten branches (it may land
+    // between two of the remote events: it is sent as soon as an 11th extremity appears).
+    const recent = (await ok("GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=20`)).chunk as { type: string; sender: string; event_id: string }[];
+    const dummies = recent.filter((e) => e.type === "org.matrix.dummy_event");
+    expect(dummies.length).toBeGreaterThanOrEqual(1);
+    expect(dummies[0].sender).toBe(alice.userId);
+    const merged = (await fed("GET", `/v1/event/${enc(dummies[0].event_id)}`)).body.pdus[0] as PDU;
+    expect(merged.prev_events).toHaveLength(10);
+  });
+});
