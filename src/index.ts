@@ -8,6 +8,7 @@ import { MatrixError } from "./api/errors";
 import { routeMatcher } from "./api/route-match";
 import { wellKnown, versions, capabilities } from "./api/client/discovery";
 import { login } from "./api/client/login";
+import { openid } from "./api/client/openid";
 import { register, registrationTokenValidity } from "./api/client/register";
 import { deviceRoutes } from "./api/client/devices";
 import { account } from "./api/client/account";
@@ -60,7 +61,7 @@ app.route("/", wellKnown);
 
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
-for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory]) clientV3.route("/", area);
+for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);

@@ -407,3 +407,15 @@ export const federationInboundToDevice = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.origin, t.messageId] }), index("federation_inbound_to_device_ts").on(t.receivedTs)],
 );
+
+/** OpenID tokens (spec: Client-Server API "OpenID"): short-lived, stored only as SHA-256 hashes,
+ *  exchanged by other services for the user's ID via /_matrix/federation/v1/openid/userinfo. */
+export const openidTokens = sqliteTable(
+  "openid_tokens",
+  {
+    tokenHash: text("token_hash").primaryKey(),
+    userId: text("user_id").notNull(),
+    expiresTs: integer("expires_ts").notNull(),
+  },
+  (t) => [index("openid_tokens_expires").on(t.expiresTs)],
+);

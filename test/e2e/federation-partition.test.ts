@@ -215,6 +215,15 @@ describe("partition and convergence", () => {
         const b = await bodies(u);
         return ["before", "a-during", "c-during", "a-after", "c-after", "b-after"].every((x) => b.includes(x));
       });
+      // Exactly once each, and each sender's messages in the order they were sent (the outage
+      // did not duplicate, drop or reorder what the queues held).
+      const b = await bodies(u);
+      for (const x of ["before", "a-during", "c-during", "a-after", "c-after", "b-after"]) {
+        expect([u.node.name, x, b.filter((y) => y === x).length]).toEqual([u.node.name, x, 1]);
+      }
+      expect(b.indexOf("before")).toBeLessThan(b.indexOf("a-during"));
+      expect(b.indexOf("a-during")).toBeLessThan(b.indexOf("a-after"));
+      expect(b.indexOf("c-during")).toBeLessThan(b.indexOf("c-after"));
     }
     // mallory's message from C's side of the fork arrived at A after the ban: soft-failed there
     // (it passes auth against the state before it, not against A's current state).

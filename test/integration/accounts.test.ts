@@ -507,3 +507,32 @@ describe("registration modes", () => {
     expect(limited.retry_after_ms).toBeGreaterThan(0);
   });
 });
+
+describe("OpenID", () => {
+  it("issues a short-lived token that userinfo exchanges for the user ID", async () => {
+    const u = await registerUser();
+    const r = await call("POST", `/_matrix/client/v3/user/${encodeURIComponent(u.userId)}/openid/request_token`, { token: u.accessToken, body: {} });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ token_type: "Bearer", matrix_server_name: SERVER, expires_in: 3600 });
+    // Authenticated by the OpenID token alone (no X-Matrix): third parties call it.
+    const info = await call("GET", `/_matrix/federation/v1/openid/userinfo?access_token=${encodeURIComponent(r.body.access_token)}`);
+    expect(info.status).toBe(200);
+    expect(info.body).toEqual({ sub: u.userId });
+    // The OpenID token is not an access token, and an access token is not an OpenID token.
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: r.body.access_token })).status).toBe(401);
+    const wrong = await call("GET", `/_matrix/federation/v1/openid/userinfo?access_token=${encodeURIComponent(u.accessToken)}`);
+    expect(wrong.status).toBe(401);
+    expect(wrong.body.errcode).toBe("M_UNKNOWN_TOKEN");
+    expect((await call("GET", "/_matrix/federation/v1/openid/userinfo")).status).toBe(401);
+  });
+  it("refuses tokens for another user and expired tokens", async () => {
+    const a = await registerUser();
+    const b = await registerUser();
+    const other = await call("POST", `/_matrix/client/v3/user/${encodeURIComponent(b.userId)}/openid/request_token`, { token: a.accessToken, body: {} });
+    expect(other.status).toBe(403);
+    const r = await call("POST", `/_matrix/client/v3/user/${encodeURIComponent(a.userId)}/openid/request_token`, { token: a.accessToken, body: {} });
+    const { env } = await import("cloudflare:test");
+    await env.DB.prepare("UPDATE openid_tokens SET expires_ts = 1 WHERE user_id = ?").bind(a.userId).run();
+    expect((await call("GET", `/_matrix/federation/v1/openid/userinfo?access_token=${encodeURIComponent(r.body.access_token)}`)).status).toBe(401);
+  });
+});

@@ -5,6 +5,7 @@ import type { AppEnv } from "../types";
 import { federationAuth } from "../middleware/federation-auth";
 import { routeMatcher } from "../route-match";
 import { federationVersion } from "./version";
+import { federationOpenid } from "./openid";
 import { transactions } from "./transactions";
 import { queries } from "./queries";
 import { federationRooms } from "./rooms";
@@ -16,6 +17,7 @@ import { federationTimestamp } from "./timestamp";
 
 export const federation = new Hono<AppEnv>();
 federation.route("/", federationVersion);
+federation.route("/", federationOpenid); // authenticated by its OpenID token, not X-Matrix
 
 /** Authenticated federation routes. Other federation areas (joins, backfill, ...) add themselves
  *  here: `federationAuthed.route("/", myArea)`. */

@@ -1,0 +1,18 @@
+// GET /_matrix/federation/v1/openid/userinfo (spec: Server-Server API "OpenID"): authenticated by
+// the OpenID token itself, not by X-Matrix — the caller is usually not a homeserver.
+import { Hono } from "hono";
+import type { AppEnv } from "../types";
+import { MatrixError } from "../errors";
+import { sha256Hex } from "../../services/crypto-util";
+
+export const federationOpenid = new Hono<AppEnv>();
+
+federationOpenid.get("/v1/openid/userinfo", async (c) => {
+  const token = c.req.query("access_token");
+  if (!token) throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Missing OpenID access token");
+  const row = await c.env.DB.prepare("SELECT user_id FROM openid_tokens WHERE token_hash = ? AND expires_ts > ?")
+    .bind(await sha256Hex(token), Date.now())
+    .first<{ user_id: string }>();
+  if (!row) throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Unknown or expired OpenID access token");
+  return c.json({ sub: row.user_id });
+});
