@@ -73,3 +73,20 @@ export async function ok<T = Json>(u: User, method: string, path: string, body?:
   if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
   return r.body;
 }
+
+/** Poll until `fn` returns a truthy value, for at most `ms` (errors from `fn` count as "not yet"
+ *  and the last one is reported on time-out). */
+export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000, intervalMs = 200): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+}

@@ -7,7 +7,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, freePort, type RunningServer } from "./harness";
-import { ok, registerUser, startSynced, type Json, type User } from "./client";
+import { ok, registerUser, startSynced, type Json, type User, until } from "./client";
 import { generateSigningKey, signJson } from "../../src/core/signing";
 
 let a: RunningServer;
@@ -20,21 +20,6 @@ const enc = encodeURIComponent;
 
 const register = (server: RunningServer, username: string) => registerUser(server, username, "pw-fed-e2ee");
 
-/** Poll until `fn` returns a truthy value (bounded). */
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-}
 
 /** A sync cursor: each call returns what arrived since the previous one. */
 function syncer(u: User) {

@@ -15,6 +15,7 @@
 //   7. mallory's events after the ban are refused (on C, locally) or soft-failed (on A and B:
 //      a late event forged with C's key on top of a pre-ban fork) and visible nowhere.
 // Every wait is bounded.
+import { until as untilShared } from "./client";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -75,20 +76,7 @@ async function register(n: Node, username: string): Promise<User> {
   return { node: n, userId: r.user_id, token: r.access_token };
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-}
+const until = <T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000) => untilShared(what, fn, ms, 250);
 
 const send = async (u: User, body: string) =>
   (await ok<{ event_id: string }>(u, "PUT", `/rooms/${enc(roomId)}/send/m.room.message/${Math.random().toString(36).slice(2)}`, { msgtype: "m.text", body })).event_id;

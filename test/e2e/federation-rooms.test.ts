@@ -3,6 +3,7 @@
 // knocking, kicks and bans, messages in the same order everywhere, an adversarial peer (C's key
 // is known to the test so it can forge events as C), and backfill of 500 messages.
 // The servers are shared by all tests in this file; every wait is bounded.
+import { until } from "./client";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { startServer, freePort, type RunningServer } from "./harness";
 import { generateSigningKey, type SigningKey } from "../../src/core/signing";
@@ -51,21 +52,6 @@ async function register(server: RunningServer, username: string): Promise<User> 
   return { server, userId: body.user_id!, token: body.access_token! };
 }
 
-/** Poll until `fn` returns a truthy value (bounded). */
-async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
-}
 
 const enc = encodeURIComponent;
 
