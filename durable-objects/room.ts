@@ -1537,15 +1537,20 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
+  /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
+   *  (the candidates timestamp_to_event checks for visibility). */
+  private timestampCandidates(ts: number, dir: "f" | "b"): EventRow[] {
+    return dir === "f"
+      ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts >= ? ORDER BY origin_server_ts ASC, stream ASC LIMIT 200", ts).toArray()
+      : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream DESC LIMIT 200", ts).toArray();
+  }
+
   /** GET /v1/rooms/{roomId}/timestamp_to_event. */
   async timestampToEvent(req: Requester, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
     return this.wrap(() => {
       this.mayRead(req.userId);
       const visible = this.visibilityFor(req.userId);
-      const rows =
-        dir === "f"
-          ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts >= ? ORDER BY origin_server_ts ASC, stream ASC LIMIT 200", ts).toArray()
-          : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream DESC LIMIT 200", ts).toArray();
+      const rows = this.timestampCandidates(ts, dir);
       for (const row of rows) {
         const se = this.events.get(row.event_id) ?? this.fromRow(row);
         if (visible(se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
@@ -1560,10 +1565,7 @@ export class RoomDO extends DurableObject<Env> {
     return this.wrap(() => {
       this.requireServer(origin, { inRoom: false });
       const inRoom = this.serverInRoom(origin);
-      const rows =
-        dir === "f"
-          ? this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts >= ? ORDER BY origin_server_ts ASC, stream ASC LIMIT 200", ts).toArray()
-          : this.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream DESC LIMIT 200", ts).toArray();
+      const rows = this.timestampCandidates(ts, dir);
       for (const row of rows) {
         const se = this.events.get(row.event_id) ?? this.fromRow(row);
         if (se.status === "rejected") continue;
