@@ -253,6 +253,20 @@ describe("key validity rules", () => {
     expect(await getVerifyKey(ctx, "victim.test", k2.keyId, { purpose: "request" })).toBeUndefined();
   });
 
+  it("concurrent lookups of a new server's key share its one fetch (none is refused by the throttle)", async () => {
+    const k = await generateSigningKey();
+    const ctx = { env, config: parseConfig(env) };
+    let fetches = 0;
+    setFederationFetch(async (input) => {
+      if (String(input) === "https://burst.test:8448/_matrix/key/v2/server") fetches++;
+      await new Promise((r) => setTimeout(r, 20));
+      return Response.json(await keyResponse("burst.test", k));
+    });
+    const got = await Promise.all(Array.from({ length: 4 }, () => getVerifyKey(ctx, "burst.test", k.keyId, { purpose: "request" })));
+    expect(got.map((x) => x?.publicKey)).toEqual(Array(4).fill(k.publicKey));
+    expect(fetches).toBe(1);
+  });
+
   it("publishes configured old keys (key rotation) under old_verify_keys", async () => {
     const config = { ...parseConfig(env), oldVerifyKeys: [{ keyId: "ed25519:retired", publicKey: "A".repeat(43), expiredTs: 1234 }] };
     const r = await ownKeyResponse(env, config);

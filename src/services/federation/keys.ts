@@ -180,9 +180,10 @@ export async function getVerifyKey(ctx: FederationContext, server: string, keyId
   if (!isValidServerName(server)) return undefined;
   const cached = await cachedKey(ctx.env, server, keyId);
   if (cached && usable(cached, p, now)) return cached;
-  // Throttle refetches of the same server.
+  // Throttle refetches of the same server — but a fetch still running is joined, not refused
+  // (a new peer's first few requests arrive together; all of them wait for its one key fetch).
   const last = lastFetch.get(server);
-  if (last !== undefined && now - last < REFETCH_BACKOFF_MS) return undefined;
+  if (!inflight.has(server) && last !== undefined && now - last < REFETCH_BACKOFF_MS) return undefined;
   const minValid = p.purpose === "request" ? now : (p.ts ?? 0);
   await fetchKeys(ctx, server, [keyId], minValid);
   const fresh = await cachedKey(ctx.env, server, keyId);
