@@ -417,6 +417,16 @@ export async function queryCrossSigningKeys(
   return keys;
 }
 
+/** A remote user's master key (from the cache or their server) with the signatures `requester`
+ *  made on it with their user-signing key added (POST /keys/signatures/upload keeps them here;
+ *  they are never federated, so the remote copy cannot carry them). */
+export async function withRequesterSignatures(env: Env, requester: string, userId: string, master: CrossSigningKey): Promise<CrossSigningKey> {
+  const pub = crossSigningPublicKey(master);
+  if (!pub) return master;
+  const sigs = (await signaturesOn(env, userId, [pub.publicKey])).filter((s) => s.signerUserId === requester);
+  return mergeSignatures(master, sigs) as CrossSigningKey;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deleting a device (spec: "Device management": deleting a device deletes its keys).
 

@@ -27,6 +27,8 @@ import {
   type Signatures,
 } from "../../services/e2ee";
 import { db } from "../../db";
+import { userStub } from "../../services/notifier";
+import { getRemoteDeviceList } from "../../services/federation/device-lists";
 
 export const crossSigning = new Hono<AppEnv>();
 crossSigning.use("/keys/device_signing/upload", requireAuth);
@@ -155,15 +157,40 @@ async function acceptSignatures(
     await store(ssk.keyId);
     return null;
   }
-  // Another user's master key, signed by the requester's user-signing key.
-  if (!theirMaster || keyId !== theirMaster.publicKey) return notFound("Unknown key; only another user's master key can be signed");
-  if (!same(signedContent(theirs.master!), signedContent(obj))) return invalid("Object does not match the stored master key");
+  return otherUsersMaster(env, signer, targetUser, keyId, obj, mySigs, theirMaster ? { key: theirs.master!, publicKey: theirMaster.publicKey } : null);
+}
+
+/** Another user's master key (local, or remote and known from the remote device-list cache),
+ *  signed by the requester's user-signing key (spec: "Cross-signing": a user's user-signing key
+ *  signs other users' master keys). Stored, and shown only to the requester (queryCrossSigningKeys,
+ *  and POST /keys/query for remote users). */
+async function otherUsersMaster(
+  env: AppEnv["Bindings"],
+  signer: string,
+  targetUser: string,
+  keyId: string,
+  obj: Json,
+  mySigs: Record<string, string>,
+  master: { key: CrossSigningKey; publicKey: string } | null,
+): Promise<Failure | null> {
+  if (!master || keyId !== master.publicKey) {
+    return { errcode: "M_NOT_FOUND", error: "Unknown key; only another user's (known) master key can be signed" };
+  }
+  if (!same(signedContent(master.key), signedContent(obj))) return { errcode: "M_INVALID_SIGNATURE", error: "Object does not match the stored master key" };
   const mine = await getCrossSigningKeys(env, signer);
   const usk = mine.user_signing ? crossSigningPublicKey(mine.user_signing) : null;
-  if (!usk) return notFound("No user-signing key uploaded");
-  if (!(await verifyJsonSignature(obj, signer, usk.keyId, usk.publicKey))) return invalid("Invalid user-signing signature");
-  await store(usk.keyId);
+  if (!usk) return { errcode: "M_NOT_FOUND", error: "No user-signing key uploaded" };
+  if (typeof mySigs[usk.keyId] !== "string") return { errcode: "M_INVALID_SIGNATURE", error: `No signature by the user-signing key ${usk.keyId}` };
+  if (!(await verifyJsonSignature(obj, signer, usk.keyId, usk.publicKey))) return { errcode: "M_INVALID_SIGNATURE", error: "Invalid user-signing signature" };
+  await storeSignature(env, { signerUserId: signer, signerKeyId: usk.keyId, targetUserId: targetUser, targetKeyId: keyId, signature: mySigs[usk.keyId] });
   return null;
+}
+
+/** A remote user's master key as the remote device-list cache knows it, or null. */
+async function cachedRemoteMaster(env: AppEnv["Bindings"], userId: string): Promise<{ key: CrossSigningKey; publicKey: string } | null> {
+  const list = await getRemoteDeviceList(env, userId);
+  const pub = list?.master ? crossSigningPublicKey(list.master) : null;
+  return pub ? { key: list!.master!, publicKey: pub.publicKey } : null;
 }
 
 // POST /keys/signatures/upload — "Publishes cross-signing signatures for the user." Every
@@ -172,25 +199,45 @@ crossSigning.post("/keys/signatures/upload", async (c) => {
   const body = await parseBody(c, z.record(z.string(), z.record(z.string(), z.record(z.string(), z.unknown()))));
   const signer = c.var.auth.userId;
   const failures: Record<string, Record<string, Failure>> = {};
-  // Signer → the signer's own keys that gained a signature (devices, or the master key).
-  const changed = new Map<string, Set<string>>();
+  // The signer's own keys that gained a signature (devices, or the master key).
+  const ownSigned = new Set<string>();
+  // Other users whose master key the signer's user-signing key signed.
+  const othersSigned = new Set<string>();
   for (const [targetUser, objects] of Object.entries(body)) {
-    const local = parseUserId(targetUser, { historical: true })?.serverName === c.var.config.serverName;
+    const server = parseUserId(targetUser, { historical: true })?.serverName;
+    const local = server === c.var.config.serverName;
     for (const [keyId, obj] of Object.entries(objects)) {
-      const failure = local
-        ? await acceptSignatures(c.env, signer, targetUser, keyId, obj)
-        : { errcode: "M_UNRECOGNIZED", error: "Signing keys of remote users is not supported yet" };
-      if (failure) (failures[targetUser] ??= {})[keyId] = failure;
-      // Signatures on own keys change the owner's list; a user-signing signature on someone
-      // else's master key is only visible to its maker, so it is again the signer's list.
+      let failure: Failure | null;
+      if (local) failure = await acceptSignatures(c.env, signer, targetUser, keyId, obj);
+      else if (!server) failure = { errcode: "M_INVALID_PARAM", error: "Invalid user ID" };
       else {
-        const mine = changed.get(signer) ?? changed.set(signer, new Set()).get(signer)!;
-        if (targetUser === signer) mine.add(keyId);
+        const mySigs = ((obj.signatures as Signatures | undefined) ?? {})[signer];
+        failure =
+          obj.user_id !== targetUser
+            ? { errcode: "M_INVALID_PARAM", error: "user_id does not match" }
+            : !mySigs || typeof mySigs !== "object"
+              ? { errcode: "M_INVALID_SIGNATURE", error: `No signature by ${signer}` }
+              : await otherUsersMaster(c.env, signer, targetUser, keyId, obj, mySigs, await cachedRemoteMaster(c.env, targetUser));
       }
+      if (failure) (failures[targetUser] ??= {})[keyId] = failure;
+      else if (targetUser === signer) ownSigned.add(keyId);
+      else othersSigned.add(targetUser);
     }
   }
-  // Federated as device-list updates of the signed devices and a signing-key update (only keys
-  // that are devices produce the former; see publishDeviceListChange).
-  for (const [u, ids] of changed) await markDeviceListChanged(db(c.env), u, c.env, { devices: [...ids], signingKeys: ids.size > 0 });
+  // Signatures on own keys change the signer's device list: federated as device-list updates
+  // of the signed devices and a signing-key update (only keys that are devices produce the
+  // former; see publishDeviceListChange).
+  if (ownSigned.size) await markDeviceListChanged(db(c.env), signer, c.env, { devices: [...ownSigned], signingKeys: true });
+  // A signature on another user's master key is visible to the signer only (and not federated),
+  // so only the signer's own devices must hear of it: their next /sync lists the signed user in
+  // `device_lists.changed`, they query that user's keys again and see the new signature (this is
+  // how a user's other devices learn that the user verified someone).
+  for (const u of othersSigned) {
+    try {
+      await userStub(c.env, signer, c.var.config).deviceListChanged(signer, u);
+    } catch (e) {
+      console.error(`telling ${signer}'s devices that ${u} was signed failed`, e);
+    }
+  }
   return c.json({ failures });
 });

@@ -10,6 +10,7 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { devices } from "../../db/schema";
 import { deleteDevice } from "../../services/sessions";
+import { markDeviceListChanged } from "../../services/e2ee";
 
 export const deviceRoutes = new Hono<AppEnv>();
 
@@ -35,15 +36,24 @@ deviceRoutes.get("/devices/:deviceId", requireAuth, async (c) => {
   return c.json(shape(row));
 });
 
+// PUT /devices/{deviceId}: "If not given, the display name is unchanged." A new name is a
+// device-list change for the users sharing a room with the owner (and the owner's other
+// devices): the name is part of what /keys/query returns (`unsigned.device_display_name`), and
+// /sync `device_lists.changed` lists "users who have updated their device identity". Synapse
+// does the same.
 deviceRoutes.put("/devices/:deviceId", requireAuth, async (c) => {
   const body = await parseBody(c, z.object({ display_name: z.string().max(512).optional() }));
+  const { userId } = c.var.auth;
   const deviceId = c.req.param("deviceId");
-  const r = await db(c.env)
+  const d = db(c.env);
+  const [row] = await d.select().from(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
+  if (!row) throw notFound("Device not found");
+  if (body.display_name === undefined || body.display_name === row.displayName) return c.json({});
+  await d
     .update(devices)
-    .set({ displayName: body.display_name ?? null })
-    .where(and(eq(devices.userId, c.var.auth.userId), eq(devices.deviceId, deviceId)))
-    .returning({ deviceId: devices.deviceId });
-  if (r.length === 0) throw notFound("Device not found");
+    .set({ displayName: body.display_name })
+    .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
+  await markDeviceListChanged(d, userId, c.env, { devices: [deviceId] });
   return c.json({});
 });
 

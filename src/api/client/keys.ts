@@ -18,6 +18,8 @@ import {
   storeDeviceKeys,
   storeFallbackKeys,
   storeOneTimeKeys,
+  withRequesterSignatures,
+  type CrossSigningKey,
   type DeviceKeysInput,
   type Json,
 } from "../../services/e2ee";
@@ -125,7 +127,8 @@ keys.post("/keys/query", async (c) => {
   );
   const r = await fed;
   Object.assign(out.device_keys, r.device_keys);
-  Object.assign(out.master_keys, r.master_keys);
+  // Remote master keys carry the requester's own user-signing signatures, kept here.
+  for (const [u, mk] of Object.entries(r.master_keys)) out.master_keys[u] = await withRequesterSignatures(c.env, requester, u, mk as CrossSigningKey);
   Object.assign(out.self_signing_keys, r.self_signing_keys);
   out.failures = r.failures;
   return c.json(out);
