@@ -13,16 +13,10 @@
 // Fails if any message fails to decrypt.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
-import {
-  CryptoEvent,
-  EventShieldColour,
-  VerificationPhase,
-  VerifierEvent,
-  type ShowSasCallbacks,
-  type VerificationRequest,
-} from "matrix-js-sdk/lib/crypto-api/index.js";
+import { EventShieldColour } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { startServer, type RunningServer } from "./harness";
 import { sdkRegister, startSynced, until } from "./client";
+import { nextRequest, sas } from "./verification";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -99,40 +93,8 @@ async function seesCrossSigned(viewer: sdk.MatrixClient, target: sdk.MatrixClien
   }, 30_000);
 }
 
-/** Interactive SAS between two requests: both sides accept the emoji (after checking that they
- *  show the same ones) and wait for the verification to finish. */
-async function sas(initiator: VerificationRequest, responder: VerificationRequest): Promise<void> {
-  await responder.accept();
-  await until("the request to be ready", async () => initiator.phase === VerificationPhase.Ready || undefined);
-  const shown = (v: NonNullable<VerificationRequest["verifier"]>) =>
-    new Promise<ShowSasCallbacks>((resolve) => v.once(VerifierEvent.ShowSas, resolve));
-  const initiatorVerifier = await initiator.startVerification("m.sas.v1");
-  const initiatorSas = shown(initiatorVerifier);
-  const responderVerifier = await until("the responder's verifier", async () => responder.verifier);
-  const responderSas = shown(responderVerifier);
-  const done = Promise.all([initiatorVerifier.verify(), responderVerifier.verify()]);
-  const [a, b] = await Promise.all([initiatorSas, responderSas]);
-  expect(a.sas.emoji?.map((e) => e[1])).toEqual(b.sas.emoji?.map((e) => e[1]));
-  expect(a.sas.emoji).toHaveLength(7);
-  await Promise.all([a.confirm(), b.confirm()]);
-  await done;
-  await until("both requests to be done", async () => (initiator.phase === VerificationPhase.Done && responder.phase === VerificationPhase.Done) || undefined);
-}
-
-/** The next verification request `client` receives from `from`. */
-function nextRequest(client: sdk.MatrixClient, from: string): Promise<VerificationRequest> {
-  return new Promise((resolve) => {
-    const on = (req: VerificationRequest) => {
-      if (req.otherUserId !== from) return;
-      client.off(CryptoEvent.VerificationRequestReceived, on);
-      resolve(req);
-    };
-    client.on(CryptoEvent.VerificationRequestReceived, on);
-  });
-}
-
-/** Wait until `client` has decrypted the message with `body` in the room (scrolling back if
- *  needed); a decryption failure is retried until the time-out, then reported. */
+/** Wait until `client` has decrypted the message with `body` in its live timeline; a decryption
+ *  failure is retried until the time-out, then reported. */
 async function decrypts(client: sdk.MatrixClient, roomId: string, body: string, ms = 30_000): Promise<sdk.MatrixEvent> {
   let lastFailure = "";
   return until(`${who(client)} to decrypt "${body}"`, async () => {

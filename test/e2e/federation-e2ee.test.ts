@@ -3,12 +3,16 @@
 // /keys/query for alice returns her device keys (GET over POST /user/keys/query); bob claims one
 // of her one-time keys (POST /user/keys/claim); a to-device message from bob reaches alice's
 // device exactly once (m.direct_to_device). Then matrix-js-sdk with Rust crypto (the stack
-// Element uses) exchanges encrypted messages across the two servers. Every wait is bounded.
+// Element uses) exchanges encrypted messages across the two servers, and two users of different
+// servers verify each other with interactive SAS (each server must accept its user's signature
+// on the other's master key, or the clients never trust each other). Every wait is bounded.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, freePort, type RunningServer } from "./harness";
 import { ok, registerUser, startSynced, type Json, type User, until } from "./client";
+import { CrossSigningKey, EventShieldColour } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { generateSigningKey, signJson } from "../../src/core/signing";
+import { nextRequest, sas } from "./verification";
 
 let a: RunningServer;
 let b: RunningServer;
@@ -184,4 +188,52 @@ describe("matrix-js-sdk + Rust crypto across two servers", () => {
     await dave.sendTextMessage(roomId, "hi carol");
     expect(await decrypted(carol, roomId, "hi carol")).toBe("hi carol");
   }, 80_000);
+
+  it("erin on A and frank on B verify each other with interactive SAS; each server keeps its user's signature on the other's master key", async () => {
+    const [erin, frank] = await Promise.all([sdkDevice(a, "erin"), sdkDevice(b, "frank")]);
+    for (const c of [erin, frank]) {
+      await c.getCrypto()!.bootstrapCrossSigning({ authUploadDeviceSigningKeys: (makeRequest) => makeRequest(null).then(() => {}) });
+    }
+    const { room_id: roomId } = await erin.createRoom({
+      preset: sdk.Preset.PublicChat,
+      initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+    });
+    await frank.joinRoom(roomId, { viaServers: [a.serverName] });
+    await until("erin to see frank joined", async () => erin.getRoom(roomId)?.getMember(frank.getUserId()!)?.membership === "join");
+    await until("frank's client to know the room is encrypted", async () => !!frank.getRoom(roomId)?.currentState.getStateEvents("m.room.encryption", ""));
+    await until("erin to know frank's cross-signing keys", async () => (await erin.getCrypto()!.userHasCrossSigningKeys(frank.getUserId()!, true)) || undefined);
+
+    // In-room verification over federation: the request and the SAS messages are room events.
+    const incoming = nextRequest(frank, erin.getUserId()!);
+    const outgoing = await erin.getCrypto()!.requestVerificationDM(frank.getUserId()!, roomId);
+    await sas(outgoing, await incoming);
+    for (const [viewer, other] of [[erin, frank], [frank, erin]] as const) {
+      await until(`${viewer.getUserId()} to trust ${other.getUserId()}`, async () =>
+        (await viewer.getCrypto()!.getUserVerificationStatus(other.getUserId()!)).isCrossSigningVerified() || undefined,
+      );
+      await until(`${viewer.getUserId()} to see ${other.getUserId()}'s device cross-signed`, async () =>
+        (await viewer.getCrypto()!.getDeviceVerificationStatus(other.getUserId()!, other.getDeviceId()!))?.crossSigningVerified || undefined,
+      );
+      // The signature by the viewer's user-signing key on the other (remote) user's master key
+      // was accepted by the viewer's server, and its /keys/query shows it to the viewer.
+      const usk = await viewer.getCrypto()!.getCrossSigningKeyId(CrossSigningKey.UserSigning);
+      const server = viewer === erin ? a : b;
+      const me: User = { server, userId: viewer.getUserId()!, deviceId: viewer.getDeviceId()!, token: viewer.getAccessToken()! };
+      await until(`${server.serverName} to hold ${viewer.getUserId()}'s signature on ${other.getUserId()}'s master key`, async () => {
+        const q = await ok(me, "POST", "/keys/query", { device_keys: { [other.getUserId()!]: [] } });
+        return !!q.master_keys?.[other.getUserId()!]?.signatures?.[viewer.getUserId()!]?.[`ed25519:${usk}`] || undefined;
+      });
+    }
+    await erin.sendTextMessage(roomId, "verified across servers");
+    const ev = await until("frank to decrypt", async () => {
+      for (const e of frank.getRoom(roomId)?.getLiveTimeline().getEvents() ?? []) {
+        if (e.getWireType() !== "m.room.encrypted") continue;
+        await frank.decryptEventIfNeeded(e);
+        if (!e.isDecryptionFailure() && e.getContent().body === "verified across servers") return e;
+      }
+      return undefined;
+    }, 30_000);
+    // From a verified user's cross-signed device: no warning shield.
+    expect(await frank.getCrypto()!.getEncryptionInfoForEvent(ev)).toEqual({ shieldColour: EventShieldColour.NONE, shieldReason: null });
+  }, 90_000);
 });
