@@ -368,23 +368,30 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private merging = false;
+  /** The extremity count the running merge works down to (the lowest asked for). */
+  private mergeTarget = MAX_PREV_EVENTS;
 
-  /** Keep the forward extremities at most MAX_PREV_EVENTS. Concurrent remote events (e.g. many
-   *  joins at once) can leave more branches than one event may cite; then local events — and the
-   *  join templates other servers build on — see only some of them, and a server joining later
-   *  misses the state of the others until something merges them. As Synapse does, a local member
-   *  sends `org.matrix.dummy_event`s, each citing MAX_PREV_EVENTS extremities, until few remain. */
-  private mergeExtremitiesLater(): void {
+  /** Keep the forward extremities at most `most` (MAX_PREV_EVENTS by default). Concurrent
+   *  remote events (e.g. many joins at once) can leave more branches than one event may cite;
+   *  then local events — and the join templates other servers build on — see only some of them,
+   *  and a server joining later misses the state of the others until something merges them. As
+   *  Synapse does, a local member sends `org.matrix.dummy_event`s, each citing MAX_PREV_EVENTS
+   *  extremities, until few remain. */
+  private mergeExtremitiesLater(most = MAX_PREV_EVENTS): void {
+    this.mergeTarget = Math.min(this.mergeTarget, most);
     if (this.merging) return;
     const count = () => this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM extremities").one().n;
-    if (count() <= MAX_PREV_EVENTS) return;
-    const sender = this.fanOutFacts().joinedLocal[0];
+    if (count() <= this.mergeTarget) {
+      this.mergeTarget = MAX_PREV_EVENTS;
+      return;
+    }
+    const sender = this.mergeSender();
     if (!sender) return;
     this.merging = true;
     const run = async () => {
       try {
         // Each dummy event replaces up to MAX_PREV_EVENTS extremities by one; bounded rounds.
-        for (let round = 0; round < 20 && count() > MAX_PREV_EVENTS; round++) {
+        for (let round = 0; round < 20 && count() > this.mergeTarget; round++) {
           const r = await this.createLocalEvent({ type: "org.matrix.dummy_event", content: {}, sender });
           if (!r.ok) break;
         }
@@ -392,9 +399,24 @@ export class RoomDO extends DurableObject<Env> {
         console.error("merging forward extremities failed", e);
       } finally {
         this.merging = false;
+        this.mergeTarget = MAX_PREV_EVENTS;
       }
     };
     this.ctx.waitUntil(run());
+  }
+
+  /** The joined local member with the highest power level (so events_default cannot stop it). */
+  private mergeSender(): string | undefined {
+    const local = this.fanOutFacts().joinedLocal;
+    if (local.length <= 1) return local[0];
+    const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    let best = local[0];
+    let bestLevel = powerLevelOf(best, st, this.rv!);
+    for (const u of local.slice(1)) {
+      const level = powerLevelOf(u, st, this.rv!);
+      if (level > bestLevel) [best, bestLevel] = [u, level];
+    }
+    return best;
   }
 
   /** Fan-outs still in flight, by event ID (see notify). */
@@ -950,13 +972,26 @@ export class RoomDO extends DurableObject<Env> {
     const referenced = this.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
     if (!referenced) this.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
 
-    // Current state: the event's state when it saw everything current, else resolve both.
+    // Current state (Server-Server API "Room State Resolution"): the resolution of the states
+    // after the forward extremities. One extremity state (a linear room, or an event that cited
+    // every branch) needs no resolution; only real forks pay for it. Resolving the old current
+    // state against the new event's state instead would depend on arrival order.
     const old = this.currentGroup;
     let next: number | null;
-    if (before.group === old || isCreate) next = afterGroup;
+    const tips = isCreate
+      ? [afterGroup]
+      : [
+          ...new Set(
+            this.sql
+              .exec<{ state_after: number | null }>("SELECT e.state_after FROM extremities x JOIN events e ON e.event_id = x.event_id")
+              .toArray()
+              .map((r) => r.state_after),
+          ),
+        ];
+    if (tips.length <= 1) next = tips[0] ?? afterGroup;
     else {
       const oldMap = this.groupState(old);
-      const resolved = resolveState(rv, [oldMap, this.groupState(afterGroup)], (id) => this.loadEvent(id)?.ev, { isRejected: (id) => this.loadEvent(id)?.status === "rejected" });
+      const resolved = resolveState(rv, tips.map((g) => this.groupState(g)), (id) => this.loadEvent(id)?.ev, { isRejected: (id) => this.loadEvent(id)?.status === "rejected" });
       next = this.newGroup(old, diffState(oldMap, resolved));
     }
     if (next !== old) {
@@ -1794,6 +1829,7 @@ export class RoomDO extends DurableObject<Env> {
     omitMembers?: boolean;
   }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
     let accepted = false;
+    let newServer = false;
     const r = await this.serial(async () => {
       try {
         const rv = this.requireRoom();
@@ -1817,6 +1853,7 @@ export class RoomDO extends DurableObject<Env> {
           const signed = await signJson(redactEvent(pdu, rv), this.serverName!, key, { strict: rv.strictCanonicalJson });
           pdu = { ...pdu, signatures: { ...pdu.signatures, [this.serverName!]: signed.signatures[this.serverName!] } };
         }
+        newServer = args.membership === "join" && !this.fanOutFacts().joinedServers.has(args.origin);
         const out = await this.admitInner(pdu, args.origin, { local: false, rebroadcast: true });
         if (out.status === "missing") fail(400, "M_BAD_JSON", "Event refers to events this server does not have");
         if (out.status !== "accepted" && out.status !== "duplicate") fail(403, "M_FORBIDDEN", `Event refused: ${out.reason ?? out.status}`);
@@ -1853,6 +1890,11 @@ export class RoomDO extends DurableObject<Env> {
       }
     });
     if (accepted) await this.fannedOut([args.eventId]);
+    // A server that just joined was handed the state before its join, which covers only the
+    // extremities its template cited; events on other branches (concurrent joins, more branches
+    // than one event cites) were never sent to it. One merge down to a single extremity sends
+    // it an event citing all of them, and it fetches what it lacks (get_missing_events).
+    if (accepted && newServer) this.mergeExtremitiesLater(1);
     return r;
   }
 

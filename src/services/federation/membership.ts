@@ -30,6 +30,9 @@ const MAX_CANDIDATES = 5;
 const JOIN_TIMEOUT_MS = 120_000;
 const MAX_GAP_EVENTS = 20;
 const MAX_STATE_FETCH = 200;
+/** Missing prev events of one event whose states are fetched (a merge event cites up to ten;
+ *  taking fewer would drop the branches of the others from the state before it). */
+const MAX_GAP_PREVS = 20;
 
 function domainOf(id: string): string {
   const i = id.indexOf(":");
@@ -264,7 +267,7 @@ export async function admitFederatedPdu(env: Env, config: Config, origin: string
   if (out.status === "missing" && out.reason === "unknown prev_events") {
     // Still a gap: take the state at each missing prev event from the origin.
     const states: Record<string, string>[] = [];
-    for (const prevId of (out.missing ?? []).slice(0, 5)) {
+    for (const prevId of (out.missing ?? []).slice(0, MAX_GAP_PREVS)) {
       const s = await stateAfter(env, config, stub, rv, origin, roomId, prevId);
       if (!s) return { status: "invalid", eventId: out.eventId, reason: `could not fetch the state at ${prevId}` };
       states.push(s);
