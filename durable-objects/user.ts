@@ -240,9 +240,12 @@ export class UserDO extends DurableObject<Env> {
   /** Take the next position of this user's stream. */
   private next(): number {
     this.pos++;
-    this.setMeta("pos", this.pos);
+    if (!this.posDeferred) this.setMeta("pos", this.pos);
     return this.pos;
   }
+
+  /** While set, next() leaves persisting `pos` to the caller (once per batch, not per notice). */
+  private posDeferred = false;
 
   /** Release every waiting /sync (they re-check what changed for them). */
   private wake(): void {
@@ -280,12 +283,24 @@ export class UserDO extends DurableObject<Env> {
   async roomEvents(userId: string, notices: RoomEventNotice[]): Promise<void> {
     const me = this.me(userId);
     const followUps: DeviceListFollowUp[] = [];
-    this.ctx.storage.transactionSync(() => {
-      for (const n of notices) {
-        const f = this.applyNotice(me, n);
-        if (f) followUps.push(f);
-      }
-    });
+    const pos0 = this.pos;
+    try {
+      this.ctx.storage.transactionSync(() => {
+        this.posDeferred = true;
+        for (const n of notices) {
+          const f = this.applyNotice(me, n);
+          if (f) followUps.push(f);
+        }
+        this.posDeferred = false;
+        if (this.pos !== pos0) this.setMeta("pos", this.pos);
+      });
+    } catch (e) {
+      // Rolled back: so are the positions taken.
+      this.pos = pos0;
+      throw e;
+    } finally {
+      this.posDeferred = false;
+    }
     this.wake();
     for (const f of followUps) await this.deviceListsAfterMembership(me, f);
   }
@@ -298,13 +313,19 @@ export class UserDO extends DurableObject<Env> {
     let followUp: DeviceListFollowUp | null = null;
     const upos = this.next();
     this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, n.roomId, n.stream);
-    const room = this.sql.exec<{ stream: number }>("SELECT stream FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
-    if (room) this.sql.exec("UPDATE rooms SET stream = MAX(stream, ?) WHERE room_id = ?", n.stream, n.roomId);
+    const room = this.sql
+      .exec<{ stream: number; member_stream: number; membership: string; display_name: string | null }>(
+        "SELECT stream, member_stream, membership, display_name FROM rooms WHERE room_id = ?",
+        n.roomId,
+      )
+      .toArray()[0];
+    if (room && n.stream > room.stream) this.sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ?", n.stream, n.roomId);
     // Fan-outs may arrive out of order: only a newer member event changes my membership.
-    const memberStream = this.sql.exec<{ s: number }>("SELECT member_stream AS s FROM rooms WHERE room_id = ?", n.roomId).toArray()[0]?.s ?? -1;
+    const memberStream = room?.member_stream ?? -1;
+    let displayName = room?.display_name ?? null;
     if (ev.type === "m.room.member" && ev.state_key === me && n.stream > memberStream) {
       const membership = String(ev.content.membership ?? "leave") as Membership;
-      const before = this.sql.exec<{ membership: string }>("SELECT membership FROM rooms WHERE room_id = ?", n.roomId).toArray()[0]?.membership;
+      const before = room?.membership;
       if (n.encrypted && membership === "join" && before !== "join") followUp = { kind: "i-joined", roomId: n.roomId };
       if (n.encrypted && (membership === "leave" || membership === "ban") && before === "join") followUp = { kind: "i-left", roomId: n.roomId };
       const dn = typeof ev.content.displayname === "string" ? ev.content.displayname : null;
@@ -320,6 +341,7 @@ export class UserDO extends DurableObject<Env> {
         inviter,
         dn,
       );
+      displayName = dn;
       this.sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, n.roomId, membership, n.stream);
     } else if (!room && !(ev.type === "m.room.member" && ev.state_key === me)) {
       // An event of a room we have no membership record for (e.g. the hub was created after
@@ -340,10 +362,9 @@ export class UserDO extends DurableObject<Env> {
     // The room just became encrypted: everyone in it now shares an encrypted room with me.
     if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
     // Push rules, evaluated now for this recipient (counts are kept from the outcome).
-    const roomRow = this.sql.exec<{ display_name: string | null }>("SELECT display_name FROM rooms WHERE room_id = ?", n.roomId).toArray()[0];
     const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
       userId: me,
-      displayName: roomRow?.display_name ?? undefined,
+      displayName: displayName ?? undefined,
       memberCount: n.memberCount,
       senderPowerLevel: n.senderPowerLevel,
       powerLevels: n.powerLevels,

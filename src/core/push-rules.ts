@@ -136,6 +136,18 @@ export function globToRegExp(glob: string, opts: { wordBoundary?: boolean } = {}
   return new RegExp(`^${src}$`, "is");
 }
 
+/** Compiled patterns of the rules in use (a hub evaluates the same few rules for every event). */
+const globCache = new Map<string, RegExp>();
+function cachedGlob(pattern: string, wordBoundary: boolean): RegExp {
+  const k = `${wordBoundary ? "w" : "x"}${pattern}`;
+  let re = globCache.get(k);
+  if (!re) {
+    if (globCache.size >= 1024) globCache.clear();
+    globCache.set(k, (re = globToRegExp(pattern, { wordBoundary })));
+  }
+  return re;
+}
+
 /** "Dot-separated property paths": `.` separates, `\.` is a literal dot, `\\` a backslash. */
 export function splitPath(key: string): string[] {
   const parts: string[] = [];
@@ -182,7 +194,7 @@ export function conditionMatches(c: PushCondition, ev: JsonObject, ctx: PushCont
       // "If the property ... is completely absent ..., or does not have a string value, then the
       // condition will not match, even if pattern is *."
       if (typeof v !== "string") return false;
-      return globToRegExp(pattern, { wordBoundary: key === "content.body" }).test(v);
+      return cachedGlob(pattern, key === "content.body").test(v);
     }
     case "event_property_is": {
       const { key, value } = c as { key?: unknown; value?: unknown };

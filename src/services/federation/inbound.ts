@@ -89,12 +89,15 @@ async function processPdus(env: Env, config: Config, origin: string, pdus: unkno
   const results: Record<string, { error?: string }> = {};
   // Same room: in order, one after another. Different rooms: in parallel.
   const byRoom = new Map<string, { eventId: string; pdu: PDU }[]>();
+  // A room's version never changes: one registry lookup per room of the transaction.
+  const versions = new Map<string, Promise<string | undefined>>();
   for (const raw of pdus) {
     if (!raw || typeof raw !== "object" || Array.isArray(raw)) continue; // nothing to name a result by
     const pdu = raw as PDU;
     const roomId = pdu.room_id;
     if (typeof roomId !== "string") continue;
-    const versionId = await roomVersionOf(env, roomId);
+    if (!versions.has(roomId)) versions.set(roomId, roomVersionOf(env, roomId));
+    const versionId = await versions.get(roomId)!;
     const rv = versionId ? getRoomVersion(versionId) : undefined;
     let eventId: string;
     try {
