@@ -1,0 +1,320 @@
+// Initial /sync at the issue's shape: one local user joined to R rooms of M members each, a
+// lazy-loading filter, timeline limit 1 and 20 (issue 4; the SBRC 2026 study measured this shape,
+// limit 1, at 80.1 s for Synapse and 8.6 s for Tuwunel).
+//
+//   node --import tsx bench/sync-initial.mjs [rooms=300] [members=300] [messages=10] [--state DIR] [--port N] [--runs 5]
+//
+// Starts one Lattice server (`npm start`, i.e. wrangler dev) on loopback itself. How the rooms
+// fill up, with no debug path on the server:
+//  - the bench's local user creates every room (client API, public_chat, default room version);
+//  - the other M-1 members are users of a fake homeserver this script runs on loopback (its own
+//    ed25519 key, served at /_matrix/key/v2/server). Per room it asks A's real make_join once for
+//    a template, then signs a linear chain of join events (each citing the previous one as its
+//    only prev_event) followed by `messages` m.room.message events from some of those members,
+//    and pushes them to A in signed `PUT /_matrix/federation/v1/send/{txnId}` transactions (at
+//    most 50 PDUs each; several rooms per transaction, so A admits rooms in parallel). Every
+//    event goes through A's federation transaction handler and the RoomDO's admit pipeline
+//    (signatures, hashes, auth against auth_events, state before and current state).
+// Local members instead would make every join notify every joined local member's sync hub
+// (~13.5 M hub updates at 300 × 300); remote members notify only the one local user's hub.
+//
+// With --state DIR the server's state is kept there (and the port must stay the same: it names
+// the server): a second run with the same DIR and port skips the set-up and only measures, e.g.
+// after changing the sync code.
+// `wrangler dev` reloads the Worker whenever a file in the tree changes: run from a quiet copy
+// (`git archive HEAD | tar -x -C /tmp/sb && ln -s $PWD/node_modules /tmp/sb/`).
+import { createServer } from "node:http";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { execSync } from "node:child_process";
+import path from "node:path";
+import { percentile, registerBenchUser } from "./util.mjs";
+
+const argv = process.argv.slice(2);
+function option(name, dflt) {
+  const i = argv.indexOf(name);
+  if (i < 0) return dflt;
+  const v = argv[i + 1];
+  argv.splice(i, 2);
+  return v;
+}
+const stateDir = option("--state", undefined);
+const fixedPort = option("--port", undefined);
+const RUNS = Number(option("--runs", 5));
+const R = Number(argv[0] ?? 300);
+const M = Number(argv[1] ?? 300);
+const K = Number(argv[2] ?? 10);
+/** Rooms per transaction and transactions in flight (FEDERATION_TXN_ROOMS, _WIDTH). */
+const TXN_ROOMS = Number(process.env.SB_TXN_ROOMS ?? 5);
+const WIDTH = Number(process.env.SB_WIDTH ?? 6);
+const PER_TXN = Math.floor(50 / TXN_ROOMS);
+if (K > M - 1) throw new Error("messages must be at most members - 1 (each comes from a different remote member)");
+
+const { startServer, freePort } = await import("../test/e2e/harness.ts");
+const { generateSigningKey, signJson } = await import("../src/core/signing.ts");
+const { signRequest } = await import("../src/core/x-matrix.ts");
+const { hashAndSignEvent } = await import("../src/core/event-hashes.ts");
+const { getRoomVersion } = await import("../src/core/room-versions.ts");
+const enc = encodeURIComponent;
+const load = () => execSync("uptime").toString().trim().replace(/^.*load average:\s*/, "");
+const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
+
+if (stateDir) mkdirSync(stateDir, { recursive: true });
+const savedPath = stateDir ? path.join(stateDir, "bench-sync-initial.json") : undefined;
+const saved = savedPath && existsSync(savedPath) ? JSON.parse(readFileSync(savedPath, "utf8")) : undefined;
+if (saved && fixedPort && Number(fixedPort) !== saved.port) throw new Error(`state ${stateDir} was set up on port ${saved.port}`);
+const port = saved?.port ?? (fixedPort ? Number(fixedPort) : await freePort());
+const a = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" }, { stateDir, port });
+for (const sig of ["SIGINT", "SIGTERM"]) {
+  process.once(sig, () => {
+    void a.stop().finally(() => process.exit(130));
+  });
+}
+
+// -- client API ---------------------------------------------------------------------------------
+async function api(method, p, token, body, attempt = 0) {
+  let res, text;
+  try {
+    res = await fetch(`${a.baseUrl}/_matrix/client/v3${p}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    text = await res.text();
+  } catch (e) {
+    if (attempt < 5) {
+      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+      return api(method, p, token, body, attempt + 1);
+    }
+    throw e;
+  }
+  // A reload of `wrangler dev` answers 503 or a non-JSON error page: retry those.
+  if ((res.status === 503 || !/^[[{]/.test(text)) && attempt < 5) {
+    await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+    return api(method, p, token, body, attempt + 1);
+  }
+  const json = JSON.parse(text);
+  if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${text.slice(0, 300)}`);
+  return { json, bytes: text.length };
+}
+
+async function pool(items, width, fn) {
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(width, items.length) }, async () => {
+      while (i < items.length) await fn(items[i++]);
+    }),
+  );
+}
+
+// -- set-up -------------------------------------------------------------------------------------
+async function setUp() {
+  const fport = await freePort();
+  const fname = `127.0.0.1:${fport}`;
+  const fkey = await generateSigningKey("ed25519:bench");
+  const keyResponse = () =>
+    signJson({ server_name: fname, verify_keys: { [fkey.keyId]: { key: fkey.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 24 * 3600_000 }, fname, fkey);
+  const fake = createServer(async (req, res) => {
+    for await (const _ of req); // drain the body
+    const send = (status, body) => {
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === "GET" && req.url === "/_matrix/key/v2/server") return send(200, await keyResponse());
+    if (req.method === "PUT" && req.url.startsWith("/_matrix/federation/v1/send/")) return send(200, { pdus: {} });
+    if (req.method === "GET" && req.url === "/_matrix/federation/v1/version") return send(200, { server: { name: "bench-fake" } });
+    send(404, { errcode: "M_NOT_FOUND", error: "fake server" });
+  });
+  await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
+
+  async function fed(method, p, body, attempt = 0) {
+    const authorization = await signRequest(fkey, { method, uri: p, origin: fname, destination: a.serverName, content: body });
+    let res, text;
+    try {
+      res = await fetch(`${a.baseUrl}${p}`, { method, headers: { authorization, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+      text = await res.text();
+    } catch (e) {
+      if (attempt < 5) {
+        await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+        return fed(method, p, body, attempt + 1);
+      }
+      throw e;
+    }
+    // 429: the same transaction is still being processed (a retry after a dropped connection).
+    if ((res.status === 503 || res.status === 429 || !text.startsWith("{")) && attempt < 10) {
+      await new Promise((r) => setTimeout(r, 2000 * (attempt + 1)));
+      return fed(method, p, body, attempt + 1);
+    }
+    if (!res.ok) throw new Error(`${method} ${p}: ${res.status} ${text.slice(0, 300)}`);
+    return JSON.parse(text);
+  }
+
+  const t0 = performance.now();
+  const tag = Date.now().toString(36);
+  const me = await registerBenchUser(a.baseUrl, `sb${tag}`);
+  const roomIds = [];
+  await pool([...Array(R).keys()], 4, async (i) => {
+    const { json } = await api("POST", "/createRoom", me.token, { preset: "public_chat", name: `bench ${i}` });
+    roomIds.push(json.room_id);
+  });
+  const created = performance.now() - t0;
+  log(`created ${R} rooms in ${(created / 1000).toFixed(1)} s`);
+
+  // Per room: one make_join for the template, then the signed chain.
+  const chains = new Map(); // room → PDUs in order
+  let lastIds = new Map(); // room → event ID of its chain's last event
+  await pool(roomIds, 8, async (roomId) => {
+    const t = await fed("GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(`@m0:${fname}`)}?ver=12`);
+    const rv = getRoomVersion(t.room_version);
+    const { json: state } = await api("GET", `/rooms/${enc(roomId)}/state`, me.token);
+    const pl = state.find((e) => e.type === "m.room.power_levels").event_id;
+    const pdus = [];
+    let prev = t.event.prev_events;
+    let depth = t.event.depth;
+    const joinIds = [];
+    for (let i = 0; i < M - 1; i++) {
+      const userId = `@m${i}:${fname}`;
+      const ev = { ...t.event, sender: userId, state_key: userId, prev_events: prev, depth, origin_server_ts: Date.now() };
+      const { pdu, eventId } = await hashAndSignEvent(ev, rv, fname, fkey);
+      pdus.push(pdu);
+      joinIds.push(eventId);
+      prev = [eventId];
+      depth++;
+    }
+    for (let k = 0; k < K; k++) {
+      // Messages from the last K members to join (distinct senders: lazy loading sends theirs).
+      const idx = M - 2 - k;
+      const ev = {
+        type: "m.room.message",
+        room_id: roomId,
+        sender: `@m${idx}:${fname}`,
+        content: { msgtype: "m.text", body: `message ${k} in a ${M}-member room` },
+        prev_events: prev,
+        auth_events: [pl, joinIds[idx]],
+        depth,
+        origin_server_ts: Date.now(),
+        origin: fname,
+      };
+      const { pdu, eventId } = await hashAndSignEvent(ev, rv, fname, fkey);
+      pdus.push(pdu);
+      prev = [eventId];
+      depth++;
+    }
+    chains.set(roomId, pdus);
+    lastIds.set(roomId, prev[0]);
+  });
+  const signed = performance.now() - t0;
+  log(`signed ${R} × ${M - 1 + K} events in ${((signed - created) / 1000).toFixed(1)} s`);
+
+  // Transactions: TXN_ROOMS rooms each, PER_TXN events of each; a room's next chunk goes only
+  // after its previous transaction answered (its events cite the previous chunk's).
+  let done = 0;
+  let txns = 0;
+  const total = R * (M - 1 + K);
+  const progress = setInterval(
+    () => log(`  admitted ${done}/${total} (${Math.round(done / ((performance.now() - signed) / 1000))}/s), ${txns} transactions, load ${load()}`),
+    30_000,
+  );
+  const groups = [];
+  for (let i = 0; i < roomIds.length; i += TXN_ROOMS) groups.push(roomIds.slice(i, i + TXN_ROOMS));
+  try {
+    await pool(groups, WIDTH, async (group) => {
+      const offset = new Map(group.map((r) => [r, 0]));
+      for (;;) {
+        const pdus = [];
+        for (const r of group) {
+          const o = offset.get(r);
+          const chunk = chains.get(r).slice(o, o + PER_TXN);
+          offset.set(r, o + chunk.length);
+          pdus.push(...chunk);
+        }
+        if (pdus.length === 0) break;
+        const txnId = `sb${tag}-${txns++}`;
+        const out = await fed("PUT", `/_matrix/federation/v1/send/${txnId}`, { origin: fname, origin_server_ts: Date.now(), pdus, edus: [] });
+        const errors = Object.entries(out.pdus ?? {}).filter(([, v]) => v.error);
+        if (errors.length) throw new Error(`transaction ${txnId}: ${errors.length} PDUs refused, e.g. ${JSON.stringify(errors[0])}`);
+        done += pdus.length;
+      }
+    });
+  } finally {
+    clearInterval(progress);
+    await new Promise((r) => fake.close(r));
+  }
+  const setupMs = performance.now() - t0;
+  log(`admitted ${total} events in ${((setupMs - signed) / 1000).toFixed(1)} s (${txns} transactions); set-up total ${(setupMs / 1000).toFixed(1)} s`);
+  const s = { port, userId: me.userId, token: me.token, roomIds, lastIds: Object.fromEntries(lastIds), rooms: R, members: M, messages: K, setupMs: Math.round(setupMs), admitMs: Math.round(setupMs - signed) };
+  if (savedPath) writeFileSync(savedPath, JSON.stringify(s));
+  return s;
+}
+
+// -- measure ------------------------------------------------------------------------------------
+function filterFor(limit) {
+  return enc(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit } } }));
+}
+
+/** Check one response: every room, its newest event, lazily loaded senders, the summary. */
+function check(s, body, limit) {
+  const join = body.rooms?.join ?? {};
+  const problems = [];
+  for (const roomId of s.roomIds) {
+    const room = join[roomId];
+    if (!room) {
+      problems.push(`${roomId} missing`);
+      continue;
+    }
+    const tl = room.timeline.events;
+    if (tl.length > limit || (tl.length < limit && room.timeline.limited)) problems.push(`${roomId}: ${tl.length} timeline events`);
+    if (tl.at(-1)?.event_id !== s.lastIds[roomId]) problems.push(`${roomId}: newest event ${tl.at(-1)?.event_id}, expected ${s.lastIds[roomId]}`);
+    if (room.summary?.["m.joined_member_count"] !== s.members) problems.push(`${roomId}: joined_member_count ${room.summary?.["m.joined_member_count"]}`);
+    const members = new Set(room.state.events.filter((e) => e.type === "m.room.member").map((e) => e.state_key));
+    for (const e of tl) if (!members.has(e.sender) && !tl.some((x) => x.type === "m.room.member" && x.state_key === e.sender)) problems.push(`${roomId}: no member event for sender ${e.sender}`);
+    if (members.size > limit + 1) problems.push(`${roomId}: ${members.size} member events (not lazy)`);
+  }
+  return problems;
+}
+
+let s = saved;
+try {
+  if (!s) s = await setUp();
+  else log(`using the set-up in ${stateDir}: ${s.rooms} rooms × ${s.members} members, set-up took ${(s.setupMs / 1000).toFixed(1)} s`);
+  // The local user's hub hears about the remote events asynchronously (fan-out after commit):
+  // wait until every room's newest event is in its initial sync.
+  for (let i = 0; ; i++) {
+    const { json } = await api("GET", `/sync?filter=${filterFor(1)}&set_presence=offline`, s.token);
+    const problems = check(s, json, 1);
+    if (problems.length === 0) break;
+    if (i >= 120) throw new Error(`the hub did not catch up: ${problems.slice(0, 5).join("; ")} (${problems.length} problems)`);
+    if (i % 10 === 0) log(`waiting for the hub: ${problems.length} problems, e.g. ${problems[0]}`);
+    await new Promise((r) => setTimeout(r, 5000));
+  }
+  const result = { rooms: s.rooms, members: s.members, messagesPerRoom: s.messages, setupMs: s.setupMs, admitMs: s.admitMs, runs: {} };
+  for (const limit of [1, 20]) {
+    const times = [];
+    let bytes = 0;
+    const loadBefore = load();
+    for (let i = 0; i < RUNS; i++) {
+      const t = performance.now();
+      const { json, bytes: b } = await api("GET", `/sync?filter=${filterFor(limit)}&set_presence=offline`, s.token);
+      times.push(performance.now() - t);
+      bytes = b;
+      const problems = check(s, json, limit);
+      if (problems.length) throw new Error(`limit ${limit}: ${problems.slice(0, 5).join("; ")}`);
+    }
+    result.runs[`limit${limit}`] = {
+      minMs: Math.round(Math.min(...times)),
+      medianMs: Math.round(percentile(times, 50)),
+      allMs: times.map(Math.round),
+      responseBytes: bytes,
+      loadBefore,
+      loadAfter: load(),
+    };
+    log(`limit ${limit}: min ${Math.min(...times).toFixed(0)} ms, median ${percentile(times, 50).toFixed(0)} ms (${times.map((x) => x.toFixed(0)).join(" / ")}), ${bytes} bytes, load ${load()}`);
+  }
+  console.log(JSON.stringify(result));
+} catch (e) {
+  const out = a.output();
+  if (process.env.SB_SERVER_LOG) writeFileSync(process.env.SB_SERVER_LOG, out);
+  console.error(`server output (tail, without request lines):\n${out.split("\n").filter((l) => !l.includes("[wrangler:info]")).join("\n").slice(-4000)}`);
+  throw e;
+} finally {
+  await a.stop();
+}
