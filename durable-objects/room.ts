@@ -2079,7 +2079,10 @@ export class RoomDO extends DurableObject<Env> {
       try {
         const rv = getRoomVersion(args.roomVersion);
         if (!rv) fail(400, "M_UNSUPPORTED_ROOM_VERSION", "Unsupported room version");
-        if (this.roomId && !this.isPartial()) fail(409, "M_UNKNOWN", "Already in this room");
+        // Another local user's join may have seeded the room meanwhile (joins at once through
+        // federation): then this join goes on top of it the same way, its state merged in.
+        const seeded = !!this.roomId && !this.isPartial();
+        if (seeded && (this.roomId !== args.roomId || this.rv?.id !== rv.id)) fail(409, "M_UNKNOWN", "Another room lives here");
         this.roomId = args.roomId;
         this.rv = rv;
         this.serverName = args.serverName;
@@ -2130,6 +2133,12 @@ export class RoomDO extends DurableObject<Env> {
           fail(400, "M_BAD_JSON", "The create event names another room version");
         }
         const out = await this.admitInner(args.join, args.serverName, { local: false, extraStates: [state] });
+        if (seeded && out.status === "duplicate") {
+          // The resident server's copy of our join reached us first.
+          const se = this.loadEvent(out.eventId!)!;
+          if (se.status !== "accepted" || se.stream === null) fail(403, "M_FORBIDDEN", `Our join was refused: ${se.status}`);
+          return { ok: true as const, value: { eventId: out.eventId!, stream: se.stream, rejected } };
+        }
         if (out.status !== "accepted") fail(403, "M_FORBIDDEN", `Our join was refused: ${out.reason ?? out.status}`);
         joinId = out.eventId;
         this.setMeta("room_id", args.roomId);

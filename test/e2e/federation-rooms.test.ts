@@ -125,6 +125,19 @@ describe("federated rooms across three servers", () => {
     for (const u of [alice, bob, carol]) expect(await bodies(u, roomId)).toEqual(expected);
   }, 90_000);
 
+  it("concurrent joins: C's users join while B's user joins; all three agree on the members with no further message", async () => {
+    const room = (await ok<{ room_id: string }>(alice, "POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id;
+    const cUsers = await Promise.all(Array.from({ length: 6 }, (_, i) => register(c, `cj${i}`)));
+    // Every join at once: C's each through A; B's through A too. Their templates cite the same
+    // extremities, so the joins are concurrent branches, and B's join state misses C's joins.
+    await Promise.all([...cUsers, bob].map((u) => ok(u, "POST", `/join/${enc(room)}?via=${enc(a.serverName)}`, {})));
+    const everyone = [alice, bob, ...cUsers].map((u) => u.userId).sort();
+    await until("all members on A", async () => JSON.stringify(await joinedMembers(alice, room)) === JSON.stringify(everyone));
+    for (const u of [bob, cUsers[0]]) {
+      await until(`all members on ${u.server.serverName}`, async () => JSON.stringify(await joinedMembers(u, room)) === JSON.stringify(everyone), 30_000);
+    }
+  }, 90_000);
+
   it("a v11 room: B joins by room ID with via", async () => {
     const v11 = (await ok<{ room_id: string }>(alice, "POST", "/createRoom", { preset: "public_chat", room_version: "11" })).room_id;
     await ok(bob, "POST", `/join/${enc(v11)}?via=${enc(a.serverName)}`, {});
