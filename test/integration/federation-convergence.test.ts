@@ -166,3 +166,117 @@ describe("forward extremities", () => {
     expect(merged.prev_events).toHaveLength(10);
   });
 });
+
+/** A small deterministic PRNG (mulberry32), so a failing seed can be replayed. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** One node of an abstract remote DAG: what it does and which earlier nodes it follows
+ *  (-1 = the room's last event before the remote branches). */
+interface Node {
+  sender: string;
+  type: string;
+  stateKey: string;
+  content: Record<string, unknown>;
+  prevs: number[];
+}
+
+/** A random DAG of remote events that cannot be soft-failed (so arrival order may not change
+ *  which events count): two PL-100 senders change topic and name and raise new users in the
+ *  power levels (never lowering anyone), and new remote users join the public room. */
+function randomDag(seed: number, size: number): Node[] {
+  const rnd = prng(seed);
+  const nodes: Node[] = [];
+  const raised: Record<string, number> = {};
+  for (let i = 0; i < size; i++) {
+    const prevs = new Set<number>();
+    const fan = rnd() < 0.3 ? 2 : 1;
+    for (let k = 0; k < fan; k++) prevs.add(Math.floor(rnd() * (i + 1)) - 1);
+    const sender = rnd() < 0.5 ? REM : REM2;
+    const pick = rnd();
+    if (pick < 0.3) nodes.push({ sender, type: "m.room.topic", stateKey: "", content: { topic: `topic ${i}` }, prevs: [...prevs] });
+    else if (pick < 0.5) nodes.push({ sender, type: "m.room.name", stateKey: "", content: { name: `name ${i}` }, prevs: [...prevs] });
+    else if (pick < 0.7) {
+      raised[`@p${i}:${REMOTE}`] = 1 + Math.floor(rnd() * 50);
+      nodes.push({ sender, type: "m.room.power_levels", stateKey: "", content: { users: { ...raised } }, prevs: [...prevs] });
+    } else {
+      const u = `@j${i}:${REMOTE}`;
+      nodes.push({ sender: u, type: "m.room.member", stateKey: u, content: { membership: "join" }, prevs: [...prevs] });
+    }
+  }
+  return nodes;
+}
+
+/** Parents before children, otherwise shuffled. */
+function randomTopologicalOrder(nodes: Node[], rnd: () => number): number[] {
+  const done = new Set<number>([-1]);
+  const out: number[] = [];
+  while (out.length < nodes.length) {
+    const ready = nodes.map((n, i) => i).filter((i) => !done.has(i) && nodes[i].prevs.every((p) => done.has(p)));
+    const i = ready[Math.floor(rnd() * ready.length)];
+    done.add(i);
+    out.push(i);
+  }
+  return out;
+}
+
+const REM2 = `@rem2:${REMOTE}`;
+
+describe("current state converges for random DAGs in random arrival orders", () => {
+  it("three random DAGs, each delivered in four random orders, give one state per DAG, equal to what a merge event sees", async () => {
+    for (const seed of [7, 1234, 99991]) {
+      const nodes = randomDag(seed, 18);
+      const rnd = prng(seed * 31 + 1);
+      const ts = Date.now() + 60_000;
+      const results: Record<string, unknown>[] = [];
+      for (let run = 0; run < 4; run++) {
+        const roomId = (await ok("POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id as string;
+        for (const u of [REM, REM2]) {
+          const t = await fed("GET", `/v1/make_join/${enc(roomId)}/${enc(u)}?ver=12`);
+          const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: ts - 1000 } as PDU, rv, REMOTE, key);
+          expect((await fed("PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}`, j.pdu)).status).toBe(200);
+        }
+        const pl = await ok("GET", `/rooms/${enc(roomId)}/state/m.room.power_levels/`);
+        await ok("PUT", `/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl, users: { ...pl.users, [REM]: 100, [REM2]: 100 } });
+        const state = (await ok("GET", `/rooms/${enc(roomId)}/state`)) as unknown as { type: string; state_key: string; event_id: string }[];
+        const id = (type: string, k = "") => state.find((e) => e.type === type && e.state_key === k)!.event_id;
+        const base = (await ok("GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=1`)).chunk[0].event_id as string;
+        const baseDepth = ((await fed("GET", `/v1/event/${enc(base)}`)).body.pdus[0] as PDU).depth;
+
+        // Instantiate the abstract DAG in this room (unique timestamps: no tie-breaks by ID).
+        const pdus: PDU[] = [];
+        const ids: string[] = [];
+        const depths: number[] = [];
+        for (const [i, n] of nodes.entries()) {
+          const prevIds = n.prevs.map((p) => (p < 0 ? base : ids[p]));
+          const depth = Math.max(...n.prevs.map((p) => (p < 0 ? baseDepth : depths[p]))) + 1;
+          const content = n.type === "m.room.power_levels" ? { ...pl, users: { ...pl.users, [REM]: 100, [REM2]: 100, ...(n.content.users as object) } } : n.content;
+          const auth = n.type === "m.room.member" ? [id("m.room.power_levels"), id("m.room.join_rules")] : [id("m.room.power_levels"), id("m.room.member", n.sender)];
+          const { pdu, eventId } = await hashAndSignEvent(
+            { room_id: roomId, sender: n.sender, type: n.type, state_key: n.stateKey, content, origin_server_ts: ts + i * 10, depth, prev_events: prevIds, auth_events: auth } as unknown as PDU,
+            rv,
+            REMOTE,
+            key,
+          );
+          pdus.push(pdu);
+          ids.push(eventId);
+          depths.push(depth);
+        }
+        await deliver(roomId, randomTopologicalOrder(nodes, rnd).map((i) => pdus[i]));
+        const current = await stateByContent(roomId);
+        await ok("PUT", `/rooms/${enc(roomId)}/send/m.room.message/merge`, { msgtype: "m.text", body: "merge" });
+        expect({ seed, run, state: await stateByContent(roomId) }).toEqual({ seed, run, state: current });
+        results.push(current);
+      }
+      for (let run = 1; run < results.length; run++) expect({ seed, run, state: results[run] }).toEqual({ seed, run, state: results[0] });
+    }
+  }, 120_000);
+});
