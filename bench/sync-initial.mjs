@@ -24,7 +24,8 @@
 // `wrangler dev` reloads the Worker whenever a file in the tree changes: run from a quiet copy
 // (`git archive HEAD | tar -x -C /tmp/sb && ln -s $PWD/node_modules /tmp/sb/`).
 import { createServer } from "node:http";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { execSync } from "node:child_process";
 import path from "node:path";
 import { percentile, registerBenchUser } from "./util.mjs";
@@ -44,7 +45,7 @@ const R = Number(argv[0] ?? 300);
 const M = Number(argv[1] ?? 300);
 const K = Number(argv[2] ?? 10);
 /** Rooms per transaction and transactions in flight (FEDERATION_TXN_ROOMS, _WIDTH). */
-const TXN_ROOMS = Number(process.env.SB_TXN_ROOMS ?? 5);
+const TXN_ROOMS = Number(process.env.SB_TXN_ROOMS ?? 10);
 const WIDTH = Number(process.env.SB_WIDTH ?? 6);
 const PER_TXN = Math.floor(50 / TXN_ROOMS);
 if (K > M - 1) throw new Error("messages must be at most members - 1 (each comes from a different remote member)");
@@ -58,12 +59,39 @@ const enc = encodeURIComponent;
 const load = () => execSync("uptime").toString().trim().replace(/^.*load average:\s*/, "");
 const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
 
-if (stateDir) mkdirSync(stateDir, { recursive: true });
-const savedPath = stateDir ? path.join(stateDir, "bench-sync-initial.json") : undefined;
-const saved = savedPath && existsSync(savedPath) ? JSON.parse(readFileSync(savedPath, "utf8")) : undefined;
+// State on disk always (a temporary directory unless --state): the set-up survives a restart.
+const dir = stateDir ?? mkdtempSync(path.join(tmpdir(), "sync-initial-"));
+mkdirSync(dir, { recursive: true });
+const savedPath = path.join(dir, "bench-sync-initial.json");
+const saved = stateDir && existsSync(savedPath) ? JSON.parse(readFileSync(savedPath, "utf8")) : undefined;
 if (saved && fixedPort && Number(fixedPort) !== saved.port) throw new Error(`state ${stateDir} was set up on port ${saved.port}`);
 const port = saved?.port ?? (fixedPort ? Number(fixedPort) : await freePort());
-const a = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" }, { stateDir, port });
+const vars = { RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" };
+let a = await startServer(vars, { stateDir: dir, port });
+/** Times `wrangler dev` went away and was started again on the same state. */
+let restarts = 0;
+const MAX_RESTARTS = Number(process.env.SB_MAX_RESTARTS ?? 10);
+let restarting;
+/** After a failed request: if the server no longer answers (under sustained load `wrangler dev`
+ *  exits when its dev proxy loses a connection to the runtime: "Network connection lost", then
+ *  an empty ✘ [ERROR]), start it again on the same state and port. Everything committed is on
+ *  disk; notices the RoomDOs had not yet delivered are redelivered by their alarms. */
+async function ensureServer() {
+  restarting ??= (async () => {
+    for (let i = 0; i < 10; i++) {
+      try {
+        if ((await fetch(`${a.baseUrl}/_matrix/key/v2/server`)).ok) return;
+      } catch {}
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    if (++restarts > MAX_RESTARTS) throw new Error(`the server went away ${restarts} times`);
+    const tail = a.output().split("\n").filter((l) => l.trim() && !l.includes("[wrangler:info]")).slice(-6).join(" | ");
+    log(`server gone (${tail.slice(0, 300)}); restart ${restarts}`);
+    await a.stop();
+    a = await startServer(vars, { stateDir: dir, port });
+  })().finally(() => (restarting = undefined));
+  return restarting;
+}
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.once(sig, () => {
     void a.stop().finally(() => process.exit(130));
@@ -82,7 +110,7 @@ async function api(method, p, token, body, attempt = 0) {
     text = await res.text();
   } catch (e) {
     if (attempt < 5) {
-      await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
+      await ensureServer();
       return api(method, p, token, body, attempt + 1);
     }
     throw e;
@@ -134,8 +162,11 @@ async function setUp() {
       text = await res.text();
     } catch (e) {
       if (attempt < 5) {
-        await new Promise((r) => setTimeout(r, 1000 * (attempt + 1)));
-        return fed(method, p, body, attempt + 1);
+        await ensureServer();
+        // A transaction cut off mid-way is sent again under a new ID (the old one may still be
+        // claimed as "being processed"); PDUs it already delivered come back as duplicates.
+        const again = p.replace(/(\/send\/[^/]+?)(-r\d+)?$/, `$1-r${attempt + 1}`);
+        return fed(method, again, body, attempt + 1);
       }
       throw e;
     }
@@ -241,8 +272,8 @@ async function setUp() {
   }
   const setupMs = performance.now() - t0;
   log(`admitted ${total} events in ${((setupMs - signed) / 1000).toFixed(1)} s (${txns} transactions); set-up total ${(setupMs / 1000).toFixed(1)} s`);
-  const s = { port, userId: me.userId, token: me.token, roomIds, lastIds: Object.fromEntries(lastIds), rooms: R, members: M, messages: K, setupMs: Math.round(setupMs), admitMs: Math.round(setupMs - signed) };
-  if (savedPath) writeFileSync(savedPath, JSON.stringify(s));
+  const s = { port, restarts, userId: me.userId, token: me.token, roomIds, lastIds: Object.fromEntries(lastIds), rooms: R, members: M, messages: K, setupMs: Math.round(setupMs), admitMs: Math.round(setupMs - signed) };
+  writeFileSync(savedPath, JSON.stringify(s));
   return s;
 }
 
@@ -286,7 +317,7 @@ try {
     if (i % 10 === 0) log(`waiting for the hub: ${problems.length} problems, e.g. ${problems[0]}`);
     await new Promise((r) => setTimeout(r, 5000));
   }
-  const result = { rooms: s.rooms, members: s.members, messagesPerRoom: s.messages, setupMs: s.setupMs, admitMs: s.admitMs, runs: {} };
+  const result = { rooms: s.rooms, members: s.members, messagesPerRoom: s.messages, setupMs: s.setupMs, admitMs: s.admitMs, setupRestarts: s.restarts, runs: {} };
   for (const limit of [1, 20]) {
     const times = [];
     let bytes = 0;
@@ -317,4 +348,5 @@ try {
   throw e;
 } finally {
   await a.stop();
+  if (!stateDir) rmSync(dir, { recursive: true, force: true });
 }
