@@ -68,6 +68,9 @@ if (saved && fixedPort && Number(fixedPort) !== saved.port) throw new Error(`sta
 const port = saved?.port ?? (fixedPort ? Number(fixedPort) : await freePort());
 const vars = { RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" };
 let a = await startServer(vars, { stateDir: dir, port });
+/** Where the set-up's requests go: wrangler's dev proxy (a.baseUrl), or with SB_DIRECT=1 the
+ *  workerd runtime behind it (same Worker, same state; see runtimeUrl). */
+let setupBase = await setupUrl();
 /** Times `wrangler dev` went away and was started again on the same state. */
 let restarts = 0;
 const MAX_RESTARTS = Number(process.env.SB_MAX_RESTARTS ?? 10);
@@ -89,8 +92,29 @@ async function ensureServer() {
     log(`server gone (${tail.slice(0, 300)}); restart ${restarts}`);
     await a.stop();
     a = await startServer(vars, { stateDir: dir, port });
+    setupBase = await setupUrl();
   })().finally(() => (restarting = undefined));
   return restarting;
+}
+/** `wrangler dev` relays every request through a proxy Worker in a second workerd process, and
+ *  exits altogether when one relayed request loses its connection to the runtime ("Network
+ *  connection lost") — which under sustained write load on this machine happens every minute
+ *  or two. With SB_DIRECT=1 the set-up talks to the runtime's own listening socket (found by
+ *  asking each local workerd socket for our server's key), skipping only that relay; the
+ *  measured /sync requests always go through a.baseUrl. */
+async function setupUrl() {
+  if (process.env.SB_DIRECT !== "1") return a.baseUrl;
+  const ports = [...execSync("ss -ltnp").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*"workerd"/g)].map((m) => Number(m[1])).filter((p) => p !== a.port);
+  for (const p of ports) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${p}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(2000) });
+      if (r.ok && (await r.json()).server_name === a.serverName) {
+        log(`set-up requests go to the runtime at 127.0.0.1:${p}`);
+        return `http://127.0.0.1:${p}`;
+      }
+    } catch {}
+  }
+  throw new Error("SB_DIRECT: the runtime's socket was not found");
 }
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.once(sig, () => {
@@ -158,7 +182,7 @@ async function setUp() {
     const authorization = await signRequest(fkey, { method, uri: p, origin: fname, destination: a.serverName, content: body });
     let res, text;
     try {
-      res = await fetch(`${a.baseUrl}${p}`, { method, headers: { authorization, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+      res = await fetch(`${setupBase}${p}`, { method, headers: { authorization, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
       text = await res.text();
     } catch (e) {
       if (attempt < 5) {
