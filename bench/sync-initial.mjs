@@ -90,11 +90,24 @@ async function ensureServer() {
     if (++restarts > MAX_RESTARTS) throw new Error(`the server went away ${restarts} times`);
     const tail = a.output().split("\n").filter((l) => l.trim() && !l.includes("[wrangler:info]")).slice(-6).join(" | ");
     log(`server gone (${tail.slice(0, 300)}); restart ${restarts}`);
-    await a.stop();
+    await stopServer();
     a = await startServer(vars, { stateDir: dir, port });
     setupBase = await setupUrl();
   })().finally(() => (restarting = undefined));
   return restarting;
+}
+/** Stop the server; a workerd of ours that outlived wrangler (it ignores SIGTERM once wrangler
+ *  is gone) still holds our port: stop it by its PID. */
+async function stopServer() {
+  await a.stop();
+  for (let i = 0; i < 20; i++) {
+    const m = new RegExp(`127\\.0\\.0\\.1:${port}\\s.*pid=(\\d+)`).exec(execSync("ss -ltnp").toString());
+    if (!m) return;
+    try {
+      process.kill(Number(m[1]), i < 5 ? "SIGTERM" : "SIGKILL");
+    } catch {}
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 /** `wrangler dev` relays every request through a proxy Worker in a second workerd process, and
  *  exits altogether when one relayed request loses its connection to the runtime ("Network
@@ -118,7 +131,7 @@ async function setupUrl() {
 }
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.once(sig, () => {
-    void a.stop().finally(() => process.exit(130));
+    void stopServer().finally(() => process.exit(130));
   });
 }
 
@@ -371,6 +384,6 @@ try {
   console.error(`server output (tail, without request lines):\n${out.split("\n").filter((l) => !l.includes("[wrangler:info]")).join("\n").slice(-4000)}`);
   throw e;
 } finally {
-  await a.stop();
+  await stopServer();
   if (!stateDir) rmSync(dir, { recursive: true, force: true });
 }
