@@ -42,6 +42,10 @@ export interface RoomSyncQuery {
   state?: RoomEventFilter;
   lazyLoadMembers: boolean;
   fullState: boolean;
+  /** The hub does not know exactly what the client saw before `since` (a token below its
+   *  compacted log, durable-objects/user.ts): answer as a gappy sync — the timeline after `since`
+   *  marked `limited` (prev_batch leads /messages back over the gap) with full state. */
+  gap?: boolean;
   /** MSC4222 / v1.16 use_state_after: state up to the end of the timeline in `state_after`. */
   useStateAfter: boolean;
   /** Users the requester ignores (module "Ignoring Users"): their non-state events are left out
@@ -94,7 +98,7 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
     if (page.length < pageSize) break;
     pageSize = SCAN_PAGE;
   }
-  if (scanned >= SCAN_MAX && pos > floor) limited = true;
+  if ((scanned >= SCAN_MAX && pos > floor) || q.gap) limited = true;
   picked.reverse();
   const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
   const timeline = {
@@ -107,7 +111,7 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   // between `since` and the start of the timeline — computed as Synapse does, from the state at
   // both ends minus what the timeline itself carries, so state events a timeline filter removed
   // (or that the gap hid) are not lost: ((start ∪ end) − since) − timeline.
-  const fresh = q.since === null || q.fullState;
+  const fresh = q.since === null || q.fullState || !!q.gap;
   const base: StateIdMap = fresh ? new Map() : room.stateAt(q.since!);
   const end = room.stateAt(q.upTo);
   const start = q.useStateAfter ? end : room.stateAt(startStream);

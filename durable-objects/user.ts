@@ -37,6 +37,22 @@
 //                  (latest entry per user, for /sync)
 //   device_list_log every such entry by position (GET /keys/changes between two tokens)
 //   device_keys    per-device one-time key counts and unused fallback key types
+//   sync_marks     per device: the oldest token it may still present (its last `since`, or the
+//                  token of its initial sync) and when that was recorded
+//
+// Compaction (compactLog): room_log and device_list_log would grow with every event the user
+// hears about. Below a horizon H (meta `log_floor`) they keep only the newest entry per (room,
+// kind) — kind: timeline (stream set, carrying the highest stream at or below H) or not — and the
+// newest device-list entry per user. H stays at least LOG_KEEP positions back and below the
+// sync_marks of devices that synced within MARK_RETAIN_MS, so their tokens stay exact. What a
+// token P below H still gets:
+//   - which rooms changed after P: exact (a room that changed in (P, H] has its kept entry there);
+//   - per room, the stream the client had seen: exact unless the room's timeline moved in
+//     (P, H]; then the room comes as a gap (SyncRoomDelta.gap): the events after H with
+//     `limited: true` and full state, so nothing is repeated and /messages from prev_batch
+//     reaches what was skipped;
+//   - typing/receipts/account data/presence/device_lists in /sync: exact (latest-per-key tables);
+//   - GET /keys/changes: exact when `to` >= H; otherwise 400 M_INVALID_PARAM.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
 import type { JsonObject, JsonValue } from "../src/core/types";
@@ -104,6 +120,10 @@ export interface SyncRoomDelta {
   since: number | null;
   /** Room stream position to sync up to (inclusive). */
   upTo: number;
+  /** The token was below the compacted log and this room's timeline moved in between: what the
+   *  client saw is unknown beyond `since` (the stream at the floor). Send the timeline after
+   *  `since` as `limited` with full state (a gappy sync; /messages fills the gap). */
+  gap?: boolean;
   inviter?: string;
   unread: { notification_count: number; highlight_count: number };
   threads?: Record<string, { notification_count: number; highlight_count: number }>;
@@ -146,6 +166,13 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
 const PRESENCE_IDLE_MS = 5 * 60_000;
 const PRESENCE_OFFLINE_MS = 30 * 60_000;
+/** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
+const LOG_KEEP = 10_000;
+const LOG_COMPACT_EVERY = 10_000;
+/** A device's sync mark holds compaction back while it synced this recently. */
+const MARK_RETAIN_MS = 24 * 3600_000;
+/** A device's mark is rewritten at most this often (each write delays a /sync response). */
+const MARK_REFRESH_MS = 10 * 60_000;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -176,6 +203,8 @@ CREATE INDEX IF NOT EXISTS to_device_dev ON to_device(device_id, upos);
 CREATE TABLE IF NOT EXISTS device_lists (user_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, left INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS device_list_log (upos INTEGER NOT NULL, user_id TEXT NOT NULL, left INTEGER NOT NULL, PRIMARY KEY (upos, user_id));
 CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT PRIMARY KEY, otk_counts TEXT NOT NULL, fallback_types TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS device_list_log_user ON device_list_log(user_id, upos);
+CREATE TABLE IF NOT EXISTS sync_marks (device_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, ts INTEGER NOT NULL);
 `;
 
 interface Position {
@@ -217,6 +246,8 @@ export class UserDO extends DurableObject<Env> {
     this.epoch = meta.get("epoch") ?? randomEpoch();
     if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
     this.pos = Number(meta.get("pos") ?? "0");
+    this.floor = Number(meta.get("log_floor") ?? "0");
+    this.lastCompactTry = this.pos;
     this.userId = meta.get("user_id");
     if (!meta.has("dl_log")) {
       // Hubs from before device_list_log: start it from the latest entry per user.
@@ -246,6 +277,10 @@ export class UserDO extends DurableObject<Env> {
 
   /** While set, next() leaves persisting `pos` to the caller (once per batch, not per notice). */
   private posDeferred = false;
+  /** Below this position room_log and device_list_log are compacted (meta log_floor). */
+  private floor: number;
+  /** Position of the last compaction attempt (in memory; a restart just tries again). */
+  private lastCompactTry: number;
 
   /** Release every waiting /sync (they re-check what changed for them). */
   private wake(): void {
@@ -256,6 +291,11 @@ export class UserDO extends DurableObject<Env> {
 
   private token(pos: number): string {
     return `s${pos}_${this.epoch}`;
+  }
+
+  /** Position of a token this hub issued. */
+  private parseTokenPos(t: string): number {
+    return Number(/^s(\d+)_/.exec(t)![1]);
   }
 
   /** Parse a since token: position, or an error for malformed/foreign/future tokens. */
@@ -303,6 +343,7 @@ export class UserDO extends DurableObject<Env> {
     }
     this.wake();
     for (const f of followUps) await this.deviceListsAfterMembership(me, f);
+    this.maybeCompact();
   }
 
   /** Record one notice (inside the caller's transaction). Returns the device-list follow-up a
@@ -468,6 +509,7 @@ export class UserDO extends DurableObject<Env> {
     const upos = this.next();
     this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, roomId);
     this.wake();
+    this.maybeCompact();
   }
 
   /** A receipt in one of my rooms (mine or another member's). `threadId` "" = unthreaded. */
@@ -494,6 +536,7 @@ export class UserDO extends DurableObject<Env> {
       }
     });
     this.wake();
+    this.maybeCompact();
   }
 
   /** Move a read mark forward (never back). thread null = unthreaded (covers every thread). */
@@ -760,7 +803,12 @@ export class UserDO extends DurableObject<Env> {
     if ("error" in f) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: `from: ${f.error}` };
     const t = this.parseToken(to);
     if ("error" in t) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: `to: ${t.error}` };
-    if (f.pos < this.logFloor()) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "from: this sync token is too old; do an initial sync (without since) and query the keys of all tracked users" };
+    // Below the floor only the newest entry per user is kept: still exact for any `from` as long
+    // as `to` is at or above the floor (a user's newest entry up to the floor stands for all of
+    // theirs there), not when both tokens are below it.
+    if (f.pos < this.logFloor() && t.pos < this.logFloor()) {
+      return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "to: this sync token is too old; do an initial sync (without since) and query the keys of all tracked users" };
+    }
     const last = new Map<string, boolean>();
     for (const r of this.sql.exec<{ user_id: string; left: number }>("SELECT user_id, left FROM device_list_log WHERE upos > ? AND upos <= ? ORDER BY upos", f.pos, t.pos)) {
       last.set(r.user_id, r.left === 1);
@@ -772,7 +820,85 @@ export class UserDO extends DurableObject<Env> {
 
   /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */
   private logFloor(): number {
-    return Number(this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'log_floor'").toArray()[0]?.value ?? "0");
+    return this.floor;
+  }
+
+  // ===========================================================================================
+  // Log compaction (see the header).
+
+  /** Compact when LOG_COMPACT_EVERY positions passed since the last try. */
+  private maybeCompact(): void {
+    if (this.pos - this.lastCompactTry < LOG_COMPACT_EVERY) return;
+    this.lastCompactTry = this.pos;
+    try {
+      this.compactBelow(this.horizon(LOG_KEEP, Date.now()));
+    } catch (e) {
+      console.error("hub log compaction failed", e);
+    }
+  }
+
+  /** The highest position compaction may reach: `keep` positions back, and below every mark
+   *  of a device that synced within MARK_RETAIN_MS of `now`. */
+  private horizon(keep: number, now: number): number {
+    const mark = this.sql.exec<{ m: number | null }>("SELECT MIN(upos) AS m FROM sync_marks WHERE ts >= ?", now - MARK_RETAIN_MS).one().m;
+    return Math.min(this.pos - keep, mark ?? Number.MAX_SAFE_INTEGER);
+  }
+
+  /** Compact now (tests and operators; the hub does it by itself every LOG_COMPACT_EVERY
+   *  positions). `keep`: positions kept exact (default LOG_KEEP); `now`: the time device marks
+   *  are judged at (a later time lets marks expire); `at`: compact no higher than this
+   *  position. Returns the floor and the number of log rows removed. */
+  async compactLog(opts: { keep?: number; now?: number; at?: number } = {}): Promise<{ floor: number; removed: number }> {
+    const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
+    const removed = this.compactBelow(h);
+    return { floor: this.floor, removed };
+  }
+
+  private compactBelow(h: number): number {
+    if (h <= this.floor) return 0;
+    const count = () =>
+      this.sql.exec<{ n: number }>("SELECT (SELECT COUNT(*) FROM room_log WHERE upos <= ?1) + (SELECT COUNT(*) FROM device_list_log WHERE upos <= ?1) AS n", h).one().n;
+    const before = count();
+    this.ctx.storage.transactionSync(() => {
+      // Timeline entries: the newest per room carries the highest stream at or below h.
+      const tops = this.sql
+        .exec<{ room_id: string; u: number; s: number }>(
+          "SELECT room_id, MAX(upos) AS u, MAX(stream) AS s FROM room_log WHERE upos <= ? AND stream IS NOT NULL GROUP BY room_id",
+          h,
+        )
+        .toArray();
+      for (const t of tops) this.sql.exec("UPDATE room_log SET stream = ? WHERE upos = ? AND stream != ?", t.s, t.u, t.s);
+      // Then keep only the newest entry per (room, kind) at or below h.
+      this.sql.exec(
+        `DELETE FROM room_log WHERE upos <= ?1 AND upos NOT IN (
+           SELECT MAX(upos) FROM room_log WHERE upos <= ?1 GROUP BY room_id, stream IS NULL)`,
+        h,
+      );
+      // Device lists: the newest entry per user at or below h.
+      this.sql.exec(
+        `DELETE FROM device_list_log WHERE upos <= ?1 AND upos < (
+           SELECT MAX(d.upos) FROM device_list_log d WHERE d.user_id = device_list_log.user_id AND d.upos <= ?1)`,
+        h,
+      );
+      this.setMeta("log_floor", h);
+    });
+    this.floor = h;
+    return before - count();
+  }
+
+  /** Remember the oldest token this device may still present (see sync_marks). Written only
+   *  when it moves back or the stored one is stale: a stored mark older than the true one only
+   *  holds compaction back a little longer. */
+  private markDevice(deviceId: string, upos: number): void {
+    const now = Date.now();
+    const cur = this.sql.exec<{ upos: number; ts: number }>("SELECT upos, ts FROM sync_marks WHERE device_id = ?", deviceId).toArray()[0];
+    if (cur && upos >= cur.upos && now - cur.ts < MARK_REFRESH_MS) return;
+    this.sql.exec(
+      "INSERT INTO sync_marks (device_id, upos, ts) VALUES (?, ?, ?) ON CONFLICT(device_id) DO UPDATE SET upos = excluded.upos, ts = excluded.ts",
+      deviceId,
+      upos,
+      now,
+    );
   }
 
   async setDeviceKeyCounts(userId: string, deviceId: string, counts: Record<string, number>, fallbackTypes: string[]): Promise<void> {
@@ -791,6 +917,7 @@ export class UserDO extends DurableObject<Env> {
     this.me(userId);
     this.sql.exec("DELETE FROM to_device WHERE device_id = ?", deviceId);
     this.sql.exec("DELETE FROM device_keys WHERE device_id = ?", deviceId);
+    this.sql.exec("DELETE FROM sync_marks WHERE device_id = ?", deviceId);
   }
 
   // ===========================================================================================
@@ -841,6 +968,7 @@ export class UserDO extends DurableObject<Env> {
       const p = this.parseToken(req.since);
       if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
       since = p.pos;
+      this.markDevice(req.deviceId, since);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
     if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {
@@ -856,6 +984,7 @@ export class UserDO extends DurableObject<Env> {
     }
     for (;;) {
       const delta = this.delta(req, since);
+      if (since === undefined) this.markDevice(req.deviceId, this.parseTokenPos(delta.nextBatch));
       if (since === undefined || req.fullState || delta.changed || Date.now() >= deadline) return { ok: true, value: { ...delta, presenceChanged } };
       // Nothing for this device yet: wait for the next push (or the deadline), then look again
       // from the same token (pushes for other devices wake us too).
@@ -911,17 +1040,33 @@ export class UserDO extends DurableObject<Env> {
       const streamAt = (p: number) => this.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM room_log WHERE room_id = ? AND upos <= ?", roomId, p).one().s;
       const upTo = streamAt(q) ?? nowM.stream;
       let roomSince: number | null = null;
+      let gap = false;
       if (!initial) {
         const thenM = memAt(from);
+        // The stream the client had seen at the token. Below the compacted floor it is exact
+        // unless the room's timeline moved between the token and the floor (its kept entry is
+        // then above the token): the client gets a gap from the floor on (see the header).
+        const seenAt = (): number | null => {
+          if (from < this.floor) {
+            const kept = this.sql
+              .exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ? AND stream IS NOT NULL AND upos <= ?", roomId, this.floor)
+              .one().u;
+            if (kept !== null && kept > from) {
+              gap = true;
+              return streamAt(this.floor);
+            }
+          }
+          return streamAt(from);
+        };
         if (membership === "leave" || membership === "ban") {
           // Already left before the token and my membership did not change since: skip.
           if (thenM && (thenM.membership === "leave" || thenM.membership === "ban") && thenM.stream === nowM.stream) continue;
           // Left (kicked, banned, rejected an invite) after the token: the events since then,
           // up to and including the leave.
-          if (thenM) roomSince = streamAt(from);
+          if (thenM) roomSince = seenAt();
         } else if (membership === "join" && thenM?.membership === "join") {
           // Still joined (own profile changes are new member events of the same join).
-          roomSince = streamAt(from);
+          roomSince = seenAt();
         }
         // Otherwise newly joined, invited or knocking: the room is new to the client.
       } else if ((membership === "leave" || membership === "ban") && !req.includeLeave) continue;
@@ -933,6 +1078,7 @@ export class UserDO extends DurableObject<Env> {
         membership,
         since: roomSince,
         upTo,
+        gap: gap || undefined,
         inviter,
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,

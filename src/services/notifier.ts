@@ -36,6 +36,7 @@ export type UserStub = Pick<
   | "getRooms"
   | "currentToken"
   | "sync"
+  | "compactLog"
 >;
 
 /** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */

@@ -178,6 +178,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
       {
         since: r.since,
         upTo: r.upTo,
+        gap: r.gap,
         limit: timelineLimit(o.filter),
         timeline: rf.timeline,
         state: rf.state,
@@ -194,7 +195,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
 async function joinedRoom(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject | null> {
   const f = o.filter;
   let room: JsonObject;
-  if (r.since !== null && r.since >= r.upTo && !o.fullState) {
+  if (r.since !== null && r.since >= r.upTo && !o.fullState && !r.gap) {
     // Nothing new in the timeline (only ephemeral, account data or counts changed).
     room = { timeline: { events: [], limited: false, prev_batch: `t${r.upTo}` } };
     room[o.useStateAfter ? "state_after" : "state"] = { events: [] };
