@@ -1471,6 +1471,14 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   /** User IDs currently joined (server-side callers: sync fan-out, federation destinations). */
+  /** Whether this server is still in the room (local joined members) and which other servers
+   *  our copy last saw joined — where to rejoin through once we have left. */
+  async getResidency(): Promise<{ localJoined: number; servers: string[] }> {
+    if (!this.rv || this.isPartial()) return { localJoined: 0, servers: [] };
+    const f = this.fanOutFacts();
+    return { localJoined: f.joinedLocal.length, servers: [...f.joinedServers].filter((s) => s !== this.serverName) };
+  }
+
   async getJoinedUserIds(): Promise<string[]> {
     if (!this.rv) return [];
     const out: string[] = [];
@@ -2083,6 +2091,10 @@ export class RoomDO extends DurableObject<Env> {
         // federation): then this join goes on top of it the same way, its state merged in.
         const seeded = !!this.roomId && !this.isPartial();
         if (seeded && (this.roomId !== args.roomId || this.rv?.id !== rv.id)) fail(409, "M_UNKNOWN", "Another room lives here");
+        // Rejoining after this server left: our copy stopped at the leave, and its forward
+        // extremities are long superseded. The resident server's state (merged in below) is the
+        // room now; our join becomes the one extremity.
+        const rejoin = seeded && this.fanOutFacts().joinedLocal.length === 0;
         this.roomId = args.roomId;
         this.rv = rv;
         this.serverName = args.serverName;
@@ -2132,7 +2144,10 @@ export class RoomDO extends DurableObject<Env> {
         if (this.loadEvent(create)!.ev.content.room_version !== undefined && String(this.loadEvent(create)!.ev.content.room_version) !== rv.id) {
           fail(400, "M_BAD_JSON", "The create event names another room version");
         }
+        const stale = rejoin ? this.sql.exec<{ event_id: string }>("SELECT event_id FROM extremities").toArray().map((x) => x.event_id) : [];
+        if (rejoin) this.sql.exec("DELETE FROM extremities");
         const out = await this.admitInner(args.join, args.serverName, { local: false, extraStates: [state] });
+        if (rejoin && out.status !== "accepted") for (const id of stale) this.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", id);
         if (seeded && out.status === "duplicate") {
           // The resident server's copy of our join reached us first.
           const se = this.loadEvent(out.eventId!)!;

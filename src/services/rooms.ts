@@ -34,6 +34,7 @@ export type RoomStub = Pick<
   | "getMembers"
   | "getJoinedMembers"
   | "getJoinedUserIds"
+  | "getResidency"
   | "getMessages"
   | "getContext"
   | "timestampToEvent"

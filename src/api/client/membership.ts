@@ -74,13 +74,17 @@ async function partialServers(c: Context<AppEnv>, roomId: string, userId: string
  *  joined to one of the rooms the join rule allows. */
 async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined, servers: string[] = []): Promise<void> {
   const userId = c.var.auth.userId;
-  if (!(await roomHere(c, roomId))) {
+  const here = await roomHere(c, roomId);
+  const stub = roomStub(c.env, c.var.config, roomId);
+  // A room this server left (no local member joined) is rejoined through a server still in it:
+  // our copy stopped at the leave, so a join built on it would cite stale events.
+  const residency = here ? await stub.getResidency() : undefined;
+  if (!here || (residency!.localJoined === 0 && residency!.servers.length > 0)) {
     const content = withReason({ ...(await localProfile(c.env, userId)) }, reason);
-    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId))], content);
+    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId)), ...(residency?.servers ?? [])], content);
     return;
   }
   const rv = await knownRoom(c.env, roomId);
-  const stub = roomStub(c.env, c.var.config, roomId);
   const current = await stub.getMembership(userId);
   if (current === "join") return; // already joined: nothing to change
   const content: JsonObject = withReason({ membership: "join", ...(await localProfile(c.env, userId)) }, reason);
