@@ -88,8 +88,11 @@ async function ensureServer() {
       await new Promise((r) => setTimeout(r, 500));
     }
     if (++restarts > MAX_RESTARTS) throw new Error(`the server went away ${restarts} times`);
-    const tail = a.output().split("\n").filter((l) => l.trim() && !l.includes("[wrangler:info]")).slice(-6).join(" | ");
-    log(`server gone (${tail.slice(0, 300)}); restart ${restarts}`);
+    const out = a.output();
+    const saved = path.join(dir, `server-${restarts}.log`);
+    writeFileSync(saved, out);
+    const tail = out.split("\n").filter((l) => l.trim() && !l.includes("[wrangler:info]")).slice(-6).join(" | ");
+    log(`server gone (${tail.slice(0, 300)}; its output in ${saved}); restart ${restarts}`);
     await stopServer();
     a = await startServer(vars, { stateDir: dir, port });
     setupBase = await setupUrl();
