@@ -20,9 +20,13 @@ import type { RoomVersion } from "../room-versions";
 export class EventGraph {
   private readonly cache = new Map<string, RoomEvent | null>();
 
+  /** `authIds`, when given, answers "the auth_events of this event, or undefined if unknown"
+   *  without producing the whole event (see ResolveOptions.authEvents); it must agree with
+   *  `fetch`, and should be cheap (it is not memoised here). */
   constructor(
     readonly rv: RoomVersion,
     private readonly fetch: (eventId: string) => RoomEvent | undefined,
+    private readonly authIds?: (eventId: string) => readonly string[] | undefined,
   ) {}
 
   get(eventId: string): RoomEvent | undefined {
@@ -61,20 +65,29 @@ export class EventGraph {
   authChainUnion(starts: Iterable<string>, stop?: (id: string) => boolean): Set<string> {
     const seen = new Set<string>();
     const stack: string[] = [];
-    const push = (ev: RoomEvent) => {
-      for (const id of ev.auth_events) {
+    const push = (authEvents: readonly string[]) => {
+      for (const id of authEvents) {
         if (seen.has(id) || (stop && stop(id))) continue;
-        if (!this.get(id)) continue;
+        if (!this.authEventsOf(id)) continue;
         seen.add(id);
         stack.push(id);
       }
     };
     for (const id of starts) {
-      const ev = this.get(id);
-      if (ev) push(ev);
+      const a = this.authEventsOf(id);
+      if (a) push(a);
     }
-    while (stack.length > 0) push(this.get(stack.pop()!)!);
+    while (stack.length > 0) push(this.authEventsOf(stack.pop()!)!);
     return seen;
+  }
+
+  /** An event's `auth_events` (undefined if we do not have the event). The walks above visit
+   *  every event of the state sets, the unconflicted ones included, and read nothing else: with
+   *  an `authIds` lookup they do not make the caller produce thousands of whole events. */
+  authEventsOf(eventId: string): readonly string[] | undefined {
+    const known = this.cache.get(eventId);
+    if (known !== undefined) return known?.auth_events;
+    return this.authIds ? this.authIds(eventId) : this.get(eventId)?.auth_events;
   }
 }
 

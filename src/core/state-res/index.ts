@@ -46,5 +46,5 @@ export function resolveState(
       return r;
     };
   }
-  return resolveV2(new EventGraph(rv, getEvent), stateSets, { ...opts, isRejected });
+  return resolveV2(new EventGraph(rv, getEvent, opts?.authEvents), stateSets, { ...opts, isRejected });
 }

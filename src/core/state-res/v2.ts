@@ -12,6 +12,11 @@ export interface ResolveOptions {
    *  usual when they appear in the conflicted sets ("handled as usual by the algorithm"), but
    *  are never used as auth events in the iterative auth checks. */
   isRejected?: (eventId: string) => boolean;
+  /** An event's auth event IDs, or undefined when `getEvent` would not return the event: a
+   *  cheaper lookup the auth-chain walks use instead of `getEvent` (they visit every event of
+   *  every state set, unconflicted ones included, but need only their auth_events). Must agree
+   *  with `getEvent`. */
+  authEvents?: (eventId: string) => readonly string[] | undefined;
 }
 
 export function resolveV2(
