@@ -12,10 +12,11 @@
 //   edges, auth_edges prev_events and auth_events references.
 //   extremities       forward extremities (accepted events no accepted event points at yet).
 //   state_groups      state snapshots as deltas: a group's state = its parent's state + its own
-//   + entries         entries (event_id NULL = key removed). Every 64 deltas a full snapshot is
-//                     written so a lookup never walks a long chain. Each event records the group
-//                     of the state before it and after it, so state at any event is answerable
-//                     without copying state per event.
+//   + entries         entries (event_id NULL = key removed). When the deltas since the last
+//                     full snapshot would exceed half the state's size, a snapshot is written
+//                     instead, so a lookup reads at most ~1.5 × the state (SNAPSHOT_FRACTION).
+//                     Each event records the group of the state before it and after it, so state
+//                     at any event is answerable without copying state per event.
 //   current_state     the resolved state of the room now (mirrors meta.current_group).
 //   memberships       membership history (accepted member events in stream order) for history
 //                     visibility ("joined at any point after").
@@ -151,13 +152,24 @@ export interface RoomSummary {
 const MAX_PDU_BYTES = 65536;
 const MIN_STREAM = -1e12;
 const MAX_ID_BYTES = 255;
-const SNAPSHOT_EVERY = 64;
+/** State groups are deltas on a parent; a group whose chain of deltas back to the last full
+ *  snapshot would hold more than SNAPSHOT_FRACTION of its state's size in entries (and at least
+ *  SNAPSHOT_MIN) is written as a full snapshot instead. Proportional, not every N groups: in a
+ *  room with 30,000 state entries a snapshot every 64 groups wrote 30,000 rows per 64 events,
+ *  quadratic in time and storage as the room grows; this way snapshots cost ~2 rows per delta
+ *  entry and reading a group ~1.5 × its size, in two queries (groupState). */
+const SNAPSHOT_FRACTION = 0.5;
+const SNAPSHOT_MIN = 64;
 const MAX_PREV_EVENTS = 10;
 const EVENT_CACHE = 4096;
 const GROUP_CACHE = 256;
 /** Bound on the state-group cache by total entries too: in a 10,000-member room every cached
  *  group is a 10,000-entry map, and 256 of them do not fit a 128 MB isolate. */
 const GROUP_CACHE_ENTRIES = 200_000;
+/** Resolved prev-event states remembered (stateAcross). */
+const ACROSS_MEMO = 4;
+/** Events whose auth event IDs are kept in memory for state resolution (authIdsOf). */
+const AUTH_INDEX = 200_000;
 const utf8 = new TextEncoder();
 
 interface StoredEvent {
@@ -644,17 +656,25 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   /** The notice for an event from the state after it (for redelivery; notify() uses the
-   *  current state, which is the same for the newest event). */
+   *  current state, which is the same for the newest event). The members then are the current
+   *  ones (fanOutFacts) corrected by the member entries that differ between the two states, so
+   *  only those member events are read, not every member's. */
   private noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
     const st = this.groupState(se.stateAfter);
-    const joinedLocal: string[] = [];
-    let memberCount = 0;
-    for (const [k, id] of st) {
-      if (!k.startsWith("m.room.member\u0000") || this.loadEvent(id)?.ev.content.membership !== "join") continue;
-      memberCount++;
+    const now = this.fanOutFacts();
+    const isLocal = (u: string) => u.endsWith(`:${this.serverName}`);
+    let memberCount = now.memberCount;
+    const localThen = new Map<string, boolean>();
+    for (const [k, id] of diffState(this.groupState(now.group), st)) {
+      if (!k.startsWith("m.room.member\u0000")) continue;
       const u = splitStateKey(k)[1];
-      if (u.endsWith(`:${this.serverName}`)) joinedLocal.push(u);
+      const joinedThen = id !== null && this.loadEvent(id)?.ev.content.membership === "join";
+      if (joinedThen === now.joined.has(u)) continue;
+      memberCount += joinedThen ? 1 : -1;
+      if (isLocal(u)) localThen.set(u, joinedThen);
     }
+    const joinedLocal = now.joinedLocal.filter((u) => localThen.get(u) !== false);
+    for (const [u, joinedThen] of localThen) if (joinedThen) joinedLocal.push(u);
     const auth = this.stateMapOf(st, [POWER_KEY, CREATE_KEY]);
     const event = se.ev;
     const notice = buildNotice({
@@ -812,6 +832,9 @@ export class RoomDO extends DurableObject<Env> {
     this.fanOutCache = undefined;
     this.groups.clear();
     this.groupEntries = 0;
+    this.acrossMemo.clear();
+    this.authIndex.clear();
+    this.authLists.clear();
     this.pendingMemberships = [];
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.stream = Number(meta.get("stream") ?? "0");
@@ -868,7 +891,7 @@ export class RoomDO extends DurableObject<Env> {
     }
     if (!isCreate && !opts.outlier && ev.prev_events.length === 0) return { status: "invalid", eventId: ev.event_id, reason: "no prev_events" };
     if (missing.length && !opts.extraStates && !backfill) return { status: "missing", eventId: ev.event_id, reason: `unknown prev_events`, missing };
-    const before = isCreate || opts.outlier ? { map: new Map() as StateIdMap, group: null, resolved: false } : this.stateBefore(prevs, opts.extraStates ?? []);
+    const before: StateAt = isCreate || opts.outlier ? { map: new Map() as StateIdMap, group: null, resolved: false } : this.stateBefore(prevs, opts.extraStates ?? []);
 
     // 3. Auth against the auth_events.
     const authEvents: RoomEvent[] = [];
@@ -922,6 +945,7 @@ export class RoomDO extends DurableObject<Env> {
     if (!opts.outlier) {
       const parent = prevs[0]?.stateAfter ?? null;
       beforeGroup = before.resolved ? this.newGroup(parent, diffState(this.groupState(parent), before.map)) : before.group;
+      if (before.memoKey) this.rememberAcross(before.memoKey, before.map, beforeGroup);
       afterGroup = beforeGroup;
       if (status === "accepted" && sk !== undefined) {
         prevState = before.map.get(sk) ?? null;
@@ -1001,7 +1025,7 @@ export class RoomDO extends DurableObject<Env> {
     if (tips.length <= 1) next = tips[0] ?? afterGroup;
     else {
       const oldMap = this.groupState(old);
-      const resolved = resolveState(rv, tips.map((g) => this.groupState(g)), (id) => this.loadEvent(id)?.ev, { isRejected: (id) => this.loadEvent(id)?.status === "rejected" });
+      const resolved = this.resolveMaps(tips.map((g) => this.groupState(g)));
       next = this.newGroup(old, diffState(oldMap, resolved));
     }
     if (next !== old) {
@@ -1062,27 +1086,23 @@ export class RoomDO extends DurableObject<Env> {
       this.groups.set(g, hit);
       return hit;
     }
-    // Walk up to a cached ancestor or a snapshot, then apply deltas downwards.
-    const chain: number[] = [];
+    // The ancestors up to a cached one or the snapshot (a parent's ID is always lower than its
+    // child's), then every delta below that base in one query, applied oldest first.
     let base: StateIdMap | undefined;
-    let cur: number | null = g;
-    while (cur !== null) {
-      const cached = this.groups.get(cur);
+    let lowest = g;
+    for (const { id } of this.sql.exec<{ id: number }>(GROUP_CHAIN_SQL, g)) {
+      const cached = this.groups.get(id);
       if (cached) {
         base = cached;
         break;
       }
-      chain.push(cur);
-      const row: { parent: number | null } | undefined = this.sql.exec<{ parent: number | null }>("SELECT parent FROM state_groups WHERE id = ?", cur).toArray()[0];
-      cur = row ? row.parent : null;
+      lowest = id;
     }
     const map: StateIdMap = new Map(base);
-    for (let i = chain.length - 1; i >= 0; i--) {
-      for (const e of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>("SELECT type, state_key, event_id FROM state_group_entries WHERE group_id = ?", chain[i])) {
-        const k = stateKey(e.type, e.state_key);
-        if (e.event_id === null) map.delete(k);
-        else map.set(k, e.event_id);
-      }
+    for (const e of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>(GROUP_ENTRIES_SQL, g, lowest)) {
+      const k = stateKey(e.type, e.state_key);
+      if (e.event_id === null) map.delete(k);
+      else map.set(k, e.event_id);
     }
     this.cacheGroup(g, map);
     return map;
@@ -1090,15 +1110,18 @@ export class RoomDO extends DurableObject<Env> {
 
   private newGroup(parent: number | null, delta: Map<StateKey, string | null>): number | null {
     if (delta.size === 0) return parent;
-    const parentChain = parent === null ? -1 : (this.sql.exec<{ chain: number }>("SELECT chain FROM state_groups WHERE id = ?", parent).toArray()[0]?.chain ?? 0);
+    // `chain`: delta entries stored from the last snapshot down to this group (see
+    // SNAPSHOT_FRACTION). A group without a parent is a snapshot (its delta is its state).
+    const parentChain = parent === null ? 0 : (this.sql.exec<{ chain: number }>("SELECT chain FROM state_groups WHERE id = ?", parent).toArray()[0]?.chain ?? 0);
     const full = new Map(this.groupState(parent));
     for (const [k, v] of delta) {
       if (v === null) full.delete(k);
       else full.set(k, v);
     }
-    const snapshot = parentChain + 1 >= SNAPSHOT_EVERY;
+    const chain = parent === null ? 0 : parentChain + delta.size;
+    const snapshot = parent !== null && chain > Math.max(SNAPSHOT_MIN, full.size * SNAPSHOT_FRACTION);
     const id = (this.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
-    this.sql.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : parentChain + 1);
+    this.sql.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : chain);
     const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
     for (const [k, v] of entries) {
       const [type, skey] = splitStateKey(k);
@@ -1126,26 +1149,81 @@ export class RoomDO extends DurableObject<Env> {
 
   /** State before an event: across its prev events we hold, and the states supplied for
    *  those we do not (see AdmitMode.extraStates). */
-  private stateBefore(prevs: StoredEvent[], extra: StateIdMap[]): { map: StateIdMap; group: number | null; resolved: boolean } {
+  private stateBefore(prevs: StoredEvent[], extra: StateIdMap[]): StateAt {
     if (extra.length === 0) return this.stateAcross(prevs);
     const maps = [...new Set(prevs.map((p) => p.stateAfter))].map((g) => this.groupState(g)).concat(extra);
     if (maps.length === 1) return { map: maps[0], group: null, resolved: true };
-    const map = resolveState(this.rv!, maps, (id) => this.loadEvent(id)?.ev, { isRejected: (id) => this.loadEvent(id)?.status === "rejected" });
-    return { map, group: null, resolved: true };
+    return { map: this.resolveMaps(maps), group: null, resolved: true };
   }
 
-  /** State after a set of prev events: one → its state; several → state resolution. */
-  private stateAcross(prevs: StoredEvent[]): { map: StateIdMap; group: number | null; resolved: boolean } {
+  /** State after a set of prev events: one → its state; several → state resolution. The same
+   *  set is often asked for twice in a row (a make_join template, then the send_join built on
+   *  it; a local event built, then admitted): recent resolutions are remembered by their groups,
+   *  with the group the result was stored as once an event stored it (decideAndPersist). */
+  private stateAcross(prevs: StoredEvent[]): StateAt {
     const groups = [...new Set(prevs.map((p) => p.stateAfter))];
     if (groups.length === 1) return { map: this.groupState(groups[0]), group: groups[0], resolved: false };
-    const map = resolveState(
-      this.rv!,
-      groups.map((g) => this.groupState(g)),
-      (id) => this.loadEvent(id)?.ev,
-      { isRejected: (id) => this.loadEvent(id)?.status === "rejected" },
-    );
-    return { map, group: null, resolved: true };
+    const memoKey = groups.map(String).sort().join(",");
+    const hit = this.acrossMemo.get(memoKey);
+    if (hit) {
+      this.acrossMemo.delete(memoKey);
+      this.acrossMemo.set(memoKey, hit);
+      return hit.group === null ? { map: hit.map, group: null, resolved: true, memoKey } : { map: this.groupState(hit.group), group: hit.group, resolved: false };
+    }
+    const map = this.resolveMaps(groups.map((g) => this.groupState(g)));
+    this.rememberAcross(memoKey, map, null);
+    return { map, group: null, resolved: true, memoKey };
   }
+
+  private acrossMemo = new Map<string, { map: StateIdMap; group: number | null }>();
+
+  private rememberAcross(memoKey: string, map: StateIdMap, group: number | null): void {
+    this.acrossMemo.delete(memoKey);
+    this.acrossMemo.set(memoKey, { map: group === null ? map : new Map(), group });
+    // A few full-state maps at most (each is the size of the room's state).
+    while (this.acrossMemo.size > ACROSS_MEMO) this.acrossMemo.delete(this.acrossMemo.keys().next().value!);
+  }
+
+  /** State resolution over full state maps, with the auth-chain walks reading auth event IDs
+   *  through authIdsOf instead of loading every event of the state. */
+  private resolveMaps(maps: StateIdMap[]): StateIdMap {
+    return resolveState(this.rv!, maps, (id) => this.loadEvent(id)?.ev, {
+      isRejected: (id) => this.loadEvent(id)?.status === "rejected",
+      authEvents: this.authIdsOf,
+    });
+  }
+
+  /** Auth event IDs by event ID, for state resolution (ResolveOptions.authEvents). Resolving
+   *  walks the auth chains of every event in the state sets: in a room with 10,000 members that
+   *  loaded 10,000 whole events per resolution, past the 4,096-event cache each one a storage
+   *  read and a JSON parse. This index keeps only the ID lists (shared between events that cite
+   *  the same auth events, as most members' joins do), read from auth_edges. */
+  private authIndex = new Map<string, readonly string[]>();
+  private authLists = new Map<string, readonly string[]>();
+  private readonly authIdsOf = (id: string): readonly string[] | undefined => {
+    const hit = this.authIndex.get(id);
+    if (hit) return hit;
+    let ids: string[];
+    const se = this.events.get(id);
+    if (se) ids = se.ev.auth_events;
+    else {
+      ids = this.sql.exec<{ a: string }>("SELECT auth_event_id AS a FROM auth_edges WHERE event_id = ?", id).toArray().map((r) => r.a);
+      // No auth events: the create event, or an event we do not have.
+      if (ids.length === 0 && !this.loadEvent(id)) return undefined;
+    }
+    const listKey = [...ids].sort().join(" ");
+    let list = this.authLists.get(listKey);
+    if (!list) {
+      list = Object.freeze([...ids]);
+      this.authLists.set(listKey, list);
+    }
+    if (this.authIndex.size >= AUTH_INDEX) {
+      this.authIndex.clear();
+      this.authLists.clear();
+    }
+    this.authIndex.set(id, list);
+    return list;
+  };
 
   /** The state entries the auth rules consult for `ev` (its auth events selection + create). */
   private authMapFrom(ids: StateIdMap, ev: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): StateMap {
@@ -1481,11 +1559,7 @@ export class RoomDO extends DurableObject<Env> {
 
   async getJoinedUserIds(): Promise<string[]> {
     if (!this.rv) return [];
-    const out: string[] = [];
-    for (const [k, id] of this.groupState(this.currentGroup)) {
-      if (k.startsWith("m.room.member\u0000") && this.loadEvent(id)?.ev.content.membership === "join") out.push(splitStateKey(k)[1]);
-    }
-    return out;
+    return [...this.fanOutFacts().joined];
   }
 
   private groupAtStream(n: number): number | null {
@@ -2260,6 +2334,17 @@ export class RoomDO extends DurableObject<Env> {
 }
 
 const POWER_KEY = stateKey("m.room.power_levels", "");
+/** A state group and its ancestors, newest first, up to its snapshot (parent NULL). */
+const GROUP_CHAIN_SQL = `WITH RECURSIVE up(id, parent) AS (
+  SELECT id, parent FROM state_groups WHERE id = ?1
+  UNION ALL SELECT g.id, g.parent FROM state_groups g JOIN up ON g.id = up.parent
+) SELECT id FROM up`;
+/** The delta entries of a group and of its ancestors down to (and including) group ?2, oldest
+ *  group first. */
+const GROUP_ENTRIES_SQL = `WITH RECURSIVE up(id, parent) AS (
+  SELECT id, parent FROM state_groups WHERE id = ?1
+  UNION ALL SELECT g.id, g.parent FROM state_groups g JOIN up ON g.id = up.parent WHERE up.id > ?2
+) SELECT e.type, e.state_key, e.event_id FROM up JOIN state_group_entries e ON e.group_id = up.id ORDER BY e.group_id`;
 const ACL_KEY = stateKey("m.room.server_acl", "");
 
 /** Stored without a place in the DAG: auth chain or state received from another server. */
@@ -2270,6 +2355,14 @@ const HV_KEY = stateKey("m.room.history_visibility", "");
 /** How long the hub fan-out may stay incomplete before alarm() checks on it. */
 const HUB_REDELIVER_MS = 30_000;
 const ENCRYPTION_KEY = stateKey("m.room.encryption", "");
+/** The state at a point: its map, and the group holding it unless it was just resolved. */
+interface StateAt {
+  map: StateIdMap;
+  group: number | null;
+  resolved: boolean;
+  /** For a resolution of several groups: its key in RoomDO.acrossMemo. */
+  memoKey?: string;
+}
 interface FanOutFacts {
   group: number | null;
   joinedLocal: string[];
