@@ -54,6 +54,7 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { LayeredState, layerState } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
@@ -832,6 +833,7 @@ export class RoomDO extends DurableObject<Env> {
     this.fanOutCache = undefined;
     this.groups.clear();
     this.groupEntries = 0;
+    this.baseRefs.clear();
     this.acrossMemo.clear();
     this.authIndex.clear();
     this.authLists.clear();
@@ -1098,12 +1100,13 @@ export class RoomDO extends DurableObject<Env> {
       }
       lowest = id;
     }
-    const map: StateIdMap = new Map(base);
+    const delta = new Map<StateKey, string | null>();
     for (const e of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>(GROUP_ENTRIES_SQL, g, lowest)) {
       const k = stateKey(e.type, e.state_key);
-      if (e.event_id === null) map.delete(k);
-      else map.set(k, e.event_id);
+      if (!base && e.event_id === null) delta.delete(k);
+      else delta.set(k, e.event_id);
     }
+    const map = base ? layerState(base, delta) : (delta as StateIdMap);
     this.cacheGroup(g, map);
     return map;
   }
@@ -1113,11 +1116,7 @@ export class RoomDO extends DurableObject<Env> {
     // `chain`: delta entries stored from the last snapshot down to this group (see
     // SNAPSHOT_FRACTION). A group without a parent is a snapshot (its delta is its state).
     const parentChain = parent === null ? 0 : (this.sql.exec<{ chain: number }>("SELECT chain FROM state_groups WHERE id = ?", parent).toArray()[0]?.chain ?? 0);
-    const full = new Map(this.groupState(parent));
-    for (const [k, v] of delta) {
-      if (v === null) full.delete(k);
-      else full.set(k, v);
-    }
+    const full = layerState(this.groupState(parent), delta);
     const chain = parent === null ? 0 : parentChain + delta.size;
     const snapshot = parent !== null && chain > Math.max(SNAPSHOT_MIN, full.size * SNAPSHOT_FRACTION);
     const id = (this.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
@@ -1131,20 +1130,38 @@ export class RoomDO extends DurableObject<Env> {
     return id;
   }
 
+  /** Entries held by the cached groups: a full map's size, a layered map's overlay, and each
+   *  base in use once (baseRefs counts the cached layered maps on it). */
   private groupEntries = 0;
+  private baseRefs = new Map<StateIdMap, number>();
 
-  /** LRU-cache a group's full state, bounded by count and by total entries. */
+  /** LRU-cache a group's state, bounded by count and by total entries. Groups are mostly
+   *  LayeredStates sharing a base (state-layers.ts), so the forward extremities' states of a
+   *  large room under concurrent joins stay cached. */
   private cacheGroup(id: number, map: StateIdMap): void {
     const old = this.groups.get(id);
-    if (old) this.groupEntries -= old.size;
+    if (old) this.countGroup(old, -1);
     this.groups.delete(id);
     this.groups.set(id, map);
-    this.groupEntries += map.size;
+    this.countGroup(map, 1);
     while (this.groups.size > 1 && (this.groups.size > GROUP_CACHE || this.groupEntries > GROUP_CACHE_ENTRIES)) {
       const [k, m] = this.groups.entries().next().value!;
       this.groups.delete(k);
-      this.groupEntries -= m.size;
+      this.countGroup(m, -1);
     }
+  }
+
+  private countGroup(map: StateIdMap, sign: 1 | -1): void {
+    if (!(map instanceof LayeredState)) {
+      this.groupEntries += sign * map.size;
+      return;
+    }
+    this.groupEntries += sign * map.over.size;
+    const refs = (this.baseRefs.get(map.base) ?? 0) + sign;
+    if (refs === 0) this.baseRefs.delete(map.base);
+    else this.baseRefs.set(map.base, refs);
+    if (refs === 0) this.groupEntries -= map.base.size;
+    else if (refs === 1 && sign === 1) this.groupEntries += map.base.size;
   }
 
   /** State before an event: across its prev events we hold, and the states supplied for

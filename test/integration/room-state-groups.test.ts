@@ -47,9 +47,10 @@ async function send(type: string, stateKey: string, content: JsonObject, state: 
 /** Forget every state group held in memory, so the next reads rebuild them from storage. */
 async function dropGroupCache(): Promise<void> {
   await runInDurableObject(roomObject(), async (inst) => {
-    const room = inst as unknown as { groups: Map<number, unknown>; groupEntries: number; acrossMemo: Map<string, unknown> };
+    const room = inst as unknown as { groups: Map<number, unknown>; groupEntries: number; baseRefs: Map<unknown, number>; acrossMemo: Map<string, unknown> };
     room.groups.clear();
     room.groupEntries = 0;
+    room.baseRefs.clear();
     room.acrossMemo.clear();
   });
 }

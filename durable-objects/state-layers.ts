@@ -1,0 +1,111 @@
+// State maps that share storage (the RoomDO's state-group cache).
+//
+// Every state group the RoomDO holds in memory used to be a full copy of the room's state: a new
+// group copied its parent's map, and in a room with 10,000+ state entries the cache's budget
+// held ~20 of them. Under concurrent joins the states at the forward extremities (asked for at
+// every event) fell out of the cache and were rebuilt from storage, ~15,000 rows each. A
+// LayeredState is a full base map plus the entries that differ from it: a group derived from
+// another costs what changed, not the whole state, and many groups share one base.
+import type { StateIdMap, StateKey } from "../src/core/types";
+
+/** Overlays larger than this (or than the base, in small rooms) are flattened into a new base:
+ *  a child copies its parent's overlay, so this bounds that copy, and a flatten (a copy of the
+ *  whole state) happens at most once per this many changed entries. */
+const MAX_OVERLAY = 1024;
+
+/**
+ * A read-only state map: `base` with `over` applied (an entry with value null is removed).
+ * Behaves as a Map for reading (get, has, size, iteration, forEach, `new Map(x)`); writing
+ * throws. State maps handed out by the RoomDO are never modified, so sharing is safe.
+ */
+export class LayeredState extends Map<StateKey, string> {
+  readonly base: StateIdMap;
+  readonly over: ReadonlyMap<StateKey, string | null>;
+  private readonly n: number;
+
+  constructor(base: StateIdMap, over: Map<StateKey, string | null>) {
+    super();
+    this.base = base;
+    this.over = over;
+    let n = base.size;
+    for (const [k, v] of over) {
+      const inBase = base.has(k);
+      if (v === null && inBase) n--;
+      else if (v !== null && !inBase) n++;
+    }
+    this.n = n;
+  }
+
+  override get size(): number {
+    return this.n;
+  }
+
+  override get(k: StateKey): string | undefined {
+    const v = this.over.get(k);
+    if (v !== undefined) return v ?? undefined;
+    return this.base.get(k);
+  }
+
+  override has(k: StateKey): boolean {
+    const v = this.over.get(k);
+    if (v !== undefined) return v !== null;
+    return this.base.has(k);
+  }
+
+  override *entries(): MapIterator<[StateKey, string]> {
+    for (const e of this.base) {
+      const v = this.over.get(e[0]);
+      if (v === undefined) yield e;
+      else if (v !== null) yield [e[0], v];
+    }
+    for (const [k, v] of this.over) if (v !== null && !this.base.has(k)) yield [k, v];
+  }
+
+  override *keys(): MapIterator<StateKey> {
+    for (const [k] of this.entries()) yield k;
+  }
+
+  override *values(): MapIterator<string> {
+    for (const [, v] of this.entries()) yield v;
+  }
+
+  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
+    return this.entries();
+  }
+
+  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
+  }
+
+  override set(): this {
+    throw new Error("LayeredState is read-only");
+  }
+
+  override delete(): boolean {
+    throw new Error("LayeredState is read-only");
+  }
+
+  override clear(): void {
+    throw new Error("LayeredState is read-only");
+  }
+}
+
+/** `parent` with `delta` applied (null = removed), sharing the parent's base when the
+ *  differences stay small; otherwise a new full map. */
+export function layerState(parent: StateIdMap, delta: Iterable<[StateKey, string | null]>): StateIdMap {
+  const base = parent instanceof LayeredState ? parent.base : parent;
+  const over = new Map(parent instanceof LayeredState ? parent.over : undefined);
+  for (const [k, v] of delta) {
+    // Keep only real differences from the base.
+    if (v === null ? !base.has(k) : base.get(k) === v) over.delete(k);
+    else over.set(k, v);
+  }
+  if (over.size === 0) return base;
+  if (over.size <= Math.min(MAX_OVERLAY, base.size)) return new LayeredState(base, over);
+  const full = new Map(base);
+  for (const [k, v] of over) {
+    if (v === null) full.delete(k);
+    else full.set(k, v);
+  }
+  return full;
+}
