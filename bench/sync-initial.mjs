@@ -363,14 +363,19 @@ try {
   // The first /sync after the server started (every RoomDO and the hub cold), limit 1.
   log(`first /sync after start (cold): ${firstMs.toFixed(0)} ms`);
   const result = { rooms: s.rooms, members: s.members, messagesPerRoom: s.messages, setupMs: s.setupMs, admitMs: s.admitMs, setupRestarts: s.restarts, coldFirstMs: Math.round(firstMs), runs: {} };
+  const restartsBefore = restarts;
   for (const limit of [1, 20]) {
     const times = [];
     let bytes = 0;
     const loadBefore = load();
-    for (let i = 0; i < RUNS; i++) {
+    for (let i = 0, tries = 0; i < RUNS && tries < 3 * RUNS; tries++) {
+      const before = restarts;
       const t = performance.now();
       const { json, bytes: b } = await api("GET", `/sync?filter=${filterFor(limit)}&set_presence=offline`, s.token);
+      // A run that rode out a restart of the dev server measured the restart: run it again.
+      if (restarts !== before) continue;
       times.push(performance.now() - t);
+      i++;
       bytes = b;
       const problems = check(s, json, limit);
       if (problems.length) throw new Error(`limit ${limit}: ${problems.slice(0, 5).join("; ")}`);
@@ -385,6 +390,7 @@ try {
     };
     log(`limit ${limit}: min ${Math.min(...times).toFixed(0)} ms, median ${percentile(times, 50).toFixed(0)} ms (${times.map((x) => x.toFixed(0)).join(" / ")}), ${bytes} bytes, load ${load()}`);
   }
+  result.measureRestarts = restarts - restartsBefore;
   console.log(JSON.stringify(result));
 } catch (e) {
   const out = a.output();
