@@ -116,19 +116,18 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   const end = room.stateAt(q.upTo);
   const start = q.useStateAfter ? end : room.stateAt(startStream);
   const inTimeline = new Set(picked.map((e) => e.ev.event_id));
+  // Lazy-loading: only members needed to render the timeline (plus, on a fresh room, my own),
+  // but always member changes in the gap of an incremental sync ("MUST return membership events
+  // for events in the gap"). On a fresh room the other members are skipped while collecting.
+  const needed = new Set(picked.map((e) => e.ev.sender));
+  if (fresh) needed.add(userId);
+  const skipMember = (k: string) => q.lazyLoadMembers && fresh && k.startsWith(MEMBER_PREFIX) && !needed.has(k.slice(MEMBER_PREFIX.length));
   const entries = new Map<string, string>(); // event ID → state key
-  for (const st of q.useStateAfter ? [end] : [start, end]) {
-    for (const [k, id] of st) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id))) entries.set(id, k);
+  // (The same state at both ends — the common case — is walked once.)
+  for (const st of q.useStateAfter || start === end ? [end] : [start, end]) {
+    for (const [k, id] of st) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id)) && !skipMember(k)) entries.set(id, k);
   }
   if (q.lazyLoadMembers) {
-    // Only members needed to render the timeline (plus, on a fresh room, my own), but always
-    // member changes in the gap of an incremental sync ("MUST return membership events for
-    // events in the gap").
-    const needed = new Set(picked.map((e) => e.ev.sender));
-    if (fresh) {
-      needed.add(userId);
-      for (const [id, k] of entries) if (k.startsWith(MEMBER_PREFIX) && !needed.has(k.slice(MEMBER_PREFIX.length))) entries.delete(id);
-    }
     for (const u of needed) {
       const id = start.get(stateKey("m.room.member", u));
       if (id && (q.useStateAfter || !inTimeline.has(id))) entries.set(id, stateKey("m.room.member", u));
@@ -147,23 +146,43 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   return view;
 }
 
+/** Counts and hero candidates of one state map, for every user (see summarize). */
+interface MemberSummary {
+  joined: number;
+  invited: number;
+  /** Joined or invited members, and the others (left, banned, knocking), in user ID order: the
+   *  first six, enough for five heroes besides the requester. */
+  active: string[];
+  gone: string[];
+}
+
+/** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
+ *  walks every member event of the state, which for a 300-member room was most of an initial
+ *  sync's per-room work; the same state is summarised once, for every user and every sync. */
+const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
+
 /** Room summary (spec: "summary"): joined/invited counts and up to 5 heroes (other members,
  *  joined or invited first, else those who left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
-  let joined = 0;
-  let invited = 0;
-  const active: string[] = [];
-  const gone: string[] = [];
-  for (const [k, id] of st) {
-    if (!k.startsWith(MEMBER_PREFIX)) continue;
-    const m = room.load(id)?.ev.content.membership;
-    const u = k.slice(MEMBER_PREFIX.length);
-    if (m === "join") joined++;
-    if (m === "invite") invited++;
-    if (u === userId) continue;
-    if (m === "join" || m === "invite") active.push(u);
-    else gone.push(u);
+  let s = memberSummaries.get(st);
+  if (!s) {
+    let joined = 0;
+    let invited = 0;
+    const active: string[] = [];
+    const gone: string[] = [];
+    for (const [k, id] of st) {
+      if (!k.startsWith(MEMBER_PREFIX)) continue;
+      const m = room.load(id)?.ev.content.membership;
+      const u = k.slice(MEMBER_PREFIX.length);
+      if (m === "join") joined++;
+      if (m === "invite") invited++;
+      if (m === "join" || m === "invite") active.push(u);
+      else gone.push(u);
+    }
+    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6) };
+    memberSummaries.set(st, s);
   }
-  const heroes = (active.length ? active : gone).sort().slice(0, 5);
-  return { "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited };
+  const others = (list: string[]) => list.filter((u) => u !== userId);
+  const heroes = (others(s.active).length ? others(s.active) : others(s.gone)).slice(0, 5);
+  return { "m.heroes": heroes, "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
 }
