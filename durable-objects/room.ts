@@ -54,7 +54,7 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
-import { LayeredState, layerState } from "./state-layers";
+import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
@@ -1201,12 +1201,15 @@ export class RoomDO extends DurableObject<Env> {
     while (this.acrossMemo.size > ACROSS_MEMO) this.acrossMemo.delete(this.acrossMemo.keys().next().value!);
   }
 
-  /** State resolution over full state maps, with the auth-chain walks reading auth event IDs
-   *  through authIdsOf instead of loading every event of the state. */
+  /** State resolution over state maps, with the auth-chain walks reading auth event IDs
+   *  through authIdsOf instead of loading every event of the state, and the conflicted keys
+   *  found among the maps' differences from their shared base (splitShared) when they share
+   *  one, instead of comparing every key of every map. */
   private resolveMaps(maps: StateIdMap[]): StateIdMap {
     return resolveState(this.rv!, maps, (id) => this.loadEvent(id)?.ev, {
       isRejected: (id) => this.loadEvent(id)?.status === "rejected",
       authEvents: this.authIdsOf,
+      split: splitShared,
     });
   }
 
@@ -2402,6 +2405,9 @@ function domainOf(id: string): string {
 
 /** Entries of `next` that differ from `prev` (null = removed). */
 function diffState(prev: StateIdMap, next: StateIdMap): Map<StateKey, string | null> {
+  // Two states sharing a base (state-layers.ts) differ at most where they differ from it.
+  const shared = diffShared(prev, next);
+  if (shared) return shared;
   const out = new Map<StateKey, string | null>();
   for (const [k, v] of next) if (prev.get(k) !== v) out.set(k, v);
   for (const k of prev.keys()) if (!next.has(k)) out.set(k, null);

@@ -7,6 +7,7 @@
 // LayeredState is a full base map plus the entries that differ from it: a group derived from
 // another costs what changed, not the whole state, and many groups share one base.
 import type { StateIdMap, StateKey } from "../src/core/types";
+import type { Split } from "../src/core/state-res";
 
 /** Overlays larger than this (or than the base, in small rooms) are flattened into a new base:
  *  a child copies its parent's overlay, so this bounds that copy, and a flatten (a copy of the
@@ -62,11 +63,17 @@ export class LayeredState extends Map<StateKey, string> {
   }
 
   override *keys(): MapIterator<StateKey> {
-    for (const [k] of this.entries()) yield k;
+    for (const k of this.base.keys()) if (this.over.get(k) !== null) yield k;
+    for (const [k, v] of this.over) if (v !== null && !this.base.has(k)) yield k;
   }
 
   override *values(): MapIterator<string> {
-    for (const [, v] of this.entries()) yield v;
+    for (const [k, b] of this.base) {
+      const v = this.over.get(k);
+      if (v === undefined) yield b;
+      else if (v !== null) yield v;
+    }
+    for (const [k, v] of this.over) if (v !== null && !this.base.has(k)) yield v;
   }
 
   override [Symbol.iterator](): MapIterator<[StateKey, string]> {
@@ -108,4 +115,68 @@ export function layerState(parent: StateIdMap, delta: Iterable<[StateKey, string
     else full.set(k, v);
   }
   return full;
+}
+
+/** The base every map shares (a LayeredState's base, or a full map standing for itself), if
+ *  they all share one. */
+function sharedBase(maps: StateIdMap[]): StateIdMap | undefined {
+  const baseOf = (m: StateIdMap) => (m instanceof LayeredState ? m.base : m);
+  const base = baseOf(maps[0]!);
+  return maps.every((m) => baseOf(m) === base) ? base : undefined;
+}
+
+/** The keys where a map of a shared set differs from the base (a full map in such a set is
+ *  the base itself). */
+function overKeys(m: StateIdMap): Iterable<StateKey> {
+  return m instanceof LayeredState ? m.over.keys() : [];
+}
+
+/**
+ * State resolution's split (unconflicted state map, conflicted state set) of state sets that
+ * share a base, looking only at the keys where some set differs from the base: on every other
+ * key all sets hold the base's event, so it is unconflicted. The same sets as splitConflicted
+ * (src/core/state-res/conflicts.ts) at the cost of the differences, not of the whole state
+ * times the number of sets. Undefined when the sets do not share a base.
+ */
+export function splitShared(stateSets: StateIdMap[]): Split | undefined {
+  if (stateSets.length === 0) return undefined;
+  const base = sharedBase(stateSets);
+  if (!base) return undefined;
+  const keys = new Set<StateKey>();
+  for (const m of stateSets) for (const k of overKeys(m)) keys.add(k);
+  const over = new Map<StateKey, string | null>();
+  const conflicted = new Set<string>();
+  const conflictedPerSet = stateSets.map(() => new Set<string>());
+  for (const k of keys) {
+    const first = stateSets[0]!.get(k);
+    if (first !== undefined && stateSets.every((m) => m.get(k) === first)) {
+      over.set(k, first);
+      continue;
+    }
+    over.set(k, null);
+    stateSets.forEach((m, i) => {
+      const v = m.get(k);
+      if (v === undefined) return;
+      conflicted.add(v);
+      conflictedPerSet[i]!.add(v);
+    });
+  }
+  return { unconflicted: layerState(base, over), conflicted, conflictedPerSet };
+}
+
+/** The entries of `next` that differ from `prev` (null = removed), when both share a base:
+ *  only their differences from the base are compared. Undefined otherwise. */
+export function diffShared(prev: StateIdMap, next: StateIdMap): Map<StateKey, string | null> | undefined {
+  const base = sharedBase([prev, next]);
+  if (!base) return undefined;
+  const out = new Map<StateKey, string | null>();
+  for (const src of [prev, next]) {
+    for (const k of overKeys(src)) {
+      if (out.has(k)) continue;
+      const a = prev.get(k);
+      const b = next.get(k);
+      if (a !== b) out.set(k, b ?? null);
+    }
+  }
+  return out;
 }

@@ -1,7 +1,8 @@
 // LayeredState (durable-objects/state-layers.ts): a state map sharing a base with its parent must
 // read exactly like the plain map it stands for, through chains of changes and flattening.
 import { describe, expect, it } from "vitest";
-import { LayeredState, layerState } from "../../durable-objects/state-layers";
+import { diffShared, LayeredState, layerState, splitShared } from "../../durable-objects/state-layers";
+import { splitConflicted } from "../../src/core/state-res/conflicts";
 import type { StateIdMap, StateKey } from "../../src/core/types";
 
 const key = (i: number) => `m.room.member\u0000@u${i}:example.org` as StateKey;
@@ -66,5 +67,46 @@ describe("LayeredState", () => {
     expect(big.get(key(9999))).toBe("$new");
     expect(() => (a as Map<StateKey, string>).set(key(1), "$z")).toThrow(/read-only/);
     expect(() => (a as Map<StateKey, string>).delete(key(1))).toThrow(/read-only/);
+  });
+});
+
+describe("splitShared and diffShared", () => {
+  it("give the general split and diff of state sets sharing a base", () => {
+    let seed = 11;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const base = new Map<StateKey, string>();
+    for (let i = 0; i < 500; i++) base.set(key(i), `$e${i}`);
+    for (let round = 0; round < 30; round++) {
+      const sets: StateIdMap[] = [];
+      for (let j = 0; j < 1 + rnd(6); j++) {
+        let m: StateIdMap = base;
+        for (let step = rnd(8); step > 0; step--) {
+          const delta: [StateKey, string | null][] = [];
+          for (let c = rnd(5); c >= 0; c--) {
+            // Shared changes (same key and event on several sets) as well as private ones.
+            const i = rnd(3) === 0 ? rnd(10) : rnd(600);
+            delta.push([key(i), rnd(6) === 0 ? null : rnd(2) === 0 ? `$shared${i}` : `$r${round}.${j}.${step}.${c}`]);
+          }
+          m = layerState(m, delta);
+        }
+        sets.push(m);
+      }
+      const fast = splitShared(sets)!;
+      const general = splitConflicted(sets);
+      expect(sorted(fast.unconflicted)).toEqual(sorted(general.unconflicted));
+      expect([...fast.conflicted].sort()).toEqual([...general.conflicted].sort());
+      expect(fast.conflictedPerSet.map((c) => [...c].sort())).toEqual(general.conflictedPerSet.map((c) => [...c].sort()));
+      for (const a of sets) {
+        for (const b of sets) {
+          const plain = new Map<StateKey, string | null>();
+          for (const [k, v] of b) if (a.get(k) !== v) plain.set(k, v);
+          for (const k of a.keys()) if (!b.has(k)) plain.set(k, null);
+          expect(sorted(diffShared(a, b)! as StateIdMap)).toEqual(sorted(plain as StateIdMap));
+        }
+      }
+    }
+    // Sets without a common base: the general way applies.
+    expect(splitShared([new Map(base), new Map(base)])).toBeUndefined();
+    expect(diffShared(new Map(base), new Map(base))).toBeUndefined();
   });
 });

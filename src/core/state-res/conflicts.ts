@@ -17,21 +17,29 @@ export function splitConflicted(stateSets: StateIdMap[]): Split {
   const unconflicted: StateIdMap = new Map();
   const conflicted = new Set<string>();
   const conflictedPerSet = stateSets.map(() => new Set<string>());
-  const keys = new Set<StateKey>();
-  for (const s of stateSets) for (const k of s.keys()) keys.add(k);
-  for (const k of keys) {
-    const first = stateSets[0]!.get(k);
-    const same = first !== undefined && stateSets.every((s) => s.get(k) === first);
-    if (same) {
-      unconflicted.set(k, first);
-      continue;
-    }
+  const conflict = (k: StateKey) => {
     stateSets.forEach((s, i) => {
       const v = s.get(k);
       if (v === undefined) return;
       conflicted.add(v);
       conflictedPerSet[i]!.add(v);
     });
+  };
+  // Keys of the first set, then keys only the others have (always conflicted: missing from the
+  // first) — the order a union of all keys would have, without building that union: the sets
+  // are whole room states, thousands of keys each, and mostly the same keys.
+  const [first, ...rest] = stateSets;
+  for (const [k, v] of first!) {
+    if (rest.every((s) => s.get(k) === v)) unconflicted.set(k, v);
+    else conflict(k);
+  }
+  const seen = new Set<StateKey>();
+  for (const s of rest) {
+    for (const k of s.keys()) {
+      if (first!.has(k) || seen.has(k)) continue;
+      seen.add(k);
+      conflict(k);
+    }
   }
   return { unconflicted, conflicted, conflictedPerSet };
 }

@@ -14,6 +14,7 @@ import { EventGraph } from "./graph";
 import { resolveV2, type ResolveOptions } from "./v2";
 
 export type { ResolveOptions } from "./v2";
+export type { Split } from "./conflicts";
 export { createEventIdForRoom } from "./graph";
 
 /** Resolve several state sets (type/state_key → event ID) into one. `getEvent` must return every
