@@ -2,7 +2,7 @@
 // events; a user on server B joins it (make_join → send_join → B validates the whole state and
 // auth chain: signatures, hashes, auth rules → seeds its RoomDO), then sees the room in /sync.
 //
-//   node --import tsx bench/federation-join.mjs [members=1000] [extraState=0] [--local]
+//   node_modules/.bin/node --import tsx bench/federation-join.mjs [members=1000] [extraState=0] [--local]
 //
 // Starts two loopback Lattice servers (FEDERATION_HTTP_LOOPBACK) itself. How the members get in:
 //  - default: a third, fake homeserver run by this script on loopback (it serves its signing key
@@ -11,10 +11,18 @@
 //    event is signed by the fake server and goes through A's admit pipeline like any remote join.
 //  - --local: members are local users of A, registered through the real UIA flow (PBKDF2) and
 //    joined through the client API; slow (about 2 users/s here), so only for small N.
+//  - extra state: A's room creator sets S `org.lattice.bench` state events (distinct state keys)
+//    through the client API, 8 in flight, after the members.
+// The set-up's requests go to A's workerd runtime socket directly (FJ_DIRECT=0: through
+// `wrangler dev`'s proxy, which under hours of sustained load exited the whole dev server when a
+// relayed connection was lost); B's join and /sync are measured through the proxies as usual.
+// Progress (every 500 members / 2,000 state events) goes to stderr: time per event, load average.
 // `tsx` is needed to import the protocol code (src/core) for signing.
 // `wrangler dev` reloads the Worker whenever a file in the tree changes; for long runs use a
 // quiet copy: `git archive HEAD | tar -x -C /tmp/lb && ln -s $PWD/node_modules /tmp/lb/ && cd /tmp/lb`.
 import { createServer } from "node:http";
+import { execSync } from "node:child_process";
+import { loadavg } from "node:os";
 import { registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
@@ -33,6 +41,7 @@ const enc = encodeURIComponent;
 
 const vars = { RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" };
 const [a, b] = await Promise.all([startServer(vars), startServer(vars)]);
+const setupBase = process.env.FJ_DIRECT === "0" ? a.baseUrl : await runtimeUrl(a);
 // Interrupted: stop the servers (their own process groups) rather than leave them running.
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.once(sig, () => {
@@ -59,9 +68,23 @@ const fake = createServer(async (req, res) => {
 });
 await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
 
+/** The workerd runtime's own listening socket behind `wrangler dev`'s proxy: the local workerd
+ *  socket that answers with this server's name. */
+async function runtimeUrl(server) {
+  const ports = [...execSync("ss -ltnp").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*"workerd"/g)].map((m) => Number(m[1])).filter((p) => p !== server.port);
+  for (const p of ports) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${p}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(2000) });
+      if (r.ok && (await r.json()).server_name === server.serverName) return `http://127.0.0.1:${p}`;
+    } catch {}
+  }
+  process.stderr.write("runtime socket not found: set-up goes through the dev proxy\n");
+  return server.baseUrl;
+}
+
 async function fedRequest(method, path, body) {
   const authorization = await signRequest(fkey, { method, uri: path, origin: fname, destination: a.serverName, content: body });
-  const res = await fetch(`${a.baseUrl}${path}`, {
+  const res = await fetch(`${setupBase}${path}`, {
     method,
     headers: { authorization, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
@@ -136,7 +159,15 @@ try {
   const { room_id: roomId } = await api(a.baseUrl, "POST", "/createRoom", owner.token, { preset: "public_chat", name: "big", room_version: "12" });
   const t0 = performance.now();
   let done = 0;
-  const progress = setInterval(() => process.stderr.write(`  set-up: ${done} members/state events, ${Math.round((performance.now() - t0) / 1000)} s\n`), 15_000);
+  let mark = { n: 0, t: t0 };
+  /** Every `every` set-up events: time per event over the last ones, and the load average. */
+  const step = (what, every) => {
+    done++;
+    if (done % every !== 0) return;
+    const now = performance.now();
+    process.stderr.write(`  ${what} ${done}: ${((now - mark.t) / (done - mark.n)).toFixed(1)} ms each, ${Math.round((now - t0) / 1000)} s in, load ${loadavg()[0].toFixed(1)}\n`);
+    mark = { n: done, t: now };
+  };
   await pool([...Array(N - 1).keys()], LOCAL ? 2 : WIDTH, async (i) => {
     if (LOCAL) {
       const u = await withRetry(() => registerBenchUser(a.baseUrl, `fj${tag}m${i}`), "register");
@@ -144,15 +175,17 @@ try {
     } else {
       await withRetry(() => remoteMemberJoins(roomId, i), `member ${i}`);
     }
-    done++;
+    step("members", 500);
   });
   const membersMs = performance.now() - t0;
+  done = 0;
+  mark = { n: 0, t: performance.now() };
   await pool([...Array(S).keys()], 8, async (i) => {
-    await api(a.baseUrl, "PUT", `/rooms/${enc(roomId)}/state/bench.state/k${i}`, owner.token, { i });
-    done++;
+    await api(setupBase, "PUT", `/rooms/${enc(roomId)}/state/org.lattice.bench/k${i}`, owner.token, { i });
+    step("state events", 2000);
   });
-  clearInterval(progress);
   const setup = performance.now() - t0;
+  const loadAtJoin = loadavg().map((x) => Number(x.toFixed(1)));
   const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
   const t1 = performance.now();
   await api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
@@ -160,10 +193,13 @@ try {
   // The joining user sees the room: it is in their sync (lazy-loaded members, as Element asks).
   const lazy = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } }));
   let seen;
+  let seenRoom;
   for (let i = 0; i < 100 && !seen; i++) {
     const s = await api(b.baseUrl, "GET", `/sync?timeout=0&filter=${lazy}`, joiner.token);
-    if (s.rooms?.join?.[roomId]) seen = performance.now() - t1;
-    else await new Promise((r) => setTimeout(r, 100));
+    if (s.rooms?.join?.[roomId]) {
+      seen = performance.now() - t1;
+      seenRoom = s.rooms.join[roomId];
+    } else await new Promise((r) => setTimeout(r, 100));
   }
   // A full initial sync (no filter: every member event) for the joiner.
   const t2 = performance.now();
@@ -177,13 +213,18 @@ try {
       extraState: S,
       seeding: LOCAL ? "local users (client API)" : "remote users (make_join/send_join from a fake server)",
       membersSetupMs: Math.round(membersMs),
+      stateSetupMs: Math.round(setup - membersMs),
       setupMs: Math.round(setup),
+      loadAverageAtJoin: loadAtJoin,
       joinMs: Math.round(joined),
       joinToSyncMs: seen === undefined ? null : Math.round(seen),
+      joinedMemberCountInSync: seenRoom?.summary?.["m.joined_member_count"] ?? null,
+      stateEventsInLazySync: seenRoom?.state?.events?.length ?? null,
       fullInitialSyncMs: Math.round(fullSyncMs),
       stateEventsInFullSync: full.rooms?.join?.[roomId]?.state?.events?.length ?? null,
       membersOnA: Object.keys(membersOnA.joined).length,
       membersSeenOnB: Object.keys(members.joined).length,
+      loadAverageAtEnd: loadavg().map((x) => Number(x.toFixed(1))),
     }),
   );
 } catch (e) {
