@@ -121,7 +121,8 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   // for events in the gap"). On a fresh room the other members are skipped while collecting.
   const needed = new Set(picked.map((e) => e.ev.sender));
   if (fresh) needed.add(userId);
-  const skipMember = (k: string) => q.lazyLoadMembers && fresh && k.startsWith(MEMBER_PREFIX) && !needed.has(k.slice(MEMBER_PREFIX.length));
+  const neededKeys = new Set([...needed].map((u) => stateKey("m.room.member", u)));
+  const skipMember = q.lazyLoadMembers && fresh ? (k: string) => k.startsWith(MEMBER_PREFIX) && !neededKeys.has(k) : () => false;
   const entries = new Map<string, string>(); // event ID → state key
   // (The same state at both ends — the common case — is walked once.)
   for (const st of q.useStateAfter || start === end ? [end] : [start, end]) {
