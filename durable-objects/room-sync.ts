@@ -31,6 +31,10 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
   toClient(e: E, now: number): JsonObject;
+  /** Membership of member events by event ID, from one cheap read (optional; events it does
+   *  not cover are loaded). Summarising a cold room by loading 300 member events was 40% of a
+   *  first sync of 300 rooms × 300 members. */
+  memberships?(): Map<string, string>;
 }
 
 export interface RoomSyncQuery {
@@ -171,9 +175,10 @@ function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap,
     let invited = 0;
     const active: string[] = [];
     const gone: string[] = [];
+    const known = room.memberships?.();
     for (const [k, id] of st) {
       if (!k.startsWith(MEMBER_PREFIX)) continue;
-      const m = room.load(id)?.ev.content.membership;
+      const m = known?.get(id) ?? room.load(id)?.ev.content.membership;
       const u = k.slice(MEMBER_PREFIX.length);
       if (m === "join") joined++;
       if (m === "invite") invited++;

@@ -1784,6 +1784,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
+          memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
         req.userId,
         q,

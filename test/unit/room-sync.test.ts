@@ -67,6 +67,22 @@ describe("syncRoomView summary and lazy-loaded members", () => {
     expect(room.loads() - loadsAfterFirst).toBeLessThan(10);
   });
 
+  it("takes memberships from the room's cheap lookup when it has one, loading only what it lacks", () => {
+    const room = fakeRoom({ joined, invited: ["@aaa-invited:test.local"], left: ["@gone:test.local"], senders: [joined[7]] });
+    // The lookup knows every member event but the invite's (that one is loaded).
+    const byId = new Map<string, string>();
+    for (let i = 0; i < room.upTo; i++) {
+      const e = room.access.load(`$${i}`)!;
+      if (e.ev.type === "m.room.member" && e.ev.content.membership !== "invite") byId.set(e.ev.event_id, String(e.ev.content.membership));
+    }
+    const before = room.loads();
+    const v = syncRoomView({ ...room.access, memberships: () => byId }, joined[0], query(room.upTo, 1));
+    expect(v.summary["m.joined_member_count"]).toBe(40);
+    expect(v.summary["m.invited_member_count"]).toBe(1);
+    expect(v.summary["m.heroes"][0]).toBe("@aaa-invited:test.local");
+    expect(room.loads() - before).toBeLessThan(10);
+  });
+
   it("falls back to members who left when nobody else is joined or invited", () => {
     const room = fakeRoom({ joined: ["@me:test.local"], left: ["@b:test.local", "@a:test.local"], senders: ["@me:test.local"] });
     const v = syncRoomView(room.access, "@me:test.local", query(room.upTo, 1));
