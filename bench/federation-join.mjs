@@ -68,10 +68,15 @@ const fake = createServer(async (req, res) => {
 });
 await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
 
-/** The workerd runtime's own listening socket behind `wrangler dev`'s proxy: the local workerd
- *  socket that answers with this server's name. */
+/** The workerd runtime's own listening socket behind `wrangler dev`'s proxy: a socket of a
+ *  workerd in the same process group as the proxy (other servers on the machine are left
+ *  alone) that answers with this server's name. */
 async function runtimeUrl(server) {
-  const ports = [...execSync("ss -ltnp").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*"workerd"/g)].map((m) => Number(m[1])).filter((p) => p !== server.port);
+  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?"([^"]+)",pid=(\d+)/g)].map((m) => ({ port: Number(m[1]), name: m[2], pid: Number(m[3]) }));
+  const pgid = (pid) => Number(execSync(`ps -o pgid= -p ${pid}`).toString().trim());
+  const proxy = listening.find((l) => l.port === server.port);
+  const group = proxy ? pgid(proxy.pid) : undefined;
+  const ports = listening.filter((l) => l.name === "workerd" && l.port !== server.port && pgid(l.pid) === group).map((l) => l.port);
   for (const p of ports) {
     try {
       const r = await fetch(`http://127.0.0.1:${p}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(2000) });
@@ -109,7 +114,8 @@ async function api(base, method, path, token, body, attempt = 0) {
   try {
     return await apiOnce(base, method, path, token, body);
   } catch (e) {
-    if (attempt >= 3 || !/ 503 |Network/.test(String(e))) throw e;
+    // Also a kept-alive connection the runtime closed as the request went out ("fetch failed").
+    if (attempt >= 3 || !/ 503 |Network|fetch failed/.test(String(e))) throw e;
     await new Promise((r) => setTimeout(r, 1000));
     return api(base, method, path, token, body, attempt + 1);
   }
