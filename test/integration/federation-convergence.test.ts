@@ -7,9 +7,8 @@
 // Spec: Server-Server API "Room State Resolution"; the current state of a room is the resolution
 // of the states at its forward extremities, whatever order their events arrived in.
 import { describe, it, expect, beforeAll } from "vitest";
-import { call, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
-import { signRequest } from "../../src/core/x-matrix";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
@@ -22,16 +21,8 @@ let alice: TestUser;
 const enc = encodeURIComponent;
 const rv = getRoomVersion("12")!;
 
-async function fed(method: string, path: string, body?: unknown) {
-  const uri = `/_matrix/federation${path}`;
-  const authorization = await signRequest(key, { method, uri, origin: REMOTE, destination: SERVER, content: body });
-  return call(method, uri, { body, headers: { authorization } });
-}
-async function ok(method: string, path: string, body?: unknown) {
-  const r = await call(method, `/_matrix/client/v3${path}`, { token: alice.accessToken, body });
-  if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+const fed = (method: string, path: string, body?: unknown) => federationCall(REMOTE, key, method, path, body);
+const ok = (method: string, path: string, body?: unknown) => clientOk(alice.accessToken, method, path, body);
 
 beforeAll(async () => {
   setFederationFetch(offline);

@@ -4,9 +4,8 @@
 // on the resident's extremities, not on the stale ones.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { env } from "cloudflare:test";
-import { call, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
-import { signRequest } from "../../src/core/x-matrix";
 import { computeEventId, hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
@@ -20,16 +19,8 @@ let alice: TestUser;
 const enc = encodeURIComponent;
 const rv = getRoomVersion("12")!;
 
-async function fed(method: string, path: string, body?: unknown) {
-  const uri = `/_matrix/federation${path}`;
-  const authorization = await signRequest(key, { method, uri, origin: REMOTE, destination: SERVER, content: body });
-  return call(method, uri, { body, headers: { authorization } });
-}
-async function ok(method: string, path: string, body?: unknown) {
-  const r = await call(method, `/_matrix/client/v3${path}`, { token: alice.accessToken, body });
-  if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
+const fed = (method: string, path: string, body?: unknown) => federationCall(REMOTE, key, method, path, body);
+const ok = (method: string, path: string, body?: unknown) => clientOk(alice.accessToken, method, path, body);
 
 beforeAll(async () => {
   setFederationFetch(offline);

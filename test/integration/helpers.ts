@@ -2,6 +2,7 @@
 import { SELF, env } from "cloudflare:test";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { storeKeyResponse } from "../../src/services/federation/keys";
+import { signRequest } from "../../src/core/x-matrix";
 
 export const SERVER = "test.local";
 export const BASE = "http://test.local";
@@ -31,6 +32,20 @@ export async function call(
     parsed = { _text: text };
   }
   return { status: res.status, body: parsed, headers: res.headers };
+}
+
+/** A federation request from `origin`, X-Matrix-signed with its key, to this server. */
+export async function federationCall(origin: string, key: SigningKey, method: string, path: string, body?: unknown) {
+  const uri = `/_matrix/federation${path}`;
+  const authorization = await signRequest(key, { method, uri, origin, destination: SERVER, content: body });
+  return call(method, uri, { body, headers: { authorization } });
+}
+
+/** A client-server v3 request as `token` that must answer 200; its body. */
+export async function clientOk(token: string, method: string, path: string, body?: unknown): Promise<Json> {
+  const r = await call(method, `/_matrix/client/v3${path}`, { token, body });
+  if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
 }
 
 let counter = 0;
