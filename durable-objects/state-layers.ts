@@ -114,36 +114,80 @@ export function layerState(parent: StateIdMap, delta: Iterable<[StateKey, string
     if (v === null) full.delete(k);
     else full.set(k, v);
   }
+  lineage.set(full, { parent: base, over });
   return full;
 }
 
-/** The base every map shares (a LayeredState's base, or a full map standing for itself), if
- *  they all share one. */
-function sharedBase(maps: StateIdMap[]): StateIdMap | undefined {
-  const baseOf = (m: StateIdMap) => (m instanceof LayeredState ? m.base : m);
-  const base = baseOf(maps[0]!);
-  return maps.every((m) => baseOf(m) === base) ? base : undefined;
+/** How a base made by flattening came about: the base it was flattened from and the overlay
+ *  applied to it. States on an older base can then be compared with states on the newer one by
+ *  their differences alone (overRelativeTo). */
+const lineage = new WeakMap<StateIdMap, { parent: StateIdMap; over: ReadonlyMap<StateKey, string | null> }>();
+/** Flattenings followed back at most. */
+const MAX_LINEAGE = 8;
+const NO_DIFFERENCES: ReadonlyMap<StateKey, string | null> = new Map();
+
+const baseOf = (m: StateIdMap) => (m instanceof LayeredState ? m.base : m);
+
+/** `m`'s differences from `target` (null = absent from m), found from m's differences from its
+ *  own base and the overlays that led from that base to `target`; undefined when `target` does
+ *  not descend from m's base within MAX_LINEAGE flattenings. */
+function overRelativeTo(m: StateIdMap, target: StateIdMap): ReadonlyMap<StateKey, string | null> | undefined {
+  const own = m instanceof LayeredState ? m.over : NO_DIFFERENCES;
+  const base = baseOf(m);
+  if (base === target) return own;
+  const path: ReadonlyMap<StateKey, string | null>[] = [];
+  let cur = target;
+  while (cur !== base) {
+    const link = lineage.get(cur);
+    if (!link || path.length >= MAX_LINEAGE) return undefined;
+    path.push(link.over);
+    cur = link.parent;
+  }
+  const out = new Map<StateKey, string | null>();
+  for (const src of [own, ...path]) {
+    for (const k of src.keys()) {
+      if (out.has(k)) continue;
+      const v = m.get(k);
+      if (v !== target.get(k)) out.set(k, v ?? null);
+    }
+  }
+  return out;
 }
 
-/** The keys where a map of a shared set differs from the base (a full map in such a set is
- *  the base itself). */
-function overKeys(m: StateIdMap): Iterable<StateKey> {
-  return m instanceof LayeredState ? m.over.keys() : [];
+/** A base all maps can be compared against by differences (one of their bases), with each
+ *  map's differences from it; undefined if there is none. */
+function commonBase(maps: StateIdMap[]): { base: StateIdMap; overs: ReadonlyMap<StateKey, string | null>[] } | undefined {
+  const bases = [...new Set(maps.map(baseOf))];
+  // The newest base is the likeliest to descend from all the others: try the ones made last
+  // by flattening first (those with lineage), then any.
+  bases.sort((a, b) => Number(lineage.has(b)) - Number(lineage.has(a)));
+  for (const base of bases.slice(0, 4)) {
+    const overs: ReadonlyMap<StateKey, string | null>[] = [];
+    for (const m of maps) {
+      const o = overRelativeTo(m, base);
+      if (!o) break;
+      overs.push(o);
+    }
+    if (overs.length === maps.length) return { base, overs };
+  }
+  return undefined;
 }
 
 /**
  * State resolution's split (unconflicted state map, conflicted state set) of state sets that
- * share a base, looking only at the keys where some set differs from the base: on every other
- * key all sets hold the base's event, so it is unconflicted. The same sets as splitConflicted
+ * share a base (or whose bases lead to one: commonBase), looking only at the keys where some set
+ * differs from that base: on every other key all sets hold the base's event, so it is
+ * unconflicted. The same sets as splitConflicted
  * (src/core/state-res/conflicts.ts) at the cost of the differences, not of the whole state
  * times the number of sets. Undefined when the sets do not share a base.
  */
 export function splitShared(stateSets: StateIdMap[]): Split | undefined {
   if (stateSets.length === 0) return undefined;
-  const base = sharedBase(stateSets);
-  if (!base) return undefined;
+  const common = commonBase(stateSets);
+  if (!common) return undefined;
+  const { base } = common;
   const keys = new Set<StateKey>();
-  for (const m of stateSets) for (const k of overKeys(m)) keys.add(k);
+  for (const o of common.overs) for (const k of o.keys()) keys.add(k);
   const over = new Map<StateKey, string | null>();
   const conflicted = new Set<string>();
   const conflictedPerSet = stateSets.map(() => new Set<string>());
@@ -164,14 +208,15 @@ export function splitShared(stateSets: StateIdMap[]): Split | undefined {
   return { unconflicted: layerState(base, over), conflicted, conflictedPerSet };
 }
 
-/** The entries of `next` that differ from `prev` (null = removed), when both share a base:
- *  only their differences from the base are compared. Undefined otherwise. */
+/** The entries of `next` that differ from `prev` (null = removed), when both can be compared
+ *  against a common base (commonBase): only their differences from it are compared. Undefined
+ *  otherwise. */
 export function diffShared(prev: StateIdMap, next: StateIdMap): Map<StateKey, string | null> | undefined {
-  const base = sharedBase([prev, next]);
-  if (!base) return undefined;
+  const common = commonBase([prev, next]);
+  if (!common) return undefined;
   const out = new Map<StateKey, string | null>();
-  for (const src of [prev, next]) {
-    for (const k of overKeys(src)) {
+  for (const o of common.overs) {
+    for (const k of o.keys()) {
       if (out.has(k)) continue;
       const a = prev.get(k);
       const b = next.get(k);

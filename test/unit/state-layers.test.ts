@@ -7,11 +7,19 @@ import type { StateIdMap, StateKey } from "../../src/core/types";
 
 const key = (i: number) => `m.room.member\u0000@u${i}:example.org` as StateKey;
 const sorted = (m: StateIdMap) => [...m].sort(([a], [b]) => (a < b ? -1 : 1));
+/** A seeded generator (mulberry32): rnd(n) is an integer in [0, n). */
+function seeded(seed: number): (n: number) => number {
+  return (n) => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return Math.floor((((t ^ (t >>> 14)) >>> 0) / 4294967296) * n);
+  };
+}
 
 describe("LayeredState", () => {
   it("reads like the plain map through 2,000 random changes", () => {
-    let seed = 7;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+    const rnd = seeded(7);
     const plain = new Map<StateKey, string>();
     for (let i = 0; i < 300; i++) plain.set(key(i), `$e${i}`);
     let layered: StateIdMap = new Map(plain);
@@ -71,40 +79,51 @@ describe("LayeredState", () => {
 });
 
 describe("splitShared and diffShared", () => {
-  it("give the general split and diff of state sets sharing a base", () => {
-    let seed = 11;
-    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) % n);
+  // Small bases flatten often: sets then sit on different bases, related by flattening.
+  it.each([500, 40])("give the general split and diff of state sets sharing a base of %i entries", (size) => {
+    const rnd = seeded(11 + size);
     const base = new Map<StateKey, string>();
-    for (let i = 0; i < 500; i++) base.set(key(i), `$e${i}`);
+    for (let i = 0; i < size; i++) base.set(key(i), `$e${i}`);
+    let related = 0;
+    let fastSplits = 0;
     for (let round = 0; round < 30; round++) {
       const sets: StateIdMap[] = [];
+      // Each set continues from an earlier one (a DAG's branches), or starts at the base.
       for (let j = 0; j < 1 + rnd(6); j++) {
-        let m: StateIdMap = base;
-        for (let step = rnd(8); step > 0; step--) {
+        let m: StateIdMap = j > 0 && rnd(2) === 0 ? sets[rnd(j)]! : base;
+        for (let step = rnd(size < 100 ? 24 : 8); step > 0; step--) {
           const delta: [StateKey, string | null][] = [];
           for (let c = rnd(5); c >= 0; c--) {
             // Shared changes (same key and event on several sets) as well as private ones.
-            const i = rnd(3) === 0 ? rnd(10) : rnd(600);
+            const i = rnd(3) === 0 ? rnd(10) : rnd(size + 100);
             delta.push([key(i), rnd(6) === 0 ? null : rnd(2) === 0 ? `$shared${i}` : `$r${round}.${j}.${step}.${c}`]);
           }
           m = layerState(m, delta);
         }
         sets.push(m);
       }
-      const fast = splitShared(sets)!;
-      const general = splitConflicted(sets);
-      expect(sorted(fast.unconflicted)).toEqual(sorted(general.unconflicted));
-      expect([...fast.conflicted].sort()).toEqual([...general.conflicted].sort());
-      expect(fast.conflictedPerSet.map((c) => [...c].sort())).toEqual(general.conflictedPerSet.map((c) => [...c].sort()));
+      if (new Set(sets.map((m) => (m instanceof LayeredState ? m.base : m))).size > 1) related++;
+      // Undefined (bases too far apart: the general way applies) or the general split.
+      const fast = splitShared(sets);
+      if (fast) {
+        fastSplits++;
+        const general = splitConflicted(sets);
+        expect(sorted(fast.unconflicted)).toEqual(sorted(general.unconflicted));
+        expect([...fast.conflicted].sort()).toEqual([...general.conflicted].sort());
+        expect(fast.conflictedPerSet.map((c) => [...c].sort())).toEqual(general.conflictedPerSet.map((c) => [...c].sort()));
+      }
       for (const a of sets) {
         for (const b of sets) {
           const plain = new Map<StateKey, string | null>();
           for (const [k, v] of b) if (a.get(k) !== v) plain.set(k, v);
           for (const k of a.keys()) if (!b.has(k)) plain.set(k, null);
-          expect(sorted(diffShared(a, b)! as StateIdMap)).toEqual(sorted(plain as StateIdMap));
+          const d = diffShared(a, b);
+          if (d) expect(sorted(d as StateIdMap)).toEqual(sorted(plain as StateIdMap));
         }
       }
     }
+    expect(fastSplits).toBeGreaterThan(20);
+    if (size < 100) expect(related).toBeGreaterThan(5);
     // Sets without a common base: the general way applies.
     expect(splitShared([new Map(base), new Map(base)])).toBeUndefined();
     expect(diffShared(new Map(base), new Map(base))).toBeUndefined();

@@ -62,9 +62,24 @@ export function splitConflicted(stateSets: StateIdMap[]): Split {
  * ∪ Y_i − ∩ Y_i.
  */
 export function authDifference(graph: EventGraph, split: Split): Set<string> {
-  const unconflictedIds = new Set(split.unconflicted.values());
-  const u = graph.authChainUnion(unconflictedIds);
-  for (const id of unconflictedIds) u.add(id);
+  // U in one walk: every unconflicted event, and every event we have in their auth chains.
+  // (The unconflicted state is most of the room's state: thousands of events in a large room.)
+  const u = new Set<string>();
+  const stack: string[] = [];
+  const push = (authEvents: readonly string[]) => {
+    for (const a of authEvents) {
+      if (u.has(a) || !graph.authEventsOf(a)) continue;
+      u.add(a);
+      stack.push(a);
+    }
+  };
+  for (const id of split.unconflicted.values()) {
+    if (u.has(id)) continue; // reached as an auth event already: walked from there
+    u.add(id);
+    const auth = graph.authEventsOf(id);
+    if (auth) push(auth);
+    while (stack.length > 0) push(graph.authEventsOf(stack.pop()!)!);
+  }
   const inU = (id: string) => u.has(id);
 
   const ys = split.conflictedPerSet.map((starts) => {
