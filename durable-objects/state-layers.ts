@@ -119,8 +119,8 @@ export function layerState(parent: StateIdMap, delta: Iterable<[StateKey, string
 }
 
 /** How a base made by flattening came about: the base it was flattened from and the overlay
- *  applied to it. States on an older base can then be compared with states on the newer one by
- *  their differences alone (overRelativeTo). */
+ *  applied to it. States on different bases can then be compared by their differences from a
+ *  base both came from (commonBase). */
 const lineage = new WeakMap<StateIdMap, { parent: StateIdMap; over: ReadonlyMap<StateKey, string | null> }>();
 /** Flattenings followed back at most. */
 const MAX_LINEAGE = 8;
@@ -128,49 +128,38 @@ const NO_DIFFERENCES: ReadonlyMap<StateKey, string | null> = new Map();
 
 const baseOf = (m: StateIdMap) => (m instanceof LayeredState ? m.base : m);
 
-/** `m`'s differences from `target` (null = absent from m), found from m's differences from its
- *  own base and the overlays that led from that base to `target`; undefined when `target` does
- *  not descend from m's base within MAX_LINEAGE flattenings. */
-function overRelativeTo(m: StateIdMap, target: StateIdMap): ReadonlyMap<StateKey, string | null> | undefined {
-  const own = m instanceof LayeredState ? m.over : NO_DIFFERENCES;
-  const base = baseOf(m);
-  if (base === target) return own;
-  const path: ReadonlyMap<StateKey, string | null>[] = [];
-  let cur = target;
-  while (cur !== base) {
-    const link = lineage.get(cur);
-    if (!link || path.length >= MAX_LINEAGE) return undefined;
-    path.push(link.over);
-    cur = link.parent;
-  }
-  const out = new Map<StateKey, string | null>();
-  for (const src of [own, ...path]) {
-    for (const k of src.keys()) {
-      if (out.has(k)) continue;
-      const v = m.get(k);
-      if (v !== target.get(k)) out.set(k, v ?? null);
-    }
-  }
+/** A base, the base it was flattened from, and so on (at most MAX_LINEAGE steps back). */
+function ancestry(base: StateIdMap): StateIdMap[] {
+  const out = [base];
+  for (let link = lineage.get(base); link && out.length <= MAX_LINEAGE; link = lineage.get(link.parent)) out.push(link.parent);
   return out;
 }
 
-/** A base all maps can be compared against by differences (one of their bases), with each
- *  map's differences from it; undefined if there is none. */
+/** The nearest base every map's base was flattened from (or is), with each map's differences
+ *  from it: the map's own overlay and the overlays that led from that base to the map's base.
+ *  Branches of a DAG flatten their states separately, so this is often an older base than
+ *  any map's own. Undefined when there is none within MAX_LINEAGE flattenings. */
 function commonBase(maps: StateIdMap[]): { base: StateIdMap; overs: ReadonlyMap<StateKey, string | null>[] } | undefined {
   const bases = [...new Set(maps.map(baseOf))];
-  // The newest base is the likeliest to descend from all the others: try the ones made last
-  // by flattening first (those with lineage), then any.
-  bases.sort((a, b) => Number(lineage.has(b)) - Number(lineage.has(a)));
-  for (const base of bases.slice(0, 4)) {
-    const overs: ReadonlyMap<StateKey, string | null>[] = [];
-    for (const m of maps) {
-      const o = overRelativeTo(m, base);
-      if (!o) break;
-      overs.push(o);
+  const chains = bases.map(ancestry);
+  const base = chains[0]!.find((a) => chains.every((c) => c.includes(a)));
+  if (!base) return undefined;
+  const overs = maps.map((m) => {
+    const own = m instanceof LayeredState ? m.over : NO_DIFFERENCES;
+    const chain = chains[bases.indexOf(baseOf(m))]!;
+    const steps = chain.indexOf(base);
+    if (steps === 0) return own;
+    const out = new Map<StateKey, string | null>();
+    for (const src of [own, ...chain.slice(0, steps).map((b) => lineage.get(b)!.over)]) {
+      for (const k of src.keys()) {
+        if (out.has(k)) continue;
+        const v = m.get(k);
+        if (v !== base.get(k)) out.set(k, v ?? null);
+      }
     }
-    if (overs.length === maps.length) return { base, overs };
-  }
-  return undefined;
+    return out;
+  });
+  return { base, overs };
 }
 
 /**
