@@ -467,7 +467,9 @@ export class RoomDO extends DurableObject<Env> {
 
     const prevIds = this.sql
       .exec<{ event_id: string }>(
-        "SELECT x.event_id FROM extremities x JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?",
+        // CROSS JOIN: extremities first (a handful of rows); with a plain JOIN SQLite scanned
+        // every event to order by depth (15 ms at 13,500 events, per local event and make_join).
+        "SELECT x.event_id FROM extremities x CROSS JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?",
         MAX_PREV_EVENTS,
       )
       .toArray()
@@ -1898,7 +1900,7 @@ export class RoomDO extends DurableObject<Env> {
         const content: JsonObject = { membership: args.membership };
         if (args.authorisedVia) content.join_authorised_via_users_server = args.authorisedVia;
         const prevIds = this.sql
-          .exec<{ event_id: string }>("SELECT x.event_id FROM extremities x JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?", MAX_PREV_EVENTS)
+          .exec<{ event_id: string }>("SELECT x.event_id FROM extremities x CROSS JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?", MAX_PREV_EVENTS)
           .toArray()
           .map((r) => r.event_id);
         const prevs = prevIds.map((id) => this.loadEvent(id)!);
