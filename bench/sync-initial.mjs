@@ -24,8 +24,8 @@
 // `wrangler dev` reloads the Worker whenever a file in the tree changes: run from a quiet copy
 // (`git archive HEAD | tar -x -C /tmp/sb && ln -s $PWD/node_modules /tmp/sb/`).
 import { createServer } from "node:http";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { execSync } from "node:child_process";
 import path from "node:path";
 import { percentile, registerBenchUser } from "./util.mjs";
@@ -115,22 +115,35 @@ async function stopServer() {
 /** `wrangler dev` relays every request through a proxy Worker in a second workerd process, and
  *  exits altogether when one relayed request loses its connection to the runtime ("Network
  *  connection lost") — which under sustained write load on this machine happens every minute
- *  or two. With SB_DIRECT=1 the set-up talks to the runtime's own listening socket (found by
- *  asking each local workerd socket for our server's key), skipping only that relay; the
- *  measured /sync requests always go through a.baseUrl. */
+ *  or two. With SB_DIRECT=1 the set-up talks to the runtime's own listening socket, skipping
+ *  only that relay; the measured /sync requests always go through a.baseUrl.
+ *  The runtime's port is not probed for: an HTTP request to one of workerd's internal (capnp)
+ *  sockets breaks that server ("incoming RPC message exceeds size limit"), ours or another's.
+ *  It is read from wrangler's own log (~/.config/.wrangler/logs), where each reload records the
+ *  runtime's entry and inspector ports: the entry whose inspector port is also a socket of our
+ *  server's process group. */
 async function setupUrl() {
   if (process.env.SB_DIRECT !== "1") return a.baseUrl;
-  const ports = [...execSync("ss -ltnp").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*"workerd"/g)].map((m) => Number(m[1])).filter((p) => p !== a.port);
-  for (const p of ports) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${p}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(2000) });
-      if (r.ok && (await r.json()).server_name === a.serverName) {
-        log(`set-up requests go to the runtime at 127.0.0.1:${p}`);
-        return `http://127.0.0.1:${p}`;
+  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
+  const proxy = listening.find((l) => l.port === String(a.port));
+  if (proxy) {
+    const group = execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim();
+    const pids = new Set(execSync(`ps -o pid= -g ${group}`).toString().split(/\s+/).filter(Boolean));
+    const ours = new Set(listening.filter((l) => pids.has(l.pid) && l.port !== String(a.port)).map((l) => l.port));
+    const logs = path.join(homedir(), ".config/.wrangler/logs");
+    for (const f of existsSync(logs) ? readdirSync(logs) : []) {
+      const file = path.join(logs, f);
+      if (Date.now() - statSync(file).mtimeMs > 3600_000) continue;
+      for (const m of readFileSync(file, "utf8").matchAll(/"userWorkerUrl":\{[^}]*"port":"(\d+)"\},"userWorkerInspectorUrl":\{[^}]*"port":"(\d+)"/g)) {
+        if (ours.has(m[1]) && ours.has(m[2])) {
+          log(`set-up requests go to the runtime at 127.0.0.1:${m[1]}`);
+          return `http://127.0.0.1:${m[1]}`;
+        }
       }
-    } catch {}
+    }
   }
-  throw new Error("SB_DIRECT: the runtime's socket was not found");
+  log("SB_DIRECT: the runtime's port was not found in wrangler's log; the set-up goes through the dev proxy");
+  return a.baseUrl;
 }
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.once(sig, () => {
