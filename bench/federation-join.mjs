@@ -22,7 +22,9 @@
 // quiet copy: `git archive HEAD | tar -x -C /tmp/lb && ln -s $PWD/node_modules /tmp/lb/ && cd /tmp/lb`.
 import { createServer } from "node:http";
 import { execSync } from "node:child_process";
-import { loadavg } from "node:os";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { homedir, loadavg } from "node:os";
+import { join } from "node:path";
 import { registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
@@ -68,22 +70,30 @@ const fake = createServer(async (req, res) => {
 });
 await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
 
-/** The workerd runtime's own listening socket behind `wrangler dev`'s proxy: a socket of a
- *  workerd in the same process group as the proxy (other servers on the machine are left
- *  alone) that answers with this server's name. */
+/** The workerd runtime's own listening socket behind `wrangler dev`'s proxy. Not found by
+ *  probing (an HTTP request to one of workerd's internal capnp sockets breaks that server:
+ *  "incoming RPC message exceeds size limit"): wrangler's log records, at each reload, the
+ *  runtime's entry port and inspector port; ours is the entry whose two ports are both sockets
+ *  of our server's process group. */
 async function runtimeUrl(server) {
-  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?"([^"]+)",pid=(\d+)/g)].map((m) => ({ port: Number(m[1]), name: m[2], pid: Number(m[3]) }));
-  const pgid = (pid) => Number(execSync(`ps -o pgid= -p ${pid}`).toString().trim());
-  const proxy = listening.find((l) => l.port === server.port);
-  const group = proxy ? pgid(proxy.pid) : undefined;
-  const ports = listening.filter((l) => l.name === "workerd" && l.port !== server.port && pgid(l.pid) === group).map((l) => l.port);
-  for (const p of ports) {
-    try {
-      const r = await fetch(`http://127.0.0.1:${p}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(2000) });
-      if (r.ok && (await r.json()).server_name === server.serverName) return `http://127.0.0.1:${p}`;
-    } catch {}
+  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
+  const proxy = listening.find((l) => l.port === String(server.port));
+  if (proxy) {
+    const group = execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim();
+    const pids = new Set(execSync(`ps -o pid= -g ${group}`).toString().split(/\s+/).filter(Boolean));
+    const ports = new Set(listening.filter((l) => pids.has(l.pid)).map((l) => l.port));
+    const dir = join(homedir(), ".config/.wrangler/logs");
+    const recent = existsSync(dir) ? readdirSync(dir).map((f) => join(dir, f)).filter((f) => Date.now() - statSync(f).mtimeMs < 3600_000) : [];
+    for (const file of recent) {
+      const reloads = readFileSync(file, "utf8").matchAll(/"userWorkerUrl":\{[^}]*"port":"(\d+)"\},"userWorkerInspectorUrl":\{[^}]*"port":"(\d+)"/g);
+      for (const [, entry, inspector] of reloads) {
+        if (!ports.has(entry) || !ports.has(inspector)) continue;
+        process.stderr.write(`set-up requests go to the runtime at 127.0.0.1:${entry}\n`);
+        return `http://127.0.0.1:${entry}`;
+      }
+    }
   }
-  process.stderr.write("runtime socket not found: set-up goes through the dev proxy\n");
+  process.stderr.write("runtime socket not found in wrangler's log: set-up goes through the dev proxy\n");
   return server.baseUrl;
 }
 
