@@ -397,8 +397,7 @@ export class RoomDO extends DurableObject<Env> {
   private mergeExtremitiesLater(most = MAX_PREV_EVENTS): void {
     this.mergeTarget = Math.min(this.mergeTarget, most);
     if (this.merging) return;
-    const count = () => this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM extremities").one().n;
-    if (count() <= this.mergeTarget) {
+    if (this.extremityCount() <= this.mergeTarget) {
       this.mergeTarget = MAX_PREV_EVENTS;
       return;
     }
@@ -408,7 +407,7 @@ export class RoomDO extends DurableObject<Env> {
     const run = async () => {
       try {
         // Each dummy event replaces up to MAX_PREV_EVENTS extremities by one; bounded rounds.
-        for (let round = 0; round < 20 && count() > this.mergeTarget; round++) {
+        for (let round = 0; round < 20 && this.extremityCount() > this.mergeTarget; round++) {
           const r = await this.createLocalEvent({ type: "org.matrix.dummy_event", content: {}, sender });
           if (!r.ok) break;
         }
@@ -469,24 +468,8 @@ export class RoomDO extends DurableObject<Env> {
     if (this.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
     if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
 
-    const prevIds = this.sql
-      .exec<{ event_id: string }>(
-        // CROSS JOIN: extremities first (a handful of rows); with a plain JOIN SQLite scanned
-        // every event to order by depth (15 ms at 13,500 events, per local event and make_join).
-        "SELECT x.event_id FROM extremities x CROSS JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?",
-        MAX_PREV_EVENTS,
-      )
-      .toArray()
-      .map((r) => r.event_id);
+    const { prevIds, prevs, authIds } = this.newEventFrame({ type: spec.type, sender: spec.sender, state_key: spec.state_key, content: spec.content });
     if (prevIds.length === 0) fail(500, "M_UNKNOWN", "Room has no forward extremities");
-    const prevs = prevIds.map((id) => this.loadEvent(id)!);
-    const before = this.stateAcross(prevs).map;
-    const shape = { type: spec.type, sender: spec.sender, state_key: spec.state_key, content: spec.content };
-    const authIds: string[] = [];
-    for (const k of authEventKeys(rv, shape)) {
-      const id = before.get(k);
-      if (id) authIds.push(id);
-    }
     const depth = Math.min(Number.MAX_SAFE_INTEGER, Math.max(...prevs.map((p) => p.ev.depth)) + 1);
     const content = { ...spec.content };
     const pdu: Record<string, unknown> = {
@@ -507,6 +490,29 @@ export class RoomDO extends DurableObject<Env> {
     }
     const key = await this.signingKey();
     return hashAndSignEvent(pdu as unknown as PDU, rv, this.serverName!, key);
+  }
+
+  /** Where a new event goes (local events and make_* templates): prev_events = the deepest
+   *  MAX_PREV_EVENTS forward extremities, auth_events by the auth events selection over the
+   *  state across them. */
+  private newEventFrame(shape: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): { prevIds: string[]; prevs: StoredEvent[]; authIds: string[] } {
+    const prevIds = this.sql
+      .exec<{ event_id: string }>(
+        // CROSS JOIN: extremities first (a handful of rows); with a plain JOIN SQLite scanned
+        // every event to order by depth (15 ms at 13,500 events, per local event and make_join).
+        "SELECT x.event_id FROM extremities x CROSS JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?",
+        MAX_PREV_EVENTS,
+      )
+      .toArray()
+      .map((r) => r.event_id);
+    const prevs = prevIds.map((id) => this.loadEvent(id)!);
+    const before = prevs.length ? this.stateAcross(prevs).map : new Map<StateKey, string>();
+    const authIds: string[] = [];
+    for (const k of authEventKeys(this.rv!, shape)) {
+      const id = before.get(k);
+      if (id) authIds.push(id);
+    }
+    return { prevIds, prevs, authIds };
   }
 
   /** "Handling redactions": a local user may redact their own events, or others' with the
@@ -1903,18 +1909,8 @@ export class RoomDO extends DurableObject<Env> {
         if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
         const content: JsonObject = { membership: args.membership };
         if (args.authorisedVia) content.join_authorised_via_users_server = args.authorisedVia;
-        const prevIds = this.sql
-          .exec<{ event_id: string }>("SELECT x.event_id FROM extremities x CROSS JOIN events e ON e.event_id = x.event_id ORDER BY e.depth DESC, e.stream DESC LIMIT ?", MAX_PREV_EVENTS)
-          .toArray()
-          .map((r) => r.event_id);
-        const prevs = prevIds.map((id) => this.loadEvent(id)!);
-        const before = this.stateAcross(prevs).map;
         const shape = { type: "m.room.member", sender: args.userId, state_key: args.userId, content };
-        const authIds: string[] = [];
-        for (const k of authEventKeys(rv, shape)) {
-          const id = before.get(k);
-          if (id) authIds.push(id);
-        }
+        const { prevIds, prevs, authIds } = this.newEventFrame(shape);
         // Refuse early what the auth rules would refuse (spec: 403 "not allowed to join").
         const probe: RoomEvent = { ...shape, event_id: "$probe", room_id: this.roomId!, origin_server_ts: Date.now(), depth: 0, prev_events: prevIds, auth_events: authIds, pdu: {} as PDU };
         const r = checkEventAuth(probe, this.authMapFrom(this.groupState(this.currentGroup), probe), rv);
