@@ -20,12 +20,9 @@
 // `tsx` is needed to import the protocol code (src/core) for signing.
 // `wrangler dev` reloads the Worker whenever a file in the tree changes; for long runs use a
 // quiet copy: `git archive HEAD | tar -x -C /tmp/lb && ln -s $PWD/node_modules /tmp/lb/ && cd /tmp/lb`.
-import { createServer } from "node:http";
-import { execSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { homedir, loadavg } from "node:os";
-import { join } from "node:path";
+import { loadavg } from "node:os";
 import { registerBenchUser } from "./util.mjs";
+import { runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
 
 const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
 const LOCAL = process.argv.includes("--local");
@@ -34,8 +31,7 @@ const S = Number(args[1] ?? 0);
 /** Remote member joins in flight (the RoomDO admits them one at a time; overlapping requests
  *  hides request and storage-commit latency). */
 const WIDTH = Number(process.env.FJ_WIDTH ?? 16);
-const { startServer, freePort } = await import("../test/e2e/harness.ts");
-const { generateSigningKey, signJson } = await import("../src/core/signing.ts");
+const { startServer } = await import("../test/e2e/harness.ts");
 const { signRequest } = await import("../src/core/x-matrix.ts");
 const { hashAndSignEvent } = await import("../src/core/event-hashes.ts");
 const { getRoomVersion } = await import("../src/core/room-versions.ts");
@@ -52,46 +48,14 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 // -- the fake member server --------------------------------------------------------------------
-const fport = await freePort();
-const fname = `127.0.0.1:${fport}`;
-const fkey = await generateSigningKey("ed25519:bench");
-const keyResponse = () =>
-  signJson({ server_name: fname, verify_keys: { [fkey.keyId]: { key: fkey.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 24 * 3600_000 }, fname, fkey);
-const fake = createServer(async (req, res) => {
-  for await (const _ of req); // drain the body
-  const send = (status, body) => {
-    res.writeHead(status, { "content-type": "application/json" });
-    res.end(JSON.stringify(body));
-  };
-  if (req.method === "GET" && req.url === "/_matrix/key/v2/server") return send(200, await keyResponse());
-  if (req.method === "PUT" && req.url.startsWith("/_matrix/federation/v1/send/")) return send(200, { pdus: {} });
-  if (req.method === "GET" && req.url === "/_matrix/federation/v1/version") return send(200, { server: { name: "bench-fake" } });
-  send(404, { errcode: "M_NOT_FOUND", error: "fake server" });
-});
-await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
+const { name: fname, key: fkey, server: fake } = await startFakeHomeserver();
 
-/** The workerd runtime's own listening socket behind `wrangler dev`'s proxy. Not found by
- *  probing (an HTTP request to one of workerd's internal capnp sockets breaks that server:
- *  "incoming RPC message exceeds size limit"): wrangler's log records, at each reload, the
- *  runtime's entry port and inspector port; ours is the entry whose two ports are both sockets
- *  of our server's process group. */
-async function runtimeUrl(server) {
-  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
-  const proxy = listening.find((l) => l.port === String(server.port));
-  if (proxy) {
-    const group = execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim();
-    const pids = new Set(execSync(`ps -o pid= -g ${group}`).toString().split(/\s+/).filter(Boolean));
-    const ports = new Set(listening.filter((l) => pids.has(l.pid)).map((l) => l.port));
-    const dir = join(homedir(), ".config/.wrangler/logs");
-    const recent = existsSync(dir) ? readdirSync(dir).map((f) => join(dir, f)).filter((f) => Date.now() - statSync(f).mtimeMs < 3600_000) : [];
-    for (const file of recent) {
-      const reloads = readFileSync(file, "utf8").matchAll(/"userWorkerUrl":\{[^}]*"port":"(\d+)"\},"userWorkerInspectorUrl":\{[^}]*"port":"(\d+)"/g);
-      for (const [, entry, inspector] of reloads) {
-        if (!ports.has(entry) || !ports.has(inspector)) continue;
-        process.stderr.write(`set-up requests go to the runtime at 127.0.0.1:${entry}\n`);
-        return `http://127.0.0.1:${entry}`;
-      }
-    }
+/** Set-up requests go to the workerd runtime behind the dev proxy (see runtimePort). */
+function runtimeUrl(server) {
+  const port = runtimePort(server);
+  if (port) {
+    process.stderr.write(`set-up requests go to the runtime at 127.0.0.1:${port}\n`);
+    return `http://127.0.0.1:${port}`;
   }
   process.stderr.write("runtime socket not found in wrangler's log: set-up goes through the dev proxy\n");
   return server.baseUrl;

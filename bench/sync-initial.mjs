@@ -23,12 +23,12 @@
 // after changing the sync code.
 // `wrangler dev` reloads the Worker whenever a file in the tree changes: run from a quiet copy
 // (`git archive HEAD | tar -x -C /tmp/sb && ln -s $PWD/node_modules /tmp/sb/`).
-import { createServer } from "node:http";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { execSync } from "node:child_process";
 import path from "node:path";
 import { percentile, registerBenchUser } from "./util.mjs";
+import { runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
 
 const argv = process.argv.slice(2);
 function option(name, dflt) {
@@ -51,7 +51,6 @@ const PER_TXN = Math.floor(50 / TXN_ROOMS);
 if (K > M - 1) throw new Error("messages must be at most members - 1 (each comes from a different remote member)");
 
 const { startServer, freePort } = await import("../test/e2e/harness.ts");
-const { generateSigningKey, signJson } = await import("../src/core/signing.ts");
 const { signRequest } = await import("../src/core/x-matrix.ts");
 const { hashAndSignEvent } = await import("../src/core/event-hashes.ts");
 const { getRoomVersion } = await import("../src/core/room-versions.ts");
@@ -116,31 +115,14 @@ async function stopServer() {
  *  exits altogether when one relayed request loses its connection to the runtime ("Network
  *  connection lost") — which under sustained write load on this machine happens every minute
  *  or two. With SB_DIRECT=1 the set-up talks to the runtime's own listening socket, skipping
- *  only that relay; the measured /sync requests always go through a.baseUrl.
- *  The runtime's port is not probed for: an HTTP request to one of workerd's internal (capnp)
- *  sockets breaks that server ("incoming RPC message exceeds size limit"), ours or another's.
- *  It is read from wrangler's own log (~/.config/.wrangler/logs), where each reload records the
- *  runtime's entry and inspector ports: the entry whose inspector port is also a socket of our
- *  server's process group. */
+ *  only that relay (runtimePort, in loopback-peers.mjs, says how it is found); the measured
+ *  /sync requests always go through a.baseUrl. */
 async function setupUrl() {
   if (process.env.SB_DIRECT !== "1") return a.baseUrl;
-  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
-  const proxy = listening.find((l) => l.port === String(a.port));
-  if (proxy) {
-    const group = execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim();
-    const pids = new Set(execSync(`ps -o pid= -g ${group}`).toString().split(/\s+/).filter(Boolean));
-    const ours = new Set(listening.filter((l) => pids.has(l.pid) && l.port !== String(a.port)).map((l) => l.port));
-    const logs = path.join(homedir(), ".config/.wrangler/logs");
-    for (const f of existsSync(logs) ? readdirSync(logs) : []) {
-      const file = path.join(logs, f);
-      if (Date.now() - statSync(file).mtimeMs > 3600_000) continue;
-      for (const m of readFileSync(file, "utf8").matchAll(/"userWorkerUrl":\{[^}]*"port":"(\d+)"\},"userWorkerInspectorUrl":\{[^}]*"port":"(\d+)"/g)) {
-        if (ours.has(m[1]) && ours.has(m[2])) {
-          log(`set-up requests go to the runtime at 127.0.0.1:${m[1]}`);
-          return `http://127.0.0.1:${m[1]}`;
-        }
-      }
-    }
+  const port = runtimePort(a);
+  if (port) {
+    log(`set-up requests go to the runtime at 127.0.0.1:${port}`);
+    return `http://127.0.0.1:${port}`;
   }
   log("SB_DIRECT: the runtime's port was not found in wrangler's log; the set-up goes through the dev proxy");
   return a.baseUrl;
@@ -189,23 +171,7 @@ async function pool(items, width, fn) {
 
 // -- set-up -------------------------------------------------------------------------------------
 async function setUp() {
-  const fport = await freePort();
-  const fname = `127.0.0.1:${fport}`;
-  const fkey = await generateSigningKey("ed25519:bench");
-  const keyResponse = () =>
-    signJson({ server_name: fname, verify_keys: { [fkey.keyId]: { key: fkey.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 24 * 3600_000 }, fname, fkey);
-  const fake = createServer(async (req, res) => {
-    for await (const _ of req); // drain the body
-    const send = (status, body) => {
-      res.writeHead(status, { "content-type": "application/json" });
-      res.end(JSON.stringify(body));
-    };
-    if (req.method === "GET" && req.url === "/_matrix/key/v2/server") return send(200, await keyResponse());
-    if (req.method === "PUT" && req.url.startsWith("/_matrix/federation/v1/send/")) return send(200, { pdus: {} });
-    if (req.method === "GET" && req.url === "/_matrix/federation/v1/version") return send(200, { server: { name: "bench-fake" } });
-    send(404, { errcode: "M_NOT_FOUND", error: "fake server" });
-  });
-  await new Promise((r) => fake.listen(fport, "127.0.0.1", r));
+  const { name: fname, key: fkey, server: fake } = await startFakeHomeserver();
 
   async function fed(method, p, body, attempt = 0) {
     const authorization = await signRequest(fkey, { method, uri: p, origin: fname, destination: a.serverName, content: body });

@@ -1,0 +1,57 @@
+// Shared by the federation benchmarks (run with `node --import tsx`, which lets this file load the
+// protocol code in src/core): a fake homeserver on loopback whose users the benchmarks join into
+// rooms, and the address of the workerd runtime behind a `wrangler dev` server.
+import { createServer } from "node:http";
+import { execSync } from "node:child_process";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+
+const { freePort } = await import("../test/e2e/harness.ts");
+const { generateSigningKey, signJson } = await import("../src/core/signing.ts");
+
+/** A homeserver on 127.0.0.1:<free port> with its own ed25519 key: it serves
+ *  /_matrix/key/v2/server and /v1/version and accepts every transaction. Returns its name, key
+ *  and the listening http.Server (to close). */
+export async function startFakeHomeserver() {
+  const port = await freePort();
+  const name = `127.0.0.1:${port}`;
+  const key = await generateSigningKey("ed25519:bench");
+  const keyResponse = () =>
+    signJson({ server_name: name, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 24 * 3600_000 }, name, key);
+  const server = createServer(async (req, res) => {
+    for await (const _ of req); // drain the body
+    const send = (status, body) => {
+      res.writeHead(status, { "content-type": "application/json" });
+      res.end(JSON.stringify(body));
+    };
+    if (req.method === "GET" && req.url === "/_matrix/key/v2/server") return send(200, await keyResponse());
+    if (req.method === "PUT" && req.url.startsWith("/_matrix/federation/v1/send/")) return send(200, { pdus: {} });
+    if (req.method === "GET" && req.url === "/_matrix/federation/v1/version") return send(200, { server: { name: "bench-fake" } });
+    send(404, { errcode: "M_NOT_FOUND", error: "fake server" });
+  });
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return { name, key, server };
+}
+
+/** The port of the workerd runtime's own listening socket behind `wrangler dev`'s proxy (for
+ *  set-up traffic that the proxy drops under sustained load), or undefined. Not found by
+ *  probing: an HTTP request to one of workerd's internal (capnp) sockets breaks that server
+ *  ("incoming RPC message exceeds size limit"), ours or another's. wrangler's log
+ *  (~/.config/.wrangler/logs) records, at each reload, the runtime's entry and inspector ports;
+ *  ours is the entry whose two ports are both sockets of our server's process group. */
+export function runtimePort(server) {
+  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
+  const proxy = listening.find((l) => l.port === String(server.port));
+  if (!proxy) return undefined;
+  const group = execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim();
+  const pids = new Set(execSync(`ps -o pid= -g ${group}`).toString().split(/\s+/).filter(Boolean));
+  const ports = new Set(listening.filter((l) => pids.has(l.pid) && l.port !== String(server.port)).map((l) => l.port));
+  const dir = join(homedir(), ".config/.wrangler/logs");
+  const recent = existsSync(dir) ? readdirSync(dir).map((f) => join(dir, f)).filter((f) => Date.now() - statSync(f).mtimeMs < 3600_000) : [];
+  for (const file of recent) {
+    const reloads = readFileSync(file, "utf8").matchAll(/"userWorkerUrl":\{[^}]*"port":"(\d+)"\},"userWorkerInspectorUrl":\{[^}]*"port":"(\d+)"/g);
+    for (const [, entry, inspector] of reloads) if (ports.has(entry) && ports.has(inspector)) return entry;
+  }
+  return undefined;
+}
