@@ -3,6 +3,11 @@
 // auth chain: signatures, hashes, auth rules → seeds its RoomDO), then sees the room in /sync.
 //
 //   node_modules/.bin/node --import tsx bench/federation-join.mjs [members=1000] [extraState=0] [--local]
+//     [--state DIR [--port N]]
+//
+// With --state DIR, A's state (and the fake server's port and key) is kept in DIR and the set-up
+// resumes where it stopped (checkpoints every 500 members / 2,000 state events); a later run
+// with the same DIR only measures B's join (B is new each run). Without it all state is temporary.
 //
 // Starts two loopback Lattice servers (FEDERATION_HTTP_LOOPBACK) itself. How the members get in:
 //  - default: a third, fake homeserver run by this script on loopback (it serves its signing key
@@ -20,12 +25,21 @@
 // `tsx` is needed to import the protocol code (src/core) for signing.
 // `wrangler dev` reloads the Worker whenever a file in the tree changes; for long runs use a
 // quiet copy: `git archive HEAD | tar -x -C /tmp/lb && ln -s $PWD/node_modules /tmp/lb/ && cd /tmp/lb`.
+import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
+import path from "node:path";
 import { registerBenchUser } from "./util.mjs";
 import { runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
 
-const args = process.argv.slice(2).filter((a) => !a.startsWith("--"));
-const LOCAL = process.argv.includes("--local");
+const argv = process.argv.slice(2);
+function option(name) {
+  const i = argv.indexOf(name);
+  return i < 0 ? undefined : argv.splice(i, 2)[1];
+}
+const stateDir = option("--state");
+const fixedPort = option("--port");
+const args = argv.filter((a) => !a.startsWith("--"));
+const LOCAL = argv.includes("--local");
 const N = Number(args[0] ?? 1000);
 const S = Number(args[1] ?? 0);
 /** Remote member joins in flight (the RoomDO admits them one at a time; overlapping requests
@@ -37,9 +51,29 @@ const { hashAndSignEvent } = await import("../src/core/event-hashes.ts");
 const { getRoomVersion } = await import("../src/core/room-versions.ts");
 const enc = encodeURIComponent;
 
+/** What a kept set-up (--state) remembers between runs. */
+const savedPath = stateDir && path.join(stateDir, "bench-federation-join.json");
+if (stateDir) mkdirSync(stateDir, { recursive: true });
+const saved = savedPath && existsSync(savedPath) ? JSON.parse(readFileSync(savedPath, "utf8")) : undefined;
+if (saved && (saved.members !== N || saved.extraState !== S)) throw new Error(`${stateDir} holds a set-up of ${saved.members} members and ${saved.extraState} state events`);
+const progress = saved ?? { members: N, extraState: S, membersDone: 0, stateDone: 0, membersMs: 0, stateMs: 0 };
+const save = () => savedPath && writeFileSync(savedPath, JSON.stringify(progress, null, 1));
+
 const vars = { RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" };
-const [a, b] = await Promise.all([startServer(vars), startServer(vars)]);
-const setupBase = process.env.FJ_DIRECT === "0" ? a.baseUrl : await runtimeUrl(a);
+const aPort = saved?.port ?? (fixedPort ? Number(fixedPort) : undefined);
+/** A kept set-up lives in DIR/filling until it is complete, then in DIR/filled; each measuring
+ *  run starts A on a fresh copy of DIR/filled (DIR/run), so earlier runs' joiners (whose server is
+ *  gone) are not in the room and every run measures the same room, on a cold A. */
+const stateOf = (name) => (stateDir ? { stateDir: path.join(stateDir, name), port: progress.port ?? aPort } : {});
+const setUpComplete = () => progress.membersDone >= N - 1 && progress.stateDone >= S;
+function freshRunCopy() {
+  rmSync(path.join(stateDir, "run"), { recursive: true, force: true });
+  cpSync(path.join(stateDir, "filled"), path.join(stateDir, "run"), { recursive: true });
+}
+if (stateDir && setUpComplete()) freshRunCopy();
+let [a, b] = await Promise.all([startServer(vars, stateOf(stateDir && setUpComplete() ? "run" : "filling")), startServer(vars)]);
+progress.port = a.port;
+let setupBase = process.env.FJ_DIRECT === "0" ? a.baseUrl : await runtimeUrl(a);
 // Interrupted: stop the servers (their own process groups) rather than leave them running.
 for (const sig of ["SIGINT", "SIGTERM"]) {
   process.once(sig, () => {
@@ -48,7 +82,8 @@ for (const sig of ["SIGINT", "SIGTERM"]) {
 }
 
 // -- the fake member server --------------------------------------------------------------------
-const { name: fname, key: fkey, server: fake } = await startFakeHomeserver();
+const { name: fname, port: fakePort, key: fkey, server: fake } = await startFakeHomeserver({ port: saved?.fakePort, seed: saved?.fakeSeed });
+Object.assign(progress, { fakePort, fakeSeed: fkey.seed });
 
 /** Set-up requests go to the workerd runtime behind the dev proxy (see runtimePort). */
 function runtimeUrl(server) {
@@ -135,8 +170,12 @@ async function withRetry(fn, what) {
 
 try {
   const tag = Date.now().toString(36);
-  const owner = await registerBenchUser(a.baseUrl, `fjowner${tag}`);
-  const { room_id: roomId } = await api(a.baseUrl, "POST", "/createRoom", owner.token, { preset: "public_chat", name: "big", room_version: "12" });
+  progress.owner ??= await registerBenchUser(a.baseUrl, `fjowner${tag}`);
+  const owner = progress.owner;
+  progress.roomId ??= (await api(a.baseUrl, "POST", "/createRoom", owner.token, { preset: "public_chat", name: "big", room_version: "12" })).room_id;
+  const roomId = progress.roomId;
+  save();
+  if (saved) process.stderr.write(`${setUpComplete() ? "measuring on" : "resuming"} ${stateDir}: ${progress.membersDone} members and ${progress.stateDone} state events are in\n`);
   const t0 = performance.now();
   let done = 0;
   let mark = { n: 0, t: t0 };
@@ -148,7 +187,23 @@ try {
     process.stderr.write(`  ${what} ${done}: ${((now - mark.t) / (done - mark.n)).toFixed(1)} ms each, ${Math.round((now - t0) / 1000)} s in, load ${loadavg()[0].toFixed(1)}\n`);
     mark = { n: done, t: now };
   };
-  await pool([...Array(N - 1).keys()], LOCAL ? 2 : WIDTH, async (i) => {
+  /** Items below the checkpoint are all done (the lowest one still in flight bounds it); a
+   *  resumed run redoes at most the ones that were in flight, which is harmless (a member joins
+   *  again, a state event is set again). */
+  const checkpointed = (key, every, fn) => {
+    const inFlight = new Set();
+    return async (i) => {
+      inFlight.add(i);
+      await fn(i);
+      inFlight.delete(i);
+      if ((i + 1) % every === 0) {
+        progress[key] = Math.max(progress[key], inFlight.size ? Math.min(...inFlight) : i + 1);
+        save();
+      }
+    };
+  };
+  const memberItems = [...Array(N - 1).keys()].slice(progress.membersDone);
+  await pool(memberItems, LOCAL ? 2 : WIDTH, checkpointed("membersDone", 500, async (i) => {
     if (LOCAL) {
       const u = await withRetry(() => registerBenchUser(a.baseUrl, `fj${tag}m${i}`), "register");
       await api(a.baseUrl, "POST", `/rooms/${enc(roomId)}/join`, u.token, {});
@@ -156,15 +211,31 @@ try {
       await withRetry(() => remoteMemberJoins(roomId, i), `member ${i}`);
     }
     step("members", 500);
-  });
-  const membersMs = performance.now() - t0;
+  }));
+  if (memberItems.length) {
+    Object.assign(progress, { membersDone: N - 1, membersMs: progress.membersMs + (performance.now() - t0) });
+    save();
+  }
+  const t0State = performance.now();
   done = 0;
-  mark = { n: 0, t: performance.now() };
-  await pool([...Array(S).keys()], 8, async (i) => {
-    await api(setupBase, "PUT", `/rooms/${enc(roomId)}/state/org.lattice.bench/k${i}`, owner.token, { i });
+  mark = { n: 0, t: t0State };
+  const stateItems = [...Array(S).keys()].slice(progress.stateDone);
+  await pool(stateItems, 8, checkpointed("stateDone", 2000, async (i) => {
+    await withRetry(() => api(setupBase, "PUT", `/rooms/${enc(roomId)}/state/org.lattice.bench/k${i}`, owner.token, { i }), `state event ${i}`);
     step("state events", 2000);
-  });
-  const setup = performance.now() - t0;
+  }));
+  if (stateItems.length) {
+    Object.assign(progress, { stateDone: S, stateMs: progress.stateMs + (performance.now() - t0State) });
+    save();
+  }
+  if (stateDir && existsSync(path.join(stateDir, "filling"))) {
+    // The set-up just completed: keep it, and measure on a copy (see stateOf).
+    await a.stop();
+    renameSync(path.join(stateDir, "filling"), path.join(stateDir, "filled"));
+    freshRunCopy();
+    a = await startServer(vars, stateOf("run"));
+    process.stderr.write(`set-up complete and kept in ${stateDir}/filled; A restarted on a copy\n`);
+  }
   const loadAtJoin = loadavg().map((x) => Number(x.toFixed(1)));
   const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
   const t1 = performance.now();
@@ -192,9 +263,10 @@ try {
       members: N,
       extraState: S,
       seeding: LOCAL ? "local users (client API)" : "remote users (make_join/send_join from a fake server)",
-      membersSetupMs: Math.round(membersMs),
-      stateSetupMs: Math.round(setup - membersMs),
-      setupMs: Math.round(setup),
+      membersSetupMs: Math.round(progress.membersMs),
+      stateSetupMs: Math.round(progress.stateMs),
+      setupMs: Math.round(progress.membersMs + progress.stateMs),
+      keptSetUp: stateDir ?? null,
       loadAverageAtJoin: loadAtJoin,
       joinMs: Math.round(joined),
       joinToSyncMs: seen === undefined ? null : Math.round(seen),

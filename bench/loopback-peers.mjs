@@ -8,15 +8,17 @@ import { homedir } from "node:os";
 import { join } from "node:path";
 
 const { freePort } = await import("../test/e2e/harness.ts");
-const { generateSigningKey, signJson } = await import("../src/core/signing.ts");
+const { generateSigningKey, signingKeyFromSeed, signJson } = await import("../src/core/signing.ts");
 
 /** A homeserver on 127.0.0.1:<free port> with its own ed25519 key: it serves
  *  /_matrix/key/v2/server and /v1/version and accepts every transaction. Returns its name, key
- *  and the listening http.Server (to close). */
-export async function startFakeHomeserver() {
-  const port = await freePort();
+ *  and the listening http.Server (to close). A benchmark that keeps its servers' state between
+ *  runs passes the port and key seed of the first run: the events its users signed must stay
+ *  verifiable under the same server name. */
+export async function startFakeHomeserver(opts = {}) {
+  const port = opts.port ?? (await freePort());
   const name = `127.0.0.1:${port}`;
-  const key = await generateSigningKey("ed25519:bench");
+  const key = opts.seed ? await signingKeyFromSeed("ed25519:bench", opts.seed) : await generateSigningKey("ed25519:bench");
   const keyResponse = () =>
     signJson({ server_name: name, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 24 * 3600_000 }, name, key);
   const server = createServer(async (req, res) => {
@@ -31,7 +33,7 @@ export async function startFakeHomeserver() {
     send(404, { errcode: "M_NOT_FOUND", error: "fake server" });
   });
   await new Promise((r) => server.listen(port, "127.0.0.1", r));
-  return { name, key, server };
+  return { name, port, key, server };
 }
 
 /** The port of the workerd runtime's own listening socket behind `wrangler dev`'s proxy (for
