@@ -258,4 +258,32 @@ describe("federated rooms across three servers", () => {
       client.stopClient();
     }
   }, 150_000);
+
+  it("jump to date: B answers timestamp_to_event for history it does not hold by asking A and backfilling to the event", async () => {
+    const room = (await ok<{ room_id: string }>(alice, "POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id;
+    const ids: string[] = [];
+    for (let i = 0; i < 150; i++) ids.push(await send(alice, room, `j${i}`));
+    const tsOf = async (id: string) => (await ok<{ origin_server_ts: number }>(alice, "GET", `/rooms/${enc(room)}/event/${enc(id)}`)).origin_server_ts;
+    const jump = async (u: User, ts: number, dir: "f" | "b") => {
+      const r = await fetch(`${u.server.baseUrl}/_matrix/client/v1/rooms/${enc(room)}/timestamp_to_event?ts=${ts}&dir=${dir}`, { headers: { authorization: `Bearer ${u.token}` } });
+      return { status: r.status, body: (await r.json()) as { event_id?: string; origin_server_ts?: number; errcode?: string } };
+    };
+    await ok(bob, "POST", `/join/${enc(room)}?server_name=${enc(a.serverName)}`, {});
+    // B holds only the state and what came after its join: message j40 is history it lacks.
+    expect((await api(bob, "GET", `/rooms/${enc(room)}/event/${enc(ids[40])}`)).status).toBe(404);
+    for (const [target, dir] of [[40, "f"], [60, "b"]] as const) {
+      const ts = await tsOf(ids[target]);
+      const onA = await jump(alice, ts, dir);
+      const onB = await jump(bob, ts, dir);
+      expect(onA.status).toBe(200);
+      expect(onB).toEqual(onA);
+      // The answer is now held on B: the client can open it with /context.
+      const ctx = await ok<{ event: { event_id: string } }>(bob, "GET", `/rooms/${enc(room)}/context/${enc(onB.body.event_id!)}?limit=2`);
+      expect(ctx.event.event_id).toBe(onB.body.event_id);
+    }
+    // Before the room existed: nothing in either direction b, on A or B.
+    const before = (await tsOf(ids[0])) - 3_600_000;
+    expect((await jump(alice, before, "b")).status).toBe(404);
+    expect((await jump(bob, before, "b")).status).toBe(404);
+  }, 120_000);
 });

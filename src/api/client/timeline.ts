@@ -1,7 +1,7 @@
 // Reading a room's history and members (spec: Client-Server API "Getting events for a room":
 // /messages, /members, /joined_members, /timestamp_to_event; module "Event Context": /context).
 // Every event served passes the room's history visibility check inside the RoomDO.
-import { backfillFromRemote } from "../../services/federation/membership";
+import { backfillFromRemote, pullTimestampFromRemote } from "../../services/federation/membership";
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
@@ -103,5 +103,13 @@ timelineV1.get("/rooms/:roomId/timestamp_to_event", requireAuth, async (c) => {
   if (!Number.isInteger(ts) || c.req.query("ts") === undefined) throw invalidParam("ts must be an integer");
   if (dir !== "f" && dir !== "b") throw invalidParam("dir must be f or b");
   const stub = await roomFor(c);
-  return c.json(unwrap(await stub.timestampToEvent(requester(c), ts, dir)));
+  let found = await stub.timestampToEvent(requester(c), ts, dir);
+  // Not found, or found at the edge of the history we hold: other servers may know better.
+  if (found.ok || found.errcode === "M_NOT_FOUND") {
+    const local = found.ok ? found.value : null;
+    if (await pullTimestampFromRemote(c.env, c.var.config, c.req.param("roomId"), ts, dir, local).catch(() => false)) {
+      found = await stub.timestampToEvent(requester(c), ts, dir);
+    }
+  }
+  return c.json(unwrap(found));
 });

@@ -315,3 +315,60 @@ export async function backfillFromRemote(env: Env, config: Config, roomId: strin
   }
   return 0;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Jump to date.
+
+/** Events of history we backfill at most to reach another server's timestamp_to_event answer. */
+const MAX_TIMESTAMP_BACKFILL = 1_000;
+
+/** Client timestamp_to_event when the answer may lie in history we do not hold (Client-Server API
+ *  "timestamp_to_event": a server without all of the room's history and without an event
+ *  suitably close "can" ask other servers). Our history is contiguous from our oldest event to
+ *  now, so only an answer at that edge is in doubt: we found none, or found our oldest event.
+ *  Then the room's other servers are asked (GET /v1/timestamp_to_event); when one names a closer
+ *  event we backfill towards it (at most MAX_TIMESTAMP_BACKFILL events). Returns whether history
+ *  was added: the caller asks the RoomDO again, which applies the user's history visibility. */
+export async function pullTimestampFromRemote(
+  env: Env,
+  config: Config,
+  roomId: string,
+  ts: number,
+  dir: "f" | "b",
+  local: { event_id: string; origin_server_ts: number } | null,
+): Promise<boolean> {
+  const stub = roomStub(env, config, roomId);
+  const points = await stub.getBackfillPoints();
+  if (points.complete) return false;
+  if (local && (await stub.getPdu(local.event_id))?.stream !== points.oldestStream) return false;
+  const servers = new Set<string>();
+  for (const u of await stub.getJoinedUserIds()) servers.add(domainOf(u));
+  servers.delete(config.serverName);
+  const ctx = federationContext(env, config);
+  for (const server of [...servers].slice(0, MAX_CANDIDATES)) {
+    let remote: { event_id?: unknown; origin_server_ts?: unknown };
+    try {
+      remote = (
+        await federationRequest<typeof remote>(ctx, server, "GET", `/_matrix/federation/v1/timestamp_to_event/${enc(roomId)}`, {
+          query: { ts, dir },
+          timeoutMs: 10_000,
+        })
+      ).body;
+    } catch (e) {
+      if (e instanceof FederationError && e.status === 404) return false; // nothing there either
+      console.warn(`timestamp_to_event at ${server} failed: ${(e as Error).message}`);
+      continue;
+    }
+    if (typeof remote.event_id !== "string" || typeof remote.origin_server_ts !== "number") continue;
+    const closer = dir === "f" ? remote.origin_server_ts >= ts && (!local || remote.origin_server_ts < local.origin_server_ts) : remote.origin_server_ts <= ts && (!local || remote.origin_server_ts > local.origin_server_ts);
+    if (!closer) return false;
+    let added = 0;
+    while (added < MAX_TIMESTAMP_BACKFILL && (await stub.getPdu(remote.event_id))?.stream == null) {
+      const got = await backfillFromRemote(env, config, roomId, 100);
+      if (got === 0) break;
+      added += got;
+    }
+    return added > 0;
+  }
+  return false;
+}
