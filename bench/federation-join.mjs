@@ -29,7 +29,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeF
 import { loadavg } from "node:os";
 import path from "node:path";
 import { registerBenchUser } from "./util.mjs";
-import { runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
+import { profileWhile, runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
 
 const argv = process.argv.slice(2);
 function option(name) {
@@ -147,6 +147,14 @@ async function apiOnce(base, method, path, token, body) {
   return json;
 }
 
+/** How long `server` took to answer its last request starting with `prefix`, from wrangler's
+ *  log line ("[wrangler:info] PUT /path 200 OK (123ms)"); null if not logged. */
+function servedMs(server, prefix) {
+  const lines = server.output().split("\n").filter((l) => l.includes(`] ${prefix}`));
+  const m = /\((\d+)ms\)/.exec(lines.at(-1) ?? "");
+  return m ? Number(m[1]) : null;
+}
+
 async function pool(items, width, fn) {
   let i = 0;
   await Promise.all(
@@ -239,7 +247,9 @@ try {
   const loadAtJoin = loadavg().map((x) => Number(x.toFixed(1)));
   const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
   const t1 = performance.now();
-  await api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
+  const join = () => api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
+  // FJ_PROFILE=FILE: a CPU profile of B's Worker during the join (bench/loopback-peers.mjs).
+  await (process.env.FJ_PROFILE ? profileWhile(b, process.env.FJ_PROFILE, join) : join());
   const joined = performance.now() - t1;
   // The joining user sees the room: it is in their sync (lazy-loaded members, as Element asks).
   const lazy = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } }));
@@ -274,6 +284,9 @@ try {
       stateEventsInLazySync: seenRoom?.state?.events?.length ?? null,
       fullInitialSyncMs: Math.round(fullSyncMs),
       stateEventsInFullSync: full.rooms?.join?.[roomId]?.state?.events?.length ?? null,
+      // Where the join's time went: A's share, as wrangler's proxy logged A's side of it.
+      makeJoinOnAMs: servedMs(a, "GET /_matrix/federation/v1/make_join/"),
+      sendJoinOnAMs: servedMs(a, "PUT /_matrix/federation/v2/send_join/"),
       membersOnA: Object.keys(membersOnA.joined).length,
       membersSeenOnB: Object.keys(members.joined).length,
       loadAverageAtEnd: loadavg().map((x) => Number(x.toFixed(1))),

@@ -3,7 +3,7 @@
 // rooms, and the address of the workerd runtime behind a `wrangler dev` server.
 import { createServer } from "node:http";
 import { execSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 
@@ -56,4 +56,51 @@ export function runtimePort(server) {
     for (const [, entry, inspector] of reloads) if (ports.has(entry) && ports.has(inspector)) return entry;
   }
   return undefined;
+}
+
+/** Profile the Worker of `server` (wrangler dev) while `fn` runs, through its runtime's inspector:
+ *  writes a .cpuprofile (open in Chrome DevTools) to `file` and returns the functions with the
+ *  most self time. */
+export async function profileWhile(server, file, fn) {
+  // wrangler's own inspector (scripts/start.mjs passes --inspector-port): the runtime's inspector
+  // behind it takes one session, wrangler's.
+  const pid = /127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g;
+  const proxy = [...execSync("ss -ltnpH").toString().matchAll(pid)].find((m) => m[1] === String(server.port));
+  const group = proxy && execSync(`ps -o pgid= -p ${proxy[2]}`).toString().trim();
+  const port = group && /--inspector-port[= ](\d+)/.exec(execSync(`ps -o args= -g ${group}`).toString())?.[1];
+  if (!port) throw new Error("wrangler's --inspector-port was not found");
+  const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
+  // (its proxy accepts only local Origins; Node's WebSocket takes undici's options)
+  const ws = new WebSocket(targets[0].webSocketDebuggerUrl, { headers: { origin: "http://localhost" } });
+  await new Promise((r, j) => ((ws.onopen = r), (ws.onerror = () => j(new Error("could not connect to wrangler's inspector")))));
+  let id = 0;
+  const waiting = new Map();
+  ws.onmessage = (m) => {
+    const msg = JSON.parse(m.data);
+    if (msg.id && waiting.has(msg.id)) waiting.get(msg.id)(msg.result);
+  };
+  const send = (method, params = {}) => new Promise((r) => (waiting.set(++id, r), ws.send(JSON.stringify({ id, method, params }))));
+  await send("Profiler.enable");
+  await send("Profiler.setSamplingInterval", { interval: 500 });
+  await send("Profiler.start");
+  let result;
+  try {
+    result = await fn();
+  } finally {
+    const { profile } = await send("Profiler.stop");
+    ws.close();
+    writeFileSync(file, JSON.stringify(profile));
+    // Self time per function (samples × interval), largest first.
+    const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+    const self = new Map();
+    const dt = profile.timeDeltas;
+    profile.samples.forEach((nodeId, i) => {
+      const f = byNode.get(nodeId).callFrame;
+      const key = `${f.functionName || "(anonymous)"} ${f.url.split("/").pop()}:${f.lineNumber + 1}`;
+      self.set(key, (self.get(key) ?? 0) + (dt[i] ?? 0) / 1000);
+    });
+    const top = [...self].sort((x, y) => y[1] - x[1]).slice(0, 25);
+    process.stderr.write(`CPU profile of ${server.serverName} in ${file}; self time (ms):\n${top.map(([k, v]) => `  ${v.toFixed(0).padStart(7)}  ${k}`).join("\n")}\n`);
+  }
+  return result;
 }

@@ -117,9 +117,11 @@ function normaliseRefs(refs: unknown, rv: RoomVersion, field: string): string[] 
 /** PDU → RoomEvent (event ID computed, prev/auth events normalised; v12 create gets its room ID).
  *  For a v12 create event `room_id` is always the derived one; whether the PDU wrongly carried
  *  a `room_id` is visible as `pdu.room_id` (auth rule 1.2 must look there).
- *  Throws on structurally malformed PDUs. */
-export async function toRoomEvent(pdu: PDU, rv: RoomVersion): Promise<RoomEvent> {
-  const eventId = await computeEventId(pdu, rv);
+ *  Throws on structurally malformed PDUs. `knownEventId`: the event ID computeEventId gave for
+ *  this PDU (or its redacted form), to save computing it again. */
+export async function toRoomEvent(pdu: PDU, rv: RoomVersion, knownEventId?: string): Promise<RoomEvent> {
+  // A caller that has just computed the ID passes it (redaction does not change the ID).
+  const eventId = knownEventId ?? (await computeEventId(pdu, rv));
   let roomId: string;
   if (isV12CreateEvent(pdu, rv)) {
     roomId = roomIdFromCreateEventId(eventId);

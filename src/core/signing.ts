@@ -67,14 +67,28 @@ export async function signBytes(key: SigningKey, bytes: Uint8Array): Promise<str
   return encodeBase64(new Uint8Array(sig));
 }
 
+/** Imported public keys by their base64 form: a room's state is signed by few servers, and
+ *  importing the key again for each of 30,000 events cost a tenth of checking them. */
+const verifyKeys = new Map<string, CryptoKey>();
+const MAX_VERIFY_KEYS = 1_000;
+
+async function importVerifyKey(publicKeyBase64: string, pub: Uint8Array): Promise<CryptoKey> {
+  let key = verifyKeys.get(publicKeyBase64);
+  if (!key) {
+    key = await crypto.subtle.importKey("raw", pub, ED25519, false, ["verify"]);
+    if (verifyKeys.size >= MAX_VERIFY_KEYS) verifyKeys.delete(verifyKeys.keys().next().value!);
+    verifyKeys.set(publicKeyBase64, key);
+  }
+  return key;
+}
+
 /** Verify an Ed25519 signature over raw bytes. Any malformed input gives false, never throws. */
 export async function verifyBytes(publicKeyBase64: string, signatureBase64: string, bytes: Uint8Array): Promise<boolean> {
   try {
     const pub = decodeBase64(publicKeyBase64);
     const sig = decodeBase64(signatureBase64);
     if (pub.length !== 32 || sig.length !== 64) return false;
-    const key = await crypto.subtle.importKey("raw", pub, ED25519, false, ["verify"]);
-    return await crypto.subtle.verify(ED25519, key, sig, bytes);
+    return await crypto.subtle.verify(ED25519, await importVerifyKey(publicKeyBase64, pub), sig, bytes);
   } catch {
     return false;
   }
