@@ -162,6 +162,8 @@ const MAX_ID_BYTES = 255;
 const SNAPSHOT_FRACTION = 0.5;
 const SNAPSHOT_MIN = 64;
 const MAX_PREV_EVENTS = 10;
+/** Outliers stored per transaction when a join seeds a room (admitOutlierBatch). */
+const OUTLIER_BATCH = 2_000;
 const EVENT_CACHE = 4096;
 const GROUP_CACHE = 256;
 /** Bound on the state-group cache by total entries too: in a 10,000-member room every cached
@@ -768,6 +770,32 @@ export class RoomDO extends DurableObject<Env> {
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
    *  leaves no trace. */
   private async admitInner(pdu: PDU, origin: string, opts: AdmitMode): Promise<AdmitOutcome> {
+    const checked = await this.checkPdu(pdu, origin, opts);
+    if (!("ev" in checked)) return checked;
+    const { ev } = checked;
+    // 3–5 and persisting run synchronously: nothing can interleave.
+    let out: AdmitOutcome;
+    try {
+      this.pendingMemberships = [];
+      out = this.ctx.storage.transactionSync(() => this.decideAndPersist(ev, opts));
+    } catch (e) {
+      // The transaction rolled back: forget in-memory state derived from it.
+      this.reloadAfterFailure();
+      throw e;
+    }
+    if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) {
+      if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
+      await this.afterCommit();
+      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      this.fanOuts.set(ev.event_id, fan);
+      void fan.finally(() => this.fanOuts.delete(ev.event_id));
+    }
+    return out;
+  }
+
+  /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
+   *  signatures, room and server ACL. No writes: a batch can check every PDU before storing. */
+  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.requireRoom();
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
     let encoded: string;
@@ -819,25 +847,7 @@ export class RoomDO extends DurableObject<Env> {
       const acl = aclId ? this.loadEvent(aclId)?.ev.content : undefined;
       if (!isServerAllowedByAcl(acl ?? null, origin)) return { status: "invalid", eventId, reason: "origin is denied by the room's server ACL" };
     }
-
-    // 3–5 and persisting run synchronously: nothing can interleave.
-    let out: AdmitOutcome;
-    try {
-      this.pendingMemberships = [];
-      out = this.ctx.storage.transactionSync(() => this.decideAndPersist(ev, opts));
-    } catch (e) {
-      // The transaction rolled back: forget in-memory state derived from it.
-      this.reloadAfterFailure();
-      throw e;
-    }
-    if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) {
-      if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
-      await this.afterCommit();
-      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
-      this.fanOuts.set(ev.event_id, fan);
-      void fan.finally(() => this.fanOuts.delete(ev.event_id));
-    }
-    return out;
+    return { ev };
   }
 
   private reloadAfterFailure(): void {
@@ -995,7 +1005,9 @@ export class RoomDO extends DurableObject<Env> {
       opts.txn?.txnId ?? null,
       Date.now(),
     );
-    this.insertEdges("edges", "prev_event_id", ev.event_id, ev.prev_events);
+    // prev_events of an outlier are not part of our DAG (every reader of edges looks only at
+    // children with a stream position); they are stored if it is admitted into the timeline.
+    if (!opts.outlier) this.insertEdges("edges", "prev_event_id", ev.event_id, ev.prev_events);
     this.insertEdges("auth_edges", "auth_event_id", ev.event_id, ev.auth_events);
     if (opts.txn) {
       this.sql.exec("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)", ev.sender, opts.txn.deviceId, txnKey(opts.txn), ev.event_id);
@@ -2235,28 +2247,15 @@ export class RoomDO extends DurableObject<Env> {
         };
         for (const x of args.authChain) await parse(x, false);
         for (const x of args.state) await parse(x, true);
-        // Admit as outliers in auth order (Kahn's algorithm over auth_events; depth breaks ties).
-        const pending = new Map(byId);
-        let rejected = 0;
-        let progress = true;
-        while (pending.size && progress) {
-          progress = false;
-          const ready = [...pending.values()].filter(({ ev }) => ev.auth_events.every((a) => !pending.has(a))).sort((a, b) => a.ev.depth - b.ev.depth);
-          for (const { pdu, ev } of ready) {
-            pending.delete(ev.event_id);
-            progress = true;
-            const out = await this.admitInner(pdu, args.origin, { local: false, outlier: true });
-            if (out.status !== "accepted" && out.status !== "duplicate") rejected++;
-          }
-        }
-        rejected += pending.size; // auth cycles: never admitted
+        const rejected = await this.admitOutlierBatch([...byId.values()], args.origin);
         // The starting state: the state events that passed.
         const state: StateIdMap = new Map();
+        const passed = this.acceptedAmong([...stateIds]);
         for (const id of stateIds) {
-          const se = this.loadEvent(id);
-          if (!se || se.status !== "accepted" || se.ev.state_key === undefined) continue;
-          const k = stateKey(se.ev.type, se.ev.state_key);
-          if (state.has(k)) fail(400, "M_BAD_JSON", `Two state events for ${se.ev.type}/${se.ev.state_key}`);
+          const ev = byId.get(id)!.ev;
+          if (!passed.has(id) || ev.state_key === undefined) continue;
+          const k = stateKey(ev.type, ev.state_key);
+          if (state.has(k)) fail(400, "M_BAD_JSON", `Two state events for ${ev.type}/${ev.state_key}`);
           state.set(k, id);
         }
         const create = state.get(CREATE_KEY);
@@ -2293,6 +2292,64 @@ export class RoomDO extends DurableObject<Env> {
     });
     if (joinId) await this.fannedOut([joinId]);
     return r;
+  }
+
+  /** A room's state and auth chain from another server, stored as outliers: every PDU's hashes
+   *  and signatures are checked first (no storage), then each is authorised against its
+   *  auth_events and stored in auth order (Kahn's algorithm over auth_events, depth breaking
+   *  ties), OUTLIER_BATCH to a transaction rather than one each: for a 30,000-event state the
+   *  commits were a large part of the join. Returns how many were not stored (invalid, rejected,
+   *  missing auth events, auth cycles). */
+  private async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent }[], origin: string): Promise<number> {
+    const mode: AdmitMode = { local: false, outlier: true };
+    let refused = 0;
+    const checked = new Map<string, RoomEvent>();
+    for (const { pdu, ev } of events) {
+      const c = await this.checkPdu(pdu, origin, mode);
+      if ("ev" in c) checked.set(ev.event_id, c.ev);
+      else if (c.status !== "duplicate") refused++;
+    }
+    // Auth order over every event given (also those refused or already held: their dependants
+    // wait for them, then find them stored or not).
+    const pending = new Map(events.map((x) => [x.ev.event_id, x.ev]));
+    const order: string[] = [];
+    let progress = true;
+    while (pending.size && progress) {
+      progress = false;
+      const ready = [...pending.values()].filter((ev) => ev.auth_events.every((a) => !pending.has(a))).sort((a, b) => a.depth - b.depth);
+      for (const ev of ready) {
+        pending.delete(ev.event_id);
+        order.push(ev.event_id);
+        progress = true;
+      }
+    }
+    for (const id of pending.keys()) if (checked.delete(id)) refused++; // auth cycles: never admitted
+    const toStore = order.filter((id) => checked.has(id));
+    for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
+      try {
+        this.ctx.storage.transactionSync(() => {
+          for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
+            const out = this.decideAndPersist(checked.get(id)!, mode);
+            if (out.status !== "accepted" && out.status !== "duplicate") refused++;
+          }
+        });
+      } catch (e) {
+        this.reloadAfterFailure();
+        throw e;
+      }
+    }
+    return refused;
+  }
+
+  /** Which of these events are stored and accepted (90 to a query: at most 100 parameters). */
+  private acceptedAmong(ids: string[]): Set<string> {
+    const out = new Set<string>();
+    for (let i = 0; i < ids.length; i += 90) {
+      const chunk = ids.slice(i, i + 90);
+      const rows = this.sql.exec<{ event_id: string }>(`SELECT event_id FROM events WHERE status = 'accepted' AND event_id IN (${chunk.map(() => "?").join(", ")})`, ...chunk);
+      for (const r of rows) out.add(r.event_id);
+    }
+    return out;
   }
 
   /** Admit events received over federation as outliers (missing auth events, state at a gap). */
