@@ -268,6 +268,15 @@ try {
   const fullSyncMs = performance.now() - t2;
   const members = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
   const membersOnA = await api(a.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, owner.token);
+  // Joins A accepted on branches B's join did not cite reach B afterwards (A merges its forward
+  // extremities after a new server's join; B fetches the gap): until B agrees with A, up to 60 s.
+  const onA = Object.keys(membersOnA.joined).length;
+  let agreedMs = Object.keys(members.joined).length === onA ? 0 : null;
+  for (let i = 0; i < 120 && agreedMs === null; i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    const now = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+    if (Object.keys(now.joined).length === onA) agreedMs = Math.round(performance.now() - t1);
+  }
   console.log(
     JSON.stringify({
       members: N,
@@ -289,6 +298,7 @@ try {
       sendJoinOnAMs: servedMs(a, "PUT /_matrix/federation/v2/send_join/"),
       membersOnA: Object.keys(membersOnA.joined).length,
       membersSeenOnB: Object.keys(members.joined).length,
+      membersAgreeAfterJoinMs: agreedMs,
       loadAverageAtEnd: loadavg().map((x) => Number(x.toFixed(1))),
     }),
   );
@@ -297,5 +307,11 @@ try {
   console.error(`A's output (tail):\n${a.output().slice(-4000)}\nB's output (tail):\n${b.output().slice(-2000)}`);
   throw e;
 } finally {
+  // FJ_LOGS=DIR: both servers' output (wrangler's request log, warnings) for a closer look.
+  if (process.env.FJ_LOGS) {
+    mkdirSync(process.env.FJ_LOGS, { recursive: true });
+    writeFileSync(path.join(process.env.FJ_LOGS, "a.log"), a.output());
+    writeFileSync(path.join(process.env.FJ_LOGS, "b.log"), b.output());
+  }
   await Promise.all([a.stop(), b.stop(), new Promise((r) => fake.close(r))]);
 }

@@ -20,6 +20,8 @@ export type RoomStub = Pick<
   | "createRoom"
   | "createLocalEvent"
   | "admit"
+  | "expectJoin"
+  | "joinSettled"
   | "getRoomVersion"
   | "getSummary"
   | "getCurrentStateEvent"

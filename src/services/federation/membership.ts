@@ -113,20 +113,40 @@ export async function joinRemoteRoom(env: Env, config: Config, userId: string, r
   await viaServers(candidateServers(config, roomId, servers), async (server) => {
     const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}`, { query: { ver: SUPPORTED_VERSIONS }, timeoutMs: 30_000 });
     const { rv, pdu, eventId } = await fillTemplate(env, config, t.body, roomId, userId, "join", content);
-    const r = await federationRequest<{ state?: unknown[]; auth_chain?: unknown[]; event?: PDU }>(ctx, server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`, {
-      body: pdu,
-      timeoutMs: JOIN_TIMEOUT_MS,
-      maxBytes: 256 * 1024 * 1024,
-    });
-    if (!Array.isArray(r.body.state) || !Array.isArray(r.body.auth_chain)) throw new FederationError(`${server} answered send_join without state`);
-    // Restricted joins come back co-signed by the authorising server: same event, more signatures.
-    let join = pdu;
-    if (r.body.event && typeof r.body.event === "object") {
-      const same = await computeEventId(r.body.event, rv).then((id) => id === eventId, () => false);
-      if (same) join = r.body.event;
+    // From send_join on, the room's servers may send us its events (the resident merges its
+    // forward extremities right after our join): the room must be known here and its RoomDO
+    // hold them until it is seeded (expectJoin), or they are refused and lost.
+    const registered = await registerJoiningRoom(env, roomId, rv.id);
+    await stub.expectJoin();
+    try {
+      const r = await federationRequest<{ state?: unknown[]; auth_chain?: unknown[]; event?: PDU }>(ctx, server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`, {
+        body: pdu,
+        timeoutMs: JOIN_TIMEOUT_MS,
+        maxBytes: 256 * 1024 * 1024,
+      });
+      if (!Array.isArray(r.body.state) || !Array.isArray(r.body.auth_chain)) throw new FederationError(`${server} answered send_join without state`);
+      // Restricted joins come back co-signed by the authorising server: same event, more signatures.
+      let join = pdu;
+      if (r.body.event && typeof r.body.event === "object") {
+        const same = await computeEventId(r.body.event, rv).then((id) => id === eventId, () => false);
+        if (same) join = r.body.event;
+      }
+      unwrap(await stub.seedFromJoin({ serverName: config.serverName, roomId, roomVersion: rv.id, origin: server, join, state: r.body.state, authChain: r.body.auth_chain }));
+    } catch (e) {
+      if (registered) await env.DB.prepare("DELETE FROM rooms WHERE room_id = ?").bind(roomId).run();
+      throw e;
+    } finally {
+      await stub.joinSettled();
     }
-    unwrap(await stub.seedFromJoin({ serverName: config.serverName, roomId, roomVersion: rv.id, origin: server, join, state: r.body.state, authChain: r.body.auth_chain }));
   });
+}
+
+/** Enter a room we are joining in the room registry (D1) before its state is here, so that
+ *  federation transactions hand its events to the RoomDO. Returns whether this call added it
+ *  (to take it out again if the join fails); the creator is filled in by the seed. */
+async function registerJoiningRoom(env: Env, roomId: string, roomVersion: string): Promise<boolean> {
+  const r = await env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, '', ?)").bind(roomId, roomVersion, Date.now()).run();
+  return (r.meta.changes ?? 0) > 0;
 }
 
 /** Knock on a room this server is not in. */
