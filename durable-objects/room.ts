@@ -2371,13 +2371,34 @@ export class RoomDO extends DurableObject<Env> {
 
   /** Which of these events are stored and accepted (90 to a query: at most 100 parameters). */
   private acceptedAmong(ids: string[]): Set<string> {
-    const out = new Set<string>();
+    return new Set(this.storedAmong(ids, "status = 'accepted'").map((r) => r.event_id));
+  }
+
+  /** Rows of the stored events among `ids` that match `where`, 90 IDs to a query. */
+  private storedAmong(ids: string[], where = "1"): { event_id: string; type: string; state_key: string | null; status: string }[] {
+    const out: { event_id: string; type: string; state_key: string | null; status: string }[] = [];
     for (let i = 0; i < ids.length; i += 90) {
       const chunk = ids.slice(i, i + 90);
-      const rows = this.sql.exec<{ event_id: string }>(`SELECT event_id FROM events WHERE status = 'accepted' AND event_id IN (${chunk.map(() => "?").join(", ")})`, ...chunk);
-      for (const r of rows) out.add(r.event_id);
+      out.push(
+        ...this.sql.exec<{ event_id: string; type: string; state_key: string | null; status: string }>(
+          `SELECT event_id, type, state_key, status FROM events WHERE ${where} AND event_id IN (${chunk.map(() => "?").join(", ")})`,
+          ...chunk,
+        ),
+      );
     }
     return out;
+  }
+
+  /** For filling a gap with another server's state at an event (/state_ids): which of these
+   *  events we hold, and the type and state key of those that are state and not rejected. One
+   *  call for a whole state instead of one per event (20,000 calls per gap in a 10,000-member
+   *  room). */
+  async heldAmong(ids: string[]): Promise<{ held: string[]; state: { event_id: string; type: string; state_key: string }[] }> {
+    const rows = this.rv ? this.storedAmong(ids) : [];
+    return {
+      held: rows.map((r) => r.event_id),
+      state: rows.filter((r) => r.state_key !== null && r.status !== "rejected").map((r) => ({ event_id: r.event_id, type: r.type, state_key: r.state_key! })),
+    };
   }
 
   /** Admit events received over federation as outliers (missing auth events, state at a gap). */

@@ -21,6 +21,7 @@ export type RoomStub = Pick<
   | "createLocalEvent"
   | "admit"
   | "expectJoin"
+  | "heldAmong"
   | "joinSettled"
   | "getRoomVersion"
   | "getSummary"

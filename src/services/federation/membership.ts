@@ -233,19 +233,19 @@ async function stateAfter(env: Env, config: Config, stub: RoomStub, rv: RoomVers
   } catch {
     return undefined;
   }
-  const wanted = [...(ids.auth_chain_ids ?? []), ...(ids.pdu_ids ?? []), prevId];
-  const lacking: string[] = [];
-  for (const id of wanted) if (!(await stub.getPdu(id))) lacking.push(id);
+  const pduIds = (ids.pdu_ids ?? []).filter((id) => typeof id === "string");
+  const wanted = [...new Set([...(ids.auth_chain_ids ?? []).filter((id) => typeof id === "string"), ...pduIds, prevId])];
+  const held = new Set((await stub.heldAmong(wanted)).held);
+  const lacking = wanted.filter((id) => !held.has(id));
   if (lacking.length > MAX_STATE_FETCH) return undefined;
   const fetched = (await Promise.all(lacking.map((id) => fetchEvent(env, config, origin, roomId, id)))).filter((p): p is PDU => !!p);
   if (fetched.length) await stub.admitOutliers(fetched, origin);
   const state: Record<string, string> = {};
-  for (const id of [...(ids.pdu_ids ?? []), prevId]) {
-    const p = await stub.getPdu(id);
-    if (!p || p.status === "rejected" || typeof p.pdu.state_key !== "string") continue;
-    if (id === prevId && (await computeEventId(p.pdu, rv)) !== prevId) continue;
-    state[`${p.pdu.type}\u0000${p.pdu.state_key}`] = id;
-  }
+  // Stored events are keyed by the ID computed from their content, so a held ID is that event.
+  // The state before prevId, then prevId itself on top when it is a state event.
+  const entries = (await stub.heldAmong([...pduIds, prevId])).state;
+  for (const e of entries) if (e.event_id !== prevId) state[`${e.type}\u0000${e.state_key}`] = e.event_id;
+  for (const e of entries) if (e.event_id === prevId) state[`${e.type}\u0000${e.state_key}`] = e.event_id;
   return state;
 }
 
