@@ -2305,7 +2305,7 @@ export class RoomDO extends DurableObject<Env> {
         this.setMeta("server_name", args.serverName);
         this.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
         const creator = this.loadEvent(create)!.ev.sender;
-        // (joinRemoteRoom registered the room before send_join, with the creator it was told.)
+        // (joinRemoteRoom registered the room before send_join, without its creator.)
         await this.env.DB.prepare("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT(room_id) DO UPDATE SET creator = excluded.creator")
           .bind(args.roomId, rv.id, creator, Date.now())
           .run();
