@@ -377,7 +377,6 @@ export class RoomDO extends DurableObject<Env> {
     return r;
   }
 
-  /** The one door for events signed elsewhere (federation). `origin` is the sending server. */
   /** A local user's join through another server is under way (joinRemoteRoom, from before
    *  send_join until the room is seeded): events the room's servers send meanwhile wait for it.
    *  The resident server merges its forward extremities right after accepting our join and
@@ -399,6 +398,7 @@ export class RoomDO extends DurableObject<Env> {
     this.joinUnderWay = undefined;
   }
 
+  /** The one door for events signed elsewhere (federation). `origin` is the sending server. */
   async admit(pdu: PDU, origin: string): Promise<AdmitOutcome> {
     if (this.joinUnderWay) await this.joinUnderWay.settled;
     const out = await this.serial(() => this.admitInner(pdu, origin, { local: false }));
@@ -820,7 +820,7 @@ export class RoomDO extends DurableObject<Env> {
 
   /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
    *  signatures, room and server ACL. No writes: a batch can check every PDU before storing. */
-  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.requireRoom();
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
     let encoded: string;
@@ -841,7 +841,8 @@ export class RoomDO extends DurableObject<Env> {
     }
     let eventId: string;
     try {
-      eventId = await computeEventId(pdu, rv);
+      // (A batch passes the ID it computed from this PDU when parsing it.)
+      eventId = knownEventId ?? (await computeEventId(pdu, rv));
     } catch (e) {
       return { status: "invalid", reason: (e as Error).message };
     }
@@ -2326,14 +2327,15 @@ export class RoomDO extends DurableObject<Env> {
    *  and signatures are checked first (no storage), then each is authorised against its
    *  auth_events and stored in auth order (Kahn's algorithm over auth_events, depth breaking
    *  ties), OUTLIER_BATCH to a transaction rather than one each: for a 30,000-event state the
-   *  commits were a large part of the join. Returns how many were not stored (invalid, rejected,
-   *  missing auth events, auth cycles). */
+   *  commits were a large part of the join. `events` are parsed from their PDUs here (toRoomEvent),
+   *  one per event ID. Returns how many were not stored (invalid, rejected, missing auth events,
+   *  auth cycles). */
   private async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent }[], origin: string): Promise<number> {
     const mode: AdmitMode = { local: false, outlier: true };
     let refused = 0;
     const checked = new Map<string, RoomEvent>();
     for (const { pdu, ev } of events) {
-      const c = await this.checkPdu(pdu, origin, mode);
+      const c = await this.checkPdu(pdu, origin, mode, ev.event_id);
       if ("ev" in c) checked.set(ev.event_id, c.ev);
       else if (c.status !== "duplicate") refused++;
     }
@@ -2401,15 +2403,17 @@ export class RoomDO extends DurableObject<Env> {
     };
   }
 
-  /** Admit events received over federation as outliers (missing auth events, state at a gap). */
-  async admitOutliers(pdus: PDU[], origin: string): Promise<AdmitOutcome[]> {
+  /** Admit events received over federation as outliers (missing auth events, state at a gap),
+   *  as a join's state is (admitOutlierBatch). Returns how many were not stored. */
+  async admitOutliers(pdus: PDU[], origin: string): Promise<number> {
     return this.serial(async () => {
-      const out: AdmitOutcome[] = [];
       const rv = this.requireRoom();
-      const parsed = (await Promise.all(pdus.map((p) => toRoomEvent(p, rv).then((ev) => ({ p, ev }), () => undefined)))).filter((x) => x !== undefined);
-      parsed.sort((a, b) => a.ev.depth - b.ev.depth);
-      for (const { p } of parsed) out.push(await this.admitInner(p, origin, { local: false, outlier: true }));
-      return out;
+      const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
+      for (const pdu of pdus) {
+        const ev = await toRoomEvent(pdu, rv).catch(() => undefined);
+        if (ev && !byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev });
+      }
+      return this.admitOutlierBatch([...byId.values()], origin);
     });
   }
 

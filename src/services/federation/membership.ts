@@ -225,7 +225,7 @@ async function fetchAuthChain(env: Env, config: Config, stub: RoomStub, origin: 
 
 /** State after event `prevId` as `origin` sees it: /state_ids (the state before it), the events
  *  we lack fetched and stored as outliers, plus the event itself when it is a state event. */
-async function stateAfter(env: Env, config: Config, stub: RoomStub, rv: RoomVersion, origin: string, roomId: string, prevId: string): Promise<Record<string, string> | undefined> {
+async function stateAfter(env: Env, config: Config, stub: RoomStub, origin: string, roomId: string, prevId: string): Promise<Record<string, string> | undefined> {
   const ctx = federationContext(env, config);
   let ids: { pdu_ids?: string[]; auth_chain_ids?: string[] };
   try {
@@ -288,7 +288,7 @@ export async function admitFederatedPdu(env: Env, config: Config, origin: string
     // Still a gap: take the state at each missing prev event from the origin.
     const states: Record<string, string>[] = [];
     for (const prevId of (out.missing ?? []).slice(0, MAX_GAP_PREVS)) {
-      const s = await stateAfter(env, config, stub, rv, origin, roomId, prevId);
+      const s = await stateAfter(env, config, stub, origin, roomId, prevId);
       if (!s) return { status: "invalid", eventId: out.eventId, reason: `could not fetch the state at ${prevId}` };
       states.push(s);
     }
