@@ -43,12 +43,10 @@ export async function startFakeHomeserver(opts = {}) {
  *  (~/.config/.wrangler/logs) records, at each reload, the runtime's entry and inspector ports;
  *  ours is the entry whose two ports are both sockets of our server's process group. */
 export function runtimePort(server) {
-  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
-  const proxy = listening.find((l) => l.port === String(server.port));
-  if (!proxy) return undefined;
-  const group = execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim();
-  const pids = new Set(execSync(`ps -o pid= -g ${group}`).toString().split(/\s+/).filter(Boolean));
-  const ports = new Set(listening.filter((l) => pids.has(l.pid) && l.port !== String(server.port)).map((l) => l.port));
+  const ours = processGroupOf(server);
+  if (!ours) return undefined;
+  const pids = new Set(execSync(`ps -o pid= -g ${ours.group}`).toString().split(/\s+/).filter(Boolean));
+  const ports = new Set(ours.listening.filter((l) => pids.has(l.pid) && l.port !== String(server.port)).map((l) => l.port));
   const dir = join(homedir(), ".config/.wrangler/logs");
   const recent = existsSync(dir) ? readdirSync(dir).map((f) => join(dir, f)).filter((f) => Date.now() - statSync(f).mtimeMs < 3600_000) : [];
   for (const file of recent) {
@@ -58,16 +56,24 @@ export function runtimePort(server) {
   return undefined;
 }
 
-/** Profile the Worker of `server` (wrangler dev) while `fn` runs, through its runtime's inspector:
+/** The process group of `server` (started by the e2e harness in its own group: wrangler and its
+ *  workerd processes), found from the process listening on its port, with the loopback sockets
+ *  listening on the machine; undefined if nothing listens on its port. */
+function processGroupOf(server) {
+  const listening = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g)].map((m) => ({ port: m[1], pid: m[2] }));
+  const proxy = listening.find((l) => l.port === String(server.port));
+  if (!proxy) return undefined;
+  return { group: execSync(`ps -o pgid= -p ${proxy.pid}`).toString().trim(), listening };
+}
+
+/** Profile the Worker of `server` (wrangler dev) while `fn` runs, through wrangler's inspector:
  *  writes a .cpuprofile (open in Chrome DevTools) to `file` and returns the functions with the
  *  most self time. */
 export async function profileWhile(server, file, fn) {
   // wrangler's own inspector (scripts/start.mjs passes --inspector-port): the runtime's inspector
   // behind it takes one session, wrangler's.
-  const pid = /127\.0\.0\.1:(\d+)\s.*?pid=(\d+)/g;
-  const proxy = [...execSync("ss -ltnpH").toString().matchAll(pid)].find((m) => m[1] === String(server.port));
-  const group = proxy && execSync(`ps -o pgid= -p ${proxy[2]}`).toString().trim();
-  const port = group && /--inspector-port[= ](\d+)/.exec(execSync(`ps -o args= -g ${group}`).toString())?.[1];
+  const ours = processGroupOf(server);
+  const port = ours && /--inspector-port[= ](\d+)/.exec(execSync(`ps -o args= -g ${ours.group}`).toString())?.[1];
   if (!port) throw new Error("wrangler's --inspector-port was not found");
   const targets = await (await fetch(`http://127.0.0.1:${port}/json`)).json();
   // (its proxy accepts only local Origins; Node's WebSocket takes undici's options)

@@ -6,11 +6,8 @@
 // cite, the room merges them (org.matrix.dummy_event).
 import { describe, it, expect, beforeAll } from "vitest";
 import { env } from "cloudflare:test";
-import { clientOk, federationCall, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { clientOk, offline, registerUser, remoteJoinWave, seedRemoteKey, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
-import { hashAndSignEvent } from "../../src/core/event-hashes";
-import { getRoomVersion } from "../../src/core/room-versions";
-import type { PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
 import type { RoomStub } from "../../src/services/rooms";
 
@@ -20,7 +17,6 @@ const WAVE = 16;
 let key: SigningKey;
 let alice: TestUser;
 const enc = encodeURIComponent;
-const rv = getRoomVersion("12")!;
 
 beforeAll(async () => {
   setFederationFetch(offline);
@@ -45,17 +41,7 @@ describe("waves of concurrent remote joins", () => {
     };
     const counts: number[] = [];
     for (let wave = 0; wave < WAVES; wave++) {
-      const templates = await Promise.all(
-        Array.from({ length: WAVE }, (_, i) => federationCall(REMOTE, key, "GET", `/v1/make_join/${enc(roomId)}/${enc(`@w${wave}u${i}:${REMOTE}`)}?ver=12`)),
-      );
-      await Promise.all(
-        templates.map(async (t) => {
-          expect(t.status).toBe(200);
-          const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: Date.now() } as PDU, rv, REMOTE, key);
-          const r = await federationCall(REMOTE, key, "PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}?omit_members=true`, j.pdu);
-          expect(r.status).toBe(200);
-        }),
-      );
+      await remoteJoinWave(REMOTE, key, roomId, wave, WAVE, { omitMembers: true });
       counts.push(await settled());
     }
     // Without merging: 16, then 6 more left behind by each wave (40 after five waves).

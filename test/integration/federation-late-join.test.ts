@@ -7,7 +7,7 @@
 // extremities (Server-Server API "Room State Resolution").
 import { describe, it, expect, beforeAll } from "vitest";
 import { env } from "cloudflare:test";
-import { clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { clientOk, federationCall, offline, registerUser, remoteJoinWave, seedRemoteKey, SERVER, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
 import { computeEventId, hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
@@ -33,21 +33,7 @@ beforeAll(async () => {
   alice = await registerUser();
 });
 
-/** `n` users of remote.test join at once: all templates first (same extremities), then all
- *  send_joins. */
-async function joinWave(roomId: string, wave: number, n: number): Promise<void> {
-  const templates = await Promise.all(
-    Array.from({ length: n }, (_, i) => fed(REMOTE, key, "GET", `/v1/make_join/${enc(roomId)}/${enc(`@w${wave}u${i}:${REMOTE}`)}?ver=12`)),
-  );
-  await Promise.all(
-    templates.map(async (t) => {
-      expect(t.status).toBe(200);
-      const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: Date.now() } as PDU, rv, REMOTE, key);
-      const r = await fed(REMOTE, key, "PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}`, j.pdu);
-      expect(r.status).toBe(200);
-    }),
-  );
-}
+const joinWave = (roomId: string, wave: number, n: number) => remoteJoinWave(REMOTE, key, roomId, wave, n);
 
 describe("a server joining after many concurrent joins", () => {
   it("gets an event merging every branch, whose state holds every member; current state is the resolution over the forward extremities", async () => {

@@ -3,6 +3,9 @@ import { SELF, env } from "cloudflare:test";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { storeKeyResponse } from "../../src/services/federation/keys";
 import { signRequest } from "../../src/core/x-matrix";
+import { hashAndSignEvent } from "../../src/core/event-hashes";
+import { getRoomVersion } from "../../src/core/room-versions";
+import type { PDU } from "../../src/core/types";
 
 export const SERVER = "test.local";
 export const BASE = "http://test.local";
@@ -39,6 +42,25 @@ export async function federationCall(origin: string, key: SigningKey, method: st
   const uri = `/_matrix/federation${path}`;
   const authorization = await signRequest(key, { method, uri, origin, destination: SERVER, content: body });
   return call(method, uri, { body, headers: { authorization } });
+}
+
+/** `n` users @w<wave>u<i> of `remote` join a room at once through make_join/v2/send_join (v12):
+ *  all templates first (so all build on the same extremities), then all send_joins. Throws
+ *  unless every request answers 200. */
+export async function remoteJoinWave(remote: string, key: SigningKey, roomId: string, wave: number, n: number, opts: { omitMembers?: boolean } = {}): Promise<void> {
+  const enc = encodeURIComponent;
+  const rv = getRoomVersion("12")!;
+  const templates = await Promise.all(
+    Array.from({ length: n }, (_, i) => federationCall(remote, key, "GET", `/v1/make_join/${enc(roomId)}/${enc(`@w${wave}u${i}:${remote}`)}?ver=12`)),
+  );
+  await Promise.all(
+    templates.map(async (t) => {
+      if (t.status !== 200) throw new Error(`make_join: ${t.status} ${JSON.stringify(t.body)}`);
+      const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: Date.now() } as PDU, rv, remote, key);
+      const r = await federationCall(remote, key, "PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}${opts.omitMembers ? "?omit_members=true" : ""}`, j.pdu);
+      if (r.status !== 200) throw new Error(`send_join: ${r.status} ${JSON.stringify(r.body)}`);
+    }),
+  );
 }
 
 /** A client-server v3 request as `token` that must answer 200; its body. */
