@@ -812,8 +812,10 @@ export class RoomDO extends DurableObject<Env> {
       if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
       await this.afterCommit();
       this.wakePeekers();
-      if (this.guestAccessChanged) void this.kickGuests();
-      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
+      const notified = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      // The write that revoked guest access answers once its guests have left (as Synapse does).
+      const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
       this.fanOuts.set(ev.event_id, fan);
       void fan.finally(() => this.fanOuts.delete(ev.event_id));
     }
@@ -1931,7 +1933,7 @@ export class RoomDO extends DurableObject<Env> {
 
   /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
    *  and guest accounts are this server's business). Runs after the write that changed the
-   *  room's guest access, queued behind it. */
+   *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
   private async kickGuests(): Promise<void> {
     this.guestAccessChanged = false;
     try {

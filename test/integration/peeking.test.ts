@@ -84,6 +84,38 @@ describe("reading a world_readable room without joining", () => {
   });
 });
 
+describe("GET /rooms/{roomId}/initialSync (start of a peek)", () => {
+  it("gives a non-member the state and latest messages of a world_readable room, and where /events continues", async () => {
+    const alice = await registerUser();
+    const bob = await registerUser();
+    const roomId = await createRoom(alice, { preset: "public_chat", name: "Preview", visibility: "public", initial_state: [worldReadable] });
+    for (const t of ["m1", "m2", "m3"]) await send(alice, roomId, t);
+    const init = await call("GET", `${V3}/rooms/${enc(roomId)}/initialSync?limit=2`, { token: bob.accessToken });
+    expect(init.status, JSON.stringify(init.body)).toBe(200);
+    expect(init.body.room_id).toBe(roomId);
+    expect(init.body.membership).toBeUndefined();
+    expect(init.body.visibility).toBe("public");
+    expect(init.body.state.some((e: any) => e.type === "m.room.name" && e.content.name === "Preview")).toBe(true);
+    expect(bodiesOf(init.body.messages.chunk)).toEqual(["m2", "m3"]); // oldest first
+    const earlier = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=1&from=${enc(init.body.messages.start)}`, { token: bob.accessToken });
+    expect(bodiesOf(earlier.body.chunk)).toEqual(["m1"]);
+    await send(alice, roomId, "m4");
+    const next = await call("GET", `${V3}/events?room_id=${enc(roomId)}&from=${enc(init.body.messages.end)}&timeout=0`, { token: bob.accessToken });
+    expect(bodiesOf(next.body.chunk)).toEqual(["m4"]);
+    // A member gets their membership.
+    expect((await call("GET", `${V3}/rooms/${enc(roomId)}/initialSync`, { token: alice.accessToken })).body.membership).toBe("join");
+  });
+
+  it("refuses non-members of a room that is not world_readable", async () => {
+    const alice = await registerUser();
+    const bob = await registerUser();
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    const r = await call("GET", `${V3}/rooms/${enc(roomId)}/initialSync`, { token: bob.accessToken });
+    expect(r.status).toBe(403);
+    expect(r.body.errcode).toBe("M_FORBIDDEN");
+  });
+});
+
 describe("GET /events?room_id= (peeking stream)", () => {
   it("answers at once with timeout=0, then returns what arrives after `end`", async () => {
     const alice = await registerUser();
