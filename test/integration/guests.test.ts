@@ -4,7 +4,11 @@
 import { describe, expect, it } from "vitest";
 import { env, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import app from "../../src/index";
-import { BASE, call, registerUser, type TestUser } from "./helpers";
+import { BASE, call, clientOk, federationCall, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { hashAndSignEvent } from "../../src/core/event-hashes";
+import { getRoomVersion } from "../../src/core/room-versions";
+import type { PDU } from "../../src/core/types";
+import { setFederationFetch } from "../../src/services/federation/client";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
@@ -169,6 +173,56 @@ describe("guests in rooms", () => {
     expect(await membership(owner, roomId, owner.userId)).toBe("join");
     const again = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: g1.accessToken, body: {} });
     expect(again.body.errcode).toBe("M_GUEST_ACCESS_FORBIDDEN");
+  });
+});
+
+describe("guest access revoked over federation", () => {
+  it("our guests leave when a remote server's event sets m.room.guest_access to forbidden", async () => {
+    setFederationFetch(offline);
+    const REMOTE = "guestfed.test";
+    const REM = `@rem:${REMOTE}`;
+    const key = await seedRemoteKey(REMOTE);
+    const rv = getRoomVersion("12")!;
+    const fed = (method: string, path: string, body?: unknown) => federationCall(REMOTE, key, method, path, body);
+    const owner = await registerUser();
+    const g = await registerGuest();
+    const roomId = await createRoom(owner, {
+      preset: "public_chat",
+      room_version: "12",
+      initial_state: [{ type: "m.room.guest_access", state_key: "", content: { guest_access: "can_join" } }],
+    });
+    const t = await fed("GET", `/v1/make_join/${enc(roomId)}/${enc(REM)}?ver=12`);
+    const j = await hashAndSignEvent({ ...t.body.event, origin_server_ts: Date.now() } as PDU, rv, REMOTE, key);
+    expect((await fed("PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}`, j.pdu)).status).toBe(200);
+    const pl = await clientOk(owner.accessToken, "GET", `/rooms/${enc(roomId)}/state/m.room.power_levels/`);
+    await clientOk(owner.accessToken, "PUT", `/rooms/${enc(roomId)}/state/m.room.power_levels/`, { ...pl, users: { ...pl.users, [REM]: 100 } });
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: g.accessToken, body: {} })).status).toBe(200);
+
+    const state = (await clientOk(owner.accessToken, "GET", `/rooms/${enc(roomId)}/state`)) as unknown as { type: string; state_key: string; event_id: string }[];
+    const id = (type: string, k = "") => state.find((e) => e.type === type && e.state_key === k)!.event_id;
+    const latest = (await clientOk(owner.accessToken, "GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=1`)).chunk[0].event_id as string;
+    const depth = ((await fed("GET", `/v1/event/${enc(latest)}`)).body.pdus[0] as PDU).depth;
+    const revoke = await hashAndSignEvent(
+      {
+        room_id: roomId,
+        sender: REM,
+        type: "m.room.guest_access",
+        state_key: "",
+        content: { guest_access: "forbidden" },
+        origin_server_ts: Date.now(),
+        depth: depth + 1,
+        prev_events: [latest],
+        auth_events: [id("m.room.power_levels"), id("m.room.member", REM)],
+      } as unknown as PDU,
+      rv,
+      REMOTE,
+      key,
+    );
+    const sent = await fed("PUT", `/v1/send/guests${Date.now()}`, { origin: REMOTE, origin_server_ts: Date.now(), pdus: [revoke.pdu] });
+    expect(sent.status).toBe(200);
+    expect(sent.body.pdus[revoke.eventId]).toEqual({});
+    const ev = await call("GET", `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(g.userId)}?format=event`, { token: owner.accessToken });
+    expect(ev.body).toMatchObject({ sender: g.userId, content: { membership: "leave" } });
   });
 });
 
