@@ -70,7 +70,10 @@ try {
         // Peeking (room_previews) needs its room_id: without it, GET /events is the old stream.
         const query = f === "peeking_events.yaml" ? `?room_id=${encodeURIComponent("!probe:example.org")}&timeout=0` : "";
         const url = server.baseUrl + concrete(e.path) + query;
-        const init = { method: e.method, headers: { "content-type": "application/json", authorization: `Bearer ${probeUser.token}` } };
+        // Logging out would end the probe user's session, and every later endpoint would answer
+        // 401 and count as implemented: those get a throwaway user.
+        const token = e.path.includes("/logout") ? (await registerBenchUser(server.baseUrl, `conformancelogout${total}`)).token : probeUser.token;
+        const init = { method: e.method, headers: { "content-type": "application/json", authorization: `Bearer ${token}` } };
         if (["PUT", "POST", "PATCH"].includes(e.method)) init.body = "{}";
         let status = 0;
         let errcode = "";

@@ -1,7 +1,8 @@
 // What guest accounts may call (spec: Client-Server API, module "Guest Access", "Client
 // behaviour"). The spec lists the endpoints a guest may use (plus POST /join/{roomIdOrAlias},
-// below); every other endpoint that needs an access token answers 403 M_GUEST_ACCESS_FORBIDDEN. Checked once, where access tokens are
-// resolved (auth.ts), so a new route is closed to guests unless it is added here.
+// below); every other endpoint that needs an access token answers 403
+// M_GUEST_ACCESS_FORBIDDEN. Checked once, where access tokens are resolved (auth.ts), so a new
+// route is closed to guests unless it is added here.
 
 const SEG = "[^/]+";
 
