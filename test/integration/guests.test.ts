@@ -134,6 +134,9 @@ describe("guests in rooms", () => {
     const msgs = await call("GET", `${V3}/rooms/${enc(open)}/messages?dir=b&limit=5`, { token: g.accessToken });
     expect(msgs.status).toBe(200);
     expect(msgs.body.chunk.some((e: any) => e.event_id === sent.body.event_id)).toBe(true);
+    const sync = await call("GET", `${V3}/sync?timeout=0`, { token: g.accessToken });
+    expect(sync.status).toBe(200);
+    expect(sync.body.rooms.join[open].timeline.events.some((e: any) => e.event_id === sent.body.event_id)).toBe(true);
 
     // Membership only through /join and /leave (which check guest access), not PUT /state.
     const direct = await call("PUT", `${V3}/rooms/${enc(closed)}/state/m.room.member/${enc(g.userId)}`, { token: g.accessToken, body: { membership: "join" } });
