@@ -63,6 +63,11 @@ export interface RoomSyncView {
   state?: { events: JsonObject[] };
   state_after?: { events: JsonObject[] };
   summary: { "m.heroes": string[]; "m.joined_member_count": number; "m.invited_member_count": number };
+  /** Lazy-loading, incremental syncs only: the member events (user → event ID) in `state` /
+   *  `state_after` that are there only because their user sent a timeline event — not a change
+   *  since `since`. The Worker leaves out those the device already has (durable-objects/
+   *  lazy-members.ts) and strips this field. */
+  lazyMembers?: Record<string, string>;
 }
 
 const SCAN_PAGE = 100;
@@ -132,10 +137,18 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   for (const st of q.useStateAfter || start === end ? [end] : [start, end]) {
     for (const [k, id] of st) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id)) && !skipMember(k)) entries.set(id, k);
   }
+  // On an incremental sync a sender's member event that did not change since `since` may be
+  // one the client already has ("redundant"): it is marked for the Worker to decide. Changes
+  // since `since` (the gap) are always sent ("regardless as to whether or not they are
+  // redundant").
+  const lazyMembers: Record<string, string> = {};
   if (q.lazyLoadMembers) {
     for (const u of needed) {
-      const id = start.get(stateKey("m.room.member", u));
-      if (id && (q.useStateAfter || !inTimeline.has(id))) entries.set(id, stateKey("m.room.member", u));
+      const k = stateKey("m.room.member", u);
+      const id = start.get(k);
+      if (!id || (!q.useStateAfter && inTimeline.has(id))) continue;
+      if (!fresh && !entries.has(id) && base.get(k) === id) lazyMembers[u] = id;
+      entries.set(id, k);
     }
   }
   const stateFilter = q.state ? { ...q.state, rooms: undefined, not_rooms: undefined, contains_url: undefined } : undefined;
@@ -143,9 +156,11 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   for (const id of entries.keys()) {
     const e = room.load(id);
     if (e && matchesRoomEventFilter(stateFilter, e.ev)) stateEvents.push(room.toClient(e, now));
+    else if (e?.ev.type === "m.room.member") delete lazyMembers[e.ev.state_key!];
   }
 
   const view: RoomSyncView = { timeline, summary: summarize(room, end, userId) };
+  if (Object.keys(lazyMembers).length) view.lazyMembers = lazyMembers;
   if (q.useStateAfter) view.state_after = { events: stateEvents };
   else view.state = { events: stateEvents };
   return view;

@@ -1,0 +1,226 @@
+// /sync with lazy-loaded members (spec: Client-Server API "Lazy-loading room members" and GET /sync:
+// "When a sync is limited, the server MUST return membership events for events in the gap"),
+// profile changes in incremental syncs, and `event_format: "federation"` (filter definition).
+// Scenarios follow the shape of the sytest lazy-loading suite (tests/31sync/15lazy-members.pl).
+import { describe, expect, it } from "vitest";
+import { call, registerUser, type Json, type TestUser } from "./helpers";
+
+const V3 = "/_matrix/client/v3";
+const enc = encodeURIComponent;
+let txn = 0;
+
+async function createRoom(owner: TestUser): Promise<string> {
+  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body: { preset: "public_chat", name: "A room name" } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id;
+}
+async function join(u: TestUser, roomId: string) {
+  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+async function leave(u: TestUser, roomId: string) {
+  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: u.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+async function send(u: TestUser, roomId: string, body: string): Promise<string> {
+  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id;
+}
+async function fill(u: TestUser, roomId: string, n: number) {
+  for (let i = 1; i <= n; i++) await send(u, roomId, `filler ${i}`);
+}
+async function sync(u: TestUser, q: Record<string, string | number | boolean> = {}) {
+  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
+  const r = await call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+/** Member events in a room's `state` of a sync response: state_key → membership. */
+function members(body: Json, roomId: string): Record<string, string> {
+  const room = body.rooms.join[roomId];
+  expect(room, `room ${roomId} in rooms.join`).toBeDefined();
+  const out: Record<string, string> = {};
+  for (const e of room.state.events as Json[]) {
+    if (e.type !== "m.room.member") continue;
+    expect(out[e.state_key], `${e.state_key} sent twice`).toBeUndefined();
+    out[e.state_key] = e.content.membership;
+  }
+  return out;
+}
+const joined = (...us: TestUser[]) => Object.fromEntries(us.map((u) => [u.userId, "join"]));
+
+const LL = JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } });
+const LL_REDUNDANT = JSON.stringify({ room: { state: { lazy_load_members: true, include_redundant_members: true }, timeline: { limit: 10 } } });
+
+async function users(n: number): Promise<TestUser[]> {
+  return Promise.all(Array.from({ length: n }, () => registerUser()));
+}
+
+describe("lazy-loaded members", () => {
+  it("an initial sync carries the timeline's senders and my own member event only", async () => {
+    const [alice, bob, charlie] = await users(3);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await join(charlie, roomId);
+    await fill(bob, roomId, 10);
+    await fill(charlie, roomId, 10);
+    expect(members(await sync(alice, { filter: LL }), roomId)).toEqual(joined(alice, charlie));
+  });
+
+  it("an incremental sync carries only new senders, then nothing once they were sent", async () => {
+    const [alice, bob, charlie] = await users(3);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await join(charlie, roomId);
+    await fill(bob, roomId, 10);
+    const s1 = await sync(alice, { filter: LL });
+    expect(members(s1, roomId)).toEqual(joined(alice, bob));
+    await send(charlie, roomId, "Message from charlie");
+    const s2 = await sync(alice, { filter: LL, since: s1.next_batch });
+    expect(s2.rooms.join[roomId].state.events.map((e: Json) => [e.type, e.state_key])).toEqual([["m.room.member", charlie.userId]]);
+    const s3 = await sync(alice, { filter: LL, since: s2.next_batch });
+    expect(s3.rooms.join[roomId]).toBeUndefined();
+  });
+
+  it("does not resend members this device already has (include_redundant_members defaults to false), and does when asked", async () => {
+    for (const [filter, expectAgain] of [
+      [LL, false],
+      [LL_REDUNDANT, true],
+    ] as const) {
+      const [alice, bob, charlie] = await users(3);
+      const roomId = await createRoom(alice);
+      await join(bob, roomId);
+      await join(charlie, roomId);
+      await fill(bob, roomId, 10);
+      await fill(charlie, roomId, 5);
+      const s1 = await sync(alice, { filter });
+      expect(members(s1, roomId)).toEqual(joined(alice, bob, charlie));
+      await send(bob, roomId, "New message from bob");
+      await send(charlie, roomId, "New message from charlie");
+      const s2 = await sync(alice, { filter, since: s1.next_batch });
+      expect(members(s2, roomId)).toEqual(expectAgain ? joined(bob, charlie) : {});
+    }
+  });
+
+  it("a retried since token gets the members again: what was sent counts only once the client presents a later token", async () => {
+    const [alice, bob] = await users(2);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await fill(alice, roomId, 10);
+    const s1 = await sync(alice, { filter: LL });
+    expect(members(s1, roomId)).toEqual(joined(alice));
+    await send(bob, roomId, "hello");
+    const s2 = await sync(alice, { filter: LL, since: s1.next_batch });
+    expect(members(s2, roomId)).toEqual(joined(bob));
+    // The response was lost: the client retries from s1 and must still get Bob.
+    const retry = await sync(alice, { filter: LL, since: s1.next_batch });
+    expect(members(retry, roomId)).toEqual(joined(bob));
+    await send(bob, roomId, "again");
+    expect(members(await sync(alice, { filter: LL, since: retry.next_batch }), roomId)).toEqual({});
+    // Another device of the same user has been sent nothing.
+    const other = await call("POST", `${V3}/login`, { body: { type: "m.login.password", identifier: { type: "m.id.user", user: alice.userId }, password: "correct horse battery staple" } });
+    expect(other.status, JSON.stringify(other.body)).toBe(200);
+    const dev2 = { ...alice, accessToken: other.body.access_token as string };
+    const d1 = await sync(dev2, { filter: LL });
+    expect(members(d1, roomId)).toEqual(joined(alice, bob));
+    // A new initial sync of the first device starts over.
+    const again = await sync(alice, { filter: LL });
+    expect(members(again, roomId)).toEqual(joined(alice, bob));
+  });
+
+  it("a gapped incremental sync carries every membership change of the gap, and senders not yet sent", async () => {
+    const [alice, bob, charlie, dave] = await users(4);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await join(charlie, roomId);
+    await fill(bob, roomId, 10);
+    const s1 = await sync(alice, { filter: LL });
+    expect(members(s1, roomId)).toEqual(joined(alice, bob));
+    await join(dave, roomId);
+    await fill(charlie, roomId, 20);
+    const s2 = await sync(alice, { filter: LL, since: s1.next_batch });
+    expect(s2.rooms.join[roomId].timeline.limited).toBe(true);
+    expect(members(s2, roomId)).toEqual(joined(charlie, dave));
+    // Dave leaves in the next gap; Charlie was sent already.
+    await leave(dave, roomId);
+    await fill(charlie, roomId, 20);
+    const s3 = await sync(alice, { filter: LL, since: s2.next_batch });
+    expect(s3.rooms.join[roomId].timeline.limited).toBe(true);
+    expect(members(s3, roomId)).toEqual({ [dave.userId]: "leave" });
+  });
+
+  it("a gapped incremental sync carries other state changes of the gap", async () => {
+    const [alice, bob] = await users(2);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    const s1 = await sync(alice, { filter: LL });
+    const t = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: alice.accessToken, body: { topic: "in the gap" } });
+    expect(t.status, JSON.stringify(t.body)).toBe(200);
+    await fill(bob, roomId, 15);
+    const room = (await sync(alice, { filter: LL, since: s1.next_batch })).rooms.join[roomId];
+    expect(room.timeline.limited).toBe(true);
+    expect(room.state.events.find((e: Json) => e.type === "m.room.topic")?.content.topic).toBe("in the gap");
+  });
+
+  it("old leaves are present once in gapped incremental syncs, and leaves in non-gapped ones", async () => {
+    for (const n of [10, 5]) {
+      const [alice, bob, charlie] = await users(3);
+      const roomId = await createRoom(alice);
+      await join(bob, roomId);
+      await join(charlie, roomId);
+      await send(charlie, roomId, "Hello world");
+      await fill(bob, roomId, 10);
+      const s1 = await sync(alice, { filter: LL });
+      expect(members(s1, roomId)).toEqual(joined(alice, bob));
+      await leave(charlie, roomId);
+      await fill(bob, roomId, n);
+      const s2 = await sync(alice, { filter: LL, since: s1.next_batch });
+      const room = s2.rooms.join[roomId];
+      const leaveInTimeline = room.timeline.events.some((e: Json) => e.type === "m.room.member" && e.state_key === charlie.userId);
+      if (n === 10) {
+        // Gapped: the leave is in the gap, so it comes in `state` — once, and nothing else.
+        expect(room.timeline.limited).toBe(true);
+        expect(leaveInTimeline).toBe(false);
+        expect(members(s2, roomId)).toEqual({ [charlie.userId]: "leave" });
+      } else {
+        // Not gapped: the leave is in the timeline; `state` (before the timeline) may carry
+        // Charlie's membership up to it — he is the leave's sender and was never sent — and
+        // nobody else.
+        expect(room.timeline.limited).toBe(false);
+        expect(leaveInTimeline).toBe(true);
+        expect(Object.keys(members(s2, roomId))).toEqual([charlie.userId]);
+      }
+    }
+  });
+
+  it("old members who start speaking after a gap are sent", async () => {
+    const [alice, bob, charlie] = await users(3);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await join(charlie, roomId);
+    await fill(bob, roomId, 10);
+    const s1 = await sync(alice, { filter: LL });
+    await fill(bob, roomId, 10);
+    await fill(charlie, roomId, 10);
+    expect(members(await sync(alice, { filter: LL, since: s1.next_batch }), roomId)).toEqual(joined(charlie));
+  });
+
+  it("a member whose membership changed is sent again when they speak", async () => {
+    const [alice, bob] = await users(2);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await fill(bob, roomId, 10);
+    const s1 = await sync(alice, { filter: LL });
+    expect(members(s1, roomId)).toEqual(joined(alice, bob));
+    // Bob's new member event comes in the timeline (not redundant: it is an event).
+    const nick = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(bob.userId)}`, { token: bob.accessToken, body: { membership: "join", displayname: "Bobby" } });
+    expect(nick.status).toBe(200);
+    await send(bob, roomId, "renamed");
+    const s2 = await sync(alice, { filter: LL, since: s1.next_batch });
+    expect(s2.rooms.join[roomId].timeline.events.some((e: Json) => e.event_id === nick.body.event_id)).toBe(true);
+    expect(members(s2, roomId)).toEqual({});
+    await send(bob, roomId, "again");
+    expect(members(await sync(alice, { filter: LL, since: s2.next_batch }), roomId)).toEqual({});
+  });
+});
