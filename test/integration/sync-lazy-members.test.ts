@@ -206,7 +206,7 @@ describe("lazy-loaded members", () => {
     expect(members(await sync(alice, { filter: LL, since: s1.next_batch }), roomId)).toEqual(joined(charlie));
   });
 
-  it("a member whose membership changed is sent again when they speak", async () => {
+  it("a member event in the timeline counts as sent", async () => {
     const [alice, bob] = await users(2);
     const roomId = await createRoom(alice);
     await join(bob, roomId);
@@ -222,5 +222,35 @@ describe("lazy-loaded members", () => {
     expect(members(s2, roomId)).toEqual({});
     await send(bob, roomId, "again");
     expect(members(await sync(alice, { filter: LL, since: s2.next_batch }), roomId)).toEqual({});
+  });
+});
+
+describe("profile changes in incremental syncs", () => {
+  it("a display-name change is not a full state sync: the next sync carries only the new member event", async () => {
+    const [alice, bob] = await users(2);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await send(bob, roomId, "hi");
+    const s1 = await sync(alice);
+    const r = await call("PUT", `${V3}/profile/${enc(alice.userId)}/displayname`, { token: alice.accessToken, body: { displayname: "boris" } });
+    expect(r.status).toBe(200);
+    const s2 = await sync(alice, { since: s1.next_batch });
+    const room = s2.rooms.join[roomId];
+    expect(room.state.events).toEqual([]);
+    expect(room.timeline.limited).toBe(false);
+    expect(room.timeline.events.map((e: Json) => [e.type, e.state_key, e.content.displayname])).toEqual([["m.room.member", alice.userId, "boris"]]);
+
+    // With state and timeline filters that leave the member event out, nothing comes back
+    // for the room — in particular not its full state.
+    const filter = JSON.stringify({ room: { timeline: { types: [] }, state: { types: ["a.madeup.test.state"] }, ephemeral: { types: [] } }, presence: { types: [] } });
+    const st = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/a.madeup.test.state/`, { token: alice.accessToken, body: { my_key: 1 } });
+    expect(st.status).toBe(200);
+    const f1 = await sync(alice, { filter });
+    expect(f1.rooms.join[roomId].state.events.length).toBe(1);
+    const nick = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.member/${enc(alice.userId)}`, { token: alice.accessToken, body: { membership: "join", displayname: "boris2" } });
+    expect(nick.status).toBe(200);
+    await send(alice, roomId, "after");
+    const f2 = await sync(alice, { filter, since: f1.next_batch });
+    expect(f2.rooms.join[roomId]).toBeUndefined();
   });
 });

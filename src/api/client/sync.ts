@@ -155,6 +155,10 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
   };
   await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, rooms.length) }, worker));
   await dropRedundantMembers(c, d, o, { ...join, ...leave });
+  // An incremental sync leaves out a joined room that has nothing left to say after filtering
+  // (e.g. a display-name change that the filter removes): an empty entry would only look like
+  // a change. Unread counts alone do not keep it (they move with events the client sees).
+  for (const r of rooms) if (r.membership === "join" && r.since !== null && !o.fullState && join[r.roomId] && nothingNew(join[r.roomId])) delete join[r.roomId];
   const eventFields = (evs: JsonObject[]) => (f?.event_fields ? evs.map((e) => applyEventFields(e, f.event_fields)) : evs);
   for (const room of Object.values({ ...join, ...leave })) {
     const tl = room.timeline as { events: JsonObject[] };
@@ -172,6 +176,13 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
     device_one_time_keys_count: d.oneTimeKeyCounts,
     device_unused_fallback_key_types: d.fallbackKeyTypes,
   };
+}
+
+/** A joined room entry with no events in any section and no gap. */
+function nothingNew(room: JsonObject): boolean {
+  const tl = room.timeline as { events: unknown[]; limited: boolean };
+  const none = (k: string) => ((room[k] as { events?: unknown[] } | undefined)?.events?.length ?? 0) === 0;
+  return tl.events.length === 0 && !tl.limited && none("state") && none("state_after") && none("ephemeral") && none("account_data");
 }
 
 /** Lazy-loading without include_redundant_members: leave out the member events this device
