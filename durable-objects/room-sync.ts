@@ -31,6 +31,8 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
   toClient(e: E, now: number): JsonObject;
+  /** The event as a PDU, for `event_format: "federation"` (falls back to toClient). */
+  toFederation?(e: E, now: number): JsonObject;
   /** Membership of member events by event ID, from one cheap read (optional; events it does
    *  not cover are loaded). Summarising a cold room by loading 300 member events was 40% of a
    *  first sync of 300 rooms × 300 members. */
@@ -56,6 +58,8 @@ export interface RoomSyncQuery {
    *  of the timeline; their state events still come ("Servers must still send state events sent
    *  by ignored users to clients"). */
   ignoredSenders?: string[];
+  /** Filter `event_format`: "federation" returns events as PDUs (RoomSyncAccess.toFederation). */
+  eventFormat?: "client" | "federation";
 }
 
 export interface RoomSyncView {
@@ -74,8 +78,9 @@ const SCAN_PAGE = 100;
 const SCAN_MAX = 5000;
 const MEMBER_PREFIX = "m.room.member\u0000";
 
-export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userId: string, q: RoomSyncQuery): RoomSyncView {
+export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, userId: string, q: RoomSyncQuery): RoomSyncView {
   const now = Date.now();
+  const room = q.eventFormat === "federation" && access.toFederation ? { ...access, toClient: access.toFederation } : access;
   const slowVisible = room.visibleFor(userId);
   const joinedAt = room.joinedSince(userId);
   const ignored = new Set(q.ignoredSenders ?? []);

@@ -254,3 +254,23 @@ describe("profile changes in incremental syncs", () => {
     expect(f2.rooms.join[roomId]).toBeUndefined();
   });
 });
+
+describe("event_format", () => {
+  it('"federation" returns events as PDUs, "client" (the default) as client events', async () => {
+    const [alice] = await users(1);
+    const roomId = await createRoom(alice);
+    const eventId = await send(alice, roomId, "pdu please");
+    const f = JSON.stringify({ event_format: "federation", room: { timeline: { limit: 3 } } });
+    const room = (await sync(alice, { filter: f })).rooms.join[roomId];
+    const ev = room.timeline.events.find((e: Json) => e.event_id === eventId);
+    expect(ev, JSON.stringify(room.timeline.events)).toBeDefined();
+    // PDU fields (spec: Server-Server API "PDUs"): auth_events, prev_events, depth, hashes, signatures.
+    for (const k of ["auth_events", "prev_events", "depth", "hashes", "signatures", "room_id", "sender", "origin_server_ts", "content", "type"]) expect(ev, k).toHaveProperty(k);
+    expect(ev.content.body).toBe("pdu please");
+    for (const e of room.state.events as Json[]) expect(e).toHaveProperty("auth_events");
+    const client = (await sync(alice, { filter: JSON.stringify({ room: { timeline: { limit: 3 } } }) })).rooms.join[roomId];
+    const cev = client.timeline.events.find((e: Json) => e.event_id === eventId);
+    expect(cev).not.toHaveProperty("auth_events");
+    expect(cev).not.toHaveProperty("hashes");
+  });
+});

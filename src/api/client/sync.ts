@@ -234,6 +234,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
         fullState: o.fullState,
         useStateAfter: o.useStateAfter,
         ignoredSenders: ignored.size ? [...ignored] : undefined,
+        eventFormat: o.filter?.event_format,
       },
     ),
   );
