@@ -858,6 +858,7 @@ export class UserDO extends DurableObject<Env> {
   async compactLog(opts: { keep?: number; now?: number; at?: number } = {}): Promise<{ floor: number; removed: number }> {
     const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
     const removed = this.compactBelow(h);
+    pruneLazyMembers(this.sql, (opts.now ?? Date.now()) - MARK_RETAIN_MS);
     return { floor: this.floor, removed };
   }
 

@@ -3,7 +3,9 @@
 // profile changes in incremental syncs, and `event_format: "federation"` (filter definition).
 // Scenarios follow the shape of the sytest lazy-loading suite (tests/31sync/15lazy-members.pl).
 import { describe, expect, it } from "vitest";
+import { env } from "cloudflare:test";
 import { call, registerUser, type Json, type TestUser } from "./helpers";
+import type { UserStub } from "../../src/services/notifier";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
@@ -101,6 +103,19 @@ describe("lazy-loaded members", () => {
       const s2 = await sync(alice, { filter, since: s1.next_batch });
       expect(members(s2, roomId)).toEqual(expectAgain ? joined(bob, charlie) : {});
     }
+  });
+
+  it("leaves redundant members out of state_after too", async () => {
+    const [alice, bob] = await users(2);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    await fill(bob, roomId, 12);
+    const stateAfter = (b: Json) => (b.rooms.join[roomId].state_after.events as Json[]).filter((e) => e.type === "m.room.member").map((e) => e.state_key);
+    const s1 = await sync(alice, { filter: LL, use_state_after: true });
+    expect(stateAfter(s1).sort()).toEqual([alice.userId, bob.userId].sort());
+    await send(bob, roomId, "more");
+    const s2 = await sync(alice, { filter: LL, use_state_after: true, since: s1.next_batch });
+    expect(stateAfter(s2)).toEqual([]);
   });
 
   it("a retried since token gets the members again: what was sent counts only once the client presents a later token", async () => {
@@ -222,6 +237,35 @@ describe("lazy-loaded members", () => {
     expect(members(s2, roomId)).toEqual({});
     await send(bob, roomId, "again");
     expect(members(await sync(alice, { filter: LL, since: s2.next_batch }), roomId)).toEqual({});
+  });
+});
+
+describe("what a device was sent (hub)", () => {
+  it("goes with the device, and with devices idle for a day", async () => {
+    const [alice] = await users(1);
+    const hub = env.USERS.get(env.USERS.idFromName(alice.userId)) as unknown as UserStub;
+    await sync(alice);
+    const t = await hub.currentToken();
+    const roomId = "!r:test.local";
+    const bob = "@bob:test.local";
+    const record = (deviceId: string) => hub.settleLazyMembers(alice.userId, { deviceId, since: t, nextBatch: t, rooms: [{ roomId, candidates: {}, sent: { [bob]: "$e1" } }] });
+    const ask = (deviceId: string) => hub.settleLazyMembers(alice.userId, { deviceId, since: t, nextBatch: t, rooms: [{ roomId, candidates: { [bob]: "$e1" }, sent: {} }] });
+    await record("D1");
+    expect(await ask("D1")).toEqual({ [roomId]: [bob] });
+    // Another event for the same member is not redundant.
+    expect(await hub.settleLazyMembers(alice.userId, { deviceId: "D1", since: t, nextBatch: t, rooms: [{ roomId, candidates: { [bob]: "$e2" }, sent: {} }] })).toEqual({});
+    await record("D1");
+    await hub.deleteDevice(alice.userId, "D1");
+    expect(await ask("D1")).toEqual({});
+    // Alice's real device synced just now; D2 never did: a compaction a day later prunes both.
+    await record(alice.deviceId);
+    await record("D2");
+    expect(await ask(alice.deviceId)).toEqual({ [roomId]: [bob] });
+    await hub.compactLog({ now: Date.now() });
+    expect(await ask(alice.deviceId)).toEqual({ [roomId]: [bob] });
+    expect(await ask("D2")).toEqual({});
+    await hub.compactLog({ now: Date.now() + 25 * 3600_000 });
+    expect(await ask(alice.deviceId)).toEqual({});
   });
 });
 
