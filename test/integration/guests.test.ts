@@ -88,6 +88,10 @@ describe("what a guest may call", () => {
       const r = await call(method, path, { token: g.accessToken, body });
       expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);
     }
+    // Allowed, so the answer is about the media, not the guest.
+    const media = await call("GET", `/_matrix/client/v1/media/download/test.local/nosuchmedia`, { token: g.accessToken });
+    expect(media.status).toBe(404);
+    expect(media.body.errcode).toBe("M_NOT_FOUND");
     const refused = [
       ["GET", `${V3}/capabilities`],
       ["POST", `${V3}/createRoom`, {}],
