@@ -32,6 +32,7 @@ export interface Env {
   /** "off" disables presence (big servers do): PUT is accepted, nothing is fanned out. */
   PRESENCE?: string;
   FEDERATION_HTTP_LOOPBACK?: string;
+  APPSERVICE_HTTP_LOOPBACK?: string;
   TRUSTED_KEY_SERVERS?: string;
   DNS_RESOLVER_URL?: string;
   OLD_VERIFY_KEYS?: string;

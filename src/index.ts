@@ -14,6 +14,7 @@ import { deviceRoutes } from "./api/client/devices";
 import { account } from "./api/client/account";
 import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
+import { appserviceAdmin } from "./api/admin/appservices";
 import { rooms } from "./api/client/rooms";
 import { membership } from "./api/client/membership";
 import { events } from "./api/client/events";
@@ -79,6 +80,7 @@ client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);
 app.route("/_matrix/media", mediaRoutes);
 app.route("/_synapse/admin", admin);
+app.route("/_lattice/admin", appserviceAdmin);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

@@ -419,3 +419,18 @@ export const openidTokens = sqliteTable(
   },
   (t) => [index("openid_tokens_expires").on(t.expiresTs)],
 );
+
+/** Application service registrations (spec: Application Service API "Registration"), added at
+ *  runtime through /_lattice/admin/v1/appservices. The as_token is stored only as its SHA-256
+ *  (it authenticates the appservice like an access token); the hs_token is kept as given because
+ *  the homeserver presents it to the appservice. `registration` is the validated registration as
+ *  JSON without the as_token. */
+export const appservices = sqliteTable("appservices", {
+  id: text("id").primaryKey(),
+  url: text("url"),
+  asTokenHash: text("as_token_hash").notNull().unique(),
+  hsToken: text("hs_token").notNull().unique(),
+  senderLocalpart: text("sender_localpart").notNull().unique(),
+  registration: text("registration").notNull(),
+  createdTs: integer("created_ts").notNull(),
+});
