@@ -21,6 +21,7 @@ export default defineConfig({
                 REGISTRATION: "open",
                 RATE_LIMITS: "off",
                 REGISTRATION_SHARED_SECRET: "test-shared-secret",
+                APPSERVICE_HTTP_LOOPBACK: "true",
               },
             },
           })),

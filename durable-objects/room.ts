@@ -59,6 +59,7 @@ import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
+import { AppserviceFanOut, appserviceEvent } from "../src/services/appservice-fanout";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
 import { signJson } from "../src/core/signing";
 
@@ -85,6 +86,8 @@ export interface LocalEventSpec {
   txn?: { deviceId: string; txnId: string; /** e.g. "redact": txn IDs are per endpoint */ scope?: string };
   /** m.room.redaction: the event being redacted. */
   redacts?: string;
+  /** origin_server_ts other than now: an application service's `ts` query parameter. */
+  ts?: number;
 }
 
 export interface AdmitOutcome {
@@ -504,7 +507,7 @@ export class RoomDO extends DurableObject<Env> {
       sender: spec.sender,
       type: spec.type,
       content,
-      origin_server_ts: Date.now(),
+      origin_server_ts: spec.ts ?? Date.now(),
       depth,
       prev_events: prevIds,
       auth_events: authIds,
@@ -599,6 +602,8 @@ export class RoomDO extends DurableObject<Env> {
    *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
   protected async notify(event: RoomEvent, stream: number): Promise<void> {
     const room = this.fanOutFacts();
+    // Application services: queued in commit order (so before any await here); not awaited.
+    void this.appservices.push(appserviceEvent(event, this.roomId!), room.joined);
     const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     const notice = buildNotice({
       roomId: this.roomId!,
@@ -622,6 +627,11 @@ export class RoomDO extends DurableObject<Env> {
     if (destinations.size === 0) return;
     const config = { ...parseConfig(this.env), serverName: this.serverName! };
     await enqueuePdu(this.env, config, destinations, event.pdu as unknown as Record<string, unknown>).catch((e) => console.error("enqueuePdu failed", e));
+  }
+
+  private _appservices?: AppserviceFanOut;
+  private get appservices(): AppserviceFanOut {
+    return (this._appservices ??= new AppserviceFanOut(this.env, this.serverName!));
   }
 
   // -------------------------------------------------------------------------------------------

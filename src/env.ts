@@ -2,6 +2,7 @@ import type { RoomDO } from "../durable-objects/room";
 import type { RateLimiterDO } from "../durable-objects/rate-limiter";
 import type { UserDO } from "../durable-objects/user";
 import type { SenderDO } from "../durable-objects/sender";
+import type { AppserviceSenderDO } from "../durable-objects/appservice-sender";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
 export interface Env {
@@ -12,6 +13,8 @@ export interface Env {
   /** Sync hubs, one per local user (durable-objects/user.ts). */
   USERS: DurableObjectNamespace<UserDO>;
   FEDERATION_SENDER: DurableObjectNamespace<SenderDO>;
+  /** Application service transaction queues, one per registration (durable-objects/appservice-sender.ts). */
+  APPSERVICE_SENDER: DurableObjectNamespace<AppserviceSenderDO>;
   SERVER_NAME?: string;
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;

@@ -37,11 +37,13 @@ import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
 import { peeking } from "./api/client/peeking";
+import { appservicePing } from "./api/appservice/ping";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
 export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
+export { AppserviceSenderDO } from "../durable-objects/appservice-sender";
 
 const app = new Hono<AppEnv>();
 
@@ -75,6 +77,7 @@ client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
+client.route("/v1", appservicePing);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);

@@ -102,6 +102,21 @@ export const registrationSchema = z
 
 export type Registration = z.infer<typeof registrationSchema>;
 
+type Namespace = { exclusive: boolean; regex: string };
+/** A registration as stored (without the as_token). */
+export interface StoredRegistration {
+  id: string;
+  url?: string | null;
+  hs_token: string;
+  sender_localpart: string;
+  namespaces: { users?: Namespace[]; aliases?: Namespace[]; rooms?: Namespace[] };
+  rate_limited?: boolean;
+  protocols?: string[] | null;
+  receive_ephemeral?: boolean;
+  "de.sorunome.msc2409.push_ephemeral"?: boolean;
+  [k: string]: unknown;
+}
+
 interface CompiledNamespace {
   exclusive: boolean;
   regex: RegExp;
@@ -120,7 +135,7 @@ export class Appservice {
   private readonly ns: { users: CompiledNamespace[]; aliases: CompiledNamespace[]; rooms: CompiledNamespace[] };
 
   constructor(
-    readonly registration: Omit<Registration, "as_token">,
+    readonly registration: StoredRegistration,
     readonly serverName: string,
   ) {
     this.id = registration.id;
@@ -145,6 +160,9 @@ export class Appservice {
   /** The appservice may act as this user (identity assertion, registration). */
   mayActAs(userId: string): boolean {
     return this.isInterestedInUser(userId);
+  }
+  get hasAliasNamespace(): boolean {
+    return this.ns.aliases.length > 0;
   }
   isInterestedInAlias(alias: string): boolean {
     return this.ns.aliases.some((n) => n.regex.test(alias));

@@ -2,7 +2,7 @@
 // shared by registration and aliases, and the URL rule for outbound calls.
 import type { Env } from "../env";
 import { MatrixError } from "../api/errors";
-import { Appservice, type Registration } from "../core/appservice-registration";
+import { Appservice, type Registration, type StoredRegistration } from "../core/appservice-registration";
 import { isBlockedHost } from "../core/url-guard";
 import { sha256Hex } from "./crypto-util";
 import { createUser } from "./accounts";
@@ -93,7 +93,8 @@ export async function addAppservice(env: Env, serverName: string, reg: Registrat
     const problem = appserviceUrlProblem(reg.url, allowLoopback);
     if (problem) throw new MatrixError(400, "M_INVALID_PARAM", problem);
   }
-  const { as_token, ...stored } = reg;
+  const { as_token, ...rest } = reg;
+  const stored = rest as StoredRegistration;
   const asTokenHash = await sha256Hex(as_token);
   const clash = await env.DB.prepare(
     `SELECT CASE WHEN id = ?1 THEN 'id' WHEN as_token_hash = ?2 THEN 'as_token' WHEN hs_token = ?3 THEN 'hs_token' ELSE 'sender_localpart' END AS what

@@ -11,6 +11,7 @@ import { MatrixError, badJson, notFound } from "../errors";
 import { MAX_JSON_BODY, parseValue } from "../validate";
 import { requireAdmin } from "./admin";
 import { registrationSchema } from "../../core/appservice-registration";
+import { appserviceQueue } from "../../services/appservice-fanout";
 import { addAppservice, listAppservices, removeAppservice } from "../../services/appservices";
 
 export const appserviceAdmin = new Hono<AppEnv>();
@@ -46,5 +47,6 @@ appserviceAdmin.delete("/v1/appservices/:id", async (c) => {
   await requireAdmin(c);
   const id = c.req.param("id");
   if (!(await removeAppservice(c.env, id))) throw notFound("No such application service");
+  await appserviceQueue(c.env, id).clear(); // its queued transactions go too
   return c.json({});
 });

@@ -10,6 +10,7 @@ import { authenticate, extractAccessToken } from "../middleware/auth";
 import { isValidRoomId, isValidServerName } from "../../core/ids";
 import { knownRoom } from "../../services/rooms";
 import { federationContext } from "../../services/federation/client";
+import { checkAliasNotExclusive } from "../../services/appservices";
 import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, getAlias, listAliases, resolveAlias, resolveRemoteAlias } from "../../services/aliases";
 import {
   canEditRoomDirectory,
@@ -50,6 +51,7 @@ directory.put("/directory/room/:roomAlias", async (c) => {
   const auth = await authenticateMember(c);
   const alias = c.req.param("roomAlias");
   checkLocalAlias(alias, c.var.config.serverName);
+  await checkAliasNotExclusive(c.env, c.var.config.serverName, alias, auth.appservice);
   const { room_id: roomId } = await parseBody(c, putAliasBody);
   if (!isValidRoomId(roomId)) throw invalidParam(`room_id ${JSON.stringify(roomId)} is not a valid room ID`);
   await knownRoom(c.env, roomId);

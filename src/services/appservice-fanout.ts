@@ -1,0 +1,99 @@
+// Which application services an event goes to, and handing it to their queues
+// (durable-objects/appservice-sender.ts). Spec: Application Service API "Namespaces": an
+// appservice receives the events of rooms where a user of its users namespace (or its sender) is
+// a member, of rooms in its rooms namespace or with an alias in its aliases namespace, and the
+// events sent by or about (member state key) its users.
+import type { Env } from "../env";
+import type { Appservice } from "../core/appservice-registration";
+import { listAppservices } from "./appservices";
+
+export interface AppserviceEvent {
+  event_id: string;
+  room_id: string;
+  type: string;
+  sender: string;
+  content: Record<string, unknown>;
+  origin_server_ts: number;
+  state_key?: string;
+  [k: string]: unknown;
+}
+
+/** The client-format event an appservice receives (spec: ClientEvent). */
+export function appserviceEvent(ev: { event_id: string; type: string; sender: string; content: Record<string, unknown>; origin_server_ts: number; state_key?: string; redacts?: string }, roomId: string): AppserviceEvent {
+  const out: AppserviceEvent = { event_id: ev.event_id, room_id: roomId, type: ev.type, sender: ev.sender, content: ev.content, origin_server_ts: ev.origin_server_ts, unsigned: {} };
+  if (ev.state_key !== undefined) out.state_key = ev.state_key;
+  if (ev.redacts !== undefined) out.redacts = ev.redacts;
+  return out;
+}
+
+export function appserviceQueue(env: Env, id: string) {
+  return env.APPSERVICE_SENDER.get(env.APPSERVICE_SENDER.idFromName(id));
+}
+
+export async function wakeAppserviceQueue(env: Env, id: string): Promise<void> {
+  await appserviceQueue(env, id).wake();
+}
+
+/** Is `service` interested in this event, given the room's joined members and aliases? */
+export function interestedIn(service: Appservice, ev: AppserviceEvent, members: Iterable<string>, aliases: readonly string[]): boolean {
+  if (service.isInterestedInUser(ev.sender)) return true;
+  if (ev.type === "m.room.member" && ev.state_key !== undefined && service.isInterestedInUser(ev.state_key)) return true;
+  if (service.isInterestedInRoom(ev.room_id)) return true;
+  if (aliases.some((a) => service.isInterestedInAlias(a))) return true;
+  for (const m of members) if (service.isInterestedInUser(m)) return true;
+  return false;
+}
+
+/** Per RoomDO: events go to the appservice queues in the order `push` is called (one chain), so
+ *  each appservice sees the room's events in stream order. */
+export class AppserviceFanOut {
+  private chain: Promise<void> = Promise.resolve();
+  private aliasCache?: { at: number; aliases: string[] };
+
+  constructor(
+    private env: Env,
+    private serverName: string,
+  ) {}
+
+  /** Call synchronously in commit order; `members` is read now (the membership at this event). */
+  push(ev: AppserviceEvent, members: Iterable<string>): Promise<void> {
+    const snapshot = [...members];
+    const next = this.chain.then(() => this.deliver(ev, snapshot)).catch((e) => console.error("appservice fan-out failed", e));
+    this.chain = next;
+    return next;
+  }
+
+  private async deliver(ev: AppserviceEvent, members: string[]): Promise<void> {
+    const services = (await listAppservices(this.env, this.serverName)).filter((s) => s.url);
+    if (services.length === 0) return;
+    const aliases = services.some((s) => s.hasAliasNamespace) ? await this.roomAliases(ev.room_id) : [];
+    await Promise.all(
+      services
+        .filter((s) => interestedIn(s, ev, members, aliases))
+        .map((s) => appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, [{ kind: "event", body: ev }])),
+    );
+  }
+
+  /** The room's local aliases (D1), cached briefly. */
+  private async roomAliases(roomId: string): Promise<string[]> {
+    const now = Date.now();
+    if (this.aliasCache && now - this.aliasCache.at < 2_000) return this.aliasCache.aliases;
+    const { results } = await this.env.DB.prepare("SELECT alias FROM room_aliases WHERE room_id = ?").bind(roomId).all<{ alias: string }>();
+    this.aliasCache = { at: now, aliases: results.map((r) => r.alias) };
+    return this.aliasCache.aliases;
+  }
+}
+
+/** Ephemeral data of a room (m.typing, m.receipt) for the appservices that asked for it
+ *  (receive_ephemeral, MSC2409) and are interested in the room through a local member. */
+export async function pushRoomEphemeral(env: Env, serverName: string, roomId: string, edu: { type: string; content: unknown }): Promise<void> {
+  const services = (await listAppservices(env, serverName)).filter((s) => s.url && s.receiveEphemeral);
+  if (services.length === 0) return;
+  const { results } = await env.DB.prepare("SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'").bind(roomId).all<{ user_id: string }>();
+  const members = results.map((r) => r.user_id);
+  await Promise.all(
+    services
+      .filter((s) => s.isInterestedInRoom(roomId) || members.some((m) => s.isInterestedInUser(m)))
+      .map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, [{ kind: "ephemeral", body: { ...edu, room_id: roomId } }])),
+  );
+}
