@@ -25,6 +25,9 @@ appservicePing.post("/appservice/:appserviceId/ping", requireAuth, async (c) => 
     });
   } catch (e) {
     if (!(e instanceof AppserviceCallError)) throw e;
+    // Any HTTP answer (older appservice libraries have no ping route and answer 404) shows it is
+    // reachable again: deliver its queue now.
+    if (e.kind === "status") await wakeAppserviceQueue(c.env, service.id);
     if (e.kind === "timeout") throw new MatrixError(504, "M_CONNECTION_TIMEOUT", e.message);
     if (e.kind === "status") throw new MatrixError(502, "M_BAD_STATUS", e.message, { status: e.status, body: e.body ?? "" });
     throw new MatrixError(502, "M_CONNECTION_FAILED", e.message);
