@@ -38,6 +38,8 @@ import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
 import { peeking } from "./api/client/peeking";
 import { appservicePing } from "./api/appservice/ping";
+import { thirdparty } from "./api/client/thirdparty";
+import { appserviceDirectory } from "./api/appservice/directory";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -65,7 +67,7 @@ app.route("/", wellKnown);
 
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
-for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
+for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid, thirdparty, appserviceDirectory]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);

@@ -434,3 +434,17 @@ export const appservices = sqliteTable("appservices", {
   registration: text("registration").notNull(),
   createdTs: integer("created_ts").notNull(),
 });
+
+/** Rooms an application service published in the directory under one of its third-party
+ *  networks (PUT /directory/list/appservice/{networkId}/{roomId}); listed by /publicRooms with
+ *  `third_party_instance_id`. */
+export const appserviceRoomDirectory = sqliteTable(
+  "appservice_room_directory",
+  {
+    appserviceId: text("appservice_id").notNull(),
+    networkId: text("network_id").notNull(),
+    roomId: text("room_id").notNull(),
+    publishedTs: integer("published_ts").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.appserviceId, t.networkId, t.roomId] }), index("appservice_room_directory_network").on(t.networkId, t.publishedTs)],
+);
