@@ -27,6 +27,8 @@ export const MAX_QUEUE = 50_000;
 const BASE_BACKOFF_MS = 1_000;
 const MAX_BACKOFF_MS = 5 * 60_000;
 const TXN_TIMEOUT_MS = 60_000;
+/** While sending, an alarm this far ahead restarts the pump if the object was evicted. */
+const BACKSTOP_MS = TXN_TIMEOUT_MS + 10_000;
 
 export type AppserviceItemKind = "event" | "ephemeral" | "to_device";
 
@@ -82,14 +84,21 @@ export class AppserviceSenderDO extends DurableObject<Env> {
       for (const i of items) this.sql.exec("INSERT INTO queue (kind, body, enqueued_ts) VALUES (?, ?, ?)", i.kind, JSON.stringify(i.body), now);
       this.enforceBound();
     });
-    // Send now unless a retry is already scheduled (its backoff stands).
-    if (!this.num("next_attempt_ts")) await this.scheduleAt(now);
+    // Send now unless a retry is already scheduled (its backoff stands). Sending starts here,
+    // not from an alarm (an alarm round trip added ~100 ms under wrangler dev); the alarm stays
+    // as the backstop should this object be evicted mid-way.
+    if (!this.num("next_attempt_ts")) {
+      await this.scheduleAt(now + BACKSTOP_MS);
+      void this.pump();
+    }
   }
 
   /** The appservice is up (it pinged us): retry now. */
   async wake(): Promise<void> {
     this.setMeta("failures", 0);
-    if (this.hasQueue()) await this.scheduleAt(Date.now(), true);
+    if (!this.hasQueue()) return;
+    await this.scheduleAt(Date.now() + BACKSTOP_MS, true);
+    void this.pump();
   }
 
   /** The registration was removed: forget everything queued. */
@@ -140,33 +149,42 @@ export class AppserviceSenderDO extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
+    await this.pump();
+  }
+
+  /** Send transactions until the queue is empty or one fails (then the backoff alarm is set).
+   *  One pump at a time: one transaction in flight. */
+  private async pump(): Promise<void> {
     if (this.sending) return;
     this.sending = true;
     try {
-      await this.sendOne();
+      while (await this.sendOne());
     } finally {
       this.sending = false;
     }
+    // An enqueue that arrived while the last step was finishing found the pump busy.
+    if (this.num("failures") === 0 && this.hasQueue()) void this.pump();
   }
 
-  /** Send (or resend) one transaction, then schedule the next step. */
-  private async sendOne(): Promise<void> {
+  /** Send (or resend) one transaction; true when it succeeded and more is queued. */
+  private async sendOne(): Promise<boolean> {
     const id = this.meta("appservice");
     const serverName = this.meta("server_name");
-    if (!id || !serverName) return;
+    if (!id || !serverName) return false;
     const config = { ...parseConfig(this.env), serverName };
     const service = await appserviceById(this.env, serverName, id);
     if (!service || !service.url) {
       // Removed, or registered without a URL (receives nothing): nothing to deliver to.
       await this.clear();
-      return;
+      return false;
     }
     let txnId = this.meta("txn_id");
     let maxSeq = this.num("txn_max_seq");
     if (!txnId) {
       if (!this.hasQueue()) {
         this.setMeta("next_attempt_ts", null);
-        return;
+        await this.ctx.storage.deleteAlarm();
+        return false;
       }
       const rows = this.sql
         .exec<{ seq: number; kind: string }>("SELECT seq, kind FROM queue ORDER BY seq LIMIT ?", MAX_EVENTS_PER_TXN + MAX_EPHEMERAL_PER_TXN)
@@ -205,8 +223,8 @@ export class AppserviceSenderDO extends DurableObject<Env> {
       this.setMeta("last_error", why);
       const failures = this.num("failures") + 1;
       this.setMeta("failures", failures);
-      await this.scheduleAt(Date.now() + appserviceBackoffMs(failures));
-      return;
+      await this.scheduleAt(Date.now() + appserviceBackoffMs(failures), true);
+      return false;
     }
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM queue WHERE seq <= ?", maxSeq);
@@ -214,8 +232,13 @@ export class AppserviceSenderDO extends DurableObject<Env> {
       this.setMeta("failures", 0);
       this.setMeta("sent_txns", this.num("sent_txns") + 1);
     });
-    if (this.hasQueue()) await this.scheduleAt(Date.now(), true);
-    else this.setMeta("next_attempt_ts", null);
+    if (this.hasQueue()) {
+      await this.scheduleAt(Date.now() + BACKSTOP_MS, true);
+      return true;
+    }
+    this.setMeta("next_attempt_ts", null);
+    await this.ctx.storage.deleteAlarm();
+    return false;
   }
 }
 
