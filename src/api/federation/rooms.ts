@@ -23,7 +23,7 @@ import { redactEvent } from "../../core/redaction";
 import { signJson } from "../../core/signing";
 import { isValidRoomId, isValidUserId, parseUserId } from "../../core/ids";
 import { requireServerAllowed } from "../../services/federation/inbound";
-import { roomStub, unwrap, isLocalUser } from "../../services/rooms";
+import { knownRoom, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { getServerSigningKey } from "../../services/server-key";
 
 export const federationRooms = new Hono<AppEnv>();
@@ -69,6 +69,7 @@ async function authoriseRestrictedJoin(c: Context<AppEnv>, stub: ReturnType<type
   let allowed = false;
   for (const a of allow) {
     if (a?.type !== "m.room_membership" || typeof a.room_id !== "string" || !isValidRoomId(a.room_id)) continue;
+    if (!(await knownRoom(c.env, a.room_id).catch(() => undefined))) continue;
     if ((await roomStub(c.env, c.var.config, a.room_id).getMembership(userId)) === "join") {
       allowed = true;
       break;
@@ -81,6 +82,20 @@ async function authoriseRestrictedJoin(c: Context<AppEnv>, stub: ReturnType<type
     if (p.level >= p.invite) return m;
   }
   throw new MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", "No user on this server can authorise the join");
+}
+
+/** send_join of a join that names one of our users in join_authorised_via_users_server: we
+ *  co-sign it, and the auth rules trust that signature for the allow conditions, so they are
+ *  checked again here (spec "Restricted rooms": the resident server checks them on /make_join
+ *  and /send_join). A server can skip make_join, or send its template after its user left the
+ *  allowing room. */
+async function recheckRestrictedJoin(c: Context<AppEnv>, stub: ReturnType<typeof roomStub>, roomVersion: string, pdu: PDU): Promise<void> {
+  const content = pdu?.content as JsonObject | undefined;
+  const via = content?.join_authorised_via_users_server;
+  if (content?.membership !== "join" || typeof via !== "string" || !isLocalUser(c.var.config, via)) return;
+  // Not the origin's own user: the RoomDO refuses it (fedSendMembership).
+  if (typeof pdu.sender !== "string" || parseUserId(pdu.sender)?.serverName !== c.var.origin) return;
+  await authoriseRestrictedJoin(c, stub, roomVersion, pdu.sender);
 }
 
 // -- make_join / make_leave / make_knock --------------------------------------------------------
@@ -117,7 +132,8 @@ const pduBody = z.record(z.string(), z.unknown());
 federationRooms.put("/v2/send_join/:roomId/:eventId", async (c) => {
   const { roomId, eventId } = c.req.param();
   const pdu = (await parseBody(c, pduBody)) as unknown as PDU;
-  const { stub } = await roomFor(c, roomId);
+  const { stub, roomVersion } = await roomFor(c, roomId);
+  await recheckRestrictedJoin(c, stub, roomVersion, pdu);
   const omitMembers = c.req.query("omit_members") === "true";
   const r = unwrap(await stub.fedSendMembership({ eventId, pdu, origin: c.var.origin, membership: "join", omitMembers }));
   const out: JsonObject = {
