@@ -216,8 +216,8 @@ function txnEnvelope(c: Context<AppEnv>, pdus: PDU[]): JsonObject {
 }
 
 /** Rooms searched for an event when the request names none: only rooms of the registry with a
- *  local user joined (a room we left is not one we serve), the most recently active first,
- *  EVENT_SCAN_BATCH at a time, stopping at the first that holds it. One request wakes at most
+ *  local user joined (a room we left is not one we serve), the latest local membership change
+ *  first, EVENT_SCAN_BATCH at a time, stopping at the first that holds it. One request wakes at most
  *  MAX_EVENT_ROOMS Durable Objects (it was 200, one after another, over every room we ever
  *  knew). Rooms beyond that are found with our room_id hint (Lattice sends it) or through the
  *  room-scoped reads (state_ids, get_missing_events). */
