@@ -128,6 +128,16 @@ describe("resolveServerName (spec: Resolving server names)", () => {
     expect(ok.calls.length).toBe(1);
   });
 
+  it("SSRF guard: a well-known redirect or SRV target inside the network is refused", async () => {
+    const redirect = deps((u) => (u === "https://example.org/.well-known/matrix/server" ? new Response(null, { status: 302, headers: { location: "https://169.254.169.254/latest" } }) : notFound(u)));
+    // The well-known lookup fails (cached as a failure) and discovery falls through to 8448.
+    expect((await resolveServerName("example.org", redirect.d)).baseUrl).toBe("https://example.org:8448");
+    expect(redirect.calls).not.toContain("https://169.254.169.254/latest");
+    clearDiscoveryCache();
+    const srv = deps(notFound, { "_matrix-fed._tcp.example.org": [{ priority: 1, weight: 0, port: 6379, target: "redis.internal" }] });
+    await expect(resolveServerName("example.org", srv.d)).rejects.toThrow(/refusing/);
+  });
+
   it("loopback mode: plain http to localhost:<port> only", async () => {
     const { d } = deps(notFound, {}, { httpLoopback: true });
     expect((await resolveServerName("localhost:18001", d)).baseUrl).toBe("http://localhost:18001");
