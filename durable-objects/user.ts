@@ -147,6 +147,13 @@ export interface SyncDelta {
   presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
 }
 
+/** A room stream position named by a sync token (UserDO.roomPosition). */
+export interface RoomPosition {
+  low: number | null;
+  high: number | null;
+  exact: boolean;
+}
+
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
 
 export interface NotificationRow {
@@ -818,6 +825,46 @@ export class UserDO extends DurableObject<Env> {
     const changed = [...last].filter(([, l]) => !l).map(([u]) => u).sort();
     const left = [...last].filter(([, l]) => l).map(([u]) => u).sort();
     return { ok: true, value: { changed, left } };
+  }
+
+  /** What one of this user's sync tokens says about one room: the room stream position the
+   *  client had seen when it was issued (/messages `from`/`to` and /members `at` given a
+   *  `next_batch`; src/services/room-tokens.ts). `low` = `high` when exact; otherwise the client
+   *  had seen somewhere in [low, high] and each caller takes the end that returns more events,
+   *  never fewer. null: low = before the room's first event, high = the room's newest. */
+  async roomPosition(userId: string, roomId: string, token: string): Promise<HubResult<RoomPosition>> {
+    this.me(userId);
+    const p = this.parseToken(token);
+    if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
+    return { ok: true, value: this.roomPositionAt(roomId, p.pos) };
+  }
+
+  private roomPositionAt(roomId: string, pos: number): RoomPosition {
+    const logged = (where: string, ...args: number[]) =>
+      this.sql
+        .exec<{ u: number | null; s: number | null; first: number | null }>(
+          `SELECT MAX(upos) AS u, MAX(stream) AS s, MIN(stream) AS first FROM room_log WHERE room_id = ? AND stream IS NOT NULL AND ${where}`,
+          roomId,
+          ...args,
+        )
+        .one();
+    // Below the compacted floor the room's entries up to the floor were folded into its newest
+    // one. If that one lies after the token, the stream at the token is gone: be conservative —
+    // at least the stream of my last membership event before the token (membership_log is never
+    // compacted), at most the stream at the floor.
+    if (pos < this.floor) {
+      const folded = logged("upos > ? AND upos <= ?", pos, this.floor);
+      if (folded.u !== null) {
+        const m = this.sql.exec<{ stream: number }>("SELECT stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, pos).toArray()[0];
+        return { low: m?.stream ?? null, high: folded.s, exact: false };
+      }
+    }
+    const seen = logged("upos <= ?", pos).s;
+    if (seen !== null) return { low: seen, high: seen, exact: true };
+    // The room had not reached this hub yet: the client had seen none of it. Events before the
+    // room's first notice after the token may be older or newer than the token.
+    const first = logged("upos > ?", pos).first;
+    return { low: null, high: first === null ? null : first - 1, exact: false };
   }
 
   /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */

@@ -9,6 +9,7 @@ import { requireAuth } from "../middleware/auth";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { roomEventFilterSchema, type RoomEventFilter } from "../../core/room-event-filter";
 import { ignoredUserIds, withoutIgnored } from "../../services/notifier";
+import { roomPositionFromToken, roomToken } from "../../services/room-tokens";
 
 export const timeline = new Hono<AppEnv>();
 /** Routes under /_matrix/client/v1. */
@@ -52,8 +53,12 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
   const filter = parseFilter(c.req.query("filter"));
   const limit = parseLimit(c.req.query("limit"), filter?.limit ?? 10);
+  const roomId = c.req.param("roomId");
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
-  const query = { dir: dir as "b" | "f", from: c.req.query("from"), to: c.req.query("to"), limit, filter };
+  // `from`/`to` may be /sync tokens as well as our room tokens (services/room-tokens.ts).
+  const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
+  const [from, to] = await Promise.all([at(c.req.query("from"), dir === "b" ? "later" : "earlier"), at(c.req.query("to"), dir === "b" ? "earlier" : "later")]);
+  const query = { dir: dir as "b" | "f", from: roomToken(from), to: roomToken(to), limit, filter };
   let res = unwrap(await stub.getMessages(requester(c), query));
   // Paging back past the oldest event we hold in a room joined over federation: ask a
   // resident server for more (/backfill), then answer from what we now hold. Bounded.
@@ -66,6 +71,8 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   // excepted). Dropped after paging, so `end` still continues exactly where the room stopped: a
   // chunk may be shorter than `limit` (even empty), which the spec allows.
   res.chunk = withoutIgnored(res.chunk, ignored);
+  // `start`: "the same as the value given in `from`".
+  if (c.req.query("from")) res.start = c.req.query("from")!;
   return c.json(res);
 });
 
@@ -88,7 +95,9 @@ timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
   if (membership !== undefined && !MEMBERSHIPS.has(membership)) throw invalidParam("Unknown membership");
   if (notMembership !== undefined && !MEMBERSHIPS.has(notMembership)) throw invalidParam("Unknown not_membership");
   const stub = await roomFor(c);
-  const chunk = unwrap(await stub.getMembers(requester(c), { at: c.req.query("at"), membership, notMembership }));
+  // `at`: a prev_batch (room token) or, as matrix-js-sdk and Hydrogen send it, a /sync next_batch.
+  const at = await roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, c.req.param("roomId"), c.req.query("at"), "later");
+  const chunk = unwrap(await stub.getMembers(requester(c), { at: roomToken(at), membership, notMembership }));
   return c.json({ chunk });
 });
 
