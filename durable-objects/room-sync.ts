@@ -75,13 +75,22 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   const joinedAt = room.joinedSince(userId);
   const ignored = new Set(q.ignoredSenders ?? []);
   const hidden = (e: E) => ignored.size > 0 && e.ev.state_key === undefined && ignored.has(e.ev.sender);
-  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e));
+  // The room's state at the end of the range (read early: the visibility check below uses it).
+  const end = room.stateAt(q.upTo);
+  // Current state reaches a joined user's timeline even when history visibility hid it as it
+  // happened (a join while they were away from a "joined"-history room): they may read that
+  // state anyway, and clients rely on seeing it (sytest "Current state appears in timeline in
+  // private history"; Synapse's always_include_ids).
+  const currentState = (e: E) => joinedAt !== null && e.ev.state_key !== undefined && end.get(stateKey(e.ev.type, e.ev.state_key)) === e.ev.event_id;
+  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e) || currentState(e));
   const floor = q.since ?? -1;
   const timelineFilter = q.timeline ? { ...q.timeline, rooms: undefined, not_rooms: undefined } : undefined;
 
   // Timeline: newest first until `limit` are picked, then look for one more to decide `limited`.
   const picked: E[] = [];
   let limited = false;
+  /** Stream of the oldest event the user may see in the range, whatever the timeline filter. */
+  let oldestVisible: number | null = null;
   let pos = q.upTo;
   let scanned = 0;
   // The first page is just big enough for the common case (limit + 1 visible events).
@@ -92,7 +101,9 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
     for (const e of page) {
       scanned++;
       pos = e.stream! - 1;
-      if (!visible(e) || !matchesRoomEventFilter(timelineFilter, e.ev)) continue;
+      if (!visible(e)) continue;
+      oldestVisible = e.stream;
+      if (!matchesRoomEventFilter(timelineFilter, e.ev)) continue;
       if (picked.length >= q.limit) {
         limited = true;
         break outer;
@@ -103,6 +114,12 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
     pageSize = SCAN_PAGE;
   }
   if ((scanned >= SCAN_MAX && pos > floor) || q.gap) limited = true;
+  // A room new to the client (initial sync, or newly joined in an incremental one): `limited`
+  // unless the timeline reaches back to the oldest event the user may see. Events the timeline
+  // filter left out still count: otherwise the client believes it holds the room's whole history
+  // and never paginates (Complement "Newly joined room has correct timeline in incremental sync";
+  // Synapse marks every newly joined room limited).
+  if (!limited && q.since === null && oldestVisible !== null && (picked.length === 0 || oldestVisible < picked[picked.length - 1].stream!)) limited = true;
   picked.reverse();
   const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
   const timeline = {
@@ -117,7 +134,6 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   // (or that the gap hid) are not lost: ((start ∪ end) − since) − timeline.
   const fresh = q.since === null || q.fullState || !!q.gap;
   const base: StateIdMap = fresh ? new Map() : room.stateAt(q.since!);
-  const end = room.stateAt(q.upTo);
   const start = q.useStateAfter ? end : room.stateAt(startStream);
   const inTimeline = new Set(picked.map((e) => e.ev.event_id));
   // Lazy-loading: only members needed to render the timeline (plus, on a fresh room, my own),

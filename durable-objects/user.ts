@@ -1127,8 +1127,11 @@ export class UserDO extends DurableObject<Env> {
           // Already left before the token and my membership did not change since: skip.
           if (thenM && (thenM.membership === "leave" || thenM.membership === "ban") && thenM.stream === nowM.stream) continue;
           // Left (kicked, banned, rejected an invite) after the token: the events since then,
-          // up to and including the leave.
-          if (thenM) roomSince = seenAt();
+          // up to and including the leave. But a room joined and left within the batch is new
+          // to the client as a joined room (it held at most the invite's stripped state): it
+          // comes whole, with its full state (sytest "When user joins and leaves a room in the
+          // same batch, the full state is still included in the next sync").
+          if (thenM && !(thenM.membership !== "join" && this.joinedBetween(roomId, from, q))) roomSince = seenAt();
         } else if (membership === "join" && thenM?.membership === "join") {
           // Still joined (own profile changes are new member events of the same join).
           roomSince = seenAt();
@@ -1186,6 +1189,11 @@ export class UserDO extends DurableObject<Env> {
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
     };
+  }
+
+  /** Whether I joined `roomId` at a position in (from, to] (membership_log is never compacted). */
+  private joinedBetween(roomId: string, from: number, to: number): boolean {
+    return this.sql.exec("SELECT 1 FROM membership_log WHERE room_id = ? AND upos > ? AND upos <= ? AND membership = 'join' LIMIT 1", roomId, from, to).toArray().length > 0;
   }
 
   private accountDataSince(roomId: string, from: number, q: number): JsonObject[] {
