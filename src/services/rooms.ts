@@ -40,6 +40,7 @@ export type RoomStub = Pick<
   | "getResidency"
   | "getMessages"
   | "getContext"
+  | "getRelations"
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"

@@ -132,3 +132,74 @@ describe("/sync tokens in room endpoints", () => {
     expect((await members(bob, roomId, { at: t0 })).status).toBe(200);
   });
 });
+
+describe("GET /v1/rooms/{roomId}/relations", () => {
+  const V1 = "/_matrix/client/v1";
+  async function sendContent(u: TestUser, roomId: string, type: string, content: Json): Promise<string> {
+    const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/${type}/rel${++txn}`, { token: u.accessToken, body: content });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    return r.body.event_id;
+  }
+  async function relations(u: TestUser, roomId: string, path: string, q: Record<string, string> = {}) {
+    return call("GET", `${V1}/rooms/${enc(roomId)}/relations/${path}?${new URLSearchParams(q)}`, { token: u.accessToken });
+  }
+
+  it("lists children newest first, by rel_type and event type, pages with next_batch and takes /sync tokens", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice);
+    await join(bob, roomId);
+    const root = await send(alice, roomId, "root");
+    const thread = (body: string) => ({ msgtype: "m.text", body, "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    const r1 = await sendContent(bob, roomId, "m.room.message", thread("reply 1"));
+    const react = await sendContent(bob, roomId, "m.reaction", { "m.relates_to": { rel_type: "m.annotation", event_id: root, key: "👍" } });
+    const t1 = await nextBatch(bob);
+    const r2 = await sendContent(alice, roomId, "m.room.message", thread("reply 2"));
+    const nested = await sendContent(alice, roomId, "m.room.message", { msgtype: "m.text", body: "ref", "m.relates_to": { rel_type: "m.reference", event_id: r2 } });
+    await send(alice, roomId, "unrelated");
+
+    const ids = (r: { body: Json }) => r.body.chunk.map((e: Json) => e.event_id);
+    const all = await relations(bob, roomId, enc(root));
+    expect(all.status, JSON.stringify(all.body)).toBe(200);
+    expect(ids(all)).toEqual([r2, react, r1]);
+    expect(all.body.next_batch).toBeUndefined();
+    expect(ids(await relations(bob, roomId, `${enc(root)}/m.thread`))).toEqual([r2, r1]);
+    expect(ids(await relations(bob, roomId, `${enc(root)}/m.annotation/m.reaction`))).toEqual([react]);
+    expect(ids(await relations(bob, roomId, `${enc(root)}/m.thread`, { dir: "f" }))).toEqual([r1, r2]);
+    // Pages.
+    const p1 = await relations(bob, roomId, enc(root), { limit: "2" });
+    expect(ids(p1)).toEqual([r2, react]);
+    const p2 = await relations(bob, roomId, enc(root), { limit: "2", from: p1.body.next_batch });
+    expect(ids(p2)).toEqual([r1]);
+    expect(p2.body.prev_batch).toBe(p1.body.next_batch);
+    // From a /sync token: what came before it (b) or after it (f).
+    expect(ids(await relations(bob, roomId, enc(root), { from: t1 }))).toEqual([react, r1]);
+    expect(ids(await relations(bob, roomId, enc(root), { from: t1, dir: "f" }))).toEqual([r2]);
+    // recurse follows relations of relations.
+    const rec = await relations(bob, roomId, enc(root), { recurse: "true" });
+    expect(ids(rec)).toEqual([nested, r2, react, r1]);
+    expect(rec.body.recursion_depth).toBe(2);
+    expect((await relations(bob, roomId, enc(root), { recurse: "false" })).body.recursion_depth).toBe(1);
+    // Unknown parent; bad tokens.
+    expect((await relations(bob, roomId, enc("$nope"))).status).toBe(404);
+    const bad = await relations(bob, roomId, enc(root), { from: await nextBatch(alice) });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errcode).toBe("M_INVALID_PARAM");
+  });
+
+  it("hides children the requester may not see, and redacted ones", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await call("POST", `${V3}/createRoom`, {
+      token: alice.accessToken,
+      body: { preset: "public_chat", initial_state: [{ type: "m.room.history_visibility", state_key: "", content: { history_visibility: "joined" } }] },
+    }).then((r) => r.body.room_id as string);
+    const root = await send(alice, roomId, "root");
+    const early = await sendContent(alice, roomId, "m.room.message", { msgtype: "m.text", body: "early", "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    const gone = await sendContent(alice, roomId, "m.room.message", { msgtype: "m.text", body: "gone", "m.relates_to": { rel_type: "m.thread", event_id: root } });
+    const rd = await call("PUT", `${V3}/rooms/${enc(roomId)}/redact/${enc(gone)}/rd${++txn}`, { token: alice.accessToken, body: {} });
+    expect(rd.status).toBe(200);
+    expect((await relations(alice, roomId, enc(root))).body.chunk.map((e: Json) => e.event_id)).toEqual([early]);
+    // Bob joins later: the root is before his join, so it is not found for him.
+    await join(bob, roomId);
+    expect((await relations(bob, roomId, enc(root))).status).toBe(404);
+  });
+});

@@ -106,6 +106,39 @@ timeline.get("/rooms/:roomId/joined_members", requireAuth, async (c) => {
   return c.json({ joined: unwrap(await stub.getJoinedMembers(requester(c))) });
 });
 
+// GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]] (module "Event
+// relationships"). `from`/`to` are tokens as for /messages, /sync's next_batch included.
+async function relations(c: Context<AppEnv>) {
+  const dir = c.req.query("dir") ?? "b";
+  if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
+  const recurseRaw = c.req.query("recurse");
+  if (recurseRaw !== undefined && recurseRaw !== "true" && recurseRaw !== "false") throw invalidParam("recurse must be true or false");
+  const limit = parseLimit(c.req.query("limit"), 20, 100);
+  const roomId = c.req.param("roomId")!;
+  const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
+  const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
+  const [from, to] = await Promise.all([at(c.req.query("from"), dir === "b" ? "later" : "earlier"), at(c.req.query("to"), dir === "b" ? "earlier" : "later")]);
+  const res = unwrap(
+    await stub.getRelations(requester(c), {
+      eventId: c.req.param("eventId")!,
+      relType: c.req.param("relType"),
+      eventType: c.req.param("eventType"),
+      dir,
+      from: roomToken(from),
+      to: roomToken(to),
+      limit,
+      recurse: recurseRaw === undefined ? undefined : recurseRaw === "true",
+    }),
+  );
+  res.chunk = withoutIgnored(res.chunk, ignored);
+  // prev_batch: the token this page started from, as the client gave it.
+  if (c.req.query("from")) res.prev_batch = c.req.query("from")!;
+  return c.json(res);
+}
+timelineV1.get("/rooms/:roomId/relations/:eventId", requireAuth, relations);
+timelineV1.get("/rooms/:roomId/relations/:eventId/:relType", requireAuth, relations);
+timelineV1.get("/rooms/:roomId/relations/:eventId/:relType/:eventType", requireAuth, relations);
+
 timelineV1.get("/rooms/:roomId/timestamp_to_event", requireAuth, async (c) => {
   const ts = Number(c.req.query("ts"));
   const dir = c.req.query("dir");
