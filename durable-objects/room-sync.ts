@@ -50,6 +50,10 @@ export interface RoomSyncQuery {
    *  compacted log, durable-objects/user.ts): answer as a gappy sync — the timeline after `since`
    *  marked `limited` (prev_batch leads /messages back over the gap) with full state. */
   gap?: boolean;
+  /** The room is new to the client in an incremental sync (joined since the token, or joined
+   *  and left): `since` is null, and `limited` also tells of visible history before the
+   *  timeline that the filter left out. */
+  newlyJoined?: boolean;
   /** MSC4222 / v1.16 use_state_after: state up to the end of the timeline in `state_after`. */
   useStateAfter: boolean;
   /** Users the requester ignores (module "Ignoring Users"): their non-state events are left out
@@ -114,12 +118,13 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
     pageSize = SCAN_PAGE;
   }
   if ((scanned >= SCAN_MAX && pos > floor) || q.gap) limited = true;
-  // A room new to the client (initial sync, or newly joined in an incremental one): `limited`
-  // unless the timeline reaches back to the oldest event the user may see. Events the timeline
-  // filter left out still count: otherwise the client believes it holds the room's whole history
-  // and never paginates (Complement "Newly joined room has correct timeline in incremental sync";
-  // Synapse marks every newly joined room limited).
-  if (!limited && q.since === null && oldestVisible !== null && (picked.length === 0 || oldestVisible < picked[picked.length - 1].stream!)) limited = true;
+  // A room newly joined in an incremental sync: `limited` unless the timeline reaches back to the
+  // oldest event the user may see. Events the timeline filter left out still count: otherwise
+  // the client believes it holds the room's whole history and never paginates (Complement
+  // "Newly joined room has correct timeline in incremental sync"; Synapse marks every newly
+  // joined room limited). An initial sync stays count-based (sytest "A filtered timeline
+  // reaches its limit": not limited).
+  if (!limited && q.newlyJoined && oldestVisible !== null && (picked.length === 0 || oldestVisible < picked[picked.length - 1].stream!)) limited = true;
   picked.reverse();
   const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
   const timeline = {

@@ -124,6 +124,8 @@ export interface SyncRoomDelta {
    *  client saw is unknown beyond `since` (the stream at the floor). Send the timeline after
    *  `since` as `limited` with full state (a gappy sync; /messages fills the gap). */
   gap?: boolean;
+  /** Joined (or joined and left) since the token: new to the client in an incremental sync. */
+  newlyJoined?: boolean;
   inviter?: string;
   unread: { notification_count: number; highlight_count: number };
   threads?: Record<string, { notification_count: number; highlight_count: number }>;
@@ -1149,6 +1151,7 @@ export class UserDO extends DurableObject<Env> {
         since: roomSince,
         upTo,
         gap: gap || undefined,
+        newlyJoined: (!initial && roomSince === null && (membership === "join" || membership === "leave" || membership === "ban")) || undefined,
         inviter,
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,

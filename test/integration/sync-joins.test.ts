@@ -75,6 +75,18 @@ describe("a room newly joined in an incremental sync", () => {
   });
 });
 
+describe("an initial sync stays count-based", () => {
+  it("a filtered timeline that reaches its limit is not limited (sytest 'A filtered timeline reaches its limit')", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice);
+    const mine = await send(alice, roomId, "My message");
+    for (let i = 0; i < 11; i++) await ok(alice, "PUT", `/rooms/${enc(roomId)}/send/a.made.up.filler.type/f${++txn}`, { filler: i });
+    const room = (await sync(alice, { filter: { room: { timeline: { limit: 1, types: ["m.room.message"] }, state: { types: [] } } } })).rooms.join[roomId];
+    expect(room.timeline.events.map((e: Json) => e.event_id)).toEqual([mine]);
+    expect(room.timeline.limited).toBe(false);
+  });
+});
+
 describe("private history: current state reaches the timeline (sytest 31sync/06state)", () => {
   // The syncer leaves, the invitee joins while the syncer cannot see it (history_visibility
   // joined), the syncer rejoins: its next sync must carry the invitee's join.
