@@ -153,7 +153,6 @@ export interface SyncDelta {
 export interface RoomPosition {
   low: number | null;
   high: number | null;
-  exact: boolean;
 }
 
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
@@ -858,15 +857,15 @@ export class UserDO extends DurableObject<Env> {
       const folded = logged("upos > ? AND upos <= ?", pos, this.floor);
       if (folded.u !== null) {
         const m = this.sql.exec<{ stream: number }>("SELECT stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, pos).toArray()[0];
-        return { low: m?.stream ?? null, high: folded.s, exact: false };
+        return { low: m?.stream ?? null, high: folded.s };
       }
     }
     const seen = logged("upos <= ?", pos).s;
-    if (seen !== null) return { low: seen, high: seen, exact: true };
+    if (seen !== null) return { low: seen, high: seen };
     // The room had not reached this hub yet: the client had seen none of it. Events before the
     // room's first notice after the token may be older or newer than the token.
     const first = logged("upos > ?", pos).first;
-    return { low: null, high: first === null ? null : first - 1, exact: false };
+    return { low: null, high: first === null ? null : first - 1 };
   }
 
   /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */
