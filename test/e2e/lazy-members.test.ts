@@ -82,6 +82,18 @@ describe("Element-style client: lazy-loaded members, threads, Rust crypto", () =
     await bob.sendTextMessage(roomId, "lazy reply");
     expect(await decrypted(alice, roomId, "lazy reply")).toBe("lazy reply");
 
+    // A reply in a thread (threadSupport: the SDK keeps it in the thread's own timeline).
+    const root = alice.getRoom(roomId)!.getLiveTimeline().getEvents().find((e) => e.getWireType() === "m.room.encrypted" && e.getSender() === alice.getUserId())!;
+    await bob.sendMessage(roomId, root.getId()!, { msgtype: sdk.MsgType.Text, body: "in a thread" });
+    await until("alice to decrypt the thread reply", async () => {
+      const thread = alice.getRoom(roomId)?.getThread(root.getId()!);
+      for (const ev of thread?.timeline ?? []) {
+        await alice.decryptEventIfNeeded(ev);
+        if (!ev.isDecryptionFailure() && ev.getContent().body === "in a thread") return true;
+      }
+      return undefined;
+    });
+
     // The SDK did ask with a /sync token, and was answered.
     const withSyncToken = memberRequests.filter((r) => /[?&]at=s\d+_/.test(r.url));
     expect(withSyncToken.length).toBeGreaterThan(0);
