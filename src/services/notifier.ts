@@ -37,6 +37,7 @@ export type UserStub = Pick<
   | "getRooms"
   | "currentToken"
   | "sync"
+  | "settleLazyMembers"
   | "compactLog"
 >;
 
