@@ -1,0 +1,73 @@
+// Resource exhaustion and races (issue 14): registration tokens claimed atomically, password
+// guessing through user-interactive auth, registration nonces and UIA sessions bounded and expired.
+import { describe, expect, it } from "vitest";
+import { call, registerUser, uniqueName } from "./helpers";
+
+/** One request through the Worker with extra bindings (e.g. REGISTRATION=token, RATE_LIMITS=on). */
+async function withEnv(overrides: Record<string, string>, method: string, path: string, body?: unknown, token?: string) {
+  const { env, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+  const app = (await import("../../src/index")).default;
+  const ctx = createExecutionContext();
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await app.fetch(
+    new Request(`http://test.local${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
+    { ...env, ...overrides },
+    ctx,
+  );
+  await waitOnExecutionContext(ctx);
+  return { status: res.status, body: (await res.json()) as any };
+}
+
+async function adminToken(): Promise<string> {
+  const { sharedSecretMac } = await import("../../src/api/admin/admin");
+  const n = await call("GET", "/_synapse/admin/v1/register");
+  const name = uniqueName("adm");
+  const mac = await sharedSecretMac("test-shared-secret", n.body.nonce, name, "pw", true);
+  const r = await call("POST", "/_synapse/admin/v1/register", { body: { nonce: n.body.nonce, username: name, password: "pw", admin: true, mac } });
+  return r.body.access_token;
+}
+
+describe("registration tokens", () => {
+  it("a single-use token creates one account under parallel /register calls", async () => {
+    const admin = await adminToken();
+    const t = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: admin, body: { uses_allowed: 1 } });
+    const token = t.body.token as string;
+    const N = 8;
+    const results = await Promise.all(
+      Array.from({ length: N }, () =>
+        withEnv({ REGISTRATION: "token" }, "POST", "/_matrix/client/v3/register", {
+          username: uniqueName("tok"),
+          password: "p",
+          auth: { type: "m.login.registration_token", token },
+        }),
+      ),
+    );
+    const created = results.filter((r) => r.status === 200);
+    expect(created).toHaveLength(1);
+    for (const r of results.filter((r) => r.status !== 200)) {
+      expect(r.status).toBe(401);
+      expect(r.body.errcode).toBe("M_FORBIDDEN");
+    }
+    const list = await call("GET", "/_synapse/admin/v1/registration_tokens", { token: admin });
+    const row = list.body.registration_tokens.find((x: any) => x.token === token);
+    expect(row).toMatchObject({ uses_allowed: 1, pending: 0, completed: 1 });
+  });
+
+  it("a registration that fails after claiming gives the use back", async () => {
+    const admin = await adminToken();
+    const t = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: admin, body: { uses_allowed: 2 } });
+    const token = t.body.token as string;
+    // Two parallel requests for the same name: both may claim a use, one account is made, the
+    // other request fails with M_USER_IN_USE and its use goes back.
+    const username = uniqueName("same");
+    const rs = await Promise.all(
+      [0, 1].map(() => withEnv({ REGISTRATION: "token" }, "POST", "/_matrix/client/v3/register", { username, password: "p", auth: { type: "m.login.registration_token", token } })),
+    );
+    expect(rs.filter((r) => r.status === 200)).toHaveLength(1);
+    const list = await call("GET", "/_synapse/admin/v1/registration_tokens", { token: admin });
+    expect(list.body.registration_tokens.find((x: any) => x.token === token)).toMatchObject({ pending: 0, completed: 1 });
+    const valid = await withEnv({ REGISTRATION: "token" }, "GET", `/_matrix/client/v1/register/m.login.registration_token/validity?token=${token}`);
+    expect(valid.body).toEqual({ valid: true });
+  });
+});
