@@ -71,3 +71,34 @@ describe("registration tokens", () => {
     expect(valid.body).toEqual({ valid: true });
   });
 });
+
+describe("user-interactive auth", () => {
+  // A stolen access token must not allow unlimited password guesses: each m.login.password stage
+  // draws from the same per-account bucket as /login.
+  for (const [name, method, path, body] of [
+    ["/account/password", "POST", "/_matrix/client/v3/account/password", { new_password: "new pw" }],
+    ["/delete_devices", "POST", "/_matrix/client/v3/delete_devices", { devices: ["NOPE"] }],
+  ] as const) {
+    it(`limits password guesses through ${name}`, async () => {
+      const u = await registerUser();
+      const statuses: number[] = [];
+      let limited: any;
+      for (let i = 0; i < 12 && !limited; i++) {
+        const r = await withEnv({ RATE_LIMITS: "on" }, method, path, {
+          ...body,
+          auth: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: `guess ${i}` },
+        }, u.accessToken);
+        statuses.push(r.status);
+        if (r.status === 429) limited = r;
+      }
+      expect(limited, `statuses: ${statuses.join(",")}`).toBeDefined();
+      expect(limited.body.errcode).toBe("M_LIMIT_EXCEEDED");
+      expect(limited.body.retry_after_ms).toBeGreaterThan(0);
+      // /login for the same account shares the bucket.
+      const login = await withEnv({ RATE_LIMITS: "on" }, "POST", "/_matrix/client/v3/login", {
+        type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: "guess",
+      });
+      expect(login.status).toBe(429);
+    });
+  }
+});
