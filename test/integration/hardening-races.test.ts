@@ -102,3 +102,43 @@ describe("user-interactive auth", () => {
     });
   }
 });
+
+describe("short-lived rows are bounded and expire", () => {
+  const count = async (table: string) => {
+    const { env } = await import("cloudflare:test");
+    return (await env.DB.prepare(`SELECT COUNT(*) AS n FROM ${table}`).first<{ n: number }>())!.n;
+  };
+
+  it("GET /_synapse/admin/v1/register stores nothing; a nonce works once and for a minute", async () => {
+    const before = await count("registration_nonces");
+    for (let i = 0; i < 30; i++) expect((await call("GET", "/_synapse/admin/v1/register")).status).toBe(200);
+    expect(await count("registration_nonces")).toBe(before);
+
+    const { sharedSecretMac, mintNonce } = await import("../../src/api/admin/admin");
+    const register = async (nonce: string, username = uniqueName("n")) =>
+      call("POST", "/_synapse/admin/v1/register", { body: { nonce, username, password: "pw", mac: await sharedSecretMac("test-shared-secret", nonce, username, "pw", false) } });
+    // Expired, forged (issued under another secret) and altered nonces are refused.
+    expect((await register(await mintNonce("test-shared-secret", Date.now() - 61_000))).status).toBe(400);
+    expect((await register(await mintNonce("another-secret-of-16"))).status).toBe(400);
+    const fresh = (await call("GET", "/_synapse/admin/v1/register")).body.nonce as string;
+    expect((await register(fresh.replace(/^./, (ch) => (ch === "a" ? "b" : "a")))).status).toBe(400);
+    // A good one works once (the second use is refused even with a correct MAC).
+    const name = uniqueName("n");
+    expect((await register(fresh, name)).status).toBe(200);
+    expect((await register(fresh, name + "x")).status).toBe(400);
+  });
+
+  it("expired UIA sessions are deleted", async () => {
+    const { env } = await import("cloudflare:test");
+    const old = Date.now() - 31 * 60_000;
+    for (let i = 0; i < 5; i++) {
+      await env.DB.prepare("INSERT INTO uia_sessions (session_id, purpose, completed, created_ts) VALUES (?, 'register', '[]', ?)").bind(`expired${i}`, old).run();
+    }
+    // Starting any new session sweeps them.
+    const r = await call("POST", "/_matrix/client/v3/register", { body: { username: uniqueName(), password: "p" } });
+    expect(r.status).toBe(401);
+    const left = await env.DB.prepare("SELECT COUNT(*) AS n FROM uia_sessions WHERE session_id LIKE 'expired%'").first<{ n: number }>();
+    expect(left!.n).toBe(0);
+    expect(await env.DB.prepare("SELECT 1 FROM uia_sessions WHERE session_id = ?").bind(r.body.session).first()).not.toBeNull();
+  });
+});

@@ -9,6 +9,7 @@ import { randomString } from "../../services/crypto-util";
 import { verifyPassword } from "../../services/passwords";
 import { resolveLoginUser } from "./login";
 import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
+import { sweepExpired } from "../../services/sweep";
 
 export type Stage = "m.login.password" | "m.login.dummy" | "m.login.registration_token";
 
@@ -63,6 +64,8 @@ export async function requireUia(c: Context<AppEnv>, auth: AuthDict | undefined,
     }
   }
   if (!session) {
+    // Sessions that expired unfinished are never asked for again: drop them as new ones come.
+    await sweepExpired(db, "uia_sessions", Date.now() - SESSION_LIFETIME_MS);
     const id = randomString(24);
     await db
       .prepare("INSERT INTO uia_sessions (session_id, purpose, completed, created_ts) VALUES (?, ?, '[]', ?)")
