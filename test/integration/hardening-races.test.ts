@@ -142,3 +142,33 @@ describe("short-lived rows are bounded and expire", () => {
     expect(await env.DB.prepare("SELECT 1 FROM uia_sessions WHERE session_id = ?").bind(r.body.session).first()).not.toBeNull();
   });
 });
+
+describe("user-supplied globs are bounded", () => {
+  const long = "*".repeat(256);
+  it("push rule patterns over 255 characters are refused", async () => {
+    const u = await registerUser();
+    const r = await call("PUT", "/_matrix/client/v3/pushrules/global/content/longglob", { token: u.accessToken, body: { actions: ["notify"], pattern: long } });
+    expect([r.status, r.body.errcode]).toEqual([400, "M_BAD_JSON"]);
+    const c = await call("PUT", "/_matrix/client/v3/pushrules/global/override/longglob", {
+      token: u.accessToken,
+      body: { actions: ["notify"], conditions: [{ kind: "event_match", key: "type", pattern: long }] },
+    });
+    expect([c.status, c.body.errcode]).toEqual([400, "M_BAD_JSON"]);
+    const ok = await call("PUT", "/_matrix/client/v3/pushrules/global/content/shortglob", { token: u.accessToken, body: { actions: ["notify"], pattern: "*".repeat(255) } });
+    expect(ok.status).toBe(200);
+  });
+
+  it("filter type patterns over 255 characters are refused (/filter and /messages)", async () => {
+    const u = await registerUser();
+    const f = await call("POST", `/_matrix/client/v3/user/${encodeURIComponent(u.userId)}/filter`, { token: u.accessToken, body: { room: { timeline: { types: [long] } } } });
+    expect(f.status).toBe(400);
+    const room = await call("POST", "/_matrix/client/v3/createRoom", { token: u.accessToken, body: {} });
+    const m = await call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/messages?dir=b&filter=${encodeURIComponent(JSON.stringify({ types: [long] }))}`, { token: u.accessToken });
+    expect([m.status, m.body.errcode]).toEqual([400, "M_INVALID_PARAM"]);
+    // A hostile pattern within the bound answers at once (it froze the room's Durable Object).
+    const t0 = Date.now();
+    const h = await call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/messages?dir=b&filter=${encodeURIComponent(JSON.stringify({ types: ["*".repeat(40) + "!"] }))}`, { token: u.accessToken });
+    expect(h.status).toBe(200);
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+});
