@@ -116,11 +116,10 @@ async function checkQuota(env: Env, cfg: MediaConfig, userId: string, incoming: 
 async function reserveNew(env: Env, cfg: MediaConfig, serverName: string, mediaId: string, userId: string, bytes: number): Promise<void> {
   const now = Date.now();
   const r = await env.DB.prepare(
-    `INSERT INTO media (server_name, media_id, uploader, r2_key, created_ts, size, upload_started_ts, unused_expires_ts)
-     SELECT ?3, ?4, ?1, ?5, ?6, ?7, ?6, ?8 WHERE ?9 = 0 OR (${USAGE_SQL}) + ?7 <= ?9`,
+    `INSERT INTO media (server_name, media_id, uploader, r2_key, created_ts, size, upload_started_ts)
+     SELECT ?3, ?4, ?1, ?5, ?6, ?7, ?6 WHERE ?8 = 0 OR (${USAGE_SQL}) + ?7 <= ?8`,
   )
-    // The expiry lets purgeExpiredPending remove the row should the Worker die mid-upload.
-    .bind(userId, now - STALE_UPLOAD_MS, serverName, mediaId, mediaKey(serverName, mediaId), now, bytes, now + STALE_UPLOAD_MS, cfg.userQuotaBytes)
+    .bind(userId, now - STALE_UPLOAD_MS, serverName, mediaId, mediaKey(serverName, mediaId), now, bytes, cfg.userQuotaBytes)
     .run();
   if (r.meta.changes !== 1) throw new QuotaExceeded(cfg.userQuotaBytes);
 }
@@ -230,13 +229,15 @@ export async function uploadMedia(env: Env, cfg: MediaConfig, serverName: string
   return mediaId;
 }
 
-/** Forget media IDs from /create whose time ran out without content (a bounded batch per call). */
+/** Forget media IDs from /create whose time ran out without content, and the rows of POST
+ *  uploads that never finished (the Worker died mid-upload: no /create expiry, started over
+ *  STALE_UPLOAD_MS ago). A bounded batch per call. */
 export async function purgeExpiredPending(env: Env, now = Date.now()): Promise<void> {
   await env.DB.prepare(
     `DELETE FROM media WHERE rowid IN (SELECT rowid FROM media
-       WHERE uploaded_ts IS NULL AND unused_expires_ts IS NOT NULL AND unused_expires_ts < ? LIMIT 100)`,
+       WHERE uploaded_ts IS NULL AND (unused_expires_ts < ? OR (unused_expires_ts IS NULL AND upload_started_ts < ?)) LIMIT 100)`,
   )
-    .bind(now)
+    .bind(now, now - STALE_UPLOAD_MS)
     .run();
 }
 

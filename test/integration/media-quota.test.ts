@@ -63,4 +63,19 @@ describe("media quota under concurrent uploads", () => {
     const zero = await send("PUT", `/_matrix/media/v3/upload/${SERVER}/${refused}`, u.accessToken, new Uint8Array(0));
     expect(zero.status).toBe(200);
   });
+
+  it("a reservation left by an upload that died stops counting after 15 minutes and is purged", async () => {
+    const u = await registerUser();
+    const old = Date.now() - 16 * 60_000;
+    await env.DB.prepare(
+      "INSERT INTO media (server_name, media_id, uploader, r2_key, created_ts, size, upload_started_ts) VALUES (?, 'diedmidupload', ?, 'media/x/diedmidupload', ?, ?, ?)",
+    )
+      .bind(SERVER, u.userId, old, QUOTA, old)
+      .run();
+    expect(await storedBytes(env, u.userId)).toBe(0);
+    expect((await send("POST", "/_matrix/media/v3/upload", u.accessToken, new Uint8Array(1000))).status).toBe(200);
+    // /create purges it.
+    expect((await send("POST", "/_matrix/media/v1/create", u.accessToken)).status).toBe(200);
+    expect(await env.DB.prepare("SELECT 1 FROM media WHERE media_id = 'diedmidupload'").first()).toBeNull();
+  });
 });
