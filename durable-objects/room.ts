@@ -811,7 +811,11 @@ export class RoomDO extends DurableObject<Env> {
     if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) {
       if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
       await this.afterCommit();
-      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      this.wakePeekers();
+      const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
+      const notified = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      // The write that revoked guest access answers once its guests have left (as Synapse does).
+      const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
       this.fanOuts.set(ev.event_id, fan);
       void fan.finally(() => this.fanOuts.delete(ev.event_id));
     }
@@ -1109,6 +1113,7 @@ export class RoomDO extends DurableObject<Env> {
       const [type, skey] = splitStateKey(k);
       if (id === null) this.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
       else this.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (k === GUEST_ACCESS_KEY) this.guestAccessChanged = true;
       if (type === "m.room.member" && skey.endsWith(`:${this.serverName}`)) {
         const m = id === null ? "leave" : String(this.loadEvent(id)?.ev.content.membership ?? "leave");
         localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
@@ -1430,6 +1435,16 @@ export class RoomDO extends DurableObject<Env> {
     if (red) unsigned.redacted_because = this.toClient(red, requester, now, true);
     out.unsigned = unsigned;
     return out;
+  }
+
+  /** Filter `event_format: "federation"` ("the raw event as received over federation"): the PDU,
+   *  redacted per the room version when a redaction applies, plus `event_id` (room versions 3+
+   *  leave it out of the PDU; clients need it) and the client `unsigned` (age, transaction_id,
+   *  prev_content, redacted_because), as Synapse serves it. */
+  private toFederationFormat(se: StoredEvent, requester: Requester | undefined, now = Date.now()): JsonObject {
+    const red = this.redactionOf(se);
+    const pdu = (red ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu) as JsonObject;
+    return { ...pdu, event_id: se.ev.event_id, unsigned: this.toClient(se, requester, now).unsigned };
   }
 
   /** A visibility checker for one user, memoising per state group. */
@@ -1850,6 +1865,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
+          toFederation: (e, now) => this.toFederationFormat(e, req, now),
           memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
         req.userId,
@@ -1877,6 +1893,79 @@ export class RoomDO extends DurableObject<Env> {
         stream: this.stream,
       };
     });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Peeking (module "Room Previews"): GET /events?room_id= waits here for the room's next event.
+
+  private peekWaiters = new Set<() => void>();
+
+  private wakePeekers(): void {
+    for (const wake of this.peekWaiters) wake();
+  }
+
+  private nextEvent(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.peekWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.peekWaiters.add(wake);
+    });
+  }
+
+  /** GET /events?room_id=: the events after `from` (default: now) that the requester may see —
+   *  a non-member only those of world_readable history ("Room Previews", server behaviour) —
+   *  waiting up to `timeoutMs` for one. `end` continues the stream. */
+  async peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
+    const deadline = Date.now() + q.timeoutMs;
+    const start = q.from ?? streamToken(this.stream);
+    let from = start;
+    for (;;) {
+      const upTo = this.stream;
+      const page = await this.getMessages(req, { dir: "f", from, to: streamToken(upTo), limit: PEEK_LIMIT });
+      if (!page.ok) return page;
+      const end = page.value.end ?? streamToken(upTo);
+      const wait = deadline - Date.now();
+      if (page.value.chunk.length > 0 || wait <= 0) return { ok: true, value: { start, end, chunk: page.value.chunk } };
+      from = end;
+      // Nothing visible up to the room's newest event: wait for the next one.
+      if (end === streamToken(upTo) && this.stream === upTo) await this.nextEvent(wait);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Guest access (module "Guest Access", server behaviour): when m.room.guest_access stops being
+  // can_join, "the server MUST set those users' m.room.member state to leave".
+
+  private guestAccessChanged = false;
+
+  /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
+   *  and guest accounts are this server's business). Runs after the write that changed the
+   *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
+  private async kickGuests(): Promise<void> {
+    this.guestAccessChanged = false;
+    try {
+      const id = this.groupState(this.currentGroup).get(GUEST_ACCESS_KEY);
+      if (id && this.loadEvent(id)?.ev.content.guest_access === "can_join") return;
+      const local = this.fanOutFacts().joinedLocal;
+      const guests: string[] = [];
+      for (let i = 0; i < local.length; i += 90) {
+        const chunk = local.slice(i, i + 90);
+        const rows = await this.env.DB.prepare(`SELECT user_id FROM users WHERE is_guest = 1 AND user_id IN (${chunk.map(() => "?").join(", ")})`)
+          .bind(...chunk)
+          .all<{ user_id: string }>();
+        guests.push(...rows.results.map((r) => r.user_id));
+      }
+      for (const g of guests) {
+        const r = await this.createLocalEvent({ type: "m.room.member", state_key: g, sender: g, content: { membership: "leave" } });
+        if (!r.ok) console.error("guest leave refused", g, r.error);
+      }
+    } catch (e) {
+      console.error("kickGuests failed", e);
+    }
   }
 
   // ===========================================================================================
@@ -2508,6 +2597,9 @@ function isOutlier(se: StoredEvent): boolean {
   return se.stream === null && se.stateAfter === null && se.status === "accepted";
 }
 const HV_KEY = stateKey("m.room.history_visibility", "");
+const GUEST_ACCESS_KEY = stateKey("m.room.guest_access", "");
+/** Events per GET /events?room_id= answer. */
+const PEEK_LIMIT = 100;
 /** How long the hub fan-out may stay incomplete before alarm() checks on it. */
 const HUB_REDELIVER_MS = 30_000;
 const ENCRYPTION_KEY = stateKey("m.room.encryption", "");

@@ -40,6 +40,7 @@ export type RoomStub = Pick<
   | "getResidency"
   | "getMessages"
   | "getContext"
+  | "peekEvents"
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"
