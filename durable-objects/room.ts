@@ -132,6 +132,25 @@ export interface MessagesResponse {
   state?: JsonObject[];
 }
 
+/** GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]; tokens as /messages. */
+export interface RelationsQuery {
+  eventId: string;
+  relType?: string;
+  eventType?: string;
+  dir: "b" | "f";
+  from?: string;
+  to?: string;
+  limit: number;
+  recurse?: boolean;
+}
+
+export interface RelationsResponse {
+  chunk: JsonObject[];
+  next_batch?: string;
+  prev_batch?: string;
+  recursion_depth?: number;
+}
+
 export interface ContextResponse {
   event: JsonObject;
   events_before: JsonObject[];
@@ -152,6 +171,9 @@ export interface RoomSummary {
 
 const MAX_PDU_BYTES = 65536;
 const MIN_STREAM = -1e12;
+/** /relations with recurse: levels of relations followed ("Homeservers SHOULD traverse at least
+ *  3 levels"). */
+const RELATIONS_DEPTH = 3;
 const MAX_ID_BYTES = 255;
 /** State groups are deltas on a parent; a group whose chain of deltas back to the last full
  *  snapshot would hold more than SNAPSHOT_FRACTION of its state's size in entries (and at least
@@ -257,6 +279,7 @@ CREATE TABLE IF NOT EXISTS events (
   received_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
 CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
 CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
@@ -1762,6 +1785,80 @@ export class RoomDO extends DurableObject<Env> {
         end: streamToken(last.stream!),
         state,
       };
+    });
+  }
+
+  /** GET /relations (module "Event relationships"): accepted events whose m.relates_to points
+   *  at `eventId` (with `recurse`, also at those, up to RELATIONS_DEPTH levels), visible to the
+   *  requester and not redacted, in stream order from `from`; `next_batch` continues, absent
+   *  when nothing is left. The parent must be visible to the requester, else M_NOT_FOUND. */
+  async getRelations(req: Requester, q: RelationsQuery): Promise<RoomResult<RelationsResponse>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const parent = this.loadEvent(q.eventId);
+      if (!parent || parent.status !== "accepted" || !visible(parent)) fail(404, "M_NOT_FOUND", "Event not found");
+      const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
+      // Parents: the event, and with `recurse` the relations found at each level above the last
+      // (a bounded set), so the chunk reaches RELATIONS_DEPTH levels down.
+      const parents = [q.eventId];
+      let depth = 1;
+      if (q.recurse) {
+        let level = [q.eventId];
+        for (let d = 1; d <= RELATIONS_DEPTH && parents.length < 1000; d++) {
+          const seen = new Set(parents);
+          const marks = level.map(() => "?").join(",");
+          level = this.sql
+            .exec<{ event_id: string }>(`SELECT event_id FROM events WHERE stream IS NOT NULL AND ${RELATES_TO} IN (${marks}) LIMIT 1000`, ...level)
+            .toArray()
+            .map((r) => r.event_id)
+            .filter((id) => !seen.has(id));
+          if (level.length === 0) break;
+          depth = d;
+          if (d < RELATIONS_DEPTH) parents.push(...level);
+        }
+      }
+      const limit = Math.max(0, Math.min(q.limit, 100));
+      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : MIN_STREAM);
+      const to = parseToken(q.to);
+      const conds = [`stream IS NOT NULL`, `${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
+      const args: (string | number)[] = [...parents];
+      if (q.relType !== undefined) {
+        conds.push(`json_extract(pdu, '$.content."m.relates_to".rel_type') = ?`);
+        args.push(q.relType);
+      }
+      if (q.eventType !== undefined) {
+        conds.push("type = ?");
+        args.push(q.eventType);
+      }
+      const now = Date.now();
+      const chunk: JsonObject[] = [];
+      let pos = from;
+      let exhausted = false;
+      let scanned = 0;
+      while (chunk.length < limit && scanned < 2000) {
+        const rows =
+          q.dir === "b"
+            ? this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
+            : this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT 100`, ...args, pos, to ?? Number.MAX_SAFE_INTEGER).toArray();
+        if (rows.length === 0) {
+          exhausted = true;
+          break;
+        }
+        for (const row of rows) {
+          scanned++;
+          const se = this.events.get(row.event_id) ?? this.fromRow(row);
+          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
+          // A redacted event no longer relates to anything (its m.relates_to is gone).
+          if (visible(se) && !this.redactionOf(se)) chunk.push(this.toClient(se, req, now));
+          if (chunk.length >= limit) break;
+        }
+      }
+      const res: RelationsResponse = { chunk };
+      if (!exhausted) res.next_batch = streamToken(pos);
+      if (q.from !== undefined) res.prev_batch = q.from;
+      if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
+      return res;
     });
   }
 
