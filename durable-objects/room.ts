@@ -18,6 +18,9 @@
 //                     Each event records the group of the state before it and after it, so state
 //                     at any event is answerable without copying state per event.
 //   current_state     the resolved state of the room now (mirrors meta.current_group).
+//   current_groups    the current (resolved) state group from each stream position on where it
+//                     changed: what /sync and /members?at= show at a position, over every
+//                     forward extremity rather than the branch of the event at that position.
 //   memberships       membership history (accepted member events in stream order) for history
 //                     visibility ("joined at any point after").
 //   redactions, txns  redaction index; per-device transaction IDs for idempotent sends.
@@ -271,6 +274,7 @@ CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT 
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
 CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
 CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
 `;
 
 export class RoomDO extends DurableObject<Env> {
@@ -1088,6 +1092,7 @@ export class RoomDO extends DurableObject<Env> {
       this.applyCurrentState(changes);
       this.currentGroup = next;
       this.setMeta("current_group", next ?? 0);
+      this.sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
       this.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
@@ -1434,8 +1439,21 @@ export class RoomDO extends DurableObject<Env> {
 
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
-    const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
-    const lastJoin = joins[0]?.stream ?? -1;
+    const history = this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
+    const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
+    // Whether the user was joined when this server accepted the event (their membership in
+    // stream order). Concurrent branches: an event admitted after the user's join, on a branch
+    // that does not contain it, has a state before it without that join; the user was in the
+    // room when it arrived all the same, and /sync (joinedSince in room-sync.ts) shows it to
+    // them. Without this, /messages left out events /sync had delivered.
+    const joinedAt = (stream: number): boolean => {
+      let m: string | undefined;
+      for (const h of history) {
+        if (h.stream >= stream) break;
+        m = h.membership;
+      }
+      return m === "join";
+    };
     const memo = new Map<number | null, { hv: HistoryVisibility; m: string | undefined }>();
     const at = (g: number | null) => {
       let v = memo.get(g);
@@ -1452,6 +1470,7 @@ export class RoomDO extends DurableObject<Env> {
       return v;
     };
     return (se) => {
+      if (se.stream !== null && history.length && joinedAt(se.stream)) return true;
       const b = at(se.stateBefore);
       const visibility = [b.hv];
       const membership = [b.m];
@@ -1648,7 +1667,13 @@ export class RoomDO extends DurableObject<Env> {
     return [...this.fanOutFacts().joined];
   }
 
+  /** The room's current state as it was at stream position `n`: the resolution over the forward
+   *  extremities then (current_groups), not the state after the event at `n`, which after
+   *  concurrent events (several joins at once) holds only its own branch. Positions before
+   *  current_groups was kept fall back to the state after the event. */
   private groupAtStream(n: number): number | null {
+    const cur = this.sql.exec<{ grp: number | null }>("SELECT grp FROM current_groups WHERE stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
+    if (cur) return cur.grp;
     const row = this.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
     return row ? this.loadEvent(row.event_id)!.stateAfter : null;
   }
