@@ -1853,6 +1853,7 @@ export class RoomDO extends DurableObject<Env> {
   async syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
     return this.wrap(() => {
       this.requireRoom();
+      if (this.isPartial()) return this.partialSyncView(req, q);
       return syncRoomView<StoredEvent>(
         {
           // IDs, then the event cache: the newest events of a room are what every sync asks for
@@ -1881,6 +1882,24 @@ export class RoomDO extends DurableObject<Env> {
         q,
       );
     });
+  }
+
+  /** /sync's view of a room we hold only the requester's own member event of (an invite
+   *  rejected or a knock retracted through another server, or an invite rejected here when the
+   *  inviting server could not be reached): that event, when it is in the range, as the timeline
+   *  (and state_after), so the client sees the leave and drops the invite. */
+  private partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
+    const se = this.partialMember(req.userId);
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_stream\u0000${req.userId}`).toArray()[0];
+    const at = row ? Number(row.value) : q.upTo;
+    const events = se && (q.since === null || q.fullState || q.since < at) && at <= q.upTo ? [this.toClient(se, req)] : [];
+    const view: RoomSyncView = {
+      timeline: { events, limited: false, prev_batch: streamToken(q.upTo) },
+      summary: { "m.joined_member_count": 0, "m.invited_member_count": 0 },
+    };
+    if (q.useStateAfter) view.state_after = { events };
+    else view.state = { events: [] };
+    return view;
   }
 
   /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
@@ -2213,6 +2232,7 @@ export class RoomDO extends DurableObject<Env> {
           this.setMeta("partial", "1");
           if (args.stripped) this.setMeta("stripped_state", JSON.stringify(args.stripped));
           this.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
+          this.setMeta(`partial_stream\u0000${ev.state_key}`, stream);
           this.setMeta("stream", stream);
           this.sql.exec(
             `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)

@@ -92,3 +92,41 @@ describe("sync state after concurrent joins", () => {
     expect((m.chunk as Json[]).map((e) => e.event_id)).toContain(j.eventId);
   });
 });
+
+describe("rejecting a remote invite", () => {
+  it("when the inviting server cannot be reached, the rejection is made here and the leave comes in the user's /sync", async () => {
+    const bob = await registerUser();
+    const roomId = `!unreachable${Date.now()}:${REMOTE}`;
+    const ev = {
+      room_id: roomId,
+      sender: `@inviter:${REMOTE}`,
+      type: "m.room.member",
+      state_key: bob.userId,
+      content: { membership: "invite", is_direct: true },
+      origin_server_ts: Date.now(),
+      depth: 5,
+      prev_events: ["$prev00000000000000000000000000000000000000"],
+      auth_events: ["$auth00000000000000000000000000000000000000"],
+    } as unknown as PDU;
+    const first = await sync(bob, {});
+    const { pdu, eventId } = await hashAndSignEvent(ev, getRoomVersion("12")!, REMOTE, key);
+    const inv = await federationCall(REMOTE, key, "PUT", `/v2/invite/${enc(roomId)}/${enc(eventId)}`, { room_version: "12", event: pdu, invite_room_state: [] });
+    expect(inv.status).toBe(200);
+    const invited = await sync(bob, { since: first.next_batch });
+    const mine = (invited.rooms.invite[roomId].invite_state.events as Json[]).find((e) => e.type === "m.room.member" && e.state_key === bob.userId);
+    expect(mine?.content).toMatchObject({ membership: "invite", is_direct: true });
+
+    // Federation is offline: make_leave fails, the rejection is made here.
+    expect((await call("POST", `/_matrix/client/v3/rooms/${enc(roomId)}/leave`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const left = await sync(bob, { since: invited.next_batch });
+    const tl = left.rooms.leave[roomId].timeline.events as Json[];
+    expect(tl.map((e) => [e.type, e.state_key, e.content.membership])).toEqual([["m.room.member", bob.userId, "leave"]]);
+    expect(left.rooms.invite?.[roomId]).toBeUndefined();
+    // And with state_after, the leave is the state too.
+    const after = await sync(bob, { since: invited.next_batch, use_state_after: "true" });
+    expect((after.rooms.leave[roomId].state_after.events as Json[]).map((e) => e.content.membership)).toEqual(["leave"]);
+    // Not shown again.
+    const again = await sync(bob, { since: left.next_batch });
+    expect(again.rooms?.leave?.[roomId]).toBeUndefined();
+  });
+});

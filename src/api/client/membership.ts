@@ -14,7 +14,7 @@ import { isValidUserId } from "../../core/ids";
 import { isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
-import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom } from "../../services/federation/membership";
+import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 
 export const membership = new Hono<AppEnv>();
 
@@ -178,7 +178,17 @@ membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
     // inviting server (Server-Server API "Leaving Rooms (Rejecting Invites)").
     const servers = await partialServers(c, roomId, c.var.auth.userId);
     if (servers.length === 0) throw forbidden("You are not in this room");
-    await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, withReason({}, body.reason));
+    const content = withReason({}, body.reason);
+    try {
+      await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, content);
+    } catch (e) {
+      // An invite is rejected here when the room's servers do not take the rejection; a knock
+      // stays until they do.
+      const mine = (await roomStub(c.env, c.var.config, roomId).getPartialInfo()).members[c.var.auth.userId];
+      if (mine?.membership !== "invite") throw e;
+      console.warn(`rejecting the invite to ${roomId} through ${servers.join(", ")} failed (${(e as Error).message}): rejected locally`);
+      await rejectInviteLocally(c.env, c.var.config, c.var.auth.userId, roomId, content);
+    }
     return c.json({});
   }
   const stub = await roomFor(c, roomId);
