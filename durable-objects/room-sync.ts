@@ -62,7 +62,7 @@ export interface RoomSyncView {
   timeline: { events: JsonObject[]; limited: boolean; prev_batch: string };
   state?: { events: JsonObject[] };
   state_after?: { events: JsonObject[] };
-  summary: { "m.heroes": string[]; "m.joined_member_count": number; "m.invited_member_count": number };
+  summary: { "m.heroes"?: string[]; "m.joined_member_count": number; "m.invited_member_count": number };
 }
 
 const SCAN_PAGE = 100;
@@ -159,6 +159,8 @@ interface MemberSummary {
    *  first six, enough for five heroes besides the requester. */
   active: string[];
   gone: string[];
+  /** The room has a name or canonical alias: clients need no heroes to name it. */
+  named: boolean;
 }
 
 /** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
@@ -166,8 +168,9 @@ interface MemberSummary {
  *  sync's per-room work; the same state is summarised once, for every user and every sync. */
 const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
 
-/** Room summary (spec: "summary"): joined/invited counts and up to 5 heroes (other members,
- *  joined or invited first, else those who left), in user ID order. */
+/** Room summary (spec: "summary"): joined/invited counts and, for a room without a name or
+ *  canonical alias, up to 5 heroes (other members, joined or invited first, else those who
+ *  left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
   let s = memberSummaries.get(st);
   if (!s) {
@@ -185,10 +188,20 @@ function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap,
       if (m === "join" || m === "invite") active.push(u);
       else gone.push(u);
     }
-    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6) };
+    const nonEmpty = (type: string, field: string) => {
+      const id = st.get(stateKey(type, ""));
+      const v = id ? room.load(id)?.ev.content[field] : undefined;
+      return typeof v === "string" && v !== "";
+    };
+    const named = nonEmpty("m.room.name", "name") || nonEmpty("m.room.canonical_alias", "alias");
+    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6), named };
     memberSummaries.set(st, s);
   }
+  const counts = { "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
+  // m.heroes is "required if the room's m.room.name or m.room.canonical_alias state events are
+  // unset or empty"; a named room's client does not use them.
+  if (s.named) return counts;
   const others = (list: string[]) => list.filter((u) => u !== userId);
   const heroes = (others(s.active).length ? others(s.active) : others(s.gone)).slice(0, 5);
-  return { "m.heroes": heroes, "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
+  return { "m.heroes": heroes, ...counts };
 }
