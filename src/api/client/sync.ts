@@ -12,6 +12,8 @@ import { MatrixError, invalidParam } from "../errors";
 import { requireAuth } from "../middleware/auth";
 import { roomStub, unwrap } from "../../services/rooms";
 import { fanOutPresence, userStub } from "../../services/notifier";
+import { sendPresence } from "../../services/federation/edus";
+import { newlySharedPresence } from "../../services/presence-sharing";
 import { resolveFilter } from "./filter";
 import { applyEventFields, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
 import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
@@ -95,8 +97,17 @@ sync.get("/sync", requireAuth, async (c) => {
     });
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
     const changedPresence = r.value.presenceChanged;
-    if (changedPresence) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("presence fan-out", e)));
+    if (changedPresence) {
+      // To local room-mates, and to the servers sharing a room (Server-Server API "Presence"):
+      // being online through /sync is how users are online. The hub rate-limits these.
+      c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("presence fan-out", e)));
+      c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("m.presence EDU failed", e)));
+    }
     const body = await buildResponse(c, r.value, opts);
+    if (c.env.PRESENCE !== "off") {
+      const shared = filterEvents(filter?.presence, (await newlySharedPresence(c.env, c.var.config, userId, r.value, body)) as (JsonObject & { type: string; sender: string })[]);
+      (body.presence as { events: JsonObject[] }).events.push(...shared);
+    }
     if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
     since = r.value.nextBatch;
   }
