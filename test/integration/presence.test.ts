@@ -136,4 +136,27 @@ describe("presence over federation", () => {
     expect(got.body).toMatchObject({ presence: "online", currently_active: true, status_msg: "remote" });
     expect(got.body.last_active_ago).toBeGreaterThanOrEqual(2000);
   });
+
+  it("a server whose user joins one of our rooms is sent the presence of our members there", async () => {
+    const alice = await registerUser();
+    await sync(alice); // online before anyone from the remote server is in her room
+    const roomId = (await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id as string;
+    const edus: Json[] = [];
+    setFederationFetch(async (input, init) => {
+      const url = new URL(String(input));
+      if (url.hostname === REMOTE && url.pathname.startsWith("/_matrix/federation/v1/send/")) {
+        edus.push(...(JSON.parse(String(init!.body)).edus ?? []));
+        return Response.json({ pdus: {} });
+      }
+      return new Response("{}", { status: 404 });
+    });
+    await remoteJoinWave(REMOTE, key, roomId, 7, 1);
+    const sender = env.FEDERATION_SENDER.get(env.FEDERATION_SENDER.idFromName(REMOTE));
+    const hers = () => edus.filter((e) => e.edu_type === "m.presence").flatMap((e) => e.content.push as Json[]).filter((p) => p.user_id === alice.userId);
+    for (let i = 0; i < 40 && hers().length === 0; i++) {
+      await runDurableObjectAlarm(sender);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(hers()[0]).toMatchObject({ presence: "online", currently_active: true });
+  });
 });

@@ -15,6 +15,7 @@ import { isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
+import { sendPresenceOnJoin } from "../../services/federation/edus";
 
 export const membership = new Hono<AppEnv>();
 
@@ -120,10 +121,16 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
 }
 
+/** After a join: the joiner's presence to the room's other servers (see sendPresenceOnJoin). */
+function shareJoinerPresence(c: Context<AppEnv>, roomId: string): void {
+  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { localUser: c.var.auth.userId }).catch((e) => console.error("presence on join", e)));
+}
+
 membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const { roomId, servers } = await resolveTarget(c, c.req.param("roomIdOrAlias"));
   await join(c, roomId, body.reason, [...viaParams(c), ...servers]);
+  shareJoinerPresence(c, roomId);
   return c.json({ room_id: roomId });
 });
 
@@ -131,6 +138,7 @@ membership.post("/rooms/:roomId/join", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const roomId = c.req.param("roomId");
   await join(c, roomId, body.reason, viaParams(c));
+  shareJoinerPresence(c, roomId);
   return c.json({ room_id: roomId });
 });
 
