@@ -23,6 +23,15 @@ async function sync(u: TestUser, q: Record<string, string> = {}): Promise<Json> 
   return r.body;
 }
 const presenceOf = (body: Json, userId: string) => (body.presence?.events as Json[] | undefined)?.filter((e) => e.sender === userId).at(-1)?.content;
+/** `fn()` until `done` holds for its result (at most 40 tries); the last result. */
+async function eventually<T>(fn: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
+  let v = await fn();
+  for (let i = 0; i < 40 && !done(v); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    v = await fn();
+  }
+  return v;
+}
 const status = async (asker: TestUser, userId: string) => call("GET", `/_matrix/client/v3/presence/${enc(userId)}/status`, { token: asker.accessToken });
 
 async function sharedRoom(a: TestUser, ...others: TestUser[]): Promise<string> {
@@ -74,7 +83,8 @@ describe("presence of people one newly shares a room with", () => {
     const before = await sync(dave, { set_presence: "offline" });
     expect(presenceOf(before, carol.userId)).toBeUndefined();
     await clientOk(dave.accessToken, "POST", `/join/${enc(roomId)}`, {});
-    const inc = await sync(dave, { since: before.next_batch, set_presence: "offline" });
+    // (Shared after the join's answer: a long-poll would wake for it.)
+    const inc = await eventually(() => sync(dave, { since: before.next_batch, set_presence: "offline" }), (r) => !!presenceOf(r, carol.userId));
     expect(presenceOf(inc, carol.userId)).toMatchObject({ presence: "online", currently_active: true });
     const initial = await sync(dave, { set_presence: "offline" });
     expect(presenceOf(initial, carol.userId)).toMatchObject({ presence: "online" });
@@ -83,7 +93,7 @@ describe("presence of people one newly shares a room with", () => {
     await sync(erin);
     const t = (await sync(dave, { set_presence: "offline" })).next_batch;
     await clientOk(erin.accessToken, "POST", `/join/${enc(roomId)}`, {});
-    const afterJoin = await sync(dave, { since: t, set_presence: "offline" });
+    const afterJoin = await eventually(() => sync(dave, { since: t, set_presence: "offline" }), (r) => !!presenceOf(r, erin.userId));
     expect(presenceOf(afterJoin, erin.userId)).toMatchObject({ presence: "online" });
   });
 });

@@ -16,6 +16,7 @@ import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } f
 import { resolveAnyAlias } from "../../services/aliases";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
+import { sharePresenceOnJoin } from "../../services/presence-sharing";
 
 export const membership = new Hono<AppEnv>();
 
@@ -121,9 +122,12 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
 }
 
-/** After a join: the joiner's presence to the room's other servers (see sendPresenceOnJoin). */
+/** After a join: the joiner's presence to the room's other servers (sendPresenceOnJoin) and
+ *  between the joiner and the room's local members (sharePresenceOnJoin). */
 function shareJoinerPresence(c: Context<AppEnv>, roomId: string): void {
-  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { localUser: c.var.auth.userId }).catch((e) => console.error("presence on join", e)));
+  const userId = c.var.auth.userId;
+  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { localUser: userId }).catch((e) => console.error("presence on join", e)));
+  c.executionCtx.waitUntil(sharePresenceOnJoin(c.env, c.var.config, roomId, userId).catch((e) => console.error("presence on join", e)));
 }
 
 membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {

@@ -13,7 +13,6 @@ import { requireAuth } from "../middleware/auth";
 import { roomStub, unwrap } from "../../services/rooms";
 import { fanOutPresence, userStub } from "../../services/notifier";
 import { sendPresence } from "../../services/federation/edus";
-import { newlySharedPresence } from "../../services/presence-sharing";
 import { resolveFilter } from "./filter";
 import { applyEventFields, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
 import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
@@ -104,10 +103,6 @@ sync.get("/sync", requireAuth, async (c) => {
       c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("m.presence EDU failed", e)));
     }
     const body = await buildResponse(c, r.value, opts);
-    if (c.env.PRESENCE !== "off") {
-      const shared = filterEvents(filter?.presence, (await newlySharedPresence(c.env, c.var.config, userId, r.value, body)) as (JsonObject & { type: string; sender: string })[]);
-      (body.presence as { events: JsonObject[] }).events.push(...shared);
-    }
     if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
     since = r.value.nextBatch;
   }
