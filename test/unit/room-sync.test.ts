@@ -79,7 +79,7 @@ describe("syncRoomView summary and lazy-loaded members", () => {
     const v = syncRoomView({ ...room.access, memberships: () => byId }, joined[0], query(room.upTo, 1));
     expect(v.summary["m.joined_member_count"]).toBe(40);
     expect(v.summary["m.invited_member_count"]).toBe(1);
-    expect(v.summary["m.heroes"][0]).toBe("@aaa-invited:test.local");
+    expect(v.summary["m.heroes"]![0]).toBe("@aaa-invited:test.local");
     expect(room.loads() - before).toBeLessThan(10);
   });
 
