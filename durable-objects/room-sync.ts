@@ -135,6 +135,10 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   // for events in the gap"). On a fresh room the other members are skipped while collecting.
   const needed = new Set(picked.map((e) => e.ev.sender));
   if (fresh) needed.add(userId);
+  // "When lazy-loading room members is enabled, the membership events for the heroes MUST be
+  // included in the state, unless they are redundant" (RoomSummary m.heroes).
+  const summary = summarize(room, end, userId);
+  if (q.lazyLoadMembers) for (const h of summary["m.heroes"] ?? []) needed.add(h);
   const neededKeys = new Set([...needed].map((u) => stateKey("m.room.member", u)));
   const skipMember = q.lazyLoadMembers && fresh ? (k: string) => k.startsWith(MEMBER_PREFIX) && !neededKeys.has(k) : () => false;
   const entries = new Map<string, string>(); // event ID → state key
@@ -164,7 +168,7 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     else if (e?.ev.type === "m.room.member") delete lazyMembers[e.ev.state_key!];
   }
 
-  const view: RoomSyncView = { timeline, summary: summarize(room, end, userId) };
+  const view: RoomSyncView = { timeline, summary };
   if (Object.keys(lazyMembers).length) view.lazyMembers = lazyMembers;
   if (q.useStateAfter) view.state_after = { events: stateEvents };
   else view.state = { events: stateEvents };

@@ -42,4 +42,17 @@ describe("room summary", () => {
     const fresh = await sync(bob);
     expect(fresh.rooms.join[aliased].summary).toEqual({ "m.joined_member_count": 2, "m.invited_member_count": 0 });
   });
+
+  it("with lazy-loaded members, the heroes' member events are in the state", async () => {
+    const [alice, bob, carol] = await Promise.all([registerUser(), registerUser(), registerUser()]);
+    const roomId = (await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat" })).room_id as string;
+    for (const u of [bob, carol]) await clientOk(u.accessToken, "POST", `/join/${enc(roomId)}`, {});
+    for (let i = 0; i < 3; i++) await clientOk(alice.accessToken, "PUT", `/rooms/${enc(roomId)}/send/m.room.message/h${i}`, { msgtype: "m.text", body: `m${i}` });
+    const filter = JSON.stringify({ room: { timeline: { limit: 2 }, state: { lazy_load_members: true } } });
+    const r = await call("GET", `/_matrix/client/v3/sync?timeout=0&filter=${enc(filter)}`, { token: bob.accessToken });
+    const room = r.body.rooms.join[roomId];
+    expect(room.summary["m.heroes"]).toEqual([alice.userId, carol.userId].sort());
+    const members = (room.state.events as Json[]).filter((e) => e.type === "m.room.member").map((e) => e.state_key);
+    expect(members.sort()).toEqual([alice.userId, bob.userId, carol.userId].sort());
+  });
 });
