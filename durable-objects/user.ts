@@ -147,7 +147,7 @@ export interface SyncDelta {
   fallbackKeyTypes: string[];
   ignoredUsers: string[];
   /** Set when `setPresence` changed my presence: the Worker fans it out. */
-  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
+  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number; ping?: boolean };
 }
 
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
@@ -1022,9 +1022,12 @@ export class UserDO extends DurableObject<Env> {
       forgetLazyMembers(this.sql, req.deviceId);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
-    if (req.setPresence && this.presencePingDue(await this.setPresence(req.userId, req.setPresence), Date.now())) {
-      const p = (await this.getPresence(req.userId))!;
-      presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs };
+    if (req.setPresence) {
+      const changed = await this.setPresence(req.userId, req.setPresence);
+      if (this.presencePingDue(changed, Date.now())) {
+        const p = (await this.getPresence(req.userId))!;
+        presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs, ping: !changed };
+      }
     }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.

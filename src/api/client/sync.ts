@@ -101,10 +101,13 @@ sync.get("/sync", requireAuth, async (c) => {
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
     const changedPresence = r.value.presenceChanged;
     if (changedPresence) {
-      // To local room-mates, and to the servers sharing a room (Server-Server API "Presence"):
-      // being online through /sync is how users are online. The hub rate-limits these.
-      c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("presence fan-out", e)));
-      c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("m.presence EDU failed", e)));
+      // To local room-mates (changes only: their copy would not reach their clients anyway, a
+      // ping only moves its last active time) and to the servers sharing a room (Server-Server
+      // API "Presence"): being online through /sync is how users are online. The hub
+      // rate-limits pings (PRESENCE_PING_MS).
+      const { ping, ...state } = changedPresence;
+      if (!ping) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, state).catch((e) => console.error("presence fan-out", e)));
+      c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, state).catch((e) => console.error("m.presence EDU failed", e)));
     }
     const body = await buildResponse(c, r.value, opts);
     if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
