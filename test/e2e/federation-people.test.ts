@@ -84,6 +84,14 @@ describe("federation as people use it", () => {
       // Element's view: everyone joined.
       await until(`${p.u.userId}'s client to show four joined`, async () => p.client.getRoom(roomId)?.getJoinedMemberCount() === 4, 20_000);
     }
+    // A later joiner's /messages on B holds every join /sync gave them (history visibility must
+    // not depend on B's local order of concurrent joins).
+    // (B's timeline starts at its first join, bob's: alice's join is state there.)
+    const joins = (events: Json[]) => events.filter((e) => e.type === "m.room.member" && e.content.membership === "join");
+    const synced = joins((await sync(dave.u, { filter: JSON.stringify({ room: { timeline: { limit: 100 } } }) })).rooms.join[roomId].timeline.events);
+    expect(synced.map((e) => e.state_key).sort()).toEqual([bob, carol, dave].map((p) => p.u.userId).sort());
+    const paged = joins((await ok(dave.u, "GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=100`)).chunk as Json[]);
+    expect(paged.map((e) => e.event_id)).toEqual(expect.arrayContaining(synced.map((e) => e.event_id)));
   }, 120_000);
 
   it("being online through /sync shows on the other server", async () => {
