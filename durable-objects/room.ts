@@ -18,6 +18,9 @@
 //                     Each event records the group of the state before it and after it, so state
 //                     at any event is answerable without copying state per event.
 //   current_state     the resolved state of the room now (mirrors meta.current_group).
+//   current_groups    the current (resolved) state group from each stream position on where it
+//                     changed: what /sync and /members?at= show at a position, over every
+//                     forward extremity rather than the branch of the event at that position.
 //   memberships       membership history (accepted member events in stream order) for history
 //                     visibility ("joined at any point after").
 //   redactions, txns  redaction index; per-device transaction IDs for idempotent sends.
@@ -135,6 +138,25 @@ export interface MessagesResponse {
   state?: JsonObject[];
 }
 
+/** GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]; tokens as /messages. */
+export interface RelationsQuery {
+  eventId: string;
+  relType?: string;
+  eventType?: string;
+  dir: "b" | "f";
+  from?: string;
+  to?: string;
+  limit: number;
+  recurse?: boolean;
+}
+
+export interface RelationsResponse {
+  chunk: JsonObject[];
+  next_batch?: string;
+  prev_batch?: string;
+  recursion_depth?: number;
+}
+
 export interface ContextResponse {
   event: JsonObject;
   events_before: JsonObject[];
@@ -155,6 +177,9 @@ export interface RoomSummary {
 
 const MAX_PDU_BYTES = 65536;
 const MIN_STREAM = -1e12;
+/** /relations with recurse: levels of relations followed ("Homeservers SHOULD traverse at least
+ *  3 levels"). */
+const RELATIONS_DEPTH = 3;
 const MAX_ID_BYTES = 255;
 /** State groups are deltas on a parent; a group whose chain of deltas back to the last full
  *  snapshot would hold more than SNAPSHOT_FRACTION of its state's size in entries (and at least
@@ -260,6 +285,7 @@ CREATE TABLE IF NOT EXISTS events (
   received_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
 CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
 CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
@@ -274,6 +300,7 @@ CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT 
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
 CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
 CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
 `;
 
 export class RoomDO extends DurableObject<Env> {
@@ -1102,6 +1129,7 @@ export class RoomDO extends DurableObject<Env> {
       this.applyCurrentState(changes);
       this.currentGroup = next;
       this.setMeta("current_group", next ?? 0);
+      this.sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
       this.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
@@ -1459,8 +1487,21 @@ export class RoomDO extends DurableObject<Env> {
 
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
-    const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
-    const lastJoin = joins[0]?.stream ?? -1;
+    const history = this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
+    const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
+    // Whether the user was joined when this server accepted the event (their membership in
+    // stream order). Concurrent branches: an event admitted after the user's join, on a branch
+    // that does not contain it, has a state before it without that join; the user was in the
+    // room when it arrived all the same, and /sync (joinedSince in room-sync.ts) shows it to
+    // them. Without this, /messages left out events /sync had delivered.
+    const joinedAt = (stream: number): boolean => {
+      let m: string | undefined;
+      for (const h of history) {
+        if (h.stream >= stream) break;
+        m = h.membership;
+      }
+      return m === "join";
+    };
     const memo = new Map<number | null, { hv: HistoryVisibility; m: string | undefined }>();
     const at = (g: number | null) => {
       let v = memo.get(g);
@@ -1477,6 +1518,7 @@ export class RoomDO extends DurableObject<Env> {
       return v;
     };
     return (se) => {
+      if (se.stream !== null && history.length && joinedAt(se.stream)) return true;
       const b = at(se.stateBefore);
       const visibility = [b.hv];
       const membership = [b.m];
@@ -1673,7 +1715,13 @@ export class RoomDO extends DurableObject<Env> {
     return [...this.fanOutFacts().joined];
   }
 
+  /** The room's current state as it was at stream position `n`: the resolution over the forward
+   *  extremities then (current_groups), not the state after the event at `n`, which after
+   *  concurrent events (several joins at once) holds only its own branch. Positions before
+   *  current_groups was kept fall back to the state after the event. */
   private groupAtStream(n: number): number | null {
+    const cur = this.sql.exec<{ grp: number | null }>("SELECT grp FROM current_groups WHERE stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
+    if (cur) return cur.grp;
     const row = this.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
     return row ? this.loadEvent(row.event_id)!.stateAfter : null;
   }
@@ -1775,6 +1823,80 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
+  /** GET /relations (module "Event relationships"): accepted events whose m.relates_to points
+   *  at `eventId` (with `recurse`, also at those, up to RELATIONS_DEPTH levels), visible to the
+   *  requester and not redacted, in stream order from `from`; `next_batch` continues, absent
+   *  when nothing is left. The parent must be visible to the requester, else M_NOT_FOUND. */
+  async getRelations(req: Requester, q: RelationsQuery): Promise<RoomResult<RelationsResponse>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const parent = this.loadEvent(q.eventId);
+      if (!parent || parent.status !== "accepted" || !visible(parent)) fail(404, "M_NOT_FOUND", "Event not found");
+      const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
+      // Parents: the event, and with `recurse` the relations found at each level above the last
+      // (a bounded set), so the chunk reaches RELATIONS_DEPTH levels down.
+      const parents = [q.eventId];
+      let depth = 1;
+      if (q.recurse) {
+        let level = [q.eventId];
+        for (let d = 1; d <= RELATIONS_DEPTH && parents.length < 1000; d++) {
+          const seen = new Set(parents);
+          const marks = level.map(() => "?").join(",");
+          level = this.sql
+            .exec<{ event_id: string }>(`SELECT event_id FROM events WHERE stream IS NOT NULL AND ${RELATES_TO} IN (${marks}) LIMIT 1000`, ...level)
+            .toArray()
+            .map((r) => r.event_id)
+            .filter((id) => !seen.has(id));
+          if (level.length === 0) break;
+          depth = d;
+          if (d < RELATIONS_DEPTH) parents.push(...level);
+        }
+      }
+      const limit = Math.max(0, Math.min(q.limit, 100));
+      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : MIN_STREAM);
+      const to = parseToken(q.to);
+      const conds = [`stream IS NOT NULL`, `${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
+      const args: (string | number)[] = [...parents];
+      if (q.relType !== undefined) {
+        conds.push(`json_extract(pdu, '$.content."m.relates_to".rel_type') = ?`);
+        args.push(q.relType);
+      }
+      if (q.eventType !== undefined) {
+        conds.push("type = ?");
+        args.push(q.eventType);
+      }
+      const now = Date.now();
+      const chunk: JsonObject[] = [];
+      let pos = from;
+      let exhausted = false;
+      let scanned = 0;
+      while (chunk.length < limit && scanned < 2000) {
+        const rows =
+          q.dir === "b"
+            ? this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
+            : this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT 100`, ...args, pos, to ?? Number.MAX_SAFE_INTEGER).toArray();
+        if (rows.length === 0) {
+          exhausted = true;
+          break;
+        }
+        for (const row of rows) {
+          scanned++;
+          const se = this.events.get(row.event_id) ?? this.fromRow(row);
+          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
+          // A redacted event no longer relates to anything (its m.relates_to is gone).
+          if (visible(se) && !this.redactionOf(se)) chunk.push(this.toClient(se, req, now));
+          if (chunk.length >= limit) break;
+        }
+      }
+      const res: RelationsResponse = { chunk };
+      if (!exhausted) res.next_batch = streamToken(pos);
+      if (q.from !== undefined) res.prev_batch = q.from;
+      if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
+      return res;
+    });
+  }
+
   /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
    *  (the candidates timestamp_to_event checks for visibility). */
   private timestampCandidates(ts: number, dir: "f" | "b"): EventRow[] {
@@ -1801,13 +1923,13 @@ export class RoomDO extends DurableObject<Env> {
    *  server's history visibility (serverMaySee) instead of a user's. */
   async fedTimestampToEvent(origin: string, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
     return this.wrap(() => {
-      this.requireServer(origin, { inRoom: false });
-      const inRoom = this.serverInRoom(origin);
+      // Only a server in the room reads it, like every federation read (see requireServer).
+      this.requireServer(origin, { inRoom: true });
       const rows = this.timestampCandidates(ts, dir);
       for (const row of rows) {
         const se = this.events.get(row.event_id) ?? this.fromRow(row);
         if (se.status === "rejected") continue;
-        if (inRoom || this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
+        if (this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
       }
       fail(404, "M_NOT_FOUND", "No event found");
     });
@@ -1853,6 +1975,7 @@ export class RoomDO extends DurableObject<Env> {
   async syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
     return this.wrap(() => {
       this.requireRoom();
+      if (this.isPartial()) return this.partialSyncView(req, q);
       return syncRoomView<StoredEvent>(
         {
           // IDs, then the event cache: the newest events of a room are what every sync asks for
@@ -1882,6 +2005,24 @@ export class RoomDO extends DurableObject<Env> {
         q,
       );
     });
+  }
+
+  /** /sync's view of a room we hold only the requester's own member event of (an invite
+   *  rejected or a knock retracted through another server, or an invite rejected here when the
+   *  inviting server could not be reached): that event, when it is in the range, as the timeline
+   *  (and state_after), so the client sees the leave and drops the invite. */
+  private partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
+    const se = this.partialMember(req.userId);
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_stream\u0000${req.userId}`).toArray()[0];
+    const at = row ? Number(row.value) : q.upTo;
+    const events = se && (q.since === null || q.fullState || q.since < at) && at <= q.upTo ? [this.toClient(se, req)] : [];
+    const view: RoomSyncView = {
+      timeline: { events, limited: false, prev_batch: streamToken(q.upTo) },
+      summary: { "m.joined_member_count": 0, "m.invited_member_count": 0 },
+    };
+    if (q.useStateAfter) view.state_after = { events };
+    else view.state = { events: [] };
+    return view;
   }
 
   /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
@@ -2002,8 +2143,9 @@ export class RoomDO extends DurableObject<Env> {
 
   /** History visibility for a server (Server-Server API: servers "should not send events the
    *  requesting server is not allowed to see"): a server may see an event if any of its users
-   *  could. world_readable and shared: any server (a joining server's users would see shared
-   *  history); invited: one of its users invited or joined at the event; joined: joined.
+   *  could. world_readable and shared: any server (callers require it to be in the room now, so
+   *  one of its users joined after the event); invited: one of its users invited or joined at
+   *  the event; joined: joined.
    *  Outliers (auth and state events, no place in the timeline) are served as they are. */
   private serverMaySee(server: string, se: StoredEvent): boolean {
     if (se.stateAfter === null && se.stream === null) return true;
@@ -2046,7 +2188,11 @@ export class RoomDO extends DurableObject<Env> {
     return out.sort((a, b) => a.ev.depth - b.ev.depth);
   }
 
-  /** Common preamble of the serving endpoints: a full room, an allowed and present server. */
+  /** Common preamble of the serving endpoints: a full room, an allowed and present server.
+   *  Every federation read passes inRoom: true: a server with no user joined now (never joined,
+   *  or all its users left, were kicked or banned) reads nothing, whatever the history
+   *  visibility (as Synapse's "host in room" check); serverMaySee then applies the visibility
+   *  at each event. */
   private requireServer(origin: string, opts: { inRoom: boolean }): void {
     this.requireRoom();
     if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
@@ -2197,14 +2343,13 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
-  /** GET /v1/event: one event, if the server may see it (redacted otherwise... no: not found,
-   *  unless it is in the room, where the redacted form keeps the DAG intact). */
+  /** GET /v1/event: one event to a server in the room; redacted when the server may not see
+   *  it (the redacted form keeps the DAG intact). */
   async fedEvent(origin: string, eventId: string): Promise<RoomResult<PDU>> {
     return this.wrap(() => {
-      this.requireServer(origin, { inRoom: false });
+      this.requireServer(origin, { inRoom: true });
       const se = this.loadEvent(eventId);
       if (!se || se.status === "rejected") fail(404, "M_NOT_FOUND", "Event not found");
-      if (!this.serverInRoom(origin) && !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
       return this.wirePdu(se, origin);
     });
   }
@@ -2287,6 +2432,7 @@ export class RoomDO extends DurableObject<Env> {
           this.setMeta("partial", "1");
           if (args.stripped) this.setMeta("stripped_state", JSON.stringify(args.stripped));
           this.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
+          this.setMeta(`partial_stream\u0000${ev.state_key}`, stream);
           this.setMeta("stream", stream);
           this.sql.exec(
             `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)

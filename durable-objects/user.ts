@@ -127,6 +127,8 @@ export interface SyncRoomDelta {
    *  client saw is unknown beyond `since` (the stream at the floor). Send the timeline after
    *  `since` as `limited` with full state (a gappy sync; /messages fills the gap). */
   gap?: boolean;
+  /** Joined (or joined and left) since the token: new to the client in an incremental sync. */
+  newlyJoined?: boolean;
   inviter?: string;
   unread: { notification_count: number; highlight_count: number };
   threads?: Record<string, { notification_count: number; highlight_count: number }>;
@@ -147,7 +149,13 @@ export interface SyncDelta {
   fallbackKeyTypes: string[];
   ignoredUsers: string[];
   /** Set when `setPresence` changed my presence: the Worker fans it out. */
-  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
+  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number; ping?: boolean };
+}
+
+/** A room stream position named by a sync token (UserDO.roomPosition). */
+export interface RoomPosition {
+  low: number | null;
+  high: number | null;
 }
 
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
@@ -169,6 +177,9 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
 const PRESENCE_IDLE_MS = 5 * 60_000;
 const PRESENCE_OFFLINE_MS = 30 * 60_000;
+/** How often a user who stays online through /sync has their presence shared again (below
+ *  PRESENCE_IDLE_MS, so that others do not see them idle meanwhile). */
+const PRESENCE_PING_MS = 4 * 60_000;
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
 const LOG_COMPACT_EVERY = 10_000;
@@ -716,18 +727,43 @@ export class UserDO extends DurableObject<Env> {
     const now = Date.now();
     const cur = this.sql.exec<{ presence: string; status_msg: string | null; last_active_ts: number }>("SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = ?", me).toArray()[0];
     const msg = statusMsg === undefined ? (cur?.status_msg ?? null) : statusMsg;
+    // Only going online is "pro-active" (module "Presence", "Last active ago"): becoming
+    // unavailable or offline keeps the last active time.
+    const lastActive = presence === "online" || !cur ? now : cur.last_active_ts;
     if (cur && cur.presence === presence && cur.status_msg === msg) {
       // Only activity: refresh last_active without waking anyone (spec: last_active_ago).
-      if (now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
+      if (presence === "online" && now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
       return false;
     }
-    this.storePresence(me, presence, msg, now);
+    this.storePresence(me, presence, msg, lastActive);
     return true;
   }
 
-  /** Another user's presence changed (fanned in by the Worker). */
+  /** When my presence was last shared with others (in memory: after an eviction the next sync
+   *  shares it again, which is harmless). */
+  private presenceSharedTs = 0;
+
+  /** Whether my presence is due to be shared again although it did not change: while I stay
+   *  online through /sync, every PRESENCE_PING_MS, so that other servers and local room-mates
+   *  (who compute idleness from the last active time they were given) keep seeing me online.
+   *  At most one ping per interval: the rate limit of sync-driven presence. */
+  private presencePingDue(changed: boolean, now: number): boolean {
+    if (!changed && now - this.presenceSharedTs < PRESENCE_PING_MS) return false;
+    this.presenceSharedTs = now;
+    return true;
+  }
+
+  /** Another user's presence (fanned in by the Worker, from a local user or an m.presence EDU).
+   *  The same state again only moves the last active time, without waking the long-poll or
+   *  coming down /sync: while a user stays online their server pings it (currently_active:
+   *  "the server will not send further updates to the last active time" to clients). */
   async presenceOf(userId: string, other: { userId: string; presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
     this.me(userId);
+    const cur = this.sql.exec<{ presence: string; status_msg: string | null }>("SELECT presence, status_msg FROM presence WHERE user_id = ?", other.userId).toArray()[0];
+    if (cur && cur.presence === other.presence && cur.status_msg === other.statusMsg) {
+      this.sql.exec("UPDATE presence SET last_active_ts = MAX(last_active_ts, ?) WHERE user_id = ?", other.lastActiveTs, other.userId);
+      return;
+    }
     this.storePresence(other.userId, other.presence, other.statusMsg, other.lastActiveTs);
   }
 
@@ -822,6 +858,46 @@ export class UserDO extends DurableObject<Env> {
     const changed = [...last].filter(([, l]) => !l).map(([u]) => u).sort();
     const left = [...last].filter(([, l]) => l).map(([u]) => u).sort();
     return { ok: true, value: { changed, left } };
+  }
+
+  /** What one of this user's sync tokens says about one room: the room stream position the
+   *  client had seen when it was issued (/messages `from`/`to` and /members `at` given a
+   *  `next_batch`; src/services/room-tokens.ts). `low` = `high` when exact; otherwise the client
+   *  had seen somewhere in [low, high] and each caller takes the end that returns more events,
+   *  never fewer. null: low = before the room's first event, high = the room's newest. */
+  async roomPosition(userId: string, roomId: string, token: string): Promise<HubResult<RoomPosition>> {
+    this.me(userId);
+    const p = this.parseToken(token);
+    if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
+    return { ok: true, value: this.roomPositionAt(roomId, p.pos) };
+  }
+
+  private roomPositionAt(roomId: string, pos: number): RoomPosition {
+    const logged = (where: string, ...args: number[]) =>
+      this.sql
+        .exec<{ u: number | null; s: number | null; first: number | null }>(
+          `SELECT MAX(upos) AS u, MAX(stream) AS s, MIN(stream) AS first FROM room_log WHERE room_id = ? AND stream IS NOT NULL AND ${where}`,
+          roomId,
+          ...args,
+        )
+        .one();
+    // Below the compacted floor the room's entries up to the floor were folded into its newest
+    // one. If that one lies after the token, the stream at the token is gone: be conservative —
+    // at least the stream of my last membership event before the token (membership_log is never
+    // compacted), at most the stream at the floor.
+    if (pos < this.floor) {
+      const folded = logged("upos > ? AND upos <= ?", pos, this.floor);
+      if (folded.u !== null) {
+        const m = this.sql.exec<{ stream: number }>("SELECT stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, pos).toArray()[0];
+        return { low: m?.stream ?? null, high: folded.s };
+      }
+    }
+    const seen = logged("upos <= ?", pos).s;
+    if (seen !== null) return { low: seen, high: seen };
+    // The room had not reached this hub yet: the client had seen none of it. Events before the
+    // room's first notice after the token may be older or newer than the token.
+    const first = logged("upos > ?", pos).first;
+    return { low: null, high: first === null ? null : first - 1 };
   }
 
   /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */
@@ -994,9 +1070,12 @@ export class UserDO extends DurableObject<Env> {
       forgetLazyMembers(this.sql, req.deviceId);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
-    if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {
-      const p = (await this.getPresence(req.userId))!;
-      presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs };
+    if (req.setPresence) {
+      const changed = await this.setPresence(req.userId, req.setPresence);
+      if (this.presencePingDue(changed, Date.now())) {
+        const p = (await this.getPresence(req.userId))!;
+        presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs, ping: !changed };
+      }
     }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.
@@ -1101,8 +1180,11 @@ export class UserDO extends DurableObject<Env> {
           // Already left before the token and my membership did not change since: skip.
           if (thenM && (thenM.membership === "leave" || thenM.membership === "ban") && thenM.stream === nowM.stream) continue;
           // Left (kicked, banned, rejected an invite) after the token: the events since then,
-          // up to and including the leave.
-          if (thenM) roomSince = seenAt();
+          // up to and including the leave. But a room joined and left within the batch is new
+          // to the client as a joined room (it held at most the invite's stripped state): it
+          // comes whole, with its full state (sytest "When user joins and leaves a room in the
+          // same batch, the full state is still included in the next sync").
+          if (thenM && !(thenM.membership !== "join" && this.joinedBetween(roomId, from, q))) roomSince = seenAt();
         } else if (membership === "join" && thenM?.membership === "join") {
           // Still joined (own profile changes are new member events of the same join).
           roomSince = seenAt();
@@ -1120,6 +1202,7 @@ export class UserDO extends DurableObject<Env> {
         since: roomSince,
         upTo,
         gap: gap || undefined,
+        newlyJoined: (!initial && roomSince === null && (membership === "join" || membership === "leave" || membership === "ban")) || undefined,
         inviter,
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,
@@ -1160,6 +1243,11 @@ export class UserDO extends DurableObject<Env> {
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
     };
+  }
+
+  /** Whether I joined `roomId` at a position in (from, to] (membership_log is never compacted). */
+  private joinedBetween(roomId: string, from: number, to: number): boolean {
+    return this.sql.exec("SELECT 1 FROM membership_log WHERE room_id = ? AND upos > ? AND upos <= ? AND membership = 'join' LIMIT 1", roomId, from, to).toArray().length > 0;
   }
 
   private accountDataSince(roomId: string, from: number, q: number): JsonObject[] {

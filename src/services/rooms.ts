@@ -41,6 +41,7 @@ export type RoomStub = Pick<
   | "getMessages"
   | "getContext"
   | "peekEvents"
+  | "getRelations"
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"
