@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS queue (
   enqueued_ts INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS typing (room_id TEXT NOT NULL, user_id TEXT NOT NULL, expires_ts INTEGER NOT NULL, PRIMARY KEY (room_id, user_id));
 `;
 
 export class AppserviceSenderDO extends DurableObject<Env> {
@@ -93,6 +94,19 @@ export class AppserviceSenderDO extends DurableObject<Env> {
     }
   }
 
+  /** A typing change in a room the appservice is interested in. m.typing carries the whole list
+   *  of typers, which no single request knows, so this queue keeps the room's typers (with their
+   *  timeouts) and enqueues the current list. */
+  async typing(id: string, serverName: string, roomId: string, userId: string, timeoutMs: number): Promise<void> {
+    const now = Date.now();
+    this.sql.exec("DELETE FROM typing WHERE expires_ts <= ?", now);
+    if (timeoutMs > 0) {
+      this.sql.exec("INSERT INTO typing (room_id, user_id, expires_ts) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET expires_ts = excluded.expires_ts", roomId, userId, now + timeoutMs);
+    } else this.sql.exec("DELETE FROM typing WHERE room_id = ? AND user_id = ?", roomId, userId);
+    const userIds = this.sql.exec<{ user_id: string }>("SELECT user_id FROM typing WHERE room_id = ? ORDER BY user_id", roomId).toArray().map((r) => r.user_id);
+    await this.enqueue(id, serverName, [{ kind: "ephemeral", body: { type: "m.typing", room_id: roomId, content: { user_ids: userIds } } }]);
+  }
+
   /** The appservice is up (it pinged us): retry now. */
   async wake(): Promise<void> {
     this.setMeta("failures", 0);
@@ -105,6 +119,7 @@ export class AppserviceSenderDO extends DurableObject<Env> {
   async clear(): Promise<void> {
     this.sql.exec("DELETE FROM queue");
     this.sql.exec("DELETE FROM meta");
+    this.sql.exec("DELETE FROM typing");
     await this.ctx.storage.deleteAlarm();
   }
 

@@ -84,16 +84,46 @@ export class AppserviceFanOut {
   }
 }
 
-/** Ephemeral data of a room (m.typing, m.receipt) for the appservices that asked for it
- *  (receive_ephemeral, MSC2409) and are interested in the room through a local member. */
-export async function pushRoomEphemeral(env: Env, serverName: string, roomId: string, edu: { type: string; content: unknown }): Promise<void> {
+/** The appservices that asked for ephemeral data (receive_ephemeral, MSC2409) and are
+ *  interested in the room: rooms namespace, or a joined local member in their users namespace
+ *  (D1 membership mirror; namespaced users are local). */
+async function ephemeralServicesFor(env: Env, serverName: string, roomId: string): Promise<Appservice[]> {
   const services = (await listAppservices(env, serverName)).filter((s) => s.url && s.receiveEphemeral);
-  if (services.length === 0) return;
+  if (services.length === 0) return [];
   const { results } = await env.DB.prepare("SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'").bind(roomId).all<{ user_id: string }>();
   const members = results.map((r) => r.user_id);
+  return services.filter((s) => s.isInterestedInRoom(roomId) || members.some((m) => s.isInterestedInUser(m)));
+}
+
+/** Ephemeral data of a room (m.receipt) for the interested appservices. */
+export async function pushRoomEphemeral(env: Env, serverName: string, roomId: string, edu: { type: string; content: unknown }): Promise<void> {
+  const services = await ephemeralServicesFor(env, serverName, roomId);
+  await Promise.all(services.map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, [{ kind: "ephemeral", body: { ...edu, room_id: roomId } }])));
+}
+
+/** A typing change (timeoutMs 0: stopped); each queue turns it into m.typing with all typers. */
+export async function pushTyping(env: Env, serverName: string, roomId: string, userId: string, timeoutMs: number): Promise<void> {
+  const services = await ephemeralServicesFor(env, serverName, roomId);
+  await Promise.all(services.map((s) => appserviceQueue(env, s.id).typing(s.id, serverName, roomId, userId, timeoutMs)));
+}
+
+/** m.presence of a local user, to the appservices interested in that user or sharing a room
+ *  with one of their users. */
+export async function pushPresence(env: Env, serverName: string, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
+  const services = (await listAppservices(env, serverName)).filter((s) => s.url && s.receiveEphemeral);
+  if (services.length === 0) return;
+  const { results } = await env.DB.prepare(
+    `SELECT DISTINCT b.user_id FROM room_memberships a JOIN room_memberships b ON a.room_id = b.room_id
+     WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join'`,
+  )
+    .bind(userId)
+    .all<{ user_id: string }>();
+  const sharers = results.map((r) => r.user_id);
+  const content: Record<string, unknown> = { presence: p.presence, last_active_ago: Math.max(0, Date.now() - p.lastActiveTs), currently_active: p.presence === "online" };
+  if (p.statusMsg !== null) content.status_msg = p.statusMsg;
   await Promise.all(
     services
-      .filter((s) => s.isInterestedInRoom(roomId) || members.some((m) => s.isInterestedInUser(m)))
-      .map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, [{ kind: "ephemeral", body: { ...edu, room_id: roomId } }])),
+      .filter((s) => s.isInterestedInUser(userId) || sharers.some((u) => s.isInterestedInUser(u)))
+      .map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, [{ kind: "ephemeral", body: { type: "m.presence", sender: userId, content } }])),
   );
 }

@@ -152,6 +152,21 @@ describe("transactions", () => {
     const eph = await waitFor("the receipt", () => txns().flatMap((t) => t.body["de.sorunome.msc2409.ephemeral"] ?? []).find((e: any) => e.type === "m.receipt"));
     expect(eph.room_id).toBe(roomId);
     expect(eph.content[eventId]["m.read"][user.user_id].ts).toBeGreaterThan(0);
+
+    // Typing: m.typing with the room's typers; stopping empties the list.
+    const ephemeral = () => txns().flatMap((t) => t.body.ephemeral ?? []);
+    const typingPath = `/_matrix/client/v3/rooms/${enc(roomId)}/typing/${enc(user.user_id)}`;
+    expect((await api("PUT", typingPath, user.access_token, { typing: true, timeout: 30000 })).status).toBe(200);
+    await waitFor("typing", () => ephemeral().find((e: any) => e.type === "m.typing" && e.room_id === roomId && e.content.user_ids.includes(user.user_id)));
+    expect((await api("PUT", typingPath, user.access_token, { typing: false })).status).toBe(200);
+    await waitFor("typing stopped", () => {
+      const last = ephemeral().filter((e: any) => e.type === "m.typing" && e.room_id === roomId).at(-1);
+      return last && last.content.user_ids.length === 0 ? true : undefined;
+    });
+    // Presence of a user sharing a room with a ghost.
+    expect((await api("PUT", `/_matrix/client/v3/presence/${enc(user.user_id)}/status`, user.access_token, { presence: "online", status_msg: "bridging" })).status).toBe(200);
+    const pres = await waitFor("presence", () => ephemeral().find((e: any) => e.type === "m.presence" && e.sender === user.user_id));
+    expect(pres.content).toMatchObject({ presence: "online", status_msg: "bridging" });
   });
 
   it("a room without namespaced members is not sent", async () => {
