@@ -127,3 +127,18 @@ export async function pushPresence(env: Env, serverName: string, userId: string,
       .map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, [{ kind: "ephemeral", body: { type: "m.presence", sender: userId, content } }])),
   );
 }
+
+/** To-device messages for users in an appservice's namespace, to appservices that receive
+ *  ephemeral data (MSC2409 `de.sorunome.msc2409.to_device`): one entry per target device, "*"
+ *  expanded to the user's devices. */
+export async function pushToDevice(env: Env, serverName: string, sender: string, type: string, userId: string, messages: Record<string, unknown>): Promise<void> {
+  const services = (await listAppservices(env, serverName)).filter((s) => s.url && s.receiveEphemeral && s.isInterestedInUser(userId));
+  if (services.length === 0) return;
+  const { results } = await env.DB.prepare("SELECT device_id FROM devices WHERE user_id = ?").bind(userId).all<{ device_id: string }>();
+  const perDevice = new Map<string, unknown>();
+  if (messages["*"] !== undefined) for (const r of results) perDevice.set(r.device_id, messages["*"]);
+  for (const [d, content] of Object.entries(messages)) if (d !== "*" && results.some((r) => r.device_id === d)) perDevice.set(d, content);
+  if (perDevice.size === 0) return;
+  const items = [...perDevice].map(([deviceId, content]) => ({ kind: "to_device" as const, body: { type, sender, content, to_user_id: userId, to_device_id: deviceId } }));
+  await Promise.all(services.map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, items)));
+}

@@ -167,6 +167,14 @@ describe("transactions", () => {
     expect((await api("PUT", `/_matrix/client/v3/presence/${enc(user.user_id)}/status`, user.access_token, { presence: "online", status_msg: "bridging" })).status).toBe(200);
     const pres = await waitFor("presence", () => ephemeral().find((e: any) => e.type === "m.presence" && e.sender === user.user_id));
     expect(pres.content).toMatchObject({ presence: "online", status_msg: "bridging" });
+
+    // To-device messages for a ghost's device (MSC2409 to_device).
+    const login = await asApi("POST", "/_matrix/client/v3/login", { type: "m.login.application_service", identifier: { type: "m.id.user", user: ghost }, device_id: "GHOSTDEV" });
+    expect(login.status).toBe(200);
+    const td = await api("PUT", `/_matrix/client/v3/sendToDevice/m.test/td1`, user.access_token, { messages: { [ghost]: { "*": { hello: "ghost" } } } });
+    expect(td.status).toBe(200);
+    const msg = await waitFor("to-device", () => txns().flatMap((t) => t.body["de.sorunome.msc2409.to_device"] ?? []).find((m: any) => m.to_user_id === ghost));
+    expect(msg).toEqual({ type: "m.test", sender: user.user_id, content: { hello: "ghost" }, to_user_id: ghost, to_device_id: "GHOSTDEV" });
   });
 
   it("a room without namespaced members is not sent", async () => {
