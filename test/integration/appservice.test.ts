@@ -225,6 +225,13 @@ describe("as_token authentication", () => {
     expect(unregistered.status).toBe(403);
     const remote = await a.as("GET", `/_matrix/client/v3/account/whoami?user_id=${encodeURIComponent(`@_${a.p}_x:elsewhere.example`)}`);
     expect(remote.status).toBe(403);
+    // The ghost's rooms show in its /sync.
+    const q = `user_id=${encodeURIComponent(alice)}`;
+    const room = await a.as("POST", `/_matrix/client/v3/createRoom?${q}`, { name: "ghost room" });
+    expect(room.status).toBe(200);
+    const sync = await a.as("GET", `/_matrix/client/v3/sync?${q}&timeout=0`);
+    expect(sync.status, JSON.stringify(sync.body)).toBe(200);
+    expect(Object.keys(sync.body.rooms?.join ?? {})).toContain(room.body.room_id);
   });
 
   it("device_id (and MSC3202's name for it) must be one of the user's devices", async () => {
