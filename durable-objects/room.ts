@@ -548,7 +548,9 @@ export class RoomDO extends DurableObject<Env> {
     const rv = this.rv!;
     if (!spec.redacts) fail(400, "M_BAD_JSON", "Redaction needs a target event");
     const target = this.loadEvent(spec.redacts);
-    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found");
+    // Only an event of this room can be redacted from here (an event ID of another room is
+    // unknown to this RoomDO, so it is refused and never touched).
+    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found in this room");
     if (target.ev.sender === spec.sender) return;
     const state = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     if (powerLevelOf(spec.sender, state, rv) < namedPowerLevel("redact", state, rv)) {
