@@ -404,8 +404,11 @@ export class UserDO extends DurableObject<Env> {
     }
     // The room just became encrypted: everyone in it now shares an encrypted room with me.
     if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
-    // Push rules, evaluated now for this recipient (counts are kept from the outcome).
-    const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
+    // Push rules, evaluated now for this recipient (counts are kept from the outcome). An
+    // ignored user's messages never reach the client (module "Ignoring Users"), so they do not
+    // notify or count as unread either.
+    const fromIgnored = ev.state_key === undefined && ev.sender !== me && this.ignores(ev.sender);
+    const out = fromIgnored ? { actions: [], notify: false, highlight: false } : evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
       userId: me,
       displayName: displayName ?? undefined,
       memberCount: n.memberCount,
@@ -1139,6 +1142,14 @@ export class UserDO extends DurableObject<Env> {
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
     };
+  }
+
+  /** Whether `userId` is in my m.ignored_user_list. */
+  private ignores(userId: string): boolean {
+    const row = this.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+    if (!row) return false;
+    const list = (JSON.parse(row.content) as JsonObject).ignored_users;
+    return !!list && typeof list === "object" && !Array.isArray(list) && Object.hasOwn(list, userId);
   }
 
   private accountDataSince(roomId: string, from: number, q: number): JsonObject[] {

@@ -128,7 +128,7 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
     switch (r.membership) {
       case "join": {
         const room = await joinedRoom(c, r, o, ignored);
-        if (room) join[r.roomId] = room;
+        if (room && !nothingNew(r, room, o)) join[r.roomId] = room;
         break;
       }
       case "leave":
@@ -167,6 +167,16 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
     device_one_time_keys_count: d.oneTimeKeyCounts,
     device_unused_fallback_key_types: d.fallbackKeyTypes,
   };
+}
+
+/** A joined room in an incremental sync with nothing for the client: its new events were all
+ *  hidden (an ignored user's messages, module "Ignoring Users") or filtered out. Such a room is
+ *  left out of `rooms.join` (as Synapse does), so a long-poll keeps waiting instead of answering
+ *  an empty entry. */
+function nothingNew(r: SyncRoomDelta, room: JsonObject, o: SyncOptions): boolean {
+  if (r.since === null || o.fullState || r.gap) return false;
+  const n = (k: string) => ((room[k] as { events?: unknown[] } | undefined)?.events?.length ?? 0);
+  return n("timeline") === 0 && n("state") === 0 && n("state_after") === 0 && n("ephemeral") === 0 && n("account_data") === 0;
 }
 
 /** Timeline and state of a room from its RoomDO for the hub's range (join and leave). */
