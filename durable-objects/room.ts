@@ -271,6 +271,8 @@ CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT 
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
 CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
 CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, member_event_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS erased_senders (user_id TEXT PRIMARY KEY);
 `;
 
 export class RoomDO extends DurableObject<Env> {
@@ -1387,6 +1389,58 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   // ===========================================================================================
+  // Forgetting and erasure (per user, read side only: the room's events are unchanged).
+
+  /** The ID of the user's current member event ("" when they have none here). */
+  private memberEventId(userId: string): string {
+    if (this.isPartial()) return this.partialMember(userId)?.ev.event_id ?? "";
+    return this.groupState(this.currentGroup).get(memberKey(userId)) ?? "";
+  }
+
+  /** Whether the user forgot the room since their current membership began (POST /forget).
+   *  Keyed by that member event, so rejoining (or a new invite) ends it without a write. */
+  private forgot(userId: string): boolean {
+    const row = this.sql.exec<{ member_event_id: string }>("SELECT member_event_id FROM forgotten WHERE user_id = ?", userId).toArray()[0];
+    return row !== undefined && row.member_event_id === this.memberEventId(userId);
+  }
+
+  /** POST /rooms/{roomId}/forget ("Forget a room": "a user will no longer be able to retrieve
+   *  history for this room"; "If the user is currently joined to the room, they must leave the
+   *  room before calling this API": 400 M_UNKNOWN, as is an open invite or knock). Afterwards
+   *  the user reads the room as a stranger would (visibilityFor, readableStateGroup). */
+  async forget(userId: string): Promise<RoomResult<null>> {
+    return this.wrap(() => {
+      if (!this.rv) return null;
+      const m = this.isPartial() ? (this.partialMember(userId)?.ev.content.membership as string | undefined) : this.currentMembership(userId);
+      if (m === "join" || m === "invite" || m === "knock") fail(400, "M_UNKNOWN", "You must leave the room before forgetting it");
+      const id = this.memberEventId(userId);
+      if (id) this.sql.exec("INSERT OR REPLACE INTO forgotten (user_id, member_event_id) VALUES (?, ?)", userId, id);
+      return null;
+    });
+  }
+
+  private erased?: Set<string>;
+
+  /** POST /account/deactivate with `erase: true` (spec: "Erasure means that any users (or
+   *  servers) which join the room after the erasure request are served redacted copies of the
+   *  events sent by the erased user. Users which had visibility on the event before the erasure
+   *  are still able to see unredacted copies."). Recorded here; applied when serving (erasedFor). */
+  async eraseSender(userId: string): Promise<void> {
+    this.sql.exec("INSERT OR IGNORE INTO erased_senders (user_id) VALUES (?)", userId);
+    this.erased?.add(userId);
+  }
+
+  /** An erased user's event is served redacted to a requester who was not joined when it was
+   *  sent (so cannot have seen it then); members who were there keep the original (as Synapse
+   *  decides it: membership at the event). */
+  private erasedFor(se: StoredEvent, userId: string): boolean {
+    this.erased ??= new Set(this.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
+    if (this.erased.size === 0 || !this.erased.has(se.ev.sender) || se.ev.sender === userId) return false;
+    const id = this.groupState(se.stateBefore).get(memberKey(userId));
+    return (id ? this.loadEvent(id)?.ev.content.membership : undefined) !== "join";
+  }
+
+  // ===========================================================================================
   // Client format and visibility.
 
   /** The redaction that applies to an event, if any ("Handling redactions": same sender, or
@@ -1407,7 +1461,8 @@ export class RoomDO extends DurableObject<Env> {
    *  redacted_because. */
   private toClient(se: StoredEvent, requester: Requester | undefined, now = Date.now(), nested = false): JsonObject {
     const red = nested ? undefined : this.redactionOf(se);
-    const src = red ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
+    const erased = !red && requester !== undefined && this.erasedFor(se, requester.userId);
+    const src = red || erased ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
     const out: JsonObject = {
       type: se.ev.type,
       content: (src.content ?? {}) as JsonObject,
@@ -1436,6 +1491,8 @@ export class RoomDO extends DurableObject<Env> {
 
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
+    // A user who forgot the room reads it as someone who was never in it (world_readable only).
+    const forgotten = this.forgot(userId);
     const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
     const lastJoin = joins[0]?.stream ?? -1;
     const memo = new Map<number | null, { hv: HistoryVisibility; m: string | undefined }>();
@@ -1459,6 +1516,7 @@ export class RoomDO extends DurableObject<Env> {
       const membership = [b.m];
       if (se.ev.type === "m.room.history_visibility" && se.ev.state_key === "") visibility.push(parseHistoryVisibility(se.ev.content));
       if (se.ev.type === "m.room.member" && se.ev.state_key === userId) membership.push(se.ev.content.membership as string);
+      if (forgotten) return isEventVisible({ visibility, membership: [undefined], joinedLater: false });
       return isEventVisible({ visibility, membership, joinedLater: se.stream !== null && lastJoin > se.stream });
     };
   }
@@ -1477,7 +1535,7 @@ export class RoomDO extends DurableObject<Env> {
     if (m === "join") return this.currentGroup;
     const hvId = this.groupState(this.currentGroup).get(HV_KEY);
     if (parseHistoryVisibility(hvId ? this.loadEvent(hvId)?.ev.content : undefined) === "world_readable") return this.currentGroup;
-    if ((m === "leave" || m === "ban") && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
+    if ((m === "leave" || m === "ban") && !this.forgot(userId) && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
       const id = this.groupState(this.currentGroup).get(memberKey(userId))!;
       return this.loadEvent(id)!.stateAfter;
     }
@@ -1659,7 +1717,7 @@ export class RoomDO extends DurableObject<Env> {
     // Members past and present may paginate (visibility filters each event); others only in
     // world_readable rooms.
     this.requireRoom();
-    if (this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
+    if (!this.forgot(userId) && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
     this.readableStateGroup(userId);
   }
 
@@ -2202,7 +2260,8 @@ export class RoomDO extends DurableObject<Env> {
         const membership = String(ev.content.membership);
         await this.env.DB.prepare(
           `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts`,
+           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts,
+             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
         ).bind(args.roomId, ev.state_key!, membership, ev.event_id, stream, Date.now()).run();
         const notice = buildNotice({
           roomId: args.roomId,

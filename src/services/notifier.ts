@@ -37,6 +37,7 @@ export type UserStub = Pick<
   | "currentToken"
   | "sync"
   | "compactLog"
+  | "forgetRoom"
 >;
 
 /** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */

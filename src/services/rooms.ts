@@ -62,6 +62,9 @@ export type RoomStub = Pick<
   | "getBackfillPoints"
   | "admitBackfill"
   | "prepareLocalEvent"
+  // Per-user read rules: POST /forget, erasure on deactivation.
+  | "forget"
+  | "eraseSender"
 >;
 
 /** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first
