@@ -45,7 +45,8 @@ import {
   requiredPowerLevel,
   memberKey,
 } from "../src/core/auth-rules";
-import { checkContentHash, computeEventId, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { checkContentHash, computeEventId, computeReferenceHash, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { randomString } from "../src/services/crypto-util";
 import { verifyJsonSignature, type SigningKey } from "../src/core/signing";
 import { redactEvent } from "../src/core/redaction";
 import { resolveState } from "../src/core/state-res";
@@ -474,8 +475,7 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
-    const rv = this.requireRoom();
-    if (!rv.creatable) fail(400, "M_UNSUPPORTED_ROOM_VERSION", `Cannot send events in a room of version ${rv.id}`);
+    this.requireRoom();
     if (spec.txn) {
       const row = this.sql
         .exec<{ event_id: string }>("SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?", spec.sender, spec.txn.deviceId, txnKey(spec.txn))
@@ -508,9 +508,11 @@ export class RoomDO extends DurableObject<Env> {
       content,
       origin_server_ts: Date.now(),
       depth,
-      prev_events: prevIds,
-      auth_events: authIds,
+      prev_events: await this.eventRefs(prevIds),
+      auth_events: await this.eventRefs(authIds),
     };
+    // Room versions 1 and 2: the event names itself, `$opaque_id:domain` (rooms/v1.md "Event IDs").
+    if (rv.eventIdFormat === 1) pdu.event_id = `$${randomString(24)}:${this.serverName!}`;
     if (spec.state_key !== undefined) pdu.state_key = spec.state_key;
     if (spec.redacts !== undefined) {
       // v11 moved `redacts` into content; older versions keep it top level.
@@ -558,6 +560,14 @@ export class RoomDO extends DurableObject<Env> {
     if (powerLevelOf(spec.sender, state, rv) < namedPowerLevel("redact", state, rv)) {
       fail(403, "M_FORBIDDEN", "You may not redact other users' events");
     }
+  }
+
+  /** `prev_events` / `auth_events` as the room version writes them: event IDs (v3+), or
+   *  `[event_id, {sha256: reference hash}]` pairs (v1, v2: rooms/v1.md "Event format"). */
+  private async eventRefs(ids: string[]): Promise<unknown[]> {
+    const rv = this.rv!;
+    if (rv.eventIdFormat !== 1) return ids;
+    return Promise.all(ids.map(async (id) => [id, { sha256: await computeReferenceHash(this.loadEvent(id)!.ev.pdu, rv) }]));
   }
 
   private signingKey(): Promise<SigningKey> {
@@ -2038,8 +2048,8 @@ export class RoomDO extends DurableObject<Env> {
           origin: domainOf(args.userId),
           origin_server_ts: Date.now(),
           depth: Math.max(...prevs.map((p) => p.ev.depth)) + 1,
-          prev_events: prevIds,
-          auth_events: authIds,
+          prev_events: await this.eventRefs(prevIds),
+          auth_events: await this.eventRefs(authIds),
         };
         return { ok: true as const, value: { room_version: rv.id, event } };
       } catch (e) {

@@ -320,3 +320,51 @@ describe("directory and room edge cases", () => {
     expect(ma.body.chunk.some((e: Json) => e.type === "m.room.redaction")).toBe(false);
   });
 });
+
+describe("room versions 1 and 2 can be created (event IDs `$opaque:server`, pair refs)", () => {
+  for (const version of ["1", "2"]) {
+    it(`v${version}: create, send, state, join (local and over federation), read back`, async () => {
+      const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+      const roomId = await createRoom(alice, { room_version: version, preset: "public_chat", name: `v${version} room` });
+      const create = await call("GET", `${V3}/rooms/${enc(roomId)}/state/m.room.create/`, { token: alice.accessToken });
+      expect(create.body).toMatchObject({ room_version: version, creator: alice.userId });
+      const msg = await send(alice, roomId, "hello old room");
+      expect(msg).toMatch(/^\$[A-Za-z0-9]+:test\.local$/);
+      const topic = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: alice.accessToken, body: { topic: "old times" } });
+      expect(topic.status, JSON.stringify(topic.body)).toBe(200);
+      await join(bob, roomId);
+      const reply = await send(bob, roomId, "hi");
+      const st = await call("GET", `${V3}/rooms/${enc(roomId)}/state/m.room.topic/`, { token: bob.accessToken });
+      expect(st.body).toEqual({ topic: "old times" });
+      const m = await messages(bob, roomId);
+      expect(m.body.chunk.map((e: Json) => e.event_id)).toEqual(expect.arrayContaining([msg, reply, topic.body.event_id]));
+      expect(m.body.chunk.every((e: Json) => /^\$[A-Za-z0-9]+:test\.local$/.test(e.event_id))).toBe(true);
+      const s = await sync(bob);
+      expect(s.rooms.join[roomId].timeline.events.map((e: Json) => e.event_id)).toContain(reply);
+
+      // The stored PDU names itself and refers to its prev/auth events by [id, {sha256}] pairs.
+      const stub = env.ROOMS.get(env.ROOMS.idFromName(roomId)) as unknown as { getPdu(id: string): Promise<{ pdu: Json } | null> };
+      const pdu = (await stub.getPdu(reply))!.pdu;
+      expect(pdu.event_id).toBe(reply);
+      expect(pdu.prev_events[0]).toEqual([expect.any(String), { sha256: expect.any(String) }]);
+      expect(pdu.auth_events.length).toBeGreaterThan(0);
+      for (const a of pdu.auth_events) expect(a).toEqual([expect.stringMatching(/^\$/), { sha256: expect.any(String) }]);
+
+      // A remote user joins through make_join/send_join: the template uses pairs, the joining
+      // server names the event.
+      const remote = `v${version}remote.test`;
+      const key = await seedRemoteKey(remote);
+      const user = `@carol:${remote}`;
+      const t = await federationCall(remote, key, "GET", `/v1/make_join/${enc(roomId)}/${enc(user)}?ver=${version}`);
+      expect(t.status, JSON.stringify(t.body)).toBe(200);
+      expect(t.body.room_version).toBe(version);
+      expect(t.body.event.prev_events[0]).toEqual([expect.any(String), { sha256: expect.any(String) }]);
+      const rv = getRoomVersion(version)!;
+      const j = await hashAndSignEvent({ ...t.body.event, event_id: `$join${Date.now()}:${remote}`, origin_server_ts: Date.now() } as PDU, rv, remote, key);
+      const sj = await federationCall(remote, key, "PUT", `/v2/send_join/${enc(roomId)}/${enc(j.eventId)}`, j.pdu);
+      expect(sj.status, JSON.stringify(sj.body)).toBe(200);
+      const members = await call("GET", `${V3}/rooms/${enc(roomId)}/joined_members`, { token: alice.accessToken });
+      expect(Object.keys(members.body.joined)).toEqual(expect.arrayContaining([alice.userId, bob.userId, user]));
+    });
+  }
+});

@@ -35,7 +35,7 @@ const createRoomSchema = z.object({
 
 type Preset = "private_chat" | "public_chat" | "trusted_private_chat";
 
-/** Version requested by a client: known and creatable here (1 and 2 are read-only), else
+/** Version requested by a client: known and creatable here (every version 1–12), else
  *  400 M_UNSUPPORTED_ROOM_VERSION. */
 export function creatableVersion(id: string | undefined): RoomVersion {
   const rv = getRoomVersion(id ?? DEFAULT_ROOM_VERSION);
