@@ -30,7 +30,7 @@
 // before it. /messages, /context and the sync work all use this form.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
+import type { JsonObject, JsonValue, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
 import { splitStateKey, stateKey } from "../src/core/types";
 import { getRoomVersion, type RoomVersion } from "../src/core/room-versions";
 import { canonicalJson } from "../src/core/canonical-json";
@@ -564,10 +564,10 @@ export class RoomDO extends DurableObject<Env> {
 
   /** `prev_events` / `auth_events` as the room version writes them: event IDs (v3+), or
    *  `[event_id, {sha256: reference hash}]` pairs (v1, v2: rooms/v1.md "Event format"). */
-  private async eventRefs(ids: string[]): Promise<unknown[]> {
+  private async eventRefs(ids: string[]): Promise<JsonValue[]> {
     const rv = this.rv!;
     if (rv.eventIdFormat !== 1) return ids;
-    return Promise.all(ids.map(async (id) => [id, { sha256: await computeReferenceHash(this.loadEvent(id)!.ev.pdu, rv) }]));
+    return Promise.all(ids.map(async (id): Promise<JsonValue> => [id, { sha256: await computeReferenceHash(this.loadEvent(id)!.ev.pdu, rv) }]));
   }
 
   private signingKey(): Promise<SigningKey> {

@@ -16,7 +16,7 @@ export async function readBodyText(c: Context): Promise<string> {
   const bytes = await c.req.arrayBuffer();
   if (bytes.byteLength > MAX_JSON_BODY) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
   try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {
     throw new MatrixError(400, "M_NOT_JSON", "Request body is not valid UTF-8");
   }

@@ -1,12 +1,13 @@
 // State resolution for room version 1 (spec: rooms/v1.md "State resolution") on hand-built forks.
 // The expected outcomes are derived from the spec's passes in the comment above each test.
 import { describe, expect, it } from "vitest";
-import { createHash } from "node:crypto";
 import { resolveState } from "../../src/core/state-res";
 import type { StateIdMap, StateKey } from "../../src/core/types";
 import { ALICE, BOB, CHARLIE, Dag, PL, TOPIC, member, readable } from "./state-res-builder";
 
-const sha1 = (id: string) => createHash("sha1").update(id, "utf8").digest("hex");
+import { sha1Hex } from "../../src/core/sha1";
+
+const sha1 = sha1Hex;
 function resolve(d: Dag, ...sets: StateIdMap[]) {
   return readable(resolveState(d.rv, sets, d.getEvent));
 }
@@ -17,6 +18,13 @@ function expected(base: StateIdMap, changes: Record<StateKey, string>) {
 }
 
 describe("state resolution v1 (room version 1)", () => {
+  it("sha1Hex matches Web Crypto's SHA-1", async () => {
+    for (const text of ["", "abc", "$TX", "é€😀", "x".repeat(55), "y".repeat(56), "z".repeat(64), "w".repeat(200)]) {
+      const d = new Uint8Array(await crypto.subtle.digest("SHA-1", new TextEncoder().encode(text)));
+      expect(sha1Hex(text)).toBe([...d].map((b) => b.toString(16).padStart(2, "0")).join(""));
+    }
+  });
+
   // Fork after PA (Bob 50). Branch 1: Alice re-joins (MA) and bans Bob (MB). Branch 2: Bob sends
   // PB. Conflicted: PL {PA, PB}, Alice {IMA, MA}, Bob {IMB, MB}; R starts without those keys.
   // PL pass: PA (lower depth) goes in; PB's sender has no membership in R → not allowed, stop.

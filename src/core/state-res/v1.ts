@@ -17,10 +17,10 @@
 //    sha1(event_id) that passes authentication in R and add it to R."
 // "A conflict occurs between states where those states have different event_ids for the same
 // (event_type, state_key)": a key that only some of the states hold is not conflicted.
-import { createHash } from "node:crypto";
 import { splitStateKey, type RoomEvent, type StateIdMap, type StateKey, type StateMap } from "../types";
 import type { RoomVersion } from "../room-versions";
 import { CREATE_KEY, authEventKeys, checkEventAuth } from "../auth-rules";
+import { sha1Hex } from "../sha1";
 
 const AUTH_TYPES = ["m.room.power_levels", "m.room.join_rules", "m.room.member"];
 
@@ -60,9 +60,11 @@ export function resolveV1(rv: RoomVersion, stateSets: StateIdMap[], getEvent: (e
     return checkEventAuth(e, auth, rv).allowed;
   };
   const sha1s = new Map<string, string>();
-  const sha1 = (e: RoomEvent) => {
-    let h = sha1s.get(e.event_id);
-    if (h === undefined) sha1s.set(e.event_id, (h = createHash("sha1").update(e.event_id, "utf8").digest("hex")));
+  const sha1 = (e: RoomEvent): string => {
+    const known = sha1s.get(e.event_id);
+    if (known !== undefined) return known;
+    const h = sha1Hex(e.event_id);
+    sha1s.set(e.event_id, h);
     return h;
   };
   const typeOf = (k: StateKey) => splitStateKey(k)[0];
