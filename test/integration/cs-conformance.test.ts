@@ -96,6 +96,28 @@ describe("ignoring users in an existing room (module \"Ignoring Users\")", () =>
     expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
   });
 
+  it("an ignored user's typing notices and read receipts are not shown", async () => {
+    const [u1, u2, u3] = await Promise.all([registerUser(), registerUser(), registerUser()]);
+    const roomId = await createRoom(u1);
+    await join(u2, roomId);
+    await join(u3, roomId);
+    const msg = await send(u1, roomId, "read me");
+    await call("PUT", `${V3}/user/${enc(u1.userId)}/account_data/m.ignored_user_list`, { token: u1.accessToken, body: { ignored_users: { [u2.userId]: {} } } });
+    const since = (await sync(u1)).next_batch;
+    expect((await call("PUT", `${V3}/rooms/${enc(roomId)}/typing/${enc(u2.userId)}`, { token: u2.accessToken, body: { typing: true, timeout: 10000 } })).status).toBe(200);
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(msg)}`, { token: u2.accessToken, body: {} })).status).toBe(200);
+    // Only the ignored user did anything: nothing for this room.
+    const quiet = await sync(u1, { since });
+    expect(quiet.rooms.join[roomId]).toBeUndefined();
+    // u3's receipt comes, without u2's.
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(msg)}`, { token: u3.accessToken, body: {} })).status).toBe(200);
+    const r = await sync(u1, { since });
+    const eph = r.rooms.join[roomId].ephemeral.events;
+    const receipt = eph.find((e: Json) => e.type === "m.receipt");
+    expect(Object.keys(receipt.content[msg]["m.read"])).toEqual([u3.userId]);
+    expect(eph.filter((e: Json) => e.type === "m.typing")).toEqual([]);
+  });
+
   it("invites from an ignored user are not shown, in full or incremental syncs", async () => {
     const [u1, u2] = await Promise.all([registerUser(), registerUser()]);
     const [r1, r2] = await Promise.all([createRoom(u2, { preset: "private_chat" }), createRoom(u2, { preset: "private_chat" })]);
