@@ -31,6 +31,8 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
   toClient(e: E, now: number): JsonObject;
+  /** The event as a PDU, for `event_format: "federation"` (falls back to toClient). */
+  toFederation?(e: E, now: number): JsonObject;
   /** Membership of member events by event ID, from one cheap read (optional; events it does
    *  not cover are loaded). Summarising a cold room by loading 300 member events was 40% of a
    *  first sync of 300 rooms × 300 members. */
@@ -56,6 +58,8 @@ export interface RoomSyncQuery {
    *  of the timeline; their state events still come ("Servers must still send state events sent
    *  by ignored users to clients"). */
   ignoredSenders?: string[];
+  /** Filter `event_format`: "federation" returns events as PDUs (RoomSyncAccess.toFederation). */
+  eventFormat?: "client" | "federation";
 }
 
 export interface RoomSyncView {
@@ -63,14 +67,20 @@ export interface RoomSyncView {
   state?: { events: JsonObject[] };
   state_after?: { events: JsonObject[] };
   summary: { "m.heroes": string[]; "m.joined_member_count": number; "m.invited_member_count": number };
+  /** Lazy-loading, incremental syncs only: the member events (user → event ID) in `state` /
+   *  `state_after` that are there only because their user sent a timeline event — not a change
+   *  since `since`. The Worker leaves out those the device already has (durable-objects/
+   *  lazy-members.ts) and strips this field. */
+  lazyMembers?: Record<string, string>;
 }
 
 const SCAN_PAGE = 100;
 const SCAN_MAX = 5000;
 const MEMBER_PREFIX = "m.room.member\u0000";
 
-export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userId: string, q: RoomSyncQuery): RoomSyncView {
+export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, userId: string, q: RoomSyncQuery): RoomSyncView {
   const now = Date.now();
+  const room = q.eventFormat === "federation" && access.toFederation ? { ...access, toClient: access.toFederation } : access;
   const slowVisible = room.visibleFor(userId);
   const joinedAt = room.joinedSince(userId);
   const ignored = new Set(q.ignoredSenders ?? []);
@@ -132,10 +142,18 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   for (const st of q.useStateAfter || start === end ? [end] : [start, end]) {
     for (const [k, id] of st) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id)) && !skipMember(k)) entries.set(id, k);
   }
+  // On an incremental sync a sender's member event that did not change since `since` may be
+  // one the client already has ("redundant"): it is marked for the Worker to decide. Changes
+  // since `since` (the gap) are always sent ("regardless as to whether or not they are
+  // redundant").
+  const lazyMembers: Record<string, string> = {};
   if (q.lazyLoadMembers) {
     for (const u of needed) {
-      const id = start.get(stateKey("m.room.member", u));
-      if (id && (q.useStateAfter || !inTimeline.has(id))) entries.set(id, stateKey("m.room.member", u));
+      const k = stateKey("m.room.member", u);
+      const id = start.get(k);
+      if (!id || (!q.useStateAfter && inTimeline.has(id))) continue;
+      if (!fresh && !entries.has(id) && base.get(k) === id) lazyMembers[u] = id;
+      entries.set(id, k);
     }
   }
   const stateFilter = q.state ? { ...q.state, rooms: undefined, not_rooms: undefined, contains_url: undefined } : undefined;
@@ -143,9 +161,11 @@ export function syncRoomView<E extends SyncEvent>(room: RoomSyncAccess<E>, userI
   for (const id of entries.keys()) {
     const e = room.load(id);
     if (e && matchesRoomEventFilter(stateFilter, e.ev)) stateEvents.push(room.toClient(e, now));
+    else if (e?.ev.type === "m.room.member") delete lazyMembers[e.ev.state_key!];
   }
 
   const view: RoomSyncView = { timeline, summary: summarize(room, end, userId) };
+  if (Object.keys(lazyMembers).length) view.lazyMembers = lazyMembers;
   if (q.useStateAfter) view.state_after = { events: stateEvents };
   else view.state = { events: stateEvents };
   return view;

@@ -1499,6 +1499,16 @@ export class RoomDO extends DurableObject<Env> {
     return out;
   }
 
+  /** Filter `event_format: "federation"` ("the raw event as received over federation"): the PDU,
+   *  redacted per the room version when a redaction applies, plus `event_id` (room versions 3+
+   *  leave it out of the PDU; clients need it) and the client `unsigned` (age, transaction_id,
+   *  prev_content, redacted_because), as Synapse serves it. */
+  private toFederationFormat(se: StoredEvent, requester: Requester | undefined, now = Date.now()): JsonObject {
+    const red = this.redactionOf(se);
+    const pdu = (red ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu) as JsonObject;
+    return { ...pdu, event_id: se.ev.event_id, unsigned: this.toClient(se, requester, now).unsigned };
+  }
+
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
     // A user who forgot the room reads it as someone who was never in it (world_readable only).
@@ -1920,6 +1930,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
+          toFederation: (e, now) => this.toFederationFormat(e, req, now),
           memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
         req.userId,

@@ -39,6 +39,8 @@
 //   device_keys    per-device one-time key counts and unused fallback key types
 //   sync_marks     per device: the oldest token it may still present (its last `since`, or the
 //                  token of its initial sync) and when that was recorded
+//   lazy_members   per device, room and member: the member event last sent under lazy-loading
+//                  and the token that carried it (durable-objects/lazy-members.ts)
 //
 // Compaction (compactLog): room_log and device_list_log would grow with every event the user
 // hears about. Below a horizon H (meta `log_floor`) they keep only the newest entry per (room,
@@ -69,6 +71,7 @@ import {
   defaultRules,
 } from "../src/core/push-rules";
 import { noLongerSharingRoom } from "../src/services/e2ee";
+import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
 
 // ---------------------------------------------------------------------------------------------
 // RPC types.
@@ -245,6 +248,7 @@ export class UserDO extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+    this.sql.exec(LAZY_MEMBERS_SCHEMA);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
     if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
@@ -838,6 +842,7 @@ export class UserDO extends DurableObject<Env> {
     this.lastCompactTry = this.pos;
     try {
       this.compactBelow(this.horizon(LOG_KEEP, Date.now()));
+      pruneLazyMembers(this.sql, Date.now() - MARK_RETAIN_MS);
     } catch (e) {
       console.error("hub log compaction failed", e);
     }
@@ -857,6 +862,7 @@ export class UserDO extends DurableObject<Env> {
   async compactLog(opts: { keep?: number; now?: number; at?: number } = {}): Promise<{ floor: number; removed: number }> {
     const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
     const removed = this.compactBelow(h);
+    pruneLazyMembers(this.sql, (opts.now ?? Date.now()) - MARK_RETAIN_MS);
     return { floor: this.floor, removed };
   }
 
@@ -924,6 +930,18 @@ export class UserDO extends DurableObject<Env> {
     this.sql.exec("DELETE FROM to_device WHERE device_id = ?", deviceId);
     this.sql.exec("DELETE FROM device_keys WHERE device_id = ?", deviceId);
     this.sql.exec("DELETE FROM sync_marks WHERE device_id = ?", deviceId);
+    forgetLazyMembers(this.sql, deviceId);
+  }
+
+  /** Lazy-loaded members of one /sync response (durable-objects/lazy-members.ts): which of the
+   *  response's candidate members this device provably has (sent in a response at or before
+   *  the client's `since`), and record what the response at `nextBatch` carries. */
+  async settleLazyMembers(userId: string, req: { deviceId: string; since?: string; nextBatch: string; rooms: LazyMembersRoom[] }): Promise<Record<string, string[]>> {
+    this.me(userId);
+    const since = req.since === undefined ? undefined : this.parseToken(req.since);
+    const next = this.parseToken(req.nextBatch);
+    if ("error" in next || (since && "error" in since)) return {};
+    return this.ctx.storage.transactionSync(() => settleLazyMembers(this.sql, req.deviceId, since?.pos, next.pos, req.rooms));
   }
 
   // ===========================================================================================
@@ -984,6 +1002,9 @@ export class UserDO extends DurableObject<Env> {
       if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
       since = p.pos;
       this.markDevice(req.deviceId, since);
+    } else {
+      // An initial sync: the client starts over, so it holds none of the members sent before.
+      forgetLazyMembers(this.sql, req.deviceId);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
     if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {

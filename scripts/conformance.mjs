@@ -99,9 +99,9 @@ configuration, so \`preview_url\` shows as missing: URL previews answer \`M_UNRE
 **${implemented} of ${total} endpoints implemented.**
 
 ${sections.join("\n")}`;
-// Hand-written notes on behaviour (from "## Behaviour notes" on) survive regeneration.
+// The hand-written "## Behaviour notes" section (behaviour the probe cannot see) is kept.
 const docPath = path.join(root, "docs/conformance.md");
 const previous = existsSync(docPath) ? readFileSync(docPath, "utf8") : "";
 const notesAt = previous.indexOf("\n## Behaviour notes");
-writeFileSync(docPath, notesAt >= 0 ? doc + previous.slice(notesAt) : doc);
+writeFileSync(docPath, notesAt >= 0 ? `${doc}${previous.slice(notesAt)}` : doc);
 console.log(`docs/conformance.md: ${implemented}/${total} endpoints implemented`);

@@ -36,6 +36,7 @@ export type UserStub = Pick<
   | "getRooms"
   | "currentToken"
   | "sync"
+  | "settleLazyMembers"
   | "compactLog"
   | "forgetRoom"
 >;

@@ -1,5 +1,6 @@
 // syncRoomView (durable-objects/room-sync.ts) on a hand-built room: the summary (counts, heroes
-// per requester, computed once per state map) and lazy-loaded members on a fresh room.
+// per requester, computed once per state map) and lazy-loaded members on fresh and incremental
+// syncs.
 import { describe, expect, it } from "vitest";
 import { syncRoomView, type RoomSyncAccess, type RoomSyncQuery, type SyncEvent } from "../../durable-objects/room-sync";
 import type { JsonObject, RoomEvent, StateIdMap } from "../../src/core/types";
@@ -100,5 +101,20 @@ describe("syncRoomView summary and lazy-loaded members", () => {
     // Without lazy loading: every member.
     const full = syncRoomView(room.access, joined[20], { ...query(room.upTo, 2), lazyLoadMembers: false });
     expect(full.state!.events.filter((e) => e.type === "m.room.member")).toHaveLength(40);
+  });
+
+  it("an incremental sync marks senders' unchanged members as lazy candidates; gap changes are not candidates", () => {
+    const five = joined.slice(0, 5);
+    const room = fakeRoom({ joined: five, left: ["@gone:test.local"], senders: [five[1], five[2]] });
+    // Streams: create 1, joins 2-6, @gone joins 7 and leaves 8, messages 9 (u01) and 10 (u02).
+    const v = syncRoomView(room.access, five[0], { ...query(room.upTo, 1), since: 7 });
+    expect(v.timeline.events.map((e) => e.sender)).toEqual([five[2]]);
+    expect(v.timeline.limited).toBe(true);
+    const members = Object.fromEntries(v.state!.events.filter((e) => e.type === "m.room.member").map((e) => [e.state_key, e.event_id]));
+    expect(Object.keys(members).sort()).toEqual(["@gone:test.local", five[2]].sort());
+    expect(v.lazyMembers).toEqual({ [five[2]]: members[five[2]] });
+    // A fresh room or full_state: nothing is a candidate (the client holds nothing).
+    expect(syncRoomView(room.access, five[0], query(room.upTo, 1)).lazyMembers).toBeUndefined();
+    expect(syncRoomView(room.access, five[0], { ...query(room.upTo, 1), since: 7, fullState: true }).lazyMembers).toBeUndefined();
   });
 });
