@@ -1444,10 +1444,25 @@ export class RoomDO extends DurableObject<Env> {
    *  sent (so cannot have seen it then); members who were there keep the original (as Synapse
    *  decides it: membership at the event). */
   private erasedFor(se: StoredEvent, userId: string): boolean {
-    this.erased ??= new Set(this.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
-    if (this.erased.size === 0 || !this.erased.has(se.ev.sender) || se.ev.sender === userId) return false;
+    if (!this.isErased(se.ev.sender) || se.ev.sender === userId) return false;
     const id = this.groupState(se.stateBefore).get(memberKey(userId));
     return (id ? this.loadEvent(id)?.ev.content.membership : undefined) !== "join";
+  }
+
+  /** The same for a server ("any users (or servers) which join the room after"): redacted
+   *  unless one of its users was joined when the event was sent. */
+  private erasedForServer(se: StoredEvent, server: string): boolean {
+    if (!this.isErased(se.ev.sender)) return false;
+    const suffix = `:${server}`;
+    for (const [k, id] of this.groupState(se.stateBefore)) {
+      if (k.startsWith("m.room.member\u0000") && k.endsWith(suffix) && this.loadEvent(id)?.ev.content.membership === "join") return false;
+    }
+    return true;
+  }
+
+  private isErased(userId: string): boolean {
+    this.erased ??= new Set(this.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
+    return this.erased.size > 0 && this.erased.has(userId);
   }
 
   // ===========================================================================================
@@ -2002,12 +2017,13 @@ export class RoomDO extends DurableObject<Env> {
     return false;
   }
 
-  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here or when
-   *  the server may not see it (the DAG stays intact either way). */
+  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here, when
+   *  the server may not see it, or when its sender was erased and the server was not in the
+   *  room then (the DAG stays intact either way). */
   private wirePdu(se: StoredEvent, server?: string): PDU {
     const { unsigned: _u, ...pdu } = se.ev.pdu;
     void _u;
-    if ((server !== undefined && !this.serverMaySee(server, se)) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
+    if ((server !== undefined && (!this.serverMaySee(server, se) || this.erasedForServer(se, server))) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
     return pdu as PDU;
   }
 

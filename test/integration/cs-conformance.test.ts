@@ -167,6 +167,16 @@ describe("erasure (POST /account/deactivate with erase: true)", () => {
     const ctx = await call("GET", `${V3}/rooms/${enc(roomId)}/context/${enc(kept)}`, { token: carol.accessToken });
     expect(ctx.body.events_before.find((e: Json) => e.event_id === secret)?.content).toEqual({});
 
+    // A server that was not in the room then ("users (or servers) which join the room after"):
+    // GET /event serves the redacted PDU (still verifiable: signatures cover the redacted form).
+    const remote = "erasure-remote.test";
+    const rkey = await seedRemoteKey(remote);
+    const fe = await federationCall(remote, rkey, "GET", `/v1/event/${enc(secret)}`);
+    expect(fe.status, JSON.stringify(fe.body)).toBe(200);
+    expect(fe.body.pdus[0].content).toEqual({});
+    const fk = await federationCall(remote, rkey, "GET", `/v1/event/${enc(kept)}`);
+    expect(fk.body.pdus[0].content.body).toBe("bob's words");
+
     // bob was in the room when alice wrote: he keeps the content.
     const mb = await messages(bob, roomId);
     expect(mb.body.chunk.find((e: Json) => e.event_id === secret).content.body).toBe("my personal data");
