@@ -52,6 +52,10 @@ export interface RoomSyncQuery {
    *  compacted log, durable-objects/user.ts): answer as a gappy sync — the timeline after `since`
    *  marked `limited` (prev_batch leads /messages back over the gap) with full state. */
   gap?: boolean;
+  /** The room is new to the client in an incremental sync (joined since the token, or joined
+   *  and left): `since` is null, and `limited` also tells of visible history before the
+   *  timeline that the filter left out. */
+  newlyJoined?: boolean;
   /** MSC4222 / v1.16 use_state_after: state up to the end of the timeline in `state_after`. */
   useStateAfter: boolean;
   /** Users the requester ignores (module "Ignoring Users"): their non-state events are left out
@@ -85,13 +89,22 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   const joinedAt = room.joinedSince(userId);
   const ignored = new Set(q.ignoredSenders ?? []);
   const hidden = (e: E) => ignored.size > 0 && e.ev.state_key === undefined && ignored.has(e.ev.sender);
-  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e));
+  // The room's state at the end of the range (read early: the visibility check below uses it).
+  const end = room.stateAt(q.upTo);
+  // Current state reaches a joined user's timeline even when history visibility hid it as it
+  // happened (a join while they were away from a "joined"-history room): they may read that
+  // state anyway, and clients rely on seeing it (sytest "Current state appears in timeline in
+  // private history"; Synapse's always_include_ids).
+  const currentState = (e: E) => joinedAt !== null && e.ev.state_key !== undefined && end.get(stateKey(e.ev.type, e.ev.state_key)) === e.ev.event_id;
+  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e) || currentState(e));
   const floor = q.since ?? -1;
   const timelineFilter = q.timeline ? { ...q.timeline, rooms: undefined, not_rooms: undefined } : undefined;
 
   // Timeline: newest first until `limit` are picked, then look for one more to decide `limited`.
   const picked: E[] = [];
   let limited = false;
+  /** Stream of the oldest event the user may see in the range, whatever the timeline filter. */
+  let oldestVisible: number | null = null;
   let pos = q.upTo;
   let scanned = 0;
   // The first page is just big enough for the common case (limit + 1 visible events).
@@ -102,7 +115,9 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     for (const e of page) {
       scanned++;
       pos = e.stream! - 1;
-      if (!visible(e) || !matchesRoomEventFilter(timelineFilter, e.ev)) continue;
+      if (!visible(e)) continue;
+      oldestVisible = e.stream;
+      if (!matchesRoomEventFilter(timelineFilter, e.ev)) continue;
       if (picked.length >= q.limit) {
         limited = true;
         break outer;
@@ -113,6 +128,13 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     pageSize = SCAN_PAGE;
   }
   if ((scanned >= SCAN_MAX && pos > floor) || q.gap) limited = true;
+  // A room newly joined in an incremental sync: `limited` unless the timeline reaches back to the
+  // oldest event the user may see. Events the timeline filter left out still count: otherwise
+  // the client believes it holds the room's whole history and never paginates (Complement
+  // "Newly joined room has correct timeline in incremental sync"; Synapse marks every newly
+  // joined room limited). An initial sync stays count-based (sytest "A filtered timeline
+  // reaches its limit": not limited).
+  if (!limited && q.newlyJoined && oldestVisible !== null && (picked.length === 0 || oldestVisible < picked[picked.length - 1].stream!)) limited = true;
   picked.reverse();
   const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
   const timeline = {
@@ -127,7 +149,6 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   // (or that the gap hid) are not lost: ((start ∪ end) − since) − timeline.
   const fresh = q.since === null || q.fullState || !!q.gap;
   const base: StateIdMap = fresh ? new Map() : room.stateAt(q.since!);
-  const end = room.stateAt(q.upTo);
   const start = q.useStateAfter ? end : room.stateAt(startStream);
   const inTimeline = new Set(picked.map((e) => e.ev.event_id));
   // Lazy-loading: only members needed to render the timeline (plus, on a fresh room, my own),

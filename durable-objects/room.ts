@@ -133,6 +133,25 @@ export interface MessagesResponse {
   state?: JsonObject[];
 }
 
+/** GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]; tokens as /messages. */
+export interface RelationsQuery {
+  eventId: string;
+  relType?: string;
+  eventType?: string;
+  dir: "b" | "f";
+  from?: string;
+  to?: string;
+  limit: number;
+  recurse?: boolean;
+}
+
+export interface RelationsResponse {
+  chunk: JsonObject[];
+  next_batch?: string;
+  prev_batch?: string;
+  recursion_depth?: number;
+}
+
 export interface ContextResponse {
   event: JsonObject;
   events_before: JsonObject[];
@@ -153,6 +172,9 @@ export interface RoomSummary {
 
 const MAX_PDU_BYTES = 65536;
 const MIN_STREAM = -1e12;
+/** /relations with recurse: levels of relations followed ("Homeservers SHOULD traverse at least
+ *  3 levels"). */
+const RELATIONS_DEPTH = 3;
 const MAX_ID_BYTES = 255;
 /** State groups are deltas on a parent; a group whose chain of deltas back to the last full
  *  snapshot would hold more than SNAPSHOT_FRACTION of its state's size in entries (and at least
@@ -258,6 +280,7 @@ CREATE TABLE IF NOT EXISTS events (
   received_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
 CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
 CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
@@ -825,7 +848,11 @@ export class RoomDO extends DurableObject<Env> {
     if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) {
       if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
       await this.afterCommit();
-      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      this.wakePeekers();
+      const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
+      const notified = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      // The write that revoked guest access answers once its guests have left (as Synapse does).
+      const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
       this.fanOuts.set(ev.event_id, fan);
       void fan.finally(() => this.fanOuts.delete(ev.event_id));
     }
@@ -1123,6 +1150,7 @@ export class RoomDO extends DurableObject<Env> {
       const [type, skey] = splitStateKey(k);
       if (id === null) this.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
       else this.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (k === GUEST_ACCESS_KEY) this.guestAccessChanged = true;
       if (type === "m.room.member" && skey.endsWith(`:${this.serverName}`)) {
         const m = id === null ? "leave" : String(this.loadEvent(id)?.ev.content.membership ?? "leave");
         localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
@@ -1845,6 +1873,80 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
+  /** GET /relations (module "Event relationships"): accepted events whose m.relates_to points
+   *  at `eventId` (with `recurse`, also at those, up to RELATIONS_DEPTH levels), visible to the
+   *  requester and not redacted, in stream order from `from`; `next_batch` continues, absent
+   *  when nothing is left. The parent must be visible to the requester, else M_NOT_FOUND. */
+  async getRelations(req: Requester, q: RelationsQuery): Promise<RoomResult<RelationsResponse>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const parent = this.loadEvent(q.eventId);
+      if (!parent || parent.status !== "accepted" || !visible(parent)) fail(404, "M_NOT_FOUND", "Event not found");
+      const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
+      // Parents: the event, and with `recurse` the relations found at each level above the last
+      // (a bounded set), so the chunk reaches RELATIONS_DEPTH levels down.
+      const parents = [q.eventId];
+      let depth = 1;
+      if (q.recurse) {
+        let level = [q.eventId];
+        for (let d = 1; d <= RELATIONS_DEPTH && parents.length < 1000; d++) {
+          const seen = new Set(parents);
+          const marks = level.map(() => "?").join(",");
+          level = this.sql
+            .exec<{ event_id: string }>(`SELECT event_id FROM events WHERE stream IS NOT NULL AND ${RELATES_TO} IN (${marks}) LIMIT 1000`, ...level)
+            .toArray()
+            .map((r) => r.event_id)
+            .filter((id) => !seen.has(id));
+          if (level.length === 0) break;
+          depth = d;
+          if (d < RELATIONS_DEPTH) parents.push(...level);
+        }
+      }
+      const limit = Math.max(0, Math.min(q.limit, 100));
+      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : MIN_STREAM);
+      const to = parseToken(q.to);
+      const conds = [`stream IS NOT NULL`, `${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
+      const args: (string | number)[] = [...parents];
+      if (q.relType !== undefined) {
+        conds.push(`json_extract(pdu, '$.content."m.relates_to".rel_type') = ?`);
+        args.push(q.relType);
+      }
+      if (q.eventType !== undefined) {
+        conds.push("type = ?");
+        args.push(q.eventType);
+      }
+      const now = Date.now();
+      const chunk: JsonObject[] = [];
+      let pos = from;
+      let exhausted = false;
+      let scanned = 0;
+      while (chunk.length < limit && scanned < 2000) {
+        const rows =
+          q.dir === "b"
+            ? this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
+            : this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT 100`, ...args, pos, to ?? Number.MAX_SAFE_INTEGER).toArray();
+        if (rows.length === 0) {
+          exhausted = true;
+          break;
+        }
+        for (const row of rows) {
+          scanned++;
+          const se = this.events.get(row.event_id) ?? this.fromRow(row);
+          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
+          // A redacted event no longer relates to anything (its m.relates_to is gone).
+          if (visible(se) && !this.redactionOf(se)) chunk.push(this.toClient(se, req, now));
+          if (chunk.length >= limit) break;
+        }
+      }
+      const res: RelationsResponse = { chunk };
+      if (!exhausted) res.next_batch = streamToken(pos);
+      if (q.from !== undefined) res.prev_batch = q.from;
+      if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
+      return res;
+    });
+  }
+
   /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
    *  (the candidates timestamp_to_event checks for visibility). */
   private timestampCandidates(ts: number, dir: "f" | "b"): EventRow[] {
@@ -1973,6 +2075,79 @@ export class RoomDO extends DurableObject<Env> {
         stream: this.stream,
       };
     });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Peeking (module "Room Previews"): GET /events?room_id= waits here for the room's next event.
+
+  private peekWaiters = new Set<() => void>();
+
+  private wakePeekers(): void {
+    for (const wake of this.peekWaiters) wake();
+  }
+
+  private nextEvent(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.peekWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.peekWaiters.add(wake);
+    });
+  }
+
+  /** GET /events?room_id=: the events after `from` (default: now) that the requester may see —
+   *  a non-member only those of world_readable history ("Room Previews", server behaviour) —
+   *  waiting up to `timeoutMs` for one. `end` continues the stream. */
+  async peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
+    const deadline = Date.now() + q.timeoutMs;
+    const start = q.from ?? streamToken(this.stream);
+    let from = start;
+    for (;;) {
+      const upTo = this.stream;
+      const page = await this.getMessages(req, { dir: "f", from, to: streamToken(upTo), limit: PEEK_LIMIT });
+      if (!page.ok) return page;
+      const end = page.value.end ?? streamToken(upTo);
+      const wait = deadline - Date.now();
+      if (page.value.chunk.length > 0 || wait <= 0) return { ok: true, value: { start, end, chunk: page.value.chunk } };
+      from = end;
+      // Nothing visible up to the room's newest event: wait for the next one.
+      if (end === streamToken(upTo) && this.stream === upTo) await this.nextEvent(wait);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Guest access (module "Guest Access", server behaviour): when m.room.guest_access stops being
+  // can_join, "the server MUST set those users' m.room.member state to leave".
+
+  private guestAccessChanged = false;
+
+  /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
+   *  and guest accounts are this server's business). Runs after the write that changed the
+   *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
+  private async kickGuests(): Promise<void> {
+    this.guestAccessChanged = false;
+    try {
+      const id = this.groupState(this.currentGroup).get(GUEST_ACCESS_KEY);
+      if (id && this.loadEvent(id)?.ev.content.guest_access === "can_join") return;
+      const local = this.fanOutFacts().joinedLocal;
+      const guests: string[] = [];
+      for (let i = 0; i < local.length; i += 90) {
+        const chunk = local.slice(i, i + 90);
+        const rows = await this.env.DB.prepare(`SELECT user_id FROM users WHERE is_guest = 1 AND user_id IN (${chunk.map(() => "?").join(", ")})`)
+          .bind(...chunk)
+          .all<{ user_id: string }>();
+        guests.push(...rows.results.map((r) => r.user_id));
+      }
+      for (const g of guests) {
+        const r = await this.createLocalEvent({ type: "m.room.member", state_key: g, sender: g, content: { membership: "leave" } });
+        if (!r.ok) console.error("guest leave refused", g, r.error);
+      }
+    } catch (e) {
+      console.error("kickGuests failed", e);
+    }
   }
 
   // ===========================================================================================
@@ -2606,6 +2781,9 @@ function isOutlier(se: StoredEvent): boolean {
   return se.stream === null && se.stateAfter === null && se.status === "accepted";
 }
 const HV_KEY = stateKey("m.room.history_visibility", "");
+const GUEST_ACCESS_KEY = stateKey("m.room.guest_access", "");
+/** Events per GET /events?room_id= answer. */
+const PEEK_LIMIT = 100;
 /** How long the hub fan-out may stay incomplete before alarm() checks on it. */
 const HUB_REDELIVER_MS = 30_000;
 const ENCRYPTION_KEY = stateKey("m.room.encryption", "");

@@ -127,6 +127,8 @@ export interface SyncRoomDelta {
    *  client saw is unknown beyond `since` (the stream at the floor). Send the timeline after
    *  `since` as `limited` with full state (a gappy sync; /messages fills the gap). */
   gap?: boolean;
+  /** Joined (or joined and left) since the token: new to the client in an incremental sync. */
+  newlyJoined?: boolean;
   inviter?: string;
   unread: { notification_count: number; highlight_count: number };
   threads?: Record<string, { notification_count: number; highlight_count: number }>;
@@ -148,6 +150,12 @@ export interface SyncDelta {
   ignoredUsers: string[];
   /** Set when `setPresence` changed my presence: the Worker fans it out. */
   presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
+}
+
+/** A room stream position named by a sync token (UserDO.roomPosition). */
+export interface RoomPosition {
+  low: number | null;
+  high: number | null;
 }
 
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
@@ -828,6 +836,46 @@ export class UserDO extends DurableObject<Env> {
     return { ok: true, value: { changed, left } };
   }
 
+  /** What one of this user's sync tokens says about one room: the room stream position the
+   *  client had seen when it was issued (/messages `from`/`to` and /members `at` given a
+   *  `next_batch`; src/services/room-tokens.ts). `low` = `high` when exact; otherwise the client
+   *  had seen somewhere in [low, high] and each caller takes the end that returns more events,
+   *  never fewer. null: low = before the room's first event, high = the room's newest. */
+  async roomPosition(userId: string, roomId: string, token: string): Promise<HubResult<RoomPosition>> {
+    this.me(userId);
+    const p = this.parseToken(token);
+    if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
+    return { ok: true, value: this.roomPositionAt(roomId, p.pos) };
+  }
+
+  private roomPositionAt(roomId: string, pos: number): RoomPosition {
+    const logged = (where: string, ...args: number[]) =>
+      this.sql
+        .exec<{ u: number | null; s: number | null; first: number | null }>(
+          `SELECT MAX(upos) AS u, MAX(stream) AS s, MIN(stream) AS first FROM room_log WHERE room_id = ? AND stream IS NOT NULL AND ${where}`,
+          roomId,
+          ...args,
+        )
+        .one();
+    // Below the compacted floor the room's entries up to the floor were folded into its newest
+    // one. If that one lies after the token, the stream at the token is gone: be conservative —
+    // at least the stream of my last membership event before the token (membership_log is never
+    // compacted), at most the stream at the floor.
+    if (pos < this.floor) {
+      const folded = logged("upos > ? AND upos <= ?", pos, this.floor);
+      if (folded.u !== null) {
+        const m = this.sql.exec<{ stream: number }>("SELECT stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, pos).toArray()[0];
+        return { low: m?.stream ?? null, high: folded.s };
+      }
+    }
+    const seen = logged("upos <= ?", pos).s;
+    if (seen !== null) return { low: seen, high: seen };
+    // The room had not reached this hub yet: the client had seen none of it. Events before the
+    // room's first notice after the token may be older or newer than the token.
+    const first = logged("upos > ?", pos).first;
+    return { low: null, high: first === null ? null : first - 1 };
+  }
+
   /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */
   private logFloor(): number {
     return this.floor;
@@ -1118,8 +1166,11 @@ export class UserDO extends DurableObject<Env> {
           // Already left before the token and my membership did not change since: skip.
           if (thenM && (thenM.membership === "leave" || thenM.membership === "ban") && thenM.stream === nowM.stream) continue;
           // Left (kicked, banned, rejected an invite) after the token: the events since then,
-          // up to and including the leave.
-          if (thenM) roomSince = seenAt();
+          // up to and including the leave. But a room joined and left within the batch is new
+          // to the client as a joined room (it held at most the invite's stripped state): it
+          // comes whole, with its full state (sytest "When user joins and leaves a room in the
+          // same batch, the full state is still included in the next sync").
+          if (thenM && !(thenM.membership !== "join" && this.joinedBetween(roomId, from, q))) roomSince = seenAt();
         } else if (membership === "join" && thenM?.membership === "join") {
           // Still joined (own profile changes are new member events of the same join).
           roomSince = seenAt();
@@ -1137,6 +1188,7 @@ export class UserDO extends DurableObject<Env> {
         since: roomSince,
         upTo,
         gap: gap || undefined,
+        newlyJoined: (!initial && roomSince === null && (membership === "join" || membership === "leave" || membership === "ban")) || undefined,
         inviter,
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,
@@ -1185,6 +1237,11 @@ export class UserDO extends DurableObject<Env> {
     if (!row) return false;
     const list = (JSON.parse(row.content) as JsonObject).ignored_users;
     return !!list && typeof list === "object" && !Array.isArray(list) && Object.hasOwn(list, userId);
+  }
+
+  /** Whether I joined `roomId` at a position in (from, to] (membership_log is never compacted). */
+  private joinedBetween(roomId: string, from: number, to: number): boolean {
+    return this.sql.exec("SELECT 1 FROM membership_log WHERE room_id = ? AND upos > ? AND upos <= ? AND membership = 'join' LIMIT 1", roomId, from, to).toArray().length > 0;
   }
 
   private accountDataSince(roomId: string, from: number, q: number): JsonObject[] {

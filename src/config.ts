@@ -28,6 +28,8 @@ export interface Config {
   publicBaseUrl: string;
   registration: RegistrationMode;
   registrationSharedSecret?: string;
+  /** Guest accounts (spec module "Guest Access"): POST /register?kind=guest. */
+  guestAccess: boolean;
   /** Content repository limits and switches (docs/media.md). */
   media: MediaConfig;
   rateLimits: boolean;
@@ -58,6 +60,7 @@ const schema = z.object({
   PUBLIC_BASEURL: z.url().optional(),
   REGISTRATION: z.enum(["closed", "token", "open"]).default("closed"),
   REGISTRATION_SHARED_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+  GUEST_ACCESS: z.enum(["on", "off"]).default("off"),
   MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).max(5 * 1024 ** 3).default(50 * 1024 * 1024),
   MEDIA_USER_QUOTA_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
   MEDIA_MAX_PENDING_UPLOADS: z.coerce.number().int().min(1).default(10),
@@ -116,6 +119,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       publicBaseUrl: v.PUBLIC_BASEURL?.replace(/\/+$/, ""),
       registration: v.REGISTRATION,
       registrationSharedSecret: v.REGISTRATION_SHARED_SECRET,
+      guestAccess: v.GUEST_ACCESS === "on",
       media: {
         maxUploadBytes: v.MAX_UPLOAD_BYTES,
         userQuotaBytes: v.MEDIA_USER_QUOTA_BYTES,

@@ -31,6 +31,7 @@ export type UserStub = Pick<
   | "deviceListChanged"
   | "deviceListLeft"
   | "deviceListChanges"
+  | "roomPosition"
   | "setDeviceKeyCounts"
   | "deleteDevice"
   | "getRooms"

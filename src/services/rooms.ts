@@ -40,6 +40,8 @@ export type RoomStub = Pick<
   | "getResidency"
   | "getMessages"
   | "getContext"
+  | "peekEvents"
+  | "getRelations"
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"

@@ -3,7 +3,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
-import { badJson } from "../errors";
+import { MatrixError, badJson } from "../errors";
 import { parseBody, readJsonBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { LIMITS, rateLimit } from "../middleware/rate-limit";
@@ -52,6 +52,8 @@ async function putState(c: Context<AppEnv>) {
   const type = c.req.param("eventType")!;
   const key = c.req.param("stateKey") ?? "";
   const sender = c.var.auth.userId;
+  // Guests change membership only through /join and /leave, which check m.room.guest_access.
+  if (c.var.auth.isGuest && type === "m.room.member") throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot send m.room.member events");
   const existing = await stub.getCurrentStateEvent(type, key);
   if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);
   // Re-sending identical state is a no-op returning the existing event (as Synapse does).

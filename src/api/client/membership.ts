@@ -77,6 +77,7 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   const userId = c.var.auth.userId;
   const here = await roomHere(c, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
+  if (c.var.auth.isGuest) await checkGuestMayJoin(stub, here);
   // A room this server left (no local member joined) is rejoined through a server still in it:
   // our copy stopped at the leave, so a join built on it would cite stale events.
   const residency = here ? await stub.getResidency() : undefined;
@@ -89,6 +90,8 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   const current = await stub.getMembership(userId);
   if (current === "join") return; // already joined: nothing to change
   const content: JsonObject = withReason({ membership: "join", ...(await localProfile(c.env, userId)) }, reason);
+  // Marks the join as a guest's for other servers, which cannot know (as Synapse does).
+  if (c.var.auth.isGuest) content.kind = "guest";
 
   if (rv.restrictedJoins && current !== "invite") {
     const rules = (await stub.getCurrentStateEvent("m.room.join_rules", ""))?.content as JsonObject | undefined;
@@ -119,6 +122,16 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
     }
   }
   unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
+}
+
+/** "Servers MUST only allow guest users to join rooms if the m.room.guest_access state event is
+ *  present on the room, and has the guest_access value can_join" (module "Guest Access"). A room
+ *  this server does not hold has no state to check: guests cannot join it. */
+async function checkGuestMayJoin(stub: ReturnType<typeof roomStub>, here: boolean): Promise<void> {
+  const ev = here ? await stub.getCurrentStateEvent("m.room.guest_access", "") : null;
+  if ((ev?.content as JsonObject | undefined)?.guest_access !== "can_join") {
+    throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room");
+  }
 }
 
 membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {

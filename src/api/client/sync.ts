@@ -227,6 +227,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
         since: r.since,
         upTo: r.upTo,
         gap: r.gap,
+        newlyJoined: r.newlyJoined,
         limit: timelineLimit(o.filter),
         timeline: rf.timeline,
         state: rf.state,
