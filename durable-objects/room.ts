@@ -1973,13 +1973,13 @@ export class RoomDO extends DurableObject<Env> {
    *  server's history visibility (serverMaySee) instead of a user's. */
   async fedTimestampToEvent(origin: string, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
     return this.wrap(() => {
-      this.requireServer(origin, { inRoom: false });
-      const inRoom = this.serverInRoom(origin);
+      // Only a server in the room reads it, like every federation read (see requireServer).
+      this.requireServer(origin, { inRoom: true });
       const rows = this.timestampCandidates(ts, dir);
       for (const row of rows) {
         const se = this.events.get(row.event_id) ?? this.fromRow(row);
         if (se.status === "rejected") continue;
-        if (inRoom || this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
+        if (this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
       }
       fail(404, "M_NOT_FOUND", "No event found");
     });
@@ -2174,8 +2174,9 @@ export class RoomDO extends DurableObject<Env> {
 
   /** History visibility for a server (Server-Server API: servers "should not send events the
    *  requesting server is not allowed to see"): a server may see an event if any of its users
-   *  could. world_readable and shared: any server (a joining server's users would see shared
-   *  history); invited: one of its users invited or joined at the event; joined: joined.
+   *  could. world_readable and shared: any server (callers require it to be in the room now, so
+   *  one of its users joined after the event); invited: one of its users invited or joined at
+   *  the event; joined: joined.
    *  Outliers (auth and state events, no place in the timeline) are served as they are. */
   private serverMaySee(server: string, se: StoredEvent): boolean {
     if (se.stateAfter === null && se.stream === null) return true;
@@ -2219,7 +2220,11 @@ export class RoomDO extends DurableObject<Env> {
     return out.sort((a, b) => a.ev.depth - b.ev.depth);
   }
 
-  /** Common preamble of the serving endpoints: a full room, an allowed and present server. */
+  /** Common preamble of the serving endpoints: a full room, an allowed and present server.
+   *  Every federation read passes inRoom: true: a server with no user joined now (never joined,
+   *  or all its users left, were kicked or banned) reads nothing, whatever the history
+   *  visibility (as Synapse's "host in room" check); serverMaySee then applies the visibility
+   *  at each event. */
   private requireServer(origin: string, opts: { inRoom: boolean }): void {
     this.requireRoom();
     if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
@@ -2370,14 +2375,13 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
-  /** GET /v1/event: one event, if the server may see it (redacted otherwise... no: not found,
-   *  unless it is in the room, where the redacted form keeps the DAG intact). */
+  /** GET /v1/event: one event to a server in the room; redacted when the server may not see
+   *  it (the redacted form keeps the DAG intact). */
   async fedEvent(origin: string, eventId: string): Promise<RoomResult<PDU>> {
     return this.wrap(() => {
-      this.requireServer(origin, { inRoom: false });
+      this.requireServer(origin, { inRoom: true });
       const se = this.loadEvent(eventId);
       if (!se || se.status === "rejected") fail(404, "M_NOT_FOUND", "Event not found");
-      if (!this.serverInRoom(origin) && !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
       return this.wirePdu(se, origin);
     });
   }

@@ -23,7 +23,7 @@ export interface MediaConfig {
 }
 
 export interface Config {
-  /** Server name from SERVER_NAME, or (when unset) the Host the request arrived on. */
+  /** Server name from SERVER_NAME (required: never taken from the request). */
   serverName: string;
   publicBaseUrl: string;
   registration: RegistrationMode;
@@ -93,7 +93,7 @@ const schema = z.object({
     .optional(),
 });
 
-const cache = new WeakMap<object, Omit<Config, "serverName" | "publicBaseUrl"> & { serverName?: string; publicBaseUrl?: string }>();
+const cache = new WeakMap<object, Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string }>();
 
 function emptyToUndefined(env: Env): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -111,7 +111,15 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       throw new ConfigError(`Invalid Lattice configuration: ${problems}`);
     }
     const v = r.data;
-    if (v.SERVER_NAME !== undefined && !isValidServerName(v.SERVER_NAME)) {
+    // Fail closed: a name taken from the request's Host header would let any client name the
+    // server (user IDs, signing, federation origin) and Durable Objects would fall back to a
+    // default of their own. `npm start`, the e2e harness and the vitest config set it.
+    if (v.SERVER_NAME === undefined) {
+      throw new ConfigError(
+        "Invalid Lattice configuration: SERVER_NAME is not set. Set it in wrangler.toml [vars] (the name in every user and room ID); `npm start` sets localhost:<port>",
+      );
+    }
+    if (!isValidServerName(v.SERVER_NAME)) {
       throw new ConfigError(`Invalid Lattice configuration: SERVER_NAME: "${v.SERVER_NAME}" is not a valid server name`);
     }
     parsed = {
@@ -144,13 +152,11 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
     };
     cache.set(env, parsed);
   }
-  let serverName = parsed.serverName;
   let publicBaseUrl = parsed.publicBaseUrl;
-  if (!serverName || !publicBaseUrl) {
-    // Development default: the server is named after where it is reached (localhost:<port>).
-    const url = new URL(requestUrl ?? "http://localhost:8008/");
-    serverName ??= url.host;
-    publicBaseUrl ??= `${url.protocol}//${url.host}`;
+  if (!publicBaseUrl) {
+    // Development default: the base URL is where the server is reached (localhost:<port>).
+    const url = new URL(requestUrl ?? `https://${parsed.serverName}/`);
+    publicBaseUrl = `${url.protocol}//${url.host}`;
   }
-  return { ...parsed, serverName, publicBaseUrl };
+  return { ...parsed, publicBaseUrl };
 }

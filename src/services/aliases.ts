@@ -152,12 +152,15 @@ export async function listAliases(env: Env, roomId: string): Promise<string[]> {
  * event's content) are checked, so an alias that drifted away does not block other edits.
  * Aliases on other servers are not looked up over federation here (a state PUT should not hang on
  * a remote server): they are refused with M_BAD_ALIAS rather than accepted unchecked.
+ * `claimed`: aliases that will point to the room but are not written yet (createRoom's
+ * room_alias_name, claimed right after the room exists).
  */
 export async function validateCanonicalAlias(
   env: Env,
   roomId: string,
   content: Record<string, unknown>,
   previous?: Record<string, unknown> | null,
+  claimed: string[] = [],
 ): Promise<void> {
   const toCheck: string[] = [];
   const alias = content.alias;
@@ -175,6 +178,7 @@ export async function validateCanonicalAlias(
     }
   }
   for (const a of toCheck) {
+    if (claimed.includes(a)) continue;
     const resolved = await resolveAlias(env, a);
     if (resolved?.room_id !== roomId) {
       throw new MatrixError(400, "M_BAD_ALIAS", `The alias ${a} does not point to this room`);

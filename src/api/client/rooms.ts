@@ -11,7 +11,7 @@ import { isValidUserId } from "../../core/ids";
 import { stateKey } from "../../core/types";
 import type { LocalEventSpec } from "../../../durable-objects/room";
 import { createRoomInDO, knownRoom, localProfile, roomStub, unwrap, isLocalUser } from "../../services/rooms";
-import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases } from "../../services/aliases";
+import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases, validateCanonicalAlias } from "../../services/aliases";
 import { setRoomVisibility } from "../../services/room-directory";
 
 export const rooms = new Hono<AppEnv>();
@@ -146,6 +146,9 @@ export async function planRoom(
   const initial = (body.initial_state ?? []).map((e) => ({ type: e.type, state_key: e.state_key ?? "", content: e.content as JsonObject }));
   for (const e of initial) {
     if (e.type === "m.room.create" || e.type === "m.room.member") throw invalidParam(`initial_state may not contain ${e.type}`);
+    // As the state endpoint checks it: the room does not exist yet, so the only alias that can
+    // point to it is the one this request claims (room_alias_name). No room ID resolves as "".
+    if (e.type === "m.room.canonical_alias" && e.state_key === "") await validateCanonicalAlias(env, "", e.content, null, alias ? [alias] : []);
   }
   const later = new Set<string>();
   if (body.name !== undefined) later.add(stateKey("m.room.name", ""));

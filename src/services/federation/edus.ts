@@ -15,7 +15,7 @@ import { enqueueEdu } from "./sender";
 import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoom, remoteServersSharingRoomWith, serverOf } from "./peers";
 import { onDeviceListUpdate, onSigningKeyUpdate } from "./device-lists";
 import { fanOutReceipt, fanOutTyping, userStub } from "../notifier";
-import { roomStub } from "../rooms";
+import { knownRoom, roomStub } from "../rooms";
 import { deliverToDevice, type Json } from "../e2ee";
 import { isValidRoomId } from "../../core/ids";
 import { randomString } from "../crypto-util";
@@ -28,9 +28,10 @@ const REMOTE_TYPING_MS = 30_000;
 /** Remembered to-device message IDs are pruned after this long. */
 const TO_DEVICE_ID_RETENTION_MS = 7 * 24 * 3600_000;
 
-/** Whether `userId` (of the origin server) is joined to `roomId` here. */
+/** Whether `userId` (of the origin server) is joined to `roomId` here. The D1 registry first:
+ *  a room ID from an EDU must not wake (and so create) a Durable Object for a room we lack. */
 async function isJoined(env: Env, config: Config, roomId: string, userId: string): Promise<boolean> {
-  if (!isValidRoomId(roomId)) return false;
+  if (!isValidRoomId(roomId) || !(await knownRoom(env, roomId).catch(() => undefined))) return false;
   return (await roomStub(env, config, roomId).getMembership(userId)) === "join";
 }
 
