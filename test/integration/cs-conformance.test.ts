@@ -2,7 +2,7 @@
 // (D1, RoomDOs, UserDOs in workerd).
 import { describe, expect, it, beforeAll } from "vitest";
 import { env } from "cloudflare:test";
-import { call, federationCall, registerUser, seedRemoteKey, SERVER, type Json, type TestUser } from "./helpers";
+import { call, federationCall, registerUser, remoteJoinWave, seedRemoteKey, SERVER, type Json, type TestUser } from "./helpers";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import { setFederationFetch } from "../../src/services/federation/client";
@@ -12,6 +12,13 @@ import type { SigningKey } from "../../src/core/signing";
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 let txn = 0;
+
+// Simulated remote servers only: nothing leaves the test.
+beforeAll(() =>
+  setFederationFetch(async () => {
+    throw new Error("offline (test)");
+  }),
+);
 
 async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
   const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
@@ -167,10 +174,11 @@ describe("erasure (POST /account/deactivate with erase: true)", () => {
     const ctx = await call("GET", `${V3}/rooms/${enc(roomId)}/context/${enc(kept)}`, { token: carol.accessToken });
     expect(ctx.body.events_before.find((e: Json) => e.event_id === secret)?.content).toEqual({});
 
-    // A server that was not in the room then ("users (or servers) which join the room after"):
-    // GET /event serves the redacted PDU (still verifiable: signatures cover the redacted form).
+    // A server that joins after the erasure ("users (or servers) which join the room after"):
+    // GET /event serves it the redacted PDU (still verifiable: signatures cover the redacted form).
     const remote = "erasure-remote.test";
     const rkey = await seedRemoteKey(remote);
+    await remoteJoinWave(remote, rkey, roomId, 1, 1);
     const fe = await federationCall(remote, rkey, "GET", `/v1/event/${enc(secret)}`);
     expect(fe.status, JSON.stringify(fe.body)).toBe(200);
     expect(fe.body.pdus[0].content).toEqual({});
@@ -233,9 +241,6 @@ describe("forgetting a room (POST /rooms/{roomId}/forget)", () => {
   });
 
   it("the D1 mirror clears `forgotten` when a remote room invites the user again", async () => {
-    setFederationFetch(async () => {
-      throw new Error("offline (test)");
-    });
     const remote = "forget-remote.test";
     const key: SigningKey = await seedRemoteKey(remote);
     const alice = await registerUser();
