@@ -644,7 +644,7 @@ export class RoomDO extends DurableObject<Env> {
   protected async notify(event: RoomEvent, stream: number): Promise<void> {
     const room = this.fanOutFacts();
     // Application services: queued in commit order (so before any await here); not awaited.
-    void this.appservices.push(appserviceEvent(event, this.roomId!), room.joined);
+    void this.appservices.push(appserviceEvent(event, this.roomId!), room.joined, stream);
     const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     const notice = buildNotice({
       roomId: this.roomId!,
@@ -672,7 +672,22 @@ export class RoomDO extends DurableObject<Env> {
 
   private _appservices?: AppserviceFanOut;
   private get appservices(): AppserviceFanOut {
-    return (this._appservices ??= new AppserviceFanOut(this.env, this.serverName!));
+    return (this._appservices ??= new AppserviceFanOut(this.env, this.serverName!, this.ctx.storage));
+  }
+
+  /** Hand over again the events the appservice queues may have missed because this object
+   *  stopped before handing them over (AppserviceFanOut's watermark; called by alarm()). */
+  private async redeliverToAppservices(): Promise<void> {
+    if (!this.rv || !this.roomId) return;
+    const missed = await this.appservices.behind(this.stream);
+    if (missed === null) return;
+    const rows = this.sql
+      .exec<EventRow>("SELECT * FROM events WHERE stream > ? AND stream <= ? AND status = 'accepted' AND state_after IS NOT NULL ORDER BY stream", missed.after, missed.upTo)
+      .toArray();
+    for (const row of rows) {
+      const se = this.events.get(row.event_id) ?? this.fromRow(row);
+      void this.appservices.push(appserviceEvent(se.ev, this.roomId), this.noticeAt(se).recipients, se.stream!);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -723,6 +738,7 @@ export class RoomDO extends DurableObject<Env> {
    *  while deliveries are still being retried in memory. */
   async alarm(): Promise<void> {
     this.alarmArmed = false;
+    await this.redeliverToAppservices().catch((e) => console.error("appservice redelivery failed", e));
     if (this.hubDone >= this.stream || !this.rv) return;
     if (this.hubPending.size > 0) {
       this.alarmArmed = true;

@@ -26,6 +26,9 @@ export function appserviceEvent(ev: { event_id: string; type: string; sender: st
   return out;
 }
 
+/** RoomDO storage key of the appservice hand-over watermark. */
+export const APPSERVICE_DONE_KEY = "appservice_done";
+
 export function appserviceQueue(env: Env, id: string) {
   return env.APPSERVICE_SENDER.get(env.APPSERVICE_SENDER.idFromName(id));
 }
@@ -45,33 +48,93 @@ export function interestedIn(service: Appservice, ev: AppserviceEvent, members: 
 }
 
 /** Per RoomDO: events go to the appservice queues in the order `push` is called (one chain), so
- *  each appservice sees the room's events in stream order. */
+ *  each appservice sees the room's events in stream order.
+ *
+ *  With `storage`, a watermark (APPSERVICE_DONE_KEY: every event at or below it reached its
+ *  queues) survives restarts. It is written when the chain runs idle and nothing is missing. A
+ *  new instance reads it before its first hand-over: events between it and the first event this
+ *  instance sees were committed by an instance that stopped before handing them over, and
+ *  `behind()` (the RoomDO's alarm) names them for redelivery; so does a failed hand-over.
+ *  Redelivery is at least once (a failed hand-over's successors are sent again). */
 export class AppserviceFanOut {
   private chain: Promise<void> = Promise.resolve();
   private aliasCache?: { at: number; aliases: string[] };
+  private pending = 0;
+  private loaded = false;
+  /** Highest stream handed over (while nothing failed), and the last value written. */
+  private done = 0;
+  private written = -1;
+  private failed = false;
+  /** Some event went to an appservice: keep the watermark (rooms no appservice cares about never
+   *  write one, and without one nothing is replayed). */
+  private active = false;
+  /** Streams (after, upTo] not handed over by this instance, to redeliver. */
+  private gap: { after: number; upTo: number } | null = null;
 
   constructor(
     private env: Env,
     private serverName: string,
+    private storage?: DurableObjectStorage,
   ) {}
 
   /** Call synchronously in commit order; `members` is read now (the membership at this event). */
-  push(ev: AppserviceEvent, members: Iterable<string>): Promise<void> {
+  push(ev: AppserviceEvent, members: Iterable<string>, stream?: number): Promise<void> {
     const snapshot = [...members];
-    const next = this.chain.then(() => this.deliver(ev, snapshot)).catch((e) => console.error("appservice fan-out failed", e));
+    this.pending++;
+    const next = this.chain
+      .then(async () => {
+        try {
+          if (stream !== undefined) await this.load(stream);
+          if ((await this.deliver(ev, snapshot)) > 0) this.active = true;
+          if (stream !== undefined && !this.failed) this.done = Math.max(this.done, stream);
+        } catch (e) {
+          this.failed = true; // the watermark stays below this event until redelivery
+          console.error("appservice fan-out failed", e);
+        } finally {
+          this.pending--;
+        }
+        if (this.pending === 0 && this.storage && (this.active || this.written >= 0) && !this.failed && !this.gap && this.done !== this.written) {
+          this.written = this.done;
+          await this.storage.put(APPSERVICE_DONE_KEY, this.done);
+        }
+      })
+      .catch((e) => console.error("appservice fan-out failed", e));
     this.chain = next;
     return next;
   }
 
-  private async deliver(ev: AppserviceEvent, members: string[]): Promise<void> {
+  /** First hand-over of this instance: what did the previous one leave undone? */
+  private async load(firstStream: number): Promise<void> {
+    if (this.loaded || !this.storage) return;
+    this.loaded = true;
+    const stored = await this.storage.get<number>(APPSERVICE_DONE_KEY);
+    if (stored === undefined) return; // a room new to this (history is not replayed)
+    this.done = this.written = stored;
+    if (stored < firstStream - 1) this.gap = { after: stored, upTo: firstStream - 1 };
+  }
+
+  /** For the RoomDO's alarm: the streams to hand over again, or null (nothing missing, or
+   *  hand-overs still running). Their pushes must follow at once. */
+  async behind(currentStream: number): Promise<{ after: number; upTo: number } | null> {
+    if (!this.storage || this.pending > 0) return null;
+    if (!this.loaded) await this.load(currentStream + 1);
+    if (this.failed) {
+      this.failed = false;
+      this.gap = { after: Math.min(this.done, this.gap?.after ?? Infinity), upTo: currentStream };
+    }
+    const g = this.gap;
+    this.gap = null;
+    return g;
+  }
+
+  /** Enqueue for the interested appservices; how many there were. */
+  private async deliver(ev: AppserviceEvent, members: string[]): Promise<number> {
     const services = (await listAppservices(this.env, this.serverName)).filter((s) => s.url);
-    if (services.length === 0) return;
+    if (services.length === 0) return 0;
     const aliases = services.some((s) => s.hasAliasNamespace) ? await this.roomAliases(ev.room_id) : [];
-    await Promise.all(
-      services
-        .filter((s) => interestedIn(s, ev, members, aliases))
-        .map((s) => appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, [{ kind: "event", body: ev }])),
-    );
+    const interested = services.filter((s) => interestedIn(s, ev, members, aliases));
+    await Promise.all(interested.map((s) => appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, [{ kind: "event", body: ev }])));
+    return interested.length;
   }
 
   /** The room's local aliases (D1), cached briefly. */
