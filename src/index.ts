@@ -27,6 +27,7 @@ import { receipts } from "./api/client/receipts";
 import { accountData } from "./api/client/account-data";
 import { presence } from "./api/client/presence";
 import { pushRules } from "./api/client/push-rules";
+import { pushersRoutes } from "./api/client/pushers";
 import { keys } from "./api/client/keys";
 import { crossSigning } from "./api/client/cross-signing";
 import { keyBackup } from "./api/client/key-backup";
@@ -41,6 +42,7 @@ export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
 export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
+export { PusherDO } from "../durable-objects/pusher";
 
 const app = new Hono<AppEnv>();
 
@@ -64,7 +66,7 @@ app.route("/", wellKnown);
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
-for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
+for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 
 const client = new Hono<AppEnv>();
