@@ -99,9 +99,15 @@ export class PusherDO extends DurableObject<Env> {
     if (this.sending) return;
     this.sending = true;
     try {
+      // Watchdog: if this process dies mid-request, the alarm brings the queue back.
+      await this.ctx.storage.setAlarm(Date.now() + PUSH_TIMEOUT_MS + 5_000);
       for (let i = 0; i < PUSH_BATCH; i++) {
         const r = await this.sendHead();
-        if (r === "empty" || r === "dropped") return;
+        if (r === "dropped") return;
+        if (r === "empty") {
+          await this.ctx.storage.deleteAlarm();
+          return;
+        }
         if (r === "failed") {
           const failures = this.num("failures") + 1;
           this.setMeta("failures", failures);
