@@ -3,6 +3,7 @@ import type { RateLimiterDO } from "../durable-objects/rate-limiter";
 import type { UserDO } from "../durable-objects/user";
 import type { SenderDO } from "../durable-objects/sender";
 import type { PusherDO } from "../durable-objects/pusher";
+import type { DelayedEventsDO } from "../durable-objects/delayed-events";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
 export interface Env {
@@ -15,6 +16,8 @@ export interface Env {
   FEDERATION_SENDER: DurableObjectNamespace<SenderDO>;
   /** Push delivery queues, one per pusher (durable-objects/pusher.ts). */
   PUSHERS: DurableObjectNamespace<PusherDO>;
+  /** Delayed events (MSC4140), one object per local user (durable-objects/delayed-events.ts). */
+  DELAYED_EVENTS: DurableObjectNamespace<DelayedEventsDO>;
   SERVER_NAME?: string;
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;

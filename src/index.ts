@@ -30,6 +30,7 @@ import { pushRules } from "./api/client/push-rules";
 import { pushersRoutes } from "./api/client/pushers";
 import { voip } from "./api/client/voip";
 import { rtc } from "./api/client/rtc";
+import { delayedEvents } from "./api/client/delayed-events";
 import { keys } from "./api/client/keys";
 import { crossSigning } from "./api/client/cross-signing";
 import { keyBackup } from "./api/client/key-backup";
@@ -45,6 +46,7 @@ export { RateLimiterDO } from "../durable-objects/rate-limiter";
 export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
 export { PusherDO } from "../durable-objects/pusher";
+export { DelayedEventsDO } from "../durable-objects/delayed-events";
 
 const app = new Hono<AppEnv>();
 
@@ -80,6 +82,7 @@ client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/unstable/org.matrix.msc4143", rtc);
+client.route("/unstable/org.matrix.msc4140", delayedEvents);
 client.route("/v1", rtc);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);

@@ -62,3 +62,35 @@ describe("TURN (Cloudflare Realtime) and MatrixRTC discovery", () => {
     expect(wk["org.matrix.msc4143.rtc_foci"]).toEqual(focus);
   });
 });
+
+describe("delayed events (MSC4140) with nobody connected", () => {
+  it("fires after its delay; a restarted one is postponed; a cancelled one never fires", async () => {
+    const u = await registerUser(server, name("caller"), "pw-123456");
+    const { room_id: roomId } = await ok(u, "POST", "/createRoom", {});
+    const enc = encodeURIComponent;
+    const U = "/_matrix/client/unstable/org.matrix.msc4140/delayed_events";
+    const schedule = async (key: string, delay: number) =>
+      (await ok(u, "PUT", `/rooms/${enc(roomId)}/state/org.example.call.member/${key}?org.matrix.msc4140.delay=${delay}`, { left: key })).delay_id as string;
+    const state = async (key: string) => (await api(u, "GET", `/rooms/${enc(roomId)}/state/org.example.call.member/${key}`)).status;
+    const t0 = Date.now();
+    const fires = await schedule("fires", 2000);
+    const restarted = await schedule("restarted", 2500);
+    const cancelled = await schedule("cancelled", 2000);
+    await ok(u, "POST", `${U}/${enc(cancelled)}`, { action: "cancel" });
+    // Nobody syncs or polls the delayed events from here: only the server's alarm can send them.
+    await new Promise((r) => setTimeout(r, 1500));
+    await fetch(`${server.baseUrl}${U}/${enc(restarted)}/restart`, { method: "POST", body: "{}" }); // unauthenticated (delegated) restart
+    const restartedAt = Date.now();
+    // "fires" was due at t0+2s; "restarted" would have been due at t0+2.5s but was pushed to restart+2.5s.
+    await until("the delayed event is sent", async () => (await state("fires")) === 200, 10_000);
+    if (Date.now() - restartedAt < 2300) expect(await state("restarted")).toBe(404);
+    await until("the restarted one is sent after its new time", async () => (await state("restarted")) === 200, 10_000);
+    // Had the restart been ignored, it would have been sent ~1 s after the restart.
+    expect(Date.now() - restartedAt).toBeGreaterThanOrEqual(2400);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(2000);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await state("cancelled")).toBe(404);
+    expect((await ok(u, "GET", U)).delayed_events).toEqual([]);
+    expect(fires).not.toBe(restarted);
+  });
+});
