@@ -25,6 +25,8 @@ const OUTBOX_RETRY_MS = 5_000;
 export class PushOutbox {
   private draining = false;
   private again = false;
+  /** The retry alarm is set (in memory: after a restart it is simply set again). */
+  private armed = false;
 
   constructor(
     private ctx: DurableObjectState,
@@ -104,7 +106,10 @@ export class PushOutbox {
   async afterCommit(userId: string): Promise<void> {
     if (!this.pending) return;
     this.pending = false;
-    await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
+    if (!this.armed) {
+      await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
+      this.armed = true;
+    }
     void this.drain(userId);
   }
 
@@ -130,6 +135,7 @@ export class PushOutbox {
       // Rows stay; the alarm tries again (a queue that took them twice sends twice: at-least-once).
       console.warn(`push: hand-over to pusher queues failed for ${userId}: ${(e as Error).message}`);
       await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
+      this.armed = true;
     } finally {
       this.draining = false;
     }
@@ -137,8 +143,12 @@ export class PushOutbox {
 
   /** The hub's alarm: retry what is left. */
   async alarm(userId: string | undefined): Promise<void> {
+    this.armed = false;
     if (!userId) return;
     await this.drain(userId);
-    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
+    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) {
+      await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
+      this.armed = true;
+    }
   }
 }

@@ -74,8 +74,9 @@ export class PusherDO extends DurableObject<Env> {
         this.sql.exec("DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE seq > ? ORDER BY seq LIMIT ?)", this.num("inflight_seq"), n - PUSH_MAX_QUEUE);
       }
     });
-    // Healthy: send now. Backing off: the scheduled retry sends everything in order.
-    if (!this.num("failures")) await this.ctx.storage.setAlarm(now);
+    // Healthy: send now, without waiting for an alarm (run() arms a watchdog alarm first).
+    // Backing off: the scheduled retry sends everything in order.
+    if (!this.num("failures")) void this.run();
   }
 
   /** The pusher was deleted: forget everything. */
@@ -96,6 +97,11 @@ export class PusherDO extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
+    await this.run();
+  }
+
+  /** Send what is queued, in order, one request at a time. */
+  private async run(): Promise<void> {
     if (this.sending) return;
     this.sending = true;
     try {
@@ -106,6 +112,8 @@ export class PusherDO extends DurableObject<Env> {
         if (r === "dropped") return;
         if (r === "empty") {
           await this.ctx.storage.deleteAlarm();
+          // Something enqueued while the alarm was being deleted: keep going.
+          if (this.sql.exec("SELECT 1 FROM queue LIMIT 1").toArray().length) continue;
           return;
         }
         if (r === "failed") {
