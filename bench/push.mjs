@@ -3,11 +3,14 @@
 //
 // Run: node_modules/.bin/node bench/push.mjs [sends] [members]
 //   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback.
+//   GW_DELAY_MS=2000 makes the gateway answer 2 s late.
 import { createServer } from "node:http";
 import { percentile, registerBenchUser } from "./util.mjs";
 
 const sends = Number(process.argv[2] ?? 100);
 const members = Number(process.argv[3] ?? 100);
+/** GW_DELAY_MS: the gateway answers this late (a slow gateway must not slow sends). */
+const gwDelayMs = Number(process.env.GW_DELAY_MS ?? 0);
 
 const { startServer, freePort } = await import("../test/e2e/harness.ts");
 const waiters = new Map(); // event_id → resolve(arrival time)
@@ -25,7 +28,7 @@ const gw = createServer((req, res) => {
       arrived.set(id, t);
       waiters.get(id)?.(t);
     }
-    res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}');
+    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}'), gwDelayMs);
   });
 });
 await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));

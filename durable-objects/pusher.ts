@@ -39,6 +39,8 @@ export interface PusherStatus {
 export class PusherDO extends DurableObject<Env> {
   private sql: SqlStorage;
   private sending = false;
+  /** A watchdog alarm is pending (in memory; after a restart the alarm that woke us runs). */
+  private watchdog = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -81,6 +83,7 @@ export class PusherDO extends DurableObject<Env> {
 
   /** The pusher was deleted: forget everything. */
   async drop(): Promise<void> {
+    this.watchdog = false;
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
     this.sql.exec(SCHEMA);
@@ -97,6 +100,12 @@ export class PusherDO extends DurableObject<Env> {
   }
 
   async alarm(): Promise<void> {
+    if (this.sending) {
+      // A run is in progress: keep a watchdog behind it.
+      await this.ctx.storage.setAlarm(Date.now() + PUSH_TIMEOUT_MS + 5_000);
+      return;
+    }
+    this.watchdog = false;
     await this.run();
   }
 
@@ -105,25 +114,27 @@ export class PusherDO extends DurableObject<Env> {
     if (this.sending) return;
     this.sending = true;
     try {
-      // Watchdog: if this process dies mid-request, the alarm brings the queue back.
-      await this.ctx.storage.setAlarm(Date.now() + PUSH_TIMEOUT_MS + 5_000);
+      // Watchdog: if this process dies with items queued, the alarm brings the queue back. Armed
+      // once and left to fire (an alarm on an empty queue does nothing): two storage writes
+      // fewer per push than arming and deleting it around every run.
+      if (!this.watchdog) {
+        await this.ctx.storage.setAlarm(Date.now() + PUSH_TIMEOUT_MS + 5_000);
+        this.watchdog = true;
+      }
       for (let i = 0; i < PUSH_BATCH; i++) {
         const r = await this.sendHead();
         if (r === "dropped") return;
-        if (r === "empty") {
-          await this.ctx.storage.deleteAlarm();
-          // Something enqueued while the alarm was being deleted: keep going.
-          if (this.sql.exec("SELECT 1 FROM queue LIMIT 1").toArray().length) continue;
-          return;
-        }
+        if (r === "empty") return;
         if (r === "failed") {
           const failures = this.num("failures") + 1;
           this.setMeta("failures", failures);
           await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(failures));
+          this.watchdog = true;
           return;
         }
       }
       await this.ctx.storage.setAlarm(Date.now()); // more to send: continue in a fresh run
+      this.watchdog = true;
     } finally {
       this.sending = false;
     }
