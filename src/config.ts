@@ -23,7 +23,7 @@ export interface MediaConfig {
 }
 
 export interface Config {
-  /** Server name from SERVER_NAME, or (when unset) the Host the request arrived on. */
+  /** Server name from SERVER_NAME (required: never taken from the request). */
   serverName: string;
   publicBaseUrl: string;
   registration: RegistrationMode;
@@ -113,7 +113,7 @@ const schema = z.object({
   RTC_FOCUS_URL: z.url().refine((u) => /^https?:\/\//.test(u), "must be an http(s) URL").optional(),
 });
 
-const cache = new WeakMap<object, Omit<Config, "serverName" | "publicBaseUrl"> & { serverName?: string; publicBaseUrl?: string }>();
+const cache = new WeakMap<object, Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string }>();
 
 function emptyToUndefined(env: Env): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -131,7 +131,15 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       throw new ConfigError(`Invalid Lattice configuration: ${problems}`);
     }
     const v = r.data;
-    if (v.SERVER_NAME !== undefined && !isValidServerName(v.SERVER_NAME)) {
+    // Fail closed: a name taken from the request's Host header would let any client name the
+    // server (user IDs, signing, federation origin) and Durable Objects would fall back to a
+    // default of their own. `npm start`, the e2e harness and the vitest config set it.
+    if (v.SERVER_NAME === undefined) {
+      throw new ConfigError(
+        "Invalid Lattice configuration: SERVER_NAME is not set. Set it in wrangler.toml [vars] (the name in every user and room ID); `npm start` sets localhost:<port>",
+      );
+    }
+    if (!isValidServerName(v.SERVER_NAME)) {
       throw new ConfigError(`Invalid Lattice configuration: SERVER_NAME: "${v.SERVER_NAME}" is not a valid server name`);
     }
     parsed = {
@@ -182,13 +190,11 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
     parsed.rtcFocusUrl = v.RTC_FOCUS_URL?.replace(/\/+$/, "");
     cache.set(env, parsed);
   }
-  let serverName = parsed.serverName;
   let publicBaseUrl = parsed.publicBaseUrl;
-  if (!serverName || !publicBaseUrl) {
-    // Development default: the server is named after where it is reached (localhost:<port>).
-    const url = new URL(requestUrl ?? "http://localhost:8008/");
-    serverName ??= url.host;
-    publicBaseUrl ??= `${url.protocol}//${url.host}`;
+  if (!publicBaseUrl) {
+    // Development default: the base URL is where the server is reached (localhost:<port>).
+    const url = new URL(requestUrl ?? `https://${parsed.serverName}/`);
+    publicBaseUrl = `${url.protocol}//${url.host}`;
   }
-  return { ...parsed, serverName, publicBaseUrl };
+  return { ...parsed, publicBaseUrl };
 }
