@@ -4,7 +4,7 @@
 import { describe, it, expect } from "vitest";
 import { env, runDurableObjectAlarm } from "cloudflare:test";
 import { call, clientOk, registerUser } from "./helpers";
-import { parseConfig, ConfigError } from "../../src/config";
+import { parseConfig } from "../../src/config";
 
 describe("voip/turnServer", () => {
   it("answers {} when no TURN server is configured, and needs authentication", async () => {
@@ -13,15 +13,17 @@ describe("voip/turnServer", () => {
     expect((await call("GET", "/_matrix/client/v3/voip/turnServer")).status).toBe(401);
   });
   it("refuses contradictory or incomplete TURN configuration", () => {
-    const bad = (vars: Record<string, string>) => expect(() => parseConfig({ ...vars } as any)).toThrow(ConfigError);
-    bad({ TURN_SHARED_SECRET: "0123456789", TURN_URIS: "turn:t.example.org", TURN_KEY_ID: "abc", TURN_KEY_API_TOKEN: "x" });
-    bad({ TURN_SHARED_SECRET: "0123456789" });
-    bad({ TURN_SHARED_SECRET: "0123456789", TURN_URIS: "https://t.example.org" });
-    bad({ TURN_KEY_ID: "abc" });
-    bad({ TURN_TTL_SECONDS: "5" });
-    bad({ RTC_FOCUS_URL: "ftp://x" });
-    bad({ PUSH_HTTP_LOOPBACK: "yes" });
-    const ok = parseConfig({ TURN_SHARED_SECRET: "0123456789", TURN_URIS: "turn:a.example.org:3478, turns:a.example.org:5349" } as any);
+    const base = { SERVER_NAME: "test.local" };
+    const bad = (vars: Record<string, string>, why: RegExp) => expect(() => parseConfig({ ...base, ...vars } as any)).toThrow(why);
+    bad({ TURN_SHARED_SECRET: "0123456789", TURN_URIS: "turn:t.example.org", TURN_KEY_ID: "abc", TURN_KEY_API_TOKEN: "x" }, /not both/);
+    bad({ TURN_SHARED_SECRET: "0123456789" }, /TURN_URIS: required/);
+    bad({ TURN_SHARED_SECRET: "0123456789", TURN_URIS: "https://t.example.org" }, /TURN_URIS/);
+    bad({ TURN_KEY_ID: "abc" }, /go together/);
+    bad({ TURN_TTL_SECONDS: "5" }, /TURN_TTL_SECONDS/);
+    bad({ RTC_FOCUS_URL: "ftp://x" }, /RTC_FOCUS_URL/);
+    bad({ PUSH_HTTP_LOOPBACK: "yes" }, /PUSH_HTTP_LOOPBACK/);
+    expect(() => parseConfig({ ...base } as any)).not.toThrow();
+    const ok = parseConfig({ ...base, TURN_SHARED_SECRET: "0123456789", TURN_URIS: "turn:a.example.org:3478, turns:a.example.org:5349" } as any);
     expect(ok.turn).toEqual({ kind: "shared-secret", secret: "0123456789", uris: ["turn:a.example.org:3478", "turns:a.example.org:5349"], ttlSeconds: 86400 });
   });
 });
