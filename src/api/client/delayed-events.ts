@@ -14,6 +14,7 @@ import type { Env } from "../../env";
 import type { Config } from "../../config";
 import { MatrixError, invalidParam, notFound } from "../errors";
 import { requireAuth } from "../middleware/auth";
+import { LIMITS, rateLimit } from "../middleware/rate-limit";
 import { parseBody } from "../validate";
 import type { JsonObject } from "../../core/types";
 import { MAX_DELAY_MS, ownerOfDelayId, type DelayedEventsDO, type DelayedResult } from "../../../durable-objects/delayed-events";
@@ -73,6 +74,9 @@ delayedEvents.get("/delayed_events", requireAuth, async (c) => {
 async function update(c: Context<AppEnv>, delayId: string, action: (typeof ACTIONS)[number], requester?: string) {
   const owner = ownerOfDelayId(delayId);
   if (!owner || (requester !== undefined && owner !== requester)) throw notFound("No such delayed event");
+  // MSC4140: management calls SHOULD be rate-limited (resource exhaustion; `send` also floods the
+  // room). Counted per owner, with the owner's send budget.
+  await rateLimit(c, "delayed", owner, LIMITS.sendPerUser);
   unwrapDelayed(c, await delayedStub(c.env, c.var.config, owner).update(delayId, action));
   return c.json({});
 }
