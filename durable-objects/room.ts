@@ -54,6 +54,7 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
@@ -1470,6 +1471,28 @@ export class RoomDO extends DurableObject<Env> {
     return { ...pdu, event_id: se.ev.event_id, unsigned: this.toClient(se, requester, now).unsigned };
   }
 
+  /** Events in client format with their aggregations bundled (`unsigned.m.relations`, one
+   *  relations query for the whole list: durable-objects/room-relations.ts). */
+  private clientEvents(ses: StoredEvent[], req: Requester, now = Date.now()): JsonObject[] {
+    const out = ses.map((se) => this.toClient(se, req, now));
+    bundleAggregations(this.relationsAccess(req, now), ses, out);
+    return out;
+  }
+
+  private relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
+    return {
+      sql: this.sql,
+      userId: req.userId,
+      load: (id) => {
+        const se = this.loadEvent(id);
+        return se && se.status === "accepted" && se.stream !== null ? se : undefined;
+      },
+      visible: this.visibilityFor(req.userId),
+      redacted: (se) => !!this.redactionOf(se),
+      toClient: (se) => this.toClient(se, req, now),
+    };
+  }
+
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
     const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
@@ -1628,7 +1651,7 @@ export class RoomDO extends DurableObject<Env> {
       this.requireRoom();
       const se = this.loadEvent(eventId);
       if (!se || se.status !== "accepted" || !this.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
-      return this.toClient(se, req);
+      return this.clientEvents([se], req)[0];
     });
   }
 
@@ -1743,7 +1766,7 @@ export class RoomDO extends DurableObject<Env> {
           if (picked.length >= limit) break;
         }
       }
-      const res: MessagesResponse = { chunk: picked.map((se) => this.toClient(se, req, now)), start: streamToken(from) };
+      const res: MessagesResponse = { chunk: this.clientEvents(picked, req, now), start: streamToken(from) };
       // "If no further events are available ... this property is omitted from the response."
       if (!exhausted) res.end = streamToken(pos);
       if (q.filter?.lazy_load_members) res.state = this.lazyMembers(picked, req, now);
@@ -1777,10 +1800,11 @@ export class RoomDO extends DurableObject<Env> {
       const state = filter?.lazy_load_members
         ? this.lazyMembers([...before, se, ...after], req, now)
         : [...this.groupState(last.stateAfter).values()].map((id) => this.toClient(this.loadEvent(id)!, req, now));
+      const [event, ...around] = this.clientEvents([se, ...before, ...after], req, now);
       return {
-        event: this.toClient(se, req, now),
-        events_before: before.map((x) => this.toClient(x, req, now)),
-        events_after: after.map((x) => this.toClient(x, req, now)),
+        event,
+        events_before: around.slice(0, before.length),
+        events_after: around.slice(before.length),
         start: streamToken((before.length ? before[before.length - 1].stream! : se.stream!) - 1),
         end: streamToken(last.stream!),
         state,
@@ -1832,11 +1856,11 @@ export class RoomDO extends DurableObject<Env> {
         args.push(q.eventType);
       }
       const now = Date.now();
-      const chunk: JsonObject[] = [];
+      const picked: StoredEvent[] = [];
       let pos = from;
       let exhausted = false;
       let scanned = 0;
-      while (chunk.length < limit && scanned < 2000) {
+      while (picked.length < limit && scanned < 2000) {
         const rows =
           q.dir === "b"
             ? this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
@@ -1850,16 +1874,53 @@ export class RoomDO extends DurableObject<Env> {
           const se = this.events.get(row.event_id) ?? this.fromRow(row);
           pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
           // A redacted event no longer relates to anything (its m.relates_to is gone).
-          if (visible(se) && !this.redactionOf(se)) chunk.push(this.toClient(se, req, now));
-          if (chunk.length >= limit) break;
+          if (visible(se) && !this.redactionOf(se)) picked.push(se);
+          if (picked.length >= limit) break;
         }
       }
-      const res: RelationsResponse = { chunk };
+      const res: RelationsResponse = { chunk: this.clientEvents(picked, req, now) };
       if (!exhausted) res.next_batch = streamToken(pos);
       if (q.from !== undefined) res.prev_batch = q.from;
       if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
       return res;
     });
+  }
+
+  /** GET /v1/rooms/{roomId}/threads (module "Threading"): roots the requester may see, by
+   *  latest activity; `next_batch` is the activity position of the last root returned. */
+  async getThreads(req: Requester, q: { include: "all" | "participated"; from?: string; limit: number }): Promise<RoomResult<{ chunk: JsonObject[]; next_batch?: string }>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const limit = Math.max(1, Math.min(q.limit, 100));
+      const cap = relationsCap(this.sql, req.userId);
+      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit };
+      const roots: StoredEvent[] = [];
+      let more = false;
+      // Bounded: roots the requester may not see are skipped, at most 10 batches.
+      batches: for (let round = 0; round < 10; round++) {
+        const batch = threadRoots(this.sql, req.userId, tq, cap, limit + 1);
+        for (const r of batch) {
+          if (roots.length >= limit) {
+            more = true;
+            break batches;
+          }
+          tq.from = r.latest;
+          const se = this.loadEvent(r.root);
+          if (se && se.status === "accepted" && se.stream !== null && visible(se) && !this.redactionOf(se)) roots.push(se);
+        }
+        more = batch.length === limit + 1;
+        if (!more) break;
+      }
+      const res: { chunk: JsonObject[]; next_batch?: string } = { chunk: this.clientEvents(roots, req) };
+      if (more && tq.from !== undefined) res.next_batch = streamToken(tq.from);
+      return res;
+    });
+  }
+
+  /** Whether `sender` already annotated `parent` with this type and key (M_DUPLICATE_ANNOTATION). */
+  async hasAnnotation(sender: string, parent: string, type: string, key: string): Promise<boolean> {
+    return hasAnnotation(this.sql, sender, parent, type, key);
   }
 
   /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
@@ -1962,6 +2023,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
+          bundle: (es, out) => bundleAggregations(this.relationsAccess(req), es, out),
           toFederation: (e, now) => this.toFederationFormat(e, req, now),
           memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
@@ -1984,7 +2046,7 @@ export class RoomDO extends DurableObject<Env> {
       const now = Date.now();
       const first = take[0]?.stream ?? this.stream + 1;
       return {
-        events: take.filter(visible).map((se) => this.toClient(se, req, now)),
+        events: this.clientEvents(take.filter(visible), req, now),
         limited,
         prevBatch: streamToken(first - 1),
         stream: this.stream,

@@ -42,6 +42,8 @@ export type RoomStub = Pick<
   | "getContext"
   | "peekEvents"
   | "getRelations"
+  | "getThreads"
+  | "hasAnnotation"
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"
