@@ -54,6 +54,7 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./room-search";
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
@@ -1915,6 +1916,45 @@ export class RoomDO extends DurableObject<Env> {
       const res: { chunk: JsonObject[]; next_batch?: string } = { chunk: this.clientEvents(roots, req) };
       if (more && tq.from !== undefined) res.next_batch = streamToken(tq.from);
       return res;
+    });
+  }
+
+  /** POST /search, category room_events, in this room (durable-objects/room-search.ts). "The
+   *  search will not include rooms that are end to end encrypted": nothing when the room is. */
+  async searchEvents(req: Requester, q: RoomSearchQuery): Promise<RoomResult<RoomSearchResult>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      if (this.groupState(this.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
+      const now = Date.now();
+      return searchRoom(
+        {
+          sql: this.sql,
+          load: (id) => {
+            const se = this.loadEvent(id);
+            return se && se.status === "accepted" && se.stream !== null ? se : undefined;
+          },
+          visible: this.visibilityFor(req.userId),
+          redacted: (se) => !!this.redactionOf(se),
+          clientEvents: (ses) => this.clientEvents(ses, req, now),
+          around: (stream, dir, n) =>
+            this.sql
+              .exec<{ event_id: string }>(
+                dir === "b"
+                  ? "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream < ? ORDER BY stream DESC LIMIT ?"
+                  : "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream ASC LIMIT ?",
+                stream,
+                n,
+              )
+              .toArray()
+              .map((r) => this.loadEvent(r.event_id)!),
+          memberAt: (se, userId) => {
+            const id = this.groupState(se.stateAfter).get(memberKey(userId));
+            return id ? this.loadEvent(id) : undefined;
+          },
+          cap: relationsCap(this.sql, req.userId),
+        },
+        q,
+      );
     });
   }
 

@@ -35,6 +35,7 @@ import { dehydratedDevice } from "./api/client/dehydrated-device";
 import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
+import { search } from "./api/client/search";
 import { peeking } from "./api/client/peeking";
 
 export { RoomDO } from "../durable-objects/room";
@@ -63,7 +64,7 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking, search]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 

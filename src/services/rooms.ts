@@ -44,6 +44,7 @@ export type RoomStub = Pick<
   | "getRelations"
   | "getThreads"
   | "hasAnnotation"
+  | "searchEvents"
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"
