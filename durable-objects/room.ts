@@ -54,6 +54,7 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { mirrorRoomForDirectory, type DirectoryMember } from "../src/services/user-directory";
 import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./room-search";
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
@@ -1139,6 +1140,7 @@ export class RoomDO extends DurableObject<Env> {
       if (id === null) this.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
       else this.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
       if (k === GUEST_ACCESS_KEY) this.guestAccessChanged = true;
+      if (type === "m.room.member" || type === "m.room.join_rules" || type === "m.room.history_visibility") this.directoryDirty.add(k);
       if (type === "m.room.member" && skey.endsWith(`:${this.serverName}`)) {
         const m = id === null ? "leave" : String(this.loadEvent(id)?.ev.content.membership ?? "leave");
         localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
@@ -1148,10 +1150,47 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private pendingMemberships: { userId: string; eventId: string; membership: string }[] = [];
+  /** Current-state keys the user directory mirrors (members, join rules, history visibility). */
+  private directoryDirty = new Set<StateKey>();
+
+  /** The user directory's view of this room (src/services/user-directory.ts): joined members and
+   *  whether the room is public (join_rules public or history world_readable). */
+  private async mirrorDirectory(): Promise<void> {
+    if (this.directoryDirty.size === 0 || !this.roomId || !this.serverName) return;
+    const keys = [...this.directoryDirty];
+    this.directoryDirty.clear();
+    const st = this.groupState(this.currentGroup);
+    const content = (k: StateKey) => {
+      const id = st.get(k);
+      return id ? this.loadEvent(id)?.ev.content : undefined;
+    };
+    const members: DirectoryMember[] = [];
+    let isPublic: boolean | undefined;
+    for (const k of keys) {
+      const [type, skey] = splitStateKey(k);
+      if (type === "m.room.member") {
+        const c = content(k);
+        members.push({
+          userId: skey,
+          membership: typeof c?.membership === "string" ? c.membership : "leave",
+          displayname: typeof c?.displayname === "string" ? c.displayname : undefined,
+          avatarUrl: typeof c?.avatar_url === "string" ? c.avatar_url : undefined,
+        });
+      } else {
+        isPublic = content(stateKey("m.room.join_rules", ""))?.join_rule === "public" || parseHistoryVisibility(content(HV_KEY)) === "world_readable";
+      }
+    }
+    try {
+      await mirrorRoomForDirectory(this.env, this.serverName, this.roomId, members, isPublic);
+    } catch (e) {
+      console.error("user directory mirror failed", e);
+    }
+  }
 
   /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
    *  propagation) and notify. Runs inside `serial`, so D1 sees changes in order. */
   private async afterCommit(): Promise<void> {
+    await this.mirrorDirectory();
     const pending = this.pendingMemberships.splice(0);
     if (pending.length === 0) return;
     const now = Date.now();
@@ -2597,6 +2636,11 @@ export class RoomDO extends DurableObject<Env> {
         this.setMeta("room_version", rv.id);
         this.setMeta("server_name", args.serverName);
         this.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+        // The state we joined with came whole, not as changes: the directory learns all of it.
+        for (const k of this.groupState(this.currentGroup).keys()) {
+          if (k.startsWith("m.room.member\u0000") || k === HV_KEY || k === stateKey("m.room.join_rules", "")) this.directoryDirty.add(k);
+        }
+        await this.mirrorDirectory();
         const creator = this.loadEvent(create)!.ev.sender;
         // (joinRemoteRoom registered the room before send_join, without its creator.)
         await this.env.DB.prepare("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT(room_id) DO UPDATE SET creator = excluded.creator")

@@ -33,6 +33,9 @@ export interface Config {
   /** Content repository limits and switches (docs/media.md). */
   media: MediaConfig;
   rateLimits: boolean;
+  /** POST /user_directory/search: "shared" (users sharing a room, users in public rooms) or
+   *  "all" (also every local user). */
+  userDirectory: "shared" | "all";
   /** Where the client's address comes from: Cloudflare's edge sets CF-Connecting-IP and
    *  overwrites any client value; anywhere else (wrangler dev, self-hosted workerd) a client can
    *  send that header itself, so "none" ignores it and per-address limits are skipped. */
@@ -68,6 +71,7 @@ const schema = z.object({
   MEDIA_LEGACY_FREEZE_TS: z.coerce.number().int().min(0).default(0),
   URL_PREVIEWS: z.enum(["on", "off"]).default("off"),
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+  USER_DIRECTORY: z.enum(["shared", "all"]).default("shared"),
   CLIENT_ADDRESS: z.enum(["cf-connecting-ip", "none"]).default("cf-connecting-ip"),
   SIGNING_KEY: z
     .string()
@@ -137,6 +141,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
         urlPreviews: v.URL_PREVIEWS === "on",
       },
       rateLimits: v.RATE_LIMITS === "on",
+      userDirectory: v.USER_DIRECTORY,
       clientAddressHeader: v.CLIENT_ADDRESS,
       signingKey: v.SIGNING_KEY,
       jurisdiction: v.DATA_JURISDICTION,

@@ -24,6 +24,7 @@ export interface Env {
   MEDIA_LEGACY_FREEZE_TS?: string;
   URL_PREVIEWS?: string;
   RATE_LIMITS?: string;
+  USER_DIRECTORY?: string;
   CLIENT_ADDRESS?: string;
   SIGNING_KEY?: string;
   DATA_JURISDICTION?: string;

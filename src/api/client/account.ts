@@ -1,4 +1,5 @@
 // Account management (spec: Client-Server API "Account management").
+import { refreshLocalUser } from "../../services/user-directory";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
@@ -44,6 +45,7 @@ account.post("/account/deactivate", requireAuth, async (c) => {
     .run();
   await deleteAllDevices(db(c.env), userId, undefined, c.env);
   await revokeOpenidTokens(c, userId);
+  await refreshLocalUser(c.env, userId);
   return c.json({ id_server_unbind_result: "no-support" });
 });
 
