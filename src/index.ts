@@ -37,6 +37,7 @@ import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
 import { search } from "./api/client/search";
 import { userDirectory } from "./api/client/user-directory";
+import { report } from "./api/client/report";
 import { peeking } from "./api/client/peeking";
 
 export { RoomDO } from "../durable-objects/room";
@@ -65,7 +66,7 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory, report]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 
