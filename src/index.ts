@@ -38,6 +38,7 @@ import { spaces } from "./api/client/spaces";
 import { search } from "./api/client/search";
 import { userDirectory } from "./api/client/user-directory";
 import { report } from "./api/client/report";
+import { mutualRoomsUnstable, roomSummary } from "./api/client/room-summary";
 import { peeking } from "./api/client/peeking";
 
 export { RoomDO } from "../durable-objects/room";
@@ -77,6 +78,8 @@ client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
+client.route("/v1", roomSummary);
+client.route("/unstable/uk.half-shot.msc2666", mutualRoomsUnstable);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);
