@@ -25,6 +25,8 @@ export interface Env {
   URL_PREVIEWS?: string;
   RATE_LIMITS?: string;
   USER_DIRECTORY?: string;
+  SUPPORT_CONTACTS?: string;
+  SUPPORT_PAGE?: string;
   CLIENT_ADDRESS?: string;
   SIGNING_KEY?: string;
   DATA_JURISDICTION?: string;

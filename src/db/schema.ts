@@ -469,3 +469,15 @@ export const reports = sqliteTable(
   },
   (t) => [index("reports_received").on(t.receivedTs)],
 );
+
+/** Extended profile fields (spec 1.16 "Profiles": m.tz and custom keys), one JSON value per key;
+ *  displayname and avatar_url stay in `users`. */
+export const profileFields = sqliteTable(
+  "profile_fields",
+  {
+    userId: text("user_id").notNull(),
+    key: text("key").notNull(),
+    valueJson: text("value_json").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.key] })],
+);

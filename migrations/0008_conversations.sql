@@ -1,3 +1,10 @@
+CREATE TABLE `profile_fields` (
+	`user_id` text NOT NULL,
+	`key` text NOT NULL,
+	`value_json` text NOT NULL,
+	PRIMARY KEY(`user_id`, `key`)
+);
+--> statement-breakpoint
 CREATE TABLE `reports` (
 	`id` integer PRIMARY KEY AUTOINCREMENT NOT NULL,
 	`kind` text NOT NULL,
@@ -29,7 +36,8 @@ CREATE TABLE `user_directory_rooms` (
 	PRIMARY KEY(`room_id`, `user_id`)
 );
 --> statement-breakpoint
-CREATE INDEX `user_directory_rooms_user` ON `user_directory_rooms` (`user_id`);--> statement-breakpoint
+CREATE INDEX `user_directory_rooms_user` ON `user_directory_rooms` (`user_id`);
+--> statement-breakpoint
 -- Existing local accounts and their joined rooms (later changes keep these current).
 INSERT OR IGNORE INTO `user_directory` (`user_id`, `displayname`, `avatar_url`, `search_key`, `is_local`)
   SELECT `user_id`, `displayname`, `avatar_url`, lower(`user_id` || ' ' || coalesce(`displayname`, '')), 1 FROM `users` WHERE `deactivated` = 0 AND `is_guest` = 0;
