@@ -6,11 +6,15 @@
 // only grows). Every stored event of a searchable type is indexed whatever its status; a hit
 // counts only when its event is accepted (stream set), visible to the searcher and unredacted.
 // Tokenizer unicode61 with remove_diacritics 2: case- and accent-insensitive.
+// Edits (rel_type m.replace) are not hits of their own: their m.new_content.body is indexed
+// under the event they edit (row `source` = the edit), so the message is found by its current
+// text and shown once; a redacted or invalid edit (not the original's sender and type) counts
+// for nothing.
 import type { JsonObject, RoomEvent } from "../src/core/types";
 import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
 
 export const SEARCH_SCHEMA = `
-CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(value, event_id UNINDEXED, key UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(value, event_id UNINDEXED, key UNINDEXED, source UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');
 `;
 
 /** The keys the spec names (room_events): content.body of m.room.message, content.name of
@@ -73,9 +77,11 @@ export function catchUpIndex(sql: SqlStorage): number {
   let indexed = 0;
   for (let round = 0; round < 10_000; round++) {
     const rows = sql
-      .exec<{ rid: number; event_id: string; type: string; body: SqlStorageValue; name: SqlStorageValue; topic: SqlStorageValue; mtopic: string | null }>(
+      .exec<{ rid: number; event_id: string; type: string; body: SqlStorageValue; name: SqlStorageValue; topic: SqlStorageValue; mtopic: string | null; rel: SqlStorageValue; target: SqlStorageValue; new_body: SqlStorageValue; sender: string }>(
         `SELECT rowid AS rid, event_id, type, json_extract(pdu, '$.content.body') AS body, json_extract(pdu, '$.content.name') AS name,
-           json_extract(pdu, '$.content.topic') AS topic, json_extract(pdu, '$.content."m.topic"') AS mtopic
+           json_extract(pdu, '$.content.topic') AS topic, json_extract(pdu, '$.content."m.topic"') AS mtopic,
+           json_extract(pdu, '$.content."m.relates_to".rel_type') AS rel, json_extract(pdu, '$.content."m.relates_to".event_id') AS target,
+           json_extract(pdu, '$.content."m.new_content".body') AS new_body, sender
          FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?`,
         from,
         CATCH_UP_BATCH,
@@ -85,12 +91,19 @@ export function catchUpIndex(sql: SqlStorage): number {
     for (const r of rows) {
       const key = KEY_OF_TYPE[r.type];
       if (!key) continue;
+      if (r.rel === "m.replace") {
+        if (key === "content.body" && typeof r.target === "string" && typeof r.new_body === "string" && r.new_body) {
+          sql.exec("INSERT INTO search_fts (value, event_id, key, source) VALUES (?, ?, ?, ?)", r.new_body, r.target, key, r.event_id);
+          indexed++;
+        }
+        continue;
+      }
       const values: string[] = [];
       const v = key === "content.body" ? r.body : key === "content.name" ? r.name : r.topic;
       if (typeof v === "string" && v) values.push(v);
       if (key === "content.topic" && r.mtopic) values.push(...plainTopics(r.mtopic));
       for (const value of values) {
-        sql.exec("INSERT INTO search_fts (value, event_id, key) VALUES (?, ?, ?)", value, r.event_id, key);
+        sql.exec("INSERT INTO search_fts (value, event_id, key, source) VALUES (?, ?, ?, ?)", value, r.event_id, key, r.event_id);
         indexed++;
       }
     }
@@ -143,8 +156,8 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
   const PAGE = Math.min(500, q.limit * 2 + 20);
   for (let offset = 0; picked.length < q.limit && offset < 5000; offset += PAGE) {
     const rows = a.sql
-      .exec<{ event_id: string; score: number }>(
-        `SELECT s.event_id AS event_id, bm25(search_fts) AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
+      .exec<{ event_id: string; source: string; score: number }>(
+        `SELECT s.event_id AS event_id, s.source AS source, bm25(search_fts) AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
          WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
         ...args,
         PAGE,
@@ -153,9 +166,14 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
       .toArray();
     for (const r of rows) {
       if (seen.has(r.event_id)) continue;
-      seen.add(r.event_id);
       const e = a.load(r.event_id);
       if (!e || !a.visible(e) || a.redacted(e) || !matchesRoomEventFilter(q.filter, e.ev)) continue;
+      if (r.source !== r.event_id) {
+        // Matched through an edit: it must be valid ("Validity of replacement events") and stand.
+        const edit = a.load(r.source);
+        if (!edit || a.redacted(edit) || edit.ev.sender !== e.ev.sender || edit.ev.type !== e.ev.type || e.ev.state_key !== undefined) continue;
+      }
+      seen.add(r.event_id);
       // bm25 is lower for better matches; the spec's rank is higher for closer ones.
       picked.push({ e, rank: -r.score });
       if (picked.length >= q.limit) break;

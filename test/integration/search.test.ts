@@ -135,4 +135,20 @@ describe("POST /v3/search", () => {
     expect(ids(odd).length).toBe(1);
     expect((await call("POST", `${V3}/search`, { body: { search_categories: {} } })).status).toBe(401);
   });
+
+  it("edits: the message is found once, also by its edited text; an edit by someone else or a redacted edit counts for nothing", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const room = await createRoom(alice);
+    await join(bob, room);
+    const orig = await send(alice, room, "the quarterly zeppelin report");
+    const editContent = (by: string) => ({ msgtype: "m.text", body: `* ${by}`, "m.new_content": { msgtype: "m.text", body: by }, "m.relates_to": { rel_type: "m.replace", event_id: orig } });
+    const put = async (u: TestUser, content: Json) => (await call("PUT", `${V3}/rooms/${enc(room)}/send/m.room.message/e${++txn}`, { token: u.accessToken, body: content })).body.event_id as string;
+    const edit = await put(alice, editContent("the quarterly airship summary"));
+    await put(bob, editContent("hijacked blimp"));
+    expect(ids(await search(alice, { search_term: "zeppelin" }))).toEqual([orig]);
+    expect(ids(await search(alice, { search_term: "airship" }))).toEqual([orig]);
+    expect(ids(await search(alice, { search_term: "blimp" }))).toEqual([]);
+    await call("PUT", `${V3}/rooms/${enc(room)}/redact/${enc(edit)}/x${++txn}`, { token: alice.accessToken, body: {} });
+    expect(ids(await search(alice, { search_term: "airship" }))).toEqual([]);
+  });
 });

@@ -31,7 +31,16 @@ export const versions = new Hono<AppEnv>();
 /** MSC3916 (authenticated media, stable in v1.11): tells clients that do not yet see "v1.11" above
  *  to use /_matrix/client/v1/media, since the unauthenticated media endpoints are frozen by
  *  default (docs/media.md). */
-const UNSTABLE_FEATURES = { "org.matrix.msc3916.stable": true };
+const UNSTABLE_FEATURES = {
+  "org.matrix.msc3916.stable": true,
+  // Threads (MSC3440), the thread list (MSC3856) and /relations `dir` (MSC3715), all stable in
+  // v1.4, which we do not advertise yet: matrix-js-sdk looks for these flags instead.
+  "org.matrix.msc3440.stable": true,
+  "org.matrix.msc3856.stable": true,
+  "org.matrix.msc3715.stable": true,
+  // Mutual rooms (MSC2666, stable in v1.19).
+  "uk.half-shot.msc2666.query_mutual_rooms": true,
+};
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
 export const capabilities = new Hono<AppEnv>();
