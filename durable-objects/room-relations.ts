@@ -66,9 +66,9 @@ export function bundleAggregations<E extends RelEvent>(a: RelationsAccess<E>, ev
   const cap = relationsCap(a.sql, a.userId);
   const ids = [...byId.keys()];
   const rows: AggRow[] = [];
-  // SQLite limits bound parameters; pages are at most a few hundred events.
-  for (let i = 0; i < ids.length; i += 200) {
-    const part = ids.slice(i, i + 200);
+  // SQLite here binds at most 100 parameters per statement (2 besides the IDs).
+  for (let i = 0; i < ids.length; i += 90) {
+    const part = ids.slice(i, i + 90);
     rows.push(
       ...a.sql
         .exec<AggRow>(

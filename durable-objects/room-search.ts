@@ -39,13 +39,17 @@ export interface RoomSearchQuery {
   /** order_by recent: only hits older than this (origin_server_ts, event_id), exclusive. */
   before?: { ts: number; eventId: string };
   context?: { before: number; after: number; includeProfile: boolean };
+  /** Phase 1 (`idsOnly`): ranks and positions only, nothing serialised. Phase 2 (`fetch`): the
+   *  client form (and context) of these hits, which won the merge across rooms. */
+  idsOnly?: boolean;
+  fetch?: string[];
 }
 
 export interface RoomSearchHit {
   rank: number;
   ts: number;
   eventId: string;
-  result: JsonObject;
+  result?: JsonObject;
   context?: JsonObject;
 }
 
@@ -70,8 +74,13 @@ export interface SearchAccess<E extends SearchEvent> {
 }
 
 /** Index the events stored since the last catch-up. */
+const withSchema = new WeakSet<SqlStorage>();
+
 export function catchUpIndex(sql: SqlStorage): number {
-  sql.exec(SEARCH_SCHEMA);
+  if (!withSchema.has(sql)) {
+    sql.exec(SEARCH_SCHEMA);
+    withSchema.add(sql);
+  }
   const mark = () => Number(sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'search_rowid'").toArray()[0]?.value ?? "0");
   let from = mark();
   let indexed = 0;
@@ -132,6 +141,10 @@ export function searchTerms(term: string): string[] {
 }
 
 export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSearchQuery): RoomSearchResult {
+  if (q.fetch) {
+    const picked = q.fetch.slice(0, 100).map((id) => a.load(id)).filter((e): e is E => !!e && a.visible(e) && !a.redacted(e) && (e.stream ?? 0) <= a.cap);
+    return { hits: serialise(a, picked.map((e) => ({ e, rank: 0 })), q), count: picked.length };
+  }
   catchUpIndex(a.sql);
   const words = searchTerms(q.term);
   if (words.length === 0 || q.keys.length === 0) return { hits: [], count: 0 };
@@ -180,13 +193,18 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     }
     if (rows.length < PAGE) break;
   }
+  if (q.idsOnly) return { hits: picked.map((p) => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id })), count };
+  return { hits: serialise(a, picked, q), count };
+}
+
+function serialise<E extends SearchEvent>(a: SearchAccess<E>, picked: { e: E; rank: number }[], q: RoomSearchQuery): RoomSearchHit[] {
   const results = a.clientEvents(picked.map((p) => p.e));
   const hits: RoomSearchHit[] = picked.map((p, i) => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id, result: results[i] }));
   if (q.context) {
     const ctx = q.context;
     picked.forEach((p, i) => (hits[i].context = contextOf(a, p.e, ctx)));
   }
-  return { hits, count };
+  return hits;
 }
 
 /** event_context of one hit: events before and after it the searcher may see, tokens, and with

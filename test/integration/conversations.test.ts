@@ -204,3 +204,19 @@ describe("GET /v1/rooms/{roomId}/threads", () => {
     expect(r.body.chunk[0].unsigned["m.relations"]["m.thread"].count).toBe(1);
   });
 });
+
+describe("bundling on large pages", () => {
+  it("a page of 100 events (/messages limit=100) is served: the relations query stays within SQLite's 100 bound parameters", { timeout: 120_000 }, async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice);
+    const root = await send(alice, roomId, text("root"));
+    await send(alice, roomId, inThread(root, "reply"));
+    for (let i = 0; i < 100; i++) await send(alice, roomId, text(`m${i}`));
+    const r = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=100`, { token: alice.accessToken });
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    expect(r.body.chunk.length).toBe(100);
+    const all = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=f&limit=120`, { token: alice.accessToken });
+    expect(all.status, JSON.stringify(all.body)).toBe(200);
+    expect(all.body.chunk.find((e: Json) => e.event_id === root).unsigned["m.relations"]["m.thread"].count).toBe(1);
+  });
+});

@@ -17,7 +17,7 @@ export const search = new Hono<AppEnv>();
 /** Deepest page reachable with order_by rank (each room returns offset + limit hits). */
 const MAX_OFFSET = 1000;
 /** Rooms asked at once. */
-const FAN_OUT = 25;
+const FAN_OUT = 50;
 
 const contextSchema = z
   .object({
@@ -87,19 +87,20 @@ search.post("/search", requireAuth, async (c) => {
 
   const offset = cursor.o === "rank" ? cursor.n : 0;
   const ctx = cat.event_context;
+  const requester = { userId, deviceId: c.var.auth.deviceId };
+  const query = {
+    term: cat.search_term,
+    keys: cat.keys ?? [...SEARCH_KEYS],
+    orderBy,
+    filter,
+    limit: offset + limit + 1,
+    before: cursor.o === "recent" && cursor.id !== "" ? { ts: cursor.ts, eventId: cursor.id } : undefined,
+    context: ctx ? { before: ctx.before_limit ?? 5, after: ctx.after_limit ?? 5, includeProfile: ctx.include_profile ?? false } : undefined,
+  };
+  // Two phases: every room ranks its hits (positions only), then the rooms holding the merged
+  // page's hits serialise those (with bundled relations and context).
   const perRoom = await inBatches(roomIds, FAN_OUT, async (roomId) => {
-    const r = await roomStub(c.env, c.var.config, roomId).searchEvents(
-      { userId, deviceId: c.var.auth.deviceId },
-      {
-        term: cat.search_term,
-        keys: cat.keys ?? [...SEARCH_KEYS],
-        orderBy,
-        filter,
-        limit: offset + limit + 1,
-        before: cursor.o === "recent" && cursor.id !== "" ? { ts: cursor.ts, eventId: cursor.id } : undefined,
-        context: ctx ? { before: ctx.before_limit ?? 5, after: ctx.after_limit ?? 5, includeProfile: ctx.include_profile ?? false } : undefined,
-      },
-    );
+    const r = await roomStub(c.env, c.var.config, roomId).searchEvents(requester, { ...query, idsOnly: true });
     // A room the user can no longer read (e.g. purged) contributes nothing.
     return { roomId, value: r.ok ? r.value : { hits: [], count: 0 } };
   });
@@ -112,8 +113,19 @@ search.post("/search", requireAuth, async (c) => {
   }
   if (orderBy === "rank") all.sort((a, b) => b.rank - a.rank || b.ts - a.ts);
   else all.sort((a, b) => b.ts - a.ts || (a.eventId < b.eventId ? 1 : a.eventId > b.eventId ? -1 : 0));
-  const page = all.slice(offset, offset + limit);
+  const ranked = all.slice(offset, offset + limit);
   const more = all.length > offset + limit;
+  const byRoom = new Map<string, string[]>();
+  for (const h of ranked) byRoom.set(h.roomId, [...(byRoom.get(h.roomId) ?? []), h.eventId]);
+  const fetched = new Map<string, RoomSearchHit>();
+  await Promise.all(
+    [...byRoom].map(async ([roomId, ids]) => {
+      const r = await roomStub(c.env, c.var.config, roomId).searchEvents(requester, { ...query, fetch: ids });
+      if (r.ok) for (const h of r.value.hits) fetched.set(h.eventId, h);
+    }),
+  );
+  // A hit that became invisible or redacted between the phases is left out of this page.
+  const page = ranked.filter((h) => fetched.has(h.eventId)).map((h) => ({ ...h, result: fetched.get(h.eventId)!.result!, context: fetched.get(h.eventId)!.context }));
 
   const results = page.map((h) => {
     const r: JsonObject = { rank: h.rank, result: h.result };
@@ -122,7 +134,7 @@ search.post("/search", requireAuth, async (c) => {
   });
   const out: JsonObject = { count, results, highlights: searchTerms(cat.search_term) };
   if (more) {
-    const last = page[page.length - 1];
+    const last = ranked[ranked.length - 1];
     out.next_batch = encodeCursor(orderBy === "rank" ? { o: "rank", n: Math.min(offset + limit, MAX_OFFSET) } : { o: "recent", ts: last.ts, id: last.eventId });
     if (orderBy === "rank" && offset + limit >= MAX_OFFSET) delete out.next_batch;
   }
