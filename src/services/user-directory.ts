@@ -74,9 +74,11 @@ export async function searchUserDirectory(env: Env, config: Config, searcher: st
   const words = normaliseForSearch(term).split(/\s+/).filter(Boolean).slice(0, 8);
   if (words.length === 0) return { results: [], limited: false };
   const match = words.map(() => "d.search_key LIKE ? ESCAPE '\\'").join(" AND ");
+  // Correlated EXISTS: checked only for users whose key matched, through the user_id index
+  // (materialising every public room's members first cost ~10,000 rows per search).
   const scope = [
-    "d.user_id IN (SELECT theirs.user_id FROM user_directory_rooms mine JOIN user_directory_rooms theirs ON theirs.room_id = mine.room_id WHERE mine.user_id = ?)",
-    "d.user_id IN (SELECT r.user_id FROM user_directory_public_rooms p JOIN user_directory_rooms r ON r.room_id = p.room_id)",
+    "EXISTS (SELECT 1 FROM user_directory_rooms theirs JOIN user_directory_rooms mine ON mine.room_id = theirs.room_id AND mine.user_id = ? WHERE theirs.user_id = d.user_id)",
+    "EXISTS (SELECT 1 FROM user_directory_rooms r JOIN user_directory_public_rooms p ON p.room_id = r.room_id WHERE r.user_id = d.user_id)",
   ];
   if (config.userDirectory === "all") scope.push("d.is_local = 1");
   // Display names that start with the term first, then user IDs that do, then the rest.

@@ -95,6 +95,7 @@ describe("conversations benchmarks", () => {
   });
 
   it("relations: an event with 1,000 reactions", { timeout: 120_000 }, async () => {
+    alice ??= await registerUser();
     const res = await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "private_chat" } });
     const roomId = res.body.room_id;
     const root = (await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/root`, { token: alice.accessToken, body: { msgtype: "m.text", body: "react to me" } })).body.event_id;
@@ -119,6 +120,7 @@ describe("conversations benchmarks", () => {
   });
 
   it("user_directory/search over 10,000 users", { timeout: 120_000 }, async () => {
+    alice ??= await registerUser();
     const res = await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } });
     const roomId = res.body.room_id;
     const stmts: D1PreparedStatement[] = [];
