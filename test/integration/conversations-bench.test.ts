@@ -90,6 +90,8 @@ describe("conversations benchmarks", () => {
     console.log(`search "zephyr" recent: ${stats(await timed(() => search("zephyr", "recent")))}`);
     console.log(`search "quartz river" rank: ${stats(await timed(() => search("quartz river")))}`);
     console.log(`search "nomatch" rank: ${stats(await timed(() => search("nomatchword")))}`);
+    const oneRoom = () => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: "zephyr", filter: { rooms: [rooms[0]] } } } } });
+    console.log(`search "zephyr" in one room (${PER_ROOM} messages): ${stats(await timed(oneRoom))}`);
     const ctx = () => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: "zephyr", event_context: { before_limit: 5, after_limit: 5, include_profile: true } } } } });
     console.log(`search "zephyr" with event_context 5/5 + profiles: ${stats(await timed(ctx))}`);
   });
