@@ -5,10 +5,10 @@
 // users are written straight into the RoomDO's SQLite and D1 (sending 100,000 events through
 // the API takes hours on this machine), shaped as the write path stores them. The timed
 // requests go through the Worker (SELF) as a client's would. Prints p50/p95.
-// Run: npx vitest run --project workers test/integration/conversations-bench.test.ts
+// Run: BENCH=1 npx vitest run --project workers bench/conversations.test.ts (outside npm test)
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
-import { call, registerUser, type TestUser } from "./helpers";
+import { call, registerUser, type TestUser } from "../test/integration/helpers";
 
 const V3 = "/_matrix/client/v3";
 const V1 = "/_matrix/client/v1";
