@@ -71,6 +71,8 @@ import {
   defaultRules,
 } from "../src/core/push-rules";
 import { noLongerSharingRoom } from "../src/services/e2ee";
+import { PushOutbox } from "./push-outbox";
+import type { PusherTarget } from "../src/core/push-gateway";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ export interface SyncDelta {
   fallbackKeyTypes: string[];
   ignoredUsers: string[];
   /** Set when `setPresence` changed my presence: the Worker fans it out. */
-  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
+  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number; ping?: boolean };
 }
 
 /** A room stream position named by a sync token (UserDO.roomPosition). */
@@ -177,6 +179,9 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
 const PRESENCE_IDLE_MS = 5 * 60_000;
 const PRESENCE_OFFLINE_MS = 30 * 60_000;
+/** How often a user who stays online through /sync has their presence shared again (below
+ *  PRESENCE_IDLE_MS, so that others do not see them idle meanwhile). */
+const PRESENCE_PING_MS = 4 * 60_000;
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
 const LOG_COMPACT_EVERY = 10_000;
@@ -218,6 +223,7 @@ CREATE TABLE IF NOT EXISTS device_list_log (upos INTEGER NOT NULL, user_id TEXT 
 CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT PRIMARY KEY, otk_counts TEXT NOT NULL, fallback_types TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS device_list_log_user ON device_list_log(user_id, upos);
 CREATE TABLE IF NOT EXISTS sync_marks (device_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten_rooms (room_id TEXT PRIMARY KEY, member_stream INTEGER NOT NULL);
 `;
 
 interface Position {
@@ -251,10 +257,14 @@ export class UserDO extends DurableObject<Env> {
   private typingState = new Map<string, Map<string, number>>();
   private typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
 
+  /** Push delivery: outbox of notifications for this user's pushers (push-outbox.ts). */
+  private push: PushOutbox;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+    this.push = new PushOutbox(ctx, env);
     this.sql.exec(LAZY_MEMBERS_SCHEMA);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
@@ -356,6 +366,7 @@ export class UserDO extends DurableObject<Env> {
       this.posDeferred = false;
     }
     this.wake();
+    await this.push.afterCommit(me);
     for (const f of followUps) await this.deviceListsAfterMembership(me, f);
     this.maybeCompact();
   }
@@ -416,8 +427,11 @@ export class UserDO extends DurableObject<Env> {
     }
     // The room just became encrypted: everyone in it now shares an encrypted room with me.
     if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
-    // Push rules, evaluated now for this recipient (counts are kept from the outcome).
-    const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
+    // Push rules, evaluated now for this recipient (counts are kept from the outcome). An
+    // ignored user's messages never reach the client (module "Ignoring Users"), so they do not
+    // notify or count as unread either.
+    const fromIgnored = ev.state_key === undefined && ev.sender !== me && this.ignores(ev.sender);
+    const out = fromIgnored ? { actions: [], notify: false, highlight: false } : evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
       userId: me,
       displayName: displayName ?? undefined,
       memberCount: n.memberCount,
@@ -436,6 +450,7 @@ export class UserDO extends DurableObject<Env> {
       ev.origin_server_ts,
       upos,
     );
+    this.push.recordEvent(me, n.roomId, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
     if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
@@ -546,10 +561,14 @@ export class UserDO extends DurableObject<Env> {
       this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, r.roomId);
       if (r.userId === me && (r.type === "m.read" || r.type === "m.read.private")) {
         const row = this.sql.exec<{ stream: number }>("SELECT stream FROM room_events WHERE room_id = ? AND event_id = ?", r.roomId, r.eventId).toArray()[0];
-        if (row) this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+        if (row) {
+          this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+          this.push.recordBadge();
+        }
       }
     });
     this.wake();
+    await this.push.afterCommit(me);
     this.maybeCompact();
   }
 
@@ -724,18 +743,43 @@ export class UserDO extends DurableObject<Env> {
     const now = Date.now();
     const cur = this.sql.exec<{ presence: string; status_msg: string | null; last_active_ts: number }>("SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = ?", me).toArray()[0];
     const msg = statusMsg === undefined ? (cur?.status_msg ?? null) : statusMsg;
+    // Only going online is "pro-active" (module "Presence", "Last active ago"): becoming
+    // unavailable or offline keeps the last active time.
+    const lastActive = presence === "online" || !cur ? now : cur.last_active_ts;
     if (cur && cur.presence === presence && cur.status_msg === msg) {
       // Only activity: refresh last_active without waking anyone (spec: last_active_ago).
-      if (now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
+      if (presence === "online" && now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
       return false;
     }
-    this.storePresence(me, presence, msg, now);
+    this.storePresence(me, presence, msg, lastActive);
     return true;
   }
 
-  /** Another user's presence changed (fanned in by the Worker). */
+  /** When my presence was last shared with others (in memory: after an eviction the next sync
+   *  shares it again, which is harmless). */
+  private presenceSharedTs = 0;
+
+  /** Whether my presence is due to be shared again although it did not change: while I stay
+   *  online through /sync, every PRESENCE_PING_MS, so that other servers and local room-mates
+   *  (who compute idleness from the last active time they were given) keep seeing me online.
+   *  At most one ping per interval: the rate limit of sync-driven presence. */
+  private presencePingDue(changed: boolean, now: number): boolean {
+    if (!changed && now - this.presenceSharedTs < PRESENCE_PING_MS) return false;
+    this.presenceSharedTs = now;
+    return true;
+  }
+
+  /** Another user's presence (fanned in by the Worker, from a local user or an m.presence EDU).
+   *  The same state again only moves the last active time, without waking the long-poll or
+   *  coming down /sync: while a user stays online their server pings it (currently_active:
+   *  "the server will not send further updates to the last active time" to clients). */
   async presenceOf(userId: string, other: { userId: string; presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
     this.me(userId);
+    const cur = this.sql.exec<{ presence: string; status_msg: string | null }>("SELECT presence, status_msg FROM presence WHERE user_id = ?", other.userId).toArray()[0];
+    if (cur && cur.presence === other.presence && cur.status_msg === other.statusMsg) {
+      this.sql.exec("UPDATE presence SET last_active_ts = MAX(last_active_ts, ?) WHERE user_id = ?", other.lastActiveTs, other.userId);
+      return;
+    }
     this.storePresence(other.userId, other.presence, other.statusMsg, other.lastActiveTs);
   }
 
@@ -969,6 +1013,17 @@ export class UserDO extends DurableObject<Env> {
     this.wake();
   }
 
+  /** The user's pushers changed (src/services/pushers.ts): the targets push-outbox.ts uses. */
+  async setPushers(userId: string, targets: PusherTarget[]): Promise<void> {
+    this.me(userId);
+    this.push.setTargets(targets);
+  }
+
+  /** Retries of the push hand-over (push-outbox.ts). */
+  async alarm(): Promise<void> {
+    await this.push.alarm(this.userId);
+  }
+
   async deleteDevice(userId: string, deviceId: string): Promise<void> {
     this.me(userId);
     this.sql.exec("DELETE FROM to_device WHERE device_id = ?", deviceId);
@@ -1013,6 +1068,15 @@ export class UserDO extends DurableObject<Env> {
     if (added) this.wake();
   }
 
+  /** POST /rooms/{roomId}/forget: the room leaves every later /sync of this user (initial,
+   *  incremental, include_leave) until their membership changes again (a new member event has
+   *  a new member_stream, so rejoining or a new invite brings the room back without a write). */
+  async forgetRoom(userId: string, roomId: string): Promise<void> {
+    this.me(userId);
+    const row = this.sql.exec<{ member_stream: number }>("SELECT member_stream FROM rooms WHERE room_id = ?", roomId).toArray()[0];
+    if (row) this.sql.exec("INSERT OR REPLACE INTO forgotten_rooms (room_id, member_stream) VALUES (?, ?)", roomId, row.member_stream);
+  }
+
   /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
   async getRooms(): Promise<{ roomId: string; membership: Membership; stream: number }[]> {
     return this.sql
@@ -1042,9 +1106,12 @@ export class UserDO extends DurableObject<Env> {
       forgetLazyMembers(this.sql, req.deviceId);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
-    if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {
-      const p = (await this.getPresence(req.userId))!;
-      presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs };
+    if (req.setPresence) {
+      const changed = await this.setPresence(req.userId, req.setPresence);
+      if (this.presencePingDue(changed, Date.now())) {
+        const p = (await this.getPresence(req.userId))!;
+        presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs, ping: !changed };
+      }
     }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.
@@ -1117,12 +1184,16 @@ export class UserDO extends DurableObject<Env> {
               .map((r) => [r.room_id, r]),
           )
         : undefined;
+    const forgotten = new Map(
+      this.sql.exec<{ room_id: string; member_stream: number }>("SELECT room_id, member_stream FROM forgotten_rooms").toArray().map((r) => [r.room_id, r.member_stream]),
+    );
     for (const roomId of all) {
       const memAt = (p: number) =>
         this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, p).toArray()[0];
       const cur = current?.get(roomId);
       const nowM = cur ? { membership: cur.membership, stream: cur.member_stream } : memAt(q);
       if (!nowM) continue;
+      if (forgotten.get(roomId) === nowM.stream) continue;
       const membership = nowM.membership as Membership;
       const streamAt = (p: number) => this.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM room_log WHERE room_id = ? AND upos <= ?", roomId, p).one().s;
       const upTo = cur ? cur.stream : (streamAt(q) ?? nowM.stream);
@@ -1212,6 +1283,14 @@ export class UserDO extends DurableObject<Env> {
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
     };
+  }
+
+  /** Whether `userId` is in my m.ignored_user_list. */
+  private ignores(userId: string): boolean {
+    const row = this.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+    if (!row) return false;
+    const list = (JSON.parse(row.content) as JsonObject).ignored_users;
+    return !!list && typeof list === "object" && !Array.isArray(list) && Object.hasOwn(list, userId);
   }
 
   /** Whether I joined `roomId` at a position in (from, to] (membership_log is never compacted). */

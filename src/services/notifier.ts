@@ -34,11 +34,13 @@ export type UserStub = Pick<
   | "roomPosition"
   | "setDeviceKeyCounts"
   | "deleteDevice"
+  | "setPushers"
   | "getRooms"
   | "currentToken"
   | "sync"
   | "settleLazyMembers"
   | "compactLog"
+  | "forgetRoom"
 >;
 
 /** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */

@@ -9,6 +9,8 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
+import { deletePushersExceptDevice } from "../../services/pushers";
+import { roomStub } from "../../services/rooms";
 
 export const account = new Hono<AppEnv>();
 
@@ -29,6 +31,8 @@ account.post("/account/password", requireAuth, async (c) => {
   await revokeOpenidTokens(c, userId);
   // Default true (spec): every other device is logged out; this one stays.
   if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
+  // Other devices' pushers go even when they stay logged in (Synapse does the same).
+  await deletePushersExceptDevice(c.env, userId, deviceId);
   return c.json({});
 });
 
@@ -45,6 +49,14 @@ account.post("/account/deactivate", requireAuth, async (c) => {
     .run();
   await deleteAllDevices(db(c.env), userId, undefined, c.env);
   await revokeOpenidTokens(c, userId);
+  // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
+  // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
+  if (erase) {
+    const { results } = await c.env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
+    for (let i = 0; i < results.length; i += 20) {
+      await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
+    }
+  }
   await refreshLocalUser(c.env, userId);
   return c.json({ id_server_unbind_result: "no-support" });
 });
