@@ -24,6 +24,7 @@ export default defineConfig({
                 // test/integration/fuzz.test.ts: requests per route and seed (`npm run fuzz`).
                 FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
                 FUZZ_SEED: process.env.FUZZ_SEED ?? "",
+                FUZZ_ONLY: process.env.FUZZ_ONLY ?? "",
               },
             },
           })),
