@@ -46,6 +46,9 @@ export interface World {
   eventIds: string[];
   mediaId: string;
   filterId: string;
+  /** A PDU of the remote server for the main room (from a make_join template), unsigned; the
+   *  runner hashes and signs PDUs in federation bodies so they get past the signature check. */
+  pdu: Record<string, unknown>;
 }
 
 /** A request to send; `sign` asks the runner to X-Matrix-sign it (content = `json`). */
@@ -196,8 +199,24 @@ function worldValue(rng: Rng, w: World, name: string, format: string | undefined
   return undefined;
 }
 
+/** A PDU like the world's, of some type, with some content. */
+function pduValue(rng: Rng, w: World): Record<string, unknown> {
+  const pdu = structuredClone(w.pdu);
+  const kind = int(rng, 4);
+  if (kind === 1) Object.assign(pdu, { type: "m.room.message", content: { msgtype: "m.text", body: "fuzz" } }, { state_key: undefined });
+  if (kind === 2) Object.assign(pdu, { type: "m.room.topic", state_key: "", content: { topic: "fuzz" } });
+  if (kind === 3) Object.assign(pdu, { type: "m.room.member", content: { membership: pick(rng, ["leave", "knock", "invite", "ban"]) } });
+  if (pdu.state_key === undefined) delete pdu.state_key;
+  pdu.origin_server_ts = Date.now();
+  return pdu;
+}
+
+const EDU_TYPES = ["m.typing", "m.receipt", "m.presence", "m.direct_to_device", "m.device_list_update", "m.signing_key_update"];
+
 /** A well-formed value of a skeleton's type. */
 function validValue(rng: Rng, w: World, s: Skel, name: string, depth: number, federation: boolean): unknown {
+  if (federation && name === "pdus") return Array.from({ length: 1 + int(rng, 2) }, () => pduValue(rng, w));
+  if (federation && name === "edu_type") return pick(rng, EDU_TYPES);
   if (s.e && s.e.length) return pick(rng, s.e);
   const t = s.t ?? (s.p ? "object" : "string");
   switch (t) {
@@ -392,7 +411,10 @@ export function makeRequest(rng: Rng, w: World, route: Route, i: number): FuzzRe
     headers["content-type"] = pick(rng, ["image/png", "image/gif", "application/octet-stream", "text/html", "", "image/svg+xml"]);
     notes.push(`upload as ${headers["content-type"] || "no type"}`);
   } else if (sendsBody && (route.body || !wellFormed)) {
-    const valid = route.body ? validValue(rng, w, route.body, "body", 0, federation) : {};
+    let valid = route.body ? validValue(rng, w, route.body, "body", 0, federation) : {};
+    // Bodies that are a PDU (send_join, send_leave, send_knock) or hold one (invite v2).
+    if (/\/send_(join|leave|knock)\//.test(route.path)) valid = pduValue(rng, w);
+    if (/\/v2\/invite\//.test(route.path) && valid && typeof valid === "object") (valid as Record<string, unknown>).event = pduValue(rng, w);
     const r = rng();
     if (wellFormed || r < 0.15) json = valid;
     else if (r < 0.75) {

@@ -15,9 +15,12 @@
 import { describe, it, expect, beforeAll } from "vitest";
 import { SELF, env, createExecutionContext } from "cloudflare:test";
 import app from "../../src/index";
-import { call, clientOk, registerUser, remoteJoinWave, seedRemoteKey, BASE, SERVER, type TestUser } from "./helpers";
+import { call, clientOk, federationCall, registerUser, remoteJoinWave, seedRemoteKey, BASE, SERVER, type TestUser } from "./helpers";
 import { generateSigningKey, type SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
+import { hashAndSignEvent } from "../../src/core/event-hashes";
+import { getRoomVersion } from "../../src/core/room-versions";
+import type { PDU } from "../../src/core/types";
 import { makeRequest, mulberry32, type FuzzRequest, type Route, type World } from "../fuzz/gen";
 import routesJson from "../fuzz/routes.json";
 
@@ -29,6 +32,7 @@ const SEED = Number(fuzzEnv.FUZZ_SEED) || 1;
 const REMOTE = "fuzz.remote";
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
+const rv12 = getRoomVersion("12")!;
 /** A request unanswered this long counts as a failure (the server hangs on it). */
 const REQUEST_TIMEOUT_MS = 20_000;
 
@@ -55,6 +59,9 @@ beforeAll(async () => {
     // A user of the simulated remote server joins, so its signed reads get past membership checks.
     await remoteJoinWave(REMOTE, remoteKey, roomId, 0, 1);
   }
+  // A make_join template for another remote user: real prev_events and auth_events for PDUs.
+  const template = await federationCall(REMOTE, remoteKey, "GET", `/v1/make_join/${enc(main.room_id)}/${enc(`@fz:${REMOTE}`)}?ver=12`);
+  if (template.status !== 200) throw new Error(`make_join: ${template.status} ${JSON.stringify(template.body)}`);
   const filter = await clientOk(owner.accessToken, "POST", `/user/${enc(owner.userId)}/filter`, { room: { timeline: { limit: 5 } } });
   const up = await SELF.fetch(`${BASE}/_matrix/media/v3/upload`, { method: "POST", headers: { authorization: `Bearer ${owner.accessToken}`, "content-type": "text/plain" }, body: "fuzz" });
   const media = (await up.json()) as { content_uri: string };
@@ -69,6 +76,7 @@ beforeAll(async () => {
     eventIds,
     mediaId: media.content_uri.split("/").pop()!,
     filterId: filter.filter_id,
+    pdu: template.body.event,
   };
 });
 
@@ -90,6 +98,10 @@ async function send(route: Route, req: FuzzRequest): Promise<{ status: number; t
   if (req.auth === "query-token") url += `${url.includes("?") ? "&" : "?"}access_token=${enc(me.accessToken)}`;
   let body: BodyInit | undefined = req.body;
   if (body === undefined && req.json !== undefined) body = JSON.stringify(req.json);
+  if (req.auth === "sign" && route.path.startsWith("/_matrix/federation/") && req.json && typeof req.json === "object" && !Array.isArray(req.json) && req.body === undefined) {
+    ({ url, body } = await signPdus(route, url, req.json as Record<string, unknown>));
+    req = { ...req, json: JSON.parse(body as string) };
+  }
   if (req.auth === "sign" || req.auth === "sign-wrong") {
     // Sign what the server will see: the URL as parsed (the parser normalises some characters).
     const parsed = new URL(BASE + url);
@@ -109,12 +121,41 @@ async function send(route: Route, req: FuzzRequest): Promise<{ status: number; t
     }
   }
   const request = new Request(BASE + url, { method: req.method, headers, body: req.method === "GET" || req.method === "HEAD" ? undefined : body });
+  let timer: ReturnType<typeof setTimeout> | undefined;
   const res = await Promise.race([
     app.fetch(request, env, createExecutionContext()),
-    new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS)),
-  ]);
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS))),
+  ]).finally(() => clearTimeout(timer));
   const text = new TextDecoder().decode(await res.arrayBuffer());
   return { status: res.status, text, contentType: res.headers.get("content-type") ?? "" };
+}
+
+/** Hash and sign, as the remote server, the PDUs a federation body carries (after the generator
+ *  broke them: valid signatures over odd content reach the auth checks). The path's event ID
+ *  follows the signed PDU's. PDUs that cannot be signed go as they are. */
+async function signPdus(route: Route, url: string, json: Record<string, unknown>): Promise<{ url: string; body: string }> {
+  const sign = async (pdu: unknown): Promise<{ pdu: unknown; eventId?: string }> => {
+    if (!pdu || typeof pdu !== "object" || Array.isArray(pdu) || typeof (pdu as { room_id?: unknown }).room_id !== "string") return { pdu };
+    try {
+      return await hashAndSignEvent(pdu as PDU, rv12, REMOTE, remoteKey);
+    } catch {
+      return { pdu };
+    }
+  };
+  const out = { ...json };
+  if (/\/send\/\{txnId\}$/.test(route.path) && Array.isArray(out.pdus)) {
+    out.pdus = await Promise.all(out.pdus.map(async (p) => (await sign(p)).pdu));
+  } else if (/\/send_(join|leave|knock)\//.test(route.path) || /\/v2\/invite\//.test(route.path)) {
+    const inner = /\/v2\/invite\//.test(route.path);
+    const signed = await sign(inner ? out.event : out);
+    const eventId = signed.eventId;
+    if (inner) out.event = signed.pdu;
+    if (eventId) {
+      url = url.replace(/\/(%24|\$)[^/?]*(?=$|\?)/, `/${enc(eventId)}`);
+      return { url, body: JSON.stringify(inner ? out : signed.pdu) };
+    }
+  }
+  return { url, body: JSON.stringify(out) };
 }
 
 /** What is wrong with an answer, or undefined when it is fine. */
