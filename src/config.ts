@@ -23,11 +23,13 @@ export interface MediaConfig {
 }
 
 export interface Config {
-  /** Server name from SERVER_NAME, or (when unset) the Host the request arrived on. */
+  /** Server name from SERVER_NAME (required: never taken from the request). */
   serverName: string;
   publicBaseUrl: string;
   registration: RegistrationMode;
   registrationSharedSecret?: string;
+  /** Guest accounts (spec module "Guest Access"): POST /register?kind=guest. */
+  guestAccess: boolean;
   /** Content repository limits and switches (docs/media.md). */
   media: MediaConfig;
   rateLimits: boolean;
@@ -58,6 +60,7 @@ const schema = z.object({
   PUBLIC_BASEURL: z.url().optional(),
   REGISTRATION: z.enum(["closed", "token", "open"]).default("closed"),
   REGISTRATION_SHARED_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+  GUEST_ACCESS: z.enum(["on", "off"]).default("off"),
   MAX_UPLOAD_BYTES: z.coerce.number().int().min(1).max(5 * 1024 ** 3).default(50 * 1024 * 1024),
   MEDIA_USER_QUOTA_BYTES: z.coerce.number().int().min(0).default(1024 ** 3),
   MEDIA_MAX_PENDING_UPLOADS: z.coerce.number().int().min(1).default(10),
@@ -90,7 +93,7 @@ const schema = z.object({
     .optional(),
 });
 
-const cache = new WeakMap<object, Omit<Config, "serverName" | "publicBaseUrl"> & { serverName?: string; publicBaseUrl?: string }>();
+const cache = new WeakMap<object, Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string }>();
 
 function emptyToUndefined(env: Env): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -108,7 +111,15 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       throw new ConfigError(`Invalid Lattice configuration: ${problems}`);
     }
     const v = r.data;
-    if (v.SERVER_NAME !== undefined && !isValidServerName(v.SERVER_NAME)) {
+    // Fail closed: a name taken from the request's Host header would let any client name the
+    // server (user IDs, signing, federation origin) and Durable Objects would fall back to a
+    // default of their own. `npm start`, the e2e harness and the vitest config set it.
+    if (v.SERVER_NAME === undefined) {
+      throw new ConfigError(
+        "Invalid Lattice configuration: SERVER_NAME is not set. Set it in wrangler.toml [vars] (the name in every user and room ID); `npm start` sets localhost:<port>",
+      );
+    }
+    if (!isValidServerName(v.SERVER_NAME)) {
       throw new ConfigError(`Invalid Lattice configuration: SERVER_NAME: "${v.SERVER_NAME}" is not a valid server name`);
     }
     parsed = {
@@ -116,6 +127,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       publicBaseUrl: v.PUBLIC_BASEURL?.replace(/\/+$/, ""),
       registration: v.REGISTRATION,
       registrationSharedSecret: v.REGISTRATION_SHARED_SECRET,
+      guestAccess: v.GUEST_ACCESS === "on",
       media: {
         maxUploadBytes: v.MAX_UPLOAD_BYTES,
         userQuotaBytes: v.MEDIA_USER_QUOTA_BYTES,
@@ -140,13 +152,11 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
     };
     cache.set(env, parsed);
   }
-  let serverName = parsed.serverName;
   let publicBaseUrl = parsed.publicBaseUrl;
-  if (!serverName || !publicBaseUrl) {
-    // Development default: the server is named after where it is reached (localhost:<port>).
-    const url = new URL(requestUrl ?? "http://localhost:8008/");
-    serverName ??= url.host;
-    publicBaseUrl ??= `${url.protocol}//${url.host}`;
+  if (!publicBaseUrl) {
+    // Development default: the base URL is where the server is reached (localhost:<port>).
+    const url = new URL(requestUrl ?? `https://${parsed.serverName}/`);
+    publicBaseUrl = `${url.protocol}//${url.host}`;
   }
-  return { ...parsed, serverName, publicBaseUrl };
+  return { ...parsed, publicBaseUrl };
 }

@@ -16,6 +16,7 @@ export interface Env {
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;
   REGISTRATION_SHARED_SECRET?: string;
+  GUEST_ACCESS?: string;
   MAX_UPLOAD_BYTES?: string;
   MEDIA_USER_QUOTA_BYTES?: string;
   MEDIA_MAX_PENDING_UPLOADS?: string;

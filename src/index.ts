@@ -35,6 +35,7 @@ import { dehydratedDevice } from "./api/client/dehydrated-device";
 import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
+import { peeking } from "./api/client/peeking";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -62,7 +63,7 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 

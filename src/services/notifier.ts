@@ -31,12 +31,15 @@ export type UserStub = Pick<
   | "deviceListChanged"
   | "deviceListLeft"
   | "deviceListChanges"
+  | "roomPosition"
   | "setDeviceKeyCounts"
   | "deleteDevice"
   | "getRooms"
   | "currentToken"
   | "sync"
+  | "settleLazyMembers"
   | "compactLog"
+  | "forgetRoom"
 >;
 
 /** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */

@@ -41,6 +41,8 @@ export interface LocalRoom {
  *  room, or only an invite/knock stub). */
 export async function localRoom(env: Env, config: Config, roomId: string): Promise<LocalRoom | undefined> {
   if (!isValidRoomId(roomId)) return undefined;
+  // The registry first: room IDs here come from requests and from m.space.child state keys.
+  if (!(await env.DB.prepare("SELECT 1 FROM rooms WHERE room_id = ?").bind(roomId).first())) return undefined;
   const stub = roomStub(env, config, roomId);
   const info = await stub.getPartialInfo();
   if (!info.roomVersion || info.partial) return undefined;

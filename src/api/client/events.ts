@@ -3,7 +3,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
-import { badJson } from "../errors";
+import { MatrixError, badJson, forbidden } from "../errors";
 import { parseBody, readJsonBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { LIMITS, rateLimit } from "../middleware/rate-limit";
@@ -45,6 +45,17 @@ events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   return c.json({ event_id: unwrap(r).eventId });
 });
 
+/** m.room.member through the state endpoint: only edits of one's own member event that keep the
+ *  membership (a per-room displayname or avatar). Membership changes go through /join, /invite,
+ *  /leave, /kick, /ban and /unban, which apply what the auth rules cannot: a restricted room's
+ *  allow conditions (a join naming join_authorised_via_users_server was accepted here without
+ *  them), profiles, federation. */
+function requireSameMembership(sender: string, stateKey: string, content: JsonObject, current: JsonObject | undefined): void {
+  if (stateKey !== sender) throw forbidden("Change other users' membership with /invite, /kick, /ban or /unban");
+  const before = typeof current?.membership === "string" ? current.membership : "leave";
+  if (content.membership !== before) throw forbidden("Change your membership with /join or /leave");
+}
+
 // PUT /rooms/{roomId}/state/{eventType}/{stateKey} (state key may be empty).
 async function putState(c: Context<AppEnv>) {
   const content = await objectBody(c);
@@ -52,7 +63,10 @@ async function putState(c: Context<AppEnv>) {
   const type = c.req.param("eventType")!;
   const key = c.req.param("stateKey") ?? "";
   const sender = c.var.auth.userId;
+  // Guests change membership only through /join and /leave, which check m.room.guest_access.
+  if (c.var.auth.isGuest && type === "m.room.member") throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot send m.room.member events");
   const existing = await stub.getCurrentStateEvent(type, key);
+  if (type === "m.room.member") requireSameMembership(sender, key, content, existing?.content as JsonObject | undefined);
   if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);
   // Re-sending identical state is a no-op returning the existing event (as Synapse does).
   if (existing && existing.sender === sender && JSON.stringify(existing.content) === JSON.stringify(content)) {

@@ -12,9 +12,11 @@ import { MatrixError, invalidParam } from "../errors";
 import { requireAuth } from "../middleware/auth";
 import { roomStub, unwrap } from "../../services/rooms";
 import { fanOutPresence, userStub } from "../../services/notifier";
+import { sendPresence } from "../../services/federation/edus";
 import { resolveFilter } from "./filter";
-import { applyEventFields, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
+import { applyEventFields, ephemeralWithoutIgnored, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
 import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
+import type { LazyMembersRoom } from "../../../durable-objects/lazy-members";
 import type { JsonObject } from "../../core/types";
 import type { Requester, RoomResult } from "../../../durable-objects/room";
 import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
@@ -47,6 +49,8 @@ const ROOM_CONCURRENCY = 64;
 interface SyncOptions {
   userId: string;
   deviceId: string;
+  /** The token the client sent (the hub may be asked again from a later one while waiting). */
+  since?: string;
   filter?: Filter;
   fullState: boolean;
   useStateAfter: boolean;
@@ -67,6 +71,7 @@ sync.get("/sync", requireAuth, async (c) => {
   const opts: SyncOptions = {
     userId,
     deviceId,
+    since: q.since,
     filter,
     fullState: q.full_state,
     useStateAfter: q.use_state_after || q["org.matrix.msc4222.use_state_after"],
@@ -95,7 +100,15 @@ sync.get("/sync", requireAuth, async (c) => {
     });
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
     const changedPresence = r.value.presenceChanged;
-    if (changedPresence) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("presence fan-out", e)));
+    if (changedPresence) {
+      // To local room-mates (changes only: their copy would not reach their clients anyway, a
+      // ping only moves its last active time) and to the servers sharing a room (Server-Server
+      // API "Presence"): being online through /sync is how users are online. The hub
+      // rate-limits pings (PRESENCE_PING_MS).
+      const { ping, ...state } = changedPresence;
+      if (!ping) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, state).catch((e) => console.error("presence fan-out", e)));
+      c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, state).catch((e) => console.error("m.presence EDU failed", e)));
+    }
     const body = await buildResponse(c, r.value, opts);
     if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
     since = r.value.nextBatch;
@@ -150,6 +163,11 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
     }
   };
   await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, rooms.length) }, worker));
+  await dropRedundantMembers(c, d, o, { ...join, ...leave });
+  // An incremental sync leaves out a joined room that has nothing left to say after filtering
+  // (e.g. a display-name change that the filter removes): an empty entry would only look like
+  // a change. Unread counts alone do not keep it (they move with events the client sees).
+  for (const r of rooms) if (r.membership === "join" && r.since !== null && !o.fullState && join[r.roomId] && nothingNew(join[r.roomId])) delete join[r.roomId];
   const eventFields = (evs: JsonObject[]) => (f?.event_fields ? evs.map((e) => applyEventFields(e, f.event_fields)) : evs);
   for (const room of Object.values({ ...join, ...leave })) {
     const tl = room.timeline as { events: JsonObject[] };
@@ -169,6 +187,45 @@ async function buildResponse(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions): 
   };
 }
 
+/** A joined room entry with no events in any section and no gap. */
+function nothingNew(room: JsonObject): boolean {
+  const tl = room.timeline as { events: unknown[]; limited: boolean };
+  const none = (k: string) => ((room[k] as { events?: unknown[] } | undefined)?.events?.length ?? 0) === 0;
+  return tl.events.length === 0 && !tl.limited && none("state") && none("state_after") && none("ephemeral") && none("account_data");
+}
+
+/** Lazy-loading without include_redundant_members: leave out the member events this device
+ *  already has, and record in the hub what this response carries (durable-objects/
+ *  lazy-members.ts; keyed by the client's `since`, so a retried token gets them again). */
+async function dropRedundantMembers(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions, rooms: Record<string, JsonObject>): Promise<void> {
+  const rf = roomSyncFilter(o.filter);
+  const report: LazyMembersRoom[] = [];
+  for (const [roomId, room] of Object.entries(rooms)) {
+    const candidates = (room.lazyMembers ?? {}) as Record<string, string>;
+    delete room.lazyMembers;
+    if (!rf.lazyLoadMembers || rf.includeRedundantMembers) continue;
+    // What the client ends up holding per member, in the order it applies the sections.
+    const stateKey = room.state_after ? "state_after" : "state";
+    const state = ((room[stateKey] as { events: JsonObject[] } | undefined)?.events ?? []) as JsonObject[];
+    const timeline = (room.timeline as { events: JsonObject[] }).events;
+    const sent: Record<string, string> = {};
+    for (const e of stateKey === "state" ? [...state, ...timeline] : [...timeline, ...state]) {
+      if (e.type === "m.room.member" && typeof e.state_key === "string" && candidates[e.state_key] !== e.event_id) sent[e.state_key] = e.event_id as string;
+    }
+    if (Object.keys(candidates).length || Object.keys(sent).length) report.push({ roomId, candidates, sent });
+  }
+  if (report.length === 0) return;
+  const redundant = await userStub(c.env, o.userId, c.var.config).settleLazyMembers(o.userId, { deviceId: o.deviceId, since: o.since, nextBatch: d.nextBatch, rooms: report });
+  for (const [roomId, users] of Object.entries(redundant)) {
+    const room = rooms[roomId];
+    const skip = new Set(users);
+    for (const k of ["state", "state_after"]) {
+      const sec = room[k] as { events: JsonObject[] } | undefined;
+      if (sec) sec.events = sec.events.filter((e) => !(e.type === "m.room.member" && skip.has(e.state_key as string)));
+    }
+  }
+}
+
 /** Timeline and state of a room from its RoomDO for the hub's range (join and leave). */
 async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject> {
   const rf = roomSyncFilter(o.filter);
@@ -179,6 +236,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
         since: r.since,
         upTo: r.upTo,
         gap: r.gap,
+        newlyJoined: r.newlyJoined,
         limit: timelineLimit(o.filter),
         timeline: rf.timeline,
         state: rf.state,
@@ -186,6 +244,7 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
         fullState: o.fullState,
         useStateAfter: o.useStateAfter,
         ignoredSenders: ignored.size ? [...ignored] : undefined,
+        eventFormat: o.filter?.event_format,
       },
     ),
   );
@@ -202,7 +261,7 @@ async function joinedRoom(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, 
   } else {
     room = await roomTimeline(c, r, o, ignored);
   }
-  room.ephemeral = { events: roomSectionFilter(f?.room?.ephemeral, r.roomId, r.ephemeral) };
+  room.ephemeral = { events: ephemeralWithoutIgnored(roomSectionFilter(f?.room?.ephemeral, r.roomId, r.ephemeral), ignored) };
   room.account_data = { events: roomSectionFilter(f?.room?.account_data, r.roomId, r.accountData) };
   room.unread_notifications = r.unread;
   if (o.threadCounts) room.unread_thread_notifications = r.threads ?? {};
