@@ -121,7 +121,7 @@ async function send(route: Route, req: FuzzRequest): Promise<{ status: number; t
     }
   }
   const request = new Request(BASE + url, { method: req.method, headers, body: req.method === "GET" || req.method === "HEAD" ? undefined : body });
-  let timer: ReturnType<typeof setTimeout> | undefined;
+  let timer: ReturnType<typeof setTimeout> | null = null;
   const res = await Promise.race([
     app.fetch(request, env, createExecutionContext()),
     new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer in ${REQUEST_TIMEOUT_MS} ms`)), REQUEST_TIMEOUT_MS))),
