@@ -125,6 +125,13 @@ const BAD_STRINGS = [
   "{}",
   "{\"a\":",
   "../../../etc/passwd",
+  // Pagination and sync tokens out of range or half-formed.
+  "t-1",
+  "t9007199254740993",
+  "s0_0",
+  "s-5_zz",
+  "s99999999999999999999_x",
+  "m1.5",
   "a".repeat(300),
   "é".repeat(2000),
   "a".repeat(70000),
