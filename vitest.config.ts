@@ -35,6 +35,30 @@ export default defineConfig({
         },
       },
       {
+        // Benchmarks that need the Worker's insides (bench/*.bench.test.ts; not in `npm test`):
+        // run through their bench/*.mjs wrappers, which pass the sizes in HUB_BENCH_SIZES.
+        plugins: [
+          cloudflareTest(async () => ({
+            wrangler: { configPath: "./wrangler.toml" },
+            miniflare: {
+              bindings: {
+                TEST_MIGRATIONS: await readD1Migrations(path.join(import.meta.dirname, "migrations")),
+                SERVER_NAME: "test.local",
+                REGISTRATION: "open",
+                RATE_LIMITS: "off",
+              },
+            },
+          })),
+        ],
+        test: {
+          name: "bench-workers",
+          include: ["bench/**/*.bench.test.ts"],
+          testTimeout: 3 * 3600_000,
+          setupFiles: ["test/apply-migrations.ts"],
+          provide: { hubBenchSizes: process.env.HUB_BENCH_SIZES ?? "10000" },
+        },
+      },
+      {
         test: {
           name: "e2e",
           include: ["test/e2e/**/*.test.ts"],
