@@ -2,7 +2,7 @@
 // server started like `npm start`, then proof that nothing was lost or duplicated and that the
 // workerd process's memory stayed flat.
 //
-//   node_modules/.bin/node bench/soak.mjs [--minutes 10] [--members 6] [--churners 6] [--rooms 3]
+//   node_modules/.bin/node --import tsx bench/soak.mjs [--minutes 10] [--members 6] [--churners 6] [--rooms 3] [--direct]
 //
 // (Node 24 from node_modules/.bin: the e2e harness it starts the server with is TypeScript.)
 // The server runs on a free loopback port, in its own process group, with its own temporary state
@@ -16,6 +16,7 @@
 // Every send and to-device message carries a transaction ID; a failed request is retried with
 // the same ID (so a duplicate would show), and one in 20 is deliberately sent twice.
 //
+// (--only KIND: members do only that kind, no churners; --direct: see below.)
 // Checks after the deadline (the syncs are drained first):
 //  - /messages of each room (paged backwards to the start) holds every event the bench sent
 //    exactly once;
@@ -29,8 +30,9 @@
 // start / peak / end and the least-squares slope (MiB per minute) over the run.
 import { createHash, randomBytes } from "node:crypto";
 import { execSync } from "node:child_process";
-import { readFileSync } from "node:fs";
-import { loadavg } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
+import { loadavg, tmpdir } from "node:os";
+import path from "node:path";
 import { percentile, registerBenchUser } from "./util.mjs";
 
 const opt = (name, dflt) => {
@@ -39,7 +41,10 @@ const opt = (name, dflt) => {
 };
 const MINUTES = Math.min(opt("minutes", 10), 120);
 const MEMBERS = opt("members", 6);
-const CHURNERS = opt("churners", 6);
+/** --only send|media|to-device|typing: members do only that (with their /sync loops), no churners:
+ *  to see which kind of traffic a memory growth follows. */
+const ONLY = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : undefined;
+const CHURNERS = ONLY ? 0 : opt("churners", 6);
 const ROOMS = opt("rooms", 3);
 const RSS_EVERY_MS = 5000;
 const enc = encodeURIComponent;
@@ -49,8 +54,18 @@ const log = (...a) => console.error(new Date().toISOString().slice(11, 19), ...a
 const { startServer, freePort } = await import("../test/e2e/harness.ts");
 const port = await freePort();
 const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open" }, { port });
-const base = server.baseUrl;
-log(`server on ${base}`);
+// --direct: the traffic goes to the workerd runtime's own socket, past wrangler's dev proxy, which
+// under sustained load on a busy machine ends the whole dev server (an empty "✘ [ERROR]" in its
+// output; docs/benchmarks.md, "Sync"). The proxy is a development relay only, not Lattice.
+const DIRECT = process.argv.includes("--direct");
+let base = server.baseUrl;
+if (DIRECT) {
+  const { runtimePort } = await import("./loopback-peers.mjs");
+  const rp = runtimePort(server);
+  if (!rp) throw new Error("--direct: the runtime's port was not found in wrangler's log");
+  base = `http://127.0.0.1:${rp}`;
+}
+log(`server on ${server.baseUrl}${DIRECT ? `, traffic direct to the runtime at ${base}` : ""}`);
 
 // -- workerd processes and their RSS --------------------------------------------------------------
 /** The workerd processes of the server's process group (the one listening on our port is
@@ -148,13 +163,37 @@ async function req(kind, method, path, token, body, { raw, expect = [], timeoutM
     }
     s.n++;
     s.ms.push(performance.now() - t);
+    (s.at ??= []).push(t);
     const ok = typeof status === "number" && (status < 300 || expect.includes(status));
     if (ok) return { status, body: out };
     s.errors.set(status, (s.errors.get(status) ?? 0) + 1);
     problems.push(`${kind} ${method} ${path.slice(0, 90)} -> ${status} ${JSON.stringify(out ?? "").slice(0, 200)}`);
+    if (typeof status !== "number") noteNetworkError();
     const retriable = typeof status !== "number" || status >= 500;
     if (!retriable || attempt >= 3) return { status, body: out };
     await sleep(500 * (attempt + 1));
+  }
+}
+
+/** The server went away (wrangler dev exiting, or its processes killed): stop the traffic, keep
+ *  its output, and report rather than send thousands of failing requests. */
+let serverGone;
+let networkErrors = 0;
+function noteNetworkError() {
+  if (++networkErrors % 20 !== 0 || serverGone) return;
+  const alive = procs.every((p) => {
+    try {
+      readFileSync(`/proc/${p.pid}/status`);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  if (!alive) {
+    serverGone = { atMin: (performance.now() - (globalThis.soakStarted ?? 0)) / 60_000 };
+    const file = path.join(tmpdir(), `soak-server-${port}.log`);
+    writeFileSync(file, server.output());
+    log(`the server's workerd processes are gone (${procs.map((p) => p.pid).join(", ")}); its output is in ${file}; stopping`);
   }
 }
 
@@ -217,7 +256,7 @@ function absorb(u, body) {
   }
 }
 async function syncLoop(u) {
-  for (let i = 0; i < 100_000 && !stopSyncs; i++) {
+  for (let i = 0; i < 100_000 && !stopSyncs && !serverGone; i++) {
     const { status, body } = await req("sync (long-poll 5 s)", "GET", `/_matrix/client/v3/sync?filter=${FILTER}&timeout=5000&since=${enc(u.since)}`, u.token);
     if (status !== 200) {
       await sleep(1000);
@@ -282,9 +321,14 @@ async function joinOrLeave(u) {
   }
 }
 async function actor(u, deadline) {
-  for (let i = 0; i < 100_000 && performance.now() < deadline; i++) {
+  for (let i = 0; i < 100_000 && performance.now() < deadline && !serverGone; i++) {
     const x = Math.random();
-    if (u.kind === "member") {
+    if (ONLY) {
+      if (ONLY === "send") await sendMessage(u, pick(rooms));
+      else if (ONLY === "media") await mediaRoundTrip(u);
+      else if (ONLY === "to-device") await sendToDevice(u);
+      else await typing(u, pick(rooms));
+    } else if (u.kind === "member") {
       if (x < 0.55) await sendMessage(u, pick(rooms));
       else if (x < 0.7) await typing(u, pick(rooms));
       else if (x < 0.88) await sendToDevice(u);
@@ -299,11 +343,12 @@ async function actor(u, deadline) {
     await sleep(100 + Math.random() * 400); // think time
   }
   // Leave the churner out of its room so every window closes.
-  if (u.joinedRoom) await joinOrLeave(u);
+  if (u.joinedRoom && !serverGone) await joinOrLeave(u);
 }
 
 // -- run ------------------------------------------------------------------------------------------
 const started = performance.now();
+globalThis.soakStarted = started;
 const deadline = started + MINUTES * 60_000;
 sampleRss();
 await sampleHeap();
@@ -327,7 +372,7 @@ log("traffic stopped; draining syncs");
 
 // Drain: until every member's stream has every sent event (or 90 s).
 const drainUntil = performance.now() + 90_000;
-while (performance.now() < drainUntil) {
+while (performance.now() < drainUntil && !serverGone) {
   const missing = members.some((m) => rooms.some((r) => {
     const seen = new Set(m.rooms.get(r) ?? []);
     return [...sent.get(r)].some((id) => !seen.has(id));
@@ -336,7 +381,7 @@ while (performance.now() < drainUntil) {
   if (!missing && !tdMissing) break;
   await sleep(1000);
 }
-await sleep(6000); // one more long-poll round: anything duplicated late arrives too
+if (!serverGone) await sleep(6000); // one more long-poll round: anything duplicated late arrives too
 stopSyncs = true;
 await Promise.all(syncs);
 clearInterval(sampler);
@@ -344,13 +389,13 @@ clearInterval(progress);
 sampleRss();
 await sampleHeap();
 // Idle for a while, then once more after a forced full GC: what stays is what is held.
-const runtimePid = procs.find((p) => p.role === "runtime")?.pid;
+const runtimePid = serverGone ? undefined : procs.find((p) => p.role === "runtime")?.pid;
 await sleep(20_000);
 const idleRss = runtimePid && rssNow(runtimePid);
-await inspector?.send("HeapProfiler.collectGarbage");
+if (runtimePid) await inspector?.send("HeapProfiler.collectGarbage");
 await sleep(2000);
 const gcRss = runtimePid && rssNow(runtimePid);
-const gcHeap = (await inspector?.send("Runtime.getHeapUsage"))?.usedSize / 2 ** 20;
+const gcHeap = runtimePid ? (await inspector?.send("Runtime.getHeapUsage"))?.usedSize / 2 ** 20 : undefined;
 inspector?.close();
 
 // -- checks ---------------------------------------------------------------------------------------
@@ -376,7 +421,8 @@ let checkedWindows = 0;
  *  had seen in an earlier membership (the spec allows it: a newly joined room's timeline). */
 let resentAtRejoin = 0;
 let totalSent = 0;
-for (const roomId of rooms) {
+if (serverGone) failures.push(`the server went away ${serverGone.atMin.toFixed(1)} min into the run (see its output above); nothing checked`);
+for (const roomId of serverGone ? [] : rooms) {
   const timeline = await allMessages(roomId, members[0].token);
   const where = new Map(timeline.map((id, i) => [id, i]));
   if (dupes(timeline).length) failures.push(`${roomId}: /messages repeats ${dupes(timeline).length} events`);
@@ -417,7 +463,7 @@ for (const roomId of rooms) {
   }
 }
 let toDeviceTotal = 0;
-for (const u of users) {
+for (const u of serverGone ? [] : users) {
   for (const id of toDeviceSent.get(u.userId)) {
     toDeviceTotal++;
     const n = u.toDevice.get(id) ?? 0;
@@ -427,14 +473,15 @@ for (const u of users) {
 }
 const serverErrors = [...stats.values()].reduce((a, s) => a + [...s.errors].filter(([k]) => typeof k !== "number" || k >= 500).reduce((b, [, n]) => b + n, 0), 0);
 if (serverErrors) failures.push(`${serverErrors} 5xx or network errors`);
-const stillUp = (await fetch(`${base}/_matrix/key/v2/server`).catch(() => null))?.ok ?? false;
+if (serverGone) console.error(`server output (tail):\n${server.output().split("\n").slice(-30).join("\n")}`);
+const stillUp = (await fetch(`${server.baseUrl}/_matrix/key/v2/server`).catch(() => null))?.ok ?? false;
 if (!stillUp) failures.push("the server no longer answers");
 await server.stop();
 
 // -- report ---------------------------------------------------------------------------------------
 const lines = [];
 const out = (s) => (lines.push(s), console.log(s));
-out(`soak: ${MINUTES} min of traffic (${trafficSecs.toFixed(0)} s), ${MEMBERS} members + ${CHURNERS} churners, ${ROOMS} rooms, load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} (median ${percentile(loads, 50).toFixed(1)}), ${new Date().toISOString().slice(0, 16)}Z`);
+out(`soak${DIRECT ? " (--direct)" : ""}${ONLY ? ` (--only ${ONLY})` : ""}: ${MINUTES} min of traffic (${trafficSecs.toFixed(0)} s), ${MEMBERS} members + ${CHURNERS} churners, ${ROOMS} rooms, load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)} (median ${percentile(loads, 50).toFixed(1)}), ${new Date().toISOString().slice(0, 16)}Z`);
 out("");
 out("| Requests | n | p50 ms | p90 ms | p99 ms | max ms | errors |");
 out("| --- | --- | --- | --- | --- | --- | --- |");
@@ -442,6 +489,19 @@ for (const [kind, s] of [...stats].sort((a, b) => b[1].n - a[1].n)) {
   const errs = [...s.errors].map(([k, n]) => `${n}× ${k}`).join(", ") || "0";
   out(`| ${kind} | ${s.n} | ${percentile(s.ms, 50).toFixed(0)} | ${percentile(s.ms, 90).toFixed(0)} | ${percentile(s.ms, 99).toFixed(0)} | ${Math.max(...s.ms).toFixed(0)} | ${errs} |`);
 }
+// Latency over time: does anything slow down as the run goes on?
+const minuteP50 = (kind) => {
+  const s = stats.get(kind);
+  if (!s) return "";
+  const byMin = [];
+  s.ms.forEach((ms, i) => {
+    const m = Math.floor((s.at[i] - started) / 60_000);
+    if (m >= 0 && m < MINUTES) (byMin[m] ??= []).push(ms);
+  });
+  return byMin.map((xs) => (xs ? percentile(xs, 50).toFixed(0) : "–")).join(" ");
+};
+out("");
+out(`p50 per minute (ms): send ${minuteP50("send")}; to-device ${minuteP50("to-device")}; media upload ${minuteP50("media upload")}`);
 out("");
 out(`Checked: ${totalSent} sent events in /messages of ${rooms.length} rooms; ${checkedStreams} member streams (room × member) equal to /messages; ${checkedWindows} churner join→leave windows (events given again as history at a rejoin: ${resentAtRejoin}); ${toDeviceTotal} to-device messages; ${media.length} media uploads.`);
 /** Least-squares slope in MiB per minute. */
