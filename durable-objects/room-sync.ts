@@ -31,6 +31,8 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
   toClient(e: E, now: number): JsonObject;
+  /** Adds bundled aggregations (unsigned.m.relations) to the timeline's client events. */
+  bundle?(events: E[], out: JsonObject[]): void;
   /** The event as a PDU, for `event_format: "federation"` (falls back to toClient). */
   toFederation?(e: E, now: number): JsonObject;
   /** Membership of member events by event ID, from one cheap read (optional; events it does
@@ -52,6 +54,10 @@ export interface RoomSyncQuery {
    *  compacted log, durable-objects/user.ts): answer as a gappy sync — the timeline after `since`
    *  marked `limited` (prev_batch leads /messages back over the gap) with full state. */
   gap?: boolean;
+  /** The room is new to the client in an incremental sync (joined since the token, or joined
+   *  and left): `since` is null, and `limited` also tells of visible history before the
+   *  timeline that the filter left out. */
+  newlyJoined?: boolean;
   /** MSC4222 / v1.16 use_state_after: state up to the end of the timeline in `state_after`. */
   useStateAfter: boolean;
   /** Users the requester ignores (module "Ignoring Users"): their non-state events are left out
@@ -66,7 +72,7 @@ export interface RoomSyncView {
   timeline: { events: JsonObject[]; limited: boolean; prev_batch: string };
   state?: { events: JsonObject[] };
   state_after?: { events: JsonObject[] };
-  summary: { "m.heroes": string[]; "m.joined_member_count": number; "m.invited_member_count": number };
+  summary: { "m.heroes"?: string[]; "m.joined_member_count": number; "m.invited_member_count": number };
   /** Lazy-loading, incremental syncs only: the member events (user → event ID) in `state` /
    *  `state_after` that are there only because their user sent a timeline event — not a change
    *  since `since`. The Worker leaves out those the device already has (durable-objects/
@@ -85,13 +91,22 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   const joinedAt = room.joinedSince(userId);
   const ignored = new Set(q.ignoredSenders ?? []);
   const hidden = (e: E) => ignored.size > 0 && e.ev.state_key === undefined && ignored.has(e.ev.sender);
-  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e));
+  // The room's state at the end of the range (read early: the visibility check below uses it).
+  const end = room.stateAt(q.upTo);
+  // Current state reaches a joined user's timeline even when history visibility hid it as it
+  // happened (a join while they were away from a "joined"-history room): they may read that
+  // state anyway, and clients rely on seeing it (sytest "Current state appears in timeline in
+  // private history"; Synapse's always_include_ids).
+  const currentState = (e: E) => joinedAt !== null && e.ev.state_key !== undefined && end.get(stateKey(e.ev.type, e.ev.state_key)) === e.ev.event_id;
+  const visible = (e: E) => !hidden(e) && ((joinedAt !== null && e.stream! > joinedAt) || slowVisible(e) || currentState(e));
   const floor = q.since ?? -1;
   const timelineFilter = q.timeline ? { ...q.timeline, rooms: undefined, not_rooms: undefined } : undefined;
 
   // Timeline: newest first until `limit` are picked, then look for one more to decide `limited`.
   const picked: E[] = [];
   let limited = false;
+  /** Stream of the oldest event the user may see in the range, whatever the timeline filter. */
+  let oldestVisible: number | null = null;
   let pos = q.upTo;
   let scanned = 0;
   // The first page is just big enough for the common case (limit + 1 visible events).
@@ -102,7 +117,9 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     for (const e of page) {
       scanned++;
       pos = e.stream! - 1;
-      if (!visible(e) || !matchesRoomEventFilter(timelineFilter, e.ev)) continue;
+      if (!visible(e)) continue;
+      oldestVisible = e.stream;
+      if (!matchesRoomEventFilter(timelineFilter, e.ev)) continue;
       if (picked.length >= q.limit) {
         limited = true;
         break outer;
@@ -113,10 +130,19 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     pageSize = SCAN_PAGE;
   }
   if ((scanned >= SCAN_MAX && pos > floor) || q.gap) limited = true;
+  // A room newly joined in an incremental sync: `limited` unless the timeline reaches back to the
+  // oldest event the user may see. Events the timeline filter left out still count: otherwise
+  // the client believes it holds the room's whole history and never paginates (Complement
+  // "Newly joined room has correct timeline in incremental sync"; Synapse marks every newly
+  // joined room limited). An initial sync stays count-based (sytest "A filtered timeline
+  // reaches its limit": not limited).
+  if (!limited && q.newlyJoined && oldestVisible !== null && (picked.length === 0 || oldestVisible < picked[picked.length - 1].stream!)) limited = true;
   picked.reverse();
   const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
+  const timelineEvents = picked.map((e) => room.toClient(e, now));
+  room.bundle?.(picked, timelineEvents);
   const timeline = {
-    events: picked.map((e) => room.toClient(e, now)),
+    events: timelineEvents,
     limited,
     prev_batch: `t${Math.max(0, limited || picked.length ? startStream : q.upTo)}`,
   };
@@ -127,7 +153,6 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   // (or that the gap hid) are not lost: ((start ∪ end) − since) − timeline.
   const fresh = q.since === null || q.fullState || !!q.gap;
   const base: StateIdMap = fresh ? new Map() : room.stateAt(q.since!);
-  const end = room.stateAt(q.upTo);
   const start = q.useStateAfter ? end : room.stateAt(startStream);
   const inTimeline = new Set(picked.map((e) => e.ev.event_id));
   // Lazy-loading: only members needed to render the timeline (plus, on a fresh room, my own),
@@ -135,6 +160,10 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   // for events in the gap"). On a fresh room the other members are skipped while collecting.
   const needed = new Set(picked.map((e) => e.ev.sender));
   if (fresh) needed.add(userId);
+  // "When lazy-loading room members is enabled, the membership events for the heroes MUST be
+  // included in the state, unless they are redundant" (RoomSummary m.heroes).
+  const summary = summarize(room, end, userId);
+  if (q.lazyLoadMembers) for (const h of summary["m.heroes"] ?? []) needed.add(h);
   const neededKeys = new Set([...needed].map((u) => stateKey("m.room.member", u)));
   const skipMember = q.lazyLoadMembers && fresh ? (k: string) => k.startsWith(MEMBER_PREFIX) && !neededKeys.has(k) : () => false;
   const entries = new Map<string, string>(); // event ID → state key
@@ -164,7 +193,7 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     else if (e?.ev.type === "m.room.member") delete lazyMembers[e.ev.state_key!];
   }
 
-  const view: RoomSyncView = { timeline, summary: summarize(room, end, userId) };
+  const view: RoomSyncView = { timeline, summary };
   if (Object.keys(lazyMembers).length) view.lazyMembers = lazyMembers;
   if (q.useStateAfter) view.state_after = { events: stateEvents };
   else view.state = { events: stateEvents };
@@ -179,6 +208,8 @@ interface MemberSummary {
    *  first six, enough for five heroes besides the requester. */
   active: string[];
   gone: string[];
+  /** The room has a name or canonical alias: clients need no heroes to name it. */
+  named: boolean;
 }
 
 /** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
@@ -186,8 +217,9 @@ interface MemberSummary {
  *  sync's per-room work; the same state is summarised once, for every user and every sync. */
 const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
 
-/** Room summary (spec: "summary"): joined/invited counts and up to 5 heroes (other members,
- *  joined or invited first, else those who left), in user ID order. */
+/** Room summary (spec: "summary"): joined/invited counts and, for a room without a name or
+ *  canonical alias, up to 5 heroes (other members, joined or invited first, else those who
+ *  left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
   let s = memberSummaries.get(st);
   if (!s) {
@@ -205,10 +237,20 @@ function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap,
       if (m === "join" || m === "invite") active.push(u);
       else gone.push(u);
     }
-    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6) };
+    const nonEmpty = (type: string, field: string) => {
+      const id = st.get(stateKey(type, ""));
+      const v = id ? room.load(id)?.ev.content[field] : undefined;
+      return typeof v === "string" && v !== "";
+    };
+    const named = nonEmpty("m.room.name", "name") || nonEmpty("m.room.canonical_alias", "alias");
+    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6), named };
     memberSummaries.set(st, s);
   }
+  const counts = { "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
+  // m.heroes is "required if the room's m.room.name or m.room.canonical_alias state events are
+  // unset or empty"; a named room's client does not use them.
+  if (s.named) return counts;
   const others = (list: string[]) => list.filter((u) => u !== userId);
   const heroes = (others(s.active).length ? others(s.active) : others(s.gone)).slice(0, 5);
-  return { "m.heroes": heroes, "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
+  return { "m.heroes": heroes, ...counts };
 }

@@ -18,6 +18,9 @@
 //                     Each event records the group of the state before it and after it, so state
 //                     at any event is answerable without copying state per event.
 //   current_state     the resolved state of the room now (mirrors meta.current_group).
+//   current_groups    the current (resolved) state group from each stream position on where it
+//                     changed: what /sync and /members?at= show at a position, over every
+//                     forward extremity rather than the branch of the event at that position.
 //   memberships       membership history (accepted member events in stream order) for history
 //                     visibility ("joined at any point after").
 //   redactions, txns  redaction index; per-device transaction IDs for idempotent sends.
@@ -30,7 +33,7 @@
 // before it. /messages, /context and the sync work all use this form.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
+import type { JsonObject, JsonValue, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
 import { splitStateKey, stateKey } from "../src/core/types";
 import { getRoomVersion, type RoomVersion } from "../src/core/room-versions";
 import { canonicalJson } from "../src/core/canonical-json";
@@ -45,7 +48,8 @@ import {
   requiredPowerLevel,
   memberKey,
 } from "../src/core/auth-rules";
-import { checkContentHash, computeEventId, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { checkContentHash, computeEventId, computeReferenceHash, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { randomString } from "../src/services/crypto-util";
 import { verifyJsonSignature, type SigningKey } from "../src/core/signing";
 import { redactEvent } from "../src/core/redaction";
 import { resolveState } from "../src/core/state-res";
@@ -54,6 +58,9 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { mirrorRoomForDirectory, type DirectoryMember } from "../src/services/user-directory";
+import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./room-search";
+import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
@@ -132,6 +139,25 @@ export interface MessagesResponse {
   state?: JsonObject[];
 }
 
+/** GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]; tokens as /messages. */
+export interface RelationsQuery {
+  eventId: string;
+  relType?: string;
+  eventType?: string;
+  dir: "b" | "f";
+  from?: string;
+  to?: string;
+  limit: number;
+  recurse?: boolean;
+}
+
+export interface RelationsResponse {
+  chunk: JsonObject[];
+  next_batch?: string;
+  prev_batch?: string;
+  recursion_depth?: number;
+}
+
 export interface ContextResponse {
   event: JsonObject;
   events_before: JsonObject[];
@@ -152,6 +178,9 @@ export interface RoomSummary {
 
 const MAX_PDU_BYTES = 65536;
 const MIN_STREAM = -1e12;
+/** /relations with recurse: levels of relations followed ("Homeservers SHOULD traverse at least
+ *  3 levels"). */
+const RELATIONS_DEPTH = 3;
 const MAX_ID_BYTES = 255;
 /** State groups are deltas on a parent; a group whose chain of deltas back to the last full
  *  snapshot would hold more than SNAPSHOT_FRACTION of its state's size in entries (and at least
@@ -257,6 +286,8 @@ CREATE TABLE IF NOT EXISTS events (
   received_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relation ON events(json_extract(pdu, '$.content."m.relates_to".event_id'), json_extract(pdu, '$.content."m.relates_to".rel_type')) WHERE stream IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
 CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
 CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
@@ -271,6 +302,9 @@ CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT 
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
 CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
 CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
+CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, member_event_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS erased_senders (user_id TEXT PRIMARY KEY);
 `;
 
 export class RoomDO extends DurableObject<Env> {
@@ -472,8 +506,7 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
-    const rv = this.requireRoom();
-    if (!rv.creatable) fail(400, "M_UNSUPPORTED_ROOM_VERSION", `Cannot send events in a room of version ${rv.id}`);
+    this.requireRoom();
     if (spec.txn) {
       const row = this.sql
         .exec<{ event_id: string }>("SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?", spec.sender, spec.txn.deviceId, txnKey(spec.txn))
@@ -506,9 +539,11 @@ export class RoomDO extends DurableObject<Env> {
       content,
       origin_server_ts: Date.now(),
       depth,
-      prev_events: prevIds,
-      auth_events: authIds,
+      prev_events: await this.eventRefs(prevIds),
+      auth_events: await this.eventRefs(authIds),
     };
+    // Room versions 1 and 2: the event names itself, `$opaque_id:domain` (rooms/v1.md "Event IDs").
+    if (rv.eventIdFormat === 1) pdu.event_id = `$${randomString(24)}:${this.serverName!}`;
     if (spec.state_key !== undefined) pdu.state_key = spec.state_key;
     if (spec.redacts !== undefined) {
       // v11 moved `redacts` into content; older versions keep it top level.
@@ -548,12 +583,22 @@ export class RoomDO extends DurableObject<Env> {
     const rv = this.rv!;
     if (!spec.redacts) fail(400, "M_BAD_JSON", "Redaction needs a target event");
     const target = this.loadEvent(spec.redacts);
-    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found");
+    // Only an event of this room can be redacted from here (an event ID of another room is
+    // unknown to this RoomDO, so it is refused and never touched).
+    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found in this room");
     if (target.ev.sender === spec.sender) return;
     const state = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     if (powerLevelOf(spec.sender, state, rv) < namedPowerLevel("redact", state, rv)) {
       fail(403, "M_FORBIDDEN", "You may not redact other users' events");
     }
+  }
+
+  /** `prev_events` / `auth_events` as the room version writes them: event IDs (v3+), or
+   *  `[event_id, {sha256: reference hash}]` pairs (v1, v2: rooms/v1.md "Event format"). */
+  private async eventRefs(ids: string[]): Promise<JsonValue[]> {
+    const rv = this.rv!;
+    if (rv.eventIdFormat !== 1) return ids;
+    return Promise.all(ids.map(async (id): Promise<JsonValue> => [id, { sha256: await computeReferenceHash(this.loadEvent(id)!.ev.pdu, rv) }]));
   }
 
   private signingKey(): Promise<SigningKey> {
@@ -811,7 +856,11 @@ export class RoomDO extends DurableObject<Env> {
     if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) {
       if (opts.rebroadcast) this.rebroadcast.add(ev.event_id);
       await this.afterCommit();
-      const fan = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      this.wakePeekers();
+      const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
+      const notified = this.notify(ev, out.stream!).catch((e) => console.error("notify failed", e));
+      // The write that revoked guest access answers once its guests have left (as Synapse does).
+      const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
       this.fanOuts.set(ev.event_id, fan);
       void fan.finally(() => this.fanOuts.delete(ev.event_id));
     }
@@ -1088,6 +1137,7 @@ export class RoomDO extends DurableObject<Env> {
       this.applyCurrentState(changes);
       this.currentGroup = next;
       this.setMeta("current_group", next ?? 0);
+      this.sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
       this.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
@@ -1109,6 +1159,8 @@ export class RoomDO extends DurableObject<Env> {
       const [type, skey] = splitStateKey(k);
       if (id === null) this.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
       else this.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (k === GUEST_ACCESS_KEY) this.guestAccessChanged = true;
+      if (type === "m.room.member" || type === "m.room.join_rules" || type === "m.room.history_visibility") this.directoryDirty.add(k);
       if (type === "m.room.member" && skey.endsWith(`:${this.serverName}`)) {
         const m = id === null ? "leave" : String(this.loadEvent(id)?.ev.content.membership ?? "leave");
         localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
@@ -1118,10 +1170,47 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private pendingMemberships: { userId: string; eventId: string; membership: string }[] = [];
+  /** Current-state keys the user directory mirrors (members, join rules, history visibility). */
+  private directoryDirty = new Set<StateKey>();
+
+  /** The user directory's view of this room (src/services/user-directory.ts): joined members and
+   *  whether the room is public (join_rules public or history world_readable). */
+  private async mirrorDirectory(): Promise<void> {
+    if (this.directoryDirty.size === 0 || !this.roomId || !this.serverName) return;
+    const keys = [...this.directoryDirty];
+    this.directoryDirty.clear();
+    const st = this.groupState(this.currentGroup);
+    const content = (k: StateKey) => {
+      const id = st.get(k);
+      return id ? this.loadEvent(id)?.ev.content : undefined;
+    };
+    const members: DirectoryMember[] = [];
+    let isPublic: boolean | undefined;
+    for (const k of keys) {
+      const [type, skey] = splitStateKey(k);
+      if (type === "m.room.member") {
+        const c = content(k);
+        members.push({
+          userId: skey,
+          membership: typeof c?.membership === "string" ? c.membership : "leave",
+          displayname: typeof c?.displayname === "string" ? c.displayname : undefined,
+          avatarUrl: typeof c?.avatar_url === "string" ? c.avatar_url : undefined,
+        });
+      } else {
+        isPublic = content(stateKey("m.room.join_rules", ""))?.join_rule === "public" || parseHistoryVisibility(content(HV_KEY)) === "world_readable";
+      }
+    }
+    try {
+      await mirrorRoomForDirectory(this.env, this.serverName, this.roomId, members, isPublic);
+    } catch (e) {
+      console.error("user directory mirror failed", e);
+    }
+  }
 
   /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
    *  propagation) and notify. Runs inside `serial`, so D1 sees changes in order. */
   private async afterCommit(): Promise<void> {
+    await this.mirrorDirectory();
     const pending = this.pendingMemberships.splice(0);
     if (pending.length === 0) return;
     const now = Date.now();
@@ -1385,6 +1474,73 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   // ===========================================================================================
+  // Forgetting and erasure (per user, read side only: the room's events are unchanged).
+
+  /** The ID of the user's current member event ("" when they have none here). */
+  private memberEventId(userId: string): string {
+    if (this.isPartial()) return this.partialMember(userId)?.ev.event_id ?? "";
+    return this.groupState(this.currentGroup).get(memberKey(userId)) ?? "";
+  }
+
+  /** Whether the user forgot the room since their current membership began (POST /forget).
+   *  Keyed by that member event, so rejoining (or a new invite) ends it without a write. */
+  private forgot(userId: string): boolean {
+    const row = this.sql.exec<{ member_event_id: string }>("SELECT member_event_id FROM forgotten WHERE user_id = ?", userId).toArray()[0];
+    return row !== undefined && row.member_event_id === this.memberEventId(userId);
+  }
+
+  /** POST /rooms/{roomId}/forget ("Forget a room": "a user will no longer be able to retrieve
+   *  history for this room"; "If the user is currently joined to the room, they must leave the
+   *  room before calling this API": 400 M_UNKNOWN, as is an open invite or knock). Afterwards
+   *  the user reads the room as a stranger would (visibilityFor, readableStateGroup). */
+  async forget(userId: string): Promise<RoomResult<null>> {
+    return this.wrap(() => {
+      if (!this.rv) return null;
+      const m = this.isPartial() ? (this.partialMember(userId)?.ev.content.membership as string | undefined) : this.currentMembership(userId);
+      if (m === "join" || m === "invite" || m === "knock") fail(400, "M_UNKNOWN", "You must leave the room before forgetting it");
+      const id = this.memberEventId(userId);
+      if (id) this.sql.exec("INSERT OR REPLACE INTO forgotten (user_id, member_event_id) VALUES (?, ?)", userId, id);
+      return null;
+    });
+  }
+
+  private erased?: Set<string>;
+
+  /** POST /account/deactivate with `erase: true` (spec: "Erasure means that any users (or
+   *  servers) which join the room after the erasure request are served redacted copies of the
+   *  events sent by the erased user. Users which had visibility on the event before the erasure
+   *  are still able to see unredacted copies."). Recorded here; applied when serving (erasedFor). */
+  async eraseSender(userId: string): Promise<void> {
+    this.sql.exec("INSERT OR IGNORE INTO erased_senders (user_id) VALUES (?)", userId);
+    this.erased?.add(userId);
+  }
+
+  /** An erased user's event is served redacted to a requester who was not joined when it was
+   *  sent (so cannot have seen it then); members who were there keep the original (as Synapse
+   *  decides it: membership at the event). */
+  private erasedFor(se: StoredEvent, userId: string): boolean {
+    if (!this.isErased(se.ev.sender) || se.ev.sender === userId) return false;
+    const id = this.groupState(se.stateBefore).get(memberKey(userId));
+    return (id ? this.loadEvent(id)?.ev.content.membership : undefined) !== "join";
+  }
+
+  /** The same for a server ("any users (or servers) which join the room after"): redacted
+   *  unless one of its users was joined when the event was sent. */
+  private erasedForServer(se: StoredEvent, server: string): boolean {
+    if (!this.isErased(se.ev.sender)) return false;
+    const suffix = `:${server}`;
+    for (const [k, id] of this.groupState(se.stateBefore)) {
+      if (k.startsWith("m.room.member\u0000") && k.endsWith(suffix) && this.loadEvent(id)?.ev.content.membership === "join") return false;
+    }
+    return true;
+  }
+
+  private isErased(userId: string): boolean {
+    this.erased ??= new Set(this.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
+    return this.erased.size > 0 && this.erased.has(userId);
+  }
+
+  // ===========================================================================================
   // Client format and visibility.
 
   /** The redaction that applies to an event, if any ("Handling redactions": same sender, or
@@ -1405,7 +1561,8 @@ export class RoomDO extends DurableObject<Env> {
    *  redacted_because. */
   private toClient(se: StoredEvent, requester: Requester | undefined, now = Date.now(), nested = false): JsonObject {
     const red = nested ? undefined : this.redactionOf(se);
-    const src = red ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
+    const erased = !red && requester !== undefined && this.erasedFor(se, requester.userId);
+    const src = red || erased ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
     const out: JsonObject = {
       type: se.ev.type,
       content: (src.content ?? {}) as JsonObject,
@@ -1442,10 +1599,47 @@ export class RoomDO extends DurableObject<Env> {
     return { ...pdu, event_id: se.ev.event_id, unsigned: this.toClient(se, requester, now).unsigned };
   }
 
+  /** Events in client format with their aggregations bundled (`unsigned.m.relations`, one
+   *  relations query for the whole list: durable-objects/room-relations.ts). */
+  private clientEvents(ses: StoredEvent[], req: Requester, now = Date.now()): JsonObject[] {
+    const out = ses.map((se) => this.toClient(se, req, now));
+    bundleAggregations(this.relationsAccess(req, now), ses, out);
+    return out;
+  }
+
+  private relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
+    return {
+      sql: this.sql,
+      userId: req.userId,
+      load: (id) => {
+        const se = this.loadEvent(id);
+        return se && se.status === "accepted" && se.stream !== null ? se : undefined;
+      },
+      visible: this.visibilityFor(req.userId),
+      redacted: (se) => !!this.redactionOf(se),
+      toClient: (se) => this.toClient(se, req, now),
+    };
+  }
+
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
-    const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
-    const lastJoin = joins[0]?.stream ?? -1;
+    // A user who forgot the room reads it as someone who was never in it (world_readable only).
+    const forgotten = this.forgot(userId);
+    const history = this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
+    const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
+    // Whether the user was joined when this server accepted the event (their membership in
+    // stream order). Concurrent branches: an event admitted after the user's join, on a branch
+    // that does not contain it, has a state before it without that join; the user was in the
+    // room when it arrived all the same, and /sync (joinedSince in room-sync.ts) shows it to
+    // them. Without this, /messages left out events /sync had delivered.
+    const joinedAt = (stream: number): boolean => {
+      let m: string | undefined;
+      for (const h of history) {
+        if (h.stream >= stream) break;
+        m = h.membership;
+      }
+      return m === "join";
+    };
     const memo = new Map<number | null, { hv: HistoryVisibility; m: string | undefined }>();
     const at = (g: number | null) => {
       let v = memo.get(g);
@@ -1462,11 +1656,13 @@ export class RoomDO extends DurableObject<Env> {
       return v;
     };
     return (se) => {
+      if (!forgotten && se.stream !== null && history.length && joinedAt(se.stream)) return true;
       const b = at(se.stateBefore);
       const visibility = [b.hv];
       const membership = [b.m];
       if (se.ev.type === "m.room.history_visibility" && se.ev.state_key === "") visibility.push(parseHistoryVisibility(se.ev.content));
       if (se.ev.type === "m.room.member" && se.ev.state_key === userId) membership.push(se.ev.content.membership as string);
+      if (forgotten) return isEventVisible({ visibility, membership: [undefined], joinedLater: false });
       return isEventVisible({ visibility, membership, joinedLater: se.stream !== null && lastJoin > se.stream });
     };
   }
@@ -1485,7 +1681,7 @@ export class RoomDO extends DurableObject<Env> {
     if (m === "join") return this.currentGroup;
     const hvId = this.groupState(this.currentGroup).get(HV_KEY);
     if (parseHistoryVisibility(hvId ? this.loadEvent(hvId)?.ev.content : undefined) === "world_readable") return this.currentGroup;
-    if ((m === "leave" || m === "ban") && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
+    if ((m === "leave" || m === "ban") && !this.forgot(userId) && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
       const id = this.groupState(this.currentGroup).get(memberKey(userId))!;
       return this.loadEvent(id)!.stateAfter;
     }
@@ -1600,7 +1796,7 @@ export class RoomDO extends DurableObject<Env> {
       this.requireRoom();
       const se = this.loadEvent(eventId);
       if (!se || se.status !== "accepted" || !this.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
-      return this.toClient(se, req);
+      return this.clientEvents([se], req)[0];
     });
   }
 
@@ -1658,7 +1854,13 @@ export class RoomDO extends DurableObject<Env> {
     return [...this.fanOutFacts().joined];
   }
 
+  /** The room's current state as it was at stream position `n`: the resolution over the forward
+   *  extremities then (current_groups), not the state after the event at `n`, which after
+   *  concurrent events (several joins at once) holds only its own branch. Positions before
+   *  current_groups was kept fall back to the state after the event. */
   private groupAtStream(n: number): number | null {
+    const cur = this.sql.exec<{ grp: number | null }>("SELECT grp FROM current_groups WHERE stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
+    if (cur) return cur.grp;
     const row = this.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
     return row ? this.loadEvent(row.event_id)!.stateAfter : null;
   }
@@ -1667,7 +1869,7 @@ export class RoomDO extends DurableObject<Env> {
     // Members past and present may paginate (visibility filters each event); others only in
     // world_readable rooms.
     this.requireRoom();
-    if (this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
+    if (!this.forgot(userId) && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
     this.readableStateGroup(userId);
   }
 
@@ -1715,7 +1917,7 @@ export class RoomDO extends DurableObject<Env> {
           if (picked.length >= limit) break;
         }
       }
-      const res: MessagesResponse = { chunk: picked.map((se) => this.toClient(se, req, now)), start: streamToken(from) };
+      const res: MessagesResponse = { chunk: this.clientEvents(picked, req, now), start: streamToken(from) };
       // "If no further events are available ... this property is omitted from the response."
       if (!exhausted) res.end = streamToken(pos);
       if (q.filter?.lazy_load_members) res.state = this.lazyMembers(picked, req, now);
@@ -1749,15 +1951,166 @@ export class RoomDO extends DurableObject<Env> {
       const state = filter?.lazy_load_members
         ? this.lazyMembers([...before, se, ...after], req, now)
         : [...this.groupState(last.stateAfter).values()].map((id) => this.toClient(this.loadEvent(id)!, req, now));
+      const [event, ...around] = this.clientEvents([se, ...before, ...after], req, now);
       return {
-        event: this.toClient(se, req, now),
-        events_before: before.map((x) => this.toClient(x, req, now)),
-        events_after: after.map((x) => this.toClient(x, req, now)),
+        event,
+        events_before: around.slice(0, before.length),
+        events_after: around.slice(before.length),
         start: streamToken((before.length ? before[before.length - 1].stream! : se.stream!) - 1),
         end: streamToken(last.stream!),
         state,
       };
     });
+  }
+
+  /** GET /relations (module "Event relationships"): accepted events whose m.relates_to points
+   *  at `eventId` (with `recurse`, also at those, up to RELATIONS_DEPTH levels), visible to the
+   *  requester and not redacted, in stream order from `from`; `next_batch` continues, absent
+   *  when nothing is left. The parent must be visible to the requester, else M_NOT_FOUND. */
+  async getRelations(req: Requester, q: RelationsQuery): Promise<RoomResult<RelationsResponse>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const parent = this.loadEvent(q.eventId);
+      if (!parent || parent.status !== "accepted" || !visible(parent)) fail(404, "M_NOT_FOUND", "Event not found");
+      const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
+      // Parents: the event, and with `recurse` the relations found at each level above the last
+      // (a bounded set), so the chunk reaches RELATIONS_DEPTH levels down.
+      const parents = [q.eventId];
+      let depth = 1;
+      if (q.recurse) {
+        let level = [q.eventId];
+        for (let d = 1; d <= RELATIONS_DEPTH && parents.length < 1000; d++) {
+          const seen = new Set(parents);
+          const marks = level.map(() => "?").join(",");
+          level = this.sql
+            .exec<{ event_id: string }>(`SELECT event_id FROM events WHERE stream IS NOT NULL AND ${RELATES_TO} IN (${marks}) LIMIT 1000`, ...level)
+            .toArray()
+            .map((r) => r.event_id)
+            .filter((id) => !seen.has(id));
+          if (level.length === 0) break;
+          depth = d;
+          if (d < RELATIONS_DEPTH) parents.push(...level);
+        }
+      }
+      const limit = Math.max(0, Math.min(q.limit, 100));
+      const from = parseToken(q.from) ?? (q.dir === "b" ? this.stream : MIN_STREAM);
+      const to = parseToken(q.to);
+      const conds = [`stream IS NOT NULL`, `${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
+      const args: (string | number)[] = [...parents];
+      if (q.relType !== undefined) {
+        conds.push(`json_extract(pdu, '$.content."m.relates_to".rel_type') = ?`);
+        args.push(q.relType);
+      }
+      if (q.eventType !== undefined) {
+        conds.push("type = ?");
+        args.push(q.eventType);
+      }
+      const now = Date.now();
+      const picked: StoredEvent[] = [];
+      let pos = from;
+      let exhausted = false;
+      let scanned = 0;
+      while (picked.length < limit && scanned < 2000) {
+        const rows =
+          q.dir === "b"
+            ? this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
+            : this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT 100`, ...args, pos, to ?? Number.MAX_SAFE_INTEGER).toArray();
+        if (rows.length === 0) {
+          exhausted = true;
+          break;
+        }
+        for (const row of rows) {
+          scanned++;
+          const se = this.events.get(row.event_id) ?? this.fromRow(row);
+          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
+          // A redacted event no longer relates to anything (its m.relates_to is gone).
+          if (visible(se) && !this.redactionOf(se)) picked.push(se);
+          if (picked.length >= limit) break;
+        }
+      }
+      const res: RelationsResponse = { chunk: this.clientEvents(picked, req, now) };
+      if (!exhausted) res.next_batch = streamToken(pos);
+      if (q.from !== undefined) res.prev_batch = q.from;
+      if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
+      return res;
+    });
+  }
+
+  /** GET /v1/rooms/{roomId}/threads (module "Threading"): roots the requester may see, by
+   *  latest activity; `next_batch` is the activity position of the last root returned. */
+  async getThreads(req: Requester, q: { include: "all" | "participated"; from?: string; limit: number }): Promise<RoomResult<{ chunk: JsonObject[]; next_batch?: string }>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const limit = Math.max(1, Math.min(q.limit, 100));
+      const cap = relationsCap(this.sql, req.userId);
+      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit };
+      const roots: StoredEvent[] = [];
+      let more = false;
+      // Bounded: roots the requester may not see are skipped, at most 10 batches.
+      batches: for (let round = 0; round < 10; round++) {
+        const batch = threadRoots(this.sql, req.userId, tq, cap, limit + 1);
+        for (const r of batch) {
+          if (roots.length >= limit) {
+            more = true;
+            break batches;
+          }
+          tq.from = r.latest;
+          const se = this.loadEvent(r.root);
+          if (se && se.status === "accepted" && se.stream !== null && visible(se) && !this.redactionOf(se)) roots.push(se);
+        }
+        more = batch.length === limit + 1;
+        if (!more) break;
+      }
+      const res: { chunk: JsonObject[]; next_batch?: string } = { chunk: this.clientEvents(roots, req) };
+      if (more && tq.from !== undefined) res.next_batch = streamToken(tq.from);
+      return res;
+    });
+  }
+
+  /** POST /search, category room_events, in this room (durable-objects/room-search.ts). "The
+   *  search will not include rooms that are end to end encrypted": nothing when the room is. */
+  async searchEvents(req: Requester, q: RoomSearchQuery): Promise<RoomResult<RoomSearchResult>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      if (this.groupState(this.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
+      const now = Date.now();
+      return searchRoom(
+        {
+          sql: this.sql,
+          load: (id) => {
+            const se = this.loadEvent(id);
+            return se && se.status === "accepted" && se.stream !== null ? se : undefined;
+          },
+          visible: this.visibilityFor(req.userId),
+          redacted: (se) => !!this.redactionOf(se),
+          clientEvents: (ses) => this.clientEvents(ses, req, now),
+          around: (stream, dir, n) =>
+            this.sql
+              .exec<{ event_id: string }>(
+                dir === "b"
+                  ? "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream < ? ORDER BY stream DESC LIMIT ?"
+                  : "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream ASC LIMIT ?",
+                stream,
+                n,
+              )
+              .toArray()
+              .map((r) => this.loadEvent(r.event_id)!),
+          memberAt: (se, userId) => {
+            const id = this.groupState(se.stateAfter).get(memberKey(userId));
+            return id ? this.loadEvent(id) : undefined;
+          },
+          cap: relationsCap(this.sql, req.userId),
+        },
+        q,
+      );
+    });
+  }
+
+  /** Whether `sender` already annotated `parent` with this type and key (M_DUPLICATE_ANNOTATION). */
+  async hasAnnotation(sender: string, parent: string, type: string, key: string): Promise<boolean> {
+    return hasAnnotation(this.sql, sender, parent, type, key);
   }
 
   /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
@@ -1786,13 +2139,13 @@ export class RoomDO extends DurableObject<Env> {
    *  server's history visibility (serverMaySee) instead of a user's. */
   async fedTimestampToEvent(origin: string, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
     return this.wrap(() => {
-      this.requireServer(origin, { inRoom: false });
-      const inRoom = this.serverInRoom(origin);
+      // Only a server in the room reads it, like every federation read (see requireServer).
+      this.requireServer(origin, { inRoom: true });
       const rows = this.timestampCandidates(ts, dir);
       for (const row of rows) {
         const se = this.events.get(row.event_id) ?? this.fromRow(row);
         if (se.status === "rejected") continue;
-        if (inRoom || this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
+        if (this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
       }
       fail(404, "M_NOT_FOUND", "No event found");
     });
@@ -1838,6 +2191,7 @@ export class RoomDO extends DurableObject<Env> {
   async syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
     return this.wrap(() => {
       this.requireRoom();
+      if (this.isPartial()) return this.partialSyncView(req, q);
       return syncRoomView<StoredEvent>(
         {
           // IDs, then the event cache: the newest events of a room are what every sync asks for
@@ -1860,6 +2214,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
+          bundle: (es, out) => bundleAggregations(this.relationsAccess(req), es, out),
           toFederation: (e, now) => this.toFederationFormat(e, req, now),
           memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
@@ -1867,6 +2222,24 @@ export class RoomDO extends DurableObject<Env> {
         q,
       );
     });
+  }
+
+  /** /sync's view of a room we hold only the requester's own member event of (an invite
+   *  rejected or a knock retracted through another server, or an invite rejected here when the
+   *  inviting server could not be reached): that event, when it is in the range, as the timeline
+   *  (and state_after), so the client sees the leave and drops the invite. */
+  private partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
+    const se = this.partialMember(req.userId);
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_stream\u0000${req.userId}`).toArray()[0];
+    const at = row ? Number(row.value) : q.upTo;
+    const events = se && (q.since === null || q.fullState || q.since < at) && at <= q.upTo ? [this.toClient(se, req)] : [];
+    const view: RoomSyncView = {
+      timeline: { events, limited: false, prev_batch: streamToken(q.upTo) },
+      summary: { "m.joined_member_count": 0, "m.invited_member_count": 0 },
+    };
+    if (q.useStateAfter) view.state_after = { events };
+    else view.state = { events: [] };
+    return view;
   }
 
   /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
@@ -1882,12 +2255,85 @@ export class RoomDO extends DurableObject<Env> {
       const now = Date.now();
       const first = take[0]?.stream ?? this.stream + 1;
       return {
-        events: take.filter(visible).map((se) => this.toClient(se, req, now)),
+        events: this.clientEvents(take.filter(visible), req, now),
         limited,
         prevBatch: streamToken(first - 1),
         stream: this.stream,
       };
     });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Peeking (module "Room Previews"): GET /events?room_id= waits here for the room's next event.
+
+  private peekWaiters = new Set<() => void>();
+
+  private wakePeekers(): void {
+    for (const wake of this.peekWaiters) wake();
+  }
+
+  private nextEvent(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.peekWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.peekWaiters.add(wake);
+    });
+  }
+
+  /** GET /events?room_id=: the events after `from` (default: now) that the requester may see —
+   *  a non-member only those of world_readable history ("Room Previews", server behaviour) —
+   *  waiting up to `timeoutMs` for one. `end` continues the stream. */
+  async peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
+    const deadline = Date.now() + q.timeoutMs;
+    const start = q.from ?? streamToken(this.stream);
+    let from = start;
+    for (;;) {
+      const upTo = this.stream;
+      const page = await this.getMessages(req, { dir: "f", from, to: streamToken(upTo), limit: PEEK_LIMIT });
+      if (!page.ok) return page;
+      const end = page.value.end ?? streamToken(upTo);
+      const wait = deadline - Date.now();
+      if (page.value.chunk.length > 0 || wait <= 0) return { ok: true, value: { start, end, chunk: page.value.chunk } };
+      from = end;
+      // Nothing visible up to the room's newest event: wait for the next one.
+      if (end === streamToken(upTo) && this.stream === upTo) await this.nextEvent(wait);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Guest access (module "Guest Access", server behaviour): when m.room.guest_access stops being
+  // can_join, "the server MUST set those users' m.room.member state to leave".
+
+  private guestAccessChanged = false;
+
+  /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
+   *  and guest accounts are this server's business). Runs after the write that changed the
+   *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
+  private async kickGuests(): Promise<void> {
+    this.guestAccessChanged = false;
+    try {
+      const id = this.groupState(this.currentGroup).get(GUEST_ACCESS_KEY);
+      if (id && this.loadEvent(id)?.ev.content.guest_access === "can_join") return;
+      const local = this.fanOutFacts().joinedLocal;
+      const guests: string[] = [];
+      for (let i = 0; i < local.length; i += 90) {
+        const chunk = local.slice(i, i + 90);
+        const rows = await this.env.DB.prepare(`SELECT user_id FROM users WHERE is_guest = 1 AND user_id IN (${chunk.map(() => "?").join(", ")})`)
+          .bind(...chunk)
+          .all<{ user_id: string }>();
+        guests.push(...rows.results.map((r) => r.user_id));
+      }
+      for (const g of guests) {
+        const r = await this.createLocalEvent({ type: "m.room.member", state_key: g, sender: g, content: { membership: "leave" } });
+        if (!r.ok) console.error("guest leave refused", g, r.error);
+      }
+    } catch (e) {
+      console.error("kickGuests failed", e);
+    }
   }
 
   // ===========================================================================================
@@ -1914,8 +2360,9 @@ export class RoomDO extends DurableObject<Env> {
 
   /** History visibility for a server (Server-Server API: servers "should not send events the
    *  requesting server is not allowed to see"): a server may see an event if any of its users
-   *  could. world_readable and shared: any server (a joining server's users would see shared
-   *  history); invited: one of its users invited or joined at the event; joined: joined.
+   *  could. world_readable and shared: any server (callers require it to be in the room now, so
+   *  one of its users joined after the event); invited: one of its users invited or joined at
+   *  the event; joined: joined.
    *  Outliers (auth and state events, no place in the timeline) are served as they are. */
   private serverMaySee(server: string, se: StoredEvent): boolean {
     if (se.stateAfter === null && se.stream === null) return true;
@@ -1932,12 +2379,13 @@ export class RoomDO extends DurableObject<Env> {
     return false;
   }
 
-  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here or when
-   *  the server may not see it (the DAG stays intact either way). */
+  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here, when
+   *  the server may not see it, or when its sender was erased and the server was not in the
+   *  room then (the DAG stays intact either way). */
   private wirePdu(se: StoredEvent, server?: string): PDU {
     const { unsigned: _u, ...pdu } = se.ev.pdu;
     void _u;
-    if ((server !== undefined && !this.serverMaySee(server, se)) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
+    if ((server !== undefined && (!this.serverMaySee(server, se) || this.erasedForServer(se, server))) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
     return pdu as PDU;
   }
 
@@ -1958,7 +2406,11 @@ export class RoomDO extends DurableObject<Env> {
     return out.sort((a, b) => a.ev.depth - b.ev.depth);
   }
 
-  /** Common preamble of the serving endpoints: a full room, an allowed and present server. */
+  /** Common preamble of the serving endpoints: a full room, an allowed and present server.
+   *  Every federation read passes inRoom: true: a server with no user joined now (never joined,
+   *  or all its users left, were kicked or banned) reads nothing, whatever the history
+   *  visibility (as Synapse's "host in room" check); serverMaySee then applies the visibility
+   *  at each event. */
   private requireServer(origin: string, opts: { inRoom: boolean }): void {
     this.requireRoom();
     if (this.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
@@ -1989,8 +2441,8 @@ export class RoomDO extends DurableObject<Env> {
           origin: domainOf(args.userId),
           origin_server_ts: Date.now(),
           depth: Math.max(...prevs.map((p) => p.ev.depth)) + 1,
-          prev_events: prevIds,
-          auth_events: authIds,
+          prev_events: await this.eventRefs(prevIds),
+          auth_events: await this.eventRefs(authIds),
         };
         return { ok: true as const, value: { room_version: rv.id, event } };
       } catch (e) {
@@ -2109,14 +2561,13 @@ export class RoomDO extends DurableObject<Env> {
     });
   }
 
-  /** GET /v1/event: one event, if the server may see it (redacted otherwise... no: not found,
-   *  unless it is in the room, where the redacted form keeps the DAG intact). */
+  /** GET /v1/event: one event to a server in the room; redacted when the server may not see
+   *  it (the redacted form keeps the DAG intact). */
   async fedEvent(origin: string, eventId: string): Promise<RoomResult<PDU>> {
     return this.wrap(() => {
-      this.requireServer(origin, { inRoom: false });
+      this.requireServer(origin, { inRoom: true });
       const se = this.loadEvent(eventId);
       if (!se || se.status === "rejected") fail(404, "M_NOT_FOUND", "Event not found");
-      if (!this.serverInRoom(origin) && !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
       return this.wirePdu(se, origin);
     });
   }
@@ -2199,6 +2650,7 @@ export class RoomDO extends DurableObject<Env> {
           this.setMeta("partial", "1");
           if (args.stripped) this.setMeta("stripped_state", JSON.stringify(args.stripped));
           this.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
+          this.setMeta(`partial_stream\u0000${ev.state_key}`, stream);
           this.setMeta("stream", stream);
           this.sql.exec(
             `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)
@@ -2211,7 +2663,8 @@ export class RoomDO extends DurableObject<Env> {
         const membership = String(ev.content.membership);
         await this.env.DB.prepare(
           `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts`,
+           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts,
+             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
         ).bind(args.roomId, ev.state_key!, membership, ev.event_id, stream, Date.now()).run();
         const notice = buildNotice({
           roomId: args.roomId,
@@ -2316,6 +2769,11 @@ export class RoomDO extends DurableObject<Env> {
         this.setMeta("room_version", rv.id);
         this.setMeta("server_name", args.serverName);
         this.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+        // The state we joined with came whole, not as changes: the directory learns all of it.
+        for (const k of this.groupState(this.currentGroup).keys()) {
+          if (k.startsWith("m.room.member\u0000") || k === HV_KEY || k === stateKey("m.room.join_rules", "")) this.directoryDirty.add(k);
+        }
+        await this.mirrorDirectory();
         const creator = this.loadEvent(create)!.ev.sender;
         // (joinRemoteRoom registered the room before send_join, without its creator.)
         await this.env.DB.prepare("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT(room_id) DO UPDATE SET creator = excluded.creator")
@@ -2519,6 +2977,9 @@ function isOutlier(se: StoredEvent): boolean {
   return se.stream === null && se.stateAfter === null && se.status === "accepted";
 }
 const HV_KEY = stateKey("m.room.history_visibility", "");
+const GUEST_ACCESS_KEY = stateKey("m.room.guest_access", "");
+/** Events per GET /events?room_id= answer. */
+const PEEK_LIMIT = 100;
 /** How long the hub fan-out may stay incomplete before alarm() checks on it. */
 const HUB_REDELIVER_MS = 30_000;
 const ENCRYPTION_KEY = stateKey("m.room.encryption", "");

@@ -71,6 +71,8 @@ import {
   defaultRules,
 } from "../src/core/push-rules";
 import { noLongerSharingRoom } from "../src/services/e2ee";
+import { PushOutbox } from "./push-outbox";
+import type { PusherTarget } from "../src/core/push-gateway";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
 
 // ---------------------------------------------------------------------------------------------
@@ -127,6 +129,8 @@ export interface SyncRoomDelta {
    *  client saw is unknown beyond `since` (the stream at the floor). Send the timeline after
    *  `since` as `limited` with full state (a gappy sync; /messages fills the gap). */
   gap?: boolean;
+  /** Joined (or joined and left) since the token: new to the client in an incremental sync. */
+  newlyJoined?: boolean;
   inviter?: string;
   unread: { notification_count: number; highlight_count: number };
   threads?: Record<string, { notification_count: number; highlight_count: number }>;
@@ -147,7 +151,13 @@ export interface SyncDelta {
   fallbackKeyTypes: string[];
   ignoredUsers: string[];
   /** Set when `setPresence` changed my presence: the Worker fans it out. */
-  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
+  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number; ping?: boolean };
+}
+
+/** A room stream position named by a sync token (UserDO.roomPosition). */
+export interface RoomPosition {
+  low: number | null;
+  high: number | null;
 }
 
 export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
@@ -169,6 +179,9 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
 const PRESENCE_IDLE_MS = 5 * 60_000;
 const PRESENCE_OFFLINE_MS = 30 * 60_000;
+/** How often a user who stays online through /sync has their presence shared again (below
+ *  PRESENCE_IDLE_MS, so that others do not see them idle meanwhile). */
+const PRESENCE_PING_MS = 4 * 60_000;
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
 const LOG_COMPACT_EVERY = 10_000;
@@ -210,6 +223,7 @@ CREATE TABLE IF NOT EXISTS device_list_log (upos INTEGER NOT NULL, user_id TEXT 
 CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT PRIMARY KEY, otk_counts TEXT NOT NULL, fallback_types TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS device_list_log_user ON device_list_log(user_id, upos);
 CREATE TABLE IF NOT EXISTS sync_marks (device_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten_rooms (room_id TEXT PRIMARY KEY, member_stream INTEGER NOT NULL);
 `;
 
 interface Position {
@@ -243,10 +257,14 @@ export class UserDO extends DurableObject<Env> {
   private typingState = new Map<string, Map<string, number>>();
   private typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
 
+  /** Push delivery: outbox of notifications for this user's pushers (push-outbox.ts). */
+  private push: PushOutbox;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+    this.push = new PushOutbox(ctx, env);
     this.sql.exec(LAZY_MEMBERS_SCHEMA);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
@@ -348,6 +366,7 @@ export class UserDO extends DurableObject<Env> {
       this.posDeferred = false;
     }
     this.wake();
+    await this.push.afterCommit(me);
     for (const f of followUps) await this.deviceListsAfterMembership(me, f);
     this.maybeCompact();
   }
@@ -408,8 +427,11 @@ export class UserDO extends DurableObject<Env> {
     }
     // The room just became encrypted: everyone in it now shares an encrypted room with me.
     if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
-    // Push rules, evaluated now for this recipient (counts are kept from the outcome).
-    const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
+    // Push rules, evaluated now for this recipient (counts are kept from the outcome). An
+    // ignored user's messages never reach the client (module "Ignoring Users"), so they do not
+    // notify or count as unread either.
+    const fromIgnored = ev.state_key === undefined && ev.sender !== me && this.ignores(ev.sender);
+    const out = fromIgnored ? { actions: [], notify: false, highlight: false } : evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
       userId: me,
       displayName: displayName ?? undefined,
       memberCount: n.memberCount,
@@ -428,6 +450,7 @@ export class UserDO extends DurableObject<Env> {
       ev.origin_server_ts,
       upos,
     );
+    this.push.recordEvent(me, n.roomId, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
     if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
@@ -538,10 +561,14 @@ export class UserDO extends DurableObject<Env> {
       this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, r.roomId);
       if (r.userId === me && (r.type === "m.read" || r.type === "m.read.private")) {
         const row = this.sql.exec<{ stream: number }>("SELECT stream FROM room_events WHERE room_id = ? AND event_id = ?", r.roomId, r.eventId).toArray()[0];
-        if (row) this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+        if (row) {
+          this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+          this.push.recordBadge();
+        }
       }
     });
     this.wake();
+    await this.push.afterCommit(me);
     this.maybeCompact();
   }
 
@@ -716,18 +743,43 @@ export class UserDO extends DurableObject<Env> {
     const now = Date.now();
     const cur = this.sql.exec<{ presence: string; status_msg: string | null; last_active_ts: number }>("SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = ?", me).toArray()[0];
     const msg = statusMsg === undefined ? (cur?.status_msg ?? null) : statusMsg;
+    // Only going online is "pro-active" (module "Presence", "Last active ago"): becoming
+    // unavailable or offline keeps the last active time.
+    const lastActive = presence === "online" || !cur ? now : cur.last_active_ts;
     if (cur && cur.presence === presence && cur.status_msg === msg) {
       // Only activity: refresh last_active without waking anyone (spec: last_active_ago).
-      if (now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
+      if (presence === "online" && now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
       return false;
     }
-    this.storePresence(me, presence, msg, now);
+    this.storePresence(me, presence, msg, lastActive);
     return true;
   }
 
-  /** Another user's presence changed (fanned in by the Worker). */
+  /** When my presence was last shared with others (in memory: after an eviction the next sync
+   *  shares it again, which is harmless). */
+  private presenceSharedTs = 0;
+
+  /** Whether my presence is due to be shared again although it did not change: while I stay
+   *  online through /sync, every PRESENCE_PING_MS, so that other servers and local room-mates
+   *  (who compute idleness from the last active time they were given) keep seeing me online.
+   *  At most one ping per interval: the rate limit of sync-driven presence. */
+  private presencePingDue(changed: boolean, now: number): boolean {
+    if (!changed && now - this.presenceSharedTs < PRESENCE_PING_MS) return false;
+    this.presenceSharedTs = now;
+    return true;
+  }
+
+  /** Another user's presence (fanned in by the Worker, from a local user or an m.presence EDU).
+   *  The same state again only moves the last active time, without waking the long-poll or
+   *  coming down /sync: while a user stays online their server pings it (currently_active:
+   *  "the server will not send further updates to the last active time" to clients). */
   async presenceOf(userId: string, other: { userId: string; presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
     this.me(userId);
+    const cur = this.sql.exec<{ presence: string; status_msg: string | null }>("SELECT presence, status_msg FROM presence WHERE user_id = ?", other.userId).toArray()[0];
+    if (cur && cur.presence === other.presence && cur.status_msg === other.statusMsg) {
+      this.sql.exec("UPDATE presence SET last_active_ts = MAX(last_active_ts, ?) WHERE user_id = ?", other.lastActiveTs, other.userId);
+      return;
+    }
     this.storePresence(other.userId, other.presence, other.statusMsg, other.lastActiveTs);
   }
 
@@ -822,6 +874,46 @@ export class UserDO extends DurableObject<Env> {
     const changed = [...last].filter(([, l]) => !l).map(([u]) => u).sort();
     const left = [...last].filter(([, l]) => l).map(([u]) => u).sort();
     return { ok: true, value: { changed, left } };
+  }
+
+  /** What one of this user's sync tokens says about one room: the room stream position the
+   *  client had seen when it was issued (/messages `from`/`to` and /members `at` given a
+   *  `next_batch`; src/services/room-tokens.ts). `low` = `high` when exact; otherwise the client
+   *  had seen somewhere in [low, high] and each caller takes the end that returns more events,
+   *  never fewer. null: low = before the room's first event, high = the room's newest. */
+  async roomPosition(userId: string, roomId: string, token: string): Promise<HubResult<RoomPosition>> {
+    this.me(userId);
+    const p = this.parseToken(token);
+    if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
+    return { ok: true, value: this.roomPositionAt(roomId, p.pos) };
+  }
+
+  private roomPositionAt(roomId: string, pos: number): RoomPosition {
+    const logged = (where: string, ...args: number[]) =>
+      this.sql
+        .exec<{ u: number | null; s: number | null; first: number | null }>(
+          `SELECT MAX(upos) AS u, MAX(stream) AS s, MIN(stream) AS first FROM room_log WHERE room_id = ? AND stream IS NOT NULL AND ${where}`,
+          roomId,
+          ...args,
+        )
+        .one();
+    // Below the compacted floor the room's entries up to the floor were folded into its newest
+    // one. If that one lies after the token, the stream at the token is gone: be conservative —
+    // at least the stream of my last membership event before the token (membership_log is never
+    // compacted), at most the stream at the floor.
+    if (pos < this.floor) {
+      const folded = logged("upos > ? AND upos <= ?", pos, this.floor);
+      if (folded.u !== null) {
+        const m = this.sql.exec<{ stream: number }>("SELECT stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, pos).toArray()[0];
+        return { low: m?.stream ?? null, high: folded.s };
+      }
+    }
+    const seen = logged("upos <= ?", pos).s;
+    if (seen !== null) return { low: seen, high: seen };
+    // The room had not reached this hub yet: the client had seen none of it. Events before the
+    // room's first notice after the token may be older or newer than the token.
+    const first = logged("upos > ?", pos).first;
+    return { low: null, high: first === null ? null : first - 1 };
   }
 
   /** Oldest position the logs still answer from (raised by compaction; 0 = everything). */
@@ -921,6 +1013,17 @@ export class UserDO extends DurableObject<Env> {
     this.wake();
   }
 
+  /** The user's pushers changed (src/services/pushers.ts): the targets push-outbox.ts uses. */
+  async setPushers(userId: string, targets: PusherTarget[]): Promise<void> {
+    this.me(userId);
+    this.push.setTargets(targets);
+  }
+
+  /** Retries of the push hand-over (push-outbox.ts). */
+  async alarm(): Promise<void> {
+    await this.push.alarm(this.userId);
+  }
+
   async deleteDevice(userId: string, deviceId: string): Promise<void> {
     this.me(userId);
     this.sql.exec("DELETE FROM to_device WHERE device_id = ?", deviceId);
@@ -965,6 +1068,15 @@ export class UserDO extends DurableObject<Env> {
     if (added) this.wake();
   }
 
+  /** POST /rooms/{roomId}/forget: the room leaves every later /sync of this user (initial,
+   *  incremental, include_leave) until their membership changes again (a new member event has
+   *  a new member_stream, so rejoining or a new invite brings the room back without a write). */
+  async forgetRoom(userId: string, roomId: string): Promise<void> {
+    this.me(userId);
+    const row = this.sql.exec<{ member_stream: number }>("SELECT member_stream FROM rooms WHERE room_id = ?", roomId).toArray()[0];
+    if (row) this.sql.exec("INSERT OR REPLACE INTO forgotten_rooms (room_id, member_stream) VALUES (?, ?)", roomId, row.member_stream);
+  }
+
   /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
   async getRooms(): Promise<{ roomId: string; membership: Membership; stream: number }[]> {
     return this.sql
@@ -994,9 +1106,12 @@ export class UserDO extends DurableObject<Env> {
       forgetLazyMembers(this.sql, req.deviceId);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
-    if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {
-      const p = (await this.getPresence(req.userId))!;
-      presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs };
+    if (req.setPresence) {
+      const changed = await this.setPresence(req.userId, req.setPresence);
+      if (this.presencePingDue(changed, Date.now())) {
+        const p = (await this.getPresence(req.userId))!;
+        presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs, ping: !changed };
+      }
     }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.
@@ -1069,12 +1184,16 @@ export class UserDO extends DurableObject<Env> {
               .map((r) => [r.room_id, r]),
           )
         : undefined;
+    const forgotten = new Map(
+      this.sql.exec<{ room_id: string; member_stream: number }>("SELECT room_id, member_stream FROM forgotten_rooms").toArray().map((r) => [r.room_id, r.member_stream]),
+    );
     for (const roomId of all) {
       const memAt = (p: number) =>
         this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, p).toArray()[0];
       const cur = current?.get(roomId);
       const nowM = cur ? { membership: cur.membership, stream: cur.member_stream } : memAt(q);
       if (!nowM) continue;
+      if (forgotten.get(roomId) === nowM.stream) continue;
       const membership = nowM.membership as Membership;
       const streamAt = (p: number) => this.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM room_log WHERE room_id = ? AND upos <= ?", roomId, p).one().s;
       const upTo = cur ? cur.stream : (streamAt(q) ?? nowM.stream);
@@ -1101,8 +1220,11 @@ export class UserDO extends DurableObject<Env> {
           // Already left before the token and my membership did not change since: skip.
           if (thenM && (thenM.membership === "leave" || thenM.membership === "ban") && thenM.stream === nowM.stream) continue;
           // Left (kicked, banned, rejected an invite) after the token: the events since then,
-          // up to and including the leave.
-          if (thenM) roomSince = seenAt();
+          // up to and including the leave. But a room joined and left within the batch is new
+          // to the client as a joined room (it held at most the invite's stripped state): it
+          // comes whole, with its full state (sytest "When user joins and leaves a room in the
+          // same batch, the full state is still included in the next sync").
+          if (thenM && !(thenM.membership !== "join" && this.joinedBetween(roomId, from, q))) roomSince = seenAt();
         } else if (membership === "join" && thenM?.membership === "join") {
           // Still joined (own profile changes are new member events of the same join).
           roomSince = seenAt();
@@ -1120,6 +1242,7 @@ export class UserDO extends DurableObject<Env> {
         since: roomSince,
         upTo,
         gap: gap || undefined,
+        newlyJoined: (!initial && roomSince === null && (membership === "join" || membership === "leave" || membership === "ban")) || undefined,
         inviter,
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,
@@ -1160,6 +1283,19 @@ export class UserDO extends DurableObject<Env> {
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
     };
+  }
+
+  /** Whether `userId` is in my m.ignored_user_list. */
+  private ignores(userId: string): boolean {
+    const row = this.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+    if (!row) return false;
+    const list = (JSON.parse(row.content) as JsonObject).ignored_users;
+    return !!list && typeof list === "object" && !Array.isArray(list) && Object.hasOwn(list, userId);
+  }
+
+  /** Whether I joined `roomId` at a position in (from, to] (membership_log is never compacted). */
+  private joinedBetween(roomId: string, from: number, to: number): boolean {
+    return this.sql.exec("SELECT 1 FROM membership_log WHERE room_id = ? AND upos > ? AND upos <= ? AND membership = 'join' LIMIT 1", roomId, from, to).toArray().length > 0;
   }
 
   private accountDataSince(roomId: string, from: number, q: number): JsonObject[] {

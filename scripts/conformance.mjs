@@ -29,7 +29,9 @@ function endpoints(file) {
     if (/^paths:/.test(line)) inPaths = true;
     else if (/^\S/.test(line)) inPaths = false;
     if (!inPaths) continue;
-    const p = /^  "?(\/[^"\s]*)"?:\s*$/.exec(line);
+    // The spec keys the peeking variant of GET /events as "/events " (trailing space) to keep
+    // it apart from the deprecated /events; both are probed.
+    const p = /^  "?(\/[^"\s]*) ?"?:\s*$/.exec(line);
     if (p) current = p[1];
     else if (/^  \S/.test(line)) current = undefined;
     const m = /^    (get|put|post|delete|patch):\s*$/.exec(line);
@@ -65,8 +67,13 @@ try {
     const rows = [];
     for (const f of readdirSync(d).filter((f) => f.endsWith(".yaml")).sort()) {
       for (const e of endpoints(path.join(d, f))) {
-        const url = server.baseUrl + concrete(e.path);
-        const init = { method: e.method, headers: { "content-type": "application/json", authorization: `Bearer ${probeUser.token}` } };
+        // Peeking (room_previews) needs its room_id: without it, GET /events is the old stream.
+        const query = f === "peeking_events.yaml" ? `?room_id=${encodeURIComponent("!probe:example.org")}&timeout=0` : "";
+        const url = server.baseUrl + concrete(e.path) + query;
+        // Logging out would end the probe user's session, and every later endpoint would answer
+        // 401 and count as implemented: those get a throwaway user.
+        const token = e.path.includes("/logout") ? (await registerBenchUser(server.baseUrl, `conformancelogout${total}`)).token : probeUser.token;
+        const init = { method: e.method, headers: { "content-type": "application/json", authorization: `Bearer ${token}` } };
         if (["PUT", "POST", "PATCH"].includes(e.method)) init.body = "{}";
         let status = 0;
         let errcode = "";

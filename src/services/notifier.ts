@@ -31,13 +31,16 @@ export type UserStub = Pick<
   | "deviceListChanged"
   | "deviceListLeft"
   | "deviceListChanges"
+  | "roomPosition"
   | "setDeviceKeyCounts"
   | "deleteDevice"
+  | "setPushers"
   | "getRooms"
   | "currentToken"
   | "sync"
   | "settleLazyMembers"
   | "compactLog"
+  | "forgetRoom"
 >;
 
 /** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */

@@ -44,7 +44,7 @@ describe("rejoining a room this server left", () => {
     const room = env.ROOMS.get(env.ROOMS.idFromName(roomId)) as unknown as RoomStub;
     const [leave] = await room.getForwardExtremities();
     const atLeave = (await fed("GET", `/v1/state/${enc(roomId)}?event_id=${enc(leave)}`)).body as { pdus: PDU[]; auth_chain: PDU[] };
-    const leavePdu = (await fed("GET", `/v1/event/${enc(leave)}`)).body.pdus[0] as PDU;
+    const leavePdu = (await fed("GET", `/v1/event/${enc(leave)}?room_id=${enc(roomId)}`)).body.pdus[0] as PDU;
     const byKey = new Map<string, PDU>();
     for (const p of [...atLeave.pdus, leavePdu]) byKey.set(`${p.type}|${p.state_key}`, p);
     const idsByKey = async (k: string) => computeEventId(byKey.get(k)!, rv);

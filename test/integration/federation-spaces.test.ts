@@ -3,7 +3,7 @@
 // Room Directory"). remote.test is simulated: its key is seeded, its requests signed here, and
 // its /hierarchy answers come from a fake federation fetch.
 import { describe, it, expect, beforeAll, afterEach } from "vitest";
-import { call, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { call, offline, registerUser, remoteJoinWave, seedRemoteKey, SERVER, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
 import { setFederationFetch } from "../../src/services/federation/client";
@@ -277,6 +277,9 @@ describe("GET/POST /_matrix/federation/v1/publicRooms", () => {
 
 describe("GET /_matrix/federation/v1/timestamp_to_event/{roomId}", () => {
   it("finds the closest visible event in either direction", async () => {
+    // Only a server with a joined user reads a room (hardening issue item 2): remote.test joins.
+    const pub = await createRoom(alice, { preset: "public_chat" });
+    await remoteJoinWave(REMOTE, remoteKey, pub, 0, 1);
     const first = await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=0&dir=f`);
     expect(first.status).toBe(200);
     const create = (await ok(alice, "GET", `/rooms/${enc(pub)}/messages?dir=f&limit=1`)).chunk[0];
@@ -295,11 +298,16 @@ describe("GET /_matrix/federation/v1/timestamp_to_event/{roomId}", () => {
       initial_state: [{ type: "m.room.history_visibility", state_key: "", content: { history_visibility: "joined" } }],
     });
     await ok(alice, "PUT", `/rooms/${enc(joinedOnly)}/send/m.room.message/x1`, { msgtype: "m.text", body: "members only" });
+    // Not in the room: nothing at all.
+    expect((await fed("GET", `/v1/timestamp_to_event/${enc(joinedOnly)}?ts=${Date.now() + 60_000}&dir=b`)).status).toBe(403);
+    // Joined after the message: it stays hidden.
+    await remoteJoinWave(REMOTE, remoteKey, joinedOnly, 1, 1);
     const hidden = await fed("GET", `/v1/timestamp_to_event/${enc(joinedOnly)}?ts=${Date.now() + 60_000}&dir=b`);
     // Only events before the history_visibility change (state set at creation) could be shown.
     if (hidden.status === 200) {
       const ev = await ok(alice, "GET", `/rooms/${enc(joinedOnly)}/event/${enc(hidden.body.event_id)}`);
       expect(ev.type).not.toBe("m.room.message");
+      expect(ev.content.body).toBeUndefined();
     } else expect(hidden.status).toBe(404);
     expect((await fed("GET", `/v1/timestamp_to_event/${enc("!nope:test.local")}?ts=0&dir=f`)).status).toBe(404);
     expect((await fed("GET", `/v1/timestamp_to_event/${enc(pub)}?ts=0&dir=x`)).status).toBe(400);

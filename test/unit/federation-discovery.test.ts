@@ -9,7 +9,7 @@ import {
   type DiscoveryDeps,
   type SrvRecord,
 } from "../../src/services/federation/discovery";
-import { globMatches, hostWithoutPort, isServerAllowedByAcl } from "../../src/core/server-acl";
+import { aclGlobMatches as globMatches, hostWithoutPort, isServerAllowedByAcl } from "../../src/core/server-acl";
 
 type Route = (url: string, init?: RequestInit) => Response | Promise<Response>;
 
@@ -43,8 +43,11 @@ describe("resolveServerName (spec: Resolving server names)", () => {
   it("1. IP literals: given port or 8448, Host = server name, no lookups", async () => {
     const { d, calls } = deps(notFound);
     expect(await resolveServerName("1.2.3.4", d)).toEqual({ serverName: "1.2.3.4", baseUrl: "https://1.2.3.4:8448", host: "1.2.3.4" });
-    expect(await resolveServerName("[::1]:8000", d)).toEqual({ serverName: "[::1]:8000", baseUrl: "https://[::1]:8000", host: "[::1]:8000" });
+    expect(await resolveServerName("[2606:4700::1111]:8000", d)).toEqual({ serverName: "[2606:4700::1111]:8000", baseUrl: "https://[2606:4700::1111]:8000", host: "[2606:4700::1111]:8000" });
     expect(calls).toEqual([]);
+    // Internal addresses are refused (SSRF guard; loopback only in loopback mode).
+    await expect(resolveServerName("[::1]:8000", d)).rejects.toThrow(/refusing/);
+    await expect(resolveServerName("10.0.0.1", d)).rejects.toThrow(/refusing/);
   });
 
   it("2. explicit port: no well-known, Host includes the port", async () => {
@@ -58,8 +61,12 @@ describe("resolveServerName (spec: Resolving server names)", () => {
     const { d } = deps((u) => (u === "https://example.org/.well-known/matrix/server" ? json({ "m.server": "matrix.example.org:443" }) : notFound(u)));
     expect(await resolveServerName("example.org", d)).toEqual({ serverName: "example.org", baseUrl: "https://matrix.example.org:443", host: "matrix.example.org:443" });
     clearDiscoveryCache();
-    const ip = deps(() => json({ "m.server": "10.0.0.1" }));
-    expect(await resolveServerName("example.org", ip.d)).toEqual({ serverName: "example.org", baseUrl: "https://10.0.0.1:8448", host: "10.0.0.1" });
+    const ip = deps(() => json({ "m.server": "1.1.1.1" }));
+    expect(await resolveServerName("example.org", ip.d)).toEqual({ serverName: "example.org", baseUrl: "https://1.1.1.1:8448", host: "1.1.1.1" });
+    // Delegation to an internal address is refused (SSRF guard).
+    clearDiscoveryCache();
+    const internal = deps(() => json({ "m.server": "10.0.0.1" }));
+    await expect(resolveServerName("example.org", internal.d)).rejects.toThrow(/refusing/);
   });
 
   it("3.3/3.4/3.5: delegated host without port: _matrix-fed SRV, then _matrix SRV, then 8448", async () => {
@@ -121,6 +128,16 @@ describe("resolveServerName (spec: Resolving server names)", () => {
     expect(ok.calls.length).toBe(1);
   });
 
+  it("SSRF guard: a well-known redirect or SRV target inside the network is refused", async () => {
+    const redirect = deps((u) => (u === "https://example.org/.well-known/matrix/server" ? new Response(null, { status: 302, headers: { location: "https://169.254.169.254/latest" } }) : notFound(u)));
+    // The well-known lookup fails (cached as a failure) and discovery falls through to 8448.
+    expect((await resolveServerName("example.org", redirect.d)).baseUrl).toBe("https://example.org:8448");
+    expect(redirect.calls).not.toContain("https://169.254.169.254/latest");
+    clearDiscoveryCache();
+    const srv = deps(notFound, { "_matrix-fed._tcp.example.org": [{ priority: 1, weight: 0, port: 6379, target: "redis.internal" }] });
+    await expect(resolveServerName("example.org", srv.d)).rejects.toThrow(/refusing/);
+  });
+
   it("loopback mode: plain http to localhost:<port> only", async () => {
     const { d } = deps(notFound, {}, { httpLoopback: true });
     expect((await resolveServerName("localhost:18001", d)).baseUrl).toBe("http://localhost:18001");
@@ -128,7 +145,8 @@ describe("resolveServerName (spec: Resolving server names)", () => {
     expect((await resolveServerName("example.org:18001", d)).baseUrl).toBe("https://example.org:18001");
     clearDiscoveryCache();
     const off = deps(notFound);
-    expect((await resolveServerName("localhost:18001", off.d)).baseUrl).toBe("https://localhost:18001");
+    // Outside loopback mode a loopback peer is refused outright (SSRF guard), not tried over https.
+    await expect(resolveServerName("localhost:18001", off.d)).rejects.toThrow(/refusing/);
     expect(isLoopbackServerName("localhost")).toBe(false);
     expect(isLoopbackServerName("localhost:1")).toBe(true);
   });

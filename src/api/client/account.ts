@@ -1,5 +1,6 @@
 // Account management (spec: Client-Server API "Account management").
-import { Hono } from "hono";
+import { refreshLocalUser } from "../../services/user-directory";
+import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
 import { parseBody } from "../validate";
@@ -8,8 +9,16 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
+import { deletePushersExceptDevice } from "../../services/pushers";
+import { roomStub } from "../../services/rooms";
 
 export const account = new Hono<AppEnv>();
+
+/** OpenID tokens prove the user's identity to third parties for an hour: a password change
+ *  (the account may have been taken over) or deactivation ends them with the sessions. */
+function revokeOpenidTokens(c: Context<AppEnv>, userId: string): Promise<unknown> {
+  return c.env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
+}
 
 account.post("/account/password", requireAuth, async (c) => {
   const body = await parseBody(
@@ -19,8 +28,11 @@ account.post("/account/password", requireAuth, async (c) => {
   const { userId, deviceId } = c.var.auth;
   await requireUia(c, body.auth, { purpose: `password:${userId}`, flows: [["m.login.password"]], userId });
   await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.new_password), userId).run();
+  await revokeOpenidTokens(c, userId);
   // Default true (spec): every other device is logged out; this one stays.
   if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
+  // Other devices' pushers go even when they stay logged in (Synapse does the same).
+  await deletePushersExceptDevice(c.env, userId, deviceId);
   return c.json({});
 });
 
@@ -36,6 +48,16 @@ account.post("/account/deactivate", requireAuth, async (c) => {
     .bind(userId)
     .run();
   await deleteAllDevices(db(c.env), userId, undefined, c.env);
+  await revokeOpenidTokens(c, userId);
+  // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
+  // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
+  if (erase) {
+    const { results } = await c.env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
+    for (let i = 0; i < results.length; i += 20) {
+      await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
+    }
+  }
+  await refreshLocalUser(c.env, userId);
   return c.json({ id_server_unbind_result: "no-support" });
 });
 

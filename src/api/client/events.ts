@@ -3,13 +3,14 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
-import { badJson } from "../errors";
+import { MatrixError, badJson, forbidden } from "../errors";
 import { parseBody, readJsonBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { LIMITS, rateLimit } from "../middleware/rate-limit";
 import type { JsonObject } from "../../core/types";
-import { knownRoom, roomStub, unwrap } from "../../services/rooms";
+import { knownRoom, roomStub, unwrap, type RoomStub } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
+import { maybeScheduleDelayed } from "./delayed-events";
 
 export const events = new Hono<AppEnv>();
 
@@ -32,9 +33,12 @@ function requester(c: Context<AppEnv>) {
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
-  const { stub } = await roomFor(c);
+  const { roomId, stub } = await roomFor(c);
   await rateLimit(c, "send", c.var.auth.userId, LIMITS.sendPerUser);
   const type = c.req.param("eventType");
+  await refuseDuplicateAnnotation(stub, c.var.auth.userId, type, content);
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, content, txnId: c.req.param("txnId") });
+  if (delayed) return delayed;
   const r = await stub.createLocalEvent({
     type,
     content,
@@ -45,6 +49,28 @@ events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   return c.json({ event_id: unwrap(r).eventId });
 });
 
+/** "Avoiding duplicate annotations": a second annotation by the same sender with the same event
+ *  type and key on the same event (the first unredacted) is refused with 400
+ *  M_DUPLICATE_ANNOTATION. */
+async function refuseDuplicateAnnotation(stub: RoomStub, sender: string, type: string, content: JsonObject): Promise<void> {
+  const rel = content["m.relates_to"];
+  if (!rel || typeof rel !== "object" || Array.isArray(rel)) return;
+  const r = rel as JsonObject;
+  if (r.rel_type !== "m.annotation" || typeof r.event_id !== "string" || typeof r.key !== "string") return;
+  if (await stub.hasAnnotation(sender, r.event_id, type, r.key)) throw new MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation");
+}
+
+/** m.room.member through the state endpoint: only edits of one's own member event that keep the
+ *  membership (a per-room displayname or avatar). Membership changes go through /join, /invite,
+ *  /leave, /kick, /ban and /unban, which apply what the auth rules cannot: a restricted room's
+ *  allow conditions (a join naming join_authorised_via_users_server was accepted here without
+ *  them), profiles, federation. */
+function requireSameMembership(sender: string, stateKey: string, content: JsonObject, current: JsonObject | undefined): void {
+  if (stateKey !== sender) throw forbidden("Change other users' membership with /invite, /kick, /ban or /unban");
+  const before = typeof current?.membership === "string" ? current.membership : "leave";
+  if (content.membership !== before) throw forbidden("Change your membership with /join or /leave");
+}
+
 // PUT /rooms/{roomId}/state/{eventType}/{stateKey} (state key may be empty).
 async function putState(c: Context<AppEnv>) {
   const content = await objectBody(c);
@@ -52,7 +78,12 @@ async function putState(c: Context<AppEnv>) {
   const type = c.req.param("eventType")!;
   const key = c.req.param("stateKey") ?? "";
   const sender = c.var.auth.userId;
+  // Guests change membership only through /join and /leave, which check m.room.guest_access.
+  if (c.var.auth.isGuest && type === "m.room.member") throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot send m.room.member events");
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, stateKey: key, content });
+  if (delayed) return delayed;
   const existing = await stub.getCurrentStateEvent(type, key);
+  if (type === "m.room.member") requireSameMembership(sender, key, content, existing?.content as JsonObject | undefined);
   if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);
   // Re-sending identical state is a no-op returning the existing event (as Synapse does).
   if (existing && existing.sender === sender && JSON.stringify(existing.content) === JSON.stringify(content)) {

@@ -14,7 +14,10 @@ import { isValidUserId } from "../../core/ids";
 import { isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
-import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom } from "../../services/federation/membership";
+import { userStub } from "../../services/notifier";
+import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
+import { sendPresenceOnJoin } from "../../services/federation/edus";
+import { sharePresenceOnJoin } from "../../services/presence-sharing";
 
 export const membership = new Hono<AppEnv>();
 
@@ -76,6 +79,7 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   const userId = c.var.auth.userId;
   const here = await roomHere(c, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
+  if (c.var.auth.isGuest) await checkGuestMayJoin(stub, here);
   // A room this server left (no local member joined) is rejoined through a server still in it:
   // our copy stopped at the leave, so a join built on it would cite stale events.
   const residency = here ? await stub.getResidency() : undefined;
@@ -88,6 +92,8 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   const current = await stub.getMembership(userId);
   if (current === "join") return; // already joined: nothing to change
   const content: JsonObject = withReason({ membership: "join", ...(await localProfile(c.env, userId)) }, reason);
+  // Marks the join as a guest's for other servers, which cannot know (as Synapse does).
+  if (c.var.auth.isGuest) content.kind = "guest";
 
   if (rv.restrictedJoins && current !== "invite") {
     const rules = (await stub.getCurrentStateEvent("m.room.join_rules", ""))?.content as JsonObject | undefined;
@@ -120,10 +126,29 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
 }
 
+/** After a join: the joiner's presence to the room's other servers (sendPresenceOnJoin) and
+ *  between the joiner and the room's local members (sharePresenceOnJoin). */
+function shareJoinerPresence(c: Context<AppEnv>, roomId: string): void {
+  const userId = c.var.auth.userId;
+  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { localUser: userId }).catch((e) => console.error("presence on join", e)));
+  c.executionCtx.waitUntil(sharePresenceOnJoin(c.env, c.var.config, roomId, userId).catch((e) => console.error("presence on join", e)));
+}
+
+/** "Servers MUST only allow guest users to join rooms if the m.room.guest_access state event is
+ *  present on the room, and has the guest_access value can_join" (module "Guest Access"). A room
+ *  this server does not hold has no state to check: guests cannot join it. */
+async function checkGuestMayJoin(stub: ReturnType<typeof roomStub>, here: boolean): Promise<void> {
+  const ev = here ? await stub.getCurrentStateEvent("m.room.guest_access", "") : null;
+  if ((ev?.content as JsonObject | undefined)?.guest_access !== "can_join") {
+    throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests may not join this room");
+  }
+}
+
 membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const { roomId, servers } = await resolveTarget(c, c.req.param("roomIdOrAlias"));
   await join(c, roomId, body.reason, [...viaParams(c), ...servers]);
+  shareJoinerPresence(c, roomId);
   return c.json({ room_id: roomId });
 });
 
@@ -131,6 +156,7 @@ membership.post("/rooms/:roomId/join", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const roomId = c.req.param("roomId");
   await join(c, roomId, body.reason, viaParams(c));
+  shareJoinerPresence(c, roomId);
   return c.json({ room_id: roomId });
 });
 
@@ -178,7 +204,17 @@ membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
     // inviting server (Server-Server API "Leaving Rooms (Rejecting Invites)").
     const servers = await partialServers(c, roomId, c.var.auth.userId);
     if (servers.length === 0) throw forbidden("You are not in this room");
-    await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, withReason({}, body.reason));
+    const content = withReason({}, body.reason);
+    try {
+      await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, content);
+    } catch (e) {
+      // An invite is rejected here when the room's servers do not take the rejection; a knock
+      // stays until they do.
+      const mine = (await roomStub(c.env, c.var.config, roomId).getPartialInfo()).members[c.var.auth.userId];
+      if (mine?.membership !== "invite") throw e;
+      console.warn(`rejecting the invite to ${roomId} through ${servers.join(", ")} failed (${(e as Error).message}): rejected locally`);
+      await rejectInviteLocally(c.env, c.var.config, c.var.auth.userId, roomId, content);
+    }
     return c.json({});
   }
   const stub = await roomFor(c, roomId);
@@ -200,6 +236,11 @@ membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
   if (row.membership === "join" || row.membership === "invite" || row.membership === "knock") {
     throw new MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it");
   }
+  // The RoomDO (the authority on membership) refuses too if the user is still in the room, and
+  // from now on serves them no history; the hub drops the room from their syncs; D1 keeps the
+  // flag for a hub that is rebuilt (bootstrap skips forgotten rooms).
+  unwrap(await roomStub(c.env, c.var.config, roomId).forget(userId));
+  await userStub(c.env, userId, c.var.config).forgetRoom(userId, roomId);
   await c.env.DB.prepare("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?").bind(roomId, userId).run();
   return c.json({});
 });

@@ -11,8 +11,9 @@ import { isValidUserId } from "../../core/ids";
 import { stateKey } from "../../core/types";
 import type { LocalEventSpec } from "../../../durable-objects/room";
 import { createRoomInDO, knownRoom, localProfile, roomStub, unwrap, isLocalUser } from "../../services/rooms";
-import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases } from "../../services/aliases";
+import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases, validateCanonicalAlias } from "../../services/aliases";
 import { setRoomVisibility } from "../../services/room-directory";
+import { inviteRemoteUser } from "../../services/federation/membership";
 
 export const rooms = new Hono<AppEnv>();
 
@@ -35,7 +36,7 @@ const createRoomSchema = z.object({
 
 type Preset = "private_chat" | "public_chat" | "trusted_private_chat";
 
-/** Version requested by a client: known and creatable here (1 and 2 are read-only), else
+/** Version requested by a client: known and creatable here (every version 1–12), else
  *  400 M_UNSUPPORTED_ROOM_VERSION. */
 export function creatableVersion(id: string | undefined): RoomVersion {
   const rv = getRoomVersion(id ?? DEFAULT_ROOM_VERSION);
@@ -82,6 +83,8 @@ export interface RoomPlan {
   events: Omit<LocalEventSpec, "sender">[];
   alias?: string;
   visibility: "public" | "private";
+  /** Invitees on other servers: invited after the room exists, through their server (v2/invite). */
+  remoteInvites: { userId: string; content: JsonObject }[];
 }
 
 /** Turn a createRoom request into the ordered event list (spec createRoom steps 1–8). */
@@ -146,6 +149,9 @@ export async function planRoom(
   const initial = (body.initial_state ?? []).map((e) => ({ type: e.type, state_key: e.state_key ?? "", content: e.content as JsonObject }));
   for (const e of initial) {
     if (e.type === "m.room.create" || e.type === "m.room.member") throw invalidParam(`initial_state may not contain ${e.type}`);
+    // As the state endpoint checks it: the room does not exist yet, so the only alias that can
+    // point to it is the one this request claims (room_alias_name). No room ID resolves as "".
+    if (e.type === "m.room.canonical_alias" && e.state_key === "") await validateCanonicalAlias(env, "", e.content, null, alias ? [alias] : []);
   }
   const later = new Set<string>();
   if (body.name !== undefined) later.add(stateKey("m.room.name", ""));
@@ -164,14 +170,21 @@ export async function planRoom(
     events.push({ type: "m.room.topic", state_key: "", content: { topic: body.topic, "m.topic": [{ mimetype: "text/plain", body: body.topic }] } });
   }
 
-  // 8. Invites. (invite_3pid needs an identity server: not supported, ignored.)
+  // 8. Invites. (invite_3pid needs an identity server: not supported, ignored.) A remote
+  // invitee's server must co-sign its invite (Server-Server API "Inviting to a room") and learns
+  // of it only that way: those go the way of POST /invite once the room exists (executePlan).
+  const remoteInvites: RoomPlan["remoteInvites"] = [];
   for (const u of invitees) {
     const content: JsonObject = { membership: "invite" };
     if (body.is_direct) content.is_direct = true;
-    if (isLocalUser(config, u)) Object.assign(content, await localProfile(env, u));
+    if (!isLocalUser(config, u)) {
+      remoteInvites.push({ userId: u, content });
+      continue;
+    }
+    Object.assign(content, await localProfile(env, u));
     events.push({ type: "m.room.member", state_key: u, content });
   }
-  return { rv, creator, createContent, events, alias, visibility };
+  return { rv, creator, createContent, events, alias, visibility, remoteInvites };
 }
 
 /** Create the planned room: alias first (so a taken alias leaves no room behind), then the DO. */
@@ -190,6 +203,19 @@ export async function executePlan(env: AppEnv["Bindings"], config: AppEnv["Varia
     }
   }
   if (plan.visibility === "public") await setRoomVisibility(env, roomId, "public");
+  // Remote invites, each through the invitee's server. The room exists whatever they answer; a
+  // refusal fails the request (createRoom: 403, M_INVITE_BLOCKED when the invitee's server
+  // blocks invites; 400 M_UNSUPPORTED_ROOM_VERSION when it cannot take part in the version),
+  // after every invitee has been tried.
+  let refused: unknown;
+  for (const inv of plan.remoteInvites) {
+    try {
+      await inviteRemoteUser(env, config, roomStub(env, config, roomId), roomId, plan.creator, inv.userId, inv.content);
+    } catch (e) {
+      refused ??= e;
+    }
+  }
+  if (refused) throw refused;
   return roomId;
 }
 
@@ -219,10 +245,12 @@ rooms.post("/rooms/:roomId/upgrade", requireAuth, async (c) => {
   const config = c.var.config;
   const oldRoomId = c.req.param("roomId");
   const body = await parseBody(c, z.object({ new_version: z.string(), additional_creators: z.array(z.string()).optional() }));
-  const newRv = creatableVersion(body.new_version);
+  // The room first: an unknown room is 404 and a room the user is not in 403, whatever
+  // new_version says; only then is the version checked.
   await knownRoom(c.env, oldRoomId);
   const old = roomStub(c.env, config, oldRoomId);
   if ((await old.getMembership(userId)) !== "join") throw forbidden("You are not joined to this room");
+  const newRv = creatableVersion(body.new_version);
   // 1. Permission to send m.room.tombstone.
   if (!(await old.canSend(userId, "m.room.tombstone", true))) throw forbidden("You may not upgrade this room");
 

@@ -9,6 +9,7 @@ import { requireAuth } from "../middleware/auth";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { roomEventFilterSchema, type RoomEventFilter } from "../../core/room-event-filter";
 import { ignoredUserIds, withoutIgnored } from "../../services/notifier";
+import { roomPositionFromToken, roomToken } from "../../services/room-tokens";
 
 export const timeline = new Hono<AppEnv>();
 /** Routes under /_matrix/client/v1. */
@@ -52,8 +53,12 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
   const filter = parseFilter(c.req.query("filter"));
   const limit = parseLimit(c.req.query("limit"), filter?.limit ?? 10);
+  const roomId = c.req.param("roomId");
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
-  const query = { dir: dir as "b" | "f", from: c.req.query("from"), to: c.req.query("to"), limit, filter };
+  // `from`/`to` may be /sync tokens as well as our room tokens (services/room-tokens.ts).
+  const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
+  const [from, to] = await Promise.all([at(c.req.query("from"), dir === "b" ? "later" : "earlier"), at(c.req.query("to"), dir === "b" ? "earlier" : "later")]);
+  const query = { dir: dir as "b" | "f", from: roomToken(from), to: roomToken(to), limit, filter };
   let res = unwrap(await stub.getMessages(requester(c), query));
   // Paging back past the oldest event we hold in a room joined over federation: ask a
   // resident server for more (/backfill), then answer from what we now hold. Bounded.
@@ -66,6 +71,8 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   // excepted). Dropped after paging, so `end` still continues exactly where the room stopped: a
   // chunk may be shorter than `limit` (even empty), which the spec allows.
   res.chunk = withoutIgnored(res.chunk, ignored);
+  // `start`: "the same as the value given in `from`".
+  if (c.req.query("from")) res.start = c.req.query("from")!;
   return c.json(res);
 });
 
@@ -88,13 +95,61 @@ timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
   if (membership !== undefined && !MEMBERSHIPS.has(membership)) throw invalidParam("Unknown membership");
   if (notMembership !== undefined && !MEMBERSHIPS.has(notMembership)) throw invalidParam("Unknown not_membership");
   const stub = await roomFor(c);
-  const chunk = unwrap(await stub.getMembers(requester(c), { at: c.req.query("at"), membership, notMembership }));
+  // `at`: a prev_batch (room token) or, as matrix-js-sdk and Hydrogen send it, a /sync next_batch.
+  const at = await roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, c.req.param("roomId"), c.req.query("at"), "later");
+  const chunk = unwrap(await stub.getMembers(requester(c), { at: roomToken(at), membership, notMembership }));
   return c.json({ chunk });
 });
 
 timeline.get("/rooms/:roomId/joined_members", requireAuth, async (c) => {
   const stub = await roomFor(c);
   return c.json({ joined: unwrap(await stub.getJoinedMembers(requester(c))) });
+});
+
+// GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]] (module "Event
+// relationships"). `from`/`to` are tokens as for /messages, /sync's next_batch included.
+async function relations(c: Context<AppEnv>) {
+  const dir = c.req.query("dir") ?? "b";
+  if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
+  const recurseRaw = c.req.query("recurse");
+  if (recurseRaw !== undefined && recurseRaw !== "true" && recurseRaw !== "false") throw invalidParam("recurse must be true or false");
+  const limit = parseLimit(c.req.query("limit"), 20, 100);
+  const roomId = c.req.param("roomId")!;
+  const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
+  const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
+  const [from, to] = await Promise.all([at(c.req.query("from"), dir === "b" ? "later" : "earlier"), at(c.req.query("to"), dir === "b" ? "earlier" : "later")]);
+  const res = unwrap(
+    await stub.getRelations(requester(c), {
+      eventId: c.req.param("eventId")!,
+      relType: c.req.param("relType"),
+      eventType: c.req.param("eventType"),
+      dir,
+      from: roomToken(from),
+      to: roomToken(to),
+      limit,
+      recurse: recurseRaw === undefined ? undefined : recurseRaw === "true",
+    }),
+  );
+  res.chunk = withoutIgnored(res.chunk, ignored);
+  // prev_batch: the token this page started from, as the client gave it.
+  if (c.req.query("from")) res.prev_batch = c.req.query("from")!;
+  return c.json(res);
+}
+timelineV1.get("/rooms/:roomId/relations/:eventId", requireAuth, relations);
+timelineV1.get("/rooms/:roomId/relations/:eventId/:relType", requireAuth, relations);
+timelineV1.get("/rooms/:roomId/relations/:eventId/:relType/:eventType", requireAuth, relations);
+
+// GET /v1/rooms/{roomId}/threads (module "Threading"): thread roots by latest activity.
+// `from` is a next_batch from this endpoint.
+timelineV1.get("/rooms/:roomId/threads", requireAuth, async (c) => {
+  const include = c.req.query("include") ?? "all";
+  if (include !== "all" && include !== "participated") throw invalidParam("include must be all or participated");
+  const from = c.req.query("from");
+  if (from !== undefined && !/^t\d{1,15}$/.test(from)) throw invalidParam("Invalid from token");
+  const limit = parseLimit(c.req.query("limit"), 20, 100);
+  const stub = await roomFor(c);
+  const res = unwrap(await stub.getThreads(requester(c), { include, from, limit }));
+  return c.json(res);
 });
 
 timelineV1.get("/rooms/:roomId/timestamp_to_event", requireAuth, async (c) => {

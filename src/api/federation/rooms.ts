@@ -23,7 +23,8 @@ import { redactEvent } from "../../core/redaction";
 import { signJson } from "../../core/signing";
 import { isValidRoomId, isValidUserId, parseUserId } from "../../core/ids";
 import { requireServerAllowed } from "../../services/federation/inbound";
-import { roomStub, unwrap, isLocalUser } from "../../services/rooms";
+import { sendPresenceOnJoin } from "../../services/federation/edus";
+import { knownRoom, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { getServerSigningKey } from "../../services/server-key";
 
 export const federationRooms = new Hono<AppEnv>();
@@ -69,6 +70,7 @@ async function authoriseRestrictedJoin(c: Context<AppEnv>, stub: ReturnType<type
   let allowed = false;
   for (const a of allow) {
     if (a?.type !== "m.room_membership" || typeof a.room_id !== "string" || !isValidRoomId(a.room_id)) continue;
+    if (!(await knownRoom(c.env, a.room_id).catch(() => undefined))) continue;
     if ((await roomStub(c.env, c.var.config, a.room_id).getMembership(userId)) === "join") {
       allowed = true;
       break;
@@ -81,6 +83,20 @@ async function authoriseRestrictedJoin(c: Context<AppEnv>, stub: ReturnType<type
     if (p.level >= p.invite) return m;
   }
   throw new MatrixError(400, "M_UNABLE_TO_GRANT_JOIN", "No user on this server can authorise the join");
+}
+
+/** send_join of a join that names one of our users in join_authorised_via_users_server: we
+ *  co-sign it, and the auth rules trust that signature for the allow conditions, so they are
+ *  checked again here (spec "Restricted rooms": the resident server checks them on /make_join
+ *  and /send_join). A server can skip make_join, or send its template after its user left the
+ *  allowing room. */
+async function recheckRestrictedJoin(c: Context<AppEnv>, stub: ReturnType<typeof roomStub>, roomVersion: string, pdu: PDU): Promise<void> {
+  const content = pdu?.content as JsonObject | undefined;
+  const via = content?.join_authorised_via_users_server;
+  if (content?.membership !== "join" || typeof via !== "string" || !isLocalUser(c.var.config, via)) return;
+  // Not the origin's own user: the RoomDO refuses it (fedSendMembership).
+  if (typeof pdu.sender !== "string" || parseUserId(pdu.sender)?.serverName !== c.var.origin) return;
+  await authoriseRestrictedJoin(c, stub, roomVersion, pdu.sender);
 }
 
 // -- make_join / make_leave / make_knock --------------------------------------------------------
@@ -117,7 +133,8 @@ const pduBody = z.record(z.string(), z.unknown());
 federationRooms.put("/v2/send_join/:roomId/:eventId", async (c) => {
   const { roomId, eventId } = c.req.param();
   const pdu = (await parseBody(c, pduBody)) as unknown as PDU;
-  const { stub } = await roomFor(c, roomId);
+  const { stub, roomVersion } = await roomFor(c, roomId);
+  await recheckRestrictedJoin(c, stub, roomVersion, pdu);
   const omitMembers = c.req.query("omit_members") === "true";
   const r = unwrap(await stub.fedSendMembership({ eventId, pdu, origin: c.var.origin, membership: "join", omitMembers }));
   const out: JsonObject = {
@@ -128,6 +145,8 @@ federationRooms.put("/v2/send_join/:roomId/:eventId", async (c) => {
     members_omitted: r.members_omitted ?? false,
   };
   if (r.event) out.event = r.event as unknown as JsonObject;
+  // The joining server learns our members' presence now, not at their next change.
+  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { server: c.var.origin }).catch((e) => console.error("presence on join", e)));
   return c.json(out);
 });
 
@@ -199,19 +218,41 @@ function txnEnvelope(c: Context<AppEnv>, pdus: PDU[]): JsonObject {
   return { origin: c.var.config.serverName, origin_server_ts: Date.now(), pdus: pdus as unknown as JsonObject[] };
 }
 
+/** Rooms searched for an event when the request names none: only rooms of the registry with a
+ *  local user joined (a room we left is not one we serve), the latest local membership change
+ *  first, EVENT_SCAN_BATCH at a time, stopping at the first that holds it. One request wakes at most
+ *  MAX_EVENT_ROOMS Durable Objects (it was 200, one after another, over every room we ever
+ *  knew). Rooms beyond that are found with our room_id hint (Lattice sends it) or through the
+ *  room-scoped reads (state_ids, get_missing_events). */
+const MAX_EVENT_ROOMS = 50;
+const EVENT_SCAN_BATCH = 10;
+
 federationRooms.get("/v1/event/:eventId", async (c) => {
   const eventId = c.req.param("eventId");
-  // The event ID does not name its room (v3+): the D1 event index is the Rooms work's; we
-  // look in the rooms the requesting server shares with us.
+  // The event ID does not name its room (v3+) and no index maps events to rooms. With the
+  // (non-spec) room_id hint the room must be in the registry (roomFor); the RoomDO then
+  // requires the origin to be in the room.
   const roomId = c.req.query("room_id");
-  const candidates = roomId
-    ? [roomId]
-    : (await c.env.DB.prepare("SELECT room_id FROM rooms ORDER BY created_ts DESC LIMIT 200").all<{ room_id: string }>()).results.map((r) => r.room_id);
-  for (const rid of candidates) {
-    const stub = roomStub(c.env, c.var.config, rid);
-    if (!(await stub.getPdu(eventId))) continue;
+  let candidates: string[];
+  if (roomId !== undefined) {
+    await roomFor(c, roomId);
+    candidates = [roomId];
+  } else {
+    const { results } = await c.env.DB.prepare(
+      `SELECT m.room_id AS room_id FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id
+       WHERE m.membership = 'join' GROUP BY m.room_id ORDER BY MAX(m.updated_ts) DESC LIMIT ?`,
+    )
+      .bind(MAX_EVENT_ROOMS)
+      .all<{ room_id: string }>();
+    candidates = results.map((r) => r.room_id);
+  }
+  for (let i = 0; i < candidates.length; i += EVENT_SCAN_BATCH) {
+    const batch = candidates.slice(i, i + EVENT_SCAN_BATCH);
+    const held = await Promise.all(batch.map(async (rid) => ((await roomStub(c.env, c.var.config, rid).getPdu(eventId)) ? rid : null)));
+    const rid = held.find((r): r is string => r !== null);
+    if (!rid) continue;
     await requireServerAllowed(c.env, c.var.config, rid, c.var.origin);
-    return c.json(txnEnvelope(c, [unwrap(await stub.fedEvent(c.var.origin, eventId))]));
+    return c.json(txnEnvelope(c, [unwrap(await roomStub(c.env, c.var.config, rid).fedEvent(c.var.origin, eventId))]));
   }
   throw notFound("Event not found");
 });

@@ -5,6 +5,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import type { AppEnv, Auth } from "../types";
 import { MatrixError } from "../errors";
 import { sha256Hex } from "../../services/crypto-util";
+import { guestMayCall } from "./guest";
 
 export function extractAccessToken(c: Context): string | undefined {
   const header = c.req.header("authorization");
@@ -24,7 +25,8 @@ interface TokenRow {
   deactivated: number;
 }
 
-/** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN. */
+/** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN; a guest's token
+ *  on an endpoint guests may not use throws M_GUEST_ACCESS_FORBIDDEN (guest.ts). */
 export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   const token = extractAccessToken(c);
   if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "Missing access token");
@@ -40,6 +42,9 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   if (row.expires_ts !== null && row.expires_ts <= Date.now()) {
     // Expired tokens can be renewed with the refresh token: soft logout.
     throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired", { soft_logout: true });
+  }
+  if (row.is_guest && !guestMayCall(c.req.method, new URL(c.req.url).pathname)) {
+    throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts may not use this endpoint");
   }
   return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id };
 }

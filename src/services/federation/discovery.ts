@@ -9,6 +9,7 @@
 // name. For SRV results we therefore connect to https://<target>:<port> and send the Host
 // header the spec asks for; the peer's certificate must then be valid for the SRV target.
 import { parseServerName } from "../../core/ids";
+import { isBlockedHost } from "../../core/url-guard";
 import { readStreamLimited } from "../read-limited";
 
 export interface ResolvedServer {
@@ -84,6 +85,23 @@ export function isLoopbackServerName(serverName: string): boolean {
   return !!p && p.port !== undefined && ["localhost", "127.0.0.1", "[::1]"].includes(p.host.toLowerCase());
 }
 
+/** SSRF guard for everything federation connects to (the server name, each well-known hop, the
+ *  delegated name, the SRV target): the URL-preview guard's host check (src/core/url-guard.ts):
+ *  no loopback, private, link-local or metadata address, no `localhost`, single-label or
+ *  internal name, on any port. Remote input names servers (X-Matrix origins, `@u:host:port`,
+ *  room aliases), so without it a request could probe the network a self-hosted server sits
+ *  in. Loopback peers (localhost, 127.0.0.1, [::1]) only with FEDERATION_HTTP_LOOPBACK=true.
+ *  Like the preview guard it cannot see where DNS sends a public name. */
+export function blockedFederationHost(hostname: string, httpLoopback: boolean): string | undefined {
+  if (httpLoopback && ["localhost", "127.0.0.1", "[::1]"].includes(hostname.toLowerCase())) return undefined;
+  return isBlockedHost(hostname);
+}
+
+function requireAllowedHost(hostname: string, deps: DiscoveryDeps): void {
+  const blocked = blockedFederationHost(hostname, deps.httpLoopback);
+  if (blocked) throw new Error(`refusing to connect to ${hostname}: ${blocked}`);
+}
+
 function hostPort(host: string, port: number | undefined): string {
   return port === undefined ? host : `${host}:${port}`;
 }
@@ -96,7 +114,10 @@ export async function resolveServerName(serverName: string, deps: DiscoveryDeps)
   const hit = resolvedCache.get(serverName);
   if (hit && hit.expires > now) return hit.value;
 
+  requireAllowedHost(parsed.host, deps);
   const value = await resolveUncached(serverName, parsed.host, parsed.port, deps);
+  // Where delegation or SRV sent us.
+  requireAllowedHost(new URL(value.baseUrl).hostname, deps);
   // The resolved address follows the well-known cache; a short TTL keeps SRV changes visible.
   cacheSet(resolvedCache, serverName, { value, expires: now + 3600_000 });
   return value;
@@ -235,6 +256,7 @@ async function fetchWellKnown(host: string, deps: DiscoveryDeps): Promise<{ dele
   for (let hop = 0; hop <= WELL_KNOWN_MAX_REDIRECTS; hop++) {
     if (seen.has(url)) throw new Error("redirect loop");
     seen.add(url);
+    requireAllowedHost(new URL(url).hostname, deps);
     const res = await deps.fetch(url, { redirect: "manual", signal: AbortSignal.timeout(WELL_KNOWN_TIMEOUT_MS) });
     if (res.status >= 300 && res.status < 400) {
       const loc = res.headers.get("location");

@@ -15,7 +15,7 @@ import { enqueueEdu } from "./sender";
 import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoom, remoteServersSharingRoomWith, serverOf } from "./peers";
 import { onDeviceListUpdate, onSigningKeyUpdate } from "./device-lists";
 import { fanOutReceipt, fanOutTyping, userStub } from "../notifier";
-import { roomStub } from "../rooms";
+import { knownRoom, roomStub } from "../rooms";
 import { deliverToDevice, type Json } from "../e2ee";
 import { isValidRoomId } from "../../core/ids";
 import { randomString } from "../crypto-util";
@@ -28,9 +28,10 @@ const REMOTE_TYPING_MS = 30_000;
 /** Remembered to-device message IDs are pruned after this long. */
 const TO_DEVICE_ID_RETENTION_MS = 7 * 24 * 3600_000;
 
-/** Whether `userId` (of the origin server) is joined to `roomId` here. */
+/** Whether `userId` (of the origin server) is joined to `roomId` here. The D1 registry first:
+ *  a room ID from an EDU must not wake (and so create) a Durable Object for a room we lack. */
 async function isJoined(env: Env, config: Config, roomId: string, userId: string): Promise<boolean> {
-  if (!isValidRoomId(roomId)) return false;
+  if (!isValidRoomId(roomId) || !(await knownRoom(env, roomId).catch(() => undefined))) return false;
   return (await roomStub(env, config, roomId).getMembership(userId)) === "join";
 }
 
@@ -148,10 +149,9 @@ export async function sendReceipt(env: Env, config: Config, r: { roomId: string;
   await toAll(env, config, servers, { edu_type: "m.receipt", content: { [r.roomId]: { "m.read": { [r.userId]: { event_ids: [r.eventId], data } } } } });
 }
 
-/** A local user's presence, to every server sharing a room with them. */
-export async function sendPresence(env: Env, config: Config, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
-  if (env.PRESENCE === "off") return;
-  const servers = await remoteServersSharingRoomWith(env, config, userId);
+type PresenceState = { presence: string; statusMsg: string | null; lastActiveTs: number };
+
+function presenceEntry(userId: string, p: PresenceState): Record<string, unknown> {
   const entry: Record<string, unknown> = {
     user_id: userId,
     presence: p.presence,
@@ -159,7 +159,31 @@ export async function sendPresence(env: Env, config: Config, userId: string, p: 
     currently_active: p.presence === "online",
   };
   if (p.statusMsg !== null) entry.status_msg = p.statusMsg;
-  await toAll(env, config, servers, { edu_type: "m.presence", content: { push: [entry] } });
+  return entry;
+}
+
+/** A local user's presence, to every server sharing a room with them. */
+export async function sendPresence(env: Env, config: Config, userId: string, p: PresenceState): Promise<void> {
+  if (env.PRESENCE === "off") return;
+  const servers = await remoteServersSharingRoomWith(env, config, userId);
+  await toAll(env, config, servers, { edu_type: "m.presence", content: { push: [presenceEntry(userId, p)] } });
+}
+
+/** Local users' current presence to servers that just started sharing a room with them (as
+ *  Synapse does on joins): a local user joined a room (→ its other servers), or a server's user
+ *  joined a room of ours (→ that server, the presence of our members). Presence is otherwise
+ *  sent only when it changes, so the new room-mates would see them offline until then. */
+export async function sendPresenceOnJoin(env: Env, config: Config, roomId: string, joiner: { localUser: string } | { server: string }): Promise<void> {
+  if (env.PRESENCE === "off") return;
+  const servers = "server" in joiner ? [joiner.server] : await remoteServersInRoom(env, config, roomId);
+  if (servers.length === 0) return;
+  const users = "localUser" in joiner ? [joiner.localUser] : (await localJoinedMembers(env, [roomId])).slice(0, 100);
+  const push: Record<string, unknown>[] = [];
+  for (const u of users) {
+    const p = await userStub(env, u, config).getPresence(u);
+    if (p && p.presence !== "offline") push.push(presenceEntry(u, p));
+  }
+  if (push.length) await toAll(env, config, servers, { edu_type: "m.presence", content: { push } });
 }
 
 /** To-device messages for users of other servers: one m.direct_to_device EDU per server, with a

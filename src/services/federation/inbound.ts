@@ -39,9 +39,10 @@ function roomStub(env: Env, config: Config, roomId: string): RoomFederationStub 
 
 /** Whether `server` may act in `roomId` under the room's current m.room.server_acl (spec:
  *  "Server Access Control Lists"). The RoomDO owns the ACL state; we ask it. Rooms we do not
- *  know have no ACL we could apply. */
+ *  know (not in the D1 registry) have no ACL we could apply, and are not woken to ask. */
 export async function isServerAllowedInRoom(env: Env, config: Config, roomId: string, server: string): Promise<boolean> {
   if (!isValidRoomId(roomId)) return true;
+  if (!(await env.DB.prepare("SELECT 1 FROM rooms WHERE room_id = ?").bind(roomId).first())) return true;
   const ev = await roomStub(env, config, roomId).getCurrentStateEvent("m.room.server_acl", "");
   return isServerAllowedByAcl((ev?.content as JsonObject | undefined) ?? null, server);
 }
