@@ -18,6 +18,7 @@ import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
 import { parseConfig } from "../src/config";
 import { federationRequest, FederationError } from "../src/services/federation/client";
+import type { Edu, SenderStatus } from "../src/rpc/sender";
 
 export const MAX_PDUS_PER_TXN = 50;
 export const MAX_EDUS_PER_TXN = 100;
@@ -33,21 +34,6 @@ const TXN_TIMEOUT_MS = 60_000;
  *  that it cannot wedge the queue forever. */
 const MAX_REJECTIONS = 5;
 
-export interface Edu {
-  edu_type: string;
-  content: Record<string, unknown>;
-}
-
-export interface SenderStatus {
-  destination: string | null;
-  queued: number;
-  failures: number;
-  down: boolean;
-  nextAttemptTs: number | null;
-  inFlightTxnId: string | null;
-  sentTxns: number;
-  dropped: number;
-}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS queue (

@@ -4,50 +4,12 @@
 import type { Env } from "../env";
 import type { Config } from "../config";
 import { parseConfig } from "../config";
-import type { UserDO, RoomEventNotice } from "../../durable-objects/user";
+import type { RoomEventNotice } from "../rpc/user";
 import type { JsonObject } from "../core/types";
 
-/** The hub's RPC surface. (Typed from the class directly: the generated stub type gives up on
- *  the recursive JSON types in these signatures — "type instantiation is excessively deep".) */
-export type UserStub = Pick<
-  UserDO,
-  | "roomEvent"
-  | "roomEvents"
-  | "typing"
-  | "receipt"
-  | "setAccountData"
-  | "getAccountData"
-  | "createFilter"
-  | "getFilter"
-  | "getPushRules"
-  | "putPushRule"
-  | "deletePushRule"
-  | "setPushRuleAttr"
-  | "notifications"
-  | "setPresence"
-  | "presenceOf"
-  | "getPresence"
-  | "pushToDevice"
-  | "deviceListChanged"
-  | "deviceListLeft"
-  | "deviceListChanges"
-  | "roomPosition"
-  | "setDeviceKeyCounts"
-  | "deleteDevice"
-  | "getRooms"
-  | "currentToken"
-  | "sync"
-  | "settleLazyMembers"
-  | "compactLog"
-  | "forgetRoom"
->;
-
-/** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */
-export function userStub(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): UserStub {
-  const c = config ?? parseConfig(env);
-  const ns = c.jurisdiction ? env.USERS.jurisdiction(c.jurisdiction) : env.USERS;
-  return ns.get(ns.idFromName(userId), c.locationHint ? { locationHint: c.locationHint } : undefined) as unknown as UserStub;
-}
+// Addressing hubs lives in src/rpc/stubs.ts; re-exported for this module's many importers.
+export { userStub, type UserStub } from "../rpc/stubs";
+import { userStub, type UserStub } from "../rpc/stubs";
 
 /** Which local users a committed event concerns: everyone joined now, plus the target of a
  *  member event (so invitees, the kicked and the banned hear about it). Pure. */

@@ -15,11 +15,11 @@ import { fanOutPresence, userStub } from "../../services/notifier";
 import { sendPresence } from "../../services/federation/edus";
 import { resolveFilter } from "./filter";
 import { applyEventFields, ephemeralWithoutIgnored, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
-import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
-import type { LazyMembersRoom } from "../../../durable-objects/lazy-members";
+import type { SyncDelta, SyncRoomDelta } from "../../rpc/user";
+import type { LazyMembersRoom } from "../../rpc/user";
 import type { JsonObject } from "../../core/types";
-import type { Requester, RoomResult } from "../../../durable-objects/room";
-import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
+import type { Requester, RoomResult } from "../../rpc/room";
+import type { RoomSyncQuery, RoomSyncView } from "../../rpc/room";
 
 /** RoomDO.syncRoom (the generated stub type drops it: its RPC type instantiation is too deep). */
 interface SyncRoomRpc {

@@ -11,7 +11,8 @@
 // as is, and the RoomDO decides (it rejects events whose prev/auth events it does not have).
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import type { AdmitOutcome, RoomDO } from "../../../durable-objects/room";
+import type { AdmitOutcome } from "../../rpc/room";
+import { roomStub } from "../../rpc/stubs";
 import type { PDU, JsonObject } from "../../core/types";
 import { getRoomVersion } from "../../core/room-versions";
 import { computeEventId } from "../../core/event-hashes";
@@ -27,12 +28,6 @@ const TXN_STALE_MS = 2 * 60_000;
 /** How long processed transaction IDs are remembered. */
 const TXN_RETENTION_MS = 7 * 24 * 3600_000;
 
-type RoomFederationStub = Pick<RoomDO, "admit" | "getCurrentStateEvent" | "getRoomVersion">;
-
-function roomStub(env: Env, config: Config, roomId: string): RoomFederationStub {
-  const ns = config.jurisdiction ? env.ROOMS.jurisdiction(config.jurisdiction) : env.ROOMS;
-  return ns.get(ns.idFromName(roomId), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as RoomFederationStub;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Server ACLs

@@ -14,7 +14,7 @@
 //   backfillFromRemote  /backfill from a resident server when a client pages past our history
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import type { AdmitOutcome } from "../../../durable-objects/room";
+import type { AdmitOutcome } from "../../rpc/room";
 import type { JsonObject, PDU } from "../../core/types";
 import { ROOM_VERSIONS, getRoomVersion, type RoomVersion } from "../../core/room-versions";
 import { computeEventId, hashAndSignEvent } from "../../core/event-hashes";
