@@ -70,7 +70,7 @@ import {
   PUSH_KINDS,
   defaultRules,
 } from "../src/core/push-rules";
-import { noLongerSharingRoom } from "../src/services/e2ee";
+import { noLongerSharingRoom } from "../src/services/e2ee/device-list-stream";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
 
 // RPC types live in src/rpc/user.ts (the Worker imports them from there, not from this file).

@@ -198,7 +198,7 @@ export function buildNotice(args: {
 
 /** Users `userId` ignores (m.ignored_user_list account data, module "Ignoring Users"): for
  *  /messages and /context to drop their events (see withoutIgnored). */
-export async function ignoredUserIds(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): Promise<string[]> {
+export async function ignoredUserIds(env: Env, userId: string, config: Pick<Config, "jurisdiction" | "locationHint">): Promise<string[]> {
   const content = await userStub(env, userId, config).getAccountData(null, "m.ignored_user_list");
   const list = content?.ignored_users;
   return list && typeof list === "object" && !Array.isArray(list) ? Object.keys(list) : [];

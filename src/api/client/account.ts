@@ -28,7 +28,7 @@ account.post("/account/password", requireAuth, async (c) => {
   await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.new_password), userId).run();
   await revokeOpenidTokens(c, userId);
   // Default true (spec): every other device is logged out; this one stays.
-  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
+  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env, c.var.config);
   return c.json({});
 });
 
@@ -43,7 +43,7 @@ account.post("/account/deactivate", requireAuth, async (c) => {
   )
     .bind(userId)
     .run();
-  await deleteAllDevices(db(c.env), userId, undefined, c.env);
+  await deleteAllDevices(db(c.env), userId, undefined, c.env, c.var.config);
   await revokeOpenidTokens(c, userId);
   // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
   // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).

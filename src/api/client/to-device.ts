@@ -6,7 +6,8 @@ import type { AppEnv } from "../types";
 import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { parseUserId } from "../../core/ids";
-import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn, type Json } from "../../services/e2ee";
+import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn } from "../../services/e2ee/to-device";
+import { type Json } from "../../services/e2ee/common";
 import { sendToDevice } from "../../services/federation/edus";
 
 export const toDevice = new Hono<AppEnv>();
@@ -30,7 +31,7 @@ toDevice.put("/sendToDevice/:eventType/:txnId", async (c) => {
       // Recipients on other servers: one m.direct_to_device EDU per server (spec: Server-Server
       // API "Send-to-device messaging").
       if (server !== c.var.config.serverName) remote[target] = perDevice as Record<string, Json>;
-      else await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
+      else await deliverToDevice(c.env, c.var.config, userId, eventType, target, perDevice as Record<string, Json>);
     }
     if (Object.keys(remote).length) await sendToDevice(c.env, c.var.config, userId, eventType, remote);
   } catch (e) {

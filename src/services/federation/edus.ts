@@ -16,7 +16,8 @@ import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoo
 import { onDeviceListUpdate, onSigningKeyUpdate } from "./device-lists";
 import { fanOutReceipt, fanOutTyping, userStub } from "../notifier";
 import { knownRoom, roomStub } from "../rooms";
-import { deliverToDevice, type Json } from "../e2ee";
+import { deliverToDevice } from "../e2ee/to-device";
+import { type Json } from "../e2ee/common";
 import { isValidRoomId } from "../../core/ids";
 import { randomString } from "../crypto-util";
 
@@ -107,7 +108,7 @@ export async function onDirectToDevice(env: Env, config: Config, origin: string,
       if (serverOf(userId) !== config.serverName || !isObject(perDevice)) continue;
       const valid: Record<string, Json> = {};
       for (const [deviceId, body] of Object.entries(perDevice)) if (isObject(body)) valid[deviceId] = body;
-      await deliverToDevice(env, sender, type, userId, valid);
+      await deliverToDevice(env, config, sender, type, userId, valid);
     }
   } catch (e) {
     // Let a retransmission deliver it.
