@@ -6,7 +6,7 @@ import type { Config } from "../config";
 import { MatrixError, invalidParam } from "../api/errors";
 import { isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
 import { FederationError, federationContext, federationRequest, type FederationContext } from "./federation/client";
-import { roomStub } from "./rooms";
+import { roomStub } from "../rpc/stubs";
 import type { JsonObject } from "../core/types";
 
 export interface AliasRow {

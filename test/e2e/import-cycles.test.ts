@@ -1,0 +1,35 @@
+// No import cycle among src/ and durable-objects/ (type-only imports included; issue 13).
+// A plain Node check of the source files (no servers): it lives with the e2e tests because the
+// unit project runs inside workerd, which has no file system to walk.
+import { describe, expect, it } from "vitest";
+// @ts-expect-error plain .mjs script without types
+import { findCycles, importGraph } from "../../scripts/check-cycles.mjs";
+
+/** Known exception: src/env.ts names the Durable Object classes for its binding types
+ *  (`DurableObjectNamespace<RoomDO>` …), and the classes receive `Env`. Every other module takes
+ *  the classes' types from the bindings (src/rpc/stubs.ts), never by importing a Durable Object
+ *  module. */
+const BINDING_TYPE_EDGES = ["durable-objects/room.ts", "durable-objects/user.ts", "durable-objects/sender.ts", "durable-objects/rate-limiter.ts"];
+
+describe("import graph", () => {
+  it("has no cycle among src/ and durable-objects/", () => {
+    const graph: Map<string, string[]> = importGraph();
+    graph.set("src/env.ts", (graph.get("src/env.ts") ?? []).filter((m) => !BINDING_TYPE_EDGES.includes(m)));
+    expect(findCycles(graph)).toEqual([]);
+  });
+
+  it("routes and services import no Durable Object module (RPC types are in src/rpc/)", () => {
+    const graph: Map<string, string[]> = importGraph();
+    const offenders: string[] = [];
+    for (const [from, deps] of graph) {
+      if (!from.startsWith("src/") || from === "src/env.ts" || from === "src/index.ts" || from.startsWith("src/rpc/")) continue;
+      for (const d of deps) if (d.startsWith("durable-objects/")) offenders.push(`${from} -> ${d}`);
+    }
+    expect(offenders).toEqual([]);
+  });
+
+  it("finds a cycle when there is one (the check itself works)", () => {
+    const g = new Map([["a.ts", ["b.ts"]], ["b.ts", ["c.ts"]], ["c.ts", ["a.ts"]], ["d.ts", ["a.ts"]]]);
+    expect(findCycles(g)).toEqual([["a.ts", "b.ts", "c.ts"]]);
+  });
+});
