@@ -65,6 +65,7 @@ import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
 import { signJson } from "../src/core/signing";
+import { upsertMembership } from "../src/db/memberships";
 
 // RPC types live in src/rpc/room.ts (the Worker imports them from there, not from this file).
 import type {
@@ -1084,14 +1085,7 @@ export class RoomDO extends DurableObject<Env> {
     if (pending.length === 0) return;
     const now = Date.now();
     await this.env.DB.batch(
-      pending.map((p) =>
-        this.env.DB.prepare(
-          `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
-             stream = excluded.stream, updated_ts = excluded.updated_ts,
-             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
-        ).bind(this.roomId!, p.userId, p.membership, p.eventId, this.stream, now),
-      ),
+      pending.map((p) => upsertMembership(this.env.DB, { roomId: this.roomId!, userId: p.userId, membership: p.membership, eventId: p.eventId, stream: this.stream, ts: now })),
     );
   }
 
@@ -2430,11 +2424,7 @@ export class RoomDO extends DurableObject<Env> {
         this.stream = stream;
         this.events.delete(ev.event_id);
         const membership = String(ev.content.membership);
-        await this.env.DB.prepare(
-          `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts,
-             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
-        ).bind(args.roomId, ev.state_key!, membership, ev.event_id, stream, Date.now()).run();
+        await upsertMembership(this.env.DB, { roomId: args.roomId, userId: ev.state_key!, membership, eventId: ev.event_id, stream, ts: Date.now() }).run();
         const notice = buildNotice({
           roomId: args.roomId,
           stream,

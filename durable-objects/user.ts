@@ -71,6 +71,7 @@ import {
   defaultRules,
 } from "../src/core/push-rules";
 import { noLongerSharingRoom } from "../src/services/e2ee/device-list-stream";
+import { membersNoLongerShared, otherMembers, unforgottenMemberships } from "../src/db/memberships";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
 
 // RPC types live in src/rpc/user.ts (the Worker imports them from there, not from this file).
@@ -366,20 +367,9 @@ export class UserDO extends DurableObject<Env> {
       if (f.kind === "they-left") users = await noLongerSharingRoom(this.env, me, [f.userId]);
       else if (f.kind === "i-left") {
         // Members of the room I left with whom I no longer share any room.
-        const { results } = await this.env.DB.prepare(
-          `SELECT r.user_id AS user_id FROM room_memberships r
-           WHERE r.room_id = ?1 AND r.user_id != ?2 AND r.membership IN ('join', 'invite') AND NOT EXISTS (
-             SELECT 1 FROM room_memberships mine JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-             WHERE mine.user_id = ?2 AND mine.membership = 'join' AND theirs.user_id = r.user_id AND theirs.membership IN ('join', 'invite'))`,
-        )
-          .bind(f.roomId, me)
-          .all<{ user_id: string }>();
-        users = results.map((r) => r.user_id);
+        users = await membersNoLongerShared(this.env.DB, f.roomId, me);
       } else {
-        const { results } = await this.env.DB.prepare("SELECT user_id FROM room_memberships WHERE room_id = ? AND user_id != ? AND membership IN ('join', 'invite')")
-          .bind(f.roomId, me)
-          .all<{ user_id: string }>();
-        users = results.map((r) => r.user_id);
+        users = await otherMembers(this.env.DB, f.roomId, me);
       }
     } catch (e) {
       console.error(`device-list lookup for ${me} failed`, e);
@@ -931,9 +921,7 @@ export class UserDO extends DurableObject<Env> {
    *  this hub existed, e.g. data from before the sync hub was deployed). */
   private async bootstrap(): Promise<void> {
     if (this.sql.exec("SELECT 1 FROM meta WHERE key = 'bootstrapped'").toArray().length) return;
-    const { results } = await this.env.DB.prepare("SELECT room_id, membership, stream FROM room_memberships WHERE user_id = ? AND forgotten = 0")
-      .bind(this.userId)
-      .all<{ room_id: string; membership: string; stream: number }>();
+    const results = await unforgottenMemberships(this.env.DB, this.userId!);
     let added = false;
     this.ctx.storage.transactionSync(() => {
       for (const r of results) {

@@ -5,6 +5,7 @@ import type { Env } from "../env";
 import type { Config } from "../config";
 import { parseConfig } from "../config";
 import type { RoomEventNotice } from "../rpc/user";
+import { joinedCoMembers } from "../db/memberships";
 import type { JsonObject } from "../core/types";
 
 // Addressing hubs lives in src/rpc/stubs.ts; re-exported for this module's many importers.
@@ -174,13 +175,7 @@ export function fanOutReceipt(
 /** Presence (module "Presence"): to local users who share a room with `userId` (from the D1
  *  membership mirror). */
 export async function fanOutPresence(env: Env, config: Config, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
-  const { results } = await env.DB.prepare(
-    `SELECT DISTINCT b.user_id FROM room_memberships a JOIN room_memberships b ON a.room_id = b.room_id
-     WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join' AND b.user_id != ?`,
-  )
-    .bind(userId, userId)
-    .all<{ user_id: string }>();
-  await each(env, config, results.map((r) => r.user_id), (s, u) => s.presenceOf(u, { userId, ...p }));
+  await each(env, config, await joinedCoMembers(env.DB, userId), (s, u) => s.presenceOf(u, { userId, ...p }));
 }
 
 /** The notice a RoomDO sends for one committed event (pure; the RoomDO supplies room facts). */

@@ -12,6 +12,7 @@ import { isValidRoomAlias, isValidRoomId } from "../core/ids";
 import { getServerSigningKey } from "./server-key";
 import { resolveAlias } from "./aliases";
 import { randomString } from "./crypto-util";
+import { roomsWithMembership } from "../db/memberships";
 
 // Addressing RoomDOs lives in src/rpc/stubs.ts; re-exported for this module's many importers.
 export { roomStub, type RoomStub } from "../rpc/stubs";
@@ -59,10 +60,7 @@ export function isLocalUser(config: Config, userId: string): boolean {
 
 /** Rooms a local user is joined to (or other membership), from the D1 mirror. */
 export async function roomsOfUser(env: Env, userId: string, membership = "join"): Promise<string[]> {
-  const { results } = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = ? ORDER BY room_id")
-    .bind(userId, membership)
-    .all<{ room_id: string }>();
-  return results.map((r) => r.room_id);
+  return roomsWithMembership(env.DB, userId, membership);
 }
 
 // ---------------------------------------------------------------------------------------------

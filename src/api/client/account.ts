@@ -9,6 +9,7 @@ import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
 import { roomStub } from "../../services/rooms";
+import { roomsEverJoined } from "../../db/memberships";
 
 export const account = new Hono<AppEnv>();
 
@@ -48,9 +49,9 @@ account.post("/account/deactivate", requireAuth, async (c) => {
   // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
   // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
   if (erase) {
-    const { results } = await c.env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
-    for (let i = 0; i < results.length; i += 20) {
-      await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
+    const rooms = await roomsEverJoined(c.env.DB, userId);
+    for (let i = 0; i < rooms.length; i += 20) {
+      await Promise.all(rooms.slice(i, i + 20).map((roomId) => roomStub(c.env, c.var.config, roomId).eraseSender(userId)));
     }
   }
   return c.json({ id_server_unbind_result: "no-support" });

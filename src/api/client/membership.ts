@@ -18,6 +18,7 @@ import { userStub } from "../../services/notifier";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
+import { isJoinedMirror, markForgotten, mirroredMembership } from "../../db/memberships";
 
 export const membership = new Hono<AppEnv>();
 
@@ -103,8 +104,7 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
       let allowed = false;
       for (const a of allow) {
         if (a?.type !== "m.room_membership" || typeof a.room_id !== "string") continue;
-        const row = await c.env.DB.prepare("SELECT 1 FROM room_memberships WHERE room_id = ? AND user_id = ? AND membership = 'join'").bind(a.room_id, userId).first();
-        if (row) {
+        if (await isJoinedMirror(c.env.DB, a.room_id, userId)) {
           allowed = true;
           break;
         }
@@ -227,13 +227,13 @@ membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
 membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
   const roomId = c.req.param("roomId");
   const userId = c.var.auth.userId;
-  const row = await c.env.DB.prepare("SELECT membership FROM room_memberships WHERE room_id = ? AND user_id = ?").bind(roomId, userId).first<{ membership: string }>();
-  if (!row) {
+  const mirrored = await mirroredMembership(c.env.DB, roomId, userId);
+  if (mirrored === null) {
     await knownRoom(c.env, roomId);
     return c.json({});
   }
   // Spec: 400 M_UNKNOWN "The user has not left the room".
-  if (row.membership === "join" || row.membership === "invite" || row.membership === "knock") {
+  if (mirrored === "join" || mirrored === "invite" || mirrored === "knock") {
     throw new MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it");
   }
   // The RoomDO (the authority on membership) refuses too if the user is still in the room, and
@@ -241,7 +241,7 @@ membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
   // flag for a hub that is rebuilt (bootstrap skips forgotten rooms).
   unwrap(await roomStub(c.env, c.var.config, roomId).forget(userId));
   await userStub(c.env, userId, c.var.config).forgetRoom(userId, roomId);
-  await c.env.DB.prepare("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?").bind(roomId, userId).run();
+  await markForgotten(c.env.DB, roomId, userId);
   return c.json({});
 });
 

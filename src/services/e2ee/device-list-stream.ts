@@ -5,6 +5,7 @@
 import type { Env } from "../../env";
 import type { DB } from "../../db";
 import { deviceListStream } from "../../db/schema";
+import { deviceListChangesSharedWith, joinedUsersSharingRoomWith, sharesRoom } from "../../db/memberships";
 
 /** Append a change of `userId`'s device list; returns its stream position. Announcing it (sync
  *  hubs, other servers) is markDeviceListChanged in device-list-changes.ts. */
@@ -32,18 +33,7 @@ export function deviceListPositionFromToken(token: string): number | null {
  *  `userId`): what /sync `device_lists.changed` and GET /keys/changes report. "Share a room"
  *  means `userId` is joined and the other user is joined or invited. */
 export async function changedDeviceLists(env: Env, userId: string, from: number, to?: number): Promise<string[]> {
-  const upper = to ?? Number.MAX_SAFE_INTEGER;
-  const { results } = await env.DB.prepare(
-    `SELECT DISTINCT s.user_id AS user_id FROM device_list_stream s
-     WHERE s.stream_id > ?1 AND s.stream_id <= ?2 AND (
-       s.user_id = ?3 OR EXISTS (
-         SELECT 1 FROM room_memberships mine JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-         WHERE mine.user_id = ?3 AND mine.membership = 'join'
-           AND theirs.user_id = s.user_id AND theirs.membership IN ('join', 'invite')))`,
-  )
-    .bind(from, upper, userId)
-    .all<{ user_id: string }>();
-  return results.map((r) => r.user_id).sort();
+  return deviceListChangesSharedWith(env.DB, userId, from, to ?? Number.MAX_SAFE_INTEGER);
 }
 
 /** Of `candidates`, those who no longer share any room with `userId` (for `device_lists.left`
@@ -52,27 +42,14 @@ export async function noLongerSharingRoom(env: Env, userId: string, candidates: 
   const left: string[] = [];
   for (const other of new Set(candidates)) {
     if (other === userId) continue;
-    const row = await env.DB.prepare(
-      `SELECT 1 AS x FROM room_memberships mine JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-       WHERE mine.user_id = ? AND mine.membership = 'join' AND theirs.user_id = ? AND theirs.membership IN ('join', 'invite') LIMIT 1`,
-    )
-      .bind(userId, other)
-      .first();
-    if (!row) left.push(other);
+    if (!(await sharesRoom(env.DB, userId, other))) left.push(other);
   }
   return left.sort();
 }
 
 /** Local users who share a room with `userId` (they must hear of `userId`'s device changes). */
 export async function usersSharingRoomWith(env: Env, userId: string): Promise<string[]> {
-  const { results } = await env.DB.prepare(
-    `SELECT DISTINCT theirs.user_id AS user_id FROM room_memberships mine
-     JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-     WHERE mine.user_id = ? AND mine.membership IN ('join', 'invite') AND theirs.membership = 'join'`,
-  )
-    .bind(userId)
-    .all<{ user_id: string }>();
-  const out = new Set(results.map((r) => r.user_id));
+  const out = new Set(await joinedUsersSharingRoomWith(env.DB, userId));
   out.add(userId);
   return [...out].sort();
 }
