@@ -66,6 +66,7 @@ import { enqueuePdu } from "../src/services/federation/sender";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
 import { signJson } from "../src/core/signing";
 import { upsertMembership } from "../src/db/memberships";
+import { domainOf } from "../src/core/ids";
 
 // RPC types live in src/rpc/room.ts (the Worker imports them from there, not from this file).
 import type {
@@ -2758,11 +2759,6 @@ interface FanOutFacts {
 
 function txnKey(t: NonNullable<LocalEventSpec["txn"]>): string {
   return t.scope ? `${t.scope}\u0000${t.txnId}` : t.txnId;
-}
-
-function domainOf(id: string): string {
-  const i = id.indexOf(":");
-  return i < 0 ? "" : id.slice(i + 1);
 }
 
 /** Entries of `next` that differ from `prev` (null = removed). */

@@ -4,7 +4,7 @@
 import type { Env } from "../env";
 import type { Config } from "../config";
 import { MatrixError, invalidParam } from "../api/errors";
-import { isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
+import { domainOf, isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
 import { FederationError, federationContext, federationRequest, type FederationContext } from "./federation/client";
 import { roomStub } from "../rpc/stubs";
 import type { JsonObject } from "../core/types";
@@ -21,7 +21,7 @@ export interface AliasRow {
  *  points except ":" and NUL, at most 255 bytes in all. */
 export function aliasServerName(alias: string): string | null {
   if (!isValidRoomAlias(alias)) return null;
-  return alias.slice(alias.indexOf(":") + 1);
+  return domainOf(alias);
 }
 
 /** Throws 400 M_INVALID_PARAM unless `alias` is a valid alias on `serverName`. Spec: "it is likely

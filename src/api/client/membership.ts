@@ -11,7 +11,7 @@ import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import type { JsonObject } from "../../core/types";
 import { isValidUserId } from "../../core/ids";
-import { isValidRoomAlias } from "../../core/ids";
+import { domainOf, isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
 import { userStub } from "../../services/notifier";
@@ -69,7 +69,7 @@ function viaParams(c: Context<AppEnv>): string[] {
 async function partialServers(c: Context<AppEnv>, roomId: string, userId: string): Promise<string[]> {
   const info = await roomStub(c.env, c.var.config, roomId).getPartialInfo();
   const m = info.members[userId];
-  return m ? [m.sender.slice(m.sender.indexOf(":") + 1)] : [];
+  return m ? [domainOf(m.sender)] : [];
 }
 
 /** Join a room. Rooms this server is not in are joined over federation (make_join/send_join

@@ -9,16 +9,12 @@ import type { Env } from "../../env";
 import type { Config } from "../../config";
 import { roomStub } from "../../rpc/stubs";
 import { joinedRoomsUpTo, localJoinedMembers as localJoinedMembersInMirror, roomsWithLocalJoins } from "../../db/memberships";
-import { parseUserId } from "../../core/ids";
+import { serverOf } from "../../core/ids";
 
 /** At most this many rooms are asked about one remote user. */
 const MAX_ROOMS_SCANNED = 2000;
 /** RoomDO calls in flight at once. */
 const CONCURRENCY = 32;
-
-export function serverOf(userId: string): string | undefined {
-  return parseUserId(userId, { historical: true })?.serverName;
-}
 
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
