@@ -16,7 +16,7 @@
 //   the peer gets either every event, or the latest ones plus what it needs to fetch the rest.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import { parseConfig } from "../src/config";
+import { parseConfig, type Config } from "../src/config";
 import { federationRequest, FederationError } from "../src/services/federation/client";
 import type { Edu, SenderStatus } from "../src/rpc/sender";
 
@@ -53,6 +53,12 @@ export class SenderDO extends DurableObject<Env> {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+  }
+
+  private parsedConfig?: Config;
+  /** Configuration, parsed once per instance. */
+  private config(): Config {
+    return (this.parsedConfig ??= parseConfig(this.env));
   }
 
   private meta(key: string): string | undefined {
@@ -184,7 +190,7 @@ export class SenderDO extends DurableObject<Env> {
     const body: Record<string, unknown> = { origin, origin_server_ts: this.num("txn_ts"), pdus };
     if (edus.length) body.edus = edus;
 
-    const config = { ...parseConfig(this.env), serverName: origin };
+    const config = { ...this.config(), serverName: origin };
     this.setMeta("last_attempt_ts", Date.now());
     let ok = false;
     let rejected = false;

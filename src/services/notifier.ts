@@ -41,6 +41,7 @@ export class HubFanOut {
   private queues = new Map<string, HubQueue>();
   private config: Config;
 
+  /** Configuration is parsed here once per instance (one per RoomDO). */
   constructor(private env: Env) {
     this.config = parseConfig(env);
   }
@@ -79,11 +80,6 @@ export class HubFanOut {
     }
     return q;
   }
-}
-
-/** One-off form of HubFanOut.notify (waits for the primary recipient only, as above). */
-export async function notifyRoomEvent(env: Env, notice: RoomEventNotice, recipients: string[]): Promise<void> {
-  await new HubFanOut(env).notify(notice, recipients);
 }
 
 /** Retry delays for a failing hub (ms); the last one repeats. */
