@@ -521,8 +521,8 @@ export class RoomDO extends DurableObject<Env> {
     return this.keyPromise;
   }
 
-  /** Public key for a server's key ID. Our own keys come from D1; remote keys are the
-   *  federation work's (TODO: key query / notary through a KeyRing service). */
+  /** Public key for a server's key ID. Our own keys come from D1; remote keys from
+   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
   protected async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
     if (server === this.serverName) {
       const k = await this.signingKey();
@@ -2103,7 +2103,7 @@ export class RoomDO extends DurableObject<Env> {
   // ===========================================================================================
   // Federation (Server-Server API): serving other servers, and taking part in rooms that were
   // created elsewhere. The Worker routes (src/api/federation/rooms.ts) and the joining side
-  // (src/services/federation/rooms.ts) call these.
+  // (src/services/federation/membership.ts) call these.
 
   /** A room we only know through an invite or knock (stripped state, our member event as an
    *  outlier), until we join it. */

@@ -358,7 +358,7 @@ export class UserDO extends DurableObject<Env> {
    *  Encryption", "Tracking the device list for a user" and the /sync `device_lists` field:
    *  `changed` = "users who ... now share an encrypted room with the client", `left` = "users
    *  with whom we do not share any encrypted rooms anymore"). "Sharing a room" is the same
-   *  relation the device-list fan-out uses (services/e2ee.ts: I am joined, they are joined or
+   *  relation the device-list fan-out uses (src/db/memberships.ts: I am joined, they are joined or
    *  invited), read from the D1 membership mirror, which the RoomDO updates before notifying. A
    *  failed lookup is logged: device lists are then conservative (no `left`), never wrong. */
   private async deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void> {

@@ -144,7 +144,7 @@ export const roomMemberships = sqliteTable(
 
 // ---------------------------------------------------------------------------------------------
 // End-to-end encryption (spec: Client-Server API "End-to-End Encryption"). The server never sees
-// plaintext; it keeps keys, counts and device lists. Storage functions: src/services/e2ee.ts.
+// plaintext; it keeps keys, counts and device lists. Storage functions: src/services/e2ee/.
 
 /** Device identity keys (`device_keys` of POST /keys/upload), one signed JSON object per device. */
 export const deviceKeys = sqliteTable(

@@ -126,7 +126,7 @@ keys.post("/keys/query", async (c) => {
 });
 
 // POST /keys/claim — "Claims one-time keys for use in pre-key messages." Each claim takes a key
-// atomically (services/e2ee.ts claimKey); an exhausted device yields its fallback key. Remote
+// atomically (services/e2ee/device-keys.ts claimKey); an exhausted device yields its fallback key. Remote
 // users: one POST /_matrix/federation/v1/user/keys/claim per server.
 keys.post("/keys/claim", async (c) => {
   const body = await parseBody(

@@ -6,9 +6,9 @@
 //   registerEduHandler("m.typing", async (env, config, origin, content) => { ... })
 // Unregistered EDU types are ignored (spec: EDUs are best-effort).
 //
-// Not yet here (Federation II): fetching missing prev_events with get_missing_events and the
-// state at an event via state_ids when a PDU arrives after a gap. Today such a PDU goes to admit
-// as is, and the RoomDO decides (it rejects events whose prev/auth events it does not have).
+// A PDU that arrives after a gap (prev_events we do not hold) goes through admitFederatedPdu
+// (services/federation/membership.ts): get_missing_events, then the state at the gap via
+// /state_ids, before the RoomDO admits it.
 import type { Env } from "../../env";
 import type { Config } from "../../config";
 import type { AdmitOutcome } from "../../rpc/room";
