@@ -10,10 +10,12 @@
 import type { Env } from "../env";
 import type { Config } from "../config";
 
-type BoundClass<K extends "ROOMS" | "USERS" | "FEDERATION_SENDER"> = Env[K] extends DurableObjectNamespace<infer T> ? T : never;
+type BoundClass<K extends "ROOMS" | "USERS" | "FEDERATION_SENDER" | "PUSHERS" | "DELAYED_EVENTS"> = Env[K] extends DurableObjectNamespace<infer T> ? T : never;
 type RoomDO = BoundClass<"ROOMS">;
 type UserDO = BoundClass<"USERS">;
 type SenderDO = BoundClass<"FEDERATION_SENDER">;
+type PusherDO = BoundClass<"PUSHERS">;
+type DelayedEventsDO = BoundClass<"DELAYED_EVENTS">;
 
 export type Placement = Pick<Config, "jurisdiction" | "locationHint">;
 
@@ -110,6 +112,7 @@ export type UserStub = Pick<
   | "roomPosition"
   | "setDeviceKeyCounts"
   | "deleteDevice"
+  | "setPushers"
   | "getRooms"
   | "currentToken"
   | "sync"
@@ -130,4 +133,20 @@ export type SenderStub = Pick<SenderDO, "enqueue" | "wake" | "status">;
 /** The outbound transaction queue for one destination server (durable-objects/sender.ts). */
 export function senderStub(env: Env, config: Placement, destination: string): SenderStub {
   return addressed(env.FEDERATION_SENDER, config, destination) as unknown as SenderStub;
+}
+
+/** One pusher's delivery queue (durable-objects/pusher.ts). */
+export type PusherStub = Pick<PusherDO, "enqueue" | "drop" | "status">;
+
+/** The queue of the pusher (user, app_id, pushkey); named by a JSON array, so no separator can be
+ *  forged by a pushkey. */
+export function pusherStub(env: Env, config: Placement, userId: string, appId: string, pushkey: string): PusherStub {
+  return addressed(env.PUSHERS, config, JSON.stringify([userId, appId, pushkey])) as unknown as PusherStub;
+}
+
+/** A user's delayed events (durable-objects/delayed-events.ts, MSC4140). */
+export type DelayedStub = Pick<DelayedEventsDO, "schedule" | "update" | "list">;
+
+export function delayedStub(env: Env, config: Placement, userId: string): DelayedStub {
+  return addressed(env.DELAYED_EVENTS, config, userId) as unknown as DelayedStub;
 }

@@ -8,6 +8,7 @@ import { deleteDeviceE2ee } from "./e2ee/device-keys";
 import { appendDeviceListChange } from "./e2ee/device-list-stream";
 import { markDeviceListChanged } from "./e2ee/device-list-changes";
 import type { Config } from "../config";
+import { deletePushersOfDevices } from "./pushers";
 import type { Env } from "../env";
 
 export interface IssuedTokens {
@@ -104,6 +105,8 @@ export async function deleteDevice(d: DB, userId: string, deviceId: string, env?
   await deleteDeviceE2ee(d, userId, deviceId, env, config);
   if (env && config) await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
   else await appendDeviceListChange(d, userId);
+  // Pushers go with the device whose token created them (module "Push Notifications").
+  if (env) await deletePushersOfDevices(env, userId, [deviceId]);
 }
 
 export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env, config?: Config): Promise<void> {

@@ -10,6 +10,7 @@ import { LIMITS, rateLimit } from "../middleware/rate-limit";
 import type { JsonObject } from "../../core/types";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
+import { maybeScheduleDelayed } from "./delayed-events";
 
 export const events = new Hono<AppEnv>();
 
@@ -32,9 +33,11 @@ function requester(c: Context<AppEnv>) {
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
-  const { stub } = await roomFor(c);
+  const { roomId, stub } = await roomFor(c);
   await rateLimit(c, "send", c.var.auth.userId, LIMITS.sendPerUser);
   const type = c.req.param("eventType");
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, content, txnId: c.req.param("txnId") });
+  if (delayed) return delayed;
   const r = await stub.createLocalEvent({
     type,
     content,
@@ -65,6 +68,8 @@ async function putState(c: Context<AppEnv>) {
   const sender = c.var.auth.userId;
   // Guests change membership only through /join and /leave, which check m.room.guest_access.
   if (c.var.auth.isGuest && type === "m.room.member") throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot send m.room.member events");
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, stateKey: key, content });
+  if (delayed) return delayed;
   const existing = await stub.getCurrentStateEvent(type, key);
   if (type === "m.room.member") requireSameMembership(sender, key, content, existing?.content as JsonObject | undefined);
   if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);
