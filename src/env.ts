@@ -30,6 +30,9 @@ export interface Env {
   MEDIA_LEGACY_FREEZE_TS?: string;
   URL_PREVIEWS?: string;
   RATE_LIMITS?: string;
+  USER_DIRECTORY?: string;
+  SUPPORT_CONTACTS?: string;
+  SUPPORT_PAGE?: string;
   CLIENT_ADDRESS?: string;
   SIGNING_KEY?: string;
   DATA_JURISDICTION?: string;

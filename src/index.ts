@@ -39,6 +39,10 @@ import { dehydratedDevice } from "./api/client/dehydrated-device";
 import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
+import { search } from "./api/client/search";
+import { userDirectory } from "./api/client/user-directory";
+import { report } from "./api/client/report";
+import { mutualRoomsUnstable, roomSummary } from "./api/client/room-summary";
 import { peeking } from "./api/client/peeking";
 
 export { RoomDO } from "../durable-objects/room";
@@ -69,7 +73,7 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory, report]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes, voip]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 
@@ -80,6 +84,8 @@ client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
+client.route("/v1", roomSummary);
+client.route("/unstable/uk.half-shot.msc2666", mutualRoomsUnstable);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/unstable/org.matrix.msc4143", rtc);
 client.route("/unstable/org.matrix.msc4140", delayedEvents);
