@@ -21,6 +21,11 @@ export default defineConfig({
                 REGISTRATION: "open",
                 RATE_LIMITS: "off",
                 REGISTRATION_SHARED_SECRET: "test-shared-secret",
+                APPSERVICE_HTTP_LOOPBACK: "true",
+                // test/integration/fuzz.test.ts: requests per route and seed (`npm run fuzz`).
+                FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
+                FUZZ_SEED: process.env.FUZZ_SEED ?? "",
+                FUZZ_ONLY: process.env.FUZZ_ONLY ?? "",
               },
             },
           })),

@@ -24,6 +24,8 @@ export interface LocalEventSpec {
   txn?: { deviceId: string; txnId: string; /** e.g. "redact": txn IDs are per endpoint */ scope?: string };
   /** m.room.redaction: the event being redacted. */
   redacts?: string;
+  /** origin_server_ts other than now: an application service's `ts` query parameter. */
+  ts?: number;
 }
 
 export interface AdmitOutcome {
