@@ -20,7 +20,8 @@ export const versions = new Hono<AppEnv>();
 /** MSC3916 (authenticated media, stable in v1.11): tells clients that do not yet see "v1.11" above
  *  to use /_matrix/client/v1/media, since the unauthenticated media endpoints are frozen by
  *  default (docs/media.md). */
-const UNSTABLE_FEATURES = { "org.matrix.msc3916.stable": true };
+// org.matrix.simplified_msc3575: Simplified Sliding Sync (MSC4186), src/api/client/sliding-sync.ts.
+const UNSTABLE_FEATURES = { "org.matrix.msc3916.stable": true, "org.matrix.simplified_msc3575": true };
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
 export const capabilities = new Hono<AppEnv>();

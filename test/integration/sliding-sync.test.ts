@@ -1,0 +1,195 @@
+// Simplified Sliding Sync (MSC4186) against the real Worker, hubs and RoomDOs in workerd.
+import { describe, expect, it } from "vitest";
+import { call, registerUser, type Json, type TestUser } from "./helpers";
+
+const V3 = "/_matrix/client/v3";
+const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+const enc = encodeURIComponent;
+let txn = 0;
+
+async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
+  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id;
+}
+async function join(u: TestUser, roomId: string) {
+  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+async function send(u: TestUser, roomId: string, body: string, type = "m.room.message"): Promise<string> {
+  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/${type}/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id;
+}
+async function state(u: TestUser, roomId: string, type: string, key: string, content: Json) {
+  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/${type}/${enc(key)}`, { token: u.accessToken, body: content });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+async function sss(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}) {
+  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
+  return call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
+}
+async function sssOk(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}): Promise<Json> {
+  const r = await sss(u, body, q);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+const list = (extra: Json = {}) => ({ ranges: [[0, 9]], timeline_limit: 1, required_state: [["m.room.create", ""]], ...extra });
+const bodies = (evs: Json[]) => evs.map((e) => e.content?.body);
+
+describe("discovery", () => {
+  it("advertises org.matrix.simplified_msc3575 in /versions", async () => {
+    const r = await call("GET", "/_matrix/client/versions");
+    expect(r.body.unstable_features["org.matrix.simplified_msc3575"]).toBe(true);
+  });
+});
+
+describe("lists, order and windows", () => {
+  it("sorts rooms by recency, windows them, counts them, and moves a room with a new message to the top", async () => {
+    const alice = await registerUser();
+    const rooms: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const id = await createRoom(alice, { preset: "private_chat", name: `room ${i}` });
+      await send(alice, id, `hello ${i}`);
+      rooms.push(id);
+    }
+    const first = await sssOk(alice, { lists: { all: list({ ranges: [[0, 1]] }) } });
+    expect(first.lists.all.count).toBe(4);
+    // Newest first: rooms 3 and 2 in the window.
+    expect(Object.keys(first.rooms).sort()).toEqual([rooms[3], rooms[2]].sort());
+    const r3 = first.rooms[rooms[3]];
+    expect(r3.initial).toBe(true);
+    expect(r3.name).toBe("room 3");
+    expect(bodies(r3.timeline)).toEqual(["hello 3"]);
+    expect(r3.limited).toBe(true);
+    expect(r3.prev_batch).toMatch(/^t\d+$/);
+    expect(r3.num_live).toBe(0);
+    expect(r3.joined_count).toBe(1);
+    expect(r3.invited_count).toBe(0);
+    expect(r3.required_state.map((e: Json) => e.type)).toEqual(["m.room.create"]);
+    expect(first.rooms[rooms[3]].bump_stamp).toBeGreaterThan(first.rooms[rooms[2]].bump_stamp);
+
+    // A message in room 0 moves it into the window, at the top.
+    await send(alice, rooms[0], "bump");
+    const next = await sssOk(alice, { lists: { all: list({ ranges: [[0, 1]] }) } }, { pos: first.pos });
+    expect(Object.keys(next.rooms)).toEqual([rooms[0]]);
+    expect(next.rooms[rooms[0]].initial).toBe(true);
+    expect(bodies(next.rooms[rooms[0]].timeline)).toEqual(["bump"]);
+    expect(next.rooms[rooms[0]].bump_stamp).toBeGreaterThan(r3.bump_stamp);
+
+    // An incremental update of a room already sent: only the new event, not initial.
+    await send(alice, rooms[0], "again");
+    const third = await sssOk(alice, { lists: { all: list({ ranges: [[0, 1]] }) } }, { pos: next.pos });
+    const r0 = third.rooms[rooms[0]];
+    expect(r0.initial).toBeUndefined();
+    expect(bodies(r0.timeline)).toEqual(["again"]);
+    expect(r0.num_live).toBe(1);
+    expect(r0.limited).toBe(false);
+    expect(r0.name).toBeUndefined();
+  });
+
+  it("answers an unknown pos with 400 M_UNKNOWN_POS, and a retried pos from the same starting point", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, { preset: "private_chat", name: "r" });
+    const bad = await sss(alice, { lists: { all: list() } }, { pos: "999999" });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errcode).toBe("M_UNKNOWN_POS");
+    const garbage = await sss(alice, { lists: { all: list() } }, { pos: "not-a-pos" });
+    expect(garbage.body.errcode).toBe("M_UNKNOWN_POS");
+
+    const first = await sssOk(alice, { lists: { all: list() } });
+    await send(alice, roomId, "one");
+    const a = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
+    // The response to `a` was lost: the client retries with the same pos and gets the message again.
+    const b = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
+    expect(bodies(a.rooms[roomId].timeline)).toEqual(["one"]);
+    const noAge = (r: Json) => JSON.parse(JSON.stringify(r), (k, v) => (k === "age" ? undefined : v));
+    expect(noAge(b.rooms[roomId])).toEqual(noAge(a.rooms[roomId]));
+    // Another user's pos is unknown to this user.
+    const bob = await registerUser();
+    expect((await sss(bob, { lists: { all: list() } }, { pos: b.pos })).body.errcode).toBe("M_UNKNOWN_POS");
+    // Another conn_id does not share positions.
+    expect((await sss(alice, { conn_id: "other", lists: { all: list() } }, { pos: b.pos })).body.errcode).toBe("M_UNKNOWN_POS");
+  });
+
+  it("long-polls until something changes, and wakes on a new message", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, { preset: "private_chat" });
+    const first = await sssOk(alice, { lists: { all: list() } });
+    const t0 = Date.now();
+    const idle = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos, timeout: 300 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(250);
+    expect(idle.rooms).toEqual({});
+    const waiting = sssOk(alice, { lists: { all: list() } }, { pos: idle.pos, timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 100));
+    const t1 = Date.now();
+    await send(alice, roomId, "wake");
+    const woke = await waiting;
+    expect(Date.now() - t1).toBeLessThan(5000);
+    expect(bodies(woke.rooms[roomId].timeline)).toEqual(["wake"]);
+  });
+});
+
+describe("room fields and required_state", () => {
+  it("required_state with *, $ME and $LAZY; heroes for a room without a name; counts", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    await join(bob, roomId);
+    await state(alice, roomId, "m.room.topic", "", { topic: "t" });
+    await send(bob, roomId, "from bob");
+    // Everything.
+    const all = await sssOk(alice, { lists: { all: list({ required_state: [["*", "*"]] }) } });
+    const types = new Set(all.rooms[roomId].required_state.map((e: Json) => e.type));
+    for (const t of ["m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.topic", "m.room.member"]) expect(types.has(t), t).toBe(true);
+    expect(all.rooms[roomId].heroes).toEqual([{ user_id: bob.userId, displayname: bob.userId.slice(1).split(":")[0] }]);
+    expect(all.rooms[roomId].joined_count).toBe(2);
+    // $LAZY: the members of the timeline's senders only; $ME: mine.
+    const lazy = await sssOk(alice, { conn_id: "lazy", lists: { all: list({ required_state: [["m.room.member", "$LAZY"]] }) } });
+    expect(lazy.rooms[roomId].required_state.map((e: Json) => e.state_key)).toEqual([bob.userId]);
+    const me = await sssOk(alice, { conn_id: "me", lists: { all: list({ required_state: [["m.room.member", "$ME"]] }) } });
+    expect(me.rooms[roomId].required_state.map((e: Json) => e.state_key)).toEqual([alice.userId]);
+    // Bob's message counts for alice.
+    expect(me.rooms[roomId].notification_count).toBe(1);
+    expect(me.rooms[roomId].highlight_count).toBe(0);
+  });
+
+  it("required_state of an incremental response holds the state changes (name change → name)", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, { preset: "private_chat", name: "before" });
+    const l = { all: list({ required_state: [["m.room.name", ""], ["m.room.topic", ""]] }) };
+    const first = await sssOk(alice, { lists: l });
+    expect(first.rooms[roomId].name).toBe("before");
+    await state(alice, roomId, "m.room.name", "", { name: "after" });
+    const next = await sssOk(alice, { lists: l }, { pos: first.pos });
+    expect(next.rooms[roomId].name).toBe("after");
+    expect(next.rooms[roomId].required_state.map((e: Json) => [e.type, e.content.name])).toEqual([["m.room.name", "after"]]);
+  });
+
+  it("an invite shows with invite_state, and a kick removes the room with its last event", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "private_chat", name: "secret" });
+    const first = await sssOk(bob, { lists: { all: list() } });
+    expect(first.lists.all.count).toBe(0);
+    const inv = await call("POST", `${V3}/rooms/${enc(roomId)}/invite`, { token: alice.accessToken, body: { user_id: bob.userId } });
+    expect(inv.status).toBe(200);
+    const invited = await sssOk(bob, { lists: { all: list() } }, { pos: first.pos });
+    expect(invited.lists.all.count).toBe(1);
+    const room = invited.rooms[roomId];
+    expect(room.initial).toBe(true);
+    expect(room.name).toBe("secret");
+    const mine = room.invite_state.find((e: Json) => e.type === "m.room.member" && e.state_key === bob.userId);
+    expect(mine.content.membership).toBe("invite");
+    expect(room.timeline).toBeUndefined();
+    await join(bob, roomId);
+    const joined = await sssOk(bob, { lists: { all: list() } }, { pos: invited.pos });
+    expect(joined.rooms[roomId].initial).toBe(true);
+    expect(joined.rooms[roomId].timeline[0].content.membership).toBe("join");
+    const kick = await call("POST", `${V3}/rooms/${enc(roomId)}/kick`, { token: alice.accessToken, body: { user_id: bob.userId } });
+    expect(kick.status).toBe(200);
+    const kicked = await sssOk(bob, { lists: { all: list() } }, { pos: joined.pos });
+    expect(kicked.rooms[roomId].timeline.at(-1).content.membership).toBe("leave");
+    const after = await sssOk(bob, { lists: { all: list() } }, { pos: kicked.pos });
+    expect(after.lists.all.count).toBe(0);
+    expect(after.rooms[roomId]).toBeUndefined();
+  });
+});
