@@ -193,3 +193,68 @@ describe("room fields and required_state", () => {
     expect(after.rooms[roomId]).toBeUndefined();
   });
 });
+
+describe("filters and room subscriptions", () => {
+  it("is_dm, is_encrypted, is_invite, room_types, not_room_types and spaces", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const plain = await createRoom(alice, { preset: "private_chat", name: "plain" });
+    const dm = await createRoom(alice, { preset: "trusted_private_chat", is_direct: true });
+    const encrypted = await createRoom(alice, { preset: "private_chat", initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] });
+    const space = await createRoom(alice, { preset: "private_chat", creation_content: { type: "m.space" } });
+    await state(alice, space, "m.space.child", plain, { via: ["test.local"] });
+    const r = await call("PUT", `${V3}/user/${enc(alice.userId)}/account_data/m.direct`, { token: alice.accessToken, body: { [bob.userId]: [dm] } });
+    expect(r.status).toBe(200);
+    const other = await createRoom(bob, { preset: "private_chat" });
+    expect((await call("POST", `${V3}/rooms/${enc(other)}/invite`, { token: bob.accessToken, body: { user_id: alice.userId } })).status).toBe(200);
+
+    const ids = (res: Json, name: string) => {
+      expect(res.lists[name].count, name).toBe(Object.keys(res.rooms).length);
+      return Object.keys(res.rooms).sort();
+    };
+    const only = async (filters: Json) => sssOk(alice, { conn_id: JSON.stringify(filters), lists: { l: list({ filters }) } });
+    expect(ids(await only({ is_dm: true }), "l")).toEqual([dm]);
+    expect(ids(await only({ is_encrypted: true }), "l")).toEqual([encrypted]);
+    expect(ids(await only({ is_invite: true }), "l")).toEqual([other]);
+    expect(ids(await only({ room_types: ["m.space"] }), "l")).toEqual([space]);
+    expect(ids(await only({ not_room_types: ["m.space"], is_invite: false }), "l")).toEqual([plain, dm, encrypted].sort());
+    expect(ids(await only({ room_types: [null], is_dm: false, is_encrypted: false, is_invite: false }), "l")).toEqual([plain]);
+    expect(ids(await only({ spaces: [space] }), "l")).toEqual([plain]);
+    // Two lists in one request, each with its own count.
+    const two = await sssOk(alice, { lists: { dms: list({ filters: { is_dm: true } }), invites: list({ filters: { is_invite: true } }) } });
+    expect(two.lists).toEqual({ dms: { count: 1 }, invites: { count: 1 } });
+    expect(two.rooms[dm].is_dm).toBe(true);
+  });
+
+  it("room_subscriptions are sticky until unsubscribe_rooms", async () => {
+    const alice = await registerUser();
+    const quiet = await createRoom(alice, { preset: "private_chat", name: "quiet" });
+    for (let i = 0; i < 3; i++) await createRoom(alice, { preset: "private_chat" });
+    await send(alice, quiet, "q1");
+    await send(alice, quiet, "q2");
+    const l = { top: list({ ranges: [[0, 0]] }) };
+    for (let i = 0; i < 2; i++) await send(alice, await createRoom(alice, { preset: "private_chat" }), "newer");
+    const first = await sssOk(alice, { lists: l, room_subscriptions: { [quiet]: { timeline_limit: 5, required_state: [["m.room.name", ""]] } } });
+    expect(bodies(first.rooms[quiet].timeline).slice(-2)).toEqual(["q1", "q2"]);
+    expect(first.rooms[quiet].required_state.map((e: Json) => e.type)).toEqual(["m.room.name"]);
+    expect(Object.keys(first.rooms)).toHaveLength(2);
+    // Not sent again, but still subscribed: its new events arrive although it is outside the window.
+    await send(alice, quiet, "q3");
+    const next = await sssOk(alice, { lists: l }, { pos: first.pos });
+    expect(bodies(next.rooms[quiet].timeline)).toEqual(["q3"]);
+    // "q3" also moved it into the list's window, which asks for other state: the timeline stays
+    // a delta, the state it now needs comes in full.
+    expect(next.rooms[quiet].initial).toBeUndefined();
+    expect(next.rooms[quiet].required_state.map((e: Json) => e.type).sort()).toEqual(["m.room.create", "m.room.name"]);
+    // Unsubscribed, with a list that does not show it: nothing more of it.
+    const none = { top: list({ ranges: [[0, 0]], filters: { is_dm: true } }) };
+    const un = await sssOk(alice, { lists: none, unsubscribe_rooms: [quiet] }, { pos: next.pos });
+    expect(un.rooms[quiet]).toBeUndefined();
+    await send(alice, quiet, "q4");
+    const after = await sssOk(alice, { lists: none }, { pos: un.pos, timeout: 200 });
+    expect(after.rooms[quiet]).toBeUndefined();
+    // A subscription to a room the user is not in shows nothing.
+    const stranger = await registerUser();
+    const s = await sssOk(stranger, { room_subscriptions: { [quiet]: { timeline_limit: 5 } } });
+    expect(s.rooms).toEqual({});
+  });
+});

@@ -263,16 +263,18 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     const rs = mergeRequiredState(s.rs);
     const key = configKey(rs);
     const m = hr.membership;
-    // New to the connection, asked with more state than before, or newly joined (the client
-    // held only the invite): the whole room.
-    const initial = !sent || sent.k !== key || (m === "join" && sent.m !== "join");
-    const moved = initial || hr.stream > sent.s || sent.m !== m;
+    // New to the connection, or newly joined (the client held only the invite): the whole
+    // room. Shown before with another required_state (it moved into a list with other needs):
+    // the timeline as a delta, the state in full.
+    const initial = !sent || (m === "join" && sent.m !== "join");
+    const stateAgain = !initial && sent.k !== key;
+    const moved = initial || stateAgain || hr.stream > sent.s || sent.m !== m;
     const countsMoved = !sent || sent.n !== d.unread.notification_count || sent.h !== d.unread.highlight_count;
     if (!moved && !countsMoved) return;
     const entry: JsonObject = {};
     if (moved) {
       if (m === "invite" || m === "knock") Object.assign(entry, await inviteRoom(c, id, m, direct.has(id)));
-      else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, direct.has(id)));
+      else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, stateAgain, direct.has(id)));
       entry.bump_stamp = hr.bump;
     }
     if (m === "join") {
@@ -325,7 +327,17 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
 }
 
 /** A joined (or just left) room: timeline and state from the RoomDO for (since, upTo]. */
-async function roomData(c: Context<AppEnv>, roomId: string, rs: RequiredState, limit: number, since: number | null, upTo: number, initial: boolean, isDm: boolean): Promise<JsonObject> {
+async function roomData(
+  c: Context<AppEnv>,
+  roomId: string,
+  rs: RequiredState,
+  limit: number,
+  since: number | null,
+  upTo: number,
+  initial: boolean,
+  stateAgain: boolean,
+  isDm: boolean,
+): Promise<JsonObject> {
   const { userId, deviceId } = c.var.auth;
   const plan = planRequiredState(rs, userId);
   const stub = roomStub(c.env, c.var.config, roomId) as unknown as SyncRoomRpc;
@@ -340,7 +352,15 @@ async function roomData(c: Context<AppEnv>, roomId: string, rs: RequiredState, l
   );
   const timeline = view.timeline.events;
   const senders = new Set(timeline.map((e) => e.sender as string));
-  const state = view.state_after?.events ?? [];
+  let state = view.state_after?.events ?? [];
+  if (stateAgain) {
+    // The whole current state (no timeline), plus the delta's members for $LAZY.
+    const full = unwrap(
+      await stub.syncRoom({ userId, deviceId }, { since: null, upTo, limit: 0, state: stateFilter, lazyLoadMembers: false, fullState: false, useStateAfter: true }),
+    );
+    const ids = new Set(state.map((e) => e.event_id));
+    state = [...state, ...(full.state_after?.events ?? []).filter((e) => !ids.has(e.event_id))];
+  }
   const out: JsonObject = {
     required_state: state.filter((e) => wantsState(rs, userId, e as { type: string; state_key?: string }, senders)),
     timeline,
