@@ -1,6 +1,8 @@
 // Simplified Sliding Sync (MSC4186) against the real Worker, hubs and RoomDOs in workerd.
 import { describe, expect, it } from "vitest";
 import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { makeOneTimeKeys, uploadDeviceKeys } from "./e2ee-helpers";
+import { signJson } from "../../src/core/signing";
 
 const V3 = "/_matrix/client/v3";
 const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
@@ -256,5 +258,77 @@ describe("filters and room subscriptions", () => {
     const stranger = await registerUser();
     const s = await sssOk(stranger, { room_subscriptions: { [quiet]: { timeline_limit: 5 } } });
     expect(s.rooms).toEqual({});
+  });
+});
+
+describe("extensions", () => {
+  const ext = (extra: Json = {}) => ({ to_device: { enabled: true }, e2ee: { enabled: true }, account_data: { enabled: true }, receipts: { enabled: true }, typing: { enabled: true }, ...extra });
+
+  it("to_device: delivered after `since`, deleted once a later since is presented", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const put = (n: number) =>
+      call("PUT", `${V3}/sendToDevice/m.test/tx${n}${alice.deviceId}`, { token: bob.accessToken, body: { messages: { [alice.userId]: { [alice.deviceId]: { n } } } } });
+    expect((await put(1)).status).toBe(200);
+    const first = await sssOk(alice, { extensions: { to_device: { enabled: true } } });
+    expect(first.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([1]);
+    expect(first.extensions.to_device.events[0].sender).toBe(bob.userId);
+    const since = first.extensions.to_device.next_batch;
+    // A retry without the new since gets the message again (not acknowledged yet).
+    const again = await sssOk(alice, { extensions: { to_device: { enabled: true } } }, { pos: first.pos });
+    expect(again.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([1]);
+    await put(2);
+    // The long-poll wakes for the message.
+    const next = await sssOk(alice, { extensions: { to_device: { enabled: true, since } } }, { pos: first.pos, timeout: 5000 });
+    expect(next.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([2]);
+    const third = await sssOk(alice, { extensions: { to_device: { enabled: true, since: next.extensions.to_device.next_batch } } }, { pos: next.pos });
+    expect(third.extensions.to_device.events).toEqual([]);
+    // Limit: the rest comes next time, nothing skipped.
+    for (let i = 3; i < 6; i++) await put(i);
+    const lim = await sssOk(alice, { extensions: { to_device: { enabled: true, since: third.extensions.to_device.next_batch, limit: 2 } } }, { pos: third.pos });
+    expect(lim.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([3, 4]);
+    const rest = await sssOk(alice, { extensions: { to_device: { enabled: true, since: lim.extensions.to_device.next_batch, limit: 2 } } }, { pos: lim.pos });
+    expect(rest.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([5]);
+    expect((await sss(alice, { extensions: { to_device: { enabled: true, since: "garbage" } } })).body.errcode).toBe("M_INVALID_PARAM");
+  });
+
+  it("e2ee: one-time key counts, fallback key types, and device_lists.changed when someone joins an encrypted room", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const dev = await uploadDeviceKeys(alice);
+    const fb = { "signed_curve25519:FB": await signJson({ key: "fallbackkey", fallback: true }, alice.userId, dev.ed) };
+    await call("POST", `${V3}/keys/upload`, { token: alice.accessToken, body: { one_time_keys: await makeOneTimeKeys(alice.userId, dev.ed, 3), fallback_keys: fb } });
+    const roomId = await createRoom(alice, { preset: "public_chat", initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }] });
+    const first = await sssOk(alice, { lists: { all: list() }, extensions: { e2ee: { enabled: true } } });
+    expect(first.extensions.e2ee.device_one_time_keys_count.signed_curve25519).toBe(3);
+    expect(first.extensions.e2ee.device_unused_fallback_key_types).toEqual(["signed_curve25519"]);
+    await join(bob, roomId);
+    const next = await sssOk(alice, { lists: { all: list() }, extensions: { e2ee: { enabled: true } } }, { pos: first.pos });
+    expect(next.extensions.e2ee.device_lists.changed).toContain(bob.userId);
+  });
+
+  it("account_data (global and per room), receipts and typing for the rooms shown", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    await join(bob, roomId);
+    const ev = await send(bob, roomId, "read me");
+    await call("PUT", `${V3}/user/${enc(alice.userId)}/account_data/org.example.global`, { token: alice.accessToken, body: { a: 1 } });
+    await call("PUT", `${V3}/user/${enc(alice.userId)}/rooms/${enc(roomId)}/account_data/org.example.room`, { token: alice.accessToken, body: { b: 2 } });
+    const first = await sssOk(alice, { lists: { all: list() }, extensions: ext() });
+    expect(first.extensions.account_data.global.find((e: Json) => e.type === "org.example.global").content).toEqual({ a: 1 });
+    expect(first.extensions.account_data.rooms[roomId]).toEqual([{ type: "org.example.room", content: { b: 2 } }]);
+    expect(first.rooms[roomId].notification_count).toBe(1);
+    // Bob reads and types; alice reads (her count drops to 0).
+    await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(ev)}`, { token: bob.accessToken, body: {} });
+    await call("PUT", `${V3}/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { token: bob.accessToken, body: { typing: true, timeout: 10_000 } });
+    await call("POST", `${V3}/rooms/${enc(roomId)}/receipt/m.read/${enc(ev)}`, { token: alice.accessToken, body: {} });
+    const next = await sssOk(alice, { lists: { all: list() }, extensions: ext() }, { pos: first.pos });
+    expect(next.extensions.receipts.rooms[roomId].content[ev]["m.read"][bob.userId]).toBeDefined();
+    expect(next.extensions.typing.rooms[roomId].content.user_ids).toEqual([bob.userId]);
+    expect(next.rooms[roomId].notification_count).toBe(0);
+    // Account data already sent is not repeated.
+    expect(next.extensions.account_data.global).toEqual([]);
+    expect(next.extensions.account_data.rooms).toEqual({});
+    // Scoped to a list that does not exist: no rooms.
+    const scoped = await sssOk(alice, { conn_id: "scoped", lists: { all: list() }, extensions: ext({ typing: { enabled: true, lists: ["other"] } }) });
+    expect(scoped.extensions.typing.rooms).toEqual({});
   });
 });
