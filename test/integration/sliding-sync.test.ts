@@ -332,3 +332,61 @@ describe("extensions", () => {
     expect(scoped.extensions.typing.rooms).toEqual({});
   });
 });
+
+describe("bad input: clear M_* errors, never a 5xx", () => {
+  it("rejects malformed bodies, ranges, limits, required_state and filters; ignores unknown extensions", async () => {
+    const alice = await registerUser();
+    await createRoom(alice, { preset: "private_chat" });
+    const raw = await call("POST", SSS, { token: alice.accessToken, rawBody: "{not json", headers: { "content-type": "application/json" } });
+    expect([raw.status, raw.body.errcode]).toEqual([400, "M_NOT_JSON"]);
+    expect((await call("POST", SSS, { body: {} })).status).toBe(401);
+    const cases: [Json, string][] = [
+      [[], "M_BAD_JSON"],
+      [{ lists: [] }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: [[5, 2]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: [[-1, 2]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: [[0, 1e15]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: [[0, 1.5]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: [[0]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: [[0, 1, 2]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: "0-10" } } }, "M_BAD_JSON"],
+      [{ lists: { a: { ranges: Array.from({ length: 101 }, (_, i) => [i, i]) } } }, "M_BAD_JSON"],
+      [{ lists: Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`l${i}`, {}])) }, "M_BAD_JSON"],
+      [{ lists: { a: { timeline_limit: -1 } } }, "M_BAD_JSON"],
+      [{ lists: { a: { timeline_limit: 1e9 } } }, "M_BAD_JSON"],
+      [{ lists: { a: { required_state: [["m.room.name"]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { required_state: [[1, 2]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { required_state: "*" } } }, "M_BAD_JSON"],
+      [{ lists: { a: { required_state: [["x".repeat(10_000), ""]] } } }, "M_BAD_JSON"],
+      [{ lists: { a: { required_state: Array.from({ length: 5000 }, (_, i) => ["t", `${i}`]) } } }, "M_BAD_JSON"],
+      [{ lists: { a: { filters: { is_dm: "yes" } } } }, "M_BAD_JSON"],
+      [{ lists: { a: { filters: { spaces: ["not-a-room"] } } } }, "M_BAD_JSON"],
+      [{ lists: { a: { filters: { is_tombstoned: true } } } }, "M_INVALID_PARAM"],
+      [{ lists: { a: { filters: [] } } }, "M_BAD_JSON"],
+      [{ room_subscriptions: { "not-a-room": {} } }, "M_BAD_JSON"],
+      [{ room_subscriptions: { "!r:x": { timeline_limit: "ten" } } }, "M_BAD_JSON"],
+      [{ unsubscribe_rooms: "!r:x" }, "M_BAD_JSON"],
+      [{ conn_id: "c".repeat(1000) }, "M_BAD_JSON"],
+      [{ extensions: { to_device: { enabled: "yes" } } }, "M_BAD_JSON"],
+      [{ extensions: { to_device: { enabled: true, limit: 0 } } }, "M_BAD_JSON"],
+    ];
+    for (const [body, errcode] of cases) {
+      const r = await call("POST", SSS, { token: alice.accessToken, body });
+      expect([r.status, r.body.errcode], JSON.stringify(body).slice(0, 120)).toEqual([400, errcode]);
+      expect(typeof r.body.error).toBe("string");
+    }
+    for (const q of ["timeout=-5", "timeout=abc"]) expect((await call("POST", `${SSS}?${q}`, { token: alice.accessToken, body: {} })).body.errcode).toBe("M_INVALID_PARAM");
+    // A huge but well-formed range is clamped to the list; unknown extensions and top-level
+    // keys (clientTimeout, newer extensions) are ignored.
+    const ok = await sssOk(alice, {
+      lists: { a: { ranges: [[0, 2 ** 31 - 1]], timeline_limit: 0, required_state: [["*", "*"], ["m.room.member", "$LAZY"], ["", ""], ["m.room.member", "@nobody:nowhere"]] } },
+      extensions: { "org.example.unknown": { enabled: true }, thread_subscriptions: { enabled: true } },
+      clientTimeout: 5000,
+    });
+    expect(ok.lists.a.count).toBe(1);
+    expect(Object.keys(ok.extensions)).toEqual([]);
+    const room = Object.values(ok.rooms)[0] as Json;
+    expect(room.timeline).toEqual([]);
+    expect(room.required_state.length).toBeGreaterThan(3);
+  });
+});
