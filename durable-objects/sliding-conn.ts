@@ -117,6 +117,7 @@ export interface HubRoom {
   stream: number;
   bump: number;
   encrypted: boolean;
+  inviter: string | null;
 }
 
 export interface BeginResult {
@@ -128,6 +129,8 @@ export interface BeginResult {
   rooms: HubRoom[];
   /** Rooms in m.direct (is_dm). */
   direct: string[];
+  /** Users in m.ignored_user_list (module "Ignoring Users"). */
+  ignored: string[];
   ext: ExtConfig;
   globalAccountData: JsonObject[];
   toDevice?: { events: JsonObject[]; next_batch: string };
@@ -185,8 +188,8 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const q = a.pos();
   const from = state?.hubPos ?? -1;
   const rooms = a.sql
-    .exec<{ room_id: string; membership: string; stream: number; bump: number | null; encrypted: number | null }>(
-      `SELECT r.room_id, r.membership, r.stream, s.bump, s.encrypted FROM rooms r LEFT JOIN sliding_rooms s ON s.room_id = r.room_id`,
+    .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null }>(
+      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted FROM rooms r LEFT JOIN sliding_rooms s ON s.room_id = r.room_id`,
     )
     .toArray()
     .map((r) => ({
@@ -196,13 +199,17 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
       // A room whose last bump predates this table: its newest logged position.
       bump: r.bump || (a.sql.exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ?", r.room_id).one().u ?? 0),
       encrypted: !!r.encrypted,
+      inviter: r.inviter,
     }));
   const directRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
   const direct = new Set<string>();
   if (directRow) {
     for (const ids of Object.values(JSON.parse(directRow.content) as Record<string, unknown>)) if (Array.isArray(ids)) for (const id of ids) if (typeof id === "string") direct.add(id);
   }
-  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, rooms, direct: [...direct], ext, globalAccountData: [] };
+  const ignoredRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+  const ignoredUsers = ignoredRow ? (JSON.parse(ignoredRow.content) as { ignored_users?: Record<string, unknown> }).ignored_users : undefined;
+  const ignored = ignoredUsers && typeof ignoredUsers === "object" ? Object.keys(ignoredUsers) : [];
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, rooms, direct: [...direct], ignored, ext, globalAccountData: [] };
   if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
   if (tdSince !== undefined) {
     const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));

@@ -196,6 +196,25 @@ describe("room fields and required_state", () => {
   });
 });
 
+describe("ignored users", () => {
+  it("leaves out messages and invites from ignored users", async () => {
+    const [alice, bob, carol] = await Promise.all([registerUser(), registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    await join(bob, roomId);
+    await join(carol, roomId);
+    const r = await call("PUT", `${V3}/user/${enc(alice.userId)}/account_data/m.ignored_user_list`, { token: alice.accessToken, body: { ignored_users: { [bob.userId]: {} } } });
+    expect(r.status).toBe(200);
+    await send(bob, roomId, "from bob");
+    await send(carol, roomId, "from carol");
+    const other = await createRoom(bob, { preset: "private_chat" });
+    expect((await call("POST", `${V3}/rooms/${enc(other)}/invite`, { token: bob.accessToken, body: { user_id: alice.userId } })).status).toBe(200);
+    const res = await sssOk(alice, { lists: { all: list({ timeline_limit: 5 }) } });
+    expect(res.lists.all.count).toBe(1);
+    expect(bodies(res.rooms[roomId].timeline)).toContain("from carol");
+    expect(bodies(res.rooms[roomId].timeline)).not.toContain("from bob");
+  });
+});
+
 describe("filters and room subscriptions", () => {
   it("is_dm, is_encrypted, is_invite, room_types, not_room_types and spaces", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);

@@ -190,6 +190,7 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
   const prev: ConnState = b.state ?? { hubPos: -1, rooms: {}, subs: {}, lists: {}, ext: {} };
   const hubRooms = new Map(b.rooms.map((r) => [r.roomId, r]));
   const direct = new Set(b.direct);
+  const ignored = new Set(b.ignored);
 
   // Room subscriptions are sticky until unsubscribed.
   const subs: Record<string, RoomConfig> = { ...prev.subs };
@@ -203,8 +204,11 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     const sent = prev.rooms[r.roomId];
     const gone = r.membership === "leave" || r.membership === "ban";
     if (gone && (!sent || sent.m === "leave" || sent.m === "ban")) continue;
+    // Module "Ignoring Users": invites from ignored users are not shown.
+    if (r.membership === "invite" && r.inviter && ignored.has(r.inviter)) continue;
     candidates.push({ roomId: r.roomId, membership: r.membership as SlidingMembership, bump: r.bump, isDm: direct.has(r.roomId), encrypted: r.encrypted });
   }
+  const candidateIds = new Set(candidates.map((r) => r.roomId));
   if (Object.values(lists).some((l) => needsRoomType(l.filters))) await fillRoomTypes(c, candidates);
 
   const shown = new Map<string, Shown>();
@@ -228,9 +232,8 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     if (prev.lists[name]?.count !== count) listsChanged = true;
   }
   for (const [id, s] of Object.entries(subs)) {
-    const r = hubRooms.get(id);
     // Subscriptions to rooms the user is not in (and was not shown leaving) show nothing.
-    if (!r || ((r.membership === "leave" || r.membership === "ban") && !candidates.some((x) => x.roomId === id))) continue;
+    if (!candidateIds.has(id)) continue;
     show(id, s.required_state as RequiredState, s.timeline_limit);
   }
 
@@ -274,7 +277,7 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     const entry: JsonObject = {};
     if (moved) {
       if (m === "invite" || m === "knock") Object.assign(entry, await inviteRoom(c, id, m, direct.has(id)));
-      else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, stateAgain, direct.has(id)));
+      else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, stateAgain, direct.has(id), b.ignored));
       entry.bump_stamp = hr.bump;
     }
     if (m === "join") {
@@ -337,6 +340,7 @@ async function roomData(
   initial: boolean,
   stateAgain: boolean,
   isDm: boolean,
+  ignored: string[],
 ): Promise<JsonObject> {
   const { userId, deviceId } = c.var.auth;
   const plan = planRequiredState(rs, userId);
@@ -347,7 +351,16 @@ async function roomData(
   const view = unwrap(
     await stub.syncRoom(
       { userId, deviceId },
-      { since, upTo, limit, state: stateFilter, lazyLoadMembers: plan.lazyMembers && !plan.explicitMembers, fullState: false, useStateAfter: true },
+      {
+        since,
+        upTo,
+        limit,
+        state: stateFilter,
+        lazyLoadMembers: plan.lazyMembers && !plan.explicitMembers,
+        fullState: false,
+        useStateAfter: true,
+        ignoredSenders: ignored.length ? ignored : undefined,
+      },
     ),
   );
   const timeline = view.timeline.events;
