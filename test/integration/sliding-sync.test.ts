@@ -132,6 +132,46 @@ describe("lists, order and windows", () => {
   });
 });
 
+describe("ordering under concurrent activity", () => {
+  it("a connection following concurrent sends ends with the same order as a fresh one, and sequential sends order the window", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const rooms: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const id = await createRoom(alice, { preset: "public_chat", name: `c${i}` });
+      await join(bob, id);
+      rooms.push(id);
+    }
+    const l = { all: list({ ranges: [[0, 5]] }) };
+    let res = await sssOk(alice, { lists: l });
+    const stamps = new Map<string, number>();
+    const track = (r: Json) => {
+      for (const [id, room] of Object.entries(r.rooms as Record<string, Json>)) if (room.bump_stamp !== undefined) stamps.set(id, room.bump_stamp);
+    };
+    track(res);
+    // 24 sends from two users into random rooms, all at once, while the connection follows.
+    const sends = Promise.all(Array.from({ length: 24 }, (_, i) => send(i % 2 ? alice : bob, rooms[(i * 7) % 6], `c${i}`)));
+    let done = false;
+    void sends.then(() => (done = true));
+    for (let i = 0; i < 50 && !done; i++) {
+      res = await sssOk(alice, { lists: l }, { pos: res.pos, timeout: 200 });
+      track(res);
+    }
+    await sends;
+    res = await sssOk(alice, { lists: l }, { pos: res.pos });
+    track(res);
+    const fresh = await sssOk(alice, { conn_id: "fresh", lists: l });
+    const order = (m: Map<string, number>) => [...m].sort((a, b) => b[1] - a[1]).map(([id]) => id);
+    const freshStamps = new Map(Object.entries(fresh.rooms as Record<string, Json>).map(([id, r]) => [id, r.bump_stamp as number]));
+    expect(order(stamps)).toEqual(order(freshStamps));
+    expect(stamps).toEqual(freshStamps);
+    // Sequential sends: c5 first … c0 last → c0, c1, c2 at the top.
+    for (let i = 5; i >= 0; i--) await send(bob, rooms[i], `seq ${i}`);
+    const top = await sssOk(alice, { lists: { all: list({ ranges: [[0, 2]] }) } }, { pos: res.pos });
+    track(top);
+    expect(order(stamps).slice(0, 3)).toEqual(rooms.slice(0, 3));
+  });
+});
+
 describe("room fields and required_state", () => {
   it("required_state with *, $ME and $LAZY; heroes for a room without a name; counts", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
