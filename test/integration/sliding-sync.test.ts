@@ -236,6 +236,20 @@ describe("room fields and required_state", () => {
   });
 });
 
+describe("knocks", () => {
+  it("a knock shows with knock_state", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "private_chat", name: "knock here", initial_state: [{ type: "m.room.join_rules", state_key: "", content: { join_rule: "knock" } }] });
+    const k = await call("POST", `${V3}/knock/${enc(roomId)}`, { token: bob.accessToken, body: {} });
+    expect(k.status, JSON.stringify(k.body)).toBe(200);
+    const res = await sssOk(bob, { lists: { all: list() } });
+    expect(res.lists.all.count).toBe(1);
+    const room = res.rooms[roomId];
+    expect(room.knock_state.find((e: Json) => e.type === "m.room.member" && e.state_key === bob.userId).content.membership).toBe("knock");
+    expect(room.name).toBe("knock here");
+  });
+});
+
 describe("ignored users", () => {
   it("leaves out messages and invites from ignored users", async () => {
     const [alice, bob, carol] = await Promise.all([registerUser(), registerUser(), registerUser()]);
