@@ -14,7 +14,7 @@ import type { JsonObject } from "../src/core/types";
 import { BUMP_EVENT_TYPES } from "../src/core/sliding-lists";
 
 export const SLIDING_SCHEMA = `
-CREATE TABLE IF NOT EXISTS sliding_rooms (room_id TEXT PRIMARY KEY, bump INTEGER NOT NULL, encrypted INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS sliding_rooms (room_id TEXT PRIMARY KEY, bump INTEGER NOT NULL, encrypted INTEGER NOT NULL DEFAULT 0, rtype TEXT);
 CREATE TABLE IF NOT EXISTS sliding_conns (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, conn_id TEXT NOT NULL,
   state TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sliding_conns_conn ON sliding_conns(device_id, conn_id, id);
@@ -77,8 +77,17 @@ export interface SlidingHubAccess {
   transaction<T>(fn: () => T): T;
 }
 
-/** Record recency and encryption from a room notice (inside the hub's notice transaction). */
-export function noteSlidingRoom(sql: SqlStorage, me: string, roomId: string, upos: number, ev: { type: string; state_key?: string }, encrypted: boolean | undefined): void {
+/** Record recency, encryption and room type from a room notice (inside the hub's notice
+ *  transaction). `rtype`: NULL unknown, '' no type, else m.room.create content.type. */
+export function noteSlidingRoom(
+  sql: SqlStorage,
+  me: string,
+  roomId: string,
+  upos: number,
+  ev: { type: string; state_key?: string; content: JsonObject },
+  encrypted: boolean | undefined,
+): void {
+  if (ev.type === "m.room.create" && ev.state_key === "") learnRoomType(sql, roomId, typeof ev.content.type === "string" ? ev.content.type : null);
   const bump = BUMP_EVENT_TYPES.has(ev.type) || (ev.type === "m.room.member" && ev.state_key === me);
   if (bump) {
     sql.exec(
@@ -91,6 +100,11 @@ export function noteSlidingRoom(sql: SqlStorage, me: string, roomId: string, upo
   } else if (encrypted) {
     sql.exec(`INSERT INTO sliding_rooms (room_id, bump, encrypted) VALUES (?, 0, 1) ON CONFLICT(room_id) DO UPDATE SET encrypted = 1`, roomId);
   }
+}
+
+/** A room's type, learned from its create event (a notice, or the RoomDO via the Worker). */
+function learnRoomType(sql: SqlStorage, roomId: string, type: string | null): void {
+  sql.exec(`INSERT INTO sliding_rooms (room_id, bump, rtype) VALUES (?, 0, ?) ON CONFLICT(room_id) DO UPDATE SET rtype = excluded.rtype`, roomId, type ?? "");
 }
 
 export interface BeginRequest {
@@ -118,6 +132,8 @@ export interface HubRoom {
   bump: number;
   encrypted: boolean;
   inviter: string | null;
+  /** m.room.create content.type (null: none); undefined: not known to the hub yet. */
+  roomType?: string | null;
 }
 
 export interface BeginResult {
@@ -188,8 +204,8 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const q = a.pos();
   const from = state?.hubPos ?? -1;
   const rooms = a.sql
-    .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null }>(
-      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted FROM rooms r LEFT JOIN sliding_rooms s ON s.room_id = r.room_id`,
+    .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null; rtype: string | null }>(
+      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted, s.rtype FROM rooms r LEFT JOIN sliding_rooms s ON s.room_id = r.room_id`,
     )
     .toArray()
     .map((r) => ({
@@ -200,6 +216,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
       bump: r.bump || (a.sql.exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ?", r.room_id).one().u ?? 0),
       encrypted: !!r.encrypted,
       inviter: r.inviter,
+      roomType: r.rtype === null ? undefined : r.rtype === "" ? null : r.rtype,
     }));
   const directRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
   const direct = new Set<string>();
@@ -293,9 +310,19 @@ export function slidingDetails(a: SlidingHubAccess, req: DetailsRequest): Record
   return out;
 }
 
+export interface CommitRequest {
+  deviceId: string;
+  connId: string;
+  fromId: number | null;
+  state: ConnState;
+  /** Room types the Worker read from RoomDOs (kept, so the next request need not ask). */
+  roomTypes?: Record<string, string | null>;
+}
+
 /** Store the state a response leaves the connection in; returns its pos. */
-export function slidingCommit(a: SlidingHubAccess, req: { deviceId: string; connId: string; fromId: number | null; state: ConnState }): string {
+export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
   return a.transaction(() => {
+    for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
     const row = a.sql.exec<{ n: number }>("SELECT n FROM sliding_seq WHERE k = 0").toArray()[0];
     const id = (row?.n ?? 0) + 1;
     a.sql.exec("INSERT INTO sliding_seq (k, n) VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET n = excluded.n", id);

@@ -1017,7 +1017,7 @@ export class UserDO extends DurableObject<Env> {
     return sliding.slidingDetails(this.slidingAccess(), req);
   }
 
-  async slidingCommit(userId: string, req: { deviceId: string; connId: string; fromId: number | null; state: sliding.ConnState }): Promise<string> {
+  async slidingCommit(userId: string, req: sliding.CommitRequest): Promise<string> {
     this.me(userId);
     return sliding.slidingCommit(this.slidingAccess(), req);
   }

@@ -294,6 +294,14 @@ describe("filters and room subscriptions", () => {
     expect(ids(await only({ not_room_types: ["m.space"], is_invite: false }), "l")).toEqual([plain, dm, encrypted].sort());
     expect(ids(await only({ room_types: [null], is_dm: false, is_encrypted: false, is_invite: false }), "l")).toEqual([plain]);
     expect(ids(await only({ spaces: [space] }), "l")).toEqual([plain]);
+    // A space bob joined (his hub never saw its create event): the type is read from the room
+    // once and kept; both requests see it.
+    expect((await call("POST", `${V3}/rooms/${enc(space)}/invite`, { token: alice.accessToken, body: { user_id: bob.userId } })).status).toBe(200);
+    await join(bob, space);
+    for (const conn of ["b1", "b2"]) {
+      const b = await sssOk(bob, { conn_id: conn, lists: { l: list({ filters: { room_types: ["m.space"] } }) } });
+      expect(Object.keys(b.rooms)).toEqual([space]);
+    }
     // Two lists in one request, each with its own count.
     const two = await sssOk(alice, { lists: { dms: list({ filters: { is_dm: true } }), invites: list({ filters: { is_invite: true } }) } });
     expect(two.lists).toEqual({ dms: { count: 1 }, invites: { count: 1 } });

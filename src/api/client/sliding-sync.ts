@@ -32,7 +32,7 @@ import {
   type RequiredState,
   type SlidingMembership,
 } from "../../core/sliding-lists";
-import type { BeginRequest, BeginResult, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
+import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
 import type { Requester, RoomResult } from "../../../durable-objects/room";
 import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
 
@@ -46,7 +46,7 @@ interface SyncRoomRpc {
 interface SlidingHubRpc {
   slidingBegin(userId: string, req: BeginRequest): Promise<SlidingResult<BeginResult>>;
   slidingDetails(userId: string, req: DetailsRequest): Promise<Record<string, RoomDetails>>;
-  slidingCommit(userId: string, req: { deviceId: string; connId: string; fromId: number | null; state: ConnState }): Promise<string>;
+  slidingCommit(userId: string, req: CommitRequest): Promise<string>;
 }
 
 export const slidingSync = new Hono<AppEnv>();
@@ -161,7 +161,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
     const built = await buildResponse(c, r.value, body, lists, listKeys);
     if (pos === undefined || !built.empty || Date.now() >= deadline) {
-      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state });
+      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state, roomTypes: built.learnedTypes });
       return c.json({ pos: newPos, ...built.response });
     }
     waitAfter = r.value.q;
@@ -175,6 +175,7 @@ interface Built {
   state: ConnState;
   /** Nothing the client would act on (keep long-polling). */
   empty: boolean;
+  learnedTypes: Record<string, string | null>;
 }
 
 /** Where a room is shown: the lists whose window holds it and whether it is subscribed. */
@@ -206,10 +207,10 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     if (gone && (!sent || sent.m === "leave" || sent.m === "ban")) continue;
     // Module "Ignoring Users": invites from ignored users are not shown.
     if (r.membership === "invite" && r.inviter && ignored.has(r.inviter)) continue;
-    candidates.push({ roomId: r.roomId, membership: r.membership as SlidingMembership, bump: r.bump, isDm: direct.has(r.roomId), encrypted: r.encrypted });
+    candidates.push({ roomId: r.roomId, membership: r.membership as SlidingMembership, bump: r.bump, isDm: direct.has(r.roomId), encrypted: r.encrypted, roomType: r.roomType });
   }
   const candidateIds = new Set(candidates.map((r) => r.roomId));
-  if (Object.values(lists).some((l) => needsRoomType(l.filters))) await fillRoomTypes(c, candidates);
+  const learnedTypes = Object.values(lists).some((l) => needsRoomType(l.filters)) ? await fillRoomTypes(c, candidates) : {};
 
   const shown = new Map<string, Shown>();
   const show = (id: string, rs: RequiredState, limit: number, list?: string) => {
@@ -326,6 +327,7 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     response: { lists: listOut, rooms: roomsOut, extensions: extOut },
     state: { hubPos: b.q, rooms: nextRooms, subs, lists: listState, ext: stickyExt },
     empty: Object.keys(roomsOut).length === 0 && !listsChanged && !extData && Object.keys(body.room_subscriptions ?? {}).length === 0,
+    learnedTypes,
   };
 }
 
@@ -421,18 +423,24 @@ async function inviteRoom(c: Context<AppEnv>, roomId: string, m: string, isDm: b
   return out;
 }
 
-/** room_types filters: each room's m.room.create content.type (asked of its RoomDO). */
-async function fillRoomTypes(c: Context<AppEnv>, rooms: ListRoom[]): Promise<void> {
+/** room_types filters: the m.room.create content.type of rooms the hub does not know it for
+ *  (asked of their RoomDOs once; the hub keeps the answers). Returns what was learned. */
+async function fillRoomTypes(c: Context<AppEnv>, rooms: ListRoom[]): Promise<Record<string, string | null>> {
+  const unknown = rooms.filter((r) => r.roomType === undefined);
+  const learned: Record<string, string | null> = {};
   let next = 0;
   const worker = async () => {
-    while (next < rooms.length) {
-      const r = rooms[next++];
+    while (next < unknown.length) {
+      const r = unknown[next++];
       const create = await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).getCurrentStateEvent("m.room.create", "");
       const t = (create?.content as JsonObject | undefined)?.type;
       r.roomType = typeof t === "string" ? t : null;
+      // A room this server cannot read yet (an invite over federation) stays unknown.
+      if (create) learned[r.roomId] = r.roomType;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, rooms.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, unknown.length) }, worker));
+  return learned;
 }
 
 /** spaces filter: children (m.space.child with `via`) of the given spaces the user is joined to. */
