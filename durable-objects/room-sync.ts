@@ -70,7 +70,7 @@ export interface RoomSyncView {
   timeline: { events: JsonObject[]; limited: boolean; prev_batch: string };
   state?: { events: JsonObject[] };
   state_after?: { events: JsonObject[] };
-  summary: { "m.heroes": string[]; "m.joined_member_count": number; "m.invited_member_count": number };
+  summary: { "m.heroes"?: string[]; "m.joined_member_count": number; "m.invited_member_count": number };
   /** Lazy-loading, incremental syncs only: the member events (user → event ID) in `state` /
    *  `state_after` that are there only because their user sent a timeline event — not a change
    *  since `since`. The Worker leaves out those the device already has (durable-objects/
@@ -156,6 +156,10 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   // for events in the gap"). On a fresh room the other members are skipped while collecting.
   const needed = new Set(picked.map((e) => e.ev.sender));
   if (fresh) needed.add(userId);
+  // "When lazy-loading room members is enabled, the membership events for the heroes MUST be
+  // included in the state, unless they are redundant" (RoomSummary m.heroes).
+  const summary = summarize(room, end, userId);
+  if (q.lazyLoadMembers) for (const h of summary["m.heroes"] ?? []) needed.add(h);
   const neededKeys = new Set([...needed].map((u) => stateKey("m.room.member", u)));
   const skipMember = q.lazyLoadMembers && fresh ? (k: string) => k.startsWith(MEMBER_PREFIX) && !neededKeys.has(k) : () => false;
   const entries = new Map<string, string>(); // event ID → state key
@@ -185,7 +189,7 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     else if (e?.ev.type === "m.room.member") delete lazyMembers[e.ev.state_key!];
   }
 
-  const view: RoomSyncView = { timeline, summary: summarize(room, end, userId) };
+  const view: RoomSyncView = { timeline, summary };
   if (Object.keys(lazyMembers).length) view.lazyMembers = lazyMembers;
   if (q.useStateAfter) view.state_after = { events: stateEvents };
   else view.state = { events: stateEvents };
@@ -200,6 +204,8 @@ interface MemberSummary {
    *  first six, enough for five heroes besides the requester. */
   active: string[];
   gone: string[];
+  /** The room has a name or canonical alias: clients need no heroes to name it. */
+  named: boolean;
 }
 
 /** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
@@ -207,8 +213,9 @@ interface MemberSummary {
  *  sync's per-room work; the same state is summarised once, for every user and every sync. */
 const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
 
-/** Room summary (spec: "summary"): joined/invited counts and up to 5 heroes (other members,
- *  joined or invited first, else those who left), in user ID order. */
+/** Room summary (spec: "summary"): joined/invited counts and, for a room without a name or
+ *  canonical alias, up to 5 heroes (other members, joined or invited first, else those who
+ *  left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
   let s = memberSummaries.get(st);
   if (!s) {
@@ -226,10 +233,20 @@ function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap,
       if (m === "join" || m === "invite") active.push(u);
       else gone.push(u);
     }
-    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6) };
+    const nonEmpty = (type: string, field: string) => {
+      const id = st.get(stateKey(type, ""));
+      const v = id ? room.load(id)?.ev.content[field] : undefined;
+      return typeof v === "string" && v !== "";
+    };
+    const named = nonEmpty("m.room.name", "name") || nonEmpty("m.room.canonical_alias", "alias");
+    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6), named };
     memberSummaries.set(st, s);
   }
+  const counts = { "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
+  // m.heroes is "required if the room's m.room.name or m.room.canonical_alias state events are
+  // unset or empty"; a named room's client does not use them.
+  if (s.named) return counts;
   const others = (list: string[]) => list.filter((u) => u !== userId);
   const heroes = (others(s.active).length ? others(s.active) : others(s.gone)).slice(0, 5);
-  return { "m.heroes": heroes, "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
+  return { "m.heroes": heroes, ...counts };
 }

@@ -18,6 +18,9 @@
 //                     Each event records the group of the state before it and after it, so state
 //                     at any event is answerable without copying state per event.
 //   current_state     the resolved state of the room now (mirrors meta.current_group).
+//   current_groups    the current (resolved) state group from each stream position on where it
+//                     changed: what /sync and /members?at= show at a position, over every
+//                     forward extremity rather than the branch of the event at that position.
 //   memberships       membership history (accepted member events in stream order) for history
 //                     visibility ("joined at any point after").
 //   redactions, txns  redaction index; per-device transaction IDs for idempotent sends.
@@ -294,6 +297,7 @@ CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT 
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
 CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
 CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
 `;
 
 export class RoomDO extends DurableObject<Env> {
@@ -1115,6 +1119,7 @@ export class RoomDO extends DurableObject<Env> {
       this.applyCurrentState(changes);
       this.currentGroup = next;
       this.setMeta("current_group", next ?? 0);
+      this.sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
       this.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
@@ -1472,8 +1477,21 @@ export class RoomDO extends DurableObject<Env> {
 
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
-    const joins = this.sql.exec<{ stream: number }>("SELECT stream FROM memberships WHERE user_id = ? AND membership = 'join' ORDER BY stream DESC LIMIT 1", userId).toArray();
-    const lastJoin = joins[0]?.stream ?? -1;
+    const history = this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
+    const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
+    // Whether the user was joined when this server accepted the event (their membership in
+    // stream order). Concurrent branches: an event admitted after the user's join, on a branch
+    // that does not contain it, has a state before it without that join; the user was in the
+    // room when it arrived all the same, and /sync (joinedSince in room-sync.ts) shows it to
+    // them. Without this, /messages left out events /sync had delivered.
+    const joinedAt = (stream: number): boolean => {
+      let m: string | undefined;
+      for (const h of history) {
+        if (h.stream >= stream) break;
+        m = h.membership;
+      }
+      return m === "join";
+    };
     const memo = new Map<number | null, { hv: HistoryVisibility; m: string | undefined }>();
     const at = (g: number | null) => {
       let v = memo.get(g);
@@ -1490,6 +1508,7 @@ export class RoomDO extends DurableObject<Env> {
       return v;
     };
     return (se) => {
+      if (se.stream !== null && history.length && joinedAt(se.stream)) return true;
       const b = at(se.stateBefore);
       const visibility = [b.hv];
       const membership = [b.m];
@@ -1686,7 +1705,13 @@ export class RoomDO extends DurableObject<Env> {
     return [...this.fanOutFacts().joined];
   }
 
+  /** The room's current state as it was at stream position `n`: the resolution over the forward
+   *  extremities then (current_groups), not the state after the event at `n`, which after
+   *  concurrent events (several joins at once) holds only its own branch. Positions before
+   *  current_groups was kept fall back to the state after the event. */
   private groupAtStream(n: number): number | null {
+    const cur = this.sql.exec<{ grp: number | null }>("SELECT grp FROM current_groups WHERE stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
+    if (cur) return cur.grp;
     const row = this.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
     return row ? this.loadEvent(row.event_id)!.stateAfter : null;
   }
@@ -1940,6 +1965,7 @@ export class RoomDO extends DurableObject<Env> {
   async syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
     return this.wrap(() => {
       this.requireRoom();
+      if (this.isPartial()) return this.partialSyncView(req, q);
       return syncRoomView<StoredEvent>(
         {
           // IDs, then the event cache: the newest events of a room are what every sync asks for
@@ -1969,6 +1995,24 @@ export class RoomDO extends DurableObject<Env> {
         q,
       );
     });
+  }
+
+  /** /sync's view of a room we hold only the requester's own member event of (an invite
+   *  rejected or a knock retracted through another server, or an invite rejected here when the
+   *  inviting server could not be reached): that event, when it is in the range, as the timeline
+   *  (and state_after), so the client sees the leave and drops the invite. */
+  private partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
+    const se = this.partialMember(req.userId);
+    const row = this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_stream\u0000${req.userId}`).toArray()[0];
+    const at = row ? Number(row.value) : q.upTo;
+    const events = se && (q.since === null || q.fullState || q.since < at) && at <= q.upTo ? [this.toClient(se, req)] : [];
+    const view: RoomSyncView = {
+      timeline: { events, limited: false, prev_batch: streamToken(q.upTo) },
+      summary: { "m.joined_member_count": 0, "m.invited_member_count": 0 },
+    };
+    if (q.useStateAfter) view.state_after = { events };
+    else view.state = { events: [] };
+    return view;
   }
 
   /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
@@ -2378,6 +2422,7 @@ export class RoomDO extends DurableObject<Env> {
           this.setMeta("partial", "1");
           if (args.stripped) this.setMeta("stripped_state", JSON.stringify(args.stripped));
           this.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
+          this.setMeta(`partial_stream\u0000${ev.state_key}`, stream);
           this.setMeta("stream", stream);
           this.sql.exec(
             `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)

@@ -150,7 +150,7 @@ export interface SyncDelta {
   fallbackKeyTypes: string[];
   ignoredUsers: string[];
   /** Set when `setPresence` changed my presence: the Worker fans it out. */
-  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number };
+  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number; ping?: boolean };
 }
 
 /** A room stream position named by a sync token (UserDO.roomPosition). */
@@ -178,6 +178,9 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
 const PRESENCE_IDLE_MS = 5 * 60_000;
 const PRESENCE_OFFLINE_MS = 30 * 60_000;
+/** How often a user who stays online through /sync has their presence shared again (below
+ *  PRESENCE_IDLE_MS, so that others do not see them idle meanwhile). */
+const PRESENCE_PING_MS = 4 * 60_000;
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
 const LOG_COMPACT_EVERY = 10_000;
@@ -727,18 +730,43 @@ export class UserDO extends DurableObject<Env> {
     const now = Date.now();
     const cur = this.sql.exec<{ presence: string; status_msg: string | null; last_active_ts: number }>("SELECT presence, status_msg, last_active_ts FROM presence WHERE user_id = ?", me).toArray()[0];
     const msg = statusMsg === undefined ? (cur?.status_msg ?? null) : statusMsg;
+    // Only going online is "pro-active" (module "Presence", "Last active ago"): becoming
+    // unavailable or offline keeps the last active time.
+    const lastActive = presence === "online" || !cur ? now : cur.last_active_ts;
     if (cur && cur.presence === presence && cur.status_msg === msg) {
       // Only activity: refresh last_active without waking anyone (spec: last_active_ago).
-      if (now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
+      if (presence === "online" && now - cur.last_active_ts > 10_000) this.sql.exec("UPDATE presence SET last_active_ts = ? WHERE user_id = ?", now, me);
       return false;
     }
-    this.storePresence(me, presence, msg, now);
+    this.storePresence(me, presence, msg, lastActive);
     return true;
   }
 
-  /** Another user's presence changed (fanned in by the Worker). */
+  /** When my presence was last shared with others (in memory: after an eviction the next sync
+   *  shares it again, which is harmless). */
+  private presenceSharedTs = 0;
+
+  /** Whether my presence is due to be shared again although it did not change: while I stay
+   *  online through /sync, every PRESENCE_PING_MS, so that other servers and local room-mates
+   *  (who compute idleness from the last active time they were given) keep seeing me online.
+   *  At most one ping per interval: the rate limit of sync-driven presence. */
+  private presencePingDue(changed: boolean, now: number): boolean {
+    if (!changed && now - this.presenceSharedTs < PRESENCE_PING_MS) return false;
+    this.presenceSharedTs = now;
+    return true;
+  }
+
+  /** Another user's presence (fanned in by the Worker, from a local user or an m.presence EDU).
+   *  The same state again only moves the last active time, without waking the long-poll or
+   *  coming down /sync: while a user stays online their server pings it (currently_active:
+   *  "the server will not send further updates to the last active time" to clients). */
   async presenceOf(userId: string, other: { userId: string; presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
     this.me(userId);
+    const cur = this.sql.exec<{ presence: string; status_msg: string | null }>("SELECT presence, status_msg FROM presence WHERE user_id = ?", other.userId).toArray()[0];
+    if (cur && cur.presence === other.presence && cur.status_msg === other.statusMsg) {
+      this.sql.exec("UPDATE presence SET last_active_ts = MAX(last_active_ts, ?) WHERE user_id = ?", other.lastActiveTs, other.userId);
+      return;
+    }
     this.storePresence(other.userId, other.presence, other.statusMsg, other.lastActiveTs);
   }
 
@@ -1087,9 +1115,12 @@ export class UserDO extends DurableObject<Env> {
       forgetLazyMembers(this.sql, req.deviceId);
     }
     let presenceChanged: SyncDelta["presenceChanged"];
-    if (req.setPresence && (await this.setPresence(req.userId, req.setPresence))) {
-      const p = (await this.getPresence(req.userId))!;
-      presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs };
+    if (req.setPresence) {
+      const changed = await this.setPresence(req.userId, req.setPresence);
+      if (this.presencePingDue(changed, Date.now())) {
+        const p = (await this.getPresence(req.userId))!;
+        presenceChanged = { presence: p.presence, statusMsg: p.statusMsg, lastActiveTs: p.lastActiveTs, ping: !changed };
+      }
     }
     const deadline = Date.now() + Math.max(0, Math.min(req.timeoutMs, MAX_TIMEOUT_MS));
     // To-device messages before the token were delivered: acknowledge (delete) them.

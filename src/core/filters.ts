@@ -4,7 +4,7 @@
 // src/core/room-event-filter.ts).
 import { z } from "zod";
 import type { JsonObject, JsonValue } from "./types";
-import { roomEventFilterSchema, matchesRoomEventFilter, type RoomEventFilter } from "./room-event-filter";
+import { roomEventFilterSchema, matchesRoomEventFilter, typeMatches, type RoomEventFilter } from "./room-event-filter";
 import { splitPath } from "./push-rules";
 
 export { matchesRoomEventFilter, type RoomEventFilter };
@@ -62,13 +62,6 @@ export function parseFilter(raw: unknown): { ok: true; filter: Filter } | { ok: 
     return { ok: false, error: `${i.path.join(".") || "filter"}: ${i.message}` };
   }
   return { ok: true, filter: r.data };
-}
-
-/** `*` is a wildcard matching any sequence of characters ("types", "not_types"). */
-function typeMatches(pattern: string, type: string): boolean {
-  if (!pattern.includes("*")) return pattern === type;
-  const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
-  return re.test(type);
 }
 
 /** EventFilter for non-room events (presence, global account data): `sender` is absent on

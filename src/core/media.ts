@@ -107,6 +107,15 @@ export interface ImageInfo {
   width: number;
   height: number;
   animated: boolean;
+  /** Set when a frame is larger than the header's canvas (a GIF image descriptor can claim any
+   *  size): a decoder sizes that frame's buffer from the frame, not from the header. */
+  largestFrame?: { width: number; height: number };
+}
+
+/** The most pixels a decoder holds for one frame of this image: what a pixel cap must bound. */
+export function decodedPixels(info: ImageInfo): number {
+  const frame = info.largestFrame;
+  return Math.max(info.width * info.height, frame ? frame.width * frame.height : 0);
 }
 
 export const IMAGE_MIME: Record<ImageFormat, string> = {
@@ -138,17 +147,50 @@ function sniffPng(b: Uint8Array, v: DataView): ImageInfo | undefined {
 }
 
 function sniffGif(b: Uint8Array, v: DataView): ImageInfo | undefined {
-  if (b.length < 10) return undefined;
-  // Logical screen descriptor. A NETSCAPE2.0 looping extension marks an animation (a heuristic:
-  // counting frames would mean walking every LZW block).
-  const animated = ascii(b, 0, Math.min(b.length, 4096)).includes("NETSCAPE2.0");
-  return { format: "gif", width: v.getUint16(6, true), height: v.getUint16(8, true), animated };
+  if (b.length < 13) return undefined;
+  const width = v.getUint16(6, true);
+  const height = v.getUint16(8, true);
+  // A NETSCAPE2.0 looping extension or a second frame marks an animation.
+  let animated = ascii(b, 0, Math.min(b.length, 4096)).includes("NETSCAPE2.0");
+  // Walk the blocks to every image descriptor: each frame states its own size, and a decoder
+  // allocates by it, so a 100×100 screen can carry a 4100×3100 frame. Skipping the data
+  // sub-blocks costs one step per 255 bytes; nothing is decompressed.
+  const colourTable = (flags: number) => (flags & 0x80 ? 3 << ((flags & 7) + 1) : 0);
+  const skipSubBlocks = (at: number) => {
+    while (at < b.length) {
+      const n = b[at];
+      at += 1 + n;
+      if (n === 0) break;
+    }
+    return at;
+  };
+  let at = 13 + colourTable(b[10]);
+  let frames = 0;
+  let largest: { width: number; height: number } | undefined;
+  while (at < b.length) {
+    const block = b[at];
+    if (block === 0x21) {
+      at = skipSubBlocks(at + 2); // introducer, label, then data sub-blocks
+    } else if (block === 0x2c) {
+      if (at + 10 > b.length) break;
+      const fw = v.getUint16(at + 5, true);
+      const fh = v.getUint16(at + 7, true);
+      if (fw * fh > (largest ? largest.width * largest.height : width * height)) largest = { width: fw, height: fh };
+      frames++;
+      at = skipSubBlocks(at + 10 + colourTable(b[at + 9]) + 1); // descriptor, local table, LZW code size
+    } else break; // trailer (0x3b) or garbage: decoders stop here too
+  }
+  if (frames > 1) animated = true;
+  return { format: "gif", width, height, animated, ...(largest ? { largestFrame: largest } : {}) };
 }
 
+const isSof = (marker: number) => marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc;
+
 function sniffJpeg(b: Uint8Array, v: DataView): ImageInfo | undefined {
+  let info: ImageInfo | undefined;
   let at = 2;
   while (at + 4 <= b.length) {
-    if (b[at] !== 0xff) return undefined;
+    if (b[at] !== 0xff) return info;
     const marker = b[at + 1];
     if (marker === 0xff) {
       at++; // fill byte
@@ -158,16 +200,28 @@ function sniffJpeg(b: Uint8Array, v: DataView): ImageInfo | undefined {
       at += 2; // markers without a length
       continue;
     }
-    if (marker === 0xd9 || marker === 0xda) return undefined; // EOI / SOS before any SOF
+    if (marker === 0xd9) break; // EOI
     const len = v.getUint16(at + 2);
     // SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC): precision(1) height(2) width(2).
-    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
-      if (at + 9 > b.length) return undefined;
-      return { format: "jpeg", height: v.getUint16(at + 5), width: v.getUint16(at + 7), animated: false };
+    if (isSof(marker)) {
+      // A second frame header could claim a size other than the first (the one the cap would
+      // see). Decoders refuse such files; so do we, rather than trust the first.
+      if (info || at + 9 > b.length) return undefined;
+      info = { format: "jpeg", height: v.getUint16(at + 5), width: v.getUint16(at + 7), animated: false };
     }
     at += 2 + len;
+    if (marker === 0xda) {
+      if (!info) return undefined; // SOS before any SOF
+      // Entropy-coded data: the next marker is an 0xFF followed by neither 0x00 (a stuffed byte)
+      // nor a restart marker.
+      for (at = b.indexOf(0xff, at); at >= 0 && at + 1 < b.length; at = b.indexOf(0xff, at + 1)) {
+        const next = b[at + 1];
+        if (next !== 0x00 && !(next >= 0xd0 && next <= 0xd7)) break;
+      }
+      if (at < 0) break;
+    }
   }
-  return undefined;
+  return info;
 }
 
 function sniffWebp(b: Uint8Array, v: DataView): ImageInfo | undefined {

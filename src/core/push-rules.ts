@@ -3,6 +3,7 @@
 // one event for one recipient. The UserDO evaluates every event fanned out to it at commit time
 // and keeps notification/highlight counts from the resulting actions.
 import type { JsonObject, JsonValue } from "./types";
+import { globMatches } from "./glob";
 
 export type PushKind = "override" | "content" | "room" | "sender" | "underride";
 export const PUSH_KINDS: PushKind[] = ["override", "content", "room", "sender", "underride"];
@@ -122,32 +123,6 @@ export interface PushContext {
   powerLevels?: JsonObject;
 }
 
-/** Glob → RegExp ("Glob-style matching": `*` any sequence, `?` one character), case-insensitive. */
-export function globToRegExp(glob: string, opts: { wordBoundary?: boolean } = {}): RegExp {
-  let src = "";
-  for (const ch of glob) {
-    if (ch === "*") src += ".*";
-    else if (ch === "?") src += ".";
-    else src += ch.replace(/[.+^${}()|[\]\\]/g, "\\$&");
-  }
-  // content.body: "must match any substring ... which starts and ends at a word boundary": the
-  // start/end of the value or any character outside [A-Za-z0-9_].
-  if (opts.wordBoundary) return new RegExp(`(?:^|[^A-Za-z0-9_])${src}(?:[^A-Za-z0-9_]|$)`, "is");
-  return new RegExp(`^${src}$`, "is");
-}
-
-/** Compiled patterns of the rules in use (a hub evaluates the same few rules for every event). */
-const globCache = new Map<string, RegExp>();
-function cachedGlob(pattern: string, wordBoundary: boolean): RegExp {
-  const k = `${wordBoundary ? "w" : "x"}${pattern}`;
-  let re = globCache.get(k);
-  if (!re) {
-    if (globCache.size >= 1024) globCache.clear();
-    globCache.set(k, (re = globToRegExp(pattern, { wordBoundary })));
-  }
-  return re;
-}
-
 /** "Dot-separated property paths": `.` separates, `\.` is a literal dot, `\\` a backslash. */
 export function splitPath(key: string): string[] {
   const parts: string[] = [];
@@ -194,7 +169,8 @@ export function conditionMatches(c: PushCondition, ev: JsonObject, ctx: PushCont
       // "If the property ... is completely absent ..., or does not have a string value, then the
       // condition will not match, even if pattern is *."
       if (typeof v !== "string") return false;
-      return cachedGlob(pattern, key === "content.body").test(v);
+      // content.body: "must match any substring ... which starts and ends at a word boundary".
+      return globMatches(pattern, v, { ignoreCase: true, wordBoundary: key === "content.body" });
     }
     case "event_property_is": {
       const { key, value } = c as { key?: unknown; value?: unknown };

@@ -1,12 +1,16 @@
 // RoomEventFilter matching (spec: Client-Server API "Filtering", RoomEventFilter), pure.
 // Used by /messages and /context; the sync work can share it.
 import { z } from "zod";
+import { globMatches, MAX_GLOB_LENGTH } from "./glob";
+
+/** Type patterns are globs run against every event the filter sees: bound their length. */
+const typePatterns = z.array(z.string().max(MAX_GLOB_LENGTH)).max(1000);
 
 export const roomEventFilterSchema = z
   .object({
     limit: z.number().int().optional(),
-    types: z.array(z.string()).optional(),
-    not_types: z.array(z.string()).optional(),
+    types: typePatterns.optional(),
+    not_types: typePatterns.optional(),
     senders: z.array(z.string()).optional(),
     not_senders: z.array(z.string()).optional(),
     rooms: z.array(z.string()).optional(),
@@ -21,10 +25,8 @@ export const roomEventFilterSchema = z
 export type RoomEventFilter = z.infer<typeof roomEventFilterSchema>;
 
 /** `*` is a wildcard matching any sequence of characters (spec: "types"). */
-function typeMatches(pattern: string, type: string): boolean {
-  if (!pattern.includes("*")) return pattern === type;
-  const re = new RegExp("^" + pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*") + "$");
-  return re.test(type);
+export function typeMatches(pattern: string, type: string): boolean {
+  return globMatches(pattern, type, { questionMark: false });
 }
 
 /** Whether an event passes the filter. `not_*` take precedence over the inclusive lists. */

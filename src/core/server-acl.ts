@@ -1,32 +1,12 @@
 // Server ACLs (spec: Client-Server API "Server Access Control Lists (ACLs) for rooms", the
 // m.room.server_acl event schema, and Server-Server API "Server Access Control Lists"). Pure.
+import { globMatches } from "./glob";
 
-/** Glob-style matching (spec: Appendices "Glob-style matching"): `*` any run of characters,
- *  `?` exactly one; case-insensitive here, as server ACLs require. */
-export function globMatches(pattern: string, value: string): boolean {
-  const p = pattern.toLowerCase();
-  const v = value.toLowerCase();
-  // Iterative matcher with backtracking to the last `*` (linear-ish, no regex blow-up).
-  let pi = 0;
-  let vi = 0;
-  let star = -1;
-  let mark = 0;
-  while (vi < v.length) {
-    if (pi < p.length && (p[pi] === "?" || p[pi] === v[vi])) {
-      pi++;
-      vi++;
-    } else if (pi < p.length && p[pi] === "*") {
-      star = pi++;
-      mark = vi;
-    } else if (star >= 0) {
-      pi = star + 1;
-      vi = ++mark;
-    } else {
-      return false;
-    }
-  }
-  while (pi < p.length && p[pi] === "*") pi++;
-  return pi === p.length;
+/** Glob-style matching, case-insensitive as server ACLs require (the shared matcher). No length
+ *  bound on the pattern: ignoring a long `deny` entry would fail open, and the value (a host
+ *  name, at most 255 characters) bounds the work instead. */
+export function aclGlobMatches(pattern: string, value: string): boolean {
+  return globMatches(pattern, value, { ignoreCase: true, maxLength: Infinity });
 }
 
 /** The host of a server name without its port ("evil.com:8448" → "evil.com", "[::1]:80" → "[::1]"). */
@@ -53,6 +33,6 @@ export function isServerAllowedByAcl(acl: Record<string, unknown> | null | undef
   // "Defaults to true if missing or otherwise not a boolean."
   if (acl.allow_ip_literals === false && isIpLiteral(host)) return false;
   const list = (v: unknown): string[] => (Array.isArray(v) ? v.filter((x): x is string => typeof x === "string") : []);
-  if (list(acl.deny).some((g) => globMatches(g, host))) return false;
-  return list(acl.allow).some((g) => globMatches(g, host));
+  if (list(acl.deny).some((g) => aclGlobMatches(g, host))) return false;
+  return list(acl.allow).some((g) => aclGlobMatches(g, host));
 }

@@ -81,20 +81,58 @@ export async function isServerAdmin(env: Env, userId: string): Promise<boolean> 
   return !!row?.admin;
 }
 
-/** Bytes of finished uploads a user has stored. */
+/** Bytes a user holds: finished uploads, plus the reservations of uploads in progress (their
+ *  `size` is set when the bytes are reserved; an upload silent for STALE_UPLOAD_MS no longer counts). */
+const USAGE_SQL = `SELECT COALESCE(SUM(size), 0) FROM media
+  WHERE uploader = ?1 AND (uploaded_ts IS NOT NULL OR upload_started_ts >= ?2) AND NOT (server_name = ?3 AND media_id = ?4)`;
+
 export async function storedBytes(env: Env, userId: string): Promise<number> {
-  const row = await env.DB.prepare("SELECT COALESCE(SUM(size), 0) AS n FROM media WHERE uploader = ? AND uploaded_ts IS NOT NULL")
-    .bind(userId)
+  const row = await env.DB.prepare(`SELECT (${USAGE_SQL}) AS n`)
+    .bind(userId, Date.now() - STALE_UPLOAD_MS, "", "")
     .first<{ n: number }>();
   return row?.n ?? 0;
 }
 
-/** Spec "Security considerations": too much stored → 403 M_FORBIDDEN. */
+/** Spec "Security considerations": too much stored → 403 M_FORBIDDEN. A class of its own so a
+ *  URL preview can tell it from a refused image URL. */
+export class QuotaExceeded extends MatrixError {
+  constructor(quota: number) {
+    super(403, "M_FORBIDDEN", `Media quota exceeded: ${quota} bytes per user`);
+  }
+}
+
+/** An early refusal for a user already over quota (before reading a body of unknown length). The
+ *  binding check is the reservation (reserveNew / reserveExisting). */
 async function checkQuota(env: Env, cfg: MediaConfig, userId: string, incoming: number): Promise<void> {
   if (cfg.userQuotaBytes === 0) return;
-  if ((await storedBytes(env, userId)) + incoming > cfg.userQuotaBytes) {
-    throw forbidden(`Media quota exceeded: ${cfg.userQuotaBytes} bytes per user`);
-  }
+  if ((await storedBytes(env, userId)) + incoming > cfg.userQuotaBytes) throw new QuotaExceeded(cfg.userQuotaBytes);
+}
+
+// Reservations: checking the quota and then writing let N concurrent uploads each see room for
+// one more. Instead one statement both checks the usage and records `size` on the upload's row
+// (D1 runs each statement atomically), before any byte goes to R2; a failed write releases it.
+
+/** Reserve `bytes` for a new item by inserting its row, in progress, if the quota allows. */
+async function reserveNew(env: Env, cfg: MediaConfig, serverName: string, mediaId: string, userId: string, bytes: number): Promise<void> {
+  const now = Date.now();
+  const r = await env.DB.prepare(
+    `INSERT INTO media (server_name, media_id, uploader, r2_key, created_ts, size, upload_started_ts)
+     SELECT ?3, ?4, ?1, ?5, ?6, ?7, ?6 WHERE ?8 = 0 OR (${USAGE_SQL}) + ?7 <= ?8`,
+  )
+    .bind(userId, now - STALE_UPLOAD_MS, serverName, mediaId, mediaKey(serverName, mediaId), now, bytes, cfg.userQuotaBytes)
+    .run();
+  if (r.meta.changes !== 1) throw new QuotaExceeded(cfg.userQuotaBytes);
+}
+
+/** Reserve `bytes` on an item from /create whose upload this request claimed at `claimedTs`. */
+async function reserveExisting(env: Env, cfg: MediaConfig, serverName: string, mediaId: string, userId: string, claimedTs: number, bytes: number): Promise<void> {
+  const r = await env.DB.prepare(
+    `UPDATE media SET size = ?5 WHERE server_name = ?3 AND media_id = ?4 AND upload_started_ts = ?6
+       AND (?7 = 0 OR (${USAGE_SQL}) + ?5 <= ?7)`,
+  )
+    .bind(userId, Date.now() - STALE_UPLOAD_MS, serverName, mediaId, bytes, claimedTs, cfg.userQuotaBytes)
+    .run();
+  if (r.meta.changes !== 1) throw new QuotaExceeded(cfg.userQuotaBytes);
 }
 
 function hex(buf: ArrayBuffer): string {
@@ -111,16 +149,20 @@ export async function writeContent(
   contentLength: number | undefined,
   maxBytes: number,
   contentType: string,
+  /** Called with the size before anything is written (quota reservations). */
+  beforeWrite: (size: number) => Promise<void> = async () => undefined,
 ): Promise<{ size: number; sha256: string }> {
   const tooBig = () => tooLarge(`Cannot upload files larger than ${maxBytes} bytes`);
   if (contentLength !== undefined && contentLength > maxBytes) throw tooBig();
   const httpMetadata = { contentType };
   if (!body || contentLength === 0) {
+    await beforeWrite(0);
     const empty = new Uint8Array(0);
     await env.MEDIA.put(key, empty, { httpMetadata });
     return { size: 0, sha256: hex(await crypto.subtle.digest("SHA-256", empty)) };
   }
   if (contentLength !== undefined) {
+    await beforeWrite(contentLength);
     const digest = new crypto.DigestStream("SHA-256");
     const digestWriter = digest.getWriter();
     let size = 0;
@@ -145,6 +187,7 @@ export async function writeContent(
   }
   const all = await readStreamLimited(body, maxBytes, tooBig);
   const size = all.byteLength;
+  await beforeWrite(size);
   await env.MEDIA.put(key, all, { httpMetadata });
   return { size, sha256: hex(await crypto.subtle.digest("SHA-256", all)) };
 }
@@ -159,36 +202,42 @@ export interface UploadInput {
 
 /** Store a finished upload and record it (POST /_matrix/media/v3/upload). */
 export async function uploadMedia(env: Env, cfg: MediaConfig, serverName: string, input: UploadInput): Promise<string> {
-  await checkQuota(env, cfg, input.userId, input.contentLength ?? 0);
+  if (input.contentLength === undefined) await checkQuota(env, cfg, input.userId, 0);
   const mediaId = newMediaId();
   const key = mediaKey(serverName, mediaId);
-  const { size, sha256 } = await writeContent(env, key, input.body, input.contentLength, cfg.maxUploadBytes, input.contentType);
-  if (input.contentLength === undefined) {
-    // Chunked upload: the size is known only now.
-    try {
-      await checkQuota(env, cfg, input.userId, size);
-    } catch (e) {
-      await env.MEDIA.delete(key);
-      throw e;
+  let reserved = false;
+  let result: { size: number; sha256: string };
+  try {
+    result = await writeContent(env, key, input.body, input.contentLength, cfg.maxUploadBytes, input.contentType, async (size) => {
+      await reserveNew(env, cfg, serverName, mediaId, input.userId, size);
+      reserved = true;
+    });
+  } catch (e) {
+    if (reserved) {
+      await env.MEDIA.delete(key).catch(() => undefined);
+      await env.DB.prepare("DELETE FROM media WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).run();
     }
+    throw e;
   }
   const now = Date.now();
   await env.DB.prepare(
-    `INSERT INTO media (server_name, media_id, uploader, content_type, filename, size, sha256, r2_key, created_ts, uploaded_ts)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    `UPDATE media SET content_type = ?, filename = ?, size = ?, sha256 = ?, uploaded_ts = ?, upload_started_ts = NULL,
+       unused_expires_ts = NULL WHERE server_name = ? AND media_id = ?`,
   )
-    .bind(serverName, mediaId, input.userId, input.contentType, input.filename, size, sha256, key, now, now)
+    .bind(input.contentType, input.filename, result.size, result.sha256, now, serverName, mediaId)
     .run();
   return mediaId;
 }
 
-/** Forget media IDs from /create whose time ran out without content (a bounded batch per call). */
+/** Forget media IDs from /create whose time ran out without content, and the rows of POST
+ *  uploads that never finished (the Worker died mid-upload: no /create expiry, started over
+ *  STALE_UPLOAD_MS ago). A bounded batch per call. */
 export async function purgeExpiredPending(env: Env, now = Date.now()): Promise<void> {
   await env.DB.prepare(
     `DELETE FROM media WHERE rowid IN (SELECT rowid FROM media
-       WHERE uploaded_ts IS NULL AND unused_expires_ts IS NOT NULL AND unused_expires_ts < ? LIMIT 100)`,
+       WHERE uploaded_ts IS NULL AND (unused_expires_ts < ? OR (unused_expires_ts IS NULL AND upload_started_ts < ?)) LIMIT 100)`,
   )
-    .bind(now)
+    .bind(now, now - STALE_UPLOAD_MS)
     .run();
 }
 
@@ -225,7 +274,7 @@ export async function uploadToPending(env: Env, cfg: MediaConfig, serverName: st
   if (row.uploader !== input.userId) throw forbidden("This media ID was created by another user");
   if (row.uploadedTs !== null) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media already uploaded");
   if (row.unusedExpiresTs !== null && row.unusedExpiresTs < now) throw notFound("Media ID has expired");
-  await checkQuota(env, cfg, input.userId, input.contentLength ?? 0);
+  if (input.contentLength === undefined) await checkQuota(env, cfg, input.userId, 0);
   const claim = await env.DB.prepare(
     `UPDATE media SET upload_started_ts = ? WHERE server_name = ? AND media_id = ? AND uploaded_ts IS NULL
        AND (upload_started_ts IS NULL OR upload_started_ts < ?)`,
@@ -235,11 +284,12 @@ export async function uploadToPending(env: Env, cfg: MediaConfig, serverName: st
   if (claim.meta.changes !== 1) throw new MatrixError(409, "M_CANNOT_OVERWRITE_MEDIA", "Media is already being uploaded");
   let result: { size: number; sha256: string };
   try {
-    result = await writeContent(env, row.r2Key, input.body, input.contentLength, cfg.maxUploadBytes, input.contentType);
-    if (input.contentLength === undefined) await checkQuota(env, cfg, input.userId, result.size);
+    result = await writeContent(env, row.r2Key, input.body, input.contentLength, cfg.maxUploadBytes, input.contentType, (size) =>
+      reserveExisting(env, cfg, serverName, mediaId, input.userId, now, size),
+    );
   } catch (e) {
     await env.MEDIA.delete(row.r2Key).catch(() => undefined);
-    await env.DB.prepare("UPDATE media SET upload_started_ts = NULL WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).run();
+    await env.DB.prepare("UPDATE media SET upload_started_ts = NULL, size = NULL WHERE server_name = ? AND media_id = ?").bind(serverName, mediaId).run();
     throw e;
   }
   await env.DB.prepare(

@@ -7,6 +7,7 @@ import { MatrixError, tooLarge } from "../api/errors";
 import {
   IMAGE_MIME,
   chooseSizeClass,
+  decodedPixels,
   planThumbnail,
   sniffImage,
   type ImageInfo,
@@ -81,7 +82,8 @@ export async function getThumbnail(
   const bytes = new Uint8Array(await obj.arrayBuffer());
   const info = sniffImage(bytes);
   if (!info) throw cannotThumbnail();
-  if (info.width * info.height > MAX_THUMBNAIL_PIXELS) throw tooLarge("Content is too large to thumbnail");
+  // decodedPixels, not the header's size: a GIF frame can be larger than its screen.
+  if (decodedPixels(info) > MAX_THUMBNAIL_PIXELS) throw tooLarge("Content is too large to thumbnail");
   const plan = planThumbnail(info, sizeClass);
   if (plan.kind === "original") return { body: bytes, contentType: IMAGE_MIME[info.format], size: bytes.byteLength };
   const out = renderThumbnail(bytes, info, plan);

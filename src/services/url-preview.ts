@@ -8,7 +8,7 @@ import { checkPreviewUrl } from "../core/url-guard";
 import { extractOpenGraph } from "../core/opengraph";
 import { IMAGE_MIME, sniffImage } from "../core/media";
 import { sha256Hex } from "./crypto-util";
-import { uploadMedia } from "./media";
+import { QuotaExceeded, uploadMedia } from "./media";
 
 export const PREVIEW_LIMITS = {
   /** Redirects followed, each target checked again by the guard. */
@@ -122,7 +122,8 @@ async function storeImageResponse(ctx: PreviewContext, res: Response): Promise<P
   if (!bytes || !info) return {};
   const contentType = IMAGE_MIME[info.format];
   const body = new Blob([bytes]).stream();
-  const mediaId = await uploadMedia(ctx.env, { ...ctx.cfg, userQuotaBytes: 0 }, ctx.serverName, {
+  // Stored as the requesting user's media, so it counts against their quota like an upload.
+  const mediaId = await uploadMedia(ctx.env, ctx.cfg, ctx.serverName, {
     userId: ctx.userId,
     contentType,
     filename: null,
@@ -166,8 +167,10 @@ export async function previewUrl(ctx: PreviewContext, rawUrl: string): Promise<P
     if (image) {
       try {
         og = { ...og, ...(await storeImage(ctx, image, fetcher, signal)) };
-      } catch {
-        // A blocked or broken image leaves the preview without one.
+      } catch (e) {
+        // A blocked or broken image leaves the preview without one; a user over quota gets the
+        // 403 (and nothing is cached, so others still get the image).
+        if (e instanceof QuotaExceeded) throw e;
       }
     }
   } else if (type.startsWith("image/")) {

@@ -9,7 +9,7 @@ import {
   type DiscoveryDeps,
   type SrvRecord,
 } from "../../src/services/federation/discovery";
-import { globMatches, hostWithoutPort, isServerAllowedByAcl } from "../../src/core/server-acl";
+import { aclGlobMatches as globMatches, hostWithoutPort, isServerAllowedByAcl } from "../../src/core/server-acl";
 
 type Route = (url: string, init?: RequestInit) => Response | Promise<Response>;
 

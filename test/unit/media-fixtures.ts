@@ -99,3 +99,53 @@ export function makeGif(width: number, height: number, frames = 1): Uint8Array {
   out.push(0x3b);
   return new Uint8Array(out);
 }
+
+/** A GIF whose logical screen says `screenW`×`screenH` but whose one frame (image descriptor) is
+ *  `frameW`×`frameH`, with almost no image data (a decoder sizes its frame buffer from the
+ *  descriptor before reading any). */
+export function makeLyingGif(screenW: number, screenH: number, frameW: number, frameH: number): Uint8Array {
+  const out: number[] = [];
+  const u16 = (n: number) => out.push(n & 0xff, n >> 8);
+  out.push(...new TextEncoder().encode("GIF89a"));
+  u16(screenW);
+  u16(screenH);
+  out.push(0x80, 0, 0); // global colour table of 2 entries
+  out.push(0, 0, 0, 255, 255, 255);
+  out.push(0x2c);
+  u16(0);
+  u16(0);
+  u16(frameW);
+  u16(frameH);
+  out.push(0);
+  // LZW, minimum code size 2: clear (4), one pixel (1), end (5), 3-bit codes.
+  out.push(2, 2, 0x4c, 0x01, 0);
+  out.push(0x3b);
+  return new Uint8Array(out);
+}
+
+/** `jpeg` with a second frame header (SOF0) claiming `width`×`height` inserted right after the
+ *  first one (or, with `first`, before it). */
+export function withExtraJpegFrame(jpeg: Uint8Array, width: number, height: number, first = false): Uint8Array {
+  let at = 2;
+  while (at + 4 <= jpeg.length) {
+    const marker = jpeg[at + 1];
+    const len = (jpeg[at + 2] << 8) | jpeg[at + 3];
+    if (marker >= 0xc0 && marker <= 0xcf && marker !== 0xc4 && marker !== 0xc8 && marker !== 0xcc) {
+      const sof = jpeg.slice(at, at + 2 + len);
+      const fake = sof.slice();
+      fake[1] = 0xc0;
+      fake[5] = height >> 8;
+      fake[6] = height & 0xff;
+      fake[7] = width >> 8;
+      fake[8] = width & 0xff;
+      const cut = first ? at : at + 2 + len;
+      const out = new Uint8Array(jpeg.length + fake.length);
+      out.set(jpeg.subarray(0, cut), 0);
+      out.set(fake, cut);
+      out.set(jpeg.subarray(cut), cut + fake.length);
+      return out;
+    }
+    at += 2 + len;
+  }
+  throw new Error("no SOF in the JPEG");
+}

@@ -63,6 +63,24 @@ describe("previewUrl", () => {
     expect(requested).toHaveLength(2);
   });
 
+  it("stores og:image against the requesting user's media quota", async () => {
+    const png = makeImage("png", 64, 48);
+    const { fetcher, requested } = fakeWeb({
+      "https://quota.example/post": html(`<meta property="og:title" content="Q"><meta property="og:image" content="/i.png">`),
+      "https://quota.example/i.png": () => new Response(png, { headers: { "content-type": "image/png" } }),
+      "https://quota.example/direct.png": () => new Response(png, { headers: { "content-type": "image/png" } }),
+    });
+    const small = { ...base, userId: "@quota-previewer:test.local", cfg: { ...cfg, userQuotaBytes: png.byteLength - 1 }, fetcher };
+    for (const u of ["https://quota.example/post", "https://quota.example/direct.png"]) {
+      const e = await rejection(previewUrl(small, u));
+      expect([e.status, e.errcode]).toEqual([403, "M_FORBIDDEN"]);
+    }
+    // Nothing was cached from the refused attempt: a user with room gets the image.
+    const og = await previewUrl({ ...small, userId: "@roomy:test.local", cfg: { ...cfg, userQuotaBytes: png.byteLength } }, "https://quota.example/post");
+    expect(og["og:image"]).toMatch(/^mxc:\/\/test\.local\//);
+    expect(requested.filter((r) => r === "https://quota.example/post")).toHaveLength(2);
+  });
+
   it("re-checks redirect targets and never fetches a blocked one", async () => {
     const { fetcher, requested } = fakeWeb({
       "https://short.example/x": redirect("http://169.254.169.254/latest/meta-data/"),

@@ -9,7 +9,7 @@ import { stateKey } from "../../src/core/types";
 const ROOM = "!r:test.local";
 
 /** A linear room: create, then `members` join (some then leave), one invite, then messages. */
-function fakeRoom(opts: { joined: string[]; invited?: string[]; left?: string[]; senders: string[] }) {
+function fakeRoom(opts: { joined: string[]; invited?: string[]; left?: string[]; senders: string[]; name?: string }) {
   const events: SyncEvent[] = [];
   const add = (type: string, sender: string, content: JsonObject, sk?: string) => {
     const ev = { event_id: `$${events.length}`, room_id: ROOM, type, sender, content, origin_server_ts: 1, depth: events.length, prev_events: [], auth_events: [], pdu: {} } as unknown as RoomEvent;
@@ -20,6 +20,7 @@ function fakeRoom(opts: { joined: string[]; invited?: string[]; left?: string[];
   for (const u of [...opts.joined, ...(opts.left ?? [])]) add("m.room.member", u, { membership: "join" }, u);
   for (const u of opts.left ?? []) add("m.room.member", u, { membership: "leave" }, u);
   for (const u of opts.invited ?? []) add("m.room.member", opts.joined[0], { membership: "invite" }, u);
+  if (opts.name !== undefined) add("m.room.name", opts.joined[0], { name: opts.name }, "");
   for (const [i, u] of opts.senders.entries()) add("m.room.message", u, { body: `m${i}` });
   // State after each stream position; one Map object per distinct state (as the RoomDO's cache).
   const states: StateIdMap[] = [];
@@ -80,7 +81,7 @@ describe("syncRoomView summary and lazy-loaded members", () => {
     const v = syncRoomView({ ...room.access, memberships: () => byId }, joined[0], query(room.upTo, 1));
     expect(v.summary["m.joined_member_count"]).toBe(40);
     expect(v.summary["m.invited_member_count"]).toBe(1);
-    expect(v.summary["m.heroes"][0]).toBe("@aaa-invited:test.local");
+    expect(v.summary["m.heroes"]![0]).toBe("@aaa-invited:test.local");
     expect(room.loads() - before).toBeLessThan(10);
   });
 
@@ -91,7 +92,8 @@ describe("syncRoomView summary and lazy-loaded members", () => {
   });
 
   it("a fresh room with lazy loading sends the timeline senders' and my member events, and all other state", () => {
-    const room = fakeRoom({ joined, senders: [joined[7], joined[3], joined[9]] });
+    // Named: no heroes, whose member events lazy loading would add too (see the next test).
+    const room = fakeRoom({ joined, senders: [joined[7], joined[3], joined[9]], name: "Named" });
     const v = syncRoomView(room.access, joined[20], query(room.upTo, 2));
     expect(v.timeline.events.map((e) => e.sender)).toEqual([joined[3], joined[9]]);
     expect(v.timeline.limited).toBe(true);
@@ -103,10 +105,19 @@ describe("syncRoomView summary and lazy-loaded members", () => {
     expect(full.state!.events.filter((e) => e.type === "m.room.member")).toHaveLength(40);
   });
 
+  it("lazy loading in a room without a name adds the heroes' member events", () => {
+    const room = fakeRoom({ joined, senders: [joined[7], joined[3], joined[9]] });
+    const v = syncRoomView(room.access, joined[20], query(room.upTo, 2));
+    expect(v.summary["m.heroes"]).toEqual(joined.slice(0, 5));
+    const members = v.state!.events.filter((e) => e.type === "m.room.member").map((e) => e.state_key).sort();
+    expect(members).toEqual([...joined.slice(0, 5), joined[3], joined[9], joined[20]].filter((u, i, a) => a.indexOf(u) === i).sort());
+  });
+
   it("an incremental sync marks senders' unchanged members as lazy candidates; gap changes are not candidates", () => {
     const five = joined.slice(0, 5);
-    const room = fakeRoom({ joined: five, left: ["@gone:test.local"], senders: [five[1], five[2]] });
-    // Streams: create 1, joins 2-6, @gone joins 7 and leaves 8, messages 9 (u01) and 10 (u02).
+    // (Named, so that no heroes' member events are added.)
+    const room = fakeRoom({ joined: five, left: ["@gone:test.local"], senders: [five[1], five[2]], name: "Named" });
+    // Streams: create 1, joins 2-6, @gone joins 7 and leaves 8, name 9, messages 10 (u01) and 11 (u02).
     const v = syncRoomView(room.access, five[0], { ...query(room.upTo, 1), since: 7 });
     expect(v.timeline.events.map((e) => e.sender)).toEqual([five[2]]);
     expect(v.timeline.limited).toBe(true);

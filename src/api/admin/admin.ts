@@ -11,16 +11,44 @@ import { createUser, validateNewLocalpart } from "../../services/accounts";
 import { randomString, timingSafeEqualStrings } from "../../services/crypto-util";
 import { db } from "../../db";
 import { clientSession } from "../../services/sessions";
+import { sweepExpired } from "../../services/sweep";
 
 export const admin = new Hono<AppEnv>();
 
 const NONCE_LIFETIME_MS = 60_000;
 
+// Nonces are stateless: `<time>.<random>.<HMAC of both under the shared secret>`. GET
+// /_synapse/admin/v1/register is unauthenticated, so it must not write anything (it inserted a
+// row per call, never cleaned). A nonce becomes a row only once it is used with a correct MAC
+// (replay protection), and those rows are swept after NONCE_LIFETIME_MS.
+async function nonceMac(secret: string, time: string, random: string): Promise<string> {
+  const enc = new TextEncoder();
+  const key = await crypto.subtle.importKey("raw", enc.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`lattice-register-nonce\0${time}\0${random}`)));
+  return Array.from(mac.subarray(0, 16), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** A nonce issued at `now` (exported for tests of expiry). */
+export async function mintNonce(secret: string, now = Date.now()): Promise<string> {
+  const time = now.toString(36);
+  const random = randomString(16);
+  return `${time}.${random}.${await nonceMac(secret, time, random)}`;
+}
+
+/** When the nonce was issued, if we issued it and it is under NONCE_LIFETIME_MS old. */
+async function nonceIssuedAt(secret: string, nonce: string, now = Date.now()): Promise<number | null> {
+  const [time, random, mac, ...rest] = nonce.split(".");
+  if (rest.length || !time || !random || !mac) return null;
+  if (!timingSafeEqualStrings(await nonceMac(secret, time, random), mac)) return null;
+  const issued = parseInt(time, 36);
+  if (!Number.isSafeInteger(issued) || issued > now + 5_000 || issued + NONCE_LIFETIME_MS < now) return null;
+  return issued;
+}
+
 admin.get("/v1/register", async (c) => {
-  if (!c.var.config.registrationSharedSecret) throw new MatrixError(400, "M_UNKNOWN", "Shared secret registration is not enabled");
-  const nonce = randomString(32);
-  await c.env.DB.prepare("INSERT INTO registration_nonces (nonce, created_ts) VALUES (?, ?)").bind(nonce, Date.now()).run();
-  return c.json({ nonce });
+  const secret = c.var.config.registrationSharedSecret;
+  if (!secret) throw new MatrixError(400, "M_UNKNOWN", "Shared secret registration is not enabled");
+  return c.json({ nonce: await mintNonce(secret) });
 });
 
 const sharedSecretSchema = z.object({
@@ -47,12 +75,17 @@ admin.post("/v1/register", async (c) => {
   if (!secret) throw new MatrixError(400, "M_UNKNOWN", "Shared secret registration is not enabled");
   const body = await parseBody(c, sharedSecretSchema);
   // Each nonce works once and only briefly (replay protection).
-  const used = await c.env.DB.prepare("DELETE FROM registration_nonces WHERE nonce = ? RETURNING created_ts")
-    .bind(body.nonce)
-    .first<{ created_ts: number }>();
-  if (!used || used.created_ts + NONCE_LIFETIME_MS < Date.now()) throw new MatrixError(400, "M_UNKNOWN", "Unrecognised nonce");
+  const issued = await nonceIssuedAt(secret, body.nonce);
+  const unrecognised = () => new MatrixError(400, "M_UNKNOWN", "Unrecognised nonce");
+  if (issued === null) throw unrecognised();
+  if (await c.env.DB.prepare("SELECT 1 FROM registration_nonces WHERE nonce = ?").bind(body.nonce).first()) throw unrecognised();
   const expected = await sharedSecretMac(secret, body.nonce, body.username, body.password, body.admin === true);
   if (!timingSafeEqualStrings(expected, body.mac.toLowerCase())) throw forbidden("HMAC incorrect");
+  await sweepExpired(c.env.DB, "registration_nonces", Date.now() - NONCE_LIFETIME_MS);
+  const claimed = await c.env.DB.prepare("INSERT INTO registration_nonces (nonce, created_ts) VALUES (?, ?) ON CONFLICT DO NOTHING")
+    .bind(body.nonce, issued)
+    .run();
+  if (claimed.meta.changes !== 1) throw unrecognised(); // used by a concurrent request
 
   const localpart = body.username.toLowerCase();
   const userId = validateNewLocalpart(localpart, config.serverName);

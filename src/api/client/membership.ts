@@ -14,7 +14,9 @@ import { isValidUserId } from "../../core/ids";
 import { isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
-import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom } from "../../services/federation/membership";
+import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
+import { sendPresenceOnJoin } from "../../services/federation/edus";
+import { sharePresenceOnJoin } from "../../services/presence-sharing";
 
 export const membership = new Hono<AppEnv>();
 
@@ -123,6 +125,14 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   unwrap(await stub.createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content }));
 }
 
+/** After a join: the joiner's presence to the room's other servers (sendPresenceOnJoin) and
+ *  between the joiner and the room's local members (sharePresenceOnJoin). */
+function shareJoinerPresence(c: Context<AppEnv>, roomId: string): void {
+  const userId = c.var.auth.userId;
+  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { localUser: userId }).catch((e) => console.error("presence on join", e)));
+  c.executionCtx.waitUntil(sharePresenceOnJoin(c.env, c.var.config, roomId, userId).catch((e) => console.error("presence on join", e)));
+}
+
 /** "Servers MUST only allow guest users to join rooms if the m.room.guest_access state event is
  *  present on the room, and has the guest_access value can_join" (module "Guest Access"). A room
  *  this server does not hold has no state to check: guests cannot join it. */
@@ -137,6 +147,7 @@ membership.post("/join/:roomIdOrAlias", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const { roomId, servers } = await resolveTarget(c, c.req.param("roomIdOrAlias"));
   await join(c, roomId, body.reason, [...viaParams(c), ...servers]);
+  shareJoinerPresence(c, roomId);
   return c.json({ room_id: roomId });
 });
 
@@ -144,6 +155,7 @@ membership.post("/rooms/:roomId/join", requireAuth, async (c) => {
   const body = await parseBody(c, reasonSchema);
   const roomId = c.req.param("roomId");
   await join(c, roomId, body.reason, viaParams(c));
+  shareJoinerPresence(c, roomId);
   return c.json({ room_id: roomId });
 });
 
@@ -191,7 +203,17 @@ membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
     // inviting server (Server-Server API "Leaving Rooms (Rejecting Invites)").
     const servers = await partialServers(c, roomId, c.var.auth.userId);
     if (servers.length === 0) throw forbidden("You are not in this room");
-    await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, withReason({}, body.reason));
+    const content = withReason({}, body.reason);
+    try {
+      await leaveRemoteRoom(c.env, c.var.config, c.var.auth.userId, roomId, servers, content);
+    } catch (e) {
+      // An invite is rejected here when the room's servers do not take the rejection; a knock
+      // stays until they do.
+      const mine = (await roomStub(c.env, c.var.config, roomId).getPartialInfo()).members[c.var.auth.userId];
+      if (mine?.membership !== "invite") throw e;
+      console.warn(`rejecting the invite to ${roomId} through ${servers.join(", ")} failed (${(e as Error).message}): rejected locally`);
+      await rejectInviteLocally(c.env, c.var.config, c.var.auth.userId, roomId, content);
+    }
     return c.json({});
   }
   const stub = await roomFor(c, roomId);

@@ -1,5 +1,7 @@
 // Presence (spec: module "Presence"; OpenAPI presence.yaml): GET/PUT /presence/{userId}/status.
-// The user's own hub keeps their presence; changes are fanned out to local users sharing a room.
+// The user's own hub keeps their presence; changes are fanned out to local users sharing a room
+// and, as m.presence EDUs, to the servers sharing one (PUT here, and being online through /sync).
+// Remote users' presence is answered from the requester's hub, which received it.
 // PRESENCE=off (wrangler var) turns fan-out and sync delivery off, as big servers do.
 import { Hono } from "hono";
 import { z } from "zod";
@@ -34,7 +36,13 @@ presence.put("/presence/:userId/status", requireAuth, async (c) => {
 
 presence.get("/presence/:userId/status", requireAuth, async (c) => {
   const userId = c.req.param("userId");
-  if (!isLocalUser(c.var.config, userId)) throw notFound("Presence of remote users is not known here");
+  // A remote user's presence is what their server sent (m.presence EDUs), kept in the hubs of
+  // the local users sharing a room with them: the requester's own copy.
+  if (!isLocalUser(c.var.config, userId)) {
+    const p = await userStub(c.env, c.var.auth.userId, c.var.config).getPresence(userId);
+    if (!p) throw notFound("No presence of this user has been received");
+    return c.json(presenceEvent(userId, p.presence, p.statusMsg, p.lastActiveTs).content as Record<string, unknown>);
+  }
   const p = await userStub(c.env, userId, c.var.config).getPresence(userId);
   if (!p) return c.json({ presence: "offline" });
   const ev = presenceEvent(userId, p.presence, p.statusMsg, p.lastActiveTs).content as Record<string, unknown>;

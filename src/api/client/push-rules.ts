@@ -11,6 +11,7 @@ import { userStub } from "../../services/notifier";
 import { roomStub } from "../../services/rooms";
 import { PUSH_KINDS, validActions, type PushAction, type PushKind } from "../../core/push-rules";
 import type { JsonObject } from "../../core/types";
+import { MAX_GLOB_LENGTH } from "../../core/glob";
 import type { HubResult } from "../../../durable-objects/user";
 
 export const pushRules = new Hono<AppEnv>();
@@ -47,10 +48,12 @@ pushRules.get("/pushrules/global/", requireAuth, async (c) => {
 
 pushRules.get("/pushrules/:scope/:kind/:ruleId", requireAuth, async (c) => c.json((await findRule(c)).rule));
 
+// Patterns are globs the hub runs against every event: bound their length (src/core/glob.ts).
+const globPattern = z.string().max(MAX_GLOB_LENGTH);
 const ruleBody = z.object({
   actions: z.array(z.unknown()),
-  conditions: z.array(z.object({ kind: z.string() }).loose()).optional(),
-  pattern: z.string().optional(),
+  conditions: z.array(z.object({ kind: z.string(), pattern: globPattern.optional() }).loose()).optional(),
+  pattern: globPattern.optional(),
 });
 
 pushRules.put("/pushrules/:scope/:kind/:ruleId", requireAuth, async (c) => {

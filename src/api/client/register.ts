@@ -74,15 +74,29 @@ register.post("/register", async (c) => {
     },
   });
 
-  if (upgrade) {
-    const r = await c.env.DB.prepare("UPDATE users SET is_guest = 0, password_hash = ? WHERE user_id = ? AND is_guest = 1 AND deactivated = 0")
-      .bind(body.password !== undefined ? await hashPassword(body.password) : null, userId)
-      .run();
-    if (r.meta.changes !== 1) throw new MatrixError(400, "M_USER_IN_USE", "User ID already taken");
-  } else await createUser(c.env, { userId, localpart, password: body.password });
-  if (tokenUsed) {
-    await c.env.DB.prepare("UPDATE registration_tokens SET completed = completed + 1 WHERE token = ?").bind(tokenUsed).run();
-  }
+  const createAccount = async () => {
+    if (upgrade) {
+      const r = await c.env.DB.prepare("UPDATE users SET is_guest = 0, password_hash = ? WHERE user_id = ? AND is_guest = 1 AND deactivated = 0")
+        .bind(body.password !== undefined ? await hashPassword(body.password) : null, userId)
+        .run();
+      if (r.meta.changes !== 1) throw new MatrixError(400, "M_USER_IN_USE", "User ID already taken");
+    } else await createUser(c.env, { userId, localpart, password: body.password });
+  };
+  if (config.registration === "token") {
+    if (!tokenUsed) throw forbidden("A registration token is required");
+    // The stage only looked at the token; N parallel requests could all pass it. Claim one use
+    // atomically now, and turn the claim into a completed use only once the account exists.
+    if (!(await claimRegistrationToken(c.env, tokenUsed))) {
+      throw new MatrixError(401, "M_FORBIDDEN", "Registration token has been used up or has expired");
+    }
+    try {
+      await createAccount();
+    } catch (e) {
+      await settleRegistrationToken(c.env, tokenUsed, false);
+      throw e;
+    }
+    await settleRegistrationToken(c.env, tokenUsed, true);
+  } else await createAccount();
   if (body.inhibit_login) return c.json({ user_id: userId, home_server: config.serverName });
   const session = await clientSession(db(c.env), {
     userId,
@@ -118,15 +132,35 @@ async function checkGuestUpgrade(env: Env, token: string, username: string | und
   if (!row.is_guest || row.user_id !== userId) throw forbidden("guest_access_token does not belong to a guest account with this username");
 }
 
-/** null if the token can be used now, else why not. */
+/** null if the token can be used now, else why not. Registrations in progress (`pending`) count
+ *  as uses, as in Synapse's admin API. */
 export async function checkRegistrationToken(env: Env, token: string): Promise<string | null> {
-  const row = await env.DB.prepare("SELECT uses_allowed, completed, expiry_ts FROM registration_tokens WHERE token = ?")
+  const row = await env.DB.prepare("SELECT uses_allowed, pending, completed, expiry_ts FROM registration_tokens WHERE token = ?")
     .bind(token)
-    .first<{ uses_allowed: number | null; completed: number; expiry_ts: number | null }>();
+    .first<{ uses_allowed: number | null; pending: number; completed: number; expiry_ts: number | null }>();
   if (!row) return "Invalid registration token";
   if (row.expiry_ts !== null && row.expiry_ts <= Date.now()) return "Registration token has expired";
-  if (row.uses_allowed !== null && row.completed >= row.uses_allowed) return "Registration token has been used up";
+  if (row.uses_allowed !== null && row.pending + row.completed >= row.uses_allowed) return "Registration token has been used up";
   return null;
+}
+
+/** Take one use of the token for a registration in progress: one conditional UPDATE, so of N
+ *  concurrent registrations at most `uses_allowed` get a claim. False if none is left. */
+async function claimRegistrationToken(env: Env, token: string): Promise<boolean> {
+  const r = await env.DB.prepare(
+    `UPDATE registration_tokens SET pending = pending + 1
+     WHERE token = ? AND (expiry_ts IS NULL OR expiry_ts > ?) AND (uses_allowed IS NULL OR pending + completed < uses_allowed)`,
+  )
+    .bind(token, Date.now())
+    .run();
+  return r.meta.changes === 1;
+}
+
+/** End a claim: a completed use if the account was created, else the use goes back. */
+async function settleRegistrationToken(env: Env, token: string, created: boolean): Promise<void> {
+  await env.DB.prepare(`UPDATE registration_tokens SET pending = MAX(pending - 1, 0), completed = completed + ? WHERE token = ?`)
+    .bind(created ? 1 : 0, token)
+    .run();
 }
 
 /** GET /_matrix/client/v1/register/m.login.registration_token/validity */

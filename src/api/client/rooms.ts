@@ -13,6 +13,7 @@ import type { LocalEventSpec } from "../../../durable-objects/room";
 import { createRoomInDO, knownRoom, localProfile, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases, validateCanonicalAlias } from "../../services/aliases";
 import { setRoomVisibility } from "../../services/room-directory";
+import { inviteRemoteUser } from "../../services/federation/membership";
 
 export const rooms = new Hono<AppEnv>();
 
@@ -82,6 +83,8 @@ export interface RoomPlan {
   events: Omit<LocalEventSpec, "sender">[];
   alias?: string;
   visibility: "public" | "private";
+  /** Invitees on other servers: invited after the room exists, through their server (v2/invite). */
+  remoteInvites: { userId: string; content: JsonObject }[];
 }
 
 /** Turn a createRoom request into the ordered event list (spec createRoom steps 1–8). */
@@ -167,14 +170,21 @@ export async function planRoom(
     events.push({ type: "m.room.topic", state_key: "", content: { topic: body.topic, "m.topic": [{ mimetype: "text/plain", body: body.topic }] } });
   }
 
-  // 8. Invites. (invite_3pid needs an identity server: not supported, ignored.)
+  // 8. Invites. (invite_3pid needs an identity server: not supported, ignored.) A remote
+  // invitee's server must co-sign its invite (Server-Server API "Inviting to a room") and learns
+  // of it only that way: those go the way of POST /invite once the room exists (executePlan).
+  const remoteInvites: RoomPlan["remoteInvites"] = [];
   for (const u of invitees) {
     const content: JsonObject = { membership: "invite" };
     if (body.is_direct) content.is_direct = true;
-    if (isLocalUser(config, u)) Object.assign(content, await localProfile(env, u));
+    if (!isLocalUser(config, u)) {
+      remoteInvites.push({ userId: u, content });
+      continue;
+    }
+    Object.assign(content, await localProfile(env, u));
     events.push({ type: "m.room.member", state_key: u, content });
   }
-  return { rv, creator, createContent, events, alias, visibility };
+  return { rv, creator, createContent, events, alias, visibility, remoteInvites };
 }
 
 /** Create the planned room: alias first (so a taken alias leaves no room behind), then the DO. */
@@ -193,6 +203,19 @@ export async function executePlan(env: AppEnv["Bindings"], config: AppEnv["Varia
     }
   }
   if (plan.visibility === "public") await setRoomVisibility(env, roomId, "public");
+  // Remote invites, each through the invitee's server. The room exists whatever they answer; a
+  // refusal fails the request (createRoom: 403, M_INVITE_BLOCKED when the invitee's server
+  // blocks invites; 400 M_UNSUPPORTED_ROOM_VERSION when it cannot take part in the version),
+  // after every invitee has been tried.
+  let refused: unknown;
+  for (const inv of plan.remoteInvites) {
+    try {
+      await inviteRemoteUser(env, config, roomStub(env, config, roomId), roomId, plan.creator, inv.userId, inv.content);
+    } catch (e) {
+      refused ??= e;
+    }
+  }
+  if (refused) throw refused;
   return roomId;
 }
 

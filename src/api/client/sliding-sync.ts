@@ -394,13 +394,15 @@ async function roomData(
     out.initial = true;
     if (isDm) out.is_dm = true;
     // Heroes (MSC4186): for clients to name a room that has no name.
-    if (!nameEv) out.heroes = await heroes(stub, view.summary["m.heroes"]);
+    if (!nameEv && view.summary["m.heroes"]?.length) out.heroes = await heroes(stub, view.summary["m.heroes"], state);
   }
   return out;
 }
 
-async function heroes(stub: SyncRoomRpc, userIds: string[]): Promise<JsonObject[]> {
-  const evs = await Promise.all(userIds.map((u) => stub.getCurrentStateEvent("m.room.member", u)));
+async function heroes(stub: SyncRoomRpc, userIds: string[], state: JsonObject[]): Promise<JsonObject[]> {
+  // Member events already in hand (lazy loading includes the heroes'); the rest from the room.
+  const have = new Map(state.filter((e) => e.type === "m.room.member").map((e) => [e.state_key as string, e]));
+  const evs = await Promise.all(userIds.map((u) => have.get(u) ?? stub.getCurrentStateEvent("m.room.member", u)));
   return userIds.map((u, i) => {
     const content = (evs[i]?.content ?? {}) as JsonObject;
     const h: JsonObject = { user_id: u };

@@ -12,6 +12,7 @@ import { MatrixError, invalidParam } from "../errors";
 import { requireAuth } from "../middleware/auth";
 import { roomStub, unwrap } from "../../services/rooms";
 import { fanOutPresence, userStub } from "../../services/notifier";
+import { sendPresence } from "../../services/federation/edus";
 import { resolveFilter } from "./filter";
 import { applyEventFields, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
 import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
@@ -99,7 +100,15 @@ sync.get("/sync", requireAuth, async (c) => {
     });
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
     const changedPresence = r.value.presenceChanged;
-    if (changedPresence) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, changedPresence).catch((e) => console.error("presence fan-out", e)));
+    if (changedPresence) {
+      // To local room-mates (changes only: their copy would not reach their clients anyway, a
+      // ping only moves its last active time) and to the servers sharing a room (Server-Server
+      // API "Presence"): being online through /sync is how users are online. The hub
+      // rate-limits pings (PRESENCE_PING_MS).
+      const { ping, ...state } = changedPresence;
+      if (!ping) c.executionCtx.waitUntil(fanOutPresence(c.env, c.var.config, userId, state).catch((e) => console.error("presence fan-out", e)));
+      c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, state).catch((e) => console.error("m.presence EDU failed", e)));
+    }
     const body = await buildResponse(c, r.value, opts);
     if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
     since = r.value.nextBatch;

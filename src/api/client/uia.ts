@@ -8,6 +8,8 @@ import { MatrixError } from "../errors";
 import { randomString } from "../../services/crypto-util";
 import { verifyPassword } from "../../services/passwords";
 import { resolveLoginUser } from "./login";
+import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
+import { sweepExpired } from "../../services/sweep";
 
 export type Stage = "m.login.password" | "m.login.dummy" | "m.login.registration_token";
 
@@ -62,6 +64,8 @@ export async function requireUia(c: Context<AppEnv>, auth: AuthDict | undefined,
     }
   }
   if (!session) {
+    // Sessions that expired unfinished are never asked for again: drop them as new ones come.
+    await sweepExpired(db, "uia_sessions", Date.now() - SESSION_LIFETIME_MS);
     const id = randomString(24);
     await db
       .prepare("INSERT INTO uia_sessions (session_id, purpose, completed, created_ts) VALUES (?, ?, '[]', ?)")
@@ -117,6 +121,10 @@ async function attemptStage(
       if (!who || typeof auth.password !== "string") return { errcode: "M_BAD_JSON", error: "identifier and password are required" };
       const userId = resolveLoginUser(who, c.var.config.serverName);
       if (!opts.userId || userId !== opts.userId) return { errcode: "M_FORBIDDEN", error: "Invalid username or password" };
+      // Each attempt is a password guess: the same buckets as /login, so a stolen access token
+      // cannot guess without limit through /account/password, /delete_devices and the like.
+      await rateLimit(c, "login-ip", clientAddress(c), LIMITS.loginPerAddress);
+      await rateLimit(c, "login-user", userId, LIMITS.loginPerAccount);
       const row = await c.env.DB.prepare("SELECT password_hash FROM users WHERE user_id = ?").bind(userId).first<{ password_hash: string | null }>();
       if (!(await verifyPassword(auth.password, row?.password_hash ?? null))) {
         return { errcode: "M_FORBIDDEN", error: "Invalid username or password" };

@@ -23,6 +23,7 @@ import { redactEvent } from "../../core/redaction";
 import { signJson } from "../../core/signing";
 import { isValidRoomId, isValidUserId, parseUserId } from "../../core/ids";
 import { requireServerAllowed } from "../../services/federation/inbound";
+import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { knownRoom, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { getServerSigningKey } from "../../services/server-key";
 
@@ -144,6 +145,8 @@ federationRooms.put("/v2/send_join/:roomId/:eventId", async (c) => {
     members_omitted: r.members_omitted ?? false,
   };
   if (r.event) out.event = r.event as unknown as JsonObject;
+  // The joining server learns our members' presence now, not at their next change.
+  c.executionCtx.waitUntil(sendPresenceOnJoin(c.env, c.var.config, roomId, { server: c.var.origin }).catch((e) => console.error("presence on join", e)));
   return c.json(out);
 });
 

@@ -149,10 +149,9 @@ export async function sendReceipt(env: Env, config: Config, r: { roomId: string;
   await toAll(env, config, servers, { edu_type: "m.receipt", content: { [r.roomId]: { "m.read": { [r.userId]: { event_ids: [r.eventId], data } } } } });
 }
 
-/** A local user's presence, to every server sharing a room with them. */
-export async function sendPresence(env: Env, config: Config, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
-  if (env.PRESENCE === "off") return;
-  const servers = await remoteServersSharingRoomWith(env, config, userId);
+type PresenceState = { presence: string; statusMsg: string | null; lastActiveTs: number };
+
+function presenceEntry(userId: string, p: PresenceState): Record<string, unknown> {
   const entry: Record<string, unknown> = {
     user_id: userId,
     presence: p.presence,
@@ -160,7 +159,31 @@ export async function sendPresence(env: Env, config: Config, userId: string, p: 
     currently_active: p.presence === "online",
   };
   if (p.statusMsg !== null) entry.status_msg = p.statusMsg;
-  await toAll(env, config, servers, { edu_type: "m.presence", content: { push: [entry] } });
+  return entry;
+}
+
+/** A local user's presence, to every server sharing a room with them. */
+export async function sendPresence(env: Env, config: Config, userId: string, p: PresenceState): Promise<void> {
+  if (env.PRESENCE === "off") return;
+  const servers = await remoteServersSharingRoomWith(env, config, userId);
+  await toAll(env, config, servers, { edu_type: "m.presence", content: { push: [presenceEntry(userId, p)] } });
+}
+
+/** Local users' current presence to servers that just started sharing a room with them (as
+ *  Synapse does on joins): a local user joined a room (→ its other servers), or a server's user
+ *  joined a room of ours (→ that server, the presence of our members). Presence is otherwise
+ *  sent only when it changes, so the new room-mates would see them offline until then. */
+export async function sendPresenceOnJoin(env: Env, config: Config, roomId: string, joiner: { localUser: string } | { server: string }): Promise<void> {
+  if (env.PRESENCE === "off") return;
+  const servers = "server" in joiner ? [joiner.server] : await remoteServersInRoom(env, config, roomId);
+  if (servers.length === 0) return;
+  const users = "localUser" in joiner ? [joiner.localUser] : (await localJoinedMembers(env, [roomId])).slice(0, 100);
+  const push: Record<string, unknown>[] = [];
+  for (const u of users) {
+    const p = await userStub(env, u, config).getPresence(u);
+    if (p && p.presence !== "offline") push.push(presenceEntry(u, p));
+  }
+  if (push.length) await toAll(env, config, servers, { edu_type: "m.presence", content: { push } });
 }
 
 /** To-device messages for users of other servers: one m.direct_to_device EDU per server, with a

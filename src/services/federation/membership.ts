@@ -175,6 +175,32 @@ export async function leaveRemoteRoom(env: Env, config: Config, userId: string, 
   });
 }
 
+/** Reject an invite to a room we are not in when no resident server takes the rejection
+ *  (unreachable, or refusing make_leave): a leave signed here, citing the invite as its prev and
+ *  auth event, kept as the user's membership of the partial room, so their client sees the
+ *  invite end (Synapse does the same: an "out-of-band" leave). The inviting server is not told. */
+export async function rejectInviteLocally(env: Env, config: Config, userId: string, roomId: string, content: JsonObject): Promise<void> {
+  const stub = roomStub(env, config, roomId);
+  const info = await stub.getPartialInfo();
+  const m = info.members[userId];
+  const rv = info.roomVersion ? getRoomVersion(info.roomVersion) : undefined;
+  if (!info.partial || !rv || m?.membership !== "invite") throw new MatrixError(403, "M_FORBIDDEN", "You are not invited to this room");
+  const invite = await stub.getPdu(m.eventId);
+  const pdu = {
+    room_id: roomId,
+    sender: userId,
+    type: "m.room.member",
+    state_key: userId,
+    content: { ...content, membership: "leave" },
+    origin_server_ts: Date.now(),
+    depth: (invite?.pdu.depth ?? 0) + 1,
+    prev_events: [m.eventId],
+    auth_events: [m.eventId],
+  } as unknown as PDU;
+  const signed = await hashAndSignEvent(pdu, rv, config.serverName, await getServerSigningKey(env, config));
+  unwrap(await stub.storeRemoteMembership({ serverName: config.serverName, roomId, roomVersion: rv.id, pdu: signed.pdu }));
+}
+
 /** Invite a remote user: their server co-signs the invite (PUT v2/invite with stripped state),
  *  then the co-signed event enters the room through admit (and goes to the room's servers). */
 export async function inviteRemoteUser(env: Env, config: Config, stub: RoomStub, roomId: string, inviter: string, invitee: string, content: JsonObject): Promise<void> {
@@ -193,7 +219,11 @@ export async function inviteRemoteUser(env: Env, config: Config, stub: RoomStub,
       body: { room_version: rv.id, event: pdu, invite_room_state: stripped },
     });
   } catch (e) {
-    if (e instanceof FederationError && e.status !== undefined && e.status < 500) throw new MatrixError(403, "M_FORBIDDEN", `The invitee's server refused the invite: ${e.message}`);
+    if (e instanceof FederationError && e.status !== undefined && e.status < 500) {
+      // The invitee's server cannot take part in this room version (spec: createRoom 400).
+      if (e.errcode === "M_INCOMPATIBLE_ROOM_VERSION") throw new MatrixError(400, "M_UNSUPPORTED_ROOM_VERSION", `The invitee's server does not support room version ${rv.id}`);
+      throw new MatrixError(403, e.errcode === "M_INVITE_BLOCKED" ? "M_INVITE_BLOCKED" : "M_FORBIDDEN", `The invitee's server refused the invite: ${e.message}`);
+    }
     throw new MatrixError(502, "M_UNKNOWN", `Could not reach the invitee's server: ${(e as Error).message}`);
   }
   const signed = r.body.event;
