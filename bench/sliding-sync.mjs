@@ -70,8 +70,10 @@ try {
     // (b) incremental after one new message in one room (outside the window: it moves in).
     const inc = [];
     let pos = (await sss(alice.token, { conn_id: "inc", lists: { all: LIST } })).pos;
+    let lastRoom;
     for (let i = 0; i <= RUNS; i++) {
       const roomId = rooms[Math.floor(Math.random() * rooms.length)];
+      lastRoom = roomId;
       await api("PUT", `/rooms/${enc(roomId)}/send/m.room.message/i${++txn}`, alice.token, { msgtype: "m.text", body: `inc ${i}` });
       const t = performance.now();
       const r = await sss(alice.token, { conn_id: "inc", lists: { all: LIST } }, `?pos=${enc(pos)}&timeout=0`);
@@ -80,7 +82,22 @@ try {
       pos = r.pos;
       if (i > 0) inc.push(ms);
     }
-    console.log(`${rooms.length} rooms | (a) first response, window 20, timeline_limit 1: ${fmt(first)} | (b) incremental, one new message: ${fmt(inc)} | load ${load()}`);
+    // (b') the same, the message in a room already in the window (a pure delta).
+    const hot = [];
+    // The room of the last (b) message is at the top of the window now.
+    const roomId = lastRoom;
+    for (let i = 0; i <= RUNS; i++) {
+      await api("PUT", `/rooms/${enc(roomId)}/send/m.room.message/h${++txn}`, alice.token, { msgtype: "m.text", body: `hot ${i}` });
+      const t = performance.now();
+      const r = await sss(alice.token, { conn_id: "inc", lists: { all: LIST } }, `?pos=${enc(pos)}&timeout=0`);
+      const ms = performance.now() - t;
+      if (!r.rooms[roomId] || r.rooms[roomId].initial) throw new Error("expected a delta of the room");
+      pos = r.pos;
+      if (i > 0) hot.push(ms);
+    }
+    console.log(
+      `${rooms.length} rooms | (a) first response, window 20, timeline_limit 1: ${fmt(first)} | (b) incremental, one new message in a room outside the window: ${fmt(inc)} | (b') in a room inside it: ${fmt(hot)} | load ${load()}`,
+    );
   }
 
   // (c) send → delivery to bob's long-polling sliding sync.
