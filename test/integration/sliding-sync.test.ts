@@ -129,6 +129,17 @@ describe("lists, order and windows", () => {
     const woke = await waiting;
     expect(Date.now() - t1).toBeLessThan(5000);
     expect(bodies(woke.rooms[roomId].timeline)).toEqual(["wake"]);
+    // A change no list shows (a room outside the is_dm filter) keeps the request waiting.
+    const dmOnly = { dms: list({ filters: { is_dm: true } }) };
+    const base = await sssOk(alice, { lists: dmOnly }, { pos: woke.pos });
+    const t2 = Date.now();
+    const quiet = sssOk(alice, { lists: dmOnly }, { pos: base.pos, timeout: 800 });
+    await new Promise((r) => setTimeout(r, 100));
+    await send(alice, roomId, "not shown");
+    const res = await quiet;
+    expect(Date.now() - t2).toBeGreaterThanOrEqual(700);
+    expect(res.rooms).toEqual({});
+    expect(res.lists.dms.count).toBe(0);
   });
 });
 
@@ -357,9 +368,13 @@ describe("extensions", () => {
     // A retry without the new since gets the message again (not acknowledged yet).
     const again = await sssOk(alice, { extensions: { to_device: { enabled: true } } }, { pos: first.pos });
     expect(again.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([1]);
+    // The long-poll wakes for a new message.
+    const t0 = Date.now();
+    const waiting = sssOk(alice, { extensions: { to_device: { enabled: true, since } } }, { pos: first.pos, timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 150));
     await put(2);
-    // The long-poll wakes for the message.
-    const next = await sssOk(alice, { extensions: { to_device: { enabled: true, since } } }, { pos: first.pos, timeout: 5000 });
+    const next = await waiting;
+    expect(Date.now() - t0).toBeLessThan(5000);
     expect(next.extensions.to_device.events.map((e: Json) => e.content.n)).toEqual([2]);
     const third = await sssOk(alice, { extensions: { to_device: { enabled: true, since: next.extensions.to_device.next_batch } } }, { pos: next.pos });
     expect(third.extensions.to_device.events).toEqual([]);
