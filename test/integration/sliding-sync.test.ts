@@ -140,6 +140,11 @@ describe("lists, order and windows", () => {
     expect(Date.now() - t2).toBeGreaterThanOrEqual(700);
     expect(res.rooms).toEqual({});
     expect(res.lists.dms.count).toBe(0);
+    // A request that changes its lists is answered at once, even with nothing new to show.
+    const t3 = Date.now();
+    const changed = await sssOk(alice, { lists: { dms: list({ ranges: [[0, 50]], filters: { is_dm: true } }) } }, { pos: res.pos, timeout: 5000 });
+    expect(Date.now() - t3).toBeLessThan(2500);
+    expect(changed.lists.dms.count).toBe(0);
   });
 });
 

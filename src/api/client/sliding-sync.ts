@@ -335,7 +335,16 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
   return {
     response: { lists: listOut, rooms: roomsOut, extensions: extOut },
     state: { hubPos: b.q, rooms: nextRooms, subs, lists: listState, ext: stickyExt },
-    empty: Object.keys(roomsOut).length === 0 && !listsChanged && !extData && Object.keys(body.room_subscriptions ?? {}).length === 0,
+    // A request that changes what it asks for is answered at once (the hub does not wait
+    // either), even when the answer holds nothing new.
+    empty:
+      Object.keys(roomsOut).length === 0 &&
+      !listsChanged &&
+      !extData &&
+      Object.keys(body.room_subscriptions ?? {}).length === 0 &&
+      (body.unsubscribe_rooms?.length ?? 0) === 0 &&
+      Object.keys(prev.lists).length === Object.keys(listKeys).length &&
+      Object.entries(listKeys).every(([n, k]) => prev.lists[n]?.key === k),
     learnedTypes,
   };
 }
