@@ -21,8 +21,20 @@ const load = () => execSync("uptime").toString().trim().replace(/^.*load average
 const log = (...a) => console.error(`[${new Date().toISOString().slice(11, 19)}]`, ...a);
 const fmt = (xs) => `p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms (n=${xs.length})`;
 
+/** Server-Timing phases of sliding sync responses, per label (see timed). */
+const phases = new Map();
+let phaseLabel;
 async function req(method, url, token, body, attempt = 0) {
   const res = await fetch(url, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const st = res.headers.get("server-timing");
+  if (st && phaseLabel) {
+    const m = phases.get(phaseLabel) ?? new Map();
+    for (const part of st.split(", ")) {
+      const [k, d] = part.split(";dur=");
+      m.set(k, [...(m.get(k) ?? []), Number(d)]);
+    }
+    phases.set(phaseLabel, m);
+  }
   const text = await res.text();
   if ((res.status === 503 || !text.startsWith("{")) && attempt < 10) {
     await new Promise((r) => setTimeout(r, 1000));
@@ -60,6 +72,7 @@ try {
     log(`${rooms.length} rooms (+${target - start} in ${((Date.now() - t0) / 1000).toFixed(0)} s)`);
     // (a) first response, a new connection each time; one warm-up.
     const first = [];
+    phaseLabel = `${target} first`;
     for (let i = 0; i <= RUNS; i++) {
       const t = performance.now();
       const r = await sss(alice.token, { conn_id: `a${i}`, lists: { all: LIST } });
@@ -69,6 +82,7 @@ try {
     }
     // (b) incremental after one new message in one room (outside the window: it moves in).
     const inc = [];
+    phaseLabel = `${target} incremental (outside)`;
     let pos = (await sss(alice.token, { conn_id: "inc", lists: { all: LIST } })).pos;
     let lastRoom;
     for (let i = 0; i <= RUNS; i++) {
@@ -84,6 +98,7 @@ try {
     }
     // (b') the same, the message in a room already in the window (a pure delta).
     const hot = [];
+    phaseLabel = `${target} incremental (inside)`;
     // The room of the last (b) message is at the top of the window now.
     const roomId = lastRoom;
     for (let i = 0; i <= RUNS; i++) {
@@ -100,6 +115,8 @@ try {
     );
   }
 
+  phaseLabel = undefined;
+  for (const [label, m] of phases) console.log(`  server phases, ${label}: ${[...m].map(([k, xs]) => `${k} p50 ${percentile(xs, 50).toFixed(1)} ms`).join(", ")}`);
   // (c) send → delivery to bob's long-polling sliding sync.
   const { room_id: shared } = await api("POST", "/createRoom", alice.token, { preset: "public_chat" });
   await api("POST", `/rooms/${enc(shared)}/join`, bob.token, {});

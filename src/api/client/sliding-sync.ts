@@ -148,7 +148,10 @@ slidingSync.post("/sync", requireAuth, async (c) => {
   // A long-poll is held at most 5 minutes, whatever the client asks.
   const deadline = Date.now() + Math.min(timeout, MAX_TIMEOUT_MS);
   let waitAfter: number | undefined;
+  const timing: Record<string, number> = {};
+  const lap = (name: string, t0: number) => (timing[name] = (timing[name] ?? 0) + (performance.now() - t0));
   for (;;) {
+    let t0 = performance.now();
     const r = await hub.slidingBegin(userId, {
       deviceId,
       connId,
@@ -161,9 +164,14 @@ slidingSync.post("/sync", requireAuth, async (c) => {
       listKeys,
     });
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
-    const built = await buildResponse(c, r.value, body, lists, listKeys);
+    lap("begin", t0);
+    const built = await buildResponse(c, r.value, body, lists, listKeys, lap);
     if (pos === undefined || !built.empty || Date.now() >= deadline) {
+      t0 = performance.now();
       const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state, roomTypes: built.learnedTypes });
+      lap("commit", t0);
+      // Where the time went (Server-Timing; the begin phase includes any long-poll wait).
+      c.header("Server-Timing", Object.entries(timing).map(([k, v]) => `${k};dur=${v.toFixed(1)}`).join(", "));
       return c.json({ pos: newPos, ...built.response });
     }
     waitAfter = r.value.q;
@@ -188,7 +196,15 @@ interface Shown {
   limit: number;
 }
 
-async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lists: Record<string, ListReq>, listKeys: Record<string, string>): Promise<Built> {
+async function buildResponse(
+  c: Context<AppEnv>,
+  b: BeginResult,
+  body: Body,
+  lists: Record<string, ListReq>,
+  listKeys: Record<string, string>,
+  lap: (name: string, t0: number) => void,
+): Promise<Built> {
+  let t0 = performance.now();
   const { userId, deviceId } = c.var.auth;
   const prev: ConnState = b.state ?? { hubPos: -1, rooms: {}, subs: {}, lists: {}, ext: {} };
   const hubRooms = new Map(b.rooms.map((r) => [r.roomId, r]));
@@ -248,6 +264,8 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
       (s.sub && (!e.rooms || e.rooms.includes("*") || e.rooms.includes(id))));
 
   const ids = [...shown.keys()];
+  lap("lists", t0);
+  t0 = performance.now();
   const details = ids.length
     ? await (userStub(c.env, userId, c.var.config) as unknown as SlidingHubRpc).slidingDetails(userId, {
         q: b.q,
@@ -258,6 +276,8 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
       })
     : {};
 
+  lap("details", t0);
+  t0 = performance.now();
   const nextRooms: Record<string, SentRoom> = { ...prev.rooms };
   const roomsOut: Record<string, JsonObject> = {};
   let next = 0;
@@ -301,6 +321,7 @@ async function buildResponse(c: Context<AppEnv>, b: BeginResult, body: Body, lis
     while (next < ids.length) await one(ids[next++]);
   };
   await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, ids.length) }, worker));
+  lap("rooms", t0);
 
   // Extensions.
   const extOut: JsonObject = {};
