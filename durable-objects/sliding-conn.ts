@@ -205,7 +205,11 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const from = state?.hubPos ?? -1;
   const rooms = a.sql
     .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null; rtype: string | null }>(
-      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted, s.rtype FROM rooms r LEFT JOIN sliding_rooms s ON s.room_id = r.room_id`,
+      // A forgotten room (POST /forget, same membership since) is gone from every sync.
+      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted, s.rtype FROM rooms r
+         LEFT JOIN sliding_rooms s ON s.room_id = r.room_id
+         LEFT JOIN forgotten_rooms f ON f.room_id = r.room_id
+       WHERE f.room_id IS NULL OR f.member_stream != r.member_stream`,
     )
     .toArray()
     .map((r) => ({

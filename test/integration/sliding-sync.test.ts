@@ -252,6 +252,21 @@ describe("room fields and required_state", () => {
   });
 });
 
+describe("forgotten rooms", () => {
+  it("a room left and forgotten is gone from the lists", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    await join(bob, roomId);
+    const first = await sssOk(bob, { lists: { all: list() } });
+    expect(first.lists.all.count).toBe(1);
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/forget`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const next = await sssOk(bob, { lists: { all: list() } }, { pos: first.pos });
+    expect(next.lists.all.count).toBe(0);
+    expect(next.rooms).toEqual({});
+  });
+});
+
 describe("knocks", () => {
   it("a knock shows with knock_state", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
