@@ -11,7 +11,7 @@
 // issued, dropped, other device or connection) answers 400 M_UNKNOWN_POS and the client starts
 // over.
 import type { JsonObject } from "../src/core/types";
-import { BUMP_EVENT_TYPES } from "../src/core/sliding-lists";
+import { BUMP_EVENT_TYPES, computeList, needsRoomType, type ListFilters, type ListRoom, type Range, type SlidingMembership } from "../src/core/sliding-lists";
 
 export const SLIDING_SCHEMA = `
 CREATE TABLE IF NOT EXISTS sliding_rooms (room_id TEXT PRIMARY KEY, bump INTEGER NOT NULL, encrypted INTEGER NOT NULL DEFAULT 0, rtype TEXT);
@@ -122,6 +122,13 @@ export interface BeginRequest {
   /** Room IDs subscribed in this request, and list keys: a change means answer now. */
   newSubs: string[];
   listKeys: Record<string, string>;
+  unsubscribe: string[];
+  /** The lists, computed here so only their windows leave the hub (the room list stays). */
+  lists: Record<string, { ranges: Range[]; filters?: ListFilters }>;
+  /** `spaces` filters: the children of each named space (read from the space by the Worker). */
+  spaceChildren?: Record<string, string[]>;
+  /** Room types the Worker read for rooms the hub asked about (needTypes). */
+  roomTypes?: Record<string, string | null>;
 }
 
 export interface HubRoom {
@@ -142,6 +149,12 @@ export interface BeginResult {
   stateId: number | null;
   /** Hub position this response covers. */
   q: number;
+  /** Set when a list filters by room type and these rooms' types are unknown to the hub: the
+   *  Worker reads them and calls again with `roomTypes` (nothing else is filled in then). */
+  needTypes?: string[];
+  /** Per list: the count and the window's room IDs, in order. */
+  lists: Record<string, { count: number; window: string[] }>;
+  /** The rooms in any window, and subscribed rooms the user may be shown. */
   rooms: HubRoom[];
   /** Rooms in m.direct (is_dm). */
   direct: string[];
@@ -203,7 +216,8 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
 
   const q = a.pos();
   const from = state?.hubPos ?? -1;
-  const rooms = a.sql
+  for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
+  const all = a.sql
     .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null; rtype: string | null }>(
       // A forgotten room (POST /forget, same membership since) is gone from every sync.
       `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted, s.rtype FROM rooms r
@@ -211,17 +225,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
          LEFT JOIN forgotten_rooms f ON f.room_id = r.room_id
        WHERE f.room_id IS NULL OR f.member_stream != r.member_stream`,
     )
-    .toArray()
-    .map((r) => ({
-      roomId: r.room_id,
-      membership: r.membership,
-      stream: r.stream,
-      // A room whose last bump predates this table: its newest logged position.
-      bump: r.bump || (a.sql.exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ?", r.room_id).one().u ?? 0),
-      encrypted: !!r.encrypted,
-      inviter: r.inviter,
-      roomType: r.rtype === null ? undefined : r.rtype === "" ? null : r.rtype,
-    }));
+    .toArray();
   const directRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
   const direct = new Set<string>();
   if (directRow) {
@@ -230,7 +234,57 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const ignoredRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
   const ignoredUsers = ignoredRow ? (JSON.parse(ignoredRow.content) as { ignored_users?: Record<string, unknown> }).ignored_users : undefined;
   const ignored = ignoredUsers && typeof ignoredUsers === "object" ? Object.keys(ignoredUsers) : [];
-  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, rooms, direct: [...direct], ignored, ext, globalAccountData: [] };
+  const ignoredSet = new Set(ignored);
+
+  // Rooms a list may show: joined, invited, knocking, and a room left since the connection last
+  // showed it (once, with its last events; then it drops out). Module "Ignoring Users": invites
+  // from ignored users are not shown.
+  const candidates: (ListRoom & { row: (typeof all)[number] })[] = [];
+  for (const r of all) {
+    const sent = state?.rooms[r.room_id];
+    const gone = r.membership === "leave" || r.membership === "ban";
+    if (gone && (!sent || sent.m === "leave" || sent.m === "ban")) continue;
+    if (r.membership === "invite" && r.inviter && ignoredSet.has(r.inviter)) continue;
+    candidates.push({
+      roomId: r.room_id,
+      membership: r.membership as SlidingMembership,
+      // A room whose last bump predates this table: its newest logged position.
+      bump: r.bump || (a.sql.exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ?", r.room_id).one().u ?? 0),
+      isDm: direct.has(r.room_id),
+      encrypted: !!r.encrypted,
+      roomType: r.rtype === null ? undefined : r.rtype === "" ? null : r.rtype,
+      row: r,
+    });
+  }
+  const specs = Object.values(req.lists);
+  if (specs.some((l) => needsRoomType(l.filters))) {
+    const unknown = candidates.filter((r) => r.roomType === undefined && !(req.roomTypes && r.roomId in req.roomTypes)).map((r) => r.roomId);
+    if (unknown.length && !req.roomTypes) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], direct: [], ignored, ext, globalAccountData: [] } };
+  }
+  const joinedSpaces = new Set(all.filter((r) => r.membership === "join").map((r) => r.room_id));
+  const lists: BeginResult["lists"] = {};
+  const shown = new Map<string, (typeof candidates)[number]>();
+  for (const [name, l] of Object.entries(req.lists)) {
+    // spaces: children of the named spaces the user is joined to.
+    const inSpaces = l.filters?.spaces ? new Set(l.filters.spaces.filter((sp) => joinedSpaces.has(sp)).flatMap((sp) => req.spaceChildren?.[sp] ?? [])) : undefined;
+    const { count, window } = computeList(candidates, l.filters, l.ranges, inSpaces);
+    lists[name] = { count, window: window.map((r) => r.roomId) };
+    for (const r of window) shown.set(r.roomId, r as (typeof candidates)[number]);
+  }
+  const subs = new Set([...Object.keys(state?.subs ?? {}), ...req.newSubs]);
+  for (const id of req.unsubscribe) subs.delete(id);
+  const byId = new Map(candidates.map((r) => [r.roomId, r]));
+  for (const id of subs) if (byId.has(id)) shown.set(id, byId.get(id)!);
+  const rooms: HubRoom[] = [...shown.values()].map((r) => ({
+    roomId: r.roomId,
+    membership: r.row.membership,
+    stream: r.row.stream,
+    bump: r.bump,
+    encrypted: r.encrypted ?? false,
+    inviter: r.row.inviter,
+    roomType: r.roomType,
+  }));
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, direct: [...direct].filter((id) => shown.has(id)), ignored, ext, globalAccountData: [] };
   if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
   if (tdSince !== undefined) {
     const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));
@@ -319,14 +373,11 @@ export interface CommitRequest {
   connId: string;
   fromId: number | null;
   state: ConnState;
-  /** Room types the Worker read from RoomDOs (kept, so the next request need not ask). */
-  roomTypes?: Record<string, string | null>;
 }
 
 /** Store the state a response leaves the connection in; returns its pos. */
 export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
   return a.transaction(() => {
-    for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
     const row = a.sql.exec<{ n: number }>("SELECT n FROM sliding_seq WHERE k = 0").toArray()[0];
     const id = (row?.n ?? 0) + 1;
     a.sql.exec("INSERT INTO sliding_seq (k, n) VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET n = excluded.n", id);

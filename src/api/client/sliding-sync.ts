@@ -3,9 +3,11 @@
 // Web's new room list use.
 //
 // 1. The hub (UserDO, durable-objects/sliding-conn.ts) checks `pos`, waits (long-poll) until
-//    something changed after it, and returns the user's rooms with recency (bump) and the
-//    extensions' data.
-// 2. Lists are computed here (core/sliding-lists.ts): filter, sort by recency, window by ranges.
+//    something changed after it, computes the lists (core/sliding-lists.ts: filter, sort by
+//    recency, window by ranges) and returns the windows, the rooms shown and the extensions'
+//    data. Only the windows cross the RPC, not the user's whole room list.
+// 2. Facts the hub may lack are read here first: the children of `spaces` filters, and (once)
+//    the type of rooms whose create event the hub never saw.
 // 3. Each room in a window or subscription is compared with what the connection was sent: a
 //    room new to it comes whole (`initial`), a room that moved comes as a delta from the room
 //    stream sent; RoomDO.syncRoom serves either, with state_after semantics (`required_state`
@@ -21,16 +23,13 @@ import { roomStub, unwrap } from "../../services/rooms";
 import { userStub } from "../../services/notifier";
 import type { JsonObject } from "../../core/types";
 import {
-  computeList,
   configKey,
   mergeRequiredState,
-  needsRoomType,
   planRequiredState,
   wantsState,
   type ListFilters,
-  type ListRoom,
+  type Range,
   type RequiredState,
-  type SlidingMembership,
 } from "../../core/sliding-lists";
 import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
 import type { Requester, RoomResult } from "../../../durable-objects/room";
@@ -147,28 +146,42 @@ slidingSync.post("/sync", requireAuth, async (c) => {
   const listKeys = Object.fromEntries(Object.entries(lists).map(([n, l]) => [n, JSON.stringify(l)]));
   // A long-poll is held at most 5 minutes, whatever the client asks.
   const deadline = Date.now() + Math.min(timeout, MAX_TIMEOUT_MS);
+  const listSpecs = Object.fromEntries(Object.entries(lists).map(([n, l]) => [n, { ranges: (l.ranges ?? []) as Range[], filters: l.filters }]));
+  const spaces = [...new Set(Object.values(lists).flatMap((l) => l.filters?.spaces ?? []))];
+  const spaceChildren = spaces.length ? await spaceChildrenOf(c, spaces) : undefined;
   let waitAfter: number | undefined;
   const timing: Record<string, number> = {};
   const lap = (name: string, t0: number) => (timing[name] = (timing[name] ?? 0) + (performance.now() - t0));
   for (;;) {
     let t0 = performance.now();
-    const r = await hub.slidingBegin(userId, {
-      deviceId,
-      connId,
-      pos,
-      waitAfter,
-      timeoutMs: Math.max(0, deadline - Date.now()),
-      noWait: (body.unsubscribe_rooms?.length ?? 0) > 0,
-      extensions: body.extensions as ExtConfig | undefined,
-      newSubs: Object.keys(body.room_subscriptions ?? {}),
-      listKeys,
-    });
+    const ask = (roomTypes?: Record<string, string | null>) =>
+      hub.slidingBegin(userId, {
+        deviceId,
+        connId,
+        pos,
+        waitAfter,
+        timeoutMs: roomTypes ? 0 : Math.max(0, deadline - Date.now()),
+        noWait: !!roomTypes || (body.unsubscribe_rooms?.length ?? 0) > 0,
+        extensions: body.extensions as ExtConfig | undefined,
+        newSubs: Object.keys(body.room_subscriptions ?? {}),
+        unsubscribe: body.unsubscribe_rooms ?? [],
+        listKeys,
+        lists: listSpecs,
+        spaceChildren,
+        roomTypes,
+      });
+    let r = await ask();
     if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    if (r.value.needTypes) {
+      // room_types filters over rooms whose create event the hub never saw: read them once.
+      r = await ask(await roomTypesOf(c, r.value.needTypes));
+      if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    }
     lap("begin", t0);
     const built = await buildResponse(c, r.value, body, lists, listKeys, lap);
     if (pos === undefined || !built.empty || Date.now() >= deadline) {
       t0 = performance.now();
-      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state, roomTypes: built.learnedTypes });
+      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state });
       lap("commit", t0);
       // Where the time went (Server-Timing; the begin phase includes any long-poll wait).
       c.header("Server-Timing", Object.entries(timing).map(([k, v]) => `${k};dur=${v.toFixed(1)}`).join(", "));
@@ -185,7 +198,6 @@ interface Built {
   state: ConnState;
   /** Nothing the client would act on (keep long-polling). */
   empty: boolean;
-  learnedTypes: Record<string, string | null>;
 }
 
 /** Where a room is shown: the lists whose window holds it and whether it is subscribed. */
@@ -209,26 +221,11 @@ async function buildResponse(
   const prev: ConnState = b.state ?? { hubPos: -1, rooms: {}, subs: {}, lists: {}, ext: {} };
   const hubRooms = new Map(b.rooms.map((r) => [r.roomId, r]));
   const direct = new Set(b.direct);
-  const ignored = new Set(b.ignored);
 
   // Room subscriptions are sticky until unsubscribed.
   const subs: Record<string, RoomConfig> = { ...prev.subs };
   for (const id of body.unsubscribe_rooms ?? []) delete subs[id];
   for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) subs[id] = { required_state: s.required_state ?? [], timeline_limit: s.timeline_limit ?? 0 };
-
-  // Rooms a list may show: joined, invited, knocking, and a room left since the connection
-  // last showed it (once, with its last events; then it drops out).
-  const candidates: ListRoom[] = [];
-  for (const r of b.rooms) {
-    const sent = prev.rooms[r.roomId];
-    const gone = r.membership === "leave" || r.membership === "ban";
-    if (gone && (!sent || sent.m === "leave" || sent.m === "ban")) continue;
-    // Module "Ignoring Users": invites from ignored users are not shown.
-    if (r.membership === "invite" && r.inviter && ignored.has(r.inviter)) continue;
-    candidates.push({ roomId: r.roomId, membership: r.membership as SlidingMembership, bump: r.bump, isDm: direct.has(r.roomId), encrypted: r.encrypted, roomType: r.roomType });
-  }
-  const candidateIds = new Set(candidates.map((r) => r.roomId));
-  const learnedTypes = Object.values(lists).some((l) => needsRoomType(l.filters)) ? await fillRoomTypes(c, candidates) : {};
 
   const shown = new Map<string, Shown>();
   const show = (id: string, rs: RequiredState, limit: number, list?: string) => {
@@ -239,20 +236,20 @@ async function buildResponse(
     s.limit = Math.max(s.limit, limit);
     shown.set(id, s);
   };
+  // The hub computed the lists (filters, recency order, windows).
   const listOut: Record<string, JsonObject> = {};
   const listState: ConnState["lists"] = {};
   let listsChanged = false;
   for (const [name, l] of Object.entries(lists)) {
-    const inSpaces = l.filters?.spaces ? await spaceChildren(c, l.filters.spaces, hubRooms) : undefined;
-    const { count, window } = computeList(candidates, l.filters, (l.ranges ?? []) as [number, number][], inSpaces);
-    for (const r of window) show(r.roomId, (l.required_state ?? []) as RequiredState, l.timeline_limit ?? 0, name);
+    const { count, window } = b.lists[name];
+    for (const id of window) show(id, (l.required_state ?? []) as RequiredState, l.timeline_limit ?? 0, name);
     listOut[name] = { count };
     listState[name] = { key: listKeys[name], count };
     if (prev.lists[name]?.count !== count) listsChanged = true;
   }
   for (const [id, s] of Object.entries(subs)) {
     // Subscriptions to rooms the user is not in (and was not shown leaving) show nothing.
-    if (!candidateIds.has(id)) continue;
+    if (!hubRooms.has(id)) continue;
     show(id, s.required_state as RequiredState, s.timeline_limit);
   }
 
@@ -366,7 +363,6 @@ async function buildResponse(
       (body.unsubscribe_rooms?.length ?? 0) === 0 &&
       Object.keys(prev.lists).length === Object.keys(listKeys).length &&
       Object.entries(listKeys).every(([n, k]) => prev.lists[n]?.key === k),
-    learnedTypes,
   };
 }
 
@@ -465,33 +461,31 @@ async function inviteRoom(c: Context<AppEnv>, roomId: string, m: string, isDm: b
 }
 
 /** room_types filters: the m.room.create content.type of rooms the hub does not know it for
- *  (asked of their RoomDOs once; the hub keeps the answers). Returns what was learned. */
-async function fillRoomTypes(c: Context<AppEnv>, rooms: ListRoom[]): Promise<Record<string, string | null>> {
-  const unknown = rooms.filter((r) => r.roomType === undefined);
+ *  (asked of their RoomDOs once; the hub keeps the answers). A room this server cannot read
+ *  yet (an invite over federation) is left out and stays unknown. */
+async function roomTypesOf(c: Context<AppEnv>, roomIds: string[]): Promise<Record<string, string | null>> {
   const learned: Record<string, string | null> = {};
   let next = 0;
   const worker = async () => {
-    while (next < unknown.length) {
-      const r = unknown[next++];
-      const create = await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).getCurrentStateEvent("m.room.create", "");
+    while (next < roomIds.length) {
+      const id = roomIds[next++];
+      const create = await (roomStub(c.env, c.var.config, id) as unknown as SyncRoomRpc).getCurrentStateEvent("m.room.create", "");
       const t = (create?.content as JsonObject | undefined)?.type;
-      r.roomType = typeof t === "string" ? t : null;
-      // A room this server cannot read yet (an invite over federation) stays unknown.
-      if (create) learned[r.roomId] = r.roomType;
+      if (create) learned[id] = typeof t === "string" ? t : null;
     }
   };
-  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, unknown.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, roomIds.length) }, worker));
   return learned;
 }
 
-/** spaces filter: children (m.space.child with `via`) of the given spaces the user is joined to. */
-async function spaceChildren(c: Context<AppEnv>, spaces: string[], hubRooms: Map<string, { membership: string }>): Promise<Set<string>> {
-  const out = new Set<string>();
+/** spaces filter: each space's children (m.space.child with `via`); the hub uses only the
+ *  spaces the user is joined to. */
+async function spaceChildrenOf(c: Context<AppEnv>, spaces: string[]): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
   await Promise.all(
-    spaces.map(async (s) => {
-      if (hubRooms.get(s)?.membership !== "join") return;
-      const state = await (roomStub(c.env, c.var.config, s) as unknown as SyncRoomRpc).getCurrentState();
-      for (const e of state) if (e.type === "m.space.child" && typeof e.state_key === "string" && Array.isArray((e.content as JsonObject).via)) out.add(e.state_key);
+    spaces.map(async (sp) => {
+      const state = await (roomStub(c.env, c.var.config, sp) as unknown as SyncRoomRpc).getCurrentState();
+      out[sp] = state.filter((e) => e.type === "m.space.child" && typeof e.state_key === "string" && Array.isArray((e.content as JsonObject).via)).map((e) => e.state_key as string);
     }),
   );
   return out;
