@@ -28,6 +28,10 @@ import { receipts } from "./api/client/receipts";
 import { accountData } from "./api/client/account-data";
 import { presence } from "./api/client/presence";
 import { pushRules } from "./api/client/push-rules";
+import { pushersRoutes } from "./api/client/pushers";
+import { voip } from "./api/client/voip";
+import { rtc } from "./api/client/rtc";
+import { delayedEvents } from "./api/client/delayed-events";
 import { keys } from "./api/client/keys";
 import { crossSigning } from "./api/client/cross-signing";
 import { keyBackup } from "./api/client/key-backup";
@@ -36,12 +40,18 @@ import { dehydratedDevice } from "./api/client/dehydrated-device";
 import { mediaRoutes, clientMediaRoutes } from "./api/client/media";
 import { federation } from "./api/federation";
 import { spaces } from "./api/client/spaces";
+import { search } from "./api/client/search";
+import { userDirectory } from "./api/client/user-directory";
+import { report } from "./api/client/report";
+import { mutualRoomsUnstable, roomSummary } from "./api/client/room-summary";
 import { peeking } from "./api/client/peeking";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
 export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
+export { PusherDO } from "../durable-objects/pusher";
+export { DelayedEventsDO } from "../durable-objects/delayed-events";
 
 const app = new Hono<AppEnv>();
 
@@ -64,8 +74,8 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
-for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory, report]) clientV3.route("/", area);
+for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes, voip]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 
 const client = new Hono<AppEnv>();
@@ -75,8 +85,13 @@ client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
+client.route("/v1", roomSummary);
+client.route("/unstable/uk.half-shot.msc2666", mutualRoomsUnstable);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/unstable/org.matrix.simplified_msc3575", slidingSync);
+client.route("/unstable/org.matrix.msc4143", rtc);
+client.route("/unstable/org.matrix.msc4140", delayedEvents);
+client.route("/v1", rtc);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);
 app.route("/_matrix/media", mediaRoutes);

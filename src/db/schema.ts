@@ -419,3 +419,92 @@ export const openidTokens = sqliteTable(
   },
   (t) => [index("openid_tokens_expires").on(t.expiresTs)],
 );
+
+// ---------------------------------------------------------------------------------------------
+// User directory (POST /user_directory/search, src/services/user-directory.ts).
+
+/** Users the directory can return: local users (from their global profile) and remote users
+ *  seen joined to a room (from their member event). `search_key`: user ID and display name,
+ *  lowercased with accents removed. */
+export const userDirectory = sqliteTable("user_directory", {
+  userId: text("user_id").primaryKey(),
+  displayname: text("displayname"),
+  avatarUrl: text("avatar_url"),
+  searchKey: text("search_key").notNull(),
+  isLocal: integer("is_local", { mode: "boolean" }).notNull(),
+});
+
+/** Joined members of every room this server is in, local and remote (the RoomDO mirrors its
+ *  current state here): "users who share a room". */
+export const userDirectoryRooms = sqliteTable(
+  "user_directory_rooms",
+  {
+    roomId: text("room_id").notNull(),
+    userId: text("user_id").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.roomId, t.userId] }), index("user_directory_rooms_user").on(t.userId)],
+);
+
+/** Rooms whose members everyone may find: join_rules public or history world_readable. */
+export const userDirectoryPublicRooms = sqliteTable("user_directory_public_rooms", {
+  roomId: text("room_id").primaryKey(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Reporting content (module "Reporting content"): kept for admins.
+
+export const reports = sqliteTable(
+  "reports",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    /** event | room | user */
+    kind: text("kind").notNull(),
+    reporter: text("reporter").notNull(),
+    roomId: text("room_id"),
+    eventId: text("event_id"),
+    targetUserId: text("target_user_id"),
+    reason: text("reason"),
+    score: integer("score"),
+    receivedTs: integer("received_ts").notNull(),
+  },
+  (t) => [index("reports_received").on(t.receivedTs)],
+);
+
+/** Extended profile fields (spec 1.16 "Profiles": m.tz and custom keys), one JSON value per key;
+ *  displayname and avatar_url stay in `users`. */
+export const profileFields = sqliteTable(
+  "profile_fields",
+  {
+    userId: text("user_id").notNull(),
+    key: text("key").notNull(),
+    valueJson: text("value_json").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.key] })],
+);
+
+/** Pushers (spec: module "Push Notifications", POST /pushers/set). Keyed per user by (app_id,
+ *  pushkey); `device_id` is the device whose token created it, so deleting or logging out that
+ *  device removes it. Each pusher's delivery queue is a PusherDO (durable-objects/pusher.ts). */
+export const pushers = sqliteTable(
+  "pushers",
+  {
+    userId: text("user_id").notNull(),
+    appId: text("app_id").notNull(),
+    pushkey: text("pushkey").notNull(),
+    kind: text("kind").notNull(),
+    appDisplayName: text("app_display_name").notNull(),
+    deviceDisplayName: text("device_display_name").notNull(),
+    profileTag: text("profile_tag"),
+    lang: text("lang").notNull(),
+    /** The pusher's `data` object as JSON (url, format, custom keys). */
+    data: text("data").notNull(),
+    deviceId: text("device_id").notNull(),
+    /** When the pushkey was last set (ms), sent to the gateway as pushkey_ts (seconds). */
+    pushkeyTs: integer("pushkey_ts").notNull(),
+  },
+  (t) => [
+    primaryKey({ columns: [t.userId, t.appId, t.pushkey] }),
+    index("pushers_key").on(t.appId, t.pushkey),
+    index("pushers_device").on(t.userId, t.deviceId),
+  ],
+);

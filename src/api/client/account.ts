@@ -1,4 +1,5 @@
 // Account management (spec: Client-Server API "Account management").
+import { refreshLocalUser } from "../../services/user-directory";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
@@ -8,6 +9,7 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
+import { deletePushersExceptDevice } from "../../services/pushers";
 import { roomStub } from "../../services/rooms";
 
 export const account = new Hono<AppEnv>();
@@ -29,6 +31,8 @@ account.post("/account/password", requireAuth, async (c) => {
   await revokeOpenidTokens(c, userId);
   // Default true (spec): every other device is logged out; this one stays.
   if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
+  // Other devices' pushers go even when they stay logged in (Synapse does the same).
+  await deletePushersExceptDevice(c.env, userId, deviceId);
   return c.json({});
 });
 
@@ -53,6 +57,7 @@ account.post("/account/deactivate", requireAuth, async (c) => {
       await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
     }
   }
+  await refreshLocalUser(c.env, userId);
   return c.json({ id_server_unbind_result: "no-support" });
 });
 

@@ -8,8 +8,9 @@ import { parseBody, readJsonBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { LIMITS, rateLimit } from "../middleware/rate-limit";
 import type { JsonObject } from "../../core/types";
-import { knownRoom, roomStub, unwrap } from "../../services/rooms";
+import { knownRoom, roomStub, unwrap, type RoomStub } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
+import { maybeScheduleDelayed } from "./delayed-events";
 
 export const events = new Hono<AppEnv>();
 
@@ -32,9 +33,12 @@ function requester(c: Context<AppEnv>) {
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
-  const { stub } = await roomFor(c);
+  const { roomId, stub } = await roomFor(c);
   await rateLimit(c, "send", c.var.auth.userId, LIMITS.sendPerUser);
   const type = c.req.param("eventType");
+  await refuseDuplicateAnnotation(stub, c.var.auth.userId, type, content);
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, content, txnId: c.req.param("txnId") });
+  if (delayed) return delayed;
   const r = await stub.createLocalEvent({
     type,
     content,
@@ -44,6 +48,17 @@ events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   });
   return c.json({ event_id: unwrap(r).eventId });
 });
+
+/** "Avoiding duplicate annotations": a second annotation by the same sender with the same event
+ *  type and key on the same event (the first unredacted) is refused with 400
+ *  M_DUPLICATE_ANNOTATION. */
+async function refuseDuplicateAnnotation(stub: RoomStub, sender: string, type: string, content: JsonObject): Promise<void> {
+  const rel = content["m.relates_to"];
+  if (!rel || typeof rel !== "object" || Array.isArray(rel)) return;
+  const r = rel as JsonObject;
+  if (r.rel_type !== "m.annotation" || typeof r.event_id !== "string" || typeof r.key !== "string") return;
+  if (await stub.hasAnnotation(sender, r.event_id, type, r.key)) throw new MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation");
+}
 
 /** m.room.member through the state endpoint: only edits of one's own member event that keep the
  *  membership (a per-room displayname or avatar). Membership changes go through /join, /invite,
@@ -65,6 +80,8 @@ async function putState(c: Context<AppEnv>) {
   const sender = c.var.auth.userId;
   // Guests change membership only through /join and /leave, which check m.room.guest_access.
   if (c.var.auth.isGuest && type === "m.room.member") throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot send m.room.member events");
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, stateKey: key, content });
+  if (delayed) return delayed;
   const existing = await stub.getCurrentStateEvent(type, key);
   if (type === "m.room.member") requireSameMembership(sender, key, content, existing?.content as JsonObject | undefined);
   if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);

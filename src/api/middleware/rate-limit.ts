@@ -14,6 +14,8 @@ export const LIMITS = {
   loginPerAccount: { perSecond: 0.1, burst: 5 },
   registerPerAddress: { perSecond: 0.05, burst: 5 },
   sendPerUser: { perSecond: 10, burst: 50 },
+  /** Reports (rooms, events, users): a burst of 10, then one a minute. */
+  reportPerUser: { perSecond: 1 / 60, burst: 10 },
 } satisfies Record<string, Limit>;
 
 /** The client's address as the platform reports it, or undefined where no trustworthy source
