@@ -63,6 +63,8 @@ export interface ConnState {
   lists: Record<string, { key: string; count: number }>;
   /** Sticky extension config. */
   ext: ExtConfig;
+  /** e2ee: the key counts and fallback types last sent (keysOf), so a change wakes the poll. */
+  keys?: string;
 }
 
 /** What the hub module needs from the UserDO. */
@@ -163,6 +165,8 @@ export interface BeginResult {
   ext: ExtConfig;
   globalAccountData: JsonObject[];
   toDevice?: { events: JsonObject[]; next_batch: string };
+  /** e2ee: keysOf now (stored in the connection state). */
+  keys?: string;
   e2ee?: { device_lists: { changed: string[]; left: string[] }; device_one_time_keys_count: Record<string, number>; device_unused_fallback_key_types: string[] };
 }
 
@@ -209,7 +213,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
       Object.entries(req.listKeys).some(([n, k]) => state.lists[n]?.key !== k);
     const after = req.waitAfter ?? state.hubPos;
     const deadline = Date.now() + Math.min(req.timeoutMs, MAX_WAIT_MS);
-    while (!changedConfig && !changedAfter(a, req.deviceId, after, ext, tdSince) && Date.now() < deadline) {
+    while (!changedConfig && !changedAfter(a, req.deviceId, after, ext, tdSince, state.keys) && Date.now() < deadline) {
       await a.waitForPush(deadline - Date.now());
     }
   }
@@ -306,6 +310,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
     // every tracked user (matrix-js-sdk marks all dirty when it has no pos).
     const dl = state ? a.sql.exec<{ user_id: string; left: number }>("SELECT user_id, left FROM device_lists WHERE upos > ? AND upos <= ?", from, q).toArray() : [];
     const keys = a.sql.exec<{ otk_counts: string; fallback_types: string }>("SELECT otk_counts, fallback_types FROM device_keys WHERE device_id = ?", req.deviceId).toArray()[0];
+    out.keys = keysOf(a, req.deviceId);
     out.e2ee = {
       device_lists: { changed: dl.filter((r) => !r.left).map((r) => r.user_id), left: dl.filter((r) => r.left).map((r) => r.user_id) },
       device_one_time_keys_count: keys ? JSON.parse(keys.otk_counts) : {},
@@ -322,8 +327,16 @@ function parseToDeviceSince(s: string | undefined): number | undefined | null {
 }
 
 /** Anything after `after` that a connection may be shown. */
-function changedAfter(a: SlidingHubAccess, deviceId: string, after: number, ext: ExtConfig, tdSince: number | undefined): boolean {
+/** This device's one-time key counts and unused fallback key types, as one comparable string. */
+function keysOf(a: SlidingHubAccess, deviceId: string): string {
+  const k = a.sql.exec<{ otk_counts: string; fallback_types: string }>("SELECT otk_counts, fallback_types FROM device_keys WHERE device_id = ?", deviceId).toArray()[0];
+  return k ? `${k.otk_counts}|${k.fallback_types}` : "";
+}
+
+function changedAfter(a: SlidingHubAccess, deviceId: string, after: number, ext: ExtConfig, tdSince: number | undefined, keysSent: string | undefined): boolean {
   if (a.pos() <= after && tdSince === undefined) return false;
+  // Keys claimed by others (or uploaded): the client may need to upload more one-time keys.
+  if (ext.e2ee?.enabled && keysSent !== undefined && keysOf(a, deviceId) !== keysSent) return true;
   const any = (sql: string, ...args: unknown[]) => a.sql.exec(sql, ...args).toArray().length > 0;
   if (any("SELECT 1 FROM room_log WHERE upos > ? LIMIT 1", after)) return true;
   if (ext.account_data?.enabled && any("SELECT 1 FROM account_data WHERE upos > ? LIMIT 1", after)) return true;

@@ -419,6 +419,15 @@ describe("extensions", () => {
     await join(bob, roomId);
     const next = await sssOk(alice, { lists: { all: list() }, extensions: { e2ee: { enabled: true } } }, { pos: first.pos });
     expect(next.extensions.e2ee.device_lists.changed).toContain(bob.userId);
+    // A claim of one of alice's one-time keys wakes her long-poll with the new count.
+    const t0 = Date.now();
+    const waiting = sssOk(alice, { lists: { all: list() }, extensions: { e2ee: { enabled: true } } }, { pos: next.pos, timeout: 10_000 });
+    await new Promise((r) => setTimeout(r, 150));
+    const claim = await call("POST", `${V3}/keys/claim`, { token: bob.accessToken, body: { one_time_keys: { [alice.userId]: { [alice.deviceId]: "signed_curve25519" } } } });
+    expect(claim.status).toBe(200);
+    const woke = await waiting;
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(woke.extensions.e2ee.device_one_time_keys_count.signed_curve25519).toBe(2);
   });
 
   it("account_data (global and per room), receipts and typing for the rooms shown", async () => {

@@ -329,7 +329,7 @@ async function buildResponse(
   }
   if (b.e2ee) {
     extOut.e2ee = b.e2ee;
-    if (b.e2ee.device_lists.changed.length || b.e2ee.device_lists.left.length) extData = true;
+    if (b.e2ee.device_lists.changed.length || b.e2ee.device_lists.left.length || b.keys !== prev.keys) extData = true;
   }
   if (ext.account_data?.enabled) {
     const rooms: Record<string, JsonObject[]> = {};
@@ -352,7 +352,7 @@ async function buildResponse(
   if (stickyExt.to_device) stickyExt.to_device = { ...stickyExt.to_device, since: undefined };
   return {
     response: { lists: listOut, rooms: roomsOut, extensions: extOut },
-    state: { hubPos: b.q, rooms: nextRooms, subs, lists: listState, ext: stickyExt },
+    state: { hubPos: b.q, rooms: nextRooms, subs, lists: listState, ext: stickyExt, keys: b.keys },
     // A request that changes what it asks for is answered at once (the hub does not wait
     // either), even when the answer holds nothing new.
     empty:
