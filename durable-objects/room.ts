@@ -36,7 +36,7 @@ import type { Env } from "../src/env";
 import type { JsonObject, JsonValue, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
 import { splitStateKey, stateKey } from "../src/core/types";
 import { getRoomVersion, type RoomVersion } from "../src/core/room-versions";
-import { canonicalJson } from "../src/core/canonical-json";
+import { canonicalJson, CanonicalJsonError } from "../src/core/canonical-json";
 import {
   authEventKeys,
   buildAuthState,
@@ -66,6 +66,7 @@ import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
+import { AppserviceFanOut, appserviceEvent } from "../src/services/appservice-fanout";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
 import { signJson } from "../src/core/signing";
 
@@ -92,6 +93,8 @@ export interface LocalEventSpec {
   txn?: { deviceId: string; txnId: string; /** e.g. "redact": txn IDs are per endpoint */ scope?: string };
   /** m.room.redaction: the event being redacted. */
   redacts?: string;
+  /** origin_server_ts other than now: an application service's `ts` query parameter. */
+  ts?: number;
 }
 
 export interface AdmitOutcome {
@@ -250,6 +253,8 @@ function fail(status: RoomError["status"], errcode: string, message: string): ne
 
 function asRoomError(e: unknown): RoomError {
   if (e instanceof RoomFail) return { ok: false, status: e.status, errcode: e.errcode, error: e.message };
+  // Event content that cannot be signed (integers beyond 2^53, floats, lone surrogates) is bad input.
+  if (e instanceof CanonicalJsonError) return { ok: false, status: 400, errcode: "M_BAD_JSON", error: `Not canonical JSON: ${e.message}` };
   console.error("RoomDO error", e);
   return { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Internal error in room" };
 }
@@ -537,7 +542,7 @@ export class RoomDO extends DurableObject<Env> {
       sender: spec.sender,
       type: spec.type,
       content,
-      origin_server_ts: Date.now(),
+      origin_server_ts: spec.ts ?? Date.now(),
       depth,
       prev_events: await this.eventRefs(prevIds),
       auth_events: await this.eventRefs(authIds),
@@ -644,6 +649,8 @@ export class RoomDO extends DurableObject<Env> {
    *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
   protected async notify(event: RoomEvent, stream: number): Promise<void> {
     const room = this.fanOutFacts();
+    // Application services: queued in commit order (so before any await here); not awaited.
+    void this.appservices.push(appserviceEvent(event, this.roomId!), room.joined, stream);
     const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     const notice = buildNotice({
       roomId: this.roomId!,
@@ -667,6 +674,26 @@ export class RoomDO extends DurableObject<Env> {
     if (destinations.size === 0) return;
     const config = { ...parseConfig(this.env), serverName: this.serverName! };
     await enqueuePdu(this.env, config, destinations, event.pdu as unknown as Record<string, unknown>).catch((e) => console.error("enqueuePdu failed", e));
+  }
+
+  private _appservices?: AppserviceFanOut;
+  private get appservices(): AppserviceFanOut {
+    return (this._appservices ??= new AppserviceFanOut(this.env, this.serverName!, this.ctx.storage));
+  }
+
+  /** Hand over again the events the appservice queues may have missed because this object
+   *  stopped before handing them over (AppserviceFanOut's watermark; called by alarm()). */
+  private async redeliverToAppservices(): Promise<void> {
+    if (!this.rv || !this.roomId) return;
+    const missed = await this.appservices.behind(this.stream);
+    if (missed === null) return;
+    const rows = this.sql
+      .exec<EventRow>("SELECT * FROM events WHERE stream > ? AND stream <= ? AND status = 'accepted' AND state_after IS NOT NULL ORDER BY stream", missed.after, missed.upTo)
+      .toArray();
+    for (const row of rows) {
+      const se = this.events.get(row.event_id) ?? this.fromRow(row);
+      void this.appservices.push(appserviceEvent(se.ev, this.roomId), this.noticeAt(se).recipients, se.stream!);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -717,6 +744,7 @@ export class RoomDO extends DurableObject<Env> {
    *  while deliveries are still being retried in memory. */
   async alarm(): Promise<void> {
     this.alarmArmed = false;
+    await this.redeliverToAppservices().catch((e) => console.error("appservice redelivery failed", e));
     if (this.hubDone >= this.stream || !this.rv) return;
     if (this.hubPending.size > 0) {
       this.alarmArmed = true;

@@ -48,6 +48,8 @@ export interface Config {
   accessTokenLifetimeMs: number;
   /** Federation: plain http to peers named localhost:<port> / 127.0.0.1:<port> (dev and tests). */
   federationHttpLoopback: boolean;
+  /** Application services: plain http to loopback URLs (a bridge on the same machine, tests). */
+  appserviceHttpLoopback: boolean;
   /** Notary servers asked for keys when a server cannot be reached directly. */
   trustedKeyServers: string[];
   /** DNS-over-HTTPS JSON endpoint for SRV and address lookups (Workers have no DNS API). */
@@ -98,6 +100,7 @@ const schema = z.object({
   DATA_LOCATION_HINT: z.enum(LOCATION_HINTS).optional(),
   ACCESS_TOKEN_LIFETIME_MS: z.coerce.number().int().min(60_000).optional(),
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
+  APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
     .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
@@ -192,6 +195,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       locationHint: v.DATA_LOCATION_HINT,
       accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS ?? 24 * 3600_000,
       federationHttpLoopback: v.FEDERATION_HTTP_LOOPBACK === "true",
+      appserviceHttpLoopback: v.APPSERVICE_HTTP_LOOPBACK === "true",
       trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
       dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",
       oldVerifyKeys: (v.OLD_VERIFY_KEYS ?? []).map((x) => {

@@ -4,6 +4,7 @@ import type { UserDO } from "../durable-objects/user";
 import type { SenderDO } from "../durable-objects/sender";
 import type { PusherDO } from "../durable-objects/pusher";
 import type { DelayedEventsDO } from "../durable-objects/delayed-events";
+import type { AppserviceSenderDO } from "../durable-objects/appservice-sender";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
 export interface Env {
@@ -18,6 +19,8 @@ export interface Env {
   PUSHERS: DurableObjectNamespace<PusherDO>;
   /** Delayed events (MSC4140), one object per local user (durable-objects/delayed-events.ts). */
   DELAYED_EVENTS: DurableObjectNamespace<DelayedEventsDO>;
+  /** Application service transaction queues, one per registration (durable-objects/appservice-sender.ts). */
+  APPSERVICE_SENDER: DurableObjectNamespace<AppserviceSenderDO>;
   SERVER_NAME?: string;
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;
@@ -41,6 +44,7 @@ export interface Env {
   /** "off" disables presence (big servers do): PUT is accepted, nothing is fanned out. */
   PRESENCE?: string;
   FEDERATION_HTTP_LOOPBACK?: string;
+  APPSERVICE_HTTP_LOOPBACK?: string;
   TRUSTED_KEY_SERVERS?: string;
   DNS_RESOLVER_URL?: string;
   OLD_VERIFY_KEYS?: string;

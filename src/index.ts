@@ -14,6 +14,7 @@ import { deviceRoutes } from "./api/client/devices";
 import { account } from "./api/client/account";
 import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
+import { appserviceAdmin } from "./api/admin/appservices";
 import { rooms } from "./api/client/rooms";
 import { membership } from "./api/client/membership";
 import { events } from "./api/client/events";
@@ -45,6 +46,9 @@ import { userDirectory } from "./api/client/user-directory";
 import { report } from "./api/client/report";
 import { mutualRoomsUnstable, roomSummary } from "./api/client/room-summary";
 import { peeking } from "./api/client/peeking";
+import { appservicePing } from "./api/appservice/ping";
+import { thirdparty } from "./api/client/thirdparty";
+import { appserviceDirectory } from "./api/appservice/directory";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -52,6 +56,7 @@ export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
 export { PusherDO } from "../durable-objects/pusher";
 export { DelayedEventsDO } from "../durable-objects/delayed-events";
+export { AppserviceSenderDO } from "../durable-objects/appservice-sender";
 
 const app = new Hono<AppEnv>();
 
@@ -73,7 +78,7 @@ app.route("/", wellKnown);
 
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
-for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
+for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid, thirdparty, appserviceDirectory]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory, report]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes, voip]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
@@ -86,6 +91,7 @@ client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", roomSummary);
+client.route("/v1", appservicePing);
 client.route("/unstable/uk.half-shot.msc2666", mutualRoomsUnstable);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/unstable/org.matrix.simplified_msc3575", slidingSync);
@@ -96,6 +102,7 @@ client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);
 app.route("/_matrix/media", mediaRoutes);
 app.route("/_synapse/admin", admin);
+app.route("/_lattice/admin", appserviceAdmin);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

@@ -93,7 +93,7 @@ admin.post("/v1/register", async (c) => {
   return c.json(await clientSession(db(c.env), { userId, serverName: config.serverName, lifetimeMs: config.accessTokenLifetimeMs }));
 });
 
-async function requireAdmin(c: Context<AppEnv>): Promise<string> {
+export async function requireAdmin(c: Context<AppEnv>): Promise<string> {
   const auth = await authenticate(c);
   const row = await c.env.DB.prepare("SELECT admin FROM users WHERE user_id = ?").bind(auth.userId).first<{ admin: number }>();
   if (!row?.admin) throw forbidden("You are not a server admin");

@@ -30,6 +30,17 @@ function requester(c: Context<AppEnv>) {
   return { userId: c.var.auth.userId, deviceId: c.var.auth.deviceId };
 }
 
+/** Timestamp massaging (spec: Application Service API): an appservice may set the event's
+ *  origin_server_ts with `ts`; a value origin_server_ts cannot hold is a bad request. Others'
+ *  `ts` is ignored. */
+function massagedTs(c: Context<AppEnv>): { ts?: number } {
+  const raw = c.req.query("ts");
+  if (raw === undefined || !c.var.auth.appservice) return {};
+  const ts = Number(raw);
+  if (!/^[0-9]{1,16}$/.test(raw) || !Number.isSafeInteger(ts)) throw new MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds");
+  return { ts };
+}
+
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
@@ -44,6 +55,7 @@ events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
     content,
     sender: c.var.auth.userId,
     txn: { deviceId: c.var.auth.deviceId, txnId: c.req.param("txnId") },
+    ...massagedTs(c),
     ...(type === "m.room.redaction" && typeof content.redacts === "string" ? { redacts: content.redacts } : {}),
   });
   return c.json({ event_id: unwrap(r).eventId });
@@ -89,7 +101,7 @@ async function putState(c: Context<AppEnv>) {
   if (existing && existing.sender === sender && JSON.stringify(existing.content) === JSON.stringify(content)) {
     return c.json({ event_id: existing.event_id });
   }
-  const r = await stub.createLocalEvent({ type, state_key: key, content, sender });
+  const r = await stub.createLocalEvent({ type, state_key: key, content, sender, ...massagedTs(c) });
   return c.json({ event_id: unwrap(r).eventId });
 }
 events.put("/rooms/:roomId/state/:eventType", requireAuth, putState);

@@ -3,6 +3,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, forbidden, notFound } from "../errors";
+import { queryAppserviceUser } from "../../services/appservice-queries";
 import { parseBody } from "../validate";
 import { authenticate } from "../middleware/auth";
 import { parseUserId } from "../../core/ids";
@@ -45,7 +46,9 @@ async function loadProfile(c: Context<AppEnv>, userId: string, field?: string): 
   const parsed = parseUserId(userId, { historical: true });
   if (!parsed) throw new MatrixError(400, "M_INVALID_PARAM", "Invalid user ID");
   if (parsed.serverName !== c.var.config.serverName) return loadRemoteProfile(c, userId, parsed.serverName, field);
-  const row = await c.env.DB.prepare("SELECT displayname, avatar_url, deactivated FROM users WHERE user_id = ?").bind(userId).first<ProfileRow>();
+  const read = () => c.env.DB.prepare("SELECT displayname, avatar_url, deactivated FROM users WHERE user_id = ?").bind(userId).first<ProfileRow>();
+  // Unknown user in an appservice's namespace: ask it (it may create the user), then look again.
+  const row = (await read()) ?? ((await queryAppserviceUser(c.env, c.var.config, userId)) ? await read() : null);
   if (!row) throw notFound("Profile not found");
   row.extra = row.deactivated ? {} : await extraProfileFields(c.env, userId);
   return row;

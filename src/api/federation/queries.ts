@@ -7,7 +7,7 @@ import type { AppEnv } from "../types";
 import { parseValue } from "../validate";
 import { invalidParam, notFound } from "../errors";
 import { parseUserId } from "../../core/ids";
-import { aliasServerName, resolveAlias } from "../../services/aliases";
+import { aliasServerName, resolveLocalAlias } from "../../services/aliases";
 import { extraProfileFields } from "../../services/profile-fields";
 
 export const queries = new Hono<AppEnv>();
@@ -45,7 +45,7 @@ queries.get("/v1/query/directory", async (c) => {
   const server = aliasServerName(q.room_alias);
   if (server === null) throw invalidParam("Invalid room alias");
   if (server !== c.var.config.serverName) throw notFound("Room alias not on this server");
-  const r = await resolveAlias(c.env, q.room_alias);
+  const r = await resolveLocalAlias(c.env, c.var.config, q.room_alias);
   if (!r) throw notFound("Room alias not found");
   return c.json(r);
 });

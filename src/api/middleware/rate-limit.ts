@@ -32,6 +32,8 @@ export function clientAddress(c: Context<AppEnv>): string | undefined {
  *  skips the limit rather than lumping every client into one bucket; per-account limits remain. */
 export async function rateLimit(c: Context<AppEnv>, action: string, who: string | undefined, limit: Limit): Promise<void> {
   if (!c.var.config.rateLimits || who === undefined) return;
+  // Application services registered with `rate_limited: false` are exempt.
+  if (c.get("auth")?.appservice?.rateLimited === false) return;
   const key = `${action}:${who}`;
   const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(key));
   const wait = await stub.take(key, limit.perSecond, limit.burst);
