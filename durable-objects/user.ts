@@ -75,6 +75,7 @@ import { membersNoLongerShared, otherMembers, unforgottenMemberships } from "../
 import { PushOutbox } from "./push-outbox";
 import type { PusherTarget } from "../src/core/push-gateway";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
+import * as sliding from "./sliding-conn";
 
 // RPC types live in src/rpc/user.ts (the Worker imports them from there, not from this file).
 import type { HubResult, Membership, NotificationRow, RoomEventNotice, RoomPosition, SyncDelta, SyncRequest, SyncRoomDelta } from "../src/rpc/user";
@@ -171,6 +172,7 @@ export class UserDO extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
     this.push = new PushOutbox(ctx, env);
     this.sql.exec(LAZY_MEMBERS_SCHEMA);
+    this.sql.exec(sliding.SLIDING_SCHEMA);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
     if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
@@ -355,6 +357,7 @@ export class UserDO extends DurableObject<Env> {
       ev.origin_server_ts,
       upos,
     );
+    sliding.noteSlidingRoom(this.sql, me, n.roomId, upos, ev, n.encrypted);
     this.push.recordEvent(me, n.roomId, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
@@ -924,6 +927,48 @@ export class UserDO extends DurableObject<Env> {
     this.sql.exec("DELETE FROM device_keys WHERE device_id = ?", deviceId);
     this.sql.exec("DELETE FROM sync_marks WHERE device_id = ?", deviceId);
     forgetLazyMembers(this.sql, deviceId);
+    sliding.forgetSlidingDevice(this.sql, deviceId);
+  }
+
+  // ===========================================================================================
+  // Simplified Sliding Sync (MSC4186): durable-objects/sliding-conn.ts.
+
+  private slidingAccess(): sliding.SlidingHubAccess {
+    return {
+      sql: this.sql,
+      pos: () => this.pos,
+      waitForPush: (ms) =>
+        new Promise<void>((resolve) => {
+          const t = setTimeout(done, Math.max(0, ms));
+          const self = this;
+          function done() {
+            clearTimeout(t);
+            self.waiters.delete(done);
+            resolve();
+          }
+          this.waiters.add(done);
+        }),
+      unreadCounts: (roomId) => this.unreadCounts(roomId, false).main,
+      ephemeralSince: (roomId, from, q) => this.ephemeralSince(roomId, from, q),
+      accountDataSince: (roomId, from, q) => this.accountDataSince(roomId, from, q),
+      transaction: (fn) => this.ctx.storage.transactionSync(fn),
+    };
+  }
+
+  async slidingBegin(userId: string, req: sliding.BeginRequest): Promise<sliding.SlidingResult<sliding.BeginResult>> {
+    this.me(userId);
+    await this.bootstrap();
+    return sliding.slidingBegin(this.slidingAccess(), req);
+  }
+
+  async slidingDetails(userId: string, req: sliding.DetailsRequest): Promise<Record<string, sliding.RoomDetails>> {
+    this.me(userId);
+    return sliding.slidingDetails(this.slidingAccess(), req);
+  }
+
+  async slidingCommit(userId: string, req: sliding.CommitRequest): Promise<string> {
+    this.me(userId);
+    return sliding.slidingCommit(this.slidingAccess(), req);
   }
 
   /** Lazy-loaded members of one /sync response (durable-objects/lazy-members.ts): which of the
