@@ -32,7 +32,7 @@ import {
   type RequiredState,
 } from "../../core/sliding-lists";
 import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
-import type { Requester, RoomResult } from "../../../durable-objects/room";
+import type { Requester, RoomResult } from "../../rpc/room";
 import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
 
 interface SyncRoomRpc {
