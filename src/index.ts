@@ -14,6 +14,8 @@ import { deviceRoutes } from "./api/client/devices";
 import { account } from "./api/client/account";
 import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
+import { adminUsers } from "./api/admin/users";
+import { clientAdminWhois, clientAdminModeration } from "./api/client/admin";
 import { rooms } from "./api/client/rooms";
 import { membership } from "./api/client/membership";
 import { events } from "./api/client/events";
@@ -66,6 +68,7 @@ for (const area of [login, register, deviceRoutes, account, profile, capabilitie
 for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
+clientV3.route("/", clientAdminWhois);
 
 const client = new Hono<AppEnv>();
 client.route("/", versions);
@@ -74,11 +77,13 @@ client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
+client.route("/v1", clientAdminModeration);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);
 app.route("/_matrix/media", mediaRoutes);
 app.route("/_synapse/admin", admin);
+app.route("/_synapse/admin", adminUsers);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, forbidden, notFound } from "../errors";
 import { parseBody } from "../validate";
-import { authenticate } from "../middleware/auth";
+import { requireAdmin } from "./common";
 import { createUser, validateNewLocalpart } from "../../services/accounts";
 import { randomString, timingSafeEqualStrings } from "../../services/crypto-util";
 import { db } from "../../db";
@@ -92,13 +92,6 @@ admin.post("/v1/register", async (c) => {
   await createUser(c.env, { userId, localpart, password: body.password, admin: body.admin === true, displayname: body.displayname });
   return c.json(await clientSession(db(c.env), { userId, serverName: config.serverName, lifetimeMs: config.accessTokenLifetimeMs }));
 });
-
-async function requireAdmin(c: Context<AppEnv>): Promise<string> {
-  const auth = await authenticate(c);
-  const row = await c.env.DB.prepare("SELECT admin FROM users WHERE user_id = ?").bind(auth.userId).first<{ admin: number }>();
-  if (!row?.admin) throw forbidden("You are not a server admin");
-  return auth.userId;
-}
 
 const tokenRow = (r: Record<string, unknown>) => ({
   token: r.token,
