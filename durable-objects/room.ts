@@ -1555,6 +1555,23 @@ export class RoomDO extends DurableObject<Env> {
     return this.rv?.id ?? null;
   }
 
+  /** Admin room deletion (src/services/admin-rooms.ts): once the evicted members' leaves have
+   *  reached their sync hubs (bounded wait), drop every row this room stored and forget it in
+   *  memory; the Worker has removed it from the D1 registry, so nothing addresses it again. */
+  async purge(): Promise<void> {
+    await this.serial(async () => {
+      for (let i = 0; i < 50 && this.hubDone < this.stream; i++) await new Promise((r) => setTimeout(r, 100));
+      await this.ctx.storage.deleteAll();
+      this.sql.exec(SCHEMA);
+      this.events.clear();
+      this.groups.clear();
+      this.roomId = this.rv = this.serverName = undefined;
+      this.stream = this.hubDone = 0;
+      this.currentGroup = null;
+      this.fanOutCache = undefined;
+    });
+  }
+
   async getSummary(): Promise<RoomSummary | null> {
     if (!this.roomId || !this.rv) return null;
     return { roomId: this.roomId, roomVersion: this.rv.id, stream: this.stream };

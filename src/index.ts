@@ -15,6 +15,7 @@ import { account } from "./api/client/account";
 import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
 import { adminUsers } from "./api/admin/users";
+import { adminRooms } from "./api/admin/rooms";
 import { clientAdminWhois, clientAdminModeration } from "./api/client/admin";
 import { rooms } from "./api/client/rooms";
 import { membership } from "./api/client/membership";
@@ -84,6 +85,7 @@ app.route("/_matrix/client", client);
 app.route("/_matrix/media", mediaRoutes);
 app.route("/_synapse/admin", admin);
 app.route("/_synapse/admin", adminUsers);
+app.route("/_synapse/admin", adminRooms);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

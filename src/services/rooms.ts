@@ -64,6 +64,8 @@ export type RoomStub = Pick<
   | "getBackfillPoints"
   | "admitBackfill"
   | "prepareLocalEvent"
+  // Admin API (src/services/admin-rooms.ts).
+  | "purge"
 >;
 
 /** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first

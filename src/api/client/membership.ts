@@ -17,6 +17,7 @@ import { resolveAnyAlias } from "../../services/aliases";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
+import { isRoomBlocked } from "../../services/admin-rooms";
 
 export const membership = new Hono<AppEnv>();
 
@@ -76,6 +77,7 @@ async function partialServers(c: Context<AppEnv>, roomId: string, userId: string
  *  joined to one of the rooms the join rule allows. */
 async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined, servers: string[] = []): Promise<void> {
   const userId = c.var.auth.userId;
+  if (await isRoomBlocked(c.env, roomId)) throw forbidden("This room has been blocked on this server");
   const here = await roomHere(c, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
   if (c.var.auth.isGuest) await checkGuestMayJoin(stub, here);
