@@ -4,6 +4,11 @@ CREATE TABLE `blocked_rooms` (
 	`created_ts` integer NOT NULL
 );
 --> statement-breakpoint
+CREATE TABLE `federation_destinations` (
+	`destination` text PRIMARY KEY NOT NULL,
+	`first_seen_ts` integer NOT NULL
+);
+--> statement-breakpoint
 CREATE TABLE `ratelimit_overrides` (
 	`user_id` text PRIMARY KEY NOT NULL,
 	`messages_per_second` integer NOT NULL,

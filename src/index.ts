@@ -16,6 +16,8 @@ import { profile } from "./api/client/profile";
 import { admin } from "./api/admin/admin";
 import { adminUsers } from "./api/admin/users";
 import { adminRooms } from "./api/admin/rooms";
+import { adminMedia } from "./api/admin/media";
+import { adminFederation } from "./api/admin/federation";
 import { clientAdminWhois, clientAdminModeration } from "./api/client/admin";
 import { rooms } from "./api/client/rooms";
 import { membership } from "./api/client/membership";
@@ -86,6 +88,8 @@ app.route("/_matrix/media", mediaRoutes);
 app.route("/_synapse/admin", admin);
 app.route("/_synapse/admin", adminUsers);
 app.route("/_synapse/admin", adminRooms);
+app.route("/_synapse/admin", adminMedia);
+app.route("/_synapse/admin", adminFederation);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

@@ -460,3 +460,10 @@ export const roomDeletions = sqliteTable(
   },
   (t) => [index("room_deletions_room").on(t.roomId)],
 );
+
+/** Remote servers a SenderDO queues for (written once by the SenderDO when it first gets a
+ *  destination), so the admin API can list destinations and ask each for its retry state. */
+export const federationDestinations = sqliteTable("federation_destinations", {
+  destination: text("destination").primaryKey(),
+  firstSeenTs: integer("first_seen_ts").notNull(),
+});
