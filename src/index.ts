@@ -18,6 +18,7 @@ import { adminUsers } from "./api/admin/users";
 import { adminRooms } from "./api/admin/rooms";
 import { adminMedia } from "./api/admin/media";
 import { adminFederation } from "./api/admin/federation";
+import { adminConsole } from "./api/admin/console";
 import { clientAdminWhois, clientAdminModeration } from "./api/client/admin";
 import { rooms } from "./api/client/rooms";
 import { membership } from "./api/client/membership";
@@ -90,6 +91,7 @@ app.route("/_synapse/admin", adminUsers);
 app.route("/_synapse/admin", adminRooms);
 app.route("/_synapse/admin", adminMedia);
 app.route("/_synapse/admin", adminFederation);
+app.route("/", adminConsole);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 
