@@ -13,6 +13,8 @@ export interface Env {
   USERS: DurableObjectNamespace<UserDO>;
   FEDERATION_SENDER: DurableObjectNamespace<SenderDO>;
   SERVER_NAME?: string;
+  /** Localpart of the server notices account (admin API send_server_notice); default "notices". */
+  SERVER_NOTICES_LOCALPART?: string;
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;
   REGISTRATION_SHARED_SECRET?: string;
