@@ -1555,6 +1555,21 @@ export class RoomDO extends DurableObject<Env> {
     return this.rv?.id ?? null;
   }
 
+  /** Admin API: every mxc:// URI in the room's accepted events (content, including URLs in
+   *  m.room.avatar and member avatars), deduplicated, bounded. */
+  async mediaInRoom(limit = 10_000): Promise<string[]> {
+    if (!this.rv) return [];
+    const out = new Set<string>();
+    const rows = this.sql.exec<{ pdu: string }>("SELECT pdu FROM events WHERE status = 'accepted' AND instr(pdu, 'mxc://') > 0");
+    for (const r of rows) {
+      for (const m of r.pdu.matchAll(/mxc:\/\/[A-Za-z0-9.:\[\]-]+\/[A-Za-z0-9_-]+/g)) {
+        out.add(m[0]);
+        if (out.size >= limit) return [...out];
+      }
+    }
+    return [...out];
+  }
+
   /** Admin room deletion (src/services/admin-rooms.ts): once the evicted members' leaves have
    *  reached their sync hubs (bounded wait), drop every row this room stored and forget it in
    *  memory; the Worker has removed it from the D1 registry, so nothing addresses it again. */

@@ -66,6 +66,7 @@ export type RoomStub = Pick<
   | "prepareLocalEvent"
   // Admin API (src/services/admin-rooms.ts).
   | "purge"
+  | "mediaInRoom"
 >;
 
 /** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first

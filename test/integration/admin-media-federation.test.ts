@@ -79,6 +79,26 @@ describe("admin API: media", () => {
   });
 });
 
+describe("admin API: media in rooms", () => {
+  it("lists the media a room's events reference and quarantines it all", async () => {
+    const admin = await registerAdmin();
+    const u = await registerUser();
+    const other = await registerUser();
+    const id = await uploadMedia(u.accessToken, "picture");
+    const r = await call("POST", "/_matrix/client/v3/createRoom", { token: u.accessToken, body: {} });
+    const roomId = r.body.room_id;
+    await call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/i1`, { token: u.accessToken, body: { msgtype: "m.image", body: "pic", url: `mxc://${SERVER}/${id}` } });
+    await call("PUT", `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/i2`, { token: u.accessToken, body: { msgtype: "m.image", body: "far", url: "mxc://remote.example/abcDEF" } });
+    expect((await call("GET", `${A}/v1/room/${enc(roomId)}/media`, { token: u.accessToken })).status).toBe(403);
+    const list = await call("GET", `${A}/v1/room/${enc(roomId)}/media`, { token: admin.accessToken });
+    expect(list.body).toEqual({ local: [`mxc://${SERVER}/${id}`], remote: ["mxc://remote.example/abcDEF"] });
+    expect((await call("POST", `${A}/v1/room/${enc(roomId)}/media/quarantine`, { token: admin.accessToken })).body).toEqual({ num_quarantined: 1 });
+    expect((await call("GET", `/_matrix/client/v1/media/download/${SERVER}/${id}`, { token: other.accessToken })).status).toBe(404);
+    expect((await call("POST", `${A}/v1/room/${enc(`!nope:${SERVER}`)}/media/quarantine`, { token: admin.accessToken })).status).toBe(404);
+    expect((await call("POST", `${A}/v1/room/nonsense/media/quarantine`, { token: admin.accessToken })).status).toBe(400);
+  });
+});
+
 describe("admin API: federation destinations", () => {
   it("lists destinations with their retry state from the SenderDOs and resets a failing one", async () => {
     const admin = await registerAdmin();

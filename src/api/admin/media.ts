@@ -8,7 +8,8 @@ import { MatrixError, invalidParam, notFound } from "../errors";
 import { parseValue } from "../validate";
 import { dirQuery, localUserParam, paging, requireAdmin, requireUserRow } from "./common";
 import { deleteMedia, quarantineMedia } from "../../services/media";
-import { isValidServerName } from "../../core/ids";
+import { isValidRoomId, isValidServerName } from "../../core/ids";
+import { roomStub } from "../../services/rooms";
 
 export const adminMedia = new Hono<AppEnv>();
 
@@ -180,4 +181,31 @@ adminMedia.get("/v1/statistics/users/media", async (c) => {
   const body: Record<string, unknown> = { users: results, total: n };
   if (from + results.length < n) body.next_token = from + results.length;
   return c.json(body);
+});
+
+/** mxc URIs in a known room's events (404 for an unknown room). */
+async function roomMedia(c: Context<AppEnv>): Promise<string[]> {
+  const roomId = c.req.param("roomId") ?? "";
+  if (!isValidRoomId(roomId)) throw invalidParam("Invalid room ID");
+  if (!(await c.env.DB.prepare("SELECT 1 FROM rooms WHERE room_id = ?").bind(roomId).first())) throw notFound("Room not found");
+  return roomStub(c.env, c.var.config, roomId).mediaInRoom();
+}
+
+adminMedia.get("/v1/room/:roomId/media", async (c) => {
+  await requireAdmin(c);
+  const uris = await roomMedia(c);
+  const local = `mxc://${c.var.config.serverName}/`;
+  return c.json({ local: uris.filter((u) => u.startsWith(local)), remote: uris.filter((u) => !u.startsWith(local)) });
+});
+
+// POST /_synapse/admin/v1/room/{roomId}/media/quarantine: everything the room's events reference.
+adminMedia.post("/v1/room/:roomId/media/quarantine", async (c) => {
+  const adminId = await requireAdmin(c);
+  let n = 0;
+  for (const uri of await roomMedia(c)) {
+    const [serverName, mediaId] = uri.slice("mxc://".length).split("/");
+    const r = await c.env.DB.prepare("UPDATE media SET quarantined = 1, quarantined_by = ? WHERE server_name = ? AND media_id = ? AND quarantined = 0").bind(adminId, serverName, mediaId).run();
+    n += r.meta.changes;
+  }
+  return c.json({ num_quarantined: n });
 });
