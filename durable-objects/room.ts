@@ -33,7 +33,7 @@
 // before it. /messages, /context and the sync work all use this form.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
+import type { JsonObject, JsonValue, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
 import { splitStateKey, stateKey } from "../src/core/types";
 import { getRoomVersion, type RoomVersion } from "../src/core/room-versions";
 import { canonicalJson } from "../src/core/canonical-json";
@@ -48,7 +48,8 @@ import {
   requiredPowerLevel,
   memberKey,
 } from "../src/core/auth-rules";
-import { checkContentHash, computeEventId, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { checkContentHash, computeEventId, computeReferenceHash, hashAndSignEvent, toRoomEvent } from "../src/core/event-hashes";
+import { randomString } from "../src/services/crypto-util";
 import { verifyJsonSignature, type SigningKey } from "../src/core/signing";
 import { redactEvent } from "../src/core/redaction";
 import { resolveState } from "../src/core/state-res";
@@ -298,6 +299,8 @@ CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
 CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
 CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
 CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
+CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, member_event_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS erased_senders (user_id TEXT PRIMARY KEY);
 `;
 
 export class RoomDO extends DurableObject<Env> {
@@ -499,8 +502,7 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
-    const rv = this.requireRoom();
-    if (!rv.creatable) fail(400, "M_UNSUPPORTED_ROOM_VERSION", `Cannot send events in a room of version ${rv.id}`);
+    this.requireRoom();
     if (spec.txn) {
       const row = this.sql
         .exec<{ event_id: string }>("SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?", spec.sender, spec.txn.deviceId, txnKey(spec.txn))
@@ -533,9 +535,11 @@ export class RoomDO extends DurableObject<Env> {
       content,
       origin_server_ts: Date.now(),
       depth,
-      prev_events: prevIds,
-      auth_events: authIds,
+      prev_events: await this.eventRefs(prevIds),
+      auth_events: await this.eventRefs(authIds),
     };
+    // Room versions 1 and 2: the event names itself, `$opaque_id:domain` (rooms/v1.md "Event IDs").
+    if (rv.eventIdFormat === 1) pdu.event_id = `$${randomString(24)}:${this.serverName!}`;
     if (spec.state_key !== undefined) pdu.state_key = spec.state_key;
     if (spec.redacts !== undefined) {
       // v11 moved `redacts` into content; older versions keep it top level.
@@ -575,12 +579,22 @@ export class RoomDO extends DurableObject<Env> {
     const rv = this.rv!;
     if (!spec.redacts) fail(400, "M_BAD_JSON", "Redaction needs a target event");
     const target = this.loadEvent(spec.redacts);
-    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found");
+    // Only an event of this room can be redacted from here (an event ID of another room is
+    // unknown to this RoomDO, so it is refused and never touched).
+    if (!target || target.status !== "accepted") fail(404, "M_NOT_FOUND", "Event not found in this room");
     if (target.ev.sender === spec.sender) return;
     const state = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     if (powerLevelOf(spec.sender, state, rv) < namedPowerLevel("redact", state, rv)) {
       fail(403, "M_FORBIDDEN", "You may not redact other users' events");
     }
+  }
+
+  /** `prev_events` / `auth_events` as the room version writes them: event IDs (v3+), or
+   *  `[event_id, {sha256: reference hash}]` pairs (v1, v2: rooms/v1.md "Event format"). */
+  private async eventRefs(ids: string[]): Promise<JsonValue[]> {
+    const rv = this.rv!;
+    if (rv.eventIdFormat !== 1) return ids;
+    return Promise.all(ids.map(async (id): Promise<JsonValue> => [id, { sha256: await computeReferenceHash(this.loadEvent(id)!.ev.pdu, rv) }]));
   }
 
   private signingKey(): Promise<SigningKey> {
@@ -1418,6 +1432,73 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   // ===========================================================================================
+  // Forgetting and erasure (per user, read side only: the room's events are unchanged).
+
+  /** The ID of the user's current member event ("" when they have none here). */
+  private memberEventId(userId: string): string {
+    if (this.isPartial()) return this.partialMember(userId)?.ev.event_id ?? "";
+    return this.groupState(this.currentGroup).get(memberKey(userId)) ?? "";
+  }
+
+  /** Whether the user forgot the room since their current membership began (POST /forget).
+   *  Keyed by that member event, so rejoining (or a new invite) ends it without a write. */
+  private forgot(userId: string): boolean {
+    const row = this.sql.exec<{ member_event_id: string }>("SELECT member_event_id FROM forgotten WHERE user_id = ?", userId).toArray()[0];
+    return row !== undefined && row.member_event_id === this.memberEventId(userId);
+  }
+
+  /** POST /rooms/{roomId}/forget ("Forget a room": "a user will no longer be able to retrieve
+   *  history for this room"; "If the user is currently joined to the room, they must leave the
+   *  room before calling this API": 400 M_UNKNOWN, as is an open invite or knock). Afterwards
+   *  the user reads the room as a stranger would (visibilityFor, readableStateGroup). */
+  async forget(userId: string): Promise<RoomResult<null>> {
+    return this.wrap(() => {
+      if (!this.rv) return null;
+      const m = this.isPartial() ? (this.partialMember(userId)?.ev.content.membership as string | undefined) : this.currentMembership(userId);
+      if (m === "join" || m === "invite" || m === "knock") fail(400, "M_UNKNOWN", "You must leave the room before forgetting it");
+      const id = this.memberEventId(userId);
+      if (id) this.sql.exec("INSERT OR REPLACE INTO forgotten (user_id, member_event_id) VALUES (?, ?)", userId, id);
+      return null;
+    });
+  }
+
+  private erased?: Set<string>;
+
+  /** POST /account/deactivate with `erase: true` (spec: "Erasure means that any users (or
+   *  servers) which join the room after the erasure request are served redacted copies of the
+   *  events sent by the erased user. Users which had visibility on the event before the erasure
+   *  are still able to see unredacted copies."). Recorded here; applied when serving (erasedFor). */
+  async eraseSender(userId: string): Promise<void> {
+    this.sql.exec("INSERT OR IGNORE INTO erased_senders (user_id) VALUES (?)", userId);
+    this.erased?.add(userId);
+  }
+
+  /** An erased user's event is served redacted to a requester who was not joined when it was
+   *  sent (so cannot have seen it then); members who were there keep the original (as Synapse
+   *  decides it: membership at the event). */
+  private erasedFor(se: StoredEvent, userId: string): boolean {
+    if (!this.isErased(se.ev.sender) || se.ev.sender === userId) return false;
+    const id = this.groupState(se.stateBefore).get(memberKey(userId));
+    return (id ? this.loadEvent(id)?.ev.content.membership : undefined) !== "join";
+  }
+
+  /** The same for a server ("any users (or servers) which join the room after"): redacted
+   *  unless one of its users was joined when the event was sent. */
+  private erasedForServer(se: StoredEvent, server: string): boolean {
+    if (!this.isErased(se.ev.sender)) return false;
+    const suffix = `:${server}`;
+    for (const [k, id] of this.groupState(se.stateBefore)) {
+      if (k.startsWith("m.room.member\u0000") && k.endsWith(suffix) && this.loadEvent(id)?.ev.content.membership === "join") return false;
+    }
+    return true;
+  }
+
+  private isErased(userId: string): boolean {
+    this.erased ??= new Set(this.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
+    return this.erased.size > 0 && this.erased.has(userId);
+  }
+
+  // ===========================================================================================
   // Client format and visibility.
 
   /** The redaction that applies to an event, if any ("Handling redactions": same sender, or
@@ -1438,7 +1519,8 @@ export class RoomDO extends DurableObject<Env> {
    *  redacted_because. */
   private toClient(se: StoredEvent, requester: Requester | undefined, now = Date.now(), nested = false): JsonObject {
     const red = nested ? undefined : this.redactionOf(se);
-    const src = red ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
+    const erased = !red && requester !== undefined && this.erasedFor(se, requester.userId);
+    const src = red || erased ? redactEvent(se.ev.pdu, this.rv!) : se.ev.pdu;
     const out: JsonObject = {
       type: se.ev.type,
       content: (src.content ?? {}) as JsonObject,
@@ -1477,6 +1559,8 @@ export class RoomDO extends DurableObject<Env> {
 
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
+    // A user who forgot the room reads it as someone who was never in it (world_readable only).
+    const forgotten = this.forgot(userId);
     const history = this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
     const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
     // Whether the user was joined when this server accepted the event (their membership in
@@ -1508,12 +1592,13 @@ export class RoomDO extends DurableObject<Env> {
       return v;
     };
     return (se) => {
-      if (se.stream !== null && history.length && joinedAt(se.stream)) return true;
+      if (!forgotten && se.stream !== null && history.length && joinedAt(se.stream)) return true;
       const b = at(se.stateBefore);
       const visibility = [b.hv];
       const membership = [b.m];
       if (se.ev.type === "m.room.history_visibility" && se.ev.state_key === "") visibility.push(parseHistoryVisibility(se.ev.content));
       if (se.ev.type === "m.room.member" && se.ev.state_key === userId) membership.push(se.ev.content.membership as string);
+      if (forgotten) return isEventVisible({ visibility, membership: [undefined], joinedLater: false });
       return isEventVisible({ visibility, membership, joinedLater: se.stream !== null && lastJoin > se.stream });
     };
   }
@@ -1532,7 +1617,7 @@ export class RoomDO extends DurableObject<Env> {
     if (m === "join") return this.currentGroup;
     const hvId = this.groupState(this.currentGroup).get(HV_KEY);
     if (parseHistoryVisibility(hvId ? this.loadEvent(hvId)?.ev.content : undefined) === "world_readable") return this.currentGroup;
-    if ((m === "leave" || m === "ban") && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
+    if ((m === "leave" || m === "ban") && !this.forgot(userId) && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? AND membership = 'join' LIMIT 1", userId).toArray().length) {
       const id = this.groupState(this.currentGroup).get(memberKey(userId))!;
       return this.loadEvent(id)!.stateAfter;
     }
@@ -1752,7 +1837,7 @@ export class RoomDO extends DurableObject<Env> {
     // Members past and present may paginate (visibility filters each event); others only in
     // world_readable rooms.
     this.requireRoom();
-    if (this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
+    if (!this.forgot(userId) && this.sql.exec("SELECT 1 FROM memberships WHERE user_id = ? LIMIT 1", userId).toArray().length) return;
     this.readableStateGroup(userId);
   }
 
@@ -2184,12 +2269,13 @@ export class RoomDO extends DurableObject<Env> {
     return false;
   }
 
-  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here or when
-   *  the server may not see it (the DAG stays intact either way). */
+  /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here, when
+   *  the server may not see it, or when its sender was erased and the server was not in the
+   *  room then (the DAG stays intact either way). */
   private wirePdu(se: StoredEvent, server?: string): PDU {
     const { unsigned: _u, ...pdu } = se.ev.pdu;
     void _u;
-    if ((server !== undefined && !this.serverMaySee(server, se)) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
+    if ((server !== undefined && (!this.serverMaySee(server, se) || this.erasedForServer(se, server))) || this.redactionOf(se)) return redactEvent(pdu as PDU, this.rv!);
     return pdu as PDU;
   }
 
@@ -2245,8 +2331,8 @@ export class RoomDO extends DurableObject<Env> {
           origin: domainOf(args.userId),
           origin_server_ts: Date.now(),
           depth: Math.max(...prevs.map((p) => p.ev.depth)) + 1,
-          prev_events: prevIds,
-          auth_events: authIds,
+          prev_events: await this.eventRefs(prevIds),
+          auth_events: await this.eventRefs(authIds),
         };
         return { ok: true as const, value: { room_version: rv.id, event } };
       } catch (e) {
@@ -2467,7 +2553,8 @@ export class RoomDO extends DurableObject<Env> {
         const membership = String(ev.content.membership);
         await this.env.DB.prepare(
           `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts`,
+           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts,
+             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
         ).bind(args.roomId, ev.state_key!, membership, ev.event_id, stream, Date.now()).run();
         const notice = buildNotice({
           roomId: args.roomId,

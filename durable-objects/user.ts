@@ -221,6 +221,7 @@ CREATE TABLE IF NOT EXISTS device_list_log (upos INTEGER NOT NULL, user_id TEXT 
 CREATE TABLE IF NOT EXISTS device_keys (device_id TEXT PRIMARY KEY, otk_counts TEXT NOT NULL, fallback_types TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS device_list_log_user ON device_list_log(user_id, upos);
 CREATE TABLE IF NOT EXISTS sync_marks (device_id TEXT PRIMARY KEY, upos INTEGER NOT NULL, ts INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten_rooms (room_id TEXT PRIMARY KEY, member_stream INTEGER NOT NULL);
 `;
 
 interface Position {
@@ -419,8 +420,11 @@ export class UserDO extends DurableObject<Env> {
     }
     // The room just became encrypted: everyone in it now shares an encrypted room with me.
     if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
-    // Push rules, evaluated now for this recipient (counts are kept from the outcome).
-    const out = evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
+    // Push rules, evaluated now for this recipient (counts are kept from the outcome). An
+    // ignored user's messages never reach the client (module "Ignoring Users"), so they do not
+    // notify or count as unread either.
+    const fromIgnored = ev.state_key === undefined && ev.sender !== me && this.ignores(ev.sender);
+    const out = fromIgnored ? { actions: [], notify: false, highlight: false } : evaluatePushRules(this.ruleset(), ev as unknown as JsonObject, {
       userId: me,
       displayName: displayName ?? undefined,
       memberCount: n.memberCount,
@@ -1041,6 +1045,15 @@ export class UserDO extends DurableObject<Env> {
     if (added) this.wake();
   }
 
+  /** POST /rooms/{roomId}/forget: the room leaves every later /sync of this user (initial,
+   *  incremental, include_leave) until their membership changes again (a new member event has
+   *  a new member_stream, so rejoining or a new invite brings the room back without a write). */
+  async forgetRoom(userId: string, roomId: string): Promise<void> {
+    this.me(userId);
+    const row = this.sql.exec<{ member_stream: number }>("SELECT member_stream FROM rooms WHERE room_id = ?", roomId).toArray()[0];
+    if (row) this.sql.exec("INSERT OR REPLACE INTO forgotten_rooms (room_id, member_stream) VALUES (?, ?)", roomId, row.member_stream);
+  }
+
   /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
   async getRooms(): Promise<{ roomId: string; membership: Membership; stream: number }[]> {
     return this.sql
@@ -1148,12 +1161,16 @@ export class UserDO extends DurableObject<Env> {
               .map((r) => [r.room_id, r]),
           )
         : undefined;
+    const forgotten = new Map(
+      this.sql.exec<{ room_id: string; member_stream: number }>("SELECT room_id, member_stream FROM forgotten_rooms").toArray().map((r) => [r.room_id, r.member_stream]),
+    );
     for (const roomId of all) {
       const memAt = (p: number) =>
         this.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM membership_log WHERE room_id = ? AND upos <= ? ORDER BY upos DESC LIMIT 1", roomId, p).toArray()[0];
       const cur = current?.get(roomId);
       const nowM = cur ? { membership: cur.membership, stream: cur.member_stream } : memAt(q);
       if (!nowM) continue;
+      if (forgotten.get(roomId) === nowM.stream) continue;
       const membership = nowM.membership as Membership;
       const streamAt = (p: number) => this.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM room_log WHERE room_id = ? AND upos <= ?", roomId, p).one().s;
       const upTo = cur ? cur.stream : (streamAt(q) ?? nowM.stream);
@@ -1243,6 +1260,14 @@ export class UserDO extends DurableObject<Env> {
       fallbackKeyTypes: keys ? JSON.parse(keys.fallback_types) : [],
       ignoredUsers: ignored,
     };
+  }
+
+  /** Whether `userId` is in my m.ignored_user_list. */
+  private ignores(userId: string): boolean {
+    const row = this.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+    if (!row) return false;
+    const list = (JSON.parse(row.content) as JsonObject).ignored_users;
+    return !!list && typeof list === "object" && !Array.isArray(list) && Object.hasOwn(list, userId);
   }
 
   /** Whether I joined `roomId` at a position in (from, to] (membership_log is never compacted). */

@@ -6,11 +6,24 @@ import { MatrixError, badJson, notJson } from "./errors";
 /** Largest request body we read as JSON (events themselves are limited to 65536 bytes later). */
 export const MAX_JSON_BODY = 1024 * 1024;
 
-export async function readJsonBody(c: Context): Promise<unknown> {
+/** The request body as text. JSON bodies are UTF-8 (RFC 8259 §8.1; the spec's "API standards"
+ *  exchange JSON): bytes that are not valid UTF-8 are 400 M_NOT_JSON here, before any field is
+ *  read. (Reading with `c.req.text()` would replace them with U+FFFD and accept the body.) The
+ *  bytes go through hono's body cache, so this may be called more than once. */
+export async function readBodyText(c: Context): Promise<string> {
   const len = Number(c.req.header("content-length") ?? "0");
   if (len > MAX_JSON_BODY) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
-  const text = await c.req.text();
-  if (text.length > MAX_JSON_BODY) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
+  const bytes = await c.req.arrayBuffer();
+  if (bytes.byteLength > MAX_JSON_BODY) throw new MatrixError(413, "M_TOO_LARGE", "Request body too large");
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new MatrixError(400, "M_NOT_JSON", "Request body is not valid UTF-8");
+  }
+}
+
+export async function readJsonBody(c: Context): Promise<unknown> {
+  const text = await readBodyText(c);
   if (text.trim() === "") return {};
   try {
     return JSON.parse(text);
@@ -40,4 +53,14 @@ export function parseValue<S extends z.ZodType>(value: unknown, schema: S, errco
   const r = schema.safeParse(value);
   if (!r.success) throw new MatrixError(400, errcode, describe(r.error.issues));
   return r.data;
+}
+
+/** An optional field that a client may also send as `null`, read as absent. Clients built on
+ *  languages with nullable types send `"since": null` for "no token" (Synapse reads such keys
+ *  with `.get()` and treats null as missing); refusing it would reject a request the spec
+ *  allows to omit the field. */
+export function absentIfNull<S extends z.ZodType>(schema: S) {
+  return schema
+    .nullish()
+    .transform((v) => (v === null ? undefined : v) as Exclude<z.infer<S>, null> | undefined);
 }

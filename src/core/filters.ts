@@ -167,3 +167,34 @@ export function ignoredUsers(content: JsonObject | undefined): Set<string> {
   if (!list || typeof list !== "object" || Array.isArray(list)) return new Set();
   return new Set(Object.keys(list));
 }
+
+/** Module "Ignoring Users": "the client will no longer receive events sent by that user" also
+ *  covers what they send as ephemeral events: their typing notices and read receipts are left
+ *  out of a room's `ephemeral` (a typing or receipt event left with nobody in it is dropped, so
+ *  an ignored user's receipt alone does not wake a long-poll). Pure. */
+export function ephemeralWithoutIgnored(events: JsonObject[], ignored: ReadonlySet<string>): JsonObject[] {
+  if (ignored.size === 0) return events;
+  const out: JsonObject[] = [];
+  for (const ev of events) {
+    const content = ev.content as JsonObject | undefined;
+    if (ev.type === "m.typing" && content && Array.isArray(content.user_ids)) {
+      const ids = content.user_ids.filter((u) => typeof u !== "string" || !ignored.has(u));
+      if (ids.length < content.user_ids.length && ids.length === 0) continue;
+      out.push({ ...ev, content: { ...content, user_ids: ids } });
+    } else if (ev.type === "m.receipt" && content) {
+      const kept: JsonObject = {};
+      for (const [eventId, byType] of Object.entries(content)) {
+        const types: JsonObject = {};
+        for (const [rtype, byUser] of Object.entries((byType ?? {}) as JsonObject)) {
+          const users = Object.fromEntries(Object.entries((byUser ?? {}) as JsonObject).filter(([u]) => !ignored.has(u)));
+          if (Object.keys(users).length) types[rtype] = users;
+        }
+        if (Object.keys(types).length) kept[eventId] = types;
+      }
+      if (Object.keys(kept).length) out.push({ ...ev, content: kept });
+    } else {
+      out.push(ev);
+    }
+  }
+  return out;
+}

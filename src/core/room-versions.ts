@@ -4,7 +4,7 @@ export type StateResAlgorithm = "v1" | "v2" | "v2.1";
 
 export interface RoomVersion {
   id: string;
-  /** Lattice can create rooms of this version (1 and 2 are read-only here). */
+  /** Lattice can create rooms of this version (all of 1–12; docs/architecture.md "Rooms"). */
   creatable: boolean;
   /** Event ID format: 1 = `$opaque:server` in the PDU; 2 = `$`+standard base64 reference hash (v3);
    *  3 = `$`+URL-safe base64 reference hash (v4+). */
@@ -39,7 +39,7 @@ export interface RoomVersion {
 }
 
 const base: Omit<RoomVersion, "id"> = {
-  creatable: false,
+  creatable: true,
   eventIdFormat: 1,
   stateRes: "v1",
   enforceKeyValidity: false,
@@ -58,7 +58,7 @@ const base: Omit<RoomVersion, "id"> = {
 
 const v1: RoomVersion = { ...base, id: "1" };
 const v2: RoomVersion = { ...v1, id: "2", stateRes: "v2" };
-const v3: RoomVersion = { ...v2, id: "3", creatable: true, eventIdFormat: 2 };
+const v3: RoomVersion = { ...v2, id: "3", eventIdFormat: 2 };
 const v4: RoomVersion = { ...v3, id: "4", eventIdFormat: 3 };
 const v5: RoomVersion = { ...v4, id: "5", enforceKeyValidity: true };
 const v6: RoomVersion = {

@@ -34,6 +34,12 @@ export async function deactivateAccount(env: Env, config: Config, userId: string
     await propagateProfile(env, config, userId);
     const { results } = await env.DB.prepare("SELECT server_name, media_id FROM media WHERE uploader = ?").bind(userId).all<{ server_name: string; media_id: string }>();
     for (const m of results) await deleteMedia(env, m.server_name, m.media_id);
+    // As /account/deactivate with erase: every room the user was ever in serves their events
+    // redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
+    const rooms = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
+    for (let i = 0; i < rooms.results.length; i += 20) {
+      await Promise.all(rooms.results.slice(i, i + 20).map((r) => roomStub(env, config, r.room_id).eraseSender(userId)));
+    }
   }
   await env.DB.prepare(`UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", erased = 1" : ""} WHERE user_id = ?`).bind(userId).run();
   await deleteAllDevices(db(env), userId, undefined, env);

@@ -6,6 +6,8 @@ import type { Config } from "../config";
 import { MatrixError, invalidParam } from "../api/errors";
 import { isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
 import { FederationError, federationContext, federationRequest, type FederationContext } from "./federation/client";
+import { roomStub } from "./rooms";
+import type { JsonObject } from "../core/types";
 
 export interface AliasRow {
   alias: string;
@@ -182,4 +184,26 @@ export async function validateCanonicalAlias(
       throw new MatrixError(400, "M_BAD_ALIAS", `The alias ${a} does not point to this room`);
     }
   }
+}
+
+/** After `alias` was deleted from the directory: the room's m.room.canonical_alias must not go
+ *  on advertising it, so a new event drops it from `alias` and `alt_aliases` (what Synapse does
+ *  on DELETE /directory/room/{alias}). Sent as the user who deleted the alias; when they may not
+ *  send it (e.g. they created the alias but lack the power), the event stays and this is logged:
+ *  the deletion itself stands. */
+export async function dropFromCanonicalAlias(env: Env, config: Config, roomId: string, alias: string, userId: string): Promise<void> {
+  const stub = roomStub(env, config, roomId);
+  const ev = await stub.getCurrentStateEvent("m.room.canonical_alias", "");
+  const content = (ev?.content ?? {}) as { alias?: unknown; alt_aliases?: unknown };
+  const alt = Array.isArray(content.alt_aliases) ? content.alt_aliases : [];
+  if (content.alias !== alias && !alt.includes(alias)) return;
+  const next: Record<string, unknown> = { ...content };
+  if (content.alias === alias) delete next.alias;
+  if (Array.isArray(content.alt_aliases)) {
+    const kept = alt.filter((a) => a !== alias);
+    if (kept.length) next.alt_aliases = kept;
+    else delete next.alt_aliases;
+  }
+  const r = await stub.createLocalEvent({ type: "m.room.canonical_alias", state_key: "", sender: userId, content: next as JsonObject });
+  if (!r.ok) console.warn(`alias ${alias} deleted, but ${roomId}'s m.room.canonical_alias still lists it: ${r.error}`);
 }

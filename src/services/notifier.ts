@@ -39,6 +39,7 @@ export type UserStub = Pick<
   | "sync"
   | "settleLazyMembers"
   | "compactLog"
+  | "forgetRoom"
 >;
 
 /** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */

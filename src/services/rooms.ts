@@ -64,6 +64,9 @@ export type RoomStub = Pick<
   | "getBackfillPoints"
   | "admitBackfill"
   | "prepareLocalEvent"
+  // Per-user read rules: POST /forget, erasure on deactivation.
+  | "forget"
+  | "eraseSender"
   // Admin API (src/services/admin-rooms.ts).
   | "purge"
   | "mediaInRoom"
@@ -156,6 +159,8 @@ export async function createRoomInDO(env: Env, config: Config, room: NewRoom): P
     roomId = `!${randomString(18)}:${config.serverName}`;
     createPdu.room_id = roomId;
   }
+  // Room versions 1 and 2: the event carries its own ID, `$opaque_id:domain`.
+  if (rv.eventIdFormat === 1) createPdu.event_id = `$${randomString(24)}:${config.serverName}`;
   const { pdu, eventId } = await hashAndSignEvent(createPdu as unknown as PDU, rv, config.serverName, key);
   if (rv.roomIdFromCreate) roomId = roomIdFromCreateEventId(eventId);
   const stub = roomStub(env, config, roomId!);

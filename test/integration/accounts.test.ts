@@ -43,7 +43,7 @@ describe("discovery", () => {
     expect(r.status).toBe(200);
     expect(r.body.capabilities["m.room_versions"].default).toBe("12");
     expect(r.body.capabilities["m.room_versions"].available["12"]).toBe("stable");
-    expect(r.body.capabilities["m.room_versions"].available["1"]).toBeUndefined();
+    expect(r.body.capabilities["m.room_versions"].available["1"]).toBe("stable");
   });
   it("publishes a signed, persistent server key", async () => {
     const a = await call("GET", "/_matrix/key/v2/server");

@@ -4,7 +4,6 @@
 // events of step 1 with their conflicted auth ancestors).
 import { describe, expect, it } from "vitest";
 import { resolveState } from "../../src/core/state-res";
-import { getRoomVersion } from "../../src/core/room-versions";
 import type { StateIdMap, StateKey } from "../../src/core/types";
 import { ALICE, BOB, CHARLIE, EVELYN, Dag, JR, PL, TOPIC, member, readable } from "./state-res-builder";
 
@@ -278,10 +277,6 @@ describe("v2 versus v2.1", () => {
 });
 
 describe("resolveState API", () => {
-  it("rejects state resolution v1", () => {
-    expect(() => resolveState(getRoomVersion("1")!, [new Map(), new Map()], () => undefined)).toThrow(/v1/);
-  });
-
   it("returns a single state set unchanged and nothing for no state sets", () => {
     const d = new Dag("12").init();
     const s = d.stateAfter("$IMZ");

@@ -8,6 +8,7 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
+import { roomStub } from "../../services/rooms";
 
 export const account = new Hono<AppEnv>();
 
@@ -44,6 +45,14 @@ account.post("/account/deactivate", requireAuth, async (c) => {
     .run();
   await deleteAllDevices(db(c.env), userId, undefined, c.env);
   await revokeOpenidTokens(c, userId);
+  // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
+  // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
+  if (erase) {
+    const { results } = await c.env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
+    for (let i = 0; i < results.length; i += 20) {
+      await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
+    }
+  }
   return c.json({ id_server_unbind_result: "no-support" });
 });
 

@@ -5,12 +5,12 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv, Auth } from "../types";
 import { MatrixError, forbidden, invalidParam, notFound } from "../errors";
-import { parseBody, parseValue } from "../validate";
+import { absentIfNull, parseBody, parseValue } from "../validate";
 import { authenticate, extractAccessToken } from "../middleware/auth";
 import { isValidRoomId, isValidServerName } from "../../core/ids";
 import { knownRoom } from "../../services/rooms";
 import { federationContext } from "../../services/federation/client";
-import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, getAlias, listAliases, resolveAlias, resolveRemoteAlias } from "../../services/aliases";
+import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, dropFromCanonicalAlias, getAlias, listAliases, resolveAlias, resolveRemoteAlias } from "../../services/aliases";
 import {
   canEditRoomDirectory,
   getRoomVisibility,
@@ -76,8 +76,8 @@ directory.get("/directory/room/:roomAlias", async (c) => {
 // DELETE /directory/room/{roomAlias}. "Servers may choose to implement additional access control
 // checks here, for instance that room aliases can only be deleted by their creator or a server
 // administrator." Ours: the alias's creator, a server admin, or a member who may change the
-// room's directory entry (power to send m.room.canonical_alias). We do not edit the room's
-// m.room.canonical_alias event (the spec allows but does not require it).
+// room's directory entry (power to send m.room.canonical_alias). The room's
+// m.room.canonical_alias then stops advertising the alias (dropFromCanonicalAlias).
 directory.delete("/directory/room/:roomAlias", async (c) => {
   const auth = await authenticateMember(c);
   const alias = c.req.param("roomAlias");
@@ -88,6 +88,7 @@ directory.delete("/directory/room/:roomAlias", async (c) => {
     throw forbidden("You may not delete this alias: you did not create it and lack the power to change the room's aliases");
   }
   if (!(await deleteAlias(c.env, alias))) throw notFound(`Room alias ${alias} not found`);
+  await dropFromCanonicalAlias(c.env, c.var.config, row.roomId, alias, auth.userId);
   return c.json({});
 });
 
@@ -166,17 +167,19 @@ directory.get("/publicRooms", async (c) => {
   return c.json(await localPublicRooms(c.env, { limit, since }));
 });
 
+// Every field is optional; `null` is read as absent (absentIfNull), and `room_types` entries
+// may be null (the spec's `["string", "null"]`: rooms without a type).
 const publicRoomsBody = z.object({
-  limit: z.number().int().min(0).optional(),
-  since: z.string().optional(),
-  filter: z
-    .object({
-      generic_search_term: z.string().max(1000).optional(),
-      room_types: z.array(z.string().nullable()).optional(),
-    })
-    .optional(),
-  include_all_networks: z.boolean().optional(),
-  third_party_instance_id: z.string().optional(),
+  limit: absentIfNull(z.number().int().min(0)),
+  since: absentIfNull(z.string()),
+  filter: absentIfNull(
+    z.object({
+      generic_search_term: absentIfNull(z.string().max(1000)),
+      room_types: absentIfNull(z.array(z.string().nullable())),
+    }),
+  ),
+  include_all_networks: absentIfNull(z.boolean()),
+  third_party_instance_id: absentIfNull(z.string()),
 });
 
 directory.post("/publicRooms", async (c) => {

@@ -14,6 +14,7 @@ import { isValidUserId } from "../../core/ids";
 import { isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
+import { userStub } from "../../services/notifier";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
@@ -237,6 +238,11 @@ membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
   if (row.membership === "join" || row.membership === "invite" || row.membership === "knock") {
     throw new MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it");
   }
+  // The RoomDO (the authority on membership) refuses too if the user is still in the room, and
+  // from now on serves them no history; the hub drops the room from their syncs; D1 keeps the
+  // flag for a hub that is rebuilt (bootstrap skips forgotten rooms).
+  unwrap(await roomStub(c.env, c.var.config, roomId).forget(userId));
+  await userStub(c.env, userId, c.var.config).forgetRoom(userId, roomId);
   await c.env.DB.prepare("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?").bind(roomId, userId).run();
   return c.json({});
 });

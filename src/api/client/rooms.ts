@@ -36,7 +36,7 @@ const createRoomSchema = z.object({
 
 type Preset = "private_chat" | "public_chat" | "trusted_private_chat";
 
-/** Version requested by a client: known and creatable here (1 and 2 are read-only), else
+/** Version requested by a client: known and creatable here (every version 1–12), else
  *  400 M_UNSUPPORTED_ROOM_VERSION. */
 export function creatableVersion(id: string | undefined): RoomVersion {
   const rv = getRoomVersion(id ?? DEFAULT_ROOM_VERSION);
@@ -245,10 +245,12 @@ rooms.post("/rooms/:roomId/upgrade", requireAuth, async (c) => {
   const config = c.var.config;
   const oldRoomId = c.req.param("roomId");
   const body = await parseBody(c, z.object({ new_version: z.string(), additional_creators: z.array(z.string()).optional() }));
-  const newRv = creatableVersion(body.new_version);
+  // The room first: an unknown room is 404 and a room the user is not in 403, whatever
+  // new_version says; only then is the version checked.
   await knownRoom(c.env, oldRoomId);
   const old = roomStub(c.env, config, oldRoomId);
   if ((await old.getMembership(userId)) !== "join") throw forbidden("You are not joined to this room");
+  const newRv = creatableVersion(body.new_version);
   // 1. Permission to send m.room.tombstone.
   if (!(await old.canSend(userId, "m.room.tombstone", true))) throw forbidden("You may not upgrade this room");
 

@@ -14,7 +14,7 @@ import { roomStub, unwrap } from "../../services/rooms";
 import { fanOutPresence, userStub } from "../../services/notifier";
 import { sendPresence } from "../../services/federation/edus";
 import { resolveFilter } from "./filter";
-import { applyEventFields, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
+import { applyEventFields, ephemeralWithoutIgnored, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
 import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
 import type { LazyMembersRoom } from "../../../durable-objects/lazy-members";
 import type { JsonObject } from "../../core/types";
@@ -262,7 +262,7 @@ async function joinedRoom(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, 
   } else {
     room = await roomTimeline(c, r, o, ignored);
   }
-  room.ephemeral = { events: roomSectionFilter(f?.room?.ephemeral, r.roomId, r.ephemeral) };
+  room.ephemeral = { events: ephemeralWithoutIgnored(roomSectionFilter(f?.room?.ephemeral, r.roomId, r.ephemeral), ignored) };
   room.account_data = { events: roomSectionFilter(f?.room?.account_data, r.roomId, r.accountData) };
   room.unread_notifications = r.unread;
   if (o.threadCounts) room.unread_thread_notifications = r.threads ?? {};

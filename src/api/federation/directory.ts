@@ -8,7 +8,7 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
-import { parseBody, parseValue } from "../validate";
+import { absentIfNull, parseBody, parseValue } from "../validate";
 import { localPublicRooms, type LocalListRequest } from "../../services/room-directory";
 
 export const federationDirectory = new Hono<AppEnv>();
@@ -20,17 +20,18 @@ const getQuery = z.object({
   third_party_instance_id: z.string().optional(),
 });
 
+// As the client's POST /publicRooms: `null` is read as absent.
 const postBody = z.object({
-  limit: z.number().int().min(0).optional(),
-  since: z.string().max(1000).optional(),
-  filter: z
-    .object({
-      generic_search_term: z.string().max(1000).optional(),
-      room_types: z.array(z.string().nullable()).optional(),
-    })
-    .optional(),
-  include_all_networks: z.boolean().optional(),
-  third_party_instance_id: z.string().optional(),
+  limit: absentIfNull(z.number().int().min(0)),
+  since: absentIfNull(z.string().max(1000)),
+  filter: absentIfNull(
+    z.object({
+      generic_search_term: absentIfNull(z.string().max(1000)),
+      room_types: absentIfNull(z.array(z.string().nullable())),
+    }),
+  ),
+  include_all_networks: absentIfNull(z.boolean()),
+  third_party_instance_id: absentIfNull(z.string()),
 });
 
 async function respond(c: Context<AppEnv>, req: LocalListRequest & { thirdParty?: string }) {

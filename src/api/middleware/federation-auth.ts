@@ -4,7 +4,7 @@
 import type { MiddlewareHandler } from "hono";
 import type { AppEnv } from "../types";
 import { MatrixError } from "../errors";
-import { readJsonBody } from "../validate";
+import { readBodyText, readJsonBody } from "../validate";
 import { parseXMatrix, verifyRequest, XMatrixParseError } from "../../core/x-matrix";
 import { getVerifyKey } from "../../services/federation/keys";
 import { federationContext } from "../../services/federation/client";
@@ -37,7 +37,7 @@ export const federationAuth: MiddlewareHandler<AppEnv> = async (c, next) => {
   let content: unknown;
   const hasBody = method !== "GET" && method !== "HEAD" && method !== "DELETE";
   if (hasBody) {
-    const raw = await c.req.text();
+    const raw = await readBodyText(c);
     if (raw.trim() !== "") content = await readJsonBody(c);
   }
   const url = new URL(c.req.url);

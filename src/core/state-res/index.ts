@@ -8,10 +8,12 @@
 //   power.ts      sender power level from an event's auth events
 //   iterative.ts  iterative auth checks
 //   v2.ts         the five steps of the algorithm
+//   v1.ts         room version 1's algorithm (passes over power levels, join rules, members, rest)
 import type { RoomEvent, StateIdMap } from "../types";
 import type { RoomVersion } from "../room-versions";
 import { EventGraph } from "./graph";
 import { resolveV2, type ResolveOptions } from "./v2";
+import { resolveV1 } from "./v1";
 
 export type { ResolveOptions } from "./v2";
 export type { Split } from "./conflicts";
@@ -31,11 +33,9 @@ export function resolveState(
   getEvent: (eventId: string) => RoomEvent | undefined,
   opts?: ResolveOptions,
 ): StateIdMap {
-  if (rv.stateRes === "v1") {
-    throw new Error(`state resolution v1 (room version ${rv.id}) is not supported`);
-  }
   if (stateSets.length === 0) return new Map();
   if (stateSets.length === 1) return new Map(stateSets[0]);
+  if (rv.stateRes === "v1") return resolveV1(rv, stateSets, getEvent);
   // The caller's rejection lookup may hit storage: ask once per event within this call.
   let isRejected = opts?.isRejected;
   if (isRejected) {
