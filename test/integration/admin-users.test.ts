@@ -137,6 +137,7 @@ describe("admin API: users", () => {
     const other = await registerUser();
     const { room_id } = await clientOk(other.accessToken, "POST", "/createRoom", { preset: "public_chat" });
     await clientOk(u.accessToken, "POST", `/join/${enc(room_id)}`, {});
+    const said = await clientOk(u.accessToken, "PUT", `/rooms/${enc(room_id)}/send/m.room.message/e1`, { msgtype: "m.text", body: "personal data" });
     const r = await call("POST", `${A}/v1/deactivate/${enc(u.userId)}`, { token: admin.accessToken, body: { erase: true } });
     expect(r.status).toBe(200);
     expect(r.body).toEqual({ id_server_unbind_result: "success" });
@@ -151,6 +152,11 @@ describe("admin API: users", () => {
     expect(member.displayname).toBeUndefined();
     const profile = await call("GET", `/_matrix/client/v3/profile/${enc(u.userId)}`);
     expect(profile.body.displayname).toBeUndefined();
+    // Erased: someone who joins later sees the message redacted.
+    const late = await registerUser();
+    await clientOk(late.accessToken, "POST", `/join/${enc(room_id)}`, {});
+    const ev = await clientOk(late.accessToken, "GET", `/rooms/${enc(room_id)}/event/${enc(said.event_id)}`);
+    expect(ev.content).toEqual({});
   });
 
   it("resets passwords, reads and sets the admin flag, lists devices and joined rooms, deletes devices", async () => {
