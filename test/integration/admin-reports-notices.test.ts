@@ -75,3 +75,21 @@ describe("admin API: server notices", () => {
     expect((await call("POST", `${A}/v1/send_server_notice`, { token: admin.accessToken, body: { user_id: u.userId, content: "hi" } })).body.errcode).toBe("M_BAD_JSON");
   });
 });
+
+describe("admin API: registration tokens (get and edit)", () => {
+  it("reads one token and changes uses_allowed and expiry_time", async () => {
+    const admin = await registerAdmin();
+    const u = await registerUser();
+    const t = admin.accessToken;
+    const made = await call("POST", `${A}/v1/registration_tokens/new`, { token: t, body: { uses_allowed: 1 } });
+    const p = `${A}/v1/registration_tokens/${made.body.token}`;
+    expect((await call("GET", p, { token: u.accessToken })).status).toBe(403);
+    expect((await call("PUT", p, { token: u.accessToken, body: { uses_allowed: 9 } })).status).toBe(403);
+    expect((await call("GET", p, { token: t })).body).toMatchObject({ token: made.body.token, uses_allowed: 1, pending: 0, completed: 0, expiry_time: null });
+    const edited = await call("PUT", p, { token: t, body: { uses_allowed: null, expiry_time: 4102444800000 } });
+    expect(edited.body).toMatchObject({ uses_allowed: null, expiry_time: 4102444800000 });
+    expect((await call("PUT", p, { token: t, body: { uses_allowed: "many" } })).body.errcode).toBe("M_BAD_JSON");
+    expect((await call("GET", `${A}/v1/registration_tokens/nonexistent`, { token: t })).status).toBe(404);
+    expect((await call("PUT", `${A}/v1/registration_tokens/nonexistent`, { token: t, body: {} })).status).toBe(404);
+  });
+});
