@@ -204,6 +204,10 @@ describe("admin API: users", () => {
     expect(sent.event_id).toMatch(/^\$/);
     const ev = await call("GET", `/_matrix/client/v3/rooms/${enc(room_id)}/event/${enc(sent.event_id)}`, { token: u.accessToken });
     expect(ev.status).toBe(404);
+    const invitee = await registerUser();
+    expect((await call("POST", `/_matrix/client/v3/rooms/${enc(room_id)}/invite`, { token: u.accessToken, body: { user_id: invitee.userId } })).status).toBe(200);
+    const inviteeSync = await clientOk(invitee.accessToken, "GET", "/sync?timeout=0");
+    expect(Object.keys(inviteeSync.rooms?.invite ?? {})).not.toContain(room_id);
     await call("DELETE", `${A}/v1/users/${enc(u.userId)}/shadow_ban`, { token: admin.accessToken });
     const real = await clientOk(u.accessToken, "PUT", `/rooms/${enc(room_id)}/send/m.room.message/t2`, { msgtype: "m.text", body: "ok" });
     expect((await call("GET", `/_matrix/client/v3/rooms/${enc(room_id)}/event/${enc(real.event_id)}`, { token: u.accessToken })).status).toBe(200);

@@ -19,6 +19,7 @@ import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rej
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
 import { isRoomBlocked } from "../../services/admin-rooms";
+import { senderOverrides } from "../middleware/rate-limit";
 
 export const membership = new Hono<AppEnv>();
 
@@ -187,6 +188,8 @@ membership.post("/rooms/:roomId/invite", requireAuth, async (c) => {
   const current = await stub.getMembership(body.user_id);
   if (current === "join") throw forbidden(`${body.user_id} is already in the room`);
   if (current === "ban") throw forbidden(`${body.user_id} is banned from the room`);
+  // Shadow-banned (admin API): the invite is dropped, the inviter sees success.
+  if ((await senderOverrides(c, c.var.auth.userId)).shadowBanned) return c.json({});
   const content: JsonObject = { membership: "invite" };
   if (!isLocalUser(c.var.config, body.user_id)) {
     // The invitee's server co-signs first (Server-Server API "Inviting to a room").
