@@ -83,6 +83,11 @@ describe("admin API: users", () => {
       expect(r.status, q).toBe(400);
       expect(r.body.errcode, q).toBe("M_INVALID_PARAM");
     }
+    // limit=0 (a count): no next_token, or tools paging by it would never advance.
+    const count = await call("GET", `${A}/v2/users?limit=0`, { token: admin.accessToken });
+    expect(count.body.users).toEqual([]);
+    expect(count.body.total).toBeGreaterThan(0);
+    expect(count.body.next_token).toBeUndefined();
     const huge = await call("GET", `${A}/v2/users?limit=100000000000`, { token: admin.accessToken });
     expect(huge.status).toBe(200);
     expect(huge.body.users.length).toBeLessThanOrEqual(1000);

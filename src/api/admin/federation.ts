@@ -45,7 +45,7 @@ adminFederation.get("/v1/federation/destinations", async (c) => {
   }
   const n = total?.n ?? 0;
   const body: Record<string, unknown> = { destinations: entries, total: n };
-  if (from + entries.length < n) body.next_token = String(from + entries.length);
+  if (entries.length > 0 && from + entries.length < n) body.next_token = String(from + entries.length);
   return c.json(body);
 });
 

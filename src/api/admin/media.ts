@@ -78,7 +78,7 @@ adminMedia.get("/v1/users/:userId/media", async (c) => {
     .all<MediaRow>();
   const n = total?.n ?? 0;
   const body: Record<string, unknown> = { media: results.map(mediaEntry), total: n };
-  if (from + results.length < n) body.next_token = from + results.length;
+  if (results.length > 0 && from + results.length < n) body.next_token = from + results.length;
   return c.json(body);
 });
 
@@ -179,7 +179,7 @@ adminMedia.get("/v1/statistics/users/media", async (c) => {
     .all();
   const n = total?.n ?? 0;
   const body: Record<string, unknown> = { users: results, total: n };
-  if (from + results.length < n) body.next_token = from + results.length;
+  if (results.length > 0 && from + results.length < n) body.next_token = from + results.length;
   return c.json(body);
 });
 

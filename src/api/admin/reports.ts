@@ -77,7 +77,7 @@ adminReports.get("/v1/event_reports", async (c) => {
     .all<ReportRow>();
   const n = total?.n ?? 0;
   const body: Record<string, unknown> = { event_reports: await Promise.all(results.map((r) => reportEntry(c, r))), total: n };
-  if (from + results.length < n) body.next_token = from + results.length;
+  if (results.length > 0 && from + results.length < n) body.next_token = from + results.length;
   return c.json(body);
 });
 

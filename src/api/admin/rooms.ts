@@ -82,7 +82,7 @@ adminRooms.get("/v1/rooms", async (c) => {
   });
   const page = matches.slice(from, from + limit);
   const body: Record<string, unknown> = { rooms: page, offset: from, total_rooms: matches.length };
-  if (from + page.length < matches.length) body.next_batch = from + page.length;
+  if (page.length > 0 && from + page.length < matches.length) body.next_batch = from + page.length;
   if (from > 0) body.prev_batch = Math.max(0, from - limit);
   return c.json(body);
 });

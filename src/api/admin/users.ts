@@ -114,7 +114,7 @@ adminUsers.get("/v2/users", async (c) => {
     .all<UserRow & { last_seen_ts: number | null }>();
   const n = total?.n ?? 0;
   const body: Record<string, unknown> = { users: results.map(listEntry), total: n };
-  if (from + results.length < n) body.next_token = String(from + results.length);
+  if (results.length > 0 && from + results.length < n) body.next_token = String(from + results.length);
   return c.json(body);
 });
 
