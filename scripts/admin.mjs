@@ -34,7 +34,7 @@ function fail(msg) {
 /** [method, path, body] for each command. */
 const COMMANDS = {
   version: () => ["GET", `${A}/v1/server_version`],
-  users: (q = "") => ["GET", `${A}/v2/users?limit=100&name=${enc(q)}&deactivated=${args.includes("--deactivated")}`],
+  users: (q = "") => ["GET", `${A}/v2/users?limit=100&name=${enc(q)}&deactivated=${args.includes("--deactivated")}&locked=true`],
   user: (id) => ["GET", `${A}/v2/users/${enc(need(id, "user ID"))}`],
   "create-user": (id) => ["PUT", `${A}/v2/users/${enc(need(id, "user ID"))}`, { password: need(opt("--password"), "--password"), admin: args.includes("--admin") }],
   deactivate: (id) => ["POST", `${A}/v1/deactivate/${enc(need(id, "user ID"))}`, { erase: args.includes("--erase") }],

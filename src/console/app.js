@@ -159,7 +159,7 @@ async function users(params) {
   const q = params.get("q") || "";
   const showDeactivated = params.get("deactivated") === "true";
   const from = Number(params.get("from") || 0);
-  const list = await api("GET", `${A}/v2/users?limit=50&from=${from}&name=${enc(q)}&deactivated=${showDeactivated}`);
+  const list = await api("GET", `${A}/v2/users?limit=50&from=${from}&name=${enc(q)}&deactivated=${showDeactivated}&locked=true`);
   const search = h("input", { id: "user-search", type: "search", name: "q", value: q });
   const deact = h("input", { id: "user-deactivated", type: "checkbox", checked: showDeactivated });
   const searchForm = h(

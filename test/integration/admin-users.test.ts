@@ -71,6 +71,10 @@ describe("admin API: users", () => {
     await call("POST", `${A}/v1/deactivate/${enc(users[1].userId)}`, { token: admin.accessToken, body: {} });
     expect((await call("GET", `${A}/v2/users?name=${tag}`, { token: admin.accessToken })).body.total).toBe(2);
     expect((await call("GET", `${A}/v2/users?name=${tag}&deactivated=true`, { token: admin.accessToken })).body.total).toBe(3);
+    // Locked accounts are left out unless locked=true (Synapse's default).
+    await call("PUT", `/_matrix/client/v1/admin/lock/${enc(users[0].userId)}`, { token: admin.accessToken, body: { locked: true } });
+    expect((await call("GET", `${A}/v2/users?name=${tag}`, { token: admin.accessToken })).body.total).toBe(1);
+    expect((await call("GET", `${A}/v2/users?name=${tag}&locked=true`, { token: admin.accessToken })).body.total).toBe(2);
     const admins = await call("GET", `${A}/v2/users?admins=true&limit=1000`, { token: admin.accessToken });
     expect(admins.body.users.every((x: any) => x.admin === 1)).toBe(true);
     expect(admins.body.users.some((x: any) => x.name === admin.userId)).toBe(true);

@@ -76,8 +76,9 @@ const USER_ORDER: Record<string, string> = {
   locked: "u.locked",
 };
 
-// GET /_synapse/admin/v2/users: filters user_id/name (substring), guests, admins, deactivated,
-// locked, suspended; pages with from/limit; `next_token` while more remain; `total` matches.
+// GET /_synapse/admin/v2/users: filters user_id/name (substring), guests (default true), admins,
+// deactivated and locked (default false: left out); pages with from/limit; `next_token` while
+// more remain; `total` matches.
 adminUsers.get("/v2/users", async (c) => {
   await requireAdmin(c);
   const { from, limit } = paging(c);
@@ -97,7 +98,8 @@ adminUsers.get("/v2/users", async (c) => {
   if (!boolQuery(c, "deactivated", false)) where.push("u.deactivated = 0");
   const admins = c.req.query("admins") === undefined ? undefined : boolQuery(c, "admins", false);
   if (admins !== undefined) where.push(`u.admin = ${admins ? 1 : 0}`);
-  if (c.req.query("locked") !== undefined && !boolQuery(c, "locked", true)) where.push("u.locked = 0");
+  // Synapse: locked accounts are left out unless locked=true.
+  if (!boolQuery(c, "locked", false)) where.push("u.locked = 0");
   const orderBy = c.req.query("order_by") ?? "name";
   const col = USER_ORDER[orderBy];
   if (!col) throw invalidParam(`Unknown value for order_by: ${orderBy}`);
