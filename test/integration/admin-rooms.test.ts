@@ -63,6 +63,11 @@ describe("admin API: rooms", () => {
     const paged = await call("GET", `${A}/v1/rooms?search_term=${tag}&limit=1`, { token: admin.accessToken });
     expect(paged.body.rooms.length).toBe(1);
     expect(paged.body.next_batch).toBe(1);
+    expect((await call("GET", `${A}/v1/rooms?search_term=${tag}&order_by=size`, { token: admin.accessToken })).body.rooms[0].room_id).toBe(r2);
+    expect((await call("GET", `${A}/v1/rooms?search_term=${tag}&empty_rooms=true`, { token: admin.accessToken })).body.total_rooms).toBe(0);
+    expect((await call("GET", `${A}/v1/rooms?search_term=${tag}&public_rooms=false`, { token: admin.accessToken })).body.total_rooms).toBe(2);
+    const creates = await call("GET", `${A}/v1/rooms/${enc(r1)}/state?type=m.room.create`, { token: admin.accessToken });
+    expect(creates.body.state.map((e: any) => e.type)).toEqual(["m.room.create"]);
     const byAlias = await call("GET", `${A}/v1/rooms?search_term=${enc(`#${tag}`)}`, { token: admin.accessToken });
     expect(byAlias.body.rooms.map((r: any) => r.room_id)).toEqual([r2]);
 
@@ -72,7 +77,7 @@ describe("admin API: rooms", () => {
     expect(members.body).toEqual({ members: [owner.userId, guest.userId].sort(), total: 2 });
     const state = await call("GET", `${A}/v1/rooms/${enc(r2)}/state`, { token: admin.accessToken });
     expect(state.body.state.some((e: any) => e.type === "m.room.create")).toBe(true);
-    const msgs = await call("GET", `${A}/v1/rooms/${enc(r2)}/messages?limit=5`, { token: admin.accessToken });
+    const msgs = await call("GET", `${A}/v1/rooms/${enc(r2)}/messages?limit=5&dir=b`, { token: admin.accessToken });
     expect(msgs.status).toBe(200);
     expect(msgs.body.chunk.some((e: any) => e.content?.body === "hello admin")).toBe(true);
   });

@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, invalidParam, notFound } from "../errors";
 import { parseBody, parseValue } from "../validate";
-import { dirQuery, paging, requireAdmin } from "./common";
+import { boolQuery, dirQuery, paging, requireAdmin } from "./common";
 import { isValidRoomId, isValidUserId } from "../../core/ids";
 import { roomStub, unwrap } from "../../services/rooms";
 import { randomString } from "../../services/crypto-util";
@@ -58,8 +58,12 @@ const MAX_LISTED_ROOMS = 5000;
 adminRooms.get("/v1/rooms", async (c) => {
   await requireAdmin(c);
   const { from, limit } = paging(c, 100, 1000);
-  const orderBy = c.req.query("order_by") ?? "name";
-  if (!(ROOM_ORDER as readonly string[]).includes(orderBy)) throw invalidParam(`Unknown value for order_by: ${orderBy}`);
+  // `alphabetical` and `size` are Synapse's deprecated names for `name` and `joined_members`.
+  const asked = c.req.query("order_by") ?? "name";
+  const orderBy = asked === "alphabetical" ? "name" : asked === "size" ? "joined_members" : asked;
+  if (!(ROOM_ORDER as readonly string[]).includes(orderBy)) throw invalidParam(`Unknown value for order_by: ${asked}`);
+  const publicRooms = c.req.query("public_rooms") === undefined ? undefined : boolQuery(c, "public_rooms", false);
+  const emptyRooms = c.req.query("empty_rooms") === undefined ? undefined : boolQuery(c, "empty_rooms", false);
   const dir = dirQuery(c);
   const term = c.req.query("search_term")?.toLowerCase();
   const { results } = await c.env.DB.prepare("SELECT room_id, room_version, creator FROM rooms ORDER BY created_ts LIMIT ?").bind(MAX_LISTED_ROOMS).all<RoomRow>();
@@ -67,16 +71,20 @@ adminRooms.get("/v1/rooms", async (c) => {
   for (let i = 0; i < results.length; i += 50) {
     all.push(...(await Promise.all(results.slice(i, i + 50).map((r) => roomSummary(c.env, c.var.config, r)))));
   }
-  const matches = term
-    ? all.filter((r) => r.room_id.toLowerCase().includes(term) || r.name?.toLowerCase().includes(term) || r.canonical_alias?.toLowerCase().includes(term))
-    : all;
+  const matches = all.filter(
+    (r) =>
+      (!term || r.room_id.toLowerCase().includes(term) || r.name?.toLowerCase().includes(term) || r.canonical_alias?.toLowerCase().includes(term)) &&
+      (publicRooms === undefined || r.public === publicRooms) &&
+      (emptyRooms === undefined || (r.joined_members === 0) === emptyRooms),
+  );
   const key = orderBy as keyof RoomSummaryRow;
   const sign = dir === "ASC" ? 1 : -1;
-  // Numbers descending by default for the member counts and state size (Synapse's ordering).
-  const numeric = key === "joined_members" || key === "joined_local_members" || key === "state_events";
+  // Largest first by default for member counts, state size and version (Synapse's ordering).
+  const numeric = key === "joined_members" || key === "joined_local_members" || key === "state_events" || key === "version";
+  const value = (r: RoomSummaryRow) => (key === "version" && /^\d+$/.test(r.version) ? Number(r.version) : (r[key] ?? ""));
   matches.sort((a, b) => {
-    const x = a[key] ?? "";
-    const y = b[key] ?? "";
+    const x = value(a);
+    const y = value(b);
     const cmp = x < y ? -1 : x > y ? 1 : a.room_id < b.room_id ? -1 : 1;
     return (numeric ? -cmp : cmp) * sign;
   });
@@ -111,7 +119,9 @@ adminRooms.get("/v1/rooms/:roomId/members", async (c) => {
 adminRooms.get("/v1/rooms/:roomId/state", async (c) => {
   await requireAdmin(c);
   const row = await knownRoomRow(c);
-  return c.json({ state: await roomStub(c.env, c.var.config, row.room_id).getCurrentState() });
+  const state = await roomStub(c.env, c.var.config, row.room_id).getCurrentState();
+  const type = c.req.query("type");
+  return c.json({ state: type ? state.filter((e) => e.type === type) : state });
 });
 
 // GET /_synapse/admin/v1/rooms/{roomId}/messages: paginated as /messages, seen by the room's
@@ -121,7 +131,7 @@ adminRooms.get("/v1/rooms/:roomId/messages", async (c) => {
   await requireAdmin(c);
   const row = await knownRoomRow(c);
   const stub = roomStub(c.env, c.var.config, row.room_id);
-  const dirParam = c.req.query("dir") ?? "b";
+  const dirParam = c.req.query("dir") ?? "f";
   if (dirParam !== "f" && dirParam !== "b") throw invalidParam("dir must be f or b");
   const limit = Math.min(parseValue(c.req.query("limit") ?? "10", z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER)), 1000);
   const joined = (await stub.getJoinedUserIds()).filter((u) => u.endsWith(`:${c.var.config.serverName}`));
