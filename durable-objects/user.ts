@@ -71,6 +71,8 @@ import {
   defaultRules,
 } from "../src/core/push-rules";
 import { noLongerSharingRoom } from "../src/services/e2ee";
+import { PushOutbox } from "./push-outbox";
+import type { PusherTarget } from "../src/core/push-gateway";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
 
 // ---------------------------------------------------------------------------------------------
@@ -255,10 +257,14 @@ export class UserDO extends DurableObject<Env> {
   private typingState = new Map<string, Map<string, number>>();
   private typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
 
+  /** Push delivery: outbox of notifications for this user's pushers (push-outbox.ts). */
+  private push: PushOutbox;
+
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+    this.push = new PushOutbox(ctx, env);
     this.sql.exec(LAZY_MEMBERS_SCHEMA);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
@@ -360,6 +366,7 @@ export class UserDO extends DurableObject<Env> {
       this.posDeferred = false;
     }
     this.wake();
+    await this.push.afterCommit(me);
     for (const f of followUps) await this.deviceListsAfterMembership(me, f);
     this.maybeCompact();
   }
@@ -443,6 +450,7 @@ export class UserDO extends DurableObject<Env> {
       ev.origin_server_ts,
       upos,
     );
+    this.push.recordEvent(me, n.roomId, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
     if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
@@ -553,10 +561,14 @@ export class UserDO extends DurableObject<Env> {
       this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, NULL)", upos, r.roomId);
       if (r.userId === me && (r.type === "m.read" || r.type === "m.read.private")) {
         const row = this.sql.exec<{ stream: number }>("SELECT stream FROM room_events WHERE room_id = ? AND event_id = ?", r.roomId, r.eventId).toArray()[0];
-        if (row) this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+        if (row) {
+          this.markRead(r.roomId, r.threadId === "" ? null : r.threadId, row.stream);
+          this.push.recordBadge();
+        }
       }
     });
     this.wake();
+    await this.push.afterCommit(me);
     this.maybeCompact();
   }
 
@@ -999,6 +1011,17 @@ export class UserDO extends DurableObject<Env> {
     );
     this.next();
     this.wake();
+  }
+
+  /** The user's pushers changed (src/services/pushers.ts): the targets push-outbox.ts uses. */
+  async setPushers(userId: string, targets: PusherTarget[]): Promise<void> {
+    this.me(userId);
+    this.push.setTargets(targets);
+  }
+
+  /** Retries of the push hand-over (push-outbox.ts). */
+  async alarm(): Promise<void> {
+    await this.push.alarm(this.userId);
   }
 
   async deleteDevice(userId: string, deviceId: string): Promise<void> {

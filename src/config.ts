@@ -49,6 +49,14 @@ export interface Config {
   dnsResolverUrl: string;
   /** Previous signing keys, published under old_verify_keys (key rotation). */
   oldVerifyKeys: { keyId: string; publicKey: string; expiredTs: number }[];
+  /** Pushers may point at http://127.0.0.1 / localhost (tests only; PUSH_HTTP_LOOPBACK=true). */
+  pushHttpLoopback: boolean;
+  /** GET /voip/turnServer: coturn's shared-secret REST scheme or Cloudflare Realtime TURN. */
+  turn?:
+    | { kind: "shared-secret"; secret: string; uris: string[]; ttlSeconds: number }
+    | { kind: "cloudflare"; keyId: string; apiToken: string; ttlSeconds: number; apiUrl: string };
+  /** MatrixRTC (MSC4143): the LiveKit focus offered to clients (its JWT service URL). */
+  rtcFocusUrl?: string;
 }
 
 export class ConfigError extends Error {}
@@ -91,6 +99,18 @@ const schema = z.object({
       'must be a comma-separated list of "ed25519:<key id> <base64 public key> <expired_ts ms>"',
     )
     .optional(),
+  PUSH_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
+  TURN_SHARED_SECRET: z.string().min(8, "must be at least 8 characters").optional(),
+  TURN_URIS: z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
+    .refine((l) => l.length > 0 && l.every((u) => /^turns?:[^\s]+$/.test(u)), "must be a comma-separated list of turn: / turns: URIs")
+    .optional(),
+  TURN_TTL_SECONDS: z.coerce.number().int().min(60).max(7 * 86400).default(86400),
+  TURN_KEY_ID: z.string().regex(/^[A-Za-z0-9]+$/, "must be the TURN key ID (hex)").optional(),
+  TURN_KEY_API_TOKEN: z.string().min(1).optional(),
+  TURN_CLOUDFLARE_API_URL: z.url().optional(),
+  RTC_FOCUS_URL: z.url().refine((u) => /^https?:\/\//.test(u), "must be an http(s) URL").optional(),
 });
 
 const cache = new WeakMap<object, Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string }>();
@@ -123,6 +143,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       throw new ConfigError(`Invalid Lattice configuration: SERVER_NAME: "${v.SERVER_NAME}" is not a valid server name`);
     }
     parsed = {
+      pushHttpLoopback: v.PUSH_HTTP_LOOPBACK === "true",
       serverName: v.SERVER_NAME,
       publicBaseUrl: v.PUBLIC_BASEURL?.replace(/\/+$/, ""),
       registration: v.REGISTRATION,
@@ -150,6 +171,23 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
         return { keyId, publicKey: publicKey.replace(/=$/, ""), expiredTs: Number(ts) };
       }),
     };
+    if (v.TURN_SHARED_SECRET && v.TURN_KEY_ID) {
+      throw new ConfigError("Invalid Lattice configuration: set either TURN_SHARED_SECRET (coturn) or TURN_KEY_ID (Cloudflare TURN), not both");
+    }
+    if (v.TURN_SHARED_SECRET && !v.TURN_URIS) throw new ConfigError("Invalid Lattice configuration: TURN_URIS: required with TURN_SHARED_SECRET");
+    if (!!v.TURN_KEY_ID !== !!v.TURN_KEY_API_TOKEN) throw new ConfigError("Invalid Lattice configuration: TURN_KEY_ID and TURN_KEY_API_TOKEN go together");
+    parsed.turn = v.TURN_SHARED_SECRET
+      ? { kind: "shared-secret", secret: v.TURN_SHARED_SECRET, uris: v.TURN_URIS!, ttlSeconds: v.TURN_TTL_SECONDS }
+      : v.TURN_KEY_ID
+        ? {
+            kind: "cloudflare",
+            keyId: v.TURN_KEY_ID,
+            apiToken: v.TURN_KEY_API_TOKEN!,
+            ttlSeconds: v.TURN_TTL_SECONDS,
+            apiUrl: (v.TURN_CLOUDFLARE_API_URL ?? "https://rtc.live.cloudflare.com/v1").replace(/\/+$/, ""),
+          }
+        : undefined;
+    parsed.rtcFocusUrl = v.RTC_FOCUS_URL?.replace(/\/+$/, "");
     cache.set(env, parsed);
   }
   let publicBaseUrl = parsed.publicBaseUrl;

@@ -2,6 +2,8 @@ import type { RoomDO } from "../durable-objects/room";
 import type { RateLimiterDO } from "../durable-objects/rate-limiter";
 import type { UserDO } from "../durable-objects/user";
 import type { SenderDO } from "../durable-objects/sender";
+import type { PusherDO } from "../durable-objects/pusher";
+import type { DelayedEventsDO } from "../durable-objects/delayed-events";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
 export interface Env {
@@ -12,6 +14,10 @@ export interface Env {
   /** Sync hubs, one per local user (durable-objects/user.ts). */
   USERS: DurableObjectNamespace<UserDO>;
   FEDERATION_SENDER: DurableObjectNamespace<SenderDO>;
+  /** Push delivery queues, one per pusher (durable-objects/pusher.ts). */
+  PUSHERS: DurableObjectNamespace<PusherDO>;
+  /** Delayed events (MSC4140), one object per local user (durable-objects/delayed-events.ts). */
+  DELAYED_EVENTS: DurableObjectNamespace<DelayedEventsDO>;
   SERVER_NAME?: string;
   /** Localpart of the server notices account (admin API send_server_notice); default "notices". */
   SERVER_NOTICES_LOCALPART?: string;
@@ -37,4 +43,13 @@ export interface Env {
   TRUSTED_KEY_SERVERS?: string;
   DNS_RESOLVER_URL?: string;
   OLD_VERIFY_KEYS?: string;
+  PUSH_HTTP_LOOPBACK?: string;
+  TURN_SHARED_SECRET?: string;
+  TURN_URIS?: string;
+  TURN_TTL_SECONDS?: string;
+  TURN_KEY_ID?: string;
+  TURN_KEY_API_TOKEN?: string;
+  /** Tests only: where the Cloudflare TURN credentials API is reached (a loopback stand-in). */
+  TURN_CLOUDFLARE_API_URL?: string;
+  RTC_FOCUS_URL?: string;
 }

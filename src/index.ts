@@ -35,6 +35,10 @@ import { receipts } from "./api/client/receipts";
 import { accountData } from "./api/client/account-data";
 import { presence } from "./api/client/presence";
 import { pushRules } from "./api/client/push-rules";
+import { pushersRoutes } from "./api/client/pushers";
+import { voip } from "./api/client/voip";
+import { rtc } from "./api/client/rtc";
+import { delayedEvents } from "./api/client/delayed-events";
 import { keys } from "./api/client/keys";
 import { crossSigning } from "./api/client/cross-signing";
 import { keyBackup } from "./api/client/key-backup";
@@ -49,6 +53,8 @@ export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
 export { UserDO } from "../durable-objects/user";
 export { SenderDO } from "../durable-objects/sender";
+export { PusherDO } from "../durable-objects/pusher";
+export { DelayedEventsDO } from "../durable-objects/delayed-events";
 
 const app = new Hono<AppEnv>();
 
@@ -72,7 +78,7 @@ app.route("/", wellKnown);
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid]) clientV3.route("/", area);
 for (const area of [rooms, membership, events, timeline, peeking]) clientV3.route("/", area);
-for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules]) clientV3.route("/", area);
+for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes, voip]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 clientV3.route("/", clientAdminWhois);
 
@@ -85,6 +91,9 @@ client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", clientAdminModeration);
 client.route("/unstable/org.matrix.msc3814.v1", dehydratedDevice);
+client.route("/unstable/org.matrix.msc4143", rtc);
+client.route("/unstable/org.matrix.msc4140", delayedEvents);
+client.route("/v1", rtc);
 client.route("/v1/media", clientMediaRoutes);
 app.route("/_matrix/client", client);
 app.route("/_matrix/media", mediaRoutes);

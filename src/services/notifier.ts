@@ -34,6 +34,7 @@ export type UserStub = Pick<
   | "roomPosition"
   | "setDeviceKeyCounts"
   | "deleteDevice"
+  | "setPushers"
   | "getRooms"
   | "currentToken"
   | "sync"

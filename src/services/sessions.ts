@@ -5,6 +5,7 @@ import type { DB } from "../db";
 import { accessTokens, devices, refreshTokens } from "../db/schema";
 import { randomString, randomToken, sha256Hex } from "./crypto-util";
 import { deleteDeviceE2ee } from "./e2ee";
+import { deletePushersOfDevices } from "./pushers";
 import type { Env } from "../env";
 
 export interface IssuedTokens {
@@ -99,6 +100,8 @@ export async function deleteDevice(d: DB, userId: string, deviceId: string, env?
   await revokeDeviceTokens(d, userId, deviceId);
   await d.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
   await deleteDeviceE2ee(d, userId, deviceId, env);
+  // Pushers go with the device whose token created them (module "Push Notifications").
+  if (env) await deletePushersOfDevices(env, userId, [deviceId]);
 }
 
 export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env): Promise<void> {

@@ -8,6 +8,7 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
+import { deletePushersExceptDevice } from "../../services/pushers";
 import { roomStub } from "../../services/rooms";
 
 export const account = new Hono<AppEnv>();
@@ -29,6 +30,8 @@ account.post("/account/password", requireAuth, async (c) => {
   await revokeOpenidTokens(c, userId);
   // Default true (spec): every other device is logged out; this one stays.
   if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
+  // Other devices' pushers go even when they stay logged in (Synapse does the same).
+  await deletePushersExceptDevice(c.env, userId, deviceId);
   return c.json({});
 });
 

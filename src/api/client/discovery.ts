@@ -3,13 +3,17 @@ import { Hono } from "hono";
 import type { AppEnv } from "../types";
 import { requireAuth } from "../middleware/auth";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../../core/room-versions";
+import { rtcTransports } from "./rtc";
 
 /** Spec versions we advertise: only those whose required endpoints Lattice actually serves.
  *  Raise this as areas land (see docs/conformance.md). */
 export const SUPPORTED_SPEC_VERSIONS = ["r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1", "v1.1"];
 
 export const wellKnown = new Hono<AppEnv>();
-wellKnown.get("/.well-known/matrix/client", (c) => c.json({ "m.homeserver": { base_url: c.var.config.publicBaseUrl } }));
+wellKnown.get("/.well-known/matrix/client", (c) => {
+  const foci = rtcTransports(c.var.config);
+  return c.json({ "m.homeserver": { base_url: c.var.config.publicBaseUrl }, ...(foci.length ? { "org.matrix.msc4143.rtc_foci": foci } : {}) });
+});
 wellKnown.get("/.well-known/matrix/server", (c) => {
   // Delegation target for federation: the Worker itself on port 443 unless a port is in the name.
   const host = new URL(c.var.config.publicBaseUrl).host;
@@ -20,7 +24,7 @@ export const versions = new Hono<AppEnv>();
 /** MSC3916 (authenticated media, stable in v1.11): tells clients that do not yet see "v1.11" above
  *  to use /_matrix/client/v1/media, since the unauthenticated media endpoints are frozen by
  *  default (docs/media.md). */
-const UNSTABLE_FEATURES = { "org.matrix.msc3916.stable": true };
+const UNSTABLE_FEATURES = { "org.matrix.msc3916.stable": true, "org.matrix.msc4140": true };
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
 export const capabilities = new Hono<AppEnv>();

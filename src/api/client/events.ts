@@ -11,6 +11,7 @@ import { randomString } from "../../services/crypto-util";
 import type { JsonObject } from "../../core/types";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
+import { maybeScheduleDelayed } from "./delayed-events";
 
 export const events = new Hono<AppEnv>();
 
@@ -33,12 +34,14 @@ function requester(c: Context<AppEnv>) {
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
-  const { stub } = await roomFor(c);
+  const { roomId, stub } = await roomFor(c);
   const overrides = await senderOverrides(c, c.var.auth.userId);
   if (overrides.sendLimit) await rateLimit(c, "send", c.var.auth.userId, overrides.sendLimit);
   // Shadow-banned (admin API): the event is dropped, the sender sees a plausible event ID.
   if (overrides.shadowBanned) return c.json({ event_id: `$${randomString(43)}` });
   const type = c.req.param("eventType");
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, content, txnId: c.req.param("txnId") });
+  if (delayed) return delayed;
   const r = await stub.createLocalEvent({
     type,
     content,
@@ -69,6 +72,8 @@ async function putState(c: Context<AppEnv>) {
   const sender = c.var.auth.userId;
   // Guests change membership only through /join and /leave, which check m.room.guest_access.
   if (c.var.auth.isGuest && type === "m.room.member") throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guests cannot send m.room.member events");
+  const delayed = await maybeScheduleDelayed(c, { roomId, type, stateKey: key, content });
+  if (delayed) return delayed;
   const existing = await stub.getCurrentStateEvent(type, key);
   if (type === "m.room.member") requireSameMembership(sender, key, content, existing?.content as JsonObject | undefined);
   if (type === "m.room.canonical_alias") await validateCanonicalAlias(c.env, roomId, content, (existing?.content as JsonObject | undefined) ?? null);

@@ -1,0 +1,104 @@
+// Push latency: send → push gateway request (p50/p99), and send latency in a room of N users
+// who all have pushers versus the same room before they had any.
+//
+// Run: node_modules/.bin/node bench/push.mjs [sends] [members]
+//   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback.
+//   GW_DELAY_MS=2000 makes the gateway answer 2 s late.
+import { createServer } from "node:http";
+import { percentile, registerBenchUser } from "./util.mjs";
+
+const sends = Number(process.argv[2] ?? 100);
+const members = Number(process.argv[3] ?? 100);
+/** GW_DELAY_MS: the gateway answers this late (a slow gateway must not slow sends). */
+const gwDelayMs = Number(process.env.GW_DELAY_MS ?? 0);
+
+const { startServer, freePort } = await import("../test/e2e/harness.ts");
+const waiters = new Map(); // event_id → resolve(arrival time)
+const arrived = new Map();
+let received = 0;
+const gwPort = await freePort();
+const gw = createServer((req, res) => {
+  let raw = "";
+  req.on("data", (d) => (raw += d));
+  req.on("end", () => {
+    const t = performance.now();
+    received++;
+    const id = JSON.parse(raw).notification?.event_id;
+    if (id && !arrived.has(id)) {
+      arrived.set(id, t);
+      waiters.get(id)?.(t);
+    }
+    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}'), gwDelayMs);
+  });
+});
+await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));
+const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" });
+const baseUrl = server.baseUrl;
+
+async function api(method, path, token, body) {
+  const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+const pusher = (pushkey) => ({
+  kind: "http",
+  app_id: "bench",
+  pushkey,
+  app_display_name: "bench",
+  device_display_name: "bench",
+  lang: "en",
+  data: { url: `http://127.0.0.1:${gwPort}/_matrix/push/v1/notify`, format: "event_id_only" },
+});
+
+try {
+  const tag = Date.now().toString(36);
+  let txn = 0;
+  const send = async (u, roomId) => {
+    const t = performance.now();
+    const { event_id } = await api("PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/p${tag}-${txn++}`, u.token, { msgtype: "m.text", body: "bench" });
+    return { eventId: event_id, t, sendMs: performance.now() - t };
+  };
+
+  // 1. Send → gateway, a two-person room, one pusher.
+  const a = await registerBenchUser(baseUrl, `pushbencha${tag}`);
+  const b = await registerBenchUser(baseUrl, `pushbenchb${tag}`);
+  await api("POST", "/pushers/set", b.token, pusher(`b-${tag}`));
+  const { room_id: dm } = await api("POST", "/createRoom", a.token, { preset: "private_chat", invite: [b.userId] });
+  await api("POST", `/join/${encodeURIComponent(dm)}`, b.token, {});
+  const lat = [];
+  for (let i = 0; i < sends + 10; i++) {
+    const { eventId, t } = await send(a, dm);
+    const at = arrived.get(eventId) ?? (await new Promise((r) => waiters.set(eventId, r)));
+    if (i >= 10) lat.push(at - t); // first 10: warm-up
+  }
+  console.log(`send → gateway (${sends} sends, 1 pusher): p50 ${percentile(lat, 50).toFixed(1)} ms, p99 ${percentile(lat, 99).toFixed(1)} ms`);
+
+  // 2. Send latency in a room of `members` users, without and then with pushers.
+  const users = [];
+  for (let i = 0; i < members; i++) users.push(await registerBenchUser(baseUrl, `pushbench${tag}m${i}`));
+  const { room_id: big } = await api("POST", "/createRoom", users[0].token, { preset: "public_chat" });
+  for (const u of users.slice(1)) await api("POST", `/rooms/${encodeURIComponent(big)}/join`, u.token, {});
+  const measure = async (n) => {
+    const out = [];
+    for (let i = 0; i < n; i++) out.push((await send(users[0], big)).sendMs);
+    return out;
+  };
+  await measure(10);
+  const without = await measure(50);
+  for (const [i, u] of users.slice(1).entries()) await api("POST", "/pushers/set", u.token, pusher(`m${i}-${tag}`));
+  const before = received;
+  const withP = await measure(50);
+  const expected = before + 50 * (members - 1);
+  const deadline = Date.now() + 300_000;
+  while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  console.log(`room of ${members}: send p50/p99 without pushers ${percentile(without, 50).toFixed(1)} / ${percentile(without, 99).toFixed(1)} ms, with ${members - 1} pushers ${percentile(withP, 50).toFixed(1)} / ${percentile(withP, 99).toFixed(1)} ms; pushes delivered ${received - before} of ${50 * (members - 1)}`);
+} finally {
+  await server.stop();
+  gw.closeAllConnections();
+  gw.close();
+}

@@ -1,0 +1,124 @@
+// Pushers (spec: module "Push Notifications" → "Pushers"): D1 is the record (GET /pushers), each
+// user's hub keeps a copy of its targets (so the push decision is made inside the hub's
+// transaction, without a D1 read per event), and each pusher has its own delivery queue, a
+// PusherDO addressed by (user, app_id, pushkey).
+import { and, eq, inArray, ne } from "drizzle-orm";
+import type { Env } from "../env";
+import type { Config } from "../config";
+import { parseConfig } from "../config";
+import { db } from "../db";
+import { pushers } from "../db/schema";
+import { userStub } from "./notifier";
+import type { PusherTarget } from "../core/push-gateway";
+import type { JsonObject } from "../core/types";
+import type { PusherDO } from "../../durable-objects/pusher";
+
+export type PusherRow = typeof pushers.$inferSelect;
+
+/** The spec's Pusher object (GET /pushers). */
+export function pusherJson(p: PusherRow): JsonObject {
+  const out: JsonObject = {
+    app_display_name: p.appDisplayName,
+    app_id: p.appId,
+    data: JSON.parse(p.data) as JsonObject,
+    device_display_name: p.deviceDisplayName,
+    kind: p.kind,
+    lang: p.lang,
+    pushkey: p.pushkey,
+  };
+  if (p.profileTag !== null) out.profile_tag = p.profileTag;
+  return out;
+}
+
+export function targetOf(p: PusherRow): PusherTarget {
+  return { appId: p.appId, pushkey: p.pushkey, pushkeyTs: p.pushkeyTs, data: JSON.parse(p.data) as JsonObject };
+}
+
+export type PusherStub = Pick<PusherDO, "enqueue" | "drop" | "status">;
+
+export function pusherStub(env: Env, userId: string, appId: string, pushkey: string, config?: Pick<Config, "jurisdiction" | "locationHint">): PusherStub {
+  const c = config ?? parseConfig(env);
+  const ns = c.jurisdiction ? env.PUSHERS.jurisdiction(c.jurisdiction) : env.PUSHERS;
+  // JSON array as the name: no separator can be forged by a pushkey.
+  return ns.get(ns.idFromName(JSON.stringify([userId, appId, pushkey])), c.locationHint ? { locationHint: c.locationHint } : undefined) as unknown as PusherStub;
+}
+
+export async function listPushers(env: Env, userId: string): Promise<PusherRow[]> {
+  return db(env).select().from(pushers).where(eq(pushers.userId, userId));
+}
+
+/** Give the user's hub the current list of push targets (after every change in D1). */
+export async function refreshHubPushers(env: Env, userId: string): Promise<void> {
+  const rows = await listPushers(env, userId);
+  await userStub(env, userId).setPushers(userId, rows.map(targetOf));
+}
+
+/** Delete pushers (D1 rows matched by `where`), empty their queues and update the hubs. */
+async function removeWhere(env: Env, rows: PusherRow[]): Promise<void> {
+  if (!rows.length) return;
+  const d = db(env);
+  for (const r of rows) {
+    await d.delete(pushers).where(and(eq(pushers.userId, r.userId), eq(pushers.appId, r.appId), eq(pushers.pushkey, r.pushkey)));
+  }
+  for (const u of new Set(rows.map((r) => r.userId))) await refreshHubPushers(env, u);
+  await Promise.all(rows.map((r) => pusherStub(env, r.userId, r.appId, r.pushkey).drop().catch((e) => console.warn("pusher drop failed", e))));
+}
+
+export async function deletePusher(env: Env, userId: string, appId: string, pushkey: string): Promise<void> {
+  const rows = await db(env)
+    .select()
+    .from(pushers)
+    .where(and(eq(pushers.userId, userId), eq(pushers.appId, appId), eq(pushers.pushkey, pushkey)));
+  await removeWhere(env, rows);
+}
+
+/** Create or replace a pusher. Without `append`, the same (app_id, pushkey) of other users is
+ *  removed (pusher.yaml: "the homeserver must remove any other pushers with the same App ID and
+ *  pushkey for different users"). */
+export async function setPusher(env: Env, row: PusherRow, append: boolean): Promise<void> {
+  const d = db(env);
+  if (!append) {
+    const others = await d
+      .select()
+      .from(pushers)
+      .where(and(eq(pushers.appId, row.appId), eq(pushers.pushkey, row.pushkey), ne(pushers.userId, row.userId)));
+    await removeWhere(env, others);
+  }
+  await d
+    .insert(pushers)
+    .values(row)
+    .onConflictDoUpdate({
+      target: [pushers.userId, pushers.appId, pushers.pushkey],
+      set: {
+        kind: row.kind,
+        appDisplayName: row.appDisplayName,
+        deviceDisplayName: row.deviceDisplayName,
+        profileTag: row.profileTag,
+        lang: row.lang,
+        data: row.data,
+        deviceId: row.deviceId,
+        pushkeyTs: row.pushkeyTs,
+      },
+    });
+  await refreshHubPushers(env, row.userId);
+}
+
+/** Pushers created by these devices go with them (device deleted, logged out). */
+export async function deletePushersOfDevices(env: Env, userId: string, deviceIds: string[]): Promise<void> {
+  if (!deviceIds.length) return;
+  const rows = await db(env)
+    .select()
+    .from(pushers)
+    .where(and(eq(pushers.userId, userId), inArray(pushers.deviceId, deviceIds)));
+  await removeWhere(env, rows);
+}
+
+/** On a password change every pusher except the current device's goes (Synapse does the same:
+ *  someone who learnt the old password must not keep receiving the user's notifications). */
+export async function deletePushersExceptDevice(env: Env, userId: string, deviceId: string): Promise<void> {
+  const rows = await db(env)
+    .select()
+    .from(pushers)
+    .where(and(eq(pushers.userId, userId), ne(pushers.deviceId, deviceId)));
+  await removeWhere(env, rows);
+}

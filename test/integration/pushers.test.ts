@@ -1,0 +1,152 @@
+// Pushers API (spec: module "Push Notifications" → "Pushers"; pusher.yaml). Delivery to a real
+// gateway is tested end to end (test/e2e/push.test.ts); these tests send no notifying events, so
+// nothing leaves the test.
+import { describe, it, expect } from "vitest";
+import { call, clientOk, registerUser, type TestUser } from "./helpers";
+
+const URL_OK = "https://push.example.org/_matrix/push/v1/notify";
+
+function pusher(over: Record<string, unknown> = {}) {
+  return {
+    kind: "http",
+    app_id: "org.example.app.ios",
+    pushkey: "pk-" + Math.random().toString(36).slice(2),
+    app_display_name: "Example",
+    device_display_name: "Phone",
+    lang: "en",
+    data: { url: URL_OK, format: "event_id_only", custom: { a: 1 } },
+    ...over,
+  };
+}
+
+async function login(u: TestUser) {
+  const r = await call("POST", "/_matrix/client/v3/login", {
+    body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password },
+  });
+  expect(r.status).toBe(200);
+  return { accessToken: r.body.access_token as string, deviceId: r.body.device_id as string };
+}
+
+const list = async (token: string) => (await clientOk(token, "GET", "/pushers")).pushers as any[];
+
+describe("pushers", () => {
+  it("sets, lists, updates and deletes (kind null) a pusher", async () => {
+    const u = await registerUser();
+    expect(await list(u.accessToken)).toEqual([]);
+    const p = pusher({ profile_tag: "tag1" });
+    await clientOk(u.accessToken, "POST", "/pushers/set", p);
+    const [got] = await list(u.accessToken);
+    expect(got).toEqual({
+      kind: "http",
+      app_id: p.app_id,
+      pushkey: p.pushkey,
+      app_display_name: "Example",
+      device_display_name: "Phone",
+      lang: "en",
+      profile_tag: "tag1",
+      data: p.data,
+    });
+    // Same app_id + pushkey: updated in place.
+    await clientOk(u.accessToken, "POST", "/pushers/set", { ...p, lang: "de", data: { url: URL_OK } });
+    const after = await list(u.accessToken);
+    expect(after.length).toBe(1);
+    expect(after[0].lang).toBe("de");
+    expect(after[0].data).toEqual({ url: URL_OK });
+    // kind null deletes (only app_id and pushkey needed).
+    await clientOk(u.accessToken, "POST", "/pushers/set", { kind: null, app_id: p.app_id, pushkey: p.pushkey });
+    expect(await list(u.accessToken)).toEqual([]);
+  });
+
+  it("requires authentication", async () => {
+    expect((await call("GET", "/_matrix/client/v3/pushers")).status).toBe(401);
+    expect((await call("POST", "/_matrix/client/v3/pushers/set", { body: pusher() })).status).toBe(401);
+  });
+
+  it("refuses bad input with the spec's errors", async () => {
+    const u = await registerUser();
+    const bad = async (body: unknown, errcode: string) => {
+      const r = await call("POST", "/_matrix/client/v3/pushers/set", { token: u.accessToken, body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+      expect(r.body.errcode, JSON.stringify(r.body)).toBe(errcode);
+    };
+    const { kind: _k, ...noKind } = pusher();
+    await bad(noKind, "M_MISSING_PARAM");
+    const { lang: _l, ...noLang } = pusher();
+    await bad(noLang, "M_MISSING_PARAM");
+    const { data: _d, ...noData } = pusher();
+    await bad(noData, "M_MISSING_PARAM");
+    await bad(pusher({ data: {} }), "M_MISSING_PARAM");
+    await bad(pusher({ data: { url: "http://push.example.org/_matrix/push/v1/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: "https://push.example.org/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: "not a url" } }), "M_INVALID_PARAM");
+    // The outbound address guard: no private, loopback or internal hosts.
+    await bad(pusher({ data: { url: "https://10.1.2.3/_matrix/push/v1/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: "https://127.0.0.1/_matrix/push/v1/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: "http://127.0.0.1:9/_matrix/push/v1/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: "https://metadata.google.internal/_matrix/push/v1/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: "https://[::1]/_matrix/push/v1/notify" } }), "M_INVALID_PARAM");
+    await bad(pusher({ data: { url: URL_OK, format: "full" } }), "M_INVALID_PARAM");
+    await bad(pusher({ kind: "email" }), "M_INVALID_PARAM");
+    await bad(pusher({ kind: 5 }), "M_BAD_JSON");
+    await bad(pusher({ app_id: "x".repeat(65) }), "M_BAD_JSON");
+    await bad(pusher({ pushkey: "é".repeat(257) }), "M_BAD_JSON");
+    await bad(pusher({ data: "x" }), "M_BAD_JSON");
+    await bad(pusher({ append: "yes" }), "M_BAD_JSON");
+    const notJson = await call("POST", "/_matrix/client/v3/pushers/set", { token: u.accessToken, rawBody: "{", headers: { "content-type": "application/json" } });
+    expect(notJson.body.errcode).toBe("M_NOT_JSON");
+    expect(await list(u.accessToken)).toEqual([]);
+  });
+
+  it("without append, another user's pusher with the same app_id and pushkey goes; with append it stays", async () => {
+    const a = await registerUser();
+    const b = await registerUser();
+    const p = pusher();
+    await clientOk(a.accessToken, "POST", "/pushers/set", p);
+    await clientOk(b.accessToken, "POST", "/pushers/set", { ...p, append: true });
+    expect((await list(a.accessToken)).length).toBe(1);
+    expect((await list(b.accessToken)).length).toBe(1);
+    await clientOk(b.accessToken, "POST", "/pushers/set", p);
+    expect(await list(a.accessToken)).toEqual([]);
+    expect((await list(b.accessToken)).length).toBe(1);
+  });
+
+  it("a pusher goes when its device logs out or is deleted", async () => {
+    const u = await registerUser();
+    const d2 = await login(u);
+    const d3 = await login(u);
+    await clientOk(u.accessToken, "POST", "/pushers/set", pusher({ pushkey: "keep" }));
+    await clientOk(d2.accessToken, "POST", "/pushers/set", pusher({ pushkey: "logout" }));
+    await clientOk(d3.accessToken, "POST", "/pushers/set", pusher({ pushkey: "delete" }));
+    expect((await list(u.accessToken)).map((p) => p.pushkey).sort()).toEqual(["delete", "keep", "logout"]);
+    await clientOk(d2.accessToken, "POST", "/logout", {});
+    expect((await list(u.accessToken)).map((p) => p.pushkey).sort()).toEqual(["delete", "keep"]);
+    const del1 = await call("DELETE", `/_matrix/client/v3/devices/${d3.deviceId}`, { token: u.accessToken, body: {} });
+    expect(del1.status).toBe(401);
+    const del = await call("DELETE", `/_matrix/client/v3/devices/${d3.deviceId}`, {
+      token: u.accessToken,
+      body: { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password, session: del1.body.session } },
+    });
+    expect(del.status).toBe(200);
+    expect((await list(u.accessToken)).map((p) => p.pushkey)).toEqual(["keep"]);
+  });
+
+  it("a password change removes the pushers of other devices, even those that stay logged in", async () => {
+    const u = await registerUser();
+    const d2 = await login(u);
+    await clientOk(u.accessToken, "POST", "/pushers/set", pusher({ pushkey: "mine" }));
+    await clientOk(d2.accessToken, "POST", "/pushers/set", pusher({ pushkey: "other" }));
+    const c1 = await call("POST", "/_matrix/client/v3/account/password", { token: u.accessToken, body: { new_password: "new-pass-2", logout_devices: false } });
+    expect(c1.status).toBe(401);
+    const r = await call("POST", "/_matrix/client/v3/account/password", {
+      token: u.accessToken,
+      body: {
+        new_password: "new-pass-2",
+        logout_devices: false,
+        auth: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: u.password, session: c1.body.session },
+      },
+    });
+    expect(r.status).toBe(200);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: d2.accessToken })).status).toBe(200);
+    expect((await list(u.accessToken)).map((p) => p.pushkey)).toEqual(["mine"]);
+  });
+});

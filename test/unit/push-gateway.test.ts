@@ -1,0 +1,65 @@
+// Pure parts of push delivery and TURN: pusher URL rule, tweaks, priority, notify bodies, backoff,
+// coturn shared-secret credentials.
+import { describe, it, expect } from "vitest";
+import { checkPusherUrl, notifyBody, prioOf, tweaksOf } from "../../src/core/push-gateway";
+import { pushBackoffMs } from "../../durable-objects/pusher";
+import { sharedSecretCredentials } from "../../src/api/client/voip";
+
+describe("pusher URLs", () => {
+  it("needs https and the notify path, refuses private hosts; loopback only when allowed", () => {
+    expect(checkPusherUrl("https://push.example.org/_matrix/push/v1/notify", false)).toBeUndefined();
+    expect(checkPusherUrl("https://push.example.org:8443/_matrix/push/v1/notify", false)).toBeUndefined();
+    expect(checkPusherUrl("http://push.example.org/_matrix/push/v1/notify", false)).toMatch(/https/);
+    expect(checkPusherUrl("https://push.example.org/_matrix/push/v1/notify/x", false)).toMatch(/path/);
+    expect(checkPusherUrl("https://192.168.1.1/_matrix/push/v1/notify", false)).toMatch(/blocked/);
+    expect(checkPusherUrl("https://u:p@push.example.org/_matrix/push/v1/notify", false)).toMatch(/credentials/);
+    expect(checkPusherUrl(undefined, false)).toMatch(/required/);
+    expect(checkPusherUrl("http://127.0.0.1:8080/_matrix/push/v1/notify", false)).toBeDefined();
+    expect(checkPusherUrl("http://127.0.0.1:8080/_matrix/push/v1/notify", true)).toBeUndefined();
+    // The loopback exception is only loopback.
+    expect(checkPusherUrl("http://10.0.0.1/_matrix/push/v1/notify", true)).toBeDefined();
+  });
+});
+
+describe("notify bodies", () => {
+  const ev = { event_id: "$e", room_id: "!r:hs", type: "m.room.message", sender: "@a:hs", content: { body: "hi", msgtype: "m.text" } };
+  const target = { appId: "app", pushkey: "pk", pushkeyTs: 1_700_000_000_123, data: { url: "https://gw/_matrix/push/v1/notify", format: "event_id_only", x: 1 } };
+  it("event_id_only carries IDs, counts, prio and the device without url", () => {
+    const b = notifyBody({ event: ev, counts: { unread: 3 }, tweaks: { sound: "default" }, prio: "high" }, target) as any;
+    expect(b.notification).toEqual({
+      event_id: "$e",
+      room_id: "!r:hs",
+      prio: "high",
+      counts: { unread: 3 },
+      devices: [{ app_id: "app", pushkey: "pk", pushkey_ts: 1_700_000_000, data: { format: "event_id_only", x: 1 }, tweaks: { sound: "default" } }],
+    });
+  });
+  it("the full format adds type, sender and content; a badge update has counts only", () => {
+    const full = notifyBody({ event: ev, counts: { unread: 1 }, tweaks: {}, prio: "high" }, { ...target, data: { url: "https://gw/_matrix/push/v1/notify" } }) as any;
+    expect(full.notification.content).toEqual(ev.content);
+    expect(full.notification.sender).toBe("@a:hs");
+    expect(full.notification.type).toBe("m.room.message");
+    const badge = notifyBody({ counts: { unread: 0 }, tweaks: {}, prio: "low" }, target) as any;
+    expect(badge.notification).toEqual({ counts: { unread: 0 }, devices: [{ app_id: "app", pushkey: "pk", pushkey_ts: 1_700_000_000, data: { format: "event_id_only", x: 1 } }] });
+  });
+  it("tweaks and priority", () => {
+    expect(tweaksOf(["notify", { set_tweak: "sound", value: "default" }, { set_tweak: "highlight" }])).toEqual({ sound: "default", highlight: true });
+    expect(tweaksOf(["notify", { set_tweak: "highlight", value: false }])).toEqual({ highlight: false });
+    expect(prioOf({ type: "m.room.message", content: {} }, "@me:hs", {})).toBe("high");
+    expect(prioOf({ type: "m.room.member", state_key: "@me:hs", content: { membership: "invite" } }, "@me:hs", {})).toBe("high");
+    expect(prioOf({ type: "m.reaction", content: {} }, "@me:hs", {})).toBe("low");
+  });
+  it("backoff doubles up to a day", () => {
+    expect(pushBackoffMs(1, () => 1)).toBe(1000);
+    expect(pushBackoffMs(4, () => 1)).toBe(8000);
+    expect(pushBackoffMs(4, () => 0)).toBe(4000);
+    expect(pushBackoffMs(40, () => 1)).toBe(24 * 3600_000);
+  });
+});
+
+describe("TURN shared secret (coturn REST scheme)", () => {
+  it("username is expiry:user, password base64 HMAC-SHA1 (vector computed with Python's hmac)", async () => {
+    const t = await sharedSecretCredentials("s3cret-key", "@a:test.local", ["turn:turn.example.org:3478?transport=udp"], 86400, 1_700_000_000_000);
+    expect(t).toEqual({ username: "1700086400:@a:test.local", password: "HKeusei6oTw/HlZZ1lEUlxNfa3s=", uris: ["turn:turn.example.org:3478?transport=udp"], ttl: 86400 });
+  });
+});
