@@ -72,7 +72,7 @@ function table(caption, columns, rows, actions) {
 const ts = (t) => (t ? new Date(t).toISOString().replace("T", " ").slice(0, 19) : "—");
 const bytes = (n) => (n == null ? "—" : n < 1024 ? `${n} B` : n < 1048576 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1048576).toFixed(1)} MiB`);
 
-function page(title, ...content) {
+function render(title, ...content) {
   main.replaceChildren(h("h2", {}, title), ...content);
   document.title = `${title} · Lattice admin`;
   for (const a of nav.querySelectorAll("a")) a.toggleAttribute("aria-current", a.getAttribute("href") === location.hash.split("?")[0]);
@@ -130,7 +130,7 @@ document.getElementById("signout").addEventListener("click", async () => {
 // ---------------------------------------------------------------------------------------------
 // Pages.
 
-async function dashboard() {
+async function dashboard(_params, page) {
   const [version, users, rooms, media, dests] = await Promise.all([
     api("GET", `${A}/v1/server_version`),
     api("GET", `${A}/v2/users?limit=0`),
@@ -155,7 +155,7 @@ async function dashboard() {
   );
 }
 
-async function users(params) {
+async function users(params, page) {
   const q = params.get("q") || "";
   const showDeactivated = params.get("deactivated") === "true";
   const from = Number(params.get("from") || 0);
@@ -209,7 +209,7 @@ async function deactivate(userId) {
   if (await act(`Deactivating ${userId}`, () => api("POST", `${A}/v1/deactivate/${enc(userId)}`, { erase }))) route(true);
 }
 
-async function user(params) {
+async function user(params, page) {
   const id = params.get("id");
   const [u, devices, joined] = await Promise.all([
     api("GET", `${A}/v2/users/${enc(id)}`),
@@ -252,7 +252,7 @@ async function user(params) {
   );
 }
 
-async function rooms(params) {
+async function rooms(params, page) {
   const q = params.get("q") || "";
   const from = Number(params.get("from") || 0);
   const list = await api("GET", `${A}/v1/rooms?limit=50&from=${from}&search_term=${enc(q)}`);
@@ -300,7 +300,7 @@ async function deleteRoom(roomId) {
   say(`Still deleting ${roomId}; check again later.`);
 }
 
-async function room(params) {
+async function room(params, page) {
   const id = params.get("id");
   const [r, members, block] = await Promise.all([
     api("GET", `${A}/v1/rooms/${enc(id)}`),
@@ -322,7 +322,7 @@ async function room(params) {
   );
 }
 
-async function media(params) {
+async function media(params, page) {
   const who = params.get("user") || "";
   const input = h("input", { id: "media-user", value: who, placeholder: "@name:server", required: true });
   const form = h(
@@ -376,7 +376,7 @@ async function media(params) {
   );
 }
 
-async function reports() {
+async function reports(_params, page) {
   let list;
   try {
     list = await api("GET", `${A}/v1/event_reports?limit=100`);
@@ -398,7 +398,7 @@ async function reports() {
   );
 }
 
-async function tokens() {
+async function tokens(_params, page) {
   const list = await api("GET", `${A}/v1/registration_tokens`);
   const uses = h("input", { id: "token-uses", type: "number", min: "1", inputmode: "numeric" });
   const create = h(
@@ -407,7 +407,7 @@ async function tokens() {
       e.preventDefault();
       const body = uses.value ? { uses_allowed: Number(uses.value) } : {};
       const r = await act("Creating token", () => api("POST", `${A}/v1/registration_tokens/new`, body));
-      if (r) { await tokens(); say(`New token: ${r.token}`, "ok"); }
+      if (r) { await route(true); say(`New token: ${r.token}`, "ok"); }
     } },
     h("label", { for: "token-uses" }, "Uses allowed (empty: unlimited)", uses),
     h("button", { type: "submit" }, "Create token"),
@@ -419,12 +419,12 @@ async function tokens() {
       `${list.registration_tokens.length} tokens`,
       [["Token", (t) => h("code", {}, t.token)], ["Uses allowed", (t) => t.uses_allowed ?? "unlimited"], ["Pending", (t) => t.pending], ["Completed", (t) => t.completed], ["Expires", (t) => ts(t.expiry_time)]],
       list.registration_tokens,
-      (t) => [h("button", { type: "button", class: "danger", onclick: async () => { if (await act("Deleting token", () => api("DELETE", `${A}/v1/registration_tokens/${enc(t.token)}`))) tokens(); } }, "Delete")],
+      (t) => [h("button", { type: "button", class: "danger", onclick: async () => { if (await act("Deleting token", () => api("DELETE", `${A}/v1/registration_tokens/${enc(t.token)}`))) route(true); } }, "Delete")],
     ),
   );
 }
 
-async function federation() {
+async function federation(_params, page) {
   const list = await api("GET", `${A}/v1/federation/destinations?limit=500`);
   page(
     "Federation",
@@ -444,6 +444,7 @@ async function federation() {
   );
 }
 
+let routeGen = 0;
 const PAGES = { dashboard, users, user, rooms, room, media, reports, tokens, federation };
 
 async function route(keepStatus) {
@@ -452,11 +453,15 @@ async function route(keepStatus) {
   const [path, query] = (location.hash.slice(2) || "dashboard").split("?");
   const fn = PAGES[path] || dashboard;
   if (!keepStatus) say("");
+  // Only the latest navigation renders: an earlier page still loading (e.g. a refresh after an
+  // action) must not replace the page navigated to since.
+  const gen = ++routeGen;
+  const current = () => gen === routeGen;
   try {
-    await fn(new URLSearchParams(query || ""));
-    main.focus({ preventScroll: true });
+    await fn(new URLSearchParams(query || ""), (...a) => current() && render(...a));
+    if (current()) main.focus({ preventScroll: true });
   } catch (e) {
-    page("Error", h("p", { class: "bad" }, e.message));
+    if (current()) render("Error", h("p", { class: "bad" }, e.message));
   }
 }
 

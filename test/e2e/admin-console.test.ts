@@ -91,10 +91,10 @@ describe.skipIf(!chromium)("admin console in headless Chromium", () => {
         mkdirSync(shots, { recursive: true });
         await page.screenshot({ path: path.join(shots, `admin-${name}.png`), fullPage: true });
       };
-      const status = (re: RegExp) => page.waitForFunction((src: string) => new RegExp(src).test(document.getElementById("status")!.textContent ?? ""), { timeout: 20_000 }, re.source);
+      const status = (re: RegExp) => page.waitForFunction((src: string) => new RegExp(src).test(document.getElementById("status")!.textContent ?? ""), { timeout: 45_000 }, re.source);
       const goto = async (hash: string, ready: string) => {
         await page.evaluate((h: string) => (location.hash = h), hash);
-        await page.waitForFunction((txt: string) => document.getElementById("main")!.textContent!.includes(txt), { timeout: 20_000 }, ready);
+        await page.waitForFunction((txt: string) => document.getElementById("main")!.textContent!.includes(txt), { timeout: 45_000 }, ready);
       };
 
       await page.goto(`${base}/_lattice/admin/`);
@@ -110,7 +110,7 @@ describe.skipIf(!chromium)("admin console in headless Chromium", () => {
       await page.type("#signin-user", `boss${t}`);
       await page.type("#signin-password", "admin pass");
       await page.click("form button[type=submit]");
-      await page.waitForFunction(() => document.querySelector(".cards") !== null, { timeout: 20_000 });
+      await page.waitForFunction(() => document.querySelector(".cards") !== null, { timeout: 45_000 });
       expect(await page.$eval("main", (m) => m.textContent)).toContain("federation peers");
       await shot("dashboard");
 
@@ -118,7 +118,7 @@ describe.skipIf(!chromium)("admin console in headless Chromium", () => {
       await goto("#/users", "Create a user");
       await page.type("#user-search", "Sam Spam");
       await page.keyboard.press("Enter");
-      await page.waitForFunction(() => location.hash.includes("q=Sam") && document.querySelector("caption")?.textContent === "1 users", { timeout: 20_000 });
+      await page.waitForFunction(() => location.hash.includes("q=Sam") && document.querySelector("caption")?.textContent === "1 users", { timeout: 45_000 });
       expect(await page.$eval("tbody", (b) => b.textContent)).toContain(victim.user_id);
       await shot("users");
 
