@@ -31,6 +31,8 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
   toClient(e: E, now: number): JsonObject;
+  /** Adds bundled aggregations (unsigned.m.relations) to the timeline's client events. */
+  bundle?(events: E[], out: JsonObject[]): void;
   /** The event as a PDU, for `event_format: "federation"` (falls back to toClient). */
   toFederation?(e: E, now: number): JsonObject;
   /** Membership of member events by event ID, from one cheap read (optional; events it does
@@ -137,8 +139,10 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   if (!limited && q.newlyJoined && oldestVisible !== null && (picked.length === 0 || oldestVisible < picked[picked.length - 1].stream!)) limited = true;
   picked.reverse();
   const startStream = picked.length ? picked[0].stream! - 1 : q.upTo;
+  const timelineEvents = picked.map((e) => room.toClient(e, now));
+  room.bundle?.(picked, timelineEvents);
   const timeline = {
-    events: picked.map((e) => room.toClient(e, now)),
+    events: timelineEvents,
     limited,
     prev_batch: `t${Math.max(0, limited || picked.length ? startStream : q.upTo)}`,
   };

@@ -58,11 +58,15 @@ import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-e
 import { getServerSigningKey } from "../src/services/server-key";
 import { parseConfig } from "../src/config";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./room-sync";
+import { mirrorRoomForDirectory, type DirectoryMember } from "../src/services/user-directory";
+import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./room-search";
+import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
 import type { RoomEventNotice } from "./user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
+import { AppserviceFanOut, appserviceEvent } from "../src/services/appservice-fanout";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
 import { signJson } from "../src/core/signing";
 
@@ -89,6 +93,8 @@ export interface LocalEventSpec {
   txn?: { deviceId: string; txnId: string; /** e.g. "redact": txn IDs are per endpoint */ scope?: string };
   /** m.room.redaction: the event being redacted. */
   redacts?: string;
+  /** origin_server_ts other than now: an application service's `ts` query parameter. */
+  ts?: number;
 }
 
 export interface AdmitOutcome {
@@ -284,6 +290,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relation ON events(json_extract(pdu, '$.content."m.relates_to".event_id'), json_extract(pdu, '$.content."m.relates_to".rel_type')) WHERE stream IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
 CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
 CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
@@ -533,7 +540,7 @@ export class RoomDO extends DurableObject<Env> {
       sender: spec.sender,
       type: spec.type,
       content,
-      origin_server_ts: Date.now(),
+      origin_server_ts: spec.ts ?? Date.now(),
       depth,
       prev_events: await this.eventRefs(prevIds),
       auth_events: await this.eventRefs(authIds),
@@ -640,6 +647,8 @@ export class RoomDO extends DurableObject<Env> {
    *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
   protected async notify(event: RoomEvent, stream: number): Promise<void> {
     const room = this.fanOutFacts();
+    // Application services: queued in commit order (so before any await here); not awaited.
+    void this.appservices.push(appserviceEvent(event, this.roomId!), room.joined, stream);
     const st = this.currentAuthMap([POWER_KEY, CREATE_KEY]);
     const notice = buildNotice({
       roomId: this.roomId!,
@@ -663,6 +672,26 @@ export class RoomDO extends DurableObject<Env> {
     if (destinations.size === 0) return;
     const config = { ...parseConfig(this.env), serverName: this.serverName! };
     await enqueuePdu(this.env, config, destinations, event.pdu as unknown as Record<string, unknown>).catch((e) => console.error("enqueuePdu failed", e));
+  }
+
+  private _appservices?: AppserviceFanOut;
+  private get appservices(): AppserviceFanOut {
+    return (this._appservices ??= new AppserviceFanOut(this.env, this.serverName!, this.ctx.storage));
+  }
+
+  /** Hand over again the events the appservice queues may have missed because this object
+   *  stopped before handing them over (AppserviceFanOut's watermark; called by alarm()). */
+  private async redeliverToAppservices(): Promise<void> {
+    if (!this.rv || !this.roomId) return;
+    const missed = await this.appservices.behind(this.stream);
+    if (missed === null) return;
+    const rows = this.sql
+      .exec<EventRow>("SELECT * FROM events WHERE stream > ? AND stream <= ? AND status = 'accepted' AND state_after IS NOT NULL ORDER BY stream", missed.after, missed.upTo)
+      .toArray();
+    for (const row of rows) {
+      const se = this.events.get(row.event_id) ?? this.fromRow(row);
+      void this.appservices.push(appserviceEvent(se.ev, this.roomId), this.noticeAt(se).recipients, se.stream!);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -713,6 +742,7 @@ export class RoomDO extends DurableObject<Env> {
    *  while deliveries are still being retried in memory. */
   async alarm(): Promise<void> {
     this.alarmArmed = false;
+    await this.redeliverToAppservices().catch((e) => console.error("appservice redelivery failed", e));
     if (this.hubDone >= this.stream || !this.rv) return;
     if (this.hubPending.size > 0) {
       this.alarmArmed = true;
@@ -1156,6 +1186,7 @@ export class RoomDO extends DurableObject<Env> {
       if (id === null) this.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
       else this.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
       if (k === GUEST_ACCESS_KEY) this.guestAccessChanged = true;
+      if (type === "m.room.member" || type === "m.room.join_rules" || type === "m.room.history_visibility") this.directoryDirty.add(k);
       if (type === "m.room.member" && skey.endsWith(`:${this.serverName}`)) {
         const m = id === null ? "leave" : String(this.loadEvent(id)?.ev.content.membership ?? "leave");
         localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
@@ -1165,10 +1196,47 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private pendingMemberships: { userId: string; eventId: string; membership: string }[] = [];
+  /** Current-state keys the user directory mirrors (members, join rules, history visibility). */
+  private directoryDirty = new Set<StateKey>();
+
+  /** The user directory's view of this room (src/services/user-directory.ts): joined members and
+   *  whether the room is public (join_rules public or history world_readable). */
+  private async mirrorDirectory(): Promise<void> {
+    if (this.directoryDirty.size === 0 || !this.roomId || !this.serverName) return;
+    const keys = [...this.directoryDirty];
+    this.directoryDirty.clear();
+    const st = this.groupState(this.currentGroup);
+    const content = (k: StateKey) => {
+      const id = st.get(k);
+      return id ? this.loadEvent(id)?.ev.content : undefined;
+    };
+    const members: DirectoryMember[] = [];
+    let isPublic: boolean | undefined;
+    for (const k of keys) {
+      const [type, skey] = splitStateKey(k);
+      if (type === "m.room.member") {
+        const c = content(k);
+        members.push({
+          userId: skey,
+          membership: typeof c?.membership === "string" ? c.membership : "leave",
+          displayname: typeof c?.displayname === "string" ? c.displayname : undefined,
+          avatarUrl: typeof c?.avatar_url === "string" ? c.avatar_url : undefined,
+        });
+      } else {
+        isPublic = content(stateKey("m.room.join_rules", ""))?.join_rule === "public" || parseHistoryVisibility(content(HV_KEY)) === "world_readable";
+      }
+    }
+    try {
+      await mirrorRoomForDirectory(this.env, this.serverName, this.roomId, members, isPublic);
+    } catch (e) {
+      console.error("user directory mirror failed", e);
+    }
+  }
 
   /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
    *  propagation) and notify. Runs inside `serial`, so D1 sees changes in order. */
   private async afterCommit(): Promise<void> {
+    await this.mirrorDirectory();
     const pending = this.pendingMemberships.splice(0);
     if (pending.length === 0) return;
     const now = Date.now();
@@ -1557,6 +1625,28 @@ export class RoomDO extends DurableObject<Env> {
     return { ...pdu, event_id: se.ev.event_id, unsigned: this.toClient(se, requester, now).unsigned };
   }
 
+  /** Events in client format with their aggregations bundled (`unsigned.m.relations`, one
+   *  relations query for the whole list: durable-objects/room-relations.ts). */
+  private clientEvents(ses: StoredEvent[], req: Requester, now = Date.now()): JsonObject[] {
+    const out = ses.map((se) => this.toClient(se, req, now));
+    bundleAggregations(this.relationsAccess(req, now), ses, out);
+    return out;
+  }
+
+  private relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
+    return {
+      sql: this.sql,
+      userId: req.userId,
+      load: (id) => {
+        const se = this.loadEvent(id);
+        return se && se.status === "accepted" && se.stream !== null ? se : undefined;
+      },
+      visible: this.visibilityFor(req.userId),
+      redacted: (se) => !!this.redactionOf(se),
+      toClient: (se) => this.toClient(se, req, now),
+    };
+  }
+
   /** A visibility checker for one user, memoising per state group. */
   private visibilityFor(userId: string): (se: StoredEvent) => boolean {
     // A user who forgot the room reads it as someone who was never in it (world_readable only).
@@ -1764,7 +1854,7 @@ export class RoomDO extends DurableObject<Env> {
       this.requireRoom();
       const se = this.loadEvent(eventId);
       if (!se || se.status !== "accepted" || !this.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
-      return this.toClient(se, req);
+      return this.clientEvents([se], req)[0];
     });
   }
 
@@ -1885,7 +1975,7 @@ export class RoomDO extends DurableObject<Env> {
           if (picked.length >= limit) break;
         }
       }
-      const res: MessagesResponse = { chunk: picked.map((se) => this.toClient(se, req, now)), start: streamToken(from) };
+      const res: MessagesResponse = { chunk: this.clientEvents(picked, req, now), start: streamToken(from) };
       // "If no further events are available ... this property is omitted from the response."
       if (!exhausted) res.end = streamToken(pos);
       if (q.filter?.lazy_load_members) res.state = this.lazyMembers(picked, req, now);
@@ -1919,10 +2009,11 @@ export class RoomDO extends DurableObject<Env> {
       const state = filter?.lazy_load_members
         ? this.lazyMembers([...before, se, ...after], req, now)
         : [...this.groupState(last.stateAfter).values()].map((id) => this.toClient(this.loadEvent(id)!, req, now));
+      const [event, ...around] = this.clientEvents([se, ...before, ...after], req, now);
       return {
-        event: this.toClient(se, req, now),
-        events_before: before.map((x) => this.toClient(x, req, now)),
-        events_after: after.map((x) => this.toClient(x, req, now)),
+        event,
+        events_before: around.slice(0, before.length),
+        events_after: around.slice(before.length),
         start: streamToken((before.length ? before[before.length - 1].stream! : se.stream!) - 1),
         end: streamToken(last.stream!),
         state,
@@ -1974,11 +2065,11 @@ export class RoomDO extends DurableObject<Env> {
         args.push(q.eventType);
       }
       const now = Date.now();
-      const chunk: JsonObject[] = [];
+      const picked: StoredEvent[] = [];
       let pos = from;
       let exhausted = false;
       let scanned = 0;
-      while (chunk.length < limit && scanned < 2000) {
+      while (picked.length < limit && scanned < 2000) {
         const rows =
           q.dir === "b"
             ? this.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
@@ -1992,16 +2083,92 @@ export class RoomDO extends DurableObject<Env> {
           const se = this.events.get(row.event_id) ?? this.fromRow(row);
           pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
           // A redacted event no longer relates to anything (its m.relates_to is gone).
-          if (visible(se) && !this.redactionOf(se)) chunk.push(this.toClient(se, req, now));
-          if (chunk.length >= limit) break;
+          if (visible(se) && !this.redactionOf(se)) picked.push(se);
+          if (picked.length >= limit) break;
         }
       }
-      const res: RelationsResponse = { chunk };
+      const res: RelationsResponse = { chunk: this.clientEvents(picked, req, now) };
       if (!exhausted) res.next_batch = streamToken(pos);
       if (q.from !== undefined) res.prev_batch = q.from;
       if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
       return res;
     });
+  }
+
+  /** GET /v1/rooms/{roomId}/threads (module "Threading"): roots the requester may see, by
+   *  latest activity; `next_batch` is the activity position of the last root returned. */
+  async getThreads(req: Requester, q: { include: "all" | "participated"; from?: string; limit: number }): Promise<RoomResult<{ chunk: JsonObject[]; next_batch?: string }>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      const visible = this.visibilityFor(req.userId);
+      const limit = Math.max(1, Math.min(q.limit, 100));
+      const cap = relationsCap(this.sql, req.userId);
+      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit };
+      const roots: StoredEvent[] = [];
+      let more = false;
+      // Bounded: roots the requester may not see are skipped, at most 10 batches.
+      batches: for (let round = 0; round < 10; round++) {
+        const batch = threadRoots(this.sql, req.userId, tq, cap, limit + 1);
+        for (const r of batch) {
+          if (roots.length >= limit) {
+            more = true;
+            break batches;
+          }
+          tq.from = r.latest;
+          const se = this.loadEvent(r.root);
+          if (se && se.status === "accepted" && se.stream !== null && visible(se) && !this.redactionOf(se)) roots.push(se);
+        }
+        more = batch.length === limit + 1;
+        if (!more) break;
+      }
+      const res: { chunk: JsonObject[]; next_batch?: string } = { chunk: this.clientEvents(roots, req) };
+      if (more && tq.from !== undefined) res.next_batch = streamToken(tq.from);
+      return res;
+    });
+  }
+
+  /** POST /search, category room_events, in this room (durable-objects/room-search.ts). "The
+   *  search will not include rooms that are end to end encrypted": nothing when the room is. */
+  async searchEvents(req: Requester, q: RoomSearchQuery): Promise<RoomResult<RoomSearchResult>> {
+    return this.wrap(() => {
+      this.mayRead(req.userId);
+      if (this.groupState(this.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
+      const now = Date.now();
+      return searchRoom(
+        {
+          sql: this.sql,
+          load: (id) => {
+            const se = this.loadEvent(id);
+            return se && se.status === "accepted" && se.stream !== null ? se : undefined;
+          },
+          visible: this.visibilityFor(req.userId),
+          redacted: (se) => !!this.redactionOf(se),
+          clientEvents: (ses) => this.clientEvents(ses, req, now),
+          around: (stream, dir, n) =>
+            this.sql
+              .exec<{ event_id: string }>(
+                dir === "b"
+                  ? "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream < ? ORDER BY stream DESC LIMIT ?"
+                  : "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream ASC LIMIT ?",
+                stream,
+                n,
+              )
+              .toArray()
+              .map((r) => this.loadEvent(r.event_id)!),
+          memberAt: (se, userId) => {
+            const id = this.groupState(se.stateAfter).get(memberKey(userId));
+            return id ? this.loadEvent(id) : undefined;
+          },
+          cap: relationsCap(this.sql, req.userId),
+        },
+        q,
+      );
+    });
+  }
+
+  /** Whether `sender` already annotated `parent` with this type and key (M_DUPLICATE_ANNOTATION). */
+  async hasAnnotation(sender: string, parent: string, type: string, key: string): Promise<boolean> {
+    return hasAnnotation(this.sql, sender, parent, type, key);
   }
 
   /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
@@ -2105,6 +2272,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
+          bundle: (es, out) => bundleAggregations(this.relationsAccess(req), es, out),
           toFederation: (e, now) => this.toFederationFormat(e, req, now),
           memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
@@ -2145,7 +2313,7 @@ export class RoomDO extends DurableObject<Env> {
       const now = Date.now();
       const first = take[0]?.stream ?? this.stream + 1;
       return {
-        events: take.filter(visible).map((se) => this.toClient(se, req, now)),
+        events: this.clientEvents(take.filter(visible), req, now),
         limited,
         prevBatch: streamToken(first - 1),
         stream: this.stream,
@@ -2659,6 +2827,11 @@ export class RoomDO extends DurableObject<Env> {
         this.setMeta("room_version", rv.id);
         this.setMeta("server_name", args.serverName);
         this.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+        // The state we joined with came whole, not as changes: the directory learns all of it.
+        for (const k of this.groupState(this.currentGroup).keys()) {
+          if (k.startsWith("m.room.member\u0000") || k === HV_KEY || k === stateKey("m.room.join_rules", "")) this.directoryDirty.add(k);
+        }
+        await this.mirrorDirectory();
         const creator = this.loadEvent(create)!.ev.sender;
         // (joinRemoteRoom registered the room before send_join, without its creator.)
         await this.env.DB.prepare("INSERT INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT(room_id) DO UPDATE SET creator = excluded.creator")

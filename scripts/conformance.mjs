@@ -101,7 +101,9 @@ server: an endpoint counts as implemented when it has a handler (it answers anyt
 404/405 \`M_UNRECOGNIZED\`). "Implemented" means the endpoint exists and is tested; the notes in
 README.md and the issues say where behaviour is still partial. The probe runs with default
 configuration, so \`preview_url\` shows as missing: URL previews answer \`M_UNRECOGNIZED\` unless
-\`URL_PREVIEWS=on\`. Application services are not supported yet.
+\`URL_PREVIEWS=on\`. Application services are registered at runtime (\`npm run appservice\`); the
+homeserver's side of the Application Service API (transactions, queries) is tested in
+test/e2e/appservice-*.test.ts.
 
 **${implemented} of ${total} endpoints implemented.**
 

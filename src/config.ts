@@ -33,6 +33,11 @@ export interface Config {
   /** Content repository limits and switches (docs/media.md). */
   media: MediaConfig;
   rateLimits: boolean;
+  /** POST /user_directory/search: "shared" (users sharing a room, users in public rooms) or
+   *  "all" (also every local user). */
+  userDirectory: "shared" | "all";
+  /** GET /.well-known/matrix/support (404 when neither is set). */
+  support: { contacts: { role: string; matrix_id?: string; email_address?: string }[]; supportPage?: string };
   /** Where the client's address comes from: Cloudflare's edge sets CF-Connecting-IP and
    *  overwrites any client value; anywhere else (wrangler dev, self-hosted workerd) a client can
    *  send that header itself, so "none" ignores it and per-address limits are skipped. */
@@ -43,6 +48,8 @@ export interface Config {
   accessTokenLifetimeMs: number;
   /** Federation: plain http to peers named localhost:<port> / 127.0.0.1:<port> (dev and tests). */
   federationHttpLoopback: boolean;
+  /** Application services: plain http to loopback URLs (a bridge on the same machine, tests). */
+  appserviceHttpLoopback: boolean;
   /** Notary servers asked for keys when a server cannot be reached directly. */
   trustedKeyServers: string[];
   /** DNS-over-HTTPS JSON endpoint for SRV and address lookups (Workers have no DNS API). */
@@ -76,6 +83,14 @@ const schema = z.object({
   MEDIA_LEGACY_FREEZE_TS: z.coerce.number().int().min(0).default(0),
   URL_PREVIEWS: z.enum(["on", "off"]).default("off"),
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+  USER_DIRECTORY: z.enum(["shared", "all"]).default("shared"),
+  /** "role=@user:server" or "role=email", comma-separated; one contact per role. */
+  SUPPORT_CONTACTS: z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
+    .refine((l) => l.every((x) => /^[a-z][a-z0-9_.]*=(@[^\s,=]+:[^\s,=]+|[^\s@,=]+@[^\s@,=]+)$/.test(x)), 'must be comma-separated "role=@user:server" or "role=email" entries')
+    .optional(),
+  SUPPORT_PAGE: z.url().optional(),
   CLIENT_ADDRESS: z.enum(["cf-connecting-ip", "none"]).default("cf-connecting-ip"),
   SIGNING_KEY: z
     .string()
@@ -85,6 +100,7 @@ const schema = z.object({
   DATA_LOCATION_HINT: z.enum(LOCATION_HINTS).optional(),
   ACCESS_TOKEN_LIFETIME_MS: z.coerce.number().int().min(60_000).optional(),
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
+  APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
     .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
@@ -112,6 +128,19 @@ const schema = z.object({
   TURN_CLOUDFLARE_API_URL: z.url().optional(),
   RTC_FOCUS_URL: z.url().refine((u) => /^https?:\/\//.test(u), "must be an http(s) URL").optional(),
 });
+
+/** SUPPORT_CONTACTS entries grouped by role: a role's Matrix ID and email address in one contact. */
+function supportContacts(entries: string[]): Config["support"]["contacts"] {
+  const byRole = new Map<string, { role: string; matrix_id?: string; email_address?: string }>();
+  for (const e of entries) {
+    const [role, value] = [e.slice(0, e.indexOf("=")), e.slice(e.indexOf("=") + 1)];
+    const c = byRole.get(role) ?? { role };
+    if (value.startsWith("@")) c.matrix_id = value;
+    else c.email_address = value;
+    byRole.set(role, c);
+  }
+  return [...byRole.values()];
+}
 
 const cache = new WeakMap<object, Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string }>();
 
@@ -158,12 +187,15 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
         urlPreviews: v.URL_PREVIEWS === "on",
       },
       rateLimits: v.RATE_LIMITS === "on",
+      userDirectory: v.USER_DIRECTORY,
+      support: { contacts: supportContacts(v.SUPPORT_CONTACTS ?? []), supportPage: v.SUPPORT_PAGE },
       clientAddressHeader: v.CLIENT_ADDRESS,
       signingKey: v.SIGNING_KEY,
       jurisdiction: v.DATA_JURISDICTION,
       locationHint: v.DATA_LOCATION_HINT,
       accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS ?? 24 * 3600_000,
       federationHttpLoopback: v.FEDERATION_HTTP_LOOPBACK === "true",
+      appserviceHttpLoopback: v.APPSERVICE_HTTP_LOOPBACK === "true",
       trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
       dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",
       oldVerifyKeys: (v.OLD_VERIFY_KEYS ?? []).map((x) => {

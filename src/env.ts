@@ -4,6 +4,7 @@ import type { UserDO } from "../durable-objects/user";
 import type { SenderDO } from "../durable-objects/sender";
 import type { PusherDO } from "../durable-objects/pusher";
 import type { DelayedEventsDO } from "../durable-objects/delayed-events";
+import type { AppserviceSenderDO } from "../durable-objects/appservice-sender";
 
 /** Bindings and variables the Worker receives (wrangler.toml). Parsed into Config by src/config.ts. */
 export interface Env {
@@ -18,6 +19,8 @@ export interface Env {
   PUSHERS: DurableObjectNamespace<PusherDO>;
   /** Delayed events (MSC4140), one object per local user (durable-objects/delayed-events.ts). */
   DELAYED_EVENTS: DurableObjectNamespace<DelayedEventsDO>;
+  /** Application service transaction queues, one per registration (durable-objects/appservice-sender.ts). */
+  APPSERVICE_SENDER: DurableObjectNamespace<AppserviceSenderDO>;
   SERVER_NAME?: string;
   /** Localpart of the server notices account (admin API send_server_notice); default "notices". */
   SERVER_NOTICES_LOCALPART?: string;
@@ -32,6 +35,9 @@ export interface Env {
   MEDIA_LEGACY_FREEZE_TS?: string;
   URL_PREVIEWS?: string;
   RATE_LIMITS?: string;
+  USER_DIRECTORY?: string;
+  SUPPORT_CONTACTS?: string;
+  SUPPORT_PAGE?: string;
   CLIENT_ADDRESS?: string;
   SIGNING_KEY?: string;
   DATA_JURISDICTION?: string;
@@ -40,6 +46,7 @@ export interface Env {
   /** "off" disables presence (big servers do): PUT is accepted, nothing is fanned out. */
   PRESENCE?: string;
   FEDERATION_HTTP_LOOPBACK?: string;
+  APPSERVICE_HTTP_LOOPBACK?: string;
   TRUSTED_KEY_SERVERS?: string;
   DNS_RESOLVER_URL?: string;
   OLD_VERIFY_KEYS?: string;

@@ -1,13 +1,17 @@
 import type { Env } from "../env";
 import type { Config } from "../config";
+import type { Appservice } from "../core/appservice-registration";
 
 /** Who is calling, established by the auth middleware from the access token. */
 export interface Auth {
   userId: string;
   deviceId: string;
   isGuest: boolean;
-  /** Row id of the access token (for logout). */
+  /** Row id of the access token (for logout); 0 for an application service's as_token. */
   tokenId: number;
+  /** Set when the request authenticated with an application service's as_token (identity
+   *  assertion: userId is its sender or the `user_id` it asserted). */
+  appservice?: Appservice;
 }
 
 export type AppEnv = {

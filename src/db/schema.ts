@@ -427,6 +427,68 @@ export const openidTokens = sqliteTable(
   (t) => [index("openid_tokens_expires").on(t.expiresTs)],
 );
 
+// ---------------------------------------------------------------------------------------------
+// User directory (POST /user_directory/search, src/services/user-directory.ts).
+
+/** Users the directory can return: local users (from their global profile) and remote users
+ *  seen joined to a room (from their member event). `search_key`: user ID and display name,
+ *  lowercased with accents removed. */
+export const userDirectory = sqliteTable("user_directory", {
+  userId: text("user_id").primaryKey(),
+  displayname: text("displayname"),
+  avatarUrl: text("avatar_url"),
+  searchKey: text("search_key").notNull(),
+  isLocal: integer("is_local", { mode: "boolean" }).notNull(),
+});
+
+/** Joined members of every room this server is in, local and remote (the RoomDO mirrors its
+ *  current state here): "users who share a room". */
+export const userDirectoryRooms = sqliteTable(
+  "user_directory_rooms",
+  {
+    roomId: text("room_id").notNull(),
+    userId: text("user_id").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.roomId, t.userId] }), index("user_directory_rooms_user").on(t.userId)],
+);
+
+/** Rooms whose members everyone may find: join_rules public or history world_readable. */
+export const userDirectoryPublicRooms = sqliteTable("user_directory_public_rooms", {
+  roomId: text("room_id").primaryKey(),
+});
+
+// ---------------------------------------------------------------------------------------------
+// Reporting content (module "Reporting content"): kept for admins.
+
+export const reports = sqliteTable(
+  "reports",
+  {
+    id: integer("id").primaryKey({ autoIncrement: true }),
+    /** event | room | user */
+    kind: text("kind").notNull(),
+    reporter: text("reporter").notNull(),
+    roomId: text("room_id"),
+    eventId: text("event_id"),
+    targetUserId: text("target_user_id"),
+    reason: text("reason"),
+    score: integer("score"),
+    receivedTs: integer("received_ts").notNull(),
+  },
+  (t) => [index("reports_received").on(t.receivedTs)],
+);
+
+/** Extended profile fields (spec 1.16 "Profiles": m.tz and custom keys), one JSON value per key;
+ *  displayname and avatar_url stay in `users`. */
+export const profileFields = sqliteTable(
+  "profile_fields",
+  {
+    userId: text("user_id").notNull(),
+    key: text("key").notNull(),
+    valueJson: text("value_json").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.key] })],
+);
+
 /** Pushers (spec: module "Push Notifications", POST /pushers/set). Keyed per user by (app_id,
  *  pushkey); `device_id` is the device whose token created it, so deleting or logging out that
  *  device removes it. Each pusher's delivery queue is a PusherDO (durable-objects/pusher.ts). */
@@ -452,6 +514,35 @@ export const pushers = sqliteTable(
     index("pushers_key").on(t.appId, t.pushkey),
     index("pushers_device").on(t.userId, t.deviceId),
   ],
+);
+
+/** Application service registrations (spec: Application Service API "Registration"), added at
+ *  runtime through /_lattice/admin/v1/appservices. The as_token is stored only as its SHA-256
+ *  (it authenticates the appservice like an access token); the hs_token is kept as given because
+ *  the homeserver presents it to the appservice. `registration` is the validated registration as
+ *  JSON without the as_token. */
+export const appservices = sqliteTable("appservices", {
+  id: text("id").primaryKey(),
+  url: text("url"),
+  asTokenHash: text("as_token_hash").notNull().unique(),
+  hsToken: text("hs_token").notNull().unique(),
+  senderLocalpart: text("sender_localpart").notNull().unique(),
+  registration: text("registration").notNull(),
+  createdTs: integer("created_ts").notNull(),
+});
+
+/** Rooms an application service published in the directory under one of its third-party
+ *  networks (PUT /directory/list/appservice/{networkId}/{roomId}); listed by /publicRooms with
+ *  `third_party_instance_id`. */
+export const appserviceRoomDirectory = sqliteTable(
+  "appservice_room_directory",
+  {
+    appserviceId: text("appservice_id").notNull(),
+    networkId: text("network_id").notNull(),
+    roomId: text("room_id").notNull(),
+    publishedTs: integer("published_ts").notNull(),
+  },
+  (t) => [primaryKey({ columns: [t.appserviceId, t.networkId, t.roomId] }), index("appservice_room_directory_network").on(t.networkId, t.publishedTs)],
 );
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 // Creating accounts (shared by /register and the shared-secret admin endpoint).
+import { refreshLocalUser } from "./user-directory";
 import type { Env } from "../env";
 import { MatrixError } from "../api/errors";
 import { isValidLocalpart } from "../core/ids";
@@ -26,4 +27,5 @@ export async function createUser(env: Env, opts: { userId: string; localpart: st
     .bind(opts.userId, opts.localpart, passwordHash, opts.admin ? 1 : 0, opts.guest ? 1 : 0, opts.displayname ?? opts.localpart, Date.now())
     .run();
   if (r.meta.changes !== 1) throw new MatrixError(400, "M_USER_IN_USE", "User ID already taken");
+  await refreshLocalUser(env, opts.userId);
 }

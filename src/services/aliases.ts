@@ -2,6 +2,7 @@
 // Appendices "Room Aliases"). Plain functions over D1; the HTTP layer is src/api/client/directory.ts,
 // and createRoom (room_alias_name) and the state-event PUT (m.room.canonical_alias) call in here.
 import type { Env } from "../env";
+import { queryAppserviceAlias } from "./appservice-queries";
 import type { Config } from "../config";
 import { MatrixError, invalidParam } from "../api/errors";
 import { isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
@@ -123,7 +124,15 @@ export async function resolveRemoteAlias(
 export async function resolveAnyAlias(env: Env, config: Config, alias: string): Promise<{ room_id: string; servers: string[] } | null> {
   const server = aliasServerName(alias);
   if (server === null) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
-  return server === config.serverName ? resolveAlias(env, alias) : resolveRemoteAlias(env, config, alias);
+  return server === config.serverName ? resolveLocalAlias(env, config, alias) : resolveRemoteAlias(env, config, alias);
+}
+
+/** A local alias; when unknown and in an application service's aliases namespace, that
+ *  appservice is asked (it may create it) and the alias looked up again. */
+export async function resolveLocalAlias(env: Env, config: Config, alias: string): Promise<{ room_id: string; servers: string[] } | null> {
+  const r = await resolveAlias(env, alias);
+  if (r || !(await queryAppserviceAlias(env, config, alias))) return r;
+  return resolveAlias(env, alias);
 }
 
 /** Remove `alias`. Returns false if there was no such alias. Permission checks are the caller's. */

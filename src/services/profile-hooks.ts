@@ -3,7 +3,9 @@
 import type { Env } from "../env";
 import type { Config } from "../config";
 import { propagateProfile } from "./rooms";
+import { refreshLocalUser } from "./user-directory";
 
 export async function onProfileChange(env: Env, config: Config, userId: string): Promise<void> {
+  await refreshLocalUser(env, userId);
   await propagateProfile(env, config, userId);
 }

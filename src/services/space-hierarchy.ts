@@ -79,7 +79,7 @@ const openRules = new Set(["public", "knock", "knock_restricted"]);
  * public join rule; restricted with a met condition; knockable; world_readable.) `allow` are the
  * restricted rule's rooms; membership in them is checked against the rooms we hold.
  */
-async function userMaySee(env: Env, config: Config, userId: string, roomId: string, s: { joinRule?: string; worldReadable: boolean; allow: string[] }): Promise<boolean> {
+export async function userMaySee(env: Env, config: Config, userId: string, roomId: string, s: { joinRule?: string; worldReadable: boolean; allow: string[] }): Promise<boolean> {
   if (s.worldReadable || openRules.has(s.joinRule ?? "")) return true;
   const membership = await roomStub(env, config, roomId).getMembership(userId).catch(() => null);
   if (membership === "join" || membership === "invite") return true;
@@ -142,7 +142,7 @@ export function clearHierarchyCache(): void {
 
 /** Ask the `via` servers (in order, at most 3) for a room's hierarchy. Undefined when none of
  *  them answers usefully. The answer is checked and trimmed to the spec's fields. */
-async function fetchRemoteHierarchy(env: Env, config: Config, roomId: string, via: string[], suggestedOnly: boolean): Promise<FederationHierarchy | undefined> {
+export async function fetchRemoteHierarchy(env: Env, config: Config, roomId: string, via: string[], suggestedOnly: boolean): Promise<FederationHierarchy | undefined> {
   const servers = [...new Set(via)].filter((s) => s !== config.serverName && isValidServerName(s)).slice(0, 3);
   for (const server of servers) {
     const key = `${server}|${roomId}|${suggestedOnly ? 1 : 0}`;

@@ -135,9 +135,9 @@ describe("registration", () => {
 });
 
 describe("login", () => {
-  it("lists the password flow", async () => {
+  it("lists the password flow (and the appservice one)", async () => {
     const r = await call("GET", "/_matrix/client/v3/login");
-    expect(r.body.flows).toEqual([{ type: "m.login.password" }]);
+    expect(r.body.flows).toEqual([{ type: "m.login.password" }, { type: "m.login.application_service" }]);
   });
   it("logs in with localpart, full MXID and the legacy user field", async () => {
     const u = await registerUser();

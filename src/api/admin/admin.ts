@@ -93,6 +93,9 @@ admin.post("/v1/register", async (c) => {
   return c.json(await clientSession(db(c.env), { userId, serverName: config.serverName, lifetimeMs: config.accessTokenLifetimeMs }));
 });
 
+// requireAdmin lives in ./common (shared by every admin module); re-exported for older importers.
+export { requireAdmin } from "./common";
+
 const tokenRow = (r: Record<string, unknown>) => ({
   token: r.token,
   uses_allowed: r.uses_allowed,

@@ -1,4 +1,5 @@
 // Account management (spec: Client-Server API "Account management").
+import { refreshLocalUser } from "../../services/user-directory";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
@@ -56,6 +57,7 @@ account.post("/account/deactivate", requireAuth, async (c) => {
       await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
     }
   }
+  await refreshLocalUser(c.env, userId);
   return c.json({ id_server_unbind_result: "no-support" });
 });
 

@@ -10,6 +10,9 @@ import { authenticate, extractAccessToken } from "../middleware/auth";
 import { isValidRoomId, isValidServerName } from "../../core/ids";
 import { knownRoom } from "../../services/rooms";
 import { federationContext } from "../../services/federation/client";
+import { checkAliasNotExclusive } from "../../services/appservices";
+import { resolveLocalAlias } from "../../services/aliases";
+import { networkPublicRooms } from "../appservice/directory";
 import { aliasServerName, checkLocalAlias, createAlias, deleteAlias, dropFromCanonicalAlias, getAlias, listAliases, resolveAlias, resolveRemoteAlias } from "../../services/aliases";
 import {
   canEditRoomDirectory,
@@ -50,6 +53,7 @@ directory.put("/directory/room/:roomAlias", async (c) => {
   const auth = await authenticateMember(c);
   const alias = c.req.param("roomAlias");
   checkLocalAlias(alias, c.var.config.serverName);
+  await checkAliasNotExclusive(c.env, c.var.config.serverName, alias, auth.appservice);
   const { room_id: roomId } = await parseBody(c, putAliasBody);
   if (!isValidRoomId(roomId)) throw invalidParam(`room_id ${JSON.stringify(roomId)} is not a valid room ID`);
   await knownRoom(c.env, roomId);
@@ -68,7 +72,7 @@ directory.get("/directory/room/:roomAlias", async (c) => {
   if (server === null) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
   // "homeservers MUST handle GET requests to resolve aliases on other servers; they should do
   // this using the federation API" (unreachable server: 502).
-  const resolved = server === c.var.config.serverName ? await resolveAlias(c.env, alias) : await resolveRemoteAlias(c.env, c.var.config, alias);
+  const resolved = server === c.var.config.serverName ? await resolveLocalAlias(c.env, c.var.config, alias) : await resolveRemoteAlias(c.env, c.var.config, alias);
   if (!resolved) throw notFound(`Room alias ${alias} not found`);
   return c.json(resolved);
 });
@@ -191,8 +195,8 @@ directory.post("/publicRooms", async (c) => {
     throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
   }
   if (remote) return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, body));
-  // Rooms published by application services under a third-party network: none exist yet, so a
-  // request for one network's rooms is an empty list (include_all_networks adds nothing either).
-  if (body.third_party_instance_id !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
+  // Rooms published by application services under a third-party network (PUT
+  // /directory/list/appservice); include_all_networks adds nothing to the local listing yet.
+  if (body.third_party_instance_id !== undefined) return c.json(await networkPublicRooms(c.env, body.third_party_instance_id, body.limit));
   return c.json(await localPublicRooms(c.env, body));
 });

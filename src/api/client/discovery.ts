@@ -20,11 +20,32 @@ wellKnown.get("/.well-known/matrix/server", (c) => {
   return c.json({ "m.server": host.includes(":") ? host : `${host}:443` });
 });
 
+// GET /.well-known/matrix/support (spec "Server support discovery"): from SUPPORT_CONTACTS and
+// SUPPORT_PAGE; 404 when neither is configured.
+wellKnown.get("/.well-known/matrix/support", (c) => {
+  const { contacts, supportPage } = c.var.config.support;
+  if (contacts.length === 0 && !supportPage) return c.json({ errcode: "M_NOT_FOUND", error: "No support information configured" }, 404);
+  const out: { contacts?: typeof contacts; support_page?: string } = {};
+  if (contacts.length) out.contacts = contacts;
+  if (supportPage) out.support_page = supportPage;
+  return c.json(out);
+});
+
 export const versions = new Hono<AppEnv>();
 /** MSC3916 (authenticated media, stable in v1.11): tells clients that do not yet see "v1.11" above
  *  to use /_matrix/client/v1/media, since the unauthenticated media endpoints are frozen by
  *  default (docs/media.md). */
-const UNSTABLE_FEATURES = { "org.matrix.msc3916.stable": true, "org.matrix.msc4140": true };
+const UNSTABLE_FEATURES = {
+  "org.matrix.msc3916.stable": true,
+  "org.matrix.msc4140": true,
+  // Threads (MSC3440), the thread list (MSC3856) and /relations `dir` (MSC3715), all stable in
+  // v1.4, which we do not advertise yet: matrix-js-sdk looks for these flags instead.
+  "org.matrix.msc3440.stable": true,
+  "org.matrix.msc3856.stable": true,
+  "org.matrix.msc3715.stable": true,
+  // Mutual rooms (MSC2666, stable in v1.19).
+  "uk.half-shot.msc2666.query_mutual_rooms": true,
+};
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
 export const capabilities = new Hono<AppEnv>();
@@ -37,6 +58,7 @@ capabilities.get("/capabilities", requireAuth, (c) => {
       "m.room_versions": { default: DEFAULT_ROOM_VERSION, available },
       "m.set_displayname": { enabled: true },
       "m.set_avatar_url": { enabled: true },
+      "m.profile_fields": { enabled: true },
       "m.3pid_changes": { enabled: false },
       "m.get_login_token": { enabled: false },
     },

@@ -9,7 +9,7 @@ import { requireAuth } from "../middleware/auth";
 import { rateLimit, senderOverrides } from "../middleware/rate-limit";
 import { randomString } from "../../services/crypto-util";
 import type { JsonObject } from "../../core/types";
-import { knownRoom, roomStub, unwrap } from "../../services/rooms";
+import { knownRoom, roomStub, unwrap, type RoomStub } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
 import { maybeScheduleDelayed } from "./delayed-events";
 
@@ -31,6 +31,17 @@ function requester(c: Context<AppEnv>) {
   return { userId: c.var.auth.userId, deviceId: c.var.auth.deviceId };
 }
 
+/** Timestamp massaging (spec: Application Service API): an appservice may set the event's
+ *  origin_server_ts with `ts`; a value origin_server_ts cannot hold is a bad request. Others'
+ *  `ts` is ignored. */
+function massagedTs(c: Context<AppEnv>): { ts?: number } {
+  const raw = c.req.query("ts");
+  if (raw === undefined || !c.var.auth.appservice) return {};
+  const ts = Number(raw);
+  if (!/^[0-9]{1,16}$/.test(raw) || !Number.isSafeInteger(ts)) throw new MatrixError(400, "M_INVALID_PARAM", "ts must be a timestamp in milliseconds");
+  return { ts };
+}
+
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
@@ -40,6 +51,7 @@ events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   // Shadow-banned (admin API): the event is dropped, the sender sees a plausible event ID.
   if (overrides.shadowBanned) return c.json({ event_id: `$${randomString(43)}` });
   const type = c.req.param("eventType");
+  await refuseDuplicateAnnotation(stub, c.var.auth.userId, type, content);
   const delayed = await maybeScheduleDelayed(c, { roomId, type, content, txnId: c.req.param("txnId") });
   if (delayed) return delayed;
   const r = await stub.createLocalEvent({
@@ -47,10 +59,22 @@ events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
     content,
     sender: c.var.auth.userId,
     txn: { deviceId: c.var.auth.deviceId, txnId: c.req.param("txnId") },
+    ...massagedTs(c),
     ...(type === "m.room.redaction" && typeof content.redacts === "string" ? { redacts: content.redacts } : {}),
   });
   return c.json({ event_id: unwrap(r).eventId });
 });
+
+/** "Avoiding duplicate annotations": a second annotation by the same sender with the same event
+ *  type and key on the same event (the first unredacted) is refused with 400
+ *  M_DUPLICATE_ANNOTATION. */
+async function refuseDuplicateAnnotation(stub: RoomStub, sender: string, type: string, content: JsonObject): Promise<void> {
+  const rel = content["m.relates_to"];
+  if (!rel || typeof rel !== "object" || Array.isArray(rel)) return;
+  const r = rel as JsonObject;
+  if (r.rel_type !== "m.annotation" || typeof r.event_id !== "string" || typeof r.key !== "string") return;
+  if (await stub.hasAnnotation(sender, r.event_id, type, r.key)) throw new MatrixError(400, "M_DUPLICATE_ANNOTATION", "You already sent this annotation");
+}
 
 /** m.room.member through the state endpoint: only edits of one's own member event that keep the
  *  membership (a per-room displayname or avatar). Membership changes go through /join, /invite,
@@ -81,7 +105,7 @@ async function putState(c: Context<AppEnv>) {
   if (existing && existing.sender === sender && JSON.stringify(existing.content) === JSON.stringify(content)) {
     return c.json({ event_id: existing.event_id });
   }
-  const r = await stub.createLocalEvent({ type, state_key: key, content, sender });
+  const r = await stub.createLocalEvent({ type, state_key: key, content, sender, ...massagedTs(c) });
   return c.json({ event_id: unwrap(r).eventId });
 }
 events.put("/rooms/:roomId/state/:eventType", requireAuth, putState);

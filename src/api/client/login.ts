@@ -1,10 +1,11 @@
 // Login, logout, refresh, whoami (spec: Client-Server API "Login", "Refreshing access tokens").
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, forbidden } from "../errors";
 import { parseBody } from "../validate";
-import { requireAuth } from "../middleware/auth";
+import { extractAccessToken, requireAuth } from "../middleware/auth";
+import { appserviceByToken } from "../../services/appservices";
 import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
 import { db } from "../../db";
 import { verifyPassword } from "../../services/passwords";
@@ -31,10 +32,11 @@ const loginSchema = z.object({
 
 export const login = new Hono<AppEnv>();
 
-login.get("/login", (c) => c.json({ flows: [{ type: "m.login.password" }] }));
+login.get("/login", (c) => c.json({ flows: [{ type: "m.login.password" }, { type: "m.login.application_service" }] }));
 
 login.post("/login", async (c) => {
   const body = await parseBody(c, loginSchema);
+  if (body.type === APPSERVICE_LOGIN) return c.json(await appserviceLogin(c, body));
   if (body.type !== "m.login.password") {
     throw new MatrixError(400, "M_UNKNOWN", `Login type ${body.type} is not supported`);
   }
@@ -72,6 +74,35 @@ login.post("/login", async (c) => {
   return c.json({ ...session, well_known: { "m.homeserver": { base_url: config.publicBaseUrl } } });
 });
 
+const APPSERVICE_LOGIN = "m.login.application_service";
+
+/** Login as a user of an appservice's namespace with its as_token (spec: Application Service
+ *  API "Server admin style permissions"): no password; outside the namespace M_EXCLUSIVE. */
+async function appserviceLogin(c: Context<AppEnv>, body: z.infer<typeof loginSchema>) {
+  const token = extractAccessToken(c);
+  if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "m.login.application_service needs the appservice's as_token");
+  const config = c.var.config;
+  const service = await appserviceByToken(c.env, config.serverName, token);
+  if (!service) throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised as_token", { soft_logout: false });
+  if (body.identifier && body.identifier.type !== "m.id.user") throw new MatrixError(400, "M_UNKNOWN", `Identifier type ${body.identifier.type} is not supported`);
+  const who = body.identifier?.user ?? body.user;
+  if (!who) throw new MatrixError(400, "M_BAD_JSON", "identifier is required");
+  const userId = resolveLoginUser(who, config.serverName);
+  if (!userId.endsWith(`:${config.serverName}`) || !service.mayActAs(userId)) throw new MatrixError(403, "M_EXCLUSIVE", `${userId} is not in the application service's namespace`);
+  const user = await c.env.DB.prepare("SELECT deactivated FROM users WHERE user_id = ?").bind(userId).first<{ deactivated: number }>();
+  if (!user) throw forbidden("Invalid username or password");
+  if (user.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
+  const session = await clientSession(db(c.env), {
+    userId,
+    serverName: config.serverName,
+    lifetimeMs: config.accessTokenLifetimeMs,
+    deviceId: body.device_id,
+    displayName: body.initial_device_display_name,
+    refresh: body.refresh_token,
+  });
+  return { ...session, well_known: { "m.homeserver": { base_url: config.publicBaseUrl } } };
+}
+
 login.post("/refresh", async (c) => {
   const body = await parseBody(c, z.object({ refresh_token: z.string() }));
   const tokens = await refreshSession(db(c.env), body.refresh_token, c.var.config.accessTokenLifetimeMs);
@@ -92,5 +123,6 @@ login.post("/logout/all", requireAuth, async (c) => {
 
 login.get("/account/whoami", requireAuth, (c) => {
   const { userId, deviceId, isGuest } = c.var.auth;
-  return c.json({ user_id: userId, device_id: deviceId, is_guest: isGuest });
+  // An appservice acting without a device has none to report.
+  return c.json({ user_id: userId, ...(deviceId ? { device_id: deviceId } : {}), is_guest: isGuest });
 });

@@ -13,6 +13,7 @@ import { fanOutPresence, userStub } from "../../services/notifier";
 import { sendPresence } from "../../services/federation/edus";
 import { isLocalUser } from "../../services/rooms";
 import { presenceEvent } from "../../../durable-objects/user";
+import { pushPresence } from "../../services/appservice-fanout";
 
 export const presence = new Hono<AppEnv>();
 
@@ -30,6 +31,8 @@ presence.put("/presence/:userId/status", requireAuth, async (c) => {
     await fanOutPresence(c.env, c.var.config, userId, state);
     // And to servers sharing a room (spec: Server-Server API "Presence").
     c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, state).catch((e) => console.error("m.presence EDU failed", e)));
+    // And appservices that receive ephemeral data (MSC2409).
+    c.executionCtx.waitUntil(pushPresence(c.env, c.var.config.serverName, userId, state).catch((e) => console.error("appservice presence failed", e)));
   }
   return c.json({});
 });

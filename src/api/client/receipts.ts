@@ -11,6 +11,7 @@ import { parseBody } from "../validate";
 import { isLocalUser, knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { fanOutReceipt, userStub } from "../../services/notifier";
 import { sendReceipt as sendReceiptEdu } from "../../services/federation/edus";
+import { pushRoomEphemeral } from "../../services/appservice-fanout";
 
 export const receipts = new Hono<AppEnv>();
 
@@ -37,6 +38,11 @@ async function sendReceipt(c: Context<AppEnv>, roomId: string, type: string, eve
   await fanOutReceipt(c.env, c.var.config, receipt, members);
   // Public receipts go to the room's other servers as m.receipt (spec: Server-Server API "Receipts").
   if (type === "m.read") c.executionCtx.waitUntil(sendReceiptEdu(c.env, c.var.config, receipt).catch((e) => console.error("m.receipt EDU failed", e)));
+  // And to application services that receive ephemeral data (MSC2409) for this room.
+  if (type === "m.read") {
+    const content = { [eventId]: { "m.read": { [userId]: { ts: receipt.ts, ...(threadId ? { thread_id: threadId } : {}) } } } };
+    c.executionCtx.waitUntil(pushRoomEphemeral(c.env, c.var.config.serverName, roomId, { type: "m.receipt", content }).catch((e) => console.error("appservice receipt failed", e)));
+  }
 }
 
 const receiptBody = z.object({ thread_id: z.unknown().optional() }).loose();

@@ -1,5 +1,5 @@
 // Registration (spec: Client-Server API "Account registration").
-import { Hono } from "hono";
+import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
 import type { Env } from "../../env";
@@ -12,8 +12,12 @@ import { createUser, userExists, validateNewLocalpart } from "../../services/acc
 import { clientSession } from "../../services/sessions";
 import { randomString, sha256Hex } from "../../services/crypto-util";
 import { hashPassword } from "../../services/passwords";
+import { extractAccessToken } from "../middleware/auth";
+import { appserviceByToken, checkUserNotExclusive } from "../../services/appservices";
 
 const registerSchema = z.object({
+  /** m.login.application_service (spec: Application Service API) puts the type at top level. */
+  type: z.string().optional(),
   auth: authDictSchema.optional(),
   username: z.string().max(255).optional(),
   password: z.string().max(512).optional(),
@@ -48,12 +52,14 @@ register.post("/register", async (c) => {
     );
   }
   if (kind !== "user") throw new MatrixError(400, "M_INVALID_PARAM", "kind must be user or guest");
-  if (config.registration === "closed") throw forbidden("Registration is disabled on this server");
   const body = await parseBody(c, registerSchema);
+  if (body.type === APPSERVICE_LOGIN || body.auth?.type === APPSERVICE_LOGIN) return c.json(await appserviceRegister(c, body));
+  if (config.registration === "closed") throw forbidden("Registration is disabled on this server");
 
   // Check the username before UIA so clients learn of a bad or taken name at once.
   const localpart = (body.username ?? randomString(12).toLowerCase()).toLowerCase();
   const userId = validateNewLocalpart(localpart, config.serverName);
+  await checkUserNotExclusive(c.env, config.serverName, userId);
   // Upgrading a guest: "specifying the additional POST parameter guest_access_token containing
   // the guest's access token. They are also required to specify the username parameter to the
   // value of the local part of their username" (module "Guest Access"). The user ID stays.
@@ -115,9 +121,38 @@ register.get("/register/available", async (c) => {
   const username = c.req.query("username");
   if (!username) throw new MatrixError(400, "M_MISSING_PARAM", "username is required");
   const userId = validateNewLocalpart(username.toLowerCase(), config.serverName);
+  await checkUserNotExclusive(c.env, config.serverName, userId);
   if (await userExists(c.env, userId)) throw new MatrixError(400, "M_USER_IN_USE", "User ID already taken");
   return c.json({ available: true });
 });
+
+const APPSERVICE_LOGIN = "m.login.application_service";
+
+/** Registration by an application service (spec: Application Service API "Server admin style
+ *  permissions"): its as_token, a username in its users namespace (else M_EXCLUSIVE), no
+ *  password, no UIA, whatever REGISTRATION says. */
+async function appserviceRegister(c: Context<AppEnv>, body: z.infer<typeof registerSchema>) {
+  const config = c.var.config;
+  const token = extractAccessToken(c);
+  if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "m.login.application_service needs the appservice's as_token");
+  const service = await appserviceByToken(c.env, config.serverName, token);
+  if (!service) throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised as_token", { soft_logout: false });
+  if (body.username === undefined) throw new MatrixError(400, "M_MISSING_PARAM", "username is required");
+  const localpart = body.username.toLowerCase();
+  const userId = validateNewLocalpart(localpart, config.serverName);
+  if (!service.mayActAs(userId)) throw new MatrixError(400, "M_EXCLUSIVE", `${userId} is not in the application service's namespace`);
+  await checkUserNotExclusive(c.env, config.serverName, userId, service);
+  await createUser(c.env, { userId, localpart });
+  if (body.inhibit_login) return { user_id: userId, home_server: config.serverName };
+  return clientSession(db(c.env), {
+    userId,
+    serverName: config.serverName,
+    lifetimeMs: config.accessTokenLifetimeMs,
+    deviceId: body.device_id,
+    displayName: body.initial_device_display_name,
+    refresh: body.refresh_token,
+  });
+}
 
 /** A guest upgrade names the guest by its access token and its localpart; both must agree. */
 async function checkGuestUpgrade(env: Env, token: string, username: string | undefined, userId: string): Promise<void> {

@@ -11,6 +11,7 @@ import { isValidUserId } from "../../core/ids";
 import { stateKey } from "../../core/types";
 import type { LocalEventSpec } from "../../../durable-objects/room";
 import { createRoomInDO, knownRoom, localProfile, roomStub, unwrap, isLocalUser } from "../../services/rooms";
+import { checkAliasNotExclusive } from "../../services/appservices";
 import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases, validateCanonicalAlias } from "../../services/aliases";
 import { setRoomVisibility } from "../../services/room-directory";
 import { inviteRemoteUser } from "../../services/federation/membership";
@@ -221,6 +222,9 @@ export async function executePlan(env: AppEnv["Bindings"], config: AppEnv["Varia
 
 rooms.post("/createRoom", requireAuth, async (c) => {
   const body = await parseBody(c, createRoomSchema);
+  if (body.room_alias_name !== undefined) {
+    await checkAliasNotExclusive(c.env, c.var.config.serverName, aliasFromLocalpart(body.room_alias_name, c.var.config.serverName), c.var.auth.appservice);
+  }
   const plan = await planRoom(c.env, c.var.config, c.var.auth.userId, body);
   const roomId = await executePlan(c.env, c.var.config, plan);
   return c.json({ room_id: roomId });

@@ -139,6 +139,19 @@ timelineV1.get("/rooms/:roomId/relations/:eventId", requireAuth, relations);
 timelineV1.get("/rooms/:roomId/relations/:eventId/:relType", requireAuth, relations);
 timelineV1.get("/rooms/:roomId/relations/:eventId/:relType/:eventType", requireAuth, relations);
 
+// GET /v1/rooms/{roomId}/threads (module "Threading"): thread roots by latest activity.
+// `from` is a next_batch from this endpoint.
+timelineV1.get("/rooms/:roomId/threads", requireAuth, async (c) => {
+  const include = c.req.query("include") ?? "all";
+  if (include !== "all" && include !== "participated") throw invalidParam("include must be all or participated");
+  const from = c.req.query("from");
+  if (from !== undefined && !/^t\d{1,15}$/.test(from)) throw invalidParam("Invalid from token");
+  const limit = parseLimit(c.req.query("limit"), 20, 100);
+  const stub = await roomFor(c);
+  const res = unwrap(await stub.getThreads(requester(c), { include, from, limit }));
+  return c.json(res);
+});
+
 timelineV1.get("/rooms/:roomId/timestamp_to_event", requireAuth, async (c) => {
   const ts = Number(c.req.query("ts"));
   const dir = c.req.query("dir");

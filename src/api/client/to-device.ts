@@ -8,6 +8,7 @@ import { requireAuth } from "../middleware/auth";
 import { parseUserId } from "../../core/ids";
 import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn, type Json } from "../../services/e2ee";
 import { sendToDevice } from "../../services/federation/edus";
+import { pushToDevice } from "../../services/appservice-fanout";
 
 export const toDevice = new Hono<AppEnv>();
 toDevice.use("/sendToDevice/*", requireAuth);
@@ -30,7 +31,10 @@ toDevice.put("/sendToDevice/:eventType/:txnId", async (c) => {
       // Recipients on other servers: one m.direct_to_device EDU per server (spec: Server-Server
       // API "Send-to-device messaging").
       if (server !== c.var.config.serverName) remote[target] = perDevice as Record<string, Json>;
-      else await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
+      else {
+        await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
+        await pushToDevice(c.env, c.var.config.serverName, userId, eventType, target, perDevice);
+      }
     }
     if (Object.keys(remote).length) await sendToDevice(c.env, c.var.config, userId, eventType, remote);
   } catch (e) {

@@ -10,6 +10,7 @@ import { parseBody } from "../validate";
 import { isLocalUser, knownRoom, roomStub } from "../../services/rooms";
 import { fanOutTyping } from "../../services/notifier";
 import { sendTyping } from "../../services/federation/edus";
+import { pushTyping } from "../../services/appservice-fanout";
 
 export const typing = new Hono<AppEnv>();
 
@@ -31,5 +32,7 @@ typing.put("/rooms/:roomId/typing/:userId", requireAuth, async (c) => {
   await fanOutTyping(c.env, c.var.config, roomId, userId, timeout, members);
   // Other servers in the room get an m.typing EDU (spec: Server-Server API "Typing Notifications").
   c.executionCtx.waitUntil(sendTyping(c.env, c.var.config, roomId, userId, b.typing).catch((e) => console.error("m.typing EDU failed", e)));
+  // And appservices that receive ephemeral data (MSC2409).
+  c.executionCtx.waitUntil(pushTyping(c.env, c.var.config.serverName, roomId, userId, timeout).catch((e) => console.error("appservice typing failed", e)));
   return c.json({});
 });

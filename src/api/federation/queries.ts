@@ -7,13 +7,14 @@ import type { AppEnv } from "../types";
 import { parseValue } from "../validate";
 import { invalidParam, notFound } from "../errors";
 import { parseUserId } from "../../core/ids";
-import { aliasServerName, resolveAlias } from "../../services/aliases";
+import { aliasServerName, resolveLocalAlias } from "../../services/aliases";
+import { extraProfileFields } from "../../services/profile-fields";
 
 export const queries = new Hono<AppEnv>();
 
 const profileQuery = z.object({
   user_id: z.string(),
-  field: z.enum(["displayname", "avatar_url"]).optional(),
+  field: z.string().max(255).optional(),
 });
 
 queries.get("/v1/query/profile", async (c) => {
@@ -25,12 +26,16 @@ queries.get("/v1/query/profile", async (c) => {
     .bind(q.user_id)
     .first<{ displayname: string | null; avatar_url: string | null; deactivated: number }>();
   if (!row) throw notFound("User does not exist");
-  const out: { displayname?: string; avatar_url?: string } = {};
+  // The full public profile, or only `field` when given ("the server MUST only return the given
+  // field"): extended fields (m.tz, custom keys) included.
+  const full: Record<string, unknown> = {};
   if (!row.deactivated) {
-    if (row.displayname !== null && q.field !== "avatar_url") out.displayname = row.displayname;
-    if (row.avatar_url !== null && q.field !== "displayname") out.avatar_url = row.avatar_url;
+    Object.assign(full, await extraProfileFields(c.env, q.user_id));
+    if (row.displayname !== null) full.displayname = row.displayname;
+    if (row.avatar_url !== null) full.avatar_url = row.avatar_url;
   }
-  return c.json(out);
+  if (q.field === undefined) return c.json(full);
+  return c.json(q.field in full ? { [q.field]: full[q.field] } : {});
 });
 
 const directoryQuery = z.object({ room_alias: z.string() });
@@ -40,7 +45,7 @@ queries.get("/v1/query/directory", async (c) => {
   const server = aliasServerName(q.room_alias);
   if (server === null) throw invalidParam("Invalid room alias");
   if (server !== c.var.config.serverName) throw notFound("Room alias not on this server");
-  const r = await resolveAlias(c.env, q.room_alias);
+  const r = await resolveLocalAlias(c.env, c.var.config, q.room_alias);
   if (!r) throw notFound("Room alias not found");
   return c.json(r);
 });

@@ -7,6 +7,8 @@ import { MatrixError } from "../errors";
 import { sha256Hex } from "../../services/crypto-util";
 import { guestMayCall } from "./guest";
 import { lockedMayCall, suspendedMayNot } from "./suspension";
+import { appserviceByToken } from "../../services/appservices";
+import type { Appservice } from "../../core/appservice-registration";
 
 export function extractAccessToken(c: Context): string | undefined {
   const header = c.req.header("authorization");
@@ -33,6 +35,8 @@ interface TokenRow {
 export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   const token = extractAccessToken(c);
   if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "Missing access token");
+  const appservice = await appserviceByToken(c.env, c.var.config.serverName, token);
+  if (appservice) return assertIdentity(c, appservice);
   const row = await c.env.DB.prepare(
     `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended
      FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
@@ -57,6 +61,27 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
     throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts may not use this endpoint");
   }
   return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id };
+}
+
+/** Application service identity assertion (spec: Application Service API "Identity
+ *  assertion"): act as `user_id` (default: the sender_localpart user), which must be in the
+ *  appservice's users namespace and registered; optionally as one of its devices (`device_id`,
+ *  or MSC3202's `org.matrix.msc3202.device_id`), else 400 M_UNKNOWN_DEVICE. Without a device the
+ *  request has none (deviceId ""). */
+async function assertIdentity(c: Context<AppEnv>, appservice: Appservice): Promise<Auth> {
+  const userId = c.req.query("user_id") || appservice.senderUserId;
+  if (!userId.endsWith(`:${c.var.config.serverName}`) || !appservice.mayActAs(userId)) {
+    throw new MatrixError(403, "M_FORBIDDEN", `Application service cannot masquerade as ${userId}`);
+  }
+  const user = await c.env.DB.prepare("SELECT deactivated FROM users WHERE user_id = ?").bind(userId).first<{ deactivated: number }>();
+  if (!user) throw new MatrixError(403, "M_FORBIDDEN", `Application service has not registered ${userId}`);
+  if (user.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", `${userId} is deactivated`);
+  const deviceId = c.req.query("device_id") || c.req.query("org.matrix.msc3202.device_id") || "";
+  if (deviceId) {
+    const known = await c.env.DB.prepare("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?").bind(userId, deviceId).first();
+    if (!known) throw new MatrixError(400, "M_UNKNOWN_DEVICE", `Device ${deviceId} does not belong to ${userId}`);
+  }
+  return { userId, deviceId, isGuest: false, tokenId: 0, appservice };
 }
 
 export const requireAuth: MiddlewareHandler<AppEnv> = async (c, next) => {

@@ -14,6 +14,8 @@ export const LIMITS = {
   loginPerAccount: { perSecond: 0.1, burst: 5 },
   registerPerAddress: { perSecond: 0.05, burst: 5 },
   sendPerUser: { perSecond: 10, burst: 50 },
+  /** Reports (rooms, events, users): a burst of 10, then one a minute. */
+  reportPerUser: { perSecond: 1 / 60, burst: 10 },
 } satisfies Record<string, Limit>;
 
 /** The client's address as the platform reports it, or undefined where no trustworthy source
@@ -30,6 +32,8 @@ export function clientAddress(c: Context<AppEnv>): string | undefined {
  *  skips the limit rather than lumping every client into one bucket; per-account limits remain. */
 export async function rateLimit(c: Context<AppEnv>, action: string, who: string | undefined, limit: Limit): Promise<void> {
   if (!c.var.config.rateLimits || who === undefined) return;
+  // Application services registered with `rate_limited: false` are exempt.
+  if (c.get("auth")?.appservice?.rateLimited === false) return;
   const key = `${action}:${who}`;
   const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(key));
   const wait = await stub.take(key, limit.perSecond, limit.burst);

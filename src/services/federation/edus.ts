@@ -15,6 +15,7 @@ import { enqueueEdu } from "./sender";
 import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoom, remoteServersSharingRoomWith, serverOf } from "./peers";
 import { onDeviceListUpdate, onSigningKeyUpdate } from "./device-lists";
 import { fanOutReceipt, fanOutTyping, userStub } from "../notifier";
+import { pushTyping } from "../appservice-fanout";
 import { knownRoom, roomStub } from "../rooms";
 import { deliverToDevice, type Json } from "../e2ee";
 import { isValidRoomId } from "../../core/ids";
@@ -45,6 +46,7 @@ export async function onTyping(env: Env, config: Config, origin: string, content
   if (serverOf(userId) !== origin || !(await isJoined(env, config, roomId, userId))) return;
   const members = await localJoinedMembers(env, [roomId]);
   if (members.length) await fanOutTyping(env, config, roomId, userId, typing ? REMOTE_TYPING_MS : 0, members);
+  await pushTyping(env, config.serverName, roomId, userId, typing ? REMOTE_TYPING_MS : 0);
 }
 
 /** m.receipt: {room_id: {receipt_type: {user_id: {event_ids, data: {ts, thread_id?}}}}}. Only

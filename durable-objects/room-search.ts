@@ -1,0 +1,236 @@
+// Full-text search of one room's events (module "Server Side Search", category room_events),
+// with SQLite FTS5 in the RoomDO's own storage.
+//
+// The index is kept by catching up, not on the write path: each search first indexes the events
+// stored since the last one (meta.search_rowid, a watermark on the events table's rowid, which
+// only grows). Every stored event of a searchable type is indexed whatever its status; a hit
+// counts only when its event is accepted (stream set), visible to the searcher and unredacted.
+// Tokenizer unicode61 with remove_diacritics 2: case- and accent-insensitive.
+// Edits (rel_type m.replace) are not hits of their own: their m.new_content.body is indexed
+// under the event they edit (row `source` = the edit), so the message is found by its current
+// text and shown once; a redacted or invalid edit (not the original's sender and type) counts
+// for nothing.
+import type { JsonObject, RoomEvent } from "../src/core/types";
+import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
+
+export const SEARCH_SCHEMA = `
+CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(value, event_id UNINDEXED, key UNINDEXED, source UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');
+`;
+
+/** The keys the spec names (room_events): content.body of m.room.message, content.name of
+ *  m.room.name, content.topic (and m.topic's text/plain body) of m.room.topic. */
+export const SEARCH_KEYS = ["content.body", "content.name", "content.topic"] as const;
+export type SearchKey = (typeof SEARCH_KEYS)[number];
+const KEY_OF_TYPE: Record<string, SearchKey> = { "m.room.message": "content.body", "m.room.name": "content.name", "m.room.topic": "content.topic" };
+const CATCH_UP_BATCH = 2000;
+
+export interface SearchEvent {
+  ev: RoomEvent;
+  stream: number | null;
+}
+
+export interface RoomSearchQuery {
+  term: string;
+  keys: SearchKey[];
+  orderBy: "rank" | "recent";
+  filter?: RoomEventFilter;
+  /** Hits wanted from this room: the merged page's offset + limit. */
+  limit: number;
+  /** order_by recent: only hits older than this (origin_server_ts, event_id), exclusive. */
+  before?: { ts: number; eventId: string };
+  context?: { before: number; after: number; includeProfile: boolean };
+  /** Phase 1 (`idsOnly`): ranks and positions only, nothing serialised. Phase 2 (`fetch`): the
+   *  client form (and context) of these hits, which won the merge across rooms. */
+  idsOnly?: boolean;
+  fetch?: string[];
+}
+
+export interface RoomSearchHit {
+  rank: number;
+  ts: number;
+  eventId: string;
+  result?: JsonObject;
+  context?: JsonObject;
+}
+
+export interface RoomSearchResult {
+  hits: RoomSearchHit[];
+  /** Matches in this room up to the searcher's cap (an estimate: not checked one by one). */
+  count: number;
+}
+
+export interface SearchAccess<E extends SearchEvent> {
+  sql: SqlStorage;
+  load(eventId: string): E | undefined;
+  visible(e: E): boolean;
+  redacted(e: E): boolean;
+  clientEvents(es: E[]): JsonObject[];
+  /** Accepted events just before / after a stream position, newest / oldest first. */
+  around(stream: number, dir: "b" | "f", n: number): E[];
+  /** The member event of `userId` in the state after `e`, if any. */
+  memberAt(e: E, userId: string): E | undefined;
+  /** Newest stream position the searcher may see (relationsCap). */
+  cap: number;
+}
+
+/** Index the events stored since the last catch-up. */
+const withSchema = new WeakSet<SqlStorage>();
+
+export function catchUpIndex(sql: SqlStorage): number {
+  if (!withSchema.has(sql)) {
+    sql.exec(SEARCH_SCHEMA);
+    withSchema.add(sql);
+  }
+  const mark = () => Number(sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'search_rowid'").toArray()[0]?.value ?? "0");
+  let from = mark();
+  let indexed = 0;
+  for (let round = 0; round < 10_000; round++) {
+    const rows = sql
+      .exec<{ rid: number; event_id: string; type: string; body: SqlStorageValue; name: SqlStorageValue; topic: SqlStorageValue; mtopic: string | null; rel: SqlStorageValue; target: SqlStorageValue; new_body: SqlStorageValue; sender: string }>(
+        `SELECT rowid AS rid, event_id, type, json_extract(pdu, '$.content.body') AS body, json_extract(pdu, '$.content.name') AS name,
+           json_extract(pdu, '$.content.topic') AS topic, json_extract(pdu, '$.content."m.topic"') AS mtopic,
+           json_extract(pdu, '$.content."m.relates_to".rel_type') AS rel, json_extract(pdu, '$.content."m.relates_to".event_id') AS target,
+           json_extract(pdu, '$.content."m.new_content".body') AS new_body, sender
+         FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?`,
+        from,
+        CATCH_UP_BATCH,
+      )
+      .toArray();
+    if (rows.length === 0) break;
+    for (const r of rows) {
+      const key = KEY_OF_TYPE[r.type];
+      if (!key) continue;
+      if (r.rel === "m.replace") {
+        if (key === "content.body" && typeof r.target === "string" && typeof r.new_body === "string" && r.new_body) {
+          sql.exec("INSERT INTO search_fts (value, event_id, key, source) VALUES (?, ?, ?, ?)", r.new_body, r.target, key, r.event_id);
+          indexed++;
+        }
+        continue;
+      }
+      const values: string[] = [];
+      const v = key === "content.body" ? r.body : key === "content.name" ? r.name : r.topic;
+      if (typeof v === "string" && v) values.push(v);
+      if (key === "content.topic" && r.mtopic) values.push(...plainTopics(r.mtopic));
+      for (const value of values) {
+        sql.exec("INSERT INTO search_fts (value, event_id, key, source) VALUES (?, ?, ?, ?)", value, r.event_id, key, r.event_id);
+        indexed++;
+      }
+    }
+    from = rows[rows.length - 1].rid;
+    sql.exec("INSERT OR REPLACE INTO meta (key, value) VALUES ('search_rowid', ?)", String(from));
+    if (rows.length < CATCH_UP_BATCH) break;
+  }
+  return indexed;
+}
+
+/** text/plain bodies of an m.topic content block. */
+function plainTopics(raw: string): string[] {
+  try {
+    const t = JSON.parse(raw) as JsonObject;
+    const reps = Array.isArray(t["m.text"]) ? (t["m.text"] as JsonObject[]) : [];
+    return reps.filter((r) => r && (r.mimetype === undefined || r.mimetype === "text/plain") && typeof r.body === "string").map((r) => r.body as string);
+  } catch {
+    return [];
+  }
+}
+
+/** Words of the search term (letters and digits), lowercased: the FTS query ANDs them, each a
+ *  prefix match, quoted so no FTS5 syntax from the user reaches the parser. Also the highlights. */
+export function searchTerms(term: string): string[] {
+  return [...new Set((term.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).slice(0, 20))];
+}
+
+export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSearchQuery): RoomSearchResult {
+  if (q.fetch) {
+    const picked = q.fetch.slice(0, 100).map((id) => a.load(id)).filter((e): e is E => !!e && a.visible(e) && !a.redacted(e) && (e.stream ?? 0) <= a.cap);
+    return { hits: serialise(a, picked.map((e) => ({ e, rank: 0 })), q), count: picked.length };
+  }
+  catchUpIndex(a.sql);
+  const words = searchTerms(q.term);
+  if (words.length === 0 || q.keys.length === 0) return { hits: [], count: 0 };
+  const match = words.map((w) => `"${w}"*`).join(" AND ");
+  const keyIn = q.keys.map(() => "?").join(",");
+  const where = `search_fts MATCH ? AND s.key IN (${keyIn}) AND e.stream IS NOT NULL AND e.stream <= ?`;
+  const args: SqlStorageValue[] = [match, ...q.keys, a.cap];
+  const count = a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0;
+
+  let order = "score ASC, e.stream DESC";
+  let cursor = "";
+  if (q.orderBy === "recent") {
+    order = "e.origin_server_ts DESC, e.event_id DESC";
+    if (q.before) {
+      cursor = "AND (e.origin_server_ts < ? OR (e.origin_server_ts = ? AND e.event_id < ?))";
+      args.push(q.before.ts, q.before.ts, q.before.eventId);
+    }
+  }
+  const picked: { e: E; rank: number }[] = [];
+  const seen = new Set<string>();
+  // Candidates in pages; those the searcher may not see are skipped (bounded scan).
+  const PAGE = Math.min(500, q.limit * 2 + 20);
+  for (let offset = 0; picked.length < q.limit && offset < 5000; offset += PAGE) {
+    const rows = a.sql
+      .exec<{ event_id: string; source: string; score: number }>(
+        `SELECT s.event_id AS event_id, s.source AS source, bm25(search_fts) AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
+         WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
+        ...args,
+        PAGE,
+        offset,
+      )
+      .toArray();
+    for (const r of rows) {
+      if (seen.has(r.event_id)) continue;
+      const e = a.load(r.event_id);
+      if (!e || !a.visible(e) || a.redacted(e) || !matchesRoomEventFilter(q.filter, e.ev)) continue;
+      if (r.source !== r.event_id) {
+        // Matched through an edit: it must be valid ("Validity of replacement events") and stand.
+        const edit = a.load(r.source);
+        if (!edit || a.redacted(edit) || edit.ev.sender !== e.ev.sender || edit.ev.type !== e.ev.type || e.ev.state_key !== undefined) continue;
+      }
+      seen.add(r.event_id);
+      // bm25 is lower for better matches; the spec's rank is higher for closer ones.
+      picked.push({ e, rank: -r.score });
+      if (picked.length >= q.limit) break;
+    }
+    if (rows.length < PAGE) break;
+  }
+  if (q.idsOnly) return { hits: picked.map((p) => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id })), count };
+  return { hits: serialise(a, picked, q), count };
+}
+
+function serialise<E extends SearchEvent>(a: SearchAccess<E>, picked: { e: E; rank: number }[], q: RoomSearchQuery): RoomSearchHit[] {
+  const results = a.clientEvents(picked.map((p) => p.e));
+  const hits: RoomSearchHit[] = picked.map((p, i) => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id, result: results[i] }));
+  if (q.context) {
+    const ctx = q.context;
+    picked.forEach((p, i) => (hits[i].context = contextOf(a, p.e, ctx)));
+  }
+  return hits;
+}
+
+/** event_context of one hit: events before and after it the searcher may see, tokens, and with
+ *  include_profile the senders' profiles at the hit (their member events then). */
+function contextOf<E extends SearchEvent>(a: SearchAccess<E>, e: E, ctx: { before: number; after: number; includeProfile: boolean }): JsonObject {
+  const pick = (dir: "b" | "f", n: number) => (n <= 0 ? [] : a.around(e.stream!, dir, n * 2 + 10).filter((x) => a.visible(x) && (x.stream ?? 0) <= a.cap).slice(0, n));
+  const before = pick("b", ctx.before);
+  const after = pick("f", ctx.after);
+  const out: JsonObject = {
+    events_before: a.clientEvents(before),
+    events_after: a.clientEvents(after),
+    start: `t${(before.length ? before[before.length - 1].stream! : e.stream!) - 1}`,
+    end: `t${after.length ? after[after.length - 1].stream! : e.stream!}`,
+  };
+  if (ctx.includeProfile) {
+    const profiles: JsonObject = {};
+    for (const x of [e, ...before, ...after]) {
+      if (x.ev.sender in profiles) continue;
+      const m = a.memberAt(e, x.ev.sender);
+      const c = (m?.ev.content ?? {}) as JsonObject;
+      const p: JsonObject = {};
+      if (typeof c.displayname === "string") p.displayname = c.displayname;
+      if (typeof c.avatar_url === "string") p.avatar_url = c.avatar_url;
+      profiles[x.ev.sender] = p;
+    }
+    out.profile_info = profiles;
+  }
+  return out;
+}
