@@ -37,5 +37,5 @@ function serve(name: string): Response {
 
 adminConsole.get("/_lattice/admin", (c) => c.redirect("/_lattice/admin/", 301));
 adminConsole.get("/_lattice/admin/", () => serve("index.html"));
-// Only file names (name.ext): /_lattice/admin/v1/... is the Lattice admin API (appservices).
-adminConsole.get("/_lattice/admin/:file{[a-z]+\\.(?:html|js|css)}", (c) => serve(c.req.param("file")));
+// One path segment only: /_lattice/admin/v1/... (two or more) is the Lattice admin API (appservices).
+adminConsole.get("/_lattice/admin/:file", (c) => serve(c.req.param("file")));
