@@ -22,6 +22,10 @@ export default defineConfig({
                 RATE_LIMITS: "off",
                 REGISTRATION_SHARED_SECRET: "test-shared-secret",
                 APPSERVICE_HTTP_LOOPBACK: "true",
+                // test/integration/fuzz.test.ts: requests per route and seed (`npm run fuzz`).
+                FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
+                FUZZ_SEED: process.env.FUZZ_SEED ?? "",
+                FUZZ_ONLY: process.env.FUZZ_ONLY ?? "",
               },
             },
           })),
@@ -30,6 +34,8 @@ export default defineConfig({
           name: "workers",
           // BENCH=1 adds the workerd benchmarks (bench/*.test.ts), which npm test leaves out.
           include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts", ...(process.env.BENCH ? ["bench/**/*.test.ts"] : [])],
+          // Sizes for bench/hub-compaction.bench.test.ts (its wrapper bench/hub-compaction.mjs sets them).
+          provide: { hubBenchSizes: process.env.HUB_BENCH_SIZES ?? "10000" },
           // Integration tests do real crypto (PBKDF2, Ed25519) and real storage; on a loaded 2-core
           // CI machine the 5 s default is too tight. Speed targets live in bench/, not here.
           testTimeout: 30_000,

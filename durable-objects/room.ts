@@ -36,7 +36,7 @@ import type { Env } from "../src/env";
 import type { JsonObject, JsonValue, PDU, RoomEvent, StateIdMap, StateKey, StateMap } from "../src/core/types";
 import { splitStateKey, stateKey } from "../src/core/types";
 import { getRoomVersion, type RoomVersion } from "../src/core/room-versions";
-import { canonicalJson } from "../src/core/canonical-json";
+import { canonicalJson, CanonicalJsonError } from "../src/core/canonical-json";
 import {
   authEventKeys,
   buildAuthState,
@@ -253,6 +253,8 @@ function fail(status: RoomError["status"], errcode: string, message: string): ne
 
 function asRoomError(e: unknown): RoomError {
   if (e instanceof RoomFail) return { ok: false, status: e.status, errcode: e.errcode, error: e.message };
+  // Event content that cannot be signed (integers beyond 2^53, floats, lone surrogates) is bad input.
+  if (e instanceof CanonicalJsonError) return { ok: false, status: 400, errcode: "M_BAD_JSON", error: `Not canonical JSON: ${e.message}` };
   console.error("RoomDO error", e);
   return { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Internal error in room" };
 }

@@ -25,11 +25,38 @@ export async function readBodyText(c: Context): Promise<string> {
 export async function readJsonBody(c: Context): Promise<unknown> {
   const text = await readBodyText(c);
   if (text.trim() === "") return {};
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw notJson();
   }
+  // JSON.parse copes with any depth, but what handles the value next (structured clone to a
+  // Durable Object, canonical JSON, zod) recurses and overflows the stack: a 20,000-deep body
+  // answered 500. Checked after parsing so malformed text still answers M_NOT_JSON.
+  if (nestedDeeperThan(text, MAX_JSON_DEPTH)) throw badJson(`JSON nested deeper than ${MAX_JSON_DEPTH} levels`);
+  return value;
+}
+
+/** Deepest nesting we accept in a JSON body. serde_json (ruma-based servers) stops at 128, so
+ *  deeper events do not travel far anyway. */
+export const MAX_JSON_DEPTH = 128;
+
+/** Whether arrays/objects in the JSON text `text` nest deeper than `max`. One linear pass. */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (inString) {
+      if (ch === 0x5c) i++; // backslash: skip the escaped character
+      else if (ch === 0x22) inString = false;
+    } else if (ch === 0x22) inString = true;
+    else if (ch === 0x7b || ch === 0x5b) {
+      if (++depth > max) return true;
+    } else if (ch === 0x7d || ch === 0x5d) depth--;
+  }
+  return false;
 }
 
 function describe(issues: z.core.$ZodIssue[]): string {

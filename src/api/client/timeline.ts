@@ -5,6 +5,7 @@ import { backfillFromRemote, pullTimestampFromRemote } from "../../services/fede
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
+import { MAX_JSON_DEPTH, nestedDeeperThan } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { roomEventFilterSchema, type RoomEventFilter } from "../../core/room-event-filter";
@@ -36,6 +37,8 @@ function parseFilter(raw: string | undefined): RoomEventFilter | undefined {
   } catch {
     throw invalidParam("filter is not valid JSON");
   }
+  // Unknown keys are kept and the filter goes to the RoomDO: deep nesting overflowed the stack.
+  if (nestedDeeperThan(raw, MAX_JSON_DEPTH)) throw invalidParam("filter is nested too deeply");
   const r = roomEventFilterSchema.safeParse(json);
   if (!r.success) throw invalidParam("filter is not a valid RoomEventFilter");
   return r.data;
