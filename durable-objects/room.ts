@@ -1636,6 +1636,38 @@ export class RoomDO extends DurableObject<Env> {
     return this.rv?.id ?? null;
   }
 
+  /** Admin API: every mxc:// URI in the room's accepted events (content, including URLs in
+   *  m.room.avatar and member avatars), deduplicated, bounded. */
+  async mediaInRoom(limit = 10_000): Promise<string[]> {
+    if (!this.rv) return [];
+    const out = new Set<string>();
+    const rows = this.sql.exec<{ pdu: string }>("SELECT pdu FROM events WHERE status = 'accepted' AND instr(pdu, 'mxc://') > 0");
+    for (const r of rows) {
+      for (const m of r.pdu.matchAll(/mxc:\/\/[A-Za-z0-9.:\[\]-]+\/[A-Za-z0-9_-]+/g)) {
+        out.add(m[0]);
+        if (out.size >= limit) return [...out];
+      }
+    }
+    return [...out];
+  }
+
+  /** Admin room deletion (src/services/admin-rooms.ts): once the evicted members' leaves have
+   *  reached their sync hubs (bounded wait), drop every row this room stored and forget it in
+   *  memory; the Worker has removed it from the D1 registry, so nothing addresses it again. */
+  async purge(): Promise<void> {
+    await this.serial(async () => {
+      for (let i = 0; i < 50 && this.hubDone < this.stream; i++) await new Promise((r) => setTimeout(r, 100));
+      await this.ctx.storage.deleteAll();
+      this.sql.exec(SCHEMA);
+      this.events.clear();
+      this.groups.clear();
+      this.roomId = this.rv = this.serverName = undefined;
+      this.stream = this.hubDone = 0;
+      this.currentGroup = null;
+      this.fanOutCache = undefined;
+    });
+  }
+
   async getSummary(): Promise<RoomSummary | null> {
     if (!this.roomId || !this.rv) return null;
     return { roomId: this.roomId, roomVersion: this.rv.id, stream: this.stream };

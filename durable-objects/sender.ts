@@ -75,6 +75,10 @@ export class SenderDO extends DurableObject<Env> {
   /** Queue PDUs and EDUs for `destination`, sent as `origin` (our server name). */
   async enqueue(origin: string, destination: string, pdus: unknown[], edus: Edu[] = []): Promise<void> {
     this.setMeta("origin", origin);
+    if (this.meta("destination") !== destination) {
+      // First use: register the destination for the admin API's list (once per SenderDO).
+      await this.env.DB.prepare("INSERT INTO federation_destinations (destination, first_seen_ts) VALUES (?, ?) ON CONFLICT DO NOTHING").bind(destination, Date.now()).run();
+    }
     this.setMeta("destination", destination);
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
@@ -95,6 +99,7 @@ export class SenderDO extends DurableObject<Env> {
   async wake(): Promise<void> {
     if (this.num("failures") === 0 && !this.hasQueue()) return;
     this.setMeta("failures", 0);
+    this.setMeta("failure_ts", null);
     this.setMeta("next_attempt_ts", null);
     if (this.hasQueue()) await this.scheduleAt(Date.now());
   }
@@ -108,6 +113,8 @@ export class SenderDO extends DurableObject<Env> {
       failures,
       down: failures >= DOWN_AFTER_FAILURES,
       nextAttemptTs: this.num("next_attempt_ts") || null,
+      failureTs: this.num("failure_ts") || null,
+      lastAttemptTs: this.num("last_attempt_ts") || null,
       inFlightTxnId: this.meta("txn_id") ?? null,
       sentTxns: this.num("sent_txns"),
       dropped: this.num("dropped"),
@@ -218,6 +225,7 @@ export class SenderDO extends DurableObject<Env> {
         this.sql.exec("DELETE FROM queue WHERE seq <= ?", maxSeq);
         for (const k of ["txn_id", "txn_max_seq", "txn_ts", "rejections"]) this.setMeta(k, null);
         this.setMeta("failures", 0);
+        this.setMeta("failure_ts", null);
         this.setMeta("sent_txns", this.num("sent_txns") + 1);
       });
       if (this.hasQueue()) await this.scheduleAt(Date.now());
@@ -227,6 +235,7 @@ export class SenderDO extends DurableObject<Env> {
     if (rejected) this.setMeta("rejections", this.num("rejections") + 1);
     const failures = this.num("failures") + 1;
     this.setMeta("failures", failures);
+    if (failures === 1) this.setMeta("failure_ts", Date.now());
     await this.scheduleAt(Date.now() + backoffMs(failures));
   }
 }

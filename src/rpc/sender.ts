@@ -11,6 +11,9 @@ export interface SenderStatus {
   failures: number;
   down: boolean;
   nextAttemptTs: number | null;
+  /** When the current run of failures began (null while healthy) and the last attempt. */
+  failureTs: number | null;
+  lastAttemptTs: number | null;
   inFlightTxnId: string | null;
   sentTxns: number;
   dropped: number;

@@ -82,6 +82,9 @@ export type RoomStub = Pick<
   // Per-user read rules: POST /forget, erasure on deactivation.
   | "forget"
   | "eraseSender"
+  // Admin API (src/services/admin-rooms.ts).
+  | "purge"
+  | "mediaInRoom"
 >;
 
 /** The room's Durable Object, named by room ID. */

@@ -19,6 +19,8 @@ import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rej
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
 import { isJoinedMirror, markForgotten, mirroredMembership } from "../../db/memberships";
+import { isRoomBlocked } from "../../services/admin-rooms";
+import { senderOverrides } from "../middleware/rate-limit";
 
 export const membership = new Hono<AppEnv>();
 
@@ -78,6 +80,7 @@ async function partialServers(c: Context<AppEnv>, roomId: string, userId: string
  *  joined to one of the rooms the join rule allows. */
 async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined, servers: string[] = []): Promise<void> {
   const userId = c.var.auth.userId;
+  if (await isRoomBlocked(c.env, roomId)) throw forbidden("This room has been blocked on this server");
   const here = await roomHere(c, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
   if (c.var.auth.isGuest) await checkGuestMayJoin(stub, here);
@@ -185,6 +188,8 @@ membership.post("/rooms/:roomId/invite", requireAuth, async (c) => {
   const current = await stub.getMembership(body.user_id);
   if (current === "join") throw forbidden(`${body.user_id} is already in the room`);
   if (current === "ban") throw forbidden(`${body.user_id} is banned from the room`);
+  // Shadow-banned (admin API): the invite is dropped, the inviter sees success.
+  if ((await senderOverrides(c, c.var.auth.userId)).shadowBanned) return c.json({});
   const content: JsonObject = { membership: "invite" };
   if (!isLocalUser(c.var.config, body.user_id)) {
     // The invitee's server co-signs first (Server-Server API "Inviting to a room").
