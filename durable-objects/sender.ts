@@ -16,8 +16,9 @@
 //   the peer gets either every event, or the latest ones plus what it needs to fetch the rest.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import { parseConfig } from "../src/config";
+import { parseConfig, type Config } from "../src/config";
 import { federationRequest, FederationError } from "../src/services/federation/client";
+import type { Edu, SenderStatus } from "../src/rpc/sender";
 
 export const MAX_PDUS_PER_TXN = 50;
 export const MAX_EDUS_PER_TXN = 100;
@@ -33,21 +34,6 @@ const TXN_TIMEOUT_MS = 60_000;
  *  that it cannot wedge the queue forever. */
 const MAX_REJECTIONS = 5;
 
-export interface Edu {
-  edu_type: string;
-  content: Record<string, unknown>;
-}
-
-export interface SenderStatus {
-  destination: string | null;
-  queued: number;
-  failures: number;
-  down: boolean;
-  nextAttemptTs: number | null;
-  inFlightTxnId: string | null;
-  sentTxns: number;
-  dropped: number;
-}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS queue (
@@ -69,6 +55,12 @@ export class SenderDO extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
   }
 
+  private parsedConfig?: Config;
+  /** Configuration, parsed once per instance. */
+  private config(): Config {
+    return (this.parsedConfig ??= parseConfig(this.env));
+  }
+
   private meta(key: string): string | undefined {
     return this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value;
   }
@@ -83,6 +75,10 @@ export class SenderDO extends DurableObject<Env> {
   /** Queue PDUs and EDUs for `destination`, sent as `origin` (our server name). */
   async enqueue(origin: string, destination: string, pdus: unknown[], edus: Edu[] = []): Promise<void> {
     this.setMeta("origin", origin);
+    if (this.meta("destination") !== destination) {
+      // First use: register the destination for the admin API's list (once per SenderDO).
+      await this.env.DB.prepare("INSERT INTO federation_destinations (destination, first_seen_ts) VALUES (?, ?) ON CONFLICT DO NOTHING").bind(destination, Date.now()).run();
+    }
     this.setMeta("destination", destination);
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
@@ -103,6 +99,7 @@ export class SenderDO extends DurableObject<Env> {
   async wake(): Promise<void> {
     if (this.num("failures") === 0 && !this.hasQueue()) return;
     this.setMeta("failures", 0);
+    this.setMeta("failure_ts", null);
     this.setMeta("next_attempt_ts", null);
     if (this.hasQueue()) await this.scheduleAt(Date.now());
   }
@@ -116,6 +113,8 @@ export class SenderDO extends DurableObject<Env> {
       failures,
       down: failures >= DOWN_AFTER_FAILURES,
       nextAttemptTs: this.num("next_attempt_ts") || null,
+      failureTs: this.num("failure_ts") || null,
+      lastAttemptTs: this.num("last_attempt_ts") || null,
       inFlightTxnId: this.meta("txn_id") ?? null,
       sentTxns: this.num("sent_txns"),
       dropped: this.num("dropped"),
@@ -198,7 +197,7 @@ export class SenderDO extends DurableObject<Env> {
     const body: Record<string, unknown> = { origin, origin_server_ts: this.num("txn_ts"), pdus };
     if (edus.length) body.edus = edus;
 
-    const config = { ...parseConfig(this.env), serverName: origin };
+    const config = { ...this.config(), serverName: origin };
     this.setMeta("last_attempt_ts", Date.now());
     let ok = false;
     let rejected = false;
@@ -226,6 +225,7 @@ export class SenderDO extends DurableObject<Env> {
         this.sql.exec("DELETE FROM queue WHERE seq <= ?", maxSeq);
         for (const k of ["txn_id", "txn_max_seq", "txn_ts", "rejections"]) this.setMeta(k, null);
         this.setMeta("failures", 0);
+        this.setMeta("failure_ts", null);
         this.setMeta("sent_txns", this.num("sent_txns") + 1);
       });
       if (this.hasQueue()) await this.scheduleAt(Date.now());
@@ -235,6 +235,7 @@ export class SenderDO extends DurableObject<Env> {
     if (rejected) this.setMeta("rejections", this.num("rejections") + 1);
     const failures = this.num("failures") + 1;
     this.setMeta("failures", failures);
+    if (failures === 1) this.setMeta("failure_ts", Date.now());
     await this.scheduleAt(Date.now() + backoffMs(failures));
   }
 }
