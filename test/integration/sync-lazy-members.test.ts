@@ -4,39 +4,16 @@
 // Scenarios follow the shape of the sytest lazy-loading suite (tests/31sync/15lazy-members.pl).
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, type Json, type TestUser, createRoom as newRoom, joinRoom as join, leaveRoom as leave, sendText as send, syncOk as sync } from "./helpers";
 import type { UserStub } from "../../src/services/notifier";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
-let txn = 0;
 
-async function createRoom(owner: TestUser): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body: { preset: "public_chat", name: "A room name" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function leave(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
+const createRoom = (owner: TestUser) => newRoom(owner, { preset: "public_chat", name: "A room name" });
+
 async function fill(u: TestUser, roomId: string, n: number) {
   for (let i = 1; i <= n; i++) await send(u, roomId, `filler ${i}`);
-}
-async function sync(u: TestUser, q: Record<string, string | number | boolean> = {}) {
-  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
-  const r = await call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
 }
 /** Member events in a room's `state` of a sync response: state_key → membership. */
 function members(body: Json, roomId: string): Record<string, string> {
