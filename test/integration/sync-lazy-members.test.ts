@@ -36,22 +36,25 @@ async function users(n: number): Promise<TestUser[]> {
   return Promise.all(Array.from({ length: n }, () => registerUser()));
 }
 
+/** alice's public room with bob and charlie joined: where most scenarios start. */
+async function threeInARoom() {
+  const [alice, bob, charlie] = await users(3);
+  const roomId = await createRoom(alice);
+  await join(bob, roomId);
+  await join(charlie, roomId);
+  return { alice, bob, charlie, roomId };
+}
+
 describe("lazy-loaded members", () => {
   it("an initial sync carries the timeline's senders and my own member event only", async () => {
-    const [alice, bob, charlie] = await users(3);
-    const roomId = await createRoom(alice);
-    await join(bob, roomId);
-    await join(charlie, roomId);
+    const { alice, bob, charlie, roomId } = await threeInARoom();
     await fill(bob, roomId, 10);
     await fill(charlie, roomId, 10);
     expect(members(await sync(alice, { filter: LL }), roomId)).toEqual(joined(alice, charlie));
   });
 
   it("an incremental sync carries only new senders, then nothing once they were sent", async () => {
-    const [alice, bob, charlie] = await users(3);
-    const roomId = await createRoom(alice);
-    await join(bob, roomId);
-    await join(charlie, roomId);
+    const { alice, bob, charlie, roomId } = await threeInARoom();
     await fill(bob, roomId, 10);
     const s1 = await sync(alice, { filter: LL });
     expect(members(s1, roomId)).toEqual(joined(alice, bob));
@@ -67,10 +70,7 @@ describe("lazy-loaded members", () => {
       [LL, false],
       [LL_REDUNDANT, true],
     ] as const) {
-      const [alice, bob, charlie] = await users(3);
-      const roomId = await createRoom(alice);
-      await join(bob, roomId);
-      await join(charlie, roomId);
+      const { alice, bob, charlie, roomId } = await threeInARoom();
       await fill(bob, roomId, 10);
       await fill(charlie, roomId, 5);
       const s1 = await sync(alice, { filter });
@@ -157,10 +157,7 @@ describe("lazy-loaded members", () => {
 
   it("old leaves are present once in gapped incremental syncs, and leaves in non-gapped ones", async () => {
     for (const n of [10, 5]) {
-      const [alice, bob, charlie] = await users(3);
-      const roomId = await createRoom(alice);
-      await join(bob, roomId);
-      await join(charlie, roomId);
+      const { alice, bob, charlie, roomId } = await threeInARoom();
       await send(charlie, roomId, "Hello world");
       await fill(bob, roomId, 10);
       const s1 = await sync(alice, { filter: LL });
@@ -187,10 +184,7 @@ describe("lazy-loaded members", () => {
   });
 
   it("old members who start speaking after a gap are sent", async () => {
-    const [alice, bob, charlie] = await users(3);
-    const roomId = await createRoom(alice);
-    await join(bob, roomId);
-    await join(charlie, roomId);
+    const { alice, bob, charlie, roomId } = await threeInARoom();
     await fill(bob, roomId, 10);
     const s1 = await sync(alice, { filter: LL });
     await fill(bob, roomId, 10);
