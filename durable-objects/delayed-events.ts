@@ -18,11 +18,8 @@ import { parseConfig } from "../src/config";
 import { roomStub } from "../src/services/rooms";
 import { encodeBase64Url, decodeBase64 } from "../src/core/base64";
 import type { JsonObject } from "../src/core/types";
+import { MAX_DELAY_MS, MAX_SCHEDULED, newDelayId, ownerOfDelayId, type DelayedEventSpec, type DelayedResult } from "../src/rpc/delayed-events";
 
-/** Longest delay accepted (Synapse's common setting for Element Call; the MSC lets servers choose). */
-export const MAX_DELAY_MS = 24 * 3600_000;
-/** Delayed events one user may have scheduled at once. */
-export const MAX_SCHEDULED = 100;
 const FINALISED_KEEP_MS = 7 * 24 * 3600_000;
 const RETRY_MS = 5_000;
 
@@ -38,17 +35,6 @@ CREATE TABLE IF NOT EXISTS finalised (
 );
 `;
 
-export interface DelayedEventSpec {
-  roomId: string;
-  type: string;
-  stateKey?: string;
-  content: JsonObject;
-  delay: number;
-  /** "<device>\n<txnId>" for idempotent scheduling through /send. */
-  txn?: string;
-}
-
-export type DelayedResult<T> = { ok: true; value: T } | { ok: false; status: number; errcode: string; error: string; retryAfterMs?: number };
 
 type ScheduledRow = {
   delay_id: string;
@@ -61,23 +47,6 @@ type ScheduledRow = {
   send_ts: number;
 };
 
-export function newDelayId(userId: string): string {
-  const r = new Uint8Array(16);
-  crypto.getRandomValues(r);
-  return `d${encodeBase64Url(r)}.${encodeBase64Url(new TextEncoder().encode(userId))}`;
-}
-
-/** The owner named in a delay_id, or undefined for a malformed one. */
-export function ownerOfDelayId(delayId: string): string | undefined {
-  const m = /^d[A-Za-z0-9_-]{22}\.([A-Za-z0-9_-]{4,400})$/.exec(delayId);
-  if (!m) return undefined;
-  try {
-    const user = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(decodeBase64(m[1]));
-    return user.startsWith("@") ? user : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 export class DelayedEventsDO extends DurableObject<Env> {
   private sql: SqlStorage;

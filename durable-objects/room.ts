@@ -63,119 +63,30 @@ import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./room-
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
-import type { RoomEventNotice } from "./user";
+import type { RoomEventNotice } from "../src/rpc/user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
 import { AppserviceFanOut, appserviceEvent } from "../src/services/appservice-fanout";
 import { isServerAllowedByAcl } from "../src/core/server-acl";
 import { signJson } from "../src/core/signing";
+import { upsertMembership } from "../src/db/memberships";
+import { domainOf } from "../src/core/ids";
 
-// ---------------------------------------------------------------------------------------------
-// RPC types (shared with src/services/rooms.ts).
-
-/** Who asks: reads are filtered by history visibility for this user; `deviceId` adds
- *  unsigned.transaction_id to the events that device sent. */
-export interface Requester {
-  userId: string;
-  deviceId?: string;
-}
-
-export type RoomError = { ok: false; status: 400 | 403 | 404 | 409 | 413 | 500; errcode: string; error: string };
-export type RoomResult<T> = { ok: true; value: T } | RoomError;
-
-/** An event for the room's DO to build, sign and admit on behalf of a local user. */
-export interface LocalEventSpec {
-  type: string;
-  state_key?: string;
-  content: JsonObject;
-  sender: string;
-  /** Idempotency: a retry with the same (sender, deviceId, txnId) returns the first event ID. */
-  txn?: { deviceId: string; txnId: string; /** e.g. "redact": txn IDs are per endpoint */ scope?: string };
-  /** m.room.redaction: the event being redacted. */
-  redacts?: string;
-  /** origin_server_ts other than now: an application service's `ts` query parameter. */
-  ts?: number;
-}
-
-export interface AdmitOutcome {
-  eventId?: string;
-  /** "missing": prev_events or auth_events we do not hold (listed in `missing`); nothing was
-   *  stored — the federation layer fetches them (get_missing_events, /event_auth, /state_ids)
-   *  and tries again. */
-  status: "accepted" | "soft_failed" | "rejected" | "invalid" | "duplicate" | "missing";
-  reason?: string;
-  stream?: number;
-  missing?: string[];
-}
-
-/** How an event enters the DAG besides the normal forward path (see admitInner). */
-export interface AdmitMode {
-  local: boolean;
-  txn?: LocalEventSpec["txn"];
-  /** Store without a place in the timeline or state (auth chain / state received from another
-   *  server): checked against its auth_events only (spec "Checks performed on receipt of a
-   *  PDU", step 4 only; steps 5–6 do not apply to outliers). */
-  outlier?: boolean;
-  /** State after prev events we do not hold (from /state_ids at those events, or the state a
-   *  send_join answer returned): resolved together with the state of the prev events we hold. */
-  extraStates?: StateIdMap[];
-  /** History fetched with /backfill: stored at this (negative) stream position, never changes
-   *  current state or forward extremities, no fan-out. */
-  backfillStream?: number;
-  /** We are the resident server of a send_join/send_leave/send_knock: forward the event to the
-   *  other servers in the room. */
-  rebroadcast?: boolean;
-}
-
-export interface MessagesQuery {
-  dir: "b" | "f";
-  from?: string;
-  to?: string;
-  limit: number;
-  filter?: RoomEventFilter;
-}
-
-export interface MessagesResponse {
-  chunk: JsonObject[];
-  start: string;
-  end?: string;
-  state?: JsonObject[];
-}
-
-/** GET /v1/rooms/{roomId}/relations/{eventId}[/{relType}[/{eventType}]]; tokens as /messages. */
-export interface RelationsQuery {
-  eventId: string;
-  relType?: string;
-  eventType?: string;
-  dir: "b" | "f";
-  from?: string;
-  to?: string;
-  limit: number;
-  recurse?: boolean;
-}
-
-export interface RelationsResponse {
-  chunk: JsonObject[];
-  next_batch?: string;
-  prev_batch?: string;
-  recursion_depth?: number;
-}
-
-export interface ContextResponse {
-  event: JsonObject;
-  events_before: JsonObject[];
-  events_after: JsonObject[];
-  start: string;
-  end: string;
-  state: JsonObject[];
-}
-
-/** Room version, room ID and the stream position of the newest event. */
-export interface RoomSummary {
-  roomId: string;
-  roomVersion: string;
-  stream: number;
-}
+// RPC types live in src/rpc/room.ts (the Worker imports them from there, not from this file).
+import type {
+  AdmitMode,
+  AdmitOutcome,
+  ContextResponse,
+  LocalEventSpec,
+  MessagesQuery,
+  MessagesResponse,
+  RelationsQuery,
+  RelationsResponse,
+  Requester,
+  RoomError,
+  RoomResult,
+  RoomSummary,
+} from "../src/rpc/room";
 
 // ---------------------------------------------------------------------------------------------
 
@@ -617,8 +528,8 @@ export class RoomDO extends DurableObject<Env> {
     return this.keyPromise;
   }
 
-  /** Public key for a server's key ID. Our own keys come from D1; remote keys are the
-   *  federation work's (TODO: key query / notary through a KeyRing service). */
+  /** Public key for a server's key ID. Our own keys come from D1; remote keys from
+   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
   protected async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
     if (server === this.serverName) {
       const k = await this.signingKey();
@@ -1243,14 +1154,7 @@ export class RoomDO extends DurableObject<Env> {
     if (pending.length === 0) return;
     const now = Date.now();
     await this.env.DB.batch(
-      pending.map((p) =>
-        this.env.DB.prepare(
-          `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id,
-             stream = excluded.stream, updated_ts = excluded.updated_ts,
-             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
-        ).bind(this.roomId!, p.userId, p.membership, p.eventId, this.stream, now),
-      ),
+      pending.map((p) => upsertMembership(this.env.DB, { roomId: this.roomId!, userId: p.userId, membership: p.membership, eventId: p.eventId, stream: this.stream, ts: now })),
     );
   }
 
@@ -1734,6 +1638,38 @@ export class RoomDO extends DurableObject<Env> {
   /** Room version ID, or null when this DO holds no room. */
   async getRoomVersion(): Promise<string | null> {
     return this.rv?.id ?? null;
+  }
+
+  /** Admin API: every mxc:// URI in the room's accepted events (content, including URLs in
+   *  m.room.avatar and member avatars), deduplicated, bounded. */
+  async mediaInRoom(limit = 10_000): Promise<string[]> {
+    if (!this.rv) return [];
+    const out = new Set<string>();
+    const rows = this.sql.exec<{ pdu: string }>("SELECT pdu FROM events WHERE status = 'accepted' AND instr(pdu, 'mxc://') > 0");
+    for (const r of rows) {
+      for (const m of r.pdu.matchAll(/mxc:\/\/[A-Za-z0-9.:\[\]-]+\/[A-Za-z0-9_-]+/g)) {
+        out.add(m[0]);
+        if (out.size >= limit) return [...out];
+      }
+    }
+    return [...out];
+  }
+
+  /** Admin room deletion (src/services/admin-rooms.ts): once the evicted members' leaves have
+   *  reached their sync hubs (bounded wait), drop every row this room stored and forget it in
+   *  memory; the Worker has removed it from the D1 registry, so nothing addresses it again. */
+  async purge(): Promise<void> {
+    await this.serial(async () => {
+      for (let i = 0; i < 50 && this.hubDone < this.stream; i++) await new Promise((r) => setTimeout(r, 100));
+      await this.ctx.storage.deleteAll();
+      this.sql.exec(SCHEMA);
+      this.events.clear();
+      this.groups.clear();
+      this.roomId = this.rv = this.serverName = undefined;
+      this.stream = this.hubDone = 0;
+      this.currentGroup = null;
+      this.fanOutCache = undefined;
+    });
   }
 
   async getSummary(): Promise<RoomSummary | null> {
@@ -2365,7 +2301,7 @@ export class RoomDO extends DurableObject<Env> {
   // ===========================================================================================
   // Federation (Server-Server API): serving other servers, and taking part in rooms that were
   // created elsewhere. The Worker routes (src/api/federation/rooms.ts) and the joining side
-  // (src/services/federation/rooms.ts) call these.
+  // (src/services/federation/membership.ts) call these.
 
   /** A room we only know through an invite or knock (stripped state, our member event as an
    *  outlier), until we join it. */
@@ -2687,11 +2623,7 @@ export class RoomDO extends DurableObject<Env> {
         this.stream = stream;
         this.events.delete(ev.event_id);
         const membership = String(ev.content.membership);
-        await this.env.DB.prepare(
-          `INSERT INTO room_memberships (room_id, user_id, membership, event_id, stream, updated_ts, forgotten) VALUES (?, ?, ?, ?, ?, ?, 0)
-           ON CONFLICT(room_id, user_id) DO UPDATE SET membership = excluded.membership, event_id = excluded.event_id, stream = excluded.stream, updated_ts = excluded.updated_ts,
-             forgotten = CASE WHEN excluded.membership IN ('join', 'invite', 'knock') THEN 0 ELSE room_memberships.forgotten END`,
-        ).bind(args.roomId, ev.state_key!, membership, ev.event_id, stream, Date.now()).run();
+        await upsertMembership(this.env.DB, { roomId: args.roomId, userId: ev.state_key!, membership, eventId: ev.event_id, stream, ts: Date.now() }).run();
         const notice = buildNotice({
           roomId: args.roomId,
           stream,
@@ -3030,11 +2962,6 @@ interface FanOutFacts {
 
 function txnKey(t: NonNullable<LocalEventSpec["txn"]>): string {
   return t.scope ? `${t.scope}\u0000${t.txnId}` : t.txnId;
-}
-
-function domainOf(id: string): string {
-  const i = id.indexOf(":");
-  return i < 0 ? "" : id.slice(i + 1);
 }
 
 /** Entries of `next` that differ from `prev` (null = removed). */

@@ -15,9 +15,10 @@
 //   the peer fetches the gap (get_missing_events / backfill). So after an outage of any length
 //   the peer gets either every event, or the latest ones plus what it needs to fetch the rest.
 import type { Env } from "../src/env";
-import { parseConfig } from "../src/config";
+import { parseConfig, type Config } from "../src/config";
 import { federationRequest, FederationError } from "../src/services/federation/client";
 import { jitteredBackoffMs, QueueDO } from "./queue-base";
+import type { Edu, SenderStatus } from "../src/rpc/sender";
 
 export const MAX_PDUS_PER_TXN = 50;
 export const MAX_EDUS_PER_TXN = 100;
@@ -32,22 +33,6 @@ const TXN_TIMEOUT_MS = 60_000;
 /** A batch the peer refuses outright (4xx other than 401/408/429) this many times is dropped so
  *  that it cannot wedge the queue forever. */
 const MAX_REJECTIONS = 5;
-
-export interface Edu {
-  edu_type: string;
-  content: Record<string, unknown>;
-}
-
-export interface SenderStatus {
-  destination: string | null;
-  queued: number;
-  failures: number;
-  down: boolean;
-  nextAttemptTs: number | null;
-  inFlightTxnId: string | null;
-  sentTxns: number;
-  dropped: number;
-}
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS queue (
@@ -64,9 +49,19 @@ export class SenderDO extends QueueDO {
     super(ctx, env, SCHEMA);
   }
 
+  private parsedConfig?: Config;
+  /** Configuration, parsed once per instance. */
+  private config(): Config {
+    return (this.parsedConfig ??= parseConfig(this.env));
+  }
+
   /** Queue PDUs and EDUs for `destination`, sent as `origin` (our server name). */
   async enqueue(origin: string, destination: string, pdus: unknown[], edus: Edu[] = []): Promise<void> {
     this.setMeta("origin", origin);
+    if (this.meta("destination") !== destination) {
+      // First use: register the destination for the admin API's list (once per SenderDO).
+      await this.env.DB.prepare("INSERT INTO federation_destinations (destination, first_seen_ts) VALUES (?, ?) ON CONFLICT DO NOTHING").bind(destination, Date.now()).run();
+    }
     this.setMeta("destination", destination);
     const now = Date.now();
     this.ctx.storage.transactionSync(() => {
@@ -87,6 +82,7 @@ export class SenderDO extends QueueDO {
   async wake(): Promise<void> {
     if (this.num("failures") === 0 && !this.hasQueue()) return;
     this.setMeta("failures", 0);
+    this.setMeta("failure_ts", null);
     this.setMeta("next_attempt_ts", null);
     if (this.hasQueue()) await this.scheduleAt(Date.now());
   }
@@ -100,6 +96,8 @@ export class SenderDO extends QueueDO {
       failures,
       down: failures >= DOWN_AFTER_FAILURES,
       nextAttemptTs: this.num("next_attempt_ts") || null,
+      failureTs: this.num("failure_ts") || null,
+      lastAttemptTs: this.num("last_attempt_ts") || null,
       inFlightTxnId: this.meta("txn_id") ?? null,
       sentTxns: this.num("sent_txns"),
       dropped: this.num("dropped"),
@@ -147,7 +145,7 @@ export class SenderDO extends QueueDO {
     const body: Record<string, unknown> = { origin, origin_server_ts: this.num("txn_ts"), pdus };
     if (edus.length) body.edus = edus;
 
-    const config = { ...parseConfig(this.env), serverName: origin };
+    const config = { ...this.config(), serverName: origin };
     this.setMeta("last_attempt_ts", Date.now());
     let ok = false;
     let rejected = false;
@@ -175,6 +173,7 @@ export class SenderDO extends QueueDO {
         this.sql.exec("DELETE FROM queue WHERE seq <= ?", maxSeq);
         for (const k of ["txn_id", "txn_max_seq", "txn_ts", "rejections"]) this.setMeta(k, null);
         this.setMeta("failures", 0);
+        this.setMeta("failure_ts", null);
         this.setMeta("sent_txns", this.num("sent_txns") + 1);
       });
       if (this.hasQueue()) await this.scheduleAt(Date.now());
@@ -184,6 +183,7 @@ export class SenderDO extends QueueDO {
     if (rejected) this.setMeta("rejections", this.num("rejections") + 1);
     const failures = this.num("failures") + 1;
     this.setMeta("failures", failures);
+    if (failures === 1) this.setMeta("failure_ts", Date.now());
     await this.scheduleAt(Date.now() + backoffMs(failures));
   }
 }

@@ -70,115 +70,21 @@ import {
   PUSH_KINDS,
   defaultRules,
 } from "../src/core/push-rules";
-import { noLongerSharingRoom } from "../src/services/e2ee";
+import { noLongerSharingRoom } from "../src/services/e2ee/device-list-stream";
+import { membersNoLongerShared, otherMembers, unforgottenMemberships } from "../src/db/memberships";
 import { PushOutbox } from "./push-outbox";
 import type { PusherTarget } from "../src/core/push-gateway";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, pruneLazyMembers, settleLazyMembers, type LazyMembersRoom } from "./lazy-members";
+import * as sliding from "./sliding-conn";
 
-// ---------------------------------------------------------------------------------------------
-// RPC types.
-
-/** What a RoomDO tells a hub about one committed event (src/services/notifier.ts builds it). */
-export interface RoomEventNotice {
-  roomId: string;
-  /** The room's stream position of this event: every accepted event with stream <= this is
-   *  committed in the RoomDO, so a sync may read up to here. */
-  stream: number;
-  event: {
-    event_id: string;
-    room_id: string;
-    type: string;
-    sender: string;
-    state_key?: string;
-    content: JsonObject;
-    origin_server_ts: number;
-  };
-  /** Joined members after the event (push rule room_member_count). */
-  memberCount: number;
-  /** Sender's power level and the room's power levels content (sender_notification_permission). */
-  senderPowerLevel: number;
-  powerLevels?: JsonObject;
-  /** Whether the room is encrypted (device_lists: sharing an encrypted room). */
-  encrypted?: boolean;
-}
-
-export type Membership = "join" | "invite" | "leave" | "ban" | "knock";
-
-export interface SyncRequest {
-  userId: string;
-  deviceId: string;
-  since?: string;
-  timeoutMs: number;
-  fullState: boolean;
-  /** Filter's room.include_leave (initial sync only; newly left rooms always come). */
-  includeLeave: boolean;
-  /** Separate per-thread unread counts (RoomEventFilter unread_thread_notifications). */
-  threadCounts: boolean;
-  /** set_presence (absent: leave presence alone). Saves the Worker a separate call. */
-  setPresence?: string;
-}
-
-export interface SyncRoomDelta {
-  roomId: string;
-  membership: Membership;
-  /** Room stream position the client has already seen (null: nothing, treat as initial). */
-  since: number | null;
-  /** Room stream position to sync up to (inclusive). */
-  upTo: number;
-  /** The token was below the compacted log and this room's timeline moved in between: what the
-   *  client saw is unknown beyond `since` (the stream at the floor). Send the timeline after
-   *  `since` as `limited` with full state (a gappy sync; /messages fills the gap). */
-  gap?: boolean;
-  /** Joined (or joined and left) since the token: new to the client in an incremental sync. */
-  newlyJoined?: boolean;
-  inviter?: string;
-  unread: { notification_count: number; highlight_count: number };
-  threads?: Record<string, { notification_count: number; highlight_count: number }>;
-  accountData: JsonObject[];
-  ephemeral: JsonObject[];
-}
-
-export interface SyncDelta {
-  nextBatch: string;
-  /** Whether anything at all changed (false after a timeout with nothing new). */
-  changed: boolean;
-  rooms: SyncRoomDelta[];
-  accountData: JsonObject[];
-  presence: JsonObject[];
-  toDevice: JsonObject[];
-  deviceLists: { changed: string[]; left: string[] };
-  oneTimeKeyCounts: Record<string, number>;
-  fallbackKeyTypes: string[];
-  ignoredUsers: string[];
-  /** Set when `setPresence` changed my presence: the Worker fans it out. */
-  presenceChanged?: { presence: string; statusMsg: string | null; lastActiveTs: number; ping?: boolean };
-}
-
-/** A room stream position named by a sync token (UserDO.roomPosition). */
-export interface RoomPosition {
-  low: number | null;
-  high: number | null;
-}
-
-export type HubResult<T> = { ok: true; value: T } | { ok: false; status: 400 | 403 | 404; errcode: string; error: string };
-
-export interface NotificationRow {
-  roomId: string;
-  eventId: string;
-  stream: number;
-  ts: number;
-  actions: PushAction[];
-  highlight: boolean;
-  read: boolean;
-  upos: number;
-}
+// RPC types live in src/rpc/user.ts (the Worker imports them from there, not from this file).
+import type { HubResult, Membership, NotificationRow, RoomEventNotice, RoomPosition, SyncDelta, SyncRequest, SyncRoomDelta } from "../src/rpc/user";
+import { presenceEvent, PRESENCE_IDLE_MS, PRESENCE_OFFLINE_MS } from "../src/rpc/user";
 
 // ---------------------------------------------------------------------------------------------
 
 const MAX_TIMEOUT_MS = 5 * 60_000;
 const TO_DEVICE_BATCH = 100;
-const PRESENCE_IDLE_MS = 5 * 60_000;
-const PRESENCE_OFFLINE_MS = 30 * 60_000;
 /** How often a user who stays online through /sync has their presence shared again (below
  *  PRESENCE_IDLE_MS, so that others do not see them idle meanwhile). */
 const PRESENCE_PING_MS = 4 * 60_000;
@@ -266,6 +172,7 @@ export class UserDO extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
     this.push = new PushOutbox(ctx, env);
     this.sql.exec(LAZY_MEMBERS_SCHEMA);
+    this.sql.exec(sliding.SLIDING_SCHEMA);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
     if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
@@ -450,6 +357,7 @@ export class UserDO extends DurableObject<Env> {
       ev.origin_server_ts,
       upos,
     );
+    sliding.noteSlidingRoom(this.sql, me, n.roomId, upos, ev, n.encrypted);
     this.push.recordEvent(me, n.roomId, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
@@ -461,7 +369,7 @@ export class UserDO extends DurableObject<Env> {
    *  Encryption", "Tracking the device list for a user" and the /sync `device_lists` field:
    *  `changed` = "users who ... now share an encrypted room with the client", `left` = "users
    *  with whom we do not share any encrypted rooms anymore"). "Sharing a room" is the same
-   *  relation the device-list fan-out uses (services/e2ee.ts: I am joined, they are joined or
+   *  relation the device-list fan-out uses (src/db/memberships.ts: I am joined, they are joined or
    *  invited), read from the D1 membership mirror, which the RoomDO updates before notifying. A
    *  failed lookup is logged: device lists are then conservative (no `left`), never wrong. */
   private async deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void> {
@@ -470,20 +378,9 @@ export class UserDO extends DurableObject<Env> {
       if (f.kind === "they-left") users = await noLongerSharingRoom(this.env, me, [f.userId]);
       else if (f.kind === "i-left") {
         // Members of the room I left with whom I no longer share any room.
-        const { results } = await this.env.DB.prepare(
-          `SELECT r.user_id AS user_id FROM room_memberships r
-           WHERE r.room_id = ?1 AND r.user_id != ?2 AND r.membership IN ('join', 'invite') AND NOT EXISTS (
-             SELECT 1 FROM room_memberships mine JOIN room_memberships theirs ON theirs.room_id = mine.room_id
-             WHERE mine.user_id = ?2 AND mine.membership = 'join' AND theirs.user_id = r.user_id AND theirs.membership IN ('join', 'invite'))`,
-        )
-          .bind(f.roomId, me)
-          .all<{ user_id: string }>();
-        users = results.map((r) => r.user_id);
+        users = await membersNoLongerShared(this.env.DB, f.roomId, me);
       } else {
-        const { results } = await this.env.DB.prepare("SELECT user_id FROM room_memberships WHERE room_id = ? AND user_id != ? AND membership IN ('join', 'invite')")
-          .bind(f.roomId, me)
-          .all<{ user_id: string }>();
-        users = results.map((r) => r.user_id);
+        users = await otherMembers(this.env.DB, f.roomId, me);
       }
     } catch (e) {
       console.error(`device-list lookup for ${me} failed`, e);
@@ -1030,6 +927,48 @@ export class UserDO extends DurableObject<Env> {
     this.sql.exec("DELETE FROM device_keys WHERE device_id = ?", deviceId);
     this.sql.exec("DELETE FROM sync_marks WHERE device_id = ?", deviceId);
     forgetLazyMembers(this.sql, deviceId);
+    sliding.forgetSlidingDevice(this.sql, deviceId);
+  }
+
+  // ===========================================================================================
+  // Simplified Sliding Sync (MSC4186): durable-objects/sliding-conn.ts.
+
+  private slidingAccess(): sliding.SlidingHubAccess {
+    return {
+      sql: this.sql,
+      pos: () => this.pos,
+      waitForPush: (ms) =>
+        new Promise<void>((resolve) => {
+          const t = setTimeout(done, Math.max(0, ms));
+          const self = this;
+          function done() {
+            clearTimeout(t);
+            self.waiters.delete(done);
+            resolve();
+          }
+          this.waiters.add(done);
+        }),
+      unreadCounts: (roomId) => this.unreadCounts(roomId, false).main,
+      ephemeralSince: (roomId, from, q) => this.ephemeralSince(roomId, from, q),
+      accountDataSince: (roomId, from, q) => this.accountDataSince(roomId, from, q),
+      transaction: (fn) => this.ctx.storage.transactionSync(fn),
+    };
+  }
+
+  async slidingBegin(userId: string, req: sliding.BeginRequest): Promise<sliding.SlidingResult<sliding.BeginResult>> {
+    this.me(userId);
+    await this.bootstrap();
+    return sliding.slidingBegin(this.slidingAccess(), req);
+  }
+
+  async slidingDetails(userId: string, req: sliding.DetailsRequest): Promise<Record<string, sliding.RoomDetails>> {
+    this.me(userId);
+    return sliding.slidingDetails(this.slidingAccess(), req);
+  }
+
+  async slidingCommit(userId: string, req: sliding.CommitRequest): Promise<string> {
+    this.me(userId);
+    return sliding.slidingCommit(this.slidingAccess(), req);
   }
 
   /** Lazy-loaded members of one /sync response (durable-objects/lazy-members.ts): which of the
@@ -1050,9 +989,7 @@ export class UserDO extends DurableObject<Env> {
    *  this hub existed, e.g. data from before the sync hub was deployed). */
   private async bootstrap(): Promise<void> {
     if (this.sql.exec("SELECT 1 FROM meta WHERE key = 'bootstrapped'").toArray().length) return;
-    const { results } = await this.env.DB.prepare("SELECT room_id, membership, stream FROM room_memberships WHERE user_id = ? AND forgotten = 0")
-      .bind(this.userId)
-      .all<{ room_id: string; membership: string; stream: number }>();
+    const results = await unforgottenMemberships(this.env.DB, this.userId!);
     let added = false;
     this.ctx.storage.transactionSync(() => {
       for (const r of results) {
@@ -1376,14 +1313,3 @@ export class UserDO extends DurableObject<Env> {
     return { main, threads: perThread };
   }
 }
-
-export function presenceEvent(userId: string, presence: string, statusMsg: string | null, lastActiveTs: number): JsonObject {
-  const ago = Math.max(0, Date.now() - lastActiveTs);
-  // Idle by timeout: no activity for a while reads as unavailable, a long while as offline.
-  const shown = presence !== "offline" && ago > PRESENCE_OFFLINE_MS ? "offline" : presence === "online" && ago > PRESENCE_IDLE_MS ? "unavailable" : presence;
-  const content: JsonObject = { presence: shown, last_active_ago: ago, currently_active: shown === "online" };
-  if (statusMsg !== null) content.status_msg = statusMsg;
-  return { type: "m.presence", sender: userId, content };
-}
-
-export { PUSH_KINDS };

@@ -22,6 +22,8 @@ export interface Env {
   /** Application service transaction queues, one per registration (durable-objects/appservice-sender.ts). */
   APPSERVICE_SENDER: DurableObjectNamespace<AppserviceSenderDO>;
   SERVER_NAME?: string;
+  /** Localpart of the server notices account (admin API send_server_notice); default "notices". */
+  SERVER_NOTICES_LOCALPART?: string;
   PUBLIC_BASEURL?: string;
   REGISTRATION?: string;
   REGISTRATION_SHARED_SECRET?: string;

@@ -18,6 +18,7 @@ import type { RoomEvent, StateMap, StateKey } from "./types";
 import { stateKey } from "./types";
 import type { RoomVersion } from "./room-versions";
 import { getRoomVersion, versionAtLeast } from "./room-versions";
+import { domainOf } from "./ids";
 
 export type AuthResult = { allowed: true } | { allowed: false; reason: string };
 
@@ -45,11 +46,10 @@ function asObject(v: unknown): Obj | undefined {
 function own(o: Obj | undefined, key: string): unknown {
   return o !== undefined && Object.hasOwn(o, key) ? o[key] : undefined;
 }
-/** The part after the first `:` of a user, room or (v1/v2) event ID. */
-function domainOf(id: unknown): string | undefined {
-  if (typeof id !== "string") return undefined;
-  const i = id.indexOf(":");
-  return i < 0 ? undefined : id.slice(i + 1);
+/** The domain of a user, room or (v1/v2) event ID; undefined when `id` is not a string or has no
+ *  `:` (so that two malformed IDs never count as the same server). */
+function domainOfAny(id: unknown): string | undefined {
+  return typeof id === "string" && id.includes(":") ? domainOf(id) : undefined;
 }
 
 const SERVER_NAME = /^(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.-]{1,255})(?::\d{1,5})?$/;
@@ -312,7 +312,7 @@ function checkRules(event: RoomEvent, authState: StateMap, rv: RoomVersion): Aut
     return deny(`the event's room_id ${event.room_id} does not match the room of the m.room.create event`);
   }
   // Rule 3: m.federate.
-  if (own(asObject(create.content), "m.federate") === false && domainOf(event.sender) !== domainOf(create.sender)) {
+  if (own(asObject(create.content), "m.federate") === false && domainOfAny(event.sender) !== domainOfAny(create.sender)) {
     return deny("rule 3: the room is not federated (m.federate is false) and the sender is from another server");
   }
   // v1–v5 rule 4: m.room.aliases.
@@ -357,8 +357,8 @@ function checkCreate(event: RoomEvent, content: Obj, rv: RoomVersion): AuthResul
     // v12 rule 1.2: the room ID is derived from the create event, which must not carry one.
     if (event.pdu?.room_id !== undefined) return deny("rule 1.2: a v12 m.room.create event must not have a room_id");
   } else {
-    const roomDomain = domainOf(event.room_id);
-    if (roomDomain === undefined || roomDomain !== domainOf(event.sender)) {
+    const roomDomain = domainOfAny(event.room_id);
+    if (roomDomain === undefined || roomDomain !== domainOfAny(event.sender)) {
       return deny("rule 1.2: the domain of the room_id does not match the domain of the sender");
     }
   }
@@ -383,7 +383,7 @@ function checkCreate(event: RoomEvent, content: Obj, rv: RoomVersion): AuthResul
 /** v1–v5 rule 4: m.room.aliases (not subject to the membership or power level rules). */
 function checkAliases(event: RoomEvent): AuthResult {
   if (typeof event.state_key !== "string") return deny("rule 4.1: m.room.aliases has no state_key");
-  if (domainOf(event.sender) !== event.state_key) {
+  if (domainOfAny(event.sender) !== event.state_key) {
     return deny("rule 4.2: the sender's domain does not match the m.room.aliases state_key");
   }
   return ALLOW;
@@ -633,7 +633,7 @@ function unionKeys(a: Obj, b: Obj): Set<string> {
 function checkRedactionV1(event: RoomEvent, authState: StateMap, rv: RoomVersion, senderLevel: number): AuthResult {
   if (senderLevel >= namedPowerLevel("redact", authState, rv)) return ALLOW;
   const redacts = event.redacts ?? event.pdu?.redacts;
-  const d = domainOf(redacts);
-  if (d !== undefined && d === domainOf(event.event_id)) return ALLOW;
+  const d = domainOfAny(redacts);
+  if (d !== undefined && d === domainOfAny(event.event_id)) return ALLOW;
   return deny("rule 11: redacting another server's event requires the redact level");
 }

@@ -107,6 +107,18 @@ function splitId(id: string, sigil: string): { localpart: string; serverName: st
   return { localpart: id.slice(sigil.length, colon), serverName };
 }
 
+/** The part after the first `:` of a user ID, room ID, room alias or (v1/v2) event ID: the server
+ *  that minted it; "" when there is none. Not validated (see serverOf). */
+export function domainOf(id: string): string {
+  const i = id.indexOf(":");
+  return i < 0 ? "" : id.slice(i + 1);
+}
+
+/** The server name of a user ID (historical grammar accepted), or undefined when malformed. */
+export function serverOf(userId: string): string | undefined {
+  return parseUserId(userId, { historical: true })?.serverName;
+}
+
 /** Full user ID; `historical` accepts the wider historical grammar for remote users
  *  (spec "Historical User IDs": any non-surrogate code point except ":" and NUL, even an
  *  empty localpart). Max 255 bytes. */

@@ -12,6 +12,13 @@ export const users = sqliteTable("users", {
   displayname: text("displayname"),
   avatarUrl: text("avatar_url"),
   createdTs: integer("created_ts").notNull(),
+  /** Admin API: a shadow-banned user's room events are silently dropped (Synapse's shadow_ban). */
+  shadowBanned: integer("shadow_banned", { mode: "boolean" }).notNull().default(false),
+  /** Spec 1.12 account locking / suspension (client admin API `/admin/lock`, `/admin/suspend`). */
+  locked: integer("locked", { mode: "boolean" }).notNull().default(false),
+  suspended: integer("suspended", { mode: "boolean" }).notNull().default(false),
+  /** Deactivated with `erase`: profile and uploaded media removed. */
+  erased: integer("erased", { mode: "boolean" }).notNull().default(false),
 });
 
 export const devices = sqliteTable(
@@ -144,7 +151,7 @@ export const roomMemberships = sqliteTable(
 
 // ---------------------------------------------------------------------------------------------
 // End-to-end encryption (spec: Client-Server API "End-to-End Encryption"). The server never sees
-// plaintext; it keeps keys, counts and device lists. Storage functions: src/services/e2ee.ts.
+// plaintext; it keeps keys, counts and device lists. Storage functions: src/services/e2ee/.
 
 /** Device identity keys (`device_keys` of POST /keys/upload), one signed JSON object per device. */
 export const deviceKeys = sqliteTable(
@@ -537,3 +544,44 @@ export const appserviceRoomDirectory = sqliteTable(
   },
   (t) => [primaryKey({ columns: [t.appserviceId, t.networkId, t.roomId] }), index("appservice_room_directory_network").on(t.networkId, t.publishedTs)],
 );
+
+// ---------------------------------------------------------------------------------------------
+// Admin API (src/api/admin/). Shapes follow Synapse's admin API documentation.
+
+/** Per-user rate-limit overrides (POST /_synapse/admin/v1/users/{userId}/override_ratelimit).
+ *  0/0 means "not limited". */
+export const ratelimitOverrides = sqliteTable("ratelimit_overrides", {
+  userId: text("user_id").primaryKey(),
+  messagesPerSecond: integer("messages_per_second").notNull(),
+  burstCount: integer("burst_count").notNull(),
+});
+
+/** Rooms an admin blocked: local users may not join them (PUT /_synapse/admin/v1/rooms/{roomId}/block). */
+export const blockedRooms = sqliteTable("blocked_rooms", {
+  roomId: text("room_id").primaryKey(),
+  userId: text("user_id").notNull(),
+  createdTs: integer("created_ts").notNull(),
+});
+
+/** Room deletions (DELETE /_synapse/admin/v2/rooms/{roomId}) and their status. */
+export const roomDeletions = sqliteTable(
+  "room_deletions",
+  {
+    deleteId: text("delete_id").primaryKey(),
+    roomId: text("room_id").notNull(),
+    /** Synapse's values: "shutting_down" | "purging" | "complete" | "failed". */
+    status: text("status").notNull(),
+    error: text("error"),
+    /** JSON: kicked_users, failed_to_kick_users, local_aliases, new_room_id. */
+    result: text("result").notNull().default("{}"),
+    createdTs: integer("created_ts").notNull(),
+  },
+  (t) => [index("room_deletions_room").on(t.roomId)],
+);
+
+/** Remote servers a SenderDO queues for (written once by the SenderDO when it first gets a
+ *  destination), so the admin API can list destinations and ask each for its retry state. */
+export const federationDestinations = sqliteTable("federation_destinations", {
+  destination: text("destination").primaryKey(),
+  firstSeenTs: integer("first_seen_ts").notNull(),
+});

@@ -5,9 +5,9 @@ import type { Env } from "../env";
 import { queryAppserviceAlias } from "./appservice-queries";
 import type { Config } from "../config";
 import { MatrixError, invalidParam } from "../api/errors";
-import { isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
+import { domainOf, isValidRoomAlias, isValidRoomId, isValidServerName } from "../core/ids";
 import { FederationError, federationContext, federationRequest, type FederationContext } from "./federation/client";
-import { roomStub } from "./rooms";
+import { roomStub } from "../rpc/stubs";
 import type { JsonObject } from "../core/types";
 
 export interface AliasRow {
@@ -22,7 +22,7 @@ export interface AliasRow {
  *  points except ":" and NUL, at most 255 bytes in all. */
 export function aliasServerName(alias: string): string | null {
   if (!isValidRoomAlias(alias)) return null;
-  return alias.slice(alias.indexOf(":") + 1);
+  return domainOf(alias);
 }
 
 /** Throws 400 M_INVALID_PARAM unless `alias` is a valid alias on `serverName`. Spec: "it is likely

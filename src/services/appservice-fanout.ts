@@ -6,6 +6,7 @@
 import type { Env } from "../env";
 import type { Appservice } from "../core/appservice-registration";
 import { listAppservices } from "./appservices";
+import { joinedCoMembers, localJoinedMembers } from "../db/memberships";
 
 export interface AppserviceEvent {
   event_id: string;
@@ -153,8 +154,7 @@ export class AppserviceFanOut {
 async function ephemeralServicesFor(env: Env, serverName: string, roomId: string): Promise<Appservice[]> {
   const services = (await listAppservices(env, serverName)).filter((s) => s.url && s.receiveEphemeral);
   if (services.length === 0) return [];
-  const { results } = await env.DB.prepare("SELECT user_id FROM room_memberships WHERE room_id = ? AND membership = 'join'").bind(roomId).all<{ user_id: string }>();
-  const members = results.map((r) => r.user_id);
+  const members = await localJoinedMembers(env.DB, [roomId]);
   return services.filter((s) => s.isInterestedInRoom(roomId) || members.some((m) => s.isInterestedInUser(m)));
 }
 
@@ -175,13 +175,8 @@ export async function pushTyping(env: Env, serverName: string, roomId: string, u
 export async function pushPresence(env: Env, serverName: string, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
   const services = (await listAppservices(env, serverName)).filter((s) => s.url && s.receiveEphemeral);
   if (services.length === 0) return;
-  const { results } = await env.DB.prepare(
-    `SELECT DISTINCT b.user_id FROM room_memberships a JOIN room_memberships b ON a.room_id = b.room_id
-     WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join'`,
-  )
-    .bind(userId)
-    .all<{ user_id: string }>();
-  const sharers = results.map((r) => r.user_id);
+  // (userId itself is checked on its own below.)
+  const sharers = await joinedCoMembers(env.DB, userId);
   const content: Record<string, unknown> = { presence: p.presence, last_active_ago: Math.max(0, Date.now() - p.lastActiveTs), currently_active: p.presence === "online" };
   if (p.statusMsg !== null) content.status_msg = p.statusMsg;
   await Promise.all(

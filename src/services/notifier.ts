@@ -4,51 +4,13 @@
 import type { Env } from "../env";
 import type { Config } from "../config";
 import { parseConfig } from "../config";
-import type { UserDO, RoomEventNotice } from "../../durable-objects/user";
+import type { RoomEventNotice } from "../rpc/user";
+import { joinedCoMembers } from "../db/memberships";
 import type { JsonObject } from "../core/types";
 
-/** The hub's RPC surface. (Typed from the class directly: the generated stub type gives up on
- *  the recursive JSON types in these signatures — "type instantiation is excessively deep".) */
-export type UserStub = Pick<
-  UserDO,
-  | "roomEvent"
-  | "roomEvents"
-  | "typing"
-  | "receipt"
-  | "setAccountData"
-  | "getAccountData"
-  | "createFilter"
-  | "getFilter"
-  | "getPushRules"
-  | "putPushRule"
-  | "deletePushRule"
-  | "setPushRuleAttr"
-  | "notifications"
-  | "setPresence"
-  | "presenceOf"
-  | "getPresence"
-  | "pushToDevice"
-  | "deviceListChanged"
-  | "deviceListLeft"
-  | "deviceListChanges"
-  | "roomPosition"
-  | "setDeviceKeyCounts"
-  | "deleteDevice"
-  | "setPushers"
-  | "getRooms"
-  | "currentToken"
-  | "sync"
-  | "settleLazyMembers"
-  | "compactLog"
-  | "forgetRoom"
->;
-
-/** A local user's hub. Addressed by name = user ID, in the configured jurisdiction. */
-export function userStub(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): UserStub {
-  const c = config ?? parseConfig(env);
-  const ns = c.jurisdiction ? env.USERS.jurisdiction(c.jurisdiction) : env.USERS;
-  return ns.get(ns.idFromName(userId), c.locationHint ? { locationHint: c.locationHint } : undefined) as unknown as UserStub;
-}
+// Addressing hubs lives in src/rpc/stubs.ts; re-exported for this module's many importers.
+export { userStub, type UserStub } from "../rpc/stubs";
+import { userStub, type UserStub } from "../rpc/stubs";
 
 /** Which local users a committed event concerns: everyone joined now, plus the target of a
  *  member event (so invitees, the kicked and the banned hear about it). Pure. */
@@ -79,6 +41,7 @@ export class HubFanOut {
   private queues = new Map<string, HubQueue>();
   private config: Config;
 
+  /** Configuration is parsed here once per instance (one per RoomDO). */
   constructor(private env: Env) {
     this.config = parseConfig(env);
   }
@@ -117,11 +80,6 @@ export class HubFanOut {
     }
     return q;
   }
-}
-
-/** One-off form of HubFanOut.notify (waits for the primary recipient only, as above). */
-export async function notifyRoomEvent(env: Env, notice: RoomEventNotice, recipients: string[]): Promise<void> {
-  await new HubFanOut(env).notify(notice, recipients);
 }
 
 /** Retry delays for a failing hub (ms); the last one repeats. */
@@ -213,13 +171,7 @@ export function fanOutReceipt(
 /** Presence (module "Presence"): to local users who share a room with `userId` (from the D1
  *  membership mirror). */
 export async function fanOutPresence(env: Env, config: Config, userId: string, p: { presence: string; statusMsg: string | null; lastActiveTs: number }): Promise<void> {
-  const { results } = await env.DB.prepare(
-    `SELECT DISTINCT b.user_id FROM room_memberships a JOIN room_memberships b ON a.room_id = b.room_id
-     WHERE a.user_id = ? AND a.membership = 'join' AND b.membership = 'join' AND b.user_id != ?`,
-  )
-    .bind(userId, userId)
-    .all<{ user_id: string }>();
-  await each(env, config, results.map((r) => r.user_id), (s, u) => s.presenceOf(u, { userId, ...p }));
+  await each(env, config, await joinedCoMembers(env.DB, userId), (s, u) => s.presenceOf(u, { userId, ...p }));
 }
 
 /** The notice a RoomDO sends for one committed event (pure; the RoomDO supplies room facts). */
@@ -237,7 +189,7 @@ export function buildNotice(args: {
 
 /** Users `userId` ignores (m.ignored_user_list account data, module "Ignoring Users"): for
  *  /messages and /context to drop their events (see withoutIgnored). */
-export async function ignoredUserIds(env: Env, userId: string, config?: Pick<Config, "jurisdiction" | "locationHint">): Promise<string[]> {
+export async function ignoredUserIds(env: Env, userId: string, config: Pick<Config, "jurisdiction" | "locationHint">): Promise<string[]> {
   const content = await userStub(env, userId, config).getAccountData(null, "m.ignored_user_list");
   const list = content?.ignored_users;
   return list && typeof list === "object" && !Array.isArray(list) ? Object.keys(list) : [];

@@ -8,10 +8,10 @@ import type { Config } from "../config";
 import { parseConfig } from "../config";
 import { db } from "../db";
 import { pushers } from "../db/schema";
-import { userStub } from "./notifier";
+import { userStub } from "../rpc/stubs";
 import type { PusherTarget } from "../core/push-gateway";
 import type { JsonObject } from "../core/types";
-import type { PusherDO } from "../../durable-objects/pusher";
+import { pusherStub as addressPusher, type PusherStub, type Placement } from "../rpc/stubs";
 
 export type PusherRow = typeof pushers.$inferSelect;
 
@@ -34,13 +34,12 @@ export function targetOf(p: PusherRow): PusherTarget {
   return { appId: p.appId, pushkey: p.pushkey, pushkeyTs: p.pushkeyTs, data: JSON.parse(p.data) as JsonObject };
 }
 
-export type PusherStub = Pick<PusherDO, "enqueue" | "drop" | "status">;
+export { type PusherStub } from "../rpc/stubs";
 
-export function pusherStub(env: Env, userId: string, appId: string, pushkey: string, config?: Pick<Config, "jurisdiction" | "locationHint">): PusherStub {
-  const c = config ?? parseConfig(env);
-  const ns = c.jurisdiction ? env.PUSHERS.jurisdiction(c.jurisdiction) : env.PUSHERS;
-  // JSON array as the name: no separator can be forged by a pushkey.
-  return ns.get(ns.idFromName(JSON.stringify([userId, appId, pushkey])), c.locationHint ? { locationHint: c.locationHint } : undefined) as unknown as PusherStub;
+/** A pusher's queue. (Config parsed from `env` when the caller has none: the pusher code paths
+ *  from main do not carry one yet.) */
+export function pusherStub(env: Env, userId: string, appId: string, pushkey: string, config?: Placement): PusherStub {
+  return addressPusher(env, config ?? parseConfig(env), userId, appId, pushkey);
 }
 
 export async function listPushers(env: Env, userId: string): Promise<PusherRow[]> {
@@ -50,7 +49,7 @@ export async function listPushers(env: Env, userId: string): Promise<PusherRow[]
 /** Give the user's hub the current list of push targets (after every change in D1). */
 export async function refreshHubPushers(env: Env, userId: string): Promise<void> {
   const rows = await listPushers(env, userId);
-  await userStub(env, userId).setPushers(userId, rows.map(targetOf));
+  await userStub(env, userId, parseConfig(env)).setPushers(userId, rows.map(targetOf));
 }
 
 /** Delete pushers (D1 rows matched by `where`), empty their queues and update the hubs. */

@@ -3,7 +3,7 @@
 // everything about the room itself (name, topic, members, power levels) is read from its RoomDO,
 // which is the only owner of room state.
 import type { Env } from "../env";
-import { parseConfig } from "../config";
+import type { Config } from "../config";
 import { roomStub } from "./rooms";
 import { MatrixError } from "../api/errors";
 import type { JsonObject, PublicRoomChunk, RoomEvent, StateMap } from "../core/types";
@@ -55,7 +55,7 @@ export interface StateEventLike {
   content: JsonObject;
 }
 
-/** What this module needs from a room. `roomState(env, roomId)` gives the real one (RoomDO RPC);
+/** What this module needs from a room. `roomState(env, config, roomId)` gives the real one (RoomDO RPC);
  *  tests may pass their own. */
 export interface RoomStateReader {
   /** Current state event (type, stateKey), or null (also when the room is unknown). */
@@ -71,8 +71,8 @@ interface RoomDoRpc {
 }
 
 /** The room's current state, read from its RoomDO (addressed in the configured jurisdiction). */
-export function roomState(env: Env, roomId: string): RoomStateReader {
-  const stub = roomStub(env, parseConfig(env), roomId) as unknown as RoomDoRpc;
+export function roomState(env: Env, config: Config, roomId: string): RoomStateReader {
+  const stub = roomStub(env, config, roomId) as unknown as RoomDoRpc;
   return {
     get: async (type, key) => (await stub.getCurrentStateEvent(type, key)) ?? null,
     joinedMemberCount: async () => (await stub.getJoinedUserIds()).length,
@@ -278,7 +278,7 @@ export const MAX_PAGE = 100;
 export async function listPublicRooms(
   env: Env,
   o: ListOptions,
-  readerFor: (roomId: string) => RoomStateReader = (id) => roomState(env, id),
+  readerFor: (roomId: string) => RoomStateReader,
 ): Promise<ListResult> {
   const backwards = o.since?.dir === "b";
   const cmp = backwards ? "<" : ">";
@@ -337,7 +337,7 @@ export interface LocalListRequest {
  *  and an empty room_types list are treated like absent ones (as Synapse does).
  *  total_room_count_estimate: "An estimate on the total number of published rooms, if the server
  *  has an estimate" — we know it exactly when unfiltered; with a filter we give none. */
-export async function localPublicRooms(env: Env, req: LocalListRequest): Promise<ListResult & { total_room_count_estimate?: number }> {
+export async function localPublicRooms(env: Env, config: Config, req: LocalListRequest): Promise<ListResult & { total_room_count_estimate?: number }> {
   const searchTerm = req.filter?.generic_search_term?.trim() || undefined;
   const roomTypes = req.filter?.room_types?.length ? req.filter.room_types : undefined;
   const opts: ListOptions = {
@@ -347,7 +347,7 @@ export async function localPublicRooms(env: Env, req: LocalListRequest): Promise
     roomTypes,
   };
   const filtered = searchTerm !== undefined || roomTypes !== undefined;
-  const [page, total] = await Promise.all([listPublicRooms(env, opts), filtered ? undefined : countPublicRooms(env)]);
+  const [page, total] = await Promise.all([listPublicRooms(env, opts, (id) => roomState(env, config, id)), filtered ? undefined : countPublicRooms(env)]);
   return total === undefined ? page : { ...page, total_room_count_estimate: total };
 }
 

@@ -3,7 +3,7 @@
 // operations that span D1 and a RoomDO (createRoom, profile propagation, upgrades).
 import type { Env } from "../env";
 import type { Config } from "../config";
-import type { RoomDO, RoomResult, LocalEventSpec } from "../../durable-objects/room";
+import type { RoomResult, LocalEventSpec } from "../rpc/room";
 import { MatrixError, notFound } from "../api/errors";
 import type { JsonObject, PDU } from "../core/types";
 import { getRoomVersion, type RoomVersion } from "../core/room-versions";
@@ -12,72 +12,11 @@ import { isValidRoomAlias, isValidRoomId } from "../core/ids";
 import { getServerSigningKey } from "./server-key";
 import { resolveAlias } from "./aliases";
 import { randomString } from "./crypto-util";
+import { roomsWithMembership } from "../db/memberships";
 
-/** The RoomDO's RPC surface as the Worker calls it. (Typed from the class directly: the generic
- *  RPC stub types recurse too deeply over JsonObject.) */
-export type RoomStub = Pick<
-  RoomDO,
-  | "createRoom"
-  | "createLocalEvent"
-  | "admit"
-  | "expectJoin"
-  | "heldAmong"
-  | "joinSettled"
-  | "getRoomVersion"
-  | "getSummary"
-  | "getCurrentStateEvent"
-  | "getCurrentState"
-  | "getCurrentStateOfType"
-  | "getMembership"
-  | "canSend"
-  | "getPowerInfo"
-  | "getState"
-  | "getStateEvent"
-  | "getEventForClient"
-  | "getMembers"
-  | "getJoinedMembers"
-  | "getJoinedUserIds"
-  | "getResidency"
-  | "getMessages"
-  | "getContext"
-  | "peekEvents"
-  | "getRelations"
-  | "getThreads"
-  | "hasAnnotation"
-  | "searchEvents"
-  | "timestampToEvent"
-  | "fedTimestampToEvent"
-  | "getStrippedState"
-  | "getTimelineSince"
-  | "getPdu"
-  | "getForwardExtremities"
-  // Federation (src/api/federation/rooms.ts, src/services/federation/rooms.ts).
-  | "fedTemplate"
-  | "fedSendMembership"
-  | "fedStateAt"
-  | "fedEventAuth"
-  | "fedEvent"
-  | "fedBackfill"
-  | "fedMissingEvents"
-  | "storeRemoteMembership"
-  | "getPartialInfo"
-  | "seedFromJoin"
-  | "admitOutliers"
-  | "admitWithStates"
-  | "getBackfillPoints"
-  | "admitBackfill"
-  | "prepareLocalEvent"
-  // Per-user read rules: POST /forget, erasure on deactivation.
-  | "forget"
-  | "eraseSender"
->;
-
-/** The room's Durable Object. Addressed by name = room ID, in the configured jurisdiction, first
- *  placed near the configured location hint (README "Data residency"). */
-export function roomStub(env: Env, config: Pick<Config, "jurisdiction" | "locationHint">, roomId: string): RoomStub {
-  const ns = config.jurisdiction ? env.ROOMS.jurisdiction(config.jurisdiction) : env.ROOMS;
-  return ns.get(ns.idFromName(roomId), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as RoomStub;
-}
+// Addressing RoomDOs lives in src/rpc/stubs.ts; re-exported for this module's many importers.
+export { roomStub, type RoomStub } from "../rpc/stubs";
+import { roomStub, type RoomStub } from "../rpc/stubs";
 
 /** A RoomDO result → its value, or the MatrixError it describes. */
 export function unwrap<T>(r: RoomResult<T>): T {
@@ -121,10 +60,7 @@ export function isLocalUser(config: Config, userId: string): boolean {
 
 /** Rooms a local user is joined to (or other membership), from the D1 mirror. */
 export async function roomsOfUser(env: Env, userId: string, membership = "join"): Promise<string[]> {
-  const { results } = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = ? ORDER BY room_id")
-    .bind(userId, membership)
-    .all<{ room_id: string }>();
-  return results.map((r) => r.room_id);
+  return roomsWithMembership(env.DB, userId, membership);
 }
 
 // ---------------------------------------------------------------------------------------------

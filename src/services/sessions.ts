@@ -4,7 +4,10 @@ import { and, eq, isNull } from "drizzle-orm";
 import type { DB } from "../db";
 import { accessTokens, devices, refreshTokens } from "../db/schema";
 import { randomString, randomToken, sha256Hex } from "./crypto-util";
-import { deleteDeviceE2ee } from "./e2ee";
+import { deleteDeviceE2ee } from "./e2ee/device-keys";
+import { appendDeviceListChange } from "./e2ee/device-list-stream";
+import { markDeviceListChanged } from "./e2ee/device-list-changes";
+import type { Config } from "../config";
 import { deletePushersOfDevices } from "./pushers";
 import type { Env } from "../env";
 
@@ -96,15 +99,17 @@ export async function revokeDeviceTokens(d: DB, userId: string, deviceId: string
 
 /** Delete a device and everything that authenticates as it, with its E2EE keys and one-time
  *  keys; with `env`, the device-list change reaches the sync hubs (spec: "Device management"). */
-export async function deleteDevice(d: DB, userId: string, deviceId: string, env?: Env): Promise<void> {
+export async function deleteDevice(d: DB, userId: string, deviceId: string, env?: Env, config?: Config): Promise<void> {
   await revokeDeviceTokens(d, userId, deviceId);
   await d.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
-  await deleteDeviceE2ee(d, userId, deviceId, env);
+  await deleteDeviceE2ee(d, userId, deviceId, env, config);
+  if (env && config) await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
+  else await appendDeviceListChange(d, userId);
   // Pushers go with the device whose token created them (module "Push Notifications").
   if (env) await deletePushersOfDevices(env, userId, [deviceId]);
 }
 
-export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env): Promise<void> {
+export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env, config?: Config): Promise<void> {
   const all = await d.select({ deviceId: devices.deviceId }).from(devices).where(eq(devices.userId, userId));
-  for (const { deviceId } of all) if (deviceId !== exceptDeviceId) await deleteDevice(d, userId, deviceId, env);
+  for (const { deviceId } of all) if (deviceId !== exceptDeviceId) await deleteDevice(d, userId, deviceId, env, config);
 }

@@ -47,7 +47,7 @@ export async function localRoom(env: Env, config: Config, roomId: string): Promi
   const info = await stub.getPartialInfo();
   if (!info.roomVersion || info.partial) return undefined;
   const [chunk, childEvents, joinRules, encryption] = await Promise.all([
-    publicRoomChunk(roomId, roomState(env, roomId)),
+    publicRoomChunk(roomId, roomState(env, config, roomId)),
     stub.getCurrentStateOfType("m.space.child"),
     stub.getCurrentStateEvent("m.room.join_rules", ""),
     stub.getCurrentStateEvent("m.room.encryption", ""),

@@ -1,7 +1,7 @@
 // Server-side key backup: /room_keys/version[/{version}], /room_keys/keys at three levels.
 import { describe, it, expect } from "vitest";
 import { call, registerUser, type TestUser } from "./helpers";
-import { shouldReplaceBackupKey } from "../../src/services/e2ee";
+import { shouldReplaceBackupKey } from "../../src/services/e2ee/backup";
 
 const V3 = "/_matrix/client/v3";
 const ALG = "m.megolm_backup.v1.curve25519-aes-sha2";

@@ -4,7 +4,7 @@ import { call, registerUser, type TestUser } from "./helpers";
 import { makeCrossSigning, makeDeviceKeys, makeOneTimeKeys, password, uploadDeviceKeys } from "./e2ee-helpers";
 import { env } from "cloudflare:test";
 import { generateSigningKey, signJson } from "../../src/core/signing";
-import { deviceListPosition } from "../../src/services/e2ee";
+import { deviceListPosition } from "../../src/services/e2ee/device-list-stream";
 
 const V3 = "/_matrix/client/v3";
 

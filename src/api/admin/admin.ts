@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, forbidden, notFound } from "../errors";
 import { parseBody } from "../validate";
-import { authenticate } from "../middleware/auth";
+import { requireAdmin } from "./common";
 import { createUser, validateNewLocalpart } from "../../services/accounts";
 import { randomString, timingSafeEqualStrings } from "../../services/crypto-util";
 import { db } from "../../db";
@@ -93,12 +93,8 @@ admin.post("/v1/register", async (c) => {
   return c.json(await clientSession(db(c.env), { userId, serverName: config.serverName, lifetimeMs: config.accessTokenLifetimeMs }));
 });
 
-export async function requireAdmin(c: Context<AppEnv>): Promise<string> {
-  const auth = await authenticate(c);
-  const row = await c.env.DB.prepare("SELECT admin FROM users WHERE user_id = ?").bind(auth.userId).first<{ admin: number }>();
-  if (!row?.admin) throw forbidden("You are not a server admin");
-  return auth.userId;
-}
+// requireAdmin lives in ./common (shared by every admin module); re-exported for older importers.
+export { requireAdmin } from "./common";
 
 const tokenRow = (r: Record<string, unknown>) => ({
   token: r.token,
@@ -131,6 +127,27 @@ admin.post("/v1/registration_tokens/new", async (c) => {
     .run();
   if (r.meta.changes !== 1) throw new MatrixError(400, "M_INVALID_PARAM", "Token already exists");
   return c.json({ token, uses_allowed: body.uses_allowed ?? null, pending: 0, completed: 0, expiry_time: body.expiry_time ?? null });
+});
+
+admin.get("/v1/registration_tokens/:token", async (c) => {
+  await requireAdmin(c);
+  const r = await c.env.DB.prepare("SELECT * FROM registration_tokens WHERE token = ?").bind(c.req.param("token")).first();
+  if (!r) throw notFound("No such registration token");
+  return c.json(tokenRow(r));
+});
+
+// PUT /v1/registration_tokens/{token}: change uses_allowed and/or expiry_time (null = no limit).
+admin.put("/v1/registration_tokens/:token", async (c) => {
+  await requireAdmin(c);
+  const body = await parseBody(
+    c,
+    z.object({ uses_allowed: z.number().int().min(0).nullable().optional(), expiry_time: z.number().int().min(0).nullable().optional() }),
+  );
+  const token = c.req.param("token");
+  if (!(await c.env.DB.prepare("SELECT 1 FROM registration_tokens WHERE token = ?").bind(token).first())) throw notFound("No such registration token");
+  if (body.uses_allowed !== undefined) await c.env.DB.prepare("UPDATE registration_tokens SET uses_allowed = ? WHERE token = ?").bind(body.uses_allowed, token).run();
+  if (body.expiry_time !== undefined) await c.env.DB.prepare("UPDATE registration_tokens SET expiry_ts = ? WHERE token = ?").bind(body.expiry_time, token).run();
+  return c.json(tokenRow((await c.env.DB.prepare("SELECT * FROM registration_tokens WHERE token = ?").bind(token).first())!));
 });
 
 admin.delete("/v1/registration_tokens/:token", async (c) => {

@@ -12,6 +12,7 @@ import { isValidRoomId } from "../../core/ids";
 import { knownRoom } from "../../services/rooms";
 import { publicRoomChunk, roomState } from "../../services/room-directory";
 import type { PublicRoomChunk } from "../../core/types";
+import type { Config } from "../../config";
 
 export const appserviceDirectory = new Hono<AppEnv>();
 
@@ -38,14 +39,14 @@ appserviceDirectory.put("/directory/list/appservice/:networkId/:roomId", require
 
 /** The rooms published under a third-party instance: `networkId`, or `appserviceId|networkId`
  *  (the form Synapse hands out as instance_id). First `limit` (at most 100), oldest first. */
-export async function networkPublicRooms(env: Env, instanceId: string, limit: number | undefined): Promise<{ chunk: PublicRoomChunk[]; total_room_count_estimate: number }> {
+export async function networkPublicRooms(env: Env, config: Config, instanceId: string, limit: number | undefined): Promise<{ chunk: PublicRoomChunk[]; total_room_count_estimate: number }> {
   const bar = instanceId.indexOf("|");
   const [where, binds] = bar >= 0 ? ["appservice_id = ? AND network_id = ?", [instanceId.slice(0, bar), instanceId.slice(bar + 1)]] : ["network_id = ?", [instanceId]];
   const n = Math.min(limit || 100, 100);
   const { results } = await env.DB.prepare(`SELECT DISTINCT room_id FROM appservice_room_directory WHERE ${where} ORDER BY published_ts LIMIT ?`)
     .bind(...binds, n)
     .all<{ room_id: string }>();
-  const chunks = await Promise.all(results.map((r) => publicRoomChunk(r.room_id, roomState(env, r.room_id))));
+  const chunks = await Promise.all(results.map((r) => publicRoomChunk(r.room_id, roomState(env, config, r.room_id))));
   const chunk = chunks.filter((x): x is PublicRoomChunk => x !== null);
   return { chunk, total_room_count_estimate: chunk.length };
 }

@@ -11,6 +11,7 @@ import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
 import { deletePushersExceptDevice } from "../../services/pushers";
 import { roomStub } from "../../services/rooms";
+import { roomsEverJoined } from "../../db/memberships";
 
 export const account = new Hono<AppEnv>();
 
@@ -30,7 +31,7 @@ account.post("/account/password", requireAuth, async (c) => {
   await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.new_password), userId).run();
   await revokeOpenidTokens(c, userId);
   // Default true (spec): every other device is logged out; this one stays.
-  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env);
+  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env, c.var.config);
   // Other devices' pushers go even when they stay logged in (Synapse does the same).
   await deletePushersExceptDevice(c.env, userId, deviceId);
   return c.json({});
@@ -47,14 +48,14 @@ account.post("/account/deactivate", requireAuth, async (c) => {
   )
     .bind(userId)
     .run();
-  await deleteAllDevices(db(c.env), userId, undefined, c.env);
+  await deleteAllDevices(db(c.env), userId, undefined, c.env, c.var.config);
   await revokeOpenidTokens(c, userId);
   // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
   // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
   if (erase) {
-    const { results } = await c.env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
-    for (let i = 0; i < results.length; i += 20) {
-      await Promise.all(results.slice(i, i + 20).map((r) => roomStub(c.env, c.var.config, r.room_id).eraseSender(userId)));
+    const rooms = await roomsEverJoined(c.env.DB, userId);
+    for (let i = 0; i < rooms.length; i += 20) {
+      await Promise.all(rooms.slice(i, i + 20).map((roomId) => roomStub(c.env, c.var.config, roomId).eraseSender(userId)));
     }
   }
   await refreshLocalUser(c.env, userId);

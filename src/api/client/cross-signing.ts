@@ -11,21 +11,10 @@ import { canonicalJson } from "../../core/canonical-json";
 import { verifyJsonSignature } from "../../core/signing";
 import { sha256Hex } from "../../services/crypto-util";
 import { parseUserId } from "../../core/ids";
-import {
-  CROSS_SIGNING_TYPES,
-  crossSigningPublicKey,
-  deviceExists,
-  getCrossSigningKeys,
-  getDeviceKeys,
-  markDeviceListChanged,
-  signedContent,
-  storeCrossSigningKeys,
-  storeSignature,
-  type CrossSigningKey,
-  type CrossSigningType,
-  type Json,
-  type Signatures,
-} from "../../services/e2ee";
+import { CROSS_SIGNING_TYPES, crossSigningPublicKey, getCrossSigningKeys, storeCrossSigningKeys, storeSignature, type CrossSigningKey, type CrossSigningType } from "../../services/e2ee/cross-signing";
+import { deviceExists, getDeviceKeys } from "../../services/e2ee/device-keys";
+import { markDeviceListChanged } from "../../services/e2ee/device-list-changes";
+import { signedContent, type Json, type Signatures } from "../../services/e2ee/common";
 import { db } from "../../db";
 import { userStub } from "../../services/notifier";
 import { getRemoteDeviceList } from "../../services/federation/device-lists";
@@ -105,7 +94,7 @@ crossSigning.post("/keys/device_signing/upload", async (c) => {
   for (const type of provided) {
     if (await deviceExists(c.env, userId, crossSigningPublicKey(uploaded[type]!)!.publicKey)) throw forbidden("Key ID in use");
   }
-  await storeCrossSigningKeys(c.env, userId, uploaded);
+  if (await storeCrossSigningKeys(c.env, userId, uploaded)) await markDeviceListChanged(c.env, c.var.config, userId, { signingKeys: true });
   return c.json({});
 });
 
@@ -227,7 +216,7 @@ crossSigning.post("/keys/signatures/upload", async (c) => {
   // Signatures on own keys change the signer's device list: federated as device-list updates
   // of the signed devices and a signing-key update (only keys that are devices produce the
   // former; see publishDeviceListChange).
-  if (ownSigned.size) await markDeviceListChanged(db(c.env), signer, c.env, { devices: [...ownSigned], signingKeys: true });
+  if (ownSigned.size) await markDeviceListChanged(c.env, c.var.config, signer, { devices: [...ownSigned], signingKeys: true });
   // A signature on another user's master key is visible to the signer only (and not federated),
   // so only the signer's own devices must hear of it: their next /sync lists the signed user in
   // `device_lists.changed`, they query that user's keys again and see the new signature (this is

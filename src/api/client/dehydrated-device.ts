@@ -14,7 +14,8 @@ import { requireAuth } from "../middleware/auth";
 import { db } from "../../db";
 import { deleteDevice } from "../../services/sessions";
 import { userStub } from "../../services/notifier";
-import { checkDeviceKeys, deviceExists, forgetDehydratedDevice, type DeviceKeysInput, getDehydratedDevice, putDehydratedDevice } from "../../services/e2ee";
+import { checkDeviceKeys, deviceExists, type DeviceKeysInput } from "../../services/e2ee/device-keys";
+import { forgetDehydratedDevice, getDehydratedDevice, putDehydratedDevice } from "../../services/e2ee/dehydrated-devices";
 import { uploadKeysFor, uploadSchema } from "./keys";
 
 export const dehydratedDevice = new Hono<AppEnv>();
@@ -41,8 +42,8 @@ dehydratedDevice.put("/dehydrated_device", async (c) => {
     if (err) throw new MatrixError(400, "M_INVALID_PARAM", err);
   }
   const previous = await putDehydratedDevice(c.env, userId, body.device_id, body.device_data, body.initial_device_display_name);
-  await uploadKeysFor(c.env, userId, body.device_id, body);
-  if (previous) await deleteDevice(db(c.env), userId, previous, c.env);
+  await uploadKeysFor(c.env, c.var.config, userId, body.device_id, body);
+  if (previous) await deleteDevice(db(c.env), userId, previous, c.env, c.var.config);
   return c.json({ device_id: body.device_id });
 });
 
@@ -57,7 +58,7 @@ dehydratedDevice.delete("/dehydrated_device", async (c) => {
   const d = await getDehydratedDevice(c.env, userId);
   if (!d) throw notFound("No dehydrated device available");
   await forgetDehydratedDevice(c.env, userId);
-  await deleteDevice(db(c.env), userId, d.deviceId, c.env);
+  await deleteDevice(db(c.env), userId, d.deviceId, c.env, c.var.config);
   return c.json({ device_id: d.deviceId });
 });
 
@@ -68,7 +69,7 @@ async function events(c: Context<AppEnv>, from: string | undefined) {
   const deviceId = c.req.param("deviceId")!;
   const d = await getDehydratedDevice(c.env, userId);
   if (!d || d.deviceId !== deviceId) throw forbidden("Not your dehydrated device");
-  const r = await userStub(c.env, userId).sync({
+  const r = await userStub(c.env, userId, c.var.config).sync({
     userId,
     deviceId,
     since: from,

@@ -17,16 +17,11 @@ import { requireAuth } from "../middleware/auth";
 import { LIMITS, rateLimit } from "../middleware/rate-limit";
 import { parseBody } from "../validate";
 import type { JsonObject } from "../../core/types";
-import { MAX_DELAY_MS, ownerOfDelayId, type DelayedEventsDO, type DelayedResult } from "../../../durable-objects/delayed-events";
+import { MAX_DELAY_MS, ownerOfDelayId, type DelayedResult } from "../../rpc/delayed-events";
+import { delayedStub } from "../../rpc/stubs";
 
 export const DELAY_PARAM = "org.matrix.msc4140.delay";
 
-type DelayedStub = Pick<DelayedEventsDO, "schedule" | "update" | "list">;
-
-export function delayedStub(env: Env, config: Pick<Config, "jurisdiction" | "locationHint">, userId: string): DelayedStub {
-  const ns = config.jurisdiction ? env.DELAYED_EVENTS.jurisdiction(config.jurisdiction) : env.DELAYED_EVENTS;
-  return ns.get(ns.idFromName(userId), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as DelayedStub;
-}
 
 function unwrapDelayed<T>(c: Context<AppEnv>, r: DelayedResult<T>): T {
   if (r.ok) return r.value;

@@ -10,7 +10,7 @@ import { authDictSchema, requireUia } from "./uia";
 import { db } from "../../db";
 import { devices } from "../../db/schema";
 import { deleteDevice } from "../../services/sessions";
-import { markDeviceListChanged } from "../../services/e2ee";
+import { markDeviceListChanged } from "../../services/e2ee/device-list-changes";
 
 export const deviceRoutes = new Hono<AppEnv>();
 
@@ -53,7 +53,7 @@ deviceRoutes.put("/devices/:deviceId", requireAuth, async (c) => {
     .update(devices)
     .set({ displayName: body.display_name })
     .where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
-  await markDeviceListChanged(d, userId, c.env, { devices: [deviceId] });
+  await markDeviceListChanged(c.env, c.var.config, userId, { devices: [deviceId] });
   return c.json({});
 });
 
@@ -64,7 +64,7 @@ deviceRoutes.delete("/devices/:deviceId", requireAuth, async (c) => {
   const [row] = await db(c.env).select().from(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
   if (!row) throw notFound("Device not found");
   await requireUia(c, body.auth, { purpose: `delete_device:${userId}:${deviceId}`, flows: [["m.login.password"]], userId });
-  await deleteDevice(db(c.env), userId, deviceId, c.env);
+  await deleteDevice(db(c.env), userId, deviceId, c.env, c.var.config);
   return c.json({});
 });
 
@@ -77,6 +77,6 @@ deviceRoutes.post("/delete_devices", requireAuth, async (c) => {
   const existing = ids.length
     ? await d.select({ deviceId: devices.deviceId }).from(devices).where(and(eq(devices.userId, userId), inArray(devices.deviceId, ids)))
     : [];
-  for (const { deviceId } of existing) await deleteDevice(d, userId, deviceId, c.env);
+  for (const { deviceId } of existing) await deleteDevice(d, userId, deviceId, c.env, c.var.config);
   return c.json({});
 });

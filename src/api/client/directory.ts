@@ -57,7 +57,7 @@ directory.put("/directory/room/:roomAlias", async (c) => {
   const { room_id: roomId } = await parseBody(c, putAliasBody);
   if (!isValidRoomId(roomId)) throw invalidParam(`room_id ${JSON.stringify(roomId)} is not a valid room ID`);
   await knownRoom(c.env, roomId);
-  const room = roomState(c.env, roomId);
+  const room = roomState(c.env, c.var.config, roomId);
   if (!(await isJoined(room, auth.userId)) && !(await isServerAdmin(c.env, auth.userId))) {
     throw forbidden("You must be joined to the room to create an alias for it");
   }
@@ -88,7 +88,7 @@ directory.delete("/directory/room/:roomAlias", async (c) => {
   checkLocalAlias(alias, c.var.config.serverName);
   const row = await getAlias(c.env, alias);
   if (!row) throw notFound(`Room alias ${alias} not found`);
-  if (row.creator !== auth.userId && !(await canEditRoomDirectory(c.env, roomState(c.env, row.roomId), row.roomId, auth.userId))) {
+  if (row.creator !== auth.userId && !(await canEditRoomDirectory(c.env, roomState(c.env, c.var.config, row.roomId), row.roomId, auth.userId))) {
     throw forbidden("You may not delete this alias: you did not create it and lack the power to change the room's aliases");
   }
   if (!(await deleteAlias(c.env, alias))) throw notFound(`Room alias ${alias} not found`);
@@ -103,7 +103,7 @@ directory.delete("/directory/room/:roomAlias", async (c) => {
 directory.get("/rooms/:roomId/aliases", async (c) => {
   const auth = await authenticate(c);
   const roomId = roomIdParam(c);
-  const room = roomState(c.env, roomId);
+  const room = roomState(c.env, c.var.config, roomId);
   const allowed = (await isJoined(room, auth.userId)) || (await isWorldReadable(room)) || (await isServerAdmin(c.env, auth.userId));
   if (!allowed) throw forbidden("You are not a member of the room");
   return c.json({ aliases: await listAliases(c.env, roomId) });
@@ -129,7 +129,7 @@ directory.put("/directory/list/room/:roomId", async (c) => {
   const roomId = roomIdParam(c);
   const { visibility } = await parseBody(c, putVisibilityBody);
   await knownRoom(c.env, roomId);
-  const room = roomState(c.env, roomId);
+  const room = roomState(c.env, c.var.config, roomId);
   if (!(await canEditRoomDirectory(c.env, room, roomId, auth.userId))) {
     throw forbidden("You need the power to send m.room.canonical_alias to change the room's directory visibility");
   }
@@ -168,7 +168,7 @@ directory.get("/publicRooms", async (c) => {
     if (!extractAccessToken(c)) throw new MatrixError(401, "M_MISSING_TOKEN", "Listing another server's directory requires an access token");
     return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, { limit: limit || undefined, since: since || undefined }));
   }
-  return c.json(await localPublicRooms(c.env, { limit, since }));
+  return c.json(await localPublicRooms(c.env, c.var.config, { limit, since }));
 });
 
 // Every field is optional; `null` is read as absent (absentIfNull), and `room_types` entries
@@ -197,6 +197,6 @@ directory.post("/publicRooms", async (c) => {
   if (remote) return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, body));
   // Rooms published by application services under a third-party network (PUT
   // /directory/list/appservice); include_all_networks adds nothing to the local listing yet.
-  if (body.third_party_instance_id !== undefined) return c.json(await networkPublicRooms(c.env, body.third_party_instance_id, body.limit));
-  return c.json(await localPublicRooms(c.env, body));
+  if (body.third_party_instance_id !== undefined) return c.json(await networkPublicRooms(c.env, c.var.config, body.third_party_instance_id, body.limit));
+  return c.json(await localPublicRooms(c.env, c.var.config, body));
 });

@@ -45,6 +45,8 @@ const UNSTABLE_FEATURES = {
   "org.matrix.msc3715.stable": true,
   // Mutual rooms (MSC2666, stable in v1.19).
   "uk.half-shot.msc2666.query_mutual_rooms": true,
+  // Simplified Sliding Sync (MSC4186), src/api/client/sliding-sync.ts.
+  "org.matrix.simplified_msc3575": true,
 };
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 

@@ -6,7 +6,8 @@ import type { AppEnv } from "../types";
 import { MatrixError, badJson, forbidden } from "../errors";
 import { parseBody, readJsonBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
-import { LIMITS, rateLimit } from "../middleware/rate-limit";
+import { rateLimit, senderOverrides } from "../middleware/rate-limit";
+import { randomString } from "../../services/crypto-util";
 import type { JsonObject } from "../../core/types";
 import { knownRoom, roomStub, unwrap, type RoomStub } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
@@ -45,7 +46,10 @@ function massagedTs(c: Context<AppEnv>): { ts?: number } {
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
   const { roomId, stub } = await roomFor(c);
-  await rateLimit(c, "send", c.var.auth.userId, LIMITS.sendPerUser);
+  const overrides = await senderOverrides(c, c.var.auth.userId);
+  if (overrides.sendLimit) await rateLimit(c, "send", c.var.auth.userId, overrides.sendLimit);
+  // Shadow-banned (admin API): the event is dropped, the sender sees a plausible event ID.
+  if (overrides.shadowBanned) return c.json({ event_id: `$${randomString(43)}` });
   const type = c.req.param("eventType");
   await refuseDuplicateAnnotation(stub, c.var.auth.userId, type, content);
   const delayed = await maybeScheduleDelayed(c, { roomId, type, content, txnId: c.req.param("txnId") });

@@ -8,19 +8,7 @@ import type { AppEnv } from "../types";
 import { MatrixError, notFound } from "../errors";
 import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
-import {
-  backupEtagAndCount,
-  createBackupVersion,
-  currentBackupVersion,
-  deleteBackupKeys,
-  deleteBackupVersion,
-  getBackupKeys,
-  getBackupVersion,
-  putBackupKeys,
-  updateBackupAuthData,
-  type BackupVersion,
-  type KeyBackupData,
-} from "../../services/e2ee";
+import { backupEtagAndCount, createBackupVersion, currentBackupVersion, deleteBackupKeys, deleteBackupVersion, getBackupKeys, getBackupVersion, putBackupKeys, updateBackupAuthData, type BackupVersion, type KeyBackupData } from "../../services/e2ee/backup";
 
 export const keyBackup = new Hono<AppEnv>();
 keyBackup.use("/room_keys/*", requireAuth);

@@ -7,22 +7,12 @@ import { invalidParam, MatrixError } from "../errors";
 import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { parseUserId } from "../../core/ids";
-import {
-  changedDeviceLists,
-  checkDeviceKeys,
-  deviceListPositionFromToken,
-  oneTimeKeyCounts,
-  pushKeyCounts,
-  queryCrossSigningKeys,
-  queryDeviceKeys,
-  storeDeviceKeys,
-  storeFallbackKeys,
-  storeOneTimeKeys,
-  withRequesterSignatures,
-  type CrossSigningKey,
-  type DeviceKeysInput,
-  type Json,
-} from "../../services/e2ee";
+import { changedDeviceLists, deviceListPositionFromToken } from "../../services/e2ee/device-list-stream";
+import { checkDeviceKeys, oneTimeKeyCounts, pushKeyCounts, queryDeviceKeys, storeDeviceKeys, storeFallbackKeys, storeOneTimeKeys, type DeviceKeysInput } from "../../services/e2ee/device-keys";
+import { queryCrossSigningKeys, withRequesterSignatures, type CrossSigningKey } from "../../services/e2ee/cross-signing";
+import { type Json } from "../../services/e2ee/common";
+import { markDeviceListChanged } from "../../services/e2ee/device-list-changes";
+import type { Config } from "../../config";
 import { userStub } from "../../services/notifier";
 import { claimLocalKeys, claimRemoteKeys, federationTimeout, queryRemoteKeys } from "../../services/federation/device-lists";
 
@@ -59,6 +49,7 @@ export const uploadSchema = z.object({
  *  POST /keys/upload and the dehydrated-device PUT (MSC3814). */
 export async function uploadKeysFor(
   env: AppEnv["Bindings"],
+  config: Config,
   userId: string,
   deviceId: string,
   body: z.infer<typeof uploadSchema>,
@@ -66,19 +57,19 @@ export async function uploadKeysFor(
   if (body.device_keys) {
     const err = await checkDeviceKeys(body.device_keys as DeviceKeysInput, userId, deviceId);
     if (err) throw new MatrixError(400, "M_INVALID_PARAM", err);
-    await storeDeviceKeys(env, userId, deviceId, body.device_keys);
+    if (await storeDeviceKeys(env, userId, deviceId, body.device_keys)) await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
   }
   if (body.one_time_keys) await storeOneTimeKeys(env, userId, deviceId, body.one_time_keys);
   const fallback = body.fallback_keys ?? body["org.matrix.msc2732.fallback_keys"];
   if (fallback) await storeFallbackKeys(env, userId, deviceId, fallback);
-  if (body.one_time_keys || fallback) await pushKeyCounts(env, userId, deviceId);
+  if (body.one_time_keys || fallback) await pushKeyCounts(env, config, userId, deviceId);
 }
 
 // POST /keys/upload — "Publishes end-to-end encryption keys for the device."
 keys.post("/keys/upload", async (c) => {
   const body = await parseBody(c, uploadSchema);
   const { userId, deviceId } = c.var.auth;
-  await uploadKeysFor(c.env, userId, deviceId, body);
+  await uploadKeysFor(c.env, c.var.config, userId, deviceId, body);
   return c.json({ one_time_key_counts: await oneTimeKeyCounts(c.env, userId, deviceId) });
 });
 
@@ -135,7 +126,7 @@ keys.post("/keys/query", async (c) => {
 });
 
 // POST /keys/claim — "Claims one-time keys for use in pre-key messages." Each claim takes a key
-// atomically (services/e2ee.ts claimKey); an exhausted device yields its fallback key. Remote
+// atomically (services/e2ee/device-keys.ts claimKey); an exhausted device yields its fallback key. Remote
 // users: one POST /_matrix/federation/v1/user/keys/claim per server.
 keys.post("/keys/claim", async (c) => {
   const body = await parseBody(
@@ -146,7 +137,7 @@ keys.post("/keys/claim", async (c) => {
   const fed = Object.keys(remote).length
     ? claimRemoteKeys(c.env, c.var.config, remote, federationTimeout(body.timeout))
     : Promise.resolve({ one_time_keys: {}, failures: {} });
-  const claimed = await claimLocalKeys(c.env, Object.fromEntries(local.map((u) => [u, body.one_time_keys[u]])), (p) => c.executionCtx.waitUntil(p));
+  const claimed = await claimLocalKeys(c.env, c.var.config, Object.fromEntries(local.map((u) => [u, body.one_time_keys[u]])), (p) => c.executionCtx.waitUntil(p));
   const r = await fed;
   return c.json({ one_time_keys: { ...claimed, ...r.one_time_keys }, failures: r.failures });
 });

@@ -95,12 +95,12 @@ login.post("/refresh", async (c) => {
 
 login.post("/logout", requireAuth, async (c) => {
   const { userId, deviceId } = c.var.auth;
-  await deleteDevice(db(c.env), userId, deviceId, c.env);
+  await deleteDevice(db(c.env), userId, deviceId, c.env, c.var.config);
   return c.json({});
 });
 
 login.post("/logout/all", requireAuth, async (c) => {
-  await deleteAllDevices(db(c.env), c.var.auth.userId, undefined, c.env);
+  await deleteAllDevices(db(c.env), c.var.auth.userId, undefined, c.env, c.var.config);
   return c.json({});
 });
 

@@ -11,13 +11,16 @@ import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import type { JsonObject } from "../../core/types";
 import { isValidUserId } from "../../core/ids";
-import { isValidRoomAlias } from "../../core/ids";
+import { domainOf, isValidRoomAlias } from "../../core/ids";
 import { knownRoom, localProfile, roomStub, roomsOfUser, unwrap, isLocalUser } from "../../services/rooms";
 import { resolveAnyAlias } from "../../services/aliases";
 import { userStub } from "../../services/notifier";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
+import { isJoinedMirror, markForgotten, mirroredMembership } from "../../db/memberships";
+import { isRoomBlocked } from "../../services/admin-rooms";
+import { senderOverrides } from "../middleware/rate-limit";
 
 export const membership = new Hono<AppEnv>();
 
@@ -68,7 +71,7 @@ function viaParams(c: Context<AppEnv>): string[] {
 async function partialServers(c: Context<AppEnv>, roomId: string, userId: string): Promise<string[]> {
   const info = await roomStub(c.env, c.var.config, roomId).getPartialInfo();
   const m = info.members[userId];
-  return m ? [m.sender.slice(m.sender.indexOf(":") + 1)] : [];
+  return m ? [domainOf(m.sender)] : [];
 }
 
 /** Join a room. Rooms this server is not in are joined over federation (make_join/send_join
@@ -77,6 +80,7 @@ async function partialServers(c: Context<AppEnv>, roomId: string, userId: string
  *  joined to one of the rooms the join rule allows. */
 async function join(c: Context<AppEnv>, roomId: string, reason: string | undefined, servers: string[] = []): Promise<void> {
   const userId = c.var.auth.userId;
+  if (await isRoomBlocked(c.env, roomId)) throw forbidden("This room has been blocked on this server");
   const here = await roomHere(c, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
   if (c.var.auth.isGuest) await checkGuestMayJoin(stub, here);
@@ -103,8 +107,7 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
       let allowed = false;
       for (const a of allow) {
         if (a?.type !== "m.room_membership" || typeof a.room_id !== "string") continue;
-        const row = await c.env.DB.prepare("SELECT 1 FROM room_memberships WHERE room_id = ? AND user_id = ? AND membership = 'join'").bind(a.room_id, userId).first();
-        if (row) {
+        if (await isJoinedMirror(c.env.DB, a.room_id, userId)) {
           allowed = true;
           break;
         }
@@ -185,6 +188,8 @@ membership.post("/rooms/:roomId/invite", requireAuth, async (c) => {
   const current = await stub.getMembership(body.user_id);
   if (current === "join") throw forbidden(`${body.user_id} is already in the room`);
   if (current === "ban") throw forbidden(`${body.user_id} is banned from the room`);
+  // Shadow-banned (admin API): the invite is dropped, the inviter sees success.
+  if ((await senderOverrides(c, c.var.auth.userId)).shadowBanned) return c.json({});
   const content: JsonObject = { membership: "invite" };
   if (!isLocalUser(c.var.config, body.user_id)) {
     // The invitee's server co-signs first (Server-Server API "Inviting to a room").
@@ -227,13 +232,13 @@ membership.post("/rooms/:roomId/leave", requireAuth, async (c) => {
 membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
   const roomId = c.req.param("roomId");
   const userId = c.var.auth.userId;
-  const row = await c.env.DB.prepare("SELECT membership FROM room_memberships WHERE room_id = ? AND user_id = ?").bind(roomId, userId).first<{ membership: string }>();
-  if (!row) {
+  const mirrored = await mirroredMembership(c.env.DB, roomId, userId);
+  if (mirrored === null) {
     await knownRoom(c.env, roomId);
     return c.json({});
   }
   // Spec: 400 M_UNKNOWN "The user has not left the room".
-  if (row.membership === "join" || row.membership === "invite" || row.membership === "knock") {
+  if (mirrored === "join" || mirrored === "invite" || mirrored === "knock") {
     throw new MatrixError(400, "M_UNKNOWN", "You must leave the room before forgetting it");
   }
   // The RoomDO (the authority on membership) refuses too if the user is still in the room, and
@@ -241,7 +246,7 @@ membership.post("/rooms/:roomId/forget", requireAuth, async (c) => {
   // flag for a hub that is rebuilt (bootstrap skips forgotten rooms).
   unwrap(await roomStub(c.env, c.var.config, roomId).forget(userId));
   await userStub(c.env, userId, c.var.config).forgetRoom(userId, roomId);
-  await c.env.DB.prepare("UPDATE room_memberships SET forgotten = 1 WHERE room_id = ? AND user_id = ?").bind(roomId, userId).run();
+  await markForgotten(c.env.DB, roomId, userId);
   return c.json({});
 });
 

@@ -12,7 +12,7 @@ import { parseBody } from "../validate";
 import { fanOutPresence, userStub } from "../../services/notifier";
 import { sendPresence } from "../../services/federation/edus";
 import { isLocalUser } from "../../services/rooms";
-import { presenceEvent } from "../../../durable-objects/user";
+import { presenceEvent } from "../../rpc/user";
 import { pushPresence } from "../../services/appservice-fanout";
 
 export const presence = new Hono<AppEnv>();

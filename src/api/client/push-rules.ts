@@ -12,7 +12,7 @@ import { roomStub } from "../../services/rooms";
 import { PUSH_KINDS, validActions, type PushAction, type PushKind } from "../../core/push-rules";
 import type { JsonObject } from "../../core/types";
 import { MAX_GLOB_LENGTH } from "../../core/glob";
-import type { HubResult } from "../../../durable-objects/user";
+import type { HubResult } from "../../rpc/user";
 
 export const pushRules = new Hono<AppEnv>();
 

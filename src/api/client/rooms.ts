@@ -9,7 +9,7 @@ import type { JsonObject } from "../../core/types";
 import { DEFAULT_ROOM_VERSION, getRoomVersion, type RoomVersion } from "../../core/room-versions";
 import { isValidUserId } from "../../core/ids";
 import { stateKey } from "../../core/types";
-import type { LocalEventSpec } from "../../../durable-objects/room";
+import type { LocalEventSpec } from "../../rpc/room";
 import { createRoomInDO, knownRoom, localProfile, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { checkAliasNotExclusive } from "../../services/appservices";
 import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases, validateCanonicalAlias } from "../../services/aliases";

@@ -15,11 +15,11 @@ import { fanOutPresence, userStub } from "../../services/notifier";
 import { sendPresence } from "../../services/federation/edus";
 import { resolveFilter } from "./filter";
 import { applyEventFields, ephemeralWithoutIgnored, filterEvents, roomIncluded, roomSectionFilter, roomSyncFilter, timelineLimit, type Filter } from "../../core/filters";
-import type { SyncDelta, SyncRoomDelta } from "../../../durable-objects/user";
-import type { LazyMembersRoom } from "../../../durable-objects/lazy-members";
+import type { SyncDelta, SyncRoomDelta } from "../../rpc/user";
+import type { LazyMembersRoom } from "../../rpc/user";
 import type { JsonObject } from "../../core/types";
-import type { Requester, RoomResult } from "../../../durable-objects/room";
-import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
+import type { Requester, RoomResult } from "../../rpc/room";
+import type { RoomSyncQuery, RoomSyncView } from "../../rpc/room";
 
 /** RoomDO.syncRoom (the generated stub type drops it: its RPC type instantiation is too deep). */
 interface SyncRoomRpc {
@@ -229,8 +229,7 @@ async function dropRedundantMembers(c: Context<AppEnv>, d: SyncDelta, o: SyncOpt
 /** Timeline and state of a room from its RoomDO for the hub's range (join and leave). */
 async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject> {
   const rf = roomSyncFilter(o.filter);
-  const view = unwrap(
-    await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).syncRoom(
+  const result = await (roomStub(c.env, c.var.config, r.roomId) as unknown as SyncRoomRpc).syncRoom(
       { userId: o.userId, deviceId: o.deviceId },
       {
         since: r.since,
@@ -246,9 +245,11 @@ async function roomTimeline(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions
         ignoredSenders: ignored.size ? [...ignored] : undefined,
         eventFormat: o.filter?.event_format,
       },
-    ),
   );
-  return view as unknown as JsonObject;
+  // A room an admin deleted and purged (src/services/admin-rooms.ts) after the user's leave:
+  // the leave is all there is to tell.
+  if (!result.ok && result.errcode === "M_NOT_FOUND") return { timeline: { events: [], limited: false }, [o.useStateAfter ? "state_after" : "state"]: { events: [] } };
+  return unwrap(result) as unknown as JsonObject;
 }
 
 async function joinedRoom(c: Context<AppEnv>, r: SyncRoomDelta, o: SyncOptions, ignored: Set<string>): Promise<JsonObject | null> {

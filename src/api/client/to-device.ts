@@ -6,7 +6,8 @@ import type { AppEnv } from "../types";
 import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { parseUserId } from "../../core/ids";
-import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn, type Json } from "../../services/e2ee";
+import { claimToDeviceTxn, deliverToDevice, releaseToDeviceTxn } from "../../services/e2ee/to-device";
+import { type Json } from "../../services/e2ee/common";
 import { sendToDevice } from "../../services/federation/edus";
 import { pushToDevice } from "../../services/appservice-fanout";
 
@@ -32,7 +33,7 @@ toDevice.put("/sendToDevice/:eventType/:txnId", async (c) => {
       // API "Send-to-device messaging").
       if (server !== c.var.config.serverName) remote[target] = perDevice as Record<string, Json>;
       else {
-        await deliverToDevice(c.env, userId, eventType, target, perDevice as Record<string, Json>);
+        await deliverToDevice(c.env, c.var.config, userId, eventType, target, perDevice as Record<string, Json>);
         await pushToDevice(c.env, c.var.config.serverName, userId, eventType, target, perDevice);
       }
     }

@@ -37,7 +37,7 @@ const postBody = z.object({
 async function respond(c: Context<AppEnv>, req: LocalListRequest & { thirdParty?: string }) {
   // Rooms of third-party networks (application services): none are published yet.
   if (req.thirdParty !== undefined) return c.json({ chunk: [], total_room_count_estimate: 0 });
-  return c.json(await localPublicRooms(c.env, req));
+  return c.json(await localPublicRooms(c.env, c.var.config, req));
 }
 
 federationDirectory.get("/v1/publicRooms", async (c) => {

@@ -51,6 +51,6 @@ federationE2ee.post("/v1/user/keys/claim", async (c) => {
   const body = await parseBody(c, claimBody);
   const entries = Object.entries(body.one_time_keys).filter(([u]) => isLocal(u, c.var.config.serverName));
   if (entries.length > MAX_USERS) throw invalidParam(`At most ${MAX_USERS} users per claim`);
-  const claimed = await claimLocalKeys(c.env, Object.fromEntries(entries), (p) => c.executionCtx.waitUntil(p));
+  const claimed = await claimLocalKeys(c.env, c.var.config, Object.fromEntries(entries), (p) => c.executionCtx.waitUntil(p));
   return c.json({ one_time_keys: claimed });
 });

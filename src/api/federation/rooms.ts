@@ -26,6 +26,7 @@ import { requireServerAllowed } from "../../services/federation/inbound";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
 import { knownRoom, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { getServerSigningKey } from "../../services/server-key";
+import { recentRoomsWithLocalJoins } from "../../db/memberships";
 
 export const federationRooms = new Hono<AppEnv>();
 
@@ -238,13 +239,7 @@ federationRooms.get("/v1/event/:eventId", async (c) => {
     await roomFor(c, roomId);
     candidates = [roomId];
   } else {
-    const { results } = await c.env.DB.prepare(
-      `SELECT m.room_id AS room_id FROM room_memberships m JOIN rooms r ON r.room_id = m.room_id
-       WHERE m.membership = 'join' GROUP BY m.room_id ORDER BY MAX(m.updated_ts) DESC LIMIT ?`,
-    )
-      .bind(MAX_EVENT_ROOMS)
-      .all<{ room_id: string }>();
-    candidates = results.map((r) => r.room_id);
+    candidates = await recentRoomsWithLocalJoins(c.env.DB, MAX_EVENT_ROOMS);
   }
   for (let i = 0; i < candidates.length; i += EVENT_SCAN_BATCH) {
     const batch = candidates.slice(i, i + EVENT_SCAN_BATCH);

@@ -6,6 +6,7 @@ import type { AppEnv, Auth } from "../types";
 import { MatrixError } from "../errors";
 import { sha256Hex } from "../../services/crypto-util";
 import { guestMayCall } from "./guest";
+import { lockedMayCall, suspendedMayNot } from "./suspension";
 import { appserviceByToken } from "../../services/appservices";
 import type { Appservice } from "../../core/appservice-registration";
 
@@ -25,6 +26,8 @@ interface TokenRow {
   expires_ts: number | null;
   is_guest: number;
   deactivated: number;
+  locked: number;
+  suspended: number;
 }
 
 /** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN; a guest's token
@@ -35,7 +38,7 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   const appservice = await appserviceByToken(c.env, c.var.config.serverName, token);
   if (appservice) return assertIdentity(c, appservice);
   const row = await c.env.DB.prepare(
-    `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated
+    `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended
      FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
   )
     .bind(await sha256Hex(token))
@@ -47,7 +50,14 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
     // Expired tokens can be renewed with the refresh token: soft logout.
     throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Access token has expired", { soft_logout: true });
   }
-  if (row.is_guest && !guestMayCall(c.req.method, new URL(c.req.url).pathname)) {
+  const path = new URL(c.req.url).pathname;
+  if (row.locked && !lockedMayCall(c.req.method, path)) {
+    throw new MatrixError(401, "M_USER_LOCKED", "This account has been locked", { soft_logout: true });
+  }
+  if (row.suspended && suspendedMayNot(c.req.method, path)) {
+    throw new MatrixError(403, "M_USER_SUSPENDED", "You cannot perform this action while suspended.");
+  }
+  if (row.is_guest && !guestMayCall(c.req.method, path)) {
     throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts may not use this endpoint");
   }
   return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id };

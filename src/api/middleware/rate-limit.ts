@@ -41,3 +41,18 @@ export async function rateLimit(c: Context<AppEnv>, action: string, who: string 
     throw new MatrixError(429, "M_LIMIT_EXCEEDED", "Too many requests", { retry_after_ms: wait });
   }
 }
+
+/** What the admin API set for a sender (src/api/admin/users.ts): a shadow ban (their events are
+ *  dropped while they are told they were sent) and a rate-limit override (0/0: not limited). */
+export async function senderOverrides(c: Context<AppEnv>, userId: string): Promise<{ shadowBanned: boolean; sendLimit: Limit | null }> {
+  const row = await c.env.DB.prepare(
+    "SELECT u.shadow_banned, r.messages_per_second, r.burst_count FROM users u LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id WHERE u.user_id = ?",
+  )
+    .bind(userId)
+    .first<{ shadow_banned: number; messages_per_second: number | null; burst_count: number | null }>();
+  let sendLimit: Limit | null = LIMITS.sendPerUser;
+  if (row?.messages_per_second != null) {
+    sendLimit = row.messages_per_second === 0 && row.burst_count === 0 ? null : { perSecond: row.messages_per_second, burst: Math.max(1, row.burst_count ?? 1) };
+  }
+  return { shadowBanned: !!row?.shadow_banned, sendLimit };
+}

@@ -15,24 +15,16 @@
 // Client side: queryRemoteKeys / claimRemoteKeys for POST /keys/query and /keys/claim.
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import { parseConfig } from "../../config";
 import { db } from "../../db";
 import { federationContext, federationRequest, FederationError } from "./client";
 import { enqueueEdu } from "./sender";
-import { localUsersSharingRoomWithRemote, remoteServersSharingRoomWith, roomsSharedWithRemote, serverOf } from "./peers";
-import { userStub } from "../notifier";
-import {
-  checkDeviceKeys,
-  claimKey,
-  crossSigningPublicKey,
-  markDeviceListChanged,
-  pushKeyCounts,
-  queryCrossSigningKeys,
-  queryDeviceKeys,
-  type CrossSigningKey,
-  type DeviceKeysInput,
-  type Json,
-} from "../e2ee";
+import { localUsersSharingRoomWithRemote, remoteServersSharingRoomWith, roomsSharedWithRemote } from "./peers";
+import { serverOf } from "../../core/ids";
+import { userStub } from "../../rpc/stubs";
+import { checkDeviceKeys, claimKey, pushKeyCounts, queryDeviceKeys, type DeviceKeysInput } from "../e2ee/device-keys";
+import { crossSigningPublicKey, queryCrossSigningKeys, type CrossSigningKey } from "../e2ee/cross-signing";
+import { appendDeviceListChange } from "../e2ee/device-list-stream";
+import type { Json } from "../e2ee/common";
 
 type KeyMap = Record<string, Json>;
 
@@ -168,7 +160,7 @@ export async function resyncRemoteDeviceList(env: Env, config: Config, userId: s
 /** Tell local users who share a room with remote `userId` that their device list changed
  *  (/sync device_lists.changed), and record the change in the device-list stream. */
 async function announceRemoteChange(env: Env, config: Config, userId: string): Promise<void> {
-  await markDeviceListChanged(db(env), userId);
+  await appendDeviceListChange(db(env), userId);
   const users = await localUsersSharingRoomWithRemote(env, config, userId);
   const results = await Promise.allSettled(users.map((u) => userStub(env, u, config).deviceListChanged(u, userId)));
   for (const [i, r] of results.entries()) if (r.status === "rejected") console.error(`device-list fan-out to ${users[i]} failed`, r.reason);
@@ -256,8 +248,7 @@ export interface DeviceListChange {
  *  per device and m.signing_key_update to every server sharing a room with `userId`. Best
  *  effort (failures are logged): a peer that missed an update sees a gap in `prev_id` at the
  *  next one and resyncs. */
-export async function publishDeviceListChange(env: Env, userId: string, streamId: number, change: DeviceListChange): Promise<void> {
-  const config = parseConfig(env);
+export async function publishDeviceListChange(env: Env, config: Config, userId: string, streamId: number, change: DeviceListChange): Promise<void> {
   if (serverOf(userId) !== config.serverName) return;
   try {
     const servers = await remoteServersSharingRoomWith(env, config, userId);
@@ -335,10 +326,11 @@ export async function localKeysQuery(env: Env, requested: Record<string, string[
   return out;
 }
 
-/** Claim one key per (local user, device, algorithm); atomic per key (services/e2ee.ts
+/** Claim one key per (local user, device, algorithm); atomic per key (services/e2ee/device-keys.ts
  *  claimKey). Shared by POST /keys/claim and POST /user/keys/claim. */
 export async function claimLocalKeys(
   env: Env,
+  config: Config,
   requested: Record<string, Record<string, string>>,
   waitUntil: (p: Promise<unknown>) => void,
 ): Promise<Record<string, Record<string, Record<string, unknown>>>> {
@@ -349,7 +341,7 @@ export async function claimLocalKeys(
       if (!k) continue;
       ((claimed[u] ??= {})[deviceId] ??= {})[k.keyId] = k.key;
       // The owner's next /sync shows the lower count, so the device uploads more.
-      waitUntil(pushKeyCounts(env, u, deviceId));
+      waitUntil(pushKeyCounts(env, config, u, deviceId));
     }
   }
   return claimed;

@@ -12,12 +12,14 @@ import type { Config } from "../../config";
 import type { JsonObject } from "../../core/types";
 import { registerEduHandler } from "./inbound";
 import { enqueueEdu } from "./sender";
-import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoom, remoteServersSharingRoomWith, serverOf } from "./peers";
+import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoom, remoteServersSharingRoomWith } from "./peers";
+import { serverOf } from "../../core/ids";
 import { onDeviceListUpdate, onSigningKeyUpdate } from "./device-lists";
 import { fanOutReceipt, fanOutTyping, userStub } from "../notifier";
 import { pushTyping } from "../appservice-fanout";
 import { knownRoom, roomStub } from "../rooms";
-import { deliverToDevice, type Json } from "../e2ee";
+import { deliverToDevice } from "../e2ee/to-device";
+import { type Json } from "../e2ee/common";
 import { isValidRoomId } from "../../core/ids";
 import { randomString } from "../crypto-util";
 
@@ -109,7 +111,7 @@ export async function onDirectToDevice(env: Env, config: Config, origin: string,
       if (serverOf(userId) !== config.serverName || !isObject(perDevice)) continue;
       const valid: Record<string, Json> = {};
       for (const [deviceId, body] of Object.entries(perDevice)) if (isObject(body)) valid[deviceId] = body;
-      await deliverToDevice(env, sender, type, userId, valid);
+      await deliverToDevice(env, config, sender, type, userId, valid);
     }
   } catch (e) {
     // Let a retransmission deliver it.

@@ -6,12 +6,13 @@
 //   registerEduHandler("m.typing", async (env, config, origin, content) => { ... })
 // Unregistered EDU types are ignored (spec: EDUs are best-effort).
 //
-// Not yet here (Federation II): fetching missing prev_events with get_missing_events and the
-// state at an event via state_ids when a PDU arrives after a gap. Today such a PDU goes to admit
-// as is, and the RoomDO decides (it rejects events whose prev/auth events it does not have).
+// A PDU that arrives after a gap (prev_events we do not hold) goes through admitFederatedPdu
+// (services/federation/membership.ts): get_missing_events, then the state at the gap via
+// /state_ids, before the RoomDO admits it.
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import type { AdmitOutcome, RoomDO } from "../../../durable-objects/room";
+import type { AdmitOutcome } from "../../rpc/room";
+import { roomStub } from "../../rpc/stubs";
 import type { PDU, JsonObject } from "../../core/types";
 import { getRoomVersion } from "../../core/room-versions";
 import { computeEventId } from "../../core/event-hashes";
@@ -27,12 +28,6 @@ const TXN_STALE_MS = 2 * 60_000;
 /** How long processed transaction IDs are remembered. */
 const TXN_RETENTION_MS = 7 * 24 * 3600_000;
 
-type RoomFederationStub = Pick<RoomDO, "admit" | "getCurrentStateEvent" | "getRoomVersion">;
-
-function roomStub(env: Env, config: Config, roomId: string): RoomFederationStub {
-  const ns = config.jurisdiction ? env.ROOMS.jurisdiction(config.jurisdiction) : env.ROOMS;
-  return ns.get(ns.idFromName(roomId), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as RoomFederationStub;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Server ACLs

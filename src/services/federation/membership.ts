@@ -14,11 +14,11 @@
 //   backfillFromRemote  /backfill from a resident server when a client pages past our history
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import type { AdmitOutcome } from "../../../durable-objects/room";
+import type { AdmitOutcome } from "../../rpc/room";
 import type { JsonObject, PDU } from "../../core/types";
 import { ROOM_VERSIONS, getRoomVersion, type RoomVersion } from "../../core/room-versions";
 import { computeEventId, hashAndSignEvent } from "../../core/event-hashes";
-import { parseServerName } from "../../core/ids";
+import { domainOf, parseServerName } from "../../core/ids";
 import { MatrixError } from "../../api/errors";
 import { getServerSigningKey } from "../server-key";
 import { roomStub, unwrap, type RoomStub } from "../rooms";
@@ -33,11 +33,6 @@ const MAX_STATE_FETCH = 200;
 /** Missing prev events of one event whose states are fetched (a merge event cites up to ten;
  *  taking fewer would drop the branches of the others from the state before it). */
 const MAX_GAP_PREVS = 20;
-
-function domainOf(id: string): string {
-  const i = id.indexOf(":");
-  return i < 0 ? "" : id.slice(i + 1);
-}
 
 const enc = encodeURIComponent;
 

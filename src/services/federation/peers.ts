@@ -7,17 +7,14 @@
 // the remote user is in them (bounded; in parallel).
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import { roomStub } from "../rooms";
-import { parseUserId } from "../../core/ids";
+import { roomStub } from "../../rpc/stubs";
+import { joinedRoomsUpTo, localJoinedMembers as localJoinedMembersInMirror, roomsWithLocalJoins } from "../../db/memberships";
+import { serverOf } from "../../core/ids";
 
 /** At most this many rooms are asked about one remote user. */
 const MAX_ROOMS_SCANNED = 2000;
 /** RoomDO calls in flight at once. */
 const CONCURRENCY = 32;
-
-export function serverOf(userId: string): string | undefined {
-  return parseUserId(userId, { historical: true })?.serverName;
-}
 
 async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
@@ -46,25 +43,20 @@ export async function remoteServersInRoom(env: Env, config: Config, roomId: stri
 /** Other servers sharing at least one room with local user `userId` (where presence and
  *  device-list EDUs about them go). */
 export async function remoteServersSharingRoomWith(env: Env, config: Config, userId: string): Promise<string[]> {
-  const { results } = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join' LIMIT ?")
-    .bind(userId, MAX_ROOMS_SCANNED)
-    .all<{ room_id: string }>();
-  const perRoom = await mapLimit(results, CONCURRENCY, (r) => remoteServersInRoom(env, config, r.room_id).catch(() => [] as string[]));
+  const rooms = await joinedRoomsUpTo(env.DB, userId, MAX_ROOMS_SCANNED);
+  const perRoom = await mapLimit(rooms, CONCURRENCY, (roomId) => remoteServersInRoom(env, config, roomId).catch(() => [] as string[]));
   return [...new Set(perRoom.flat())].sort();
 }
 
 /** Rooms (among those with local joined members, or only `amongRoomsOf`'s rooms) in which the
  *  remote user `remoteUserId` is joined or invited. */
 export async function roomsSharedWithRemote(env: Env, config: Config, remoteUserId: string, amongRoomsOf?: string): Promise<string[]> {
-  const stmt = amongRoomsOf
-    ? env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership = 'join' LIMIT ?").bind(amongRoomsOf, MAX_ROOMS_SCANNED)
-    : env.DB.prepare("SELECT DISTINCT room_id FROM room_memberships WHERE membership = 'join' LIMIT ?").bind(MAX_ROOMS_SCANNED);
-  const { results } = await stmt.all<{ room_id: string }>();
-  const hits = await mapLimit(results, CONCURRENCY, async (r) => {
-    const m = await roomStub(env, config, r.room_id)
+  const rooms = amongRoomsOf ? await joinedRoomsUpTo(env.DB, amongRoomsOf, MAX_ROOMS_SCANNED) : await roomsWithLocalJoins(env.DB, MAX_ROOMS_SCANNED);
+  const hits = await mapLimit(rooms, CONCURRENCY, async (roomId) => {
+    const m = await roomStub(env, config, roomId)
       .getMembership(remoteUserId)
       .catch(() => null);
-    return m === "join" || m === "invite" ? r.room_id : null;
+    return m === "join" || m === "invite" ? roomId : null;
   });
   return hits.filter((r): r is string => r !== null);
 }
@@ -78,15 +70,5 @@ export async function localUsersSharingRoomWithRemote(env: Env, config: Config, 
 
 /** Local users joined to any of `roomIds` (D1 mirror). */
 export async function localJoinedMembers(env: Env, roomIds: string[]): Promise<string[]> {
-  const out = new Set<string>();
-  for (let i = 0; i < roomIds.length; i += 80) {
-    const chunk = roomIds.slice(i, i + 80);
-    const { results } = await env.DB.prepare(
-      `SELECT DISTINCT user_id FROM room_memberships WHERE membership = 'join' AND room_id IN (${chunk.map(() => "?").join(",")})`,
-    )
-      .bind(...chunk)
-      .all<{ user_id: string }>();
-    for (const r of results) out.add(r.user_id);
-  }
-  return [...out].sort();
+  return localJoinedMembersInMirror(env.DB, roomIds);
 }

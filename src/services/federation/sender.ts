@@ -5,15 +5,11 @@
 //   onInboundFromServer(env, config, origin)     (the federation auth middleware does this)
 import type { Env } from "../../env";
 import type { Config } from "../../config";
-import type { Edu, SenderDO, SenderStatus } from "../../../durable-objects/sender";
+import type { Edu, SenderStatus } from "../../rpc/sender";
 import { isValidServerName } from "../../core/ids";
 
-export type SenderStub = Pick<SenderDO, "enqueue" | "wake" | "status">;
-
-export function senderStub(env: Env, config: Pick<Config, "jurisdiction" | "locationHint">, destination: string): SenderStub {
-  const ns = config.jurisdiction ? env.FEDERATION_SENDER.jurisdiction(config.jurisdiction) : env.FEDERATION_SENDER;
-  return ns.get(ns.idFromName(destination), config.locationHint ? { locationHint: config.locationHint } : undefined) as unknown as SenderStub;
-}
+export { senderStub, type SenderStub } from "../../rpc/stubs";
+import { senderStub } from "../../rpc/stubs";
 
 function remote(config: Config, destinations: Iterable<string>): string[] {
   return [...new Set(destinations)].filter((d) => d !== config.serverName && isValidServerName(d));

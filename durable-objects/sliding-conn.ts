@@ -1,0 +1,420 @@
+// Simplified Sliding Sync (MSC4186) inside the user's hub (UserDO): per-connection state and the
+// hub's reads for one request. The Worker (src/api/client/sliding-sync.ts) shapes the response;
+// the hub knows rooms, memberships, recency, counts, ephemeral data and the E2EE inbox.
+//
+// A connection is (device, conn_id). Every response gets a new `pos`, a row holding what the
+// client has been sent once it presents that pos: per room, the room stream sent up to, the
+// membership and the required_state config it was sent with; the room subscriptions (sticky)
+// and the sticky extension config. A request with pos P starts from P's row, so a retried P (lost
+// response) is answered again from the same starting point — nothing is skipped. Presenting P
+// proves the client holds P: older rows of the connection are then dropped. An unknown pos (never
+// issued, dropped, other device or connection) answers 400 M_UNKNOWN_POS and the client starts
+// over.
+import type { JsonObject } from "../src/core/types";
+import { BUMP_EVENT_TYPES, computeList, needsRoomType, type ListFilters, type ListRoom, type Range, type SlidingMembership } from "../src/core/sliding-lists";
+
+export const SLIDING_SCHEMA = `
+CREATE TABLE IF NOT EXISTS sliding_rooms (room_id TEXT PRIMARY KEY, bump INTEGER NOT NULL, encrypted INTEGER NOT NULL DEFAULT 0, rtype TEXT);
+CREATE TABLE IF NOT EXISTS sliding_conns (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, conn_id TEXT NOT NULL,
+  state TEXT NOT NULL, ts INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS sliding_conns_conn ON sliding_conns(device_id, conn_id, id);
+CREATE TABLE IF NOT EXISTS sliding_seq (k INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+`;
+
+/** Rows kept per connection (the presented pos and the ones issued after it). */
+const ROWS_PER_CONN = 16;
+/** A connection not used for this long is forgotten (its pos then answers M_UNKNOWN_POS). */
+const CONN_TTL_MS = 7 * 24 * 3600_000;
+const MAX_WAIT_MS = 5 * 60_000;
+
+/** What one room has been sent on a connection. */
+export interface SentRoom {
+  /** Room stream position sent up to. */
+  s: number;
+  /** Membership it was sent with. */
+  m: string;
+  /** required_state config key (core/sliding-lists configKey). */
+  k: string;
+  /** Unread counts sent. */
+  n: number;
+  h: number;
+}
+
+export interface ExtConfig {
+  to_device?: { enabled?: boolean; since?: string; limit?: number };
+  e2ee?: { enabled?: boolean };
+  account_data?: { enabled?: boolean; lists?: string[]; rooms?: string[] };
+  receipts?: { enabled?: boolean; lists?: string[]; rooms?: string[] };
+  typing?: { enabled?: boolean; lists?: string[]; rooms?: string[] };
+}
+
+export interface RoomConfig {
+  required_state: [string, string][];
+  timeline_limit: number;
+}
+
+export interface ConnState {
+  /** The hub position this state covers (everything up to it is reflected). */
+  hubPos: number;
+  rooms: Record<string, SentRoom>;
+  /** Room subscriptions (sticky until unsubscribed). */
+  subs: Record<string, RoomConfig>;
+  /** Per list: the request's key (ranges + filters + config) and the count sent. */
+  lists: Record<string, { key: string; count: number }>;
+  /** Sticky extension config. */
+  ext: ExtConfig;
+  /** e2ee: the key counts and fallback types last sent (keysOf), so a change wakes the poll. */
+  keys?: string;
+}
+
+/** What the hub module needs from the UserDO. */
+export interface SlidingHubAccess {
+  sql: SqlStorage;
+  pos(): number;
+  /** Resolve at the next push to the hub, or after `ms`. */
+  waitForPush(ms: number): Promise<void>;
+  unreadCounts(roomId: string): { notification_count: number; highlight_count: number };
+  ephemeralSince(roomId: string, from: number, q: number): JsonObject[];
+  accountDataSince(roomId: string, from: number, q: number): JsonObject[];
+  transaction<T>(fn: () => T): T;
+}
+
+/** Record recency, encryption and room type from a room notice (inside the hub's notice
+ *  transaction). `rtype`: NULL unknown, '' no type, else m.room.create content.type. */
+export function noteSlidingRoom(
+  sql: SqlStorage,
+  me: string,
+  roomId: string,
+  upos: number,
+  ev: { type: string; state_key?: string; content: JsonObject },
+  encrypted: boolean | undefined,
+): void {
+  if (ev.type === "m.room.create" && ev.state_key === "") learnRoomType(sql, roomId, typeof ev.content.type === "string" ? ev.content.type : null);
+  const bump = BUMP_EVENT_TYPES.has(ev.type) || (ev.type === "m.room.member" && ev.state_key === me);
+  if (bump) {
+    sql.exec(
+      `INSERT INTO sliding_rooms (room_id, bump, encrypted) VALUES (?, ?, ?)
+       ON CONFLICT(room_id) DO UPDATE SET bump = MAX(bump, excluded.bump), encrypted = MAX(encrypted, excluded.encrypted)`,
+      roomId,
+      upos,
+      encrypted ? 1 : 0,
+    );
+  } else if (encrypted) {
+    sql.exec(`INSERT INTO sliding_rooms (room_id, bump, encrypted) VALUES (?, 0, 1) ON CONFLICT(room_id) DO UPDATE SET encrypted = 1`, roomId);
+  }
+}
+
+/** A room's type, learned from its create event (a notice, or the RoomDO via the Worker). */
+function learnRoomType(sql: SqlStorage, roomId: string, type: string | null): void {
+  sql.exec(`INSERT INTO sliding_rooms (room_id, bump, rtype) VALUES (?, 0, ?) ON CONFLICT(room_id) DO UPDATE SET rtype = excluded.rtype`, roomId, type ?? "");
+}
+
+export interface BeginRequest {
+  deviceId: string;
+  connId: string;
+  pos?: string;
+  /** Wait for changes after this hub position (a repeated call of one long-poll); default: the
+   *  state's own position. */
+  waitAfter?: number;
+  timeoutMs: number;
+  /** Respond without waiting (the request itself changes what the client is shown). */
+  noWait: boolean;
+  /** The request's extensions (merged over the sticky ones of the connection). */
+  extensions?: ExtConfig;
+  /** Room IDs subscribed in this request, and list keys: a change means answer now. */
+  newSubs: string[];
+  listKeys: Record<string, string>;
+  unsubscribe: string[];
+  /** The lists, computed here so only their windows leave the hub (the room list stays). */
+  lists: Record<string, { ranges: Range[]; filters?: ListFilters }>;
+  /** `spaces` filters: the children of each named space (read from the space by the Worker). */
+  spaceChildren?: Record<string, string[]>;
+  /** Room types the Worker read for rooms the hub asked about (needTypes). */
+  roomTypes?: Record<string, string | null>;
+}
+
+export interface HubRoom {
+  roomId: string;
+  membership: string;
+  /** Room stream the hub knows up to. */
+  stream: number;
+  bump: number;
+  encrypted: boolean;
+  inviter: string | null;
+  /** m.room.create content.type (null: none); undefined: not known to the hub yet. */
+  roomType?: string | null;
+}
+
+export interface BeginResult {
+  /** The state the request starts from (null: a new connection). */
+  state: ConnState | null;
+  stateId: number | null;
+  /** Hub position this response covers. */
+  q: number;
+  /** Set when a list filters by room type and these rooms' types are unknown to the hub: the
+   *  Worker reads them and calls again with `roomTypes` (nothing else is filled in then). */
+  needTypes?: string[];
+  /** Per list: the count and the window's room IDs, in order. */
+  lists: Record<string, { count: number; window: string[] }>;
+  /** The rooms in any window, and subscribed rooms the user may be shown. */
+  rooms: HubRoom[];
+  /** Rooms in m.direct (is_dm). */
+  direct: string[];
+  /** Users in m.ignored_user_list (module "Ignoring Users"). */
+  ignored: string[];
+  ext: ExtConfig;
+  globalAccountData: JsonObject[];
+  toDevice?: { events: JsonObject[]; next_batch: string };
+  /** e2ee: keysOf now (stored in the connection state). */
+  keys?: string;
+  e2ee?: { device_lists: { changed: string[]; left: string[] }; device_one_time_keys_count: Record<string, number>; device_unused_fallback_key_types: string[] };
+}
+
+export type SlidingResult<T> = { ok: true; value: T } | { ok: false; status: 400; errcode: string; error: string };
+
+function loadState(sql: SqlStorage, deviceId: string, connId: string, pos: string): { id: number; state: ConnState } | null {
+  if (!/^\d{1,15}$/.test(pos)) return null;
+  const row = sql.exec<{ state: string }>("SELECT state FROM sliding_conns WHERE id = ? AND device_id = ? AND conn_id = ?", Number(pos), deviceId, connId).toArray()[0];
+  return row ? { id: Number(pos), state: JSON.parse(row.state) as ConnState } : null;
+}
+
+function mergeExt(stored: ExtConfig, req: ExtConfig | undefined): ExtConfig {
+  const out: ExtConfig = { ...stored };
+  for (const k of Object.keys(req ?? {}) as (keyof ExtConfig)[]) {
+    // `since` is not sticky (it moves with every response); the rest is.
+    out[k] = { ...(stored[k] ?? {}), ...(req![k] ?? {}) } as never;
+  }
+  if (out.to_device) out.to_device = { ...out.to_device, since: req?.to_device?.since };
+  return out;
+}
+
+/** The first read of a request: validate pos, wait (long-poll) until something changed after
+ *  it, then read what the Worker needs to shape the response. */
+export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Promise<SlidingResult<BeginResult>> {
+  let loaded: { id: number; state: ConnState } | null = null;
+  if (req.pos !== undefined) {
+    loaded = loadState(a.sql, req.deviceId, req.connId, req.pos);
+    if (!loaded) return { ok: false, status: 400, errcode: "M_UNKNOWN_POS", error: "Unknown or expired pos: start a new connection without pos" };
+  }
+  const state = loaded?.state ?? null;
+  const ext = mergeExt(state?.ext ?? {}, req.extensions);
+  const tdSince = ext.to_device?.enabled ? parseToDeviceSince(ext.to_device.since) : undefined;
+  if (tdSince === null) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "Malformed to_device since" };
+  if (tdSince !== undefined && a.sql.exec("SELECT 1 FROM to_device WHERE device_id = ? AND upos <= ? LIMIT 1", req.deviceId, tdSince).toArray().length) {
+    // Module "Send-to-Device messaging": delivered messages are deleted once the client
+    // acknowledges them by presenting a later `since`.
+    a.sql.exec("DELETE FROM to_device WHERE device_id = ? AND upos <= ?", req.deviceId, tdSince);
+  }
+
+  if (state && !req.noWait && req.timeoutMs > 0) {
+    const changedConfig =
+      req.newSubs.some((r) => !state.subs[r]) ||
+      Object.keys(req.listKeys).length !== Object.keys(state.lists).length ||
+      Object.entries(req.listKeys).some(([n, k]) => state.lists[n]?.key !== k);
+    const after = req.waitAfter ?? state.hubPos;
+    const deadline = Date.now() + Math.min(req.timeoutMs, MAX_WAIT_MS);
+    while (!changedConfig && !changedAfter(a, req.deviceId, after, ext, tdSince, state.keys) && Date.now() < deadline) {
+      await a.waitForPush(deadline - Date.now());
+    }
+  }
+
+  const q = a.pos();
+  const from = state?.hubPos ?? -1;
+  for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
+  const all = a.sql
+    .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null; rtype: string | null }>(
+      // A forgotten room (POST /forget, same membership since) is gone from every sync.
+      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted, s.rtype FROM rooms r
+         LEFT JOIN sliding_rooms s ON s.room_id = r.room_id
+         LEFT JOIN forgotten_rooms f ON f.room_id = r.room_id
+       WHERE f.room_id IS NULL OR f.member_stream != r.member_stream`,
+    )
+    .toArray();
+  const directRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
+  const direct = new Set<string>();
+  if (directRow) {
+    for (const ids of Object.values(JSON.parse(directRow.content) as Record<string, unknown>)) if (Array.isArray(ids)) for (const id of ids) if (typeof id === "string") direct.add(id);
+  }
+  const ignoredRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
+  const ignoredUsers = ignoredRow ? (JSON.parse(ignoredRow.content) as { ignored_users?: Record<string, unknown> }).ignored_users : undefined;
+  const ignored = ignoredUsers && typeof ignoredUsers === "object" ? Object.keys(ignoredUsers) : [];
+  const ignoredSet = new Set(ignored);
+
+  // Rooms a list may show: joined, invited, knocking, and a room left since the connection last
+  // showed it (once, with its last events; then it drops out). Module "Ignoring Users": invites
+  // from ignored users are not shown.
+  const candidates: (ListRoom & { row: (typeof all)[number] })[] = [];
+  for (const r of all) {
+    const sent = state?.rooms[r.room_id];
+    const gone = r.membership === "leave" || r.membership === "ban";
+    if (gone && (!sent || sent.m === "leave" || sent.m === "ban")) continue;
+    if (r.membership === "invite" && r.inviter && ignoredSet.has(r.inviter)) continue;
+    candidates.push({
+      roomId: r.room_id,
+      membership: r.membership as SlidingMembership,
+      // A room whose last bump predates this table: its newest logged position.
+      bump: r.bump || (a.sql.exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ?", r.room_id).one().u ?? 0),
+      isDm: direct.has(r.room_id),
+      encrypted: !!r.encrypted,
+      roomType: r.rtype === null ? undefined : r.rtype === "" ? null : r.rtype,
+      row: r,
+    });
+  }
+  const specs = Object.values(req.lists);
+  if (specs.some((l) => needsRoomType(l.filters))) {
+    const unknown = candidates.filter((r) => r.roomType === undefined && !(req.roomTypes && r.roomId in req.roomTypes)).map((r) => r.roomId);
+    if (unknown.length && !req.roomTypes) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], direct: [], ignored, ext, globalAccountData: [] } };
+  }
+  const joinedSpaces = new Set(all.filter((r) => r.membership === "join").map((r) => r.room_id));
+  const lists: BeginResult["lists"] = {};
+  const shown = new Map<string, (typeof candidates)[number]>();
+  for (const [name, l] of Object.entries(req.lists)) {
+    // spaces: children of the named spaces the user is joined to.
+    const inSpaces = l.filters?.spaces ? new Set(l.filters.spaces.filter((sp) => joinedSpaces.has(sp)).flatMap((sp) => req.spaceChildren?.[sp] ?? [])) : undefined;
+    const { count, window } = computeList(candidates, l.filters, l.ranges, inSpaces);
+    lists[name] = { count, window: window.map((r) => r.roomId) };
+    for (const r of window) shown.set(r.roomId, r as (typeof candidates)[number]);
+  }
+  const subs = new Set([...Object.keys(state?.subs ?? {}), ...req.newSubs]);
+  for (const id of req.unsubscribe) subs.delete(id);
+  const byId = new Map(candidates.map((r) => [r.roomId, r]));
+  for (const id of subs) if (byId.has(id)) shown.set(id, byId.get(id)!);
+  const rooms: HubRoom[] = [...shown.values()].map((r) => ({
+    roomId: r.roomId,
+    membership: r.row.membership,
+    stream: r.row.stream,
+    bump: r.bump,
+    encrypted: r.encrypted ?? false,
+    inviter: r.row.inviter,
+    roomType: r.roomType,
+  }));
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, direct: [...direct].filter((id) => shown.has(id)), ignored, ext, globalAccountData: [] };
+  if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
+  if (tdSince !== undefined) {
+    const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));
+    const rows = a.sql
+      .exec<{ upos: number; sender: string; type: string; content: string }>(
+        "SELECT upos, sender, type, content FROM to_device WHERE device_id = ? AND upos > ? AND upos <= ? ORDER BY upos LIMIT ?",
+        req.deviceId,
+        tdSince,
+        q,
+        limit,
+      )
+      .toArray();
+    // Capped: the next batch starts after the last message sent, so nothing is skipped.
+    const next = rows.length === limit ? rows[rows.length - 1].upos : q;
+    out.toDevice = { events: rows.map((m) => ({ sender: m.sender, type: m.type, content: JSON.parse(m.content) as JsonObject })), next_batch: String(next) };
+  }
+  if (ext.e2ee?.enabled) {
+    // device_lists only in incremental responses: on a new connection the client re-queries
+    // every tracked user (matrix-js-sdk marks all dirty when it has no pos).
+    const dl = state ? a.sql.exec<{ user_id: string; left: number }>("SELECT user_id, left FROM device_lists WHERE upos > ? AND upos <= ?", from, q).toArray() : [];
+    const keys = a.sql.exec<{ otk_counts: string; fallback_types: string }>("SELECT otk_counts, fallback_types FROM device_keys WHERE device_id = ?", req.deviceId).toArray()[0];
+    out.keys = keysOf(a, req.deviceId);
+    out.e2ee = {
+      device_lists: { changed: dl.filter((r) => !r.left).map((r) => r.user_id), left: dl.filter((r) => r.left).map((r) => r.user_id) },
+      device_one_time_keys_count: keys ? JSON.parse(keys.otk_counts) : {},
+      device_unused_fallback_key_types: keys ? JSON.parse(keys.fallback_types) : [],
+    };
+  }
+  return { ok: true, value: out };
+}
+
+/** to_device `since`: absent → from the start; a position string → that; else null (bad). */
+function parseToDeviceSince(s: string | undefined): number | undefined | null {
+  if (s === undefined) return 0;
+  return /^\d{1,15}$/.test(s) ? Number(s) : null;
+}
+
+/** Anything after `after` that a connection may be shown. */
+/** This device's one-time key counts and unused fallback key types, as one comparable string. */
+function keysOf(a: SlidingHubAccess, deviceId: string): string {
+  const k = a.sql.exec<{ otk_counts: string; fallback_types: string }>("SELECT otk_counts, fallback_types FROM device_keys WHERE device_id = ?", deviceId).toArray()[0];
+  return k ? `${k.otk_counts}|${k.fallback_types}` : "";
+}
+
+function changedAfter(a: SlidingHubAccess, deviceId: string, after: number, ext: ExtConfig, tdSince: number | undefined, keysSent: string | undefined): boolean {
+  if (a.pos() <= after && tdSince === undefined) return false;
+  // Keys claimed by others (or uploaded): the client may need to upload more one-time keys.
+  if (ext.e2ee?.enabled && keysSent !== undefined && keysOf(a, deviceId) !== keysSent) return true;
+  const any = (sql: string, ...args: unknown[]) => a.sql.exec(sql, ...args).toArray().length > 0;
+  if (any("SELECT 1 FROM room_log WHERE upos > ? LIMIT 1", after)) return true;
+  if (ext.account_data?.enabled && any("SELECT 1 FROM account_data WHERE upos > ? LIMIT 1", after)) return true;
+  if (ext.e2ee?.enabled && any("SELECT 1 FROM device_lists WHERE upos > ? LIMIT 1", after)) return true;
+  if (tdSince !== undefined && any("SELECT 1 FROM to_device WHERE device_id = ? AND upos > ? LIMIT 1", deviceId, tdSince)) return true;
+  return false;
+}
+
+export interface DetailsRequest {
+  q: number;
+  rooms: { roomId: string; from: number }[];
+  typing: boolean;
+  receipts: boolean;
+  accountData: boolean;
+}
+
+export interface RoomDetails {
+  unread: { notification_count: number; highlight_count: number };
+  typing?: JsonObject;
+  receipts?: JsonObject;
+  accountData?: JsonObject[];
+}
+
+/** Per-room reads for the rooms a response shows: counts, and the extensions' data after
+ *  `from` (-1: all of it, for a room new to the connection). */
+export function slidingDetails(a: SlidingHubAccess, req: DetailsRequest): Record<string, RoomDetails> {
+  const out: Record<string, RoomDetails> = {};
+  for (const { roomId, from } of req.rooms) {
+    const d: RoomDetails = { unread: a.unreadCounts(roomId) };
+    if (req.typing || req.receipts) {
+      for (const e of a.ephemeralSince(roomId, from, req.q)) {
+        if (e.type === "m.typing" && req.typing) d.typing = e;
+        if (e.type === "m.receipt" && req.receipts) d.receipts = e;
+      }
+    }
+    if (req.accountData) {
+      const ad = a.accountDataSince(roomId, from, req.q);
+      if (ad.length) d.accountData = ad;
+    }
+    out[roomId] = d;
+  }
+  return out;
+}
+
+export interface CommitRequest {
+  deviceId: string;
+  connId: string;
+  fromId: number | null;
+  state: ConnState;
+}
+
+/** Store the state a response leaves the connection in; returns its pos. */
+export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
+  return a.transaction(() => {
+    const row = a.sql.exec<{ n: number }>("SELECT n FROM sliding_seq WHERE k = 0").toArray()[0];
+    const id = (row?.n ?? 0) + 1;
+    a.sql.exec("INSERT INTO sliding_seq (k, n) VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET n = excluded.n", id);
+    const now = Date.now();
+    a.sql.exec("INSERT INTO sliding_conns (id, device_id, conn_id, state, ts) VALUES (?, ?, ?, ?, ?)", id, req.deviceId, req.connId, JSON.stringify(req.state), now);
+    // The client holds `fromId`: older rows of this connection are no longer needed. A new
+    // connection (no pos) replaces the old one of the same conn_id.
+    if (req.fromId !== null) a.sql.exec("DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id < ?", req.deviceId, req.connId, req.fromId);
+    else a.sql.exec("DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id < ?", req.deviceId, req.connId, id);
+    a.sql.exec(
+      `DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id NOT IN
+         (SELECT id FROM sliding_conns WHERE device_id = ? AND conn_id = ? ORDER BY id DESC LIMIT ?)`,
+      req.deviceId,
+      req.connId,
+      req.deviceId,
+      req.connId,
+      ROWS_PER_CONN,
+    );
+    a.sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
+    return String(id);
+  });
+}
+
+/** A deleted device's connections go with it. */
+export function forgetSlidingDevice(sql: SqlStorage, deviceId: string): void {
+  sql.exec("DELETE FROM sliding_conns WHERE device_id = ?", deviceId);
+}

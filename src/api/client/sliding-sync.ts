@@ -1,0 +1,492 @@
+// Simplified Sliding Sync (MSC4186, "native sliding sync"): POST
+// /_matrix/client/unstable/org.matrix.simplified_msc3575/sync. The sync Element X and Element
+// Web's new room list use.
+//
+// 1. The hub (UserDO, durable-objects/sliding-conn.ts) checks `pos`, waits (long-poll) until
+//    something changed after it, computes the lists (core/sliding-lists.ts: filter, sort by
+//    recency, window by ranges) and returns the windows, the rooms shown and the extensions'
+//    data. Only the windows cross the RPC, not the user's whole room list.
+// 2. Facts the hub may lack are read here first: the children of `spaces` filters, and (once)
+//    the type of rooms whose create event the hub never saw.
+// 3. Each room in a window or subscription is compared with what the connection was sent: a
+//    room new to it comes whole (`initial`), a room that moved comes as a delta from the room
+//    stream sent; RoomDO.syncRoom serves either, with state_after semantics (`required_state`
+//    holds the state changes up to the end of the timeline, MSC4186).
+// 4. The hub stores the state the response leaves the connection in and names it by the new pos.
+import { Hono, type Context } from "hono";
+import { z } from "zod";
+import type { AppEnv } from "../types";
+import { MatrixError } from "../errors";
+import { requireAuth } from "../middleware/auth";
+import { parseBody, parseValue } from "../validate";
+import { roomStub, unwrap } from "../../services/rooms";
+import { userStub } from "../../services/notifier";
+import type { JsonObject } from "../../core/types";
+import {
+  configKey,
+  mergeRequiredState,
+  planRequiredState,
+  wantsState,
+  type ListFilters,
+  type Range,
+  type RequiredState,
+} from "../../core/sliding-lists";
+import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
+import type { Requester, RoomResult } from "../../rpc/room";
+import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
+
+interface SyncRoomRpc {
+  syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>>;
+  getStrippedState(): Promise<JsonObject[]>;
+  getCurrentStateEvent(type: string, stateKey: string): Promise<JsonObject | null>;
+  getCurrentState(): Promise<JsonObject[]>;
+}
+
+interface SlidingHubRpc {
+  slidingBegin(userId: string, req: BeginRequest): Promise<SlidingResult<BeginResult>>;
+  slidingDetails(userId: string, req: DetailsRequest): Promise<Record<string, RoomDetails>>;
+  slidingCommit(userId: string, req: CommitRequest): Promise<string>;
+}
+
+export const slidingSync = new Hono<AppEnv>();
+
+// ---------------------------------------------------------------------------------------------
+// Request. Unknown top-level keys and unknown extensions are ignored (clients send newer ones,
+// e.g. matrix-js-sdk's sticky events extension); wrong shapes are 400 M_BAD_JSON naming the
+// field; an unknown list filter is 400 M_INVALID_PARAM (ignoring it would show a wrong list).
+
+const MAX_RANGE_END = 2 ** 31 - 1;
+const stateKeyPair = z.tuple([z.string().max(255), z.string().max(255)]);
+const requiredState = z.array(stateKeyPair).max(100);
+const timelineLimit = z.number().int().min(0).max(1000);
+const roomId = z.string().min(2).max(255).regex(/^!/, "must be a room ID");
+
+const filtersSchema = z.strictObject({
+  is_dm: z.boolean().optional(),
+  is_encrypted: z.boolean().optional(),
+  is_invite: z.boolean().optional(),
+  room_types: z.array(z.string().max(255).nullable()).max(50).optional(),
+  not_room_types: z.array(z.string().max(255).nullable()).max(50).optional(),
+  spaces: z.array(roomId).max(50).optional(),
+});
+
+const listSchema = z.object({
+  ranges: z
+    .array(z.tuple([z.number().int().min(0).max(MAX_RANGE_END), z.number().int().min(0).max(MAX_RANGE_END)]).refine(([a, b]) => a <= b, "range start after its end"))
+    .max(100)
+    .optional(),
+  required_state: requiredState.optional(),
+  timeline_limit: timelineLimit.optional(),
+  filters: z.unknown().optional(),
+});
+
+const roomConfigSchema = z.object({ required_state: requiredState.optional(), timeline_limit: timelineLimit.optional() });
+const scope = { lists: z.array(z.string().max(100)).max(100).optional(), rooms: z.array(z.string().max(255)).max(1000).optional() };
+const extensionsSchema = z.object({
+  to_device: z.object({ enabled: z.boolean().optional(), since: z.string().max(100).optional(), limit: z.number().int().min(1).max(1000).optional() }).optional(),
+  e2ee: z.object({ enabled: z.boolean().optional() }).optional(),
+  account_data: z.object({ enabled: z.boolean().optional(), ...scope }).optional(),
+  receipts: z.object({ enabled: z.boolean().optional(), ...scope }).optional(),
+  typing: z.object({ enabled: z.boolean().optional(), ...scope }).optional(),
+});
+
+const bodySchema = z.object({
+  conn_id: z.string().max(100).optional(),
+  lists: z
+    .record(z.string().max(100), listSchema)
+    .refine((l) => Object.keys(l).length <= 100, "at most 100 lists")
+    .optional(),
+  room_subscriptions: z
+    .record(roomId, roomConfigSchema)
+    .refine((s) => Object.keys(s).length <= 1000, "at most 1000 room subscriptions")
+    .optional(),
+  unsubscribe_rooms: z.array(z.string().max(255)).max(1000).optional(),
+  extensions: extensionsSchema.optional(),
+  // Accepted in the body too (the MSC has them as query parameters).
+  pos: z.string().max(100).optional(),
+  timeout: z.number().int().min(0).optional(),
+});
+
+const querySchema = z.object({
+  pos: z.string().max(100).optional(),
+  timeout: z.coerce.number().int().min(0).optional(),
+});
+
+type Body = z.infer<typeof bodySchema>;
+type ListReq = z.infer<typeof listSchema> & { filters?: ListFilters };
+
+const MAX_TIMEOUT_MS = 5 * 60_000;
+/** RoomDOs one response asks at once. */
+const ROOM_CONCURRENCY = 32;
+
+// ---------------------------------------------------------------------------------------------
+
+slidingSync.post("/sync", requireAuth, async (c) => {
+  const q = parseValue(c.req.query(), querySchema);
+  const body = await parseBody(c, bodySchema);
+  const lists: Record<string, ListReq> = {};
+  for (const [name, l] of Object.entries(body.lists ?? {})) {
+    let filters: ListFilters | undefined;
+    if (l.filters !== undefined) {
+      const r = filtersSchema.safeParse(l.filters);
+      if (!r.success) {
+        const i = r.error.issues[0];
+        const unknown = i.code === "unrecognized_keys";
+        throw new MatrixError(400, unknown ? "M_INVALID_PARAM" : "M_BAD_JSON", `lists.${name}.filters: ${unknown ? `unknown filter ${(i as { keys: string[] }).keys.join(", ")}` : `${i.path.join(".")}: ${i.message}`}`);
+      }
+      filters = r.data;
+    }
+    lists[name] = { ...l, filters };
+  }
+  const { userId, deviceId } = c.var.auth;
+  const pos = q.pos ?? body.pos;
+  const timeout = q.timeout ?? body.timeout ?? 0;
+  const connId = body.conn_id ?? "";
+  const hub = userStub(c.env, userId, c.var.config) as unknown as SlidingHubRpc;
+  const listKeys = Object.fromEntries(Object.entries(lists).map(([n, l]) => [n, JSON.stringify(l)]));
+  // A long-poll is held at most 5 minutes, whatever the client asks.
+  const deadline = Date.now() + Math.min(timeout, MAX_TIMEOUT_MS);
+  const listSpecs = Object.fromEntries(Object.entries(lists).map(([n, l]) => [n, { ranges: (l.ranges ?? []) as Range[], filters: l.filters }]));
+  const spaces = [...new Set(Object.values(lists).flatMap((l) => l.filters?.spaces ?? []))];
+  const spaceChildren = spaces.length ? await spaceChildrenOf(c, spaces) : undefined;
+  let waitAfter: number | undefined;
+  const timing: Record<string, number> = {};
+  const lap = (name: string, t0: number) => (timing[name] = (timing[name] ?? 0) + (performance.now() - t0));
+  for (;;) {
+    let t0 = performance.now();
+    const ask = (roomTypes?: Record<string, string | null>) =>
+      hub.slidingBegin(userId, {
+        deviceId,
+        connId,
+        pos,
+        waitAfter,
+        timeoutMs: roomTypes ? 0 : Math.max(0, deadline - Date.now()),
+        noWait: !!roomTypes || (body.unsubscribe_rooms?.length ?? 0) > 0,
+        extensions: body.extensions as ExtConfig | undefined,
+        newSubs: Object.keys(body.room_subscriptions ?? {}),
+        unsubscribe: body.unsubscribe_rooms ?? [],
+        listKeys,
+        lists: listSpecs,
+        spaceChildren,
+        roomTypes,
+      });
+    let r = await ask();
+    if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    if (r.value.needTypes) {
+      // room_types filters over rooms whose create event the hub never saw: read them once.
+      r = await ask(await roomTypesOf(c, r.value.needTypes));
+      if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+    }
+    lap("begin", t0);
+    const built = await buildResponse(c, r.value, body, lists, listKeys, lap);
+    if (pos === undefined || !built.empty || Date.now() >= deadline) {
+      t0 = performance.now();
+      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state });
+      lap("commit", t0);
+      // Where the time went (Server-Timing; the begin phase includes any long-poll wait).
+      c.header("Server-Timing", Object.entries(timing).map(([k, v]) => `${k};dur=${v.toFixed(1)}`).join(", "));
+      return c.json({ pos: newPos, ...built.response });
+    }
+    waitAfter = r.value.q;
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+
+interface Built {
+  response: JsonObject;
+  state: ConnState;
+  /** Nothing the client would act on (keep long-polling). */
+  empty: boolean;
+}
+
+/** Where a room is shown: the lists whose window holds it and whether it is subscribed. */
+interface Shown {
+  lists: string[];
+  sub: boolean;
+  rs: RequiredState[];
+  limit: number;
+}
+
+async function buildResponse(
+  c: Context<AppEnv>,
+  b: BeginResult,
+  body: Body,
+  lists: Record<string, ListReq>,
+  listKeys: Record<string, string>,
+  lap: (name: string, t0: number) => void,
+): Promise<Built> {
+  let t0 = performance.now();
+  const { userId, deviceId } = c.var.auth;
+  const prev: ConnState = b.state ?? { hubPos: -1, rooms: {}, subs: {}, lists: {}, ext: {} };
+  const hubRooms = new Map(b.rooms.map((r) => [r.roomId, r]));
+  const direct = new Set(b.direct);
+
+  // Room subscriptions are sticky until unsubscribed.
+  const subs: Record<string, RoomConfig> = { ...prev.subs };
+  for (const id of body.unsubscribe_rooms ?? []) delete subs[id];
+  for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) subs[id] = { required_state: s.required_state ?? [], timeline_limit: s.timeline_limit ?? 0 };
+
+  const shown = new Map<string, Shown>();
+  const show = (id: string, rs: RequiredState, limit: number, list?: string) => {
+    const s = shown.get(id) ?? { lists: [], sub: false, rs: [], limit: 0 };
+    if (list === undefined) s.sub = true;
+    else s.lists.push(list);
+    s.rs.push(rs);
+    s.limit = Math.max(s.limit, limit);
+    shown.set(id, s);
+  };
+  // The hub computed the lists (filters, recency order, windows).
+  const listOut: Record<string, JsonObject> = {};
+  const listState: ConnState["lists"] = {};
+  let listsChanged = false;
+  for (const [name, l] of Object.entries(lists)) {
+    const { count, window } = b.lists[name];
+    for (const id of window) show(id, (l.required_state ?? []) as RequiredState, l.timeline_limit ?? 0, name);
+    listOut[name] = { count };
+    listState[name] = { key: listKeys[name], count };
+    if (prev.lists[name]?.count !== count) listsChanged = true;
+  }
+  for (const [id, s] of Object.entries(subs)) {
+    // Subscriptions to rooms the user is not in (and was not shown leaving) show nothing.
+    if (!hubRooms.has(id)) continue;
+    show(id, s.required_state as RequiredState, s.timeline_limit);
+  }
+
+  // Extension scopes: `lists` / `rooms` ("*" or absent: all).
+  const ext = b.ext;
+  const inScope = (e: { enabled?: boolean; lists?: string[]; rooms?: string[] } | undefined, id: string, s: Shown) =>
+    !!e?.enabled &&
+    ((s.lists.length > 0 && (!e.lists || e.lists.includes("*") || s.lists.some((l) => e.lists!.includes(l)))) ||
+      (s.sub && (!e.rooms || e.rooms.includes("*") || e.rooms.includes(id))));
+
+  const ids = [...shown.keys()];
+  lap("lists", t0);
+  t0 = performance.now();
+  const details = ids.length
+    ? await (userStub(c.env, userId, c.var.config) as unknown as SlidingHubRpc).slidingDetails(userId, {
+        q: b.q,
+        rooms: ids.map((id) => ({ roomId: id, from: prev.rooms[id] ? prev.hubPos : -1 })),
+        typing: !!ext.typing?.enabled,
+        receipts: !!ext.receipts?.enabled,
+        accountData: !!ext.account_data?.enabled,
+      })
+    : {};
+
+  lap("details", t0);
+  t0 = performance.now();
+  const nextRooms: Record<string, SentRoom> = { ...prev.rooms };
+  const roomsOut: Record<string, JsonObject> = {};
+  let next = 0;
+  const one = async (id: string) => {
+    const s = shown.get(id)!;
+    const hr = hubRooms.get(id)!;
+    const d = details[id];
+    const sent = prev.rooms[id];
+    const rs = mergeRequiredState(s.rs);
+    const key = configKey(rs);
+    const m = hr.membership;
+    // New to the connection, or newly joined (the client held only the invite): the whole
+    // room. Shown before with another required_state (it moved into a list with other needs):
+    // the timeline as a delta, the state in full.
+    const initial = !sent || (m === "join" && sent.m !== "join");
+    const stateAgain = !initial && sent.k !== key;
+    const moved = initial || stateAgain || hr.stream > sent.s || sent.m !== m;
+    const countsMoved = !sent || sent.n !== d.unread.notification_count || sent.h !== d.unread.highlight_count;
+    if (!moved && !countsMoved) return;
+    const entry: JsonObject = {};
+    if (moved) {
+      try {
+        if (m === "invite" || m === "knock") Object.assign(entry, await inviteRoom(c, id, m, direct.has(id)));
+        else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, stateAgain, direct.has(id), b.ignored));
+      } catch (e) {
+        // One room that cannot be read now (e.g. a join still in progress) does not fail the
+        // whole response: it is left out and, not recorded as sent, comes in a later one.
+        console.error("sliding sync: room", id, e);
+        return;
+      }
+      entry.bump_stamp = hr.bump;
+    }
+    if (m === "join") {
+      entry.notification_count = d.unread.notification_count;
+      entry.highlight_count = d.unread.highlight_count;
+    }
+    roomsOut[id] = entry;
+    nextRooms[id] = { s: hr.stream, m, k: key, n: d.unread.notification_count, h: d.unread.highlight_count };
+  };
+  const worker = async () => {
+    while (next < ids.length) await one(ids[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, ids.length) }, worker));
+  lap("rooms", t0);
+
+  // Extensions.
+  const extOut: JsonObject = {};
+  let extData = false;
+  if (b.toDevice) {
+    extOut.to_device = b.toDevice;
+    if (b.toDevice.events.length) extData = true;
+  }
+  if (b.e2ee) {
+    extOut.e2ee = b.e2ee;
+    if (b.e2ee.device_lists.changed.length || b.e2ee.device_lists.left.length || b.keys !== prev.keys) extData = true;
+  }
+  if (ext.account_data?.enabled) {
+    const rooms: Record<string, JsonObject[]> = {};
+    for (const id of ids) if (details[id].accountData && inScope(ext.account_data, id, shown.get(id)!)) rooms[id] = details[id].accountData!;
+    extOut.account_data = { global: b.globalAccountData, rooms };
+    if (b.globalAccountData.length || Object.keys(rooms).length) extData = true;
+  }
+  for (const k of ["receipts", "typing"] as const) {
+    if (!ext[k]?.enabled) continue;
+    const rooms: Record<string, JsonObject> = {};
+    for (const id of ids) {
+      const e = k === "receipts" ? details[id].receipts : details[id].typing;
+      if (e && inScope(ext[k], id, shown.get(id)!)) rooms[id] = e;
+    }
+    extOut[k] = { rooms };
+    if (Object.keys(rooms).length) extData = true;
+  }
+
+  const stickyExt: ExtConfig = { ...ext };
+  if (stickyExt.to_device) stickyExt.to_device = { ...stickyExt.to_device, since: undefined };
+  return {
+    response: { lists: listOut, rooms: roomsOut, extensions: extOut },
+    state: { hubPos: b.q, rooms: nextRooms, subs, lists: listState, ext: stickyExt, keys: b.keys },
+    // A request that changes what it asks for is answered at once (the hub does not wait
+    // either), even when the answer holds nothing new.
+    empty:
+      Object.keys(roomsOut).length === 0 &&
+      !listsChanged &&
+      !extData &&
+      Object.keys(body.room_subscriptions ?? {}).length === 0 &&
+      (body.unsubscribe_rooms?.length ?? 0) === 0 &&
+      Object.keys(prev.lists).length === Object.keys(listKeys).length &&
+      Object.entries(listKeys).every(([n, k]) => prev.lists[n]?.key === k),
+  };
+}
+
+/** A joined (or just left) room: timeline and state from the RoomDO for (since, upTo]. */
+async function roomData(
+  c: Context<AppEnv>,
+  roomId: string,
+  rs: RequiredState,
+  limit: number,
+  since: number | null,
+  upTo: number,
+  initial: boolean,
+  stateAgain: boolean,
+  isDm: boolean,
+  ignored: string[],
+): Promise<JsonObject> {
+  const { userId, deviceId } = c.var.auth;
+  const plan = planRequiredState(rs, userId);
+  const stub = roomStub(c.env, c.var.config, roomId) as unknown as SyncRoomRpc;
+  // Only the state types asked for (plus name and avatar) are loaded; members lazily when only
+  // $LAZY / $ME are asked.
+  const stateFilter = plan.allTypes ? undefined : { types: [...plan.types, "m.room.name", "m.room.avatar"] };
+  const view = unwrap(
+    await stub.syncRoom(
+      { userId, deviceId },
+      {
+        since,
+        upTo,
+        limit,
+        state: stateFilter,
+        lazyLoadMembers: plan.lazyMembers && !plan.explicitMembers,
+        fullState: false,
+        useStateAfter: true,
+        ignoredSenders: ignored.length ? ignored : undefined,
+      },
+    ),
+  );
+  const timeline = view.timeline.events;
+  const senders = new Set(timeline.map((e) => e.sender as string));
+  let state = view.state_after?.events ?? [];
+  if (stateAgain) {
+    // The whole current state (no timeline), plus the delta's members for $LAZY.
+    const full = unwrap(
+      await stub.syncRoom({ userId, deviceId }, { since: null, upTo, limit: 0, state: stateFilter, lazyLoadMembers: false, fullState: false, useStateAfter: true }),
+    );
+    const ids = new Set(state.map((e) => e.event_id));
+    state = [...state, ...(full.state_after?.events ?? []).filter((e) => !ids.has(e.event_id))];
+  }
+  const out: JsonObject = {
+    required_state: state.filter((e) => wantsState(rs, userId, e as { type: string; state_key?: string }, senders)),
+    timeline,
+    limited: view.timeline.limited,
+    prev_batch: view.timeline.prev_batch,
+    // Timeline events that are new since the connection last saw the room.
+    num_live: initial ? 0 : timeline.length,
+    joined_count: view.summary["m.joined_member_count"],
+    invited_count: view.summary["m.invited_member_count"],
+  };
+  const nameEv = state.find((e) => e.type === "m.room.name" && e.state_key === "");
+  const avatarEv = state.find((e) => e.type === "m.room.avatar" && e.state_key === "");
+  if (nameEv) out.name = typeof (nameEv.content as JsonObject).name === "string" ? (nameEv.content as JsonObject).name : "";
+  if (avatarEv) out.avatar = typeof (avatarEv.content as JsonObject).url === "string" ? (avatarEv.content as JsonObject).url : null;
+  if (initial) {
+    out.initial = true;
+    if (isDm) out.is_dm = true;
+    // Heroes (MSC4186): for clients to name a room that has no name.
+    if (!nameEv && view.summary["m.heroes"]?.length) out.heroes = await heroes(stub, view.summary["m.heroes"], state);
+  }
+  return out;
+}
+
+async function heroes(stub: SyncRoomRpc, userIds: string[], state: JsonObject[]): Promise<JsonObject[]> {
+  // Member events already in hand (lazy loading includes the heroes'); the rest from the room.
+  const have = new Map(state.filter((e) => e.type === "m.room.member").map((e) => [e.state_key as string, e]));
+  const evs = await Promise.all(userIds.map((u) => have.get(u) ?? stub.getCurrentStateEvent("m.room.member", u)));
+  return userIds.map((u, i) => {
+    const content = (evs[i]?.content ?? {}) as JsonObject;
+    const h: JsonObject = { user_id: u };
+    if (typeof content.displayname === "string") h.displayname = content.displayname;
+    if (typeof content.avatar_url === "string") h.avatar_url = content.avatar_url;
+    return h;
+  });
+}
+
+/** An invite or knock: the stripped state (spec "Stripped state") plus my member event. */
+async function inviteRoom(c: Context<AppEnv>, roomId: string, m: string, isDm: boolean): Promise<JsonObject> {
+  const stub = roomStub(c.env, c.var.config, roomId) as unknown as SyncRoomRpc;
+  const [stripped, me] = await Promise.all([stub.getStrippedState(), stub.getCurrentStateEvent("m.room.member", c.var.auth.userId)]);
+  const events: JsonObject[] = [...stripped];
+  if (me) events.push({ type: me.type, state_key: me.state_key!, content: me.content, sender: me.sender });
+  const out: JsonObject = { initial: true, [m === "invite" ? "invite_state" : "knock_state"]: events };
+  const name = stripped.find((e) => e.type === "m.room.name");
+  if (name && typeof (name.content as JsonObject).name === "string") out.name = (name.content as JsonObject).name;
+  if (isDm || (me?.content as JsonObject | undefined)?.is_direct === true) out.is_dm = true;
+  return out;
+}
+
+/** room_types filters: the m.room.create content.type of rooms the hub does not know it for
+ *  (asked of their RoomDOs once; the hub keeps the answers). A room this server cannot read
+ *  yet (an invite over federation) is left out and stays unknown. */
+async function roomTypesOf(c: Context<AppEnv>, roomIds: string[]): Promise<Record<string, string | null>> {
+  const learned: Record<string, string | null> = {};
+  let next = 0;
+  const worker = async () => {
+    while (next < roomIds.length) {
+      const id = roomIds[next++];
+      const create = await (roomStub(c.env, c.var.config, id) as unknown as SyncRoomRpc).getCurrentStateEvent("m.room.create", "");
+      const t = (create?.content as JsonObject | undefined)?.type;
+      if (create) learned[id] = typeof t === "string" ? t : null;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(ROOM_CONCURRENCY, roomIds.length) }, worker));
+  return learned;
+}
+
+/** spaces filter: each space's children (m.space.child with `via`); the hub uses only the
+ *  spaces the user is joined to. */
+async function spaceChildrenOf(c: Context<AppEnv>, spaces: string[]): Promise<Record<string, string[]>> {
+  const out: Record<string, string[]> = {};
+  await Promise.all(
+    spaces.map(async (sp) => {
+      const state = await (roomStub(c.env, c.var.config, sp) as unknown as SyncRoomRpc).getCurrentState();
+      out[sp] = state.filter((e) => e.type === "m.space.child" && typeof e.state_key === "string" && Array.isArray((e.content as JsonObject).via)).map((e) => e.state_key as string);
+    }),
+  );
+  return out;
+}

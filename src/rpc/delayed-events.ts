@@ -1,0 +1,39 @@
+// The DelayedEventsDO's RPC types and the delay-ID format (durable-objects/delayed-events.ts, one
+// per user; MSC4140), shared with the routes in src/api/client/delayed-events.ts.
+import { encodeBase64Url, decodeBase64 } from "../core/base64";
+import type { JsonObject } from "../core/types";
+
+/** Longest delay accepted (Synapse's common setting for Element Call; the MSC lets servers choose). */
+export const MAX_DELAY_MS = 24 * 3600_000;
+/** Delayed events one user may have scheduled at once. */
+export const MAX_SCHEDULED = 100;
+
+export interface DelayedEventSpec {
+  roomId: string;
+  type: string;
+  stateKey?: string;
+  content: JsonObject;
+  delay: number;
+  /** "<device>\n<txnId>" for idempotent scheduling through /send. */
+  txn?: string;
+}
+
+export type DelayedResult<T> = { ok: true; value: T } | { ok: false; status: number; errcode: string; error: string; retryAfterMs?: number };
+
+export function newDelayId(userId: string): string {
+  const r = new Uint8Array(16);
+  crypto.getRandomValues(r);
+  return `d${encodeBase64Url(r)}.${encodeBase64Url(new TextEncoder().encode(userId))}`;
+}
+
+/** The owner named in a delay_id, or undefined for a malformed one. */
+export function ownerOfDelayId(delayId: string): string | undefined {
+  const m = /^d[A-Za-z0-9_-]{22}\.([A-Za-z0-9_-]{4,400})$/.exec(delayId);
+  if (!m) return undefined;
+  try {
+    const user = new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(decodeBase64(m[1]));
+    return user.startsWith("@") ? user : undefined;
+  } catch {
+    return undefined;
+  }
+}

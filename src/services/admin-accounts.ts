@@ -1,0 +1,48 @@
+// Operations on accounts that the admin API (and the console through it) performs: deactivation
+// with or without erasure, leaving every room, logging in as a user.
+import type { Env } from "../env";
+import type { Config } from "../config";
+import { db } from "../db";
+import { deleteAllDevices } from "./sessions";
+import { deleteMedia } from "./media";
+import { propagateProfile, roomStub } from "./rooms";
+
+/** Every room where the user is joined, invited or knocking: they leave through the room's normal
+ *  write door (their own leave event, as Synapse parts deactivated users). Returns the rooms the
+ *  leave failed in (e.g. a room that only exists remotely). */
+export async function leaveAllRooms(env: Env, config: Config, userId: string): Promise<{ left: string[]; failed: string[] }> {
+  const { results } = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ? AND membership IN ('join', 'invite', 'knock')")
+    .bind(userId)
+    .all<{ room_id: string }>();
+  const left: string[] = [];
+  const failed: string[] = [];
+  for (const { room_id } of results) {
+    const r = await roomStub(env, config, room_id)
+      .createLocalEvent({ type: "m.room.member", state_key: userId, sender: userId, content: { membership: "leave" } })
+      .catch((e: unknown) => ({ ok: false as const, error: String(e) }));
+    (r.ok ? left : failed).push(room_id);
+  }
+  return { left, failed };
+}
+
+/** Deactivate (spec: the user ID stays reserved forever; the password and every session go).
+ *  `erase` also removes the profile (propagated into the rooms first, so member events no longer
+ *  carry the name and avatar) and deletes every piece of media the user uploaded. */
+export async function deactivateAccount(env: Env, config: Config, userId: string, erase: boolean): Promise<void> {
+  if (erase) {
+    await env.DB.prepare("UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?").bind(userId).run();
+    await propagateProfile(env, config, userId);
+    const { results } = await env.DB.prepare("SELECT server_name, media_id FROM media WHERE uploader = ?").bind(userId).all<{ server_name: string; media_id: string }>();
+    for (const m of results) await deleteMedia(env, m.server_name, m.media_id);
+    // As /account/deactivate with erase: every room the user was ever in serves their events
+    // redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
+    const rooms = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
+    for (let i = 0; i < rooms.results.length; i += 20) {
+      await Promise.all(rooms.results.slice(i, i + 20).map((r) => roomStub(env, config, r.room_id).eraseSender(userId)));
+    }
+  }
+  await env.DB.prepare(`UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", erased = 1" : ""} WHERE user_id = ?`).bind(userId).run();
+  await deleteAllDevices(db(env), userId, undefined, env);
+  await env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
+  await leaveAllRooms(env, config, userId);
+}
