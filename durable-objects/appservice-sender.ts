@@ -2,7 +2,7 @@
 // queue of events and ephemeral data for that appservice, pushed as transactions (spec:
 // Application Service API "Pushing events", PUT {url}/_matrix/app/v1/transactions/{txnId}).
 //
-// Same shape as the federation SenderDO (sender.ts):
+// Same shape as the federation SenderDO (sender.ts); the shared parts are in queue-base.ts:
 // - Items in enqueue order, one transaction in flight, at most MAX_EVENTS_PER_TXN events and
 //   MAX_EPHEMERAL_PER_TXN ephemeral items in it.
 // - The transaction's ID and extent are persisted before the first attempt, and a failed
@@ -15,11 +15,11 @@
 //   successful ping (POST /_matrix/client/v1/appservice/{id}/ping) wakes the queue at once.
 // - The queue is in the object's SQLite storage, so it survives restarts and eviction. Bounded:
 //   past MAX_QUEUE the oldest ephemeral items, then the oldest events, are dropped (counted).
-import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
 import { parseConfig } from "../src/config";
 import { appserviceById } from "../src/services/appservices";
 import { AppserviceCallError, callAppservice } from "../src/services/appservice-client";
+import { jitteredBackoffMs, QueueDO } from "./queue-base";
 
 export const MAX_EVENTS_PER_TXN = 100;
 export const MAX_EPHEMERAL_PER_TXN = 100;
@@ -54,25 +54,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS typing (room_id TEXT NOT NULL, user_id TEXT NOT NULL, expires_ts INTEGER NOT NULL, PRIMARY KEY (room_id, user_id));
 `;
 
-export class AppserviceSenderDO extends DurableObject<Env> {
-  private sql: SqlStorage;
-  private sending = false;
-
+export class AppserviceSenderDO extends QueueDO {
   constructor(ctx: DurableObjectState, env: Env) {
-    super(ctx, env);
-    this.sql = ctx.storage.sql;
-    this.sql.exec(SCHEMA);
-  }
-
-  private meta(key: string): string | undefined {
-    return this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value;
-  }
-  private setMeta(key: string, value: string | number | null): void {
-    if (value === null) this.sql.exec("DELETE FROM meta WHERE key = ?", key);
-    else this.sql.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
-  }
-  private num(key: string): number {
-    return Number(this.meta(key) ?? "0");
+    super(ctx, env, SCHEMA);
   }
 
   /** Queue items for appservice `id` of server `serverName`, in order. */
@@ -126,7 +110,7 @@ export class AppserviceSenderDO extends DurableObject<Env> {
   async status(): Promise<AppserviceQueueStatus> {
     return {
       appservice: this.meta("appservice") ?? null,
-      queued: this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM queue").one().n,
+      queued: this.queued(),
       failures: this.num("failures"),
       nextAttemptTs: this.num("next_attempt_ts") || null,
       inFlightTxnId: this.meta("txn_id") ?? null,
@@ -136,31 +120,9 @@ export class AppserviceSenderDO extends DurableObject<Env> {
     };
   }
 
-  private hasQueue(): boolean {
-    return this.sql.exec("SELECT 1 FROM queue LIMIT 1").toArray().length > 0;
-  }
-
+  /** Past MAX_QUEUE, ephemeral and to-device items go first, then the oldest events. */
   private enforceBound(): void {
-    let excess = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM queue").one().n - MAX_QUEUE;
-    if (excess <= 0) return;
-    const inflightMax = this.num("txn_max_seq"); // the transaction in flight is resent unchanged
-    for (const kinds of [["ephemeral", "to_device"], ["event"]]) {
-      if (excess <= 0) break;
-      const r = this.sql.exec(
-        `DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE kind IN (${kinds.map(() => "?").join(",")}) AND seq > ? ORDER BY seq LIMIT ?)`,
-        ...kinds,
-        inflightMax,
-        excess,
-      );
-      excess -= r.rowsWritten;
-      this.setMeta("dropped", this.num("dropped") + r.rowsWritten);
-    }
-  }
-
-  private async scheduleAt(ts: number, force = false): Promise<void> {
-    this.setMeta("next_attempt_ts", ts);
-    const current = await this.ctx.storage.getAlarm();
-    if (force || current === null || current > ts) await this.ctx.storage.setAlarm(ts);
+    this.dropOldest(MAX_QUEUE, [["ephemeral", "to_device"], ["event"]]);
   }
 
   async alarm(): Promise<void> {
@@ -201,18 +163,7 @@ export class AppserviceSenderDO extends DurableObject<Env> {
         await this.ctx.storage.deleteAlarm();
         return false;
       }
-      const rows = this.sql
-        .exec<{ seq: number; kind: string }>("SELECT seq, kind FROM queue ORDER BY seq LIMIT ?", MAX_EVENTS_PER_TXN + MAX_EPHEMERAL_PER_TXN)
-        .toArray();
-      let events = 0;
-      let other = 0;
-      maxSeq = 0;
-      for (const r of rows) {
-        if (r.kind === "event" ? events >= MAX_EVENTS_PER_TXN : other >= MAX_EPHEMERAL_PER_TXN) break;
-        if (r.kind === "event") events++;
-        else other++;
-        maxSeq = r.seq;
-      }
+      maxSeq = this.nextBatchEnd("event", MAX_EVENTS_PER_TXN, MAX_EPHEMERAL_PER_TXN);
       txnId = `${Date.now()}_${maxSeq}`;
       this.setMeta("txn_id", txnId);
       this.setMeta("txn_max_seq", maxSeq);
@@ -257,8 +208,7 @@ export class AppserviceSenderDO extends DurableObject<Env> {
   }
 }
 
-/** Exponential backoff with full jitter: uniform in [cap/2, cap], cap = 1 s * 2^(n-1) ≤ 5 min. */
+/** Backoff: uniform in [cap/2, cap], cap = 1 s * 2^(n-1) ≤ 5 min. */
 export function appserviceBackoffMs(failures: number, random: () => number = Math.random): number {
-  const cap = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** Math.min(failures - 1, 30));
-  return Math.round(cap / 2 + (random() * cap) / 2);
+  return jitteredBackoffMs(failures, BASE_BACKOFF_MS, MAX_BACKOFF_MS, random);
 }

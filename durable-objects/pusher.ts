@@ -10,11 +10,11 @@
 //   jitter, from PUSH_BASE_BACKOFF_MS up to a day, and never skip ahead of the failed item.
 // - Badge updates (counts only) coalesce: a newer one replaces those still waiting.
 // - `rejected` containing our pushkey deletes the pusher (D1 row, hub copy, this queue).
-import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
 import { parseConfig } from "../src/config";
 import { checkPusherUrl, notifyBody, type PendingPush, type PusherTarget } from "../src/core/push-gateway";
 import { deletePusher } from "../src/services/pushers";
+import { jitteredBackoffMs, QueueDO } from "./queue-base";
 
 const PUSH_BASE_BACKOFF_MS = 1_000;
 const PUSH_MAX_BACKOFF_MS = 24 * 3600_000;
@@ -36,27 +36,12 @@ export interface PusherStatus {
   nextAttemptTs: number | null;
 }
 
-export class PusherDO extends DurableObject<Env> {
-  private sql: SqlStorage;
-  private sending = false;
+export class PusherDO extends QueueDO {
   /** A watchdog alarm is pending (in memory; after a restart the alarm that woke us runs). */
   private watchdog = false;
 
   constructor(ctx: DurableObjectState, env: Env) {
-    super(ctx, env);
-    this.sql = ctx.storage.sql;
-    this.sql.exec(SCHEMA);
-  }
-
-  private meta(key: string): string | undefined {
-    return this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value;
-  }
-  private setMeta(key: string, value: string | number | null): void {
-    if (value === null) this.sql.exec("DELETE FROM meta WHERE key = ?", key);
-    else this.sql.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
-  }
-  private num(key: string): number {
-    return Number(this.meta(key) ?? "0");
+    super(ctx, env, SCHEMA);
   }
 
   /** Queue notifications for this pusher; `target` is its current URL and data. */
@@ -71,7 +56,7 @@ export class PusherDO extends DurableObject<Env> {
         if (badge) this.sql.exec("DELETE FROM queue WHERE badge = 1 AND seq > ?", this.num("inflight_seq"));
         this.sql.exec("INSERT INTO queue (body, badge, enqueued_ts) VALUES (?, ?, ?)", JSON.stringify(p), badge, now);
       }
-      const n = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM queue").one().n;
+      const n = this.queued();
       if (n > PUSH_MAX_QUEUE) {
         this.sql.exec("DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE seq > ? ORDER BY seq LIMIT ?)", this.num("inflight_seq"), n - PUSH_MAX_QUEUE);
       }
@@ -92,7 +77,7 @@ export class PusherDO extends DurableObject<Env> {
   async status(): Promise<PusherStatus> {
     const next = await this.ctx.storage.getAlarm();
     return {
-      queued: this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM queue").one().n,
+      queued: this.queued(),
       failures: this.num("failures"),
       sent: this.num("sent"),
       nextAttemptTs: next,
@@ -196,8 +181,7 @@ export class PusherDO extends DurableObject<Env> {
   }
 }
 
-/** Exponential backoff with jitter in [cap/2, cap], cap = base * 2^(n-1), at most a day. */
+/** Backoff: uniform in [cap/2, cap], cap = 1 s * 2^(n-1) ≤ a day. */
 export function pushBackoffMs(failures: number, random: () => number = Math.random): number {
-  const cap = Math.min(PUSH_MAX_BACKOFF_MS, PUSH_BASE_BACKOFF_MS * 2 ** Math.min(failures - 1, 30));
-  return Math.round(cap / 2 + (random() * cap) / 2);
+  return jitteredBackoffMs(failures, PUSH_BASE_BACKOFF_MS, PUSH_MAX_BACKOFF_MS, random);
 }

@@ -1540,16 +1540,20 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
+    return { ...this.readAccess(req.userId), userId: req.userId, toClient: (se) => this.toClient(se, req, now) };
+  }
+
+  /** Timeline events as `userId` reads them (relations and search): load only accepted events
+   *  with a stream position; visibility and redaction for that user. */
+  private readAccess(userId: string) {
     return {
       sql: this.sql,
-      userId: req.userId,
-      load: (id) => {
+      load: (id: string) => {
         const se = this.loadEvent(id);
         return se && se.status === "accepted" && se.stream !== null ? se : undefined;
       },
-      visible: this.visibilityFor(req.userId),
-      redacted: (se) => !!this.redactionOf(se),
-      toClient: (se) => this.toClient(se, req, now),
+      visible: this.visibilityFor(userId),
+      redacted: (se: StoredEvent) => !!this.redactionOf(se),
     };
   }
 
@@ -2042,13 +2046,7 @@ export class RoomDO extends DurableObject<Env> {
       const now = Date.now();
       return searchRoom(
         {
-          sql: this.sql,
-          load: (id) => {
-            const se = this.loadEvent(id);
-            return se && se.status === "accepted" && se.stream !== null ? se : undefined;
-          },
-          visible: this.visibilityFor(req.userId),
-          redacted: (se) => !!this.redactionOf(se),
+          ...this.readAccess(req.userId),
           clientEvents: (ses) => this.clientEvents(ses, req, now),
           around: (stream, dir, n) =>
             this.sql

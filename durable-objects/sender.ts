@@ -14,10 +14,10 @@
 //   PDUs. Dropped PDUs are not lost to the peer: later PDUs reference them in prev_events and
 //   the peer fetches the gap (get_missing_events / backfill). So after an outage of any length
 //   the peer gets either every event, or the latest ones plus what it needs to fetch the rest.
-import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
 import { parseConfig, type Config } from "../src/config";
 import { federationRequest, FederationError } from "../src/services/federation/client";
+import { jitteredBackoffMs, QueueDO } from "./queue-base";
 import type { Edu, SenderStatus } from "../src/rpc/sender";
 
 export const MAX_PDUS_PER_TXN = 50;
@@ -34,7 +34,6 @@ const TXN_TIMEOUT_MS = 60_000;
  *  that it cannot wedge the queue forever. */
 const MAX_REJECTIONS = 5;
 
-
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS queue (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -45,31 +44,15 @@ CREATE TABLE IF NOT EXISTS queue (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
-export class SenderDO extends DurableObject<Env> {
-  private sql: SqlStorage;
-  private sending = false;
-
+export class SenderDO extends QueueDO {
   constructor(ctx: DurableObjectState, env: Env) {
-    super(ctx, env);
-    this.sql = ctx.storage.sql;
-    this.sql.exec(SCHEMA);
+    super(ctx, env, SCHEMA);
   }
 
   private parsedConfig?: Config;
   /** Configuration, parsed once per instance. */
   private config(): Config {
     return (this.parsedConfig ??= parseConfig(this.env));
-  }
-
-  private meta(key: string): string | undefined {
-    return this.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", key).toArray()[0]?.value;
-  }
-  private setMeta(key: string, value: string | number | null): void {
-    if (value === null) this.sql.exec("DELETE FROM meta WHERE key = ?", key);
-    else this.sql.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
-  }
-  private num(key: string): number {
-    return Number(this.meta(key) ?? "0");
   }
 
   /** Queue PDUs and EDUs for `destination`, sent as `origin` (our server name). */
@@ -105,7 +88,7 @@ export class SenderDO extends DurableObject<Env> {
   }
 
   async status(): Promise<SenderStatus> {
-    const queued = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM queue").one().n;
+    const queued = this.queued();
     const failures = this.num("failures");
     return {
       destination: this.meta("destination") ?? null,
@@ -121,33 +104,9 @@ export class SenderDO extends DurableObject<Env> {
     };
   }
 
-  private hasQueue(): boolean {
-    return this.sql.exec("SELECT 1 FROM queue LIMIT 1").toArray().length > 0;
-  }
-
+  /** Past MAX_QUEUE, EDUs go first (they are ephemeral), then the oldest PDUs. */
   private enforceBound(): void {
-    const count = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM queue").one().n;
-    let excess = count - MAX_QUEUE;
-    if (excess <= 0) return;
-    // Never drop items of the batch in flight (it must be retried unchanged).
-    const inflightMax = this.num("txn_max_seq");
-    for (const kind of ["edu", "pdu"]) {
-      if (excess <= 0) break;
-      const r = this.sql.exec(
-        "DELETE FROM queue WHERE seq IN (SELECT seq FROM queue WHERE kind = ? AND seq > ? ORDER BY seq LIMIT ?)",
-        kind,
-        inflightMax,
-        excess,
-      );
-      excess -= r.rowsWritten;
-      this.setMeta("dropped", this.num("dropped") + r.rowsWritten);
-    }
-  }
-
-  private async scheduleAt(ts: number): Promise<void> {
-    this.setMeta("next_attempt_ts", ts);
-    const current = await this.ctx.storage.getAlarm();
-    if (current === null || current > ts) await this.ctx.storage.setAlarm(ts);
+    this.dropOldest(MAX_QUEUE, [["edu"], ["pdu"]]);
   }
 
   async alarm(): Promise<void> {
@@ -173,18 +132,7 @@ export class SenderDO extends DurableObject<Env> {
         return;
       }
       // Next batch: items in order until 50 PDUs or 100 EDUs would be exceeded.
-      const rows = this.sql
-        .exec<{ seq: number; kind: string }>("SELECT seq, kind FROM queue ORDER BY seq LIMIT ?", MAX_PDUS_PER_TXN + MAX_EDUS_PER_TXN)
-        .toArray();
-      let p = 0;
-      let e = 0;
-      maxSeq = 0;
-      for (const r of rows) {
-        if (r.kind === "pdu" ? p >= MAX_PDUS_PER_TXN : e >= MAX_EDUS_PER_TXN) break;
-        if (r.kind === "pdu") p++;
-        else e++;
-        maxSeq = r.seq;
-      }
+      maxSeq = this.nextBatchEnd("pdu", MAX_PDUS_PER_TXN, MAX_EDUS_PER_TXN);
       txnId = `${Date.now()}_${maxSeq}`;
       this.setMeta("txn_id", txnId);
       this.setMeta("txn_max_seq", maxSeq);
@@ -240,8 +188,7 @@ export class SenderDO extends DurableObject<Env> {
   }
 }
 
-/** Exponential backoff with full jitter: uniform in [cap/2, cap], cap = base * 2^(n-1). */
+/** Backoff: uniform in [cap/2, cap], cap = 2 s * 2^(n-1) ≤ 6 h. */
 export function backoffMs(failures: number, random: () => number = Math.random): number {
-  const cap = Math.min(MAX_BACKOFF_MS, BASE_BACKOFF_MS * 2 ** Math.min(failures - 1, 30));
-  return Math.round(cap / 2 + (random() * cap) / 2);
+  return jitteredBackoffMs(failures, BASE_BACKOFF_MS, MAX_BACKOFF_MS, random);
 }

@@ -933,21 +933,25 @@ export class UserDO extends DurableObject<Env> {
   // ===========================================================================================
   // Simplified Sliding Sync (MSC4186): durable-objects/sliding-conn.ts.
 
+  /** Resolves at the next push to this hub (any device's) or after `ms`, whichever is first. */
+  private waitForPush(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(done, Math.max(0, ms));
+      const self = this;
+      function done() {
+        clearTimeout(t);
+        self.waiters.delete(done);
+        resolve();
+      }
+      this.waiters.add(done);
+    });
+  }
+
   private slidingAccess(): sliding.SlidingHubAccess {
     return {
       sql: this.sql,
       pos: () => this.pos,
-      waitForPush: (ms) =>
-        new Promise<void>((resolve) => {
-          const t = setTimeout(done, Math.max(0, ms));
-          const self = this;
-          function done() {
-            clearTimeout(t);
-            self.waiters.delete(done);
-            resolve();
-          }
-          this.waiters.add(done);
-        }),
+      waitForPush: (ms) => this.waitForPush(ms),
       unreadCounts: (roomId) => this.unreadCounts(roomId, false).main,
       ephemeralSince: (roomId, from, q) => this.ephemeralSince(roomId, from, q),
       accountDataSince: (roomId, from, q) => this.accountDataSince(roomId, from, q),
@@ -1063,16 +1067,7 @@ export class UserDO extends DurableObject<Env> {
       if (since === undefined || req.fullState || delta.changed || Date.now() >= deadline) return { ok: true, value: { ...delta, presenceChanged } };
       // Nothing for this device yet: wait for the next push (or the deadline), then look again
       // from the same token (pushes for other devices wake us too).
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(done, Math.max(0, deadline - Date.now()));
-        const self = this;
-        function done() {
-          clearTimeout(t);
-          self.waiters.delete(done);
-          resolve();
-        }
-        this.waiters.add(done);
-      });
+      await this.waitForPush(deadline - Date.now());
     }
   }
 

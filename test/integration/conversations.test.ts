@@ -1,25 +1,12 @@
 // Issue 16: bundled aggregations (unsigned.m.relations), duplicate annotations, the thread list.
 import { describe, expect, it } from "vitest";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, type Json, type TestUser, createRoom, joinRoom as join, leaveRoom as leave } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const V1 = "/_matrix/client/v1";
 const enc = encodeURIComponent;
 let txn = 0;
 
-async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function leave(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
 async function sendRaw(u: TestUser, roomId: string, content: Json, type = "m.room.message") {
   return call("PUT", `${V3}/rooms/${enc(roomId)}/send/${type}/cv${++txn}`, { token: u.accessToken, body: content });
 }

@@ -2,7 +2,7 @@
 // (D1, RoomDOs, UserDOs in workerd).
 import { describe, expect, it, beforeAll } from "vitest";
 import { env } from "cloudflare:test";
-import { call, federationCall, registerUser, remoteJoinWave, seedRemoteKey, SERVER, type Json, type TestUser } from "./helpers";
+import { call, federationCall, registerUser, remoteJoinWave, seedRemoteKey, SERVER, type Json, type TestUser, createRoom, joinRoom as join, leaveRoom as leave, sendText as send, syncOk as sync } from "./helpers";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import { setFederationFetch } from "../../src/services/federation/client";
@@ -11,7 +11,6 @@ import type { SigningKey } from "../../src/core/signing";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
-let txn = 0;
 
 // Simulated remote servers only: nothing leaves the test.
 beforeAll(() =>
@@ -20,30 +19,6 @@ beforeAll(() =>
   }),
 );
 
-async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function leave(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/c${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
-async function sync(u: TestUser, q: Record<string, string | number | boolean> = {}) {
-  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
-  const r = await call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
-}
 async function messages(u: TestUser, roomId: string, q = "dir=b&limit=100") {
   return call("GET", `${V3}/rooms/${enc(roomId)}/messages?${q}`, { token: u.accessToken });
 }

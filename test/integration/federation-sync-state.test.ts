@@ -6,7 +6,7 @@
 // `state`, `state_after` and the summary alike, agreeing with /members and /joined_members.
 import { describe, it, expect, beforeAll } from "vitest";
 import { env } from "cloudflare:test";
-import { call, clientOk, federationCall, offline, registerUser, remoteJoinWave, seedRemoteKey, type Json, type TestUser } from "./helpers";
+import { call, clientOk, federationCall, offline, registerUser, remoteJoinWave, seedRemoteKey, syncOk, type Json, type TestUser } from "./helpers";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
@@ -25,11 +25,7 @@ beforeAll(async () => {
   alice = await registerUser();
 });
 
-async function sync(u: TestUser, q: Record<string, string>): Promise<Json> {
-  const r = await call("GET", `/_matrix/client/v3/sync?${new URLSearchParams({ timeout: "0", ...q })}`, { token: u.accessToken });
-  expect(r.status).toBe(200);
-  return r.body;
-}
+const sync = (u: TestUser, q: Record<string, string>): Promise<Json> => syncOk(u, { timeout: "0", ...q });
 
 /** user → membership from a list of client-format state events. */
 const members = (events: Json[]) => Object.fromEntries(events.filter((e) => e.type === "m.room.member").map((e) => [e.state_key, e.content.membership]));

@@ -1,4 +1,5 @@
 // Helpers for workerd integration tests: requests against the real Worker (real D1, DOs, R2).
+import { expect } from "vitest";
 import { SELF, env } from "cloudflare:test";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { storeKeyResponse } from "../../src/services/federation/keys";
@@ -106,4 +107,36 @@ export async function seedRemoteKey(server: string): Promise<SigningKey> {
   const resp = await signJson({ server_name: server, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 }, server, key);
   await storeKeyResponse(env, resp, server);
   return key;
+}
+
+// Client actions that must succeed (each asserts 200, with the response body as the message).
+const V3 = "/_matrix/client/v3";
+let txnCounter = 0;
+
+/** POST /createRoom as `owner`; the new room's ID. */
+export async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
+  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id;
+}
+export async function joinRoom(u: TestUser, roomId: string): Promise<void> {
+  const r = await call("POST", `${V3}/rooms/${encodeURIComponent(roomId)}/join`, { token: u.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+export async function leaveRoom(u: TestUser, roomId: string): Promise<void> {
+  const r = await call("POST", `${V3}/rooms/${encodeURIComponent(roomId)}/leave`, { token: u.accessToken, body: {} });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+}
+/** Send an m.text message (as event `type`); its event ID. */
+export async function sendText(u: TestUser, roomId: string, body: string, type = "m.room.message"): Promise<string> {
+  const r = await call("PUT", `${V3}/rooms/${encodeURIComponent(roomId)}/send/${type}/h${++txnCounter}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id;
+}
+/** GET /sync with query parameters `q`; the response body. */
+export async function syncOk(u: TestUser, q: Record<string, string | number | boolean> = {}): Promise<Json> {
+  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
+  const r = await call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
 }

@@ -3,7 +3,7 @@
 // room's own tokens (`t<n>`: prev_batch, /messages start/end). src/services/room-tokens.ts.
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, type Json, type TestUser, createRoom, joinRoom as join, sendText as send } from "./helpers";
 import type { UserStub } from "../../src/services/notifier";
 
 const V3 = "/_matrix/client/v3";
@@ -11,20 +11,6 @@ const enc = encodeURIComponent;
 const DAY = 24 * 3600_000;
 let txn = 0;
 
-async function createRoom(owner: TestUser): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body: { preset: "public_chat" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/pt${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
 async function nextBatch(u: TestUser): Promise<string> {
   const r = await call("GET", `${V3}/sync?timeout=0`, { token: u.accessToken });
   expect(r.status, JSON.stringify(r.body)).toBe(200);

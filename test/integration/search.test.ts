@@ -1,25 +1,11 @@
 // POST /v3/search, room_events (issue 16): FTS5 in each RoomDO, merged by the Worker.
 import { describe, expect, it } from "vitest";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, type Json, type TestUser, createRoom, joinRoom as join, sendText as send } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 let txn = 0;
 
-async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string, type = "m.room.message"): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/${type}/s${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
 async function search(u: TestUser, room_events: Json, nextBatch?: string) {
   return call("POST", `${V3}/search${nextBatch ? `?next_batch=${enc(nextBatch)}` : ""}`, { token: u.accessToken, body: { search_categories: { room_events } } });
 }

@@ -4,39 +4,16 @@
 // Scenarios follow the shape of the sytest lazy-loading suite (tests/31sync/15lazy-members.pl).
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, type Json, type TestUser, createRoom as newRoom, joinRoom as join, leaveRoom as leave, sendText as send, syncOk as sync } from "./helpers";
 import type { UserStub } from "../../src/services/notifier";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
-let txn = 0;
 
-async function createRoom(owner: TestUser): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body: { preset: "public_chat", name: "A room name" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function leave(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
+const createRoom = (owner: TestUser) => newRoom(owner, { preset: "public_chat", name: "A room name" });
+
 async function fill(u: TestUser, roomId: string, n: number) {
   for (let i = 1; i <= n; i++) await send(u, roomId, `filler ${i}`);
-}
-async function sync(u: TestUser, q: Record<string, string | number | boolean> = {}) {
-  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
-  const r = await call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
 }
 /** Member events in a room's `state` of a sync response: state_key → membership. */
 function members(body: Json, roomId: string): Record<string, string> {
@@ -59,22 +36,25 @@ async function users(n: number): Promise<TestUser[]> {
   return Promise.all(Array.from({ length: n }, () => registerUser()));
 }
 
+/** alice's public room with bob and charlie joined: where most scenarios start. */
+async function threeInARoom() {
+  const [alice, bob, charlie] = await users(3);
+  const roomId = await createRoom(alice);
+  await join(bob, roomId);
+  await join(charlie, roomId);
+  return { alice, bob, charlie, roomId };
+}
+
 describe("lazy-loaded members", () => {
   it("an initial sync carries the timeline's senders and my own member event only", async () => {
-    const [alice, bob, charlie] = await users(3);
-    const roomId = await createRoom(alice);
-    await join(bob, roomId);
-    await join(charlie, roomId);
+    const { alice, bob, charlie, roomId } = await threeInARoom();
     await fill(bob, roomId, 10);
     await fill(charlie, roomId, 10);
     expect(members(await sync(alice, { filter: LL }), roomId)).toEqual(joined(alice, charlie));
   });
 
   it("an incremental sync carries only new senders, then nothing once they were sent", async () => {
-    const [alice, bob, charlie] = await users(3);
-    const roomId = await createRoom(alice);
-    await join(bob, roomId);
-    await join(charlie, roomId);
+    const { alice, bob, charlie, roomId } = await threeInARoom();
     await fill(bob, roomId, 10);
     const s1 = await sync(alice, { filter: LL });
     expect(members(s1, roomId)).toEqual(joined(alice, bob));
@@ -90,10 +70,7 @@ describe("lazy-loaded members", () => {
       [LL, false],
       [LL_REDUNDANT, true],
     ] as const) {
-      const [alice, bob, charlie] = await users(3);
-      const roomId = await createRoom(alice);
-      await join(bob, roomId);
-      await join(charlie, roomId);
+      const { alice, bob, charlie, roomId } = await threeInARoom();
       await fill(bob, roomId, 10);
       await fill(charlie, roomId, 5);
       const s1 = await sync(alice, { filter });
@@ -180,10 +157,7 @@ describe("lazy-loaded members", () => {
 
   it("old leaves are present once in gapped incremental syncs, and leaves in non-gapped ones", async () => {
     for (const n of [10, 5]) {
-      const [alice, bob, charlie] = await users(3);
-      const roomId = await createRoom(alice);
-      await join(bob, roomId);
-      await join(charlie, roomId);
+      const { alice, bob, charlie, roomId } = await threeInARoom();
       await send(charlie, roomId, "Hello world");
       await fill(bob, roomId, 10);
       const s1 = await sync(alice, { filter: LL });
@@ -210,10 +184,7 @@ describe("lazy-loaded members", () => {
   });
 
   it("old members who start speaking after a gap are sent", async () => {
-    const [alice, bob, charlie] = await users(3);
-    const roomId = await createRoom(alice);
-    await join(bob, roomId);
-    await join(charlie, roomId);
+    const { alice, bob, charlie, roomId } = await threeInARoom();
     await fill(bob, roomId, 10);
     const s1 = await sync(alice, { filter: LL });
     await fill(bob, roomId, 10);

@@ -4,12 +4,12 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, forbidden } from "../errors";
 import { parseBody } from "../validate";
-import { extractAccessToken, requireAuth } from "../middleware/auth";
-import { appserviceByToken } from "../../services/appservices";
+import { requireAuth } from "../middleware/auth";
+import { appserviceFromToken, sessionFor } from "./login-common";
 import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
 import { db } from "../../db";
 import { verifyPassword } from "../../services/passwords";
-import { deleteAllDevices, deleteDevice, clientSession, refreshSession } from "../../services/sessions";
+import { deleteAllDevices, deleteDevice, refreshSession } from "../../services/sessions";
 
 /** `alice` or `@alice:server` → full user ID on this server (case-folded localpart, as Synapse does). */
 export function resolveLoginUser(user: string, serverName: string): string {
@@ -63,14 +63,7 @@ login.post("/login", async (c) => {
   if (!user || !ok) throw forbidden("Invalid username or password");
   if (user.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
 
-  const session = await clientSession(db(c.env), {
-    userId,
-    serverName: config.serverName,
-    lifetimeMs: config.accessTokenLifetimeMs,
-    deviceId: body.device_id,
-    displayName: body.initial_device_display_name,
-    refresh: body.refresh_token,
-  });
+  const session = await sessionFor(c, userId, body);
   return c.json({ ...session, well_known: { "m.homeserver": { base_url: config.publicBaseUrl } } });
 });
 
@@ -79,11 +72,8 @@ const APPSERVICE_LOGIN = "m.login.application_service";
 /** Login as a user of an appservice's namespace with its as_token (spec: Application Service
  *  API "Server admin style permissions"): no password; outside the namespace M_EXCLUSIVE. */
 async function appserviceLogin(c: Context<AppEnv>, body: z.infer<typeof loginSchema>) {
-  const token = extractAccessToken(c);
-  if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "m.login.application_service needs the appservice's as_token");
+  const service = await appserviceFromToken(c);
   const config = c.var.config;
-  const service = await appserviceByToken(c.env, config.serverName, token);
-  if (!service) throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised as_token", { soft_logout: false });
   if (body.identifier && body.identifier.type !== "m.id.user") throw new MatrixError(400, "M_UNKNOWN", `Identifier type ${body.identifier.type} is not supported`);
   const who = body.identifier?.user ?? body.user;
   if (!who) throw new MatrixError(400, "M_BAD_JSON", "identifier is required");
@@ -92,14 +82,7 @@ async function appserviceLogin(c: Context<AppEnv>, body: z.infer<typeof loginSch
   const user = await c.env.DB.prepare("SELECT deactivated FROM users WHERE user_id = ?").bind(userId).first<{ deactivated: number }>();
   if (!user) throw forbidden("Invalid username or password");
   if (user.deactivated) throw new MatrixError(403, "M_USER_DEACTIVATED", "This account has been deactivated");
-  const session = await clientSession(db(c.env), {
-    userId,
-    serverName: config.serverName,
-    lifetimeMs: config.accessTokenLifetimeMs,
-    deviceId: body.device_id,
-    displayName: body.initial_device_display_name,
-    refresh: body.refresh_token,
-  });
+  const session = await sessionFor(c, userId, body);
   return { ...session, well_known: { "m.homeserver": { base_url: config.publicBaseUrl } } };
 }
 

@@ -12,8 +12,8 @@ import { createUser, userExists, validateNewLocalpart } from "../../services/acc
 import { clientSession } from "../../services/sessions";
 import { randomString, sha256Hex } from "../../services/crypto-util";
 import { hashPassword } from "../../services/passwords";
-import { extractAccessToken } from "../middleware/auth";
-import { appserviceByToken, checkUserNotExclusive } from "../../services/appservices";
+import { checkUserNotExclusive } from "../../services/appservices";
+import { appserviceFromToken, sessionFor } from "./login-common";
 
 const registerSchema = z.object({
   /** m.login.application_service (spec: Application Service API) puts the type at top level. */
@@ -104,14 +104,7 @@ register.post("/register", async (c) => {
     await settleRegistrationToken(c.env, tokenUsed, true);
   } else await createAccount();
   if (body.inhibit_login) return c.json({ user_id: userId, home_server: config.serverName });
-  const session = await clientSession(db(c.env), {
-    userId,
-    serverName: config.serverName,
-    lifetimeMs: config.accessTokenLifetimeMs,
-    deviceId: body.device_id,
-    displayName: body.initial_device_display_name,
-    refresh: body.refresh_token,
-  });
+  const session = await sessionFor(c, userId, body);
   return c.json(session);
 });
 
@@ -133,10 +126,7 @@ const APPSERVICE_LOGIN = "m.login.application_service";
  *  password, no UIA, whatever REGISTRATION says. */
 async function appserviceRegister(c: Context<AppEnv>, body: z.infer<typeof registerSchema>) {
   const config = c.var.config;
-  const token = extractAccessToken(c);
-  if (!token) throw new MatrixError(401, "M_MISSING_TOKEN", "m.login.application_service needs the appservice's as_token");
-  const service = await appserviceByToken(c.env, config.serverName, token);
-  if (!service) throw new MatrixError(401, "M_UNKNOWN_TOKEN", "Unrecognised as_token", { soft_logout: false });
+  const service = await appserviceFromToken(c);
   if (body.username === undefined) throw new MatrixError(400, "M_MISSING_PARAM", "username is required");
   const localpart = body.username.toLowerCase();
   const userId = validateNewLocalpart(localpart, config.serverName);
@@ -144,14 +134,7 @@ async function appserviceRegister(c: Context<AppEnv>, body: z.infer<typeof regis
   await checkUserNotExclusive(c.env, config.serverName, userId, service);
   await createUser(c.env, { userId, localpart });
   if (body.inhibit_login) return { user_id: userId, home_server: config.serverName };
-  return clientSession(db(c.env), {
-    userId,
-    serverName: config.serverName,
-    lifetimeMs: config.accessTokenLifetimeMs,
-    deviceId: body.device_id,
-    displayName: body.initial_device_display_name,
-    refresh: body.refresh_token,
-  });
+  return sessionFor(c, userId, body);
 }
 
 /** A guest upgrade names the guest by its access token and its localpart; both must agree. */
