@@ -84,6 +84,13 @@ describe("Element-style client: lazy-loaded members, threads, Rust crypto", () =
 
     // A reply in a thread (threadSupport: the SDK keeps it in the thread's own timeline).
     const root = alice.getRoom(roomId)!.getLiveTimeline().getEvents().find((e) => e.getWireType() === "m.room.encrypted" && e.getSender() === alice.getUserId())!;
+    // Bob opens the thread first, as Element's thread panel does (room.createThread) before its
+    // composer sends: sending into a thread the client has not set up yet races the SDK's own
+    // thread initialisation (with server-side threads the local echo was, now and then, dropped
+    // before it was sent: "updatePendingEventStatus called on an event which is not a local echo").
+    const bobRoom = bob.getRoom(roomId)!;
+    const bobThread = bobRoom.getThread(root.getId()!) ?? bobRoom.createThread(root.getId()!, bobRoom.findEventById(root.getId()!), [], true);
+    await until("bob's thread to be set up", () => bobThread.initialEventsFetched || undefined);
     await bob.sendMessage(roomId, root.getId()!, { msgtype: sdk.MsgType.Text, body: "in a thread" });
     await until("alice to decrypt the thread reply", async () => {
       const thread = alice.getRoom(roomId)?.getThread(root.getId()!);
