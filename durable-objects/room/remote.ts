@@ -29,10 +29,10 @@ export interface RemoteRoomAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
-  events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent" | "uncache">;
+  events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent">;
   state: Pick<StateStore, "authMapFrom" | "groupState">;
   fanout: Pick<FanOut, "directoryLearns" | "fanOutFacts" | "fannedOut" | "hubs" | "mirrorDirectory">;
-  writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "serial" | "setMeta" | "signingKey">;
+  writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "recordRoom" | "serial" | "signingKey" | "storePartialMembership">;
   local: Pick<LocalEvents, "eventRefs" | "extremityCount" | "mergeExtremitiesLater" | "newEventFrame">;
   reads: Pick<ClientReads, "getStrippedState">;
   fed: Pick<FedServe, "wirePdu">;
@@ -47,7 +47,7 @@ export class RemoteRoom {
    *  sends us the merge, often before its send_join answer has even been read here; refused as
    *  for a room we are not in, that event was lost, and with it the members on the branches it
    *  merged (10,000-member benchmark: 2–5 of them). In memory: bounded by JOIN_WAIT_MS. */
-  joinUnderWay?: { settled: Promise<void>; settle: () => void };
+  private joinUnderWay?: { settled: Promise<void>; settle: () => void };
 
   async expectJoin(): Promise<void> {
     if (this.joinUnderWay) return;
@@ -212,24 +212,7 @@ export class RemoteRoom {
         if (ev.room_id !== args.roomId || ev.type !== "m.room.member" || !ev.state_key) fail(400, "M_BAD_JSON", "Not a membership event for this room");
         const sigError = await this.r.writer.checkSignatures(args.pdu, rv);
         if (sigError) fail(403, "M_FORBIDDEN", sigError);
-        const stream = this.r.head.stream + 1;
-        this.r.ctx.storage.transactionSync(() => {
-          this.r.writer.setMeta("room_id", args.roomId);
-          this.r.writer.setMeta("room_version", rv.id);
-          this.r.writer.setMeta("server_name", args.serverName);
-          this.r.writer.setMeta("partial", "1");
-          if (args.stripped) this.r.writer.setMeta("stripped_state", JSON.stringify(args.stripped));
-          this.r.writer.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
-          this.r.writer.setMeta(`partial_stream\u0000${ev.state_key}`, stream);
-          this.r.writer.setMeta("stream", stream);
-          this.r.sql.exec(
-            `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)
-             VALUES (?, NULL, ?, ?, ?, ?, ?, ?, 'accepted', NULL, NULL, ?)`,
-            ev.event_id, ev.depth, ev.type, ev.state_key!, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), Date.now(),
-          );
-        });
-        this.r.head.stream = stream;
-        this.r.events.uncache(ev.event_id);
+        const stream = this.r.writer.storePartialMembership({ roomId: args.roomId, roomVersion: rv.id, serverName: args.serverName, stripped: args.stripped, ev });
         const membership = String(ev.content.membership);
         await upsertMembership(this.r.env.DB, { roomId: args.roomId, userId: ev.state_key!, membership, eventId: ev.event_id, stream, ts: Date.now() }).run();
         const notice = buildNotice({
@@ -319,10 +302,9 @@ export class RemoteRoom {
         if (this.r.events.loadEvent(create)!.ev.content.room_version !== undefined && String(this.r.events.loadEvent(create)!.ev.content.room_version) !== rv.id) {
           fail(400, "M_BAD_JSON", "The create event names another room version");
         }
-        const stale = rejoin ? this.r.sql.exec<{ event_id: string }>("SELECT event_id FROM extremities").toArray().map((x) => x.event_id) : [];
-        if (rejoin) this.r.sql.exec("DELETE FROM extremities");
-        const out = await this.r.writer.admitInner(args.join, args.serverName, { local: false, extraStates: [state] });
-        if (rejoin && out.status !== "accepted") for (const id of stale) this.r.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", id);
+        // A rejoin replaces our stale forward extremities, in the same transaction that accepts the
+        // join (when it is not accepted, they stay as they were).
+        const out = await this.r.writer.admitInner(args.join, args.serverName, { local: false, extraStates: [state], replaceExtremities: rejoin });
         if (seeded && out.status === "duplicate") {
           // The resident server's copy of our join reached us first.
           const se = this.r.events.loadEvent(out.eventId!)!;
@@ -331,10 +313,7 @@ export class RemoteRoom {
         }
         if (out.status !== "accepted") fail(403, "M_FORBIDDEN", `Our join was refused: ${out.reason ?? out.status}`);
         joinId = out.eventId;
-        this.r.writer.setMeta("room_id", args.roomId);
-        this.r.writer.setMeta("room_version", rv.id);
-        this.r.writer.setMeta("server_name", args.serverName);
-        this.r.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+        this.r.writer.recordRoom(args.roomId, rv.id, args.serverName, { joined: true });
         // The state we joined with came whole, not as changes: the directory learns all of it.
         for (const k of this.r.state.groupState(this.r.head.currentGroup).keys()) {
           if (k.startsWith("m.room.member\u0000") || k === HV_KEY || k === stateKey("m.room.join_rules", "")) this.r.fanout.directoryLearns(k);
