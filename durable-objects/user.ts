@@ -308,8 +308,9 @@ export class UserDO extends DurableObject<Env> {
   /** Compact now (tests and operators; the hub does it by itself every LOG_COMPACT_EVERY
    *  positions). `keep`: positions kept exact (default LOG_KEEP); `now`: the time device marks
    *  are judged at (a later time lets marks expire); `at`: compact no higher than this
-   *  position. Returns the floor and the number of log rows removed. */
-  async compactLog(opts: { keep?: number; now?: number; at?: number } = {}): Promise<{ floor: number; removed: number }> {
+   *  position; `slice`: positions per transaction (default COMPACT_SLICE). Returns the floor,
+   *  the number of log rows removed and the transactions (slices) it took. */
+  async compactLog(opts: { keep?: number; now?: number; at?: number; slice?: number } = {}): Promise<{ floor: number; removed: number; slices: number }> {
     return this.log.compactLog(opts);
   }
 
