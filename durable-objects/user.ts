@@ -1,5 +1,5 @@
-// UserDO: one per local user, the sync hub (DESIGN.md §1, issue 4). This file is the class: the
-// constructor, the alarm and the RPC methods, each delegating in a few lines to the modules in
+// UserDO: one per local user, the sync hub (issue 4). This file is the class: the constructor,
+// the alarm and the RPC methods, each delegating in a few lines to the modules in
 // durable-objects/user/ (docs/architecture.md has the map):
 //   stream.ts        the hub's positions, sync tokens, waking long-polls
 //   schema.ts        the tables, and which module writes each
