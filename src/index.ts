@@ -57,6 +57,7 @@ import { peeking } from "./api/client/peeking";
 import { appservicePing } from "./api/appservice/ping";
 import { thirdparty } from "./api/client/thirdparty";
 import { appserviceDirectory } from "./api/appservice/directory";
+import { oauthRegistration } from "./api/client/oauth/registration";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -120,6 +121,7 @@ app.route("/_synapse/admin", adminFederation);
 app.route("/_synapse/admin", adminReports);
 app.route("/_synapse/admin", adminServerNotices);
 app.route("/", adminConsole);
+app.route("/_lattice/oauth", oauthRegistration);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 
