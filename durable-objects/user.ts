@@ -172,7 +172,7 @@ export class UserDO extends DurableObject<Env> {
     this.sql.exec(SCHEMA);
     this.push = new PushOutbox(ctx, env);
     this.sql.exec(LAZY_MEMBERS_SCHEMA);
-    this.sql.exec(sliding.SLIDING_SCHEMA);
+    sliding.initSliding(this.sql);
     const meta = new Map(this.sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
     this.epoch = meta.get("epoch") ?? randomEpoch();
     if (!meta.has("epoch")) this.setMeta("epoch", this.epoch);
@@ -1004,6 +1004,7 @@ export class UserDO extends DurableObject<Env> {
         this.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, r.room_id, r.stream);
         added = true;
       }
+      if (added) sliding.refreshRecency(this.sql);
       this.setMeta("bootstrapped", 1);
     });
     if (added) this.wake();
