@@ -11,7 +11,7 @@
 // issued, dropped, other device or connection) answers 400 M_UNKNOWN_POS and the client starts
 // over.
 import type { JsonObject } from "../src/core/types";
-import { needsRoomType, type ListFilters, type Range } from "../src/core/sliding-lists";
+import { needsRoomType, sameConfig, type ListFilters, type Range } from "../src/core/sliding-lists";
 import { initRecency, learnRoomType, leftSince, listWindow, roomsByIds, syncDirect, unknownTypes, type Candidates, type IndexedRoom } from "./sliding-recency";
 
 export { noteSlidingRoom, refreshRecency } from "./sliding-recency";
@@ -99,8 +99,10 @@ export interface BeginRequest {
   noWait: boolean;
   /** The request's extensions (merged over the sticky ones of the connection). */
   extensions?: ExtConfig;
-  /** Room IDs subscribed in this request, and list keys: a change means answer now. */
+  /** Room subscriptions of this request (config as the Worker normalised it), and list keys:
+   *  a change of either means answer now. */
   newSubs: string[];
+  subConfigs?: Record<string, RoomConfig>;
   listKeys: Record<string, string>;
   unsubscribe: string[];
   /** The lists, computed here so only their windows leave the hub (the room list stays). */
@@ -186,7 +188,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
 
   if (state && !req.noWait && req.timeoutMs > 0) {
     const changedConfig =
-      req.newSubs.some((r) => !state.subs[r]) ||
+      req.newSubs.some((r) => !state.subs[r] || (req.subConfigs?.[r] !== undefined && !sameConfig(state.subs[r], req.subConfigs[r]))) ||
       Object.keys(req.listKeys).length !== Object.keys(state.lists).length ||
       Object.entries(req.listKeys).some(([n, k]) => state.lists[n]?.key !== k);
     const after = req.waitAfter ?? state.hubPos;

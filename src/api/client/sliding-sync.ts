@@ -26,6 +26,7 @@ import {
   configKey,
   mergeRequiredState,
   planRequiredState,
+  sameConfig,
   wantsState,
   type ListFilters,
   type Range,
@@ -149,6 +150,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
   const listSpecs = Object.fromEntries(Object.entries(lists).map(([n, l]) => [n, { ranges: (l.ranges ?? []) as Range[], filters: l.filters }]));
   const spaces = [...new Set(Object.values(lists).flatMap((l) => l.filters?.spaces ?? []))];
   const spaceChildren = spaces.length ? await spaceChildrenOf(c, spaces) : undefined;
+  const subConfigs = Object.fromEntries(Object.entries(body.room_subscriptions ?? {}).map(([id, s]) => [id, roomConfigOf(s)]));
   let waitAfter: number | undefined;
   const timing: Record<string, number> = {};
   const lap = (name: string, t0: number) => (timing[name] = (timing[name] ?? 0) + (performance.now() - t0));
@@ -164,6 +166,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
         noWait: !!roomTypes || (body.unsubscribe_rooms?.length ?? 0) > 0,
         extensions: body.extensions as ExtConfig | undefined,
         newSubs: Object.keys(body.room_subscriptions ?? {}),
+        subConfigs,
         unsubscribe: body.unsubscribe_rooms ?? [],
         listKeys,
         lists: listSpecs,
@@ -225,7 +228,14 @@ async function buildResponse(
   // Room subscriptions are sticky until unsubscribed.
   const subs: Record<string, RoomConfig> = { ...prev.subs };
   for (const id of body.unsubscribe_rooms ?? []) delete subs[id];
-  for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) subs[id] = { required_state: s.required_state ?? [], timeline_limit: s.timeline_limit ?? 0 };
+  // Only a subscription that is new or changed makes the response worth sending by itself
+  // (clients such as matrix-rust-sdk resend every subscription with every request).
+  let subsChanged = false;
+  for (const id of body.unsubscribe_rooms ?? []) if (prev.subs[id]) subsChanged = true;
+  for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) {
+    subs[id] = roomConfigOf(s);
+    if (!prev.subs[id] || !sameConfig(prev.subs[id], subs[id])) subsChanged = true;
+  }
 
   const shown = new Map<string, Shown>();
   const show = (id: string, rs: RequiredState, limit: number, list?: string) => {
@@ -359,11 +369,15 @@ async function buildResponse(
       Object.keys(roomsOut).length === 0 &&
       !listsChanged &&
       !extData &&
-      Object.keys(body.room_subscriptions ?? {}).length === 0 &&
-      (body.unsubscribe_rooms?.length ?? 0) === 0 &&
+      !subsChanged &&
       Object.keys(prev.lists).length === Object.keys(listKeys).length &&
       Object.entries(listKeys).every(([n, k]) => prev.lists[n]?.key === k),
   };
+}
+
+/** A room subscription as stored: MSC4186 has both fields required; absent ones are empty. */
+function roomConfigOf(s: { required_state?: [string, string][]; timeline_limit?: number }): RoomConfig {
+  return { required_state: s.required_state ?? [], timeline_limit: s.timeline_limit ?? 0 };
 }
 
 /** A joined (or just left) room: timeline and state from the RoomDO for (since, upTo]. */

@@ -1,0 +1,99 @@
+// Simplified Sliding Sync (MSC4186): per-connection state — what is sticky, and how much the
+// hub keeps per connection and device.
+import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { call, registerUser, type Json, type TestUser } from "./helpers";
+
+const V3 = "/_matrix/client/v3";
+const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+const enc = encodeURIComponent;
+let txn = 0;
+
+const hub = (u: TestUser) => env.USERS.get(env.USERS.idFromName(u.userId));
+
+async function sss(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}) {
+  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
+  return call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
+}
+async function sssOk(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}): Promise<Json> {
+  const r = await sss(u, body, q);
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+async function createRoom(u: TestUser, body: Json = { preset: "private_chat" }): Promise<string> {
+  const r = await call("POST", `${V3}/createRoom`, { token: u.accessToken, body });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.room_id;
+}
+async function send(u: TestUser, roomId: string, body: string): Promise<string> {
+  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/c${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body.event_id;
+}
+const list = (extra: Json = {}) => ({ ranges: [[0, 9]], timeline_limit: 1, required_state: [["m.room.create", ""]], ...extra });
+
+describe("sticky parameters", () => {
+  // MSC4186: room subscriptions and extension config stay with the connection (matrix-js-sdk
+  // sends a room subscription once and `unsubscribe_rooms` later; its e2ee extension notes
+  // "this is sticky"). Lists are not sticky (the MSC's changelog struck "make lists sticky";
+  // Synapse and matrix-rust-sdk send them whole every time): a request without lists has none.
+  it("extensions stay enabled when a request omits them, until turned off", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    const first = await sssOk(alice, { lists: { all: list() }, extensions: { typing: { enabled: true }, account_data: { enabled: true }, to_device: { enabled: true } } });
+    expect(first.extensions.typing).toEqual({ rooms: {} });
+    await call("PUT", `${V3}/rooms/${enc(roomId)}/typing/${enc(bob.userId)}`, { token: bob.accessToken, body: { typing: true, timeout: 10_000 } });
+    await call("PUT", `${V3}/user/${enc(alice.userId)}/account_data/org.example.sticky`, { token: alice.accessToken, body: { x: 1 } });
+    // No `extensions` at all: still on.
+    const next = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
+    expect(next.extensions.typing.rooms[roomId].content.user_ids).toEqual([bob.userId]);
+    expect(next.extensions.account_data.global.map((e: Json) => e.type)).toContain("org.example.sticky");
+    expect(next.extensions.to_device).toBeDefined();
+    // Turned off explicitly: gone; the others stay.
+    const off = await sssOk(alice, { lists: { all: list() }, extensions: { typing: { enabled: false } } }, { pos: next.pos });
+    expect(off.extensions.typing).toBeUndefined();
+    expect(off.extensions.account_data).toBeDefined();
+    // The sticky config belongs to the pos: a retry of `next.pos` starts from what it had.
+    const retry = await sssOk(alice, { lists: { all: list() } }, { pos: next.pos });
+    expect(retry.extensions.typing).toEqual({ rooms: {} });
+  });
+
+  it("room subscriptions stay until unsubscribed, a changed config replaces the old one, and lists are not sticky", async () => {
+    const alice = await registerUser();
+    const sub = await createRoom(alice);
+    await send(alice, sub, "s1");
+    const first = await sssOk(alice, { lists: { all: list() }, room_subscriptions: { [sub]: { timeline_limit: 1, required_state: [] } } });
+    expect(first.lists.all.count).toBe(1);
+    await send(alice, sub, "s2");
+    // Neither lists nor room_subscriptions: the subscription still shows the room; no lists.
+    const next = await sssOk(alice, {}, { pos: first.pos });
+    expect(next.lists).toEqual({});
+    expect(next.rooms[sub].timeline.map((e: Json) => e.content.body)).toEqual(["s2"]);
+    // The subscription resent with more required_state: that state comes at once, not after
+    // the long-poll.
+    const t0 = Date.now();
+    const more = await sssOk(alice, { room_subscriptions: { [sub]: { timeline_limit: 1, required_state: [["m.room.create", ""]] } } }, { pos: next.pos, timeout: 10_000 });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(more.rooms[sub].required_state.map((e: Json) => e.type)).toEqual(["m.room.create"]);
+    const un = await sssOk(alice, { unsubscribe_rooms: [sub] }, { pos: more.pos });
+    await send(alice, sub, "s3");
+    const after = await sssOk(alice, {}, { pos: un.pos, timeout: 300 });
+    expect(after.rooms).toEqual({});
+  });
+
+  it("a request resending the same room subscriptions keeps long-polling past changes it does not show", async () => {
+    const alice = await registerUser();
+    const sub = await createRoom(alice);
+    const other = await createRoom(alice);
+    const body = { lists: { dms: list({ filters: { is_dm: true } }) }, room_subscriptions: { [sub]: { timeline_limit: 1, required_state: [] } } };
+    const first = await sssOk(alice, body);
+    const t0 = Date.now();
+    const waiting = sssOk(alice, body, { pos: first.pos, timeout: 2000 });
+    await new Promise((r) => setTimeout(r, 200));
+    await send(alice, other, "not shown");
+    const r = await waiting;
+    expect(r.rooms).toEqual({});
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1800);
+  });
+});
