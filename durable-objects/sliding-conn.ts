@@ -20,13 +20,19 @@ export const SLIDING_SCHEMA = `
 CREATE TABLE IF NOT EXISTS sliding_conns (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, conn_id TEXT NOT NULL,
   state TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sliding_conns_conn ON sliding_conns(device_id, conn_id, id);
+CREATE INDEX IF NOT EXISTS sliding_conns_ts ON sliding_conns(ts);
 CREATE TABLE IF NOT EXISTS sliding_seq (k INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 `;
 
 /** Rows kept per connection (the presented pos and the ones issued after it). */
 const ROWS_PER_CONN = 16;
-/** A connection not used for this long is forgotten (its pos then answers M_UNKNOWN_POS). */
-const CONN_TTL_MS = 7 * 24 * 3600_000;
+/** A connection not used for this long is forgotten (its pos then answers M_UNKNOWN_POS), as
+ *  Synapse does after 7 days. */
+export const CONN_TTL_MS = 7 * 24 * 3600_000;
+/** Connections kept per device (MSC4186 "Security considerations": servers SHOULD limit the
+ *  connections a device can have). Element X uses two or three; a new one beyond this evicts
+ *  the device's least recently used connection. */
+export const CONNS_PER_DEVICE = 10;
 const MAX_WAIT_MS = 5 * 60_000;
 
 /** What one room has been sent on a connection. */
@@ -362,9 +368,22 @@ export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
       req.connId,
       ROWS_PER_CONN,
     );
-    a.sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
+    // Too many connections on this device: the least recently used go (all their rows).
+    a.sql.exec(
+      `DELETE FROM sliding_conns WHERE device_id = ?1 AND conn_id IN (
+         SELECT conn_id FROM sliding_conns WHERE device_id = ?1 GROUP BY conn_id ORDER BY MAX(id) DESC LIMIT -1 OFFSET ?2)`,
+      req.deviceId,
+      CONNS_PER_DEVICE,
+    );
+    expireSlidingConns(a.sql, now);
     return String(id);
   });
+}
+
+/** Forget connections idle for CONN_TTL_MS (on each commit, and from the hub's log compaction,
+ *  so a user who stopped using sliding sync does not keep their connections for ever). */
+export function expireSlidingConns(sql: SqlStorage, now: number): void {
+  sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
 }
 
 /** A deleted device's connections go with it. */

@@ -828,6 +828,7 @@ export class UserDO extends DurableObject<Env> {
     try {
       this.compactBelow(this.horizon(LOG_KEEP, Date.now()));
       pruneLazyMembers(this.sql, Date.now() - MARK_RETAIN_MS);
+      sliding.expireSlidingConns(this.sql, Date.now());
     } catch (e) {
       console.error("hub log compaction failed", e);
     }
@@ -848,6 +849,7 @@ export class UserDO extends DurableObject<Env> {
     const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
     const removed = this.compactBelow(h);
     pruneLazyMembers(this.sql, (opts.now ?? Date.now()) - MARK_RETAIN_MS);
+    sliding.expireSlidingConns(this.sql, opts.now ?? Date.now());
     return { floor: this.floor, removed };
   }
 

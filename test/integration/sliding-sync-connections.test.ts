@@ -97,3 +97,52 @@ describe("sticky parameters", () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1800);
   });
 });
+
+describe("bounded connection state", () => {
+  const rowsOf = (u: TestUser) =>
+    runInDurableObject(hub(u), async (_i, state) =>
+      state.storage.sql.exec<{ device_id: string; conn_id: string; state: string }>("SELECT device_id, conn_id, state FROM sliding_conns").toArray(),
+    );
+
+  it("a device keeps at most 10 connections: a new one evicts the least recently used", async () => {
+    const alice = await registerUser();
+    await createRoom(alice);
+    const pos: string[] = [];
+    for (let i = 0; i < 12; i++) pos.push((await sssOk(alice, { conn_id: `c${i}`, lists: { all: list() } })).pos);
+    // c0 used again before the others were made would have survived; here c0 and c1 are the
+    // least recently used.
+    for (const i of [0, 1]) expect((await sss(alice, { conn_id: `c${i}`, lists: { all: list() } }, { pos: pos[i] })).body.errcode).toBe("M_UNKNOWN_POS");
+    for (const i of [2, 11]) await sssOk(alice, { conn_id: `c${i}`, lists: { all: list() } }, { pos: pos[i] });
+    const conns = new Set((await rowsOf(alice)).map((r) => r.conn_id));
+    expect(conns.size).toBe(10);
+    // Using c2 made it the most recent: a new connection now evicts c3, not c2.
+    await sssOk(alice, { conn_id: "c12", lists: { all: list() } });
+    const after = new Set((await rowsOf(alice)).map((r) => r.conn_id));
+    expect(after.has("c2")).toBe(true);
+    expect(after.has("c3")).toBe(false);
+  });
+
+  it("connections idle for 7 days are forgotten by the hub's compaction, even if the user never syncs again", async () => {
+    const alice = await registerUser();
+    await createRoom(alice);
+    const first = await sssOk(alice, { lists: { all: list() } });
+    expect((await rowsOf(alice)).length).toBe(1);
+    await (hub(alice) as unknown as { compactLog(o: { now: number }): Promise<unknown> }).compactLog({ now: Date.now() + 6 * 24 * 3600_000 });
+    expect((await rowsOf(alice)).length).toBe(1);
+    await (hub(alice) as unknown as { compactLog(o: { now: number }): Promise<unknown> }).compactLog({ now: Date.now() + 8 * 24 * 3600_000 });
+    expect(await rowsOf(alice)).toEqual([]);
+    expect((await sss(alice, { lists: { all: list() } }, { pos: first.pos })).body.errcode).toBe("M_UNKNOWN_POS");
+  });
+
+  it("sticky room subscriptions are capped at 1,000 per connection, the oldest dropped", async () => {
+    const alice = await registerUser();
+    const ids = (from: number, n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`!sub${from + i}:test.local`, { timeline_limit: 1, required_state: [] }]));
+    const first = await sssOk(alice, { room_subscriptions: ids(0, 1000) });
+    await sssOk(alice, { room_subscriptions: ids(1000, 500) }, { pos: first.pos });
+    const rows = await rowsOf(alice);
+    const subs = Object.keys((JSON.parse(rows[rows.length - 1].state) as { subs: Record<string, unknown> }).subs);
+    expect(subs).toHaveLength(1000);
+    expect(subs).toContain("!sub1499:test.local");
+    expect(subs).not.toContain("!sub0:test.local");
+  });
+});

@@ -117,6 +117,8 @@ type Body = z.infer<typeof bodySchema>;
 type ListReq = z.infer<typeof listSchema> & { filters?: ListFilters };
 
 const MAX_TIMEOUT_MS = 5 * 60_000;
+/** Room subscriptions a connection keeps (sticky across requests). */
+const MAX_STICKY_SUBS = 1000;
 /** RoomDOs one response asks at once. */
 const ROOM_CONCURRENCY = 32;
 
@@ -233,9 +235,15 @@ async function buildResponse(
   let subsChanged = false;
   for (const id of body.unsubscribe_rooms ?? []) if (prev.subs[id]) subsChanged = true;
   for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) {
-    subs[id] = roomConfigOf(s);
-    if (!prev.subs[id] || !sameConfig(prev.subs[id], subs[id])) subsChanged = true;
+    const cfg = roomConfigOf(s);
+    if (!prev.subs[id] || !sameConfig(prev.subs[id], cfg)) subsChanged = true;
+    // Re-subscribing moves a room to the end (the most recent), so the cap drops old ones.
+    delete subs[id];
+    subs[id] = cfg;
   }
+  // Sticky subscriptions are kept with every pos: bounded per connection, oldest dropped.
+  const subIds = Object.keys(subs);
+  for (const id of subIds.slice(0, Math.max(0, subIds.length - MAX_STICKY_SUBS))) delete subs[id];
 
   const shown = new Map<string, Shown>();
   const show = (id: string, rs: RequiredState, limit: number, list?: string) => {
