@@ -46,6 +46,8 @@ export interface SentRoom {
   /** Unread counts sent. */
   n: number;
   h: number;
+  /** timeline_limit it was last sent with (expanded_timeline when a bigger one comes). */
+  l?: number;
 }
 
 export interface ExtConfig {

@@ -146,3 +146,39 @@ describe("bounded connection state", () => {
     expect(subs).not.toContain("!sub0:test.local");
   });
 });
+
+describe("expanded_timeline (MSC4186 'Changes to timeline_limit')", () => {
+  it("a bigger timeline_limit sends the latest events at once with expanded_timeline; deltas after that are plain", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { preset: "public_chat" });
+    expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
+    for (let i = 1; i <= 4; i++) await send(i % 2 ? bob : alice, roomId, `m${i}`);
+    const l = (limit: number) => ({ all: list({ timeline_limit: limit, required_state: [["m.room.member", "$LAZY"]] }) });
+    const bodies = (r: Json) => r.timeline.map((e: Json) => e.content.body);
+    const first = await sssOk(alice, { lists: l(1) });
+    expect(bodies(first.rooms[roomId])).toEqual(["m4"]);
+    // The limit grows to 3: answered at once (not after the long-poll), with m2..m4.
+    const t0 = Date.now();
+    const grown = await sssOk(alice, { lists: l(3) }, { pos: first.pos, timeout: 10_000 });
+    expect(Date.now() - t0).toBeLessThan(5000);
+    const r = grown.rooms[roomId];
+    expect(bodies(r)).toEqual(["m2", "m3", "m4"]);
+    expect(r.unstable_expanded_timeline).toBe(true);
+    expect(r.expanded_timeline).toBe(true);
+    expect(r.initial).toBeUndefined();
+    expect(r.num_live).toBe(0);
+    expect(r.limited).toBe(true);
+    // $LAZY: the member event of bob, who sent m3, comes with it.
+    expect(r.required_state.map((e: Json) => e.state_key)).toContain(bob.userId);
+    // Same limit again, one new event: a plain delta.
+    await send(bob, roomId, "m5");
+    const next = await sssOk(alice, { lists: l(3) }, { pos: grown.pos });
+    expect(bodies(next.rooms[roomId])).toEqual(["m5"]);
+    expect(next.rooms[roomId].expanded_timeline).toBeUndefined();
+    expect(next.rooms[roomId].num_live).toBe(1);
+    // A room subscription with a bigger limit than the list's expands it too.
+    const sub = await sssOk(alice, { lists: l(3), room_subscriptions: { [roomId]: { timeline_limit: 5, required_state: [] } } }, { pos: next.pos, timeout: 10_000 });
+    expect(bodies(sub.rooms[roomId])).toEqual(["m1", "m2", "m3", "m4", "m5"]);
+    expect(sub.rooms[roomId].expanded_timeline).toBe(true);
+  });
+});
