@@ -61,7 +61,7 @@ export class UserDO extends DurableObject<Env> {
     sql.exec(HUB_SCHEMA);
     this.push = new PushOutbox(ctx, env);
     sql.exec(LAZY_MEMBERS_SCHEMA);
-    sql.exec(sliding.SLIDING_SCHEMA);
+    sliding.initSliding(sql);
     const stream = (this.stream = new HubStream(ctx.storage));
     const meta = stream.initialMeta;
     this.userId = meta.get("user_id");

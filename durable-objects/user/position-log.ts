@@ -20,6 +20,7 @@
 //   - GET /keys/changes: exact when `to` >= H; otherwise 400 M_INVALID_PARAM.
 import type { RoomPosition } from "../../src/rpc/user";
 import { pruneLazyMembers } from "./lazy-members";
+import { expireSlidingConns } from "../sliding-conn";
 
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
@@ -151,6 +152,7 @@ export class PositionLog {
     try {
       this.compactBelow(this.horizon(LOG_KEEP, Date.now()));
       pruneLazyMembers(this.a.sql, Date.now() - MARK_RETAIN_MS);
+      expireSlidingConns(this.a.sql, Date.now());
     } catch (e) {
       console.error("hub log compaction failed", e);
     }
@@ -168,6 +170,8 @@ export class PositionLog {
     const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
     const removed = this.compactBelow(h);
     pruneLazyMembers(this.a.sql, (opts.now ?? Date.now()) - MARK_RETAIN_MS);
+    // Sliding sync connections idle past their TTL go too (durable-objects/sliding-conn.ts).
+    expireSlidingConns(this.a.sql, opts.now ?? Date.now());
     return { floor: this.floorPos, removed };
   }
 
