@@ -1540,7 +1540,7 @@ export class RoomDO extends DurableObject<Env> {
   }
 
   private relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
-    return { ...this.readAccess(req.userId), userId: req.userId, toClient: (se) => this.toClient(se, req, now) };
+    return { ...this.readAccess(req.userId), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now) };
   }
 
   /** Timeline events as `userId` reads them (relations and search): load only accepted events
@@ -2013,7 +2013,7 @@ export class RoomDO extends DurableObject<Env> {
       const visible = this.visibilityFor(req.userId);
       const limit = Math.max(1, Math.min(q.limit, 100));
       const cap = relationsCap(this.sql, req.userId);
-      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit };
+      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit, ignored: req.ignored };
       const roots: StoredEvent[] = [];
       let more = false;
       // Bounded: roots the requester may not see are skipped, at most 10 batches.
@@ -2176,7 +2176,7 @@ export class RoomDO extends DurableObject<Env> {
           stateAt: (n) => this.groupState(this.groupAtStream(n)),
           load: (id) => this.loadEvent(id),
           toClient: (e, now) => this.toClient(e, req, now),
-          bundle: (es, out) => bundleAggregations(this.relationsAccess(req), es, out),
+          bundle: (es, out) => bundleAggregations(this.relationsAccess({ ...req, ignored: q.ignoredSenders }), es, out),
           toFederation: (e, now) => this.toFederationFormat(e, req, now),
           memberships: () => new Map(this.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
