@@ -33,7 +33,7 @@ import {
 } from "../../core/sliding-lists";
 import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
 import type { Requester, RoomResult } from "../../rpc/room";
-import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
+import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room/sync-view";
 
 interface SyncRoomRpc {
   syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>>;
