@@ -62,6 +62,7 @@ import { oauthRegistration } from "./api/client/oauth/registration";
 import { oauthPages } from "./api/client/oauth/authorize";
 import { oauthToken } from "./api/client/oauth/token";
 import { authMetadata } from "./api/client/oauth/metadata";
+import { oauthAccount } from "./api/client/oauth/account";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -129,6 +130,7 @@ app.route("/", adminConsole);
 app.route("/_lattice/oauth", oauthRegistration);
 app.route("/_lattice/oauth", oauthPages);
 app.route("/_lattice/oauth", oauthToken);
+app.route("/_lattice/oauth", oauthAccount);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

@@ -660,3 +660,10 @@ export const oauthRefreshTokens = sqliteTable(
   },
   (t) => [index("oauth_refresh_tokens_session").on(t.sessionId)],
 );
+
+/** `m.oauth` UIA (spec "OAuth authentication"): the user approved, on the account page, replacing
+ *  their cross-signing keys from an OAuth session until this time. */
+export const oauthCrossSigningResets = sqliteTable("oauth_cross_signing_resets", {
+  userId: text("user_id").primaryKey(),
+  approvedUntilTs: integer("approved_until_ts").notNull(),
+});

@@ -434,3 +434,115 @@ describe("token revocation (RFC 7009)", () => {
     expect(await revoke({})).toBe(400);
   });
 });
+
+import { makeCrossSigning } from "./e2ee-helpers";
+
+/** A browser signed in on the account page as `user`. */
+async function accountBrowser(user: { username: string; password: string }, query = "") {
+  const b = new Browser();
+  const page = await b.fetch(`/_lattice/oauth/account${query}`);
+  expect(page.html).toContain('action="/_lattice/oauth/account/login"');
+  const login = await b.fetch("/_lattice/oauth/account/login", {
+    form: { csrf: field(page.html, "csrf"), username: user.username, password: user.password, ...(query.includes("action=") ? { action: new URLSearchParams(query.slice(1)).get("action")! } : {}) },
+  });
+  expect(login.status).toBe(303);
+  return { b, location: login.location! };
+}
+
+describe("account management pages (account_management_uri)", () => {
+  it("is advertised with its actions", async () => {
+    const r = await call("GET", "/_matrix/client/v1/auth_metadata");
+    expect(r.body.account_management_uri).toBe("http://test.local/_lattice/oauth/account");
+    expect(r.body.account_management_actions_supported).toEqual([
+      "org.matrix.profile",
+      "org.matrix.devices_list",
+      "org.matrix.device_view",
+      "org.matrix.device_delete",
+      "org.matrix.account_deactivate",
+      "org.matrix.cross_signing_reset",
+    ]);
+  });
+
+  it("signs in, keeps the action, shows sessions, edits the profile, signs a session out", async () => {
+    const { user, tokens, deviceId } = await codeGrant();
+    const { b, location } = await accountBrowser(user, `?action=org.matrix.device_delete&device_id=${deviceId}`);
+    expect(location).toBe(`/_lattice/oauth/account?action=org.matrix.device_delete`);
+    const page = await b.fetch(`/_lattice/oauth/account?action=org.matrix.device_delete&device_id=${deviceId}`);
+    expect(page.html).toContain('id="confirm-delete"');
+    expect(page.html).toContain(`id="device-${deviceId}"`);
+    expect(page.html).toContain(`id="device-${user.deviceId}"`);
+    expect(page.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    const csrf = field(page.html, "csrf");
+
+    const profile = await b.fetch("/_lattice/oauth/account/profile", { form: { csrf, displayname: "Renamed Person" } });
+    expect(profile.status).toBe(303);
+    expect((await call("GET", `/_matrix/client/v3/profile/${encodeURIComponent(user.userId)}/displayname`)).body.displayname).toBe("Renamed Person");
+
+    const del = await b.fetch("/_lattice/oauth/account/sessions/delete", { form: { csrf, device_id: deviceId } });
+    expect(del.status).toBe(303);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: tokens.body.access_token })).status).toBe(401);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: user.accessToken })).status).toBe(200);
+    // Without the CSRF token nothing happens.
+    const forged = await b.fetch("/_lattice/oauth/account/sessions/delete", { form: { device_id: user.deviceId } });
+    expect(forged.status).toBe(403);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: user.accessToken })).status).toBe(200);
+  });
+
+  it("changes the password only with the current one", async () => {
+    const user = await signedInUser();
+    const { b, location } = await accountBrowser(user);
+    const page = await b.fetch(location);
+    const csrf = field(page.html, "csrf");
+    const wrong = await b.fetch("/_lattice/oauth/account/password", { form: { csrf, current: "nope", new: "a new password", new2: "a new password" } });
+    expect(wrong.status).toBe(401);
+    const ok = await b.fetch("/_lattice/oauth/account/password", { form: { csrf, current: user.password, new: "a new password", new2: "a new password" } });
+    expect(ok.status).toBe(303);
+    const legacy = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: "a new password" } });
+    expect(legacy.status).toBe(200);
+  });
+
+  it("deactivates the account with the password and a confirmation", async () => {
+    const user = await signedInUser();
+    const { b, location } = await accountBrowser(user);
+    const page = await b.fetch(location);
+    const csrf = field(page.html, "csrf");
+    expect((await b.fetch("/_lattice/oauth/account/deactivate", { form: { csrf, password: user.password } })).status).toBe(400);
+    const done = await b.fetch("/_lattice/oauth/account/deactivate", { form: { csrf, password: user.password, confirm: "1" } });
+    expect(done.status).toBe(200);
+    expect(done.html).toContain('id="deactivated"');
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: user.accessToken })).status).toBe(401);
+    expect((await b.fetch("/_lattice/oauth/account")).html).toContain('action="/_lattice/oauth/account/login"');
+  });
+});
+
+describe("m.oauth UIA for /keys/device_signing/upload", () => {
+  it("an OAuth session replaces cross-signing keys after approval on the account page", async () => {
+    const { user, tokens } = await codeGrant();
+    const token = tokens.body.access_token;
+    const upload = (body: unknown) => call("POST", "/_matrix/client/v3/keys/device_signing/upload", { token, body });
+    expect((await upload((await makeCrossSigning(user.userId)).body)).status).toBe(200);
+    const replacement = (await makeCrossSigning(user.userId)).body;
+    const challenge = await upload(replacement);
+    expect(challenge.status).toBe(401);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.oauth"] }]);
+    expect(challenge.body.params["m.oauth"].url).toBe("http://test.local/_lattice/oauth/account?action=org.matrix.cross_signing_reset");
+    const session = challenge.body.session;
+    // Not approved yet.
+    expect((await upload({ ...replacement, auth: { session } })).status).toBe(401);
+    const { b, location } = await accountBrowser(user, "?action=org.matrix.cross_signing_reset");
+    const page = await b.fetch(location);
+    expect(page.html).toContain('id="approve-reset"');
+    const approve = await b.fetch("/_lattice/oauth/account/cross-signing-reset", { form: { csrf: field(page.html, "csrf") } });
+    expect(approve.status).toBe(303);
+    const done = await upload({ ...replacement, auth: { session } });
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+  });
+
+  it("a legacy session still gets m.login.password", async () => {
+    const user = await signedInUser();
+    const upload = (body: unknown) => call("POST", "/_matrix/client/v3/keys/device_signing/upload", { token: user.accessToken, body });
+    expect((await upload((await makeCrossSigning(user.userId)).body)).status).toBe(200);
+    const challenge = await upload((await makeCrossSigning(user.userId)).body);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+  });
+});

@@ -3,6 +3,7 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../../types";
 import { OAUTH_BASE } from "./pages";
+import { ACCOUNT_ACTIONS, ACCOUNT_PATH } from "./account";
 
 export const authMetadata = new Hono<AppEnv>();
 
@@ -21,6 +22,8 @@ authMetadata.get("/auth_metadata", (c) => {
     code_challenge_methods_supported: ["S256"],
     token_endpoint_auth_methods_supported: ["none"],
     revocation_endpoint_auth_methods_supported: ["none"],
+    account_management_uri: `${base}${ACCOUNT_PATH}`,
+    account_management_actions_supported: ACCOUNT_ACTIONS,
     scopes_supported: ["urn:matrix:client:api:*"],
     // prompt=create shows the registration page, which needs registration to be open (or token).
     ...(c.var.config.registration !== "closed" ? { prompt_values_supported: ["create"] } : {}),
