@@ -360,11 +360,6 @@ export class UserDO extends DurableObject<Env> {
     return sliding.slidingBegin(this.slidingAccess(), req);
   }
 
-  async slidingDetails(userId: string, req: sliding.DetailsRequest): Promise<Record<string, sliding.RoomDetails>> {
-    this.me(userId);
-    return sliding.slidingDetails(this.slidingAccess(), req);
-  }
-
   async slidingCommit(userId: string, req: sliding.CommitRequest): Promise<string> {
     this.me(userId);
     return sliding.slidingCommit(this.slidingAccess(), req);
