@@ -57,6 +57,10 @@ import { peeking } from "./api/client/peeking";
 import { appservicePing } from "./api/appservice/ping";
 import { thirdparty } from "./api/client/thirdparty";
 import { appserviceDirectory } from "./api/appservice/directory";
+import { oauthRegistration } from "./api/client/oauth/registration";
+import { oauthPages } from "./api/client/oauth/authorize";
+import { oauthToken } from "./api/client/oauth/token";
+import { authMetadata } from "./api/client/oauth/metadata";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -97,6 +101,7 @@ client.route("/", versions);
 client.route("/v3", clientV3);
 client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
+client.route("/v1", authMetadata);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", roomSummary);
@@ -120,6 +125,9 @@ app.route("/_synapse/admin", adminFederation);
 app.route("/_synapse/admin", adminReports);
 app.route("/_synapse/admin", adminServerNotices);
 app.route("/", adminConsole);
+app.route("/_lattice/oauth", oauthRegistration);
+app.route("/_lattice/oauth", oauthPages);
+app.route("/_lattice/oauth", oauthToken);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

@@ -2,7 +2,7 @@
 // back. Types only, so that routes and services never import the Durable Object module itself.
 import type { JsonObject, StateIdMap } from "../core/types";
 import type { RoomEventFilter } from "../core/room-event-filter";
-export type { RoomSyncQuery, RoomSyncView } from "../../durable-objects/room-sync";
+export type { RoomSyncQuery, RoomSyncView } from "../../durable-objects/room/sync-view";
 
 /** Who asks: reads are filtered by history visibility for this user; `deviceId` adds
  *  unsigned.transaction_id to the events that device sent. */

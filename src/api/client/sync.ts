@@ -196,7 +196,7 @@ function nothingNew(room: JsonObject): boolean {
 
 /** Lazy-loading without include_redundant_members: leave out the member events this device
  *  already has, and record in the hub what this response carries (durable-objects/
- *  lazy-members.ts; keyed by the client's `since`, so a retried token gets them again). */
+ *  user/lazy-members.ts; keyed by the client's `since`, so a retried token gets them again). */
 async function dropRedundantMembers(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions, rooms: Record<string, JsonObject>): Promise<void> {
   const rf = roomSyncFilter(o.filter);
   const report: LazyMembersRoom[] = [];

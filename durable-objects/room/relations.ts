@@ -1,15 +1,15 @@
-// Relations read by the RoomDO besides GET /relations (room.ts getRelations): the aggregations
+// Relations read by the RoomDO besides GET /relations (reads.ts getRelations): the aggregations
 // bundled into events clients receive (`unsigned.m.relations`, spec "Aggregations of child
 // events"), the thread list (GET /v1/rooms/{roomId}/threads) and the duplicate-annotation check.
 //
 // Cost: one query per page of events, over the expression index events_relates_to
 // (json_extract(pdu, '$.content."m.relates_to".event_id')). Threads are aggregated in SQL
 // (COUNT, MAX(stream), SUM(sender = me)); edits and references come back one row each.
-import type { JsonObject, RoomEvent } from "../src/core/types";
+import type { JsonObject, RoomEvent } from "../../src/core/types";
 
 export const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
 export const REL_TYPE = `json_extract(pdu, '$.content."m.relates_to".rel_type')`;
-/** An event whose redaction applies (same sender, or a sender with the redact level: room.ts
+/** An event whose redaction applies (same sender, or a sender with the redact level: views.ts
  *  redactionOf) no longer relates to anything. `e` is the events row being tested. */
 const NOT_REDACTED = `NOT EXISTS (SELECT 1 FROM redactions r JOIN events re ON re.event_id = r.event_id AND re.stream IS NOT NULL
   WHERE r.redacts = e.event_id AND (r.powerful = 1 OR r.sender = e.sender))`;
