@@ -61,7 +61,7 @@ export class UserDO extends DurableObject<Env> {
     sql.exec(HUB_SCHEMA);
     this.push = new PushOutbox(ctx, env);
     sql.exec(LAZY_MEMBERS_SCHEMA);
-    sql.exec(sliding.SLIDING_SCHEMA);
+    sliding.initSliding(sql);
     const stream = (this.stream = new HubStream(ctx.storage));
     const meta = stream.initialMeta;
     this.userId = meta.get("user_id");
@@ -359,11 +359,6 @@ export class UserDO extends DurableObject<Env> {
     this.me(userId);
     await this.fanIn.bootstrap(this.userId!);
     return sliding.slidingBegin(this.slidingAccess(), req);
-  }
-
-  async slidingDetails(userId: string, req: sliding.DetailsRequest): Promise<Record<string, sliding.RoomDetails>> {
-    this.me(userId);
-    return sliding.slidingDetails(this.slidingAccess(), req);
   }
 
   async slidingCommit(userId: string, req: sliding.CommitRequest): Promise<string> {

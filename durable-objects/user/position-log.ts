@@ -20,6 +20,7 @@
 //   - GET /keys/changes: exact when `to` >= H; otherwise 400 M_INVALID_PARAM.
 import type { RoomPosition } from "../../src/rpc/user";
 import { pruneLazyMembers } from "./lazy-members";
+import { expireSlidingConns } from "../sliding-conn";
 
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
@@ -186,7 +187,7 @@ export class PositionLog {
     while (this.running) await this.running;
     const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
     const slices0 = this.slices;
-    const run = this.compactTo(h, Math.max(1, opts.slice ?? COMPACT_SLICE), (opts.now ?? Date.now()) - MARK_RETAIN_MS);
+    const run = this.compactTo(h, Math.max(1, opts.slice ?? COMPACT_SLICE), opts.now ?? Date.now());
     this.track(run);
     const removed = await run;
     return { floor: this.floorPos, removed, slices: this.slices - slices0 };
@@ -197,8 +198,10 @@ export class PositionLog {
    *  of 1,000,000 positions one transaction took 7.8 s (docs/benchmarks.md), during which the
    *  hub answered nothing. Every slice leaves a complete compaction at its own horizon (the
    *  newest entry per key at or below it), so stopping between slices is safe and the end
-   *  result is the one a single transaction gives. Returns the log rows removed. */
-  private async compactTo(h: number, slice: number, pruneSince = Date.now() - MARK_RETAIN_MS): Promise<number> {
+   *  result is the one a single transaction gives. Then lazy-members rows of devices idle past
+   *  MARK_RETAIN_MS and sliding sync connections idle past their TTL go (judged at `now`).
+   *  Returns the log rows removed. */
+  private async compactTo(h: number, slice: number, now = Date.now()): Promise<number> {
     let removed = 0;
     try {
       const most = Math.ceil((h - this.floorPos) / slice) + 1;
@@ -206,7 +209,9 @@ export class PositionLog {
         if (i > 0) await new Promise((r) => setTimeout(r, 0));
         removed += this.compactSlice(h, slice);
       }
-      pruneLazyMembers(this.a.sql, pruneSince);
+      pruneLazyMembers(this.a.sql, now - MARK_RETAIN_MS);
+      // Sliding sync connections idle past their TTL go too (durable-objects/sliding-conn.ts).
+      expireSlidingConns(this.a.sql, now);
     } catch (e) {
       console.error("hub log compaction failed", e);
       throw e;

@@ -8,9 +8,9 @@
 // (since, upTo]; when more exist it is `limited` and `prev_batch` ("t<n>", the /messages token
 // form) points just before the oldest returned event, so /messages dir=b from there reaches every
 // event of the gap.
-import type { JsonObject, RoomEvent, StateIdMap } from "../src/core/types";
-import { stateKey } from "../src/core/types";
-import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
+import type { JsonObject, RoomEvent, StateIdMap } from "../../src/core/types";
+import { stateKey } from "../../src/core/types";
+import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 
 export interface SyncEvent {
   ev: RoomEvent;
