@@ -62,6 +62,7 @@ import { oauthPages } from "./api/client/oauth/authorize";
 import { oauthToken } from "./api/client/oauth/token";
 import { authMetadata } from "./api/client/oauth/metadata";
 import { oauthAccount } from "./api/client/oauth/account";
+import { oauthDevice } from "./api/client/oauth/device";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -130,6 +131,7 @@ app.route("/_lattice/oauth", oauthRegistration);
 app.route("/_lattice/oauth", oauthPages);
 app.route("/_lattice/oauth", oauthToken);
 app.route("/_lattice/oauth", oauthAccount);
+app.route("/_lattice/oauth", oauthDevice);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 
