@@ -63,6 +63,7 @@ import { oauthToken } from "./api/client/oauth/token";
 import { authMetadata } from "./api/client/oauth/metadata";
 import { oauthAccount } from "./api/client/oauth/account";
 import { oauthDevice } from "./api/client/oauth/device";
+import { loginToken } from "./api/client/login-token";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -104,6 +105,7 @@ client.route("/v3", clientV3);
 client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", authMetadata);
+client.route("/v1", loginToken);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", roomSummary);

@@ -629,3 +629,40 @@ describe("device authorization grant (RFC 8628)", () => {
     expect((await new Browser().fetch("/_lattice/oauth/link?user_code=AEIOU")).status).toBe(400);
   });
 });
+
+describe("POST /_matrix/client/v1/login/get_token (m.login.token for the legacy API)", () => {
+  const getToken = (token: string, body: unknown = {}) => call("POST", "/_matrix/client/v1/login/get_token", { token, body });
+  it("mints a single-use token after a password prompt; a new device logs in with it", async () => {
+    const user = await signedInUser();
+    expect((await call("GET", "/_matrix/client/v3/capabilities", { token: user.accessToken })).body.capabilities["m.get_login_token"]).toEqual({ enabled: true });
+    expect((await call("GET", "/_matrix/client/v3/login")).body.flows).toContainEqual({ type: "m.login.token", get_login_token: true });
+    const challenge = await getToken(user.accessToken);
+    expect(challenge.status).toBe(401);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+    const r = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: challenge.body.session } });
+    expect(r.status).toBe(200);
+    expect(r.body.expires_in_ms).toBe(120000);
+    const login = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } });
+    expect(login.status).toBe(200);
+    expect(login.body.user_id).toBe(user.userId);
+    expect(login.body.device_id).not.toBe(user.deviceId);
+    const again = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } });
+    expect(again.status).toBe(403);
+    expect(again.body.errcode).toBe("M_FORBIDDEN");
+    // Every token needs a new prompt: the completed UIA session is gone.
+    const reuse = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: challenge.body.session } });
+    expect(reuse.status).toBe(400);
+  });
+
+  it("refuses expired and unknown tokens, and OAuth sessions (they use the device grant)", async () => {
+    const user = await signedInUser();
+    const c1 = await getToken(user.accessToken);
+    const r = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: c1.body.session } });
+    await env.DB.prepare("UPDATE login_tokens SET expires_ts = ? WHERE user_id = ?").bind(Date.now() - 1, user.userId).run();
+    expect((await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } })).status).toBe(403);
+    expect((await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: "latl_nope" } })).status).toBe(403);
+    const { tokens } = await codeGrant();
+    expect((await getToken(tokens.body.access_token)).status).toBe(403);
+    expect((await call("GET", "/_matrix/client/v3/capabilities", { token: tokens.body.access_token })).body.capabilities["m.get_login_token"]).toEqual({ enabled: false });
+  });
+});
