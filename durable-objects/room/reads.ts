@@ -369,7 +369,7 @@ export class ClientReads {
       const visible = this.r.views.visibilityFor(req.userId);
       const limit = Math.max(1, Math.min(q.limit, 100));
       const cap = relationsCap(this.r.sql, req.userId);
-      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit };
+      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit, ignored: req.ignored };
       const roots: StoredEvent[] = [];
       let more = false;
       // Bounded: roots the requester may not see are skipped, at most 10 batches.
@@ -500,7 +500,7 @@ export class ClientReads {
           stateAt: (n) => this.r.state.groupState(this.r.state.groupAtStream(n)),
           load: (id) => this.r.events.loadEvent(id),
           toClient: (e, now) => this.r.views.toClient(e, req, now),
-          bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess(req), es, out),
+          bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }), es, out),
           toFederation: (e, now) => this.r.views.toFederationFormat(e, req, now),
           memberships: () => new Map(this.r.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
         },
