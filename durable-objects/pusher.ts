@@ -1,7 +1,7 @@
 // PusherDO: one per pusher (user, app_id, pushkey). The ordered delivery queue of that pusher's
 // notifications to its push gateway (spec: "Push Gateway API", POST /_matrix/push/v1/notify).
 //
-// - The user's hub (durable-objects/user.ts → push-outbox.ts) enqueues what its push rules said
+// - The user's hub (durable-objects/user.ts → user/push-outbox.ts) enqueues what its push rules said
 //   to notify, after its own commit; this queue is durable, so a restart loses nothing.
 // - One request in flight, in queue order; an item is removed only after the gateway answered
 //   2xx, so delivery is at-least-once (the spec's notify has no idempotency key; gateways dedupe

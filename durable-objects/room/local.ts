@@ -10,6 +10,7 @@ import { randomString } from "../../src/services/crypto-util";
 import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, StoredEvent, fail, asRoomError, POWER_KEY, txnKey, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
 import type { RoomWriter } from "./writer";
@@ -20,10 +21,11 @@ export interface LocalEventsAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
+  keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
   fanout: Pick<FanOut, "fanOutFacts" | "fannedOut">;
-  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial" | "signingKey">;
+  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial">;
 }
 
 export class LocalEvents {
@@ -183,7 +185,7 @@ export class LocalEvents {
       if (rv.v11Redaction) content.redacts = spec.redacts;
       else pdu.redacts = spec.redacts;
     }
-    const key = await this.r.writer.signingKey();
+    const key = await this.r.keys.signingKey();
     return hashAndSignEvent(pdu as unknown as PDU, rv, this.r.head.serverName!, key);
   }
 

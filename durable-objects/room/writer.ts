@@ -12,22 +12,22 @@
 import type { Env } from "../../src/env";
 import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
-import { getRoomVersion, type RoomVersion } from "../../src/core/room-versions";
+import { type RoomVersion } from "../../src/core/room-versions";
 import type { Config } from "../../src/config";
 import { readMeta, SCHEMA } from "./schema";
 import { canonicalJson } from "../../src/core/canonical-json";
-import { buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
+import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
+import { partialAuthState, type PartialState, type PartialStateMeta, type PartialWrites } from "./partial-state";
 import { checkContentHash, computeEventId, toRoomEvent } from "../../src/core/event-hashes";
-import { verifyJsonSignature, type SigningKey } from "../../src/core/signing";
+import { verifyJsonSignature } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
-import { getServerSigningKey } from "../../src/services/server-key";
 import { layerState } from "./state-layers";
-import { getVerifyKey, type VerifyKey } from "../../src/services/federation/keys";
 import { isServerAllowedByAcl } from "../../src/core/server-acl";
 import { domainOf } from "../../src/core/ids";
 import type { AdmitMode, AdmitOutcome } from "../../src/rpc/room";
-import { MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
+import { authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
 
@@ -69,26 +69,17 @@ export interface RoomWriterAccess {
   ctx: DurableObjectState;
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
+  keys: Pick<RoomKeys, "verifyKey">;
   events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
   fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
+  partial: Pick<PartialState, "isPartial">;
 }
 
 export class RoomWriter {
   constructor(private readonly r: RoomWriterAccess) {}
 
   private queue: Promise<unknown> = Promise.resolve();
-  private keyPromise?: Promise<SigningKey>;
-
-  /** The room's identity and position from `meta` (at start). */
-  loadHead(meta: Map<string, string>): void {
-    const head = this.r.head;
-    head.roomId = meta.get("room_id");
-    head.serverName = meta.get("server_name");
-    if (meta.has("room_version")) head.rv = getRoomVersion(meta.get("room_version")!);
-    head.stream = Number(meta.get("stream") ?? "0");
-    head.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
-  }
 
   /** Run `fn` after every earlier write has finished (see "Concurrency" above). */
   serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -99,7 +90,9 @@ export class RoomWriter {
 
   /** Run `fn` in one storage transaction, holding a WriteTx. If it throws, the transaction rolls
    *  back and what memory holds from storage is read again. Synchronous: nothing interleaves,
-   *  so writes that decide nothing across an await (forget, erasure) need not wait in `serial`. */
+   *  so writes that decide nothing across an await (forget, erasure) need not wait in `serial`.
+   *  Other modules may hold the WriteTx only to pass it to the writer's functions (the SQL that
+   *  changes rows is all in this file: scripts/check-write-door.mjs). */
   private transact<T>(fn: (tx: WriteTx) => T): T {
     const tx = new WriteTx(DOOR, this.r.sql);
     openTx.add(tx);
@@ -116,40 +109,6 @@ export class RoomWriter {
   private setMeta(tx: WriteTx, key: string, value: string | number): void {
     tx.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
   }
-
-  signingKey(): Promise<SigningKey> {
-    if (!this.keyPromise) {
-      this.keyPromise = getServerSigningKey(this.r.env, this.r.config()).catch((e) => {
-        this.keyPromise = undefined;
-        throw e;
-      });
-    }
-    return this.keyPromise;
-  }
-
-  /** Public key for a server's key ID. Our own keys come from D1; remote keys from
-   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
-  private async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
-    if (server === this.r.head.serverName) {
-      const k = await this.signingKey();
-      if (k.keyId === keyId) return k.publicKey;
-      const row = await this.r.env.DB.prepare("SELECT public_key FROM server_signing_keys WHERE key_id = ?").bind(keyId).first<{ public_key: string }>();
-      return row?.public_key;
-    }
-    // Remote keys: the federation key ring (cache, then the server itself, then notaries). A
-    // short-lived memo keeps a 10,000-event send_join answer from asking D1 per event; the
-    // validity rule is the key ring's (valid_until_ts covers ts; an old key until it expired).
-    const memoKey = `${server}\u0000${keyId}`;
-    const hit = this.keyMemo.get(memoKey);
-    if (hit && hit.until > Date.now() && (ts === undefined || (hit.k.validUntilTs >= ts && (hit.k.expiredTs === undefined || hit.k.expiredTs > ts)))) return hit.k.publicKey;
-    const k = await getVerifyKey({ env: this.r.env, config: this.r.config() }, server, keyId, { purpose: "event", ts });
-    if (k) {
-      if (this.keyMemo.size > 1024) this.keyMemo.clear();
-      this.keyMemo.set(memoKey, { k, until: Date.now() + 60_000 });
-    }
-    return k?.publicKey;
-  }
-  private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
    *  leaves no trace. */
@@ -222,7 +181,7 @@ export class RoomWriter {
     return { ev };
   }
 
-  private reloadAfterFailure(): void {
+  reloadAfterFailure(): void {
     this.r.events.clearCache();
     this.r.state.clear();
     this.r.fanout.reset();
@@ -244,7 +203,7 @@ export class RoomWriter {
       let ok = false;
       if (sigs && typeof sigs === "object") {
         for (const keyId of Object.keys(sigs)) {
-          const pub = await this.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
+          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
           if (pub && (await verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson }))) {
             ok = true;
             break;
@@ -317,12 +276,18 @@ export class RoomWriter {
     }
     // 4. Auth against the state before the event. (Not for outliers, which have no place in
     // the DAG, nor for backfilled history, whose state before is only approximated.)
+    const partialState = !opts.outlier && !backfill && this.r.partial.isPartial();
     if (status === "accepted" && !isCreate && !opts.outlier && !backfill) {
-      const r = checkEventAuth(ev, this.r.state.authMapFrom(before.map, ev), rv);
+      // While the room's member events are still being fetched (partial-state join), the
+      // event's own auth events are resolved into the state we know (partialAuthState, as
+      // Synapse does); re-checked against the full state when it arrives.
+      const st = partialState ? partialAuthState(before.map, authEvents, authEventKeys(rv, ev), (maps) => this.r.state.resolveMaps(maps)) : before.map;
+      const r = checkEventAuth(ev, this.r.state.authMapFrom(st, ev), rv);
       if (!r.allowed) [status, reason] = ["rejected", `against the state before the event: ${r.reason}`];
     }
     // 5. Soft fail against the current state (only differs from 4. when the event is not on top).
-    if (status === "accepted" && !isCreate && !opts.outlier && !backfill && before.group !== this.r.head.currentGroup) {
+    // (Skipped while partial: the current state may lack the sender's membership. Synapse too.)
+    if (status === "accepted" && !isCreate && !opts.outlier && !backfill && !partialState && before.group !== this.r.head.currentGroup) {
       const r = checkEventAuth(ev, this.r.state.authMapFrom(this.r.state.groupState(this.r.head.currentGroup), ev), rv);
       if (!r.allowed) [status, reason] = ["soft_failed", `against the current state: ${r.reason}`];
     }
@@ -478,13 +443,76 @@ export class RoomWriter {
 
   /** The room this object holds, in `meta` (after its create event or our join was accepted).
    *  `joined`: a room we knew only through an invite or knock is now joined (RemoteRoom.seedFromJoin). */
-  recordRoom(roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean } = {}): void {
+  recordRoom(roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean; partialState?: PartialStateMeta } = {}): void {
     this.transact((tx) => {
+      if (opts.partialState) this.setMeta(tx, "partial_state", JSON.stringify(opts.partialState));
       this.setMeta(tx, "room_id", roomId);
       this.setMeta(tx, "room_version", roomVersion);
       this.setMeta(tx, "server_name", serverName);
       if (opts.joined) tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
     });
+  }
+
+  /** Completing a partial-state join (PartialState.complete) writes through these, all in one
+   *  transaction. */
+  partialWrite<T>(fn: (w: PartialWrites) => T): T {
+    return this.transact((tx) =>
+      fn({
+        addToRootGroups: (from, entries) => this.addToRootGroups(tx, from, entries),
+        applyCurrentState: (changes) => this.applyCurrentState(tx, changes),
+        rejectAfterAll: (id, reason) => this.rejectAfterAll(tx, id, reason),
+        endPartialState: () => {
+          tx.exec("DELETE FROM meta WHERE key = 'partial_state'");
+          this.setMeta(tx, "partial_state_done", this.r.head.stream);
+        },
+      }),
+    );
+  }
+
+  private addToRootGroups(tx: WriteTx, from: number, entries: [StateKey, string][]): void {
+    const roots = this.r.sql
+      .exec<{ id: number }>("SELECT id FROM state_groups WHERE parent IS NULL AND id >= ?", from)
+      .toArray()
+      .map((x) => x.id);
+    for (const g of roots) {
+      for (let i = 0; i < entries.length; i += 25) {
+        const chunk = entries.slice(i, i + 25);
+        tx.exec(
+          `INSERT OR IGNORE INTO state_group_entries (group_id, type, state_key, event_id) VALUES ${chunk.map(() => "(?, ?, ?, ?)").join(", ")}`,
+          ...chunk.flatMap(([k, id]) => [g, ...splitStateKey(k), id]),
+        );
+      }
+    }
+  }
+
+  /** An event accepted against partial state that the full state forbids: rejected now, as it
+   *  would have been on arrival. It leaves the timeline (no stream position: readers serve
+   *  accepted events with one) and the forward extremities (its prev events come back where
+   *  nothing else accepted cites them); a state event leaves the current state, where it is
+   *  still there, for the value before it. Later events keep the state groups they were given. */
+  private rejectAfterAll(tx: WriteTx, id: string, reason: string): void {
+    const se = this.r.events.loadEvent(id);
+    if (!se) return;
+    tx.exec("UPDATE events SET status = 'rejected', rejection_reason = ?, stream = NULL, state_after = state_before WHERE event_id = ?", reason, id);
+    tx.exec("DELETE FROM memberships WHERE event_id = ?", id);
+    if (tx.exec("DELETE FROM extremities WHERE event_id = ? RETURNING event_id", id).toArray().length) {
+      for (const p of se.ev.prev_events) {
+        const cited = this.r.sql
+          .exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream IS NOT NULL LIMIT 1", p)
+          .toArray().length;
+        const ok = this.r.sql.exec("SELECT 1 FROM events WHERE event_id = ? AND status = 'accepted' AND stream IS NOT NULL", p).toArray().length;
+        if (!cited && ok) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", p);
+      }
+    }
+    if (se.ev.state_key === undefined) return;
+    const k = stateKey(se.ev.type, se.ev.state_key);
+    if (this.r.state.groupState(this.r.head.currentGroup).get(k) !== id) return;
+    const change = new Map<StateKey, string | null>([[k, se.prevState]]);
+    const next = this.newGroup(tx, this.r.head.currentGroup, change);
+    this.applyCurrentState(tx, change);
+    this.r.head.currentGroup = next;
+    this.setMeta(tx, "current_group", next ?? 0);
+    tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", this.r.head.stream, next);
   }
 
   /** A membership event of a room we are not in (an invite, or our knock or rejection through
@@ -559,19 +587,8 @@ export class RoomWriter {
     }
     // Auth order over every event given (also those refused or already held: their dependants
     // wait for them, then find them stored or not).
-    const pending = new Map(events.map((x) => [x.ev.event_id, x.ev]));
-    const order: string[] = [];
-    let progress = true;
-    while (pending.size && progress) {
-      progress = false;
-      const ready = [...pending.values()].filter((ev) => ev.auth_events.every((a) => !pending.has(a))).sort((a, b) => a.depth - b.depth);
-      for (const ev of ready) {
-        pending.delete(ev.event_id);
-        order.push(ev.event_id);
-        progress = true;
-      }
-    }
-    for (const id of pending.keys()) if (checked.delete(id)) refused++; // auth cycles: never admitted
+    const { order, cycles } = authOrder(events.map((x) => x.ev));
+    for (const id of cycles) if (checked.delete(id)) refused++; // auth cycles: never admitted
     const toStore = order.filter((id) => checked.has(id));
     for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
       this.transact((tx) => {

@@ -1,7 +1,7 @@
 // The hub's side of push delivery (spec: module "Push Notifications", "Server behaviour": a new
 // event's push rules may result in "a request to the configured push gateway").
 //
-// Inside the hub's transaction that records an event (UserDO.applyNotice), `recordEvent` writes
+// Inside the hub's transaction that records an event (durable-objects/user/fan-in.ts), `recordEvent` writes
 // an outbox row when the rules said notify, the user did not send it, and the user has pushers;
 // `recordBadge` does the same for a read receipt that lowers the count (badge update, counts
 // only, as Synapse sends). After the commit, `drain` hands the outbox to each pusher's queue
@@ -9,10 +9,11 @@
 // alarm, set in the same transaction as the row, so nothing committed is lost to a restart.
 // Nothing here runs in the send path: the RoomDO's fan-out to hubs is already asynchronous for
 // everyone but the sender, and the sender is never pushed.
-import type { Env } from "../src/env";
-import type { JsonObject, JsonValue } from "../src/core/types";
-import { prioOf, tweaksOf, type PendingPush, type PusherTarget } from "../src/core/push-gateway";
-import { pusherStub } from "../src/services/pushers";
+import type { Env } from "../../src/env";
+import type { JsonObject, JsonValue } from "../../src/core/types";
+import { prioOf, tweaksOf, type PendingPush, type PusherTarget } from "../../src/core/push-gateway";
+import { parseConfig } from "../../src/config";
+import { pusherStub, type Placement } from "../../src/rpc/stubs";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
@@ -27,6 +28,8 @@ export class PushOutbox {
   private again = false;
   /** The retry alarm is set (in memory: after a restart it is simply set again). */
   private armed = false;
+  /** Where the pusher queues are placed: the configuration, parsed once per hub instance. */
+  private placement?: Placement;
 
   constructor(
     private ctx: DurableObjectState,
@@ -127,7 +130,8 @@ export class PushOutbox {
         if (!rows.length) break;
         const targets = this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget);
         const items = rows.map((r) => JSON.parse(r.body) as PendingPush);
-        await Promise.all(targets.map((t) => pusherStub(this.env, userId, t.appId, t.pushkey).enqueue(userId, t, items)));
+        const placement = (this.placement ??= parseConfig(this.env));
+        await Promise.all(targets.map((t) => pusherStub(this.env, placement, userId, t.appId, t.pushkey).enqueue(userId, t, items)));
         this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", rows[rows.length - 1].seq);
         if (rows.length === 200) this.again = true;
       } while (this.again);
