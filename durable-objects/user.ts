@@ -265,6 +265,13 @@ export class UserDO extends DurableObject<Env> {
     this.inbox.deviceListChanged(changedUserId);
   }
 
+  /** Several users now share an encrypted room with this one at once (a partial-state join
+   *  completed: its members arrived together). */
+  async deviceListsChanged(userId: string, changedUserIds: string[]): Promise<void> {
+    this.me(userId);
+    this.inbox.deviceListsChanged(changedUserIds.filter((u) => u !== userId));
+  }
+
   async deviceListLeft(userId: string, leftUserId: string): Promise<void> {
     this.me(userId);
     this.inbox.deviceListLeft(leftUserId);
