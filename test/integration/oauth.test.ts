@@ -666,3 +666,51 @@ describe("POST /_matrix/client/v1/login/get_token (m.login.token for the legacy 
     expect((await call("GET", "/_matrix/client/v3/capabilities", { token: tokens.body.access_token })).body.capabilities["m.get_login_token"]).toEqual({ enabled: false });
   });
 });
+
+describe("MSC4108 rendezvous (QR-code sign-in mailbox)", () => {
+  const R = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous";
+  async function raw(method: string, path: string, body?: string, headers: Record<string, string> = {}) {
+    const { SELF } = await import("cloudflare:test");
+    return SELF.fetch(path.startsWith("http") ? path : `http://test.local${path}`, { method, body, headers: { "content-type": "text/plain", ...headers } });
+  }
+  it("creates, reads, conditionally replaces and deletes a short-lived session", async () => {
+    expect((await call("GET", "/_matrix/client/versions")).body.unstable_features["org.matrix.msc4108"]).toBe(true);
+    const created = await raw("POST", R, "hello from the new device");
+    expect(created.status).toBe(201);
+    const { url } = (await created.json()) as { url: string };
+    expect(url).toMatch(/^http:\/\/test\.local\/_matrix\/client\/unstable\/org\.matrix\.msc4108\/rendezvous\/[A-Za-z0-9]+$/);
+    expect(created.headers.get("location")).toBe(url);
+    const etag1 = created.headers.get("etag")!;
+    const expires = Date.parse(created.headers.get("expires")!);
+    expect(expires - Date.now()).toBeLessThanOrEqual(120_000);
+    expect(created.headers.get("access-control-expose-headers")).toContain("ETag");
+
+    const read = await raw("GET", url);
+    expect(read.status).toBe(200);
+    expect(await read.text()).toBe("hello from the new device");
+    expect(read.headers.get("etag")).toBe(etag1);
+    expect((await raw("GET", url, undefined, { "if-none-match": etag1 })).status).toBe(304);
+
+    const put = await raw("PUT", url, "reply from the old device", { "if-match": etag1 });
+    expect(put.status).toBe(202);
+    const etag2 = put.headers.get("etag")!;
+    expect(etag2).not.toBe(etag1);
+    const stale = await raw("PUT", url, "late writer", { "if-match": etag1 });
+    expect(stale.status).toBe(412);
+    expect(((await stale.json()) as any).errcode).toBe("M_CONCURRENT_WRITE");
+    expect((await raw("PUT", url, "no precondition")).status).toBe(400);
+    expect(await (await raw("GET", url)).text()).toBe("reply from the old device");
+
+    expect((await raw("DELETE", url)).status).toBe(200);
+    expect((await raw("GET", url)).status).toBe(404);
+  });
+
+  it("expires sessions and limits payloads to 4 KiB", async () => {
+    const created = await raw("POST", R, "x");
+    const { url } = (await created.json()) as { url: string };
+    await env.DB.prepare("UPDATE rendezvous_sessions SET expires_ts = ? WHERE id = ?").bind(Date.now() - 1, url.split("/").pop()).run();
+    expect((await raw("GET", url)).status).toBe(404);
+    expect((await raw("POST", R, "y".repeat(4097))).status).toBe(413);
+    expect((await raw("GET", `${R}/doesnotexist`)).status).toBe(404);
+  });
+});
