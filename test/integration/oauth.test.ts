@@ -714,3 +714,15 @@ describe("MSC4108 rendezvous (QR-code sign-in mailbox)", () => {
     expect((await raw("GET", `${R}/doesnotexist`)).status).toBe(404);
   });
 });
+
+describe("expired OAuth rows", () => {
+  it("are swept a day after expiry when new ones are written", async () => {
+    const clientId = await newClient();
+    const b = new Browser();
+    await b.fetch(await authorizeUrl({ clientId, state: "old" }));
+    await env.DB.prepare("UPDATE oauth_grants SET expires_ts = ? WHERE state = 'old'").bind(Date.now() - 25 * 3600_000).run();
+    await b.fetch(await authorizeUrl({ clientId, state: "new" }));
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'old'").first<{ n: number }>())!.n).toBe(0);
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'new'").first<{ n: number }>())!.n).toBe(1);
+  });
+});
