@@ -726,3 +726,66 @@ describe("expired OAuth rows", () => {
     expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'new'").first<{ n: number }>())!.n).toBe(1);
   });
 });
+
+describe("pages under other configurations", () => {
+  it("REGISTRATION=token: the registration page needs a valid token and uses it up", async () => {
+    const b = new Browser({ REGISTRATION: "token" });
+    const admin = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: (await adminToken()).accessToken, body: { uses_allowed: 1 } });
+    expect(admin.status).toBe(200);
+    const clientId = await newClient();
+    const start = await b.fetch(await authorizeUrl({ clientId, extra: { prompt: "create" } }));
+    const page = await b.fetch(start.location!);
+    expect(page.html).toContain('name="registration_token"');
+    const base = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), password: "long enough pw", password2: "long enough pw" };
+    const bad = await b.fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: "wrong" } });
+    expect(bad.status).toBe(403);
+    const ok = await b.fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: admin.body.token } });
+    expect(ok.status).toBe(303);
+    const used = await new Browser({ REGISTRATION: "token" }).fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: admin.body.token } });
+    expect(used.status).toBe(403);
+  });
+
+  it("REGISTRATION=closed: no registration page, prompt=create shows sign-in, not advertised", async () => {
+    const b = new Browser({ REGISTRATION: "closed" });
+    const start = await b.fetch(await authorizeUrl({ clientId: await newClient(), extra: { prompt: "create" } }));
+    const page = await b.fetch(start.location!);
+    expect(page.html).toContain('action="/_lattice/oauth/login"');
+    expect(page.html).not.toContain("to-register");
+    const form = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), username: uniqueName("no"), password: "long enough pw", password2: "long enough pw" };
+    expect((await b.fetch("/_lattice/oauth/register-account", { form })).status).toBe(403);
+    const meta = await b.fetch("/_matrix/client/v1/auth_metadata");
+    expect(JSON.parse(meta.html).prompt_values_supported).toBeUndefined();
+  });
+
+  it("sign-in on the pages spends the same per-account login budget as POST /login", async () => {
+    const user = await signedInUser();
+    const b = new Browser({ RATE_LIMITS: "on", CLIENT_ADDRESS: "none" });
+    const start = await b.fetch(await authorizeUrl({ clientId: await newClient() }));
+    const page = await b.fetch(start.location!);
+    const form = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), username: user.username, password: "wrong" };
+    // Spend the account's burst (5) on the legacy endpoint: the page is then limited at once.
+    const { env: testEnv, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const app = (await import("../../src/index")).default;
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const ctx = createExecutionContext();
+      const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: "wrong" });
+      const res = await app.fetch(new Request("http://test.local/_matrix/client/v3/login", { method: "POST", headers: { "content-type": "application/json" }, body }), { ...testEnv, RATE_LIMITS: "on", CLIENT_ADDRESS: "none" }, ctx);
+      await waitOnExecutionContext(ctx);
+      statuses.push(res.status);
+    }
+    expect(statuses.every((s) => s === 403)).toBe(true);
+    const limited = await b.fetch("/_lattice/oauth/login", { form });
+    expect(limited.status).toBe(429);
+    expect(limited.html).toContain("Too many attempts");
+  });
+});
+
+async function adminToken() {
+  const { sharedSecretMac } = await import("../../src/api/admin/admin");
+  const nonce = (await call("GET", "/_synapse/admin/v1/register")).body.nonce;
+  const username = uniqueName("admin");
+  const mac = await sharedSecretMac("test-shared-secret", nonce, username, "admin pw", true);
+  const r = await call("POST", "/_synapse/admin/v1/register", { body: { nonce, username, password: "admin pw", admin: true, mac } });
+  return { accessToken: r.body.access_token as string };
+}
