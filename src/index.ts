@@ -54,6 +54,7 @@ import { userDirectory } from "./api/client/user-directory";
 import { report } from "./api/client/report";
 import { mutualRoomsUnstable, roomSummary } from "./api/client/room-summary";
 import { peeking } from "./api/client/peeking";
+import { oldSync } from "./api/client/old-sync";
 import { appservicePing } from "./api/appservice/ping";
 import { thirdparty } from "./api/client/thirdparty";
 import { appserviceDirectory } from "./api/appservice/directory";
@@ -96,7 +97,7 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid, thirdparty, appserviceDirectory]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory, report]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking, oldSync, search, userDirectory, report]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes, voip]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 clientV3.route("/", clientAdminWhois);

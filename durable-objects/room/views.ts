@@ -118,7 +118,7 @@ export class RoomViews {
   }
 
   relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
-    return { ...this.readAccess(req.userId), userId: req.userId, toClient: (se) => this.toClient(se, req, now) };
+    return { ...this.readAccess(req.userId), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now) };
   }
 
   /** Timeline events as `userId` reads them (relations and search): load only accepted events
