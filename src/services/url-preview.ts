@@ -62,8 +62,8 @@ export async function guardedFetch(
 }
 
 /** Read at most `max` bytes of a body; `truncate` keeps the first `max` bytes instead of failing.
- *  Gives up (502) when `signal` fires, even if the body stalls without an error. */
-async function readLimited(res: Response, max: number, truncate: boolean, signal: AbortSignal): Promise<Uint8Array | undefined> {
+ *  A body still arriving when the fetch's time-out signal fires fails the read: 502. */
+async function readLimited(res: Response, max: number, truncate: boolean): Promise<Uint8Array | undefined> {
   const len = Number(res.headers.get("content-length") ?? "NaN");
   if (!truncate && len > max) {
     await res.body?.cancel();
@@ -71,17 +71,12 @@ async function readLimited(res: Response, max: number, truncate: boolean, signal
   }
   if (!res.body) return new Uint8Array(0);
   const reader = res.body.getReader();
-  const aborted = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
-  });
-  aborted.catch(() => {});
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
     let step: ReadableStreamReadResult<Uint8Array>;
     try {
-      step = await Promise.race([reader.read(), aborted]);
+      step = await reader.read();
     } catch {
       reader.cancel().catch(() => {});
       throw failed("Could not read the URL's content in time");
@@ -132,16 +127,16 @@ type Preview = Record<string, string | number>;
 
 async function storeImage(ctx: PreviewContext, imageUrl: string, fetcher: Fetcher, signal: AbortSignal): Promise<Preview> {
   const { res } = await guardedFetch(imageUrl, "image/*", fetcher, signal, previewPolicy(ctx.cfg));
-  return storeImageResponse(ctx, res, signal);
+  return storeImageResponse(ctx, res);
 }
 
 /** Keep an image the preview points at as local media (only real JPEG/PNG/GIF/WebP, sniffed). */
-async function storeImageResponse(ctx: PreviewContext, res: Response, signal: AbortSignal): Promise<Preview> {
+async function storeImageResponse(ctx: PreviewContext, res: Response): Promise<Preview> {
   if (!res.ok) {
     await res.body?.cancel();
     return {};
   }
-  const bytes = await readLimited(res, Math.min(PREVIEW_LIMITS.maxImageBytes, ctx.cfg.maxUploadBytes), false, signal);
+  const bytes = await readLimited(res, Math.min(PREVIEW_LIMITS.maxImageBytes, ctx.cfg.maxUploadBytes), false);
   const info = bytes && sniffImage(bytes);
   if (!bytes || !info) return {};
   const contentType = IMAGE_MIME[info.format];
@@ -228,7 +223,7 @@ export async function previewUrl(ctx: PreviewContext, rawUrl: string, ts?: numbe
   const type = (res.headers.get("content-type") ?? "").toLowerCase();
   let og: Preview = {};
   if (type.startsWith("text/html") || type.startsWith("application/xhtml+xml")) {
-    const html = decodeHtml((await readLimited(res, PREVIEW_LIMITS.maxHtmlBytes, true, signal))!, type);
+    const html = decodeHtml((await readLimited(res, PREVIEW_LIMITS.maxHtmlBytes, true))!, type);
     const tags = extractOpenGraph(html, finalUrl);
     const image = tags["og:image"];
     for (const [k, v] of Object.entries(tags)) if (!k.startsWith("og:image")) og[k] = v;
@@ -242,7 +237,7 @@ export async function previewUrl(ctx: PreviewContext, rawUrl: string, ts?: numbe
       }
     }
   } else if (type.startsWith("image/")) {
-    og = await storeImageResponse(ctx, res, signal);
+    og = await storeImageResponse(ctx, res);
   } else {
     // Not a page: the spec's answer "may be empty" (Synapse answers 502 for such types).
     await res.body?.cancel();
