@@ -110,6 +110,7 @@ export class RoomDO extends DurableObject<Env> {
       loadEvent: (id) => this.events.loadEvent(id),
       groupState: (g) => this.state.groupState(g),
       admitState: (state, authChain, origin) => this.remote.admitStateOutliers(state, authChain, origin),
+      heldState: (ids) => this.events.storedAmong(ids, "status = 'accepted' AND state_key IS NOT NULL").map((x) => ({ event_id: x.event_id, type: x.type, state_key: x.state_key! })),
       authCheck: (ev, st) => {
         const c = checkEventAuth(ev, this.state.authMapFrom(st, ev), this.head.rv!);
         return c.allowed ? null : (c.reason ?? "refused");
@@ -294,7 +295,7 @@ export class RoomDO extends DurableObject<Env> {
   async releasePartialStateSync(claim: string): Promise<void> {
     this.partial.releaseSync(claim);
   }
-  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
     return this.remote.completePartialState(args);
   }
   heldAmong(ids: string[]): Promise<{ held: string[]; state: { event_id: string; type: string; state_key: string }[] }> {

@@ -134,6 +134,8 @@ export interface PartialStateAccess {
   /** The events of a state and its auth chain checked and stored as outliers, as a send_join
    *  answer's are; returns the state events that were accepted, by ID. */
   admitState(state: unknown[], authChain: unknown[], origin: string): Promise<Map<string, RoomEvent>>;
+  /** Type and state key of the accepted events we hold among `ids`. */
+  heldState(ids: string[]): { event_id: string; type: string; state_key: string }[];
   /** Auth rules for `ev` against `state` (the state before it): null when allowed. */
   authCheck(ev: RoomEvent, state: StateIdMap): string | null;
   /** Run `fn` in one transaction of the room's writer (RoomWriter.partialWrite). */
@@ -220,7 +222,7 @@ export class PartialState {
    *  room, re-check the events admitted while the state was partial (Synapse: "since the state
    *  at this event has changed, we should now re-evaluate whether it should have been
    *  rejected"), and un-partial the room. Returns what the Worker needs for device lists. */
-  async complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<{ rejected: string[]; added: number }> {
+  async complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<{ rejected: string[]; added: number }> {
     const m = this.meta();
     if (!m) return { rejected: [], added: 0 };
     if (this.claim?.token !== args.claim) throw new PartialStateError("This fetch no longer holds the claim");
@@ -229,12 +231,14 @@ export class PartialState {
     // Check and store every event (outliers); the state: those of `state` that passed.
     const passed = await this.r.admitState(args.state, args.authChain, args.origin);
     const full: StateIdMap = new Map();
-    for (const [id, ev] of passed) {
-      if (ev.state_key === undefined) continue;
-      const k = stateKey(ev.type, ev.state_key);
-      if (full.has(k)) throw new PartialStateError(`Two state events for ${ev.type}/${ev.state_key}`);
+    const put = (id: string, type: string, skey: string) => {
+      const k = stateKey(type, skey);
+      if (full.has(k) && full.get(k) !== id) throw new PartialStateError(`Two state events for ${type}/${skey}`);
       full.set(k, id);
-    }
+    };
+    for (const [id, ev] of passed) if (ev.state_key !== undefined) put(id, ev.type, ev.state_key);
+    // /state_ids: the events of the state we held already were not fetched again.
+    if (args.stateIds) for (const h of this.r.heldState(args.stateIds.filter((id) => !passed.has(id)))) put(h.event_id, h.type, h.state_key);
     const partial = this.r.groupState(join.stateBefore);
     if (full.get(CREATE_KEY) !== partial.get(CREATE_KEY)) throw new PartialStateError("The state is of another room");
     // What we lacked: keys absent from the partial state (the omitted members). Keys we have
