@@ -170,6 +170,7 @@ export class FanIn {
         this.a.logRoom(upos, r.room_id, r.stream);
         added = true;
       }
+      if (added) sliding.refreshRecency(sql);
       this.a.setMeta("bootstrapped", 1);
     });
     if (added) this.a.wake();
