@@ -162,8 +162,8 @@ export class LocalEvents {
           }
           txnsHere.set(key, i);
         }
-        const { pdu, before } = await this.buildLocalPdu(spec, tip);
-        const checked = await this.r.writer.checkPdu(pdu, this.r.head.serverName!, { local: true, txn: spec.txn });
+        const { pdu, eventId, before } = await this.buildLocalPdu(spec, tip);
+        const checked = await this.r.writer.checkPdu(pdu, this.r.head.serverName!, { local: true, txn: spec.txn }, eventId, true);
         if (!("ev" in checked)) {
           results[i] = checked.status === "duplicate" ? { ok: true, value: { eventId: checked.eventId!, stream: this.r.events.loadEvent(checked.eventId!)?.stream ?? this.r.head.stream } } : refusal(checked);
           continue;

@@ -127,7 +127,7 @@ export class RoomWriter {
 
   /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
    *  signatures, room and server ACL. No writes: a batch can check every PDU before storing. */
-  async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+  async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string, signedHere = false): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.r.head.requireRoom();
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
     let encoded: string;
@@ -158,7 +158,11 @@ export class RoomWriter {
     // timeline: then it is admitted again, this time with a place in the DAG.
     if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
 
-    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU").
+    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU"). An
+    // event this room just hashed and signed with the server's key (LocalEvents.admitRun) has
+    // both by construction: checking them again cost a third of a local send's hashing and the
+    // signature verification.
+    if (signedHere) return this.parsed(pdu, rv, eventId);
     if (!(await checkContentHash(pdu))) {
       if (opts.local) return { status: "invalid", eventId, reason: "content hash mismatch" };
       pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
@@ -166,13 +170,9 @@ export class RoomWriter {
     const sigError = await this.checkSignatures(pdu, rv);
     if (sigError) return { status: "invalid", eventId, reason: sigError };
 
-    let ev: RoomEvent;
-    try {
-      ev = await toRoomEvent(pdu, rv, eventId);
-    } catch (e) {
-      return { status: "invalid", eventId, reason: (e as Error).message };
-    }
-    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
+    const parsed = await this.parsed(pdu, rv, eventId);
+    if (!("ev" in parsed)) return parsed;
+    const { ev } = parsed;
     // Server ACLs (Server-Server API "Server Access Control Lists"): PDUs from a denied origin
     // are dropped, whatever path they came by.
     if (!opts.local && origin !== this.r.head.serverName) {
@@ -180,6 +180,18 @@ export class RoomWriter {
       const acl = aclId ? this.r.events.loadEvent(aclId)?.ev.content : undefined;
       if (!isServerAllowedByAcl(acl ?? null, origin)) return { status: "invalid", eventId, reason: "origin is denied by the room's server ACL" };
     }
+    return { ev };
+  }
+
+  /** The PDU as a RoomEvent of this room, or why not. */
+  private async parsed(pdu: PDU, rv: RoomVersion, eventId: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    let ev: RoomEvent;
+    try {
+      ev = await toRoomEvent(pdu, rv, eventId);
+    } catch (e) {
+      return { status: "invalid", eventId, reason: (e as Error).message };
+    }
+    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
     return { ev };
   }
 
