@@ -6,6 +6,7 @@
 //   room/schema.ts     SQL schema
 //   room/events.ts     event rows and cache, auth chains
 //   room/state.ts      state groups, group cache, resolution memo, auth-edge index
+//   room/keys.ts       our signing key, other servers' verify keys (memo)
 //   room/writer.ts     THE WRITE DOOR: serialisation, the admit pipeline, every data-changing statement
 //   room/fanout.ts     after a commit: sync hubs (watermark, redelivery), appservices, federation, D1 mirrors
 //   room/local.ts      local users' events, room creation, extremity merging
@@ -13,6 +14,7 @@
 //   room/reads.ts      client reads and the /sync adapter (room/sync-view.ts)
 //   room/fed-serve.ts  what other servers may see and the federation reads
 //   room/remote.ts     rooms held elsewhere: federated PDUs, joins, invites, outliers, backfill
+//   room/partial-state.ts  partial-state joins: omit_members (both sides), completing the state
 //
 // Pagination tokens ("t<n>"): a position between events; every accepted event with stream <= n is
 // before it. /messages, /context and the sync work all use this form.
@@ -39,6 +41,7 @@ import { RoomHead } from "./room/core";
 import { readMeta, SCHEMA } from "./room/schema";
 import { EventStore } from "./room/events";
 import { StateStore } from "./room/state";
+import { RoomKeys } from "./room/keys";
 import { RoomWriter } from "./room/writer";
 import { FanOut } from "./room/fanout";
 import { LocalEvents } from "./room/local";
@@ -46,6 +49,8 @@ import { RoomViews } from "./room/views";
 import { ClientReads } from "./room/reads";
 import { FedServe } from "./room/fed-serve";
 import { RemoteRoom } from "./room/remote";
+import { PartialState } from "./room/partial-state";
+import { checkEventAuth } from "../src/core/auth-rules";
 
 /** Every part of one room; each module sees only its own narrow Access view of it. */
 interface RoomParts {
@@ -56,6 +61,7 @@ interface RoomParts {
   config(): Config;
   events: EventStore;
   state: StateStore;
+  keys: RoomKeys;
   writer: RoomWriter;
   fanout: FanOut;
   local: LocalEvents;
@@ -63,6 +69,7 @@ interface RoomParts {
   reads: ClientReads;
   fed: FedServe;
   remote: RemoteRoom;
+  partial: PartialState;
 }
 
 export class RoomDO extends DurableObject<Env> {
@@ -76,6 +83,7 @@ export class RoomDO extends DurableObject<Env> {
   private readonly reads: ClientReads;
   private readonly fed: FedServe;
   private readonly remote: RemoteRoom;
+  private readonly partial: PartialState;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -88,6 +96,7 @@ export class RoomDO extends DurableObject<Env> {
     const r = { head: this.head, sql, env, ctx, config: configFn } as RoomParts;
     this.events = r.events = new EventStore(r);
     this.state = r.state = new StateStore(r);
+    r.keys = new RoomKeys(r);
     this.writer = r.writer = new RoomWriter(r);
     this.fanout = r.fanout = new FanOut(r);
     this.local = r.local = new LocalEvents(r);
@@ -95,8 +104,27 @@ export class RoomDO extends DurableObject<Env> {
     this.reads = r.reads = new ClientReads(r);
     this.fed = r.fed = new FedServe(r);
     this.remote = r.remote = new RemoteRoom(r);
+    this.partial = r.partial = new PartialState({
+      sql,
+      currentGroup: () => this.head.currentGroup,
+      loadEvent: (id) => this.events.loadEvent(id),
+      groupState: (g) => this.state.groupState(g),
+      admitState: (state, authChain, origin) => this.remote.admitStateOutliers(state, authChain, origin),
+      heldState: (ids) => this.events.storedAmong(ids, "status = 'accepted' AND state_key IS NOT NULL").map((x) => ({ event_id: x.event_id, type: x.type, state_key: x.state_key! })),
+      authCheck: (ev, st) => {
+        const c = checkEventAuth(ev, this.state.authMapFrom(st, ev), this.head.rv!);
+        return c.allowed ? null : (c.reason ?? "refused");
+      },
+      write: (fn) => this.writer.partialWrite(fn),
+      dropCaches: () => {
+        this.events.clearCache();
+        this.state.clear();
+        this.fanout.reset();
+      },
+      afterCommit: () => this.fanout.afterCommit(),
+    });
     const meta = readMeta(sql);
-    this.writer.loadHead(meta);
+    this.head.load(meta);
     this.fanout.start(meta);
   }
 
@@ -251,8 +279,24 @@ export class RoomDO extends DurableObject<Env> {
   getPartialInfo(): Promise<{ partial: boolean; roomVersion?: string; members: Record<string, { membership: string; sender: string; eventId: string }> }> {
     return this.remote.getPartialInfo();
   }
-  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[]; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
     return this.remote.seedFromJoin(args);
+  }
+  // Partial-state joins (room/partial-state.ts; the fetch: src/services/federation/partial-state.ts).
+  async isPartialState(): Promise<boolean> {
+    return this.partial.isPartial();
+  }
+  awaitFullState(ms: number): Promise<boolean> {
+    return this.partial.awaitFull(Math.min(ms, 120_000));
+  }
+  async claimPartialStateSync(): Promise<ReturnType<PartialState["claimSync"]>> {
+    return this.partial.claimSync();
+  }
+  async releasePartialStateSync(claim: string): Promise<void> {
+    this.partial.releaseSync(claim);
+  }
+  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+    return this.remote.completePartialState(args);
   }
   heldAmong(ids: string[]): Promise<{ held: string[]; state: { event_id: string; type: string; state_key: string }[] }> {
     return this.fed.heldAmong(ids);

@@ -121,17 +121,8 @@ export interface BeginRequest {
   roomTypes?: Record<string, string | null>;
 }
 
-export interface HubRoom {
-  roomId: string;
-  membership: string;
-  /** Room stream the hub knows up to. */
-  stream: number;
-  bump: number;
-  encrypted: boolean;
-  inviter: string | null;
-  /** m.room.create content.type (null: none); undefined: not known to the hub yet. */
-  roomType?: string | null;
-}
+/** A room the response may show (the recency index's row for it). */
+export type HubRoom = IndexedRoom;
 
 export interface BeginResult {
   /** The state the request starts from (null: a new connection). */
@@ -146,6 +137,9 @@ export interface BeginResult {
   lists: Record<string, { count: number; window: string[] }>;
   /** The rooms in any window, and subscribed rooms the user may be shown. */
   rooms: HubRoom[];
+  /** Per room shown that is new to the connection or changed since its position: counts and
+   *  the extensions' data (slidingDetails). A room left out is unchanged. */
+  details: Record<string, RoomDetails>;
   /** Rooms in m.direct (is_dm). */
   direct: string[];
   /** Users in m.ignored_user_list (module "Ignoring Users"). */
@@ -209,7 +203,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const q = a.pos();
   const from = state?.hubPos ?? -1;
   for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
-  const direct = syncDirect(a.sql);
+  syncDirect(a.sql);
   const ignoredRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
   const ignoredUsers = ignoredRow ? (JSON.parse(ignoredRow.content) as { ignored_users?: Record<string, unknown> }).ignored_users : undefined;
   const ignored = ignoredUsers && typeof ignoredUsers === "object" ? Object.keys(ignoredUsers) : [];
@@ -228,7 +222,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const cands: Candidates = { newlyLeft, ignored };
   if (!req.roomTypes && Object.values(req.lists).some((l) => needsRoomType(l.filters))) {
     const unknown = unknownTypes(a.sql, cands);
-    if (unknown.length) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], direct: [], ignored, ext, globalAccountData: [] } };
+    if (unknown.length) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], details: {}, direct: [], ignored, ext, globalAccountData: [] } };
   }
   const spaces = [...new Set(Object.values(req.lists).flatMap((l) => l.filters?.spaces ?? []))];
   const joinedSpaces = new Set(
@@ -249,7 +243,27 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   for (const id of req.unsubscribe) subs.delete(id);
   for (const r of roomsByIds(a.sql, cands, [...subs].filter((id) => !shown.has(id)))) shown.set(r.roomId, r);
   const rooms: HubRoom[] = [...shown.values()];
-  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, direct: [...direct].filter((id) => shown.has(id)), ignored, ext, globalAccountData: [] };
+  // Counts and the extensions' data for the rooms shown, in this same call (no second round
+  // trip): for rooms new to the connection, and for rooms with anything logged since its
+  // position (new events, receipts, typing, room account data all log the room); the others
+  // have not changed and the Worker keeps what it sent.
+  const ids = [...shown.keys()];
+  const changed = new Set(
+    state && ids.length
+      ? a.sql
+          .exec<{ room_id: string }>("SELECT DISTINCT room_id FROM room_log WHERE upos > ? AND upos <= ? AND room_id IN (SELECT value FROM json_each(?))", from, q, JSON.stringify(ids))
+          .toArray()
+          .map((r) => r.room_id)
+      : ids,
+  );
+  const details = slidingDetails(a, {
+    q,
+    rooms: ids.filter((id) => !state?.rooms[id] || changed.has(id)).map((id) => ({ roomId: id, from: state?.rooms[id] ? from : -1 })),
+    typing: !!ext.typing?.enabled,
+    receipts: !!ext.receipts?.enabled,
+    accountData: !!ext.account_data?.enabled,
+  });
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, details, direct: rooms.filter((r) => r.isDm).map((r) => r.roomId), ignored, ext, globalAccountData: [] };
   if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
   if (tdSince !== undefined) {
     const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));

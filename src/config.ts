@@ -48,6 +48,8 @@ export interface Config {
   accessTokenLifetimeMs: number;
   /** Federation: plain http to peers named localhost:<port> / 127.0.0.1:<port> (dev and tests). */
   federationHttpLoopback: boolean;
+  /** PARTIAL_STATE_JOINS=on: join remote rooms with omit_members and complete the state later. */
+  partialStateJoins: boolean;
   /** Application services: plain http to loopback URLs (a bridge on the same machine, tests). */
   appserviceHttpLoopback: boolean;
   /** Notary servers asked for keys when a server cannot be reached directly. */
@@ -100,6 +102,9 @@ const schema = z.object({
   DATA_LOCATION_HINT: z.enum(LOCATION_HINTS).optional(),
   ACCESS_TOKEN_LIFETIME_MS: z.coerce.number().int().min(60_000).optional(),
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
+  /** Partial-state ("faster") joins of remote rooms: send_join with omit_members=true, the rest
+   *  of the state fetched in the background (src/services/federation/partial-state.ts). */
+  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("on"),
   APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
@@ -216,6 +221,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       locationHint: v.DATA_LOCATION_HINT,
       accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS ?? 24 * 3600_000,
       federationHttpLoopback: v.FEDERATION_HTTP_LOOPBACK === "true",
+      partialStateJoins: v.PARTIAL_STATE_JOINS === "on",
       appserviceHttpLoopback: v.APPSERVICE_HTTP_LOOPBACK === "true",
       trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
       dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",

@@ -54,6 +54,7 @@ import { userDirectory } from "./api/client/user-directory";
 import { report } from "./api/client/report";
 import { mutualRoomsUnstable, roomSummary } from "./api/client/room-summary";
 import { peeking } from "./api/client/peeking";
+import { oldSync } from "./api/client/old-sync";
 import { appservicePing } from "./api/appservice/ping";
 import { thirdparty } from "./api/client/thirdparty";
 import { appserviceDirectory } from "./api/appservice/directory";
@@ -61,6 +62,10 @@ import { oauthRegistration } from "./api/client/oauth/registration";
 import { oauthPages } from "./api/client/oauth/authorize";
 import { oauthToken } from "./api/client/oauth/token";
 import { authMetadata } from "./api/client/oauth/metadata";
+import { oauthAccount } from "./api/client/oauth/account";
+import { oauthDevice } from "./api/client/oauth/device";
+import { loginToken } from "./api/client/login-token";
+import { rendezvous } from "./api/client/rendezvous";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -78,7 +83,8 @@ app.use(
   cors({
     origin: "*",
     allowMethods: ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"],
-    allowHeaders: ["X-Requested-With", "Content-Type", "Authorization"],
+    // If-Match / If-None-Match: MSC4108 rendezvous sessions (src/api/client/rendezvous.ts).
+    allowHeaders: ["X-Requested-With", "Content-Type", "Authorization", "If-Match", "If-None-Match"],
   }),
 );
 app.use("*", async (c, next) => {
@@ -91,7 +97,7 @@ app.route("/", wellKnown);
 /** Client-Server API v3 routes. Also served under the legacy /r0 prefix (same handlers). */
 const clientV3 = new Hono<AppEnv>();
 for (const area of [login, register, deviceRoutes, account, profile, capabilities, directory, openid, thirdparty, appserviceDirectory]) clientV3.route("/", area);
-for (const area of [rooms, membership, events, timeline, peeking, search, userDirectory, report]) clientV3.route("/", area);
+for (const area of [rooms, membership, events, timeline, peeking, oldSync, search, userDirectory, report]) clientV3.route("/", area);
 for (const area of [sync, filters, typing, receipts, accountData, presence, pushRules, pushersRoutes, voip]) clientV3.route("/", area);
 for (const area of [keys, crossSigning, keyBackup, toDevice]) clientV3.route("/", area);
 clientV3.route("/", clientAdminWhois);
@@ -102,6 +108,8 @@ client.route("/v3", clientV3);
 client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", authMetadata);
+client.route("/v1", loginToken);
+client.route("/unstable/org.matrix.msc4108", rendezvous);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", roomSummary);
@@ -128,6 +136,8 @@ app.route("/", adminConsole);
 app.route("/_lattice/oauth", oauthRegistration);
 app.route("/_lattice/oauth", oauthPages);
 app.route("/_lattice/oauth", oauthToken);
+app.route("/_lattice/oauth", oauthAccount);
+app.route("/_lattice/oauth", oauthDevice);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

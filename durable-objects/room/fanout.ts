@@ -18,6 +18,7 @@ import { domainOf } from "../../src/core/ids";
 import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
 import { StoredEvent, EventRow, POWER_KEY, HV_KEY, GUEST_ACCESS_KEY, HUB_REDELIVER_MS, ENCRYPTION_KEY, FanOutFacts, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { PartialState } from "./partial-state";
 import type { StateStore } from "./state";
 
 /** What FanOut needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -29,6 +30,7 @@ export interface NoticeFacts {
 
 export interface FanOutAccess {
   head: RoomHead;
+  partial: Pick<PartialState, "extraDestinations">;
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
@@ -71,10 +73,10 @@ export class FanOut {
     void fan.finally(() => this.fanOuts.delete(ev.event_id));
   }
 
-  /** Several events committed in one transaction (a group of local sends, RoomWriter via
-   *  LocalEvents.admitGroup), each with the facts taken right after it was persisted, so each
-   *  event's notice and recipients are those of the state at that event even when a later event
-   *  of the group changed the membership. The mirrors run once for the group. */
+  /** Several events committed in one transaction (a group of local sends: RoomWriter
+   *  admitLocalGroup), each with the facts taken right after it was persisted, so each event's
+   *  notice and recipients are those of the state at that event even when a later event of the
+   *  group changed the membership. The mirrors run once for the group. */
   async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[]): Promise<void> {
     await this.afterCommit();
     this.wakePeekers();
@@ -166,7 +168,7 @@ export class FanOut {
    *  the write RPCs wait for it before returning (fannedOut): for the sync hubs that is the hub
    *  of the event's own user (read-your-writes), the others are told asynchronously with
    *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
-  async notify(event: RoomEvent, stream: number, facts: NoticeFacts = this.noticeFacts(event, stream)): Promise<void> {
+  private async notify(event: RoomEvent, stream: number, facts: NoticeFacts = this.noticeFacts(event, stream)): Promise<void> {
     const { room, notice } = facts;
     // Application services: queued in commit order (so before any await here); not awaited.
     void this.appservices.push(appserviceEvent(event, this.r.head.roomId!), room.joined, stream);
@@ -177,6 +179,8 @@ export class FanOut {
     const rebroadcast = this.rebroadcast.delete(event.event_id);
     if (domainOf(event.sender) !== this.r.head.serverName && !rebroadcast) return;
     const destinations = new Set(room.joinedServers);
+    // While partial, the member events naming most servers are missing: servers_in_room too.
+    for (const s of this.r.partial.extraDestinations()) destinations.add(s);
     if (event.type === "m.room.member" && event.state_key) destinations.add(domainOf(event.state_key));
     if (rebroadcast) destinations.delete(domainOf(event.sender));
     destinations.delete(this.r.head.serverName!);
@@ -191,7 +195,7 @@ export class FanOut {
 
   /** Hand over again the events the appservice queues may have missed because this object
    *  stopped before handing them over (AppserviceFanOut's watermark; called by alarm()). */
-  async redeliverToAppservices(): Promise<void> {
+  private async redeliverToAppservices(): Promise<void> {
     if (!this.r.head.rv || !this.r.head.roomId) return;
     const missed = await this.appservices.behind(this.r.head.stream);
     if (missed === null) return;
@@ -255,7 +259,7 @@ export class FanOut {
     this.r.sql.exec("INSERT INTO meta (key, value) VALUES ('hub_done', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", String(this.hubDone));
   }
 
-  async notifyHubs(notice: RoomEventNotice, recipients: string[]): Promise<void> {
+  private async notifyHubs(notice: RoomEventNotice, recipients: string[]): Promise<void> {
     if (this.hubPending.size === 0) this.hubPendingOrdered = true;
     else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
     this.hubPending.add(notice.stream);
@@ -268,7 +272,7 @@ export class FanOut {
     await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
   }
 
-  hubSettled(stream: number): void {
+  private hubSettled(stream: number): void {
     this.hubPending.delete(stream);
     let done = this.hubMax;
     // O(1) in the usual case: a slow hub leaves thousands pending, and a scan per delivery took
@@ -287,7 +291,7 @@ export class FanOut {
    *  current state, which is the same for the newest event). The members then are the current
    *  ones (fanOutFacts) corrected by the member entries that differ between the two states, so
    *  only those member events are read, not every member's. */
-  noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
+  private noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
     const st = this.r.state.groupState(se.stateAfter);
     const now = this.fanOutFacts();
     const isLocal = (u: string) => u.endsWith(`:${this.r.head.serverName}`);
@@ -437,7 +441,7 @@ export class FanOut {
 
   private peekWaiters = new Set<() => void>();
 
-  wakePeekers(): void {
+  private wakePeekers(): void {
     for (const wake of this.peekWaiters) wake();
   }
 
@@ -460,7 +464,7 @@ export class FanOut {
   /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
    *  and guest accounts are this server's business). Runs after the write that changed the
    *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
-  async kickGuests(): Promise<void> {
+  private async kickGuests(): Promise<void> {
     this.guestAccessChanged = false;
     try {
       const id = this.r.state.groupState(this.r.head.currentGroup).get(GUEST_ACCESS_KEY);

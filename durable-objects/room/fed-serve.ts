@@ -9,6 +9,7 @@ import { StoredEvent, fail, isOutlier, HV_KEY, RoomHead, wrap } from "./core";
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
+import type { PartialState } from "./partial-state";
 import type { RoomViews } from "./views";
 
 /** What FedServe needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -18,6 +19,7 @@ export interface FedServeAccess {
   state: Pick<StateStore, "groupState">;
   fanout: Pick<FanOut, "fanOutFacts">;
   views: Pick<RoomViews, "erasedForServer">;
+  partial: Pick<PartialState, "isPartial">;
 }
 
 export class FedServe {
@@ -49,7 +51,7 @@ export class FedServe {
 
   /** Whether any user of `server` is joined now (Synapse's "host in room" check for /state,
    *  /backfill, /get_missing_events, /event_auth). */
-  serverInRoom(server: string): boolean {
+  private serverInRoom(server: string): boolean {
     return this.r.fanout.fanOutFacts().joinedServers.has(server);
   }
 
@@ -59,7 +61,7 @@ export class FedServe {
    *  one of its users joined after the event); invited: one of its users invited or joined at
    *  the event; joined: joined.
    *  Outliers (auth and state events, no place in the timeline) are served as they are. */
-  serverMaySee(server: string, se: StoredEvent): boolean {
+  private serverMaySee(server: string, se: StoredEvent): boolean {
     if (se.stateAfter === null && se.stream === null) return true;
     const st = this.r.state.groupState(se.stateBefore);
     const hvId = st.get(HV_KEY);
@@ -89,7 +91,7 @@ export class FedServe {
    *  or all its users left, were kicked or banned) reads nothing, whatever the history
    *  visibility (as Synapse's "host in room" check); serverMaySee then applies the visibility
    *  at each event. */
-  requireServer(origin: string, opts: { inRoom: boolean }): void {
+  private requireServer(origin: string, opts: { inRoom: boolean }): void {
     this.r.head.requireRoom();
     if (this.r.events.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
     if (opts.inRoom && !this.serverInRoom(origin)) fail(403, "M_FORBIDDEN", "Your server has no joined member in this room");
@@ -100,6 +102,8 @@ export class FedServe {
   async fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
     return wrap(() => {
       this.requireServer(origin, { inRoom: true });
+      // A partial-state copy would answer without the members (Synapse refuses too).
+      if (this.r.partial.isPartial()) fail(404, "M_NOT_FOUND", "This server does not have the room's full state yet");
       const se = this.r.events.loadEvent(eventId);
       if (!se || se.stream === null || se.status !== "accepted" || !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
       const state = [...this.r.state.groupState(se.stateBefore).values()];

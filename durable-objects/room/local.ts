@@ -11,8 +11,9 @@ import { randomString } from "../../src/services/crypto-util";
 import type { AdmitOutcome, LocalEventSpec, RoomError, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, StoredEvent, fail, asRoomError, POWER_KEY, txnKey, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
-import type { FanOut, NoticeFacts } from "./fanout";
+import type { FanOut } from "./fanout";
 import type { RoomWriter } from "./writer";
 
 /** What LocalEvents needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -21,10 +22,11 @@ export interface LocalEventsAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
+  keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "beginWrite" | "noticeFacts" | "committedGroup">;
-  writer: Pick<RoomWriter, "admitInner" | "serial" | "setMeta" | "signingKey" | "checkPdu" | "decideAndPersist" | "reloadAfterFailure">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut">;
+  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial" | "checkLocal" | "admitLocalGroup">;
 }
 
 type SendResult = RoomResult<{ eventId: string; stream: number }>;
@@ -66,9 +68,7 @@ export class LocalEvents {
           this.r.head.roomId = this.r.head.rv = undefined;
           fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
         }
-        this.r.writer.setMeta("room_id", args.roomId);
-        this.r.writer.setMeta("room_version", rv.id);
-        this.r.writer.setMeta("server_name", args.serverName);
+        this.r.writer.recordRoom(args.roomId, rv.id, args.serverName);
         const creator = args.createPdu.sender;
         await this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)")
           .bind(args.roomId, rv.id, creator, Date.now())
@@ -163,7 +163,7 @@ export class LocalEvents {
           txnsHere.set(key, i);
         }
         const { pdu, eventId, before } = await this.buildLocalPdu(spec, tip);
-        const checked = await this.r.writer.checkPdu(pdu, this.r.head.serverName!, { local: true, txn: spec.txn }, eventId, true);
+        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn);
         if (!("ev" in checked)) {
           results[i] = checked.status === "duplicate" ? { ok: true, value: { eventId: checked.eventId!, stream: this.r.events.loadEvent(checked.eventId!)?.stream ?? this.r.head.stream } } : refusal(checked);
           continue;
@@ -180,43 +180,35 @@ export class LocalEvents {
     if (built.length === 0) return [];
     this.largestGroup = Math.max(this.largestGroup, built.length);
 
-    const accepted: { i: number; ev: RoomEvent; stream: number; facts: NoticeFacts }[] = [];
-    let again: number[] = [];
-    this.r.fanout.beginWrite();
+    let outs: AdmitOutcome[];
     try {
-      this.r.ctx.storage.transactionSync(() => {
-        for (let k = 0; k < built.length; k++) {
-          const { i, ev, txn } = built[k];
-          const out = this.r.writer.decideAndPersist(ev, { local: true, txn });
-          if (out.status === "accepted") {
-            accepted.push({ i, ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
-            continue;
-          }
-          // Refused: nothing of it was stored; the events built on it are built again.
-          results[i] = refusal(out);
-          again = built.slice(k + 1).map((b) => b.i);
-          break;
-        }
-      });
+      outs = await this.r.writer.admitLocalGroup(built.map((b) => ({ ev: b.ev, txn: b.txn })));
     } catch (e) {
       // The transaction rolled back: none of the group was stored.
-      this.r.writer.reloadAfterFailure();
       const err = asRoomError(e);
       for (const b of built) results[b.i] = err;
       return [];
     }
-    for (const a of accepted) results[a.i] = { ok: true, value: { eventId: a.ev.event_id, stream: a.stream } };
-    if (accepted.length) await this.r.fanout.committedGroup(accepted);
+    let again: number[] = [];
+    outs.forEach((out, k) => {
+      const { i, ev } = built[k];
+      if (out.status === "accepted") results[i] = { ok: true, value: { eventId: ev.event_id, stream: out.stream! } };
+      else {
+        // Refused: nothing of it was stored; the events built on it are built again.
+        results[i] = refusal(out);
+        again = built.slice(k + 1).map((b) => b.i);
+      }
+    });
     return again;
   }
 
-  merging = false;
+  private merging = false;
 
   extremityCount(): number {
     return this.r.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM extremities").one().n;
   }
   /** The extremity count the running merge works down to (the lowest asked for). */
-  mergeTarget = MAX_PREV_EVENTS;
+  private mergeTarget = MAX_PREV_EVENTS;
 
   /** Keep the forward extremities at most `most` (MAX_PREV_EVENTS by default). Concurrent
    *  remote events (e.g. many joins at once) can leave more branches than one event may cite;
@@ -252,7 +244,7 @@ export class LocalEvents {
   }
 
   /** The joined local member with the highest power level (so events_default cannot stop it). */
-  mergeSender(): string | undefined {
+  private mergeSender(): string | undefined {
     const local = this.r.fanout.fanOutFacts().joinedLocal;
     if (local.length <= 1) return local[0];
     const st = this.r.state.currentAuthMap([POWER_KEY, CREATE_KEY]);
@@ -267,7 +259,7 @@ export class LocalEvents {
 
   /** Build and sign a local user's event: prev_events = the forward extremities, auth_events
    *  by the auth events selection over the state before it, depth = max(prev) + 1. */
-  async buildLocalPdu(spec: LocalEventSpec, tip?: Tip): Promise<{ pdu: PDU; eventId: string; before: Map<StateKey, string> }> {
+  private async buildLocalPdu(spec: LocalEventSpec, tip?: Tip): Promise<{ pdu: PDU; eventId: string; before: Map<StateKey, string> }> {
     const rv = this.r.head.requireRoom();
     if (this.r.events.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
     if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
@@ -294,7 +286,7 @@ export class LocalEvents {
       if (rv.v11Redaction) content.redacts = spec.redacts;
       else pdu.redacts = spec.redacts;
     }
-    const key = await this.r.writer.signingKey();
+    const key = await this.r.keys.signingKey();
     return { ...(await hashAndSignEvent(pdu as unknown as PDU, rv, this.r.head.serverName!, key)), before };
   }
 
@@ -335,7 +327,7 @@ export class LocalEvents {
 
   /** "Handling redactions": a local user may redact their own events, or others' with the
    *  redact power level. (The auth rules only check the sender's server.) */
-  checkLocalRedaction(spec: LocalEventSpec): void {
+  private checkLocalRedaction(spec: LocalEventSpec): void {
     const rv = this.r.head.rv!;
     if (!spec.redacts) fail(400, "M_BAD_JSON", "Redaction needs a target event");
     const target = this.r.events.loadEvent(spec.redacts);

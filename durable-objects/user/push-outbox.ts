@@ -12,7 +12,8 @@
 import type { Env } from "../../src/env";
 import type { JsonObject, JsonValue } from "../../src/core/types";
 import { prioOf, tweaksOf, type PendingPush, type PusherTarget } from "../../src/core/push-gateway";
-import { pusherStub } from "../../src/services/pushers";
+import { parseConfig } from "../../src/config";
+import { pusherStub, type Placement } from "../../src/rpc/stubs";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
@@ -27,6 +28,8 @@ export class PushOutbox {
   private again = false;
   /** The retry alarm is set (in memory: after a restart it is simply set again). */
   private armed = false;
+  /** Where the pusher queues are placed: the configuration, parsed once per hub instance. */
+  private placement?: Placement;
 
   constructor(
     private ctx: DurableObjectState,
@@ -127,7 +130,8 @@ export class PushOutbox {
         if (!rows.length) break;
         const targets = this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget);
         const items = rows.map((r) => JSON.parse(r.body) as PendingPush);
-        await Promise.all(targets.map((t) => pusherStub(this.env, userId, t.appId, t.pushkey).enqueue(userId, t, items)));
+        const placement = (this.placement ??= parseConfig(this.env));
+        await Promise.all(targets.map((t) => pusherStub(this.env, placement, userId, t.appId, t.pushkey).enqueue(userId, t, items)));
         this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", rows[rows.length - 1].seq);
         if (rows.length === 200) this.again = true;
       } while (this.again);

@@ -9,6 +9,9 @@ export type { RoomSyncQuery, RoomSyncView } from "../../durable-objects/room/syn
 export interface Requester {
   userId: string;
   deviceId?: string;
+  /** Users the requester ignores (module "Ignoring Users"): their replies are left out of
+   *  bundled thread summaries and references and of the thread list. */
+  ignored?: readonly string[];
 }
 
 export type RoomError = { ok: false; status: 400 | 403 | 404 | 409 | 413 | 500; errcode: string; error: string };

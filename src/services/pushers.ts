@@ -36,8 +36,8 @@ export function targetOf(p: PusherRow): PusherTarget {
 
 export { type PusherStub } from "../rpc/stubs";
 
-/** A pusher's queue. (Config parsed from `env` when the caller has none: the pusher code paths
- *  from main do not carry one yet.) */
+/** A pusher's queue, placed by `config` (parsed from `env` when the caller has none). The hub's
+ *  outbox addresses queues through src/rpc/stubs.ts with its own once-parsed config. */
 export function pusherStub(env: Env, userId: string, appId: string, pushkey: string, config?: Placement): PusherStub {
   return addressPusher(env, config ?? parseConfig(env), userId, appId, pushkey);
 }

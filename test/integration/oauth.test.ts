@@ -76,7 +76,8 @@ describe("GET /_matrix/client/v1/auth_metadata", () => {
       revocation_endpoint: "http://test.local/_lattice/oauth/revoke",
       response_types_supported: ["code"],
       response_modes_supported: ["query", "fragment"],
-      grant_types_supported: ["authorization_code", "refresh_token"],
+      grant_types_supported: ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+      device_authorization_endpoint: "http://test.local/_lattice/oauth/device",
       code_challenge_methods_supported: ["S256"],
       prompt_values_supported: ["create"],
     });
@@ -432,5 +433,391 @@ describe("token revocation (RFC 7009)", () => {
   it("answers 200 for unknown tokens and 400 without a token", async () => {
     expect(await revoke({ token: "nonsense" })).toBe(200);
     expect(await revoke({})).toBe(400);
+  });
+});
+
+import { makeCrossSigning } from "./e2ee-helpers";
+
+/** A browser signed in on the account page as `user`. */
+async function accountBrowser(user: { username: string; password: string }, query = "") {
+  const b = new Browser();
+  const page = await b.fetch(`/_lattice/oauth/account${query}`);
+  expect(page.html).toContain('action="/_lattice/oauth/account/login"');
+  const login = await b.fetch("/_lattice/oauth/account/login", {
+    form: { csrf: field(page.html, "csrf"), username: user.username, password: user.password, ...(query.includes("action=") ? { action: new URLSearchParams(query.slice(1)).get("action")! } : {}) },
+  });
+  expect(login.status).toBe(303);
+  return { b, location: login.location! };
+}
+
+describe("account management pages (account_management_uri)", () => {
+  it("is advertised with its actions", async () => {
+    const r = await call("GET", "/_matrix/client/v1/auth_metadata");
+    expect(r.body.account_management_uri).toBe("http://test.local/_lattice/oauth/account");
+    expect(r.body.account_management_actions_supported).toEqual([
+      "org.matrix.profile",
+      "org.matrix.devices_list",
+      "org.matrix.device_view",
+      "org.matrix.device_delete",
+      "org.matrix.account_deactivate",
+      "org.matrix.cross_signing_reset",
+    ]);
+  });
+
+  it("signs in, keeps the action, shows sessions, edits the profile, signs a session out", async () => {
+    const { user, tokens, deviceId } = await codeGrant();
+    const { b, location } = await accountBrowser(user, `?action=org.matrix.device_delete&device_id=${deviceId}`);
+    expect(location).toBe(`/_lattice/oauth/account?action=org.matrix.device_delete`);
+    const page = await b.fetch(`/_lattice/oauth/account?action=org.matrix.device_delete&device_id=${deviceId}`);
+    expect(page.html).toContain('id="confirm-delete"');
+    expect(page.html).toContain(`id="device-${deviceId}"`);
+    expect(page.html).toContain(`id="device-${user.deviceId}"`);
+    expect(page.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    const csrf = field(page.html, "csrf");
+
+    const profile = await b.fetch("/_lattice/oauth/account/profile", { form: { csrf, displayname: "Renamed Person" } });
+    expect(profile.status).toBe(303);
+    expect((await call("GET", `/_matrix/client/v3/profile/${encodeURIComponent(user.userId)}/displayname`)).body.displayname).toBe("Renamed Person");
+
+    const del = await b.fetch("/_lattice/oauth/account/sessions/delete", { form: { csrf, device_id: deviceId } });
+    expect(del.status).toBe(303);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: tokens.body.access_token })).status).toBe(401);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: user.accessToken })).status).toBe(200);
+    // Without the CSRF token nothing happens.
+    const forged = await b.fetch("/_lattice/oauth/account/sessions/delete", { form: { device_id: user.deviceId } });
+    expect(forged.status).toBe(403);
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: user.accessToken })).status).toBe(200);
+  });
+
+  it("changes the password only with the current one", async () => {
+    const user = await signedInUser();
+    const { b, location } = await accountBrowser(user);
+    const page = await b.fetch(location);
+    const csrf = field(page.html, "csrf");
+    const wrong = await b.fetch("/_lattice/oauth/account/password", { form: { csrf, current: "nope", new: "a new password", new2: "a new password" } });
+    expect(wrong.status).toBe(401);
+    const ok = await b.fetch("/_lattice/oauth/account/password", { form: { csrf, current: user.password, new: "a new password", new2: "a new password" } });
+    expect(ok.status).toBe(303);
+    const legacy = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: "a new password" } });
+    expect(legacy.status).toBe(200);
+  });
+
+  it("deactivates the account with the password and a confirmation", async () => {
+    const user = await signedInUser();
+    const { b, location } = await accountBrowser(user);
+    const page = await b.fetch(location);
+    const csrf = field(page.html, "csrf");
+    expect((await b.fetch("/_lattice/oauth/account/deactivate", { form: { csrf, password: user.password } })).status).toBe(400);
+    const done = await b.fetch("/_lattice/oauth/account/deactivate", { form: { csrf, password: user.password, confirm: "1" } });
+    expect(done.status).toBe(200);
+    expect(done.html).toContain('id="deactivated"');
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: user.accessToken })).status).toBe(401);
+    expect((await b.fetch("/_lattice/oauth/account")).html).toContain('action="/_lattice/oauth/account/login"');
+  });
+});
+
+describe("m.oauth UIA for /keys/device_signing/upload", () => {
+  it("an OAuth session replaces cross-signing keys after approval on the account page", async () => {
+    const { user, tokens } = await codeGrant();
+    const token = tokens.body.access_token;
+    const upload = (body: unknown) => call("POST", "/_matrix/client/v3/keys/device_signing/upload", { token, body });
+    expect((await upload((await makeCrossSigning(user.userId)).body)).status).toBe(200);
+    const replacement = (await makeCrossSigning(user.userId)).body;
+    const challenge = await upload(replacement);
+    expect(challenge.status).toBe(401);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.oauth"] }]);
+    expect(challenge.body.params["m.oauth"].url).toBe("http://test.local/_lattice/oauth/account?action=org.matrix.cross_signing_reset");
+    const session = challenge.body.session;
+    // Not approved yet.
+    expect((await upload({ ...replacement, auth: { session } })).status).toBe(401);
+    const { b, location } = await accountBrowser(user, "?action=org.matrix.cross_signing_reset");
+    const page = await b.fetch(location);
+    expect(page.html).toContain('id="approve-reset"');
+    const approve = await b.fetch("/_lattice/oauth/account/cross-signing-reset", { form: { csrf: field(page.html, "csrf") } });
+    expect(approve.status).toBe(303);
+    const done = await upload({ ...replacement, auth: { session } });
+    expect(done.status, JSON.stringify(done.body)).toBe(200);
+  });
+
+  it("a legacy session still gets m.login.password", async () => {
+    const user = await signedInUser();
+    const upload = (body: unknown) => call("POST", "/_matrix/client/v3/keys/device_signing/upload", { token: user.accessToken, body });
+    expect((await upload((await makeCrossSigning(user.userId)).body)).status).toBe(200);
+    const challenge = await upload((await makeCrossSigning(user.userId)).body);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+  });
+});
+
+describe("device authorization grant (RFC 8628)", () => {
+  const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
+  async function deviceClient() {
+    return newClient({ grant_types: ["authorization_code", "refresh_token", DEVICE_GRANT] });
+  }
+  async function start(clientId: string, deviceId = `TV${uniqueName("d").toUpperCase()}`) {
+    const { SELF } = await import("cloudflare:test");
+    const res = await SELF.fetch("http://test.local/_lattice/oauth/device", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ client_id: clientId, scope: `urn:matrix:client:api:* urn:matrix:client:device:${deviceId}` }).toString(),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, any>, deviceId };
+  }
+  const poll = (clientId: string, deviceCode: string) => tokenRequest({ grant_type: DEVICE_GRANT, client_id: clientId, device_code: deviceCode });
+
+  it("issues codes, answers pending/slow_down, and tokens once the user approves on the page", async () => {
+    const user = await signedInUser();
+    const clientId = await deviceClient();
+    const s = await start(clientId);
+    expect(s.status).toBe(200);
+    expect(s.body).toMatchObject({ verification_uri: "http://test.local/_lattice/oauth/link", expires_in: 600, interval: 5 });
+    expect(s.body.user_code).toMatch(/^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$/);
+    expect(s.body.verification_uri_complete).toBe(`http://test.local/_lattice/oauth/link?user_code=${s.body.user_code}`);
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("authorization_pending");
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("slow_down");
+
+    const b = new Browser();
+    // The user types the code in lower case without the dash.
+    const page = await b.fetch(`/_lattice/oauth/link?user_code=${s.body.user_code.replace("-", "").toLowerCase()}`);
+    expect(page.html).toContain('action="/_lattice/oauth/link/login"');
+    const login = await b.fetch("/_lattice/oauth/link/login", { form: { csrf: field(page.html, "csrf"), user_code: field(page.html, "user_code"), username: user.username, password: user.password } });
+    expect(login.status).toBe(303);
+    const consent = await b.fetch(login.location!);
+    expect(consent.html).toContain(s.body.user_code);
+    expect(consent.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    const forged = await b.fetch("/_lattice/oauth/link", { form: { user_code: s.body.user_code, action: "allow" } });
+    expect(forged.status).toBe(403);
+    const allow = await b.fetch("/_lattice/oauth/link", { form: { csrf: field(consent.html, "csrf"), user_code: s.body.user_code, action: "allow" } });
+    expect(allow.status).toBe(200);
+
+    const t = await poll(clientId, s.body.device_code);
+    expect(t.status).toBe(200);
+    expect(t.body).toMatchObject({ token_type: "Bearer", scope: `urn:matrix:client:api:* urn:matrix:client:device:${s.deviceId}` });
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: t.body.access_token })).body).toMatchObject({ user_id: user.userId, device_id: s.deviceId });
+    const refreshed = await tokenRequest({ grant_type: "refresh_token", client_id: clientId, refresh_token: t.body.refresh_token });
+    expect(refreshed.status).toBe(200);
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("invalid_grant");
+  });
+
+  it("access_denied when the user denies; expired_token after expiry; invalid_grant for another client", async () => {
+    const user = await signedInUser();
+    const clientId = await deviceClient();
+    const s = await start(clientId);
+    const b = new Browser();
+    const page = await b.fetch(`/_lattice/oauth/link?user_code=${s.body.user_code}`);
+    const login = await b.fetch("/_lattice/oauth/link/login", { form: { csrf: field(page.html, "csrf"), user_code: s.body.user_code, username: user.username, password: user.password } });
+    const consent = await b.fetch(login.location!);
+    await b.fetch("/_lattice/oauth/link", { form: { csrf: field(consent.html, "csrf"), user_code: s.body.user_code, action: "deny" } });
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("access_denied");
+
+    const s2 = await start(clientId);
+    expect((await poll(await deviceClient(), s2.body.device_code)).body.error).toBe("invalid_grant");
+    await env.DB.prepare("UPDATE oauth_device_grants SET expires_ts = ? WHERE user_code = ?").bind(Date.now() - 1, s2.body.user_code).run();
+    expect((await poll(clientId, s2.body.device_code)).body.error).toBe("expired_token");
+  });
+
+  it("refuses clients without the grant, bad scopes, unknown clients; unknown codes on the page", async () => {
+    const plain = await newClient();
+    expect((await start(plain)).body.error).toBe("unauthorized_client");
+    const clientId = await deviceClient();
+    const bad = await start(clientId, "short");
+    expect(bad.body.error).toBe("invalid_scope");
+    const unknown = await start("nope");
+    expect(unknown.status).toBe(401);
+    expect(unknown.body.error).toBe("invalid_client");
+    const page = await new Browser().fetch("/_lattice/oauth/link?user_code=BCDF-GHJK");
+    expect(page.status).toBe(404);
+    expect((await new Browser().fetch("/_lattice/oauth/link?user_code=AEIOU")).status).toBe(400);
+  });
+});
+
+describe("POST /_matrix/client/v1/login/get_token (m.login.token for the legacy API)", () => {
+  const getToken = (token: string, body: unknown = {}) => call("POST", "/_matrix/client/v1/login/get_token", { token, body });
+  it("mints a single-use token after a password prompt; a new device logs in with it", async () => {
+    const user = await signedInUser();
+    expect((await call("GET", "/_matrix/client/v3/capabilities", { token: user.accessToken })).body.capabilities["m.get_login_token"]).toEqual({ enabled: true });
+    expect((await call("GET", "/_matrix/client/v3/login")).body.flows).toContainEqual({ type: "m.login.token", get_login_token: true });
+    const challenge = await getToken(user.accessToken);
+    expect(challenge.status).toBe(401);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+    const r = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: challenge.body.session } });
+    expect(r.status).toBe(200);
+    expect(r.body.expires_in_ms).toBe(120000);
+    const login = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } });
+    expect(login.status).toBe(200);
+    expect(login.body.user_id).toBe(user.userId);
+    expect(login.body.device_id).not.toBe(user.deviceId);
+    const again = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } });
+    expect(again.status).toBe(403);
+    expect(again.body.errcode).toBe("M_FORBIDDEN");
+    // Every token needs a new prompt: the completed UIA session is gone.
+    const reuse = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: challenge.body.session } });
+    expect(reuse.status).toBe(400);
+  });
+
+  it("refuses expired and unknown tokens, and OAuth sessions (they use the device grant)", async () => {
+    const user = await signedInUser();
+    const c1 = await getToken(user.accessToken);
+    const r = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: c1.body.session } });
+    await env.DB.prepare("UPDATE login_tokens SET expires_ts = ? WHERE user_id = ?").bind(Date.now() - 1, user.userId).run();
+    expect((await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } })).status).toBe(403);
+    expect((await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: "latl_nope" } })).status).toBe(403);
+    const { tokens } = await codeGrant();
+    expect((await getToken(tokens.body.access_token)).status).toBe(403);
+    expect((await call("GET", "/_matrix/client/v3/capabilities", { token: tokens.body.access_token })).body.capabilities["m.get_login_token"]).toEqual({ enabled: false });
+  });
+});
+
+describe("MSC4108 rendezvous (QR-code sign-in mailbox)", () => {
+  const R = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous";
+  async function raw(method: string, path: string, body?: string, headers: Record<string, string> = {}) {
+    const { SELF } = await import("cloudflare:test");
+    return SELF.fetch(path.startsWith("http") ? path : `http://test.local${path}`, { method, body, headers: { "content-type": "text/plain", ...headers } });
+  }
+  it("creates, reads, conditionally replaces and deletes a short-lived session", async () => {
+    expect((await call("GET", "/_matrix/client/versions")).body.unstable_features["org.matrix.msc4108"]).toBe(true);
+    const created = await raw("POST", R, "hello from the new device");
+    expect(created.status).toBe(201);
+    const { url } = (await created.json()) as { url: string };
+    expect(url).toMatch(/^http:\/\/test\.local\/_matrix\/client\/unstable\/org\.matrix\.msc4108\/rendezvous\/[A-Za-z0-9]+$/);
+    expect(created.headers.get("location")).toBe(url);
+    const etag1 = created.headers.get("etag")!;
+    const expires = Date.parse(created.headers.get("expires")!);
+    expect(expires - Date.now()).toBeLessThanOrEqual(120_000);
+    expect(created.headers.get("access-control-expose-headers")).toContain("ETag");
+
+    const read = await raw("GET", url);
+    expect(read.status).toBe(200);
+    expect(await read.text()).toBe("hello from the new device");
+    expect(read.headers.get("etag")).toBe(etag1);
+    expect((await raw("GET", url, undefined, { "if-none-match": etag1 })).status).toBe(304);
+
+    const put = await raw("PUT", url, "reply from the old device", { "if-match": etag1 });
+    expect(put.status).toBe(202);
+    const etag2 = put.headers.get("etag")!;
+    expect(etag2).not.toBe(etag1);
+    const stale = await raw("PUT", url, "late writer", { "if-match": etag1 });
+    expect(stale.status).toBe(412);
+    expect(((await stale.json()) as any).errcode).toBe("M_CONCURRENT_WRITE");
+    expect((await raw("PUT", url, "no precondition")).status).toBe(400);
+    expect(await (await raw("GET", url)).text()).toBe("reply from the old device");
+
+    expect((await raw("DELETE", url)).status).toBe(200);
+    expect((await raw("GET", url)).status).toBe(404);
+  });
+
+  it("expires sessions and limits payloads to 4 KiB", async () => {
+    const created = await raw("POST", R, "x");
+    const { url } = (await created.json()) as { url: string };
+    await env.DB.prepare("UPDATE rendezvous_sessions SET expires_ts = ? WHERE id = ?").bind(Date.now() - 1, url.split("/").pop()).run();
+    expect((await raw("GET", url)).status).toBe(404);
+    expect((await raw("POST", R, "y".repeat(4097))).status).toBe(413);
+    expect((await raw("GET", `${R}/doesnotexist`)).status).toBe(404);
+  });
+});
+
+describe("expired OAuth rows", () => {
+  it("are swept a day after expiry when new ones are written", async () => {
+    const clientId = await newClient();
+    const b = new Browser();
+    await b.fetch(await authorizeUrl({ clientId, state: "old" }));
+    await env.DB.prepare("UPDATE oauth_grants SET expires_ts = ? WHERE state = 'old'").bind(Date.now() - 25 * 3600_000).run();
+    await b.fetch(await authorizeUrl({ clientId, state: "new" }));
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'old'").first<{ n: number }>())!.n).toBe(0);
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'new'").first<{ n: number }>())!.n).toBe(1);
+  });
+});
+
+describe("pages under other configurations", () => {
+  it("REGISTRATION=token: the registration page needs a valid token and uses it up", async () => {
+    const b = new Browser({ REGISTRATION: "token" });
+    const admin = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: (await adminToken()).accessToken, body: { uses_allowed: 1 } });
+    expect(admin.status).toBe(200);
+    const clientId = await newClient();
+    const start = await b.fetch(await authorizeUrl({ clientId, extra: { prompt: "create" } }));
+    const page = await b.fetch(start.location!);
+    expect(page.html).toContain('name="registration_token"');
+    const base = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), password: "long enough pw", password2: "long enough pw" };
+    const bad = await b.fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: "wrong" } });
+    expect(bad.status).toBe(403);
+    const ok = await b.fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: admin.body.token } });
+    expect(ok.status).toBe(303);
+    const used = await new Browser({ REGISTRATION: "token" }).fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: admin.body.token } });
+    expect(used.status).toBe(403);
+  });
+
+  it("REGISTRATION=closed: no registration page, prompt=create shows sign-in, not advertised", async () => {
+    const b = new Browser({ REGISTRATION: "closed" });
+    const start = await b.fetch(await authorizeUrl({ clientId: await newClient(), extra: { prompt: "create" } }));
+    const page = await b.fetch(start.location!);
+    expect(page.html).toContain('action="/_lattice/oauth/login"');
+    expect(page.html).not.toContain("to-register");
+    const form = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), username: uniqueName("no"), password: "long enough pw", password2: "long enough pw" };
+    expect((await b.fetch("/_lattice/oauth/register-account", { form })).status).toBe(403);
+    const meta = await b.fetch("/_matrix/client/v1/auth_metadata");
+    expect(JSON.parse(meta.html).prompt_values_supported).toBeUndefined();
+  });
+
+  it("sign-in on the pages spends the same per-account login budget as POST /login", async () => {
+    const user = await signedInUser();
+    const b = new Browser({ RATE_LIMITS: "on", CLIENT_ADDRESS: "none" });
+    const start = await b.fetch(await authorizeUrl({ clientId: await newClient() }));
+    const page = await b.fetch(start.location!);
+    const form = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), username: user.username, password: "wrong" };
+    // Spend the account's burst (5) on the legacy endpoint: the page is then limited at once.
+    const { env: testEnv, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const app = (await import("../../src/index")).default;
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const ctx = createExecutionContext();
+      const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: "wrong" });
+      const res = await app.fetch(new Request("http://test.local/_matrix/client/v3/login", { method: "POST", headers: { "content-type": "application/json" }, body }), { ...testEnv, RATE_LIMITS: "on", CLIENT_ADDRESS: "none" }, ctx);
+      await waitOnExecutionContext(ctx);
+      statuses.push(res.status);
+    }
+    expect(statuses.every((s) => s === 403)).toBe(true);
+    const limited = await b.fetch("/_lattice/oauth/login", { form });
+    expect(limited.status).toBe(429);
+    expect(limited.html).toContain("Too many attempts");
+  });
+});
+
+async function adminToken() {
+  const { sharedSecretMac } = await import("../../src/api/admin/admin");
+  const nonce = (await call("GET", "/_synapse/admin/v1/register")).body.nonce;
+  const username = uniqueName("admin");
+  const mac = await sharedSecretMac("test-shared-secret", nonce, username, "admin pw", true);
+  const r = await call("POST", "/_synapse/admin/v1/register", { body: { nonce, username, password: "admin pw", admin: true, mac } });
+  return { accessToken: r.body.access_token as string };
+}
+
+describe("malformed requests to the OAuth endpoints", () => {
+  it("never answer 5xx", async () => {
+    const { SELF } = await import("cloudflare:test");
+    const bodies: [string, BodyInit][] = [
+      ["application/x-www-form-urlencoded", "grant_type=authorization_code&grant_type=refresh_token"],
+      ["application/x-www-form-urlencoded", "%zz=%zz&client_id=%00"],
+      ["application/x-www-form-urlencoded", new Uint8Array([0xff, 0xfe, 0x3d, 0x80])],
+      ["application/x-www-form-urlencoded", "a=" + "x".repeat(100_000)],
+      ["application/json", '{"client_uri": ["https://x"], "redirect_uris": "nope"}'],
+      ["application/json", "[]"],
+      ["application/json", "null"],
+      ["text/plain", "hello"],
+      ["multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nv\r\n--x--\r\n"],
+    ];
+    const posts = ["register", "token", "revoke", "device", "login", "register-account", "consent", "logout", "link", "link/login", "account/login", "account/profile", "account/password", "account/deactivate", "account/sessions/delete", "account/cross-signing-reset", "account/logout"];
+    for (const p of posts) {
+      for (const [type, body] of bodies) {
+        const r = await SELF.fetch(`http://test.local/_lattice/oauth/${p}`, { method: "POST", headers: { "content-type": type }, body, redirect: "manual" });
+        expect(r.status, `${p} ${type}`).toBeLessThan(500);
+        await r.arrayBuffer();
+      }
+    }
+    const gets = ["authorize?client_id=%ff", "authorize", "grant?id=" + "x".repeat(5000), "link?user_code=%00", "account?action=<script>&device_id=%22", "style.css"];
+    for (const g of gets) {
+      const r = await SELF.fetch(`http://test.local/_lattice/oauth/${g}`, { redirect: "manual" });
+      expect(r.status, g).toBeLessThan(500);
+      const text = await r.text();
+      expect(text).not.toContain("<script>");
+    }
   });
 });

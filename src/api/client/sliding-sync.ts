@@ -32,7 +32,7 @@ import {
   type Range,
   type RequiredState,
 } from "../../core/sliding-lists";
-import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
+import type { BeginRequest, BeginResult, CommitRequest, ConnState, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
 import type { Requester, RoomResult } from "../../rpc/room";
 import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room/sync-view";
 
@@ -45,7 +45,6 @@ interface SyncRoomRpc {
 
 interface SlidingHubRpc {
   slidingBegin(userId: string, req: BeginRequest): Promise<SlidingResult<BeginResult>>;
-  slidingDetails(userId: string, req: DetailsRequest): Promise<Record<string, RoomDetails>>;
   slidingCommit(userId: string, req: CommitRequest): Promise<string>;
 }
 
@@ -281,26 +280,17 @@ async function buildResponse(
   const ids = [...shown.keys()];
   lap("lists", t0);
   t0 = performance.now();
-  const details = ids.length
-    ? await (userStub(c.env, userId, c.var.config) as unknown as SlidingHubRpc).slidingDetails(userId, {
-        q: b.q,
-        rooms: ids.map((id) => ({ roomId: id, from: prev.rooms[id] ? prev.hubPos : -1 })),
-        typing: !!ext.typing?.enabled,
-        receipts: !!ext.receipts?.enabled,
-        accountData: !!ext.account_data?.enabled,
-      })
-    : {};
-
-  lap("details", t0);
-  t0 = performance.now();
+  // Counts and ephemeral data came with slidingBegin, for the rooms that changed; an unchanged
+  // room keeps the counts it was sent with.
+  const details = b.details;
   const nextRooms: Record<string, SentRoom> = { ...prev.rooms };
   const roomsOut: Record<string, JsonObject> = {};
   let next = 0;
   const one = async (id: string) => {
     const s = shown.get(id)!;
     const hr = hubRooms.get(id)!;
-    const d = details[id];
     const sent = prev.rooms[id];
+    const d: RoomDetails = details[id] ?? { unread: { notification_count: sent.n, highlight_count: sent.h } };
     const rs = mergeRequiredState(s.rs);
     const key = configKey(rs);
     const m = hr.membership;
@@ -355,7 +345,7 @@ async function buildResponse(
   }
   if (ext.account_data?.enabled) {
     const rooms: Record<string, JsonObject[]> = {};
-    for (const id of ids) if (details[id].accountData && inScope(ext.account_data, id, shown.get(id)!)) rooms[id] = details[id].accountData!;
+    for (const id of ids) if (details[id]?.accountData && inScope(ext.account_data, id, shown.get(id)!)) rooms[id] = details[id]!.accountData!;
     extOut.account_data = { global: b.globalAccountData, rooms };
     if (b.globalAccountData.length || Object.keys(rooms).length) extData = true;
   }
@@ -363,7 +353,7 @@ async function buildResponse(
     if (!ext[k]?.enabled) continue;
     const rooms: Record<string, JsonObject> = {};
     for (const id of ids) {
-      const e = k === "receipts" ? details[id].receipts : details[id].typing;
+      const e = k === "receipts" ? details[id]?.receipts : details[id]?.typing;
       if (e && inScope(ext[k], id, shown.get(id)!)) rooms[id] = e;
     }
     extOut[k] = { rooms };

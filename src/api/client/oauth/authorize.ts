@@ -51,7 +51,7 @@ export function callbackUrl(redirectUri: string, mode: "query" | "fragment", par
   return `${redirectUri}${redirectUri.includes("?") ? "&" : "?"}${qs}`;
 }
 
-function errorPage(c: Context<AppEnv>, title: string, message: string, status: 400 | 403 | 404 = 400): Response {
+export function errorPage(c: Context<AppEnv>, title: string, message: string, status: 400 | 403 | 404 | 429 = 400): Response {
   return renderPage(c, title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p><p class="muted">Return to the application and try again.</p>`, { status });
 }
 
@@ -87,6 +87,9 @@ oauthPages.get("/authorize", async (c) => {
   const prompt = q("prompt");
   if (prompt !== undefined && prompt.split(" ").includes("none")) return fail("interaction_required", "this server always asks the user to consent");
 
+  // Each request stores a row: cap how fast one address can add them (as sign-in attempts).
+  const tooMany = await limited(c, () => rateLimit(c, "oauth-authorize-ip", clientAddress(c), LIMITS.loginPerAddress));
+  if (tooMany) return errorPage(c, "Too many requests", tooMany, 429);
   const id = await createGrant(c.env, {
     clientId: client.client_id,
     redirectUri,
@@ -189,8 +192,8 @@ ${form("allow", "Allow")} ${form("deny", "Deny", "secondary")}
   );
 }
 
-type Form = Record<string, string>;
-async function readForm(c: Context<AppEnv>): Promise<Form> {
+export type Form = Record<string, string>;
+export async function readForm(c: Context<AppEnv>): Promise<Form> {
   const body = await c.req.parseBody();
   const out: Form = {};
   for (const [k, v] of Object.entries(body)) if (typeof v === "string") out[k] = v;
@@ -214,7 +217,7 @@ function backToGrant(c: Context<AppEnv>, grant: Grant): Response {
 }
 
 /** Rate limits as MatrixErrors (429) → the page's message. */
-async function limited(c: Context<AppEnv>, fn: () => Promise<void>): Promise<string | null> {
+export async function limited(c: Context<AppEnv>, fn: () => Promise<void>): Promise<string | null> {
   try {
     await fn();
     return null;
@@ -224,27 +227,34 @@ async function limited(c: Context<AppEnv>, fn: () => Promise<void>): Promise<str
   }
 }
 
+/** Check a username and password against the password store, under the same rate-limit buckets
+ *  as POST /login (so the pages are no way around its limits). The user ID, or why not. */
+export async function passwordSignIn(c: Context<AppEnv>, username: string, password: string): Promise<{ userId: string } | { error: string; status: 401 | 403 | 429 }> {
+  const userId = resolveLoginUser(username.trim(), c.var.config.serverName);
+  const tooMany = await limited(c, async () => {
+    await rateLimit(c, "login-ip", clientAddress(c), LIMITS.loginPerAddress);
+    await rateLimit(c, "login-user", userId, LIMITS.loginPerAccount);
+  });
+  if (tooMany) return { error: tooMany, status: 429 };
+  const user = await c.env.DB.prepare("SELECT password_hash, deactivated, locked FROM users WHERE user_id = ?")
+    .bind(userId)
+    .first<{ password_hash: string | null; deactivated: number; locked: number }>();
+  // Verify even for unknown users so timing does not reveal which accounts exist (as /login).
+  const ok = await verifyPassword(password, user?.password_hash ?? "pbkdf2-sha512$100000$AAAAAAAAAAAAAAAAAAAAAA$AAAA");
+  if (!user || !ok) return { error: "Invalid username or password.", status: 401 };
+  if (user.deactivated) return { error: "This account has been deactivated.", status: 403 };
+  if (user.locked) return { error: "This account has been locked.", status: 403 };
+  return { userId };
+}
+
 oauthPages.post("/login", async (c) => {
   const checked = await checkedForm(c);
   if (checked instanceof Response) return checked;
   const { form, grant, client } = checked;
   if (!form.username || form.password === undefined || form.password.length > 512) return loginPage(c, grant, client, "Enter your username and password.", 400);
-  const userId = resolveLoginUser(form.username.trim(), c.var.config.serverName);
-  // The same buckets as POST /login, so the pages are no way around its limits.
-  const tooMany = await limited(c, async () => {
-    await rateLimit(c, "login-ip", clientAddress(c), LIMITS.loginPerAddress);
-    await rateLimit(c, "login-user", userId, LIMITS.loginPerAccount);
-  });
-  if (tooMany) return loginPage(c, grant, client, tooMany, 429);
-  const user = await c.env.DB.prepare("SELECT password_hash, deactivated, locked FROM users WHERE user_id = ?")
-    .bind(userId)
-    .first<{ password_hash: string | null; deactivated: number; locked: number }>();
-  // Verify even for unknown users so timing does not reveal which accounts exist (as /login).
-  const ok = await verifyPassword(form.password, user?.password_hash ?? "pbkdf2-sha512$100000$AAAAAAAAAAAAAAAAAAAAAA$AAAA");
-  if (!user || !ok) return loginPage(c, grant, client, "Invalid username or password.", 401);
-  if (user.deactivated) return loginPage(c, grant, client, "This account has been deactivated.", 403);
-  if (user.locked) return loginPage(c, grant, client, "This account has been locked.", 403);
-  setSessionCookie(c, await createBrowserSession(c.env, userId));
+  const result = await passwordSignIn(c, form.username, form.password);
+  if ("error" in result) return loginPage(c, grant, client, result.error, result.status);
+  setSessionCookie(c, await createBrowserSession(c.env, result.userId));
   return backToGrant(c, grant);
 });
 
