@@ -358,7 +358,7 @@ export class UserDO extends DurableObject<Env> {
       upos,
     );
     sliding.noteSlidingRoom(this.sql, me, n.roomId, upos, ev, n.encrypted);
-    this.push.recordEvent(me, n.roomId, ev, out);
+    this.push.recordEvent(me, n.roomId, n.stream, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
     if (ev.sender === me) this.markRead(n.roomId, null, n.stream);
