@@ -63,6 +63,7 @@ import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./room-
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type RelationsAccess, type ThreadsQuery } from "./room-relations";
 import { diffShared, LayeredState, layerState, splitShared } from "./state-layers";
 import { buildNotice, HubFanOut, recipientsOf } from "../src/services/notifier";
+import { DelayedStateWatch } from "./delayed-state-watch";
 import type { RoomEventNotice } from "../src/rpc/user";
 import { getVerifyKey, type VerifyKey } from "../src/services/federation/keys";
 import { enqueuePdu } from "../src/services/federation/sender";
@@ -246,6 +247,7 @@ export class RoomDO extends DurableObject<Env> {
     this.stream = Number(meta.get("stream") ?? "0");
     this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
     this.hubs = new HubFanOut(env);
+    this.delayedState = new DelayedStateWatch(this.sql, env);
     // Rooms from before the watermark existed count as delivered.
     this.hubDone = meta.has("hub_done") ? Number(meta.get("hub_done")) : this.stream;
     // Notices not known to be delivered when this object last stopped: redeliver (alarm()).
@@ -572,6 +574,7 @@ export class RoomDO extends DurableObject<Env> {
       powerLevels: st.get(POWER_KEY)?.content,
       encrypted: room.encrypted,
     });
+    this.delayedState.onState(this.roomId!, event); // MSC4140: others' state cancels delayed state
     await this.notifyHubs(notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.serverName}`)));
     // Federation: events that originate here (and joins/leaves/knocks we accepted as the
     // resident server) go to every server with a joined member, and to the target of a
@@ -614,6 +617,11 @@ export class RoomDO extends DurableObject<Env> {
   // are redelivered by alarm() after a restart (hubs skip notices they already hold).
 
   private hubs: HubFanOut;
+  private delayedState: DelayedStateWatch;
+  /** MSC4140: watch (type, stateKey) for a user's delayed state event (delayed-state-watch.ts). */
+  async watchDelayedState(userId: string, type: string, stateKey: string): Promise<void> {
+    this.delayedState.watch(userId, type, stateKey);
+  }
   private hubDone: number;
   /** Streams handed to the fan-out and not yet delivered everywhere; highest handed. */
   private hubPending = new Set<number>();

@@ -4,6 +4,7 @@ import type { AppEnv } from "../types";
 import { requireAuth } from "../middleware/auth";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../../core/room-versions";
 import { rtcTransports } from "./rtc";
+import { DELAYED_EVENTS_CAPABILITY } from "./delayed-events";
 
 /** Spec versions we advertise: only those whose required endpoints Lattice actually serves.
  *  Raise this as areas land (see docs/conformance.md). */
@@ -63,6 +64,7 @@ capabilities.get("/capabilities", requireAuth, (c) => {
       "m.profile_fields": { enabled: true },
       "m.3pid_changes": { enabled: false },
       "m.get_login_token": { enabled: false },
+      ...DELAYED_EVENTS_CAPABILITY,
     },
   });
 });
