@@ -22,6 +22,9 @@ export default defineConfig({
                 RATE_LIMITS: "off",
                 REGISTRATION_SHARED_SECRET: "test-shared-secret",
                 APPSERVICE_HTTP_LOOPBACK: "true",
+                // Partial-state joins (test/integration/federation-partial-join.test.ts); a resident
+                // that ignores omit_members answers the full state as before.
+                PARTIAL_STATE_JOINS: "on",
                 // test/integration/fuzz.test.ts: requests per route and seed (`npm run fuzz`).
                 FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
                 FUZZ_SEED: process.env.FUZZ_SEED ?? "",

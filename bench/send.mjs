@@ -1,15 +1,29 @@
-// Single-room send latency (p50/p99) and throughput with 1 and 10 concurrent senders.
-// Every send goes Worker → RoomDO: build, hash, sign, verify, auth against auth_events and
-// state, persist, one linear chain.
+// Single-room send latency (p50/p99) and throughput with 1 and 10 concurrent senders, next to
+// the floor: a no-op authenticated request (`GET /account/whoami`: Worker, token lookup) through
+// the same stack, and createRoom. Every send goes Worker → RoomDO: build, hash, sign, verify,
+// auth against auth_events and state, persist, one linear chain.
 //
-// Run against a running server:  node bench/send.mjs http://127.0.0.1:8008 [sends-per-run]
+// Run against a running server:  node bench/send.mjs http://127.0.0.1:8008 [sends-per-run] [--rounds N]
 //   (started with `npm start -- --port 8008 --var RATE_LIMITS:off --var REGISTRATION:open`)
 // or let it start one:            node bench/send.mjs [sends-per-run]
+// --rounds N repeats floor / sequential send / createRoom / 10 senders N times in a row (one
+// room, same users) and prints each round; --json prints the rounds as one JSON line at the end.
 import { percentile, registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2);
+function option(name, dflt) {
+  const i = args.indexOf(name);
+  if (i < 0) return dflt;
+  const v = args[i + 1];
+  args.splice(i, 2);
+  return v;
+}
+const rounds = Number(option("--rounds", 1));
+const asJson = args.includes("--json");
+if (asJson) args.splice(args.indexOf("--json"), 1);
 let baseUrl = args[0]?.startsWith("http") ? args.shift() : undefined;
 const total = Number(args[0] ?? 200);
+const createRooms = Math.max(10, Math.round(total / 5));
 let server;
 if (!baseUrl) {
   const { startServer } = await import("../test/e2e/harness.ts");
@@ -27,6 +41,12 @@ async function api(method, path, token, body) {
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
 }
+const timed = async (f) => {
+  const t = performance.now();
+  await f();
+  return performance.now() - t;
+};
+const fmt = (xs) => `p50 ${percentile(xs, 50).toFixed(1)} ms, p99 ${percentile(xs, 99).toFixed(1)} ms`;
 
 try {
   const tag = Date.now().toString(36);
@@ -36,29 +56,56 @@ try {
   for (const u of users.slice(1)) await api("POST", `/rooms/${encodeURIComponent(roomId)}/join`, u.token, {});
 
   let txn = 0;
-  const sendOne = async (u) => {
-    const t = performance.now();
-    await api("PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/b${tag}-${txn++}`, u.token, { msgtype: "m.text", body: "benchmark" });
-    return performance.now() - t;
-  };
+  const sendOne = (u) => timed(() => api("PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/b${tag}-${txn++}`, u.token, { msgtype: "m.text", body: "benchmark" }));
   // Warm-up (isolate, DO, caches).
   for (let i = 0; i < 20; i++) await sendOne(users[0]);
+  for (let i = 0; i < 20; i++) await timed(() => api("GET", "/account/whoami", users[0].token));
+  await api("POST", "/createRoom", users[0].token, {});
 
-  for (const senders of [1, 10]) {
-    const latencies = [];
-    const perSender = Math.ceil(total / senders);
-    const start = performance.now();
-    await Promise.all(
-      users.slice(0, senders).map(async (u) => {
-        for (let i = 0; i < perSender; i++) latencies.push(await sendOne(u));
-      }),
-    );
-    const secs = (performance.now() - start) / 1000;
-    console.log(
-      `send, ${String(senders).padStart(2)} concurrent sender(s): p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms, ` +
-        `${(latencies.length / secs).toFixed(0)} events/s (${latencies.length} sends)`,
-    );
+  const results = [];
+  for (let round = 1; round <= rounds; round++) {
+    const r = {};
+    const floor = [];
+    for (let i = 0; i < total; i++) floor.push(await timed(() => api("GET", "/account/whoami", users[0].token)));
+    r.floorP50 = percentile(floor, 50);
+    console.log(`round ${round}: whoami (floor), sequential: ${fmt(floor)} (${floor.length} requests)`);
+
+    for (const senders of [1, 10]) {
+      const latencies = [];
+      const perSender = Math.ceil(total / senders);
+      const start = performance.now();
+      await Promise.all(
+        users.slice(0, senders).map(async (u) => {
+          for (let i = 0; i < perSender; i++) latencies.push(await sendOne(u));
+        }),
+      );
+      const rate = latencies.length / ((performance.now() - start) / 1000);
+      r[`send${senders}P50`] = percentile(latencies, 50);
+      r[`send${senders}Rate`] = rate;
+      console.log(`round ${round}: send, ${String(senders).padStart(2)} concurrent sender(s): ${fmt(latencies)}, ${rate.toFixed(0)} events/s (${latencies.length} sends)`);
+      if (senders === 1) {
+        const creates = [];
+        for (let i = 0; i < createRooms; i++) creates.push(await timed(() => api("POST", "/createRoom", users[0].token, {})));
+        r.createP50 = percentile(creates, 50);
+        console.log(`round ${round}: createRoom (private_chat, empty body): ${fmt(creates)} (${creates.length} rooms)`);
+      }
+    }
+    results.push(r);
   }
+  // Every send is in the room once (the no-fork chain itself is checked by
+  // test/integration/rooms-group-commit.test.ts, which can read prev_events).
+  const seen = new Set();
+  let from;
+  for (let page = 0; page < 1000; page++) {
+    const q = new URLSearchParams({ dir: "b", limit: "1000", ...(from ? { from } : {}) });
+    const m = await api("GET", `/rooms/${encodeURIComponent(roomId)}/messages?${q}`, users[0].token);
+    for (const e of m.chunk) if (e.type === "m.room.message") seen.add(e.event_id);
+    if (!m.end || m.chunk.length === 0) break;
+    from = m.end;
+  }
+  console.log(`messages in the room: ${seen.size} of ${txn} sent`);
+  if (seen.size !== txn) process.exitCode = 1;
+  if (asJson) console.log(JSON.stringify(results));
 } finally {
   await server?.stop();
 }

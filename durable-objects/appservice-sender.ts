@@ -16,8 +16,10 @@
 // - The queue is in the object's SQLite storage, so it survives restarts and eviction. Bounded:
 //   past MAX_QUEUE the oldest ephemeral items, then the oldest events, are dropped (counted).
 import type { Env } from "../src/env";
-import { parseConfig } from "../src/config";
+import { parseConfig, type Config } from "../src/config";
+import { msc3202Fields, type DeviceListItem } from "../src/services/appservice-e2ee";
 import { appserviceById } from "../src/services/appservices";
+import type { Appservice } from "../src/core/appservice-registration";
 import { AppserviceCallError, callAppservice } from "../src/services/appservice-client";
 import { jitteredBackoffMs, QueueDO } from "./queue-base";
 
@@ -30,7 +32,8 @@ const TXN_TIMEOUT_MS = 60_000;
 /** While sending, an alarm this far ahead restarts the pump if the object was evicted. */
 const BACKSTOP_MS = TXN_TIMEOUT_MS + 10_000;
 
-export type AppserviceItemKind = "event" | "ephemeral" | "to_device";
+/** device_list and keys: MSC3202 (src/services/appservice-e2ee.ts). */
+export type AppserviceItemKind = "event" | "ephemeral" | "to_device" | "device_list" | "keys";
 
 export interface AppserviceQueueStatus {
   appservice: string | null;
@@ -57,6 +60,14 @@ CREATE TABLE IF NOT EXISTS typing (room_id TEXT NOT NULL, user_id TEXT NOT NULL,
 export class AppserviceSenderDO extends QueueDO {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env, SCHEMA);
+  }
+
+  /** The configuration, parsed once per instance; the server name is the one the queue was
+   *  filled for. */
+  private parsedConfig?: Config;
+  private config(serverName: string): Config {
+    if (this.parsedConfig?.serverName !== serverName) this.parsedConfig = { ...parseConfig(this.env), serverName };
+    return this.parsedConfig;
   }
 
   /** Queue items for appservice `id` of server `serverName`, in order. */
@@ -120,9 +131,10 @@ export class AppserviceSenderDO extends QueueDO {
     };
   }
 
-  /** Past MAX_QUEUE, ephemeral and to-device items go first, then the oldest events. */
+  /** Past MAX_QUEUE, ephemeral, to-device and key-count items go first, then device-list
+   *  changes, then the oldest events. */
   private enforceBound(): void {
-    this.dropOldest(MAX_QUEUE, [["ephemeral", "to_device"], ["event"]]);
+    this.dropOldest(MAX_QUEUE, [["ephemeral", "to_device", "keys"], ["device_list"], ["event"]]);
   }
 
   async alarm(): Promise<void> {
@@ -143,12 +155,34 @@ export class AppserviceSenderDO extends QueueDO {
     if (this.num("failures") === 0 && this.hasQueue()) void this.pump();
   }
 
+  /** The body of the transaction holding the queue up to `maxSeq`. Events, ephemeral and
+   *  to-device items are the same on every attempt; MSC3202 key counts are read now. */
+  private async transactionBody(service: Appservice, maxSeq: number): Promise<Record<string, unknown>> {
+    const items = this.sql.exec<{ kind: string; body: string }>("SELECT kind, body FROM queue WHERE seq <= ? ORDER BY seq", maxSeq).toArray();
+    const of = (kind: string) => items.filter((i) => i.kind === kind).map((i) => JSON.parse(i.body));
+    const body: Record<string, unknown> = { events: of("event") };
+    const ephemeral = of("ephemeral");
+    if (ephemeral.length) {
+      // Stable name (spec v1.13) and MSC2409's unstable one, which matrix-appservice-bridge reads.
+      body.ephemeral = ephemeral;
+      body["de.sorunome.msc2409.ephemeral"] = ephemeral;
+    }
+    const toDevice = of("to_device");
+    if (toDevice.length) body["de.sorunome.msc2409.to_device"] = toDevice;
+    if (service.msc3202) {
+      const deviceLists = of("device_list") as DeviceListItem[];
+      const keyUsers = (of("keys") as { user_id: string }[]).map((k) => k.user_id);
+      Object.assign(body, await msc3202Fields(this.env, service, { deviceLists, keyUsers, toDevice, events: body.events as never }));
+    }
+    return body;
+  }
+
   /** Send (or resend) one transaction; true when it succeeded and more is queued. */
   private async sendOne(): Promise<boolean> {
     const id = this.meta("appservice");
     const serverName = this.meta("server_name");
     if (!id || !serverName) return false;
-    const config = { ...parseConfig(this.env), serverName };
+    const config = this.config(serverName);
     const service = await appserviceById(this.env, serverName, id);
     if (!service || !service.url) {
       // Removed, or registered without a URL (receives nothing): nothing to deliver to.
@@ -168,17 +202,7 @@ export class AppserviceSenderDO extends QueueDO {
       this.setMeta("txn_id", txnId);
       this.setMeta("txn_max_seq", maxSeq);
     }
-    const items = this.sql.exec<{ kind: string; body: string }>("SELECT kind, body FROM queue WHERE seq <= ? ORDER BY seq", maxSeq).toArray();
-    const of = (kind: string) => items.filter((i) => i.kind === kind).map((i) => JSON.parse(i.body));
-    const body: Record<string, unknown> = { events: of("event") };
-    const ephemeral = of("ephemeral");
-    if (ephemeral.length) {
-      // Stable name (spec v1.13) and MSC2409's unstable one, which matrix-appservice-bridge reads.
-      body.ephemeral = ephemeral;
-      body["de.sorunome.msc2409.ephemeral"] = ephemeral;
-    }
-    const toDevice = of("to_device");
-    if (toDevice.length) body["de.sorunome.msc2409.to_device"] = toDevice;
+    const body = await this.transactionBody(service, maxSeq);
 
     this.setMeta("last_attempt_ts", Date.now());
     try {

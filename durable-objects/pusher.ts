@@ -1,7 +1,7 @@
 // PusherDO: one per pusher (user, app_id, pushkey). The ordered delivery queue of that pusher's
 // notifications to its push gateway (spec: "Push Gateway API", POST /_matrix/push/v1/notify).
 //
-// - The user's hub (durable-objects/user.ts → push-outbox.ts) hands over what its push rules said
+// - The user's hub (durable-objects/user.ts → user/push-outbox.ts) hands over what its push rules said
 //   to notify, after its own commit, and keeps its outbox rows until this object accepted them.
 // - Healthy and idle (nothing queued, no backoff, nothing in flight): the items are sent at once,
 //   in order, before `enqueue` returns, and nothing is stored here — the hub's rows are the

@@ -11,20 +11,28 @@
 // issued, dropped, other device or connection) answers 400 M_UNKNOWN_POS and the client starts
 // over.
 import type { JsonObject } from "../src/core/types";
-import { BUMP_EVENT_TYPES, computeList, needsRoomType, type ListFilters, type ListRoom, type Range, type SlidingMembership } from "../src/core/sliding-lists";
+import { needsRoomType, sameConfig, type ListFilters, type Range } from "../src/core/sliding-lists";
+import { initRecency, learnRoomType, leftSince, listWindow, roomsByIds, syncDirect, unknownTypes, type Candidates, type IndexedRoom } from "./sliding-recency";
+
+export { noteSlidingRoom, refreshRecency } from "./sliding-recency";
 
 export const SLIDING_SCHEMA = `
-CREATE TABLE IF NOT EXISTS sliding_rooms (room_id TEXT PRIMARY KEY, bump INTEGER NOT NULL, encrypted INTEGER NOT NULL DEFAULT 0, rtype TEXT);
 CREATE TABLE IF NOT EXISTS sliding_conns (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, conn_id TEXT NOT NULL,
   state TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sliding_conns_conn ON sliding_conns(device_id, conn_id, id);
+CREATE INDEX IF NOT EXISTS sliding_conns_ts ON sliding_conns(ts);
 CREATE TABLE IF NOT EXISTS sliding_seq (k INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 `;
 
 /** Rows kept per connection (the presented pos and the ones issued after it). */
 const ROWS_PER_CONN = 16;
-/** A connection not used for this long is forgotten (its pos then answers M_UNKNOWN_POS). */
-const CONN_TTL_MS = 7 * 24 * 3600_000;
+/** A connection not used for this long is forgotten (its pos then answers M_UNKNOWN_POS), as
+ *  Synapse does after 7 days. */
+export const CONN_TTL_MS = 7 * 24 * 3600_000;
+/** Connections kept per device (MSC4186 "Security considerations": servers SHOULD limit the
+ *  connections a device can have). Element X uses two or three; a new one beyond this evicts
+ *  the device's least recently used connection. */
+export const CONNS_PER_DEVICE = 10;
 const MAX_WAIT_MS = 5 * 60_000;
 
 /** What one room has been sent on a connection. */
@@ -38,6 +46,8 @@ export interface SentRoom {
   /** Unread counts sent. */
   n: number;
   h: number;
+  /** timeline_limit it was last sent with (expanded_timeline when a bigger one comes). */
+  l?: number;
 }
 
 export interface ExtConfig {
@@ -79,34 +89,10 @@ export interface SlidingHubAccess {
   transaction<T>(fn: () => T): T;
 }
 
-/** Record recency, encryption and room type from a room notice (inside the hub's notice
- *  transaction). `rtype`: NULL unknown, '' no type, else m.room.create content.type. */
-export function noteSlidingRoom(
-  sql: SqlStorage,
-  me: string,
-  roomId: string,
-  upos: number,
-  ev: { type: string; state_key?: string; content: JsonObject },
-  encrypted: boolean | undefined,
-): void {
-  if (ev.type === "m.room.create" && ev.state_key === "") learnRoomType(sql, roomId, typeof ev.content.type === "string" ? ev.content.type : null);
-  const bump = BUMP_EVENT_TYPES.has(ev.type) || (ev.type === "m.room.member" && ev.state_key === me);
-  if (bump) {
-    sql.exec(
-      `INSERT INTO sliding_rooms (room_id, bump, encrypted) VALUES (?, ?, ?)
-       ON CONFLICT(room_id) DO UPDATE SET bump = MAX(bump, excluded.bump), encrypted = MAX(encrypted, excluded.encrypted)`,
-      roomId,
-      upos,
-      encrypted ? 1 : 0,
-    );
-  } else if (encrypted) {
-    sql.exec(`INSERT INTO sliding_rooms (room_id, bump, encrypted) VALUES (?, 0, 1) ON CONFLICT(room_id) DO UPDATE SET encrypted = 1`, roomId);
-  }
-}
-
-/** A room's type, learned from its create event (a notice, or the RoomDO via the Worker). */
-function learnRoomType(sql: SqlStorage, roomId: string, type: string | null): void {
-  sql.exec(`INSERT INTO sliding_rooms (room_id, bump, rtype) VALUES (?, 0, ?) ON CONFLICT(room_id) DO UPDATE SET rtype = excluded.rtype`, roomId, type ?? "");
+/** The hub's sliding sync tables (called from its constructor, after the hub's own schema). */
+export function initSliding(sql: SqlStorage): void {
+  sql.exec(SLIDING_SCHEMA);
+  initRecency(sql);
 }
 
 export interface BeginRequest {
@@ -121,8 +107,10 @@ export interface BeginRequest {
   noWait: boolean;
   /** The request's extensions (merged over the sticky ones of the connection). */
   extensions?: ExtConfig;
-  /** Room IDs subscribed in this request, and list keys: a change means answer now. */
+  /** Room subscriptions of this request (config as the Worker normalised it), and list keys:
+   *  a change of either means answer now. */
   newSubs: string[];
+  subConfigs?: Record<string, RoomConfig>;
   listKeys: Record<string, string>;
   unsubscribe: string[];
   /** The lists, computed here so only their windows leave the hub (the room list stays). */
@@ -158,6 +146,9 @@ export interface BeginResult {
   lists: Record<string, { count: number; window: string[] }>;
   /** The rooms in any window, and subscribed rooms the user may be shown. */
   rooms: HubRoom[];
+  /** Per room shown that is new to the connection or changed since its position: counts and
+   *  the extensions' data (slidingDetails). A room left out is unchanged. */
+  details: Record<string, RoomDetails>;
   /** Rooms in m.direct (is_dm). */
   direct: string[];
   /** Users in m.ignored_user_list (module "Ignoring Users"). */
@@ -208,7 +199,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
 
   if (state && !req.noWait && req.timeoutMs > 0) {
     const changedConfig =
-      req.newSubs.some((r) => !state.subs[r]) ||
+      req.newSubs.some((r) => !state.subs[r] || (req.subConfigs?.[r] !== undefined && !sameConfig(state.subs[r], req.subConfigs[r]))) ||
       Object.keys(req.listKeys).length !== Object.keys(state.lists).length ||
       Object.entries(req.listKeys).some(([n, k]) => state.lists[n]?.key !== k);
     const after = req.waitAfter ?? state.hubPos;
@@ -221,74 +212,67 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const q = a.pos();
   const from = state?.hubPos ?? -1;
   for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
-  const all = a.sql
-    .exec<{ room_id: string; membership: string; stream: number; inviter: string | null; bump: number | null; encrypted: number | null; rtype: string | null }>(
-      // A forgotten room (POST /forget, same membership since) is gone from every sync.
-      `SELECT r.room_id, r.membership, r.stream, r.inviter, s.bump, s.encrypted, s.rtype FROM rooms r
-         LEFT JOIN sliding_rooms s ON s.room_id = r.room_id
-         LEFT JOIN forgotten_rooms f ON f.room_id = r.room_id
-       WHERE f.room_id IS NULL OR f.member_stream != r.member_stream`,
-    )
-    .toArray();
-  const directRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
-  const direct = new Set<string>();
-  if (directRow) {
-    for (const ids of Object.values(JSON.parse(directRow.content) as Record<string, unknown>)) if (Array.isArray(ids)) for (const id of ids) if (typeof id === "string") direct.add(id);
-  }
+  const direct = syncDirect(a.sql);
   const ignoredRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
   const ignoredUsers = ignoredRow ? (JSON.parse(ignoredRow.content) as { ignored_users?: Record<string, unknown> }).ignored_users : undefined;
   const ignored = ignoredUsers && typeof ignoredUsers === "object" ? Object.keys(ignoredUsers) : [];
-  const ignoredSet = new Set(ignored);
 
-  // Rooms a list may show: joined, invited, knocking, and a room left since the connection last
-  // showed it (once, with its last events; then it drops out). Module "Ignoring Users": invites
-  // from ignored users are not shown.
-  const candidates: (ListRoom & { row: (typeof all)[number] })[] = [];
-  for (const r of all) {
-    const sent = state?.rooms[r.room_id];
-    const gone = r.membership === "leave" || r.membership === "ban";
-    if (gone && (!sent || sent.m === "leave" || sent.m === "ban")) continue;
-    if (r.membership === "invite" && r.inviter && ignoredSet.has(r.inviter)) continue;
-    candidates.push({
-      roomId: r.room_id,
-      membership: r.membership as SlidingMembership,
-      // A room whose last bump predates this table: its newest logged position.
-      bump: r.bump || (a.sql.exec<{ u: number | null }>("SELECT MAX(upos) AS u FROM room_log WHERE room_id = ?", r.room_id).one().u ?? 0),
-      isDm: direct.has(r.room_id),
-      encrypted: !!r.encrypted,
-      roomType: r.rtype === null ? undefined : r.rtype === "" ? null : r.rtype,
-      row: r,
-    });
+  // Rooms a list may show (sliding-recency.ts): joined, invited (not by an ignored user, module
+  // "Ignoring Users"), knocking; and a room left since the connection's position that it was
+  // shown before, once, with its last events (Synapse's "newly left"). A forgotten room (POST
+  // /forget, same membership since) is gone from every sync.
+  const newlyLeft = state
+    ? leftSince(a.sql, from).filter((id) => {
+        const sent = state.rooms[id];
+        if (!sent || sent.m === "leave" || sent.m === "ban") return false;
+        return !a.sql.exec("SELECT 1 FROM forgotten_rooms f JOIN rooms r ON r.room_id = f.room_id WHERE f.room_id = ? AND f.member_stream = r.member_stream", id).toArray().length;
+      })
+    : [];
+  const cands: Candidates = { newlyLeft, ignored };
+  if (!req.roomTypes && Object.values(req.lists).some((l) => needsRoomType(l.filters))) {
+    const unknown = unknownTypes(a.sql, cands);
+    if (unknown.length) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], details: {}, direct: [], ignored, ext, globalAccountData: [] } };
   }
-  const specs = Object.values(req.lists);
-  if (specs.some((l) => needsRoomType(l.filters))) {
-    const unknown = candidates.filter((r) => r.roomType === undefined && !(req.roomTypes && r.roomId in req.roomTypes)).map((r) => r.roomId);
-    if (unknown.length && !req.roomTypes) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], direct: [], ignored, ext, globalAccountData: [] } };
-  }
-  const joinedSpaces = new Set(all.filter((r) => r.membership === "join").map((r) => r.room_id));
+  const spaces = [...new Set(Object.values(req.lists).flatMap((l) => l.filters?.spaces ?? []))];
+  const joinedSpaces = new Set(
+    spaces.length
+      ? a.sql.exec<{ room_id: string }>("SELECT room_id FROM rooms WHERE membership = 'join' AND room_id IN (SELECT value FROM json_each(?))", JSON.stringify(spaces)).toArray().map((r) => r.room_id)
+      : [],
+  );
   const lists: BeginResult["lists"] = {};
-  const shown = new Map<string, (typeof candidates)[number]>();
+  const shown = new Map<string, IndexedRoom>();
   for (const [name, l] of Object.entries(req.lists)) {
     // spaces: children of the named spaces the user is joined to.
-    const inSpaces = l.filters?.spaces ? new Set(l.filters.spaces.filter((sp) => joinedSpaces.has(sp)).flatMap((sp) => req.spaceChildren?.[sp] ?? [])) : undefined;
-    const { count, window } = computeList(candidates, l.filters, l.ranges, inSpaces);
+    const inSpaces = l.filters?.spaces ? [...new Set(l.filters.spaces.filter((sp) => joinedSpaces.has(sp)).flatMap((sp) => req.spaceChildren?.[sp] ?? []))] : undefined;
+    const { count, window } = listWindow(a.sql, cands, l.filters, l.ranges, inSpaces);
     lists[name] = { count, window: window.map((r) => r.roomId) };
-    for (const r of window) shown.set(r.roomId, r as (typeof candidates)[number]);
+    for (const r of window) shown.set(r.roomId, r);
   }
   const subs = new Set([...Object.keys(state?.subs ?? {}), ...req.newSubs]);
   for (const id of req.unsubscribe) subs.delete(id);
-  const byId = new Map(candidates.map((r) => [r.roomId, r]));
-  for (const id of subs) if (byId.has(id)) shown.set(id, byId.get(id)!);
-  const rooms: HubRoom[] = [...shown.values()].map((r) => ({
-    roomId: r.roomId,
-    membership: r.row.membership,
-    stream: r.row.stream,
-    bump: r.bump,
-    encrypted: r.encrypted ?? false,
-    inviter: r.row.inviter,
-    roomType: r.roomType,
-  }));
-  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, direct: [...direct].filter((id) => shown.has(id)), ignored, ext, globalAccountData: [] };
+  for (const r of roomsByIds(a.sql, cands, [...subs].filter((id) => !shown.has(id)))) shown.set(r.roomId, r);
+  const rooms: HubRoom[] = [...shown.values()];
+  // Counts and the extensions' data for the rooms shown, in this same call (no second round
+  // trip): for rooms new to the connection, and for rooms with anything logged since its
+  // position (new events, receipts, typing, room account data all log the room); the others
+  // have not changed and the Worker keeps what it sent.
+  const ids = [...shown.keys()];
+  const changed = new Set(
+    state && ids.length
+      ? a.sql
+          .exec<{ room_id: string }>("SELECT DISTINCT room_id FROM room_log WHERE upos > ? AND upos <= ? AND room_id IN (SELECT value FROM json_each(?))", from, q, JSON.stringify(ids))
+          .toArray()
+          .map((r) => r.room_id)
+      : ids,
+  );
+  const details = slidingDetails(a, {
+    q,
+    rooms: ids.filter((id) => !state?.rooms[id] || changed.has(id)).map((id) => ({ roomId: id, from: state?.rooms[id] ? from : -1 })),
+    typing: !!ext.typing?.enabled,
+    receipts: !!ext.receipts?.enabled,
+    accountData: !!ext.account_data?.enabled,
+  });
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, details, direct: [...direct].filter((id) => shown.has(id)), ignored, ext, globalAccountData: [] };
   if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
   if (tdSince !== undefined) {
     const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));
@@ -409,9 +393,22 @@ export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
       req.connId,
       ROWS_PER_CONN,
     );
-    a.sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
+    // Too many connections on this device: the least recently used go (all their rows).
+    a.sql.exec(
+      `DELETE FROM sliding_conns WHERE device_id = ?1 AND conn_id IN (
+         SELECT conn_id FROM sliding_conns WHERE device_id = ?1 GROUP BY conn_id ORDER BY MAX(id) DESC LIMIT -1 OFFSET ?2)`,
+      req.deviceId,
+      CONNS_PER_DEVICE,
+    );
+    expireSlidingConns(a.sql, now);
     return String(id);
   });
+}
+
+/** Forget connections idle for CONN_TTL_MS (on each commit, and from the hub's log compaction,
+ *  so a user who stopped using sliding sync does not keep their connections for ever). */
+export function expireSlidingConns(sql: SqlStorage, now: number): void {
+  sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
 }
 
 /** A deleted device's connections go with it. */

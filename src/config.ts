@@ -48,6 +48,8 @@ export interface Config {
   accessTokenLifetimeMs: number;
   /** Federation: plain http to peers named localhost:<port> / 127.0.0.1:<port> (dev and tests). */
   federationHttpLoopback: boolean;
+  /** PARTIAL_STATE_JOINS=on: join remote rooms with omit_members and complete the state later. */
+  partialStateJoins: boolean;
   /** Application services: plain http to loopback URLs (a bridge on the same machine, tests). */
   appserviceHttpLoopback: boolean;
   /** Notary servers asked for keys when a server cannot be reached directly. */
@@ -100,6 +102,9 @@ const schema = z.object({
   DATA_LOCATION_HINT: z.enum(LOCATION_HINTS).optional(),
   ACCESS_TOKEN_LIFETIME_MS: z.coerce.number().int().min(60_000).optional(),
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
+  /** Partial-state ("faster") joins of remote rooms: send_join with omit_members=true, the rest
+   *  of the state fetched in the background (src/services/federation/partial-state.ts). */
+  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("on"),
   APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
@@ -142,7 +147,22 @@ function supportContacts(entries: string[]): Config["support"]["contacts"] {
   return [...byRole.values()];
 }
 
-const cache = new WeakMap<object, Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string }>();
+type ParsedConfig = Omit<Config, "publicBaseUrl"> & { publicBaseUrl?: string };
+const cache = new WeakMap<object, ParsedConfig>();
+/** The same configuration by the variables' values: under `wrangler dev` every request brings a
+ *  new `env` object, and validating it again took ~1.6 ms of every request (bench/send.mjs CPU
+ *  profile). Keyed by every variable's value, so a different configuration (tests) parses anew. */
+const byValues = new Map<string, ParsedConfig>();
+
+function valuesKey(env: Env): string {
+  const parts: string[] = [];
+  for (const [k, v] of Object.entries(env)) {
+    // Variables: strings, and JSON values (plain objects, arrays, numbers); bindings are skipped.
+    const plain = v !== null && typeof v === "object" && (Array.isArray(v) || Object.getPrototypeOf(v) === Object.prototype);
+    if (typeof v === "string" || typeof v === "number" || typeof v === "boolean" || plain) parts.push(k, JSON.stringify(v));
+  }
+  return JSON.stringify(parts);
+}
 
 function emptyToUndefined(env: Env): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -153,6 +173,12 @@ function emptyToUndefined(env: Env): Record<string, unknown> {
 /** Parse and validate the environment. Throws ConfigError naming every bad variable. */
 export function parseConfig(env: Env, requestUrl?: string): Config {
   let parsed = cache.get(env);
+  let key: string | undefined;
+  if (!parsed) {
+    key = valuesKey(env);
+    parsed = byValues.get(key);
+    if (parsed) cache.set(env, parsed);
+  }
   if (!parsed) {
     const r = schema.safeParse(emptyToUndefined(env));
     if (!r.success) {
@@ -195,6 +221,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       locationHint: v.DATA_LOCATION_HINT,
       accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS ?? 24 * 3600_000,
       federationHttpLoopback: v.FEDERATION_HTTP_LOOPBACK === "true",
+      partialStateJoins: v.PARTIAL_STATE_JOINS === "on",
       appserviceHttpLoopback: v.APPSERVICE_HTTP_LOOPBACK === "true",
       trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
       dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",
@@ -221,6 +248,8 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
         : undefined;
     parsed.rtcFocusUrl = v.RTC_FOCUS_URL?.replace(/\/+$/, "");
     cache.set(env, parsed);
+    if (byValues.size >= 16) byValues.clear();
+    byValues.set(key!, parsed);
   }
   let publicBaseUrl = parsed.publicBaseUrl;
   if (!publicBaseUrl) {

@@ -12,6 +12,16 @@ export interface Auth {
   /** Set when the request authenticated with an application service's as_token (identity
    *  assertion: userId is its sender or the `user_id` it asserted). */
   appservice?: Appservice;
+  /** The sender overrides the admin API set (shadow ban, rate-limit override), read with the
+   *  token in the same D1 query so a send needs no second lookup (rate-limit.ts
+   *  senderOverrides). Absent for application services. */
+  overrides?: SenderOverrideRow;
+}
+
+export interface SenderOverrideRow {
+  shadow_banned: number;
+  messages_per_second: number | null;
+  burst_count: number | null;
 }
 
 export type AppEnv = {

@@ -131,6 +131,8 @@ export class Appservice {
   readonly senderLocalpart: string;
   readonly rateLimited: boolean;
   readonly receiveEphemeral: boolean;
+  /** MSC3202 (encrypted appservices): device lists and key counts in transactions. */
+  readonly msc3202: boolean;
   readonly protocols: string[];
   private readonly ns: { users: CompiledNamespace[]; aliases: CompiledNamespace[]; rooms: CompiledNamespace[] };
 
@@ -144,6 +146,7 @@ export class Appservice {
     this.senderLocalpart = registration.sender_localpart;
     this.rateLimited = registration.rate_limited !== false;
     this.receiveEphemeral = registration.receive_ephemeral === true || registration["de.sorunome.msc2409.push_ephemeral"] === true;
+    this.msc3202 = registration["org.matrix.msc3202"] === true;
     this.protocols = registration.protocols ?? [];
     const compile = (l: { exclusive: boolean; regex: string }[] | undefined) => (l ?? []).map((n) => ({ exclusive: n.exclusive, regex: new RegExp(`^(?:${n.regex})`) }));
     this.ns = { users: compile(registration.namespaces.users), aliases: compile(registration.namespaces.aliases), rooms: compile(registration.namespaces.rooms) };

@@ -148,3 +148,8 @@ export function mergeRequiredState(all: RequiredState[]): RequiredState {
 export function configKey(rs: RequiredState): string {
   return JSON.stringify([...rs].map(([t, k]) => `${t}\u0000${k}`).sort());
 }
+
+/** Whether two room configs ask for the same (a changed room subscription is answered at once). */
+export function sameConfig(a: { required_state: RequiredState; timeline_limit: number }, b: { required_state: RequiredState; timeline_limit: number }): boolean {
+  return a.timeline_limit === b.timeline_limit && configKey(a.required_state) === configKey(b.required_state);
+}

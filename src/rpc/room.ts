@@ -2,13 +2,16 @@
 // back. Types only, so that routes and services never import the Durable Object module itself.
 import type { JsonObject, StateIdMap } from "../core/types";
 import type { RoomEventFilter } from "../core/room-event-filter";
-export type { RoomSyncQuery, RoomSyncView } from "../../durable-objects/room-sync";
+export type { RoomSyncQuery, RoomSyncView } from "../../durable-objects/room/sync-view";
 
 /** Who asks: reads are filtered by history visibility for this user; `deviceId` adds
  *  unsigned.transaction_id to the events that device sent. */
 export interface Requester {
   userId: string;
   deviceId?: string;
+  /** Users the requester ignores (module "Ignoring Users"): their replies are left out of
+   *  bundled thread summaries and references and of the thread list. */
+  ignored?: readonly string[];
 }
 
 export type RoomError = { ok: false; status: 400 | 403 | 404 | 409 | 413 | 500; errcode: string; error: string };

@@ -113,4 +113,15 @@ export function presenceEvent(userId: string, presence: string, statusMsg: strin
   return { type: "m.presence", sender: userId, content };
 }
 
-export type { LazyMembersRoom } from "../../durable-objects/lazy-members";
+/** One room of a /sync response, as the Worker reports it to the hub for lazy-loaded members
+ *  (durable-objects/user/lazy-members.ts). */
+export interface LazyMembersRoom {
+  roomId: string;
+  /** Member events (user → event ID) in `state` only because their user sent a timeline event:
+   *  left out when this device provably has that very event. */
+  candidates: Record<string, string>;
+  /** Member events the response carries regardless (gap changes, timeline, fresh rooms): the
+   *  last one per user in the order the client applies them. A user may be in both (a later
+   *  member event in the timeline): this one is what the client ends up holding. */
+  sent: Record<string, string>;
+}

@@ -7,6 +7,7 @@ import type { Env } from "../env";
 import type { Appservice } from "../core/appservice-registration";
 import { listAppservices } from "./appservices";
 import { joinedCoMembers, localJoinedMembers } from "../db/memberships";
+import { deviceListItemsForMembership, localSharers } from "./appservice-e2ee";
 
 export interface AppserviceEvent {
   event_id: string;
@@ -134,7 +135,14 @@ export class AppserviceFanOut {
     if (services.length === 0) return 0;
     const aliases = services.some((s) => s.hasAliasNamespace) ? await this.roomAliases(ev.room_id) : [];
     const interested = services.filter((s) => interestedIn(s, ev, members, aliases));
-    await Promise.all(interested.map((s) => appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, [{ kind: "event", body: ev }])));
+    await Promise.all(
+      interested.map(async (s) => {
+        const items: { kind: "event" | "device_list"; body: unknown }[] = [{ kind: "event", body: ev }];
+        // MSC3202: who the appservice's users now share (or no longer share) a room with.
+        if (s.msc3202) for (const d of await deviceListItemsForMembership(s, ev, members, localSharers(this.env, this.serverName))) items.push({ kind: "device_list", body: d });
+        await appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, items);
+      }),
+    );
     return interested.length;
   }
 

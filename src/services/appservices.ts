@@ -40,6 +40,14 @@ export async function appserviceById(env: Env, serverName: string, id: string): 
   return (await listAppservices(env, serverName)).find((a) => a.id === id);
 }
 
+/** The appservice a local user belongs to (Synapse's `appservice_id` in the admin API): its
+ *  sender, or a user in its exclusive users namespace (only that appservice can register
+ *  there). Users of non-exclusive namespaces are ordinary users. */
+export async function appserviceOfUser(env: Env, serverName: string, userId: string): Promise<string | null> {
+  const list = await listAppservices(env, serverName);
+  return (list.find((a) => a.senderUserId === userId) ?? list.find((a) => a.exclusiveUser(userId)))?.id ?? null;
+}
+
 /** The appservice whose as_token this is, if any. */
 export async function appserviceByToken(env: Env, serverName: string, token: string): Promise<Appservice | undefined> {
   const list = await loadAll(env, serverName);

@@ -55,7 +55,10 @@ export class HubFanOut {
     const primary = recipients.includes(ev.sender) ? ev.sender : ev.type === "m.room.member" && ev.state_key && recipients.includes(ev.state_key) ? ev.state_key : null;
     let left = recipients.length;
     let primaryDone: Promise<void> = Promise.resolve();
-    for (const u of recipients) {
+    // The hub the write waits for first: its call leaves before the others' (they all share one
+    // isolate under `wrangler dev`, and a send answers once that hub holds the notice).
+    const ordered = primary ? [primary, ...recipients.filter((u) => u !== primary)] : recipients;
+    for (const u of ordered) {
       const delivered = this.queue(u).push(notice);
       if (u === primary) primaryDone = delivered.attempted;
       void delivered.done.then(() => {

@@ -33,6 +33,21 @@ export async function knownRoom(env: Env, roomId: string): Promise<RoomVersion> 
   return rv;
 }
 
+/** knownRoom with a per-isolate memory of rooms seen to exist (rooms never change version), for
+ *  the send path: a room removed since (admin purge, a failed remote join) is refused by its
+ *  RoomDO, which checks that it holds the room before every write. Saves the send a D1 round
+ *  trip (bench/send.mjs). Bounded; only positive answers are kept. */
+const knownRooms = new Map<string, { rv: RoomVersion; until: number }>();
+const KNOWN_ROOM_MS = 60_000;
+export async function knownRoomCached(env: Env, roomId: string): Promise<RoomVersion> {
+  const hit = knownRooms.get(roomId);
+  if (hit && hit.until > Date.now()) return hit.rv;
+  const rv = await knownRoom(env, roomId);
+  if (knownRooms.size >= 4096) knownRooms.clear();
+  knownRooms.set(roomId, { rv, until: Date.now() + KNOWN_ROOM_MS });
+  return rv;
+}
+
 /** `!room:id` or `#alias:server` → room ID (local aliases; remote ones need federation). */
 export async function resolveRoomIdOrAlias(env: Env, idOrAlias: string): Promise<string> {
   if (idOrAlias.startsWith("#")) {

@@ -1,6 +1,6 @@
 // Devices and their tokens. Access and refresh tokens are 256-bit random strings; only their
 // SHA-256 hashes are stored, so a leaked database does not leak sessions.
-import { and, eq, isNull } from "drizzle-orm";
+import { and, eq, isNull, sql } from "drizzle-orm";
 import type { DB } from "../db";
 import { accessTokens, devices, refreshTokens } from "../db/schema";
 import { randomString, randomToken, sha256Hex } from "./crypto-util";
@@ -95,6 +95,8 @@ export async function refreshSession(d: DB, refreshToken: string, lifetimeMs: nu
 export async function revokeDeviceTokens(d: DB, userId: string, deviceId: string): Promise<void> {
   await d.delete(accessTokens).where(and(eq(accessTokens.userId, userId), eq(accessTokens.deviceId, deviceId)));
   await d.delete(refreshTokens).where(and(eq(refreshTokens.userId, userId), eq(refreshTokens.deviceId, deviceId)));
+  // OAuth refresh-token chains of the device go too (src/services/oauth/tokens.ts).
+  await d.run(sql`DELETE FROM oauth_refresh_tokens WHERE session_id IN (SELECT id FROM oauth_sessions WHERE user_id = ${userId} AND device_id = ${deviceId})`);
 }
 
 /** Delete a device and everything that authenticates as it, with its E2EE keys and one-time

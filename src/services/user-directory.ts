@@ -70,7 +70,12 @@ function likeSubstring(s: string): string {
   return `%${s.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`;
 }
 
-export async function searchUserDirectory(env: Env, config: Config, searcher: string, term: string, limit: number): Promise<DirectoryResult> {
+/** With USER_DIRECTORY=all, rows found only because they are local users are checked with
+ *  `notListedAlone` (appservice users: src/api/client/user-directory.ts); this many extra rows
+ *  are read so that dropping some still fills the page. */
+const ALL_SCOPE_SLACK = 20;
+
+export async function searchUserDirectory(env: Env, config: Config, searcher: string, term: string, limit: number, notListedAlone?: (userId: string) => boolean): Promise<DirectoryResult> {
   const words = normaliseForSearch(term).split(/\s+/).filter(Boolean).slice(0, 8);
   if (words.length === 0) return { results: [], limited: false };
   const match = words.map(() => "d.search_key LIKE ? ESCAPE '\\'").join(" AND ");
@@ -80,15 +85,21 @@ export async function searchUserDirectory(env: Env, config: Config, searcher: st
     "EXISTS (SELECT 1 FROM user_directory_rooms theirs JOIN user_directory_rooms mine ON mine.room_id = theirs.room_id AND mine.user_id = ? WHERE theirs.user_id = d.user_id)",
     "EXISTS (SELECT 1 FROM user_directory_rooms r JOIN user_directory_public_rooms p ON p.room_id = r.room_id WHERE r.user_id = d.user_id)",
   ];
-  if (config.userDirectory === "all") scope.push("d.is_local = 1");
+  const all = config.userDirectory === "all";
+  const viaRoom = `(${scope.join(" OR ")})`;
+  if (all) scope.push("d.is_local = 1");
   // Display names that start with the term first, then user IDs that do, then the rest.
   const first = words[0];
-  const { results } = await env.DB.prepare(
-    `SELECT d.user_id, d.displayname, d.avatar_url FROM user_directory d WHERE ${match} AND (${scope.join(" OR ")})
+  const slack = all && notListedAlone ? ALL_SCOPE_SLACK : 0;
+  const viaRoomColumn = slack ? `, ${viaRoom} AS via_room` : "";
+  const viaRoomBinds = slack ? [searcher] : [];
+  const { results: rows } = await env.DB.prepare(
+    `SELECT d.user_id, d.displayname, d.avatar_url${viaRoomColumn} FROM user_directory d WHERE ${match} AND (${scope.join(" OR ")})
      ORDER BY (lower(coalesce(d.displayname, '')) LIKE ? ESCAPE '\\') DESC, (substr(d.user_id, 2) LIKE ? ESCAPE '\\') DESC, d.user_id LIMIT ?`,
   )
-    .bind(...words.map(likeSubstring), searcher, `${first.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`, `${first.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`, limit + 1)
-    .all<{ user_id: string; displayname: string | null; avatar_url: string | null }>();
+    .bind(...viaRoomBinds, ...words.map(likeSubstring), searcher, `${first.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`, `${first.replace(/[\\%_]/g, (ch) => `\\${ch}`)}%`, limit + 1 + slack)
+    .all<{ user_id: string; displayname: string | null; avatar_url: string | null; via_room?: number }>();
+  const results = slack ? rows.filter((r) => r.via_room || !notListedAlone!(r.user_id)) : rows;
   const out: DirectoryResult["results"] = results.slice(0, limit).map((r) => {
     const o: DirectoryResult["results"][number] = { user_id: r.user_id };
     if (r.displayname) o.display_name = r.displayname;

@@ -22,7 +22,7 @@ describe("import graph", () => {
 
   it("routes and services import no Durable Object class module (RPC types are in src/rpc/)", () => {
     const graph: Map<string, string[]> = importGraph();
-    // Pure helpers that live next to the classes (room-sync.ts, room-search.ts, …) may be shared.
+    // Pure helpers that live next to the classes (room/sync-view.ts, room/search.ts, …) may be shared.
     const root = path.resolve(import.meta.dirname, "../..");
     const isClassModule = (m: string) => m.startsWith("durable-objects/") && /extends DurableObject\b/.test(readFileSync(path.join(root, m), "utf8"));
     const offenders: string[] = [];

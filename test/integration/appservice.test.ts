@@ -379,7 +379,7 @@ describe("transaction queue", () => {
     // is below it, so the alarm hands it over (again, here).
     await runInDurableObject(roomDO, async (instance, state) => {
       await state.storage.put("appservice_done", mark! - 1);
-      (instance as any)._appservices = undefined;
+      (instance as any).fanout._appservices = undefined; // durable-objects/room/fanout.ts
       await (instance as any).alarm();
     });
     for (let i = 0; i < 100 && (await texts()).length < 2; i++) await new Promise((r) => setTimeout(r, 50));

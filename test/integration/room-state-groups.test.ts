@@ -47,11 +47,9 @@ async function send(type: string, stateKey: string, content: JsonObject, state: 
 /** Forget every state group held in memory, so the next reads rebuild them from storage. */
 async function dropGroupCache(): Promise<void> {
   await runInDurableObject(roomObject(), async (inst) => {
-    const room = inst as unknown as { groups: Map<number, unknown>; groupEntries: number; baseRefs: Map<unknown, number>; acrossMemo: Map<string, unknown> };
-    room.groups.clear();
-    room.groupEntries = 0;
-    room.baseRefs.clear();
-    room.acrossMemo.clear();
+    // The group cache, its entry count and base references, and the resolution memo
+    // (durable-objects/room/state.ts StateStore.clear).
+    (inst as unknown as { state: { clear(): void } }).state.clear();
   });
 }
 

@@ -1,4 +1,4 @@
-// Sync-hub log compaction (durable-objects/user.ts, "Compaction"): below the floor the hub keeps
+// Sync-hub log compaction (durable-objects/user/position-log.ts): below the floor the hub keeps
 // only the newest log entry per (room, kind) and per device-list user. Tokens at or above the
 // floor stay exact; a token below it still learns exactly which rooms changed, and a room whose
 // timeline moved between the token and the floor comes as a gap (limited, full state) that

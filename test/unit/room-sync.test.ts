@@ -1,8 +1,8 @@
-// syncRoomView (durable-objects/room-sync.ts) on a hand-built room: the summary (counts, heroes
+// syncRoomView (durable-objects/room/sync-view.ts) on a hand-built room: the summary (counts, heroes
 // per requester, computed once per state map) and lazy-loaded members on fresh and incremental
 // syncs.
 import { describe, expect, it } from "vitest";
-import { syncRoomView, type RoomSyncAccess, type RoomSyncQuery, type SyncEvent } from "../../durable-objects/room-sync";
+import { syncRoomView, type RoomSyncAccess, type RoomSyncQuery, type SyncEvent } from "../../durable-objects/room/sync-view";
 import type { JsonObject, RoomEvent, StateIdMap } from "../../src/core/types";
 import { stateKey } from "../../src/core/types";
 

@@ -1,7 +1,7 @@
-// LayeredState (durable-objects/state-layers.ts): a state map sharing a base with its parent must
+// LayeredState (durable-objects/room/state-layers.ts): a state map sharing a base with its parent must
 // read exactly like the plain map it stands for, through chains of changes and flattening.
 import { describe, expect, it } from "vitest";
-import { diffShared, LayeredState, layerState, splitShared } from "../../durable-objects/state-layers";
+import { diffShared, LayeredState, layerState, splitShared } from "../../durable-objects/room/state-layers";
 import { splitConflicted } from "../../src/core/state-res/conflicts";
 import type { StateIdMap, StateKey } from "../../src/core/types";
 

@@ -16,6 +16,7 @@ import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices, deleteDevice, clientSession } from "../../services/sessions";
 import { deactivateAccount } from "../../services/admin-accounts";
 import { propagateProfile, roomsOfUser } from "../../services/rooms";
+import { appserviceOfUser } from "../../services/appservices";
 
 export const adminUsers = new Hono<AppEnv>();
 
@@ -30,10 +31,11 @@ async function lastSeen(c: Context<AppEnv>, userId: string): Promise<number | nu
 }
 
 /** A user in Synapse's list shape (flags as 0/1 where Synapse uses ints, booleans where it uses booleans). */
-function listEntry(u: UserRow & { last_seen_ts?: number | null }) {
+function listEntry(u: UserRow & { last_seen_ts?: number | null; appservice_id?: string | null }) {
   return {
     name: u.user_id,
     user_type: null,
+    appservice_id: u.appservice_id ?? null,
     is_guest: u.is_guest ? 1 : 0,
     admin: u.admin ? 1 : 0,
     deactivated: u.deactivated ? 1 : 0,
@@ -51,10 +53,9 @@ function listEntry(u: UserRow & { last_seen_ts?: number | null }) {
 
 async function userDetails(c: Context<AppEnv>, u: UserRow) {
   return {
-    ...listEntry({ ...u, last_seen_ts: await lastSeen(c, u.user_id) }),
+    ...listEntry({ ...u, last_seen_ts: await lastSeen(c, u.user_id), appservice_id: await appserviceOfUser(c.env, c.var.config.serverName, u.user_id) }),
     threepids: [],
     external_ids: [],
-    appservice_id: null,
     consent_server_notice_sent: null,
     consent_version: null,
     consent_ts: null,
@@ -115,7 +116,8 @@ adminUsers.get("/v2/users", async (c) => {
     .bind(...binds, limit, from)
     .all<UserRow & { last_seen_ts: number | null }>();
   const n = total?.n ?? 0;
-  const body: Record<string, unknown> = { users: results.map(listEntry), total: n };
+  const withAppservice = await Promise.all(results.map(async (u) => ({ ...u, appservice_id: await appserviceOfUser(c.env, c.var.config.serverName, u.user_id) })));
+  const body: Record<string, unknown> = { users: withAppservice.map(listEntry), total: n };
   if (results.length > 0 && from + results.length < n) body.next_token = String(from + results.length);
   return c.json(body);
 });

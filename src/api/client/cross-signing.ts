@@ -7,6 +7,8 @@ import { MatrixError, forbidden } from "../errors";
 import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { authDictSchema, requireUia } from "./uia";
+import { isOAuthDevice } from "../../services/oauth/cross-signing-reset";
+import { crossSigningResetUia } from "./oauth/account";
 import { canonicalJson } from "../../core/canonical-json";
 import { verifyJsonSignature } from "../../core/signing";
 import { sha256Hex } from "../../services/crypto-util";
@@ -72,10 +74,13 @@ crossSigning.post("/keys/device_signing/upload", async (c) => {
   // holds only keys identical to the stored ones (a retried upload).
   if (existing.master && !(uploaded.master && nothingNew)) {
     const digest = await sha256Hex(canonicalJson(uploaded));
+    // A session from the OAuth 2.0 API has no password to give: m.oauth (approval on the account page).
+    const oauth = await isOAuthDevice(c.env, userId, c.var.auth.deviceId);
     await requireUia(c, body.auth, {
       purpose: `device_signing_upload:${userId}:${digest}`,
-      flows: [["m.login.password"]],
+      flows: oauth ? [["m.oauth"]] : [["m.login.password"]],
       userId,
+      ...(oauth ? crossSigningResetUia(c, userId) : {}),
     });
   }
   if (nothingNew) return c.json({});

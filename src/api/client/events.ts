@@ -9,7 +9,7 @@ import { requireAuth } from "../middleware/auth";
 import { rateLimit, senderOverrides } from "../middleware/rate-limit";
 import { randomString } from "../../services/crypto-util";
 import type { JsonObject } from "../../core/types";
-import { knownRoom, roomStub, unwrap, type RoomStub } from "../../services/rooms";
+import { knownRoom, knownRoomCached, roomStub, unwrap, type RoomStub } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
 import { maybeScheduleDelayed } from "./delayed-events";
 
@@ -45,7 +45,9 @@ function massagedTs(c: Context<AppEnv>): { ts?: number } {
 // PUT /rooms/{roomId}/send/{eventType}/{txnId}: idempotent per (device, txnId).
 events.put("/rooms/:roomId/send/:eventType/:txnId", requireAuth, async (c) => {
   const content = await objectBody(c);
-  const { roomId, stub } = await roomFor(c);
+  const roomId = c.req.param("roomId");
+  await knownRoomCached(c.env, roomId);
+  const stub = roomStub(c.env, c.var.config, roomId);
   const overrides = await senderOverrides(c, c.var.auth.userId);
   if (overrides.sendLimit) await rateLimit(c, "send", c.var.auth.userId, overrides.sendLimit);
   // Shadow-banned (admin API): the event is dropped, the sender sees a plausible event ID.

@@ -17,6 +17,7 @@ import { resolveAnyAlias } from "../../services/aliases";
 import { userStub } from "../../services/notifier";
 import { inviteRemoteUser, joinRemoteRoom, knockRemoteRoom, leaveRemoteRoom, rejectInviteLocally } from "../../services/federation/membership";
 import { sendPresenceOnJoin } from "../../services/federation/edus";
+import { awaitFullState } from "../../services/federation/partial-state";
 import { sharePresenceOnJoin } from "../../services/presence-sharing";
 import { isJoinedMirror, markForgotten, mirroredMembership } from "../../db/memberships";
 import { isRoomBlocked } from "../../services/admin-rooms";
@@ -35,6 +36,9 @@ async function roomFor(c: Context<AppEnv>, roomId: string) {
 /** Send a membership event for `target` as the caller. Auth rules refuse with M_FORBIDDEN. */
 async function sendMembership(c: Context<AppEnv>, roomId: string, target: string, content: JsonObject): Promise<string> {
   const stub = await roomFor(c, roomId);
+  // A room whose members are still being fetched (partial-state join) does not know the
+  // target's membership yet, nor every server the change must reach: wait for them (bounded).
+  await awaitFullState(c.env, c.var.config, roomId, (p) => c.executionCtx.waitUntil(p));
   const r = await stub.createLocalEvent({ type: "m.room.member", state_key: target, sender: c.var.auth.userId, content });
   return unwrap(r).eventId;
 }
@@ -89,10 +93,15 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   const residency = here ? await stub.getResidency() : undefined;
   if (!here || (residency!.localJoined === 0 && residency!.servers.length > 0)) {
     const content = withReason({ ...(await localProfile(c.env, userId)) }, reason);
-    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId)), ...(residency?.servers ?? [])], content);
+    // A partial-state join answers before the room's members are here; their fetch goes on
+    // after the response (waitUntil).
+    const background = (work: Promise<unknown>) => c.executionCtx.waitUntil(work.catch((e) => console.error("partial-state sync failed", e)));
+    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId)), ...(residency?.servers ?? [])], content, background);
     return;
   }
   const rv = await knownRoom(c.env, roomId);
+  // Another local user's partial-state join is still fetching the members (see sendMembership).
+  await awaitFullState(c.env, c.var.config, roomId, (p) => c.executionCtx.waitUntil(p));
   const current = await stub.getMembership(userId);
   if (current === "join") return; // already joined: nothing to change
   const content: JsonObject = withReason({ membership: "join", ...(await localProfile(c.env, userId)) }, reason);

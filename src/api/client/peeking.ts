@@ -6,7 +6,8 @@
 // both.
 import { Hono } from "hono";
 import type { AppEnv } from "../types";
-import { invalidParam, unrecognized } from "../errors";
+import { invalidParam } from "../errors";
+import { accountEvents } from "./old-sync";
 import type { JsonObject } from "../../core/types";
 import { getRoomVisibility } from "../../services/room-directory";
 import { requireAuth } from "../middleware/auth";
@@ -20,9 +21,8 @@ const DEFAULT_TIMEOUT_MS = 30_000;
 
 peeking.get("/events", requireAuth, async (c) => {
   const roomId = c.req.query("room_id");
-  // Without room_id this is the deprecated whole-account event stream (replaced by /sync),
-  // which Lattice does not serve.
-  if (roomId === undefined) throw unrecognized("GET /events is only implemented for peeking (room_id); use /sync");
+  // Without room_id this is the deprecated whole-account event stream (replaced by /sync).
+  if (roomId === undefined) return c.json(await accountEvents(c));
   const rawTimeout = c.req.query("timeout");
   const timeout = rawTimeout === undefined || rawTimeout === "" ? DEFAULT_TIMEOUT_MS : Number(rawTimeout);
   if (!Number.isInteger(timeout) || timeout < 0) throw invalidParam("timeout must be a non-negative integer");

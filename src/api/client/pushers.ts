@@ -1,5 +1,5 @@
 // Pushers (spec: module "Push Notifications" → "Pushers"; OpenAPI pusher.yaml):
-// GET /pushers and POST /pushers/set. Delivery: durable-objects/push-outbox.ts and pusher.ts.
+// GET /pushers and POST /pushers/set. Delivery: durable-objects/user/push-outbox.ts and pusher.ts.
 import { Hono } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";

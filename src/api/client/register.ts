@@ -164,7 +164,7 @@ export async function checkRegistrationToken(env: Env, token: string): Promise<s
 
 /** Take one use of the token for a registration in progress: one conditional UPDATE, so of N
  *  concurrent registrations at most `uses_allowed` get a claim. False if none is left. */
-async function claimRegistrationToken(env: Env, token: string): Promise<boolean> {
+export async function claimRegistrationToken(env: Env, token: string): Promise<boolean> {
   const r = await env.DB.prepare(
     `UPDATE registration_tokens SET pending = pending + 1
      WHERE token = ? AND (expiry_ts IS NULL OR expiry_ts > ?) AND (uses_allowed IS NULL OR pending + completed < uses_allowed)`,
@@ -175,7 +175,7 @@ async function claimRegistrationToken(env: Env, token: string): Promise<boolean>
 }
 
 /** End a claim: a completed use if the account was created, else the use goes back. */
-async function settleRegistrationToken(env: Env, token: string, created: boolean): Promise<void> {
+export async function settleRegistrationToken(env: Env, token: string, created: boolean): Promise<void> {
   await env.DB.prepare(`UPDATE registration_tokens SET pending = MAX(pending - 1, 0), completed = completed + ? WHERE token = ?`)
     .bind(created ? 1 : 0, token)
     .run();

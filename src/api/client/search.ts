@@ -1,5 +1,5 @@
 // POST /v3/search (module "Server Side Search"): category room_events. Each room's Durable
-// Object searches its own FTS5 index (durable-objects/room-search.ts); the Worker asks the rooms
+// Object searches its own FTS5 index (durable-objects/room/search.ts); the Worker asks the rooms
 // the user has been in, in parallel, and merges their hits by rank or recency.
 import { Hono } from "hono";
 import { z } from "zod";
@@ -10,7 +10,7 @@ import { requireAuth } from "../middleware/auth";
 import { roomEventFilterSchema } from "../../core/room-event-filter";
 import type { JsonObject } from "../../core/types";
 import { roomStub, roomsOfUser, unwrap } from "../../services/rooms";
-import { SEARCH_KEYS, searchTerms, type RoomSearchHit } from "../../../durable-objects/room-search";
+import { SEARCH_KEYS, searchTerms, type RoomSearchHit } from "../../../durable-objects/room/search";
 
 export const search = new Hono<AppEnv>();
 

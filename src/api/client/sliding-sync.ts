@@ -26,14 +26,15 @@ import {
   configKey,
   mergeRequiredState,
   planRequiredState,
+  sameConfig,
   wantsState,
   type ListFilters,
   type Range,
   type RequiredState,
 } from "../../core/sliding-lists";
-import type { BeginRequest, BeginResult, CommitRequest, ConnState, DetailsRequest, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
+import type { BeginRequest, BeginResult, CommitRequest, ConnState, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
 import type { Requester, RoomResult } from "../../rpc/room";
-import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room-sync";
+import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room/sync-view";
 
 interface SyncRoomRpc {
   syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>>;
@@ -44,7 +45,6 @@ interface SyncRoomRpc {
 
 interface SlidingHubRpc {
   slidingBegin(userId: string, req: BeginRequest): Promise<SlidingResult<BeginResult>>;
-  slidingDetails(userId: string, req: DetailsRequest): Promise<Record<string, RoomDetails>>;
   slidingCommit(userId: string, req: CommitRequest): Promise<string>;
 }
 
@@ -116,6 +116,8 @@ type Body = z.infer<typeof bodySchema>;
 type ListReq = z.infer<typeof listSchema> & { filters?: ListFilters };
 
 const MAX_TIMEOUT_MS = 5 * 60_000;
+/** Room subscriptions a connection keeps (sticky across requests). */
+const MAX_STICKY_SUBS = 1000;
 /** RoomDOs one response asks at once. */
 const ROOM_CONCURRENCY = 32;
 
@@ -149,6 +151,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
   const listSpecs = Object.fromEntries(Object.entries(lists).map(([n, l]) => [n, { ranges: (l.ranges ?? []) as Range[], filters: l.filters }]));
   const spaces = [...new Set(Object.values(lists).flatMap((l) => l.filters?.spaces ?? []))];
   const spaceChildren = spaces.length ? await spaceChildrenOf(c, spaces) : undefined;
+  const subConfigs = Object.fromEntries(Object.entries(body.room_subscriptions ?? {}).map(([id, s]) => [id, roomConfigOf(s)]));
   let waitAfter: number | undefined;
   const timing: Record<string, number> = {};
   const lap = (name: string, t0: number) => (timing[name] = (timing[name] ?? 0) + (performance.now() - t0));
@@ -164,6 +167,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
         noWait: !!roomTypes || (body.unsubscribe_rooms?.length ?? 0) > 0,
         extensions: body.extensions as ExtConfig | undefined,
         newSubs: Object.keys(body.room_subscriptions ?? {}),
+        subConfigs,
         unsubscribe: body.unsubscribe_rooms ?? [],
         listKeys,
         lists: listSpecs,
@@ -225,7 +229,20 @@ async function buildResponse(
   // Room subscriptions are sticky until unsubscribed.
   const subs: Record<string, RoomConfig> = { ...prev.subs };
   for (const id of body.unsubscribe_rooms ?? []) delete subs[id];
-  for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) subs[id] = { required_state: s.required_state ?? [], timeline_limit: s.timeline_limit ?? 0 };
+  // Only a subscription that is new or changed makes the response worth sending by itself
+  // (clients such as matrix-rust-sdk resend every subscription with every request).
+  let subsChanged = false;
+  for (const id of body.unsubscribe_rooms ?? []) if (prev.subs[id]) subsChanged = true;
+  for (const [id, s] of Object.entries(body.room_subscriptions ?? {})) {
+    const cfg = roomConfigOf(s);
+    if (!prev.subs[id] || !sameConfig(prev.subs[id], cfg)) subsChanged = true;
+    // Re-subscribing moves a room to the end (the most recent), so the cap drops old ones.
+    delete subs[id];
+    subs[id] = cfg;
+  }
+  // Sticky subscriptions are kept with every pos: bounded per connection, oldest dropped.
+  const subIds = Object.keys(subs);
+  for (const id of subIds.slice(0, Math.max(0, subIds.length - MAX_STICKY_SUBS))) delete subs[id];
 
   const shown = new Map<string, Shown>();
   const show = (id: string, rs: RequiredState, limit: number, list?: string) => {
@@ -263,26 +280,17 @@ async function buildResponse(
   const ids = [...shown.keys()];
   lap("lists", t0);
   t0 = performance.now();
-  const details = ids.length
-    ? await (userStub(c.env, userId, c.var.config) as unknown as SlidingHubRpc).slidingDetails(userId, {
-        q: b.q,
-        rooms: ids.map((id) => ({ roomId: id, from: prev.rooms[id] ? prev.hubPos : -1 })),
-        typing: !!ext.typing?.enabled,
-        receipts: !!ext.receipts?.enabled,
-        accountData: !!ext.account_data?.enabled,
-      })
-    : {};
-
-  lap("details", t0);
-  t0 = performance.now();
+  // Counts and ephemeral data came with slidingBegin, for the rooms that changed; an unchanged
+  // room keeps the counts it was sent with.
+  const details = b.details;
   const nextRooms: Record<string, SentRoom> = { ...prev.rooms };
   const roomsOut: Record<string, JsonObject> = {};
   let next = 0;
   const one = async (id: string) => {
     const s = shown.get(id)!;
     const hr = hubRooms.get(id)!;
-    const d = details[id];
     const sent = prev.rooms[id];
+    const d: RoomDetails = details[id] ?? { unread: { notification_count: sent.n, highlight_count: sent.h } };
     const rs = mergeRequiredState(s.rs);
     const key = configKey(rs);
     const m = hr.membership;
@@ -291,14 +299,18 @@ async function buildResponse(
     // the timeline as a delta, the state in full.
     const initial = !sent || (m === "join" && sent.m !== "join");
     const stateAgain = !initial && sent.k !== key;
-    const moved = initial || stateAgain || hr.stream > sent.s || sent.m !== m;
+    // MSC4186 "Changes to timeline_limit": a bigger limit than the room was last sent with
+    // gets the latest `limit` events now (expanded_timeline), without waiting for news. A
+    // connection stored before limits were recorded (no `l`) is not expanded.
+    const expand = !initial && m === "join" && sent.l !== undefined && s.limit > sent.l;
+    const moved = initial || stateAgain || expand || hr.stream > sent.s || sent.m !== m;
     const countsMoved = !sent || sent.n !== d.unread.notification_count || sent.h !== d.unread.highlight_count;
     if (!moved && !countsMoved) return;
     const entry: JsonObject = {};
     if (moved) {
       try {
         if (m === "invite" || m === "knock") Object.assign(entry, await inviteRoom(c, id, m, direct.has(id)));
-        else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, stateAgain, direct.has(id), b.ignored));
+        else Object.assign(entry, await roomData(c, id, rs, s.limit, initial ? null : sent.s, hr.stream, initial, stateAgain, direct.has(id), b.ignored, expand));
       } catch (e) {
         // One room that cannot be read now (e.g. a join still in progress) does not fail the
         // whole response: it is left out and, not recorded as sent, comes in a later one.
@@ -312,7 +324,7 @@ async function buildResponse(
       entry.highlight_count = d.unread.highlight_count;
     }
     roomsOut[id] = entry;
-    nextRooms[id] = { s: hr.stream, m, k: key, n: d.unread.notification_count, h: d.unread.highlight_count };
+    nextRooms[id] = { s: hr.stream, m, k: key, n: d.unread.notification_count, h: d.unread.highlight_count, l: moved ? s.limit : sent?.l };
   };
   const worker = async () => {
     while (next < ids.length) await one(ids[next++]);
@@ -333,7 +345,7 @@ async function buildResponse(
   }
   if (ext.account_data?.enabled) {
     const rooms: Record<string, JsonObject[]> = {};
-    for (const id of ids) if (details[id].accountData && inScope(ext.account_data, id, shown.get(id)!)) rooms[id] = details[id].accountData!;
+    for (const id of ids) if (details[id]?.accountData && inScope(ext.account_data, id, shown.get(id)!)) rooms[id] = details[id]!.accountData!;
     extOut.account_data = { global: b.globalAccountData, rooms };
     if (b.globalAccountData.length || Object.keys(rooms).length) extData = true;
   }
@@ -341,7 +353,7 @@ async function buildResponse(
     if (!ext[k]?.enabled) continue;
     const rooms: Record<string, JsonObject> = {};
     for (const id of ids) {
-      const e = k === "receipts" ? details[id].receipts : details[id].typing;
+      const e = k === "receipts" ? details[id]?.receipts : details[id]?.typing;
       if (e && inScope(ext[k], id, shown.get(id)!)) rooms[id] = e;
     }
     extOut[k] = { rooms };
@@ -359,11 +371,15 @@ async function buildResponse(
       Object.keys(roomsOut).length === 0 &&
       !listsChanged &&
       !extData &&
-      Object.keys(body.room_subscriptions ?? {}).length === 0 &&
-      (body.unsubscribe_rooms?.length ?? 0) === 0 &&
+      !subsChanged &&
       Object.keys(prev.lists).length === Object.keys(listKeys).length &&
       Object.entries(listKeys).every(([n, k]) => prev.lists[n]?.key === k),
   };
+}
+
+/** A room subscription as stored: MSC4186 has both fields required; absent ones are empty. */
+function roomConfigOf(s: { required_state?: [string, string][]; timeline_limit?: number }): RoomConfig {
+  return { required_state: s.required_state ?? [], timeline_limit: s.timeline_limit ?? 0 };
 }
 
 /** A joined (or just left) room: timeline and state from the RoomDO for (since, upTo]. */
@@ -378,6 +394,7 @@ async function roomData(
   stateAgain: boolean,
   isDm: boolean,
   ignored: string[],
+  expand = false,
 ): Promise<JsonObject> {
   const { userId, deviceId } = c.var.auth;
   const plan = planRequiredState(rs, userId);
@@ -400,9 +417,29 @@ async function roomData(
       },
     ),
   );
-  const timeline = view.timeline.events;
-  const senders = new Set(timeline.map((e) => e.sender as string));
+  let timeline = view.timeline.events;
+  let { limited, prev_batch } = view.timeline;
   let state = view.state_after?.events ?? [];
+  const live = timeline.length;
+  if (expand) {
+    // The latest `limit` events whatever was sent before; the state stays the delta's, plus
+    // the members of the older senders for $LAZY.
+    const full = unwrap(
+      await stub.syncRoom(
+        { userId, deviceId },
+        { since: null, upTo, limit, state: { types: ["m.room.member"] }, lazyLoadMembers: true, fullState: false, useStateAfter: true, ignoredSenders: ignored.length ? ignored : undefined },
+      ),
+    );
+    timeline = full.timeline.events;
+    // `limited` even when this reaches the room's start: matrix-js-sdk reconciles events it
+    // already holds as scrollback only on a limited (or initial) timeline, and would append
+    // them again otherwise.
+    prev_batch = full.timeline.prev_batch;
+    limited = true;
+    const have = new Set(state.map((e) => e.event_id));
+    state = [...state, ...(full.state_after?.events ?? []).filter((e) => !have.has(e.event_id))];
+  }
+  const senders = new Set(timeline.map((e) => e.sender as string));
   if (stateAgain) {
     // The whole current state (no timeline), plus the delta's members for $LAZY.
     const full = unwrap(
@@ -414,10 +451,10 @@ async function roomData(
   const out: JsonObject = {
     required_state: state.filter((e) => wantsState(rs, userId, e as { type: string; state_key?: string }, senders)),
     timeline,
-    limited: view.timeline.limited,
-    prev_batch: view.timeline.prev_batch,
+    limited,
+    prev_batch,
     // Timeline events that are new since the connection last saw the room.
-    num_live: initial ? 0 : timeline.length,
+    num_live: initial ? 0 : live,
     joined_count: view.summary["m.joined_member_count"],
     invited_count: view.summary["m.invited_member_count"],
   };
@@ -425,6 +462,8 @@ async function roomData(
   const avatarEv = state.find((e) => e.type === "m.room.avatar" && e.state_key === "");
   if (nameEv) out.name = typeof (nameEv.content as JsonObject).name === "string" ? (nameEv.content as JsonObject).name : "";
   if (avatarEv) out.avatar = typeof (avatarEv.content as JsonObject).url === "string" ? (avatarEv.content as JsonObject).url : null;
+  // Deployed servers (Synapse) and clients name it with the unstable prefix; the MSC's name too.
+  if (expand) out.unstable_expanded_timeline = out.expanded_timeline = true;
   if (initial) {
     out.initial = true;
     if (isDm) out.is_dm = true;

@@ -33,7 +33,7 @@ const bool = z
   .optional()
   .transform((v) => v === "true" || v === "1");
 
-const querySchema = z.object({
+export const querySchema = z.object({
   since: z.string().max(200).optional(),
   timeout: z.coerce.number().int().min(0).optional(),
   full_state: bool,
@@ -65,7 +65,12 @@ interface SyncOptions {
 sync.get("/sync", requireAuth, async (c) => {
   const parsed = querySchema.safeParse(c.req.query());
   if (!parsed.success) throw invalidParam(`Invalid query: ${parsed.error.issues[0].path.join(".")}: ${parsed.error.issues[0].message}`);
-  const q = parsed.data;
+  return c.json(await syncResponse(c, parsed.data));
+});
+
+/** The /sync answer for query `q` (also what the deprecated /events and /initialSync are built
+ *  from, src/api/client/old-sync.ts). */
+export async function syncResponse(c: Context<AppEnv>, q: z.infer<typeof querySchema>): Promise<JsonObject> {
   const { userId, deviceId } = c.var.auth;
   const filter = await resolveFilter(c, q.filter);
   const opts: SyncOptions = {
@@ -110,10 +115,10 @@ sync.get("/sync", requireAuth, async (c) => {
       c.executionCtx.waitUntil(sendPresence(c.env, c.var.config, userId, state).catch((e) => console.error("m.presence EDU failed", e)));
     }
     const body = await buildResponse(c, r.value, opts);
-    if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return c.json(body);
+    if (since === undefined || opts.fullState || !isEmpty(body) || Date.now() >= deadline) return body;
     since = r.value.nextBatch;
   }
-});
+}
 
 /** Nothing a client would act on (used to keep long-polling). */
 function isEmpty(body: JsonObject): boolean {
@@ -196,7 +201,7 @@ function nothingNew(room: JsonObject): boolean {
 
 /** Lazy-loading without include_redundant_members: leave out the member events this device
  *  already has, and record in the hub what this response carries (durable-objects/
- *  lazy-members.ts; keyed by the client's `since`, so a retried token gets them again). */
+ *  user/lazy-members.ts; keyed by the client's `since`, so a retried token gets them again). */
 async function dropRedundantMembers(c: Context<AppEnv>, d: SyncDelta, o: SyncOptions, rooms: Record<string, JsonObject>): Promise<void> {
   const rf = roomSyncFilter(o.filter);
   const report: LazyMembersRoom[] = [];

@@ -2,6 +2,7 @@
 // /messages, /members, /joined_members, /timestamp_to_event; module "Event Context": /context).
 // Every event served passes the room's history visibility check inside the RoomDO.
 import { backfillFromRemote, pullTimestampFromRemote } from "../../services/federation/membership";
+import { awaitFullState } from "../../services/federation/partial-state";
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
@@ -62,13 +63,14 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
   const [from, to] = await Promise.all([at(c.req.query("from"), dir === "b" ? "later" : "earlier"), at(c.req.query("to"), dir === "b" ? "earlier" : "later")]);
   const query = { dir: dir as "b" | "f", from: roomToken(from), to: roomToken(to), limit, filter };
-  let res = unwrap(await stub.getMessages(requester(c), query));
+  const req = { ...requester(c), ignored };
+  let res = unwrap(await stub.getMessages(req, query));
   // Paging back past the oldest event we hold in a room joined over federation: ask a
   // resident server for more (/backfill), then answer from what we now hold. Bounded.
   for (let i = 0; i < 3 && dir === "b" && res.chunk.length < limit && !query.to; i++) {
     const got = await backfillFromRemote(c.env, c.var.config, c.req.param("roomId"), Math.max(limit * 2, 50)).catch(() => 0);
     if (got === 0) break;
-    res = unwrap(await stub.getMessages(requester(c), query));
+    res = unwrap(await stub.getMessages(req, query));
   }
   // Module "Ignoring Users": ignored users' events never reach the client (state events
   // excepted). Dropped after paging, so `end` still continues exactly where the room stopped: a
@@ -83,7 +85,7 @@ timeline.get("/rooms/:roomId/context/:eventId", requireAuth, async (c) => {
   const filter = parseFilter(c.req.query("filter"));
   const limit = parseLimit(c.req.query("limit"), 10, 100);
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
-  const res = unwrap(await stub.getContext(requester(c), c.req.param("eventId"), limit, filter));
+  const res = unwrap(await stub.getContext({ ...requester(c), ignored }, c.req.param("eventId"), limit, filter));
   // Module "Ignoring Users" (as for /messages): the surrounding events skip ignored senders.
   res.events_before = withoutIgnored(res.events_before, ignored);
   res.events_after = withoutIgnored(res.events_after, ignored);
@@ -98,6 +100,7 @@ timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
   if (membership !== undefined && !MEMBERSHIPS.has(membership)) throw invalidParam("Unknown membership");
   if (notMembership !== undefined && !MEMBERSHIPS.has(notMembership)) throw invalidParam("Unknown not_membership");
   const stub = await roomFor(c);
+  await awaitFullState(c.env, c.var.config, c.req.param("roomId"), (p) => c.executionCtx.waitUntil(p));
   // `at`: a prev_batch (room token) or, as matrix-js-sdk and Hydrogen send it, a /sync next_batch.
   const at = await roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, c.req.param("roomId"), c.req.query("at"), "later");
   const chunk = unwrap(await stub.getMembers(requester(c), { at: roomToken(at), membership, notMembership }));
@@ -106,6 +109,7 @@ timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
 
 timeline.get("/rooms/:roomId/joined_members", requireAuth, async (c) => {
   const stub = await roomFor(c);
+  await awaitFullState(c.env, c.var.config, c.req.param("roomId"), (p) => c.executionCtx.waitUntil(p));
   return c.json({ joined: unwrap(await stub.getJoinedMembers(requester(c))) });
 });
 
@@ -122,7 +126,7 @@ async function relations(c: Context<AppEnv>) {
   const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
   const [from, to] = await Promise.all([at(c.req.query("from"), dir === "b" ? "later" : "earlier"), at(c.req.query("to"), dir === "b" ? "earlier" : "later")]);
   const res = unwrap(
-    await stub.getRelations(requester(c), {
+    await stub.getRelations({ ...requester(c), ignored }, {
       eventId: c.req.param("eventId")!,
       relType: c.req.param("relType"),
       eventType: c.req.param("eventType"),
@@ -150,8 +154,8 @@ timelineV1.get("/rooms/:roomId/threads", requireAuth, async (c) => {
   const from = c.req.query("from");
   if (from !== undefined && !/^t\d{1,15}$/.test(from)) throw invalidParam("Invalid from token");
   const limit = parseLimit(c.req.query("limit"), 20, 100);
-  const stub = await roomFor(c);
-  const res = unwrap(await stub.getThreads(requester(c), { include, from, limit }));
+  const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
+  const res = unwrap(await stub.getThreads({ ...requester(c), ignored }, { include, from, limit }));
   return c.json(res);
 });
 

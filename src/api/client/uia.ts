@@ -11,7 +11,7 @@ import { resolveLoginUser } from "./login";
 import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
 import { sweepExpired } from "../../services/sweep";
 
-export type Stage = "m.login.password" | "m.login.dummy" | "m.login.registration_token";
+export type Stage = "m.login.password" | "m.login.dummy" | "m.login.registration_token" | "m.oauth";
 
 export const authDictSchema = z
   .object({
@@ -37,6 +37,9 @@ export interface UiaOptions {
   params?: Record<string, unknown>;
   /** Extra validation for a stage (e.g. registration tokens). Return an error message or null. */
   checkToken?: (token: string) => Promise<string | null>;
+  /** For m.oauth: whether the user approved the action on the account page. The client then
+   *  submits an auth dict with just the session (spec "OAuth authentication"). */
+  checkOAuthApproval?: () => Promise<boolean>;
 }
 
 interface SessionRow {
@@ -93,6 +96,7 @@ export async function requireUia(c: Context<AppEnv>, auth: AuthDict | undefined,
     if (!completed.includes(stage)) completed.push(stage);
     await db.prepare("UPDATE uia_sessions SET completed = ? WHERE session_id = ?").bind(JSON.stringify(completed), session.session_id).run();
   }
+  if (!auth?.type && auth?.session && opts.checkOAuthApproval && !completed.includes("m.oauth") && (await opts.checkOAuthApproval())) completed.push("m.oauth");
   const done = opts.flows.some((flow) => flow.every((s) => completed.includes(s)));
   if (!done) {
     // No `errcode` on the first challenge: the spec's 401 without an error means "start here".
@@ -131,6 +135,9 @@ async function attemptStage(
       }
       return null;
     }
+    case "m.oauth":
+      // Completed by approval on the account page, submitted without a type.
+      return { errcode: "M_UNAUTHORIZED", error: "Approve the action on the account page, then retry with just the session" };
     case "m.login.registration_token": {
       if (typeof auth.token !== "string" || !opts.checkToken) return { errcode: "M_BAD_JSON", error: "token is required" };
       const err = await opts.checkToken(auth.token);

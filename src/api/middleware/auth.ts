@@ -28,6 +28,9 @@ interface TokenRow {
   deactivated: number;
   locked: number;
   suspended: number;
+  shadow_banned: number;
+  messages_per_second: number | null;
+  burst_count: number | null;
 }
 
 /** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN; a guest's token
@@ -38,8 +41,10 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   const appservice = await appserviceByToken(c.env, c.var.config.serverName, token);
   if (appservice) return assertIdentity(c, appservice);
   const row = await c.env.DB.prepare(
-    `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended
-     FROM access_tokens t JOIN users u ON u.user_id = t.user_id WHERE t.token_hash = ?`,
+    `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended,
+            u.shadow_banned, r.messages_per_second, r.burst_count
+     FROM access_tokens t JOIN users u ON u.user_id = t.user_id LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id
+     WHERE t.token_hash = ?`,
   )
     .bind(await sha256Hex(token))
     .first<TokenRow>();
@@ -60,7 +65,8 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   if (row.is_guest && !guestMayCall(c.req.method, path)) {
     throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts may not use this endpoint");
   }
-  return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id };
+  const overrides = { shadow_banned: row.shadow_banned, messages_per_second: row.messages_per_second, burst_count: row.burst_count };
+  return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id, overrides };
 }
 
 /** Application service identity assertion (spec: Application Service API "Identity

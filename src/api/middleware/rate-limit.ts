@@ -1,7 +1,7 @@
 // Rate limiting (spec: M_LIMIT_EXCEEDED with retry_after_ms). Limits live in RateLimiterDOs
 // sharded by key; RATE_LIMITS=off disables them for test rigs and benchmarks.
 import type { Context } from "hono";
-import type { AppEnv } from "../types";
+import type { AppEnv, SenderOverrideRow } from "../types";
 import { MatrixError } from "../errors";
 
 export interface Limit {
@@ -45,11 +45,16 @@ export async function rateLimit(c: Context<AppEnv>, action: string, who: string 
 /** What the admin API set for a sender (src/api/admin/users.ts): a shadow ban (their events are
  *  dropped while they are told they were sent) and a rate-limit override (0/0: not limited). */
 export async function senderOverrides(c: Context<AppEnv>, userId: string): Promise<{ shadowBanned: boolean; sendLimit: Limit | null }> {
-  const row = await c.env.DB.prepare(
-    "SELECT u.shadow_banned, r.messages_per_second, r.burst_count FROM users u LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id WHERE u.user_id = ?",
-  )
-    .bind(userId)
-    .first<{ shadow_banned: number; messages_per_second: number | null; burst_count: number | null }>();
+  // The access-token lookup already read them for the requester (auth.ts); others are looked up.
+  const auth = c.get("auth");
+  const row =
+    auth?.overrides && auth.userId === userId
+      ? auth.overrides
+      : await c.env.DB.prepare(
+          "SELECT u.shadow_banned, r.messages_per_second, r.burst_count FROM users u LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id WHERE u.user_id = ?",
+        )
+          .bind(userId)
+          .first<SenderOverrideRow>();
   let sendLimit: Limit | null = LIMITS.sendPerUser;
   if (row?.messages_per_second != null) {
     sendLimit = row.messages_per_second === 0 && row.burst_count === 0 ? null : { perSecond: row.messages_per_second, burst: Math.max(1, row.burst_count ?? 1) };

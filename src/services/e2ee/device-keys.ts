@@ -12,6 +12,7 @@ import { MatrixError } from "../../api/errors";
 import { userStub } from "../../rpc/stubs";
 import { type Json, type Signatures, same, mergeSignatures } from "./common";
 import { signaturesOn } from "./cross-signing";
+import { pushKeyCountsChanged } from "../appservice-e2ee";
 
 /** Tell a device's sync hub its current one-time key counts and unused fallback key types
  *  (/sync `device_one_time_keys_count`, `device_unused_fallback_key_types`). Called after every
@@ -23,6 +24,7 @@ export async function pushKeyCounts(env: Env, config: Config, userId: string, de
   } catch (e) {
     console.error(`key-count push to ${userId} failed`, e);
   }
+  await pushKeyCountsChanged(env, config.serverName, userId).catch((e) => console.error(`key-count push to appservices for ${userId} failed`, e));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import { db } from "../../db";
 import { userStub } from "../../rpc/stubs";
 import { publishDeviceListChange, type DeviceListChange } from "../federation/device-lists";
 import { appendDeviceListChange, usersSharingRoomWith } from "./device-list-stream";
+import { pushDeviceListChanged } from "../appservice-e2ee";
 
 /** Record that `userId`'s device list changed; returns the new device-list stream position.
  *  The sync hubs (UserDO) of every local user sharing a room with `userId`, and of `userId`
@@ -21,5 +22,6 @@ export async function markDeviceListChanged(env: Env, config: Config, userId: st
   const users = await usersSharingRoomWith(env, userId);
   const results = await Promise.allSettled(users.map((u) => userStub(env, u, config).deviceListChanged(u, userId)));
   for (const [i, r] of results.entries()) if (r.status === "rejected") console.error(`device-list fan-out to ${users[i]} failed`, r.reason);
+  await pushDeviceListChanged(env, config.serverName, userId, users).catch((e) => console.error("device-list push to appservices failed", e));
   return id;
 }

@@ -25,6 +25,7 @@ import { checkDeviceKeys, claimKey, pushKeyCounts, queryDeviceKeys, type DeviceK
 import { crossSigningPublicKey, queryCrossSigningKeys, type CrossSigningKey } from "../e2ee/cross-signing";
 import { appendDeviceListChange } from "../e2ee/device-list-stream";
 import type { Json } from "../e2ee/common";
+import { pushDeviceListChanged } from "../appservice-e2ee";
 
 type KeyMap = Record<string, Json>;
 
@@ -164,6 +165,7 @@ async function announceRemoteChange(env: Env, config: Config, userId: string): P
   const users = await localUsersSharingRoomWithRemote(env, config, userId);
   const results = await Promise.allSettled(users.map((u) => userStub(env, u, config).deviceListChanged(u, userId)));
   for (const [i, r] of results.entries()) if (r.status === "rejected") console.error(`device-list fan-out to ${users[i]} failed`, r.reason);
+  await pushDeviceListChanged(env, config.serverName, userId, users).catch((e) => console.error("device-list push to appservices failed", e));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import { localJoinedMembers, localUsersSharingRoomWithRemote, remoteServersInRoo
 import { serverOf } from "../../core/ids";
 import { onDeviceListUpdate, onSigningKeyUpdate } from "./device-lists";
 import { fanOutReceipt, fanOutTyping, userStub } from "../notifier";
-import { pushTyping } from "../appservice-fanout";
+import { pushToDevice, pushTyping } from "../appservice-fanout";
 import { knownRoom, roomStub } from "../rooms";
 import { deliverToDevice } from "../e2ee/to-device";
 import { type Json } from "../e2ee/common";
@@ -112,6 +112,8 @@ export async function onDirectToDevice(env: Env, config: Config, origin: string,
       const valid: Record<string, Json> = {};
       for (const [deviceId, body] of Object.entries(perDevice)) if (isObject(body)) valid[deviceId] = body;
       await deliverToDevice(env, config, sender, type, userId, valid);
+      // Appservice users' messages also go to their appservice (MSC2409), as local sends do.
+      await pushToDevice(env, config.serverName, sender, type, userId, valid);
     }
   } catch (e) {
     // Let a retransmission deliver it.

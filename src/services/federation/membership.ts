@@ -23,6 +23,7 @@ import { MatrixError } from "../../api/errors";
 import { getServerSigningKey } from "../server-key";
 import { roomStub, unwrap, type RoomStub } from "../rooms";
 import { federationContext, federationRequest, FederationError } from "./client";
+import { syncPartialStateRoom } from "./partial-state";
 
 /** Room versions we can take part in (make_join/make_knock `ver`). */
 const SUPPORTED_VERSIONS = [...ROOM_VERSIONS.values()].filter((v) => v.eventIdFormat !== 1).map((v) => v.id);
@@ -101,10 +102,26 @@ async function viaServers<T>(servers: string[], fn: (server: string) => Promise<
   throw new MatrixError(502, "M_UNKNOWN", `Could not reach the room: ${(last as Error)?.message ?? "unknown error"}`);
 }
 
-/** Join a room this server is not in. */
-export async function joinRemoteRoom(env: Env, config: Config, userId: string, roomId: string, servers: string[], content: JsonObject): Promise<void> {
+/** Join a room this server is not in. With PARTIAL_STATE_JOINS=on and no copy of the room here
+ *  yet, send_join asks for `omit_members=true` (spec: PUT /v2/send_join, MSC3706); when the
+ *  resident left the members out, the room is seeded with the rest of the state and marked
+ *  partial, the client is answered, and `background` runs the fetch of the full state
+ *  (src/services/federation/partial-state.ts). */
+export async function joinRemoteRoom(
+  env: Env,
+  config: Config,
+  userId: string,
+  roomId: string,
+  servers: string[],
+  content: JsonObject,
+  background?: (work: Promise<unknown>) => void,
+): Promise<void> {
   const ctx = federationContext(env, config);
   const stub = roomStub(env, config, roomId);
+  // Only a first copy of the room is seeded partially: a room we hold (another local member
+  // joined, or we rejoin after leaving) merges the resident's full state into ours.
+  const omitMembers = config.partialStateJoins && !!background && (!(await stub.getRoomVersion()) || (await stub.getPartialInfo()).partial);
+  let partial = false;
   await viaServers(candidateServers(config, roomId, servers), async (server) => {
     const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}`, { query: { ver: SUPPORTED_VERSIONS }, timeoutMs: 30_000 });
     const { rv, pdu, eventId } = await fillTemplate(env, config, t.body, roomId, userId, "join", content);
@@ -114,19 +131,37 @@ export async function joinRemoteRoom(env: Env, config: Config, userId: string, r
     const registered = await registerJoiningRoom(env, roomId, rv.id);
     await stub.expectJoin();
     try {
-      const r = await federationRequest<{ state?: unknown[]; auth_chain?: unknown[]; event?: PDU }>(ctx, server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`, {
-        body: pdu,
-        timeoutMs: JOIN_TIMEOUT_MS,
-        maxBytes: 256 * 1024 * 1024,
-      });
+      const r = await federationRequest<{ state?: unknown[]; auth_chain?: unknown[]; event?: PDU; members_omitted?: unknown; servers_in_room?: unknown }>(
+        ctx,
+        server,
+        "PUT",
+        `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`,
+        { body: pdu, timeoutMs: JOIN_TIMEOUT_MS, maxBytes: 256 * 1024 * 1024, ...(omitMembers ? { query: { omit_members: "true" } } : {}) },
+      );
       if (!Array.isArray(r.body.state) || !Array.isArray(r.body.auth_chain)) throw new FederationError(`${server} answered send_join without state`);
+      // "servers_in_room: Required if members_omitted is true": without it we would not know
+      // where to send our events or fetch the rest of the state from.
+      const serversInRoom = Array.isArray(r.body.servers_in_room) ? r.body.servers_in_room.filter((x): x is string => typeof x === "string" && !!parseServerName(x)).slice(0, 1000) : undefined;
+      if (omitMembers && r.body.members_omitted === true && !serversInRoom) throw new FederationError(`${server} omitted members without servers_in_room`);
+      partial = omitMembers && r.body.members_omitted === true;
       // Restricted joins come back co-signed by the authorising server: same event, more signatures.
       let join = pdu;
       if (r.body.event && typeof r.body.event === "object") {
         const same = await computeEventId(r.body.event, rv).then((id) => id === eventId, () => false);
         if (same) join = r.body.event;
       }
-      unwrap(await stub.seedFromJoin({ serverName: config.serverName, roomId, roomVersion: rv.id, origin: server, join, state: r.body.state, authChain: r.body.auth_chain }));
+      unwrap(
+        await stub.seedFromJoin({
+          serverName: config.serverName,
+          roomId,
+          roomVersion: rv.id,
+          origin: server,
+          join,
+          state: r.body.state,
+          authChain: r.body.auth_chain,
+          ...(partial ? { partialState: { serversInRoom: [server, ...serversInRoom!.filter((x) => x !== server)] } } : {}),
+        }),
+      );
     } catch (e) {
       if (registered) await env.DB.prepare("DELETE FROM rooms WHERE room_id = ?").bind(roomId).run();
       throw e;
@@ -134,6 +169,7 @@ export async function joinRemoteRoom(env: Env, config: Config, userId: string, r
       await stub.joinSettled();
     }
   });
+  if (partial) background!(syncPartialStateRoom(env, config, roomId));
 }
 
 /** Enter a room we are joining in the room registry (D1) before its state is here, so that

@@ -6,8 +6,8 @@
 // every event) fell out of the cache and were rebuilt from storage, ~15,000 rows each. A
 // LayeredState is a full base map plus the entries that differ from it: a group derived from
 // another costs what changed, not the whole state, and many groups share one base.
-import type { StateIdMap, StateKey } from "../src/core/types";
-import type { Split } from "../src/core/state-res";
+import type { StateIdMap, StateKey } from "../../src/core/types";
+import type { Split } from "../../src/core/state-res";
 
 /** Overlays larger than this (or than the base, in small rooms) are flattened into a new base:
  *  a child copies its parent's overlay, so this bounds that copy, and a flatten (a copy of the

@@ -8,9 +8,9 @@
 // (since, upTo]; when more exist it is `limited` and `prev_batch` ("t<n>", the /messages token
 // form) points just before the oldest returned event, so /messages dir=b from there reaches every
 // event of the gap.
-import type { JsonObject, RoomEvent, StateIdMap } from "../src/core/types";
-import { stateKey } from "../src/core/types";
-import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
+import type { JsonObject, RoomEvent, StateIdMap } from "../../src/core/types";
+import { stateKey } from "../../src/core/types";
+import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 
 export interface SyncEvent {
   ev: RoomEvent;
@@ -51,7 +51,7 @@ export interface RoomSyncQuery {
   lazyLoadMembers: boolean;
   fullState: boolean;
   /** The hub does not know exactly what the client saw before `since` (a token below its
-   *  compacted log, durable-objects/user.ts): answer as a gappy sync — the timeline after `since`
+   *  compacted log, durable-objects/user/position-log.ts): answer as a gappy sync — the timeline after `since`
    *  marked `limited` (prev_batch leads /messages back over the gap) with full state. */
   gap?: boolean;
   /** The room is new to the client in an incremental sync (joined since the token, or joined
@@ -76,7 +76,7 @@ export interface RoomSyncView {
   /** Lazy-loading, incremental syncs only: the member events (user → event ID) in `state` /
    *  `state_after` that are there only because their user sent a timeline event — not a change
    *  since `since`. The Worker leaves out those the device already has (durable-objects/
-   *  lazy-members.ts) and strips this field. */
+   *  user/lazy-members.ts) and strips this field. */
   lazyMembers?: Record<string, string>;
 }
 

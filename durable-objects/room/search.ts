@@ -10,8 +10,8 @@
 // under the event they edit (row `source` = the edit), so the message is found by its current
 // text and shown once; a redacted or invalid edit (not the original's sender and type) counts
 // for nothing.
-import type { JsonObject, RoomEvent } from "../src/core/types";
-import { matchesRoomEventFilter, type RoomEventFilter } from "../src/core/room-event-filter";
+import type { JsonObject, RoomEvent } from "../../src/core/types";
+import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 
 export const SEARCH_SCHEMA = `
 CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5(value, event_id UNINDEXED, key UNINDEXED, source UNINDEXED, tokenize = 'unicode61 remove_diacritics 2');

@@ -13,24 +13,14 @@
 // by the client is sent; dropping rows only costs bytes, never a missing member.
 //
 // Reset by an initial sync of the device (the client starts over), removed with the device, and
-// pruned for devices that have not synced for a day (see UserDO compaction).
+// pruned for devices that have not synced for a day (see the compaction in position-log.ts).
+import type { LazyMembersRoom } from "../../src/rpc/user";
 
 export const LAZY_MEMBERS_SCHEMA = `
 CREATE TABLE IF NOT EXISTS lazy_members (device_id TEXT NOT NULL, room_id TEXT NOT NULL, user_id TEXT NOT NULL,
   event_id TEXT NOT NULL, upos INTEGER NOT NULL, PRIMARY KEY (device_id, room_id, user_id));
 `;
 
-/** One room of a /sync response, as the Worker reports it to the hub. */
-export interface LazyMembersRoom {
-  roomId: string;
-  /** Member events (user → event ID) in `state` only because their user sent a timeline event:
-   *  left out when this device provably has that very event. */
-  candidates: Record<string, string>;
-  /** Member events the response carries regardless (gap changes, timeline, fresh rooms): the
-   *  last one per user in the order the client applies them. A user may be in both (a later
-   *  member event in the timeline): this one is what the client ends up holding. */
-  sent: Record<string, string>;
-}
 
 /** Decide which candidates are redundant for a device syncing from `sincePos` (undefined: an
  *  initial sync, nothing is redundant) and record what the response at `nextPos` carries.

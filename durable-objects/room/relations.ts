@@ -1,15 +1,15 @@
-// Relations read by the RoomDO besides GET /relations (room.ts getRelations): the aggregations
+// Relations read by the RoomDO besides GET /relations (reads.ts getRelations): the aggregations
 // bundled into events clients receive (`unsigned.m.relations`, spec "Aggregations of child
 // events"), the thread list (GET /v1/rooms/{roomId}/threads) and the duplicate-annotation check.
 //
 // Cost: one query per page of events, over the expression index events_relates_to
 // (json_extract(pdu, '$.content."m.relates_to".event_id')). Threads are aggregated in SQL
 // (COUNT, MAX(stream), SUM(sender = me)); edits and references come back one row each.
-import type { JsonObject, RoomEvent } from "../src/core/types";
+import type { JsonObject, RoomEvent } from "../../src/core/types";
 
 export const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
 export const REL_TYPE = `json_extract(pdu, '$.content."m.relates_to".rel_type')`;
-/** An event whose redaction applies (same sender, or a sender with the redact level: room.ts
+/** An event whose redaction applies (same sender, or a sender with the redact level: views.ts
  *  redactionOf) no longer relates to anything. `e` is the events row being tested. */
 const NOT_REDACTED = `NOT EXISTS (SELECT 1 FROM redactions r JOIN events re ON re.event_id = r.event_id AND re.stream IS NOT NULL
   WHERE r.redacts = e.event_id AND (r.powerful = 1 OR r.sender = e.sender))`;
@@ -27,6 +27,16 @@ export interface RelationsAccess<E extends RelEvent> {
   redacted(e: E): boolean;
   toClient(e: E): JsonObject;
   userId: string;
+  /** Users the requester ignores: their thread replies and references are not counted. */
+  ignored?: readonly string[];
+}
+
+/** SQL condition on events row `e`: not sent by one of the JSON array bound here (module
+ *  "Ignoring Users": the ignoring user does not see them, so thread summaries, references and
+ *  the thread list leave them out too). */
+const NOT_IGNORED = `e.sender NOT IN (SELECT value FROM json_each(?))`;
+function ignoredJson(ignored: readonly string[] | undefined): string {
+  return JSON.stringify(ignored ?? []);
 }
 
 /** Newest stream position whose relations the user may count: everything while joined; up to
@@ -78,10 +88,12 @@ export function bundleAggregations<E extends RelEvent>(a: RelationsAccess<E>, ev
            FROM events e
            WHERE stream IS NOT NULL AND stream <= ? AND ${RELATES_TO} IN (${part.map(() => "?").join(",")})
              AND ${REL_TYPE} IN ('m.thread', 'm.replace', 'm.reference') AND ${NOT_REDACTED}
+             AND (${REL_TYPE} = 'm.replace' OR ${NOT_IGNORED})
            GROUP BY parent, rel, CASE WHEN ${REL_TYPE} = 'm.thread' THEN '' ELSE event_id END`,
           a.userId,
           cap,
           ...part,
+          ignoredJson(a.ignored),
         )
         .toArray(),
     );
@@ -157,9 +169,10 @@ function latestVisibleInThread<E extends RelEvent>(a: RelationsAccess<E>, row: A
   if (first && a.visible(first)) return first;
   const older = a.sql
     .exec<{ event_id: string }>(
-      `SELECT event_id FROM events e WHERE stream IS NOT NULL AND stream <= ? AND ${RELATES_TO} = ? AND ${REL_TYPE} = 'm.thread' AND ${NOT_REDACTED} ORDER BY stream DESC LIMIT 100`,
+      `SELECT event_id FROM events e WHERE stream IS NOT NULL AND stream <= ? AND ${RELATES_TO} = ? AND ${REL_TYPE} = 'm.thread' AND ${NOT_REDACTED} AND ${NOT_IGNORED} ORDER BY stream DESC LIMIT 100`,
       cap,
       row.parent,
+      ignoredJson(a.ignored),
     )
     .toArray();
   for (const r of older) {
@@ -190,6 +203,8 @@ export interface ThreadsQuery {
   include: "all" | "participated";
   from?: number;
   limit: number;
+  /** Users the requester ignores: their replies are no activity, their roots no thread. */
+  ignored?: readonly string[];
 }
 
 /** GET /v1/rooms/{roomId}/threads: thread roots by latest activity (the stream position of the
@@ -200,9 +215,12 @@ export function threadRoots(sql: SqlStorage, userId: string, q: ThreadsQuery, ca
   return sql
     .exec<{ parent: string; latest: number }>(
       `SELECT ${RELATES_TO} AS parent, MAX(stream) AS latest FROM events e
-       WHERE stream IS NOT NULL AND stream <= ? AND ${REL_TYPE} = 'm.thread' AND ${NOT_REDACTED}
+       WHERE stream IS NOT NULL AND stream <= ? AND ${REL_TYPE} = 'm.thread' AND ${NOT_REDACTED} AND ${NOT_IGNORED}
+         AND coalesce((SELECT r.sender FROM events r WHERE r.event_id = json_extract(e.pdu, '$.content."m.relates_to".event_id')), '') NOT IN (SELECT value FROM json_each(?))
        GROUP BY parent HAVING latest < ? ${participated} ORDER BY latest DESC LIMIT ?`,
       cap,
+      ignoredJson(q.ignored),
+      ignoredJson(q.ignored),
       q.from ?? Number.MAX_SAFE_INTEGER,
       ...(participated ? [userId, userId] : []),
       batch,

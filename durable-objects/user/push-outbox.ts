@@ -1,7 +1,7 @@
 // The hub's side of push delivery (spec: module "Push Notifications", "Server behaviour": a new
 // event's push rules may result in "a request to the configured push gateway").
 //
-// Inside the hub's transaction that records an event (UserDO.applyNotice), `recordEvent` writes
+// Inside the hub's transaction that records an event (durable-objects/user/fan-in.ts), `recordEvent` writes
 // an outbox row when the rules said notify, the user did not send it, and the user has pushers;
 // `recordBadge` does the same for a read receipt that lowers the count (badge update, counts
 // only, as Synapse sends). After the commit, `drain` hands the new rows to each pusher's queue
@@ -14,11 +14,11 @@
 // retries a failed hand-over, so nothing committed is lost to a restart.
 // Nothing here runs in the send path: the RoomDO's fan-out to hubs is already asynchronous for
 // everyone but the sender, and the sender is never pushed.
-import type { Env } from "../src/env";
-import type { JsonObject, JsonValue } from "../src/core/types";
-import { parseConfig, type Config } from "../src/config";
-import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../src/core/push-gateway";
-import { pusherStub } from "../src/services/pushers";
+import type { Env } from "../../src/env";
+import type { JsonObject, JsonValue } from "../../src/core/types";
+import { parseConfig, type Config } from "../../src/config";
+import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
+import { pusherStub } from "../../src/services/pushers";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));

@@ -1,0 +1,165 @@
+// Event rows of the room (the `events` table): loading with a bounded in-memory cache, the
+// create event, auth chains, which of a set of IDs are stored, the redaction that applies to an
+// event, and the "partial" room marks (a room known only through an invite or knock). Reads only.
+import type { JsonObject, PDU, RoomEvent } from "../../src/core/types";
+import { EVENT_CACHE, StoredEvent, EventRow, RoomHead } from "./core";
+
+
+/** What EventStore needs from the rest of the room (wired in durable-objects/room.ts). */
+export interface EventStoreAccess {
+  head: RoomHead;
+  sql: SqlStorage;
+}
+
+export class EventStore {
+  constructor(private readonly r: EventStoreAccess) {}
+
+  /** Recently loaded events, LRU by insertion, at most EVENT_CACHE. */
+  private cache = new Map<string, StoredEvent>();
+
+  /** The cached event, without reading storage. */
+  cached(id: string): StoredEvent | undefined {
+    return this.cache.get(id);
+  }
+
+  /** The event of a row already read (from the cache when it is there; not cached). */
+  cachedRow(row: EventRow): StoredEvent {
+    return this.cache.get(row.event_id) ?? this.fromRow(row);
+  }
+
+  /** Drop an event from the cache (its row changed, or a redaction now applies to it). */
+  uncache(id: string): void {
+    this.cache.delete(id);
+  }
+
+  /** Forget every cached event (a rolled-back write, a purge). */
+  clearCache(): void {
+    this.cache.clear();
+    this.createId = undefined;
+  }
+
+  loadEvent(id: string): StoredEvent | undefined {
+    const hit = this.cache.get(id);
+    if (hit) return hit;
+    const row = this.r.sql.exec<EventRow>("SELECT * FROM events WHERE event_id = ?", id).toArray()[0];
+    if (!row) return undefined;
+    const se = this.fromRow(row);
+    this.cache.set(id, se);
+    if (this.cache.size > EVENT_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    return se;
+  }
+
+  fromRow(row: EventRow): StoredEvent {
+    const pdu = JSON.parse(row.pdu) as PDU;
+    const rv = this.r.head.rv!;
+    const refs = (r: unknown): string[] => (Array.isArray(r) ? r.map((x) => (Array.isArray(x) ? String(x[0]) : String(x))) : []);
+    const ev: RoomEvent = {
+      event_id: row.event_id,
+      room_id: this.r.head.roomId!,
+      sender: row.sender,
+      type: row.type,
+      content: (pdu.content ?? {}) as JsonObject,
+      origin_server_ts: pdu.origin_server_ts,
+      depth: pdu.depth,
+      prev_events: refs(pdu.prev_events),
+      auth_events: refs(pdu.auth_events),
+      pdu,
+    };
+    if (row.state_key !== null) ev.state_key = row.state_key;
+    if (row.type === "m.room.redaction") {
+      const r = rv.v11Redaction ? (pdu.content as { redacts?: unknown }).redacts : pdu.redacts;
+      if (typeof r === "string") ev.redacts = r;
+    }
+    return {
+      ev,
+      stream: row.stream,
+      status: row.status as StoredEvent["status"],
+      stateBefore: row.state_before,
+      stateAfter: row.state_after,
+      prevState: row.prev_state,
+      txnDevice: row.txn_device,
+      txnId: row.txn_id,
+    };
+  }
+
+  /** The create event's ID once known (a room has one; asked for every event's auth). */
+  createId?: string;
+
+  loadCreate(): StoredEvent | undefined {
+    if (!this.createId) {
+      const row = this.r.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE type = 'm.room.create' AND state_key = '' AND status = 'accepted' LIMIT 1").toArray()[0];
+      this.createId = row?.event_id;
+    }
+    return this.createId ? this.loadEvent(this.createId) : undefined;
+  }
+
+  /** The redaction that applies to an event, if any ("Handling redactions": same sender, or
+   *  a sender with the redact power level). */
+  redactionOf(se: StoredEvent): StoredEvent | undefined {
+    const rows = this.r.sql.exec<{ event_id: string; sender: string; powerful: number }>("SELECT event_id, sender, powerful FROM redactions WHERE redacts = ?", se.ev.event_id).toArray();
+    for (const r of rows) {
+      if (r.powerful || r.sender === se.ev.sender) {
+        const red = this.loadEvent(r.event_id);
+        if (red && red.status === "accepted") return red;
+      }
+    }
+    return undefined;
+  }
+
+  /** Up to 200 events with a stream position nearest `ts` in direction `dir`, nearest first
+   *  (the candidates timestamp_to_event checks for visibility). */
+  timestampCandidates(ts: number, dir: "f" | "b"): EventRow[] {
+    return dir === "f"
+      ? this.r.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts >= ? ORDER BY origin_server_ts ASC, stream ASC LIMIT 200", ts).toArray()
+      : this.r.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND origin_server_ts <= ? ORDER BY origin_server_ts DESC, stream DESC LIMIT 200", ts).toArray();
+  }
+
+  /** A room we only know through an invite or knock (stripped state, our member event as an
+   *  outlier), until we join it. */
+  isPartial(): boolean {
+    return this.r.sql.exec("SELECT 1 FROM meta WHERE key = 'partial' AND value = '1'").toArray().length > 0;
+  }
+
+  partialMember(userId: string): StoredEvent | undefined {
+    const row = this.r.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_member\u0000${userId}`).toArray()[0];
+    return row ? this.loadEvent(row.value) : undefined;
+  }
+
+  /** The auth chain of a set of events (their auth events, recursively), in DAG order. */
+  authChain(ids: Iterable<string>): StoredEvent[] {
+    const seen = new Set<string>();
+    const out: StoredEvent[] = [];
+    const stack = [...ids].flatMap((id) => this.loadEvent(id)?.ev.auth_events ?? []);
+    while (stack.length) {
+      const id = stack.pop()!;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      const se = this.loadEvent(id);
+      if (!se) continue;
+      out.push(se);
+      for (const a of se.ev.auth_events) if (!seen.has(a)) stack.push(a);
+    }
+    return out.sort((a, b) => a.ev.depth - b.ev.depth);
+  }
+
+  /** Which of these events are stored and accepted (90 to a query: at most 100 parameters). */
+  acceptedAmong(ids: string[]): Set<string> {
+    return new Set(this.storedAmong(ids, "status = 'accepted'").map((r) => r.event_id));
+  }
+
+  /** Rows of the stored events among `ids` that match `where`, 90 IDs to a query. */
+  storedAmong(ids: string[], where = "1"): { event_id: string; type: string; state_key: string | null; status: string }[] {
+    const out: { event_id: string; type: string; state_key: string | null; status: string }[] = [];
+    for (let i = 0; i < ids.length; i += 90) {
+      const chunk = ids.slice(i, i + 90);
+      out.push(
+        ...this.r.sql.exec<{ event_id: string; type: string; state_key: string | null; status: string }>(
+          `SELECT event_id, type, state_key, status FROM events WHERE ${where} AND event_id IN (${chunk.map(() => "?").join(", ")})`,
+          ...chunk,
+        ),
+      );
+    }
+    return out;
+  }
+
+}

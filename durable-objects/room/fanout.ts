@@ -1,0 +1,451 @@
+// After a commit: the sync hubs (HubFanOut with the `hub_done` watermark and alarm
+// redelivery), application services, federation senders (notify), the D1 mirrors of local
+// memberships and the user directory, guest kicks when guest access ends, peek waiters, and the
+// fan-out facts (joined local users, servers, counts) carried across state changes.
+import type { Env } from "../../src/env";
+import type { RoomEvent, StateKey } from "../../src/core/types";
+import { splitStateKey, stateKey } from "../../src/core/types";
+import { CREATE_KEY, powerLevelOf } from "../../src/core/auth-rules";
+import { parseHistoryVisibility } from "../../src/core/history-visibility";
+import type { Config } from "../../src/config";
+import { mirrorRoomForDirectory, type DirectoryMember } from "../../src/services/user-directory";
+import { buildNotice, HubFanOut, recipientsOf } from "../../src/services/notifier";
+import { DelayedStateWatch } from "../delayed-state-watch";
+import type { RoomEventNotice } from "../../src/rpc/user";
+import { enqueuePdu } from "../../src/services/federation/sender";
+import { AppserviceFanOut, appserviceEvent } from "../../src/services/appservice-fanout";
+import { upsertMembership } from "../../src/db/memberships";
+import { domainOf } from "../../src/core/ids";
+import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
+import { StoredEvent, EventRow, POWER_KEY, HV_KEY, GUEST_ACCESS_KEY, HUB_REDELIVER_MS, ENCRYPTION_KEY, FanOutFacts, diffState, RoomHead } from "./core";
+import type { EventStore } from "./events";
+import type { StateStore } from "./state";
+
+/** What FanOut needs from the rest of the room (wired in durable-objects/room.ts). */
+export interface FanOutAccess {
+  head: RoomHead;
+  sql: SqlStorage;
+  env: Env;
+  ctx: DurableObjectState;
+  events: Pick<EventStore, "cachedRow" | "loadEvent">;
+  state: Pick<StateStore, "currentAuthMap" | "groupState" | "stateMapOf">;
+  /** The configuration, parsed once per instance, with this room's server name. */
+  config(): Config;
+  /** LocalEvents.createLocalEvent (guest kicks): typed here, as local.ts builds on this module. */
+  local: { createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> };
+}
+
+export class FanOut {
+  constructor(private readonly r: FanOutAccess) {
+    this.hubs = new HubFanOut(r.env);
+    this.delayedState = new DelayedStateWatch(r.sql, r.env);
+  }
+
+  /** MSC4140: others' state cancels a user's delayed state event of the same key. */
+  readonly delayedState: DelayedStateWatch;
+
+  /** At start: the hub watermark; notices not known to be delivered when this object last
+   *  stopped are redelivered (alarm). Rooms from before the watermark existed count as
+   *  delivered. */
+  start(meta: Map<string, string>): void {
+    this.hubDone = meta.has("hub_done") ? Number(meta.get("hub_done")) : this.r.head.stream;
+    if (this.hubDone < this.r.head.stream) void this.r.ctx.storage.setAlarm(Date.now());
+  }
+
+  /** Fan-outs still in flight, by event ID (see notify). */
+  private fanOuts = new Map<string, Promise<void>>();
+
+  /** An accepted timeline event was committed (RoomWriter.admitInner, still inside `serial`):
+   *  mirror memberships to D1 in order, wake peekers, start the fan-out (not awaited here; the
+   *  write RPCs wait for it with fannedOut). */
+  async committed(ev: RoomEvent, stream: number, rebroadcast?: boolean): Promise<void> {
+    if (rebroadcast) this.rebroadcast.add(ev.event_id);
+    await this.afterCommit();
+    this.wakePeekers();
+    const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
+    const notified = this.notify(ev, stream).catch((e) => console.error("notify failed", e));
+    // The write that revoked guest access answers once its guests have left (as Synapse does).
+    const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
+    this.fanOuts.set(ev.event_id, fan);
+    void fan.finally(() => this.fanOuts.delete(ev.event_id));
+  }
+
+  /** A current-state key the user directory mirrors (members, join rules, history visibility),
+   *  to send on the next mirrorDirectory. */
+  directoryLearns(k: StateKey): void {
+    this.directoryDirty.add(k);
+  }
+
+  /** A write is starting: nothing pending from an earlier one. */
+  beginWrite(): void {
+    this.pendingMemberships = [];
+  }
+
+  /** Forget what was derived from storage (a rolled-back write, a purge). */
+  reset(): void {
+    this.fanOutCache = undefined;
+    this.pendingMemberships = [];
+  }
+
+  /** The room was purged: nothing left to deliver. */
+  purged(): void {
+    this.hubDone = 0;
+  }
+
+  /** Whether every accepted event has reached its sync hubs (the watermark). */
+  hubsCaughtUp(): boolean {
+    return this.hubDone >= this.r.head.stream;
+  }
+
+  /** The current state changed (RoomWriter.applyCurrentState, inside the write's transaction):
+   *  note what the directory mirror, the D1 membership mirror and the guest rule must look at
+   *  after the commit. */
+  currentStateChanged(changes: Map<StateKey, string | null>): void {
+    const localMembers: { userId: string; eventId: string; membership: string }[] = [];
+    for (const [k, id] of changes) {
+      const [type, skey] = splitStateKey(k);
+      if (k === GUEST_ACCESS_KEY) this.guestAccessChanged = true;
+      if (type === "m.room.member" || type === "m.room.join_rules" || type === "m.room.history_visibility") this.directoryDirty.add(k);
+      if (type === "m.room.member" && skey.endsWith(`:${this.r.head.serverName}`)) {
+        const m = id === null ? "leave" : String(this.r.events.loadEvent(id)?.ev.content.membership ?? "leave");
+        localMembers.push({ userId: skey, eventId: id ?? "", membership: m });
+      }
+    }
+    if (localMembers.length) this.pendingMemberships.push(...localMembers);
+  }
+
+  /** Wait until the sync hubs have heard of these events, so a send that returns is visible in
+   *  the recipients' next /sync. Outside `serial`: the next write does not wait for fan-out. */
+  async fannedOut(eventIds: string[]): Promise<void> {
+    await Promise.all(eventIds.map((id) => this.fanOuts.get(id)));
+  }
+
+  /** Called after each accepted event is committed. The sync work wires UserDOs here (wake the
+   *  affected local users), the federation work its Sender DOs. Not awaited inside `serial`;
+   *  the write RPCs wait for it before returning (fannedOut): for the sync hubs that is the hub
+   *  of the event's own user (read-your-writes), the others are told asynchronously with
+   *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
+  async notify(event: RoomEvent, stream: number): Promise<void> {
+    const room = this.fanOutFacts();
+    // Application services: queued in commit order (so before any await here); not awaited.
+    void this.appservices.push(appserviceEvent(event, this.r.head.roomId!), room.joined, stream);
+    const st = this.r.state.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    const notice = buildNotice({
+      roomId: this.r.head.roomId!,
+      stream,
+      event: { event_id: event.event_id, room_id: this.r.head.roomId!, type: event.type, sender: event.sender, content: event.content, origin_server_ts: event.origin_server_ts, ...(event.state_key !== undefined ? { state_key: event.state_key } : {}) },
+      memberCount: room.memberCount,
+      senderPowerLevel: powerLevelOf(event.sender, st, this.r.head.rv!),
+      powerLevels: st.get(POWER_KEY)?.content,
+      encrypted: room.encrypted,
+    });
+    this.delayedState.onState(this.r.head.roomId!, event);
+    await this.notifyHubs(notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.r.head.serverName}`)));
+    // Federation: events that originate here (and joins/leaves/knocks we accepted as the
+    // resident server) go to every server with a joined member, and to the target of a
+    // membership change (invitee, kicked, banned) — Server-Server API "PDUs".
+    const rebroadcast = this.rebroadcast.delete(event.event_id);
+    if (domainOf(event.sender) !== this.r.head.serverName && !rebroadcast) return;
+    const destinations = new Set(room.joinedServers);
+    if (event.type === "m.room.member" && event.state_key) destinations.add(domainOf(event.state_key));
+    if (rebroadcast) destinations.delete(domainOf(event.sender));
+    destinations.delete(this.r.head.serverName!);
+    if (destinations.size === 0) return;
+    await enqueuePdu(this.r.env, this.r.config(), destinations, event.pdu as unknown as Record<string, unknown>).catch((e) => console.error("enqueuePdu failed", e));
+  }
+
+  private _appservices?: AppserviceFanOut;
+  private get appservices(): AppserviceFanOut {
+    return (this._appservices ??= new AppserviceFanOut(this.r.env, this.r.head.serverName!, this.r.ctx.storage));
+  }
+
+  /** Hand over again the events the appservice queues may have missed because this object
+   *  stopped before handing them over (AppserviceFanOut's watermark; called by alarm()). */
+  async redeliverToAppservices(): Promise<void> {
+    if (!this.r.head.rv || !this.r.head.roomId) return;
+    const missed = await this.appservices.behind(this.r.head.stream);
+    if (missed === null) return;
+    const rows = this.r.sql
+      .exec<EventRow>("SELECT * FROM events WHERE stream > ? AND stream <= ? AND status = 'accepted' AND state_after IS NOT NULL ORDER BY stream", missed.after, missed.upTo)
+      .toArray();
+    for (const row of rows) {
+      const se = this.r.events.cachedRow(row);
+      void this.appservices.push(appserviceEvent(se.ev, this.r.head.roomId), this.noticeAt(se).recipients, se.stream!);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Sync-hub delivery (src/services/notifier.ts HubFanOut). Every accepted timeline event must
+  // reach the hubs of its local recipients, even if this object stops mid-way: `hub_done` (meta)
+  // is a watermark — every event with stream <= it has reached all its hubs. Events above it
+  // are redelivered by alarm() after a restart (hubs skip notices they already hold).
+
+  readonly hubs: HubFanOut;
+  private hubDone = 0;
+  /** Streams handed to the fan-out and not yet delivered everywhere; highest handed. */
+  private hubPending = new Set<number>();
+  private hubMax = 0;
+  /** Whether hubPending was filled in increasing stream order (then, a Set iterating in
+   *  insertion order, its first element is the oldest undelivered stream). */
+  private hubPendingOrdered = true;
+  private alarmArmed = false;
+
+  /** Redeliver what the watermark says may be missing (after a restart), or check again later
+   *  while deliveries are still being retried in memory. */
+  async alarm(): Promise<void> {
+    this.alarmArmed = false;
+    await this.redeliverToAppservices().catch((e) => console.error("appservice redelivery failed", e));
+    if (this.hubDone >= this.r.head.stream || !this.r.head.rv) return;
+    if (this.hubPending.size > 0) {
+      this.alarmArmed = true;
+      await this.r.ctx.storage.setAlarm(Date.now() + HUB_REDELIVER_MS);
+      return;
+    }
+    const rows = this.r.sql
+      .exec<EventRow>("SELECT * FROM events WHERE stream > ? AND stream <= ? AND status = 'accepted' AND state_after IS NOT NULL ORDER BY stream LIMIT 1000", this.hubDone, this.r.head.stream)
+      .toArray();
+    if (rows.length === 0) {
+      this.hubDone = this.r.head.stream;
+      this.saveHubDone();
+      return;
+    }
+    const deliveries: Promise<void>[] = [];
+    for (const row of rows) {
+      const se = this.r.events.cachedRow(row);
+      const { notice, recipients } = this.noticeAt(se);
+      deliveries.push(this.notifyHubs(notice, recipients));
+    }
+    await Promise.all(deliveries);
+  }
+
+  /** The watermark's one row in `meta`: delivery bookkeeping, not room data, written outside
+   *  the write door (scripts/check-write-door.mjs lists this exception). An upsert of one row
+   *  is atomic on its own, and `serial` would make every delivery wait for the writes. */
+  private saveHubDone(): void {
+    this.r.sql.exec("INSERT INTO meta (key, value) VALUES ('hub_done', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", String(this.hubDone));
+  }
+
+  async notifyHubs(notice: RoomEventNotice, recipients: string[]): Promise<void> {
+    if (this.hubPending.size === 0) this.hubPendingOrdered = true;
+    else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
+    this.hubPending.add(notice.stream);
+    this.hubMax = Math.max(this.hubMax, notice.stream);
+    if (!this.alarmArmed) {
+      // Backstop if this object stops before delivery completes.
+      this.alarmArmed = true;
+      void this.r.ctx.storage.setAlarm(Date.now() + HUB_REDELIVER_MS);
+    }
+    await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
+  }
+
+  hubSettled(stream: number): void {
+    this.hubPending.delete(stream);
+    let done = this.hubMax;
+    // O(1) in the usual case: a slow hub leaves thousands pending, and a scan per delivery took
+    // 6% of the isolate's CPU under a burst of federated events (bench/sync-initial.mjs set-up).
+    if (this.hubPendingOrdered) {
+      const oldest = this.hubPending.values().next();
+      if (!oldest.done) done = oldest.value - 1;
+    } else for (const p of this.hubPending) done = Math.min(done, p - 1);
+    if (done > this.hubDone) {
+      this.hubDone = done;
+      this.saveHubDone();
+    }
+  }
+
+  /** The notice for an event from the state after it (for redelivery; notify() uses the
+   *  current state, which is the same for the newest event). The members then are the current
+   *  ones (fanOutFacts) corrected by the member entries that differ between the two states, so
+   *  only those member events are read, not every member's. */
+  noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
+    const st = this.r.state.groupState(se.stateAfter);
+    const now = this.fanOutFacts();
+    const isLocal = (u: string) => u.endsWith(`:${this.r.head.serverName}`);
+    let memberCount = now.memberCount;
+    const localThen = new Map<string, boolean>();
+    for (const [k, id] of diffState(this.r.state.groupState(now.group), st)) {
+      if (!k.startsWith("m.room.member\u0000")) continue;
+      const u = splitStateKey(k)[1];
+      const joinedThen = id !== null && this.r.events.loadEvent(id)?.ev.content.membership === "join";
+      if (joinedThen === now.joined.has(u)) continue;
+      memberCount += joinedThen ? 1 : -1;
+      if (isLocal(u)) localThen.set(u, joinedThen);
+    }
+    const joinedLocal = now.joinedLocal.filter((u) => localThen.get(u) !== false);
+    for (const [u, joinedThen] of localThen) if (joinedThen) joinedLocal.push(u);
+    const auth = this.r.state.stateMapOf(st, [POWER_KEY, CREATE_KEY]);
+    const event = se.ev;
+    const notice = buildNotice({
+      roomId: this.r.head.roomId!,
+      stream: se.stream!,
+      event: { event_id: event.event_id, room_id: this.r.head.roomId!, type: event.type, sender: event.sender, content: event.content, origin_server_ts: event.origin_server_ts, ...(event.state_key !== undefined ? { state_key: event.state_key } : {}) },
+      memberCount,
+      senderPowerLevel: powerLevelOf(event.sender, auth, this.r.head.rv!),
+      powerLevels: auth.get(POWER_KEY)?.content,
+      encrypted: st.has(ENCRYPTION_KEY),
+    });
+    return { notice, recipients: recipientsOf(event, joinedLocal, (u) => u.endsWith(`:${this.r.head.serverName}`)) };
+  }
+
+  /** Event IDs accepted through send_join/send_leave/send_knock, to be forwarded by notify. */
+  private rebroadcast = new Set<string>();
+
+  private fanOutCache?: FanOutFacts;
+
+  /** Joined local users, joined count and encryption of the current state (cached per group,
+   *  and carried forward across state changes by advanceFanOutFacts). */
+  fanOutFacts(): FanOutFacts {
+    if (this.fanOutCache && this.fanOutCache.group === this.r.head.currentGroup) return this.fanOutCache;
+    const joinedLocal: string[] = [];
+    const joined = new Set<string>();
+    const serverCounts = new Map<string, number>();
+    const st = this.r.state.groupState(this.r.head.currentGroup);
+    for (const [k, id] of st) {
+      if (!k.startsWith("m.room.member\u0000") || this.r.events.loadEvent(id)?.ev.content.membership !== "join") continue;
+      const u = splitStateKey(k)[1];
+      joined.add(u);
+      serverCounts.set(domainOf(u), (serverCounts.get(domainOf(u)) ?? 0) + 1);
+      if (u.endsWith(`:${this.r.head.serverName}`)) joinedLocal.push(u);
+    }
+    this.fanOutCache = {
+      group: this.r.head.currentGroup,
+      joinedLocal,
+      joinedServers: new Set(serverCounts.keys()),
+      memberCount: joined.size,
+      encrypted: st.has(stateKey("m.room.encryption", "")),
+      joined,
+      serverCounts,
+    };
+    return this.fanOutCache;
+  }
+
+  /** The current state moved from `old` to `next` by `changes`: update the cached fan-out facts
+   *  from the changed entries only. Rescanning every member event on each join made joins
+   *  O(members) event loads each — quadratic for a room filling up, and past the event cache
+   *  (4096) every one a storage read. Holders of the previous facts object keep a consistent
+   *  snapshot: its arrays and sets are replaced, not mutated. */
+  advanceFanOutFacts(old: number | null, next: number | null, changes: Map<StateKey, string | null>): void {
+    const f = this.fanOutCache;
+    if (!f || f.group !== old) return;
+    let { joinedLocal, joinedServers, encrypted } = f;
+    for (const [k, id] of changes) {
+      if (k === ENCRYPTION_KEY) {
+        encrypted = id !== null;
+        continue;
+      }
+      if (!k.startsWith("m.room.member\u0000")) continue;
+      const u = splitStateKey(k)[1];
+      const was = f.joined.has(u);
+      const now = id !== null && this.r.events.loadEvent(id)?.ev.content.membership === "join";
+      if (was === now) continue;
+      const server = domainOf(u);
+      const count = (f.serverCounts.get(server) ?? 0) + (now ? 1 : -1);
+      if (now) f.joined.add(u);
+      else f.joined.delete(u);
+      if (count > 0) f.serverCounts.set(server, count);
+      else f.serverCounts.delete(server);
+      if ((count > 0) !== joinedServers.has(server)) joinedServers = new Set(f.serverCounts.keys());
+      if (u.endsWith(`:${this.r.head.serverName}`)) joinedLocal = now ? [...joinedLocal, u] : joinedLocal.filter((x) => x !== u);
+    }
+    this.fanOutCache = { ...f, group: next, joinedLocal, joinedServers, memberCount: f.joined.size, encrypted };
+  }
+
+  private pendingMemberships: { userId: string; eventId: string; membership: string }[] = [];
+  /** Current-state keys the user directory mirrors (members, join rules, history visibility). */
+  private directoryDirty = new Set<StateKey>();
+
+  /** The user directory's view of this room (src/services/user-directory.ts): joined members and
+   *  whether the room is public (join_rules public or history world_readable). */
+  async mirrorDirectory(): Promise<void> {
+    if (this.directoryDirty.size === 0 || !this.r.head.roomId || !this.r.head.serverName) return;
+    const keys = [...this.directoryDirty];
+    this.directoryDirty.clear();
+    const st = this.r.state.groupState(this.r.head.currentGroup);
+    const content = (k: StateKey) => {
+      const id = st.get(k);
+      return id ? this.r.events.loadEvent(id)?.ev.content : undefined;
+    };
+    const members: DirectoryMember[] = [];
+    let isPublic: boolean | undefined;
+    for (const k of keys) {
+      const [type, skey] = splitStateKey(k);
+      if (type === "m.room.member") {
+        const c = content(k);
+        members.push({
+          userId: skey,
+          membership: typeof c?.membership === "string" ? c.membership : "leave",
+          displayname: typeof c?.displayname === "string" ? c.displayname : undefined,
+          avatarUrl: typeof c?.avatar_url === "string" ? c.avatar_url : undefined,
+        });
+      } else {
+        isPublic = content(stateKey("m.room.join_rules", ""))?.join_rule === "public" || parseHistoryVisibility(content(HV_KEY)) === "world_readable";
+      }
+    }
+    try {
+      await mirrorRoomForDirectory(this.r.env, this.r.head.serverName, this.r.head.roomId, members, isPublic);
+    } catch (e) {
+      console.error("user directory mirror failed", e);
+    }
+  }
+
+  /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
+   *  propagation) and notify. Runs inside `serial`, so D1 sees changes in order. */
+  async afterCommit(): Promise<void> {
+    await this.mirrorDirectory();
+    const pending = this.pendingMemberships.splice(0);
+    if (pending.length === 0) return;
+    const now = Date.now();
+    await this.r.env.DB.batch(
+      pending.map((p) => upsertMembership(this.r.env.DB, { roomId: this.r.head.roomId!, userId: p.userId, membership: p.membership, eventId: p.eventId, stream: this.r.head.stream, ts: now })),
+    );
+  }
+
+  private peekWaiters = new Set<() => void>();
+
+  wakePeekers(): void {
+    for (const wake of this.peekWaiters) wake();
+  }
+
+  nextEvent(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.peekWaiters.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      this.peekWaiters.add(wake);
+    });
+  }
+
+  // Guest access (module "Guest Access", server behaviour): when m.room.guest_access stops being
+  // can_join, "the server MUST set those users' m.room.member state to leave".
+  private guestAccessChanged = false;
+
+  /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
+   *  and guest accounts are this server's business). Runs after the write that changed the
+   *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
+  async kickGuests(): Promise<void> {
+    this.guestAccessChanged = false;
+    try {
+      const id = this.r.state.groupState(this.r.head.currentGroup).get(GUEST_ACCESS_KEY);
+      if (id && this.r.events.loadEvent(id)?.ev.content.guest_access === "can_join") return;
+      const local = this.fanOutFacts().joinedLocal;
+      const guests: string[] = [];
+      for (let i = 0; i < local.length; i += 90) {
+        const chunk = local.slice(i, i + 90);
+        const rows = await this.r.env.DB.prepare(`SELECT user_id FROM users WHERE is_guest = 1 AND user_id IN (${chunk.map(() => "?").join(", ")})`)
+          .bind(...chunk)
+          .all<{ user_id: string }>();
+        guests.push(...rows.results.map((r) => r.user_id));
+      }
+      for (const g of guests) {
+        const r = await this.r.local.createLocalEvent({ type: "m.room.member", state_key: g, sender: g, content: { membership: "leave" } });
+        if (!r.ok) console.error("guest leave refused", g, r.error);
+      }
+    } catch (e) {
+      console.error("kickGuests failed", e);
+    }
+  }
+
+}

@@ -1,0 +1,73 @@
+// The room's SQLite schema (one database per RoomDO) and reading `meta` at start.
+//
+// Storage (the DO's own SQLite):
+//   events            one row per PDU we hold, with status accepted | rejected | soft_failed.
+//                     `stream` (the room's monotonic stream position) is set only for accepted
+//                     events: rejected and soft-failed events are never served as part of the room.
+//   edges, auth_edges prev_events and auth_events references.
+//   extremities       forward extremities (accepted events no accepted event points at yet).
+//   state_groups      state snapshots as deltas: a group's state = its parent's state + its own
+//   + entries         entries (event_id NULL = key removed). When the deltas since the last
+//                     full snapshot would exceed half the state's size, a snapshot is written
+//                     instead, so a lookup reads at most ~1.5 × the state (SNAPSHOT_FRACTION).
+//                     Each event records the group of the state before it and after it, so state
+//                     at any event is answerable without copying state per event.
+//   current_state     the resolved state of the room now (mirrors meta.current_group).
+//   current_groups    the current (resolved) state group from each stream position on where it
+//                     changed: what /sync and /members?at= show at a position, over every
+//                     forward extremity rather than the branch of the event at that position.
+//   memberships       membership history (accepted member events in stream order) for history
+//   forgotten         per user: the member event at which they forgot the room (POST /forget).
+//   erased_senders    users whose events are served redacted to later joiners (erasure).
+//   meta              room_id, room_version, server_name, stream, current_group, hub_done,
+//                     partial marks of an invite/knock-only room.
+//
+// Only CREATE statements here; every data change goes through writer.ts (the write door).
+
+export const SCHEMA = `
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+  event_id TEXT PRIMARY KEY,
+  stream INTEGER UNIQUE,
+  depth INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  state_key TEXT,
+  sender TEXT NOT NULL,
+  origin_server_ts INTEGER NOT NULL,
+  pdu TEXT NOT NULL,
+  status TEXT NOT NULL,
+  rejection_reason TEXT,
+  state_before INTEGER,
+  state_after INTEGER,
+  prev_state TEXT,
+  txn_device TEXT,
+  txn_id TEXT,
+  received_ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_relation ON events(json_extract(pdu, '$.content."m.relates_to".event_id'), json_extract(pdu, '$.content."m.relates_to".rel_type')) WHERE stream IS NOT NULL;
+CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
+CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
+CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
+CREATE TABLE IF NOT EXISTS extremities (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS state_groups (id INTEGER PRIMARY KEY, parent INTEGER, chain INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS state_group_entries (
+  group_id INTEGER NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT,
+  PRIMARY KEY (group_id, type, state_key)
+);
+CREATE TABLE IF NOT EXISTS current_state (type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (type, state_key));
+CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, membership TEXT NOT NULL, stream INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
+CREATE TABLE IF NOT EXISTS redactions (redacts TEXT NOT NULL, event_id TEXT NOT NULL, sender TEXT NOT NULL, powerful INTEGER NOT NULL, PRIMARY KEY (redacts, event_id));
+CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL, txn_id TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (user_id, device_id, txn_id));
+CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
+CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, member_event_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS erased_senders (user_id TEXT PRIMARY KEY);
+`;
+
+
+/** The `meta` table as a map (read at start and after a rolled-back write). */
+export function readMeta(sql: SqlStorage): Map<string, string> {
+  return new Map(sql.exec<{ key: string; value: string }>("SELECT key, value FROM meta").toArray().map((r) => [r.key, r.value]));
+}

@@ -1,0 +1,194 @@
+// Fan-in of room notices: every committed room event that concerns this user reaches the hub
+// here (the RoomDO calls roomEvent(s) on every affected local user's hub, src/services/
+// notifier.ts, with the room's new stream position): a room they are joined to, or a member
+// event about them (invite, join, leave, kick, ban, knock). Also the user's own membership
+// records (`rooms`, `membership_log`, `forgotten_rooms`) and their bootstrap from D1.
+import type { Env } from "../../src/env";
+import type { JsonObject, JsonValue } from "../../src/core/types";
+import { evaluatePushRules, type Ruleset } from "../../src/core/push-rules";
+import type { Membership, RoomEventNotice } from "../../src/rpc/user";
+import { unforgottenMemberships } from "../../src/db/memberships";
+import type { DeviceListFollowUp } from "./e2ee-inbox";
+import * as sliding from "../sliding-conn";
+
+/** What fan-in needs from the hub and its other modules. */
+export interface FanInAccess {
+  sql: SqlStorage;
+  /** For the D1 membership mirror (bootstrap). */
+  env: Pick<Env, "DB">;
+  transaction<T>(fn: () => T): T;
+  /** One transaction that may take many positions (stream.ts). */
+  batch(fn: () => void): void;
+  next(): number;
+  wake(): void;
+  setMeta(key: string, value: string | number): void;
+  logRoom(upos: number, roomId: string, stream: number | null): void;
+  maybeCompact(): void;
+  /** settings.ts */
+  ruleset(): Ruleset;
+  ignores(userId: string): boolean;
+  /** ephemeral.ts: my own event implies I have read up to it. */
+  markRead(roomId: string, thread: string | null, stream: number): void;
+  /** e2ee-inbox.ts */
+  recordDeviceList(user: string, upos: number, left: boolean): void;
+  deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void>;
+  /** push-outbox.ts */
+  recordPush(me: string, roomId: string, stream: number, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }): void;
+  afterCommit(me: string): Promise<void>;
+}
+
+/** Thread of an event (module "Threading": m.relates_to.rel_type m.thread → the root). */
+function threadOf(content: JsonObject): string | null {
+  const rel = content["m.relates_to"];
+  if (rel && typeof rel === "object" && !Array.isArray(rel) && rel.rel_type === "m.thread" && typeof rel.event_id === "string") return rel.event_id;
+  return null;
+}
+
+export class FanIn {
+  constructor(private a: FanInAccess) {}
+
+  /** Several notices in one storage transaction (the RoomDO batches what queued up for this
+   *  hub while a previous call was in flight). Idempotent: a notice already recorded (same room
+   *  and stream) is skipped, so the RoomDO may deliver again after a failure or restart. */
+  async roomEvents(me: string, notices: RoomEventNotice[]): Promise<void> {
+    const followUps: DeviceListFollowUp[] = [];
+    this.a.batch(() => {
+      for (const n of notices) {
+        const f = this.applyNotice(me, n);
+        if (f) followUps.push(f);
+      }
+    });
+    this.a.wake();
+    await this.a.afterCommit(me);
+    for (const f of followUps) await this.a.deviceListsAfterMembership(me, f);
+    this.a.maybeCompact();
+  }
+
+  /** Record one notice (inside the caller's transaction). Returns the device-list follow-up a
+   *  membership change in an encrypted room needs (D1 lookups, done after the transaction). */
+  private applyNotice(me: string, n: RoomEventNotice): DeviceListFollowUp | null {
+    const sql = this.a.sql;
+    const ev = n.event;
+    if (sql.exec("SELECT 1 FROM room_events WHERE room_id = ? AND stream = ?", n.roomId, n.stream).toArray().length) return null;
+    let followUp: DeviceListFollowUp | null = null;
+    const upos = this.a.next();
+    this.a.logRoom(upos, n.roomId, n.stream);
+    const room = sql
+      .exec<{ stream: number; member_stream: number; membership: string; display_name: string | null }>(
+        "SELECT stream, member_stream, membership, display_name FROM rooms WHERE room_id = ?",
+        n.roomId,
+      )
+      .toArray()[0];
+    if (room && n.stream > room.stream) sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ?", n.stream, n.roomId);
+    // Fan-outs may arrive out of order: only a newer member event changes my membership.
+    const memberStream = room?.member_stream ?? -1;
+    let displayName = room?.display_name ?? null;
+    if (ev.type === "m.room.member" && ev.state_key === me && n.stream > memberStream) {
+      const membership = String(ev.content.membership ?? "leave") as Membership;
+      const before = room?.membership;
+      if (n.encrypted && membership === "join" && before !== "join") followUp = { kind: "i-joined", roomId: n.roomId };
+      if (n.encrypted && (membership === "leave" || membership === "ban") && before === "join") followUp = { kind: "i-left", roomId: n.roomId };
+      const dn = typeof ev.content.displayname === "string" ? ev.content.displayname : null;
+      const inviter = membership === "invite" ? ev.sender : null;
+      sql.exec(
+        `INSERT INTO rooms (room_id, membership, member_stream, stream, inviter, display_name) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT(room_id) DO UPDATE SET membership = excluded.membership, member_stream = excluded.member_stream,
+           stream = MAX(rooms.stream, excluded.stream), inviter = excluded.inviter, display_name = excluded.display_name`,
+        n.roomId,
+        membership,
+        n.stream,
+        n.stream,
+        inviter,
+        dn,
+      );
+      displayName = dn;
+      sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, n.roomId, membership, n.stream);
+    } else if (!room && !(ev.type === "m.room.member" && ev.state_key === me)) {
+      // An event of a room we have no membership record for (e.g. the hub was created after
+      // the user joined): remember the room as joined, since RoomDOs only notify members.
+      sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, 'join', ?, ?)", n.roomId, n.stream, n.stream);
+      sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, 'join', ?)", upos, n.roomId, n.stream);
+    }
+    // Device lists: someone new now shares an encrypted room with me (module "End-to-End
+    // Encryption": device_lists.changed).
+    if (n.encrypted && ev.type === "m.room.member" && ev.state_key && ev.state_key !== me && ev.content.membership === "join") {
+      this.a.recordDeviceList(ev.state_key, upos, false);
+    }
+    // ... and someone left (or was kicked or banned from) an encrypted room of mine: if that
+    // was the last room we shared, they go to device_lists.left (checked after the transaction).
+    if (n.encrypted && ev.type === "m.room.member" && ev.state_key && ev.state_key !== me && (ev.content.membership === "leave" || ev.content.membership === "ban")) {
+      followUp = { kind: "they-left", roomId: n.roomId, userId: ev.state_key };
+    }
+    // The room just became encrypted: everyone in it now shares an encrypted room with me.
+    if (ev.type === "m.room.encryption" && ev.state_key === "") followUp = { kind: "i-joined", roomId: n.roomId };
+    // Push rules, evaluated now for this recipient (counts are kept from the outcome). An
+    // ignored user's messages never reach the client (module "Ignoring Users"), so they do not
+    // notify or count as unread either.
+    const fromIgnored = ev.state_key === undefined && ev.sender !== me && this.a.ignores(ev.sender);
+    const out = fromIgnored
+      ? { actions: [], notify: false, highlight: false }
+      : evaluatePushRules(this.a.ruleset(), ev as unknown as JsonObject, {
+          userId: me,
+          displayName: displayName ?? undefined,
+          memberCount: n.memberCount,
+          senderPowerLevel: n.senderPowerLevel,
+          powerLevels: n.powerLevels,
+        });
+    sql.exec(
+      "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      n.roomId,
+      n.stream,
+      ev.event_id,
+      threadOf(ev.content),
+      out.notify ? 1 : 0,
+      out.highlight ? 1 : 0,
+      out.notify ? JSON.stringify(out.actions) : null,
+      ev.origin_server_ts,
+      upos,
+    );
+    sliding.noteSlidingRoom(sql, me, n.roomId, upos, ev, n.encrypted);
+    this.a.recordPush(me, n.roomId, n.stream, ev, out);
+    // My own event implies I have read up to it (Synapse does the same), so counts start
+    // again after what I sent.
+    if (ev.sender === me) this.a.markRead(n.roomId, null, n.stream);
+    return followUp;
+  }
+
+  /** Once per hub: adopt memberships that predate it from the D1 mirror (rooms joined before
+   *  this hub existed, e.g. data from before the sync hub was deployed). */
+  async bootstrap(me: string): Promise<void> {
+    const sql = this.a.sql;
+    if (sql.exec("SELECT 1 FROM meta WHERE key = 'bootstrapped'").toArray().length) return;
+    const results = await unforgottenMemberships(this.a.env.DB, me);
+    let added = false;
+    this.a.transaction(() => {
+      for (const r of results) {
+        if (sql.exec("SELECT 1 FROM rooms WHERE room_id = ?", r.room_id).toArray().length) continue;
+        const upos = this.a.next();
+        sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, ?, ?, ?)", r.room_id, r.membership, r.stream, r.stream);
+        sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, r.room_id, r.membership, r.stream);
+        this.a.logRoom(upos, r.room_id, r.stream);
+        added = true;
+      }
+      if (added) sliding.refreshRecency(sql);
+      this.a.setMeta("bootstrapped", 1);
+    });
+    if (added) this.a.wake();
+  }
+
+  /** POST /rooms/{roomId}/forget: the room leaves every later /sync of this user (initial,
+   *  incremental, include_leave) until their membership changes again (a new member event has
+   *  a new member_stream, so rejoining or a new invite brings the room back without a write). */
+  forgetRoom(roomId: string): void {
+    const row = this.a.sql.exec<{ member_stream: number }>("SELECT member_stream FROM rooms WHERE room_id = ?", roomId).toArray()[0];
+    if (row) this.a.sql.exec("INSERT OR REPLACE INTO forgotten_rooms (room_id, member_stream) VALUES (?, ?)", roomId, row.member_stream);
+  }
+
+  /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
+  getRooms(): { roomId: string; membership: Membership; stream: number }[] {
+    return this.a.sql
+      .exec<{ room_id: string; membership: string; stream: number }>("SELECT room_id, membership, stream FROM rooms ORDER BY room_id")
+      .toArray()
+      .map((r) => ({ roomId: r.room_id, membership: r.membership as Membership, stream: r.stream }));
+  }
+}

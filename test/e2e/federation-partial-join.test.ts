@@ -1,0 +1,123 @@
+// Partial-state ("faster") joins between two real Lattice servers on loopback: A holds an
+// encrypted room without a name, B's user joins it (send_join with omit_members; A leaves the
+// members out but the heroes), sees the room at once, and B fetches the members in the
+// background. Then B has every member (/joined_members), its user's device-list changes name A's
+// members, a non-lazy incremental /sync brings the member events B's client had not been given,
+// and messages flow both ways. Every wait is bounded.
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { startServer, freePort, type RunningServer } from "./harness";
+
+let a: RunningServer;
+let b: RunningServer;
+
+interface User {
+  server: RunningServer;
+  userId: string;
+  token: string;
+}
+
+const enc = encodeURIComponent;
+
+async function api<T = Record<string, any>>(u: User, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
+  const r = await fetch(`${u.server.baseUrl}/_matrix/client/v3${path}`, {
+    method,
+    headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, body: (await r.json()) as T };
+}
+
+async function ok<T = Record<string, any>>(u: User, method: string, path: string, body?: unknown): Promise<T> {
+  const r = await api<T>(u, method, path, body);
+  if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
+  return r.body;
+}
+
+async function register(server: RunningServer, username: string): Promise<User> {
+  const url = `${server.baseUrl}/_matrix/client/v3/register`;
+  const first = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-partial" }) });
+  let body = (await first.json()) as { session?: string; access_token?: string; user_id?: string };
+  if (!body.access_token) {
+    const r = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-partial", auth: { type: "m.login.dummy", session: body.session } }) });
+    body = (await r.json()) as typeof body;
+  }
+  return { server, userId: body.user_id!, token: body.access_token! };
+}
+
+async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+beforeAll(async () => {
+  const [pa, pb] = [await freePort(), await freePort()];
+  [a, b] = await Promise.all([startServer({ FEDERATION_HTTP_LOOPBACK: "true" }, { port: pa }), startServer({ FEDERATION_HTTP_LOOPBACK: "true" }, { port: pb })]);
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop()]);
+});
+
+describe("partial-state join between two Lattice servers", () => {
+  it("B joins A's encrypted room at once and completes its members in the background", async () => {
+    const alice = await register(a, "palice");
+    const others = await Promise.all(["pa1", "pa2", "pa3"].map((n) => register(a, n)));
+    const roomId = (
+      await ok(alice, "POST", "/createRoom", {
+        preset: "public_chat",
+        room_version: "12",
+        initial_state: [{ type: "m.room.encryption", state_key: "", content: { algorithm: "m.megolm.v1.aes-sha2" } }],
+      })
+    ).room_id as string;
+    for (const u of others) await ok(u, "POST", `/rooms/${enc(roomId)}/join`, {});
+    const onA = [alice, ...others].map((u) => u.userId);
+
+    const bob = await register(b, "pbob");
+    const before = (await ok(bob, "GET", "/sync?timeout=0")).next_batch as string;
+    await ok(bob, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, {});
+    // The room is there at once, named by its heroes (A sent their member events).
+    const lazy = enc(JSON.stringify({ room: { state: { lazy_load_members: true } } }));
+    const first = await ok(bob, "GET", `/sync?timeout=0&filter=${lazy}&since=${enc(before)}`);
+    const room = first.rooms?.join?.[roomId];
+    expect(room).toBeDefined();
+    expect(room.summary["m.heroes"]?.length).toBeGreaterThan(0);
+    const afterJoin = first.next_batch as string;
+
+    // The members arrive in the background; /joined_members waits for them.
+    const members = await until("B to have every member", async () => {
+      const m = Object.keys((await ok(bob, "GET", `/rooms/${enc(roomId)}/joined_members`)).joined).sort();
+      return m.length === onA.length + 1 ? m : undefined;
+    });
+    expect(members).toEqual([...onA, bob.userId].sort());
+    // Encrypted room: bob's client hears that A's members share it now.
+    const changed = await until("device-list changes", async () => {
+      const now = (await ok(bob, "GET", "/sync?timeout=0")).next_batch as string;
+      const c = (await ok(bob, "GET", `/keys/changes?from=${enc(before)}&to=${enc(now)}`)).changed as string[];
+      return onA.every((u) => c.includes(u)) ? c : undefined;
+    });
+    expect(changed).toEqual(expect.arrayContaining(onA));
+
+    // A non-lazy client that synced while B was partial gets the member events with the next
+    // change of the room.
+    await ok(alice, "PUT", `/rooms/${enc(roomId)}/send/m.room.message/p1`, { msgtype: "m.text", body: "after completion" });
+    const next = await until("alice's message on B", async () => {
+      const s = await ok(bob, "GET", `/sync?timeout=0&since=${enc(afterJoin)}`);
+      const r = s.rooms?.join?.[roomId];
+      return r?.timeline?.events?.some((e: any) => e.content?.body === "after completion") ? r : undefined;
+    });
+    const stateMembers = (next.state?.events ?? []).filter((e: any) => e.type === "m.room.member").map((e: any) => e.state_key);
+    expect(stateMembers).toEqual(expect.arrayContaining(onA.filter((u) => u !== alice.userId)));
+
+    // And B's user is heard on A.
+    await ok(bob, "PUT", `/rooms/${enc(roomId)}/send/m.room.message/p2`, { msgtype: "m.text", body: "from B" });
+    await until("bob's message on A", async () => {
+      const r = await ok(alice, "GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=5`);
+      return (r.chunk as any[]).some((e) => e.content?.body === "from B");
+    });
+  });
+});
