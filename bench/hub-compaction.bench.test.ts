@@ -150,13 +150,24 @@ function table(title: string, rows: Row[]): string {
   return lines.join("\n");
 }
 
+// "N" or "N:runs" (runs per cell, default 15).
 const sizes = (inject("hubBenchSizes") ?? "10000")
   .split(/[ ,]+/)
   .filter(Boolean)
-  .map(Number);
+  .map((x) => x.split(":").map(Number));
+
+/** /sync of `u` (timeout 0) back to back while `work` runs: how long the hub kept it waiting. */
+async function syncsDuring(u: TestUser, since: string, work: Promise<unknown>): Promise<number[]> {
+  let done = false;
+  void work.finally(() => (done = true));
+  const ms: number[] = [];
+  for (let i = 0; !done && i < 100_000; i++) ms.push((await timedSync(u, since)).ms);
+  await work;
+  return ms;
+}
 
 describe("sync hub with many log entries", () => {
-  for (const size of sizes) {
+  for (const [size, runsWanted] of sizes) {
     it(`${size} entries: /sync as fast as a fresh user's`, async () => {
       const [owner, fresh, filled] = [await registerUser(), await registerUser(), await registerUser()];
       const rooms: string[] = [];
@@ -175,11 +186,16 @@ describe("sync hub with many log entries", () => {
       await fill(filled, rooms, lastEvent, size);
       const fillSecs = (performance.now() - t0) / 1000;
       const before = await logSize(filled);
-      const runs = 15;
+      const runs = runsWanted || 15;
       const uncompacted = await measure(fresh, filled, owner, rooms, oldTokens, runs);
 
+      // Compaction, with the filled user's /sync called back to back meanwhile (each through the
+      // Worker to the hub): the longest of them is how long the hub stalled.
+      const recent = (await timedSync(filled)).body.next_batch;
       const tc = performance.now();
-      const c = await runInDurableObject(hubStub(filled), (instance) => (instance as unknown as UserDO).compactLog({ now: Date.now() + DAY + 60_000 }));
+      const compaction = hubStub(filled).compactLog({ now: Date.now() + DAY + 60_000 }) as Promise<{ floor: number; removed: number; slices?: number }>;
+      const during = await syncsDuring(filled, recent, compaction);
+      const c = await compaction;
       const compactMs = performance.now() - tc;
       const after = await logSize(filled);
       const compacted = await measure(fresh, filled, owner, rooms, oldTokens, runs);
@@ -190,7 +206,7 @@ describe("sync hub with many log entries", () => {
           `## ${size.toLocaleString("en")} hub entries`,
           `fill: ${size.toLocaleString("en")} positions in ${fillSecs.toFixed(1)} s (${(size / fillSecs).toFixed(0)}/s)`,
           `log before compaction: room_log ${before.roomLog} rows, device_list_log ${before.deviceListLog}, hub database ${before.mib.toFixed(1)} MiB`,
-          `compactLog: removed ${c.removed} rows in ${compactMs.toFixed(0)} ms; after: room_log ${after.roomLog} rows, device_list_log ${after.deviceListLog}, floor ${after.floor}, database ${after.mib.toFixed(1)} MiB (fresh user's hub: room_log ${freshSize.roomLog} rows, ${freshSize.mib.toFixed(2)} MiB)`,
+          `compactLog: removed ${c.removed} rows in ${compactMs.toFixed(0)} ms, ${c.slices ?? 1} transaction(s); ${during.length} /sync calls meanwhile: median ${during.length ? median(during).toFixed(0) : "-"} ms, longest ${during.length ? Math.max(...during).toFixed(0) : "-"} ms; after: room_log ${after.roomLog} rows, device_list_log ${after.deviceListLog}, floor ${after.floor}, database ${after.mib.toFixed(1)} MiB (fresh user's hub: room_log ${freshSize.roomLog} rows, ${freshSize.mib.toFixed(2)} MiB)`,
           table(`uncompacted (${runs} runs each)`, uncompacted),
           table(`compacted (${runs} runs each)`, compacted),
         ].join("\n"),

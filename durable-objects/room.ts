@@ -13,6 +13,7 @@
 //   room/reads.ts      client reads and the /sync adapter (room/sync-view.ts)
 //   room/fed-serve.ts  what other servers may see and the federation reads
 //   room/remote.ts     rooms held elsewhere: federated PDUs, joins, invites, outliers, backfill
+//   room/partial-state.ts  partial-state joins: omit_members (both sides), completing the state
 //
 // Pagination tokens ("t<n>"): a position between events; every accepted event with stream <= n is
 // before it. /messages, /context and the sync work all use this form.
@@ -46,6 +47,8 @@ import { RoomViews } from "./room/views";
 import { ClientReads } from "./room/reads";
 import { FedServe } from "./room/fed-serve";
 import { RemoteRoom } from "./room/remote";
+import { PartialState } from "./room/partial-state";
+import { checkEventAuth } from "../src/core/auth-rules";
 
 /** Every part of one room; each module sees only its own narrow Access view of it. */
 interface RoomParts {
@@ -63,6 +66,7 @@ interface RoomParts {
   reads: ClientReads;
   fed: FedServe;
   remote: RemoteRoom;
+  partial: PartialState;
 }
 
 export class RoomDO extends DurableObject<Env> {
@@ -76,6 +80,7 @@ export class RoomDO extends DurableObject<Env> {
   private readonly reads: ClientReads;
   private readonly fed: FedServe;
   private readonly remote: RemoteRoom;
+  private readonly partial: PartialState;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -95,6 +100,33 @@ export class RoomDO extends DurableObject<Env> {
     this.reads = r.reads = new ClientReads(r);
     this.fed = r.fed = new FedServe(r);
     this.remote = r.remote = new RemoteRoom(r);
+    this.partial = r.partial = new PartialState({
+      sql,
+      ctx,
+      stream: () => this.head.stream,
+      currentGroup: () => this.head.currentGroup,
+      setCurrentGroup: (g) => {
+        this.head.currentGroup = g;
+        this.writer.setMeta("current_group", g ?? 0);
+        sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", this.head.stream, g);
+      },
+      loadEvent: (id) => this.events.loadEvent(id),
+      groupState: (g) => this.state.groupState(g),
+      newGroup: (parent, delta) => this.writer.newGroup(parent, delta),
+      admitState: (state, authChain, origin) => this.remote.admitStateOutliers(state, authChain, origin),
+      authCheck: (ev, st) => {
+        const c = checkEventAuth(ev, this.state.authMapFrom(st, ev), this.head.rv!);
+        return c.allowed ? null : (c.reason ?? "refused");
+      },
+      applyCurrentState: (changes) => this.writer.applyCurrentState(changes),
+      dropCaches: () => {
+        this.events.clearCache();
+        this.state.clear();
+        this.fanout.reset();
+      },
+      setMeta: (k, v) => this.writer.setMeta(k, v),
+      afterCommit: () => this.fanout.afterCommit(),
+    });
     const meta = readMeta(sql);
     this.writer.loadHead(meta);
     this.fanout.start(meta);
@@ -255,8 +287,24 @@ export class RoomDO extends DurableObject<Env> {
   getPartialInfo(): Promise<{ partial: boolean; roomVersion?: string; members: Record<string, { membership: string; sender: string; eventId: string }> }> {
     return this.remote.getPartialInfo();
   }
-  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[]; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
     return this.remote.seedFromJoin(args);
+  }
+  // Partial-state joins (room/partial-state.ts; the fetch: src/services/federation/partial-state.ts).
+  async isPartialState(): Promise<boolean> {
+    return this.partial.isPartial();
+  }
+  awaitFullState(ms: number): Promise<boolean> {
+    return this.partial.awaitFull(Math.min(ms, 120_000));
+  }
+  async claimPartialStateSync(): Promise<ReturnType<PartialState["claimSync"]>> {
+    return this.partial.claimSync();
+  }
+  async releasePartialStateSync(claim: string): Promise<void> {
+    this.partial.releaseSync(claim);
+  }
+  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+    return this.remote.completePartialState(args);
   }
   heldAmong(ids: string[]): Promise<{ held: string[]; state: { event_id: string; type: string; state_key: string }[] }> {
     return this.fed.heldAmong(ids);

@@ -166,7 +166,8 @@ function where(c: Candidates, f: ListFilters | undefined, inSpaces: string[] | u
     const parts: string[] = [];
     if (types.includes(null)) parts.push("COALESCE(s.rtype, '') = ''");
     if (named.length) {
-      parts.push("s.rtype IN (SELECT value FROM json_each(?))");
+      // COALESCE: an unknown type (NULL) must give false, not NULL, or NOT(...) drops the room.
+      parts.push("COALESCE(s.rtype, '') IN (SELECT value FROM json_each(?))");
       args.push(json(named));
     }
     return parts.length ? `(${parts.join(" OR ")})` : "0";

@@ -1,5 +1,5 @@
-// UserDO: one per local user, the sync hub (DESIGN.md §1, issue 4). This file is the class: the
-// constructor, the alarm and the RPC methods, each delegating in a few lines to the modules in
+// UserDO: one per local user, the sync hub (issue 4). This file is the class: the constructor,
+// the alarm and the RPC methods, each delegating in a few lines to the modules in
 // durable-objects/user/ (docs/architecture.md has the map):
 //   stream.ts        the hub's positions, sync tokens, waking long-polls
 //   schema.ts        the tables, and which module writes each
@@ -265,6 +265,13 @@ export class UserDO extends DurableObject<Env> {
     this.inbox.deviceListChanged(changedUserId);
   }
 
+  /** Several users now share an encrypted room with this one at once (a partial-state join
+   *  completed: its members arrived together). */
+  async deviceListsChanged(userId: string, changedUserIds: string[]): Promise<void> {
+    this.me(userId);
+    this.inbox.deviceListsChanged(changedUserIds.filter((u) => u !== userId));
+  }
+
   async deviceListLeft(userId: string, leftUserId: string): Promise<void> {
     this.me(userId);
     this.inbox.deviceListLeft(leftUserId);
@@ -308,8 +315,9 @@ export class UserDO extends DurableObject<Env> {
   /** Compact now (tests and operators; the hub does it by itself every LOG_COMPACT_EVERY
    *  positions). `keep`: positions kept exact (default LOG_KEEP); `now`: the time device marks
    *  are judged at (a later time lets marks expire); `at`: compact no higher than this
-   *  position. Returns the floor and the number of log rows removed. */
-  async compactLog(opts: { keep?: number; now?: number; at?: number } = {}): Promise<{ floor: number; removed: number }> {
+   *  position; `slice`: positions per transaction (default COMPACT_SLICE). Returns the floor,
+   *  the number of log rows removed and the transactions (slices) it took. */
+  async compactLog(opts: { keep?: number; now?: number; at?: number; slice?: number } = {}): Promise<{ floor: number; removed: number; slices: number }> {
     return this.log.compactLog(opts);
   }
 

@@ -63,6 +63,8 @@ import { oauthPages } from "./api/client/oauth/authorize";
 import { oauthToken } from "./api/client/oauth/token";
 import { authMetadata } from "./api/client/oauth/metadata";
 import { oauthAccount } from "./api/client/oauth/account";
+import { oauthDevice } from "./api/client/oauth/device";
+import { loginToken } from "./api/client/login-token";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -104,6 +106,7 @@ client.route("/v3", clientV3);
 client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", authMetadata);
+client.route("/v1", loginToken);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", roomSummary);
@@ -131,6 +134,7 @@ app.route("/_lattice/oauth", oauthRegistration);
 app.route("/_lattice/oauth", oauthPages);
 app.route("/_lattice/oauth", oauthToken);
 app.route("/_lattice/oauth", oauthAccount);
+app.route("/_lattice/oauth", oauthDevice);
 app.route("/_matrix/key/v2", serverKeys);
 app.route("/_matrix/federation", federation);
 

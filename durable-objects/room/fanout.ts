@@ -19,11 +19,13 @@ import { domainOf } from "../../src/core/ids";
 import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
 import { StoredEvent, EventRow, POWER_KEY, HV_KEY, GUEST_ACCESS_KEY, HUB_REDELIVER_MS, ENCRYPTION_KEY, FanOutFacts, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { PartialState } from "./partial-state";
 import type { StateStore } from "./state";
 
 /** What FanOut needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface FanOutAccess {
   head: RoomHead;
+  partial: Pick<PartialState, "extraDestinations">;
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
@@ -147,6 +149,8 @@ export class FanOut {
     const rebroadcast = this.rebroadcast.delete(event.event_id);
     if (domainOf(event.sender) !== this.r.head.serverName && !rebroadcast) return;
     const destinations = new Set(room.joinedServers);
+    // While partial, the member events naming most servers are missing: servers_in_room too.
+    for (const s of this.r.partial.extraDestinations()) destinations.add(s);
     if (event.type === "m.room.member" && event.state_key) destinations.add(domainOf(event.state_key));
     if (rebroadcast) destinations.delete(domainOf(event.sender));
     destinations.delete(this.r.head.serverName!);

@@ -9,6 +9,7 @@ import { StoredEvent, fail, isOutlier, HV_KEY, RoomHead, wrap } from "./core";
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
+import type { PartialState } from "./partial-state";
 import type { RoomViews } from "./views";
 
 /** What FedServe needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -18,6 +19,7 @@ export interface FedServeAccess {
   state: Pick<StateStore, "groupState">;
   fanout: Pick<FanOut, "fanOutFacts">;
   views: Pick<RoomViews, "erasedForServer">;
+  partial: Pick<PartialState, "isPartial">;
 }
 
 export class FedServe {
@@ -100,6 +102,8 @@ export class FedServe {
   async fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
     return wrap(() => {
       this.requireServer(origin, { inRoom: true });
+      // A partial-state copy would answer without the members (Synapse refuses too).
+      if (this.r.partial.isPartial()) fail(404, "M_NOT_FOUND", "This server does not have the room's full state yet");
       const se = this.r.events.loadEvent(eventId);
       if (!se || se.stream === null || se.status !== "accepted" || !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
       const state = [...this.r.state.groupState(se.stateBefore).values()];

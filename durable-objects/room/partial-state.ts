@@ -115,7 +115,6 @@ export interface PartialStoredEvent {
 export interface PartialStateAccess {
   sql: SqlStorage;
   ctx: DurableObjectState;
-  serverName(): string;
   stream(): number;
   currentGroup(): number | null;
   /** Make `g` the current group (meta and current_groups at the current stream position). */
@@ -134,7 +133,6 @@ export interface PartialStateAccess {
   setMeta(key: string, value: string | number): void;
   /** Mirror memberships and the user directory after a change of the current state. */
   afterCommit(): Promise<void>;
-  serial<T>(fn: () => Promise<T>): Promise<T>;
 }
 
 /** A claim on the background fetch lasts this long (a run cut short is retried after it). */
@@ -274,8 +272,10 @@ export class PartialState {
     });
     this.cached = null;
     this.claim = undefined;
-    this.r.dropCaches();
+    // Memberships and the user directory learn the members (the changes applied above), then
+    // what was read before the rejections is forgotten.
     await this.r.afterCommit();
+    this.r.dropCaches();
     for (const w of [...this.waiters]) w();
     return { rejected, added: missing.length };
   }

@@ -12,6 +12,7 @@ import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, s
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
+import type { PartialState } from "./partial-state";
 import type { RoomViews } from "./views";
 
 /** What ClientReads needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -22,6 +23,7 @@ export interface ClientReadsAccess {
   state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState">;
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
   views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
+  partial: Pick<PartialState, "completedAt" | "isPartial">;
 }
 
 export class ClientReads {
@@ -478,6 +480,11 @@ export class ClientReads {
     return wrap(() => {
       this.r.head.requireRoom();
       if (this.r.events.isPartial()) return this.partialSyncView(req, q);
+      // A client that synced while the room's members were being fetched gets the state whole
+      // once after they arrived (they were added to the states it had already seen).
+      const completed = this.r.partial.completedAt();
+      if (completed !== null && q.since !== null && q.since <= completed) q = { ...q, fullState: true };
+      const partialState = this.r.partial.isPartial();
       return syncRoomView<StoredEvent>(
         {
           // IDs, then the event cache: the newest events of a room are what every sync asks for
@@ -503,6 +510,15 @@ export class ClientReads {
           bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }), es, out),
           toFederation: (e, now) => this.r.views.toFederationFormat(e, req, now),
           memberships: () => new Map(this.r.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
+          // While partial, a sender's member event may be missing from the state: lazy-loading
+          // takes it from the event's auth events (Synapse does the same for partial rooms).
+          senderMemberFromAuth: partialState
+            ? (e) =>
+                e.ev.auth_events.find((a) => {
+                  const m = this.r.events.loadEvent(a)?.ev;
+                  return m?.type === "m.room.member" && m.state_key === e.ev.sender;
+                })
+            : undefined,
         },
         req.userId,
         q,

@@ -22,6 +22,7 @@ import type { RoomWriter } from "./writer";
 import type { LocalEvents } from "./local";
 import type { ClientReads } from "./reads";
 import type { FedServe } from "./fed-serve";
+import { omitMembersState, PartialStateError, type PartialState } from "./partial-state";
 
 /** What RemoteRoom needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface RemoteRoomAccess {
@@ -32,7 +33,8 @@ export interface RemoteRoomAccess {
   events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "groupState">;
   fanout: Pick<FanOut, "directoryLearns" | "fanOutFacts" | "fannedOut" | "hubs" | "mirrorDirectory">;
-  writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "serial" | "setMeta" | "signingKey">;
+  partial: Pick<PartialState, "begin" | "complete" | "isPartial">;
+  writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "reloadAfterFailure" | "serial" | "setMeta" | "signingKey">;
   local: Pick<LocalEvents, "eventRefs" | "extremityCount" | "mergeExtremitiesLater" | "newEventFrame">;
   reads: Pick<ClientReads, "getStrippedState">;
   fed: Pick<FedServe, "wirePdu">;
@@ -78,6 +80,9 @@ export class RemoteRoom {
       try {
         const rv = this.r.head.requireRoom();
         if (this.r.events.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
+        // A room whose members we are still fetching cannot vouch for a join (Synapse refuses
+        // make_join for partial-state rooms too): the joining server tries another.
+        if (this.r.partial.isPartial()) fail(404, "M_NOT_FOUND", "This server does not have the room's full state yet");
         const content: JsonObject = { membership: args.membership };
         if (args.authorisedVia) content.join_authorised_via_users_server = args.authorisedVia;
         const shape = { type: "m.room.member", sender: args.userId, state_key: args.userId, content };
@@ -141,7 +146,12 @@ export class RemoteRoom {
           const signed = await signJson(redactEvent(pdu, rv), this.r.head.serverName!, key, { strict: rv.strictCanonicalJson });
           pdu = { ...pdu, signatures: { ...pdu.signatures, [this.r.head.serverName!]: signed.signatures[this.r.head.serverName!] } };
         }
+        // Our copy lacks member events (a partial-state join of ours): we cannot answer with the
+        // state, nor vouch for the event; the other server tries another resident.
+        if (this.r.partial.isPartial()) fail(404, "M_NOT_FOUND", "This server does not have the room's full state yet");
         newServer = args.membership === "join" && !this.r.fanout.fanOutFacts().joinedServers.has(args.origin);
+        // "servers_in_room: the servers active in the room (ie, those with joined members) before the join".
+        const serversBefore = [...this.r.fanout.fanOutFacts().joinedServers];
         const out = await this.r.writer.admitInner(pdu, args.origin, { local: false, rebroadcast: true });
         if (out.status === "missing") fail(400, "M_BAD_JSON", "Event refers to events this server does not have");
         if (out.status !== "accepted" && out.status !== "duplicate") fail(403, "M_FORBIDDEN", `Event refused: ${out.reason ?? out.status}`);
@@ -153,25 +163,33 @@ export class RemoteRoom {
         // "The resolved current room state prior to the join event" and its auth chain.
         const stateMap = this.r.state.groupState(se.stateBefore);
         let stateIds = [...stateMap.values()];
-        let omitted = false;
         if (args.omitMembers) {
-          // Keep the members a client needs to name the room (heroes) when it has no name.
-          const named = stateMap.has(stateKey("m.room.name", "")) || stateMap.has(stateKey("m.room.canonical_alias", ""));
-          const heroes = named ? [] : [...stateMap.keys()].filter((k) => k.startsWith("m.room.member\u0000") && splitStateKey(k)[1] !== pdu.sender).map((k) => splitStateKey(k)[1]).sort().slice(0, 5);
-          const keep = new Set(heroes.map((u) => stateMap.get(memberKey(u))!));
-          // By state key, not by loading each event: a large room's members would each be a read.
-          stateIds = [...stateMap].filter(([k, id]) => keep.has(id) || !k.startsWith("m.room.member\u0000")).map(([, id]) => id);
-          omitted = true;
+          const nonEmpty = (type: string, field: string) => {
+            const id = stateMap.get(stateKey(type, ""));
+            const v = id ? this.r.events.loadEvent(id)?.ev.content[field] : undefined;
+            return typeof v === "string" && v !== "";
+          };
+          // Member events in stream order, for the heroes (a cursor: read only until five).
+          const ordered = this.r.sql.exec<{ userId: string; eventId: string; membership: string }>("SELECT user_id AS userId, event_id AS eventId, membership FROM memberships ORDER BY stream");
+          stateIds = omitMembersState(
+            stateMap,
+            pdu.sender,
+            nonEmpty("m.room.name", "name") || nonEmpty("m.room.canonical_alias", "alias"),
+            ordered,
+            (id) => this.r.events.loadEvent(id)?.ev.content.membership as string | undefined,
+          );
         }
+        // The auth chain of the state returned and of the join; with omit_members "any events
+        // that are returned in state may be omitted from auth_chain".
         const inState = new Set(stateIds);
         const chain = this.r.events.authChain([...stateIds, eventId]).filter((x) => !(args.omitMembers && inState.has(x.ev.event_id)));
         const value: { state: PDU[]; auth_chain: PDU[]; servers_in_room: string[]; event?: PDU; members_omitted?: boolean } = {
           state: stateIds.map((id) => this.r.fed.wirePdu(this.r.events.loadEvent(id)!)),
           auth_chain: chain.map((x) => this.r.fed.wirePdu(x)),
-          servers_in_room: [...this.r.fanout.fanOutFacts().joinedServers],
+          servers_in_room: serversBefore,
         };
         if (pdu !== args.pdu) value.event = pdu;
-        if (omitted) value.members_omitted = true;
+        if (args.omitMembers) value.members_omitted = true;
         return { ok: true as const, value };
       } catch (e) {
         return asRoomError(e);
@@ -269,7 +287,18 @@ export class RemoteRoom {
    *  auth chain a resident server returned from send_join — signatures, content hashes (an
    *  event whose hash does not match is redacted), the auth rules for each event in auth-chain
    *  order — make that state the room's starting state and admit our join on top of it. */
-  async seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+  async seedFromJoin(args: {
+    serverName: string;
+    roomId: string;
+    roomVersion: string;
+    origin: string;
+    join: PDU;
+    state: unknown[];
+    authChain: unknown[];
+    /** The resident omitted the member events (send_join `members_omitted`): the room stays
+     *  partial until completePartialState. */
+    partialState?: { serversInRoom: string[] };
+  }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
     let joinId: string | undefined;
     const r = await this.r.writer.serial(async () => {
       try {
@@ -331,6 +360,7 @@ export class RemoteRoom {
         }
         if (out.status !== "accepted") fail(403, "M_FORBIDDEN", `Our join was refused: ${out.reason ?? out.status}`);
         joinId = out.eventId;
+        if (args.partialState && !seeded) this.r.partial.begin({ join: out.eventId!, joinStream: out.stream!, servers: args.partialState.serversInRoom });
         this.r.writer.setMeta("room_id", args.roomId);
         this.r.writer.setMeta("room_version", rv.id);
         this.r.writer.setMeta("server_name", args.serverName);
@@ -356,6 +386,46 @@ export class RemoteRoom {
     });
     if (joinId) await this.r.fanout.fannedOut([joinId]);
     return r;
+  }
+
+  /** A state and its auth chain from another server, checked and stored as outliers
+   *  (admitOutlierBatch, as a send_join answer is); the state events that passed, by ID. Inside
+   *  the caller's `serial`. */
+  async admitStateOutliers(state: unknown[], authChain: unknown[], origin: string): Promise<Map<string, RoomEvent>> {
+    const rv = this.r.head.requireRoom();
+    const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
+    const stateIds = new Set<string>();
+    const parse = async (raw: unknown, inState: boolean) => {
+      if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
+      const ev = await toRoomEvent(raw as PDU, rv).catch(() => undefined);
+      if (!ev || ev.room_id !== this.r.head.roomId) return;
+      if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu: raw as PDU, ev });
+      if (inState) stateIds.add(ev.event_id);
+    };
+    for (const x of authChain) await parse(x, false);
+    for (const x of state) await parse(x, true);
+    await this.r.writer.admitOutlierBatch([...byId.values()], origin);
+    const passed = this.r.events.acceptedAmong([...stateIds]);
+    return new Map([...stateIds].filter((id) => passed.has(id)).map((id) => [id, byId.get(id)!.ev]));
+  }
+
+  /** The full state before our partial-state join, fetched by the Worker
+   *  (src/services/federation/partial-state.ts): complete the room (PartialState.complete).
+   *  Returns what the device lists need: whether the room is encrypted, its joined members. */
+  async completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+    return this.r.writer.serial(async () => {
+      try {
+        this.r.head.requireRoom();
+        const done = await this.r.partial.complete(args);
+        const f = this.r.fanout.fanOutFacts();
+        const local = new Set(f.joinedLocal);
+        return { ok: true as const, value: { ...done, encrypted: f.encrypted, localJoined: f.joinedLocal, remoteJoined: [...f.joined].filter((u) => !local.has(u)) } };
+      } catch (e) {
+        if (e instanceof PartialStateError) return { ok: false as const, status: 400, errcode: "M_BAD_JSON", error: e.message };
+        this.r.writer.reloadAfterFailure();
+        return asRoomError(e);
+      }
+    });
   }
 
   /** Admit events received over federation as outliers (missing auth events, state at a gap),

@@ -39,6 +39,9 @@ export interface RoomSyncAccess<E extends SyncEvent> {
    *  not cover are loaded). Summarising a cold room by loading 300 member events was 40% of a
    *  first sync of 300 rooms × 300 members. */
   memberships?(): Map<string, string>;
+  /** Partial-state rooms: the sender's member event among the event's auth events, for a
+   *  sender whose membership is not in the state yet (lazy-loading). */
+  senderMemberFromAuth?(e: E): string | undefined;
 }
 
 export interface RoomSyncQuery {
@@ -159,6 +162,14 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   // but always member changes in the gap of an incremental sync ("MUST return membership events
   // for events in the gap"). On a fresh room the other members are skipped while collecting.
   const needed = new Set(picked.map((e) => e.ev.sender));
+  const fromAuth = new Map<string, string>();
+  if (room.senderMemberFromAuth) {
+    for (const e of picked) {
+      if (fromAuth.has(e.ev.sender) || end.has(stateKey("m.room.member", e.ev.sender))) continue;
+      const id = room.senderMemberFromAuth(e);
+      if (id) fromAuth.set(e.ev.sender, id);
+    }
+  }
   if (fresh) needed.add(userId);
   // "When lazy-loading room members is enabled, the membership events for the heroes MUST be
   // included in the state, unless they are redundant" (RoomSummary m.heroes).
@@ -179,7 +190,7 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   if (q.lazyLoadMembers) {
     for (const u of needed) {
       const k = stateKey("m.room.member", u);
-      const id = start.get(k);
+      const id = start.get(k) ?? fromAuth.get(u);
       if (!id || (!q.useStateAfter && inTimeline.has(id))) continue;
       if (!fresh && !entries.has(id) && base.get(k) === id) lazyMembers[u] = id;
       entries.set(id, k);

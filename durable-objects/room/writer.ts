@@ -16,7 +16,8 @@ import { getRoomVersion, type RoomVersion } from "../../src/core/room-versions";
 import type { Config } from "../../src/config";
 import { readMeta, SCHEMA } from "./schema";
 import { canonicalJson } from "../../src/core/canonical-json";
-import { buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
+import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
+import { partialAuthState, type PartialState } from "./partial-state";
 import { checkContentHash, computeEventId, toRoomEvent } from "../../src/core/event-hashes";
 import { verifyJsonSignature, type SigningKey } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
@@ -42,6 +43,7 @@ export interface RoomWriterAccess {
   events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
   fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
+  partial: Pick<PartialState, "isPartial">;
 }
 
 export class RoomWriter {
@@ -275,12 +277,18 @@ export class RoomWriter {
     }
     // 4. Auth against the state before the event. (Not for outliers, which have no place in
     // the DAG, nor for backfilled history, whose state before is only approximated.)
+    const partialState = !opts.outlier && !backfill && this.r.partial.isPartial();
     if (status === "accepted" && !isCreate && !opts.outlier && !backfill) {
-      const r = checkEventAuth(ev, this.r.state.authMapFrom(before.map, ev), rv);
+      // While the room's member events are still being fetched (partial-state join), the
+      // event's own auth events are resolved into the state we know (partialAuthState, as
+      // Synapse does); re-checked against the full state when it arrives.
+      const st = partialState ? partialAuthState(before.map, authEvents, authEventKeys(rv, ev), (maps) => this.r.state.resolveMaps(maps)) : before.map;
+      const r = checkEventAuth(ev, this.r.state.authMapFrom(st, ev), rv);
       if (!r.allowed) [status, reason] = ["rejected", `against the state before the event: ${r.reason}`];
     }
     // 5. Soft fail against the current state (only differs from 4. when the event is not on top).
-    if (status === "accepted" && !isCreate && !opts.outlier && !backfill && before.group !== this.r.head.currentGroup) {
+    // (Skipped while partial: the current state may lack the sender's membership. Synapse too.)
+    if (status === "accepted" && !isCreate && !opts.outlier && !backfill && !partialState && before.group !== this.r.head.currentGroup) {
       const r = checkEventAuth(ev, this.r.state.authMapFrom(this.r.state.groupState(this.r.head.currentGroup), ev), rv);
       if (!r.allowed) [status, reason] = ["soft_failed", `against the current state: ${r.reason}`];
     }

@@ -95,6 +95,15 @@ export class E2eeInbox {
     this.a.wake();
   }
 
+  /** Many at one position, in one transaction. */
+  deviceListsChanged(changedUserIds: string[]): void {
+    this.a.transaction(() => {
+      const upos = this.a.next();
+      for (const u of changedUserIds) this.recordDeviceList(u, upos, false);
+    });
+    this.a.wake();
+  }
+
   deviceListLeft(leftUserId: string): void {
     this.a.transaction(() => this.recordDeviceList(leftUserId, this.a.next(), true));
     this.a.wake();

@@ -25,6 +25,8 @@ import { expireSlidingConns } from "../sliding-conn";
 /** Log compaction: the newest positions always kept exact; how often (in positions) to try. */
 const LOG_KEEP = 10_000;
 const LOG_COMPACT_EVERY = 10_000;
+/** Positions compacted per transaction (a backlog is compacted in slices: see compactTo). */
+const COMPACT_SLICE = 10_000;
 /** A device's sync mark holds compaction back while it synced this recently. */
 export const MARK_RETAIN_MS = 24 * 3600_000;
 /** A device's mark is rewritten at most this often (each write delays a /sync response). */
@@ -44,6 +46,10 @@ export class PositionLog {
   private floorPos: number;
   /** Position of the last compaction attempt (in memory; a restart just tries again). */
   private lastCompactTry: number;
+  /** The compaction under way (slices still to run), if any. */
+  private running?: Promise<number>;
+  /** Slices run by this instance (compactLog reports how many a call took). */
+  private slices = 0;
 
   constructor(
     private a: PositionLogAccess,
@@ -144,18 +150,28 @@ export class PositionLog {
   // -------------------------------------------------------------------------------------------
   // Compaction.
 
-  /** Compact when LOG_COMPACT_EVERY positions passed since the last try. */
+  /** Compact when LOG_COMPACT_EVERY positions passed since the last try. The first slice runs
+   *  now (usually the only one: ~LOG_COMPACT_EVERY positions); a backlog, such as a day of
+   *  positions held back by a device mark, continues in the background, slice by slice. */
   maybeCompact(): void {
     const pos = this.a.pos();
     if (pos - this.lastCompactTry < LOG_COMPACT_EVERY) return;
     this.lastCompactTry = pos;
+    if (this.running) return;
     try {
-      this.compactBelow(this.horizon(LOG_KEEP, Date.now()));
-      pruneLazyMembers(this.a.sql, Date.now() - MARK_RETAIN_MS);
-      expireSlidingConns(this.a.sql, Date.now());
+      const h = this.horizon(LOG_KEEP, Date.now());
+      // An async function runs up to its first await at once: the first slice (and, when it
+      // reaches h, the pruning) happens here, inside the call that took the position.
+      const run = this.compactTo(h, COMPACT_SLICE);
+      if (this.floorPos < h) this.track(run);
+      else run.catch(() => 0);
     } catch (e) {
       console.error("hub log compaction failed", e);
     }
+  }
+
+  private track(run: Promise<number>): void {
+    this.running = run.catch(() => 0).finally(() => (this.running = undefined));
   }
 
   /** The highest position compaction may reach: `keep` positions back, and below every mark
@@ -165,46 +181,81 @@ export class PositionLog {
     return Math.min(this.a.pos() - keep, mark ?? Number.MAX_SAFE_INTEGER);
   }
 
-  /** See UserDO.compactLog. */
-  async compactLog(opts: { keep?: number; now?: number; at?: number } = {}): Promise<{ floor: number; removed: number }> {
+  /** See UserDO.compactLog. `slice`: positions per transaction (default COMPACT_SLICE). */
+  async compactLog(opts: { keep?: number; now?: number; at?: number; slice?: number } = {}): Promise<{ floor: number; removed: number; slices: number }> {
+    // One compaction at a time: let a background one finish first (it only lowers the work).
+    while (this.running) await this.running;
     const h = Math.min(this.horizon(opts.keep ?? LOG_KEEP, opts.now ?? Date.now()), opts.at ?? Number.MAX_SAFE_INTEGER);
-    const removed = this.compactBelow(h);
-    pruneLazyMembers(this.a.sql, (opts.now ?? Date.now()) - MARK_RETAIN_MS);
-    // Sliding sync connections idle past their TTL go too (durable-objects/sliding-conn.ts).
-    expireSlidingConns(this.a.sql, opts.now ?? Date.now());
-    return { floor: this.floorPos, removed };
+    const slices0 = this.slices;
+    const run = this.compactTo(h, Math.max(1, opts.slice ?? COMPACT_SLICE), opts.now ?? Date.now());
+    this.track(run);
+    const removed = await run;
+    return { floor: this.floorPos, removed, slices: this.slices - slices0 };
   }
 
-  private compactBelow(h: number): number {
+  /** Compact up to `h` in slices of at most `slice` positions, each its own transaction, with a
+   *  turn of the event loop between them so the hub serves requests meanwhile: over a backlog
+   *  of 1,000,000 positions one transaction took 7.8 s (docs/benchmarks.md), during which the
+   *  hub answered nothing. Every slice leaves a complete compaction at its own horizon (the
+   *  newest entry per key at or below it), so stopping between slices is safe and the end
+   *  result is the one a single transaction gives. Then lazy-members rows of devices idle past
+   *  MARK_RETAIN_MS and sliding sync connections idle past their TTL go (judged at `now`).
+   *  Returns the log rows removed. */
+  private async compactTo(h: number, slice: number, now = Date.now()): Promise<number> {
+    let removed = 0;
+    try {
+      const most = Math.ceil((h - this.floorPos) / slice) + 1;
+      for (let i = 0; this.floorPos < h && i < most; i++) {
+        if (i > 0) await new Promise((r) => setTimeout(r, 0));
+        removed += this.compactSlice(h, slice);
+      }
+      pruneLazyMembers(this.a.sql, now - MARK_RETAIN_MS);
+      // Sliding sync connections idle past their TTL go too (durable-objects/sliding-conn.ts).
+      expireSlidingConns(this.a.sql, now);
+    } catch (e) {
+      console.error("hub log compaction failed", e);
+      throw e;
+    }
+    return removed;
+  }
+
+  /** One transaction: compact up to min(h, floor + slice). Returns the log rows removed. */
+  private compactSlice(h: number, slice: number): number {
     if (h <= this.floorPos) return 0;
+    const to = Math.min(h, this.floorPos + slice);
     const sql = this.a.sql;
     const count = () =>
-      sql.exec<{ n: number }>("SELECT (SELECT COUNT(*) FROM room_log WHERE upos <= ?1) + (SELECT COUNT(*) FROM device_list_log WHERE upos <= ?1) AS n", h).one().n;
+      sql.exec<{ n: number }>("SELECT (SELECT COUNT(*) FROM room_log WHERE upos <= ?1) + (SELECT COUNT(*) FROM device_list_log WHERE upos <= ?1) AS n", to).one().n;
     const before = count();
+    // NOT INDEXED: read rows by position (the primary key), so a slice costs what lies at or
+    // below `to` — the kept rows below the floor plus the slice. Left to itself SQLite groups
+    // through the (room_id, upos, stream) index and scans all of it: every slice then cost the
+    // whole log (100 slices over 1,000,000 positions took 48 s instead of 16).
     this.a.transaction(() => {
-      // Timeline entries: the newest per room carries the highest stream at or below h.
+      // Timeline entries: the newest per room carries the highest stream at or below `to`.
       const tops = sql
         .exec<{ room_id: string; u: number; s: number }>(
-          "SELECT room_id, MAX(upos) AS u, MAX(stream) AS s FROM room_log WHERE upos <= ? AND stream IS NOT NULL GROUP BY room_id",
-          h,
+          "SELECT room_id, MAX(upos) AS u, MAX(stream) AS s FROM room_log NOT INDEXED WHERE upos <= ? AND stream IS NOT NULL GROUP BY room_id",
+          to,
         )
         .toArray();
       for (const t of tops) sql.exec("UPDATE room_log SET stream = ? WHERE upos = ? AND stream != ?", t.s, t.u, t.s);
-      // Then keep only the newest entry per (room, kind) at or below h.
+      // Then keep only the newest entry per (room, kind) at or below `to`.
       sql.exec(
         `DELETE FROM room_log WHERE upos <= ?1 AND upos NOT IN (
-           SELECT MAX(upos) FROM room_log WHERE upos <= ?1 GROUP BY room_id, stream IS NULL)`,
-        h,
+           SELECT MAX(upos) FROM room_log NOT INDEXED WHERE upos <= ?1 GROUP BY room_id, stream IS NULL)`,
+        to,
       );
-      // Device lists: the newest entry per user at or below h.
+      // Device lists: the newest entry per user at or below `to`.
       sql.exec(
         `DELETE FROM device_list_log WHERE upos <= ?1 AND upos < (
            SELECT MAX(d.upos) FROM device_list_log d WHERE d.user_id = device_list_log.user_id AND d.upos <= ?1)`,
-        h,
+        to,
       );
-      this.a.setMeta("log_floor", h);
+      this.a.setMeta("log_floor", to);
     });
-    this.floorPos = h;
+    this.floorPos = to;
+    this.slices++;
     return before - count();
   }
 }

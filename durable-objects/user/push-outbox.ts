@@ -18,7 +18,7 @@ import type { Env } from "../../src/env";
 import type { JsonObject, JsonValue } from "../../src/core/types";
 import { parseConfig, type Config } from "../../src/config";
 import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
-import { pusherStub } from "../../src/services/pushers";
+import { pusherStub } from "../../src/rpc/stubs";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));

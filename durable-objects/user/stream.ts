@@ -1,7 +1,8 @@
-// The hub's own stream of positions (DESIGN.md §1): every push that can change what a user's
-// /sync returns takes the next position `pos`, and a sync token `s<pos>_<epoch>` names one.
-// `epoch` is random per hub: a token from another user (or from a wiped hub) is refused, never
-// silently reset. Also the long-poll: waiters that every push releases.
+// The hub's own stream of positions (docs/architecture.md, "Request flow"): every push that can
+// change what a user's /sync returns takes the next position `pos`, and a sync token
+// `s<pos>_<epoch>` names one. `epoch` is random per hub: a token from another user (or from a
+// wiped hub) is refused, never silently reset. Also the long-poll: waiters that every push
+// releases.
 
 export interface Position {
   pos: number;

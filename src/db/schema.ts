@@ -667,3 +667,35 @@ export const oauthCrossSigningResets = sqliteTable("oauth_cross_signing_resets",
   userId: text("user_id").primaryKey(),
   approvedUntilTs: integer("approved_until_ts").notNull(),
 });
+
+/** Device authorization grants (RFC 8628): the device code (hashed) the client polls with and the
+ *  user code the user types on the verification page. */
+export const oauthDeviceGrants = sqliteTable("oauth_device_grants", {
+  deviceCodeHash: text("device_code_hash").primaryKey(),
+  userCode: text("user_code").notNull().unique(),
+  clientId: text("client_id").notNull(),
+  scope: text("scope").notNull(),
+  deviceId: text("device_id").notNull(),
+  createdTs: integer("created_ts").notNull(),
+  expiresTs: integer("expires_ts").notNull(),
+  lastPollTs: integer("last_poll_ts"),
+  /** pending | approved | denied | exchanged */
+  status: text("status").notNull(),
+  userId: text("user_id"),
+});
+
+/** Short-lived login tokens for m.login.token (MSC3882 POST /login/get_token), hashed. */
+export const loginTokens = sqliteTable("login_tokens", {
+  tokenHash: text("token_hash").primaryKey(),
+  userId: text("user_id").notNull(),
+  expiresTs: integer("expires_ts").notNull(),
+});
+
+/** MSC4108 rendezvous sessions: a small mailbox two devices exchange QR-login messages through. */
+export const rendezvousSessions = sqliteTable("rendezvous_sessions", {
+  id: text("id").primaryKey(),
+  body: text("body").notNull(),
+  contentType: text("content_type").notNull(),
+  etag: text("etag").notNull(),
+  expiresTs: integer("expires_ts").notNull(),
+});

@@ -1,6 +1,7 @@
-// Fan-out on write (DESIGN.md §1): after a RoomDO commits an event it tells the UserDOs (sync
-// hubs) of the affected local users; typing, receipts and presence are fanned out the same way by
-// the Worker. Each hub records the change in its own stream and wakes its long-polling /sync.
+// Fan-out on write (docs/architecture.md, "Request flow"): after a RoomDO commits an event it
+// tells the UserDOs (sync hubs) of the affected local users; typing, receipts and presence are
+// fanned out the same way by the Worker. Each hub records the change in its own stream and
+// wakes its long-polling /sync.
 import type { Env } from "../env";
 import type { Config } from "../config";
 import { parseConfig } from "../config";
@@ -20,7 +21,7 @@ export function recipientsOf(ev: { type: string; state_key?: string }, joinedLoc
   return [...out];
 }
 
-/** Tell every recipient's hub about a committed event (fan-out on write, DESIGN.md §1).
+/** Tell every recipient's hub about a committed event (fan-out on write).
  *
  * Semantics: the returned promise waits only for the hub of the user the event comes from (the
  * sender, when a local recipient; else the local user a member event is about), so that user

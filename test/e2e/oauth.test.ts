@@ -166,4 +166,34 @@ describe.skipIf(!chromium)("OAuth 2.0 sign-in with matrix-js-sdk and headless Ch
     const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: tokens.access_token });
     expect(await client.whoami()).toMatchObject({ user_id: `@fresh${t}:${server.serverName}`, device_id: oauth.context.deviceId });
   });
+
+  it("signs a device in through the device authorisation grant (RFC 8628)", { timeout: 120_000 }, async () => {
+    const t = Date.now().toString(36);
+    const user = await registerUser(server, `tv${t}`, "tv password");
+    const { metadata, clientId } = await discoverAndRegister();
+    expect(metadata.device_authorization_endpoint).toBe(`${server.baseUrl}/_lattice/oauth/device`);
+    const oauth = new sdk.OAuth2(metadata, { clientId });
+    const session = await oauth.startDeviceAuthorizationGrant();
+    const waiting = oauth.waitForDeviceAuthorizationGrant(session);
+    // The user opens the verification URI (e.g. from a QR code) in a browser elsewhere.
+    const context = await browser.createBrowserContext();
+    try {
+      const page = await context.newPage();
+      await page.goto(session.verification_uri_complete!);
+      await page.waitForSelector("#username");
+      await page.type("#username", `tv${t}`);
+      await page.type("#password", "tv password");
+      await Promise.all([page.waitForNavigation(), page.click("#sign-in")]);
+      await page.waitForSelector("#allow");
+      expect(await page.$eval("#user-code", (e) => e.textContent)).toBe(session.user_code);
+      await Promise.all([page.waitForNavigation(), page.click("#allow")]);
+      expect(await page.$eval("#result", (e) => e.textContent)).toContain("Done");
+    } finally {
+      await context.close();
+    }
+    const result = await waiting;
+    if (!("access_token" in result)) throw new Error(`device grant failed: ${JSON.stringify(result)}`);
+    const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: result.access_token });
+    expect(await client.whoami()).toMatchObject({ user_id: user.userId, device_id: oauth.context.deviceId });
+  });
 });

@@ -137,7 +137,7 @@ describe("registration", () => {
 describe("login", () => {
   it("lists the password flow (and the appservice one)", async () => {
     const r = await call("GET", "/_matrix/client/v3/login");
-    expect(r.body.flows).toEqual([{ type: "m.login.password" }, { type: "m.login.application_service" }]);
+    expect(r.body.flows).toEqual([{ type: "m.login.password" }, { type: "m.login.token", get_login_token: true }, { type: "m.login.application_service" }]);
   });
   it("logs in with localpart, full MXID and the legacy user field", async () => {
     const u = await registerUser();

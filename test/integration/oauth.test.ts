@@ -76,7 +76,8 @@ describe("GET /_matrix/client/v1/auth_metadata", () => {
       revocation_endpoint: "http://test.local/_lattice/oauth/revoke",
       response_types_supported: ["code"],
       response_modes_supported: ["query", "fragment"],
-      grant_types_supported: ["authorization_code", "refresh_token"],
+      grant_types_supported: ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"],
+      device_authorization_endpoint: "http://test.local/_lattice/oauth/device",
       code_challenge_methods_supported: ["S256"],
       prompt_values_supported: ["create"],
     });
@@ -544,5 +545,124 @@ describe("m.oauth UIA for /keys/device_signing/upload", () => {
     expect((await upload((await makeCrossSigning(user.userId)).body)).status).toBe(200);
     const challenge = await upload((await makeCrossSigning(user.userId)).body);
     expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+  });
+});
+
+describe("device authorization grant (RFC 8628)", () => {
+  const DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code";
+  async function deviceClient() {
+    return newClient({ grant_types: ["authorization_code", "refresh_token", DEVICE_GRANT] });
+  }
+  async function start(clientId: string, deviceId = `TV${uniqueName("d").toUpperCase()}`) {
+    const { SELF } = await import("cloudflare:test");
+    const res = await SELF.fetch("http://test.local/_lattice/oauth/device", {
+      method: "POST",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ client_id: clientId, scope: `urn:matrix:client:api:* urn:matrix:client:device:${deviceId}` }).toString(),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, any>, deviceId };
+  }
+  const poll = (clientId: string, deviceCode: string) => tokenRequest({ grant_type: DEVICE_GRANT, client_id: clientId, device_code: deviceCode });
+
+  it("issues codes, answers pending/slow_down, and tokens once the user approves on the page", async () => {
+    const user = await signedInUser();
+    const clientId = await deviceClient();
+    const s = await start(clientId);
+    expect(s.status).toBe(200);
+    expect(s.body).toMatchObject({ verification_uri: "http://test.local/_lattice/oauth/link", expires_in: 600, interval: 5 });
+    expect(s.body.user_code).toMatch(/^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$/);
+    expect(s.body.verification_uri_complete).toBe(`http://test.local/_lattice/oauth/link?user_code=${s.body.user_code}`);
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("authorization_pending");
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("slow_down");
+
+    const b = new Browser();
+    // The user types the code in lower case without the dash.
+    const page = await b.fetch(`/_lattice/oauth/link?user_code=${s.body.user_code.replace("-", "").toLowerCase()}`);
+    expect(page.html).toContain('action="/_lattice/oauth/link/login"');
+    const login = await b.fetch("/_lattice/oauth/link/login", { form: { csrf: field(page.html, "csrf"), user_code: field(page.html, "user_code"), username: user.username, password: user.password } });
+    expect(login.status).toBe(303);
+    const consent = await b.fetch(login.location!);
+    expect(consent.html).toContain(s.body.user_code);
+    expect(consent.headers.get("content-security-policy")).toContain("frame-ancestors 'none'");
+    const forged = await b.fetch("/_lattice/oauth/link", { form: { user_code: s.body.user_code, action: "allow" } });
+    expect(forged.status).toBe(403);
+    const allow = await b.fetch("/_lattice/oauth/link", { form: { csrf: field(consent.html, "csrf"), user_code: s.body.user_code, action: "allow" } });
+    expect(allow.status).toBe(200);
+
+    const t = await poll(clientId, s.body.device_code);
+    expect(t.status).toBe(200);
+    expect(t.body).toMatchObject({ token_type: "Bearer", scope: `urn:matrix:client:api:* urn:matrix:client:device:${s.deviceId}` });
+    expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: t.body.access_token })).body).toMatchObject({ user_id: user.userId, device_id: s.deviceId });
+    const refreshed = await tokenRequest({ grant_type: "refresh_token", client_id: clientId, refresh_token: t.body.refresh_token });
+    expect(refreshed.status).toBe(200);
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("invalid_grant");
+  });
+
+  it("access_denied when the user denies; expired_token after expiry; invalid_grant for another client", async () => {
+    const user = await signedInUser();
+    const clientId = await deviceClient();
+    const s = await start(clientId);
+    const b = new Browser();
+    const page = await b.fetch(`/_lattice/oauth/link?user_code=${s.body.user_code}`);
+    const login = await b.fetch("/_lattice/oauth/link/login", { form: { csrf: field(page.html, "csrf"), user_code: s.body.user_code, username: user.username, password: user.password } });
+    const consent = await b.fetch(login.location!);
+    await b.fetch("/_lattice/oauth/link", { form: { csrf: field(consent.html, "csrf"), user_code: s.body.user_code, action: "deny" } });
+    expect((await poll(clientId, s.body.device_code)).body.error).toBe("access_denied");
+
+    const s2 = await start(clientId);
+    expect((await poll(await deviceClient(), s2.body.device_code)).body.error).toBe("invalid_grant");
+    await env.DB.prepare("UPDATE oauth_device_grants SET expires_ts = ? WHERE user_code = ?").bind(Date.now() - 1, s2.body.user_code).run();
+    expect((await poll(clientId, s2.body.device_code)).body.error).toBe("expired_token");
+  });
+
+  it("refuses clients without the grant, bad scopes, unknown clients; unknown codes on the page", async () => {
+    const plain = await newClient();
+    expect((await start(plain)).body.error).toBe("unauthorized_client");
+    const clientId = await deviceClient();
+    const bad = await start(clientId, "short");
+    expect(bad.body.error).toBe("invalid_scope");
+    const unknown = await start("nope");
+    expect(unknown.status).toBe(401);
+    expect(unknown.body.error).toBe("invalid_client");
+    const page = await new Browser().fetch("/_lattice/oauth/link?user_code=BCDF-GHJK");
+    expect(page.status).toBe(404);
+    expect((await new Browser().fetch("/_lattice/oauth/link?user_code=AEIOU")).status).toBe(400);
+  });
+});
+
+describe("POST /_matrix/client/v1/login/get_token (m.login.token for the legacy API)", () => {
+  const getToken = (token: string, body: unknown = {}) => call("POST", "/_matrix/client/v1/login/get_token", { token, body });
+  it("mints a single-use token after a password prompt; a new device logs in with it", async () => {
+    const user = await signedInUser();
+    expect((await call("GET", "/_matrix/client/v3/capabilities", { token: user.accessToken })).body.capabilities["m.get_login_token"]).toEqual({ enabled: true });
+    expect((await call("GET", "/_matrix/client/v3/login")).body.flows).toContainEqual({ type: "m.login.token", get_login_token: true });
+    const challenge = await getToken(user.accessToken);
+    expect(challenge.status).toBe(401);
+    expect(challenge.body.flows).toEqual([{ stages: ["m.login.password"] }]);
+    const r = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: challenge.body.session } });
+    expect(r.status).toBe(200);
+    expect(r.body.expires_in_ms).toBe(120000);
+    const login = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } });
+    expect(login.status).toBe(200);
+    expect(login.body.user_id).toBe(user.userId);
+    expect(login.body.device_id).not.toBe(user.deviceId);
+    const again = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } });
+    expect(again.status).toBe(403);
+    expect(again.body.errcode).toBe("M_FORBIDDEN");
+    // Every token needs a new prompt: the completed UIA session is gone.
+    const reuse = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: challenge.body.session } });
+    expect(reuse.status).toBe(400);
+  });
+
+  it("refuses expired and unknown tokens, and OAuth sessions (they use the device grant)", async () => {
+    const user = await signedInUser();
+    const c1 = await getToken(user.accessToken);
+    const r = await getToken(user.accessToken, { auth: { type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: user.password, session: c1.body.session } });
+    await env.DB.prepare("UPDATE login_tokens SET expires_ts = ? WHERE user_id = ?").bind(Date.now() - 1, user.userId).run();
+    expect((await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: r.body.login_token } })).status).toBe(403);
+    expect((await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.token", token: "latl_nope" } })).status).toBe(403);
+    const { tokens } = await codeGrant();
+    expect((await getToken(tokens.body.access_token)).status).toBe(403);
+    expect((await call("GET", "/_matrix/client/v3/capabilities", { token: tokens.body.access_token })).body.capabilities["m.get_login_token"]).toEqual({ enabled: false });
   });
 });

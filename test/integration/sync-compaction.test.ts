@@ -4,9 +4,10 @@
 // timeline moved between the token and the floor comes as a gap (limited, full state) that
 // /messages fills — so across compaction every event reaches the client exactly once.
 import { describe, expect, it } from "vitest";
-import { env } from "cloudflare:test";
+import { env, runInDurableObject } from "cloudflare:test";
 import { call, registerUser, type Json, type TestUser } from "./helpers";
 import type { UserStub } from "../../src/services/notifier";
+import type { RoomEventNotice } from "../../src/rpc/user";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
@@ -199,5 +200,65 @@ describe("sync hub log compaction", () => {
     const old = await call("GET", `${V3}/keys/changes?from=${enc(t0)}&to=${enc(mid)}`, { token: bob.accessToken });
     expect(old.status).toBe(400);
     expect(old.body.errcode).toBe("M_INVALID_PARAM");
+  });
+  it("a backlog compacted in slices (one transaction each) ends as one transaction would, and the hub answers between slices", async () => {
+    // Two hubs fed the same entries through their RPCs: timeline notices (some arriving out of
+    // order, so the kept entry must carry the highest stream across slices), typing, receipts,
+    // room account data and device-list changes.
+    const tag = crypto.randomUUID().slice(0, 8);
+    const users = [`@slice-one-${tag}:test.local`, `@slice-many-${tag}:test.local`];
+    const hubs = users.map((u) => env.USERS.get(env.USERS.idFromName(u)) as unknown as UserStub);
+    const rooms = ["!a:test.local", "!b:test.local", "!c:test.local"];
+    const notice = (roomId: string, stream: number): RoomEventNotice => ({
+      roomId,
+      stream,
+      event: { event_id: `$e${stream}-${roomId}`, room_id: roomId, type: "m.room.message", sender: "@someone:test.local", content: { msgtype: "m.text", body: "x" }, origin_server_ts: 1 },
+      memberCount: 2,
+      senderPowerLevel: 0,
+    });
+    for (let i = 0; i < 120; i++) {
+      const room = rooms[Math.floor(i / 6) % 3];
+      for (const [h, u] of hubs.map((h, k) => [h, users[k]] as const)) {
+        const k = i % 6;
+        if (k === 0) await h.roomEvents(u, [notice(room, 10 + i), notice(room, 5 + i)]);
+        else if (k === 1) {
+          await h.typing(u, room, "@typer:test.local", 30_000);
+          await h.typing(u, room, "@typer:test.local", 0);
+        } else if (k === 2) await h.receipt(u, { roomId: room, userId: "@reader:test.local", type: "m.read", eventId: `$e${i}`, threadId: "", ts: i });
+        else if (k === 3) await h.setAccountData(u, room, `org.example.${i % 4}`, { i });
+        else if (k === 4) await h.deviceListChanged(u, `@dev${i % 5}:test.local`);
+        else await h.roomEvent(u, notice(room, 10 + i));
+      }
+    }
+    const [t0, t1] = await Promise.all(hubs.map((h) => h.currentToken()));
+    expect(posOf(t0)).toBe(posOf(t1));
+    const keep = 20;
+    const one = await hubs[0].compactLog({ keep, now: Date.now() + 2 * DAY });
+    expect(one.slices).toBe(1);
+    // Slices of 7 positions: the other hub answers a call while its compaction is under way.
+    let done = false;
+    const many = hubs[1].compactLog({ keep, now: Date.now() + 2 * DAY, slice: 7 }).then((c) => ((done = true), c));
+    await hubs[1].currentToken();
+    expect(done, "the hub answered only after the whole compaction").toBe(false);
+    const c = await many;
+    expect(c.slices).toBe(Math.ceil(one.floor / 7));
+    expect({ floor: c.floor, removed: c.removed }).toEqual({ floor: one.floor, removed: one.removed });
+    expect(c.removed).toBeGreaterThan(100);
+    const dump = (h: UserStub) =>
+      runInDurableObject(h as unknown as DurableObjectStub, async (_i, state) => ({
+        roomLog: state.storage.sql.exec("SELECT upos, room_id, stream FROM room_log ORDER BY upos").toArray(),
+        deviceListLog: state.storage.sql.exec("SELECT upos, user_id, left FROM device_list_log ORDER BY upos, user_id").toArray(),
+      }));
+    const [a, b] = [await dump(hubs[0]), await dump(hubs[1])];
+    expect(b).toEqual(a);
+    // One kept timeline entry per room at or below the floor.
+    for (const r of rooms) {
+      const kept = a.roomLog.filter((x) => x.room_id === r && x.stream !== null && (x.upos as number) <= one.floor);
+      expect(kept).toHaveLength(1);
+    }
+    // A token from before the floor still answers, the same in both hubs.
+    const pos = await Promise.all(hubs.map((h, k) => h.roomPosition(users[k], rooms[0], [t0, t1][k])));
+    expect(pos[0].ok).toBe(true);
+    expect(pos[1]).toEqual(pos[0]);
   });
 });

@@ -3,6 +3,7 @@
 import { describe, it, expect } from "vitest";
 import { callNoteOf, checkPusherUrl, notifyBody, prioOf, tweaksOf, type PendingPush } from "../../src/core/push-gateway";
 import { coalesceBadges, pushBackoffMs } from "../../durable-objects/pusher";
+import type { JsonObject } from "../../src/core/types";
 import { sharedSecretCredentials } from "../../src/api/client/voip";
 
 describe("pusher URLs", () => {
@@ -59,7 +60,7 @@ describe("notify bodies", () => {
 
 describe("missed calls and badge coalescing", () => {
   const me = "@me:x";
-  const ev = (type: string, sender: string, content: Record<string, unknown>) => ({ type, sender, content, origin_server_ts: 1000 });
+  const ev = (type: string, sender: string, content: JsonObject) => ({ type, sender, content, origin_server_ts: 1000 });
   it("invites meant for me ring until their lifetime; my answer, reject or hangup takes them; others end them", () => {
     expect(callNoteOf(ev("m.call.invite", "@a:x", { call_id: "c", lifetime: 60000 }), me, 0)).toEqual({ kind: "invite", callId: "c", expiresTs: 61000 });
     expect(callNoteOf(ev("m.call.invite", "@a:x", { call_id: "c" }), me, 0)).toEqual({ kind: "invite", callId: "c", expiresTs: 91000 });

@@ -4,6 +4,7 @@ import type { AppEnv } from "../types";
 import { requireAuth } from "../middleware/auth";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../../core/room-versions";
 import { rtcTransports } from "./rtc";
+import { mayGetLoginToken } from "./login-token";
 import { DELAYED_EVENTS_CAPABILITY } from "./delayed-events";
 
 /** Spec versions we advertise: only those whose required endpoints Lattice actually serves.
@@ -52,7 +53,7 @@ const UNSTABLE_FEATURES = {
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
 export const capabilities = new Hono<AppEnv>();
-capabilities.get("/capabilities", requireAuth, (c) => {
+capabilities.get("/capabilities", requireAuth, async (c) => {
   const available: Record<string, "stable" | "unstable"> = {};
   for (const v of ROOM_VERSIONS.values()) if (v.creatable) available[v.id] = "stable";
   return c.json({
@@ -63,7 +64,7 @@ capabilities.get("/capabilities", requireAuth, (c) => {
       "m.set_avatar_url": { enabled: true },
       "m.profile_fields": { enabled: true },
       "m.3pid_changes": { enabled: false },
-      "m.get_login_token": { enabled: false },
+      "m.get_login_token": { enabled: await mayGetLoginToken(c) },
       ...DELAYED_EVENTS_CAPABILITY,
     },
   });

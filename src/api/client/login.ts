@@ -6,6 +6,7 @@ import { MatrixError, forbidden } from "../errors";
 import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { appserviceFromToken, sessionFor } from "./login-common";
+import { redeemLoginToken } from "../../services/login-tokens";
 import { LIMITS, clientAddress, rateLimit } from "../middleware/rate-limit";
 import { db } from "../../db";
 import { verifyPassword } from "../../services/passwords";
@@ -28,15 +29,23 @@ const loginSchema = z.object({
   device_id: z.string().min(1).max(255).optional(),
   initial_device_display_name: z.string().max(512).optional(),
   refresh_token: z.boolean().optional(),
+  /** m.login.token (login-token.ts). */
+  token: z.string().max(1024).optional(),
 });
 
 export const login = new Hono<AppEnv>();
 
-login.get("/login", (c) => c.json({ flows: [{ type: "m.login.password" }, { type: "m.login.application_service" }] }));
+login.get("/login", (c) =>
+  c.json({ flows: [{ type: "m.login.password" }, { type: "m.login.token", get_login_token: true }, { type: "m.login.application_service" }] }),
+);
 
 login.post("/login", async (c) => {
   const body = await parseBody(c, loginSchema);
   if (body.type === APPSERVICE_LOGIN) return c.json(await appserviceLogin(c, body));
+  if (body.type === "m.login.token") {
+    const userId = await redeemLoginToken(c, body.token);
+    return c.json({ ...(await sessionFor(c, userId, body)), well_known: { "m.homeserver": { base_url: c.var.config.publicBaseUrl } } });
+  }
   if (body.type !== "m.login.password") {
     throw new MatrixError(400, "M_UNKNOWN", `Login type ${body.type} is not supported`);
   }

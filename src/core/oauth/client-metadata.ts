@@ -30,7 +30,7 @@ export class ClientMetadataError extends Error {
   }
 }
 
-export const SUPPORTED_GRANT_TYPES = ["authorization_code", "refresh_token"];
+export const SUPPORTED_GRANT_TYPES = ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"];
 const LOOPBACK_HOSTS = new Set(["localhost", "127.0.0.1", "[::1]"]);
 /** http://host[:port] as written: group 1 the host, group 2 the port (even an empty or default one). */
 const LOOPBACK_AUTHORITY = /^http:\/\/(\[[^\]]*\]|[^/?#:]*)(:\d*)?/i;

@@ -4,6 +4,7 @@ import { Hono } from "hono";
 import type { AppEnv } from "../../types";
 import { OAUTH_BASE } from "./pages";
 import { ACCOUNT_ACTIONS, ACCOUNT_PATH } from "./account";
+import { DEVICE_GRANT_TYPE } from "./device";
 
 export const authMetadata = new Hono<AppEnv>();
 
@@ -18,7 +19,8 @@ authMetadata.get("/auth_metadata", (c) => {
     revocation_endpoint: `${base}${OAUTH_BASE}/revoke`,
     response_types_supported: ["code"],
     response_modes_supported: ["query", "fragment"],
-    grant_types_supported: ["authorization_code", "refresh_token"],
+    grant_types_supported: ["authorization_code", "refresh_token", DEVICE_GRANT_TYPE],
+    device_authorization_endpoint: `${base}${OAUTH_BASE}/device`,
     code_challenge_methods_supported: ["S256"],
     token_endpoint_auth_methods_supported: ["none"],
     revocation_endpoint_auth_methods_supported: ["none"],

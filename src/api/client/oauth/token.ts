@@ -6,6 +6,8 @@ import { verifyPkce } from "../../../core/oauth/pkce";
 import { getClient } from "../../../services/oauth/clients";
 import { claimCode, setGrantSession } from "../../../services/oauth/grants";
 import { refreshOAuthSession, revokeOAuthSession, revokeToken, sessionById, startOAuthSession } from "../../../services/oauth/tokens";
+import { pollDeviceGrant } from "../../../services/oauth/device-grants";
+import { DEVICE_GRANT_TYPE } from "./device";
 import { formBody, noStore, oauthError, RepeatedParameter } from "./responses";
 
 export const oauthToken = new Hono<AppEnv>();
@@ -30,9 +32,22 @@ oauthToken.post("/token", async (c) => {
   // RFC 6749 §5.2: invalid_client with 401 when the client cannot be identified.
   const client = clientId ? await getClient(c.env, clientId) : null;
   if (!client) return oauthError(c, 401, "invalid_client", "unknown or missing client_id");
-  if (grantType !== "authorization_code" && grantType !== "refresh_token") return oauthError(c, 400, "unsupported_grant_type", `grant_type ${grantType} is not supported`);
+  if (grantType !== "authorization_code" && grantType !== "refresh_token" && grantType !== DEVICE_GRANT_TYPE) return oauthError(c, 400, "unsupported_grant_type", `grant_type ${grantType} is not supported`);
   if (!client.grant_types.includes(grantType)) return oauthError(c, 400, "unauthorized_client", `the client did not register the ${grantType} grant`);
   const config = c.var.config;
+
+  if (grantType === DEVICE_GRANT_TYPE) {
+    const deviceCode = form.get("device_code");
+    if (!deviceCode) return oauthError(c, 400, "invalid_request", "device_code is required");
+    const outcome = await pollDeviceGrant(c.env, deviceCode, client.client_id);
+    if ("error" in outcome) return oauthError(c, 400, outcome.error, outcome.description);
+    const grant = outcome.ok;
+    const user = await c.env.DB.prepare("SELECT deactivated FROM users WHERE user_id = ?").bind(grant.userId).first<{ deactivated: number }>();
+    if (!user || user.deactivated) return oauthError(c, 400, "invalid_grant", "the account is deactivated");
+    const { tokens } = await startOAuthSession(c.env, config, { clientId: client.client_id, userId: grant.userId!, deviceId: grant.deviceId, scope: grant.scope, displayName: client.client_name });
+    noStore(c);
+    return c.json(tokens);
+  }
 
   if (grantType === "refresh_token") {
     const refreshToken = form.get("refresh_token");
