@@ -27,8 +27,12 @@ CREATE TABLE IF NOT EXISTS push_calls (room_id TEXT NOT NULL, call_id TEXT NOT N
   taken INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room_id, call_id));
 `;
 
-/** A retry of a failed hand-over, and the safety net if the immediate drain never ran. */
+/** A retry of a failed (or still running) hand-over. */
 const OUTBOX_RETRY_MS = 5_000;
+/** The safety net armed with new rows, in case the immediate hand-over never runs (the process
+ *  died). Longer than the retry: each firing of 100 hubs' alarms is 100 commits, the cost this
+ *  module exists to avoid; accepted rows are deleted by it too when no transaction came first. */
+const OUTBOX_SAFETY_MS = 30_000;
 
 export class PushOutbox {
   /** Per pusher (keyOf): the highest outbox seq its queue accepted. In memory: after a restart
@@ -37,8 +41,8 @@ export class PushOutbox {
   /** Rows up to here are deleted. */
   private pruned = 0;
   private draining = new Set<string>();
-  /** The retry alarm is set (in memory: after a restart it is simply set again). */
-  private armed = false;
+  /** When the alarm is set for (in memory: after a restart it is simply set again). */
+  private armedAt: number | null = null;
   private targetsCache: PusherTarget[] | null = null;
   /** Configuration, parsed once per hub instance. */
   private config: Config;
@@ -50,7 +54,7 @@ export class PushOutbox {
     this.config = parseConfig(env);
     ctx.storage.sql.exec(PUSH_OUTBOX_SCHEMA);
     // Rows left by a hub that stopped before arming its alarm: retry soon.
-    if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) void ctx.storage.setAlarm(Date.now() + 100);
+    if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(100);
   }
 
   private get sql(): SqlStorage {
@@ -185,15 +189,17 @@ export class PushOutbox {
   async afterCommit(userId: string): Promise<void> {
     if (!this.pending) return;
     this.pending = false;
-    this.arm();
+    this.arm(OUTBOX_SAFETY_MS);
     void this.drain(userId);
   }
 
-  private arm(): void {
-    if (this.armed) return;
-    this.armed = true;
-    this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS).catch((e) => {
-      this.armed = false;
+  /** Set the alarm `ms` from now, unless it is set for sooner already. */
+  private arm(ms: number): void {
+    const at = Date.now() + ms;
+    if (this.armedAt !== null && this.armedAt <= at) return;
+    this.armedAt = at;
+    this.ctx.storage.setAlarm(at).catch((e) => {
+      this.armedAt = null;
       console.warn(`push: could not arm the outbox alarm: ${(e as Error).message}`);
     });
   }
@@ -226,7 +232,7 @@ export class PushOutbox {
       // The rows stay; the alarm tries again (a queue that took them twice sends twice:
       // at-least-once).
       console.warn(`push: hand-over to pusher ${t.appId} of ${userId} failed: ${(e as Error).message}`);
-      this.arm();
+      this.arm(OUTBOX_RETRY_MS);
     } finally {
       this.draining.delete(k);
     }
@@ -234,11 +240,11 @@ export class PushOutbox {
 
   /** The hub's alarm: retry what is left, delete what was accepted. */
   async alarm(userId: string | undefined): Promise<void> {
-    this.armed = false;
+    this.armedAt = null;
     if (!userId) return;
     await this.drain(userId);
     this.prune();
-    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm();
+    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(OUTBOX_RETRY_MS);
   }
 }
 
