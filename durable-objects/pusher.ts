@@ -27,6 +27,8 @@ const PUSH_MAX_BACKOFF_MS = 24 * 3600_000;
 const PUSH_TIMEOUT_MS = 15_000;
 /** Queue bound; beyond it the oldest notifications go (a phone days behind wants the latest). */
 const PUSH_MAX_QUEUE = 1000;
+/** How long one hand-over may be sent directly before the rest goes to the durable queue. */
+const PUSH_DIRECT_BUDGET_MS = 1_000;
 /** Items sent per alarm run before yielding to a fresh alarm. */
 const PUSH_BATCH = 100;
 
@@ -70,10 +72,18 @@ export class PusherDO extends QueueDO {
   private async accept(userId: string, target: PusherTarget, items: PendingPush[]): Promise<void> {
     if (!this.sending && !this.num("failures") && !this.hasQueue()) {
       // Direct: nothing stored unless a request fails (the hub holds its rows until we return).
+      // A slow gateway: what is left after PUSH_DIRECT_BUDGET_MS goes to the queue (bounded,
+      // and the hub's hand-over does not wait for every request).
+      const start = Date.now();
+      let rest: PendingPush[] = [];
       this.sending = true;
       try {
         const list = coalesceBadges(items);
         for (let i = 0; i < list.length; i++) {
+          if (i > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) {
+            rest = list.slice(i);
+            break;
+          }
           const r = await this.post(userId, target, list[i]);
           if (r === "dropped") return;
           if (r === "failed") {
@@ -87,6 +97,10 @@ export class PusherDO extends QueueDO {
         }
       } finally {
         this.sending = false;
+      }
+      if (rest.length) {
+        this.store(userId, target, rest);
+        void this.run();
       }
       return;
     }
