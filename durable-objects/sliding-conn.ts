@@ -121,17 +121,8 @@ export interface BeginRequest {
   roomTypes?: Record<string, string | null>;
 }
 
-export interface HubRoom {
-  roomId: string;
-  membership: string;
-  /** Room stream the hub knows up to. */
-  stream: number;
-  bump: number;
-  encrypted: boolean;
-  inviter: string | null;
-  /** m.room.create content.type (null: none); undefined: not known to the hub yet. */
-  roomType?: string | null;
-}
+/** A room the response may show (the recency index's row for it). */
+export type HubRoom = IndexedRoom;
 
 export interface BeginResult {
   /** The state the request starts from (null: a new connection). */
@@ -212,7 +203,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const q = a.pos();
   const from = state?.hubPos ?? -1;
   for (const [roomId, type] of Object.entries(req.roomTypes ?? {})) learnRoomType(a.sql, roomId, type);
-  const direct = syncDirect(a.sql);
+  syncDirect(a.sql);
   const ignoredRow = a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
   const ignoredUsers = ignoredRow ? (JSON.parse(ignoredRow.content) as { ignored_users?: Record<string, unknown> }).ignored_users : undefined;
   const ignored = ignoredUsers && typeof ignoredUsers === "object" ? Object.keys(ignoredUsers) : [];
@@ -272,7 +263,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
     receipts: !!ext.receipts?.enabled,
     accountData: !!ext.account_data?.enabled,
   });
-  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, details, direct: [...direct].filter((id) => shown.has(id)), ignored, ext, globalAccountData: [] };
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, details, direct: rooms.filter((r) => r.isDm).map((r) => r.roomId), ignored, ext, globalAccountData: [] };
   if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
   if (tdSince !== undefined) {
     const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));

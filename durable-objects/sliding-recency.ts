@@ -103,20 +103,20 @@ export function learnRoomType(sql: SqlStorage, roomId: string, type: string | nu
   sql.exec("UPDATE sliding_rooms SET rtype = ? WHERE room_id = ?", type ?? "", roomId);
 }
 
-/** Keep `is_dm` equal to m.direct (module "Direct Messaging"): recomputed when m.direct changed
- *  or rooms were added since the last computation (rare; O(rooms) then). Returns the DM rooms. */
-export function syncDirect(sql: SqlStorage): Set<string> {
-  const row = sql.exec<{ content: string; upos: number }>("SELECT content, upos FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
-  const direct = new Set<string>();
-  if (row) {
-    for (const ids of Object.values(JSON.parse(row.content) as Record<string, unknown>)) if (Array.isArray(ids)) for (const id of ids) if (typeof id === "string") direct.add(id);
-  }
+/** Keep `is_dm` equal to m.direct (module "Direct Messaging"): recomputed only when m.direct
+ *  changed since the last computation (O(rooms) then; a request otherwise reads one row). */
+export function syncDirect(sql: SqlStorage): void {
+  const row = sql.exec<{ upos: number }>("SELECT upos FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0];
   const mark = String(row?.upos ?? -1);
-  if (getMeta(sql, "direct") !== mark) {
-    sql.exec("UPDATE sliding_rooms SET is_dm = (room_id IN (SELECT value FROM json_each(?))) WHERE is_dm != (room_id IN (SELECT value FROM json_each(?)))", JSON.stringify([...direct]), JSON.stringify([...direct]));
-    setMeta(sql, "direct", mark);
+  if (getMeta(sql, "direct") === mark) return;
+  const content = sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.direct'").toArray()[0]?.content;
+  const direct = new Set<string>();
+  if (content) {
+    for (const ids of Object.values(JSON.parse(content) as Record<string, unknown>)) if (Array.isArray(ids)) for (const id of ids) if (typeof id === "string") direct.add(id);
   }
-  return direct;
+  const list = JSON.stringify([...direct]);
+  sql.exec("UPDATE sliding_rooms SET is_dm = (room_id IN (SELECT value FROM json_each(?1))) WHERE is_dm != (room_id IN (SELECT value FROM json_each(?1)))", list);
+  setMeta(sql, "direct", mark);
 }
 
 /** One room as a list window returns it. */
@@ -129,6 +129,8 @@ export interface IndexedRoom {
   inviter: string | null;
   /** m.room.create content.type (null: none); undefined: not known to the hub yet. */
   roomType?: string | null;
+  /** In m.direct. */
+  isDm: boolean;
 }
 
 /** Which rooms a request's lists may show at all. */
@@ -181,9 +183,9 @@ function where(c: Candidates, f: ListFilters | undefined, inSpaces: string[] | u
   return { sql: terms.join(" AND "), args };
 }
 
-type Row = { room_id: string; membership: string; stream: number; inviter: string | null; bump: number; encrypted: number; rtype: string | null };
+type Row = { room_id: string; membership: string; stream: number; inviter: string | null; bump: number; encrypted: number; rtype: string | null; is_dm: number };
 // CROSS JOIN: sliding_rooms drives (its index gives the order), rooms is looked up per row.
-const COLUMNS = "s.room_id, s.membership, r.stream, s.inviter, s.bump, s.encrypted, s.rtype";
+const COLUMNS = "s.room_id, s.membership, r.stream, s.inviter, s.bump, s.encrypted, s.rtype, s.is_dm";
 
 function toRoom(r: Row): IndexedRoom {
   return {
@@ -194,6 +196,7 @@ function toRoom(r: Row): IndexedRoom {
     encrypted: !!r.encrypted,
     inviter: r.inviter,
     roomType: r.rtype === null ? undefined : r.rtype === "" ? null : r.rtype,
+    isDm: !!r.is_dm,
   };
 }
 

@@ -12,7 +12,7 @@
 //   sync.ts          the /sync assembly (what changed after a token)
 //   lazy-members.ts  lazy-loaded members already sent per device
 //   push-outbox.ts   push delivery to this user's pushers
-// and durable-objects/sliding-conn.ts for Simplified Sliding Sync.
+// and durable-objects/sliding-conn.ts, sliding-recency.ts for Simplified Sliding Sync.
 //
 // Everything that can change what a user's /sync returns is pushed here (fan-out on write), and
 // each push takes the next position of this user's own stream:

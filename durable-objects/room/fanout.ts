@@ -127,7 +127,7 @@ export class FanOut {
    *  the write RPCs wait for it before returning (fannedOut): for the sync hubs that is the hub
    *  of the event's own user (read-your-writes), the others are told asynchronously with
    *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
-  async notify(event: RoomEvent, stream: number): Promise<void> {
+  private async notify(event: RoomEvent, stream: number): Promise<void> {
     const room = this.fanOutFacts();
     // Application services: queued in commit order (so before any await here); not awaited.
     void this.appservices.push(appserviceEvent(event, this.r.head.roomId!), room.joined, stream);
@@ -165,7 +165,7 @@ export class FanOut {
 
   /** Hand over again the events the appservice queues may have missed because this object
    *  stopped before handing them over (AppserviceFanOut's watermark; called by alarm()). */
-  async redeliverToAppservices(): Promise<void> {
+  private async redeliverToAppservices(): Promise<void> {
     if (!this.r.head.rv || !this.r.head.roomId) return;
     const missed = await this.appservices.behind(this.r.head.stream);
     if (missed === null) return;
@@ -229,7 +229,7 @@ export class FanOut {
     this.r.sql.exec("INSERT INTO meta (key, value) VALUES ('hub_done', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", String(this.hubDone));
   }
 
-  async notifyHubs(notice: RoomEventNotice, recipients: string[]): Promise<void> {
+  private async notifyHubs(notice: RoomEventNotice, recipients: string[]): Promise<void> {
     if (this.hubPending.size === 0) this.hubPendingOrdered = true;
     else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
     this.hubPending.add(notice.stream);
@@ -242,7 +242,7 @@ export class FanOut {
     await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
   }
 
-  hubSettled(stream: number): void {
+  private hubSettled(stream: number): void {
     this.hubPending.delete(stream);
     let done = this.hubMax;
     // O(1) in the usual case: a slow hub leaves thousands pending, and a scan per delivery took
@@ -261,7 +261,7 @@ export class FanOut {
    *  current state, which is the same for the newest event). The members then are the current
    *  ones (fanOutFacts) corrected by the member entries that differ between the two states, so
    *  only those member events are read, not every member's. */
-  noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
+  private noticeAt(se: StoredEvent): { notice: RoomEventNotice; recipients: string[] } {
     const st = this.r.state.groupState(se.stateAfter);
     const now = this.fanOutFacts();
     const isLocal = (u: string) => u.endsWith(`:${this.r.head.serverName}`);
@@ -406,7 +406,7 @@ export class FanOut {
 
   private peekWaiters = new Set<() => void>();
 
-  wakePeekers(): void {
+  private wakePeekers(): void {
     for (const wake of this.peekWaiters) wake();
   }
 
@@ -429,7 +429,7 @@ export class FanOut {
   /** Our joined guests leave, each as its own sender (as Synapse does: no power level needed,
    *  and guest accounts are this server's business). Runs after the write that changed the
    *  room's guest access, queued behind it; that write's RPC waits for it (fannedOut). */
-  async kickGuests(): Promise<void> {
+  private async kickGuests(): Promise<void> {
     this.guestAccessChanged = false;
     try {
       const id = this.r.state.groupState(this.r.head.currentGroup).get(GUEST_ACCESS_KEY);

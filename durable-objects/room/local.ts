@@ -10,6 +10,7 @@ import { randomString } from "../../src/services/crypto-util";
 import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, StoredEvent, fail, asRoomError, POWER_KEY, txnKey, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
 import type { RoomWriter } from "./writer";
@@ -20,10 +21,11 @@ export interface LocalEventsAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
+  keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
   fanout: Pick<FanOut, "fanOutFacts" | "fannedOut">;
-  writer: Pick<RoomWriter, "admitInner" | "serial" | "setMeta" | "signingKey">;
+  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial">;
 }
 
 export class LocalEvents {
@@ -52,9 +54,7 @@ export class LocalEvents {
           this.r.head.roomId = this.r.head.rv = undefined;
           fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
         }
-        this.r.writer.setMeta("room_id", args.roomId);
-        this.r.writer.setMeta("room_version", rv.id);
-        this.r.writer.setMeta("server_name", args.serverName);
+        this.r.writer.recordRoom(args.roomId, rv.id, args.serverName);
         const creator = args.createPdu.sender;
         await this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)")
           .bind(args.roomId, rv.id, creator, Date.now())
@@ -85,13 +85,13 @@ export class LocalEvents {
     return r;
   }
 
-  merging = false;
+  private merging = false;
 
   extremityCount(): number {
     return this.r.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM extremities").one().n;
   }
   /** The extremity count the running merge works down to (the lowest asked for). */
-  mergeTarget = MAX_PREV_EVENTS;
+  private mergeTarget = MAX_PREV_EVENTS;
 
   /** Keep the forward extremities at most `most` (MAX_PREV_EVENTS by default). Concurrent
    *  remote events (e.g. many joins at once) can leave more branches than one event may cite;
@@ -127,7 +127,7 @@ export class LocalEvents {
   }
 
   /** The joined local member with the highest power level (so events_default cannot stop it). */
-  mergeSender(): string | undefined {
+  private mergeSender(): string | undefined {
     const local = this.r.fanout.fanOutFacts().joinedLocal;
     if (local.length <= 1) return local[0];
     const st = this.r.state.currentAuthMap([POWER_KEY, CREATE_KEY]);
@@ -140,7 +140,7 @@ export class LocalEvents {
     return best;
   }
 
-  async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
+  private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
     this.r.head.requireRoom();
     if (spec.txn) {
       const row = this.r.sql
@@ -158,7 +158,7 @@ export class LocalEvents {
 
   /** Build and sign a local user's event: prev_events = the forward extremities, auth_events
    *  by the auth events selection over the state before it, depth = max(prev) + 1. */
-  async buildLocalPdu(spec: LocalEventSpec): Promise<{ pdu: PDU; eventId: string }> {
+  private async buildLocalPdu(spec: LocalEventSpec): Promise<{ pdu: PDU; eventId: string }> {
     const rv = this.r.head.requireRoom();
     if (this.r.events.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
     if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
@@ -185,7 +185,7 @@ export class LocalEvents {
       if (rv.v11Redaction) content.redacts = spec.redacts;
       else pdu.redacts = spec.redacts;
     }
-    const key = await this.r.writer.signingKey();
+    const key = await this.r.keys.signingKey();
     return hashAndSignEvent(pdu as unknown as PDU, rv, this.r.head.serverName!, key);
   }
 
@@ -214,7 +214,7 @@ export class LocalEvents {
 
   /** "Handling redactions": a local user may redact their own events, or others' with the
    *  redact power level. (The auth rules only check the sender's server.) */
-  checkLocalRedaction(spec: LocalEventSpec): void {
+  private checkLocalRedaction(spec: LocalEventSpec): void {
     const rv = this.r.head.rv!;
     if (!spec.redacts) fail(400, "M_BAD_JSON", "Redaction needs a target event");
     const target = this.r.events.loadEvent(spec.redacts);

@@ -49,6 +49,9 @@ const UNSTABLE_FEATURES = {
   "uk.half-shot.msc2666.query_mutual_rooms": true,
   // Simplified Sliding Sync (MSC4186), src/api/client/sliding-sync.ts.
   "org.matrix.simplified_msc3575": true,
+  // QR-code sign-in rendezvous (MSC4108), src/api/client/rendezvous.ts; the new device signs in
+  // with the OAuth device authorization grant (src/api/client/oauth/device.ts).
+  "org.matrix.msc4108": true,
 };
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
