@@ -10,7 +10,7 @@ import {
   planThumbnail,
   sniffImage,
 } from "../../src/core/media";
-import { checkPreviewUrl, isBlockedHost, parseIPv6 } from "../../src/core/url-guard";
+import { checkPreviewTarget, checkPreviewUrl, isBlockedHost, parseIPv6 } from "../../src/core/url-guard";
 import { extractOpenGraph } from "../../src/core/opengraph";
 import { makeGif, makeImage } from "./media-fixtures";
 
@@ -158,6 +158,26 @@ describe("SSRF guard", () => {
     expect(isBlockedHost("evil.example", ["evil.example"])).toBeTruthy();
     expect(isBlockedHost("a.corp.example", [".corp.example"])).toBeTruthy();
     expect(isBlockedHost("good.example", [".corp.example"])).toBeUndefined();
+  });
+
+  it("applies the operator's blocklist and loopback switch (checkPreviewTarget)", () => {
+    const policy = { blocklist: ["blocked.example", ".corp.example", "*.ads.example", "https://cdn.example/private/*", "https://q.example/a?b"], loopback: false };
+    const ok = (u: string, p = policy) => checkPreviewTarget(u, p).ok;
+    for (const u of ["https://blocked.example/", "https://BLOCKED.example./x", "https://corp.example/", "https://a.b.corp.example/", "https://x.ads.example/", "https://cdn.example/private/a.png", "https://q.example/a?b"]) {
+      expect(ok(u), u).toBe(false);
+    }
+    for (const u of ["https://notblocked.example/", "https://www.blocked.example/", "https://notcorp.example/", "https://ads.example/", "https://cdn.example/public/a.png", "https://q.example/ab"]) {
+      expect(ok(u), u).toBe(true);
+    }
+    // Loopback (any port) only when switched on; other private ranges and bad URLs never.
+    const loop = { blocklist: [], loopback: true };
+    for (const u of ["http://127.0.0.1:8080/", "https://[::1]:8448/x", "http://localhost:3000/"]) {
+      expect([ok(u), ok(u, loop)], u).toEqual([false, true]);
+    }
+    for (const u of ["http://10.0.0.1/", "http://169.254.169.254/", "http://127.0.0.2/", "http://user:pw@127.0.0.1:1/", "ftp://127.0.0.1/"]) {
+      expect(ok(u, loop), u).toBe(false);
+    }
+    expect(checkPreviewTarget("ftp://127.0.0.1/", loop)).toMatchObject({ ok: false, invalid: true });
   });
 
   it("parses IPv6 forms", () => {
