@@ -10,6 +10,7 @@ import { parseHistoryVisibility } from "../../src/core/history-visibility";
 import type { Config } from "../../src/config";
 import { mirrorRoomForDirectory, type DirectoryMember } from "../../src/services/user-directory";
 import { buildNotice, HubFanOut, recipientsOf } from "../../src/services/notifier";
+import { DelayedStateWatch } from "../delayed-state-watch";
 import type { RoomEventNotice } from "../../src/rpc/user";
 import { enqueuePdu } from "../../src/services/federation/sender";
 import { AppserviceFanOut, appserviceEvent } from "../../src/services/appservice-fanout";
@@ -45,7 +46,11 @@ export interface FanOutAccess {
 export class FanOut {
   constructor(private readonly r: FanOutAccess) {
     this.hubs = new HubFanOut(r.env);
+    this.delayedState = new DelayedStateWatch(r.sql, r.env);
   }
+
+  /** MSC4140: others' state cancels a user's delayed state event of the same key. */
+  readonly delayedState: DelayedStateWatch;
 
   /** At start: the hub watermark; notices not known to be delivered when this object last
    *  stopped are redelivered (alarm). Rooms from before the watermark existed count as
@@ -172,6 +177,7 @@ export class FanOut {
     const { room, notice } = facts;
     // Application services: queued in commit order (so before any await here); not awaited.
     void this.appservices.push(appserviceEvent(event, this.r.head.roomId!), room.joined, stream);
+    this.delayedState.onState(this.r.head.roomId!, event);
     await this.notifyHubs(notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.r.head.serverName}`)));
     // Federation: events that originate here (and joins/leaves/knocks we accepted as the
     // resident server) go to every server with a joined member, and to the target of a
