@@ -9,6 +9,9 @@
 // resumes where it stopped (checkpoints every 500 members / 2,000 state events); a later run
 // with the same DIR only measures B's join (B is new each run). Without it all state is temporary.
 //
+// "joinMs" is the client's POST /join; "fullySyncedMs" until B's /joined_members equals A's
+// (with partial-state joins, FJ_PARTIAL=on by default, the members arrive in the background).
+//
 // Starts two loopback Lattice servers (FEDERATION_HTTP_LOOPBACK) itself. How the members get in:
 //  - default: a third, fake homeserver run by this script on loopback (it serves its signing key
 //    and accepts transactions) joins its users through A's real federation endpoints, make_join
@@ -71,7 +74,10 @@ function freshRunCopy() {
   cpSync(path.join(stateDir, "filled"), path.join(stateDir, "run"), { recursive: true });
 }
 if (stateDir && setUpComplete()) freshRunCopy();
-let [a, b] = await Promise.all([startServer(vars, stateOf(stateDir && setUpComplete() ? "run" : "filling")), startServer(vars)]);
+// FJ_PARTIAL=off: B joins with the full state (send_join without omit_members), as before
+// partial-state joins; default on (B asks omit_members, answers, fetches the members after).
+const partialJoins = process.env.FJ_PARTIAL ?? "on";
+let [a, b] = await Promise.all([startServer(vars, stateOf(stateDir && setUpComplete() ? "run" : "filling")), startServer({ ...vars, PARTIAL_STATE_JOINS: partialJoins })]);
 progress.port = a.port;
 let setupBase = process.env.FJ_DIRECT === "0" ? a.baseUrl : await runtimeUrl(a);
 // Interrupted: stop the servers (their own process groups) rather than leave them running.
@@ -245,9 +251,16 @@ try {
     process.stderr.write(`set-up complete and kept in ${stateDir}/filled; A restarted on a copy\n`);
   }
   const loadAtJoin = loadavg().map((x) => Number(x.toFixed(1)));
-  const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
+  // FJ_B_DIRECT=1: B's client requests go to its workerd runtime, not through wrangler's dev
+  // proxy, which under load (average ~20) exited B's dev server right after the join answered.
+  const bBase = process.env.FJ_B_DIRECT === "1" ? runtimeUrl(b) : b.baseUrl;
+  const joiner = await registerBenchUser(bBase, `fjjoiner${tag}`);
+  // B learns A's signing key before the clock starts (B's notary endpoint fetches and caches
+  // it), as a server already federating with A has it: under load A's cold start dropped B's key
+  // fetch in the middle of the join, and every event A signed then failed verification.
+  await fetch(`${bBase}/_matrix/key/v2/query/${enc(a.serverName)}`).then((r) => r.text());
   const t1 = performance.now();
-  const join = () => api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
+  const join = () => api(bBase, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
   // FJ_PROFILE=FILE: a CPU profile of B's Worker during the join (bench/loopback-peers.mjs).
   await (process.env.FJ_PROFILE ? profileWhile(b, process.env.FJ_PROFILE, join) : join());
   const joined = performance.now() - t1;
@@ -256,17 +269,27 @@ try {
   let seen;
   let seenRoom;
   for (let i = 0; i < 100 && !seen; i++) {
-    const s = await api(b.baseUrl, "GET", `/sync?timeout=0&filter=${lazy}`, joiner.token);
+    const s = await api(bBase, "GET", `/sync?timeout=0&filter=${lazy}`, joiner.token);
     if (s.rooms?.join?.[roomId]) {
       seen = performance.now() - t1;
       seenRoom = s.rooms.join[roomId];
     } else await new Promise((r) => setTimeout(r, 100));
   }
+  // Fully synced: B holds every member A has. /joined_members waits (bounded) while B's copy is
+  // partial, so this is the time until the background fetch completed (or the full join's gap
+  // was filled), from the join request.
+  const membersOnA0 = Object.keys((await api(a.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, owner.token)).joined).length;
+  let fullySyncedMs = null;
+  for (let i = 0; i < 240 && fullySyncedMs === null; i++) {
+    const now = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+    if (Object.keys(now.joined).length === membersOnA0) fullySyncedMs = Math.round(performance.now() - t1);
+    else await new Promise((r) => setTimeout(r, 500));
+  }
   // A full initial sync (no filter: every member event) for the joiner.
   const t2 = performance.now();
-  const full = await api(b.baseUrl, "GET", "/sync?timeout=0", joiner.token);
+  const full = await api(bBase, "GET", "/sync?timeout=0", joiner.token);
   const fullSyncMs = performance.now() - t2;
-  const members = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+  const members = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
   const membersOnA = await api(a.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, owner.token);
   // Joins A accepted on branches B's join did not cite reach B afterwards (A merges its forward
   // extremities after a new server's join; B fetches the gap): until B agrees with A, up to 60 s.
@@ -274,7 +297,7 @@ try {
   let agreedMs = Object.keys(members.joined).length === onA ? 0 : null;
   for (let i = 0; i < 120 && agreedMs === null; i++) {
     await new Promise((r) => setTimeout(r, 500));
-    const now = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+    const now = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
     if (Object.keys(now.joined).length === onA) agreedMs = Math.round(performance.now() - t1);
   }
   console.log(
@@ -287,7 +310,9 @@ try {
       setupMs: Math.round(progress.membersMs + progress.stateMs),
       keptSetUp: stateDir ?? null,
       loadAverageAtJoin: loadAtJoin,
+      partialStateJoins: partialJoins,
       joinMs: Math.round(joined),
+      fullySyncedMs,
       joinToSyncMs: seen === undefined ? null : Math.round(seen),
       joinedMemberCountInSync: seenRoom?.summary?.["m.joined_member_count"] ?? null,
       stateEventsInLazySync: seenRoom?.state?.events?.length ?? null,

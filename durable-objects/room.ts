@@ -6,6 +6,7 @@
 //   room/schema.ts     SQL schema
 //   room/events.ts     event rows and cache, auth chains
 //   room/state.ts      state groups, group cache, resolution memo, auth-edge index
+//   room/keys.ts       our signing key, other servers' verify keys (memo)
 //   room/writer.ts     THE WRITE DOOR: serialisation, the admit pipeline, every data-changing statement
 //   room/fanout.ts     after a commit: sync hubs (watermark, redelivery), appservices, federation, D1 mirrors
 //   room/local.ts      local users' events, room creation, extremity merging
@@ -40,6 +41,7 @@ import { RoomHead } from "./room/core";
 import { readMeta, SCHEMA } from "./room/schema";
 import { EventStore } from "./room/events";
 import { StateStore } from "./room/state";
+import { RoomKeys } from "./room/keys";
 import { RoomWriter } from "./room/writer";
 import { FanOut } from "./room/fanout";
 import { LocalEvents } from "./room/local";
@@ -59,6 +61,7 @@ interface RoomParts {
   config(): Config;
   events: EventStore;
   state: StateStore;
+  keys: RoomKeys;
   writer: RoomWriter;
   fanout: FanOut;
   local: LocalEvents;
@@ -93,6 +96,7 @@ export class RoomDO extends DurableObject<Env> {
     const r = { head: this.head, sql, env, ctx, config: configFn } as RoomParts;
     this.events = r.events = new EventStore(r);
     this.state = r.state = new StateStore(r);
+    r.keys = new RoomKeys(r);
     this.writer = r.writer = new RoomWriter(r);
     this.fanout = r.fanout = new FanOut(r);
     this.local = r.local = new LocalEvents(r);
@@ -102,33 +106,25 @@ export class RoomDO extends DurableObject<Env> {
     this.remote = r.remote = new RemoteRoom(r);
     this.partial = r.partial = new PartialState({
       sql,
-      ctx,
-      stream: () => this.head.stream,
       currentGroup: () => this.head.currentGroup,
-      setCurrentGroup: (g) => {
-        this.head.currentGroup = g;
-        this.writer.setMeta("current_group", g ?? 0);
-        sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", this.head.stream, g);
-      },
       loadEvent: (id) => this.events.loadEvent(id),
       groupState: (g) => this.state.groupState(g),
-      newGroup: (parent, delta) => this.writer.newGroup(parent, delta),
       admitState: (state, authChain, origin) => this.remote.admitStateOutliers(state, authChain, origin),
+      heldState: (ids) => this.events.storedAmong(ids, "status = 'accepted' AND state_key IS NOT NULL").map((x) => ({ event_id: x.event_id, type: x.type, state_key: x.state_key! })),
       authCheck: (ev, st) => {
         const c = checkEventAuth(ev, this.state.authMapFrom(st, ev), this.head.rv!);
         return c.allowed ? null : (c.reason ?? "refused");
       },
-      applyCurrentState: (changes) => this.writer.applyCurrentState(changes),
+      write: (fn) => this.writer.partialWrite(fn),
       dropCaches: () => {
         this.events.clearCache();
         this.state.clear();
         this.fanout.reset();
       },
-      setMeta: (k, v) => this.writer.setMeta(k, v),
       afterCommit: () => this.fanout.afterCommit(),
     });
     const meta = readMeta(sql);
-    this.writer.loadHead(meta);
+    this.head.load(meta);
     this.fanout.start(meta);
   }
 
@@ -153,6 +149,10 @@ export class RoomDO extends DurableObject<Env> {
   }
   createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {
     return this.local.createLocalEvent(spec);
+  }
+  /** MSC4140: watch (type, stateKey) for a user's delayed state event (delayed-state-watch.ts). */
+  async watchDelayedState(userId: string, type: string, stateKey: string): Promise<void> {
+    this.fanout.delayedState.watch(userId, type, stateKey);
   }
   expectJoin(): Promise<void> {
     return this.remote.expectJoin();
@@ -299,7 +299,7 @@ export class RoomDO extends DurableObject<Env> {
   async releasePartialStateSync(claim: string): Promise<void> {
     this.partial.releaseSync(claim);
   }
-  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
     return this.remote.completePartialState(args);
   }
   heldAmong(ids: string[]): Promise<{ held: string[]; state: { event_id: string; type: string; state_key: string }[] }> {

@@ -12,7 +12,7 @@
 //   sync.ts          the /sync assembly (what changed after a token)
 //   lazy-members.ts  lazy-loaded members already sent per device
 //   push-outbox.ts   push delivery to this user's pushers
-// and durable-objects/sliding-conn.ts for Simplified Sliding Sync.
+// and durable-objects/sliding-conn.ts, sliding-recency.ts for Simplified Sliding Sync.
 //
 // Everything that can change what a user's /sync returns is pushed here (fan-out on write), and
 // each push takes the next position of this user's own stream:
@@ -102,7 +102,7 @@ export class UserDO extends DurableObject<Env> {
       markRead: (roomId, thread, s) => this.ephemeral.markRead(roomId, thread, s),
       recordDeviceList: (u, upos, left) => this.inbox.recordDeviceList(u, upos, left),
       deviceListsAfterMembership: (me, f) => this.inbox.afterMembership(me, f),
-      recordPush: (me, roomId, ev, out) => this.push.recordEvent(me, roomId, ev, out),
+      recordPush: (me, roomId, stream, ev, out) => this.push.recordEvent(me, roomId, stream, ev, out),
       afterCommit: (me) => this.push.afterCommit(me),
     });
     this.syncer = new SyncAssembly({

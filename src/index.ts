@@ -65,6 +65,7 @@ import { authMetadata } from "./api/client/oauth/metadata";
 import { oauthAccount } from "./api/client/oauth/account";
 import { oauthDevice } from "./api/client/oauth/device";
 import { loginToken } from "./api/client/login-token";
+import { rendezvous } from "./api/client/rendezvous";
 
 export { RoomDO } from "../durable-objects/room";
 export { RateLimiterDO } from "../durable-objects/rate-limiter";
@@ -82,7 +83,8 @@ app.use(
   cors({
     origin: "*",
     allowMethods: ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"],
-    allowHeaders: ["X-Requested-With", "Content-Type", "Authorization"],
+    // If-Match / If-None-Match: MSC4108 rendezvous sessions (src/api/client/rendezvous.ts).
+    allowHeaders: ["X-Requested-With", "Content-Type", "Authorization", "If-Match", "If-None-Match"],
   }),
 );
 app.use("*", async (c, next) => {
@@ -107,6 +109,7 @@ client.route("/r0", clientV3);
 client.route("/v1", registrationTokenValidity);
 client.route("/v1", authMetadata);
 client.route("/v1", loginToken);
+client.route("/unstable/org.matrix.msc4108", rendezvous);
 client.route("/v1", timelineV1);
 client.route("/v1", spaces);
 client.route("/v1", roomSummary);

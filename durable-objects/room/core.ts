@@ -3,7 +3,7 @@
 // helpers. No storage access here.
 import type { StateIdMap, StateKey, RoomEvent } from "../../src/core/types";
 import { stateKey } from "../../src/core/types";
-import type { RoomVersion } from "../../src/core/room-versions";
+import { getRoomVersion, type RoomVersion } from "../../src/core/room-versions";
 import { CanonicalJsonError } from "../../src/core/canonical-json";
 import type { LocalEventSpec, RoomError, RoomResult } from "../../src/rpc/room";
 import { diffShared } from "./state-layers";
@@ -19,6 +19,15 @@ export class RoomHead {
   stream = 0;
   /** The state group of the current (resolved) state. */
   currentGroup: number | null = null;
+
+  /** The room's identity and position from `meta` (at start). */
+  load(meta: Map<string, string>): void {
+    this.roomId = meta.get("room_id");
+    this.serverName = meta.get("server_name");
+    if (meta.has("room_version")) this.rv = getRoomVersion(meta.get("room_version")!);
+    this.stream = Number(meta.get("stream") ?? "0");
+    this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+  }
 
   requireRoom(): RoomVersion {
     if (!this.rv || !this.roomId) fail(404, "M_NOT_FOUND", "Unknown room");
@@ -174,6 +183,24 @@ export interface FanOutFacts {
 
 export function txnKey(t: NonNullable<LocalEventSpec["txn"]>): string {
   return t.scope ? `${t.scope}\u0000${t.txnId}` : t.txnId;
+}
+
+/** Events in auth order (Kahn's algorithm over auth_events within the set, depth breaking ties),
+ *  and those left in auth cycles. */
+export function authOrder(events: RoomEvent[]): { order: string[]; cycles: string[] } {
+  const pending = new Map(events.map((ev) => [ev.event_id, ev]));
+  const order: string[] = [];
+  let progress = true;
+  while (pending.size && progress) {
+    progress = false;
+    const ready = [...pending.values()].filter((ev) => ev.auth_events.every((a) => !pending.has(a))).sort((a, b) => a.depth - b.depth);
+    for (const ev of ready) {
+      pending.delete(ev.event_id);
+      order.push(ev.event_id);
+      progress = true;
+    }
+  }
+  return { order, cycles: [...pending.keys()] };
 }
 
 /** Entries of `next` that differ from `prev` (null = removed). */

@@ -2,7 +2,7 @@
 // create event, auth chains, which of a set of IDs are stored, the redaction that applies to an
 // event, and the "partial" room marks (a room known only through an invite or knock). Reads only.
 import type { JsonObject, PDU, RoomEvent } from "../../src/core/types";
-import { EVENT_CACHE, StoredEvent, EventRow, RoomHead } from "./core";
+import { MIN_STREAM, EVENT_CACHE, StoredEvent, EventRow, RoomHead } from "./core";
 
 
 /** What EventStore needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -38,6 +38,41 @@ export class EventStore {
     this.createId = undefined;
   }
 
+  /** A page of timeline events in stream order (GET /messages, GET /relations): from position
+   *  `from` (a "t<n>" token: going back, events at or below n; going forward, above n) up to
+   *  `to`, those `take` accepts, at most `limit`, reading at most ~2,000 rows. `end` is where the
+   *  next page starts; `exhausted` when the range holds no more events. `where`: more conditions
+   *  on the events row, with their arguments. */
+  page(
+    q: { dir: "b" | "f"; from: number; to?: number; limit: number },
+    take: (se: StoredEvent) => boolean,
+    where: { conds: string[]; args: (string | number)[] } = { conds: [], args: [] },
+  ): { events: StoredEvent[]; end: number; exhausted: boolean } {
+    const more = where.conds.map((c) => ` AND ${c}`).join("");
+    const events: StoredEvent[] = [];
+    let pos = q.from;
+    let exhausted = false;
+    let scanned = 0;
+    while (events.length < q.limit && scanned < 2000) {
+      const rows =
+        q.dir === "b"
+          ? this.r.sql.exec<EventRow>(`SELECT * FROM events WHERE stream IS NOT NULL${more} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...where.args, pos, q.to ?? MIN_STREAM).toArray()
+          : this.r.sql.exec<EventRow>(`SELECT * FROM events WHERE stream IS NOT NULL${more} AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT 100`, ...where.args, pos, q.to ?? Number.MAX_SAFE_INTEGER).toArray();
+      if (rows.length === 0) {
+        exhausted = true;
+        break;
+      }
+      for (const row of rows) {
+        scanned++;
+        const se = this.cachedRow(row);
+        pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
+        if (take(se)) events.push(se);
+        if (events.length >= q.limit) break;
+      }
+    }
+    return { events, end: pos, exhausted };
+  }
+
   loadEvent(id: string): StoredEvent | undefined {
     const hit = this.cache.get(id);
     if (hit) return hit;
@@ -49,7 +84,7 @@ export class EventStore {
     return se;
   }
 
-  fromRow(row: EventRow): StoredEvent {
+  private fromRow(row: EventRow): StoredEvent {
     const pdu = JSON.parse(row.pdu) as PDU;
     const rv = this.r.head.rv!;
     const refs = (r: unknown): string[] => (Array.isArray(r) ? r.map((x) => (Array.isArray(x) ? String(x[0]) : String(x))) : []);
@@ -83,7 +118,7 @@ export class EventStore {
   }
 
   /** The create event's ID once known (a room has one; asked for every event's auth). */
-  createId?: string;
+  private createId?: string;
 
   loadCreate(): StoredEvent | undefined {
     if (!this.createId) {

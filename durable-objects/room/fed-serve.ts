@@ -51,7 +51,7 @@ export class FedServe {
 
   /** Whether any user of `server` is joined now (Synapse's "host in room" check for /state,
    *  /backfill, /get_missing_events, /event_auth). */
-  serverInRoom(server: string): boolean {
+  private serverInRoom(server: string): boolean {
     return this.r.fanout.fanOutFacts().joinedServers.has(server);
   }
 
@@ -61,7 +61,7 @@ export class FedServe {
    *  one of its users joined after the event); invited: one of its users invited or joined at
    *  the event; joined: joined.
    *  Outliers (auth and state events, no place in the timeline) are served as they are. */
-  serverMaySee(server: string, se: StoredEvent): boolean {
+  private serverMaySee(server: string, se: StoredEvent): boolean {
     if (se.stateAfter === null && se.stream === null) return true;
     const st = this.r.state.groupState(se.stateBefore);
     const hvId = st.get(HV_KEY);
@@ -91,7 +91,7 @@ export class FedServe {
    *  or all its users left, were kicked or banned) reads nothing, whatever the history
    *  visibility (as Synapse's "host in room" check); serverMaySee then applies the visibility
    *  at each event. */
-  requireServer(origin: string, opts: { inRoom: boolean }): void {
+  private requireServer(origin: string, opts: { inRoom: boolean }): void {
     this.r.head.requireRoom();
     if (this.r.events.isPartial()) fail(404, "M_NOT_FOUND", "Unknown room");
     if (opts.inRoom && !this.serverInRoom(origin)) fail(403, "M_FORBIDDEN", "Your server has no joined member in this room");

@@ -111,26 +111,37 @@ export interface PartialStoredEvent {
   prevState: string | null;
 }
 
+/** The writes completing a partial state takes, bound to one transaction of the room's writer
+ *  (RoomWriter.partialWrite): their SQL is in writer.ts, behind the write door. */
+export interface PartialWrites {
+  /** Add entries to every state group without a parent from group `from` on (the roots every
+   *  state of the room since our join descends from). */
+  addToRootGroups(from: number, entries: [StateKey, string][]): void;
+  applyCurrentState(changes: Map<StateKey, string | null>): void;
+  /** An event accepted against partial state that the full state forbids: rejected now, as it
+   *  would have been on arrival (see RoomWriter.rejectAfterAll). */
+  rejectAfterAll(eventId: string, reason: string): void;
+  /** The state is complete: the partial mark goes, the stream position of completion is kept. */
+  endPartialState(): void;
+}
+
 /** What PartialState needs from the room (wired in durable-objects/room.ts). */
 export interface PartialStateAccess {
   sql: SqlStorage;
-  ctx: DurableObjectState;
-  stream(): number;
   currentGroup(): number | null;
-  /** Make `g` the current group (meta and current_groups at the current stream position). */
-  setCurrentGroup(g: number | null): void;
   loadEvent(id: string): PartialStoredEvent | undefined;
   groupState(g: number | null): StateIdMap;
-  newGroup(parent: number | null, delta: Map<StateKey, string | null>): number | null;
   /** The events of a state and its auth chain checked and stored as outliers, as a send_join
    *  answer's are; returns the state events that were accepted, by ID. */
   admitState(state: unknown[], authChain: unknown[], origin: string): Promise<Map<string, RoomEvent>>;
+  /** Type and state key of the accepted events we hold among `ids`. */
+  heldState(ids: string[]): { event_id: string; type: string; state_key: string }[];
   /** Auth rules for `ev` against `state` (the state before it): null when allowed. */
   authCheck(ev: RoomEvent, state: StateIdMap): string | null;
-  applyCurrentState(changes: Map<StateKey, string | null>): void;
+  /** Run `fn` in one transaction of the room's writer (RoomWriter.partialWrite). */
+  write<T>(fn: (w: PartialWrites) => T): T;
   /** Forget in-memory state derived from storage (groups, events, fan-out facts). */
   dropCaches(): void;
-  setMeta(key: string, value: string | number): void;
   /** Mirror memberships and the user directory after a change of the current state. */
   afterCommit(): Promise<void>;
 }
@@ -158,9 +169,9 @@ export class PartialState {
     return this.meta() !== undefined;
   }
 
-  /** Mark the room partial (seedFromJoin, inside its write). */
+  /** The room is partial from now on (seedFromJoin; the writer stored the record with the
+   *  room's, RoomWriter.recordRoom). */
   begin(m: PartialStateMeta): void {
-    this.r.setMeta("partial_state", JSON.stringify(m));
     this.cached = m;
   }
 
@@ -211,7 +222,7 @@ export class PartialState {
    *  room, re-check the events admitted while the state was partial (Synapse: "since the state
    *  at this event has changed, we should now re-evaluate whether it should have been
    *  rejected"), and un-partial the room. Returns what the Worker needs for device lists. */
-  async complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<{ rejected: string[]; added: number }> {
+  async complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<{ rejected: string[]; added: number }> {
     const m = this.meta();
     if (!m) return { rejected: [], added: 0 };
     if (this.claim?.token !== args.claim) throw new PartialStateError("This fetch no longer holds the claim");
@@ -220,12 +231,14 @@ export class PartialState {
     // Check and store every event (outliers); the state: those of `state` that passed.
     const passed = await this.r.admitState(args.state, args.authChain, args.origin);
     const full: StateIdMap = new Map();
-    for (const [id, ev] of passed) {
-      if (ev.state_key === undefined) continue;
-      const k = stateKey(ev.type, ev.state_key);
-      if (full.has(k)) throw new PartialStateError(`Two state events for ${ev.type}/${ev.state_key}`);
+    const put = (id: string, type: string, skey: string) => {
+      const k = stateKey(type, skey);
+      if (full.has(k) && full.get(k) !== id) throw new PartialStateError(`Two state events for ${type}/${skey}`);
       full.set(k, id);
-    }
+    };
+    for (const [id, ev] of passed) if (ev.state_key !== undefined) put(id, ev.type, ev.state_key);
+    // /state_ids: the events of the state we held already were not fetched again.
+    if (args.stateIds) for (const h of this.r.heldState(args.stateIds.filter((id) => !passed.has(id)))) put(h.event_id, h.type, h.state_key);
     const partial = this.r.groupState(join.stateBefore);
     if (full.get(CREATE_KEY) !== partial.get(CREATE_KEY)) throw new PartialStateError("The state is of another room");
     // What we lacked: keys absent from the partial state (the omitted members). Keys we have
@@ -233,30 +246,17 @@ export class PartialState {
     const missing: [StateKey, string][] = [...full].filter(([k]) => !partial.has(k));
     const oldCurrent = this.r.groupState(this.r.currentGroup());
     const rejected: string[] = [];
-    this.r.ctx.storage.transactionSync(() => {
-      // Every state group of the room descends from a group without a parent (the join's state
-      // before, or a later snapshot); each of those holds its whole state. The omitted keys
-      // were absent from all of them, so adding them to each gives every state of the room —
-      // before our join and after it, wherever a later event did not set the key — its full
-      // form, and the delta groups below inherit them.
-      const roots = this.r.sql
-        .exec<{ id: number }>("SELECT id FROM state_groups WHERE parent IS NULL AND id >= ?", join.stateBefore)
-        .toArray()
-        .map((x) => x.id);
-      for (const g of roots) {
-        for (let i = 0; i < missing.length; i += 25) {
-          const chunk = missing.slice(i, i + 25);
-          this.r.sql.exec(
-            `INSERT OR IGNORE INTO state_group_entries (group_id, type, state_key, event_id) VALUES ${chunk.map(() => "(?, ?, ?, ?)").join(", ")}`,
-            ...chunk.flatMap(([k, id]) => [g, ...splitKey(k), id]),
-          );
-        }
-      }
-    });
+    // Every state group of the room descends from a group without a parent (the join's state
+    // before, or a later snapshot); each of those holds its whole state. The omitted keys were
+    // absent from all of them, so adding them to each gives every state of the room — before
+    // our join and after it, wherever a later event did not set the key — its full form, and
+    // the delta groups below inherit them.
+    const from = join.stateBefore;
+    this.r.write((w) => w.addToRootGroups(from, missing));
     this.r.dropCaches();
     const newCurrent = this.r.groupState(this.r.currentGroup());
-    this.r.ctx.storage.transactionSync(() => {
-      this.r.applyCurrentState(diff(oldCurrent, newCurrent));
+    this.r.write((w) => {
+      w.applyCurrentState(diff(oldCurrent, newCurrent));
       // Re-check what was admitted while partial, in stream order, against the full state.
       const rows = this.r.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream > ? AND status = 'accepted' ORDER BY stream", m.joinStream).toArray();
       for (const { event_id } of rows) {
@@ -264,11 +264,10 @@ export class PartialState {
         if (!se || se.stateBefore === null) continue;
         const why = this.r.authCheck(se.ev, this.r.groupState(se.stateBefore));
         if (why === null) continue;
-        this.rejectAfterAll(se, `re-checked against the full state: ${why}`);
+        w.rejectAfterAll(event_id, `re-checked against the full state: ${why}`);
         rejected.push(event_id);
       }
-      this.r.sql.exec("DELETE FROM meta WHERE key = 'partial_state'");
-      this.r.setMeta("partial_state_done", this.r.stream());
+      w.endPartialState();
     });
     this.cached = null;
     this.claim = undefined;
@@ -279,44 +278,10 @@ export class PartialState {
     for (const w of [...this.waiters]) w();
     return { rejected, added: missing.length };
   }
-
-  /** An event accepted against partial state that the full state forbids: rejected now, as it
-   *  would have been on arrival. It leaves the timeline (no stream position: readers serve
-   *  accepted events with one) and the forward extremities (its prev events come back where
-   *  nothing else accepted cites them); a state event leaves the current state, where it is
-   *  still there, for the value before it. Later events keep the state groups they were given. */
-  private rejectAfterAll(se: PartialStoredEvent, reason: string): void {
-    const id = se.ev.event_id;
-    this.r.sql.exec("UPDATE events SET status = 'rejected', rejection_reason = ?, stream = NULL, state_after = state_before WHERE event_id = ?", reason, id);
-    this.r.sql.exec("DELETE FROM memberships WHERE event_id = ?", id);
-    if (this.r.sql.exec("DELETE FROM extremities WHERE event_id = ? RETURNING event_id", id).toArray().length) {
-      for (const p of se.ev.prev_events) {
-        const cited = this.r.sql
-          .exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream IS NOT NULL LIMIT 1", p)
-          .toArray().length;
-        const ok = this.r.sql.exec("SELECT 1 FROM events WHERE event_id = ? AND status = 'accepted' AND stream IS NOT NULL", p).toArray().length;
-        if (!cited && ok) this.r.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", p);
-      }
-    }
-    if (se.ev.state_key !== undefined) {
-      const k = stateKey(se.ev.type, se.ev.state_key);
-      const current = this.r.groupState(this.r.currentGroup());
-      if (current.get(k) === id) {
-        const change = new Map<StateKey, string | null>([[k, se.prevState]]);
-        const next = this.r.newGroup(this.r.currentGroup(), change);
-        this.r.applyCurrentState(change);
-        this.r.setCurrentGroup(next);
-      }
-    }
-  }
 }
 
 export class PartialStateError extends Error {}
 
-function splitKey(k: StateKey): [string, string] {
-  const i = k.indexOf("\u0000");
-  return [k.slice(0, i), k.slice(i + 1)];
-}
 
 function diff(prev: StateIdMap, next: StateIdMap): Map<StateKey, string | null> {
   const out = new Map<StateKey, string | null>();

@@ -12,6 +12,7 @@ import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, s
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
+import type { RoomWriter } from "./writer";
 import type { PartialState } from "./partial-state";
 import type { RoomViews } from "./views";
 
@@ -19,9 +20,10 @@ import type { RoomViews } from "./views";
 export interface ClientReadsAccess {
   head: RoomHead;
   sql: SqlStorage;
-  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "partialMember" | "redactionOf" | "timestampCandidates">;
+  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "page" | "partialMember" | "redactionOf" | "timestampCandidates">;
   state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState">;
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
+  writer: Pick<RoomWriter, "eraseSender" | "forget">;
   views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
   partial: Pick<PartialState, "completedAt" | "isPartial">;
 }
@@ -39,7 +41,7 @@ export class ClientReads {
       const m = this.r.events.isPartial() ? (this.r.events.partialMember(userId)?.ev.content.membership as string | undefined) : this.r.views.currentMembership(userId);
       if (m === "join" || m === "invite" || m === "knock") fail(400, "M_UNKNOWN", "You must leave the room before forgetting it");
       const id = this.r.views.memberEventId(userId);
-      if (id) this.r.sql.exec("INSERT OR REPLACE INTO forgotten (user_id, member_event_id) VALUES (?, ?)", userId, id);
+      if (id) this.r.writer.forget(userId, id);
       return null;
     });
   }
@@ -49,7 +51,7 @@ export class ClientReads {
    *  events sent by the erased user. Users which had visibility on the event before the erasure
    *  are still able to see unredacted copies."). Recorded here; applied when serving (erasedFor). */
   async eraseSender(userId: string): Promise<void> {
-    this.r.sql.exec("INSERT OR IGNORE INTO erased_senders (user_id) VALUES (?)", userId);
+    this.r.writer.eraseSender(userId);
     this.r.views.noteErased(userId);
   }
 
@@ -222,30 +224,11 @@ export class ClientReads {
       const from = parseToken(q.from) ?? (q.dir === "b" ? this.r.head.stream : MIN_STREAM);
       const to = parseToken(q.to);
       const now = Date.now();
-      const picked: StoredEvent[] = [];
-      let pos = from;
-      let exhausted = false;
-      let scanned = 0;
-      while (picked.length < limit && scanned < 2000) {
-        const rows =
-          q.dir === "b"
-            ? this.r.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", pos, to ?? MIN_STREAM, 100).toArray()
-            : this.r.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT ?", pos, to ?? Number.MAX_SAFE_INTEGER, 100).toArray();
-        if (rows.length === 0) {
-          exhausted = true;
-          break;
-        }
-        for (const row of rows) {
-          scanned++;
-          const se = this.r.events.cachedRow(row);
-          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
-          if (visible(se) && matchesRoomEventFilter(q.filter, se.ev)) picked.push(se);
-          if (picked.length >= limit) break;
-        }
-      }
+      const page = this.r.events.page({ dir: q.dir, from, to, limit }, (se) => visible(se) && matchesRoomEventFilter(q.filter, se.ev));
+      const picked = page.events;
       const res: MessagesResponse = { chunk: this.r.views.clientEvents(picked, req, now), start: streamToken(from) };
       // "If no further events are available ... this property is omitted from the response."
-      if (!exhausted) res.end = streamToken(pos);
+      if (!page.exhausted) res.end = streamToken(page.end);
       if (q.filter?.lazy_load_members) res.state = this.r.views.lazyMembers(picked, req, now);
       return res;
     });
@@ -322,7 +305,7 @@ export class ClientReads {
       const limit = Math.max(0, Math.min(q.limit, 100));
       const from = parseToken(q.from) ?? (q.dir === "b" ? this.r.head.stream : MIN_STREAM);
       const to = parseToken(q.to);
-      const conds = [`stream IS NOT NULL`, `${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
+      const conds = [`${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
       const args: (string | number)[] = [...parents];
       if (q.relType !== undefined) {
         conds.push(`json_extract(pdu, '$.content."m.relates_to".rel_type') = ?`);
@@ -333,30 +316,10 @@ export class ClientReads {
         args.push(q.eventType);
       }
       const now = Date.now();
-      const picked: StoredEvent[] = [];
-      let pos = from;
-      let exhausted = false;
-      let scanned = 0;
-      while (picked.length < limit && scanned < 2000) {
-        const rows =
-          q.dir === "b"
-            ? this.r.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT 100`, ...args, pos, to ?? MIN_STREAM).toArray()
-            : this.r.sql.exec<EventRow>(`SELECT * FROM events WHERE ${conds.join(" AND ")} AND stream > ? AND stream <= ? ORDER BY stream ASC LIMIT 100`, ...args, pos, to ?? Number.MAX_SAFE_INTEGER).toArray();
-        if (rows.length === 0) {
-          exhausted = true;
-          break;
-        }
-        for (const row of rows) {
-          scanned++;
-          const se = this.r.events.cachedRow(row);
-          pos = q.dir === "b" ? se.stream! - 1 : se.stream!;
-          // A redacted event no longer relates to anything (its m.relates_to is gone).
-          if (visible(se) && !this.r.events.redactionOf(se)) picked.push(se);
-          if (picked.length >= limit) break;
-        }
-      }
-      const res: RelationsResponse = { chunk: this.r.views.clientEvents(picked, req, now) };
-      if (!exhausted) res.next_batch = streamToken(pos);
+      // A redacted event no longer relates to anything (its m.relates_to is gone).
+      const page = this.r.events.page({ dir: q.dir, from, to, limit }, (se) => visible(se) && !this.r.events.redactionOf(se), { conds, args });
+      const res: RelationsResponse = { chunk: this.r.views.clientEvents(page.events, req, now) };
+      if (!page.exhausted) res.next_batch = streamToken(page.end);
       if (q.from !== undefined) res.prev_batch = q.from;
       if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
       return res;
@@ -530,7 +493,7 @@ export class ClientReads {
    *  rejected or a knock retracted through another server, or an invite rejected here when the
    *  inviting server could not be reached): that event, when it is in the range, as the timeline
    *  (and state_after), so the client sees the leave and drops the invite. */
-  partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
+  private partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
     const se = this.r.events.partialMember(req.userId);
     const row = this.r.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_stream\u0000${req.userId}`).toArray()[0];
     const at = row ? Number(row.value) : q.upTo;

@@ -4,9 +4,9 @@
 // backfill.
 import type { Env } from "../../src/env";
 import type { JsonObject, PDU, RoomEvent, StateIdMap } from "../../src/core/types";
-import { splitStateKey, stateKey } from "../../src/core/types";
+import { stateKey } from "../../src/core/types";
 import { getRoomVersion } from "../../src/core/room-versions";
-import { checkEventAuth, CREATE_KEY, memberKey } from "../../src/core/auth-rules";
+import { checkEventAuth, CREATE_KEY } from "../../src/core/auth-rules";
 import { computeEventId, toRoomEvent } from "../../src/core/event-hashes";
 import { signJson } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
@@ -16,6 +16,7 @@ import { domainOf } from "../../src/core/ids";
 import type { AdmitOutcome, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, JOIN_WAIT_MS, fail, asRoomError, isOutlier, HV_KEY, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
 import type { RoomWriter } from "./writer";
@@ -30,11 +31,12 @@ export interface RemoteRoomAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
-  events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent" | "uncache">;
+  keys: Pick<RoomKeys, "signingKey">;
+  events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent">;
   state: Pick<StateStore, "authMapFrom" | "groupState">;
   fanout: Pick<FanOut, "directoryLearns" | "fanOutFacts" | "fannedOut" | "hubs" | "mirrorDirectory">;
   partial: Pick<PartialState, "begin" | "complete" | "isPartial">;
-  writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "reloadAfterFailure" | "serial" | "setMeta" | "signingKey">;
+  writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "recordRoom" | "reloadAfterFailure" | "serial" | "storePartialMembership">;
   local: Pick<LocalEvents, "eventRefs" | "extremityCount" | "mergeExtremitiesLater" | "newEventFrame">;
   reads: Pick<ClientReads, "getStrippedState">;
   fed: Pick<FedServe, "wirePdu">;
@@ -49,7 +51,7 @@ export class RemoteRoom {
    *  sends us the merge, often before its send_join answer has even been read here; refused as
    *  for a room we are not in, that event was lost, and with it the members on the branches it
    *  merged (10,000-member benchmark: 2–5 of them). In memory: bounded by JOIN_WAIT_MS. */
-  joinUnderWay?: { settled: Promise<void>; settle: () => void };
+  private joinUnderWay?: { settled: Promise<void>; settle: () => void };
 
   async expectJoin(): Promise<void> {
     if (this.joinUnderWay) return;
@@ -142,7 +144,7 @@ export class RemoteRoom {
         // Restricted rooms: the resident server whose user authorised the join signs it too.
         const via = pdu.content.join_authorised_via_users_server;
         if (args.membership === "join" && rv.restrictedJoins && typeof via === "string" && domainOf(via) === this.r.head.serverName) {
-          const key = await this.r.writer.signingKey();
+          const key = await this.r.keys.signingKey();
           const signed = await signJson(redactEvent(pdu, rv), this.r.head.serverName!, key, { strict: rv.strictCanonicalJson });
           pdu = { ...pdu, signatures: { ...pdu.signatures, [this.r.head.serverName!]: signed.signatures[this.r.head.serverName!] } };
         }
@@ -230,24 +232,7 @@ export class RemoteRoom {
         if (ev.room_id !== args.roomId || ev.type !== "m.room.member" || !ev.state_key) fail(400, "M_BAD_JSON", "Not a membership event for this room");
         const sigError = await this.r.writer.checkSignatures(args.pdu, rv);
         if (sigError) fail(403, "M_FORBIDDEN", sigError);
-        const stream = this.r.head.stream + 1;
-        this.r.ctx.storage.transactionSync(() => {
-          this.r.writer.setMeta("room_id", args.roomId);
-          this.r.writer.setMeta("room_version", rv.id);
-          this.r.writer.setMeta("server_name", args.serverName);
-          this.r.writer.setMeta("partial", "1");
-          if (args.stripped) this.r.writer.setMeta("stripped_state", JSON.stringify(args.stripped));
-          this.r.writer.setMeta(`partial_member\u0000${ev.state_key}`, ev.event_id);
-          this.r.writer.setMeta(`partial_stream\u0000${ev.state_key}`, stream);
-          this.r.writer.setMeta("stream", stream);
-          this.r.sql.exec(
-            `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)
-             VALUES (?, NULL, ?, ?, ?, ?, ?, ?, 'accepted', NULL, NULL, ?)`,
-            ev.event_id, ev.depth, ev.type, ev.state_key!, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), Date.now(),
-          );
-        });
-        this.r.head.stream = stream;
-        this.r.events.uncache(ev.event_id);
+        const stream = this.r.writer.storePartialMembership({ roomId: args.roomId, roomVersion: rv.id, serverName: args.serverName, stripped: args.stripped, ev });
         const membership = String(ev.content.membership);
         await upsertMembership(this.r.env.DB, { roomId: args.roomId, userId: ev.state_key!, membership, eventId: ev.event_id, stream, ts: Date.now() }).run();
         const notice = buildNotice({
@@ -348,10 +333,9 @@ export class RemoteRoom {
         if (this.r.events.loadEvent(create)!.ev.content.room_version !== undefined && String(this.r.events.loadEvent(create)!.ev.content.room_version) !== rv.id) {
           fail(400, "M_BAD_JSON", "The create event names another room version");
         }
-        const stale = rejoin ? this.r.sql.exec<{ event_id: string }>("SELECT event_id FROM extremities").toArray().map((x) => x.event_id) : [];
-        if (rejoin) this.r.sql.exec("DELETE FROM extremities");
-        const out = await this.r.writer.admitInner(args.join, args.serverName, { local: false, extraStates: [state] });
-        if (rejoin && out.status !== "accepted") for (const id of stale) this.r.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", id);
+        // A rejoin replaces our stale forward extremities, in the same transaction that accepts the
+        // join (when it is not accepted, they stay as they were).
+        const out = await this.r.writer.admitInner(args.join, args.serverName, { local: false, extraStates: [state], replaceExtremities: rejoin });
         if (seeded && out.status === "duplicate") {
           // The resident server's copy of our join reached us first.
           const se = this.r.events.loadEvent(out.eventId!)!;
@@ -360,11 +344,9 @@ export class RemoteRoom {
         }
         if (out.status !== "accepted") fail(403, "M_FORBIDDEN", `Our join was refused: ${out.reason ?? out.status}`);
         joinId = out.eventId;
-        if (args.partialState && !seeded) this.r.partial.begin({ join: out.eventId!, joinStream: out.stream!, servers: args.partialState.serversInRoom });
-        this.r.writer.setMeta("room_id", args.roomId);
-        this.r.writer.setMeta("room_version", rv.id);
-        this.r.writer.setMeta("server_name", args.serverName);
-        this.r.sql.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+        const partial = args.partialState && !seeded ? { join: out.eventId!, joinStream: out.stream!, servers: args.partialState.serversInRoom } : undefined;
+        this.r.writer.recordRoom(args.roomId, rv.id, args.serverName, { joined: true, partialState: partial });
+        if (partial) this.r.partial.begin(partial);
         // The state we joined with came whole, not as changes: the directory learns all of it.
         for (const k of this.r.state.groupState(this.r.head.currentGroup).keys()) {
           if (k.startsWith("m.room.member\u0000") || k === HV_KEY || k === stateKey("m.room.join_rules", "")) this.r.fanout.directoryLearns(k);
@@ -412,7 +394,7 @@ export class RemoteRoom {
   /** The full state before our partial-state join, fetched by the Worker
    *  (src/services/federation/partial-state.ts): complete the room (PartialState.complete).
    *  Returns what the device lists need: whether the room is encrypted, its joined members. */
-  async completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+  async completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
     return this.r.writer.serial(async () => {
       try {
         this.r.head.requireRoom();

@@ -86,7 +86,7 @@ export class StateStore {
     }
   }
 
-  countGroup(map: StateIdMap, sign: 1 | -1): void {
+  private countGroup(map: StateIdMap, sign: 1 | -1): void {
     if (!(map instanceof LayeredState)) {
       this.groupEntries += sign * map.size;
       return;
@@ -155,7 +155,7 @@ export class StateStore {
    *  the same auth events, as most members' joins do), read from auth_edges. */
   private authIndex = new Map<string, readonly string[]>();
   private authLists = new Map<string, readonly string[]>();
-  readonly authIdsOf = (id: string): readonly string[] | undefined => {
+  private readonly authIdsOf = (id: string): readonly string[] | undefined => {
     const hit = this.authIndex.get(id);
     if (hit) return hit;
     let ids: string[];

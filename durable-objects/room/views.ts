@@ -29,7 +29,7 @@ export class RoomViews {
 
   /** Whether the user forgot the room since their current membership began (POST /forget).
    *  Keyed by that member event, so rejoining (or a new invite) ends it without a write. */
-  forgot(userId: string): boolean {
+  private forgot(userId: string): boolean {
     const row = this.r.sql.exec<{ member_event_id: string }>("SELECT member_event_id FROM forgotten WHERE user_id = ?", userId).toArray()[0];
     return row !== undefined && row.member_event_id === this.memberEventId(userId);
   }
@@ -44,7 +44,7 @@ export class RoomViews {
   /** An erased user's event is served redacted to a requester who was not joined when it was
    *  sent (so cannot have seen it then); members who were there keep the original (as Synapse
    *  decides it: membership at the event). */
-  erasedFor(se: StoredEvent, userId: string): boolean {
+  private erasedFor(se: StoredEvent, userId: string): boolean {
     if (!this.isErased(se.ev.sender) || se.ev.sender === userId) return false;
     const id = this.r.state.groupState(se.stateBefore).get(memberKey(userId));
     return (id ? this.r.events.loadEvent(id)?.ev.content.membership : undefined) !== "join";
@@ -61,7 +61,7 @@ export class RoomViews {
     return true;
   }
 
-  isErased(userId: string): boolean {
+  private isErased(userId: string): boolean {
     this.erased ??= new Set(this.r.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
     return this.erased.size > 0 && this.erased.has(userId);
   }

@@ -10,27 +10,56 @@
 // every write runs through `serial()`, a promise chain: events are created and admitted one at a
 // time, each choosing the previous one as its prev_event. 100 concurrent sends give one chain.
 import type { Env } from "../../src/env";
-import type { PDU, RoomEvent, StateIdMap, StateKey } from "../../src/core/types";
+import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
-import { getRoomVersion, type RoomVersion } from "../../src/core/room-versions";
+import { type RoomVersion } from "../../src/core/room-versions";
 import type { Config } from "../../src/config";
 import { readMeta, SCHEMA } from "./schema";
 import { canonicalJson } from "../../src/core/canonical-json";
 import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
-import { partialAuthState, type PartialState } from "./partial-state";
+import { partialAuthState, type PartialState, type PartialStateMeta, type PartialWrites } from "./partial-state";
 import { checkContentHash, computeEventId, toRoomEvent } from "../../src/core/event-hashes";
-import { verifyJsonSignature, type SigningKey } from "../../src/core/signing";
+import { verifyJsonSignature } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
-import { getServerSigningKey } from "../../src/services/server-key";
 import { layerState } from "./state-layers";
-import { getVerifyKey, type VerifyKey } from "../../src/services/federation/keys";
 import { isServerAllowedByAcl } from "../../src/core/server-acl";
 import { domainOf } from "../../src/core/ids";
 import type { AdmitMode, AdmitOutcome } from "../../src/rpc/room";
-import { MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, GUEST_ACCESS_KEY, StateAt, txnKey, diffState, RoomHead } from "./core";
+import { authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
-import type { FanOut } from "./fanout";
+import type { FanOut, NoticeFacts } from "./fanout";
+
+/** Only this module can name DOOR, so only it can make a WriteTx. */
+const DOOR: unique symbol = Symbol("write door");
+/** The WriteTx values whose transaction is still running. */
+const openTx = new WeakSet<WriteTx>();
+
+/** Proof that a write runs inside the write door: RoomWriter.transact makes one for the length of
+ *  one transactionSync, and it is the only way to run data-changing SQL on the room's storage.
+ *  Every function that changes rows takes one, so holding the door shows in its signature.
+ *  scripts/check-write-door.mjs checks the rest of the room never writes around it. */
+export class WriteTx {
+  constructor(
+    door: typeof DOOR,
+    private readonly sql: SqlStorage,
+  ) {
+    if (door !== DOOR) throw new Error("A WriteTx is made by the room's writer only");
+  }
+
+  exec<T extends Record<string, SqlStorageValue>>(query: string, ...bindings: unknown[]): SqlStorageCursor<T> {
+    if (!openTx.has(this)) throw new Error("Write after its transaction ended");
+    return this.sql.exec<T>(query, ...bindings);
+  }
+}
+
+/** Admit options inside the room: AdmitMode, and for a rejoin (RemoteRoom.seedFromJoin) that
+ *  the event replaces every forward extremity (our copy stopped at our leave; the resident
+ *  server's state is the room now). */
+export interface AdmitOptions extends AdmitMode {
+  replaceExtremities?: boolean;
+}
 
 /** What RoomWriter needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface RoomWriterAccess {
@@ -40,9 +69,10 @@ export interface RoomWriterAccess {
   ctx: DurableObjectState;
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
+  keys: Pick<RoomKeys, "verifyKey">;
   events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
-  fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
+  fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
   partial: Pick<PartialState, "isPartial">;
 }
 
@@ -50,17 +80,6 @@ export class RoomWriter {
   constructor(private readonly r: RoomWriterAccess) {}
 
   private queue: Promise<unknown> = Promise.resolve();
-  private keyPromise?: Promise<SigningKey>;
-
-  /** The room's identity and position from `meta` (at start). */
-  loadHead(meta: Map<string, string>): void {
-    const head = this.r.head;
-    head.roomId = meta.get("room_id");
-    head.serverName = meta.get("server_name");
-    if (meta.has("room_version")) head.rv = getRoomVersion(meta.get("room_version")!);
-    head.stream = Number(meta.get("stream") ?? "0");
-    head.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
-  }
 
   /** Run `fn` after every earlier write has finished (see "Concurrency" above). */
   serial<T>(fn: () => Promise<T>): Promise<T> {
@@ -69,67 +88,44 @@ export class RoomWriter {
     return run;
   }
 
-  setMeta(key: string, value: string | number): void {
-    this.r.sql.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
+  /** Run `fn` in one storage transaction, holding a WriteTx. If it throws, the transaction rolls
+   *  back and what memory holds from storage is read again. Synchronous: nothing interleaves,
+   *  so writes that decide nothing across an await (forget, erasure) need not wait in `serial`.
+   *  Other modules may hold the WriteTx only to pass it to the writer's functions (the SQL that
+   *  changes rows is all in this file: scripts/check-write-door.mjs). */
+  private transact<T>(fn: (tx: WriteTx) => T): T {
+    const tx = new WriteTx(DOOR, this.r.sql);
+    openTx.add(tx);
+    try {
+      return this.r.ctx.storage.transactionSync(() => fn(tx));
+    } catch (e) {
+      this.reloadAfterFailure();
+      throw e;
+    } finally {
+      openTx.delete(tx);
+    }
   }
 
-  signingKey(): Promise<SigningKey> {
-    if (!this.keyPromise) {
-      this.keyPromise = getServerSigningKey(this.r.env, this.r.config()).catch((e) => {
-        this.keyPromise = undefined;
-        throw e;
-      });
-    }
-    return this.keyPromise;
+  private setMeta(tx: WriteTx, key: string, value: string | number): void {
+    tx.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
   }
-
-  /** Public key for a server's key ID. Our own keys come from D1; remote keys from
-   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
-  async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
-    if (server === this.r.head.serverName) {
-      const k = await this.signingKey();
-      if (k.keyId === keyId) return k.publicKey;
-      const row = await this.r.env.DB.prepare("SELECT public_key FROM server_signing_keys WHERE key_id = ?").bind(keyId).first<{ public_key: string }>();
-      return row?.public_key;
-    }
-    // Remote keys: the federation key ring (cache, then the server itself, then notaries). A
-    // short-lived memo keeps a 10,000-event send_join answer from asking D1 per event; the
-    // validity rule is the key ring's (valid_until_ts covers ts; an old key until it expired).
-    const memoKey = `${server}\u0000${keyId}`;
-    const hit = this.keyMemo.get(memoKey);
-    if (hit && hit.until > Date.now() && (ts === undefined || (hit.k.validUntilTs >= ts && (hit.k.expiredTs === undefined || hit.k.expiredTs > ts)))) return hit.k.publicKey;
-    const k = await getVerifyKey({ env: this.r.env, config: this.r.config() }, server, keyId, { purpose: "event", ts });
-    if (k) {
-      if (this.keyMemo.size > 1024) this.keyMemo.clear();
-      this.keyMemo.set(memoKey, { k, until: Date.now() + 60_000 });
-    }
-    return k?.publicKey;
-  }
-  private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
    *  leaves no trace. */
-  async admitInner(pdu: PDU, origin: string, opts: AdmitMode): Promise<AdmitOutcome> {
+  async admitInner(pdu: PDU, origin: string, opts: AdmitOptions): Promise<AdmitOutcome> {
     const checked = await this.checkPdu(pdu, origin, opts);
     if (!("ev" in checked)) return checked;
     const { ev } = checked;
     // 3–5 and persisting run synchronously: nothing can interleave.
-    let out: AdmitOutcome;
-    try {
-      this.r.fanout.beginWrite();
-      out = this.r.ctx.storage.transactionSync(() => this.decideAndPersist(ev, opts));
-    } catch (e) {
-      // The transaction rolled back: forget in-memory state derived from it.
-      this.reloadAfterFailure();
-      throw e;
-    }
+    this.r.fanout.beginWrite();
+    const out = this.transact((tx) => this.decideAndPersist(tx, ev, opts));
     if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) await this.r.fanout.committed(ev, out.stream!, opts.rebroadcast);
     return out;
   }
 
   /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
    *  signatures, room and server ACL. No writes: a batch can check every PDU before storing. */
-  async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string, signedHere = false): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.r.head.requireRoom();
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
     let encoded: string;
@@ -160,7 +156,11 @@ export class RoomWriter {
     // timeline: then it is admitted again, this time with a place in the DAG.
     if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
 
-    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU").
+    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU"). An
+    // event this room has just hashed and signed with the server's key (LocalEvents.admitRun)
+    // has both by construction: checking them again cost two canonical JSON passes, a SHA-256
+    // and an Ed25519 verification per local send.
+    if (signedHere) return this.parsed(pdu, rv, eventId);
     if (!(await checkContentHash(pdu))) {
       if (opts.local) return { status: "invalid", eventId, reason: "content hash mismatch" };
       pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
@@ -168,13 +168,9 @@ export class RoomWriter {
     const sigError = await this.checkSignatures(pdu, rv);
     if (sigError) return { status: "invalid", eventId, reason: sigError };
 
-    let ev: RoomEvent;
-    try {
-      ev = await toRoomEvent(pdu, rv, eventId);
-    } catch (e) {
-      return { status: "invalid", eventId, reason: (e as Error).message };
-    }
-    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
+    const parsed = await this.parsed(pdu, rv, eventId);
+    if (!("ev" in parsed)) return parsed;
+    const { ev } = parsed;
     // Server ACLs (Server-Server API "Server Access Control Lists"): PDUs from a denied origin
     // are dropped, whatever path they came by.
     if (!opts.local && origin !== this.r.head.serverName) {
@@ -183,6 +179,45 @@ export class RoomWriter {
       if (!isServerAllowedByAcl(acl ?? null, origin)) return { status: "invalid", eventId, reason: "origin is denied by the room's server ACL" };
     }
     return { ev };
+  }
+
+  /** The PDU as a RoomEvent of this room, or why not. */
+  private async parsed(pdu: PDU, rv: RoomVersion, eventId: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    let ev: RoomEvent;
+    try {
+      ev = await toRoomEvent(pdu, rv, eventId);
+    } catch (e) {
+      return { status: "invalid", eventId, reason: (e as Error).message };
+    }
+    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
+    return { ev };
+  }
+
+  /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
+  checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, eventId, true);
+  }
+
+  /** Group commit (LocalEvents.admitRun): local events built on one chain, each citing the one
+   *  before, persisted in one transaction in order — each authorised on its own — up to the
+   *  first the auth rules refuse (which stores nothing, and the events after it cited it: they
+   *  are not tried). Returns the outcomes of the events tried. Each accepted event's sync notice
+   *  is taken right after it is persisted (its own state's members). Throws (rolled back) if
+   *  the transaction fails. */
+  async admitLocalGroup(group: { ev: RoomEvent; txn: AdmitMode["txn"] }[]): Promise<AdmitOutcome[]> {
+    const outs: AdmitOutcome[] = [];
+    const accepted: { ev: RoomEvent; stream: number; facts: NoticeFacts }[] = [];
+    this.r.fanout.beginWrite();
+    this.transact((tx) => {
+      for (const { ev, txn } of group) {
+        const out = this.decideAndPersist(tx, ev, { local: true, txn });
+        outs.push(out);
+        if (out.status !== "accepted") break;
+        accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
+      }
+    });
+    if (accepted.length) await this.r.fanout.committedGroup(accepted);
+    return outs;
   }
 
   reloadAfterFailure(): void {
@@ -207,7 +242,7 @@ export class RoomWriter {
       let ok = false;
       if (sigs && typeof sigs === "object") {
         for (const keyId of Object.keys(sigs)) {
-          const pub = await this.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
+          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
           if (pub && (await verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson }))) {
             ok = true;
             break;
@@ -219,7 +254,10 @@ export class RoomWriter {
     return undefined;
   }
 
-  decideAndPersist(ev: RoomEvent, opts: AdmitMode): AdmitOutcome {
+  /** Steps 3–5 of admit and persisting, inside the write's transaction: auth against the
+   *  auth_events, against the state before and (soft fail) the current state; then the row, DAG
+   *  edges, state groups, stream position, forward extremities and current state. */
+  private decideAndPersist(tx: WriteTx, ev: RoomEvent, opts: AdmitOptions): AdmitOutcome {
     const rv = this.r.head.rv!;
     const isCreate = ev.type === "m.room.create" && ev.state_key === "";
     const backfill = opts.backfillStream !== undefined;
@@ -301,12 +339,12 @@ export class RoomWriter {
     const sk = ev.state_key !== undefined ? stateKey(ev.type, ev.state_key) : undefined;
     if (!opts.outlier) {
       const parent = prevs[0]?.stateAfter ?? null;
-      beforeGroup = before.resolved ? this.newGroup(parent, diffState(this.r.state.groupState(parent), before.map)) : before.group;
+      beforeGroup = before.resolved ? this.newGroup(tx, parent, diffState(this.r.state.groupState(parent), before.map)) : before.group;
       if (before.memoKey) this.r.state.rememberAcross(before.memoKey, before.map, beforeGroup);
       afterGroup = beforeGroup;
       if (status === "accepted" && sk !== undefined) {
         prevState = before.map.get(sk) ?? null;
-        afterGroup = this.newGroup(beforeGroup, new Map([[sk, ev.event_id]]));
+        afterGroup = this.newGroup(tx, beforeGroup, new Map([[sk, ev.event_id]]));
       }
     }
     let stream: number | null = null;
@@ -315,11 +353,11 @@ export class RoomWriter {
       else {
         stream = this.r.head.stream + 1;
         this.r.head.stream = stream;
-        this.setMeta("stream", stream);
+        this.setMeta(tx, "stream", stream);
       }
     }
     const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
-    this.r.sql.exec(
+    tx.exec(
       `INSERT INTO events (event_id, ${columns.join(", ")}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
        ON CONFLICT(event_id) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(", ")}`,
       ev.event_id,
@@ -341,30 +379,31 @@ export class RoomWriter {
     );
     // prev_events of an outlier are not part of our DAG (every reader of edges looks only at
     // children with a stream position); they are stored if it is admitted into the timeline.
-    if (!opts.outlier) this.insertEdges("edges", "prev_event_id", ev.event_id, ev.prev_events);
-    this.insertEdges("auth_edges", "auth_event_id", ev.event_id, ev.auth_events);
+    if (!opts.outlier) this.insertEdges(tx, "edges", "prev_event_id", ev.event_id, ev.prev_events);
+    this.insertEdges(tx, "auth_edges", "auth_event_id", ev.event_id, ev.auth_events);
     if (opts.txn) {
-      this.r.sql.exec("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)", ev.sender, opts.txn.deviceId, txnKey(opts.txn), ev.event_id);
+      tx.exec("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)", ev.sender, opts.txn.deviceId, txnKey(opts.txn), ev.event_id);
     }
     this.r.events.uncache(ev.event_id);
     if (status !== "accepted" || opts.outlier) return { status, eventId: ev.event_id, reason };
 
     if (ev.type === "m.room.member" && ev.state_key !== undefined) {
-      this.r.sql.exec("INSERT OR REPLACE INTO memberships (event_id, user_id, membership, stream) VALUES (?, ?, ?, ?)", ev.event_id, ev.state_key, String(ev.content.membership), stream);
+      tx.exec("INSERT OR REPLACE INTO memberships (event_id, user_id, membership, stream) VALUES (?, ?, ?, ?)", ev.event_id, ev.state_key, String(ev.content.membership), stream);
     }
     if (ev.type === "m.room.redaction" && ev.redacts) {
       const st = this.r.state.authMapFrom(before.map, ev);
       const powerful = powerLevelOf(ev.sender, st, rv) >= namedPowerLevel("redact", st, rv) ? 1 : 0;
-      this.r.sql.exec("INSERT OR IGNORE INTO redactions (redacts, event_id, sender, powerful) VALUES (?, ?, ?, ?)", ev.redacts, ev.event_id, ev.sender, powerful);
+      tx.exec("INSERT OR IGNORE INTO redactions (redacts, event_id, sender, powerful) VALUES (?, ?, ?, ?)", ev.redacts, ev.event_id, ev.sender, powerful);
       this.r.events.uncache(ev.redacts);
     }
     // Backfilled history has no say in the present: no extremities, no current state.
     if (backfill) return { status: "accepted", eventId: ev.event_id, stream: stream! };
 
     // Forward extremities: the event replaces its prev_events (unless something already points at it).
-    for (const p of ev.prev_events) this.r.sql.exec("DELETE FROM extremities WHERE event_id = ?", p);
+    if (opts.replaceExtremities) tx.exec("DELETE FROM extremities");
+    for (const p of ev.prev_events) tx.exec("DELETE FROM extremities WHERE event_id = ?", p);
     const referenced = this.r.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
-    if (!referenced) this.r.sql.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
+    if (!referenced) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
 
     // Current state (Server-Server API "Room State Resolution"): the resolution of the states
     // after the forward extremities. One extremity state (a linear room, or an event that cited
@@ -386,17 +425,17 @@ export class RoomWriter {
     else {
       const oldMap = this.r.state.groupState(old);
       const resolved = this.r.state.resolveMaps(tips.map((g) => this.r.state.groupState(g)));
-      next = this.newGroup(old, diffState(oldMap, resolved));
+      next = this.newGroup(tx, old, diffState(oldMap, resolved));
     }
     if (next !== old) {
       const changes =
         old === beforeGroup && sk !== undefined && afterGroup === next
           ? new Map([[sk, ev.event_id]])
           : diffState(this.r.state.groupState(old), this.r.state.groupState(next));
-      this.applyCurrentState(changes);
+      this.applyCurrentState(tx, changes);
       this.r.head.currentGroup = next;
-      this.setMeta("current_group", next ?? 0);
-      this.r.sql.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
+      this.setMeta(tx, "current_group", next ?? 0);
+      tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
       this.r.fanout.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
@@ -405,24 +444,24 @@ export class RoomWriter {
   /** (eventId, target) rows, several per statement: a statement costs more than its rows (it
    *  was a fifth of admitting a 30,000-event room state), and SQLite here binds at most 100
    *  parameters per statement. */
-  insertEdges(table: "edges" | "auth_edges", column: "prev_event_id" | "auth_event_id", eventId: string, targets: string[]): void {
+  private insertEdges(tx: WriteTx, table: "edges" | "auth_edges", column: "prev_event_id" | "auth_event_id", eventId: string, targets: string[]): void {
     for (let i = 0; i < targets.length; i += 40) {
       const chunk = targets.slice(i, i + 40);
-      this.r.sql.exec(`INSERT OR IGNORE INTO ${table} (event_id, ${column}) VALUES ${chunk.map(() => "(?, ?)").join(", ")}`, ...chunk.flatMap((t) => [eventId, t]));
+      tx.exec(`INSERT OR IGNORE INTO ${table} (event_id, ${column}) VALUES ${chunk.map(() => "(?, ?)").join(", ")}`, ...chunk.flatMap((t) => [eventId, t]));
     }
   }
 
-  applyCurrentState(changes: Map<StateKey, string | null>): void {
+  private applyCurrentState(tx: WriteTx, changes: Map<StateKey, string | null>): void {
     for (const [k, id] of changes) {
       const [type, skey] = splitStateKey(k);
-      if (id === null) this.r.sql.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
-      else this.r.sql.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (id === null) tx.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
+      else tx.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
     }
     this.r.fanout.currentStateChanged(changes);
   }
 
 
-  newGroup(parent: number | null, delta: Map<StateKey, string | null>): number | null {
+  private newGroup(tx: WriteTx, parent: number | null, delta: Map<StateKey, string | null>): number | null {
     if (delta.size === 0) return parent;
     // `chain`: delta entries stored from the last snapshot down to this group (see
     // SNAPSHOT_FRACTION). A group without a parent is a snapshot (its delta is its state).
@@ -431,14 +470,124 @@ export class RoomWriter {
     const chain = parent === null ? 0 : parentChain + delta.size;
     const snapshot = parent !== null && chain > Math.max(SNAPSHOT_MIN, full.size * SNAPSHOT_FRACTION);
     const id = (this.r.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
-    this.r.sql.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : chain);
+    tx.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : chain);
     const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
     for (const [k, v] of entries) {
       const [type, skey] = splitStateKey(k);
-      this.r.sql.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)", id, type, skey, v);
+      tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)", id, type, skey, v);
     }
     this.r.state.cacheGroup(id, full);
     return id;
+  }
+
+  /** The room this object holds, in `meta` (after its create event or our join was accepted).
+   *  `joined`: a room we knew only through an invite or knock is now joined (RemoteRoom.seedFromJoin). */
+  recordRoom(roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean; partialState?: PartialStateMeta } = {}): void {
+    this.transact((tx) => {
+      if (opts.partialState) this.setMeta(tx, "partial_state", JSON.stringify(opts.partialState));
+      this.setMeta(tx, "room_id", roomId);
+      this.setMeta(tx, "room_version", roomVersion);
+      this.setMeta(tx, "server_name", serverName);
+      if (opts.joined) tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+    });
+  }
+
+  /** Completing a partial-state join (PartialState.complete) writes through these, all in one
+   *  transaction. */
+  partialWrite<T>(fn: (w: PartialWrites) => T): T {
+    return this.transact((tx) =>
+      fn({
+        addToRootGroups: (from, entries) => this.addToRootGroups(tx, from, entries),
+        applyCurrentState: (changes) => this.applyCurrentState(tx, changes),
+        rejectAfterAll: (id, reason) => this.rejectAfterAll(tx, id, reason),
+        endPartialState: () => {
+          tx.exec("DELETE FROM meta WHERE key = 'partial_state'");
+          this.setMeta(tx, "partial_state_done", this.r.head.stream);
+        },
+      }),
+    );
+  }
+
+  private addToRootGroups(tx: WriteTx, from: number, entries: [StateKey, string][]): void {
+    const roots = this.r.sql
+      .exec<{ id: number }>("SELECT id FROM state_groups WHERE parent IS NULL AND id >= ?", from)
+      .toArray()
+      .map((x) => x.id);
+    for (const g of roots) {
+      for (let i = 0; i < entries.length; i += 25) {
+        const chunk = entries.slice(i, i + 25);
+        tx.exec(
+          `INSERT OR IGNORE INTO state_group_entries (group_id, type, state_key, event_id) VALUES ${chunk.map(() => "(?, ?, ?, ?)").join(", ")}`,
+          ...chunk.flatMap(([k, id]) => [g, ...splitStateKey(k), id]),
+        );
+      }
+    }
+  }
+
+  /** An event accepted against partial state that the full state forbids: rejected now, as it
+   *  would have been on arrival. It leaves the timeline (no stream position: readers serve
+   *  accepted events with one) and the forward extremities (its prev events come back where
+   *  nothing else accepted cites them); a state event leaves the current state, where it is
+   *  still there, for the value before it. Later events keep the state groups they were given. */
+  private rejectAfterAll(tx: WriteTx, id: string, reason: string): void {
+    const se = this.r.events.loadEvent(id);
+    if (!se) return;
+    tx.exec("UPDATE events SET status = 'rejected', rejection_reason = ?, stream = NULL, state_after = state_before WHERE event_id = ?", reason, id);
+    tx.exec("DELETE FROM memberships WHERE event_id = ?", id);
+    if (tx.exec("DELETE FROM extremities WHERE event_id = ? RETURNING event_id", id).toArray().length) {
+      for (const p of se.ev.prev_events) {
+        const cited = this.r.sql
+          .exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream IS NOT NULL LIMIT 1", p)
+          .toArray().length;
+        const ok = this.r.sql.exec("SELECT 1 FROM events WHERE event_id = ? AND status = 'accepted' AND stream IS NOT NULL", p).toArray().length;
+        if (!cited && ok) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", p);
+      }
+    }
+    if (se.ev.state_key === undefined) return;
+    const k = stateKey(se.ev.type, se.ev.state_key);
+    if (this.r.state.groupState(this.r.head.currentGroup).get(k) !== id) return;
+    const change = new Map<StateKey, string | null>([[k, se.prevState]]);
+    const next = this.newGroup(tx, this.r.head.currentGroup, change);
+    this.applyCurrentState(tx, change);
+    this.r.head.currentGroup = next;
+    this.setMeta(tx, "current_group", next ?? 0);
+    tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", this.r.head.stream, next);
+  }
+
+  /** A membership event of a room we are not in (an invite, or our knock or rejection through
+   *  another server): the room is "partial" (stripped state, our member event as an outlier at
+   *  the next stream position) until a join seeds it. Returns that stream position. */
+  storePartialMembership(args: { roomId: string; roomVersion: string; serverName: string; stripped?: JsonObject[]; ev: RoomEvent }): number {
+    const { ev } = args;
+    const stream = this.r.head.stream + 1;
+    this.transact((tx) => {
+      this.setMeta(tx, "room_id", args.roomId);
+      this.setMeta(tx, "room_version", args.roomVersion);
+      this.setMeta(tx, "server_name", args.serverName);
+      this.setMeta(tx, "partial", "1");
+      if (args.stripped) this.setMeta(tx, "stripped_state", JSON.stringify(args.stripped));
+      this.setMeta(tx, `partial_member\u0000${ev.state_key}`, ev.event_id);
+      this.setMeta(tx, `partial_stream\u0000${ev.state_key}`, stream);
+      this.setMeta(tx, "stream", stream);
+      tx.exec(
+        `INSERT OR REPLACE INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts)
+         VALUES (?, NULL, ?, ?, ?, ?, ?, ?, 'accepted', NULL, NULL, ?)`,
+        ev.event_id, ev.depth, ev.type, ev.state_key!, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), Date.now(),
+      );
+    });
+    this.r.head.stream = stream;
+    this.r.events.uncache(ev.event_id);
+    return stream;
+  }
+
+  /** POST /forget: the user forgot the room at this member event (ClientReads.forget). */
+  forget(userId: string, memberEventId: string): void {
+    this.transact((tx) => tx.exec("INSERT OR REPLACE INTO forgotten (user_id, member_event_id) VALUES (?, ?)", userId, memberEventId));
+  }
+
+  /** Erasure: this sender's events are served redacted to later joiners (ClientReads.eraseSender). */
+  eraseSender(userId: string): void {
+    this.transact((tx) => tx.exec("INSERT OR IGNORE INTO erased_senders (user_id) VALUES (?)", userId));
   }
 
   /** Admin room deletion (src/services/admin-rooms.ts): once the evicted members' leaves have
@@ -477,32 +626,16 @@ export class RoomWriter {
     }
     // Auth order over every event given (also those refused or already held: their dependants
     // wait for them, then find them stored or not).
-    const pending = new Map(events.map((x) => [x.ev.event_id, x.ev]));
-    const order: string[] = [];
-    let progress = true;
-    while (pending.size && progress) {
-      progress = false;
-      const ready = [...pending.values()].filter((ev) => ev.auth_events.every((a) => !pending.has(a))).sort((a, b) => a.depth - b.depth);
-      for (const ev of ready) {
-        pending.delete(ev.event_id);
-        order.push(ev.event_id);
-        progress = true;
-      }
-    }
-    for (const id of pending.keys()) if (checked.delete(id)) refused++; // auth cycles: never admitted
+    const { order, cycles } = authOrder(events.map((x) => x.ev));
+    for (const id of cycles) if (checked.delete(id)) refused++; // auth cycles: never admitted
     const toStore = order.filter((id) => checked.has(id));
     for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
-      try {
-        this.r.ctx.storage.transactionSync(() => {
-          for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
-            const out = this.decideAndPersist(checked.get(id)!, mode);
-            if (out.status !== "accepted" && out.status !== "duplicate") refused++;
-          }
-        });
-      } catch (e) {
-        this.reloadAfterFailure();
-        throw e;
-      }
+      this.transact((tx) => {
+        for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
+          const out = this.decideAndPersist(tx, checked.get(id)!, mode);
+          if (out.status !== "accepted" && out.status !== "duplicate") refused++;
+        }
+      });
     }
     return refused;
   }

@@ -28,7 +28,8 @@
 //   lazy_members   per device, room and member: the member event last sent under lazy-loading
 //                  and the token that carried it (lazy-members.ts)
 //   push_targets, push_outbox   push delivery (push-outbox.ts)
-//   sliding_*      Simplified Sliding Sync connections (durable-objects/sliding-conn.ts)
+//   sliding_*      Simplified Sliding Sync: connections and the recency index
+//                  (durable-objects/sliding-conn.ts, sliding-recency.ts)
 
 export const HUB_SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

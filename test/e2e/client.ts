@@ -23,6 +23,25 @@ export async function registerSdkClient(baseUrl: string, username: string, passw
   return sdk.createClient({ baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id });
 }
 
+/** Log in a new device of `username` with m.login.password. */
+export async function sdkLogin(baseUrl: string, username: string, password: string) {
+  return sdk.createClient({ baseUrl }).loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: username }, password });
+}
+
+/** The one way the e2e tests set up an encrypting client: matrix-js-sdk for a logged-in device
+ *  (`login`: a login or registration response) with Rust crypto kept in memory (no IndexedDB in
+ *  Node). Not started (see startSynced). `extra`: more createClient options (fetchFn,
+ *  cryptoCallbacks). */
+export async function rustCryptoClient(
+  baseUrl: string,
+  login: { access_token: string; user_id: string; device_id: string },
+  extra: Partial<sdk.ICreateClientOpts> = {},
+): Promise<sdk.MatrixClient> {
+  const client = sdk.createClient({ baseUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id, ...extra });
+  await client.initRustCrypto({ useIndexedDB: false });
+  return client;
+}
+
 /** Start syncing and wait until the first sync is done. */
 export async function startSynced(client: sdk.MatrixClient, opts: sdk.IStartClientOpts = {}): Promise<void> {
   const ready = new Promise<void>((resolve) => {

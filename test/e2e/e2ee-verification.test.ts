@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { EventShieldColour } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { startServer, type RunningServer } from "./harness";
-import { sdkRegister, startSynced, until } from "./client";
+import { rustCryptoClient, sdkLogin, sdkRegister, startSynced, until } from "./client";
 import { nextRequest, sas } from "./verification";
 
 let server: RunningServer;
@@ -40,15 +40,10 @@ const toDeviceSent = new Map<sdk.MatrixClient, { userId: string; deviceId: strin
 
 /** Log in a new device of `username` with Rust crypto and wait for its first sync. */
 async function device(username: string): Promise<sdk.MatrixClient> {
-  const anon = sdk.createClient({ baseUrl: server.baseUrl });
-  const login = await anon.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: username }, password: PASSWORD });
+  const login = await sdkLogin(server.baseUrl, username, PASSWORD);
   const sent: { userId: string; deviceId: string; at: number }[] = [];
   const userId = login.user_id;
-  const client = sdk.createClient({
-    baseUrl: server.baseUrl,
-    accessToken: login.access_token,
-    userId,
-    deviceId: login.device_id,
+  const client = await rustCryptoClient(server.baseUrl, login, {
     cryptoCallbacks: {
       // The recovery key the user "enters": only when 4S asks for that very key.
       getSecretStorageKey: async ({ keys }) => {
@@ -70,7 +65,6 @@ async function device(username: string): Promise<sdk.MatrixClient> {
     },
   });
   toDeviceSent.set(client, sent);
-  await client.initRustCrypto({ useIndexedDB: false });
   await startSynced(client);
   clients.push(client);
   return client;

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
-import { sdkRegister, startSynced } from "./client";
+import { rustCryptoClient, sdkLogin, sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -25,10 +25,7 @@ async function register(username: string): Promise<void> {
 
 /** Log in a new device, start Rust crypto and sync, and wait until the first sync is done. */
 async function device(username: string): Promise<sdk.MatrixClient> {
-  const anon = sdk.createClient({ baseUrl: server.baseUrl });
-  const login = await anon.loginRequest({ type: "m.login.password", identifier: { type: "m.id.user", user: username }, password: PASSWORD });
-  const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: login.access_token, userId: login.user_id, deviceId: login.device_id });
-  await client.initRustCrypto({ useIndexedDB: false });
+  const client = await rustCryptoClient(server.baseUrl, await sdkLogin(server.baseUrl, username, PASSWORD));
   await startSynced(client);
   clients.push(client);
   return client;

@@ -9,7 +9,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, freePort, type RunningServer } from "./harness";
-import { ok, registerUser, startSynced, type Json, type User, until } from "./client";
+import { ok, registerUser, rustCryptoClient, startSynced, type Json, type User, until } from "./client";
 import { CrossSigningKey, EventShieldColour } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { generateSigningKey, signJson } from "../../src/core/signing";
 import { nextRequest, sas } from "./verification";
@@ -149,8 +149,7 @@ describe("EDUs and E2EE across two servers", () => {
 /** Register `username` on `server`, log a device in, start Rust crypto and sync. */
 async function sdkDevice(server: RunningServer, username: string): Promise<sdk.MatrixClient> {
   const u = await register(server, username);
-  const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: u.token, userId: u.userId, deviceId: u.deviceId });
-  await client.initRustCrypto({ useIndexedDB: false });
+  const client = await rustCryptoClient(server.baseUrl, { access_token: u.token, user_id: u.userId, device_id: u.deviceId });
   await startSynced(client);
   sdkClients.push(client);
   return client;

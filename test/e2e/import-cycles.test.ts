@@ -1,11 +1,14 @@
 // No import cycle among src/ and durable-objects/ (type-only imports included; issue 13).
 // A plain Node check of the source files (no servers): it lives with the e2e tests because the
 // unit project runs inside workerd, which has no file system to walk.
-import { readFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 // @ts-expect-error plain .mjs script without types
 import { findCycles, importGraph } from "../../scripts/check-cycles.mjs";
+// @ts-expect-error plain .mjs script without types
+import { writeDoorViolations } from "../../scripts/check-write-door.mjs";
 
 // Known exception: src/env.ts names the Durable Object classes for its binding types
 // (`DurableObjectNamespace<RoomDO>` …), and the classes receive `Env`; its edges to
@@ -36,5 +39,32 @@ describe("import graph", () => {
   it("finds a cycle when there is one (the check itself works)", () => {
     const g = new Map([["a.ts", ["b.ts"]], ["b.ts", ["c.ts"]], ["c.ts", ["a.ts"]], ["d.ts", ["a.ts"]]]);
     expect(findCycles(g)).toEqual([["a.ts", "b.ts", "c.ts"]]);
+  });
+});
+
+// The room's write door (docs/architecture.md "The write door"): only durable-objects/room/writer.ts
+// runs data-changing SQL on the RoomDO's storage, and there only through a WriteTx.
+describe("room write door", () => {
+  const root = path.resolve(import.meta.dirname, "../..");
+
+  it("no module of the room changes rows around the writer", () => {
+    expect(writeDoorViolations(root)).toEqual([]);
+  });
+
+  it("finds a write planted outside the writer, and one in the writer that skips the WriteTx", () => {
+    const copy = mkdtempSync(path.join(tmpdir(), "write-door-"));
+    try {
+      cpSync(path.join(root, "durable-objects"), path.join(copy, "durable-objects"), { recursive: true });
+      const remote = path.join(copy, "durable-objects/room/remote.ts");
+      writeFileSync(remote, readFileSync(remote, "utf8") + '\nexport const planted = (sql: SqlStorage) => sql.exec("DELETE FROM extremities");\n');
+      const writer = path.join(copy, "durable-objects/room/writer.ts");
+      writeFileSync(writer, readFileSync(writer, "utf8") + '\nexport const skipped = (sql: SqlStorage) => sql.exec(`UPDATE meta SET value = ? WHERE key = ?`, 1, "x");\n');
+      const found: string[] = writeDoorViolations(copy);
+      expect(found).toHaveLength(2);
+      expect(found[0]).toMatch(/^durable-objects\/room\/remote\.ts:\d+: data-changing SQL outside the write door/);
+      expect(found[1]).toMatch(/^durable-objects\/room\/writer\.ts:\d+: data-changing SQL not run through tx\.exec/);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
   });
 });

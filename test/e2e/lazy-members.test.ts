@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
-import { sdkRegister, startSynced } from "./client";
+import { rustCryptoClient, sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -35,8 +35,7 @@ async function elementClient(username: string): Promise<sdk.MatrixClient> {
     if (/\/rooms\/[^/]+\/members\?/.test(url)) memberRequests.push({ url, status: res.status });
     return res;
   };
-  const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id, fetchFn });
-  await client.initRustCrypto({ useIndexedDB: false });
+  const client = await rustCryptoClient(server.baseUrl, reg, { fetchFn });
   await startSynced(client, { lazyLoadMembers: true, threadSupport: true });
   clients.push(client);
   return client;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { SlidingSync, SlidingSyncEvent, SlidingSyncState, type MSC3575SlidingSyncResponse } from "matrix-js-sdk/lib/sliding-sync";
 import { startServer, type RunningServer } from "./harness";
-import { sdkRegister, startSynced } from "./client";
+import { rustCryptoClient, sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -37,8 +37,7 @@ interface SlidingClient {
 /** Register, log in with Rust crypto, and sync with SlidingSync: one list "all", window [0, 1]. */
 async function slidingClient(username: string): Promise<SlidingClient> {
   const reg = await sdkRegister(server.baseUrl, username, PASSWORD);
-  const client = sdk.createClient({ baseUrl: server.baseUrl, accessToken: reg.access_token, userId: reg.user_id, deviceId: reg.device_id });
-  await client.initRustCrypto({ useIndexedDB: false });
+  const client = await rustCryptoClient(server.baseUrl, reg);
   const lists = new Map([["all", { ranges: [[0, 1]], required_state: REQUIRED_STATE, timeline_limit: 10 }]]);
   const ss = new SlidingSync(server.baseUrl, lists, { timeline_limit: 20, required_state: REQUIRED_STATE }, client, 5000);
   const responses: MSC3575SlidingSyncResponse[] = [];

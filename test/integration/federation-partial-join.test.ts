@@ -67,6 +67,7 @@ function stateBeforeJoin(): string[] {
 // What the resident was asked, and the gate on its /state answer.
 let sendJoinQuery = "";
 let stateAsked = 0;
+let stateIdsAsked = 0;
 let releaseState!: () => void;
 const stateGate = new Promise<void>((r) => (releaseState = r));
 const sentToResident: PDU[] = [];
@@ -91,6 +92,11 @@ async function resident(input: RequestInfo | URL, init?: RequestInit): Promise<R
       return Response.json({ origin: REMOTE, state: kept.map((id) => events.get(id)), auth_chain: chain, members_omitted: true, servers_in_room: [REMOTE] });
     }
     return Response.json({ origin: REMOTE, state: state.map((id) => events.get(id)), auth_chain: authChainOf([...state, ids.ourJoin]), servers_in_room: [REMOTE] });
+  }
+  if (path === `/_matrix/federation/v1/state_ids/${roomId}`) {
+    // Fails: the joining server falls back to /state from the same server.
+    stateIdsAsked++;
+    return Response.json({ errcode: "M_UNKNOWN", error: "not now" }, { status: 500 });
   }
   if (path === `/_matrix/federation/v1/state/${roomId}`) {
     stateAsked++;
@@ -156,6 +162,7 @@ describe("partial-state join (joining side)", () => {
     // The full state is being fetched in the background, and held back by the resident.
     for (let i = 0; i < 100 && stateAsked === 0; i++) await new Promise((res) => setTimeout(res, 20));
     expect(stateAsked).toBeGreaterThan(0);
+    expect(stateIdsAsked).toBeGreaterThan(0); // asked first; it failed, /state is the fallback
     // The room is usable: its name and our join are there.
     const name = await clientOk(alice.accessToken, "GET", `/rooms/${enc(roomId)}/state/m.room.name/`);
     expect(name.name).toBe("Partial");

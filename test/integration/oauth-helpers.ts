@@ -8,6 +8,9 @@ export const REDIRECT = "https://app.example.com/callback";
 
 export class Browser {
   cookies = new Map<string, string>();
+  /** With `vars`, requests go to the Worker's fetch handler with these environment overrides
+   *  (REGISTRATION=token, RATE_LIMITS=on, ...) instead of SELF. */
+  constructor(private readonly vars?: Record<string, string>) {}
   async fetch(path: string, init: { method?: string; form?: Record<string, string> } = {}): Promise<{ status: number; html: string; headers: Headers; location: string | null }> {
     const headers: Record<string, string> = {};
     if (this.cookies.size) headers.cookie = [...this.cookies].map(([k, v]) => `${k}=${v}`).join("; ");
@@ -16,7 +19,16 @@ export class Browser {
       body = new URLSearchParams(init.form).toString();
       headers["content-type"] = "application/x-www-form-urlencoded";
     }
-    const res = await SELF.fetch(path.startsWith("http") ? path : `${BASE}${path}`, { method: init.method ?? (init.form ? "POST" : "GET"), headers, body, redirect: "manual" });
+    const url = path.startsWith("http") ? path : `${BASE}${path}`;
+    const reqInit = { method: init.method ?? (init.form ? "POST" : "GET"), headers, body, redirect: "manual" as const };
+    let res: Response;
+    if (this.vars) {
+      const { env, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+      const app = (await import("../../src/index")).default;
+      const ctx = createExecutionContext();
+      res = await app.fetch(new Request(url, reqInit), { ...env, ...this.vars }, ctx);
+      await waitOnExecutionContext(ctx);
+    } else res = await SELF.fetch(url, reqInit);
     for (const sc of res.headers.getSetCookie()) {
       const [pair] = sc.split(";");
       const [k, v] = [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)];

@@ -666,3 +666,158 @@ describe("POST /_matrix/client/v1/login/get_token (m.login.token for the legacy 
     expect((await call("GET", "/_matrix/client/v3/capabilities", { token: tokens.body.access_token })).body.capabilities["m.get_login_token"]).toEqual({ enabled: false });
   });
 });
+
+describe("MSC4108 rendezvous (QR-code sign-in mailbox)", () => {
+  const R = "/_matrix/client/unstable/org.matrix.msc4108/rendezvous";
+  async function raw(method: string, path: string, body?: string, headers: Record<string, string> = {}) {
+    const { SELF } = await import("cloudflare:test");
+    return SELF.fetch(path.startsWith("http") ? path : `http://test.local${path}`, { method, body, headers: { "content-type": "text/plain", ...headers } });
+  }
+  it("creates, reads, conditionally replaces and deletes a short-lived session", async () => {
+    expect((await call("GET", "/_matrix/client/versions")).body.unstable_features["org.matrix.msc4108"]).toBe(true);
+    const created = await raw("POST", R, "hello from the new device");
+    expect(created.status).toBe(201);
+    const { url } = (await created.json()) as { url: string };
+    expect(url).toMatch(/^http:\/\/test\.local\/_matrix\/client\/unstable\/org\.matrix\.msc4108\/rendezvous\/[A-Za-z0-9]+$/);
+    expect(created.headers.get("location")).toBe(url);
+    const etag1 = created.headers.get("etag")!;
+    const expires = Date.parse(created.headers.get("expires")!);
+    expect(expires - Date.now()).toBeLessThanOrEqual(120_000);
+    expect(created.headers.get("access-control-expose-headers")).toContain("ETag");
+
+    const read = await raw("GET", url);
+    expect(read.status).toBe(200);
+    expect(await read.text()).toBe("hello from the new device");
+    expect(read.headers.get("etag")).toBe(etag1);
+    expect((await raw("GET", url, undefined, { "if-none-match": etag1 })).status).toBe(304);
+
+    const put = await raw("PUT", url, "reply from the old device", { "if-match": etag1 });
+    expect(put.status).toBe(202);
+    const etag2 = put.headers.get("etag")!;
+    expect(etag2).not.toBe(etag1);
+    const stale = await raw("PUT", url, "late writer", { "if-match": etag1 });
+    expect(stale.status).toBe(412);
+    expect(((await stale.json()) as any).errcode).toBe("M_CONCURRENT_WRITE");
+    expect((await raw("PUT", url, "no precondition")).status).toBe(400);
+    expect(await (await raw("GET", url)).text()).toBe("reply from the old device");
+
+    expect((await raw("DELETE", url)).status).toBe(200);
+    expect((await raw("GET", url)).status).toBe(404);
+  });
+
+  it("expires sessions and limits payloads to 4 KiB", async () => {
+    const created = await raw("POST", R, "x");
+    const { url } = (await created.json()) as { url: string };
+    await env.DB.prepare("UPDATE rendezvous_sessions SET expires_ts = ? WHERE id = ?").bind(Date.now() - 1, url.split("/").pop()).run();
+    expect((await raw("GET", url)).status).toBe(404);
+    expect((await raw("POST", R, "y".repeat(4097))).status).toBe(413);
+    expect((await raw("GET", `${R}/doesnotexist`)).status).toBe(404);
+  });
+});
+
+describe("expired OAuth rows", () => {
+  it("are swept a day after expiry when new ones are written", async () => {
+    const clientId = await newClient();
+    const b = new Browser();
+    await b.fetch(await authorizeUrl({ clientId, state: "old" }));
+    await env.DB.prepare("UPDATE oauth_grants SET expires_ts = ? WHERE state = 'old'").bind(Date.now() - 25 * 3600_000).run();
+    await b.fetch(await authorizeUrl({ clientId, state: "new" }));
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'old'").first<{ n: number }>())!.n).toBe(0);
+    expect((await env.DB.prepare("SELECT COUNT(*) AS n FROM oauth_grants WHERE state = 'new'").first<{ n: number }>())!.n).toBe(1);
+  });
+});
+
+describe("pages under other configurations", () => {
+  it("REGISTRATION=token: the registration page needs a valid token and uses it up", async () => {
+    const b = new Browser({ REGISTRATION: "token" });
+    const admin = await call("POST", "/_synapse/admin/v1/registration_tokens/new", { token: (await adminToken()).accessToken, body: { uses_allowed: 1 } });
+    expect(admin.status).toBe(200);
+    const clientId = await newClient();
+    const start = await b.fetch(await authorizeUrl({ clientId, extra: { prompt: "create" } }));
+    const page = await b.fetch(start.location!);
+    expect(page.html).toContain('name="registration_token"');
+    const base = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), password: "long enough pw", password2: "long enough pw" };
+    const bad = await b.fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: "wrong" } });
+    expect(bad.status).toBe(403);
+    const ok = await b.fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: admin.body.token } });
+    expect(ok.status).toBe(303);
+    const used = await new Browser({ REGISTRATION: "token" }).fetch("/_lattice/oauth/register-account", { form: { ...base, username: uniqueName("tok"), registration_token: admin.body.token } });
+    expect(used.status).toBe(403);
+  });
+
+  it("REGISTRATION=closed: no registration page, prompt=create shows sign-in, not advertised", async () => {
+    const b = new Browser({ REGISTRATION: "closed" });
+    const start = await b.fetch(await authorizeUrl({ clientId: await newClient(), extra: { prompt: "create" } }));
+    const page = await b.fetch(start.location!);
+    expect(page.html).toContain('action="/_lattice/oauth/login"');
+    expect(page.html).not.toContain("to-register");
+    const form = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), username: uniqueName("no"), password: "long enough pw", password2: "long enough pw" };
+    expect((await b.fetch("/_lattice/oauth/register-account", { form })).status).toBe(403);
+    const meta = await b.fetch("/_matrix/client/v1/auth_metadata");
+    expect(JSON.parse(meta.html).prompt_values_supported).toBeUndefined();
+  });
+
+  it("sign-in on the pages spends the same per-account login budget as POST /login", async () => {
+    const user = await signedInUser();
+    const b = new Browser({ RATE_LIMITS: "on", CLIENT_ADDRESS: "none" });
+    const start = await b.fetch(await authorizeUrl({ clientId: await newClient() }));
+    const page = await b.fetch(start.location!);
+    const form = { grant: field(page.html, "grant"), csrf: field(page.html, "csrf"), username: user.username, password: "wrong" };
+    // Spend the account's burst (5) on the legacy endpoint: the page is then limited at once.
+    const { env: testEnv, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+    const app = (await import("../../src/index")).default;
+    const statuses: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const ctx = createExecutionContext();
+      const body = JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: user.username }, password: "wrong" });
+      const res = await app.fetch(new Request("http://test.local/_matrix/client/v3/login", { method: "POST", headers: { "content-type": "application/json" }, body }), { ...testEnv, RATE_LIMITS: "on", CLIENT_ADDRESS: "none" }, ctx);
+      await waitOnExecutionContext(ctx);
+      statuses.push(res.status);
+    }
+    expect(statuses.every((s) => s === 403)).toBe(true);
+    const limited = await b.fetch("/_lattice/oauth/login", { form });
+    expect(limited.status).toBe(429);
+    expect(limited.html).toContain("Too many attempts");
+  });
+});
+
+async function adminToken() {
+  const { sharedSecretMac } = await import("../../src/api/admin/admin");
+  const nonce = (await call("GET", "/_synapse/admin/v1/register")).body.nonce;
+  const username = uniqueName("admin");
+  const mac = await sharedSecretMac("test-shared-secret", nonce, username, "admin pw", true);
+  const r = await call("POST", "/_synapse/admin/v1/register", { body: { nonce, username, password: "admin pw", admin: true, mac } });
+  return { accessToken: r.body.access_token as string };
+}
+
+describe("malformed requests to the OAuth endpoints", () => {
+  it("never answer 5xx", async () => {
+    const { SELF } = await import("cloudflare:test");
+    const bodies: [string, BodyInit][] = [
+      ["application/x-www-form-urlencoded", "grant_type=authorization_code&grant_type=refresh_token"],
+      ["application/x-www-form-urlencoded", "%zz=%zz&client_id=%00"],
+      ["application/x-www-form-urlencoded", new Uint8Array([0xff, 0xfe, 0x3d, 0x80])],
+      ["application/x-www-form-urlencoded", "a=" + "x".repeat(100_000)],
+      ["application/json", '{"client_uri": ["https://x"], "redirect_uris": "nope"}'],
+      ["application/json", "[]"],
+      ["application/json", "null"],
+      ["text/plain", "hello"],
+      ["multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nv\r\n--x--\r\n"],
+    ];
+    const posts = ["register", "token", "revoke", "device", "login", "register-account", "consent", "logout", "link", "link/login", "account/login", "account/profile", "account/password", "account/deactivate", "account/sessions/delete", "account/cross-signing-reset", "account/logout"];
+    for (const p of posts) {
+      for (const [type, body] of bodies) {
+        const r = await SELF.fetch(`http://test.local/_lattice/oauth/${p}`, { method: "POST", headers: { "content-type": type }, body, redirect: "manual" });
+        expect(r.status, `${p} ${type}`).toBeLessThan(500);
+        await r.arrayBuffer();
+      }
+    }
+    const gets = ["authorize?client_id=%ff", "authorize", "grant?id=" + "x".repeat(5000), "link?user_code=%00", "account?action=<script>&device_id=%22", "style.css"];
+    for (const g of gets) {
+      const r = await SELF.fetch(`http://test.local/_lattice/oauth/${g}`, { redirect: "manual" });
+      expect(r.status, g).toBeLessThan(500);
+      const text = await r.text();
+      expect(text).not.toContain("<script>");
+    }
+  });
+});

@@ -1,4 +1,4 @@
-// State groups (durable-objects/room.ts): the state at every event stays exact when it is read
+// State groups (durable-objects/room/state.ts, written by room/writer.ts newGroup): the state at every event stays exact when it is read
 // back from storage — deltas, full snapshots, and the deltas a resolved fork stores — and the
 // snapshot policy writes storage in proportion to the state that changed, not to the state's
 // size times the number of groups.

@@ -5,6 +5,7 @@ import { requireAuth } from "../middleware/auth";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../../core/room-versions";
 import { rtcTransports } from "./rtc";
 import { mayGetLoginToken } from "./login-token";
+import { DELAYED_EVENTS_CAPABILITY } from "./delayed-events";
 
 /** Spec versions we advertise: only those whose required endpoints Lattice actually serves.
  *  Raise this as areas land (see docs/conformance.md). */
@@ -48,6 +49,9 @@ const UNSTABLE_FEATURES = {
   "uk.half-shot.msc2666.query_mutual_rooms": true,
   // Simplified Sliding Sync (MSC4186), src/api/client/sliding-sync.ts.
   "org.matrix.simplified_msc3575": true,
+  // QR-code sign-in rendezvous (MSC4108), src/api/client/rendezvous.ts; the new device signs in
+  // with the OAuth device authorization grant (src/api/client/oauth/device.ts).
+  "org.matrix.msc4108": true,
 };
 versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
 
@@ -64,6 +68,7 @@ capabilities.get("/capabilities", requireAuth, async (c) => {
       "m.profile_fields": { enabled: true },
       "m.3pid_changes": { enabled: false },
       "m.get_login_token": { enabled: await mayGetLoginToken(c) },
+      ...DELAYED_EVENTS_CAPABILITY,
     },
   });
 });

@@ -11,6 +11,7 @@ import { rateLimit, type Limit } from "../middleware/rate-limit";
 import { authDictSchema, requireUia } from "./uia";
 import { randomToken, sha256Hex } from "../../services/crypto-util";
 import { LOGIN_TOKEN_LIFETIME_MS } from "../../services/login-tokens";
+import { sweepOAuth } from "../../services/oauth/sweep";
 import { isOAuthDevice } from "../../services/oauth/cross-signing-reset";
 
 /** "Servers are encouraged to apply stricter than normal rate limiting to this endpoint, such as
@@ -35,6 +36,7 @@ loginToken.post("/login/get_token", requireAuth, async (c) => {
   // "Servers MUST always re-prompt": a UIA session is deleted once completed, so every token
   // needs a fresh password prompt.
   await requireUia(c, body.auth, { purpose: `get_login_token:${userId}:${deviceId}`, flows: [["m.login.password"]], userId });
+  await sweepOAuth(c.env, "login_tokens");
   const token = randomToken("latl");
   await c.env.DB.prepare("INSERT INTO login_tokens (token_hash, user_id, expires_ts) VALUES (?, ?, ?)")
     .bind(await sha256Hex(token), userId, Date.now() + LOGIN_TOKEN_LIFETIME_MS)

@@ -3,9 +3,10 @@
 //
 // joinRemoteRoom (membership.ts) seeds the RoomDO with the state the resident returned without
 // its member events, marks the room partial and answers the client. syncPartialStateRoom then
-// fetches the full state before our join (GET /v1/state?event_id=<our join>) from the servers
-// that were in the room, the resident that answered send_join first, falling back to the next
-// one, and hands it to RoomDO.completePartialState: checked as a send_join answer is (hashes,
+// fetches the full state before our join from the servers that were in the room, the resident
+// that answered send_join first, falling back to the next one: GET /v1/state_ids?event_id=<our
+// join> and the events we lack through /v1/event (as Synapse does), or GET /v1/state when
+// /state_ids fails; and hands it to RoomDO.completePartialState: checked as a send_join answer is (hashes,
 // signatures, auth rules in auth order), merged into every state of the room, the events
 // admitted meanwhile re-checked, the room un-partialed. The RoomDO does not fetch (gap filling
 // lives in the Worker, as for missing events): it says which event and which servers, and
@@ -31,7 +32,6 @@ const enc = encodeURIComponent;
  *  a later call — the next /members, the next join — tries again once the claim expired). */
 export async function syncPartialStateRoom(env: Env, config: Config, roomId: string): Promise<boolean> {
   const stub = roomStub(env, config, roomId);
-  const ctx = federationContext(env, config);
   for (const delay of ROUND_DELAYS_MS) {
     if (delay) await new Promise((r) => setTimeout(r, delay));
     const claim = await stub.claimPartialStateSync();
@@ -39,24 +39,12 @@ export async function syncPartialStateRoom(env: Env, config: Config, roomId: str
     if (claim.status === "busy") return false;
     const servers = claim.servers.filter((s) => s !== config.serverName).slice(0, MAX_SERVERS);
     for (const server of servers) {
-      let body: { pdus?: unknown; auth_chain?: unknown };
-      try {
-        body = (
-          await federationRequest<typeof body>(ctx, server, "GET", `/_matrix/federation/v1/state/${enc(roomId)}`, {
-            query: { event_id: claim.joinEventId },
-            timeoutMs: STATE_TIMEOUT_MS,
-            maxBytes: STATE_MAX_BYTES,
-          })
-        ).body;
-      } catch (e) {
-        console.warn(`partial state of ${roomId}: /state from ${server} failed: ${(e as Error).message}`);
-        continue;
-      }
-      if (!Array.isArray(body.pdus) || !Array.isArray(body.auth_chain)) {
-        console.warn(`partial state of ${roomId}: ${server} answered /state without pdus or auth_chain`);
-        continue;
-      }
-      const r = await stub.completePartialState({ claim: claim.claim, origin: server, state: body.pdus as PDU[], authChain: body.auth_chain as PDU[] });
+      // /state_ids, then only the events we lack (/event), as Synapse does: the IDs of a
+      // 30,000-event state are ~2 MB where /state is tens of MB in one answer. /state when
+      // /state_ids fails.
+      const fetched = (await viaStateIds(env, config, stub, server, roomId, claim.joinEventId)) ?? (await viaState(env, config, server, roomId, claim.joinEventId));
+      if (!fetched) continue;
+      const r = await stub.completePartialState({ claim: claim.claim, origin: server, ...fetched });
       if (r.ok) {
         if (r.value.encrypted) await deviceListsAfterCompletion(env, config, r.value.localJoined, r.value.remoteJoined);
         return true;
@@ -80,6 +68,78 @@ export async function awaitFullState(env: Env, config: Config, roomId: string, w
   if (!(await stub.isPartialState())) return;
   waitUntil(syncPartialStateRoom(env, config, roomId).catch((e) => console.error("partial-state sync failed", e)));
   await stub.awaitFullState(ms);
+}
+
+interface FetchedState {
+  state: PDU[];
+  authChain: PDU[];
+  /** With /state_ids: the whole state's IDs (`state` then holds only the events we lacked). */
+  stateIds?: string[];
+}
+
+/** Events fetched at once over /event, and at most per completion. */
+const EVENT_FETCH_WIDTH = 16;
+const MAX_EVENT_FETCH = 100_000;
+
+async function viaStateIds(env: Env, config: Config, stub: ReturnType<typeof roomStub>, server: string, roomId: string, joinId: string): Promise<FetchedState | undefined> {
+  const ctx = federationContext(env, config);
+  let ids: { pdu_ids?: unknown; auth_chain_ids?: unknown };
+  try {
+    ids = (await federationRequest<typeof ids>(ctx, server, "GET", `/_matrix/federation/v1/state_ids/${enc(roomId)}`, { query: { event_id: joinId }, timeoutMs: STATE_TIMEOUT_MS, maxBytes: STATE_MAX_BYTES })).body;
+  } catch (e) {
+    console.warn(`partial state of ${roomId}: /state_ids from ${server} failed: ${(e as Error).message}`);
+    return undefined;
+  }
+  if (!Array.isArray(ids.pdu_ids) || !Array.isArray(ids.auth_chain_ids)) return undefined;
+  const stateIds = ids.pdu_ids.filter((x): x is string => typeof x === "string");
+  const chainIds = ids.auth_chain_ids.filter((x): x is string => typeof x === "string");
+  const held = new Set<string>();
+  const all = [...new Set([...stateIds, ...chainIds])];
+  for (let i = 0; i < all.length; i += 5_000) for (const id of (await stub.heldAmong(all.slice(i, i + 5_000))).held) held.add(id);
+  const lacking = all.filter((id) => !held.has(id));
+  if (lacking.length > MAX_EVENT_FETCH) return undefined;
+  const got = new Map<string, PDU>();
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < lacking.length && !failed) {
+      const id = lacking[next++];
+      try {
+        const r = await federationRequest<{ pdus?: PDU[] }>(ctx, server, "GET", `/_matrix/federation/v1/event/${enc(id)}`, { query: { room_id: roomId }, timeoutMs: 30_000 });
+        if (r.body.pdus?.[0]) got.set(id, r.body.pdus[0]);
+      } catch (e) {
+        // One event the server cannot give: the state would be incomplete, try elsewhere.
+        console.warn(`partial state of ${roomId}: /event ${id} from ${server} failed: ${(e as Error).message}`);
+        failed = true;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: EVENT_FETCH_WIDTH }, worker));
+  if (failed) return undefined;
+  const inState = new Set(stateIds);
+  return {
+    state: [...got].filter(([id]) => inState.has(id)).map(([, p]) => p),
+    authChain: [...got].filter(([id]) => !inState.has(id)).map(([, p]) => p),
+    stateIds,
+  };
+}
+
+async function viaState(env: Env, config: Config, server: string, roomId: string, joinId: string): Promise<FetchedState | undefined> {
+  let body: { pdus?: unknown; auth_chain?: unknown };
+  try {
+    body = (
+      await federationRequest<typeof body>(federationContext(env, config), server, "GET", `/_matrix/federation/v1/state/${enc(roomId)}`, {
+        query: { event_id: joinId },
+        timeoutMs: STATE_TIMEOUT_MS,
+        maxBytes: STATE_MAX_BYTES,
+      })
+    ).body;
+  } catch (e) {
+    console.warn(`partial state of ${roomId}: /state from ${server} failed: ${(e as Error).message}`);
+    return undefined;
+  }
+  if (!Array.isArray(body.pdus) || !Array.isArray(body.auth_chain)) return undefined;
+  return { state: body.pdus as PDU[], authChain: body.auth_chain as PDU[] };
 }
 
 /** Users put in one hub call (a 10,000-member room is ten calls per local member). */

@@ -1,6 +1,6 @@
 // Worker-side API of the outbound transaction queues (durable-objects/sender.ts, one SenderDO
 // per destination). Other code calls:
-//   enqueuePdu(env, config, destinations, pdu)   after a local event is committed (RoomDO.notify)
+//   enqueuePdu(env, config, destinations, pdu)   after a local event is committed (the RoomDO fan-out, durable-objects/room/fanout.ts notify)
 //   enqueueEdu(env, config, destination, edu)    typing, receipts, presence, device lists, to-device
 //   onInboundFromServer(env, config, origin)     (the federation auth middleware does this)
 import type { Env } from "../../env";

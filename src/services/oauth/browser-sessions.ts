@@ -1,10 +1,12 @@
 // Signed-in browsers on Lattice's own pages. The cookie holds a random token; D1 holds its hash.
 import type { Env } from "../../env";
 import { randomToken, sha256Hex } from "../crypto-util";
+import { sweepOAuth } from "./sweep";
 
 export const BROWSER_SESSION_LIFETIME_MS = 7 * 24 * 3600_000;
 
 export async function createBrowserSession(env: Env, userId: string): Promise<string> {
+  await sweepOAuth(env, "oauth_browser_sessions");
   const token = randomToken("lats");
   const now = Date.now();
   await env.DB.prepare("INSERT INTO oauth_browser_sessions (id_hash, user_id, created_ts, expires_ts) VALUES (?, ?, ?, ?)")

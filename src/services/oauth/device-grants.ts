@@ -1,6 +1,7 @@
 // Device authorization grants (RFC 8628; spec "Device authorisation flow"), stored in D1.
 import type { Env } from "../../env";
 import { randomString, randomToken, sha256Hex } from "../crypto-util";
+import { sweepOAuth } from "./sweep";
 
 /** RFC 8628 §3.2 expires_in; the spec's example uses 1800 s, ten minutes is plenty to sign in. */
 export const DEVICE_GRANT_LIFETIME_MS = 10 * 60_000;
@@ -51,6 +52,7 @@ export function normalizeUserCode(input: string): string | null {
 }
 
 export async function createDeviceGrant(env: Env, req: { clientId: string; scope: string; deviceId: string }): Promise<{ deviceCode: string; userCode: string }> {
+  await sweepOAuth(env, "oauth_device_grants");
   const deviceCode = randomToken("latd");
   const now = Date.now();
   // A collision of user codes is rare (20^8); retry a few times on the unique index.

@@ -1,6 +1,7 @@
 // Authorization requests and their one-time codes (RFC 6749 §4.1), stored hashed in D1.
 import type { Env } from "../../env";
 import { randomString, randomToken, sha256Hex } from "../crypto-util";
+import { sweepOAuth } from "./sweep";
 
 /** How long the user has to sign in and consent. */
 export const GRANT_LIFETIME_MS = 30 * 60_000;
@@ -67,6 +68,7 @@ function fromRow(r: GrantRow): Grant {
 }
 
 export async function createGrant(env: Env, req: GrantRequest): Promise<string> {
+  await sweepOAuth(env, "oauth_grants");
   const id = randomString(24);
   const now = Date.now();
   await env.DB.prepare(

@@ -51,7 +51,7 @@ export function callbackUrl(redirectUri: string, mode: "query" | "fragment", par
   return `${redirectUri}${redirectUri.includes("?") ? "&" : "?"}${qs}`;
 }
 
-export function errorPage(c: Context<AppEnv>, title: string, message: string, status: 400 | 403 | 404 = 400): Response {
+export function errorPage(c: Context<AppEnv>, title: string, message: string, status: 400 | 403 | 404 | 429 = 400): Response {
   return renderPage(c, title, `<h1>${esc(title)}</h1><p class="error">${esc(message)}</p><p class="muted">Return to the application and try again.</p>`, { status });
 }
 
@@ -87,6 +87,9 @@ oauthPages.get("/authorize", async (c) => {
   const prompt = q("prompt");
   if (prompt !== undefined && prompt.split(" ").includes("none")) return fail("interaction_required", "this server always asks the user to consent");
 
+  // Each request stores a row: cap how fast one address can add them (as sign-in attempts).
+  const tooMany = await limited(c, () => rateLimit(c, "oauth-authorize-ip", clientAddress(c), LIMITS.loginPerAddress));
+  if (tooMany) return errorPage(c, "Too many requests", tooMany, 429);
   const id = await createGrant(c.env, {
     clientId: client.client_id,
     redirectUri,

@@ -1,0 +1,58 @@
+// The keys signatures are made and checked with: this server's signing key (from D1, once per
+// instance) and other servers' verify keys through the federation key ring, with a short memo
+// so a 10,000-event send_join answer does not ask D1 per event. Used by the writer's signature
+// step (RoomWriter.checkSignatures) and by whoever signs (local events, co-signed joins).
+import type { Env } from "../../src/env";
+import type { Config } from "../../src/config";
+import type { SigningKey } from "../../src/core/signing";
+import { getServerSigningKey } from "../../src/services/server-key";
+import { getVerifyKey, type VerifyKey } from "../../src/services/federation/keys";
+import type { RoomHead } from "./core";
+
+/** What RoomKeys needs from the rest of the room (wired in durable-objects/room.ts). */
+export interface RoomKeysAccess {
+  head: RoomHead;
+  env: Env;
+  /** The configuration, parsed once per instance, with this room's server name. */
+  config(): Config;
+}
+
+export class RoomKeys {
+  constructor(private readonly r: RoomKeysAccess) {}
+
+  private keyPromise?: Promise<SigningKey>;
+
+  signingKey(): Promise<SigningKey> {
+    if (!this.keyPromise) {
+      this.keyPromise = getServerSigningKey(this.r.env, this.r.config()).catch((e) => {
+        this.keyPromise = undefined;
+        throw e;
+      });
+    }
+    return this.keyPromise;
+  }
+
+  /** Public key for a server's key ID. Our own keys come from D1; remote keys from
+   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
+  async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
+    if (server === this.r.head.serverName) {
+      const k = await this.signingKey();
+      if (k.keyId === keyId) return k.publicKey;
+      const row = await this.r.env.DB.prepare("SELECT public_key FROM server_signing_keys WHERE key_id = ?").bind(keyId).first<{ public_key: string }>();
+      return row?.public_key;
+    }
+    // Remote keys: the federation key ring (cache, then the server itself, then notaries). A
+    // short-lived memo keeps a 10,000-event send_join answer from asking D1 per event; the
+    // validity rule is the key ring's (valid_until_ts covers ts; an old key until it expired).
+    const memoKey = `${server}\u0000${keyId}`;
+    const hit = this.keyMemo.get(memoKey);
+    if (hit && hit.until > Date.now() && (ts === undefined || (hit.k.validUntilTs >= ts && (hit.k.expiredTs === undefined || hit.k.expiredTs > ts)))) return hit.k.publicKey;
+    const k = await getVerifyKey({ env: this.r.env, config: this.r.config() }, server, keyId, { purpose: "event", ts });
+    if (k) {
+      if (this.keyMemo.size > 1024) this.keyMemo.clear();
+      this.keyMemo.set(memoKey, { k, until: Date.now() + 60_000 });
+    }
+    return k?.publicKey;
+  }
+  private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
+}
