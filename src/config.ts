@@ -116,7 +116,7 @@ const schema = z.object({
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   /** Partial-state ("faster") joins of remote rooms: send_join with omit_members=true, the rest
    *  of the state fetched in the background (src/services/federation/partial-state.ts). */
-  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("on"),
+  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("off"),
   APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
