@@ -19,7 +19,15 @@ const enc = encodeURIComponent;
 const LIST = { ranges: [[0, 19]], timeline_limit: 1, required_state: [["m.room.name", ""], ["m.room.avatar", ""], ["m.room.member", "$ME"], ["m.room.encryption", ""]] };
 
 async function req(method, url, token, body, attempt = 0) {
-  const res = await fetch(url, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+  let res;
+  try {
+    res = await fetch(url, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    // A reset connection under heavy load (seen filling 5,000 rooms at load 24): retry, bounded.
+    if (attempt >= 10) throw e;
+    await new Promise((r) => setTimeout(r, 1000));
+    return req(method, url, token, body, attempt + 1);
+  }
   const text = await res.text();
   if ((res.status === 503 || !text.startsWith("{")) && attempt < 10) {
     await new Promise((r) => setTimeout(r, 1000));
