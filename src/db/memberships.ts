@@ -51,6 +51,15 @@ export async function roomsWithMembership(db: D1Database, userId: string, member
   return results.map((r) => r.room_id);
 }
 
+/** Rooms where a local user's membership is one of `memberships` (one query). */
+export async function roomsWithAnyMembership(db: D1Database, userId: string, memberships: readonly string[]): Promise<string[]> {
+  const { results } = await db
+    .prepare(`SELECT room_id FROM room_memberships WHERE user_id = ? AND membership IN (${memberships.map(() => "?").join(",")}) ORDER BY room_id`)
+    .bind(userId, ...memberships)
+    .all<{ room_id: string }>();
+  return results.map((r) => r.room_id);
+}
+
 /** Every room a local user was ever in (any membership). */
 export async function roomsEverJoined(db: D1Database, userId: string): Promise<string[]> {
   const { results } = await db.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();

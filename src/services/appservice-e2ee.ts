@@ -58,8 +58,8 @@ export async function pushKeyCountsChanged(env: Env, serverName: string, userId:
   await Promise.all(services.map((s) => appserviceQueue(env, s.id).enqueue(s.id, serverName, [{ kind: "keys", body: { user_id: userId } }])));
 }
 
-/** At most this many members are checked when one of the appservice's users leaves a room;
- *  past it no `left` is sent (conservative: the appservice keeps tracking them). */
+/** At most this many local members are checked when one of the appservice's users leaves a
+ *  room; past it no `left` is sent (conservative: the appservice keeps tracking them). */
 const MAX_LEFT_CHECKS = 100;
 
 /** Device-list items a membership event means for `service` (the /sync rules of "Tracking the
@@ -86,9 +86,13 @@ export async function deviceListItemsForMembership(
   if (membership !== "leave" && membership !== "ban") return [];
   const stillShared = async (u: string) => (await localSharers(u).catch(() => [target])).some((x) => x !== u && service.isInterestedInUser(x));
   if (!ours) return (await stillShared(target)) ? [] : [{ user_id: target, left: true }];
-  if (others.length > MAX_LEFT_CHECKS) return [];
+  // One of ours left: of the other members, the local ones (D1, cheap) it no longer shares a
+  // room with through any of its users. Remote members would each need a scan of the rooms
+  // (peers.ts), so they are kept (conservative: no `left`), as are rooms past MAX_LEFT_CHECKS.
+  const local = others.filter((u) => u.endsWith(`:${service.serverName}`) && !service.isInterestedInUser(u));
+  if (local.length > MAX_LEFT_CHECKS) return [];
   const out: DeviceListItem[] = [];
-  for (const u of others) if (!service.isInterestedInUser(u) && !(await stillShared(u))) out.push({ user_id: u, left: true });
+  for (const u of local) if (!(await stillShared(u))) out.push({ user_id: u, left: true });
   return out;
 }
 

@@ -135,14 +135,18 @@ export class AppserviceFanOut {
     if (services.length === 0) return 0;
     const aliases = services.some((s) => s.hasAliasNamespace) ? await this.roomAliases(ev.room_id) : [];
     const interested = services.filter((s) => interestedIn(s, ev, members, aliases));
-    await Promise.all(
-      interested.map(async (s) => {
-        const items: { kind: "event" | "device_list"; body: unknown }[] = [{ kind: "event", body: ev }];
-        // MSC3202: who the appservice's users now share (or no longer share) a room with.
-        if (s.msc3202) for (const d of await deviceListItemsForMembership(s, ev, members, localSharers(this.env, this.serverName))) items.push({ kind: "device_list", body: d });
-        await appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, items);
-      }),
-    );
+    await Promise.all(interested.map((s) => appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, [{ kind: "event", body: ev }])));
+    // MSC3202: who the appservice's users now share (or no longer share) a room with. Worked
+    // out beside the chain, not in it: a remote user's "still shares a room" asks other rooms,
+    // and the room's next events should not wait for that (device-list items are folded per
+    // transaction, so their order among the events does not matter).
+    if (ev.type === "m.room.member") {
+      for (const s of interested.filter((x) => x.msc3202)) {
+        void deviceListItemsForMembership(s, ev, members, localSharers(this.env, this.serverName))
+          .then((items) => (items.length ? appserviceQueue(this.env, s.id).enqueue(s.id, this.serverName, items.map((body) => ({ kind: "device_list" as const, body }))) : undefined))
+          .catch((e) => console.error("appservice device-list items failed", e));
+      }
+    }
     return interested.length;
   }
 

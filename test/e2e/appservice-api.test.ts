@@ -36,6 +36,18 @@ const reg = {
   namespaces: { users: [{ exclusive: true, regex: "@_q_.*" }], aliases: [{ exclusive: true, regex: "#_q_.*" }], rooms: [] },
 };
 
+/** A second registration, for an encrypted bridge (MSC3202), on the same loopback server. */
+const reg3202 = {
+  id: `enc${Date.now().toString(36)}`,
+  as_token: randomBytes(16).toString("hex"),
+  hs_token: randomBytes(16).toString("hex"),
+  sender_localpart: `encbot${Date.now().toString(36)}`,
+  rate_limited: false,
+  receive_ephemeral: true,
+  "org.matrix.msc3202": true,
+  namespaces: { users: [{ exclusive: true, regex: "@_e_.*" }], aliases: [], rooms: [] },
+};
+
 async function api(method: string, path: string, token: string, body?: unknown) {
   const r = await fetch(`${server.baseUrl}${path}`, {
     method,
@@ -64,7 +76,7 @@ beforeAll(async () => {
     req.on("end", async () => {
       const path = req.url ?? "";
       seen.push({ method: req.method ?? "", path, auth: req.headers.authorization, body: data ? JSON.parse(data) : undefined });
-      if (req.headers.authorization !== `Bearer ${reg.hs_token}`) return res.writeHead(403).end('{"errcode":"M_FORBIDDEN"}');
+      if (req.headers.authorization !== `Bearer ${reg.hs_token}` && req.headers.authorization !== `Bearer ${reg3202.hs_token}`) return res.writeHead(403).end('{"errcode":"M_FORBIDDEN"}');
       if (path.startsWith("/_matrix/app/v1/transactions/") && failTransactions > 0) {
         failTransactions--;
         return res.writeHead(500).end("{}");
@@ -106,6 +118,43 @@ async function plainUser() {
   });
   return (await r.json()) as any;
 }
+
+describe("MSC3202: an encrypted bridge's transactions", () => {
+  it("carry device-list changes and its users' one-time-key counts and fallback key types", async () => {
+    const added = await api("POST", "/_lattice/admin/v1/appservices", adminToken, { ...reg3202, url: `http://127.0.0.1:${asPort}` });
+    expect(added.status, JSON.stringify(added.body)).toBe(200);
+    const encApi = (method: string, path: string, body?: unknown) => api(method, path, reg3202.as_token, body);
+    const reg = await encApi("POST", "/_matrix/client/v3/register", { type: "m.login.application_service", username: "_e_alice", inhibit_login: true });
+    expect(reg.status, JSON.stringify(reg.body)).toBe(200);
+    const ghost = reg.body.user_id as string;
+    const login = await encApi("POST", "/_matrix/client/v3/login", { type: "m.login.application_service", identifier: { type: "m.id.user", user: ghost }, device_id: "EDEV" });
+    expect(login.status, JSON.stringify(login.body)).toBe(200);
+    const as = `user_id=${enc(ghost)}&device_id=EDEV`;
+    const up = await encApi("POST", `/_matrix/client/v3/keys/upload?${as}`, {
+      one_time_keys: { "curve25519:AAAAAQ": "b3RrMQ", "curve25519:AAAAAg": "b3RrMg" },
+      fallback_keys: { "curve25519:AAAAAw": "ZmFsbGJhY2s" },
+    });
+    expect(up.status, JSON.stringify(up.body)).toBe(200);
+    const user = await plainUser();
+    const { body: room } = await api("POST", "/_matrix/client/v3/createRoom", user.access_token, { preset: "public_chat" });
+    expect((await encApi("POST", `/_matrix/client/v3/join/${enc(room.room_id)}?user_id=${enc(ghost)}`, {})).status).toBe(200);
+    const mine = () => seen.filter((s) => s.path.startsWith("/_matrix/app/v1/transactions/") && s.auth === `Bearer ${reg3202.hs_token}`);
+    const counts = (t: Seen) => t.body["org.matrix.msc3202.device_one_time_keys_count"]?.[ghost]?.EDEV;
+    // The upload's counts, and (in that or a later transaction) the user the ghost now shares
+    // a room with.
+    const withCounts = await waitFor("the ghost's key counts", () => mine().find((t) => counts(t)?.curve25519 === 2));
+    expect(counts(withCounts)).toEqual({ signed_curve25519: 0, curve25519: 2 });
+    expect(withCounts.body["org.matrix.msc3202.device_unused_fallback_key_types"][ghost].EDEV).toEqual(["curve25519"]);
+    await waitFor("the device-list change", () => mine().find((t) => t.body["org.matrix.msc3202.device_lists"]?.changed?.includes(user.user_id)));
+    // A claim lowers the count; the bridge hears of it without any other traffic.
+    const claim = await api("POST", "/_matrix/client/v3/keys/claim", user.access_token, { one_time_keys: { [ghost]: { EDEV: "curve25519" } } });
+    expect(Object.keys(claim.body.one_time_keys[ghost].EDEV)).toHaveLength(1);
+    await waitFor("the lower count", () => (mine().some((t) => counts(t)?.curve25519 === 1) ? true : undefined));
+    // The other registration (no org.matrix.msc3202) never sees these fields.
+    const plain = seen.filter((s) => s.path.startsWith("/_matrix/app/v1/transactions/") && s.auth === `Bearer ${reg.hs_token}`);
+    expect(plain.some((t) => Object.keys(t.body).some((k) => k.startsWith("org.matrix.msc3202")))).toBe(false);
+  });
+});
 
 describe("transactions", () => {
   it("retries a failed transaction with the same ID and body; every event once, in order", async () => {

@@ -53,6 +53,10 @@ describe("threads and ignored users", () => {
     expect(threadOf(msgs.body.chunk.find((e: any) => e.event_id === root2))).toBeUndefined();
     const ctx = await call("GET", `${V3}/rooms/${enc(roomId)}/context/${enc(root)}?limit=0`, { token: bob.accessToken });
     expect(threadOf(ctx.body.event)).toMatchObject({ count: 1 });
+    const one = await call("GET", `${V3}/rooms/${enc(roomId)}/event/${enc(root)}`, { token: bob.accessToken });
+    expect(threadOf(one.body)).toMatchObject({ count: 1, latest_event: { event_id: a1 } });
+    const old = await call("GET", `${V3}/events/${enc(root)}`, { token: bob.accessToken });
+    expect(threadOf(old.body)).toMatchObject({ count: 1 });
     const filter = JSON.stringify({ room: { timeline: { limit: 30, unread_thread_notifications: true } } });
     const s1 = await syncOk(bob, { since: t0, filter });
     const room = s1.rooms.join[roomId];

@@ -11,6 +11,7 @@ import { randomString } from "../../services/crypto-util";
 import type { JsonObject } from "../../core/types";
 import { knownRoom, knownRoomCached, roomStub, unwrap, type RoomStub } from "../../services/rooms";
 import { validateCanonicalAlias } from "../../services/aliases";
+import { ignoredUserIds } from "../../services/notifier";
 import { maybeScheduleDelayed } from "./delayed-events";
 
 export const events = new Hono<AppEnv>();
@@ -130,8 +131,9 @@ events.get("/rooms/:roomId/state", requireAuth, async (c) => {
 });
 
 events.get("/rooms/:roomId/event/:eventId", requireAuth, async (c) => {
-  const { stub } = await roomFor(c);
-  return c.json(unwrap(await stub.getEventForClient(requester(c), c.req.param("eventId"))));
+  // Ignored users' replies stay out of the bundled thread summary (module "Ignoring Users").
+  const [{ stub }, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
+  return c.json(unwrap(await stub.getEventForClient({ ...requester(c), ignored }, c.req.param("eventId"))));
 });
 
 // PUT /rooms/{roomId}/redact/{eventId}/{txnId}.

@@ -14,6 +14,7 @@ import { syncResponse } from "./sync";
 import { roomStub } from "../../services/rooms";
 import { getRoomVisibility } from "../../services/room-directory";
 import { roomsEverJoined } from "../../db/memberships";
+import { ignoredUserIds } from "../../services/notifier";
 
 export const oldSync = new Hono<AppEnv>();
 
@@ -124,14 +125,15 @@ oldSync.get("/events/:eventId", requireAuth, async (c) => {
   const eventId = c.req.param("eventId");
   if (!eventId.startsWith("$") || eventId.length > 255) throw invalidParam("Not an event ID");
   const { userId, deviceId } = c.var.auth;
-  const rooms = (await roomsEverJoined(c.env.DB, userId)).slice(0, MAX_ROOMS_SEARCHED);
+  const [everIn, ignored] = await Promise.all([roomsEverJoined(c.env.DB, userId), ignoredUserIds(c.env, userId, c.var.config)]);
+  const rooms = everIn.slice(0, MAX_ROOMS_SEARCHED);
   let found: JsonObject | undefined;
   let next = 0;
   const worker = async () => {
     while (!found && next < rooms.length) {
       const roomId = rooms[next++];
       const r = await roomStub(c.env, c.var.config, roomId)
-        .getEventForClient({ userId, deviceId }, eventId)
+        .getEventForClient({ userId, deviceId, ignored }, eventId)
         .catch(() => null);
       if (r?.ok && !found) found = r.value as JsonObject;
     }

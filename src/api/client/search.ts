@@ -9,7 +9,8 @@ import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { roomEventFilterSchema } from "../../core/room-event-filter";
 import type { JsonObject } from "../../core/types";
-import { roomStub, roomsOfUser, unwrap } from "../../services/rooms";
+import { roomStub, unwrap } from "../../services/rooms";
+import { roomsWithAnyMembership } from "../../db/memberships";
 import { SEARCH_KEYS, searchTerms, type RoomSearchHit } from "../../../durable-objects/room/search";
 
 export const search = new Hono<AppEnv>();
@@ -80,8 +81,7 @@ search.post("/search", requireAuth, async (c) => {
   const limit = Math.max(1, Math.min(filter?.limit ?? 10, 100));
 
   // "all rooms that the user has been in, including those that they have left".
-  const [joined, left, banned] = await Promise.all(["join", "leave", "ban"].map((m) => roomsOfUser(c.env, userId, m)));
-  let roomIds = [...new Set([...joined, ...left, ...banned])];
+  let roomIds = await roomsWithAnyMembership(c.env.DB, userId, ["join", "leave", "ban"]);
   if (filter?.rooms) roomIds = roomIds.filter((r) => filter.rooms!.includes(r));
   if (filter?.not_rooms) roomIds = roomIds.filter((r) => !filter.not_rooms!.includes(r));
 

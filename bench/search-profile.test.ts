@@ -1,0 +1,93 @@
+// Where a 50-room search spends its time (docs/benchmarks.md, "Conversations"): the RPC fan-out
+// alone, the rooms' search work called directly, and the whole request. Smaller rooms than
+// conversations.test.ts (PER_ROOM messages each) so it runs in a minute.
+// Run: BENCH=1 npx vitest run --project workers bench/search-profile.test.ts
+import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { call, registerUser } from "../test/integration/helpers";
+
+const V3 = "/_matrix/client/v3";
+const ROOMS = 50;
+const PER_ROOM = Number(process.env.PER_ROOM ?? 300);
+const RUNS = 15;
+const WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu apple banana cherry dragon eagle falcon garden harbor island jungle kettle lemon meadow needle ocean pepper quartz river saddle timber umbrella valley window yellow zephyr".split(" ");
+
+function p50(xs: number[]) {
+  const s = [...xs].sort((a, b) => a - b);
+  return `p50 ${s[Math.floor(s.length / 2)].toFixed(1)} ms`;
+}
+async function timed(fn: () => Promise<unknown>) {
+  const out: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    const t = performance.now();
+    await fn();
+    out.push(performance.now() - t);
+  }
+  return out;
+}
+const roomObject = (roomId: string) => env.ROOMS.get(env.ROOMS.idFromName(roomId));
+
+describe("search profile", () => {
+  it("splits a 50-room search into fan-out, room work and request", { timeout: 300_000 }, async () => {
+    const alice = await registerUser();
+    const rooms: string[] = [];
+    for (let r = 0; r < ROOMS; r++) rooms.push((await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "private_chat" } })).body.room_id);
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    await Promise.all(
+      rooms.map((roomId, r) =>
+        runInDurableObject(roomObject(roomId), async (inst, state) => {
+          const sql = state.storage.sql;
+          const last = sql.exec<{ stream: number; state_after: number; depth: number }>("SELECT stream, state_after, depth FROM events WHERE stream IS NOT NULL ORDER BY stream DESC LIMIT 1").one();
+          for (let i = 0; i < PER_ROOM; i++) {
+            const body = Array.from({ length: 8 }, () => WORDS[Math.floor(rnd() * WORDS.length)]).join(" ");
+            const pdu = { type: "m.room.message", content: { msgtype: "m.text", body }, sender: alice.userId, room_id: roomId, origin_server_ts: Date.now() - (PER_ROOM - i) * 1000, depth: last.depth + 1 + i, prev_events: [], auth_events: [], hashes: { sha256: "x" }, signatures: {} };
+            sql.exec(
+              "INSERT INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, 'accepted', ?, ?, ?)",
+              `$prof${r}_${i}`, last.stream + 1 + i, last.depth + 1 + i, "m.room.message", alice.userId, pdu.origin_server_ts, JSON.stringify(pdu), last.state_after, last.state_after, Date.now(),
+            );
+          }
+          sql.exec("UPDATE meta SET value = ? WHERE key = 'stream'", String(last.stream + PER_ROOM));
+          (inst as unknown as { stream: number }).stream = last.stream + PER_ROOM;
+        }),
+      ),
+    );
+    const search = (term: string) => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: term } } } });
+    expect((await search("zephyr")).status).toBe(200);
+    const req = { userId: alice.userId, deviceId: alice.deviceId };
+    const q = (term: string) => ({ term, keys: ["content.body"] as never, orderBy: "rank" as const, limit: 11, idsOnly: true });
+    const fanOut = (fn: (roomId: string) => Promise<unknown>) => Promise.all(rooms.map(fn));
+    console.log(`whoami: ${p50(await timed(() => call("GET", `${V3}/account/whoami`, { token: alice.accessToken })))}`);
+    console.log(`50 x getMembership RPC (fan-out floor): ${p50(await timed(() => fanOut((r) => roomObject(r).getMembership(alice.userId))))}`);
+    console.log(`50 x searchEvents "nomatchword" RPC: ${p50(await timed(() => fanOut((r) => roomObject(r).searchEvents(req, q("nomatchword")))))}`);
+    console.log(`50 x searchEvents "zephyr" RPC: ${p50(await timed(() => fanOut((r) => roomObject(r).searchEvents(req, q("zephyr")))))}`);
+    // One room's search work without the RPC: 100 calls inside the object, timed from outside.
+    for (const term of ["nomatchword", "zephyr"]) {
+      const t = performance.now();
+      await runInDurableObject(roomObject(rooms[0]), async (inst) => {
+        for (let i = 0; i < 100; i++) await (inst as any).searchEvents(req, q(term));
+      });
+      console.log(`one room's searchEvents "${term}" in-object: ${((performance.now() - t) / 100).toFixed(2)} ms per call`);
+    }
+    // The same across all 50 rooms in turn (each room's pages cold again by its next turn).
+    for (const term of ["nomatchword", "zephyr"]) {
+      const t = performance.now();
+      for (let round = 0; round < 3; round++) for (const r of rooms) await runInDurableObject(roomObject(r), async (inst) => (inst as any).searchEvents(req, q(term)));
+      const t2 = performance.now();
+      for (let round = 0; round < 3; round++) for (const r of rooms) await runInDurableObject(roomObject(r), async () => 0);
+      console.log(`50 rooms in turn, searchEvents "${term}": ${((performance.now() - t2 - (t2 - t)) / -150).toFixed(2)} ms per call above an empty runInDurableObject`);
+    }
+    const t = performance.now();
+    await runInDurableObject(roomObject(rooms[0]), async (inst) => {
+      for (let i = 0; i < 100; i++) await (inst as any).getMembership(alice.userId);
+    });
+    console.log(`one room's getMembership in-object: ${((performance.now() - t) / 100).toFixed(2)} ms per call`);
+    const enc = encodeURIComponent;
+    console.log(`GET joined_members (one RoomDO RPC): ${p50(await timed(() => call("GET", `${V3}/rooms/${enc(rooms[0])}/joined_members`, { token: alice.accessToken })))}`);
+    const inOne = (term: string) => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: term, filter: { rooms: [rooms[0]] } } } } });
+    console.log(`POST /search "nomatchword" in one room: ${p50(await timed(() => inOne("nomatchword")))}`);
+    console.log(`POST /search "zephyr" in one room: ${p50(await timed(() => inOne("zephyr")))}`);
+    console.log(`POST /search "nomatchword": ${p50(await timed(() => search("nomatchword")))}`);
+    console.log(`POST /search "zephyr": ${p50(await timed(() => search("zephyr")))}`);
+  });
+});
