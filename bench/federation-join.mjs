@@ -251,13 +251,16 @@ try {
     process.stderr.write(`set-up complete and kept in ${stateDir}/filled; A restarted on a copy\n`);
   }
   const loadAtJoin = loadavg().map((x) => Number(x.toFixed(1)));
-  const joiner = await registerBenchUser(b.baseUrl, `fjjoiner${tag}`);
+  // FJ_B_DIRECT=1: B's client requests go to its workerd runtime, not through wrangler's dev
+  // proxy, which under load (average ~20) exited B's dev server right after the join answered.
+  const bBase = process.env.FJ_B_DIRECT === "1" ? runtimeUrl(b) : b.baseUrl;
+  const joiner = await registerBenchUser(bBase, `fjjoiner${tag}`);
   // B learns A's signing key before the clock starts (B's notary endpoint fetches and caches
   // it), as a server already federating with A has it: under load A's cold start dropped B's key
   // fetch in the middle of the join, and every event A signed then failed verification.
-  await fetch(`${b.baseUrl}/_matrix/key/v2/query/${enc(a.serverName)}`).then((r) => r.text());
+  await fetch(`${bBase}/_matrix/key/v2/query/${enc(a.serverName)}`).then((r) => r.text());
   const t1 = performance.now();
-  const join = () => api(b.baseUrl, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
+  const join = () => api(bBase, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
   // FJ_PROFILE=FILE: a CPU profile of B's Worker during the join (bench/loopback-peers.mjs).
   await (process.env.FJ_PROFILE ? profileWhile(b, process.env.FJ_PROFILE, join) : join());
   const joined = performance.now() - t1;
@@ -266,7 +269,7 @@ try {
   let seen;
   let seenRoom;
   for (let i = 0; i < 100 && !seen; i++) {
-    const s = await api(b.baseUrl, "GET", `/sync?timeout=0&filter=${lazy}`, joiner.token);
+    const s = await api(bBase, "GET", `/sync?timeout=0&filter=${lazy}`, joiner.token);
     if (s.rooms?.join?.[roomId]) {
       seen = performance.now() - t1;
       seenRoom = s.rooms.join[roomId];
@@ -278,15 +281,15 @@ try {
   const membersOnA0 = Object.keys((await api(a.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, owner.token)).joined).length;
   let fullySyncedMs = null;
   for (let i = 0; i < 240 && fullySyncedMs === null; i++) {
-    const now = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+    const now = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
     if (Object.keys(now.joined).length === membersOnA0) fullySyncedMs = Math.round(performance.now() - t1);
     else await new Promise((r) => setTimeout(r, 500));
   }
   // A full initial sync (no filter: every member event) for the joiner.
   const t2 = performance.now();
-  const full = await api(b.baseUrl, "GET", "/sync?timeout=0", joiner.token);
+  const full = await api(bBase, "GET", "/sync?timeout=0", joiner.token);
   const fullSyncMs = performance.now() - t2;
-  const members = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+  const members = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
   const membersOnA = await api(a.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, owner.token);
   // Joins A accepted on branches B's join did not cite reach B afterwards (A merges its forward
   // extremities after a new server's join; B fetches the gap): until B agrees with A, up to 60 s.
@@ -294,7 +297,7 @@ try {
   let agreedMs = Object.keys(members.joined).length === onA ? 0 : null;
   for (let i = 0; i < 120 && agreedMs === null; i++) {
     await new Promise((r) => setTimeout(r, 500));
-    const now = await api(b.baseUrl, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
+    const now = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
     if (Object.keys(now.joined).length === onA) agreedMs = Math.round(performance.now() - t1);
   }
   console.log(

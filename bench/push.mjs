@@ -3,7 +3,8 @@
 //
 // Run: node_modules/.bin/node bench/push.mjs [sends] [members]
 //   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback.
-//   GW_DELAY_MS=2000 makes the gateway answer 2 s late.
+//   GW_DELAY_MS=2000 makes the gateway answer 2 s late. PORT / GW_PORT pin the server's and the
+//   gateway's loopback ports (else free ones are picked).
 import { createServer } from "node:http";
 import { percentile, registerBenchUser } from "./util.mjs";
 
@@ -16,7 +17,7 @@ const { startServer, freePort } = await import("../test/e2e/harness.ts");
 const waiters = new Map(); // event_id → resolve(arrival time)
 const arrived = new Map();
 let received = 0;
-const gwPort = await freePort();
+const gwPort = Number(process.env.GW_PORT ?? 0) || (await freePort());
 const gw = createServer((req, res) => {
   let raw = "";
   req.on("data", (d) => (raw += d));
@@ -32,7 +33,7 @@ const gw = createServer((req, res) => {
   });
 });
 await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));
-const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" });
+const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" }, { port: Number(process.env.PORT ?? 0) || undefined });
 const baseUrl = server.baseUrl;
 
 async function api(method, path, token, body) {

@@ -10,15 +10,30 @@
 //   conflicting one 409 (MSC4140 "Managing scheduled delayed events").
 // - A send that fails for a transient reason (the RoomDO unreachable) stays scheduled and is
 //   retried; a refusal (403 and the like) finalises it as cancelled with that error.
+// - A scheduled delayed *state* event is cancelled when someone else sends state with the same
+//   type and state key into the room (the MSC's rule from October 2024 until it moved to
+//   "Potential issues" in 2026, and Synapse's): the room tells us (delayed-state-watch.ts), and it
+//   is finalised as cancelled with M_CANCELLED_BY_STATE_UPDATE (unstable: M_UNKNOWN plus
+//   `org.matrix.msc4140.errcode`). The owner's own state sends do not cancel it: MatrixRTC
+//   schedules its "leave" first and then sends the "join" to the same key.
 // - delay_id = "d" + 128 random bits + "." + base64url(user ID): unguessable (it works as a
 //   capability on the unauthenticated endpoints) and it names this object, so no index is needed.
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
-import { parseConfig } from "../src/config";
+import { parseConfig, type Config } from "../src/config";
 import { roomStub } from "../src/services/rooms";
 import { encodeBase64Url, decodeBase64 } from "../src/core/base64";
 import type { JsonObject } from "../src/core/types";
-import { MAX_DELAY_MS, MAX_SCHEDULED, newDelayId, ownerOfDelayId, type DelayedEventSpec, type DelayedResult } from "../src/rpc/delayed-events";
+import {
+  MAX_DELAY_MS,
+  MAX_SCHEDULED,
+  newDelayId,
+  ownerOfDelayId,
+  type DelayedEventItem,
+  type DelayedEventSpec,
+  type DelayedResult,
+  type FinalisedDelayedEvent,
+} from "../src/rpc/delayed-events";
 
 const FINALISED_KEEP_MS = 7 * 24 * 3600_000;
 const RETRY_MS = 5_000;
@@ -34,6 +49,9 @@ CREATE TABLE IF NOT EXISTS finalised (
   delay_id TEXT PRIMARY KEY, outcome TEXT NOT NULL, event_id TEXT, error TEXT, ts INTEGER NOT NULL
 );
 `;
+/** Columns added to `finalised` after it first shipped: the event as scheduled (JSON of
+ *  DelayedEventItem) and why it was finalised ("action" | "delay" | "error"). */
+const FINALISED_ADDED = ["spec TEXT", "reason TEXT"];
 
 
 type ScheduledRow = {
@@ -51,11 +69,16 @@ type ScheduledRow = {
 export class DelayedEventsDO extends DurableObject<Env> {
   private sql: SqlStorage;
   private running = false;
+  /** Configuration, parsed once per instance. */
+  private config: Config;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     this.sql = ctx.storage.sql;
     this.sql.exec(SCHEMA);
+    const have = new Set(this.sql.exec<{ name: string }>("PRAGMA table_info(finalised)").toArray().map((r) => r.name));
+    for (const col of FINALISED_ADDED) if (!have.has(col.split(" ")[0])) this.sql.exec(`ALTER TABLE finalised ADD COLUMN ${col}`);
+    this.config = parseConfig(env);
   }
 
   private userId(): string | undefined {
@@ -94,6 +117,12 @@ export class DelayedEventsDO extends DurableObject<Env> {
       spec.txn ?? null,
     );
     await this.rearm();
+    // Someone else's state to the same key cancels it: the room keeps a watch for us.
+    if (spec.stateKey !== undefined) {
+      await roomStub(this.env, this.config, spec.roomId)
+        .watchDelayedState(userId, spec.type, spec.stateKey)
+        .catch((e) => console.warn(`delayed event ${delayId}: could not watch the room's state: ${(e as Error).message}`));
+    }
     return { ok: true, value: { delayId } };
   }
 
@@ -114,51 +143,84 @@ export class DelayedEventsDO extends DurableObject<Env> {
       return { ok: true, value: {} };
     }
     if (action === "cancel") {
-      this.finalise(row, "cancel", null, null);
+      this.finalise(row, "cancel", "action", null, null);
       await this.rearm();
       return { ok: true, value: {} };
     }
-    const r = await this.sendNow(row);
+    const r = await this.sendNow(row, "action");
     await this.rearm();
     if (r.ok) return { ok: true, value: {} };
     // MSC4140: answer the send's error; the event stays scheduled until its time.
     return r;
   }
 
-  async list(): Promise<JsonObject[]> {
-    return this.sql
-      .exec<ScheduledRow>("SELECT * FROM scheduled ORDER BY send_ts")
-      .toArray()
-      .map((r) => ({
-        delay_id: r.delay_id,
-        room_id: r.room_id,
-        type: r.type,
-        ...(r.state_key !== null ? { state_key: r.state_key } : {}),
-        delay: r.delay,
-        running_since: r.running_since,
-        content: JSON.parse(r.content) as JsonObject,
-      }));
+  /** Scheduled events, soonest first. */
+  async list(): Promise<DelayedEventItem[]> {
+    return this.sql.exec<ScheduledRow>("SELECT * FROM scheduled ORDER BY send_ts").toArray().map(itemOf);
   }
 
-  private finalise(row: ScheduledRow, outcome: "send" | "cancel", eventId: string | null, error: JsonObject | null): void {
+  /** Finalised events still remembered, newest first. */
+  async listFinalised(): Promise<FinalisedDelayedEvent[]> {
+    return this.sql
+      .exec<FinalisedRow>("SELECT * FROM finalised WHERE spec IS NOT NULL ORDER BY ts DESC LIMIT 1000")
+      .toArray()
+      .map(finalisedOf);
+  }
+
+  /** One delayed event, scheduled or finalised (undefined: unknown or forgotten). */
+  async get(delayId: string): Promise<{ item: DelayedEventItem; finalised?: FinalisedDelayedEvent } | undefined> {
+    const row = this.sql.exec<ScheduledRow>("SELECT * FROM scheduled WHERE delay_id = ?", delayId).toArray()[0];
+    if (row) return { item: itemOf(row) };
+    const fin = this.sql.exec<FinalisedRow>("SELECT * FROM finalised WHERE delay_id = ? AND spec IS NOT NULL", delayId).toArray()[0];
+    if (!fin) return undefined;
+    const f = finalisedOf(fin);
+    return { item: f.delayed_event, finalised: f };
+  }
+
+  /** The room saw state of (type, stateKey) from `sender` (delayed-state-watch.ts): my scheduled
+   *  delayed state events for that key are cancelled, unless I sent it. */
+  async cancelForState(roomId: string, type: string, stateKey: string, sender: string): Promise<number> {
+    if (sender === this.userId()) return 0;
+    const rows = this.sql.exec<ScheduledRow>("SELECT * FROM scheduled WHERE room_id = ? AND type = ? AND state_key = ?", roomId, type, stateKey).toArray();
+    for (const row of rows) {
+      this.finalise(row, "cancel", "error", null, {
+        errcode: "M_UNKNOWN",
+        "org.matrix.msc4140.errcode": "M_CANCELLED_BY_STATE_UPDATE",
+        error: "The delayed event did not get sent because a different user updated the same state event.",
+      });
+    }
+    if (rows.length) await this.rearm();
+    return rows.length;
+  }
+
+  private finalise(row: ScheduledRow, outcome: "send" | "cancel", reason: "action" | "delay" | "error", eventId: string | null, error: JsonObject | null): void {
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM scheduled WHERE delay_id = ?", row.delay_id);
-      this.sql.exec("INSERT OR REPLACE INTO finalised (delay_id, outcome, event_id, error, ts) VALUES (?, ?, ?, ?, ?)", row.delay_id, outcome, eventId, error ? JSON.stringify(error) : null, Date.now());
+      this.sql.exec(
+        "INSERT OR REPLACE INTO finalised (delay_id, outcome, event_id, error, ts, spec, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        row.delay_id,
+        outcome,
+        eventId,
+        error ? JSON.stringify(error) : null,
+        Date.now(),
+        JSON.stringify(itemOf(row)),
+        reason,
+      );
     });
   }
 
   /** Send through the room's door as the user. A refusal is returned (not finalised here). */
-  private async sendNow(row: ScheduledRow): Promise<DelayedResult<{ eventId: string }>> {
+  private async sendNow(row: ScheduledRow, reason: "action" | "delay"): Promise<DelayedResult<{ eventId: string }>> {
     const userId = this.userId();
     if (!userId) return { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Delayed event without owner" };
-    const r = await roomStub(this.env, parseConfig(this.env), row.room_id).createLocalEvent({
+    const r = await roomStub(this.env, this.config, row.room_id).createLocalEvent({
       type: row.type,
       content: JSON.parse(row.content) as JsonObject,
       sender: userId,
       ...(row.state_key !== null ? { state_key: row.state_key } : {}),
     });
     if (!r.ok) return { ok: false, status: r.status, errcode: r.errcode, error: r.error };
-    this.finalise(row, "send", r.value.eventId, null);
+    this.finalise(row, "send", reason, r.value.eventId, null);
     return { ok: true, value: { eventId: r.value.eventId } };
   }
 
@@ -169,9 +231,9 @@ export class DelayedEventsDO extends DurableObject<Env> {
       const due = this.sql.exec<ScheduledRow>("SELECT * FROM scheduled WHERE send_ts <= ? ORDER BY send_ts LIMIT 50", Date.now()).toArray();
       for (const row of due) {
         try {
-          const r = await this.sendNow(row);
+          const r = await this.sendNow(row, "delay");
           // Refused at send time (e.g. no longer allowed): cancelled with that error.
-          if (!r.ok) this.finalise(row, "cancel", null, { errcode: r.errcode, error: r.error });
+          if (!r.ok) this.finalise(row, "cancel", "error", null, { errcode: r.errcode, error: r.error });
         } catch (e) {
           // The room could not be reached: try again shortly.
           console.warn(`delayed event ${row.delay_id}: ${(e as Error).message}`);
@@ -184,4 +246,34 @@ export class DelayedEventsDO extends DurableObject<Env> {
       this.running = false;
     }
   }
+}
+
+type FinalisedRow = { delay_id: string; outcome: string; event_id: string | null; error: string | null; ts: number; spec: string; reason: string | null };
+
+/** A scheduled event as the GET endpoints show it: the fields of MSC4140's current text
+ *  (delay_ms, scheduled_at) and of the revision Synapse and Element Call use (delay,
+ *  running_since). */
+function itemOf(r: ScheduledRow): DelayedEventItem {
+  return {
+    delay_id: r.delay_id,
+    room_id: r.room_id,
+    type: r.type,
+    ...(r.state_key !== null ? { state_key: r.state_key } : {}),
+    delay: r.delay,
+    running_since: r.running_since,
+    delay_ms: r.delay,
+    scheduled_at: r.running_since,
+    content: JSON.parse(r.content) as JsonObject,
+  };
+}
+
+function finalisedOf(r: FinalisedRow): FinalisedDelayedEvent {
+  return {
+    delayed_event: JSON.parse(r.spec) as DelayedEventItem,
+    outcome: r.outcome === "send" ? "send" : "cancel",
+    reason: r.reason === "delay" || r.reason === "error" ? r.reason : "action",
+    ...(r.error ? { error: JSON.parse(r.error) as JsonObject } : {}),
+    ...(r.event_id ? { event_id: r.event_id } : {}),
+    finalised_ts: r.ts,
+  };
 }

@@ -150,6 +150,10 @@ export class RoomDO extends DurableObject<Env> {
   createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {
     return this.local.createLocalEvent(spec);
   }
+  /** MSC4140: watch (type, stateKey) for a user's delayed state event (delayed-state-watch.ts). */
+  async watchDelayedState(userId: string, type: string, stateKey: string): Promise<void> {
+    this.fanout.delayedState.watch(userId, type, stateKey);
+  }
   expectJoin(): Promise<void> {
     return this.remote.expectJoin();
   }

@@ -21,6 +21,9 @@ CREATE TABLE IF NOT EXISTS sliding_conns (id INTEGER PRIMARY KEY, device_id TEXT
   state TEXT NOT NULL, ts INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS sliding_conns_conn ON sliding_conns(device_id, conn_id, id);
 CREATE INDEX IF NOT EXISTS sliding_conns_ts ON sliding_conns(ts);
+CREATE TABLE IF NOT EXISTS sliding_conn_rooms (device_id TEXT NOT NULL, conn_id TEXT NOT NULL, room_id TEXT NOT NULL,
+  pos INTEGER NOT NULL, sent TEXT NOT NULL, PRIMARY KEY (device_id, conn_id, room_id, pos));
+CREATE INDEX IF NOT EXISTS sliding_conn_rooms_pos ON sliding_conn_rooms(device_id, conn_id, pos);
 CREATE TABLE IF NOT EXISTS sliding_seq (k INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 `;
 
@@ -66,7 +69,12 @@ export interface RoomConfig {
 export interface ConnState {
   /** The hub position this state covers (everything up to it is reflected). */
   hubPos: number;
-  rooms: Record<string, SentRoom>;
+  /** What each room was sent: not in this row but in sliding_conn_rooms, one row per room and
+   *  pos that changed it (see sentRooms); a row from before that table may still hold them. */
+  rooms?: Record<string, SentRoom>;
+  /** The positions this one descends from, oldest first (the last 16): a retried or abandoned
+   *  sibling's room rows are told apart by them. */
+  chain?: number[];
   /** Room subscriptions (sticky until unsubscribed). */
   subs: Record<string, RoomConfig>;
   /** Per list: the request's key (ranges + filters + config) and the count sent. */
@@ -140,6 +148,8 @@ export interface BeginResult {
   /** Per room shown that is new to the connection or changed since its position: counts and
    *  the extensions' data (slidingDetails). A room left out is unchanged. */
   details: Record<string, RoomDetails>;
+  /** What the connection was sent of each room shown (none: new to it). */
+  sent: Record<string, SentRoom>;
   /** Rooms in m.direct (is_dm). */
   direct: string[];
   /** Users in m.ignored_user_list (module "Ignoring Users"). */
@@ -179,6 +189,11 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
     if (!loaded) return { ok: false, status: 400, errcode: "M_UNKNOWN_POS", error: "Unknown or expired pos: start a new connection without pos" };
   }
   const state = loaded?.state ?? null;
+  if (loaded) {
+    settleRooms(a.sql, req.deviceId, req.connId, loaded.id, loaded.state.chain ?? [], loaded.state.rooms);
+    delete loaded.state.rooms;
+  }
+  const sentOf = (ids: string[]) => (loaded ? sentRooms(a.sql, req.deviceId, req.connId, loaded.id, ids) : {});
   const ext = mergeExt(state?.ext ?? {}, req.extensions);
   const tdSince = ext.to_device?.enabled ? parseToDeviceSince(ext.to_device.since) : undefined;
   if (tdSince === null) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "Malformed to_device since" };
@@ -212,9 +227,10 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   // "Ignoring Users"), knocking; and a room left since the connection's position that it was
   // shown before, once, with its last events (Synapse's "newly left"). A forgotten room (POST
   // /forget, same membership since) is gone from every sync.
+  const leftSent = state ? sentOf(leftSince(a.sql, from)) : {};
   const newlyLeft = state
-    ? leftSince(a.sql, from).filter((id) => {
-        const sent = state.rooms[id];
+    ? Object.keys(leftSent).filter((id) => {
+        const sent = leftSent[id];
         if (!sent || sent.m === "leave" || sent.m === "ban") return false;
         return !a.sql.exec("SELECT 1 FROM forgotten_rooms f JOIN rooms r ON r.room_id = f.room_id WHERE f.room_id = ? AND f.member_stream = r.member_stream", id).toArray().length;
       })
@@ -222,7 +238,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   const cands: Candidates = { newlyLeft, ignored };
   if (!req.roomTypes && Object.values(req.lists).some((l) => needsRoomType(l.filters))) {
     const unknown = unknownTypes(a.sql, cands);
-    if (unknown.length) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], details: {}, direct: [], ignored, ext, globalAccountData: [] } };
+    if (unknown.length) return { ok: true, value: { state, stateId: loaded?.id ?? null, q, needTypes: unknown, lists: {}, rooms: [], sent: {}, details: {}, direct: [], ignored, ext, globalAccountData: [] } };
   }
   const spaces = [...new Set(Object.values(req.lists).flatMap((l) => l.filters?.spaces ?? []))];
   const joinedSpaces = new Set(
@@ -248,6 +264,7 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   // position (new events, receipts, typing, room account data all log the room); the others
   // have not changed and the Worker keeps what it sent.
   const ids = [...shown.keys()];
+  const sent = sentOf(ids);
   const changed = new Set(
     state && ids.length
       ? a.sql
@@ -258,12 +275,12 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
   );
   const details = slidingDetails(a, {
     q,
-    rooms: ids.filter((id) => !state?.rooms[id] || changed.has(id)).map((id) => ({ roomId: id, from: state?.rooms[id] ? from : -1 })),
+    rooms: ids.filter((id) => !sent[id] || changed.has(id)).map((id) => ({ roomId: id, from: sent[id] ? from : -1 })),
     typing: !!ext.typing?.enabled,
     receipts: !!ext.receipts?.enabled,
     accountData: !!ext.account_data?.enabled,
   });
-  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, details, direct: rooms.filter((r) => r.isDm).map((r) => r.roomId), ignored, ext, globalAccountData: [] };
+  const out: BeginResult = { state, stateId: loaded?.id ?? null, q, lists, rooms, sent, details, direct: rooms.filter((r) => r.isDm).map((r) => r.roomId), ignored, ext, globalAccountData: [] };
   if (ext.account_data?.enabled) out.globalAccountData = a.accountDataSince("", from, q);
   if (tdSince !== undefined) {
     const limit = Math.max(1, Math.min(ext.to_device?.limit ?? 100, 1000));
@@ -361,6 +378,8 @@ export interface CommitRequest {
   connId: string;
   fromId: number | null;
   state: ConnState;
+  /** The rooms this response sent (or whose counts it updated), as the connection now has them. */
+  rooms: Record<string, SentRoom>;
 }
 
 /** Store the state a response leaves the connection in; returns its pos. */
@@ -371,10 +390,16 @@ export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
     a.sql.exec("INSERT INTO sliding_seq (k, n) VALUES (0, ?) ON CONFLICT(k) DO UPDATE SET n = excluded.n", id);
     const now = Date.now();
     a.sql.exec("INSERT INTO sliding_conns (id, device_id, conn_id, state, ts) VALUES (?, ?, ?, ?, ?)", id, req.deviceId, req.connId, JSON.stringify(req.state), now);
+    for (const [roomId, s] of Object.entries(req.rooms)) {
+      a.sql.exec("INSERT INTO sliding_conn_rooms (device_id, conn_id, room_id, pos, sent) VALUES (?, ?, ?, ?, ?)", req.deviceId, req.connId, roomId, id, JSON.stringify(s));
+    }
     // The client holds `fromId`: older rows of this connection are no longer needed. A new
     // connection (no pos) replaces the old one of the same conn_id.
     if (req.fromId !== null) a.sql.exec("DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id < ?", req.deviceId, req.connId, req.fromId);
-    else a.sql.exec("DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id < ?", req.deviceId, req.connId, id);
+    else {
+      a.sql.exec("DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id < ?", req.deviceId, req.connId, id);
+      a.sql.exec("DELETE FROM sliding_conn_rooms WHERE device_id = ? AND conn_id = ? AND pos < ?", req.deviceId, req.connId, id);
+    }
     a.sql.exec(
       `DELETE FROM sliding_conns WHERE device_id = ? AND conn_id = ? AND id NOT IN
          (SELECT id FROM sliding_conns WHERE device_id = ? AND conn_id = ? ORDER BY id DESC LIMIT ?)`,
@@ -385,12 +410,14 @@ export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
       ROWS_PER_CONN,
     );
     // Too many connections on this device: the least recently used go (all their rows).
-    a.sql.exec(
+    const evicted = a.sql.exec(
       `DELETE FROM sliding_conns WHERE device_id = ?1 AND conn_id IN (
          SELECT conn_id FROM sliding_conns WHERE device_id = ?1 GROUP BY conn_id ORDER BY MAX(id) DESC LIMIT -1 OFFSET ?2)`,
       req.deviceId,
       CONNS_PER_DEVICE,
     );
+    evicted.toArray();
+    if (evicted.rowsWritten > 0) dropOrphanRooms(a.sql);
     expireSlidingConns(a.sql, now);
     return String(id);
   });
@@ -399,10 +426,79 @@ export function slidingCommit(a: SlidingHubAccess, req: CommitRequest): string {
 /** Forget connections idle for CONN_TTL_MS (on each commit, and from the hub's log compaction,
  *  so a user who stopped using sliding sync does not keep their connections for ever). */
 export function expireSlidingConns(sql: SqlStorage, now: number): void {
-  sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
+  const c = sql.exec("DELETE FROM sliding_conns WHERE ts < ?", now - CONN_TTL_MS);
+  c.toArray();
+  if (c.rowsWritten > 0) dropOrphanRooms(sql);
 }
 
 /** A deleted device's connections go with it. */
 export function forgetSlidingDevice(sql: SqlStorage, deviceId: string): void {
   sql.exec("DELETE FROM sliding_conns WHERE device_id = ?", deviceId);
+  sql.exec("DELETE FROM sliding_conn_rooms WHERE device_id = ?", deviceId);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What each room was sent on a connection: rows (device, conn, room, pos) written only for the
+// rooms a response changed, so a response costs O(rooms it shows), not O(rooms ever sent).
+// The state at pos P is, per room, its row with the highest pos <= P among P's ancestors. Rows of
+// positions that are not ancestors of P (a sibling from a retried or cancelled request) are
+// dropped when P is presented; so are rows an ancestor row supersedes, for the rooms P wrote.
+
+function keyOf(deviceId: string, connId: string): [string, string] {
+  return [deviceId, connId];
+}
+
+/** Presenting pos P (with its ancestor chain): drop what no request from P or later can need. */
+function settleRooms(sql: SqlStorage, deviceId: string, connId: string, p: number, chain: number[], legacy?: Record<string, SentRoom>): void {
+  const [d, c] = keyOf(deviceId, connId);
+  if (legacy) {
+    // A row from before sliding_conn_rooms: its rooms become rows at P.
+    for (const [roomId, s] of Object.entries(legacy)) {
+      sql.exec("INSERT OR REPLACE INTO sliding_conn_rooms (device_id, conn_id, room_id, pos, sent) VALUES (?, ?, ?, ?, ?)", d, c, roomId, p, JSON.stringify(s));
+    }
+  }
+  if (chain.length) {
+    sql.exec(
+      "DELETE FROM sliding_conn_rooms WHERE device_id = ? AND conn_id = ? AND pos >= ? AND pos < ? AND pos NOT IN (SELECT value FROM json_each(?))",
+      d,
+      c,
+      chain[0],
+      p,
+      JSON.stringify(chain),
+    );
+  }
+  sql.exec(
+    `DELETE FROM sliding_conn_rooms WHERE device_id = ?1 AND conn_id = ?2 AND pos < ?3 AND room_id IN
+       (SELECT room_id FROM sliding_conn_rooms WHERE device_id = ?1 AND conn_id = ?2 AND pos = ?3)`,
+    d,
+    c,
+    p,
+  );
+}
+
+/** What the given rooms were sent as of pos P (after settleRooms(P)). */
+export function sentRooms(sql: SqlStorage, deviceId: string, connId: string, p: number, roomIds: string[]): Record<string, SentRoom> {
+  if (!roomIds.length) return {};
+  const out: Record<string, SentRoom> = {};
+  const rows = sql
+    .exec<{ room_id: string; sent: string }>(
+      `SELECT room_id, sent FROM sliding_conn_rooms r WHERE device_id = ?1 AND conn_id = ?2 AND pos <= ?3
+         AND room_id IN (SELECT value FROM json_each(?4))
+         AND pos = (SELECT MAX(pos) FROM sliding_conn_rooms r2 WHERE r2.device_id = ?1 AND r2.conn_id = ?2 AND r2.room_id = r.room_id AND r2.pos <= ?3)`,
+      deviceId,
+      connId,
+      p,
+      JSON.stringify(roomIds),
+    )
+    .toArray();
+  for (const r of rows) out[r.room_id] = JSON.parse(r.sent) as SentRoom;
+  return out;
+}
+
+/** Rows of connections that are gone (expired, evicted, replaced). */
+function dropOrphanRooms(sql: SqlStorage): void {
+  sql.exec(
+    `DELETE FROM sliding_conn_rooms WHERE NOT EXISTS
+       (SELECT 1 FROM sliding_conns c WHERE c.device_id = sliding_conn_rooms.device_id AND c.conn_id = sliding_conn_rooms.conn_id)`,
+  );
 }

@@ -37,7 +37,7 @@ function setMeta(sql: SqlStorage, key: string, value: string | number): void {
 export function initRecency(sql: SqlStorage): void {
   sql.exec(RECENCY_SCHEMA);
   if (getMeta(sql, "version") === "2") return;
-  const cols = new Set(sql.exec<{ name: string }>("SELECT name FROM pragma_table_info('sliding_rooms')").toArray().map((c) => c.name));
+  const cols = new Set(sql.exec<{ name: string }>("PRAGMA table_info(sliding_rooms)").toArray().map((c) => c.name));
   for (const stmt of V2) {
     const col = /ADD COLUMN (\w+)/.exec(stmt)?.[1];
     if (col && cols.has(col)) continue;

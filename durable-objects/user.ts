@@ -102,7 +102,7 @@ export class UserDO extends DurableObject<Env> {
       markRead: (roomId, thread, s) => this.ephemeral.markRead(roomId, thread, s),
       recordDeviceList: (u, upos, left) => this.inbox.recordDeviceList(u, upos, left),
       deviceListsAfterMembership: (me, f) => this.inbox.afterMembership(me, f),
-      recordPush: (me, roomId, ev, out) => this.push.recordEvent(me, roomId, ev, out),
+      recordPush: (me, roomId, stream, ev, out) => this.push.recordEvent(me, roomId, stream, ev, out),
       afterCommit: (me) => this.push.afterCommit(me),
     });
     this.syncer = new SyncAssembly({

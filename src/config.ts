@@ -20,6 +20,12 @@ export interface MediaConfig {
   legacyFreezeTs: number;
   /** GET .../preview_url fetches pages; off by default. */
   urlPreviews: boolean;
+  /** URL_PREVIEW_BLOCKLIST: entries without "://" are host globs (a leading "." means the name and
+   *  its subdomains), entries with it are globs over the whole URL. */
+  urlPreviewBlocklist: string[];
+  /** PREVIEW_HTTP_LOOPBACK=true: previews may fetch http(s)://127.0.0.1|[::1]|localhost on any
+   *  port (tests only); every other private address stays refused. */
+  urlPreviewLoopback: boolean;
 }
 
 export interface Config {
@@ -84,6 +90,12 @@ const schema = z.object({
   MEDIA_UNUSED_EXPIRY_MS: z.coerce.number().int().min(60_000).default(24 * 3600_000),
   MEDIA_LEGACY_FREEZE_TS: z.coerce.number().int().min(0).default(0),
   URL_PREVIEWS: z.enum(["on", "off"]).default("off"),
+  URL_PREVIEW_BLOCKLIST: z
+    .string()
+    .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
+    .refine((l) => l.every((x) => x.length <= 255 && !/\s/.test(x)), "must be a comma-separated list of host names (.suffix, * globs) or URL globs")
+    .optional(),
+  PREVIEW_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   RATE_LIMITS: z.enum(["on", "off"]).default("on"),
   USER_DIRECTORY: z.enum(["shared", "all"]).default("shared"),
   /** "role=@user:server" or "role=email", comma-separated; one contact per role. */
@@ -104,7 +116,7 @@ const schema = z.object({
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   /** Partial-state ("faster") joins of remote rooms: send_join with omit_members=true, the rest
    *  of the state fetched in the background (src/services/federation/partial-state.ts). */
-  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("on"),
+  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("off"),
   APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
@@ -211,6 +223,8 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
         unusedExpiryMs: v.MEDIA_UNUSED_EXPIRY_MS,
         legacyFreezeTs: v.MEDIA_LEGACY_FREEZE_TS,
         urlPreviews: v.URL_PREVIEWS === "on",
+        urlPreviewBlocklist: v.URL_PREVIEW_BLOCKLIST ?? [],
+        urlPreviewLoopback: v.PREVIEW_HTTP_LOOPBACK === "true",
       },
       rateLimits: v.RATE_LIMITS === "on",
       userDirectory: v.USER_DIRECTORY,

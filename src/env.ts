@@ -34,6 +34,8 @@ export interface Env {
   MEDIA_UNUSED_EXPIRY_MS?: string;
   MEDIA_LEGACY_FREEZE_TS?: string;
   URL_PREVIEWS?: string;
+  URL_PREVIEW_BLOCKLIST?: string;
+  PREVIEW_HTTP_LOOPBACK?: string;
   RATE_LIMITS?: string;
   USER_DIRECTORY?: string;
   SUPPORT_CONTACTS?: string;

@@ -10,6 +10,7 @@ import { parseHistoryVisibility } from "../../src/core/history-visibility";
 import type { Config } from "../../src/config";
 import { mirrorRoomForDirectory, type DirectoryMember } from "../../src/services/user-directory";
 import { buildNotice, HubFanOut, recipientsOf } from "../../src/services/notifier";
+import { DelayedStateWatch } from "../delayed-state-watch";
 import type { RoomEventNotice } from "../../src/rpc/user";
 import { enqueuePdu } from "../../src/services/federation/sender";
 import { AppserviceFanOut, appserviceEvent } from "../../src/services/appservice-fanout";
@@ -22,6 +23,12 @@ import type { PartialState } from "./partial-state";
 import type { StateStore } from "./state";
 
 /** What FanOut needs from the rest of the room (wired in durable-objects/room.ts). */
+/** An event's notice and the member facts it was taken with (FanOut.noticeFacts). */
+export interface NoticeFacts {
+  room: FanOutFacts;
+  notice: RoomEventNotice;
+}
+
 export interface FanOutAccess {
   head: RoomHead;
   partial: Pick<PartialState, "extraDestinations">;
@@ -39,7 +46,11 @@ export interface FanOutAccess {
 export class FanOut {
   constructor(private readonly r: FanOutAccess) {
     this.hubs = new HubFanOut(r.env);
+    this.delayedState = new DelayedStateWatch(r.sql, r.env);
   }
+
+  /** MSC4140: others' state cancels a user's delayed state event of the same key. */
+  readonly delayedState: DelayedStateWatch;
 
   /** At start: the hub watermark; notices not known to be delivered when this object last
    *  stopped are redelivered (alarm). Rooms from before the watermark existed count as
@@ -65,6 +76,46 @@ export class FanOut {
     const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
     this.fanOuts.set(ev.event_id, fan);
     void fan.finally(() => this.fanOuts.delete(ev.event_id));
+  }
+
+  /** Several events committed in one transaction (a group of local sends: RoomWriter
+   *  admitLocalGroup), each with the facts taken right after it was persisted, so each event's
+   *  notice and recipients are those of the state at that event even when a later event of the
+   *  group changed the membership. The mirrors run once for the group. */
+  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[]): Promise<void> {
+    await this.afterCommit();
+    this.wakePeekers();
+    const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
+    for (const { ev, stream, facts } of items) {
+      const notified = this.notify(ev, stream, facts).catch((e) => console.error("notify failed", e));
+      const fan = kick ? Promise.all([notified, kick]).then(() => undefined) : notified;
+      this.fanOuts.set(ev.event_id, fan);
+      void fan.finally(() => this.fanOuts.delete(ev.event_id));
+    }
+    this.factsTaken = false;
+  }
+
+  /** Set while facts taken by noticeFacts are waiting for their notify: advanceFanOutFacts then
+   *  copies the member sets it would otherwise change in place. */
+  private factsTaken = false;
+
+  /** What an event's notice needs from the current state: called right after the event is
+   *  persisted (synchronously), or by notify itself. `held`: the facts wait for a notify after
+   *  later events of the same transaction. */
+  noticeFacts(event: RoomEvent, stream: number, held = false): NoticeFacts {
+    const room = this.fanOutFacts();
+    if (held) this.factsTaken = true;
+    const st = this.r.state.currentAuthMap([POWER_KEY, CREATE_KEY]);
+    const notice = buildNotice({
+      roomId: this.r.head.roomId!,
+      stream,
+      event: { event_id: event.event_id, room_id: this.r.head.roomId!, type: event.type, sender: event.sender, content: event.content, origin_server_ts: event.origin_server_ts, ...(event.state_key !== undefined ? { state_key: event.state_key } : {}) },
+      memberCount: room.memberCount,
+      senderPowerLevel: powerLevelOf(event.sender, st, this.r.head.rv!),
+      powerLevels: st.get(POWER_KEY)?.content,
+      encrypted: room.encrypted,
+    });
+    return { room, notice };
   }
 
   /** A current-state key the user directory mirrors (members, join rules, history visibility),
@@ -122,20 +173,11 @@ export class FanOut {
    *  the write RPCs wait for it before returning (fannedOut): for the sync hubs that is the hub
    *  of the event's own user (read-your-writes), the others are told asynchronously with
    *  retries, and a delivery watermark redelivers after a restart (notifyHubs). */
-  private async notify(event: RoomEvent, stream: number): Promise<void> {
-    const room = this.fanOutFacts();
+  private async notify(event: RoomEvent, stream: number, facts: NoticeFacts = this.noticeFacts(event, stream)): Promise<void> {
+    const { room, notice } = facts;
     // Application services: queued in commit order (so before any await here); not awaited.
     void this.appservices.push(appserviceEvent(event, this.r.head.roomId!), room.joined, stream);
-    const st = this.r.state.currentAuthMap([POWER_KEY, CREATE_KEY]);
-    const notice = buildNotice({
-      roomId: this.r.head.roomId!,
-      stream,
-      event: { event_id: event.event_id, room_id: this.r.head.roomId!, type: event.type, sender: event.sender, content: event.content, origin_server_ts: event.origin_server_ts, ...(event.state_key !== undefined ? { state_key: event.state_key } : {}) },
-      memberCount: room.memberCount,
-      senderPowerLevel: powerLevelOf(event.sender, st, this.r.head.rv!),
-      powerLevels: st.get(POWER_KEY)?.content,
-      encrypted: room.encrypted,
-    });
+    this.delayedState.onState(this.r.head.roomId!, event);
     await this.notifyHubs(notice, recipientsOf(event, room.joinedLocal, (u) => u.endsWith(`:${this.r.head.serverName}`)));
     // Federation: events that originate here (and joins/leaves/knocks we accepted as the
     // resident server) go to every server with a joined member, and to the target of a
@@ -323,8 +365,13 @@ export class FanOut {
    *  (4096) every one a storage read. Holders of the previous facts object keep a consistent
    *  snapshot: its arrays and sets are replaced, not mutated. */
   advanceFanOutFacts(old: number | null, next: number | null, changes: Map<StateKey, string | null>): void {
-    const f = this.fanOutCache;
+    let f = this.fanOutCache;
     if (!f || f.group !== old) return;
+    // Facts taken for a notice still to be sent (a group commit) keep the members as they were.
+    if (this.factsTaken && [...changes.keys()].some((k) => k.startsWith("m.room.member\u0000"))) {
+      f = { ...f, joined: new Set(f.joined), serverCounts: new Map(f.serverCounts) };
+      this.factsTaken = false;
+    }
     let { joinedLocal, joinedServers, encrypted } = f;
     for (const [k, id] of changes) {
       if (k === ENCRYPTION_KEY) {

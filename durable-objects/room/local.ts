@@ -3,11 +3,12 @@
 // room creation, and merging forward extremities with dummy events when there are too many.
 import type { Env } from "../../src/env";
 import type { JsonValue, PDU, RoomEvent, StateKey } from "../../src/core/types";
+import { stateKey } from "../../src/core/types";
 import { getRoomVersion } from "../../src/core/room-versions";
 import { authEventKeys, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
 import { computeReferenceHash, hashAndSignEvent } from "../../src/core/event-hashes";
 import { randomString } from "../../src/services/crypto-util";
-import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
+import type { AdmitOutcome, LocalEventSpec, RoomError, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, StoredEvent, fail, asRoomError, POWER_KEY, txnKey, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
@@ -25,8 +26,21 @@ export interface LocalEventsAccess {
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
   fanout: Pick<FanOut, "fanOutFacts" | "fannedOut">;
-  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial">;
+  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial" | "checkLocal" | "admitLocalGroup">;
 }
+
+type SendResult = RoomResult<{ eventId: string; stream: number }>;
+
+/** Where the next event of a group goes: after the group's previous event, with the state
+ *  after it (for auth_events). */
+interface Tip {
+  prevId: string;
+  depth: number;
+  before: Map<StateKey, string>;
+}
+
+/** Local sends admitted together at most (one transaction, one flush). */
+const GROUP_MAX = 64;
 
 export class LocalEvents {
   constructor(private readonly r: LocalEventsAccess) {}
@@ -60,7 +74,15 @@ export class LocalEvents {
           .bind(args.roomId, rv.id, creator, Date.now())
           .run();
         const eventIds = [out.eventId!];
-        for (const spec of args.events) eventIds.push(await this.createLocalEventInner(spec));
+        // The initial events in one group: one transaction, one flush. The first refused one
+        // fails the request; the events after it are not created.
+        const results: (SendResult | undefined)[] = new Array(args.events.length);
+        await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true);
+        for (const r of results) {
+          if (!r) fail(500, "M_UNKNOWN", "Room creation stopped");
+          if (!r.ok) return r;
+          eventIds.push(r.value.eventId);
+        }
         return { ok: true as const, value: { roomId: args.roomId, eventIds } };
       } catch (e) {
         return asRoomError(e);
@@ -72,17 +94,112 @@ export class LocalEvents {
 
   /** Build, sign and admit an event for a local user: prev_events = the forward extremities,
    *  auth_events by the auth events selection over the state before it, depth = max(prev) + 1. */
-  async createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {
-    const r = await this.r.writer.serial(async () => {
-      try {
-        const eventId = await this.createLocalEventInner(spec);
-        return { ok: true as const, value: { eventId, stream: this.r.events.loadEvent(eventId)?.stream ?? this.r.head.stream } };
-      } catch (e) {
-        return asRoomError(e);
-      }
+  async createLocalEvent(spec: LocalEventSpec): Promise<SendResult> {
+    const r = await new Promise<SendResult>((resolve) => {
+      this.sendQueue.push({ spec, resolve });
+      if (this.sendQueue.length === 1) void this.r.writer.serial(() => this.admitQueued());
     });
     if (r.ok) await this.r.fanout.fannedOut([r.value.eventId]);
     return r;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Group commit. Sends that queue up while the room is busy with a write are admitted together
+  // when their turn comes: built one after another on one linear chain (each cites the one
+  // before it), each checked and authorised on its own (a refused one is answered alone and the
+  // ones built on it are built again), and persisted in one transaction — one commit and one
+  // flush of the output gate instead of one per event.
+
+  private sendQueue: { spec: LocalEventSpec; resolve: (r: SendResult) => void }[] = [];
+  /** The largest group admitted so far (tests and benchmarks read it). */
+  largestGroup = 0;
+
+  private async admitQueued(): Promise<void> {
+    const batch = this.sendQueue.splice(0, GROUP_MAX);
+    // More than a group waited: the rest go next (new sends only start a drain when alone).
+    if (this.sendQueue.length) void this.r.writer.serial(() => this.admitQueued());
+    const results: (SendResult | undefined)[] = new Array(batch.length);
+    try {
+      const specs = batch.map((q) => q.spec);
+      const sameAs: [number, number][] = [];
+      let todo = specs.map((_, i) => i);
+      // Each round persists at least the events before the first refusal and answers it.
+      for (let round = 0; todo.length && round <= specs.length; round++) todo = await this.admitRun(specs, todo, results, sameAs);
+      for (const [dup, first] of sameAs) results[dup] = results[first];
+    } catch (e) {
+      const err = asRoomError(e);
+      for (let i = 0; i < batch.length; i++) results[i] ??= err;
+    }
+    batch.forEach((q, i) => q.resolve(results[i] ?? { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Event was not admitted" }));
+  }
+
+  /** One round of a group: build and check `todo` (indices into `specs`) in order, each on the
+   *  one before, then persist them in one transaction up to the first the auth rules refuse.
+   *  Fills `results`; returns the indices to build again (those after a refused event, which
+   *  cited it). `sameAs` collects repeated transaction IDs within the group (answered with the
+   *  first's result). `stopAtRefusal`: nothing after the first refused event (room creation). */
+  async admitRun(specs: LocalEventSpec[], todo: number[], results: (SendResult | undefined)[], sameAs: [number, number][], stopAtRefusal = false): Promise<number[]> {
+    const built: { i: number; ev: RoomEvent; txn?: LocalEventSpec["txn"] }[] = [];
+    const txnsHere = new Map<string, number>();
+    let tip: Tip | undefined;
+    for (const i of todo) {
+      const spec = specs[i];
+      try {
+        this.r.head.requireRoom();
+        if (spec.txn) {
+          const key = `${spec.sender}\u0000${spec.txn.deviceId}\u0000${txnKey(spec.txn)}`;
+          const first = txnsHere.get(key);
+          if (first !== undefined) {
+            sameAs.push([i, first]);
+            continue;
+          }
+          const row = this.r.sql
+            .exec<{ event_id: string }>("SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?", spec.sender, spec.txn.deviceId, txnKey(spec.txn))
+            .toArray()[0];
+          if (row) {
+            results[i] = { ok: true, value: { eventId: row.event_id, stream: this.r.events.loadEvent(row.event_id)?.stream ?? this.r.head.stream } };
+            continue;
+          }
+          txnsHere.set(key, i);
+        }
+        const { pdu, eventId, before } = await this.buildLocalPdu(spec, tip);
+        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn);
+        if (!("ev" in checked)) {
+          results[i] = checked.status === "duplicate" ? { ok: true, value: { eventId: checked.eventId!, stream: this.r.events.loadEvent(checked.eventId!)?.stream ?? this.r.head.stream } } : refusal(checked);
+          continue;
+        }
+        const ev = checked.ev;
+        built.push({ i, ev, txn: spec.txn });
+        const after = ev.state_key === undefined ? before : new Map(before).set(stateKey(ev.type, ev.state_key), ev.event_id);
+        tip = { prevId: ev.event_id, depth: ev.depth, before: after };
+      } catch (e) {
+        results[i] = asRoomError(e);
+      }
+      if (stopAtRefusal && results[i] && !results[i]!.ok) break;
+    }
+    if (built.length === 0) return [];
+    this.largestGroup = Math.max(this.largestGroup, built.length);
+
+    let outs: AdmitOutcome[];
+    try {
+      outs = await this.r.writer.admitLocalGroup(built.map((b) => ({ ev: b.ev, txn: b.txn })));
+    } catch (e) {
+      // The transaction rolled back: none of the group was stored.
+      const err = asRoomError(e);
+      for (const b of built) results[b.i] = err;
+      return [];
+    }
+    let again: number[] = [];
+    outs.forEach((out, k) => {
+      const { i, ev } = built[k];
+      if (out.status === "accepted") results[i] = { ok: true, value: { eventId: ev.event_id, stream: out.stream! } };
+      else {
+        // Refused: nothing of it was stored; the events built on it are built again.
+        results[i] = refusal(out);
+        again = built.slice(k + 1).map((b) => b.i);
+      }
+    });
+    return again;
   }
 
   private merging = false;
@@ -140,32 +257,16 @@ export class LocalEvents {
     return best;
   }
 
-  private async createLocalEventInner(spec: LocalEventSpec): Promise<string> {
-    this.r.head.requireRoom();
-    if (spec.txn) {
-      const row = this.r.sql
-        .exec<{ event_id: string }>("SELECT event_id FROM txns WHERE user_id = ? AND device_id = ? AND txn_id = ?", spec.sender, spec.txn.deviceId, txnKey(spec.txn))
-        .toArray()[0];
-      if (row) return row.event_id;
-    }
-    const { pdu: signed } = await this.buildLocalPdu(spec);
-    const out = await this.r.writer.admitInner(signed, this.r.head.serverName!, { local: true, txn: spec.txn });
-    if (out.status === "accepted" || out.status === "duplicate") return out.eventId!;
-    if (out.status === "invalid" && out.reason === "M_TOO_LARGE") fail(413, "M_TOO_LARGE", "Event is too large");
-    if (out.status === "invalid") fail(400, "M_BAD_JSON", out.reason ?? "Invalid event");
-    fail(403, "M_FORBIDDEN", out.reason ?? "Not allowed by the room's auth rules");
-  }
-
   /** Build and sign a local user's event: prev_events = the forward extremities, auth_events
    *  by the auth events selection over the state before it, depth = max(prev) + 1. */
-  private async buildLocalPdu(spec: LocalEventSpec): Promise<{ pdu: PDU; eventId: string }> {
+  private async buildLocalPdu(spec: LocalEventSpec, tip?: Tip): Promise<{ pdu: PDU; eventId: string; before: Map<StateKey, string> }> {
     const rv = this.r.head.requireRoom();
     if (this.r.events.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
     if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
 
-    const { prevIds, prevs, authIds } = this.newEventFrame({ type: spec.type, sender: spec.sender, state_key: spec.state_key, content: spec.content });
-    if (prevIds.length === 0) fail(500, "M_UNKNOWN", "Room has no forward extremities");
-    const depth = Math.min(Number.MAX_SAFE_INTEGER, Math.max(...prevs.map((p) => p.ev.depth)) + 1);
+    const shape = { type: spec.type, sender: spec.sender, state_key: spec.state_key, content: spec.content };
+    // In a group after the first event: on the group's previous event (not stored yet).
+    const { prevIds, depth, authIds, before } = tip ? { prevIds: [tip.prevId], depth: tip.depth + 1, authIds: this.authIdsFrom(tip.before, shape), before: tip.before } : this.frameHere(shape);
     const content = { ...spec.content };
     const pdu: Record<string, unknown> = {
       room_id: this.r.head.roomId,
@@ -186,13 +287,30 @@ export class LocalEvents {
       else pdu.redacts = spec.redacts;
     }
     const key = await this.r.keys.signingKey();
-    return hashAndSignEvent(pdu as unknown as PDU, rv, this.r.head.serverName!, key);
+    return { ...(await hashAndSignEvent(pdu as unknown as PDU, rv, this.r.head.serverName!, key)), before };
+  }
+
+  /** newEventFrame for a local event: on the forward extremities, depth = max(prev) + 1. */
+  private frameHere(shape: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): { prevIds: string[]; depth: number; authIds: string[]; before: Map<StateKey, string> } {
+    const { prevIds, prevs, authIds, before } = this.newEventFrame(shape);
+    if (prevIds.length === 0) fail(500, "M_UNKNOWN", "Room has no forward extremities");
+    return { prevIds, depth: Math.min(Number.MAX_SAFE_INTEGER, Math.max(...prevs.map((p) => p.ev.depth)) + 1), authIds, before };
+  }
+
+  /** The auth events selection over a state map. */
+  private authIdsFrom(before: Map<StateKey, string>, shape: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): string[] {
+    const authIds: string[] = [];
+    for (const k of authEventKeys(this.r.head.rv!, shape)) {
+      const id = before.get(k);
+      if (id) authIds.push(id);
+    }
+    return authIds;
   }
 
   /** Where a new event goes (local events and make_* templates): prev_events = the deepest
    *  MAX_PREV_EVENTS forward extremities, auth_events by the auth events selection over the
    *  state across them. */
-  newEventFrame(shape: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): { prevIds: string[]; prevs: StoredEvent[]; authIds: string[] } {
+  newEventFrame(shape: Pick<RoomEvent, "type" | "sender" | "state_key" | "content">): { prevIds: string[]; prevs: StoredEvent[]; authIds: string[]; before: Map<StateKey, string> } {
     const prevIds = this.r.sql
       .exec<{ event_id: string }>(
         // CROSS JOIN: extremities first (a handful of rows); with a plain JOIN SQLite scanned
@@ -204,12 +322,7 @@ export class LocalEvents {
       .map((r) => r.event_id);
     const prevs = prevIds.map((id) => this.r.events.loadEvent(id)!);
     const before = prevs.length ? this.r.state.stateAcross(prevs).map : new Map<StateKey, string>();
-    const authIds: string[] = [];
-    for (const k of authEventKeys(this.r.head.rv!, shape)) {
-      const id = before.get(k);
-      if (id) authIds.push(id);
-    }
-    return { prevIds, prevs, authIds };
+    return { prevIds, prevs, authIds: this.authIdsFrom(before, shape), before };
   }
 
   /** "Handling redactions": a local user may redact their own events, or others' with the
@@ -241,10 +354,18 @@ export class LocalEvents {
   async prepareLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ pdu: PDU; eventId: string }>> {
     return this.r.writer.serial(async () => {
       try {
-        return { ok: true as const, value: await this.buildLocalPdu(spec) };
+        const { pdu, eventId } = await this.buildLocalPdu(spec);
+        return { ok: true as const, value: { pdu, eventId } };
       } catch (e) {
         return asRoomError(e);
       }
     });
   }
+}
+
+/** The client error for a local event the admit pipeline did not accept. */
+function refusal(out: AdmitOutcome): RoomError {
+  if (out.status === "invalid" && out.reason === "M_TOO_LARGE") return { ok: false, status: 413, errcode: "M_TOO_LARGE", error: "Event is too large" };
+  if (out.status === "invalid") return { ok: false, status: 400, errcode: "M_BAD_JSON", error: out.reason ?? "Invalid event" };
+  return { ok: false, status: 403, errcode: "M_FORBIDDEN", error: out.reason ?? "Not allowed by the room's auth rules" };
 }

@@ -29,7 +29,7 @@ import { authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN
 import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
-import type { FanOut } from "./fanout";
+import type { FanOut, NoticeFacts } from "./fanout";
 
 /** Only this module can name DOOR, so only it can make a WriteTx. */
 const DOOR: unique symbol = Symbol("write door");
@@ -72,7 +72,7 @@ export interface RoomWriterAccess {
   keys: Pick<RoomKeys, "verifyKey">;
   events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
-  fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
+  fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
   partial: Pick<PartialState, "isPartial">;
 }
 
@@ -125,7 +125,7 @@ export class RoomWriter {
 
   /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
    *  signatures, room and server ACL. No writes: a batch can check every PDU before storing. */
-  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string, signedHere = false): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.r.head.requireRoom();
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
     let encoded: string;
@@ -156,7 +156,11 @@ export class RoomWriter {
     // timeline: then it is admitted again, this time with a place in the DAG.
     if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
 
-    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU").
+    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU"). An
+    // event this room has just hashed and signed with the server's key (LocalEvents.admitRun)
+    // has both by construction: checking them again cost two canonical JSON passes, a SHA-256
+    // and an Ed25519 verification per local send.
+    if (signedHere) return this.parsed(pdu, rv, eventId);
     if (!(await checkContentHash(pdu))) {
       if (opts.local) return { status: "invalid", eventId, reason: "content hash mismatch" };
       pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
@@ -164,13 +168,9 @@ export class RoomWriter {
     const sigError = await this.checkSignatures(pdu, rv);
     if (sigError) return { status: "invalid", eventId, reason: sigError };
 
-    let ev: RoomEvent;
-    try {
-      ev = await toRoomEvent(pdu, rv, eventId);
-    } catch (e) {
-      return { status: "invalid", eventId, reason: (e as Error).message };
-    }
-    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
+    const parsed = await this.parsed(pdu, rv, eventId);
+    if (!("ev" in parsed)) return parsed;
+    const { ev } = parsed;
     // Server ACLs (Server-Server API "Server Access Control Lists"): PDUs from a denied origin
     // are dropped, whatever path they came by.
     if (!opts.local && origin !== this.r.head.serverName) {
@@ -179,6 +179,45 @@ export class RoomWriter {
       if (!isServerAllowedByAcl(acl ?? null, origin)) return { status: "invalid", eventId, reason: "origin is denied by the room's server ACL" };
     }
     return { ev };
+  }
+
+  /** The PDU as a RoomEvent of this room, or why not. */
+  private async parsed(pdu: PDU, rv: RoomVersion, eventId: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    let ev: RoomEvent;
+    try {
+      ev = await toRoomEvent(pdu, rv, eventId);
+    } catch (e) {
+      return { status: "invalid", eventId, reason: (e as Error).message };
+    }
+    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
+    return { ev };
+  }
+
+  /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
+  checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, eventId, true);
+  }
+
+  /** Group commit (LocalEvents.admitRun): local events built on one chain, each citing the one
+   *  before, persisted in one transaction in order — each authorised on its own — up to the
+   *  first the auth rules refuse (which stores nothing, and the events after it cited it: they
+   *  are not tried). Returns the outcomes of the events tried. Each accepted event's sync notice
+   *  is taken right after it is persisted (its own state's members). Throws (rolled back) if
+   *  the transaction fails. */
+  async admitLocalGroup(group: { ev: RoomEvent; txn: AdmitMode["txn"] }[]): Promise<AdmitOutcome[]> {
+    const outs: AdmitOutcome[] = [];
+    const accepted: { ev: RoomEvent; stream: number; facts: NoticeFacts }[] = [];
+    this.r.fanout.beginWrite();
+    this.transact((tx) => {
+      for (const { ev, txn } of group) {
+        const out = this.decideAndPersist(tx, ev, { local: true, txn });
+        outs.push(out);
+        if (out.status !== "accepted") break;
+        accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
+      }
+    });
+    if (accepted.length) await this.r.fanout.committedGroup(accepted);
+    return outs;
   }
 
   reloadAfterFailure(): void {

@@ -33,7 +33,7 @@ export interface FanInAccess {
   recordDeviceList(user: string, upos: number, left: boolean): void;
   deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void>;
   /** push-outbox.ts */
-  recordPush(me: string, roomId: string, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }): void;
+  recordPush(me: string, roomId: string, stream: number, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }): void;
   afterCommit(me: string): Promise<void>;
 }
 
@@ -147,7 +147,7 @@ export class FanIn {
       upos,
     );
     sliding.noteSlidingRoom(sql, me, n.roomId, upos, ev, n.encrypted);
-    this.a.recordPush(me, n.roomId, ev, out);
+    this.a.recordPush(me, n.roomId, n.stream, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
     if (ev.sender === me) this.a.markRead(n.roomId, null, n.stream);

@@ -4,57 +4,85 @@
 // Inside the hub's transaction that records an event (durable-objects/user/fan-in.ts), `recordEvent` writes
 // an outbox row when the rules said notify, the user did not send it, and the user has pushers;
 // `recordBadge` does the same for a read receipt that lowers the count (badge update, counts
-// only, as Synapse sends). After the commit, `drain` hands the outbox to each pusher's queue
-// (PusherDO) and deletes what every queue accepted. A failed hand-over is retried by the hub's
-// alarm, set in the same transaction as the row, so nothing committed is lost to a restart.
+// only, as Synapse sends). After the commit, `drain` hands the new rows to each pusher's queue
+// (PusherDO), which sends them at once when it is idle, and remembers per pusher (in memory) how
+// far its queue accepted. The rows every queue accepted are deleted in the hub's next
+// transaction or by its alarm — not in a commit of their own: under `wrangler dev` every commit
+// is an fsync on the one thread all objects share, and a commit per push per recipient is what
+// slowed sends in rooms whose members have pushers (docs/benchmarks.md). A hub that restarts
+// before that hands the rows over again (at-least-once). The alarm, set with the first row,
+// retries a failed hand-over, so nothing committed is lost to a restart.
 // Nothing here runs in the send path: the RoomDO's fan-out to hubs is already asynchronous for
 // everyone but the sender, and the sender is never pushed.
 import type { Env } from "../../src/env";
 import type { JsonObject, JsonValue } from "../../src/core/types";
-import { prioOf, tweaksOf, type PendingPush, type PusherTarget } from "../../src/core/push-gateway";
-import { parseConfig } from "../../src/config";
-import { pusherStub, type Placement } from "../../src/rpc/stubs";
+import { parseConfig, type Config } from "../../src/config";
+import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
+import { pusherStub } from "../../src/rpc/stubs";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
 CREATE TABLE IF NOT EXISTS push_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS push_calls (room_id TEXT NOT NULL, call_id TEXT NOT NULL, stream INTEGER NOT NULL, expires_ts INTEGER NOT NULL,
+  taken INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room_id, call_id));
 `;
 
-/** A retry of a failed hand-over, and the safety net if the immediate drain never ran. */
+/** A retry of a failed (or still running) hand-over. */
 const OUTBOX_RETRY_MS = 5_000;
+/** The safety net armed with new rows, in case the immediate hand-over never runs (the process
+ *  died). Longer than the retry: each firing of 100 hubs' alarms is 100 commits, the cost this
+ *  module exists to avoid; accepted rows are deleted by it too when no transaction came first. */
+const OUTBOX_SAFETY_MS = 30_000;
 
 export class PushOutbox {
-  private draining = false;
-  private again = false;
-  /** The retry alarm is set (in memory: after a restart it is simply set again). */
-  private armed = false;
-  /** Where the pusher queues are placed: the configuration, parsed once per hub instance. */
-  private placement?: Placement;
+  /** Per pusher (keyOf): the highest outbox seq its queue accepted. In memory: after a restart
+   *  every row left is handed over again. */
+  private handed = new Map<string, number>();
+  /** Rows up to here are deleted. */
+  private pruned = 0;
+  private draining = new Set<string>();
+  /** When the alarm is set for (in memory: after a restart it is simply set again). */
+  private armedAt: number | null = null;
+  private targetsCache: PusherTarget[] | null = null;
+  /** Configuration, parsed once per hub instance. */
+  private config: Config;
 
   constructor(
     private ctx: DurableObjectState,
     private env: Env,
   ) {
+    this.config = parseConfig(env);
     ctx.storage.sql.exec(PUSH_OUTBOX_SCHEMA);
     // Rows left by a hub that stopped before arming its alarm: retry soon.
-    if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) void ctx.storage.setAlarm(Date.now() + 100);
+    if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(100);
   }
 
   private get sql(): SqlStorage {
     return this.ctx.storage.sql;
   }
 
-  private hasTargets(): boolean {
-    return this.sql.exec("SELECT 1 FROM push_targets LIMIT 1").toArray().length > 0;
+  private targets(): PusherTarget[] {
+    return (this.targetsCache ??= this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget));
   }
 
-  /** Replace the copy of the user's pushers (src/services/pushers.ts, after every D1 change). */
+  private hasTargets(): boolean {
+    return this.targets().length > 0;
+  }
+
+  /** Replace the copy of the user's pushers (src/services/pushers.ts, after every D1 change). A
+   *  new pusher gets what is decided from now on, not the rows waiting for the others. */
   setTargets(targets: PusherTarget[]): void {
+    const before = new Set(this.targets().map(keyOf));
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM push_targets");
       for (const t of targets) this.sql.exec("INSERT INTO push_targets (app_id, pushkey, target) VALUES (?, ?, ?)", t.appId, t.pushkey, JSON.stringify(t));
       if (!targets.length) this.sql.exec("DELETE FROM push_outbox");
     });
+    this.targetsCache = targets;
+    const last = this.sql.exec<{ s: number | null }>("SELECT MAX(seq) AS s FROM push_outbox").one().s ?? 0;
+    const now = new Set(targets.map(keyOf));
+    for (const k of [...this.handed.keys()]) if (!now.has(k)) this.handed.delete(k);
+    for (const k of now) if (!before.has(k)) this.handed.set(k, last);
   }
 
   /** The badge: notifying events after my read mark in every room I am joined to (Push Gateway
@@ -70,19 +98,59 @@ export class PushOutbox {
       .one().n;
   }
 
+  /** counts.missed_calls: calls meant for me that ended or expired unanswered after my read mark
+   *  in a room I am joined to (callNoteOf). */
+  private missedCalls(): number {
+    return this.sql
+      .exec<{ n: number }>(
+        `SELECT COUNT(*) AS n FROM push_calls c JOIN rooms r ON r.room_id = c.room_id AND r.membership = 'join'
+         LEFT JOIN read_marks m ON m.room_id = c.room_id AND m.thread_id = ''
+         WHERE c.taken = 0 AND (c.ended = 1 OR c.expires_ts <= ?) AND c.stream > COALESCE(m.stream, -1)`,
+        Date.now(),
+      )
+      .one().n;
+  }
+
+  private counts(): PushCounts {
+    return { unread: this.unread(), missed_calls: this.missedCalls() };
+  }
+
+  /** Keep track of calls (for missed_calls). Returns true when a call meant for me just ended
+   *  without my answer: the count went up. */
+  private noteCall(me: string, roomId: string, stream: number, ev: { type: string; sender: string; content: JsonObject; origin_server_ts?: number }): boolean {
+    const note = callNoteOf(ev, me, Date.now());
+    if (!note) return false;
+    if (note.kind === "invite") {
+      this.sql.exec("INSERT OR IGNORE INTO push_calls (room_id, call_id, stream, expires_ts) VALUES (?, ?, ?, ?)", roomId, note.callId, stream, note.expiresTs);
+      return false;
+    }
+    if (note.kind === "taken") {
+      this.sql.exec("UPDATE push_calls SET taken = 1 WHERE room_id = ? AND call_id = ?", roomId, note.callId);
+      return false;
+    }
+    return this.sql.exec("UPDATE push_calls SET ended = 1 WHERE room_id = ? AND call_id = ? AND taken = 0 AND ended = 0", roomId, note.callId).rowsWritten > 0;
+  }
+
   /** Inside the hub's transaction, after the event's room_events row is written. */
   recordEvent(
     me: string,
     roomId: string,
-    ev: { event_id: string; type: string; sender: string; state_key?: string; content: JsonObject },
+    stream: number,
+    ev: { event_id: string; type: string; sender: string; state_key?: string; content: JsonObject; origin_server_ts?: number },
     outcome: { notify: boolean; actions: JsonValue[] },
   ): void {
-    if (!outcome.notify || ev.sender === me || !this.hasTargets()) return;
+    const missed = this.noteCall(me, roomId, stream, ev);
+    if (!this.hasTargets()) return;
+    this.prune();
+    if (ev.sender === me) return;
+    // A call I missed moves the missed-calls count: the phone's badge hears of it (counts only).
+    if (missed && !outcome.notify) return this.add({ counts: this.counts(), tweaks: {}, prio: "low" });
+    if (!outcome.notify) return;
     const tweaks = tweaksOf(outcome.actions);
     const p: PendingPush = {
       event: { event_id: ev.event_id, room_id: roomId, type: ev.type, sender: ev.sender, content: ev.content, ...(ev.state_key !== undefined ? { state_key: ev.state_key } : {}) },
       userIsTarget: ev.type === "m.room.member" && ev.state_key === me,
-      counts: { unread: this.unread() },
+      counts: this.counts(),
       tweaks,
       prio: prioOf(ev, me, tweaks),
     };
@@ -92,7 +160,8 @@ export class PushOutbox {
   /** Inside the hub's transaction: my read mark moved, so the badge may have gone down. */
   recordBadge(): void {
     if (!this.hasTargets()) return;
-    this.add({ counts: { unread: this.unread() }, tweaks: {}, prio: "low" });
+    this.prune();
+    this.add({ counts: this.counts(), tweaks: {}, prio: "low" });
   }
 
   private add(p: PendingPush): void {
@@ -100,59 +169,85 @@ export class PushOutbox {
     this.pending = true;
   }
 
+  /** Delete the rows every pusher's queue accepted (inside a transaction the hub makes anyway,
+   *  or the alarm's). */
+  private prune(): void {
+    const targets = this.targets();
+    if (!targets.length) return;
+    const low = Math.min(...targets.map((t) => this.handed.get(keyOf(t)) ?? 0));
+    if (low <= this.pruned) return;
+    this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", low);
+    this.pruned = low;
+  }
+
   /** Set by add(); the caller drains after its commit. */
   pending = false;
 
-  /** After the commit: arm the safety alarm (before the hub answers, so a crash after the
-   *  answer still retries) and start the hand-over without waiting for it: the hub's caller (the
-   *  RoomDO's fan-out) never waits for pusher queues. */
+  /** After the commit: arm the safety alarm (the output gate holds the hub's answer until it is
+   *  stored, so a crash after the answer still retries) and start the hand-over without waiting
+   *  for it: the hub's caller (the RoomDO's fan-out) never waits for pusher queues. */
   async afterCommit(userId: string): Promise<void> {
     if (!this.pending) return;
     this.pending = false;
-    if (!this.armed) {
-      await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
-      this.armed = true;
-    }
+    this.arm(OUTBOX_SAFETY_MS);
     void this.drain(userId);
   }
 
-  /** Hand every outbox row to every pusher's queue, in order; one drain at a time. */
+  /** Set the alarm `ms` from now, unless it is set for sooner already. */
+  private arm(ms: number): void {
+    const at = Date.now() + ms;
+    if (this.armedAt !== null && this.armedAt <= at) return;
+    this.armedAt = at;
+    this.ctx.storage.setAlarm(at).catch((e) => {
+      this.armedAt = null;
+      console.warn(`push: could not arm the outbox alarm: ${(e as Error).message}`);
+    });
+  }
+
+  /** Hand the rows each pusher's queue has not accepted yet to it, in order. */
   async drain(userId: string): Promise<void> {
-    if (this.draining) {
-      this.again = true;
-      return;
-    }
-    this.draining = true;
+    await Promise.all(this.targets().map((t) => this.drainTo(userId, t)));
+  }
+
+  /** One hand-over at a time per pusher; a drain asked for meanwhile is covered by the loop. */
+  private async drainTo(userId: string, t: PusherTarget): Promise<void> {
+    const k = keyOf(t);
+    if (this.draining.has(k)) return;
+    this.draining.add(k);
     try {
-      do {
-        this.again = false;
-        const rows = this.sql.exec<{ seq: number; body: string }>("SELECT seq, body FROM push_outbox ORDER BY seq LIMIT 200").toArray();
+      // Until nothing is left (the query and the exit run without an await in between, so a row
+      // added meanwhile is seen by this loop or starts a drain of its own).
+      while (this.targets().some((x) => keyOf(x) === k)) {
+        const from = this.handed.get(k) ?? 0;
+        const rows = this.sql.exec<{ seq: number; body: string }>("SELECT seq, body FROM push_outbox WHERE seq > ? ORDER BY seq LIMIT 200", from).toArray();
         if (!rows.length) break;
-        const targets = this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget);
-        const items = rows.map((r) => JSON.parse(r.body) as PendingPush);
-        const placement = (this.placement ??= parseConfig(this.env));
-        await Promise.all(targets.map((t) => pusherStub(this.env, placement, userId, t.appId, t.pushkey).enqueue(userId, t, items)));
-        this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", rows[rows.length - 1].seq);
-        if (rows.length === 200) this.again = true;
-      } while (this.again);
+        await pusherStub(this.env, this.config, userId, t.appId, t.pushkey).enqueue(
+          userId,
+          t,
+          rows.map((r) => JSON.parse(r.body) as PendingPush),
+        );
+        if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, rows[rows.length - 1].seq));
+      }
     } catch (e) {
-      // Rows stay; the alarm tries again (a queue that took them twice sends twice: at-least-once).
-      console.warn(`push: hand-over to pusher queues failed for ${userId}: ${(e as Error).message}`);
-      await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
-      this.armed = true;
+      // The rows stay; the alarm tries again (a queue that took them twice sends twice:
+      // at-least-once).
+      console.warn(`push: hand-over to pusher ${t.appId} of ${userId} failed: ${(e as Error).message}`);
+      this.arm(OUTBOX_RETRY_MS);
     } finally {
-      this.draining = false;
+      this.draining.delete(k);
     }
   }
 
-  /** The hub's alarm: retry what is left. */
+  /** The hub's alarm: retry what is left, delete what was accepted. */
   async alarm(userId: string | undefined): Promise<void> {
-    this.armed = false;
+    this.armedAt = null;
     if (!userId) return;
     await this.drain(userId);
-    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) {
-      await this.ctx.storage.setAlarm(Date.now() + OUTBOX_RETRY_MS);
-      this.armed = true;
-    }
+    this.prune();
+    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(OUTBOX_RETRY_MS);
   }
+}
+
+function keyOf(t: { appId: string; pushkey: string }): string {
+  return JSON.stringify([t.appId, t.pushkey]);
 }

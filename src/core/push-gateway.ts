@@ -101,3 +101,33 @@ export function notifyBody(p: PendingPush, pusher: PusherTarget): JsonObject {
   }
   return { notification: n };
 }
+
+/** What a room event means for `counts.missed_calls` (Push Gateway API: "The number of
+ *  unacknowledged missed calls a user has across all rooms of which they are a member"; Synapse
+ *  never sends it). Module "Voice over IP": an `m.call.invite` from someone else, meant for me
+ *  (no `invitee`, or me), rings until its `lifetime` runs out; an `m.call.answer`, `m.call.reject`
+ *  or `m.call.hangup` from me takes it (on any of my devices: I saw it); someone else's hangup
+ *  or reject ends it. A call that ended or expired unanswered is missed until my read mark passes
+ *  it. Encrypted calls are invisible to the server and are not counted. */
+export type CallNote =
+  | { kind: "invite"; callId: string; expiresTs: number }
+  | { kind: "taken"; callId: string }
+  | { kind: "ended"; callId: string }
+  | null;
+
+export function callNoteOf(ev: { type: string; sender: string; content: JsonObject; origin_server_ts?: number }, me: string, now: number): CallNote {
+  if (!ev.type.startsWith("m.call.")) return null;
+  const callId = ev.content.call_id;
+  if (typeof callId !== "string" || callId === "") return null;
+  if (ev.type === "m.call.invite") {
+    if (ev.sender === me) return null;
+    const invitee = ev.content.invitee;
+    if (typeof invitee === "string" && invitee !== me) return null;
+    // lifetime is required; the spec recommends at least 90 s, used when it is missing.
+    const lifetime = typeof ev.content.lifetime === "number" && ev.content.lifetime >= 0 ? ev.content.lifetime : 90_000;
+    return { kind: "invite", callId, expiresTs: (ev.origin_server_ts ?? now) + lifetime };
+  }
+  if (ev.sender === me && (ev.type === "m.call.answer" || ev.type === "m.call.reject" || ev.type === "m.call.hangup")) return { kind: "taken", callId };
+  if (ev.type === "m.call.hangup" || ev.type === "m.call.reject") return { kind: "ended", callId };
+  return null;
+}

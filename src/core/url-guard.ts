@@ -14,7 +14,11 @@
 // On Cloudflare's network that traffic cannot reach anything of ours (Workers' fetch does not go to
 // private addresses); under self-hosted workerd / `wrangler dev` it could, which docs/media.md says.
 
-export type UrlVerdict = { ok: true; url: URL } | { ok: false; reason: string };
+import { globMatches } from "./glob";
+
+/** `invalid`: not an http(s) URL at all (the client's mistake: 400), as opposed to one we refuse
+ *  to fetch (403). */
+export type UrlVerdict = { ok: true; url: URL } | { ok: false; reason: string; invalid?: boolean };
 
 /** IPv4 ranges no preview may fetch (IANA special-purpose registry, RFC 6890 and successors). */
 const BLOCKED_V4: ReadonlyArray<[string, number]> = [
@@ -150,12 +154,47 @@ export function checkPreviewUrl(raw: string | URL, extraBlocked: readonly string
   try {
     url = new URL(raw);
   } catch {
-    return { ok: false, reason: "not a valid URL" };
+    return { ok: false, reason: "not a valid URL", invalid: true };
   }
-  if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, reason: "only http and https URLs are previewed" };
+  if (url.protocol !== "http:" && url.protocol !== "https:") return { ok: false, reason: "only http and https URLs are previewed", invalid: true };
   if (url.username || url.password) return { ok: false, reason: "URLs with credentials are not previewed" };
   if (url.port !== "" && url.port !== "80" && url.port !== "443") return { ok: false, reason: "only the default ports are previewed" };
   const blocked = isBlockedHost(url.hostname, extraBlocked);
   if (blocked) return { ok: false, reason: blocked };
   return { ok: true, url };
+}
+
+/** The operator's preview settings (URL_PREVIEW_BLOCKLIST, PREVIEW_HTTP_LOOPBACK). */
+export interface PreviewPolicy {
+  /** Host entries (`name`, `.suffix` = the name and its subdomains, `*` globs) and, with "://",
+   *  globs over the whole URL. */
+  blocklist: readonly string[];
+  /** Admit http(s) to 127.0.0.1, [::1] and localhost on any port (tests only). */
+  loopback: boolean;
+}
+
+const LOOPBACK_HOSTS = ["127.0.0.1", "[::1]", "localhost"];
+
+/** Does a blocklist entry name this URL? */
+export function onPreviewBlocklist(url: URL, blocklist: readonly string[]): boolean {
+  const host = url.hostname.toLowerCase().replace(/\.$/, "");
+  return blocklist.some((e) => {
+    // `?` is part of URLs, so only `*` is a wildcard here.
+    if (e.includes("://")) return globMatches(e, url.toString(), { questionMark: false });
+    const x = e.toLowerCase();
+    if (x.startsWith(".")) return host === x.slice(1) || host.endsWith(x);
+    return globMatches(x, host, { questionMark: false });
+  });
+}
+
+/** checkPreviewUrl under the operator's policy: loopback targets first (only when allowed), then
+ *  the built-in guard, then the blocklist. Used for the requested URL and every later hop. */
+export function checkPreviewTarget(raw: string | URL, policy: PreviewPolicy): UrlVerdict {
+  let verdict = checkPreviewUrl(raw);
+  if (!verdict.ok && policy.loopback && !verdict.invalid) {
+    const url = new URL(raw);
+    if (LOOPBACK_HOSTS.includes(url.hostname.toLowerCase()) && !url.username && !url.password) verdict = { ok: true, url };
+  }
+  if (verdict.ok && onPreviewBlocklist(verdict.url, policy.blocklist)) return { ok: false, reason: "on this server's URL preview blocklist" };
+  return verdict;
 }

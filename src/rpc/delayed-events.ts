@@ -18,6 +18,29 @@ export interface DelayedEventSpec {
   txn?: string;
 }
 
+/** A delayed event as the GET endpoints show it (durable-objects/delayed-events.ts itemOf). */
+export interface DelayedEventItem {
+  delay_id: string;
+  room_id: string;
+  type: string;
+  state_key?: string;
+  delay: number;
+  running_since: number;
+  delay_ms: number;
+  scheduled_at: number;
+  content: JsonObject;
+}
+
+/** A finalised one: sent (event_id) or cancelled (by an action, or an error). */
+export interface FinalisedDelayedEvent {
+  delayed_event: DelayedEventItem;
+  outcome: "send" | "cancel";
+  reason: "action" | "delay" | "error";
+  error?: JsonObject;
+  event_id?: string;
+  finalised_ts: number;
+}
+
 export type DelayedResult<T> = { ok: true; value: T } | { ok: false; status: number; errcode: string; error: string; retryAfterMs?: number };
 
 export function newDelayId(userId: string): string {

@@ -91,6 +91,7 @@ export type RoomStub = Pick<
   // Admin API (src/services/admin-rooms.ts).
   | "purge"
   | "mediaInRoom"
+  | "watchDelayedState"
 >;
 
 /** The room's Durable Object, named by room ID. */
@@ -158,7 +159,7 @@ export function pusherStub(env: Env, config: Placement, userId: string, appId: s
 }
 
 /** A user's delayed events (durable-objects/delayed-events.ts, MSC4140). */
-export type DelayedStub = Pick<DelayedEventsDO, "schedule" | "update" | "list">;
+export type DelayedStub = Pick<DelayedEventsDO, "schedule" | "update" | "list" | "listFinalised" | "get" | "cancelForState">;
 
 export function delayedStub(env: Env, config: Placement, userId: string): DelayedStub {
   return addressed(env.DELAYED_EVENTS, config, userId) as unknown as DelayedStub;

@@ -3,7 +3,6 @@
 // R2 layout (one prefix per origin server, so remote media cached later sits beside local media):
 //   media/<server_name>/<media_id>                      the content
 //   thumbnails/<server_name>/<media_id>/<W>x<H>-<method> generated thumbnails
-//   url-previews/<sha256 of url>                        cached preview_url answers (JSON)
 import type { Env } from "../env";
 import type { MediaConfig } from "../config";
 import { MatrixError, forbidden, notFound, tooLarge } from "../api/errors";

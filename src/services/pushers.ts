@@ -4,8 +4,6 @@
 // PusherDO addressed by (user, app_id, pushkey).
 import { and, eq, inArray, ne } from "drizzle-orm";
 import type { Env } from "../env";
-import type { Config } from "../config";
-import { parseConfig } from "../config";
 import { db } from "../db";
 import { pushers } from "../db/schema";
 import { userStub } from "../rpc/stubs";
@@ -36,10 +34,10 @@ export function targetOf(p: PusherRow): PusherTarget {
 
 export { type PusherStub } from "../rpc/stubs";
 
-/** A pusher's queue, placed by `config` (parsed from `env` when the caller has none). The hub's
- *  outbox addresses queues through src/rpc/stubs.ts with its own once-parsed config. */
-export function pusherStub(env: Env, userId: string, appId: string, pushkey: string, config?: Placement): PusherStub {
-  return addressPusher(env, config ?? parseConfig(env), userId, appId, pushkey);
+/** A pusher's queue. Every function here takes the caller's configuration (parsed once per
+ *  request in the Worker, once per instance in the Durable Objects). */
+export function pusherStub(env: Env, config: Placement, userId: string, appId: string, pushkey: string): PusherStub {
+  return addressPusher(env, config, userId, appId, pushkey);
 }
 
 export async function listPushers(env: Env, userId: string): Promise<PusherRow[]> {
@@ -47,41 +45,41 @@ export async function listPushers(env: Env, userId: string): Promise<PusherRow[]
 }
 
 /** Give the user's hub the current list of push targets (after every change in D1). */
-export async function refreshHubPushers(env: Env, userId: string): Promise<void> {
+export async function refreshHubPushers(env: Env, config: Placement, userId: string): Promise<void> {
   const rows = await listPushers(env, userId);
-  await userStub(env, userId, parseConfig(env)).setPushers(userId, rows.map(targetOf));
+  await userStub(env, userId, config).setPushers(userId, rows.map(targetOf));
 }
 
 /** Delete pushers (D1 rows matched by `where`), empty their queues and update the hubs. */
-async function removeWhere(env: Env, rows: PusherRow[]): Promise<void> {
+async function removeWhere(env: Env, config: Placement, rows: PusherRow[]): Promise<void> {
   if (!rows.length) return;
   const d = db(env);
   for (const r of rows) {
     await d.delete(pushers).where(and(eq(pushers.userId, r.userId), eq(pushers.appId, r.appId), eq(pushers.pushkey, r.pushkey)));
   }
-  for (const u of new Set(rows.map((r) => r.userId))) await refreshHubPushers(env, u);
-  await Promise.all(rows.map((r) => pusherStub(env, r.userId, r.appId, r.pushkey).drop().catch((e) => console.warn("pusher drop failed", e))));
+  for (const u of new Set(rows.map((r) => r.userId))) await refreshHubPushers(env, config, u);
+  await Promise.all(rows.map((r) => pusherStub(env, config, r.userId, r.appId, r.pushkey).drop().catch((e) => console.warn("pusher drop failed", e))));
 }
 
-export async function deletePusher(env: Env, userId: string, appId: string, pushkey: string): Promise<void> {
+export async function deletePusher(env: Env, config: Placement, userId: string, appId: string, pushkey: string): Promise<void> {
   const rows = await db(env)
     .select()
     .from(pushers)
     .where(and(eq(pushers.userId, userId), eq(pushers.appId, appId), eq(pushers.pushkey, pushkey)));
-  await removeWhere(env, rows);
+  await removeWhere(env, config, rows);
 }
 
 /** Create or replace a pusher. Without `append`, the same (app_id, pushkey) of other users is
  *  removed (pusher.yaml: "the homeserver must remove any other pushers with the same App ID and
  *  pushkey for different users"). */
-export async function setPusher(env: Env, row: PusherRow, append: boolean): Promise<void> {
+export async function setPusher(env: Env, config: Placement, row: PusherRow, append: boolean): Promise<void> {
   const d = db(env);
   if (!append) {
     const others = await d
       .select()
       .from(pushers)
       .where(and(eq(pushers.appId, row.appId), eq(pushers.pushkey, row.pushkey), ne(pushers.userId, row.userId)));
-    await removeWhere(env, others);
+    await removeWhere(env, config, others);
   }
   await d
     .insert(pushers)
@@ -99,25 +97,25 @@ export async function setPusher(env: Env, row: PusherRow, append: boolean): Prom
         pushkeyTs: row.pushkeyTs,
       },
     });
-  await refreshHubPushers(env, row.userId);
+  await refreshHubPushers(env, config, row.userId);
 }
 
 /** Pushers created by these devices go with them (device deleted, logged out). */
-export async function deletePushersOfDevices(env: Env, userId: string, deviceIds: string[]): Promise<void> {
+export async function deletePushersOfDevices(env: Env, config: Placement, userId: string, deviceIds: string[]): Promise<void> {
   if (!deviceIds.length) return;
   const rows = await db(env)
     .select()
     .from(pushers)
     .where(and(eq(pushers.userId, userId), inArray(pushers.deviceId, deviceIds)));
-  await removeWhere(env, rows);
+  await removeWhere(env, config, rows);
 }
 
 /** On a password change every pusher except the current device's goes (Synapse does the same:
  *  someone who learnt the old password must not keep receiving the user's notifications). */
-export async function deletePushersExceptDevice(env: Env, userId: string, deviceId: string): Promise<void> {
+export async function deletePushersExceptDevice(env: Env, config: Placement, userId: string, deviceId: string): Promise<void> {
   const rows = await db(env)
     .select()
     .from(pushers)
     .where(and(eq(pushers.userId, userId), ne(pushers.deviceId, deviceId)));
-  await removeWhere(env, rows);
+  await removeWhere(env, config, rows);
 }

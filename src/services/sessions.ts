@@ -7,7 +7,7 @@ import { randomString, randomToken, sha256Hex } from "./crypto-util";
 import { deleteDeviceE2ee } from "./e2ee/device-keys";
 import { appendDeviceListChange } from "./e2ee/device-list-stream";
 import { markDeviceListChanged } from "./e2ee/device-list-changes";
-import type { Config } from "../config";
+import { parseConfig, type Config } from "../config";
 import { deletePushersOfDevices } from "./pushers";
 import type { Env } from "../env";
 
@@ -108,7 +108,8 @@ export async function deleteDevice(d: DB, userId: string, deviceId: string, env?
   if (env && config) await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
   else await appendDeviceListChange(d, userId);
   // Pushers go with the device whose token created them (module "Push Notifications").
-  if (env) await deletePushersOfDevices(env, userId, [deviceId]);
+  // (The admin API's callers pass no config; parsed here for them.)
+  if (env) await deletePushersOfDevices(env, config ?? parseConfig(env), userId, [deviceId]);
 }
 
 export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env, config?: Config): Promise<void> {

@@ -1,13 +1,12 @@
 // URL previews (spec: GET /_matrix/client/v1/media/preview_url): fetch the page server-side behind
 // the SSRF guard (src/core/url-guard.ts), extract Open Graph data, store og:image in the media
-// repository (the spec wants an mxc:// URI there), cache the answer in R2.
+// repository (the spec wants an mxc:// URI there), keep the answer in D1 (`url_previews`).
 import type { Env } from "../env";
 import type { MediaConfig } from "../config";
-import { MatrixError, forbidden } from "../api/errors";
-import { checkPreviewUrl } from "../core/url-guard";
+import { MatrixError, forbidden, invalidParam } from "../api/errors";
+import { checkPreviewTarget, type PreviewPolicy } from "../core/url-guard";
 import { extractOpenGraph } from "../core/opengraph";
 import { IMAGE_MIME, sniffImage } from "../core/media";
-import { sha256Hex } from "./crypto-util";
 import { QuotaExceeded, uploadMedia } from "./media";
 
 export const PREVIEW_LIMITS = {
@@ -19,8 +18,10 @@ export const PREVIEW_LIMITS = {
   maxHtmlBytes: 1024 * 1024,
   /** og:image downloaded into the media repository. */
   maxImageBytes: 5 * 1024 * 1024,
-  /** How long an answer is reused. */
+  /** How long an answer is reused (Synapse: an hour by default). */
   cacheMs: 3600_000,
+  /** How long answers are kept for `ts` look-ups into the past. */
+  historyMs: 7 * 86400_000,
 };
 
 export type Fetcher = (input: string, init: RequestInit) => Promise<Response>;
@@ -29,10 +30,16 @@ const failed = (msg: string) => new MatrixError(502, "M_UNKNOWN", msg);
 
 /** fetch() with manual redirects: every hop goes through the guard again, so a public URL cannot
  *  redirect us to 127.0.0.1 or 169.254.169.254. */
-export async function guardedFetch(rawUrl: string, accept: string, fetcher: Fetcher, signal: AbortSignal): Promise<{ res: Response; url: string }> {
+export async function guardedFetch(
+  rawUrl: string,
+  accept: string,
+  fetcher: Fetcher,
+  signal: AbortSignal,
+  policy: PreviewPolicy,
+): Promise<{ res: Response; url: string }> {
   let url = rawUrl;
   for (let hop = 0; ; hop++) {
-    const verdict = checkPreviewUrl(url);
+    const verdict = checkPreviewTarget(url, policy);
     if (!verdict.ok) throw forbidden(`URL not allowed for previews: ${verdict.reason}`);
     let res: Response;
     try {
@@ -54,7 +61,8 @@ export async function guardedFetch(rawUrl: string, accept: string, fetcher: Fetc
   }
 }
 
-/** Read at most `max` bytes of a body; `truncate` keeps the first `max` bytes instead of failing. */
+/** Read at most `max` bytes of a body; `truncate` keeps the first `max` bytes instead of failing.
+ *  A body still arriving when the fetch's time-out signal fires fails the read: 502. */
 async function readLimited(res: Response, max: number, truncate: boolean): Promise<Uint8Array | undefined> {
   const len = Number(res.headers.get("content-length") ?? "NaN");
   if (!truncate && len > max) {
@@ -66,7 +74,14 @@ async function readLimited(res: Response, max: number, truncate: boolean): Promi
   const chunks: Uint8Array[] = [];
   let size = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    let step: ReadableStreamReadResult<Uint8Array>;
+    try {
+      step = await reader.read();
+    } catch {
+      reader.cancel().catch(() => {});
+      throw failed("Could not read the URL's content in time");
+    }
+    const { done, value } = step;
     if (done) break;
     chunks.push(value);
     size += value.byteLength;
@@ -96,6 +111,10 @@ function decodeHtml(bytes: Uint8Array, contentType: string): string {
   }
 }
 
+export function previewPolicy(cfg: MediaConfig): PreviewPolicy {
+  return { blocklist: cfg.urlPreviewBlocklist, loopback: cfg.urlPreviewLoopback };
+}
+
 export interface PreviewContext {
   env: Env;
   cfg: MediaConfig;
@@ -107,7 +126,7 @@ export interface PreviewContext {
 type Preview = Record<string, string | number>;
 
 async function storeImage(ctx: PreviewContext, imageUrl: string, fetcher: Fetcher, signal: AbortSignal): Promise<Preview> {
-  const { res } = await guardedFetch(imageUrl, "image/*", fetcher, signal);
+  const { res } = await guardedFetch(imageUrl, "image/*", fetcher, signal, previewPolicy(ctx.cfg));
   return storeImageResponse(ctx, res);
 }
 
@@ -139,20 +158,64 @@ async function storeImageResponse(ctx: PreviewContext, res: Response): Promise<P
   };
 }
 
-/** The preview for `rawUrl`: cached, or fetched now. */
-export async function previewUrl(ctx: PreviewContext, rawUrl: string): Promise<Preview> {
-  const verdict = checkPreviewUrl(rawUrl);
-  if (!verdict.ok) throw forbidden(`URL not allowed for previews: ${verdict.reason}`);
-  const url = verdict.url.toString();
-  const cacheKey = `url-previews/${await sha256Hex(url)}`;
-  const cached = await ctx.env.MEDIA.get(cacheKey);
-  if (cached) {
-    const entry = (await cached.json()) as { ts: number; og: Preview };
-    if (entry.ts + PREVIEW_LIMITS.cacheMs > Date.now()) return entry.og;
+// The cache (D1 `url_previews`, one row per fetch). D1 rather than the Cache API: the Cache API is
+// per data centre and may evict at any time, so the same URL would be fetched again from every
+// location, and it cannot answer "the answer current at time ts" (spec: `ts` is "the preferred
+// point in time to return a preview for. The server may return a newer version if it does not have
+// the requested version available"). Like Synapse's history-aware cache: the newest answer fetched
+// at or before `ts` if it was still fresh then, else the oldest answer fetched after `ts`.
+
+interface CachedPreview {
+  og: string;
+  expires_ts: number;
+}
+
+async function cachedPreview(env: Env, url: string, ts: number): Promise<Preview | undefined> {
+  const before = await env.DB.prepare("SELECT og, expires_ts FROM url_previews WHERE url = ? AND fetched_ts <= ? ORDER BY fetched_ts DESC LIMIT 1")
+    .bind(url, ts)
+    .first<CachedPreview>();
+  if (before && before.expires_ts > ts) return JSON.parse(before.og) as Preview;
+  // A newer version: for a past `ts` whose answer we no longer (or never) had. Without it, every
+  // request for an old message's URL would fetch again.
+  const after = await env.DB.prepare("SELECT og, expires_ts FROM url_previews WHERE url = ? AND fetched_ts > ? ORDER BY fetched_ts ASC LIMIT 1")
+    .bind(url, ts)
+    .first<CachedPreview>();
+  return after ? (JSON.parse(after.og) as Preview) : undefined;
+}
+
+/** Rows swept per store: rowid order is fetch order, so the oldest rows are looked at first. */
+const SWEEP_BATCH = 100;
+
+async function storePreview(env: Env, url: string, og: Preview): Promise<void> {
+  const now = Date.now();
+  await env.DB.batch([
+    env.DB.prepare("INSERT OR REPLACE INTO url_previews (url, fetched_ts, expires_ts, og) VALUES (?, ?, ?, ?)").bind(
+      url,
+      now,
+      now + PREVIEW_LIMITS.cacheMs,
+      JSON.stringify(og),
+    ),
+    env.DB.prepare(
+      `DELETE FROM url_previews WHERE rowid IN (SELECT rowid FROM url_previews ORDER BY rowid LIMIT ${SWEEP_BATCH}) AND expires_ts < ?`,
+    ).bind(now - PREVIEW_LIMITS.historyMs),
+  ]);
+}
+
+/** The preview for `rawUrl` as of `ts` (default now): cached, or fetched now. */
+export async function previewUrl(ctx: PreviewContext, rawUrl: string, ts?: number): Promise<Preview> {
+  const policy = previewPolicy(ctx.cfg);
+  const verdict = checkPreviewTarget(rawUrl, policy);
+  if (!verdict.ok) {
+    if (verdict.invalid) throw invalidParam(`url: ${verdict.reason}`);
+    throw forbidden(`URL not allowed for previews: ${verdict.reason}`);
   }
+  const url = verdict.url.toString();
+  const now = Date.now();
+  const cached = await cachedPreview(ctx.env, url, Math.min(ts ?? now, now));
+  if (cached) return cached;
   const fetcher = ctx.fetcher ?? ((input, init) => fetch(input, init));
   const signal = AbortSignal.timeout(PREVIEW_LIMITS.timeoutMs);
-  const { res, url: finalUrl } = await guardedFetch(url, "text/html,application/xhtml+xml,image/*;q=0.8", fetcher, signal);
+  const { res, url: finalUrl } = await guardedFetch(url, "text/html,application/xhtml+xml,image/*;q=0.8", fetcher, signal, policy);
   if (!res.ok) {
     await res.body?.cancel();
     throw failed(`The URL answered ${res.status}`);
@@ -176,8 +239,9 @@ export async function previewUrl(ctx: PreviewContext, rawUrl: string): Promise<P
   } else if (type.startsWith("image/")) {
     og = await storeImageResponse(ctx, res);
   } else {
+    // Not a page: the spec's answer "may be empty" (Synapse answers 502 for such types).
     await res.body?.cancel();
   }
-  await ctx.env.MEDIA.put(cacheKey, JSON.stringify({ ts: Date.now(), og }), { httpMetadata: { contentType: "application/json" } });
+  await storePreview(ctx.env, url, og);
   return og;
 }

@@ -56,7 +56,8 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
 
 beforeAll(async () => {
   const [pa, pb] = [await freePort(), await freePort()];
-  [a, b] = await Promise.all([startServer({ FEDERATION_HTTP_LOOPBACK: "true" }, { port: pa }), startServer({ FEDERATION_HTTP_LOOPBACK: "true" }, { port: pb })]);
+  const vars = { FEDERATION_HTTP_LOOPBACK: "true", PARTIAL_STATE_JOINS: "on" };
+  [a, b] = await Promise.all([startServer(vars, { port: pa }), startServer(vars, { port: pb })]);
 }, 120_000);
 
 afterAll(async () => {

@@ -2,7 +2,7 @@
 // on free loopback ports with their own state directories, and stops them by process group.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createServer } from "node:net";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
@@ -44,6 +44,8 @@ export async function startServer(
   child.stderr!.on("data", (d) => (out += d));
   const baseUrl = `http://127.0.0.1:${port}`;
   const stop = async () => {
+    // E2E_SERVER_LOG_DIR=<dir> keeps each server's output (wrangler + Worker logs) for debugging.
+    if (process.env.E2E_SERVER_LOG_DIR) writeFileSync(path.join(process.env.E2E_SERVER_LOG_DIR, `server-${port}.log`), out);
     if (child.exitCode === null) {
       try {
         process.kill(-child.pid!, "SIGTERM");

@@ -181,6 +181,84 @@ describe("push notifications", () => {
     expect(badge.devices[0].pushkey).toBe(full);
   });
 
+  it("sends keep their latency when the room's members have pushers (pushing is off the send path)", async () => {
+    // Two rooms of 15 with the same sender; in one the 14 others have pushers. Blocks of sends
+    // alternate between them (each block waits until the previous one's pushes arrived), so
+    // machine load falls on both alike. Before the fix every push cost the one workerd thread
+    // three SQLite commits (fsyncs), and back-to-back sends queued behind them.
+    const size = 15;
+    const users = async (tag: string) => Promise.all(Array.from({ length: size - 1 }, (_, i) => registerUser(server, name(`${tag}${i}x`), "pw-123456")));
+    const sender = await registerUser(server, name("loud"), "pw-123456");
+    const [pushed, quiet] = [await users("p"), await users("q")];
+    const room = async (members: User[]) => {
+      const { room_id } = await ok(sender, "POST", "/createRoom", { preset: "public_chat" });
+      for (const m of members) await ok(m, "POST", `/join/${encodeURIComponent(room_id)}`, {});
+      return room_id as string;
+    };
+    const [withPushers, without] = [await room(pushed), await room(quiet)];
+    const keys = pushed.map(() => name("lat"));
+    for (const [i, m] of pushed.entries()) await setPusher(m, keys[i], { format: "event_id_only" });
+    let sentWith = 0;
+    const block = async (roomId: string, n: number) => {
+      const out: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t = performance.now();
+        await send(sender, roomId, "latency");
+        out.push(performance.now() - t);
+      }
+      if (roomId === withPushers) {
+        sentWith += n;
+        await until("the block's pushes", async () => keys.every((k) => gw.delivered(k).length >= sentWith), 60_000);
+      }
+      return out;
+    };
+    await block(withPushers, 3); // warm-up
+    await block(without, 3);
+    const a: number[] = [];
+    const b: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      a.push(...(await block(withPushers, 8)));
+      b.push(...(await block(without, 8)));
+    }
+    const median = (v: number[]) => [...v].sort((p, q) => p - q)[Math.floor(v.length / 2)];
+    const [ma, mb] = [median(a), median(b)];
+    console.log(`room of ${size}: median send ${ma.toFixed(0)} ms with pushers, ${mb.toFixed(0)} ms without`);
+    expect(ma, `median send ${ma.toFixed(0)} ms with pushers, ${mb.toFixed(0)} ms without`).toBeLessThan(1.5 * mb + 50);
+    // And every push arrived, once.
+    await sleep(1000);
+    for (const k of keys) expect(new Set(gw.delivered(k).map((x) => x.event_id)).size).toBe(gw.delivered(k).length);
+  });
+
+  it("counts.missed_calls: a call that ended unanswered counts until read, an answered one never", async () => {
+    const alice = await registerUser(server, name("alice"), "pw-123456");
+    const bob = await registerUser(server, name("bob"), "pw-123456");
+    const pk = name("calls");
+    await setPusher(bob, pk);
+    const roomId = await dm(alice, bob);
+    await until("the invite's push", async () => gw.delivered(pk).length === 1);
+    const call = async (u: User, type: string, content: Json) =>
+      (await ok(u, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/${type}/${name("c")}`, { version: "1", ...content })).event_id as string;
+    const offer = { type: "offer", sdp: "v=0" };
+    // A call bob answers is not missed (and his answer, like anything he sends, marks the room read).
+    await call(alice, "m.call.invite", { call_id: "c1", party_id: "a", lifetime: 60_000, offer });
+    await call(bob, "m.call.answer", { call_id: "c1", party_id: "b", answer: { type: "answer", sdp: "v=0" } });
+    await call(alice, "m.call.hangup", { call_id: "c1", party_id: "a" });
+    // A call bob never picks up: it rings (pushed, nothing missed yet), then alice hangs up.
+    const ring = await call(alice, "m.call.invite", { call_id: "c2", party_id: "a", lifetime: 60_000, offer });
+    const rang = await until("the ring's push", async () => gw.delivered(pk).find((x) => x.event_id === ring));
+    expect(rang.counts.missed_calls).toBe(0);
+    await call(alice, "m.call.hangup", { call_id: "c2", party_id: "a" });
+    const badge = await until("a badge update for the missed call", async () => gw.delivered(pk).find((x) => !x.event_id && x.counts.missed_calls === 1));
+    expect(badge.counts.unread).toBe(1);
+    const after = await send(alice, roomId, "call me back");
+    const msg = await until("the message's push", async () => gw.delivered(pk).find((x) => x.event_id === after));
+    expect(msg.counts.missed_calls).toBe(1);
+    // Reading the room acknowledges the missed call.
+    await ok(bob, "POST", `/rooms/${encodeURIComponent(roomId)}/receipt/m.read/${encodeURIComponent(after)}`, {});
+    const read = await until("badge after reading", async () => gw.delivered(pk).findLast((x) => !x.event_id && x.counts.unread === 0));
+    expect(read.counts.missed_calls).toBe(0);
+  });
+
   it("a gateway answering 500 three times gets the notifications after retries, in order", async () => {
     const alice = await registerUser(server, name("alice"), "pw-123456");
     const bob = await registerUser(server, name("bob"), "pw-123456");

@@ -475,4 +475,18 @@ describe("preview_url", () => {
     const missing = await raw("GET", "/_matrix/client/v1/media/preview_url", { token: alice.accessToken, vars });
     expect(missing.status).toBe(400);
   });
+
+  it("when on: missing url M_MISSING_PARAM, a non-http(s) url or bad ts M_INVALID_PARAM, no token 401", async () => {
+    const vars = { URL_PREVIEWS: "on" };
+    for (const base of ["/_matrix/client/v1/media/preview_url", "/_matrix/media/v3/preview_url"]) {
+      const missing = await raw("GET", base, { token: alice.accessToken, vars });
+      expect([missing.status, await errcode(missing)], base).toEqual([400, "M_MISSING_PARAM"]);
+      for (const q of ["url=ftp%3A%2F%2Fexample.com%2F", "url=not%20a%20url", "url=https%3A%2F%2Fexample.com%2F&ts=soon"]) {
+        const bad = await raw("GET", `${base}?${q}`, { token: alice.accessToken, vars });
+        expect([bad.status, await errcode(bad)], q).toEqual([400, "M_INVALID_PARAM"]);
+      }
+      const anon = await raw("GET", `${base}?url=https%3A%2F%2Fexample.com%2F`, { vars });
+      expect([anon.status, await errcode(anon)]).toEqual([401, "M_MISSING_TOKEN"]);
+    }
+  });
 });

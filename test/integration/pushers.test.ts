@@ -2,6 +2,7 @@
 // gateway is tested end to end (test/e2e/push.test.ts); these tests send no notifying events, so
 // nothing leaves the test.
 import { describe, it, expect } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
 import { call, clientOk, registerUser, type TestUser } from "./helpers";
 
 const URL_OK = "https://push.example.org/_matrix/push/v1/notify";
@@ -148,5 +149,39 @@ describe("pushers", () => {
     expect(r.status).toBe(200);
     expect((await call("GET", "/_matrix/client/v3/account/whoami", { token: d2.accessToken })).status).toBe(200);
     expect((await list(u.accessToken)).map((p) => p.pushkey)).toEqual(["mine"]);
+  });
+
+  it("notifications reach the pusher's queue with counts.unread and counts.missed_calls (a gateway that never resolves keeps them)", async () => {
+    // push.invalid never resolves (RFC 2606): the queue's first attempt fails and it keeps the
+    // items, which the test reads from its storage. Nothing leaves the test.
+    const alice = await registerUser();
+    const bob = await registerUser();
+    const p = pusher({ data: { url: "https://push.invalid/_matrix/push/v1/notify" } });
+    await clientOk(bob.accessToken, "POST", "/pushers/set", p);
+    const { room_id: roomId } = await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "private_chat", invite: [bob.userId] });
+    await clientOk(bob.accessToken, "POST", `/join/${encodeURIComponent(roomId)}`, {});
+    const queue = env.PUSHERS.get(env.PUSHERS.idFromName(JSON.stringify([bob.userId, p.app_id, p.pushkey])));
+    const queued = () =>
+      runInDurableObject(queue, async (_o, state) => state.storage.sql.exec<{ body: string }>("SELECT body FROM queue ORDER BY seq").toArray().map((r) => JSON.parse(r.body)));
+    let n = 0;
+    const ev = async (u: TestUser, type: string, content: Record<string, unknown>) =>
+      (await clientOk(u.accessToken, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/${type}/t${++n}`, content)).event_id as string;
+    const waitFor = async (pred: (items: any[]) => any) => {
+      for (let i = 0; i < 100; i++) {
+        const got = pred(await queued());
+        if (got) return got;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`not queued: ${JSON.stringify(await queued())}`);
+    };
+    // A call bob misses: it rings, then alice hangs up.
+    const ring = await ev(alice, "m.call.invite", { call_id: "c1", party_id: "a", version: "1", lifetime: 60000, offer: { type: "offer", sdp: "v=0" } });
+    await ev(alice, "m.call.hangup", { call_id: "c1", party_id: "a", version: "1" });
+    const msg = await ev(alice, "m.room.message", { msgtype: "m.text", body: "call me" });
+    const items = await waitFor((q) => q.some((x: any) => x.event?.event_id === msg) && q);
+    const ringing = items.find((x: any) => x.event?.event_id === ring);
+    expect(ringing.counts).toEqual({ unread: 1, missed_calls: 0 }); // bob's join marked the room read
+    expect(items.find((x: any) => !x.event && x.counts.missed_calls === 1)).toBeDefined(); // the badge when it was missed
+    expect(items.find((x: any) => x.event?.event_id === msg).counts).toEqual({ unread: 2, missed_calls: 1 });
   });
 });

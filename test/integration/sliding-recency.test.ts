@@ -4,7 +4,7 @@
 // ignored inviters; the SQL answer must equal the model's.
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
-import { listWindow, roomsByIds } from "../../durable-objects/sliding-recency";
+import { initRecency, listWindow, roomsByIds } from "../../durable-objects/sliding-recency";
 import { computeList, type ListFilters, type ListRoom, type Range, type SlidingMembership } from "../../src/core/sliding-lists";
 
 function prng(seed: number) {
@@ -85,6 +85,40 @@ describe("recency index = list semantics", () => {
         const subs = roomsByIds(sql, { newlyLeft, ignored }, ids).map((r) => r.roomId).sort();
         expect(subs, label).toEqual(candidates.filter((r) => ids.includes(r.roomId)).map((r) => r.roomId).sort());
       }
+    });
+  });
+});
+
+describe("recency index upgrade", () => {
+  it("a hub whose sliding_rooms predates the index gets the columns, and rows for every room, once", async () => {
+    const stub = env.USERS.get(env.USERS.idFromName("@recency-upgrade:test.local"));
+    await runInDurableObject(stub, async (_inst, state) => {
+      const sql = state.storage.sql;
+      // Back to the version-1 shape: (room_id, bump, encrypted, rtype), bump 0 for a room known
+      // only by its type, no row at all for another.
+      for (const i of ["sliding_rooms_recency", "sliding_rooms_dm", "sliding_rooms_membership"]) sql.exec(`DROP INDEX ${i}`);
+      for (const c of ["membership", "inviter", "is_dm"]) sql.exec(`ALTER TABLE sliding_rooms DROP COLUMN ${c}`);
+      sql.exec("DELETE FROM sliding_meta");
+      sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream, inviter) VALUES ('!a:test.local', 'join', 1, 5, NULL), ('!b:test.local', 'invite', 2, 2, '@x:test.local'), ('!c:test.local', 'join', 3, 3, NULL)");
+      sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (101, '!a:test.local', 5), (102, '!b:test.local', 2), (103, '!c:test.local', 3)");
+      sql.exec("INSERT INTO sliding_rooms (room_id, bump, encrypted, rtype) VALUES ('!a:test.local', 7, 1, ''), ('!c:test.local', 0, 0, 'm.space')");
+      initRecency(sql);
+      const rows = sql
+        .exec<{ room_id: string; bump: number; membership: string; inviter: string | null; encrypted: number; rtype: string | null }>(
+          "SELECT room_id, bump, membership, inviter, encrypted, rtype FROM sliding_rooms ORDER BY room_id",
+        )
+        .toArray();
+      expect(rows).toEqual([
+        { room_id: "!a:test.local", bump: 7, membership: "join", inviter: null, encrypted: 1, rtype: "" },
+        { room_id: "!b:test.local", bump: 102, membership: "invite", inviter: "@x:test.local", encrypted: 0, rtype: null },
+        { room_id: "!c:test.local", bump: 103, membership: "join", inviter: null, encrypted: 0, rtype: "m.space" },
+      ]);
+      const w = listWindow(sql, { newlyLeft: [], ignored: [] }, undefined, [[0, 9]]);
+      expect(w.window.map((r) => r.roomId)).toEqual(["!c:test.local", "!b:test.local", "!a:test.local"]);
+      // Once: a second call leaves it alone.
+      sql.exec("UPDATE sliding_rooms SET bump = 1 WHERE room_id = '!c:test.local'");
+      initRecency(sql);
+      expect(sql.exec<{ bump: number }>("SELECT bump FROM sliding_rooms WHERE room_id = '!c:test.local'").one().bump).toBe(1);
     });
   });
 });

@@ -182,3 +182,64 @@ describe("expanded_timeline (MSC4186 'Changes to timeline_limit')", () => {
     expect(sub.rooms[roomId].expanded_timeline).toBe(true);
   });
 });
+
+describe("per-room connection rows", () => {
+  it("a response writes only the rooms it changed; the pos row does not grow with the rooms sent", async () => {
+    const alice = await registerUser();
+    const rooms: string[] = [];
+    for (let i = 0; i < 30; i++) rooms.push(await createRoom(alice));
+    const big = { all: list({ ranges: [[0, 49]] }) };
+    const first = await sssOk(alice, { lists: big });
+    expect(Object.keys(first.rooms)).toHaveLength(30);
+    await send(alice, rooms[3], "one");
+    const next = await sssOk(alice, { lists: big }, { pos: first.pos });
+    expect(Object.keys(next.rooms)).toEqual([rooms[3]]);
+    const stored = await runInDurableObject(hub(alice), async (_i, state) => ({
+      row: state.storage.sql.exec<{ state: string }>("SELECT state FROM sliding_conns WHERE id = ?", Number(next.pos)).one().state,
+      written: state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM sliding_conn_rooms WHERE pos = ?", Number(next.pos)).one().n,
+    }));
+    // 30 rooms' worth would be several KB; the row holds config only.
+    expect(stored.row.length).toBeLessThan(1000);
+    expect(stored.written).toBe(1);
+  });
+
+  it("rows of an abandoned sibling pos are not taken for the retried one", async () => {
+    const alice = await registerUser();
+    const x = await createRoom(alice);
+    await send(alice, x, "x");
+    for (let i = 0; i < 2; i++) await send(alice, await createRoom(alice), "newer");
+    const l = { top: list({ ranges: [[0, 0]] }) };
+    const p0 = await sssOk(alice, { lists: l });
+    expect(p0.rooms[x]).toBeUndefined();
+    // N1 subscribes to x (the client never sees N1) ...
+    const n1 = await sssOk(alice, { lists: l, room_subscriptions: { [x]: { timeline_limit: 1, required_state: [] } } }, { pos: p0.pos });
+    expect(n1.rooms[x].initial).toBe(true);
+    // ... and retries p0 without it: N2; from N2 subscribing again, x is still new.
+    const n2 = await sssOk(alice, { lists: l }, { pos: p0.pos });
+    const n3 = await sssOk(alice, { lists: l, room_subscriptions: { [x]: { timeline_limit: 1, required_state: [] } } }, { pos: n2.pos });
+    expect(n3.rooms[x].initial).toBe(true);
+    expect(n3.rooms[x].timeline.map((e: Json) => e.content.body)).toEqual(["x"]);
+  });
+
+  it("a pos row from before the per-room rows (rooms in its JSON) still knows what was sent", async () => {
+    const alice = await registerUser();
+    const r = await createRoom(alice);
+    await send(alice, r, "a");
+    const first = await sssOk(alice, { lists: { all: list() } });
+    expect(first.rooms[r].initial).toBe(true);
+    // Make the row look like one written before sliding_conn_rooms existed.
+    await runInDurableObject(hub(alice), async (_i, state) => {
+      const sql = state.storage.sql;
+      const rows = sql.exec<{ room_id: string; sent: string }>("SELECT room_id, sent FROM sliding_conn_rooms WHERE pos = ?", Number(first.pos)).toArray();
+      const st = JSON.parse(sql.exec<{ state: string }>("SELECT state FROM sliding_conns WHERE id = ?", Number(first.pos)).one().state);
+      st.rooms = Object.fromEntries(rows.map((x) => [x.room_id, JSON.parse(x.sent)]));
+      delete st.chain;
+      sql.exec("UPDATE sliding_conns SET state = ? WHERE id = ?", JSON.stringify(st), Number(first.pos));
+      sql.exec("DELETE FROM sliding_conn_rooms");
+    });
+    await send(alice, r, "b");
+    const next = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
+    expect(next.rooms[r].initial).toBeUndefined();
+    expect(next.rooms[r].timeline.map((e: Json) => e.content.body)).toEqual(["b"]);
+  });
+});

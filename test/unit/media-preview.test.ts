@@ -121,3 +121,68 @@ describe("previewUrl", () => {
     expect(requested).toEqual([]);
   });
 });
+
+describe("previewUrl cache and ts (D1 url_previews)", () => {
+  const url = "https://history.example/page";
+  const row = (fetched: number, og: object) =>
+    env.DB.prepare("INSERT INTO url_previews (url, fetched_ts, expires_ts, og) VALUES (?, ?, ?, ?)").bind(url, fetched, fetched + 3600_000, JSON.stringify(og)).run();
+
+  it("ts picks the answer that was fresh then, else a newer one; now fetches once", async () => {
+    const now = Date.now();
+    const t0 = now - 3 * 86400_000;
+    const t1 = now - 86400_000;
+    await row(t0, { "og:title": "v1" });
+    await row(t1, { "og:title": "v2" });
+    const { fetcher, requested } = fakeWeb({ [url]: html(`<title>v3</title>`) });
+    const at = (ts?: number) => previewUrl({ ...base, fetcher }, url, ts);
+    expect(await at(t0 + 600_000)).toEqual({ "og:title": "v1" });
+    // Expired by then: the next newer answer, not a fetch.
+    expect(await at(t0 + 2 * 3600_000)).toEqual({ "og:title": "v2" });
+    // Older than anything kept: the oldest answer.
+    expect(await at(t0 - 86400_000)).toEqual({ "og:title": "v1" });
+    expect(requested).toEqual([]);
+    // Now: the newest answer is stale, so one fetch; later and future ts reuse it.
+    expect(await at()).toEqual({ "og:title": "v3" });
+    expect(await at(now + 86400_000)).toEqual({ "og:title": "v3" });
+    expect(await at(t1 + 2 * 3600_000)).toEqual({ "og:title": "v3" });
+    expect(requested).toEqual([url]);
+  });
+
+  it("answers older than the history window are swept when new ones are stored", async () => {
+    const old = "https://swept.example/";
+    await env.DB.prepare("INSERT INTO url_previews (url, fetched_ts, expires_ts, og) VALUES (?, ?, ?, '{}')").bind(old, 1000, 2000).run();
+    const { fetcher } = fakeWeb({ "https://fresh.example/": html(`<title>fresh</title>`) });
+    await previewUrl({ ...base, fetcher }, "https://fresh.example/");
+    const left = await env.DB.prepare("SELECT COUNT(*) AS n FROM url_previews WHERE url = ?").bind(old).first<{ n: number }>();
+    expect(left!.n).toBe(0);
+  });
+
+  it("the blocklist and PREVIEW_HTTP_LOOPBACK apply to every hop", async () => {
+    const policyCfg = { ...cfg, urlPreviewBlocklist: [".tracker.example", "https://cdn.example/private/*"] };
+    const { fetcher, requested } = fakeWeb({
+      "https://ok.example/a": redirect("https://www.tracker.example/x"),
+      "https://ok.example/b": html(`<meta property="og:title" content="B"><meta property="og:image" content="https://cdn.example/private/i.png">`),
+      "https://ok.example/c": redirect("http://127.0.0.1:8080/"),
+    });
+    const ctx = { ...base, cfg: policyCfg, fetcher };
+    expect((await rejection(previewUrl(ctx, "https://ok.example/a"))).errcode).toBe("M_FORBIDDEN");
+    expect(await previewUrl(ctx, "https://ok.example/b")).toEqual({ "og:title": "B" });
+    expect((await rejection(previewUrl(ctx, "https://cdn.example/private/other"))).errcode).toBe("M_FORBIDDEN");
+    // Loopback is refused unless switched on (and then only loopback).
+    expect((await rejection(previewUrl(ctx, "https://ok.example/c"))).errcode).toBe("M_FORBIDDEN");
+    expect(requested).toEqual(["https://ok.example/a", "https://ok.example/b", "https://ok.example/c"]);
+    const loop = fakeWeb({ "http://127.0.0.1:8080/": html(`<title>local</title>`) });
+    const loopCtx = { ...base, cfg: { ...cfg, urlPreviewLoopback: true }, fetcher: loop.fetcher };
+    expect(await previewUrl(loopCtx, "http://127.0.0.1:8080/")).toEqual({ "og:title": "local" });
+    expect((await rejection(previewUrl(loopCtx, "http://10.0.0.1:8080/"))).errcode).toBe("M_FORBIDDEN");
+  });
+
+  it("a URL that is not http(s) is the client's mistake: 400 M_INVALID_PARAM", async () => {
+    const { fetcher, requested } = fakeWeb({});
+    for (const u of ["not a url", "ftp://example.com/", "javascript:alert(1)", "data:text/html,<title>x</title>"]) {
+      const e = await rejection(previewUrl({ ...base, fetcher }, u));
+      expect([e.status, e.errcode], u).toEqual([400, "M_INVALID_PARAM"]);
+    }
+    expect(requested).toEqual([]);
+  });
+});

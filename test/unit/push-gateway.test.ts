@@ -1,8 +1,9 @@
 // Pure parts of push delivery and TURN: pusher URL rule, tweaks, priority, notify bodies, backoff,
 // coturn shared-secret credentials.
 import { describe, it, expect } from "vitest";
-import { checkPusherUrl, notifyBody, prioOf, tweaksOf } from "../../src/core/push-gateway";
-import { pushBackoffMs } from "../../durable-objects/pusher";
+import { callNoteOf, checkPusherUrl, notifyBody, prioOf, tweaksOf, type PendingPush } from "../../src/core/push-gateway";
+import { coalesceBadges, pushBackoffMs } from "../../durable-objects/pusher";
+import type { JsonObject } from "../../src/core/types";
 import { sharedSecretCredentials } from "../../src/api/client/voip";
 
 describe("pusher URLs", () => {
@@ -54,6 +55,31 @@ describe("notify bodies", () => {
     expect(pushBackoffMs(4, () => 1)).toBe(8000);
     expect(pushBackoffMs(4, () => 0)).toBe(4000);
     expect(pushBackoffMs(40, () => 1)).toBe(24 * 3600_000);
+  });
+});
+
+describe("missed calls and badge coalescing", () => {
+  const me = "@me:x";
+  const ev = (type: string, sender: string, content: JsonObject) => ({ type, sender, content, origin_server_ts: 1000 });
+  it("invites meant for me ring until their lifetime; my answer, reject or hangup takes them; others end them", () => {
+    expect(callNoteOf(ev("m.call.invite", "@a:x", { call_id: "c", lifetime: 60000 }), me, 0)).toEqual({ kind: "invite", callId: "c", expiresTs: 61000 });
+    expect(callNoteOf(ev("m.call.invite", "@a:x", { call_id: "c" }), me, 0)).toEqual({ kind: "invite", callId: "c", expiresTs: 91000 });
+    expect(callNoteOf(ev("m.call.invite", "@a:x", { call_id: "c", lifetime: 1, invitee: "@b:x" }), me, 0)).toBeNull();
+    expect(callNoteOf(ev("m.call.invite", "@a:x", { call_id: "c", lifetime: 1, invitee: me }), me, 0)?.kind).toBe("invite");
+    expect(callNoteOf(ev("m.call.invite", me, { call_id: "c", lifetime: 1 }), me, 0)).toBeNull();
+    for (const t of ["m.call.answer", "m.call.reject", "m.call.hangup"]) expect(callNoteOf(ev(t, me, { call_id: "c" }), me, 0)).toEqual({ kind: "taken", callId: "c" });
+    for (const t of ["m.call.reject", "m.call.hangup"]) expect(callNoteOf(ev(t, "@a:x", { call_id: "c" }), me, 0)).toEqual({ kind: "ended", callId: "c" });
+    expect(callNoteOf(ev("m.call.answer", "@a:x", { call_id: "c" }), me, 0)).toBeNull();
+    expect(callNoteOf(ev("m.call.candidates", "@a:x", { call_id: "c" }), me, 0)).toBeNull();
+    expect(callNoteOf(ev("m.call.hangup", "@a:x", {}), me, 0)).toBeNull();
+    expect(callNoteOf(ev("m.room.message", "@a:x", { call_id: "c" }), me, 0)).toBeNull();
+  });
+  it("a badge update superseded by a later one in the same hand-over is left out", () => {
+    const badge = (n: number): PendingPush => ({ counts: { unread: n }, tweaks: {}, prio: "low" });
+    const push = (id: string): PendingPush => ({ event: { event_id: id, room_id: "!r:x", type: "m.room.message", sender: "@a:x", content: {} }, counts: { unread: 1 }, tweaks: {}, prio: "high" });
+    const out = coalesceBadges([badge(3), push("$1"), badge(2), push("$2"), badge(0)]);
+    expect(out.map((p) => p.event?.event_id ?? p.counts.unread)).toEqual(["$1", "$2", 0]);
+    expect(coalesceBadges([push("$1")]).length).toBe(1);
   });
 });
 

@@ -33,7 +33,7 @@ account.post("/account/password", requireAuth, async (c) => {
   // Default true (spec): every other device is logged out; this one stays.
   if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, deviceId, c.env, c.var.config);
   // Other devices' pushers go even when they stay logged in (Synapse does the same).
-  await deletePushersExceptDevice(c.env, userId, deviceId);
+  await deletePushersExceptDevice(c.env, c.var.config, userId, deviceId);
   return c.json({});
 });
 

@@ -5,6 +5,7 @@ import { requireAuth } from "../middleware/auth";
 import { ROOM_VERSIONS, DEFAULT_ROOM_VERSION } from "../../core/room-versions";
 import { rtcTransports } from "./rtc";
 import { mayGetLoginToken } from "./login-token";
+import { DELAYED_EVENTS_CAPABILITY } from "./delayed-events";
 
 /** Spec versions we advertise: only those whose required endpoints Lattice actually serves.
  *  Raise this as areas land (see docs/conformance.md). */
@@ -67,6 +68,7 @@ capabilities.get("/capabilities", requireAuth, async (c) => {
       "m.profile_fields": { enabled: true },
       "m.3pid_changes": { enabled: false },
       "m.get_login_token": { enabled: await mayGetLoginToken(c) },
+      ...DELAYED_EVENTS_CAPABILITY,
     },
   });
 });

@@ -9,7 +9,7 @@
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
-import { MatrixError, notFound, unrecognized } from "../errors";
+import { MatrixError, missingParam, notFound, unrecognized } from "../errors";
 import { parseValue } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { rateLimit, type Limit } from "../middleware/rate-limit";
@@ -162,11 +162,13 @@ function configResponse(c: Context<AppEnv>): Response {
 
 async function previewResponse(c: Context<AppEnv>): Promise<Response> {
   if (!c.var.config.media.urlPreviews) throw unrecognized("URL previews are disabled on this server");
+  if (c.req.query("url") === undefined) throw missingParam("url is required");
   const q = parseValue(c.req.query(), previewQuery);
   await rateLimit(c, "media_preview", c.var.auth.userId, MEDIA_LIMITS.previewPerUser);
   const og = await previewUrl(
     { env: c.env, cfg: c.var.config.media, serverName: c.var.config.serverName, userId: c.var.auth.userId },
     q.url,
+    q.ts,
   );
   return c.json(og);
 }

@@ -37,7 +37,7 @@ pushersRoutes.post("/pushers/set", requireAuth, async (c) => {
   const missing = (["kind", "app_id", "pushkey"] as const).filter((k) => b[k] === undefined);
   if (missing.length) throw missingParam(`Missing parameters: ${missing.join(", ")}`);
   if (b.kind === null) {
-    await deletePusher(c.env, userId, b.app_id!, b.pushkey!);
+    await deletePusher(c.env, c.var.config, userId, b.app_id!, b.pushkey!);
     return c.json({});
   }
   const required = (["app_display_name", "device_display_name", "lang", "data"] as const).filter((k) => b[k] === undefined);
@@ -52,6 +52,7 @@ pushersRoutes.post("/pushers/set", requireAuth, async (c) => {
   if (json.length > 4096) throw invalidParam("data is too large");
   await setPusher(
     c.env,
+    c.var.config,
     {
       userId,
       appId: b.app_id!,

@@ -185,7 +185,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
     const built = await buildResponse(c, r.value, body, lists, listKeys, lap);
     if (pos === undefined || !built.empty || Date.now() >= deadline) {
       t0 = performance.now();
-      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state });
+      const newPos = await hub.slidingCommit(userId, { deviceId, connId, fromId: r.value.stateId, state: built.state, rooms: built.rooms });
       lap("commit", t0);
       // Where the time went (Server-Timing; the begin phase includes any long-poll wait).
       c.header("Server-Timing", Object.entries(timing).map(([k, v]) => `${k};dur=${v.toFixed(1)}`).join(", "));
@@ -200,6 +200,8 @@ slidingSync.post("/sync", requireAuth, async (c) => {
 interface Built {
   response: JsonObject;
   state: ConnState;
+  /** The rooms this response changed, as the connection now has them. */
+  rooms: Record<string, SentRoom>;
   /** Nothing the client would act on (keep long-polling). */
   empty: boolean;
 }
@@ -222,7 +224,7 @@ async function buildResponse(
 ): Promise<Built> {
   let t0 = performance.now();
   const { userId, deviceId } = c.var.auth;
-  const prev: ConnState = b.state ?? { hubPos: -1, rooms: {}, subs: {}, lists: {}, ext: {} };
+  const prev: ConnState = b.state ?? { hubPos: -1, subs: {}, lists: {}, ext: {} };
   const hubRooms = new Map(b.rooms.map((r) => [r.roomId, r]));
   const direct = new Set(b.direct);
 
@@ -283,13 +285,14 @@ async function buildResponse(
   // Counts and ephemeral data came with slidingBegin, for the rooms that changed; an unchanged
   // room keeps the counts it was sent with.
   const details = b.details;
-  const nextRooms: Record<string, SentRoom> = { ...prev.rooms };
+  // Only the rooms this response changes are written back (sliding_conn_rooms).
+  const nextRooms: Record<string, SentRoom> = {};
   const roomsOut: Record<string, JsonObject> = {};
   let next = 0;
   const one = async (id: string) => {
     const s = shown.get(id)!;
     const hr = hubRooms.get(id)!;
-    const sent = prev.rooms[id];
+    const sent = b.sent[id];
     const d: RoomDetails = details[id] ?? { unread: { notification_count: sent.n, highlight_count: sent.h } };
     const rs = mergeRequiredState(s.rs);
     const key = configKey(rs);
@@ -364,7 +367,8 @@ async function buildResponse(
   if (stickyExt.to_device) stickyExt.to_device = { ...stickyExt.to_device, since: undefined };
   return {
     response: { lists: listOut, rooms: roomsOut, extensions: extOut },
-    state: { hubPos: b.q, rooms: nextRooms, subs, lists: listState, ext: stickyExt, keys: b.keys },
+    state: { hubPos: b.q, subs, lists: listState, ext: stickyExt, keys: b.keys, chain: b.stateId === null ? [] : [...(prev.chain ?? []), b.stateId].slice(-16) },
+    rooms: nextRooms,
     // A request that changes what it asks for is answered at once (the hub does not wait
     // either), even when the answer holds nothing new.
     empty:

@@ -102,7 +102,7 @@ async function viaServers<T>(servers: string[], fn: (server: string) => Promise<
   throw new MatrixError(502, "M_UNKNOWN", `Could not reach the room: ${(last as Error)?.message ?? "unknown error"}`);
 }
 
-/** Join a room this server is not in. With PARTIAL_STATE_JOINS=on and no copy of the room here
+/** Join a room this server is not in. With PARTIAL_STATE_JOINS=on (default off) and no copy of the room here
  *  yet, send_join asks for `omit_members=true` (spec: PUT /v2/send_join, MSC3706); when the
  *  resident left the members out, the room is seeded with the rest of the state and marked
  *  partial, the client is answered, and `background` runs the fetch of the full state

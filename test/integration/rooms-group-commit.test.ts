@@ -1,0 +1,114 @@
+// Group commit (durable-objects/room/local.ts admitQueued/admitRun): local sends that queue up in
+// a room are admitted together — one linear chain, one transaction — while every event is still
+// authorised on its own: a refused event in the middle of a group is answered alone, and the
+// events after it (built on it) are built again and admitted.
+import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { call, registerUser } from "./helpers";
+import type { RoomStub } from "../../src/services/rooms";
+import type { LocalEventSpec } from "../../src/rpc/room";
+
+const V3 = "/_matrix/client/v3";
+const enc = encodeURIComponent;
+
+function roomStubOf(roomId: string): RoomStub {
+  return env.ROOMS.get(env.ROOMS.idFromName(roomId)) as unknown as RoomStub;
+}
+
+/** Every event from the create event to the one forward extremity, by prev_events: a chain
+ *  (one prev_event each) in stream order, with no gaps. */
+async function expectOneChain(stub: RoomStub, owner: string, roomId: string): Promise<string[]> {
+  const page = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=f&limit=1000`, { token: owner });
+  const chunk = page.body.chunk as { event_id: string }[];
+  const pdus = await Promise.all(chunk.map((e) => stub.getPdu(e.event_id)));
+  pdus.forEach((p, i) => {
+    expect(p!.status).toBe("accepted");
+    expect(p!.stream).toBe(i + 1);
+    expect(p!.pdu.prev_events).toEqual(i === 0 ? [] : [chunk[i - 1].event_id]);
+  });
+  expect(await stub.getForwardExtremities()).toEqual([chunk.at(-1)!.event_id]);
+  return chunk.map((e) => e.event_id);
+}
+
+describe("group commit of local sends", () => {
+  it("admits queued sends as groups on one chain; a refused event mid-group does not take the others down", async () => {
+    const [alice, bob, carol, stranger] = await Promise.all([registerUser(), registerUser(), registerUser(), registerUser()]);
+    const created = await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } });
+    const roomId = created.body.room_id as string;
+    for (const u of [bob, carol]) expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} })).status).toBe(200);
+    const bobSince = (await call("GET", `${V3}/sync?timeout=0`, { token: bob.accessToken })).body.next_batch as string;
+    const stub = roomStubOf(roomId);
+
+    // 40 sends at once, straight to the room: members' messages, with refusals in between — a
+    // non-member (index 7, 23), a member changing the power levels without the power (15) —
+    // and Bob leaving (20), after which his sends are refused (25, 30) and the others' go on.
+    const msg = (sender: string, i: number): LocalEventSpec => ({ type: "m.room.message", sender, content: { msgtype: "m.text", body: `n${i}` }, txn: { deviceId: "D", txnId: `g${i}` } });
+    const specs: LocalEventSpec[] = Array.from({ length: 40 }, (_, i) => msg((i < 20 ? [alice, bob, carol][i % 3] : [alice, carol][i % 2]).userId, i));
+    specs[7] = msg(stranger.userId, 7);
+    specs[23] = msg(stranger.userId, 23);
+    specs[15] = { type: "m.room.power_levels", state_key: "", sender: carol.userId, content: { users: { [carol.userId]: 100 } } };
+    specs[20] = { type: "m.room.member", state_key: bob.userId, sender: bob.userId, content: { membership: "leave" } };
+    specs[25] = msg(bob.userId, 25);
+    specs[30] = msg(bob.userId, 30);
+    // The same transaction twice in one burst: one event.
+    specs[35] = { ...specs[33] };
+    // Queued inside the room in one go, so they are admitted as one group (in rounds split at
+    // each refusal).
+    type Local = { local: { createLocalEvent: RoomStub["createLocalEvent"]; largestGroup: number } };
+    const results = await runInDurableObject(stub as unknown as DurableObjectStub, async (room) => Promise.all(specs.map((s) => (room as unknown as Local).local.createLocalEvent(s))));
+
+    const refused = new Set([7, 15, 23, 25, 30]);
+    results.forEach((r, i) => {
+      if (refused.has(i)) {
+        expect(r.ok, `send ${i}`).toBe(false);
+        if (!r.ok) expect([r.status, r.errcode]).toEqual([403, "M_FORBIDDEN"]);
+      } else expect(r.ok, `send ${i}: ${JSON.stringify(r)}`).toBe(true);
+    });
+    const ids = results.map((r) => (r.ok ? r.value.eventId : undefined));
+    expect(ids[35]).toBe(ids[33]);
+    const accepted = new Set(ids.filter((x): x is string => !!x));
+    expect(accepted.size).toBe(40 - refused.size - 1);
+
+    // Groups did form (more than one event per transaction), and the chain is one line.
+    const largest = await runInDurableObject(stub as unknown as DurableObjectStub, async (room) => (room as unknown as Local).local.largestGroup);
+    expect(largest).toBeGreaterThan(1);
+    const chain = await expectOneChain(stub, alice.accessToken, roomId);
+    for (const id of accepted) expect(chain).toContain(id);
+
+    // Bob's hub was told of every message sent before his leave, the leave, and nothing after
+    // it, although the leave was admitted in one group with messages before and after it: each
+    // event's recipients are those of the state at that event.
+    const hub = env.USERS.get(env.USERS.idFromName(bob.userId));
+    const heard = async () =>
+      runInDurableObject(hub, async (_o, state) => state.storage.sql.exec<{ event_id: string }>("SELECT event_id FROM room_events WHERE room_id = ?", roomId).toArray().map((r) => r.event_id));
+    let seen: string[] = [];
+    for (let i = 0; i < 100 && !seen.includes(ids[20]!); i++) {
+      seen = await heard();
+      if (!seen.includes(ids[20]!)) await new Promise((r) => setTimeout(r, 50));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    seen = await heard();
+    for (let i = 0; i <= 20; i++) if (ids[i] && i !== 35) expect(seen, `event ${i}`).toContain(ids[i]);
+    for (let i = 21; i < 40; i++) if (ids[i]) expect(seen, `event ${i}`).not.toContain(ids[i]);
+    // And his /sync shows the room left, ending with the leave.
+    const sync = await call("GET", `${V3}/sync?timeout=0&since=${enc(bobSince)}`, { token: bob.accessToken });
+    const left = sync.body.rooms?.leave?.[roomId];
+    expect(left, JSON.stringify(sync.body.rooms)).toBeDefined();
+    expect((left.timeline.events as { event_id: string }[]).at(-1)!.event_id).toBe(ids[20]);
+  });
+
+  it("HTTP sends from several users at once: every send once, one chain", async () => {
+    const users = await Promise.all(Array.from({ length: 5 }, () => registerUser()));
+    const created = await call("POST", `${V3}/createRoom`, { token: users[0].accessToken, body: { preset: "public_chat" } });
+    const roomId = created.body.room_id as string;
+    await Promise.all(users.slice(1).map((u) => call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} })));
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/h${i}`, { token: users[i % 5].accessToken, body: { msgtype: "m.text", body: `h${i}` } }),
+      ),
+    );
+    for (const r of results) expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const chain = await expectOneChain(roomStubOf(roomId), users[0].accessToken, roomId);
+    for (const r of results) expect(chain).toContain(r.body.event_id);
+  });
+});
