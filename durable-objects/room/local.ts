@@ -37,6 +37,9 @@ interface Tip {
   prevId: string;
   depth: number;
   before: Map<StateKey, string>;
+  /** The group's events built so far (not stored yet): room versions 1 and 2 cite them by
+   *  reference hash, which needs their PDU. */
+  pdus: Map<string, PDU>;
 }
 
 /** Local sends admitted together at most (one transaction, one flush). */
@@ -171,7 +174,7 @@ export class LocalEvents {
         const ev = checked.ev;
         built.push({ i, ev, txn: spec.txn });
         const after = ev.state_key === undefined ? before : new Map(before).set(stateKey(ev.type, ev.state_key), ev.event_id);
-        tip = { prevId: ev.event_id, depth: ev.depth, before: after };
+        tip = { prevId: ev.event_id, depth: ev.depth, before: after, pdus: (tip?.pdus ?? new Map<string, PDU>()).set(ev.event_id, ev.pdu) };
       } catch (e) {
         results[i] = asRoomError(e);
       }
@@ -275,8 +278,8 @@ export class LocalEvents {
       content,
       origin_server_ts: spec.ts ?? Date.now(),
       depth,
-      prev_events: await this.eventRefs(prevIds),
-      auth_events: await this.eventRefs(authIds),
+      prev_events: await this.eventRefs(prevIds, tip?.pdus),
+      auth_events: await this.eventRefs(authIds, tip?.pdus),
     };
     // Room versions 1 and 2: the event names itself, `$opaque_id:domain` (rooms/v1.md "Event IDs").
     if (rv.eventIdFormat === 1) pdu.event_id = `$${randomString(24)}:${this.r.head.serverName!}`;
@@ -343,10 +346,10 @@ export class LocalEvents {
 
   /** `prev_events` / `auth_events` as the room version writes them: event IDs (v3+), or
    *  `[event_id, {sha256: reference hash}]` pairs (v1, v2: rooms/v1.md "Event format"). */
-  async eventRefs(ids: string[]): Promise<JsonValue[]> {
+  async eventRefs(ids: string[], unstored?: Map<string, PDU>): Promise<JsonValue[]> {
     const rv = this.r.head.rv!;
     if (rv.eventIdFormat !== 1) return ids;
-    return Promise.all(ids.map(async (id): Promise<JsonValue> => [id, { sha256: await computeReferenceHash(this.r.events.loadEvent(id)!.ev.pdu, rv) }]));
+    return Promise.all(ids.map(async (id): Promise<JsonValue> => [id, { sha256: await computeReferenceHash(unstored?.get(id) ?? this.r.events.loadEvent(id)!.ev.pdu, rv) }]));
   }
 
   /** Build and sign a local event without admitting it (outbound invites: the invitee's server
