@@ -373,7 +373,7 @@ try {
     if (profiling) {
       // Where the isolate's time went (callees included; phases nest): RoomDO start and its
       // schema, the rooms' sync views and what they read, the hub.
-      const { busyMs, phases } = phaseTimes(["RoomDO", "openSchema", "syncRoom", "groupState", "stateForSync", "summarize", "memberSummary", "toClient", "bundleAggregations", "UserDO", "delta", "buildResponse"]);
+      const { busyMs, phases } = phaseTimes(["RoomDO", "openSchema", "syncRoom", "groupState", "stateForSync", "summarize", "memberCounts", "firstMembers", "toClient", "bundleAggregations", "UserDO", "delta", "buildResponse"]);
       run.profile = { busyMs: Math.round(busyMs), phasesMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v)])) };
       log(`cold /sync profile: isolate busy ${busyMs.toFixed(0)} ms; ${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")} ms`);
     }

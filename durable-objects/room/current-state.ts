@@ -7,10 +7,9 @@
 // costs, whatever the answer held; with lazy-loaded members an answer needs only the non-member
 // state, the timeline senders' member events, and the counts. This map reads those: one query
 // for the non-member entries, one lookup per member key asked for, and the member counts and
-// hero candidates from SQL (memberSummary). Iterating it whole still works (one query).
+// hero candidates from SQL (memberCounts, firstMembers). Iterating it whole still works (one query).
 import type { StateIdMap, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
-import type { MemberCounts } from "./sync-view";
 
 const MEMBER = "m.room.member";
 
@@ -66,17 +65,29 @@ export class CurrentStateView extends Map<StateKey, string> {
       .map((r) => [stateKey(r.type, r.state_key), r.event_id]));
   }
 
-  /** Joined and invited counts and the first members in user ID order (room summary), in SQL
-   *  without reading the member list into memory. User IDs are ASCII (spec: "Historical user
-   *  IDs"), so SQLite's byte order is JavaScript's. */
-  memberSummary(): MemberCounts {
-    const counts = new Map(this.sql.exec<{ ms: string | null; n: number }>(`SELECT ms, count(*) AS n FROM (${MEMBERS_SQL}) GROUP BY ms`).toArray().map((r) => [r.ms, r.n]));
-    const first = (active: boolean) =>
-      this.sql
-        .exec<{ u: string }>(`SELECT u FROM (${MEMBERS_SQL}) WHERE ${active ? "" : "NOT "}(ms IS NOT NULL AND ms IN ('join', 'invite')) ORDER BY u LIMIT 6`)
-        .toArray()
-        .map((r) => r.u);
-    return { joined: counts.get("join") ?? 0, invited: counts.get("invite") ?? 0, active: first(true), gone: first(false) };
+  /** Joined and invited counts (room summary), in SQL without reading the member list into
+   *  memory: from `memberships` alone when it covers every current member event (the rule),
+   *  else with the membership of the others read from their events. */
+  memberCounts(): { joined: number; invited: number } {
+    const rows = this.sql
+      .exec<{ ms: string; n: number }>(`SELECT m.membership AS ms, count(*) AS n FROM current_state c JOIN memberships m ON m.event_id = c.event_id WHERE c.type = '${MEMBER}' GROUP BY m.membership`)
+      .toArray();
+    const covered = rows.reduce((n, r) => n + r.n, 0);
+    const total = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM current_state WHERE type = '${MEMBER}'`).one().n;
+    const counts = new Map<string | null, number>(
+      covered === total ? rows.map((r) => [r.ms, r.n]) : this.sql.exec<{ ms: string | null; n: number }>(`SELECT ms, count(*) AS n FROM (${MEMBERS_SQL}) GROUP BY ms`).toArray().map((r) => [r.ms, r.n]),
+    );
+    return { joined: counts.get("join") ?? 0, invited: counts.get("invite") ?? 0 };
+  }
+
+  /** The first six members in user ID order that are joined or invited (`active`), or not
+   *  (hero candidates). User IDs are ASCII (spec: "Historical user IDs"), so SQLite's byte order
+   *  is JavaScript's. */
+  firstMembers(active: boolean): string[] {
+    return this.sql
+      .exec<{ u: string }>(`SELECT u FROM (${MEMBERS_SQL}) WHERE ${active ? "" : "NOT "}(ms IS NOT NULL AND ms IN ('join', 'invite')) ORDER BY u LIMIT 6`)
+      .toArray()
+      .map((r) => r.u);
   }
 
   private all(): StateIdMap {

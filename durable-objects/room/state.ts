@@ -205,7 +205,8 @@ export class StateStore {
 
   /** The room's current state as it was at stream position `n` (groupAtStream), for /sync: while
    *  it is the current state and its group is not cached (a room just started), a
-   *  CurrentStateView that reads only the keys asked for, instead of building the whole state. */
+   *  CurrentStateView that reads only the keys asked for, instead of building the whole state.
+   *  (A state at another position, e.g. before a timeline that changed the state, is read whole.) */
   stateForSync(n: number): StateIdMap {
     const g = this.groupAtStream(n);
     if (g === null || g !== this.r.head.currentGroup || this.groups.has(g)) return this.groupState(g);

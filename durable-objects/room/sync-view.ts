@@ -222,32 +222,29 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   return view;
 }
 
-/** Member counts and hero candidates of one state. */
-export interface MemberCounts {
+/** Counts and hero candidates of one state map, for every user (see summarize). */
+interface MemberSummary {
   joined: number;
   invited: number;
   /** Joined or invited members, and the others (left, banned, knocking), in user ID order: the
    *  first six, enough for five heroes besides the requester. */
   active: string[];
   gone: string[];
-}
-
-/** Counts and hero candidates of one state map, for every user (see summarize). */
-interface MemberSummary extends MemberCounts {
   /** The room has a name or canonical alias: clients need no heroes to name it. */
   named: boolean;
 }
 
 /** A state map that answers without being read whole: its entries other than member events,
- *  and its member counts (the RoomDO's current state, durable-objects/room/current-state.ts).
- *  Its get() reads one key. */
+ *  its member counts and the first members in user ID order (the RoomDO's current state,
+ *  durable-objects/room/current-state.ts). Its get() reads one key. */
 export interface SparseState extends StateIdMap {
   nonMemberEntries(): [string, string][];
-  memberSummary(): MemberCounts;
+  memberCounts(): { joined: number; invited: number };
+  firstMembers(active: boolean): string[];
 }
 
 function isSparse(st: StateIdMap): st is SparseState {
-  return typeof (st as Partial<SparseState>).memberSummary === "function";
+  return typeof (st as Partial<SparseState>).memberCounts === "function";
 }
 
 /** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
@@ -260,7 +257,11 @@ const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
  *  left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
   let s = memberSummaries.get(st);
-  if (!s && isSparse(st)) s = { ...st.memberSummary(), named: isNamed(room, st) };
+  if (!s && isSparse(st)) {
+    // (A named room needs no heroes: they are looked for only when it has no name.)
+    const named = isNamed(room, st);
+    s = { ...st.memberCounts(), active: named ? [] : st.firstMembers(true), gone: named ? [] : st.firstMembers(false), named };
+  }
   if (!s) {
     let joined = 0;
     let invited = 0;

@@ -74,13 +74,16 @@ const rowsRead = (u: SqlUse) => u.cursors.reduce((n, c) => n + c.rowsRead, 0);
 
 type SyncRpc = { syncRoom(req: { userId: string }, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> };
 
-/** A room of `owner` with `members` remote members and two messages; its ID. */
+/** A room of `owner` with `members` remote members and three messages; its ID. (Concurrent joins
+ *  may fork the room: the first message merges the branches, which can give the current state a
+ *  new group; the timeline of the last two then starts and ends in the current state.) */
 async function roomWith(owner: TestUser, remote: string, members: number, wave: number): Promise<string> {
   const key = await seedRemoteKey(remote);
   const roomId = (await clientOk(owner.accessToken, "POST", "/createRoom", { preset: "public_chat" })).room_id as string;
   for (let i = 0; i < members; i += 20) await remoteJoinWave(remote, key, roomId, wave * 100 + i, Math.min(20, members - i));
   await sendText(owner, roomId, "one");
   await sendText(owner, roomId, "two");
+  await sendText(owner, roomId, "three");
   return roomId;
 }
 
@@ -100,7 +103,7 @@ async function coldAndWarm(roomId: string, userId: string, q: Omit<RoomSyncQuery
 
 /** A view without what differs between two calls or orders (ages, the order of state events). */
 function comparable(r: RoomResult<RoomSyncView>): unknown {
-  const strip = (e: Record<string, unknown>) => ({ ...e, unsigned: { ...(e.unsigned as object), age: undefined } });
+  const strip = (e: Record<string, unknown>): Record<string, unknown> => ({ ...e, unsigned: { ...(e.unsigned as object), age: undefined } });
   const byKey = (es: Record<string, unknown>[] | undefined) => es?.map(strip).sort((x, y) => `${x.type}|${x.state_key}`.localeCompare(`${y.type}|${y.state_key}`));
   if (!r.ok) return r;
   const v = r.value;
@@ -135,6 +138,7 @@ describe("cold RoomDO: /sync", () => {
     const alice = await registerUser();
     const roomId = await roomWith(alice, "cold-full.test", 8, 3);
     await clientOk(alice.accessToken, "PUT", `/rooms/${enc(roomId)}/state/m.room.topic`, { topic: "cold" });
+    await clientOk(alice.accessToken, "PUT", `/rooms/${enc(roomId)}/state/m.room.name`, { name: "Cold" });
     await sendText(alice, roomId, "three");
     for (const q of [
       { ...lazy, lazyLoadMembers: false },
@@ -146,6 +150,17 @@ describe("cold RoomDO: /sync", () => {
       expect(r.coldView.ok).toBe(true);
       expect(comparable(r.coldView)).toEqual(comparable(r.warmView));
     }
+  });
+
+  it("heroes of a cold room: members who left when nobody else is joined or invited", async () => {
+    const [alice, bob, carol] = await Promise.all([registerUser(), registerUser(), registerUser()]);
+    const roomId = (await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat" })).room_id as string;
+    for (const u of [bob, carol]) await clientOk(u.accessToken, "POST", `/rooms/${enc(roomId)}/join`, {});
+    for (const u of [bob, carol]) await clientOk(u.accessToken, "POST", `/rooms/${enc(roomId)}/leave`, {});
+    await sendText(alice, roomId, "alone");
+    const r = await coldAndWarm(roomId, alice.userId, lazy);
+    expect(comparable(r.coldView)).toEqual(comparable(r.warmView));
+    expect(r.coldView.ok && r.coldView.value.summary).toEqual({ "m.heroes": [bob.userId, carol.userId].sort(), "m.joined_member_count": 1, "m.invited_member_count": 0 });
   });
 });
 
