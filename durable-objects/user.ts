@@ -41,7 +41,14 @@ import { E2eeInbox, type ToDeviceMessage } from "./user/e2ee-inbox";
 import { SyncAssembly } from "./user/sync";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, settleLazyMembers } from "./user/lazy-members";
 import { PushOutbox } from "./user/push-outbox";
-import { THREAD_SUBSCRIPTIONS_SCHEMA, ThreadSubscriptions, type SubscribeOutcome, type ThreadSubscriptionChange } from "./user/thread-subscriptions";
+import {
+  THREAD_SUBSCRIPTIONS_SCHEMA,
+  ThreadSubscriptions,
+  parseThreadSubscriptionToken,
+  threadSubscriptionToken,
+  threadSubscriptionsBody,
+  type SubscribeOutcome,
+} from "./user/thread-subscriptions";
 import { parseConfig } from "../src/config";
 
 export class UserDO extends DurableObject<Env> {
@@ -59,6 +66,7 @@ export class UserDO extends DurableObject<Env> {
   private push: PushOutbox;
   /** MSC4306 thread subscriptions (user/thread-subscriptions.ts). */
   private threads: ThreadSubscriptions;
+  private threadSubscriptionsOn: boolean;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -94,7 +102,7 @@ export class UserDO extends DurableObject<Env> {
       recordBadge: () => this.push.recordBadge(),
       afterCommit: (me) => this.push.afterCommit(me),
     });
-    const threadSubscriptions = parseConfig(env).threadSubscriptions;
+    const threadSubscriptions = (this.threadSubscriptionsOn = parseConfig(env).threadSubscriptions);
     this.threads = new ThreadSubscriptions(base);
     this.settings = new Settings({
       ...base,
@@ -268,11 +276,29 @@ export class UserDO extends DurableObject<Env> {
     this.threads.unsubscribe(roomId, rootId, roomStream);
   }
 
-  /** MSC4308: changes with from < position <= to (to: now when absent), newest `limit`. */
-  async threadSubscriptionChanges(userId: string, q: { from: number; to?: number; limit: number }): Promise<{ changes: ThreadSubscriptionChange[]; pos: number }> {
+  /** GET /thread_subscriptions (MSC4308, dir=b): the newest `limit` changes at hub positions in
+   *  (to, from]; `from` defaults to now and `to` to the beginning, and `to` may be a sliding-sync
+   *  pos of this device. */
+  async threadSubscriptionPage(userId: string, q: { deviceId: string; from?: string; to?: string; limit: number }): Promise<HubResult<JsonObject>> {
     this.me(userId);
-    const pos = this.stream.pos;
-    return { changes: this.threads.changes(q.from, Math.min(q.to ?? pos, pos), q.limit), pos };
+    const bad = (error: string): HubResult<JsonObject> => ({ ok: false, status: 400, errcode: "M_INVALID_PARAM", error });
+    let hi = this.stream.pos;
+    if (q.from !== undefined) {
+      const n = parseThreadSubscriptionToken(q.from);
+      if (n === null) return bad("from is not a valid token");
+      hi = Math.min(n, hi);
+    }
+    let lo = 0;
+    if (q.to !== undefined) {
+      const n = parseThreadSubscriptionToken(q.to) ?? sliding.hubPosOfPos(this.sql, q.deviceId, q.to);
+      if (n === null) return bad("to is not a valid token");
+      lo = n;
+    }
+    const page = this.threads.changes(lo, hi, q.limit);
+    const body: JsonObject = { ...threadSubscriptionsBody(page.changes) };
+    // "If there are still more thread subscriptions to fetch, a new `from` token".
+    if (page.more) body.end = threadSubscriptionToken(page.changes[0].upos - 1);
+    return { ok: true, value: body };
   }
 
   // ===========================================================================================
@@ -400,6 +426,7 @@ export class UserDO extends DurableObject<Env> {
       unreadCounts: (roomId) => this.ephemeral.unreadCounts(roomId, false).main,
       ephemeralSince: (roomId, from, q) => this.ephemeral.ephemeralSince(roomId, from, q),
       accountDataSince: (roomId, from, q) => this.settings.accountDataSince(roomId, from, q),
+      threadSubscriptions: this.threadSubscriptionsOn ? this.threads : undefined,
       transaction: (fn) => this.stream.transaction(fn),
     };
   }

@@ -115,17 +115,54 @@ export class ThreadSubscriptions {
     if (changed) this.a.wake();
   }
 
-  /** Changes with from < upos <= to, the newest `limit` of them, oldest first (MSC4308). */
-  changes(from: number, to: number, limit: number): ThreadSubscriptionChange[] {
-    return this.a.sql
+  /** Changes with from < upos <= to, the newest `limit` of them, oldest first; `more` when
+   *  older ones in the range were left out (MSC4308). One row per thread, so no intermediate
+   *  state is ever sent. */
+  changes(from: number, to: number, limit: number): { changes: ThreadSubscriptionChange[]; more: boolean } {
+    const rows = this.a.sql
       .exec<{ room_id: string; root_id: string; subscribed: number; automatic: number; upos: number }>(
         "SELECT room_id, root_id, subscribed, automatic, upos FROM thread_subscriptions WHERE upos > ? AND upos <= ? ORDER BY upos DESC LIMIT ?",
         from,
         to,
-        limit,
+        limit + 1,
       )
-      .toArray()
-      .reverse()
-      .map((r) => ({ roomId: r.room_id, rootId: r.root_id, subscribed: !!r.subscribed, automatic: !!r.automatic, upos: r.upos }));
+      .toArray();
+    const more = rows.length > limit;
+    return {
+      changes: rows
+        .slice(0, limit)
+        .reverse()
+        .map((r) => ({ roomId: r.room_id, rootId: r.root_id, subscribed: !!r.subscribed, automatic: !!r.automatic, upos: r.upos })),
+      more,
+    };
   }
+
+  /** Whether anything changed after `after` (wakes a sliding-sync long-poll). */
+  changedAfter(after: number): boolean {
+    return this.a.sql.exec("SELECT 1 FROM thread_subscriptions WHERE upos > ? LIMIT 1", after).toArray().length > 0;
+  }
+}
+
+// MSC4308 tokens. `tsub<n>`: the changes at hub positions <= n (a `from`/`prev_batch`/`end`),
+// or > n (a `to`). A sliding-sync `pos` is accepted as `to` as well (the MSC has clients pass
+// the request's pos there); the hub turns it into the position that response covered.
+export function threadSubscriptionToken(n: number): string {
+  return `tsub${n}`;
+}
+export function parseThreadSubscriptionToken(t: string): number | null {
+  const m = /^tsub(-?\d{1,15})$/.exec(t);
+  return m ? Number(m[1]) : null;
+}
+
+/** The response shape of MSC4308 (sliding-sync extension and /thread_subscriptions): rooms →
+ *  thread roots, subscribed ones with `automatic` and unsubscribed ones, each with its
+ *  `bump_stamp`. Empty maps are left out ("If omitted, has the same semantics as an empty map"). */
+export function threadSubscriptionsBody(changes: ThreadSubscriptionChange[]): { subscribed?: Record<string, Record<string, { automatic: boolean; bump_stamp: number }>>; unsubscribed?: Record<string, Record<string, { bump_stamp: number }>> } {
+  const subscribed: Record<string, Record<string, { automatic: boolean; bump_stamp: number }>> = {};
+  const unsubscribed: Record<string, Record<string, { bump_stamp: number }>> = {};
+  for (const c of changes) {
+    if (c.subscribed) (subscribed[c.roomId] ??= {})[c.rootId] = { automatic: c.automatic, bump_stamp: c.upos };
+    else (unsubscribed[c.roomId] ??= {})[c.rootId] = { bump_stamp: c.upos };
+  }
+  return { ...(Object.keys(subscribed).length ? { subscribed } : {}), ...(Object.keys(unsubscribed).length ? { unsubscribed } : {}) };
 }

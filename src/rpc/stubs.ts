@@ -138,7 +138,7 @@ export type UserStub = Pick<
   | "getThreadSubscription"
   | "subscribeThread"
   | "unsubscribeThread"
-  | "threadSubscriptionChanges"
+  | "threadSubscriptionPage"
 >;
 
 /** A local user's hub (durable-objects/user.ts), named by user ID. (Arguments in this order for

@@ -19,6 +19,15 @@ describe("MSC4306 thread subscriptions, off", () => {
       expect(r.status, method).toBe(404);
       expect(r.body.errcode).toBe("M_UNRECOGNIZED");
     }
+    // MSC4308: the pagination endpoint is unknown and the sliding-sync extension ignored.
+    const page = await call("GET", "/_matrix/client/unstable/io.element.msc4308/thread_subscriptions?dir=b", { token: alice.accessToken });
+    expect([page.status, page.body.errcode]).toEqual([404, "M_UNRECOGNIZED"]);
+    const sss = await call("POST", "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", {
+      token: alice.accessToken,
+      body: { lists: {}, extensions: { "io.element.msc4308.thread_subscriptions": { enabled: true } } },
+    });
+    expect(sss.status).toBe(200);
+    expect(sss.body.extensions).toEqual({});
     const rules = await call("GET", "/_matrix/client/v3/pushrules/", { token: alice.accessToken });
     expect(Object.keys(rules.body.global).sort()).toEqual(["content", "override", "room", "sender", "underride"]);
     const kind = await call("GET", "/_matrix/client/v3/pushrules/global/postcontent/.io.element.msc4306.rule.subscribed_thread", { token: alice.accessToken });

@@ -230,3 +230,114 @@ describe("MSC4306 thread subscriptions", () => {
     expect(await notifiedAfter(carol, roomId, marker)).toContain(reply);
   });
 });
+
+// MSC4308: the sliding-sync extension (io.element.msc4308.thread_subscriptions) and its
+// companion pagination endpoint.
+const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+const PAGE = "/_matrix/client/unstable/io.element.msc4308/thread_subscriptions";
+const EXT = "io.element.msc4308.thread_subscriptions";
+
+async function sss(u: TestUser, body: unknown, pos?: string, timeout?: number) {
+  const qs = new URLSearchParams({ ...(pos ? { pos } : {}), ...(timeout !== undefined ? { timeout: String(timeout) } : {}) }).toString();
+  const r = await call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+describe("MSC4308 thread subscriptions in sliding sync", () => {
+  it("sends changes after the connection's position, with bump_stamps; a long-poll wakes for one", async () => {
+    const { alice, bob, roomId, root } = await threadRoom();
+    const root2 = await send(alice, roomId, "root 2");
+    const reply2 = await send(alice, roomId, "mention", inThread(root2));
+    const t = bob.accessToken;
+    expect((await call("PUT", sub(roomId, root), { token: t, body: {} })).status).toBe(200);
+    expect((await call("PUT", sub(roomId, root2), { token: t, body: { automatic: reply2 } })).status).toBe(200);
+    const req = { lists: {}, extensions: { [EXT]: { enabled: true } } };
+    const first = await sss(bob, req);
+    const ext = first.extensions[EXT];
+    expect(Object.keys(ext.subscribed[roomId]).sort()).toEqual([root, root2].sort());
+    expect(ext.subscribed[roomId][root]).toMatchObject({ automatic: false });
+    expect(ext.subscribed[roomId][root2]).toMatchObject({ automatic: true });
+    expect(Number.isInteger(ext.subscribed[roomId][root].bump_stamp)).toBe(true);
+    expect(ext.subscribed[roomId][root2].bump_stamp).toBeGreaterThan(ext.subscribed[roomId][root].bump_stamp);
+    expect(ext.unsubscribed).toBeUndefined();
+    expect(ext.prev_batch).toBeUndefined();
+
+    // Nothing new: an incremental request without a timeout carries no changes.
+    const quiet = await sss(bob, req, first.pos);
+    expect(quiet.extensions[EXT] ?? {}).toEqual({});
+
+    // An unsubscription during a long-poll answers it.
+    const poll = sss(bob, req, quiet.pos, 20_000);
+    await new Promise((ok) => setTimeout(ok, 300));
+    expect((await call("DELETE", sub(roomId, root), { token: t })).status).toBe(200);
+    const woke = await poll;
+    expect(woke.extensions[EXT].unsubscribed).toEqual({ [roomId]: { [root]: { bump_stamp: expect.any(Number) } } });
+    expect(woke.extensions[EXT].unsubscribed[roomId][root].bump_stamp).toBeGreaterThan(ext.subscribed[roomId][root2].bump_stamp);
+    expect(woke.extensions[EXT].subscribed).toBeUndefined();
+  });
+
+  it("limits a response to the newest changes and pages back through the rest with prev_batch", async () => {
+    const { alice, bob, roomId } = await threadRoom();
+    const roots: string[] = [];
+    for (let i = 0; i < 5; i++) roots.push(await send(alice, roomId, `root ${i}`));
+    const t = bob.accessToken;
+    for (const r of roots) expect((await call("PUT", sub(roomId, r), { token: t, body: {} })).status).toBe(200);
+    const start = await sss(bob, { lists: {}, extensions: { [EXT]: { enabled: true, limit: 1 } } });
+    const before = start.pos;
+    // Four changes after the connection's position, to three threads (roots[0]'s first one is
+    // superseded: only a thread's latest state is kept and sent); the response may carry two.
+    expect((await call("DELETE", sub(roomId, roots[0]), { token: t })).status).toBe(200);
+    expect((await call("DELETE", sub(roomId, roots[1]), { token: t })).status).toBe(200);
+    expect((await call("DELETE", sub(roomId, roots[2]), { token: t })).status).toBe(200);
+    expect((await call("PUT", sub(roomId, roots[0]), { token: t, body: {} })).status).toBe(200);
+    const inc = await sss(bob, { lists: {}, extensions: { [EXT]: { enabled: true, limit: 2 } } }, before);
+    const e = inc.extensions[EXT];
+    // The newest two: roots[0] subscribed again, roots[2] unsubscribed.
+    expect(Object.keys(e.subscribed[roomId])).toEqual([roots[0]]);
+    expect(Object.keys(e.unsubscribed[roomId])).toEqual([roots[2]]);
+    expect(typeof e.prev_batch).toBe("string");
+    // Paging back from prev_batch to the request's pos gives the rest: roots[1].
+    const back = await call("GET", `${PAGE}?dir=b&from=${enc(e.prev_batch)}&to=${enc(before)}`, { token: t });
+    expect(back.status, JSON.stringify(back.body)).toBe(200);
+    expect(back.body).toEqual({ unsubscribed: { [roomId]: { [roots[1]]: { bump_stamp: expect.any(Number) } } } });
+    // Without `to`: everything, newest first by pages of 2, each change once.
+    const seen: string[] = [];
+    let from: string | undefined;
+    for (let i = 0; i < 10; i++) {
+      const page = await call("GET", `${PAGE}?dir=b&limit=2${from ? `&from=${enc(from)}` : ""}`, { token: t });
+      expect(page.status, JSON.stringify(page.body)).toBe(200);
+      for (const m of [page.body.subscribed, page.body.unsubscribed]) for (const r of Object.values(m ?? {})) seen.push(...Object.keys(r as object));
+      if (!page.body.end) break;
+      from = page.body.end;
+    }
+    expect(seen.sort()).toEqual([...roots].sort());
+  });
+
+  it("answers bad pagination input with Matrix errors", async () => {
+    const bob = await registerUser();
+    const t = bob.accessToken;
+    const bad: [string, number, string][] = [
+      ["", 400, "M_MISSING_PARAM"],
+      ["dir=f", 400, "M_INVALID_PARAM"],
+      ["dir=b&limit=0", 400, "M_INVALID_PARAM"],
+      ["dir=b&limit=-1", 400, "M_INVALID_PARAM"],
+      ["dir=b&limit=abc", 400, "M_INVALID_PARAM"],
+      ["dir=b&from=nonsense", 400, "M_INVALID_PARAM"],
+      ["dir=b&to=nonsense", 400, "M_INVALID_PARAM"],
+      // A pos this device was never given.
+      ["dir=b&to=999999", 400, "M_INVALID_PARAM"],
+    ];
+    for (const [qs, status, errcode] of bad) {
+      const r = await call("GET", `${PAGE}?${qs}`, { token: t });
+      expect([r.status, r.body.errcode], qs).toEqual([status, errcode]);
+    }
+    expect((await call("GET", `${PAGE}?dir=b`)).status).toBe(401);
+    const empty = await call("GET", `${PAGE}?dir=b&limit=100000`, { token: t });
+    expect(empty.status).toBe(200);
+    expect(empty.body).toEqual({});
+    // A wrong extension shape is 400 M_BAD_JSON.
+    const r = await call("POST", SSS, { token: t, body: { extensions: { [EXT]: { enabled: true, limit: 0 } } } });
+    expect([r.status, r.body.errcode]).toEqual([400, "M_BAD_JSON"]);
+  });
+});

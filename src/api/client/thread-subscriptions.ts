@@ -83,3 +83,33 @@ threadSubscriptions.delete(SUBSCRIPTION_PATH, requireAuth, async (c) => {
   await userStub(c.env, c.var.auth.userId, c.var.config).unsubscribeThread(c.var.auth.userId, roomId, rootId, roomStream);
   return c.json({});
 });
+
+/** MSC4308's companion endpoint, mounted at /_matrix/client/unstable/io.element.msc4308:
+ *  GET /thread_subscriptions?dir=b[&from][&to][&limit] pages back through the user's thread
+ *  subscription changes (from a sliding-sync `prev_batch`, or from now). */
+export const threadSubscriptionsPagination = new Hono<AppEnv>();
+
+threadSubscriptionsPagination.use("*", async (c, next) => {
+  if (!c.var.config.threadSubscriptions) throw unrecognized();
+  await next();
+});
+
+/** "Servers may impose a smaller limit than requested" (Synapse: 512). */
+const MAX_PAGE = 512;
+
+threadSubscriptionsPagination.get("/thread_subscriptions", requireAuth, async (c) => {
+  const dir = c.req.query("dir");
+  if (dir === undefined) throw new MatrixError(400, "M_MISSING_PARAM", "dir is required");
+  // "dir (string, required): always b (backward)".
+  if (dir !== "b") throw invalidParam("dir must be b");
+  const limitRaw = c.req.query("limit");
+  const limit = limitRaw === undefined ? 100 : Number(limitRaw);
+  if (!/^\d{1,9}$/.test(limitRaw ?? "100") || limit < 1) throw invalidParam("limit must be a positive integer");
+  const from = c.req.query("from");
+  const to = c.req.query("to");
+  if ((from !== undefined && from.length > 100) || (to !== undefined && to.length > 100)) throw invalidParam("token too long");
+  const { userId, deviceId } = c.var.auth;
+  const r = await userStub(c.env, userId, c.var.config).threadSubscriptionPage(userId, { deviceId, from, to, limit: Math.min(limit, MAX_PAGE) });
+  if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
+  return c.json(r.value);
+});
