@@ -85,7 +85,7 @@ export class ThreadSubscriptions {
       changed = true;
       this.a.sql.exec(
         `INSERT INTO thread_subscriptions (room_id, root_id, subscribed, automatic, unsubscribed_at, upos) VALUES (?, ?, 1, ?, NULL, ?)
-         ON CONFLICT(room_id, root_id) DO UPDATE SET subscribed = 1, automatic = excluded.automatic, upos = excluded.upos`,
+         ON CONFLICT(room_id, root_id) DO UPDATE SET subscribed = 1, automatic = excluded.automatic, unsubscribed_at = NULL, upos = excluded.upos`,
         roomId,
         rootId,
         automatic ? 1 : 0,
