@@ -10,6 +10,7 @@
 // hero candidates from SQL (memberCounts, firstMembers). Iterating it whole still works (one query).
 import type { StateIdMap, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
+import { GROUP_CHAIN_SQL } from "./core";
 
 const MEMBER = "m.room.member";
 
@@ -119,5 +120,96 @@ export class CurrentStateView extends Map<StateKey, string> {
   }
   override clear(): void {
     throw new Error("CurrentStateView is read-only");
+  }
+}
+
+/**
+ * A read-only state map of an older state group (the state before a timeline that changed the
+ * state, or at an incremental sync's `since`), read from its chain of deltas key by key: the
+ * newest entry for a key along the chain wins (a NULL event ID: removed). Iterating it whole
+ * builds the group's state (`whole`, StateStore.groupState).
+ */
+export class GroupStateView extends Map<StateKey, string> {
+  private readonly known = new Map<StateKey, string | null>();
+  private nonMembers?: [StateKey, string][];
+  private chainJson?: string;
+
+  constructor(
+    private readonly sql: SqlStorage,
+    readonly group: number,
+    private readonly whole: () => StateIdMap,
+  ) {
+    super();
+  }
+
+  /** The group and its ancestors down to its snapshot, as a JSON array. */
+  private chain(): string {
+    return (this.chainJson ??= JSON.stringify(this.sql.exec<{ id: number }>(GROUP_CHAIN_SQL, this.group).toArray().map((r) => r.id)));
+  }
+
+  override get(k: StateKey): string | undefined {
+    let v = this.known.get(k);
+    if (v === undefined) {
+      const [type, key] = splitStateKey(k);
+      const row = this.sql
+        .exec<{ event_id: string | null }>(
+          "SELECT event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type = ? AND state_key = ? ORDER BY group_id DESC LIMIT 1",
+          this.chain(),
+          type,
+          key,
+        )
+        .toArray()[0];
+      v = row?.event_id ?? null;
+      this.known.set(k, v);
+    }
+    return v ?? undefined;
+  }
+
+  override has(k: StateKey): boolean {
+    return this.get(k) !== undefined;
+  }
+
+  override get size(): number {
+    return this.whole().size;
+  }
+
+  nonMemberEntries(): [StateKey, string][] {
+    if (!this.nonMembers) {
+      const out = new Map<StateKey, string | null>();
+      for (const r of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>(
+        "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type != ? ORDER BY group_id",
+        this.chain(),
+        MEMBER,
+      )) {
+        out.set(stateKey(r.type, r.state_key), r.event_id);
+      }
+      this.nonMembers = [...out].filter((e): e is [StateKey, string] => e[1] !== null);
+    }
+    return this.nonMembers;
+  }
+
+  override entries(): MapIterator<[StateKey, string]> {
+    return this.whole().entries();
+  }
+  override keys(): MapIterator<StateKey> {
+    return this.whole().keys();
+  }
+  override values(): MapIterator<string> {
+    return this.whole().values();
+  }
+  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
+    return this.entries();
+  }
+  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
+  }
+  override set(): this {
+    throw new Error("GroupStateView is read-only");
+  }
+  override delete(): boolean {
+    throw new Error("GroupStateView is read-only");
+  }
+  override clear(): void {
+    throw new Error("GroupStateView is read-only");
   }
 }

@@ -239,12 +239,17 @@ interface MemberSummary {
  *  durable-objects/room/current-state.ts). Its get() reads one key. */
 export interface SparseState extends StateIdMap {
   nonMemberEntries(): [string, string][];
-  memberCounts(): { joined: number; invited: number };
-  firstMembers(active: boolean): string[];
+  memberCounts?(): { joined: number; invited: number };
+  firstMembers?(active: boolean): string[];
 }
 
 function isSparse(st: StateIdMap): st is SparseState {
-  return typeof (st as Partial<SparseState>).memberCounts === "function";
+  return typeof (st as Partial<SparseState>).nonMemberEntries === "function";
+}
+
+/** A sparse state that also counts its members (the current state). */
+function countsMembers(st: StateIdMap): st is Required<SparseState> {
+  return isSparse(st) && typeof st.memberCounts === "function" && typeof st.firstMembers === "function";
 }
 
 /** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
@@ -257,7 +262,7 @@ const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
  *  left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
   let s = memberSummaries.get(st);
-  if (!s && isSparse(st)) {
+  if (!s && countsMembers(st)) {
     // (A named room needs no heroes: they are looked for only when it has no name.)
     const named = isNamed(room, st);
     s = { ...st.memberCounts(), active: named ? [] : st.firstMembers(true), gone: named ? [] : st.firstMembers(false), named };
