@@ -136,6 +136,7 @@ export class RoomDO extends DurableObject<Env> {
       partial: this.partial,
       held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
       write: (fn) => this.writer.partialWrite(fn),
+      admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
     const meta = readMeta(sql);

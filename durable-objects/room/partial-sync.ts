@@ -6,8 +6,11 @@
 //             first); the IDs are staged in `partial_fetch` (those we hold marked held). If
 //             /state_ids fails, GET /state from the same server, and complete with it at once.
 //   "events"  GET /event for up to EVENTS_PER_STEP staged IDs not yet fetched, within STEP_MS;
-//             the PDUs are staged. Another step follows at once until none is missing; then the
-//             room is completed from the stage (PartialState.complete).
+//             the PDUs are staged. Another step follows at once until none is missing.
+//   admitting the fetched events are checked and stored as outliers in auth order, at most
+//             ADMIT_PER_STEP per step (hashes, signatures and auth rules of ~10,000 events is
+//             the heaviest part); then the room is completed from what is stored
+//             (PartialState.complete).
 // A failed step moves to the next server and waits (BACKOFF_MS, growing, then every 10 min, for
 // as long as the room is partial); what was staged stays, since events are the same whichever
 // server gives them. Progress is in meta `partial_sync`, so a step cut short by an eviction is
@@ -27,6 +30,7 @@ const BACKOFF_MS = [500, 1_000, 2_000, 5_000, 10_000, 30_000, 60_000, 120_000, 3
 /** Wall time a step spends fetching events, and events it fetches at most. */
 const STEP_MS = 20_000;
 const EVENTS_PER_STEP = 2_000;
+const ADMIT_PER_STEP = 2_000;
 /** A step not finished by then (the object was evicted) is run again by this alarm. */
 const WATCHDOG_MS = 180_000;
 /** Servers of servers_in_room tried, in turn. */
@@ -65,6 +69,8 @@ export interface PartialSyncAccess {
   /** IDs among `ids` stored here (any status). */
   held(ids: string[]): Set<string>;
   write<T>(fn: (w: PartialWrites) => T): T;
+  /** RemoteRoom.admitOutliers: checked and stored as outliers; returns how many were not. */
+  admitOutliers(pdus: PDU[], origin: string): Promise<number>;
   /** RemoteRoom.completePartialState. */
   complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<CompletedState>>;
 }
@@ -168,13 +174,30 @@ export class PartialSync {
         .exec<{ event_id: string }>("SELECT event_id FROM partial_fetch WHERE pdu IS NULL LIMIT ?", Math.min(500, EVENTS_PER_STEP - fetched))
         .toArray()
         .map((x) => x.event_id);
-      if (lacking.length === 0) return this.completeFromStage(claim, server);
+      if (lacking.length === 0) {
+        if (await this.admitSome(server)) return this.completeFromStage(claim, server);
+        return { outcome: "more" };
+      }
       const { got, failed } = await fetchEvents(env, config, server, roomId, lacking, deadline);
       this.r.write((w) => w.stagePdus([...got].map(([id, pdu]) => [id, JSON.stringify(pdu)])));
       fetched += got.size;
       if (failed) return { outcome: "failed" };
     }
     return { outcome: "more" };
+  }
+
+  /** Check and store up to ADMIT_PER_STEP fetched events, in auth order (an event's auth events
+   *  among the fetched ones come before it, so each step's share finds them stored). They are
+   *  marked held: one that failed its checks is not stored, and the completion leaves it out.
+   *  Returns whether none is left. */
+  private async admitSome(origin: string): Promise<boolean> {
+    const rows = this.r.sql.exec<{ event_id: string; pdu: string }>("SELECT event_id, pdu FROM partial_fetch WHERE pdu IS NOT NULL AND pdu != ''").toArray();
+    if (rows.length === 0) return true;
+    const pdus = new Map(rows.map((x) => [x.event_id, JSON.parse(x.pdu) as PDU]));
+    const take = authOrderOf(pdus).slice(0, ADMIT_PER_STEP);
+    await this.r.admitOutliers(take.map((id) => pdus.get(id)!), origin);
+    this.r.write((w) => w.stagePdus(take.map((id) => [id, ""])));
+    return take.length === rows.length;
   }
 
   private async completeFromStage(claim: string, origin: string): Promise<{ outcome: StepOutcome; completed?: CompletedState }> {
@@ -216,4 +239,35 @@ export class PartialSync {
       }),
     );
   }
+}
+
+/** Fetched events in auth order (Kahn's algorithm over the auth_events among them; events in a
+ *  cycle come last, and are refused when admitted). */
+function authOrderOf(pdus: Map<string, PDU>): string[] {
+  const pending = new Map<string, number>();
+  const dependants = new Map<string, string[]>();
+  for (const [id, p] of pdus) {
+    const raw = Array.isArray(p.auth_events) ? (p.auth_events as unknown[]) : [];
+    // Room versions 1 and 2 cite [event_id, hashes] pairs.
+    const auth = new Set(raw.map((a) => (Array.isArray(a) ? a[0] : a)).filter((a): a is string => typeof a === "string" && a !== id && pdus.has(a)));
+    pending.set(id, auth.size);
+    for (const a of auth) {
+      const list = dependants.get(a);
+      if (list) list.push(id);
+      else dependants.set(a, [id]);
+    }
+  }
+  const order: string[] = [];
+  const ready = [...pending].filter(([, n]) => n === 0).map(([id]) => id);
+  while (ready.length) {
+    const id = ready.pop()!;
+    order.push(id);
+    pending.delete(id);
+    for (const d of dependants.get(id) ?? []) {
+      const n = pending.get(d)! - 1;
+      pending.set(d, n);
+      if (n === 0) ready.push(d);
+    }
+  }
+  return [...order, ...pending.keys()];
 }
