@@ -54,6 +54,12 @@ import { PartialState } from "./room/partial-state";
 import { PartialSync } from "./room/partial-sync";
 import { checkEventAuth } from "../src/core/auth-rules";
 
+/** make_/send_ membership asked of a room whose state is still partial waits this long for it
+ *  (outside the write queue, which the completion needs), then is refused with 404 as Synapse
+ *  does: a server that joined a moment ago and is named as the only `via` can then still let
+ *  others in once its members arrived. */
+const FED_MEMBERSHIP_WAIT_MS = 20_000;
+
 /** Every part of one room; each module sees only its own narrow Access view of it. */
 interface RoomParts {
   head: RoomHead;
@@ -283,10 +289,12 @@ export class RoomDO extends DurableObject<Env> {
   peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
     return this.reads.peekEvents(req, q);
   }
-  fedTemplate(args: { userId: string; membership: "join" | "leave" | "knock"; authorisedVia?: string }): Promise<RoomResult<{ room_version: string; event: JsonObject }>> {
+  async fedTemplate(args: { userId: string; membership: "join" | "leave" | "knock"; authorisedVia?: string }): Promise<RoomResult<{ room_version: string; event: JsonObject }>> {
+    await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedTemplate(args);
   }
-  fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+  async fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+    await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedSendMembership(args);
   }
   fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {

@@ -234,11 +234,18 @@ describe("partial-state join (joining side)", () => {
       settled = true;
       return r;
     });
+    // Another server asks us for a join template meanwhile (we are its only `via`): it waits
+    // for our full state too, rather than a 404 at once.
+    const otherKey = await seedRemoteKey("third.test");
+    const template = federationCall("third.test", otherKey, "GET", `/v1/make_join/${enc(roomId)}/${enc("@t:third.test")}?ver=12`);
     await new Promise((res) => setTimeout(res, 500));
     expect(settled).toBe(false);
     releaseState();
     const r = await pending;
     expect(r.status).toBe(200);
+    const t = await template;
+    expect(t.status, JSON.stringify(t.body)).toBe(200);
+    expect(t.body.event?.type).toBe("m.room.member");
     const byUser = Object.fromEntries((r.body.chunk as JsonObject[]).map((e) => [e.state_key, (e.content as JsonObject).membership]));
     expect(byUser).toMatchObject({ [REM]: "join", [m(1)]: "join", [m(5)]: "join", [m(6)]: "ban", [alice.userId]: "join" });
     const joined = await clientOk(alice.accessToken, "GET", `/rooms/${enc(roomId)}/joined_members`);
