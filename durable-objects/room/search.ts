@@ -43,6 +43,9 @@ export interface RoomSearchQuery {
    *  client form (and context) of these hits, which won the merge across rooms. */
   idsOnly?: boolean;
   fetch?: string[];
+  /** One phase (a search of one room): serialise only the hits at these positions of the room's
+   *  ranking, the rest come back as positions. */
+  page?: { from: number; to: number };
 }
 
 export interface RoomSearchHit {
@@ -85,6 +88,10 @@ function notIgnored(ignored: readonly string[] | undefined): (e: SearchEvent) =>
 
 /** Index the events stored since the last catch-up. */
 const withSchema = new WeakSet<SqlStorage>();
+/** Whether the room's index holds edit rows (rows indexed under another event than their own),
+ *  per database: learnt once per object, kept current by catching up. Without them every
+ *  message has one row, so counting matching rows counts messages. */
+const hasEditRows = new WeakMap<SqlStorage, boolean>();
 
 export function catchUpIndex(sql: SqlStorage): number {
   if (!withSchema.has(sql)) {
@@ -113,6 +120,7 @@ export function catchUpIndex(sql: SqlStorage): number {
       if (r.rel === "m.replace") {
         if (key === "content.body" && typeof r.target === "string" && typeof r.new_body === "string" && r.new_body) {
           sql.exec("INSERT INTO search_fts (value, event_id, key, source) VALUES (?, ?, ?, ?)", r.new_body, r.target, key, r.event_id);
+          hasEditRows.set(sql, true);
           indexed++;
         }
         continue;
@@ -131,6 +139,15 @@ export function catchUpIndex(sql: SqlStorage): number {
     if (rows.length < CATCH_UP_BATCH) break;
   }
   return indexed;
+}
+
+function editRows(sql: SqlStorage): boolean {
+  let has = hasEditRows.get(sql);
+  if (has === undefined) {
+    has = sql.exec("SELECT 1 FROM search_fts WHERE source != event_id LIMIT 1").toArray().length > 0;
+    hasEditRows.set(sql, has);
+  }
+  return has;
 }
 
 /** text/plain bodies of an m.topic content block. */
@@ -171,10 +188,18 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
   // The count is "approximate" (spec). A searcher who may see the whole room (cap unbounded)
   // gets the index's own count, without joining every match to its event row (that join
   // was most of the count's cost); one who left counts up to their cap as the hits are.
-  const count =
-    a.cap >= Number.MAX_SAFE_INTEGER && !ignoring
-      ? (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT event_id) AS n FROM search_fts WHERE search_fts MATCH ? AND key IN (${keyIn})`, match, ...q.keys).toArray()[0]?.n ?? 0)
-      : (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0);
+  // The fast path: a searcher who sees the whole room, ignores nobody and asks every key needs
+  // nothing from the events table to rank or count, so the FTS index answers alone (joining
+  // each match to its event row by event_id was most of a room's search time); each candidate
+  // is then checked in JS as it is loaded. Otherwise the query joins the events to filter.
+  const whole = a.cap >= Number.MAX_SAFE_INTEGER && !ignoring;
+  const allKeys = SEARCH_KEYS.every((k) => q.keys.includes(k));
+  const ftsOnly = whole && allKeys && q.orderBy === "rank";
+  const count = !whole
+    ? (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0)
+    : allKeys && !editRows(a.sql)
+      ? (a.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM search_fts WHERE search_fts MATCH ?`, match).toArray()[0]?.n ?? 0)
+      : (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT event_id) AS n FROM search_fts WHERE search_fts MATCH ? AND key IN (${keyIn})`, match, ...q.keys).toArray()[0]?.n ?? 0);
 
   let order = "score ASC, e.stream DESC";
   let score = "bm25(search_fts)";
@@ -193,17 +218,31 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
   // Candidates in pages; those the searcher may not see are skipped (bounded scan).
   const PAGE = Math.min(500, q.limit * 2 + 20);
   for (let offset = 0; picked.length < q.limit && offset < 5000; offset += PAGE) {
-    const rows = a.sql
-      .exec<{ event_id: string; source: string; score: number }>(
-        `SELECT s.event_id AS event_id, s.source AS source, ${score} AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
-         WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
-        ...args,
-        PAGE,
-        offset,
-      )
-      .toArray();
+    const rows = ftsOnly
+      ? // Ranked on the index alone (rowid and score: no column read per match), the page's
+        // columns read after; ties newest indexed first.
+        a.sql
+          .exec<{ event_id: string; source: string; score: number }>(
+            `SELECT s.event_id AS event_id, s.source AS source, t.score AS score
+             FROM (SELECT rowid AS rid, bm25(search_fts) AS score FROM search_fts WHERE search_fts MATCH ? ORDER BY score ASC, rowid DESC LIMIT ? OFFSET ?) t
+             JOIN search_fts s ON s.rowid = t.rid ORDER BY t.score ASC, t.rid DESC`,
+            match,
+            PAGE,
+            offset,
+          )
+          .toArray()
+      : a.sql
+          .exec<{ event_id: string; source: string; score: number }>(
+            `SELECT s.event_id AS event_id, s.source AS source, ${score} AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
+             WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
+            ...args,
+            PAGE,
+            offset,
+          )
+          .toArray();
     for (const r of rows) {
       if (seen.has(r.event_id)) continue;
+      // a.load: accepted events only; the cap is unbounded on the fast path.
       const e = a.load(r.event_id);
       if (!e || !a.visible(e) || a.redacted(e) || !shown(e) || !matchesRoomEventFilter(q.filter, e.ev)) continue;
       if (r.source !== r.event_id) {
@@ -218,7 +257,12 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     }
     if (rows.length < PAGE) break;
   }
-  if (q.idsOnly) return { hits: picked.map((p) => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id })), count };
+  const position = (p: { e: E; rank: number }): RoomSearchHit => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id });
+  if (q.idsOnly) return { hits: picked.map(position), count };
+  if (q.page) {
+    const { from, to } = q.page;
+    return { hits: [...picked.slice(0, from).map(position), ...serialise(a, picked.slice(from, to), q), ...picked.slice(to).map(position)], count };
+  }
   return { hits: serialise(a, picked, q), count };
 }
 
