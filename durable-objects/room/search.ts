@@ -167,6 +167,21 @@ export function searchTerms(term: string): string[] {
   return [...new Set((term.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).slice(0, 20))];
 }
 
+/** The FTS5 query of a search term: every word as a quoted prefix, ANDed; "" when it has none. */
+function ftsMatch(term: string): string {
+  return searchTerms(term)
+    .map((w) => `"${w}"*`)
+    .join(" AND ");
+}
+
+/** Whether any indexed text of the room matches the term (after catching up): most rooms of a
+ *  search have no match, and need nothing else read for it. */
+export function anyMatch(sql: SqlStorage, term: string): boolean {
+  catchUpIndex(sql);
+  const match = ftsMatch(term);
+  return match !== "" && sql.exec("SELECT 1 FROM search_fts WHERE search_fts MATCH ? LIMIT 1", match).toArray().length > 0;
+}
+
 export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSearchQuery): RoomSearchResult {
   const shown = notIgnored(a.ignored);
   if (q.fetch) {
@@ -174,9 +189,8 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     return { hits: serialise(a, picked.map((e) => ({ e, rank: 0 })), q), count: picked.length };
   }
   catchUpIndex(a.sql);
-  const words = searchTerms(q.term);
-  if (words.length === 0 || q.keys.length === 0) return { hits: [], count: 0 };
-  const match = words.map((w) => `"${w}"*`).join(" AND ");
+  const match = ftsMatch(q.term);
+  if (match === "" || q.keys.length === 0) return { hits: [], count: 0 };
   const keyIn = q.keys.map(() => "?").join(",");
   let where = `search_fts MATCH ? AND s.key IN (${keyIn}) AND e.stream IS NOT NULL AND e.stream <= ?`;
   const args: SqlStorageValue[] = [match, ...q.keys, a.cap];
