@@ -199,32 +199,36 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     where += " AND (e.state_key IS NOT NULL OR e.sender NOT IN (SELECT value FROM json_each(?)))";
     args.push(JSON.stringify(a.ignored));
   }
-  // The count is "approximate" (spec). A searcher who may see the whole room (cap unbounded)
-  // gets the index's own count, without joining every match to its event row (that join
-  // was most of the count's cost); one who left counts up to their cap as the hits are.
-  // The fast path: a searcher who sees the whole room, ignores nobody and asks every key needs
+  // The count is "approximate" (spec): a searcher who sees the whole room gets the index's own
+  // count (matching rows, or distinct events once the room has edit rows); one who left or
+  // ignores someone counts as the hits are filtered. The fast paths: a searcher who sees the whole room, ignores nobody and asks every key needs
   // nothing from the events table to rank or count, so the FTS index answers alone (joining
   // each match to its event row by event_id was most of a room's search time); each candidate
-  // is then checked in JS as it is loaded. Otherwise the query joins the events to filter.
+  // is then checked in JS as it is loaded. order_by recent walks the events newest first
+  // against the set of matching event IDs, when no match can come through an edit (the edit's
+  // validity needs its row). Otherwise the query joins every match to its event to filter.
   const whole = a.cap >= Number.MAX_SAFE_INTEGER && !ignoring;
   const allKeys = SEARCH_KEYS.every((k) => q.keys.includes(k));
-  const ftsOnly = whole && allKeys && q.orderBy === "rank";
+  const noEdits = whole && allKeys && !editRows(a.sql);
+  const ftsRank = whole && allKeys && q.orderBy === "rank";
+  const matchSet = noEdits && q.orderBy === "recent";
   const count = !whole
     ? (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0)
-    : allKeys && !editRows(a.sql)
+    : noEdits
       ? (a.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM search_fts WHERE search_fts MATCH ?`, match).toArray()[0]?.n ?? 0)
       : (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT event_id) AS n FROM search_fts WHERE search_fts MATCH ? AND key IN (${keyIn})`, match, ...q.keys).toArray()[0]?.n ?? 0);
 
   let order = "score ASC, e.stream DESC";
   let score = "bm25(search_fts)";
   let cursor = "";
+  const cursorArgs: SqlStorageValue[] = [];
   if (q.orderBy === "recent") {
     // bm25 only when ranking by it.
     score = "0";
     order = "e.origin_server_ts DESC, e.event_id DESC";
     if (q.before) {
       cursor = "AND (e.origin_server_ts < ? OR (e.origin_server_ts = ? AND e.event_id < ?))";
-      args.push(q.before.ts, q.before.ts, q.before.eventId);
+      cursorArgs.push(q.before.ts, q.before.ts, q.before.eventId);
     }
   }
   const picked: { e: E; rank: number }[] = [];
@@ -232,7 +236,7 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
   // Candidates in pages; those the searcher may not see are skipped (bounded scan).
   const PAGE = Math.min(500, q.limit * 2 + 20);
   for (let offset = 0; picked.length < q.limit && offset < 5000; offset += PAGE) {
-    const rows = ftsOnly
+    const rows = ftsRank
       ? // Ranked on the index alone (rowid and score: no column read per match), the page's
         // columns read after; ties newest indexed first.
         a.sql
@@ -245,15 +249,28 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
             offset,
           )
           .toArray()
-      : a.sql
-          .exec<{ event_id: string; source: string; score: number }>(
-            `SELECT s.event_id AS event_id, s.source AS source, ${score} AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
-             WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
-            ...args,
-            PAGE,
-            offset,
-          )
-          .toArray();
+      : matchSet
+        ? a.sql
+            .exec<{ event_id: string; source: string; score: number }>(
+              `SELECT e.event_id AS event_id, e.event_id AS source, 0 AS score FROM events e
+               WHERE e.stream IS NOT NULL AND e.event_id IN (SELECT event_id FROM search_fts WHERE search_fts MATCH ?) ${cursor}
+               ORDER BY ${order} LIMIT ? OFFSET ?`,
+              match,
+              ...cursorArgs,
+              PAGE,
+              offset,
+            )
+            .toArray()
+        : a.sql
+            .exec<{ event_id: string; source: string; score: number }>(
+              `SELECT s.event_id AS event_id, s.source AS source, ${score} AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
+               WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
+              ...args,
+              ...cursorArgs,
+              PAGE,
+              offset,
+            )
+            .toArray();
     for (const r of rows) {
       if (seen.has(r.event_id)) continue;
       // a.load: accepted events only; the cap is unbounded on the fast path.

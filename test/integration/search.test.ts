@@ -175,6 +175,8 @@ describe("POST /v3/search", () => {
     expect(ids(await search(alice, { search_term: "zeppelin" }))).toEqual([orig]);
     expect(ids(await search(alice, { search_term: "airship" }))).toEqual([orig]);
     expect(ids(await search(alice, { search_term: "blimp" }))).toEqual([]);
+    expect(ids(await search(alice, { search_term: "airship", order_by: "recent" }))).toEqual([orig]);
+    expect(ids(await search(alice, { search_term: "blimp", order_by: "recent" }))).toEqual([]);
     // Both texts match: one message, counted once.
     const both = await search(alice, { search_term: "quarterly" });
     expect(ids(both)).toEqual([orig]);

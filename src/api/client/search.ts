@@ -104,8 +104,10 @@ search.post("/search", requireAuth, async (c) => {
   // page's hits serialise those (with bundled relations and context).
   // A search of one room takes one round trip: the room serialises the page's hits at once.
   const onePhase = roomIds.length === 1;
+  // One stub per room for both phases.
+  const stubs = new Map(roomIds.map((r) => [r, roomStub(c.env, c.var.config, r)]));
   const perRoom = await inBatches(roomIds, FAN_OUT, async (roomId) => {
-    const r = await roomStub(c.env, c.var.config, roomId).searchEvents(requester, onePhase ? { ...query, page: { from: offset, to: offset + limit } } : { ...query, idsOnly: true });
+    const r = await stubs.get(roomId)!.searchEvents(requester, onePhase ? { ...query, page: { from: offset, to: offset + limit } } : { ...query, idsOnly: true });
     // A room the user can no longer read (e.g. purged) contributes nothing.
     return { roomId, value: r.ok ? r.value : { hits: [], count: 0 } };
   });
@@ -128,7 +130,7 @@ search.post("/search", requireAuth, async (c) => {
   } else {
     await Promise.all(
       [...byRoom].map(async ([roomId, ids]) => {
-        const r = await roomStub(c.env, c.var.config, roomId).searchEvents(requester, { ...query, fetch: ids });
+        const r = await stubs.get(roomId)!.searchEvents(requester, { ...query, fetch: ids });
         if (r.ok) for (const h of r.value.hits) fetched.set(h.eventId, h);
       }),
     );
@@ -164,7 +166,7 @@ search.post("/search", requireAuth, async (c) => {
     const state: JsonObject = {};
     const rooms = [...new Set(page.map((h) => h.roomId))];
     await inBatches(rooms, FAN_OUT, async (roomId) => {
-      const r = await roomStub(c.env, c.var.config, roomId).getState({ userId });
+      const r = await stubs.get(roomId)!.getState({ userId });
       if (r.ok) state[roomId] = unwrap(r) as unknown as JsonObject;
     });
     out.state = state;
