@@ -89,8 +89,9 @@ function notIgnored(ignored: readonly string[] | undefined): (e: SearchEvent) =>
 /** Index the events stored since the last catch-up. */
 const withSchema = new WeakSet<SqlStorage>();
 /** Whether the room's index holds edit rows (rows indexed under another event than their own),
- *  per database: learnt once per object, kept current by catching up. Without them every
- *  message has one row, so counting matching rows counts messages. */
+ *  per database: learnt once per object (a scan that stops at the first edit row, so a whole
+ *  pass only in a room that has none), kept current by catching up. Without them every message
+ *  has one row, so counting matching rows counts messages. */
 const hasEditRows = new WeakMap<SqlStorage, boolean>();
 
 export function catchUpIndex(sql: SqlStorage): number {
