@@ -25,7 +25,7 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "mirrorWithNextCommit" | "afterCommit">;
   writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial" | "checkLocal" | "admitLocalGroup">;
 }
 
@@ -73,14 +73,18 @@ export class LocalEvents {
         }
         this.r.writer.recordRoom(args.roomId, rv.id, args.serverName);
         const creator = args.createPdu.sender;
-        await this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)")
-          .bind(args.roomId, rv.id, creator, Date.now())
-          .run();
+        // The D1 registry row goes in one batch with the creator's membership and the directory
+        // rows (FanOut.afterCommit after the group), not in a D1 round trip of its own.
+        this.r.fanout.mirrorWithNextCommit(
+          this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now()),
+        );
         const eventIds = [out.eventId!];
         // The initial events in one group: one transaction, one flush. The first refused one
         // fails the request; the events after it are not created.
         const results: (SendResult | undefined)[] = new Array(args.events.length);
         await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true);
+        // Nothing of the group accepted (the registry row is still waiting): write it now.
+        await this.r.fanout.afterCommit();
         for (const r of results) {
           if (!r) fail(500, "M_UNKNOWN", "Room creation stopped");
           if (!r.ok) return r;
