@@ -111,4 +111,31 @@ describe("group commit of local sends", () => {
     const chain = await expectOneChain(roomStubOf(roomId), users[0].accessToken, roomId);
     for (const r of results) expect(chain).toContain(r.body.event_id);
   });
+
+  it("a group's notices reach a hub in one call (createRoom's initial events: one hub commit, not two)", async () => {
+    const alice = await registerUser();
+    const hub = env.USERS.get(env.USERS.idFromName(alice.userId));
+    type Counted = { roomEvents: (u: string, n: unknown[]) => Promise<void>; counted?: number[] };
+    // Count the hubs' roomEvents calls (their sizes) while the room is created (on the class:
+    // RPC only calls methods of the prototype).
+    let proto: Counted | undefined;
+    let original: Counted["roomEvents"] | undefined;
+    await runInDurableObject(hub, async (inst) => {
+      proto = Object.getPrototypeOf(inst) as Counted;
+      original = proto.roomEvents;
+      proto.roomEvents = function (this: Counted, u, n) {
+        (this.counted ??= []).push(n.length);
+        return original!.call(this, u, n);
+      };
+    });
+    try {
+      const created = await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "private_chat", name: "n", topic: "t" } });
+      expect(created.status).toBe(200);
+      const counted = await runInDurableObject(hub, async (inst) => (inst as unknown as Counted).counted ?? []);
+      // join, power levels, join rules, history visibility, guest access, name, topic.
+      expect(counted).toEqual([7]);
+    } finally {
+      proto!.roomEvents = original!;
+    }
+  });
 });
