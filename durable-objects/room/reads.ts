@@ -161,6 +161,20 @@ export class ClientReads {
     });
   }
 
+  /** MSC4306 thread subscriptions: an event the requester may see, with its stream position
+   *  (null for an outlier), the thread it belongs to (its m.thread relation's root, or null)
+   *  and the room's stream position now. Not found or not visible: M_NOT_FOUND. */
+  async threadEventInfo(req: Requester, eventId: string): Promise<RoomResult<{ stream: number | null; threadRoot: string | null; roomStream: number }>> {
+    return wrap(() => {
+      this.r.head.requireRoom();
+      const se = this.r.events.loadEvent(eventId);
+      if (!se || se.status !== "accepted" || !this.r.views.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
+      const rel = se.ev.content["m.relates_to"] as JsonObject | undefined;
+      const threadRoot = rel && typeof rel === "object" && rel.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : null;
+      return { stream: se.stream, threadRoot, roomStream: this.r.head.stream };
+    });
+  }
+
   /** GET /members: member events at `at` (a token) or now, filtered by membership. */
   async getMembers(req: Requester, q: { at?: string; membership?: string; notMembership?: string }): Promise<RoomResult<JsonObject[]>> {
     return wrap(() => {
@@ -385,6 +399,7 @@ export class ClientReads {
             return id ? this.r.events.loadEvent(id) : undefined;
           },
           cap: relationsCap(this.r.sql, req.userId),
+          ignored: req.ignored,
         },
         q,
       );
