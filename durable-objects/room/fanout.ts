@@ -138,7 +138,7 @@ export class FanOut {
   /** The room was purged: nothing left to deliver. */
   purged(): void {
     this.hubDone = 0;
-    clearTimeout(this.hubSaveTimer);
+    if (this.hubSaveTimer !== undefined) clearTimeout(this.hubSaveTimer);
     this.hubSaveTimer = undefined;
   }
 
