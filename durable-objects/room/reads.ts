@@ -5,7 +5,7 @@ import { splitStateKey, stateKey } from "../../src/core/types";
 import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel, memberKey } from "../../src/core/auth-rules";
 import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./sync-view";
-import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
+import { anyMatch, searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type ThreadsQuery } from "./relations";
 import type { ContextResponse, MessagesQuery, MessagesResponse, RelationsQuery, RelationsResponse, Requester, RoomResult } from "../../src/rpc/room";
 import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, streamToken, POWER_KEY, PEEK_LIMIT, RoomHead, wrap } from "./core";
@@ -378,6 +378,8 @@ export class ClientReads {
     return wrap(() => {
       this.r.views.mayRead(req.userId);
       if (this.r.state.groupState(this.r.head.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
+      // Phase 1 in a room without a match ends here, before the searcher's visibility is read.
+      if (!q.fetch && !anyMatch(this.r.sql, q.term)) return { hits: [], count: 0 };
       const now = Date.now();
       return searchRoom(
         {
