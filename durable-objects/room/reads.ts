@@ -5,7 +5,7 @@ import { splitStateKey, stateKey } from "../../src/core/types";
 import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel, memberKey } from "../../src/core/auth-rules";
 import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./sync-view";
-import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
+import { anyMatch, searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type ThreadsQuery } from "./relations";
 import type { ContextResponse, MessagesQuery, MessagesResponse, RelationsQuery, RelationsResponse, Requester, RoomResult } from "../../src/rpc/room";
 import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, streamToken, POWER_KEY, PEEK_LIMIT, RoomHead, wrap } from "./core";
@@ -25,7 +25,7 @@ export interface ClientReadsAccess {
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
   writer: Pick<RoomWriter, "eraseSender" | "forget">;
   views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
-  partial: Pick<PartialState, "completedAt" | "isPartial">;
+  partial: Pick<PartialState, "completedAt" | "isPartial" | "extraDestinations">;
 }
 
 export class ClientReads {
@@ -224,6 +224,18 @@ export class ClientReads {
     return { localJoined: f.joinedLocal.length, servers: [...f.joinedServers].filter((s) => s !== this.r.head.serverName) };
   }
 
+  /** Other servers in the room, where room-scoped EDUs go (typing, receipts, device-list
+   *  updates): those with a joined member and, while the room's state is partial, the join's
+   *  servers_in_room, whose members we do not know yet (Synapse: "current hosts in room or
+   *  partial state approximation"). */
+  async getRemoteServers(): Promise<string[]> {
+    if (!this.r.head.rv || this.r.events.isPartial()) return [];
+    const out = new Set(this.r.fanout.fanOutFacts().joinedServers);
+    for (const s of this.r.partial.extraDestinations()) out.add(s);
+    out.delete(this.r.head.serverName!);
+    return [...out].sort();
+  }
+
   async getJoinedUserIds(): Promise<string[]> {
     if (!this.r.head.rv) return [];
     return [...this.r.fanout.fanOutFacts().joined];
@@ -378,6 +390,8 @@ export class ClientReads {
     return wrap(() => {
       this.r.views.mayRead(req.userId);
       if (this.r.state.groupState(this.r.head.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
+      // Phase 1 in a room without a match ends here, before the searcher's visibility is read.
+      if (!q.fetch && !anyMatch(this.r.sql, q.term)) return { hits: [], count: 0 };
       const now = Date.now();
       return searchRoom(
         {

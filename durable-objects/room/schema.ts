@@ -67,6 +67,9 @@ CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
 CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, member_event_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS erased_senders (user_id TEXT PRIMARY KEY);
+-- Partial-state joins: the IDs of the full state being fetched (room/partial-sync.ts), and each
+-- event once fetched; emptied when the state completes.
+CREATE TABLE IF NOT EXISTS partial_fetch (event_id TEXT PRIMARY KEY, in_state INTEGER NOT NULL, pdu TEXT);
 `;
 
 /** Every table and index of the room, including those of modules with their own concern. */
