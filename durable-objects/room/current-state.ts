@@ -52,6 +52,22 @@ export class CurrentStateView extends Map<StateKey, string> {
     return this.get(k) !== undefined;
   }
 
+  /** Reads the member events of these users in one statement (later get()s answer from memory):
+   *  a lazy-loading answer's senders and heroes. */
+  prefetchMembers(userIds: string[]): void {
+    if (this.full) return;
+    const wanted = userIds.filter((u) => !this.known.has(stateKey(MEMBER, u)));
+    if (wanted.length === 0) return;
+    for (const u of wanted) this.known.set(stateKey(MEMBER, u), null);
+    for (const r of this.sql.exec<{ state_key: string; event_id: string }>(
+      "SELECT state_key, event_id FROM current_state WHERE type = ? AND state_key IN (SELECT value FROM json_each(?))",
+      MEMBER,
+      JSON.stringify(wanted),
+    )) {
+      this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
+    }
+  }
+
   override get size(): number {
     if (this.full) return this.full.size;
     return (this.counted ??= this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM current_state").one().n);
@@ -167,6 +183,22 @@ export class GroupStateView extends Map<StateKey, string> {
 
   override has(k: StateKey): boolean {
     return this.get(k) !== undefined;
+  }
+
+  /** Reads the member events of these users in one statement (see CurrentStateView): along
+   *  the chain the newest entry wins. */
+  prefetchMembers(userIds: string[]): void {
+    const wanted = userIds.filter((u) => !this.known.has(stateKey(MEMBER, u)));
+    if (wanted.length === 0) return;
+    for (const u of wanted) this.known.set(stateKey(MEMBER, u), null);
+    for (const r of this.sql.exec<{ state_key: string; event_id: string | null }>(
+      "SELECT state_key, event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type = ? AND state_key IN (SELECT value FROM json_each(?)) ORDER BY group_id",
+      this.chain(),
+      MEMBER,
+      JSON.stringify(wanted),
+    )) {
+      this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
+    }
   }
 
   override get size(): number {

@@ -30,6 +30,9 @@ export interface RoomSyncAccess<E extends SyncEvent> {
   /** Room state at a stream position (after the newest event with stream <= n). */
   stateAt(n: number): StateIdMap;
   load(eventId: string): E | undefined;
+  /** Reads these events, and what showing them needs, a page at a time (optional: load and
+   *  toClient work without it). */
+  prefetch?(eventIds: string[]): void;
   toClient(e: E, now: number): JsonObject;
   /** Adds bundled aggregations (unsigned.m.relations) to the timeline's client events. */
   bundle?(events: E[], out: JsonObject[]): void;
@@ -176,6 +179,8 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   const summary = summarize(room, end, userId);
   if (q.lazyLoadMembers) for (const h of summary["m.heroes"] ?? []) needed.add(h);
   const neededKeys = new Set([...needed].map((u) => stateKey("m.room.member", u)));
+  // The needed members' entries in one statement per state rather than one per member.
+  if (q.lazyLoadMembers) for (const st of new Set([start, end])) if (isSparse(st)) st.prefetchMembers?.([...needed]);
   const skipMember = q.lazyLoadMembers && fresh ? (k: string) => k.startsWith(MEMBER_PREFIX) && !neededKeys.has(k) : () => false;
   const entries = new Map<string, string>(); // event ID → state key
   // A state that can list its non-member entries (a cold room's current state) is not read
@@ -209,6 +214,7 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   }
   const stateFilter = q.state ? { ...q.state, rooms: undefined, not_rooms: undefined, contains_url: undefined } : undefined;
   const stateEvents: JsonObject[] = [];
+  room.prefetch?.([...entries.keys()]);
   for (const id of entries.keys()) {
     const e = room.load(id);
     if (e && matchesRoomEventFilter(stateFilter, e.ev)) stateEvents.push(room.toClient(e, now));
@@ -241,6 +247,8 @@ export interface SparseState extends StateIdMap {
   nonMemberEntries(): [string, string][];
   memberCounts?(): { joined: number; invited: number };
   firstMembers?(active: boolean): string[];
+  /** Reads these users' member entries together (later get()s answer from memory). */
+  prefetchMembers?(userIds: string[]): void;
 }
 
 function isSparse(st: StateIdMap): st is SparseState {

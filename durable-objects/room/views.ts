@@ -14,7 +14,7 @@ import type { StateStore } from "./state";
 export interface RoomViewsAccess {
   head: RoomHead;
   sql: SqlStorage;
-  events: Pick<EventStore, "isPartial" | "loadEvent" | "partialMember" | "redactionOf">;
+  events: Pick<EventStore, "isPartial" | "loadEvent" | "partialMember" | "prefetch" | "redactionOf">;
   state: Pick<StateStore, "groupState">;
 }
 
@@ -118,7 +118,7 @@ export class RoomViews {
   }
 
   relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
-    return { ...this.readAccess(req.userId), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now) };
+    return { ...this.readAccess(req.userId), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now), prefetch: (ids) => this.r.events.prefetch(ids) };
   }
 
   /** Timeline events as `userId` reads them (relations and search): load only accepted events
