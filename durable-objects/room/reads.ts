@@ -477,6 +477,9 @@ export class ClientReads {
       const completed = this.r.partial.completedAt();
       if (completed !== null && q.since !== null && q.since <= completed) q = { ...q, fullState: true };
       const partialState = this.r.partial.isPartial();
+      // The requester's visibility checker, built once for the timeline and its relations.
+      let visible: ((se: StoredEvent) => boolean) | undefined;
+      const visibleFor = (u: string) => (u === req.userId ? (visible ??= this.r.views.visibilityFor(u)) : this.r.views.visibilityFor(u));
       // (readBatch: redaction rows prefetched a page at a time are kept for this answer.)
       return this.r.events.readBatch(() => syncRoomView<StoredEvent>(
         {
@@ -492,7 +495,7 @@ export class ClientReads {
             return ids.map((id) => this.r.events.loadEvent(id)!);
           },
           prefetch: (ids) => this.r.events.prefetch(ids),
-          visibleFor: (u) => this.r.views.visibilityFor(u),
+          visibleFor,
           joinedSince: (u) => {
             // Start of the user's current unbroken run of joins (null when not joined now).
             let since: number | null = null;
@@ -505,7 +508,7 @@ export class ClientReads {
           stateAt: (n) => this.r.state.stateForSync(n),
           load: (id) => this.r.events.loadEvent(id),
           toClient: (e, now) => this.r.views.toClient(e, req, now),
-          bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }), es, out),
+          bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }, undefined, visibleFor(req.userId)), es, out),
           toFederation: (e, now) => this.r.views.toFederationFormat(e, req, now),
           memberships: () => new Map(this.r.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
           // While partial, a sender's member event may be missing from the state: lazy-loading

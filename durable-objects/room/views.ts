@@ -117,20 +117,22 @@ export class RoomViews {
     return out;
   }
 
-  relationsAccess(req: Requester, now = Date.now()): RelationsAccess<StoredEvent> {
-    return { ...this.readAccess(req.userId), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now), prefetch: (ids) => this.r.events.prefetch(ids) };
+  /** `visible`: the requester's visibility checker when the caller has one already (/sync:
+   *  building it reads two tables). */
+  relationsAccess(req: Requester, now = Date.now(), visible?: (se: StoredEvent) => boolean): RelationsAccess<StoredEvent> {
+    return { ...this.readAccess(req.userId, visible), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now), prefetch: (ids) => this.r.events.prefetch(ids) };
   }
 
   /** Timeline events as `userId` reads them (relations and search): load only accepted events
    *  with a stream position; visibility and redaction for that user. */
-  readAccess(userId: string) {
+  readAccess(userId: string, visible = this.visibilityFor(userId)) {
     return {
       sql: this.r.sql,
       load: (id: string) => {
         const se = this.r.events.loadEvent(id);
         return se && se.status === "accepted" && se.stream !== null ? se : undefined;
       },
-      visible: this.visibilityFor(userId),
+      visible,
       redacted: (se: StoredEvent) => !!this.r.events.redactionOf(se),
     };
   }
