@@ -3,7 +3,9 @@
 // than a tenth of them are missing (Synapse's rule), and from GET /v1/event, several in flight,
 // when /state fails. A simulated resident (resident2.test, through setFederationFetch) holds two
 // v12 rooms of 8 members each; it answers /state for the first and fails it for the second, and
-// answers each /event after a short delay, counting the requests in flight.
+// answers each /event after a short delay, counting the requests in flight. A third room has
+// more members than one step fetches (EVENTS_PER_STEP, 2,000): each is fetched once, across
+// steps, and the room completes.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { call, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
@@ -28,6 +30,8 @@ interface Room {
   order: string[];
   ids: Record<string, string>;
   stateWorks: boolean;
+  members: number;
+  delayMs: number;
   stateAsked: number;
   eventAsked: number;
   inFlight: number;
@@ -35,8 +39,8 @@ interface Room {
 }
 const rooms = new Map<string, Room>();
 
-async function makeRoom(stateWorks: boolean): Promise<Room> {
-  const room: Room = { roomId: "", events: new Map(), order: [], ids: {}, stateWorks, stateAsked: 0, eventAsked: 0, inFlight: 0, maxInFlight: 0 };
+async function makeRoom(stateWorks: boolean, members = MEMBERS, delayMs = 30): Promise<Room> {
+  const room: Room = { roomId: "", events: new Map(), order: [], ids: {}, stateWorks, members, delayMs, stateAsked: 0, eventAsked: 0, inFlight: 0, maxInFlight: 0 };
   let prev = "";
   let depth = 0;
   const add = async (name: string, ev: JsonObject) => {
@@ -52,7 +56,7 @@ async function makeRoom(stateWorks: boolean): Promise<Room> {
   await add("pl", { type: "m.room.power_levels", state_key: "", sender: REM, content: {}, auth_events: [room.ids.rem] });
   await add("rules", { type: "m.room.join_rules", state_key: "", sender: REM, content: { join_rule: "public" }, auth_events: [room.ids.pl, room.ids.rem] });
   await add("name", { type: "m.room.name", state_key: "", sender: REM, content: { name: "Fetch" }, auth_events: [room.ids.pl, room.ids.rem] });
-  for (let i = 1; i <= MEMBERS; i++) await add(`m${i}`, { type: "m.room.member", state_key: m(i), sender: m(i), content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] });
+  for (let i = 1; i <= members; i++) await add(`m${i}`, { type: "m.room.member", state_key: m(i), sender: m(i), content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] });
   rooms.set(room.roomId, room);
   return room;
 }
@@ -112,7 +116,7 @@ async function resident(input: RequestInfo | URL, init?: RequestInit): Promise<R
     room.eventAsked++;
     room.inFlight++;
     room.maxInFlight = Math.max(room.maxInFlight, room.inFlight);
-    await new Promise((res) => setTimeout(res, 30));
+    if (room.delayMs) await new Promise((res) => setTimeout(res, room.delayMs));
     room.inFlight--;
     const e = room.events.get(path.split("/").pop()!);
     return e ? Response.json({ origin: REMOTE, origin_server_ts: Date.now(), pdus: [e] }) : Response.json({ errcode: "M_NOT_FOUND" }, { status: 404 });
@@ -128,10 +132,11 @@ async function joinAndAwaitMembers(room: Room): Promise<string[]> {
   return Object.keys(joined.joined as JsonObject).sort();
 }
 
-const everyone = () => [REM, ...Array.from({ length: MEMBERS }, (_, i) => m(i + 1)), alice.userId].sort();
+const everyone = (n = MEMBERS) => [REM, ...Array.from({ length: n }, (_, i) => m(i + 1)), alice.userId].sort();
 
 let withState: Room;
 let withoutState: Room;
+let big: Room;
 
 beforeAll(async () => {
   setFederationFetch(offline);
@@ -139,6 +144,7 @@ beforeAll(async () => {
   alice = await registerUser();
   withState = await makeRoom(true);
   withoutState = await makeRoom(false);
+  big = await makeRoom(false, 2_100, 0);
   setFederationFetch(resident as typeof fetch);
 });
 afterAll(() => setFederationFetch(offline));
@@ -156,4 +162,9 @@ describe("partial-state join: fetching the missing state", () => {
     expect(withoutState.eventAsked).toBe(MEMBERS); // the members' events (the rest came with send_join)
     expect(withoutState.maxInFlight).toBeGreaterThan(1);
   });
+
+  it("more missing events than one step fetches: each is fetched once and the room completes", async () => {
+    expect(await joinAndAwaitMembers(big)).toEqual(everyone(big.members));
+    expect(big.eventAsked).toBe(big.members);
+  }, 120_000);
 });
