@@ -39,7 +39,7 @@ import type {
 } from "../src/rpc/room";
 import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
-import { readMeta, SCHEMA } from "./room/schema";
+import { openSchema } from "./room/schema";
 import { EventStore } from "./room/events";
 import { StateStore } from "./room/state";
 import { RoomKeys } from "./room/keys";
@@ -97,7 +97,7 @@ export class RoomDO extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
-    sql.exec(SCHEMA);
+    const meta = openSchema(sql);
     // The configuration, parsed once per instance (the server name is the room's, set once it
     // is created or joined).
     let config: Config | undefined;
@@ -146,7 +146,6 @@ export class RoomDO extends DurableObject<Env> {
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
-    const meta = readMeta(sql);
     this.head.load(meta);
     this.fanout.start(meta);
   }

@@ -21,7 +21,7 @@ export interface ClientReadsAccess {
   head: RoomHead;
   sql: SqlStorage;
   events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "page" | "partialMember" | "redactionOf" | "timestampCandidates">;
-  state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState">;
+  state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState" | "stateForSync">;
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
   writer: Pick<RoomWriter, "eraseSender" | "forget">;
   views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
@@ -496,7 +496,7 @@ export class ClientReads {
             }
             return since;
           },
-          stateAt: (n) => this.r.state.groupState(this.r.state.groupAtStream(n)),
+          stateAt: (n) => this.r.state.stateForSync(n),
           load: (id) => this.r.events.loadEvent(id),
           toClient: (e, now) => this.r.views.toClient(e, req, now),
           bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }), es, out),

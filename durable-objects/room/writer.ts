@@ -19,7 +19,7 @@ import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey } from "../../src
 import { splitStateKey, stateKey } from "../../src/core/types";
 import { type RoomVersion } from "../../src/core/room-versions";
 import type { Config } from "../../src/config";
-import { readMeta, SCHEMA } from "./schema";
+import { openSchema, readMeta } from "./schema";
 import { canonicalJson } from "../../src/core/canonical-json";
 import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
 import { partialAuthState, type PartialState, type PartialStateMeta, type PartialWrites } from "./partial-state";
@@ -637,7 +637,7 @@ export class RoomWriter {
     await this.serial(async () => {
       for (let i = 0; i < 50 && !this.r.fanout.hubsCaughtUp(); i++) await new Promise((r) => setTimeout(r, 100));
       await this.r.ctx.storage.deleteAll();
-      this.r.sql.exec(SCHEMA);
+      openSchema(this.r.sql);
       this.r.events.clearCache();
       this.r.state.clear();
       this.r.head.roomId = this.r.head.rv = this.r.head.serverName = undefined;
