@@ -27,6 +27,10 @@ CREATE TABLE IF NOT EXISTS push_calls (room_id TEXT NOT NULL, call_id TEXT NOT N
   taken INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room_id, call_id));
 `;
 
+/** push_calls rows kept at most (unanswered calls after the read mark, the only ones that can
+ *  still count); beyond it the oldest go. */
+const MAX_CALLS = 500;
+
 /** A retry of a failed (or still running) hand-over. */
 const OUTBOX_RETRY_MS = 5_000;
 /** The safety net armed with new rows, in case the immediate hand-over never runs (the process
@@ -121,6 +125,7 @@ export class PushOutbox {
     const note = callNoteOf(ev, me, Date.now());
     if (!note) return false;
     if (note.kind === "invite") {
+      this.pruneCalls();
       this.sql.exec("INSERT OR IGNORE INTO push_calls (room_id, call_id, stream, expires_ts) VALUES (?, ?, ?, ?)", roomId, note.callId, stream, note.expiresTs);
       return false;
     }
@@ -129,6 +134,22 @@ export class PushOutbox {
       return false;
     }
     return this.sql.exec("UPDATE push_calls SET ended = 1 WHERE room_id = ? AND call_id = ? AND taken = 0 AND ended = 0", roomId, note.callId).rowsWritten > 0;
+  }
+
+  /** Keep push_calls bounded (inside the caller's transaction): a row counts only while the
+   *  call is unanswered, after my read mark, in a room I am joined to (missedCalls), and read
+   *  marks only move forward; so rows that fail that go, and of the rest the newest MAX_CALLS
+   *  stay. Run when a call is added and when my read mark moves. */
+  private pruneCalls(): void {
+    this.sql.exec(
+      `DELETE FROM push_calls WHERE taken = 1
+         OR room_id NOT IN (SELECT room_id FROM rooms WHERE membership = 'join')
+         OR stream <= COALESCE((SELECT m.stream FROM read_marks m WHERE m.room_id = push_calls.room_id AND m.thread_id = ''), -1)`,
+    );
+    const n = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM push_calls").one().n;
+    if (n >= MAX_CALLS) {
+      this.sql.exec("DELETE FROM push_calls WHERE rowid IN (SELECT rowid FROM push_calls ORDER BY expires_ts LIMIT ?)", n - MAX_CALLS + 1);
+    }
   }
 
   /** Inside the hub's transaction, after the event's room_events row is written. */
@@ -140,6 +161,8 @@ export class PushOutbox {
     outcome: { notify: boolean; actions: JsonValue[] },
   ): void {
     const missed = this.noteCall(me, roomId, stream, ev);
+    // I left (or was kicked or banned): that room's calls can no longer count.
+    if (ev.type === "m.room.member" && ev.state_key === me && ev.content.membership !== "join") this.sql.exec("DELETE FROM push_calls WHERE room_id = ?", roomId);
     if (!this.hasTargets()) return;
     this.prune();
     if (ev.sender === me) return;
@@ -159,6 +182,7 @@ export class PushOutbox {
 
   /** Inside the hub's transaction: my read mark moved, so the badge may have gone down. */
   recordBadge(): void {
+    this.pruneCalls();
     if (!this.hasTargets()) return;
     this.prune();
     this.add({ counts: this.counts(), tweaks: {}, prio: "low" });
