@@ -57,7 +57,7 @@ async function appendEvents(roomId: string, sender: string, make: (i: number) =>
     }
     // The room's stream position, so /relations and /messages start from the newest.
     sql.exec("UPDATE meta SET value = ? WHERE key = 'stream'", String(last.stream + n));
-    (inst as unknown as { stream: number }).stream = last.stream + n;
+    (inst as unknown as { head: { stream: number } }).head.stream = last.stream + n;
     return ids;
   });
 }

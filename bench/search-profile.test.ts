@@ -48,7 +48,7 @@ describe("search profile", () => {
             );
           }
           sql.exec("UPDATE meta SET value = ? WHERE key = 'stream'", String(last.stream + PER_ROOM));
-          (inst as unknown as { stream: number }).stream = last.stream + PER_ROOM;
+          (inst as unknown as { head: { stream: number } }).head.stream = last.stream + PER_ROOM;
         }),
       ),
     );

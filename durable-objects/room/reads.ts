@@ -385,6 +385,7 @@ export class ClientReads {
             return id ? this.r.events.loadEvent(id) : undefined;
           },
           cap: relationsCap(this.r.sql, req.userId),
+          ignored: req.ignored,
         },
         q,
       );

@@ -71,6 +71,16 @@ export interface SearchAccess<E extends SearchEvent> {
   memberAt(e: E, userId: string): E | undefined;
   /** Newest stream position the searcher may see (relationsCap). */
   cap: number;
+  /** Users the searcher ignores (m.ignored_user_list). */
+  ignored?: readonly string[];
+}
+
+/** Module "Ignoring Users": the client no longer receives events sent by an ignored user, "with
+ *  the exception of state events" (so a room name or topic they set is still found). */
+function notIgnored(ignored: readonly string[] | undefined): (e: SearchEvent) => boolean {
+  if (!ignored?.length) return () => true;
+  const set = new Set(ignored);
+  return (e) => e.ev.state_key !== undefined || !set.has(e.ev.sender);
 }
 
 /** Index the events stored since the last catch-up. */
@@ -141,8 +151,9 @@ export function searchTerms(term: string): string[] {
 }
 
 export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSearchQuery): RoomSearchResult {
+  const shown = notIgnored(a.ignored);
   if (q.fetch) {
-    const picked = q.fetch.slice(0, 100).map((id) => a.load(id)).filter((e): e is E => !!e && a.visible(e) && !a.redacted(e) && (e.stream ?? 0) <= a.cap);
+    const picked = q.fetch.slice(0, 100).map((id) => a.load(id)).filter((e): e is E => !!e && a.visible(e) && !a.redacted(e) && (e.stream ?? 0) <= a.cap && shown(e));
     return { hits: serialise(a, picked.map((e) => ({ e, rank: 0 })), q), count: picked.length };
   }
   catchUpIndex(a.sql);
@@ -150,13 +161,18 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
   if (words.length === 0 || q.keys.length === 0) return { hits: [], count: 0 };
   const match = words.map((w) => `"${w}"*`).join(" AND ");
   const keyIn = q.keys.map(() => "?").join(",");
-  const where = `search_fts MATCH ? AND s.key IN (${keyIn}) AND e.stream IS NOT NULL AND e.stream <= ?`;
+  let where = `search_fts MATCH ? AND s.key IN (${keyIn}) AND e.stream IS NOT NULL AND e.stream <= ?`;
   const args: SqlStorageValue[] = [match, ...q.keys, a.cap];
+  const ignoring = (a.ignored?.length ?? 0) > 0;
+  if (ignoring) {
+    where += " AND (e.state_key IS NOT NULL OR e.sender NOT IN (SELECT value FROM json_each(?)))";
+    args.push(JSON.stringify(a.ignored));
+  }
   // The count is "approximate" (spec). A searcher who may see the whole room (cap unbounded)
   // gets the index's own count, without joining every match to its event row (that join
   // was most of the count's cost); one who left counts up to their cap as the hits are.
   const count =
-    a.cap >= Number.MAX_SAFE_INTEGER
+    a.cap >= Number.MAX_SAFE_INTEGER && !ignoring
       ? (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT event_id) AS n FROM search_fts WHERE search_fts MATCH ? AND key IN (${keyIn})`, match, ...q.keys).toArray()[0]?.n ?? 0)
       : (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0);
 
@@ -189,7 +205,7 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     for (const r of rows) {
       if (seen.has(r.event_id)) continue;
       const e = a.load(r.event_id);
-      if (!e || !a.visible(e) || a.redacted(e) || !matchesRoomEventFilter(q.filter, e.ev)) continue;
+      if (!e || !a.visible(e) || a.redacted(e) || !shown(e) || !matchesRoomEventFilter(q.filter, e.ev)) continue;
       if (r.source !== r.event_id) {
         // Matched through an edit: it must be valid ("Validity of replacement events") and stand.
         const edit = a.load(r.source);
@@ -219,7 +235,8 @@ function serialise<E extends SearchEvent>(a: SearchAccess<E>, picked: { e: E; ra
 /** event_context of one hit: events before and after it the searcher may see, tokens, and with
  *  include_profile the senders' profiles at the hit (their member events then). */
 function contextOf<E extends SearchEvent>(a: SearchAccess<E>, e: E, ctx: { before: number; after: number; includeProfile: boolean }): JsonObject {
-  const pick = (dir: "b" | "f", n: number) => (n <= 0 ? [] : a.around(e.stream!, dir, n * 2 + 10).filter((x) => a.visible(x) && (x.stream ?? 0) <= a.cap).slice(0, n));
+  const shown = notIgnored(a.ignored);
+  const pick = (dir: "b" | "f", n: number) => (n <= 0 ? [] : a.around(e.stream!, dir, n * 2 + 10).filter((x) => a.visible(x) && (x.stream ?? 0) <= a.cap && shown(x)).slice(0, n));
   const before = pick("b", ctx.before);
   const after = pick("f", ctx.after);
   const out: JsonObject = {

@@ -26,7 +26,8 @@ export interface MediaRecord {
   quarantinedBy: string | null;
 }
 
-interface MediaRow {
+/** A `media` row as D1 returns it (snake_case columns); the admin API reads it directly too. */
+export interface MediaRow {
   server_name: string;
   media_id: string;
   uploader: string | null;

@@ -17,20 +17,29 @@ export async function serverAdmin(): Promise<TestUser> {
   return admin;
 }
 
-/** Register a registration with fresh tokens and a users namespace `@_<id>_.*`; helpers that act
- *  with its as_token. */
-export async function addAppservice(over: Record<string, unknown> = {}) {
+/** A registration with fresh tokens and exclusive namespaces `@_<id>_.*` and `#_<id>_.*`. */
+export function registration(over: Record<string, unknown> = {}): Record<string, any> {
   const p = uniqueName("as").toLowerCase();
-  const reg: Record<string, any> = {
+  return {
     id: p,
     url: null,
     as_token: `as_${p}_secret`,
     hs_token: `hs_${p}_secret`,
     sender_localpart: `${p}_bot`,
-    namespaces: { users: [{ exclusive: true, regex: `@_${p}_.*:test\\.local` }], aliases: [], rooms: [] },
+    namespaces: {
+      users: [{ exclusive: true, regex: `@_${p}_.*:test\\.local` }],
+      aliases: [{ exclusive: true, regex: `#_${p}_.*:test\\.local` }],
+      rooms: [],
+    },
     rate_limited: false,
     ...over,
   };
+}
+
+/** Register a `registration(over)`; helpers that act with its as_token. */
+export async function addAppservice(over: Record<string, unknown> = {}) {
+  const reg = registration(over);
+  const p = reg.id as string;
   const r = await call("POST", "/_lattice/admin/v1/appservices", { token: (await serverAdmin()).accessToken, body: reg });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   const as = (method: string, path: string, body?: unknown) => call(method, path, { token: reg.as_token, body });

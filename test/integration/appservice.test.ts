@@ -1,46 +1,18 @@
 // Application services (spec: Application Service API): registrations through the admin API,
 // namespaces, as_token authentication and masquerading.
 import { describe, it, expect, beforeAll } from "vitest";
-import { call, registerUser, uniqueName, type TestUser } from "./helpers";
+import { call, clientOk, registerUser, uniqueName, type TestUser } from "./helpers";
+import { addAppservice, queuedItems, registration, serverAdmin } from "./appservice-helpers";
 import { unsafeRegexReason } from "../../src/core/appservice-registration";
 
 let admin: TestUser;
-
-async function makeAdmin(): Promise<TestUser> {
-  const { sharedSecretMac } = await import("../../src/api/admin/admin");
-  const n = await call("GET", "/_synapse/admin/v1/register");
-  const username = uniqueName("asadmin");
-  const mac = await sharedSecretMac("test-shared-secret", n.body.nonce, username, "pw", true);
-  const r = await call("POST", "/_synapse/admin/v1/register", { body: { nonce: n.body.nonce, username, password: "pw", admin: true, mac } });
-  expect(r.status).toBe(200);
-  return { userId: r.body.user_id, accessToken: r.body.access_token, deviceId: r.body.device_id } as TestUser;
-}
-
-/** A registration with fresh tokens and namespaces under a fresh prefix. */
-export function registration(over: Record<string, unknown> = {}): Record<string, any> {
-  const p = uniqueName("as").toLowerCase();
-  return {
-    id: p,
-    url: null,
-    as_token: `as_${p}_secret`,
-    hs_token: `hs_${p}_secret`,
-    sender_localpart: `${p}_bot`,
-    namespaces: {
-      users: [{ exclusive: true, regex: `@_${p}_.*:test\\.local` }],
-      aliases: [{ exclusive: true, regex: `#_${p}_.*:test\\.local` }],
-      rooms: [],
-    },
-    rate_limited: false,
-    ...over,
-  };
-}
 
 async function addReg(reg: Record<string, unknown>, token = admin.accessToken) {
   return call("POST", "/_lattice/admin/v1/appservices", { token, body: reg });
 }
 
 beforeAll(async () => {
-  admin = await makeAdmin();
+  admin = await serverAdmin();
 });
 
 describe("registration admin API", () => {
@@ -139,25 +111,9 @@ describe("registration admin API", () => {
   });
 });
 
-/** Register `reg` and return helpers acting with its as_token. */
-async function appservice(over: Record<string, unknown> = {}) {
-  const reg = registration(over);
-  const r = await addReg(reg);
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  const p = reg.id as string;
-  const as = (method: string, path: string, body?: unknown) => call(method, path, { token: reg.as_token, body });
-  const ghost = (name: string) => `@_${p}_${name}:test.local`;
-  const registerGhost = async (name: string) => {
-    const g = await as("POST", "/_matrix/client/v3/register", { type: "m.login.application_service", username: `_${p}_${name}`, inhibit_login: true });
-    expect(g.status, JSON.stringify(g.body)).toBe(200);
-    return g.body.user_id as string;
-  };
-  return { reg, p, as, ghost, registerGhost, sender: `@${reg.sender_localpart}:test.local` };
-}
-
 describe("namespaces and registration", () => {
   it("an appservice registers users in its namespace only; others' exclusive namespaces are closed", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     expect(await a.registerGhost("alice")).toBe(a.ghost("alice"));
     // Without inhibit_login it gets a session for the new user.
     const s = await a.as("POST", "/_matrix/client/v3/register", { type: "m.login.application_service", username: `_${a.p}_bob` });
@@ -173,13 +129,13 @@ describe("namespaces and registration", () => {
     const bad = await call("POST", "/_matrix/client/v3/register", { token: "not-a-token", body: { type: "m.login.application_service", username: `_${a.p}_c` } });
     expect([bad.status, bad.body.errcode]).toEqual([401, "M_UNKNOWN_TOKEN"]);
     // Another appservice cannot take users from a's exclusive namespace.
-    const b = await appservice({ namespaces: { users: [{ exclusive: false, regex: "@_.*" }] } });
+    const b = await addAppservice({ namespaces: { users: [{ exclusive: false, regex: "@_.*" }] } });
     const steal = await b.as("POST", "/_matrix/client/v3/register", { type: "m.login.application_service", username: `_${a.p}_dave` });
     expect([steal.status, steal.body.errcode]).toEqual([400, "M_EXCLUSIVE"]);
   });
 
   it("a normal user cannot register a name in an exclusive namespace (or the sender's)", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     for (const username of [`_${a.p}_mallory`, a.reg.sender_localpart]) {
       const r = await call("POST", "/_matrix/client/v3/register", { body: { username, password: "pw", auth: { type: "m.login.dummy" } } });
       expect([r.status, r.body.errcode], username).toEqual([400, "M_EXCLUSIVE"]);
@@ -187,14 +143,14 @@ describe("namespaces and registration", () => {
       expect(avail.body.errcode).toBe("M_EXCLUSIVE");
     }
     // A non-exclusive namespace leaves names open.
-    const open = await appservice({ namespaces: { users: [{ exclusive: false, regex: "@_shared_.*" }] } });
+    const open = await addAppservice({ namespaces: { users: [{ exclusive: false, regex: "@_shared_.*" }] } });
     expect(open.reg.id).toBeTruthy();
     const ok = await call("POST", "/_matrix/client/v3/register", { body: { username: `_shared_${uniqueName("x").toLowerCase()}`, password: "pw", auth: { type: "m.login.dummy" } } });
     expect(ok.status).toBe(200);
   });
 
   it("aliases in an exclusive namespace are the appservice's", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     const user = await registerUser();
     const create = await call("POST", "/_matrix/client/v3/createRoom", { token: user.accessToken, body: { room_alias_name: `_${a.p}_room` } });
     expect([create.status, create.body.errcode]).toEqual([400, "M_EXCLUSIVE"]);
@@ -210,7 +166,7 @@ describe("namespaces and registration", () => {
 
 describe("as_token authentication", () => {
   it("acts as the sender by default, as a namespaced user with user_id, never outside", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     const me = await a.as("GET", "/_matrix/client/v3/account/whoami");
     expect(me.status).toBe(200);
     expect(me.body.user_id).toBe(a.sender);
@@ -235,7 +191,7 @@ describe("as_token authentication", () => {
   });
 
   it("device_id (and MSC3202's name for it) must be one of the user's devices", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     const alice = await a.registerGhost("alice");
     const login = await a.as("POST", "/_matrix/client/v3/login", { type: "m.login.application_service", identifier: { type: "m.id.user", user: alice }, device_id: "BRIDGEDEV" });
     expect(login.status, JSON.stringify(login.body)).toBe(200);
@@ -250,7 +206,7 @@ describe("as_token authentication", () => {
   });
 
   it("login with m.login.application_service: namespace only, needs the as_token", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     await a.registerGhost("carol");
     const plain = await registerUser();
     const out = await a.as("POST", "/_matrix/client/v3/login", { type: "m.login.application_service", identifier: { type: "m.id.user", user: plain.userId } });
@@ -262,7 +218,7 @@ describe("as_token authentication", () => {
   });
 
   it("timestamp massaging: ts sets origin_server_ts for appservices only", async () => {
-    const a = await appservice();
+    const a = await addAppservice();
     const alice = await a.registerGhost("alice");
     const q = `user_id=${encodeURIComponent(alice)}`;
     const room = await a.as("POST", `/_matrix/client/v3/createRoom?${q}`, {});
@@ -278,19 +234,19 @@ describe("as_token authentication", () => {
     expect([bad.status, bad.body.errcode]).toEqual([400, "M_INVALID_PARAM"]);
     // A normal user's ts is ignored.
     const user = await registerUser();
-    const r2 = await clientCall(user.accessToken, "POST", "/createRoom", {});
-    const s2 = await clientCall(user.accessToken, "PUT", `/rooms/${encodeURIComponent(r2.room_id)}/send/m.room.message/t1?ts=1234567890`, { msgtype: "m.text", body: "now" });
-    const e2 = await clientCall(user.accessToken, "GET", `/rooms/${encodeURIComponent(r2.room_id)}/event/${encodeURIComponent(s2.event_id)}`);
+    const r2 = await clientOk(user.accessToken, "POST", "/createRoom", {});
+    const s2 = await clientOk(user.accessToken, "PUT", `/rooms/${encodeURIComponent(r2.room_id)}/send/m.room.message/t1?ts=1234567890`, { msgtype: "m.text", body: "now" });
+    const e2 = await clientOk(user.accessToken, "GET", `/rooms/${encodeURIComponent(r2.room_id)}/event/${encodeURIComponent(s2.event_id)}`);
     expect(e2.origin_server_ts).toBeGreaterThan(1_700_000_000_000);
   });
 
   it("ping: own id only, needs a url, reports an unreachable appservice", async () => {
-    const noUrl = await appservice();
+    const noUrl = await addAppservice();
     const r = await noUrl.as("POST", `/_matrix/client/v1/appservice/${noUrl.p}/ping`, {});
     expect([r.status, r.body.errcode]).toEqual([400, "M_URL_NOT_SET"]);
     const other = await noUrl.as("POST", `/_matrix/client/v1/appservice/someone-else/ping`, {});
     expect([other.status, other.body.errcode]).toEqual([403, "M_FORBIDDEN"]);
-    const down = await appservice({ url: "http://127.0.0.1:1" });
+    const down = await addAppservice({ url: "http://127.0.0.1:1" });
     const d = await down.as("POST", `/_matrix/client/v1/appservice/${down.p}/ping`, { transaction_id: "meow" });
     expect(d.status).toBe(502);
     expect(d.body.errcode).toBe("M_CONNECTION_FAILED");
@@ -300,27 +256,21 @@ describe("as_token authentication", () => {
   });
 });
 
-async function clientCall(token: string, method: string, path: string, body?: unknown) {
-  const r = await call(method, `/_matrix/client/v3${path}`, { token, body });
-  if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
 describe("transaction queue", () => {
   it("queues the events of interested rooms in order and retries an unreachable appservice", async () => {
     const { runInDurableObject, env } = await import("cloudflare:test");
-    const a = await appservice({ url: "http://127.0.0.1:1" });
+    const a = await addAppservice({ url: "http://127.0.0.1:1" });
     const alice = await a.registerGhost("alice");
     const user = await registerUser();
     // A room of plain users: not the appservice's business.
-    const other = await clientCall(user.accessToken, "POST", "/createRoom", {});
-    await clientCall(user.accessToken, "PUT", `/rooms/${encodeURIComponent(other.room_id)}/send/m.room.message/o1`, { msgtype: "m.text", body: "private" });
+    const other = await clientOk(user.accessToken, "POST", "/createRoom", {});
+    await clientOk(user.accessToken, "PUT", `/rooms/${encodeURIComponent(other.room_id)}/send/m.room.message/o1`, { msgtype: "m.text", body: "private" });
     // A room with a ghost in it: everything in it from then on.
-    const room = await clientCall(user.accessToken, "POST", "/createRoom", { preset: "public_chat" });
+    const room = await clientOk(user.accessToken, "POST", "/createRoom", { preset: "public_chat" });
     const roomId = encodeURIComponent(room.room_id);
     const join = await a.as("POST", `/_matrix/client/v3/join/${roomId}?user_id=${encodeURIComponent(alice)}`, {});
     expect(join.status, JSON.stringify(join.body)).toBe(200);
-    for (let i = 0; i < 5; i++) await clientCall(user.accessToken, "PUT", `/rooms/${roomId}/send/m.room.message/m${i}`, { msgtype: "m.text", body: `m${i}` });
+    for (let i = 0; i < 5; i++) await clientOk(user.accessToken, "PUT", `/rooms/${roomId}/send/m.room.message/m${i}`, { msgtype: "m.text", body: `m${i}` });
 
     const stub = env.APPSERVICE_SENDER.get(env.APPSERVICE_SENDER.idFromName(a.p));
     let status = await stub.status();
@@ -331,7 +281,7 @@ describe("transaction queue", () => {
     expect(status.failures).toBeGreaterThanOrEqual(1);
     expect(status.lastError).toMatch(/reach/);
     expect(status.inFlightTxnId).toBeTruthy();
-    const bodies = await runInDurableObject(stub, (_i, state) => state.storage.sql.exec<{ body: string }>("SELECT body FROM queue WHERE kind = 'event' ORDER BY seq").toArray().map((r) => JSON.parse(r.body)));
+    const bodies = (await queuedItems(a.p)).filter((i) => i.kind === "event").map((i) => i.body);
     const texts = bodies.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
     expect(texts).toEqual(["m0", "m1", "m2", "m3", "m4"]);
     expect(bodies[0]).toMatchObject({ type: "m.room.member", state_key: alice, room_id: room.room_id });
@@ -350,18 +300,15 @@ describe("transaction queue", () => {
 
   it("the RoomDO hands over again what a stopped instance did not (watermark, alarm)", async () => {
     const { runInDurableObject, env } = await import("cloudflare:test");
-    const a = await appservice({ url: "http://127.0.0.1:1" });
+    const a = await addAppservice({ url: "http://127.0.0.1:1" });
     const alice = await a.registerGhost("alice");
     const user = await registerUser();
-    const room = await clientCall(user.accessToken, "POST", "/createRoom", { preset: "public_chat" });
+    const room = await clientOk(user.accessToken, "POST", "/createRoom", { preset: "public_chat" });
     const roomId = encodeURIComponent(room.room_id);
     expect((await a.as("POST", `/_matrix/client/v3/join/${roomId}?user_id=${encodeURIComponent(alice)}`, {})).status).toBe(200);
-    await clientCall(user.accessToken, "PUT", `/rooms/${roomId}/send/m.room.message/r1`, { msgtype: "m.text", body: "handed over once" });
-    const queue = env.APPSERVICE_SENDER.get(env.APPSERVICE_SENDER.idFromName(a.p));
-    const texts = () =>
-      runInDurableObject(queue, (_i, state) =>
-        state.storage.sql.exec<{ body: string }>("SELECT body FROM queue WHERE kind = 'event' ORDER BY seq").toArray().map((r) => JSON.parse(r.body)).filter((e) => e.type === "m.room.message").map((e) => e.content.body),
-      );
+    await clientOk(user.accessToken, "PUT", `/rooms/${roomId}/send/m.room.message/r1`, { msgtype: "m.text", body: "handed over once" });
+    const texts = async () =>
+      (await queuedItems(a.p)).filter((i) => i.kind === "event" && i.body.type === "m.room.message").map((i) => i.body.content.body);
     for (let i = 0; i < 100 && (await texts()).length < 1; i++) await new Promise((r) => setTimeout(r, 50));
     expect(await texts()).toEqual(["handed over once"]);
     const roomDO = env.ROOMS.get(env.ROOMS.idFromName(room.room_id));

@@ -106,6 +106,47 @@ describe("POST /v3/search", () => {
     expect(ids(await search(alice, { search_term: "plaintext needle" }))).toEqual([]);
   });
 
+  it("ignored users (m.ignored_user_list): their messages are not hits, not counted, not in groupings, not in event_context", async () => {
+    const [alice, bob, mallory] = await Promise.all([registerUser(), registerUser(), registerUser()]);
+    const room = await createRoom(alice, { preset: "public_chat" });
+    await join(bob, room);
+    await join(mallory, room);
+    const a1 = await send(alice, room, "walrus one");
+    await send(mallory, room, "walrus spam");
+    const filler = await send(alice, room, "filler");
+    await send(mallory, room, "walrus more spam");
+    const a2 = await send(alice, room, "walrus two");
+    await send(mallory, room, "trailing spam");
+    // A thread reply from mallory: not bundled into a1 for bob (m.thread would count it).
+    await call("PUT", `${V3}/rooms/${enc(room)}/send/m.room.message/t${++txn}`, { token: mallory.accessToken, body: { msgtype: "m.text", body: "threaded spam", "m.relates_to": { rel_type: "m.thread", event_id: a1 } } });
+    const q = { search_term: "walrus", keys: ["content.body"], order_by: "recent", event_context: { before_limit: 2, after_limit: 2, include_profile: true }, groupings: { group_by: [{ key: "sender" }] } };
+    expect((await search(bob, q)).body.search_categories.room_events.count).toBe(4);
+    const ign = await call("PUT", `${V3}/user/${enc(bob.userId)}/account_data/m.ignored_user_list`, { token: bob.accessToken, body: { ignored_users: { [mallory.userId]: {} } } });
+    expect(ign.status).toBe(200);
+    // Module "Ignoring Users": the client no longer receives events sent by that user (state events excepted).
+    const r = await search(bob, q);
+    expect(r.status, JSON.stringify(r.body)).toBe(200);
+    const re = r.body.search_categories.room_events;
+    expect(ids(r)).toEqual([a2, a1]);
+    expect(re.count).toBe(2);
+    expect(Object.keys(re.groups.sender)).toEqual([alice.userId]);
+    const ctx = re.results[0].context;
+    expect(ctx.events_before.map((e: Json) => e.event_id)).toEqual([filler, a1]);
+    expect(ctx.events_after).toEqual([]);
+    expect(Object.keys(ctx.profile_info)).toEqual([alice.userId]);
+    expect(re.results[1].result.unsigned?.["m.relations"]?.["m.thread"]).toBeUndefined();
+    for (const c of re.results.map((x: Json) => x.context)) for (const e of [...c.events_before, ...c.events_after]) expect(e.sender === mallory.userId && e.state_key === undefined).toBe(false);
+    // Paging by one reaches the same two hits and no more.
+    const p1 = await search(bob, { ...q, order_by: "rank", filter: { limit: 1 } });
+    const p2 = await search(bob, { ...q, order_by: "rank", filter: { limit: 1 } }, p1.body.search_categories.room_events.next_batch);
+    expect(new Set([...ids(p1), ...ids(p2)])).toEqual(new Set([a1, a2]));
+    expect(p2.body.search_categories.room_events.next_batch).toBeUndefined();
+    // Someone who ignores nobody still finds all four.
+    const all = await search(alice, q);
+    expect(ids(all).length).toBe(4);
+    expect(all.body.search_categories.room_events.results[3].result.unsigned["m.relations"]["m.thread"].count).toBe(1);
+  });
+
   it("bad input: missing search_term, unknown key, bad order_by, bad next_batch; FTS syntax is not interpreted", async () => {
     const alice = await registerUser();
     const room = await createRoom(alice);

@@ -7,24 +7,11 @@ import type { AppEnv } from "../types";
 import { MatrixError, invalidParam, notFound } from "../errors";
 import { parseValue } from "../validate";
 import { dirQuery, localUserParam, paging, requireAdmin, requireUserRow } from "./common";
-import { deleteMedia, quarantineMedia } from "../../services/media";
+import { deleteMedia, quarantineMedia, type MediaRow } from "../../services/media";
 import { isValidRoomId, isValidServerName } from "../../core/ids";
 import { roomStub } from "../../services/rooms";
 
 export const adminMedia = new Hono<AppEnv>();
-
-interface MediaRow {
-  server_name: string;
-  media_id: string;
-  uploader: string | null;
-  content_type: string | null;
-  filename: string | null;
-  size: number | null;
-  created_ts: number;
-  uploaded_ts: number | null;
-  quarantined: number;
-  quarantined_by: string | null;
-}
 
 function mediaEntry(m: MediaRow) {
   return {

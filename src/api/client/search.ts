@@ -11,6 +11,7 @@ import { roomEventFilterSchema } from "../../core/room-event-filter";
 import type { JsonObject } from "../../core/types";
 import { roomStub, unwrap } from "../../services/rooms";
 import { roomsWithAnyMembership } from "../../db/memberships";
+import { ignoredUserIds } from "../../services/notifier";
 import { SEARCH_KEYS, searchTerms, type RoomSearchHit } from "../../../durable-objects/room/search";
 
 export const search = new Hono<AppEnv>();
@@ -81,13 +82,15 @@ search.post("/search", requireAuth, async (c) => {
   const limit = Math.max(1, Math.min(filter?.limit ?? 10, 100));
 
   // "all rooms that the user has been in, including those that they have left".
-  let roomIds = await roomsWithAnyMembership(c.env.DB, userId, ["join", "leave", "ban"]);
+  const [everIn, ignored] = await Promise.all([roomsWithAnyMembership(c.env.DB, userId, ["join", "leave", "ban"]), ignoredUserIds(c.env, userId, c.var.config)]);
+  let roomIds = everIn;
   if (filter?.rooms) roomIds = roomIds.filter((r) => filter.rooms!.includes(r));
   if (filter?.not_rooms) roomIds = roomIds.filter((r) => !filter.not_rooms!.includes(r));
 
   const offset = cursor.o === "rank" ? cursor.n : 0;
   const ctx = cat.event_context;
-  const requester = { userId, deviceId: c.var.auth.deviceId };
+  // Events of users the searcher ignores are left out (hits, count, context).
+  const requester = { userId, deviceId: c.var.auth.deviceId, ignored };
   const query = {
     term: cat.search_term,
     keys: cat.keys ?? [...SEARCH_KEYS],
