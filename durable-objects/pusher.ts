@@ -55,10 +55,24 @@ export class PusherDO extends QueueDO {
   private tail: Promise<void> = Promise.resolve();
   /** Configuration, parsed once per instance. */
   private config: Config;
+  /** In memory, so the direct path reads no storage: consecutive failures (mirrors meta
+   *  `failures`), and whether the durable queue may hold items (false only when known empty). */
+  private failures: number;
+  private mayHaveQueue: boolean;
+  /** The last pusher URL checked, and the answer (the URL guard parses it; it rarely changes). */
+  private checked: { url: unknown; refused: string | undefined } | null = null;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env, SCHEMA);
     this.config = parseConfig(env);
+    this.failures = this.num("failures");
+    this.mayHaveQueue = this.hasQueue();
+  }
+
+  private setFailures(n: number): void {
+    if (n === this.failures) return;
+    this.failures = n;
+    this.setMeta("failures", n || null);
   }
 
   /** Notifications for this pusher; `target` is its current URL and data. Returns once they are
@@ -70,7 +84,7 @@ export class PusherDO extends QueueDO {
   }
 
   private async accept(userId: string, target: PusherTarget, items: PendingPush[]): Promise<void> {
-    if (!this.sending && !this.num("failures") && !this.hasQueue()) {
+    if (!this.sending && !this.failures && !this.mayHaveQueue) {
       // Direct: nothing stored unless a request fails (the hub holds its rows until we return).
       // A slow gateway: what is left after PUSH_DIRECT_BUDGET_MS goes to the queue (bounded,
       // and the hub's hand-over does not wait for every request).
@@ -88,7 +102,7 @@ export class PusherDO extends QueueDO {
           if (r === "dropped") return;
           if (r === "failed") {
             this.store(userId, target, list.slice(i));
-            this.setMeta("failures", 1);
+            this.setFailures(1);
             await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(1));
             this.watchdog = true;
             return;
@@ -107,12 +121,13 @@ export class PusherDO extends QueueDO {
     this.store(userId, target, items);
     // Healthy: send now, without waiting for an alarm (run() arms a watchdog alarm first).
     // Backing off: the scheduled retry sends everything in order.
-    if (!this.num("failures")) void this.run();
+    if (!this.failures) void this.run();
   }
 
   /** Put items in the durable queue (with the target, which the alarm path needs). */
   private store(userId: string, target: PusherTarget, items: PendingPush[]): void {
     const now = Date.now();
+    this.mayHaveQueue = true;
     this.ctx.storage.transactionSync(() => {
       this.setMeta("user_id", userId);
       this.setMeta("target", JSON.stringify(target));
@@ -135,13 +150,15 @@ export class PusherDO extends QueueDO {
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
     this.sql.exec(SCHEMA);
+    this.failures = 0;
+    this.mayHaveQueue = false;
   }
 
   async status(): Promise<PusherStatus> {
     const next = await this.ctx.storage.getAlarm();
     return {
       queued: this.queued(),
-      failures: this.num("failures"),
+      failures: this.failures,
       sent: this.num("sent") + this.sentDirect,
       nextAttemptTs: next,
     };
@@ -174,8 +191,8 @@ export class PusherDO extends QueueDO {
         if (r === "dropped") return;
         if (r === "empty") return;
         if (r === "failed") {
-          const failures = this.num("failures") + 1;
-          this.setMeta("failures", failures);
+          const failures = this.failures + 1;
+          this.setFailures(failures);
           await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(failures));
           this.watchdog = true;
           return;
@@ -193,7 +210,10 @@ export class PusherDO extends QueueDO {
     const head = this.sql.exec<{ seq: number; body: string }>("SELECT seq, body FROM queue ORDER BY seq LIMIT 1").toArray()[0];
     const targetJson = this.meta("target");
     const userId = this.meta("user_id");
-    if (!head || !targetJson || !userId) return "empty";
+    if (!head || !targetJson || !userId) {
+      if (!head) this.mayHaveQueue = false;
+      return "empty";
+    }
     // In memory only: one run at a time, and after a restart nothing is in flight. (A meta write
     // here cost a commit, and the output gate held the request until it was on disk.)
     this.inflightSeq = head.seq;
@@ -206,7 +226,7 @@ export class PusherDO extends QueueDO {
     if (r !== "sent") return r;
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM queue WHERE seq = ?", head.seq);
-      this.setMeta("failures", null);
+      this.setFailures(0);
       this.setMeta("sent", this.num("sent") + 1);
     });
     return "sent";
@@ -214,7 +234,8 @@ export class PusherDO extends QueueDO {
 
   /** One notify request. "dropped": the pusher is gone (rejected, or its URL no longer allowed). */
   private async post(userId: string, target: PusherTarget, p: PendingPush): Promise<"sent" | "failed" | "dropped"> {
-    const refused = checkPusherUrl(target.data.url, this.config.pushHttpLoopback);
+    if (this.checked?.url !== target.data.url) this.checked = { url: target.data.url, refused: checkPusherUrl(target.data.url, this.config.pushHttpLoopback) };
+    const refused = this.checked.refused;
     if (refused) {
       // Only possible if the configuration changed since the pusher was set.
       console.warn(`push: pusher ${target.appId} of ${userId} has an unusable URL (${refused}); deleting it`);

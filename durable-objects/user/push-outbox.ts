@@ -50,6 +50,18 @@ export class PushOutbox {
   private targetsCache: PusherTarget[] | null = null;
   /** Configuration, parsed once per hub instance. */
   private config: Config;
+  /** The outbox rows after `memFloor`, in memory, so a hand-over reads no storage (a SELECT and
+   *  a JSON parse per push per recipient were a good part of a push's cost on the shared thread,
+   *  docs/benchmarks.md). `staged`: added in the transaction running now, moved to `fresh` by
+   *  afterCommit. A cache only: when in doubt it is dropped and the rows are read from storage. */
+  private fresh: { seq: number; p: PendingPush }[] = [];
+  private staged: { seq: number; p: PendingPush }[] = [];
+  private memFloor = 0;
+  /** Whether push_calls may have rows (false only when known empty): counts() then skips the
+   *  missed-calls query. */
+  private callsMaybe = true;
+  /** Pusher queue stubs, by keyOf. */
+  private stubs = new Map<string, ReturnType<typeof pusherStub>>();
 
   constructor(
     private ctx: DurableObjectState,
@@ -59,6 +71,16 @@ export class PushOutbox {
     ctx.storage.sql.exec(PUSH_OUTBOX_SCHEMA);
     // Rows left by a hub that stopped before arming its alarm: retry soon.
     if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(100);
+    this.resetMemory();
+    this.callsMaybe = ctx.storage.sql.exec("SELECT 1 FROM push_calls LIMIT 1").toArray().length > 0;
+  }
+
+  /** Forget the in-memory rows: from now on rows up to the newest stored one are read from
+   *  storage, and only rows added later are kept in memory. */
+  private resetMemory(): void {
+    this.fresh = [];
+    this.staged = [];
+    this.memFloor = this.sql.exec<{ s: number | null }>("SELECT MAX(seq) AS s FROM push_outbox").one().s ?? 0;
   }
 
   private get sql(): SqlStorage {
@@ -83,6 +105,8 @@ export class PushOutbox {
       if (!targets.length) this.sql.exec("DELETE FROM push_outbox");
     });
     this.targetsCache = targets;
+    this.stubs.clear();
+    if (!targets.length) this.resetMemory();
     const last = this.sql.exec<{ s: number | null }>("SELECT MAX(seq) AS s FROM push_outbox").one().s ?? 0;
     const now = new Set(targets.map(keyOf));
     for (const k of [...this.handed.keys()]) if (!now.has(k)) this.handed.delete(k);
@@ -116,7 +140,7 @@ export class PushOutbox {
   }
 
   private counts(): PushCounts {
-    return { unread: this.unread(), missed_calls: this.missedCalls() };
+    return { unread: this.unread(), missed_calls: this.callsMaybe ? this.missedCalls() : 0 };
   }
 
   /** Keep track of calls (for missed_calls). Returns true when a call meant for me just ended
@@ -126,6 +150,7 @@ export class PushOutbox {
     if (!note) return false;
     if (note.kind === "invite") {
       this.pruneCalls();
+      this.callsMaybe = true;
       this.sql.exec("INSERT OR IGNORE INTO push_calls (room_id, call_id, stream, expires_ts) VALUES (?, ?, ?, ?)", roomId, note.callId, stream, note.expiresTs);
       return false;
     }
@@ -147,6 +172,7 @@ export class PushOutbox {
          OR stream <= COALESCE((SELECT m.stream FROM read_marks m WHERE m.room_id = push_calls.room_id AND m.thread_id = ''), -1)`,
     );
     const n = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM push_calls").one().n;
+    this.callsMaybe = n > 0;
     if (n >= MAX_CALLS) {
       this.sql.exec("DELETE FROM push_calls WHERE rowid IN (SELECT rowid FROM push_calls ORDER BY expires_ts LIMIT ?)", n - MAX_CALLS + 1);
     }
@@ -189,7 +215,10 @@ export class PushOutbox {
   }
 
   private add(p: PendingPush): void {
-    this.sql.exec("INSERT INTO push_outbox (body) VALUES (?)", JSON.stringify(p));
+    const { seq } = this.sql.exec<{ seq: number }>("INSERT INTO push_outbox (body) VALUES (?) RETURNING seq", JSON.stringify(p)).one();
+    // A seq handed out again means the transaction that staged it was rolled back.
+    if (this.staged.length && this.staged[this.staged.length - 1].seq >= seq) this.staged = this.staged.filter((r) => r.seq < seq);
+    this.staged.push({ seq, p });
     this.pending = true;
   }
 
@@ -202,6 +231,9 @@ export class PushOutbox {
     if (low <= this.pruned) return;
     this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", low);
     this.pruned = low;
+    let i = 0;
+    while (i < this.fresh.length && this.fresh[i].seq <= low) i++;
+    if (i) this.fresh = this.fresh.slice(i);
   }
 
   /** Set by add(); the caller drains after its commit. */
@@ -213,6 +245,11 @@ export class PushOutbox {
   async afterCommit(userId: string): Promise<void> {
     if (!this.pending) return;
     this.pending = false;
+    const last = this.staged[this.staged.length - 1];
+    // Staged rows of a rolled-back transaction (and none since): unsure, read storage instead.
+    if (last && !this.sql.exec("SELECT 1 FROM push_outbox WHERE seq = ?", last.seq).toArray().length) this.resetMemory();
+    else this.fresh.push(...this.staged);
+    this.staged = [];
     this.arm(OUTBOX_SAFETY_MS);
     void this.drain(userId);
   }
@@ -243,12 +280,14 @@ export class PushOutbox {
       // added meanwhile is seen by this loop or starts a drain of its own).
       while (this.targets().some((x) => keyOf(x) === k)) {
         const from = this.handed.get(k) ?? 0;
-        const rows = this.sql.exec<{ seq: number; body: string }>("SELECT seq, body FROM push_outbox WHERE seq > ? ORDER BY seq LIMIT 200", from).toArray();
+        const rows = this.rowsAfter(from);
         if (!rows.length) break;
-        await pusherStub(this.env, this.config, userId, t.appId, t.pushkey).enqueue(
+        let stub = this.stubs.get(k);
+        if (!stub) this.stubs.set(k, (stub = pusherStub(this.env, this.config, userId, t.appId, t.pushkey)));
+        await stub.enqueue(
           userId,
           t,
-          rows.map((r) => JSON.parse(r.body) as PendingPush),
+          rows.map((r) => r.p),
         );
         if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, rows[rows.length - 1].seq));
       }
@@ -260,6 +299,18 @@ export class PushOutbox {
     } finally {
       this.draining.delete(k);
     }
+  }
+
+  /** Up to 200 outbox rows after `from`, in order: from memory when it holds them all. */
+  private rowsAfter(from: number): { seq: number; p: PendingPush }[] {
+    if (from >= this.memFloor) {
+      const i = this.fresh.findIndex((r) => r.seq > from);
+      return i < 0 ? [] : this.fresh.slice(i, i + 200);
+    }
+    return this.sql
+      .exec<{ seq: number; body: string }>("SELECT seq, body FROM push_outbox WHERE seq > ? ORDER BY seq LIMIT 200", from)
+      .toArray()
+      .map((r) => ({ seq: r.seq, p: JSON.parse(r.body) as PendingPush }));
   }
 
   /** The hub's alarm: retry what is left, delete what was accepted. */
