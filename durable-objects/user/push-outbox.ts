@@ -4,9 +4,11 @@
 // Inside the hub's transaction that records an event (durable-objects/user/fan-in.ts), `recordEvent` writes
 // an outbox row when the rules said notify, the user did not send it, and the user has pushers;
 // `recordBadge` does the same for a read receipt that lowers the count (badge update, counts
-// only, as Synapse sends). After the commit, `drain` hands the new rows to each pusher's queue
-// (PusherDO), which sends them at once when it is idle, and remembers per pusher (in memory) how
-// far its queue accepted. The rows every queue accepted are deleted in the hub's next
+// only, as Synapse sends). After the commit, `drain` delivers the new rows per pusher: while
+// that pusher's queue (PusherDO) last said it was idle and healthy, the hub sends the requests
+// itself (src/services/push-send.ts), one at a time, in order; otherwise, and with the rest after
+// a failed request, it hands them to the queue, which retries with backoff. It remembers per
+// pusher (in memory) how far its rows were delivered or accepted. The rows every queue accepted are deleted in the hub's next
 // transaction or by its alarm — not in a commit of their own: under `wrangler dev` every commit
 // is an fsync on the one thread all objects share, and a commit per push per recipient is what
 // slowed sends in rooms whose members have pushers (docs/benchmarks.md). A hub that restarts
@@ -19,6 +21,7 @@ import type { JsonObject, JsonValue } from "../../src/core/types";
 import { parseConfig, type Config } from "../../src/config";
 import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
 import { pusherStub } from "../../src/rpc/stubs";
+import { coalesceBadges, postNotify } from "../../src/services/push-send";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
@@ -30,6 +33,9 @@ CREATE TABLE IF NOT EXISTS push_calls (room_id TEXT NOT NULL, call_id TEXT NOT N
 /** push_calls rows kept at most (unanswered calls after the read mark, the only ones that can
  *  still count); beyond it the oldest go. */
 const MAX_CALLS = 500;
+
+/** How long the hub sends to one pusher itself before handing the rest to its queue. */
+const PUSH_DIRECT_BUDGET_MS = 1_000;
 
 /** A retry of a failed (or still running) hand-over. */
 const OUTBOX_RETRY_MS = 5_000;
@@ -62,6 +68,12 @@ export class PushOutbox {
   private callsMaybe = true;
   /** Pusher queue stubs, by keyOf. */
   private stubs = new Map<string, ReturnType<typeof pusherStub>>();
+  /** Pushers (keyOf) whose queue said it was idle and healthy at its last hand-over: the hub
+   *  sends their next notifications itself, one request at a time, in order — no RPC and no
+   *  second object per push. A failed request hands that row and the rest to the queue, which
+   *  retries with backoff; the hub sends itself again once a hand-over finds the queue idle. In
+   *  memory: after a restart the first hand-over goes through the queue. */
+  private direct = new Set<string>();
 
   constructor(
     private ctx: DurableObjectState,
@@ -106,6 +118,7 @@ export class PushOutbox {
     });
     this.targetsCache = targets;
     this.stubs.clear();
+    this.direct.clear();
     if (!targets.length) this.resetMemory();
     const last = this.sql.exec<{ s: number | null }>("SELECT MAX(seq) AS s FROM push_outbox").one().s ?? 0;
     const now = new Set(targets.map(keyOf));
@@ -280,16 +293,28 @@ export class PushOutbox {
       // added meanwhile is seen by this loop or starts a drain of its own).
       while (this.targets().some((x) => keyOf(x) === k)) {
         const from = this.handed.get(k) ?? 0;
-        const rows = this.rowsAfter(from);
+        let rows = this.rowsAfter(from);
         if (!rows.length) break;
+        let failed = false;
+        if (this.direct.has(k)) {
+          const r = await this.sendDirect(userId, t, k, rows);
+          if (r === "dropped") return;
+          if (r === "sent") continue;
+          rows = r.rest;
+          failed = r.failed;
+          this.direct.delete(k);
+        }
         let stub = this.stubs.get(k);
         if (!stub) this.stubs.set(k, (stub = pusherStub(this.env, this.config, userId, t.appId, t.pushkey)));
-        await stub.enqueue(
+        const idle = await stub.enqueue(
           userId,
           t,
           rows.map((r) => r.p),
+          failed,
         );
-        if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, rows[rows.length - 1].seq));
+        if (idle && this.targets().some((x) => keyOf(x) === k)) this.direct.add(k);
+        else this.direct.delete(k);
+        this.markHanded(k, rows[rows.length - 1].seq);
       }
     } catch (e) {
       // The rows stay; the alarm tries again (a queue that took them twice sends twice:
@@ -299,6 +324,33 @@ export class PushOutbox {
     } finally {
       this.draining.delete(k);
     }
+  }
+
+  private markHanded(k: string, seq: number): void {
+    if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, seq));
+  }
+
+  /** Send rows to a pusher from here, in order (badge updates a later one supersedes left out).
+   *  Returns "sent", "dropped" (pusher deleted), or the rows left for the queue: from the first
+   *  that failed, or those after PUSH_DIRECT_BUDGET_MS (a slow gateway: the queue is bounded). */
+  private async sendDirect(
+    userId: string,
+    t: PusherTarget,
+    k: string,
+    rows: { seq: number; p: PendingPush }[],
+  ): Promise<"sent" | "dropped" | { rest: { seq: number; p: PendingPush }[]; failed: boolean }> {
+    const keep = new Set(coalesceBadges(rows.map((r) => r.p)));
+    const start = Date.now();
+    for (let i = 0; i < rows.length; i++) {
+      if (i > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) return { rest: rows.slice(i), failed: false };
+      if (keep.has(rows[i].p)) {
+        const r = await postNotify(this.env, this.config, userId, t, rows[i].p);
+        if (r === "dropped") return "dropped";
+        if (r === "failed") return { rest: rows.slice(i), failed: true };
+      }
+      this.markHanded(k, rows[i].seq);
+    }
+    return "sent";
   }
 
   /** Up to 200 outbox rows after `from`, in order: from memory when it holds them all. */
