@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 export interface PusherStatus {
   queued: number;
   failures: number;
+  /** Requests this queue made (those the hub sent itself are not counted here). */
   sent: number;
   nextAttemptTs: number | null;
 }
