@@ -1,4 +1,4 @@
-import { defineConfig } from "vitest/config";
+import { configDefaults, defineConfig } from "vitest/config";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import path from "node:path";
 
@@ -7,40 +7,59 @@ import path from "node:path";
 //    with real D1, R2 and Durable Objects (miniflare);
 //  - e2e: plain Node tests that start real servers (`wrangler dev`) and drive them with
 //    matrix-js-sdk or fetch.
+// (workers-msc4306 is the workers project with THREAD_SUBSCRIPTIONS=on, for the files below.)
+
+/** The workerd pool's set-up, with `extra` bindings on top of the usual ones. */
+const workerdPlugin = (extra: Record<string, string> = {}) =>
+  cloudflareTest(async () => ({
+    wrangler: { configPath: "./wrangler.toml" },
+    miniflare: {
+      bindings: {
+        TEST_MIGRATIONS: await readD1Migrations(path.join(import.meta.dirname, "migrations")),
+        SERVER_NAME: "test.local",
+        REGISTRATION: "open",
+        RATE_LIMITS: "off",
+        REGISTRATION_SHARED_SECRET: "test-shared-secret",
+        APPSERVICE_HTTP_LOOPBACK: "true",
+        // Partial-state joins (test/integration/federation-partial-join.test.ts); a resident
+        // that ignores omit_members answers the full state as before.
+        PARTIAL_STATE_JOINS: "on",
+        // test/integration/fuzz.test.ts: requests per route and seed (`npm run fuzz`).
+        FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
+        FUZZ_SEED: process.env.FUZZ_SEED ?? "",
+        FUZZ_ONLY: process.env.FUZZ_ONLY ?? "",
+        ...extra,
+      },
+    },
+  }));
+
+/** Tests that need THREAD_SUBSCRIPTIONS=on (MSC4306 changes how thread replies notify, so the
+ *  other tests keep the default, off). Their own project: bindings are per project. */
+const THREAD_SUBSCRIPTION_TESTS = ["test/integration/thread-subscriptions.test.ts"];
+
 export default defineConfig({
   test: {
     projects: [
       {
-        plugins: [
-          cloudflareTest(async () => ({
-            wrangler: { configPath: "./wrangler.toml" },
-            miniflare: {
-              bindings: {
-                TEST_MIGRATIONS: await readD1Migrations(path.join(import.meta.dirname, "migrations")),
-                SERVER_NAME: "test.local",
-                REGISTRATION: "open",
-                RATE_LIMITS: "off",
-                REGISTRATION_SHARED_SECRET: "test-shared-secret",
-                APPSERVICE_HTTP_LOOPBACK: "true",
-                // Partial-state joins (test/integration/federation-partial-join.test.ts); a resident
-                // that ignores omit_members answers the full state as before.
-                PARTIAL_STATE_JOINS: "on",
-                // test/integration/fuzz.test.ts: requests per route and seed (`npm run fuzz`).
-                FUZZ_RUNS: process.env.FUZZ_RUNS ?? "",
-                FUZZ_SEED: process.env.FUZZ_SEED ?? "",
-                FUZZ_ONLY: process.env.FUZZ_ONLY ?? "",
-              },
-            },
-          })),
-        ],
+        plugins: [workerdPlugin()],
         test: {
           name: "workers",
+          exclude: [...configDefaults.exclude, ...THREAD_SUBSCRIPTION_TESTS],
           // BENCH=1 adds the workerd benchmarks (bench/*.test.ts), which npm test leaves out.
           include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts", ...(process.env.BENCH ? ["bench/**/*.test.ts"] : [])],
           // Sizes for bench/hub-compaction.bench.test.ts (its wrapper bench/hub-compaction.mjs sets them).
           provide: { hubBenchSizes: process.env.HUB_BENCH_SIZES ?? "10000" },
           // Integration tests do real crypto (PBKDF2, Ed25519) and real storage; on a loaded 2-core
           // CI machine the 5 s default is too tight. Speed targets live in bench/, not here.
+          testTimeout: 30_000,
+          setupFiles: ["test/apply-migrations.ts"],
+        },
+      },
+      {
+        plugins: [workerdPlugin({ THREAD_SUBSCRIPTIONS: "on" })],
+        test: {
+          name: "workers-msc4306",
+          include: THREAD_SUBSCRIPTION_TESTS,
           testTimeout: 30_000,
           setupFiles: ["test/apply-migrations.ts"],
         },

@@ -55,7 +55,8 @@ describe("search profile", () => {
     const search = (term: string) => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: term } } } });
     expect((await search("zephyr")).status).toBe(200);
     const req = { userId: alice.userId, deviceId: alice.deviceId };
-    const q = (term: string) => ({ term, keys: ["content.body"] as never, orderBy: "rank" as const, limit: 11, idsOnly: true });
+    // As the Worker asks (default keys: all three; a page of 10 plus one).
+    const q = (term: string) => ({ term, keys: ["content.body", "content.name", "content.topic"] as never, orderBy: "rank" as const, limit: 11, idsOnly: true });
     const fanOut = (fn: (roomId: string) => Promise<unknown>) => Promise.all(rooms.map(fn));
     console.log(`whoami: ${p50(await timed(() => call("GET", `${V3}/account/whoami`, { token: alice.accessToken })))}`);
     console.log(`50 x getMembership RPC (fan-out floor): ${p50(await timed(() => fanOut((r) => roomObject(r).getMembership(alice.userId))))}`);
@@ -89,5 +90,7 @@ describe("search profile", () => {
     console.log(`POST /search "zephyr" in one room: ${p50(await timed(() => inOne("zephyr")))}`);
     console.log(`POST /search "nomatchword": ${p50(await timed(() => search("nomatchword")))}`);
     console.log(`POST /search "zephyr": ${p50(await timed(() => search("zephyr")))}`);
+    const recent = () => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: "zephyr", order_by: "recent" } } } });
+    console.log(`POST /search "zephyr" recent: ${p50(await timed(recent))}`);
   });
 });

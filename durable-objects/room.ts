@@ -202,6 +202,9 @@ export class RoomDO extends DurableObject<Env> {
   getEventForClient(req: Requester, eventId: string): Promise<RoomResult<JsonObject>> {
     return this.reads.getEventForClient(req, eventId);
   }
+  threadEventInfo(req: Requester, eventId: string): Promise<RoomResult<{ stream: number | null; threadRoot: string | null; roomStream: number }>> {
+    return this.reads.threadEventInfo(req, eventId);
+  }
   getMembers(req: Requester, q: { at?: string; membership?: string; notMembership?: string }): Promise<RoomResult<JsonObject[]>> {
     return this.reads.getMembers(req, q);
   }

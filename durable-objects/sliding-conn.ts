@@ -12,6 +12,7 @@
 // over.
 import type { JsonObject } from "../src/core/types";
 import { needsRoomType, sameConfig, type ListFilters, type Range } from "../src/core/sliding-lists";
+import type { ThreadSubscriptionChange } from "./user/thread-subscriptions";
 import { initRecency, learnRoomType, leftSince, listWindow, roomsByIds, syncDirect, unknownTypes, type Candidates, type IndexedRoom } from "./sliding-recency";
 
 export { noteSlidingRoom, refreshRecency } from "./sliding-recency";
@@ -37,6 +38,9 @@ export const CONN_TTL_MS = 7 * 24 * 3600_000;
  *  the device's least recently used connection. */
 export const CONNS_PER_DEVICE = 10;
 const MAX_WAIT_MS = 5 * 60_000;
+/** Thread subscription changes one response carries at most (MSC4308: "Servers may impose a
+ *  smaller limit"; Synapse's is 512 on its pagination endpoint). */
+export const MAX_THREAD_SUBSCRIPTIONS = 512;
 
 /** What one room has been sent on a connection. */
 export interface SentRoom {
@@ -59,6 +63,8 @@ export interface ExtConfig {
   account_data?: { enabled?: boolean; lists?: string[]; rooms?: string[] };
   receipts?: { enabled?: boolean; lists?: string[]; rooms?: string[] };
   typing?: { enabled?: boolean; lists?: string[]; rooms?: string[] };
+  /** MSC4308 (thread subscriptions), under its unstable name. */
+  "io.element.msc4308.thread_subscriptions"?: { enabled?: boolean; limit?: number };
 }
 
 export interface RoomConfig {
@@ -95,6 +101,11 @@ export interface SlidingHubAccess {
   ephemeralSince(roomId: string, from: number, q: number): JsonObject[];
   accountDataSince(roomId: string, from: number, q: number): JsonObject[];
   transaction<T>(fn: () => T): T;
+  /** user/thread-subscriptions.ts; absent when THREAD_SUBSCRIPTIONS is off. */
+  threadSubscriptions?: {
+    changes(from: number, to: number, limit: number): { changes: ThreadSubscriptionChange[]; more: boolean };
+    changedAfter(after: number): boolean;
+  };
 }
 
 /** The hub's sliding sync tables (called from its constructor, after the hub's own schema). */
@@ -160,6 +171,9 @@ export interface BeginResult {
   /** e2ee: keysOf now (stored in the connection state). */
   keys?: string;
   e2ee?: { device_lists: { changed: string[]; left: string[] }; device_one_time_keys_count: Record<string, number>; device_unused_fallback_key_types: string[] };
+  /** MSC4308: the newest thread subscription changes after the connection's position; `more`
+   *  when older ones were left out (the Worker then gives a prev_batch). */
+  threadSubscriptions?: { changes: ThreadSubscriptionChange[]; more: boolean };
 }
 
 export type SlidingResult<T> = { ok: true; value: T } | { ok: false; status: 400; errcode: string; error: string };
@@ -297,6 +311,12 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
     const next = rows.length === limit ? rows[rows.length - 1].upos : q;
     out.toDevice = { events: rows.map((m) => ({ sender: m.sender, type: m.type, content: JSON.parse(m.content) as JsonObject })), next_batch: String(next) };
   }
+  const ts = ext["io.element.msc4308.thread_subscriptions"];
+  if (ts?.enabled && a.threadSubscriptions) {
+    // A new connection gets the newest changes of all time (from -1), an incremental one those
+    // after its position; MAX_THREAD_SUBSCRIPTIONS bounds what the client may ask.
+    out.threadSubscriptions = a.threadSubscriptions.changes(from, q, Math.min(ts.limit ?? 100, MAX_THREAD_SUBSCRIPTIONS));
+  }
   if (ext.e2ee?.enabled) {
     // device_lists only in incremental responses: on a new connection the client re-queries
     // every tracked user (matrix-js-sdk marks all dirty when it has no pos).
@@ -310,6 +330,14 @@ export async function slidingBegin(a: SlidingHubAccess, req: BeginRequest): Prom
     };
   }
   return { ok: true, value: out };
+}
+
+/** The hub position a sliding-sync `pos` of this device covered (MSC4308 takes it as `to` of
+ *  /thread_subscriptions), or null. */
+export function hubPosOfPos(sql: SqlStorage, deviceId: string, pos: string): number | null {
+  if (!/^\d{1,15}$/.test(pos)) return null;
+  const row = sql.exec<{ state: string }>("SELECT state FROM sliding_conns WHERE id = ? AND device_id = ?", Number(pos), deviceId).toArray()[0];
+  return row ? (JSON.parse(row.state) as ConnState).hubPos : null;
 }
 
 /** to_device `since`: absent → from the start; a position string → that; else null (bad). */
@@ -333,6 +361,7 @@ function changedAfter(a: SlidingHubAccess, deviceId: string, after: number, ext:
   if (any("SELECT 1 FROM room_log WHERE upos > ? LIMIT 1", after)) return true;
   if (ext.account_data?.enabled && any("SELECT 1 FROM account_data WHERE upos > ? LIMIT 1", after)) return true;
   if (ext.e2ee?.enabled && any("SELECT 1 FROM device_lists WHERE upos > ? LIMIT 1", after)) return true;
+  if (ext["io.element.msc4308.thread_subscriptions"]?.enabled && a.threadSubscriptions?.changedAfter(after)) return true;
   if (tdSince !== undefined && any("SELECT 1 FROM to_device WHERE device_id = ? AND upos > ? LIMIT 1", deviceId, tdSince)) return true;
   return false;
 }

@@ -12,6 +12,7 @@
 //   sync.ts          the /sync assembly (what changed after a token)
 //   lazy-members.ts  lazy-loaded members already sent per device
 //   push-outbox.ts   push delivery to this user's pushers
+//   thread-subscriptions.ts  MSC4306 thread subscriptions (read by the push rules)
 // and durable-objects/sliding-conn.ts, sliding-recency.ts for Simplified Sliding Sync.
 //
 // Everything that can change what a user's /sync returns is pushed here (fan-out on write), and
@@ -25,7 +26,7 @@
 import { DurableObject } from "cloudflare:workers";
 import type { Env } from "../src/env";
 import type { JsonObject } from "../src/core/types";
-import type { PushAction, PushKind, Ruleset } from "../src/core/push-rules";
+import type { PushAction, PushKind, RuleKind, Ruleset } from "../src/core/push-rules";
 import type { PusherTarget } from "../src/core/push-gateway";
 import type { HubResult, LazyMembersRoom, Membership, NotificationRow, RoomEventNotice, RoomPosition, SyncDelta, SyncRequest } from "../src/rpc/user";
 import * as sliding from "./sliding-conn";
@@ -40,6 +41,15 @@ import { E2eeInbox, type ToDeviceMessage } from "./user/e2ee-inbox";
 import { SyncAssembly } from "./user/sync";
 import { LAZY_MEMBERS_SCHEMA, forgetLazyMembers, settleLazyMembers } from "./user/lazy-members";
 import { PushOutbox } from "./user/push-outbox";
+import {
+  THREAD_SUBSCRIPTIONS_SCHEMA,
+  ThreadSubscriptions,
+  parseThreadSubscriptionToken,
+  threadSubscriptionToken,
+  threadSubscriptionsBody,
+  type SubscribeOutcome,
+} from "./user/thread-subscriptions";
+import { parseConfig } from "../src/config";
 
 export class UserDO extends DurableObject<Env> {
   private sql: SqlStorage;
@@ -54,6 +64,9 @@ export class UserDO extends DurableObject<Env> {
   private syncer: SyncAssembly;
   /** Push delivery: outbox of notifications for this user's pushers (user/push-outbox.ts). */
   private push: PushOutbox;
+  /** MSC4306 thread subscriptions (user/thread-subscriptions.ts). */
+  private threads: ThreadSubscriptions;
+  private threadSubscriptionsOn: boolean;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -61,6 +74,7 @@ export class UserDO extends DurableObject<Env> {
     sql.exec(HUB_SCHEMA);
     this.push = new PushOutbox(ctx, env);
     sql.exec(LAZY_MEMBERS_SCHEMA);
+    sql.exec(THREAD_SUBSCRIPTIONS_SCHEMA);
     sliding.initSliding(sql);
     const stream = (this.stream = new HubStream(ctx.storage));
     const meta = stream.initialMeta;
@@ -88,7 +102,15 @@ export class UserDO extends DurableObject<Env> {
       recordBadge: () => this.push.recordBadge(),
       afterCommit: (me) => this.push.afterCommit(me),
     });
-    this.settings = new Settings({ ...base, logRoom, getMeta: (key) => stream.getMeta(key), userId: () => this.userId! });
+    const threadSubscriptions = (this.threadSubscriptionsOn = parseConfig(env).threadSubscriptions);
+    this.threads = new ThreadSubscriptions(base);
+    this.settings = new Settings({
+      ...base,
+      logRoom,
+      getMeta: (key) => stream.getMeta(key),
+      userId: () => this.userId!,
+      ruleOptions: () => ({ threadSubscriptions }),
+    });
     this.presence = new Presence(base);
     this.inbox = new E2eeInbox({ ...base, env, parseToken: (t) => stream.parseToken(t), logFloor: () => log.floor });
     this.fanIn = new FanIn({
@@ -99,6 +121,7 @@ export class UserDO extends DurableObject<Env> {
       maybeCompact,
       ruleset: () => this.settings.ruleset(),
       ignores: (u) => this.settings.ignores(u),
+      threadSubscribed: (roomId, rootId) => this.threads.isSubscribed(roomId, rootId),
       markRead: (roomId, thread, s) => this.ephemeral.markRead(roomId, thread, s),
       recordDeviceList: (u, upos, left) => this.inbox.recordDeviceList(u, upos, left),
       deviceListsAfterMembership: (me, f) => this.inbox.afterMembership(me, f),
@@ -210,13 +233,13 @@ export class UserDO extends DurableObject<Env> {
     return this.settings.putPushRule(kind, ruleId, body, placement);
   }
 
-  async deletePushRule(userId: string, kind: PushKind, ruleId: string): Promise<HubResult<null>> {
+  async deletePushRule(userId: string, kind: RuleKind, ruleId: string): Promise<HubResult<null>> {
     this.me(userId);
     return this.settings.deletePushRule(userId, kind, ruleId);
   }
 
   /** enabled / actions of a rule (user-defined or server-default). */
-  async setPushRuleAttr(userId: string, kind: PushKind, ruleId: string, attr: { enabled?: boolean; actions?: PushAction[] }): Promise<HubResult<null>> {
+  async setPushRuleAttr(userId: string, kind: RuleKind, ruleId: string, attr: { enabled?: boolean; actions?: PushAction[] }): Promise<HubResult<null>> {
     this.me(userId);
     return this.settings.setPushRuleAttr(userId, kind, ruleId, attr);
   }
@@ -231,6 +254,51 @@ export class UserDO extends DurableObject<Env> {
   async setPushers(userId: string, targets: PusherTarget[]): Promise<void> {
     this.me(userId);
     this.push.setTargets(targets);
+  }
+
+  // ===========================================================================================
+  // Thread subscriptions (MSC4306; user/thread-subscriptions.ts). The Worker checks the thread
+  // root and the cause event against the RoomDO first.
+
+  async getThreadSubscription(userId: string, roomId: string, rootId: string): Promise<{ automatic: boolean } | null> {
+    this.me(userId);
+    return this.threads.get(roomId, rootId);
+  }
+
+  /** `causeStream`: undefined for a manual subscription (see ThreadSubscriptions.subscribe). */
+  async subscribeThread(userId: string, roomId: string, rootId: string, causeStream: number | null | undefined): Promise<SubscribeOutcome> {
+    this.me(userId);
+    return this.threads.subscribe(roomId, rootId, causeStream);
+  }
+
+  async unsubscribeThread(userId: string, roomId: string, rootId: string, roomStream: number): Promise<void> {
+    this.me(userId);
+    this.threads.unsubscribe(roomId, rootId, roomStream);
+  }
+
+  /** GET /thread_subscriptions (MSC4308, dir=b): the newest `limit` changes at hub positions in
+   *  (to, from]; `from` defaults to now and `to` to the beginning, and `to` may be a sliding-sync
+   *  pos of this device. */
+  async threadSubscriptionPage(userId: string, q: { deviceId: string; from?: string; to?: string; limit: number }): Promise<HubResult<JsonObject>> {
+    this.me(userId);
+    const bad = (error: string): HubResult<JsonObject> => ({ ok: false, status: 400, errcode: "M_INVALID_PARAM", error });
+    let hi = this.stream.pos;
+    if (q.from !== undefined) {
+      const n = parseThreadSubscriptionToken(q.from);
+      if (n === null) return bad("from is not a valid token");
+      hi = Math.min(n, hi);
+    }
+    let lo = 0;
+    if (q.to !== undefined) {
+      const n = parseThreadSubscriptionToken(q.to) ?? sliding.hubPosOfPos(this.sql, q.deviceId, q.to);
+      if (n === null) return bad("to is not a valid token");
+      lo = n;
+    }
+    const page = this.threads.changes(lo, hi, q.limit);
+    const body: JsonObject = { ...threadSubscriptionsBody(page.changes) };
+    // "If there are still more thread subscriptions to fetch, a new `from` token".
+    if (page.more) body.end = threadSubscriptionToken(page.changes[0].upos - 1);
+    return { ok: true, value: body };
   }
 
   // ===========================================================================================
@@ -358,6 +426,7 @@ export class UserDO extends DurableObject<Env> {
       unreadCounts: (roomId) => this.ephemeral.unreadCounts(roomId, false).main,
       ephemeralSince: (roomId, from, q) => this.ephemeral.ephemeralSince(roomId, from, q),
       accountDataSince: (roomId, from, q) => this.settings.accountDataSince(roomId, from, q),
+      threadSubscriptions: this.threadSubscriptionsOn ? this.threads : undefined,
       transaction: (fn) => this.stream.transaction(fn),
     };
   }

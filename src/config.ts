@@ -56,6 +56,9 @@ export interface Config {
   federationHttpLoopback: boolean;
   /** PARTIAL_STATE_JOINS=on: join remote rooms with omit_members and complete the state later. */
   partialStateJoins: boolean;
+  /** THREAD_SUBSCRIPTIONS=on: MSC4306 thread subscriptions (endpoints, the push rules that
+   *  silence unsubscribed threads, `org.matrix.msc4306` in /versions) and MSC4308. */
+  threadSubscriptions: boolean;
   /** Application services: plain http to loopback URLs (a bridge on the same machine, tests). */
   appserviceHttpLoopback: boolean;
   /** Notary servers asked for keys when a server cannot be reached directly. */
@@ -117,6 +120,10 @@ const schema = z.object({
   /** Partial-state ("faster") joins of remote rooms: send_join with omit_members=true, the rest
    *  of the state fetched in the background (src/services/federation/partial-state.ts). */
   PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("off"),
+  /** MSC4306 thread subscriptions (unstable). Off by default, as in Synapse: with it on, replies
+   *  in threads a user has not subscribed to stop notifying, which users of clients that never
+   *  subscribe would only see as lost notifications. */
+  THREAD_SUBSCRIPTIONS: z.enum(["on", "off"]).default("off"),
   APPSERVICE_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   TRUSTED_KEY_SERVERS: z
     .string()
@@ -236,6 +243,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       accessTokenLifetimeMs: v.ACCESS_TOKEN_LIFETIME_MS ?? 24 * 3600_000,
       federationHttpLoopback: v.FEDERATION_HTTP_LOOPBACK === "true",
       partialStateJoins: v.PARTIAL_STATE_JOINS === "on",
+      threadSubscriptions: v.THREAD_SUBSCRIPTIONS === "on",
       appserviceHttpLoopback: v.APPSERVICE_HTTP_LOOPBACK === "true",
       trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
       dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",

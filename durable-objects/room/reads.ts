@@ -5,7 +5,7 @@ import { splitStateKey, stateKey } from "../../src/core/types";
 import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel, memberKey } from "../../src/core/auth-rules";
 import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./sync-view";
-import { searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
+import { anyMatch, searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
 import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type ThreadsQuery } from "./relations";
 import type { ContextResponse, MessagesQuery, MessagesResponse, RelationsQuery, RelationsResponse, Requester, RoomResult } from "../../src/rpc/room";
 import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, streamToken, POWER_KEY, PEEK_LIMIT, RoomHead, wrap } from "./core";
@@ -158,6 +158,20 @@ export class ClientReads {
       const se = this.r.events.loadEvent(eventId);
       if (!se || se.status !== "accepted" || !this.r.views.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
       return this.r.views.clientEvents([se], req)[0];
+    });
+  }
+
+  /** MSC4306 thread subscriptions: an event the requester may see, with its stream position
+   *  (null for an outlier), the thread it belongs to (its m.thread relation's root, or null)
+   *  and the room's stream position now. Not found or not visible: M_NOT_FOUND. */
+  async threadEventInfo(req: Requester, eventId: string): Promise<RoomResult<{ stream: number | null; threadRoot: string | null; roomStream: number }>> {
+    return wrap(() => {
+      this.r.head.requireRoom();
+      const se = this.r.events.loadEvent(eventId);
+      if (!se || se.status !== "accepted" || !this.r.views.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
+      const rel = se.ev.content["m.relates_to"] as JsonObject | undefined;
+      const threadRoot = rel && typeof rel === "object" && rel.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : null;
+      return { stream: se.stream, threadRoot, roomStream: this.r.head.stream };
     });
   }
 
@@ -364,6 +378,8 @@ export class ClientReads {
     return wrap(() => {
       this.r.views.mayRead(req.userId);
       if (this.r.state.groupState(this.r.head.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
+      // Phase 1 in a room without a match ends here, before the searcher's visibility is read.
+      if (!q.fetch && !anyMatch(this.r.sql, q.term)) return { hits: [], count: 0 };
       const now = Date.now();
       return searchRoom(
         {

@@ -43,6 +43,9 @@ export interface RoomSearchQuery {
    *  client form (and context) of these hits, which won the merge across rooms. */
   idsOnly?: boolean;
   fetch?: string[];
+  /** One phase (a search of one room): serialise only the hits at these positions of the room's
+   *  ranking, the rest come back as positions. */
+  page?: { from: number; to: number };
 }
 
 export interface RoomSearchHit {
@@ -85,6 +88,11 @@ function notIgnored(ignored: readonly string[] | undefined): (e: SearchEvent) =>
 
 /** Index the events stored since the last catch-up. */
 const withSchema = new WeakSet<SqlStorage>();
+/** Whether the room's index holds edit rows (rows indexed under another event than their own),
+ *  per database: learnt once per object (a scan that stops at the first edit row, so a whole
+ *  pass only in a room that has none), kept current by catching up. Without them every message
+ *  has one row, so counting matching rows counts messages. */
+const hasEditRows = new WeakMap<SqlStorage, boolean>();
 
 export function catchUpIndex(sql: SqlStorage): number {
   if (!withSchema.has(sql)) {
@@ -113,6 +121,7 @@ export function catchUpIndex(sql: SqlStorage): number {
       if (r.rel === "m.replace") {
         if (key === "content.body" && typeof r.target === "string" && typeof r.new_body === "string" && r.new_body) {
           sql.exec("INSERT INTO search_fts (value, event_id, key, source) VALUES (?, ?, ?, ?)", r.new_body, r.target, key, r.event_id);
+          hasEditRows.set(sql, true);
           indexed++;
         }
         continue;
@@ -133,6 +142,15 @@ export function catchUpIndex(sql: SqlStorage): number {
   return indexed;
 }
 
+function editRows(sql: SqlStorage): boolean {
+  let has = hasEditRows.get(sql);
+  if (has === undefined) {
+    has = sql.exec("SELECT 1 FROM search_fts WHERE source != event_id LIMIT 1").toArray().length > 0;
+    hasEditRows.set(sql, has);
+  }
+  return has;
+}
+
 /** text/plain bodies of an m.topic content block. */
 function plainTopics(raw: string): string[] {
   try {
@@ -150,6 +168,21 @@ export function searchTerms(term: string): string[] {
   return [...new Set((term.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? []).slice(0, 20))];
 }
 
+/** The FTS5 query of a search term: every word as a quoted prefix, ANDed; "" when it has none. */
+function ftsMatch(term: string): string {
+  return searchTerms(term)
+    .map((w) => `"${w}"*`)
+    .join(" AND ");
+}
+
+/** Whether any indexed text of the room matches the term (after catching up): most rooms of a
+ *  search have no match, and need nothing else read for it. */
+export function anyMatch(sql: SqlStorage, term: string): boolean {
+  catchUpIndex(sql);
+  const match = ftsMatch(term);
+  return match !== "" && sql.exec("SELECT 1 FROM search_fts WHERE search_fts MATCH ? LIMIT 1", match).toArray().length > 0;
+}
+
 export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSearchQuery): RoomSearchResult {
   const shown = notIgnored(a.ignored);
   if (q.fetch) {
@@ -157,9 +190,8 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     return { hits: serialise(a, picked.map((e) => ({ e, rank: 0 })), q), count: picked.length };
   }
   catchUpIndex(a.sql);
-  const words = searchTerms(q.term);
-  if (words.length === 0 || q.keys.length === 0) return { hits: [], count: 0 };
-  const match = words.map((w) => `"${w}"*`).join(" AND ");
+  const match = ftsMatch(q.term);
+  if (match === "" || q.keys.length === 0) return { hits: [], count: 0 };
   const keyIn = q.keys.map(() => "?").join(",");
   let where = `search_fts MATCH ? AND s.key IN (${keyIn}) AND e.stream IS NOT NULL AND e.stream <= ?`;
   const args: SqlStorageValue[] = [match, ...q.keys, a.cap];
@@ -168,24 +200,36 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     where += " AND (e.state_key IS NOT NULL OR e.sender NOT IN (SELECT value FROM json_each(?)))";
     args.push(JSON.stringify(a.ignored));
   }
-  // The count is "approximate" (spec). A searcher who may see the whole room (cap unbounded)
-  // gets the index's own count, without joining every match to its event row (that join
-  // was most of the count's cost); one who left counts up to their cap as the hits are.
-  const count =
-    a.cap >= Number.MAX_SAFE_INTEGER && !ignoring
-      ? (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT event_id) AS n FROM search_fts WHERE search_fts MATCH ? AND key IN (${keyIn})`, match, ...q.keys).toArray()[0]?.n ?? 0)
-      : (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0);
+  // The count is "approximate" (spec): a searcher who sees the whole room gets the index's own
+  // count (matching rows, or distinct events once the room has edit rows); one who left or
+  // ignores someone counts as the hits are filtered. The fast paths: a searcher who sees the whole room, ignores nobody and asks every key needs
+  // nothing from the events table to rank or count, so the FTS index answers alone (joining
+  // each match to its event row by event_id was most of a room's search time); each candidate
+  // is then checked in JS as it is loaded. order_by recent walks the events newest first
+  // against the set of matching event IDs, when no match can come through an edit (the edit's
+  // validity needs its row). Otherwise the query joins every match to its event to filter.
+  const whole = a.cap >= Number.MAX_SAFE_INTEGER && !ignoring;
+  const allKeys = SEARCH_KEYS.every((k) => q.keys.includes(k));
+  const noEdits = whole && allKeys && !editRows(a.sql);
+  const ftsRank = whole && allKeys && q.orderBy === "rank";
+  const matchSet = noEdits && q.orderBy === "recent";
+  const count = !whole
+    ? (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT s.event_id) AS n FROM search_fts s JOIN events e ON e.event_id = s.event_id WHERE ${where}`, ...args).toArray()[0]?.n ?? 0)
+    : noEdits
+      ? (a.sql.exec<{ n: number }>(`SELECT COUNT(*) AS n FROM search_fts WHERE search_fts MATCH ?`, match).toArray()[0]?.n ?? 0)
+      : (a.sql.exec<{ n: number }>(`SELECT COUNT(DISTINCT event_id) AS n FROM search_fts WHERE search_fts MATCH ? AND key IN (${keyIn})`, match, ...q.keys).toArray()[0]?.n ?? 0);
 
   let order = "score ASC, e.stream DESC";
   let score = "bm25(search_fts)";
   let cursor = "";
+  const cursorArgs: SqlStorageValue[] = [];
   if (q.orderBy === "recent") {
     // bm25 only when ranking by it.
     score = "0";
     order = "e.origin_server_ts DESC, e.event_id DESC";
     if (q.before) {
       cursor = "AND (e.origin_server_ts < ? OR (e.origin_server_ts = ? AND e.event_id < ?))";
-      args.push(q.before.ts, q.before.ts, q.before.eventId);
+      cursorArgs.push(q.before.ts, q.before.ts, q.before.eventId);
     }
   }
   const picked: { e: E; rank: number }[] = [];
@@ -193,17 +237,44 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
   // Candidates in pages; those the searcher may not see are skipped (bounded scan).
   const PAGE = Math.min(500, q.limit * 2 + 20);
   for (let offset = 0; picked.length < q.limit && offset < 5000; offset += PAGE) {
-    const rows = a.sql
-      .exec<{ event_id: string; source: string; score: number }>(
-        `SELECT s.event_id AS event_id, s.source AS source, ${score} AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
-         WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
-        ...args,
-        PAGE,
-        offset,
-      )
-      .toArray();
+    const rows = ftsRank
+      ? // Ranked on the index alone (rowid and score: no column read per match), the page's
+        // columns read after; ties newest indexed first.
+        a.sql
+          .exec<{ event_id: string; source: string; score: number }>(
+            `SELECT s.event_id AS event_id, s.source AS source, t.score AS score
+             FROM (SELECT rowid AS rid, bm25(search_fts) AS score FROM search_fts WHERE search_fts MATCH ? ORDER BY score ASC, rowid DESC LIMIT ? OFFSET ?) t
+             JOIN search_fts s ON s.rowid = t.rid ORDER BY t.score ASC, t.rid DESC`,
+            match,
+            PAGE,
+            offset,
+          )
+          .toArray()
+      : matchSet
+        ? a.sql
+            .exec<{ event_id: string; source: string; score: number }>(
+              `SELECT e.event_id AS event_id, e.event_id AS source, 0 AS score FROM events e
+               WHERE e.stream IS NOT NULL AND e.event_id IN (SELECT event_id FROM search_fts WHERE search_fts MATCH ?) ${cursor}
+               ORDER BY ${order} LIMIT ? OFFSET ?`,
+              match,
+              ...cursorArgs,
+              PAGE,
+              offset,
+            )
+            .toArray()
+        : a.sql
+            .exec<{ event_id: string; source: string; score: number }>(
+              `SELECT s.event_id AS event_id, s.source AS source, ${score} AS score FROM search_fts s JOIN events e ON e.event_id = s.event_id
+               WHERE ${where} ${cursor} ORDER BY ${order} LIMIT ? OFFSET ?`,
+              ...args,
+              ...cursorArgs,
+              PAGE,
+              offset,
+            )
+            .toArray();
     for (const r of rows) {
       if (seen.has(r.event_id)) continue;
+      // a.load: accepted events only; the cap is unbounded on the fast path.
       const e = a.load(r.event_id);
       if (!e || !a.visible(e) || a.redacted(e) || !shown(e) || !matchesRoomEventFilter(q.filter, e.ev)) continue;
       if (r.source !== r.event_id) {
@@ -218,7 +289,12 @@ export function searchRoom<E extends SearchEvent>(a: SearchAccess<E>, q: RoomSea
     }
     if (rows.length < PAGE) break;
   }
-  if (q.idsOnly) return { hits: picked.map((p) => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id })), count };
+  const position = (p: { e: E; rank: number }): RoomSearchHit => ({ rank: p.rank, ts: p.e.ev.origin_server_ts, eventId: p.e.ev.event_id });
+  if (q.idsOnly) return { hits: picked.map(position), count };
+  if (q.page) {
+    const { from, to } = q.page;
+    return { hits: [...picked.slice(0, from).map(position), ...serialise(a, picked.slice(from, to), q), ...picked.slice(to).map(position)], count };
+  }
   return { hits: serialise(a, picked, q), count };
 }
 

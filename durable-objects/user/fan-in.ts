@@ -27,6 +27,8 @@ export interface FanInAccess {
   /** settings.ts */
   ruleset(): Ruleset;
   ignores(userId: string): boolean;
+  /** thread-subscriptions.ts (MSC4306): undefined when thread subscriptions are off. */
+  threadSubscribed?(roomId: string, rootId: string): boolean;
   /** ephemeral.ts: my own event implies I have read up to it. */
   markRead(roomId: string, thread: string | null, stream: number): void;
   /** e2ee-inbox.ts */
@@ -125,6 +127,7 @@ export class FanIn {
     // ignored user's messages never reach the client (module "Ignoring Users"), so they do not
     // notify or count as unread either.
     const fromIgnored = ev.state_key === undefined && ev.sender !== me && this.a.ignores(ev.sender);
+    const thread = threadOf(ev.content);
     const out = fromIgnored
       ? { actions: [], notify: false, highlight: false }
       : evaluatePushRules(this.a.ruleset(), ev as unknown as JsonObject, {
@@ -133,13 +136,14 @@ export class FanIn {
           memberCount: n.memberCount,
           senderPowerLevel: n.senderPowerLevel,
           powerLevels: n.powerLevels,
+          threadSubscribed: thread !== null && this.a.threadSubscribed ? this.a.threadSubscribed(n.roomId, thread) : undefined,
         });
     sql.exec(
       "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
       n.roomId,
       n.stream,
       ev.event_id,
-      threadOf(ev.content),
+      thread,
       out.notify ? 1 : 0,
       out.highlight ? 1 : 0,
       out.notify ? JSON.stringify(out.actions) : null,

@@ -28,6 +28,7 @@
 //   lazy_members   per device, room and member: the member event last sent under lazy-loading
 //                  and the token that carried it (lazy-members.ts)
 //   push_targets, push_outbox   push delivery (push-outbox.ts)
+//   thread_subscriptions  MSC4306 thread subscriptions, one row per thread — thread-subscriptions.ts
 //   sliding_*      Simplified Sliding Sync: connections and the recency index
 //                  (durable-objects/sliding-conn.ts, sliding-recency.ts)
 

@@ -3,7 +3,7 @@
 // with the notifications list they produce (GET /notifications), and the ignore list read from
 // m.ignored_user_list (module "Ignoring Users").
 import type { JsonObject, JsonValue } from "../../src/core/types";
-import { effectiveRules, emptyUserRules, defaultRules, type PushAction, type PushKind, type PushRule, type Ruleset, type UserPushRules } from "../../src/core/push-rules";
+import { effectiveRules, emptyUserRules, defaultRules, type PushAction, type PushKind, type PushRule, type Ruleset, type RuleOptions, type RuleKind, type UserPushRules } from "../../src/core/push-rules";
 import type { HubResult, NotificationRow } from "../../src/rpc/user";
 
 /** What the settings module needs from the hub. */
@@ -17,6 +17,8 @@ export interface SettingsAccess {
   getMeta(key: string): string | undefined;
   /** The hub's user (known once any RPC named them). */
   userId(): string;
+  /** Optional parts of the default ruleset (THREAD_SUBSCRIPTIONS: MSC4306's postcontent rules). */
+  ruleOptions(): RuleOptions;
 }
 
 export class Settings {
@@ -99,7 +101,7 @@ export class Settings {
 
   /** The effective ruleset (server defaults with the user's rules and changes). */
   ruleset(): Ruleset {
-    if (!this.rules) this.rules = effectiveRules(this.a.userId(), this.userRules());
+    if (!this.rules) this.rules = effectiveRules(this.a.userId(), this.userRules(), this.a.ruleOptions());
     return this.rules;
   }
 
@@ -151,10 +153,10 @@ export class Settings {
     return { ok: true, value: null };
   }
 
-  deletePushRule(userId: string, kind: PushKind, ruleId: string): HubResult<null> {
+  deletePushRule(userId: string, kind: RuleKind, ruleId: string): HubResult<null> {
     const u = this.userRules();
-    if (!u.rules[kind].some((r) => r.rule_id === ruleId)) {
-      if (defaultRules(userId)[kind].some((r) => r.rule_id === ruleId)) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "Server-default rules cannot be deleted" };
+    if (kind === "postcontent" || !u.rules[kind].some((r) => r.rule_id === ruleId)) {
+      if ((defaultRules(userId, this.a.ruleOptions())[kind] ?? []).some((r) => r.rule_id === ruleId)) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: "Server-default rules cannot be deleted" };
       return { ok: false, status: 404, errcode: "M_NOT_FOUND", error: "No such push rule" };
     }
     u.rules[kind] = u.rules[kind].filter((r) => r.rule_id !== ruleId);
@@ -163,13 +165,14 @@ export class Settings {
   }
 
   /** enabled / actions of a rule (user-defined or server-default). */
-  setPushRuleAttr(userId: string, kind: PushKind, ruleId: string, attr: { enabled?: boolean; actions?: PushAction[] }): HubResult<null> {
+  setPushRuleAttr(userId: string, kind: RuleKind, ruleId: string, attr: { enabled?: boolean; actions?: PushAction[] }): HubResult<null> {
     const u = this.userRules();
-    const own = u.rules[kind].find((r) => r.rule_id === ruleId);
+    // postcontent holds server-default rules only (MSC4306).
+    const own = kind === "postcontent" ? undefined : u.rules[kind].find((r) => r.rule_id === ruleId);
     if (own) {
       if (attr.enabled !== undefined) own.enabled = attr.enabled;
       if (attr.actions) own.actions = attr.actions;
-    } else if (defaultRules(userId)[kind].some((r) => r.rule_id === ruleId)) {
+    } else if ((defaultRules(userId, this.a.ruleOptions())[kind] ?? []).some((r) => r.rule_id === ruleId)) {
       u.defaults[ruleId] = { ...u.defaults[ruleId], ...attr };
     } else return { ok: false, status: 404, errcode: "M_NOT_FOUND", error: "No such push rule" };
     this.saveRules(u);

@@ -7,6 +7,13 @@ import { globMatches } from "./glob";
 
 export type PushKind = "override" | "content" | "room" | "sender" | "underride";
 export const PUSH_KINDS: PushKind[] = ["override", "content", "room", "sender", "underride"];
+/** MSC4306 (thread subscriptions) adds the kind `postcontent`, evaluated between `content` and
+ *  `room`. It holds only the server-default rules: clients may not add rules to it. Present in a
+ *  ruleset only when thread subscriptions are on (THREAD_SUBSCRIPTIONS). */
+export type RuleKind = PushKind | "postcontent";
+export const EVALUATION_ORDER: RuleKind[] = ["override", "content", "postcontent", "room", "sender", "underride"];
+/** MSC4306's push condition kind, under its unstable name. */
+export const THREAD_SUBSCRIPTION_CONDITION = "io.element.msc4306.thread_subscription";
 
 export type PushCondition =
   | { kind: "event_match"; key: string; pattern: string }
@@ -15,6 +22,7 @@ export type PushCondition =
   | { kind: "contains_display_name" }
   | { kind: "room_member_count"; is: string }
   | { kind: "sender_notification_permission"; key: string }
+  | { kind: typeof THREAD_SUBSCRIPTION_CONDITION; subscribed: boolean }
   | { kind: string; [k: string]: unknown };
 
 export type PushAction = string | { set_tweak: string; value?: JsonValue };
@@ -28,11 +36,17 @@ export interface PushRule {
   pattern?: string;
 }
 
-export type Ruleset = Record<PushKind, PushRule[]>;
+export type Ruleset = Record<PushKind, PushRule[]> & { postcontent?: PushRule[] };
+
+/** Which optional parts of the default ruleset are on. */
+export interface RuleOptions {
+  /** MSC4306 thread subscriptions: the `postcontent` kind and its two rules. */
+  threadSubscriptions?: boolean;
+}
 
 /** The server-default rules ("Predefined Rules", v1.17: the legacy body-matching rules are gone).
  *  `.m.rule.master` is kept first and always outranks user rules. */
-export function defaultRules(userId: string): Ruleset {
+export function defaultRules(userId: string, opts: RuleOptions = {}): Ruleset {
   const notifySound = (sound: string): PushAction[] => ["notify", { set_tweak: "sound", value: sound }];
   const r = (rule_id: string, conditions: PushCondition[], actions: PushAction[], enabled = true): PushRule => ({
     rule_id,
@@ -76,6 +90,17 @@ export function defaultRules(userId: string): Ruleset {
       r(".m.rule.message", [match("type", "m.room.message")], ["notify"]),
       r(".m.rule.encrypted", [match("type", "m.room.encrypted")], ["notify"]),
     ],
+    // MSC4306 "New Push Rules": after the content rules (keyword mentions still notify and so
+    // still cause automatic subscriptions), before the room rules (a muted room's subscribed
+    // threads still notify). Unsubscribed thread events stop here without notifying.
+    ...(opts.threadSubscriptions
+      ? {
+          postcontent: [
+            r(".io.element.msc4306.rule.unsubscribed_thread", [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: false }], []),
+            r(".io.element.msc4306.rule.subscribed_thread", [{ kind: THREAD_SUBSCRIPTION_CONDITION, subscribed: true }], notifySound("default")),
+          ],
+        }
+      : {}),
   };
 }
 
@@ -93,17 +118,19 @@ export function emptyUserRules(): UserPushRules {
 /** The effective ruleset (GET /pushrules/): per kind, `.m.rule.master` first, then user-defined
  *  rules, then the remaining server-default rules ("server-default rules ... operate at a lower
  *  priority than user-defined rules, except for .m.rule.master"). */
-export function effectiveRules(userId: string, user: UserPushRules): Ruleset {
-  const d = defaultRules(userId);
+export function effectiveRules(userId: string, user: UserPushRules, opts: RuleOptions = {}): Ruleset {
+  const d = defaultRules(userId, opts);
   const out = {} as Ruleset;
-  for (const kind of PUSH_KINDS) {
-    const defaults = d[kind].map((rule) => {
+  for (const kind of EVALUATION_ORDER) {
+    const base = d[kind];
+    if (!base) continue;
+    const defaults = base.map((rule) => {
       const o = user.defaults[rule.rule_id];
       return o ? { ...rule, ...(o.enabled !== undefined ? { enabled: o.enabled } : {}), ...(o.actions ? { actions: o.actions } : {}) } : rule;
     });
     const master = defaults.filter((r) => r.rule_id === ".m.rule.master");
     const rest = defaults.filter((r) => r.rule_id !== ".m.rule.master");
-    out[kind] = [...master, ...(user.rules[kind] ?? []), ...rest];
+    out[kind] = kind === "postcontent" ? rest : [...master, ...(user.rules[kind] ?? []), ...rest];
   }
   return out;
 }
@@ -121,6 +148,9 @@ export interface PushContext {
   /** The sender's power level and the room's m.room.power_levels content, if any. */
   senderPowerLevel: number;
   powerLevels?: JsonObject;
+  /** MSC4306: for an event in a thread, whether the recipient is subscribed to that thread;
+   *  undefined for an event in no thread. */
+  threadSubscribed?: boolean;
 }
 
 /** "Dot-separated property paths": `.` separates, `\.` is a literal dot, `\\` a backslash. */
@@ -216,6 +246,13 @@ export function conditionMatches(c: PushCondition, ev: JsonObject, ctx: PushCont
       if (typeof key !== "string") return false;
       return ctx.senderPowerLevel >= notificationPowerLevel(ctx.powerLevels, key);
     }
+    case THREAD_SUBSCRIPTION_CONDITION: {
+      // MSC4306: holds iff the event is part of a thread and the recipient's subscription to it
+      // is `subscribed`.
+      const subscribed = (c as { subscribed?: unknown }).subscribed;
+      if (typeof subscribed !== "boolean" || ctx.threadSubscribed === undefined) return false;
+      return ctx.threadSubscribed === subscribed;
+    }
     default:
       // "Unrecognised conditions MUST NOT match any events."
       return false;
@@ -235,10 +272,11 @@ function wordContains(body: string, needle: string): boolean {
   return false;
 }
 
-function ruleMatches(kind: PushKind, rule: PushRule, ev: JsonObject, ctx: PushContext): boolean {
+function ruleMatches(kind: RuleKind, rule: PushRule, ev: JsonObject, ctx: PushContext): boolean {
   if (!rule.enabled) return false;
   switch (kind) {
     case "override":
+    case "postcontent":
     case "underride":
       return (rule.conditions ?? []).every((c) => conditionMatches(c, ev, ctx));
     case "content":
@@ -264,7 +302,7 @@ export interface PushOutcome {
  *  themselves." */
 export function evaluatePushRules(rules: Ruleset, ev: JsonObject, ctx: PushContext): PushOutcome {
   if (ev.sender === ctx.userId) return { actions: [], notify: false, highlight: false };
-  for (const kind of PUSH_KINDS) {
+  for (const kind of EVALUATION_ORDER) {
     for (const rule of rules[kind] ?? []) {
       if (!ruleMatches(kind, rule, ev, ctx)) continue;
       const actions = rule.actions.filter((a) => a !== "dont_notify" && a !== "coalesce");

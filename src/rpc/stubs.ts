@@ -46,6 +46,7 @@ export type RoomStub = Pick<
   | "getState"
   | "getStateEvent"
   | "getEventForClient"
+  | "threadEventInfo"
   | "getMembers"
   | "getJoinedMembers"
   | "getJoinedUserIds"
@@ -133,6 +134,11 @@ export type UserStub = Pick<
   | "settleLazyMembers"
   | "compactLog"
   | "forgetRoom"
+  // MSC4306 / MSC4308 (src/api/client/thread-subscriptions.ts).
+  | "getThreadSubscription"
+  | "subscribeThread"
+  | "unsubscribeThread"
+  | "threadSubscriptionPage"
 >;
 
 /** A local user's hub (durable-objects/user.ts), named by user ID. (Arguments in this order for

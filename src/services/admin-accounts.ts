@@ -42,7 +42,7 @@ export async function deactivateAccount(env: Env, config: Config, userId: string
     }
   }
   await env.DB.prepare(`UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", erased = 1" : ""} WHERE user_id = ?`).bind(userId).run();
-  await deleteAllDevices(db(env), userId, undefined, env);
+  await deleteAllDevices(db(env), userId, undefined, env, config);
   await env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
   await leaveAllRooms(env, config, userId);
 }

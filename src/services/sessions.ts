@@ -5,9 +5,8 @@ import type { DB } from "../db";
 import { accessTokens, devices, refreshTokens } from "../db/schema";
 import { randomString, randomToken, sha256Hex } from "./crypto-util";
 import { deleteDeviceE2ee } from "./e2ee/device-keys";
-import { appendDeviceListChange } from "./e2ee/device-list-stream";
 import { markDeviceListChanged } from "./e2ee/device-list-changes";
-import { parseConfig, type Config } from "../config";
+import type { Config } from "../config";
 import { deletePushersOfDevices } from "./pushers";
 import type { Env } from "../env";
 
@@ -100,19 +99,18 @@ export async function revokeDeviceTokens(d: DB, userId: string, deviceId: string
 }
 
 /** Delete a device and everything that authenticates as it, with its E2EE keys and one-time
- *  keys; with `env`, the device-list change reaches the sync hubs (spec: "Device management"). */
-export async function deleteDevice(d: DB, userId: string, deviceId: string, env?: Env, config?: Config): Promise<void> {
+ *  keys; the device-list change reaches the sync hubs of users who share a room and other
+ *  servers (spec: "Device management"). `config`: the request's (c.var.config). */
+export async function deleteDevice(d: DB, userId: string, deviceId: string, env: Env, config: Config): Promise<void> {
   await revokeDeviceTokens(d, userId, deviceId);
   await d.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
   await deleteDeviceE2ee(d, userId, deviceId, env, config);
-  if (env && config) await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
-  else await appendDeviceListChange(d, userId);
+  await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
   // Pushers go with the device whose token created them (module "Push Notifications").
-  // (The admin API's callers pass no config; parsed here for them.)
-  if (env) await deletePushersOfDevices(env, config ?? parseConfig(env), userId, [deviceId]);
+  await deletePushersOfDevices(env, config, userId, [deviceId]);
 }
 
-export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId?: string, env?: Env, config?: Config): Promise<void> {
+export async function deleteAllDevices(d: DB, userId: string, exceptDeviceId: string | undefined, env: Env, config: Config): Promise<void> {
   const all = await d.select({ deviceId: devices.deviceId }).from(devices).where(eq(devices.userId, userId));
   for (const { deviceId } of all) if (deviceId !== exceptDeviceId) await deleteDevice(d, userId, deviceId, env, config);
 }

@@ -109,3 +109,18 @@ export async function until<T>(what: string, fn: () => Promise<T | undefined | f
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
 }
+
+/** Poll (at most `ms`) until `client` has decrypted the message with `body` in the live timeline
+ *  of `roomId`; the body. */
+export async function decrypted(client: sdk.MatrixClient, roomId: string, body: string, ms = 30_000): Promise<string> {
+  return until(`${client.getUserId()}/${client.getDeviceId()} to decrypt "${body}"`, async () => {
+    const room = client.getRoom(roomId);
+    if (!room) return undefined;
+    for (const ev of room.getLiveTimeline().getEvents()) {
+      if (ev.getWireType() !== "m.room.encrypted") continue;
+      await client.decryptEventIfNeeded(ev);
+      if (!ev.isDecryptionFailure() && ev.getContent().body === body) return body;
+    }
+    return undefined;
+  }, ms);
+}

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
-import { rustCryptoClient, sdkLogin, sdkRegister, startSynced } from "./client";
+import { decrypted, rustCryptoClient, sdkLogin, sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -39,21 +39,6 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-/** The decrypted body of the message with `body` in the room as seen by `client`. */
-async function decrypted(client: sdk.MatrixClient, roomId: string, body: string): Promise<string> {
-  return until(`${client.getUserId()}/${client.getDeviceId()} to decrypt "${body}"`, async () => {
-    const room = client.getRoom(roomId);
-    if (!room) return undefined;
-    for (const ev of room.getLiveTimeline().getEvents()) {
-      if (ev.getWireType() !== "m.room.encrypted") continue;
-      await client.decryptEventIfNeeded(ev);
-      if (ev.isDecryptionFailure()) continue;
-      if (ev.getContent().body === body) return ev.getContent().body as string;
-    }
-    return undefined;
-  });
 }
 
 describe("E2EE with matrix-js-sdk + Rust crypto", () => {

@@ -9,7 +9,7 @@
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, freePort, type RunningServer } from "./harness";
-import { ok, registerUser, rustCryptoClient, startSynced, type Json, type User, until } from "./client";
+import { decrypted, ok, registerUser, rustCryptoClient, startSynced, type Json, type User, until } from "./client";
 import { CrossSigningKey, EventShieldColour } from "matrix-js-sdk/lib/crypto-api/index.js";
 import { generateSigningKey, signJson } from "../../src/core/signing";
 import { nextRequest, sas } from "./verification";
@@ -153,20 +153,6 @@ async function sdkDevice(server: RunningServer, username: string): Promise<sdk.M
   await startSynced(client);
   sdkClients.push(client);
   return client;
-}
-
-/** The decrypted body of the message with `body` in the room as `client` sees it. */
-async function decrypted(client: sdk.MatrixClient, roomId: string, body: string): Promise<string> {
-  return until(`${client.getUserId()} to decrypt "${body}"`, async () => {
-    const r = client.getRoom(roomId);
-    if (!r) return undefined;
-    for (const ev of r.getLiveTimeline().getEvents()) {
-      if (ev.getWireType() !== "m.room.encrypted") continue;
-      await client.decryptEventIfNeeded(ev);
-      if (!ev.isDecryptionFailure() && ev.getContent().body === body) return body;
-    }
-    return undefined;
-  }, 30_000);
 }
 
 describe("matrix-js-sdk + Rust crypto across two servers", () => {

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
-import { rustCryptoClient, sdkRegister, startSynced } from "./client";
+import { decrypted, rustCryptoClient, sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -49,20 +49,6 @@ async function until<T>(what: string, fn: () => T | undefined | Promise<T | unde
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 200));
   }
-}
-
-/** The decrypted body `body` in `roomId` as `client` sees it. */
-async function decrypted(client: sdk.MatrixClient, roomId: string, body: string): Promise<string> {
-  return until(`${client.getUserId()} to decrypt "${body}"`, async () => {
-    const room = client.getRoom(roomId);
-    if (!room) return undefined;
-    for (const ev of room.getLiveTimeline().getEvents()) {
-      if (ev.getWireType() !== "m.room.encrypted") continue;
-      await client.decryptEventIfNeeded(ev);
-      if (!ev.isDecryptionFailure() && ev.getContent().body === body) return body;
-    }
-    return undefined;
-  });
 }
 
 describe("Element-style client: lazy-loaded members, threads, Rust crypto", () => {

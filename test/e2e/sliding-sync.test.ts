@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { SlidingSync, SlidingSyncEvent, SlidingSyncState, type MSC3575SlidingSyncResponse } from "matrix-js-sdk/lib/sliding-sync";
 import { startServer, type RunningServer } from "./harness";
-import { rustCryptoClient, sdkRegister, startSynced } from "./client";
+import { decrypted, rustCryptoClient, sdkRegister, startSynced } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -100,24 +100,8 @@ describe("matrix-js-sdk SlidingSync", () => {
     await until("bob's room to be encrypted", () => bob.client.getRoom(secret)?.hasEncryptionStateEvent());
 
     await alice.client.sendTextMessage(secret, "sliding secret");
-    await until("bob to decrypt", async () => {
-      const room = bob.client.getRoom(secret);
-      for (const ev of room?.getLiveTimeline().getEvents() ?? []) {
-        if (ev.getWireType() !== "m.room.encrypted") continue;
-        await bob.client.decryptEventIfNeeded(ev);
-        if (!ev.isDecryptionFailure() && ev.getContent().body === "sliding secret") return true;
-      }
-      return undefined;
-    });
+    await decrypted(bob.client, secret, "sliding secret");
     await bob.client.sendTextMessage(secret, "and back");
-    await until("alice to decrypt the reply", async () => {
-      const room = alice.client.getRoom(secret);
-      for (const ev of room?.getLiveTimeline().getEvents() ?? []) {
-        if (ev.getWireType() !== "m.room.encrypted") continue;
-        await alice.client.decryptEventIfNeeded(ev);
-        if (!ev.isDecryptionFailure() && ev.getContent().body === "and back") return true;
-      }
-      return undefined;
-    });
+    await decrypted(alice.client, secret, "and back");
   });
 });

@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { call, registerUser, uniqueName, SERVER } from "./helpers";
+import { call, registerUser, uniqueName, SERVER, withEnv } from "./helpers";
 
 describe("discovery", () => {
   it("serves /versions without auth, with CORS", async () => {
@@ -407,20 +407,6 @@ describe("shared-secret admin registration", () => {
 });
 
 describe("registration modes", () => {
-  async function withEnv(overrides: Record<string, string>, method: string, path: string, body?: unknown, token?: string) {
-    const { env, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
-    const app = (await import("../../src/index")).default;
-    const ctx = createExecutionContext();
-    const headers: Record<string, string> = { "content-type": "application/json" };
-    if (token) headers.authorization = `Bearer ${token}`;
-    const res = await app.fetch(
-      new Request(`http://test.local${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
-      { ...env, ...overrides },
-      ctx,
-    );
-    await waitOnExecutionContext(ctx);
-    return { status: res.status, body: (await res.json()) as any };
-  }
   it("closed: registration refused with M_FORBIDDEN", async () => {
     const r = await withEnv({ REGISTRATION: "closed" }, "POST", "/_matrix/client/v3/register", { username: uniqueName(), password: "p" });
     expect(r.status).toBe(403);

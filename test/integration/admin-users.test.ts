@@ -1,6 +1,6 @@
 // Synapse-compatible user admin API and the spec's client admin endpoints (whois, suspend, lock).
 import { describe, expect, it } from "vitest";
-import { SERVER, call, clientOk, registerUser, uniqueName } from "./helpers";
+import { SERVER, call, clientOk, registerUser, syncOk, uniqueName } from "./helpers";
 import { A, enc, registerAdmin, uploadMedia } from "./admin-helpers";
 
 describe("admin API: access", () => {
@@ -191,6 +191,28 @@ describe("admin API: users", () => {
     expect(reset.status).toBe(200);
     const login = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.password", identifier: { type: "m.id.user", user: u.userId }, password: "brand new" } });
     expect(login.status).toBe(200);
+  });
+
+  it("device deletion announces the device-list change to users who share a room", async () => {
+    // Spec "Device management"/"Tracking the device list for a user": users sharing a room see
+    // the owner in device_lists.changed, as when the user deletes the device itself.
+    const admin = await registerAdmin();
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const { room_id } = await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat" });
+    await clientOk(bob.accessToken, "POST", `/join/${enc(room_id)}`, {});
+    const second = await call("POST", "/_matrix/client/v3/login", { body: { type: "m.login.password", identifier: { type: "m.id.user", user: bob.userId }, password: bob.password } });
+    expect(second.status).toBe(200);
+    let since = (await syncOk(alice, { timeout: 0 })).next_batch;
+    const requests: [string, string, unknown?][] = [
+      ["DELETE", `/v2/users/${enc(bob.userId)}/devices/${bob.deviceId}`],
+      ["POST", `/v2/users/${enc(bob.userId)}/delete_devices`, { devices: [second.body.device_id] }],
+    ];
+    for (const [method, path, body] of requests) {
+      expect((await call(method, `${A}${path}`, { token: admin.accessToken, body })).status, path).toBe(200);
+      const next = await syncOk(alice, { since, timeout: 0 });
+      expect(next.device_lists?.changed ?? [], `${method} ${path}`).toContain(bob.userId);
+      since = next.next_batch;
+    }
   });
 
   it("logs in as a user with a short-lived token", async () => {

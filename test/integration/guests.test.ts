@@ -2,9 +2,7 @@
 // GUEST_ACCESS, the endpoints a guest may call, m.room.guest_access on joins, guests leaving when
 // guest access is revoked, and upgrading a guest to a full account.
 import { describe, expect, it } from "vitest";
-import { env, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
-import app from "../../src/index";
-import { BASE, call, clientOk, federationCall, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, clientOk, createRoom, federationCall, offline, registerUser, seedRemoteKey, withEnv, type TestUser } from "./helpers";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
@@ -14,28 +12,10 @@ const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 let txn = 0;
 
-/** A request with configuration overrides (the shared test env has GUEST_ACCESS unset = off). */
-async function withVars(vars: Record<string, string>, method: string, path: string, body?: unknown) {
-  const ctx = createExecutionContext();
-  const res = await app.fetch(
-    new Request(`${BASE}${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) }),
-    { ...env, ...vars },
-    ctx,
-  );
-  await waitOnExecutionContext(ctx);
-  return { status: res.status, body: (await res.json()) as any };
-}
-
 async function registerGuest(body: unknown = {}): Promise<TestUser> {
-  const r = await withVars({ GUEST_ACCESS: "on" }, "POST", `${V3}/register?kind=guest`, body);
+  const r = await withEnv({ GUEST_ACCESS: "on" }, "POST", `${V3}/register?kind=guest`, body);
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   return { userId: r.body.user_id, accessToken: r.body.access_token, deviceId: r.body.device_id, password: "" };
-}
-
-async function createRoom(u: TestUser, body: Record<string, unknown> = {}): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: u.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
 }
 
 async function membership(u: TestUser, roomId: string, userId: string): Promise<string | undefined> {
@@ -45,13 +25,13 @@ async function membership(u: TestUser, roomId: string, userId: string): Promise<
 
 describe("guest registration", () => {
   it("is refused with M_GUEST_ACCESS_FORBIDDEN while GUEST_ACCESS is off (the default)", async () => {
-    const r = await withVars({}, "POST", `${V3}/register?kind=guest`, {});
+    const r = await withEnv({}, "POST", `${V3}/register?kind=guest`, {});
     expect(r.status).toBe(403);
     expect(r.body.errcode).toBe("M_GUEST_ACCESS_FORBIDDEN");
   });
 
   it("GUEST_ACCESS=on: issues a guest account without UIA, ignoring the body except the device display name", async () => {
-    const r = await withVars({ GUEST_ACCESS: "on" }, "POST", `${V3}/register?kind=guest`, {
+    const r = await withEnv({ GUEST_ACCESS: "on" }, "POST", `${V3}/register?kind=guest`, {
       username: "chosenname",
       device_id: "CHOSENDEVICE",
       initial_device_display_name: "Guest phone",
@@ -67,7 +47,7 @@ describe("guest registration", () => {
   });
 
   it("works with REGISTRATION=closed (guest access is its own switch)", async () => {
-    const r = await withVars({ GUEST_ACCESS: "on", REGISTRATION: "closed" }, "POST", `${V3}/register?kind=guest`, {});
+    const r = await withEnv({ GUEST_ACCESS: "on", REGISTRATION: "closed" }, "POST", `${V3}/register?kind=guest`, {});
     expect(r.status, JSON.stringify(r.body)).toBe(200);
   });
 });

@@ -1,23 +1,7 @@
 // Resource exhaustion and races (issue 14): registration tokens claimed atomically, password
 // guessing through user-interactive auth, registration nonces and UIA sessions bounded and expired.
 import { describe, expect, it } from "vitest";
-import { call, registerUser, uniqueName } from "./helpers";
-
-/** One request through the Worker with extra bindings (e.g. REGISTRATION=token, RATE_LIMITS=on). */
-async function withEnv(overrides: Record<string, string>, method: string, path: string, body?: unknown, token?: string) {
-  const { env, createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
-  const app = (await import("../../src/index")).default;
-  const ctx = createExecutionContext();
-  const headers: Record<string, string> = { "content-type": "application/json" };
-  if (token) headers.authorization = `Bearer ${token}`;
-  const res = await app.fetch(
-    new Request(`http://test.local${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
-    { ...env, ...overrides },
-    ctx,
-  );
-  await waitOnExecutionContext(ctx);
-  return { status: res.status, body: (await res.json()) as any };
-}
+import { call, registerUser, uniqueName, withEnv } from "./helpers";
 
 async function adminToken(): Promise<string> {
   const { sharedSecretMac } = await import("../../src/api/admin/admin");

@@ -95,6 +95,23 @@ export async function registerUser(username = uniqueName(), password = "correct 
   return { userId: res.body.user_id, accessToken: res.body.access_token, deviceId: res.body.device_id, password };
 }
 
+/** One request through the Worker with extra bindings (e.g. REGISTRATION=token, RATE_LIMITS=on,
+ *  GUEST_ACCESS=on) over the shared test env. */
+export async function withEnv(overrides: Record<string, string>, method: string, path: string, body?: unknown, token?: string) {
+  const { createExecutionContext, waitOnExecutionContext } = await import("cloudflare:test");
+  const app = (await import("../../src/index")).default;
+  const ctx = createExecutionContext();
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await app.fetch(
+    new Request(`${BASE}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) }),
+    { ...env, ...overrides },
+    ctx,
+  );
+  await waitOnExecutionContext(ctx);
+  return { status: res.status, body: (await res.json()) as any };
+}
+
 /** A federation fetch for tests where nothing may leave the test: every request fails. */
 export const offline: typeof fetch = async () => {
   throw new Error("offline (test)");
@@ -137,6 +154,21 @@ export async function sendText(u: TestUser, roomId: string, body: string, type =
 export async function syncOk(u: TestUser, q: Record<string, string | number | boolean> = {}): Promise<Json> {
   const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
   const r = await call("GET", `${V3}/sync${qs ? `?${qs}` : ""}`, { token: u.accessToken });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+// Simplified Sliding Sync (MSC4186).
+const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+
+/** POST a sliding sync request as `u` with query `q` (pos, timeout); the raw answer. */
+export async function sss(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}) {
+  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
+  return call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
+}
+/** Like sss, but the answer must be 200; its body. */
+export async function sssOk(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}): Promise<Json> {
+  const r = await sss(u, body, q);
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   return r.body;
 }

@@ -4,22 +4,11 @@
 import { describe, expect, it } from "vitest";
 import { env, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import app from "../../src/index";
-import { BASE, call, registerUser, type TestUser } from "./helpers";
+import { BASE, call, createRoom, registerUser, sendText } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
-let txn = 0;
 
-async function createRoom(u: TestUser, body: Record<string, unknown> = {}): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: u.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function send(u: TestUser, roomId: string, text: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/p${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body: text } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
 const worldReadable = { type: "m.room.history_visibility", state_key: "", content: { history_visibility: "world_readable" } };
 const bodiesOf = (chunk: any[]) => chunk.filter((e) => e.type === "m.room.message").map((e) => e.content.body);
 
@@ -28,7 +17,7 @@ describe("reading a world_readable room without joining", () => {
     const alice = await registerUser();
     const bob = await registerUser();
     const roomId = await createRoom(alice, { preset: "public_chat", name: "Lobby", initial_state: [worldReadable] });
-    const hello = await send(alice, roomId, "hello lurkers");
+    const hello = await sendText(alice, roomId, "hello lurkers");
     const r = (path: string) => call("GET", `${V3}/rooms/${enc(roomId)}${path}`, { token: bob.accessToken });
 
     const messages = await r("/messages?dir=b&limit=10");
@@ -56,9 +45,9 @@ describe("reading a world_readable room without joining", () => {
     const alice = await registerUser();
     const bob = await registerUser();
     const roomId = await createRoom(alice, { preset: "public_chat" });
-    await send(alice, roomId, "before");
+    await sendText(alice, roomId, "before");
     await call("PUT", `${V3}/rooms/${enc(roomId)}/state/m.room.history_visibility/`, { token: alice.accessToken, body: { history_visibility: "world_readable" } });
-    await send(alice, roomId, "after");
+    await sendText(alice, roomId, "after");
     const messages = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=50`, { token: bob.accessToken });
     expect(messages.status).toBe(200);
     expect(bodiesOf(messages.body.chunk)).toEqual(["after"]);
@@ -69,7 +58,7 @@ describe("reading a world_readable room without joining", () => {
     const bob = await registerUser();
     for (const hv of ["shared", "invited", "joined"]) {
       const roomId = await createRoom(alice, { preset: "public_chat", initial_state: [{ ...worldReadable, content: { history_visibility: hv } }] });
-      const hello = await send(alice, roomId, "members only");
+      const hello = await sendText(alice, roomId, "members only");
       for (const path of ["/messages?dir=b", "/state", "/state/m.room.create/", `/context/${enc(hello)}`, "/members"]) {
         const r = await call("GET", `${V3}/rooms/${enc(roomId)}${path}`, { token: bob.accessToken });
         expect(r.status, `${hv} ${path}`).toBe(403);
@@ -89,7 +78,7 @@ describe("GET /rooms/{roomId}/initialSync (start of a peek)", () => {
     const alice = await registerUser();
     const bob = await registerUser();
     const roomId = await createRoom(alice, { preset: "public_chat", name: "Preview", visibility: "public", initial_state: [worldReadable] });
-    for (const t of ["m1", "m2", "m3"]) await send(alice, roomId, t);
+    for (const t of ["m1", "m2", "m3"]) await sendText(alice, roomId, t);
     const init = await call("GET", `${V3}/rooms/${enc(roomId)}/initialSync?limit=2`, { token: bob.accessToken });
     expect(init.status, JSON.stringify(init.body)).toBe(200);
     expect(init.body.room_id).toBe(roomId);
@@ -99,7 +88,7 @@ describe("GET /rooms/{roomId}/initialSync (start of a peek)", () => {
     expect(bodiesOf(init.body.messages.chunk)).toEqual(["m2", "m3"]); // oldest first
     const earlier = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b&limit=1&from=${enc(init.body.messages.start)}`, { token: bob.accessToken });
     expect(bodiesOf(earlier.body.chunk)).toEqual(["m1"]);
-    await send(alice, roomId, "m4");
+    await sendText(alice, roomId, "m4");
     const next = await call("GET", `${V3}/events?room_id=${enc(roomId)}&from=${enc(init.body.messages.end)}&timeout=0`, { token: bob.accessToken });
     expect(bodiesOf(next.body.chunk)).toEqual(["m4"]);
     // A member gets their membership.
@@ -121,13 +110,13 @@ describe("GET /events?room_id= (peeking stream)", () => {
     const alice = await registerUser();
     const bob = await registerUser();
     const roomId = await createRoom(alice, { preset: "public_chat", initial_state: [worldReadable] });
-    await send(alice, roomId, "old");
+    await sendText(alice, roomId, "old");
     const first = await call("GET", `${V3}/events?room_id=${enc(roomId)}&timeout=0`, { token: bob.accessToken });
     expect(first.status, JSON.stringify(first.body)).toBe(200);
     expect(first.body.chunk).toEqual([]); // without `from`: from now on
     expect(typeof first.body.end).toBe("string");
-    await send(alice, roomId, "one");
-    await send(alice, roomId, "two");
+    await sendText(alice, roomId, "one");
+    await sendText(alice, roomId, "two");
     const next = await call("GET", `${V3}/events?room_id=${enc(roomId)}&from=${enc(first.body.end)}&timeout=0`, { token: bob.accessToken });
     expect(next.status).toBe(200);
     expect(next.body.start).toBe(first.body.end);
@@ -146,7 +135,7 @@ describe("GET /events?room_id= (peeking stream)", () => {
     const t0 = Date.now();
     const waiting = call("GET", `${V3}/events?room_id=${enc(roomId)}&from=${enc(first.body.end)}&timeout=20000`, { token: bob.accessToken });
     await new Promise((r) => setTimeout(r, 300));
-    await send(alice, roomId, "wake up");
+    await sendText(alice, roomId, "wake up");
     const got = await waiting;
     expect(got.status).toBe(200);
     expect(bodiesOf(got.body.chunk)).toEqual(["wake up"]);
@@ -187,7 +176,7 @@ describe("GET /events?room_id= (peeking stream)", () => {
     const roomId = await createRoom(alice, { preset: "public_chat", initial_state: [worldReadable] });
     const first = await call("GET", `${V3}/events?room_id=${enc(roomId)}&timeout=0`, { token: guest });
     expect(first.status, JSON.stringify(first.body)).toBe(200);
-    await send(alice, roomId, "for guests too");
+    await sendText(alice, roomId, "for guests too");
     const next = await call("GET", `${V3}/events?room_id=${enc(roomId)}&from=${enc(first.body.end)}&timeout=5000`, { token: guest });
     expect(bodiesOf(next.body.chunk)).toEqual(["for guests too"]);
     const messages = await call("GET", `${V3}/rooms/${enc(roomId)}/messages?dir=b`, { token: guest });

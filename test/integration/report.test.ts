@@ -2,22 +2,11 @@
 import { describe, expect, it } from "vitest";
 import { env, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import worker from "../../src/index";
-import { BASE, call, registerUser, type Json, type TestUser } from "./helpers";
+import { BASE, call, createRoom, registerUser, sendText, type Json } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
-let txn = 0;
 
-async function createRoom(owner: TestUser, body: Json): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/rp${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
 const reportsBy = async (userId: string) =>
   (await env.DB.prepare("SELECT kind, room_id, event_id, target_user_id, reason, score FROM reports WHERE reporter = ? ORDER BY id").bind(userId).all()).results;
 
@@ -26,7 +15,7 @@ describe("reporting content", () => {
     const [alice, bob, outsider] = await Promise.all([registerUser(), registerUser(), registerUser()]);
     const room = await createRoom(alice, { preset: "private_chat", invite: [bob.userId] });
     expect((await call("POST", `${V3}/rooms/${enc(room)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
-    const ev = await send(alice, room, "offensive");
+    const ev = await sendText(alice, room, "offensive");
     const ok = await call("POST", `${V3}/rooms/${enc(room)}/report/${enc(ev)}`, { token: bob.accessToken, body: { reason: "spam", score: -100 } });
     expect(ok.status, JSON.stringify(ok.body)).toBe(200);
     expect(ok.body).toEqual({});

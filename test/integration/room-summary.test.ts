@@ -1,6 +1,6 @@
 // GET /v1/room_summary/{roomIdOrAlias} and GET /v1/mutual_rooms (issue 16).
 import { afterEach, describe, expect, it } from "vitest";
-import { call, offline, registerUser, type Json, type TestUser } from "./helpers";
+import { call, createRoom, offline, registerUser, type TestUser } from "./helpers";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { clearHierarchyCache } from "../../src/services/space-hierarchy";
 
@@ -8,11 +8,6 @@ const V3 = "/_matrix/client/v3";
 const V1 = "/_matrix/client/v1";
 const enc = encodeURIComponent;
 
-async function createRoom(owner: TestUser, body: Json): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
 const summary = (idOrAlias: string, u?: TestUser, q = "") => call("GET", `${V1}/room_summary/${enc(idOrAlias)}${q}`, u ? { token: u.accessToken } : {});
 
 afterEach(() => {

@@ -1,16 +1,11 @@
 // Rooms: createRoom, send, state, event, redact, /messages, /context, members, errors.
 import { describe, expect, it, beforeAll } from "vitest";
-import { call, registerUser, uniqueName, type TestUser } from "./helpers";
+import { call, createRoom, registerUser, uniqueName, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 let txn = 0;
 const nextTxn = () => `t${Date.now()}-${++txn}`;
 
-async function createRoom(u: TestUser, body: Record<string, unknown> = {}): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: u.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
 async function send(u: TestUser, roomId: string, body: Record<string, unknown>, type = "m.room.message") {
   return call("PUT", `${V3}/rooms/${encodeURIComponent(roomId)}/send/${type}/${nextTxn()}`, { token: u.accessToken, body });
 }

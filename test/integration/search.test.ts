@@ -175,6 +175,12 @@ describe("POST /v3/search", () => {
     expect(ids(await search(alice, { search_term: "zeppelin" }))).toEqual([orig]);
     expect(ids(await search(alice, { search_term: "airship" }))).toEqual([orig]);
     expect(ids(await search(alice, { search_term: "blimp" }))).toEqual([]);
+    expect(ids(await search(alice, { search_term: "airship", order_by: "recent" }))).toEqual([orig]);
+    expect(ids(await search(alice, { search_term: "blimp", order_by: "recent" }))).toEqual([]);
+    // Both texts match: one message, counted once.
+    const both = await search(alice, { search_term: "quarterly" });
+    expect(ids(both)).toEqual([orig]);
+    expect(both.body.search_categories.room_events.count).toBe(1);
     await call("PUT", `${V3}/rooms/${enc(room)}/redact/${enc(edit)}/x${++txn}`, { token: alice.accessToken, body: {} });
     expect(ids(await search(alice, { search_term: "airship" }))).toEqual([]);
   });

@@ -2,33 +2,17 @@
 // hub keeps per connection and device.
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, sendText, sss, sssOk, type Json, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
-const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 const enc = encodeURIComponent;
-let txn = 0;
 
 const hub = (u: TestUser) => env.USERS.get(env.USERS.idFromName(u.userId));
 
-async function sss(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}) {
-  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
-  return call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
-}
-async function sssOk(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}): Promise<Json> {
-  const r = await sss(u, body, q);
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
-}
 async function createRoom(u: TestUser, body: Json = { preset: "private_chat" }): Promise<string> {
   const r = await call("POST", `${V3}/createRoom`, { token: u.accessToken, body });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
   return r.body.room_id;
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/c${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
 }
 const list = (extra: Json = {}) => ({ ranges: [[0, 9]], timeline_limit: 1, required_state: [["m.room.create", ""]], ...extra });
 
@@ -62,10 +46,10 @@ describe("sticky parameters", () => {
   it("room subscriptions stay until unsubscribed, a changed config replaces the old one, and lists are not sticky", async () => {
     const alice = await registerUser();
     const sub = await createRoom(alice);
-    await send(alice, sub, "s1");
+    await sendText(alice, sub, "s1");
     const first = await sssOk(alice, { lists: { all: list() }, room_subscriptions: { [sub]: { timeline_limit: 1, required_state: [] } } });
     expect(first.lists.all.count).toBe(1);
-    await send(alice, sub, "s2");
+    await sendText(alice, sub, "s2");
     // Neither lists nor room_subscriptions: the subscription still shows the room; no lists.
     const next = await sssOk(alice, {}, { pos: first.pos });
     expect(next.lists).toEqual({});
@@ -77,7 +61,7 @@ describe("sticky parameters", () => {
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(more.rooms[sub].required_state.map((e: Json) => e.type)).toEqual(["m.room.create"]);
     const un = await sssOk(alice, { unsubscribe_rooms: [sub] }, { pos: more.pos });
-    await send(alice, sub, "s3");
+    await sendText(alice, sub, "s3");
     const after = await sssOk(alice, {}, { pos: un.pos, timeout: 300 });
     expect(after.rooms).toEqual({});
   });
@@ -91,7 +75,7 @@ describe("sticky parameters", () => {
     const t0 = Date.now();
     const waiting = sssOk(alice, body, { pos: first.pos, timeout: 2000 });
     await new Promise((r) => setTimeout(r, 200));
-    await send(alice, other, "not shown");
+    await sendText(alice, other, "not shown");
     const r = await waiting;
     expect(r.rooms).toEqual({});
     expect(Date.now() - t0).toBeGreaterThanOrEqual(1800);
@@ -152,7 +136,7 @@ describe("expanded_timeline (MSC4186 'Changes to timeline_limit')", () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
     const roomId = await createRoom(alice, { preset: "public_chat" });
     expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: bob.accessToken, body: {} })).status).toBe(200);
-    for (let i = 1; i <= 4; i++) await send(i % 2 ? bob : alice, roomId, `m${i}`);
+    for (let i = 1; i <= 4; i++) await sendText(i % 2 ? bob : alice, roomId, `m${i}`);
     const l = (limit: number) => ({ all: list({ timeline_limit: limit, required_state: [["m.room.member", "$LAZY"]] }) });
     const bodies = (r: Json) => r.timeline.map((e: Json) => e.content.body);
     const first = await sssOk(alice, { lists: l(1) });
@@ -171,7 +155,7 @@ describe("expanded_timeline (MSC4186 'Changes to timeline_limit')", () => {
     // $LAZY: the member event of bob, who sent m3, comes with it.
     expect(r.required_state.map((e: Json) => e.state_key)).toContain(bob.userId);
     // Same limit again, one new event: a plain delta.
-    await send(bob, roomId, "m5");
+    await sendText(bob, roomId, "m5");
     const next = await sssOk(alice, { lists: l(3) }, { pos: grown.pos });
     expect(bodies(next.rooms[roomId])).toEqual(["m5"]);
     expect(next.rooms[roomId].expanded_timeline).toBeUndefined();
@@ -191,7 +175,7 @@ describe("per-room connection rows", () => {
     const big = { all: list({ ranges: [[0, 49]] }) };
     const first = await sssOk(alice, { lists: big });
     expect(Object.keys(first.rooms)).toHaveLength(30);
-    await send(alice, rooms[3], "one");
+    await sendText(alice, rooms[3], "one");
     const next = await sssOk(alice, { lists: big }, { pos: first.pos });
     expect(Object.keys(next.rooms)).toEqual([rooms[3]]);
     const stored = await runInDurableObject(hub(alice), async (_i, state) => ({
@@ -206,8 +190,8 @@ describe("per-room connection rows", () => {
   it("rows of an abandoned sibling pos are not taken for the retried one", async () => {
     const alice = await registerUser();
     const x = await createRoom(alice);
-    await send(alice, x, "x");
-    for (let i = 0; i < 2; i++) await send(alice, await createRoom(alice), "newer");
+    await sendText(alice, x, "x");
+    for (let i = 0; i < 2; i++) await sendText(alice, await createRoom(alice), "newer");
     const l = { top: list({ ranges: [[0, 0]] }) };
     const p0 = await sssOk(alice, { lists: l });
     expect(p0.rooms[x]).toBeUndefined();
@@ -224,7 +208,7 @@ describe("per-room connection rows", () => {
   it("a pos row from before the per-room rows (rooms in its JSON) still knows what was sent", async () => {
     const alice = await registerUser();
     const r = await createRoom(alice);
-    await send(alice, r, "a");
+    await sendText(alice, r, "a");
     const first = await sssOk(alice, { lists: { all: list() } });
     expect(first.rooms[r].initial).toBe(true);
     // Make the row look like one written before sliding_conn_rooms existed.
@@ -237,7 +221,7 @@ describe("per-room connection rows", () => {
       sql.exec("UPDATE sliding_conns SET state = ? WHERE id = ?", JSON.stringify(st), Number(first.pos));
       sql.exec("DELETE FROM sliding_conn_rooms");
     });
-    await send(alice, r, "b");
+    await sendText(alice, r, "b");
     const next = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
     expect(next.rooms[r].initial).toBeUndefined();
     expect(next.rooms[r].timeline.map((e: Json) => e.content.body)).toEqual(["b"]);

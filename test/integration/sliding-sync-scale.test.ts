@@ -5,21 +5,13 @@
 // 1,000 rooms) and are left out; everything else must not grow with the room count.
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, registerUser, sssOk, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
-const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 const enc = encodeURIComponent;
 let txn = 0;
 
 const hub = (u: TestUser) => env.USERS.get(env.USERS.idFromName(u.userId));
-
-async function sssOk(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}): Promise<Json> {
-  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
-  const r = await call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
-}
 
 async function makeRooms(u: TestUser, n: number, into: string[]) {
   for (let i = 0; i < n; i++) {

@@ -1,40 +1,16 @@
 // Simplified Sliding Sync (MSC4186) against the real Worker, hubs and RoomDOs in workerd.
 import { describe, expect, it } from "vitest";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, createRoom, joinRoom, registerUser, sendText, sss, sssOk, type Json, type TestUser } from "./helpers";
 import { makeOneTimeKeys, uploadDeviceKeys } from "./e2ee-helpers";
 import { signJson } from "../../src/core/signing";
 
 const V3 = "/_matrix/client/v3";
 const SSS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 const enc = encodeURIComponent;
-let txn = 0;
 
-async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string, type = "m.room.message"): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/${type}/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
 async function state(u: TestUser, roomId: string, type: string, key: string, content: Json) {
   const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/state/${type}/${enc(key)}`, { token: u.accessToken, body: content });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function sss(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}) {
-  const qs = new URLSearchParams(Object.entries(q).map(([k, v]) => [k, String(v)])).toString();
-  return call("POST", `${SSS}${qs ? `?${qs}` : ""}`, { token: u.accessToken, body });
-}
-async function sssOk(u: TestUser, body: Json, q: { pos?: string; timeout?: number } = {}): Promise<Json> {
-  const r = await sss(u, body, q);
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body;
 }
 const list = (extra: Json = {}) => ({ ranges: [[0, 9]], timeline_limit: 1, required_state: [["m.room.create", ""]], ...extra });
 const bodies = (evs: Json[]) => evs.map((e) => e.content?.body);
@@ -52,7 +28,7 @@ describe("lists, order and windows", () => {
     const rooms: string[] = [];
     for (let i = 0; i < 4; i++) {
       const id = await createRoom(alice, { preset: "private_chat", name: `room ${i}` });
-      await send(alice, id, `hello ${i}`);
+      await sendText(alice, id, `hello ${i}`);
       rooms.push(id);
     }
     const first = await sssOk(alice, { lists: { all: list({ ranges: [[0, 1]] }) } });
@@ -72,7 +48,7 @@ describe("lists, order and windows", () => {
     expect(first.rooms[rooms[3]].bump_stamp).toBeGreaterThan(first.rooms[rooms[2]].bump_stamp);
 
     // A message in room 0 moves it into the window, at the top.
-    await send(alice, rooms[0], "bump");
+    await sendText(alice, rooms[0], "bump");
     const next = await sssOk(alice, { lists: { all: list({ ranges: [[0, 1]] }) } }, { pos: first.pos });
     expect(Object.keys(next.rooms)).toEqual([rooms[0]]);
     expect(next.rooms[rooms[0]].initial).toBe(true);
@@ -80,7 +56,7 @@ describe("lists, order and windows", () => {
     expect(next.rooms[rooms[0]].bump_stamp).toBeGreaterThan(r3.bump_stamp);
 
     // An incremental update of a room already sent: only the new event, not initial.
-    await send(alice, rooms[0], "again");
+    await sendText(alice, rooms[0], "again");
     const third = await sssOk(alice, { lists: { all: list({ ranges: [[0, 1]] }) } }, { pos: next.pos });
     const r0 = third.rooms[rooms[0]];
     expect(r0.initial).toBeUndefined();
@@ -100,7 +76,7 @@ describe("lists, order and windows", () => {
     expect(garbage.body.errcode).toBe("M_UNKNOWN_POS");
 
     const first = await sssOk(alice, { lists: { all: list() } });
-    await send(alice, roomId, "one");
+    await sendText(alice, roomId, "one");
     const a = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
     // The response to `a` was lost: the client retries with the same pos and gets the message again.
     const b = await sssOk(alice, { lists: { all: list() } }, { pos: first.pos });
@@ -125,7 +101,7 @@ describe("lists, order and windows", () => {
     const waiting = sssOk(alice, { lists: { all: list() } }, { pos: idle.pos, timeout: 10_000 });
     await new Promise((r) => setTimeout(r, 100));
     const t1 = Date.now();
-    await send(alice, roomId, "wake");
+    await sendText(alice, roomId, "wake");
     const woke = await waiting;
     expect(Date.now() - t1).toBeLessThan(5000);
     expect(bodies(woke.rooms[roomId].timeline)).toEqual(["wake"]);
@@ -135,7 +111,7 @@ describe("lists, order and windows", () => {
     const t2 = Date.now();
     const quiet = sssOk(alice, { lists: dmOnly }, { pos: base.pos, timeout: 800 });
     await new Promise((r) => setTimeout(r, 100));
-    await send(alice, roomId, "not shown");
+    await sendText(alice, roomId, "not shown");
     const res = await quiet;
     expect(Date.now() - t2).toBeGreaterThanOrEqual(700);
     expect(res.rooms).toEqual({});
@@ -154,7 +130,7 @@ describe("ordering under concurrent activity", () => {
     const rooms: string[] = [];
     for (let i = 0; i < 6; i++) {
       const id = await createRoom(alice, { preset: "public_chat", name: `c${i}` });
-      await join(bob, id);
+      await joinRoom(bob, id);
       rooms.push(id);
     }
     const l = { all: list({ ranges: [[0, 5]] }) };
@@ -165,7 +141,7 @@ describe("ordering under concurrent activity", () => {
     };
     track(res);
     // 24 sends from two users into random rooms, all at once, while the connection follows.
-    const sends = Promise.all(Array.from({ length: 24 }, (_, i) => send(i % 2 ? alice : bob, rooms[(i * 7) % 6], `c${i}`)));
+    const sends = Promise.all(Array.from({ length: 24 }, (_, i) => sendText(i % 2 ? alice : bob, rooms[(i * 7) % 6], `c${i}`)));
     let done = false;
     void sends.then(() => (done = true));
     for (let i = 0; i < 50 && !done; i++) {
@@ -181,7 +157,7 @@ describe("ordering under concurrent activity", () => {
     expect(order(stamps)).toEqual(order(freshStamps));
     expect(stamps).toEqual(freshStamps);
     // Sequential sends: c5 first … c0 last → c0, c1, c2 at the top.
-    for (let i = 5; i >= 0; i--) await send(bob, rooms[i], `seq ${i}`);
+    for (let i = 5; i >= 0; i--) await sendText(bob, rooms[i], `seq ${i}`);
     const top = await sssOk(alice, { lists: { all: list({ ranges: [[0, 2]] }) } }, { pos: res.pos });
     track(top);
     expect(order(stamps).slice(0, 3)).toEqual(rooms.slice(0, 3));
@@ -192,9 +168,9 @@ describe("room fields and required_state", () => {
   it("required_state with *, $ME and $LAZY; heroes for a room without a name; counts", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
     const roomId = await createRoom(alice, { preset: "public_chat" });
-    await join(bob, roomId);
+    await joinRoom(bob, roomId);
     await state(alice, roomId, "m.room.topic", "", { topic: "t" });
-    await send(bob, roomId, "from bob");
+    await sendText(bob, roomId, "from bob");
     // Everything.
     const all = await sssOk(alice, { lists: { all: list({ required_state: [["*", "*"]] }) } });
     const types = new Set(all.rooms[roomId].required_state.map((e: Json) => e.type));
@@ -238,7 +214,7 @@ describe("room fields and required_state", () => {
     const mine = room.invite_state.find((e: Json) => e.type === "m.room.member" && e.state_key === bob.userId);
     expect(mine.content.membership).toBe("invite");
     expect(room.timeline).toBeUndefined();
-    await join(bob, roomId);
+    await joinRoom(bob, roomId);
     const joined = await sssOk(bob, { lists: { all: list() } }, { pos: invited.pos });
     expect(joined.rooms[roomId].initial).toBe(true);
     expect(joined.rooms[roomId].timeline[0].content.membership).toBe("join");
@@ -256,7 +232,7 @@ describe("forgotten rooms", () => {
   it("a room left and forgotten is gone from the lists", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
     const roomId = await createRoom(alice, { preset: "public_chat" });
-    await join(bob, roomId);
+    await joinRoom(bob, roomId);
     const first = await sssOk(bob, { lists: { all: list() } });
     expect(first.lists.all.count).toBe(1);
     expect((await call("POST", `${V3}/rooms/${enc(roomId)}/leave`, { token: bob.accessToken, body: {} })).status).toBe(200);
@@ -285,12 +261,12 @@ describe("ignored users", () => {
   it("leaves out messages and invites from ignored users", async () => {
     const [alice, bob, carol] = await Promise.all([registerUser(), registerUser(), registerUser()]);
     const roomId = await createRoom(alice, { preset: "public_chat" });
-    await join(bob, roomId);
-    await join(carol, roomId);
+    await joinRoom(bob, roomId);
+    await joinRoom(carol, roomId);
     const r = await call("PUT", `${V3}/user/${enc(alice.userId)}/account_data/m.ignored_user_list`, { token: alice.accessToken, body: { ignored_users: { [bob.userId]: {} } } });
     expect(r.status).toBe(200);
-    await send(bob, roomId, "from bob");
-    await send(carol, roomId, "from carol");
+    await sendText(bob, roomId, "from bob");
+    await sendText(carol, roomId, "from carol");
     const other = await createRoom(bob, { preset: "private_chat" });
     expect((await call("POST", `${V3}/rooms/${enc(other)}/invite`, { token: bob.accessToken, body: { user_id: alice.userId } })).status).toBe(200);
     const res = await sssOk(alice, { lists: { all: list({ timeline_limit: 5 }) } });
@@ -328,7 +304,7 @@ describe("filters and room subscriptions", () => {
     // A space bob joined (his hub never saw its create event): the type is read from the room
     // once and kept; both requests see it.
     expect((await call("POST", `${V3}/rooms/${enc(space)}/invite`, { token: alice.accessToken, body: { user_id: bob.userId } })).status).toBe(200);
-    await join(bob, space);
+    await joinRoom(bob, space);
     for (const conn of ["b1", "b2"]) {
       const b = await sssOk(bob, { conn_id: conn, lists: { l: list({ filters: { room_types: ["m.space"] } }) } });
       expect(Object.keys(b.rooms)).toEqual([space]);
@@ -343,16 +319,16 @@ describe("filters and room subscriptions", () => {
     const alice = await registerUser();
     const quiet = await createRoom(alice, { preset: "private_chat", name: "quiet" });
     for (let i = 0; i < 3; i++) await createRoom(alice, { preset: "private_chat" });
-    await send(alice, quiet, "q1");
-    await send(alice, quiet, "q2");
+    await sendText(alice, quiet, "q1");
+    await sendText(alice, quiet, "q2");
     const l = { top: list({ ranges: [[0, 0]] }) };
-    for (let i = 0; i < 2; i++) await send(alice, await createRoom(alice, { preset: "private_chat" }), "newer");
+    for (let i = 0; i < 2; i++) await sendText(alice, await createRoom(alice, { preset: "private_chat" }), "newer");
     const first = await sssOk(alice, { lists: l, room_subscriptions: { [quiet]: { timeline_limit: 5, required_state: [["m.room.name", ""]] } } });
     expect(bodies(first.rooms[quiet].timeline).slice(-2)).toEqual(["q1", "q2"]);
     expect(first.rooms[quiet].required_state.map((e: Json) => e.type)).toEqual(["m.room.name"]);
     expect(Object.keys(first.rooms)).toHaveLength(2);
     // Not sent again, but still subscribed: its new events arrive although it is outside the window.
-    await send(alice, quiet, "q3");
+    await sendText(alice, quiet, "q3");
     const next = await sssOk(alice, { lists: l }, { pos: first.pos });
     expect(bodies(next.rooms[quiet].timeline)).toEqual(["q3"]);
     // "q3" also moved it into the list's window, which asks for other state: the timeline stays
@@ -363,7 +339,7 @@ describe("filters and room subscriptions", () => {
     const none = { top: list({ ranges: [[0, 0]], filters: { is_dm: true } }) };
     const un = await sssOk(alice, { lists: none, unsubscribe_rooms: [quiet] }, { pos: next.pos });
     expect(un.rooms[quiet]).toBeUndefined();
-    await send(alice, quiet, "q4");
+    await sendText(alice, quiet, "q4");
     const after = await sssOk(alice, { lists: none }, { pos: un.pos, timeout: 200 });
     expect(after.rooms[quiet]).toBeUndefined();
     // A subscription to a room the user is not in shows nothing.
@@ -416,7 +392,7 @@ describe("extensions", () => {
     const first = await sssOk(alice, { lists: { all: list() }, extensions: { e2ee: { enabled: true } } });
     expect(first.extensions.e2ee.device_one_time_keys_count.signed_curve25519).toBe(3);
     expect(first.extensions.e2ee.device_unused_fallback_key_types).toEqual(["signed_curve25519"]);
-    await join(bob, roomId);
+    await joinRoom(bob, roomId);
     const next = await sssOk(alice, { lists: { all: list() }, extensions: { e2ee: { enabled: true } } }, { pos: first.pos });
     expect(next.extensions.e2ee.device_lists.changed).toContain(bob.userId);
     // A claim of one of alice's one-time keys wakes her long-poll with the new count.
@@ -433,8 +409,8 @@ describe("extensions", () => {
   it("account_data (global and per room), receipts and typing for the rooms shown", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
     const roomId = await createRoom(alice, { preset: "public_chat" });
-    await join(bob, roomId);
-    const ev = await send(bob, roomId, "read me");
+    await joinRoom(bob, roomId);
+    const ev = await sendText(bob, roomId, "read me");
     await call("PUT", `${V3}/user/${enc(alice.userId)}/account_data/org.example.global`, { token: alice.accessToken, body: { a: 1 } });
     await call("PUT", `${V3}/user/${enc(alice.userId)}/rooms/${enc(roomId)}/account_data/org.example.room`, { token: alice.accessToken, body: { b: 2 } });
     const first = await sssOk(alice, { lists: { all: list() }, extensions: ext() });

@@ -5,29 +5,14 @@
 // /messages fills — so across compaction every event reaches the client exactly once.
 import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, createRoom, joinRoom, registerUser, sendText, type Json, type TestUser } from "./helpers";
 import type { UserStub } from "../../src/services/notifier";
 import type { RoomEventNotice } from "../../src/rpc/user";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 const DAY = 24 * 3600_000;
-let txn = 0;
 
-async function createRoom(owner: TestUser): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body: { preset: "public_chat" } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
-async function send(u: TestUser, roomId: string, body: string): Promise<string> {
-  const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/c${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body } });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.event_id;
-}
 async function sync(u: TestUser, since?: string, token = u.accessToken) {
   const filter = JSON.stringify({ room: { timeline: { limit: 10 } } });
   const r = await call("GET", `${V3}/sync?filter=${enc(filter)}${since ? `&since=${enc(since)}` : ""}`, { token });
@@ -44,7 +29,7 @@ const messages = (evs: Json[]) => evs.filter((e) => e.type === "m.room.message")
 async function setUp() {
   const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
   const rooms = [await createRoom(alice), await createRoom(alice), await createRoom(alice)];
-  for (const r of rooms) await join(bob, r);
+  for (const r of rooms) await joinRoom(bob, r);
   return { alice, bob, rooms };
 }
 
@@ -85,14 +70,14 @@ describe("sync hub log compaction", () => {
     const [r1, r2, r3] = rooms;
     const t0 = (await sync(bob)).next_batch;
     const before: string[] = [];
-    for (let i = 0; i < 12; i++) before.push(await send(alice, r1, `r1 ${i}`));
-    for (let i = 0; i < 3; i++) before.push(await send(alice, r2, `r2 ${i}`));
-    await send(bob, r3, "bob in r3");
+    for (let i = 0; i < 12; i++) before.push(await sendText(alice, r1, `r1 ${i}`));
+    for (let i = 0; i < 3; i++) before.push(await sendText(alice, r2, `r2 ${i}`));
+    await sendText(bob, r3, "bob in r3");
     const s1 = await sync(bob, t0);
     const t1 = s1.next_batch;
     expect(messages(s1.rooms.join[r2].timeline.events)).toEqual(before.slice(12));
 
-    const after = [await send(alice, r1, "after 1"), await send(alice, r3, "after 2"), await send(alice, r1, "after 3")];
+    const after = [await sendText(alice, r1, "after 1"), await sendText(alice, r3, "after 2"), await sendText(alice, r1, "after 3")];
     const typing = await call("PUT", `${V3}/rooms/${enc(r2)}/typing/${enc(alice.userId)}`, { token: alice.accessToken, body: { typing: true, timeout: 30_000 } });
     expect(typing.status).toBe(200);
     // Device marks judged two days later (expired): the floor goes up to t1 exactly.
@@ -124,7 +109,7 @@ describe("sync hub log compaction", () => {
     for (const burst of [7, 1, 15, 4, 0, 9]) {
       for (let i = 0; i < burst; i++) {
         const r = rooms[(n * 7 + i) % 3];
-        sent.get(r)!.push(await send(alice, r, `m${n++}`));
+        sent.get(r)!.push(await sendText(alice, r, `m${n++}`));
       }
       const s = await sync(bob, token);
       for (const r of rooms) {
@@ -144,7 +129,7 @@ describe("sync hub log compaction", () => {
   it("the mark of a device that synced recently holds compaction back", async () => {
     const { alice, bob, rooms } = await setUp();
     const t0 = (await sync(bob)).next_batch;
-    for (let i = 0; i < 5; i++) await send(alice, rooms[0], `x${i}`);
+    for (let i = 0; i < 5; i++) await sendText(alice, rooms[0], `x${i}`);
     const c = await hub(bob).compactLog({ keep: 0 });
     expect(c.floor).toBeLessThanOrEqual(posOf(t0));
     const s = await sync(bob, t0);
@@ -162,16 +147,16 @@ describe("sync hub log compaction", () => {
     const known = new Set<string>();
     for (const r of rooms) for (const e of first.rooms.join[r].timeline.events as Json[]) known.add(e.event_id);
     const sent = new Map<string, string[]>(rooms.map((r) => [r, []]));
-    for (let i = 0; i < 4; i++) sent.get(r1)!.push(await send(alice, r1, `r1 before floor ${i}`));
-    for (let i = 0; i < 3; i++) sent.get(r2)!.push(await send(alice, r2, `r2 before floor ${i}`));
+    for (let i = 0; i < 4; i++) sent.get(r1)!.push(await sendText(alice, r1, `r1 before floor ${i}`));
+    for (let i = 0; i < 3; i++) sent.get(r2)!.push(await sendText(alice, r2, `r2 before floor ${i}`));
     const mid = (await sync(bob)).next_batch;
     await hub(bob).deviceListChanged(bob.userId, "@carol:remote.example");
     const c = await hub(bob).compactLog({ keep: 0, now: Date.now() + 2 * DAY });
     expect(c.floor).toBeGreaterThan(posOf(mid));
     expect(c.floor).toBeGreaterThan(posOf(t0));
     expect(c.removed).toBeGreaterThan(0);
-    for (let i = 0; i < 2; i++) sent.get(r2)!.push(await send(alice, r2, `r2 after floor ${i}`));
-    for (let i = 0; i < 2; i++) sent.get(r3)!.push(await send(alice, r3, `r3 after floor ${i}`));
+    for (let i = 0; i < 2; i++) sent.get(r2)!.push(await sendText(alice, r2, `r2 after floor ${i}`));
+    for (let i = 0; i < 2; i++) sent.get(r3)!.push(await sendText(alice, r3, `r3 after floor ${i}`));
 
     const s = await sync(bob, t0, other.token);
     expect(Object.keys(s.rooms.join).sort()).toEqual([r1, r2, r3].sort());

@@ -3,17 +3,12 @@
 // room, current state the user could not see when it happened still reaches the timeline; and a
 // join and leave within one sync batch still deliver the room's state in the leave section.
 import { describe, expect, it } from "vitest";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, createRoom, registerUser, type Json, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 let txn = 0;
 
-async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
 async function ok(u: TestUser, method: string, path: string, body: Json = {}): Promise<Json> {
   const r = await call(method, `${V3}${path}`, { token: u.accessToken, body });
   expect(r.status, `${method} ${path}: ${JSON.stringify(r.body)}`).toBe(200);

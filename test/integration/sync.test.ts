@@ -1,21 +1,12 @@
 // /sync and its neighbours, against the real Worker (D1, RoomDOs, UserDOs in workerd).
 import { describe, expect, it } from "vitest";
 import { env } from "cloudflare:test";
-import { call, registerUser, type Json, type TestUser } from "./helpers";
+import { call, createRoom, joinRoom, registerUser, type Json, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 let txn = 0;
 
-async function createRoom(owner: TestUser, body: Json = { preset: "public_chat" }): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
-async function join(u: TestUser, roomId: string) {
-  const r = await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-}
 async function send(u: TestUser, roomId: string, body: string, extra: Json = {}): Promise<string> {
   const r = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/t${++txn}`, { token: u.accessToken, body: { msgtype: "m.text", body, ...extra } });
   expect(r.status, JSON.stringify(r.body)).toBe(200);
@@ -28,7 +19,7 @@ async function sync(u: TestUser, q: Record<string, string | number | boolean> = 
 async function pair() {
   const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
   const roomId = await createRoom(alice);
-  await join(bob, roomId);
+  await joinRoom(bob, roomId);
   return { alice, bob, roomId };
 }
 
@@ -176,7 +167,7 @@ describe("memberships in sync", () => {
     expect(state.find((e) => e.type === "m.room.name")?.content.name).toBe("Secret");
     expect(state.find((e) => e.type === "m.room.member" && e.state_key === carol.userId)?.content.membership).toBe("invite");
 
-    await join(carol, roomId);
+    await joinRoom(carol, roomId);
     const r2 = await sync(carol, { since: r.body.next_batch });
     const joined = r2.body.rooms.join[roomId];
     // Newly joined: the room is new to the client, so everything up to now is there.
@@ -326,7 +317,7 @@ describe("ephemeral and per-user data", () => {
   it("ignored users: /sync and /messages and /context drop their messages but keep their state events", async () => {
     const { alice, bob, roomId } = await pair();
     const carol = await registerUser();
-    await join(carol, roomId);
+    await joinRoom(carol, roomId);
     const before = await send(alice, roomId, "before ignoring");
     const token = (await sync(bob)).body.next_batch;
     await call("PUT", `${V3}/user/${enc(bob.userId)}/account_data/m.ignored_user_list`, { token: bob.accessToken, body: { ignored_users: { [alice.userId]: {} } } });
@@ -424,9 +415,9 @@ describe("device_lists on membership changes in encrypted rooms", () => {
     let tc = (await sync(carol)).body.next_batch;
 
     // bob and carol join room1, carol also room2: everyone now shares an encrypted room.
-    await join(bob, room1);
-    await join(carol, room1);
-    await join(carol, room2);
+    await joinRoom(bob, room1);
+    await joinRoom(carol, room1);
+    await joinRoom(carol, room2);
     let a = await dl(alice, ta);
     expect(a.changed).toEqual(sorted(bob.userId, carol.userId));
     expect(a.left).toEqual([]);
@@ -458,7 +449,7 @@ describe("device_lists on membership changes in encrypted rooms", () => {
     [ta, tc] = [a.next, c.next];
 
     // bob comes back: shared again, so changed (he may have new devices meanwhile).
-    await join(bob, room1);
+    await joinRoom(bob, room1);
     a = await dl(alice, ta);
     expect(a.changed).toEqual([bob.userId]);
     expect(a.left).toEqual([]);
@@ -477,7 +468,7 @@ describe("device_lists on membership changes in encrypted rooms", () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
     const roomId = await createRoom(alice);
     let tb = (await sync(bob)).body.next_batch;
-    await join(bob, roomId);
+    await joinRoom(bob, roomId);
     let b = await dl(bob, tb);
     expect(b.changed).toEqual([]);
     tb = b.next;

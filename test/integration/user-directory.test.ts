@@ -3,16 +3,11 @@
 import { describe, expect, it } from "vitest";
 import { env, createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import worker from "../../src/index";
-import { BASE, call, registerUser, remoteJoinWave, seedRemoteKey, uniqueName, type Json, type TestUser } from "./helpers";
+import { BASE, call, createRoom, registerUser, remoteJoinWave, seedRemoteKey, uniqueName, type TestUser } from "./helpers";
 
 const V3 = "/_matrix/client/v3";
 const enc = encodeURIComponent;
 
-async function createRoom(owner: TestUser, body: Json): Promise<string> {
-  const r = await call("POST", `${V3}/createRoom`, { token: owner.accessToken, body });
-  expect(r.status, JSON.stringify(r.body)).toBe(200);
-  return r.body.room_id;
-}
 async function setName(u: TestUser, name: string) {
   const r = await call("PUT", `${V3}/profile/${enc(u.userId)}/displayname`, { token: u.accessToken, body: { displayname: name } });
   expect(r.status, JSON.stringify(r.body)).toBe(200);

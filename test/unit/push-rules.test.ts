@@ -153,3 +153,52 @@ describe("conditions", () => {
     expect(glob("a.c", "abc")).toBe(false);
   });
 });
+
+// MSC4306 thread subscriptions: the io.element.msc4306.thread_subscription condition and the
+// postcontent rules (on only with THREAD_SUBSCRIPTIONS).
+describe("thread subscriptions (MSC4306)", () => {
+  const cond = (subscribed: unknown) => ({ kind: "io.element.msc4306.thread_subscription", subscribed });
+  const reply = msg({ body: "in thread", "m.relates_to": { rel_type: "m.thread", event_id: "$root" } });
+  const mainline = msg({ body: "hello" });
+
+  it("the condition holds only for an event in a thread with the recipient's subscription state as asked", () => {
+    expect(conditionMatches(cond(true), reply as never, ctx({ threadSubscribed: true }))).toBe(true);
+    expect(conditionMatches(cond(false), reply as never, ctx({ threadSubscribed: true }))).toBe(false);
+    expect(conditionMatches(cond(false), reply as never, ctx({ threadSubscribed: false }))).toBe(true);
+    expect(conditionMatches(cond(true), reply as never, ctx({ threadSubscribed: false }))).toBe(false);
+    // Not in a thread: neither.
+    expect(conditionMatches(cond(true), mainline as never, ctx())).toBe(false);
+    expect(conditionMatches(cond(false), mainline as never, ctx())).toBe(false);
+    // A malformed `subscribed` never matches.
+    for (const bad of [undefined, "true", 1, null]) expect(conditionMatches(cond(bad), reply as never, ctx({ threadSubscribed: true }))).toBe(false);
+  });
+
+  it("postcontent exists only when on, between content and room", () => {
+    expect(defaultRules(ME).postcontent).toBeUndefined();
+    expect(effectiveRules(ME, emptyUserRules()).postcontent).toBeUndefined();
+    const on = effectiveRules(ME, emptyUserRules(), { threadSubscriptions: true });
+    expect(Object.keys(on)).toEqual(["override", "content", "postcontent", "room", "sender", "underride"]);
+    expect(on.postcontent!.map((r) => r.rule_id)).toEqual([".io.element.msc4306.rule.unsubscribed_thread", ".io.element.msc4306.rule.subscribed_thread"]);
+  });
+
+  it("unsubscribed threads stay quiet, subscribed ones notify over a muted room; mentions and keywords still notify", () => {
+    const user = emptyUserRules();
+    // The room is muted (a room rule without actions) and the user has a keyword.
+    user.rules.room.push({ rule_id: "!r:example.org", default: false, enabled: true, actions: [] });
+    user.rules.content.push({ rule_id: "kw", default: false, enabled: true, actions: ["notify", { set_tweak: "highlight" }], pattern: "cake" });
+    const on = effectiveRules(ME, user, { threadSubscriptions: true });
+    const run = (ev: Record<string, unknown>, sub?: boolean) => evaluatePushRules(on, ev as never, ctx({ threadSubscribed: sub }));
+    expect(run(reply, false)).toMatchObject({ ruleId: ".io.element.msc4306.rule.unsubscribed_thread", notify: false });
+    expect(run(reply, true)).toMatchObject({ ruleId: ".io.element.msc4306.rule.subscribed_thread", notify: true, highlight: false });
+    // Main timeline: the muted room decides, as before.
+    expect(run(mainline)).toMatchObject({ ruleId: "!r:example.org", notify: false });
+    // A mention (override) and a keyword (content) come first.
+    const mention = msg({ body: "hi", "m.relates_to": { rel_type: "m.thread", event_id: "$root" }, "m.mentions": { user_ids: [ME] } });
+    expect(run(mention, false)).toMatchObject({ ruleId: ".m.rule.is_user_mention", notify: true, highlight: true });
+    const keyword = msg({ body: "any cake?", "m.relates_to": { rel_type: "m.thread", event_id: "$root" } });
+    expect(run(keyword, false)).toMatchObject({ ruleId: "kw", notify: true });
+    // Off: thread replies follow the room's rules as before.
+    const off = effectiveRules(ME, emptyUserRules());
+    expect(evaluatePushRules(off, reply as never, ctx({ threadSubscribed: false }))).toMatchObject({ ruleId: ".m.rule.message", notify: true });
+  });
+});

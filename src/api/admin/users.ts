@@ -156,7 +156,7 @@ adminUsers.put("/v2/users/:userId", async (c) => {
     if (body.admin === false && userId === adminId) throw new MatrixError(400, "M_UNKNOWN", "You may not demote yourself.");
     if (body.password !== undefined) {
       await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.password), userId).run();
-      if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, undefined, c.env);
+      if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, undefined, c.env, c.var.config);
     }
     if (body.admin !== undefined) await c.env.DB.prepare("UPDATE users SET admin = ? WHERE user_id = ?").bind(body.admin ? 1 : 0, userId).run();
     if (body.displayname !== undefined) await c.env.DB.prepare("UPDATE users SET displayname = ? WHERE user_id = ?").bind(body.displayname, userId).run();
@@ -193,7 +193,7 @@ adminUsers.post("/v1/reset_password/:userId", async (c) => {
   if (u.deactivated) throw new MatrixError(400, "M_UNKNOWN", "The user is deactivated");
   await c.env.DB.prepare("UPDATE users SET password_hash = ? WHERE user_id = ?").bind(await hashPassword(body.new_password), userId).run();
   await c.env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
-  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, undefined, c.env);
+  if (body.logout_devices !== false) await deleteAllDevices(db(c.env), userId, undefined, c.env, c.var.config);
   return c.json({});
 });
 
@@ -261,7 +261,7 @@ adminUsers.delete("/v2/users/:userId/devices/:deviceId", async (c) => {
   await requireAdmin(c);
   const userId = localUserParam(c);
   await requireUserRow(c, userId);
-  await deleteDevice(db(c.env), userId, c.req.param("deviceId"), c.env);
+  await deleteDevice(db(c.env), userId, c.req.param("deviceId"), c.env, c.var.config);
   return c.json({});
 });
 
@@ -270,7 +270,7 @@ adminUsers.post("/v2/users/:userId/delete_devices", async (c) => {
   const userId = localUserParam(c);
   const body = await parseBody(c, z.object({ devices: z.array(z.string().max(255)).max(1000) }));
   await requireUserRow(c, userId);
-  for (const deviceId of body.devices) await deleteDevice(db(c.env), userId, deviceId, c.env);
+  for (const deviceId of body.devices) await deleteDevice(db(c.env), userId, deviceId, c.env, c.var.config);
   return c.json({});
 });
 

@@ -53,7 +53,11 @@ const UNSTABLE_FEATURES = {
   // with the OAuth device authorization grant (src/api/client/oauth/device.ts).
   "org.matrix.msc4108": true,
 };
-versions.get("/versions", (c) => c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features: UNSTABLE_FEATURES }));
+versions.get("/versions", (c) => {
+  // Thread subscriptions (MSC4306, src/api/client/thread-subscriptions.ts) when configured on.
+  const unstable_features = c.var.config.threadSubscriptions ? { ...UNSTABLE_FEATURES, "org.matrix.msc4306": true } : UNSTABLE_FEATURES;
+  return c.json({ versions: SUPPORTED_SPEC_VERSIONS, unstable_features });
+});
 
 export const capabilities = new Hono<AppEnv>();
 capabilities.get("/capabilities", requireAuth, async (c) => {

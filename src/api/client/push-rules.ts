@@ -9,7 +9,7 @@ import { requireAuth } from "../middleware/auth";
 import { parseBody } from "../validate";
 import { userStub } from "../../services/notifier";
 import { roomStub } from "../../services/rooms";
-import { PUSH_KINDS, validActions, type PushAction, type PushKind } from "../../core/push-rules";
+import { PUSH_KINDS, validActions, type PushAction, type PushKind, type RuleKind } from "../../core/push-rules";
 import type { JsonObject } from "../../core/types";
 import { MAX_GLOB_LENGTH } from "../../core/glob";
 import type { HubResult } from "../../rpc/user";
@@ -21,10 +21,12 @@ function hubOk<T>(r: HubResult<T>): T {
   throw new MatrixError(r.status, r.errcode, r.error);
 }
 
-function kindParam(c: Context<AppEnv>): PushKind {
+function kindParam(c: Context<AppEnv>): RuleKind {
   if (c.req.param("scope") !== "global") throw invalidParam("Only the global scope exists");
-  const kind = c.req.param("kind") as PushKind;
-  if (!PUSH_KINDS.includes(kind)) throw invalidParam(`Unknown push rule kind ${kind}`);
+  const kind = c.req.param("kind") as RuleKind;
+  // postcontent (MSC4306) exists only with thread subscriptions on.
+  if (kind === "postcontent" && c.var.config.threadSubscriptions) return kind;
+  if (!PUSH_KINDS.includes(kind as PushKind)) throw invalidParam(`Unknown push rule kind ${kind}`);
   return kind;
 }
 
@@ -32,7 +34,7 @@ async function findRule(c: Context<AppEnv>) {
   const kind = kindParam(c);
   const ruleId = c.req.param("ruleId")!;
   const rules = await userStub(c.env, c.var.auth.userId, c.var.config).getPushRules(c.var.auth.userId);
-  const rule = rules[kind].find((r) => r.rule_id === ruleId);
+  const rule = (rules[kind] ?? []).find((r) => r.rule_id === ruleId);
   if (!rule) throw notFound("No such push rule");
   return { kind, ruleId, rule };
 }
@@ -58,6 +60,9 @@ const ruleBody = z.object({
 
 pushRules.put("/pushrules/:scope/:kind/:ruleId", requireAuth, async (c) => {
   const kind = kindParam(c);
+  // MSC4306: "servers MUST ensure that clients MUST NOT be able to create custom rules with
+  // this push rule kind ... 400 / M_INVALID_PARAM".
+  if (kind === "postcontent") throw invalidParam("Rules cannot be added to the postcontent kind");
   const ruleId = c.req.param("ruleId");
   const b = await parseBody(c, ruleBody);
   if (!validActions(b.actions)) throw badJson("Invalid actions");

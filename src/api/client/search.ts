@@ -102,8 +102,12 @@ search.post("/search", requireAuth, async (c) => {
   };
   // Two phases: every room ranks its hits (positions only), then the rooms holding the merged
   // page's hits serialise those (with bundled relations and context).
+  // A search of one room takes one round trip: the room serialises the page's hits at once.
+  const onePhase = roomIds.length === 1;
+  // One stub per room for both phases.
+  const stubs = new Map(roomIds.map((r) => [r, roomStub(c.env, c.var.config, r)]));
   const perRoom = await inBatches(roomIds, FAN_OUT, async (roomId) => {
-    const r = await roomStub(c.env, c.var.config, roomId).searchEvents(requester, { ...query, idsOnly: true });
+    const r = await stubs.get(roomId)!.searchEvents(requester, onePhase ? { ...query, page: { from: offset, to: offset + limit } } : { ...query, idsOnly: true });
     // A room the user can no longer read (e.g. purged) contributes nothing.
     return { roomId, value: r.ok ? r.value : { hits: [], count: 0 } };
   });
@@ -121,12 +125,16 @@ search.post("/search", requireAuth, async (c) => {
   const byRoom = new Map<string, string[]>();
   for (const h of ranked) byRoom.set(h.roomId, [...(byRoom.get(h.roomId) ?? []), h.eventId]);
   const fetched = new Map<string, RoomSearchHit>();
-  await Promise.all(
-    [...byRoom].map(async ([roomId, ids]) => {
-      const r = await roomStub(c.env, c.var.config, roomId).searchEvents(requester, { ...query, fetch: ids });
-      if (r.ok) for (const h of r.value.hits) fetched.set(h.eventId, h);
-    }),
-  );
+  if (onePhase) {
+    for (const h of ranked) if (h.result) fetched.set(h.eventId, h);
+  } else {
+    await Promise.all(
+      [...byRoom].map(async ([roomId, ids]) => {
+        const r = await stubs.get(roomId)!.searchEvents(requester, { ...query, fetch: ids });
+        if (r.ok) for (const h of r.value.hits) fetched.set(h.eventId, h);
+      }),
+    );
+  }
   // A hit that became invisible or redacted between the phases is left out of this page.
   const page = ranked.filter((h) => fetched.has(h.eventId)).map((h) => ({ ...h, result: fetched.get(h.eventId)!.result!, context: fetched.get(h.eventId)!.context }));
 
@@ -158,7 +166,7 @@ search.post("/search", requireAuth, async (c) => {
     const state: JsonObject = {};
     const rooms = [...new Set(page.map((h) => h.roomId))];
     await inBatches(rooms, FAN_OUT, async (roomId) => {
-      const r = await roomStub(c.env, c.var.config, roomId).getState({ userId });
+      const r = await stubs.get(roomId)!.getState({ userId });
       if (r.ok) state[roomId] = unwrap(r) as unknown as JsonObject;
     });
     out.state = state;

@@ -33,6 +33,7 @@ import {
   type RequiredState,
 } from "../../core/sliding-lists";
 import type { BeginRequest, BeginResult, CommitRequest, ConnState, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
+import { threadSubscriptionToken, threadSubscriptionsBody } from "../../../durable-objects/user/thread-subscriptions";
 import type { Requester, RoomResult } from "../../rpc/room";
 import type { RoomSyncQuery, RoomSyncView } from "../../../durable-objects/room/sync-view";
 
@@ -88,6 +89,8 @@ const extensionsSchema = z.object({
   account_data: z.object({ enabled: z.boolean().optional(), ...scope }).optional(),
   receipts: z.object({ enabled: z.boolean().optional(), ...scope }).optional(),
   typing: z.object({ enabled: z.boolean().optional(), ...scope }).optional(),
+  // MSC4308 (with THREAD_SUBSCRIPTIONS=on; ignored like any unknown extension otherwise).
+  "io.element.msc4308.thread_subscriptions": z.object({ enabled: z.boolean().optional(), limit: z.number().int().min(1).optional() }).optional(),
 });
 
 const bodySchema = z.object({
@@ -120,6 +123,13 @@ const MAX_TIMEOUT_MS = 5 * 60_000;
 const MAX_STICKY_SUBS = 1000;
 /** RoomDOs one response asks at once. */
 const ROOM_CONCURRENCY = 32;
+
+/** The request's extensions as the hub takes them: MSC4308's only with thread subscriptions on. */
+function extensionsFor(c: Context<AppEnv>, ext: Body["extensions"]): ExtConfig | undefined {
+  if (!ext || c.var.config.threadSubscriptions || !ext["io.element.msc4308.thread_subscriptions"]) return ext as ExtConfig | undefined;
+  const { "io.element.msc4308.thread_subscriptions": _, ...rest } = ext;
+  return rest as ExtConfig;
+}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -165,7 +175,7 @@ slidingSync.post("/sync", requireAuth, async (c) => {
         waitAfter,
         timeoutMs: roomTypes ? 0 : Math.max(0, deadline - Date.now()),
         noWait: !!roomTypes || (body.unsubscribe_rooms?.length ?? 0) > 0,
-        extensions: body.extensions as ExtConfig | undefined,
+        extensions: extensionsFor(c, body.extensions),
         newSubs: Object.keys(body.room_subscriptions ?? {}),
         subConfigs,
         unsubscribe: body.unsubscribe_rooms ?? [],
@@ -361,6 +371,16 @@ async function buildResponse(
     }
     extOut[k] = { rooms };
     if (Object.keys(rooms).length) extData = true;
+  }
+
+  if (b.threadSubscriptions) {
+    // MSC4308: the newest changes after the connection's position; when some were left out,
+    // `prev_batch` pages back through them (GET /thread_subscriptions, `to` = this request's pos).
+    const { changes, more } = b.threadSubscriptions;
+    const out: JsonObject = { ...threadSubscriptionsBody(changes) };
+    if (more) out.prev_batch = threadSubscriptionToken(changes[0].upos - 1);
+    extOut["io.element.msc4308.thread_subscriptions"] = out;
+    if (changes.length) extData = true;
   }
 
   const stickyExt: ExtConfig = { ...ext };
