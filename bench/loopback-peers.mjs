@@ -107,6 +107,35 @@ export async function profileWhile(server, file, fn) {
     });
     const top = [...self].sort((x, y) => y[1] - x[1]).slice(0, 25);
     process.stderr.write(`CPU profile of ${server.serverName} in ${file}; self time (ms):\n${top.map(([k, v]) => `  ${v.toFixed(0).padStart(7)}  ${k}`).join("\n")}\n`);
+    lastProfile = profile;
   }
   return result;
+}
+
+/** The profile profileWhile took last. */
+let lastProfile;
+
+/** Time (ms) of the last profile spent in each of `phases` (a function name, optionally with its
+ *  file: "syncRoom reads.ts"), callees included, each sample counted once per phase, and the
+ *  time the isolate was busy at all (samples not "(idle)"). */
+export function phaseTimes(phases, profile = lastProfile) {
+  const byNode = new Map(profile.nodes.map((n) => [n.id, n]));
+  const parent = new Map();
+  for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const match = (frame, phase) => {
+    const [name, file] = phase.split(" ");
+    return frame.functionName === name && (!file || frame.url.endsWith(`/${file}`));
+  };
+  const out = Object.fromEntries(phases.map((p) => [p, 0]));
+  let busy = 0;
+  profile.samples.forEach((nodeId, i) => {
+    const dt = (profile.timeDeltas[i] ?? 0) / 1000;
+    if (byNode.get(nodeId).callFrame.functionName !== "(idle)") busy += dt;
+    const hit = new Set();
+    for (let id = nodeId; id !== undefined; id = parent.get(id)) {
+      for (const p of phases) if (match(byNode.get(id).callFrame, p)) hit.add(p);
+    }
+    for (const p of hit) out[p] += dt;
+  });
+  return { busyMs: busy, phases: out };
 }

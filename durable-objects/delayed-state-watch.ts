@@ -9,17 +9,21 @@ import type { Env } from "../src/env";
 import { parseConfig } from "../src/config";
 import { delayedStub, type Placement } from "../src/rpc/stubs";
 
-const SCHEMA = `CREATE TABLE IF NOT EXISTS delayed_state_watch (type TEXT NOT NULL, state_key TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (type, state_key, user_id));`;
+/** Part of the room's schema (durable-objects/room/schema.ts creates it with the room's tables). */
+export const DELAYED_STATE_WATCH_SCHEMA = `
+CREATE TABLE IF NOT EXISTS delayed_state_watch (type TEXT NOT NULL, state_key TEXT NOT NULL, user_id TEXT NOT NULL, PRIMARY KEY (type, state_key, user_id));`;
 
 export class DelayedStateWatch {
-  private placement: Placement;
+  private placementMemo?: Placement;
 
   constructor(
     private sql: SqlStorage,
     private env: Env,
-  ) {
-    this.sql.exec(SCHEMA);
-    this.placement = parseConfig(env);
+  ) {}
+
+  /** Parsed when first needed: most room starts never tell an owner anything. */
+  private get placement(): Placement {
+    return (this.placementMemo ??= parseConfig(this.env));
   }
 
   watch(userId: string, type: string, stateKey: string): void {

@@ -15,6 +15,7 @@
 //   room/fed-serve.ts  what other servers may see and the federation reads
 //   room/remote.ts     rooms held elsewhere: federated PDUs, joins, invites, outliers, backfill
 //   room/partial-state.ts  partial-state joins: omit_members (both sides), completing the state
+//   room/partial-sync.ts   partial-state joins: the alarm-driven fetch of the full state
 //
 // Pagination tokens ("t<n>"): a position between events; every accepted event with stream <= n is
 // before it. /messages, /context and the sync work all use this form.
@@ -38,7 +39,7 @@ import type {
 } from "../src/rpc/room";
 import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
-import { readMeta, SCHEMA } from "./room/schema";
+import { openSchema } from "./room/schema";
 import { EventStore } from "./room/events";
 import { StateStore } from "./room/state";
 import { RoomKeys } from "./room/keys";
@@ -50,7 +51,14 @@ import { ClientReads } from "./room/reads";
 import { FedServe } from "./room/fed-serve";
 import { RemoteRoom } from "./room/remote";
 import { PartialState } from "./room/partial-state";
+import { PartialSync } from "./room/partial-sync";
 import { checkEventAuth } from "../src/core/auth-rules";
+
+/** make_/send_ membership asked of a room whose state is still partial waits this long for it
+ *  (outside the write queue, which the completion needs), then is refused with 404 as Synapse
+ *  does: a server that joined a moment ago and is named as the only `via` can then still let
+ *  others in once its members arrived. */
+const FED_MEMBERSHIP_WAIT_MS = 20_000;
 
 /** Every part of one room; each module sees only its own narrow Access view of it. */
 interface RoomParts {
@@ -84,11 +92,12 @@ export class RoomDO extends DurableObject<Env> {
   private readonly fed: FedServe;
   private readonly remote: RemoteRoom;
   private readonly partial: PartialState;
+  private readonly partialSync: PartialSync;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
-    sql.exec(SCHEMA);
+    const meta = openSchema(sql);
     // The configuration, parsed once per instance (the server name is the room's, set once it
     // is created or joined).
     let config: Config | undefined;
@@ -122,8 +131,20 @@ export class RoomDO extends DurableObject<Env> {
         this.fanout.reset();
       },
       afterCommit: () => this.fanout.afterCommit(),
+      armSync: () => void this.partialSync.kick().catch((e) => console.error("partial-state alarm", e)),
     });
-    const meta = readMeta(sql);
+    this.partialSync = new PartialSync({
+      sql,
+      env,
+      ctx,
+      config: configFn,
+      roomId: () => this.head.roomId,
+      partial: this.partial,
+      held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
+      write: (fn) => this.writer.partialWrite(fn),
+      admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
+      complete: (args) => this.remote.completePartialState(args),
+    });
     this.head.load(meta);
     this.fanout.start(meta);
   }
@@ -131,7 +152,12 @@ export class RoomDO extends DurableObject<Env> {
   /** Redeliver what the hub watermark says may be missing (after a restart), and what the
    *  appservice queues may have missed (fanout.ts). */
   async alarm(): Promise<void> {
-    await this.fanout.alarm();
+    try {
+      await this.fanout.alarm();
+    } finally {
+      // The background fetch of a partial-state join (room/partial-sync.ts) shares the alarm.
+      await this.partialSync.alarm();
+    }
   }
 
   /** Room version ID, or null when this DO holds no room. */
@@ -214,6 +240,9 @@ export class RoomDO extends DurableObject<Env> {
   getResidency(): Promise<{ localJoined: number; servers: string[] }> {
     return this.reads.getResidency();
   }
+  getRemoteServers(): Promise<string[]> {
+    return this.reads.getRemoteServers();
+  }
   getJoinedUserIds(): Promise<string[]> {
     return this.reads.getJoinedUserIds();
   }
@@ -259,10 +288,12 @@ export class RoomDO extends DurableObject<Env> {
   peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
     return this.reads.peekEvents(req, q);
   }
-  fedTemplate(args: { userId: string; membership: "join" | "leave" | "knock"; authorisedVia?: string }): Promise<RoomResult<{ room_version: string; event: JsonObject }>> {
+  async fedTemplate(args: { userId: string; membership: "join" | "leave" | "knock"; authorisedVia?: string }): Promise<RoomResult<{ room_version: string; event: JsonObject }>> {
+    await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedTemplate(args);
   }
-  fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+  async fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+    await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedSendMembership(args);
   }
   fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
@@ -296,14 +327,9 @@ export class RoomDO extends DurableObject<Env> {
   awaitFullState(ms: number): Promise<boolean> {
     return this.partial.awaitFull(Math.min(ms, 120_000));
   }
-  async claimPartialStateSync(): Promise<ReturnType<PartialState["claimSync"]>> {
-    return this.partial.claimSync();
-  }
-  async releasePartialStateSync(claim: string): Promise<void> {
-    this.partial.releaseSync(claim);
-  }
-  completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
-    return this.remote.completePartialState(args);
+  /** Make sure the background fetch of the full state is scheduled (room/partial-sync.ts). */
+  async kickPartialStateSync(): Promise<void> {
+    await this.partialSync.kick();
   }
   heldAmong(ids: string[]): Promise<{ held: string[]; state: { event_id: string; type: string; state_key: string }[] }> {
     return this.fed.heldAmong(ids);

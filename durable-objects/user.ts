@@ -168,6 +168,12 @@ export class UserDO extends DurableObject<Env> {
     await this.fanIn.roomEvents(this.me(userId), notices);
   }
 
+  /** A partial-state room of this user got its full state (durable-objects/room/partial-sync.ts):
+   *  the room moved to `stream` without an event (user/fan-in.ts). */
+  async roomStateCompleted(userId: string, roomId: string, stream: number): Promise<void> {
+    this.fanIn.roomStateCompleted(this.me(userId), roomId, stream);
+  }
+
   /** POST /rooms/{roomId}/forget: the room leaves every later /sync of this user until their
    *  membership changes again. */
   async forgetRoom(userId: string, roomId: string): Promise<void> {

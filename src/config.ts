@@ -118,8 +118,8 @@ const schema = z.object({
   ACCESS_TOKEN_LIFETIME_MS: z.coerce.number().int().min(60_000).optional(),
   FEDERATION_HTTP_LOOPBACK: z.enum(["true", "false"]).default("false"),
   /** Partial-state ("faster") joins of remote rooms: send_join with omit_members=true, the rest
-   *  of the state fetched in the background (src/services/federation/partial-state.ts). */
-  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("off"),
+   *  of the state fetched in the background by the room's alarm (durable-objects/room/partial-sync.ts). */
+  PARTIAL_STATE_JOINS: z.enum(["on", "off"]).default("on"),
   /** MSC4306 thread subscriptions (unstable). Off by default, as in Synapse: with it on, replies
    *  in threads a user has not subscribed to stop notifying, which users of clients that never
    *  subscribe would only see as lost notifications. */

@@ -161,6 +161,8 @@ export const GUEST_ACCESS_KEY = stateKey("m.room.guest_access", "");
 export const PEEK_LIMIT = 100;
 /** How long the hub fan-out may stay incomplete before alarm() checks on it. */
 export const HUB_REDELIVER_MS = 30_000;
+/** How long the stored hub watermark may lag the one in memory (FanOut.saveHubDoneSoon). */
+export const HUB_SAVE_MS = 1_000;
 export const ENCRYPTION_KEY = stateKey("m.room.encryption", "");
 /** The state at a point: its map, and the group holding it unless it was just resolved. */
 export interface StateAt {

@@ -8,7 +8,7 @@ import { splitStateKey, stateKey } from "../../src/core/types";
 import { CREATE_KEY, powerLevelOf } from "../../src/core/auth-rules";
 import { parseHistoryVisibility } from "../../src/core/history-visibility";
 import type { Config } from "../../src/config";
-import { mirrorRoomForDirectory, type DirectoryMember } from "../../src/services/user-directory";
+import { directoryStatements, type DirectoryMember } from "../../src/services/user-directory";
 import { buildNotice, HubFanOut, recipientsOf } from "../../src/services/notifier";
 import { DelayedStateWatch } from "../delayed-state-watch";
 import type { RoomEventNotice } from "../../src/rpc/user";
@@ -17,7 +17,7 @@ import { AppserviceFanOut, appserviceEvent } from "../../src/services/appservice
 import { upsertMembership } from "../../src/db/memberships";
 import { domainOf } from "../../src/core/ids";
 import type { LocalEventSpec, RoomResult } from "../../src/rpc/room";
-import { StoredEvent, EventRow, POWER_KEY, HV_KEY, GUEST_ACCESS_KEY, HUB_REDELIVER_MS, ENCRYPTION_KEY, FanOutFacts, diffState, RoomHead } from "./core";
+import { StoredEvent, EventRow, POWER_KEY, HV_KEY, GUEST_ACCESS_KEY, HUB_REDELIVER_MS, HUB_SAVE_MS, ENCRYPTION_KEY, FanOutFacts, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { PartialState } from "./partial-state";
 import type { StateStore } from "./state";
@@ -138,6 +138,8 @@ export class FanOut {
   /** The room was purged: nothing left to deliver. */
   purged(): void {
     this.hubDone = 0;
+    if (this.hubSaveTimer !== undefined) clearTimeout(this.hubSaveTimer);
+    this.hubSaveTimer = undefined;
   }
 
   /** Whether every accepted event has reached its sync hubs (the watermark). */
@@ -250,6 +252,8 @@ export class FanOut {
       return;
     }
     const deliveries: Promise<void>[] = [];
+    this.redelivering = true;
+    this.flushHubDone();
     for (const row of rows) {
       const se = this.r.events.cachedRow(row);
       const { notice, recipients } = this.noticeAt(se);
@@ -289,8 +293,36 @@ export class FanOut {
     } else for (const p of this.hubPending) done = Math.min(done, p - 1);
     if (done > this.hubDone) {
       this.hubDone = done;
-      this.saveHubDone();
+      // Redelivery (alarm) is rare and nobody waits for it: its progress is saved at once.
+      if (this.redelivering) this.saveHubDone();
+      else this.saveHubDoneSoon();
     }
+    if (this.hubPending.size === 0) this.redelivering = false;
+  }
+
+  /** Set while alarm() redelivers, until every pending notice has settled. */
+  private redelivering = false;
+
+  /** The watermark in storage may lag the one in memory: it only bounds what a restart
+   *  redelivers (hubs skip notices they hold). Saving it at once was a storage commit of its
+   *  own per send, and the output gate held the send's answer until it was on disk (one more
+   *  fsync on the send's path under `wrangler dev`, docs/benchmarks.md "Send path"); now it is
+   *  saved at most once per HUB_SAVE_MS. */
+  private hubSaveTimer?: ReturnType<typeof setTimeout>;
+  private saveHubDoneSoon(): void {
+    if (this.hubSaveTimer !== undefined) return;
+    this.hubSaveTimer = setTimeout(() => {
+      this.hubSaveTimer = undefined;
+      this.saveHubDone();
+    }, HUB_SAVE_MS);
+  }
+
+  /** Save the watermark now (alarm, tests): nothing left waiting on the timer. */
+  flushHubDone(): void {
+    if (this.hubSaveTimer === undefined) return;
+    clearTimeout(this.hubSaveTimer);
+    this.hubSaveTimer = undefined;
+    this.saveHubDone();
   }
 
   /** The notice for an event from the state after it (for redelivery; notify() uses the
@@ -402,7 +434,18 @@ export class FanOut {
   /** The user directory's view of this room (src/services/user-directory.ts): joined members and
    *  whether the room is public (join_rules public or history world_readable). */
   async mirrorDirectory(): Promise<void> {
-    if (this.directoryDirty.size === 0 || !this.r.head.roomId || !this.r.head.serverName) return;
+    const stmts = this.directoryStatements();
+    try {
+      for (let i = 0; i < stmts.length; i += 100) await this.r.env.DB.batch(stmts.slice(i, i + 100));
+    } catch (e) {
+      console.error("user directory mirror failed", e);
+    }
+  }
+
+  /** The D1 statements that bring the user directory up to date with the keys noted since the
+   *  last call (none when nothing changed). */
+  private directoryStatements(): D1PreparedStatement[] {
+    if (this.directoryDirty.size === 0 || !this.r.head.roomId || !this.r.head.serverName) return [];
     const keys = [...this.directoryDirty];
     this.directoryDirty.clear();
     const st = this.r.state.groupState(this.r.head.currentGroup);
@@ -426,23 +469,44 @@ export class FanOut {
         isPublic = content(stateKey("m.room.join_rules", ""))?.join_rule === "public" || parseHistoryVisibility(content(HV_KEY)) === "world_readable";
       }
     }
-    try {
-      await mirrorRoomForDirectory(this.r.env, this.r.head.serverName, this.r.head.roomId, members, isPublic);
-    } catch (e) {
-      console.error("user directory mirror failed", e);
-    }
+    return directoryStatements(this.r.env, this.r.head.serverName, this.r.head.roomId, members, isPublic);
+  }
+
+  /** D1 statements to run with the next afterCommit's batch (LocalEvents.createRoom: the room's
+   *  registry row goes with its first memberships, one D1 round trip instead of two). */
+  private alsoMirror: D1PreparedStatement[] = [];
+  mirrorWithNextCommit(stmt: D1PreparedStatement): void {
+    this.alsoMirror.push(stmt);
   }
 
   /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
-   *  propagation) and notify. Runs inside `serial`, so D1 sees changes in order. */
+   *  propagation) and the user directory, in one D1 batch (each was a round trip and a D1
+   *  commit of its own on createRoom's path). Runs inside `serial`, so D1 sees changes in
+   *  order. A directory statement that fails does not fail the write: then the parts run
+   *  apart, as before they were batched. */
   async afterCommit(): Promise<void> {
-    await this.mirrorDirectory();
+    const extra = this.alsoMirror.splice(0);
+    const directory = this.directoryStatements();
     const pending = this.pendingMemberships.splice(0);
-    if (pending.length === 0) return;
     const now = Date.now();
-    await this.r.env.DB.batch(
-      pending.map((p) => upsertMembership(this.r.env.DB, { roomId: this.r.head.roomId!, userId: p.userId, membership: p.membership, eventId: p.eventId, stream: this.r.head.stream, ts: now })),
-    );
+    const memberships = pending.map((p) => upsertMembership(this.r.env.DB, { roomId: this.r.head.roomId!, userId: p.userId, membership: p.membership, eventId: p.eventId, stream: this.r.head.stream, ts: now }));
+    const all = [...extra, ...memberships, ...directory];
+    if (all.length === 0) return;
+    if (all.length <= 100) {
+      try {
+        await this.r.env.DB.batch(all);
+        return;
+      } catch (e) {
+        if (directory.length === 0) throw e;
+        console.error("D1 mirror batch failed; running its parts apart", e);
+      }
+    }
+    if (extra.length || memberships.length) await this.r.env.DB.batch([...extra, ...memberships]);
+    try {
+      for (let i = 0; i < directory.length; i += 100) await this.r.env.DB.batch(directory.slice(i, i + 100));
+    } catch (e) {
+      console.error("user directory mirror failed", e);
+    }
   }
 
   private peekWaiters = new Set<() => void>();

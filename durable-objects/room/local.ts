@@ -25,7 +25,7 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "mirrorWithNextCommit" | "afterCommit">;
   writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial" | "checkLocal" | "admitLocalGroup">;
 }
 
@@ -44,6 +44,8 @@ interface Tip {
 
 /** Local sends admitted together at most (one transaction, one flush). */
 const GROUP_MAX = 64;
+/** How long a group waits for the senders of the last one to come back (gather). */
+const GATHER_MS = 3;
 
 export class LocalEvents {
   constructor(private readonly r: LocalEventsAccess) {}
@@ -73,14 +75,18 @@ export class LocalEvents {
         }
         this.r.writer.recordRoom(args.roomId, rv.id, args.serverName);
         const creator = args.createPdu.sender;
-        await this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)")
-          .bind(args.roomId, rv.id, creator, Date.now())
-          .run();
+        // The D1 registry row goes in one batch with the creator's membership and the directory
+        // rows (FanOut.afterCommit after the group), not in a D1 round trip of its own.
+        this.r.fanout.mirrorWithNextCommit(
+          this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now()),
+        );
         const eventIds = [out.eventId!];
         // The initial events in one group: one transaction, one flush. The first refused one
         // fails the request; the events after it are not created.
         const results: (SendResult | undefined)[] = new Array(args.events.length);
         await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true);
+        // Nothing of the group accepted (the registry row is still waiting): write it now.
+        await this.r.fanout.afterCommit();
         for (const r of results) {
           if (!r) fail(500, "M_UNKNOWN", "Room creation stopped");
           if (!r.ok) return r;
@@ -101,6 +107,7 @@ export class LocalEvents {
     const r = await new Promise<SendResult>((resolve) => {
       this.sendQueue.push({ spec, resolve });
       if (this.sendQueue.length === 1) void this.r.writer.serial(() => this.admitQueued());
+      else this.onQueued?.();
     });
     if (r.ok) await this.r.fanout.fannedOut([r.value.eventId]);
     return r;
@@ -117,8 +124,33 @@ export class LocalEvents {
   /** The largest group admitted so far (tests and benchmarks read it). */
   largestGroup = 0;
 
+  /** The size of the last group, and a wake-up for gather(). */
+  private lastGroup = 0;
+  private onQueued?: () => void;
+
+  /** Senders answered together come back at about the same time, each after its own trip
+   *  through the Worker: when the last group had several sends, wait a moment (at most
+   *  GATHER_MS) for as many, so they go in one group again — else the first came alone and
+   *  the rest formed a second group behind it, two commits and two rounds of hub notices.
+   *  A lone sender (last group of one) never waits. */
+  private gather(want: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.onQueued = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, GATHER_MS);
+      this.onQueued = () => {
+        if (this.sendQueue.length >= want) done();
+      };
+    });
+  }
+
   private async admitQueued(): Promise<void> {
+    if (this.lastGroup > 1 && this.sendQueue.length < this.lastGroup) await this.gather(this.lastGroup);
     const batch = this.sendQueue.splice(0, GROUP_MAX);
+    this.lastGroup = batch.length;
     // More than a group waited: the rest go next (new sends only start a drain when alone).
     if (this.sendQueue.length) void this.r.writer.serial(() => this.admitQueued());
     const results: (SendResult | undefined)[] = new Array(batch.length);
@@ -134,6 +166,11 @@ export class LocalEvents {
       for (let i = 0; i < batch.length; i++) results[i] ??= err;
     }
     batch.forEach((q, i) => q.resolve(results[i] ?? { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Event was not admitted" }));
+    // Hold the write door until this group's commit is on disk. Its answers wait for that
+    // anyway (the output gate), and sends that arrive meanwhile queue up and go in the next
+    // group together: without this wait every send came alone (the room's own work is short),
+    // one commit and one flush each — the group commit never formed a group under load.
+    if (this.sendQueue.length === 0) await this.r.ctx.storage.sync().catch((e) => console.error("storage sync failed", e));
   }
 
   /** One round of a group: build and check `todo` (indices into `specs`) in order, each on the

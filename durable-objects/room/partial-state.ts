@@ -121,8 +121,17 @@ export interface PartialWrites {
   /** An event accepted against partial state that the full state forbids: rejected now, as it
    *  would have been on arrival (see RoomWriter.rejectAfterAll). */
   rejectAfterAll(eventId: string, reason: string): void;
-  /** The state is complete: the partial mark goes, the stream position of completion is kept. */
-  endPartialState(): void;
+  /** The state is complete: the partial mark and the fetch's records go; the completion takes
+   *  the next stream position (returned), the one before it is kept as `partial_state_done`. */
+  endPartialState(): number;
+  /** The background fetch's progress (meta `partial_sync`, JSON; null: none). */
+  saveSync(progress: string | null): void;
+  /** IDs of the full state (`inState`) and of its auth chain; `held`: stored here already
+   *  (not fetched), else fetched later. */
+  stageIds(rows: { id: string; inState: boolean; held: boolean }[]): void;
+  /** Fetched events (their PDU JSON), by ID. */
+  stagePdus(rows: [string, string][]): void;
+  clearStage(): void;
 }
 
 /** What PartialState needs from the room (wired in durable-objects/room.ts). */
@@ -144,6 +153,8 @@ export interface PartialStateAccess {
   dropCaches(): void;
   /** Mirror memberships and the user directory after a change of the current state. */
   afterCommit(): Promise<void>;
+  /** Make sure the background fetch's alarm is set (room/partial-sync.ts). */
+  armSync(): void;
 }
 
 /** A claim on the background fetch lasts this long (a run cut short is retried after it). */
@@ -173,6 +184,7 @@ export class PartialState {
    *  room's, RoomWriter.recordRoom). */
   begin(m: PartialStateMeta): void {
     this.cached = m;
+    this.r.armSync();
   }
 
   /** Stream position at which the last completion happened (for /sync: a client that synced
@@ -222,9 +234,9 @@ export class PartialState {
    *  room, re-check the events admitted while the state was partial (Synapse: "since the state
    *  at this event has changed, we should now re-evaluate whether it should have been
    *  rejected"), and un-partial the room. Returns what the Worker needs for device lists. */
-  async complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<{ rejected: string[]; added: number }> {
+  async complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<{ rejected: string[]; added: number; stream: number }> {
     const m = this.meta();
-    if (!m) return { rejected: [], added: 0 };
+    if (!m) return { rejected: [], added: 0, stream: 0 };
     if (this.claim?.token !== args.claim) throw new PartialStateError("This fetch no longer holds the claim");
     const join = this.r.loadEvent(m.join);
     if (!join || join.stateBefore === null) throw new PartialStateError("Our join is not in the room");
@@ -246,6 +258,7 @@ export class PartialState {
     const missing: [StateKey, string][] = [...full].filter(([k]) => !partial.has(k));
     const oldCurrent = this.r.groupState(this.r.currentGroup());
     const rejected: string[] = [];
+    let stream = 0;
     // Every state group of the room descends from a group without a parent (the join's state
     // before, or a later snapshot); each of those holds its whole state. The omitted keys were
     // absent from all of them, so adding them to each gives every state of the room — before
@@ -267,7 +280,7 @@ export class PartialState {
         w.rejectAfterAll(event_id, `re-checked against the full state: ${why}`);
         rejected.push(event_id);
       }
-      w.endPartialState();
+      stream = w.endPartialState();
     });
     this.cached = null;
     this.claim = undefined;
@@ -276,7 +289,7 @@ export class PartialState {
     await this.r.afterCommit();
     this.r.dropCaches();
     for (const w of [...this.waiters]) w();
-    return { rejected, added: missing.length };
+    return { rejected, added: missing.length, stream };
   }
 }
 

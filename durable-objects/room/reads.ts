@@ -21,11 +21,11 @@ export interface ClientReadsAccess {
   head: RoomHead;
   sql: SqlStorage;
   events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "page" | "partialMember" | "redactionOf" | "timestampCandidates">;
-  state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState">;
+  state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState" | "stateForSync">;
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
   writer: Pick<RoomWriter, "eraseSender" | "forget">;
   views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
-  partial: Pick<PartialState, "completedAt" | "isPartial">;
+  partial: Pick<PartialState, "completedAt" | "isPartial" | "extraDestinations">;
 }
 
 export class ClientReads {
@@ -222,6 +222,18 @@ export class ClientReads {
     if (!this.r.head.rv || this.r.events.isPartial()) return { localJoined: 0, servers: [] };
     const f = this.r.fanout.fanOutFacts();
     return { localJoined: f.joinedLocal.length, servers: [...f.joinedServers].filter((s) => s !== this.r.head.serverName) };
+  }
+
+  /** Other servers in the room, where room-scoped EDUs go (typing, receipts, device-list
+   *  updates): those with a joined member and, while the room's state is partial, the join's
+   *  servers_in_room, whose members we do not know yet (Synapse: "current hosts in room or
+   *  partial state approximation"). */
+  async getRemoteServers(): Promise<string[]> {
+    if (!this.r.head.rv || this.r.events.isPartial()) return [];
+    const out = new Set(this.r.fanout.fanOutFacts().joinedServers);
+    for (const s of this.r.partial.extraDestinations()) out.add(s);
+    out.delete(this.r.head.serverName!);
+    return [...out].sort();
   }
 
   async getJoinedUserIds(): Promise<string[]> {
@@ -484,7 +496,7 @@ export class ClientReads {
             }
             return since;
           },
-          stateAt: (n) => this.r.state.groupState(this.r.state.groupAtStream(n)),
+          stateAt: (n) => this.r.state.stateForSync(n),
           load: (id) => this.r.events.loadEvent(id),
           toClient: (e, now) => this.r.views.toClient(e, req, now),
           bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }), es, out),

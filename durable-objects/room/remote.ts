@@ -392,9 +392,9 @@ export class RemoteRoom {
   }
 
   /** The full state before our partial-state join, fetched by the Worker
-   *  (src/services/federation/partial-state.ts): complete the room (PartialState.complete).
+   *  (durable-objects/room/partial-sync.ts): complete the room (PartialState.complete).
    *  Returns what the device lists need: whether the room is encrypted, its joined members. */
-  async completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
+  async completePartialState(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<{ rejected: string[]; added: number; stream: number; encrypted: boolean; localJoined: string[]; remoteJoined: string[] }>> {
     return this.r.writer.serial(async () => {
       try {
         this.r.head.requireRoom();

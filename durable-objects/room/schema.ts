@@ -20,12 +20,15 @@
 //   forgotten         per user: the member event at which they forgot the room (POST /forget).
 //   erased_senders    users whose events are served redacted to later joiners (erasure).
 //   meta              room_id, room_version, server_name, stream, current_group, hub_done,
-//                     partial marks of an invite/knock-only room.
+//                     partial marks of an invite/knock-only room, schema (see openSchema).
 //
-// Only CREATE statements here; every data change goes through writer.ts (the write door).
+// Only CREATE statements here (and the schema version they are recorded by); every data change
+// goes through writer.ts (the write door).
+import { DELAYED_STATE_WATCH_SCHEMA } from "../delayed-state-watch";
 
+const META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 export const SCHEMA = `
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+${META_TABLE}
 CREATE TABLE IF NOT EXISTS events (
   event_id TEXT PRIMARY KEY,
   stream INTEGER UNIQUE,
@@ -64,8 +67,42 @@ CREATE TABLE IF NOT EXISTS txns (user_id TEXT NOT NULL, device_id TEXT NOT NULL,
 CREATE TABLE IF NOT EXISTS current_groups (stream INTEGER PRIMARY KEY, grp INTEGER);
 CREATE TABLE IF NOT EXISTS forgotten (user_id TEXT PRIMARY KEY, member_event_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS erased_senders (user_id TEXT PRIMARY KEY);
+-- Partial-state joins: the IDs of the full state being fetched (room/partial-sync.ts), and each
+-- event once fetched; emptied when the state completes.
+CREATE TABLE IF NOT EXISTS partial_fetch (event_id TEXT PRIMARY KEY, in_state INTEGER NOT NULL, pdu TEXT);
 `;
 
+/** Every table and index of the room, including those of modules with their own concern. */
+const ROOM_SCHEMA = SCHEMA + DELAYED_STATE_WATCH_SCHEMA;
+
+/** The schema's version: a hash of its text, so that any edit to it (a new table or index)
+ *  makes every room run it again at its next start. */
+export const SCHEMA_VERSION = fnv1a(ROOM_SCHEMA);
+
+/** At start: the `meta` table (read with one statement), after creating the schema only when the
+ *  room's recorded version is not the current one (a new room, a room from before a schema
+ *  change, or one from before versions were recorded). Running the ~20 CREATE ... IF NOT EXISTS
+ *  statements on every start was part of every cold RoomDO's cost (a cold first /sync starts
+ *  one per room). */
+export function openSchema(sql: SqlStorage): Map<string, string> {
+  sql.exec(META_TABLE);
+  const meta = readMeta(sql);
+  if (meta.get("schema") === SCHEMA_VERSION) return meta;
+  sql.exec(ROOM_SCHEMA);
+  // Recorded after the statements it stands for (a start that fails between them runs them again).
+  sql.exec("INSERT INTO meta (key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", SCHEMA_VERSION);
+  return readMeta(sql);
+}
+
+/** 32-bit FNV-1a of a string, in hex. */
+function fnv1a(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0).toString(16).padStart(8, "0");
+}
 
 /** The `meta` table as a map (read at start and after a rolled-back write). */
 export function readMeta(sql: SqlStorage): Map<string, string> {

@@ -7,6 +7,7 @@ import { stateKey } from "../../src/core/types";
 import { authEventKeys, CREATE_KEY } from "../../src/core/auth-rules";
 import { resolveState } from "../../src/core/state-res";
 import { LayeredState, layerState, splitShared } from "./state-layers";
+import { CurrentStateView, GroupStateView } from "./current-state";
 import type { AdmitMode } from "../../src/rpc/room";
 import { GROUP_CACHE, GROUP_CACHE_ENTRIES, ACROSS_MEMO, AUTH_INDEX, StoredEvent, GROUP_CHAIN_SQL, GROUP_ENTRIES_SQL, StateAt, RoomHead } from "./core";
 import type { EventStore } from "./events";
@@ -32,6 +33,8 @@ export class StateStore {
     this.acrossMemo.clear();
     this.authIndex.clear();
     this.authLists.clear();
+    this.currentView = undefined;
+    this.olderView = undefined;
   }
 
   groupState(g: number | null): StateIdMap {
@@ -200,6 +203,27 @@ export class StateStore {
   currentAuthMap(keys: StateKey[]): StateMap {
     return this.stateMapOf(this.groupState(this.r.head.currentGroup), keys);
   }
+
+  /** The room's current state as it was at stream position `n` (groupAtStream), for /sync: while
+   *  it is the current state and its group is not cached (a room just started), a
+   *  CurrentStateView that reads only the keys asked for, instead of building the whole state;
+   *  an older group not cached (the state before a timeline that changed the state, or at an
+   *  incremental sync's `since`) likewise as a GroupStateView over its chain of deltas. */
+  stateForSync(n: number): StateIdMap {
+    const g = this.groupAtStream(n);
+    if (g === null || this.groups.has(g)) return this.groupState(g);
+    if (g !== this.r.head.currentGroup) {
+      // (The same view for both ends of a timeline in the same older state.)
+      if (this.olderView?.group !== g) this.olderView = new GroupStateView(this.r.sql, g, () => this.groupState(g));
+      return this.olderView;
+    }
+    if (this.currentView?.group !== g) this.currentView = new CurrentStateView(this.r.sql, g);
+    return this.currentView;
+  }
+
+  /** See stateForSync; dropped with every other cache (clear). */
+  private currentView?: CurrentStateView;
+  private olderView?: GroupStateView;
 
   /** The room's current state as it was at stream position `n`: the resolution over the forward
    *  extremities then (current_groups), not the state after the event at `n`, which after

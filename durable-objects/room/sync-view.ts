@@ -178,9 +178,20 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
   const neededKeys = new Set([...needed].map((u) => stateKey("m.room.member", u)));
   const skipMember = q.lazyLoadMembers && fresh ? (k: string) => k.startsWith(MEMBER_PREFIX) && !neededKeys.has(k) : () => false;
   const entries = new Map<string, string>(); // event ID → state key
+  // A state that can list its non-member entries (a cold room's current state) is not read
+  // whole when the other members are skipped anyway: those entries and the needed members.
+  const walk = (st: StateIdMap): Iterable<[string, string]> => {
+    if (!(q.lazyLoadMembers && fresh && isSparse(st))) return st;
+    const out = [...st.nonMemberEntries()];
+    for (const k of neededKeys) {
+      const id = st.get(k);
+      if (id) out.push([k, id]);
+    }
+    return out;
+  };
   // (The same state at both ends — the common case — is walked once.)
   for (const st of q.useStateAfter || start === end ? [end] : [start, end]) {
-    for (const [k, id] of st) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id)) && !skipMember(k)) entries.set(id, k);
+    for (const [k, id] of walk(st)) if (base.get(k) !== id && (q.useStateAfter || !inTimeline.has(id)) && !skipMember(k)) entries.set(id, k);
   }
   // On an incremental sync a sender's member event that did not change since `since` may be
   // one the client already has ("redundant"): it is marked for the Worker to decide. Changes
@@ -223,6 +234,24 @@ interface MemberSummary {
   named: boolean;
 }
 
+/** A state map that answers without being read whole: its entries other than member events,
+ *  its member counts and the first members in user ID order (the RoomDO's current state,
+ *  durable-objects/room/current-state.ts). Its get() reads one key. */
+export interface SparseState extends StateIdMap {
+  nonMemberEntries(): [string, string][];
+  memberCounts?(): { joined: number; invited: number };
+  firstMembers?(active: boolean): string[];
+}
+
+function isSparse(st: StateIdMap): st is SparseState {
+  return typeof (st as Partial<SparseState>).nonMemberEntries === "function";
+}
+
+/** A sparse state that also counts its members (the current state). */
+function countsMembers(st: StateIdMap): st is Required<SparseState> {
+  return isSparse(st) && typeof st.memberCounts === "function" && typeof st.firstMembers === "function";
+}
+
 /** Per state map (the RoomDO hands out one cached, never mutated map per state group): a summary
  *  walks every member event of the state, which for a 300-member room was most of an initial
  *  sync's per-room work; the same state is summarised once, for every user and every sync. */
@@ -233,6 +262,11 @@ const memberSummaries = new WeakMap<StateIdMap, MemberSummary>();
  *  left), in user ID order. */
 function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap, userId: string): RoomSyncView["summary"] {
   let s = memberSummaries.get(st);
+  if (!s && countsMembers(st)) {
+    // (A named room needs no heroes: they are looked for only when it has no name.)
+    const named = isNamed(room, st);
+    s = { ...st.memberCounts(), active: named ? [] : st.firstMembers(true), gone: named ? [] : st.firstMembers(false), named };
+  }
   if (!s) {
     let joined = 0;
     let invited = 0;
@@ -248,15 +282,9 @@ function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap,
       if (m === "join" || m === "invite") active.push(u);
       else gone.push(u);
     }
-    const nonEmpty = (type: string, field: string) => {
-      const id = st.get(stateKey(type, ""));
-      const v = id ? room.load(id)?.ev.content[field] : undefined;
-      return typeof v === "string" && v !== "";
-    };
-    const named = nonEmpty("m.room.name", "name") || nonEmpty("m.room.canonical_alias", "alias");
-    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6), named };
-    memberSummaries.set(st, s);
+    s = { joined, invited, active: active.sort().slice(0, 6), gone: gone.sort().slice(0, 6), named: isNamed(room, st) };
   }
+  memberSummaries.set(st, s);
   const counts = { "m.joined_member_count": s.joined, "m.invited_member_count": s.invited };
   // m.heroes is "required if the room's m.room.name or m.room.canonical_alias state events are
   // unset or empty"; a named room's client does not use them.
@@ -264,4 +292,14 @@ function summarize<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap,
   const others = (list: string[]) => list.filter((u) => u !== userId);
   const heroes = (others(s.active).length ? others(s.active) : others(s.gone)).slice(0, 5);
   return { "m.heroes": heroes, ...counts };
+}
+
+/** The room has a non-empty m.room.name or m.room.canonical_alias alias. */
+function isNamed<E extends SyncEvent>(room: RoomSyncAccess<E>, st: StateIdMap): boolean {
+  const nonEmpty = (type: string, field: string) => {
+    const id = st.get(stateKey(type, ""));
+    const v = id ? room.load(id)?.ev.content[field] : undefined;
+    return typeof v === "string" && v !== "";
+  };
+  return nonEmpty("m.room.name", "name") || nonEmpty("m.room.canonical_alias", "alias");
 }

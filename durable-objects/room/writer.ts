@@ -19,7 +19,7 @@ import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey } from "../../src
 import { splitStateKey, stateKey } from "../../src/core/types";
 import { type RoomVersion } from "../../src/core/room-versions";
 import type { Config } from "../../src/config";
-import { readMeta, SCHEMA } from "./schema";
+import { openSchema, readMeta } from "./schema";
 import { canonicalJson } from "../../src/core/canonical-json";
 import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
 import { partialAuthState, type PartialState, type PartialStateMeta, type PartialWrites } from "./partial-state";
@@ -506,8 +506,35 @@ export class RoomWriter {
         applyCurrentState: (changes) => this.applyCurrentState(tx, changes),
         rejectAfterAll: (id, reason) => this.rejectAfterAll(tx, id, reason),
         endPartialState: () => {
-          tx.exec("DELETE FROM meta WHERE key = 'partial_state'");
-          this.setMeta(tx, "partial_state_done", this.r.head.stream);
+          // The completion takes a stream position of its own (no event at it): the hubs of
+          // the room's local members are told the room moved there, and a sync from before it
+          // gets the room's state whole (ClientReads.syncRoom, `partial_state_done`).
+          const done = this.r.head.stream;
+          const stream = done + 1;
+          tx.exec("DELETE FROM meta WHERE key = 'partial_state' OR key = 'partial_sync'");
+          tx.exec("DELETE FROM partial_fetch");
+          this.setMeta(tx, "partial_state_done", done);
+          this.setMeta(tx, "stream", stream);
+          tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, this.r.head.currentGroup);
+          this.r.head.stream = stream;
+          return stream;
+        },
+        saveSync: (progress) => {
+          if (progress === null) tx.exec("DELETE FROM meta WHERE key = 'partial_sync'");
+          else this.setMeta(tx, "partial_sync", progress);
+        },
+        stageIds: (rows) => {
+          for (let i = 0; i < rows.length; i += 30) {
+            const chunk = rows.slice(i, i + 30);
+            // pdu '' (held here), NULL (to fetch).
+            tx.exec(`INSERT OR IGNORE INTO partial_fetch (event_id, in_state, pdu) VALUES ${chunk.map(() => "(?, ?, ?)").join(", ")}`, ...chunk.flatMap((r) => [r.id, r.inState ? 1 : 0, r.held ? "" : null]));
+          }
+        },
+        stagePdus: (rows) => {
+          for (const [id, pdu] of rows) tx.exec("UPDATE partial_fetch SET pdu = ? WHERE event_id = ?", pdu, id);
+        },
+        clearStage: () => {
+          tx.exec("DELETE FROM partial_fetch");
         },
       }),
     );
@@ -548,15 +575,23 @@ export class RoomWriter {
         if (!cited && ok) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", p);
       }
     }
-    if (se.ev.state_key === undefined) return;
+    if (se.ev.state_key === undefined || se.stateAfter === null) return;
+    // A state event: every state group that took it (its own, the deltas and snapshots after
+    // it, a resolution that chose it) gets the value the key had before it, in the full state
+    // now known, so the states of later events and the current state the room moves to no
+    // longer hold it (Synapse recomputes the state of each event when un-partialling).
     const k = stateKey(se.ev.type, se.ev.state_key);
-    if (this.r.state.groupState(this.r.head.currentGroup).get(k) !== id) return;
-    const change = new Map<StateKey, string | null>([[k, se.prevState]]);
-    const next = this.newGroup(tx, this.r.head.currentGroup, change);
-    this.applyCurrentState(tx, change);
-    this.r.head.currentGroup = next;
-    this.setMeta(tx, "current_group", next ?? 0);
-    tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", this.r.head.stream, next);
+    const before = this.r.state.groupState(se.stateBefore).get(k) ?? null;
+    const oldCurrent = this.r.state.groupState(this.r.head.currentGroup);
+    if (before === null) {
+      // Absent before it: a snapshot (a group without a parent, its whole state) loses the
+      // row; a delta gets NULL, which removes the key from what it inherits.
+      tx.exec("DELETE FROM state_group_entries WHERE event_id = ? AND group_id >= ? AND group_id IN (SELECT id FROM state_groups WHERE parent IS NULL)", id, se.stateAfter);
+      tx.exec("UPDATE state_group_entries SET event_id = NULL WHERE event_id = ? AND group_id >= ?", id, se.stateAfter);
+    } else tx.exec("UPDATE state_group_entries SET event_id = ? WHERE event_id = ? AND group_id >= ?", before, id, se.stateAfter);
+    this.r.state.clear();
+    const changes = diffState(oldCurrent, this.r.state.groupState(this.r.head.currentGroup));
+    if (changes.size) this.applyCurrentState(tx, changes);
   }
 
   /** A membership event of a room we are not in (an invite, or our knock or rejection through
@@ -602,7 +637,7 @@ export class RoomWriter {
     await this.serial(async () => {
       for (let i = 0; i < 50 && !this.r.fanout.hubsCaughtUp(); i++) await new Promise((r) => setTimeout(r, 100));
       await this.r.ctx.storage.deleteAll();
-      this.r.sql.exec(SCHEMA);
+      openSchema(this.r.sql);
       this.r.events.clearCache();
       this.r.state.clear();
       this.r.head.roomId = this.r.head.rv = this.r.head.serverName = undefined;

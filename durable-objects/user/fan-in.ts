@@ -66,6 +66,22 @@ export class FanIn {
     this.a.maybeCompact();
   }
 
+  /** A partial-state room got its full state: it moves to the room's `stream` (a position the
+   *  completion took, no event at it), so the next /sync includes the room and the RoomDO
+   *  answers it with the state whole: members, heroes and device lists refresh without waiting
+   *  for the room's next event (Synapse's "un-partial-stated rooms" stream, which marks the
+   *  room full_state in the user's next sync). Only for a room I am joined to. */
+  roomStateCompleted(me: string, roomId: string, stream: number): void {
+    void me;
+    const room = this.a.sql.exec<{ stream: number; membership: string }>("SELECT stream, membership FROM rooms WHERE room_id = ?", roomId).toArray()[0];
+    if (!room || room.membership !== "join" || room.stream >= stream) return;
+    this.a.batch(() => {
+      this.a.logRoom(this.a.next(), roomId, stream);
+      this.a.sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ?", stream, roomId);
+    });
+    this.a.wake();
+  }
+
   /** Record one notice (inside the caller's transaction). Returns the device-list follow-up a
    *  membership change in an encrypted room needs (D1 lookups, done after the transaction). */
   private applyNotice(me: string, n: RoomEventNotice): DeviceListFollowUp | null {

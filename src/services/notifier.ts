@@ -120,7 +120,13 @@ class HubQueue {
     const a = new Promise<void>((r) => (attempted = r));
     const d = new Promise<void>((r) => (done = r));
     this.pending.push({ notice, attempted, done });
-    if (!this.running) void this.pump();
+    if (!this.running) {
+      // Start after the current synchronous run: a group commit notifies all its events in one
+      // loop, and they go in the first call together (the first alone cost a hub call and
+      // commit of its own, which the group's answer waited for).
+      this.running = true;
+      queueMicrotask(() => void this.pump());
+    }
     return { attempted: a, done: d };
   }
 

@@ -43,7 +43,7 @@ export interface DirectoryMember {
 
 /** After a room's current state changed: its joined members and whether it is public. Remote
  *  members' rows come from their member events; local users keep their global profile. */
-export async function mirrorRoomForDirectory(env: Env, serverName: string, roomId: string, members: DirectoryMember[], isPublic: boolean | undefined): Promise<void> {
+export function directoryStatements(env: Env, serverName: string, roomId: string, members: DirectoryMember[], isPublic: boolean | undefined): D1PreparedStatement[] {
   const stmts: D1PreparedStatement[] = [];
   for (const m of members) {
     if (m.membership === "join") {
@@ -57,7 +57,7 @@ export async function mirrorRoomForDirectory(env: Env, serverName: string, roomI
   }
   if (isPublic === true) stmts.push(env.DB.prepare("INSERT OR IGNORE INTO user_directory_public_rooms (room_id) VALUES (?)").bind(roomId));
   if (isPublic === false) stmts.push(env.DB.prepare("DELETE FROM user_directory_public_rooms WHERE room_id = ?").bind(roomId));
-  for (let i = 0; i < stmts.length; i += 100) await env.DB.batch(stmts.slice(i, i + 100));
+  return stmts;
 }
 
 export interface DirectoryResult {

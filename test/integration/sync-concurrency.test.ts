@@ -117,6 +117,26 @@ describe("sync fan-out delivery", () => {
     expect(Number(rows)).toBeGreaterThanOrEqual(stream);
   });
 
+  // docs/benchmarks.md "Send path, floor and group commit (issue 21)": the stored watermark
+  // only bounds a restart's redelivery, so a send does not commit it (under `wrangler dev` that
+  // was one more fsync before the send's answer); it follows within HUB_SAVE_MS.
+  it("a send's answer does not wait for a watermark commit; the stored watermark follows soon after", async () => {
+    const alice = await registerUser();
+    const roomId = (await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } })).body.room_id as string;
+    const storedMark = () => runInDurableObject(roomObject(roomId), async (_i, state) => Number(state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'hub_done'").toArray()[0]?.value ?? 0));
+    await new Promise((r) => setTimeout(r, 1500));
+    const sent = await call("PUT", `${V3}/rooms/${enc(roomId)}/send/m.room.message/wm1`, { token: alice.accessToken, body: { msgtype: "m.text", body: "x" } });
+    expect(sent.status).toBe(200);
+    const stream = (await room(roomId).getPdu(sent.body.event_id))!.stream!;
+    expect(await storedMark()).toBeLessThan(stream);
+    let mark = 0;
+    for (let i = 0; i < 30 && mark < stream; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      mark = await storedMark();
+    }
+    expect(mark).toBeGreaterThanOrEqual(stream);
+  });
+
   it("hubs ignore a notice they already hold (redelivery is safe)", async () => {
     const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
     const roomId = (await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "public_chat" } })).body.room_id as string;

@@ -38,7 +38,7 @@ async function sendMembership(c: Context<AppEnv>, roomId: string, target: string
   const stub = await roomFor(c, roomId);
   // A room whose members are still being fetched (partial-state join) does not know the
   // target's membership yet, nor every server the change must reach: wait for them (bounded).
-  await awaitFullState(c.env, c.var.config, roomId, (p) => c.executionCtx.waitUntil(p));
+  await awaitFullState(c.env, c.var.config, roomId);
   const r = await stub.createLocalEvent({ type: "m.room.member", state_key: target, sender: c.var.auth.userId, content });
   return unwrap(r).eventId;
 }
@@ -93,15 +93,14 @@ async function join(c: Context<AppEnv>, roomId: string, reason: string | undefin
   const residency = here ? await stub.getResidency() : undefined;
   if (!here || (residency!.localJoined === 0 && residency!.servers.length > 0)) {
     const content = withReason({ ...(await localProfile(c.env, userId)) }, reason);
-    // A partial-state join answers before the room's members are here; their fetch goes on
-    // after the response (waitUntil).
-    const background = (work: Promise<unknown>) => c.executionCtx.waitUntil(work.catch((e) => console.error("partial-state sync failed", e)));
-    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId)), ...(residency?.servers ?? [])], content, background);
+    // A client's join may be partial-state (PARTIAL_STATE_JOINS): answered before the room's
+    // members are here; the RoomDO's alarm fetches them (durable-objects/room/partial-sync.ts).
+    await joinRemoteRoom(c.env, c.var.config, userId, roomId, [...servers, ...(await partialServers(c, roomId, userId)), ...(residency?.servers ?? [])], content, true);
     return;
   }
   const rv = await knownRoom(c.env, roomId);
   // Another local user's partial-state join is still fetching the members (see sendMembership).
-  await awaitFullState(c.env, c.var.config, roomId, (p) => c.executionCtx.waitUntil(p));
+  await awaitFullState(c.env, c.var.config, roomId);
   const current = await stub.getMembership(userId);
   if (current === "join") return; // already joined: nothing to change
   const content: JsonObject = withReason({ membership: "join", ...(await localProfile(c.env, userId)) }, reason);

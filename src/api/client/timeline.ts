@@ -100,7 +100,7 @@ timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
   if (membership !== undefined && !MEMBERSHIPS.has(membership)) throw invalidParam("Unknown membership");
   if (notMembership !== undefined && !MEMBERSHIPS.has(notMembership)) throw invalidParam("Unknown not_membership");
   const stub = await roomFor(c);
-  await awaitFullState(c.env, c.var.config, c.req.param("roomId"), (p) => c.executionCtx.waitUntil(p));
+  await awaitFullState(c.env, c.var.config, c.req.param("roomId"));
   // `at`: a prev_batch (room token) or, as matrix-js-sdk and Hydrogen send it, a /sync next_batch.
   const at = await roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, c.req.param("roomId"), c.req.query("at"), "later");
   const chunk = unwrap(await stub.getMembers(requester(c), { at: roomToken(at), membership, notMembership }));
@@ -109,7 +109,7 @@ timeline.get("/rooms/:roomId/members", requireAuth, async (c) => {
 
 timeline.get("/rooms/:roomId/joined_members", requireAuth, async (c) => {
   const stub = await roomFor(c);
-  await awaitFullState(c.env, c.var.config, c.req.param("roomId"), (p) => c.executionCtx.waitUntil(p));
+  await awaitFullState(c.env, c.var.config, c.req.param("roomId"));
   return c.json({ joined: unwrap(await stub.getJoinedMembers(requester(c))) });
 });
 

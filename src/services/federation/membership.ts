@@ -23,7 +23,6 @@ import { MatrixError } from "../../api/errors";
 import { getServerSigningKey } from "../server-key";
 import { roomStub, unwrap, type RoomStub } from "../rooms";
 import { federationContext, federationRequest, FederationError } from "./client";
-import { syncPartialStateRoom } from "./partial-state";
 
 /** Room versions we can take part in (make_join/make_knock `ver`). */
 const SUPPORTED_VERSIONS = [...ROOM_VERSIONS.values()].filter((v) => v.eventIdFormat !== 1).map((v) => v.id);
@@ -105,8 +104,8 @@ async function viaServers<T>(servers: string[], fn: (server: string) => Promise<
 /** Join a room this server is not in. With PARTIAL_STATE_JOINS=on (default off) and no copy of the room here
  *  yet, send_join asks for `omit_members=true` (spec: PUT /v2/send_join, MSC3706); when the
  *  resident left the members out, the room is seeded with the rest of the state and marked
- *  partial, the client is answered, and `background` runs the fetch of the full state
- *  (src/services/federation/partial-state.ts). */
+ *  partial (which sets the RoomDO's alarm that fetches the full state,
+ *  durable-objects/room/partial-sync.ts), and the client is answered. */
 export async function joinRemoteRoom(
   env: Env,
   config: Config,
@@ -114,13 +113,14 @@ export async function joinRemoteRoom(
   roomId: string,
   servers: string[],
   content: JsonObject,
-  background?: (work: Promise<unknown>) => void,
+  /** The caller can serve a room whose members are still being fetched (a client's join). */
+  partialAllowed = false,
 ): Promise<void> {
   const ctx = federationContext(env, config);
   const stub = roomStub(env, config, roomId);
   // Only a first copy of the room is seeded partially: a room we hold (another local member
   // joined, or we rejoin after leaving) merges the resident's full state into ours.
-  const omitMembers = config.partialStateJoins && !!background && (!(await stub.getRoomVersion()) || (await stub.getPartialInfo()).partial);
+  const omitMembers = config.partialStateJoins && partialAllowed && (!(await stub.getRoomVersion()) || (await stub.getPartialInfo()).partial);
   let partial = false;
   await viaServers(candidateServers(config, roomId, servers), async (server) => {
     const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}`, { query: { ver: SUPPORTED_VERSIONS }, timeoutMs: 30_000 });
@@ -169,7 +169,6 @@ export async function joinRemoteRoom(
       await stub.joinSettled();
     }
   });
-  if (partial) background!(syncPartialStateRoom(env, config, roomId));
 }
 
 /** Enter a room we are joining in the room registry (D1) before its state is here, so that

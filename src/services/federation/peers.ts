@@ -9,7 +9,6 @@ import type { Env } from "../../env";
 import type { Config } from "../../config";
 import { roomStub } from "../../rpc/stubs";
 import { joinedRoomsUpTo, localJoinedMembers as localJoinedMembersInMirror, roomsWithLocalJoins } from "../../db/memberships";
-import { serverOf } from "../../core/ids";
 
 /** At most this many rooms are asked about one remote user. */
 const MAX_ROOMS_SCANNED = 2000;
@@ -29,15 +28,10 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
   return out;
 }
 
-/** Other servers with a joined member in `roomId` (where room-scoped EDUs go). */
+/** Other servers with a joined member in `roomId` (where room-scoped EDUs go); while the room's
+ *  state is partial, also the servers that were in it at our join (RoomDO.getRemoteServers). */
 export async function remoteServersInRoom(env: Env, config: Config, roomId: string): Promise<string[]> {
-  const members = await roomStub(env, config, roomId).getJoinedUserIds();
-  const servers = new Set<string>();
-  for (const u of members) {
-    const s = serverOf(u);
-    if (s && s !== config.serverName) servers.add(s);
-  }
-  return [...servers].sort();
+  return (await roomStub(env, config, roomId).getRemoteServers()).filter((s) => s !== config.serverName);
 }
 
 /** Other servers sharing at least one room with local user `userId` (where presence and

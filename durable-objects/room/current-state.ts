@@ -1,0 +1,215 @@
+// The room's current state read from its `current_state` table key by key, for /sync's view of
+// a cold room (room/sync-view.ts).
+//
+// A RoomDO that has just started holds nothing in memory. Answering a first /sync through
+// StateStore.groupState built the whole current state (~1.5 × its size in rows: the snapshot and
+// the deltas on it) and summarised every member, so each cold room cost what its member list
+// costs, whatever the answer held; with lazy-loaded members an answer needs only the non-member
+// state, the timeline senders' member events, and the counts. This map reads those: one query
+// for the non-member entries, one lookup per member key asked for, and the member counts and
+// hero candidates from SQL (memberCounts, firstMembers). Iterating it whole still works (one query).
+import type { StateIdMap, StateKey } from "../../src/core/types";
+import { splitStateKey, stateKey } from "../../src/core/types";
+import { GROUP_CHAIN_SQL } from "./core";
+
+const MEMBER = "m.room.member";
+
+/** The members of the current state with their membership: from `memberships` (every accepted
+ *  member event has a row), else from the event itself. */
+const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extract(e.pdu, '$.content.membership')) AS ms
+  FROM current_state c LEFT JOIN memberships m ON m.event_id = c.event_id LEFT JOIN events e ON m.event_id IS NULL AND e.event_id = c.event_id
+  WHERE c.type = '${MEMBER}'`;
+
+/**
+ * A read-only state map over `current_state`, valid while the room's current state group is the
+ * one it was made for (ClientReads keeps one per group). Reads are remembered.
+ */
+export class CurrentStateView extends Map<StateKey, string> {
+  private readonly known = new Map<StateKey, string | null>();
+  private full?: StateIdMap;
+  private nonMembers?: [StateKey, string][];
+  private counted?: number;
+
+  constructor(
+    private readonly sql: SqlStorage,
+    readonly group: number | null,
+  ) {
+    super();
+  }
+
+  override get(k: StateKey): string | undefined {
+    if (this.full) return this.full.get(k);
+    let v = this.known.get(k);
+    if (v === undefined) {
+      const [type, key] = splitStateKey(k);
+      v = this.sql.exec<{ event_id: string }>("SELECT event_id FROM current_state WHERE type = ? AND state_key = ?", type, key).toArray()[0]?.event_id ?? null;
+      this.known.set(k, v);
+    }
+    return v ?? undefined;
+  }
+
+  override has(k: StateKey): boolean {
+    return this.get(k) !== undefined;
+  }
+
+  override get size(): number {
+    if (this.full) return this.full.size;
+    return (this.counted ??= this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM current_state").one().n);
+  }
+
+  /** Every entry but the member events: what an answer with lazy-loaded members walks. */
+  nonMemberEntries(): [StateKey, string][] {
+    if (this.full) return [...this.full].filter(([k]) => !k.startsWith(MEMBER + "\u0000"));
+    return (this.nonMembers ??= this.sql
+      .exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state WHERE type != ?", MEMBER)
+      .toArray()
+      .map((r) => [stateKey(r.type, r.state_key), r.event_id]));
+  }
+
+  /** Joined and invited counts (room summary), in SQL without reading the member list into
+   *  memory: from `memberships` alone when it covers every current member event (the rule),
+   *  else with the membership of the others read from their events. */
+  memberCounts(): { joined: number; invited: number } {
+    const rows = this.sql
+      .exec<{ ms: string; n: number }>(`SELECT m.membership AS ms, count(*) AS n FROM current_state c JOIN memberships m ON m.event_id = c.event_id WHERE c.type = '${MEMBER}' GROUP BY m.membership`)
+      .toArray();
+    const covered = rows.reduce((n, r) => n + r.n, 0);
+    const total = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM current_state WHERE type = '${MEMBER}'`).one().n;
+    const counts = new Map<string | null, number>(
+      covered === total ? rows.map((r) => [r.ms, r.n]) : this.sql.exec<{ ms: string | null; n: number }>(`SELECT ms, count(*) AS n FROM (${MEMBERS_SQL}) GROUP BY ms`).toArray().map((r) => [r.ms, r.n]),
+    );
+    return { joined: counts.get("join") ?? 0, invited: counts.get("invite") ?? 0 };
+  }
+
+  /** The first six members in user ID order that are joined or invited (`active`), or not
+   *  (hero candidates). User IDs are ASCII (spec: "Historical user IDs"), so SQLite's byte order
+   *  is JavaScript's. */
+  firstMembers(active: boolean): string[] {
+    return this.sql
+      .exec<{ u: string }>(`SELECT u FROM (${MEMBERS_SQL}) WHERE ${active ? "" : "NOT "}(ms IS NOT NULL AND ms IN ('join', 'invite')) ORDER BY u LIMIT 6`)
+      .toArray()
+      .map((r) => r.u);
+  }
+
+  private all(): StateIdMap {
+    return (this.full ??= new Map(
+      this.sql.exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state").toArray().map((r) => [stateKey(r.type, r.state_key), r.event_id]),
+    ));
+  }
+
+  override entries(): MapIterator<[StateKey, string]> {
+    return this.all().entries();
+  }
+  override keys(): MapIterator<StateKey> {
+    return this.all().keys();
+  }
+  override values(): MapIterator<string> {
+    return this.all().values();
+  }
+  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
+    return this.entries();
+  }
+  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
+  }
+  override set(): this {
+    throw new Error("CurrentStateView is read-only");
+  }
+  override delete(): boolean {
+    throw new Error("CurrentStateView is read-only");
+  }
+  override clear(): void {
+    throw new Error("CurrentStateView is read-only");
+  }
+}
+
+/**
+ * A read-only state map of an older state group (the state before a timeline that changed the
+ * state, or at an incremental sync's `since`), read from its chain of deltas key by key: the
+ * newest entry for a key along the chain wins (a NULL event ID: removed). Iterating it whole
+ * builds the group's state (`whole`, StateStore.groupState).
+ */
+export class GroupStateView extends Map<StateKey, string> {
+  private readonly known = new Map<StateKey, string | null>();
+  private nonMembers?: [StateKey, string][];
+  private chainJson?: string;
+
+  constructor(
+    private readonly sql: SqlStorage,
+    readonly group: number,
+    private readonly whole: () => StateIdMap,
+  ) {
+    super();
+  }
+
+  /** The group and its ancestors down to its snapshot, as a JSON array. */
+  private chain(): string {
+    return (this.chainJson ??= JSON.stringify(this.sql.exec<{ id: number }>(GROUP_CHAIN_SQL, this.group).toArray().map((r) => r.id)));
+  }
+
+  override get(k: StateKey): string | undefined {
+    let v = this.known.get(k);
+    if (v === undefined) {
+      const [type, key] = splitStateKey(k);
+      const row = this.sql
+        .exec<{ event_id: string | null }>(
+          "SELECT event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type = ? AND state_key = ? ORDER BY group_id DESC LIMIT 1",
+          this.chain(),
+          type,
+          key,
+        )
+        .toArray()[0];
+      v = row?.event_id ?? null;
+      this.known.set(k, v);
+    }
+    return v ?? undefined;
+  }
+
+  override has(k: StateKey): boolean {
+    return this.get(k) !== undefined;
+  }
+
+  override get size(): number {
+    return this.whole().size;
+  }
+
+  nonMemberEntries(): [StateKey, string][] {
+    if (!this.nonMembers) {
+      const out = new Map<StateKey, string | null>();
+      for (const r of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>(
+        "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type != ? ORDER BY group_id",
+        this.chain(),
+        MEMBER,
+      )) {
+        out.set(stateKey(r.type, r.state_key), r.event_id);
+      }
+      this.nonMembers = [...out].filter((e): e is [StateKey, string] => e[1] !== null);
+    }
+    return this.nonMembers;
+  }
+
+  override entries(): MapIterator<[StateKey, string]> {
+    return this.whole().entries();
+  }
+  override keys(): MapIterator<StateKey> {
+    return this.whole().keys();
+  }
+  override values(): MapIterator<string> {
+    return this.whole().values();
+  }
+  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
+    return this.entries();
+  }
+  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
+  }
+  override set(): this {
+    throw new Error("GroupStateView is read-only");
+  }
+  override delete(): boolean {
+    throw new Error("GroupStateView is read-only");
+  }
+  override clear(): void {
+    throw new Error("GroupStateView is read-only");
+  }
+}
