@@ -6,6 +6,7 @@
 //   GW_DELAY_MS=2000 makes the gateway answer 2 s late. PORT / GW_PORT pin the server's and the
 //   gateway's loopback ports (else free ones are picked).
 import { createServer } from "node:http";
+import { readdirSync, readFileSync } from "node:fs";
 import { percentile, registerBenchUser } from "./util.mjs";
 
 const sends = Number(process.argv[2] ?? 100);
@@ -35,6 +36,27 @@ const gw = createServer((req, res) => {
 await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));
 const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" }, { port: Number(process.env.PORT ?? 0) || undefined });
 const baseUrl = server.baseUrl;
+
+/** CPU time (ms) used so far by the server's processes (workerd does the work; Linux /proc). */
+function serverCpuMs() {
+  let ticks = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(f[2]) === server.pgid) ticks += Number(f[11]) + Number(f[12]); // pgrp, utime, stime
+  }
+  return ticks * 10; // USER_HZ = 100
+}
+/** CPU time (ms) of this process (the gateway and the client). */
+const benchCpuMs = () => {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+};
 
 async function api(method, path, token, body) {
   const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
@@ -90,14 +112,28 @@ try {
     return out;
   };
   await measure(10);
+  // CPU per send (server processes; this process = gateway + client), from the first send until
+  // its background work is done: less sensitive to other load on the machine than latency.
+  const settle = () => new Promise((r) => setTimeout(r, 1000));
+  let c0 = serverCpuMs();
+  let b0 = benchCpuMs();
   const without = await measure(50);
+  await settle();
+  const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
   for (const [i, u] of users.slice(1).entries()) await api("POST", "/pushers/set", u.token, pusher(`m${i}-${tag}`));
+  await measure(2); // the first hand-over to each pusher's queue
+  await new Promise((r) => setTimeout(r, 2000));
   const before = received;
+  c0 = serverCpuMs();
+  b0 = benchCpuMs();
   const withP = await measure(50);
   const expected = before + 50 * (members - 1);
   const deadline = Date.now() + 300_000;
-  while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  await settle();
+  const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
   console.log(`room of ${members}: send p50/p99 without pushers ${percentile(without, 50).toFixed(1)} / ${percentile(without, 99).toFixed(1)} ms, with ${members - 1} pushers ${percentile(withP, 50).toFixed(1)} / ${percentile(withP, 99).toFixed(1)} ms; pushes delivered ${received - before} of ${50 * (members - 1)}`);
+  console.log(`room of ${members}: CPU per send (server / bench process incl. gateway) without pushers ${cpuWithout.server.toFixed(1)} / ${cpuWithout.bench.toFixed(1)} ms, with ${members - 1} pushers ${cpuWith.server.toFixed(1)} / ${cpuWith.bench.toFixed(1)} ms`);
 } finally {
   await server.stop();
   gw.closeAllConnections();

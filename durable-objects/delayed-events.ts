@@ -25,6 +25,7 @@ import { roomStub } from "../src/services/rooms";
 import { encodeBase64Url, decodeBase64 } from "../src/core/base64";
 import type { JsonObject } from "../src/core/types";
 import {
+  DELAYED_TXN_DEVICE,
   MAX_DELAY_MS,
   MAX_SCHEDULED,
   newDelayId,
@@ -218,6 +219,8 @@ export class DelayedEventsDO extends DurableObject<Env> {
       content: JSON.parse(row.content) as JsonObject,
       sender: userId,
       ...(row.state_key !== null ? { state_key: row.state_key } : {}),
+      // The room shows the delay_id to the sender in unsigned, and a retry returns this event.
+      txn: { deviceId: DELAYED_TXN_DEVICE, txnId: row.delay_id, scope: "delay" },
     });
     if (!r.ok) return { ok: false, status: r.status, errcode: r.errcode, error: r.error };
     this.finalise(row, "send", reason, r.value.eventId, null);

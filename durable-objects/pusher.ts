@@ -3,6 +3,9 @@
 //
 // - The user's hub (durable-objects/user.ts → user/push-outbox.ts) hands over what its push rules said
 //   to notify, after its own commit, and keeps its outbox rows until this object accepted them.
+//   While this queue is idle and healthy (enqueue answers true) the hub sends the next requests
+//   itself and comes here only with a failed one and what follows it (enqueue's `failed`), or
+//   with what is left after a slow gateway took a second: no RPC and no second object per push.
 // - Healthy and idle (nothing queued, no backoff, nothing in flight): the items are sent at once,
 //   in order, before `enqueue` returns, and nothing is stored here — the hub's rows are the
 //   durable copy until then. A SQLite commit is an fsync on the one thread under `wrangler dev`,
@@ -18,13 +21,12 @@
 // - `rejected` containing our pushkey deletes the pusher (D1 row, hub copy, this queue).
 import type { Env } from "../src/env";
 import { parseConfig, type Config } from "../src/config";
-import { checkPusherUrl, notifyBody, type PendingPush, type PusherTarget } from "../src/core/push-gateway";
-import { deletePusher } from "../src/services/pushers";
+import type { PendingPush, PusherTarget } from "../src/core/push-gateway";
+import { coalesceBadges, postNotify, PUSH_TIMEOUT_MS } from "../src/services/push-send";
 import { jitteredBackoffMs, QueueDO } from "./queue-base";
 
 const PUSH_BASE_BACKOFF_MS = 1_000;
 const PUSH_MAX_BACKOFF_MS = 24 * 3600_000;
-const PUSH_TIMEOUT_MS = 15_000;
 /** Queue bound; beyond it the oldest notifications go (a phone days behind wants the latest). */
 const PUSH_MAX_QUEUE = 1000;
 /** How long one hand-over may be sent directly before the rest goes to the durable queue. */
@@ -40,6 +42,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 export interface PusherStatus {
   queued: number;
   failures: number;
+  /** Requests this queue made (those the hub sent itself are not counted here). */
   sent: number;
   nextAttemptTs: number | null;
 }
@@ -52,25 +55,47 @@ export class PusherDO extends QueueDO {
   /** Pushes sent without being stored (added to meta `sent` in status()). */
   private sentDirect = 0;
   /** enqueue calls run one after another, so items keep their order. */
-  private tail: Promise<void> = Promise.resolve();
+  private tail: Promise<unknown> = Promise.resolve();
   /** Configuration, parsed once per instance. */
   private config: Config;
+  /** In memory, so the direct path reads no storage: consecutive failures (mirrors meta
+   *  `failures`), and whether the durable queue may hold items (false only when known empty). */
+  private failures: number;
+  private mayHaveQueue: boolean;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env, SCHEMA);
     this.config = parseConfig(env);
+    this.failures = this.num("failures");
+    this.mayHaveQueue = this.hasQueue();
+  }
+
+  private setFailures(n: number): void {
+    if (n === this.failures) return;
+    this.failures = n;
+    this.setMeta("failures", n || null);
   }
 
   /** Notifications for this pusher; `target` is its current URL and data. Returns once they are
-   *  delivered or stored here. */
-  enqueue(userId: string, target: PusherTarget, items: PendingPush[]): Promise<void> {
-    const run = this.tail.then(() => this.accept(userId, target, items));
+   *  delivered or stored here: true when this queue is then idle and healthy (nothing queued,
+   *  nothing in flight, no failure), so the hub may send the next ones itself. `failed`: the
+   *  hub's own request for the first item just failed (counted as this queue's first failure:
+   *  stored, retried after the backoff). */
+  enqueue(userId: string, target: PusherTarget, items: PendingPush[], failed = false): Promise<boolean> {
+    const run = this.tail.then(() => this.accept(userId, target, items, failed)).then(() => !this.sending && !this.failures && !this.mayHaveQueue);
     this.tail = run.catch(() => undefined);
     return run;
   }
 
-  private async accept(userId: string, target: PusherTarget, items: PendingPush[]): Promise<void> {
-    if (!this.sending && !this.num("failures") && !this.hasQueue()) {
+  private async accept(userId: string, target: PusherTarget, items: PendingPush[], failed: boolean): Promise<void> {
+    if (failed && !this.failures) {
+      this.store(userId, target, items);
+      this.setFailures(1);
+      await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(1));
+      this.watchdog = true;
+      return;
+    }
+    if (!this.sending && !this.failures && !this.mayHaveQueue) {
       // Direct: nothing stored unless a request fails (the hub holds its rows until we return).
       // A slow gateway: what is left after PUSH_DIRECT_BUDGET_MS goes to the queue (bounded,
       // and the hub's hand-over does not wait for every request).
@@ -88,7 +113,7 @@ export class PusherDO extends QueueDO {
           if (r === "dropped") return;
           if (r === "failed") {
             this.store(userId, target, list.slice(i));
-            this.setMeta("failures", 1);
+            this.setFailures(1);
             await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(1));
             this.watchdog = true;
             return;
@@ -107,12 +132,13 @@ export class PusherDO extends QueueDO {
     this.store(userId, target, items);
     // Healthy: send now, without waiting for an alarm (run() arms a watchdog alarm first).
     // Backing off: the scheduled retry sends everything in order.
-    if (!this.num("failures")) void this.run();
+    if (!this.failures) void this.run();
   }
 
   /** Put items in the durable queue (with the target, which the alarm path needs). */
   private store(userId: string, target: PusherTarget, items: PendingPush[]): void {
     const now = Date.now();
+    this.mayHaveQueue = true;
     this.ctx.storage.transactionSync(() => {
       this.setMeta("user_id", userId);
       this.setMeta("target", JSON.stringify(target));
@@ -135,13 +161,15 @@ export class PusherDO extends QueueDO {
     await this.ctx.storage.deleteAlarm();
     await this.ctx.storage.deleteAll();
     this.sql.exec(SCHEMA);
+    this.failures = 0;
+    this.mayHaveQueue = false;
   }
 
   async status(): Promise<PusherStatus> {
     const next = await this.ctx.storage.getAlarm();
     return {
       queued: this.queued(),
-      failures: this.num("failures"),
+      failures: this.failures,
       sent: this.num("sent") + this.sentDirect,
       nextAttemptTs: next,
     };
@@ -174,8 +202,8 @@ export class PusherDO extends QueueDO {
         if (r === "dropped") return;
         if (r === "empty") return;
         if (r === "failed") {
-          const failures = this.num("failures") + 1;
-          this.setMeta("failures", failures);
+          const failures = this.failures + 1;
+          this.setFailures(failures);
           await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(failures));
           this.watchdog = true;
           return;
@@ -193,7 +221,10 @@ export class PusherDO extends QueueDO {
     const head = this.sql.exec<{ seq: number; body: string }>("SELECT seq, body FROM queue ORDER BY seq LIMIT 1").toArray()[0];
     const targetJson = this.meta("target");
     const userId = this.meta("user_id");
-    if (!head || !targetJson || !userId) return "empty";
+    if (!head || !targetJson || !userId) {
+      if (!head) this.mayHaveQueue = false;
+      return "empty";
+    }
     // In memory only: one run at a time, and after a restart nothing is in flight. (A meta write
     // here cost a commit, and the output gate held the request until it was on disk.)
     this.inflightSeq = head.seq;
@@ -206,63 +237,18 @@ export class PusherDO extends QueueDO {
     if (r !== "sent") return r;
     this.ctx.storage.transactionSync(() => {
       this.sql.exec("DELETE FROM queue WHERE seq = ?", head.seq);
-      this.setMeta("failures", null);
+      this.setFailures(0);
       this.setMeta("sent", this.num("sent") + 1);
     });
     return "sent";
   }
 
-  /** One notify request. "dropped": the pusher is gone (rejected, or its URL no longer allowed). */
-  private async post(userId: string, target: PusherTarget, p: PendingPush): Promise<"sent" | "failed" | "dropped"> {
-    const refused = checkPusherUrl(target.data.url, this.config.pushHttpLoopback);
-    if (refused) {
-      // Only possible if the configuration changed since the pusher was set.
-      console.warn(`push: pusher ${target.appId} of ${userId} has an unusable URL (${refused}); deleting it`);
-      await deletePusher(this.env, this.config, userId, target.appId, target.pushkey);
-      return "dropped";
-    }
-    let res: Response;
-    try {
-      res = await fetch(String(target.data.url), {
-        method: "POST",
-        headers: { "Content-Type": "application/json", "User-Agent": "Lattice push (Matrix homeserver)" },
-        body: JSON.stringify(notifyBody(p, target)),
-        redirect: "manual",
-        signal: AbortSignal.timeout(PUSH_TIMEOUT_MS),
-      });
-    } catch (e) {
-      console.warn(`push: ${target.appId} of ${userId}: ${(e as Error).message}`);
-      return "failed";
-    }
-    if (res.status < 200 || res.status >= 300) {
-      await res.body?.cancel();
-      console.warn(`push: ${target.appId} of ${userId}: gateway answered ${res.status}`);
-      return "failed";
-    }
-    let rejected: unknown = [];
-    try {
-      rejected = ((await res.json()) as { rejected?: unknown }).rejected ?? [];
-    } catch {
-      // A 2xx without a JSON body still delivered the notification.
-    }
-    if (Array.isArray(rejected) && rejected.includes(target.pushkey)) {
-      // Push Gateway API: "Homeservers must cease sending notification requests for these
-      // pushkeys and remove the associated pushers."
-      await deletePusher(this.env, this.config, userId, target.appId, target.pushkey);
-      return "dropped";
-    }
-    return "sent";
+  private post(userId: string, target: PusherTarget, p: PendingPush): Promise<"sent" | "failed" | "dropped"> {
+    return postNotify(this.env, this.config, userId, target, p);
   }
 }
 
-/** Items in order, with every badge update that a later one in the same list supersedes left out. */
-export function coalesceBadges(items: PendingPush[]): PendingPush[] {
-  let lastBadge = -1;
-  items.forEach((p, i) => {
-    if (!p.event) lastBadge = i;
-  });
-  return items.filter((p, i) => p.event || i === lastBadge);
-}
+export { coalesceBadges };
 
 /** Backoff: uniform in [cap/2, cap], cap = 1 s * 2^(n-1) ≤ a day. */
 export function pushBackoffMs(failures: number, random: () => number = Math.random): number {

@@ -139,6 +139,7 @@ export class RoomDO extends DurableObject<Env> {
       ctx,
       config: configFn,
       roomId: () => this.head.roomId,
+      roomVersion: () => this.head.rv,
       partial: this.partial,
       held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
       write: (fn) => this.writer.partialWrite(fn),

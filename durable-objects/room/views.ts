@@ -6,6 +6,7 @@ import { redactEvent } from "../../src/core/redaction";
 import { isEventVisible, parseHistoryVisibility, type HistoryVisibility } from "../../src/core/history-visibility";
 import { bundleAggregations, type RelationsAccess } from "./relations";
 import type { Requester } from "../../src/rpc/room";
+import { DELAYED_TXN_DEVICE, DELAY_ID_UNSIGNED } from "../../src/rpc/delayed-events";
 import { StoredEvent, fail, HV_KEY, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
@@ -84,7 +85,11 @@ export class RoomViews {
     if (se.ev.state_key !== undefined) out.state_key = se.ev.state_key;
     if (se.ev.redacts !== undefined) out.redacts = se.ev.redacts;
     const unsigned: JsonObject = { age: Math.max(0, now - se.ev.origin_server_ts) };
-    if (requester && se.txnId && se.txnDevice === requester.deviceId && se.ev.sender === requester.userId) unsigned.transaction_id = se.txnId;
+    if (requester && se.txnId && se.ev.sender === requester.userId) {
+      // MSC4140: an event a delayed event sent names its delay_id, for its sender only.
+      if (se.txnDevice === DELAYED_TXN_DEVICE) unsigned[DELAY_ID_UNSIGNED] = se.txnId;
+      else if (se.txnDevice === requester.deviceId) unsigned.transaction_id = se.txnId;
+    }
     if (se.prevState) {
       const prev = this.r.events.loadEvent(se.prevState);
       if (prev) {

@@ -4,9 +4,11 @@
 // Inside the hub's transaction that records an event (durable-objects/user/fan-in.ts), `recordEvent` writes
 // an outbox row when the rules said notify, the user did not send it, and the user has pushers;
 // `recordBadge` does the same for a read receipt that lowers the count (badge update, counts
-// only, as Synapse sends). After the commit, `drain` hands the new rows to each pusher's queue
-// (PusherDO), which sends them at once when it is idle, and remembers per pusher (in memory) how
-// far its queue accepted. The rows every queue accepted are deleted in the hub's next
+// only, as Synapse sends). After the commit, `drain` delivers the new rows per pusher: while
+// that pusher's queue (PusherDO) last said it was idle and healthy, the hub sends the requests
+// itself (src/services/push-send.ts), one at a time, in order; otherwise, and with the rest after
+// a failed request, it hands them to the queue, which retries with backoff. It remembers per
+// pusher (in memory) how far its rows were delivered or accepted. The rows every queue accepted are deleted in the hub's next
 // transaction or by its alarm — not in a commit of their own: under `wrangler dev` every commit
 // is an fsync on the one thread all objects share, and a commit per push per recipient is what
 // slowed sends in rooms whose members have pushers (docs/benchmarks.md). A hub that restarts
@@ -19,6 +21,7 @@ import type { JsonObject, JsonValue } from "../../src/core/types";
 import { parseConfig, type Config } from "../../src/config";
 import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
 import { pusherStub } from "../../src/rpc/stubs";
+import { coalesceBadges, postNotify } from "../../src/services/push-send";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
@@ -26,6 +29,13 @@ CREATE TABLE IF NOT EXISTS push_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, b
 CREATE TABLE IF NOT EXISTS push_calls (room_id TEXT NOT NULL, call_id TEXT NOT NULL, stream INTEGER NOT NULL, expires_ts INTEGER NOT NULL,
   taken INTEGER NOT NULL DEFAULT 0, ended INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room_id, call_id));
 `;
+
+/** push_calls rows kept at most (unanswered calls after the read mark, the only ones that can
+ *  still count); beyond it the oldest go. */
+const MAX_CALLS = 500;
+
+/** How long the hub sends to one pusher itself before handing the rest to its queue. */
+const PUSH_DIRECT_BUDGET_MS = 1_000;
 
 /** A retry of a failed (or still running) hand-over. */
 const OUTBOX_RETRY_MS = 5_000;
@@ -46,6 +56,24 @@ export class PushOutbox {
   private targetsCache: PusherTarget[] | null = null;
   /** Configuration, parsed once per hub instance. */
   private config: Config;
+  /** The outbox rows after `memFloor`, in memory, so a hand-over reads no storage (a SELECT and
+   *  a JSON parse per push per recipient were a good part of a push's cost on the shared thread,
+   *  docs/benchmarks.md). `staged`: added in the transaction running now, moved to `fresh` by
+   *  afterCommit. A cache only: when in doubt it is dropped and the rows are read from storage. */
+  private fresh: { seq: number; p: PendingPush }[] = [];
+  private staged: { seq: number; p: PendingPush }[] = [];
+  private memFloor = 0;
+  /** Whether push_calls may have rows (false only when known empty): counts() then skips the
+   *  missed-calls query. */
+  private callsMaybe = true;
+  /** Pusher queue stubs, by keyOf. */
+  private stubs = new Map<string, ReturnType<typeof pusherStub>>();
+  /** Pushers (keyOf) whose queue said it was idle and healthy at its last hand-over: the hub
+   *  sends their next notifications itself, one request at a time, in order — no RPC and no
+   *  second object per push. A failed request hands that row and the rest to the queue, which
+   *  retries with backoff; the hub sends itself again once a hand-over finds the queue idle. In
+   *  memory: after a restart the first hand-over goes through the queue. */
+  private direct = new Set<string>();
 
   constructor(
     private ctx: DurableObjectState,
@@ -55,6 +83,16 @@ export class PushOutbox {
     ctx.storage.sql.exec(PUSH_OUTBOX_SCHEMA);
     // Rows left by a hub that stopped before arming its alarm: retry soon.
     if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(100);
+    this.resetMemory();
+    this.callsMaybe = ctx.storage.sql.exec("SELECT 1 FROM push_calls LIMIT 1").toArray().length > 0;
+  }
+
+  /** Forget the in-memory rows: from now on rows up to the newest stored one are read from
+   *  storage, and only rows added later are kept in memory. */
+  private resetMemory(): void {
+    this.fresh = [];
+    this.staged = [];
+    this.memFloor = this.sql.exec<{ s: number | null }>("SELECT MAX(seq) AS s FROM push_outbox").one().s ?? 0;
   }
 
   private get sql(): SqlStorage {
@@ -79,6 +117,9 @@ export class PushOutbox {
       if (!targets.length) this.sql.exec("DELETE FROM push_outbox");
     });
     this.targetsCache = targets;
+    this.stubs.clear();
+    this.direct.clear();
+    if (!targets.length) this.resetMemory();
     const last = this.sql.exec<{ s: number | null }>("SELECT MAX(seq) AS s FROM push_outbox").one().s ?? 0;
     const now = new Set(targets.map(keyOf));
     for (const k of [...this.handed.keys()]) if (!now.has(k)) this.handed.delete(k);
@@ -112,7 +153,7 @@ export class PushOutbox {
   }
 
   private counts(): PushCounts {
-    return { unread: this.unread(), missed_calls: this.missedCalls() };
+    return { unread: this.unread(), missed_calls: this.callsMaybe ? this.missedCalls() : 0 };
   }
 
   /** Keep track of calls (for missed_calls). Returns true when a call meant for me just ended
@@ -121,6 +162,8 @@ export class PushOutbox {
     const note = callNoteOf(ev, me, Date.now());
     if (!note) return false;
     if (note.kind === "invite") {
+      this.pruneCalls();
+      this.callsMaybe = true;
       this.sql.exec("INSERT OR IGNORE INTO push_calls (room_id, call_id, stream, expires_ts) VALUES (?, ?, ?, ?)", roomId, note.callId, stream, note.expiresTs);
       return false;
     }
@@ -129,6 +172,23 @@ export class PushOutbox {
       return false;
     }
     return this.sql.exec("UPDATE push_calls SET ended = 1 WHERE room_id = ? AND call_id = ? AND taken = 0 AND ended = 0", roomId, note.callId).rowsWritten > 0;
+  }
+
+  /** Keep push_calls bounded (inside the caller's transaction): a row counts only while the
+   *  call is unanswered, after my read mark, in a room I am joined to (missedCalls), and read
+   *  marks only move forward; so rows that fail that go, and of the rest the newest MAX_CALLS
+   *  stay. Run when a call is added and when my read mark moves. */
+  private pruneCalls(): void {
+    this.sql.exec(
+      `DELETE FROM push_calls WHERE taken = 1
+         OR room_id NOT IN (SELECT room_id FROM rooms WHERE membership = 'join')
+         OR stream <= COALESCE((SELECT m.stream FROM read_marks m WHERE m.room_id = push_calls.room_id AND m.thread_id = ''), -1)`,
+    );
+    const n = this.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM push_calls").one().n;
+    this.callsMaybe = n > 0;
+    if (n >= MAX_CALLS) {
+      this.sql.exec("DELETE FROM push_calls WHERE rowid IN (SELECT rowid FROM push_calls ORDER BY expires_ts LIMIT ?)", n - MAX_CALLS + 1);
+    }
   }
 
   /** Inside the hub's transaction, after the event's room_events row is written. */
@@ -140,6 +200,8 @@ export class PushOutbox {
     outcome: { notify: boolean; actions: JsonValue[] },
   ): void {
     const missed = this.noteCall(me, roomId, stream, ev);
+    // I left (or was kicked or banned): that room's calls can no longer count.
+    if (ev.type === "m.room.member" && ev.state_key === me && ev.content.membership !== "join") this.sql.exec("DELETE FROM push_calls WHERE room_id = ?", roomId);
     if (!this.hasTargets()) return;
     this.prune();
     if (ev.sender === me) return;
@@ -159,13 +221,17 @@ export class PushOutbox {
 
   /** Inside the hub's transaction: my read mark moved, so the badge may have gone down. */
   recordBadge(): void {
+    this.pruneCalls();
     if (!this.hasTargets()) return;
     this.prune();
     this.add({ counts: this.counts(), tweaks: {}, prio: "low" });
   }
 
   private add(p: PendingPush): void {
-    this.sql.exec("INSERT INTO push_outbox (body) VALUES (?)", JSON.stringify(p));
+    const { seq } = this.sql.exec<{ seq: number }>("INSERT INTO push_outbox (body) VALUES (?) RETURNING seq", JSON.stringify(p)).one();
+    // A seq handed out again means the transaction that staged it was rolled back.
+    if (this.staged.length && this.staged[this.staged.length - 1].seq >= seq) this.staged = this.staged.filter((r) => r.seq < seq);
+    this.staged.push({ seq, p });
     this.pending = true;
   }
 
@@ -178,6 +244,9 @@ export class PushOutbox {
     if (low <= this.pruned) return;
     this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", low);
     this.pruned = low;
+    let i = 0;
+    while (i < this.fresh.length && this.fresh[i].seq <= low) i++;
+    if (i) this.fresh = this.fresh.slice(i);
   }
 
   /** Set by add(); the caller drains after its commit. */
@@ -189,6 +258,11 @@ export class PushOutbox {
   async afterCommit(userId: string): Promise<void> {
     if (!this.pending) return;
     this.pending = false;
+    const last = this.staged[this.staged.length - 1];
+    // Staged rows of a rolled-back transaction (and none since): unsure, read storage instead.
+    if (last && !this.sql.exec("SELECT 1 FROM push_outbox WHERE seq = ?", last.seq).toArray().length) this.resetMemory();
+    else this.fresh.push(...this.staged);
+    this.staged = [];
     this.arm(OUTBOX_SAFETY_MS);
     void this.drain(userId);
   }
@@ -219,14 +293,28 @@ export class PushOutbox {
       // added meanwhile is seen by this loop or starts a drain of its own).
       while (this.targets().some((x) => keyOf(x) === k)) {
         const from = this.handed.get(k) ?? 0;
-        const rows = this.sql.exec<{ seq: number; body: string }>("SELECT seq, body FROM push_outbox WHERE seq > ? ORDER BY seq LIMIT 200", from).toArray();
+        let rows = this.rowsAfter(from);
         if (!rows.length) break;
-        await pusherStub(this.env, this.config, userId, t.appId, t.pushkey).enqueue(
+        let failed = false;
+        if (this.direct.has(k)) {
+          const r = await this.sendDirect(userId, t, k, rows);
+          if (r === "dropped") return;
+          if (r === "sent") continue;
+          rows = r.rest;
+          failed = r.failed;
+          this.direct.delete(k);
+        }
+        let stub = this.stubs.get(k);
+        if (!stub) this.stubs.set(k, (stub = pusherStub(this.env, this.config, userId, t.appId, t.pushkey)));
+        const idle = await stub.enqueue(
           userId,
           t,
-          rows.map((r) => JSON.parse(r.body) as PendingPush),
+          rows.map((r) => r.p),
+          failed,
         );
-        if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, rows[rows.length - 1].seq));
+        if (idle && this.targets().some((x) => keyOf(x) === k)) this.direct.add(k);
+        else this.direct.delete(k);
+        this.markHanded(k, rows[rows.length - 1].seq);
       }
     } catch (e) {
       // The rows stay; the alarm tries again (a queue that took them twice sends twice:
@@ -236,6 +324,45 @@ export class PushOutbox {
     } finally {
       this.draining.delete(k);
     }
+  }
+
+  private markHanded(k: string, seq: number): void {
+    if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, seq));
+  }
+
+  /** Send rows to a pusher from here, in order (badge updates a later one supersedes left out).
+   *  Returns "sent", "dropped" (pusher deleted), or the rows left for the queue: from the first
+   *  that failed, or those after PUSH_DIRECT_BUDGET_MS (a slow gateway: the queue is bounded). */
+  private async sendDirect(
+    userId: string,
+    t: PusherTarget,
+    k: string,
+    rows: { seq: number; p: PendingPush }[],
+  ): Promise<"sent" | "dropped" | { rest: { seq: number; p: PendingPush }[]; failed: boolean }> {
+    const keep = new Set(coalesceBadges(rows.map((r) => r.p)));
+    const start = Date.now();
+    for (let i = 0; i < rows.length; i++) {
+      if (i > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) return { rest: rows.slice(i), failed: false };
+      if (keep.has(rows[i].p)) {
+        const r = await postNotify(this.env, this.config, userId, t, rows[i].p);
+        if (r === "dropped") return "dropped";
+        if (r === "failed") return { rest: rows.slice(i), failed: true };
+      }
+      this.markHanded(k, rows[i].seq);
+    }
+    return "sent";
+  }
+
+  /** Up to 200 outbox rows after `from`, in order: from memory when it holds them all. */
+  private rowsAfter(from: number): { seq: number; p: PendingPush }[] {
+    if (from >= this.memFloor) {
+      const i = this.fresh.findIndex((r) => r.seq > from);
+      return i < 0 ? [] : this.fresh.slice(i, i + 200);
+    }
+    return this.sql
+      .exec<{ seq: number; body: string }>("SELECT seq, body FROM push_outbox WHERE seq > ? ORDER BY seq LIMIT 200", from)
+      .toArray()
+      .map((r) => ({ seq: r.seq, p: JSON.parse(r.body) as PendingPush }));
   }
 
   /** The hub's alarm: retry what is left, delete what was accepted. */

@@ -8,6 +8,14 @@ export const MAX_DELAY_MS = 24 * 3600_000;
 /** Delayed events one user may have scheduled at once. */
 export const MAX_SCHEDULED = 100;
 
+/** The pseudo device under which the room records a delayed event's send as a transaction
+ *  (txn_id = the delay_id): the room then shows it as unsigned["org.matrix.msc4140.delay_id"]
+ *  to the sender (MSC4140, like transaction_id), and a send retried after a crash returns the
+ *  first event instead of sending twice. Not a device ID a client can log in with (NUL). */
+export const DELAYED_TXN_DEVICE = "\u0000msc4140";
+/** The unsigned key naming the delayed event an event was sent by (MSC4140, unstable prefix). */
+export const DELAY_ID_UNSIGNED = "org.matrix.msc4140.delay_id";
+
 export interface DelayedEventSpec {
   roomId: string;
   type: string;

@@ -14,6 +14,8 @@ export interface RunningServer {
   port: number;
   output: () => string;
   stop: () => Promise<void>;
+  /** The server's process group (npm start, wrangler, workerd): benchmarks read its CPU time. */
+  pgid: number;
 }
 
 export function freePort(): Promise<number> {
@@ -68,7 +70,7 @@ export async function startServer(
       const r = await fetch(`${baseUrl}/_matrix/key/v2/server`);
       if (r.ok) {
         const body = (await r.json()) as { server_name: string };
-        return { baseUrl, serverName: body.server_name, port, output: () => out, stop };
+        return { baseUrl, serverName: body.server_name, port, output: () => out, stop, pgid: child.pid! };
       }
     } catch {}
     await new Promise((r) => setTimeout(r, 250));

@@ -90,6 +90,17 @@ describe("delayed events (MSC4140)", () => {
     expect(sent.map((e) => e.content.body)).toEqual(["later"]);
     expect(sent[0].sender).toBe(u.userId);
     expect((await call("GET", `${U}/delayed_events`, { token: u.accessToken })).body.delayed_events).toEqual([]);
+    // MSC4140: the sent event carries its delay_id in unsigned, for its sender only (and no
+    // transaction_id: it was not sent with one).
+    expect(sent[0].unsigned["org.matrix.msc4140.delay_id"]).toBe(r.delay_id);
+    expect(sent[0].unsigned.transaction_id).toBeUndefined();
+    const other = await registerUser();
+    await clientOk(u.accessToken, "POST", `/rooms/${enc(roomId)}/invite`, { user_id: other.userId });
+    await clientOk(other.accessToken, "POST", `/join/${enc(roomId)}`, {});
+    const seen = await clientOk(other.accessToken, "GET", `/rooms/${enc(roomId)}/event/${enc(sent[0].event_id)}`);
+    expect(seen.unsigned["org.matrix.msc4140.delay_id"]).toBeUndefined();
+    const own = await clientOk(u.accessToken, "GET", `/rooms/${enc(roomId)}/event/${enc(sent[0].event_id)}`);
+    expect(own.unsigned["org.matrix.msc4140.delay_id"]).toBe(r.delay_id);
     // Retrying send is fine; cancel now conflicts.
     expect((await call("POST", `${U}/delayed_events/${enc(r.delay_id)}/send`, { body: {} })).status).toBe(200);
     const conflict = await call("POST", `${U}/delayed_events/${enc(r.delay_id)}/cancel`, { body: {} });

@@ -185,3 +185,47 @@ describe("pushers", () => {
     expect(items.find((x: any) => x.event?.event_id === msg).counts).toEqual({ unread: 2, missed_calls: 1 });
   });
 });
+
+describe("push_calls (counts.missed_calls bookkeeping)", () => {
+  it("is pruned: answered calls, calls before the read mark and rooms left go; the rest is capped", async () => {
+    const alice = await registerUser();
+    const bob = await registerUser();
+    // push.invalid never resolves: nothing leaves the test.
+    await clientOk(bob.accessToken, "POST", "/pushers/set", pusher({ data: { url: "https://push.invalid/_matrix/push/v1/notify" } }));
+    const { room_id: roomId } = await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "private_chat", invite: [bob.userId] });
+    await clientOk(bob.accessToken, "POST", `/join/${encodeURIComponent(roomId)}`, {});
+    const hub = env.USERS.get(env.USERS.idFromName(bob.userId));
+    const calls = () => runInDurableObject(hub, async (_o, state) => state.storage.sql.exec<{ call_id: string }>("SELECT call_id FROM push_calls ORDER BY call_id").toArray().map((r) => r.call_id));
+    let n = 0;
+    const ev = async (u: TestUser, type: string, content: Record<string, unknown>) =>
+      (await clientOk(u.accessToken, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/${type}/t${++n}`, content)).event_id as string;
+    const invite = (id: string) => ev(alice, "m.call.invite", { call_id: id, party_id: "a", version: "1", lifetime: 60000, offer: { type: "offer", sdp: "v=0" } });
+    const waitCalls = async (want: string[]) => {
+      for (let i = 0; i < 100 && JSON.stringify(await calls()) !== JSON.stringify(want); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(await calls()).toEqual(want);
+    };
+    // c1 is answered by bob, c2 missed, c3 still ringing.
+    await invite("c1");
+    await ev(bob, "m.call.answer", { call_id: "c1", party_id: "b", version: "1", answer: { type: "answer", sdp: "v=0" } });
+    await invite("c2");
+    await ev(alice, "m.call.hangup", { call_id: "c2", party_id: "a", version: "1" });
+    const last = await invite("c3");
+    // The answered call counts for nothing: gone with the next call's bookkeeping.
+    await waitCalls(["c2", "c3"]);
+    // Bob reads the room: nothing before his read mark can count again.
+    await clientOk(bob.accessToken, "POST", `/rooms/${encodeURIComponent(roomId)}/receipt/m.read/${encodeURIComponent(last)}`, {});
+    await waitCalls([]);
+    // A flood of unanswered calls after the read mark stays bounded.
+    await runInDurableObject(hub, async (_o, state) => {
+      for (let i = 0; i < 600; i++) state.storage.sql.exec("INSERT INTO push_calls (room_id, call_id, stream, expires_ts) VALUES (?, ?, ?, ?)", roomId, `f${1000 + i}`, 10_000 + i, Date.now() + i);
+    });
+    await invite("c4");
+    const left = await calls();
+    expect(left.length).toBeLessThanOrEqual(500);
+    expect(left).toContain("c4");
+    expect(left).not.toContain("f1000"); // the oldest go first
+    // Bob leaves: the room's calls can no longer count.
+    await clientOk(bob.accessToken, "POST", `/rooms/${encodeURIComponent(roomId)}/leave`, {});
+    await waitCalls([]);
+  });
+});
