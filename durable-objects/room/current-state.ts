@@ -11,6 +11,21 @@
 import type { StateIdMap, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
 import { GROUP_CHAIN_SQL } from "./core";
+import { ReadOnlyStateMap } from "./state-layers";
+
+/** A state view that reads keys one by one and builds the whole map only when iterated. */
+abstract class WholeOnIteration extends ReadOnlyStateMap {
+  protected abstract materialise(): StateIdMap;
+  override entries(): MapIterator<[StateKey, string]> {
+    return this.materialise().entries();
+  }
+  override keys(): MapIterator<StateKey> {
+    return this.materialise().keys();
+  }
+  override values(): MapIterator<string> {
+    return this.materialise().values();
+  }
+}
 
 const MEMBER = "m.room.member";
 
@@ -24,7 +39,7 @@ const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extrac
  * A read-only state map over `current_state`, valid while the room's current state group is the
  * one it was made for (ClientReads keeps one per group). Reads are remembered.
  */
-export class CurrentStateView extends Map<StateKey, string> {
+export class CurrentStateView extends WholeOnIteration {
   private readonly known = new Map<StateKey, string | null>();
   private full?: StateIdMap;
   private nonMembers?: [StateKey, string][];
@@ -107,45 +122,21 @@ export class CurrentStateView extends Map<StateKey, string> {
       .map((r) => r.u);
   }
 
-  private all(): StateIdMap {
+  protected materialise(): StateIdMap {
     return (this.full ??= new Map(
       this.sql.exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state").toArray().map((r) => [stateKey(r.type, r.state_key), r.event_id]),
     ));
   }
 
-  override entries(): MapIterator<[StateKey, string]> {
-    return this.all().entries();
-  }
-  override keys(): MapIterator<StateKey> {
-    return this.all().keys();
-  }
-  override values(): MapIterator<string> {
-    return this.all().values();
-  }
-  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
-    return this.entries();
-  }
-  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
-    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
-  }
-  override set(): this {
-    throw new Error("CurrentStateView is read-only");
-  }
-  override delete(): boolean {
-    throw new Error("CurrentStateView is read-only");
-  }
-  override clear(): void {
-    throw new Error("CurrentStateView is read-only");
-  }
 }
 
 /**
  * A read-only state map of an older state group (the state before a timeline that changed the
  * state, or at an incremental sync's `since`), read from its chain of deltas key by key: the
  * newest entry for a key along the chain wins (a NULL event ID: removed). Iterating it whole
- * builds the group's state (`whole`, StateStore.groupState).
+ * builds the group's state (`build`, StateStore.groupState).
  */
-export class GroupStateView extends Map<StateKey, string> {
+export class GroupStateView extends WholeOnIteration {
   private readonly known = new Map<StateKey, string | null>();
   private nonMembers?: [StateKey, string][];
   private chainJson?: string;
@@ -153,7 +144,7 @@ export class GroupStateView extends Map<StateKey, string> {
   constructor(
     private readonly sql: SqlStorage,
     readonly group: number,
-    private readonly whole: () => StateIdMap,
+    private readonly build: () => StateIdMap,
   ) {
     super();
   }
@@ -202,7 +193,11 @@ export class GroupStateView extends Map<StateKey, string> {
   }
 
   override get size(): number {
-    return this.whole().size;
+    return this.materialise().size;
+  }
+
+  protected materialise(): StateIdMap {
+    return this.build();
   }
 
   nonMemberEntries(): [StateKey, string][] {
@@ -220,28 +215,4 @@ export class GroupStateView extends Map<StateKey, string> {
     return this.nonMembers;
   }
 
-  override entries(): MapIterator<[StateKey, string]> {
-    return this.whole().entries();
-  }
-  override keys(): MapIterator<StateKey> {
-    return this.whole().keys();
-  }
-  override values(): MapIterator<string> {
-    return this.whole().values();
-  }
-  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
-    return this.entries();
-  }
-  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
-    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
-  }
-  override set(): this {
-    throw new Error("GroupStateView is read-only");
-  }
-  override delete(): boolean {
-    throw new Error("GroupStateView is read-only");
-  }
-  override clear(): void {
-    throw new Error("GroupStateView is read-only");
-  }
 }

@@ -15,11 +15,33 @@ import type { Split } from "../../src/core/state-res";
 const MAX_OVERLAY = 1024;
 
 /**
+ * What every read-only state map shares: iteration and forEach go through the subclass's
+ * `entries`, and writing throws. Subclasses answer get, has, size, entries, keys and values.
+ */
+export abstract class ReadOnlyStateMap extends Map<StateKey, string> {
+  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
+    return this.entries();
+  }
+  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
+    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
+  }
+  override set(): this {
+    throw new Error(`${this.constructor.name} is read-only`);
+  }
+  override delete(): boolean {
+    throw new Error(`${this.constructor.name} is read-only`);
+  }
+  override clear(): void {
+    throw new Error(`${this.constructor.name} is read-only`);
+  }
+}
+
+/**
  * A read-only state map: `base` with `over` applied (an entry with value null is removed).
  * Behaves as a Map for reading (get, has, size, iteration, forEach, `new Map(x)`); writing
  * throws. State maps handed out by the RoomDO are never modified, so sharing is safe.
  */
-export class LayeredState extends Map<StateKey, string> {
+export class LayeredState extends ReadOnlyStateMap {
   readonly base: StateIdMap;
   readonly over: ReadonlyMap<StateKey, string | null>;
   private readonly n: number;
@@ -76,25 +98,6 @@ export class LayeredState extends Map<StateKey, string> {
     for (const [k, v] of this.over) if (v !== null && !this.base.has(k)) yield v;
   }
 
-  override [Symbol.iterator](): MapIterator<[StateKey, string]> {
-    return this.entries();
-  }
-
-  override forEach(fn: (value: string, key: StateKey, map: Map<StateKey, string>) => void, thisArg?: unknown): void {
-    for (const [k, v] of this.entries()) fn.call(thisArg, v, k, this);
-  }
-
-  override set(): this {
-    throw new Error("LayeredState is read-only");
-  }
-
-  override delete(): boolean {
-    throw new Error("LayeredState is read-only");
-  }
-
-  override clear(): void {
-    throw new Error("LayeredState is read-only");
-  }
 }
 
 /** `parent` with `delta` applied (null = removed), sharing the parent's base when the
