@@ -7,8 +7,9 @@
 // requests go through the Worker (SELF) as a client's would. Prints p50/p95.
 // Run: BENCH=1 npx vitest run --project workers bench/conversations.test.ts (outside npm test)
 import { describe, expect, it } from "vitest";
-import { env, runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:test";
 import { call, registerUser, type TestUser } from "../test/integration/helpers";
+import { appendEvents, appendMessages, sentences, WORDS } from "./room-fill";
 
 const V3 = "/_matrix/client/v3";
 const V1 = "/_matrix/client/v1";
@@ -18,8 +19,6 @@ const PER_ROOM = 2_000;
 const REACTIONS = 1_000;
 const USERS = 10_000;
 const RUNS = 20;
-
-const WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu apple banana cherry dragon eagle falcon garden harbor island jungle kettle lemon meadow needle ocean pepper quartz river saddle timber umbrella valley window yellow zephyr".split(" ");
 
 function stats(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
@@ -36,33 +35,6 @@ async function timed(fn: () => Promise<unknown>, runs = RUNS) {
   }
   return out;
 }
-const roomObject = (roomId: string) => env.ROOMS.get(env.ROOMS.idFromName(roomId));
-
-/** Append synthetic accepted events after the room's newest one, with its state. */
-async function appendEvents(roomId: string, sender: string, make: (i: number) => { type: string; content: Record<string, unknown> }, n: number, tag: string): Promise<string[]> {
-  return runInDurableObject(roomObject(roomId), async (inst, state) => {
-    const sql = state.storage.sql;
-    const last = sql.exec<{ stream: number; state_after: number; depth: number }>("SELECT stream, state_after, depth FROM events WHERE stream IS NOT NULL ORDER BY stream DESC LIMIT 1").one();
-    const ids: string[] = [];
-    const now = Date.now();
-    for (let i = 0; i < n; i++) {
-      const { type, content } = make(i);
-      const id = `$bench${tag}_${i}`;
-      const ts = now - (n - i) * 1000;
-      const pdu = { type, content, sender, room_id: roomId, origin_server_ts: ts, depth: last.depth + 1 + i, prev_events: [], auth_events: [], hashes: { sha256: "x" }, signatures: {} };
-      sql.exec(
-        "INSERT INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, 'accepted', ?, ?, ?)",
-        id, last.stream + 1 + i, last.depth + 1 + i, type, sender, ts, JSON.stringify(pdu), last.state_after, last.state_after, now,
-      );
-      ids.push(id);
-    }
-    // The room's stream position, so /relations and /messages start from the newest.
-    sql.exec("UPDATE meta SET value = ? WHERE key = 'stream'", String(last.stream + n));
-    (inst as unknown as { head: { stream: number } }).head.stream = last.stream + n;
-    return ids;
-  });
-}
-
 describe("conversations benchmarks", () => {
   let alice: TestUser;
 
@@ -75,10 +47,8 @@ describe("conversations benchmarks", () => {
       const res = await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "private_chat" } });
       rooms.push(res.body.room_id);
     }
-    let seed = 7;
-    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    const sentence = () => Array.from({ length: 8 }, () => WORDS[Math.floor(rnd() * WORDS.length)]).join(" ");
-    await Promise.all(rooms.map((roomId, r) => appendEvents(roomId, alice.userId, () => ({ type: "m.room.message", content: { msgtype: "m.text", body: sentence() } }), PER_ROOM, `r${r}`)));
+    const sentence = sentences();
+    await Promise.all(rooms.map((roomId, r) => appendMessages(roomId, alice.userId, sentence, PER_ROOM, `r${r}`)));
 
     const search = (term: string, order_by = "rank") => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: term, order_by } } } });
     const t0 = performance.now();

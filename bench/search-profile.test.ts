@@ -3,14 +3,14 @@
 // conversations.test.ts (PER_ROOM messages each) so it runs in a minute.
 // Run: BENCH=1 npx vitest run --project workers bench/search-profile.test.ts
 import { describe, expect, it } from "vitest";
-import { env, runInDurableObject } from "cloudflare:test";
+import { runInDurableObject } from "cloudflare:test";
 import { call, registerUser } from "../test/integration/helpers";
+import { appendMessages, roomObject, sentences } from "./room-fill";
 
 const V3 = "/_matrix/client/v3";
 const ROOMS = 50;
 const PER_ROOM = Number(process.env.PER_ROOM ?? 300);
 const RUNS = 15;
-const WORDS = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu apple banana cherry dragon eagle falcon garden harbor island jungle kettle lemon meadow needle ocean pepper quartz river saddle timber umbrella valley window yellow zephyr".split(" ");
 
 function p50(xs: number[]) {
   const s = [...xs].sort((a, b) => a - b);
@@ -25,33 +25,14 @@ async function timed(fn: () => Promise<unknown>) {
   }
   return out;
 }
-const roomObject = (roomId: string) => env.ROOMS.get(env.ROOMS.idFromName(roomId));
 
 describe("search profile", () => {
   it("splits a 50-room search into fan-out, room work and request", { timeout: 300_000 }, async () => {
     const alice = await registerUser();
     const rooms: string[] = [];
     for (let r = 0; r < ROOMS; r++) rooms.push((await call("POST", `${V3}/createRoom`, { token: alice.accessToken, body: { preset: "private_chat" } })).body.room_id);
-    let seed = 7;
-    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
-    await Promise.all(
-      rooms.map((roomId, r) =>
-        runInDurableObject(roomObject(roomId), async (inst, state) => {
-          const sql = state.storage.sql;
-          const last = sql.exec<{ stream: number; state_after: number; depth: number }>("SELECT stream, state_after, depth FROM events WHERE stream IS NOT NULL ORDER BY stream DESC LIMIT 1").one();
-          for (let i = 0; i < PER_ROOM; i++) {
-            const body = Array.from({ length: 8 }, () => WORDS[Math.floor(rnd() * WORDS.length)]).join(" ");
-            const pdu = { type: "m.room.message", content: { msgtype: "m.text", body }, sender: alice.userId, room_id: roomId, origin_server_ts: Date.now() - (PER_ROOM - i) * 1000, depth: last.depth + 1 + i, prev_events: [], auth_events: [], hashes: { sha256: "x" }, signatures: {} };
-            sql.exec(
-              "INSERT INTO events (event_id, stream, depth, type, state_key, sender, origin_server_ts, pdu, status, state_before, state_after, received_ts) VALUES (?, ?, ?, ?, NULL, ?, ?, ?, 'accepted', ?, ?, ?)",
-              `$prof${r}_${i}`, last.stream + 1 + i, last.depth + 1 + i, "m.room.message", alice.userId, pdu.origin_server_ts, JSON.stringify(pdu), last.state_after, last.state_after, Date.now(),
-            );
-          }
-          sql.exec("UPDATE meta SET value = ? WHERE key = 'stream'", String(last.stream + PER_ROOM));
-          (inst as unknown as { head: { stream: number } }).head.stream = last.stream + PER_ROOM;
-        }),
-      ),
-    );
+    const sentence = sentences();
+    await Promise.all(rooms.map((roomId, r) => appendMessages(roomId, alice.userId, sentence, PER_ROOM, `prof${r}`)));
     const search = (term: string) => call("POST", `${V3}/search`, { token: alice.accessToken, body: { search_categories: { room_events: { search_term: term } } } });
     expect((await search("zephyr")).status).toBe(200);
     const req = { userId: alice.userId, deviceId: alice.deviceId };
