@@ -22,15 +22,13 @@
 import type { Env } from "../src/env";
 import { parseConfig, type Config } from "../src/config";
 import type { PendingPush, PusherTarget } from "../src/core/push-gateway";
-import { coalesceBadges, postNotify, PUSH_TIMEOUT_MS } from "../src/services/push-send";
+import { postNotify, PUSH_TIMEOUT_MS, sendDirect } from "../src/services/push-send";
 import { jitteredBackoffMs, QueueDO } from "./queue-base";
 
 const PUSH_BASE_BACKOFF_MS = 1_000;
 const PUSH_MAX_BACKOFF_MS = 24 * 3600_000;
 /** Queue bound; beyond it the oldest notifications go (a phone days behind wants the latest). */
 const PUSH_MAX_QUEUE = 1000;
-/** How long one hand-over may be sent directly before the rest goes to the durable queue. */
-const PUSH_DIRECT_BUDGET_MS = 1_000;
 /** Items sent per alarm run before yielding to a fresh alarm. */
 const PUSH_BATCH = 100;
 
@@ -88,43 +86,20 @@ export class PusherDO extends QueueDO {
   }
 
   private async accept(userId: string, target: PusherTarget, items: PendingPush[], failed: boolean): Promise<void> {
-    if (failed && !this.failures) {
-      this.store(userId, target, items);
-      this.setFailures(1);
-      await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(1));
-      this.watchdog = true;
-      return;
-    }
+    if (failed && !this.failures) return this.storeFailed(userId, target, items);
     if (!this.sending && !this.failures && !this.mayHaveQueue) {
       // Direct: nothing stored unless a request fails (the hub holds its rows until we return).
-      // A slow gateway: what is left after PUSH_DIRECT_BUDGET_MS goes to the queue (bounded,
-      // and the hub's hand-over does not wait for every request).
-      const start = Date.now();
-      let rest: PendingPush[] = [];
+      // A slow gateway: what is left after PUSH_DIRECT_BUDGET_MS goes to the queue.
       this.sending = true;
+      let r: Awaited<ReturnType<typeof sendDirect<PendingPush>>>;
       try {
-        const list = coalesceBadges(items);
-        for (let i = 0; i < list.length; i++) {
-          if (i > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) {
-            rest = list.slice(i);
-            break;
-          }
-          const r = await this.post(userId, target, list[i]);
-          if (r === "dropped") return;
-          if (r === "failed") {
-            this.store(userId, target, list.slice(i));
-            this.setFailures(1);
-            await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(1));
-            this.watchdog = true;
-            return;
-          }
-          this.sentDirect++;
-        }
+        r = await sendDirect(items, (p) => p, (p) => this.post(userId, target, p), (_, sent) => void (sent && this.sentDirect++));
       } finally {
         this.sending = false;
       }
-      if (rest.length) {
-        this.store(userId, target, rest);
+      if (r.end === "failed") await this.storeFailed(userId, target, r.rest);
+      else if (r.end === "slow") {
+        this.store(userId, target, r.rest);
         void this.run();
       }
       return;
@@ -133,6 +108,15 @@ export class PusherDO extends QueueDO {
     // Healthy: send now, without waiting for an alarm (run() arms a watchdog alarm first).
     // Backing off: the scheduled retry sends everything in order.
     if (!this.failures) void this.run();
+  }
+
+  /** A direct request (the hub's or this queue's) failed: `items`, from the failed one on, wait
+   *  in the queue for the first backoff's retry. */
+  private async storeFailed(userId: string, target: PusherTarget, items: PendingPush[]): Promise<void> {
+    this.store(userId, target, items);
+    this.setFailures(1);
+    await this.ctx.storage.setAlarm(Date.now() + pushBackoffMs(1));
+    this.watchdog = true;
   }
 
   /** Put items in the durable queue (with the target, which the alarm path needs). */
@@ -248,7 +232,7 @@ export class PusherDO extends QueueDO {
   }
 }
 
-export { coalesceBadges };
+export { coalesceBadges } from "../src/services/push-send";
 
 /** Backoff: uniform in [cap/2, cap], cap = 1 s * 2^(n-1) ≤ a day. */
 export function pushBackoffMs(failures: number, random: () => number = Math.random): number {

@@ -21,7 +21,7 @@ import type { JsonObject, JsonValue } from "../../src/core/types";
 import { parseConfig, type Config } from "../../src/config";
 import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
 import { pusherStub } from "../../src/rpc/stubs";
-import { coalesceBadges, postNotify } from "../../src/services/push-send";
+import { postNotify, sendDirect } from "../../src/services/push-send";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
@@ -34,8 +34,6 @@ CREATE TABLE IF NOT EXISTS push_calls (room_id TEXT NOT NULL, call_id TEXT NOT N
  *  still count); beyond it the oldest go. */
 const MAX_CALLS = 500;
 
-/** How long the hub sends to one pusher itself before handing the rest to its queue. */
-const PUSH_DIRECT_BUDGET_MS = 1_000;
 
 /** A retry of a failed (or still running) hand-over. */
 const OUTBOX_RETRY_MS = 5_000;
@@ -297,11 +295,16 @@ export class PushOutbox {
         if (!rows.length) break;
         let failed = false;
         if (this.direct.has(k)) {
-          const r = await this.sendDirect(userId, t, k, rows);
-          if (r === "dropped") return;
-          if (r === "sent") continue;
+          const r = await sendDirect(
+            rows,
+            (row) => row.p,
+            (p) => postNotify(this.env, this.config, userId, t, p),
+            (row) => this.markHanded(k, row.seq),
+          );
+          if (r.end === "dropped") return;
+          if (r.end === "sent") continue;
           rows = r.rest;
-          failed = r.failed;
+          failed = r.end === "failed";
           this.direct.delete(k);
         }
         let stub = this.stubs.get(k);
@@ -328,29 +331,6 @@ export class PushOutbox {
 
   private markHanded(k: string, seq: number): void {
     if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, seq));
-  }
-
-  /** Send rows to a pusher from here, in order (badge updates a later one supersedes left out).
-   *  Returns "sent", "dropped" (pusher deleted), or the rows left for the queue: from the first
-   *  that failed, or those after PUSH_DIRECT_BUDGET_MS (a slow gateway: the queue is bounded). */
-  private async sendDirect(
-    userId: string,
-    t: PusherTarget,
-    k: string,
-    rows: { seq: number; p: PendingPush }[],
-  ): Promise<"sent" | "dropped" | { rest: { seq: number; p: PendingPush }[]; failed: boolean }> {
-    const keep = new Set(coalesceBadges(rows.map((r) => r.p)));
-    const start = Date.now();
-    for (let i = 0; i < rows.length; i++) {
-      if (i > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) return { rest: rows.slice(i), failed: false };
-      if (keep.has(rows[i].p)) {
-        const r = await postNotify(this.env, this.config, userId, t, rows[i].p);
-        if (r === "dropped") return "dropped";
-        if (r === "failed") return { rest: rows.slice(i), failed: true };
-      }
-      this.markHanded(k, rows[i].seq);
-    }
-    return "sent";
   }
 
   /** Up to 200 outbox rows after `from`, in order: from memory when it holds them all. */

@@ -63,6 +63,38 @@ export async function postNotify(env: Env, config: Config, userId: string, targe
   return "sent";
 }
 
+/** How long one hand-over is sent directly before the rest goes to the pusher's durable queue
+ *  (a slow gateway: the queue is bounded, and the hand-over does not wait for every request). */
+export const PUSH_DIRECT_BUDGET_MS = 1_000;
+
+/** Send `items` to one pusher in order, with nothing stored per request (the hub sending to an
+ *  idle, healthy pusher, or that pusher's queue when idle). Badge updates a later item supersedes
+ *  are left out; `done` hears of each item sent (`true`) or left out (`false`). Ends at the
+ *  first failed request, or once PUSH_DIRECT_BUDGET_MS has passed, with the items not done. */
+export async function sendDirect<T>(
+  items: T[],
+  pushOf: (x: T) => PendingPush,
+  post: (p: PendingPush) => Promise<"sent" | "failed" | "dropped">,
+  done: (x: T, sent: boolean) => void,
+): Promise<{ end: "sent" } | { end: "dropped" } | { end: "failed" | "slow"; rest: T[] }> {
+  const keep = new Set(coalesceBadges(items.map(pushOf)));
+  const start = Date.now();
+  let posted = 0;
+  for (let i = 0; i < items.length; i++) {
+    if (!keep.has(pushOf(items[i]))) {
+      done(items[i], false);
+      continue;
+    }
+    if (posted > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) return { end: "slow", rest: items.slice(i) };
+    posted++;
+    const r = await post(pushOf(items[i]));
+    if (r === "dropped") return { end: "dropped" };
+    if (r === "failed") return { end: "failed", rest: items.slice(i) };
+    done(items[i], true);
+  }
+  return { end: "sent" };
+}
+
 /** Items in order, with every badge update that a later one in the same list supersedes left out. */
 export function coalesceBadges(items: PendingPush[]): PendingPush[] {
   let lastBadge = -1;
