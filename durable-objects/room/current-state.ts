@@ -13,51 +13,31 @@ import { splitStateKey, stateKey } from "../../src/core/types";
 import { GROUP_CHAIN_SQL } from "./core";
 import { ReadOnlyStateMap } from "./state-layers";
 
-/** A state view that reads keys one by one and builds the whole map only when iterated. */
-abstract class WholeOnIteration extends ReadOnlyStateMap {
-  protected abstract materialise(): StateIdMap;
-  override entries(): MapIterator<[StateKey, string]> {
-    return this.materialise().entries();
-  }
-  override keys(): MapIterator<StateKey> {
-    return this.materialise().keys();
-  }
-  override values(): MapIterator<string> {
-    return this.materialise().values();
-  }
-}
-
 const MEMBER = "m.room.member";
 
-/** The members of the current state with their membership: from `memberships` (every accepted
- *  member event has a row), else from the event itself. */
-const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extract(e.pdu, '$.content.membership')) AS ms
-  FROM current_state c LEFT JOIN memberships m ON m.event_id = c.event_id LEFT JOIN events e ON m.event_id IS NULL AND e.event_id = c.event_id
-  WHERE c.type = '${MEMBER}'`;
-
-/**
- * A read-only state map over `current_state`, valid while the room's current state group is the
- * one it was made for (ClientReads keeps one per group). Reads are remembered.
- */
-export class CurrentStateView extends WholeOnIteration {
-  private readonly known = new Map<StateKey, string | null>();
-  private full?: StateIdMap;
-  private nonMembers?: [StateKey, string][];
-  private counted?: number;
-
-  constructor(
-    private readonly sql: SqlStorage,
-    readonly group: number | null,
-  ) {
-    super();
+/** A state view that reads keys one by one (remembering them) and builds the whole map only
+ *  when iterated. Subclasses say where a key and a set of member keys are read from. */
+abstract class KeyByKeyView extends ReadOnlyStateMap {
+  /** Keys read so far (null: absent from the state). */
+  protected readonly known = new Map<StateKey, string | null>();
+  protected abstract materialise(): StateIdMap;
+  /** One key's event ID in storage (null: absent). */
+  protected abstract lookup(type: string, key: string): string | null;
+  /** The member events of these users in storage; of two rows for a user the later wins
+   *  (event_id null: removed). */
+  protected abstract lookupMembers(userIds: string[]): Iterable<{ state_key: string; event_id: string | null }>;
+  /** The whole map when it is built already (reads then answer from it). */
+  protected built(): StateIdMap | undefined {
+    return undefined;
   }
 
   override get(k: StateKey): string | undefined {
-    if (this.full) return this.full.get(k);
+    const whole = this.built();
+    if (whole) return whole.get(k);
     let v = this.known.get(k);
     if (v === undefined) {
       const [type, key] = splitStateKey(k);
-      v = this.sql.exec<{ event_id: string }>("SELECT event_id FROM current_state WHERE type = ? AND state_key = ?", type, key).toArray()[0]?.event_id ?? null;
+      v = this.lookup(type, key);
       this.known.set(k, v);
     }
     return v ?? undefined;
@@ -70,17 +50,60 @@ export class CurrentStateView extends WholeOnIteration {
   /** Reads the member events of these users in one statement (later get()s answer from memory):
    *  a lazy-loading answer's senders and heroes. */
   prefetchMembers(userIds: string[]): void {
-    if (this.full) return;
+    if (this.built()) return;
     const wanted = userIds.filter((u) => !this.known.has(stateKey(MEMBER, u)));
     if (wanted.length === 0) return;
     for (const u of wanted) this.known.set(stateKey(MEMBER, u), null);
-    for (const r of this.sql.exec<{ state_key: string; event_id: string }>(
+    for (const r of this.lookupMembers(wanted)) this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
+  }
+
+  override entries(): MapIterator<[StateKey, string]> {
+    return this.materialise().entries();
+  }
+  override keys(): MapIterator<StateKey> {
+    return this.materialise().keys();
+  }
+  override values(): MapIterator<string> {
+    return this.materialise().values();
+  }
+}
+
+/** The members of the current state with their membership: from `memberships` (every accepted
+ *  member event has a row), else from the event itself. */
+const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extract(e.pdu, '$.content.membership')) AS ms
+  FROM current_state c LEFT JOIN memberships m ON m.event_id = c.event_id LEFT JOIN events e ON m.event_id IS NULL AND e.event_id = c.event_id
+  WHERE c.type = '${MEMBER}'`;
+
+/**
+ * A read-only state map over `current_state`, valid while the room's current state group is the
+ * one it was made for (ClientReads keeps one per group). Reads are remembered.
+ */
+export class CurrentStateView extends KeyByKeyView {
+  private full?: StateIdMap;
+  private nonMembers?: [StateKey, string][];
+  private counted?: number;
+
+  constructor(
+    private readonly sql: SqlStorage,
+    readonly group: number | null,
+  ) {
+    super();
+  }
+
+  protected override built(): StateIdMap | undefined {
+    return this.full;
+  }
+
+  protected lookup(type: string, key: string): string | null {
+    return this.sql.exec<{ event_id: string }>("SELECT event_id FROM current_state WHERE type = ? AND state_key = ?", type, key).toArray()[0]?.event_id ?? null;
+  }
+
+  protected lookupMembers(userIds: string[]): Iterable<{ state_key: string; event_id: string }> {
+    return this.sql.exec<{ state_key: string; event_id: string }>(
       "SELECT state_key, event_id FROM current_state WHERE type = ? AND state_key IN (SELECT value FROM json_each(?))",
       MEMBER,
-      JSON.stringify(wanted),
-    )) {
-      this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
-    }
+      JSON.stringify(userIds),
+    );
   }
 
   override get size(): number {
@@ -136,8 +159,7 @@ export class CurrentStateView extends WholeOnIteration {
  * newest entry for a key along the chain wins (a NULL event ID: removed). Iterating it whole
  * builds the group's state (`build`, StateStore.groupState).
  */
-export class GroupStateView extends WholeOnIteration {
-  private readonly known = new Map<StateKey, string | null>();
+export class GroupStateView extends KeyByKeyView {
   private nonMembers?: [StateKey, string][];
   private chainJson?: string;
 
@@ -154,42 +176,26 @@ export class GroupStateView extends WholeOnIteration {
     return (this.chainJson ??= JSON.stringify(this.sql.exec<{ id: number }>(GROUP_CHAIN_SQL, this.group).toArray().map((r) => r.id)));
   }
 
-  override get(k: StateKey): string | undefined {
-    let v = this.known.get(k);
-    if (v === undefined) {
-      const [type, key] = splitStateKey(k);
-      const row = this.sql
-        .exec<{ event_id: string | null }>(
-          "SELECT event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type = ? AND state_key = ? ORDER BY group_id DESC LIMIT 1",
-          this.chain(),
-          type,
-          key,
-        )
-        .toArray()[0];
-      v = row?.event_id ?? null;
-      this.known.set(k, v);
-    }
-    return v ?? undefined;
+  protected lookup(type: string, key: string): string | null {
+    const row = this.sql
+      .exec<{ event_id: string | null }>(
+        "SELECT event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type = ? AND state_key = ? ORDER BY group_id DESC LIMIT 1",
+        this.chain(),
+        type,
+        key,
+      )
+      .toArray()[0];
+    return row?.event_id ?? null;
   }
 
-  override has(k: StateKey): boolean {
-    return this.get(k) !== undefined;
-  }
-
-  /** Reads the member events of these users in one statement (see CurrentStateView): along
-   *  the chain the newest entry wins. */
-  prefetchMembers(userIds: string[]): void {
-    const wanted = userIds.filter((u) => !this.known.has(stateKey(MEMBER, u)));
-    if (wanted.length === 0) return;
-    for (const u of wanted) this.known.set(stateKey(MEMBER, u), null);
-    for (const r of this.sql.exec<{ state_key: string; event_id: string | null }>(
+  /** Along the chain the newest entry wins (rows in group order). */
+  protected lookupMembers(userIds: string[]): Iterable<{ state_key: string; event_id: string | null }> {
+    return this.sql.exec<{ state_key: string; event_id: string | null }>(
       "SELECT state_key, event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type = ? AND state_key IN (SELECT value FROM json_each(?)) ORDER BY group_id",
       this.chain(),
       MEMBER,
-      JSON.stringify(wanted),
-    )) {
-      this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
-    }
+      JSON.stringify(userIds),
+    );
   }
 
   override get size(): number {
