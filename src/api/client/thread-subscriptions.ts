@@ -21,10 +21,13 @@ export const threadSubscriptions = new Hono<AppEnv>();
 const M_CONFLICTING_UNSUBSCRIPTION = "IO.ELEMENT.MSC4306.M_CONFLICTING_UNSUBSCRIPTION";
 const M_NOT_IN_THREAD = "IO.ELEMENT.MSC4306.M_NOT_IN_THREAD";
 
-threadSubscriptions.use("*", async (c, next) => {
+/** Off (THREAD_SUBSCRIPTIONS unset): both prefixes answer as unknown paths. */
+const enabled = async (c: Context<AppEnv>, next: () => Promise<void>) => {
   if (!c.var.config.threadSubscriptions) throw unrecognized();
   await next();
-});
+};
+
+threadSubscriptions.use("*", enabled);
 
 /** The room and thread root of the path, checked: the root must exist and be visible to the
  *  user ("If the thread does not exist, or if the user does not have access to it, returns
@@ -89,10 +92,7 @@ threadSubscriptions.delete(SUBSCRIPTION_PATH, requireAuth, async (c) => {
  *  subscription changes (from a sliding-sync `prev_batch`, or from now). */
 export const threadSubscriptionsPagination = new Hono<AppEnv>();
 
-threadSubscriptionsPagination.use("*", async (c, next) => {
-  if (!c.var.config.threadSubscriptions) throw unrecognized();
-  await next();
-});
+threadSubscriptionsPagination.use("*", enabled);
 
 /** "Servers may impose a smaller limit than requested" (Synapse: 512). */
 const MAX_PAGE = 512;
