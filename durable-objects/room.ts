@@ -146,7 +146,7 @@ export class RoomDO extends DurableObject<Env> {
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
-    this.head.load(meta);
+    this.head.load(meta, sql);
     this.fanout.start(meta);
   }
 

@@ -34,6 +34,11 @@ export const EXCEPTIONS = [
   },
   {
     file: "durable-objects/room/schema.ts",
+    contains: "INSERT INTO extremities_w",
+    why: "rebuilding the extremities table as WITHOUT ROWID when a room from before it starts (openSchema): the same rows, copied once with the schema change",
+  },
+  {
+    file: "durable-objects/room/schema.ts",
     contains: "('schema', ?)",
     why: "the schema version, recorded with the CREATE statements it stands for when a room starts (openSchema): bookkeeping of the schema, not room data",
   },

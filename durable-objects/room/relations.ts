@@ -2,8 +2,8 @@
 // bundled into events clients receive (`unsigned.m.relations`, spec "Aggregations of child
 // events"), the thread list (GET /v1/rooms/{roomId}/threads) and the duplicate-annotation check.
 //
-// Cost: one query per page of events, over the expression index events_relates_to
-// (json_extract(pdu, '$.content."m.relates_to".event_id')). Threads are aggregated in SQL
+// Cost: one query per page of events, over the expression index events_relation
+// (json_extract(pdu, '$.content."m.relates_to".event_id'), then rel_type). Threads are aggregated in SQL
 // (COUNT, MAX(stream), SUM(sender = me)); edits and references come back one row each.
 import type { JsonObject, RoomEvent } from "../../src/core/types";
 

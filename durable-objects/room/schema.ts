@@ -48,12 +48,16 @@ CREATE TABLE IF NOT EXISTS events (
   received_ts INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_ts ON events(origin_server_ts) WHERE stream IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_relates_to ON events(json_extract(pdu, '$.content."m.relates_to".event_id')) WHERE stream IS NOT NULL;
+-- events_relation also serves lookups by the related event ID alone (its first column); the
+-- index on that column alone was one more page written per event, and with it a local send
+-- wrote 16 existing pages in its transaction, past the 64 KiB SQLite keeps a savepoint's
+-- journal in memory: every send created and deleted a temporary file (docs/benchmarks.md).
+DROP INDEX IF EXISTS events_relates_to;
 CREATE INDEX IF NOT EXISTS events_relation ON events(json_extract(pdu, '$.content."m.relates_to".event_id'), json_extract(pdu, '$.content."m.relates_to".rel_type')) WHERE stream IS NOT NULL;
 CREATE TABLE IF NOT EXISTS edges (event_id TEXT NOT NULL, prev_event_id TEXT NOT NULL, PRIMARY KEY (event_id, prev_event_id));
 CREATE INDEX IF NOT EXISTS edges_prev ON edges(prev_event_id);
 CREATE TABLE IF NOT EXISTS auth_edges (event_id TEXT NOT NULL, auth_event_id TEXT NOT NULL, PRIMARY KEY (event_id, auth_event_id));
-CREATE TABLE IF NOT EXISTS extremities (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS extremities (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS state_groups (id INTEGER PRIMARY KEY, parent INTEGER, chain INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS state_group_entries (
   group_id INTEGER NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT,
@@ -89,9 +93,23 @@ export function openSchema(sql: SqlStorage): Map<string, string> {
   const meta = readMeta(sql);
   if (meta.get("schema") === SCHEMA_VERSION) return meta;
   sql.exec(ROOM_SCHEMA);
+  rebuildExtremities(sql);
   // Recorded after the statements it stands for (a start that fails between them runs them again).
   sql.exec("INSERT INTO meta (key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", SCHEMA_VERSION);
   return readMeta(sql);
+}
+
+/** Rooms from before `extremities` was WITHOUT ROWID: the table rebuilt as one b-tree (a rowid
+ *  table with a TEXT key is two, the rows and the key's index: a send changed a page of each;
+ *  see events_relation above for why pages per send count). A few rows; in the start's
+ *  implicit transaction with the schema. */
+function rebuildExtremities(sql: SqlStorage): void {
+  const ddl = sql.exec<{ sql: string }>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'extremities'").one().sql;
+  if (/WITHOUT ROWID/i.test(ddl)) return;
+  sql.exec(`CREATE TABLE extremities_w (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
+    INSERT INTO extremities_w (event_id) SELECT event_id FROM extremities;
+    DROP TABLE extremities;
+    ALTER TABLE extremities_w RENAME TO extremities;`);
 }
 
 /** 32-bit FNV-1a of a string, in hex. */
