@@ -2,12 +2,14 @@
 // `POST /createRoom` with an empty body (private_chat), as bench/send.mjs measures it, after a
 // warm-up. Also counts the server's fsync-family calls per createRoom when strace is available
 // (CR_STRACE=1: `strace -f -c` on the server's workerd processes) and takes a V8 CPU profile of
-// the Worker isolate while the rooms are created (CR_PROFILE=<file.cpuprofile>).
+// the Worker isolate while the rooms are created (CR_PROFILE=<file.cpuprofile>). When it starts
+// the server it also prints the server's CPU time per createRoom (robust to the machine's load).
 //
 // node bench/create-room.mjs [rooms] [--port N]     (starts a server; TMPDIR=/dev/shm for tmpfs;
 //   with CR_PROFILE run it as `node --import tsx bench/create-room.mjs`)
 // node bench/create-room.mjs http://127.0.0.1:PORT [rooms]   (a running `npm start`)
 import { execSync, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { percentile, registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2);
@@ -49,6 +51,27 @@ async function countFsyncs(fn) {
   return [result, calls];
 }
 
+/** CPU time (ms) used so far by the server's processes: [workerd, all (wrangler's proxy too)].
+ *  Unlike wall-clock time it barely moves with the machine's load (Linux /proc). */
+function serverCpuMs() {
+  const ticks = [0, 0];
+  if (!server) return ticks;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(f[2]) !== server.pgid) continue; // pgrp
+    const t = Number(f[11]) + Number(f[12]); // utime, stime
+    if (stat.includes("(workerd)")) ticks[0] += t;
+    ticks[1] += t;
+  }
+  return ticks.map((x) => x * 10); // USER_HZ = 100
+}
+
 try {
   const tag = Date.now().toString(36);
   const user = await registerBenchUser(baseUrl, `createbench${tag}`);
@@ -63,12 +86,15 @@ try {
     return times;
   };
   let times, fsyncs;
+  const cpu0 = serverCpuMs();
   if (process.env.CR_PROFILE && server) {
     const { profileWhile } = await import("./loopback-peers.mjs");
     [times, fsyncs] = await profileWhile(server, process.env.CR_PROFILE, () => countFsyncs(run));
   } else [times, fsyncs] = await countFsyncs(run);
+  const cpu = serverCpuMs().map((x, i) => (x - cpu0[i]) / rooms);
   const fsyncText = fsyncs === undefined ? "" : `, ${(fsyncs / rooms).toFixed(2)} fsync-family calls per createRoom`;
-  console.log(`createRoom (private_chat, empty body): p50 ${percentile(times, 50).toFixed(1)} ms, p90 ${percentile(times, 90).toFixed(1)} ms (${rooms} rooms)${fsyncText}`);
+  const cpuText = server ? `, server CPU per createRoom ${cpu[0].toFixed(1)} ms workerd / ${cpu[1].toFixed(1)} ms with wrangler's proxy` : "";
+  console.log(`createRoom (private_chat, empty body): p50 ${percentile(times, 50).toFixed(1)} ms, p90 ${percentile(times, 90).toFixed(1)} ms (${rooms} rooms)${cpuText}${fsyncText}`);
 } finally {
   await server?.stop();
 }
