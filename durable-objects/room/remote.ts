@@ -4,10 +4,11 @@
 // backfill.
 import type { Env } from "../../src/env";
 import type { JsonObject, PDU, RoomEvent, StateIdMap } from "../../src/core/types";
+import type { RoomVersion } from "../../src/core/room-versions";
 import { stateKey } from "../../src/core/types";
 import { getRoomVersion } from "../../src/core/room-versions";
 import { checkEventAuth, CREATE_KEY } from "../../src/core/auth-rules";
-import { computeEventId, toRoomEvent } from "../../src/core/event-hashes";
+import { computeEventId, digestPdu, toRoomEvent, type PduDigest } from "../../src/core/event-hashes";
 import { signJson } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
 import { buildNotice } from "../../src/services/notifier";
@@ -301,22 +302,7 @@ export class RemoteRoom {
         this.r.head.rv = rv;
         this.r.head.serverName = args.serverName;
         // Parse everything, keeping the first copy of each event.
-        const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
-        const stateIds = new Set<string>();
-        const parse = async (raw: unknown, inState: boolean) => {
-          if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
-          try {
-            const pdu = raw as PDU;
-            const ev = await toRoomEvent(pdu, rv);
-            if (ev.room_id !== args.roomId) return;
-            if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev });
-            if (inState) stateIds.add(ev.event_id);
-          } catch {
-            /* malformed: dropped */
-          }
-        };
-        for (const x of args.authChain) await parse(x, false);
-        for (const x of args.state) await parse(x, true);
+        const { byId, stateIds } = await parseReceived(args.state, args.authChain, rv, args.roomId);
         const rejected = await this.r.writer.admitOutlierBatch([...byId.values()], args.origin);
         // The starting state: the state events that passed.
         const state: StateIdMap = new Map();
@@ -375,17 +361,7 @@ export class RemoteRoom {
    *  the caller's `serial`. */
   async admitStateOutliers(state: unknown[], authChain: unknown[], origin: string): Promise<Map<string, RoomEvent>> {
     const rv = this.r.head.requireRoom();
-    const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
-    const stateIds = new Set<string>();
-    const parse = async (raw: unknown, inState: boolean) => {
-      if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
-      const ev = await toRoomEvent(raw as PDU, rv).catch(() => undefined);
-      if (!ev || ev.room_id !== this.r.head.roomId) return;
-      if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu: raw as PDU, ev });
-      if (inState) stateIds.add(ev.event_id);
-    };
-    for (const x of authChain) await parse(x, false);
-    for (const x of state) await parse(x, true);
+    const { byId, stateIds } = await parseReceived(state, authChain, rv, this.r.head.roomId!);
     await this.r.writer.admitOutlierBatch([...byId.values()], origin);
     const passed = this.r.events.acceptedAmong([...stateIds]);
     return new Map([...stateIds].filter((id) => passed.has(id)).map((id) => [id, byId.get(id)!.ev]));
@@ -415,11 +391,7 @@ export class RemoteRoom {
   async admitOutliers(pdus: PDU[], origin: string): Promise<number> {
     return this.r.writer.serial(async () => {
       const rv = this.r.head.requireRoom();
-      const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
-      for (const pdu of pdus) {
-        const ev = await toRoomEvent(pdu, rv).catch(() => undefined);
-        if (ev && !byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev });
-      }
+      const { byId } = await parseReceived([], pdus, rv);
       return this.r.writer.admitOutlierBatch([...byId.values()], origin);
     });
   }
@@ -483,4 +455,31 @@ export class RemoteRoom {
     });
   }
 
+}
+
+/** A state and auth chain received from another server, parsed for admitOutlierBatch: each
+ *  PDU's digest (PduDigest: its event ID, and what its checks need, from one encoding) and
+ *  RoomEvent, the first copy of each event ID, the auth chain's first; `stateIds`, the events
+ *  of `state`. Malformed PDUs and, when `roomId` is given, those of another room are dropped. A
+ *  PDU that is not canonical JSON keeps its place without a digest: admitOutlierBatch refuses
+ *  it (and counts it) as it would any invalid event. */
+async function parseReceived(state: unknown[], authChain: unknown[], rv: RoomVersion, roomId?: string) {
+  const byId = new Map<string, { pdu: PDU; ev: RoomEvent; digest?: PduDigest }>();
+  const stateIds = new Set<string>();
+  const parse = async (raw: unknown, inState: boolean) => {
+    if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
+    const pdu = raw as PDU;
+    try {
+      const digest = await digestPdu(pdu, rv).catch(() => undefined);
+      const ev = await toRoomEvent(pdu, rv, digest?.eventId);
+      if (roomId !== undefined && ev.room_id !== roomId) return;
+      if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev, digest });
+      if (inState) stateIds.add(ev.event_id);
+    } catch {
+      /* malformed: dropped */
+    }
+  };
+  for (const x of authChain) await parse(x, false);
+  for (const x of state) await parse(x, true);
+  return { byId, stateIds };
 }
