@@ -293,7 +293,7 @@ export class RoomDO extends DurableObject<Env> {
     await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedTemplate(args);
   }
-  async fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+  async fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ stateJson?: string; authChainJson?: string; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
     await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedSendMembership(args);
   }

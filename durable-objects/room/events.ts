@@ -237,6 +237,57 @@ export class EventStore {
     return out.sort((a, b) => a.ev.depth - b.ev.depth);
   }
 
+  /** The auth chain of a set of events as IDs with their depths, in DAG (depth) order: what
+   *  authChain returns, read a level of the walk at a time (one statement per level, the auth
+   *  event IDs taken from each stored PDU by SQLite) instead of loading and parsing every event.
+   *  For a 30,000-event state, authChain loaded each event (past the cache, a statement and a
+   *  JSON parse) only to read its auth_events. */
+  authChainIds(ids: Iterable<string>): { id: string; depth: number }[] {
+    const seen = new Set<string>();
+    const out: { id: string; depth: number }[] = [];
+    let frontier = this.authEventsOf([...new Set(ids)]).flatMap((r) => r.auth);
+    while (frontier.length) {
+      const level = [...new Set(frontier)].filter((id) => !seen.has(id));
+      for (const id of level) seen.add(id);
+      if (!level.length) break;
+      const rows = this.authEventsOf(level);
+      for (const r of rows) out.push({ id: r.id, depth: r.depth });
+      frontier = rows.flatMap((r) => r.auth).filter((id) => !seen.has(id));
+    }
+    return out.sort((a, b) => a.depth - b.depth);
+  }
+
+  /** The stored events among `ids` with their depth and auth event IDs (room versions 1 and 2
+   *  cite [event ID, hashes] pairs), in one statement. */
+  private authEventsOf(ids: string[]): { id: string; depth: number; auth: string[] }[] {
+    const byId = new Map<string, { id: string; depth: number; auth: string[] }>();
+    for (const r of this.r.sql.exec<{ id: string; depth: number; a: string | null }>(
+      `SELECT e.event_id AS id, e.depth AS depth, CASE j.type WHEN 'array' THEN json_extract(j.value, '$[0]') ELSE j.value END AS a
+       FROM events e LEFT JOIN json_each(e.pdu, '$.auth_events') j
+       WHERE e.event_id IN (SELECT value FROM json_each(?))`,
+      JSON.stringify(ids),
+    )) {
+      let row = byId.get(r.id);
+      if (!row) byId.set(r.id, (row = { id: r.id, depth: r.depth, auth: [] }));
+      if (typeof r.a === "string") row.auth.push(r.a);
+    }
+    return [...byId.values()];
+  }
+
+  /** The stored PDU text of each of `ids` that is stored, and whether a redaction names it
+   *  (then whether it applies is for redactionOf), in one statement. */
+  pduTexts(ids: string[]): Map<string, { pdu: string; redactionNamed: boolean }> {
+    const out = new Map<string, { pdu: string; redactionNamed: boolean }>();
+    for (const r of this.r.sql.exec<{ id: string; pdu: string; red: number }>(
+      `SELECT e.event_id AS id, e.pdu AS pdu, EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = e.event_id) AS red
+       FROM events e WHERE e.event_id IN (SELECT value FROM json_each(?))`,
+      JSON.stringify(ids),
+    )) {
+      out.set(r.id, { pdu: r.pdu, redactionNamed: r.red === 1 });
+    }
+    return out;
+  }
+
   /** Which of these events are stored and accepted (90 to a query: at most 100 parameters). */
   acceptedAmong(ids: string[]): Set<string> {
     return new Set(this.storedAmong(ids, "status = 'accepted'").map((r) => r.event_id));

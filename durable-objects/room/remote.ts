@@ -33,14 +33,14 @@ export interface RemoteRoomAccess {
   env: Env;
   ctx: DurableObjectState;
   keys: Pick<RoomKeys, "signingKey">;
-  events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent">;
+  events: Pick<EventStore, "acceptedAmong" | "authChainIds" | "isPartial" | "loadCreate" | "loadEvent">;
   state: Pick<StateStore, "authMapFrom" | "groupState">;
   fanout: Pick<FanOut, "directoryLearns" | "fanOutFacts" | "fannedOut" | "hubs" | "mirrorDirectory">;
   partial: Pick<PartialState, "begin" | "complete" | "isPartial">;
   writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "recordRoom" | "reloadAfterFailure" | "serial" | "storePartialMembership">;
   local: Pick<LocalEvents, "eventRefs" | "extremityCount" | "mergeExtremitiesLater" | "newEventFrame">;
   reads: Pick<ClientReads, "getStrippedState">;
-  fed: Pick<FedServe, "wirePdu">;
+  fed: Pick<FedServe, "wireJson">;
 }
 
 export class RemoteRoom {
@@ -123,7 +123,7 @@ export class RemoteRoom {
     origin: string;
     membership: "join" | "leave" | "knock";
     omitMembers?: boolean;
-  }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+  }): Promise<RoomResult<{ stateJson?: string; authChainJson?: string; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
     let accepted = false;
     let newServer = false;
     const r = await this.r.writer.serial(async () => {
@@ -185,10 +185,15 @@ export class RemoteRoom {
         // The auth chain of the state returned and of the join; with omit_members "any events
         // that are returned in state may be omitted from auth_chain".
         const inState = new Set(stateIds);
-        const chain = this.r.events.authChain([...stateIds, eventId]).filter((x) => !(args.omitMembers && inState.has(x.ev.event_id)));
-        const value: { state: PDU[]; auth_chain: PDU[]; servers_in_room: string[]; event?: PDU; members_omitted?: boolean } = {
-          state: stateIds.map((id) => this.r.fed.wirePdu(this.r.events.loadEvent(id)!)),
-          auth_chain: chain.map((x) => this.r.fed.wirePdu(x)),
+        const chain = this.r.events
+          .authChainIds([...stateIds, eventId])
+          .map((x) => x.id)
+          .filter((id) => !(args.omitMembers && inState.has(id)));
+        // The events as JSON text (FedServe.wireJson), which the Worker puts in its answer as
+        // they are.
+        const value: { stateJson: string; authChainJson: string; servers_in_room: string[]; event?: PDU; members_omitted?: boolean } = {
+          stateJson: this.r.fed.wireJson(stateIds),
+          authChainJson: this.r.fed.wireJson(chain),
           servers_in_room: serversBefore,
         };
         if (pdu !== args.pdu) value.event = pdu;
