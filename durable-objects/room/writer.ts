@@ -303,7 +303,7 @@ export class RoomWriter {
         else missing.push(id);
       }
     }
-    const knownCreate = isCreate ? this.r.events.loadCreate() : undefined;
+    const knownCreate = isCreate ? (this.outlierRows?.create ?? this.r.events.loadCreate()) : undefined;
     if (isCreate && (ev.prev_events.length > 0 || (!opts.outlier && !backfill && this.r.head.stream > 0) || (knownCreate && knownCreate.ev.event_id !== ev.event_id))) {
       return { status: "invalid", eventId: ev.event_id, reason: "a room has exactly one create event, first" };
     }
@@ -315,7 +315,7 @@ export class RoomWriter {
     const authEvents: RoomEvent[] = [];
     const missingAuth: string[] = [];
     for (const id of ev.auth_events) {
-      const a = this.r.events.loadEvent(id);
+      const a = this.outlierRows?.stored.get(id) ?? this.r.events.loadEvent(id);
       if (!a) {
         missingAuth.push(id);
         continue;
@@ -334,7 +334,7 @@ export class RoomWriter {
     if (status === "accepted") {
       const authState = buildAuthState(authEvents);
       if (rv.roomIdFromCreate && !isCreate) {
-        const create = this.r.events.loadCreate();
+        const create = this.outlierRows?.create ?? this.r.events.loadCreate();
         if (create) authState.set(CREATE_KEY, create.ev);
       }
       const r = checkEventAuth(ev, authState, rv);
@@ -382,6 +382,18 @@ export class RoomWriter {
         this.r.head.stream = stream;
         this.setMeta(tx, "stream", stream);
       }
+    }
+    if (opts.outlier && this.outlierRows) {
+      // A batch of outliers (admitOutlierBatch): the row and its auth edges are written with the
+      // batch's others at the end of the transaction; its later events find this one in memory.
+      const rows = this.outlierRows;
+      rows.events.push([ev.event_id, ev.depth, ev.type, ev.state_key ?? null, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), status, reason ?? null, Date.now()]);
+      for (const a of ev.auth_events) rows.authEdges.push([ev.event_id, a]);
+      const se: StoredEvent = { ev, stream: null, status, stateBefore: null, stateAfter: null, prevState: null, txnDevice: null, txnId: null };
+      rows.stored.set(ev.event_id, se);
+      if (isCreate && status === "accepted") rows.create = se;
+      this.r.events.uncache(ev.event_id);
+      return { status, eventId: ev.event_id, reason };
     }
     const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
     tx.exec(
@@ -693,15 +705,49 @@ export class RoomWriter {
     const { order, cycles } = authOrder(events.map((x) => x.ev));
     for (const id of cycles) if (checked.delete(id)) refused++; // auth cycles: never admitted
     const toStore = order.filter((id) => checked.has(id));
-    for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
-      this.transact((tx) => {
-        for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
-          const out = this.decideAndPersist(tx, checked.get(id)!, mode);
-          if (out.status !== "accepted" && out.status !== "duplicate") refused++;
-        }
-      });
+    this.outlierRows = { events: [], authEdges: [], stored: new Map() };
+    try {
+      for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
+        this.transact((tx) => {
+          for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
+            const out = this.decideAndPersist(tx, checked.get(id)!, mode);
+            if (out.status !== "accepted" && out.status !== "duplicate") refused++;
+          }
+          this.flushOutlierRows(tx);
+        });
+      }
+    } finally {
+      this.outlierRows = undefined;
     }
     return refused;
+  }
+
+  /** While admitOutlierBatch runs: the rows decided and not yet written, and every event the
+   *  batch stored (status and parsed form, for the auth checks of the events after it, which
+   *  read the row back and parsed it again before). */
+  private outlierRows?: { events: SqlStorageValue[][]; authEdges: [string, string][]; stored: Map<string, StoredEvent>; create?: StoredEvent };
+
+  /** The batch's pending rows in two statements (all of one kind in one JSON parameter, as
+   *  many rows as there are: a statement per row was most of storing a large room's state).
+   *  The columns not named are those of an outlier: NULL. ("WHERE true": SQLite's upsert after
+   *  INSERT ... SELECT needs a WHERE to parse.) */
+  private flushOutlierRows(tx: WriteTx): void {
+    const rows = this.outlierRows!;
+    if (rows.events.length) {
+      const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
+      tx.exec(
+        `INSERT INTO events (event_id, ${columns.join(", ")})
+         SELECT value ->> 0, NULL, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, NULL, NULL, NULL, NULL, NULL, value ->> 9
+         FROM json_each(?) WHERE true
+         ON CONFLICT(event_id) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+        JSON.stringify(rows.events),
+      );
+    }
+    if (rows.authEdges.length) {
+      tx.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) SELECT value ->> 0, value ->> 1 FROM json_each(?)", JSON.stringify(rows.authEdges));
+    }
+    rows.events = [];
+    rows.authEdges = [];
   }
 
 }
