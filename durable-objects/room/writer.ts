@@ -490,11 +490,24 @@ export class RoomWriter {
     }
   }
 
+  /** The changes in at most two statements, whatever their number (a JSON parameter through
+   *  json_each): a join's starting state is the whole state at once, a statement per key was
+   *  two thirds of the join's own write in a 20,000-key state. (A key is once in the map, so
+   *  the removed and the set are apart and their order does not matter.) */
   private applyCurrentState(tx: WriteTx, changes: Map<StateKey, string | null>): void {
+    const removed: string[][] = [];
+    const set: string[][] = [];
     for (const [k, id] of changes) {
-      const [type, skey] = splitStateKey(k);
-      if (id === null) tx.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
-      else tx.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (id === null) removed.push(splitStateKey(k));
+      else set.push([...splitStateKey(k), id]);
+    }
+    if (removed.length) tx.exec("DELETE FROM current_state WHERE (type, state_key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))", JSON.stringify(removed));
+    if (set.length) {
+      tx.exec(
+        `INSERT INTO current_state (type, state_key, event_id) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
+         ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+        JSON.stringify(set),
+      );
     }
     this.r.fanout.currentStateChanged(changes);
   }
@@ -511,10 +524,9 @@ export class RoomWriter {
     const id = (this.r.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
     tx.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : chain);
     const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
-    for (const [k, v] of entries) {
-      const [type, skey] = splitStateKey(k);
-      tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)", id, type, skey, v);
-    }
+    // One statement for all of them (a snapshot, or a join's starting state, is the whole state).
+    const rows = [...entries].map(([k, v]) => [...splitStateKey(k), v]);
+    tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) SELECT ?, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)", id, JSON.stringify(rows));
     this.r.state.cacheGroup(id, full);
     return id;
   }
