@@ -288,24 +288,21 @@ export class EventStore {
     return out;
   }
 
-  /** Which of these events are stored and accepted (90 to a query: at most 100 parameters). */
+  /** Which of these events are stored and accepted. */
   acceptedAmong(ids: string[]): Set<string> {
     return new Set(this.storedAmong(ids, "status = 'accepted'").map((r) => r.event_id));
   }
 
-  /** Rows of the stored events among `ids` that match `where`, 90 IDs to a query. */
+  /** Rows of the stored events among `ids` that match `where`, in one statement (the IDs as
+   *  one JSON parameter: 90 to a statement was ~330 statements for a 30,000-event state). */
   storedAmong(ids: string[], where = "1"): { event_id: string; type: string; state_key: string | null; status: string }[] {
-    const out: { event_id: string; type: string; state_key: string | null; status: string }[] = [];
-    for (let i = 0; i < ids.length; i += 90) {
-      const chunk = ids.slice(i, i + 90);
-      out.push(
-        ...this.r.sql.exec<{ event_id: string; type: string; state_key: string | null; status: string }>(
-          `SELECT event_id, type, state_key, status FROM events WHERE ${where} AND event_id IN (${chunk.map(() => "?").join(", ")})`,
-          ...chunk,
-        ),
-      );
-    }
-    return out;
+    if (!ids.length) return [];
+    return this.r.sql
+      .exec<{ event_id: string; type: string; state_key: string | null; status: string }>(
+        `SELECT event_id, type, state_key, status FROM events WHERE ${where} AND event_id IN (SELECT value FROM json_each(?))`,
+        JSON.stringify(ids),
+      )
+      .toArray();
   }
 
 }
