@@ -297,7 +297,7 @@ export class RoomDO extends DurableObject<Env> {
     await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedSendMembership(args);
   }
-  fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
+  fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdusJson?: string; authChainJson?: string }>> {
     return this.fed.fedStateAt(origin, eventId, ids);
   }
   fedEventAuth(origin: string, eventId: string): Promise<RoomResult<PDU[]>> {

@@ -117,7 +117,7 @@ export class FedServe {
 
   /** GET /v1/state_ids and /v1/state: the state before `eventId` (Synapse: "the state at the
    *  event, not including said event") and its auth chain. */
-  async fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
+  async fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdusJson?: string; authChainJson?: string }>> {
     return wrap(() => {
       this.requireServer(origin, { inRoom: true });
       // A partial-state copy would answer without the members (Synapse refuses too).
@@ -125,9 +125,10 @@ export class FedServe {
       const se = this.r.events.loadEvent(eventId);
       if (!se || se.stream === null || se.status !== "accepted" || !this.serverMaySee(origin, se)) fail(404, "M_NOT_FOUND", "Event not found");
       const state = [...this.r.state.groupState(se.stateBefore).values()];
-      const chain = this.r.events.authChain(state);
-      if (ids) return { pdu_ids: state, auth_chain_ids: chain.map((x) => x.ev.event_id) };
-      return { pdus: state.map((id) => this.wirePdu(this.r.events.loadEvent(id)!)), auth_chain: chain.map((x) => this.wirePdu(x)) };
+      const chain = this.r.events.authChainIds(state).map((x) => x.id);
+      if (ids) return { pdu_ids: state, auth_chain_ids: chain };
+      // As JSON text (wireJson), put into the answer as it is: the whole state of a large room.
+      return { pdusJson: this.wireJson(state), authChainJson: this.wireJson(chain) };
     });
   }
 

@@ -254,7 +254,7 @@ federationRooms.get("/v1/state/:roomId", async (c) => {
   const q = parseValue(c.req.query(), eventIdQuery, "M_MISSING_PARAM");
   const { stub } = await roomFor(c, c.req.param("roomId"));
   const r = unwrap(await stub.fedStateAt(c.var.origin, q.event_id, false));
-  return c.json({ pdus: r.pdus, auth_chain: r.auth_chain } as unknown as JsonObject);
+  return c.body(`{"pdus":${r.pdusJson!},"auth_chain":${r.authChainJson!}}`, 200, { "content-type": "application/json" });
 });
 
 federationRooms.get("/v1/state_ids/:roomId", async (c) => {
