@@ -284,8 +284,11 @@ export class RemoteRoom {
     roomVersion: string;
     origin: string;
     join: PDU;
-    state: unknown[];
-    authChain: unknown[];
+    state?: unknown[];
+    authChain?: unknown[];
+    /** The send_join answer's JSON text, instead of `state` and `authChain` (its `state` and
+     *  `auth_chain` are taken). */
+    answerJson?: string;
     /** The resident omitted the member events (send_join `members_omitted`): the room stays
      *  partial until completePartialState. */
     partialState?: { serversInRoom: string[] };
@@ -307,7 +310,13 @@ export class RemoteRoom {
         this.r.head.rv = rv;
         this.r.head.serverName = args.serverName;
         // Parse everything, keeping the first copy of each event.
-        const { byId, stateIds } = await parseReceived(args.state, args.authChain, rv, args.roomId);
+        let received = { state: args.state ?? [], authChain: args.authChain ?? [] };
+        if (args.answerJson !== undefined) {
+          const answer = JSON.parse(args.answerJson) as { state?: unknown; auth_chain?: unknown };
+          if (!Array.isArray(answer.state) || !Array.isArray(answer.auth_chain)) fail(400, "M_BAD_JSON", "The send_join answer has no state");
+          received = { state: answer.state, authChain: answer.auth_chain };
+        }
+        const { byId, stateIds } = await parseReceived(received.state, received.authChain, rv, args.roomId);
         const rejected = await this.r.writer.admitOutlierBatch([...byId.values()], args.origin);
         // The starting state: the state events that passed.
         const state: StateIdMap = new Map();
