@@ -63,6 +63,31 @@ export const MAX_PREV_EVENTS = 10;
 /** How long federated events wait for a local join under way (expectJoin): the join's own
  *  send_join timeout. */
 export const JOIN_WAIT_MS = 120_000;
+/** `items` as JSON array texts for a `json_each(?)` parameter (many rows or IDs in one
+ *  statement), each at most JSON_PARAM_CHARS characters: a Durable Object's SQLite takes a
+ *  string of at most 2 MB, which a whole large state as one parameter passes (the 10,000
+ *  member events of a partial-state join's completion, 2,000 to a transaction, failed every
+ *  step on it). Characters are at most 3 UTF-8 bytes here (JSON.stringify escapes lone
+ *  surrogates), so 512 Ki characters stay under 2 MB. */
+export function jsonBatches(items: unknown[]): string[] {
+  const out: string[] = [];
+  let parts: string[] = [];
+  let size = 2;
+  for (const item of items) {
+    const text = JSON.stringify(item);
+    if (parts.length && size + text.length + 1 > JSON_PARAM_CHARS) {
+      out.push(`[${parts.join(",")}]`);
+      parts = [];
+      size = 2;
+    }
+    parts.push(text);
+    size += text.length + 1;
+  }
+  if (parts.length) out.push(`[${parts.join(",")}]`);
+  return out;
+}
+export const JSON_PARAM_CHARS = 512 * 1024;
+
 /** Outliers stored per transaction when a join seeds a room (admitOutlierBatch). */
 export const OUTLIER_BATCH = 2_000;
 export const EVENT_CACHE = 4096;

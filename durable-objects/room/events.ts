@@ -2,7 +2,7 @@
 // create event, auth chains, which of a set of IDs are stored, the redaction that applies to an
 // event, and the "partial" room marks (a room known only through an invite or knock). Reads only.
 import type { JsonObject, PDU, RoomEvent } from "../../src/core/types";
-import { MIN_STREAM, EVENT_CACHE, StoredEvent, EventRow, RoomHead } from "./core";
+import { MIN_STREAM, EVENT_CACHE, StoredEvent, EventRow, RoomHead, jsonBatches } from "./core";
 
 
 /** What EventStore needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -258,32 +258,36 @@ export class EventStore {
   }
 
   /** The stored events among `ids` with their depth and auth event IDs (room versions 1 and 2
-   *  cite [event ID, hashes] pairs), in one statement. */
+   *  cite [event ID, hashes] pairs), in a statement per ~10,000 IDs (jsonBatches). */
   private authEventsOf(ids: string[]): { id: string; depth: number; auth: string[] }[] {
     const byId = new Map<string, { id: string; depth: number; auth: string[] }>();
-    for (const r of this.r.sql.exec<{ id: string; depth: number; a: string | null }>(
-      `SELECT e.event_id AS id, e.depth AS depth, CASE j.type WHEN 'array' THEN json_extract(j.value, '$[0]') ELSE j.value END AS a
-       FROM events e LEFT JOIN json_each(e.pdu, '$.auth_events') j
-       WHERE e.event_id IN (SELECT value FROM json_each(?))`,
-      JSON.stringify(ids),
-    )) {
-      let row = byId.get(r.id);
-      if (!row) byId.set(r.id, (row = { id: r.id, depth: r.depth, auth: [] }));
-      if (typeof r.a === "string") row.auth.push(r.a);
+    for (const batch of jsonBatches(ids)) {
+      for (const r of this.r.sql.exec<{ id: string; depth: number; a: string | null }>(
+        `SELECT e.event_id AS id, e.depth AS depth, CASE j.type WHEN 'array' THEN json_extract(j.value, '$[0]') ELSE j.value END AS a
+         FROM events e LEFT JOIN json_each(e.pdu, '$.auth_events') j
+         WHERE e.event_id IN (SELECT value FROM json_each(?))`,
+        batch,
+      )) {
+        let row = byId.get(r.id);
+        if (!row) byId.set(r.id, (row = { id: r.id, depth: r.depth, auth: [] }));
+        if (typeof r.a === "string") row.auth.push(r.a);
+      }
     }
     return [...byId.values()];
   }
 
   /** The stored PDU text of each of `ids` that is stored, and whether a redaction names it
-   *  (then whether it applies is for redactionOf), in one statement. */
+   *  (then whether it applies is for redactionOf), in a statement per ~10,000 IDs. */
   pduTexts(ids: string[]): Map<string, { pdu: string; redactionNamed: boolean }> {
     const out = new Map<string, { pdu: string; redactionNamed: boolean }>();
-    for (const r of this.r.sql.exec<{ id: string; pdu: string; red: number }>(
-      `SELECT e.event_id AS id, e.pdu AS pdu, EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = e.event_id) AS red
-       FROM events e WHERE e.event_id IN (SELECT value FROM json_each(?))`,
-      JSON.stringify(ids),
-    )) {
-      out.set(r.id, { pdu: r.pdu, redactionNamed: r.red === 1 });
+    for (const batch of jsonBatches(ids)) {
+      for (const r of this.r.sql.exec<{ id: string; pdu: string; red: number }>(
+        `SELECT e.event_id AS id, e.pdu AS pdu, EXISTS (SELECT 1 FROM redactions r WHERE r.redacts = e.event_id) AS red
+         FROM events e WHERE e.event_id IN (SELECT value FROM json_each(?))`,
+        batch,
+      )) {
+        out.set(r.id, { pdu: r.pdu, redactionNamed: r.red === 1 });
+      }
     }
     return out;
   }
@@ -293,16 +297,18 @@ export class EventStore {
     return new Set(this.storedAmong(ids, "status = 'accepted'").map((r) => r.event_id));
   }
 
-  /** Rows of the stored events among `ids` that match `where`, in one statement (the IDs as
-   *  one JSON parameter: 90 to a statement was ~330 statements for a 30,000-event state). */
+  /** Rows of the stored events among `ids` that match `where`, a statement per ~10,000 IDs
+   *  (the IDs as a JSON parameter, jsonBatches: 90 to a statement was ~330 statements for a
+   *  30,000-event state). */
   storedAmong(ids: string[], where = "1"): { event_id: string; type: string; state_key: string | null; status: string }[] {
-    if (!ids.length) return [];
-    return this.r.sql
-      .exec<{ event_id: string; type: string; state_key: string | null; status: string }>(
-        `SELECT event_id, type, state_key, status FROM events WHERE ${where} AND event_id IN (SELECT value FROM json_each(?))`,
-        JSON.stringify(ids),
-      )
-      .toArray();
+    return jsonBatches(ids).flatMap((batch) =>
+      this.r.sql
+        .exec<{ event_id: string; type: string; state_key: string | null; status: string }>(
+          `SELECT event_id, type, state_key, status FROM events WHERE ${where} AND event_id IN (SELECT value FROM json_each(?))`,
+          batch,
+        )
+        .toArray(),
+    );
   }
 
 }

@@ -30,7 +30,7 @@ import { layerState } from "./state-layers";
 import { isServerAllowedByAcl } from "../../src/core/server-acl";
 import { domainOf } from "../../src/core/ids";
 import type { AdmitMode, AdmitOutcome } from "../../src/rpc/room";
-import { authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
+import { jsonBatches, authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
@@ -501,12 +501,12 @@ export class RoomWriter {
       if (id === null) removed.push(splitStateKey(k));
       else set.push([...splitStateKey(k), id]);
     }
-    if (removed.length) tx.exec("DELETE FROM current_state WHERE (type, state_key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))", JSON.stringify(removed));
-    if (set.length) {
+    for (const batch of jsonBatches(removed)) tx.exec("DELETE FROM current_state WHERE (type, state_key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))", batch);
+    for (const batch of jsonBatches(set)) {
       tx.exec(
         `INSERT INTO current_state (type, state_key, event_id) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
          ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id`,
-        JSON.stringify(set),
+        batch,
       );
     }
     this.r.fanout.currentStateChanged(changes);
@@ -526,7 +526,7 @@ export class RoomWriter {
     const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
     // One statement for all of them (a snapshot, or a join's starting state, is the whole state).
     const rows = [...entries].map(([k, v]) => [...splitStateKey(k), v]);
-    tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) SELECT ?, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)", id, JSON.stringify(rows));
+    for (const batch of jsonBatches(rows)) tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) SELECT ?, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)", id, batch);
     this.r.state.cacheGroup(id, full);
     return id;
   }
@@ -739,24 +739,24 @@ export class RoomWriter {
    *  read the row back and parsed it again before). */
   private outlierRows?: { events: SqlStorageValue[][]; authEdges: [string, string][]; stored: Map<string, StoredEvent>; create?: StoredEvent };
 
-  /** The batch's pending rows in two statements (all of one kind in one JSON parameter, as
-   *  many rows as there are: a statement per row was most of storing a large room's state).
+  /** The batch's pending rows in a statement or two per kind (rows as JSON parameters,
+   *  jsonBatches: a statement per row was most of storing a large room's state).
    *  The columns not named are those of an outlier: NULL. ("WHERE true": SQLite's upsert after
    *  INSERT ... SELECT needs a WHERE to parse.) */
   private flushOutlierRows(tx: WriteTx): void {
     const rows = this.outlierRows!;
-    if (rows.events.length) {
+    for (const batch of jsonBatches(rows.events)) {
       const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
       tx.exec(
         `INSERT INTO events (event_id, ${columns.join(", ")})
          SELECT value ->> 0, NULL, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, NULL, NULL, NULL, NULL, NULL, value ->> 9
          FROM json_each(?) WHERE true
          ON CONFLICT(event_id) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(", ")}`,
-        JSON.stringify(rows.events),
+        batch,
       );
     }
-    if (rows.authEdges.length) {
-      tx.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) SELECT value ->> 0, value ->> 1 FROM json_each(?)", JSON.stringify(rows.authEdges));
+    for (const batch of jsonBatches(rows.authEdges)) {
+      tx.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) SELECT value ->> 0, value ->> 1 FROM json_each(?)", batch);
     }
     rows.events = [];
     rows.authEdges = [];

@@ -99,6 +99,19 @@ describe("checking a send_join answer", () => {
     expect(state.find((e) => e.type === "m.room.join_rules")).toBeDefined();
   });
 
+  it("a state larger than one statement's parameter takes (2,000 events of ~2 KB to a transaction) is stored whole", async () => {
+    const pad = "x".repeat(2000);
+    const room = await residentRoom(async (sign, { auth, prev }) => {
+      const out: Signed[] = [];
+      for (let i = 0; i < 1500; i++) out.push(await sign({ type: "org.test.big", state_key: `k${i}`, content: { pad, i }, depth: 5, prev_events: [prev], auth_events: auth }));
+      return out;
+    });
+    serve(room, room.events.map((e) => e.pdu));
+    await clientOk(alice.accessToken, "POST", `/join/${enc(room.roomId)}?server_name=${REMOTE}`, {});
+    const state = (await clientOk(alice.accessToken, "GET", `/rooms/${enc(room.roomId)}/state`)) as unknown as { type: string }[];
+    expect(state.filter((e) => e.type === "org.test.big").length).toBe(1500);
+  });
+
   it("refuses the join when the create event's signature is forged (no room without it)", async () => {
     const forger = await generateSigningKey(key.keyId);
     const room = await residentRoom();
