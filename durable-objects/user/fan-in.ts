@@ -23,6 +23,8 @@ export interface FanInAccess {
   wake(): void;
   setMeta(key: string, value: string | number): void;
   logRoom(upos: number, roomId: string, stream: number | null): void;
+  /** Timeline entries of one room in one statement (position-log.ts). */
+  logRoomRun(roomId: string, entries: [upos: number, stream: number][]): void;
   maybeCompact(): void;
   /** settings.ts */
   ruleset(): Ruleset;
@@ -36,6 +38,8 @@ export interface FanInAccess {
   deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void>;
   /** push-outbox.ts */
   recordPush(me: string, roomId: string, stream: number, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }): void;
+  /** Whether recordPush reads room_events (the user has pushers: it counts unread events). */
+  pushReadsEvents(): boolean;
   afterCommit(me: string): Promise<void>;
 }
 
@@ -53,6 +57,9 @@ interface RunState {
   room: RoomRow | undefined;
   storedStream: number;
   notes: sliding.SlidingNote[];
+  /** room_log entries and room_events rows not written yet (flushRun). */
+  log: [number, number][];
+  events: (string | number | null)[][];
 }
 
 /** Thread of an event (module "Threading": m.relates_to.rel_type m.thread → the root). */
@@ -122,15 +129,29 @@ export class FanIn {
     const room: RoomRow | undefined = sql
       .exec<RoomRow>("SELECT stream, member_stream, membership, display_name FROM rooms WHERE room_id = ?", roomId)
       .toArray()[0];
-    const ctx: RunState = { room, storedStream: room?.stream ?? -1, notes: [] };
+    const ctx: RunState = { room, storedStream: room?.stream ?? -1, notes: [], log: [], events: [] };
     for (const n of run) {
       if (held.has(n.stream)) continue;
       held.add(n.stream);
       const f = this.applyNotice(me, n, ctx);
       if (f) followUps.push(f);
     }
+    this.flushRun(roomId, ctx);
     if (ctx.room && ctx.room.stream > ctx.storedStream) sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ? AND stream < ?", ctx.room.stream, roomId, ctx.room.stream);
     sliding.noteSlidingRoom(sql, me, roomId, ctx.notes);
+  }
+
+  /** Write a run's pending room_log entries and room_events rows, one statement each. */
+  private flushRun(roomId: string, ctx: RunState): void {
+    if (ctx.log.length) this.a.logRoomRun(roomId, ctx.log.splice(0));
+    if (ctx.events.length) {
+      this.a.sql.exec(
+        `INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos)
+           SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?2)`,
+        roomId,
+        JSON.stringify(ctx.events.splice(0)),
+      );
+    }
   }
 
   /** Record one notice of a run (applyRun): `ctx.room` is the room's row as the notices before
@@ -141,7 +162,7 @@ export class FanIn {
     const ev = n.event;
     let followUp: DeviceListFollowUp | null = null;
     const upos = this.a.next();
-    this.a.logRoom(upos, n.roomId, n.stream);
+    ctx.log.push([upos, n.stream]);
     const room = ctx.room;
     if (room && n.stream > room.stream) room.stream = n.stream;
     // Fan-outs may arrive out of order: only a newer member event changes my membership.
@@ -205,19 +226,10 @@ export class FanIn {
           powerLevels: n.powerLevels,
           threadSubscribed: thread !== null && this.a.threadSubscribed ? this.a.threadSubscribed(n.roomId, thread) : undefined,
         });
-    sql.exec(
-      "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      n.roomId,
-      n.stream,
-      ev.event_id,
-      thread,
-      out.notify ? 1 : 0,
-      out.highlight ? 1 : 0,
-      out.notify ? JSON.stringify(out.actions) : null,
-      ev.origin_server_ts,
-      upos,
-    );
+    ctx.events.push([n.stream, ev.event_id, thread, out.notify ? 1 : 0, out.highlight ? 1 : 0, out.notify ? JSON.stringify(out.actions) : null, ev.origin_server_ts, upos]);
     ctx.notes.push({ upos, ev, encrypted: n.encrypted });
+    // (The push outbox counts unread events, this one included.)
+    if (this.a.pushReadsEvents()) this.flushRun(n.roomId, ctx);
     this.a.recordPush(me, n.roomId, n.stream, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
