@@ -44,12 +44,12 @@ export interface FanInAccess {
 }
 
 /** A room's row in `rooms`, as a run of notices (FanIn.applyRun) goes. */
-interface RoomRow {
+type RoomRow = {
   stream: number;
   member_stream: number;
   membership: string;
   display_name: string | null;
-}
+};
 
 /** What a run of notices keeps in memory: the room's row as the notices so far left it, the
  *  stream stored in its row, and the notices for the recency index. */
