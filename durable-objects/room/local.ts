@@ -157,8 +157,9 @@ export class LocalEvents {
   private sendQueue: { spec: LocalEventSpec; resolve: (r: SendResult) => void }[] = [];
   /** The largest group admitted so far (tests and benchmarks read it). */
   largestGroup = 0;
-  /** Groups admitted so far (tests and benchmarks read it). */
+  /** Groups admitted so far, and how many of them waited for senders (tests read them). */
   groups = 0;
+  gathered = 0;
 
   /** Senders (sender and device) of the groups admitted lately that have not sent again: when
    *  their answer left (`pending` while it waits for their hub); a wake-up for gather(). */
@@ -179,8 +180,9 @@ export class LocalEvents {
    *  Before a group starts, wait (at most GATHER_TRIPS trips) for the senders answered lately
    *  that are not back yet, so they go in one group again: else the first came alone, the rest
    *  formed groups behind it, and the groups stayed small (one room commit and a round of hub
-   *  calls each: most of a send's cost in a busy room). A sender nobody else sends with never
-   *  waits: it is the one that came back. */
+   *  calls each: most of a send's cost in a busy room). Only senders of a group of several are
+   *  waited for, so sends one at a time (a lone sender, people taking turns, a bridge sending as
+   *  one puppet after another) never wait. */
   private gather(): Promise<void> {
     const trip = Math.max(TRIP_MIN_MS, Math.min(TRIP_MAX_MS, this.tripMs));
     /** Whether a sender is still worth waiting for (and forget those that are not). */
@@ -196,6 +198,7 @@ export class LocalEvents {
       return any;
     };
     if (!waiting()) return Promise.resolve();
+    this.gathered++;
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -231,9 +234,12 @@ export class LocalEvents {
       for (let i = 0; i < batch.length; i++) results[i] ??= err;
     }
     const answered = Date.now();
+    // Only the senders of a group of several are waited for: one sender at a time (a person, a
+    // bridge sending as one puppet after another) is not a crowd that comes back together.
+    const crowd = batch.length > 1;
     batch.forEach((q, i) => {
       const k = LocalEvents.senderKey(q.spec);
-      if (k) this.outstanding.set(k, { at: answered, pending: true });
+      if (k && crowd) this.outstanding.set(k, { at: answered, pending: true });
       q.resolve(results[i] ?? { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Event was not admitted" });
     });
     // Hold the write door until this group's commit is on disk. Its answers wait for that
