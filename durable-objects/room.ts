@@ -115,6 +115,7 @@ export class RoomDO extends DurableObject<Env> {
     this.remote = r.remote = new RemoteRoom(r);
     this.partial = r.partial = new PartialState({
       sql,
+      metaFromStart: (key) => this.head.metaFromStart(key),
       currentGroup: () => this.head.currentGroup,
       loadEvent: (id) => this.events.loadEvent(id),
       groupState: (g) => this.state.groupState(g),

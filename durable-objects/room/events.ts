@@ -212,6 +212,8 @@ export class EventStore {
   /** A room we only know through an invite or knock (stripped state, our member event as an
    *  outlier), until we join it. */
   isPartial(): boolean {
+    const atStart = this.r.head.metaFromStart("partial");
+    if (atStart !== undefined) return atStart === "1";
     return this.r.sql.exec("SELECT 1 FROM meta WHERE key = 'partial' AND value = '1'").toArray().length > 0;
   }
 

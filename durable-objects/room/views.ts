@@ -11,6 +11,12 @@ import { StoredEvent, fail, HV_KEY, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
 
+export interface MembershipRow {
+  membership: string;
+  stream: number;
+  [k: string]: SqlStorageValue;
+}
+
 /** What RoomViews needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface RoomViewsAccess {
   head: RoomHead;
@@ -142,11 +148,16 @@ export class RoomViews {
     };
   }
 
-  /** A visibility checker for one user, memoising per state group. */
-  visibilityFor(userId: string): (se: StoredEvent) => boolean {
+  /** The user's `memberships` rows in stream order. */
+  membershipHistory(userId: string): MembershipRow[] {
+    return this.r.sql.exec<MembershipRow>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
+  }
+
+  /** A visibility checker for one user, memoising per state group. `history`: the user's
+   *  membershipHistory when the caller has read it. */
+  visibilityFor(userId: string, history = this.membershipHistory(userId)): (se: StoredEvent) => boolean {
     // A user who forgot the room reads it as someone who was never in it (world_readable only).
     const forgotten = this.forgot(userId);
-    const history = this.r.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
     const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
     // Whether the user was joined when this server accepted the event (their membership in
     // stream order). Concurrent branches: an event admitted after the user's join, on a branch
