@@ -161,7 +161,7 @@ describe("cold RoomDO: /sync", () => {
     console.log(`cold syncRoom, named room: ${runs.map((r) => r.use.statements).join(" / ")} statements\n${runs[1].use.log.map((e) => e.sql).join("\n")}`);
     // meta at start; the requester's memberships, forgotten mark and erasures; the current
     // group; the timeline (IDs, rows, redactions, relations); the members asked for, the
-    // non-member state, their rows and redactions; the member counts. Was 22: the partial marks
+    // non-member state, their rows and redactions; the member counts. Was 24: the partial marks
     // three times, CREATE meta, current_groups twice, the requester's memberships three times,
     // the name and alias one by one, and two statements for the counts.
     for (const r of runs) expect(r.use.statements, r.use.log.map((e) => e.sql).join("\n")).toBeLessThanOrEqual(14);
