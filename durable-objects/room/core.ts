@@ -40,9 +40,13 @@ export class RoomHead {
     return this.metaAtStart ? (this.metaAtStart.get(key) ?? null) : undefined;
   }
 
-  /** Before every write transaction (and a purge): `meta` may change. */
-  dropStartMeta(): void {
+  /** Write transactions (and purges) since the start: what was read before one may be stale. */
+  writes = 0;
+
+  /** Before every write transaction (and a purge): `meta` and any table may change. */
+  beforeWrite(): void {
     this.metaAtStart = undefined;
+    this.writes++;
   }
 
   requireRoom(): RoomVersion {

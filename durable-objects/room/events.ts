@@ -3,12 +3,14 @@
 // event, and the "partial" room marks (a room known only through an invite or knock). Reads only.
 import type { JsonObject, PDU, RoomEvent } from "../../src/core/types";
 import { MIN_STREAM, EVENT_CACHE, StoredEvent, EventRow, RoomHead } from "./core";
+import type { RoomFacts } from "./facts";
 
 
 /** What EventStore needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface EventStoreAccess {
   head: RoomHead;
   sql: SqlStorage;
+  facts: Pick<RoomFacts, "has">;
 }
 
 interface RedactionRow {
@@ -163,6 +165,7 @@ export class EventStore {
     if (!rows) return;
     const wanted = [...new Set([...ids, ...prev])].filter((id) => !rows.has(id));
     for (const id of wanted) rows.set(id, []);
+    if (!this.r.facts.has("redactions")) return;
     for (let i = 0; i < wanted.length; i += 90) {
       const chunk = wanted.slice(i, i + 90);
       for (const r of this.r.sql.exec<RedactionRow & { redacts: string }>(
@@ -191,6 +194,7 @@ export class EventStore {
   redactionOf(se: StoredEvent): StoredEvent | undefined {
     const rows =
       this.redactionRows?.get(se.ev.event_id) ??
+      (!this.r.facts.has("redactions") ? [] : undefined) ??
       this.r.sql.exec<RedactionRow>("SELECT event_id, sender, powerful FROM redactions WHERE redacts = ?", se.ev.event_id).toArray();
     for (const r of rows) {
       if (r.powerful || r.sender === se.ev.sender) {

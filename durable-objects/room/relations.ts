@@ -33,6 +33,8 @@ export interface RelationsAccess<E extends RelEvent> {
   ignored?: readonly string[];
   /** The requester's relationsCap when the caller has read it already. */
   cap?: number;
+  /** False when no event of the room relates to another (RoomFacts): nothing to bundle. */
+  anyRelations?(): boolean;
 }
 
 /** SQL condition on events row `e`: not sent by one of the JSON array bound here (module
@@ -80,7 +82,7 @@ export function bundleAggregations<E extends RelEvent>(a: RelationsAccess<E>, ev
     if (!e.ev.event_id.startsWith("$") || byId.has(e.ev.event_id)) return;
     byId.set(e.ev.event_id, i);
   });
-  if (byId.size === 0) return;
+  if (byId.size === 0 || a.anyRelations?.() === false) return;
   const cap = a.cap ?? relationsCap(a.sql, a.userId);
   const ids = [...byId.keys()];
   const rows: AggRow[] = [];
