@@ -33,7 +33,26 @@ abstract class KeyByKeyView extends ReadOnlyStateMap {
   }
   /** Every entry but the member events, read from storage. */
   protected abstract readNonMembers(): [StateKey, string][];
+  /** Those and the member events of these users in one statement, when the view can. */
+  protected readNonMembersAnd?(userIds: string[]): Iterable<{ type: string; state_key: string; event_id: string }>;
   private nonMembers?: Map<StateKey, string>;
+
+  /** What a lazy-loading answer of a room new to the client reads of its state: the non-member
+   *  entries (nonMemberEntries) and these users' member entries (prefetchMembers), together. */
+  prefetchLazy(userIds: string[]): void {
+    if (this.built() || this.nonMembers || !this.readNonMembersAnd) {
+      this.nonMemberEntries();
+      this.prefetchMembers(userIds);
+      return;
+    }
+    for (const u of userIds) this.known.set(stateKey(MEMBER, u), null);
+    const nonMembers = new Map<StateKey, string>();
+    for (const r of this.readNonMembersAnd(userIds)) {
+      if (r.type === MEMBER) this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
+      else nonMembers.set(stateKey(r.type, r.state_key), r.event_id);
+    }
+    this.nonMembers = nonMembers;
+  }
 
   /** Every entry but the member events: what an answer with lazy-loaded members walks. Once
    *  read, get() answers the other non-member keys (the room's name) from them. */
@@ -124,11 +143,21 @@ export class CurrentStateView extends KeyByKeyView {
     return (this.counted ??= this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM current_state").one().n);
   }
 
+  // (`type < ? OR type > ?` rather than `type != ?`: two ranges of the primary key instead of a
+  // scan of every member row.)
   protected readNonMembers(): [StateKey, string][] {
     return this.sql
-      .exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state WHERE type != ?", MEMBER)
+      .exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state WHERE type < ?1 OR type > ?1", MEMBER)
       .toArray()
       .map((r) => [stateKey(r.type, r.state_key), r.event_id]);
+  }
+
+  protected override readNonMembersAnd(userIds: string[]): Iterable<{ type: string; state_key: string; event_id: string }> {
+    return this.sql.exec<{ type: string; state_key: string; event_id: string }>(
+      "SELECT type, state_key, event_id FROM current_state WHERE type < ?1 OR type > ?1 OR (type = ?1 AND state_key IN (SELECT value FROM json_each(?2)))",
+      MEMBER,
+      JSON.stringify(userIds),
+    );
   }
 
   /** Joined and invited counts (room summary), in SQL without reading the member list into

@@ -20,7 +20,7 @@ import type { MembershipRow, RoomViews } from "./views";
 export interface ClientReadsAccess {
   head: RoomHead;
   sql: SqlStorage;
-  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "page" | "partialMember" | "prefetch" | "readBatch" | "redactionOf" | "timestampCandidates">;
+  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "newestDesc" | "page" | "partialMember" | "prefetch" | "readBatch" | "redactionOf" | "timestampCandidates">;
   state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState" | "stateForSync">;
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
   writer: Pick<RoomWriter, "eraseSender" | "forget">;
@@ -487,17 +487,7 @@ export class ClientReads {
       // (readBatch: redaction rows prefetched a page at a time are kept for this answer.)
       return this.r.events.readBatch(() => syncRoomView<StoredEvent>(
         {
-          // IDs, then the event cache: the newest events of a room are what every sync asks for
-          // (parsing their PDUs again on each sync was a third of syncRoom at 300 rooms). Those
-          // not cached (a cold room) are read in one statement with what toClient needs.
-          eventsDesc: (upTo, since, limit) => {
-            const ids = this.r.sql
-              .exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", upTo, since, limit)
-              .toArray()
-              .map((r) => r.event_id);
-            this.r.events.prefetch(ids);
-            return ids.map((id) => this.r.events.loadEvent(id)!);
-          },
+          eventsDesc: (upTo, since, limit) => this.r.events.newestDesc(upTo, since, limit),
           prefetch: (ids) => this.r.events.prefetch(ids),
           visibleFor,
           joinedSince: (u) => {

@@ -181,8 +181,10 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     const ids: string[] = [];
     for (const st of new Set([start, end])) {
       if (!isSparse(st)) continue;
-      st.prefetchMembers?.([...needed]);
-      if (fresh) for (const [, id] of st.nonMemberEntries()) ids.push(id);
+      if (fresh && st.prefetchLazy) {
+        st.prefetchLazy([...needed]);
+        for (const [, id] of st.nonMemberEntries()) ids.push(id);
+      } else st.prefetchMembers?.([...needed]);
       for (const u of needed) {
         const id = st.get(stateKey("m.room.member", u));
         if (id) ids.push(id);
@@ -265,6 +267,8 @@ export interface SparseState extends StateIdMap {
   firstMembers?(active: boolean): string[];
   /** Reads these users' member entries together (later get()s answer from memory). */
   prefetchMembers?(userIds: string[]): void;
+  /** Reads the non-member entries and these users' member entries together. */
+  prefetchLazy?(userIds: string[]): void;
 }
 
 function isSparse(st: StateIdMap): st is SparseState {
