@@ -8,7 +8,7 @@ import { RoomDO } from "../../durable-objects/room";
 import { SCHEMA_VERSION } from "../../durable-objects/room/schema";
 import type { RoomSyncQuery, RoomSyncView } from "../../durable-objects/room/sync-view";
 import type { RoomResult } from "../../src/rpc/room";
-import { clientOk, registerUser, remoteJoinWave, seedRemoteKey, sendText, type TestUser } from "./helpers";
+import { call, clientOk, registerUser, remoteJoinWave, seedRemoteKey, sendText, type TestUser } from "./helpers";
 
 const enc = encodeURIComponent;
 const roomObject = (roomId: string) => env.ROOMS.get(env.ROOMS.idFromName(roomId));
@@ -239,6 +239,32 @@ describe("cold RoomDO: /sync", () => {
     const r = await coldAndWarm(roomId, alice.userId, lazy);
     expect(comparable(r.coldView)).toEqual(comparable(r.warmView));
     expect(r.coldView.ok && r.coldView.value.summary).toEqual({ "m.heroes": [bob.userId, carol.userId].sort(), "m.joined_member_count": 1, "m.invited_member_count": 0 });
+  });
+});
+
+describe("RoomFacts: empty tables skipped until a write", () => {
+  it("a room read while it had no redactions, relations, erasures or forgotten marks shows each once written", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = (await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat" })).room_id as string;
+    await clientOk(bob.accessToken, "POST", `/rooms/${enc(roomId)}/join`, {});
+    const m1 = await sendText(alice, roomId, "to redact");
+    const m2 = await sendText(alice, roomId, "to edit");
+    const messages = async () => (await clientOk(alice.accessToken, "GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=10`)).chunk as { event_id: string; content: Record<string, unknown>; unsigned?: Record<string, unknown> }[];
+    // Read with every fact false (the instance remembers that).
+    const before = await messages();
+    expect(before.find((e) => e.event_id === m1)?.content.body).toBe("to redact");
+    await clientOk(alice.accessToken, "PUT", `/rooms/${enc(roomId)}/redact/${enc(m1)}/facts1`, {});
+    const edit = { msgtype: "m.text", body: "* edited", "m.new_content": { msgtype: "m.text", body: "edited" }, "m.relates_to": { rel_type: "m.replace", event_id: m2 } };
+    await clientOk(alice.accessToken, "PUT", `/rooms/${enc(roomId)}/send/m.room.message/facts2`, edit);
+    const after = await messages();
+    expect(after.find((e) => e.event_id === m1)?.content).toEqual({});
+    expect((after.find((e) => e.event_id === m2)?.unsigned?.["m.relations"] as Record<string, unknown> | undefined)?.["m.replace"]).toBeDefined();
+    // Forgetting: bob leaves and forgets; he reads the room as a stranger would (403).
+    await clientOk(bob.accessToken, "GET", `/rooms/${enc(roomId)}/messages?dir=b&limit=1`);
+    await clientOk(bob.accessToken, "POST", `/rooms/${enc(roomId)}/leave`, {});
+    await clientOk(bob.accessToken, "POST", `/rooms/${enc(roomId)}/forget`, {});
+    const res = await call("GET", `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=1`, { token: bob.accessToken });
+    expect(res.status).toBe(403);
   });
 });
 
