@@ -53,6 +53,22 @@ export class Settings {
   }
 
   /** Account data of `roomId` ('' = global) that changed in (from, q]. */
+  /** Room account data of every room in (from, q], by room, each in accountDataSince's order
+   *  (an initial sync: one statement rather than one per room). */
+  roomAccountDataByRoom(from: number, q: number): Map<string, JsonObject[]> {
+    const out = new Map<string, JsonObject[]>();
+    for (const r of this.a.sql.exec<{ room_id: string; type: string; content: string }>(
+      "SELECT room_id, type, content FROM account_data WHERE room_id != '' AND upos > ? AND upos <= ? ORDER BY upos",
+      from,
+      q,
+    )) {
+      let list = out.get(r.room_id);
+      if (!list) out.set(r.room_id, (list = []));
+      list.push({ type: r.type, content: JSON.parse(r.content) as JsonObject });
+    }
+    return out;
+  }
+
   accountDataSince(roomId: string, from: number, q: number): JsonObject[] {
     return this.a.sql
       .exec<{ type: string; content: string }>("SELECT type, content FROM account_data WHERE room_id = ? AND upos > ? AND upos <= ? ORDER BY upos", roomId, from, q)
