@@ -5,6 +5,13 @@
 //   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback.
 //   GW_DELAY_MS=2000 makes the gateway answer 2 s late. PORT / GW_PORT pin the server's and the
 //   gateway's loopback ports (else free ones are picked).
+//   Phase 2 measures 50 back-to-back sends, then sends paced like a busy room (PACE_MS, default
+//   "200,500": one send every 200 ms, then one every 500 ms; PACE_SENDS each, default 30), first
+//   without pushers, then with N-1. PACE_MS=0 skips the paced sends.
+//   PUSH_PROFILE=<prefix> takes a V8 CPU profile of workerd over the back-to-back sends (without
+//   and with pushers, until every push arrived): <prefix>-without.cpuprofile, -with.cpuprofile,
+//   and prints busy CPU per send and the time in the push path's functions (run with
+//   `node --import tsx`: the profiler helper loads the protocol code).
 import { createServer } from "node:http";
 import { readdirSync, readFileSync } from "node:fs";
 import { percentile, registerBenchUser } from "./util.mjs";
@@ -13,19 +20,31 @@ const sends = Number(process.argv[2] ?? 100);
 const members = Number(process.argv[3] ?? 100);
 /** GW_DELAY_MS: the gateway answers this late (a slow gateway must not slow sends). */
 const gwDelayMs = Number(process.env.GW_DELAY_MS ?? 0);
+const paces = (process.env.PACE_MS ?? "200,500").split(",").map(Number).filter((n) => n > 0);
+const paceSends = Number(process.env.PACE_SENDS ?? 30);
+const profilePrefix = process.env.PUSH_PROFILE;
+const { phaseTimes, profileWhile } = profilePrefix ? await import("./loopback-peers.mjs") : {};
+/** Functions of the push path (and the hub's fan-in around it) whose time a profile reports. */
+const PUSH_PHASES = ["roomEvents fan-in.ts", "applyNotice fan-in.ts", "evaluatePushRules", "recordEvent push-outbox.ts", "counts push-outbox.ts", "afterCommit push-outbox.ts", "drainTo push-outbox.ts", "sendDirect push-send.ts", "postNotify push-send.ts", "notifyBody push-gateway.ts", "enqueue pusher.ts"];
 
 const { startServer, freePort } = await import("../test/e2e/harness.ts");
 const waiters = new Map(); // event_id → resolve(arrival time)
 const arrived = new Map();
-let received = 0;
+let received = 0; // distinct (pushkey, event) notifications
+let duplicates = 0; // a notification that arrived again (the queue is at-least-once)
+const seen = new Set();
 const gwPort = Number(process.env.GW_PORT ?? 0) || (await freePort());
 const gw = createServer((req, res) => {
   let raw = "";
   req.on("data", (d) => (raw += d));
   req.on("end", () => {
     const t = performance.now();
-    received++;
-    const id = JSON.parse(raw).notification?.event_id;
+    const n = JSON.parse(raw).notification;
+    const id = n?.event_id;
+    const key = `${n?.devices?.[0]?.pushkey} ${id}`;
+    if (!id || !seen.has(key)) received++;
+    else duplicates++;
+    if (id) seen.add(key);
     if (id && !arrived.has(id)) {
       arrived.set(id, t);
       waiters.get(id)?.(t);
@@ -111,28 +130,74 @@ try {
     for (let i = 0; i < n; i++) out.push((await send(users[0], big)).sendMs);
     return out;
   };
+  /** `n` sends, one started every `every` ms (not waiting for the previous one's answer, as
+   *  a busy room's senders would not): their latencies. */
+  const paced = async (n, every) => {
+    const t0 = performance.now();
+    const all = [];
+    for (let i = 0; i < n; i++) {
+      const wait = t0 + i * every - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      all.push(send(users[0], big).then((x) => x.sendMs));
+    }
+    return Promise.all(all);
+  };
+  const pacedAll = async () => {
+    const out = {};
+    for (const every of paces) out[every] = await paced(paceSends, every);
+    return out;
+  };
+  /** Run `fn`, under a CPU profile of workerd when PUSH_PROFILE is set. */
+  const profiled = async (name, fn) => {
+    if (!profilePrefix) return fn();
+    const r = await profileWhile(server, `${profilePrefix}-${name}.cpuprofile`, fn);
+    const { busyMs, phases } = phaseTimes(PUSH_PHASES);
+    const per = (ms) => (ms / 50).toFixed(2);
+    console.log(`profile ${name}: busy ${per(busyMs)} ms per send; per send, callees included: ${Object.entries(phases).map(([k, v]) => `${k.split(" ")[0]} ${per(v)}`).join(", ")}`);
+    return r;
+  };
   await measure(10);
   // CPU per send (server processes; this process = gateway + client), from the first send until
   // its background work is done: less sensitive to other load on the machine than latency.
   const settle = () => new Promise((r) => setTimeout(r, 1000));
   let c0 = serverCpuMs();
   let b0 = benchCpuMs();
-  const without = await measure(50);
-  await settle();
+  const without = await profiled("without", async () => {
+    const r = await measure(50);
+    await settle();
+    return r;
+  });
   const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
+  const pacedWithout = await pacedAll();
   for (const [i, u] of users.slice(1).entries()) await api("POST", "/pushers/set", u.token, pusher(`m${i}-${tag}`));
   await measure(2); // the first hand-over to each pusher's queue
   await new Promise((r) => setTimeout(r, 2000));
   const before = received;
   c0 = serverCpuMs();
   b0 = benchCpuMs();
-  const withP = await measure(50);
-  const expected = before + 50 * (members - 1);
-  const deadline = Date.now() + 300_000;
-  while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  await settle();
+  const waitFor = async (expected) => {
+    const deadline = Date.now() + 300_000;
+    while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  };
+  const withP = await profiled("with", async () => {
+    const r = await measure(50);
+    await waitFor(before + 50 * (members - 1));
+    await settle();
+    return r;
+  });
   const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
-  console.log(`room of ${members}: send p50/p99 without pushers ${percentile(without, 50).toFixed(1)} / ${percentile(without, 99).toFixed(1)} ms, with ${members - 1} pushers ${percentile(withP, 50).toFixed(1)} / ${percentile(withP, 99).toFixed(1)} ms; pushes delivered ${received - before} of ${50 * (members - 1)}`);
+  const deliveredB2b = received - before;
+  const beforePaced = received;
+  const pacedWith = await pacedAll();
+  const pacedExpected = paces.length * paceSends * (members - 1);
+  await waitFor(beforePaced + pacedExpected);
+  const p = (xs) => `${percentile(xs, 50).toFixed(1)} / ${percentile(xs, 99).toFixed(1)}`;
+  console.log(`room of ${members}, 50 back-to-back sends: send p50/p99 without pushers ${p(without)} ms, with ${members - 1} pushers ${p(withP)} ms; pushes delivered ${deliveredB2b} of ${50 * (members - 1)}`);
+  for (const every of paces) {
+    console.log(`room of ${members}, ${paceSends} sends one every ${every} ms: send p50/p99 without pushers ${p(pacedWithout[every])} ms, with ${members - 1} pushers ${p(pacedWith[every])} ms`);
+  }
+  if (paces.length) console.log(`room of ${members}, paced sends: pushes delivered ${received - beforePaced} of ${pacedExpected}`);
+  console.log(`notifications that arrived twice (at-least-once), whole run: ${duplicates}`);
   console.log(`room of ${members}: CPU per send (server / bench process incl. gateway) without pushers ${cpuWithout.server.toFixed(1)} / ${cpuWithout.bench.toFixed(1)} ms, with ${members - 1} pushers ${cpuWith.server.toFixed(1)} / ${cpuWith.bench.toFixed(1)} ms`);
 } finally {
   await server.stop();
