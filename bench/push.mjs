@@ -25,7 +25,7 @@ const paceSends = Number(process.env.PACE_SENDS ?? 30);
 const profilePrefix = process.env.PUSH_PROFILE;
 const { phaseTimes, profileWhile } = profilePrefix ? await import("./loopback-peers.mjs") : {};
 /** Functions of the push path (and the hub's fan-in around it) whose time a profile reports. */
-const PUSH_PHASES = ["roomEvents fan-in.ts", "applyNotice fan-in.ts", "evaluatePushRules", "recordEvent push-outbox.ts", "counts push-outbox.ts", "afterCommit push-outbox.ts", "drainTo push-outbox.ts", "sendDirect push-send.ts", "postNotify push-send.ts", "notifyBody push-gateway.ts", "enqueue pusher.ts"];
+const PUSH_PHASES = ["roomEvents", "applyNotice", "recordEvent", "afterCommit", "drainTo", "postNotify", "enqueue"]; // names only: the Worker is one bundle
 
 const { startServer, freePort } = await import("../test/e2e/harness.ts");
 const waiters = new Map(); // event_id → resolve(arrival time)
