@@ -1,7 +1,7 @@
 // Request body parsing: JSON → zod schema → typed value, or a Matrix error.
 import type { Context } from "hono";
 import { z } from "zod";
-import { MatrixError, badJson, notJson } from "./errors";
+import { MatrixError, badJson, invalidParam, notJson } from "./errors";
 
 /** Largest request body we read as JSON (events themselves are limited to 65536 bytes later). */
 export const MAX_JSON_BODY = 1024 * 1024;
@@ -90,4 +90,13 @@ export function absentIfNull<S extends z.ZodType>(schema: S) {
   return schema
     .nullish()
     .transform((v) => (v === null ? undefined : v) as Exclude<z.infer<S>, null> | undefined);
+}
+
+/** A `limit` query parameter: absent or empty means `dflt`; otherwise a decimal integer of at
+ *  least `min` (else 400 M_INVALID_PARAM); values above `max` are capped, not refused, since
+ *  clients ask for large limits to mean "as many as you give". */
+export function queryLimit(raw: string | undefined, { dflt, max = Number.MAX_SAFE_INTEGER, min = 0 }: { dflt: number; max?: number; min?: number }): number {
+  if (raw === undefined || raw === "") return dflt;
+  if (!/^\d{1,15}$/.test(raw) || Number(raw) < min) throw invalidParam(min > 0 ? "limit must be a positive integer" : "limit must be a non-negative integer");
+  return Math.min(Number(raw), max);
 }

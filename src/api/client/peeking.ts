@@ -7,6 +7,7 @@
 import { Hono } from "hono";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
+import { queryLimit } from "../validate";
 import { accountEvents } from "./old-sync";
 import type { JsonObject } from "../../core/types";
 import { getRoomVisibility } from "../../services/room-directory";
@@ -45,9 +46,7 @@ const MEMBERSHIPS = new Set(["invite", "join", "leave", "ban"]);
  *  spec, but clients send it (matrix-js-sdk's peekInRoom). account_data is left out. */
 peeking.get("/rooms/:roomId/initialSync", requireAuth, async (c) => {
   const roomId = c.req.param("roomId");
-  const rawLimit = c.req.query("limit");
-  const limit = rawLimit === undefined || rawLimit === "" ? 20 : Number(rawLimit);
-  if (!Number.isInteger(limit) || limit < 0) throw invalidParam("limit must be a non-negative integer");
+  const limit = queryLimit(c.req.query("limit"), { dflt: 20 });
   await knownRoom(c.env, roomId);
   const stub = roomStub(c.env, c.var.config, roomId);
   const { userId, deviceId } = c.var.auth;

@@ -6,7 +6,7 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, badJson, invalidParam, notFound } from "../errors";
 import { requireAuth } from "../middleware/auth";
-import { parseBody } from "../validate";
+import { parseBody, queryLimit } from "../validate";
 import { userStub } from "../../services/notifier";
 import { roomStub } from "../../services/rooms";
 import { PUSH_KINDS, validActions, type PushAction, type PushKind, type RuleKind } from "../../core/push-rules";
@@ -113,12 +113,10 @@ pushRules.get("/notifications", requireAuth, async (c) => {
   const { userId, deviceId } = c.var.auth;
   const from = c.req.query("from");
   if (from !== undefined && !/^\d{1,15}$/.test(from)) throw invalidParam("Invalid from token");
-  const limitRaw = c.req.query("limit");
-  const limit = limitRaw === undefined ? 20 : Number(limitRaw);
-  if (!Number.isInteger(limit) || limit < 1) throw invalidParam("limit must be a positive integer");
+  const limit = queryLimit(c.req.query("limit"), { dflt: 20, max: 100, min: 1 });
   const rows = await userStub(c.env, userId, c.var.config).notifications(userId, {
     from: from === undefined ? undefined : Number(from),
-    limit: Math.min(limit, 100),
+    limit,
     onlyHighlight: c.req.query("only") === "highlight",
   });
   const notifications = (

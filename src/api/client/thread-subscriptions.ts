@@ -9,7 +9,7 @@ import { z } from "zod";
 import type { AppEnv } from "../types";
 import { MatrixError, invalidParam, notFound, unrecognized } from "../errors";
 import { requireAuth } from "../middleware/auth";
-import { parseBody } from "../validate";
+import { parseBody, queryLimit } from "../validate";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { userStub } from "../../services/notifier";
 import { isValidEventId, isValidRoomId } from "../../core/ids";
@@ -102,14 +102,12 @@ threadSubscriptionsPagination.get("/thread_subscriptions", requireAuth, async (c
   if (dir === undefined) throw new MatrixError(400, "M_MISSING_PARAM", "dir is required");
   // "dir (string, required): always b (backward)".
   if (dir !== "b") throw invalidParam("dir must be b");
-  const limitRaw = c.req.query("limit");
-  const limit = limitRaw === undefined ? 100 : Number(limitRaw);
-  if (!/^\d{1,9}$/.test(limitRaw ?? "100") || limit < 1) throw invalidParam("limit must be a positive integer");
+  const limit = queryLimit(c.req.query("limit"), { dflt: 100, max: MAX_PAGE, min: 1 });
   const from = c.req.query("from");
   const to = c.req.query("to");
   if ((from !== undefined && from.length > 100) || (to !== undefined && to.length > 100)) throw invalidParam("token too long");
   const { userId, deviceId } = c.var.auth;
-  const r = await userStub(c.env, userId, c.var.config).threadSubscriptionPage(userId, { deviceId, from, to, limit: Math.min(limit, MAX_PAGE) });
+  const r = await userStub(c.env, userId, c.var.config).threadSubscriptionPage(userId, { deviceId, from, to, limit });
   if (!r.ok) throw new MatrixError(r.status, r.errcode, r.error);
   return c.json(r.value);
 });

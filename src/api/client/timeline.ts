@@ -6,7 +6,7 @@ import { awaitFullState } from "../../services/federation/partial-state";
 import { Hono, type Context } from "hono";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
-import { MAX_JSON_DEPTH, nestedDeeperThan } from "../validate";
+import { MAX_JSON_DEPTH, nestedDeeperThan, queryLimit } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import { knownRoom, roomStub, unwrap } from "../../services/rooms";
 import { roomEventFilterSchema, type RoomEventFilter } from "../../core/room-event-filter";
@@ -45,18 +45,11 @@ function parseFilter(raw: string | undefined): RoomEventFilter | undefined {
   return r.data;
 }
 
-function parseLimit(raw: string | undefined, dflt: number, max = 1000): number {
-  if (raw === undefined || raw === "") return dflt;
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 0) throw invalidParam("limit must be a non-negative integer");
-  return Math.min(n, max);
-}
-
 timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
   const dir = c.req.query("dir") ?? "b";
   if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
   const filter = parseFilter(c.req.query("filter"));
-  const limit = parseLimit(c.req.query("limit"), filter?.limit ?? 10);
+  const limit = queryLimit(c.req.query("limit"), { dflt: filter?.limit ?? 10, max: 1000 });
   const roomId = c.req.param("roomId");
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
   // `from`/`to` may be /sync tokens as well as our room tokens (services/room-tokens.ts).
@@ -83,7 +76,7 @@ timeline.get("/rooms/:roomId/messages", requireAuth, async (c) => {
 
 timeline.get("/rooms/:roomId/context/:eventId", requireAuth, async (c) => {
   const filter = parseFilter(c.req.query("filter"));
-  const limit = parseLimit(c.req.query("limit"), 10, 100);
+  const limit = queryLimit(c.req.query("limit"), { dflt: 10, max: 100 });
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
   const res = unwrap(await stub.getContext({ ...requester(c), ignored }, c.req.param("eventId"), limit, filter));
   // Module "Ignoring Users" (as for /messages): the surrounding events skip ignored senders.
@@ -120,7 +113,7 @@ async function relations(c: Context<AppEnv>) {
   if (dir !== "b" && dir !== "f") throw invalidParam("dir must be b or f");
   const recurseRaw = c.req.query("recurse");
   if (recurseRaw !== undefined && recurseRaw !== "true" && recurseRaw !== "false") throw invalidParam("recurse must be true or false");
-  const limit = parseLimit(c.req.query("limit"), 20, 100);
+  const limit = queryLimit(c.req.query("limit"), { dflt: 20, max: 100 });
   const roomId = c.req.param("roomId")!;
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
   const at = (t: string | undefined, prefer: "earlier" | "later") => roomPositionFromToken(c.env, c.var.config, c.var.auth.userId, roomId, t, prefer);
@@ -153,7 +146,7 @@ timelineV1.get("/rooms/:roomId/threads", requireAuth, async (c) => {
   if (include !== "all" && include !== "participated") throw invalidParam("include must be all or participated");
   const from = c.req.query("from");
   if (from !== undefined && !/^t\d{1,15}$/.test(from)) throw invalidParam("Invalid from token");
-  const limit = parseLimit(c.req.query("limit"), 20, 100);
+  const limit = queryLimit(c.req.query("limit"), { dflt: 20, max: 100 });
   const [stub, ignored] = await Promise.all([roomFor(c), ignoredUserIds(c.env, c.var.auth.userId, c.var.config)]);
   const res = unwrap(await stub.getThreads({ ...requester(c), ignored }, { include, from, limit }));
   return c.json(res);
