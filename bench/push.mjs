@@ -23,7 +23,11 @@ const gwDelayMs = Number(process.env.GW_DELAY_MS ?? 0);
 const paces = (process.env.PACE_MS ?? "200,500").split(",").map(Number).filter((n) => n > 0);
 const paceSends = Number(process.env.PACE_SENDS ?? 30);
 const profilePrefix = process.env.PUSH_PROFILE;
-const { phaseTimes, profileWhile } = profilePrefix ? await import("./loopback-peers.mjs") : {};
+/** PUSH_DIRECT=1: requests go to the runtime's own socket, not through wrangler's dev proxy,
+ *  which under heavy machine load ends the dev server ("Network connection lost"; see
+ *  docs/benchmarks.md). Needs `node --import tsx`, as PUSH_PROFILE does. */
+const direct = process.env.PUSH_DIRECT === "1";
+const { phaseTimes, profileWhile, runtimePort } = profilePrefix || direct ? await import("./loopback-peers.mjs") : {};
 /** Functions of the push path (and the hub's fan-in around it) whose time a profile reports. */
 const PUSH_PHASES = ["roomEvents", "applyNotice", "recordEvent", "afterCommit", "drainTo", "postNotify", "enqueue"]; // names only: the Worker is one bundle
 
@@ -54,7 +58,13 @@ const gw = createServer((req, res) => {
 });
 await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));
 const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" }, { port: Number(process.env.PORT ?? 0) || undefined });
-const baseUrl = server.baseUrl;
+let baseUrl = server.baseUrl;
+if (direct) {
+  const port = runtimePort(server);
+  if (!port) throw new Error("PUSH_DIRECT: the runtime's port was not found in wrangler's log");
+  baseUrl = `http://127.0.0.1:${port}`;
+  console.log(`PUSH_DIRECT: requests go to the runtime's port ${port}, not through the dev proxy`);
+}
 
 /** CPU time (ms) used so far by the server's processes (workerd does the work; Linux /proc). */
 function serverCpuMs() {

@@ -201,12 +201,14 @@ export class PushOutbox {
     if (room.joined && stream > room.mark) this.unreadNow++;
   }
 
-  /** The hub's transaction that recorded pushes was rolled back (durable-objects/user.ts):
-   *  what it staged and counted is void. */
+  /** A hub transaction that may record pushes was rolled back (durable-objects/user.ts): what
+   *  it staged and counted is void. The rows in memory are dropped and read from storage (which
+   *  also keeps any committed row not yet handed over), and the alarm retries soon. */
   rolledBack(): void {
-    this.staged = [];
     this.pending = false;
+    this.resetMemory();
     this.recount();
+    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(OUTBOX_RETRY_MS);
   }
 
   /** Keep track of calls (for missed_calls). Returns true when a call meant for me just ended
