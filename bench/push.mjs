@@ -87,12 +87,25 @@ const benchCpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
+/** A kept-alive connection the runtime closed just as a request went out ("other side closed"):
+ *  the request never arrived, so it is sent again (a few times at most). */
+async function retrying(fn) {
+  for (let i = 0; ; i++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (i >= 3 || e?.cause?.code !== "UND_ERR_SOCKET") throw e;
+    }
+  }
+}
+const register = (name) => retrying(() => registerBenchUser(baseUrl, name));
+
 async function api(method, path, token, body) {
-  const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
+  const res = await retrying(() => fetch(`${baseUrl}/_matrix/client/v3${path}`, {
     method,
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  }));
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
@@ -117,8 +130,8 @@ try {
   };
 
   // 1. Send → gateway, a two-person room, one pusher.
-  const a = await registerBenchUser(baseUrl, `pushbencha${tag}`);
-  const b = await registerBenchUser(baseUrl, `pushbenchb${tag}`);
+  const a = await register(`pushbencha${tag}`);
+  const b = await register(`pushbenchb${tag}`);
   await api("POST", "/pushers/set", b.token, pusher(`b-${tag}`));
   const { room_id: dm } = await api("POST", "/createRoom", a.token, { preset: "private_chat", invite: [b.userId] });
   await api("POST", `/join/${encodeURIComponent(dm)}`, b.token, {});
@@ -132,7 +145,7 @@ try {
 
   // 2. Send latency in a room of `members` users, without and then with pushers.
   const users = [];
-  for (let i = 0; i < members; i++) users.push(await registerBenchUser(baseUrl, `pushbench${tag}m${i}`));
+  for (let i = 0; i < members; i++) users.push(await register(`pushbench${tag}m${i}`));
   const { room_id: big } = await api("POST", "/createRoom", users[0].token, { preset: "public_chat" });
   for (const u of users.slice(1)) await api("POST", `/rooms/${encodeURIComponent(big)}/join`, u.token, {});
   const measure = async (n) => {
