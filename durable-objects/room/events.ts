@@ -34,6 +34,13 @@ export class EventStore {
     return this.cache.get(row.event_id) ?? this.fromRow(row);
   }
 
+  /** Cache an event as the writer has just stored it (its row, without reading it back). */
+  remember(se: StoredEvent): void {
+    this.cache.delete(se.ev.event_id);
+    this.cache.set(se.ev.event_id, se);
+    if (this.cache.size > EVENT_CACHE) this.cache.delete(this.cache.keys().next().value!);
+  }
+
   /** Drop an event from the cache (its row changed, or a redaction now applies to it). */
   uncache(id: string): void {
     this.cache.delete(id);

@@ -68,6 +68,7 @@ export class FanOut {
    *  write RPCs wait for it with fannedOut). */
   async committed(ev: RoomEvent, stream: number, rebroadcast?: boolean): Promise<void> {
     if (rebroadcast) this.rebroadcast.add(ev.event_id);
+    this.armRedelivery();
     await this.afterCommit();
     this.wakePeekers();
     const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
@@ -83,6 +84,7 @@ export class FanOut {
    *  notice and recipients are those of the state at that event even when a later event of the
    *  group changed the membership. The mirrors run once for the group. */
   async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[]): Promise<void> {
+    this.armRedelivery();
     await this.afterCommit();
     this.wakePeekers();
     const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
@@ -274,12 +276,17 @@ export class FanOut {
     else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
     this.hubPending.add(notice.stream);
     this.hubMax = Math.max(this.hubMax, notice.stream);
-    if (!this.alarmArmed) {
-      // Backstop if this object stops before delivery completes.
-      this.alarmArmed = true;
-      void this.r.ctx.storage.setAlarm(Date.now() + HUB_REDELIVER_MS);
-    }
+    this.armRedelivery();
     await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
+  }
+
+  /** Backstop if this object stops before delivery completes: the alarm redelivers. Armed by
+   *  committed/committedGroup in the same synchronous run as the events' transaction, so the
+   *  alarm goes in the same storage commit rather than one of its own after the D1 mirrors. */
+  private armRedelivery(): void {
+    if (this.alarmArmed) return;
+    this.alarmArmed = true;
+    void this.r.ctx.storage.setAlarm(Date.now() + HUB_REDELIVER_MS);
   }
 
   private hubSettled(stream: number): void {

@@ -14,7 +14,7 @@ import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
-import type { RoomWriter } from "./writer";
+import type { NewRoomRecord, RoomWriter } from "./writer";
 
 /** What LocalEvents needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface LocalEventsAccess {
@@ -25,8 +25,8 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "mirrorWithNextCommit" | "afterCommit">;
-  writer: Pick<RoomWriter, "admitInner" | "recordRoom" | "serial" | "checkLocal" | "admitLocalGroup">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit">;
+  writer: Pick<RoomWriter, "serial" | "checkCreate" | "checkLocal" | "admitLocalGroup">;
 }
 
 type SendResult = RoomResult<{ eventId: string; stream: number }>;
@@ -40,6 +40,14 @@ interface Tip {
   /** The group's events built so far (not stored yet): room versions 1 and 2 cite them by
    *  reference hash, which needs their PDU. */
   pdus: Map<string, PDU>;
+}
+
+/** The room being created by LocalEvents.createRoom: its create event goes first in the group
+ *  (`outcome`: what became of it). */
+interface NewRoomRun {
+  record: NewRoomRecord;
+  pdu: PDU;
+  outcome?: AdmitOutcome;
 }
 
 /** Local sends admitted together at most (one transaction, one flush). */
@@ -68,23 +76,37 @@ export class LocalEvents {
         this.r.head.roomId = args.roomId;
         this.r.head.rv = rv;
         this.r.head.serverName = args.serverName;
-        const out = await this.r.writer.admitInner(args.createPdu, args.serverName, { local: true });
-        if (out.status !== "accepted") {
+        const refused = (out: AdmitOutcome): never => {
           this.r.head.roomId = this.r.head.rv = undefined;
           fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
+        };
+        let createEv: RoomEvent;
+        try {
+        const checked = await this.r.writer.checkCreate(args.createPdu);
+          if (!("ev" in checked)) refused(checked);
+          createEv = (checked as { ev: RoomEvent }).ev;
+        } catch (e) {
+          this.r.head.roomId = this.r.head.rv = undefined;
+          throw e;
         }
-        this.r.writer.recordRoom(args.roomId, rv.id, args.serverName);
         const creator = args.createPdu.sender;
         // The D1 registry row goes in one batch with the creator's membership and the directory
         // rows (FanOut.afterCommit after the group), not in a D1 round trip of its own.
-        this.r.fanout.mirrorWithNextCommit(
-          this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now()),
-        );
-        const eventIds = [out.eventId!];
-        // The initial events in one group: one transaction, one flush. The first refused one
-        // fails the request; the events after it are not created.
+        const registry = this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now());
+        const eventIds = [createEv.event_id];
+        // The create event and the initial events are built and checked first (no storage),
+        // then stored in one transaction with the room's record: one commit and one flush for
+        // the room, one round of hub notices. The first refused event fails the request; the
+        // events after it are not created (those before it are kept, as before).
         const results: (SendResult | undefined)[] = new Array(args.events.length);
-        await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true);
+        const run: NewRoomRun = { record: { ev: createEv, roomId: args.roomId, roomVersion: rv.id, serverName: args.serverName, registry }, pdu: args.createPdu };
+        try {
+          await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true, run);
+        } catch (e) {
+          this.r.head.roomId = this.r.head.rv = undefined;
+          throw e;
+        }
+        if (run.outcome?.status !== "accepted") refused(run.outcome ?? { status: "invalid", reason: "not stored" });
         // Nothing of the group accepted (the registry row is still waiting): write it now.
         await this.r.fanout.afterCommit();
         for (const r of results) {
@@ -178,10 +200,16 @@ export class LocalEvents {
    *  Fills `results`; returns the indices to build again (those after a refused event, which
    *  cited it). `sameAs` collects repeated transaction IDs within the group (answered with the
    *  first's result). `stopAtRefusal`: nothing after the first refused event (room creation). */
-  async admitRun(specs: LocalEventSpec[], todo: number[], results: (SendResult | undefined)[], sameAs: [number, number][], stopAtRefusal = false): Promise<number[]> {
+  async admitRun(specs: LocalEventSpec[], todo: number[], results: (SendResult | undefined)[], sameAs: [number, number][], stopAtRefusal = false, create?: NewRoomRun): Promise<number[]> {
     const built: { i: number; ev: RoomEvent; txn?: LocalEventSpec["txn"] }[] = [];
     const txnsHere = new Map<string, number>();
-    let tip: Tip | undefined;
+    // Room creation: the group is built on the create event, which is stored with it.
+    let tip: Tip | undefined = create && {
+      prevId: create.record.ev.event_id,
+      depth: create.record.ev.depth,
+      before: new Map([[CREATE_KEY, create.record.ev.event_id]]),
+      pdus: new Map([[create.record.ev.event_id, create.pdu]]),
+    };
     for (const i of todo) {
       const spec = specs[i];
       try {
@@ -217,17 +245,25 @@ export class LocalEvents {
       }
       if (stopAtRefusal && results[i] && !results[i]!.ok) break;
     }
-    if (built.length === 0) return [];
+    if (built.length === 0 && !create) return [];
     this.largestGroup = Math.max(this.largestGroup, built.length);
 
     let outs: AdmitOutcome[];
     try {
-      outs = await this.r.writer.admitLocalGroup(built.map((b) => ({ ev: b.ev, txn: b.txn })));
+      outs = await this.r.writer.admitLocalGroup(
+        built.map((b) => ({ ev: b.ev, txn: b.txn })),
+        create?.record,
+      );
     } catch (e) {
       // The transaction rolled back: none of the group was stored.
+      if (create) throw e;
       const err = asRoomError(e);
       for (const b of built) results[b.i] = err;
       return [];
+    }
+    if (create) {
+      create.outcome = outs.shift()!;
+      if (create.outcome.status !== "accepted") return [];
     }
     let again: number[] = [];
     outs.forEach((out, k) => {
@@ -301,7 +337,9 @@ export class LocalEvents {
    *  by the auth events selection over the state before it, depth = max(prev) + 1. */
   private async buildLocalPdu(spec: LocalEventSpec, tip?: Tip): Promise<{ pdu: PDU; eventId: string; before: Map<StateKey, string> }> {
     const rv = this.r.head.requireRoom();
-    if (this.r.events.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
+    // (In a group after its first event the room was checked already: nothing else writes
+    // while the group is built, inside `serial`. A room being created has no partial mark.)
+    if (!tip && this.r.events.isPartial()) fail(403, "M_FORBIDDEN", "This server is not in the room");
     if (spec.type === "m.room.redaction") this.checkLocalRedaction(spec);
 
     const shape = { type: spec.type, sender: spec.sender, state_key: spec.state_key, content: spec.content };

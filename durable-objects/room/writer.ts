@@ -64,6 +64,19 @@ export class WriteTx {
  *  server's state is the room now). */
 export interface AdmitOptions extends AdmitMode {
   replaceExtremities?: boolean;
+  /** Built and signed by this room a moment ago (group commit, room creation): nothing can
+   *  cite it yet, as its ID hashes its own content. */
+  builtHere?: boolean;
+}
+
+/** A room being created here: its create event (checked, not stored) and its record in `meta`. */
+export interface NewRoomRecord {
+  ev: RoomEvent;
+  roomId: string;
+  roomVersion: string;
+  serverName: string;
+  /** The D1 registry row, written with the D1 mirrors after the commit once the room exists. */
+  registry: D1PreparedStatement;
 }
 
 /** What RoomWriter needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -75,9 +88,9 @@ export interface RoomWriterAccess {
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
   keys: Pick<RoomKeys, "verifyKey">;
-  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "uncache">;
+  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "remember" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
-  fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
+  fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "mirrorWithNextCommit" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
   partial: Pick<PartialState, "isPartial">;
 }
 
@@ -102,8 +115,13 @@ export class RoomWriter {
     const tx = new WriteTx(DOOR, this.r.sql);
     openTx.add(tx);
     try {
-      return this.r.ctx.storage.transactionSync(() => fn(tx));
+      return this.r.ctx.storage.transactionSync(() => {
+        const out = fn(tx);
+        for (const [key, value] of this.metaAtEnd) this.setMeta(tx, key, value);
+        return out;
+      });
     } catch (e) {
+      this.metaAtEnd.clear();
       this.reloadAfterFailure();
       throw e;
     } finally {
@@ -112,7 +130,15 @@ export class RoomWriter {
   }
 
   private setMeta(tx: WriteTx, key: string, value: string | number): void {
+    this.metaAtEnd.delete(key);
     tx.exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", key, String(value));
+  }
+
+  /** `meta` values each event of a transaction moves (stream, current_group), written once at
+   *  its end with the last value: a group of n events wrote them n times. */
+  private metaAtEnd = new Map<string, string | number>();
+  private setMetaAtEnd(key: string, value: string | number): void {
+    this.metaAtEnd.set(key, value);
   }
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
@@ -198,6 +224,11 @@ export class RoomWriter {
     return { ev };
   }
 
+  /** Steps 1–2 for the create event of a room being created here (signed by the Worker). */
+  checkCreate(pdu: PDU): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true });
+  }
+
   /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
   checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, eventId, true);
@@ -209,13 +240,26 @@ export class RoomWriter {
    *  are not tried). Returns the outcomes of the events tried. Each accepted event's sync notice
    *  is taken right after it is persisted (its own state's members). Throws (rolled back) if
    *  the transaction fails. */
-  async admitLocalGroup(group: { ev: RoomEvent; txn: AdmitMode["txn"] }[]): Promise<AdmitOutcome[]> {
+  async admitLocalGroup(group: { ev: RoomEvent; txn: AdmitMode["txn"] }[], create?: NewRoomRecord): Promise<AdmitOutcome[]> {
     const outs: AdmitOutcome[] = [];
     const accepted: { ev: RoomEvent; stream: number; facts: NoticeFacts }[] = [];
     this.r.fanout.beginWrite();
     this.transact((tx) => {
+      // Room creation (LocalEvents.createRoom): the create event and the room's record go in
+      // the same transaction as the initial events — one commit for the whole room.
+      if (create) {
+        const out = this.decideAndPersist(tx, create.ev, { local: true, builtHere: true });
+        outs.push(out);
+        if (out.status !== "accepted") return;
+        this.recordRoomIn(tx, create.roomId, create.roomVersion, create.serverName);
+        // The hub watermark from the start: without it a restart would count every event
+        // as delivered (FanOut.start) and the initial events might never reach a hub.
+        this.setMeta(tx, "hub_done", 0);
+        this.r.fanout.mirrorWithNextCommit(create.registry);
+        accepted.push({ ev: create.ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(create.ev, out.stream!, true) });
+      }
       for (const { ev, txn } of group) {
-        const out = this.decideAndPersist(tx, ev, { local: true, txn });
+        const out = this.decideAndPersist(tx, ev, { local: true, txn, builtHere: true });
         outs.push(out);
         if (out.status !== "accepted") break;
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
@@ -226,6 +270,8 @@ export class RoomWriter {
   }
 
   reloadAfterFailure(): void {
+    this.nextGroupId = undefined;
+    this.groupChains.clear();
     this.r.events.clearCache();
     this.r.state.clear();
     this.r.fanout.reset();
@@ -358,7 +404,7 @@ export class RoomWriter {
       else {
         stream = this.r.head.stream + 1;
         this.r.head.stream = stream;
-        this.setMeta(tx, "stream", stream);
+        this.setMetaAtEnd("stream", stream);
       }
     }
     const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
@@ -389,7 +435,18 @@ export class RoomWriter {
     if (opts.txn) {
       tx.exec("INSERT OR IGNORE INTO txns (user_id, device_id, txn_id, event_id) VALUES (?, ?, ?, ?)", ev.sender, opts.txn.deviceId, txnKey(opts.txn), ev.event_id);
     }
-    this.r.events.uncache(ev.event_id);
+    // The row as stored (the next event of a group loads it as its prev event); a rollback
+    // clears the cache (reloadAfterFailure).
+    this.r.events.remember({
+      ev,
+      stream,
+      status,
+      stateBefore: beforeGroup,
+      stateAfter: afterGroup,
+      prevState,
+      txnDevice: opts.txn?.deviceId ?? null,
+      txnId: opts.txn?.txnId ?? null,
+    });
     if (status !== "accepted" || opts.outlier) return { status, eventId: ev.event_id, reason };
 
     if (ev.type === "m.room.member" && ev.state_key !== undefined) {
@@ -407,7 +464,7 @@ export class RoomWriter {
     // Forward extremities: the event replaces its prev_events (unless something already points at it).
     if (opts.replaceExtremities) tx.exec("DELETE FROM extremities");
     for (const p of ev.prev_events) tx.exec("DELETE FROM extremities WHERE event_id = ?", p);
-    const referenced = this.r.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
+    const referenced = !opts.builtHere && this.r.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
     if (!referenced) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
 
     // Current state (Server-Server API "Room State Resolution"): the resolution of the states
@@ -439,7 +496,7 @@ export class RoomWriter {
           : diffState(this.r.state.groupState(old), this.r.state.groupState(next));
       this.applyCurrentState(tx, changes);
       this.r.head.currentGroup = next;
-      this.setMeta(tx, "current_group", next ?? 0);
+      this.setMetaAtEnd("current_group", next ?? 0);
       tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
       this.r.fanout.advanceFanOutFacts(old, next, changes);
     }
@@ -466,16 +523,25 @@ export class RoomWriter {
   }
 
 
+  /** The next state group ID and the `chain` of groups made lately (newGroup), so a new group
+   *  does not read them back; forgotten on a rollback or purge (reloadAfterFailure, purge). */
+  private nextGroupId?: number;
+  private groupChains = new Map<number, number>();
+
   private newGroup(tx: WriteTx, parent: number | null, delta: Map<StateKey, string | null>): number | null {
     if (delta.size === 0) return parent;
     // `chain`: delta entries stored from the last snapshot down to this group (see
     // SNAPSHOT_FRACTION). A group without a parent is a snapshot (its delta is its state).
-    const parentChain = parent === null ? 0 : (this.r.sql.exec<{ chain: number }>("SELECT chain FROM state_groups WHERE id = ?", parent).toArray()[0]?.chain ?? 0);
+    const parentChain = parent === null ? 0 : (this.groupChains.get(parent) ?? this.r.sql.exec<{ chain: number }>("SELECT chain FROM state_groups WHERE id = ?", parent).toArray()[0]?.chain ?? 0);
     const full = layerState(this.r.state.groupState(parent), delta);
     const chain = parent === null ? 0 : parentChain + delta.size;
     const snapshot = parent !== null && chain > Math.max(SNAPSHOT_MIN, full.size * SNAPSHOT_FRACTION);
-    const id = (this.r.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
+    // Group IDs are taken only here, so the next one is known after the first read.
+    const id = (this.nextGroupId ??= this.r.sql.exec<{ id: number }>("SELECT COALESCE(MAX(id), 0) + 1 AS id FROM state_groups").one().id as number);
+    this.nextGroupId = id + 1;
     tx.exec("INSERT INTO state_groups (id, parent, chain) VALUES (?, ?, ?)", id, snapshot ? null : parent, snapshot ? 0 : chain);
+    if (this.groupChains.size >= 64) this.groupChains.clear();
+    this.groupChains.set(id, snapshot ? 0 : chain);
     const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
     for (const [k, v] of entries) {
       const [type, skey] = splitStateKey(k);
@@ -488,13 +554,15 @@ export class RoomWriter {
   /** The room this object holds, in `meta` (after its create event or our join was accepted).
    *  `joined`: a room we knew only through an invite or knock is now joined (RemoteRoom.seedFromJoin). */
   recordRoom(roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean; partialState?: PartialStateMeta } = {}): void {
-    this.transact((tx) => {
-      if (opts.partialState) this.setMeta(tx, "partial_state", JSON.stringify(opts.partialState));
-      this.setMeta(tx, "room_id", roomId);
-      this.setMeta(tx, "room_version", roomVersion);
-      this.setMeta(tx, "server_name", serverName);
-      if (opts.joined) tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
-    });
+    this.transact((tx) => this.recordRoomIn(tx, roomId, roomVersion, serverName, opts));
+  }
+
+  private recordRoomIn(tx: WriteTx, roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean; partialState?: PartialStateMeta } = {}): void {
+    if (opts.partialState) this.setMeta(tx, "partial_state", JSON.stringify(opts.partialState));
+    this.setMeta(tx, "room_id", roomId);
+    this.setMeta(tx, "room_version", roomVersion);
+    this.setMeta(tx, "server_name", serverName);
+    if (opts.joined) tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
   }
 
   /** Completing a partial-state join (PartialState.complete) writes through these, all in one
@@ -637,6 +705,8 @@ export class RoomWriter {
     await this.serial(async () => {
       for (let i = 0; i < 50 && !this.r.fanout.hubsCaughtUp(); i++) await new Promise((r) => setTimeout(r, 100));
       await this.r.ctx.storage.deleteAll();
+      this.nextGroupId = undefined;
+      this.groupChains.clear();
       openSchema(this.r.sql);
       this.r.events.clearCache();
       this.r.state.clear();

@@ -3,7 +3,7 @@
 // versions' "Event IDs"; room version 12 for room IDs).
 import type { JsonObject, PDU, RoomEvent } from "./types";
 import type { RoomVersion } from "./room-versions";
-import { signJson, type SigningKey } from "./signing";
+import { signBytes, type SigningKey } from "./signing";
 import { canonicalJsonBytes } from "./canonical-json";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64";
 import { redactEvent } from "./redaction";
@@ -96,9 +96,18 @@ export async function hashAndSignEvent(
   // for keys that redaction would remove (the signature only sees the redacted form).
   full.hashes = { sha256: await computeContentHash(full, { strict: rv.strictCanonicalJson }) };
 
-  const signed = await signJson(redactEvent(full, rv), serverName, key, { strict: rv.strictCanonicalJson });
-  full.signatures = signed.signatures;
-  return { pdu: full, eventId: await computeEventId(full, rv) };
+  // What is signed (the redacted event without `signatures` and `unsigned`) is also what the
+  // reference hash covers: one redaction and one canonical JSON pass serve both.
+  const { signatures: _s, unsigned: _u, ...signedPart } = redactEvent(full, rv) as Record<string, unknown>;
+  const bytes = canonicalJsonBytes(signedPart, { strict: rv.strictCanonicalJson });
+  const signature = await signBytes(key, bytes);
+  const signatures: Record<string, Record<string, string>> = {};
+  for (const [name, sigs] of Object.entries(full.signatures ?? {})) signatures[name] = { ...sigs };
+  signatures[serverName] = { ...signatures[serverName], [key.keyId]: signature };
+  full.signatures = signatures;
+  const eventId =
+    rv.eventIdFormat === 1 ? await computeEventId(full, rv) : "$" + (rv.eventIdFormat === 2 ? encodeBase64 : encodeBase64Url)(await sha256(bytes));
+  return { pdu: full, eventId };
 }
 
 function normaliseRefs(refs: unknown, rv: RoomVersion, field: string): string[] {

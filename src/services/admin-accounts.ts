@@ -1,11 +1,13 @@
-// Operations on accounts that the admin API (and the console through it) performs: deactivation
-// with or without erasure, leaving every room, logging in as a user.
+// Operations on whole accounts: deactivation with or without erasure (for the client API, the
+// account page and the admin API), leaving every room, logging in as a user.
 import type { Env } from "../env";
 import type { Config } from "../config";
 import { db } from "../db";
 import { deleteAllDevices } from "./sessions";
 import { deleteMedia } from "./media";
 import { propagateProfile, roomStub } from "./rooms";
+import { refreshLocalUser } from "./user-directory";
+import { roomsEverJoined } from "../db/memberships";
 
 /** Every room where the user is joined, invited or knocking: they leave through the room's normal
  *  write door (their own leave event, as Synapse parts deactivated users). Returns the rooms the
@@ -25,24 +27,30 @@ export async function leaveAllRooms(env: Env, config: Config, userId: string): P
   return { left, failed };
 }
 
-/** Deactivate (spec: the user ID stays reserved forever; the password and every session go).
+/** Deactivate (spec: the user ID stays reserved forever; the password and every session go), for
+ *  POST /account/deactivate, the account page and the admin API alike. The user leaves every room
+ *  and declines every invite (as Synapse parts deactivated users) and leaves the user directory.
  *  `erase` also removes the profile (propagated into the rooms first, so member events no longer
- *  carry the name and avatar) and deletes every piece of media the user uploaded. */
-export async function deactivateAccount(env: Env, config: Config, userId: string, erase: boolean): Promise<void> {
+ *  carry the name and avatar) and has every room the user was ever in serve their events redacted
+ *  to whoever was not joined when they were sent (RoomDO.eraseSender). The admin API's erase
+ *  (`byAdmin`) also deletes every piece of media the user uploaded; the user's own request keeps
+ *  it, since those who saw the events before still see them unredacted (spec, `erase`). */
+export async function deactivateAccount(env: Env, config: Config, userId: string, erase: boolean, byAdmin = false): Promise<void> {
   if (erase) {
     await env.DB.prepare("UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?").bind(userId).run();
     await propagateProfile(env, config, userId);
-    const { results } = await env.DB.prepare("SELECT server_name, media_id FROM media WHERE uploader = ?").bind(userId).all<{ server_name: string; media_id: string }>();
-    for (const m of results) await deleteMedia(env, m.server_name, m.media_id);
-    // As /account/deactivate with erase: every room the user was ever in serves their events
-    // redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
-    const rooms = await env.DB.prepare("SELECT room_id FROM room_memberships WHERE user_id = ?").bind(userId).all<{ room_id: string }>();
-    for (let i = 0; i < rooms.results.length; i += 20) {
-      await Promise.all(rooms.results.slice(i, i + 20).map((r) => roomStub(env, config, r.room_id).eraseSender(userId)));
+    if (byAdmin) {
+      const { results } = await env.DB.prepare("SELECT server_name, media_id FROM media WHERE uploader = ?").bind(userId).all<{ server_name: string; media_id: string }>();
+      for (const m of results) await deleteMedia(env, m.server_name, m.media_id);
+    }
+    const rooms = await roomsEverJoined(env.DB, userId);
+    for (let i = 0; i < rooms.length; i += 20) {
+      await Promise.all(rooms.slice(i, i + 20).map((roomId) => roomStub(env, config, roomId).eraseSender(userId)));
     }
   }
   await env.DB.prepare(`UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", erased = 1" : ""} WHERE user_id = ?`).bind(userId).run();
   await deleteAllDevices(db(env), userId, undefined, env, config);
   await env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
   await leaveAllRooms(env, config, userId);
+  await refreshLocalUser(env, userId);
 }

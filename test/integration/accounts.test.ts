@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { call, registerUser, uniqueName, SERVER, withEnv } from "./helpers";
+import { call, createRoom, joinRoom, registerUser, uniqueName, SERVER, withEnv } from "./helpers";
 
 describe("discovery", () => {
   it("serves /versions without auth, with CORS", async () => {
@@ -341,6 +341,20 @@ describe("account", () => {
     expect(login.status).toBe(403);
     const local = u.userId.slice(1).split(":")[0];
     expect((await call("GET", `/_matrix/client/v3/register/available?username=${local}`)).body.errcode).toBe("M_USER_IN_USE");
+  });
+  it("deactivation parts the user from their rooms and declines their invites, as the admin API's does", async () => {
+    const u = await registerUser();
+    const owner = await registerUser();
+    const joined = await createRoom(owner);
+    await joinRoom(u, joined);
+    const invitedTo = await createRoom(owner, { preset: "private_chat", invite: [u.userId] });
+    const c1 = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: {} });
+    const r = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: { auth: pwAuth(u, c1.body.session, u.password) } });
+    expect(r.status).toBe(200);
+    for (const roomId of [joined, invitedTo]) {
+      const m = await call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(u.userId)}`, { token: owner.accessToken });
+      expect(m.body.membership).toBe("leave");
+    }
   });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();

@@ -240,6 +240,28 @@ describe("reference hashes and event IDs", () => {
 });
 
 describe("hashAndSignEvent", () => {
+  it("returns the event ID computeEventId gives (v3 base64, v4+ URL-safe; an existing signature kept)", async () => {
+    const key = await generateSigningKey();
+    for (const v of ["3", "4", "10", "11"]) {
+      const ev = {
+        room_id: "!r:a.example",
+        sender: "@alice:a.example",
+        origin_server_ts: 1_700_000_000_000,
+        type: "m.room.member",
+        state_key: "@alice:a.example",
+        content: { membership: "join", displayname: "Alice", "+/=": "x" },
+        prev_events: ["$p"],
+        auth_events: ["$a"],
+        depth: 7,
+        signatures: { "b.example": { "ed25519:1": "sig" } },
+        unsigned: { age: 1 },
+      };
+      const { pdu, eventId } = await hashAndSignEvent(ev, rv(v), "a.example", key);
+      expect(eventId).toBe(await computeEventId(pdu, rv(v)));
+      expect(pdu.signatures["b.example"]).toEqual({ "ed25519:1": "sig" });
+      expect(Object.keys(pdu.signatures["a.example"])).toEqual([key.keyId]);
+    }
+  });
   it("builds a v12 room: create event → room ID, signature on the redacted form verifies", async () => {
     const key = await generateSigningKey();
     const create = {

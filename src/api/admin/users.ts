@@ -180,7 +180,7 @@ adminUsers.post("/v1/deactivate/:userId", async (c) => {
   const userId = localUserParam(c);
   const body = await parseBody(c, z.object({ erase: z.boolean().optional() }));
   await requireUserRow(c, userId);
-  await deactivateAccount(c.env, c.var.config, userId, body.erase === true);
+  await deactivateAccount(c.env, c.var.config, userId, body.erase === true, true);
   return c.json({ id_server_unbind_result: "success" });
 });
 

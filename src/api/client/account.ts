@@ -1,5 +1,4 @@
 // Account management (spec: Client-Server API "Account management").
-import { refreshLocalUser } from "../../services/user-directory";
 import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
@@ -10,13 +9,12 @@ import { db } from "../../db";
 import { hashPassword } from "../../services/passwords";
 import { deleteAllDevices } from "../../services/sessions";
 import { deletePushersExceptDevice } from "../../services/pushers";
-import { roomStub } from "../../services/rooms";
-import { roomsEverJoined } from "../../db/memberships";
+import { deactivateAccount } from "../../services/admin-accounts";
 
 export const account = new Hono<AppEnv>();
 
 /** OpenID tokens prove the user's identity to third parties for an hour: a password change
- *  (the account may have been taken over) or deactivation ends them with the sessions. */
+ *  (the account may have been taken over) or deactivation (services/admin-accounts.ts) ends them with the sessions. */
 function revokeOpenidTokens(c: Context<AppEnv>, userId: string): Promise<unknown> {
   return c.env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
 }
@@ -41,24 +39,7 @@ account.post("/account/deactivate", requireAuth, async (c) => {
   const body = await parseBody(c, z.object({ auth: authDictSchema.optional(), erase: z.boolean().optional(), id_server: z.string().optional() }));
   const { userId } = c.var.auth;
   await requireUia(c, body.auth, { purpose: `deactivate:${userId}`, flows: [["m.login.password"]], userId });
-  // The user ID stays reserved forever (spec); the password goes so nobody can log in again.
-  const erase = body.erase === true;
-  await c.env.DB.prepare(
-    `UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", displayname = NULL, avatar_url = NULL" : ""} WHERE user_id = ?`,
-  )
-    .bind(userId)
-    .run();
-  await deleteAllDevices(db(c.env), userId, undefined, c.env, c.var.config);
-  await revokeOpenidTokens(c, userId);
-  // Erasure: every room the user was ever in (D1 membership mirror, any membership) serves
-  // their events redacted to whoever was not joined when they were sent (RoomDO.eraseSender).
-  if (erase) {
-    const rooms = await roomsEverJoined(c.env.DB, userId);
-    for (let i = 0; i < rooms.length; i += 20) {
-      await Promise.all(rooms.slice(i, i + 20).map((roomId) => roomStub(c.env, c.var.config, roomId).eraseSender(userId)));
-    }
-  }
-  await refreshLocalUser(c.env, userId);
+  await deactivateAccount(c.env, c.var.config, userId, body.erase === true);
   return c.json({ id_server_unbind_result: "no-support" });
 });
 

@@ -94,7 +94,12 @@ export async function planRoom(
   config: AppEnv["Variables"]["config"],
   creator: string,
   body: z.infer<typeof createRoomSchema>,
-  extra?: { predecessor?: JsonObject; copiedState?: { type: string; state_key: string; content: JsonObject }[] },
+  extra?: {
+    predecessor?: JsonObject;
+    copiedState?: { type: string; state_key: string; content: JsonObject }[];
+    /** The creator's profile when the caller has it already (createRoom: read with the token). */
+    creatorProfile?: { displayname?: string; avatar_url?: string };
+  },
 ): Promise<RoomPlan> {
   const rv = creatableVersion(body.room_version);
   const visibility = body.visibility ?? "private";
@@ -126,7 +131,7 @@ export async function planRoom(
 
   const events: Omit<LocalEventSpec, "sender">[] = [];
   // 2. The creator joins.
-  events.push({ type: "m.room.member", state_key: creator, content: { membership: "join", ...(await localProfile(env, creator)) } });
+  events.push({ type: "m.room.member", state_key: creator, content: { membership: "join", ...(extra?.creatorProfile ?? (await localProfile(env, creator))) } });
 
   // 3. Power levels (override merged over the defaults, key by key).
   const pl = { ...defaultPowerLevels(rv, creator, preset, invitees), ...(body.power_level_content_override ?? {}) } as JsonObject;
@@ -225,7 +230,7 @@ rooms.post("/createRoom", requireAuth, async (c) => {
   if (body.room_alias_name !== undefined) {
     await checkAliasNotExclusive(c.env, c.var.config.serverName, aliasFromLocalpart(body.room_alias_name, c.var.config.serverName), c.var.auth.appservice);
   }
-  const plan = await planRoom(c.env, c.var.config, c.var.auth.userId, body);
+  const plan = await planRoom(c.env, c.var.config, c.var.auth.userId, body, { creatorProfile: c.var.auth.profile });
   const roomId = await executePlan(c.env, c.var.config, plan);
   return c.json({ room_id: roomId });
 });

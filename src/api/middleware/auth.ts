@@ -31,6 +31,8 @@ interface TokenRow {
   shadow_banned: number;
   messages_per_second: number | null;
   burst_count: number | null;
+  displayname: string | null;
+  avatar_url: string | null;
 }
 
 /** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN; a guest's token
@@ -42,7 +44,7 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   if (appservice) return assertIdentity(c, appservice);
   const row = await c.env.DB.prepare(
     `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended,
-            u.shadow_banned, r.messages_per_second, r.burst_count
+            u.shadow_banned, u.displayname, u.avatar_url, r.messages_per_second, r.burst_count
      FROM access_tokens t JOIN users u ON u.user_id = t.user_id LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id
      WHERE t.token_hash = ?`,
   )
@@ -66,7 +68,10 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
     throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts may not use this endpoint");
   }
   const overrides = { shadow_banned: row.shadow_banned, messages_per_second: row.messages_per_second, burst_count: row.burst_count };
-  return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id, overrides };
+  const profile: NonNullable<Auth["profile"]> = {};
+  if (row.displayname) profile.displayname = row.displayname;
+  if (row.avatar_url) profile.avatar_url = row.avatar_url;
+  return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id, overrides, profile };
 }
 
 /** Application service identity assertion (spec: Application Service API "Identity
