@@ -87,14 +87,16 @@ const benchCpuMs = () => {
   return (u.user + u.system) / 1000;
 };
 
-/** A kept-alive connection the runtime closed just as a request went out ("other side closed"):
- *  the request never arrived, so it is sent again (a few times at most). */
+/** A kept-alive connection the runtime closed or reset just as a request went out ("other side
+ *  closed", ECONNRESET; seen under heavy machine load): sent again, a few times at most (sends
+ *  carry a transaction ID, so a repeat is the same event). */
 async function retrying(fn) {
   for (let i = 0; ; i++) {
     try {
       return await fn();
     } catch (e) {
-      if (i >= 3 || e?.cause?.code !== "UND_ERR_SOCKET") throw e;
+      if (i >= 3 || !["UND_ERR_SOCKET", "ECONNRESET"].includes(e?.cause?.code)) throw e;
+      console.warn(`(${e.cause.code}: sent again)`);
     }
   }
 }

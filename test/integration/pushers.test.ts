@@ -287,7 +287,8 @@ describe("counts.unread (kept by the hub per push, not counted again)", () => {
     // A hub transaction that recorded a push and then rolled back: that push is never sent and
     // does not count (the outbox's staged rows and kept count go with the transaction).
     const ghost = "$ghost-of-a-rolled-back-transaction";
-    await runInDurableObject(hub, async (o: any) => {
+    await runInDurableObject(hub, async (instance) => {
+      const o = instance as unknown as { fanIn: any; push: any };
       const notice = { event_id: ghost, type: "m.room.message", sender: alice.userId, content: { msgtype: "m.text", body: "never" }, origin_server_ts: Date.now() };
       expect(() =>
         o.fanIn.a.batch(() => {
