@@ -41,6 +41,7 @@ import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
 import { openSchema } from "./room/schema";
 import { EventStore } from "./room/events";
+import { RoomFacts } from "./room/facts";
 import { StateStore } from "./room/state";
 import { RoomKeys } from "./room/keys";
 import { RoomWriter } from "./room/writer";
@@ -64,6 +65,7 @@ const FED_MEMBERSHIP_WAIT_MS = 20_000;
 interface RoomParts {
   head: RoomHead;
   sql: SqlStorage;
+  facts: RoomFacts;
   env: Env;
   ctx: DurableObjectState;
   config(): Config;
@@ -103,6 +105,7 @@ export class RoomDO extends DurableObject<Env> {
     let config: Config | undefined;
     const configFn = () => (config && config.serverName === this.head.serverName ? config : (config = { ...parseConfig(env), serverName: this.head.serverName! }));
     const r = { head: this.head, sql, env, ctx, config: configFn } as RoomParts;
+    r.facts = new RoomFacts(r);
     this.events = r.events = new EventStore(r);
     this.state = r.state = new StateStore(r);
     r.keys = new RoomKeys(r);
@@ -115,6 +118,7 @@ export class RoomDO extends DurableObject<Env> {
     this.remote = r.remote = new RemoteRoom(r);
     this.partial = r.partial = new PartialState({
       sql,
+      metaFromStart: (key) => this.head.metaFromStart(key),
       currentGroup: () => this.head.currentGroup,
       loadEvent: (id) => this.events.loadEvent(id),
       groupState: (g) => this.state.groupState(g),

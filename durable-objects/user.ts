@@ -137,6 +137,8 @@ export class UserDO extends DurableObject<Env> {
       recordDeviceList: (u, upos, left) => this.inbox.recordDeviceList(u, upos, left),
       deviceListsAfterMembership: (me, f) => this.inbox.afterMembership(me, f),
       recordPush: (me, roomId, stream, ev, out) => this.push.recordEvent(me, roomId, stream, ev, out),
+      pushReadsEvents: () => this.push.readsEvents(),
+      logRoomRun: (roomId, entries) => log.appendRun(roomId, entries),
       afterCommit: (me) => this.push.afterCommit(me),
     });
     this.syncer = new SyncAssembly({

@@ -112,6 +112,7 @@ export class RoomWriter {
    *  Other modules may hold the WriteTx only to pass it to the writer's functions (the SQL that
    *  changes rows is all in this file: scripts/check-write-door.mjs). */
   private transact<T>(fn: (tx: WriteTx) => T): T {
+    this.r.head.beforeWrite();
     const tx = new WriteTx(DOOR, this.r.sql);
     openTx.add(tx);
     try {
@@ -704,6 +705,7 @@ export class RoomWriter {
   async purge(): Promise<void> {
     await this.serial(async () => {
       for (let i = 0; i < 50 && !this.r.fanout.hubsCaughtUp(); i++) await new Promise((r) => setTimeout(r, 100));
+      this.r.head.beforeWrite();
       await this.r.ctx.storage.deleteAll();
       this.nextGroupId = undefined;
       this.groupChains.clear();

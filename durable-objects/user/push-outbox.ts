@@ -113,6 +113,11 @@ export class PushOutbox {
     return (this.targetsCache ??= this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget));
   }
 
+  /** Whether recordEvent reads room_events (it counts unread events for the pushers). */
+  readsEvents(): boolean {
+    return this.hasTargets();
+  }
+
   private hasTargets(): boolean {
     return this.targets().length > 0;
   }
