@@ -32,7 +32,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeF
 import { loadavg } from "node:os";
 import path from "node:path";
 import { registerBenchUser } from "./util.mjs";
-import { profileWhile, runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
+import { profileWhile, runtimeCpuMs, runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
 
 const argv = process.argv.slice(2);
 function option(name) {
@@ -77,7 +77,16 @@ if (stateDir && setUpComplete()) freshRunCopy();
 // FJ_PARTIAL=off: B joins with the full state (send_join without omit_members), as before
 // partial-state joins; default on (B asks omit_members, answers, fetches the members after).
 const partialJoins = process.env.FJ_PARTIAL ?? "on";
-let [a, b] = await Promise.all([startServer(vars, stateOf(stateDir && setUpComplete() ? "run" : "filling")), startServer({ ...vars, PARTIAL_STATE_JOINS: partialJoins })]);
+/** A and B; when one fails to start (a free port taken meanwhile by another runtime's socket on
+ *  this shared machine), the other is stopped, not left behind, and both are tried again. */
+async function startBoth(attempt = 0) {
+  const started = await Promise.allSettled([startServer(vars, stateOf(stateDir && setUpComplete() ? "run" : "filling")), startServer({ ...vars, PARTIAL_STATE_JOINS: partialJoins })]);
+  if (started.every((x) => x.status === "fulfilled")) return started.map((x) => x.value);
+  await Promise.all(started.filter((x) => x.status === "fulfilled").map((x) => x.value.stop()));
+  if (attempt >= 2) throw started.find((x) => x.status === "rejected").reason;
+  return startBoth(attempt + 1);
+}
+let [a, b] = await startBoth();
 progress.port = a.port;
 let setupBase = process.env.FJ_DIRECT === "0" ? a.baseUrl : await runtimeUrl(a);
 // Interrupted: stop the servers (their own process groups) rather than leave them running.
@@ -259,11 +268,18 @@ try {
   // it), as a server already federating with A has it: under load A's cold start dropped B's key
   // fetch in the middle of the join, and every event A signed then failed verification.
   await fetch(`${bBase}/_matrix/key/v2/query/${enc(a.serverName)}`).then((r) => r.text());
+  const cpu0 = [runtimeCpuMs(a), runtimeCpuMs(b)];
   const t1 = performance.now();
   const join = () => api(bBase, "POST", `/join/${enc(roomId)}?via=${enc(a.serverName)}`, joiner.token, {});
-  // FJ_PROFILE=FILE: a CPU profile of B's Worker during the join (bench/loopback-peers.mjs).
-  await (process.env.FJ_PROFILE ? profileWhile(b, process.env.FJ_PROFILE, join) : join());
+  // FJ_PROFILE=FILE: a CPU profile of B's Worker during the join (bench/loopback-peers.mjs);
+  // FJ_PROFILE_A=FILE: of A's (make_join and send_join), during the same join.
+  const joinB = () => (process.env.FJ_PROFILE ? profileWhile(b, process.env.FJ_PROFILE, join) : join());
+  await (process.env.FJ_PROFILE_A ? profileWhile(a, process.env.FJ_PROFILE_A, joinB) : joinB());
   const joined = performance.now() - t1;
+  // CPU the runtimes used during the join (A: make_join and send_join; B: the rest), which on a
+  // shared machine varies less than the wall time.
+  const cpu1 = [runtimeCpuMs(a), runtimeCpuMs(b)];
+  const cpuOf = (i) => (cpu0[i] === null || cpu1[i] === null ? null : cpu1[i] - cpu0[i]);
   // The joining user sees the room: it is in their sync (lazy-loaded members, as Element asks).
   const lazy = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } }));
   let seen;
@@ -321,6 +337,10 @@ try {
       // Where the join's time went: A's share, as wrangler's proxy logged A's side of it.
       makeJoinOnAMs: servedMs(a, "GET /_matrix/federation/v1/make_join/"),
       sendJoinOnAMs: servedMs(a, "PUT /_matrix/federation/v2/send_join/"),
+      // B's share of the join: the rest of it (checking and storing the state A sent).
+      bShareMs: Math.round(joined) - (servedMs(a, "GET /_matrix/federation/v1/make_join/") ?? 0) - (servedMs(a, "PUT /_matrix/federation/v2/send_join/") ?? 0),
+      joinCpuMsOnA: cpuOf(0),
+      joinCpuMsOnB: cpuOf(1),
       membersOnA: Object.keys(membersOnA.joined).length,
       membersSeenOnB: Object.keys(members.joined).length,
       membersAgreeAfterJoinMs: agreedMs,

@@ -56,6 +56,27 @@ export function runtimePort(server) {
   return undefined;
 }
 
+/** CPU time (ms, user + system, 10 ms resolution) the workerd runtime(s) of `server` have used
+ *  so far: on a shared machine the difference across a request measures its work where the wall
+ *  time and a sampling profile (which counts time the runtime waited for a core) do not. */
+export function runtimeCpuMs(server) {
+  const ours = processGroupOf(server);
+  if (!ours) return null;
+  const procs = execSync(`ps -o pid=,comm= -g ${ours.group}`).toString().trim().split("\n").map((l) => l.trim().split(/\s+/));
+  let ticks = 0;
+  for (const [pid, comm] of procs) {
+    if (comm !== "workerd") continue;
+    try {
+      // Fields 14 and 15 (utime, stime), after the parenthesised command name.
+      const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+      ticks += Number(f[11]) + Number(f[12]);
+    } catch {
+      /* exited */
+    }
+  }
+  return ticks * 10;
+}
+
 /** The process group of `server` (started by the e2e harness in its own group: wrangler and its
  *  workerd processes), found from the process listening on its port, with the loopback sockets
  *  listening on the machine; undefined if nothing listens on its port. */

@@ -11,6 +11,13 @@
 // or let it start one:            node bench/send.mjs [sends-per-run]
 // --rounds N repeats floor / sequential send / createRoom / 10 senders N times in a row (one
 // room, same users) and prints each round; --json prints the rounds as one JSON line at the end.
+// --only senders runs only the 10-concurrent-senders phase (issue 21's group commit and fan-out);
+// --profile FILE takes a CPU profile of the Worker during the last round's 10-sender phase
+// (bench/loopback-peers.mjs profileWhile; needs the server this script starts); --fsyncs counts the
+// server's fsync/fdatasync calls during each 10-sender phase with `perf stat` (per event). Each
+// 10-sender phase also prints the server's CPU time per event (workerd, from /proc).
+import { execSync, spawn } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
 import { percentile, registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2);
@@ -22,16 +29,58 @@ function option(name, dflt) {
   return v;
 }
 const rounds = Number(option("--rounds", 1));
-const asJson = args.includes("--json");
-if (asJson) args.splice(args.indexOf("--json"), 1);
+const only = option("--only", undefined);
+const profileFile = option("--profile", undefined);
+const flag = (name) => {
+  const i = args.indexOf(name);
+  if (i >= 0) args.splice(i, 1);
+  return i >= 0;
+};
+const asJson = flag("--json");
+const countFsyncs = flag("--fsyncs");
 let baseUrl = args[0]?.startsWith("http") ? args.shift() : undefined;
 const total = Number(args[0] ?? 200);
 const createRooms = Math.max(10, Math.round(total / 5));
 let server;
+const { profileWhile } = profileFile ? await import("./loopback-peers.mjs") : {};
 if (!baseUrl) {
   const { startServer } = await import("../test/e2e/harness.ts");
   server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open" });
   baseUrl = server.baseUrl;
+}
+
+/** CPU time (ms) used so far by the server's processes (Linux /proc; 0 for an external server). */
+function serverCpuMs() {
+  if (!server) return 0;
+  let ticks = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(f[2]) === server.pgid) ticks += Number(f[11]) + Number(f[12]); // pgrp, utime, stime
+  }
+  return ticks * 10; // USER_HZ = 100
+}
+
+/** The server's workerd processes' fsync + fdatasync calls (each a storage commit's flush) while
+ *  `fn` runs, counted with `perf stat` on the syscall tracepoints (strace slowed the server ~30×). */
+async function fsyncsWhile(fn) {
+  const pids = execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => /workerd/.test(l)).map((l) => l.trim().split(/\s+/)[0]);
+  const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", pids.join(",")], { stdio: ["ignore", "ignore", "pipe"] });
+  let out = "";
+  st.stderr.on("data", (d) => (out += d));
+  await new Promise((r) => setTimeout(r, 300)); // attached
+  const result = await fn();
+  const exited = new Promise((r) => st.once("exit", r));
+  st.kill("SIGINT");
+  await exited;
+  let calls = 0;
+  for (const m of out.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
+  return { result, calls };
 }
 
 async function api(method, path, token, body) {
@@ -73,6 +122,7 @@ try {
   const results = [];
   for (let round = 1; round <= rounds; round++) {
     const r = {};
+    if (only !== "senders") {
     const floor = [];
     for (let i = 0; i < total; i++) floor.push(await timed(() => api("GET", "/account/whoami", users[0].token)));
     r.floorP50 = percentile(floor, 50);
@@ -84,19 +134,34 @@ try {
     console.log(`round ${round}: send, 1 sender, room of 1 member: ${fmt(solo)} (${solo.length} sends)`);
     console.log(`round ${round}: goal (issue 21, judged on the room of 1): send p50 within 2 ms of the floor p50 — now ${(r.sendSoloP50 - r.floorP50).toFixed(1)} ms above`);
 
-    for (const senders of [1, 10]) {
+    }
+    for (const senders of only === "senders" ? [10] : [1, 10]) {
       const latencies = [];
       const perSender = Math.ceil(total / senders);
-      const start = performance.now();
-      await Promise.all(
-        users.slice(0, senders).map(async (u) => {
-          for (let i = 0; i < perSender; i++) latencies.push(await sendOne(u));
-        }),
-      );
+      const cpu0 = serverCpuMs();
+      let start = performance.now();
+      const phase = async () => {
+        start = performance.now();
+        await Promise.all(
+          users.slice(0, senders).map(async (u) => {
+            for (let i = 0; i < perSender; i++) latencies.push(await sendOne(u));
+          }),
+        );
+      };
+      const profiled = () => (profileFile && senders === 10 && round === rounds ? profileWhile(server, profileFile, phase) : phase());
+      const fsyncs = countFsyncs && server && senders === 10 ? (await fsyncsWhile(profiled)).calls : undefined;
+      if (fsyncs === undefined) await profiled();
       const rate = latencies.length / ((performance.now() - start) / 1000);
+      const cpuPerEvent = (serverCpuMs() - cpu0) / latencies.length;
       r[`send${senders}P50`] = percentile(latencies, 50);
       r[`send${senders}Rate`] = rate;
-      console.log(`round ${round}: send, ${String(senders).padStart(2)} concurrent sender(s), room of 10 members: ${fmt(latencies)}, ${rate.toFixed(0)} events/s (${latencies.length} sends)`);
+      if (server) r[`send${senders}CpuMsPerEvent`] = cpuPerEvent;
+      if (fsyncs !== undefined) r.send10FsyncsPerEvent = fsyncs / latencies.length;
+      console.log(
+        `round ${round}: send, ${String(senders).padStart(2)} concurrent sender(s), room of 10 members: ${fmt(latencies)}, ${rate.toFixed(0)} events/s (${latencies.length} sends)` +
+          (server ? `, server CPU ${cpuPerEvent.toFixed(2)} ms/event` : "") +
+          (fsyncs !== undefined ? `, ${(fsyncs / latencies.length).toFixed(2)} fsyncs/event` : ""),
+      );
       if (senders === 1) {
         const creates = [];
         for (let i = 0; i < createRooms; i++) creates.push(await timed(() => api("POST", "/createRoom", users[0].token, {})));

@@ -2,7 +2,7 @@
 // lazy-loading filter, timeline limit 1 and 20 (issue 4; the SBRC 2026 study measured this shape,
 // limit 1, at 80.1 s for Synapse and 8.6 s for Tuwunel).
 //
-//   node --import tsx bench/sync-initial.mjs [rooms=300] [members=300] [messages=10] [--state DIR] [--port N] [--runs 5] [--cold 3] [--profile FILE]
+//   node --import tsx bench/sync-initial.mjs [rooms=300] [members=300] [messages=10] [--state DIR] [--port N] [--runs 5] [--cold 3] [--profile FILE] [--profile-warm FILE]
 //
 // Prints (stderr, and one JSON line on stdout): the first /sync after the set-up or start, then
 // --cold cold first /syncs (the server started again on the same state before each: every RoomDO
@@ -52,6 +52,9 @@ const RUNS = Number(option("--runs", 5));
 const COLD = Number(option("--cold", 3));
 /** With --profile FILE: a CPU profile of the Worker's isolate during the last cold /sync. */
 const profileFile = option("--profile", undefined);
+/** With --profile-warm FILE: a CPU profile of the last warm limit-1 /sync (what a cold one costs
+ *  beyond it: the same answer with every RoomDO and the hub in memory). */
+const profileWarmFile = option("--profile-warm", undefined);
 const R = Number(argv[0] ?? 300);
 const M = Number(argv[1] ?? 300);
 const K = Number(argv[2] ?? 10);
@@ -387,11 +390,18 @@ try {
     const loadBefore = load();
     for (let i = 0, tries = 0; i < RUNS && tries < 3 * RUNS; tries++) {
       const before = restarts;
+      const warmProfile = profileWarmFile && limit === 1 && i === RUNS - 1;
       const t = performance.now();
-      const { json, bytes: b } = await api("GET", `/sync?filter=${filterFor(limit)}&set_presence=offline`, s.token);
+      const get = () => api("GET", `/sync?filter=${filterFor(limit)}&set_presence=offline`, s.token);
+      const { json, bytes: b } = warmProfile ? await profileWhile(a, profileWarmFile, get) : await get();
       // A run that rode out a restart of the dev server measured the restart: run it again.
       if (restarts !== before) continue;
       times.push(performance.now() - t);
+      if (warmProfile) {
+        const { busyMs, phases } = phaseTimes(["RoomDO", "syncRoom", "roomTimeline", "UserDO", "delta", "buildResponse"]);
+        result.warmProfile = { busyMs: Math.round(busyMs), phasesMs: Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v)])) };
+        log(`warm /sync profile: isolate busy ${busyMs.toFixed(0)} ms; ${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")} ms`);
+      }
       i++;
       bytes = b;
       const problems = check(s, json, limit);

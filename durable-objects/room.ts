@@ -41,6 +41,7 @@ import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
 import { openSchema } from "./room/schema";
 import { EventStore } from "./room/events";
+import { RoomFacts } from "./room/facts";
 import { StateStore } from "./room/state";
 import { RoomKeys } from "./room/keys";
 import { RoomWriter } from "./room/writer";
@@ -64,6 +65,7 @@ const FED_MEMBERSHIP_WAIT_MS = 20_000;
 interface RoomParts {
   head: RoomHead;
   sql: SqlStorage;
+  facts: RoomFacts;
   env: Env;
   ctx: DurableObjectState;
   config(): Config;
@@ -103,6 +105,7 @@ export class RoomDO extends DurableObject<Env> {
     let config: Config | undefined;
     const configFn = () => (config && config.serverName === this.head.serverName ? config : (config = { ...parseConfig(env), serverName: this.head.serverName! }));
     const r = { head: this.head, sql, env, ctx, config: configFn } as RoomParts;
+    r.facts = new RoomFacts(r);
     this.events = r.events = new EventStore(r);
     this.state = r.state = new StateStore(r);
     r.keys = new RoomKeys(r);
@@ -115,6 +118,7 @@ export class RoomDO extends DurableObject<Env> {
     this.remote = r.remote = new RemoteRoom(r);
     this.partial = r.partial = new PartialState({
       sql,
+      metaFromStart: (key) => this.head.metaFromStart(key),
       currentGroup: () => this.head.currentGroup,
       loadEvent: (id) => this.events.loadEvent(id),
       groupState: (g) => this.state.groupState(g),
@@ -293,11 +297,11 @@ export class RoomDO extends DurableObject<Env> {
     await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedTemplate(args);
   }
-  async fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+  async fedSendMembership(args: { eventId: string; pdu: PDU; origin: string; membership: "join" | "leave" | "knock"; omitMembers?: boolean; }): Promise<RoomResult<{ stateJson?: string; authChainJson?: string; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
     await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);
     return this.remote.fedSendMembership(args);
   }
-  fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdus?: PDU[]; auth_chain?: PDU[] }>> {
+  fedStateAt(origin: string, eventId: string, ids: boolean): Promise<RoomResult<{ pdu_ids?: string[]; auth_chain_ids?: string[]; pdusJson?: string; authChainJson?: string }>> {
     return this.fed.fedStateAt(origin, eventId, ids);
   }
   fedEventAuth(origin: string, eventId: string): Promise<RoomResult<PDU[]>> {
@@ -318,7 +322,7 @@ export class RoomDO extends DurableObject<Env> {
   getPartialInfo(): Promise<{ partial: boolean; roomVersion?: string; members: Record<string, { membership: string; sender: string; eventId: string }> }> {
     return this.remote.getPartialInfo();
   }
-  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state: unknown[]; authChain: unknown[]; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state?: unknown[]; authChain?: unknown[]; answerJson?: string; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
     return this.remote.seedFromJoin(args);
   }
   // Partial-state joins (room/partial-state.ts; the fetch: src/services/federation/partial-state.ts).

@@ -15,7 +15,7 @@ import { needsRoomType, sameConfig, type ListFilters, type Range } from "../src/
 import type { ThreadSubscriptionChange } from "./user/thread-subscriptions";
 import { initRecency, learnRoomType, leftSince, listWindow, roomsByIds, syncDirect, unknownTypes, type Candidates, type IndexedRoom } from "./sliding-recency";
 
-export { noteSlidingRoom, refreshRecency } from "./sliding-recency";
+export { noteSlidingRoom, refreshRecency, type SlidingNote } from "./sliding-recency";
 
 export const SLIDING_SCHEMA = `
 CREATE TABLE IF NOT EXISTS sliding_conns (id INTEGER PRIMARY KEY, device_id TEXT NOT NULL, conn_id TEXT NOT NULL,

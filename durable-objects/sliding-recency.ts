@@ -61,31 +61,40 @@ export function refreshRecency(sql: SqlStorage): void {
   sql.exec("DELETE FROM sliding_meta WHERE key = 'direct'");
 }
 
-/** Record a room notice in the index (inside the hub's notice transaction, after `rooms` was
- *  updated for it). `rtype`: NULL unknown, '' no type, else m.room.create content.type. */
-export function noteSlidingRoom(
-  sql: SqlStorage,
-  me: string,
-  roomId: string,
-  upos: number,
-  ev: { type: string; state_key?: string; content: JsonObject },
-  encrypted: boolean | undefined,
-): void {
+/** A room notice as the recency index sees it. */
+export interface SlidingNote {
+  upos: number;
+  ev: { type: string; state_key?: string; content: JsonObject };
+  encrypted: boolean | undefined;
+}
+
+/** Record notices of one room, in position order, in the index (inside the hub's notice
+ *  transaction, after `rooms` was updated for them): one upsert for the run, with the row each
+ *  notice in turn would have left. */
+export function noteSlidingRoom(sql: SqlStorage, me: string, roomId: string, notes: SlidingNote[]): void {
+  if (notes.length === 0) return;
   const isNew = sql.exec("SELECT 1 FROM sliding_rooms WHERE room_id = ?", roomId).toArray().length === 0;
   // MSC4186 bump_stamp: the default bump event types; my own membership changes bump too, so
-  // an invite or a fresh join shows at the top. A room's first row takes the notice's position
-  // even when it is no bump event (the room has to sort somewhere).
-  const bump = BUMP_EVENT_TYPES.has(ev.type) || (ev.type === "m.room.member" && ev.state_key === me);
+  // an invite or a fresh join shows at the top. A room's first row (or one still at 0) takes
+  // the first notice's position even when it is no bump event (the room has to sort somewhere);
+  // later notices raise it only when they bump.
+  const first = notes[0].upos;
+  let bump = 0;
+  let encrypted = false;
+  for (const n of notes) {
+    if (BUMP_EVENT_TYPES.has(n.ev.type) || (n.ev.type === "m.room.member" && n.ev.state_key === me)) bump = Math.max(bump, n.upos);
+    if (n.encrypted) encrypted = true;
+  }
   sql.exec(
     `INSERT INTO sliding_rooms (room_id, bump, encrypted, membership, inviter)
-       SELECT room_id, ?2, ?3, membership, inviter FROM rooms WHERE room_id = ?1
+       SELECT room_id, MAX(?2, ?4), ?3, membership, inviter FROM rooms WHERE room_id = ?1
      ON CONFLICT(room_id) DO UPDATE SET
-       bump = CASE WHEN ?4 OR sliding_rooms.bump = 0 THEN MAX(sliding_rooms.bump, excluded.bump) ELSE sliding_rooms.bump END,
+       bump = CASE WHEN sliding_rooms.bump = 0 THEN MAX(?2, ?4) ELSE MAX(sliding_rooms.bump, ?4) END,
        encrypted = MAX(sliding_rooms.encrypted, excluded.encrypted), membership = excluded.membership, inviter = excluded.inviter`,
     roomId,
-    upos,
+    first,
     encrypted ? 1 : 0,
-    bump ? 1 : 0,
+    bump,
   );
   if (isNew) {
     // is_dm of a new room, from m.direct as it is (syncDirect follows later changes of it).
@@ -95,7 +104,9 @@ export function noteSlidingRoom(
       roomId,
     );
   }
-  if (ev.type === "m.room.create" && ev.state_key === "") learnRoomType(sql, roomId, typeof ev.content.type === "string" ? ev.content.type : null);
+  for (const { ev } of notes) {
+    if (ev.type === "m.room.create" && ev.state_key === "") learnRoomType(sql, roomId, typeof ev.content.type === "string" ? ev.content.type : null);
+  }
 }
 
 /** A room's type, learned from its create event (a notice, or the RoomDO via the Worker). */

@@ -94,8 +94,19 @@ export class UserDO extends DurableObject<Env> {
     const log = (this.log = new PositionLog({ ...base, pos: () => stream.pos }, Number(meta.get("log_floor") ?? "0")));
     const logRoom = (upos: number, roomId: string, s: number | null) => log.append(upos, roomId, s);
     const maybeCompact = () => log.maybeCompact();
+    // The transactions that record pushes (receipts, room notices) tell the push outbox when
+    // they roll back: what it staged and counted in memory is void.
+    const pushGuarded = <T>(fn: () => T): T => {
+      try {
+        return fn();
+      } catch (e) {
+        this.push.rolledBack();
+        throw e;
+      }
+    };
     this.ephemeral = new Ephemeral({
       ...base,
+      transaction: (fn) => pushGuarded(() => stream.transaction(fn)),
       logRoom,
       maybeCompact,
       roomTouched: (roomId, from, to) => log.roomTouched(roomId, from, to),
@@ -116,7 +127,7 @@ export class UserDO extends DurableObject<Env> {
     this.fanIn = new FanIn({
       ...base,
       env,
-      batch: (fn) => stream.batch(fn),
+      batch: (fn) => pushGuarded(() => stream.batch(fn)),
       logRoom,
       maybeCompact,
       ruleset: () => this.settings.ruleset(),
@@ -126,6 +137,8 @@ export class UserDO extends DurableObject<Env> {
       recordDeviceList: (u, upos, left) => this.inbox.recordDeviceList(u, upos, left),
       deviceListsAfterMembership: (me, f) => this.inbox.afterMembership(me, f),
       recordPush: (me, roomId, stream, ev, out) => this.push.recordEvent(me, roomId, stream, ev, out),
+      pushReadsEvents: () => this.push.readsEvents(),
+      logRoomRun: (roomId, entries) => log.appendRun(roomId, entries),
       afterCommit: (me) => this.push.afterCommit(me),
     });
     this.syncer = new SyncAssembly({

@@ -19,14 +19,34 @@ export class RoomHead {
   stream = 0;
   /** The state group of the current (resolved) state. */
   currentGroup: number | null = null;
+  /** `meta` as read at start, until the first write transaction (RoomWriter.transact drops it):
+   *  the partial marks every read asks about come from it instead of a statement each (a cold
+   *  /sync of 300 rooms asked three of them per room). */
+  private metaAtStart?: Map<string, string>;
 
   /** The room's identity and position from `meta` (at start). */
   load(meta: Map<string, string>, sql: SqlStorage): void {
+    this.metaAtStart = meta;
     this.roomId = meta.get("room_id");
     this.serverName = meta.get("server_name");
     if (meta.has("room_version")) this.rv = getRoomVersion(meta.get("room_version")!);
     this.stream = storedStream(meta, sql);
     this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+  }
+
+  /** A `meta` value as read at start (null: absent), or undefined once a write may have
+   *  changed it (read it from storage then). */
+  metaFromStart(key: string): string | null | undefined {
+    return this.metaAtStart ? (this.metaAtStart.get(key) ?? null) : undefined;
+  }
+
+  /** Write transactions (and purges) since the start: what was read before one may be stale. */
+  writes = 0;
+
+  /** Before every write transaction (and a purge): `meta` and any table may change. */
+  beforeWrite(): void {
+    this.metaAtStart = undefined;
+    this.writes++;
   }
 
   requireRoom(): RoomVersion {
@@ -73,6 +93,31 @@ export const MAX_PREV_EVENTS = 10;
 /** How long federated events wait for a local join under way (expectJoin): the join's own
  *  send_join timeout. */
 export const JOIN_WAIT_MS = 120_000;
+/** `items` as JSON array texts for a `json_each(?)` parameter (many rows or IDs in one
+ *  statement), each at most JSON_PARAM_CHARS characters: a Durable Object's SQLite takes a
+ *  string of at most 2 MB, which a whole large state as one parameter passes (the 10,000
+ *  member events of a partial-state join's completion, 2,000 to a transaction, failed every
+ *  step on it). Characters are at most 3 UTF-8 bytes here (JSON.stringify escapes lone
+ *  surrogates), so 512 Ki characters stay under 2 MB. */
+export function jsonBatches(items: unknown[]): string[] {
+  const out: string[] = [];
+  let parts: string[] = [];
+  let size = 2;
+  for (const item of items) {
+    const text = JSON.stringify(item);
+    if (parts.length && size + text.length + 1 > JSON_PARAM_CHARS) {
+      out.push(`[${parts.join(",")}]`);
+      parts = [];
+      size = 2;
+    }
+    parts.push(text);
+    size += text.length + 1;
+  }
+  if (parts.length) out.push(`[${parts.join(",")}]`);
+  return out;
+}
+export const JSON_PARAM_CHARS = 512 * 1024;
+
 /** Outliers stored per transaction when a join seeds a room (admitOutlierBatch). */
 export const OUTLIER_BATCH = 2_000;
 export const EVENT_CACHE = 4096;

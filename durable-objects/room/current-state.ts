@@ -14,6 +14,7 @@ import { GROUP_CHAIN_SQL } from "./core";
 import { ReadOnlyStateMap } from "./state-layers";
 
 const MEMBER = "m.room.member";
+const MEMBER_PREFIX = MEMBER + "\u0000";
 
 /** A state view that reads keys one by one (remembering them) and builds the whole map only
  *  when iterated. Subclasses say where a key and a set of member keys are read from. */
@@ -30,10 +31,42 @@ abstract class KeyByKeyView extends ReadOnlyStateMap {
   protected built(): StateIdMap | undefined {
     return undefined;
   }
+  /** Every entry but the member events, read from storage. */
+  protected abstract readNonMembers(): [StateKey, string][];
+  /** Those and the member events of these users in one statement, when the view can. */
+  protected readNonMembersAnd?(userIds: string[]): Iterable<{ type: string; state_key: string; event_id: string }>;
+  private nonMembers?: Map<StateKey, string>;
+
+  /** What a lazy-loading answer of a room new to the client reads of its state: the non-member
+   *  entries (nonMemberEntries) and these users' member entries (prefetchMembers), together. */
+  prefetchLazy(userIds: string[]): void {
+    if (this.built() || this.nonMembers || !this.readNonMembersAnd) {
+      this.nonMemberEntries();
+      this.prefetchMembers(userIds);
+      return;
+    }
+    for (const u of userIds) this.known.set(stateKey(MEMBER, u), null);
+    const nonMembers = new Map<StateKey, string>();
+    for (const r of this.readNonMembersAnd(userIds)) {
+      if (r.type === MEMBER) this.known.set(stateKey(MEMBER, r.state_key), r.event_id);
+      else nonMembers.set(stateKey(r.type, r.state_key), r.event_id);
+    }
+    this.nonMembers = nonMembers;
+  }
+
+  /** Every entry but the member events: what an answer with lazy-loaded members walks. Once
+   *  read, get() answers the other non-member keys (the room's name) from them. */
+  nonMemberEntries(): [StateKey, string][] {
+    const whole = this.built();
+    if (whole) return [...whole].filter(([k]) => !k.startsWith(MEMBER_PREFIX));
+    this.nonMembers ??= new Map(this.readNonMembers());
+    return [...this.nonMembers];
+  }
 
   override get(k: StateKey): string | undefined {
     const whole = this.built();
     if (whole) return whole.get(k);
+    if (this.nonMembers && !k.startsWith(MEMBER_PREFIX)) return this.nonMembers.get(k);
     let v = this.known.get(k);
     if (v === undefined) {
       const [type, key] = splitStateKey(k);
@@ -80,7 +113,6 @@ const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extrac
  */
 export class CurrentStateView extends KeyByKeyView {
   private full?: StateIdMap;
-  private nonMembers?: [StateKey, string][];
   private counted?: number;
 
   constructor(
@@ -111,26 +143,33 @@ export class CurrentStateView extends KeyByKeyView {
     return (this.counted ??= this.sql.exec<{ n: number }>("SELECT count(*) AS n FROM current_state").one().n);
   }
 
-  /** Every entry but the member events: what an answer with lazy-loaded members walks. */
-  nonMemberEntries(): [StateKey, string][] {
-    if (this.full) return [...this.full].filter(([k]) => !k.startsWith(MEMBER + "\u0000"));
-    return (this.nonMembers ??= this.sql
-      .exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state WHERE type != ?", MEMBER)
+  // (`type < ? OR type > ?` rather than `type != ?`: two ranges of the primary key instead of a
+  // scan of every member row.)
+  protected readNonMembers(): [StateKey, string][] {
+    return this.sql
+      .exec<{ type: string; state_key: string; event_id: string }>("SELECT type, state_key, event_id FROM current_state WHERE type < ?1 OR type > ?1", MEMBER)
       .toArray()
-      .map((r) => [stateKey(r.type, r.state_key), r.event_id]));
+      .map((r) => [stateKey(r.type, r.state_key), r.event_id]);
+  }
+
+  protected override readNonMembersAnd(userIds: string[]): Iterable<{ type: string; state_key: string; event_id: string }> {
+    return this.sql.exec<{ type: string; state_key: string; event_id: string }>(
+      "SELECT type, state_key, event_id FROM current_state WHERE type < ?1 OR type > ?1 OR (type = ?1 AND state_key IN (SELECT value FROM json_each(?2)))",
+      MEMBER,
+      JSON.stringify(userIds),
+    );
   }
 
   /** Joined and invited counts (room summary), in SQL without reading the member list into
    *  memory: from `memberships` alone when it covers every current member event (the rule),
    *  else with the membership of the others read from their events. */
   memberCounts(): { joined: number; invited: number } {
+    // (A NULL group: member events without a row in `memberships`.)
     const rows = this.sql
-      .exec<{ ms: string; n: number }>(`SELECT m.membership AS ms, count(*) AS n FROM current_state c JOIN memberships m ON m.event_id = c.event_id WHERE c.type = '${MEMBER}' GROUP BY m.membership`)
+      .exec<{ ms: string | null; n: number }>(`SELECT m.membership AS ms, count(*) AS n FROM current_state c LEFT JOIN memberships m ON m.event_id = c.event_id WHERE c.type = '${MEMBER}' GROUP BY m.membership`)
       .toArray();
-    const covered = rows.reduce((n, r) => n + r.n, 0);
-    const total = this.sql.exec<{ n: number }>(`SELECT count(*) AS n FROM current_state WHERE type = '${MEMBER}'`).one().n;
     const counts = new Map<string | null, number>(
-      covered === total ? rows.map((r) => [r.ms, r.n]) : this.sql.exec<{ ms: string | null; n: number }>(`SELECT ms, count(*) AS n FROM (${MEMBERS_SQL}) GROUP BY ms`).toArray().map((r) => [r.ms, r.n]),
+      rows.every((r) => r.ms !== null) ? rows.map((r) => [r.ms, r.n]) : this.sql.exec<{ ms: string | null; n: number }>(`SELECT ms, count(*) AS n FROM (${MEMBERS_SQL}) GROUP BY ms`).toArray().map((r) => [r.ms, r.n]),
     );
     return { joined: counts.get("join") ?? 0, invited: counts.get("invite") ?? 0 };
   }
@@ -160,7 +199,6 @@ export class CurrentStateView extends KeyByKeyView {
  * builds the group's state (`build`, StateStore.groupState).
  */
 export class GroupStateView extends KeyByKeyView {
-  private nonMembers?: [StateKey, string][];
   private chainJson?: string;
 
   constructor(
@@ -206,19 +244,16 @@ export class GroupStateView extends KeyByKeyView {
     return this.build();
   }
 
-  nonMemberEntries(): [StateKey, string][] {
-    if (!this.nonMembers) {
-      const out = new Map<StateKey, string | null>();
-      for (const r of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>(
-        "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type != ? ORDER BY group_id",
-        this.chain(),
-        MEMBER,
-      )) {
-        out.set(stateKey(r.type, r.state_key), r.event_id);
-      }
-      this.nonMembers = [...out].filter((e): e is [StateKey, string] => e[1] !== null);
+  protected readNonMembers(): [StateKey, string][] {
+    const out = new Map<StateKey, string | null>();
+    for (const r of this.sql.exec<{ type: string; state_key: string; event_id: string | null }>(
+      "SELECT type, state_key, event_id FROM state_group_entries WHERE group_id IN (SELECT value FROM json_each(?)) AND type != ? ORDER BY group_id",
+      this.chain(),
+      MEMBER,
+    )) {
+      out.set(stateKey(r.type, r.state_key), r.event_id);
     }
-    return this.nonMembers;
+    return [...out].filter((e): e is [StateKey, string] => e[1] !== null);
   }
 
 }

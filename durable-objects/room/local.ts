@@ -52,8 +52,15 @@ interface NewRoomRun {
 
 /** Local sends admitted together at most (one transaction, one flush). */
 const GROUP_MAX = 64;
-/** How long a group waits for the senders of the last one to come back (gather). */
-const GATHER_MS = 3;
+/** Gathering (LocalEvents.gather) scales with the senders' trip time (answer to their next
+ *  send, averaged): a group waits at most GATHER_TRIPS trips for senders still out, and a sender
+ *  not back after EXPECT_TRIPS trips is not waited for (a person, or a client that stopped). */
+const GATHER_TRIPS = 2;
+const EXPECT_TRIPS = 3;
+/** Bounds of the trip time used (ms): the first guess, and the least and most gathering. */
+const TRIP_FIRST_MS = 10;
+const TRIP_MIN_MS = 2;
+const TRIP_MAX_MS = 50;
 
 export class LocalEvents {
   constructor(private readonly r: LocalEventsAccess) {}
@@ -127,11 +134,16 @@ export class LocalEvents {
    *  auth_events by the auth events selection over the state before it, depth = max(prev) + 1. */
   async createLocalEvent(spec: LocalEventSpec): Promise<SendResult> {
     const r = await new Promise<SendResult>((resolve) => {
+      const k = LocalEvents.senderKey(spec);
+      if (k) this.cameBack(k);
       this.sendQueue.push({ spec, resolve });
       if (this.sendQueue.length === 1) void this.r.writer.serial(() => this.admitQueued());
       else this.onQueued?.();
     });
     if (r.ok) await this.r.fanout.fannedOut([r.value.eventId]);
+    // Its trip back starts now (a group's answers leave as their senders' hubs hold them).
+    const k = LocalEvents.senderKey(spec);
+    if (k && this.outstanding.has(k)) this.outstanding.set(k, { at: Date.now(), pending: false });
     return r;
   }
 
@@ -145,34 +157,68 @@ export class LocalEvents {
   private sendQueue: { spec: LocalEventSpec; resolve: (r: SendResult) => void }[] = [];
   /** The largest group admitted so far (tests and benchmarks read it). */
   largestGroup = 0;
+  /** Groups admitted so far, and how many of them waited for senders (tests read them). */
+  groups = 0;
+  gathered = 0;
 
-  /** The size of the last group, and a wake-up for gather(). */
-  private lastGroup = 0;
+  /** Senders (sender and device) of the groups admitted lately that have not sent again: when
+   *  their answer left (`pending` while it waits for their hub); a wake-up for gather(). */
+  private outstanding = new Map<string, { at: number; pending: boolean }>();
   private onQueued?: () => void;
+  /** The senders' trip time (ms), a moving average. */
+  private tripMs = TRIP_FIRST_MS;
+
+  private cameBack(k: string): void {
+    const o = this.outstanding.get(k);
+    if (!o) return;
+    this.outstanding.delete(k);
+    if (!o.pending) this.tripMs += (Math.min(Date.now() - o.at, TRIP_MAX_MS) - this.tripMs) / 8;
+  }
 
   /** Senders answered together come back at about the same time, each after its own trip
-   *  through the Worker: when the last group had several sends, wait a moment (at most
-   *  GATHER_MS) for as many, so they go in one group again — else the first came alone and
-   *  the rest formed a second group behind it, two commits and two rounds of hub notices.
-   *  A lone sender (last group of one) never waits. */
-  private gather(want: number): Promise<void> {
+   *  through the Worker — but one after another, as the Worker serves them on the same thread.
+   *  Before a group starts, wait (at most GATHER_TRIPS trips) for the senders answered lately
+   *  that are not back yet, so they go in one group again: else the first came alone, the rest
+   *  formed groups behind it, and the groups stayed small (one room commit and a round of hub
+   *  calls each: most of a send's cost in a busy room). Only senders of a group of several are
+   *  waited for, so sends one at a time (a lone sender, people taking turns, a bridge sending as
+   *  one puppet after another) never wait. */
+  private gather(): Promise<void> {
+    const trip = Math.max(TRIP_MIN_MS, Math.min(TRIP_MAX_MS, this.tripMs));
+    /** Whether a sender is still worth waiting for (and forget those that are not). */
+    const waiting = () => {
+      if (this.sendQueue.length >= GROUP_MAX) return false;
+      const now = Date.now();
+      let any = false;
+      for (const [k, o] of this.outstanding) {
+        // An answer still waiting for its hub is waited for too, within reason.
+        if (now - o.at >= (o.pending ? 1000 : EXPECT_TRIPS * trip)) this.outstanding.delete(k);
+        else any = true;
+      }
+      return any;
+    };
+    if (!waiting()) return Promise.resolve();
+    this.gathered++;
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         this.onQueued = undefined;
         resolve();
       };
-      const timer = setTimeout(done, GATHER_MS);
+      const timer = setTimeout(done, GATHER_TRIPS * trip);
       this.onQueued = () => {
-        if (this.sendQueue.length >= want) done();
+        if (!waiting()) done();
       };
     });
   }
 
+  private static senderKey(spec: LocalEventSpec): string | undefined {
+    return spec.txn ? `${spec.sender}\u0000${spec.txn.deviceId}` : undefined;
+  }
+
   private async admitQueued(): Promise<void> {
-    if (this.lastGroup > 1 && this.sendQueue.length < this.lastGroup) await this.gather(this.lastGroup);
+    await this.gather();
     const batch = this.sendQueue.splice(0, GROUP_MAX);
-    this.lastGroup = batch.length;
     // More than a group waited: the rest go next (new sends only start a drain when alone).
     if (this.sendQueue.length) void this.r.writer.serial(() => this.admitQueued());
     const results: (SendResult | undefined)[] = new Array(batch.length);
@@ -187,7 +233,15 @@ export class LocalEvents {
       const err = asRoomError(e);
       for (let i = 0; i < batch.length; i++) results[i] ??= err;
     }
-    batch.forEach((q, i) => q.resolve(results[i] ?? { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Event was not admitted" }));
+    const answered = Date.now();
+    // Only the senders of a group of several are waited for: one sender at a time (a person, a
+    // bridge sending as one puppet after another) is not a crowd that comes back together.
+    const crowd = batch.length > 1;
+    batch.forEach((q, i) => {
+      const k = LocalEvents.senderKey(q.spec);
+      if (k && crowd) this.outstanding.set(k, { at: answered, pending: true });
+      q.resolve(results[i] ?? { ok: false, status: 500, errcode: "M_UNKNOWN", error: "Event was not admitted" });
+    });
     // Hold the write door until this group's commit is on disk. Its answers wait for that
     // anyway (the output gate), and sends that arrive meanwhile queue up and go in the next
     // group together: without this wait every send came alone (the room's own work is short),
@@ -247,6 +301,7 @@ export class LocalEvents {
     }
     if (built.length === 0 && !create) return [];
     this.largestGroup = Math.max(this.largestGroup, built.length);
+    this.groups++;
 
     let outs: AdmitOutcome[];
     try {

@@ -137,6 +137,9 @@ export interface PartialWrites {
 /** What PartialState needs from the room (wired in durable-objects/room.ts). */
 export interface PartialStateAccess {
   sql: SqlStorage;
+  /** A `meta` value as read at the room's start (null: absent), or undefined once a write may
+   *  have changed it (RoomHead.metaFromStart). */
+  metaFromStart(key: string): string | null | undefined;
   currentGroup(): number | null;
   loadEvent(id: string): PartialStoredEvent | undefined;
   groupState(g: number | null): StateIdMap;
@@ -170,8 +173,9 @@ export class PartialState {
   /** The room's partial-state record, or undefined when its state is complete. */
   meta(): PartialStateMeta | undefined {
     if (this.cached === undefined) {
-      const row = this.r.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'partial_state'").toArray()[0];
-      this.cached = row ? (JSON.parse(row.value) as PartialStateMeta) : null;
+      let value = this.r.metaFromStart("partial_state");
+      if (value === undefined) value = this.r.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'partial_state'").toArray()[0]?.value ?? null;
+      this.cached = value !== null ? (JSON.parse(value) as PartialStateMeta) : null;
     }
     return this.cached ?? undefined;
   }
@@ -190,6 +194,8 @@ export class PartialState {
   /** Stream position at which the last completion happened (for /sync: a client that synced
    *  before it gets the room's state whole once, see fullStateSince). */
   completedAt(): number | null {
+    const atStart = this.r.metaFromStart("partial_state_done");
+    if (atStart !== undefined) return atStart === null ? null : Number(atStart);
     const row = this.r.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'partial_state_done'").toArray()[0];
     return row ? Number(row.value) : null;
   }

@@ -6,25 +6,25 @@ import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel, memberKe
 import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./sync-view";
 import { anyMatch, searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
-import { bundleAggregations, hasAnnotation, relationsCap, threadRoots, type ThreadsQuery } from "./relations";
+import { bundleAggregations, capAfter, hasAnnotation, relationsCap, threadRoots, type ThreadsQuery } from "./relations";
 import type { ContextResponse, MessagesQuery, MessagesResponse, RelationsQuery, RelationsResponse, Requester, RoomResult } from "../../src/rpc/room";
 import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, streamToken, POWER_KEY, PEEK_LIMIT, RoomHead, wrap } from "./core";
 import type { EventStore } from "./events";
-import type { StateStore } from "./state";
+import type { GroupSpans, StateStore } from "./state";
 import type { FanOut } from "./fanout";
 import type { RoomWriter } from "./writer";
 import type { PartialState } from "./partial-state";
-import type { RoomViews } from "./views";
+import type { MembershipRow, RoomViews } from "./views";
 
 /** What ClientReads needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface ClientReadsAccess {
   head: RoomHead;
   sql: SqlStorage;
-  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "page" | "partialMember" | "prefetch" | "readBatch" | "redactionOf" | "timestampCandidates">;
+  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "newestDesc" | "page" | "partialMember" | "prefetch" | "readBatch" | "redactionOf" | "timestampCandidates">;
   state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState" | "stateForSync">;
   fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
   writer: Pick<RoomWriter, "eraseSender" | "forget">;
-  views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
+  views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "membershipHistory" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
   partial: Pick<PartialState, "completedAt" | "isPartial" | "extraDestinations">;
 }
 
@@ -477,38 +477,34 @@ export class ClientReads {
       const completed = this.r.partial.completedAt();
       if (completed !== null && q.since !== null && q.since <= completed) q = { ...q, fullState: true };
       const partialState = this.r.partial.isPartial();
-      // The requester's visibility checker, built once for the timeline and its relations.
+      // The requester's membership rows, read once for their visibility, joinedSince and the
+      // relations cap; their visibility checker, built once for the timeline and its relations.
+      let history: MembershipRow[] | undefined;
+      const historyOf = () => (history ??= this.r.views.membershipHistory(req.userId));
       let visible: ((se: StoredEvent) => boolean) | undefined;
-      const visibleFor = (u: string) => (u === req.userId ? (visible ??= this.r.views.visibilityFor(u)) : this.r.views.visibilityFor(u));
+      const visibleFor = (u: string) => (u === req.userId ? (visible ??= this.r.views.visibilityFor(u, historyOf())) : this.r.views.visibilityFor(u));
+      const spans: GroupSpans = [];
       // (readBatch: redaction rows prefetched a page at a time are kept for this answer.)
       return this.r.events.readBatch(() => syncRoomView<StoredEvent>(
         {
-          // IDs, then the event cache: the newest events of a room are what every sync asks for
-          // (parsing their PDUs again on each sync was a third of syncRoom at 300 rooms). Those
-          // not cached (a cold room) are read in one statement with what toClient needs.
-          eventsDesc: (upTo, since, limit) => {
-            const ids = this.r.sql
-              .exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? AND stream > ? ORDER BY stream DESC LIMIT ?", upTo, since, limit)
-              .toArray()
-              .map((r) => r.event_id);
-            this.r.events.prefetch(ids);
-            return ids.map((id) => this.r.events.loadEvent(id)!);
-          },
+          eventsDesc: (upTo, since, limit) => this.r.events.newestDesc(upTo, since, limit),
           prefetch: (ids) => this.r.events.prefetch(ids),
           visibleFor,
           joinedSince: (u) => {
-            // Start of the user's current unbroken run of joins (null when not joined now).
+            // Start of the user's current unbroken run of joins (null when not joined now),
+            // among their newest 50 rows.
+            const newest = u === req.userId ? historyOf().slice(-50).reverse() : this.r.sql.exec<MembershipRow>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 50", u);
             let since: number | null = null;
-            for (const r of this.r.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 50", u)) {
+            for (const r of newest) {
               if (r.membership !== "join") break;
               since = r.stream;
             }
             return since;
           },
-          stateAt: (n) => this.r.state.stateForSync(n),
+          stateAt: (n) => this.r.state.stateForSync(n, spans),
           load: (id) => this.r.events.loadEvent(id),
           toClient: (e, now) => this.r.views.toClient(e, req, now),
-          bundle: (es, out) => bundleAggregations(this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }, undefined, visibleFor(req.userId)), es, out),
+          bundle: (es, out) => bundleAggregations({ ...this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }, undefined, visibleFor(req.userId)), cap: capAfter(historyOf().at(-1)) }, es, out),
           toFederation: (e, now) => this.r.views.toFederationFormat(e, req, now),
           memberships: () => new Map(this.r.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
           // While partial, a sender's member event may be missing from the state: lazy-loading

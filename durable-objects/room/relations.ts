@@ -31,6 +31,10 @@ export interface RelationsAccess<E extends RelEvent> {
   userId: string;
   /** Users the requester ignores: their thread replies and references are not counted. */
   ignored?: readonly string[];
+  /** The requester's relationsCap when the caller has read it already. */
+  cap?: number;
+  /** False when no event of the room relates to another (RoomFacts): nothing to bundle. */
+  anyRelations?(): boolean;
 }
 
 /** SQL condition on events row `e`: not sent by one of the JSON array bound here (module
@@ -45,8 +49,12 @@ function ignoredJson(ignored: readonly string[] | undefined): string {
  *  their last membership change once they left (a user who left does not learn of later
  *  replies, edits or references through the events they can still read). */
 export function relationsCap(sql: SqlStorage, userId: string): number {
-  const row = sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 1", userId).toArray()[0];
-  return !row || row.membership === "join" ? Number.MAX_SAFE_INTEGER : row.stream;
+  return capAfter(sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 1", userId).toArray()[0]);
+}
+
+/** relationsCap from the user's newest `memberships` row (undefined: none). */
+export function capAfter(newest: { membership: string; stream: number } | undefined): number {
+  return !newest || newest.membership === "join" ? Number.MAX_SAFE_INTEGER : newest.stream;
 }
 
 interface AggRow {
@@ -74,8 +82,8 @@ export function bundleAggregations<E extends RelEvent>(a: RelationsAccess<E>, ev
     if (!e.ev.event_id.startsWith("$") || byId.has(e.ev.event_id)) return;
     byId.set(e.ev.event_id, i);
   });
-  if (byId.size === 0) return;
-  const cap = relationsCap(a.sql, a.userId);
+  if (byId.size === 0 || a.anyRelations?.() === false) return;
+  const cap = a.cap ?? relationsCap(a.sql, a.userId);
   const ids = [...byId.keys()];
   const rows: AggRow[] = [];
   // SQLite here binds at most 100 parameters per statement (2 besides the IDs).

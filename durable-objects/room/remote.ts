@@ -4,10 +4,11 @@
 // backfill.
 import type { Env } from "../../src/env";
 import type { JsonObject, PDU, RoomEvent, StateIdMap } from "../../src/core/types";
+import type { RoomVersion } from "../../src/core/room-versions";
 import { stateKey } from "../../src/core/types";
 import { getRoomVersion } from "../../src/core/room-versions";
 import { checkEventAuth, CREATE_KEY } from "../../src/core/auth-rules";
-import { computeEventId, toRoomEvent } from "../../src/core/event-hashes";
+import { computeEventId, digestPdu, toRoomEvent, type PduDigest } from "../../src/core/event-hashes";
 import { signJson } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
 import { buildNotice } from "../../src/services/notifier";
@@ -32,14 +33,14 @@ export interface RemoteRoomAccess {
   env: Env;
   ctx: DurableObjectState;
   keys: Pick<RoomKeys, "signingKey">;
-  events: Pick<EventStore, "acceptedAmong" | "authChain" | "isPartial" | "loadCreate" | "loadEvent">;
+  events: Pick<EventStore, "acceptedAmong" | "authChainIds" | "isPartial" | "loadCreate" | "loadEvent">;
   state: Pick<StateStore, "authMapFrom" | "groupState">;
   fanout: Pick<FanOut, "directoryLearns" | "fanOutFacts" | "fannedOut" | "hubs" | "mirrorDirectory">;
   partial: Pick<PartialState, "begin" | "complete" | "isPartial">;
   writer: Pick<RoomWriter, "admitInner" | "admitOutlierBatch" | "checkSignatures" | "recordRoom" | "reloadAfterFailure" | "serial" | "storePartialMembership">;
   local: Pick<LocalEvents, "eventRefs" | "extremityCount" | "mergeExtremitiesLater" | "newEventFrame">;
   reads: Pick<ClientReads, "getStrippedState">;
-  fed: Pick<FedServe, "wirePdu">;
+  fed: Pick<FedServe, "wireJson">;
 }
 
 export class RemoteRoom {
@@ -122,7 +123,7 @@ export class RemoteRoom {
     origin: string;
     membership: "join" | "leave" | "knock";
     omitMembers?: boolean;
-  }): Promise<RoomResult<{ state?: PDU[]; auth_chain?: PDU[]; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
+  }): Promise<RoomResult<{ stateJson?: string; authChainJson?: string; servers_in_room?: string[]; event?: PDU; members_omitted?: boolean; stripped?: JsonObject[] }>> {
     let accepted = false;
     let newServer = false;
     const r = await this.r.writer.serial(async () => {
@@ -184,10 +185,15 @@ export class RemoteRoom {
         // The auth chain of the state returned and of the join; with omit_members "any events
         // that are returned in state may be omitted from auth_chain".
         const inState = new Set(stateIds);
-        const chain = this.r.events.authChain([...stateIds, eventId]).filter((x) => !(args.omitMembers && inState.has(x.ev.event_id)));
-        const value: { state: PDU[]; auth_chain: PDU[]; servers_in_room: string[]; event?: PDU; members_omitted?: boolean } = {
-          state: stateIds.map((id) => this.r.fed.wirePdu(this.r.events.loadEvent(id)!)),
-          auth_chain: chain.map((x) => this.r.fed.wirePdu(x)),
+        const chain = this.r.events
+          .authChainIds([...stateIds, eventId])
+          .map((x) => x.id)
+          .filter((id) => !(args.omitMembers && inState.has(id)));
+        // The events as JSON text (FedServe.wireJson), which the Worker puts in its answer as
+        // they are.
+        const value: { stateJson: string; authChainJson: string; servers_in_room: string[]; event?: PDU; members_omitted?: boolean } = {
+          stateJson: this.r.fed.wireJson(stateIds),
+          authChainJson: this.r.fed.wireJson(chain),
           servers_in_room: serversBefore,
         };
         if (pdu !== args.pdu) value.event = pdu;
@@ -278,8 +284,11 @@ export class RemoteRoom {
     roomVersion: string;
     origin: string;
     join: PDU;
-    state: unknown[];
-    authChain: unknown[];
+    state?: unknown[];
+    authChain?: unknown[];
+    /** The send_join answer's JSON text, instead of `state` and `authChain` (its `state` and
+     *  `auth_chain` are taken). */
+    answerJson?: string;
     /** The resident omitted the member events (send_join `members_omitted`): the room stays
      *  partial until completePartialState. */
     partialState?: { serversInRoom: string[] };
@@ -301,22 +310,13 @@ export class RemoteRoom {
         this.r.head.rv = rv;
         this.r.head.serverName = args.serverName;
         // Parse everything, keeping the first copy of each event.
-        const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
-        const stateIds = new Set<string>();
-        const parse = async (raw: unknown, inState: boolean) => {
-          if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
-          try {
-            const pdu = raw as PDU;
-            const ev = await toRoomEvent(pdu, rv);
-            if (ev.room_id !== args.roomId) return;
-            if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev });
-            if (inState) stateIds.add(ev.event_id);
-          } catch {
-            /* malformed: dropped */
-          }
-        };
-        for (const x of args.authChain) await parse(x, false);
-        for (const x of args.state) await parse(x, true);
+        let received = { state: args.state ?? [], authChain: args.authChain ?? [] };
+        if (args.answerJson !== undefined) {
+          const answer = JSON.parse(args.answerJson) as { state?: unknown; auth_chain?: unknown };
+          if (!Array.isArray(answer.state) || !Array.isArray(answer.auth_chain)) fail(400, "M_BAD_JSON", "The send_join answer has no state");
+          received = { state: answer.state, authChain: answer.auth_chain };
+        }
+        const { byId, stateIds } = await parseReceived(received.state, received.authChain, rv, args.roomId);
         const rejected = await this.r.writer.admitOutlierBatch([...byId.values()], args.origin);
         // The starting state: the state events that passed.
         const state: StateIdMap = new Map();
@@ -375,17 +375,7 @@ export class RemoteRoom {
    *  the caller's `serial`. */
   async admitStateOutliers(state: unknown[], authChain: unknown[], origin: string): Promise<Map<string, RoomEvent>> {
     const rv = this.r.head.requireRoom();
-    const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
-    const stateIds = new Set<string>();
-    const parse = async (raw: unknown, inState: boolean) => {
-      if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
-      const ev = await toRoomEvent(raw as PDU, rv).catch(() => undefined);
-      if (!ev || ev.room_id !== this.r.head.roomId) return;
-      if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu: raw as PDU, ev });
-      if (inState) stateIds.add(ev.event_id);
-    };
-    for (const x of authChain) await parse(x, false);
-    for (const x of state) await parse(x, true);
+    const { byId, stateIds } = await parseReceived(state, authChain, rv, this.r.head.roomId!);
     await this.r.writer.admitOutlierBatch([...byId.values()], origin);
     const passed = this.r.events.acceptedAmong([...stateIds]);
     return new Map([...stateIds].filter((id) => passed.has(id)).map((id) => [id, byId.get(id)!.ev]));
@@ -415,11 +405,7 @@ export class RemoteRoom {
   async admitOutliers(pdus: PDU[], origin: string): Promise<number> {
     return this.r.writer.serial(async () => {
       const rv = this.r.head.requireRoom();
-      const byId = new Map<string, { pdu: PDU; ev: RoomEvent }>();
-      for (const pdu of pdus) {
-        const ev = await toRoomEvent(pdu, rv).catch(() => undefined);
-        if (ev && !byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev });
-      }
+      const { byId } = await parseReceived([], pdus, rv);
       return this.r.writer.admitOutlierBatch([...byId.values()], origin);
     });
   }
@@ -483,4 +469,31 @@ export class RemoteRoom {
     });
   }
 
+}
+
+/** A state and auth chain received from another server, parsed for admitOutlierBatch: each
+ *  PDU's digest (PduDigest: its event ID, and what its checks need, from one encoding) and
+ *  RoomEvent, the first copy of each event ID, the auth chain's first; `stateIds`, the events
+ *  of `state`. Malformed PDUs and, when `roomId` is given, those of another room are dropped. A
+ *  PDU that is not canonical JSON keeps its place without a digest: admitOutlierBatch refuses
+ *  it (and counts it) as it would any invalid event. */
+async function parseReceived(state: unknown[], authChain: unknown[], rv: RoomVersion, roomId?: string) {
+  const byId = new Map<string, { pdu: PDU; ev: RoomEvent; digest?: PduDigest }>();
+  const stateIds = new Set<string>();
+  const parse = async (raw: unknown, inState: boolean) => {
+    if (!raw || typeof raw !== "object" || Array.isArray(raw)) return;
+    const pdu = raw as PDU;
+    try {
+      const digest = await digestPdu(pdu, rv).catch(() => undefined);
+      const ev = await toRoomEvent(pdu, rv, digest?.eventId);
+      if (roomId !== undefined && ev.room_id !== roomId) return;
+      if (!byId.has(ev.event_id)) byId.set(ev.event_id, { pdu, ev, digest });
+      if (inState) stateIds.add(ev.event_id);
+    } catch {
+      /* malformed: dropped */
+    }
+  };
+  for (const x of authChain) await parse(x, false);
+  for (const x of state) await parse(x, true);
+  return { byId, stateIds };
 }

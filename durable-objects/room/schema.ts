@@ -89,8 +89,14 @@ export const SCHEMA_VERSION = fnv1a(ROOM_SCHEMA);
  *  statements on every start was part of every cold RoomDO's cost (a cold first /sync starts
  *  one per room). */
 export function openSchema(sql: SqlStorage): Map<string, string> {
-  sql.exec(META_TABLE);
-  const meta = readMeta(sql);
+  let meta: Map<string, string>;
+  try {
+    meta = readMeta(sql);
+  } catch {
+    // A new room: no tables yet (reading first spares every later start a CREATE statement).
+    sql.exec(META_TABLE);
+    meta = readMeta(sql);
+  }
   if (meta.get("schema") === SCHEMA_VERSION) return meta;
   sql.exec(ROOM_SCHEMA);
   rebuildExtremities(sql);

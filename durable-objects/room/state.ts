@@ -19,6 +19,11 @@ export interface StateStoreAccess {
   events: Pick<EventStore, "cached" | "loadEvent">;
 }
 
+/** What one synchronous read (a /sync view) learnt of current_groups: the current group was
+ *  `grp` at every position in [from, to]. The state at both ends of a timeline that did not
+ *  change the state is then one query, not two. */
+export type GroupSpans = { from: number; to: number; grp: number | null }[];
+
 export class StateStore {
   constructor(private readonly r: StateStoreAccess) {}
 
@@ -209,8 +214,8 @@ export class StateStore {
    *  CurrentStateView that reads only the keys asked for, instead of building the whole state;
    *  an older group not cached (the state before a timeline that changed the state, or at an
    *  incremental sync's `since`) likewise as a GroupStateView over its chain of deltas. */
-  stateForSync(n: number): StateIdMap {
-    const g = this.groupAtStream(n);
+  stateForSync(n: number, spans?: GroupSpans): StateIdMap {
+    const g = this.groupAtStream(n, spans);
     if (g === null || this.groups.has(g)) return this.groupState(g);
     if (g !== this.r.head.currentGroup) {
       // (The same view for both ends of a timeline in the same older state.)
@@ -229,9 +234,15 @@ export class StateStore {
    *  extremities then (current_groups), not the state after the event at `n`, which after
    *  concurrent events (several joins at once) holds only its own branch. Positions before
    *  current_groups was kept fall back to the state after the event. */
-  groupAtStream(n: number): number | null {
-    const cur = this.r.sql.exec<{ grp: number | null }>("SELECT grp FROM current_groups WHERE stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
-    if (cur) return cur.grp;
+  groupAtStream(n: number, spans?: GroupSpans): number | null {
+    const known = spans?.find((s) => s.from <= n && n <= s.to);
+    if (known) return known.grp;
+    const cur = this.r.sql.exec<{ stream: number; grp: number | null }>("SELECT stream, grp FROM current_groups WHERE stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
+    if (cur) {
+      // No change of the current group between the row's position and n.
+      spans?.push({ from: cur.stream, to: n, grp: cur.grp });
+      return cur.grp;
+    }
     const row = this.r.sql.exec<{ event_id: string }>("SELECT event_id FROM events WHERE stream IS NOT NULL AND stream <= ? ORDER BY stream DESC LIMIT 1", n).toArray()[0];
     return row ? this.r.events.loadEvent(row.event_id)!.stateAfter : null;
   }

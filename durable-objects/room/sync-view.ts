@@ -174,6 +174,24 @@ export function syncRoomView<E extends SyncEvent>(access: RoomSyncAccess<E>, use
     }
   }
   if (fresh) needed.add(userId);
+  // A cold room (states read key by key) with lazy-loaded members: its non-member state and
+  // the senders' member entries are read first and their events loaded in one page, so the
+  // summary's look at the room's name and alias reads nothing more.
+  if (q.lazyLoadMembers) {
+    const ids: string[] = [];
+    for (const st of new Set([start, end])) {
+      if (!isSparse(st)) continue;
+      if (fresh && st.prefetchLazy) {
+        st.prefetchLazy([...needed]);
+        for (const [, id] of st.nonMemberEntries()) ids.push(id);
+      } else st.prefetchMembers?.([...needed]);
+      for (const u of needed) {
+        const id = st.get(stateKey("m.room.member", u));
+        if (id) ids.push(id);
+      }
+    }
+    if (ids.length) room.prefetch?.(ids);
+  }
   // "When lazy-loading room members is enabled, the membership events for the heroes MUST be
   // included in the state, unless they are redundant" (RoomSummary m.heroes).
   const summary = summarize(room, end, userId);
@@ -249,6 +267,8 @@ export interface SparseState extends StateIdMap {
   firstMembers?(active: boolean): string[];
   /** Reads these users' member entries together (later get()s answer from memory). */
   prefetchMembers?(userIds: string[]): void;
+  /** Reads the non-member entries and these users' member entries together. */
+  prefetchLazy?(userIds: string[]): void;
 }
 
 function isSparse(st: StateIdMap): st is SparseState {

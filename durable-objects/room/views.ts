@@ -9,12 +9,20 @@ import type { Requester } from "../../src/rpc/room";
 import { DELAYED_TXN_DEVICE, DELAY_ID_UNSIGNED } from "../../src/rpc/delayed-events";
 import { StoredEvent, fail, HV_KEY, RoomHead } from "./core";
 import type { EventStore } from "./events";
+import type { RoomFacts } from "./facts";
 import type { StateStore } from "./state";
+
+export interface MembershipRow {
+  membership: string;
+  stream: number;
+  [k: string]: SqlStorageValue;
+}
 
 /** What RoomViews needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface RoomViewsAccess {
   head: RoomHead;
   sql: SqlStorage;
+  facts: Pick<RoomFacts, "has">;
   events: Pick<EventStore, "isPartial" | "loadEvent" | "partialMember" | "prefetch" | "redactionOf">;
   state: Pick<StateStore, "groupState">;
 }
@@ -31,6 +39,7 @@ export class RoomViews {
   /** Whether the user forgot the room since their current membership began (POST /forget).
    *  Keyed by that member event, so rejoining (or a new invite) ends it without a write. */
   private forgot(userId: string): boolean {
+    if (!this.r.facts.has("forgotten")) return false;
     const row = this.r.sql.exec<{ member_event_id: string }>("SELECT member_event_id FROM forgotten WHERE user_id = ?", userId).toArray()[0];
     return row !== undefined && row.member_event_id === this.memberEventId(userId);
   }
@@ -63,6 +72,7 @@ export class RoomViews {
   }
 
   private isErased(userId: string): boolean {
+    if (!this.r.facts.has("erased")) return false;
     this.erased ??= new Set(this.r.sql.exec<{ user_id: string }>("SELECT user_id FROM erased_senders").toArray().map((r) => r.user_id));
     return this.erased.size > 0 && this.erased.has(userId);
   }
@@ -125,7 +135,14 @@ export class RoomViews {
   /** `visible`: the requester's visibility checker when the caller has one already (/sync:
    *  building it reads two tables). */
   relationsAccess(req: Requester, now = Date.now(), visible?: (se: StoredEvent) => boolean): RelationsAccess<StoredEvent> {
-    return { ...this.readAccess(req.userId, visible), userId: req.userId, ignored: req.ignored, toClient: (se) => this.toClient(se, req, now), prefetch: (ids) => this.r.events.prefetch(ids) };
+    return {
+      ...this.readAccess(req.userId, visible),
+      userId: req.userId,
+      ignored: req.ignored,
+      toClient: (se) => this.toClient(se, req, now),
+      prefetch: (ids) => this.r.events.prefetch(ids),
+      anyRelations: () => this.r.facts.has("relations"),
+    };
   }
 
   /** Timeline events as `userId` reads them (relations and search): load only accepted events
@@ -142,11 +159,16 @@ export class RoomViews {
     };
   }
 
-  /** A visibility checker for one user, memoising per state group. */
-  visibilityFor(userId: string): (se: StoredEvent) => boolean {
+  /** The user's `memberships` rows in stream order. */
+  membershipHistory(userId: string): MembershipRow[] {
+    return this.r.sql.exec<MembershipRow>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
+  }
+
+  /** A visibility checker for one user, memoising per state group. `history`: the user's
+   *  membershipHistory when the caller has read it. */
+  visibilityFor(userId: string, history = this.membershipHistory(userId)): (se: StoredEvent) => boolean {
     // A user who forgot the room reads it as someone who was never in it (world_readable only).
     const forgotten = this.forgot(userId);
-    const history = this.r.sql.exec<{ membership: string; stream: number }>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream", userId).toArray();
     const lastJoin = history.filter((h) => h.membership === "join").at(-1)?.stream ?? -1;
     // Whether the user was joined when this server accepted the event (their membership in
     // stream order). Concurrent branches: an event admitted after the user's join, on a branch

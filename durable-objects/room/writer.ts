@@ -23,14 +23,14 @@ import { openSchema, readMeta } from "./schema";
 import { canonicalJson } from "../../src/core/canonical-json";
 import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
 import { partialAuthState, type PartialState, type PartialStateMeta, type PartialWrites } from "./partial-state";
-import { checkContentHash, computeEventId, toRoomEvent } from "../../src/core/event-hashes";
-import { verifyJsonSignature } from "../../src/core/signing";
+import { checkContentHash, computeEventId, toRoomEvent, type PduDigest } from "../../src/core/event-hashes";
+import { verifyJsonSignature, verifySignedBytes } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
 import { layerState } from "./state-layers";
 import { isServerAllowedByAcl } from "../../src/core/server-acl";
 import { domainOf } from "../../src/core/ids";
 import type { AdmitMode, AdmitOutcome } from "../../src/rpc/room";
-import { authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead, storedStream } from "./core";
+import { jsonBatches, authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead, storedStream } from "./core";
 import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
@@ -88,7 +88,7 @@ export interface RoomWriterAccess {
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
   keys: Pick<RoomKeys, "verifyKey">;
-  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "remember" | "uncache">;
+  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "remember" | "storedAmong" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
   fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "mirrorWithNextCommit" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
   partial: Pick<PartialState, "isPartial">;
@@ -112,6 +112,7 @@ export class RoomWriter {
    *  Other modules may hold the WriteTx only to pass it to the writer's functions (the SQL that
    *  changes rows is all in this file: scripts/check-write-door.mjs). */
   private transact<T>(fn: (tx: WriteTx) => T): T {
+    this.r.head.beforeWrite();
     const tx = new WriteTx(DOOR, this.r.sql);
     openTx.add(tx);
     try {
@@ -155,17 +156,31 @@ export class RoomWriter {
   }
 
   /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
-   *  signatures, room and server ACL. No writes: a batch can check every PDU before storing. */
-  private async checkPdu(pdu: PDU, origin: string, opts: AdmitMode, knownEventId?: string, signedHere = false): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+   *  signatures, room and server ACL. No writes: a batch can check every PDU before storing.
+   *  `given`: what the caller already knows of this PDU — its event ID, that this room has just
+   *  hashed and signed it (`signedHere`), its digest (one encoding for the size, content hash
+   *  and signatures) and parsed form `ev`, that it is not stored (`unknown`: a batch asked for
+   *  all its events at once). */
+  private async checkPdu(
+    pdu: PDU,
+    origin: string,
+    opts: AdmitMode,
+    given: { eventId?: string; signedHere?: boolean; digest?: PduDigest; ev?: RoomEvent; unknown?: boolean } = {},
+  ): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.r.head.requireRoom();
+    const { digest } = given;
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
-    let encoded: string;
-    try {
-      encoded = canonicalJson(pdu, { strict: rv.strictCanonicalJson });
-    } catch (e) {
-      return { status: "invalid", reason: `not canonical JSON: ${(e as Error).message}` };
+    if (digest) {
+      if (digest.size > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
+    } else {
+      let encoded: string;
+      try {
+        encoded = canonicalJson(pdu, { strict: rv.strictCanonicalJson });
+      } catch (e) {
+        return { status: "invalid", reason: `not canonical JSON: ${(e as Error).message}` };
+      }
+      if (utf8.encode(encoded).length > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
     }
-    if (utf8.encode(encoded).length > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
     for (const f of ["sender", "room_id", "type", "state_key", "event_id"] as const) {
       const v = pdu[f];
       if (v !== undefined && (typeof v !== "string" || utf8.encode(v).length > MAX_ID_BYTES)) {
@@ -178,11 +193,11 @@ export class RoomWriter {
     let eventId: string;
     try {
       // (A batch passes the ID it computed from this PDU when parsing it.)
-      eventId = knownEventId ?? (await computeEventId(pdu, rv));
+      eventId = given.eventId ?? digest?.eventId ?? (await computeEventId(pdu, rv));
     } catch (e) {
       return { status: "invalid", reason: (e as Error).message };
     }
-    const known = this.r.events.loadEvent(eventId);
+    const known = given.unknown ? undefined : this.r.events.loadEvent(eventId);
     // An outlier (state or auth chain from another server) may later arrive as part of the
     // timeline: then it is admitted again, this time with a place in the DAG.
     if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
@@ -191,15 +206,21 @@ export class RoomWriter {
     // event this room has just hashed and signed with the server's key (LocalEvents.admitRun)
     // has both by construction: checking them again cost two canonical JSON passes, a SHA-256
     // and an Ed25519 verification per local send.
-    if (signedHere) return this.parsed(pdu, rv, eventId);
-    if (!(await checkContentHash(pdu))) {
+    if (given.signedHere) return this.parsed(pdu, rv, eventId);
+    let hashOk: boolean;
+    if (digest) hashOk = digest.contentHashOk;
+    else hashOk = await checkContentHash(pdu);
+    if (!hashOk) {
       if (opts.local) return { status: "invalid", eventId, reason: "content hash mismatch" };
       pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
     }
-    const sigError = await this.checkSignatures(pdu, rv);
+    // (The redacted form signs the same bytes: digest.signed serves both.)
+    const sigError = await this.checkSignatures(pdu, rv, digest?.signed);
     if (sigError) return { status: "invalid", eventId, reason: sigError };
 
-    const parsed = await this.parsed(pdu, rv, eventId);
+    // (The caller's parse of this very PDU, when it was not redacted above.)
+    const reuse = hashOk && given.ev?.event_id === eventId && given.ev.pdu === pdu && given.ev.room_id === this.r.head.roomId;
+    const parsed = reuse ? { ev: given.ev! } : await this.parsed(pdu, rv, eventId);
     if (!("ev" in parsed)) return parsed;
     const { ev } = parsed;
     // Server ACLs (Server-Server API "Server Access Control Lists"): PDUs from a denied origin
@@ -231,7 +252,7 @@ export class RoomWriter {
 
   /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
   checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, eventId, true);
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true });
   }
 
   /** Group commit (LocalEvents.admitRun): local events built on one chain, each citing the one
@@ -280,21 +301,23 @@ export class RoomWriter {
     this.r.head.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
   }
 
-  async checkSignatures(pdu: PDU, rv: RoomVersion): Promise<string | undefined> {
+  /** `signed`: the PDU's PduDigest.signed, when the caller has it (the bytes every signature
+   *  signs), instead of encoding the redacted PDU here. */
+  async checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array): Promise<string | undefined> {
     const servers = new Set<string>([domainOf(pdu.sender)]);
     if (rv.eventIdFormat === 1 && typeof pdu.event_id === "string") servers.add(domainOf(pdu.event_id));
     const via = (pdu.content as { join_authorised_via_users_server?: unknown }).join_authorised_via_users_server;
     if (rv.restrictedJoins && pdu.type === "m.room.member" && typeof via === "string" && pdu.content.membership === "join") {
       servers.add(domainOf(via));
     }
-    const redacted = redactEvent(pdu, rv);
+    const redacted = signed ? pdu : redactEvent(pdu, rv);
     for (const server of servers) {
       const sigs = pdu.signatures?.[server];
       let ok = false;
       if (sigs && typeof sigs === "object") {
         for (const keyId of Object.keys(sigs)) {
           const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
-          if (pub && (await verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson }))) {
+          if (pub && (await (signed ? verifySignedBytes(pdu, server, keyId, pub, signed) : verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson })))) {
             ok = true;
             break;
           }
@@ -327,7 +350,7 @@ export class RoomWriter {
         else missing.push(id);
       }
     }
-    const knownCreate = isCreate ? this.r.events.loadCreate() : undefined;
+    const knownCreate = isCreate ? (this.outlierRows?.create ?? this.r.events.loadCreate()) : undefined;
     if (isCreate && (ev.prev_events.length > 0 || (!opts.outlier && !backfill && this.r.head.stream > 0) || (knownCreate && knownCreate.ev.event_id !== ev.event_id))) {
       return { status: "invalid", eventId: ev.event_id, reason: "a room has exactly one create event, first" };
     }
@@ -339,7 +362,7 @@ export class RoomWriter {
     const authEvents: RoomEvent[] = [];
     const missingAuth: string[] = [];
     for (const id of ev.auth_events) {
-      const a = this.r.events.loadEvent(id);
+      const a = this.outlierRows?.stored.get(id) ?? this.r.events.loadEvent(id);
       if (!a) {
         missingAuth.push(id);
         continue;
@@ -358,7 +381,7 @@ export class RoomWriter {
     if (status === "accepted") {
       const authState = buildAuthState(authEvents);
       if (rv.roomIdFromCreate && !isCreate) {
-        const create = this.r.events.loadCreate();
+        const create = this.outlierRows?.create ?? this.r.events.loadCreate();
         if (create) authState.set(CREATE_KEY, create.ev);
       }
       const r = checkEventAuth(ev, authState, rv);
@@ -406,6 +429,18 @@ export class RoomWriter {
         stream = this.r.head.stream + 1;
         this.r.head.stream = stream;
       }
+    }
+    if (opts.outlier && this.outlierRows) {
+      // A batch of outliers (admitOutlierBatch): the row and its auth edges are written with the
+      // batch's others at the end of the transaction; its later events find this one in memory.
+      const rows = this.outlierRows;
+      rows.events.push([ev.event_id, ev.depth, ev.type, ev.state_key ?? null, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), status, reason ?? null, Date.now()]);
+      for (const a of ev.auth_events) rows.authEdges.push([ev.event_id, a]);
+      const se: StoredEvent = { ev, stream: null, status, stateBefore: null, stateAfter: null, prevState: null, txnDevice: null, txnId: null };
+      rows.stored.set(ev.event_id, se);
+      if (isCreate && status === "accepted") rows.create = se;
+      this.r.events.uncache(ev.event_id);
+      return { status, eventId: ev.event_id, reason };
     }
     const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
     tx.exec(
@@ -513,11 +548,24 @@ export class RoomWriter {
     }
   }
 
+  /** The changes in at most two statements, whatever their number (a JSON parameter through
+   *  json_each): a join's starting state is the whole state at once, a statement per key was
+   *  two thirds of the join's own write in a 20,000-key state. (A key is once in the map, so
+   *  the removed and the set are apart and their order does not matter.) */
   private applyCurrentState(tx: WriteTx, changes: Map<StateKey, string | null>): void {
+    const removed: string[][] = [];
+    const set: string[][] = [];
     for (const [k, id] of changes) {
-      const [type, skey] = splitStateKey(k);
-      if (id === null) tx.exec("DELETE FROM current_state WHERE type = ? AND state_key = ?", type, skey);
-      else tx.exec("INSERT INTO current_state (type, state_key, event_id) VALUES (?, ?, ?) ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id", type, skey, id);
+      if (id === null) removed.push(splitStateKey(k));
+      else set.push([...splitStateKey(k), id]);
+    }
+    for (const batch of jsonBatches(removed)) tx.exec("DELETE FROM current_state WHERE (type, state_key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?))", batch);
+    for (const batch of jsonBatches(set)) {
+      tx.exec(
+        `INSERT INTO current_state (type, state_key, event_id) SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true
+         ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id`,
+        batch,
+      );
     }
     this.r.fanout.currentStateChanged(changes);
   }
@@ -543,10 +591,9 @@ export class RoomWriter {
     if (this.groupChains.size >= 64) this.groupChains.clear();
     this.groupChains.set(id, snapshot ? 0 : chain);
     const entries: Iterable<[StateKey, string | null]> = snapshot ? full : delta;
-    for (const [k, v] of entries) {
-      const [type, skey] = splitStateKey(k);
-      tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) VALUES (?, ?, ?, ?)", id, type, skey, v);
-    }
+    // One statement for all of them (a snapshot, or a join's starting state, is the whole state).
+    const rows = [...entries].map(([k, v]) => [...splitStateKey(k), v]);
+    for (const batch of jsonBatches(rows)) tx.exec("INSERT INTO state_group_entries (group_id, type, state_key, event_id) SELECT ?, value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)", id, batch);
     this.r.state.cacheGroup(id, full);
     return id;
   }
@@ -707,6 +754,7 @@ export class RoomWriter {
   async purge(): Promise<void> {
     await this.serial(async () => {
       for (let i = 0; i < 50 && !this.r.fanout.hubsCaughtUp(); i++) await new Promise((r) => setTimeout(r, 100));
+      this.r.head.beforeWrite();
       await this.r.ctx.storage.deleteAll();
       this.nextGroupId = undefined;
       this.groupChains.clear();
@@ -728,12 +776,14 @@ export class RoomWriter {
    *  commits were a large part of the join. `events` are parsed from their PDUs here (toRoomEvent),
    *  one per event ID. Returns how many were not stored (invalid, rejected, missing auth events,
    *  auth cycles). */
-  async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent }[], origin: string): Promise<number> {
+  async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent; digest?: PduDigest }[], origin: string): Promise<number> {
     const mode: AdmitMode = { local: false, outlier: true };
     let refused = 0;
     const checked = new Map<string, RoomEvent>();
-    for (const { pdu, ev } of events) {
-      const c = await this.checkPdu(pdu, origin, mode, ev.event_id);
+    // Which are stored already, 90 to a query rather than one query each.
+    const held = new Set(this.r.events.storedAmong(events.map((x) => x.ev.event_id)).map((r) => r.event_id));
+    for (const { pdu, ev, digest } of events) {
+      const c = await this.checkPdu(pdu, origin, mode, { eventId: ev.event_id, digest, ev, unknown: !held.has(ev.event_id) });
       if ("ev" in c) checked.set(ev.event_id, c.ev);
       else if (c.status !== "duplicate") refused++;
     }
@@ -742,15 +792,49 @@ export class RoomWriter {
     const { order, cycles } = authOrder(events.map((x) => x.ev));
     for (const id of cycles) if (checked.delete(id)) refused++; // auth cycles: never admitted
     const toStore = order.filter((id) => checked.has(id));
-    for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
-      this.transact((tx) => {
-        for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
-          const out = this.decideAndPersist(tx, checked.get(id)!, mode);
-          if (out.status !== "accepted" && out.status !== "duplicate") refused++;
-        }
-      });
+    this.outlierRows = { events: [], authEdges: [], stored: new Map() };
+    try {
+      for (let i = 0; i < toStore.length; i += OUTLIER_BATCH) {
+        this.transact((tx) => {
+          for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
+            const out = this.decideAndPersist(tx, checked.get(id)!, mode);
+            if (out.status !== "accepted" && out.status !== "duplicate") refused++;
+          }
+          this.flushOutlierRows(tx);
+        });
+      }
+    } finally {
+      this.outlierRows = undefined;
     }
     return refused;
+  }
+
+  /** While admitOutlierBatch runs: the rows decided and not yet written, and every event the
+   *  batch stored (status and parsed form, for the auth checks of the events after it, which
+   *  read the row back and parsed it again before). */
+  private outlierRows?: { events: SqlStorageValue[][]; authEdges: [string, string][]; stored: Map<string, StoredEvent>; create?: StoredEvent };
+
+  /** The batch's pending rows in a statement or two per kind (rows as JSON parameters,
+   *  jsonBatches: a statement per row was most of storing a large room's state).
+   *  The columns not named are those of an outlier: NULL. ("WHERE true": SQLite's upsert after
+   *  INSERT ... SELECT needs a WHERE to parse.) */
+  private flushOutlierRows(tx: WriteTx): void {
+    const rows = this.outlierRows!;
+    for (const batch of jsonBatches(rows.events)) {
+      const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
+      tx.exec(
+        `INSERT INTO events (event_id, ${columns.join(", ")})
+         SELECT value ->> 0, NULL, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, value ->> 6, value ->> 7, value ->> 8, NULL, NULL, NULL, NULL, NULL, value ->> 9
+         FROM json_each(?) WHERE true
+         ON CONFLICT(event_id) DO UPDATE SET ${columns.map((c) => `${c} = excluded.${c}`).join(", ")}`,
+        batch,
+      );
+    }
+    for (const batch of jsonBatches(rows.authEdges)) {
+      tx.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) SELECT value ->> 0, value ->> 1 FROM json_each(?)", batch);
+    }
+    rows.events = [];
+    rows.authEdges = [];
   }
 
 }

@@ -120,21 +120,35 @@ export class Ephemeral {
 
   /** m.typing (current typers, when typing changed in the window) and m.receipt (receipts that
    *  changed in the window; module "Receipts": content keyed by event ID, then type, user). */
-  ephemeralSince(roomId: string, from: number, q: number): JsonObject[] {
+  /** The receipts of every room in (from, q], by room, in the order ephemeralSince reads one
+   *  room's: an initial sync reads them in one statement rather than one per room. */
+  receiptsByRoom(from: number, q: number): Map<string, ReceiptRow[]> {
+    const out = new Map<string, ReceiptRow[]>();
+    for (const r of this.a.sql.exec<ReceiptRow & { room_id: string }>(
+      "SELECT room_id, user_id, rtype, thread_id, event_id, ts FROM receipts WHERE upos > ? AND upos <= ? ORDER BY room_id, user_id, rtype, thread_id",
+      from,
+      q,
+    )) {
+      let list = out.get(r.room_id);
+      if (!list) out.set(r.room_id, (list = []));
+      list.push(r);
+    }
+    return out;
+  }
+
+  /** `receipts`: the room's receipts in (from, q] when the caller read them (receiptsByRoom). */
+  ephemeralSince(roomId: string, from: number, q: number, receipts?: ReceiptRow[]): JsonObject[] {
     const out: JsonObject[] = [];
     const typers = this.typingState.get(roomId);
     const now = Date.now();
     const current = typers ? [...typers].filter(([, exp]) => exp > now).map(([u]) => u) : [];
     const typingChanged = from < 0 ? current.length > 0 : this.a.roomTouched(roomId, from, q);
     if (typingChanged && (typers || from >= 0)) out.push({ type: "m.typing", content: { user_ids: current } });
-    const rs = this.a.sql
-      .exec<{ user_id: string; rtype: string; thread_id: string; event_id: string; ts: number }>(
-        "SELECT user_id, rtype, thread_id, event_id, ts FROM receipts WHERE room_id = ? AND upos > ? AND upos <= ?",
-        roomId,
-        from,
-        q,
-      )
-      .toArray();
+    const rs =
+      receipts ??
+      this.a.sql
+        .exec<ReceiptRow>("SELECT user_id, rtype, thread_id, event_id, ts FROM receipts WHERE room_id = ? AND upos > ? AND upos <= ?", roomId, from, q)
+        .toArray();
     if (rs.length) {
       const content: JsonObject = {};
       for (const r of rs) {
@@ -151,17 +165,21 @@ export class Ephemeral {
 
   /** unread_notifications (and unread_thread_notifications when asked): notifying events after
    *  my read marks. An unthreaded receipt covers every thread; a "main" one the main timeline. */
-  unreadCounts(roomId: string, threads: boolean): { main: UnreadCounts; threads: Record<string, UnreadCounts> } {
+  unreadCounts(roomId: string, threads: boolean, all?: UnreadRows): { main: UnreadCounts; threads: Record<string, UnreadCounts> } {
     const sql = this.a.sql;
-    const marks = new Map(sql.exec<{ thread_id: string; stream: number }>("SELECT thread_id, stream FROM read_marks WHERE room_id = ?", roomId).toArray().map((r) => [r.thread_id, r.stream]));
+    const marks = all
+      ? (all.marks.get(roomId) ?? new Map<string, number>())
+      : new Map(sql.exec<{ thread_id: string; stream: number }>("SELECT thread_id, stream FROM read_marks WHERE room_id = ?", roomId).toArray().map((r) => [r.thread_id, r.stream]));
     const base = marks.get("") ?? -1;
-    const rows = sql
-      .exec<{ thread_id: string | null; n: number; h: number }>(
-        "SELECT thread_id, COUNT(*) AS n, SUM(highlight) AS h FROM room_events WHERE room_id = ? AND notify = 1 AND stream > ? GROUP BY thread_id",
-        roomId,
-        base,
-      )
-      .toArray();
+    const rows = all
+      ? (all.rows.get(roomId) ?? [])
+      : sql
+          .exec<{ thread_id: string | null; n: number; h: number }>(
+            "SELECT thread_id, COUNT(*) AS n, SUM(highlight) AS h FROM room_events WHERE room_id = ? AND notify = 1 AND stream > ? GROUP BY thread_id",
+            roomId,
+            base,
+          )
+          .toArray();
     const main = { notification_count: 0, highlight_count: 0 };
     const perThread: Record<string, UnreadCounts> = {};
     for (const r of rows) {
@@ -188,4 +206,43 @@ export class Ephemeral {
     }
     return { main, threads: perThread };
   }
+
+  /** What unreadCounts reads for one room, for every room of the hub in two statements (an
+   *  initial sync; rooms drive the join, so each reads only its events after its read mark). */
+  unreadRows(): UnreadRows {
+    const sql = this.a.sql;
+    const marks = new Map<string, Map<string, number>>();
+    for (const r of sql.exec<{ room_id: string; thread_id: string; stream: number }>("SELECT room_id, thread_id, stream FROM read_marks")) {
+      let m = marks.get(r.room_id);
+      if (!m) marks.set(r.room_id, (m = new Map()));
+      m.set(r.thread_id, r.stream);
+    }
+    const rows = new Map<string, { thread_id: string | null; n: number; h: number }[]>();
+    for (const r of sql.exec<{ room_id: string; thread_id: string | null; n: number; h: number }>(
+      `SELECT r.room_id, e.thread_id, COUNT(*) AS n, SUM(e.highlight) AS h FROM rooms r CROSS JOIN room_events e
+         ON e.room_id = r.room_id AND e.notify = 1 AND e.stream > COALESCE((SELECT stream FROM read_marks m WHERE m.room_id = r.room_id AND m.thread_id = ''), -1)
+       GROUP BY r.room_id, e.thread_id`,
+    )) {
+      let list = rows.get(r.room_id);
+      if (!list) rows.set(r.room_id, (list = []));
+      list.push({ thread_id: r.thread_id, n: r.n, h: r.h });
+    }
+    return { marks, rows };
+  }
+}
+
+/** One receipt row (ephemeralSince). */
+export interface ReceiptRow {
+  user_id: string;
+  rtype: string;
+  thread_id: string;
+  event_id: string;
+  ts: number;
+  [k: string]: SqlStorageValue;
+}
+
+/** Read marks and unread rows of every room (Ephemeral.unreadRows). */
+export interface UnreadRows {
+  marks: Map<string, Map<string, number>>;
+  rows: Map<string, { thread_id: string | null; n: number; h: number }[]>;
 }

@@ -23,6 +23,8 @@ export interface FanInAccess {
   wake(): void;
   setMeta(key: string, value: string | number): void;
   logRoom(upos: number, roomId: string, stream: number | null): void;
+  /** Timeline entries of one room in one statement (position-log.ts). */
+  logRoomRun(roomId: string, entries: [upos: number, stream: number][]): void;
   maybeCompact(): void;
   /** settings.ts */
   ruleset(): Ruleset;
@@ -36,7 +38,28 @@ export interface FanInAccess {
   deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void>;
   /** push-outbox.ts */
   recordPush(me: string, roomId: string, stream: number, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }): void;
+  /** Whether recordPush reads room_events (the user has pushers: it counts unread events). */
+  pushReadsEvents(): boolean;
   afterCommit(me: string): Promise<void>;
+}
+
+/** A room's row in `rooms`, as a run of notices (FanIn.applyRun) goes. */
+type RoomRow = {
+  stream: number;
+  member_stream: number;
+  membership: string;
+  display_name: string | null;
+};
+
+/** What a run of notices keeps in memory: the room's row as the notices so far left it, the
+ *  stream stored in its row, and the notices for the recency index. */
+interface RunState {
+  room: RoomRow | undefined;
+  storedStream: number;
+  notes: sliding.SlidingNote[];
+  /** room_log entries and room_events rows not written yet (flushRun). */
+  log: [number, number][];
+  events: (string | number | null)[][];
 }
 
 /** Thread of an event (module "Threading": m.relates_to.rel_type m.thread → the root). */
@@ -55,9 +78,13 @@ export class FanIn {
   async roomEvents(me: string, notices: RoomEventNotice[]): Promise<void> {
     const followUps: DeviceListFollowUp[] = [];
     this.a.batch(() => {
-      for (const n of notices) {
-        const f = this.applyNotice(me, n);
-        if (f) followUps.push(f);
+      // A RoomDO's notices come in runs of one room (its group commits): each run reads the
+      // room's row once and updates it and the recency index once, not per notice.
+      for (let i = 0; i < notices.length; ) {
+        let j = i + 1;
+        while (j < notices.length && notices[j].roomId === notices[i].roomId) j++;
+        this.applyRun(me, notices.slice(i, j), followUps);
+        i = j;
       }
     });
     this.a.wake();
@@ -82,22 +109,62 @@ export class FanIn {
     this.a.wake();
   }
 
-  /** Record one notice (inside the caller's transaction). Returns the device-list follow-up a
-   *  membership change in an encrypted room needs (D1 lookups, done after the transaction). */
-  private applyNotice(me: string, n: RoomEventNotice): DeviceListFollowUp | null {
+  /** Record notices of one room (inside the caller's transaction), as if one after another:
+   *  the room's row is read once and kept in memory for the run, its stream and the recency
+   *  index are written once at the end. Device-list follow-ups a membership change in an
+   *  encrypted room needs (D1 lookups, done after the transaction) go to `followUps`. */
+  private applyRun(me: string, run: RoomEventNotice[], followUps: DeviceListFollowUp[]): void {
+    const sql = this.a.sql;
+    const roomId = run[0].roomId;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const n of run) [lo, hi] = [Math.min(lo, n.stream), Math.max(hi, n.stream)];
+    // Notices already recorded (a redelivery) are skipped.
+    const held = new Set(
+      sql
+        .exec<{ stream: number }>("SELECT stream FROM room_events WHERE room_id = ? AND stream >= ? AND stream <= ?", roomId, lo, hi)
+        .toArray()
+        .map((r) => r.stream),
+    );
+    const room: RoomRow | undefined = sql
+      .exec<RoomRow>("SELECT stream, member_stream, membership, display_name FROM rooms WHERE room_id = ?", roomId)
+      .toArray()[0];
+    const ctx: RunState = { room, storedStream: room?.stream ?? -1, notes: [], log: [], events: [] };
+    for (const n of run) {
+      if (held.has(n.stream)) continue;
+      held.add(n.stream);
+      const f = this.applyNotice(me, n, ctx);
+      if (f) followUps.push(f);
+    }
+    this.flushRun(roomId, ctx);
+    if (ctx.room && ctx.room.stream > ctx.storedStream) sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ? AND stream < ?", ctx.room.stream, roomId, ctx.room.stream);
+    sliding.noteSlidingRoom(sql, me, roomId, ctx.notes);
+  }
+
+  /** Write a run's pending room_log entries and room_events rows, one statement each. */
+  private flushRun(roomId: string, ctx: RunState): void {
+    if (ctx.log.length) this.a.logRoomRun(roomId, ctx.log.splice(0));
+    if (ctx.events.length) {
+      this.a.sql.exec(
+        `INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos)
+           SELECT ?1, value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?2)`,
+        roomId,
+        JSON.stringify(ctx.events.splice(0)),
+      );
+    }
+  }
+
+  /** Record one notice of a run (applyRun): `ctx.room` is the room's row as the notices before
+   *  left it (its `stream` written by applyRun at the end). Returns the device-list follow-up a
+   *  membership change in an encrypted room needs. */
+  private applyNotice(me: string, n: RoomEventNotice, ctx: RunState): DeviceListFollowUp | null {
     const sql = this.a.sql;
     const ev = n.event;
-    if (sql.exec("SELECT 1 FROM room_events WHERE room_id = ? AND stream = ?", n.roomId, n.stream).toArray().length) return null;
     let followUp: DeviceListFollowUp | null = null;
     const upos = this.a.next();
-    this.a.logRoom(upos, n.roomId, n.stream);
-    const room = sql
-      .exec<{ stream: number; member_stream: number; membership: string; display_name: string | null }>(
-        "SELECT stream, member_stream, membership, display_name FROM rooms WHERE room_id = ?",
-        n.roomId,
-      )
-      .toArray()[0];
-    if (room && n.stream > room.stream) sql.exec("UPDATE rooms SET stream = ? WHERE room_id = ?", n.stream, n.roomId);
+    ctx.log.push([upos, n.stream]);
+    const room = ctx.room;
+    if (room && n.stream > room.stream) room.stream = n.stream;
     // Fan-outs may arrive out of order: only a newer member event changes my membership.
     const memberStream = room?.member_stream ?? -1;
     let displayName = room?.display_name ?? null;
@@ -108,6 +175,7 @@ export class FanIn {
       if (n.encrypted && (membership === "leave" || membership === "ban") && before === "join") followUp = { kind: "i-left", roomId: n.roomId };
       const dn = typeof ev.content.displayname === "string" ? ev.content.displayname : null;
       const inviter = membership === "invite" ? ev.sender : null;
+      const stream = Math.max(room?.stream ?? n.stream, n.stream);
       sql.exec(
         `INSERT INTO rooms (room_id, membership, member_stream, stream, inviter, display_name) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT(room_id) DO UPDATE SET membership = excluded.membership, member_stream = excluded.member_stream,
@@ -115,16 +183,20 @@ export class FanIn {
         n.roomId,
         membership,
         n.stream,
-        n.stream,
+        stream,
         inviter,
         dn,
       );
+      ctx.room = { stream, member_stream: n.stream, membership, display_name: dn };
+      ctx.storedStream = stream;
       displayName = dn;
       sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, ?, ?)", upos, n.roomId, membership, n.stream);
     } else if (!room && !(ev.type === "m.room.member" && ev.state_key === me)) {
       // An event of a room we have no membership record for (e.g. the hub was created after
       // the user joined): remember the room as joined, since RoomDOs only notify members.
       sql.exec("INSERT INTO rooms (room_id, membership, member_stream, stream) VALUES (?, 'join', ?, ?)", n.roomId, n.stream, n.stream);
+      ctx.room = { stream: n.stream, member_stream: n.stream, membership: "join", display_name: null };
+      ctx.storedStream = n.stream;
       sql.exec("INSERT INTO membership_log (upos, room_id, membership, stream) VALUES (?, ?, 'join', ?)", upos, n.roomId, n.stream);
     }
     // Device lists: someone new now shares an encrypted room with me (module "End-to-End
@@ -154,19 +226,10 @@ export class FanIn {
           powerLevels: n.powerLevels,
           threadSubscribed: thread !== null && this.a.threadSubscribed ? this.a.threadSubscribed(n.roomId, thread) : undefined,
         });
-    sql.exec(
-      "INSERT OR REPLACE INTO room_events (room_id, stream, event_id, thread_id, notify, highlight, actions, ts, upos) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-      n.roomId,
-      n.stream,
-      ev.event_id,
-      thread,
-      out.notify ? 1 : 0,
-      out.highlight ? 1 : 0,
-      out.notify ? JSON.stringify(out.actions) : null,
-      ev.origin_server_ts,
-      upos,
-    );
-    sliding.noteSlidingRoom(sql, me, n.roomId, upos, ev, n.encrypted);
+    ctx.events.push([n.stream, ev.event_id, thread, out.notify ? 1 : 0, out.highlight ? 1 : 0, out.notify ? JSON.stringify(out.actions) : null, ev.origin_server_ts, upos]);
+    ctx.notes.push({ upos, ev, encrypted: n.encrypted });
+    // (The push outbox counts unread events, this one included.)
+    if (this.a.pushReadsEvents()) this.flushRun(n.roomId, ctx);
     this.a.recordPush(me, n.roomId, n.stream, ev, out);
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.

@@ -70,6 +70,11 @@ export class PositionLog {
     this.a.sql.exec("INSERT INTO room_log (upos, room_id, stream) VALUES (?, ?, ?)", upos, roomId, stream);
   }
 
+  /** Timeline entries of `roomId` ([upos, stream], a run of notices) in one statement. */
+  appendRun(roomId: string, entries: [upos: number, stream: number][]): void {
+    this.a.sql.exec("INSERT INTO room_log (upos, room_id, stream) SELECT value->>0, ?1, value->>1 FROM json_each(?2)", roomId, JSON.stringify(entries));
+  }
+
   /** The highest room stream position logged for `roomId` at or below `p` (null: none). */
   streamAt(roomId: string, p: number): number | null {
     return this.a.sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM room_log WHERE room_id = ? AND upos <= ?", roomId, p).one().s;

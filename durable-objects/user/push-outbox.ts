@@ -64,6 +64,17 @@ export class PushOutbox {
   /** Whether push_calls may have rows (false only when known empty): counts() then skips the
    *  missed-calls query. */
   private callsMaybe = true;
+  /** The newest outbox seq handed out (rows are inserted with it, no RETURNING per push; a seq
+   *  of a rolled-back transaction is simply never used again). */
+  private lastSeq: number;
+  /** counts.unread as the COUNT in unread() would give it now, kept by recordEvent: +1 for a
+   *  notifying event that counts (a row lookup) instead of a COUNT over every unread event per
+   *  push. null: count again. Everything else that moves the count goes through here and
+   *  clears it: my membership (a member event about me), my read marks (my own event, a
+   *  receipt → recordBadge), a rolled-back transaction (rolledBack). `roomCounts` remembers per
+   *  room whether a new notifying event there counts (joined; its read mark), cleared with it. */
+  private unreadNow: number | null = null;
+  private roomCounts = new Map<string, { joined: boolean; mark: number }>();
   /** Pusher queue stubs, by keyOf. */
   private stubs = new Map<string, ReturnType<typeof pusherStub>>();
   /** Pushers (keyOf) whose queue said it was idle and healthy at its last hand-over: the hub
@@ -82,6 +93,7 @@ export class PushOutbox {
     // Rows left by a hub that stopped before arming its alarm: retry soon.
     if (ctx.storage.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(100);
     this.resetMemory();
+    this.lastSeq = this.sql.exec<{ seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'push_outbox'").toArray()[0]?.seq ?? this.memFloor;
     this.callsMaybe = ctx.storage.sql.exec("SELECT 1 FROM push_calls LIMIT 1").toArray().length > 0;
   }
 
@@ -101,8 +113,22 @@ export class PushOutbox {
     return (this.targetsCache ??= this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget));
   }
 
+  /** Whether recordEvent reads room_events (it counts unread events for the pushers). */
+  readsEvents(): boolean {
+    return this.hasTargets();
+  }
+
   private hasTargets(): boolean {
     return this.targets().length > 0;
+  }
+
+  /** keyOf of every pusher (a lookup per push, not a JSON.stringify per pusher). */
+  private targetKeysCache: Set<string> | null = null;
+  private targetKeys(): Set<string> {
+    return (this.targetKeysCache ??= new Set(this.targets().map(keyOf)));
+  }
+  private isTarget(k: string): boolean {
+    return this.targetKeys().has(k);
   }
 
   /** Replace the copy of the user's pushers (src/services/pushers.ts, after every D1 change). A
@@ -115,6 +141,8 @@ export class PushOutbox {
       if (!targets.length) this.sql.exec("DELETE FROM push_outbox");
     });
     this.targetsCache = targets;
+    this.targetKeysCache = null;
+    this.recount();
     this.stubs.clear();
     this.direct.clear();
     if (!targets.length) this.resetMemory();
@@ -151,7 +179,41 @@ export class PushOutbox {
   }
 
   private counts(): PushCounts {
-    return { unread: this.unread(), missed_calls: this.callsMaybe ? this.missedCalls() : 0 };
+    return { unread: (this.unreadNow ??= this.unread()), missed_calls: this.callsMaybe ? this.missedCalls() : 0 };
+  }
+
+  /** Forget the kept unread count (the next push counts again). */
+  private recount(): void {
+    this.unreadNow = null;
+    this.roomCounts.clear();
+  }
+
+  /** A notifying event of `roomId` at `stream` was just recorded: move the kept count as the
+   *  COUNT would (joined room, after the read mark). */
+  private countNew(roomId: string, stream: number): void {
+    if (this.unreadNow === null) return;
+    let room = this.roomCounts.get(roomId);
+    if (!room) {
+      const row = this.sql
+        .exec<{ membership: string; mark: number }>(
+          "SELECT r.membership, COALESCE(m.stream, -1) AS mark FROM rooms r LEFT JOIN read_marks m ON m.room_id = r.room_id AND m.thread_id = '' WHERE r.room_id = ?",
+          roomId,
+        )
+        .toArray()[0];
+      if (!row) return this.recount();
+      this.roomCounts.set(roomId, (room = { joined: row.membership === "join", mark: row.mark }));
+    }
+    if (room.joined && stream > room.mark) this.unreadNow++;
+  }
+
+  /** A hub transaction that may record pushes was rolled back (durable-objects/user.ts): what
+   *  it staged and counted is void. The rows in memory are dropped and read from storage (which
+   *  also keeps any committed row not yet handed over), and the alarm retries soon. */
+  rolledBack(): void {
+    this.pending = false;
+    this.resetMemory();
+    this.recount();
+    if (this.sql.exec("SELECT 1 FROM push_outbox LIMIT 1").toArray().length) this.arm(OUTBOX_RETRY_MS);
   }
 
   /** Keep track of calls (for missed_calls). Returns true when a call meant for me just ended
@@ -200,9 +262,12 @@ export class PushOutbox {
     const missed = this.noteCall(me, roomId, stream, ev);
     // I left (or was kicked or banned): that room's calls can no longer count.
     if (ev.type === "m.room.member" && ev.state_key === me && ev.content.membership !== "join") this.sql.exec("DELETE FROM push_calls WHERE room_id = ?", roomId);
+    // My membership or my read mark (my own event marks the room read) moves the unread count.
+    if (ev.sender === me || (ev.type === "m.room.member" && ev.state_key === me) || !this.hasTargets()) this.recount();
     if (!this.hasTargets()) return;
     this.prune();
     if (ev.sender === me) return;
+    if (outcome.notify) this.countNew(roomId, stream);
     // A call I missed moves the missed-calls count: the phone's badge hears of it (counts only).
     if (missed && !outcome.notify) return this.add({ counts: this.counts(), tweaks: {}, prio: "low" });
     if (!outcome.notify) return;
@@ -219,6 +284,7 @@ export class PushOutbox {
 
   /** Inside the hub's transaction: my read mark moved, so the badge may have gone down. */
   recordBadge(): void {
+    this.recount();
     this.pruneCalls();
     if (!this.hasTargets()) return;
     this.prune();
@@ -226,9 +292,8 @@ export class PushOutbox {
   }
 
   private add(p: PendingPush): void {
-    const { seq } = this.sql.exec<{ seq: number }>("INSERT INTO push_outbox (body) VALUES (?) RETURNING seq", JSON.stringify(p)).one();
-    // A seq handed out again means the transaction that staged it was rolled back.
-    if (this.staged.length && this.staged[this.staged.length - 1].seq >= seq) this.staged = this.staged.filter((r) => r.seq < seq);
+    const seq = ++this.lastSeq;
+    this.sql.exec("INSERT INTO push_outbox (seq, body) VALUES (?, ?)", seq, JSON.stringify(p));
     this.staged.push({ seq, p });
     this.pending = true;
   }
@@ -236,9 +301,9 @@ export class PushOutbox {
   /** Delete the rows every pusher's queue accepted (inside a transaction the hub makes anyway,
    *  or the alarm's). */
   private prune(): void {
-    const targets = this.targets();
-    if (!targets.length) return;
-    const low = Math.min(...targets.map((t) => this.handed.get(keyOf(t)) ?? 0));
+    if (!this.hasTargets()) return;
+    let low = Infinity;
+    for (const k of this.targetKeys()) low = Math.min(low, this.handed.get(k) ?? 0);
     if (low <= this.pruned) return;
     this.sql.exec("DELETE FROM push_outbox WHERE seq <= ?", low);
     this.pruned = low;
@@ -256,10 +321,7 @@ export class PushOutbox {
   async afterCommit(userId: string): Promise<void> {
     if (!this.pending) return;
     this.pending = false;
-    const last = this.staged[this.staged.length - 1];
-    // Staged rows of a rolled-back transaction (and none since): unsure, read storage instead.
-    if (last && !this.sql.exec("SELECT 1 FROM push_outbox WHERE seq = ?", last.seq).toArray().length) this.resetMemory();
-    else this.fresh.push(...this.staged);
+    this.fresh.push(...this.staged);
     this.staged = [];
     this.arm(OUTBOX_SAFETY_MS);
     void this.drain(userId);
@@ -289,7 +351,7 @@ export class PushOutbox {
     try {
       // Until nothing is left (the query and the exit run without an await in between, so a row
       // added meanwhile is seen by this loop or starts a drain of its own).
-      while (this.targets().some((x) => keyOf(x) === k)) {
+      while (this.isTarget(k)) {
         const from = this.handed.get(k) ?? 0;
         let rows = this.rowsAfter(from);
         if (!rows.length) break;
@@ -315,7 +377,7 @@ export class PushOutbox {
           rows.map((r) => r.p),
           failed,
         );
-        if (idle && this.targets().some((x) => keyOf(x) === k)) this.direct.add(k);
+        if (idle && this.isTarget(k)) this.direct.add(k);
         else this.direct.delete(k);
         this.markHanded(k, rows[rows.length - 1].seq);
       }
@@ -330,7 +392,7 @@ export class PushOutbox {
   }
 
   private markHanded(k: string, seq: number): void {
-    if (this.handed.has(k) || this.targets().some((x) => keyOf(x) === k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, seq));
+    if (this.handed.has(k) || this.isTarget(k)) this.handed.set(k, Math.max(this.handed.get(k) ?? 0, seq));
   }
 
   /** Up to 200 outbox rows after `from`, in order: from memory when it holds them all. */
@@ -355,6 +417,10 @@ export class PushOutbox {
   }
 }
 
+/** Keys of target objects already seen (a drain per commit asks for each pusher's key). */
+const keys = new WeakMap<object, string>();
 function keyOf(t: { appId: string; pushkey: string }): string {
-  return JSON.stringify([t.appId, t.pushkey]);
+  let k = keys.get(t);
+  if (k === undefined) keys.set(t, (k = JSON.stringify([t.appId, t.pushkey])));
+  return k;
 }

@@ -30,6 +30,8 @@ export class Settings {
   // Account data and filters.
 
   setAccountData(roomId: string | null, type: string, content: JsonObject): void {
+    // (Dropped before and after: a rolled-back write leaves nothing cached.)
+    if (!roomId && type === "m.ignored_user_list") this.ignoring = undefined;
     this.a.transaction(() => {
       const upos = this.a.next();
       this.a.sql.exec(
@@ -41,6 +43,7 @@ export class Settings {
       );
       if (roomId) this.a.logRoom(upos, roomId, null);
     });
+    if (!roomId && type === "m.ignored_user_list") this.ignoring = undefined;
     this.a.wake();
   }
 
@@ -50,6 +53,22 @@ export class Settings {
   }
 
   /** Account data of `roomId` ('' = global) that changed in (from, q]. */
+  /** Room account data of every room in (from, q], by room, each in accountDataSince's order
+   *  (an initial sync: one statement rather than one per room). */
+  roomAccountDataByRoom(from: number, q: number): Map<string, JsonObject[]> {
+    const out = new Map<string, JsonObject[]>();
+    for (const r of this.a.sql.exec<{ room_id: string; type: string; content: string }>(
+      "SELECT room_id, type, content FROM account_data WHERE room_id != '' AND upos > ? AND upos <= ? ORDER BY upos",
+      from,
+      q,
+    )) {
+      let list = out.get(r.room_id);
+      if (!list) out.set(r.room_id, (list = []));
+      list.push({ type: r.type, content: JSON.parse(r.content) as JsonObject });
+    }
+    return out;
+  }
+
   accountDataSince(roomId: string, from: number, q: number): JsonObject[] {
     return this.a.sql
       .exec<{ type: string; content: string }>("SELECT type, content FROM account_data WHERE room_id = ? AND upos > ? AND upos <= ? ORDER BY upos", roomId, from, q)
@@ -86,9 +105,16 @@ export class Settings {
     return !!list && typeof list === "object" && !Array.isArray(list) && Object.hasOwn(list, userId);
   }
 
+  /** m.ignored_user_list's ignored_users as stored (null: none), read once: every room notice
+   *  asks (setAccountData drops it). */
+  private ignoring?: { list: JsonObject | undefined };
+
   private ignoreList(): JsonObject | undefined {
+    if (this.ignoring) return this.ignoring.list;
     const row = this.a.sql.exec<{ content: string }>("SELECT content FROM account_data WHERE room_id = '' AND type = 'm.ignored_user_list'").toArray()[0];
-    return row ? ((JSON.parse(row.content) as JsonObject).ignored_users as JsonObject | undefined) : undefined;
+    const list = row ? ((JSON.parse(row.content) as JsonObject).ignored_users as JsonObject | undefined) : undefined;
+    this.ignoring = { list };
+    return list;
   }
 
   // -------------------------------------------------------------------------------------------

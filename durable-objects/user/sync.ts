@@ -23,8 +23,8 @@ export interface SyncAccess {
   log: Pick<PositionLog, "floor" | "markDevice" | "roomsChanged" | "seenAt" | "streamAt">;
   presence: Pick<Presence, "setMine" | "pingDue" | "get" | "since">;
   inbox: Pick<E2eeInbox, "acknowledge" | "toDeviceAfter" | "deviceListsSince" | "keyCounts">;
-  ephemeral: Pick<Ephemeral, "ephemeralSince" | "unreadCounts">;
-  settings: Pick<Settings, "accountDataSince" | "ruleset" | "ignoredUsers">;
+  ephemeral: Pick<Ephemeral, "ephemeralSince" | "receiptsByRoom" | "unreadCounts" | "unreadRows">;
+  settings: Pick<Settings, "accountDataSince" | "roomAccountDataByRoom" | "ruleset" | "ignoredUsers">;
   /** fan-in.ts: adopt memberships from D1 once per hub. */
   bootstrap(): Promise<void>;
 }
@@ -97,6 +97,11 @@ export class SyncAssembly {
               .map((r) => [r.room_id, r]),
           )
         : undefined;
+    // An initial sync: every room's receipts, unread counts and account data read together
+    // (three statements instead of four per room).
+    const batch = initial
+      ? { receipts: ephemeral.receiptsByRoom(-1, q), unread: ephemeral.unreadRows(), accountData: settings.roomAccountDataByRoom(-1, q) }
+      : undefined;
     const forgotten = new Map(
       sql.exec<{ room_id: string; member_stream: number }>("SELECT room_id, member_stream FROM forgotten_rooms").toArray().map((r) => [r.room_id, r.member_stream]),
     );
@@ -139,7 +144,7 @@ export class SyncAssembly {
         membership === "invite"
           ? ((cur ? cur.inviter : sql.exec<{ inviter: string | null }>("SELECT inviter FROM rooms WHERE room_id = ?", roomId).toArray()[0]?.inviter) ?? undefined)
           : undefined;
-      const counts = ephemeral.unreadCounts(roomId, threadsWanted);
+      const counts = ephemeral.unreadCounts(roomId, threadsWanted, batch?.unread);
       rooms.push({
         roomId,
         membership,
@@ -151,8 +156,8 @@ export class SyncAssembly {
         unread: counts.main,
         threads: threadsWanted ? counts.threads : undefined,
         // A room new to the client gets all of its account data and receipts, not just changes.
-        accountData: settings.accountDataSince(roomId, roomSince === null ? -1 : from, q),
-        ephemeral: membership === "join" ? ephemeral.ephemeralSince(roomId, roomSince === null ? -1 : from, q) : [],
+        accountData: batch ? (batch.accountData.get(roomId) ?? []) : settings.accountDataSince(roomId, roomSince === null ? -1 : from, q),
+        ephemeral: membership === "join" ? ephemeral.ephemeralSince(roomId, roomSince === null ? -1 : from, q, batch ? (batch.receipts.get(roomId) ?? []) : undefined) : [],
       });
     }
 

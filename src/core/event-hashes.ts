@@ -4,7 +4,7 @@
 import type { JsonObject, PDU, RoomEvent } from "./types";
 import type { RoomVersion } from "./room-versions";
 import { signBytes, type SigningKey } from "./signing";
-import { canonicalJsonBytes } from "./canonical-json";
+import { canonicalJson, canonicalJsonBytes } from "./canonical-json";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64";
 import { redactEvent } from "./redaction";
 
@@ -64,6 +64,67 @@ export async function computeEventId(pdu: PDU, rv: RoomVersion): Promise<string>
     case 3:
       return "$" + encodeBase64Url(await computeReferenceHashBytes(pdu, rv));
   }
+}
+
+/** What the checks on receipt of a PDU need (Server-Server API "Checks performed on receipt of
+ *  a PDU": size, content hash, signatures; the event ID is the reference hash), from one
+ *  canonical JSON pass over the event and one over its redacted form instead of one pass per
+ *  check: checking a large room's state computed each event's redacted form twice and its
+ *  canonical JSON four times. */
+export interface PduDigest {
+  eventId: string;
+  /** UTF-8 bytes of the whole PDU as canonical JSON (the 65,536-byte limit). */
+  size: number;
+  /** `hashes.sha256` matches the content hash (compared after base64 decoding). */
+  contentHashOk: boolean;
+  /** Canonical JSON of the redacted PDU without `signatures` and `unsigned`: what the reference
+   *  hash hashes and what every signature signs. */
+  signed: Uint8Array;
+}
+
+const utf8 = new TextEncoder();
+const UNHASHED = ["unsigned", "signatures", "hashes"] as const;
+
+/** PduDigest of a received PDU. Throws CanonicalJsonError when the PDU is not canonical JSON
+ *  (strict canonical JSON for room versions that demand it), as its size check would; and an
+ *  Error when a room version 1/2 PDU has no event_id. */
+export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
+  const strict = rv.strictCanonicalJson;
+  const hashed = without(pdu, [...UNHASHED]);
+  const hashedBytes = canonicalJsonBytes(hashed, { strict });
+  // The whole PDU's canonical JSON is the hashed part's with the other keys' members added
+  // (objects are written sorted, so each member adds `,"key":value` wherever it goes).
+  let size = hashedBytes.length;
+  let added = 0;
+  for (const k of UNHASHED) {
+    if (!Object.prototype.hasOwnProperty.call(pdu, k)) continue;
+    size += 1 + utf8.encode(`"${k}":${canonicalJson((pdu as Record<string, unknown>)[k], { strict })}`).length;
+    added++;
+  }
+  if (added && Object.keys(hashed).length === 0) size -= 1; // no comma before the first member
+  const claimed = (pdu.hashes as Record<string, unknown> | undefined)?.sha256;
+  const contentHash = await sha256(hashedBytes);
+  let contentHashOk = false;
+  if (typeof claimed === "string") {
+    try {
+      const got = decodeBase64(claimed);
+      contentHashOk = got.length === contentHash.length && got.every((b, i) => b === contentHash[i]);
+    } catch {
+      /* not base64: a mismatch */
+    }
+  }
+  // Redaction keeps only values the whole PDU has, so once it passed as (strict) canonical
+  // JSON its redacted form does too; the encoding does not depend on strictness.
+  const signed = canonicalJsonBytes(without(redactEvent(pdu, rv, { shared: true }), ["signatures", "unsigned"]));
+  let eventId: string;
+  if (rv.eventIdFormat === 1) {
+    if (typeof pdu.event_id !== "string") throw new Error(`room version ${rv.id} PDU has no event_id`);
+    eventId = pdu.event_id;
+  } else {
+    const ref = await sha256(signed);
+    eventId = "$" + (rv.eventIdFormat === 2 ? encodeBase64(ref) : encodeBase64Url(ref));
+  }
+  return { eventId, size, contentHashOk, signed };
 }
 
 /** v12: room ID of a room whose create event has this event ID ("!" + the hash part). */

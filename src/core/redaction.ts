@@ -59,35 +59,38 @@ function keptContentKeys(type: string, rv: RoomVersion): string[] | "all" {
   }
 }
 
-function redactContent(type: string, content: JsonObject, rv: RoomVersion): JsonObject {
+function redactContent(type: string, content: JsonObject, rv: RoomVersion, copy: <V>(v: V) => V): JsonObject {
   const kept = keptContentKeys(type, rv);
-  if (kept === "all") return structuredClone(content);
+  if (kept === "all") return copy(content);
   const out: JsonObject = {};
   for (const k of kept) {
-    if (Object.prototype.hasOwnProperty.call(content, k)) out[k] = structuredClone(content[k]);
+    if (Object.prototype.hasOwnProperty.call(content, k)) out[k] = copy(content[k]);
   }
   // v11: m.room.member "allows the `signed` key of the `third_party_invite` key" — the
   // third_party_invite object survives holding only `signed` (dropped if it has none).
   if (type === "m.room.member" && rv.v11Redaction) {
     const tpi = content.third_party_invite;
     if (isObject(tpi) && Object.prototype.hasOwnProperty.call(tpi, "signed")) {
-      out.third_party_invite = { signed: structuredClone(tpi.signed as JsonValue) };
+      out.third_party_invite = { signed: copy(tpi.signed as JsonValue) };
     }
   }
   return out;
 }
 
 /** Returns a new, redacted copy of `pdu` (the input is not modified). A missing or
- *  non-object `content` becomes `{}`. */
-export function redactEvent<T extends PDU>(pdu: T, rv: RoomVersion): T {
+ *  non-object `content` becomes `{}`. `shared`: the kept values are the input's own (not
+ *  copied), for a caller that only reads the result (hashing, checking a signature): copying
+ *  every kept value of every event was a share of checking a large room's state. */
+export function redactEvent<T extends PDU>(pdu: T, rv: RoomVersion, opts?: { shared?: boolean }): T {
   const keep = rv.v11Redaction ? KEPT_TOP_LEVEL : [...KEPT_TOP_LEVEL, ...KEPT_TOP_LEVEL_BEFORE_V11];
+  const copy = opts?.shared ? <V>(v: V): V => v : structuredClone;
   const src = pdu as Record<string, unknown>;
   const out: Record<string, unknown> = {};
   for (const k of keep) {
     if (k === "content") continue;
-    if (Object.prototype.hasOwnProperty.call(src, k)) out[k] = structuredClone(src[k]);
+    if (Object.prototype.hasOwnProperty.call(src, k)) out[k] = copy(src[k]);
   }
   const content = isObject(src.content) ? src.content : {};
-  out.content = redactContent(String(src.type), content, rv);
+  out.content = redactContent(String(src.type), content, rv, copy);
   return out as T;
 }

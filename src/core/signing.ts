@@ -136,23 +136,36 @@ export async function verifyJsonSignature(
   publicKeyBase64: string,
   opts?: { strict?: boolean },
 ): Promise<boolean> {
-  // Only ed25519 is understood (spec: "Removes any signing key identifiers ... with
-  // algorithms it doesn't understand").
-  if (!keyId.startsWith("ed25519:")) return false;
-  const signatures = (obj as { signatures?: unknown }).signatures;
-  if (!signatures || typeof signatures !== "object") return false;
-  const forEntity = (signatures as Record<string, unknown>)[entity];
-  if (!forEntity || typeof forEntity !== "object") return false;
-  if (!Object.prototype.hasOwnProperty.call(forEntity, keyId)) return false;
-  const sig = (forEntity as Record<string, unknown>)[keyId];
-  if (typeof sig !== "string") return false;
+  if (signatureOf(obj, entity, keyId) === undefined) return false;
   let bytes: Uint8Array;
   try {
     bytes = canonicalJsonBytes(signedPart(obj), { strict: opts?.strict ?? false });
   } catch {
     return false;
   }
-  return verifyBytes(publicKeyBase64, sig, bytes);
+  return verifySignedBytes(obj, entity, keyId, publicKeyBase64, bytes);
+}
+
+/** The ed25519 signature `obj` carries by `entity` with `keyId`, if any. */
+function signatureOf(obj: object, entity: string, keyId: string): string | undefined {
+  // Only ed25519 is understood (spec: "Removes any signing key identifiers ... with
+  // algorithms it doesn't understand").
+  if (!keyId.startsWith("ed25519:")) return undefined;
+  const signatures = (obj as { signatures?: unknown }).signatures;
+  if (!signatures || typeof signatures !== "object") return undefined;
+  const forEntity = (signatures as Record<string, unknown>)[entity];
+  if (!forEntity || typeof forEntity !== "object") return undefined;
+  if (!Object.prototype.hasOwnProperty.call(forEntity, keyId)) return undefined;
+  const sig = (forEntity as Record<string, unknown>)[keyId];
+  return typeof sig === "string" ? sig : undefined;
+}
+
+/** verifyJsonSignature when the caller already holds `signed`, the canonical JSON of `obj`
+ *  without `signatures` and `unsigned` (PduDigest.signed: an event's checks share one
+ *  encoding). Never throws. */
+export async function verifySignedBytes(obj: object, entity: string, keyId: string, publicKeyBase64: string, signed: Uint8Array): Promise<boolean> {
+  const sig = signatureOf(obj, entity, keyId);
+  return sig === undefined ? false : verifyBytes(publicKeyBase64, sig, signed);
 }
 
 /** The key ID's version part must be [a-zA-Z0-9_] (spec: server keys, "Key IDs"). */

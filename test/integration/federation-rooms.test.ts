@@ -8,7 +8,7 @@ import { env } from "cloudflare:test";
 import { call, registerUser, SERVER, type TestUser } from "./helpers";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { signRequest } from "../../src/core/x-matrix";
-import { hashAndSignEvent } from "../../src/core/event-hashes";
+import { computeEventId, hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
 import { storeKeyResponse, resetKeyFetchThrottle } from "../../src/services/federation/keys";
@@ -205,6 +205,33 @@ describe("make_join / send_join", () => {
     const chain = slim.body.auth_chain as PDU[];
     expect(chain.some((e) => e.type === "m.room.member" && e.state_key === alice.userId)).toBe(true);
     expect(chain.some((e) => e.state_key === `@full:${REMOTE}`)).toBe(false);
+  });
+
+  it("send_join serves each event as stored: a redacted one redacted, none with unsigned, the auth chain closed under auth_events", async () => {
+    const r = (await ok(alice, "POST", "/createRoom", { preset: "public_chat", room_version: "12" })).room_id;
+    const topic = (await ok(alice, "PUT", `/rooms/${enc(r)}/state/m.room.topic/`, { topic: "to be redacted" })).event_id;
+    await ok(alice, "PUT", `/rooms/${enc(r)}/redact/${enc(topic)}/t1`, {});
+    // A remote join that arrives with `unsigned` (stored as received).
+    const t = await fed(REMOTE, "GET", `/v1/make_join/${enc(r)}/${enc(`@u:${REMOTE}`)}?ver=12`);
+    const first = await signTemplate(t.body, REMOTE, { unsigned: { age: 5 } });
+    expect((await fed(REMOTE, "PUT", `/v2/send_join/${enc(r)}/${enc(first.eventId)}`, first.pdu)).status).toBe(200);
+    const j = await remoteJoin(r, `@second:${REMOTE}`);
+    expect(j.status).toBe(200);
+    const state = j.body.state as PDU[];
+    const chain = j.body.auth_chain as PDU[];
+    const served = state.find((e) => e.type === "m.room.topic")!;
+    expect(served.content).toEqual({});
+    expect(await computeEventId(served, getRoomVersion("12")!)).toBe(topic);
+    const firstServed = state.find((e) => e.state_key === `@u:${REMOTE}`)!;
+    expect(await computeEventId(firstServed, getRoomVersion("12")!)).toBe(first.eventId);
+    for (const e of [...state, ...chain]) expect(e).not.toHaveProperty("unsigned");
+    const ids = new Set(await Promise.all([...state, ...chain].map((e) => computeEventId(e, getRoomVersion("12")!))));
+    for (const e of [...state, ...chain]) for (const a of e.auth_events as string[]) expect(ids.has(a)).toBe(true);
+    // Every event of the state is in the answer, once.
+    const current = (await ok(alice, "GET", `/rooms/${enc(r)}/state`)) as unknown as { event_id: string; state_key: string }[];
+    const stateIds = await Promise.all(state.map((e) => computeEventId(e, getRoomVersion("12")!)));
+    expect(new Set(stateIds).size).toBe(stateIds.length);
+    expect(new Set(stateIds)).toEqual(new Set(current.filter((e) => e.state_key !== `@second:${REMOTE}`).map((e) => e.event_id)));
   });
 
   it("make_join is refused (403) for a banned user", async () => {

@@ -229,3 +229,81 @@ describe("push_calls (counts.missed_calls bookkeeping)", () => {
     await waitCalls([]);
   });
 });
+
+describe("counts.unread (kept by the hub per push, not counted again)", () => {
+  it("follows notifying events, read receipts, my own messages, leaving and rejoining across two rooms", async () => {
+    const alice = await registerUser();
+    const bob = await registerUser();
+    // push.invalid never resolves: the queue keeps every notification, read from its storage.
+    const p = pusher({ data: { url: "https://push.invalid/_matrix/push/v1/notify" } });
+    await clientOk(bob.accessToken, "POST", "/pushers/set", p);
+    const a = (await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat" })).room_id as string;
+    const b = (await clientOk(alice.accessToken, "POST", "/createRoom", { preset: "public_chat" })).room_id as string;
+    for (const r of [a, b]) await clientOk(bob.accessToken, "POST", `/join/${encodeURIComponent(r)}`, {});
+    const queue = env.PUSHERS.get(env.PUSHERS.idFromName(JSON.stringify([bob.userId, p.app_id, p.pushkey])));
+    const hub = env.USERS.get(env.USERS.idFromName(bob.userId));
+    const queued = () =>
+      runInDurableObject(queue, async (_o, state) => state.storage.sql.exec<{ body: string }>("SELECT body FROM queue ORDER BY seq").toArray().map((r) => JSON.parse(r.body)));
+    const hubRow = (query: string, ...args: unknown[]) => runInDurableObject(hub, async (_o, state) => state.storage.sql.exec(query, ...args).toArray()[0] as any);
+    const until = async (what: string, pred: () => Promise<unknown>) => {
+      for (let i = 0; i < 100; i++) {
+        if (await pred()) return;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      throw new Error(`timed out: ${what}`);
+    };
+    let n = 0;
+    const say = async (u: TestUser, roomId: string) =>
+      (await clientOk(u.accessToken, "PUT", `/rooms/${encodeURIComponent(roomId)}/send/m.room.message/u${++n}`, { msgtype: "m.text", body: `m${n}` })).event_id as string;
+    /** Alice says something in `roomId`: its event ID and the unread count bob's pusher got with it. */
+    const alicePushed = async (roomId: string) => {
+      const id = await say(alice, roomId);
+      let unread = -1;
+      await until(`push for ${id}`, async () => {
+        unread = (await queued()).find((x: any) => x.event?.event_id === id)?.counts.unread ?? -1;
+        return unread >= 0;
+      });
+      return { id, unread };
+    };
+    expect((await alicePushed(a)).unread).toBe(1);
+    expect((await alicePushed(b)).unread).toBe(2);
+    const x2 = await alicePushed(a);
+    expect(x2.unread).toBe(3);
+    // Bob reads room A elsewhere: only B's count.
+    await clientOk(bob.accessToken, "POST", `/rooms/${encodeURIComponent(a)}/receipt/m.read/${encodeURIComponent(x2.id)}`, {});
+    await until("read mark in A", async () => (await hubRow("SELECT 1 AS x FROM read_marks WHERE room_id = ? AND thread_id = ''", a))?.x === 1);
+    expect((await alicePushed(b)).unread).toBe(2);
+    // Bob speaks in B: B is read up to there.
+    await say(bob, b);
+    expect((await alicePushed(a)).unread).toBe(1);
+    // Bob leaves A: its unread message no longer counts.
+    await clientOk(bob.accessToken, "POST", `/rooms/${encodeURIComponent(a)}/leave`, {});
+    await until("bob left A", async () => (await hubRow("SELECT membership FROM rooms WHERE room_id = ?", a))?.membership === "leave");
+    expect((await alicePushed(b)).unread).toBe(1);
+    // Bob joins A again (his join marks it read).
+    await clientOk(bob.accessToken, "POST", `/join/${encodeURIComponent(a)}`, {});
+    await until("bob in A", async () => (await hubRow("SELECT membership FROM rooms WHERE room_id = ?", a))?.membership === "join");
+    expect((await alicePushed(a)).unread).toBe(2);
+    // A hub transaction that recorded a push and then rolled back: that push is never sent and
+    // does not count (the outbox's staged rows and kept count go with the transaction).
+    const ghost = "$ghost-of-a-rolled-back-transaction";
+    await runInDurableObject(hub, async (instance) => {
+      const o = instance as unknown as { fanIn: any; push: any };
+      const notice = { event_id: ghost, type: "m.room.message", sender: alice.userId, content: { msgtype: "m.text", body: "never" }, origin_server_ts: Date.now() };
+      expect(() =>
+        o.fanIn.a.batch(() => {
+          o.push.recordEvent(bob.userId, b, 1_000_000, notice, { notify: true, actions: ["notify"] });
+          throw new Error("boom");
+        }),
+      ).toThrow("boom");
+    });
+    expect((await alicePushed(b)).unread).toBe(3);
+    expect((await queued()).some((x: any) => x.event?.event_id === ghost)).toBe(false);
+    // The hub's count agrees with a fresh COUNT of its rows (what every push computed before).
+    const { n: fresh } = await hubRow(
+      `SELECT COUNT(*) AS n FROM room_events e JOIN rooms r ON r.room_id = e.room_id AND r.membership = 'join'
+       LEFT JOIN read_marks m ON m.room_id = e.room_id AND m.thread_id = '' WHERE e.notify = 1 AND e.stream > COALESCE(m.stream, -1)`,
+    );
+    expect(fresh).toBe(3);
+  });
+});

@@ -137,6 +137,57 @@ describe("group commit of local sends", () => {
     for (const id of ids) expect(chain.filter((c) => c === id)).toHaveLength(1);
   });
 
+  // Senders answered by one group come back one after another (each through the Worker, on one
+  // thread): the room waits for the senders it answered lately before the next group starts
+  // (local.ts gather), so they go in one group again instead of the first alone and the rest in
+  // groups behind it.
+  it("senders answered together, coming back one after another, are gathered into one group again", async () => {
+    const users = await Promise.all(Array.from({ length: 8 }, () => registerUser()));
+    const roomId = (await call("POST", `${V3}/createRoom`, { token: users[0].accessToken, body: { preset: "public_chat" } })).body.room_id as string;
+    for (const u of users.slice(1)) expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} })).status).toBe(200);
+    const stub = roomStubOf(roomId);
+    type Local = { local: { createLocalEvent: RoomStub["createLocalEvent"]; groups: number } };
+    const rounds = 6;
+    const groups = await runInDurableObject(stub as unknown as DurableObjectStub, async (room) => {
+      const local = (room as unknown as Local).local;
+      const before = local.groups;
+      await Promise.all(
+        users.map(async (u, k) => {
+          for (let i = 0; i < rounds; i++) {
+            // Sender k's trip back takes k + 1 ms.
+            if (i > 0) await new Promise((r) => setTimeout(r, k + 1));
+            const r = await local.createLocalEvent({ type: "m.room.message", sender: u.userId, content: { msgtype: "m.text", body: `${k}-${i}` }, txn: { deviceId: "D", txnId: `gather${i}` } });
+            expect(r.ok, JSON.stringify(r)).toBe(true);
+          }
+        }),
+      );
+      return local.groups - before;
+    });
+    // One group per round (the first round queued at once); a straggler's group now and then.
+    expect(groups).toBeLessThanOrEqual(rounds + 2);
+    await expectOneChain(stub, users[0].accessToken, roomId);
+  });
+
+  // ... but sends one at a time never wait: a bridge sending as one puppet after another (or
+  // people taking turns) is not a crowd that comes back together.
+  it("sends one at a time from different senders never wait for the senders before them", async () => {
+    const users = await Promise.all(Array.from({ length: 4 }, () => registerUser()));
+    const roomId = (await call("POST", `${V3}/createRoom`, { token: users[0].accessToken, body: { preset: "public_chat" } })).body.room_id as string;
+    for (const u of users.slice(1)) expect((await call("POST", `${V3}/rooms/${enc(roomId)}/join`, { token: u.accessToken, body: {} })).status).toBe(200);
+    type Local = { local: { createLocalEvent: RoomStub["createLocalEvent"]; gathered: number } };
+    const waits = await runInDurableObject(roomStubOf(roomId) as unknown as DurableObjectStub, async (room) => {
+      const local = (room as unknown as Local).local;
+      const before = local.gathered;
+      for (let i = 0; i < 12; i++) {
+        const u = users[i % users.length];
+        const r = await local.createLocalEvent({ type: "m.room.message", sender: u.userId, content: { msgtype: "m.text", body: `turn ${i}` }, txn: { deviceId: "D", txnId: `turn${i}` } });
+        expect(r.ok, JSON.stringify(r)).toBe(true);
+      }
+      return local.gathered - before;
+    });
+    expect(waits).toBe(0);
+  });
+
   it("a group's notices reach a hub in one call (createRoom's initial events: one hub commit, not two)", async () => {
     const alice = await registerUser();
     const hub = env.USERS.get(env.USERS.idFromName(alice.userId));

@@ -5,12 +5,13 @@ import {
   computeEventId,
   computeReferenceHash,
   computeReferenceHashBytes,
+  digestPdu,
   hashAndSignEvent,
   roomIdFromCreateEventId,
   toRoomEvent,
 } from "../../src/core/event-hashes";
 import { redactEvent } from "../../src/core/redaction";
-import { generateSigningKey, signingKeyFromSeed, verifyJsonSignature } from "../../src/core/signing";
+import { generateSigningKey, signingKeyFromSeed, verifyJsonSignature, verifySignedBytes } from "../../src/core/signing";
 import { getRoomVersion, type RoomVersion } from "../../src/core/room-versions";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "../../src/core/base64";
 import { canonicalJson, CanonicalJsonError } from "../../src/core/canonical-json";
@@ -471,5 +472,40 @@ describe("toRoomEvent", () => {
     const { signatures: _s, ...redacted } = redactEvent(pdu, rv("9"));
     const expected = await sha256b64(canonicalJson(redacted));
     expect(ev.event_id).toBe("$" + expected.replace(/\+/g, "-").replace(/\//g, "_"));
+  });
+});
+
+describe("digestPdu (one encoding shared by the checks on receipt)", () => {
+  const base = { room_id: "!r:x", type: "m.room.member", state_key: "@a:x", sender: "@a:x", content: { membership: "join", displayname: "Ä 😀" }, origin_server_ts: 1, depth: 3, prev_events: ["$p"], auth_events: ["$a"] };
+
+  it("agrees with the separate checks: size, content hash, event ID, signed bytes", async () => {
+    const key = await generateSigningKey("ed25519:k");
+    for (const id of ["3", "5", "10", "11", "12"]) {
+      const { pdu, eventId } = await hashAndSignEvent({ ...base } as unknown as PDU, rv(id), "x", key);
+      for (const variant of [pdu, { ...pdu, unsigned: { age: 12, "ü": [1, 2] } } as PDU]) {
+        const d = await digestPdu(variant, rv(id));
+        expect(d.size).toBe(new TextEncoder().encode(canonicalJson(variant)).length);
+        expect(d.contentHashOk).toBe(await checkContentHash(variant));
+        expect(d.contentHashOk).toBe(true);
+        expect(d.eventId).toBe(await computeEventId(variant, rv(id)));
+        expect(d.eventId).toBe(eventId);
+        const { signatures: _s, unsigned: _u, ...signedPart } = redactEvent(variant, rv(id)) as unknown as Record<string, unknown>;
+        expect(new TextDecoder().decode(d.signed)).toBe(canonicalJson(signedPart));
+        expect(await verifySignedBytes(variant, "x", "ed25519:k", key.publicKey, d.signed)).toBe(true);
+        expect(await verifySignedBytes(variant, "x", "ed25519:k", (await generateSigningKey()).publicKey, d.signed)).toBe(false);
+      }
+      // Content changed after hashing: the hash no longer matches, the ID (redacted form) is the same.
+      const altered = { ...pdu, content: { ...pdu.content, displayname: "B" } } as PDU;
+      const d = await digestPdu(altered, rv(id));
+      expect(d.contentHashOk).toBe(false);
+      expect(d.eventId).toBe(eventId);
+    }
+  });
+
+  it("refuses what is not (strict) canonical JSON, as the size check did; an event of nothing but hashes", async () => {
+    await expect(digestPdu({ ...base, content: { membership: "join", f: 1.5 } } as unknown as PDU, rv("12"))).rejects.toBeInstanceOf(CanonicalJsonError);
+    await expect(digestPdu({ ...base, unsigned: { f: 1.5 } } as unknown as PDU, rv("12"))).rejects.toBeInstanceOf(CanonicalJsonError);
+    const bare = { hashes: { sha256: "x" } } as unknown as PDU;
+    expect((await digestPdu(bare, rv("12"))).size).toBe(canonicalJson(bare).length);
   });
 });

@@ -144,7 +144,7 @@ export async function federationRequest<T = unknown>(
   method: "GET" | "PUT" | "POST" | "DELETE",
   path: string,
   opts: FederationRequestOptions = {},
-): Promise<{ status: number; body: T }> {
+): Promise<{ status: number; body: T; text: string }> {
   const res = await federationFetch(ctx, destination, method, path, opts);
   let text: string;
   try {
@@ -168,5 +168,6 @@ export async function federationRequest<T = unknown>(
       json,
     );
   }
-  return { status: res.status, body: json as T };
+  // (`text`: the answer as it came, for a caller that hands a large answer on whole.)
+  return { status: res.status, body: json as T, text };
 }

@@ -157,8 +157,9 @@ export async function joinRemoteRoom(
           roomVersion: rv.id,
           origin: server,
           join,
-          state: r.body.state,
-          authChain: r.body.auth_chain,
+          // The answer's text rather than its parsed state: the RoomDO parses it (one JSON
+          // parse) instead of receiving tens of thousands of events copied one by one.
+          answerJson: r.text,
           ...(partial ? { partialState: { serversInRoom: [server, ...serversInRoom!.filter((x) => x !== server)] } } : {}),
         }),
       );
