@@ -150,7 +150,7 @@ export class RoomDO extends DurableObject<Env> {
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
-    this.head.load(meta, sql);
+    this.head.load(meta);
     this.fanout.start(meta);
   }
 

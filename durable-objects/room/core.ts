@@ -25,12 +25,12 @@ export class RoomHead {
   private metaAtStart?: Map<string, string>;
 
   /** The room's identity and position from `meta` (at start). */
-  load(meta: Map<string, string>, sql: SqlStorage): void {
+  load(meta: Map<string, string>): void {
     this.metaAtStart = meta;
     this.roomId = meta.get("room_id");
     this.serverName = meta.get("server_name");
     if (meta.has("room_version")) this.rv = getRoomVersion(meta.get("room_version")!);
-    this.stream = storedStream(meta, sql);
+    this.stream = Number(meta.get("stream") ?? "0");
     this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
   }
 
@@ -53,16 +53,6 @@ export class RoomHead {
     if (!this.rv || !this.roomId) fail(404, "M_NOT_FOUND", "Unknown room");
     return this.rv;
   }
-}
-
-/** The room's stream position in storage: the highest an accepted event holds (its `stream`
- *  column, UNIQUE, so MAX reads one index entry), or the one `meta` records for a position
- *  taken without an event (an invite's outlier, the end of a partial state) if that is higher.
- *  An event's own row is its position's record: the writer no longer upserts `meta` per event
- *  (one page fewer in a send's transaction). */
-export function storedStream(meta: Map<string, string>, sql: SqlStorage): number {
-  const top = sql.exec<{ s: number | null }>("SELECT MAX(stream) AS s FROM events").one().s ?? 0;
-  return Math.max(Number(meta.get("stream") ?? "0"), top);
 }
 
 /** A read RPC's body as a RoomResult: RoomFail (and bad canonical JSON) become errors. */

@@ -30,7 +30,7 @@ import { layerState } from "./state-layers";
 import { isServerAllowedByAcl } from "../../src/core/server-acl";
 import { domainOf } from "../../src/core/ids";
 import type { AdmitMode, AdmitOutcome } from "../../src/rpc/room";
-import { jsonBatches, authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead, storedStream } from "./core";
+import { jsonBatches, authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
@@ -297,7 +297,7 @@ export class RoomWriter {
     this.r.state.clear();
     this.r.fanout.reset();
     const meta = readMeta(this.r.sql);
-    this.r.head.stream = storedStream(meta, this.r.sql);
+    this.r.head.stream = Number(meta.get("stream") ?? "0");
     this.r.head.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
   }
 
@@ -425,9 +425,9 @@ export class RoomWriter {
     if (status === "accepted" && !opts.outlier) {
       if (backfill) stream = opts.backfillStream!;
       else {
-        // Recorded by the event's row (storedStream), not in `meta` too.
         stream = this.r.head.stream + 1;
         this.r.head.stream = stream;
+        this.setMetaAtEnd("stream", stream);
       }
     }
     if (opts.outlier && this.outlierRows) {
@@ -680,9 +680,6 @@ export class RoomWriter {
     const se = this.r.events.loadEvent(id);
     if (!se) return;
     tx.exec("UPDATE events SET status = 'rejected', rejection_reason = ?, stream = NULL, state_after = state_before WHERE event_id = ?", reason, id);
-    // Its position stays taken (hubs hold notices by position): recorded where storedStream
-    // finds it when no event row holds it any more.
-    this.setMeta(tx, "stream", this.r.head.stream);
     tx.exec("DELETE FROM memberships WHERE event_id = ?", id);
     if (tx.exec("DELETE FROM extremities WHERE event_id = ? RETURNING event_id", id).toArray().length) {
       for (const p of se.ev.prev_events) {
