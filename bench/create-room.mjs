@@ -9,8 +9,7 @@
 //   with CR_PROFILE run it as `node --import tsx bench/create-room.mjs`)
 // node bench/create-room.mjs http://127.0.0.1:PORT [rooms]   (a running `npm start`)
 import { execSync, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import { percentile, registerBenchUser } from "./util.mjs";
+import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2);
 const portAt = args.indexOf("--port");
@@ -51,25 +50,11 @@ async function countFsyncs(fn) {
   return [result, calls];
 }
 
-/** CPU time (ms) used so far by the server's processes: [workerd, all (wrangler's proxy too)].
- *  Unlike wall-clock time it barely moves with the machine's load (Linux /proc). */
+/** CPU time (ms) used so far by the server's processes: [workerd, all (wrangler's proxy too)]. */
 function serverCpuMs() {
-  const ticks = [0, 0];
-  if (!server) return ticks;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      continue;
-    }
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(f[2]) !== server.pgid) continue; // pgrp
-    const t = Number(f[11]) + Number(f[12]); // utime, stime
-    if (stat.includes("(workerd)")) ticks[0] += t;
-    ticks[1] += t;
-  }
-  return ticks.map((x) => x * 10); // USER_HZ = 100
+  if (!server) return [0, 0];
+  const { workerd, all } = processGroupCpuMs(server.pgid);
+  return [workerd, all];
 }
 
 try {

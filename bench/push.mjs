@@ -13,8 +13,7 @@
 //   and prints busy CPU per send and the time in the push path's functions (run with
 //   `node --import tsx`: the profiler helper loads the protocol code).
 import { createServer } from "node:http";
-import { readdirSync, readFileSync } from "node:fs";
-import { percentile, registerBenchUser } from "./util.mjs";
+import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const sends = Number(process.argv[2] ?? 100);
 const members = Number(process.argv[3] ?? 100);
@@ -66,21 +65,8 @@ if (direct) {
   console.log(`PUSH_DIRECT: requests go to the runtime's port ${port}, not through the dev proxy`);
 }
 
-/** CPU time (ms) used so far by the server's processes (workerd does the work; Linux /proc). */
-function serverCpuMs() {
-  let ticks = 0;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      continue;
-    }
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(f[2]) === server.pgid) ticks += Number(f[11]) + Number(f[12]); // pgrp, utime, stime
-  }
-  return ticks * 10; // USER_HZ = 100
-}
+/** CPU time (ms) used so far by the server's processes (workerd does the work). */
+const serverCpuMs = () => processGroupCpuMs(server.pgid).all;
 /** CPU time (ms) of this process (the gateway and the client). */
 const benchCpuMs = () => {
   const u = process.cpuUsage();

@@ -17,8 +17,7 @@
 // server's fsync/fdatasync calls during each 10-sender phase with `perf stat` (per event). Each
 // 10-sender phase also prints the server's CPU time per event (workerd, from /proc).
 import { execSync, spawn } from "node:child_process";
-import { readdirSync, readFileSync } from "node:fs";
-import { percentile, registerBenchUser } from "./util.mjs";
+import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2);
 function option(name, dflt) {
@@ -49,22 +48,8 @@ if (!baseUrl) {
   baseUrl = server.baseUrl;
 }
 
-/** CPU time (ms) used so far by the server's processes (Linux /proc; 0 for an external server). */
-function serverCpuMs() {
-  if (!server) return 0;
-  let ticks = 0;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    let stat;
-    try {
-      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    } catch {
-      continue;
-    }
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (Number(f[2]) === server.pgid) ticks += Number(f[11]) + Number(f[12]); // pgrp, utime, stime
-  }
-  return ticks * 10; // USER_HZ = 100
-}
+/** CPU time (ms) used so far by the server's processes (0 for an external server). */
+const serverCpuMs = () => (server ? processGroupCpuMs(server.pgid).all : 0);
 
 /** The server's workerd processes' fsync + fdatasync calls (each a storage commit's flush) while
  *  `fn` runs, counted with `perf stat` on the syscall tracepoints (strace slowed the server ~30×). */

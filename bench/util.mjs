@@ -1,4 +1,27 @@
 // Shared helpers for benchmarks (loopback servers only).
+import { readdirSync, readFileSync } from "node:fs";
+
+/** CPU time (ms) used so far by the processes of process group `pgid` (a server started by the
+ *  e2e harness): { workerd, all } (all: wrangler's proxy too). Unlike wall-clock time it barely
+ *  moves with the machine's load (Linux /proc). */
+export function processGroupCpuMs(pgid) {
+  let workerd = 0;
+  let all = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    } catch {
+      continue;
+    }
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (Number(f[2]) !== pgid) continue; // pgrp
+    const t = Number(f[11]) + Number(f[12]); // utime, stime
+    if (stat.includes("(workerd)")) workerd += t;
+    all += t;
+  }
+  return { workerd: workerd * 10, all: all * 10 }; // USER_HZ = 100
+}
 export function percentile(values, p) {
   const s = [...values].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
