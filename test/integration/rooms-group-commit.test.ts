@@ -163,8 +163,10 @@ describe("group commit of local sends", () => {
       );
       return local.groups - before;
     });
-    // One group per round (the first round queued at once); a straggler's group now and then.
-    expect(groups).toBeLessThanOrEqual(rounds + 2);
+    // One group per round (the first round queued at once), and a straggler's group now and then:
+    // how many stragglers depends on the machine's load (9 were seen under the full suite on 2
+    // cores), so the bound is two per round. Without the gather it was 30 groups for these 48 sends.
+    expect(groups).toBeLessThanOrEqual(rounds * 2);
     await expectOneChain(stub, users[0].accessToken, roomId);
   });
 
