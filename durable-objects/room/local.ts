@@ -83,37 +83,30 @@ export class LocalEvents {
         this.r.head.roomId = args.roomId;
         this.r.head.rv = rv;
         this.r.head.serverName = args.serverName;
-        const refused = (out: AdmitOutcome): never => {
-          this.r.head.roomId = this.r.head.rv = undefined;
-          fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
-        };
-        let createEv: RoomEvent;
-        try {
-        const checked = await this.r.writer.checkCreate(args.createPdu);
-          if (!("ev" in checked)) refused(checked);
-          createEv = (checked as { ev: RoomEvent }).ev;
-        } catch (e) {
-          this.r.head.roomId = this.r.head.rv = undefined;
-          throw e;
-        }
-        const creator = args.createPdu.sender;
-        // The D1 registry row goes in one batch with the creator's membership and the directory
-        // rows (FanOut.afterCommit after the group), not in a D1 round trip of its own.
-        const registry = this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now());
-        const eventIds = [createEv.event_id];
-        // The create event and the initial events are built and checked first (no storage),
-        // then stored in one transaction with the room's record: one commit and one flush for
-        // the room, one round of hub notices. The first refused event fails the request; the
-        // events after it are not created (those before it are kept, as before).
+        const refused = (out: AdmitOutcome): never => fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
         const results: (SendResult | undefined)[] = new Array(args.events.length);
-        const run: NewRoomRun = { record: { ev: createEv, roomId: args.roomId, roomVersion: rv.id, serverName: args.serverName, registry }, pdu: args.createPdu };
+        let eventIds: string[];
+        // Whatever stops the creation leaves the object as it was: no room.
         try {
+          const checked = await this.r.writer.checkCreate(args.createPdu);
+          if (!("ev" in checked)) refused(checked);
+          const createEv = (checked as { ev: RoomEvent }).ev;
+          const creator = args.createPdu.sender;
+          // The D1 registry row goes in one batch with the creator's membership and the directory
+          // rows (FanOut.afterCommit after the group), not in a D1 round trip of its own.
+          const registry = this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now());
+          eventIds = [createEv.event_id];
+          // The create event and the initial events are built and checked first (no storage),
+          // then stored in one transaction with the room's record: one commit and one flush for
+          // the room, one round of hub notices. The first refused event fails the request; the
+          // events after it are not created (those before it are kept, as before).
+          const run: NewRoomRun = { record: { ev: createEv, roomId: args.roomId, roomVersion: rv.id, serverName: args.serverName, registry }, pdu: args.createPdu };
           await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true, run);
+          if (run.outcome?.status !== "accepted") refused(run.outcome ?? { status: "invalid", reason: "not stored" });
         } catch (e) {
           this.r.head.roomId = this.r.head.rv = undefined;
           throw e;
         }
-        if (run.outcome?.status !== "accepted") refused(run.outcome ?? { status: "invalid", reason: "not stored" });
         // Nothing of the group accepted (the registry row is still waiting): write it now.
         await this.r.fanout.afterCommit();
         for (const r of results) {
