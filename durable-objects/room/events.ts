@@ -36,7 +36,8 @@ export class EventStore {
     return this.cache.get(row.event_id) ?? this.fromRow(row);
   }
 
-  /** Cache an event as the writer has just stored it (its row, without reading it back). */
+  /** Cache an event (newest in the LRU order), e.g. as the writer has just stored it (its row,
+   *  without reading it back). */
   remember(se: StoredEvent): void {
     this.cache.delete(se.ev.event_id);
     this.cache.set(se.ev.event_id, se);
@@ -95,8 +96,7 @@ export class EventStore {
     const row = this.r.sql.exec<EventRow>("SELECT * FROM events WHERE event_id = ?", id).toArray()[0];
     if (!row) return undefined;
     const se = this.fromRow(row);
-    this.cache.set(id, se);
-    if (this.cache.size > EVENT_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    this.remember(se);
     return se;
   }
 
@@ -194,8 +194,7 @@ export class EventStore {
   }
 
   private cacheRow(row: EventRow): void {
-    this.cache.set(row.event_id, this.fromRow(row));
-    if (this.cache.size > EVENT_CACHE) this.cache.delete(this.cache.keys().next().value!);
+    this.remember(this.fromRow(row));
   }
 
   /** Accepted events with since < stream <= upTo, newest first, at most `limit`, read with what
