@@ -39,6 +39,11 @@ export const EXCEPTIONS = [
   },
   {
     file: "durable-objects/room/schema.ts",
+    contains: "('member_counts', ?)",
+    why: "the member counts of a room from before the writer kept them, counted once when it starts with the schema change (openSchema); every later change is the writer's (applyCurrentState)",
+  },
+  {
+    file: "durable-objects/room/schema.ts",
     contains: "('schema', ?)",
     why: "the schema version, recorded with the CREATE statements it stands for when a room starts (openSchema): bookkeeping of the schema, not room data",
   },

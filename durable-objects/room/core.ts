@@ -7,6 +7,7 @@ import { getRoomVersion, type RoomVersion } from "../../src/core/room-versions";
 import { CanonicalJsonError } from "../../src/core/canonical-json";
 import type { LocalEventSpec, RoomError, RoomResult } from "../../src/rpc/room";
 import { diffShared } from "./state-layers";
+import { parseMemberCounts, type MemberCounts } from "./member-counts";
 
 /** The room this Durable Object holds and where it stands: set when the room is created,
  *  joined or first heard of (invite), cleared by purge. `stream` and `currentGroup` are
@@ -19,6 +20,9 @@ export class RoomHead {
   stream = 0;
   /** The state group of the current (resolved) state. */
   currentGroup: number | null = null;
+  /** Joined and invited members of the current state, as kept in `meta` (room/member-counts.ts;
+   *  undefined in a room that does not keep them yet). Advanced by the writer only. */
+  memberCounts?: MemberCounts;
   /** `meta` as read at start, until the first write transaction (RoomWriter.transact drops it):
    *  the partial marks every read asks about come from it instead of a statement each (a cold
    *  /sync of 300 rooms asked three of them per room). */
@@ -32,6 +36,7 @@ export class RoomHead {
     if (meta.has("room_version")) this.rv = getRoomVersion(meta.get("room_version")!);
     this.stream = Number(meta.get("stream") ?? "0");
     this.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+    this.memberCounts = parseMemberCounts(meta.get("member_counts"));
   }
 
   /** A `meta` value as read at start (null: absent), or undefined once a write may have

@@ -12,6 +12,7 @@ import type { StateIdMap, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
 import { GROUP_CHAIN_SQL } from "./core";
 import { ReadOnlyStateMap } from "./state-layers";
+import { MEMBERS_SQL, type MemberCounts } from "./member-counts";
 
 const MEMBER = "m.room.member";
 const MEMBER_PREFIX = MEMBER + "\u0000";
@@ -101,12 +102,6 @@ abstract class KeyByKeyView extends ReadOnlyStateMap {
   }
 }
 
-/** The members of the current state with their membership: from `memberships` (every accepted
- *  member event has a row), else from the event itself. */
-const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extract(e.pdu, '$.content.membership')) AS ms
-  FROM current_state c LEFT JOIN memberships m ON m.event_id = c.event_id LEFT JOIN events e ON m.event_id IS NULL AND e.event_id = c.event_id
-  WHERE c.type = '${MEMBER}'`;
-
 /**
  * A read-only state map over `current_state`, valid while the room's current state group is the
  * one it was made for (ClientReads keeps one per group). Reads are remembered.
@@ -118,6 +113,8 @@ export class CurrentStateView extends KeyByKeyView {
   constructor(
     private readonly sql: SqlStorage,
     readonly group: number | null,
+    /** The counts the writer keeps with the current state (room/member-counts.ts), when known. */
+    private readonly keptCounts: () => MemberCounts | undefined = () => undefined,
   ) {
     super();
   }
@@ -160,10 +157,12 @@ export class CurrentStateView extends KeyByKeyView {
     );
   }
 
-  /** Joined and invited counts (room summary), in SQL without reading the member list into
-   *  memory: from `memberships` alone when it covers every current member event (the rule),
+  /** Joined and invited counts (room summary): those the writer keeps, else in SQL without
+   *  reading the member list into memory: from `memberships` alone when it covers every current member event (the rule),
    *  else with the membership of the others read from their events. */
   memberCounts(): { joined: number; invited: number } {
+    const kept = this.keptCounts();
+    if (kept) return { ...kept };
     // (A NULL group: member events without a row in `memberships`.)
     const rows = this.sql
       .exec<{ ms: string | null; n: number }>(`SELECT m.membership AS ms, count(*) AS n FROM current_state c LEFT JOIN memberships m ON m.event_id = c.event_id WHERE c.type = '${MEMBER}' GROUP BY m.membership`)

@@ -20,11 +20,13 @@
 //   forgotten         per user: the member event at which they forgot the room (POST /forget).
 //   erased_senders    users whose events are served redacted to later joiners (erasure).
 //   meta              room_id, room_version, server_name, stream, current_group, hub_done,
-//                     partial marks of an invite/knock-only room, schema (see openSchema).
+//                     member_counts, partial marks of an invite/knock-only room, schema (see
+//                     openSchema).
 //
 // Only CREATE statements here (and the schema version they are recorded by); every data change
 // goes through writer.ts (the write door).
 import { DELAYED_STATE_WATCH_SCHEMA } from "../delayed-state-watch";
+import { formatMemberCounts, MEMBER_COUNTS_SQL, type MemberCounts } from "./member-counts";
 
 const META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 export const SCHEMA = `
@@ -63,6 +65,8 @@ CREATE TABLE IF NOT EXISTS state_group_entries (
   group_id INTEGER NOT NULL, type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT,
   PRIMARY KEY (group_id, type, state_key)
 );
+-- meta 'member_counts' ("<joined> <invited>" of current_state, room/member-counts.ts) is kept by
+-- the writer with the current state; a room from before it counts them at its next start.
 CREATE TABLE IF NOT EXISTS current_state (type TEXT NOT NULL, state_key TEXT NOT NULL, event_id TEXT NOT NULL, PRIMARY KEY (type, state_key));
 CREATE TABLE IF NOT EXISTS memberships (event_id TEXT PRIMARY KEY, user_id TEXT NOT NULL, membership TEXT NOT NULL, stream INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS memberships_user ON memberships(user_id, stream);
@@ -100,6 +104,7 @@ export function openSchema(sql: SqlStorage): Map<string, string> {
   if (meta.get("schema") === SCHEMA_VERSION) return meta;
   sql.exec(ROOM_SCHEMA);
   rebuildExtremities(sql);
+  countMembers(sql, meta);
   // Recorded after the statements it stands for (a start that fails between them runs them again).
   sql.exec("INSERT INTO meta (key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", SCHEMA_VERSION);
   return readMeta(sql);
@@ -116,6 +121,14 @@ function rebuildExtremities(sql: SqlStorage): void {
     INSERT INTO extremities_w (event_id) SELECT event_id FROM extremities;
     DROP TABLE extremities;
     ALTER TABLE extremities_w RENAME TO extremities;`);
+}
+
+/** A room from before the writer kept its member counts in `meta` (room/member-counts.ts), or a
+ *  new one (none yet): counted once, with the schema change. */
+function countMembers(sql: SqlStorage, meta: Map<string, string>): void {
+  if (meta.has("member_counts")) return;
+  const counts = sql.exec<MemberCounts>(MEMBER_COUNTS_SQL).one();
+  sql.exec("INSERT INTO meta (key, value) VALUES ('member_counts', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", formatMemberCounts(counts));
 }
 
 /** 32-bit FNV-1a of a string, in hex. */

@@ -222,7 +222,7 @@ export class StateStore {
       if (this.olderView?.group !== g) this.olderView = new GroupStateView(this.r.sql, g, () => this.groupState(g));
       return this.olderView;
     }
-    if (this.currentView?.group !== g) this.currentView = new CurrentStateView(this.r.sql, g);
+    if (this.currentView?.group !== g) this.currentView = new CurrentStateView(this.r.sql, g, () => this.r.head.memberCounts);
     return this.currentView;
   }
 

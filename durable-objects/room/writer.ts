@@ -35,6 +35,7 @@ import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut, NoticeFacts } from "./fanout";
+import { countsAfter, formatMemberCounts, MEMBER_COUNTS_SQL, MEMBER_KEY_PREFIX, parseMemberCounts, type MemberCounts } from "./member-counts";
 
 /** Only this module can name DOOR, so only it can make a WriteTx. */
 const DOOR: unique symbol = Symbol("write door");
@@ -299,6 +300,7 @@ export class RoomWriter {
     const meta = readMeta(this.r.sql);
     this.r.head.stream = Number(meta.get("stream") ?? "0");
     this.r.head.currentGroup = meta.has("current_group") ? Number(meta.get("current_group")) : null;
+    this.r.head.memberCounts = parseMemberCounts(meta.get("member_counts"));
   }
 
   /** `signed`: the PDU's PduDigest.signed, when the caller has it (the bytes every signature
@@ -553,6 +555,10 @@ export class RoomWriter {
    *  two thirds of the join's own write in a 20,000-key state. (A key is once in the map, so
    *  the removed and the set are apart and their order does not matter.) */
   private applyCurrentState(tx: WriteTx, changes: Map<StateKey, string | null>): void {
+    // The member counts move with the member entries (room/member-counts.ts), read before.
+    const members = new Map<string, string | null>();
+    for (const [k, id] of changes) if (k.startsWith(MEMBER_KEY_PREFIX)) members.set(k.slice(MEMBER_KEY_PREFIX.length), id);
+    const counts = members.size && this.r.head.memberCounts ? countsAfter(this.r.sql, this.r.head.memberCounts, members) : undefined;
     const removed: string[][] = [];
     const set: string[][] = [];
     for (const [k, id] of changes) {
@@ -566,6 +572,11 @@ export class RoomWriter {
          ON CONFLICT(type, state_key) DO UPDATE SET event_id = excluded.event_id`,
         batch,
       );
+    }
+    if (members.size) {
+      // (A room that did not keep them: counted once.)
+      this.r.head.memberCounts = counts ?? this.r.sql.exec<MemberCounts>(MEMBER_COUNTS_SQL).one();
+      this.setMetaAtEnd("member_counts", formatMemberCounts(this.r.head.memberCounts));
     }
     this.r.fanout.currentStateChanged(changes);
   }
@@ -755,7 +766,7 @@ export class RoomWriter {
       await this.r.ctx.storage.deleteAll();
       this.nextGroupId = undefined;
       this.groupChains.clear();
-      openSchema(this.r.sql);
+      this.r.head.memberCounts = parseMemberCounts(openSchema(this.r.sql).get("member_counts"));
       this.r.events.clearCache();
       this.r.state.clear();
       this.r.head.roomId = this.r.head.rv = this.r.head.serverName = undefined;

@@ -19,7 +19,7 @@
 //
 // Resident side: what Lattice answers to send_join?omit_members=true.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { env } from "cloudflare:test";
+import { env, runInDurableObject } from "cloudflare:test";
 import { uploadDeviceKeys } from "./e2ee-helpers";
 import { call, clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
@@ -271,6 +271,19 @@ describe("partial-state join (joining side)", () => {
     expect(r.body.pdu_ids).not.toContain(ids.join6);
     const ban = await clientOk(alice.accessToken, "GET", `/rooms/${enc(roomId)}/state/m.room.member/${enc(m(6))}`);
     expect(ban.membership).toBe("ban");
+  });
+
+  it("the member counts kept in the room (room/member-counts.ts) are those of the completed state", async () => {
+    const counts = await runInDurableObject(env.ROOMS.get(env.ROOMS.idFromName(roomId)), async (_instance, state) => {
+      const sql = state.storage.sql;
+      const stored = sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'member_counts'").one().value;
+      const rows = sql
+        .exec<{ ms: string | null }>("SELECT json_extract(e.pdu, '$.content.membership') AS ms FROM current_state c JOIN events e ON e.event_id = c.event_id WHERE c.type = 'm.room.member'")
+        .toArray();
+      return { stored, counted: `${rows.filter((r) => r.ms === "join").length} ${rows.filter((r) => r.ms === "invite").length}` };
+    });
+    // REM, @m1 … @m5 and alice joined; @m6 banned.
+    expect(counts).toEqual({ stored: "7 0", counted: "7 0" });
   });
 
   it("the joiner's hub is told at completion: the next /sync carries the room's full state without a new event", async () => {
