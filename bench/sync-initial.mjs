@@ -34,7 +34,8 @@ import { tmpdir } from "node:os";
 import { execSync } from "node:child_process";
 import path from "node:path";
 import { percentile, registerBenchUser } from "./util.mjs";
-import { phaseTimes, profileWhile, runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
+import { phaseTimes, profileWhile, runtimeCpuMs, runtimePort, startFakeHomeserver } from "./loopback-peers.mjs";
+import { spawn } from "node:child_process";
 
 const argv = process.argv.slice(2);
 function option(name, dflt) {
@@ -55,6 +56,10 @@ const profileFile = option("--profile", undefined);
 /** With --profile-warm FILE: a CPU profile of the last warm limit-1 /sync (what a cold one costs
  *  beyond it: the same answer with every RoomDO and the hub in memory). */
 const profileWarmFile = option("--profile-warm", undefined);
+/** With --perf FILE: `perf record -g` of the Worker's runtime process during the last cold /sync
+ *  (the native side: starting each RoomDO and opening its database, which the CPU profile shows
+ *  only as the time of the JS call that asked for it). */
+const perfFile = option("--perf", undefined);
 const R = Number(argv[0] ?? 300);
 const M = Number(argv[1] ?? 300);
 const K = Number(argv[2] ?? 10);
@@ -369,10 +374,14 @@ try {
       return { ms: performance.now() - t, json, bytes };
     };
     const profiling = profileFile && i === COLD - 1;
+    const cpuBefore = runtimeCpuMs(a);
+    const perf = perfFile && i === COLD - 1 ? await perfStart(a, perfFile) : undefined;
     const { ms, json } = profiling ? await profileWhile(a, profileFile, measure) : await measure();
+    if (perf) await perf();
+    const cpuMs = cpuBefore === null ? null : runtimeCpuMs(a) - cpuBefore;
     const problems = check(s, json, 1);
     if (problems.length) throw new Error(`cold /sync: ${problems.slice(0, 5).join("; ")}`);
-    const run = { ms: Math.round(ms), loadBefore, loadAfter: load() };
+    const run = { ms: Math.round(ms), serverCpuMs: cpuMs, loadBefore, loadAfter: load() };
     if (profiling) {
       // Where the isolate's time went (callees included; phases nest): RoomDO start and its
       // schema, the rooms' sync views and what they read, the hub.
@@ -381,7 +390,7 @@ try {
       log(`cold /sync profile: isolate busy ${busyMs.toFixed(0)} ms; ${Object.entries(phases).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(", ")} ms`);
     }
     result.cold.push(run);
-    log(`cold first /sync ${i + 1}/${COLD} (fresh server, same state): ${ms.toFixed(0)} ms, load ${run.loadAfter}`);
+    log(`cold first /sync ${i + 1}/${COLD} (fresh server, same state): ${ms.toFixed(0)} ms, server CPU ${cpuMs} ms, load ${run.loadAfter}`);
   }
   const restartsBefore = restarts;
   for (const limit of [1, 20]) {
@@ -427,4 +436,21 @@ try {
 } finally {
   await stopServer();
   if (!stateDir) rmSync(dir, { recursive: true, force: true });
+}
+
+/** Starts `perf record -g` on the runtime process of `server` (the one listening on its runtime
+ *  port); returns a function that stops it and waits for the file. */
+async function perfStart(server, file) {
+  const rport = runtimePort(server);
+  const m = rport && new RegExp(`127\\.0\\.0\\.1:${rport}\\s.*pid=(\\d+)`).exec(execSync("ss -ltnp").toString());
+  if (!m) {
+    log("--perf: runtime process not found");
+    return undefined;
+  }
+  const p = spawn("perf", ["record", "-F", "1999", "-g", "-p", m[1], "-o", file], { stdio: "ignore" });
+  await new Promise((r) => setTimeout(r, 500));
+  return async () => {
+    p.kill("SIGINT");
+    await new Promise((r) => p.once("exit", r));
+  };
 }

@@ -36,6 +36,12 @@ export class EventStore {
     return this.cache.get(row.event_id) ?? this.fromRow(row);
   }
 
+  /** Caches the events of rows read with something else (a cold room's state entries with
+   *  their events, CurrentStateView), those not cached yet. */
+  cacheRows(rows: EventRow[]): void {
+    for (const row of rows) if (!this.cache.has(row.event_id)) this.cacheRow(row);
+  }
+
   /** Cache an event (newest in the LRU order), e.g. as the writer has just stored it (its row,
    *  without reading it back). */
   remember(se: StoredEvent): void {

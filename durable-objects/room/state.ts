@@ -16,7 +16,7 @@ import type { EventStore } from "./events";
 export interface StateStoreAccess {
   head: RoomHead;
   sql: SqlStorage;
-  events: Pick<EventStore, "cached" | "loadEvent">;
+  events: Pick<EventStore, "cached" | "loadEvent" | "cacheRows">;
 }
 
 /** What one synchronous read (a /sync view) learnt of current_groups: the current group was
@@ -222,7 +222,7 @@ export class StateStore {
       if (this.olderView?.group !== g) this.olderView = new GroupStateView(this.r.sql, g, () => this.groupState(g));
       return this.olderView;
     }
-    if (this.currentView?.group !== g) this.currentView = new CurrentStateView(this.r.sql, g, () => this.r.head.memberCounts);
+    if (this.currentView?.group !== g) this.currentView = new CurrentStateView(this.r.sql, g, () => this.r.head.memberCounts, (rows) => this.r.events.cacheRows(rows));
     return this.currentView;
   }
 
