@@ -41,7 +41,7 @@ import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
 import { openSchema } from "./room/schema";
 import { EventStore } from "./room/events";
-import { RoomFacts } from "./room/facts";
+import { FACTS_AT_START, RoomFacts } from "./room/facts";
 import { StateStore } from "./room/state";
 import { RoomKeys } from "./room/keys";
 import { RoomWriter } from "./room/writer";
@@ -99,13 +99,15 @@ export class RoomDO extends DurableObject<Env> {
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     const sql = ctx.storage.sql;
-    const meta = openSchema(sql);
+    const meta = openSchema(sql, FACTS_AT_START);
+    const factsAtStart = meta.get(FACTS_AT_START.key);
+    meta.delete(FACTS_AT_START.key);
     // The configuration, parsed once per instance (the server name is the room's, set once it
     // is created or joined).
     let config: Config | undefined;
     const configFn = () => (config && config.serverName === this.head.serverName ? config : (config = { ...parseConfig(env), serverName: this.head.serverName! }));
     const r = { head: this.head, sql, env, ctx, config: configFn } as RoomParts;
-    r.facts = new RoomFacts(r);
+    r.facts = new RoomFacts(r, factsAtStart);
     this.events = r.events = new EventStore(r);
     this.state = r.state = new StateStore(r);
     r.keys = new RoomKeys(r);

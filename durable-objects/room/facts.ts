@@ -13,11 +13,27 @@ const FACTS_SQL = `SELECT EXISTS (SELECT 1 FROM redactions) AS redactions,
   EXISTS (SELECT 1 FROM erased_senders) AS erased,
   EXISTS (SELECT 1 FROM forgotten) AS forgotten`;
 
+/** The facts as one value ("0101": redactions, relations, erased, forgotten), read with `meta`
+ *  when a RoomDO starts (openSchema's `alsoRead`): a cold /sync then runs no statement for them. */
+export const FACTS_AT_START = {
+  key: "\u0000facts",
+  sql: `SELECT (EXISTS (SELECT 1 FROM redactions)) || (EXISTS (SELECT 1 FROM events WHERE stream IS NOT NULL AND ${RELATES_TO} > '')) || (EXISTS (SELECT 1 FROM erased_senders)) || (EXISTS (SELECT 1 FROM forgotten))`,
+};
+
 export class RoomFacts {
   /** What the last read found, and at which write count (RoomHead.writes). */
   private seen?: { writes: number; facts: Record<RoomFact, boolean> };
 
-  constructor(private readonly r: { sql: SqlStorage; head: RoomHead }) {}
+  /** `atStart`: the FACTS_AT_START value read with `meta`, when it was. */
+  constructor(
+    private readonly r: { sql: SqlStorage; head: RoomHead },
+    atStart?: string,
+  ) {
+    if (atStart && /^[01]{4}$/.test(atStart)) {
+      const [redactions, relations, erased, forgotten] = [...atStart].map((c) => c === "1");
+      this.seen = { writes: r.head.writes, facts: { redactions, relations, erased, forgotten } };
+    }
+  }
 
   /** False when the room holds no rows of this kind (true: it may; read them). A kind once seen
    *  stays true: a write can only make the answer stale when it was false. (Relations: an

@@ -92,10 +92,14 @@ export const SCHEMA_VERSION = fnv1a(ROOM_SCHEMA);
  *  change, or one from before versions were recorded). Running the ~20 CREATE ... IF NOT EXISTS
  *  statements on every start was part of every cold RoomDO's cost (a cold first /sync starts
  *  one per room). */
-export function openSchema(sql: SqlStorage): Map<string, string> {
+export function openSchema(sql: SqlStorage, alsoRead?: { key: string; sql: string }): Map<string, string> {
   let meta: Map<string, string>;
   try {
-    meta = readMeta(sql);
+    // (`alsoRead`: one more value read in the same statement, under its key; a room whose tables
+    // it reads do not exist yet answers without it.)
+    meta = alsoRead
+      ? new Map(sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta UNION ALL SELECT ?, (${alsoRead.sql})`, alsoRead.key).toArray().map((r) => [r.key, r.value]))
+      : readMeta(sql);
   } catch {
     // A new room: no tables yet (reading first spares every later start a CREATE statement).
     sql.exec(META_TABLE);
