@@ -8,6 +8,7 @@ import { deleteMedia } from "./media";
 import { propagateProfile, roomStub } from "./rooms";
 import { refreshLocalUser } from "./user-directory";
 import { roomsEverJoined } from "../db/memberships";
+import { userStub } from "../rpc/stubs";
 
 /** Every room where the user is joined, invited or knocking: they leave through the room's normal
  *  write door (their own leave event, as Synapse parts deactivated users). Returns the rooms the
@@ -53,4 +54,5 @@ export async function deactivateAccount(env: Env, config: Config, userId: string
   await env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
   await leaveAllRooms(env, config, userId);
   await refreshLocalUser(env, userId);
+  await userStub(env, userId, config).accountDeactivated(userId);
 }

@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { call, createRoom, joinRoom, registerUser, uniqueName, SERVER, withEnv } from "./helpers";
+import { call, clientOk, createRoom, joinRoom, registerUser, sendText, uniqueName, SERVER, withEnv, type TestUser } from "./helpers";
 
 describe("discovery", () => {
   it("serves /versions without auth, with CORS", async () => {
@@ -306,6 +306,19 @@ describe("account", () => {
     identifier: { type: "m.id.user", user: u.userId },
     password,
   });
+  const enc = encodeURIComponent;
+  /** POST /account/deactivate through its password UIA. */
+  const deactivate = async (u: TestUser, erase = false) => {
+    const c1 = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: {} });
+    const r = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: { auth: pwAuth(u, c1.body.session, u.password), erase } });
+    expect(r.status).toBe(200);
+  };
+  /** The user's sync hub (durable-objects/user.ts), where account data and thread subscriptions live. */
+  const hubOf = async (userId: string) => {
+    const { env } = await import("cloudflare:test");
+    const { userStub } = await import("../../src/rpc/stubs");
+    return userStub(env, userId, {});
+  };
   it("changes the password and logs out other devices", async () => {
     const u = await registerUser();
     const other = await call("POST", "/_matrix/client/v3/login", {
@@ -355,6 +368,17 @@ describe("account", () => {
       const m = await call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(u.userId)}`, { token: owner.accessToken });
       expect(m.body.membership).toBe("leave");
     }
+  });
+  it("deactivation drops the user's thread subscriptions (MSC4306)", async () => {
+    const u = await registerUser();
+    const owner = await registerUser();
+    const roomId = await createRoom(owner);
+    await joinRoom(u, roomId);
+    const root = await sendText(owner, roomId, "thread root");
+    const hub = await hubOf(u.userId);
+    expect(await hub.subscribeThread(u.userId, roomId, root, undefined)).toBe("ok");
+    await deactivate(u);
+    expect(await hub.getThreadSubscription(u.userId, roomId, root)).toBeNull();
   });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
