@@ -300,6 +300,7 @@ export class UserDO extends DurableObject<Env> {
   async accountDeactivated(userId: string): Promise<void> {
     this.me(userId);
     this.threads.clear();
+    this.settings.purge();
   }
 
   /** GET /thread_subscriptions (MSC4308, dir=b): the newest `limit` changes at hub positions in

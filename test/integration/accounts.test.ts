@@ -380,6 +380,18 @@ describe("account", () => {
     await deactivate(u);
     expect(await hub.getThreadSubscription(u.userId, roomId, root)).toBeNull();
   });
+  it("deactivation purges the user's account data and push rules (as Synapse does)", async () => {
+    const u = await registerUser();
+    const roomId = await createRoom(u);
+    await clientOk(u.accessToken, "PUT", `/user/${enc(u.userId)}/account_data/org.example.secret`, { s: 1 });
+    await clientOk(u.accessToken, "PUT", `/user/${enc(u.userId)}/rooms/${enc(roomId)}/account_data/org.example.secret`, { s: 2 });
+    await clientOk(u.accessToken, "PUT", `/pushrules/global/content/mine`, { pattern: "secret", actions: ["notify"] });
+    await deactivate(u);
+    const hub = await hubOf(u.userId);
+    expect(await hub.getAccountData(null, "org.example.secret")).toBeNull();
+    expect(await hub.getAccountData(roomId, "org.example.secret")).toBeNull();
+    expect((await hub.getPushRules(u.userId)).content.some((r) => r.rule_id === "mine")).toBe(false);
+  });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
     expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
