@@ -51,7 +51,13 @@ export async function deactivateAccount(env: Env, config: Config, userId: string
   }
   await env.DB.prepare(`UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", erased = 1" : ""} WHERE user_id = ?`).bind(userId).run();
   await deleteAllDevices(db(env), userId, undefined, env, config);
-  await env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId).run();
+  await env.DB.batch([
+    env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId),
+    // The server-side key backup goes, as Synapse deletes it; its versions are marked deleted
+    // like DELETE /room_keys/version does, so their numbers are never reused.
+    env.DB.prepare("DELETE FROM key_backup_keys WHERE user_id = ?").bind(userId),
+    env.DB.prepare("UPDATE key_backup_versions SET deleted = 1 WHERE user_id = ?").bind(userId),
+  ]);
   await leaveAllRooms(env, config, userId);
   await refreshLocalUser(env, userId);
   await userStub(env, userId, config).accountDeactivated(userId);

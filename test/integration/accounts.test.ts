@@ -392,6 +392,17 @@ describe("account", () => {
     expect(await hub.getAccountData(roomId, "org.example.secret")).toBeNull();
     expect((await hub.getPushRules(u.userId)).content.some((r) => r.rule_id === "mine")).toBe(false);
   });
+  it("deactivation deletes the user's server-side key backup (as Synapse does)", async () => {
+    const u = await registerUser();
+    const v = await call("POST", "/_matrix/client/v3/room_keys/version", { token: u.accessToken, body: { algorithm: "m.megolm_backup.v1.curve25519-aes-sha2", auth_data: { public_key: "abc" } } });
+    const session = { first_message_index: 0, forwarded_count: 0, is_verified: true, session_data: { ephemeral: "e", ciphertext: "c", mac: "m" } };
+    expect((await call("PUT", `/_matrix/client/v3/room_keys/keys/${enc("!r:test.local")}/s1?version=${v.body.version}`, { token: u.accessToken, body: session })).status).toBe(200);
+    await deactivate(u);
+    const { env } = await import("cloudflare:test");
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM key_backup_keys WHERE user_id = ?").bind(u.userId).first("n")).toBe(0);
+    // Versions are marked deleted, as DELETE /room_keys/version does, so numbers are never reused.
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM key_backup_versions WHERE user_id = ? AND deleted = 0").bind(u.userId).first("n")).toBe(0);
+  });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
     expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
