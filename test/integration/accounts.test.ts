@@ -403,6 +403,24 @@ describe("account", () => {
     // Versions are marked deleted, as DELETE /room_keys/version does, so numbers are never reused.
     expect(await env.DB.prepare("SELECT count(*) AS n FROM key_backup_versions WHERE user_id = ? AND deleted = 0").bind(u.userId).first("n")).toBe(0);
   });
+  it("deactivation deletes the user's dehydrated device (MSC3814) with its data", async () => {
+    const u = await registerUser();
+    const { makeDeviceKeys } = await import("./e2ee-helpers");
+    const { signJson } = await import("../../src/core/signing");
+    const dev = await makeDeviceKeys(u.userId, "DEHYDRATED1");
+    const put = await call("PUT", "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", {
+      token: u.accessToken,
+      body: {
+        device_id: "DEHYDRATED1",
+        device_data: { algorithm: "org.matrix.msc3814.v1.olm", device_pickle: "opaque" },
+        device_keys: await signJson({ ...dev.deviceKeys, dehydrated: true, signatures: undefined }, u.userId, dev.ed),
+      },
+    });
+    expect(put.status).toBe(200);
+    await deactivate(u);
+    const { env } = await import("cloudflare:test");
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM dehydrated_devices WHERE user_id = ?").bind(u.userId).first("n")).toBe(0);
+  });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
     expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
