@@ -38,7 +38,11 @@ export async function leaveAllRooms(env: Env, config: Config, userId: string): P
  *  it, since those who saw the events before still see them unredacted (spec, `erase`). */
 export async function deactivateAccount(env: Env, config: Config, userId: string, erase: boolean, byAdmin = false): Promise<void> {
   if (erase) {
-    await env.DB.prepare("UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?").bind(userId).run();
+    // The whole profile goes: displayname, avatar and the extended fields (m.tz, custom keys).
+    await env.DB.batch([
+      env.DB.prepare("UPDATE users SET displayname = NULL, avatar_url = NULL WHERE user_id = ?").bind(userId),
+      env.DB.prepare("DELETE FROM profile_fields WHERE user_id = ?").bind(userId),
+    ]);
     await propagateProfile(env, config, userId);
     if (byAdmin) {
       const { results } = await env.DB.prepare("SELECT server_name, media_id FROM media WHERE uploader = ?").bind(userId).all<{ server_name: string; media_id: string }>();

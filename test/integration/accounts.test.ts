@@ -421,6 +421,18 @@ describe("account", () => {
     const { env } = await import("cloudflare:test");
     expect(await env.DB.prepare("SELECT count(*) AS n FROM dehydrated_devices WHERE user_id = ?").bind(u.userId).first("n")).toBe(0);
   });
+  it("erasure deletes the extended profile fields with the displayname and avatar; plain deactivation keeps them", async () => {
+    const { env } = await import("cloudflare:test");
+    const fields = (userId: string) => env.DB.prepare("SELECT count(*) AS n FROM profile_fields WHERE user_id = ?").bind(userId).first("n");
+    const [kept, erased] = [await registerUser(), await registerUser()];
+    for (const u of [kept, erased]) {
+      expect((await call("PUT", `/_matrix/client/v3/profile/${enc(u.userId)}/m.tz`, { token: u.accessToken, body: { "m.tz": "Europe/Paris" } })).status).toBe(200);
+    }
+    await deactivate(kept);
+    await deactivate(erased, true);
+    expect(await fields(kept.userId)).toBe(1);
+    expect(await fields(erased.userId)).toBe(0);
+  });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
     expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
