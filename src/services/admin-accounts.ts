@@ -5,6 +5,7 @@ import type { Config } from "../config";
 import { db } from "../db";
 import { deleteAllDevices } from "./sessions";
 import { deleteMedia } from "./media";
+import { deleteAllPushers } from "./pushers";
 import { propagateProfile, roomStub } from "./rooms";
 import { refreshLocalUser } from "./user-directory";
 import { roomsEverJoined } from "../db/memberships";
@@ -30,7 +31,9 @@ export async function leaveAllRooms(env: Env, config: Config, userId: string): P
 
 /** Deactivate (spec: the user ID stays reserved forever; the password and every session go), for
  *  POST /account/deactivate, the account page and the admin API alike. The user leaves every room
- *  and declines every invite (as Synapse parts deactivated users) and leaves the user directory.
+ *  and declines every invite (as Synapse parts deactivated users) and leaves the user directory;
+ *  every pusher, the key backup, and in the hub the account data, push rules and thread
+ *  subscriptions go too (as Synapse; docs/conformance.md "Deactivation").
  *  `erase` also removes the profile (propagated into the rooms first, so member events no longer
  *  carry the name and avatar) and has every room the user was ever in serve their events redacted
  *  to whoever was not joined when they were sent (RoomDO.eraseSender). The admin API's erase
@@ -55,6 +58,7 @@ export async function deactivateAccount(env: Env, config: Config, userId: string
   }
   await env.DB.prepare(`UPDATE users SET deactivated = 1, password_hash = NULL${erase ? ", erased = 1" : ""} WHERE user_id = ?`).bind(userId).run();
   await deleteAllDevices(db(env), userId, undefined, env, config);
+  await deleteAllPushers(env, config, userId);
   await env.DB.batch([
     env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId),
     // The server-side key backup goes, as Synapse deletes it; its versions are marked deleted

@@ -433,6 +433,25 @@ describe("account", () => {
     expect(await fields(kept.userId)).toBe(1);
     expect(await fields(erased.userId)).toBe(0);
   });
+  it("deactivation deletes pushers that belong to no device (an appservice's, set without device_id)", async () => {
+    const { addAppservice, serverAdmin } = await import("./appservice-helpers");
+    const { as, registerGhost } = await addAppservice();
+    const ghost = await registerGhost("pushed");
+    const set = await as("POST", `/_matrix/client/v3/pushers/set?user_id=${enc(ghost)}`, {
+      kind: "http",
+      app_id: "org.example.app",
+      pushkey: "pk-ghost",
+      app_display_name: "Example",
+      device_display_name: "Bridge",
+      lang: "en",
+      data: { url: "https://push.example.org/_matrix/push/v1/notify" },
+    });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    const r = await call("POST", `/_synapse/admin/v1/deactivate/${enc(ghost)}`, { token: (await serverAdmin()).accessToken, body: {} });
+    expect(r.status).toBe(200);
+    const { env } = await import("cloudflare:test");
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM pushers WHERE user_id = ?").bind(ghost).first("n")).toBe(0);
+  });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
     expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
