@@ -185,7 +185,7 @@ export class EventStore {
   }
 
   /** Puts the events among `ids` that are not cached into the cache, 90 IDs to a query. */
-  private loadMany(ids: string[]): void {
+  loadMany(ids: string[]): void {
     const missing = [...new Set(ids)].filter((id) => !this.cache.has(id));
     for (let i = 0; i < missing.length; i += 90) {
       const chunk = missing.slice(i, i + 90);
