@@ -187,7 +187,7 @@ export class FedServe {
       let frontier = v.filter((id) => this.r.events.loadEvent(id));
       while (frontier.length && out.length < limit) {
         const level: StoredEvent[] = [];
-        // Each level read in one statement (per 90), not one per event.
+        // Each level read in one statement, not one per event.
         this.r.events.loadMany(frontier.filter((id) => !seen.has(id)));
         for (const id of frontier) {
           if (seen.has(id)) continue;
