@@ -61,6 +61,12 @@ export async function deactivateAccount(env: Env, config: Config, userId: string
   await deleteAllPushers(env, config, userId);
   await env.DB.batch([
     env.DB.prepare("DELETE FROM openid_tokens WHERE user_id = ?").bind(userId),
+    // Sign-ins and approvals not tied to a device: OAuth page sessions, pending codes and device
+    // grants, unused m.login.token tokens, a cross-signing reset approval. Refused while the
+    // account is deactivated anyway, they must not come back if an admin re-activates it.
+    ...["oauth_browser_sessions", "oauth_grants", "oauth_device_grants", "login_tokens", "oauth_cross_signing_resets"].map((t) =>
+      env.DB.prepare(`DELETE FROM ${t} WHERE user_id = ?`).bind(userId),
+    ),
     // The server-side key backup goes, as Synapse deletes it; its versions are marked deleted
     // like DELETE /room_keys/version does, so their numbers are never reused.
     env.DB.prepare("DELETE FROM key_backup_keys WHERE user_id = ?").bind(userId),

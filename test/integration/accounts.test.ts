@@ -452,6 +452,20 @@ describe("account", () => {
     const { env } = await import("cloudflare:test");
     expect(await env.DB.prepare("SELECT count(*) AS n FROM pushers WHERE user_id = ?").bind(ghost).first("n")).toBe(0);
   });
+  it("deactivation ends the user's browser sessions on the OAuth pages: a re-activated account does not revive them", async () => {
+    const { Browser, field } = await import("./oauth-helpers");
+    const { serverAdmin } = await import("./appservice-helpers");
+    const u = await registerUser();
+    const b = new Browser();
+    const page = await b.fetch("/_lattice/oauth/account");
+    const login = await b.fetch("/_lattice/oauth/account/login", { form: { csrf: field(page.html, "csrf"), username: u.userId, password: u.password } });
+    expect(login.status).toBe(303);
+    expect((await b.fetch("/_lattice/oauth/account")).html).not.toContain('action="/_lattice/oauth/account/login"');
+    await deactivate(u);
+    const back = await call("PUT", `/_synapse/admin/v2/users/${enc(u.userId)}`, { token: (await serverAdmin()).accessToken, body: { deactivated: false, password: "a fresh password" } });
+    expect(back.status, JSON.stringify(back.body)).toBe(200);
+    expect((await b.fetch("/_lattice/oauth/account")).html).toContain('action="/_lattice/oauth/account/login"');
+  });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();
     expect((await call("GET", "/_matrix/client/v3/account/3pid", { token: u.accessToken })).body).toEqual({ threepids: [] });
