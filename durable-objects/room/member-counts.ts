@@ -15,6 +15,9 @@ export interface MemberCounts {
   invited: number;
 }
 
+/** A row of MEMBER_COUNTS_SQL (or of the delta). */
+export type MemberCountsRow = MemberCounts & Record<string, SqlStorageValue>;
+
 /** The members of the current state with their membership: from `memberships` (every accepted
  *  member event has a row), else from the event itself (state received from another server). */
 export const MEMBERS_SQL = `SELECT c.state_key AS u, COALESCE(m.membership, json_extract(e.pdu, '$.content.membership')) AS ms
@@ -55,7 +58,7 @@ export function countsAfter(sql: SqlStorage, before: MemberCounts, changes: Map<
   const added = [...changes.values()].filter((id): id is string => id !== null);
   const out = { ...before };
   for (let i = 0; i < Math.max(users.length, added.length); i += BATCH) {
-    const d = sql.exec<MemberCounts>(DELTA_SQL, JSON.stringify(users.slice(i, i + BATCH)), JSON.stringify(added.slice(i, i + BATCH))).one();
+    const d = sql.exec<MemberCountsRow>(DELTA_SQL, JSON.stringify(users.slice(i, i + BATCH)), JSON.stringify(added.slice(i, i + BATCH))).one();
     out.joined += d.joined;
     out.invited += d.invited;
   }

@@ -26,7 +26,7 @@
 // Only CREATE statements here (and the schema version they are recorded by); every data change
 // goes through writer.ts (the write door).
 import { DELAYED_STATE_WATCH_SCHEMA } from "../delayed-state-watch";
-import { formatMemberCounts, MEMBER_COUNTS_SQL, type MemberCounts } from "./member-counts";
+import { formatMemberCounts, MEMBER_COUNTS_SQL, type MemberCountsRow } from "./member-counts";
 
 const META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);";
 export const SCHEMA = `
@@ -131,7 +131,7 @@ function rebuildExtremities(sql: SqlStorage): void {
  *  new one (none yet): counted once, with the schema change. */
 function countMembers(sql: SqlStorage, meta: Map<string, string>): void {
   if (meta.has("member_counts")) return;
-  const counts = sql.exec<MemberCounts>(MEMBER_COUNTS_SQL).one();
+  const counts = sql.exec<MemberCountsRow>(MEMBER_COUNTS_SQL).one();
   sql.exec("INSERT INTO meta (key, value) VALUES ('member_counts', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", formatMemberCounts(counts));
 }
 

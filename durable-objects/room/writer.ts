@@ -35,7 +35,7 @@ import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut, NoticeFacts } from "./fanout";
-import { countsAfter, formatMemberCounts, MEMBER_COUNTS_SQL, MEMBER_KEY_PREFIX, parseMemberCounts, type MemberCounts } from "./member-counts";
+import { countsAfter, formatMemberCounts, MEMBER_COUNTS_SQL, MEMBER_KEY_PREFIX, parseMemberCounts, type MemberCountsRow } from "./member-counts";
 
 /** Only this module can name DOOR, so only it can make a WriteTx. */
 const DOOR: unique symbol = Symbol("write door");
@@ -575,7 +575,7 @@ export class RoomWriter {
     }
     if (members.size) {
       // (A room that did not keep them: counted once.)
-      this.r.head.memberCounts = counts ?? this.r.sql.exec<MemberCounts>(MEMBER_COUNTS_SQL).one();
+      this.r.head.memberCounts = counts ?? this.r.sql.exec<MemberCountsRow>(MEMBER_COUNTS_SQL).one();
       this.setMetaAtEnd("member_counts", formatMemberCounts(this.r.head.memberCounts));
     }
     this.r.fanout.currentStateChanged(changes);
