@@ -129,11 +129,15 @@ async function fsyncsWhile(fn) {
 }
 
 async function api(method, path, token, body) {
-  const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const req = () =>
+    fetch(`${baseUrl}/_matrix/client/v3${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  // workerd's own socket (--direct) sometimes closes a kept-alive connection as it is reused
+  // ("other side closed"): once more then (sends are idempotent by transaction ID).
+  const res = await req().catch((e) => (direct ? req() : Promise.reject(e)));
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
