@@ -29,6 +29,7 @@ import { computeEventId } from "../../src/core/event-hashes";
 import type { RoomResult } from "../../src/rpc/room";
 import type { PartialState, PartialWrites } from "./partial-state";
 import { fetchEvents, fetchState, fetchStateIds } from "../../src/services/federation/partial-state";
+import { REFETCH_BACKOFF_MS } from "../../src/services/federation/keys";
 import { userStub } from "../../src/rpc/stubs";
 
 /** Growing pauses after a failed step (the last repeats). */
@@ -46,7 +47,7 @@ const STATE_FIRST_SHARE = 0.1;
 const MAX_SERVERS = 5;
 /** Failed steps in a row after which fetched events whose signers' keys cannot be had are
  *  checked anyway (and those fail): until then a step that finds such a signer fails instead
- *  (tried again after the backoff: ~4 minutes in all). */
+ *  (tried again after the backoff, at least the key ring's pause: ~5 minutes in all). */
 const KEY_DEFERRALS = 8;
 /** Users put in one hub call (a 10,000-member room is ten calls per local member). */
 const DEVICE_LIST_CHUNK = 1_000;
@@ -93,7 +94,8 @@ export interface PartialSyncAccess {
   complete(args: { claim: string; origin: string; state: unknown[]; authChain: unknown[]; stateIds?: string[] }): Promise<RoomResult<CompletedState>>;
 }
 
-type StepOutcome = "done" | "more" | "failed" | "refused";
+/** "keys": failed because some signers' keys cannot be had yet (admitSome). */
+type StepOutcome = "done" | "more" | "failed" | "refused" | "keys";
 
 export class PartialSync {
   constructor(private readonly r: PartialSyncAccess) {}
@@ -159,7 +161,9 @@ export class PartialSync {
     // failed: the next server, after a pause. refused: the stage is dropped too (that server's
     // state did not check; another's IDs may differ).
     if (outcome === "refused") this.r.write((w) => w.clearStage());
-    const wait = BACKOFF_MS[Math.min(p.failures, BACKOFF_MS.length - 1)];
+    // Missing keys: the key ring asks a server again only REFETCH_BACKOFF_MS after a failed
+    // fetch, so an earlier step would find none either.
+    const wait = Math.max(BACKOFF_MS[Math.min(p.failures, BACKOFF_MS.length - 1)], outcome === "keys" ? REFETCH_BACKOFF_MS : 0);
     const next: SyncProgress = { phase: outcome === "refused" ? "ids" : this.progress().phase, server: p.server + 1, failures: p.failures + 1, nextAt: Date.now() + wait };
     this.save(next);
     await this.arm(next.nextAt);
@@ -218,7 +222,7 @@ export class PartialSync {
         .map((x) => x.event_id);
       if (lacking.length === 0) {
         const admitted = await this.admitSome(server, p.failures);
-        if (admitted === "keys") return { outcome: "failed" };
+        if (admitted === "keys") return { outcome: "keys" };
         if (admitted) return this.completeFromStage(claim, server);
         return { outcome: "more" };
       }
