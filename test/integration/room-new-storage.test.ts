@@ -1,0 +1,48 @@
+// A new RoomDO's schema is created by its first statement, not at start: for createRoom that is
+// inside the room's one transaction, so the tables and the room are one commit (before, the
+// ~35 empty pages of the schema were a commit of their own: one more fsync per createRoom under
+// `wrangler dev`, docs/benchmarks.md "createRoom").
+import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { call, createRoom, registerUser } from "./helpers";
+import type { RoomStub } from "../../src/services/rooms";
+
+const roomObject = (name: string) => env.ROOMS.get(env.ROOMS.idFromName(name));
+const hasTable = (sql: SqlStorage, name: string) => sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name).toArray().length > 0;
+
+describe("a new room's storage", () => {
+  it("createRoom on a new object: the room and its schema are stored, and the creator syncs it", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, {});
+    const stored = await runInDurableObject(roomObject(roomId), async (_inst, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream IS NOT NULL").one().n);
+    expect(stored).toBeGreaterThanOrEqual(5);
+    const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: alice.accessToken });
+    expect(synced.body.rooms?.join?.[roomId]).toBeDefined();
+  });
+
+  it("a new object writes nothing at start; a read creates the schema and answers", async () => {
+    const stub = roomObject("!unknown-read:test.local");
+    const before = await runInDurableObject(stub, async (_inst, state) => hasTable(state.storage.sql, "meta"));
+    expect(before).toBe(false);
+    expect(await (stub as unknown as RoomStub).getMembership("@nobody:test.local")).toBeNull();
+    expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
+    const after = await runInDurableObject(stub, async (_inst, state) => hasTable(state.storage.sql, "events"));
+    expect(after).toBe(true);
+  });
+
+  it("a first transaction that rolls back takes the schema with it; the next statement creates it again", async () => {
+    const stub = roomObject("!rolled-back:test.local");
+    await runInDurableObject(stub, async (inst, state) => {
+      const writer = (inst as unknown as { writer: { transact(fn: (tx: { exec(q: string, ...b: unknown[]): unknown }) => void): void } }).writer;
+      expect(() =>
+        writer.transact((tx) => {
+          tx.exec("INSERT INTO forgotten (user_id, member_event_id) VALUES ('@a:test.local', '$e')");
+          throw new Error("stop");
+        }),
+      ).toThrow("stop");
+      expect(hasTable(state.storage.sql, "forgotten")).toBe(true);
+      expect(state.storage.sql.exec("SELECT count(*) AS n FROM forgotten").one().n).toBe(0);
+    });
+    expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
+  });
+});
