@@ -25,7 +25,7 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit" | "armIfStillDelivering">;
   writer: Pick<RoomWriter, "serial" | "checkCreate" | "checkLocal" | "admitLocalGroup">;
 }
 
@@ -120,6 +120,7 @@ export class LocalEvents {
       }
     });
     if (r.ok) await this.r.fanout.fannedOut(r.value.eventIds);
+    this.r.fanout.armIfStillDelivering();
     return r;
   }
 

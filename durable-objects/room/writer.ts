@@ -286,7 +286,8 @@ export class RoomWriter {
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
       }
     });
-    if (accepted.length) await this.r.fanout.committedGroup(accepted);
+    // createRoom arms the redelivery alarm after its fan-out, only if still needed.
+    if (accepted.length) await this.r.fanout.committedGroup(accepted, { alarmAfterAnswer: create !== undefined });
     return outs;
   }
 

@@ -46,3 +46,38 @@ describe("a new room's storage", () => {
     expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
   });
 });
+
+// The redelivery alarm (durable-objects/room/fanout.ts armIfStillDelivering): createRoom's commit
+// does not set it; the answer sets it only if a delivery is still under way.
+describe("createRoom and the redelivery alarm", () => {
+  it("no alarm once every notice reached its hub (creator only)", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, {});
+    const alarm = await runInDurableObject(roomObject(roomId), async (_inst, state) => state.storage.getAlarm());
+    expect(alarm).toBeNull();
+  });
+
+  it("an alarm when a delivery is still under way at the answer", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, {});
+    await runInDurableObject(roomObject(roomId), async (inst, state) => {
+      const fanout = (inst as unknown as { fanout: { hubPending: Set<number>; armIfStillDelivering(): void } }).fanout;
+      fanout.hubPending.add(1_000_000); // a notice some hub has not confirmed yet
+      fanout.armIfStillDelivering();
+      fanout.hubPending.delete(1_000_000);
+      expect(await state.storage.getAlarm()).not.toBeNull();
+    });
+  });
+
+  it("with a local invitee: when createRoom answers, the invitee's hub holds the invite or the alarm is set", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { invite: [bob.userId] });
+    const hubHasIt = await runInDurableObject(env.USERS.get(env.USERS.idFromName(bob.userId)), async (_i, state) =>
+      state.storage.sql.exec("SELECT 1 FROM room_events WHERE room_id = ?", roomId).toArray().length > 0,
+    );
+    const alarm = await runInDurableObject(roomObject(roomId), async (_inst, state) => state.storage.getAlarm());
+    expect(hubHasIt || alarm !== null).toBe(true);
+    const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: bob.accessToken });
+    expect(synced.body.rooms?.invite?.[roomId]).toBeDefined();
+  });
+});
