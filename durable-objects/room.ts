@@ -174,7 +174,7 @@ export class RoomDO extends DurableObject<Env> {
     return { roomId: this.head.roomId, roomVersion: this.head.rv.id, stream: this.head.stream };
   }
 
-  createRoom(args: { serverName: string; roomId: string; roomVersion: string; createPdu: PDU; events: LocalEventSpec[]; }): Promise<RoomResult<{ roomId: string; eventIds: string[] }>> {
+  createRoom(args: { serverName: string; roomId: string; roomVersion: string; createPdu: PDU; events: LocalEventSpec[]; alias?: string; publish?: boolean }): Promise<RoomResult<{ roomId: string; eventIds: string[]; aliasClaimed?: boolean }>> {
     return this.local.createRoom(args);
   }
   createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {

@@ -6,6 +6,8 @@ import { describe, expect, it } from "vitest";
 import { env, runInDurableObject } from "cloudflare:test";
 import { call, createRoom, registerUser } from "./helpers";
 import type { RoomStub } from "../../src/services/rooms";
+import { executePlan, planRoom } from "../../src/api/client/rooms";
+import { parseConfig } from "../../src/config";
 
 const roomObject = (name: string) => env.ROOMS.get(env.ROOMS.idFromName(name));
 const hasTable = (sql: SqlStorage, name: string) => sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name).toArray().length > 0;
@@ -79,5 +81,64 @@ describe("createRoom and the redelivery alarm", () => {
     expect(hubHasIt || alarm !== null).toBe(true);
     const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: bob.accessToken });
     expect(synced.body.rooms?.invite?.[roomId]).toBeDefined();
+  });
+});
+
+// createRoom's alias and directory listing go in the D1 batch the RoomDO writes after storing the
+// room (with its registry row and the creator's membership), not in D1 round trips of the
+// Worker's after the room answered.
+describe("createRoom's alias and directory rows", () => {
+  /** env whose D1 counts the writes made through it. */
+  function countingEnv() {
+    const writes: string[] = [];
+    const db = env.DB;
+    const counted = (stmt: D1PreparedStatement, sql: string): D1PreparedStatement =>
+      new Proxy(stmt, {
+        get(s, p) {
+          if (p === "bind") return (...b: unknown[]) => counted(s.bind(...b), sql);
+          if (p === "run" || p === "all" || p === "first" || p === "raw") writes.push(sql);
+          const v = Reflect.get(s, p, s);
+          return typeof v === "function" ? v.bind(s) : v;
+        },
+      });
+    const DB = new Proxy(db, {
+      get(target, prop) {
+        if (prop === "prepare") return (sql: string) => (/^\s*(INSERT|UPDATE|DELETE)/i.test(sql) ? counted(target.prepare(sql), sql) : target.prepare(sql));
+        if (prop === "batch") return (stmts: D1PreparedStatement[]) => (writes.push(`batch of ${stmts.length}`), target.batch(stmts.map((x) => Reflect.get(x, "__target") ?? x)));
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    return { env: Object.assign(Object.create(env), { DB }) as typeof env, writes };
+  }
+
+  it("alias and public listing: written in the one D1 batch after the room, not one write each; both in place", async () => {
+    const alice = await registerUser();
+    const tag = `pub${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
+    const config = parseConfig(env);
+    const counted = countingEnv();
+    const plan = await planRoom(counted.env, config, alice.userId, { room_alias_name: tag, visibility: "public", preset: "public_chat" });
+    const roomId = await executePlan(counted.env, config, plan);
+    // (Here the RoomDO may be given the same counting env: its one batch may show.)
+    expect(counted.writes.filter((w) => !w.startsWith("batch"))).toEqual([]);
+    expect(counted.writes.length).toBeLessThanOrEqual(1);
+    const resolved = await call("GET", `/_matrix/client/v3/directory/room/${encodeURIComponent(`#${tag}:test.local`)}`, { token: alice.accessToken });
+    expect(resolved.body.room_id).toBe(roomId);
+    const listed = await env.DB.prepare("SELECT visibility FROM room_directory WHERE room_id = ?").bind(roomId).first<{ visibility: string }>();
+    expect(listed?.visibility).toBe("public");
+  });
+
+  it("an alias taken between the check and the claim: M_ROOM_IN_USE, and the room is not listed", async () => {
+    const alice = await registerUser();
+    const tag = `race${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
+    const config = parseConfig(env);
+    const plan = await planRoom(env, config, alice.userId, { room_alias_name: tag, visibility: "public" });
+    await env.DB.prepare("INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES (?, '!other:test.local', ?, 0)").bind(`#${tag}:test.local`, alice.userId).run();
+    const before = (await env.DB.prepare("SELECT count(*) AS n FROM room_directory").first<{ n: number }>())!.n;
+    await expect(executePlan(env, config, plan)).rejects.toMatchObject({ errcode: "M_ROOM_IN_USE" });
+    const after = (await env.DB.prepare("SELECT count(*) AS n FROM room_directory").first<{ n: number }>())!.n;
+    expect(after).toBe(before);
+    const alias = await env.DB.prepare("SELECT room_id FROM room_aliases WHERE alias = ?").bind(`#${tag}:test.local`).first<{ room_id: string }>();
+    expect(alias?.room_id).toBe("!other:test.local");
   });
 });
