@@ -83,9 +83,8 @@ export class FanOut {
    *  admitLocalGroup), each with the facts taken right after it was persisted, so each event's
    *  notice and recipients are those of the state at that event even when a later event of the
    *  group changed the membership. The mirrors run once for the group. */
-  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[], opts: { alarmAfterAnswer?: boolean } = {}): Promise<void> {
-    if (opts.alarmAfterAnswer) this.alarmAfterAnswer = true;
-    else this.armRedelivery();
+  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[]): Promise<void> {
+    this.armRedelivery();
     await this.afterCommit();
     this.wakePeekers();
     const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
@@ -277,26 +276,9 @@ export class FanOut {
     else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
     this.hubPending.add(notice.stream);
     this.hubMax = Math.max(this.hubMax, notice.stream);
-    if (!this.alarmAfterAnswer) this.armRedelivery();
+    this.armRedelivery();
     await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
   }
-
-  /** createRoom, once its answer is ready (the creator's hub holds the room: fannedOut): the
-   *  redelivery alarm only if a delivery is still under way that a stop from now on would leave
-   *  undone (another local member's hub, an appservice hand-over). Its commit did not arm it:
-   *  a new object's first alarm is written to workerd's alarm scheduler before the commit that
-   *  sets it can complete (one more fsync on createRoom's path under `wrangler dev`), and fires
-   *  30 s later to find nothing to do. Before the answer, a stop fails the request; the room's
-   *  stored watermark (`hub_done` 0, written with the room) makes its next start redeliver. */
-  armIfStillDelivering(): void {
-    this.alarmAfterAnswer = false;
-    if (this.hubsCaughtUp() && this.hubPending.size === 0 && !this._appservices?.behindOrBusy()) return;
-    this.armRedelivery();
-  }
-
-  /** Set from createRoom's commit to its answer (armIfStillDelivering): notices do not arm the
-   *  alarm meanwhile. */
-  private alarmAfterAnswer = false;
 
   /** Backstop if this object stops before delivery completes: the alarm redelivers. Armed by
    *  committed/committedGroup in the same synchronous run as the events' transaction, so the

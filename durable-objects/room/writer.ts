@@ -287,8 +287,7 @@ export class RoomWriter {
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
       }
     });
-    // createRoom arms the redelivery alarm after its fan-out, only if still needed.
-    if (accepted.length) await this.r.fanout.committedGroup(accepted, { alarmAfterAnswer: create !== undefined });
+    if (accepted.length) await this.r.fanout.committedGroup(accepted);
     return outs;
   }
 
