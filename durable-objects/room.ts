@@ -39,7 +39,7 @@ import type {
 } from "../src/rpc/room";
 import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
-import { openSchema } from "./room/schema";
+import { openRoomStorage } from "./room/schema";
 import { EventStore } from "./room/events";
 import { FACTS_AT_START, RoomFacts } from "./room/facts";
 import { StateStore } from "./room/state";
@@ -98,8 +98,7 @@ export class RoomDO extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    const sql = ctx.storage.sql;
-    const meta = openSchema(sql, FACTS_AT_START);
+    const { sql, meta } = openRoomStorage(ctx.storage.sql, FACTS_AT_START);
     const factsAtStart = meta.get(FACTS_AT_START.key);
     meta.delete(FACTS_AT_START.key);
     // The configuration, parsed once per instance (the server name is the room's, set once it
@@ -149,6 +148,7 @@ export class RoomDO extends DurableObject<Env> {
       partial: this.partial,
       held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
       write: (fn) => this.writer.partialWrite(fn),
+      signersWithoutKeys: (pdus) => r.keys.signersWithoutKeys(pdus),
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
@@ -177,7 +177,7 @@ export class RoomDO extends DurableObject<Env> {
     return { roomId: this.head.roomId, roomVersion: this.head.rv.id, stream: this.head.stream };
   }
 
-  createRoom(args: { serverName: string; roomId: string; roomVersion: string; createPdu: PDU; events: LocalEventSpec[]; }): Promise<RoomResult<{ roomId: string; eventIds: string[] }>> {
+  createRoom(args: { serverName: string; roomId: string; roomVersion: string; createPdu: PDU; events: LocalEventSpec[]; alias?: string; publish?: boolean }): Promise<RoomResult<{ roomId: string; eventIds: string[]; aliasClaimed?: boolean }>> {
     return this.local.createRoom(args);
   }
   createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {
@@ -324,7 +324,7 @@ export class RoomDO extends DurableObject<Env> {
   getPartialInfo(): Promise<{ partial: boolean; roomVersion?: string; members: Record<string, { membership: string; sender: string; eventId: string }> }> {
     return this.remote.getPartialInfo();
   }
-  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state?: unknown[]; authChain?: unknown[]; answerJson?: string; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state?: unknown[]; authChain?: unknown[]; answerJson?: string; joinEventId?: string; askedOmitMembers?: boolean; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
     return this.remote.seedFromJoin(args);
   }
   // Partial-state joins (room/partial-state.ts; the fetch: src/services/federation/partial-state.ts).

@@ -92,14 +92,10 @@ export const SCHEMA_VERSION = fnv1a(ROOM_SCHEMA);
  *  change, or one from before versions were recorded). Running the ~20 CREATE ... IF NOT EXISTS
  *  statements on every start was part of every cold RoomDO's cost (a cold first /sync starts
  *  one per room). */
-export function openSchema(sql: SqlStorage, alsoRead?: { key: string; sql: string }): Map<string, string> {
+export function openSchema(sql: SqlStorage): Map<string, string> {
   let meta: Map<string, string>;
   try {
-    // (`alsoRead`: one more value read in the same statement, under its key; a room whose tables
-    // it reads do not exist yet answers without it.)
-    meta = alsoRead
-      ? new Map(sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta UNION ALL SELECT ?, (${alsoRead.sql})`, alsoRead.key).toArray().map((r) => [r.key, r.value]))
-      : readMeta(sql);
+    meta = readMeta(sql);
   } catch {
     // A new room: no tables yet (reading first spares every later start a CREATE statement).
     sql.exec(META_TABLE);
@@ -112,6 +108,62 @@ export function openSchema(sql: SqlStorage, alsoRead?: { key: string; sql: strin
   // Recorded after the statements it stands for (a start that fails between them runs them again).
   sql.exec("INSERT INTO meta (key, value) VALUES ('schema', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", SCHEMA_VERSION);
   return readMeta(sql);
+}
+
+/** The room's storage at start: `meta` and the SqlStorage every module uses. A new database
+ *  (no tables) gets no schema here: it is created by the first statement run on it
+ *  (schemaOnFirstStatement), which for createRoom is inside the room's one transaction — the
+ *  tables and the room in one commit, not a commit of ~35 empty pages before the room's own
+ *  (one fsync fewer under `wrangler dev`; docs/benchmarks.md "createRoom"). */
+export function openRoomStorage(sql: SqlStorage, alsoRead?: { key: string; sql: string }): { sql: SqlStorage; meta: Map<string, string> } {
+  let meta: Map<string, string>;
+  try {
+    // (`alsoRead`: one more value read in the same statement, under its key; a room whose tables
+    // it reads do not exist (yet) is read without it.)
+    meta = alsoRead
+      ? new Map(sql.exec<{ key: string; value: string }>(`SELECT key, value FROM meta UNION ALL SELECT ?, (${alsoRead.sql})`, alsoRead.key).toArray().map((r) => [r.key, r.value]))
+      : readMeta(sql);
+  } catch (e) {
+    try {
+      if (!alsoRead || /no such table: meta\b/.test(String(e))) throw e;
+      meta = readMeta(sql);
+    } catch {
+      return { sql: schemaOnFirstStatement(sql), meta: new Map() };
+    }
+  }
+  return { sql, meta: meta.get("schema") === SCHEMA_VERSION ? meta : openSchema(sql) };
+}
+
+/** `sql` that creates the room's schema (openSchema) before the first statement run through it.
+ *  If the transaction that created it rolls back, the tables go with it: a statement that then
+ *  finds no table creates them again and is run once more. */
+export function schemaOnFirstStatement(sql: SqlStorage): SqlStorage {
+  let ready = false;
+  const create = () => {
+    ready = true;
+    openSchema(sql);
+  };
+  const exec = (query: string, ...bindings: unknown[]) => {
+    if (!ready) create();
+    try {
+      return sql.exec(query, ...bindings);
+    } catch (e) {
+      if (!/no such table/.test(String(e)) || hasMeta(sql)) throw e;
+      create();
+      return sql.exec(query, ...bindings);
+    }
+  };
+  return new Proxy(sql, {
+    get(target, prop) {
+      if (prop === "exec") return exec;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+function hasMeta(sql: SqlStorage): boolean {
+  return sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray().length > 0;
 }
 
 /** Rooms from before `extremities` was WITHOUT ROWID: the table rebuilt as one b-tree (a rowid
@@ -130,7 +182,8 @@ function rebuildExtremities(sql: SqlStorage): void {
 /** A room from before the writer kept its member counts in `meta` (room/member-counts.ts), or a
  *  new one (none yet): counted once, with the schema change. */
 function countMembers(sql: SqlStorage, meta: Map<string, string>): void {
-  if (meta.has("member_counts")) return;
+  // (A database without a room yet has no current state: the writer counts from nothing.)
+  if (meta.has("member_counts") || !meta.has("room_id")) return;
   const counts = sql.exec<MemberCountsRow>(MEMBER_COUNTS_SQL).one();
   sql.exec("INSERT INTO meta (key, value) VALUES ('member_counts', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", formatMemberCounts(counts));
 }

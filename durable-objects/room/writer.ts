@@ -76,8 +76,9 @@ export interface NewRoomRecord {
   roomId: string;
   roomVersion: string;
   serverName: string;
-  /** The D1 registry row, written with the D1 mirrors after the commit once the room exists. */
-  registry: D1PreparedStatement;
+  /** The D1 registry row (and createRoom's alias and directory rows), written with the D1
+   *  mirrors after the commit once the room exists; `onResult` gets the statement's result. */
+  registry: { stmt: D1PreparedStatement; onResult?: (r: D1Result) => void }[];
 }
 
 /** What RoomWriter needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -277,7 +278,7 @@ export class RoomWriter {
         // The hub watermark from the start: without it a restart would count every event
         // as delivered (FanOut.start) and the initial events might never reach a hub.
         this.setMeta(tx, "hub_done", 0);
-        this.r.fanout.mirrorWithNextCommit(create.registry);
+        for (const m of create.registry) this.r.fanout.mirrorWithNextCommit(m.stmt, m.onResult);
         accepted.push({ ev: create.ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(create.ev, out.stream!, true) });
       }
       for (const { ev, txn } of group) {
@@ -558,7 +559,9 @@ export class RoomWriter {
     // The member counts move with the member entries (room/member-counts.ts), read before.
     const members = new Map<string, string | null>();
     for (const [k, id] of changes) if (k.startsWith(MEMBER_KEY_PREFIX)) members.set(k.slice(MEMBER_KEY_PREFIX.length), id);
-    const counts = members.size && this.r.head.memberCounts ? countsAfter(this.r.sql, this.r.head.memberCounts, members) : undefined;
+    // (No current group: no current state yet, nobody counted.)
+    const before = this.r.head.memberCounts ?? (this.r.head.currentGroup === null ? { joined: 0, invited: 0 } : undefined);
+    const counts = members.size && before ? countsAfter(this.r.sql, before, members) : undefined;
     const removed: string[][] = [];
     const set: string[][] = [];
     for (const [k, id] of changes) {
@@ -783,8 +786,9 @@ export class RoomWriter {
    *  ties), OUTLIER_BATCH to a transaction rather than one each: for a 30,000-event state the
    *  commits were a large part of the join. `events` are parsed from their PDUs here (toRoomEvent),
    *  one per event ID. Returns how many were not stored (invalid, rejected, missing auth events,
-   *  auth cycles). */
-  async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent; digest?: PduDigest }[], origin: string): Promise<number> {
+   *  auth cycles). `decided`, when given, receives the status each event stored by this batch
+   *  was stored with (a join's starting state is read from it, not queried back). */
+  async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent; digest?: PduDigest }[], origin: string, decided?: Map<string, string>): Promise<number> {
     const mode: AdmitMode = { local: false, outlier: true };
     let refused = 0;
     const checked = new Map<string, RoomEvent>();
@@ -807,6 +811,7 @@ export class RoomWriter {
           for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
             const out = this.decideAndPersist(tx, checked.get(id)!, mode);
             if (out.status !== "accepted" && out.status !== "duplicate") refused++;
+            if (out.status !== "duplicate") decided?.set(id, out.status);
           }
           this.flushOutlierRows(tx);
         });
