@@ -88,11 +88,24 @@ export class HubFanOut {
     await primaryDone;
   }
 
+  /** Hub stubs, kept while their queue comes and goes (a queue is dropped when idle, after about
+   *  every send; addressing a hub hashes its name). Bounded; a failing hub gets a fresh one. */
+  private stubs = new Map<string, UserStub>();
+
+  private stubOf(userId: string, fresh: boolean): UserStub {
+    let stub = fresh ? undefined : this.stubs.get(userId);
+    if (!stub) {
+      if (this.stubs.size >= MAX_STUBS) this.stubs.clear();
+      this.stubs.set(userId, (stub = userStub(this.env, userId, this.config)));
+    }
+    return stub;
+  }
+
   private queue(userId: string): HubQueue {
     let q = this.queues.get(userId);
     if (!q) {
       const made: HubQueue = new HubQueue(
-        () => userStub(this.env, userId, this.config),
+        (fresh) => this.stubOf(userId, fresh),
         userId,
         () => {
           if (this.queues.get(userId) === made) this.queues.delete(userId);
@@ -142,6 +155,9 @@ class Round {
   }
 }
 
+/** Hub stubs a HubFanOut keeps (one per recipient of its room's recent events). */
+const MAX_STUBS = 4096;
+
 /** Retry delays for a failing hub (ms); the last one repeats. */
 const RETRY_MS = [50, 200, 1000, 5000, 30_000];
 /** Notices per hub call. */
@@ -164,11 +180,11 @@ class HubQueue {
   private failures = 0;
   private stub: UserStub;
   constructor(
-    private makeStub: () => UserStub,
+    private makeStub: (fresh: boolean) => UserStub,
     private userId: string,
     private onIdle: () => void,
   ) {
-    this.stub = makeStub();
+    this.stub = makeStub(false);
   }
 
   push(notice: RoomEventNotice, round: Round): { attempted: Promise<void>; done: Promise<void> } {
@@ -216,7 +232,7 @@ class HubQueue {
         this.failures++;
         for (const q of this.pending) q.attempted();
         await new Promise((r) => setTimeout(r, RETRY_MS[Math.min(this.failures - 1, RETRY_MS.length - 1)]));
-        this.stub = this.makeStub();
+        this.stub = this.makeStub(true);
       }
     }
     this.running = false;
