@@ -294,6 +294,14 @@ export class UserDO extends DurableObject<Env> {
     this.threads.unsubscribe(roomId, rootId, roomStream);
   }
 
+  /** The user's account was deactivated (src/services/admin-accounts.ts): drop what the hub
+   *  keeps for them that the account no longer needs. */
+  async accountDeactivated(userId: string): Promise<void> {
+    this.me(userId);
+    this.threads.clear();
+    this.settings.purge();
+  }
+
   /** GET /thread_subscriptions (MSC4308, dir=b): the newest `limit` changes at hub positions in
    *  (to, from]; `from` defaults to now and `to` to the beginning, and `to` may be a sliding-sync
    *  pos of this device. */

@@ -15,7 +15,7 @@ import type { RoomViews } from "./views";
 /** What FedServe needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface FedServeAccess {
   head: RoomHead;
-  events: Pick<EventStore, "authChain" | "authChainIds" | "cachedRow" | "isPartial" | "loadEvent" | "pduTexts" | "redactionOf" | "storedAmong" | "timestampCandidates">;
+  events: Pick<EventStore, "authChain" | "authChainIds" | "cachedRow" | "isPartial" | "loadEvent" | "loadMany" | "newestDesc" | "prefetch" | "pduTexts" | "readBatch" | "redactionOf" | "storedAmong" | "timestampCandidates">;
   state: Pick<StateStore, "groupState">;
   fanout: Pick<FanOut, "fanOutFacts">;
   views: Pick<RoomViews, "erasedForServer">;
@@ -32,10 +32,11 @@ export class FedServe {
       // Only a server in the room reads it, like every federation read (see requireServer).
       this.requireServer(origin, { inRoom: true });
       const rows = this.r.events.timestampCandidates(ts, dir);
+      const maySee = this.visibility(origin);
       for (const row of rows) {
         const se = this.r.events.cachedRow(row);
         if (se.status === "rejected") continue;
-        if (this.serverMaySee(origin, se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
+        if (maySee(se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
       }
       fail(404, "M_NOT_FOUND", "No event found");
     });
@@ -62,16 +63,38 @@ export class FedServe {
    *  the event; joined: joined.
    *  Outliers (auth and state events, no place in the timeline) are served as they are. */
   private serverMaySee(server: string, se: StoredEvent): boolean {
-    if (se.stateAfter === null && se.stream === null) return true;
-    const st = this.r.state.groupState(se.stateBefore);
+    return this.visibility(server)(se);
+  }
+
+  /** serverMaySee for the events of one request: decided once per state before an event
+   *  (events in a row share it), not once per event. */
+  private visibility(server: string): (se: StoredEvent) => boolean {
+    const byGroup = new Map<number | null, boolean>();
+    return (se) => {
+      if (se.stateAfter === null && se.stream === null) return true;
+      let v = byGroup.get(se.stateBefore);
+      if (v === undefined) byGroup.set(se.stateBefore, (v = this.serverMaySeeAt(server, se.stateBefore)));
+      return v;
+    };
+  }
+
+  /** Whether `server` may see an event whose state before is group `g`: its member events in
+   *  that state read 90 to a statement (not one each), stopping at the first that lets it. */
+  private serverMaySeeAt(server: string, g: number | null): boolean {
+    const st = this.r.state.groupState(g);
     const hvId = st.get(HV_KEY);
     const hv = parseHistoryVisibility(hvId ? this.r.events.loadEvent(hvId)?.ev.content : undefined);
     if (hv === "world_readable" || hv === "shared") return true;
     const suffix = `:${server}`;
-    for (const [k, id] of st) {
-      if (!k.startsWith("m.room.member\u0000") || !k.endsWith(suffix)) continue;
-      const m = this.r.events.loadEvent(id)?.ev.content.membership;
-      if (m === "join" || (hv === "invited" && m === "invite")) return true;
+    const members: string[] = [];
+    for (const [k, id] of st) if (k.startsWith("m.room.member\u0000") && k.endsWith(suffix)) members.push(id);
+    for (let i = 0; i < members.length; i += 90) {
+      const chunk = members.slice(i, i + 90);
+      this.r.events.loadMany(chunk);
+      for (const id of chunk) {
+        const m = this.r.events.loadEvent(id)?.ev.content.membership;
+        if (m === "join" || (hv === "invited" && m === "invite")) return true;
+      }
     }
     return false;
   }
@@ -79,10 +102,10 @@ export class FedServe {
   /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here, when
    *  the server may not see it, or when its sender was erased and the server was not in the
    *  room then (the DAG stays intact either way). */
-  wirePdu(se: StoredEvent, server?: string): PDU {
+  wirePdu(se: StoredEvent, server?: string, maySee = server === undefined ? undefined : this.visibility(server)): PDU {
     const { unsigned: _u, ...pdu } = se.ev.pdu;
     void _u;
-    if ((server !== undefined && (!this.serverMaySee(server, se) || this.r.views.erasedForServer(se, server))) || this.r.events.redactionOf(se)) return redactEvent(pdu as PDU, this.r.head.rv!);
+    if ((server !== undefined && (!maySee!(se) || this.r.views.erasedForServer(se, server))) || this.r.events.redactionOf(se)) return redactEvent(pdu as PDU, this.r.head.rv!);
     return pdu as PDU;
   }
 
@@ -160,9 +183,12 @@ export class FedServe {
       this.requireServer(origin, { inRoom: true });
       const out: StoredEvent[] = [];
       const seen = new Set<string>();
+      this.readAhead(v, limit);
       let frontier = v.filter((id) => this.r.events.loadEvent(id));
       while (frontier.length && out.length < limit) {
         const level: StoredEvent[] = [];
+        // Each level read in one statement, not one per event.
+        this.r.events.loadMany(frontier.filter((id) => !seen.has(id)));
         for (const id of frontier) {
           if (seen.has(id)) continue;
           seen.add(id);
@@ -173,7 +199,7 @@ export class FedServe {
         for (const se of level) if (out.length < limit) out.push(se);
         frontier = level.flatMap((se) => se.ev.prev_events).filter((id) => !seen.has(id));
       }
-      return out.map((se) => this.wirePdu(se, origin));
+      return this.wireAll(out, origin);
     });
   }
 
@@ -185,9 +211,11 @@ export class FedServe {
       const stop = new Set(earliest);
       const seen = new Set<string>(latest);
       const out: StoredEvent[] = [];
+      this.readAhead(latest, limit + 1);
       let frontier = latest.flatMap((id) => this.r.events.loadEvent(id)?.ev.prev_events ?? []);
       while (frontier.length && out.length < limit) {
         const next: string[] = [];
+        this.r.events.loadMany(frontier.filter((id) => !seen.has(id) && !stop.has(id)));
         for (const id of frontier) {
           if (seen.has(id) || stop.has(id)) continue;
           seen.add(id);
@@ -198,7 +226,28 @@ export class FedServe {
         }
         frontier = next;
       }
-      return out.sort((a, b) => a.ev.depth - b.ev.depth).map((se) => this.wirePdu(se, origin));
+      return this.wireAll(out.sort((a, b) => a.ev.depth - b.ev.depth), origin);
+    });
+  }
+
+  /** A walk back from `ids` through prev_events mostly meets the events just below them in
+   *  stream order: read up to `limit` of those in a statement or two before it, instead of a
+   *  statement per DAG level (one per event in a linear history). What the walk does not find
+   *  there (forks, outliers) it reads a level at a time. */
+  private readAhead(ids: string[], limit: number): void {
+    this.r.events.loadMany(ids);
+    const top = Math.max(-1, ...ids.map((id) => this.r.events.loadEvent(id)?.stream ?? -1));
+    if (top >= 0) this.r.events.newestDesc(top, 0, limit);
+  }
+
+  /** wirePdu of many events for `server`: visibility decided per state group, and the
+   *  redactions of all of them read together (readBatch + prefetch) instead of one statement
+   *  per event. */
+  private wireAll(events: StoredEvent[], server: string): PDU[] {
+    const maySee = this.visibility(server);
+    return this.r.events.readBatch(() => {
+      this.r.events.prefetch(events.map((se) => se.ev.event_id));
+      return events.map((se) => this.wirePdu(se, server, maySee));
     });
   }
 

@@ -117,6 +117,19 @@ export class Settings {
     return list;
   }
 
+  /** The account was deactivated: its account data (global and per room, with the ignore list)
+   *  and its own push rules go, as Synapse purges them; spec: erasure should remove "non-event
+   *  data associated with the user, such as account data", and a deactivated account cannot
+   *  read any of it again. */
+  purge(): void {
+    this.a.transaction(() => {
+      this.a.sql.exec("DELETE FROM account_data");
+      this.a.sql.exec("DELETE FROM meta WHERE key = 'push_rules'");
+    });
+    this.ignoring = undefined;
+    this.rules = undefined;
+  }
+
   // -------------------------------------------------------------------------------------------
   // Push rules.
 

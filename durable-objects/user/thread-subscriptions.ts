@@ -115,6 +115,11 @@ export class ThreadSubscriptions {
     if (changed) this.a.wake();
   }
 
+  /** The account was deactivated: every subscription goes (no one can sync them any more). */
+  clear(): void {
+    this.a.sql.exec("DELETE FROM thread_subscriptions");
+  }
+
   /** Changes with from < upos <= to, the newest `limit` of them, oldest first; `more` when
    *  older ones in the range were left out (MSC4308). One row per thread, so no intermediate
    *  state is ever sent. */

@@ -139,6 +139,7 @@ export type UserStub = Pick<
   | "subscribeThread"
   | "unsubscribeThread"
   | "threadSubscriptionPage"
+  | "accountDeactivated"
 >;
 
 /** A local user's hub (durable-objects/user.ts), named by user ID. (Arguments in this order for

@@ -110,6 +110,13 @@ export async function deletePushersOfDevices(env: Env, config: Placement, userId
   await removeWhere(env, config, rows);
 }
 
+/** Deactivation: every pusher of the user goes, also those no device created (an appservice
+ *  sets them without a device_id), as Synapse deletes all pushers of a deactivated user. */
+export async function deleteAllPushers(env: Env, config: Placement, userId: string): Promise<void> {
+  const rows = await db(env).select().from(pushers).where(eq(pushers.userId, userId));
+  await removeWhere(env, config, rows);
+}
+
 /** On a password change every pusher except the current device's goes (Synapse does the same:
  *  someone who learnt the old password must not keep receiving the user's notifications). */
 export async function deletePushersExceptDevice(env: Env, config: Placement, userId: string, deviceId: string): Promise<void> {

@@ -104,6 +104,8 @@ export async function revokeDeviceTokens(d: DB, userId: string, deviceId: string
 export async function deleteDevice(d: DB, userId: string, deviceId: string, env: Env, config: Config): Promise<void> {
   await revokeDeviceTokens(d, userId, deviceId);
   await d.delete(devices).where(and(eq(devices.userId, userId), eq(devices.deviceId, deviceId)));
+  // A dehydrated device (MSC3814) goes with its data, whichever way it is deleted.
+  await d.run(sql`DELETE FROM dehydrated_devices WHERE user_id = ${userId} AND device_id = ${deviceId}`);
   await deleteDeviceE2ee(d, userId, deviceId, env, config);
   await markDeviceListChanged(env, config, userId, { devices: [deviceId] });
   // Pushers go with the device whose token created them (module "Push Notifications").

@@ -1,5 +1,5 @@
 import { describe, it, expect } from "vitest";
-import { call, createRoom, joinRoom, registerUser, uniqueName, SERVER, withEnv } from "./helpers";
+import { call, clientOk, createRoom, joinRoom, registerUser, sendText, uniqueName, SERVER, withEnv, type TestUser } from "./helpers";
 
 describe("discovery", () => {
   it("serves /versions without auth, with CORS", async () => {
@@ -306,6 +306,19 @@ describe("account", () => {
     identifier: { type: "m.id.user", user: u.userId },
     password,
   });
+  const enc = encodeURIComponent;
+  /** POST /account/deactivate through its password UIA. */
+  const deactivate = async (u: TestUser, erase = false) => {
+    const c1 = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: {} });
+    const r = await call("POST", "/_matrix/client/v3/account/deactivate", { token: u.accessToken, body: { auth: pwAuth(u, c1.body.session, u.password), erase } });
+    expect(r.status).toBe(200);
+  };
+  /** The user's sync hub (durable-objects/user.ts), where account data and thread subscriptions live. */
+  const hubOf = async (userId: string) => {
+    const { env } = await import("cloudflare:test");
+    const { userStub } = await import("../../src/rpc/stubs");
+    return userStub(env, userId, {});
+  };
   it("changes the password and logs out other devices", async () => {
     const u = await registerUser();
     const other = await call("POST", "/_matrix/client/v3/login", {
@@ -355,6 +368,103 @@ describe("account", () => {
       const m = await call("GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/state/m.room.member/${encodeURIComponent(u.userId)}`, { token: owner.accessToken });
       expect(m.body.membership).toBe("leave");
     }
+  });
+  it("deactivation drops the user's thread subscriptions (MSC4306)", async () => {
+    const u = await registerUser();
+    const owner = await registerUser();
+    const roomId = await createRoom(owner);
+    await joinRoom(u, roomId);
+    const root = await sendText(owner, roomId, "thread root");
+    const hub = await hubOf(u.userId);
+    expect(await hub.subscribeThread(u.userId, roomId, root, undefined)).toBe("ok");
+    await deactivate(u);
+    expect(await hub.getThreadSubscription(u.userId, roomId, root)).toBeNull();
+  });
+  it("deactivation purges the user's account data and push rules (as Synapse does)", async () => {
+    const u = await registerUser();
+    const roomId = await createRoom(u);
+    await clientOk(u.accessToken, "PUT", `/user/${enc(u.userId)}/account_data/org.example.secret`, { s: 1 });
+    await clientOk(u.accessToken, "PUT", `/user/${enc(u.userId)}/rooms/${enc(roomId)}/account_data/org.example.secret`, { s: 2 });
+    await clientOk(u.accessToken, "PUT", `/pushrules/global/content/mine`, { pattern: "secret", actions: ["notify"] });
+    await deactivate(u);
+    const hub = await hubOf(u.userId);
+    expect(await hub.getAccountData(null, "org.example.secret")).toBeNull();
+    expect(await hub.getAccountData(roomId, "org.example.secret")).toBeNull();
+    expect((await hub.getPushRules(u.userId)).content.some((r) => r.rule_id === "mine")).toBe(false);
+  });
+  it("deactivation deletes the user's server-side key backup (as Synapse does)", async () => {
+    const u = await registerUser();
+    const v = await call("POST", "/_matrix/client/v3/room_keys/version", { token: u.accessToken, body: { algorithm: "m.megolm_backup.v1.curve25519-aes-sha2", auth_data: { public_key: "abc" } } });
+    const session = { first_message_index: 0, forwarded_count: 0, is_verified: true, session_data: { ephemeral: "e", ciphertext: "c", mac: "m" } };
+    expect((await call("PUT", `/_matrix/client/v3/room_keys/keys/${enc("!r:test.local")}/s1?version=${v.body.version}`, { token: u.accessToken, body: session })).status).toBe(200);
+    await deactivate(u);
+    const { env } = await import("cloudflare:test");
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM key_backup_keys WHERE user_id = ?").bind(u.userId).first("n")).toBe(0);
+    // Versions are marked deleted, as DELETE /room_keys/version does, so numbers are never reused.
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM key_backup_versions WHERE user_id = ? AND deleted = 0").bind(u.userId).first("n")).toBe(0);
+  });
+  it("deactivation deletes the user's dehydrated device (MSC3814) with its data", async () => {
+    const u = await registerUser();
+    const { makeDeviceKeys } = await import("./e2ee-helpers");
+    const { signJson } = await import("../../src/core/signing");
+    const dev = await makeDeviceKeys(u.userId, "DEHYDRATED1");
+    const put = await call("PUT", "/_matrix/client/unstable/org.matrix.msc3814.v1/dehydrated_device", {
+      token: u.accessToken,
+      body: {
+        device_id: "DEHYDRATED1",
+        device_data: { algorithm: "org.matrix.msc3814.v1.olm", device_pickle: "opaque" },
+        device_keys: await signJson({ ...dev.deviceKeys, dehydrated: true, signatures: undefined }, u.userId, dev.ed),
+      },
+    });
+    expect(put.status).toBe(200);
+    await deactivate(u);
+    const { env } = await import("cloudflare:test");
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM dehydrated_devices WHERE user_id = ?").bind(u.userId).first("n")).toBe(0);
+  });
+  it("erasure deletes the extended profile fields with the displayname and avatar; plain deactivation keeps them", async () => {
+    const { env } = await import("cloudflare:test");
+    const fields = (userId: string) => env.DB.prepare("SELECT count(*) AS n FROM profile_fields WHERE user_id = ?").bind(userId).first("n");
+    const [kept, erased] = [await registerUser(), await registerUser()];
+    for (const u of [kept, erased]) {
+      expect((await call("PUT", `/_matrix/client/v3/profile/${enc(u.userId)}/m.tz`, { token: u.accessToken, body: { "m.tz": "Europe/Paris" } })).status).toBe(200);
+    }
+    await deactivate(kept);
+    await deactivate(erased, true);
+    expect(await fields(kept.userId)).toBe(1);
+    expect(await fields(erased.userId)).toBe(0);
+  });
+  it("deactivation deletes pushers that belong to no device (an appservice's, set without device_id)", async () => {
+    const { addAppservice, serverAdmin } = await import("./appservice-helpers");
+    const { as, registerGhost } = await addAppservice();
+    const ghost = await registerGhost("pushed");
+    const set = await as("POST", `/_matrix/client/v3/pushers/set?user_id=${enc(ghost)}`, {
+      kind: "http",
+      app_id: "org.example.app",
+      pushkey: "pk-ghost",
+      app_display_name: "Example",
+      device_display_name: "Bridge",
+      lang: "en",
+      data: { url: "https://push.example.org/_matrix/push/v1/notify" },
+    });
+    expect(set.status, JSON.stringify(set.body)).toBe(200);
+    const r = await call("POST", `/_synapse/admin/v1/deactivate/${enc(ghost)}`, { token: (await serverAdmin()).accessToken, body: {} });
+    expect(r.status).toBe(200);
+    const { env } = await import("cloudflare:test");
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM pushers WHERE user_id = ?").bind(ghost).first("n")).toBe(0);
+  });
+  it("deactivation ends the user's browser sessions on the OAuth pages: a re-activated account does not revive them", async () => {
+    const { Browser, field } = await import("./oauth-helpers");
+    const { serverAdmin } = await import("./appservice-helpers");
+    const u = await registerUser();
+    const b = new Browser();
+    const page = await b.fetch("/_lattice/oauth/account");
+    const login = await b.fetch("/_lattice/oauth/account/login", { form: { csrf: field(page.html, "csrf"), username: u.userId, password: u.password } });
+    expect(login.status).toBe(303);
+    expect((await b.fetch("/_lattice/oauth/account")).html).not.toContain('action="/_lattice/oauth/account/login"');
+    await deactivate(u);
+    const back = await call("PUT", `/_synapse/admin/v2/users/${enc(u.userId)}`, { token: (await serverAdmin()).accessToken, body: { deactivated: false, password: "a fresh password" } });
+    expect(back.status, JSON.stringify(back.body)).toBe(200);
+    expect((await b.fetch("/_lattice/oauth/account")).html).toContain('action="/_lattice/oauth/account/login"');
   });
   it("lists no third-party identifiers", async () => {
     const u = await registerUser();

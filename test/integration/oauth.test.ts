@@ -790,28 +790,36 @@ async function adminToken() {
   return { accessToken: r.body.access_token as string };
 }
 
-describe("malformed requests to the OAuth endpoints", () => {
-  it("never answer 5xx", async () => {
+// One test per endpoint rather than one for all 159 requests: under @cloudflare/vitest-pool-workers
+// 0.23 every SELF.fetch costs more the more requests the file has made (measured here: a GET
+// /versions took 3 ms at the start of this file and 100-300 ms at its end on a loaded machine,
+// while the Worker's fetch called directly stayed under 1 ms). The pool's
+// createProxyPrototypeClass wraps the SELF entrypoint's prototype in one more Proxy on every
+// request (workers-sdk issue #15092, fixed upstream by PR #15106), so one test with every case
+// neared its 30 s timeout.
+describe("malformed requests to the OAuth endpoints never answer 5xx", () => {
+  const bodies: [string, BodyInit][] = [
+    ["application/x-www-form-urlencoded", "grant_type=authorization_code&grant_type=refresh_token"],
+    ["application/x-www-form-urlencoded", "%zz=%zz&client_id=%00"],
+    ["application/x-www-form-urlencoded", new Uint8Array([0xff, 0xfe, 0x3d, 0x80])],
+    ["application/x-www-form-urlencoded", "a=" + "x".repeat(100_000)],
+    ["application/json", '{"client_uri": ["https://x"], "redirect_uris": "nope"}'],
+    ["application/json", "[]"],
+    ["application/json", "null"],
+    ["text/plain", "hello"],
+    ["multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nv\r\n--x--\r\n"],
+  ];
+  const posts = ["register", "token", "revoke", "device", "login", "register-account", "consent", "logout", "link", "link/login", "account/login", "account/profile", "account/password", "account/deactivate", "account/sessions/delete", "account/cross-signing-reset", "account/logout"];
+  it.each(posts)("POST %s", async (p) => {
     const { SELF } = await import("cloudflare:test");
-    const bodies: [string, BodyInit][] = [
-      ["application/x-www-form-urlencoded", "grant_type=authorization_code&grant_type=refresh_token"],
-      ["application/x-www-form-urlencoded", "%zz=%zz&client_id=%00"],
-      ["application/x-www-form-urlencoded", new Uint8Array([0xff, 0xfe, 0x3d, 0x80])],
-      ["application/x-www-form-urlencoded", "a=" + "x".repeat(100_000)],
-      ["application/json", '{"client_uri": ["https://x"], "redirect_uris": "nope"}'],
-      ["application/json", "[]"],
-      ["application/json", "null"],
-      ["text/plain", "hello"],
-      ["multipart/form-data; boundary=x", "--x\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nv\r\n--x--\r\n"],
-    ];
-    const posts = ["register", "token", "revoke", "device", "login", "register-account", "consent", "logout", "link", "link/login", "account/login", "account/profile", "account/password", "account/deactivate", "account/sessions/delete", "account/cross-signing-reset", "account/logout"];
-    for (const p of posts) {
-      for (const [type, body] of bodies) {
-        const r = await SELF.fetch(`http://test.local/_lattice/oauth/${p}`, { method: "POST", headers: { "content-type": type }, body, redirect: "manual" });
-        expect(r.status, `${p} ${type}`).toBeLessThan(500);
-        await r.arrayBuffer();
-      }
+    for (const [type, body] of bodies) {
+      const r = await SELF.fetch(`http://test.local/_lattice/oauth/${p}`, { method: "POST", headers: { "content-type": type }, body, redirect: "manual" });
+      expect(r.status, `${p} ${type}`).toBeLessThan(500);
+      await r.arrayBuffer();
     }
+  });
+  it("GET pages with bad query strings", async () => {
+    const { SELF } = await import("cloudflare:test");
     const gets = ["authorize?client_id=%ff", "authorize", "grant?id=" + "x".repeat(5000), "link?user_code=%00", "account?action=<script>&device_id=%22", "style.css"];
     for (const g of gets) {
       const r = await SELF.fetch(`http://test.local/_lattice/oauth/${g}`, { redirect: "manual" });
