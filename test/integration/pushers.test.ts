@@ -338,7 +338,7 @@ describe("counts.unread (kept by the hub per push, not counted again)", () => {
       const exec = sql.exec;
       let writes = 0;
       const pushed: number[] = [];
-      sql.exec = function (query: string, ...args: unknown[]) {
+      sql.exec = function (this: SqlStorage, query: string, ...args: unknown[]) {
         if (query.includes("INTO room_events")) writes++;
         if (query.startsWith("INSERT INTO push_outbox")) pushed.push(JSON.parse(args[1] as string).counts.unread);
         return exec.call(this, query, ...args);
