@@ -481,9 +481,9 @@ export class FanOut {
 
   /** D1 statements to run with the next afterCommit's batch (LocalEvents.createRoom: the room's
    *  registry row goes with its first memberships, one D1 round trip instead of two). */
-  private alsoMirror: D1PreparedStatement[] = [];
-  mirrorWithNextCommit(stmt: D1PreparedStatement): void {
-    this.alsoMirror.push(stmt);
+  private alsoMirror: { stmt: D1PreparedStatement; onResult?: (r: D1Result) => void }[] = [];
+  mirrorWithNextCommit(stmt: D1PreparedStatement, onResult?: (r: D1Result) => void): void {
+    this.alsoMirror.push({ stmt, onResult });
   }
 
   /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
@@ -492,7 +492,9 @@ export class FanOut {
    *  order. A directory statement that fails does not fail the write: then the parts run
    *  apart, as before they were batched. */
   async afterCommit(): Promise<void> {
-    const extra = this.alsoMirror.splice(0);
+    const extraMirrors = this.alsoMirror.splice(0);
+    const extra = extraMirrors.map((m) => m.stmt);
+    const answer = (results: D1Result[]) => extraMirrors.forEach((m, i) => m.onResult?.(results[i]));
     const directory = this.directoryStatements();
     const pending = this.pendingMemberships.splice(0);
     const now = Date.now();
@@ -501,14 +503,14 @@ export class FanOut {
     if (all.length === 0) return;
     if (all.length <= 100) {
       try {
-        await this.r.env.DB.batch(all);
+        answer(await this.r.env.DB.batch(all));
         return;
       } catch (e) {
         if (directory.length === 0) throw e;
         console.error("D1 mirror batch failed; running its parts apart", e);
       }
     }
-    if (extra.length || memberships.length) await this.r.env.DB.batch([...extra, ...memberships]);
+    if (extra.length || memberships.length) answer(await this.r.env.DB.batch([...extra, ...memberships]));
     try {
       for (let i = 0; i < directory.length; i += 100) await this.r.env.DB.batch(directory.slice(i, i + 100));
     } catch (e) {
