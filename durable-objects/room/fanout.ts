@@ -35,7 +35,7 @@ export interface FanOutAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
-  events: Pick<EventStore, "cachedRow" | "loadEvent">;
+  events: Pick<EventStore, "cachedRow" | "loadEvent" | "membershipsOf">;
   state: Pick<StateStore, "currentAuthMap" | "groupState" | "stateMapOf">;
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
@@ -379,8 +379,10 @@ export class FanOut {
     const joined = new Set<string>();
     const serverCounts = new Map<string, number>();
     const st = this.r.state.groupState(this.r.head.currentGroup);
-    for (const [k, id] of st) {
-      if (!k.startsWith("m.room.member\u0000") || this.r.events.loadEvent(id)?.ev.content.membership !== "join") continue;
+    const members = [...st].filter(([k]) => k.startsWith("m.room.member\u0000"));
+    const membership = this.r.events.membershipsOf(members.map(([, id]) => id));
+    for (const [k, id] of members) {
+      if (membership.get(id) !== "join") continue;
       const u = splitStateKey(k)[1];
       joined.add(u);
       serverCounts.set(domainOf(u), (serverCounts.get(domainOf(u)) ?? 0) + 1);
