@@ -5,8 +5,9 @@
 // the Worker isolate while the rooms are created (CR_PROFILE=<file.cpuprofile>). When it starts
 // the server it also prints the server's CPU time per createRoom (robust to the machine's load).
 //
-// node bench/create-room.mjs [rooms] [--port N]     (starts a server; TMPDIR=/dev/shm for tmpfs;
-//   with CR_PROFILE run it as `node --import tsx bench/create-room.mjs`)
+// node bench/create-room.mjs [rooms] [--port N] [--public]     (starts a server; TMPDIR=/dev/shm for tmpfs;
+//   with CR_PROFILE run it as `node --import tsx bench/create-room.mjs`; --public: each room
+//   public_chat, visibility public, with its own room_alias_name, as a client's "public room")
 // node bench/create-room.mjs http://127.0.0.1:PORT [rooms]   (a running `npm start`)
 import { execSync, spawn } from "node:child_process";
 import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
@@ -14,6 +15,9 @@ import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 const args = process.argv.slice(2);
 const portAt = args.indexOf("--port");
 const port = portAt >= 0 ? Number(args.splice(portAt, 2)[1]) : undefined;
+const publicAt = args.indexOf("--public");
+const publicRooms = publicAt >= 0 && args.splice(publicAt, 1).length > 0;
+let roomCount = 0;
 let baseUrl = args[0]?.startsWith("http") ? args.shift() : undefined;
 const rooms = Number(args[0] ?? 60);
 let server;
@@ -23,7 +27,7 @@ if (!baseUrl) {
   baseUrl = server.baseUrl;
 }
 
-async function createRoom(token, body = {}) {
+async function createRoom(token, body = publicRooms ? { preset: "public_chat", visibility: "public", room_alias_name: `crbench${tag}-${roomCount++}` } : {}) {
   const res = await fetch(`${baseUrl}/_matrix/client/v3/createRoom`, {
     method: "POST",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
@@ -57,8 +61,8 @@ function serverCpuMs() {
   return [workerd, all];
 }
 
+const tag = Date.now().toString(36);
 try {
-  const tag = Date.now().toString(36);
   const user = await registerBenchUser(baseUrl, `createbench${tag}`);
   for (let i = 0; i < 10; i++) await createRoom(user.token); // warm-up (isolate, caches)
   const run = async () => {
@@ -79,7 +83,7 @@ try {
   const cpu = serverCpuMs().map((x, i) => (x - cpu0[i]) / rooms);
   const fsyncText = fsyncs === undefined ? "" : `, ${(fsyncs / rooms).toFixed(2)} fsync-family calls per createRoom`;
   const cpuText = server ? `, server CPU per createRoom ${cpu[0].toFixed(1)} ms workerd / ${cpu[1].toFixed(1)} ms with wrangler's proxy` : "";
-  console.log(`createRoom (private_chat, empty body): p50 ${percentile(times, 50).toFixed(1)} ms, p90 ${percentile(times, 90).toFixed(1)} ms (${rooms} rooms)${cpuText}${fsyncText}`);
+  console.log(`createRoom (${publicRooms ? "public_chat, visibility public, an alias" : "private_chat, empty body"}): p50 ${percentile(times, 50).toFixed(1)} ms, p90 ${percentile(times, 90).toFixed(1)} ms (${rooms} rooms)${cpuText}${fsyncText}`);
 } finally {
   await server?.stop();
 }

@@ -14,9 +14,14 @@
 // --only senders runs only the 10-concurrent-senders phase (issue 21's group commit and fan-out);
 // --profile FILE takes a CPU profile of the Worker during the last round's 10-sender phase
 // (bench/loopback-peers.mjs profileWhile; needs the server this script starts); --fsyncs counts the
-// server's fsync/fdatasync calls during each 10-sender phase with `perf stat` (per event). Each
-// 10-sender phase also prints the server's CPU time per event (workerd, from /proc).
+// server's fsync/fdatasync calls during each 10-sender phase with `perf stat` (per event); --perf FILE
+// records a native profile of workerd (`perf record -g`) during the last round's 10-sender phase. Each
+// 10-sender phase also prints the server's CPU time per event (all its processes, workerd alone, and
+// the workerd serving Lattice alone — wrangler dev's proxy is a second workerd and a Node process,
+// from /proc). --direct sends every request to the Lattice workerd's own socket, past the proxy
+// (a deployment has no such proxy; it costs ~2–3 ms of CPU per request here).
 import { execSync, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const args = process.argv.slice(2);
@@ -36,7 +41,9 @@ const flag = (name) => {
   return i >= 0;
 };
 const asJson = flag("--json");
+const perfFile = option("--perf", undefined);
 const countFsyncs = flag("--fsyncs");
+const direct = flag("--direct");
 let baseUrl = args[0]?.startsWith("http") ? args.shift() : undefined;
 const total = Number(args[0] ?? 200);
 const createRooms = Math.max(10, Math.round(total / 5));
@@ -48,13 +55,66 @@ if (!baseUrl) {
   baseUrl = server.baseUrl;
 }
 
+/** `wrangler dev` runs two workerd processes: its proxy, listening on the public port, and the
+ *  one serving Lattice on a loopback port of its own (`--socket-addr=entry=127.0.0.1:0`). The
+ *  proxy (and wrangler's Node process) costs CPU per request that a deployment does not have. */
+function latticeWorkerdPid() {
+  for (const l of execSync(`ps -o pid=,args= -g ${server.pgid}`).toString().split("\n")) {
+    if (/workerd serve/.test(l) && /--socket-addr=entry=127\.0\.0\.1:0\b/.test(l)) return l.trim().split(/\s+/)[0];
+  }
+  return undefined;
+}
+/** CPU time (ms) of one process so far (Linux /proc). */
+function pidCpuMs(pid) {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+const latticePid = server ? latticeWorkerdPid() : undefined;
+const latticeCpuMs = () => (latticePid ? pidCpuMs(latticePid) : 0);
+// --direct: talk to the Lattice workerd's own socket, past wrangler's proxy.
+if (direct && server) {
+  const ports = [...execSync("ss -ltnpH").toString().matchAll(/127\.0\.0\.1:(\d+)\s.*?pid=(\d+),/g)].filter((m) => m[2] === latticePid).map((m) => m[1]);
+  let found;
+  for (const port of ports) {
+    try {
+      const r = await fetch(`http://127.0.0.1:${port}/_matrix/key/v2/server`, { signal: AbortSignal.timeout(2000) });
+      if (r.ok && (await r.json()).server_name) found = port;
+    } catch {}
+    if (found) break;
+  }
+  if (!found) throw new Error("--direct: the Lattice workerd's socket was not found");
+  baseUrl = `http://127.0.0.1:${found}`;
+  console.log(`--direct: requests go to the Lattice workerd at ${baseUrl}, past wrangler's proxy`);
+}
+
 /** CPU time (ms) used so far by the server's processes (0 for an external server). */
 const serverCpuMs = () => (server ? processGroupCpuMs(server.pgid).all : 0);
+const workerdCpuMs = () => (server ? processGroupCpuMs(server.pgid).workerd : 0);
+const workerdPids = () => execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => /workerd/.test(l)).map((l) => l.trim().split(/\s+/)[0]);
+
+/** Native CPU profile (`perf record -g`) of the server's workerd processes while `fn` runs: where
+ *  workerd's CPU goes outside the Worker's isolate too (SQLite, the D1 simulation's isolate, RPC,
+ *  the HTTP stack). Read it with `perf report -i FILE`. */
+async function perfWhile(file, fn) {
+  const st = spawn("perf", ["record", "-g", "-F", "999", "-o", file, "-p", workerdPids().join(",")], { stdio: ["ignore", "ignore", "pipe"] });
+  await new Promise((r) => setTimeout(r, 300)); // attached
+  try {
+    return await fn();
+  } finally {
+    const exited = new Promise((r) => st.once("exit", r));
+    st.kill("SIGINT");
+    await exited;
+  }
+}
 
 /** The server's workerd processes' fsync + fdatasync calls (each a storage commit's flush) while
  *  `fn` runs, counted with `perf stat` on the syscall tracepoints (strace slowed the server ~30×). */
 async function fsyncsWhile(fn) {
-  const pids = execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => /workerd/.test(l)).map((l) => l.trim().split(/\s+/)[0]);
+  const pids = workerdPids();
   const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", pids.join(",")], { stdio: ["ignore", "ignore", "pipe"] });
   let out = "";
   st.stderr.on("data", (d) => (out += d));
@@ -69,11 +129,15 @@ async function fsyncsWhile(fn) {
 }
 
 async function api(method, path, token, body) {
-  const res = await fetch(`${baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
+  const req = () =>
+    fetch(`${baseUrl}/_matrix/client/v3${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  // workerd's own socket (--direct) sometimes closes a kept-alive connection as it is reused
+  // ("other side closed"): once more then (sends are idempotent by transaction ID).
+  const res = await req().catch((e) => (direct ? req() : Promise.reject(e)));
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json;
@@ -108,15 +172,18 @@ try {
   for (let round = 1; round <= rounds; round++) {
     const r = {};
     if (only !== "senders") {
+    const cpuNote = (l0, n) => (latticePid ? `, Lattice workerd CPU ${((latticeCpuMs() - l0) / n).toFixed(2)} ms/request` : "");
     const floor = [];
+    let l0 = latticeCpuMs();
     for (let i = 0; i < total; i++) floor.push(await timed(() => api("GET", "/account/whoami", users[0].token)));
     r.floorP50 = percentile(floor, 50);
-    console.log(`round ${round}: whoami (floor), sequential: ${fmt(floor)} (${floor.length} requests)`);
+    console.log(`round ${round}: whoami (floor), sequential: ${fmt(floor)} (${floor.length} requests)${cpuNote(l0, floor.length)}`);
 
     const solo = [];
+    l0 = latticeCpuMs();
     for (let i = 0; i < total; i++) solo.push(await sendSolo());
     r.sendSoloP50 = percentile(solo, 50);
-    console.log(`round ${round}: send, 1 sender, room of 1 member: ${fmt(solo)} (${solo.length} sends)`);
+    console.log(`round ${round}: send, 1 sender, room of 1 member: ${fmt(solo)} (${solo.length} sends)${cpuNote(l0, solo.length)}`);
     console.log(`round ${round}: goal (issue 21, judged on the room of 1): send p50 within 2 ms of the floor p50 — now ${(r.sendSoloP50 - r.floorP50).toFixed(1)} ms above`);
 
     }
@@ -124,6 +191,8 @@ try {
       const latencies = [];
       const perSender = Math.ceil(total / senders);
       const cpu0 = serverCpuMs();
+      const wcpu0 = workerdCpuMs();
+      const lcpu0 = latticeCpuMs();
       let start = performance.now();
       const phase = async () => {
         start = performance.now();
@@ -133,18 +202,23 @@ try {
           }),
         );
       };
-      const profiled = () => (profileFile && senders === 10 && round === rounds ? profileWhile(server, profileFile, phase) : phase());
+      const lastTen = senders === 10 && round === rounds;
+      const jsProfiled = () => (profileFile && lastTen ? profileWhile(server, profileFile, phase) : phase());
+      const profiled = () => (perfFile && lastTen ? perfWhile(perfFile, jsProfiled) : jsProfiled());
       const fsyncs = countFsyncs && server && senders === 10 ? (await fsyncsWhile(profiled)).calls : undefined;
       if (fsyncs === undefined) await profiled();
       const rate = latencies.length / ((performance.now() - start) / 1000);
       const cpuPerEvent = (serverCpuMs() - cpu0) / latencies.length;
+      const workerdPerEvent = (workerdCpuMs() - wcpu0) / latencies.length;
+      const latticePerEvent = (latticeCpuMs() - lcpu0) / latencies.length;
       r[`send${senders}P50`] = percentile(latencies, 50);
       r[`send${senders}Rate`] = rate;
       if (server) r[`send${senders}CpuMsPerEvent`] = cpuPerEvent;
+      if (server) r[`send${senders}LatticeCpuMsPerEvent`] = latticePerEvent;
       if (fsyncs !== undefined) r.send10FsyncsPerEvent = fsyncs / latencies.length;
       console.log(
         `round ${round}: send, ${String(senders).padStart(2)} concurrent sender(s), room of 10 members: ${fmt(latencies)}, ${rate.toFixed(0)} events/s (${latencies.length} sends)` +
-          (server ? `, server CPU ${cpuPerEvent.toFixed(2)} ms/event` : "") +
+          (server ? `, server CPU ${cpuPerEvent.toFixed(2)} ms/event (workerd ${workerdPerEvent.toFixed(2)}, of it Lattice's ${latticePerEvent.toFixed(2)}, wrangler's proxy the rest)` : "") +
           (fsyncs !== undefined ? `, ${(fsyncs / latencies.length).toFixed(2)} fsyncs/event` : ""),
       );
       if (senders === 1) {

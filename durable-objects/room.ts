@@ -39,7 +39,7 @@ import type {
 } from "../src/rpc/room";
 import { parseConfig, type Config } from "../src/config";
 import { RoomHead } from "./room/core";
-import { openSchema } from "./room/schema";
+import { openRoomStorage } from "./room/schema";
 import { EventStore } from "./room/events";
 import { RoomFacts } from "./room/facts";
 import { StateStore } from "./room/state";
@@ -98,8 +98,7 @@ export class RoomDO extends DurableObject<Env> {
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
-    const sql = ctx.storage.sql;
-    const meta = openSchema(sql);
+    const { sql, meta } = openRoomStorage(ctx.storage.sql);
     // The configuration, parsed once per instance (the server name is the room's, set once it
     // is created or joined).
     let config: Config | undefined;
@@ -175,7 +174,7 @@ export class RoomDO extends DurableObject<Env> {
     return { roomId: this.head.roomId, roomVersion: this.head.rv.id, stream: this.head.stream };
   }
 
-  createRoom(args: { serverName: string; roomId: string; roomVersion: string; createPdu: PDU; events: LocalEventSpec[]; }): Promise<RoomResult<{ roomId: string; eventIds: string[] }>> {
+  createRoom(args: { serverName: string; roomId: string; roomVersion: string; createPdu: PDU; events: LocalEventSpec[]; alias?: string; publish?: boolean }): Promise<RoomResult<{ roomId: string; eventIds: string[]; aliasClaimed?: boolean }>> {
     return this.local.createRoom(args);
   }
   createLocalEvent(spec: LocalEventSpec): Promise<RoomResult<{ eventId: string; stream: number }>> {

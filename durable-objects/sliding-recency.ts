@@ -73,7 +73,6 @@ export interface SlidingNote {
  *  notice in turn would have left. */
 export function noteSlidingRoom(sql: SqlStorage, me: string, roomId: string, notes: SlidingNote[]): void {
   if (notes.length === 0) return;
-  const isNew = sql.exec("SELECT 1 FROM sliding_rooms WHERE room_id = ?", roomId).toArray().length === 0;
   // MSC4186 bump_stamp: the default bump event types; my own membership changes bump too, so
   // an invite or a fresh join shows at the top. A room's first row (or one still at 0) takes
   // the first notice's position even when it is no bump event (the room has to sort somewhere);
@@ -85,18 +84,23 @@ export function noteSlidingRoom(sql: SqlStorage, me: string, roomId: string, not
     if (BUMP_EVENT_TYPES.has(n.ev.type) || (n.ev.type === "m.room.member" && n.ev.state_key === me)) bump = Math.max(bump, n.upos);
     if (n.encrypted) encrypted = true;
   }
-  sql.exec(
-    `INSERT INTO sliding_rooms (room_id, bump, encrypted, membership, inviter)
-       SELECT room_id, MAX(?2, ?4), ?3, membership, inviter FROM rooms WHERE room_id = ?1
-     ON CONFLICT(room_id) DO UPDATE SET
-       bump = CASE WHEN sliding_rooms.bump = 0 THEN MAX(?2, ?4) ELSE MAX(sliding_rooms.bump, ?4) END,
-       encrypted = MAX(sliding_rooms.encrypted, excluded.encrypted), membership = excluded.membership, inviter = excluded.inviter`,
-    roomId,
-    first,
-    encrypted ? 1 : 0,
-    bump,
-  );
-  if (isNew) {
+  // A new row goes in with is_dm -1 (the update leaves is_dm alone), so the upsert itself says
+  // whether the row is new; -1 never outlives this transaction.
+  const upserted = sql
+    .exec<{ is_dm: number }>(
+      `INSERT INTO sliding_rooms (room_id, bump, encrypted, membership, inviter, is_dm)
+         SELECT room_id, MAX(?2, ?4), ?3, membership, inviter, -1 FROM rooms WHERE room_id = ?1
+       ON CONFLICT(room_id) DO UPDATE SET
+         bump = CASE WHEN sliding_rooms.bump = 0 THEN MAX(?2, ?4) ELSE MAX(sliding_rooms.bump, ?4) END,
+         encrypted = MAX(sliding_rooms.encrypted, excluded.encrypted), membership = excluded.membership, inviter = excluded.inviter
+       RETURNING is_dm`,
+      roomId,
+      first,
+      encrypted ? 1 : 0,
+      bump,
+    )
+    .toArray()[0];
+  if (upserted?.is_dm === -1) {
     // is_dm of a new room, from m.direct as it is (syncDirect follows later changes of it).
     sql.exec(
       `UPDATE sliding_rooms SET is_dm = EXISTS (SELECT 1 FROM account_data a, json_each(a.content) d, json_each(d.value) x

@@ -83,8 +83,9 @@ export class FanOut {
    *  admitLocalGroup), each with the facts taken right after it was persisted, so each event's
    *  notice and recipients are those of the state at that event even when a later event of the
    *  group changed the membership. The mirrors run once for the group. */
-  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[]): Promise<void> {
-    this.armRedelivery();
+  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[], opts: { alarmAfterAnswer?: boolean } = {}): Promise<void> {
+    if (opts.alarmAfterAnswer) this.alarmAfterAnswer = true;
+    else this.armRedelivery();
     await this.afterCommit();
     this.wakePeekers();
     const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
@@ -276,9 +277,26 @@ export class FanOut {
     else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
     this.hubPending.add(notice.stream);
     this.hubMax = Math.max(this.hubMax, notice.stream);
-    this.armRedelivery();
+    if (!this.alarmAfterAnswer) this.armRedelivery();
     await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
   }
+
+  /** createRoom, once its answer is ready (the creator's hub holds the room: fannedOut): the
+   *  redelivery alarm only if a delivery is still under way that a stop from now on would leave
+   *  undone (another local member's hub, an appservice hand-over). Its commit did not arm it:
+   *  a new object's first alarm is written to workerd's alarm scheduler before the commit that
+   *  sets it can complete (one more fsync on createRoom's path under `wrangler dev`), and fires
+   *  30 s later to find nothing to do. Before the answer, a stop fails the request; the room's
+   *  stored watermark (`hub_done` 0, written with the room) makes its next start redeliver. */
+  armIfStillDelivering(): void {
+    this.alarmAfterAnswer = false;
+    if (this.hubsCaughtUp() && this.hubPending.size === 0 && !this._appservices?.behindOrBusy()) return;
+    this.armRedelivery();
+  }
+
+  /** Set from createRoom's commit to its answer (armIfStillDelivering): notices do not arm the
+   *  alarm meanwhile. */
+  private alarmAfterAnswer = false;
 
   /** Backstop if this object stops before delivery completes: the alarm redelivers. Armed by
    *  committed/committedGroup in the same synchronous run as the events' transaction, so the
@@ -481,9 +499,9 @@ export class FanOut {
 
   /** D1 statements to run with the next afterCommit's batch (LocalEvents.createRoom: the room's
    *  registry row goes with its first memberships, one D1 round trip instead of two). */
-  private alsoMirror: D1PreparedStatement[] = [];
-  mirrorWithNextCommit(stmt: D1PreparedStatement): void {
-    this.alsoMirror.push(stmt);
+  private alsoMirror: { stmt: D1PreparedStatement; onResult?: (r: D1Result) => void }[] = [];
+  mirrorWithNextCommit(stmt: D1PreparedStatement, onResult?: (r: D1Result) => void): void {
+    this.alsoMirror.push({ stmt, onResult });
   }
 
   /** After a commit: mirror local users' memberships to D1 (for /joined_rooms and profile
@@ -492,7 +510,9 @@ export class FanOut {
    *  order. A directory statement that fails does not fail the write: then the parts run
    *  apart, as before they were batched. */
   async afterCommit(): Promise<void> {
-    const extra = this.alsoMirror.splice(0);
+    const extraMirrors = this.alsoMirror.splice(0);
+    const extra = extraMirrors.map((m) => m.stmt);
+    const answer = (results: D1Result[]) => extraMirrors.forEach((m, i) => m.onResult?.(results[i]));
     const directory = this.directoryStatements();
     const pending = this.pendingMemberships.splice(0);
     const now = Date.now();
@@ -501,14 +521,14 @@ export class FanOut {
     if (all.length === 0) return;
     if (all.length <= 100) {
       try {
-        await this.r.env.DB.batch(all);
+        answer(await this.r.env.DB.batch(all));
         return;
       } catch (e) {
         if (directory.length === 0) throw e;
         console.error("D1 mirror batch failed; running its parts apart", e);
       }
     }
-    if (extra.length || memberships.length) await this.r.env.DB.batch([...extra, ...memberships]);
+    if (extra.length || memberships.length) answer(await this.r.env.DB.batch([...extra, ...memberships]));
     try {
       for (let i = 0; i < directory.length; i += 100) await this.r.env.DB.batch(directory.slice(i, i + 100));
     } catch (e) {

@@ -8,6 +8,8 @@ import { getRoomVersion } from "../../src/core/room-versions";
 import { authEventKeys, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
 import { computeReferenceHash, hashAndSignEvent } from "../../src/core/event-hashes";
 import { randomString } from "../../src/services/crypto-util";
+import { claimAliasStatement } from "../../src/services/aliases";
+import { publishStatement } from "../../src/services/room-directory";
 import type { AdmitOutcome, LocalEventSpec, RoomError, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, StoredEvent, fail, asRoomError, POWER_KEY, txnKey, RoomHead } from "./core";
 import type { EventStore } from "./events";
@@ -25,7 +27,7 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit" | "armIfStillDelivering">;
   writer: Pick<RoomWriter, "serial" | "checkCreate" | "checkLocal" | "admitLocalGroup">;
 }
 
@@ -74,7 +76,11 @@ export class LocalEvents {
     roomVersion: string;
     createPdu: PDU;
     events: LocalEventSpec[];
-  }): Promise<RoomResult<{ roomId: string; eventIds: string[] }>> {
+    /** createRoom's room_alias_name and visibility "public": claimed and published in the
+     *  same D1 batch as the room's registry row (aliasClaimed: whether the alias was free). */
+    alias?: string;
+    publish?: boolean;
+  }): Promise<RoomResult<{ roomId: string; eventIds: string[]; aliasClaimed?: boolean }>> {
     const r = await this.r.writer.serial(async () => {
       try {
         if (this.r.head.roomId) fail(409, "M_ROOM_IN_USE", "Room already exists");
@@ -85,6 +91,7 @@ export class LocalEvents {
         this.r.head.serverName = args.serverName;
         const refused = (out: AdmitOutcome): never => fail(400, "M_INVALID_PARAM", `Create event refused: ${out.reason ?? out.status}`);
         const results: (SendResult | undefined)[] = new Array(args.events.length);
+        let aliasClaimed: boolean | undefined = args.alias !== undefined ? false : undefined;
         let eventIds: string[];
         // Whatever stops the creation leaves the object as it was: no room.
         try {
@@ -94,7 +101,11 @@ export class LocalEvents {
           const creator = args.createPdu.sender;
           // The D1 registry row goes in one batch with the creator's membership and the directory
           // rows (FanOut.afterCommit after the group), not in a D1 round trip of its own.
-          const registry = this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now());
+          const registry: NewRoomRecord["registry"] = [{ stmt: this.r.env.DB.prepare("INSERT OR IGNORE INTO rooms (room_id, room_version, creator, created_ts) VALUES (?, ?, ?, ?)").bind(args.roomId, rv.id, creator, Date.now()) }];
+          // The alias and the directory listing too (each was a D1 round trip of the Worker's
+          // after the answer from here): the alias insert's result says whether it was free.
+          if (args.alias !== undefined) registry.push({ stmt: claimAliasStatement(this.r.env.DB, args.alias, args.roomId, creator), onResult: (res) => (aliasClaimed = res.meta.changes === 1) });
+          if (args.publish) registry.push({ stmt: publishStatement(this.r.env.DB, args.roomId, args.alias) });
           eventIds = [createEv.event_id];
           // The create event and the initial events are built and checked first (no storage),
           // then stored in one transaction with the room's record: one commit and one flush for
@@ -114,12 +125,13 @@ export class LocalEvents {
           if (!r.ok) return r;
           eventIds.push(r.value.eventId);
         }
-        return { ok: true as const, value: { roomId: args.roomId, eventIds } };
+        return { ok: true as const, value: { roomId: args.roomId, eventIds, ...(aliasClaimed !== undefined ? { aliasClaimed } : {}) } };
       } catch (e) {
         return asRoomError(e);
       }
     });
     if (r.ok) await this.r.fanout.fannedOut(r.value.eventIds);
+    this.r.fanout.armIfStillDelivering();
     return r;
   }
 

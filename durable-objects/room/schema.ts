@@ -105,6 +105,53 @@ export function openSchema(sql: SqlStorage): Map<string, string> {
   return readMeta(sql);
 }
 
+/** The room's storage at start: `meta` and the SqlStorage every module uses. A new database
+ *  (no tables) gets no schema here: it is created by the first statement run on it
+ *  (schemaOnFirstStatement), which for createRoom is inside the room's one transaction — the
+ *  tables and the room in one commit, not a commit of ~35 empty pages before the room's own
+ *  (one fsync fewer under `wrangler dev`; docs/benchmarks.md "createRoom"). */
+export function openRoomStorage(sql: SqlStorage): { sql: SqlStorage; meta: Map<string, string> } {
+  let meta: Map<string, string>;
+  try {
+    meta = readMeta(sql);
+  } catch {
+    return { sql: schemaOnFirstStatement(sql), meta: new Map() };
+  }
+  return { sql, meta: meta.get("schema") === SCHEMA_VERSION ? meta : openSchema(sql) };
+}
+
+/** `sql` that creates the room's schema (openSchema) before the first statement run through it.
+ *  If the transaction that created it rolls back, the tables go with it: a statement that then
+ *  finds no table creates them again and is run once more. */
+export function schemaOnFirstStatement(sql: SqlStorage): SqlStorage {
+  let ready = false;
+  const create = () => {
+    ready = true;
+    openSchema(sql);
+  };
+  const exec = (query: string, ...bindings: unknown[]) => {
+    if (!ready) create();
+    try {
+      return sql.exec(query, ...bindings);
+    } catch (e) {
+      if (!/no such table/.test(String(e)) || hasMeta(sql)) throw e;
+      create();
+      return sql.exec(query, ...bindings);
+    }
+  };
+  return new Proxy(sql, {
+    get(target, prop) {
+      if (prop === "exec") return exec;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === "function" ? v.bind(target) : v;
+    },
+  });
+}
+
+function hasMeta(sql: SqlStorage): boolean {
+  return sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").toArray().length > 0;
+}
+
 /** Rooms from before `extremities` was WITHOUT ROWID: the table rebuilt as one b-tree (a rowid
  *  table with a TEXT key is two, the rows and the key's index: a send changed a page of each;
  *  see events_relation above for why pages per send count). A few rows; in the start's

@@ -75,8 +75,9 @@ export interface NewRoomRecord {
   roomId: string;
   roomVersion: string;
   serverName: string;
-  /** The D1 registry row, written with the D1 mirrors after the commit once the room exists. */
-  registry: D1PreparedStatement;
+  /** The D1 registry row (and createRoom's alias and directory rows), written with the D1
+   *  mirrors after the commit once the room exists; `onResult` gets the statement's result. */
+  registry: { stmt: D1PreparedStatement; onResult?: (r: D1Result) => void }[];
 }
 
 /** What RoomWriter needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -276,7 +277,7 @@ export class RoomWriter {
         // The hub watermark from the start: without it a restart would count every event
         // as delivered (FanOut.start) and the initial events might never reach a hub.
         this.setMeta(tx, "hub_done", 0);
-        this.r.fanout.mirrorWithNextCommit(create.registry);
+        for (const m of create.registry) this.r.fanout.mirrorWithNextCommit(m.stmt, m.onResult);
         accepted.push({ ev: create.ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(create.ev, out.stream!, true) });
       }
       for (const { ev, txn } of group) {
@@ -286,7 +287,8 @@ export class RoomWriter {
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
       }
     });
-    if (accepted.length) await this.r.fanout.committedGroup(accepted);
+    // createRoom arms the redelivery alarm after its fan-out, only if still needed.
+    if (accepted.length) await this.r.fanout.committedGroup(accepted, { alarmAfterAnswer: create !== undefined });
     return outs;
   }
 

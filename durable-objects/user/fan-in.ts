@@ -119,16 +119,21 @@ export class FanIn {
     let lo = Infinity;
     let hi = -Infinity;
     for (const n of run) [lo, hi] = [Math.min(lo, n.stream), Math.max(hi, n.stream)];
-    // Notices already recorded (a redelivery) are skipped.
-    const held = new Set(
-      sql
-        .exec<{ stream: number }>("SELECT stream FROM room_events WHERE room_id = ? AND stream >= ? AND stream <= ?", roomId, lo, hi)
-        .toArray()
-        .map((r) => r.stream),
-    );
-    const room: RoomRow | undefined = sql
-      .exec<RoomRow>("SELECT stream, member_stream, membership, display_name FROM rooms WHERE room_id = ?", roomId)
-      .toArray()[0];
+    // The room's row and the notices already recorded (a redelivery: skipped), in one read
+    // (one row even when the hub has no row for the room: membership is then null).
+    const read = sql
+      .exec<{ [K in keyof RoomRow]: RoomRow[K] | null } & { held: string }>(
+        `SELECT r.stream, r.member_stream, r.membership, r.display_name,
+           (SELECT json_group_array(e.stream) FROM room_events e WHERE e.room_id = ?1 AND e.stream >= ?2 AND e.stream <= ?3) AS held
+         FROM (SELECT 1) LEFT JOIN rooms r ON r.room_id = ?1`,
+        roomId,
+        lo,
+        hi,
+      )
+      .one();
+    const held = new Set(JSON.parse(read.held) as number[]);
+    const room: RoomRow | undefined =
+      read.membership === null ? undefined : { stream: read.stream!, member_stream: read.member_stream!, membership: read.membership, display_name: read.display_name };
     const ctx: RunState = { room, storedStream: room?.stream ?? -1, notes: [], log: [], events: [] };
     for (const n of run) {
       if (held.has(n.stream)) continue;

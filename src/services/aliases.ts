@@ -58,12 +58,15 @@ export async function isAliasAvailable(env: Env, alias: string): Promise<boolean
 export async function createAlias(env: Env, alias: string, roomId: string, creatorUserId: string): Promise<void> {
   if (!isValidRoomAlias(alias)) throw invalidParam(`Room alias ${JSON.stringify(alias)} is invalid`);
   if (!isValidRoomId(roomId)) throw invalidParam(`Room ID ${JSON.stringify(roomId)} is invalid`);
-  const r = await env.DB.prepare(
-    "INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-  )
-    .bind(alias, roomId, creatorUserId, Date.now())
-    .run();
+  const r = await claimAliasStatement(env.DB, alias, roomId, creatorUserId).run();
   if (r.meta.changes !== 1) throw new MatrixError(409, "M_UNKNOWN", `Room alias ${alias} already exists`);
+}
+
+/** The insert of createAlias as a statement, for createRoom's D1 batch after the room is stored
+ *  (durable-objects/room/local.ts): `meta.changes` is 1 when the alias was claimed, 0 when it
+ *  was taken. */
+export function claimAliasStatement(db: D1Database, alias: string, roomId: string, creatorUserId: string): D1PreparedStatement {
+  return db.prepare("INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING").bind(alias, roomId, creatorUserId, Date.now());
 }
 
 export async function getAlias(env: Env, alias: string): Promise<AliasRow | null> {

@@ -25,12 +25,23 @@ export async function setRoomVisibility(env: Env, roomId: string, visibility: Vi
     await env.DB.prepare("DELETE FROM room_directory WHERE room_id = ?").bind(roomId).run();
     return;
   }
-  // Re-publishing an already public room keeps its place in the listing order.
-  await env.DB.prepare(
-    "INSERT INTO room_directory (room_id, visibility, published_ts) VALUES (?, 'public', ?) ON CONFLICT (room_id) DO NOTHING",
-  )
-    .bind(roomId, Date.now())
-    .run();
+  await publishStatement(env.DB, roomId).run();
+}
+
+/** Publishing a room as a statement (createRoom puts it in its D1 batch after the room is stored,
+ *  durable-objects/room/local.ts). With `aliasOf`, only if that alias is the room's: createRoom
+ *  publishes nothing when it lost the race for its alias (it answers M_ROOM_IN_USE), as when
+ *  the two were separate writes. Re-publishing an already public room keeps its place in the
+ *  listing order. */
+export function publishStatement(db: D1Database, roomId: string, aliasOf?: string): D1PreparedStatement {
+  if (aliasOf === undefined) {
+    return db.prepare("INSERT INTO room_directory (room_id, visibility, published_ts) VALUES (?, 'public', ?) ON CONFLICT (room_id) DO NOTHING").bind(roomId, Date.now());
+  }
+  return db
+    .prepare(
+      "INSERT INTO room_directory (room_id, visibility, published_ts) SELECT ?1, 'public', ?2 WHERE EXISTS (SELECT 1 FROM room_aliases WHERE alias = ?3 AND room_id = ?1) ON CONFLICT (room_id) DO NOTHING",
+    )
+    .bind(roomId, Date.now(), aliasOf);
 }
 
 export async function getRoomVisibility(env: Env, roomId: string): Promise<Visibility> {

@@ -88,11 +88,16 @@ export interface NewRoom {
   createContent: JsonObject;
   /** Events 2..n in the spec's order (creator's join first). */
   events: Omit<LocalEventSpec, "sender">[];
+  /** room_alias_name's alias, claimed with the room's D1 rows (aliasClaimed in the answer). */
+  alias?: string;
+  /** visibility "public": listed in the directory with the room's D1 rows (if the alias, when
+   *  there is one, was claimed). */
+  publish?: boolean;
 }
 
 /** Sign the create event, derive the room ID (v12: from the create event's ID; earlier: a fresh
  *  `!opaque:server`), and have the room's DO admit it and build the rest. */
-export async function createRoomInDO(env: Env, config: Config, room: NewRoom): Promise<{ roomId: string; stub: RoomStub }> {
+export async function createRoomInDO(env: Env, config: Config, room: NewRoom): Promise<{ roomId: string; stub: RoomStub; aliasClaimed?: boolean }> {
   const rv = room.roomVersion;
   const key = await getServerSigningKey(env, config);
   const createPdu: Record<string, unknown> = {
@@ -115,16 +120,18 @@ export async function createRoomInDO(env: Env, config: Config, room: NewRoom): P
   const { pdu, eventId } = await hashAndSignEvent(createPdu as unknown as PDU, rv, config.serverName, key);
   if (rv.roomIdFromCreate) roomId = roomIdFromCreateEventId(eventId);
   const stub = roomStub(env, config, roomId!);
-  unwrap(
+  const created = unwrap(
     await stub.createRoom({
       serverName: config.serverName,
       roomId: roomId!,
       roomVersion: rv.id,
       createPdu: pdu,
       events: room.events.map((e) => ({ ...e, sender: room.creator })),
+      ...(room.alias !== undefined ? { alias: room.alias } : {}),
+      ...(room.publish ? { publish: true } : {}),
     }),
   );
-  return { roomId: roomId!, stub };
+  return { roomId: roomId!, stub, aliasClaimed: created.aliasClaimed };
 }
 
 // ---------------------------------------------------------------------------------------------

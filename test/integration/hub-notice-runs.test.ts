@@ -112,4 +112,52 @@ describe("a hub's runs of notices", () => {
     const [c0, c1] = await Promise.all(hubs.map((h, k) => h.notifications(users[k], { limit: 50, onlyHighlight: false })));
     expect(JSON.stringify(c1).replaceAll(users[1], "@me")).toBe(JSON.stringify(c0).replaceAll(users[0], "@me"));
   });
+
+  it("a run of others’ messages in a room the hub holds costs it 6 statements (8 before): no separate reads of what it already holds or of whether the recency row is new", async () => {
+    const me = `@counted-${crypto.randomUUID().slice(0, 8)}:test.local`;
+    const roomId = `!counted-${crypto.randomUUID().slice(0, 8)}:test.local`;
+    const stub = env.USERS.get(env.USERS.idFromName(me));
+    const msg = (stream: number, sender = "@alice:test.local"): RoomEventNotice => ({
+      roomId,
+      stream,
+      event: { event_id: `$${stream}-counted`, room_id: roomId, type: "m.room.message", sender, content: { msgtype: "m.text", body: `m${stream}` }, origin_server_ts: 1000 + stream },
+      memberCount: 2,
+      senderPowerLevel: 0,
+    });
+    const hub = stub as unknown as UserStub;
+    // m.direct names the room before the hub hears of it: its new recency row learns is_dm.
+    await hub.setAccountData(me, null, "m.direct", { "@alice:test.local": [roomId] });
+    await hub.roomEvents(me, [msg(1)]); // the room is known from here on
+    const counted = (notices: RoomEventNotice[]) =>
+      runInDurableObject(stub, async (instance, state) => {
+        const sql = state.storage.sql;
+        const proto = Object.getPrototypeOf(sql) as { exec: (...a: unknown[]) => unknown };
+        const exec = proto.exec;
+        const seen: string[] = [];
+        proto.exec = function (this: unknown, ...a: unknown[]) {
+          seen.push(String(a[0]).trim().split(/\s+/).slice(0, 4).join(" "));
+          return exec.apply(this, a);
+        };
+        try {
+          await (instance as unknown as UserStub).roomEvents(me, notices);
+        } finally {
+          proto.exec = exec;
+        }
+        return seen;
+      });
+    // One notice of a room the hub holds: the run's reads (its row and which notices it holds,
+    // one statement), room_log, room_events, the room's stream, the recency index (one upsert
+    // that says whether the row is new) and the hub's position.
+    const one = await counted([msg(2)]);
+    expect(one, one.join("\n")).toHaveLength(6);
+    // A run of several costs the same.
+    const run = await counted([msg(3), msg(4), msg(5), msg(6)]);
+    expect(run, run.join("\n")).toHaveLength(6);
+    // The rows are as before (the recency row of a room new to the hub learned is_dm).
+    const rows = await runInDurableObject(stub, async (_i, state) => ({
+      events: state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM room_events WHERE room_id = ?", roomId).one().n,
+      sliding: state.storage.sql.exec<{ is_dm: number }>("SELECT is_dm FROM sliding_rooms WHERE room_id = ?", roomId).toArray(),
+    }));
+    expect(rows).toEqual({ events: 6, sliding: [{ is_dm: 1 }] });
+  });
 });

@@ -7,13 +7,12 @@ import { parseBody } from "../validate";
 import { requireAuth } from "../middleware/auth";
 import type { JsonObject } from "../../core/types";
 import { DEFAULT_ROOM_VERSION, getRoomVersion, type RoomVersion } from "../../core/room-versions";
-import { isValidUserId } from "../../core/ids";
+import { isValidRoomAlias, isValidUserId } from "../../core/ids";
 import { stateKey } from "../../core/types";
 import type { LocalEventSpec } from "../../rpc/room";
 import { createRoomInDO, knownRoom, localProfile, roomStub, unwrap, isLocalUser } from "../../services/rooms";
 import { checkAliasNotExclusive } from "../../services/appservices";
 import { aliasFromLocalpart, createAlias, deleteAlias, isAliasAvailable, listAliases, validateCanonicalAlias } from "../../services/aliases";
-import { setRoomVisibility } from "../../services/room-directory";
 import { inviteRemoteUser } from "../../services/federation/membership";
 
 export const rooms = new Hono<AppEnv>();
@@ -193,22 +192,21 @@ export async function planRoom(
   return { rv, creator, createContent, events, alias, visibility, remoteInvites };
 }
 
-/** Create the planned room: alias first (so a taken alias leaves no room behind), then the DO. */
+/** Create the planned room. The room ID is only known after signing the create event (v12), so
+ *  the alias (checked free by planRoom) is claimed and the room listed in the directory once the
+ *  DO has stored the room: in the same D1 batch as its registry row (a round trip each before). */
 export async function executePlan(env: AppEnv["Bindings"], config: AppEnv["Variables"]["config"], plan: RoomPlan): Promise<string> {
-  // The room ID is only known after signing the create event (v12), so the alias row is written
-  // right after the DO accepted the create event... but before the canonical_alias event would
-  // be validated by anyone else; we reserved it above (isAliasAvailable) and claim it now.
-  const { roomId } = await createRoomInDO(env, config, { creator: plan.creator, roomVersion: plan.rv, createContent: plan.createContent, events: plan.events });
-  if (plan.alias) {
-    try {
-      await createAlias(env, plan.alias, roomId, plan.creator);
-    } catch (e) {
-      // Lost a race for the alias: the room exists; its canonical_alias points nowhere.
-      if (!(e instanceof MatrixError)) throw e;
-      throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
-    }
-  }
-  if (plan.visibility === "public") await setRoomVisibility(env, roomId, "public");
+  if (plan.alias !== undefined && !isValidRoomAlias(plan.alias)) throw invalidParam(`Room alias ${JSON.stringify(plan.alias)} is invalid`);
+  const { roomId, aliasClaimed } = await createRoomInDO(env, config, {
+    creator: plan.creator,
+    roomVersion: plan.rv,
+    createContent: plan.createContent,
+    events: plan.events,
+    alias: plan.alias,
+    publish: plan.visibility === "public",
+  });
+  // Lost a race for the alias: the room exists (unlisted); its canonical_alias points nowhere.
+  if (plan.alias !== undefined && !aliasClaimed) throw new MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken");
   // Remote invites, each through the invitee's server. The room exists whatever they answer; a
   // refusal fails the request (createRoom: 403, M_INVITE_BLOCKED when the invitee's server
   // blocks invites; 400 M_UNSUPPORTED_ROOM_VERSION when it cannot take part in the version),

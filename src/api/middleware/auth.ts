@@ -9,6 +9,7 @@ import { guestMayCall } from "./guest";
 import { lockedMayCall, suspendedMayNot } from "./suspension";
 import { appserviceByToken } from "../../services/appservices";
 import type { Appservice } from "../../core/appservice-registration";
+import { clientAddress } from "./rate-limit";
 
 export function extractAccessToken(c: Context): string | undefined {
   const header = c.req.header("authorization");
@@ -33,6 +34,10 @@ interface TokenRow {
   burst_count: number | null;
   displayname: string | null;
   avatar_url: string | null;
+  /** 1 when the token's device row exists. */
+  has_device: number;
+  last_seen_ts: number | null;
+  last_seen_ip: string | null;
 }
 
 /** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN; a guest's token
@@ -44,8 +49,10 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   if (appservice) return assertIdentity(c, appservice);
   const row = await c.env.DB.prepare(
     `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended,
-            u.shadow_banned, u.displayname, u.avatar_url, r.messages_per_second, r.burst_count
+            u.shadow_banned, u.displayname, u.avatar_url, r.messages_per_second, r.burst_count,
+            d.device_id IS NOT NULL AS has_device, d.last_seen_ts, d.last_seen_ip
      FROM access_tokens t JOIN users u ON u.user_id = t.user_id LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id
+       LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
      WHERE t.token_hash = ?`,
   )
     .bind(await sha256Hex(token))
@@ -67,11 +74,43 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   if (row.is_guest && !guestMayCall(c.req.method, path)) {
     throw new MatrixError(403, "M_GUEST_ACCESS_FORBIDDEN", "Guest accounts may not use this endpoint");
   }
+  recordLastSeen(c, row);
   const overrides = { shadow_banned: row.shadow_banned, messages_per_second: row.messages_per_second, burst_count: row.burst_count };
   const profile: NonNullable<Auth["profile"]> = {};
   if (row.displayname) profile.displayname = row.displayname;
   if (row.avatar_url) profile.avatar_url = row.avatar_url;
   return { userId: row.user_id, deviceId: row.device_id, isGuest: !!row.is_guest, tokenId: row.id, overrides, profile };
+}
+
+/** How stale a device's stored last_seen_ts may get before a request refreshes it (the spec
+ *  allows "a few minutes out of date, for efficiency reasons"; Synapse batches too). */
+export const LAST_SEEN_INTERVAL_MS = 5 * 60_000;
+
+/** Refresh the device's last_seen_ts / last_seen_ip (GET /devices, the admin API, the account
+ *  page) when the stored time, read by the token lookup, is older than LAST_SEEN_INTERVAL_MS, or
+ *  when a trustworthy address is known and none is stored yet (the first request after login).
+ *  Otherwise nothing: a fresh row costs no statement. The response does not wait for the UPDATE
+ *  (waitUntil keeps the Worker alive for it) and a failure only logs. Without a trustworthy
+ *  address (clientAddress: CF-Connecting-IP on Cloudflare, never X-Forwarded-For) the stored one
+ *  is kept. Guests' devices are tracked like any; appservice (as_token) requests never reach here:
+ *  the token is the appservice's, not a device's session (Synapse too, by default:
+ *  track_appservice_user_ips is off). */
+function recordLastSeen(c: Context<AppEnv>, row: TokenRow): void {
+  if (!row.has_device) return;
+  const now = Date.now();
+  const ip = clientAddress(c) ?? null;
+  const stale = row.last_seen_ts === null || now - row.last_seen_ts >= LAST_SEEN_INTERVAL_MS;
+  if (!stale && (ip === null || row.last_seen_ip !== null)) return;
+  const write = (async () => {
+    await c.env.DB.prepare("UPDATE devices SET last_seen_ts = ?, last_seen_ip = COALESCE(?, last_seen_ip) WHERE user_id = ? AND device_id = ?")
+      .bind(now, ip, row.user_id, row.device_id)
+      .run();
+  })().catch((e) => console.error("recording device last seen failed", e));
+  try {
+    c.executionCtx.waitUntil(write);
+  } catch {
+    // No ExecutionContext (hono's app.request in a unit test): the write runs on its own.
+  }
 }
 
 /** Application service identity assertion (spec: Application Service API "Identity

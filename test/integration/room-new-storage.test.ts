@@ -1,0 +1,144 @@
+// A new RoomDO's schema is created by its first statement, not at start: for createRoom that is
+// inside the room's one transaction, so the tables and the room are one commit (before, the
+// ~35 empty pages of the schema were a commit of their own: one more fsync per createRoom under
+// `wrangler dev`, docs/benchmarks.md "createRoom").
+import { describe, expect, it } from "vitest";
+import { env, runInDurableObject } from "cloudflare:test";
+import { call, createRoom, registerUser } from "./helpers";
+import type { RoomStub } from "../../src/services/rooms";
+import { executePlan, planRoom } from "../../src/api/client/rooms";
+import { parseConfig } from "../../src/config";
+
+const roomObject = (name: string) => env.ROOMS.get(env.ROOMS.idFromName(name));
+const hasTable = (sql: SqlStorage, name: string) => sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name).toArray().length > 0;
+
+describe("a new room's storage", () => {
+  it("createRoom on a new object: the room and its schema are stored, and the creator syncs it", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, {});
+    const stored = await runInDurableObject(roomObject(roomId), async (_inst, state) => state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM events WHERE stream IS NOT NULL").one().n);
+    expect(stored).toBeGreaterThanOrEqual(5);
+    const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: alice.accessToken });
+    expect(synced.body.rooms?.join?.[roomId]).toBeDefined();
+  });
+
+  it("a new object writes nothing at start; a read creates the schema and answers", async () => {
+    const stub = roomObject("!unknown-read:test.local");
+    const before = await runInDurableObject(stub, async (_inst, state) => hasTable(state.storage.sql, "meta"));
+    expect(before).toBe(false);
+    expect(await (stub as unknown as RoomStub).getMembership("@nobody:test.local")).toBeNull();
+    expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
+    const after = await runInDurableObject(stub, async (_inst, state) => hasTable(state.storage.sql, "events"));
+    expect(after).toBe(true);
+  });
+
+  it("a first transaction that rolls back takes the schema with it; the next statement creates it again", async () => {
+    const stub = roomObject("!rolled-back:test.local");
+    await runInDurableObject(stub, async (inst, state) => {
+      const writer = (inst as unknown as { writer: { transact(fn: (tx: { exec(q: string, ...b: unknown[]): unknown }) => void): void } }).writer;
+      expect(() =>
+        writer.transact((tx) => {
+          tx.exec("INSERT INTO forgotten (user_id, member_event_id) VALUES ('@a:test.local', '$e')");
+          throw new Error("stop");
+        }),
+      ).toThrow("stop");
+      expect(hasTable(state.storage.sql, "forgotten")).toBe(true);
+      expect(state.storage.sql.exec("SELECT count(*) AS n FROM forgotten").one().n).toBe(0);
+    });
+    expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
+  });
+});
+
+// The redelivery alarm (durable-objects/room/fanout.ts armIfStillDelivering): createRoom's commit
+// does not set it; the answer sets it only if a delivery is still under way.
+describe("createRoom and the redelivery alarm", () => {
+  it("no alarm once every notice reached its hub (creator only)", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, {});
+    const alarm = await runInDurableObject(roomObject(roomId), async (_inst, state) => state.storage.getAlarm());
+    expect(alarm).toBeNull();
+  });
+
+  it("an alarm when a delivery is still under way at the answer", async () => {
+    const alice = await registerUser();
+    const roomId = await createRoom(alice, {});
+    await runInDurableObject(roomObject(roomId), async (inst, state) => {
+      const fanout = (inst as unknown as { fanout: { hubPending: Set<number>; armIfStillDelivering(): void } }).fanout;
+      fanout.hubPending.add(1_000_000); // a notice some hub has not confirmed yet
+      fanout.armIfStillDelivering();
+      fanout.hubPending.delete(1_000_000);
+      expect(await state.storage.getAlarm()).not.toBeNull();
+    });
+  });
+
+  it("with a local invitee: when createRoom answers, the invitee's hub holds the invite or the alarm is set", async () => {
+    const [alice, bob] = await Promise.all([registerUser(), registerUser()]);
+    const roomId = await createRoom(alice, { invite: [bob.userId] });
+    const hubHasIt = await runInDurableObject(env.USERS.get(env.USERS.idFromName(bob.userId)), async (_i, state) =>
+      state.storage.sql.exec("SELECT 1 FROM room_events WHERE room_id = ?", roomId).toArray().length > 0,
+    );
+    const alarm = await runInDurableObject(roomObject(roomId), async (_inst, state) => state.storage.getAlarm());
+    expect(hubHasIt || alarm !== null).toBe(true);
+    const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: bob.accessToken });
+    expect(synced.body.rooms?.invite?.[roomId]).toBeDefined();
+  });
+});
+
+// createRoom's alias and directory listing go in the D1 batch the RoomDO writes after storing the
+// room (with its registry row and the creator's membership), not in D1 round trips of the
+// Worker's after the room answered.
+describe("createRoom's alias and directory rows", () => {
+  /** env whose D1 counts the writes made through it. */
+  function countingEnv() {
+    const writes: string[] = [];
+    const db = env.DB;
+    const counted = (stmt: D1PreparedStatement, sql: string): D1PreparedStatement =>
+      new Proxy(stmt, {
+        get(s, p) {
+          if (p === "bind") return (...b: unknown[]) => counted(s.bind(...b), sql);
+          if (p === "run" || p === "all" || p === "first" || p === "raw") writes.push(sql);
+          const v = Reflect.get(s, p, s);
+          return typeof v === "function" ? v.bind(s) : v;
+        },
+      });
+    const DB = new Proxy(db, {
+      get(target, prop) {
+        if (prop === "prepare") return (sql: string) => (/^\s*(INSERT|UPDATE|DELETE)/i.test(sql) ? counted(target.prepare(sql), sql) : target.prepare(sql));
+        if (prop === "batch") return (stmts: D1PreparedStatement[]) => (writes.push(`batch of ${stmts.length}`), target.batch(stmts.map((x) => Reflect.get(x, "__target") ?? x)));
+        const v = Reflect.get(target, prop, target);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    return { env: Object.assign(Object.create(env), { DB }) as typeof env, writes };
+  }
+
+  it("alias and public listing: written in the one D1 batch after the room, not one write each; both in place", async () => {
+    const alice = await registerUser();
+    const tag = `pub${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
+    const config = parseConfig(env);
+    const counted = countingEnv();
+    const plan = await planRoom(counted.env, config, alice.userId, { room_alias_name: tag, visibility: "public", preset: "public_chat" });
+    const roomId = await executePlan(counted.env, config, plan);
+    // (Here the RoomDO may be given the same counting env: its one batch may show.)
+    expect(counted.writes.filter((w) => !w.startsWith("batch"))).toEqual([]);
+    expect(counted.writes.length).toBeLessThanOrEqual(1);
+    const resolved = await call("GET", `/_matrix/client/v3/directory/room/${encodeURIComponent(`#${tag}:test.local`)}`, { token: alice.accessToken });
+    expect(resolved.body.room_id).toBe(roomId);
+    const listed = await env.DB.prepare("SELECT visibility FROM room_directory WHERE room_id = ?").bind(roomId).first<{ visibility: string }>();
+    expect(listed?.visibility).toBe("public");
+  });
+
+  it("an alias taken between the check and the claim: M_ROOM_IN_USE, and the room is not listed", async () => {
+    const alice = await registerUser();
+    const tag = `race${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
+    const config = parseConfig(env);
+    const plan = await planRoom(env, config, alice.userId, { room_alias_name: tag, visibility: "public" });
+    await env.DB.prepare("INSERT INTO room_aliases (alias, room_id, creator, created_ts) VALUES (?, '!other:test.local', ?, 0)").bind(`#${tag}:test.local`, alice.userId).run();
+    const before = (await env.DB.prepare("SELECT count(*) AS n FROM room_directory").first<{ n: number }>())!.n;
+    await expect(executePlan(env, config, plan)).rejects.toMatchObject({ errcode: "M_ROOM_IN_USE" });
+    const after = (await env.DB.prepare("SELECT count(*) AS n FROM room_directory").first<{ n: number }>())!.n;
+    expect(after).toBe(before);
+    const alias = await env.DB.prepare("SELECT room_id FROM room_aliases WHERE alias = ?").bind(`#${tag}:test.local`).first<{ room_id: string }>();
+    expect(alias?.room_id).toBe("!other:test.local");
+  });
+});
