@@ -280,6 +280,9 @@ try {
   // shared machine varies less than the wall time.
   const cpu1 = [runtimeCpuMs(a), runtimeCpuMs(b)];
   const cpuOf = (i) => (cpu0[i] === null || cpu1[i] === null ? null : cpu1[i] - cpu0[i]);
+  // The join's own numbers at once (stderr): the waits after it (fully synced, agreement) can
+  // run for minutes on a loaded machine, and a run stopped during them still recorded these.
+  process.stderr.write(`joined: ${JSON.stringify({ joinMs: Math.round(joined), joinCpuMsOnA: cpuOf(0), joinCpuMsOnB: cpuOf(1), makeJoinOnAMs: servedMs(a, "GET /_matrix/federation/v1/make_join/"), sendJoinOnAMs: servedMs(a, "PUT /_matrix/federation/v2/send_join/"), load: loadavg()[0] })}\n`);
   // The joining user sees the room: it is in their sync (lazy-loaded members, as Element asks).
   const lazy = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } }));
   let seen;
@@ -299,7 +302,10 @@ try {
   for (let i = 0; i < 240 && fullySyncedMs === null; i++) {
     const now = await api(bBase, "GET", `/rooms/${enc(roomId)}/joined_members`, joiner.token);
     if (Object.keys(now.joined).length === membersOnA0) fullySyncedMs = Math.round(performance.now() - t1);
-    else await new Promise((r) => setTimeout(r, 500));
+    else {
+      if (i % 10 === 0) process.stderr.write(`  ${Math.round((performance.now() - t1) / 1000)} s: ${Object.keys(now.joined).length} of ${membersOnA0} members on B\n`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
   // A full initial sync (no filter: every member event) for the joiner.
   const t2 = performance.now();

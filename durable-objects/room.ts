@@ -146,6 +146,7 @@ export class RoomDO extends DurableObject<Env> {
       partial: this.partial,
       held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
       write: (fn) => this.writer.partialWrite(fn),
+      signersWithoutKeys: (pdus) => r.keys.signersWithoutKeys(pdus),
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
@@ -321,7 +322,7 @@ export class RoomDO extends DurableObject<Env> {
   getPartialInfo(): Promise<{ partial: boolean; roomVersion?: string; members: Record<string, { membership: string; sender: string; eventId: string }> }> {
     return this.remote.getPartialInfo();
   }
-  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state?: unknown[]; authChain?: unknown[]; answerJson?: string; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
+  seedFromJoin(args: { serverName: string; roomId: string; roomVersion: string; origin: string; join: PDU; state?: unknown[]; authChain?: unknown[]; answerJson?: string; joinEventId?: string; askedOmitMembers?: boolean; partialState?: { serversInRoom: string[] } }): Promise<RoomResult<{ eventId: string; stream: number; rejected: number }>> {
     return this.remote.seedFromJoin(args);
   }
   // Partial-state joins (room/partial-state.ts; the fetch: src/services/federation/partial-state.ts).

@@ -136,8 +136,7 @@ export class UserDO extends DurableObject<Env> {
       markRead: (roomId, thread, s) => this.ephemeral.markRead(roomId, thread, s),
       recordDeviceList: (u, upos, left) => this.inbox.recordDeviceList(u, upos, left),
       deviceListsAfterMembership: (me, f) => this.inbox.afterMembership(me, f),
-      recordPush: (me, roomId, stream, ev, out) => this.push.recordEvent(me, roomId, stream, ev, out),
-      pushReadsEvents: () => this.push.readsEvents(),
+      recordPush: (me, roomId, stream, ev, out, flush) => this.push.recordEvent(me, roomId, stream, ev, out, flush),
       logRoomRun: (roomId, entries) => log.appendRun(roomId, entries),
       afterCommit: (me) => this.push.afterCommit(me),
     });

@@ -35,7 +35,7 @@ export interface FanOutAccess {
   sql: SqlStorage;
   env: Env;
   ctx: DurableObjectState;
-  events: Pick<EventStore, "cachedRow" | "loadEvent">;
+  events: Pick<EventStore, "cachedRow" | "loadEvent" | "membershipsOf">;
   state: Pick<StateStore, "currentAuthMap" | "groupState" | "stateMapOf">;
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
@@ -83,9 +83,8 @@ export class FanOut {
    *  admitLocalGroup), each with the facts taken right after it was persisted, so each event's
    *  notice and recipients are those of the state at that event even when a later event of the
    *  group changed the membership. The mirrors run once for the group. */
-  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[], opts: { alarmAfterAnswer?: boolean } = {}): Promise<void> {
-    if (opts.alarmAfterAnswer) this.alarmAfterAnswer = true;
-    else this.armRedelivery();
+  async committedGroup(items: { ev: RoomEvent; stream: number; facts: NoticeFacts }[]): Promise<void> {
+    this.armRedelivery();
     await this.afterCommit();
     this.wakePeekers();
     const kick = this.guestAccessChanged ? this.kickGuests() : undefined;
@@ -277,26 +276,9 @@ export class FanOut {
     else if (notice.stream < this.hubMax) this.hubPendingOrdered = false;
     this.hubPending.add(notice.stream);
     this.hubMax = Math.max(this.hubMax, notice.stream);
-    if (!this.alarmAfterAnswer) this.armRedelivery();
+    this.armRedelivery();
     await this.hubs.notify(notice, recipients, (s) => this.hubSettled(s));
   }
-
-  /** createRoom, once its answer is ready (the creator's hub holds the room: fannedOut): the
-   *  redelivery alarm only if a delivery is still under way that a stop from now on would leave
-   *  undone (another local member's hub, an appservice hand-over). Its commit did not arm it:
-   *  a new object's first alarm is written to workerd's alarm scheduler before the commit that
-   *  sets it can complete (one more fsync on createRoom's path under `wrangler dev`), and fires
-   *  30 s later to find nothing to do. Before the answer, a stop fails the request; the room's
-   *  stored watermark (`hub_done` 0, written with the room) makes its next start redeliver. */
-  armIfStillDelivering(): void {
-    this.alarmAfterAnswer = false;
-    if (this.hubsCaughtUp() && this.hubPending.size === 0 && !this._appservices?.behindOrBusy()) return;
-    this.armRedelivery();
-  }
-
-  /** Set from createRoom's commit to its answer (armIfStillDelivering): notices do not arm the
-   *  alarm meanwhile. */
-  private alarmAfterAnswer = false;
 
   /** Backstop if this object stops before delivery completes: the alarm redelivers. Armed by
    *  committed/committedGroup in the same synchronous run as the events' transaction, so the
@@ -397,8 +379,10 @@ export class FanOut {
     const joined = new Set<string>();
     const serverCounts = new Map<string, number>();
     const st = this.r.state.groupState(this.r.head.currentGroup);
-    for (const [k, id] of st) {
-      if (!k.startsWith("m.room.member\u0000") || this.r.events.loadEvent(id)?.ev.content.membership !== "join") continue;
+    const members = [...st].filter(([k]) => k.startsWith("m.room.member\u0000"));
+    const membership = this.r.events.membershipsOf(members.map(([, id]) => id));
+    for (const [k, id] of members) {
+      if (membership.get(id) !== "join") continue;
       const u = splitStateKey(k)[1];
       joined.add(u);
       serverCounts.set(domainOf(u), (serverCounts.get(domainOf(u)) ?? 0) + 1);

@@ -5,6 +5,8 @@
 import type { Env } from "../../src/env";
 import type { Config } from "../../src/config";
 import type { SigningKey } from "../../src/core/signing";
+import type { PDU } from "../../src/core/types";
+import { domainOf } from "../../src/core/ids";
 import { getServerSigningKey } from "../../src/services/server-key";
 import { getVerifyKey, type VerifyKey } from "../../src/services/federation/keys";
 import type { RoomHead } from "./core";
@@ -55,4 +57,32 @@ export class RoomKeys {
     return k?.publicKey;
   }
   private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
+
+  /** The servers among the senders of `pdus` for none of whose ed25519 keys (the key IDs their
+   *  signatures name) a public key can be had now: their server, and the notaries, could not
+   *  be reached (the key ring then waits before asking again). At most 50 servers are asked. */
+  async signersWithoutKeys(pdus: PDU[]): Promise<string[]> {
+    const keyIds = new Map<string, Set<string>>();
+    for (const p of pdus) {
+      if (typeof p.sender !== "string" || !p.sender.includes(":")) continue;
+      const server = domainOf(p.sender);
+      const sigs = p.signatures?.[server];
+      if (!sigs || typeof sigs !== "object") continue;
+      let ids = keyIds.get(server);
+      if (!ids) keyIds.set(server, (ids = new Set()));
+      for (const id of Object.keys(sigs)) if (id.startsWith("ed25519:")) ids.add(id);
+    }
+    const out: string[] = [];
+    for (const [server, ids] of [...keyIds].slice(0, 50)) {
+      let found = false;
+      for (const id of [...ids].slice(0, 5)) {
+        if (await this.verifyKey(server, id)) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) out.push(server);
+    }
+    return out;
+  }
 }

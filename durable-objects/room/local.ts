@@ -27,7 +27,7 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit" | "armIfStillDelivering">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit">;
   writer: Pick<RoomWriter, "serial" | "checkCreate" | "checkLocal" | "admitLocalGroup">;
 }
 
@@ -131,7 +131,6 @@ export class LocalEvents {
       }
     });
     if (r.ok) await this.r.fanout.fannedOut(r.value.eventIds);
-    this.r.fanout.armIfStillDelivering();
     return r;
   }
 

@@ -13,7 +13,7 @@ import { signJson } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
 import { buildNotice } from "../../src/services/notifier";
 import { upsertMembership } from "../../src/db/memberships";
-import { domainOf } from "../../src/core/ids";
+import { domainOf, parseServerName } from "../../src/core/ids";
 import type { AdmitOutcome, RoomResult } from "../../src/rpc/room";
 import { MAX_PREV_EVENTS, JOIN_WAIT_MS, fail, asRoomError, isOutlier, HV_KEY, RoomHead } from "./core";
 import type { EventStore } from "./events";
@@ -286,9 +286,14 @@ export class RemoteRoom {
     join: PDU;
     state?: unknown[];
     authChain?: unknown[];
-    /** The send_join answer's JSON text, instead of `state` and `authChain` (its `state` and
-     *  `auth_chain` are taken). */
+    /** The send_join answer's JSON text as the resident sent it, instead of `state` and
+     *  `authChain`: its `state` and `auth_chain` are taken, a co-signed copy of our join in
+     *  `event` (same event ID, `joinEventId`), and when we asked for `omit_members`
+     *  (`askedOmitMembers`) and the resident answered `members_omitted`, the room is seeded
+     *  partial with its `servers_in_room`. Parsed here only (not in the Worker too). */
     answerJson?: string;
+    joinEventId?: string;
+    askedOmitMembers?: boolean;
     /** The resident omitted the member events (send_join `members_omitted`): the room stays
      *  partial until completePartialState. */
     partialState?: { serversInRoom: string[] };
@@ -311,16 +316,23 @@ export class RemoteRoom {
         this.r.head.serverName = args.serverName;
         // Parse everything, keeping the first copy of each event.
         let received = { state: args.state ?? [], authChain: args.authChain ?? [] };
+        let join = args.join;
+        let partialState = args.partialState;
         if (args.answerJson !== undefined) {
-          const answer = JSON.parse(args.answerJson) as { state?: unknown; auth_chain?: unknown };
-          if (!Array.isArray(answer.state) || !Array.isArray(answer.auth_chain)) fail(400, "M_BAD_JSON", "The send_join answer has no state");
-          received = { state: answer.state, authChain: answer.auth_chain };
+          const answer = sendJoinAnswer(args.answerJson, args.origin, args.askedOmitMembers === true);
+          received = { state: answer.state, authChain: answer.authChain };
+          if (answer.partialState) partialState = answer.partialState;
+          // Restricted joins come back co-signed by the authorising server: same event, more signatures.
+          if (answer.event && args.joinEventId && (await computeEventId(answer.event, rv).catch(() => undefined)) === args.joinEventId) join = answer.event;
         }
         const { byId, stateIds } = await parseReceived(received.state, received.authChain, rv, args.roomId);
-        const rejected = await this.r.writer.admitOutlierBatch([...byId.values()], args.origin);
-        // The starting state: the state events that passed.
+        const decided = new Map<string, string>();
+        const rejected = await this.r.writer.admitOutlierBatch([...byId.values()], args.origin, decided);
+        // The starting state: the state events that passed (stored accepted by the batch, or
+        // held from before: only those are asked of storage, not all 20,000 of a large room).
         const state: StateIdMap = new Map();
-        const passed = this.r.events.acceptedAmong([...stateIds]);
+        const passed = this.r.events.acceptedAmong([...stateIds].filter((id) => !decided.has(id)));
+        for (const [id, status] of decided) if (status === "accepted") passed.add(id);
         for (const id of stateIds) {
           const ev = byId.get(id)!.ev;
           if (!passed.has(id) || ev.state_key === undefined) continue;
@@ -335,7 +347,7 @@ export class RemoteRoom {
         }
         // A rejoin replaces our stale forward extremities, in the same transaction that accepts the
         // join (when it is not accepted, they stay as they were).
-        const out = await this.r.writer.admitInner(args.join, args.serverName, { local: false, extraStates: [state], replaceExtremities: rejoin });
+        const out = await this.r.writer.admitInner(join, args.serverName, { local: false, extraStates: [state], replaceExtremities: rejoin });
         if (seeded && out.status === "duplicate") {
           // The resident server's copy of our join reached us first.
           const se = this.r.events.loadEvent(out.eventId!)!;
@@ -344,7 +356,7 @@ export class RemoteRoom {
         }
         if (out.status !== "accepted") fail(403, "M_FORBIDDEN", `Our join was refused: ${out.reason ?? out.status}`);
         joinId = out.eventId;
-        const partial = args.partialState && !seeded ? { join: out.eventId!, joinStream: out.stream!, servers: args.partialState.serversInRoom } : undefined;
+        const partial = partialState && !seeded ? { join: out.eventId!, joinStream: out.stream!, servers: partialState.serversInRoom } : undefined;
         this.r.writer.recordRoom(args.roomId, rv.id, args.serverName, { joined: true, partialState: partial });
         if (partial) this.r.partial.begin(partial);
         // The state we joined with came whole, not as changes: the directory learns all of it.
@@ -469,6 +481,26 @@ export class RemoteRoom {
     });
   }
 
+}
+
+/** The parts of a send_join answer's text (Server-Server API PUT /v2/send_join) seedFromJoin
+ *  takes. An answer that is not JSON, has no `state` or `auth_chain` list, or omits the members
+ *  without `servers_in_room` ("Required if members_omitted is true": without it we would not
+ *  know where to send our events or fetch the rest of the state from) is the resident's fault:
+ *  502, and the joining Worker tries the next server. */
+function sendJoinAnswer(text: string, origin: string, askedOmitMembers: boolean): { state: unknown[]; authChain: unknown[]; event?: PDU; partialState?: { serversInRoom: string[] } } {
+  let answer: { state?: unknown; auth_chain?: unknown; event?: unknown; members_omitted?: unknown; servers_in_room?: unknown };
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    fail(502, "M_UNKNOWN", `${origin} answered send_join with non-JSON`);
+  }
+  if (!answer || typeof answer !== "object" || !Array.isArray(answer.state) || !Array.isArray(answer.auth_chain)) fail(502, "M_UNKNOWN", `${origin} answered send_join without state`);
+  const event = answer.event && typeof answer.event === "object" && !Array.isArray(answer.event) ? (answer.event as PDU) : undefined;
+  if (!askedOmitMembers || answer.members_omitted !== true) return { state: answer.state, authChain: answer.auth_chain, event };
+  if (!Array.isArray(answer.servers_in_room)) fail(502, "M_UNKNOWN", `${origin} omitted members without servers_in_room`);
+  const servers = answer.servers_in_room.filter((x): x is string => typeof x === "string" && !!parseServerName(x)).slice(0, 1000);
+  return { state: answer.state, authChain: answer.auth_chain, event, partialState: { serversInRoom: [origin, ...servers.filter((x) => x !== origin)] } };
 }
 
 /** A state and auth chain received from another server, parsed for admitOutlierBatch: each

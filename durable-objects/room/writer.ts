@@ -287,8 +287,7 @@ export class RoomWriter {
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
       }
     });
-    // createRoom arms the redelivery alarm after its fan-out, only if still needed.
-    if (accepted.length) await this.r.fanout.committedGroup(accepted, { alarmAfterAnswer: create !== undefined });
+    if (accepted.length) await this.r.fanout.committedGroup(accepted);
     return outs;
   }
 
@@ -774,8 +773,9 @@ export class RoomWriter {
    *  ties), OUTLIER_BATCH to a transaction rather than one each: for a 30,000-event state the
    *  commits were a large part of the join. `events` are parsed from their PDUs here (toRoomEvent),
    *  one per event ID. Returns how many were not stored (invalid, rejected, missing auth events,
-   *  auth cycles). */
-  async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent; digest?: PduDigest }[], origin: string): Promise<number> {
+   *  auth cycles). `decided`, when given, receives the status each event stored by this batch
+   *  was stored with (a join's starting state is read from it, not queried back). */
+  async admitOutlierBatch(events: { pdu: PDU; ev: RoomEvent; digest?: PduDigest }[], origin: string, decided?: Map<string, string>): Promise<number> {
     const mode: AdmitMode = { local: false, outlier: true };
     let refused = 0;
     const checked = new Map<string, RoomEvent>();
@@ -798,6 +798,7 @@ export class RoomWriter {
           for (const id of toStore.slice(i, i + OUTLIER_BATCH)) {
             const out = this.decideAndPersist(tx, checked.get(id)!, mode);
             if (out.status !== "accepted" && out.status !== "duplicate") refused++;
+            if (out.status !== "duplicate") decided?.set(id, out.status);
           }
           this.flushOutlierRows(tx);
         });

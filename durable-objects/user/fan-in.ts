@@ -36,10 +36,9 @@ export interface FanInAccess {
   /** e2ee-inbox.ts */
   recordDeviceList(user: string, upos: number, left: boolean): void;
   deviceListsAfterMembership(me: string, f: DeviceListFollowUp): Promise<void>;
-  /** push-outbox.ts */
-  recordPush(me: string, roomId: string, stream: number, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }): void;
-  /** Whether recordPush reads room_events (the user has pushers: it counts unread events). */
-  pushReadsEvents(): boolean;
+  /** push-outbox.ts. `flush` writes the run's room_events rows so far (this event's included):
+   *  called before the outbox counts unread events from them. */
+  recordPush(me: string, roomId: string, stream: number, ev: RoomEventNotice["event"], outcome: { notify: boolean; actions: JsonValue[] }, flush: () => void): void;
   afterCommit(me: string): Promise<void>;
 }
 
@@ -233,9 +232,9 @@ export class FanIn {
         });
     ctx.events.push([n.stream, ev.event_id, thread, out.notify ? 1 : 0, out.highlight ? 1 : 0, out.notify ? JSON.stringify(out.actions) : null, ev.origin_server_ts, upos]);
     ctx.notes.push({ upos, ev, encrypted: n.encrypted });
-    // (The push outbox counts unread events, this one included.)
-    if (this.a.pushReadsEvents()) this.flushRun(n.roomId, ctx);
-    this.a.recordPush(me, n.roomId, n.stream, ev, out);
+    // The push outbox keeps its unread count; when it must count again (rarely: after my own
+    // event or membership), it has the rows written first, this one included.
+    this.a.recordPush(me, n.roomId, n.stream, ev, out, () => this.flushRun(n.roomId, ctx));
     // My own event implies I have read up to it (Synapse does the same), so counts start
     // again after what I sent.
     if (ev.sender === me) this.a.markRead(n.roomId, null, n.stream);

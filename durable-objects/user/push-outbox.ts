@@ -113,11 +113,6 @@ export class PushOutbox {
     return (this.targetsCache ??= this.sql.exec<{ target: string }>("SELECT target FROM push_targets").toArray().map((r) => JSON.parse(r.target) as PusherTarget));
   }
 
-  /** Whether recordEvent reads room_events (it counts unread events for the pushers). */
-  readsEvents(): boolean {
-    return this.hasTargets();
-  }
-
   private hasTargets(): boolean {
     return this.targets().length > 0;
   }
@@ -178,8 +173,14 @@ export class PushOutbox {
       .one().n;
   }
 
-  private counts(): PushCounts {
-    return { unread: (this.unreadNow ??= this.unread()), missed_calls: this.callsMaybe ? this.missedCalls() : 0 };
+  /** `beforeCount`: run before counting unread events from storage (the hub's fan-in writes its
+   *  pending room_events rows then; with the count kept they wait for the end of the run). */
+  private counts(beforeCount?: () => void): PushCounts {
+    if (this.unreadNow === null) {
+      beforeCount?.();
+      this.unreadNow = this.unread();
+    }
+    return { unread: this.unreadNow, missed_calls: this.callsMaybe ? this.missedCalls() : 0 };
   }
 
   /** Forget the kept unread count (the next push counts again). */
@@ -251,13 +252,16 @@ export class PushOutbox {
     }
   }
 
-  /** Inside the hub's transaction, after the event's room_events row is written. */
+  /** Inside the hub's transaction. The event's room_events row may not be written yet:
+   *  `writeEvents` writes it (and the run's before it) when the unread count is taken from
+   *  storage. */
   recordEvent(
     me: string,
     roomId: string,
     stream: number,
     ev: { event_id: string; type: string; sender: string; state_key?: string; content: JsonObject; origin_server_ts?: number },
     outcome: { notify: boolean; actions: JsonValue[] },
+    writeEvents?: () => void,
   ): void {
     const missed = this.noteCall(me, roomId, stream, ev);
     // I left (or was kicked or banned): that room's calls can no longer count.
@@ -269,13 +273,13 @@ export class PushOutbox {
     if (ev.sender === me) return;
     if (outcome.notify) this.countNew(roomId, stream);
     // A call I missed moves the missed-calls count: the phone's badge hears of it (counts only).
-    if (missed && !outcome.notify) return this.add({ counts: this.counts(), tweaks: {}, prio: "low" });
+    if (missed && !outcome.notify) return this.add({ counts: this.counts(writeEvents), tweaks: {}, prio: "low" });
     if (!outcome.notify) return;
     const tweaks = tweaksOf(outcome.actions);
     const p: PendingPush = {
       event: { event_id: ev.event_id, room_id: roomId, type: ev.type, sender: ev.sender, content: ev.content, ...(ev.state_key !== undefined ? { state_key: ev.state_key } : {}) },
       userIsTarget: ev.type === "m.room.member" && ev.state_key === me,
-      counts: this.counts(),
+      counts: this.counts(writeEvents),
       tweaks,
       prio: prioOf(ev, me, tweaks),
     };

@@ -14,7 +14,7 @@ export interface Requester {
   ignored?: readonly string[];
 }
 
-export type RoomError = { ok: false; status: 400 | 403 | 404 | 409 | 413 | 500; errcode: string; error: string };
+export type RoomError = { ok: false; status: 400 | 403 | 404 | 409 | 413 | 500 | 502; errcode: string; error: string };
 export type RoomResult<T> = { ok: true; value: T } | RoomError;
 
 /** An event for the room's DO to build, sign and admit on behalf of a local user. */

@@ -115,12 +115,6 @@ export class AppserviceFanOut {
     if (stored < firstStream - 1) this.gap = { after: stored, upTo: firstStream - 1 };
   }
 
-  /** Hand-overs still running, or some that failed or were missed (the alarm's behind() would
-   *  name them): the RoomDO's redelivery alarm is needed. */
-  behindOrBusy(): boolean {
-    return this.pending > 0 || this.failed || this.gap !== null;
-  }
-
   /** For the RoomDO's alarm: the streams to hand over again, or null (nothing missing, or
    *  hand-overs still running). Their pushes must follow at once. */
   async behind(currentStream: number): Promise<{ after: number; upTo: number } | null> {

@@ -31,16 +31,27 @@ export function recipientsOf(ev: { type: string; state_key?: string }, joinedLoc
  * send cost one hub storage commit per joined local user (hundreds of ms under `wrangler dev`
  * with 10 members, docs/benchmarks.md).
  *
+ * Primary hubs first: the events notified in one synchronous run (one commit, or a group commit
+ * of several senders' events) form a round; the round's primary hubs are called at once, the
+ * other recipients' hubs once every primary's first attempt has settled (delivered or failed).
+ * Started together, the others' work (push rules, pushes) ran on the same thread as the
+ * primary's commit under `wrangler dev` and the send's answer waited behind it
+ * (docs/benchmarks.md "Push").
+ *
  * Nothing is lost: notices go through one queue per recipient hub (per isolate), delivered in
  * order, batched (UserDO.roomEvents: one storage transaction for everything queued meanwhile)
  * and retried with backoff when a hub call fails; hubs ignore a notice they already hold, so
- * redelivery is safe. `onSettled(stream)` runs once every recipient has the notice (the RoomDO
- * keeps a delivery watermark with it, to redeliver after a restart). */
+ * redelivery is safe. A queue takes its notices in stream order at once and only holds back
+ * the head while its round is closed to it, so a later notice never overtakes an earlier one.
+ * `onSettled(stream)` runs once every recipient has the notice (the RoomDO keeps a delivery
+ * watermark with it, to redeliver after a restart). */
 export class HubFanOut {
   /** One queue per recipient hub. Owned by one Durable Object (stubs and promises must not
    *  cross objects' I/O contexts). */
   private queues = new Map<string, HubQueue>();
   private config: Config;
+  /** The round the current synchronous run adds to (closed by a microtask). */
+  private round: Round | null = null;
 
   /** Configuration is parsed here once per instance (one per RoomDO). */
   constructor(private env: Env) {
@@ -54,14 +65,22 @@ export class HubFanOut {
     }
     const ev = notice.event;
     const primary = recipients.includes(ev.sender) ? ev.sender : ev.type === "m.room.member" && ev.state_key && recipients.includes(ev.state_key) ? ev.state_key : null;
+    let round = this.round;
+    if (!round) {
+      const made = (round = this.round = new Round());
+      queueMicrotask(() => {
+        if (this.round === made) this.round = null;
+        made.close();
+      });
+    }
     let left = recipients.length;
     let primaryDone: Promise<void> = Promise.resolve();
-    // The hub the write waits for first: its call leaves before the others' (they all share one
-    // isolate under `wrangler dev`, and a send answers once that hub holds the notice).
-    const ordered = primary ? [primary, ...recipients.filter((u) => u !== primary)] : recipients;
-    for (const u of ordered) {
-      const delivered = this.queue(u).push(notice);
-      if (u === primary) primaryDone = delivered.attempted;
+    for (const u of recipients) {
+      const delivered = this.queue(u).push(notice, round);
+      if (u === primary) {
+        primaryDone = delivered.attempted;
+        round.addPrimary(u, delivered.attempted);
+      }
       void delivered.done.then(() => {
         if (--left === 0) onSettled?.(notice.stream);
       });
@@ -69,11 +88,24 @@ export class HubFanOut {
     await primaryDone;
   }
 
+  /** Hub stubs, kept while their queue comes and goes (a queue is dropped when idle, after about
+   *  every send; addressing a hub hashes its name). Bounded; a failing hub gets a fresh one. */
+  private stubs = new Map<string, UserStub>();
+
+  private stubOf(userId: string, fresh: boolean): UserStub {
+    let stub = fresh ? undefined : this.stubs.get(userId);
+    if (!stub) {
+      if (this.stubs.size >= MAX_STUBS) this.stubs.clear();
+      this.stubs.set(userId, (stub = userStub(this.env, userId, this.config)));
+    }
+    return stub;
+  }
+
   private queue(userId: string): HubQueue {
     let q = this.queues.get(userId);
     if (!q) {
       const made: HubQueue = new HubQueue(
-        () => userStub(this.env, userId, this.config),
+        (fresh) => this.stubOf(userId, fresh),
         userId,
         () => {
           if (this.queues.get(userId) === made) this.queues.delete(userId);
@@ -86,6 +118,46 @@ export class HubFanOut {
   }
 }
 
+/** The notices of one synchronous run of notify calls. Open at once to its primary hubs; open
+ *  to every other hub once each primary's first attempt has settled. */
+class Round {
+  private primaries = new Set<string>();
+  private attempts: Promise<void>[] = [];
+  private closed = false;
+  private open = false;
+  private markClosed!: () => void;
+  private readonly whenClosed = new Promise<void>((r) => (this.markClosed = r));
+  private opened?: Promise<void>;
+
+  addPrimary(userId: string, attempted: Promise<void>): void {
+    this.primaries.add(userId);
+    this.attempts.push(attempted);
+  }
+
+  /** No more notices join (the run ended). */
+  close(): void {
+    this.closed = true;
+    this.markClosed();
+    this.opened = Promise.all(this.attempts).then(() => {
+      this.open = true;
+    });
+  }
+
+  /** Whether `userId`'s hub may be sent this round's notices now. */
+  passes(userId: string): boolean {
+    return this.open || (this.closed && (this.attempts.length === 0 || this.primaries.has(userId)));
+  }
+
+  /** Resolves when passes(userId) may have turned true. */
+  async wait(userId: string): Promise<void> {
+    await this.whenClosed;
+    if (!this.passes(userId)) await this.opened;
+  }
+}
+
+/** Hub stubs a HubFanOut keeps (one per recipient of its room's recent events). */
+const MAX_STUBS = 4096;
+
 /** Retry delays for a failing hub (ms); the last one repeats. */
 const RETRY_MS = [50, 200, 1000, 5000, 30_000];
 /** Notices per hub call. */
@@ -93,6 +165,7 @@ const BATCH = 64;
 
 interface Queued {
   notice: RoomEventNotice;
+  round: Round;
   /** First delivery attempt finished (ok or not). */
   attempted: () => void;
   /** Delivered. */
@@ -100,26 +173,29 @@ interface Queued {
 }
 
 /** One recipient hub's queue: at most one call in flight; what queues up meanwhile goes in the
- *  next call, in order. */
+ *  next call, in order. Notices are sent from the head while their round passes this hub. */
 class HubQueue {
   private pending: Queued[] = [];
   private running = false;
   private failures = 0;
   private stub: UserStub;
   constructor(
-    private makeStub: () => UserStub,
+    private makeStub: (fresh: boolean) => UserStub,
     private userId: string,
     private onIdle: () => void,
   ) {
-    this.stub = makeStub();
+    this.stub = makeStub(false);
   }
 
-  push(notice: RoomEventNotice): { attempted: Promise<void>; done: Promise<void> } {
+  push(notice: RoomEventNotice, round: Round): { attempted: Promise<void>; done: Promise<void> } {
     let attempted!: () => void;
     let done!: () => void;
     const a = new Promise<void>((r) => (attempted = r));
     const d = new Promise<void>((r) => (done = r));
-    this.pending.push({ notice, attempted, done });
+    // A hub that is failing (waiting to retry): its first attempt at this notice is the retry,
+    // seconds away; neither the write nor the other hubs wait for that.
+    if (this.failures > 0) attempted();
+    this.pending.push({ notice, round, attempted, done });
     if (!this.running) {
       // Start after the current synchronous run: a group commit notifies all its events in one
       // loop, and they go in the first call together (the first alone cost a hub call and
@@ -133,7 +209,14 @@ class HubQueue {
   private async pump(): Promise<void> {
     this.running = true;
     while (this.pending.length) {
-      const batch = this.pending.slice(0, BATCH);
+      let n = 0;
+      while (n < this.pending.length && n < BATCH && this.pending[n].round.passes(this.userId)) n++;
+      if (n === 0) {
+        // The head waits for its round's primary hubs (later notices wait behind it: order).
+        await this.pending[0].round.wait(this.userId);
+        continue;
+      }
+      const batch = this.pending.slice(0, n);
       try {
         await this.stub.roomEvents(this.userId, batch.map((q) => q.notice));
         this.pending.splice(0, batch.length);
@@ -146,10 +229,10 @@ class HubQueue {
         // Keep the batch at the head (order is kept) and retry after a pause with a fresh stub;
         // whoever waits for the first attempt stops waiting (the event is committed regardless).
         console.error(`sync fan-out to ${this.userId} failed (attempt ${this.failures + 1})`, e);
-        for (const q of batch) q.attempted();
-        await new Promise((r) => setTimeout(r, RETRY_MS[Math.min(this.failures, RETRY_MS.length - 1)]));
         this.failures++;
-        this.stub = this.makeStub();
+        for (const q of this.pending) q.attempted();
+        await new Promise((r) => setTimeout(r, RETRY_MS[Math.min(this.failures - 1, RETRY_MS.length - 1)]));
+        this.stub = this.makeStub(true);
       }
     }
     this.running = false;

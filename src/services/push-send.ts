@@ -68,32 +68,45 @@ export async function postNotify(env: Env, config: Config, userId: string, targe
   return "sent";
 }
 
-/** How long one hand-over is sent directly before the rest goes to the pusher's durable queue
- *  (a slow gateway: the queue is bounded, and the hand-over does not wait for every request). */
+/** A gateway request that takes longer than this is a slow gateway: the rest of the hand-over
+ *  goes to the pusher's durable queue (bounded, with backoff), and the hand-over does not wait
+ *  for every request. */
 export const PUSH_DIRECT_BUDGET_MS = 1_000;
+/** However fast each request, a hand-over sent directly for this long leaves the rest to the
+ *  queue too. Not the per-request budget: several requests of a backlog each waiting their turn
+ *  on a busy thread (100 hubs pushing at once under `wrangler dev`) took over a second together
+ *  with a fast gateway, and every pusher then went through its queue — two commits per push, and
+ *  the queue, busy, kept the hub from sending directly until the burst was over
+ *  (docs/benchmarks.md "Push"). */
+export const PUSH_DIRECT_HANDOVER_MS = 10_000;
 
 /** Send `items` to one pusher in order, with nothing stored per request (the hub sending to an
  *  idle, healthy pusher, or that pusher's queue when idle). Badge updates a later item supersedes
  *  are left out; `done` hears of each item sent (`true`) or left out (`false`). Ends at the
- *  first failed request, or once PUSH_DIRECT_BUDGET_MS has passed, with the items not done. */
+ *  first failed request, or ("slow") after a request that took over PUSH_DIRECT_BUDGET_MS or
+ *  once PUSH_DIRECT_HANDOVER_MS has passed, with the items not done. `now`: the clock (tests). */
 export async function sendDirect<T>(
   items: T[],
   pushOf: (x: T) => PendingPush,
   post: (p: PendingPush) => Promise<"sent" | "failed" | "dropped">,
   done: (x: T, sent: boolean) => void,
+  now: () => number = Date.now,
 ): Promise<{ end: "sent" } | { end: "dropped" } | { end: "failed" | "slow"; rest: T[] }> {
   // One item (the usual hand-over: one notification per commit) supersedes nothing.
   const keep = items.length === 1 ? null : new Set(coalesceBadges(items.map(pushOf)));
-  const start = Date.now();
+  const start = now();
+  let last = 0;
   let posted = 0;
   for (let i = 0; i < items.length; i++) {
     if (keep && !keep.has(pushOf(items[i]))) {
       done(items[i], false);
       continue;
     }
-    if (posted > 0 && Date.now() - start > PUSH_DIRECT_BUDGET_MS) return { end: "slow", rest: items.slice(i) };
+    if (posted > 0 && (last > PUSH_DIRECT_BUDGET_MS || now() - start > PUSH_DIRECT_HANDOVER_MS)) return { end: "slow", rest: items.slice(i) };
     posted++;
+    const t = now();
     const r = await post(pushOf(items[i]));
+    last = now() - t;
     if (r === "dropped") return { end: "dropped" };
     if (r === "failed") return { end: "failed", rest: items.slice(i) };
     done(items[i], true);

@@ -42,15 +42,19 @@ async function residentRoom(more: (sign: (ev: JsonObject) => Promise<Signed>, ct
   return { roomId, events: [create, member, pl, rules, ...extra], pl: pl.eventId, rules: rules.eventId, last, depth: 5 + extra.length };
 }
 
-/** Serve make_join and send_join for `room`, the send_join answer's state being `state`. */
-function serve(room: Awaited<ReturnType<typeof residentRoom>>, state: PDU[]) {
+/** Serve make_join and send_join for `room`, the send_join answer's state being `state`
+ *  (`answer`: the send_join answer's text instead). */
+function serve(room: Awaited<ReturnType<typeof residentRoom>>, state: PDU[], answer?: string) {
   setFederationFetch(async (input) => {
     const url = new URL(String(input));
     if (url.pathname.startsWith(`/_matrix/federation/v1/make_join/${enc(room.roomId)}/`)) {
       const event = { room_id: room.roomId, sender: alice.userId, state_key: alice.userId, type: "m.room.member", content: { membership: "join" }, origin_server_ts: Date.now(), depth: room.depth, prev_events: [room.last], auth_events: [room.pl, room.rules] };
       return Response.json({ room_version: "12", event });
     }
-    if (url.pathname.startsWith(`/_matrix/federation/v2/send_join/${enc(room.roomId)}/`)) return Response.json({ state, auth_chain: state, servers_in_room: [REMOTE] });
+    if (url.pathname.startsWith(`/_matrix/federation/v2/send_join/${enc(room.roomId)}/`)) {
+      if (answer !== undefined) return new Response(answer, { headers: { "content-type": "application/json" } });
+      return Response.json({ state, auth_chain: state, servers_in_room: [REMOTE] });
+    }
     if (url.pathname.startsWith("/_matrix/federation/")) return new Response("{}", { status: 404 });
     throw new Error("offline (test)");
   });
@@ -110,6 +114,23 @@ describe("checking a send_join answer", () => {
     await clientOk(alice.accessToken, "POST", `/join/${enc(room.roomId)}?server_name=${REMOTE}`, {});
     const state = (await clientOk(alice.accessToken, "GET", `/rooms/${enc(room.roomId)}/state`)) as unknown as { type: string }[];
     expect(state.filter((e) => e.type === "org.test.big").length).toBe(1500);
+  });
+
+  it("refuses an answer that is not JSON, has no state, or omits the members without servers_in_room (502, no room); the same state whole is joined", async () => {
+    const room = await residentRoom();
+    const pdus = room.events.map((e) => e.pdu);
+    // (The RoomDO reads the answer's text itself: the Worker no longer parses it first.)
+    for (const answer of ["{not json", JSON.stringify({ auth_chain: pdus }), JSON.stringify({ state: pdus, auth_chain: pdus, members_omitted: true })]) {
+      serve(room, pdus, answer);
+      const r = await call("POST", `/_matrix/client/v3/join/${enc(room.roomId)}?server_name=${REMOTE}`, { token: alice.accessToken, body: {} });
+      expect(r.status, answer.slice(0, 20)).toBe(502);
+      expect(await env.DB.prepare("SELECT 1 FROM rooms WHERE room_id = ?").bind(room.roomId).first()).toBeNull();
+    }
+    serve(room, pdus, JSON.stringify({ state: pdus, auth_chain: pdus, members_omitted: true, servers_in_room: [REMOTE, 5, "not a server name!"] }));
+    await clientOk(alice.accessToken, "POST", `/join/${enc(room.roomId)}?server_name=${REMOTE}`, {});
+    const state = (await clientOk(alice.accessToken, "GET", `/rooms/${enc(room.roomId)}/state`)) as unknown as { type: string; state_key: string }[];
+    expect(state.find((e) => e.type === "m.room.join_rules")).toBeDefined();
+    expect(state.find((e) => e.type === "m.room.member" && e.state_key === alice.userId)).toBeDefined();
   });
 
   it("refuses the join when the create event's signature is forged (no room without it)", async () => {

@@ -5,6 +5,7 @@ import { callNoteOf, checkPusherUrl, notifyBody, prioOf, tweaksOf, type PendingP
 import { coalesceBadges, pushBackoffMs } from "../../durable-objects/pusher";
 import type { JsonObject } from "../../src/core/types";
 import { sharedSecretCredentials } from "../../src/api/client/voip";
+import { sendDirect, PUSH_DIRECT_BUDGET_MS, PUSH_DIRECT_HANDOVER_MS } from "../../src/services/push-send";
 
 describe("pusher URLs", () => {
   it("needs https and the notify path, refuses private hosts; loopback only when allowed", () => {
@@ -80,6 +81,44 @@ describe("missed calls and badge coalescing", () => {
     const out = coalesceBadges([badge(3), push("$1"), badge(2), push("$2"), badge(0)]);
     expect(out.map((p) => p.event?.event_id ?? p.counts.unread)).toEqual(["$1", "$2", 0]);
     expect(coalesceBadges([push("$1")]).length).toBe(1);
+  });
+});
+
+describe("direct sends (the hub or an idle queue, nothing stored per request)", () => {
+  const push = (id: string): PendingPush => ({ event: { event_id: id, room_id: "!r:x", type: "m.room.message", sender: "@a:x", content: {} }, counts: { unread: 1 }, tweaks: {}, prio: "high" });
+  /** sendDirect over `n` items whose requests take `ms(i)` each on a simulated clock. */
+  const run = async (n: number, ms: (i: number) => number) => {
+    let clock = 0;
+    let i = 0;
+    const sent: string[] = [];
+    const r = await sendDirect(
+      Array.from({ length: n }, (_, k) => push(`$${k}`)),
+      (p) => p,
+      async () => {
+        clock += ms(i++);
+        return "sent";
+      },
+      (p, ok) => ok && sent.push(p.event!.event_id),
+      () => clock,
+    );
+    return { r, sent: sent.length };
+  };
+  it("a backlog of fast requests that together take over a second is still sent directly", async () => {
+    // (a busy thread: each request waited its turn; before, the rest went to the queue at 1 s)
+    const { r, sent } = await run(12, () => 150);
+    expect(r.end).toBe("sent");
+    expect(sent).toBe(12);
+  });
+  it("a slow gateway (one request over the budget) leaves the rest to the queue", async () => {
+    const { r, sent } = await run(5, () => PUSH_DIRECT_BUDGET_MS + 500);
+    expect(r).toMatchObject({ end: "slow" });
+    expect(sent).toBe(1);
+    expect((r as { rest: unknown[] }).rest).toHaveLength(4);
+  });
+  it("a hand-over is sent directly for a bounded time", async () => {
+    const { r, sent } = await run(200, () => 500);
+    expect(r.end).toBe("slow");
+    expect(sent).toBe(PUSH_DIRECT_HANDOVER_MS / 500 + 1);
   });
 });
 

@@ -31,6 +31,9 @@ export interface FederationRequestOptions {
   timeoutMs?: number;
   /** Largest response body accepted. Default 8 MiB. */
   maxBytes?: number;
+  /** A 2xx answer is handed back as its text only (`body` undefined), not parsed: for a large
+   *  answer its consumer parses itself (a send_join answer, parsed by the RoomDO). */
+  textOnly?: boolean;
 }
 
 export class FederationError extends Error {
@@ -152,6 +155,7 @@ export async function federationRequest<T = unknown>(
   } catch (e) {
     throw new FederationError(`reading the answer from ${destination} failed: ${(e as Error).message}`, res.status);
   }
+  if (opts.textOnly && res.status >= 200 && res.status < 300) return { status: res.status, body: undefined as T, text };
   let json: unknown;
   try {
     json = text === "" ? {} : JSON.parse(text);

@@ -47,7 +47,7 @@ const KEY_FETCH_TIMEOUT_MS = 10_000;
 const KEY_RESPONSE_MAX_BYTES = 256 * 1024;
 /** Don't refetch one server's keys more often than this after a miss ("Requesting servers
  *  should limit how frequently they query for certificates"). */
-const REFETCH_BACKOFF_MS = 30_000;
+export const REFETCH_BACKOFF_MS = 30_000;
 const MAX_KEYS_PER_RESPONSE = 50;
 
 const lastFetch = new Map<string, number>();

@@ -121,7 +121,6 @@ export async function joinRemoteRoom(
   // Only a first copy of the room is seeded partially: a room we hold (another local member
   // joined, or we rejoin after leaving) merges the resident's full state into ours.
   const omitMembers = config.partialStateJoins && partialAllowed && (!(await stub.getRoomVersion()) || (await stub.getPartialInfo()).partial);
-  let partial = false;
   await viaServers(candidateServers(config, roomId, servers), async (server) => {
     const t = await federationRequest<Template>(ctx, server, "GET", `/_matrix/federation/v1/make_join/${enc(roomId)}/${enc(userId)}`, { query: { ver: SUPPORTED_VERSIONS }, timeoutMs: 30_000 });
     const { rv, pdu, eventId } = await fillTemplate(env, config, t.body, roomId, userId, "join", content);
@@ -131,36 +130,27 @@ export async function joinRemoteRoom(
     const registered = await registerJoiningRoom(env, roomId, rv.id);
     await stub.expectJoin();
     try {
-      const r = await federationRequest<{ state?: unknown[]; auth_chain?: unknown[]; event?: PDU; members_omitted?: unknown; servers_in_room?: unknown }>(
-        ctx,
-        server,
-        "PUT",
-        `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`,
-        { body: pdu, timeoutMs: JOIN_TIMEOUT_MS, maxBytes: 256 * 1024 * 1024, ...(omitMembers ? { query: { omit_members: "true" } } : {}) },
-      );
-      if (!Array.isArray(r.body.state) || !Array.isArray(r.body.auth_chain)) throw new FederationError(`${server} answered send_join without state`);
-      // "servers_in_room: Required if members_omitted is true": without it we would not know
-      // where to send our events or fetch the rest of the state from.
-      const serversInRoom = Array.isArray(r.body.servers_in_room) ? r.body.servers_in_room.filter((x): x is string => typeof x === "string" && !!parseServerName(x)).slice(0, 1000) : undefined;
-      if (omitMembers && r.body.members_omitted === true && !serversInRoom) throw new FederationError(`${server} omitted members without servers_in_room`);
-      partial = omitMembers && r.body.members_omitted === true;
-      // Restricted joins come back co-signed by the authorising server: same event, more signatures.
-      let join = pdu;
-      if (r.body.event && typeof r.body.event === "object") {
-        const same = await computeEventId(r.body.event, rv).then((id) => id === eventId, () => false);
-        if (same) join = r.body.event;
-      }
+      // The answer's text goes to the RoomDO unparsed: it parses it once (tens of thousands of
+      // events) and takes `state`, `auth_chain`, `members_omitted`, `servers_in_room` and a
+      // co-signed `event` from it (RemoteRoom.seedFromJoin); parsing it here too cost the
+      // joining server a second parse of the whole answer.
+      const r = await federationRequest(ctx, server, "PUT", `/_matrix/federation/v2/send_join/${enc(roomId)}/${enc(eventId)}`, {
+        body: pdu,
+        timeoutMs: JOIN_TIMEOUT_MS,
+        maxBytes: 256 * 1024 * 1024,
+        textOnly: true,
+        ...(omitMembers ? { query: { omit_members: "true" } } : {}),
+      });
       unwrap(
         await stub.seedFromJoin({
           serverName: config.serverName,
           roomId,
           roomVersion: rv.id,
           origin: server,
-          join,
-          // The answer's text rather than its parsed state: the RoomDO parses it (one JSON
-          // parse) instead of receiving tens of thousands of events copied one by one.
+          join: pdu,
+          joinEventId: eventId,
           answerJson: r.text,
-          ...(partial ? { partialState: { serversInRoom: [server, ...serversInRoom!.filter((x) => x !== server)] } } : {}),
+          askedOmitMembers: omitMembers,
         }),
       );
     } catch (e) {
