@@ -39,6 +39,13 @@ const THREAD_SUBSCRIPTION_TESTS = ["test/integration/thread-subscriptions.test.t
 
 export default defineConfig({
   test: {
+    // Durable Objects keep working after a test file's last test (federation retries on alarms,
+    // background state fetches) and may log; a log line that reaches vitest while it tears the
+    // file's environment down is rejected as an "unhandled error" that no test caused. Only that
+    // one teardown race is let through; every other unhandled error still fails the run.
+    onUnhandledError(error) {
+      if (error.name === "EnvironmentTeardownError" && /Closing rpc while "onUserConsoleLog" was pending/.test(error.message)) return false;
+    },
     projects: [
       {
         plugins: [workerdPlugin()],
