@@ -1,5 +1,5 @@
 import { configDefaults, defineConfig } from "vitest/config";
-import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-plugin";
+import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import path from "node:path";
 
 // Two kinds of tests in one `npm test`:

@@ -6,10 +6,9 @@
 // with a string `errcode` (a UIA challenge, 401 with `flows`, is the one answer without one), and
 // the server must still answer /versions and /sync afterwards.
 //
-// Requests go to the Worker's fetch handler directly (same app, env and Durable Objects). Under
-// vitest-pool-workers 0.23 this was needed: through SELF.fetch every request got slower than the
-// one before (/versions 2 ms at first, 157 ms after 350 requests; workers-sdk #15092, fixed in
-// @cloudflare/vitest-plugin 1.4.10); a direct call still skips the SELF round trip.
+// Requests go to the Worker's fetch handler directly (same app, env and Durable Objects): through
+// SELF.fetch every request gets slower than the one before (vitest-pool-workers 0.23: /versions
+// took 2 ms at first and 157 ms after 350 requests), which would make the run quadratic.
 //
 // Seeded and bounded: FUZZ_RUNS requests per route (default 20 in `npm test`), FUZZ_SEED (default
 // 1). `npm run fuzz` runs 200 per route (FUZZ_RUNS, FUZZ_SEED, FUZZ_ONLY=regex over "METHOD /path" narrow it); a failure prints the seed, method, URL and what was broken.
