@@ -480,10 +480,9 @@ export class ClientReads {
       // The requester's membership rows, read once for their visibility, joinedSince and the
       // relations cap; their visibility checker, built once for the timeline and its relations.
       const spans: GroupSpans = [];
-      let history: MembershipRow[] | undefined = this.historyAndGroupAt(req.userId, q.upTo, spans);
-      const historyOf = () => (history ??= this.r.views.membershipHistory(req.userId));
+      const history = this.historyAndGroupAt(req.userId, q.upTo, spans);
       let visible: ((se: StoredEvent) => boolean) | undefined;
-      const visibleFor = (u: string) => (u === req.userId ? (visible ??= this.r.views.visibilityFor(u, historyOf())) : this.r.views.visibilityFor(u));
+      const visibleFor = (u: string) => (u === req.userId ? (visible ??= this.r.views.visibilityFor(u, history)) : this.r.views.visibilityFor(u));
       // (readBatch: redaction rows prefetched a page at a time are kept for this answer.)
       return this.r.events.readBatch(() => syncRoomView<StoredEvent>(
         {
@@ -493,7 +492,7 @@ export class ClientReads {
           joinedSince: (u) => {
             // Start of the user's current unbroken run of joins (null when not joined now),
             // among their newest 50 rows.
-            const newest = u === req.userId ? historyOf().slice(-50).reverse() : this.r.sql.exec<MembershipRow>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 50", u);
+            const newest = u === req.userId ? history.slice(-50).reverse() : this.r.sql.exec<MembershipRow>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 50", u);
             let since: number | null = null;
             for (const r of newest) {
               if (r.membership !== "join") break;
@@ -504,7 +503,7 @@ export class ClientReads {
           stateAt: (n) => this.r.state.stateForSync(n, spans),
           load: (id) => this.r.events.loadEvent(id),
           toClient: (e, now) => this.r.views.toClient(e, req, now),
-          bundle: (es, out) => bundleAggregations({ ...this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }, undefined, visibleFor(req.userId)), cap: capAfter(historyOf().at(-1)) }, es, out),
+          bundle: (es, out) => bundleAggregations({ ...this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }, undefined, visibleFor(req.userId)), cap: capAfter(history.at(-1)) }, es, out),
           toFederation: (e, now) => this.r.views.toFederationFormat(e, req, now),
           memberships: () => new Map(this.r.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
           // While partial, a sender's member event may be missing from the state: lazy-loading
