@@ -33,6 +33,31 @@ const workerdPlugin = (extra: Record<string, string> = {}) =>
     },
   }));
 
+/** What both workerd projects share: the migrations set-up and how files are scheduled. */
+const workerdTest = {
+  // Integration tests do real crypto (PBKDF2, Ed25519) and real storage; on a loaded 2-core
+  // CI machine the 5 s default is too tight. Speed targets live in bench/, not here.
+  testTimeout: 30_000,
+  setupFiles: ["test/apply-migrations.ts"],
+  // Every test file gets a workerd of its own (a new Miniflare: fresh storage and modules), and
+  // most of a file's time is that start and loading the Worker's modules, not CPU-bound test
+  // work: two files at a time keep both cores busy (vitest's default is one fewer than the cores,
+  // so 1 on CI's 2). docs/benchmarks.md "Test runner".
+  // (One at a time under BENCH=1: the workerd benchmarks time themselves.)
+  maxWorkers: process.env.BENCH ? 1 : 2,
+  // The Worker's npm dependencies pre-bundled once per run (one module each instead of hundreds
+  // of files, each of which workerd would fetch from vitest one by one in every test file). Same
+  // code; the bundles are cached under node_modules/.vite/vitest.
+  deps: {
+    optimizer: {
+      ssr: {
+        enabled: true,
+        include: ["hono", "hono/cookie", "hono/cors", "hono/http-exception", "hono/utils/http-status", "zod", "drizzle-orm", "drizzle-orm/d1", "drizzle-orm/sqlite-core", "js-yaml"],
+      },
+    },
+  },
+};
+
 /** Tests that need THREAD_SUBSCRIPTIONS=on (MSC4306 changes how thread replies notify, so the
  *  other tests keep the default, off). Their own project: bindings are per project. */
 const THREAD_SUBSCRIPTION_TESTS = ["test/integration/thread-subscriptions.test.ts"];
@@ -56,10 +81,7 @@ export default defineConfig({
           include: ["test/unit/**/*.test.ts", "test/integration/**/*.test.ts", ...(process.env.BENCH ? ["bench/**/*.test.ts"] : [])],
           // Sizes for bench/hub-compaction.bench.test.ts (its wrapper bench/hub-compaction.mjs sets them).
           provide: { hubBenchSizes: process.env.HUB_BENCH_SIZES ?? "10000" },
-          // Integration tests do real crypto (PBKDF2, Ed25519) and real storage; on a loaded 2-core
-          // CI machine the 5 s default is too tight. Speed targets live in bench/, not here.
-          testTimeout: 30_000,
-          setupFiles: ["test/apply-migrations.ts"],
+          ...workerdTest,
         },
       },
       {
@@ -67,8 +89,7 @@ export default defineConfig({
         test: {
           name: "workers-msc4306",
           include: THREAD_SUBSCRIPTION_TESTS,
-          testTimeout: 30_000,
-          setupFiles: ["test/apply-migrations.ts"],
+          ...workerdTest,
         },
       },
       {
