@@ -58,6 +58,7 @@ export class EventStore {
   /** Forget every cached event (a rolled-back write, a purge). */
   clearCache(): void {
     this.cache.clear();
+    this.partialMark = undefined;
     this.createId = undefined;
   }
 
@@ -269,9 +270,17 @@ export class EventStore {
   /** A room we only know through an invite or knock (stripped state, our member event as an
    *  outlier), until we join it. */
   isPartial(): boolean {
+    if (this.partialMark !== undefined) return this.partialMark;
     const atStart = this.r.head.metaFromStart("partial");
-    if (atStart !== undefined) return atStart === "1";
-    return this.r.sql.exec("SELECT 1 FROM meta WHERE key = 'partial' AND value = '1'").toArray().length > 0;
+    if (atStart !== undefined) return (this.partialMark = atStart === "1");
+    return (this.partialMark = this.r.sql.exec("SELECT 1 FROM meta WHERE key = 'partial' AND value = '1'").toArray().length > 0);
+  }
+
+  /** The partial mark as last read (undefined: read it again). Every local send asked (a
+   *  statement each); only the writer changes the mark, and it calls partialMarkChanged. */
+  private partialMark: boolean | undefined;
+  partialMarkChanged(): void {
+    this.partialMark = undefined;
   }
 
   partialMember(userId: string): StoredEvent | undefined {

@@ -623,7 +623,10 @@ export class RoomWriter {
     this.setMeta(tx, "room_id", roomId);
     this.setMeta(tx, "room_version", roomVersion);
     this.setMeta(tx, "server_name", serverName);
-    if (opts.joined) tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+    if (opts.joined) {
+      tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+      this.r.events.partialMarkChanged();
+    }
   }
 
   /** Completing a partial-state join (PartialState.complete) writes through these, all in one
@@ -734,6 +737,7 @@ export class RoomWriter {
       this.setMeta(tx, "room_version", args.roomVersion);
       this.setMeta(tx, "server_name", args.serverName);
       this.setMeta(tx, "partial", "1");
+      this.r.events.partialMarkChanged();
       if (args.stripped) this.setMeta(tx, "stripped_state", JSON.stringify(args.stripped));
       this.setMeta(tx, `partial_member\u0000${ev.state_key}`, ev.event_id);
       this.setMeta(tx, `partial_stream\u0000${ev.state_key}`, stream);
