@@ -30,7 +30,7 @@ import {
   type Range,
   type RequiredState,
 } from "../../core/sliding-lists";
-import type { BeginRequest, BeginResult, CommitRequest, ConnState, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../../durable-objects/sliding-conn";
+import type { BeginRequest, BeginResult, CommitRequest, ConnState, ExtConfig, RoomConfig, RoomDetails, SentRoom, SlidingResult } from "../../rpc/sliding";
 import { threadSubscriptionToken, threadSubscriptionsBody } from "../../../durable-objects/user/thread-subscriptions";
 import { inviteRoom, roomData, roomTypesOf, ROOM_CONCURRENCY, spaceChildrenOf } from "./sliding-sync-rooms";
 
