@@ -8,7 +8,7 @@ import type { SigningKey } from "../../src/core/signing";
 import type { PDU } from "../../src/core/types";
 import { domainOf } from "../../src/core/ids";
 import { getServerSigningKey } from "../../src/services/server-key";
-import { getVerifyKey, type VerifyKey } from "../../src/services/federation/keys";
+import { getVerifyKey, vouchedKey, type VerifyKey } from "../../src/services/federation/keys";
 import type { RoomHead } from "./core";
 
 /** What RoomKeys needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -35,8 +35,10 @@ export class RoomKeys {
   }
 
   /** Public key for a server's key ID. Our own keys come from D1; remote keys from
-   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
-  async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
+   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). `via`: the
+   *  server that sent us the event being checked (a join's resident server), asked as a notary
+   *  when the key ring has nothing (vouchedKey; not memoised here: it vouches for its events only). */
+  async verifyKey(server: string, keyId: string, ts?: number, via?: string): Promise<string | undefined> {
     if (server === this.r.head.serverName) {
       const k = await this.signingKey();
       if (k.keyId === keyId) return k.publicKey;
@@ -49,11 +51,13 @@ export class RoomKeys {
     const memoKey = `${server}\u0000${keyId}`;
     const hit = this.keyMemo.get(memoKey);
     if (hit && hit.until > Date.now() && (ts === undefined || (hit.k.validUntilTs >= ts && (hit.k.expiredTs === undefined || hit.k.expiredTs > ts)))) return hit.k.publicKey;
-    const k = await getVerifyKey({ env: this.r.env, config: this.r.config() }, server, keyId, { purpose: "event", ts });
+    const ctx = { env: this.r.env, config: this.r.config() };
+    const k = await getVerifyKey(ctx, server, keyId, { purpose: "event", ts });
     if (k) {
       if (this.keyMemo.size > 1024) this.keyMemo.clear();
       this.keyMemo.set(memoKey, { k, until: Date.now() + 60_000 });
     }
+    if (!k && via) return (await vouchedKey(ctx, via, server, keyId, { purpose: "event", ts }))?.publicKey;
     return k?.publicKey;
   }
   private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
