@@ -63,9 +63,10 @@ export class RoomKeys {
   private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
 
   /** The servers among the senders of `pdus` for none of whose ed25519 keys (the key IDs their
-   *  signatures name) a public key can be had now: their server, and the notaries, could not
-   *  be reached (the key ring then waits before asking again). At most 50 servers are asked. */
-  async signersWithoutKeys(pdus: PDU[]): Promise<string[]> {
+   *  signatures name) a public key can be had now: their server, the notaries, and `sentBy`
+   *  (the server the events came from, see verifyKey) could not give one (the key ring then
+   *  waits before asking again). At most 50 servers are asked. */
+  async signersWithoutKeys(pdus: PDU[], sentBy?: string): Promise<string[]> {
     const keyIds = new Map<string, Set<string>>();
     for (const p of pdus) {
       if (typeof p.sender !== "string" || !p.sender.includes(":")) continue;
@@ -80,7 +81,7 @@ export class RoomKeys {
     for (const [server, ids] of [...keyIds].slice(0, 50)) {
       let found = false;
       for (const id of [...ids].slice(0, 5)) {
-        if (await this.verifyKey(server, id)) {
+        if (await this.verifyKey(server, id, undefined, sentBy)) {
           found = true;
           break;
         }
