@@ -12,6 +12,8 @@ import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { JsonObject, PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
+import { vouchedKey } from "../../src/services/federation/keys";
+import { parseConfig } from "../../src/config";
 
 const REMOTE = "resident-notary.test";
 const REM = `@rem:${REMOTE}`;
@@ -141,4 +143,14 @@ describe("a join's state signed by a server that cannot be reached", () => {
     // (Without the resident's word the fetch waits for the member server's key: 8 tries over ~48 s.)
     expect(Date.now() - t0).toBeLessThan(15_000);
   }, 120_000);
+
+  it("SENDER_AS_NOTARY=off: the resident is not asked for the member server's key", async () => {
+    const ctx = { env, config: { ...parseConfig(env), senderAsNotary: false } };
+    const before = asked.length;
+    expect(await vouchedKey(ctx, REMOTE, VOUCHED, memberKeys[VOUCHED].keyId, { purpose: "event" })).toBeUndefined();
+    expect(asked.slice(before)).toEqual([]);
+    // The same call with the default (on) asks the resident and gets the key.
+    const on = await vouchedKey({ env, config: parseConfig(env) }, REMOTE, VOUCHED, memberKeys[VOUCHED].keyId, { purpose: "event" });
+    expect(on?.publicKey).toBe(memberKeys[VOUCHED].publicKey);
+  });
 });

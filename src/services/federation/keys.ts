@@ -273,8 +273,11 @@ const vouching = new Map<string, Promise<VerifyKey[]>>();
  *  accepted them; Synapse gets the same from its trusted_key_servers (matrix.org by default).
  *  The answer must carry `server`'s self-signature and `via`'s own valid signature. It is not
  *  stored in the key ring: `via` is no notary of our choosing, so what it vouches for serves
- *  only the events it sent (never a request of `server`'s, nor events from anyone else). */
+ *  only the events it sent (never a request of `server`'s, nor events from anyone else).
+ *  Trusting `via` for an offline server's key is a trade-off (it lets a room outlive its
+ *  creator's server); SENDER_AS_NOTARY=off turns it off. */
 export async function vouchedKey(ctx: FederationContext, via: string, server: string, keyId: string, p: KeyPurpose & { purpose: "event" }): Promise<VerifyKey | undefined> {
+  if (!ctx.config.senderAsNotary) return undefined; // SENDER_AS_NOTARY=off
   if (via === server || via === ctx.config.serverName || !isValidServerName(via) || !isValidServerName(server)) return undefined;
   const memo = `${via}\u0000${server}`;
   const now = Date.now();
