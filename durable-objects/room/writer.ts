@@ -90,7 +90,7 @@ export interface RoomWriterAccess {
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
   keys: Pick<RoomKeys, "verifyKey">;
-  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "remember" | "storedAmong" | "uncache">;
+  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "partialMarkChanged" | "remember" | "storedAmong" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
   fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "mirrorWithNextCommit" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
   partial: Pick<PartialState, "isPartial">;

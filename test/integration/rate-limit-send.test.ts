@@ -8,11 +8,14 @@ import { A, enc, registerAdmin } from "./admin-helpers";
 import type { RateLimiterDO } from "../../durable-objects/rate-limiter";
 
 const ON = { RATE_LIMITS: "on" };
-const limiter = (key: string) => env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(key)) as DurableObjectStub<RateLimiterDO>;
+const limiter = (key: string) => env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(key));
+/** Run `fn` on the limiter object named `key`. */
+const onLimiter = <T>(key: string, fn: (inst: RateLimiterDO, state: DurableObjectState) => T | Promise<T>) =>
+  runInDurableObject(limiter(key), (inst, state) => fn(inst as unknown as RateLimiterDO, state));
 
 /** Keys and tables the limiter object stored (none: its buckets are in memory). */
 async function storedByLimiter(key: string): Promise<number> {
-  return runInDurableObject(limiter(key), async (_inst: RateLimiterDO, state) => {
+  return onLimiter(key, async (_inst, state) => {
     const tables = [...state.storage.sql.exec("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '_cf_%' AND name NOT LIKE 'sqlite_%'")];
     return (await state.storage.list()).size + tables.length;
   });
@@ -53,7 +56,7 @@ describe("send rate limit (RATE_LIMITS=on)", () => {
     const u = await registerUser();
     const roomId = await createRoom(u);
     for (let i = 0; i < 24; i++) expect((await sendOn(u, roomId, `s${i}`)).status).toBe(200);
-    const asked = await runInDurableObject(limiter(`send:${u.userId}`), (inst: RateLimiterDO) => inst.asked);
+    const asked = await onLimiter(`send:${u.userId}`, (inst) => inst.asked);
     expect(asked).toBeLessThanOrEqual(6);
   });
 
@@ -67,8 +70,7 @@ describe("send rate limit (RATE_LIMITS=on)", () => {
 
 describe("RateLimiterDO leases", () => {
   it("lease only out of the bucket's upper half, never more than it holds; unspent tokens come back", async () => {
-    const stub = limiter(`lease-test:${crypto.randomUUID()}`);
-    await runInDurableObject(stub, (inst: RateLimiterDO) => {
+    await onLimiter(`lease-test:${crypto.randomUUID()}`, (inst) => {
       const k = "k";
       // Burst 10, no refill to speak of: 5 (down to half), then one at a time down to 0.
       const taken = [];
