@@ -12,6 +12,7 @@
 // --rounds N repeats floor / sequential send / createRoom / 10 senders N times in a row (one
 // room, same users) and prints each round; --json prints the rounds as one JSON line at the end.
 // --only senders runs only the 10-concurrent-senders phase (issue 21's group commit and fan-out);
+// --only floor only the floor and the sequential send into the room of 1 (e.g. with --rate-limits);
 // --profile FILE takes a CPU profile of the Worker during the last round's 10-sender phase
 // (bench/loopback-peers.mjs profileWhile; needs the server this script starts); --fsyncs counts the
 // server's fsync/fdatasync calls during each 10-sender phase with `perf stat` (per event); --perf FILE
@@ -210,7 +211,7 @@ try {
     console.log(`round ${round}: goal (issue 21, judged on the room of 1): send p50 within 2 ms of the floor p50 — now ${(r.sendSoloP50 - r.floorP50).toFixed(1)} ms above`);
 
     }
-    for (const senders of only === "senders" ? [10] : [1, 10]) {
+    for (const senders of only === "senders" ? [10] : only === "floor" ? [] : [1, 10]) {
       const latencies = [];
       const perSender = Math.ceil(total / senders);
       const cpu0 = serverCpuMs();
