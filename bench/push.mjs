@@ -2,7 +2,10 @@
 // who all have pushers versus the same room before they had any.
 //
 // Run: node_modules/.bin/node bench/push.mjs [sends] [members]
-//   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback.
+//   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback, in a
+//   child process (bench/push-gateway.mjs; a real gateway is another machine), which reports
+//   each request's arrival time over IPC. PUSH_GW_INPROC=1 runs the gateway in this process
+//   instead (the old mode: its 99 requests per send share the event loop that times the sends).
 //   GW_DELAY_MS=2000 makes the gateway answer 2 s late. PORT / GW_PORT pin the server's and the
 //   gateway's loopback ports (else free ones are picked).
 //   Phase 2 measures 50 back-to-back sends, then sends paced like a busy room (PACE_MS, default
@@ -13,6 +16,7 @@
 //   and prints busy CPU per send and the time in the push path's functions (run with
 //   `node --import tsx`: the profiler helper loads the protocol code).
 import { createServer } from "node:http";
+import { fork } from "node:child_process";
 import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const sends = Number(process.argv[2] ?? 100);
@@ -36,26 +40,78 @@ const arrived = new Map();
 let received = 0; // distinct (pushkey, event) notifications
 let duplicates = 0; // a notification that arrived again (the queue is at-least-once)
 const seen = new Set();
-const gwPort = Number(process.env.GW_PORT ?? 0) || (await freePort());
-const gw = createServer((req, res) => {
-  let raw = "";
-  req.on("data", (d) => (raw += d));
-  req.on("end", () => {
-    const t = performance.now();
-    const n = JSON.parse(raw).notification;
-    const id = n?.event_id;
-    const key = `${n?.devices?.[0]?.pushkey} ${id}`;
-    if (!id || !seen.has(key)) received++;
-    else duplicates++;
-    if (id) seen.add(key);
-    if (id && !arrived.has(id)) {
-      arrived.set(id, t);
-      waiters.get(id)?.(t);
-    }
-    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}'), gwDelayMs);
+/** One request at the gateway: `t` in this process's performance.now() time. */
+function onArrival(id, pushkey, t) {
+  const key = `${pushkey} ${id}`;
+  if (!id || !seen.has(key)) received++;
+  else duplicates++;
+  if (id) seen.add(key);
+  if (id && !arrived.has(id)) {
+    arrived.set(id, t);
+    waiters.get(id)?.(t);
+  }
+}
+/** PUSH_GW_INPROC=1: the gateway runs in this process, on the event loop that times the sends
+ *  (the bench's mode before 6 Dec 2026 evening: 99 gateway requests per send then compete with
+ *  the client reading its send's answer). Default: a child process (bench/push-gateway.mjs),
+ *  as a real gateway is another machine; it reports arrivals over IPC with absolute times. */
+const gwInProc = process.env.PUSH_GW_INPROC === "1";
+const gw = gwInProc ? await inProcessGateway() : await childGateway();
+console.log(`push gateway: ${gwInProc ? "in the bench process (PUSH_GW_INPROC=1)" : "a child process"}, port ${gw.port}`);
+
+async function inProcessGateway() {
+  const port = Number(process.env.GW_PORT ?? 0) || (await freePort());
+  const server = createServer((req, res) => {
+    let raw = "";
+    req.on("data", (d) => (raw += d));
+    req.on("end", () => {
+      const t = performance.now();
+      const n = JSON.parse(raw).notification;
+      onArrival(n?.event_id, n?.devices?.[0]?.pushkey, t);
+      setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}'), gwDelayMs);
+    });
   });
-});
-await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    port,
+    cpuMs: async () => 0, // counted in this process's
+    stop: async () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+async function childGateway() {
+  const port = Number(process.env.GW_PORT ?? 0) || (await freePort());
+  const child = fork(new URL("./push-gateway.mjs", import.meta.url), [String(port), String(gwDelayMs)], { stdio: "inherit" });
+  let cpuWaiter = null;
+  const listening = new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`push gateway exited (${code})`)));
+    child.on("message", (m) => {
+      if (m.listening) resolve();
+      else if (m.arrivals) for (const [id, pushkey, at] of m.arrivals) onArrival(id, pushkey, at - performance.timeOrigin);
+      else if (m.cpu !== undefined) cpuWaiter?.(m.cpu);
+    });
+  });
+  await listening;
+  return {
+    port,
+    cpuMs: () => new Promise((r) => {
+      cpuWaiter = r;
+      child.send("cpu");
+    }),
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.send("stop");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      if (child.exitCode === null) child.kill();
+    },
+  };
+}
+const gwPort = gw.port;
 const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" }, { port: Number(process.env.PORT ?? 0) || undefined });
 let baseUrl = server.baseUrl;
 if (direct) {
@@ -173,12 +229,13 @@ try {
   const settle = () => new Promise((r) => setTimeout(r, 1000));
   let c0 = serverCpuMs();
   let b0 = benchCpuMs();
+  let g0 = await gw.cpuMs();
   const without = await profiled("without", async () => {
     const r = await measure(50);
     await settle();
     return r;
   });
-  const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
+  const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50, gw: ((await gw.cpuMs()) - g0) / 50 };
   const pacedWithout = await pacedAll();
   for (const [i, u] of users.slice(1).entries()) await api("POST", "/pushers/set", u.token, pusher(`m${i}-${tag}`));
   await measure(2); // the first hand-over to each pusher's queue
@@ -186,6 +243,7 @@ try {
   const before = received;
   c0 = serverCpuMs();
   b0 = benchCpuMs();
+  g0 = await gw.cpuMs();
   const waitFor = async (expected) => {
     const deadline = Date.now() + 300_000;
     while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
@@ -196,7 +254,7 @@ try {
     await settle();
     return r;
   });
-  const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
+  const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50, gw: ((await gw.cpuMs()) - g0) / 50 };
   const deliveredB2b = received - before;
   const beforePaced = received;
   const pacedWith = await pacedAll();
@@ -209,9 +267,9 @@ try {
   }
   if (paces.length) console.log(`room of ${members}, paced sends: pushes delivered ${received - beforePaced} of ${pacedExpected}`);
   console.log(`notifications that arrived twice (at-least-once), whole run: ${duplicates}`);
-  console.log(`room of ${members}: CPU per send (server / bench process incl. gateway) without pushers ${cpuWithout.server.toFixed(1)} / ${cpuWithout.bench.toFixed(1)} ms, with ${members - 1} pushers ${cpuWith.server.toFixed(1)} / ${cpuWith.bench.toFixed(1)} ms`);
+  const cpu = (c) => `${c.server.toFixed(1)} / ${c.bench.toFixed(1)}${gwInProc ? "" : ` / ${c.gw.toFixed(1)}`}`;
+  console.log(`room of ${members}: CPU per send (server / bench process${gwInProc ? " incl. gateway" : " / gateway process"}) without pushers ${cpu(cpuWithout)} ms, with ${members - 1} pushers ${cpu(cpuWith)} ms`);
 } finally {
   await server.stop();
-  gw.closeAllConnections();
-  gw.close();
+  await gw.stop();
 }
