@@ -10,7 +10,8 @@
 //   gateway's loopback ports (else free ones are picked).
 //   Phase 2 measures 50 back-to-back sends, then sends paced like a busy room (PACE_MS, default
 //   "200,500": one send every 200 ms, then one every 500 ms; PACE_SENDS each, default 30), first
-//   without pushers, then with N-1. PACE_MS=0 skips the paced sends.
+//   without pushers, then with N-1; each pacing starts once the previous one's pushes arrived.
+//   PACE_MS=0 skips the paced sends.
 //   PUSH_PROFILE=<prefix> takes a V8 CPU profile of workerd over the back-to-back sends (without
 //   and with pushers, until every push arrived): <prefix>-without.cpuprofile, -with.cpuprofile,
 //   and prints busy CPU per send and the time in the push path's functions (run with
@@ -209,9 +210,17 @@ try {
     }
     return Promise.all(all);
   };
-  const pacedAll = async () => {
+  /** Each pacing starts from a quiet server: after its sends, the bench waits for their pushes
+   *  (`pushers`: how many each send makes) and a second more, so one pacing's fan-out and pushes
+   *  do not land in the next one's sends. */
+  const pacedAll = async (pushers) => {
     const out = {};
-    for (const every of paces) out[every] = await paced(paceSends, every);
+    for (const every of paces) {
+      const start = received;
+      out[every] = await paced(paceSends, every);
+      if (pushers) await waitFor(start + paceSends * pushers);
+      await settle();
+    }
     return out;
   };
   /** Run `fn`, under a CPU profile of workerd when PUSH_PROFILE is set. */
@@ -227,6 +236,10 @@ try {
   // CPU per send (server processes; this process = gateway + client), from the first send until
   // its background work is done: less sensitive to other load on the machine than latency.
   const settle = () => new Promise((r) => setTimeout(r, 1000));
+  const waitFor = async (expected) => {
+    const deadline = Date.now() + 300_000;
+    while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  };
   let c0 = serverCpuMs();
   let b0 = benchCpuMs();
   let g0 = await gw.cpuMs();
@@ -236,7 +249,7 @@ try {
     return r;
   });
   const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50, gw: ((await gw.cpuMs()) - g0) / 50 };
-  const pacedWithout = await pacedAll();
+  const pacedWithout = await pacedAll(0);
   for (const [i, u] of users.slice(1).entries()) await api("POST", "/pushers/set", u.token, pusher(`m${i}-${tag}`));
   await measure(2); // the first hand-over to each pusher's queue
   await new Promise((r) => setTimeout(r, 2000));
@@ -244,10 +257,6 @@ try {
   c0 = serverCpuMs();
   b0 = benchCpuMs();
   g0 = await gw.cpuMs();
-  const waitFor = async (expected) => {
-    const deadline = Date.now() + 300_000;
-    while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  };
   const withP = await profiled("with", async () => {
     const r = await measure(50);
     await waitFor(before + 50 * (members - 1));
@@ -257,7 +266,7 @@ try {
   const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50, gw: ((await gw.cpuMs()) - g0) / 50 };
   const deliveredB2b = received - before;
   const beforePaced = received;
-  const pacedWith = await pacedAll();
+  const pacedWith = await pacedAll(members - 1);
   const pacedExpected = paces.length * paceSends * (members - 1);
   await waitFor(beforePaced + pacedExpected);
   const p = (xs) => `${percentile(xs, 50).toFixed(1)} / ${percentile(xs, 99).toFixed(1)}`;
