@@ -217,9 +217,11 @@ try {
     const out = {};
     for (const every of paces) {
       const start = received;
+      const c = serverCpuMs();
       out[every] = await paced(paceSends, every);
       if (pushers) await waitFor(start + paceSends * pushers);
       await settle();
+      out[every].cpu = (serverCpuMs() - c) / paceSends;
     }
     return out;
   };
@@ -272,7 +274,7 @@ try {
   const p = (xs) => `${percentile(xs, 50).toFixed(1)} / ${percentile(xs, 99).toFixed(1)}`;
   console.log(`room of ${members}, 50 back-to-back sends: send p50/p99 without pushers ${p(without)} ms, with ${members - 1} pushers ${p(withP)} ms; pushes delivered ${deliveredB2b} of ${50 * (members - 1)}`);
   for (const every of paces) {
-    console.log(`room of ${members}, ${paceSends} sends one every ${every} ms: send p50/p99 without pushers ${p(pacedWithout[every])} ms, with ${members - 1} pushers ${p(pacedWith[every])} ms`);
+    console.log(`room of ${members}, ${paceSends} sends one every ${every} ms: send p50/p99 without pushers ${p(pacedWithout[every])} ms, with ${members - 1} pushers ${p(pacedWith[every])} ms; server CPU per send ${pacedWithout[every].cpu.toFixed(1)} → ${pacedWith[every].cpu.toFixed(1)} ms`);
   }
   if (paces.length) console.log(`room of ${members}, paced sends: pushes delivered ${received - beforePaced} of ${pacedExpected}`);
   console.log(`notifications that arrived twice (at-least-once), whole run: ${duplicates}`);
