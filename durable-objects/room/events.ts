@@ -318,7 +318,7 @@ export class EventStore {
 
   /** The distinct auth event IDs the stored events among `ids` cite: the first level of
    *  authChainIds, where only those are needed. For a 20,000-event state (send_join) reading an
-   *  edge per row (authEventsOf) brought ~60,000 rows into the isolate for a few distinct IDs, a
+   *  edge per row (authEventsOf) brought ~40,000 rows into the isolate for a few distinct IDs, a
    *  third of serving the answer; SQLite keeps them distinct here. Events without edges are
    *  read as authEventsOf reads them. */
   private authIdsOf(ids: string[]): string[] {
