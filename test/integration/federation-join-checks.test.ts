@@ -3,9 +3,9 @@
 // "the joining server must validate the state and auth chain"; "Checks performed on receipt of
 // a PDU"). The answer is processed in bulk (one pass per event, many events per statement):
 // these tests hold that no event escapes a check on the way.
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { env } from "cloudflare:test";
-import { call, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, clientOk, federationSetup, offline, type TestUser } from "./helpers";
 import { generateSigningKey, type SigningKey } from "../../src/core/signing";
 import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
@@ -19,12 +19,7 @@ const enc = encodeURIComponent;
 let key: SigningKey;
 let alice: TestUser;
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
-afterAll(() => setFederationFetch(offline));
+federationSetup(REMOTE, (s) => ({ key, alice } = s), "afterAll");
 
 type Signed = { pdu: PDU; eventId: string };
 
