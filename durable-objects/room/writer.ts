@@ -218,7 +218,8 @@ export class RoomWriter {
       pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
     }
     // (The redacted form signs the same bytes: digest.signed serves both.)
-    const sigError = await this.checkSignatures(pdu, rv, digest?.signed);
+    // (State and auth chains from another server: it is asked for keys we cannot get; keys.ts.)
+    const sigError = await this.checkSignatures(pdu, rv, digest?.signed, opts.outlier ? origin : undefined);
     if (sigError) return { status: "invalid", eventId, reason: sigError };
 
     // (The caller's parse of this very PDU, when it was not redacted above.)
@@ -307,7 +308,7 @@ export class RoomWriter {
 
   /** `signed`: the PDU's PduDigest.signed, when the caller has it (the bytes every signature
    *  signs), instead of encoding the redacted PDU here. */
-  async checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array): Promise<string | undefined> {
+  async checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array, sentBy?: string): Promise<string | undefined> {
     const servers = new Set<string>([domainOf(pdu.sender)]);
     if (rv.eventIdFormat === 1 && typeof pdu.event_id === "string") servers.add(domainOf(pdu.event_id));
     const via = (pdu.content as { join_authorised_via_users_server?: unknown }).join_authorised_via_users_server;
@@ -320,7 +321,7 @@ export class RoomWriter {
       let ok = false;
       if (sigs && typeof sigs === "object") {
         for (const keyId of Object.keys(sigs)) {
-          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
+          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined, sentBy);
           if (pub && (await (signed ? verifySignedBytes(pdu, server, keyId, pub, signed) : verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson })))) {
             ok = true;
             break;
