@@ -163,7 +163,7 @@ export class RoomDO extends DurableObject<Env> {
       partial: this.partial,
       held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
       write: (fn) => this.writer.partialWrite(fn),
-      signersWithoutKeys: (pdus) => r.keys.signersWithoutKeys(pdus),
+      signersWithoutKeys: (pdus, sentBy) => r.keys.signersWithoutKeys(pdus, sentBy),
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });

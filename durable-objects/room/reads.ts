@@ -9,6 +9,7 @@ import { splitStateKey, stateKey } from "../../src/core/types";
 import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel } from "../../src/core/auth-rules";
 import type { Requester, RoomResult } from "../../src/rpc/room";
 import { fail, parseToken, POWER_KEY, RoomHead, wrap } from "./core";
+import { currentMembershipOf, joinedMembers } from "./joined-members";
 import type { EventStore } from "./events";
 import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
@@ -175,19 +176,11 @@ export class ClientReads {
   async getJoinedMembers(req: Requester): Promise<RoomResult<Record<string, JsonObject>>> {
     return wrap(() => {
       this.r.head.requireRoom();
-      if (this.r.views.currentMembership(req.userId) !== "join") fail(403, "M_FORBIDDEN", "You are not joined to this room");
-      const joined: Record<string, JsonObject> = {};
-      for (const [k, id] of this.r.state.groupState(this.r.head.currentGroup)) {
-        if (!k.startsWith("m.room.member\u0000")) continue;
-        const se = this.r.events.loadEvent(id)!;
-        if (se.ev.content.membership !== "join") continue;
-        const c = this.r.views.toClient(se, undefined).content as JsonObject;
-        const info: JsonObject = {};
-        info.display_name = typeof c.displayname === "string" ? c.displayname : null;
-        info.avatar_url = typeof c.avatar_url === "string" ? c.avatar_url : null;
-        joined[se.ev.state_key!] = info;
-      }
-      return joined;
+      if (currentMembershipOf(this.r.sql, req.userId) !== "join") fail(403, "M_FORBIDDEN", "You are not joined to this room");
+      return joinedMembers(this.r.sql, (id) => {
+        const se = this.r.events.loadEvent(id);
+        return se && (this.r.views.toClient(se, undefined).content as JsonObject);
+      });
     });
   }
 
