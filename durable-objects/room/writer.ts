@@ -185,7 +185,8 @@ export class RoomWriter {
     }
     for (const f of ["sender", "room_id", "type", "state_key", "event_id"] as const) {
       const v = pdu[f];
-      if (v !== undefined && (typeof v !== "string" || utf8.encode(v).length > MAX_ID_BYTES)) {
+      // (A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no encoding.)
+      if (v !== undefined && (typeof v !== "string" || (v.length * 3 > MAX_ID_BYTES && utf8.encode(v).length > MAX_ID_BYTES))) {
         return { status: "invalid", reason: `${f} is malformed or longer than 255 bytes` };
       }
     }
@@ -835,9 +836,15 @@ export class RoomWriter {
   /** The batch's pending rows in a statement or two per kind (rows as JSON parameters,
    *  jsonBatches: a statement per row was most of storing a large room's state).
    *  The columns not named are those of an outlier: NULL. ("WHERE true": SQLite's upsert after
-   *  INSERT ... SELECT needs a WHERE to parse.) */
+   *  INSERT ... SELECT needs a WHERE to parse.) Rows go in ordered by their keys: event IDs are
+   *  hashes, so in auth order each row landed on a random page of the primary-key indexes; in
+   *  key order neighbours share pages (in a micro-benchmark of 20,000 events, SQLite's inserts
+   *  ~20 % cheaper, the auth edges' ~30 %). */
   private flushOutlierRows(tx: WriteTx): void {
     const rows = this.outlierRows!;
+    const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+    rows.events.sort((a, b) => cmp(a[0] as string, b[0] as string));
+    rows.authEdges.sort((a, b) => cmp(a[0], b[0]) || cmp(a[1], b[1]));
     for (const batch of jsonBatches(rows.events)) {
       const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
       tx.exec(

@@ -84,6 +84,19 @@ describe("checking a send_join answer", () => {
     expect(state.find((e) => e.type === "m.room.member" && e.state_key === alice.userId)?.content.membership).toBe("join");
   });
 
+  it("drops a state event whose state_key is over 255 bytes of UTF-8, keeps one of exactly 255 (spec: Size limits)", async () => {
+    // 86 characters of 3 bytes: 258 bytes in 86 UTF-16 units; 85 of them: 255 bytes.
+    const room = await residentRoom(async (sign, { auth, prev }) => {
+      const long = await sign({ type: "org.test.ids", state_key: "日".repeat(86), content: {}, depth: 5, prev_events: [prev], auth_events: auth });
+      const edge = await sign({ type: "org.test.ids", state_key: "日".repeat(85), content: {}, depth: 6, prev_events: [long.eventId], auth_events: auth });
+      return [long, edge];
+    });
+    serve(room, room.events.map((e) => e.pdu));
+    await clientOk(alice.accessToken, "POST", `/join/${enc(room.roomId)}?server_name=${REMOTE}`, {});
+    const state = (await clientOk(alice.accessToken, "GET", `/rooms/${enc(room.roomId)}/state`)) as unknown as { type: string; state_key: string }[];
+    expect(state.filter((e) => e.type === "org.test.ids").map((e) => e.state_key)).toEqual(["日".repeat(85)]);
+  });
+
   it("drops a state event whose auth events do not allow it (a sender without the power level)", async () => {
     const MAL = `@mallory:${REMOTE}`;
     const room = await residentRoom(async (sign, { auth, prev }) => {
