@@ -62,6 +62,29 @@ if (saved && (saved.members !== N || saved.extraState !== S)) throw new Error(`$
 const progress = saved ?? { members: N, extraState: S, membersDone: 0, stateDone: 0, membersMs: 0, stateMs: 0 };
 const save = () => savedPath && writeFileSync(savedPath, JSON.stringify(progress, null, 1));
 
+/** Where a join's CPU goes, by function (FJ_PROFILE, FJ_PROFILE_A): B's parse and digest, the
+ *  signature checks, auth and storage of the state, the join's own admit; A's template, auth
+ *  chain, PDU texts and fan-out facts. Async functions lose their callers after an await, so
+ *  each step is named by the function doing the work itself. */
+const JOIN_STEPS_B = ["sendJoinAnswer", "digestPdu", "parseReceived", "verifyBytes", "flushOutlierRows", "decideAndPersist", "admitInner", "(garbage collector)"];
+const JOIN_STEPS_A = ["fedTemplate", "groupState", "fanOutFacts", "authChainIds", "wireJson", "admitInner"];
+function profileSteps(file, steps) {
+  const p = JSON.parse(readFileSync(file, "utf8"));
+  const byId = new Map(p.nodes.map((n) => [n.id, n]));
+  const parent = new Map();
+  for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+  const out = Object.fromEntries([["busy", 0], ...steps.map((x) => [x, 0])]);
+  p.samples.forEach((id, i) => {
+    const ms = (p.timeDeltas[i + 1] ?? 0) / 1000;
+    if (ms > 20 || byId.get(id).callFrame.functionName === "(idle)") return;
+    out.busy += ms;
+    const hit = new Set();
+    for (let x = id; x !== undefined; x = parent.get(x)) if (steps.includes(byId.get(x).callFrame.functionName)) hit.add(byId.get(x).callFrame.functionName);
+    for (const h of hit) out[h] += ms;
+  });
+  return Object.fromEntries(Object.entries(out).map(([k, v]) => [k, Math.round(v)]));
+}
+
 const vars = { RATE_LIMITS: "off", REGISTRATION: "open", FEDERATION_HTTP_LOOPBACK: "true" };
 const aPort = saved?.port ?? (fixedPort ? Number(fixedPort) : undefined);
 /** A kept set-up lives in DIR/filling until it is complete, then in DIR/filled; each measuring
@@ -276,6 +299,10 @@ try {
   const joinB = () => (process.env.FJ_PROFILE ? profileWhile(b, process.env.FJ_PROFILE, join) : join());
   await (process.env.FJ_PROFILE_A ? profileWhile(a, process.env.FJ_PROFILE_A, joinB) : joinB());
   const joined = performance.now() - t1;
+  // With the profiles: the join's steps (ms of samples under each function, callees included;
+  // a sample longer than 20 ms is a wait the isolate was not running in, left out).
+  if (process.env.FJ_PROFILE) process.stderr.write(`B's steps (profiled ms): ${JSON.stringify(profileSteps(process.env.FJ_PROFILE, JOIN_STEPS_B))}\n`);
+  if (process.env.FJ_PROFILE_A) process.stderr.write(`A's steps (profiled ms): ${JSON.stringify(profileSteps(process.env.FJ_PROFILE_A, JOIN_STEPS_A))}\n`);
   // CPU the runtimes used during the join (A: make_join and send_join; B: the rest), which on a
   // shared machine varies less than the wall time.
   const cpu1 = [runtimeCpuMs(a), runtimeCpuMs(b)];

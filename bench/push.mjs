@@ -2,17 +2,22 @@
 // who all have pushers versus the same room before they had any.
 //
 // Run: node_modules/.bin/node bench/push.mjs [sends] [members]
-//   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback.
+//   starts `npm start` itself (PUSH_HTTP_LOOPBACK=true) and a push gateway on loopback, in a
+//   child process (bench/push-gateway.mjs; a real gateway is another machine), which reports
+//   each request's arrival time over IPC. PUSH_GW_INPROC=1 runs the gateway in this process
+//   instead (the old mode: its 99 requests per send share the event loop that times the sends).
 //   GW_DELAY_MS=2000 makes the gateway answer 2 s late. PORT / GW_PORT pin the server's and the
 //   gateway's loopback ports (else free ones are picked).
 //   Phase 2 measures 50 back-to-back sends, then sends paced like a busy room (PACE_MS, default
 //   "200,500": one send every 200 ms, then one every 500 ms; PACE_SENDS each, default 30), first
-//   without pushers, then with N-1. PACE_MS=0 skips the paced sends.
+//   without pushers, then with N-1; each pacing starts once the previous one's pushes arrived.
+//   PACE_MS=0 skips the paced sends.
 //   PUSH_PROFILE=<prefix> takes a V8 CPU profile of workerd over the back-to-back sends (without
 //   and with pushers, until every push arrived): <prefix>-without.cpuprofile, -with.cpuprofile,
 //   and prints busy CPU per send and the time in the push path's functions (run with
 //   `node --import tsx`: the profiler helper loads the protocol code).
 import { createServer } from "node:http";
+import { fork } from "node:child_process";
 import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const sends = Number(process.argv[2] ?? 100);
@@ -36,26 +41,78 @@ const arrived = new Map();
 let received = 0; // distinct (pushkey, event) notifications
 let duplicates = 0; // a notification that arrived again (the queue is at-least-once)
 const seen = new Set();
-const gwPort = Number(process.env.GW_PORT ?? 0) || (await freePort());
-const gw = createServer((req, res) => {
-  let raw = "";
-  req.on("data", (d) => (raw += d));
-  req.on("end", () => {
-    const t = performance.now();
-    const n = JSON.parse(raw).notification;
-    const id = n?.event_id;
-    const key = `${n?.devices?.[0]?.pushkey} ${id}`;
-    if (!id || !seen.has(key)) received++;
-    else duplicates++;
-    if (id) seen.add(key);
-    if (id && !arrived.has(id)) {
-      arrived.set(id, t);
-      waiters.get(id)?.(t);
-    }
-    setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}'), gwDelayMs);
+/** One request at the gateway: `t` in this process's performance.now() time. */
+function onArrival(id, pushkey, t) {
+  const key = `${pushkey} ${id}`;
+  if (!id || !seen.has(key)) received++;
+  else duplicates++;
+  if (id) seen.add(key);
+  if (id && !arrived.has(id)) {
+    arrived.set(id, t);
+    waiters.get(id)?.(t);
+  }
+}
+/** PUSH_GW_INPROC=1: the gateway runs in this process, on the event loop that times the sends
+ *  (the bench's mode before 6 Dec 2026 evening: 99 gateway requests per send then compete with
+ *  the client reading its send's answer). Default: a child process (bench/push-gateway.mjs),
+ *  as a real gateway is another machine; it reports arrivals over IPC with absolute times. */
+const gwInProc = process.env.PUSH_GW_INPROC === "1";
+const gw = gwInProc ? await inProcessGateway() : await childGateway();
+console.log(`push gateway: ${gwInProc ? "in the bench process (PUSH_GW_INPROC=1)" : "a child process"}, port ${gw.port}`);
+
+async function inProcessGateway() {
+  const port = Number(process.env.GW_PORT ?? 0) || (await freePort());
+  const server = createServer((req, res) => {
+    let raw = "";
+    req.on("data", (d) => (raw += d));
+    req.on("end", () => {
+      const t = performance.now();
+      const n = JSON.parse(raw).notification;
+      onArrival(n?.event_id, n?.devices?.[0]?.pushkey, t);
+      setTimeout(() => res.writeHead(200, { "content-type": "application/json" }).end('{"rejected":[]}'), gwDelayMs);
+    });
   });
-});
-await new Promise((r) => gw.listen(gwPort, "127.0.0.1", r));
+  await new Promise((r) => server.listen(port, "127.0.0.1", r));
+  return {
+    port,
+    cpuMs: async () => 0, // counted in this process's
+    stop: async () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+async function childGateway() {
+  const port = Number(process.env.GW_PORT ?? 0) || (await freePort());
+  const child = fork(new URL("./push-gateway.mjs", import.meta.url), [String(port), String(gwDelayMs)], { stdio: "inherit" });
+  let cpuWaiter = null;
+  const listening = new Promise((resolve, reject) => {
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`push gateway exited (${code})`)));
+    child.on("message", (m) => {
+      if (m.listening) resolve();
+      else if (m.arrivals) for (const [id, pushkey, at] of m.arrivals) onArrival(id, pushkey, at - performance.timeOrigin);
+      else if (m.cpu !== undefined) cpuWaiter?.(m.cpu);
+    });
+  });
+  await listening;
+  return {
+    port,
+    cpuMs: () => new Promise((r) => {
+      cpuWaiter = r;
+      child.send("cpu");
+    }),
+    stop: async () => {
+      if (child.exitCode !== null) return;
+      const exited = new Promise((r) => child.once("exit", r));
+      child.send("stop");
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 2000))]);
+      if (child.exitCode === null) child.kill();
+    },
+  };
+}
+const gwPort = gw.port;
 const server = await startServer({ RATE_LIMITS: "off", REGISTRATION: "open", PUSH_HTTP_LOOPBACK: "true" }, { port: Number(process.env.PORT ?? 0) || undefined });
 let baseUrl = server.baseUrl;
 if (direct) {
@@ -153,9 +210,19 @@ try {
     }
     return Promise.all(all);
   };
-  const pacedAll = async () => {
+  /** Each pacing starts from a quiet server: after its sends, the bench waits for their pushes
+   *  (`pushers`: how many each send makes) and a second more, so one pacing's fan-out and pushes
+   *  do not land in the next one's sends. */
+  const pacedAll = async (pushers) => {
     const out = {};
-    for (const every of paces) out[every] = await paced(paceSends, every);
+    for (const every of paces) {
+      const start = received;
+      const c = serverCpuMs();
+      out[every] = await paced(paceSends, every);
+      if (pushers) await waitFor(start + paceSends * pushers);
+      await settle();
+      out[every].cpu = (serverCpuMs() - c) / paceSends;
+    }
     return out;
   };
   /** Run `fn`, under a CPU profile of workerd when PUSH_PROFILE is set. */
@@ -171,47 +238,49 @@ try {
   // CPU per send (server processes; this process = gateway + client), from the first send until
   // its background work is done: less sensitive to other load on the machine than latency.
   const settle = () => new Promise((r) => setTimeout(r, 1000));
+  const waitFor = async (expected) => {
+    const deadline = Date.now() + 300_000;
+    while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  };
   let c0 = serverCpuMs();
   let b0 = benchCpuMs();
+  let g0 = await gw.cpuMs();
   const without = await profiled("without", async () => {
     const r = await measure(50);
     await settle();
     return r;
   });
-  const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
-  const pacedWithout = await pacedAll();
+  const cpuWithout = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50, gw: ((await gw.cpuMs()) - g0) / 50 };
+  const pacedWithout = await pacedAll(0);
   for (const [i, u] of users.slice(1).entries()) await api("POST", "/pushers/set", u.token, pusher(`m${i}-${tag}`));
   await measure(2); // the first hand-over to each pusher's queue
   await new Promise((r) => setTimeout(r, 2000));
   const before = received;
   c0 = serverCpuMs();
   b0 = benchCpuMs();
-  const waitFor = async (expected) => {
-    const deadline = Date.now() + 300_000;
-    while (received < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  };
+  g0 = await gw.cpuMs();
   const withP = await profiled("with", async () => {
     const r = await measure(50);
     await waitFor(before + 50 * (members - 1));
     await settle();
     return r;
   });
-  const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50 };
+  const cpuWith = { server: (serverCpuMs() - c0) / 50, bench: (benchCpuMs() - b0) / 50, gw: ((await gw.cpuMs()) - g0) / 50 };
   const deliveredB2b = received - before;
   const beforePaced = received;
-  const pacedWith = await pacedAll();
+  const pacedWith = await pacedAll(members - 1);
   const pacedExpected = paces.length * paceSends * (members - 1);
   await waitFor(beforePaced + pacedExpected);
   const p = (xs) => `${percentile(xs, 50).toFixed(1)} / ${percentile(xs, 99).toFixed(1)}`;
   console.log(`room of ${members}, 50 back-to-back sends: send p50/p99 without pushers ${p(without)} ms, with ${members - 1} pushers ${p(withP)} ms; pushes delivered ${deliveredB2b} of ${50 * (members - 1)}`);
   for (const every of paces) {
-    console.log(`room of ${members}, ${paceSends} sends one every ${every} ms: send p50/p99 without pushers ${p(pacedWithout[every])} ms, with ${members - 1} pushers ${p(pacedWith[every])} ms`);
+    console.log(`room of ${members}, ${paceSends} sends one every ${every} ms: send p50/p99 without pushers ${p(pacedWithout[every])} ms, with ${members - 1} pushers ${p(pacedWith[every])} ms; server CPU per send ${pacedWithout[every].cpu.toFixed(1)} → ${pacedWith[every].cpu.toFixed(1)} ms`);
   }
   if (paces.length) console.log(`room of ${members}, paced sends: pushes delivered ${received - beforePaced} of ${pacedExpected}`);
   console.log(`notifications that arrived twice (at-least-once), whole run: ${duplicates}`);
-  console.log(`room of ${members}: CPU per send (server / bench process incl. gateway) without pushers ${cpuWithout.server.toFixed(1)} / ${cpuWithout.bench.toFixed(1)} ms, with ${members - 1} pushers ${cpuWith.server.toFixed(1)} / ${cpuWith.bench.toFixed(1)} ms`);
+  const cpu = (c) => `${c.server.toFixed(1)} / ${c.bench.toFixed(1)}${gwInProc ? "" : ` / ${c.gw.toFixed(1)}`}`;
+  console.log(`room of ${members}: CPU per send (server / bench process${gwInProc ? " incl. gateway" : " / gateway process"}) without pushers ${cpu(cpuWithout)} ms, with ${members - 1} pushers ${cpu(cpuWith)} ms`);
 } finally {
   await server.stop();
-  gw.closeAllConnections();
-  gw.close();
+  await gw.stop();
 }

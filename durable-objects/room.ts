@@ -11,7 +11,10 @@
 //   room/fanout.ts     after a commit: sync hubs (watermark, redelivery), appservices, federation, D1 mirrors
 //   room/local.ts      local users' events, room creation, extremity merging
 //   room/views.ts      client format and history visibility
-//   room/reads.ts      client reads and the /sync adapter (room/sync-view.ts)
+//   room/reads.ts      state and members (client and server-side reads), forget and erasure records
+//   room/timeline-reads.ts      /event, /messages, /context, timestamp_to_event, peeking
+//   room/conversation-reads.ts  /relations, threads, search
+//   room/sync-reads.ts          the /sync adapter (room/sync-view.ts)
 //   room/fed-serve.ts  what other servers may see and the federation reads
 //   room/remote.ts     rooms held elsewhere: federated PDUs, joins, invites, outliers, backfill
 //   room/partial-state.ts  partial-state joins: omit_members (both sides), completing the state
@@ -49,6 +52,9 @@ import { FanOut } from "./room/fanout";
 import { LocalEvents } from "./room/local";
 import { RoomViews } from "./room/views";
 import { ClientReads } from "./room/reads";
+import { TimelineReads } from "./room/timeline-reads";
+import { ConversationReads } from "./room/conversation-reads";
+import { SyncReads } from "./room/sync-reads";
 import { FedServe } from "./room/fed-serve";
 import { RemoteRoom } from "./room/remote";
 import { PartialState } from "./room/partial-state";
@@ -77,6 +83,9 @@ interface RoomParts {
   local: LocalEvents;
   views: RoomViews;
   reads: ClientReads;
+  timeline: TimelineReads;
+  conversations: ConversationReads;
+  syncReads: SyncReads;
   fed: FedServe;
   remote: RemoteRoom;
   partial: PartialState;
@@ -91,6 +100,9 @@ export class RoomDO extends DurableObject<Env> {
   private readonly local: LocalEvents;
   private readonly views: RoomViews;
   private readonly reads: ClientReads;
+  private readonly timeline: TimelineReads;
+  private readonly conversations: ConversationReads;
+  private readonly syncReads: SyncReads;
   private readonly fed: FedServe;
   private readonly remote: RemoteRoom;
   private readonly partial: PartialState;
@@ -115,6 +127,9 @@ export class RoomDO extends DurableObject<Env> {
     this.local = r.local = new LocalEvents(r);
     this.views = r.views = new RoomViews(r);
     this.reads = r.reads = new ClientReads(r);
+    this.timeline = r.timeline = new TimelineReads(r);
+    this.conversations = r.conversations = new ConversationReads(r);
+    this.syncReads = r.syncReads = new SyncReads(r);
     this.fed = r.fed = new FedServe(r);
     this.remote = r.remote = new RemoteRoom(r);
     this.partial = r.partial = new PartialState({
@@ -148,7 +163,7 @@ export class RoomDO extends DurableObject<Env> {
       partial: this.partial,
       held: (ids) => new Set(this.events.storedAmong(ids).map((x) => x.event_id)),
       write: (fn) => this.writer.partialWrite(fn),
-      signersWithoutKeys: (pdus) => r.keys.signersWithoutKeys(pdus),
+      signersWithoutKeys: (pdus, sentBy) => r.keys.signersWithoutKeys(pdus, sentBy),
       admitOutliers: (pdus, origin) => this.remote.admitOutliers(pdus, origin),
       complete: (args) => this.remote.completePartialState(args),
     });
@@ -233,10 +248,10 @@ export class RoomDO extends DurableObject<Env> {
     return this.reads.getStateEvent(req, type, key);
   }
   getEventForClient(req: Requester, eventId: string): Promise<RoomResult<JsonObject>> {
-    return this.reads.getEventForClient(req, eventId);
+    return this.timeline.getEventForClient(req, eventId);
   }
   threadEventInfo(req: Requester, eventId: string): Promise<RoomResult<{ stream: number | null; threadRoot: string | null; roomStream: number }>> {
-    return this.reads.threadEventInfo(req, eventId);
+    return this.conversations.threadEventInfo(req, eventId);
   }
   getMembers(req: Requester, q: { at?: string; membership?: string; notMembership?: string }): Promise<RoomResult<JsonObject[]>> {
     return this.reads.getMembers(req, q);
@@ -254,25 +269,25 @@ export class RoomDO extends DurableObject<Env> {
     return this.reads.getJoinedUserIds();
   }
   getMessages(req: Requester, q: MessagesQuery): Promise<RoomResult<MessagesResponse>> {
-    return this.reads.getMessages(req, q);
+    return this.timeline.getMessages(req, q);
   }
   getContext(req: Requester, eventId: string, limit: number, filter?: RoomEventFilter): Promise<RoomResult<ContextResponse>> {
-    return this.reads.getContext(req, eventId, limit, filter);
+    return this.timeline.getContext(req, eventId, limit, filter);
   }
   getRelations(req: Requester, q: RelationsQuery): Promise<RoomResult<RelationsResponse>> {
-    return this.reads.getRelations(req, q);
+    return this.conversations.getRelations(req, q);
   }
   getThreads(req: Requester, q: { include: "all" | "participated"; from?: string; limit: number }): Promise<RoomResult<{ chunk: JsonObject[]; next_batch?: string }>> {
-    return this.reads.getThreads(req, q);
+    return this.conversations.getThreads(req, q);
   }
   searchEvents(req: Requester, q: RoomSearchQuery): Promise<RoomResult<RoomSearchResult>> {
-    return this.reads.searchEvents(req, q);
+    return this.conversations.searchEvents(req, q);
   }
   hasAnnotation(sender: string, parent: string, type: string, key: string): Promise<boolean> {
-    return this.reads.hasAnnotation(sender, parent, type, key);
+    return this.conversations.hasAnnotation(sender, parent, type, key);
   }
   timestampToEvent(req: Requester, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
-    return this.reads.timestampToEvent(req, ts, dir);
+    return this.timeline.timestampToEvent(req, ts, dir);
   }
   fedTimestampToEvent(origin: string, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
     return this.fed.fedTimestampToEvent(origin, ts, dir);
@@ -287,13 +302,13 @@ export class RoomDO extends DurableObject<Env> {
     return this.reads.getStrippedState();
   }
   syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
-    return this.reads.syncRoom(req, q);
+    return this.syncReads.syncRoom(req, q);
   }
   getTimelineSince(req: Requester, since: number, limit: number): Promise<RoomResult<{ events: JsonObject[]; limited: boolean; prevBatch: string; stream: number }>> {
-    return this.reads.getTimelineSince(req, since, limit);
+    return this.timeline.getTimelineSince(req, since, limit);
   }
   peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
-    return this.reads.peekEvents(req, q);
+    return this.timeline.peekEvents(req, q);
   }
   async fedTemplate(args: { userId: string; membership: "join" | "leave" | "knock"; authorisedVia?: string }): Promise<RoomResult<{ room_version: string; event: JsonObject }>> {
     await this.partial.awaitFull(FED_MEMBERSHIP_WAIT_MS);

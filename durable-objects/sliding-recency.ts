@@ -7,6 +7,7 @@
 // (that cost ~8–10 ms per 1,000 rooms, docs/benchmarks.md).
 import type { JsonObject } from "../src/core/types";
 import { BUMP_EVENT_TYPES, type ListFilters, type Range, type SlidingMembership } from "../src/core/sliding-lists";
+import type { HubRoom } from "../src/rpc/sliding";
 
 export const RECENCY_SCHEMA = `
 CREATE TABLE IF NOT EXISTS sliding_rooms (room_id TEXT PRIMARY KEY, bump INTEGER NOT NULL, encrypted INTEGER NOT NULL DEFAULT 0, rtype TEXT);
@@ -134,19 +135,8 @@ export function syncDirect(sql: SqlStorage): void {
   setMeta(sql, "direct", mark);
 }
 
-/** One room as a list window returns it. */
-export interface IndexedRoom {
-  roomId: string;
-  membership: SlidingMembership;
-  stream: number;
-  bump: number;
-  encrypted: boolean;
-  inviter: string | null;
-  /** m.room.create content.type (null: none); undefined: not known to the hub yet. */
-  roomType?: string | null;
-  /** In m.direct. */
-  isDm: boolean;
-}
+/** One room as a list window returns it (the Worker's HubRoom, src/rpc/sliding.ts). */
+export type IndexedRoom = HubRoom;
 
 /** Which rooms a request's lists may show at all. */
 export interface Candidates {

@@ -1,7 +1,8 @@
 // Import cycles among src/ and durable-objects/ (type-only imports included): walks every
 // `import ... from "./x"` / `export ... from "./x"` in the .ts files and reports each cycle once
 // (as the strongly connected components of the import graph). Run directly
-// (`node scripts/check-cycles.mjs`) or through test/e2e/import-cycles.test.ts.
+// (`node scripts/check-cycles.mjs`) or through test/e2e/import-cycles.test.ts; both leave out the
+// one known exception (withoutExceptions).
 import { readdirSync, readFileSync, existsSync, statSync } from "node:fs";
 import path from "node:path";
 
@@ -44,6 +45,25 @@ export function importGraph(root = ROOT) {
   return graph;
 }
 
+/** The known exception: src/env.ts names the Durable Object classes for its binding types
+ *  (`DurableObjectNamespace<RoomDO>` …) and the classes receive `Env`. Its type-only imports of
+ *  durable-objects/ modules are left out of `graph` (a copy); a value import there stays, as it
+ *  would be a cycle at run time. `texts`: file texts by relative path (default: read from disk). */
+export function withoutExceptions(graph, texts = {}, root = ROOT) {
+  const file = "src/env.ts";
+  const out = new Map(graph);
+  const deps = graph.get(file);
+  if (!deps) return out;
+  const text = texts[file] ?? readFileSync(path.join(root, file), "utf8");
+  const valueImported = new Set();
+  for (const m of text.matchAll(/(?:^|\n)\s*(import|export)\s+(type\s+)?(?:[^;'"]*?\s+from\s+)?["']([^"']+)["']/g)) {
+    if (!m[2]) valueImported.add(path.normalize(path.join("src", m[3])));
+  }
+  const typeOnly = (d) => d.startsWith("durable-objects/") && ![d, d.replace(/\.ts$/, ""), d.replace(/\/index\.ts$/, "")].some((x) => valueImported.has(x));
+  out.set(file, deps.filter((d) => !typeOnly(d)));
+  return out;
+}
+
 /** Strongly connected components with more than one module (or a self-import): the cycles. */
 export function findCycles(graph) {
   let index = 0;
@@ -67,7 +87,7 @@ export function findCycles(graph) {
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const cycles = findCycles(importGraph());
+  const cycles = findCycles(withoutExceptions(importGraph()));
   for (const c of cycles) console.log(`cycle: ${c.join(" ↔ ")}`);
   console.log(cycles.length === 0 ? "no import cycles" : `${cycles.length} cycle(s)`);
   process.exitCode = cycles.length === 0 ? 0 : 1;

@@ -61,6 +61,9 @@ export interface Config {
   threadSubscriptions: boolean;
   /** Application services: plain http to loopback URLs (a bridge on the same machine, tests). */
   appserviceHttpLoopback: boolean;
+  /** Ask the server that sent us events (a join's resident) for the keys of their signers that
+   *  neither the signer nor trustedKeyServers could give (vouchedKey); off: such events are dropped. */
+  senderAsNotary: boolean;
   /** Notary servers asked for keys when a server cannot be reached directly. */
   trustedKeyServers: string[];
   /** DNS-over-HTTPS JSON endpoint for SRV and address lookups (Workers have no DNS API). */
@@ -130,6 +133,8 @@ const schema = z.object({
     .transform((s) => s.split(",").map((x) => x.trim()).filter((x) => x !== ""))
     .refine((l) => l.every(isValidServerName), "must be a comma-separated list of server names")
     .optional(),
+  /** The sender of events as a last-resort notary for their signers' keys (see README). */
+  SENDER_AS_NOTARY: z.enum(["on", "off"]).default("on"),
   DNS_RESOLVER_URL: z.url().refine((u) => u.startsWith("https://") || u.startsWith("http://"), "must be an http(s) URL").optional(),
   OLD_VERIFY_KEYS: z
     .string()
@@ -246,6 +251,7 @@ export function parseConfig(env: Env, requestUrl?: string): Config {
       threadSubscriptions: v.THREAD_SUBSCRIPTIONS === "on",
       appserviceHttpLoopback: v.APPSERVICE_HTTP_LOOPBACK === "true",
       trustedKeyServers: v.TRUSTED_KEY_SERVERS ?? [],
+      senderAsNotary: v.SENDER_AS_NOTARY === "on",
       dnsResolverUrl: v.DNS_RESOLVER_URL ?? "https://cloudflare-dns.com/dns-query",
       oldVerifyKeys: (v.OLD_VERIFY_KEYS ?? []).map((x) => {
         const [keyId, publicKey, ts] = x.split(" ");

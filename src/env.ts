@@ -50,6 +50,7 @@ export interface Env {
   FEDERATION_HTTP_LOOPBACK?: string;
   APPSERVICE_HTTP_LOOPBACK?: string;
   TRUSTED_KEY_SERVERS?: string;
+  SENDER_AS_NOTARY?: string;
   DNS_RESOLVER_URL?: string;
   OLD_VERIFY_KEYS?: string;
   PUSH_HTTP_LOOPBACK?: string;

@@ -104,7 +104,7 @@ abstract class KeyByKeyView extends ReadOnlyStateMap {
 
 /**
  * A read-only state map over `current_state`, valid while the room's current state group is the
- * one it was made for (ClientReads keeps one per group). Reads are remembered.
+ * one it was made for (StateStore keeps one per group). Reads are remembered.
  */
 export class CurrentStateView extends KeyByKeyView {
   private full?: StateIdMap;

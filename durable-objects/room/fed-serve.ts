@@ -18,7 +18,7 @@ export interface FedServeAccess {
   events: Pick<EventStore, "authChain" | "authChainIds" | "cachedRow" | "isPartial" | "loadEvent" | "loadMany" | "newestDesc" | "prefetch" | "pduTexts" | "readBatch" | "redactionOf" | "storedAmong" | "timestampCandidates">;
   state: Pick<StateStore, "groupState">;
   fanout: Pick<FanOut, "fanOutFacts">;
-  views: Pick<RoomViews, "erasedForServer">;
+  views: Pick<RoomViews, "erasureForServer">;
   partial: Pick<PartialState, "isPartial">;
 }
 
@@ -102,10 +102,15 @@ export class FedServe {
   /** The PDU as we send it over federation: no `unsigned`; redacted when redacted here, when
    *  the server may not see it, or when its sender was erased and the server was not in the
    *  room then (the DAG stays intact either way). */
-  wirePdu(se: StoredEvent, server?: string, maySee = server === undefined ? undefined : this.visibility(server)): PDU {
+  wirePdu(
+    se: StoredEvent,
+    server?: string,
+    maySee = server === undefined ? undefined : this.visibility(server),
+    erased = server === undefined ? undefined : this.r.views.erasureForServer(server),
+  ): PDU {
     const { unsigned: _u, ...pdu } = se.ev.pdu;
     void _u;
-    if ((server !== undefined && (!maySee!(se) || this.r.views.erasedForServer(se, server))) || this.r.events.redactionOf(se)) return redactEvent(pdu as PDU, this.r.head.rv!);
+    if ((server !== undefined && (!maySee!(se) || erased!(se))) || this.r.events.redactionOf(se)) return redactEvent(pdu as PDU, this.r.head.rv!);
     return pdu as PDU;
   }
 
@@ -245,9 +250,10 @@ export class FedServe {
    *  per event. */
   private wireAll(events: StoredEvent[], server: string): PDU[] {
     const maySee = this.visibility(server);
+    const erased = this.r.views.erasureForServer(server);
     return this.r.events.readBatch(() => {
       this.r.events.prefetch(events.map((se) => se.ev.event_id));
-      return events.map((se) => this.wirePdu(se, server, maySee));
+      return events.map((se) => this.wirePdu(se, server, maySee, erased));
     });
   }
 

@@ -8,7 +8,7 @@ import type { SigningKey } from "../../src/core/signing";
 import type { PDU } from "../../src/core/types";
 import { domainOf } from "../../src/core/ids";
 import { getServerSigningKey } from "../../src/services/server-key";
-import { getVerifyKey, type VerifyKey } from "../../src/services/federation/keys";
+import { getVerifyKey, vouchedKey, type VerifyKey } from "../../src/services/federation/keys";
 import type { RoomHead } from "./core";
 
 /** What RoomKeys needs from the rest of the room (wired in durable-objects/room.ts). */
@@ -35,8 +35,10 @@ export class RoomKeys {
   }
 
   /** Public key for a server's key ID. Our own keys come from D1; remote keys from
-   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). */
-  async verifyKey(server: string, keyId: string, ts?: number): Promise<string | undefined> {
+   *  src/services/federation/keys.ts (getVerifyKey: cache, key query, notaries). `via`: the
+   *  server that sent us the event being checked (a join's resident server), asked as a notary
+   *  when the key ring has nothing (vouchedKey; not memoised here: it vouches for its events only). */
+  async verifyKey(server: string, keyId: string, ts?: number, via?: string): Promise<string | undefined> {
     if (server === this.r.head.serverName) {
       const k = await this.signingKey();
       if (k.keyId === keyId) return k.publicKey;
@@ -49,19 +51,22 @@ export class RoomKeys {
     const memoKey = `${server}\u0000${keyId}`;
     const hit = this.keyMemo.get(memoKey);
     if (hit && hit.until > Date.now() && (ts === undefined || (hit.k.validUntilTs >= ts && (hit.k.expiredTs === undefined || hit.k.expiredTs > ts)))) return hit.k.publicKey;
-    const k = await getVerifyKey({ env: this.r.env, config: this.r.config() }, server, keyId, { purpose: "event", ts });
+    const ctx = { env: this.r.env, config: this.r.config() };
+    const k = await getVerifyKey(ctx, server, keyId, { purpose: "event", ts });
     if (k) {
       if (this.keyMemo.size > 1024) this.keyMemo.clear();
       this.keyMemo.set(memoKey, { k, until: Date.now() + 60_000 });
     }
+    if (!k && via) return (await vouchedKey(ctx, via, server, keyId, { purpose: "event", ts }))?.publicKey;
     return k?.publicKey;
   }
   private keyMemo = new Map<string, { k: VerifyKey; until: number }>();
 
   /** The servers among the senders of `pdus` for none of whose ed25519 keys (the key IDs their
-   *  signatures name) a public key can be had now: their server, and the notaries, could not
-   *  be reached (the key ring then waits before asking again). At most 50 servers are asked. */
-  async signersWithoutKeys(pdus: PDU[]): Promise<string[]> {
+   *  signatures name) a public key can be had now: their server, the notaries, and `sentBy`
+   *  (the server the events came from, see verifyKey) could not give one (the key ring then
+   *  waits before asking again). At most 50 servers are asked. */
+  async signersWithoutKeys(pdus: PDU[], sentBy?: string): Promise<string[]> {
     const keyIds = new Map<string, Set<string>>();
     for (const p of pdus) {
       if (typeof p.sender !== "string" || !p.sender.includes(":")) continue;
@@ -76,7 +81,7 @@ export class RoomKeys {
     for (const [server, ids] of [...keyIds].slice(0, 50)) {
       let found = false;
       for (const id of [...ids].slice(0, 5)) {
-        if (await this.verifyKey(server, id)) {
+        if (await this.verifyKey(server, id, undefined, sentBy)) {
           found = true;
           break;
         }

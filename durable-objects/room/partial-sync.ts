@@ -86,8 +86,9 @@ export interface PartialSyncAccess {
   /** IDs among `ids` stored here (any status). */
   held(ids: string[]): Set<string>;
   write<T>(fn: (w: PartialWrites) => T): T;
-  /** RoomKeys.signersWithoutKeys: senders' servers none of whose keys can be had now. */
-  signersWithoutKeys(pdus: PDU[]): Promise<string[]>;
+  /** RoomKeys.signersWithoutKeys: senders' servers none of whose keys can be had now (from
+   *  them, our notaries, or `sentBy`, the server the events came from). */
+  signersWithoutKeys(pdus: PDU[], sentBy: string): Promise<string[]>;
   /** RemoteRoom.admitOutliers: checked and stored as outliers; returns how many were not. */
   admitOutliers(pdus: PDU[], origin: string): Promise<number>;
   /** RemoteRoom.completePartialState. */
@@ -249,7 +250,7 @@ export class PartialSync {
     // the room completed without them, for good: 10,000-member benchmark under load, ~4,400 of
     // 10,001 members lost. Such a step fails instead and is tried again after the backoff.
     if (failures < KEY_DEFERRALS) {
-      const without = await this.r.signersWithoutKeys(take.map((id) => pdus.get(id)!));
+      const without = await this.r.signersWithoutKeys(take.map((id) => pdus.get(id)!), origin);
       if (without.length) {
         console.warn(`partial state of ${this.r.roomId()}: no key yet for ${without.slice(0, 5).join(", ")}; trying again later`);
         return "keys";

@@ -1,31 +1,32 @@
-// The client read RPCs: state, members, /messages, /context, /relations, threads, search,
-// timestamp_to_event, the /sync adapter (sync-view.ts), peeking, and server-side state lookups.
+// State and members as clients and server-side callers read them: current state (with and
+// without an access check), GET /state, /members, /joined_members, memberships and power levels,
+// which servers are in the room, forward extremities, stripped state; and the forget and erasure
+// records. The other client reads sit beside it: timeline-reads.ts (/event, /messages, /context,
+// timestamp_to_event, peeking), conversation-reads.ts (relations, threads, search) and
+// sync-reads.ts (the /sync adapter).
 import type { JsonObject } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
-import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel, memberKey } from "../../src/core/auth-rules";
-import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
-import { syncRoomView, type RoomSyncQuery, type RoomSyncView } from "./sync-view";
-import { anyMatch, searchRoom, type RoomSearchQuery, type RoomSearchResult } from "./search";
-import { bundleAggregations, capAfter, hasAnnotation, relationsCap, threadRoots, type ThreadsQuery } from "./relations";
-import type { ContextResponse, MessagesQuery, MessagesResponse, RelationsQuery, RelationsResponse, Requester, RoomResult } from "../../src/rpc/room";
-import { MIN_STREAM, RELATIONS_DEPTH, StoredEvent, EventRow, fail, parseToken, streamToken, POWER_KEY, PEEK_LIMIT, RoomHead, wrap } from "./core";
+import { CREATE_KEY, namedPowerLevel, powerLevelOf, requiredPowerLevel } from "../../src/core/auth-rules";
+import type { Requester, RoomResult } from "../../src/rpc/room";
+import { fail, parseToken, POWER_KEY, RoomHead, wrap } from "./core";
+import { currentMembershipOf, joinedMembers } from "./joined-members";
 import type { EventStore } from "./events";
-import type { GroupSpans, StateStore } from "./state";
+import type { StateStore } from "./state";
 import type { FanOut } from "./fanout";
 import type { RoomWriter } from "./writer";
 import type { PartialState } from "./partial-state";
-import type { MembershipRow, RoomViews } from "./views";
+import type { RoomViews } from "./views";
 
 /** What ClientReads needs from the rest of the room (wired in durable-objects/room.ts). */
 export interface ClientReadsAccess {
   head: RoomHead;
   sql: SqlStorage;
-  events: Pick<EventStore, "cachedRow" | "isPartial" | "loadEvent" | "newestDesc" | "page" | "partialMember" | "prefetch" | "readBatch" | "redactionOf" | "timestampCandidates">;
-  state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState" | "stateForSync">;
-  fanout: Pick<FanOut, "fanOutFacts" | "nextEvent">;
+  events: Pick<EventStore, "isPartial" | "loadEvent" | "partialMember">;
+  state: Pick<StateStore, "currentAuthMap" | "groupAtStream" | "groupState">;
+  fanout: Pick<FanOut, "fanOutFacts">;
   writer: Pick<RoomWriter, "eraseSender" | "forget">;
-  views: Pick<RoomViews, "clientEvents" | "currentMembership" | "lazyMembers" | "mayRead" | "memberEventId" | "membershipHistory" | "noteErased" | "readAccess" | "readableStateGroup" | "relationsAccess" | "toClient" | "toFederationFormat" | "visibilityFor">;
-  partial: Pick<PartialState, "completedAt" | "isPartial" | "extraDestinations">;
+  views: Pick<RoomViews, "currentMembership" | "memberEventId" | "noteErased" | "readableStateGroup" | "toClient">;
+  partial: Pick<PartialState, "extraDestinations">;
 }
 
 export class ClientReads {
@@ -151,30 +152,6 @@ export class ClientReads {
     });
   }
 
-  /** GET /event/{eventId}: accepted, visible to the requester, else M_NOT_FOUND. */
-  async getEventForClient(req: Requester, eventId: string): Promise<RoomResult<JsonObject>> {
-    return wrap(() => {
-      this.r.head.requireRoom();
-      const se = this.r.events.loadEvent(eventId);
-      if (!se || se.status !== "accepted" || !this.r.views.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
-      return this.r.views.clientEvents([se], req)[0];
-    });
-  }
-
-  /** MSC4306 thread subscriptions: an event the requester may see, with its stream position
-   *  (null for an outlier), the thread it belongs to (its m.thread relation's root, or null)
-   *  and the room's stream position now. Not found or not visible: M_NOT_FOUND. */
-  async threadEventInfo(req: Requester, eventId: string): Promise<RoomResult<{ stream: number | null; threadRoot: string | null; roomStream: number }>> {
-    return wrap(() => {
-      this.r.head.requireRoom();
-      const se = this.r.events.loadEvent(eventId);
-      if (!se || se.status !== "accepted" || !this.r.views.visibilityFor(req.userId)(se)) fail(404, "M_NOT_FOUND", "Event not found");
-      const rel = se.ev.content["m.relates_to"] as JsonObject | undefined;
-      const threadRoot = rel && typeof rel === "object" && rel.rel_type === "m.thread" && typeof rel.event_id === "string" ? rel.event_id : null;
-      return { stream: se.stream, threadRoot, roomStream: this.r.head.stream };
-    });
-  }
-
   /** GET /members: member events at `at` (a token) or now, filtered by membership. */
   async getMembers(req: Requester, q: { at?: string; membership?: string; notMembership?: string }): Promise<RoomResult<JsonObject[]>> {
     return wrap(() => {
@@ -199,23 +176,14 @@ export class ClientReads {
   async getJoinedMembers(req: Requester): Promise<RoomResult<Record<string, JsonObject>>> {
     return wrap(() => {
       this.r.head.requireRoom();
-      if (this.r.views.currentMembership(req.userId) !== "join") fail(403, "M_FORBIDDEN", "You are not joined to this room");
-      const joined: Record<string, JsonObject> = {};
-      for (const [k, id] of this.r.state.groupState(this.r.head.currentGroup)) {
-        if (!k.startsWith("m.room.member\u0000")) continue;
-        const se = this.r.events.loadEvent(id)!;
-        if (se.ev.content.membership !== "join") continue;
-        const c = this.r.views.toClient(se, undefined).content as JsonObject;
-        const info: JsonObject = {};
-        info.display_name = typeof c.displayname === "string" ? c.displayname : null;
-        info.avatar_url = typeof c.avatar_url === "string" ? c.avatar_url : null;
-        joined[se.ev.state_key!] = info;
-      }
-      return joined;
+      if (currentMembershipOf(this.r.sql, req.userId) !== "join") fail(403, "M_FORBIDDEN", "You are not joined to this room");
+      return joinedMembers(this.r.sql, (id) => {
+        const se = this.r.events.loadEvent(id);
+        return se && (this.r.views.toClient(se, undefined).content as JsonObject);
+      });
     });
   }
 
-  /** User IDs currently joined (server-side callers: sync fan-out, federation destinations). */
   /** Whether this server is still in the room (local joined members) and which other servers
    *  our copy last saw joined — where to rejoin through once we have left. */
   async getResidency(): Promise<{ localJoined: number; servers: string[] }> {
@@ -236,207 +204,10 @@ export class ClientReads {
     return [...out].sort();
   }
 
+  /** User IDs currently joined (server-side callers: sync fan-out, federation destinations). */
   async getJoinedUserIds(): Promise<string[]> {
     if (!this.r.head.rv) return [];
     return [...this.r.fanout.fanOutFacts().joined];
-  }
-
-  /** GET /messages (spec: "Syncing" → /rooms/{roomId}/messages). Stream order; tokens "t<n>". */
-  async getMessages(req: Requester, q: MessagesQuery): Promise<RoomResult<MessagesResponse>> {
-    return wrap(() => {
-      this.r.views.mayRead(req.userId);
-      const visible = this.r.views.visibilityFor(req.userId);
-      const limit = Math.max(0, Math.min(q.limit, 1000));
-      const from = parseToken(q.from) ?? (q.dir === "b" ? this.r.head.stream : MIN_STREAM);
-      const to = parseToken(q.to);
-      const now = Date.now();
-      const page = this.r.events.page({ dir: q.dir, from, to, limit }, (se) => visible(se) && matchesRoomEventFilter(q.filter, se.ev));
-      const picked = page.events;
-      const res: MessagesResponse = { chunk: this.r.views.clientEvents(picked, req, now), start: streamToken(from) };
-      // "If no further events are available ... this property is omitted from the response."
-      if (!page.exhausted) res.end = streamToken(page.end);
-      if (q.filter?.lazy_load_members) res.state = this.r.views.lazyMembers(picked, req, now);
-      return res;
-    });
-  }
-
-  /** GET /context/{eventId}. */
-  async getContext(req: Requester, eventId: string, limit: number, filter?: RoomEventFilter): Promise<RoomResult<ContextResponse>> {
-    return wrap(() => {
-      this.r.views.mayRead(req.userId);
-      const visible = this.r.views.visibilityFor(req.userId);
-      const se = this.r.events.loadEvent(eventId);
-      if (!se || se.status !== "accepted" || !visible(se)) fail(404, "M_NOT_FOUND", "Event not found");
-      const now = Date.now();
-      const nBefore = Math.floor(limit / 2);
-      const nAfter = limit - nBefore;
-      const collect = (sqlText: string, n: number) => {
-        const out: StoredEvent[] = [];
-        if (n <= 0) return out;
-        for (const row of this.r.sql.exec<EventRow>(sqlText, se.stream!, Math.min(2000, n * 4 + 50)).toArray()) {
-          const x = this.r.events.cachedRow(row);
-          if (visible(x) && matchesRoomEventFilter(filter, x.ev)) out.push(x);
-          if (out.length >= n) break;
-        }
-        return out;
-      };
-      const before = collect("SELECT * FROM events WHERE stream IS NOT NULL AND stream < ? ORDER BY stream DESC LIMIT ?", nBefore);
-      const after = collect("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream ASC LIMIT ?", nAfter);
-      const last = after.length ? after[after.length - 1] : se;
-      const state = filter?.lazy_load_members
-        ? this.r.views.lazyMembers([...before, se, ...after], req, now)
-        : [...this.r.state.groupState(last.stateAfter).values()].map((id) => this.r.views.toClient(this.r.events.loadEvent(id)!, req, now));
-      const [event, ...around] = this.r.views.clientEvents([se, ...before, ...after], req, now);
-      return {
-        event,
-        events_before: around.slice(0, before.length),
-        events_after: around.slice(before.length),
-        start: streamToken((before.length ? before[before.length - 1].stream! : se.stream!) - 1),
-        end: streamToken(last.stream!),
-        state,
-      };
-    });
-  }
-
-  /** GET /relations (module "Event relationships"): accepted events whose m.relates_to points
-   *  at `eventId` (with `recurse`, also at those, up to RELATIONS_DEPTH levels), visible to the
-   *  requester and not redacted, in stream order from `from`; `next_batch` continues, absent
-   *  when nothing is left. The parent must be visible to the requester, else M_NOT_FOUND. */
-  async getRelations(req: Requester, q: RelationsQuery): Promise<RoomResult<RelationsResponse>> {
-    return wrap(() => {
-      this.r.views.mayRead(req.userId);
-      const visible = this.r.views.visibilityFor(req.userId);
-      const parent = this.r.events.loadEvent(q.eventId);
-      if (!parent || parent.status !== "accepted" || !visible(parent)) fail(404, "M_NOT_FOUND", "Event not found");
-      const RELATES_TO = `json_extract(pdu, '$.content."m.relates_to".event_id')`;
-      // Parents: the event, and with `recurse` the relations found at each level above the last
-      // (a bounded set), so the chunk reaches RELATIONS_DEPTH levels down.
-      const parents = [q.eventId];
-      let depth = 1;
-      if (q.recurse) {
-        let level = [q.eventId];
-        for (let d = 1; d <= RELATIONS_DEPTH && parents.length < 1000; d++) {
-          const seen = new Set(parents);
-          const marks = level.map(() => "?").join(",");
-          level = this.r.sql
-            .exec<{ event_id: string }>(`SELECT event_id FROM events WHERE stream IS NOT NULL AND ${RELATES_TO} IN (${marks}) LIMIT 1000`, ...level)
-            .toArray()
-            .map((r) => r.event_id)
-            .filter((id) => !seen.has(id));
-          if (level.length === 0) break;
-          depth = d;
-          if (d < RELATIONS_DEPTH) parents.push(...level);
-        }
-      }
-      const limit = Math.max(0, Math.min(q.limit, 100));
-      const from = parseToken(q.from) ?? (q.dir === "b" ? this.r.head.stream : MIN_STREAM);
-      const to = parseToken(q.to);
-      const conds = [`${RELATES_TO} IN (${parents.map(() => "?").join(",")})`];
-      const args: (string | number)[] = [...parents];
-      if (q.relType !== undefined) {
-        conds.push(`json_extract(pdu, '$.content."m.relates_to".rel_type') = ?`);
-        args.push(q.relType);
-      }
-      if (q.eventType !== undefined) {
-        conds.push("type = ?");
-        args.push(q.eventType);
-      }
-      const now = Date.now();
-      // A redacted event no longer relates to anything (its m.relates_to is gone).
-      const page = this.r.events.page({ dir: q.dir, from, to, limit }, (se) => visible(se) && !this.r.events.redactionOf(se), { conds, args });
-      const res: RelationsResponse = { chunk: this.r.views.clientEvents(page.events, req, now) };
-      if (!page.exhausted) res.next_batch = streamToken(page.end);
-      if (q.from !== undefined) res.prev_batch = q.from;
-      if (q.recurse !== undefined) res.recursion_depth = q.recurse ? depth : 1;
-      return res;
-    });
-  }
-
-  /** GET /v1/rooms/{roomId}/threads (module "Threading"): roots the requester may see, by
-   *  latest activity; `next_batch` is the activity position of the last root returned. */
-  async getThreads(req: Requester, q: { include: "all" | "participated"; from?: string; limit: number }): Promise<RoomResult<{ chunk: JsonObject[]; next_batch?: string }>> {
-    return wrap(() => {
-      this.r.views.mayRead(req.userId);
-      const visible = this.r.views.visibilityFor(req.userId);
-      const limit = Math.max(1, Math.min(q.limit, 100));
-      const cap = relationsCap(this.r.sql, req.userId);
-      const tq: ThreadsQuery = { include: q.include, from: parseToken(q.from), limit, ignored: req.ignored };
-      const roots: StoredEvent[] = [];
-      let more = false;
-      // Bounded: roots the requester may not see are skipped, at most 10 batches.
-      batches: for (let round = 0; round < 10; round++) {
-        const batch = threadRoots(this.r.sql, req.userId, tq, cap, limit + 1);
-        for (const r of batch) {
-          if (roots.length >= limit) {
-            more = true;
-            break batches;
-          }
-          tq.from = r.latest;
-          const se = this.r.events.loadEvent(r.root);
-          if (se && se.status === "accepted" && se.stream !== null && visible(se) && !this.r.events.redactionOf(se)) roots.push(se);
-        }
-        more = batch.length === limit + 1;
-        if (!more) break;
-      }
-      const res: { chunk: JsonObject[]; next_batch?: string } = { chunk: this.r.views.clientEvents(roots, req) };
-      if (more && tq.from !== undefined) res.next_batch = streamToken(tq.from);
-      return res;
-    });
-  }
-
-  /** POST /search, category room_events, in this room (durable-objects/room/search.ts). "The
-   *  search will not include rooms that are end to end encrypted": nothing when the room is. */
-  async searchEvents(req: Requester, q: RoomSearchQuery): Promise<RoomResult<RoomSearchResult>> {
-    return wrap(() => {
-      this.r.views.mayRead(req.userId);
-      if (this.r.state.groupState(this.r.head.currentGroup).get(stateKey("m.room.encryption", ""))) return { hits: [], count: 0 };
-      // Phase 1 in a room without a match ends here, before the searcher's visibility is read.
-      if (!q.fetch && !anyMatch(this.r.sql, q.term)) return { hits: [], count: 0 };
-      const now = Date.now();
-      return searchRoom(
-        {
-          ...this.r.views.readAccess(req.userId),
-          clientEvents: (ses) => this.r.views.clientEvents(ses, req, now),
-          around: (stream, dir, n) =>
-            this.r.sql
-              .exec<{ event_id: string }>(
-                dir === "b"
-                  ? "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream < ? ORDER BY stream DESC LIMIT ?"
-                  : "SELECT event_id FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream ASC LIMIT ?",
-                stream,
-                n,
-              )
-              .toArray()
-              .map((r) => this.r.events.loadEvent(r.event_id)!),
-          memberAt: (se, userId) => {
-            const id = this.r.state.groupState(se.stateAfter).get(memberKey(userId));
-            return id ? this.r.events.loadEvent(id) : undefined;
-          },
-          cap: relationsCap(this.r.sql, req.userId),
-          ignored: req.ignored,
-        },
-        q,
-      );
-    });
-  }
-
-  /** Whether `sender` already annotated `parent` with this type and key (M_DUPLICATE_ANNOTATION). */
-  async hasAnnotation(sender: string, parent: string, type: string, key: string): Promise<boolean> {
-    return hasAnnotation(this.r.sql, sender, parent, type, key);
-  }
-
-  /** GET /v1/rooms/{roomId}/timestamp_to_event. */
-  async timestampToEvent(req: Requester, ts: number, dir: "f" | "b"): Promise<RoomResult<{ event_id: string; origin_server_ts: number }>> {
-    return wrap(() => {
-      this.r.views.mayRead(req.userId);
-      const visible = this.r.views.visibilityFor(req.userId);
-      const rows = this.r.events.timestampCandidates(ts, dir);
-      for (const row of rows) {
-        const se = this.r.events.cachedRow(row);
-        if (visible(se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
-      }
-      fail(404, "M_NOT_FOUND", "No event found");
-    });
   }
 
   /** Current forward extremities (event IDs). */
@@ -465,143 +236,4 @@ export class ClientReads {
     }
     return out;
   }
-
-  /** /sync's view of this room for one user between two stream positions (the user's sync hub
-   *  supplies them): timeline, state / state_after, summary. See durable-objects/room/sync-view.ts. */
-  async syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
-    return wrap(() => {
-      this.r.head.requireRoom();
-      if (this.r.events.isPartial()) return this.partialSyncView(req, q);
-      // A client that synced while the room's members were being fetched gets the state whole
-      // once after they arrived (they were added to the states it had already seen).
-      const completed = this.r.partial.completedAt();
-      if (completed !== null && q.since !== null && q.since <= completed) q = { ...q, fullState: true };
-      const partialState = this.r.partial.isPartial();
-      // The requester's membership rows, read once for their visibility, joinedSince and the
-      // relations cap; their visibility checker, built once for the timeline and its relations.
-      const spans: GroupSpans = [];
-      const history = this.historyAndGroupAt(req.userId, q.upTo, spans);
-      let visible: ((se: StoredEvent) => boolean) | undefined;
-      const visibleFor = (u: string) => (u === req.userId ? (visible ??= this.r.views.visibilityFor(u, history)) : this.r.views.visibilityFor(u));
-      // (readBatch: redaction rows prefetched a page at a time are kept for this answer.)
-      return this.r.events.readBatch(() => syncRoomView<StoredEvent>(
-        {
-          eventsDesc: (upTo, since, limit) => this.r.events.newestDesc(upTo, since, limit),
-          prefetch: (ids) => this.r.events.prefetch(ids),
-          visibleFor,
-          joinedSince: (u) => {
-            // Start of the user's current unbroken run of joins (null when not joined now),
-            // among their newest 50 rows.
-            const newest = u === req.userId ? history.slice(-50).reverse() : this.r.sql.exec<MembershipRow>("SELECT membership, stream FROM memberships WHERE user_id = ? ORDER BY stream DESC LIMIT 50", u);
-            let since: number | null = null;
-            for (const r of newest) {
-              if (r.membership !== "join") break;
-              since = r.stream;
-            }
-            return since;
-          },
-          stateAt: (n) => this.r.state.stateForSync(n, spans),
-          load: (id) => this.r.events.loadEvent(id),
-          toClient: (e, now) => this.r.views.toClient(e, req, now),
-          bundle: (es, out) => bundleAggregations({ ...this.r.views.relationsAccess({ ...req, ignored: q.ignoredSenders }, undefined, visibleFor(req.userId)), cap: capAfter(history.at(-1)) }, es, out),
-          toFederation: (e, now) => this.r.views.toFederationFormat(e, req, now),
-          memberships: () => new Map(this.r.sql.exec<{ event_id: string; membership: string }>("SELECT event_id, membership FROM memberships").toArray().map((r) => [r.event_id, r.membership])),
-          // While partial, a sender's member event may be missing from the state: lazy-loading
-          // takes it from the event's auth events (Synapse does the same for partial rooms).
-          senderMemberFromAuth: partialState
-            ? (e) =>
-                e.ev.auth_events.find((a) => {
-                  const m = this.r.events.loadEvent(a)?.ev;
-                  return m?.type === "m.room.member" && m.state_key === e.ev.sender;
-                })
-            : undefined,
-        },
-        req.userId,
-        q,
-      ));
-    });
-  }
-
-  /** What every /sync view reads first, in one statement: the requester's membership rows
-   *  (RoomViews.membershipHistory) and the current group at `upTo` (StateStore.groupAtStream,
-   *  noted in `spans` as it notes it). Two statements were a third of a cold room's five. */
-  private historyAndGroupAt(userId: string, upTo: number, spans: GroupSpans): MembershipRow[] {
-    const rows = this.r.sql
-      .exec<{ k: string; membership: string | null; stream: number }>(
-        `SELECT 'm' AS k, membership, stream FROM memberships WHERE user_id = ?1
-         UNION ALL SELECT 'g', grp, stream FROM (SELECT grp, stream FROM current_groups WHERE stream <= ?2 ORDER BY stream DESC LIMIT 1)`,
-        userId,
-        upTo,
-      )
-      .toArray();
-    const g = rows.find((r) => r.k === "g");
-    if (g) spans.push({ from: g.stream, to: upTo, grp: g.membership === null ? null : Number(g.membership) });
-    return rows
-      .filter((r) => r.k === "m")
-      .map((r) => ({ membership: r.membership!, stream: r.stream }))
-      .sort((a, b) => a.stream - b.stream);
-  }
-
-  /** /sync's view of a room we hold only the requester's own member event of (an invite
-   *  rejected or a knock retracted through another server, or an invite rejected here when the
-   *  inviting server could not be reached): that event, when it is in the range, as the timeline
-   *  (and state_after), so the client sees the leave and drops the invite. */
-  private partialSyncView(req: Requester, q: RoomSyncQuery): RoomSyncView {
-    const se = this.r.events.partialMember(req.userId);
-    const row = this.r.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = ?", `partial_stream\u0000${req.userId}`).toArray()[0];
-    const at = row ? Number(row.value) : q.upTo;
-    const events = se && (q.since === null || q.fullState || q.since < at) && at <= q.upTo ? [this.r.views.toClient(se, req)] : [];
-    const view: RoomSyncView = {
-      timeline: { events, limited: false, prev_batch: streamToken(q.upTo) },
-      summary: { "m.joined_member_count": 0, "m.invited_member_count": 0 },
-    };
-    if (q.useStateAfter) view.state_after = { events };
-    else view.state = { events: [] };
-    return view;
-  }
-
-  /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
-   *  filtered by the user's visibility — the building block for /sync timelines. `limited` is
-   *  true when more events than `limit` exist after `since` (the newest `limit` are returned). */
-  async getTimelineSince(req: Requester, since: number, limit: number): Promise<RoomResult<{ events: JsonObject[]; limited: boolean; prevBatch: string; stream: number }>> {
-    return wrap(() => {
-      this.r.head.requireRoom();
-      const visible = this.r.views.visibilityFor(req.userId);
-      const rows = this.r.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream DESC LIMIT ?", since, limit + 1).toArray();
-      const limited = rows.length > limit;
-      const take = rows.slice(0, limit).reverse().map((r) => this.r.events.cachedRow(r));
-      const now = Date.now();
-      const first = take[0]?.stream ?? this.r.head.stream + 1;
-      return {
-        events: this.r.views.clientEvents(take.filter(visible), req, now),
-        limited,
-        prevBatch: streamToken(first - 1),
-        stream: this.r.head.stream,
-      };
-    });
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Peeking (module "Room Previews"): GET /events?room_id= waits here for the room's next event.
-
-  /** GET /events?room_id=: the events after `from` (default: now) that the requester may see —
-   *  a non-member only those of world_readable history ("Room Previews", server behaviour) —
-   *  waiting up to `timeoutMs` for one. `end` continues the stream. */
-  async peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
-    const deadline = Date.now() + q.timeoutMs;
-    const start = q.from ?? streamToken(this.r.head.stream);
-    let from = start;
-    for (;;) {
-      const upTo = this.r.head.stream;
-      const page = await this.getMessages(req, { dir: "f", from, to: streamToken(upTo), limit: PEEK_LIMIT });
-      if (!page.ok) return page;
-      const end = page.value.end ?? streamToken(upTo);
-      const wait = deadline - Date.now();
-      if (page.value.chunk.length > 0 || wait <= 0) return { ok: true, value: { start, end, chunk: page.value.chunk } };
-      from = end;
-      // Nothing visible up to the room's newest event: wait for the next one.
-      if (end === streamToken(upTo) && this.r.head.stream === upTo) await this.r.fanout.nextEvent(wait);
-    }
-  }
-
 }

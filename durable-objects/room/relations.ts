@@ -1,4 +1,4 @@
-// Relations read by the RoomDO besides GET /relations (reads.ts getRelations): the aggregations
+// Relations read by the RoomDO besides GET /relations (conversation-reads.ts getRelations): the aggregations
 // bundled into events clients receive (`unsigned.m.relations`, spec "Aggregations of child
 // events"), the thread list (GET /v1/rooms/{roomId}/threads) and the duplicate-annotation check.
 //

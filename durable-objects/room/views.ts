@@ -23,7 +23,7 @@ export interface RoomViewsAccess {
   head: RoomHead;
   sql: SqlStorage;
   facts: Pick<RoomFacts, "has">;
-  events: Pick<EventStore, "isPartial" | "loadEvent" | "partialMember" | "prefetch" | "redactionOf">;
+  events: Pick<EventStore, "isPartial" | "loadEvent" | "loadMany" | "partialMember" | "prefetch" | "redactionOf">;
   state: Pick<StateStore, "groupState">;
 }
 
@@ -60,15 +60,33 @@ export class RoomViews {
     return (id ? this.r.events.loadEvent(id)?.ev.content.membership : undefined) !== "join";
   }
 
-  /** The same for a server ("any users (or servers) which join the room after"): redacted
-   *  unless one of its users was joined when the event was sent. */
-  erasedForServer(se: StoredEvent, server: string): boolean {
-    if (!this.isErased(se.ev.sender)) return false;
+  /** The same for a server ("any users (or servers) which join the room after"), for the
+   *  events of one request: redacted unless one of its users was joined when the event was sent.
+   *  Decided once per state before an event (events in a row share it) and only for erased
+   *  senders: a scan of that state's member keys per erased event was most of serving an erased
+   *  user's history. */
+  erasureForServer(server: string): (se: StoredEvent) => boolean {
+    const byGroup = new Map<number | null, boolean>();
+    return (se) => {
+      if (!this.isErased(se.ev.sender)) return false;
+      let v = byGroup.get(se.stateBefore);
+      if (v === undefined) byGroup.set(se.stateBefore, (v = !this.serverJoinedAt(server, se.stateBefore)));
+      return v;
+    };
+  }
+
+  /** Whether a user of `server` is joined in state group `g`: its member events read 90 to a
+   *  statement, stopping at the first join. */
+  private serverJoinedAt(server: string, g: number | null): boolean {
     const suffix = `:${server}`;
-    for (const [k, id] of this.r.state.groupState(se.stateBefore)) {
-      if (k.startsWith("m.room.member\u0000") && k.endsWith(suffix) && this.r.events.loadEvent(id)?.ev.content.membership === "join") return false;
+    const members: string[] = [];
+    for (const [k, id] of this.r.state.groupState(g)) if (k.startsWith("m.room.member\u0000") && k.endsWith(suffix)) members.push(id);
+    for (let i = 0; i < members.length; i += 90) {
+      const chunk = members.slice(i, i + 90);
+      this.r.events.loadMany(chunk);
+      if (chunk.some((id) => this.r.events.loadEvent(id)?.ev.content.membership === "join")) return true;
     }
-    return true;
+    return false;
   }
 
   private isErased(userId: string): boolean {

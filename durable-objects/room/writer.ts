@@ -90,7 +90,7 @@ export interface RoomWriterAccess {
   /** The configuration, parsed once per instance, with this room's server name. */
   config(): Config;
   keys: Pick<RoomKeys, "verifyKey">;
-  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "remember" | "storedAmong" | "uncache">;
+  events: Pick<EventStore, "clearCache" | "loadCreate" | "loadEvent" | "partialMarkChanged" | "remember" | "storedAmong" | "uncache">;
   state: Pick<StateStore, "authMapFrom" | "cacheGroup" | "clear" | "groupState" | "rememberAcross" | "resolveMaps" | "stateBefore">;
   fanout: Pick<FanOut, "advanceFanOutFacts" | "beginWrite" | "mirrorWithNextCommit" | "committed" | "committedGroup" | "noticeFacts" | "currentStateChanged" | "hubsCaughtUp" | "purged" | "reset">;
   partial: Pick<PartialState, "isPartial">;
@@ -185,7 +185,8 @@ export class RoomWriter {
     }
     for (const f of ["sender", "room_id", "type", "state_key", "event_id"] as const) {
       const v = pdu[f];
-      if (v !== undefined && (typeof v !== "string" || utf8.encode(v).length > MAX_ID_BYTES)) {
+      // (A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no encoding.)
+      if (v !== undefined && (typeof v !== "string" || (v.length * 3 > MAX_ID_BYTES && utf8.encode(v).length > MAX_ID_BYTES))) {
         return { status: "invalid", reason: `${f} is malformed or longer than 255 bytes` };
       }
     }
@@ -217,7 +218,8 @@ export class RoomWriter {
       pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
     }
     // (The redacted form signs the same bytes: digest.signed serves both.)
-    const sigError = await this.checkSignatures(pdu, rv, digest?.signed);
+    // (State and auth chains from another server: it is asked for keys we cannot get; keys.ts.)
+    const sigError = await this.checkSignatures(pdu, rv, digest?.signed, opts.outlier ? origin : undefined);
     if (sigError) return { status: "invalid", eventId, reason: sigError };
 
     // (The caller's parse of this very PDU, when it was not redacted above.)
@@ -306,7 +308,7 @@ export class RoomWriter {
 
   /** `signed`: the PDU's PduDigest.signed, when the caller has it (the bytes every signature
    *  signs), instead of encoding the redacted PDU here. */
-  async checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array): Promise<string | undefined> {
+  async checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array, sentBy?: string): Promise<string | undefined> {
     const servers = new Set<string>([domainOf(pdu.sender)]);
     if (rv.eventIdFormat === 1 && typeof pdu.event_id === "string") servers.add(domainOf(pdu.event_id));
     const via = (pdu.content as { join_authorised_via_users_server?: unknown }).join_authorised_via_users_server;
@@ -319,7 +321,7 @@ export class RoomWriter {
       let ok = false;
       if (sigs && typeof sigs === "object") {
         for (const keyId of Object.keys(sigs)) {
-          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined);
+          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined, sentBy);
           if (pub && (await (signed ? verifySignedBytes(pdu, server, keyId, pub, signed) : verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson })))) {
             ok = true;
             break;
@@ -623,7 +625,10 @@ export class RoomWriter {
     this.setMeta(tx, "room_id", roomId);
     this.setMeta(tx, "room_version", roomVersion);
     this.setMeta(tx, "server_name", serverName);
-    if (opts.joined) tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+    if (opts.joined) {
+      tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
+      this.r.events.partialMarkChanged();
+    }
   }
 
   /** Completing a partial-state join (PartialState.complete) writes through these, all in one
@@ -734,6 +739,7 @@ export class RoomWriter {
       this.setMeta(tx, "room_version", args.roomVersion);
       this.setMeta(tx, "server_name", args.serverName);
       this.setMeta(tx, "partial", "1");
+      this.r.events.partialMarkChanged();
       if (args.stripped) this.setMeta(tx, "stripped_state", JSON.stringify(args.stripped));
       this.setMeta(tx, `partial_member\u0000${ev.state_key}`, ev.event_id);
       this.setMeta(tx, `partial_stream\u0000${ev.state_key}`, stream);
@@ -830,9 +836,15 @@ export class RoomWriter {
   /** The batch's pending rows in a statement or two per kind (rows as JSON parameters,
    *  jsonBatches: a statement per row was most of storing a large room's state).
    *  The columns not named are those of an outlier: NULL. ("WHERE true": SQLite's upsert after
-   *  INSERT ... SELECT needs a WHERE to parse.) */
+   *  INSERT ... SELECT needs a WHERE to parse.) Rows go in ordered by their keys: event IDs are
+   *  hashes, so in auth order each row landed on a random page of the primary-key indexes; in
+   *  key order neighbours share pages (in a micro-benchmark of 20,000 events, SQLite's inserts
+   *  ~20 % cheaper, the auth edges' ~30 %). */
   private flushOutlierRows(tx: WriteTx): void {
     const rows = this.outlierRows!;
+    const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+    rows.events.sort((a, b) => cmp(a[0] as string, b[0] as string));
+    rows.authEdges.sort((a, b) => cmp(a[0], b[0]) || cmp(a[1], b[1]));
     for (const batch of jsonBatches(rows.events)) {
       const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
       tx.exec(

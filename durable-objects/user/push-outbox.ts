@@ -21,7 +21,7 @@ import type { JsonObject, JsonValue } from "../../src/core/types";
 import { parseConfig, type Config } from "../../src/config";
 import { callNoteOf, prioOf, tweaksOf, type PendingPush, type PushCounts, type PusherTarget } from "../../src/core/push-gateway";
 import { pusherStub } from "../../src/rpc/stubs";
-import { postNotify, sendDirect } from "../../src/services/push-send";
+import { postNotify, PushDeadlines, sendDirect } from "../../src/services/push-send";
 
 export const PUSH_OUTBOX_SCHEMA = `
 CREATE TABLE IF NOT EXISTS push_targets (app_id TEXT NOT NULL, pushkey TEXT NOT NULL, target TEXT NOT NULL, PRIMARY KEY (app_id, pushkey));
@@ -75,6 +75,8 @@ export class PushOutbox {
    *  room whether a new notifying event there counts (joined; its read mark), cleared with it. */
   private unreadNow: number | null = null;
   private roomCounts = new Map<string, { joined: boolean; mark: number }>();
+  /** Timeouts of the hub's own gateway requests (one timer per few seconds, not per push). */
+  private deadlines = new PushDeadlines();
   /** Pusher queue stubs, by keyOf. */
   private stubs = new Map<string, ReturnType<typeof pusherStub>>();
   /** Pushers (keyOf) whose queue said it was idle and healthy at its last hand-over: the hub
@@ -364,7 +366,7 @@ export class PushOutbox {
           const r = await sendDirect(
             rows,
             (row) => row.p,
-            (p) => postNotify(this.env, this.config, userId, t, p),
+            (p) => postNotify(this.env, this.config, userId, t, p, this.deadlines.signal()),
             (row) => this.markHanded(k, row.seq),
           );
           if (r.end === "dropped") return;

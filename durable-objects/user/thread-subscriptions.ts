@@ -13,6 +13,7 @@
 // "Server-side automatic subscription ordering": an automatic subscription whose cause event
 // the room had already admitted (stream position <= unsubscribed_at) when the user unsubscribed
 // is skipped (409), so a dormant device cannot resubscribe the user to a thread they left.
+import type { ThreadSubscriptionChange } from "../../src/rpc/sliding";
 
 export const THREAD_SUBSCRIPTIONS_SCHEMA = `
 CREATE TABLE IF NOT EXISTS thread_subscriptions (room_id TEXT NOT NULL, root_id TEXT NOT NULL, subscribed INTEGER NOT NULL,
@@ -28,15 +29,8 @@ export interface ThreadSubscriptionsAccess {
   wake(): void;
 }
 
-/** One row as MSC4308 lists it. */
-export interface ThreadSubscriptionChange {
-  roomId: string;
-  rootId: string;
-  subscribed: boolean;
-  automatic: boolean;
-  /** The hub position of the change (MSC4308 `bump_stamp`). */
-  upos: number;
-}
+/** One row as MSC4308 lists it (defined with sliding sync's RPC types, src/rpc/sliding.ts). */
+export type { ThreadSubscriptionChange };
 
 /** The outcome of PUT .../subscription. */
 export type SubscribeOutcome = "ok" | "conflicting_unsubscription";

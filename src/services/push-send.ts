@@ -8,6 +8,32 @@ import { deletePusher } from "./pushers";
 
 export const PUSH_TIMEOUT_MS = 15_000;
 
+/** How long a hub keeps starting requests under one timeout signal (PushDeadlines). */
+export const PUSH_DEADLINE_SHARE_MS = 5_000;
+
+/** The timeout signals of one hub's gateway requests: the requests started within
+ *  PUSH_DEADLINE_SHARE_MS share one, so each is aborted between PUSH_TIMEOUT_MS and
+ *  PUSH_TIMEOUT_MS + PUSH_DEADLINE_SHARE_MS after it started. An AbortSignal.timeout per push
+ *  left a 15 s timer pending per request: with 99 pushers, thousands at once on the thread every
+ *  object shares under `wrangler dev`, and creating them cost about as much CPU as the fetch
+ *  (docs/benchmarks.md "Push", fifth pass). One per hub instance (signals stay in one object).
+ *  `make` and `now`: tests. */
+export class PushDeadlines {
+  private current: { signal: AbortSignal; until: number } | null = null;
+  constructor(
+    private make: (ms: number) => AbortSignal = (ms) => AbortSignal.timeout(ms),
+    private now: () => number = Date.now,
+  ) {}
+
+  signal(): AbortSignal {
+    const t = this.now();
+    if (!this.current || t >= this.current.until || this.current.signal.aborted) {
+      this.current = { signal: this.make(PUSH_TIMEOUT_MS + PUSH_DEADLINE_SHARE_MS), until: t + PUSH_DEADLINE_SHARE_MS };
+    }
+    return this.current.signal;
+  }
+}
+
 /** The URL guard's answer per pusher URL (it parses the URL; pusher URLs rarely change). */
 const checked = new Map<string, string | undefined>();
 
@@ -21,8 +47,9 @@ function refusal(url: unknown, loopback: boolean): string | undefined {
   return checked.get(key);
 }
 
-/** One notify request. "dropped": the pusher is gone (rejected, or its URL no longer allowed). */
-export async function postNotify(env: Env, config: Config, userId: string, target: PusherTarget, p: PendingPush): Promise<"sent" | "failed" | "dropped"> {
+/** One notify request. "dropped": the pusher is gone (rejected, or its URL no longer allowed).
+ *  `signal`: its timeout (a hub passes one of its PushDeadlines; else PUSH_TIMEOUT_MS). */
+export async function postNotify(env: Env, config: Config, userId: string, target: PusherTarget, p: PendingPush, signal?: AbortSignal): Promise<"sent" | "failed" | "dropped"> {
   const refused = refusal(target.data.url, config.pushHttpLoopback);
   if (refused) {
     // Only possible if the configuration changed since the pusher was set.
@@ -37,7 +64,7 @@ export async function postNotify(env: Env, config: Config, userId: string, targe
       headers: { "Content-Type": "application/json", "User-Agent": "Lattice push (Matrix homeserver)" },
       body: JSON.stringify(notifyBody(p, target)),
       redirect: "manual",
-      signal: AbortSignal.timeout(PUSH_TIMEOUT_MS),
+      signal: signal ?? AbortSignal.timeout(PUSH_TIMEOUT_MS),
     });
   } catch (e) {
     console.warn(`push: ${target.appId} of ${userId}: ${(e as Error).message}`);

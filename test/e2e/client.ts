@@ -95,7 +95,7 @@ export async function ok<T = Json>(u: User, method: string, path: string, body?:
 
 /** Poll until `fn` returns a truthy value, for at most `ms` (errors from `fn` count as "not yet"
  *  and the last one is reported on time-out). */
-export async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000, intervalMs = 200): Promise<T> {
+export async function until<T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>, ms = 20_000, intervalMs = 200): Promise<T> {
   const deadline = Date.now() + ms;
   let last: unknown;
   while (Date.now() < deadline) {

@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
-import { decrypted, rustCryptoClient, sdkLogin, sdkRegister, startSynced } from "./client";
+import { decrypted, rustCryptoClient, sdkLogin, sdkRegister, startSynced, until as pollUntil } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -31,15 +31,8 @@ async function device(username: string): Promise<sdk.MatrixClient> {
   return client;
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== null && (v as unknown) !== false) return v as T;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** client.ts `until`, with 30 s for what crypto set-up may take on a busy machine. */
+const until = <T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>) => pollUntil(what, fn, 30_000);
 
 describe("E2EE with matrix-js-sdk + Rust crypto", () => {
   it("two users exchange encrypted messages that every device decrypts", async () => {

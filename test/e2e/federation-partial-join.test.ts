@@ -6,43 +6,16 @@
 // and messages flow both ways. Every wait is bounded.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { startServer, freePort, type RunningServer } from "./harness";
+import { api, ok, registerUser, type User } from "./client";
 
 let a: RunningServer;
 let b: RunningServer;
 
-interface User {
-  server: RunningServer;
-  userId: string;
-  token: string;
-}
 
 const enc = encodeURIComponent;
 
-async function api<T = Record<string, any>>(u: User, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const r = await fetch(`${u.server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as T };
-}
-
-async function ok<T = Record<string, any>>(u: User, method: string, path: string, body?: unknown): Promise<T> {
-  const r = await api<T>(u, method, path, body);
-  if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-async function register(server: RunningServer, username: string): Promise<User> {
-  const url = `${server.baseUrl}/_matrix/client/v3/register`;
-  const first = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-partial" }) });
-  let body = (await first.json()) as { session?: string; access_token?: string; user_id?: string };
-  if (!body.access_token) {
-    const r = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-partial", auth: { type: "m.login.dummy", session: body.session } }) });
-    body = (await r.json()) as typeof body;
-  }
-  return { server, userId: body.user_id!, token: body.access_token! };
-}
+/** Register `username` on `server` (client.ts registerUser, with this file's password). */
+const register = (server: RunningServer, username: string): Promise<User> => registerUser(server, username, "pw-fed-partial");
 
 async function until<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 30_000): Promise<T> {
   const end = Date.now() + ms;

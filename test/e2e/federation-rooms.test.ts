@@ -4,7 +4,7 @@
 // is known to the test so it can forge events as C), and backfill of 500 messages.
 // The servers are shared by all tests in this file; every wait is bounded.
 import * as sdk from "matrix-js-sdk";
-import { startSynced, until } from "./client";
+import { api, ok, registerUser, startSynced, until, type User } from "./client";
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { startServer, freePort, type RunningServer } from "./harness";
 import { generateSigningKey, type SigningKey } from "../../src/core/signing";
@@ -18,40 +18,12 @@ let b: RunningServer;
 let c: RunningServer;
 let cKey: SigningKey;
 
-interface User {
-  server: RunningServer;
-  userId: string;
-  token: string;
-}
 let alice: User;
 let bob: User;
 let carol: User;
 
-async function api<T = Record<string, unknown>>(u: User, method: string, path: string, body?: unknown): Promise<{ status: number; body: T }> {
-  const r = await fetch(`${u.server.baseUrl}/_matrix/client/v3${path}`, {
-    method,
-    headers: { authorization: `Bearer ${u.token}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: r.status, body: (await r.json()) as T };
-}
-
-async function ok<T = Record<string, unknown>>(u: User, method: string, path: string, body?: unknown): Promise<T> {
-  const r = await api<T>(u, method, path, body);
-  if (r.status !== 200) throw new Error(`${method} ${path} on ${u.server.serverName}: ${r.status} ${JSON.stringify(r.body)}`);
-  return r.body;
-}
-
-async function register(server: RunningServer, username: string): Promise<User> {
-  const url = `${server.baseUrl}/_matrix/client/v3/register`;
-  const first = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-rooms" }) });
-  let body = (await first.json()) as { session?: string; access_token?: string; user_id?: string };
-  if (!body.access_token) {
-    const r = await fetch(url, { method: "POST", body: JSON.stringify({ username, password: "pw-fed-rooms", auth: { type: "m.login.dummy", session: body.session } }) });
-    body = (await r.json()) as typeof body;
-  }
-  return { server, userId: body.user_id!, token: body.access_token! };
-}
+/** Register `username` on `server` (client.ts registerUser, with this file's password). */
+const register = (server: RunningServer, username: string): Promise<User> => registerUser(server, username, "pw-fed-rooms");
 
 
 const enc = encodeURIComponent;

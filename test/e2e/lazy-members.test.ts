@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { startServer, type RunningServer } from "./harness";
-import { decrypted, rustCryptoClient, sdkRegister, startSynced } from "./client";
+import { decrypted, rustCryptoClient, sdkRegister, startSynced, until as pollUntil } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -41,15 +41,8 @@ async function elementClient(username: string): Promise<sdk.MatrixClient> {
   return client;
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== null && (v as unknown) !== false) return v as T;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** client.ts `until`, with 30 s for what crypto set-up may take on a busy machine. */
+const until = <T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>) => pollUntil(what, fn, 30_000);
 
 describe("Element-style client: lazy-loaded members, threads, Rust crypto", () => {
   it("sends and decrypts in an encrypted room (members loaded with at=<next_batch>)", async () => {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as sdk from "matrix-js-sdk";
 import { SlidingSync, SlidingSyncEvent, SlidingSyncState, type MSC3575SlidingSyncResponse } from "matrix-js-sdk/lib/sliding-sync";
 import { startServer, type RunningServer } from "./harness";
-import { decrypted, rustCryptoClient, sdkRegister, startSynced } from "./client";
+import { decrypted, rustCryptoClient, sdkRegister, startSynced, until as pollUntil } from "./client";
 
 let server: RunningServer;
 const clients: sdk.MatrixClient[] = [];
@@ -49,15 +49,8 @@ async function slidingClient(username: string): Promise<SlidingClient> {
   return { client, ss, responses };
 }
 
-async function until<T>(what: string, fn: () => T | undefined | Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined && v !== null && (v as unknown) !== false) return v as T;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+/** client.ts `until`, with 30 s for what crypto set-up may take on a busy machine. */
+const until = <T>(what: string, fn: () => T | undefined | null | false | Promise<T | undefined | null | false>) => pollUntil(what, fn, 30_000);
 
 describe("matrix-js-sdk SlidingSync", () => {
   it("shows list windows, moves a room with a new message to the top, shows an invite, and decrypts an encrypted conversation", async () => {

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { createExecutionContext, env, waitOnExecutionContext } from "cloudflare:test";
 import { BASE, registerUser, withEnv, type TestUser } from "./helpers";
+import { registerAdmin } from "./admin-helpers";
 import { LAST_SEEN_INTERVAL_MS } from "../../src/api/middleware/auth";
 
 const V3 = "/_matrix/client/v3";
@@ -119,5 +120,33 @@ describe("device last seen", () => {
     expect((await request(g, `${V3}/account/whoami`, { "cf-connecting-ip": "198.51.100.27" }, { GUEST_ACCESS: "on" })).status).toBe(200);
     expect(await device(g)).toEqual({ last_seen_ts: expect.any(Number), last_seen_ip: "198.51.100.27" });
     expect((await device(g)).last_seen_ts).toBeGreaterThanOrEqual(before);
+  });
+
+  it("records the User-Agent (at most 512 characters) with the time; whois and the admin device API show it", async () => {
+    const [u, admin] = await Promise.all([registerUser(), registerAdmin()]);
+    await seenAgo(u, LAST_SEEN_INTERVAL_MS + 60_000);
+    const ua = "Element/1.11.90 (Linux; matrix-js-sdk)";
+    await request(u, `${V3}/account/whoami`, { "cf-connecting-ip": "198.51.100.28", "user-agent": ua });
+    const seen = await device(u);
+    const whois = await request(u, `${V3}/admin/whois/${encodeURIComponent(u.userId)}`);
+    expect(whois.body.devices[u.deviceId].sessions[0].connections).toEqual([{ ip: "198.51.100.28", last_seen: seen.last_seen_ts, user_agent: ua }]);
+    const list = await request(admin, `/_synapse/admin/v2/users/${encodeURIComponent(u.userId)}/devices`);
+    expect(list.body.devices).toEqual([expect.objectContaining({ device_id: u.deviceId, last_seen_ip: "198.51.100.28", last_seen_user_agent: ua })]);
+    const one = await request(admin, `/_synapse/admin/v2/users/${encodeURIComponent(u.userId)}/devices/${encodeURIComponent(u.deviceId)}`);
+    expect(one.body.last_seen_user_agent).toBe(ua);
+
+    // Within the interval a new agent waits for the next refresh; after it, a long one is cut.
+    await request(u, `${V3}/account/whoami`, { "user-agent": "Other/2" });
+    expect((await request(admin, `/_synapse/admin/v2/users/${encodeURIComponent(u.userId)}/devices`)).body.devices[0].last_seen_user_agent).toBe(ua);
+    await seenAgo(u, LAST_SEEN_INTERVAL_MS + 60_000, "198.51.100.28");
+    await request(u, `${V3}/account/whoami`, { "user-agent": "x".repeat(2000) });
+    expect((await request(admin, `/_synapse/admin/v2/users/${encodeURIComponent(u.userId)}/devices`)).body.devices[0].last_seen_user_agent).toBe("x".repeat(512));
+  });
+
+  it("records the User-Agent on the first request after login, even within the interval", async () => {
+    const u = await registerUser();
+    await request(u, `${V3}/account/whoami`, { "user-agent": "FirstClient/1" });
+    const whois = await request(u, `${V3}/admin/whois/${encodeURIComponent(u.userId)}`);
+    expect(whois.body.devices[u.deviceId].sessions[0].connections[0].user_agent).toBe("FirstClient/1");
   });
 });

@@ -6,13 +6,12 @@
 // between rooms), and equal to what a merge event built on all forward extremities sees.
 // Spec: Server-Server API "Room State Resolution"; the current state of a room is the resolution
 // of the states at its forward extremities, whatever order their events arrived in.
-import { describe, it, expect, beforeAll } from "vitest";
-import { clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { describe, it, expect } from "vitest";
+import { clientOk, federationCall, federationSetup, SERVER, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
-import { setFederationFetch } from "../../src/services/federation/client";
 
 const REMOTE = "remote.test";
 const REM = `@rem:${REMOTE}`;
@@ -24,11 +23,7 @@ const rv = getRoomVersion("12")!;
 const fed = (method: string, path: string, body?: unknown) => federationCall(REMOTE, key, method, path, body);
 const ok = (method: string, path: string, body?: unknown) => clientOk(alice.accessToken, method, path, body);
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
+federationSetup(REMOTE, (s) => ({ key, alice } = s));
 
 interface Built {
   roomId: string;

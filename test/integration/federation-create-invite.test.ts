@@ -2,8 +2,8 @@
 // invitee's server as PUT /v2/invite (co-signed there, with invite_room_state), like
 // POST /rooms/{roomId}/invite; is_direct is kept; a refusal fails the request as createRoom's
 // spec says (403, M_INVITE_BLOCKED; 400 M_UNSUPPORTED_ROOM_VERSION).
-import { describe, it, expect, beforeAll, afterEach } from "vitest";
-import { call, clientOk, offline, registerUser, seedRemoteKey, type Json, type TestUser } from "./helpers";
+import { describe, it, expect } from "vitest";
+import { call, clientOk, federationSetup, offline, type Json, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
 import { signJson } from "../../src/core/signing";
 import { redactEvent } from "../../src/core/redaction";
@@ -17,12 +17,7 @@ const enc = encodeURIComponent;
 let key: SigningKey;
 let alice: TestUser;
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
-afterEach(() => setFederationFetch(offline));
+federationSetup(REMOTE, (s) => ({ key, alice } = s), "afterEach");
 
 /** The invitee's server: answers v2/invite with `answer` (or co-signs), records the requests. */
 function inviteeServer(answer?: { status: number; errcode: string }) {

@@ -3,9 +3,9 @@
 // "the joining server must validate the state and auth chain"; "Checks performed on receipt of
 // a PDU"). The answer is processed in bulk (one pass per event, many events per statement):
 // these tests hold that no event escapes a check on the way.
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { env } from "cloudflare:test";
-import { call, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, clientOk, federationSetup, offline, type TestUser } from "./helpers";
 import { generateSigningKey, type SigningKey } from "../../src/core/signing";
 import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
@@ -19,12 +19,7 @@ const enc = encodeURIComponent;
 let key: SigningKey;
 let alice: TestUser;
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
-afterAll(() => setFederationFetch(offline));
+federationSetup(REMOTE, (s) => ({ key, alice } = s), "afterAll");
 
 type Signed = { pdu: PDU; eventId: string };
 
@@ -87,6 +82,19 @@ describe("checking a send_join answer", () => {
     expect(b?.event_id).toBe(plain.eventId);
     expect(b?.content).toEqual({ kept: true });
     expect(state.find((e) => e.type === "m.room.member" && e.state_key === alice.userId)?.content.membership).toBe("join");
+  });
+
+  it("drops a state event whose state_key is over 255 bytes of UTF-8, keeps one of exactly 255 (spec: Size limits)", async () => {
+    // 86 characters of 3 bytes: 258 bytes in 86 UTF-16 units; 85 of them: 255 bytes.
+    const room = await residentRoom(async (sign, { auth, prev }) => {
+      const long = await sign({ type: "org.test.ids", state_key: "日".repeat(86), content: {}, depth: 5, prev_events: [prev], auth_events: auth });
+      const edge = await sign({ type: "org.test.ids", state_key: "日".repeat(85), content: {}, depth: 6, prev_events: [long.eventId], auth_events: auth });
+      return [long, edge];
+    });
+    serve(room, room.events.map((e) => e.pdu));
+    await clientOk(alice.accessToken, "POST", `/join/${enc(room.roomId)}?server_name=${REMOTE}`, {});
+    const state = (await clientOk(alice.accessToken, "GET", `/rooms/${enc(room.roomId)}/state`)) as unknown as { type: string; state_key: string }[];
+    expect(state.filter((e) => e.type === "org.test.ids").map((e) => e.state_key)).toEqual(["日".repeat(85)]);
   });
 
   it("drops a state event whose auth events do not allow it (a sender without the power level)", async () => {

@@ -3,9 +3,9 @@
 // merge to the newcomer, often before the newcomer has read the send_join answer (a large
 // room's state takes seconds to check). Refused as for an unknown room, that event was lost,
 // and with it whatever it merged (the 10,000-member benchmark: B missed 2–5 members).
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { env } from "cloudflare:test";
-import { call, clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { call, clientOk, federationCall, federationSetup, offline, SERVER, type TestUser } from "./helpers";
 import { getServerSigningKey } from "../../src/services/server-key";
 import { parseConfig } from "../../src/config";
 import type { RoomStub } from "../../src/services/rooms";
@@ -22,12 +22,7 @@ const enc = encodeURIComponent;
 let key: SigningKey;
 let alice: TestUser;
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
-afterAll(() => setFederationFetch(offline));
+federationSetup(REMOTE, (s) => ({ key, alice } = s), "afterAll");
 
 /** A v12 room on resident.test: create, REM's join, power levels, public join rules. */
 async function residentRoom() {

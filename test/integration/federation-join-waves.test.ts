@@ -4,11 +4,10 @@
 // room's current state is the resolution over every extremity's state, so left alone their
 // number — and the cost of every event — grows with each wave. Past twice what one event may
 // cite, the room merges them (org.matrix.dummy_event).
-import { describe, it, expect, beforeAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { env } from "cloudflare:test";
-import { clientOk, offline, registerUser, remoteJoinWave, seedRemoteKey, type TestUser } from "./helpers";
+import { clientOk, federationSetup, remoteJoinWave, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
-import { setFederationFetch } from "../../src/services/federation/client";
 import type { RoomStub } from "../../src/services/rooms";
 
 const REMOTE = "waves.test";
@@ -18,11 +17,7 @@ let key: SigningKey;
 let alice: TestUser;
 const enc = encodeURIComponent;
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
+federationSetup(REMOTE, (s) => ({ key, alice } = s));
 
 describe("waves of concurrent remote joins", () => {
   it("leave at most twice MAX_PREV_EVENTS forward extremities, and every member joined", { timeout: 120_000 }, async () => {

@@ -2,9 +2,9 @@
 // receives nothing more from the room, so its copy stops at the leave. A later join must go
 // through a server still in the room (make_join/send_join), take that server's state, and build
 // on the resident's extremities, not on the stale ones.
-import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { env } from "cloudflare:test";
-import { clientOk, federationCall, offline, registerUser, seedRemoteKey, SERVER, type TestUser } from "./helpers";
+import { clientOk, federationCall, federationSetup, offline, type TestUser } from "./helpers";
 import type { SigningKey } from "../../src/core/signing";
 import { computeEventId, hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
@@ -22,12 +22,7 @@ const rv = getRoomVersion("12")!;
 const fed = (method: string, path: string, body?: unknown) => federationCall(REMOTE, key, method, path, body);
 const ok = (method: string, path: string, body?: unknown) => clientOk(alice.accessToken, method, path, body);
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
-afterAll(() => setFederationFetch(offline));
+federationSetup(REMOTE, (s) => ({ key, alice } = s), "afterAll");
 
 describe("rejoining a room this server left", () => {
   it("goes through the resident server and takes its state; the stale extremities are dropped", async () => {

@@ -4,14 +4,13 @@
 // join holds only its own branch; what clients are sent must be the room's current state — the
 // resolution over every forward extremity (Server-Server API "Room State Resolution") — in
 // `state`, `state_after` and the summary alike, agreeing with /members and /joined_members.
-import { describe, it, expect, beforeAll } from "vitest";
+import { describe, it, expect } from "vitest";
 import { env } from "cloudflare:test";
-import { call, clientOk, federationCall, offline, registerUser, remoteJoinWave, seedRemoteKey, syncOk, type Json, type TestUser } from "./helpers";
+import { call, clientOk, federationCall, federationSetup, offline, registerUser, remoteJoinWave, syncOk, type Json, type TestUser } from "./helpers";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
 import type { SigningKey } from "../../src/core/signing";
-import { setFederationFetch } from "../../src/services/federation/client";
 import type { RoomStub } from "../../src/services/rooms";
 
 const REMOTE = "remote.test";
@@ -19,11 +18,7 @@ const enc = encodeURIComponent;
 let key: SigningKey;
 let alice: TestUser;
 
-beforeAll(async () => {
-  setFederationFetch(offline);
-  key = await seedRemoteKey(REMOTE);
-  alice = await registerUser();
-});
+federationSetup(REMOTE, (s) => ({ key, alice } = s));
 
 const sync = (u: TestUser, q: Record<string, string>): Promise<Json> => syncOk(u, { timeout: "0", ...q });
 

@@ -1,5 +1,5 @@
 // Helpers for workerd integration tests: requests against the real Worker (real D1, DOs, R2).
-import { expect } from "vitest";
+import { afterAll, afterEach, beforeAll, expect } from "vitest";
 import { SELF, env } from "cloudflare:test";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { storeKeyResponse } from "../../src/services/federation/keys";
@@ -7,6 +7,7 @@ import { signRequest } from "../../src/core/x-matrix";
 import { hashAndSignEvent } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
+import { setFederationFetch } from "../../src/services/federation/client";
 
 export const SERVER = "test.local";
 export const BASE = "http://test.local";
@@ -124,6 +125,20 @@ export async function seedRemoteKey(server: string): Promise<SigningKey> {
   const resp = await signJson({ server_name: server, verify_keys: { [key.keyId]: { key: key.publicKey } }, old_verify_keys: {}, valid_until_ts: Date.now() + 3600_000 }, server, key);
   await storeKeyResponse(env, resp, server);
   return key;
+}
+
+/** The set-up federation tests share, as the file's hooks (call it at the top level): before the
+ *  tests, outbound federation requests fail (`offline`), the simulated server `remote` gets a
+ *  signing key this server trusts, and a local user registers; `ready` receives both. `reset`
+ *  puts `offline` back after each test or after the file (default: neither). */
+export function federationSetup(remote: string, ready: (s: { key: SigningKey; alice: TestUser }) => void, reset?: "afterEach" | "afterAll"): void {
+  beforeAll(async () => {
+    setFederationFetch(offline);
+    const key = await seedRemoteKey(remote);
+    ready({ key, alice: await registerUser() });
+  });
+  if (reset === "afterEach") afterEach(() => setFederationFetch(offline));
+  if (reset === "afterAll") afterAll(() => setFederationFetch(offline));
 }
 
 // Client actions that must succeed (each asserts 200, with the response body as the message).

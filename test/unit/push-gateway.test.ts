@@ -5,7 +5,7 @@ import { callNoteOf, checkPusherUrl, notifyBody, prioOf, tweaksOf, type PendingP
 import { coalesceBadges, pushBackoffMs } from "../../durable-objects/pusher";
 import type { JsonObject } from "../../src/core/types";
 import { sharedSecretCredentials } from "../../src/api/client/voip";
-import { sendDirect, PUSH_DIRECT_BUDGET_MS, PUSH_DIRECT_HANDOVER_MS } from "../../src/services/push-send";
+import { sendDirect, PushDeadlines, PUSH_DEADLINE_SHARE_MS, PUSH_DIRECT_BUDGET_MS, PUSH_DIRECT_HANDOVER_MS, PUSH_TIMEOUT_MS } from "../../src/services/push-send";
 
 describe("pusher URLs", () => {
   it("needs https and the notify path, refuses private hosts; loopback only when allowed", () => {
@@ -126,5 +126,35 @@ describe("TURN shared secret (coturn REST scheme)", () => {
   it("username is expiry:user, password base64 HMAC-SHA1 (vector computed with Python's hmac)", async () => {
     const t = await sharedSecretCredentials("s3cret-key", "@a:test.local", ["turn:turn.example.org:3478?transport=udp"], 86400, 1_700_000_000_000);
     expect(t).toEqual({ username: "1700086400:@a:test.local", password: "HKeusei6oTw/HlZZ1lEUlxNfa3s=", uris: ["turn:turn.example.org:3478?transport=udp"], ttl: 86400 });
+  });
+});
+
+describe("gateway request timeouts (a hub's PushDeadlines)", () => {
+  it("requests started within a few seconds share one timer, and each gets at least PUSH_TIMEOUT_MS", () => {
+    let now = 1_000_000;
+    const made: { ms: number; at: number; c: AbortController }[] = [];
+    const d = new PushDeadlines(
+      (ms) => {
+        const c = new AbortController();
+        made.push({ ms, at: now, c });
+        return c.signal;
+      },
+      () => now,
+    );
+    const starts: { at: number; signal: AbortSignal }[] = [];
+    for (let i = 0; i < 100; i++) {
+      starts.push({ at: now, signal: d.signal() });
+      now += 123; // 100 pushes over ~12 s
+    }
+    expect(made.length).toBeLessThanOrEqual(Math.ceil((100 * 123) / PUSH_DEADLINE_SHARE_MS) + 1);
+    for (const s of starts) {
+      const timer = made.find((m) => m.c.signal === s.signal)!;
+      const abortsAt = timer.at + timer.ms;
+      expect(abortsAt - s.at).toBeGreaterThanOrEqual(PUSH_TIMEOUT_MS);
+      expect(abortsAt - s.at).toBeLessThanOrEqual(PUSH_TIMEOUT_MS + PUSH_DEADLINE_SHARE_MS);
+    }
+    // A signal that fired is not handed out again.
+    made[made.length - 1].c.abort();
+    expect(d.signal().aborted).toBe(false);
   });
 });

@@ -219,12 +219,12 @@ export async function whois(c: Context<AppEnv>, userId: string): Promise<Respons
   const auth = await authenticate(c);
   if (auth.userId !== userId) await requireAdmin(c);
   if (!(await getUserRow(c, userId))) throw notFound("User not found");
-  const { results } = await c.env.DB.prepare("SELECT device_id, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? ORDER BY device_id LIMIT 1000")
+  const { results } = await c.env.DB.prepare("SELECT device_id, last_seen_ts, last_seen_ip, last_seen_user_agent FROM devices WHERE user_id = ? ORDER BY device_id LIMIT 1000")
     .bind(userId)
-    .all<{ device_id: string; last_seen_ts: number | null; last_seen_ip: string | null }>();
+    .all<{ device_id: string; last_seen_ts: number | null; last_seen_ip: string | null; last_seen_user_agent: string | null }>();
   const devices: Record<string, unknown> = {};
   for (const d of results) {
-    const connections = d.last_seen_ts === null ? [] : [{ ip: d.last_seen_ip ?? "", last_seen: d.last_seen_ts, user_agent: "" }];
+    const connections = d.last_seen_ts === null ? [] : [{ ip: d.last_seen_ip ?? "", last_seen: d.last_seen_ts, user_agent: d.last_seen_user_agent ?? "" }];
     devices[d.device_id] = { sessions: [{ connections }] };
   }
   return c.json({ user_id: userId, devices });
@@ -232,26 +232,29 @@ export async function whois(c: Context<AppEnv>, userId: string): Promise<Respons
 
 adminUsers.get("/v1/whois/:userId", (c) => whois(c, localUserParam(c)));
 
-function deviceEntry(userId: string, d: { device_id: string; display_name: string | null; last_seen_ts: number | null; last_seen_ip: string | null }) {
-  return { device_id: d.device_id, display_name: d.display_name, last_seen_ip: d.last_seen_ip, last_seen_ts: d.last_seen_ts, last_seen_user_agent: null, user_id: userId };
+type DeviceRow = { device_id: string; display_name: string | null; last_seen_ts: number | null; last_seen_ip: string | null; last_seen_user_agent: string | null };
+const DEVICE_COLUMNS = "device_id, display_name, last_seen_ts, last_seen_ip, last_seen_user_agent";
+
+function deviceEntry(userId: string, d: DeviceRow) {
+  return { device_id: d.device_id, display_name: d.display_name, last_seen_ip: d.last_seen_ip, last_seen_ts: d.last_seen_ts, last_seen_user_agent: d.last_seen_user_agent, user_id: userId };
 }
 
 adminUsers.get("/v2/users/:userId/devices", async (c) => {
   await requireAdmin(c);
   const userId = localUserParam(c);
   await requireUserRow(c, userId);
-  const { results } = await c.env.DB.prepare("SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? ORDER BY device_id LIMIT 10000")
+  const { results } = await c.env.DB.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE user_id = ? ORDER BY device_id LIMIT 10000`)
     .bind(userId)
-    .all<{ device_id: string; display_name: string | null; last_seen_ts: number | null; last_seen_ip: string | null }>();
+    .all<DeviceRow>();
   return c.json({ devices: results.map((d) => deviceEntry(userId, d)), total: results.length });
 });
 
 adminUsers.get("/v2/users/:userId/devices/:deviceId", async (c) => {
   await requireAdmin(c);
   const userId = localUserParam(c);
-  const d = await c.env.DB.prepare("SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = ? AND device_id = ?")
+  const d = await c.env.DB.prepare(`SELECT ${DEVICE_COLUMNS} FROM devices WHERE user_id = ? AND device_id = ?`)
     .bind(userId, c.req.param("deviceId"))
-    .first<{ device_id: string; display_name: string | null; last_seen_ts: number | null; last_seen_ip: string | null }>();
+    .first<DeviceRow>();
   if (!d) throw notFound("No such device");
   return c.json(deviceEntry(userId, d));
 });

@@ -38,6 +38,7 @@ interface TokenRow {
   has_device: number;
   last_seen_ts: number | null;
   last_seen_ip: string | null;
+  last_seen_user_agent: string | null;
 }
 
 /** Resolve a token to its session, or throw M_MISSING_TOKEN / M_UNKNOWN_TOKEN; a guest's token
@@ -50,7 +51,7 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
   const row = await c.env.DB.prepare(
     `SELECT t.id, t.user_id, t.device_id, t.expires_ts, u.is_guest, u.deactivated, u.locked, u.suspended,
             u.shadow_banned, u.displayname, u.avatar_url, r.messages_per_second, r.burst_count,
-            d.device_id IS NOT NULL AS has_device, d.last_seen_ts, d.last_seen_ip
+            d.device_id IS NOT NULL AS has_device, d.last_seen_ts, d.last_seen_ip, d.last_seen_user_agent
      FROM access_tokens t JOIN users u ON u.user_id = t.user_id LEFT JOIN ratelimit_overrides r ON r.user_id = u.user_id
        LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id
      WHERE t.token_hash = ?`,
@@ -86,9 +87,13 @@ export async function authenticate(c: Context<AppEnv>): Promise<Auth> {
  *  allows "a few minutes out of date, for efficiency reasons"; Synapse batches too). */
 export const LAST_SEEN_INTERVAL_MS = 5 * 60_000;
 
-/** Refresh the device's last_seen_ts / last_seen_ip (GET /devices, the admin API, the account
- *  page) when the stored time, read by the token lookup, is older than LAST_SEEN_INTERVAL_MS, or
- *  when a trustworthy address is known and none is stored yet (the first request after login).
+/** Longest User-Agent stored (Synapse keeps the whole header; a bound keeps the row small). */
+export const USER_AGENT_MAX = 512;
+
+/** Refresh the device's last_seen_ts / last_seen_ip / last_seen_user_agent (GET /devices, whois,
+ *  the admin API, the account page) when the stored time, read by the token lookup, is older
+ *  than LAST_SEEN_INTERVAL_MS, or when a trustworthy address or a User-Agent is known and none
+ *  is stored yet (the first request after login).
  *  Otherwise nothing: a fresh row costs no statement. The response does not wait for the UPDATE
  *  (waitUntil keeps the Worker alive for it) and a failure only logs. Without a trustworthy
  *  address (clientAddress: CF-Connecting-IP on Cloudflare, never X-Forwarded-For) the stored one
@@ -99,11 +104,15 @@ function recordLastSeen(c: Context<AppEnv>, row: TokenRow): void {
   if (!row.has_device) return;
   const now = Date.now();
   const ip = clientAddress(c) ?? null;
+  // (Cut at USER_AGENT_MAX, not inside a surrogate pair.)
+  const ua = c.req.header("user-agent")?.slice(0, USER_AGENT_MAX).replace(/[\uD800-\uDBFF]$/, "") || null;
   const stale = row.last_seen_ts === null || now - row.last_seen_ts >= LAST_SEEN_INTERVAL_MS;
-  if (!stale && (ip === null || row.last_seen_ip !== null)) return;
+  if (!stale && (ip === null || row.last_seen_ip !== null) && (ua === null || row.last_seen_user_agent !== null)) return;
   const write = (async () => {
-    await c.env.DB.prepare("UPDATE devices SET last_seen_ts = ?, last_seen_ip = COALESCE(?, last_seen_ip) WHERE user_id = ? AND device_id = ?")
-      .bind(now, ip, row.user_id, row.device_id)
+    await c.env.DB.prepare(
+      "UPDATE devices SET last_seen_ts = ?, last_seen_ip = COALESCE(?, last_seen_ip), last_seen_user_agent = COALESCE(?, last_seen_user_agent) WHERE user_id = ? AND device_id = ?",
+    )
+      .bind(now, ip, ua, row.user_id, row.device_id)
       .run();
   })().catch((e) => console.error("recording device last seen failed", e));
   try {

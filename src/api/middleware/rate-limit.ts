@@ -28,17 +28,43 @@ export function clientAddress(c: Context<AppEnv>): string | undefined {
   return c.req.header("cf-connecting-ip") || undefined;
 }
 
+/** Tokens this isolate took from a limiter object ahead of time (a lease), per bucket key: the
+ *  next requests on the key spend them here instead of a Durable Object call each (~0.5 ms of
+ *  CPU per send under workerd, and a round trip to the object on Cloudflare). */
+const leases = new Map<string, { tokens: number; until: number }>();
+/** Most tokens one call takes (the request's own and a lease of up to LEASE_MOST - 1). */
+const LEASE_MOST = 8;
+/** How long a lease may be spent; its unspent tokens go back with the key's next call. */
+const LEASE_MS = 1000;
+
 /** Take a token from the (action, who) bucket. `who` undefined (no trustworthy client address)
- *  skips the limit rather than lumping every client into one bucket; per-account limits remain. */
+ *  skips the limit rather than lumping every client into one bucket; per-account limits remain.
+ *  Leases never admit more than the bucket holds (every token is taken from the object first);
+ *  the object leases only out of a bucket's upper half, so near the limit each request asks. */
 export async function rateLimit(c: Context<AppEnv>, action: string, who: string | undefined, limit: Limit): Promise<void> {
   if (!c.var.config.rateLimits || who === undefined) return;
   // Application services registered with `rate_limited: false` are exempt.
   if (c.get("auth")?.appservice?.rateLimited === false) return;
   const key = `${action}:${who}`;
+  const now = Date.now();
+  const lease = leases.get(key);
+  if (lease && lease.until > now && lease.tokens >= 1) {
+    lease.tokens--;
+    return;
+  }
+  // An expired lease's unspent tokens go back to the bucket with this call.
+  const returned = lease?.tokens ?? 0;
+  leases.delete(key);
   const stub = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(key));
-  const wait = await stub.take(key, limit.perSecond, limit.burst);
+  const { wait, tokens } = await stub.takeLease(key, limit.perSecond, limit.burst, returned, LEASE_MOST);
   if (wait > 0) {
     throw new MatrixError(429, "M_LIMIT_EXCEEDED", "Too many requests", { retry_after_ms: wait });
+  }
+  if (tokens > 1) {
+    if (leases.size >= 4096) leases.clear(); // bounded; dropped leases only cost their tokens
+    // Concurrent requests on one key may each bring a lease: they add up.
+    const held = leases.get(key);
+    leases.set(key, { tokens: tokens - 1 + (held && held.until > now ? held.tokens : 0), until: now + LEASE_MS });
   }
 }
 

@@ -29,6 +29,7 @@ export const devices = sqliteTable(
     displayName: text("display_name"),
     lastSeenTs: integer("last_seen_ts"),
     lastSeenIp: text("last_seen_ip"),
+    lastSeenUserAgent: text("last_seen_user_agent"),
     createdTs: integer("created_ts").notNull(),
   },
   (t) => [primaryKey({ columns: [t.userId, t.deviceId] })],

@@ -1,7 +1,8 @@
 // Remote server keys (spec: Server-Server API "Retrieving server keys"): a D1-backed cache of
 // other servers' signing keys, filled by GET /_matrix/key/v2/server on the server itself and,
 // when that fails, by POST /_matrix/key/v2/query on the configured notaries
-// (TRUSTED_KEY_SERVERS). Also builds our own key response and the notary answers we serve.
+// (TRUSTED_KEY_SERVERS); for the events another server sent us, that server as a notary too
+// (vouchedKey). Also builds our own key response and the notary answers we serve.
 //
 // Entry points for other code:
 //   getVerifyKey(ctx, server, keyId, { purpose: "request" })          → current key or undefined
@@ -56,6 +57,7 @@ const inflight = new Map<string, Promise<void>>();
 /** Forget fetch throttling state (tests). */
 export function resetKeyFetchThrottle(): void {
   lastFetch.clear();
+  vouched.clear();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,14 +124,8 @@ export async function validateKeyResponse(r: unknown, serverName: string): Promi
 
 /** Store the keys of a validated response (upsert; a newer response replaces an older one). */
 export async function storeKeyResponse(env: Env, r: ServerKeys, fromServer: string, now = Date.now()): Promise<VerifyKey[]> {
-  const validUntil = Math.min(r.valid_until_ts, now + MAX_VALIDITY_MS);
   const json = JSON.stringify(r);
-  const keys: VerifyKey[] = [];
-  for (const [keyId, v] of Object.entries(r.verify_keys)) keys.push({ serverName: r.server_name, keyId, publicKey: v.key, validUntilTs: validUntil });
-  for (const [keyId, v] of Object.entries(r.old_verify_keys ?? {})) {
-    if (r.verify_keys[keyId]) continue;
-    keys.push({ serverName: r.server_name, keyId, publicKey: v.key, validUntilTs: Math.min(validUntil, v.expired_ts), expiredTs: v.expired_ts });
-  }
+  const keys = keysOf(r, now);
   if (keys.length === 0) return keys;
   // A later fetch replaces an earlier one (a key can move from verify_keys to old_verify_keys).
   const stmt = env.DB.prepare(
@@ -232,6 +228,13 @@ export async function fetchDirect(ctx: FederationContext, server: string): Promi
 /** POST /_matrix/key/v2/query on a notary. Each returned response must carry the server's own
  *  valid signature and the notary's (checked with the notary's key, itself fetched directly). */
 export async function fetchViaNotary(ctx: FederationContext, notary: string, server: string, keyIds: string[], minValid: number): Promise<VerifyKey[]> {
+  const out: VerifyKey[] = [];
+  for (const r of await queryNotary(ctx, notary, server, keyIds, minValid)) out.push(...(await storeKeyResponse(ctx.env, r, notary)));
+  return out;
+}
+
+/** The key responses for `server` a notary answers, each checked as fetchViaNotary says. */
+async function queryNotary(ctx: FederationContext, notary: string, server: string, keyIds: string[], minValid: number): Promise<ServerKeys[]> {
   const criteria: Record<string, { minimum_valid_until_ts: number }> = {};
   for (const id of keyIds) criteria[id] = { minimum_valid_until_ts: minValid };
   const { body } = await federationRequest<{ server_keys?: unknown }>(ctx, notary, "POST", "/_matrix/key/v2/query", {
@@ -240,7 +243,7 @@ export async function fetchViaNotary(ctx: FederationContext, notary: string, ser
     maxBytes: KEY_RESPONSE_MAX_BYTES,
   });
   if (!Array.isArray(body.server_keys)) throw new FederationError(`notary ${notary} answered without server_keys`);
-  const out: VerifyKey[] = [];
+  const out: ServerKeys[] = [];
   for (const r of body.server_keys.slice(0, 20)) {
     if ((r as { server_name?: unknown })?.server_name !== server) continue;
     const err = await validateKeyResponse(r, server);
@@ -252,9 +255,62 @@ export async function fetchViaNotary(ctx: FederationContext, notary: string, ser
       console.warn(`notary ${notary}'s response for ${server} lacks a valid notary signature`);
       continue;
     }
-    out.push(...(await storeKeyResponse(ctx.env, r as ServerKeys, notary)));
+    out.push(r as ServerKeys);
   }
   return out;
+}
+
+/** Keys vouched for by a server we did not choose as a notary, by `${via}\0${server}`: what it
+ *  answered (kept for REFETCH_BACKOFF_MS, a miss too) and a query still running. */
+const vouched = new Map<string, { at: number; keys: VerifyKey[] }>();
+const vouching = new Map<string, Promise<VerifyKey[]>>();
+
+/** A key of `server` for checking the signature of an event that `via` sent us, when the key
+ *  ring has none (getVerifyKey: `server` itself and TRUSTED_KEY_SERVERS could not give it): `via`
+ *  asked as a notary (POST /_matrix/key/v2/query; spec "Querying Keys Through Another Server":
+ *  "Notary servers can return keys for servers that are offline ... by using cached
+ *  responses"). For a join this is the resident server, which checked those events when it
+ *  accepted them; Synapse gets the same from its trusted_key_servers (matrix.org by default).
+ *  The answer must carry `server`'s self-signature and `via`'s own valid signature. It is not
+ *  stored in the key ring: `via` is no notary of our choosing, so what it vouches for serves
+ *  only the events it sent (never a request of `server`'s, nor events from anyone else).
+ *  Trusting `via` for an offline server's key is a trade-off (it lets a room outlive its
+ *  creator's server); SENDER_AS_NOTARY=off turns it off. */
+export async function vouchedKey(ctx: FederationContext, via: string, server: string, keyId: string, p: KeyPurpose & { purpose: "event" }): Promise<VerifyKey | undefined> {
+  if (!ctx.config.senderAsNotary) return undefined; // SENDER_AS_NOTARY=off
+  if (via === server || via === ctx.config.serverName || !isValidServerName(via) || !isValidServerName(server)) return undefined;
+  const memo = `${via}\u0000${server}`;
+  const now = Date.now();
+  let hit = vouched.get(memo);
+  if (!hit || (now - hit.at >= REFETCH_BACKOFF_MS && !hit.keys.some((k) => k.keyId === keyId && usable(k, p, now)))) {
+    let running = vouching.get(memo);
+    if (!running) {
+      running = queryNotary(ctx, via, server, [keyId], p.ts ?? 0)
+        .then((rs) => rs.flatMap((r) => keysOf(r, now)))
+        .catch((e: unknown) => {
+          console.warn(`key query for ${server} via ${via} (the events' origin) failed: ${(e as Error).message}`);
+          return [];
+        })
+        .finally(() => vouching.delete(memo));
+      vouching.set(memo, running);
+    }
+    hit = { at: now, keys: await running };
+    if (vouched.size >= 1024) vouched.clear();
+    vouched.set(memo, hit);
+  }
+  return hit.keys.find((k) => k.keyId === keyId && usable(k, p, now));
+}
+
+/** The keys of a key response as storeKeyResponse records them (validity capped at 7 days). */
+function keysOf(r: ServerKeys, now: number): VerifyKey[] {
+  const validUntil = Math.min(r.valid_until_ts, now + MAX_VALIDITY_MS);
+  const keys: VerifyKey[] = [];
+  for (const [keyId, v] of Object.entries(r.verify_keys)) keys.push({ serverName: r.server_name, keyId, publicKey: v.key, validUntilTs: validUntil });
+  for (const [keyId, v] of Object.entries(r.old_verify_keys ?? {})) {
+    if (r.verify_keys[keyId]) continue;
+    keys.push({ serverName: r.server_name, keyId, publicKey: v.key, validUntilTs: Math.min(validUntil, v.expired_ts), expiredTs: v.expired_ts });
+  }
+  return keys;
 }
 
 async function signedByNotary(ctx: FederationContext, r: ServerKeys, notary: string): Promise<boolean> {
