@@ -33,8 +33,7 @@ export function recipientsOf(ev: { type: string; state_key?: string }, joinedLoc
  *
  * Primary hubs first: the events notified in one synchronous run (one commit, or a group commit
  * of several senders' events) form a round; the round's primary hubs are called at once, the
- * other recipients' hubs once every primary's first attempt has settled (delivered or failed)
- * and a turn of the event loop has passed (the send's answer goes out first).
+ * other recipients' hubs once every primary's first attempt has settled (delivered or failed).
  * Started together, the others' work (push rules, pushes) ran on the same thread as the
  * primary's commit under `wrangler dev` and the send's answer waited behind it
  * (docs/benchmarks.md "Push").
@@ -135,19 +134,13 @@ class Round {
     this.attempts.push(attempted);
   }
 
-  /** No more notices join (the run ended). The others wait one turn of the event loop (a timer)
-   *  after the primaries settled: started in the same turn as the RoomDO's answer, their hub
-   *  calls were queued ahead of the Worker writing the HTTP answer under `wrangler dev` (one
-   *  thread for the Worker and every object), so a send in a room of 100 waited for 99 hubs'
-   *  transactions and, with pushers, their pushes (docs/benchmarks.md "Push", fifth pass). */
+  /** No more notices join (the run ended). */
   close(): void {
     this.closed = true;
     this.markClosed();
-    this.opened = Promise.all(this.attempts)
-      .then(() => new Promise<void>((r) => setTimeout(r, 0)))
-      .then(() => {
-        this.open = true;
-      });
+    this.opened = Promise.all(this.attempts).then(() => {
+      this.open = true;
+    });
   }
 
   /** Whether `userId`'s hub may be sent this round's notices now. */

@@ -72,23 +72,6 @@ describe("hub fan-out: primary hub first", () => {
     expect(rec.log.slice(2).sort()).toEqual(["end bob", "end carol", "start bob", "start carol"]);
   });
 
-  it("the other hubs' calls begin only after a turn of the event loop once the sender's hub answered, so the send's answer goes out first", async () => {
-    const tag = crypto.randomUUID().slice(0, 8);
-    const [alice, bob, carol] = ["alice", "bob", "carol"].map((n) => `@${n}-${tag}:test.local`);
-    const roomId = `!answer-first-${tag}:test.local`;
-    const rec = recordingEnv();
-    const hubs = new HubFanOut(rec.env);
-    const settled: number[] = [];
-    await hubs.notify(notice(roomId, 1, alice), [bob, carol, alice], (s) => settled.push(s));
-    // What the send's caller does with the answer in the same turn (microtasks only): no other
-    // hub's call has started meanwhile (under wrangler dev they ran ahead of the HTTP answer).
-    for (let i = 0; i < 50; i++) await Promise.resolve();
-    expect(rec.log).toEqual(["start alice", "end alice"]);
-    for (let i = 0; i < 100 && settled.length === 0; i++) await sleep(10);
-    expect(settled).toEqual([1]);
-    expect(rec.log.slice(2).sort()).toEqual(["end bob", "end carol", "start bob", "start carol"]);
-  });
-
   it("a failing primary hub holds the others back for one attempt only, and gets the notice on retry", async () => {
     const tag = crypto.randomUUID().slice(0, 8);
     const [alice, bob] = ["alice", "bob"].map((n) => `@${n}-${tag}:test.local`);
