@@ -36,7 +36,10 @@ export function recipientsOf(ev: { type: string; state_key?: string }, joinedLoc
  * other recipients' hubs once every primary's first attempt has settled (delivered or failed).
  * Started together, the others' work (push rules, pushes) ran on the same thread as the
  * primary's commit under `wrangler dev` and the send's answer waited behind it
- * (docs/benchmarks.md "Push").
+ * (docs/benchmarks.md "Push"). The other hubs are still called before the RoomDO answers (so
+ * each holds the notice before any later request reaches it: read-after-write for every
+ * user), but with `defer`: each hub registers the notice and does its work a timer turn later,
+ * and its readers wait for it (UserDO.roomEvents), so the send's answer goes out first.
  *
  * Nothing is lost: notices go through one queue per recipient hub (per isolate), delivered in
  * order, batched (UserDO.roomEvents: one storage transaction for everything queued meanwhile)
@@ -143,6 +146,11 @@ class Round {
     });
   }
 
+  /** Whether `userId` is one of this round's primary hubs (the send waits for it). */
+  isPrimary(userId: string): boolean {
+    return this.primaries.has(userId);
+  }
+
   /** Whether `userId`'s hub may be sent this round's notices now. */
   passes(userId: string): boolean {
     return this.open || (this.closed && (this.attempts.length === 0 || this.primaries.has(userId)));
@@ -218,7 +226,10 @@ class HubQueue {
       }
       const batch = this.pending.slice(0, n);
       try {
-        await this.stub.roomEvents(this.userId, batch.map((q) => q.notice));
+        // A hub that is no round's primary defers its work by a turn (UserDO.roomEvents): it
+        // has the notice in hand before the RoomDO answers, but the send's answer goes first.
+        const defer = !batch.some((q) => q.round.isPrimary(this.userId));
+        await this.stub.roomEvents(this.userId, batch.map((q) => q.notice), defer);
         this.pending.splice(0, batch.length);
         this.failures = 0;
         for (const q of batch) {
