@@ -103,7 +103,8 @@ describe("hub fan-out: primary hub first", () => {
     const [alice, bob] = ["alice", "bob"].map((n) => `@${n}-${tag}:test.local`);
     const roomId = `!deferred-${tag}:test.local`;
     const stub = env.USERS.get(env.USERS.idFromName(bob));
-    const seen = await runInDurableObject(stub, async (hub: UserDO, state) => {
+    const seen = await runInDurableObject(stub, async (inst, state) => {
+      const hub = inst as unknown as UserDO;
       const count = () => state.storage.sql.exec<{ n: number }>("SELECT COUNT(*) AS n FROM room_events WHERE room_id = ?", roomId).one().n;
       const since = await hub.currentToken();
       const req = { userId: bob, deviceId: "DEV", since, timeoutMs: 0, fullState: false, includeLeave: false, threadCounts: false };
