@@ -642,7 +642,7 @@ export class RoomWriter {
         endPartialState: () => {
           // The completion takes a stream position of its own (no event at it): the hubs of
           // the room's local members are told the room moved there, and a sync from before it
-          // gets the room's state whole (ClientReads.syncRoom, `partial_state_done`).
+          // gets the room's state whole (SyncReads.syncRoom, `partial_state_done`).
           const done = this.r.head.stream;
           const stream = done + 1;
           tx.exec("DELETE FROM meta WHERE key = 'partial_state' OR key = 'partial_sync'");
