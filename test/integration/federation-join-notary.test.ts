@@ -6,10 +6,9 @@
 // left out of the room's state for good.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { env } from "cloudflare:test";
-import { call, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, chainAppender, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
-import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-hashes";
-import { getRoomVersion } from "../../src/core/room-versions";
+import { roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import type { JsonObject, PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { vouchedKey } from "../../src/services/federation/keys";
@@ -20,7 +19,6 @@ const REM = `@rem:${REMOTE}`;
 const VOUCHED = "gone-vouched.test";
 const FORGED = "gone-forged.test";
 const LATER = "gone-later.test";
-const rv = getRoomVersion("12")!;
 const enc = encodeURIComponent;
 
 let key: SigningKey;
@@ -42,15 +40,7 @@ const rooms = new Map<string, Room>();
 
 async function makeRoom(memberServer: string, partial = false): Promise<Room> {
   const room: Room = { partial, roomId: "", events: new Map(), order: [], ids: {} };
-  let prev = "";
-  let depth = 0;
-  const add = async (name: string, ev: JsonObject, server = REMOTE, k = key) => {
-    const { pdu, eventId } = await hashAndSignEvent({ origin_server_ts: Date.now(), depth: ++depth, prev_events: prev ? [prev] : [], ...(room.roomId ? { room_id: room.roomId } : {}), ...ev } as unknown as PDU, rv, server, k);
-    room.events.set(eventId, pdu);
-    room.order.push(eventId);
-    room.ids[name] = eventId;
-    prev = eventId;
-  };
+  const add = chainAppender(room, REMOTE, key);
   await add("create", { type: "m.room.create", state_key: "", sender: REM, content: { room_version: "12" }, auth_events: [] });
   room.roomId = roomIdFromCreateEventId(room.ids.create);
   await add("rem", { type: "m.room.member", state_key: REM, sender: REM, content: { membership: "join" }, auth_events: [] });

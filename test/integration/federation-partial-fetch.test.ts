@@ -7,10 +7,9 @@
 // more members than one step fetches (EVENTS_PER_STEP, 2,000): each is fetched once, across
 // steps, and the room completes.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { call, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, chainAppender, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
-import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-hashes";
-import { getRoomVersion } from "../../src/core/room-versions";
+import { roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import type { JsonObject, PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
 
@@ -18,7 +17,6 @@ const REMOTE = "resident2.test";
 const REM = `@rem:${REMOTE}`;
 const MEMBERS = 8;
 const m = (i: number) => `@m${i}:${REMOTE}`;
-const rv = getRoomVersion("12")!;
 const enc = encodeURIComponent;
 
 let key: SigningKey;
@@ -48,15 +46,7 @@ let keyAsked = 0;
 
 async function makeRoom(stateWorks: boolean, members = MEMBERS, delayMs = 30, memberServer?: { name: string; key: SigningKey }): Promise<Room> {
   const room: Room = { roomId: "", events: new Map(), order: [], ids: {}, stateWorks, members, delayMs, stateAsked: 0, eventAsked: 0, inFlight: 0, maxInFlight: 0 };
-  let prev = "";
-  let depth = 0;
-  const add = async (name: string, ev: JsonObject) => {
-    const { pdu, eventId } = await hashAndSignEvent({ origin_server_ts: Date.now(), depth: ++depth, prev_events: prev ? [prev] : [], ...(room.roomId ? { room_id: room.roomId } : {}), ...ev } as unknown as PDU, rv, REMOTE, key);
-    room.events.set(eventId, pdu);
-    room.order.push(eventId);
-    room.ids[name] = eventId;
-    prev = eventId;
-  };
+  const add = chainAppender(room, REMOTE, key);
   await add("create", { type: "m.room.create", state_key: "", sender: REM, content: { room_version: "12" }, auth_events: [] });
   room.roomId = roomIdFromCreateEventId(room.ids.create);
   await add("rem", { type: "m.room.member", state_key: REM, sender: REM, content: { membership: "join" }, auth_events: [] });
@@ -66,10 +56,7 @@ async function makeRoom(stateWorks: boolean, members = MEMBERS, delayMs = 30, me
   if (!memberServer) for (let i = 1; i <= members; i++) await add(`m${i}`, { type: "m.room.member", state_key: m(i), sender: m(i), content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] });
   for (let i = 1; memberServer && i <= members; i++) {
     const u = `@m${i}:${memberServer.name}`;
-    const { pdu, eventId } = await hashAndSignEvent({ origin_server_ts: Date.now(), depth: ++depth, prev_events: [prev], room_id: room.roomId, type: "m.room.member", state_key: u, sender: u, content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] } as unknown as PDU, rv, memberServer.name, memberServer.key);
-    room.events.set(eventId, pdu);
-    room.order.push(eventId);
-    prev = eventId;
+    await add(`m${i}`, { type: "m.room.member", state_key: u, sender: u, content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] }, memberServer.name, memberServer.key);
   }
   rooms.set(room.roomId, room);
   return room;

@@ -66,6 +66,30 @@ export async function remoteJoinWave(remote: string, key: SigningKey, roomId: st
 }
 
 /** A client-server v3 request as `token` that must answer 200; its body. */
+/** A room a simulated remote server holds, built as one linear chain of signed events. */
+export interface RemoteChain {
+  roomId: string;
+  events: Map<string, PDU>;
+  order: string[];
+  ids: Record<string, string>;
+}
+
+/** Appends to `room`'s chain: each event gets the next depth, the previous event as its one
+ *  prev_event and the room ID once known, and is signed by `server` (`key`) unless the call names
+ *  another signer. Recorded under `name` in `room.ids`. */
+export function chainAppender(room: RemoteChain, server: string, key: SigningKey) {
+  const rv = getRoomVersion("12")!;
+  let prev = "";
+  let depth = 0;
+  return async (name: string, ev: Json, signer = server, signerKey = key): Promise<void> => {
+    const { pdu, eventId } = await hashAndSignEvent({ origin_server_ts: Date.now(), depth: ++depth, prev_events: prev ? [prev] : [], ...(room.roomId ? { room_id: room.roomId } : {}), ...ev } as unknown as PDU, rv, signer, signerKey);
+    room.events.set(eventId, pdu);
+    room.order.push(eventId);
+    room.ids[name] = eventId;
+    prev = eventId;
+  };
+}
+
 export async function clientOk(token: string, method: string, path: string, body?: unknown): Promise<Json> {
   const r = await call(method, `/_matrix/client/v3${path}`, { token, body });
   if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
