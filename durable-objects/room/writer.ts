@@ -200,7 +200,10 @@ export class RoomWriter {
     } catch (e) {
       return { status: "invalid", reason: (e as Error).message };
     }
-    const known = given.unknown ? undefined : this.r.events.loadEvent(eventId);
+    // (An event this room has just built cannot be stored yet: it cites the current forward
+    // extremities, and a stored accepted event citing them would have replaced them; rejected
+    // and soft-failed copies would need our server's signature, which only this build makes.)
+    const known = given.unknown || given.signedHere ? undefined : this.r.events.loadEvent(eventId);
     // An outlier (state or auth chain from another server) may later arrive as part of the
     // timeline: then it is admitted again, this time with a place in the DAG.
     if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
@@ -294,7 +297,21 @@ export class RoomWriter {
     return outs;
   }
 
+  /** The one forward extremity, when the `extremities` table is known to hold exactly that row
+   *  (undefined: not known; read it). Only this file writes that table (decideAndPersist), so
+   *  it is kept exact there: an event built here on it replaces it (its prev_events include
+   *  it, and nothing can cite the new event yet); any other event that reaches the extremity
+   *  step reads the table again. A rollback or purge forgets it. A sequential local send
+   *  then reads neither the extremities (LocalEvents.newEventFrame) nor their states. */
+  private soleExtremity: string | undefined;
+
+  /** The forward extremity when it is known to be the only one (see soleExtremity). */
+  knownSoleExtremity(): string | undefined {
+    return this.soleExtremity;
+  }
+
   reloadAfterFailure(): void {
+    this.soleExtremity = undefined;
     this.nextGroupId = undefined;
     this.groupChains.clear();
     this.r.events.clearCache();
@@ -502,10 +519,19 @@ export class RoomWriter {
     if (backfill) return { status: "accepted", eventId: ev.event_id, stream: stream! };
 
     // Forward extremities: the event replaces its prev_events (unless something already points at it).
-    if (opts.replaceExtremities) tx.exec("DELETE FROM extremities");
-    for (const p of ev.prev_events) tx.exec("DELETE FROM extremities WHERE event_id = ?", p);
-    const referenced = !opts.builtHere && this.r.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
-    if (!referenced) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
+    // (Built here on the one known extremity: afterwards it is the only one, its state afterGroup.)
+    const sole = this.soleExtremity;
+    const replacesSole = !!opts.builtHere && !opts.replaceExtremities && sole !== undefined && ev.prev_events.includes(sole);
+    this.soleExtremity = undefined;
+    let referenced = false;
+    // (The table holds `sole` alone: the other prev_events are not in it; one statement.)
+    if (replacesSole) tx.exec("UPDATE extremities SET event_id = ? WHERE event_id = ?", ev.event_id, sole);
+    else {
+      if (opts.replaceExtremities) tx.exec("DELETE FROM extremities");
+      for (const p of ev.prev_events) tx.exec("DELETE FROM extremities WHERE event_id = ?", p);
+      referenced = !opts.builtHere && this.r.sql.exec("SELECT 1 FROM edges e JOIN events x ON x.event_id = e.event_id WHERE e.prev_event_id = ? AND x.status = 'accepted' AND x.stream > 0 LIMIT 1", ev.event_id).toArray().length > 0;
+      if (!referenced) tx.exec("INSERT OR IGNORE INTO extremities (event_id) VALUES (?)", ev.event_id);
+    }
 
     // Current state (Server-Server API "Room State Resolution"): the resolution of the states
     // after the forward extremities. One extremity state (a linear room, or an event that cited
@@ -513,16 +539,15 @@ export class RoomWriter {
     // state against the new event's state instead would depend on arrival order.
     const old = this.r.head.currentGroup;
     let next: number | null;
-    const tips = isCreate
-      ? [afterGroup]
-      : [
-          ...new Set(
-            this.r.sql
-              .exec<{ state_after: number | null }>("SELECT e.state_after FROM extremities x JOIN events e ON e.event_id = x.event_id")
-              .toArray()
-              .map((r) => r.state_after),
-          ),
-        ];
+    let tips: (number | null)[];
+    if (isCreate || replacesSole) {
+      tips = [afterGroup];
+      if (!referenced) this.soleExtremity = ev.event_id;
+    } else {
+      const rows = this.r.sql.exec<{ event_id: string; state_after: number | null }>("SELECT x.event_id, e.state_after FROM extremities x JOIN events e ON e.event_id = x.event_id").toArray();
+      if (rows.length === 1) this.soleExtremity = rows[0].event_id;
+      tips = [...new Set(rows.map((r) => r.state_after))];
+    }
     if (tips.length <= 1) next = tips[0] ?? afterGroup;
     else {
       const oldMap = this.r.state.groupState(old);
@@ -773,6 +798,7 @@ export class RoomWriter {
       for (let i = 0; i < 50 && !this.r.fanout.hubsCaughtUp(); i++) await new Promise((r) => setTimeout(r, 100));
       this.r.head.beforeWrite();
       await this.r.ctx.storage.deleteAll();
+      this.soleExtremity = undefined;
       this.nextGroupId = undefined;
       this.groupChains.clear();
       this.r.head.memberCounts = parseMemberCounts(openSchema(this.r.sql).get("member_counts"));
