@@ -90,7 +90,7 @@ function processGroupOf(server) {
 /** Profile the Worker of `server` (wrangler dev) while `fn` runs, through wrangler's inspector:
  *  writes a .cpuprofile (open in Chrome DevTools) to `file` and returns the functions with the
  *  most self time. */
-export async function profileWhile(server, file, fn) {
+export async function profileWhile(server, file, fn, intervalUs = 500) {
   // wrangler's own inspector (scripts/start.mjs passes --inspector-port): the runtime's inspector
   // behind it takes one session, wrangler's.
   const ours = processGroupOf(server);
@@ -108,7 +108,7 @@ export async function profileWhile(server, file, fn) {
   };
   const send = (method, params = {}) => new Promise((r) => (waiting.set(++id, r), ws.send(JSON.stringify({ id, method, params }))));
   await send("Profiler.enable");
-  await send("Profiler.setSamplingInterval", { interval: 500 });
+  await send("Profiler.setSamplingInterval", { interval: intervalUs });
   await send("Profiler.start");
   let result;
   try {

@@ -24,7 +24,8 @@ async function api(method, path, token, body) {
   return json;
 }
 
-const SAMPLE_MS = 0.5; // profileWhile's sampling interval
+// --interval US: the sampler's interval in µs (default 500; 100 gives a finer per-step split).
+const SAMPLE_MS = Number(opt("--interval", 500)) / 1000;
 
 /** Self samples per function, and inclusive samples for each function name (a frame counted once
  *  per sample), both per request in ms (samples × interval / requests). */
@@ -90,9 +91,14 @@ try {
       continue;
     }
     let profile;
-    await profileWhile(server, `${out}/${name}.cpuprofile`, async () => {
-      for (let i = 0; i < n; i++) await fn();
-    });
+    await profileWhile(
+      server,
+      `${out}/${name}.cpuprofile`,
+      async () => {
+        for (let i = 0; i < n; i++) await fn();
+      },
+      SAMPLE_MS * 1000,
+    );
     const { readFileSync } = await import("node:fs");
     profile = JSON.parse(readFileSync(`${out}/${name}.cpuprofile`, "utf8"));
     console.log(`${name} (${n} sequential, RATE_LIMITS=${rateLimits}):`);
