@@ -159,7 +159,8 @@ export async function hashAndSignEvent(
 
   // What is signed (the redacted event without `signatures` and `unsigned`) is also what the
   // reference hash covers: one redaction and one canonical JSON pass serve both.
-  const { signatures: _s, unsigned: _u, ...signedPart } = redactEvent(full, rv) as Record<string, unknown>;
+  // (Only encoded, never changed: the redacted form may share `full`'s values, no copies.)
+  const { signatures: _s, unsigned: _u, ...signedPart } = redactEvent(full, rv, { shared: true }) as Record<string, unknown>;
   const bytes = canonicalJsonBytes(signedPart, { strict: rv.strictCanonicalJson });
   const signature = await signBytes(key, bytes);
   const signatures: Record<string, Record<string, string>> = {};
