@@ -288,8 +288,8 @@ export class LocalEvents {
           }
           txnsHere.set(key, i);
         }
-        const { pdu, eventId, before } = await this.buildLocalPdu(spec, tip);
-        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn);
+        const { pdu, eventId, size, before } = await this.buildLocalPdu(spec, tip);
+        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn, size);
         if (!("ev" in checked)) {
           results[i] = checked.status === "duplicate" ? { ok: true, value: { eventId: checked.eventId!, stream: this.r.events.loadEvent(checked.eventId!)?.stream ?? this.r.head.stream } } : refusal(checked);
           continue;
@@ -394,7 +394,7 @@ export class LocalEvents {
 
   /** Build and sign a local user's event: prev_events = the forward extremities, auth_events
    *  by the auth events selection over the state before it, depth = max(prev) + 1. */
-  private async buildLocalPdu(spec: LocalEventSpec, tip?: Tip): Promise<{ pdu: PDU; eventId: string; before: Map<StateKey, string> }> {
+  private async buildLocalPdu(spec: LocalEventSpec, tip?: Tip): Promise<{ pdu: PDU; eventId: string; size: number; before: Map<StateKey, string> }> {
     const rv = this.r.head.requireRoom();
     // (In a group after its first event the room was checked already: nothing else writes
     // while the group is built, inside `serial`. A room being created has no partial mark.)

@@ -167,13 +167,15 @@ export class RoomWriter {
     pdu: PDU,
     origin: string,
     opts: AdmitMode,
-    given: { eventId?: string; signedHere?: boolean; digest?: PduDigest; ev?: RoomEvent; unknown?: boolean } = {},
+    given: { eventId?: string; signedHere?: boolean; size?: number; digest?: PduDigest; ev?: RoomEvent; unknown?: boolean } = {},
   ): Promise<{ ev: RoomEvent } | AdmitOutcome> {
     const rv = this.r.head.requireRoom();
     const { digest } = given;
     // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
-    if (digest) {
-      if (digest.size > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
+    // (`size`: hashAndSignEvent's count for the PDU it has just finished.)
+    const size = digest?.size ?? given.size;
+    if (size !== undefined) {
+      if (size > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
     } else {
       let encoded: string;
       try {
@@ -258,8 +260,8 @@ export class RoomWriter {
   }
 
   /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
-  checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true });
+  checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"], size?: number): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true, size });
   }
 
   /** Group commit (LocalEvents.admitRun): local events built on one chain, each citing the one

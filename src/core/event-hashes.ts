@@ -148,14 +148,15 @@ export async function hashAndSignEvent(
   rv: RoomVersion,
   serverName: string,
   key: SigningKey,
-): Promise<{ pdu: PDU; eventId: string }> {
+): Promise<{ pdu: PDU; eventId: string; size: number }> {
   if (isV12CreateEvent(pdu, rv) && "room_id" in pdu) {
     throw new Error("a room version 12 m.room.create event must not have a room_id");
   }
   const full = { ...pdu, signatures: pdu.signatures ?? {} } as PDU;
   // The content hash covers the whole event, so this is where room v6+ strictness bites
   // for keys that redaction would remove (the signature only sees the redacted form).
-  full.hashes = { sha256: await computeContentHash(full, { strict: rv.strictCanonicalJson }) };
+  const hashed = canonicalJsonBytes(without(full, [...UNHASHED]), { strict: rv.strictCanonicalJson });
+  full.hashes = { sha256: encodeBase64(await sha256(hashed)) };
 
   // What is signed (the redacted event without `signatures` and `unsigned`) is also what the
   // reference hash covers: one redaction and one canonical JSON pass serve both.
@@ -169,7 +170,14 @@ export async function hashAndSignEvent(
   full.signatures = signatures;
   const eventId =
     rv.eventIdFormat === 1 ? await computeEventId(full, rv) : "$" + (rv.eventIdFormat === 2 ? encodeBase64 : encodeBase64Url)(await sha256(bytes));
-  return { pdu: full, eventId };
+  // UTF-8 bytes of the finished PDU as canonical JSON (the size limit), without encoding it
+  // again: its keys are those hashed plus the unhashed ones, and two key-sorted objects of
+  // lengths a and b (neither empty) merge into one of a + b - 1 bytes (their braces, one comma).
+  const rest: Record<string, unknown> = {};
+  for (const k of UNHASHED) if ((full as Record<string, unknown>)[k] !== undefined) rest[k] = (full as Record<string, unknown>)[k];
+  const restBytes = utf8.encode(canonicalJson(rest, { strict: rv.strictCanonicalJson })).length;
+  const size = hashed.length === 2 ? restBytes : hashed.length + restBytes - 1;
+  return { pdu: full, eventId, size };
 }
 
 function normaliseRefs(refs: unknown, rv: RoomVersion, field: string): string[] {

@@ -509,3 +509,29 @@ describe("digestPdu (one encoding shared by the checks on receipt)", () => {
     expect((await digestPdu(bare, rv("12"))).size).toBe(canonicalJson(bare).length);
   });
 });
+
+describe("hashAndSignEvent's size", () => {
+  it("is the UTF-8 length of the finished PDU's canonical JSON, without encoding it again", async () => {
+    const key = await specKey();
+    const base = {
+      room_id: "!r:domain",
+      sender: "@a:domain",
+      origin_server_ts: 1000,
+      type: "m.room.message",
+      content: { msgtype: "m.text", body: "héllo wörld ✓ 😀 \u0001" },
+      depth: 3,
+      prev_events: ["$p"],
+      auth_events: ["$a", "$b"],
+    } as unknown as PDU;
+    const cases: [string, PDU][] = [
+      ["10", base],
+      ["12", { ...base, unsigned: { age_ts: 5, "ü": "x" } } as PDU],
+      ["1", { ...base, event_id: "$e:domain", prev_events: [["$p:domain", { sha256: "x" }]], auth_events: [] } as unknown as PDU],
+      ["3", { ...base, signatures: { "other.example": { "ed25519:k": "c2ln" } } } as unknown as PDU],
+    ];
+    for (const [v, input] of cases) {
+      const { pdu, size } = await hashAndSignEvent(input, rv(v), "domain", key);
+      expect(size, v).toBe(new TextEncoder().encode(canonicalJson(pdu)).length);
+    }
+  });
+});
