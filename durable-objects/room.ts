@@ -304,9 +304,6 @@ export class RoomDO extends DurableObject<Env> {
   syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
     return this.syncReads.syncRoom(req, q);
   }
-  getTimelineSince(req: Requester, since: number, limit: number): Promise<RoomResult<{ events: JsonObject[]; limited: boolean; prevBatch: string; stream: number }>> {
-    return this.timeline.getTimelineSince(req, since, limit);
-  }
   peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
     return this.timeline.peekEvents(req, q);
   }

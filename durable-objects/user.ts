@@ -409,11 +409,6 @@ export class UserDO extends DurableObject<Env> {
     this.inbox.deviceListsChanged(changedUserIds.filter((u) => u !== userId));
   }
 
-  async deviceListLeft(userId: string, leftUserId: string): Promise<void> {
-    this.me(userId);
-    this.inbox.deviceListLeft(leftUserId);
-  }
-
   /** GET /keys/changes between two of this user's sync tokens. */
   async deviceListChanges(userId: string, from: string, to: string): Promise<HubResult<{ changed: string[]; left: string[] }>> {
     this.me(userId);
