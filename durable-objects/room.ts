@@ -7,6 +7,8 @@
 //   room/events.ts     event rows and cache, auth chains
 //   room/state.ts      state groups, group cache, resolution memo, auth-edge index
 //   room/keys.ts       our signing key, other servers' verify keys (memo)
+//   room/pdu-checks.ts admit steps 1–2: format, size, hashes, signatures, ACL (no writes)
+//   room/admit-auth.ts admit steps 3–5: state before, auth, soft fail (no writes)
 //   room/writer.ts     THE WRITE DOOR: serialisation, the admit pipeline, every data-changing statement
 //   room/fanout.ts     after a commit: sync hubs (watermark, redelivery), appservices, federation, D1 mirrors
 //   room/local.ts      local users' events, room creation, extremity merging
