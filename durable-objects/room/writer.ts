@@ -119,8 +119,11 @@ export class RoomWriter {
    *  so writes that decide nothing across an await (forget, erasure) need not wait in `serial`.
    *  Other modules may hold the WriteTx only to pass it to the writer's functions (the SQL that
    *  changes rows is all in this file: scripts/check-write-door.mjs). */
-  private transact<T>(fn: (tx: WriteTx) => T): T {
+  private transact<T>(fn: (tx: WriteTx) => T, keepsSoleExtremity = false): T {
     this.r.head.beforeWrite();
+    // Only decideAndPersist keeps soleExtremity exact; any other write forgets it (a partial
+    // state's completion, rejectAfterAll, moves extremities too).
+    if (!keepsSoleExtremity) this.soleExtremity = undefined;
     const tx = new WriteTx(DOOR, this.r.sql);
     openTx.add(tx);
     try {
@@ -158,7 +161,7 @@ export class RoomWriter {
     const { ev } = checked;
     // 3–5 and persisting run synchronously: nothing can interleave.
     this.r.fanout.beginWrite();
-    const out = this.transact((tx) => this.decideAndPersist(tx, ev, opts));
+    const out = this.transact((tx) => this.decideAndPersist(tx, ev, opts), true);
     if (out.status === "accepted" && !opts.outlier && opts.backfillStream === undefined) await this.r.fanout.committed(ev, out.stream!, opts.rebroadcast);
     return out;
   }
@@ -203,17 +206,19 @@ export class RoomWriter {
         if (out.status !== "accepted") break;
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
       }
-    });
+    }, true);
     if (accepted.length) await this.r.fanout.committedGroup(accepted);
     return outs;
   }
 
   /** The one forward extremity, when the `extremities` table is known to hold exactly that row
-   *  (undefined: not known; read it). Only this file writes that table (decideAndPersist), so
-   *  it is kept exact there: an event built here on it replaces it (its prev_events include
-   *  it, and nothing can cite the new event yet); any other event that reaches the extremity
-   *  step reads the table again. A rollback or purge forgets it. A sequential local send
-   *  then reads neither the extremities (LocalEvents.newEventFrame) nor their states. */
+   *  (undefined: not known; read it). Only this file writes that table; decideAndPersist keeps
+   *  this exact (an event built here on it replaces it: its prev_events include it, and nothing
+   *  can cite the new event yet; any other event that reaches the extremity step reads the
+   *  table again), and every other write transaction (transact without keepsSoleExtremity:
+   *  a partial state's completion moves extremities in rejectAfterAll), a rollback and a purge
+   *  forget it. A sequential local send then reads neither the extremities
+   *  (LocalEvents.newEventFrame) nor their states. */
   private soleExtremity: string | undefined;
 
   /** The forward extremity when it is known to be the only one (see soleExtremity). */
@@ -551,6 +556,7 @@ export class RoomWriter {
     if (!se) return;
     tx.exec("UPDATE events SET status = 'rejected', rejection_reason = ?, stream = NULL, state_after = state_before WHERE event_id = ?", reason, id);
     tx.exec("DELETE FROM memberships WHERE event_id = ?", id);
+    this.soleExtremity = undefined;
     if (tx.exec("DELETE FROM extremities WHERE event_id = ? RETURNING event_id", id).toArray().length) {
       for (const p of se.ev.prev_events) {
         const cited = this.r.sql
