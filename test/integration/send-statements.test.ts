@@ -52,3 +52,20 @@ describe("a send's statements", () => {
     expect(hubLog.length, shown).toBeLessThanOrEqual(6);
   });
 });
+
+describe("the writer's memory of the one forward extremity", () => {
+  it("is forgotten by a write that moves extremities outside admitting an event (a partial state's completion rejecting the newest event)", async () => {
+    const u = await registerUser();
+    const roomId = await createRoom(u);
+    const a = await sendText(u, roomId, "a");
+    const b = await sendText(u, roomId, "b");
+    const room = env.ROOMS.get(env.ROOMS.idFromName(roomId));
+    // What the completion of a partial-state join does to an event the full state forbids:
+    // rejected, out of the extremities, its prev event back in.
+    type Internals = { writer: { partialWrite(fn: (w: { rejectAfterAll(id: string, reason: string): void }) => void): void }; events: { loadEvent(id: string): { ev: { prev_events: string[] } } | undefined } };
+    await runInDurableObject(room, (instance) => (instance as unknown as Internals).writer.partialWrite((w) => w.rejectAfterAll(b, "test: forbidden by the full state")));
+    const c = await sendText(u, roomId, "c");
+    const prev = await runInDurableObject(room, (instance) => (instance as unknown as Internals).events.loadEvent(c)?.ev.prev_events);
+    expect(prev).toEqual([a]);
+  });
+});
