@@ -289,7 +289,7 @@ export class LocalEvents {
           txnsHere.set(key, i);
         }
         const { pdu, eventId, before } = await this.buildLocalPdu(spec, tip);
-        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn);
+        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn, create !== undefined);
         if (!("ev" in checked)) {
           results[i] = checked.status === "duplicate" ? { ok: true, value: { eventId: checked.eventId!, stream: this.r.events.loadEvent(checked.eventId!)?.stream ?? this.r.head.stream } } : refusal(checked);
           continue;

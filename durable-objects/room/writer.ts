@@ -249,14 +249,19 @@ export class RoomWriter {
     return { ev };
   }
 
-  /** Steps 1–2 for the create event of a room being created here (signed by the Worker). */
+  /** Steps 1–2 for the create event of a room being created here. This server's Worker has
+   *  just hashed and signed it (createRoomInDO), and a room being created holds no events: no
+   *  hash and signature check again, and no lookup — which, as the new object's first
+   *  statement, created its schema outside the room's one transaction (a commit of its own). */
   checkCreate(pdu: PDU): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    return this.checkPdu(pdu, this.r.head.serverName!, { local: true });
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true }, { signedHere: true, unknown: true });
   }
 
-  /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
-  checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true });
+  /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit).
+   *  `newRoom`: the room is being created (LocalEvents.createRoom): it holds no event yet, so no
+   *  duplicate lookup (see checkCreate). */
+  checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"], newRoom = false): Promise<{ ev: RoomEvent } | AdmitOutcome> {
+    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true, unknown: newRoom });
   }
 
   /** Group commit (LocalEvents.admitRun): local events built on one chain, each citing the one

@@ -131,3 +131,80 @@ describe("createRoom's alias and directory rows", () => {
     expect(alias?.room_id).toBe("!other:test.local");
   });
 });
+
+// createRoom on a new object: every write (the schema's CREATE statements included) is in the
+// room's one transaction. A statement before it (checking the Worker-signed create event against
+// the event table) created the schema on its own: a commit of its own, and its DDL read back the
+// `meta` it had just made three times.
+describe("createRoom's writes on a new object", () => {
+  it("nothing is written outside the room's one transaction", async () => {
+    const alice = await registerUser();
+    const config = parseConfig(env);
+    // (The test helpers find their namespaces on first use: before ROOMS is wrapped below.)
+    await runInDurableObject(roomObject("!warm-helpers:test.local"), () => undefined);
+    const outside: string[] = [];
+    let transactions = 0;
+    const rooms = new Proxy(env.ROOMS, {
+      get(ns, prop) {
+        if (prop !== "get") {
+          const v = Reflect.get(ns, prop, ns);
+          return typeof v === "function" ? v.bind(ns) : v;
+        }
+        return (id: DurableObjectId, opts?: DurableObjectNamespaceGetDurableObjectOptions) => {
+          const stub = ns.get(id, opts);
+          return new Proxy(stub, {
+            get(s, p) {
+              const v = Reflect.get(s, p, s);
+              if (p !== "createRoom") return typeof v === "function" ? v.bind(s) : v;
+              return async (...args: unknown[]) => {
+                // Log the new object's SQL while it creates the room.
+                const stop = await runInDurableObject(stub, (inst, state) => {
+                  const sql = state.storage.sql;
+                  const exec = sql.exec;
+                  let depth = 0;
+                  Object.defineProperty(sql, "exec", {
+                    configurable: true,
+                    value: (q: string, ...b: SqlStorageValue[]) => {
+                      if (depth === 0 && /^\s*(CREATE|INSERT|UPDATE|DELETE|DROP|ALTER)/i.test(q)) outside.push(q.replace(/\s+/g, " ").slice(0, 80));
+                      return exec.call(sql, q, ...b);
+                    },
+                  });
+                  // The write door (RoomWriter.transact): the room's only transactions.
+                  const writer = (inst as unknown as { writer: { transact(fn: unknown): unknown } }).writer;
+                  const transact = writer.transact;
+                  writer.transact = (fn: unknown) => {
+                    transactions++;
+                    depth++;
+                    try {
+                      return transact.call(writer, fn);
+                    } finally {
+                      depth--;
+                    }
+                  };
+                  return () => {
+                    // (Put back as it was: `exec` may be the object's own property.)
+                    Object.defineProperty(sql, "exec", { configurable: true, writable: true, value: exec });
+                    writer.transact = transact;
+                  };
+                });
+                try {
+                  return await (s as unknown as { createRoom(...a: unknown[]): Promise<unknown> }).createRoom(...args);
+                } finally {
+                  await runInDurableObject(stub, () => stop());
+                }
+              };
+            },
+          });
+        };
+      },
+    });
+    // (defineProperty: an assignment would reach `env` itself through the prototype chain.)
+    const logged = Object.defineProperty(Object.create(env), "ROOMS", { value: rooms }) as typeof env;
+    const plan = await planRoom(logged, config, alice.userId, {});
+    const roomId = await executePlan(logged, config, plan);
+    expect(outside).toEqual([]);
+    expect(transactions).toBe(1);
+    const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: alice.accessToken });
+    expect(synced.body.rooms?.join?.[roomId]).toBeDefined();
+  });
+});
