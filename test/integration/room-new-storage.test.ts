@@ -8,6 +8,7 @@ import { call, createRoom, registerUser } from "./helpers";
 import type { RoomStub } from "../../src/services/rooms";
 import { executePlan, planRoom } from "../../src/api/client/rooms";
 import { parseConfig } from "../../src/config";
+import { SCHEMA_VERSION } from "../../durable-objects/room/schema";
 
 const roomObject = (name: string) => env.ROOMS.get(env.ROOMS.idFromName(name));
 const hasTable = (sql: SqlStorage, name: string) => sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name).toArray().length > 0;
@@ -206,5 +207,36 @@ describe("createRoom's writes on a new object", () => {
     expect(transactions).toBe(1);
     const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: alice.accessToken });
     expect(synced.body.rooms?.join?.[roomId]).toBeDefined();
+  });
+});
+
+// A new object's schema is one statement list with its version: openSchema's reads of `meta`
+// (three, the first failing) and its checks of older layouts are for rooms that have tables.
+describe("a new object's schema", () => {
+  it("is created by one statement, without reading meta or sqlite_master", async () => {
+    const stub = roomObject("!schema-statements:test.local");
+    const log: string[] = [];
+    const stop = await runInDurableObject(stub, (_inst, state) => {
+      const sql = state.storage.sql;
+      const exec = sql.exec;
+      Object.defineProperty(sql, "exec", {
+        configurable: true,
+        value: (q: string, ...b: SqlStorageValue[]) => {
+          log.push(q.replace(/\s+/g, " ").trim().slice(0, 80));
+          return exec.call(sql, q, ...b);
+        },
+      });
+      return () => Object.defineProperty(sql, "exec", { configurable: true, writable: true, value: exec });
+    });
+    try {
+      expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
+    } finally {
+      await runInDurableObject(stub, () => stop());
+    }
+    const shown = log.join("\n");
+    expect(log.filter((q) => q.includes("CREATE TABLE")).length, shown).toBe(1);
+    expect(log.filter((q) => /FROM meta\b|sqlite_master/.test(q)), shown).toEqual([]);
+    const version = await runInDurableObject(stub, async (_inst, state) => state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'schema'").one().value);
+    expect(version).toBe(SCHEMA_VERSION);
   });
 });
