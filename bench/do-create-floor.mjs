@@ -9,6 +9,9 @@
 //   new-noop        an RPC to a brand-new Durable Object that does nothing (the object is made)
 //   new             an RPC to a brand-new SQLite-backed Durable Object that writes one row
 //   d1              one D1 batch writing one row
+//   create-shape    createRoom's I/O with none of its work: a D1 read (the token lookup), a
+//                   brand-new object writing one row, then from it one D1 batch and one row
+//                   in another, existing object (the creator's sync hub), in that order
 //
 // node_modules/.bin/node bench/do-create-floor.mjs [requests per kind per round] [--rounds N] [--fsyncs]
 // (state in os.tmpdir(): TMPDIR=/dev/shm for tmpfs). Loopback only; the server is stopped by its
@@ -34,7 +37,7 @@ const option = (name, fallback) => {
 const withFsyncs = flag("--fsyncs");
 const rounds = Math.min(option("--rounds", 3), 20);
 const perRound = Math.min(Number(args[0] ?? 40), 1000);
-const KINDS = ["noop", "existing-noop", "existing", "new-noop", "new", "d1"];
+const KINDS = ["noop", "existing-noop", "existing", "new-noop", "new", "d1", "create-shape"];
 
 function freePort() {
   return new Promise((resolve, reject) => {

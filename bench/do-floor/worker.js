@@ -16,6 +16,18 @@ export class FloorDO extends DurableObject {
   noop() {
     return 1;
   }
+  /** createRoom's I/O shape with none of its work: one row here, then (after this object's
+   *  commit, as the output gate orders it) one D1 batch, then one row in another, existing
+   *  object (the creator's sync hub). */
+  async createShape(value) {
+    this.write(value);
+    await this.env.DB.batch([
+      this.env.DB.prepare("CREATE TABLE IF NOT EXISTS kv (k INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT NOT NULL)"),
+      this.env.DB.prepare("INSERT INTO kv (v) VALUES (?)").bind(value),
+    ]);
+    await this.env.FLOOR.getByName("hub").write(value);
+    return 1;
+  }
 }
 
 export default {
@@ -34,6 +46,11 @@ export default {
         return new Response(String(await env.FLOOR.get(env.FLOOR.newUniqueId()).noop()));
       case "new":
         return new Response(String(await env.FLOOR.get(env.FLOOR.newUniqueId()).write(v)));
+      case "create-shape": {
+        // A D1 read first (Lattice's token lookup), then a brand-new object doing createShape.
+        await env.DB.prepare("SELECT 1 AS one").first();
+        return new Response(String(await env.FLOOR.get(env.FLOOR.newUniqueId()).createShape(v)));
+      }
       case "d1": {
         // One batch (one round trip), as createRoom's D1 rows go.
         await env.DB.batch([
