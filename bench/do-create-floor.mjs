@@ -14,6 +14,7 @@
 //                   in another, existing object (the creator's sync hub), in that order
 //
 // node_modules/.bin/node bench/do-create-floor.mjs [requests per kind per round] [--rounds N] [--fsyncs]
+//   [--profile KIND FILE]: a V8 CPU profile of the Worker isolate over 40 requests of KIND
 // (state in os.tmpdir(): TMPDIR=/dev/shm for tmpfs). Loopback only; the server is stopped by its
 // process group.
 import { spawn, execSync } from "node:child_process";
@@ -35,6 +36,9 @@ const option = (name, fallback) => {
   return i >= 0 ? Number(args.splice(i, 2)[1]) : fallback;
 };
 const withFsyncs = flag("--fsyncs");
+const profileAt = args.indexOf("--profile");
+const profile = profileAt >= 0 ? { kind: args[profileAt + 1], file: args[profileAt + 2] } : undefined;
+if (profile) args.splice(profileAt, 3);
 const rounds = Math.min(option("--rounds", 3), 20);
 const perRound = Math.min(Number(args[0] ?? 40), 1000);
 const KINDS = ["noop", "existing-noop", "existing", "new-noop", "new", "d1", "create-shape"];
@@ -140,6 +144,12 @@ try {
       const n = 20;
       fsyncs[kind] = (await fsyncsWhile(async () => { for (let i = 0; i < n; i++) await hit(kind, i); })) / n;
     }
+  }
+  if (profile) {
+    const { profileWhile } = await import("./loopback-peers.mjs");
+    await profileWhile({ port, serverName: `floor:${port}` }, profile.file, async () => {
+      for (let i = 0; i < 40; i++) await hit(profile.kind, i);
+    });
   }
   const where = tmpdir().startsWith("/dev/shm") ? "tmpfs" : "disk";
   console.log(`runtime floor under wrangler dev (${where}, ${rounds} rounds × ${perRound} requests per kind):`);
