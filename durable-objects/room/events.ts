@@ -45,6 +45,8 @@ export class EventStore {
   /** Cache an event (newest in the LRU order), e.g. as the writer has just stored it (its row,
    *  without reading it back). */
   remember(se: StoredEvent): void {
+    // (The create event just stored: loadCreate need not look it up. A rollback forgets it.)
+    if (se.status === "accepted" && se.ev.type === "m.room.create" && se.ev.state_key === "") this.createId = se.ev.event_id;
     this.cache.delete(se.ev.event_id);
     this.cache.set(se.ev.event_id, se);
     if (this.cache.size > EVENT_CACHE) this.cache.delete(this.cache.keys().next().value!);

@@ -67,6 +67,9 @@ export interface AdmitOptions extends AdmitMode {
   /** Built and signed by this room a moment ago (group commit, room creation): nothing can
    *  cite it yet, as its ID hashes its own content. */
   builtHere?: boolean;
+  /** The event cites every forward extremity (a room being created: one linear chain), so it is
+   *  the only one after it: its state is the current state, with no read of the extremities. */
+  soleExtremity?: boolean;
 }
 
 /** A room being created here: its create event (checked, not stored) and its record in `meta`. */
@@ -126,7 +129,7 @@ export class RoomWriter {
     try {
       return this.r.ctx.storage.transactionSync(() => {
         const out = fn(tx);
-        for (const [key, value] of this.metaAtEnd) this.setMeta(tx, key, value);
+        this.flushMetaAtEnd(tx);
         return out;
       });
     } catch (e) {
@@ -148,6 +151,18 @@ export class RoomWriter {
   private metaAtEnd = new Map<string, string | number>();
   private setMetaAtEnd(key: string, value: string | number): void {
     this.metaAtEnd.set(key, value);
+  }
+
+  /** The values kept for the end of the transaction, in one statement (createRoom wrote seven
+   *  `meta` rows one statement each). */
+  private flushMetaAtEnd(tx: WriteTx): void {
+    if (this.metaAtEnd.size === 0) return;
+    const rows = [...this.metaAtEnd];
+    this.metaAtEnd.clear();
+    tx.exec(
+      `INSERT INTO meta (key, value) VALUES ${rows.map(() => "(?, ?)").join(", ")} ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+      ...rows.flatMap(([key, value]) => [key, String(value)]),
+    );
   }
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
@@ -195,15 +210,16 @@ export class RoomWriter {
         const out = this.decideAndPersist(tx, create.ev, { local: true, builtHere: true });
         outs.push(out);
         if (out.status !== "accepted") return;
-        this.recordRoomIn(tx, create.roomId, create.roomVersion, create.serverName);
+        // (Written with the values kept for the transaction's end, in one statement.)
+        this.recordRoomIn(tx, create.roomId, create.roomVersion, create.serverName, { atEnd: true });
         // The hub watermark from the start: without it a restart would count every event
         // as delivered (FanOut.start) and the initial events might never reach a hub.
-        this.setMeta(tx, "hub_done", 0);
+        this.setMetaAtEnd("hub_done", 0);
         for (const m of create.registry) this.r.fanout.mirrorWithNextCommit(m.stmt, m.onResult);
         accepted.push({ ev: create.ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(create.ev, out.stream!, true) });
       }
       for (const { ev, txn } of group) {
-        const out = this.decideAndPersist(tx, ev, { local: true, txn, builtHere: true });
+        const out = this.decideAndPersist(tx, ev, { local: true, txn, builtHere: true, ...(create ? { soleExtremity: true } : {}) });
         outs.push(out);
         if (out.status !== "accepted") break;
         accepted.push({ ev, stream: out.stream!, facts: this.r.fanout.noticeFacts(ev, out.stream!, true) });
@@ -347,7 +363,7 @@ export class RoomWriter {
     // state against the new event's state instead would depend on arrival order.
     const old = this.r.head.currentGroup;
     let next: number | null;
-    const tips = isCreate
+    const tips = isCreate || opts.soleExtremity
       ? [afterGroup]
       : [
           ...new Set(
@@ -454,11 +470,12 @@ export class RoomWriter {
     this.transact((tx) => this.recordRoomIn(tx, roomId, roomVersion, serverName, opts));
   }
 
-  private recordRoomIn(tx: WriteTx, roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean; partialState?: PartialStateMeta } = {}): void {
-    if (opts.partialState) this.setMeta(tx, "partial_state", JSON.stringify(opts.partialState));
-    this.setMeta(tx, "room_id", roomId);
-    this.setMeta(tx, "room_version", roomVersion);
-    this.setMeta(tx, "server_name", serverName);
+  private recordRoomIn(tx: WriteTx, roomId: string, roomVersion: string, serverName: string, opts: { joined?: boolean; partialState?: PartialStateMeta; atEnd?: boolean } = {}): void {
+    const set = (key: string, value: string) => (opts.atEnd ? this.setMetaAtEnd(key, value) : this.setMeta(tx, key, value));
+    if (opts.partialState) set("partial_state", JSON.stringify(opts.partialState));
+    set("room_id", roomId);
+    set("room_version", roomVersion);
+    set("server_name", serverName);
     if (opts.joined) {
       tx.exec("DELETE FROM meta WHERE key = 'partial' OR key = 'stripped_state' OR key LIKE 'partial_member%'");
       this.r.events.partialMarkChanged();
