@@ -4,7 +4,7 @@
 import type { JsonObject, PDU, RoomEvent } from "./types";
 import type { RoomVersion } from "./room-versions";
 import { signBytes, type SigningKey } from "./signing";
-import { canonicalJson, canonicalJsonBytes } from "./canonical-json";
+import { canonicalJsonBytes, canonicalKeyOrder, canonicalMember, canonicalMembers } from "./canonical-json";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64";
 import { redactEvent } from "./redaction";
 
@@ -68,9 +68,10 @@ export async function computeEventId(pdu: PDU, rv: RoomVersion): Promise<string>
 
 /** What the checks on receipt of a PDU need (Server-Server API "Checks performed on receipt of
  *  a PDU": size, content hash, signatures; the event ID is the reference hash), from one
- *  canonical JSON pass over the event and one over its redacted form instead of one pass per
- *  check: checking a large room's state computed each event's redacted form twice and its
- *  canonical JSON four times. */
+ *  canonical JSON pass over the event, whose members its hashed part and its redacted form
+ *  share (only a redacted `content` is encoded again), instead of one pass per check:
+ *  checking a large room's state computed each event's redacted form twice and its canonical
+ *  JSON four times, then the whole event and its redacted form once each. */
 export interface PduDigest {
   eventId: string;
   /** UTF-8 bytes of the whole PDU as canonical JSON (the 65,536-byte limit). */
@@ -90,18 +91,23 @@ const UNHASHED = ["unsigned", "signatures", "hashes"] as const;
  *  Error when a room version 1/2 PDU has no event_id. */
 export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
   const strict = rv.strictCanonicalJson;
-  const hashed = without(pdu, [...UNHASHED]);
-  const hashedBytes = canonicalJsonBytes(hashed, { strict });
-  // The whole PDU's canonical JSON is the hashed part's with the other keys' members added
-  // (objects are written sorted, so each member adds `,"key":value` wherever it goes).
-  let size = hashedBytes.length;
+  const src = pdu as Record<string, unknown>;
+  // Each top-level member is encoded once; the hashed part, the whole PDU (its size) and the
+  // redacted form share them (objects are written sorted, so a subset of the members in the
+  // same order is the canonical JSON of the object with only those keys).
+  const members = canonicalMembers(pdu, { strict });
+  const hashedParts: string[] = [];
+  let size = 0;
   let added = 0;
-  for (const k of UNHASHED) {
-    if (!Object.prototype.hasOwnProperty.call(pdu, k)) continue;
-    size += 1 + utf8.encode(`"${k}":${canonicalJson((pdu as Record<string, unknown>)[k], { strict })}`).length;
-    added++;
+  for (const m of members) {
+    if (m.key === "unsigned" || m.key === "signatures" || m.key === "hashes") {
+      size += 1 + utf8.encode(m.text).length;
+      added++;
+    } else hashedParts.push(m.text);
   }
-  if (added && Object.keys(hashed).length === 0) size -= 1; // no comma before the first member
+  const hashedBytes = utf8.encode("{" + hashedParts.join(",") + "}");
+  size += hashedBytes.length;
+  if (added && hashedParts.length === 0) size -= 1; // no comma before the first member
   const claimed = (pdu.hashes as Record<string, unknown> | undefined)?.sha256;
   const contentHash = await sha256(hashedBytes);
   let contentHashOk = false;
@@ -113,9 +119,23 @@ export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
       /* not base64: a mismatch */
     }
   }
-  // Redaction keeps only values the whole PDU has, so once it passed as (strict) canonical
-  // JSON its redacted form does too; the encoding does not depend on strictness.
-  const signed = canonicalJsonBytes(without(redactEvent(pdu, rv, { shared: true }), ["signatures", "unsigned"]));
+  // Redaction keeps only values the whole PDU has (the same values: `shared`), so those members
+  // are the PDU's own; only a redacted `content` is encoded again. Once the PDU passed as
+  // (strict) canonical JSON its redacted form does too; the encoding does not depend on
+  // strictness.
+  const redacted = redactEvent(pdu, rv, { shared: true }) as Record<string, unknown>;
+  const signedParts: string[] = [];
+  // (Both key lists are in canonical order, the redacted form's a subset of the PDU's plus
+  // perhaps `content`: one pass over both.)
+  let j = 0;
+  for (const k of canonicalKeyOrder(redacted)) {
+    if (k === "signatures" || k === "unsigned") continue;
+    while (j < members.length && members[j].key !== k) j++;
+    const own = j < members.length && redacted[k] === src[k] ? members[j].text : undefined;
+    if (j === members.length) j = 0; // `content` the PDU did not have: the next keys are found again
+    signedParts.push(own ?? canonicalMember(k, redacted[k], false));
+  }
+  const signed = utf8.encode("{" + signedParts.join(",") + "}");
   let eventId: string;
   if (rv.eventIdFormat === 1) {
     if (typeof pdu.event_id !== "string") throw new Error(`room version ${rv.id} PDU has no event_id`);
