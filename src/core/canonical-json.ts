@@ -87,8 +87,10 @@ function sortedKeys(obj: object): string[] {
   const keys = Object.keys(obj);
   let bmpOnly = true;
   for (const k of keys) {
+    // (A key without a code unit from U+D800 up has no surrogate: well-formed.)
+    if (!SURROGATE_OR_ABOVE.test(k)) continue;
     if (!isWellFormedString(k)) throw new CanonicalJsonError("key contains a lone surrogate");
-    if (bmpOnly && SURROGATE_OR_ABOVE.test(k)) bmpOnly = false;
+    bmpOnly = false;
   }
   if (bmpOnly) keys.sort();
   else keys.sort(compareCodePoints);
@@ -238,8 +240,3 @@ export function canonicalMember(key: string, value: unknown, strict: boolean): s
   return JSON.stringify(key) + ":" + encodeValue(value, strict, 1);
 }
 
-/** Keys of `obj` in canonical order (by Unicode code point). Throws CanonicalJsonError on a
- *  key with a lone surrogate. */
-export function canonicalKeyOrder(obj: object): string[] {
-  return sortedKeys(obj);
-}

@@ -4,7 +4,7 @@
 import type { JsonObject, PDU, RoomEvent } from "./types";
 import type { RoomVersion } from "./room-versions";
 import { signBytes, type SigningKey } from "./signing";
-import { canonicalJsonBytes, canonicalKeyOrder, canonicalMember, canonicalMembers } from "./canonical-json";
+import { canonicalJsonBytes, canonicalMember, canonicalMembers } from "./canonical-json";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64";
 import { redactEvent } from "./redaction";
 
@@ -84,7 +84,21 @@ export interface PduDigest {
 }
 
 const utf8 = new TextEncoder();
-const UNHASHED = ["unsigned", "signatures", "hashes"] as const;
+
+/** Bytes of a well-formed string in UTF-8 (a pair of surrogates is one 4-byte character). */
+function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      n += 2; // with its low surrogate: 4 bytes for 2 code units
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
 
 /** PduDigest of a received PDU. Throws CanonicalJsonError when the PDU is not canonical JSON
  *  (strict canonical JSON for room versions that demand it), as its size check would; and an
@@ -101,7 +115,7 @@ export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
   let added = 0;
   for (const m of members) {
     if (m.key === "unsigned" || m.key === "signatures" || m.key === "hashes") {
-      size += 1 + utf8.encode(m.text).length;
+      size += 1 + utf8Length(m.text);
       added++;
     } else hashedParts.push(m.text);
   }
@@ -125,16 +139,19 @@ export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
   // strictness.
   const redacted = redactEvent(pdu, rv, { shared: true }) as Record<string, unknown>;
   const signedParts: string[] = [];
-  // (Both key lists are in canonical order, the redacted form's a subset of the PDU's plus
-  // perhaps `content`: one pass over both.)
-  let j = 0;
-  for (const k of canonicalKeyOrder(redacted)) {
-    if (k === "signatures" || k === "unsigned") continue;
-    while (j < members.length && members[j].key !== k) j++;
-    const own = j < members.length && redacted[k] === src[k] ? members[j].text : undefined;
-    if (j === members.length) j = 0; // `content` the PDU did not have: the next keys are found again
-    signedParts.push(own ?? canonicalMember(k, redacted[k], false));
+  const member = (k: string, text?: string) => signedParts.push(text !== undefined && redacted[k] === src[k] ? text : canonicalMember(k, redacted[k], false));
+  // The redacted form's keys are some of the PDU's, and always `content` (written where it
+  // sorts: "content" is ASCII, so `<` orders it as code points do).
+  let contentDone = false;
+  for (const m of members) {
+    if (!contentDone && m.key >= "content") {
+      contentDone = true;
+      member("content", m.key === "content" ? m.text : undefined);
+      if (m.key === "content") continue;
+    }
+    if (m.key !== "signatures" && m.key !== "unsigned" && Object.prototype.hasOwnProperty.call(redacted, m.key)) member(m.key, m.text);
   }
+  if (!contentDone) member("content");
   const signed = utf8.encode("{" + signedParts.join(",") + "}");
   let eventId: string;
   if (rv.eventIdFormat === 1) {
