@@ -7,6 +7,8 @@
 //   room/events.ts     event rows and cache, auth chains
 //   room/state.ts      state groups, group cache, resolution memo, auth-edge index
 //   room/keys.ts       our signing key, other servers' verify keys (memo)
+//   room/pdu-checks.ts admit steps 1–2: format, size, hashes, signatures, ACL (no writes)
+//   room/admit-auth.ts admit steps 3–5: state before, auth, soft fail (no writes)
 //   room/writer.ts     THE WRITE DOOR: serialisation, the admit pipeline, every data-changing statement
 //   room/fanout.ts     after a commit: sync hubs (watermark, redelivery), appservices, federation, D1 mirrors
 //   room/local.ts      local users' events, room creation, extremity merging
@@ -303,9 +305,6 @@ export class RoomDO extends DurableObject<Env> {
   }
   syncRoom(req: Requester, q: RoomSyncQuery): Promise<RoomResult<RoomSyncView>> {
     return this.syncReads.syncRoom(req, q);
-  }
-  getTimelineSince(req: Requester, since: number, limit: number): Promise<RoomResult<{ events: JsonObject[]; limited: boolean; prevBatch: string; stream: number }>> {
-    return this.timeline.getTimelineSince(req, since, limit);
   }
   peekEvents(req: Requester, q: { from?: string; timeoutMs: number }): Promise<RoomResult<{ start: string; end: string; chunk: JsonObject[] }>> {
     return this.timeline.peekEvents(req, q);

@@ -67,7 +67,8 @@ export class UserDO extends DurableObject<Env> {
   /** MSC4306 thread subscriptions (user/thread-subscriptions.ts). */
   private threads: ThreadSubscriptions;
   private threadSubscriptionsOn: boolean;
-  /** Room notices taken but not applied yet (roomEvents with `defer`): readers wait for them. */
+  /** Room notices taken but not applied yet (roomEvents with `defer`): every method but
+   *  RUN_AT_ONCE waits for them (the guard after roomEvents). */
   private deferred = new Set<Promise<void>>();
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -154,14 +155,15 @@ export class UserDO extends DurableObject<Env> {
     });
   }
 
-  /** The hub's user: recorded by the first RPC that names them. */
-  private me(userId: string): string {
+  /** The hub's user: recorded by the first RPC that names them. (Helpers are instance fields:
+   *  the prototype is the RPC surface, and the guard after roomEvents wraps all of it.) */
+  private me = (userId: string): string => {
     if (!this.userId) {
       this.userId = userId;
       this.stream.setMeta("user_id", userId);
     }
     return this.userId;
-  }
+  };
 
   /** Retries of the push hand-over (user/push-outbox.ts). */
   async alarm(): Promise<void> {
@@ -184,7 +186,7 @@ export class UserDO extends DurableObject<Env> {
    *  every object shares one thread, and 99 hubs' transactions and push rules ran ahead of the
    *  Worker writing the send's answer. The call still resolves only once the notice is stored
    *  (the room's delivery watermark is unchanged), and every reader of the hub waits for the
-   *  notices deferred when it arrived (noticesApplied): the notice reached this hub before the
+   *  notices deferred when it arrived (the guard below): the notice reached this hub before the
    *  RoomDO answered, so a request made after the send's answer sees it. */
   async roomEvents(userId: string, notices: RoomEventNotice[], defer = false): Promise<void> {
     const me = this.me(userId);
@@ -198,30 +200,44 @@ export class UserDO extends DurableObject<Env> {
     }
   }
 
-  /** Resolves once the room notices deferred so far are applied (or failed: the RoomDO
-   *  redelivers). Every reader of what notices write calls it first. */
-  private async noticesApplied(): Promise<void> {
-    if (this.deferred.size) await Promise.allSettled([...this.deferred]);
+  /** The methods that run at once, without waiting for deferred notices: the notice takers
+   *  (they order themselves) and the alarm (push retries, no read after a send). */
+  static readonly RUN_AT_ONCE: ReadonlySet<string> = new Set(["constructor", "alarm", "roomEvent", "roomEvents"]);
+
+  // The one guard of read-after-write: every other method on the prototype (the RPC surface;
+  // helpers are instance fields, off it) first waits until the room notices deferred when it
+  // was called are applied (or failed: the RoomDO redelivers). It is wrapped here, once, so a
+  // method added later is guarded without a line of its own; test/integration/hub-guard.test.ts
+  // calls each method while a notice is held back and lists those that did not wait.
+  static {
+    const proto = UserDO.prototype as unknown as Record<string, (...args: unknown[]) => unknown>;
+    for (const name of Object.getOwnPropertyNames(proto)) {
+      const method = Object.getOwnPropertyDescriptor(proto, name)?.value;
+      if (UserDO.RUN_AT_ONCE.has(name) || typeof method !== "function") continue;
+      const guarded = async function (this: UserDO, ...args: unknown[]) {
+        if (this.deferred.size) await Promise.allSettled([...this.deferred]);
+        return method.apply(this, args);
+      };
+      Object.defineProperty(guarded, "name", { value: name });
+      proto[name] = guarded;
+    }
   }
 
   /** A partial-state room of this user got its full state (durable-objects/room/partial-sync.ts):
    *  the room moved to `stream` without an event (user/fan-in.ts). */
   async roomStateCompleted(userId: string, roomId: string, stream: number): Promise<void> {
-    await this.noticesApplied();
     this.fanIn.roomStateCompleted(this.me(userId), roomId, stream);
   }
 
   /** POST /rooms/{roomId}/forget: the room leaves every later /sync of this user until their
    *  membership changes again. */
   async forgetRoom(userId: string, roomId: string): Promise<void> {
-    await this.noticesApplied();
     this.me(userId);
     this.fanIn.forgetRoom(roomId);
   }
 
   /** Membership of the rooms this hub knows (for /joined_rooms-like callers and tests). */
   async getRooms(): Promise<{ roomId: string; membership: Membership; stream: number }[]> {
-    await this.noticesApplied();
     return this.fanIn.getRooms();
   }
 
@@ -237,7 +253,6 @@ export class UserDO extends DurableObject<Env> {
 
   /** A receipt in one of my rooms (mine or another member's). `threadId` "" = unthreaded. */
   async receipt(userId: string, r: Receipt): Promise<void> {
-    await this.noticesApplied();
     await this.ephemeral.receipt(this.me(userId), r);
   }
 
@@ -292,7 +307,6 @@ export class UserDO extends DurableObject<Env> {
 
   /** GET /notifications: notifying events, newest first, `from` = an upos to continue below. */
   async notifications(userId: string, q: { from?: number; limit: number; onlyHighlight: boolean }): Promise<NotificationRow[]> {
-    await this.noticesApplied();
     this.me(userId);
     return this.settings.notifications(q);
   }
@@ -308,20 +322,17 @@ export class UserDO extends DurableObject<Env> {
   // root and the cause event against the RoomDO first.
 
   async getThreadSubscription(userId: string, roomId: string, rootId: string): Promise<{ automatic: boolean } | null> {
-    await this.noticesApplied();
     this.me(userId);
     return this.threads.get(roomId, rootId);
   }
 
   /** `causeStream`: undefined for a manual subscription (see ThreadSubscriptions.subscribe). */
   async subscribeThread(userId: string, roomId: string, rootId: string, causeStream: number | null | undefined): Promise<SubscribeOutcome> {
-    await this.noticesApplied();
     this.me(userId);
     return this.threads.subscribe(roomId, rootId, causeStream);
   }
 
   async unsubscribeThread(userId: string, roomId: string, rootId: string, roomStream: number): Promise<void> {
-    await this.noticesApplied();
     this.me(userId);
     this.threads.unsubscribe(roomId, rootId, roomStream);
   }
@@ -338,7 +349,6 @@ export class UserDO extends DurableObject<Env> {
    *  (to, from]; `from` defaults to now and `to` to the beginning, and `to` may be a sliding-sync
    *  pos of this device. */
   async threadSubscriptionPage(userId: string, q: { deviceId: string; from?: string; to?: string; limit: number }): Promise<HubResult<JsonObject>> {
-    await this.noticesApplied();
     this.me(userId);
     const bad = (error: string): HubResult<JsonObject> => ({ ok: false, status: 400, errcode: "M_INVALID_PARAM", error });
     let hi = this.stream.pos;
@@ -399,14 +409,8 @@ export class UserDO extends DurableObject<Env> {
     this.inbox.deviceListsChanged(changedUserIds.filter((u) => u !== userId));
   }
 
-  async deviceListLeft(userId: string, leftUserId: string): Promise<void> {
-    this.me(userId);
-    this.inbox.deviceListLeft(leftUserId);
-  }
-
   /** GET /keys/changes between two of this user's sync tokens. */
   async deviceListChanges(userId: string, from: string, to: string): Promise<HubResult<{ changed: string[]; left: string[] }>> {
-    await this.noticesApplied();
     this.me(userId);
     return this.inbox.deviceListChanges(from, to);
   }
@@ -434,7 +438,6 @@ export class UserDO extends DurableObject<Env> {
    *  had seen somewhere in [low, high] and each caller takes the end that returns more events,
    *  never fewer. null: low = before the room's first event, high = the room's newest. */
   async roomPosition(userId: string, roomId: string, token: string): Promise<HubResult<RoomPosition>> {
-    await this.noticesApplied();
     this.me(userId);
     const p = this.stream.parseToken(token);
     if ("error" in p) return { ok: false, status: 400, errcode: "M_INVALID_PARAM", error: p.error };
@@ -447,7 +450,6 @@ export class UserDO extends DurableObject<Env> {
    *  position; `slice`: positions per transaction (default COMPACT_SLICE). Returns the floor,
    *  the number of log rows removed and the transactions (slices) it took. */
   async compactLog(opts: { keep?: number; now?: number; at?: number; slice?: number } = {}): Promise<{ floor: number; removed: number; slices: number }> {
-    await this.noticesApplied();
     return this.log.compactLog(opts);
   }
 
@@ -456,14 +458,12 @@ export class UserDO extends DurableObject<Env> {
 
   /** Current position token (what an initial sync right now would return). */
   async currentToken(): Promise<string> {
-    await this.noticesApplied();
     return this.stream.token(this.stream.pos);
   }
 
   /** What changed for this user/device after `since` — waiting up to `timeoutMs` for something
    *  to change when nothing has. An invalid token → ok:false (M_INVALID_PARAM). */
   async sync(req: SyncRequest): Promise<HubResult<SyncDelta>> {
-    await this.noticesApplied();
     this.me(req.userId);
     return this.syncer.sync(req);
   }
@@ -472,7 +472,6 @@ export class UserDO extends DurableObject<Env> {
    *  candidate members this device provably has (sent in a response at or before the client's
    *  `since`), and record what the response at `nextBatch` carries. */
   async settleLazyMembers(userId: string, req: { deviceId: string; since?: string; nextBatch: string; rooms: LazyMembersRoom[] }): Promise<Record<string, string[]>> {
-    await this.noticesApplied();
     this.me(userId);
     const since = req.since === undefined ? undefined : this.stream.parseToken(req.since);
     const next = this.stream.parseToken(req.nextBatch);
@@ -483,28 +482,24 @@ export class UserDO extends DurableObject<Env> {
   // ===========================================================================================
   // Simplified Sliding Sync (MSC4186): durable-objects/sliding-conn.ts.
 
-  private slidingAccess(): sliding.SlidingHubAccess {
-    return {
-      sql: this.sql,
-      pos: () => this.stream.pos,
-      waitForPush: (ms) => this.stream.waitForPush(ms),
-      unreadCounts: (roomId) => this.ephemeral.unreadCounts(roomId, false).main,
-      ephemeralSince: (roomId, from, q) => this.ephemeral.ephemeralSince(roomId, from, q),
-      accountDataSince: (roomId, from, q) => this.settings.accountDataSince(roomId, from, q),
-      threadSubscriptions: this.threadSubscriptionsOn ? this.threads : undefined,
-      transaction: (fn) => this.stream.transaction(fn),
-    };
-  }
+  private slidingAccess = (): sliding.SlidingHubAccess => ({
+    sql: this.sql,
+    pos: () => this.stream.pos,
+    waitForPush: (ms) => this.stream.waitForPush(ms),
+    unreadCounts: (roomId) => this.ephemeral.unreadCounts(roomId, false).main,
+    ephemeralSince: (roomId, from, q) => this.ephemeral.ephemeralSince(roomId, from, q),
+    accountDataSince: (roomId, from, q) => this.settings.accountDataSince(roomId, from, q),
+    threadSubscriptions: this.threadSubscriptionsOn ? this.threads : undefined,
+    transaction: (fn) => this.stream.transaction(fn),
+  });
 
   async slidingBegin(userId: string, req: sliding.BeginRequest): Promise<sliding.SlidingResult<sliding.BeginResult>> {
-    await this.noticesApplied();
     this.me(userId);
     await this.fanIn.bootstrap(this.userId!);
     return sliding.slidingBegin(this.slidingAccess(), req);
   }
 
   async slidingCommit(userId: string, req: sliding.CommitRequest): Promise<string> {
-    await this.noticesApplied();
     this.me(userId);
     return sliding.slidingCommit(this.slidingAccess(), req);
   }

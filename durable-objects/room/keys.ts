@@ -1,7 +1,7 @@
 // The keys signatures are made and checked with: this server's signing key (from D1, once per
 // instance) and other servers' verify keys through the federation key ring, with a short memo
 // so a 10,000-event send_join answer does not ask D1 per event. Used by the writer's signature
-// step (RoomWriter.checkSignatures) and by whoever signs (local events, co-signed joins).
+// step (PduChecks.checkSignatures, room/pdu-checks.ts) and by whoever signs (local events, co-signed joins).
 import type { Env } from "../../src/env";
 import type { Config } from "../../src/config";
 import type { SigningKey } from "../../src/core/signing";

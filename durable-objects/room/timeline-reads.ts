@@ -1,6 +1,5 @@
-// Timeline reads: GET /event, /messages, /context, timestamp_to_event, the timeline since a
-// stream position, and peeking (GET /events?room_id=), each filtered by the requester's
-// history visibility (views.ts).
+// Timeline reads: GET /event, /messages, /context, timestamp_to_event and peeking
+// (GET /events?room_id=), each filtered by the requester's history visibility (views.ts).
 import type { JsonObject } from "../../src/core/types";
 import { matchesRoomEventFilter, type RoomEventFilter } from "../../src/core/room-event-filter";
 import type { ContextResponse, MessagesQuery, MessagesResponse, Requester, RoomResult } from "../../src/rpc/room";
@@ -101,27 +100,6 @@ export class TimelineReads {
         if (visible(se)) return { event_id: se.ev.event_id, origin_server_ts: se.ev.origin_server_ts };
       }
       fail(404, "M_NOT_FOUND", "No event found");
-    });
-  }
-
-  /** Accepted events after stream position `since` (exclusive), up to `limit`, oldest first,
-   *  filtered by the user's visibility — the building block for /sync timelines. `limited` is
-   *  true when more events than `limit` exist after `since` (the newest `limit` are returned). */
-  async getTimelineSince(req: Requester, since: number, limit: number): Promise<RoomResult<{ events: JsonObject[]; limited: boolean; prevBatch: string; stream: number }>> {
-    return wrap(() => {
-      this.r.head.requireRoom();
-      const visible = this.r.views.visibilityFor(req.userId);
-      const rows = this.r.sql.exec<EventRow>("SELECT * FROM events WHERE stream IS NOT NULL AND stream > ? ORDER BY stream DESC LIMIT ?", since, limit + 1).toArray();
-      const limited = rows.length > limit;
-      const take = rows.slice(0, limit).reverse().map((r) => this.r.events.cachedRow(r));
-      const now = Date.now();
-      const first = take[0]?.stream ?? this.r.head.stream + 1;
-      return {
-        events: this.r.views.clientEvents(take.filter(visible), req, now),
-        limited,
-        prevBatch: streamToken(first - 1),
-        stream: this.r.head.stream,
-      };
     });
   }
 

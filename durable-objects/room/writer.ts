@@ -3,38 +3,37 @@
 // admit pipeline — format and size → hashes and signatures → auth against auth_events → auth
 // against the state before → soft fail against the current state → persist (DAG edges, state
 // group, stream position) → forward extremities → current state — runs its decide-and-persist
-// part in one transactionSync. The server signing key and the remote key memo live here because
-// signature checks are a step of the door.
+// part in one transactionSync. Steps 1–2 (room/pdu-checks.ts) and the decision of steps 3–5
+// (room/admit-auth.ts) read only and live in their own files; the writer runs them and
+// persists what they decide.
 //
 // Concurrency: Durable Object input gates do not cover awaits on crypto (hashing, signing), so
 // every write runs through `serial()`, a promise chain: events are created and admitted one at a
 // time, each choosing the previous one as its prev_event. 100 concurrent sends give one chain.
 //
-// Why over ~600 lines: this file is every row-changing statement of the room on purpose — the
-// admit pipeline, group commit (`admitLocalGroup`), outlier batches and the partial-state writes —
-// so that `scripts/check-write-door.mjs` can hold the rule "no data-changing SQL outside
-// writer.ts" with a short exception list. Splitting it would mean a second file the check trusts.
+// Why near 700 lines: this file is every row-changing statement of the room on purpose — the
+// admit pipeline's persist step, group commit (`admitLocalGroup`), outlier batches and the
+// partial-state writes — so that `scripts/check-write-door.mjs` can hold the rule "no
+// data-changing SQL outside writer.ts" with a short exception list. Splitting the writes would
+// mean a second file the check trusts; what only reads went to pdu-checks.ts and admit-auth.ts.
 import type { Env } from "../../src/env";
-import type { JsonObject, PDU, RoomEvent, StateIdMap, StateKey } from "../../src/core/types";
+import type { JsonObject, PDU, RoomEvent, StateKey } from "../../src/core/types";
 import { splitStateKey, stateKey } from "../../src/core/types";
 import { type RoomVersion } from "../../src/core/room-versions";
 import type { Config } from "../../src/config";
 import { openSchema, readMeta } from "./schema";
-import { canonicalJson } from "../../src/core/canonical-json";
-import { authEventKeys, buildAuthState, checkAuthEventsShape, checkEventAuth, CREATE_KEY, namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
-import { partialAuthState, type PartialState, type PartialStateMeta, type PartialWrites } from "./partial-state";
-import { checkContentHash, computeEventId, toRoomEvent, type PduDigest } from "../../src/core/event-hashes";
-import { verifyJsonSignature, verifySignedBytes } from "../../src/core/signing";
-import { redactEvent } from "../../src/core/redaction";
+import { namedPowerLevel, powerLevelOf } from "../../src/core/auth-rules";
+import type { PartialState, PartialStateMeta, PartialWrites } from "./partial-state";
+import type { PduDigest } from "../../src/core/event-hashes";
 import { layerState } from "./state-layers";
-import { isServerAllowedByAcl } from "../../src/core/server-acl";
-import { domainOf } from "../../src/core/ids";
 import type { AdmitMode, AdmitOutcome } from "../../src/rpc/room";
-import { jsonBatches, authOrder, MAX_PDU_BYTES, MAX_ID_BYTES, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, utf8, StoredEvent, fail, ACL_KEY, isOutlier, StateAt, txnKey, diffState, RoomHead } from "./core";
+import { jsonBatches, authOrder, SNAPSHOT_FRACTION, SNAPSHOT_MIN, OUTLIER_BATCH, StoredEvent, txnKey, diffState, RoomHead } from "./core";
 import type { EventStore } from "./events";
 import type { RoomKeys } from "./keys";
 import type { StateStore } from "./state";
 import type { FanOut, NoticeFacts } from "./fanout";
+import { PduChecks } from "./pdu-checks";
+import { AdmitAuth } from "./admit-auth";
 import { countsAfter, formatMemberCounts, MEMBER_COUNTS_SQL, MEMBER_KEY_PREFIX, parseMemberCounts, type MemberCountsRow } from "./member-counts";
 
 /** Only this module can name DOOR, so only it can make a WriteTx. */
@@ -97,7 +96,14 @@ export interface RoomWriterAccess {
 }
 
 export class RoomWriter {
-  constructor(private readonly r: RoomWriterAccess) {}
+  /** Steps 1–2 of admit (room/pdu-checks.ts) and 3–5 (room/admit-auth.ts): no writes. */
+  private readonly checks: PduChecks;
+  private readonly auth: AdmitAuth;
+
+  constructor(private readonly r: RoomWriterAccess) {
+    this.checks = new PduChecks(r);
+    this.auth = new AdmitAuth(r);
+  }
 
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -147,7 +153,7 @@ export class RoomWriter {
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
    *  leaves no trace. */
   async admitInner(pdu: PDU, origin: string, opts: AdmitOptions): Promise<AdmitOutcome> {
-    const checked = await this.checkPdu(pdu, origin, opts);
+    const checked = await this.checks.checkPdu(pdu, origin, opts);
     if (!("ev" in checked)) return checked;
     const { ev } = checked;
     // 3–5 and persisting run synchronously: nothing can interleave.
@@ -157,106 +163,14 @@ export class RoomWriter {
     return out;
   }
 
-  /** Steps 1–2 of admit and parsing: format, size, event ID, duplicates, content hash,
-   *  signatures, room and server ACL. No writes: a batch can check every PDU before storing.
-   *  `given`: what the caller already knows of this PDU — its event ID, that this room has just
-   *  hashed and signed it (`signedHere`), its digest (one encoding for the size, content hash
-   *  and signatures) and parsed form `ev`, that it is not stored (`unknown`: a batch asked for
-   *  all its events at once). */
-  private async checkPdu(
-    pdu: PDU,
-    origin: string,
-    opts: AdmitMode,
-    given: { eventId?: string; signedHere?: boolean; digest?: PduDigest; ev?: RoomEvent; unknown?: boolean } = {},
-  ): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    const rv = this.r.head.requireRoom();
-    const { digest } = given;
-    // 1. Format and size (spec: "Size limits": 65536 bytes of canonical JSON, IDs <= 255 bytes).
-    if (digest) {
-      if (digest.size > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
-    } else {
-      let encoded: string;
-      try {
-        encoded = canonicalJson(pdu, { strict: rv.strictCanonicalJson });
-      } catch (e) {
-        return { status: "invalid", reason: `not canonical JSON: ${(e as Error).message}` };
-      }
-      if (utf8.encode(encoded).length > MAX_PDU_BYTES) return { status: "invalid", reason: "M_TOO_LARGE" };
-    }
-    for (const f of ["sender", "room_id", "type", "state_key", "event_id"] as const) {
-      const v = pdu[f];
-      // (A UTF-16 code unit is at most 3 UTF-8 bytes: a short string needs no encoding.)
-      if (v !== undefined && (typeof v !== "string" || (v.length * 3 > MAX_ID_BYTES && utf8.encode(v).length > MAX_ID_BYTES))) {
-        return { status: "invalid", reason: `${f} is malformed or longer than 255 bytes` };
-      }
-    }
-    if (typeof pdu.content !== "object" || pdu.content === null || Array.isArray(pdu.content)) {
-      return { status: "invalid", reason: "content must be an object" };
-    }
-    let eventId: string;
-    try {
-      // (A batch passes the ID it computed from this PDU when parsing it.)
-      eventId = given.eventId ?? digest?.eventId ?? (await computeEventId(pdu, rv));
-    } catch (e) {
-      return { status: "invalid", reason: (e as Error).message };
-    }
-    const known = given.unknown ? undefined : this.r.events.loadEvent(eventId);
-    // An outlier (state or auth chain from another server) may later arrive as part of the
-    // timeline: then it is admitted again, this time with a place in the DAG.
-    if (known && (opts.outlier || !isOutlier(known))) return { status: "duplicate", eventId };
-
-    // 2. Hashes and signatures (server-server API "Checks performed on receipt of a PDU"). An
-    // event this room has just hashed and signed with the server's key (LocalEvents.admitRun)
-    // has both by construction: checking them again cost two canonical JSON passes, a SHA-256
-    // and an Ed25519 verification per local send.
-    if (given.signedHere) return this.parsed(pdu, rv, eventId);
-    let hashOk: boolean;
-    if (digest) hashOk = digest.contentHashOk;
-    else hashOk = await checkContentHash(pdu);
-    if (!hashOk) {
-      if (opts.local) return { status: "invalid", eventId, reason: "content hash mismatch" };
-      pdu = redactEvent(pdu, rv); // "the event is redacted and processed as usual"
-    }
-    // (The redacted form signs the same bytes: digest.signed serves both.)
-    // (State and auth chains from another server: it is asked for keys we cannot get; keys.ts.)
-    const sigError = await this.checkSignatures(pdu, rv, digest?.signed, opts.outlier ? origin : undefined);
-    if (sigError) return { status: "invalid", eventId, reason: sigError };
-
-    // (The caller's parse of this very PDU, when it was not redacted above.)
-    const reuse = hashOk && given.ev?.event_id === eventId && given.ev.pdu === pdu && given.ev.room_id === this.r.head.roomId;
-    const parsed = reuse ? { ev: given.ev! } : await this.parsed(pdu, rv, eventId);
-    if (!("ev" in parsed)) return parsed;
-    const { ev } = parsed;
-    // Server ACLs (Server-Server API "Server Access Control Lists"): PDUs from a denied origin
-    // are dropped, whatever path they came by.
-    if (!opts.local && origin !== this.r.head.serverName) {
-      const aclId = this.r.head.currentGroup === null ? undefined : this.r.state.groupState(this.r.head.currentGroup).get(ACL_KEY);
-      const acl = aclId ? this.r.events.loadEvent(aclId)?.ev.content : undefined;
-      if (!isServerAllowedByAcl(acl ?? null, origin)) return { status: "invalid", eventId, reason: "origin is denied by the room's server ACL" };
-    }
-    return { ev };
-  }
-
-  /** The PDU as a RoomEvent of this room, or why not. */
-  private async parsed(pdu: PDU, rv: RoomVersion, eventId: string): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    let ev: RoomEvent;
-    try {
-      ev = await toRoomEvent(pdu, rv, eventId);
-    } catch (e) {
-      return { status: "invalid", eventId, reason: (e as Error).message };
-    }
-    if (ev.room_id !== this.r.head.roomId) return { status: "invalid", eventId, reason: "event is for another room" };
-    return { ev };
-  }
-
   /** Steps 1–2 for the create event of a room being created here (signed by the Worker). */
   checkCreate(pdu: PDU): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    return this.checkPdu(pdu, this.r.head.serverName!, { local: true });
+    return this.checks.checkPdu(pdu, this.r.head.serverName!, { local: true });
   }
 
   /** Steps 1–2 for a local event this room has just built, hashed and signed (group commit). */
   checkLocal(pdu: PDU, eventId: string, txn: AdmitMode["txn"]): Promise<{ ev: RoomEvent } | AdmitOutcome> {
-    return this.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true });
+    return this.checks.checkPdu(pdu, this.r.head.serverName!, { local: true, txn }, { eventId, signedHere: true });
   }
 
   /** Group commit (LocalEvents.admitRun): local events built on one chain, each citing the one
@@ -306,109 +220,24 @@ export class RoomWriter {
     this.r.head.memberCounts = parseMemberCounts(meta.get("member_counts"));
   }
 
-  /** `signed`: the PDU's PduDigest.signed, when the caller has it (the bytes every signature
-   *  signs), instead of encoding the redacted PDU here. */
-  async checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array, sentBy?: string): Promise<string | undefined> {
-    const servers = new Set<string>([domainOf(pdu.sender)]);
-    if (rv.eventIdFormat === 1 && typeof pdu.event_id === "string") servers.add(domainOf(pdu.event_id));
-    const via = (pdu.content as { join_authorised_via_users_server?: unknown }).join_authorised_via_users_server;
-    if (rv.restrictedJoins && pdu.type === "m.room.member" && typeof via === "string" && pdu.content.membership === "join") {
-      servers.add(domainOf(via));
-    }
-    const redacted = signed ? pdu : redactEvent(pdu, rv);
-    for (const server of servers) {
-      const sigs = pdu.signatures?.[server];
-      let ok = false;
-      if (sigs && typeof sigs === "object") {
-        for (const keyId of Object.keys(sigs)) {
-          const pub = await this.r.keys.verifyKey(server, keyId, rv.enforceKeyValidity ? pdu.origin_server_ts : undefined, sentBy);
-          if (pub && (await (signed ? verifySignedBytes(pdu, server, keyId, pub, signed) : verifyJsonSignature(redacted, server, keyId, pub, { strict: rv.strictCanonicalJson })))) {
-            ok = true;
-            break;
-          }
-        }
-      }
-      if (!ok) return `no valid signature from ${server}`;
-    }
-    return undefined;
+  /** Signatures of a PDU (PduChecks.checkSignatures), also for a membership event of a room we
+   *  are not in (RemoteRoom). */
+  checkSignatures(pdu: PDU, rv: RoomVersion, signed?: Uint8Array, sentBy?: string): Promise<string | undefined> {
+    return this.checks.checkSignatures(pdu, rv, signed, sentBy);
   }
 
   /** Steps 3–5 of admit and persisting, inside the write's transaction: auth against the
-   *  auth_events, against the state before and (soft fail) the current state; then the row, DAG
-   *  edges, state groups, stream position, forward extremities and current state. */
+   *  auth_events, against the state before and (soft fail) the current state (decided in
+   *  room/admit-auth.ts); then the row, DAG edges, state groups, stream position, forward
+   *  extremities and current state. */
   private decideAndPersist(tx: WriteTx, ev: RoomEvent, opts: AdmitOptions): AdmitOutcome {
     const rv = this.r.head.rv!;
     const isCreate = ev.type === "m.room.create" && ev.state_key === "";
     const backfill = opts.backfillStream !== undefined;
-    let reason: string | undefined;
-    let status: StoredEvent["status"] = "accepted";
-
-    // State before the event: the state after its prev_events, resolved when there are several.
-    // Prev events we do not hold (or hold only as outliers, without state) need their state
-    // supplied by the caller (extraStates); otherwise the federation layer must fetch them.
-    const prevs: StoredEvent[] = [];
-    const missing: string[] = [];
-    if (!opts.outlier) {
-      for (const id of ev.prev_events) {
-        const p = this.r.events.loadEvent(id);
-        if (p && !isOutlier(p)) prevs.push(p);
-        else missing.push(id);
-      }
-    }
-    const knownCreate = isCreate ? (this.outlierRows?.create ?? this.r.events.loadCreate()) : undefined;
-    if (isCreate && (ev.prev_events.length > 0 || (!opts.outlier && !backfill && this.r.head.stream > 0) || (knownCreate && knownCreate.ev.event_id !== ev.event_id))) {
-      return { status: "invalid", eventId: ev.event_id, reason: "a room has exactly one create event, first" };
-    }
-    if (!isCreate && !opts.outlier && ev.prev_events.length === 0) return { status: "invalid", eventId: ev.event_id, reason: "no prev_events" };
-    if (missing.length && !opts.extraStates && !backfill) return { status: "missing", eventId: ev.event_id, reason: `unknown prev_events`, missing };
-    const before: StateAt = isCreate || opts.outlier ? { map: new Map() as StateIdMap, group: null, resolved: false } : this.r.state.stateBefore(prevs, opts.extraStates ?? []);
-
-    // 3. Auth against the auth_events.
-    const authEvents: RoomEvent[] = [];
-    const missingAuth: string[] = [];
-    for (const id of ev.auth_events) {
-      const a = this.outlierRows?.stored.get(id) ?? this.r.events.loadEvent(id);
-      if (!a) {
-        missingAuth.push(id);
-        continue;
-      }
-      if (a.status === "rejected") {
-        status = "rejected";
-        reason = `rule 2.3: auth event ${id} was rejected`;
-      }
-      authEvents.push(a.ev);
-    }
-    if (missingAuth.length) return { status: "missing", eventId: ev.event_id, reason: "unknown auth_events", missing: missingAuth };
-    if (status === "accepted" && !isCreate) {
-      const shape = checkAuthEventsShape(ev, authEvents, rv);
-      if (!shape.allowed) [status, reason] = ["rejected", shape.reason];
-    }
-    if (status === "accepted") {
-      const authState = buildAuthState(authEvents);
-      if (rv.roomIdFromCreate && !isCreate) {
-        const create = this.outlierRows?.create ?? this.r.events.loadCreate();
-        if (create) authState.set(CREATE_KEY, create.ev);
-      }
-      const r = checkEventAuth(ev, authState, rv);
-      if (!r.allowed) [status, reason] = ["rejected", r.reason];
-    }
-    // 4. Auth against the state before the event. (Not for outliers, which have no place in
-    // the DAG, nor for backfilled history, whose state before is only approximated.)
-    const partialState = !opts.outlier && !backfill && this.r.partial.isPartial();
-    if (status === "accepted" && !isCreate && !opts.outlier && !backfill) {
-      // While the room's member events are still being fetched (partial-state join), the
-      // event's own auth events are resolved into the state we know (partialAuthState, as
-      // Synapse does); re-checked against the full state when it arrives.
-      const st = partialState ? partialAuthState(before.map, authEvents, authEventKeys(rv, ev), (maps) => this.r.state.resolveMaps(maps)) : before.map;
-      const r = checkEventAuth(ev, this.r.state.authMapFrom(st, ev), rv);
-      if (!r.allowed) [status, reason] = ["rejected", `against the state before the event: ${r.reason}`];
-    }
-    // 5. Soft fail against the current state (only differs from 4. when the event is not on top).
-    // (Skipped while partial: the current state may lack the sender's membership. Synapse too.)
-    if (status === "accepted" && !isCreate && !opts.outlier && !backfill && !partialState && before.group !== this.r.head.currentGroup) {
-      const r = checkEventAuth(ev, this.r.state.authMapFrom(this.r.state.groupState(this.r.head.currentGroup), ev), rv);
-      if (!r.allowed) [status, reason] = ["soft_failed", `against the current state: ${r.reason}`];
-    }
+    // Steps 3–5 (room/admit-auth.ts); an outlier batch's events not written yet are found first.
+    const decided = this.auth.decide(ev, opts, this.outlierRows);
+    if (!("before" in decided)) return decided;
+    const { status, reason, prevs, before } = decided;
     if (opts.local && status !== "accepted") return { status, eventId: ev.event_id, reason };
 
     // Persist (over the row of an outlier that now gets a place in the DAG: the upsert below).
@@ -801,7 +630,7 @@ export class RoomWriter {
     // Which are stored already, 90 to a query rather than one query each.
     const held = new Set(this.r.events.storedAmong(events.map((x) => x.ev.event_id)).map((r) => r.event_id));
     for (const { pdu, ev, digest } of events) {
-      const c = await this.checkPdu(pdu, origin, mode, { eventId: ev.event_id, digest, ev, unknown: !held.has(ev.event_id) });
+      const c = await this.checks.checkPdu(pdu, origin, mode, { eventId: ev.event_id, digest, ev, unknown: !held.has(ev.event_id) });
       if ("ev" in c) checked.set(ev.event_id, c.ev);
       else if (c.status !== "duplicate") refused++;
     }

@@ -5,13 +5,13 @@
 //                                               (the caller expands "*" to the user's devices)
 //   deviceListChanged(userId, changedUserId)    a user's devices/cross-signing keys changed
 //                                               (or they now share an encrypted room)
-//   deviceListLeft(userId, leftUserId)          no longer share any encrypted room
 //   setDeviceKeyCounts(userId, deviceId, counts, fallbackTypes)
 //                                               current one-time key counts per algorithm
 //                                               and unused fallback key algorithms
 //   deleteDevice(userId, deviceId)              drop a deleted device's inbox and counts
 // Each call wakes the user's long-polling syncs. Device-list changes that follow from
-// memberships (someone joins or leaves an encrypted room of mine) come from fan-in.ts.
+// memberships (someone joins or leaves an encrypted room of mine; "left" entries) come from
+// fan-in.ts.
 import type { Env } from "../../src/env";
 import type { JsonObject } from "../../src/core/types";
 import type { HubResult } from "../../src/rpc/user";

@@ -62,7 +62,6 @@ export type RoomStub = Pick<
   | "timestampToEvent"
   | "fedTimestampToEvent"
   | "getStrippedState"
-  | "getTimelineSince"
   | "getPdu"
   | "getForwardExtremities"
   // Federation (src/api/federation/rooms.ts, src/services/federation/membership.ts).
@@ -122,7 +121,6 @@ export type UserStub = Pick<
   | "deviceListChanged"
   | "deviceListsChanged"
   | "roomStateCompleted"
-  | "deviceListLeft"
   | "deviceListChanges"
   | "roomPosition"
   | "setDeviceKeyCounts"

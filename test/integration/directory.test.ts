@@ -305,6 +305,8 @@ describe("/publicRooms: parameters and errors", () => {
     expectError(await call("POST", p, { token: alice.accessToken, body: { filter: { generic_search_term: 3 } } }), 400, "M_BAD_JSON");
     expectError(await call("POST", p, { token: alice.accessToken, body: { filter: { room_types: "m.space" } } }), 400, "M_BAD_JSON");
     expectError(await call("POST", p, { token: alice.accessToken, body: { since: "garbage" } }), 400, "M_INVALID_PARAM");
+    // The body schema is shared with the federation's POST /publicRooms: `since` is bounded.
+    expectError(await call("POST", p, { token: alice.accessToken, body: { since: "x".repeat(1001) } }), 400, "M_BAD_JSON");
     expectError(await call("POST", p, { token: alice.accessToken, body: { include_all_networks: true, third_party_instance_id: "irc" } }), 400, "M_INVALID_PARAM");
     const tp = await call("POST", p, { token: alice.accessToken, body: { third_party_instance_id: "irc" } });
     expect(tp.status).toBe(200);

@@ -5,7 +5,8 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv, Auth } from "../types";
 import { MatrixError, forbidden, invalidParam, notFound } from "../errors";
-import { absentIfNull, parseBody, parseValue } from "../validate";
+import { parseBody, parseValue } from "../validate";
+import { publicRoomsBody } from "../public-rooms-body";
 import { authenticate, extractAccessToken } from "../middleware/auth";
 import { isValidRoomId, isValidServerName } from "../../core/ids";
 import { knownRoom } from "../../services/rooms";
@@ -169,21 +170,6 @@ directory.get("/publicRooms", async (c) => {
     return c.json(await fetchRemotePublicRooms(federationContext(c.env, c.var.config), remote, { limit: limit || undefined, since: since || undefined }));
   }
   return c.json(await localPublicRooms(c.env, c.var.config, { limit, since }));
-});
-
-// Every field is optional; `null` is read as absent (absentIfNull), and `room_types` entries
-// may be null (the spec's `["string", "null"]`: rooms without a type).
-const publicRoomsBody = z.object({
-  limit: absentIfNull(z.number().int().min(0)),
-  since: absentIfNull(z.string()),
-  filter: absentIfNull(
-    z.object({
-      generic_search_term: absentIfNull(z.string().max(1000)),
-      room_types: absentIfNull(z.array(z.string().nullable())),
-    }),
-  ),
-  include_all_networks: absentIfNull(z.boolean()),
-  third_party_instance_id: absentIfNull(z.string()),
 });
 
 directory.post("/publicRooms", async (c) => {

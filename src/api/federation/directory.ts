@@ -8,7 +8,8 @@ import { Hono, type Context } from "hono";
 import { z } from "zod";
 import type { AppEnv } from "../types";
 import { invalidParam } from "../errors";
-import { absentIfNull, parseBody, parseValue } from "../validate";
+import { parseBody, parseValue } from "../validate";
+import { publicRoomsBody } from "../public-rooms-body";
 import { localPublicRooms, type LocalListRequest } from "../../services/room-directory";
 
 export const federationDirectory = new Hono<AppEnv>();
@@ -18,20 +19,6 @@ const getQuery = z.object({
   since: z.string().max(1000).optional(),
   include_all_networks: z.enum(["true", "false"]).optional(),
   third_party_instance_id: z.string().optional(),
-});
-
-// As the client's POST /publicRooms: `null` is read as absent.
-const postBody = z.object({
-  limit: absentIfNull(z.number().int().min(0)),
-  since: absentIfNull(z.string().max(1000)),
-  filter: absentIfNull(
-    z.object({
-      generic_search_term: absentIfNull(z.string().max(1000)),
-      room_types: absentIfNull(z.array(z.string().nullable())),
-    }),
-  ),
-  include_all_networks: absentIfNull(z.boolean()),
-  third_party_instance_id: absentIfNull(z.string()),
 });
 
 async function respond(c: Context<AppEnv>, req: LocalListRequest & { thirdParty?: string }) {
@@ -49,7 +36,7 @@ federationDirectory.get("/v1/publicRooms", async (c) => {
 });
 
 federationDirectory.post("/v1/publicRooms", async (c) => {
-  const b = await parseBody(c, postBody);
+  const b = await parseBody(c, publicRoomsBody);
   if (b.include_all_networks && b.third_party_instance_id !== undefined) {
     throw invalidParam("third_party_instance_id cannot be combined with include_all_networks");
   }
