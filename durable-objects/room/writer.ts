@@ -290,7 +290,7 @@ export class RoomWriter {
       // batch's others at the end of the transaction; its later events find this one in memory.
       const rows = this.outlierRows;
       rows.events.push([ev.event_id, ev.depth, ev.type, ev.state_key ?? null, ev.sender, ev.origin_server_ts, JSON.stringify(ev.pdu), status, reason ?? null, Date.now()]);
-      for (const a of ev.auth_events) rows.authEdges.push([ev.event_id, a]);
+      if (ev.auth_events.length) rows.authEdges.push([ev.event_id, [...ev.auth_events].sort()]);
       const se: StoredEvent = { ev, stream: null, status, stateBefore: null, stateAfter: null, prevState: null, txnDevice: null, txnId: null };
       rows.stored.set(ev.event_id, se);
       if (isCreate && status === "accepted") rows.create = se;
@@ -682,7 +682,7 @@ export class RoomWriter {
   /** While admitOutlierBatch runs: the rows decided and not yet written, and every event the
    *  batch stored (status and parsed form, for the auth checks of the events after it, which
    *  read the row back and parsed it again before). */
-  private outlierRows?: { events: SqlStorageValue[][]; authEdges: [string, string][]; stored: Map<string, StoredEvent>; create?: StoredEvent };
+  private outlierRows?: { events: SqlStorageValue[][]; authEdges: [string, string[]][]; stored: Map<string, StoredEvent>; create?: StoredEvent };
 
   /** The batch's pending rows in a statement or two per kind (rows as JSON parameters,
    *  jsonBatches: a statement per row was most of storing a large room's state).
@@ -690,12 +690,12 @@ export class RoomWriter {
    *  INSERT ... SELECT needs a WHERE to parse.) Rows go in ordered by their keys: event IDs are
    *  hashes, so in auth order each row landed on a random page of the primary-key indexes; in
    *  key order neighbours share pages (in a micro-benchmark of 20,000 events, SQLite's inserts
-   *  ~20 % cheaper, the auth edges' ~30 %). */
+   *  ~20 % cheaper, the auth edges' ~30 %); an event's auth event IDs sorted too. */
   private flushOutlierRows(tx: WriteTx): void {
     const rows = this.outlierRows!;
     const cmp = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
     rows.events.sort((a, b) => cmp(a[0] as string, b[0] as string));
-    rows.authEdges.sort((a, b) => cmp(a[0], b[0]) || cmp(a[1], b[1]));
+    rows.authEdges.sort((a, b) => cmp(a[0], b[0]));
     for (const batch of jsonBatches(rows.events)) {
       const columns = ["stream", "depth", "type", "state_key", "sender", "origin_server_ts", "pdu", "status", "rejection_reason", "state_before", "state_after", "prev_state", "txn_device", "txn_id", "received_ts"];
       tx.exec(
@@ -706,8 +706,11 @@ export class RoomWriter {
         batch,
       );
     }
+    // An event's auth edges as one item, [event ID, [auth event IDs]], not an item per edge:
+    // a quarter of the items to write as JSON and for SQLite to parse (node's SQLite, 80,000
+    // edges of 20,000 events: ~30 % less time).
     for (const batch of jsonBatches(rows.authEdges)) {
-      tx.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) SELECT value ->> 0, value ->> 1 FROM json_each(?)", batch);
+      tx.exec("INSERT OR IGNORE INTO auth_edges (event_id, auth_event_id) SELECT e.value ->> 0, a.value FROM json_each(?) e, json_each(e.value, '$[1]') a", batch);
     }
     rows.events = [];
     rows.authEdges = [];
