@@ -59,13 +59,10 @@ const GROUP_MAX = 64;
  *  not back after EXPECT_TRIPS trips is not waited for (a person, or a client that stopped). */
 const GATHER_TRIPS = 2;
 const EXPECT_TRIPS = 3;
-/** Bounds of the trip time used (ms): the first guess, and the least and most gathering. The
- *  most was 50 ms: under 10 concurrent senders on a busy server the trips were longer and the
- *  average stayed pinned at the cap, so groups broke up (~6.5 of 10; each group is a round of
- *  hub calls and commits, docs/benchmarks.md "10 senders: group size"). */
+/** Bounds of the trip time used (ms): the first guess, and the least and most gathering. */
 const TRIP_FIRST_MS = 10;
 const TRIP_MIN_MS = 2;
-const TRIP_MAX_MS = 100;
+const TRIP_MAX_MS = 50;
 
 export class LocalEvents {
   constructor(private readonly r: LocalEventsAccess) {}
