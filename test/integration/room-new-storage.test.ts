@@ -99,7 +99,9 @@ describe("createRoom's alias and directory rows", () => {
         return typeof v === "function" ? v.bind(target) : v;
       },
     });
-    return { env: Object.assign(Object.create(env), { DB }) as typeof env, writes };
+    // defineProperty, not assignment: assigning through Object.create(env) reaches env's own
+    // proxy and would replace the real binding for the rest of the file.
+    return { env: Object.create(env, { DB: { value: DB } }) as typeof env, writes };
   }
 
   it("alias and public listing: written in the one D1 batch after the room, not one write each; both in place", async () => {
