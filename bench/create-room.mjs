@@ -38,8 +38,11 @@ async function createRoom(token, body = publicRooms ? { preset: "public_chat", v
   return json.room_id;
 }
 
-/** strace -f -c on every workerd process of the server, while `fn` runs: fsync-family calls. */
+/** strace -f -c on every workerd process of the server, while `fn` runs: fsync-family calls.
+ *  CR_FSYNCS=1 counts them with `perf stat` instead (as bench/send.mjs --fsyncs: strace slows
+ *  the server many times over). */
 async function countFsyncs(fn) {
+  if (process.env.CR_FSYNCS && server) return countFsyncsPerf(fn);
   if (!process.env.CR_STRACE || !server) return [await fn(), undefined];
   const pids = execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => l.includes("workerd")).map((l) => l.trim().split(/\s+/)[0]);
   const st = spawn("strace", ["-f", "-c", "-e", "trace=fsync,fdatasync", ...pids.flatMap((p) => ["-p", p])], { stdio: ["ignore", "ignore", "pipe"] });
@@ -51,6 +54,21 @@ async function countFsyncs(fn) {
   st.kill("SIGINT");
   await exited;
   const calls = [...out.matchAll(/^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)\s*$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+  return [result, calls];
+}
+
+async function countFsyncsPerf(fn) {
+  const pids = execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => l.includes("workerd")).map((l) => l.trim().split(/\s+/)[0]);
+  const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", pids.join(",")], { stdio: ["ignore", "ignore", "pipe"] });
+  let out = "";
+  st.stderr.on("data", (d) => (out += d));
+  await new Promise((r) => setTimeout(r, 300));
+  const result = await fn();
+  const exited = new Promise((r) => st.once("exit", r));
+  st.kill("SIGINT");
+  await exited;
+  let calls = 0;
+  for (const m of out.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
   return [result, calls];
 }
 

@@ -9,6 +9,8 @@
 // resumes where it stopped (checkpoints every 500 members / 2,000 state events); a later run
 // with the same DIR only measures B's join (B is new each run). Without it all state is temporary.
 //
+// FJ_JOIN_ONLY=1 stops after the join (profiles, before/after pairs) without the minutes of
+// background sync after it.
 // "joinMs" is the client's POST /join; "fullySyncedMs" until B's /joined_members equals A's
 // (with partial-state joins, FJ_PARTIAL=on by default, the members arrive in the background).
 //
@@ -310,6 +312,8 @@ try {
   // The join's own numbers at once (stderr): the waits after it (fully synced, agreement) can
   // run for minutes on a loaded machine, and a run stopped during them still recorded these.
   process.stderr.write(`joined: ${JSON.stringify({ joinMs: Math.round(joined), joinCpuMsOnA: cpuOf(0), joinCpuMsOnB: cpuOf(1), makeJoinOnAMs: servedMs(a, "GET /_matrix/federation/v1/make_join/"), sendJoinOnAMs: servedMs(a, "PUT /_matrix/federation/v2/send_join/"), load: loadavg()[0] })}\n`);
+  // FJ_JOIN_ONLY=1: stop here (profiles and join pairs, without the minutes of background sync).
+  if (process.env.FJ_JOIN_ONLY === "1") throw Object.assign(new Error("FJ_JOIN_ONLY"), { joinOnly: true });
   // The joining user sees the room: it is in their sync (lazy-loaded members, as Element asks).
   const lazy = encodeURIComponent(JSON.stringify({ room: { state: { lazy_load_members: true }, timeline: { limit: 10 } } }));
   let seen;
@@ -381,9 +385,11 @@ try {
     }),
   );
 } catch (e) {
-  // What the servers said (a crashed or restarted isolate shows here).
-  console.error(`A's output (tail):\n${a.output().slice(-4000)}\nB's output (tail):\n${b.output().slice(-2000)}`);
-  throw e;
+  if (!e.joinOnly) {
+    // What the servers said (a crashed or restarted isolate shows here).
+    console.error(`A's output (tail):\n${a.output().slice(-4000)}\nB's output (tail):\n${b.output().slice(-2000)}`);
+    throw e;
+  }
 } finally {
   // FJ_LOGS=DIR: both servers' output (wrangler's request log, warnings) for a closer look.
   if (process.env.FJ_LOGS) {

@@ -45,6 +45,8 @@ export class EventStore {
   /** Cache an event (newest in the LRU order), e.g. as the writer has just stored it (its row,
    *  without reading it back). */
   remember(se: StoredEvent): void {
+    // (The create event just stored: loadCreate need not look it up. A rollback forgets it.)
+    if (se.status === "accepted" && se.ev.type === "m.room.create" && se.ev.state_key === "") this.createId = se.ev.event_id;
     this.cache.delete(se.ev.event_id);
     this.cache.set(se.ev.event_id, se);
     if (this.cache.size > EVENT_CACHE) this.cache.delete(this.cache.keys().next().value!);
@@ -111,15 +113,25 @@ export class EventStore {
    *  in a statement per ~10,000 IDs, without loading and parsing every event: a cold room's
    *  fan-out facts (FanOut.fanOutFacts) loaded each of 10,000 member events one statement at a
    *  time (a resident's first send_join after waking, ~0.4 s). A stored PDU is the form
-   *  loadEvent parses (redacted on a content-hash mismatch; redaction keeps `membership`). */
+   *  loadEvent parses (redacted on a content-hash mismatch; redaction keeps `membership`).
+   *  Accepted member events of the timeline are read from `memberships` (the writer's copy of
+   *  their membership; an event rejected later leaves it), not from their PDUs: SQLite parsed
+   *  10,000 PDUs for a cold resident's first send_join. Others (outliers: a partial-state
+   *  join's member events) from the PDU. */
   membershipsOf(ids: string[]): Map<string, unknown> {
     const out = new Map<string, unknown>();
-    const rest: string[] = [];
+    let rest: string[] = [];
     for (const id of ids) {
       const hit = this.cache.get(id);
       if (hit) out.set(id, hit.ev.content.membership);
       else rest.push(id);
     }
+    for (const batch of jsonBatches(rest)) {
+      for (const r of this.r.sql.exec<{ id: string; m: string }>("SELECT event_id AS id, membership AS m FROM memberships WHERE event_id IN (SELECT value FROM json_each(?))", batch)) {
+        out.set(r.id, r.m);
+      }
+    }
+    rest = rest.filter((id) => !out.has(id));
     for (const batch of jsonBatches(rest)) {
       for (const r of this.r.sql.exec<{ id: string; m: SqlStorageValue }>("SELECT event_id AS id, pdu ->> '$.content.membership' AS m FROM events WHERE event_id IN (SELECT value FROM json_each(?))", batch)) {
         out.set(r.id, r.m);

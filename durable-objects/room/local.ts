@@ -289,7 +289,7 @@ export class LocalEvents {
           txnsHere.set(key, i);
         }
         const { pdu, eventId, size, before } = await this.buildLocalPdu(spec, tip);
-        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn, size);
+        const checked = await this.r.writer.checkLocal(pdu, eventId, spec.txn, size, create !== undefined);
         if (!("ev" in checked)) {
           results[i] = checked.status === "duplicate" ? { ok: true, value: { eventId: checked.eventId!, stream: this.r.events.loadEvent(checked.eventId!)?.stream ?? this.r.head.stream } } : refusal(checked);
           continue;

@@ -82,6 +82,21 @@ function isPlainObject(v: object): boolean {
   return proto === Object.prototype || proto === null;
 }
 
+/** The object's keys in canonical order (by Unicode code point); throws on a lone surrogate. */
+function sortedKeys(obj: object): string[] {
+  const keys = Object.keys(obj);
+  let bmpOnly = true;
+  for (const k of keys) {
+    // (A key without a code unit from U+D800 up has no surrogate: well-formed.)
+    if (!SURROGATE_OR_ABOVE.test(k)) continue;
+    if (!isWellFormedString(k)) throw new CanonicalJsonError("key contains a lone surrogate");
+    bmpOnly = false;
+  }
+  if (bmpOnly) keys.sort();
+  else keys.sort(compareCodePoints);
+  return keys;
+}
+
 function encode(value: unknown, strict: boolean, depth: number): string {
   switch (typeof value) {
     case "string":
@@ -111,14 +126,7 @@ function encode(value: unknown, strict: boolean, depth: number): string {
         throw new CanonicalJsonError(`cannot encode ${Object.prototype.toString.call(value)}`);
       }
       const obj = value as Record<string, unknown>;
-      const keys = Object.keys(obj);
-      let bmpOnly = true;
-      for (const k of keys) {
-        if (!isWellFormedString(k)) throw new CanonicalJsonError("key contains a lone surrogate");
-        if (bmpOnly && SURROGATE_OR_ABOVE.test(k)) bmpOnly = false;
-      }
-      if (bmpOnly) keys.sort();
-      else keys.sort(compareCodePoints);
+      const keys = sortedKeys(obj);
       let out = "{";
       for (let i = 0; i < keys.length; i++) {
         if (i) out += ",";
@@ -136,10 +144,99 @@ function encode(value: unknown, strict: boolean, depth: number): string {
 /** Encode `value` as canonical JSON. `strict` (room v6+ and everything non-room) rejects
  *  floats and integers outside [-(2^53)+1, 2^53-1]. Throws CanonicalJsonError. */
 export function canonicalJson(value: unknown, opts?: { strict?: boolean }): string {
-  return encode(value, opts?.strict ?? false, 0);
+  return encodeValue(value, opts?.strict ?? false, 0);
+}
+
+// The fast path: JSON.stringify (native) writes exactly canonical JSON for a value whose every
+// object enumerates its keys in canonical order and whose strings, numbers and types pass the
+// checks of `encode` (JSON.stringify writes strings, integers below 1e21, other finite numbers
+// and -0 as `encode` does). `inOrder` checks that, returning the value itself, or a copy whose
+// objects were rebuilt with their keys inserted in canonical order (received events are rarely
+// sorted), or NOT_FAST for anything else: `encode` then writes it, or throws the error it
+// throws. A rebuilt object must not have array-index keys ("0", "17": V8 enumerates those
+// first, whatever the insertion order) nor `__proto__` (assigning it sets the prototype).
+const NOT_FAST = Symbol("not fast");
+const ARRAY_INDEX = /^(?:0|[1-9][0-9]*)$/;
+
+function inOrder(value: unknown, strict: boolean, depth: number): unknown {
+  switch (typeof value) {
+    case "string":
+      return isWellFormedString(value) ? value : NOT_FAST;
+    case "number":
+      if (Number.isInteger(value)) return Math.abs(value) <= (strict ? MAX_SAFE_INTEGER : 1e20) ? value : NOT_FAST;
+      return strict || !Number.isFinite(value) ? NOT_FAST : value;
+    case "boolean":
+      return value;
+    case "object": {
+      if (value === null) return null;
+      if (depth >= MAX_DEPTH) return NOT_FAST;
+      if (Array.isArray(value)) {
+        let out: unknown[] | undefined;
+        for (let i = 0; i < value.length; i++) {
+          const v = value[i];
+          if (v === undefined) return NOT_FAST; // a hole or undefined: `encode` refuses both
+          const c = inOrder(v, strict, depth + 1);
+          if (c === NOT_FAST) return NOT_FAST;
+          if (c !== v && !out) out = value.slice(0, i);
+          if (out) out.push(c);
+        }
+        return out ?? value;
+      }
+      if (!isPlainObject(value)) return NOT_FAST;
+      const obj = value as Record<string, unknown>;
+      const keys = Object.keys(obj);
+      let sorted = true;
+      let changed = false;
+      const vals: unknown[] = new Array(keys.length);
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i];
+        // Keys with a surrogate or above sort differently by code point: left to `encode`.
+        if (SURROGATE_OR_ABOVE.test(k)) return NOT_FAST;
+        if (i && keys[i - 1] > k) sorted = false;
+        const v = obj[k];
+        const c = inOrder(v, strict, depth + 1);
+        if (c === NOT_FAST) return NOT_FAST;
+        if (c !== v) changed = true;
+        vals[i] = c;
+      }
+      if (sorted && !changed) return value;
+      for (const k of keys) if (k === "__proto__" || (!sorted && ARRAY_INDEX.test(k))) return NOT_FAST;
+      const order = keys.map((_, i) => i);
+      if (!sorted) order.sort((a, b) => (keys[a] < keys[b] ? -1 : 1));
+      const out: Record<string, unknown> = {};
+      for (const i of order) out[keys[i]] = vals[i];
+      return out;
+    }
+    default:
+      return NOT_FAST;
+  }
+}
+
+function encodeValue(value: unknown, strict: boolean, depth: number): string {
+  const fast = inOrder(value, strict, depth);
+  return fast === NOT_FAST ? encode(value, strict, depth) : JSON.stringify(fast);
 }
 
 /** Canonical JSON as UTF-8 bytes (what gets signed and hashed). */
 export function canonicalJsonBytes(value: unknown, opts?: { strict?: boolean }): Uint8Array {
   return new TextEncoder().encode(canonicalJson(value, opts));
 }
+
+/** The members (`"key":value`) of a plain object's canonical JSON, in canonical key order:
+ *  `{` + their texts joined by `,` + `}` is canonicalJson(obj), and any subset of them, still
+ *  in this order, is the canonical JSON of the object with only those keys. For callers that
+ *  encode several objects sharing most members (a PDU, its hashed part, its redacted form:
+ *  digestPdu). Throws CanonicalJsonError as canonicalJson(obj) would. */
+export function canonicalMembers(obj: object, opts?: { strict?: boolean }): { key: string; text: string }[] {
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj) || !isPlainObject(obj)) throw new CanonicalJsonError("not a JSON object");
+  const strict = opts?.strict ?? false;
+  const rec = obj as Record<string, unknown>;
+  return sortedKeys(obj).map((key) => ({ key, text: canonicalMember(key, rec[key], strict) }));
+}
+
+/** One member `"key":value` of a top-level object's canonical JSON (the value at depth 1). */
+export function canonicalMember(key: string, value: unknown, strict: boolean): string {
+  if (!isWellFormedString(key)) throw new CanonicalJsonError("key contains a lone surrogate");
+  return JSON.stringify(key) + ":" + encodeValue(value, strict, 1);
+}
+

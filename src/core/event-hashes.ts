@@ -4,7 +4,7 @@
 import type { JsonObject, PDU, RoomEvent } from "./types";
 import type { RoomVersion } from "./room-versions";
 import { signBytes, type SigningKey } from "./signing";
-import { canonicalJson, canonicalJsonBytes } from "./canonical-json";
+import { canonicalJson, canonicalJsonBytes, canonicalMember, canonicalMembers } from "./canonical-json";
 import { decodeBase64, encodeBase64, encodeBase64Url } from "./base64";
 import { redactEvent } from "./redaction";
 
@@ -68,9 +68,10 @@ export async function computeEventId(pdu: PDU, rv: RoomVersion): Promise<string>
 
 /** What the checks on receipt of a PDU need (Server-Server API "Checks performed on receipt of
  *  a PDU": size, content hash, signatures; the event ID is the reference hash), from one
- *  canonical JSON pass over the event and one over its redacted form instead of one pass per
- *  check: checking a large room's state computed each event's redacted form twice and its
- *  canonical JSON four times. */
+ *  canonical JSON pass over the event, whose members its hashed part and its redacted form
+ *  share (only a redacted `content` is encoded again), instead of one pass per check:
+ *  checking a large room's state computed each event's redacted form twice and its canonical
+ *  JSON four times, then the whole event and its redacted form once each. */
 export interface PduDigest {
   eventId: string;
   /** UTF-8 bytes of the whole PDU as canonical JSON (the 65,536-byte limit). */
@@ -83,25 +84,44 @@ export interface PduDigest {
 }
 
 const utf8 = new TextEncoder();
-const UNHASHED = ["unsigned", "signatures", "hashes"] as const;
+
+/** Bytes of a well-formed string in UTF-8 (a pair of surrogates is one 4-byte character). */
+function utf8Length(s: string): number {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      n += 2; // with its low surrogate: 4 bytes for 2 code units
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
 
 /** PduDigest of a received PDU. Throws CanonicalJsonError when the PDU is not canonical JSON
  *  (strict canonical JSON for room versions that demand it), as its size check would; and an
  *  Error when a room version 1/2 PDU has no event_id. */
 export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
   const strict = rv.strictCanonicalJson;
-  const hashed = without(pdu, [...UNHASHED]);
-  const hashedBytes = canonicalJsonBytes(hashed, { strict });
-  // The whole PDU's canonical JSON is the hashed part's with the other keys' members added
-  // (objects are written sorted, so each member adds `,"key":value` wherever it goes).
-  let size = hashedBytes.length;
+  const src = pdu as Record<string, unknown>;
+  // Each top-level member is encoded once; the hashed part, the whole PDU (its size) and the
+  // redacted form share them (objects are written sorted, so a subset of the members in the
+  // same order is the canonical JSON of the object with only those keys).
+  const members = canonicalMembers(pdu, { strict });
+  const hashedParts: string[] = [];
+  let size = 0;
   let added = 0;
-  for (const k of UNHASHED) {
-    if (!Object.prototype.hasOwnProperty.call(pdu, k)) continue;
-    size += 1 + utf8.encode(`"${k}":${canonicalJson((pdu as Record<string, unknown>)[k], { strict })}`).length;
-    added++;
+  for (const m of members) {
+    if (m.key === "unsigned" || m.key === "signatures" || m.key === "hashes") {
+      size += 1 + utf8Length(m.text);
+      added++;
+    } else hashedParts.push(m.text);
   }
-  if (added && Object.keys(hashed).length === 0) size -= 1; // no comma before the first member
+  const hashedBytes = utf8.encode("{" + hashedParts.join(",") + "}");
+  size += hashedBytes.length;
+  if (added && hashedParts.length === 0) size -= 1; // no comma before the first member
   const claimed = (pdu.hashes as Record<string, unknown> | undefined)?.sha256;
   const contentHash = await sha256(hashedBytes);
   let contentHashOk = false;
@@ -113,9 +133,26 @@ export async function digestPdu(pdu: PDU, rv: RoomVersion): Promise<PduDigest> {
       /* not base64: a mismatch */
     }
   }
-  // Redaction keeps only values the whole PDU has, so once it passed as (strict) canonical
-  // JSON its redacted form does too; the encoding does not depend on strictness.
-  const signed = canonicalJsonBytes(without(redactEvent(pdu, rv, { shared: true }), ["signatures", "unsigned"]));
+  // Redaction keeps only values the whole PDU has (the same values: `shared`), so those members
+  // are the PDU's own; only a redacted `content` is encoded again. Once the PDU passed as
+  // (strict) canonical JSON its redacted form does too; the encoding does not depend on
+  // strictness.
+  const redacted = redactEvent(pdu, rv, { shared: true }) as Record<string, unknown>;
+  const signedParts: string[] = [];
+  const member = (k: string, text?: string) => signedParts.push(text !== undefined && redacted[k] === src[k] ? text : canonicalMember(k, redacted[k], false));
+  // The redacted form's keys are some of the PDU's, and always `content` (written where it
+  // sorts: "content" is ASCII, so `<` orders it as code points do).
+  let contentDone = false;
+  for (const m of members) {
+    if (!contentDone && m.key >= "content") {
+      contentDone = true;
+      member("content", m.key === "content" ? m.text : undefined);
+      if (m.key === "content") continue;
+    }
+    if (m.key !== "signatures" && m.key !== "unsigned" && Object.prototype.hasOwnProperty.call(redacted, m.key)) member(m.key, m.text);
+  }
+  if (!contentDone) member("content");
+  const signed = utf8.encode("{" + signedParts.join(",") + "}");
   let eventId: string;
   if (rv.eventIdFormat === 1) {
     if (typeof pdu.event_id !== "string") throw new Error(`room version ${rv.id} PDU has no event_id`);
@@ -140,6 +177,9 @@ function isV12CreateEvent(pdu: object, rv: RoomVersion): boolean {
   return rv.roomIdFromCreate && type === "m.room.create" && state_key === "";
 }
 
+/** The keys neither the content hash nor a signature covers. */
+const UNHASHED_KEYS = ["unsigned", "signatures", "hashes"];
+
 /** Fill `hashes`, then sign the redacted form; returns the finished PDU and its event ID.
  *  (Spec "Adding hashes and signatures to outgoing events".) Existing signatures are kept;
  *  `hashes` is replaced; `unsigned` is kept but covered by neither hash nor signature. */
@@ -155,7 +195,7 @@ export async function hashAndSignEvent(
   const full = { ...pdu, signatures: pdu.signatures ?? {} } as PDU;
   // The content hash covers the whole event, so this is where room v6+ strictness bites
   // for keys that redaction would remove (the signature only sees the redacted form).
-  const hashed = canonicalJsonBytes(without(full, [...UNHASHED]), { strict: rv.strictCanonicalJson });
+  const hashed = canonicalJsonBytes(without(full, UNHASHED_KEYS), { strict: rv.strictCanonicalJson });
   full.hashes = { sha256: encodeBase64(await sha256(hashed)) };
 
   // What is signed (the redacted event without `signatures` and `unsigned`) is also what the
@@ -174,7 +214,7 @@ export async function hashAndSignEvent(
   // again: its keys are those hashed plus the unhashed ones, and two key-sorted objects of
   // lengths a and b (neither empty) merge into one of a + b - 1 bytes (their braces, one comma).
   const rest: Record<string, unknown> = {};
-  for (const k of UNHASHED) if ((full as Record<string, unknown>)[k] !== undefined) rest[k] = (full as Record<string, unknown>)[k];
+  for (const k of UNHASHED_KEYS) if ((full as Record<string, unknown>)[k] !== undefined) rest[k] = (full as Record<string, unknown>)[k];
   const restBytes = utf8.encode(canonicalJson(rest, { strict: rv.strictCanonicalJson })).length;
   const size = hashed.length === 2 ? restBytes : hashed.length + restBytes - 1;
   return { pdu: full, eventId, size };

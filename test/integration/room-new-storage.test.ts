@@ -8,6 +8,7 @@ import { call, createRoom, registerUser } from "./helpers";
 import type { RoomStub } from "../../src/services/rooms";
 import { executePlan, planRoom } from "../../src/api/client/rooms";
 import { parseConfig } from "../../src/config";
+import { SCHEMA_VERSION } from "../../durable-objects/room/schema";
 
 const roomObject = (name: string) => env.ROOMS.get(env.ROOMS.idFromName(name));
 const hasTable = (sql: SqlStorage, name: string) => sql.exec("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", name).toArray().length > 0;
@@ -98,7 +99,9 @@ describe("createRoom's alias and directory rows", () => {
         return typeof v === "function" ? v.bind(target) : v;
       },
     });
-    return { env: Object.assign(Object.create(env), { DB }) as typeof env, writes };
+    // defineProperty, not assignment: assigning through Object.create(env) reaches env's own
+    // proxy and would replace the real binding for the rest of the file.
+    return { env: Object.create(env, { DB: { value: DB } }) as typeof env, writes };
   }
 
   it("alias and public listing: written in the one D1 batch after the room, not one write each; both in place", async () => {
@@ -129,5 +132,119 @@ describe("createRoom's alias and directory rows", () => {
     expect(after).toBe(before);
     const alias = await env.DB.prepare("SELECT room_id FROM room_aliases WHERE alias = ?").bind(`#${tag}:test.local`).first<{ room_id: string }>();
     expect(alias?.room_id).toBe("!other:test.local");
+  });
+});
+
+// createRoom on a new object: every write (the schema's CREATE statements included) is in the
+// room's one transaction. A lookup before it (checking the Worker-signed create event against
+// the event table) created the schema outside it, and its DDL read back the `meta` it had just
+// made three times.
+describe("createRoom's writes on a new object", () => {
+  it("nothing is written outside the room's one transaction", async () => {
+    const alice = await registerUser();
+    const config = parseConfig(env);
+    // (The test helpers find their namespaces on first use: before ROOMS is wrapped below.)
+    await runInDurableObject(roomObject("!warm-helpers:test.local"), () => undefined);
+    const outside: string[] = [];
+    const statements: string[] = [];
+    let transactions = 0;
+    const rooms = new Proxy(env.ROOMS, {
+      get(ns, prop) {
+        if (prop !== "get") {
+          const v = Reflect.get(ns, prop, ns);
+          return typeof v === "function" ? v.bind(ns) : v;
+        }
+        return (id: DurableObjectId, opts?: DurableObjectNamespaceGetDurableObjectOptions) => {
+          const stub = ns.get(id, opts);
+          return new Proxy(stub, {
+            get(s, p) {
+              const v = Reflect.get(s, p, s);
+              if (p !== "createRoom") return typeof v === "function" ? v.bind(s) : v;
+              return async (...args: unknown[]) => {
+                // Log the new object's SQL while it creates the room.
+                const stop = await runInDurableObject(stub, (inst, state) => {
+                  const sql = state.storage.sql;
+                  const exec = sql.exec;
+                  let depth = 0;
+                  Object.defineProperty(sql, "exec", {
+                    configurable: true,
+                    value: (q: string, ...b: SqlStorageValue[]) => {
+                      if (depth === 0 && /^\s*(CREATE|INSERT|UPDATE|DELETE|DROP|ALTER)/i.test(q)) outside.push(q.replace(/\s+/g, " ").slice(0, 80));
+                      statements.push(q.replace(/\s+/g, " ").trim().slice(0, 60));
+                      return exec.call(sql, q, ...b);
+                    },
+                  });
+                  // The write door (RoomWriter.transact): the room's only transactions.
+                  const writer = (inst as unknown as { writer: { transact(fn: unknown): unknown } }).writer;
+                  const transact = writer.transact;
+                  writer.transact = (fn: unknown) => {
+                    transactions++;
+                    depth++;
+                    try {
+                      return transact.call(writer, fn);
+                    } finally {
+                      depth--;
+                    }
+                  };
+                  return () => {
+                    // (Put back as it was: `exec` may be the object's own property.)
+                    Object.defineProperty(sql, "exec", { configurable: true, writable: true, value: exec });
+                    writer.transact = transact;
+                  };
+                });
+                try {
+                  return await (s as unknown as { createRoom(...a: unknown[]): Promise<unknown> }).createRoom(...args);
+                } finally {
+                  await runInDurableObject(stub, () => stop());
+                }
+              };
+            },
+          });
+        };
+      },
+    });
+    // (defineProperty: an assignment would reach `env` itself through the prototype chain.)
+    const logged = Object.defineProperty(Object.create(env), "ROOMS", { value: rooms }) as typeof env;
+    const plan = await planRoom(logged, config, alice.userId, {});
+    const roomId = await executePlan(logged, config, plan);
+    expect(outside).toEqual([]);
+    expect(transactions).toBe(1);
+    // The room's statements for an empty-body createRoom (6 events): 82 before (the schema's 7,
+    // 7 duplicate lookups, 7 `meta` rows one statement each, a read of the extremities and of
+    // the create event after each event that could not change them), 58 now.
+    expect(statements.length, statements.join("\n")).toBeLessThanOrEqual(58);
+    const synced = await call("GET", "/_matrix/client/v3/sync?timeout=0", { token: alice.accessToken });
+    expect(synced.body.rooms?.join?.[roomId]).toBeDefined();
+  });
+});
+
+// A new object's schema is one statement list with its version: openSchema's reads of `meta`
+// (three, the first failing) and its checks of older layouts are for rooms that have tables.
+describe("a new object's schema", () => {
+  it("is created by one statement, without reading meta or sqlite_master", async () => {
+    const stub = roomObject("!schema-statements:test.local");
+    const log: string[] = [];
+    const stop = await runInDurableObject(stub, (_inst, state) => {
+      const sql = state.storage.sql;
+      const exec = sql.exec;
+      Object.defineProperty(sql, "exec", {
+        configurable: true,
+        value: (q: string, ...b: SqlStorageValue[]) => {
+          log.push(q.replace(/\s+/g, " ").trim().slice(0, 80));
+          return exec.call(sql, q, ...b);
+        },
+      });
+      return () => Object.defineProperty(sql, "exec", { configurable: true, writable: true, value: exec });
+    });
+    try {
+      expect(await (stub as unknown as RoomStub).getForwardExtremities()).toEqual([]);
+    } finally {
+      await runInDurableObject(stub, () => stop());
+    }
+    const shown = log.join("\n");
+    expect(log.filter((q) => q.includes("CREATE TABLE")).length, shown).toBe(1);
+    expect(log.filter((q) => /FROM meta\b|sqlite_master/.test(q)), shown).toEqual([]);
+    const version = await runInDurableObject(stub, async (_inst, state) => state.storage.sql.exec<{ value: string }>("SELECT value FROM meta WHERE key = 'schema'").one().value);
+    expect(version).toBe(SCHEMA_VERSION);
   });
 });

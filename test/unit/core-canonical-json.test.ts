@@ -3,6 +3,7 @@ import {
   canonicalJson,
   canonicalJsonBytes,
   CanonicalJsonError,
+  canonicalMembers,
   compareCodePoints,
   MAX_DEPTH,
 } from "../../src/core/canonical-json";
@@ -177,5 +178,131 @@ describe("canonical JSON: non-JSON values", () => {
     expect(JSON.parse(out)).toEqual(v);
     // No insignificant whitespace anywhere.
     expect(canonicalJson({ a: [1, { b: 2 }], c: "d" })).toBe('{"a":[1,{"b":2}],"c":"d"}');
+  });
+});
+
+// canonicalJson writes most values with JSON.stringify after checking them (and rebuilding
+// objects whose keys are out of order); everything else goes through the spelled-out encoder.
+// A reference written straight from the spec's rules must agree on every value, valid or not.
+const LONE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+function reference(v: unknown, strict: boolean, depth = 0): string {
+  if (typeof v === "string") {
+    if (LONE.test(v)) throw new CanonicalJsonError("lone surrogate");
+    return JSON.stringify(v);
+  }
+  if (typeof v === "number") {
+    if (!Number.isFinite(v) || (strict && (!Number.isInteger(v) || Math.abs(v) > 2 ** 53 - 1))) throw new CanonicalJsonError("number");
+    if (Number.isInteger(v)) return Math.abs(v) < 1e21 ? String(Math.abs(v) === 0 ? 0 : v) : BigInt(v).toString();
+    return String(v);
+  }
+  if (typeof v === "bigint") {
+    if (strict && (v > 2n ** 53n - 1n || v < -(2n ** 53n) + 1n)) throw new CanonicalJsonError("number");
+    return v.toString();
+  }
+  if (typeof v === "boolean") return String(v);
+  if (v === null) return "null";
+  if (typeof v !== "object" || depth >= MAX_DEPTH) throw new CanonicalJsonError("not JSON");
+  if (Array.isArray(v)) {
+    const parts: string[] = [];
+    for (let i = 0; i < v.length; i++) {
+      if (!(i in v)) throw new CanonicalJsonError("sparse");
+      parts.push(reference(v[i], strict, depth + 1));
+    }
+    return `[${parts.join(",")}]`;
+  }
+  const proto = Object.getPrototypeOf(v);
+  if (proto !== Object.prototype && proto !== null) throw new CanonicalJsonError("not plain");
+  const keys = Object.keys(v);
+  for (const k of keys) if (LONE.test(k)) throw new CanonicalJsonError("lone surrogate key");
+  const byCodePoint = (a: string, b: string) => {
+    const x = [...a].map((c) => c.codePointAt(0)!);
+    const y = [...b].map((c) => c.codePointAt(0)!);
+    for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] - y[i];
+    return x.length - y.length;
+  };
+  return `{${keys
+    .sort(byCodePoint)
+    .map((k) => `${JSON.stringify(k)}:${reference((v as Record<string, unknown>)[k], strict, depth + 1)}`)
+    .join(",")}}`;
+}
+
+describe("canonical JSON: the checked JSON.stringify path agrees with the rules", () => {
+  const outcome = (f: () => string) => {
+    try {
+      return f();
+    } catch (e) {
+      return e instanceof CanonicalJsonError ? "CanonicalJsonError" : `other: ${(e as Error).message}`;
+    }
+  };
+  const same = (v: unknown, label: string) => {
+    for (const strict of [false, true]) expect(outcome(() => canonicalJson(v, { strict })), `${label}, strict ${strict}`).toBe(outcome(() => reference(v, strict)));
+  };
+
+  it("keys out of order at every depth, array-index keys, __proto__, code-point order, integers at ±2^53", () => {
+    const cases: unknown[] = [
+      JSON.parse('{"type":"m.x","content":{"b":1,"a":[{"d":2,"c":"\\u00e9"}]},"auth_events":["$a"],"depth":1}'),
+      JSON.parse('{"10":1,"9":2,"a":3,"1":4}'),
+      JSON.parse('{"1":1,"a":{"z":1,"y":2}}'),
+      JSON.parse('{"b":1,"__proto__":{"y":1,"x":2}}'),
+      JSON.parse('{"__proto__":{"y":1,"x":2}}'),
+      { "\ue000": 1, "\ud83d\ude00": 2, a: 3 },
+      { b: { "\ud800": 1 }, a: 1 },
+      { b: "x\udc00", a: 1 },
+      { b: [1, 2 ** 53 - 1, -(2 ** 53) + 1], a: -0 },
+      { b: [2 ** 53], a: 1 },
+      { b: -(2 ** 53), a: 1 },
+      { b: { c: 1e20, d: 1e21, e: -1e22, f: 0.5 }, a: 1 },
+      { b: [1, undefined], a: 1 },
+      { b: { c: undefined }, a: 1 },
+      { b: 5n, a: 1 },
+      { b: () => 1, a: 1 },
+      { toJSON: "not called", a: 1 },
+      { b: { toJSON: () => "x" }, a: 1 },
+      { b: new Date(0), a: 1 },
+      { b: [NaN], a: 1 },
+      { s: "\b\t\n\f\r\"\\\u0000\u001f\u007f\u2028/é😀", a: [] },
+      Object.assign(Object.create(null), { b: 1, a: { d: 1, c: 2 } }),
+      // eslint-disable-next-line no-sparse-arrays
+      { b: [1, , 2], a: 1 },
+    ];
+    cases.forEach((v, i) => same(v, `case ${i}`));
+  });
+
+  it("agrees with the reference on thousands of generated values", () => {
+    let seed = 7;
+    const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+    const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
+    const strings = ["", "a", "b", "ab", "0", "1", "9", "10", "01", "-1", "4294967295", "__proto__", "constructor", "\ud800", "x\udc00", "😀", "\ue000", "\uffff", "日", "\u0000", "\"", "\\", "é"];
+    const numbers = [0, -0, 1, -1, 0.5, 2 ** 53 - 1, 2 ** 53, -(2 ** 53 - 1), -(2 ** 53), 1e20, 1e21, 1e300, NaN, Infinity];
+    const gen = (d: number): unknown => {
+      const r = rnd();
+      if (d > 4 || r < 0.3) return pick<unknown>([pick(strings), pick(numbers), true, false, null, pick(strings), pick(numbers)]);
+      if (r < 0.55) return Array.from({ length: Math.floor(rnd() * 4) }, () => gen(d + 1));
+      const o: Record<string, unknown> = {};
+      for (let i = Math.floor(rnd() * 5); i > 0; i--) {
+        const k = pick(strings);
+        Object.defineProperty(o, k, { value: gen(d + 1), enumerable: true, writable: true, configurable: true });
+      }
+      return o;
+    };
+    for (let i = 0; i < 5000; i++) same(gen(0), `value ${i}`);
+  });
+});
+
+describe("canonicalMembers", () => {
+  it("the members in canonical order; any subset of them is the canonical JSON of those keys", () => {
+    const o = { z: 1, "😀": { b: 2, a: 1 }, "\ue000": [3], a: "x", m: null };
+    const members = canonicalMembers(o);
+    expect(members.map((m) => m.key)).toEqual(["a", "m", "z", "\ue000", "😀"]);
+    expect(`{${members.map((m) => m.text).join(",")}}`).toBe(canonicalJson(o));
+    const some = members.filter((m) => m.key !== "m" && m.key !== "\ue000");
+    expect(`{${some.map((m) => m.text).join(",")}}`).toBe(canonicalJson({ z: 1, "😀": { b: 2, a: 1 }, a: "x" }));
+  });
+
+  it("throws as canonicalJson does", () => {
+    expect(() => canonicalMembers({ a: 1.5 }, { strict: true })).toThrow(CanonicalJsonError);
+    expect(() => canonicalMembers({ "\ud800": 1 })).toThrow(CanonicalJsonError);
+    expect(() => canonicalMembers([1])).toThrow(CanonicalJsonError);
+    expect(canonicalMembers({ a: 1.5 })).toEqual([{ key: "a", text: '"a":1.5' }]);
   });
 });

@@ -482,7 +482,7 @@ describe("digestPdu (one encoding shared by the checks on receipt)", () => {
     const key = await generateSigningKey("ed25519:k");
     for (const id of ["3", "5", "10", "11", "12"]) {
       const { pdu, eventId } = await hashAndSignEvent({ ...base } as unknown as PDU, rv(id), "x", key);
-      for (const variant of [pdu, { ...pdu, unsigned: { age: 12, "ü": [1, 2] } } as PDU]) {
+      for (const variant of [pdu, { ...pdu, unsigned: { age: 12, "ü": [1, 2], "日😀": "\u0001é" } } as PDU]) {
         const d = await digestPdu(variant, rv(id));
         expect(d.size).toBe(new TextEncoder().encode(canonicalJson(variant)).length);
         expect(d.contentHashOk).toBe(await checkContentHash(variant));
