@@ -30,6 +30,12 @@ export class DelayedStateWatch {
    *  one, and every state event asked (six times per createRoom). */
   private none?: boolean;
 
+  /** A room being created here holds no watch yet (LocalEvents.createRoom): its six state
+   *  events need no lookup, which on a new object is a statement prepared for the first time. */
+  holdsNone(): void {
+    this.none = true;
+  }
+
   watch(userId: string, type: string, stateKey: string): void {
     this.sql.exec("INSERT OR IGNORE INTO delayed_state_watch (type, state_key, user_id) VALUES (?, ?, ?)", type, stateKey, userId);
     this.none = false;

@@ -27,7 +27,7 @@ export interface LocalEventsAccess {
   keys: Pick<RoomKeys, "signingKey">;
   events: Pick<EventStore, "isPartial" | "loadEvent">;
   state: Pick<StateStore, "currentAuthMap" | "stateAcross">;
-  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit">;
+  fanout: Pick<FanOut, "fanOutFacts" | "fannedOut" | "afterCommit" | "delayedState">;
   writer: Pick<RoomWriter, "serial" | "checkCreate" | "checkLocal" | "admitLocalGroup" | "knownSoleExtremity">;
 }
 
@@ -111,6 +111,8 @@ export class LocalEvents {
           // then stored in one transaction with the room's record: one commit and one flush for
           // the room, one round of hub notices. The first refused event fails the request; the
           // events after it are not created (those before it are kept, as before).
+          // (Nobody can have asked this room to watch a key: it did not exist.)
+          this.r.fanout.delayedState.holdsNone();
           const run: NewRoomRun = { record: { ev: createEv, roomId: args.roomId, roomVersion: rv.id, serverName: args.serverName, registry }, pdu: args.createPdu };
           await this.admitRun(args.events, args.events.map((_, i) => i), results, [], true, run);
           if (run.outcome?.status !== "accepted") refused(run.outcome ?? { status: "invalid", reason: "not stored" });

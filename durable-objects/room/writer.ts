@@ -210,6 +210,9 @@ export class RoomWriter {
       // Room creation (LocalEvents.createRoom): the create event and the room's record go in
       // the same transaction as the initial events — one commit for the whole room.
       if (create) {
+        // A room being created holds no state group yet (createRoom refuses an object that holds
+        // a room): its first group is 1, with no read of the table.
+        this.nextGroupId ??= 1;
         const out = this.decideAndPersist(tx, create.ev, { local: true, builtHere: true });
         outs.push(out);
         if (out.status !== "accepted") return;
