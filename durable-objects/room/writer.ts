@@ -137,6 +137,7 @@ export class RoomWriter {
       });
     } catch (e) {
       this.metaAtEnd.clear();
+      this.currentGroupsAtEnd = [];
       this.reloadAfterFailure();
       throw e;
     } finally {
@@ -159,6 +160,7 @@ export class RoomWriter {
   /** The values kept for the end of the transaction, in one statement (createRoom wrote seven
    *  `meta` rows one statement each). */
   private flushMetaAtEnd(tx: WriteTx): void {
+    this.flushCurrentGroups(tx);
     if (this.metaAtEnd.size === 0) return;
     const rows = [...this.metaAtEnd];
     this.metaAtEnd.clear();
@@ -166,6 +168,18 @@ export class RoomWriter {
       `INSERT INTO meta (key, value) VALUES ${rows.map(() => "(?, ?)").join(", ")} ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
       ...rows.flatMap(([key, value]) => [key, String(value)]),
     );
+  }
+
+  /** `current_groups` rows (stream, group) of the transaction's events, written at its end in
+   *  one statement: only readers outside the write read that table, and a group commit (a
+   *  createRoom's seven events) wrote one statement per event. */
+  private currentGroupsAtEnd: [number, number | null][] = [];
+  private flushCurrentGroups(tx: WriteTx): void {
+    for (let i = 0; i < this.currentGroupsAtEnd.length; i += 40) {
+      const rows = this.currentGroupsAtEnd.slice(i, i + 40);
+      tx.exec(`INSERT OR REPLACE INTO current_groups (stream, grp) VALUES ${rows.map(() => "(?, ?)").join(", ")}`, ...rows.flat());
+    }
+    this.currentGroupsAtEnd = [];
   }
 
   /** The admit pipeline. Steps before persisting do not touch storage, so a refused local event
@@ -417,7 +431,7 @@ export class RoomWriter {
       this.applyCurrentState(tx, changes);
       this.r.head.currentGroup = next;
       this.setMetaAtEnd("current_group", next ?? 0);
-      tx.exec("INSERT OR REPLACE INTO current_groups (stream, grp) VALUES (?, ?)", stream, next);
+      this.currentGroupsAtEnd.push([stream!, next]);
       this.r.fanout.advanceFanOutFacts(old, next, changes);
     }
     return { status: "accepted", eventId: ev.event_id, stream: stream! };
