@@ -9,8 +9,8 @@
 //   with CR_PROFILE run it as `node --import tsx bench/create-room.mjs`; --public: each room
 //   public_chat, visibility public, with its own room_alias_name, as a client's "public room")
 // node bench/create-room.mjs http://127.0.0.1:PORT [rooms]   (a running `npm start`)
-import { execSync, spawn } from "node:child_process";
-import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
+import { spawn } from "node:child_process";
+import { fsyncsWhile, percentile, processGroupCpuMs, registerBenchUser, workerdPidsOf } from "./util.mjs";
 
 const args = process.argv.slice(2);
 const portAt = args.indexOf("--port");
@@ -42,9 +42,12 @@ async function createRoom(token, body = publicRooms ? { preset: "public_chat", v
  *  CR_FSYNCS=1 counts them with `perf stat` instead (as bench/send.mjs --fsyncs: strace slows
  *  the server many times over). */
 async function countFsyncs(fn) {
-  if (process.env.CR_FSYNCS && server) return countFsyncsPerf(fn);
+  if (process.env.CR_FSYNCS && server) {
+    const { result, calls } = await fsyncsWhile(server.pgid, fn);
+    return [result, calls];
+  }
   if (!process.env.CR_STRACE || !server) return [await fn(), undefined];
-  const pids = execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => l.includes("workerd")).map((l) => l.trim().split(/\s+/)[0]);
+  const pids = workerdPidsOf(server.pgid);
   const st = spawn("strace", ["-f", "-c", "-e", "trace=fsync,fdatasync", ...pids.flatMap((p) => ["-p", p])], { stdio: ["ignore", "ignore", "pipe"] });
   let out = "";
   st.stderr.on("data", (d) => (out += d));
@@ -54,21 +57,6 @@ async function countFsyncs(fn) {
   st.kill("SIGINT");
   await exited;
   const calls = [...out.matchAll(/^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(fsync|fdatasync)\s*$/gm)].reduce((n, m) => n + Number(m[1]), 0);
-  return [result, calls];
-}
-
-async function countFsyncsPerf(fn) {
-  const pids = execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => l.includes("workerd")).map((l) => l.trim().split(/\s+/)[0]);
-  const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", pids.join(",")], { stdio: ["ignore", "ignore", "pipe"] });
-  let out = "";
-  st.stderr.on("data", (d) => (out += d));
-  await new Promise((r) => setTimeout(r, 300));
-  const result = await fn();
-  const exited = new Promise((r) => st.once("exit", r));
-  st.kill("SIGINT");
-  await exited;
-  let calls = 0;
-  for (const m of out.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
   return [result, calls];
 }
 

@@ -17,13 +17,13 @@
 //   [--profile KIND FILE]: a V8 CPU profile of the Worker isolate over 40 requests of KIND
 // (state in os.tmpdir(): TMPDIR=/dev/shm for tmpfs). Loopback only; the server is stopped by its
 // process group.
-import { spawn, execSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { percentile, processGroupCpuMs } from "./util.mjs";
+import { fsyncsWhile, percentile, processGroupCpuMs } from "./util.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -97,24 +97,6 @@ async function hit(kind, i) {
   if (!res.ok) throw new Error(`${kind}: ${res.status} ${text}`);
 }
 
-function workerdPids() {
-  return execSync(`ps -o pid=,comm= -g ${pgid}`).toString().split("\n").filter((l) => l.includes("workerd")).map((l) => l.trim().split(/\s+/)[0]);
-}
-
-async function fsyncsWhile(fn) {
-  const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", workerdPids().join(",")], { stdio: ["ignore", "ignore", "pipe"] });
-  let text = "";
-  st.stderr.on("data", (d) => (text += d));
-  await new Promise((r) => setTimeout(r, 300));
-  await fn();
-  const exited = new Promise((r) => st.once("exit", r));
-  st.kill("SIGINT");
-  await exited;
-  let calls = 0;
-  for (const m of text.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
-  return calls;
-}
-
 try {
   const deadline = Date.now() + 90_000;
   for (;;) {
@@ -142,7 +124,7 @@ try {
   if (withFsyncs) {
     for (const kind of KINDS) {
       const n = 20;
-      fsyncs[kind] = (await fsyncsWhile(async () => { for (let i = 0; i < n; i++) await hit(kind, i); })) / n;
+      fsyncs[kind] = (await fsyncsWhile(pgid, async () => { for (let i = 0; i < n; i++) await hit(kind, i); })).calls / n;
     }
   }
   if (profile) {

@@ -23,7 +23,7 @@
 // (a deployment has no such proxy; it costs ~2–3 ms of CPU per request here).
 import { execSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
+import { fsyncsWhile, percentile, processGroupCpuMs, registerBenchUser, workerdPidsOf } from "./util.mjs";
 
 const args = process.argv.slice(2);
 function option(name, dflt) {
@@ -99,7 +99,7 @@ if (direct && server) {
 /** CPU time (ms) used so far by the server's processes (0 for an external server). */
 const serverCpuMs = () => (server ? processGroupCpuMs(server.pgid).all : 0);
 const workerdCpuMs = () => (server ? processGroupCpuMs(server.pgid).workerd : 0);
-const workerdPids = () => execSync(`ps -o pid=,comm= -g ${server.pgid}`).toString().split("\n").filter((l) => /workerd/.test(l)).map((l) => l.trim().split(/\s+/)[0]);
+const workerdPids = () => workerdPidsOf(server.pgid);
 
 /** Native CPU profile (`perf record -g`) of the server's workerd processes while `fn` runs: where
  *  workerd's CPU goes outside the Worker's isolate too (SQLite, the D1 simulation's isolate, RPC,
@@ -114,23 +114,6 @@ async function perfWhile(file, fn) {
     st.kill("SIGINT");
     await exited;
   }
-}
-
-/** The server's workerd processes' fsync + fdatasync calls (each a storage commit's flush) while
- *  `fn` runs, counted with `perf stat` on the syscall tracepoints (strace slowed the server ~30×). */
-async function fsyncsWhile(fn) {
-  const pids = workerdPids();
-  const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", pids.join(",")], { stdio: ["ignore", "ignore", "pipe"] });
-  let out = "";
-  st.stderr.on("data", (d) => (out += d));
-  await new Promise((r) => setTimeout(r, 300)); // attached
-  const result = await fn();
-  const exited = new Promise((r) => st.once("exit", r));
-  st.kill("SIGINT");
-  await exited;
-  let calls = 0;
-  for (const m of out.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
-  return { result, calls };
 }
 
 async function api(method, path, token, body) {
@@ -244,7 +227,7 @@ try {
       const lastTen = senders === 10 && round === rounds;
       const jsProfiled = () => (profileFile && lastTen ? profileWhile(server, profileFile, phase) : phase());
       const profiled = () => (perfFile && lastTen ? perfWhile(perfFile, jsProfiled) : jsProfiled());
-      const fsyncs = countFsyncs && server && senders === 10 ? (await fsyncsWhile(profiled)).calls : undefined;
+      const fsyncs = countFsyncs && server && senders === 10 ? (await fsyncsWhile(server.pgid, profiled)).calls : undefined;
       if (fsyncs === undefined) await profiled();
       const rate = latencies.length / ((performance.now() - start) / 1000);
       const cpuPerEvent = (serverCpuMs() - cpu0) / latencies.length;

@@ -1,5 +1,6 @@
 // Shared helpers for benchmarks (loopback servers only).
 import { readdirSync, readFileSync } from "node:fs";
+import { execSync, spawn } from "node:child_process";
 
 /** CPU time (ms) used so far by the processes of process group `pgid` (a server started by the
  *  e2e harness): { workerd, all } (all: wrangler's proxy too). Unlike wall-clock time it barely
@@ -38,4 +39,26 @@ export async function registerBenchUser(baseUrl, username, password = "bench-pas
   const body = await res.json();
   if (!res.ok) throw new Error(`register ${username}: ${JSON.stringify(body)}`);
   return { userId: body.user_id, token: body.access_token, deviceId: body.device_id, password };
+}
+
+/** The workerd processes of process group `pgid` (a server started by the e2e harness). */
+export function workerdPidsOf(pgid) {
+  return execSync(`ps -o pid=,comm= -g ${pgid}`).toString().split("\n").filter((l) => l.includes("workerd")).map((l) => l.trim().split(/\s+/)[0]);
+}
+
+/** The fsync + fdatasync calls (each a storage commit's flush) of process group `pgid`'s workerd
+ *  processes while `fn` runs, counted with `perf stat` on the syscall tracepoints (strace slowed
+ *  the server ~30×). Returns { result, calls }. */
+export async function fsyncsWhile(pgid, fn) {
+  const st = spawn("perf", ["stat", "-x", ",", "-e", "syscalls:sys_enter_fsync,syscalls:sys_enter_fdatasync", "-p", workerdPidsOf(pgid).join(",")], { stdio: ["ignore", "ignore", "pipe"] });
+  let out = "";
+  st.stderr.on("data", (d) => (out += d));
+  await new Promise((r) => setTimeout(r, 300)); // attached
+  const result = await fn();
+  const exited = new Promise((r) => st.once("exit", r));
+  st.kill("SIGINT");
+  await exited;
+  let calls = 0;
+  for (const m of out.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
+  return { result, calls };
 }
