@@ -171,7 +171,11 @@ export class LocalEvents {
    *  their answer left (`pending` while it waits for their hub); a wake-up for gather(). */
   private outstanding = new Map<string, { at: number; pending: boolean }>();
   private onQueued?: () => void;
-  /** The senders' trip time (ms), a moving average. */
+  /** The senders' trip time (ms), a moving average. It learns only from senders back within
+   *  EXPECT_TRIPS trips of the current estimate (the others are forgotten first): from its
+   *  first guess it never rises much above 3 × 10 ms, so senders on slower trips (clients
+   *  across a network) are not gathered — only sends that queue while the room is busy go
+   *  together for them, and their sends never wait. */
   private tripMs = TRIP_FIRST_MS;
 
   private cameBack(k: string): void {
