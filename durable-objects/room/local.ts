@@ -172,10 +172,10 @@ export class LocalEvents {
   private outstanding = new Map<string, { at: number; pending: boolean }>();
   private onQueued?: () => void;
   /** The senders' trip time (ms), a moving average. It learns only from senders back within
-   *  EXPECT_TRIPS trips of the current estimate (the others are forgotten first): from its
-   *  first guess it never rises much above 3 × 10 ms, so senders on slower trips (clients
-   *  across a network) are not gathered — only sends that queue while the room is busy go
-   *  together for them, and their sends never wait. */
+   *  EXPECT_TRIPS trips of the current estimate (the others are forgotten first), so it climbs
+   *  only towards trips under three times itself: from its first guess of 10 ms, senders on
+   *  trips over ~30 ms (clients across a network) teach it nothing and are not gathered —
+   *  only sends that queue while the room is busy go together for them, and theirs never wait. */
   private tripMs = TRIP_FIRST_MS;
 
   private cameBack(k: string): void {
