@@ -7,7 +7,7 @@
 // more members than one step fetches (EVENTS_PER_STEP, 2,000): each is fetched once, across
 // steps, and the room completes.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { call, chainAppender, clientOk, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, chainAppender, clientOk, makeJoinAnswer, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import type { JsonObject, PDU } from "../../src/core/types";
@@ -98,10 +98,7 @@ async function resident(input: RequestInfo | URL, init?: RequestInit): Promise<R
   const room = [...rooms.values()].find((r) => path.includes(r.roomId) || url.searchParams.get("room_id") === r.roomId);
   if (!room) return Response.json({ errcode: "M_NOT_FOUND", error: "no such room" }, { status: 404 });
   const pdus = (list: string[]) => list.map((id) => room.events.get(id)!);
-  if (path.startsWith(`/_matrix/federation/v1/make_join/${room.roomId}/`)) {
-    const event = { room_id: room.roomId, sender: alice.userId, state_key: alice.userId, type: "m.room.member", content: { membership: "join" }, origin_server_ts: Date.now(), depth: 50, prev_events: [room.order.at(-1)], auth_events: [room.ids.pl, room.ids.rules] };
-    return Response.json({ room_version: "12", event });
-  }
+  if (path.startsWith(`/_matrix/federation/v1/make_join/${room.roomId}/`)) return makeJoinAnswer(room, alice.userId);
   if (path.startsWith(`/_matrix/federation/v2/send_join/${room.roomId}/`)) {
     const body = JSON.parse(String(init?.body ?? (input instanceof Request ? await input.text() : "{}"))) as PDU;
     room.ids.ourJoin = path.split("/").pop()!;

@@ -65,7 +65,6 @@ export async function remoteJoinWave(remote: string, key: SigningKey, roomId: st
   );
 }
 
-/** A client-server v3 request as `token` that must answer 200; its body. */
 /** A room a simulated remote server holds, built as one linear chain of signed events. */
 export interface RemoteChain {
   roomId: string;
@@ -90,6 +89,14 @@ export function chainAppender(room: RemoteChain, server: string, key: SigningKey
   };
 }
 
+/** A simulated resident's make_join answer for `userId` in a room built by chainAppender (its
+ *  power levels and join rules recorded as `pl` and `rules`): the join template on the chain's tip. */
+export function makeJoinAnswer(room: RemoteChain, userId: string): Response {
+  const event = { room_id: room.roomId, sender: userId, state_key: userId, type: "m.room.member", content: { membership: "join" }, origin_server_ts: Date.now(), depth: 50, prev_events: [room.order.at(-1)], auth_events: [room.ids.pl, room.ids.rules] };
+  return Response.json({ room_version: "12", event });
+}
+
+/** A client-server v3 request as `token` that must answer 200; its body. */
 export async function clientOk(token: string, method: string, path: string, body?: unknown): Promise<Json> {
   const r = await call(method, `/_matrix/client/v3${path}`, { token, body });
   if (r.status !== 200) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
