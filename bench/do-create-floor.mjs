@@ -19,11 +19,11 @@
 // process group.
 import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { fsyncsWhile, percentile, processGroupCpuMs } from "./util.mjs";
+import { freePort } from "../test/e2e/harness.ts";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -42,17 +42,6 @@ if (profile) args.splice(profileAt, 3);
 const rounds = Math.min(option("--rounds", 3), 20);
 const perRound = Math.min(Number(args[0] ?? 40), 1000);
 const KINDS = ["noop", "existing-noop", "existing", "new-noop", "new", "d1", "create-shape"];
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 const port = await freePort();
 const inspectorPort = await freePort();

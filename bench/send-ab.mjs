@@ -9,9 +9,8 @@
 // node_modules/.bin/node --import tsx bench/send-ab.mjs <base tree> [requests]
 //   (TMPDIR=/dev/shm puts both servers' state on tmpfs). Loopback only; both stopped by process group.
 import path from "node:path";
-import { createHmac } from "node:crypto";
 import { fileURLToPath } from "node:url";
-import { percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
+import { liftSendLimits, percentile, processGroupCpuMs, registerBenchUser } from "./util.mjs";
 
 const [baseTree, nArg] = process.argv.slice(2);
 if (!baseTree) throw new Error("usage: bench/send-ab.mjs <base tree> [requests]");
@@ -28,12 +27,7 @@ try {
   const ctx = {};
   for (const [k, s] of Object.entries(servers)) {
     const u = await registerBenchUser(s.baseUrl, `sendab${k}${Date.now().toString(36)}`);
-    const name = `sendabadmin${k}${Date.now().toString(36)}`;
-    const { nonce } = await (await fetch(`${s.baseUrl}/_synapse/admin/v1/register`)).json();
-    const mac = createHmac("sha1", SECRET).update(`${nonce}\0${name}\0pw\0admin`).digest("hex");
-    const admin = await (await fetch(`${s.baseUrl}/_synapse/admin/v1/register`, { method: "POST", body: JSON.stringify({ nonce, username: name, password: "pw", admin: true, mac }) })).json();
-    const o = await fetch(`${s.baseUrl}/_synapse/admin/v1/users/${encodeURIComponent(u.userId)}/override_ratelimit`, { method: "POST", headers: { authorization: `Bearer ${admin.access_token}` }, body: JSON.stringify({ messages_per_second: 100000, burst_count: 100000 }) });
-    if (!o.ok) throw new Error(`${k} override: ${await o.text()}`);
+    await liftSendLimits(s.baseUrl, SECRET, [u.userId]);
     const room = await (await fetch(`${s.baseUrl}/_matrix/client/v3/createRoom`, { method: "POST", headers: { authorization: `Bearer ${u.token}` }, body: "{}" })).json();
     ctx[k] = { base: s.baseUrl, token: u.token, room: encodeURIComponent(room.room_id), txn: 0 };
   }

@@ -23,7 +23,7 @@
 // (a deployment has no such proxy; it costs ~2–3 ms of CPU per request here).
 import { execSync, spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { fsyncsWhile, percentile, processGroupCpuMs, registerBenchUser, workerdPidsOf } from "./util.mjs";
+import { fsyncsWhile, liftSendLimits, percentile, processGroupCpuMs, registerBenchUser, workerdPidsOf } from "./util.mjs";
 
 const args = process.argv.slice(2);
 function option(name, dflt) {
@@ -141,25 +141,9 @@ try {
   const tag = Date.now().toString(36);
   const users = [];
   for (let i = 0; i < 10; i++) users.push(await registerBenchUser(baseUrl, `sendbench${tag}u${i}`));
-  if (rateLimits === "on" && server) {
-    // An admin (shared-secret registration) lifts each user's send limit far above the bench's
-    // rate, so the limiter is still asked on every send (an override of 0/0 would skip it).
-    const { createHmac } = await import("node:crypto");
-    const adminName = `sendbenchadmin${tag}`;
-    const { nonce } = await (await fetch(`${baseUrl}/_synapse/admin/v1/register`)).json();
-    const mac = createHmac("sha1", SHARED_SECRET).update(`${nonce}\0${adminName}\0pw\0admin`).digest("hex");
-    const adminRes = await fetch(`${baseUrl}/_synapse/admin/v1/register`, { method: "POST", body: JSON.stringify({ nonce, username: adminName, password: "pw", admin: true, mac }) });
-    const admin = await adminRes.json();
-    if (!adminRes.ok) throw new Error(`admin register: ${JSON.stringify(admin)}`);
-    for (const u of users) {
-      const res = await fetch(`${baseUrl}/_synapse/admin/v1/users/${encodeURIComponent(u.userId)}/override_ratelimit`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${admin.access_token}`, "content-type": "application/json" },
-        body: JSON.stringify({ messages_per_second: 100000, burst_count: 100000 }),
-      });
-      if (!res.ok) throw new Error(`override_ratelimit: ${res.status} ${await res.text()}`);
-    }
-  }
+  // Limits on: each user's send limit is lifted far above the bench's rate (the limiter is
+  // still asked on every send).
+  if (rateLimits === "on" && server) await liftSendLimits(baseUrl, SHARED_SECRET, users.map((u) => u.userId));
   const { room_id: roomId } = await api("POST", "/createRoom", users[0].token, { preset: "public_chat" });
   for (const u of users.slice(1)) await api("POST", `/rooms/${encodeURIComponent(roomId)}/join`, u.token, {});
   // A room of one member (the issue's baseline): the sender's hub is the only one told.

@@ -1,6 +1,7 @@
 // Shared helpers for benchmarks (loopback servers only).
 import { readdirSync, readFileSync } from "node:fs";
 import { execSync, spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
 
 /** CPU time (ms) used so far by the processes of process group `pgid` (a server started by the
  *  e2e harness): { workerd, all } (all: wrangler's proxy too). Unlike wall-clock time it barely
@@ -61,4 +62,24 @@ export async function fsyncsWhile(pgid, fn) {
   let calls = 0;
   for (const m of out.matchAll(/^(\d+),,syscalls:sys_enter_f(?:data)?sync/gm)) calls += Number(m[1]);
   return { result, calls };
+}
+
+/** Lifts the send limit of each of `userIds` far above a benchmark's rate, as an admin registered
+ *  with the server's shared secret (REGISTRATION_SHARED_SECRET): the limiter is still asked on
+ *  every send, but never refuses (an override of 0/0 would skip it). */
+export async function liftSendLimits(baseUrl, sharedSecret, userIds) {
+  const name = `benchadmin${Date.now().toString(36)}${Math.floor(Math.random() * 1e6)}`;
+  const { nonce } = await (await fetch(`${baseUrl}/_synapse/admin/v1/register`)).json();
+  const mac = createHmac("sha1", sharedSecret).update(`${nonce}\0${name}\0pw\0admin`).digest("hex");
+  const adminRes = await fetch(`${baseUrl}/_synapse/admin/v1/register`, { method: "POST", body: JSON.stringify({ nonce, username: name, password: "pw", admin: true, mac }) });
+  const admin = await adminRes.json();
+  if (!adminRes.ok) throw new Error(`admin register: ${JSON.stringify(admin)}`);
+  for (const userId of userIds) {
+    const res = await fetch(`${baseUrl}/_synapse/admin/v1/users/${encodeURIComponent(userId)}/override_ratelimit`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${admin.access_token}`, "content-type": "application/json" },
+      body: JSON.stringify({ messages_per_second: 100000, burst_count: 100000 }),
+    });
+    if (!res.ok) throw new Error(`override_ratelimit: ${res.status} ${await res.text()}`);
+  }
 }
