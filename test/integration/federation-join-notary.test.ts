@@ -6,9 +6,8 @@
 // left out of the room's state for good.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { env } from "cloudflare:test";
-import { call, chainAppender, clientOk, makeJoinAnswer, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, clientOk, makeJoinAnswer, publicRemoteRoom, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
-import { roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import type { JsonObject, PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
 import { vouchedKey } from "../../src/services/federation/keys";
@@ -40,12 +39,7 @@ const rooms = new Map<string, Room>();
 
 async function makeRoom(memberServer: string, partial = false): Promise<Room> {
   const room: Room = { partial, roomId: "", events: new Map(), order: [], ids: {} };
-  const add = chainAppender(room, REMOTE, key);
-  await add("create", { type: "m.room.create", state_key: "", sender: REM, content: { room_version: "12" }, auth_events: [] });
-  room.roomId = roomIdFromCreateEventId(room.ids.create);
-  await add("rem", { type: "m.room.member", state_key: REM, sender: REM, content: { membership: "join" }, auth_events: [] });
-  await add("pl", { type: "m.room.power_levels", state_key: "", sender: REM, content: {}, auth_events: [room.ids.rem] });
-  await add("rules", { type: "m.room.join_rules", state_key: "", sender: REM, content: { join_rule: "public" }, auth_events: [room.ids.pl, room.ids.rem] });
+  const add = await publicRemoteRoom(room, REMOTE, key, REM);
   const u = `@far:${memberServer}`;
   await add("far", { type: "m.room.member", state_key: u, sender: u, content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] }, memberServer, memberKeys[memberServer]);
   rooms.set(room.roomId, room);

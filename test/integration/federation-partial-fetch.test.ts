@@ -7,9 +7,8 @@
 // more members than one step fetches (EVENTS_PER_STEP, 2,000): each is fetched once, across
 // steps, and the room completes.
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { call, chainAppender, clientOk, makeJoinAnswer, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
+import { call, clientOk, makeJoinAnswer, publicRemoteRoom, offline, registerUser, seedRemoteKey, type TestUser } from "./helpers";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
-import { roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import type { JsonObject, PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
 
@@ -46,12 +45,7 @@ let keyAsked = 0;
 
 async function makeRoom(stateWorks: boolean, members = MEMBERS, delayMs = 30, memberServer?: { name: string; key: SigningKey }): Promise<Room> {
   const room: Room = { roomId: "", events: new Map(), order: [], ids: {}, stateWorks, members, delayMs, stateAsked: 0, eventAsked: 0, inFlight: 0, maxInFlight: 0 };
-  const add = chainAppender(room, REMOTE, key);
-  await add("create", { type: "m.room.create", state_key: "", sender: REM, content: { room_version: "12" }, auth_events: [] });
-  room.roomId = roomIdFromCreateEventId(room.ids.create);
-  await add("rem", { type: "m.room.member", state_key: REM, sender: REM, content: { membership: "join" }, auth_events: [] });
-  await add("pl", { type: "m.room.power_levels", state_key: "", sender: REM, content: {}, auth_events: [room.ids.rem] });
-  await add("rules", { type: "m.room.join_rules", state_key: "", sender: REM, content: { join_rule: "public" }, auth_events: [room.ids.pl, room.ids.rem] });
+  const add = await publicRemoteRoom(room, REMOTE, key, REM);
   await add("name", { type: "m.room.name", state_key: "", sender: REM, content: { name: "Fetch" }, auth_events: [room.ids.pl, room.ids.rem] });
   if (!memberServer) for (let i = 1; i <= members; i++) await add(`m${i}`, { type: "m.room.member", state_key: m(i), sender: m(i), content: { membership: "join" }, auth_events: [room.ids.pl, room.ids.rules] });
   for (let i = 1; memberServer && i <= members; i++) {

@@ -4,7 +4,7 @@ import { SELF, env } from "cloudflare:test";
 import { generateSigningKey, signJson, type SigningKey } from "../../src/core/signing";
 import { storeKeyResponse } from "../../src/services/federation/keys";
 import { signRequest } from "../../src/core/x-matrix";
-import { hashAndSignEvent } from "../../src/core/event-hashes";
+import { hashAndSignEvent, roomIdFromCreateEventId } from "../../src/core/event-hashes";
 import { getRoomVersion } from "../../src/core/room-versions";
 import type { PDU } from "../../src/core/types";
 import { setFederationFetch } from "../../src/services/federation/client";
@@ -87,6 +87,19 @@ export function chainAppender(room: RemoteChain, server: string, key: SigningKey
     room.ids[name] = eventId;
     prev = eventId;
   };
+}
+
+/** Starts `room` as a public room of version 12 that `creator` (a user of `server`) created and
+ *  joined: create, creator's join, power levels and join rules, recorded as `create`, `rem`, `pl`
+ *  and `rules`. Returns the appender for the rest of the chain. */
+export async function publicRemoteRoom(room: RemoteChain, server: string, key: SigningKey, creator: string) {
+  const add = chainAppender(room, server, key);
+  await add("create", { type: "m.room.create", state_key: "", sender: creator, content: { room_version: "12" }, auth_events: [] });
+  room.roomId = roomIdFromCreateEventId(room.ids.create);
+  await add("rem", { type: "m.room.member", state_key: creator, sender: creator, content: { membership: "join" }, auth_events: [] });
+  await add("pl", { type: "m.room.power_levels", state_key: "", sender: creator, content: {}, auth_events: [room.ids.rem] });
+  await add("rules", { type: "m.room.join_rules", state_key: "", sender: creator, content: { join_rule: "public" }, auth_events: [room.ids.pl, room.ids.rem] });
+  return add;
 }
 
 /** A simulated resident's make_join answer for `userId` in a room built by chainAppender (its
